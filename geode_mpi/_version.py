@@ -1,0 +1,3 @@
+"""The geode_mpi version."""
+
+__version__ = "0.1.0"

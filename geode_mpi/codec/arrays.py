@@ -1,0 +1,77 @@
+"""Numpy arrays as (descriptor, frame): the frame is the array's own memory, never a pickle."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any
+
+import numpy as np
+
+# order (b"C" or b"F"), dtype encoding (0 = dtype.str, 1 = pickled dtype), ndim, dtype length
+_DESC = struct.Struct("<cBHI")
+_DIM = struct.Struct("<q")
+
+
+def is_raw_array(obj: object) -> bool:
+    """True for arrays that travel as raw memory (exact ndarray, no Python objects inside)."""
+    return type(obj) is np.ndarray and not obj.dtype.hasobject
+
+
+def array_frame(arr: np.ndarray[Any, Any]) -> tuple[bytes, np.ndarray[Any, Any]]:
+    """Split an array into a descriptor and the frame to send.
+
+    The frame is ``arr`` itself (C order), or ``arr.T`` for a Fortran-contiguous array, so that a
+    transport sending the frame's elements in C order never has to copy a contiguous array.
+    Non-contiguous arrays are returned as they are; the transport sends them strided.
+    """
+    if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous:
+        order, frame = b"F", arr.T
+    else:
+        order, frame = b"C", arr
+    dtype = arr.dtype
+    if dtype.names is None and dtype.subdtype is None:
+        dt_kind, dt_bytes = 0, dtype.str.encode()
+    else:
+        dt_kind, dt_bytes = 1, pickle.dumps(dtype, protocol=5)
+    parts = [_DESC.pack(order, dt_kind, arr.ndim, len(dt_bytes)), dt_bytes]
+    parts.extend(_DIM.pack(n) for n in arr.shape)
+    return b"".join(parts), frame
+
+
+def read_descriptor(
+    meta: memoryview, offset: int
+) -> tuple[np.dtype[Any], tuple[int, ...], bool, int]:
+    """Parse a descriptor at ``offset``; return (dtype, shape, fortran, next offset)."""
+    order, dt_kind, ndim, dt_len = _DESC.unpack_from(meta, offset)
+    offset += _DESC.size
+    raw = bytes(meta[offset : offset + dt_len])
+    offset += dt_len
+    dtype = np.dtype(raw.decode()) if dt_kind == 0 else pickle.loads(raw)
+    shape = tuple(_DIM.unpack_from(meta, offset + 8 * k)[0] for k in range(ndim))
+    offset += 8 * ndim
+    return dtype, shape, order == b"F", offset
+
+
+def rebuild_array(
+    buffer: np.ndarray[Any, Any], dtype: np.dtype[Any], shape: tuple[int, ...], fortran: bool
+) -> np.ndarray[Any, Any]:
+    """View a received byte buffer as the array it carries (no copy).
+
+    Raises:
+        ValueError: the buffer size does not match the descriptor.
+    """
+    count = 1
+    for n in shape:
+        count *= n
+    if buffer.nbytes != count * dtype.itemsize:
+        raise ValueError(
+            f"array frame holds {buffer.nbytes} bytes, but dtype {dtype} and shape {shape} "
+            f"need {count * dtype.itemsize}"
+        )
+    flat = buffer.view(np.uint8).reshape(-1)
+    if dtype.itemsize == 0:
+        return np.empty(shape, dtype)
+    if fortran:
+        return flat.view(dtype).reshape(shape[::-1]).T
+    return flat.view(dtype).reshape(shape)

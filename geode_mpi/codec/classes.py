@@ -1,0 +1,63 @@
+"""Message classes by name: the name that travels, and the class it resolves to on arrival."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from geode_mpi.errors import DecodeError
+from geode_mpi.message import Message
+
+BASE_NAME = ""  # the wire name of Message itself, the commonest case
+_cache: dict[str, type[Message]] = {}
+
+
+def class_name(cls: type[Message]) -> str:
+    """The wire name of a Message class: ``module:qualname``."""
+    if cls is Message:
+        return BASE_NAME
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def short_name(wire_name: str) -> str:
+    """The class name users see as ``message.type``."""
+    if wire_name == BASE_NAME:
+        return Message.__name__
+    return wire_name.rpartition(":")[2].rpartition(".")[2]
+
+
+def resolve(wire_name: str) -> type[Message]:
+    """Find the class a wire name refers to, importing its module if needed.
+
+    Classes defined in the job script resolve through ``__main__``, which the runner sets to the
+    job on every rank.
+
+    Raises:
+        DecodeError: the class cannot be found, or is not a Message subclass.
+    """
+    if wire_name == BASE_NAME:
+        return Message
+    if wire_name.startswith("__main__:"):
+        return _lookup(wire_name)  # __main__ changes between jobs in one process: no cache
+    found = _cache.get(wire_name)
+    if found is None:
+        found = _cache[wire_name] = _lookup(wire_name)
+    return found
+
+
+def _lookup(wire_name: str) -> type[Message]:
+    module_name, _, qualname = wire_name.partition(":")
+    try:
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        obj: object = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise DecodeError(
+            f"received a message of class {qualname!r} from module {module_name!r}, but this "
+            f"rank cannot find it ({type(exc).__name__}: {exc}); define or import the class "
+            "on every rank"
+        ) from exc
+    if not (isinstance(obj, type) and issubclass(obj, Message)):
+        raise DecodeError(f"{wire_name!r} names {obj!r}, which is not a Message subclass")
+    return obj

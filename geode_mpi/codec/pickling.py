@@ -1,0 +1,63 @@
+"""Pickle protocol 5 with every numpy array out of band, contiguous or not."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from geode_mpi.codec.arrays import array_frame, is_raw_array, read_descriptor, rebuild_array
+
+# Exact types that pickle quickly and never hold arrays: no Pickler object needed.
+_ATOMIC = (str, bytes, int, float, bool, type(None), complex)
+
+
+def _rebuild(buffer: Any, descriptor: bytes) -> np.ndarray[Any, Any]:
+    dtype, shape, fortran, _ = read_descriptor(memoryview(descriptor), 0)
+    return rebuild_array(np.asarray(buffer), dtype, shape, fortran)
+
+
+class _Pickler(pickle.Pickler):
+    """Sends arrays as out-of-band frames in their own memory, strided ones included."""
+
+    def __init__(self, file: io.BytesIO, frames: list[np.ndarray[Any, Any]]) -> None:
+        super().__init__(file, protocol=5, buffer_callback=self._on_buffer)
+        self._frames = frames
+
+    def reducer_override(self, obj: Any) -> Any:
+        if is_raw_array(obj):
+            descriptor, frame = array_frame(obj)
+            return _rebuild, (pickle.PickleBuffer(frame), descriptor)
+        return NotImplemented
+
+    def _on_buffer(self, buffer: pickle.PickleBuffer) -> bool:
+        view = memoryview(buffer)
+        owner = view.obj
+        if isinstance(owner, np.ndarray):
+            self._frames.append(owner)
+            return False
+        if not view.contiguous:
+            return True  # a foreign strided buffer: let pickle copy it in band
+        self._frames.append(np.frombuffer(view.cast("B"), dtype=np.uint8))
+        return False
+
+
+def dumps(obj: Any, frames: list[np.ndarray[Any, Any]]) -> bytes:
+    """Pickle ``obj``; append its arrays (and other large buffers) to ``frames``.
+
+    Raises:
+        Exception: whatever pickle raises for an unpicklable object.
+    """
+    if type(obj) in _ATOMIC:
+        return pickle.dumps(obj, protocol=5)
+    out = io.BytesIO()
+    _Pickler(out, frames).dump(obj)
+    return out.getvalue()
+
+
+def loads(data: bytes | memoryview, frames: Sequence[Any]) -> Any:
+    """Unpickle what `dumps` produced, given the frames it appended, in order."""
+    return pickle.loads(data, buffers=frames)

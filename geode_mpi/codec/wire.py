@@ -1,0 +1,186 @@
+"""A Message as (meta, frames): a small fixed header, the class name, the payload, raw buffers.
+
+Meta layout (codec version 1, little-endian), documented in docs/wire-format.md:
+
+    u8 version | u8 kind | u8 flags | u8 pad | i64 id | u64 seq | f64 timestamp
+    u32 source | u32 dest | u16 class-name length | u16 pad | u32 data frames | u32 data length
+    class name (utf-8) | data section | rest section (to the end)
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geode_mpi.codec import pickling
+from geode_mpi.codec.arrays import array_frame, is_raw_array, read_descriptor, rebuild_array
+from geode_mpi.codec.classes import class_name, resolve, short_name
+from geode_mpi.errors import DecodeError, EncodeError
+from geode_mpi.message import RESERVED, Message
+
+VERSION = 1
+KIND_PICKLE = 0
+KIND_ARRAY = 1
+FLAG_REST = 1  # a rest section (headers, extra attributes) follows the data section
+
+_HEAD = struct.Struct("<BBBxqQdIIHxxII")
+HEAD_SIZE = _HEAD.size
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """The metadata the sender assigns: who, to whom, which one and when."""
+
+    id: int
+    seq: int
+    timestamp: float
+    source: int
+    dest: int
+
+
+@dataclass(frozen=True, slots=True)
+class Peek:
+    """What can be read from meta without decoding the payload."""
+
+    stamp: Stamp
+    class_name: str
+
+    @property
+    def type(self) -> str:
+        return short_name(self.class_name)
+
+
+def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, Any]]]:
+    """Encode a message for the wire.
+
+    Returns:
+        ``(meta, frames)``: meta is bytes; frames are numpy arrays to send as raw memory, in
+        order (possibly non-contiguous: a transport sends their elements in C order).
+
+    Raises:
+        EncodeError: the data, headers or attributes cannot be pickled. Nothing is sent.
+    """
+    frames: list[np.ndarray[Any, Any]] = []
+    data = message.data
+    state = message.__dict__
+    headers = state.get("_headers") or None
+    extras = {k: v for k, v in state.items() if k not in RESERVED} or None
+    has_rest = headers is not None or extras is not None
+    try:
+        if is_raw_array(data):
+            kind = KIND_ARRAY
+            section, frame = array_frame(data)
+            frames.append(frame)
+        else:
+            kind = KIND_PICKLE
+            section = pickling.dumps(data, frames)
+    except Exception as exc:
+        raise EncodeError("message data", type(data), exc) from exc
+    n_data_frames = len(frames)
+    rest = b""
+    if has_rest:
+        try:
+            rest = pickling.dumps((headers, extras), frames)
+        except Exception as exc:
+            bad = _first_unpicklable(headers, extras)
+            raise EncodeError(f"{type(message).__name__} {bad[0]}", type(bad[1]), exc) from exc
+    name = class_name(type(message)).encode()
+    head = _HEAD.pack(
+        VERSION,
+        kind,
+        FLAG_REST if has_rest else 0,
+        stamp.id,
+        stamp.seq,
+        stamp.timestamp,
+        stamp.source,
+        stamp.dest,
+        len(name),
+        n_data_frames,
+        len(section),
+    )
+    return b"".join((head, name, section, rest)), frames
+
+
+def _first_unpicklable(
+    headers: dict[str, Any] | None, extras: dict[str, Any] | None
+) -> tuple[str, object]:
+    for label, mapping in (("header", headers), ("attribute", extras)):
+        for key, value in (mapping or {}).items():
+            try:
+                pickling.dumps(value, [])
+            except Exception:
+                return f"{label} {key!r}", value
+    return "headers", headers
+
+
+def peek(meta: bytes | memoryview) -> Peek:
+    """Read the stamp and class name of an encoded message.
+
+    Raises:
+        DecodeError: the bytes are not a message of a known codec version.
+    """
+    if len(meta) < HEAD_SIZE:
+        raise DecodeError(f"message meta is {len(meta)} bytes, shorter than the {HEAD_SIZE}-byte header")
+    version, _, _, mid, seq, ts, src, dst, name_len, _, _ = _HEAD.unpack_from(meta, 0)
+    if version != VERSION:
+        raise DecodeError(
+            f"message codec version {version} is not supported (this geode_mpi speaks {VERSION}): "
+            "are all ranks running the same geode_mpi?"
+        )
+    name = bytes(meta[HEAD_SIZE : HEAD_SIZE + name_len]).decode()
+    return Peek(Stamp(mid, seq, ts, src, dst), name)
+
+
+def decode(
+    meta: bytes | memoryview, frames: Sequence[np.ndarray[Any, Any]], names: Sequence[str]
+) -> Message:
+    """Turn meta and received frames back into a Message of the class that was sent.
+
+    Args:
+        meta: the bytes `encode` produced.
+        frames: writable byte buffers, one per frame, in order.
+        names: node names by index, to fill in ``source`` and ``dest``.
+
+    Raises:
+        DecodeError: the bytes are malformed or the class cannot be found.
+    """
+    view = memoryview(meta)
+    info = peek(view)
+    _, kind, flags, _, _, _, _, _, name_len, n_data, data_len = _HEAD.unpack_from(view, 0)
+    cls = resolve(info.class_name)
+    start = HEAD_SIZE + name_len
+    section = view[start : start + data_len]
+    try:
+        if kind == KIND_ARRAY:
+            dtype, shape, fortran, _ = read_descriptor(section, 0)
+            data = rebuild_array(frames[0], dtype, shape, fortran)
+        else:
+            data = pickling.loads(section, frames[:n_data])
+        headers = extras = None
+        if flags & FLAG_REST:
+            headers, extras = pickling.loads(view[start + data_len :], frames[n_data:])
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(
+            f"cannot decode a {short_name(info.class_name)} message {info.stamp.id} from "
+            f"node index {info.stamp.source}: {type(exc).__name__}: {exc}"
+        ) from exc
+    message = cls.__new__(cls)
+    state = message.__dict__
+    if extras:
+        state.update(extras)
+    state["data"] = data
+    if headers:
+        state["_headers"] = headers
+    stamp = info.stamp
+    state["id"] = stamp.id
+    state["seq"] = stamp.seq
+    state["timestamp"] = stamp.timestamp
+    state["source"] = names[stamp.source] if stamp.source < len(names) else str(stamp.source)
+    state["dest"] = names[stamp.dest] if stamp.dest < len(names) else str(stamp.dest)
+    return message

@@ -1,0 +1,82 @@
+"""Node names, and which rank hosts each node: node k lives on rank k mod size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from geode_mpi.errors import UnknownNodeError
+
+EMBEDDED_NODES = 4  # nodes in a one-rank world when none are named
+
+
+def node_names(nodes: int | Sequence[str] | None, size: int) -> tuple[str, ...]:
+    """The job's node names.
+
+    Args:
+        nodes: None for the default (``node0``..``node{size-1}``, or ``node0``..``node3`` in a
+            one-rank world), a count, or a sequence of distinct names.
+        size: the number of ranks.
+
+    Raises:
+        ValueError: fewer nodes than ranks, duplicate or empty names.
+        TypeError: nodes is not an int, a sequence of str or None.
+    """
+    if nodes is None:
+        count = size if size > 1 else EMBEDDED_NODES
+        return tuple(f"node{k}" for k in range(count))
+    if isinstance(nodes, bool):
+        raise TypeError(f"nodes must be an int, a list of names or None, got {nodes!r}")
+    if isinstance(nodes, int):
+        if nodes < 1:
+            raise ValueError(f"nodes must be >= 1, got {nodes}")
+        names: tuple[str, ...] = tuple(f"node{k}" for k in range(nodes))
+    elif isinstance(nodes, str) or not isinstance(nodes, Sequence):
+        raise TypeError(f"nodes must be an int, a list of names or None, got {nodes!r}")
+    else:
+        names = tuple(nodes)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"node names must be non-empty strings, got {name!r}")
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(f"node names must be unique, got {name!r} twice")
+            seen.add(name)
+    if len(names) < size:
+        raise ValueError(
+            f"nodes names {len(names)} node(s), but the job has {size} ranks: every rank must "
+            f"host at least one node (give at least {size} names, or leave nodes=None)"
+        )
+    return names
+
+
+class Placement:
+    """Maps node names and indices to the ranks that host them."""
+
+    def __init__(self, names: tuple[str, ...], size: int) -> None:
+        self.names = names
+        self.size = size
+        self._index = {name: k for k, name in enumerate(names)}
+
+    def index(self, node: str | int, argument: str = "node") -> int:
+        """The index of a node given by name or index.
+
+        Raises:
+            UnknownNodeError: no such node in this job.
+        """
+        if isinstance(node, str):
+            found = self._index.get(node)
+            if found is not None:
+                return found
+        elif isinstance(node, int) and not isinstance(node, bool):
+            if 0 <= node < len(self.names):
+                return node
+        raise UnknownNodeError(node, self.names, argument)
+
+    def rank_of(self, index: int) -> int:
+        """The rank that hosts node ``index``."""
+        return index % self.size
+
+    def hosted_by(self, rank: int) -> tuple[int, ...]:
+        """Indices of the nodes that rank ``rank`` hosts, in order."""
+        return tuple(range(rank, len(self.names), self.size))

@@ -1,0 +1,134 @@
+"""Exceptions raised by geode_mpi: one base, `GeodeError`, and subclasses that carry the facts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class GeodeError(Exception):
+    """Base of every error geode_mpi raises on purpose."""
+
+
+def describe_nodes(nodes: Sequence[str]) -> str:
+    """Return a short human description of a node list, e.g. ``node0..node3``."""
+    default = [f"node{k}" for k in range(len(nodes))]
+    if list(nodes) == default and len(nodes) > 2:
+        return f"{nodes[0]}..{nodes[-1]}"
+    if len(nodes) > 8:
+        return ", ".join(nodes[:4]) + f", ... ({len(nodes)} nodes)"
+    return ", ".join(nodes)
+
+
+class UnknownNodeError(GeodeError, LookupError):
+    """A node name or index that this job does not have."""
+
+    def __init__(self, node: object, nodes: Sequence[str], argument: str = "node") -> None:
+        self.node = node
+        self.nodes = tuple(nodes)
+        self.argument = argument
+        super().__init__(
+            f"unknown {argument} {node!r}: this job has nodes {describe_nodes(nodes)}"
+        )
+
+
+class NodeNotLocalError(GeodeError, LookupError):
+    """A call that must run on the rank hosting a node was made on another rank."""
+
+    def __init__(self, call: str, node: str, rank: int, host_rank: int) -> None:
+        self.call = call
+        self.node = node
+        self.rank = rank
+        self.host_rank = host_rank
+        super().__init__(
+            f"{call}({node!r}) was called on rank {rank}, but {node} lives on rank "
+            f"{host_rank}: guard the call with `if geode.hosts({node!r}):`, or call "
+            f"{call}() without a node to use this rank's own node"
+        )
+
+
+class EncodeError(GeodeError, TypeError):
+    """A payload that cannot be encoded (for example, it cannot be pickled)."""
+
+    def __init__(self, what: str, value_type: type, reason: BaseException) -> None:
+        self.value_type = value_type
+        self.reason = reason
+        name = f"{value_type.__module__}.{value_type.__qualname__}"
+        super().__init__(
+            f"cannot send {what} of type {name}: {type(reason).__name__}: {reason}; "
+            "nothing was sent"
+        )
+
+
+class DecodeError(GeodeError, ValueError):
+    """Bytes that arrived but cannot be turned back into a Message."""
+
+
+class GeodeTimeoutError(GeodeError, TimeoutError):
+    """Base of the timeouts; also a builtin `TimeoutError`."""
+
+
+class ReceiveTimeout(GeodeTimeoutError):
+    """No matching message arrived within the timeout."""
+
+    def __init__(
+        self, node: str, timeout: float, source: str | None, type_name: str | None, queued: int
+    ) -> None:
+        self.node = node
+        self.timeout = timeout
+        self.source = source
+        self.type_name = type_name
+        self.queued = queued
+        wanted = []
+        if source is not None:
+            wanted.append(f"source={source}")
+        if type_name is not None:
+            wanted.append(f"type={type_name}")
+        what = f" ({', '.join(wanted)})" if wanted else ""
+        tail = f"; {queued} other message(s) are queued there" if queued else ""
+        super().__init__(
+            f"receive on {node} timed out after {timeout:g} s waiting for a message{what}{tail}"
+        )
+
+
+class SendTimeout(GeodeTimeoutError):
+    """A send did not complete within the timeout; the message stays in flight."""
+
+    def __init__(self, message_id: int, source: str, dest: str, timeout: float) -> None:
+        self.message_id = message_id
+        self.source = source
+        self.dest = dest
+        self.timeout = timeout
+        super().__init__(
+            f"send of message {message_id} from {source} to {dest} did not complete within "
+            f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
+        )
+
+
+class ClosedError(GeodeError, RuntimeError):
+    """An operation on a Geode that was closed."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(
+            f"{operation}() on a closed Geode: it was closed by close() or by leaving its "
+            "`with` block; create a new Geode() to send again"
+        )
+
+
+class WorldMismatchError(GeodeError, RuntimeError):
+    """Ranks of one job disagree about the job's configuration (for example, node names)."""
+
+
+def check_timeout(timeout: float | None, argument: str = "timeout") -> float | None:
+    """Validate a timeout argument: None (wait forever) or a number >= 0.
+
+    Raises:
+        ValueError: the timeout is negative or not a number.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{argument} must be a number of seconds or None, got {timeout!r}")
+    if timeout != timeout or timeout < 0:
+        raise ValueError(f"{argument} must be >= 0, got {timeout!r}")
+    return float(timeout)

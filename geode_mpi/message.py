@@ -1,0 +1,74 @@
+"""The Message: user data plus the metadata geode_mpi fills in when it is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Attributes that geode_mpi owns; everything else in a subclass's __dict__ travels as user state.
+RESERVED = frozenset(
+    {"data", "_headers", "id", "source", "dest", "seq", "timestamp"}
+)
+
+
+class Message:
+    """A message: ``data`` of any picklable type (numpy arrays above all) plus metadata.
+
+    Subclass it for your own message types; a subclass is received as that subclass, with the
+    attributes it set in ``__init__`` restored (``__init__`` is not called again on receipt).
+
+    Metadata is ``None`` until the message has been sent, and is set on the received copy:
+
+    - ``id``: a job-unique integer (sender node index in the high bits, a counter below)
+    - ``source`` / ``dest``: node names
+    - ``type``: the class name, e.g. ``"MyMessage"``
+    - ``seq``: the sequence number for this (source, dest) pair, starting at 0
+    - ``timestamp``: the sender's clock (``time.time()``) when it was sent
+    - ``headers``: a dict of user headers (small picklable values)
+
+    Args:
+        data: the payload.
+        headers: optional user headers, copied into a new dict.
+    """
+
+    # Class-level defaults, so a subclass that forgets super().__init__() still works.
+    data: Any = None
+    id: int | None = None
+    source: str | None = None
+    dest: str | None = None
+    seq: int | None = None
+    timestamp: float | None = None
+
+    def __init__(self, data: Any = None, *, headers: Mapping[str, Any] | None = None) -> None:
+        self.data = data
+        if headers:
+            self.headers = dict(headers)
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """User headers; a fresh empty dict when none were given."""
+        found = self.__dict__.get("_headers")
+        if found is None:
+            found = {}
+            self.__dict__["_headers"] = found
+        return found  # type: ignore[no-any-return]
+
+    @headers.setter
+    def headers(self, value: Mapping[str, Any]) -> None:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"headers must be a mapping, got {type(value).__name__}")
+        self.__dict__["_headers"] = dict(value)
+
+    @property
+    def type(self) -> str:
+        """The message's class name."""
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        data = repr(self.data)
+        if len(data) > 60:
+            data = data[:57] + "..."
+        meta = ""
+        if self.id is not None:
+            meta = f" id={self.id} {self.source}->{self.dest} seq={self.seq}"
+        return f"<{self.type}{meta} data={data}>"

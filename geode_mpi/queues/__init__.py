@@ -1,0 +1,5 @@
+"""Layer 3, queues: where messages wait between the transport and the user."""
+
+from geode_mpi.queues.inbox import Inbox, Parcel
+
+__all__ = ["Inbox", "Parcel"]

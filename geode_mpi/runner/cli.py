@@ -1,0 +1,77 @@
+"""The command line: ``python -m geode_mpi [--version | --info] job.py [args...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from geode_mpi._version import __version__
+
+USAGE = """\
+python -m geode_mpi [options] job.py [args...]
+       python -m geode_mpi [options] -m module [args...]
+       mpiexec -n 4 python -m geode_mpi job.py [args...]"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser; the job's own arguments follow the script and are left alone."""
+    p = argparse.ArgumentParser(
+        prog="python -m geode_mpi",
+        usage=USAGE,
+        description="Run a geode_mpi job on every MPI rank as __main__. An uncaught "
+        "exception on any rank prints its traceback labelled with the rank and ends the "
+        "whole job.",
+    )
+    p.add_argument("--version", action="version", version=f"geode_mpi {__version__}")
+    p.add_argument(
+        "--info", action="store_true", help="print versions, MPI library, thread level, ranks"
+    )
+    p.add_argument("-m", dest="module", metavar="MODULE", help="run a module as the job")
+    p.add_argument("job", nargs="?", help="the job script; the job's arguments follow it")
+    return p
+
+
+# Options of ours that take a value; everything from the job script (or -m MODULE) on is the job's.
+_VALUED = {"-m"}
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split argv into (geode_mpi's options and the job, the job's own arguments)."""
+    k = 0
+    while k < len(argv):
+        token = argv[k]
+        if token == "--":
+            return argv[:k] + argv[k + 1 : k + 2], argv[k + 2 :]
+        if token in _VALUED:
+            k += 2
+            if token == "-m":
+                return argv[:k], argv[k:]
+            continue
+        if not token.startswith("-"):
+            return argv[: k + 1], argv[k + 1 :]
+        k += 1
+    return argv, []
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    ours, job_args = split_argv(argv)
+    options = parser().parse_args(ours)
+    if options.info:
+        from geode_mpi.runner.info import info_lines
+        from geode_mpi.runner.run import world
+
+        rank, _ = world()
+        if rank == 0:
+            print("\n".join(info_lines()))
+        return 0
+    from geode_mpi.runner.run import run
+
+    if options.module:
+        return run(options.module, job_args, module=True)
+    if not options.job:
+        parser().print_usage(sys.stderr)
+        print("python -m geode_mpi: error: give a job script (or -m module)", file=sys.stderr)
+        return 2
+    return run(options.job, job_args)

@@ -1,0 +1,47 @@
+"""Layer 2, transports: move (meta, frames) between ranks. Knows nothing of pickle.
+
+Only this layer and the runner import mpi4py, and only when a launcher started the job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geode_mpi.transport.backoff import Backoff
+from geode_mpi.transport.base import Delivery, SendTicket, Transport
+from geode_mpi.transport.inproc import InProcHub, InProcTransport
+from geode_mpi.transport.launch import prepare_mpi_environment, under_launcher
+
+
+def open_world(comm: Any = None) -> Transport:
+    """The transport for this process: MPI when launched with more than one rank, else in-process.
+
+    Args:
+        comm: an MPI communicator to use instead of COMM_WORLD (implies MPI).
+    """
+    if comm is None and not under_launcher():
+        return InProcHub(1).endpoint(0)
+    prepare_mpi_environment()
+    from mpi4py import MPI
+
+    from geode_mpi.transport.abort import install_abort_hook
+    from geode_mpi.transport.mpi import MPITransport
+
+    base = MPI.COMM_WORLD if comm is None else comm
+    if base.Get_size() == 1:
+        return InProcHub(1).endpoint(0)
+    install_abort_hook(MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size())
+    return MPITransport(base)
+
+
+__all__ = [
+    "Backoff",
+    "Delivery",
+    "InProcHub",
+    "InProcTransport",
+    "SendTicket",
+    "Transport",
+    "open_world",
+    "prepare_mpi_environment",
+    "under_launcher",
+]

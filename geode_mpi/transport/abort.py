@@ -1,0 +1,64 @@
+"""Ending the whole job when one rank fails, so the others never wait for it forever."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from types import TracebackType
+
+_installed = False
+
+
+def rank_label(rank: int, size: int, node: str | None = None) -> str:
+    """The prefix put on every line a rank prints about a failure."""
+    where = f"rank {rank}/{size}"
+    return f"[{where} {node}]" if node else f"[{where}]"
+
+
+def report_exception(
+    exc_type: type[BaseException],
+    exc: BaseException,
+    tb: TracebackType | None,
+    label: str,
+) -> None:
+    """Print a traceback with every line prefixed by ``label``, then flush."""
+    sys.stdout.flush()
+    lines = "".join(traceback.format_exception(exc_type, exc, tb)).splitlines()
+    text = "\n".join(f"{label} {line}" for line in lines)
+    sys.stderr.write(f"{label} geode_mpi: uncaught exception, aborting the job\n{text}\n")
+    sys.stderr.flush()
+
+
+def abort_world(code: int) -> None:
+    """Abort every rank of the job with exit status ``code`` (never returns)."""
+    from mpi4py import MPI
+
+    try:
+        MPI.COMM_WORLD.Abort(code)
+    finally:
+        os._exit(code)
+
+
+def install_abort_hook(rank: int, size: int) -> None:
+    """Make an uncaught exception on this rank abort the job instead of deadlocking it.
+
+    Installed by Geode() when the job has more than one rank; the runner does the same for
+    every job it starts.
+    """
+    global _installed
+    if _installed or size <= 1:
+        return
+    previous = sys.excepthook
+
+    def hook(
+        exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        if issubclass(exc_type, SystemExit):
+            previous(exc_type, exc, tb)
+            return
+        report_exception(exc_type, exc, tb, rank_label(rank, size))
+        abort_world(1)
+
+    sys.excepthook = hook
+    _installed = True

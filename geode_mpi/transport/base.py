@@ -1,0 +1,111 @@
+"""Layer 2, the transport contract: move (meta, frames) between ranks. Knows nothing of pickle.
+
+A transport moves one *envelope* at a time: ``meta`` (bytes the layer above made) and
+``frames`` (numpy arrays whose elements travel in C order as raw memory). It delivers what
+arrives to a sink, per source in the order sent, and never drops or duplicates.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Frame = np.ndarray[Any, Any]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One envelope that arrived: its source rank, meta bytes and frames (writable uint8)."""
+
+    source: int
+    meta: memoryview
+    frames: list[Frame]
+    nbytes: int
+
+
+Sink = Callable[[Delivery], None]
+
+
+@dataclass(slots=True, eq=False)
+class SendTicket:
+    """A send in progress. ``done`` turns True once the caller's buffers may be reused."""
+
+    dest: int
+    nbytes: int
+    done: bool = False
+    # Transport-private state: requests, buffers kept alive, datatypes to free.
+    state: Any = field(default=None, repr=False)
+
+
+def frame_bytes(frame: Frame) -> Frame:
+    """A C-contiguous uint8 view of a frame's elements (a copy only if it is strided)."""
+    contiguous = np.ascontiguousarray(frame)
+    if contiguous.nbytes == 0:
+        return np.empty(0, np.uint8)
+    return contiguous.reshape(-1).view(np.uint8)
+
+
+def copy_frame(frame: Frame) -> Frame:
+    """A private writable uint8 copy of a frame's elements in C order (one copy, always)."""
+    if frame.flags.c_contiguous:
+        return frame_bytes(frame).copy()
+    return frame_bytes(frame)  # ascontiguousarray already made a fresh copy
+
+
+class Transport(abc.ABC):
+    """What every transport provides. One transport serves one rank of one Geode."""
+
+    rank: int
+    size: int
+    name: str = "transport"
+
+    def __init__(self) -> None:
+        self._sink: Sink | None = None
+
+    def attach(self, sink: Sink) -> None:
+        """Set the function that receives every delivery (called from `progress`)."""
+        self._sink = sink
+
+    def deliver(self, delivery: Delivery) -> None:
+        if self._sink is None:
+            raise RuntimeError(f"{self.name} transport received a message before attach()")
+        self._sink(delivery)
+
+    @abc.abstractmethod
+    def send(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        """Start sending one envelope to rank ``dest``; return at once.
+
+        The caller must not modify the frames until the ticket is done.
+        """
+
+    @abc.abstractmethod
+    def progress(self) -> bool:
+        """Move data: complete sends, receive arrivals and pass them to the sink.
+
+        Returns:
+            True if anything happened (so a wait loop can reset its back-off).
+        """
+
+    @property
+    @abc.abstractmethod
+    def busy(self) -> bool:
+        """True while data is moving (sends or frame receives in flight)."""
+
+    @abc.abstractmethod
+    def check_same(self, value: bytes, what: str) -> None:
+        """Raise if ``value`` differs between ranks (a collective on real transports)."""
+
+    @abc.abstractmethod
+    def close(self, timeout: float | None = None) -> None:
+        """Finish: complete every send and receive everything sent to this rank.
+
+        Collective: every rank of the job calls it. Deliveries made while closing go to the sink.
+        """
+
+    def describe(self) -> str:
+        """One line for diagnostics."""
+        return f"{self.name} transport, rank {self.rank} of {self.size}"

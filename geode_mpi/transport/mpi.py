@@ -1,0 +1,339 @@
+"""The MPI transport: nonblocking sends, matched-probe receives, frames as raw memory.
+
+Every envelope is one MPI message on `TAG_ENVELOPE`: a transport header, a frame table, the
+meta bytes, and the small frames inline. Frames larger than ``inline_max`` follow as their own
+MPI messages on `TAG_FRAME`, sent from the array's memory (strided arrays through an MPI derived
+datatype, so nothing is copied on the send side). MPI never lets messages overtake each other
+for one (source, tag, communicator), so a receiver matches those frames simply by posting its
+receives in envelope order. See docs/wire-format.md.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from geode_mpi.errors import GeodeTimeoutError, WorldMismatchError
+from geode_mpi.transport.backoff import Backoff
+from geode_mpi.transport.base import (
+    Delivery,
+    Frame,
+    SendTicket,
+    Transport,
+    copy_frame,
+    frame_bytes,
+)
+
+TAG_ENVELOPE = 1
+TAG_FRAME = 2
+
+MAGIC = b"GM"
+VERSION = 1
+_HEADER = struct.Struct("<2sBxII")  # magic, transport version, frame count, meta length
+_ENTRY = struct.Struct("<Q")  # frame length << 1 | 1 if the frame follows out of band
+ALIGN = 16
+INLINE_MAX = 16 * 1024
+MAX_ARRIVALS_PER_POLL = 256
+
+
+def _align(offset: int) -> int:
+    return (offset + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def build_envelope(
+    meta: bytes, frames: Sequence[Frame], inline_max: int
+) -> tuple[bytes | bytearray, list[Frame]]:
+    """Pack meta and small frames into one buffer; return it and the out-of-band frames."""
+    header = _HEADER.pack(MAGIC, VERSION, len(frames), len(meta))
+    if not frames:
+        return header + meta, []
+    table = []
+    inline: list[Frame] = []
+    oob: list[Frame] = []
+    for frame in frames:
+        big = frame.nbytes > inline_max
+        table.append(_ENTRY.pack(frame.nbytes << 1 | big))
+        (oob if big else inline).append(frame)
+    head = b"".join([header, *table, meta])
+    if not inline:
+        return head, oob
+    offsets = []
+    end = len(head)
+    for frame in inline:
+        end = _align(end)
+        offsets.append(end)
+        end += frame.nbytes
+    envelope = bytearray(end)
+    envelope[: len(head)] = head
+    for offset, frame in zip(offsets, inline):
+        if frame.nbytes:
+            envelope[offset : offset + frame.nbytes] = frame_bytes(frame).data
+    return envelope, oob
+
+
+def parse_envelope(
+    buffer: Frame,
+) -> tuple[memoryview, list[Frame | None], list[int]]:
+    """Split a received envelope into meta, inline frames (None where out of band), oob sizes.
+
+    Raises:
+        ValueError: the buffer is not a geode_mpi envelope of a known version.
+    """
+    raw = memoryview(buffer)
+    if len(raw) < _HEADER.size:
+        raise ValueError(f"envelope of {len(raw)} bytes is shorter than its header")
+    magic, version, n_frames, meta_len = _HEADER.unpack_from(raw, 0)
+    if magic != MAGIC or version != VERSION:
+        raise ValueError(
+            f"not a geode_mpi v{VERSION} envelope (magic {magic!r}, version {version}): "
+            "are all ranks running the same geode_mpi?"
+        )
+    offset = _HEADER.size
+    entries = [_ENTRY.unpack_from(raw, offset + 8 * k)[0] for k in range(n_frames)]
+    offset += 8 * n_frames
+    meta = raw[offset : offset + meta_len]
+    end = offset + meta_len
+    frames: list[Frame | None] = []
+    oob_sizes = []
+    for entry in entries:
+        size, big = entry >> 1, entry & 1
+        if big:
+            frames.append(None)
+            oob_sizes.append(size)
+        else:
+            end = _align(end)
+            frames.append(buffer[end : end + size])
+            end += size
+    return meta, frames, oob_sizes
+
+
+def strided_datatype(frame: Frame) -> Any:
+    """A committed MPI datatype that reads a strided array's elements in C order from BOTTOM."""
+    current = MPI.BYTE.Create_contiguous(frame.itemsize)
+    for count, stride in zip(reversed(frame.shape), reversed(frame.strides)):
+        outer = current.Create_hvector(count, 1, stride)
+        current.Free()
+        current = outer
+    address = frame.__array_interface__["data"][0]
+    absolute = MPI.Datatype.Create_struct([1], [address], [current])
+    current.Free()
+    return absolute.Commit()
+
+
+class _Arrival:
+    """An envelope whose out-of-band frames are still being received."""
+
+    __slots__ = ("source", "meta", "frames", "requests", "nbytes")
+
+    def __init__(self, source: int, meta: memoryview, frames: list[Frame], nbytes: int) -> None:
+        self.source = source
+        self.meta = meta
+        self.frames = frames
+        self.requests: list[Any] = []
+        self.nbytes = nbytes
+
+
+class MPITransport(Transport):
+    """Transport over a private duplicate of an MPI communicator.
+
+    Args:
+        comm: the communicator whose ranks are the job (duplicated here, collectively).
+        inline_max: frames up to this many bytes travel inside the envelope.
+    """
+
+    name = "MPI"
+
+    def __init__(self, comm: Any = None, *, inline_max: int = INLINE_MAX) -> None:
+        super().__init__()
+        base = MPI.COMM_WORLD if comm is None else comm
+        self.comm = base.Dup()
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.inline_max = inline_max
+        self.sent_to = np.zeros(self.size, np.int64)
+        self.received_from = np.zeros(self.size, np.int64)
+        self._active: list[SendTicket] = []
+        self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
+        self._waiting_sources: set[int] = set()
+        self._status = MPI.Status()
+        self._closed = False
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        if dest == self.rank:
+            return self._loopback(meta, frames)
+        envelope, oob = build_envelope(meta, frames, self.inline_max)
+        nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
+        requests = [self.comm.Isend([envelope, MPI.BYTE], dest, TAG_ENVELOPE)]
+        datatypes = []
+        for frame in oob:
+            if frame.flags.c_contiguous:
+                requests.append(self.comm.Isend([frame_bytes(frame), MPI.BYTE], dest, TAG_FRAME))
+            else:
+                datatype = strided_datatype(frame)
+                datatypes.append(datatype)
+                requests.append(self.comm.Isend([MPI.BOTTOM, 1, datatype], dest, TAG_FRAME))
+        self.sent_to[dest] += 1
+        ticket = SendTicket(dest, nbytes, state=(requests, envelope, list(oob), datatypes))
+        if not self._finish(ticket):
+            self._active.append(ticket)
+        return ticket
+
+    def _loopback(self, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        copies = [copy_frame(frame) for frame in frames]
+        nbytes = len(meta) + sum(frame.nbytes for frame in copies)
+        self.sent_to[self.rank] += 1
+        self.received_from[self.rank] += 1
+        self.deliver(Delivery(self.rank, memoryview(meta), copies, nbytes))
+        return SendTicket(self.rank, nbytes, done=True)
+
+    def _finish(self, ticket: SendTicket) -> bool:
+        requests, _, _, datatypes = ticket.state
+        if not MPI.Request.Testall(requests):
+            return False
+        for datatype in datatypes:
+            datatype.Free()
+        ticket.state = None
+        ticket.done = True
+        return True
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _probe_arrivals(self) -> bool:
+        status = self._status
+        found = False
+        for _ in range(MAX_ARRIVALS_PER_POLL):
+            message = self.comm.Improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
+            if message is None:
+                break
+            found = True
+            source = status.Get_source()
+            buffer = np.empty(status.Get_count(MPI.BYTE), np.uint8)
+            message.Recv([buffer, MPI.BYTE])
+            self.received_from[source] += 1
+            self._accept(source, buffer)
+        return found
+
+    def _accept(self, source: int, buffer: Frame) -> None:
+        meta, inline, oob_sizes = parse_envelope(buffer)
+        queue = self._arrivals[source]
+        if not oob_sizes and not queue:
+            frames = [frame for frame in inline if frame is not None]
+            self.deliver(Delivery(source, meta, frames, buffer.nbytes))
+            return
+        frames = []
+        arrival = _Arrival(source, meta, frames, buffer.nbytes)
+        for frame in inline:
+            if frame is None:
+                size = oob_sizes[len(arrival.requests)]
+                frame = np.empty(size, np.uint8)
+                arrival.requests.append(
+                    self.comm.Irecv([frame, MPI.BYTE], source, TAG_FRAME)
+                )
+                arrival.nbytes += size
+            frames.append(frame)
+        queue.append(arrival)
+        self._waiting_sources.add(source)
+
+    def _complete_arrivals(self) -> bool:
+        found = False
+        for source in list(self._waiting_sources):
+            queue = self._arrivals[source]
+            while queue and MPI.Request.Testall(queue[0].requests):
+                arrival = queue.popleft()
+                self.deliver(Delivery(source, arrival.meta, arrival.frames, arrival.nbytes))
+                found = True
+            if not queue:
+                self._waiting_sources.discard(source)
+        return found
+
+    # -- progress --------------------------------------------------------------------------
+
+    def progress(self) -> bool:
+        found = self._probe_arrivals()
+        if self._waiting_sources and self._complete_arrivals():
+            found = True
+        if self._active:
+            still = [ticket for ticket in self._active if not self._finish(ticket)]
+            if len(still) != len(self._active):
+                found = True
+            self._active = still
+        return found
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._active or self._waiting_sources)
+
+    def pending_summary(self) -> str:
+        """What this rank is waiting for, for diagnostics."""
+        parts = []
+        if self._active:
+            dests = sorted({ticket.dest for ticket in self._active})
+            parts.append(f"{len(self._active)} send(s) to rank(s) {dests} not complete")
+        for source in sorted(self._waiting_sources):
+            parts.append(f"{len(self._arrivals[source])} message(s) from rank {source} half received")
+        return "; ".join(parts) or "nothing in flight"
+
+    # -- collective steps ------------------------------------------------------------------
+
+    def check_same(self, value: bytes, what: str) -> None:
+        values = self.comm.allgather(value)
+        for rank, other in enumerate(values):
+            if other != values[0]:
+                raise WorldMismatchError(
+                    f"rank {rank} disagrees with rank 0 about {what}: every rank must create "
+                    "its Geode with the same arguments"
+                )
+
+    def _wait(self, done: Any, timeout: float | None, what: Any) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = Backoff()
+        while not done():
+            if self.progress():
+                backoff.reset()
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                raise GeodeTimeoutError(
+                    f"close() on rank {self.rank} timed out after {timeout:g} s: {what()}"
+                )
+            backoff.pause(self.busy)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Complete every send, learn how many envelopes each rank sent here, receive them all."""
+        if self._closed:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        self._wait(lambda: not self._active, left(), self.pending_summary)
+        expected = np.zeros(self.size, np.int64)
+        request = self.comm.Ialltoall([self.sent_to, MPI.INT64_T], [expected, MPI.INT64_T])
+        self._wait(
+            request.Test, left(), lambda: "waiting for the other ranks to call close()"
+        )
+
+        def missing() -> str:
+            short = {
+                rank: int(expected[rank] - self.received_from[rank])
+                for rank in range(self.size)
+                if expected[rank] != self.received_from[rank]
+            }
+            return f"messages still expected from ranks {short}; {self.pending_summary()}"
+
+        self._wait(
+            lambda: bool(np.array_equal(expected, self.received_from))
+            and not self._waiting_sources,
+            left(),
+            missing,
+        )
+        self.comm.Free()
+        self._closed = True
