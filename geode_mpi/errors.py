@@ -26,9 +26,7 @@ class UnknownNodeError(GeodeError, LookupError):
         self.node = node
         self.nodes = tuple(nodes)
         self.argument = argument
-        super().__init__(
-            f"unknown {argument} {node!r}: this job has nodes {describe_nodes(nodes)}"
-        )
+        super().__init__(f"unknown {argument} {node!r}: this job has nodes {describe_nodes(nodes)}")
 
 
 class NodeNotLocalError(GeodeError, LookupError):

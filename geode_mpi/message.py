@@ -6,9 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 # Attributes that geode_mpi owns; everything else in a subclass's __dict__ travels as user state.
-RESERVED = frozenset(
-    {"data", "_headers", "id", "source", "dest", "seq", "timestamp"}
-)
+RESERVED = frozenset({"data", "_headers", "id", "source", "dest", "seq", "timestamp"})
 
 
 class Message:
@@ -51,7 +49,7 @@ class Message:
         if found is None:
             found = {}
             self.__dict__["_headers"] = found
-        return found  # type: ignore[no-any-return]
+        return found
 
     @headers.setter
     def headers(self, value: Mapping[str, Any]) -> None:

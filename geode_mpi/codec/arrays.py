@@ -72,6 +72,6 @@ def rebuild_array(
     flat = buffer.view(np.uint8).reshape(-1)
     if dtype.itemsize == 0:
         return np.empty(shape, dtype)
-    if fortran:
-        return flat.view(dtype).reshape(shape[::-1]).T
-    return flat.view(dtype).reshape(shape)
+    array: np.ndarray[Any, Any] = flat.view(dtype)
+    result: np.ndarray[Any, Any] = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+    return result

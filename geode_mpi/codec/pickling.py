@@ -30,7 +30,7 @@ class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if is_raw_array(obj):
             descriptor, frame = array_frame(obj)
-            return _rebuild, (pickle.PickleBuffer(frame), descriptor)
+            return _rebuild, (pickle.PickleBuffer(frame), descriptor)  # type: ignore[arg-type]
         return NotImplemented
 
     def _on_buffer(self, buffer: pickle.PickleBuffer) -> bool:

@@ -124,7 +124,9 @@ def peek(meta: bytes | memoryview) -> Peek:
         DecodeError: the bytes are not a message of a known codec version.
     """
     if len(meta) < HEAD_SIZE:
-        raise DecodeError(f"message meta is {len(meta)} bytes, shorter than the {HEAD_SIZE}-byte header")
+        raise DecodeError(
+            f"message meta is {len(meta)} bytes, shorter than the {HEAD_SIZE}-byte header"
+        )
     version, _, _, mid, seq, ts, src, dst, name_len, _, _ = _HEAD.unpack_from(meta, 0)
     if version != VERSION:
         raise DecodeError(

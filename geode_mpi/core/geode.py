@@ -352,7 +352,9 @@ class Geode:
         if isinstance(type_filter, str):
             name = type_filter
             checks.append(
-                lambda parcel: parcel.class_name == name or codec.short_name(parcel.class_name) == name
+                lambda parcel: (
+                    parcel.class_name == name or codec.short_name(parcel.class_name) == name
+                )
             )
         elif type_filter is not None:
             if not (isinstance(type_filter, type) and issubclass(type_filter, Message)):
@@ -376,7 +378,9 @@ class Geode:
                 f"{info.stamp.dest}, which it does not host: do all ranks use the same nodes?"
             )
         inbox.push(
-            Parcel(info.stamp.source, info.class_name, delivery.meta, delivery.frames, delivery.nbytes)
+            Parcel(
+                info.stamp.source, info.class_name, delivery.meta, delivery.frames, delivery.nbytes
+            )
         )
 
     def _decode(self, parcel: Parcel) -> Message:
@@ -385,7 +389,9 @@ class Geode:
     def _progress(self) -> bool:
         return self._transport.progress()
 
-    def _take(self, inbox: Inbox, match: Callable[[Parcel], bool] | None, timeout: float | None) -> Parcel | None:
+    def _take(
+        self, inbox: Inbox, match: Callable[[Parcel], bool] | None, timeout: float | None
+    ) -> Parcel | None:
         if self._closed:
             return inbox.pop(match)
         transport = self._transport

@@ -68,9 +68,8 @@ class Placement:
             found = self._index.get(node)
             if found is not None:
                 return found
-        elif isinstance(node, int) and not isinstance(node, bool):
-            if 0 <= node < len(self.names):
-                return node
+        elif isinstance(node, int) and not isinstance(node, bool) and 0 <= node < len(self.names):
+            return node
         raise UnknownNodeError(node, self.names, argument)
 
     def rank_of(self, index: int) -> int:

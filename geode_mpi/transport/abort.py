@@ -51,9 +51,7 @@ def install_abort_hook(rank: int, size: int) -> None:
         return
     previous = sys.excepthook
 
-    def hook(
-        exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-    ) -> None:
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         if issubclass(exc_type, SystemExit):
             previous(exc_type, exc, tb)
             return

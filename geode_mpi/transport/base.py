@@ -46,13 +46,15 @@ def frame_bytes(frame: Frame) -> Frame:
     contiguous = np.ascontiguousarray(frame)
     if contiguous.nbytes == 0:
         return np.empty(0, np.uint8)
-    return contiguous.reshape(-1).view(np.uint8)
+    flat: Frame = contiguous.reshape(-1).view(np.uint8)
+    return flat
 
 
 def copy_frame(frame: Frame) -> Frame:
     """A private writable uint8 copy of a frame's elements in C order (one copy, always)."""
     if frame.flags.c_contiguous:
-        return frame_bytes(frame).copy()
+        copied: Frame = frame_bytes(frame).copy()
+        return copied
     return frame_bytes(frame)  # ascontiguousarray already made a fresh copy
 
 

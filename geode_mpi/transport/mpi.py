@@ -10,7 +10,6 @@ receives in envelope order. See docs/wire-format.md.
 
 from __future__ import annotations
 
-import struct
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -29,94 +28,18 @@ from geode_mpi.transport.base import (
     copy_frame,
     frame_bytes,
 )
+from geode_mpi.transport.envelope import INLINE_MAX, build_envelope, parse_envelope
 
 TAG_ENVELOPE = 1
 TAG_FRAME = 2
 
-MAGIC = b"GM"
-VERSION = 1
-_HEADER = struct.Struct("<2sBxII")  # magic, transport version, frame count, meta length
-_ENTRY = struct.Struct("<Q")  # frame length << 1 | 1 if the frame follows out of band
-ALIGN = 16
-INLINE_MAX = 16 * 1024
 MAX_ARRIVALS_PER_POLL = 256
-
-
-def _align(offset: int) -> int:
-    return (offset + ALIGN - 1) & ~(ALIGN - 1)
-
-
-def build_envelope(
-    meta: bytes, frames: Sequence[Frame], inline_max: int
-) -> tuple[bytes | bytearray, list[Frame]]:
-    """Pack meta and small frames into one buffer; return it and the out-of-band frames."""
-    header = _HEADER.pack(MAGIC, VERSION, len(frames), len(meta))
-    if not frames:
-        return header + meta, []
-    table = []
-    inline: list[Frame] = []
-    oob: list[Frame] = []
-    for frame in frames:
-        big = frame.nbytes > inline_max
-        table.append(_ENTRY.pack(frame.nbytes << 1 | big))
-        (oob if big else inline).append(frame)
-    head = b"".join([header, *table, meta])
-    if not inline:
-        return head, oob
-    offsets = []
-    end = len(head)
-    for frame in inline:
-        end = _align(end)
-        offsets.append(end)
-        end += frame.nbytes
-    envelope = bytearray(end)
-    envelope[: len(head)] = head
-    for offset, frame in zip(offsets, inline):
-        if frame.nbytes:
-            envelope[offset : offset + frame.nbytes] = frame_bytes(frame).data
-    return envelope, oob
-
-
-def parse_envelope(
-    buffer: Frame,
-) -> tuple[memoryview, list[Frame | None], list[int]]:
-    """Split a received envelope into meta, inline frames (None where out of band), oob sizes.
-
-    Raises:
-        ValueError: the buffer is not a geode_mpi envelope of a known version.
-    """
-    raw = memoryview(buffer)
-    if len(raw) < _HEADER.size:
-        raise ValueError(f"envelope of {len(raw)} bytes is shorter than its header")
-    magic, version, n_frames, meta_len = _HEADER.unpack_from(raw, 0)
-    if magic != MAGIC or version != VERSION:
-        raise ValueError(
-            f"not a geode_mpi v{VERSION} envelope (magic {magic!r}, version {version}): "
-            "are all ranks running the same geode_mpi?"
-        )
-    offset = _HEADER.size
-    entries = [_ENTRY.unpack_from(raw, offset + 8 * k)[0] for k in range(n_frames)]
-    offset += 8 * n_frames
-    meta = raw[offset : offset + meta_len]
-    end = offset + meta_len
-    frames: list[Frame | None] = []
-    oob_sizes = []
-    for entry in entries:
-        size, big = entry >> 1, entry & 1
-        if big:
-            frames.append(None)
-            oob_sizes.append(size)
-        else:
-            end = _align(end)
-            frames.append(buffer[end : end + size])
-            end += size
-    return meta, frames, oob_sizes
 
 
 def strided_datatype(frame: Frame) -> Any:
     """A committed MPI datatype that reads a strided array's elements in C order from BOTTOM."""
     current = MPI.BYTE.Create_contiguous(frame.itemsize)
-    for count, stride in zip(reversed(frame.shape), reversed(frame.strides)):
+    for count, stride in zip(reversed(frame.shape), reversed(frame.strides), strict=True):
         outer = current.Create_hvector(count, 1, stride)
         current.Free()
         current = outer
@@ -129,7 +52,7 @@ def strided_datatype(frame: Frame) -> Any:
 class _Arrival:
     """An envelope whose out-of-band frames are still being received."""
 
-    __slots__ = ("source", "meta", "frames", "requests", "nbytes")
+    __slots__ = ("frames", "meta", "nbytes", "requests", "source")
 
     def __init__(self, source: int, meta: memoryview, frames: list[Frame], nbytes: int) -> None:
         self.source = source
@@ -234,9 +157,7 @@ class MPITransport(Transport):
             if frame is None:
                 size = oob_sizes[len(arrival.requests)]
                 frame = np.empty(size, np.uint8)
-                arrival.requests.append(
-                    self.comm.Irecv([frame, MPI.BYTE], source, TAG_FRAME)
-                )
+                arrival.requests.append(self.comm.Irecv([frame, MPI.BYTE], source, TAG_FRAME))
                 arrival.nbytes += size
             frames.append(frame)
         queue.append(arrival)
@@ -278,7 +199,9 @@ class MPITransport(Transport):
             dests = sorted({ticket.dest for ticket in self._active})
             parts.append(f"{len(self._active)} send(s) to rank(s) {dests} not complete")
         for source in sorted(self._waiting_sources):
-            parts.append(f"{len(self._arrivals[source])} message(s) from rank {source} half received")
+            parts.append(
+                f"{len(self._arrivals[source])} message(s) from rank {source} half received"
+            )
         return "; ".join(parts) or "nothing in flight"
 
     # -- collective steps ------------------------------------------------------------------
@@ -317,9 +240,7 @@ class MPITransport(Transport):
         self._wait(lambda: not self._active, left(), self.pending_summary)
         expected = np.zeros(self.size, np.int64)
         request = self.comm.Ialltoall([self.sent_to, MPI.INT64_T], [expected, MPI.INT64_T])
-        self._wait(
-            request.Test, left(), lambda: "waiting for the other ranks to call close()"
-        )
+        self._wait(request.Test, left(), lambda: "waiting for the other ranks to call close()")
 
         def missing() -> str:
             short = {
@@ -330,8 +251,9 @@ class MPITransport(Transport):
             return f"messages still expected from ranks {short}; {self.pending_summary()}"
 
         self._wait(
-            lambda: bool(np.array_equal(expected, self.received_from))
-            and not self._waiting_sources,
+            lambda: (
+                bool(np.array_equal(expected, self.received_from)) and not self._waiting_sources
+            ),
             left(),
             missing,
         )

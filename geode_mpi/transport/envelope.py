@@ -1,0 +1,94 @@
+"""The envelope: one MPI message holding a header, a frame table, the meta and small frames.
+
+Layout (little-endian), documented in docs/wire-format.md:
+
+    2s magic b"GM" | u8 version | pad | u32 frame count | u32 meta length
+    frame count x u64: frame length << 1 | 1 if the frame travels out of band
+    meta bytes
+    inline frames, each starting at a multiple of 16 bytes from the envelope start
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from geode_mpi.transport.base import Frame, frame_bytes
+
+MAGIC = b"GM"
+VERSION = 1
+_HEADER = struct.Struct("<2sBxII")  # magic, transport version, frame count, meta length
+_ENTRY = struct.Struct("<Q")  # frame length << 1 | 1 if the frame follows out of band
+ALIGN = 16
+INLINE_MAX = 16 * 1024
+
+
+def _align(offset: int) -> int:
+    return (offset + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def build_envelope(
+    meta: bytes, frames: Sequence[Frame], inline_max: int
+) -> tuple[bytes | bytearray, list[Frame]]:
+    """Pack meta and small frames into one buffer; return it and the out-of-band frames."""
+    header = _HEADER.pack(MAGIC, VERSION, len(frames), len(meta))
+    if not frames:
+        return header + meta, []
+    table = []
+    inline: list[Frame] = []
+    oob: list[Frame] = []
+    for frame in frames:
+        big = frame.nbytes > inline_max
+        table.append(_ENTRY.pack(frame.nbytes << 1 | big))
+        (oob if big else inline).append(frame)
+    head = b"".join([header, *table, meta])
+    if not inline:
+        return head, oob
+    offsets = []
+    end = len(head)
+    for frame in inline:
+        end = _align(end)
+        offsets.append(end)
+        end += frame.nbytes
+    envelope = bytearray(end)
+    envelope[: len(head)] = head
+    for offset, frame in zip(offsets, inline, strict=True):
+        if frame.nbytes:
+            envelope[offset : offset + frame.nbytes] = frame_bytes(frame).data
+    return envelope, oob
+
+
+def parse_envelope(
+    buffer: Frame,
+) -> tuple[memoryview, list[Frame | None], list[int]]:
+    """Split a received envelope into meta, inline frames (None where out of band), oob sizes.
+
+    Raises:
+        ValueError: the buffer is not a geode_mpi envelope of a known version.
+    """
+    raw = memoryview(buffer)  # type: ignore[arg-type]
+    if len(raw) < _HEADER.size:
+        raise ValueError(f"envelope of {len(raw)} bytes is shorter than its header")
+    magic, version, n_frames, meta_len = _HEADER.unpack_from(raw, 0)
+    if magic != MAGIC or version != VERSION:
+        raise ValueError(
+            f"not a geode_mpi v{VERSION} envelope (magic {magic!r}, version {version}): "
+            "are all ranks running the same geode_mpi?"
+        )
+    offset = _HEADER.size
+    entries = [_ENTRY.unpack_from(raw, offset + 8 * k)[0] for k in range(n_frames)]
+    offset += 8 * n_frames
+    meta = raw[offset : offset + meta_len]
+    end = offset + meta_len
+    frames: list[Frame | None] = []
+    oob_sizes = []
+    for entry in entries:
+        size, big = entry >> 1, entry & 1
+        if big:
+            frames.append(None)
+            oob_sizes.append(size)
+        else:
+            end = _align(end)
+            frames.append(buffer[end : end + size])
+            end += size
+    return meta, frames, oob_sizes
