@@ -21,23 +21,34 @@ def _rebuild(buffer: Any, descriptor: bytes) -> np.ndarray[Any, Any]:
 
 
 class _Pickler(pickle.Pickler):
-    """Sends arrays as out-of-band frames in their own memory, strided ones included."""
+    """Sends arrays as out-of-band frames in their own memory, strided ones included.
+
+    Pickle only accepts contiguous buffers out of band, and some dtypes (datetime64) cannot
+    export a buffer at all, so each array is stood for by an empty placeholder buffer; the
+    buffer callback swaps the real array in as the frame.
+    """
 
     def __init__(self, file: io.BytesIO, frames: list[np.ndarray[Any, Any]]) -> None:
         super().__init__(file, protocol=5, buffer_callback=self._on_buffer)
         self._frames = frames
+        self._standing_in: dict[int, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
 
     def reducer_override(self, obj: Any) -> Any:
         if is_raw_array(obj):
             descriptor, frame = array_frame(obj)
-            return _rebuild, (pickle.PickleBuffer(frame), descriptor)  # type: ignore[arg-type]
+            token = np.empty(0, np.uint8)
+            self._standing_in[id(token)] = (token, frame)
+            return _rebuild, (pickle.PickleBuffer(token), descriptor)  # type: ignore[arg-type]
         return NotImplemented
 
     def _on_buffer(self, buffer: pickle.PickleBuffer) -> bool:
         view = memoryview(buffer)
-        owner = view.obj
-        if isinstance(owner, np.ndarray):
-            self._frames.append(owner)
+        found = self._standing_in.pop(id(view.obj), None)
+        if found is not None:
+            self._frames.append(found[1])
+            return False
+        if isinstance(view.obj, np.ndarray):
+            self._frames.append(view.obj)
             return False
         if not view.contiguous:
             return True  # a foreign strided buffer: let pickle copy it in band

@@ -1,0 +1,589 @@
+"""Ping-pong latency and bandwidth of geode_mpi beside raw mpi4py, interleaved in one run.
+
+Run as ``mpiexec -n 2 python benchmarks/pingpong.py`` (``--help`` for the options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geode_mpi import Geode, Message, __version__
+from geode_mpi.transport import prepare_mpi_environment
+from geode_mpi.transport.launch import CMA_VARIABLE
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+KiB = 1024
+MiB = 1024 * KiB
+DEFAULT_SIZES = (
+    8,
+    64,
+    512,
+    KiB,
+    4 * KiB,
+    16 * KiB,
+    64 * KiB,
+    256 * KiB,
+    MiB,
+    4 * MiB,
+    16 * MiB,
+    64 * MiB,
+)
+QUICK_SIZES = (8, KiB, 64 * KiB, MiB)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+RAW_SEND = "raw Send"
+RAW_PICKLE = "raw pickle"
+GEODE = "geode"
+RAW_DICT = "raw dict"
+GEODE_MESSAGE = "geode Message"
+
+# The issue's targets.
+BANDWIDTH_FROM = MiB  # arrays this large or larger ...
+BANDWIDTH_MIN = 0.90  # ... reach this fraction of raw Send/Recv bandwidth
+SMALL_UP_TO = KiB  # arrays this small or smaller ...
+SMALL_MAX = 1.0  # ... take at most this multiple of raw pickle send/recv latency
+MESSAGE_MAX = 3.0  # a small Message takes at most this multiple of a raw dict send/recv
+
+_UNITS = {"": 1, "b": 1, "k": KiB, "ki": KiB, "kib": KiB, "m": MiB, "mi": MiB, "mib": MiB}
+_SIZE = re.compile(r"(\d+)\s*([a-z]*)")
+
+# One timed ping-pong loop: given an iteration count, the one-way latency in seconds and the
+# last object this rank received (to check it).
+Loop = Callable[[int], tuple[float, Any]]
+
+
+@dataclass
+class Pair:
+    """The two ranks: a private raw communicator and a Geode, over the same processes."""
+
+    comm: MPI.Intracomm
+    geode: Geode
+    rank: int
+    peer: int
+    node: str
+    peer_node: str
+    wtime: Callable[[], float]
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """A byte count such as ``64``, ``4Ki``, ``1MiB`` or ``16M`` (binary units)."""
+    match = _SIZE.fullmatch(text.strip().lower())
+    if match is None or match.group(2) not in _UNITS:
+        raise argparse.ArgumentTypeError(
+            f"size must be a number of bytes with an optional unit (Ki, Mi), got {text!r}"
+        )
+    size = int(match.group(1)) * _UNITS[match.group(2)]
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"size must be >= 1 byte, got {text!r}")
+    return size
+
+
+def parse_sizes(text: str) -> list[int]:
+    """A comma-separated list of sizes."""
+    return [parse_size(part) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="One-way ping-pong latency and bandwidth of geode_mpi beside raw mpi4py "
+        "(Send/Recv of a numpy buffer, and pickled send/recv). Run with exactly 2 ranks: "
+        "mpiexec -n 2 python benchmarks/pingpong.py",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=None,
+        help="comma-separated array sizes in bytes, units Ki/Mi allowed "
+        "(default 8,64,512,1Ki,4Ki,16Ki,64Ki,256Ki,1Mi,4Mi,16Mi,64Mi)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: fewer sizes, iterations and repeats (a few seconds)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed loops per method and size; the median is reported (default 7, quick 3)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write all numbers (default benchmarks/results/pingpong-DATE-TIME.json)",
+    )
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    if not args.sizes:
+        parser.error("--sizes must name at least one size")
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 7
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    return args
+
+
+def iterations(size: int, quick: bool) -> int:
+    """Round trips per timed loop: many for small arrays, a few for large ones."""
+    budget = (4 if quick else 64) * MiB  # bytes sent each way per loop
+    most = 200 if quick else 2000
+    least = 2 if quick else 3
+    return max(least, min(most, budget // size))
+
+
+# -- the ping-pong loops -------------------------------------------------------------------------
+# Rank 0 sends first and receives the echo; rank 1 echoes what it received. Both ranks time
+# their loop after a barrier; rank 0's times are reported.
+
+
+def raw_send(
+    pair: Pair, data: np.ndarray[Any, Any], out: np.ndarray[Any, Any], iters: int
+) -> tuple[float, Any]:
+    comm, peer = pair.comm, pair.peer
+    comm.Barrier()
+    start = pair.wtime()
+    if pair.rank == 0:
+        for _ in range(iters):
+            comm.Send(data, peer)
+            comm.Recv(out, peer)
+    else:
+        for _ in range(iters):
+            comm.Recv(out, peer)
+            comm.Send(out, peer)
+    return (pair.wtime() - start) / (2 * iters), out
+
+
+def raw_pickle(pair: Pair, data: np.ndarray[Any, Any], iters: int) -> tuple[float, Any]:
+    comm, peer = pair.comm, pair.peer
+    got: Any = None
+    comm.Barrier()
+    start = pair.wtime()
+    if pair.rank == 0:
+        for _ in range(iters):
+            comm.send(data, peer)
+            got = comm.recv(source=peer)
+    else:
+        for _ in range(iters):
+            got = comm.recv(source=peer)
+            comm.send(got, peer)
+    return (pair.wtime() - start) / (2 * iters), got
+
+
+def geode_array(pair: Pair, data: np.ndarray[Any, Any], iters: int) -> tuple[float, Any]:
+    geode, peer_node = pair.geode, pair.peer_node
+    got: Any = None
+    pair.comm.Barrier()
+    start = pair.wtime()
+    if pair.rank == 0:
+        for _ in range(iters):
+            geode.send(data, dest=peer_node)
+            got = geode.receive().data
+    else:
+        for _ in range(iters):
+            got = geode.receive().data
+            geode.send(got, dest=peer_node)
+    return (pair.wtime() - start) / (2 * iters), got
+
+
+def message_fields(pair: Pair, seq: int) -> dict[str, Any]:
+    """What a hand-made message would carry: the same fields a geode_mpi Message has."""
+    return {
+        "id": seq,
+        "source": pair.node,
+        "dest": pair.peer_node,
+        "type": "Message",
+        "seq": seq,
+        "timestamp": time.time(),
+        "headers": {},
+        "data": "hello world",
+    }
+
+
+def raw_dict(pair: Pair, iters: int) -> tuple[float, Any]:
+    comm, peer = pair.comm, pair.peer
+    got: Any = None
+    comm.Barrier()
+    start = pair.wtime()
+    if pair.rank == 0:
+        for seq in range(iters):
+            comm.send(message_fields(pair, seq), peer)
+            got = comm.recv(source=peer)
+    else:
+        for seq in range(iters):
+            got = comm.recv(source=peer)
+            comm.send(message_fields(pair, seq), peer)
+    return (pair.wtime() - start) / (2 * iters), got
+
+
+def geode_message(pair: Pair, iters: int) -> tuple[float, Any]:
+    geode, peer_node = pair.geode, pair.peer_node
+    got: Any = None
+    pair.comm.Barrier()
+    start = pair.wtime()
+    if pair.rank == 0:
+        for _ in range(iters):
+            geode.send(Message("hello world"), dest=peer_node)
+            got = geode.receive()
+    else:
+        for _ in range(iters):
+            got = geode.receive()
+            geode.send(Message("hello world"), dest=peer_node)
+    return (pair.wtime() - start) / (2 * iters), got
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+
+def measure(
+    loops: dict[str, Loop], iters: int, repeats: int, check: Callable[[str, Any], None]
+) -> dict[str, list[float]]:
+    """Check each method once, warm it up, then time the methods interleaved, rotating order."""
+    for name, loop in loops.items():
+        check(name, loop(1)[1])
+        loop(max(1, iters // 10))
+    names = list(loops)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(loops[name](iters)[0])
+    return times
+
+
+def check_array(pair: Pair, expected: np.ndarray[Any, Any], name: str, got: Any) -> None:
+    """Raise unless ``got`` is exactly the array that was sent (so garbage is never timed)."""
+    if not (
+        isinstance(got, np.ndarray)
+        and got.dtype == expected.dtype
+        and got.shape == expected.shape
+        and np.array_equal(got, expected)
+    ):
+        what = f"{type(got).__name__} {getattr(got, 'dtype', '')} {getattr(got, 'shape', '')}"
+        raise RuntimeError(
+            f"rank {pair.rank}: {name} of {expected.nbytes} bytes received the wrong data ({what})"
+        )
+
+
+def check_message(pair: Pair, name: str, got: Any) -> None:
+    """Raise unless ``got`` is the small message the peer sent."""
+    if isinstance(got, Message):
+        fields = {"data": got.data, "source": got.source, "type": got.type}
+    elif isinstance(got, dict):
+        fields = {key: got.get(key) for key in ("data", "source", "type")}
+    else:
+        fields = {}
+    expected = {"data": "hello world", "source": pair.peer_node, "type": "Message"}
+    if fields != expected:
+        raise RuntimeError(f"rank {pair.rank}: {name} received {got!r}, expected {expected}")
+
+
+def bench_arrays(pair: Pair, size: int, quick: bool, repeats: int) -> dict[str, Any]:
+    """Time one array size with all three methods; return its JSON record."""
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    out = np.zeros(size, np.uint8)  # zeroed, so a raw Recv that wrote nothing fails the check
+    iters = iterations(size, quick)
+    loops: dict[str, Loop] = {
+        RAW_SEND: partial(raw_send, pair, data, out),
+        GEODE: partial(geode_array, pair, data),
+        RAW_PICKLE: partial(raw_pickle, pair, data),
+    }
+    times = measure(loops, iters, repeats, partial(check_array, pair, data))
+    return {"size": size, "iterations": iters, "methods": summarise(times)}
+
+
+def bench_message(pair: Pair, quick: bool, repeats: int) -> dict[str, Any]:
+    """Time a small Message against a raw dict with the same fields; return its JSON record."""
+    iters = 200 if quick else 2000
+    loops: dict[str, Loop] = {
+        RAW_DICT: partial(raw_dict, pair),
+        GEODE_MESSAGE: partial(geode_message, pair),
+    }
+    times = measure(loops, iters, repeats, partial(check_message, pair))
+    return {"data": "hello world", "iterations": iters, "methods": summarise(times)}
+
+
+def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {
+            "median_us": statistics.median(values) * 1e6,
+            "repeats_us": [value * 1e6 for value in values],
+        }
+        for name, values in times.items()
+    }
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+
+def median_us(record: dict[str, Any], method: str) -> float:
+    return float(record["methods"][method]["median_us"])
+
+
+def add_ratios(record: dict[str, Any]) -> None:
+    """Bandwidths (GB/s, 1e9 bytes) and the two ratios, from the medians."""
+    send, pickled, geode = (median_us(record, m) for m in (RAW_SEND, RAW_PICKLE, GEODE))
+    size = record["size"]
+    record["bandwidth_GBps"] = {
+        RAW_SEND: size / send / 1e3,
+        GEODE: size / geode / 1e3,
+        RAW_PICKLE: size / pickled / 1e3,
+    }
+    record["geode_over_send_bandwidth"] = send / geode
+    record["geode_over_pickle_latency"] = geode / pickled
+
+
+def size_label(size: int) -> str:
+    for unit, name in ((MiB, "MiB"), (KiB, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} B"
+
+
+def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
+    columns = (
+        ("size", 9),
+        ("iters", 6),
+        ("Send us", 10),
+        ("pickle us", 10),
+        ("geode us", 10),
+        ("Send GB/s", 10),
+        ("geode GB/s", 11),
+        ("geode/Send bw", 14),
+        ("geode/pickle lat", 17),
+    )
+    rule = "-" * sum(width for _, width in columns)
+    lines = ["".join(f"{title:>{width}}" for title, width in columns), rule]
+    for rec in arrays:
+        cells = [
+            size_label(rec["size"]),
+            str(rec["iterations"]),
+            f"{median_us(rec, RAW_SEND):.2f}",
+            f"{median_us(rec, RAW_PICKLE):.2f}",
+            f"{median_us(rec, GEODE):.2f}",
+            f"{rec['bandwidth_GBps'][RAW_SEND]:.3f}",
+            f"{rec['bandwidth_GBps'][GEODE]:.3f}",
+            f"{rec['geode_over_send_bandwidth']:.2f}",
+            f"{rec['geode_over_pickle_latency']:.2f}",
+        ]
+        lines.append(
+            "".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True))
+        )
+    lines.append(rule)
+    cells = [
+        "Message*",
+        str(message["iterations"]),
+        "-",
+        f"{median_us(message, RAW_DICT):.2f}",
+        f"{median_us(message, GEODE_MESSAGE):.2f}",
+        "-",
+        "-",
+        "-",
+        f"{message['geode_over_dict_latency']:.2f}",
+    ]
+    lines.append(
+        "".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True))
+    )
+    lines.append(
+        "* Message(\"hello world\") through geode_mpi; its 'pickle us' is raw comm.send/recv "
+        "of a dict with the same fields"
+    )
+    return "\n".join(lines)
+
+
+def evaluate_targets(arrays: list[dict[str, Any]], message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's three targets, each with PASS/FAIL, the worst case and every value checked."""
+    targets = []
+    big = {
+        size_label(r["size"]): r["geode_over_send_bandwidth"]
+        for r in arrays
+        if r["size"] >= BANDWIDTH_FROM
+    }
+    targets.append(
+        target(
+            f"(1) arrays >= {size_label(BANDWIDTH_FROM)} reach >= {BANDWIDTH_MIN:.2f} of raw "
+            "Send/Recv bandwidth",
+            big,
+            lambda ratio: ratio >= BANDWIDTH_MIN,
+            worst=min,
+        )
+    )
+    small = {
+        size_label(r["size"]): r["geode_over_pickle_latency"]
+        for r in arrays
+        if r["size"] <= SMALL_UP_TO
+    }
+    targets.append(
+        target(
+            f"(2) arrays <= {size_label(SMALL_UP_TO)} no slower than raw pickle send/recv "
+            f"(latency ratio <= {SMALL_MAX:.1f})",
+            small,
+            lambda ratio: ratio <= SMALL_MAX,
+            worst=max,
+        )
+    )
+    targets.append(
+        target(
+            f"(3) a small Message takes <= {MESSAGE_MAX:.0f}x the latency of raw send/recv "
+            "of a dict",
+            {"Message": message["geode_over_dict_latency"]},
+            lambda ratio: ratio <= MESSAGE_MAX,
+            worst=max,
+        )
+    )
+    return targets
+
+
+def target(
+    name: str,
+    ratios: dict[str, float],
+    ok: Callable[[float], bool],
+    worst: Callable[[list[float]], float],
+) -> dict[str, Any]:
+    if not ratios:
+        return {"target": name, "result": "n/a", "ratios": {}}
+    bad = worst(list(ratios.values()))
+    where = next(label for label, ratio in ratios.items() if ratio == bad)
+    passed = all(ok(ratio) for ratio in ratios.values())
+    return {
+        "target": name,
+        "result": "PASS" if passed else "FAIL",
+        "worst": {"case": where, "ratio": bad},
+        "ratios": ratios,
+    }
+
+
+def target_lines(targets: list[dict[str, Any]]) -> list[str]:
+    lines = ["targets:"]
+    for item in targets:
+        if item["result"] == "n/a":
+            lines.append(f"  n/a   {item['target']} (no such size measured)")
+            continue
+        worst = item["worst"]
+        detail = ", ".join(f"{label} {ratio:.2f}" for label, ratio in item["ratios"].items())
+        lines.append(f"  {item['result']}  {item['target']}")
+        lines.append(f"        worst {worst['ratio']:.2f} at {worst['case']}; all: {detail}")
+    return lines
+
+
+def environment(mpi: Any) -> dict[str, Any]:
+    import mpi4py
+
+    levels = {
+        getattr(mpi, f"THREAD_{name}"): name.lower()
+        for name in ("SINGLE", "FUNNELED", "SERIALIZED", "MULTIPLE")
+    }
+    return {
+        "mpi_library": mpi.Get_library_version().strip().splitlines()[0].strip(),
+        "mpi4py": mpi4py.__version__,
+        "thread_level": levels.get(mpi.Query_thread(), str(mpi.Query_thread())),
+        CMA_VARIABLE: os.environ.get(CMA_VARIABLE),
+        "geode_mpi": __version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "cores": os.cpu_count(),
+        "ranks": 2,
+    }
+
+
+def header_lines(env: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    cma = env[CMA_VARIABLE]
+    return [
+        f"geode_mpi {env['geode_mpi']} ping-pong, 2 ranks, {env['cores']} cores, "
+        f"one-way latency = half a round trip, median of {args.repeats} interleaved repeats"
+        + (" (quick)" if args.quick else ""),
+        f"MPI library: {env['mpi_library']} (mpi4py {env['mpi4py']}, "
+        f"thread level {env['thread_level']})",
+        f"{CMA_VARIABLE}={'unset (library default)' if cma is None else cma}",
+    ]
+
+
+def write_json(path: Path | None, report: dict[str, Any]) -> Path:
+    if path is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = RESULTS / f"pingpong-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    prepare_mpi_environment()  # geode_mpi's launch settings apply to every method measured
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    if world.Get_size() != 2:
+        if world.Get_rank() == 0:
+            print(
+                f"pingpong.py needs exactly 2 MPI ranks, got {world.Get_size()}: "
+                "run it as `mpiexec -n 2 python benchmarks/pingpong.py`",
+                file=sys.stderr,
+            )
+        return 2
+    geode = Geode()  # collective; from here an exception on one rank aborts the job
+    comm = world.Dup()
+    rank = comm.Get_rank()
+    pair = Pair(comm, geode, rank, 1 - rank, geode.node, geode.nodes[1 - rank], MPI.Wtime)
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    env = environment(MPI)
+    if rank == 0:
+        print("\n".join(header_lines(env, args)), flush=True)
+    clock = time.perf_counter()
+    arrays = [bench_arrays(pair, size, args.quick, args.repeats) for size in args.sizes]
+    message = bench_message(pair, args.quick, args.repeats)
+    elapsed = time.perf_counter() - clock
+    geode.close()
+    comm.Free()
+    if rank != 0:
+        return 0
+    for record in arrays:
+        add_ratios(record)
+    message["geode_over_dict_latency"] = median_us(message, GEODE_MESSAGE) / median_us(
+        message, RAW_DICT
+    )
+    targets = evaluate_targets(arrays, message)
+    print(table(arrays, message))
+    print("\n".join(target_lines(targets)))
+    report = {
+        "benchmark": "pingpong",
+        "started": started,
+        "seconds": elapsed,
+        "settings": {"sizes": args.sizes, "repeats": args.repeats, "quick": args.quick},
+        "environment": env,
+        "arrays": arrays,
+        "small_message": message,
+        "targets": targets,
+    }
+    path = write_json(args.json, report)
+    print(f"{elapsed:.1f} s; all numbers in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Deterministic payloads that every rank can rebuild to check what it received."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from geode_mpi import Message
+
+
+class Point(Message):
+    """A user message type with its own attributes."""
+
+    def __init__(self, data: Any, label: str, weight: float = 1.0) -> None:
+        super().__init__(data)
+        self.label = label
+        self.weight = weight
+
+
+def array_cases() -> list[tuple[str, np.ndarray[Any, Any]]]:
+    """Arrays of many dtypes, shapes, orders and byte orders (at least 10 combinations)."""
+    rng = np.random.default_rng(1234)
+    base = rng.standard_normal((40, 30))
+    big = rng.integers(0, 2**31, size=300_000, dtype=np.int64)  # 2.4 MB, out of band
+    return [
+        ("float64 2-D C", base.copy()),
+        ("float32 1-D", base[0].astype(np.float32)),
+        ("int8 3-D", rng.integers(-128, 127, (4, 5, 6), dtype=np.int8)),
+        ("uint16 big-endian", rng.integers(0, 2**16, 50).astype(">u2")),
+        ("int64 big out-of-band", big),
+        ("bool", rng.random((7, 3)) > 0.5),
+        ("complex128", base[:5] + 1j * base[5:10]),
+        ("complex64 big-endian", (base[:3] + 2j).astype(">c8")),
+        ("0-d float64", np.array(3.25)),
+        ("empty (0, 3)", np.empty((0, 3), np.float64)),
+        ("Fortran-ordered", np.asfortranarray(base)),
+        ("non-contiguous slice", base[::3, ::2]),
+        ("negative strides", base[::-1, ::-2]),
+        ("non-contiguous big", np.tile(base, (40, 10))[::2, ::3]),
+        ("float16 transposed view", base.astype(np.float16).T),
+        ("structured", np.array([(1, 2.5), (3, 4.5)], dtype=[("a", "<i4"), ("b", ">f8")])),
+        ("datetime64", np.arange(5).astype("datetime64[s]")),
+        ("unicode", np.array(["alpha", "beta", "gamma"])),
+    ]

@@ -1,0 +1,86 @@
+"""The MPI tier: SPMD tests under mpiexec at 1, 2 and 4 ranks, and the runner's behaviour.
+
+Each launch has a timeout, and the runner aborts the job when any rank fails, so a failure is
+reported with its message instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import pytest
+from mpirun import mpirun, python
+
+pytestmark = pytest.mark.mpi
+
+SPMD = ["-m", "geode_mpi", "-m", "pytest", "tests/mpi", "-x", "-q", "-p", "no:cacheprovider"]
+SPMD += ["-o", "addopts=", "--timeout=120"]
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_spmd_suite(ranks: int) -> None:
+    result = mpirun(ranks, SPMD, timeout=240)
+    assert result.returncode == 0, result.explain()
+    assert " passed" in result.stdout and "failed" not in result.stdout, result.explain()
+
+
+def test_hello_embedded_prints_hello_world() -> None:
+    result = python(["jobs/hello.py"], timeout=60)
+    assert result.returncode == 0, result.explain()
+    assert result.stdout == "Hello, World!\n"
+
+
+def test_original_hello_runs_unchanged_in_the_embedded_world() -> None:
+    result = python(["tests/scripts/hello_original.py"], timeout=60)
+    assert result.returncode == 0, result.explain()
+    assert result.stdout == "Hello, World!\n"
+
+
+def test_hello_spmd_at_3_ranks_prints_once() -> None:
+    result = mpirun(3, ["-m", "geode_mpi", "jobs/hello.py"], timeout=60)
+    assert result.returncode == 0, result.explain()
+    assert result.stdout == "Hello, World!\n"
+
+
+def test_original_hello_at_3_ranks_fails_clearly_instead_of_hanging() -> None:
+    result = mpirun(3, ["-m", "geode_mpi", "tests/scripts/hello_original.py"], timeout=60)
+    assert result.returncode != 0
+    assert "NodeNotLocalError: receive('node2') was called on rank" in result.stderr
+
+
+@pytest.mark.parametrize("ranks", [4, 8])
+def test_exception_on_one_rank_ends_the_job_within_10_s(ranks: int) -> None:
+    result = mpirun(ranks, ["-m", "geode_mpi", "tests/scripts/fail_rank.py", "2"], timeout=60)
+    assert not result.timed_out, result.explain()
+    assert result.returncode != 0, result.explain()
+    assert result.seconds < 10, result.explain()
+    assert f"[rank 2/{ranks} node2] ValueError: failing on purpose on rank 2" in result.stderr
+    assert f"[rank 2/{ranks} node2] Traceback (most recent call last):" in result.stderr
+
+
+def test_sys_exit_on_one_rank_gives_its_status() -> None:
+    result = mpirun(4, ["-m", "geode_mpi", "tests/scripts/fail_rank.py", "1", "3"], timeout=60)
+    assert result.returncode == 3, result.explain()
+    assert result.seconds < 10, result.explain()
+    assert "sys.exit(3)" in result.stderr
+
+
+def test_sys_exit_in_the_embedded_world() -> None:
+    result = python(["-m", "geode_mpi", "tests/scripts/fail_rank.py", "0", "5"], timeout=60)
+    assert result.returncode == 5, result.explain()
+
+
+def test_job_sees_its_argv_and_runs_as_main() -> None:
+    args = ["-m", "geode_mpi", "tests/scripts/argv_echo.py", "--steps", "3", "-x"]
+    result = mpirun(2, args, timeout=60)
+    assert result.returncode == 0, result.explain()
+    lines = sorted(result.stdout.splitlines())
+    assert lines == [
+        "rank=0 size=2 name=__main__ argv=['--steps', '3', '-x']",
+        "rank=1 size=2 name=__main__ argv=['--steps', '3', '-x']",
+    ]
+
+
+@pytest.mark.slow
+def test_array_over_2_gib() -> None:
+    result = mpirun(2, ["-m", "geode_mpi", "tests/scripts/huge_array.py"], timeout=300)
+    assert result.returncode == 0, result.explain()
+    assert f"received {2**31 + 4096} bytes intact" in result.stdout
