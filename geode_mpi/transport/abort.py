@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from types import TracebackType
 
 _installed = False
+OUTPUT_GRACE = 0.3  # seconds for the launcher to forward a failing rank's last words
 
 
 def rank_label(rank: int, size: int, node: str | None = None) -> str:
@@ -34,6 +36,10 @@ def abort_world(code: int) -> None:
     """Abort every rank of the job with exit status ``code`` (never returns)."""
     from mpi4py import MPI
 
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The launcher forwards output through pipes; an abort can kill them before they drain.
+    time.sleep(OUTPUT_GRACE)
     try:
         MPI.COMM_WORLD.Abort(code)
     finally:
