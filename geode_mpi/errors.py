@@ -69,7 +69,13 @@ class ReceiveTimeout(GeodeTimeoutError):
     """No matching message arrived within the timeout."""
 
     def __init__(
-        self, node: str, timeout: float, source: str | None, type_name: str | None, queued: int
+        self,
+        node: str,
+        timeout: float,
+        source: str | None,
+        type_name: str | None,
+        queued: int,
+        waited: bool = True,
     ) -> None:
         self.node = node
         self.timeout = timeout
@@ -83,9 +89,15 @@ class ReceiveTimeout(GeodeTimeoutError):
             wanted.append(f"type={type_name}")
         what = f" ({', '.join(wanted)})" if wanted else ""
         tail = f"; {queued} other message(s) are queued there" if queued else ""
-        super().__init__(
-            f"receive on {node} timed out after {timeout:g} s waiting for a message{what}{tail}"
-        )
+        if waited:
+            text = f"receive on {node} timed out after {timeout:g} s waiting for a message"
+        else:
+            text = (
+                f"receive on {node} found no message{what} and would wait forever: in a "
+                "one-process world nothing can arrive while receive() waits (send first)"
+            )
+            what = ""
+        super().__init__(f"{text}{what}{tail}")
 
 
 class SendTimeout(GeodeTimeoutError):

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mpirun import ROOT  # noqa: E402
+from mpirun import ROOT
 
 
 @pytest.fixture

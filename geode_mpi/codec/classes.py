@@ -13,10 +13,17 @@ _cache: dict[str, type[Message]] = {}
 
 
 def class_name(cls: type[Message]) -> str:
-    """The wire name of a Message class: ``module:qualname``."""
+    """The wire name of a Message class: ``module:qualname``.
+
+    The class is remembered under that name, so that messages this process sends to itself
+    resolve even when the class cannot be imported by name (defined inside a function).
+    """
     if cls is Message:
         return BASE_NAME
-    return f"{cls.__module__}:{cls.__qualname__}"
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    if _cache.get(name) is not cls:
+        _cache[name] = cls
+    return name
 
 
 def short_name(wire_name: str) -> str:
@@ -38,7 +45,13 @@ def resolve(wire_name: str) -> type[Message]:
     if wire_name == BASE_NAME:
         return Message
     if wire_name.startswith("__main__:"):
-        return _lookup(wire_name)  # __main__ changes between jobs in one process: no cache
+        # __main__ changes between jobs run in one process: ask the live module first.
+        try:
+            return _lookup(wire_name)
+        except DecodeError:
+            if wire_name not in _cache:
+                raise
+            return _cache[wire_name]
     found = _cache.get(wire_name)
     if found is None:
         found = _cache[wire_name] = _lookup(wire_name)

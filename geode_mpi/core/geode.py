@@ -260,6 +260,7 @@ class Geode:
             None if source is None else self._placement.names[self._placement.index(source)],
             _type_label(type),
             len(inbox),
+            waited=self._transport.delivers_later,
         )
 
     def try_receive(
@@ -397,7 +398,7 @@ class Geode:
         transport = self._transport
         transport.progress()
         found = inbox.pop(match)
-        if found is not None or timeout == 0:
+        if found is not None or timeout == 0 or not transport.delivers_later:
             return found
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()

@@ -64,6 +64,9 @@ class Transport(abc.ABC):
     rank: int
     size: int
     name: str = "transport"
+    # False when everything is delivered inside send() itself (one thread, one process):
+    # then a receive that finds nothing would wait forever, and says so at once instead.
+    delivers_later: bool = True
 
     def __init__(self) -> None:
         self._sink: Sink | None = None

@@ -41,6 +41,7 @@ class InProcTransport(Transport):
     """One endpoint of an `InProcHub`."""
 
     name = "in-process"
+    delivers_later = False
 
     def __init__(self, hub: InProcHub, rank: int) -> None:
         super().__init__()

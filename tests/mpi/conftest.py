@@ -1,4 +1,4 @@
-"""SPMD tests: every rank runs the same test; launched by tests/test_mpi_suite.py at 1, 2, 4 ranks."""
+"""SPMD tests: every rank runs each test; tests/test_mpi_suite.py launches them at 1, 2, 4 ranks."""
 
 from __future__ import annotations
 

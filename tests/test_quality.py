@@ -1,0 +1,45 @@
+"""Lint, format and strict typing are part of the test suite; so is the README's promise to CI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tool(name: str) -> str:
+    found = Path(sys.executable).parent / name
+    if found.exists():
+        return str(found)
+    which = shutil.which(name)
+    if which is None:
+        pytest.fail(f"{name} is not installed: install the test extra (pip install -e '.[test]')")
+    return which
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "check", "geode_mpi", "tests", "benchmarks", "jobs"],
+        ["ruff", "format", "--check", "geode_mpi", "tests", "benchmarks", "jobs"],
+        ["mypy"],
+    ],
+    ids=["ruff-check", "ruff-format", "mypy-strict"],
+)
+def test_code_quality(command: list[str]) -> None:
+    result = subprocess.run(
+        [tool(command[0]), *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_runs_the_readme_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in ("pip install -e '.[test]'", "python -m pytest"):
+        assert command in readme and command in ci

@@ -1,0 +1,82 @@
+"""The public API and the layering: what users import, and imports only going downward."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import geode_mpi
+
+PACKAGE = Path(geode_mpi.__file__).resolve().parent
+# Bottom to top: a module may import only from its own layer or layers below it.
+LAYERS = ["base", "codec", "transport", "queues", "core", "runner", "top"]
+BASE_MODULES = {"errors", "message", "_version"}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] != "geode_mpi":
+        raise ValueError(module)
+    if len(parts) == 1 or parts[1] in ("__init__", "__main__"):
+        return "top"
+    return "base" if parts[1] in BASE_MODULES else parts[1]
+
+
+def test_all_is_a_literal_list_of_what_the_package_exports() -> None:
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    literal = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__all__"
+    )
+    names = ast.literal_eval(literal)
+    assert names == sorted(names, key=lambda n: (n.startswith("_"), n))
+    assert set(names) == set(geode_mpi.__all__)
+    for name in names:
+        assert getattr(geode_mpi, name) is not None
+    public = {n for n in vars(geode_mpi) if not n.startswith("_")}
+    modules = {"codec", "core", "errors", "message", "queues", "transport", "runner"}
+    assert public - modules == set(names) - {"__version__"}
+
+
+def test_every_error_derives_from_geode_error() -> None:
+    for name in geode_mpi.__all__:
+        obj = getattr(geode_mpi, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, geode_mpi.GeodeError)
+
+
+def test_imports_only_go_down_the_layers() -> None:
+    bad = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(relative.parts)
+        if module.endswith(".__init__"):
+            module = module[: -len(".__init__")]
+        mine = LAYERS.index(layer_of(module))
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            for target in targets:
+                inner = target.startswith("geode_mpi.")
+                if inner and LAYERS.index(layer_of(target)) > mine:
+                    bad.append(f"{module} imports {target}")
+                if target.startswith("mpi4py") and layer_of(module) not in ("transport", "runner"):
+                    bad.append(f"{module} imports {target}: only transport and runner may")
+    assert bad == []
+
+
+def test_embedded_world_does_not_import_mpi4py() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, geode_mpi; g = geode_mpi.Geode(); print('mpi4py.MPI' in sys.modules)"
+    from mpirun import clean_env
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=60
+    )
+    assert out.stdout.strip() == "False", out.stderr

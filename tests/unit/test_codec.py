@@ -1,0 +1,118 @@
+"""The codec alone: Messages to (meta, frames) and back, without any transport."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mpi"))
+from payloads import Point, array_cases
+
+from geode_mpi import DecodeError, EncodeError, Message
+from geode_mpi.codec import Stamp, classes, decode, encode, peek
+from geode_mpi.transport.base import copy_frame
+
+NAMES = ("node0", "node1", "node2")
+STAMP = Stamp(id=(1 << 40) | 5, seq=3, timestamp=1234.5, source=1, dest=2)
+
+
+def round_trip(message: Message) -> Message:
+    meta, frames = encode(message, STAMP)
+    return decode(meta, [copy_frame(f) for f in frames], NAMES)
+
+
+@pytest.mark.parametrize("name,array", array_cases(), ids=[c[0] for c in array_cases()])
+def test_arrays_round_trip_bit_exact(name: str, array: np.ndarray[Any, Any]) -> None:
+    got = round_trip(Message(array)).data
+    assert got.dtype == array.dtype and got.shape == array.shape
+    assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(array).tobytes()
+    assert got.flags.writeable
+
+
+def test_a_top_level_array_is_one_frame_in_its_own_memory() -> None:
+    array = np.arange(1000.0)
+    meta, frames = encode(Message(array), STAMP)
+    assert len(frames) == 1 and np.shares_memory(frames[0], array)
+    assert b"numpy" not in meta, "no pickle of the array"
+
+
+def test_nested_and_strided_arrays_go_out_of_band_without_copies() -> None:
+    base = np.arange(10_000.0).reshape(100, 100)
+    data = {"a": base, "b": [base[::2, ::3]], "c": (np.asfortranarray(base),)}
+    meta, frames = encode(Message(data), STAMP)
+    assert len(frames) == 3
+    assert all(np.shares_memory(frame, base) or frame.base is not None for frame in frames)
+    assert np.shares_memory(frames[1], base), "the strided view is sent from its own memory"
+    assert len(meta) < 1000
+    got = decode(meta, [copy_frame(f) for f in frames], NAMES).data
+    assert np.array_equal(got["b"][0], base[::2, ::3])
+    assert got["c"][0].flags.f_contiguous
+
+
+def test_metadata_is_filled_in_on_decode() -> None:
+    got = round_trip(Message("hi", headers={"step": 1}))
+    assert (got.id, got.seq, got.timestamp) == (STAMP.id, 3, 1234.5)
+    assert (got.source, got.dest, got.type) == ("node1", "node2", "Message")
+    assert got.headers == {"step": 1}
+
+
+def test_subclass_keeps_its_class_and_attributes_without_calling_init() -> None:
+    got = round_trip(Point(np.ones(3), label="x", weight=0.5))
+    assert type(got) is Point and got.label == "x" and got.weight == 0.5
+    assert got.type == "Point"
+
+
+def test_subclass_defined_in_a_script_resolves_through_main() -> None:
+    main = sys.modules["__main__"]
+
+    class ScriptMessage(Message):
+        pass
+
+    ScriptMessage.__module__ = "__main__"
+    ScriptMessage.__qualname__ = "ScriptMessage"
+    main.ScriptMessage = ScriptMessage
+    try:
+        assert type(round_trip(ScriptMessage(1))) is ScriptMessage
+    finally:
+        delattr(main, "ScriptMessage")
+
+
+def test_unknown_class_is_a_clear_decode_error() -> None:
+    class Local(Message):
+        pass
+
+    Local.__qualname__ = "Nowhere"
+    meta, frames = encode(Local(1), STAMP)
+    classes._cache.pop(f"{__name__}:Nowhere")  # as on a rank that never saw the class
+    with pytest.raises(DecodeError, match="class 'Nowhere' .* define or import the class"):
+        decode(meta, frames, NAMES)
+
+
+def test_unpicklable_data_names_its_type() -> None:
+    with pytest.raises(EncodeError, match="message data of type builtins.function") as info:
+        encode(Message(lambda: 1), STAMP)
+    assert isinstance(info.value, TypeError)
+
+
+def test_unpicklable_attribute_is_named() -> None:
+    msg = Point(1, label="x")
+    msg.callback = lambda: 1  # type: ignore[attr-defined]
+    with pytest.raises(EncodeError, match="Point attribute 'callback' of type builtins.function"):
+        encode(msg, STAMP)
+
+
+def test_garbage_meta_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="shorter than"):
+        peek(b"xx")
+    with pytest.raises(DecodeError, match="codec version 99"):
+        peek(bytes([99]) + bytes(60))
+
+
+def test_truncated_frame_is_a_decode_error() -> None:
+    meta, frames = encode(Message(np.arange(10)), STAMP)
+    with pytest.raises(DecodeError, match="array frame holds 40 bytes"):
+        decode(meta, [copy_frame(frames[0])[:40]], NAMES)

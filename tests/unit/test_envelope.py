@@ -1,0 +1,36 @@
+"""The MPI envelope framing, without MPI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geode_mpi.transport.envelope import ALIGN, build_envelope, parse_envelope
+
+
+def test_small_frames_inline_and_aligned_big_ones_out_of_band() -> None:
+    small = np.arange(5, dtype=np.float64)
+    big = np.arange(10_000, dtype=np.float64)
+    strided = np.arange(100.0)[::2]
+    envelope, oob = build_envelope(b"meta!", [small, big, strided], inline_max=1024)
+    assert len(oob) == 1 and oob[0] is big
+    buffer = np.frombuffer(bytes(envelope), np.uint8).copy()
+    meta, frames, sizes = parse_envelope(buffer)
+    assert bytes(meta) == b"meta!" and sizes == [big.nbytes]
+    assert frames[1] is None
+    assert frames[0] is not None and frames[2] is not None
+    assert np.array_equal(frames[0].view(np.float64), small)
+    assert np.array_equal(frames[2].view(np.float64), strided)
+    for frame in (frames[0], frames[2]):
+        assert frame.__array_interface__["data"][0] % ALIGN == buffer.ctypes.data % ALIGN
+
+
+def test_no_frames_is_header_plus_meta() -> None:
+    envelope, oob = build_envelope(b"abc", [], inline_max=1024)
+    assert oob == [] and bytes(envelope).endswith(b"abc")
+
+
+@pytest.mark.parametrize("garbage", [b"", b"xx", b"NOTGEODE" * 4])
+def test_garbage_is_rejected_with_a_clear_error(garbage: bytes) -> None:
+    with pytest.raises(ValueError, match="envelope"):
+        parse_envelope(np.frombuffer(garbage, np.uint8).copy())

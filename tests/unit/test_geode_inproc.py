@@ -1,0 +1,207 @@
+"""The Geode on in-process transports: the embedded world and simulated ranks in one process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geode_mpi import (
+    ClosedError,
+    Geode,
+    Message,
+    NodeNotLocalError,
+    ReceiveTimeout,
+    SendTimeout,
+    UnknownNodeError,
+    WorldMismatchError,
+)
+from geode_mpi.transport import InProcHub
+
+
+def world(size: int, nodes: object = None) -> list[Geode]:
+    hub = InProcHub(size)
+    return [Geode(nodes, transport=hub.endpoint(rank)) for rank in range(size)]  # type: ignore[arg-type]
+
+
+def test_embedded_world_has_four_nodes_in_one_process() -> None:
+    g = Geode()
+    assert (g.rank, g.size, g.node) == (0, 1, "node0")
+    assert g.nodes == ("node0", "node1", "node2", "node3") == g.local_nodes
+    g.close()
+
+
+def test_the_original_hello_flow() -> None:
+    g = Geode()
+
+    class MyMessage(Message):
+        def __init__(self, data: object) -> None:
+            super().__init__(data)
+
+    g.send(MyMessage("Hello, World!"), "node1", "node2")
+    got = g.receive("node2")
+    assert got.data == "Hello, World!" and isinstance(got, MyMessage)
+    assert (got.source, got.dest, got.seq, got.type) == ("node1", "node2", 0, "MyMessage")
+
+
+def test_placement_node_k_on_rank_k_mod_size() -> None:
+    ranks = world(2, nodes=5)
+    assert ranks[0].local_nodes == ("node0", "node2", "node4")
+    assert ranks[1].local_nodes == ("node1", "node3")
+    assert ranks[1].rank_of("node4") == 0 and ranks[0].rank_of(3) == 1
+    assert ranks[0].hosts("node2") and not ranks[0].hosts("node1")
+
+
+def test_named_nodes_and_integer_addresses() -> None:
+    a, b = world(2, nodes=["producer", "consumer"])
+    assert (a.node, b.node) == ("producer", "consumer")
+    a.send(np.arange(3), dest=1)
+    assert b.receive(source="producer").data.tolist() == [0, 1, 2]
+
+
+def test_send_from_a_node_hosted_elsewhere_does_nothing_here() -> None:
+    a, b = world(2)
+    assert a.send("x", "node1", "node0") is None
+    assert b.send("x", "node1", "node0") is not None
+    assert a.receive(timeout=1).source == "node1"
+
+
+def test_receive_on_another_ranks_node_is_an_error_not_a_hang() -> None:
+    a, _ = world(2)
+    with pytest.raises(NodeNotLocalError, match=r"receive\('node1'\) was called on rank 0"):
+        a.receive("node1")
+
+
+def test_fifo_per_source_and_filters() -> None:
+    g = Geode()
+    for k in range(5):
+        g.send(k, "node1", "node0")
+        g.send(-k, "node2", "node0")
+    assert [g.receive(source="node2").data for _ in range(5)] == [0, -1, -2, -3, -4]
+    assert [g.receive().data for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert g.try_receive() is None
+
+
+def test_type_filter_by_class_name_and_subclass() -> None:
+    class Base(Message):
+        pass
+
+    class Child(Base):
+        pass
+
+    g = Geode()
+    g.send("plain", dest="node0")
+    g.send(Child(1), dest="node0")
+    assert isinstance(g.receive(type=Base), Child)
+    assert g.receive(type="Message").data == "plain"
+
+
+def test_sequence_numbers_and_ids() -> None:
+    g = Geode()
+    handles = [g.send(k, "node1", "node2") for k in range(3)]
+    other = g.send("x", "node1", "node3")
+    assert [h.seq for h in handles if h] == [0, 1, 2] and other is not None and other.seq == 0
+    ids = [h.id for h in handles if h] + [other.id]
+    assert len(set(ids)) == 4
+
+
+def test_isend_handle() -> None:
+    g = Geode()
+    handle = g.isend(np.zeros(10), dest="node1")
+    assert handle is not None and handle.done()
+    handle.wait(timeout=0)
+    assert "done" in repr(handle)
+
+
+def test_receive_timeout_names_what_it_waited_for() -> None:
+    g = Geode()
+    g.send("other", "node2", "node0")
+    with pytest.raises(ReceiveTimeout) as info:
+        g.receive(source="node1", type="Message", timeout=0.01)
+    text = str(info.value)
+    assert "receive on node0 found no message (source=node1, type=Message)" in text
+    assert "would wait forever: in a one-process world" in text
+    assert "1 other message(s) are queued" in text
+    assert isinstance(info.value, TimeoutError)
+
+
+def test_receive_without_timeout_in_one_process_fails_at_once_instead_of_hanging() -> None:
+    g = Geode()
+    with pytest.raises(ReceiveTimeout, match="would wait forever"):
+        g.receive()
+
+
+def test_timeout_values_are_checked() -> None:
+    g = Geode()
+    with pytest.raises(ValueError, match="timeout must be >= 0, got -1"):
+        g.receive(timeout=-1)
+    with pytest.raises(TypeError, match="timeout must be a number of seconds or None"):
+        g.receive(timeout="soon")  # type: ignore[arg-type]
+
+
+def test_unknown_nodes_are_named_with_the_valid_ones() -> None:
+    g = Geode()
+    with pytest.raises(
+        UnknownNodeError, match="unknown dest 'node9': this job has nodes node0..node3"
+    ):
+        g.send(1, dest="node9")
+    with pytest.raises(UnknownNodeError, match="unknown source 7"):
+        g.send(1, source=7, dest="node0")
+    with pytest.raises(UnknownNodeError, match="unknown node 'nodeX'"):
+        g.receive("nodeX")
+    with pytest.raises(TypeError, match="needs a dest"):
+        g.send(1)
+
+
+def test_node_list_validation() -> None:
+    with pytest.raises(ValueError, match="node names must be unique, got 'a' twice"):
+        Geode(["a", "a"])
+    with pytest.raises(ValueError, match="every rank must host at least one node"):
+        world(3, nodes=2)
+    with pytest.raises(TypeError, match="nodes must be an int, a list of names or None"):
+        Geode("node0")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="nodes must be >= 1, got 0"):
+        Geode(0)
+
+
+def test_ranks_that_disagree_about_nodes_are_stopped() -> None:
+    hub = InProcHub(2)
+    Geode(2, transport=hub.endpoint(0))
+    with pytest.raises(
+        WorldMismatchError, match="rank 1 disagrees with rank 0 about the node names"
+    ):
+        Geode(["a", "b"], transport=hub.endpoint(1))
+
+
+def test_close_and_context_manager() -> None:
+    with Geode() as g:
+        g.send("kept", dest="node1")
+    assert g.closed
+    assert g.receive("node1").data == "kept"
+    for call in (lambda: g.send(1, dest="node0"), lambda: g.isend(1, dest="node0")):
+        with pytest.raises(ClosedError, match="on a closed Geode"):
+            call()
+    with pytest.raises(ClosedError, match=r"receive\(\) on a closed Geode"):
+        g.receive("node1", timeout=5)
+    g.close()  # closing twice is fine
+
+
+def test_received_arrays_are_private_copies() -> None:
+    g = Geode()
+    data = np.arange(100_000.0)
+    g.send(data, dest="node1")
+    data[:] = -1  # send returned: the data may be reused
+    got = g.receive("node1").data
+    assert got[0] == 0 and got[-1] == 99_999 and got.flags.writeable
+
+
+def test_send_timeout_is_a_timeout_error() -> None:
+    error = SendTimeout(5, "node0", "node1", 0.5)
+    assert isinstance(error, TimeoutError)
+    assert "send of message 5 from node0 to node1 did not complete within 0.5 s" in str(error)
+
+
+def test_repr_is_informative() -> None:
+    g = Geode()
+    assert repr(g) == "<Geode rank 0/1 node=node0 local=['node0', 'node1', 'node2', 'node3'] open>"
+    g.send(Message([1, 2]), dest="node0")
+    assert "Message id=0 node0->node0 seq=0" in repr(g.receive())

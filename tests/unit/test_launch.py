@@ -1,0 +1,39 @@
+"""Launch detection, and the MPICH single-copy setting for oversubscribed jobs."""
+
+from __future__ import annotations
+
+import pytest
+
+from geode_mpi.transport import Backoff
+from geode_mpi.transport.launch import CMA_VARIABLE, prepare_mpi_environment, under_launcher
+
+
+def test_no_launcher_variables_means_embedded() -> None:
+    assert not under_launcher({})
+    assert under_launcher({"PMI_RANK": "0"})
+    assert under_launcher({"GEODE_TRANSPORT": "mpi"})
+    assert not under_launcher({"PMI_RANK": "0", "GEODE_TRANSPORT": "inproc"})
+    with pytest.raises(ValueError, match="GEODE_TRANSPORT must be 'mpi' or 'inproc', got 'tcp'"):
+        under_launcher({"GEODE_TRANSPORT": "tcp"})
+
+
+def test_cma_is_turned_off_only_when_ranks_outnumber_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    env: dict[str, str] = {"MPI_LOCALNRANKS": "4", "PMI_RANK": "0"}
+    info = prepare_mpi_environment(env)
+    assert env[CMA_VARIABLE] == "0" and info.cma_disabled_by_geode
+    env = {"MPI_LOCALNRANKS": "2", "PMI_RANK": "0"}
+    prepare_mpi_environment(env)
+    assert CMA_VARIABLE not in env
+    env = {"MPI_LOCALNRANKS": "8", CMA_VARIABLE: "1"}
+    prepare_mpi_environment(env)
+    assert env[CMA_VARIABLE] == "1", "a user's own choice is kept"
+
+
+def test_backoff_sleeps_longer_when_idle_and_resets() -> None:
+    backoff = Backoff(spin=0, min_sleep=1e-5, max_sleep=4e-5)
+    for _ in range(5):
+        backoff.pause()
+    assert backoff._sleep == 4e-5
+    backoff.reset()
+    assert backoff._sleep == 1e-5
