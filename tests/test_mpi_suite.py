@@ -82,6 +82,13 @@ def test_job_sees_its_argv_and_runs_as_main() -> None:
     ], result.explain()
 
 
+def test_nothing_sent_is_lost_when_the_job_drops_its_geode() -> None:
+    result = mpirun(3, ["-m", "geode_mpi", "tests/scripts/dropped_geode.py"], timeout=60)
+    assert result.returncode == 0, result.explain()
+    for rank in (1, 2):
+        assert f"rank {rank} received {32 * 2**20} bytes" in result.stdout, result.explain()
+
+
 @pytest.mark.slow
 def test_array_over_2_gib() -> None:
     result = mpirun(2, ["-m", "geode_mpi", "tests/scripts/huge_array.py"], timeout=300)

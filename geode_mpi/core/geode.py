@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -441,29 +440,28 @@ def _type_label(type_filter: TypeFilter) -> str | None:
     return type_filter.__name__
 
 
-# Geodes still open at interpreter exit are closed in creation order (the same on every rank).
-_open: list[weakref.ref[Geode]] = []
+# Open Geodes are held here until closed, so that one the job dropped still delivers what it
+# sent; at interpreter exit they are closed in creation order (the same on every rank).
+_open: list[Geode] = []
 
 
 def _register(geode: Geode) -> None:
-    _open.append(weakref.ref(geode))
+    _open.append(geode)
 
 
 def _unregister(geode: Geode) -> None:
-    _open[:] = [ref for ref in _open if ref() not in (None, geode)]
+    _open[:] = [other for other in _open if other is not geode]
 
 
 def open_geodes() -> list[Geode]:
     """The Geodes of this process that are still open, oldest first."""
-    return [geode for ref in _open if (geode := ref()) is not None]
+    return list(_open)
 
 
 def close_all(timeout: float | None = None) -> None:
     """Close every Geode still open in this process, oldest first."""
-    for ref in list(_open):
-        geode = ref()
-        if geode is not None:
-            geode.close(timeout)
+    for geode in list(_open):
+        geode.close(timeout)
     _open.clear()
 
 
