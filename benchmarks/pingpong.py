@@ -6,6 +6,7 @@ Run as ``mpiexec -n 2 python benchmarks/pingpong.py`` (``--help`` for the option
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -15,7 +16,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,15 +35,8 @@ DEFAULT_SIZES = (
     8,
     64,
     512,
-    KiB,
-    4 * KiB,
-    16 * KiB,
-    64 * KiB,
-    256 * KiB,
-    MiB,
-    4 * MiB,
-    16 * MiB,
-    64 * MiB,
+    *(n * KiB for n in (1, 4, 16, 64, 256)),
+    *(n * MiB for n in (1, 4, 16, 64)),
 )
 QUICK_SIZES = (8, KiB, 64 * KiB, MiB)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,7 +62,7 @@ _SIZE = re.compile(r"(\d+)\s*([a-z]*)")
 Loop = Callable[[int], tuple[float, Any]]
 
 
-@dataclass
+@dataclasses.dataclass
 class Pair:
     """The two ranks: a private raw communicator and a Geode, over the same processes."""
 
@@ -145,12 +138,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def iterations(size: int, quick: bool) -> int:
-    """Round trips per timed loop: many for small arrays, a few for large ones."""
-    budget = (4 if quick else 64) * MiB  # bytes sent each way per loop
-    most = 200 if quick else 2000
-    least = 2 if quick else 3
-    return max(least, min(most, budget // size))
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How many round trips a timed loop makes.
+
+    At most ``most`` (fewer for large arrays: about ``nbytes`` sent each way), at least
+    ``least``, and no more than fit in ``seconds`` at the speed measured while warming up, so
+    that a method that turns out slow cannot stretch the run.
+    """
+
+    nbytes: int
+    most: int
+    least: int
+    seconds: float
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Budget:
+        if quick:
+            return cls(nbytes=4 * MiB, most=200, least=2, seconds=0.01)
+        return cls(nbytes=64 * MiB, most=2000, least=3, seconds=0.1)
+
+    def ceiling(self, size: int) -> int:
+        """Round trips for an array of ``size`` bytes before any speed is known."""
+        return max(self.least, min(self.most, self.nbytes // size))
+
+    def fitted(self, ceiling: int, one_way: float) -> int:
+        """Round trips that fit the time budget at ``one_way`` seconds per message."""
+        return max(self.least, min(ceiling, int(self.seconds / (2 * one_way))))
 
 
 # -- the ping-pong loops -------------------------------------------------------------------------
@@ -257,19 +271,38 @@ def geode_message(pair: Pair, iters: int) -> tuple[float, Any]:
 
 
 def measure(
-    loops: dict[str, Loop], iters: int, repeats: int, check: Callable[[str, Any], None]
-) -> dict[str, list[float]]:
-    """Check each method once, warm it up, then time the methods interleaved, rotating order."""
+    pair: Pair,
+    loops: dict[str, Loop],
+    budget: Budget,
+    ceiling: int,
+    repeats: int,
+    check: Callable[[str, Any], None],
+) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
+    """Check each method once and warm it up, then time the methods interleaved.
+
+    Returns:
+        For each method, the round trips and the one-way latency (s) of every timed loop, in
+        repeat order. The order of the methods rotates from one repeat to the next.
+    """
+    counts: dict[str, int] = {}
     for name, loop in loops.items():
         check(name, loop(1)[1])
-        loop(max(1, iters // 10))
+        one_way = loop(max(1, min(ceiling // 10, 50)))[0]
+        counts[name] = budget.fitted(ceiling, one_way)
+    counts = pair.comm.bcast(counts, root=0)  # both ranks must loop equally often
     names = list(loops)
     times: dict[str, list[float]] = {name: [] for name in names}
+    rounds: dict[str, list[int]] = {name: [] for name in names}
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
-            times[name].append(loops[name](iters)[0])
-    return times
+            one_way = loops[name](counts[name])[0]
+            times[name].append(one_way)
+            rounds[name].append(counts[name])
+            # A method that slowed down since warming up gets fewer round trips from now on.
+            counts[name] = min(counts[name], budget.fitted(ceiling, one_way))
+        counts = pair.comm.bcast(counts, root=0)
+    return rounds, times
 
 
 def check_array(pair: Pair, expected: np.ndarray[Any, Any], name: str, got: Any) -> None:
@@ -299,34 +332,37 @@ def check_message(pair: Pair, name: str, got: Any) -> None:
         raise RuntimeError(f"rank {pair.rank}: {name} received {got!r}, expected {expected}")
 
 
-def bench_arrays(pair: Pair, size: int, quick: bool, repeats: int) -> dict[str, Any]:
+def bench_arrays(pair: Pair, size: int, budget: Budget, repeats: int) -> dict[str, Any]:
     """Time one array size with all three methods; return its JSON record."""
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
     out = np.zeros(size, np.uint8)  # zeroed, so a raw Recv that wrote nothing fails the check
-    iters = iterations(size, quick)
     loops: dict[str, Loop] = {
         RAW_SEND: partial(raw_send, pair, data, out),
         GEODE: partial(geode_array, pair, data),
         RAW_PICKLE: partial(raw_pickle, pair, data),
     }
-    times = measure(loops, iters, repeats, partial(check_array, pair, data))
-    return {"size": size, "iterations": iters, "methods": summarise(times)}
+    check = partial(check_array, pair, data)
+    rounds, times = measure(pair, loops, budget, budget.ceiling(size), repeats, check)
+    return {"size": size, "methods": summarise(rounds, times)}
 
 
-def bench_message(pair: Pair, quick: bool, repeats: int) -> dict[str, Any]:
+def bench_message(pair: Pair, budget: Budget, repeats: int) -> dict[str, Any]:
     """Time a small Message against a raw dict with the same fields; return its JSON record."""
-    iters = 200 if quick else 2000
     loops: dict[str, Loop] = {
         RAW_DICT: partial(raw_dict, pair),
         GEODE_MESSAGE: partial(geode_message, pair),
     }
-    times = measure(loops, iters, repeats, partial(check_message, pair))
-    return {"data": "hello world", "iterations": iters, "methods": summarise(times)}
+    check = partial(check_message, pair)
+    rounds, times = measure(pair, loops, budget, budget.most, repeats, check)
+    return {"data": "hello world", "methods": summarise(rounds, times)}
 
 
-def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+def summarise(
+    rounds: dict[str, list[int]], times: dict[str, list[float]]
+) -> dict[str, dict[str, Any]]:
     return {
         name: {
+            "iterations": rounds[name],
             "median_us": statistics.median(values) * 1e6,
             "repeats_us": [value * 1e6 for value in values],
         }
@@ -364,7 +400,7 @@ def size_label(size: int) -> str:
 def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
     columns = (
         ("size", 9),
-        ("iters", 6),
+        ("geode n", 8),
         ("Send us", 10),
         ("pickle us", 10),
         ("geode us", 10),
@@ -373,12 +409,16 @@ def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
         ("geode/Send bw", 14),
         ("geode/pickle lat", 17),
     )
+
+    def row(cells: Sequence[str]) -> str:
+        return "".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True))
+
     rule = "-" * sum(width for _, width in columns)
-    lines = ["".join(f"{title:>{width}}" for title, width in columns), rule]
+    lines = [row([title for title, _ in columns]), rule]
     for rec in arrays:
         cells = [
             size_label(rec["size"]),
-            str(rec["iterations"]),
+            str(min(rec["methods"][GEODE]["iterations"])),
             f"{median_us(rec, RAW_SEND):.2f}",
             f"{median_us(rec, RAW_PICKLE):.2f}",
             f"{median_us(rec, GEODE):.2f}",
@@ -387,13 +427,11 @@ def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
             f"{rec['geode_over_send_bandwidth']:.2f}",
             f"{rec['geode_over_pickle_latency']:.2f}",
         ]
-        lines.append(
-            "".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True))
-        )
+        lines.append(row(cells))
     lines.append(rule)
     cells = [
         "Message*",
-        str(message["iterations"]),
+        str(min(message["methods"][GEODE_MESSAGE]["iterations"])),
         "-",
         f"{median_us(message, RAW_DICT):.2f}",
         f"{median_us(message, GEODE_MESSAGE):.2f}",
@@ -402,9 +440,7 @@ def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
         "-",
         f"{message['geode_over_dict_latency']:.2f}",
     ]
-    lines.append(
-        "".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True))
-    )
+    lines.append(row(cells))
     lines.append(
         "* Message(\"hello world\") through geode_mpi; its 'pickle us' is raw comm.send/recv "
         "of a dict with the same fields"
@@ -555,8 +591,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rank == 0:
         print("\n".join(header_lines(env, args)), flush=True)
     clock = time.perf_counter()
-    arrays = [bench_arrays(pair, size, args.quick, args.repeats) for size in args.sizes]
-    message = bench_message(pair, args.quick, args.repeats)
+    budget = Budget.for_run(args.quick)
+    arrays = [bench_arrays(pair, size, budget, args.repeats) for size in args.sizes]
+    message = bench_message(pair, budget, args.repeats)
     elapsed = time.perf_counter() - clock
     geode.close()
     comm.Free()
@@ -574,7 +611,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "pingpong",
         "started": started,
         "seconds": elapsed,
-        "settings": {"sizes": args.sizes, "repeats": args.repeats, "quick": args.quick},
+        "settings": {
+            "sizes": args.sizes,
+            "repeats": args.repeats,
+            "quick": args.quick,
+            "budget": dataclasses.asdict(budget),
+        },
         "environment": env,
         "arrays": arrays,
         "small_message": message,
