@@ -93,8 +93,8 @@ class ReceiveTimeout(GeodeTimeoutError):
             text = f"receive on {node} timed out after {timeout:g} s waiting for a message"
         else:
             text = (
-                f"receive on {node} found no message{what} and would wait forever: in a "
-                "one-process world nothing can arrive while receive() waits (send first)"
+                f"receive on {node} found no message{what}, and none can arrive: in a "
+                "one-process world nothing is sent while receive() waits (send first)"
             )
             what = ""
         super().__init__(f"{text}{what}{tail}")

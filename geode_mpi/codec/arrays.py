@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import struct
 from typing import Any
@@ -39,18 +40,33 @@ def array_frame(arr: np.ndarray[Any, Any]) -> tuple[bytes, np.ndarray[Any, Any]]
     return b"".join(parts), frame
 
 
+_parsed: dict[bytes, tuple[np.dtype[Any], tuple[int, ...], bool, int]] = {}
+_PARSED_MAX = 4096
+
+
 def read_descriptor(
     meta: memoryview, offset: int
 ) -> tuple[np.dtype[Any], tuple[int, ...], bool, int]:
-    """Parse a descriptor at ``offset``; return (dtype, shape, fortran, next offset)."""
+    """Parse a descriptor at ``offset``; return (dtype, shape, fortran, next offset).
+
+    Parsed descriptors are cached: a job sends the same dtype and shape again and again.
+    """
     order, dt_kind, ndim, dt_len = _DESC.unpack_from(meta, offset)
-    offset += _DESC.size
-    raw = bytes(meta[offset : offset + dt_len])
-    offset += dt_len
-    dtype = np.dtype(raw.decode()) if dt_kind == 0 else pickle.loads(raw)
-    shape = tuple(_DIM.unpack_from(meta, offset + 8 * k)[0] for k in range(ndim))
-    offset += 8 * ndim
-    return dtype, shape, order == b"F", offset
+    length = _DESC.size + dt_len + 8 * ndim
+    key = bytes(meta[offset : offset + length])
+    found = _parsed.get(key)
+    if found is None:
+        start = _DESC.size
+        raw = key[start : start + dt_len]
+        dtype = np.dtype(raw.decode()) if dt_kind == 0 else pickle.loads(raw)
+        dims = start + dt_len
+        shape = tuple(_DIM.unpack_from(key, dims + 8 * k)[0] for k in range(ndim))
+        found = (dtype, shape, order == b"F", length)
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[key] = found
+    dtype, shape, fortran, length = found
+    return dtype, shape, fortran, offset + length
 
 
 def rebuild_array(
@@ -61,17 +77,14 @@ def rebuild_array(
     Raises:
         ValueError: the buffer size does not match the descriptor.
     """
-    count = 1
-    for n in shape:
-        count *= n
+    count = math.prod(shape)
     if buffer.nbytes != count * dtype.itemsize:
         raise ValueError(
             f"array frame holds {buffer.nbytes} bytes, but dtype {dtype} and shape {shape} "
             f"need {count * dtype.itemsize}"
         )
-    flat = buffer.view(np.uint8).reshape(-1)
     if dtype.itemsize == 0:
         return np.empty(shape, dtype)
-    array: np.ndarray[Any, Any] = flat.view(dtype)
+    array: np.ndarray[Any, Any] = buffer.view(dtype)
     result: np.ndarray[Any, Any] = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
     return result

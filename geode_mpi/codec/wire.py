@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,8 +30,7 @@ _HEAD = struct.Struct("<BBBxqQdIIHxxII")
 HEAD_SIZE = _HEAD.size
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
+class Stamp(NamedTuple):
     """The metadata the sender assigns: who, to whom, which one and when."""
 
     id: int
@@ -42,8 +40,7 @@ class Stamp:
     dest: int
 
 
-@dataclass(frozen=True, slots=True)
-class Peek:
+class Peek(NamedTuple):
     """What can be read from meta without decoding the payload."""
 
     stamp: Stamp
@@ -138,7 +135,10 @@ def peek(meta: bytes | memoryview) -> Peek:
 
 
 def decode(
-    meta: bytes | memoryview, frames: Sequence[np.ndarray[Any, Any]], names: Sequence[str]
+    meta: bytes | memoryview,
+    frames: Sequence[np.ndarray[Any, Any]],
+    names: Sequence[str],
+    info: Peek | None = None,
 ) -> Message:
     """Turn meta and received frames back into a Message of the class that was sent.
 
@@ -146,12 +146,14 @@ def decode(
         meta: the bytes `encode` produced.
         frames: writable byte buffers, one per frame, in order.
         names: node names by index, to fill in ``source`` and ``dest``.
+        info: what `peek` already read from this meta, if anything.
 
     Raises:
         DecodeError: the bytes are malformed or the class cannot be found.
     """
     view = memoryview(meta)
-    info = peek(view)
+    if info is None:
+        info = peek(view)
     _, kind, flags, _, _, _, _, _, name_len, n_data, data_len = _HEAD.unpack_from(view, 0)
     cls = resolve(info.class_name)
     start = HEAD_SIZE + name_len

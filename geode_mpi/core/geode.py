@@ -163,6 +163,7 @@ class Geode:
             ClosedError: this Geode is closed.
         """
         self._check_open("isend")
+        self._transport.progress()
         placement = self._placement
         src = self.rank if source is None else placement.index(source, "source")
         if dest is None:
@@ -211,10 +212,12 @@ class Geode:
             SendTimeout: the send did not complete in time; the message stays in flight.
             ClosedError: this Geode is closed.
         """
-        timeout = check_timeout(timeout)
+        self._check_open("send")
         handle = self.isend(message, source, dest)
-        if handle is not None:
+        if handle is not None and not handle._ticket.done:
             handle.wait(timeout)
+        elif timeout is not None:
+            check_timeout(timeout)
         return handle
 
     # -- receiving -------------------------------------------------------------------------
@@ -379,12 +382,17 @@ class Geode:
             )
         inbox.push(
             Parcel(
-                info.stamp.source, info.class_name, delivery.meta, delivery.frames, delivery.nbytes
+                info.stamp.source,
+                info.class_name,
+                delivery.meta,
+                delivery.frames,
+                delivery.nbytes,
+                info,
             )
         )
 
     def _decode(self, parcel: Parcel) -> Message:
-        return codec.decode(parcel.meta, parcel.frames, self._placement.names)
+        return codec.decode(parcel.meta, parcel.frames, self._placement.names, parcel.header)
 
     def _progress(self) -> bool:
         return self._transport.progress()
@@ -447,6 +455,8 @@ _open: list[Geode] = []
 
 def _register(geode: Geode) -> None:
     _open.append(geode)
+    if not _first_node:
+        _first_node.append(geode.node)
 
 
 def _unregister(geode: Geode) -> None:
@@ -456,6 +466,14 @@ def _unregister(geode: Geode) -> None:
 def open_geodes() -> list[Geode]:
     """The Geodes of this process that are still open, oldest first."""
     return list(_open)
+
+
+_first_node: list[str] = []
+
+
+def first_node() -> str | None:
+    """The node of the first Geode this process created (for labelling its output)."""
+    return _first_node[0] if _first_node else None
 
 
 def close_all(timeout: float | None = None) -> None:

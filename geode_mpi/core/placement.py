@@ -44,8 +44,8 @@ def node_names(nodes: int | Sequence[str] | None, size: int) -> tuple[str, ...]:
             seen.add(name)
     if len(names) < size:
         raise ValueError(
-            f"nodes names {len(names)} node(s), but the job has {size} ranks: every rank must "
-            f"host at least one node (give at least {size} names, or leave nodes=None)"
+            f"nodes gives {len(names)} node(s), but the job has {size} rank(s): every rank "
+            f"must host at least one node (give at least {size}, or leave nodes=None)"
         )
     return names
 

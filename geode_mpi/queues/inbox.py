@@ -17,6 +17,7 @@ class Parcel:
     meta: memoryview
     frames: list[Any]
     nbytes: int
+    header: Any = None  # what the codec already parsed from meta, kept to avoid parsing twice
 
 
 Match = Callable[[Parcel], bool]

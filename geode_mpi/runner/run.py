@@ -8,7 +8,7 @@ import sys
 from types import TracebackType
 
 from geode_mpi.core import close_all
-from geode_mpi.core.geode import open_geodes
+from geode_mpi.core.geode import first_node
 from geode_mpi.transport.abort import abort_world, rank_label, report_exception
 from geode_mpi.transport.launch import prepare_mpi_environment, under_launcher
 
@@ -28,7 +28,7 @@ def exit_status(code: object) -> int:
     if code is None:
         return 0
     if isinstance(code, int) and not isinstance(code, bool):
-        return code & 0xFF if code >= 0 else 1
+        return code & 0xFF
     print(code, file=sys.stderr)
     return 1
 
@@ -44,8 +44,7 @@ def _job_frames(tb: TracebackType | None) -> TracebackType | None:
 
 
 def _label(rank: int, size: int) -> str:
-    geodes = open_geodes()
-    return rank_label(rank, size, geodes[0].node if geodes else None)
+    return rank_label(rank, size, first_node())
 
 
 def run(target: str, args: list[str], *, module: bool = False) -> int:

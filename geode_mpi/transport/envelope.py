@@ -54,8 +54,18 @@ def build_envelope(
     envelope[: len(head)] = head
     for offset, frame in zip(offsets, inline, strict=True):
         if frame.nbytes:
-            envelope[offset : offset + frame.nbytes] = frame_bytes(frame).data
+            envelope[offset : offset + frame.nbytes] = _byte_view(frame)
     return envelope, oob
+
+
+def _byte_view(frame: Frame) -> memoryview:
+    """The frame's elements in C order as bytes, without copying when it is contiguous."""
+    if frame.flags.c_contiguous:
+        try:
+            return memoryview(frame).cast("B")  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            pass  # dtypes without a buffer format (datetime64)
+    return memoryview(frame_bytes(frame))  # type: ignore[arg-type]
 
 
 def parse_envelope(

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from geode_mpi.errors import GeodeTimeoutError, WorldMismatchError
-from geode_mpi.transport.backoff import Backoff
+from geode_mpi.errors import DecodeError, GeodeTimeoutError, WorldMismatchError
+from geode_mpi.transport.backoff import Backoff, tighten_timer_slack
 from geode_mpi.transport.base import (
     Delivery,
     Frame,
@@ -29,6 +29,7 @@ from geode_mpi.transport.base import (
     frame_bytes,
 )
 from geode_mpi.transport.envelope import INLINE_MAX, build_envelope, parse_envelope
+from geode_mpi.transport.pool import BufferPool
 
 TAG_ENVELOPE = 1
 TAG_FRAME = 2
@@ -86,6 +87,8 @@ class MPITransport(Transport):
         self._waiting_sources: set[int] = set()
         self._status = MPI.Status()
         self._closed = False
+        self.pool = BufferPool()
+        tighten_timer_slack()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -145,7 +148,10 @@ class MPITransport(Transport):
         return found
 
     def _accept(self, source: int, buffer: Frame) -> None:
-        meta, inline, oob_sizes = parse_envelope(buffer)
+        try:
+            meta, inline, oob_sizes = parse_envelope(buffer)
+        except ValueError as exc:
+            raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
         queue = self._arrivals[source]
         if not oob_sizes and not queue:
             frames = [frame for frame in inline if frame is not None]
@@ -156,7 +162,7 @@ class MPITransport(Transport):
         for frame in inline:
             if frame is None:
                 size = oob_sizes[len(arrival.requests)]
-                frame = np.empty(size, np.uint8)
+                frame = self.pool.take(size)
                 arrival.requests.append(self.comm.Irecv([frame, MPI.BYTE], source, TAG_FRAME))
                 arrival.nbytes += size
             frames.append(frame)
@@ -215,14 +221,14 @@ class MPITransport(Transport):
                     "its Geode with the same arguments"
                 )
 
-    def _wait(self, done: Any, timeout: float | None, what: Any) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _wait(self, done: Any, deadline: float | None, timeout: float | None, what: Any) -> None:
         backoff = Backoff()
         while not done():
             if self.progress():
                 backoff.reset()
                 continue
             if deadline is not None and time.monotonic() > deadline:
+                assert timeout is not None
                 raise GeodeTimeoutError(
                     f"close() on rank {self.rank} timed out after {timeout:g} s: {what()}"
                 )
@@ -234,13 +240,12 @@ class MPITransport(Transport):
             return
         deadline = None if timeout is None else time.monotonic() + timeout
 
-        def left() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        self._wait(lambda: not self._active, left(), self.pending_summary)
+        self._wait(lambda: not self._active, deadline, timeout, self.pending_summary)
         expected = np.zeros(self.size, np.int64)
         request = self.comm.Ialltoall([self.sent_to, MPI.INT64_T], [expected, MPI.INT64_T])
-        self._wait(request.Test, left(), lambda: "waiting for the other ranks to call close()")
+        self._wait(
+            request.Test, deadline, timeout, lambda: "waiting for the other ranks to call close()"
+        )
 
         def missing() -> str:
             short = {
@@ -254,7 +259,8 @@ class MPITransport(Transport):
             lambda: (
                 bool(np.array_equal(expected, self.received_from)) and not self._waiting_sources
             ),
-            left(),
+            deadline,
+            timeout,
             missing,
         )
         self.comm.Free()

@@ -149,7 +149,7 @@ def test_receive_filters_by_source_and_type(geode: Geode) -> None:
 def test_errors_are_clear(geode: Geode) -> None:
     with pytest.raises(UnknownNodeError, match="unknown dest 'node99': this job has nodes"):
         geode.send(1, dest="node99")
-    with pytest.raises(ReceiveTimeout, match=r"timed out after 0\.05 s|would wait forever") as info:
+    with pytest.raises(ReceiveTimeout, match=r"timed out after 0\.05 s|none can arrive") as info:
         geode.receive(timeout=0.05)
     assert isinstance(info.value, TimeoutError)
     with pytest.raises(EncodeError, match="cannot send message data of type builtins.generator"):

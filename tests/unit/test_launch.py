@@ -31,7 +31,7 @@ def test_cma_is_turned_off_only_when_ranks_outnumber_cores(monkeypatch: pytest.M
 
 
 def test_backoff_sleeps_longer_when_idle_and_resets() -> None:
-    backoff = Backoff(spin=0, min_sleep=1e-5, max_sleep=4e-5)
+    backoff = Backoff(spin=0, yield_time=0, min_sleep=1e-5, max_sleep=4e-5)
     for _ in range(5):
         backoff.pause()
     assert backoff._sleep == 4e-5

@@ -1,0 +1,78 @@
+"""Receive buffers for large frames, reused once nothing refers to them any more.
+
+A fresh 64 MiB buffer costs more in first-touch page faults than receiving into it, so large
+frames land in pooled buffers. A buffer is free again when no array (the user's message, a view
+of it, a queued parcel) refers to it any more, which CPython's reference count tells exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+Buffer = np.ndarray[Any, Any]
+
+POOL_VARIABLE = "GEODE_RECV_POOL_BYTES"
+DEFAULT_MAX_BYTES = 256 * 2**20
+DEFAULT_MIN_SIZE = 2**20
+
+
+class BufferPool:
+    """Hands out uint8 buffers, reusing free pooled ones for frames of ``min_size`` or more.
+
+    Args:
+        max_bytes: the most memory the pool keeps (0 disables pooling); default from the
+            GEODE_RECV_POOL_BYTES environment variable, else 256 MiB.
+        min_size: smaller frames get fresh buffers (malloc reuses small blocks anyway).
+    """
+
+    def __init__(self, max_bytes: int | None = None, min_size: int = DEFAULT_MIN_SIZE) -> None:
+        if max_bytes is None:
+            text = os.environ.get(POOL_VARIABLE, "")
+            max_bytes = int(text) if text.isdigit() else DEFAULT_MAX_BYTES
+        self.max_bytes = max_bytes
+        self.min_size = min_size
+        self._buffers: list[Buffer] = []
+        self.held = 0
+        self.reused = 0
+        # References a buffer has when nothing outside the pool holds it, counted the same way.
+        self._buffers.append(np.empty(1, np.uint8))
+        self._free_refs = self._refcounts()[0]
+        self._buffers.clear()
+
+    def _refcounts(self) -> list[int]:
+        return [sys.getrefcount(buffer) for buffer in self._buffers]
+
+    def _free(self) -> list[Buffer]:
+        counts = self._refcounts()
+        return [b for b, n in zip(self._buffers, counts, strict=True) if n <= self._free_refs]
+
+    def take(self, nbytes: int) -> Buffer:
+        """A writable uint8 buffer of exactly ``nbytes``."""
+        if nbytes < self.min_size or self.max_bytes <= 0:
+            return np.empty(nbytes, np.uint8)
+        fitting = [b for b in self._free() if nbytes <= b.nbytes <= 2 * nbytes]
+        if fitting:
+            self.reused += 1
+            view: Buffer = min(fitting, key=lambda b: b.nbytes)[:nbytes]
+            return view
+        fresh = np.empty(nbytes, np.uint8)
+        if self._make_room(nbytes):
+            self._buffers.append(fresh)
+            self.held += nbytes
+        return fresh
+
+    def _make_room(self, nbytes: int) -> bool:
+        if nbytes > self.max_bytes:
+            return False
+        if self.held + nbytes <= self.max_bytes:
+            return True
+        for victim in self._free():
+            self._buffers = [b for b in self._buffers if b is not victim]
+            self.held -= victim.nbytes
+            if self.held + nbytes <= self.max_bytes:
+                return True
+        return False
