@@ -19,6 +19,10 @@ def is_raw_array(obj: object) -> bool:
     return type(obj) is np.ndarray and not obj.dtype.hasobject
 
 
+_described: dict[tuple[np.dtype[Any], tuple[int, ...], bytes], bytes] = {}
+_DESCRIBED_MAX = 4096
+
+
 def array_frame(arr: np.ndarray[Any, Any]) -> tuple[bytes, np.ndarray[Any, Any]]:
     """Split an array into a descriptor and the frame to send.
 
@@ -30,14 +34,24 @@ def array_frame(arr: np.ndarray[Any, Any]) -> tuple[bytes, np.ndarray[Any, Any]]
         order, frame = b"F", arr.T
     else:
         order, frame = b"C", arr
-    dtype = arr.dtype
+    key = (arr.dtype, arr.shape, order)
+    found = _described.get(key)
+    if found is None:
+        found = _describe(arr.dtype, arr.shape, order)
+        if len(_described) >= _DESCRIBED_MAX:
+            _described.clear()
+        _described[key] = found
+    return found, frame
+
+
+def _describe(dtype: np.dtype[Any], shape: tuple[int, ...], order: bytes) -> bytes:
     if dtype.names is None and dtype.subdtype is None:
         dt_kind, dt_bytes = 0, dtype.str.encode()
     else:
         dt_kind, dt_bytes = 1, pickle.dumps(dtype, protocol=5)
-    parts = [_DESC.pack(order, dt_kind, arr.ndim, len(dt_bytes)), dt_bytes]
-    parts.extend(_DIM.pack(n) for n in arr.shape)
-    return b"".join(parts), frame
+    parts = [_DESC.pack(order, dt_kind, len(shape), len(dt_bytes)), dt_bytes]
+    parts.extend(_DIM.pack(n) for n in shape)
+    return b"".join(parts)
 
 
 _parsed: dict[bytes, tuple[np.dtype[Any], tuple[int, ...], bool, int]] = {}

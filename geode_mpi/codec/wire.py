@@ -9,6 +9,7 @@ Meta layout (codec version 1, little-endian), documented in docs/wire-format.md:
 
 from __future__ import annotations
 
+import pickle
 import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -17,7 +18,7 @@ import numpy as np
 
 from geode_mpi.codec import pickling
 from geode_mpi.codec.arrays import array_frame, is_raw_array, read_descriptor, rebuild_array
-from geode_mpi.codec.classes import class_name, resolve, short_name
+from geode_mpi.codec.classes import BASE_NAME, class_name, resolve, short_name
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
 
@@ -45,6 +46,11 @@ class Peek(NamedTuple):
 
     stamp: Stamp
     class_name: str
+    kind: int
+    flags: int
+    body: int  # offset of the data section
+    n_data: int  # frames that belong to the data (the rest belong to headers and attributes)
+    data_len: int
 
     @property
     def type(self) -> str:
@@ -64,9 +70,13 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
     frames: list[np.ndarray[Any, Any]] = []
     data = message.data
     state = message.__dict__
-    headers = state.get("_headers") or None
-    extras = {k: v for k, v in state.items() if k not in RESERVED} or None
-    has_rest = headers is not None or extras is not None
+    if len(state) == 1:  # only data: the common case, no headers or attributes to scan
+        headers = extras = None
+        has_rest = False
+    else:
+        headers = state.get("_headers") or None
+        extras = {k: v for k, v in state.items() if k not in RESERVED} or None
+        has_rest = headers is not None or extras is not None
     try:
         if is_raw_array(data):
             kind = KIND_ARRAY
@@ -124,14 +134,33 @@ def peek(meta: bytes | memoryview) -> Peek:
         raise DecodeError(
             f"message meta is {len(meta)} bytes, shorter than the {HEAD_SIZE}-byte header"
         )
-    version, _, _, mid, seq, ts, src, dst, name_len, _, _ = _HEAD.unpack_from(meta, 0)
+    version, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len = _HEAD.unpack_from(
+        meta, 0
+    )
     if version != VERSION:
         raise DecodeError(
             f"message codec version {version} is not supported (this geode_mpi speaks {VERSION}): "
             "are all ranks running the same geode_mpi?"
         )
-    name = bytes(meta[HEAD_SIZE : HEAD_SIZE + name_len]).decode()
-    return Peek(Stamp(mid, seq, ts, src, dst), name)
+    body = HEAD_SIZE + name_len
+    name = _names.get(bytes(meta[HEAD_SIZE:body])) if name_len else BASE_NAME
+    if name is None:
+        raw = bytes(meta[HEAD_SIZE:body])
+        name = _names[raw] = raw.decode()
+    # tuple.__new__ builds a NamedTuple without its Python-level __new__ (0.25 us each).
+    stamp = _tuple_new(Stamp, (mid, seq, ts, src, dst))
+    return _tuple_new(Peek, (stamp, name, kind, flags, body, n_data, data_len))
+
+
+_tuple_new = tuple.__new__
+
+
+_names: dict[bytes, str] = {}
+
+
+def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> Stamp:
+    """A Stamp, built the fast way (senders make one per message)."""
+    return _tuple_new(Stamp, (id, seq, timestamp, source, dest))
 
 
 def decode(
@@ -154,19 +183,19 @@ def decode(
     view = memoryview(meta)
     if info is None:
         info = peek(view)
-    _, kind, flags, _, _, _, _, _, name_len, n_data, data_len = _HEAD.unpack_from(view, 0)
-    cls = resolve(info.class_name)
-    start = HEAD_SIZE + name_len
-    section = view[start : start + data_len]
+    cls = Message if info.class_name == BASE_NAME else resolve(info.class_name)
+    start = info.body
+    end = start + info.data_len
+    n_data = info.n_data
     try:
-        if kind == KIND_ARRAY:
-            dtype, shape, fortran, _ = read_descriptor(section, 0)
+        if info.kind == KIND_ARRAY:
+            dtype, shape, fortran, _ = read_descriptor(view, start)
             data = rebuild_array(frames[0], dtype, shape, fortran)
         else:
-            data = pickling.loads(section, frames[:n_data])
-        headers = extras = None
-        if flags & FLAG_REST:
-            headers, extras = pickling.loads(view[start + data_len :], frames[n_data:])
+            data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
+        rest = None
+        if info.flags & FLAG_REST:
+            rest = pickling.loads(view[end:], frames[n_data:])
     except DecodeError:
         raise
     except Exception as exc:
@@ -174,17 +203,22 @@ def decode(
             f"cannot decode a {short_name(info.class_name)} message {info.stamp.id} from "
             f"node index {info.stamp.source}: {type(exc).__name__}: {exc}"
         ) from exc
-    message = cls.__new__(cls)
-    state = message.__dict__
-    if extras:
-        state.update(extras)
-    state["data"] = data
-    if headers:
-        state["_headers"] = headers
     stamp = info.stamp
-    state["id"] = stamp.id
-    state["seq"] = stamp.seq
-    state["timestamp"] = stamp.timestamp
-    state["source"] = names[stamp.source] if stamp.source < len(names) else str(stamp.source)
-    state["dest"] = names[stamp.dest] if stamp.dest < len(names) else str(stamp.dest)
+    count = len(names)
+    state = {
+        "data": data,
+        "id": stamp.id,
+        "seq": stamp.seq,
+        "timestamp": stamp.timestamp,
+        "source": names[stamp.source] if stamp.source < count else str(stamp.source),
+        "dest": names[stamp.dest] if stamp.dest < count else str(stamp.dest),
+    }
+    if rest is not None:
+        headers, extras = rest
+        if extras:
+            state.update(extras)
+        if headers:
+            state["_headers"] = headers
+    message = cls.__new__(cls)
+    message.__dict__.update(state)
     return message

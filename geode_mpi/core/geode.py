@@ -162,8 +162,8 @@ class Geode:
             EncodeError: the message cannot be encoded; nothing was sent.
             ClosedError: this Geode is closed.
         """
-        self._check_open("isend")
-        self._transport.progress()
+        if self._closed:
+            raise ClosedError("isend")
         placement = self._placement
         src = self.rank if source is None else placement.index(source, "source")
         if dest is None:
@@ -175,11 +175,13 @@ class Geode:
         key = (src, dst)
         seq = self._seq.get(key, 0)
         count = self._counter[src]
-        stamp = codec.Stamp((src << ID_BITS) | count, seq, time.time(), src, dst)
+        stamp = codec.make_stamp((src << ID_BITS) | count, seq, time.time(), src, dst)
         meta, frames = codec.encode(msg, stamp)
-        ticket = self._transport.send(placement.rank_of(dst), meta, frames)
+        transport = self._transport
+        ticket = transport.send(dst % self.size, meta, frames)
         self._seq[key] = seq + 1
         self._counter[src] = count + 1
+        transport.progress()  # the engine runs in every call; after the send, it overlaps it
         names = placement.names
         return SendHandle(self, ticket, stamp.id, seq, names[src], names[dst])
 
@@ -247,10 +249,11 @@ class Geode:
             DecodeError: the message arrived but cannot be decoded here.
             ClosedError: the Geode is closed and nothing matching is queued.
         """
-        timeout = check_timeout(timeout)
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         index = self._local_index(node, "receive")
         inbox = self._inboxes[index]
-        match = self._matcher(source, type)
+        match = None if source is None and type is None else self._matcher(source, type)
         found = self._take(inbox, match, timeout)
         if found is not None:
             return self._decode(found)
@@ -339,7 +342,9 @@ class Geode:
             raise ClosedError(operation)
 
     def _local_index(self, node: str | int | None, call: str) -> int:
-        index = self.rank if node is None else self._placement.index(node)
+        if node is None:
+            return self.rank
+        index = self._placement.index(node)
         if index not in self._inboxes:
             name = self._placement.names[index]
             raise NodeNotLocalError(call, name, self.rank, self._placement.rank_of(index))
@@ -373,22 +378,17 @@ class Geode:
         return lambda parcel: all(check(parcel) for check in checks)
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        info = codec.peek(delivery.meta)
-        inbox = self._inboxes.get(info.stamp.dest)
+        meta = delivery.meta
+        info = codec.peek(meta)
+        stamp = info.stamp
+        inbox = self._inboxes.get(stamp.dest)
         if inbox is None:
             raise DecodeError(
-                f"rank {self.rank} received message {info.stamp.id} for node index "
-                f"{info.stamp.dest}, which it does not host: do all ranks use the same nodes?"
+                f"rank {self.rank} received message {stamp.id} for node index "
+                f"{stamp.dest}, which it does not host: do all ranks use the same nodes?"
             )
         inbox.push(
-            Parcel(
-                info.stamp.source,
-                info.class_name,
-                delivery.meta,
-                delivery.frames,
-                delivery.nbytes,
-                info,
-            )
+            Parcel(stamp.source, info.class_name, meta, delivery.frames, delivery.nbytes, info)
         )
 
     def _decode(self, parcel: Parcel) -> Message:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(slots=True)
-class Parcel:
+class Parcel(NamedTuple):
     """A message as it waits in a queue: still encoded, with what filters need to see."""
 
     source: int

@@ -10,15 +10,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 Frame = np.ndarray[Any, Any]
 
 
-@dataclass(slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One envelope that arrived: its source rank, meta bytes and frames (writable uint8)."""
 
     source: int

@@ -5,13 +5,17 @@ Layout (little-endian), documented in docs/wire-format.md:
     2s magic b"GM" | u8 version | pad | u32 frame count | u32 meta length
     frame count x u64: frame length << 1 | 1 if the frame travels out of band
     meta bytes
-    inline frames, each starting at a multiple of 16 bytes from the envelope start
+    inline frames, each starting at a multiple of 16 bytes from the envelope start (empty
+    frames take no room and no padding)
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from geode_mpi.transport.base import Frame, frame_bytes
 
@@ -23,39 +27,36 @@ ALIGN = 16
 INLINE_MAX = 16 * 1024
 
 
+_PADDING = bytes(ALIGN)
+
+
 def _align(offset: int) -> int:
     return (offset + ALIGN - 1) & ~(ALIGN - 1)
 
 
 def build_envelope(
     meta: bytes, frames: Sequence[Frame], inline_max: int
-) -> tuple[bytes | bytearray, list[Frame]]:
+) -> tuple[bytes, list[Frame]]:
     """Pack meta and small frames into one buffer; return it and the out-of-band frames."""
     header = _HEADER.pack(MAGIC, VERSION, len(frames), len(meta))
     if not frames:
         return header + meta, []
-    table = []
-    inline: list[Frame] = []
+    parts: list[Any] = [header]
+    parts.extend(_ENTRY.pack(f.nbytes << 1 | (f.nbytes > inline_max)) for f in frames)
+    parts.append(meta)
+    end = len(header) + 8 * len(frames) + len(meta)
     oob: list[Frame] = []
     for frame in frames:
-        big = frame.nbytes > inline_max
-        table.append(_ENTRY.pack(frame.nbytes << 1 | big))
-        (oob if big else inline).append(frame)
-    head = b"".join([header, *table, meta])
-    if not inline:
-        return head, oob
-    offsets = []
-    end = len(head)
-    for frame in inline:
-        end = _align(end)
-        offsets.append(end)
-        end += frame.nbytes
-    envelope = bytearray(end)
-    envelope[: len(head)] = head
-    for offset, frame in zip(offsets, inline, strict=True):
-        if frame.nbytes:
-            envelope[offset : offset + frame.nbytes] = _byte_view(frame)
-    return envelope, oob
+        size = frame.nbytes
+        if size > inline_max:
+            oob.append(frame)
+        elif size:
+            pad = -end % ALIGN
+            if pad:
+                parts.append(_PADDING[:pad])
+            parts.append(_byte_view(frame))
+            end += pad + size
+    return b"".join(parts), oob
 
 
 def _byte_view(frame: Frame) -> memoryview:
@@ -69,7 +70,7 @@ def _byte_view(frame: Frame) -> memoryview:
 
 
 def parse_envelope(
-    buffer: Frame,
+    buffer: bytearray | Frame,
 ) -> tuple[memoryview, list[Frame | None], list[int]]:
     """Split a received envelope into meta, inline frames (None where out of band), oob sizes.
 
@@ -86,7 +87,10 @@ def parse_envelope(
             "are all ranks running the same geode_mpi?"
         )
     offset = _HEADER.size
+    if not n_frames:
+        return raw[offset : offset + meta_len], [], []
     entries = [_ENTRY.unpack_from(raw, offset + 8 * k)[0] for k in range(n_frames)]
+    array = np.frombuffer(buffer, np.uint8)  # inline frames are writable views of the buffer
     offset += 8 * n_frames
     meta = raw[offset : offset + meta_len]
     end = offset + meta_len
@@ -97,8 +101,10 @@ def parse_envelope(
         if big:
             frames.append(None)
             oob_sizes.append(size)
-        else:
+        elif size:
             end = _align(end)
-            frames.append(buffer[end : end + size])
+            frames.append(array[end : end + size])
             end += size
+        else:
+            frames.append(array[:0])
     return meta, frames, oob_sizes

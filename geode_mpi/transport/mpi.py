@@ -80,8 +80,8 @@ class MPITransport(Transport):
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.inline_max = inline_max
-        self.sent_to = np.zeros(self.size, np.int64)
-        self.received_from = np.zeros(self.size, np.int64)
+        self.sent_to = [0] * self.size
+        self.received_from = [0] * self.size
         self._active: list[SendTicket] = []
         self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
         self._waiting_sources: set[int] = set()
@@ -97,7 +97,7 @@ class MPITransport(Transport):
             return self._loopback(meta, frames)
         envelope, oob = build_envelope(meta, frames, self.inline_max)
         nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
-        requests = [self.comm.Isend([envelope, MPI.BYTE], dest, TAG_ENVELOPE)]
+        requests = [self.comm.Isend(envelope, dest, TAG_ENVELOPE)]
         datatypes = []
         for frame in oob:
             if frame.flags.c_contiguous:
@@ -122,7 +122,7 @@ class MPITransport(Transport):
 
     def _finish(self, ticket: SendTicket) -> bool:
         requests, _, _, datatypes = ticket.state
-        if not MPI.Request.Testall(requests):
+        if not (requests[0].Test() if len(requests) == 1 else MPI.Request.Testall(requests)):
             return False
         for datatype in datatypes:
             datatype.Free()
@@ -134,20 +134,21 @@ class MPITransport(Transport):
 
     def _probe_arrivals(self) -> bool:
         status = self._status
+        improbe = self.comm.Improbe
         found = False
         for _ in range(MAX_ARRIVALS_PER_POLL):
-            message = self.comm.Improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
+            message = improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
             if message is None:
                 break
             found = True
             source = status.Get_source()
-            buffer = np.empty(status.Get_count(MPI.BYTE), np.uint8)
-            message.Recv([buffer, MPI.BYTE])
+            buffer = bytearray(status.Get_count(MPI.BYTE))
+            message.Recv(buffer)
             self.received_from[source] += 1
             self._accept(source, buffer)
         return found
 
-    def _accept(self, source: int, buffer: Frame) -> None:
+    def _accept(self, source: int, buffer: bytearray) -> None:
         try:
             meta, inline, oob_sizes = parse_envelope(buffer)
         except ValueError as exc:
@@ -155,10 +156,10 @@ class MPITransport(Transport):
         queue = self._arrivals[source]
         if not oob_sizes and not queue:
             frames = [frame for frame in inline if frame is not None]
-            self.deliver(Delivery(source, meta, frames, buffer.nbytes))
+            self.deliver(Delivery(source, meta, frames, len(buffer)))
             return
         frames = []
-        arrival = _Arrival(source, meta, frames, buffer.nbytes)
+        arrival = _Arrival(source, meta, frames, len(buffer))
         for frame in inline:
             if frame is None:
                 size = oob_sizes[len(arrival.requests)]
@@ -242,7 +243,8 @@ class MPITransport(Transport):
 
         self._wait(lambda: not self._active, deadline, timeout, self.pending_summary)
         expected = np.zeros(self.size, np.int64)
-        request = self.comm.Ialltoall([self.sent_to, MPI.INT64_T], [expected, MPI.INT64_T])
+        sent = np.array(self.sent_to, np.int64)
+        request = self.comm.Ialltoall([sent, MPI.INT64_T], [expected, MPI.INT64_T])
         self._wait(
             request.Test, deadline, timeout, lambda: "waiting for the other ranks to call close()"
         )
@@ -256,9 +258,7 @@ class MPITransport(Transport):
             return f"messages still expected from ranks {short}; {self.pending_summary()}"
 
         self._wait(
-            lambda: (
-                bool(np.array_equal(expected, self.received_from)) and not self._waiting_sources
-            ),
+            lambda: expected.tolist() == self.received_from and not self._waiting_sources,
             deadline,
             timeout,
             missing,

@@ -34,3 +34,13 @@ def test_no_frames_is_header_plus_meta() -> None:
 def test_garbage_is_rejected_with_a_clear_error(garbage: bytes) -> None:
     with pytest.raises(ValueError, match="envelope"):
         parse_envelope(np.frombuffer(garbage, np.uint8).copy())
+
+
+def test_empty_frames_between_others_keep_the_layout() -> None:
+    frames = [np.empty(0), np.arange(3.0), np.empty((0, 4)), np.arange(5, dtype=np.int8)]
+    envelope, oob = build_envelope(b"odd", frames, inline_max=1024)
+    buffer = np.frombuffer(envelope, np.uint8).copy()
+    _, got, _ = parse_envelope(buffer)
+    assert [g.nbytes for g in got if g is not None] == [0, 24, 0, 5]
+    assert np.array_equal(got[1].view(np.float64), frames[1])  # type: ignore[union-attr]
+    assert np.array_equal(got[3].view(np.int8), frames[3])  # type: ignore[union-attr]
