@@ -39,6 +39,7 @@ def test_garbage_is_rejected_with_a_clear_error(garbage: bytes) -> None:
 def test_empty_frames_between_others_keep_the_layout() -> None:
     frames = [np.empty(0), np.arange(3.0), np.empty((0, 4)), np.arange(5, dtype=np.int8)]
     envelope, oob = build_envelope(b"odd", frames, inline_max=1024)
+    assert oob == []
     buffer = np.frombuffer(envelope, np.uint8).copy()
     _, got, _ = parse_envelope(buffer)
     assert [g.nbytes for g in got if g is not None] == [0, 24, 0, 5]
