@@ -43,7 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 RAW_SEND = "raw Send"
 RAW_PICKLE = "raw pickle"
-GEODE = "geode"
+GEODE = "geode"  # each received array released before the next receive (the headline)
+GEODE_KEPT = "geode kept"  # the previous array still referenced during the next receive
 RAW_DICT = "raw dict"
 GEODE_MESSAGE = "geode Message"
 
@@ -205,17 +206,31 @@ def raw_pickle(pair: Pair, data: np.ndarray[Any, Any], iters: int) -> tuple[floa
     return (pair.wtime() - start) / (2 * iters), got
 
 
-def geode_array(pair: Pair, data: np.ndarray[Any, Any], iters: int) -> tuple[float, Any]:
+def geode_array(
+    pair: Pair, data: np.ndarray[Any, Any], keep: bool, iters: int
+) -> tuple[float, Any]:
+    """Ping-pong an array through geode_mpi.
+
+    With ``keep`` the loop is written the obvious way, ``got = g.receive().data``: the previous
+    array is still referenced while the next one is received, so the receive-buffer pool cannot
+    reuse its buffer and two pooled buffers alternate. Without ``keep`` the previous array is
+    dropped first (a job that is done with each array before the next arrives), so one pooled
+    buffer is reused, as raw ``Recv`` reuses one preallocated buffer.
+    """
     geode, peer_node = pair.geode, pair.peer_node
     got: Any = None
     pair.comm.Barrier()
     start = pair.wtime()
     if pair.rank == 0:
         for _ in range(iters):
+            if not keep:
+                got = None
             geode.send(data, dest=peer_node)
             got = geode.receive().data
     else:
         for _ in range(iters):
+            if not keep:
+                got = None
             got = geode.receive().data
             geode.send(got, dest=peer_node)
     return (pair.wtime() - start) / (2 * iters), got
@@ -333,12 +348,13 @@ def check_message(pair: Pair, name: str, got: Any) -> None:
 
 
 def bench_arrays(pair: Pair, size: int, budget: Budget, repeats: int) -> dict[str, Any]:
-    """Time one array size with all three methods; return its JSON record."""
+    """Time one array size with all four methods; return its JSON record."""
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
     out = np.zeros(size, np.uint8)  # zeroed, so a raw Recv that wrote nothing fails the check
     loops: dict[str, Loop] = {
         RAW_SEND: partial(raw_send, pair, data, out),
-        GEODE: partial(geode_array, pair, data),
+        GEODE: partial(geode_array, pair, data, False),
+        GEODE_KEPT: partial(geode_array, pair, data, True),
         RAW_PICKLE: partial(raw_pickle, pair, data),
     }
     check = partial(check_array, pair, data)
@@ -378,16 +394,20 @@ def median_us(record: dict[str, Any], method: str) -> float:
 
 
 def add_ratios(record: dict[str, Any]) -> None:
-    """Bandwidths (GB/s, 1e9 bytes) and the two ratios, from the medians."""
-    send, pickled, geode = (median_us(record, m) for m in (RAW_SEND, RAW_PICKLE, GEODE))
+    """Bandwidths (GB/s, 1e9 bytes) and the ratios, from the medians.
+
+    ``geode_over_*`` are for the released variant (the headline, used by the targets);
+    ``geode_kept_over_*`` the same ratios for the kept variant.
+    """
     size = record["size"]
     record["bandwidth_GBps"] = {
-        RAW_SEND: size / send / 1e3,
-        GEODE: size / geode / 1e3,
-        RAW_PICKLE: size / pickled / 1e3,
+        method: size / median_us(record, method) / 1e3
+        for method in (RAW_SEND, GEODE, GEODE_KEPT, RAW_PICKLE)
     }
-    record["geode_over_send_bandwidth"] = send / geode
-    record["geode_over_pickle_latency"] = geode / pickled
+    send, pickled = median_us(record, RAW_SEND), median_us(record, RAW_PICKLE)
+    for prefix, method in (("geode", GEODE), ("geode_kept", GEODE_KEPT)):
+        record[f"{prefix}_over_send_bandwidth"] = send / median_us(record, method)
+        record[f"{prefix}_over_pickle_latency"] = median_us(record, method) / pickled
 
 
 def size_label(size: int) -> str:
@@ -404,9 +424,11 @@ def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
         ("Send us", 10),
         ("pickle us", 10),
         ("geode us", 10),
+        ("kept us", 10),
         ("Send GB/s", 10),
         ("geode GB/s", 11),
         ("geode/Send bw", 14),
+        ("kept/Send bw", 13),
         ("geode/pickle lat", 17),
     )
 
@@ -422,9 +444,11 @@ def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
             f"{median_us(rec, RAW_SEND):.2f}",
             f"{median_us(rec, RAW_PICKLE):.2f}",
             f"{median_us(rec, GEODE):.2f}",
+            f"{median_us(rec, GEODE_KEPT):.2f}",
             f"{rec['bandwidth_GBps'][RAW_SEND]:.3f}",
             f"{rec['bandwidth_GBps'][GEODE]:.3f}",
             f"{rec['geode_over_send_bandwidth']:.2f}",
+            f"{rec['geode_kept_over_send_bandwidth']:.2f}",
             f"{rec['geode_over_pickle_latency']:.2f}",
         ]
         lines.append(row(cells))
@@ -438,33 +462,50 @@ def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
         "-",
         "-",
         "-",
+        "-",
+        "-",
         f"{message['geode_over_dict_latency']:.2f}",
     ]
     lines.append(row(cells))
-    lines.append(
+    lines += [
+        "geode: each received array is released before the next receive, so the receive-buffer "
+        "pool reuses one buffer",
+        "  (as raw Send/Recv reuses one). This is the headline number: target (1) uses it.",
+        "kept: `got = g.receive().data`, the previous array still referenced during the next "
+        "receive, so two pooled",
+        "  buffers alternate (colder cache). Shown for comparison only; not used by any target.",
         "* Message(\"hello world\") through geode_mpi; its 'pickle us' is raw comm.send/recv "
-        "of a dict with the same fields"
-    )
+        "of a dict with the same fields",
+    ]
     return "\n".join(lines)
 
 
 def evaluate_targets(arrays: list[dict[str, Any]], message: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's three targets, each with PASS/FAIL, the worst case and every value checked."""
     targets = []
-    big = {
-        size_label(r["size"]): r["geode_over_send_bandwidth"]
-        for r in arrays
-        if r["size"] >= BANDWIDTH_FROM
-    }
-    targets.append(
-        target(
-            f"(1) arrays >= {size_label(BANDWIDTH_FROM)} reach >= {BANDWIDTH_MIN:.2f} of raw "
-            "Send/Recv bandwidth",
-            big,
+    big = [r for r in arrays if r["size"] >= BANDWIDTH_FROM]
+    bandwidth = target(
+        f"(1) arrays >= {size_label(BANDWIDTH_FROM)} reach >= {BANDWIDTH_MIN:.2f} of raw "
+        "Send/Recv bandwidth (geode, each array released before the next receive)",
+        {size_label(r["size"]): r["geode_over_send_bandwidth"] for r in big},
+        lambda ratio: ratio >= BANDWIDTH_MIN,
+        worst=min,
+    )
+    if big:
+        # Not part of the target, but printed beside it so the headline is not over-read.
+        kept = target(
+            "kept variant (previous array still referenced during the next receive)",
+            {size_label(r["size"]): r["geode_kept_over_send_bandwidth"] for r in big},
             lambda ratio: ratio >= BANDWIDTH_MIN,
             worst=min,
         )
-    )
+        bandwidth["kept_variant"] = {
+            "note": "for comparison only; the target uses the released variant",
+            "would_pass": kept["result"] == "PASS",
+            "worst": kept["worst"],
+            "ratios": kept["ratios"],
+        }
+    targets.append(bandwidth)
     small = {
         size_label(r["size"]): r["geode_over_pickle_latency"]
         for r in arrays
@@ -520,6 +561,15 @@ def target_lines(targets: list[dict[str, Any]]) -> list[str]:
         detail = ", ".join(f"{label} {ratio:.2f}" for label, ratio in item["ratios"].items())
         lines.append(f"  {item['result']}  {item['target']}")
         lines.append(f"        worst {worst['ratio']:.2f} at {worst['case']}; all: {detail}")
+        kept = item.get("kept_variant")
+        if kept is not None:
+            worst = kept["worst"]
+            detail = ", ".join(f"{label} {ratio:.2f}" for label, ratio in kept["ratios"].items())
+            verdict = "would pass" if kept["would_pass"] else "would fail"
+            lines.append(
+                "        not the target: geode kept (previous array still referenced), "
+                f"{verdict}: worst {worst['ratio']:.2f} at {worst['case']}; all: {detail}"
+            )
     return lines
 
 

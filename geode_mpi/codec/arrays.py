@@ -30,7 +30,7 @@ def array_frame(arr: np.ndarray[Any, Any]) -> tuple[bytes, np.ndarray[Any, Any]]
     transport sending the frame's elements in C order never has to copy a contiguous array.
     Non-contiguous arrays are returned as they are; the transport sends them strided.
     """
-    if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous:
+    if arr.ndim > 1 and not arr.flags.c_contiguous and arr.flags.f_contiguous:
         order, frame = b"F", arr.T
     else:
         order, frame = b"C", arr
@@ -84,21 +84,22 @@ def read_descriptor(
 
 
 def rebuild_array(
-    buffer: np.ndarray[Any, Any], dtype: np.dtype[Any], shape: tuple[int, ...], fortran: bool
+    buffer: Any, dtype: np.dtype[Any], shape: tuple[int, ...], fortran: bool
 ) -> np.ndarray[Any, Any]:
-    """View a received byte buffer as the array it carries (no copy).
+    """View a received byte buffer (writable uint8 array or memoryview) as its array, no copy.
 
     Raises:
         ValueError: the buffer size does not match the descriptor.
     """
     count = math.prod(shape)
-    if buffer.nbytes != count * dtype.itemsize:
+    held = memoryview(buffer).nbytes
+    if held != count * dtype.itemsize:
         raise ValueError(
-            f"array frame holds {buffer.nbytes} bytes, but dtype {dtype} and shape {shape} "
+            f"array frame holds {held} bytes, but dtype {dtype} and shape {shape} "
             f"need {count * dtype.itemsize}"
         )
     if dtype.itemsize == 0:
         return np.empty(shape, dtype)
-    array: np.ndarray[Any, Any] = buffer.view(dtype)
+    array: np.ndarray[Any, Any] = np.frombuffer(buffer, dtype)
     result: np.ndarray[Any, Any] = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
     return result

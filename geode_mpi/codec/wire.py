@@ -24,11 +24,16 @@ from geode_mpi.message import RESERVED, Message
 
 VERSION = 1
 KIND_PICKLE = 0
-KIND_ARRAY = 1
+KIND_ARRAY = 1  # an array in its own frame
+KIND_SMALL_ARRAY = 2  # a small array's bytes inside meta, after its descriptor (8-aligned)
+SMALL_ARRAY_MAX = 2048  # bytes; a frame costs more than copying this much
 FLAG_REST = 1  # a rest section (headers, extra attributes) follows the data section
 
 _HEAD = struct.Struct("<BBBxqQdIIHxxII")
 HEAD_SIZE = _HEAD.size
+_ROUTE = struct.Struct("<II")  # source and dest node indices
+_ROUTE_OFFSET = 28
+_PAD = bytes(8)
 
 
 class Stamp(NamedTuple):
@@ -68,6 +73,10 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
         EncodeError: the data, headers or attributes cannot be pickled. Nothing is sent.
     """
     frames: list[np.ndarray[Any, Any]] = []
+    cls = type(message)
+    name = _wire_names.get(cls)
+    if name is None:
+        name = _wire_names[cls] = class_name(cls).encode()
     data = message.data
     state = message.__dict__
     if len(state) == 1:  # only data: the common case, no headers or attributes to scan
@@ -79,9 +88,15 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
         has_rest = headers is not None or extras is not None
     try:
         if is_raw_array(data):
-            kind = KIND_ARRAY
-            section, frame = array_frame(data)
-            frames.append(frame)
+            descriptor, frame = array_frame(data)
+            if data.nbytes <= SMALL_ARRAY_MAX:
+                kind = KIND_SMALL_ARRAY
+                pad = -(HEAD_SIZE + len(name) + len(descriptor)) % 8
+                section = b"".join((descriptor, _PAD[:pad], frame.tobytes()))
+            else:
+                kind = KIND_ARRAY
+                section = descriptor
+                frames.append(frame)
         else:
             kind = KIND_PICKLE
             section = pickling.dumps(data, frames)
@@ -95,7 +110,6 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
         except Exception as exc:
             bad = _first_unpicklable(headers, extras)
             raise EncodeError(f"{type(message).__name__} {bad[0]}", type(bad[1]), exc) from exc
-    name = class_name(type(message)).encode()
     head = _HEAD.pack(
         VERSION,
         kind,
@@ -156,6 +170,19 @@ _tuple_new = tuple.__new__
 
 
 _names: dict[bytes, str] = {}
+_wire_names: dict[type, bytes] = {}
+
+
+def route(meta: bytes | memoryview) -> tuple[int, int]:
+    """(source, dest) node indices of an encoded message: all that routing needs.
+
+    Raises:
+        DecodeError: the bytes are not a message of this codec version.
+    """
+    if len(meta) < HEAD_SIZE or meta[0] != VERSION:
+        peek(meta)  # raises the precise error
+    source, dest = _ROUTE.unpack_from(meta, _ROUTE_OFFSET)
+    return source, dest
 
 
 def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> Stamp:
@@ -183,18 +210,23 @@ def decode(
     view = memoryview(meta)
     if info is None:
         info = peek(view)
-    cls = Message if info.class_name == BASE_NAME else resolve(info.class_name)
-    start = info.body
-    end = start + info.data_len
-    n_data = info.n_data
+    stamp, wire_name, kind, flags, start, n_data, data_len = info
+    cls = Message if wire_name == BASE_NAME else resolve(wire_name)
+    end = start + data_len
     try:
-        if info.kind == KIND_ARRAY:
+        if kind == KIND_SMALL_ARRAY:
+            dtype, shape, fortran, offset = read_descriptor(view, start)
+            offset += -offset % 8
+            data = rebuild_array(view[offset:end], dtype, shape, fortran)
+            if view.readonly:
+                data = data.copy(order="K")
+        elif kind == KIND_ARRAY:
             dtype, shape, fortran, _ = read_descriptor(view, start)
             data = rebuild_array(frames[0], dtype, shape, fortran)
         else:
             data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
         rest = None
-        if info.flags & FLAG_REST:
+        if flags & FLAG_REST:
             rest = pickling.loads(view[end:], frames[n_data:])
     except DecodeError:
         raise
@@ -203,7 +235,6 @@ def decode(
             f"cannot decode a {short_name(info.class_name)} message {info.stamp.id} from "
             f"node index {info.stamp.source}: {type(exc).__name__}: {exc}"
         ) from exc
-    stamp = info.stamp
     count = len(names)
     state = {
         "data": data,

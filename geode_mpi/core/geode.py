@@ -23,6 +23,8 @@ from geode_mpi.queues import Inbox, Parcel
 from geode_mpi.transport import Backoff, Delivery, SendTicket, Transport, open_world
 
 ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+POLL_EVERY_SENDS = 8  # isend runs the progress engine on every 8th call (a power of two)
 
 TypeFilter = type[Message] | str | None
 
@@ -105,6 +107,7 @@ class Geode:
         self._seq: dict[tuple[int, int], int] = {}
         self._counter = dict.fromkeys(self._local, 0)
         self._closed = False
+        self._sends = 0
         self._transport.attach(self._on_delivery)
         _register(self)
 
@@ -181,7 +184,11 @@ class Geode:
         ticket = transport.send(dst % self.size, meta, frames)
         self._seq[key] = seq + 1
         self._counter[src] = count + 1
-        transport.progress()  # the engine runs in every call; after the send, it overlaps it
+        self._sends += 1
+        if not self._sends & POLL_EVERY_SENDS - 1:
+            # A rank that only sends still drains what arrives; polling on every send would
+            # add a probe to the latency of each small message.
+            transport.progress()
         names = placement.names
         return SendHandle(self, ticket, stamp.id, seq, names[src], names[dst])
 
@@ -361,7 +368,11 @@ class Geode:
             name = type_filter
             checks.append(
                 lambda parcel: (
-                    parcel.class_name == name or codec.short_name(parcel.class_name) == name
+                    name
+                    in (
+                        wire_class := codec.peek(parcel.meta).class_name,
+                        codec.short_name(wire_class),
+                    )
                 )
             )
         elif type_filter is not None:
@@ -370,7 +381,9 @@ class Geode:
                     f"type must be a Message subclass or a class name, got {type_filter!r}"
                 )
             wanted = type_filter
-            checks.append(lambda parcel: _is_instance_of(parcel.class_name, wanted))
+            checks.append(
+                lambda parcel: _is_instance_of(codec.peek(parcel.meta).class_name, wanted)
+            )
         if not checks:
             return None
         if len(checks) == 1:
@@ -379,20 +392,17 @@ class Geode:
 
     def _on_delivery(self, delivery: Delivery) -> None:
         meta = delivery.meta
-        info = codec.peek(meta)
-        stamp = info.stamp
-        inbox = self._inboxes.get(stamp.dest)
+        source, dest = codec.route(meta)
+        inbox = self._inboxes.get(dest)
         if inbox is None:
             raise DecodeError(
-                f"rank {self.rank} received message {stamp.id} for node index "
-                f"{stamp.dest}, which it does not host: do all ranks use the same nodes?"
+                f"rank {self.rank} received a message from node index {source} for node index "
+                f"{dest}, which it does not host: do all ranks use the same nodes?"
             )
-        inbox.push(
-            Parcel(stamp.source, info.class_name, meta, delivery.frames, delivery.nbytes, info)
-        )
+        inbox.push(_tuple_new(Parcel, (source, meta, delivery.frames, delivery.nbytes)))
 
     def _decode(self, parcel: Parcel) -> Message:
-        return codec.decode(parcel.meta, parcel.frames, self._placement.names, parcel.header)
+        return codec.decode(parcel.meta, parcel.frames, self._placement.names)
 
     def _progress(self) -> bool:
         return self._transport.progress()
@@ -433,6 +443,15 @@ class Geode:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             backoff.pause(transport.busy)
+
+
+def _class_name(parcel: Parcel) -> str:
+    return codec.peek(parcel.meta).class_name
+
+
+def _type_names(parcel: Parcel) -> tuple[str, str]:
+    wire_name = _class_name(parcel)
+    return wire_name, codec.short_name(wire_name)
 
 
 def _is_instance_of(class_name: str, wanted: type[Message]) -> bool:

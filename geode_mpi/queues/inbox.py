@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 
@@ -11,11 +11,9 @@ class Parcel(NamedTuple):
     """A message as it waits in a queue: still encoded, with what filters need to see."""
 
     source: int
-    class_name: str
     meta: memoryview
-    frames: list[Any]
+    frames: Sequence[Any]
     nbytes: int
-    header: Any = None  # what the codec already parsed from meta, kept to avoid parsing twice
 
 
 Match = Callable[[Parcel], bool]

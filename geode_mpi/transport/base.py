@@ -22,7 +22,7 @@ class Delivery(NamedTuple):
 
     source: int
     meta: memoryview
-    frames: list[Frame]
+    frames: Sequence[Frame | memoryview]  # writable: uint8 arrays, or memoryviews of small ones
     nbytes: int
 
 

@@ -2,7 +2,7 @@
 
 Layout (little-endian), documented in docs/wire-format.md:
 
-    2s magic b"GM" | u8 version | pad | u32 frame count | u32 meta length
+    2s magic b"GM" | u8 version | pad | u32 frame count | u32 meta length | 4 pad bytes
     frame count x u64: frame length << 1 | 1 if the frame travels out of band
     meta bytes
     inline frames, each starting at a multiple of 16 bytes from the envelope start (empty
@@ -15,13 +15,12 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from geode_mpi.transport.base import Frame, frame_bytes
 
 MAGIC = b"GM"
 VERSION = 1
-_HEADER = struct.Struct("<2sBxII")  # magic, transport version, frame count, meta length
+# magic, transport version, frame count, meta length, 4 pad bytes so that meta starts 16-aligned
+_HEADER = struct.Struct("<2sBxIIxxxx")
 _ENTRY = struct.Struct("<Q")  # frame length << 1 | 1 if the frame follows out of band
 ALIGN = 16
 INLINE_MAX = 16 * 1024
@@ -71,7 +70,7 @@ def _byte_view(frame: Frame) -> memoryview:
 
 def parse_envelope(
     buffer: bytearray | Frame,
-) -> tuple[memoryview, list[Frame | None], list[int]]:
+) -> tuple[memoryview, list[memoryview | None], list[int]]:
     """Split a received envelope into meta, inline frames (None where out of band), oob sizes.
 
     Raises:
@@ -90,11 +89,10 @@ def parse_envelope(
     if not n_frames:
         return raw[offset : offset + meta_len], [], []
     entries = [_ENTRY.unpack_from(raw, offset + 8 * k)[0] for k in range(n_frames)]
-    array = np.frombuffer(buffer, np.uint8)  # inline frames are writable views of the buffer
     offset += 8 * n_frames
     meta = raw[offset : offset + meta_len]
     end = offset + meta_len
-    frames: list[Frame | None] = []
+    frames: list[memoryview | None] = []
     oob_sizes = []
     for entry in entries:
         size, big = entry >> 1, entry & 1
@@ -103,8 +101,8 @@ def parse_envelope(
             oob_sizes.append(size)
         elif size:
             end = _align(end)
-            frames.append(array[end : end + size])
+            frames.append(raw[end : end + size])  # writable when the buffer is
             end += size
         else:
-            frames.append(array[:0])
+            frames.append(raw[:0])
     return meta, frames, oob_sizes

@@ -55,7 +55,9 @@ class _Arrival:
 
     __slots__ = ("frames", "meta", "nbytes", "requests", "source")
 
-    def __init__(self, source: int, meta: memoryview, frames: list[Frame], nbytes: int) -> None:
+    def __init__(
+        self, source: int, meta: memoryview, frames: list[Frame | memoryview], nbytes: int
+    ) -> None:
         self.source = source
         self.meta = meta
         self.frames = frames
@@ -155,18 +157,20 @@ class MPITransport(Transport):
             raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
         queue = self._arrivals[source]
         if not oob_sizes and not queue:
-            frames = [frame for frame in inline if frame is not None]
-            self.deliver(Delivery(source, meta, frames, len(buffer)))
+            ready: list[Frame | memoryview] = [frame for frame in inline if frame is not None]
+            self.deliver(Delivery(source, meta, ready, len(buffer)))
             return
-        frames = []
+        frames: list[Frame | memoryview] = []
         arrival = _Arrival(source, meta, frames, len(buffer))
         for frame in inline:
             if frame is None:
                 size = oob_sizes[len(arrival.requests)]
-                frame = self.pool.take(size)
-                arrival.requests.append(self.comm.Irecv([frame, MPI.BYTE], source, TAG_FRAME))
+                target = self.pool.take(size)
+                arrival.requests.append(self.comm.Irecv([target, MPI.BYTE], source, TAG_FRAME))
                 arrival.nbytes += size
-            frames.append(frame)
+                frames.append(target)
+            else:
+                frames.append(frame)
         queue.append(arrival)
         self._waiting_sources.add(source)
 

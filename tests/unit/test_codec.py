@@ -40,6 +40,19 @@ def test_a_top_level_array_is_one_frame_in_its_own_memory() -> None:
     assert b"numpy" not in meta, "no pickle of the array"
 
 
+def test_a_small_array_travels_inside_meta_aligned_and_writable() -> None:
+    array = np.arange(12, dtype=np.float64).reshape(3, 4)
+    meta, frames = encode(Message(np.asfortranarray(array)), STAMP)
+    assert frames == []
+    buffer = bytearray(16) + bytearray(meta)  # meta arrives 16-aligned in a writable buffer
+    got = decode(memoryview(buffer)[16:], [], NAMES).data
+    assert np.array_equal(got, array) and got.flags.f_contiguous
+    assert got.flags.writeable and got.flags.aligned
+    got[0, 0] = 99.0  # a view of the receive buffer, no copy
+    from_bytes = decode(meta, [], NAMES).data  # read-only meta: decoded as a copy
+    assert from_bytes.flags.writeable and np.array_equal(from_bytes, array)
+
+
 def test_nested_and_strided_arrays_go_out_of_band_without_copies() -> None:
     base = np.arange(10_000.0).reshape(100, 100)
     data = {"a": base, "b": [base[::2, ::3]], "c": (np.asfortranarray(base),)}
@@ -113,6 +126,6 @@ def test_garbage_meta_is_a_decode_error() -> None:
 
 
 def test_truncated_frame_is_a_decode_error() -> None:
-    meta, frames = encode(Message(np.arange(10)), STAMP)
+    meta, frames = encode(Message(np.arange(1000)), STAMP)
     with pytest.raises(DecodeError, match="array frame holds 40 bytes"):
         decode(meta, [copy_frame(frames[0])[:40]], NAMES)
