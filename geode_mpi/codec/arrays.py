@@ -91,15 +91,16 @@ def rebuild_array(
     Raises:
         ValueError: the buffer size does not match the descriptor.
     """
-    count = math.prod(shape)
-    held = memoryview(buffer).nbytes
-    if held != count * dtype.itemsize:
-        raise ValueError(
-            f"array frame holds {held} bytes, but dtype {dtype} and shape {shape} "
-            f"need {count * dtype.itemsize}"
-        )
     if dtype.itemsize == 0:
         return np.empty(shape, dtype)
-    array: np.ndarray[Any, Any] = np.frombuffer(buffer, dtype)
-    result: np.ndarray[Any, Any] = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
-    return result
+    try:
+        array: np.ndarray[Any, Any] = np.frombuffer(buffer, dtype)
+        if fortran:
+            return array.reshape(shape[::-1]).T  # type: ignore[no-any-return]
+        return array if array.shape == shape else array.reshape(shape)
+    except ValueError:
+        held = memoryview(buffer).nbytes
+        raise ValueError(
+            f"array frame holds {held} bytes, but dtype {dtype} and shape {shape} "
+            f"need {math.prod(shape) * dtype.itemsize}"
+        ) from None

@@ -12,7 +12,7 @@ import numpy as np
 from geode_mpi.codec.arrays import array_frame, is_raw_array, read_descriptor, rebuild_array
 
 # Exact types that pickle quickly and never hold arrays: no Pickler object needed.
-_ATOMIC = (str, bytes, int, float, bool, type(None), complex)
+ATOMIC = frozenset((str, bytes, int, float, bool, type(None), complex))
 
 
 def _rebuild(buffer: Any, descriptor: bytes) -> np.ndarray[Any, Any]:
@@ -62,7 +62,7 @@ def dumps(obj: Any, frames: list[np.ndarray[Any, Any]]) -> bytes:
     Raises:
         Exception: whatever pickle raises for an unpicklable object.
     """
-    if type(obj) in _ATOMIC:
+    if type(obj) in ATOMIC:
         return pickle.dumps(obj, protocol=5)
     out = io.BytesIO()
     _Pickler(out, frames).dump(obj)

@@ -99,7 +99,10 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
                 frames.append(frame)
         else:
             kind = KIND_PICKLE
-            section = pickling.dumps(data, frames)
+            if type(data) in pickling.ATOMIC:
+                section = pickle.dumps(data, protocol=5)
+            else:
+                section = pickling.dumps(data, frames)
     except Exception as exc:
         raise EncodeError("message data", type(data), exc) from exc
     n_data_frames = len(frames)
@@ -110,19 +113,9 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
         except Exception as exc:
             bad = _first_unpicklable(headers, extras)
             raise EncodeError(f"{type(message).__name__} {bad[0]}", type(bad[1]), exc) from exc
-    head = _HEAD.pack(
-        VERSION,
-        kind,
-        FLAG_REST if has_rest else 0,
-        stamp.id,
-        stamp.seq,
-        stamp.timestamp,
-        stamp.source,
-        stamp.dest,
-        len(name),
-        n_data_frames,
-        len(section),
-    )
+    flags = FLAG_REST if has_rest else 0
+    # Stamp's fields are in header order: id, seq, timestamp, source, dest.
+    head = _HEAD.pack(VERSION, kind, flags, *stamp, len(name), n_data_frames, len(section))
     return b"".join((head, name, section, rest)), frames
 
 
@@ -209,8 +202,18 @@ def decode(
     """
     view = memoryview(meta)
     if info is None:
-        info = peek(view)
-    stamp, wire_name, kind, flags, start, n_data, data_len = info
+        if len(view) < HEAD_SIZE or view[0] != VERSION:
+            peek(view)  # raises the precise error
+        _, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len = _HEAD.unpack_from(
+            view, 0
+        )
+        start = HEAD_SIZE + name_len
+        wire_name = _names.get(bytes(view[HEAD_SIZE:start])) if name_len else BASE_NAME
+        if wire_name is None:
+            wire_name = peek(view).class_name
+        stamp = _tuple_new(Stamp, (mid, seq, ts, src, dst))
+    else:
+        stamp, wire_name, kind, flags, start, n_data, data_len = info
     cls = Message if wire_name == BASE_NAME else resolve(wire_name)
     end = start + data_len
     try:
@@ -232,8 +235,8 @@ def decode(
         raise
     except Exception as exc:
         raise DecodeError(
-            f"cannot decode a {short_name(info.class_name)} message {info.stamp.id} from "
-            f"node index {info.stamp.source}: {type(exc).__name__}: {exc}"
+            f"cannot decode a {short_name(wire_name)} message {stamp.id} from "
+            f"node index {stamp.source}: {type(exc).__name__}: {exc}"
         ) from exc
     count = len(names)
     state = {
@@ -251,5 +254,5 @@ def decode(
         if headers:
             state["_headers"] = headers
     message = cls.__new__(cls)
-    message.__dict__.update(state)
+    message.__dict__ = state
     return message

@@ -20,7 +20,7 @@ from geode_mpi.errors import (
 )
 from geode_mpi.message import Message
 from geode_mpi.queues import Inbox, Parcel
-from geode_mpi.transport import Backoff, Delivery, SendTicket, Transport, open_world
+from geode_mpi.transport import Backoff, SendTicket, Transport, open_world
 
 ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -39,17 +39,32 @@ class SendHandle:
         dest: the destination node.
     """
 
-    __slots__ = ("_geode", "_ticket", "dest", "id", "seq", "source")
+    __slots__ = ("_geode", "_stamp", "_ticket")
 
-    def __init__(
-        self, geode: Geode, ticket: SendTicket, id: int, seq: int, source: str, dest: str
-    ) -> None:
+    def __init__(self, geode: Geode, ticket: SendTicket, stamp: codec.Stamp) -> None:
         self._geode = geode
         self._ticket = ticket
-        self.id = id
-        self.seq = seq
-        self.source = source
-        self.dest = dest
+        self._stamp = stamp
+
+    @property
+    def id(self) -> int:
+        """The message's job-unique id."""
+        return self._stamp.id
+
+    @property
+    def seq(self) -> int:
+        """Its sequence number on the (source, dest) pair."""
+        return self._stamp.seq
+
+    @property
+    def source(self) -> str:
+        """The sending node."""
+        return self._geode._names[self._stamp.source]
+
+    @property
+    def dest(self) -> str:
+        """The destination node."""
+        return self._geode._names[self._stamp.dest]
 
     def done(self) -> bool:
         """True once the message's data may be reused (drives progress once if not yet)."""
@@ -102,6 +117,8 @@ class Geode:
         names = node_names(nodes, self.size)
         self._transport.check_same(repr(names).encode(), "the node names")
         self._placement = Placement(names, self.size)
+        self._names = names
+        self._index_of = {name: k for k, name in enumerate(names)}
         self._local = self._placement.hosted_by(self.rank)
         self._inboxes = {index: Inbox() for index in self._local}
         self._seq: dict[tuple[int, int], int] = {}
@@ -169,16 +186,18 @@ class Geode:
             raise ClosedError("isend")
         placement = self._placement
         src = self.rank if source is None else placement.index(source, "source")
-        if dest is None:
-            raise TypeError("send() needs a dest: send(message, dest='node1')")
-        dst = placement.index(dest, "dest")
+        dst = self._index_of.get(dest)  # type: ignore[arg-type]
+        if dst is None:
+            if dest is None:
+                raise TypeError("send() needs a dest: send(message, dest='node1')")
+            dst = placement.index(dest, "dest")
         if src not in self._inboxes:
             return None
         msg = message if isinstance(message, Message) else Message(message)
         key = (src, dst)
         seq = self._seq.get(key, 0)
         count = self._counter[src]
-        stamp = codec.make_stamp((src << ID_BITS) | count, seq, time.time(), src, dst)
+        stamp = _tuple_new(codec.Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
         meta, frames = codec.encode(msg, stamp)
         transport = self._transport
         ticket = transport.send(dst % self.size, meta, frames)
@@ -189,8 +208,7 @@ class Geode:
             # A rank that only sends still drains what arrives; polling on every send would
             # add a probe to the latency of each small message.
             transport.progress()
-        names = placement.names
-        return SendHandle(self, ticket, stamp.id, seq, names[src], names[dst])
+        return SendHandle(self, ticket, stamp)
 
     def send(
         self,
@@ -221,7 +239,8 @@ class Geode:
             SendTimeout: the send did not complete in time; the message stays in flight.
             ClosedError: this Geode is closed.
         """
-        self._check_open("send")
+        if self._closed:
+            raise ClosedError("send")
         handle = self.isend(message, source, dest)
         if handle is not None and not handle._ticket.done:
             handle.wait(timeout)
@@ -258,12 +277,12 @@ class Geode:
         """
         if timeout is not None:
             timeout = check_timeout(timeout)
-        index = self._local_index(node, "receive")
+        index = self.rank if node is None else self._local_index(node, "receive")
         inbox = self._inboxes[index]
         match = None if source is None and type is None else self._matcher(source, type)
         found = self._take(inbox, match, timeout)
         if found is not None:
-            return self._decode(found)
+            return codec.decode(found.meta, found.frames, self._names)
         if self._closed:
             raise ClosedError("receive")
         raise ReceiveTimeout(
@@ -390,8 +409,7 @@ class Geode:
             return checks[0]
         return lambda parcel: all(check(parcel) for check in checks)
 
-    def _on_delivery(self, delivery: Delivery) -> None:
-        meta = delivery.meta
+    def _on_delivery(self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
         source, dest = codec.route(meta)
         inbox = self._inboxes.get(dest)
         if inbox is None:
@@ -399,10 +417,10 @@ class Geode:
                 f"rank {self.rank} received a message from node index {source} for node index "
                 f"{dest}, which it does not host: do all ranks use the same nodes?"
             )
-        inbox.push(_tuple_new(Parcel, (source, meta, delivery.frames, delivery.nbytes)))
+        inbox.push(_tuple_new(Parcel, (source, meta, frames, nbytes)))
 
     def _decode(self, parcel: Parcel) -> Message:
-        return codec.decode(parcel.meta, parcel.frames, self._placement.names)
+        return codec.decode(parcel.meta, parcel.frames, self._names)
 
     def _progress(self) -> bool:
         return self._transport.progress()
@@ -420,11 +438,11 @@ class Geode:
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()
         while True:
-            if transport.progress():
-                backoff.reset()
+            if transport.spin(backoff.spin):
                 found = inbox.pop(match)
                 if found is not None:
                     return found
+                backoff.reset()
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             backoff.pause(transport.busy)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from geode_mpi.transport.backoff import Backoff
-from geode_mpi.transport.base import Delivery, SendTicket, Transport
+from geode_mpi.transport.base import SendTicket, Sink, Transport
 from geode_mpi.transport.inproc import InProcHub, InProcTransport
 from geode_mpi.transport.launch import prepare_mpi_environment, under_launcher
 
@@ -36,10 +36,10 @@ def open_world(comm: Any = None) -> Transport:
 
 __all__ = [
     "Backoff",
-    "Delivery",
     "InProcHub",
     "InProcTransport",
     "SendTicket",
+    "Sink",
     "Transport",
     "open_world",
     "prepare_mpi_environment",

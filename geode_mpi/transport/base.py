@@ -10,23 +10,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 Frame = np.ndarray[Any, Any]
 
 
-class Delivery(NamedTuple):
-    """One envelope that arrived: its source rank, meta bytes and frames (writable uint8)."""
-
-    source: int
-    meta: memoryview
-    frames: Sequence[Frame | memoryview]  # writable: uint8 arrays, or memoryviews of small ones
-    nbytes: int
-
-
-Sink = Callable[[Delivery], None]
+# Called once per arrival, per source in the order sent: (source rank, meta, frames, nbytes).
+# Frames are writable: uint8 arrays, or memoryviews of small ones inside the envelope.
+Sink = Callable[[int, memoryview, Sequence[Any], int], None]
 
 
 @dataclass(slots=True, eq=False)
@@ -68,16 +61,18 @@ class Transport(abc.ABC):
     delivers_later: bool = True
 
     def __init__(self) -> None:
-        self._sink: Sink | None = None
+        self._sink: Sink = self._no_sink
+
+    def _no_sink(self, source: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
+        raise RuntimeError(f"{self.name} transport received a message before attach()")
 
     def attach(self, sink: Sink) -> None:
         """Set the function that receives every delivery (called from `progress`)."""
         self._sink = sink
 
-    def deliver(self, delivery: Delivery) -> None:
-        if self._sink is None:
-            raise RuntimeError(f"{self.name} transport received a message before attach()")
-        self._sink(delivery)
+    def deliver(self, source: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
+        """Hand an arrival to the sink (`attach` sets it; before that, arrivals are errors)."""
+        self._sink(source, meta, frames, nbytes)
 
     @abc.abstractmethod
     def send(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
@@ -93,6 +88,13 @@ class Transport(abc.ABC):
         Returns:
             True if anything happened (so a wait loop can reset its back-off).
         """
+
+    def spin(self, seconds: float) -> bool:
+        """Poll in a tight loop for up to ``seconds``, returning as soon as anything happens.
+
+        The lowest-latency wait; transports without a cheaper check just progress once.
+        """
+        return self.progress()
 
     @property
     @abc.abstractmethod

@@ -21,6 +21,7 @@ MAGIC = b"GM"
 VERSION = 1
 # magic, transport version, frame count, meta length, 4 pad bytes so that meta starts 16-aligned
 _HEADER = struct.Struct("<2sBxIIxxxx")
+HEADER_SIZE = _HEADER.size
 _ENTRY = struct.Struct("<Q")  # frame length << 1 | 1 if the frame follows out of band
 ALIGN = 16
 INLINE_MAX = 16 * 1024

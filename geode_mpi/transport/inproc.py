@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from geode_mpi.errors import WorldMismatchError
-from geode_mpi.transport.base import Delivery, Frame, SendTicket, Transport, copy_frame
+from geode_mpi.transport.base import Frame, SendTicket, Transport, copy_frame
 
 
 class InProcHub:
@@ -53,7 +53,7 @@ class InProcTransport(Transport):
         copies = [copy_frame(frame) for frame in frames]
         nbytes = len(meta) + sum(frame.nbytes for frame in copies)
         target = self.hub.endpoints[dest]
-        target.deliver(Delivery(self.rank, memoryview(bytes(meta)), copies, nbytes))
+        target.deliver(self.rank, memoryview(meta), copies, nbytes)
         return SendTicket(dest, nbytes, done=True)
 
     def progress(self) -> bool:

@@ -21,20 +21,28 @@ from mpi4py import MPI
 from geode_mpi.errors import DecodeError, GeodeTimeoutError, WorldMismatchError
 from geode_mpi.transport.backoff import Backoff, tighten_timer_slack
 from geode_mpi.transport.base import (
-    Delivery,
     Frame,
     SendTicket,
     Transport,
     copy_frame,
     frame_bytes,
 )
-from geode_mpi.transport.envelope import INLINE_MAX, build_envelope, parse_envelope
+from geode_mpi.transport.envelope import (
+    HEADER_SIZE,
+    INLINE_MAX,
+    MAGIC,
+    build_envelope,
+    parse_envelope,
+)
 from geode_mpi.transport.pool import BufferPool
 
 TAG_ENVELOPE = 1
 TAG_FRAME = 2
 
 MAX_ARRIVALS_PER_POLL = 256
+# The ticket of every send that completed inside send(): shared, since nothing about it changes.
+_SENT = SendTicket(-1, 0, done=True)
+_NO_FRAMES = bytes(4)
 
 
 def strided_datatype(frame: Frame) -> Any:
@@ -98,8 +106,16 @@ class MPITransport(Transport):
         if dest == self.rank:
             return self._loopback(meta, frames)
         envelope, oob = build_envelope(meta, frames, self.inline_max)
+        first = self.comm.Isend(envelope, dest, TAG_ENVELOPE)
+        self.sent_to[dest] += 1
+        if not oob:
+            if first.Test():
+                return _SENT  # the common small message: complete at once, nothing to keep
+            ticket = SendTicket(dest, len(envelope), state=([first], envelope, [], []))
+            self._active.append(ticket)
+            return ticket
         nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
-        requests = [self.comm.Isend(envelope, dest, TAG_ENVELOPE)]
+        requests = [first]
         datatypes = []
         for frame in oob:
             if frame.flags.c_contiguous:
@@ -108,7 +124,6 @@ class MPITransport(Transport):
                 datatype = strided_datatype(frame)
                 datatypes.append(datatype)
                 requests.append(self.comm.Isend([MPI.BOTTOM, 1, datatype], dest, TAG_FRAME))
-        self.sent_to[dest] += 1
         ticket = SendTicket(dest, nbytes, state=(requests, envelope, list(oob), datatypes))
         if not self._finish(ticket):
             self._active.append(ticket)
@@ -119,7 +134,7 @@ class MPITransport(Transport):
         nbytes = len(meta) + sum(frame.nbytes for frame in copies)
         self.sent_to[self.rank] += 1
         self.received_from[self.rank] += 1
-        self.deliver(Delivery(self.rank, memoryview(meta), copies, nbytes))
+        self._sink(self.rank, memoryview(meta), copies, nbytes)
         return SendTicket(self.rank, nbytes, done=True)
 
     def _finish(self, ticket: SendTicket) -> bool:
@@ -143,14 +158,23 @@ class MPITransport(Transport):
             if message is None:
                 break
             found = True
-            source = status.Get_source()
-            buffer = bytearray(status.Get_count(MPI.BYTE))
-            message.Recv(buffer)
-            self.received_from[source] += 1
-            self._accept(source, buffer)
+            self._take_matched(message)
         return found
 
+    def _take_matched(self, message: Any) -> None:
+        status = self._status
+        source = status.Get_source()
+        buffer = bytearray(status.Get_count(MPI.BYTE))
+        message.Recv(buffer)
+        self.received_from[source] += 1
+        self._accept(source, buffer)
+
     def _accept(self, source: int, buffer: bytearray) -> None:
+        if buffer[4:8] == _NO_FRAMES and len(buffer) >= HEADER_SIZE and buffer[:2] == MAGIC:
+            meta = memoryview(buffer)[HEADER_SIZE:]  # the commonest envelope: meta only
+            if not self._arrivals[source]:
+                self._sink(source, meta, (), len(buffer))
+                return
         try:
             meta, inline, oob_sizes = parse_envelope(buffer)
         except ValueError as exc:
@@ -158,7 +182,7 @@ class MPITransport(Transport):
         queue = self._arrivals[source]
         if not oob_sizes and not queue:
             ready: list[Frame | memoryview] = [frame for frame in inline if frame is not None]
-            self.deliver(Delivery(source, meta, ready, len(buffer)))
+            self._sink(source, meta, ready, len(buffer))
             return
         frames: list[Frame | memoryview] = []
         arrival = _Arrival(source, meta, frames, len(buffer))
@@ -180,7 +204,7 @@ class MPITransport(Transport):
             queue = self._arrivals[source]
             while queue and MPI.Request.Testall(queue[0].requests):
                 arrival = queue.popleft()
-                self.deliver(Delivery(source, arrival.meta, arrival.frames, arrival.nbytes))
+                self._sink(source, arrival.meta, arrival.frames, arrival.nbytes)
                 found = True
             if not queue:
                 self._waiting_sources.discard(source)
@@ -198,6 +222,20 @@ class MPITransport(Transport):
                 found = True
             self._active = still
         return found
+
+    def spin(self, seconds: float) -> bool:
+        if self._active or self._waiting_sources:
+            return self.progress()
+        improbe = self.comm.Improbe
+        status = self._status
+        until = time.perf_counter() + seconds
+        while True:
+            message = improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
+            if message is not None:
+                self._take_matched(message)  # the rest arrive with the next progress()
+                return True
+            if time.perf_counter() > until:
+                return False
 
     @property
     def busy(self) -> bool:
