@@ -454,7 +454,7 @@ class Geode:
         backoff = Backoff()
         transport = self._transport
         while True:
-            if transport.progress():
+            if transport.spin(backoff.spin):
                 backoff.reset()
             if done():
                 return True

@@ -35,7 +35,7 @@ class SendTicket:
 
 def frame_bytes(frame: Frame) -> Frame:
     """A C-contiguous uint8 view of a frame's elements (a copy only if it is strided)."""
-    contiguous = np.ascontiguousarray(frame)
+    contiguous = frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
     if contiguous.nbytes == 0:
         return np.empty(0, np.uint8)
     flat: Frame = contiguous.reshape(-1).view(np.uint8)

@@ -28,6 +28,7 @@ INLINE_MAX = 16 * 1024
 
 
 _PADDING = bytes(ALIGN)
+_tables: dict[int, struct.Struct] = {}
 
 
 def _align(offset: int) -> int:
@@ -89,7 +90,10 @@ def parse_envelope(
     offset = _HEADER.size
     if not n_frames:
         return raw[offset : offset + meta_len], [], []
-    entries = [_ENTRY.unpack_from(raw, offset + 8 * k)[0] for k in range(n_frames)]
+    table = _tables.get(n_frames)
+    if table is None:
+        table = _tables[n_frames] = struct.Struct(f"<{n_frames}Q")
+    entries = table.unpack_from(raw, offset)
     offset += 8 * n_frames
     meta = raw[offset : offset + meta_len]
     end = offset + meta_len

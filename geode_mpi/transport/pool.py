@@ -38,26 +38,33 @@ class BufferPool:
         self._buffers: list[Buffer] = []
         self.held = 0
         self.reused = 0
-        # References a buffer has when nothing outside the pool holds it, counted the same way.
+        # References a buffer has when nothing outside the pool holds it, counted in a loop of
+        # the same shape as the one that looks for a free buffer.
         self._buffers.append(np.empty(1, np.uint8))
-        self._free_refs = self._refcounts()[0]
+        self._free_refs = self._probe()
         self._buffers.clear()
 
-    def _refcounts(self) -> list[int]:
-        return [sys.getrefcount(buffer) for buffer in self._buffers]
+    def _probe(self) -> int:
+        for buffer in self._buffers:
+            return sys.getrefcount(buffer)
+        return 0
 
-    def _free(self) -> list[Buffer]:
-        counts = self._refcounts()
-        return [b for b, n in zip(self._buffers, counts, strict=True) if n <= self._free_refs]
+    def _find(self, low: int, high: int) -> Buffer | None:
+        """A free pooled buffer of ``low`` to ``high`` bytes, if there is one."""
+        free = self._free_refs
+        for buffer in self._buffers:
+            if low <= buffer.nbytes <= high and sys.getrefcount(buffer) <= free:
+                return buffer
+        return None
 
     def take(self, nbytes: int) -> Buffer:
         """A writable uint8 buffer of exactly ``nbytes``."""
         if nbytes < self.min_size or self.max_bytes <= 0:
             return np.empty(nbytes, np.uint8)
-        fitting = [b for b in self._free() if nbytes <= b.nbytes <= 2 * nbytes]
-        if fitting:
+        found = self._find(nbytes, 2 * nbytes)
+        if found is not None:
             self.reused += 1
-            view: Buffer = min(fitting, key=lambda b: b.nbytes)[:nbytes]
+            view: Buffer = found[:nbytes]
             return view
         fresh = np.empty(nbytes, np.uint8)
         if self._make_room(nbytes):
@@ -68,11 +75,10 @@ class BufferPool:
     def _make_room(self, nbytes: int) -> bool:
         if nbytes > self.max_bytes:
             return False
-        if self.held + nbytes <= self.max_bytes:
-            return True
-        for victim in self._free():
+        while self.held + nbytes > self.max_bytes:
+            victim = self._find(0, self.max_bytes)
+            if victim is None:
+                return False
             self._buffers = [b for b in self._buffers if b is not victim]
             self.held -= victim.nbytes
-            if self.held + nbytes <= self.max_bytes:
-                return True
-        return False
+        return True
