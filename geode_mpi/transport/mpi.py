@@ -1,11 +1,16 @@
 """The MPI transport: nonblocking sends, matched-probe receives, frames as raw memory.
 
 Every envelope is one MPI message on `TAG_ENVELOPE`: a transport header, a frame table, the
-meta bytes, and the small frames inline. Frames larger than ``inline_max`` follow as their own
-MPI messages on `TAG_FRAME`, sent from the array's memory (strided arrays through an MPI derived
-datatype, so nothing is copied on the send side). MPI never lets messages overtake each other
-for one (source, tag, communicator), so a receiver matches those frames simply by posting its
-receives in envelope order. See docs/wire-format.md.
+meta bytes, and the small frames inline. Frames larger than ``inline_max`` go as their own MPI
+messages on `TAG_FRAME`, sent from the array's memory (strided arrays through an MPI derived
+datatype, so nothing is copied on the send side), and they go *before* their envelope.
+
+The receiver takes everything with matched probes on any tag. MPI never lets two messages from
+one sender overtake each other when both match the same receive, so per source the receiver sees
+a message's frames, then its envelope, in the order sent. It starts receiving each frame the
+moment it is probed (its size is in the probe's status), before the envelope is even there;
+the envelope then claims its frames from that source's queue in order. See
+docs/wire-format.md.
 """
 
 from __future__ import annotations
@@ -94,6 +99,9 @@ class MPITransport(Transport):
         self.received_from = [0] * self.size
         self._active: list[SendTicket] = []
         self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
+        # Frames probed and being received, per source, not yet claimed by their envelope.
+        self._frames_in: list[deque[tuple[Frame, Any]]] = [deque() for _ in range(self.size)]
+        self._unclaimed = 0
         self._waiting_sources: set[int] = set()
         self._status = MPI.Status()
         self._closed = False
@@ -105,29 +113,38 @@ class MPITransport(Transport):
     def send(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         if dest == self.rank:
             return self._loopback(meta, frames)
-        envelope, oob = build_envelope(meta, frames, self.inline_max)
-        first = self.comm.Isend(envelope, dest, TAG_ENVELOPE)
+        inline_max = self.inline_max
+        requests = []
+        datatypes: list[Any] = []
+        nbytes = 0
+        for frame in frames:
+            if frame.nbytes > inline_max:  # out of band, and first: the receiver starts at once
+                requests.append(self._send_frame(frame, dest, datatypes))
+                nbytes += frame.nbytes
+        envelope, oob = build_envelope(meta, frames, inline_max)
+        last = self.comm.Isend(envelope, dest, TAG_ENVELOPE)
         self.sent_to[dest] += 1
         if not oob:
-            if first.Test():
+            if last.Test():
                 return _SENT  # the common small message: complete at once, nothing to keep
-            ticket = SendTicket(dest, len(envelope), state=([first], envelope, [], []))
+            ticket = SendTicket(dest, len(envelope), state=([last], envelope, [], []))
             self._active.append(ticket)
             return ticket
-        nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
-        requests = [first]
-        datatypes = []
-        for frame in oob:
-            if frame.flags.c_contiguous:
-                requests.append(self.comm.Isend([frame_bytes(frame), MPI.BYTE], dest, TAG_FRAME))
-            else:
-                datatype = strided_datatype(frame)
-                datatypes.append(datatype)
-                requests.append(self.comm.Isend([MPI.BOTTOM, 1, datatype], dest, TAG_FRAME))
+        requests.append(last)
+        nbytes += len(envelope)
         ticket = SendTicket(dest, nbytes, state=(requests, envelope, list(oob), datatypes))
         if not self._finish(ticket):
             self._active.append(ticket)
         return ticket
+
+    def _send_frame(self, frame: Frame, dest: int, datatypes: list[Any]) -> Any:
+        if frame.flags.c_contiguous and frame.dtype.kind not in "mM":
+            return self.comm.Isend([frame, MPI.BYTE], dest, TAG_FRAME)
+        if frame.flags.c_contiguous:  # datetimes export no buffer: send their bytes
+            return self.comm.Isend([frame_bytes(frame), MPI.BYTE], dest, TAG_FRAME)
+        datatype = strided_datatype(frame)
+        datatypes.append(datatype)
+        return self.comm.Isend([MPI.BOTTOM, 1, datatype], dest, TAG_FRAME)
 
     def _loopback(self, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         copies = [copy_frame(frame) for frame in frames]
@@ -154,20 +171,27 @@ class MPITransport(Transport):
         improbe = self.comm.Improbe
         found = False
         for _ in range(MAX_ARRIVALS_PER_POLL):
-            message = improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
+            message = improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
             if message is None:
                 break
             found = True
             self._take_matched(message)
         return found
 
-    def _take_matched(self, message: Any) -> None:
+    def _take_matched(self, message: Any) -> bool:
+        """Receive a probed message; True if it was an envelope, False for a frame."""
         status = self._status
         source = status.Get_source()
+        if status.Get_tag() == TAG_FRAME:
+            target = self.pool.take(status.Get_count(MPI.BYTE))
+            self._frames_in[source].append((target, message.Irecv([target, MPI.BYTE])))
+            self._unclaimed += 1
+            return False
         buffer = bytearray(status.Get_count(MPI.BYTE))
         message.Recv(buffer)
         self.received_from[source] += 1
         self._accept(source, buffer)
+        return True
 
     def _accept(self, source: int, buffer: bytearray) -> None:
         if buffer[4:8] == _NO_FRAMES and len(buffer) >= HEADER_SIZE and buffer[:2] == MAGIC:
@@ -185,16 +209,32 @@ class MPITransport(Transport):
             self._sink(source, meta, ready, len(buffer))
             return
         frames: list[Frame | memoryview] = []
-        arrival = _Arrival(source, meta, frames, len(buffer))
+        requests: list[Any] = []
+        nbytes = len(buffer)
+        waiting = self._frames_in[source]
         for frame in inline:
             if frame is None:
-                size = oob_sizes[len(arrival.requests)]
-                target = self.pool.take(size)
-                arrival.requests.append(self.comm.Irecv([target, MPI.BYTE], source, TAG_FRAME))
-                arrival.nbytes += size
+                size = oob_sizes[len(requests)]
+                if not waiting:
+                    raise DecodeError(f"rank {source} sent an envelope before its frames")
+                target, request = waiting.popleft()
+                self._unclaimed -= 1
+                if target.nbytes != size:
+                    raise DecodeError(
+                        f"rank {source} sent a frame of {target.nbytes} bytes where its "
+                        f"envelope says {size}"
+                    )
+                requests.append(request)
+                nbytes += size
                 frames.append(target)
             else:
                 frames.append(frame)
+        # Frames are received as soon as they are probed: usually they are complete already.
+        if not queue and MPI.Request.Testall(requests):
+            self._sink(source, meta, frames, nbytes)
+            return
+        arrival = _Arrival(source, meta, frames, nbytes)
+        arrival.requests = requests
         queue.append(arrival)
         self._waiting_sources.add(source)
 
@@ -224,16 +264,17 @@ class MPITransport(Transport):
         return found
 
     def spin(self, seconds: float) -> bool:
-        if self._active or self._waiting_sources:
+        if self._active or self._waiting_sources or self._unclaimed:
             return self._spin_transfers(seconds)
         improbe = self.comm.Improbe
         status = self._status
         until = time.perf_counter() + seconds
         while True:
-            message = improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
+            message = improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
             if message is not None:
-                self._take_matched(message)  # the rest arrive with the next progress()
-                return True
+                if self._take_matched(message):
+                    return True  # an envelope; the rest arrive with the next progress()
+                until = time.perf_counter() + seconds  # a frame: its envelope follows it
             if time.perf_counter() > until:
                 return False
 
@@ -243,6 +284,8 @@ class MPITransport(Transport):
         requests = [request for ticket in self._active for request in ticket.state[0]]
         for source in self._waiting_sources:
             requests.extend(self._arrivals[source][0].requests)
+        if self._unclaimed:
+            requests.extend(request for queue in self._frames_in for _, request in queue)
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
         while True:
@@ -251,7 +294,7 @@ class MPITransport(Transport):
 
     @property
     def busy(self) -> bool:
-        return bool(self._active or self._waiting_sources)
+        return bool(self._active or self._waiting_sources or self._unclaimed)
 
     def pending_summary(self) -> str:
         """What this rank is waiting for, for diagnostics."""
