@@ -157,7 +157,7 @@ class Budget:
     def for_run(cls, quick: bool) -> Budget:
         if quick:
             return cls(nbytes=4 * MiB, most=200, least=2, seconds=0.01)
-        return cls(nbytes=64 * MiB, most=2000, least=3, seconds=0.1)
+        return cls(nbytes=256 * MiB, most=2000, least=4, seconds=0.2)
 
     def ceiling(self, size: int) -> int:
         """Round trips for an array of ``size`` bytes before any speed is known."""

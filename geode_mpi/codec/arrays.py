@@ -59,12 +59,17 @@ _PARSED_MAX = 4096
 
 
 def read_descriptor(
-    meta: memoryview, offset: int
+    meta: memoryview, offset: int, end: int | None = None
 ) -> tuple[np.dtype[Any], tuple[int, ...], bool, int]:
     """Parse a descriptor at ``offset``; return (dtype, shape, fortran, next offset).
 
     Parsed descriptors are cached: a job sends the same dtype and shape again and again.
+    ``end``, when the caller knows it, is where the descriptor ends (saves parsing its length).
     """
+    if end is not None:
+        found = _parsed.get(bytes(meta[offset:end]))
+        if found is not None:
+            return found[0], found[1], found[2], end
     order, dt_kind, ndim, dt_len = _DESC.unpack_from(meta, offset)
     length = _DESC.size + dt_len + 8 * ndim
     key = bytes(meta[offset : offset + length])

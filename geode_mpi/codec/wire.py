@@ -224,7 +224,7 @@ def decode(
             if view.readonly:
                 data = data.copy(order="K")
         elif kind == KIND_ARRAY:
-            dtype, shape, fortran, _ = read_descriptor(view, start)
+            dtype, shape, fortran, _ = read_descriptor(view, start, end)
             data = rebuild_array(frames[0], dtype, shape, fortran)
         else:
             data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
