@@ -119,7 +119,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeats",
         type=int,
         default=None,
-        help="timed loops per method and size; the median is reported (default 7, quick 3)",
+        help="timed loops per method and size; the median is reported (default 11, quick 3)",
     )
     parser.add_argument(
         "--json",
@@ -133,7 +133,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not args.sizes:
         parser.error("--sizes must name at least one size")
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
+        args.repeats = 3 if args.quick else 11
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     return args
