@@ -1,0 +1,47 @@
+"""The receive-buffer pool: a buffer is reused only when nothing refers to it any more."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geode_mpi.transport.pool import BufferPool
+
+MiB = 2**20
+
+
+def test_buffer_is_reused_only_after_every_view_is_gone() -> None:
+    pool = BufferPool(max_bytes=64 * MiB)
+    first = pool.take(4 * MiB)
+    view = first.view(np.float64).reshape(64, -1)[::2]
+    del first
+    second = pool.take(4 * MiB)
+    assert pool.reused == 0 and not np.shares_memory(second, view), "a view still holds it"
+    del view, second
+    third = pool.take(3 * MiB)  # fits a free 4 MiB buffer (at most twice its size)
+    assert pool.reused == 1 and third.nbytes == 3 * MiB
+
+
+def test_small_frames_and_a_disabled_pool_get_fresh_buffers() -> None:
+    pool = BufferPool(max_bytes=0)
+    a = pool.take(8 * MiB)
+    del a
+    pool.take(8 * MiB)
+    assert pool.reused == 0 and pool.held == 0
+    small = BufferPool().take(100)
+    assert small.nbytes == 100 and small.flags.writeable
+
+
+def test_the_pool_holds_at_most_max_bytes_evicting_free_buffers() -> None:
+    pool = BufferPool(max_bytes=10 * MiB)
+    a, b = pool.take(4 * MiB), pool.take(4 * MiB)
+    c = pool.take(4 * MiB)  # no room, nothing free: handed out, not kept
+    assert pool.held == 8 * MiB
+    del a, b, c
+    pool.take(8 * MiB)  # evicts the free 4 MiB buffers to make room
+    assert pool.held == 8 * MiB
+
+
+def test_the_environment_sets_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEODE_RECV_POOL_BYTES", str(5 * MiB))
+    assert BufferPool().max_bytes == 5 * MiB
