@@ -6,10 +6,16 @@ reported with its message instead of hanging the suite.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
-from mpirun import mpirun, python
+from mpirun import ROOT, clean_env, mpiexec, mpirun, python
 
 pytestmark = pytest.mark.mpi
 
@@ -87,6 +93,44 @@ def test_nothing_sent_is_lost_when_the_job_drops_its_geode() -> None:
     assert result.returncode == 0, result.explain()
     for rank in (1, 2):
         assert f"rank {rank} received {32 * 2**20} bytes" in result.stdout, result.explain()
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_more_ranks_than_cores_never_hangs(attempt: int) -> None:
+    result = mpirun(4, ["-m", "geode_mpi", "tests/scripts/oversubscribed_storm.py"], timeout=120)
+    assert result.returncode == 0, result.explain()
+    assert len(re.findall(r"rank \d received 300 messages", result.stdout)) == 4, result.explain()
+
+
+def test_ctrl_c_ends_the_job() -> None:
+    proc = subprocess.Popen(
+        [mpiexec(), "-n", "2", sys.executable, "-m", "geode_mpi", "tests/scripts/wait_forever.py"],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not all(f"rank {r} waiting" in "".join(seen) for r in (0, 1)):
+            assert time.monotonic() < deadline, "the ranks never reached receive()"
+            assert proc.poll() is None, "the job ended on its own"
+            reader.join(0.05)  # both ranks must be inside receive() before the Ctrl-C
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to mpiexec
+        proc.wait(timeout=30)
+        assert time.monotonic() - start < 10
+        assert proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        reader.join(10)
 
 
 @pytest.mark.slow
