@@ -24,7 +24,10 @@ from geode_mpi.transport import Backoff, SendTicket, Transport, open_world
 
 ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
-POLL_EVERY_SENDS = 8  # isend runs the progress engine on every 8th call (a power of two)
+POLL_EVERY_SENDS = 8
+# While data moves, a wait hands the transport this long a slice of tight polling at a time:
+# MPI moves a large message a chunk per call, so every pause between polls slows the transfer.
+BUSY_SLICE = 2e-3  # isend runs the progress engine on every 8th call (a power of two)
 
 TypeFilter = type[Message] | str | None
 
@@ -438,7 +441,7 @@ class Geode:
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()
         while True:
-            if transport.spin(backoff.spin):
+            if transport.spin(BUSY_SLICE if transport.busy else backoff.spin):
                 found = inbox.pop(match)
                 if found is not None:
                     return found
@@ -454,7 +457,7 @@ class Geode:
         backoff = Backoff()
         transport = self._transport
         while True:
-            if transport.spin(backoff.spin):
+            if transport.spin(BUSY_SLICE if transport.busy else backoff.spin):
                 backoff.reset()
             if done():
                 return True

@@ -15,6 +15,7 @@ docs/wire-format.md.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from geode_mpi.transport.envelope import (
     build_envelope,
     parse_envelope,
 )
+from geode_mpi.transport.launch import launch_info
 from geode_mpi.transport.pool import BufferPool
 
 TAG_ENVELOPE = 1
@@ -106,6 +108,8 @@ class MPITransport(Transport):
         self._status = MPI.Status()
         self._closed = False
         self.pool = BufferPool()
+        launch = launch_info()
+        self.oversubscribed = launch.local_ranks is not None and launch.local_ranks > launch.cores
         tighten_timer_slack()
 
     # -- sending ---------------------------------------------------------------------------
@@ -288,9 +292,13 @@ class MPITransport(Transport):
             requests.extend(request for queue in self._frames_in for _, request in queue)
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
+        clock = time.perf_counter
+        share = self.oversubscribed
         while True:
-            if testany(requests)[1] or time.perf_counter() > until:
+            if testany(requests)[1] or clock() > until:
                 return self.progress()
+            if share:
+                os.sched_yield()  # the peer moving the other end may need this core
 
     @property
     def busy(self) -> bool:
