@@ -9,6 +9,7 @@ Meta layout (codec version 1, little-endian), documented in docs/wire-format.md:
 
 from __future__ import annotations
 
+import copyreg
 import pickle
 import struct
 from collections.abc import Sequence
@@ -79,12 +80,16 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
         name = _wire_names[cls] = class_name(cls).encode()
     data = message.data
     state = message.__dict__
-    if len(state) == 1:  # only data: the common case, no headers or attributes to scan
+    if len(state) == 1 and "data" in state and not _slot_names(cls):  # the common case
         headers = extras = None
         has_rest = False
     else:
         headers = state.get("_headers") or None
-        extras = {k: v for k, v in state.items() if k not in RESERVED} or None
+        extras = {k: v for k, v in state.items() if k not in RESERVED}
+        for slot in _slot_names(cls):
+            if hasattr(message, slot):
+                extras[slot] = getattr(message, slot)
+        extras = extras or None
         has_rest = headers is not None or extras is not None
     try:
         if is_raw_array(data):
@@ -113,6 +118,16 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
         except Exception as exc:
             bad = _first_unpicklable(headers, extras)
             raise EncodeError(f"{type(message).__name__} {bad[0]}", type(bad[1]), exc) from exc
+    if len(section) > _U32_MAX or len(rest) > _U32_MAX:
+        raise EncodeError(
+            "message data" if len(section) > _U32_MAX else f"{cls.__name__} headers/attributes",
+            type(data),
+            ValueError(
+                f"it pickles to {max(len(section), len(rest))} bytes outside numpy arrays; "
+                "the limit is 4 GiB (arrays of any size travel apart: send big buffers as "
+                "numpy arrays)"
+            ),
+        )
     flags = FLAG_REST if has_rest else 0
     # Stamp's fields are in header order: id, seq, timestamp, source, dest.
     head = _HEAD.pack(VERSION, kind, flags, *stamp, len(name), n_data_frames, len(section))
@@ -163,6 +178,18 @@ _tuple_new = tuple.__new__
 
 
 _names: dict[bytes, str] = {}
+_U32_MAX = 2**32 - 1
+_slots: dict[type, tuple[str, ...]] = {}
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """Attributes a Message subclass keeps in __slots__ (they are not in __dict__)."""
+    found = _slots.get(cls)
+    if found is None:
+        found = _slots[cls] = tuple(copyreg._slotnames(cls))  # type: ignore[attr-defined]
+    return found
+
+
 _wire_names: dict[type, bytes] = {}
 
 
@@ -247,12 +274,17 @@ def decode(
         "source": names[stamp.source] if stamp.source < count else str(stamp.source),
         "dest": names[stamp.dest] if stamp.dest < count else str(stamp.dest),
     }
+    slotted: dict[str, Any] = {}
     if rest is not None:
         headers, extras = rest
         if extras:
-            state.update(extras)
+            slots = _slot_names(cls)
+            for key, value in extras.items():
+                (slotted if key in slots else state)[key] = value
         if headers:
             state["_headers"] = headers
     message = cls.__new__(cls)
     message.__dict__ = state
+    for key, value in slotted.items():
+        setattr(message, key, value)
     return message

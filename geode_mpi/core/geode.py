@@ -24,10 +24,7 @@ from geode_mpi.transport import Backoff, SendTicket, Transport, open_world
 
 ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
-POLL_EVERY_SENDS = 8
-# While data moves, a wait hands the transport this long a slice of tight polling at a time:
-# MPI moves a large message a chunk per call, so every pause between polls slows the transfer.
-BUSY_SLICE = 2e-3  # isend runs the progress engine on every 8th call (a power of two)
+POLL_EVERY_SENDS = 8  # isend runs the progress engine on every 8th call (a power of two)
 
 TypeFilter = type[Message] | str | None
 
@@ -127,6 +124,7 @@ class Geode:
         self._seq: dict[tuple[int, int], int] = {}
         self._counter = dict.fromkeys(self._local, 0)
         self._closed = False
+        self._closing = False
         self._sends = 0
         self._transport.attach(self._on_delivery)
         _register(self)
@@ -185,11 +183,14 @@ class Geode:
             EncodeError: the message cannot be encoded; nothing was sent.
             ClosedError: this Geode is closed.
         """
-        if self._closed:
+        if self._closed or self._closing:
             raise ClosedError("isend")
         placement = self._placement
         src = self.rank if source is None else placement.index(source, "source")
-        dst = self._index_of.get(dest)  # type: ignore[arg-type]
+        try:
+            dst = self._index_of.get(dest)  # type: ignore[arg-type]
+        except TypeError:  # unhashable: not a node name; let index() say so
+            dst = None
         if dst is None:
             if dest is None:
                 raise TypeError("send() needs a dest: send(message, dest='node1')")
@@ -242,13 +243,12 @@ class Geode:
             SendTimeout: the send did not complete in time; the message stays in flight.
             ClosedError: this Geode is closed.
         """
-        if self._closed:
+        if self._closed or self._closing:
             raise ClosedError("send")
+        timeout = check_timeout(timeout)
         handle = self.isend(message, source, dest)
         if handle is not None and not handle._ticket.done:
             handle.wait(timeout)
-        elif timeout is not None:
-            check_timeout(timeout)
         return handle
 
     # -- receiving -------------------------------------------------------------------------
@@ -332,6 +332,7 @@ class Geode:
         if self._closed:
             return
         timeout = check_timeout(timeout)
+        self._closing = True  # from here nothing may be sent: the counts are being exchanged
         self._transport.close(timeout)
         self._closed = True
         _unregister(self)
@@ -441,7 +442,7 @@ class Geode:
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()
         while True:
-            if transport.spin(BUSY_SLICE if transport.busy else backoff.spin):
+            if transport.spin(backoff.slice(transport.busy)):
                 found = inbox.pop(match)
                 if found is not None:
                     return found
@@ -457,7 +458,7 @@ class Geode:
         backoff = Backoff()
         transport = self._transport
         while True:
-            if transport.spin(BUSY_SLICE if transport.busy else backoff.spin):
+            if transport.spin(backoff.slice(transport.busy)):
                 backoff.reset()
             if done():
                 return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 from geode_mpi.errors import UnknownNodeError
@@ -68,8 +69,10 @@ class Placement:
             found = self._index.get(node)
             if found is not None:
                 return found
-        elif isinstance(node, int) and not isinstance(node, bool) and 0 <= node < len(self.names):
-            return node
+        elif not isinstance(node, bool) and hasattr(node, "__index__"):
+            number = operator.index(node)  # ints, and numpy integers from loops over ranks
+            if 0 <= number < len(self.names):
+                return number
         raise UnknownNodeError(node, self.names, argument)
 
     def rank_of(self, index: int) -> int:

@@ -39,12 +39,23 @@ class Backoff:
         self.busy_spin = busy_spin
         self.min_sleep = min_sleep
         self.max_sleep = max_sleep
+        self.busy_slice = 2e-3
         self.reset()
 
     def reset(self) -> None:
         """Start over: the next pauses spin again."""
         self._since = time.perf_counter()
         self._sleep = self.min_sleep
+
+    def slice(self, busy: bool = False) -> float:
+        """How long the next poll may spin without a pause.
+
+        While data moves (and for at most ``busy_spin`` since the last event) a long slice:
+        MPI copies a large message a chunk per call, so each pause between calls slows it.
+        """
+        if busy and time.perf_counter() - self._since < self.busy_spin:
+            return self.busy_slice
+        return self.spin
 
     def pause(self, busy: bool = False) -> None:
         """Pause before the next poll."""

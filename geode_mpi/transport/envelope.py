@@ -15,6 +15,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from geode_mpi.errors import EncodeError
 from geode_mpi.transport.base import Frame, frame_bytes
 
 MAGIC = b"GM"
@@ -28,6 +29,7 @@ INLINE_MAX = 16 * 1024
 
 
 _PADDING = bytes(ALIGN)
+_U32_MAX = 2**32 - 1
 _tables: dict[int, struct.Struct] = {}
 
 
@@ -39,6 +41,12 @@ def build_envelope(
     meta: bytes, frames: Sequence[Frame], inline_max: int
 ) -> tuple[bytes, list[Frame]]:
     """Pack meta and small frames into one buffer; return it and the out-of-band frames."""
+    if len(meta) > _U32_MAX:
+        raise EncodeError(
+            "a message",
+            bytes,
+            ValueError(f"its meta is {len(meta)} bytes; an envelope holds at most 4 GiB"),
+        )
     header = _HEADER.pack(MAGIC, VERSION, len(frames), len(meta))
     if not frames:
         return header + meta, []

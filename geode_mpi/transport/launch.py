@@ -42,6 +42,14 @@ def _local_ranks(environ: MutableMapping[str, str]) -> int | None:
     return None
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: taskset, cpusets, SLURM's cgroups)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def under_launcher(environ: MutableMapping[str, str] | None = None) -> bool:
     """True when an MPI launcher started this process (or GEODE_TRANSPORT=mpi forces MPI)."""
     env = os.environ if environ is None else environ
@@ -64,7 +72,7 @@ def prepare_mpi_environment(environ: MutableMapping[str, str] | None = None) -> 
         return _info
     env = os.environ if environ is None else environ
     local = _local_ranks(env)
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     disable = CMA_VARIABLE not in env and local is not None and local > cores
     if disable:
         env[CMA_VARIABLE] = "0"

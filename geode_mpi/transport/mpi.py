@@ -107,6 +107,7 @@ class MPITransport(Transport):
         self._waiting_sources: set[int] = set()
         self._status = MPI.Status()
         self._closed = False
+        self._closing: tuple[Any, Any, Any] | None = None
         self.pool = BufferPool()
         launch = launch_info()
         self.oversubscribed = launch.local_ranks is not None and launch.local_ranks > launch.cores
@@ -117,15 +118,14 @@ class MPITransport(Transport):
     def send(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         if dest == self.rank:
             return self._loopback(meta, frames)
-        inline_max = self.inline_max
+        # Build the envelope first: if that fails, nothing may have been posted.
+        envelope, oob = build_envelope(meta, frames, self.inline_max)
         requests = []
         datatypes: list[Any] = []
         nbytes = 0
-        for frame in frames:
-            if frame.nbytes > inline_max:  # out of band, and first: the receiver starts at once
-                requests.append(self._send_frame(frame, dest, datatypes))
-                nbytes += frame.nbytes
-        envelope, oob = build_envelope(meta, frames, inline_max)
+        for frame in oob:  # out of band, and first: the receiver starts on them at once
+            requests.append(self._send_frame(frame, dest, datatypes))
+            nbytes += frame.nbytes
         last = self.comm.Isend(envelope, dest, TAG_ENVELOPE)
         self.sent_to[dest] += 1
         if not oob:
@@ -347,9 +347,13 @@ class MPITransport(Transport):
         deadline = None if timeout is None else time.monotonic() + timeout
 
         self._wait(lambda: not self._active, deadline, timeout, self.pending_summary)
-        expected = np.zeros(self.size, np.int64)
-        sent = np.array(self.sent_to, np.int64)
-        request = self.comm.Ialltoall([sent, MPI.INT64_T], [expected, MPI.INT64_T])
+        if self._closing is None:
+            # Posted once: a close() that timed out resumes waiting on the same exchange.
+            expected = np.zeros(self.size, np.int64)
+            sent = np.array(self.sent_to, np.int64)
+            request = self.comm.Ialltoall([sent, MPI.INT64_T], [expected, MPI.INT64_T])
+            self._closing = (request, expected, sent)
+        request, expected, _ = self._closing
         self._wait(
             request.Test, deadline, timeout, lambda: "waiting for the other ranks to call close()"
         )

@@ -31,8 +31,12 @@ class BufferPool:
 
     def __init__(self, max_bytes: int | None = None, min_size: int = DEFAULT_MIN_SIZE) -> None:
         if max_bytes is None:
-            text = os.environ.get(POOL_VARIABLE, "")
-            max_bytes = int(text) if text.isdigit() else DEFAULT_MAX_BYTES
+            text = os.environ.get(POOL_VARIABLE, "").strip()
+            if text and not text.isdigit():
+                raise ValueError(
+                    f"{POOL_VARIABLE} must be a number of bytes (digits only), got {text!r}"
+                )
+            max_bytes = int(text) if text else DEFAULT_MAX_BYTES
         self.max_bytes = max_bytes
         self.min_size = min_size
         self._buffers: list[Buffer] = []

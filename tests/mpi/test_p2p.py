@@ -14,6 +14,7 @@ from geode_mpi import (
     ClosedError,
     EncodeError,
     Geode,
+    GeodeTimeoutError,
     Message,
     NodeNotLocalError,
     ReceiveTimeout,
@@ -183,3 +184,37 @@ def test_pickled_objects_keep_identity_of_shared_arrays(geode: Geode) -> None:
     assert got["a"] is got["b"]
     assert np.array_equal(got["view"], shared[::10])
     assert pickle.loads(pickle.dumps(got))["a"].sum() == shared.sum()
+
+
+def test_a_close_that_timed_out_can_be_retried() -> None:
+    g = Geode()
+    if g.size > 1 and g.rank == 1:
+        time.sleep(1.0)  # a slow rank: rank 0's first close gives up before this one arrives
+    if g.size > 1 and g.rank == 0:
+        with pytest.raises(GeodeTimeoutError, match=r"close\(\) on rank 0 timed out after 0.2 s"):
+            g.close(timeout=0.2)
+        with pytest.raises(ClosedError, match="send"):
+            g.send("too late", dest=g.node)
+    g.close(timeout=TIMEOUT)
+    assert g.closed
+
+
+def test_a_message_refused_whole_leaves_the_next_one_intact(
+    geode: Geode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geode_mpi.transport import envelope
+
+    right = geode.nodes[(geode.rank + 1) % geode.size]
+    big = {"array": np.zeros(10_000), "text": "x" * 500}  # an out-of-band frame, large meta
+    monkeypatch.setattr(envelope, "_U32_MAX", 300)  # stands for 4 GiB, to keep the test small
+    if geode.hosts(right):  # one process: no envelope, no limit
+        geode.send(big, dest=right)
+        assert geode.receive(right, timeout=TIMEOUT).data["text"] == "x" * 500
+    else:
+        with pytest.raises(EncodeError, match="an envelope holds at most 4 GiB"):
+            geode.send(big, dest=right)
+    monkeypatch.undo()
+    geode.send(np.full(5000, 7.0), dest=right)
+    got = geode.receive(timeout=TIMEOUT)
+    assert got.seq == (1 if geode.hosts(right) else 0)
+    assert np.array_equal(got.data, np.full(5000, 7.0))

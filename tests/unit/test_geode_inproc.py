@@ -7,6 +7,7 @@ import pytest
 
 from geode_mpi import (
     ClosedError,
+    EncodeError,
     Geode,
     Message,
     NodeNotLocalError,
@@ -205,3 +206,53 @@ def test_repr_is_informative() -> None:
     assert repr(g) == "<Geode rank 0/1 node=node0 local=['node0', 'node1', 'node2', 'node3'] open>"
     g.send(Message([1, 2]), dest="node0")
     assert "Message id=0 node0->node0 seq=0" in repr(g.receive())
+
+
+def test_a_bad_send_timeout_sends_nothing() -> None:
+    g = Geode()
+    with pytest.raises(ValueError, match="timeout must be >= 0, got -1"):
+        g.send("x", dest="node1", timeout=-1)
+    assert g.pending("node1") == 0
+
+
+def test_numpy_integers_address_nodes_and_bad_types_are_named() -> None:
+    g = Geode()
+    g.send("to two", dest=np.int64(2))
+    assert g.receive(np.int32(2)).data == "to two"
+    with pytest.raises(UnknownNodeError, match=r"unknown dest \[1\]"):
+        g.send("x", dest=[1])  # type: ignore[arg-type]
+
+
+def test_subclass_state_survives_without_super_init_and_in_slots() -> None:
+    class NoSuper(Message):
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+    class Slotted(Message):
+        __slots__ = ("x",)
+
+        def __init__(self, data: object, x: int) -> None:
+            super().__init__(data)
+            self.x = x
+
+    g = Geode()
+    g.send(NoSuper(5), dest="node1")
+    got = g.receive("node1")
+    assert isinstance(got, NoSuper) and got.value == 5 and got.data is None
+    g.send(Slotted("d", 7), dest="node1")
+    slotted = g.receive("node1")
+    assert isinstance(slotted, Slotted) and slotted.x == 7 and slotted.data == "d"
+
+
+def test_payloads_over_4_gib_outside_arrays_are_refused_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from geode_mpi.codec import wire
+
+    monkeypatch.setattr(wire, "_U32_MAX", 1000)  # stands for 4 GiB, to keep the test small
+    g = Geode()
+    with pytest.raises(EncodeError, match="the limit is 4 GiB"):
+        g.send(b"x" * 5000, dest="node1")
+    assert g.pending("node1") == 0
+    g.send(np.zeros(10_000), dest="node1")  # arrays travel apart: no limit
+    assert g.receive("node1").data.shape == (10_000,)

@@ -18,7 +18,7 @@ def test_no_launcher_variables_means_embedded() -> None:
 
 
 def test_cma_is_turned_off_only_when_ranks_outnumber_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("geode_mpi.transport.launch.usable_cores", lambda: 2)
     env: dict[str, str] = {"MPI_LOCALNRANKS": "4", "PMI_RANK": "0"}
     info = prepare_mpi_environment(env)
     assert env[CMA_VARIABLE] == "0" and info.cma_disabled_by_geode
@@ -37,3 +37,13 @@ def test_backoff_sleeps_longer_when_idle_and_resets() -> None:
     assert backoff._sleep == 4e-5
     backoff.reset()
     assert backoff._sleep == 1e-5
+
+
+def test_cores_follow_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from geode_mpi.transport import launch
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert launch.usable_cores() == 1
+    env: dict[str, str] = {"MPI_LOCALNRANKS": "2"}
+    prepare_mpi_environment(env)
+    assert env[CMA_VARIABLE] == "0", "2 ranks pinned to 1 core are oversubscribed"

@@ -45,3 +45,9 @@ def test_the_pool_holds_at_most_max_bytes_evicting_free_buffers() -> None:
 def test_the_environment_sets_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEODE_RECV_POOL_BYTES", str(5 * MiB))
     assert BufferPool().max_bytes == 5 * MiB
+
+
+def test_a_bad_pool_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEODE_RECV_POOL_BYTES", "256M")
+    with pytest.raises(ValueError, match="GEODE_RECV_POOL_BYTES must be a number of bytes"):
+        BufferPool()
