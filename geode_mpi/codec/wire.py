@@ -75,12 +75,13 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
     """
     frames: list[np.ndarray[Any, Any]] = []
     cls = type(message)
-    name = _wire_names.get(cls)
-    if name is None:
-        name = _wire_names[cls] = class_name(cls).encode()
+    known = _wire_names.get(cls)
+    if known is None:
+        known = _wire_names[cls] = (class_name(cls).encode(), bool(_slot_names(cls)))
+    name, slotted = known
     data = message.data
     state = message.__dict__
-    if len(state) == 1 and "data" in state and not _slot_names(cls):  # the common case
+    if len(state) == 1 and not slotted and "data" in state:  # the common case
         headers = extras = None
         has_rest = False
     else:
@@ -190,7 +191,7 @@ def _slot_names(cls: type) -> tuple[str, ...]:
     return found
 
 
-_wire_names: dict[type, bytes] = {}
+_wire_names: dict[type, tuple[bytes, bool]] = {}  # class -> (wire name, has __slots__)
 
 
 def route(meta: bytes | memoryview) -> tuple[int, int]:

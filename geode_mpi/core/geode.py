@@ -124,7 +124,7 @@ class Geode:
         self._seq: dict[tuple[int, int], int] = {}
         self._counter = dict.fromkeys(self._local, 0)
         self._closed = False
-        self._closing = False
+        self._sealed = False  # True once close() began: nothing may be sent from then on
         self._sends = 0
         self._transport.attach(self._on_delivery)
         _register(self)
@@ -183,7 +183,7 @@ class Geode:
             EncodeError: the message cannot be encoded; nothing was sent.
             ClosedError: this Geode is closed.
         """
-        if self._closed or self._closing:
+        if self._sealed:
             raise ClosedError("isend")
         placement = self._placement
         src = self.rank if source is None else placement.index(source, "source")
@@ -243,9 +243,10 @@ class Geode:
             SendTimeout: the send did not complete in time; the message stays in flight.
             ClosedError: this Geode is closed.
         """
-        if self._closed or self._closing:
+        if self._sealed:
             raise ClosedError("send")
-        timeout = check_timeout(timeout)
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         handle = self.isend(message, source, dest)
         if handle is not None and not handle._ticket.done:
             handle.wait(timeout)
@@ -332,7 +333,7 @@ class Geode:
         if self._closed:
             return
         timeout = check_timeout(timeout)
-        self._closing = True  # from here nothing may be sent: the counts are being exchanged
+        self._sealed = True  # from here nothing may be sent: the counts are being exchanged
         self._transport.close(timeout)
         self._closed = True
         _unregister(self)
@@ -355,7 +356,7 @@ class Geode:
             self.close()
         else:
             # Another rank may never reach close(): do not wait for it while an error unwinds.
-            self._closed = True
+            self._closed = self._sealed = True
             _unregister(self)
 
     def __repr__(self) -> str:
