@@ -37,16 +37,21 @@ def _align(offset: int) -> int:
     return (offset + ALIGN - 1) & ~(ALIGN - 1)
 
 
-def build_envelope(
-    meta: bytes, frames: Sequence[Frame], inline_max: int
-) -> tuple[bytes, list[Frame]]:
-    """Pack meta and small frames into one buffer; return it and the out-of-band frames."""
+def check_envelope(meta: bytes) -> None:
+    """Raise `EncodeError` if ``meta`` cannot go in an envelope (more than 4 GiB)."""
     if len(meta) > _U32_MAX:
         raise EncodeError(
             "a message",
             bytes,
             ValueError(f"its meta is {len(meta)} bytes; an envelope holds at most 4 GiB"),
         )
+
+
+def build_envelope(
+    meta: bytes, frames: Sequence[Frame], inline_max: int
+) -> tuple[bytes, list[Frame]]:
+    """Pack meta and small frames into one buffer; return it and the out-of-band frames."""
+    check_envelope(meta)
     header = _HEADER.pack(MAGIC, VERSION, len(frames), len(meta))
     if not frames:
         return header + meta, []

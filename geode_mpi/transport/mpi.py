@@ -38,6 +38,7 @@ from geode_mpi.transport.envelope import (
     INLINE_MAX,
     MAGIC,
     build_envelope,
+    check_envelope,
     parse_envelope,
 )
 from geode_mpi.transport.launch import launch_info
@@ -118,14 +119,16 @@ class MPITransport(Transport):
     def send(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         if dest == self.rank:
             return self._loopback(meta, frames)
-        # Build the envelope first: if that fails, nothing may have been posted.
-        envelope, oob = build_envelope(meta, frames, self.inline_max)
+        check_envelope(meta)  # before anything is posted: a refused message is refused whole
+        inline_max = self.inline_max
         requests = []
         datatypes: list[Any] = []
         nbytes = 0
-        for frame in oob:  # out of band, and first: the receiver starts on them at once
-            requests.append(self._send_frame(frame, dest, datatypes))
-            nbytes += frame.nbytes
+        for frame in frames:  # out of band, and first: the receiver starts on them at once
+            if frame.nbytes > inline_max:
+                requests.append(self._send_frame(frame, dest, datatypes))
+                nbytes += frame.nbytes
+        envelope, oob = build_envelope(meta, frames, inline_max)
         last = self.comm.Isend(envelope, dest, TAG_ENVELOPE)
         self.sent_to[dest] += 1
         if not oob:
