@@ -76,12 +76,17 @@ class _Arrival:
     __slots__ = ("frames", "meta", "nbytes", "requests", "source")
 
     def __init__(
-        self, source: int, meta: memoryview, frames: list[Frame | memoryview], nbytes: int
+        self,
+        source: int,
+        meta: memoryview,
+        frames: list[Frame | memoryview],
+        requests: list[Any],
+        nbytes: int,
     ) -> None:
         self.source = source
         self.meta = meta
         self.frames = frames
-        self.requests: list[Any] = []
+        self.requests = requests
         self.nbytes = nbytes
 
 
@@ -256,9 +261,7 @@ class MPITransport(Transport):
         if not queue and MPI.Request.Testall(requests):
             self._sink(source, meta, frames, nbytes)
             return
-        arrival = _Arrival(source, meta, frames, nbytes)
-        arrival.requests = requests
-        queue.append(arrival)
+        queue.append(_Arrival(source, meta, frames, requests, nbytes))
         self._waiting_sources.add(source)
 
     def _complete_arrivals(self) -> bool:
