@@ -239,11 +239,12 @@ def decode(
         wire_name = _names.get(bytes(view[HEAD_SIZE:start])) if name_len else BASE_NAME
         if wire_name is None:
             wire_name = peek(view).class_name
-        stamp = _tuple_new(Stamp, (mid, seq, ts, src, dst))
     else:
         stamp, wire_name, kind, flags, start, n_data, data_len = info
+        mid, seq, ts, src, dst = stamp
     cls = Message if wire_name == BASE_NAME else resolve(wire_name)
     end = start + data_len
+    data: Any
     try:
         if kind == KIND_SMALL_ARRAY:
             dtype, shape, fortran, offset = read_descriptor(view, start)
@@ -253,7 +254,9 @@ def decode(
                 data = data.copy(order="K")
         elif kind == KIND_ARRAY:
             dtype, shape, fortran, _ = read_descriptor(view, start, end)
-            data = rebuild_array(frames[0], dtype, shape, fortran)
+            data = np.frombuffer(frames[0], dtype) if dtype.itemsize and not fortran else None
+            if data is None or data.shape != shape:  # not the plain 1-D case: the general path
+                data = rebuild_array(frames[0], dtype, shape, fortran)
         else:
             data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
         rest = None
@@ -263,17 +266,17 @@ def decode(
         raise
     except Exception as exc:
         raise DecodeError(
-            f"cannot decode a {short_name(wire_name)} message {stamp.id} from "
-            f"node index {stamp.source}: {type(exc).__name__}: {exc}"
+            f"cannot decode a {short_name(wire_name)} message {mid} from "
+            f"node index {src}: {type(exc).__name__}: {exc}"
         ) from exc
     count = len(names)
     state = {
         "data": data,
-        "id": stamp.id,
-        "seq": stamp.seq,
-        "timestamp": stamp.timestamp,
-        "source": names[stamp.source] if stamp.source < count else str(stamp.source),
-        "dest": names[stamp.dest] if stamp.dest < count else str(stamp.dest),
+        "id": mid,
+        "seq": seq,
+        "timestamp": ts,
+        "source": names[src] if src < count else str(src),
+        "dest": names[dst] if dst < count else str(dst),
     }
     slotted: dict[str, Any] = {}
     if rest is not None:
