@@ -390,24 +390,14 @@ class Geode:
             checks.append(lambda parcel: parcel.source == src)
         if isinstance(type_filter, str):
             name = type_filter
-            checks.append(
-                lambda parcel: (
-                    name
-                    in (
-                        wire_class := codec.peek(parcel.meta).class_name,
-                        codec.short_name(wire_class),
-                    )
-                )
-            )
+            checks.append(lambda parcel: name in _type_names(parcel))
         elif type_filter is not None:
             if not (isinstance(type_filter, type) and issubclass(type_filter, Message)):
                 raise TypeError(
                     f"type must be a Message subclass or a class name, got {type_filter!r}"
                 )
             wanted = type_filter
-            checks.append(
-                lambda parcel: _is_instance_of(codec.peek(parcel.meta).class_name, wanted)
-            )
+            checks.append(lambda parcel: _is_instance_of(_class_name(parcel), wanted))
         if not checks:
             return None
         if len(checks) == 1:
@@ -453,19 +443,8 @@ class Geode:
             backoff.pause(transport.busy)
 
     def _wait_for(self, done: Callable[[], bool], timeout: float | None) -> bool:
-        if done():
-            return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = Backoff()
-        transport = self._transport
-        while True:
-            if transport.spin(backoff.slice(transport.busy)):
-                backoff.reset()
-            if done():
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            backoff.pause(transport.busy)
+        return self._transport.wait(done, deadline)
 
 
 def _class_name(parcel: Parcel) -> str:

@@ -8,11 +8,14 @@ arrives to a sink, per source in the order sent, and never drops or duplicates.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from geode_mpi.transport.backoff import Backoff
 
 Frame = np.ndarray[Any, Any]
 
@@ -95,6 +98,28 @@ class Transport(abc.ABC):
         The lowest-latency wait; transports without a cheaper check just progress once.
         """
         return self.progress()
+
+    def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
+        """Drive progress until ``done()`` (checked after every poll) or the deadline passes.
+
+        Args:
+            done: the condition waited for.
+            deadline: a `time.monotonic()` instant, or None for no limit.
+
+        Returns:
+            True if ``done()`` became true, False at the deadline.
+        """
+        if done():
+            return True
+        backoff = Backoff()
+        while True:
+            if self.spin(backoff.slice(self.busy)):
+                backoff.reset()
+            if done():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            backoff.pause(self.busy)
 
     @property
     @abc.abstractmethod

@@ -16,7 +16,6 @@ cache, and not after it on a cache the copy has just evicted. See docs/wire-form
 from __future__ import annotations
 
 import os
-import struct
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ import numpy as np
 from mpi4py import MPI
 
 from geode_mpi.errors import DecodeError, GeodeTimeoutError, WorldMismatchError
-from geode_mpi.transport.backoff import Backoff, tighten_timer_slack
+from geode_mpi.transport.backoff import tighten_timer_slack
 from geode_mpi.transport.base import (
     Frame,
     SendTicket,
@@ -52,9 +51,6 @@ MAX_ARRIVALS_PER_POLL = 256
 # The ticket of every send that completed inside send(): shared, since nothing about it changes.
 _SENT = SendTicket(-1, 0, done=True)
 _NO_FRAMES = bytes(4)
-_ONE_FRAME_OOB_HEAD = MAGIC + bytes([1, 0]) + (1).to_bytes(4, "little")  # version, pad, 1 frame
-_ONE_ENTRY = struct.Struct("<Q")
-_META_LEN = struct.Struct("<I")
 
 
 def strided_datatype(frame: Frame) -> Any:
@@ -73,17 +69,15 @@ def strided_datatype(frame: Frame) -> Any:
 class _Arrival:
     """An envelope whose out-of-band frames are still being received."""
 
-    __slots__ = ("frames", "meta", "nbytes", "requests", "source")
+    __slots__ = ("frames", "meta", "nbytes", "requests")
 
     def __init__(
         self,
-        source: int,
         meta: memoryview,
         frames: list[Frame | memoryview],
         requests: list[Any],
         nbytes: int,
     ) -> None:
-        self.source = source
         self.meta = meta
         self.frames = frames
         self.requests = requests
@@ -111,9 +105,8 @@ class MPITransport(Transport):
         self.received_from = [0] * self.size
         self._active: list[SendTicket] = []
         self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
-        # Frames probed and being received, per source, not yet claimed by their envelope.
+        # Frames probed (matched, with their sizes) per source, not yet claimed by an envelope.
         self._frames_in: list[deque[tuple[int, Any]]] = [deque() for _ in range(self.size)]
-        self._unclaimed = 0
         self._waiting_sources: set[int] = set()
         self._status = MPI.Status()
         self._closed = False
@@ -202,7 +195,6 @@ class MPITransport(Transport):
             # Matched, not yet received: the copy waits until the envelope has been handled,
             # so that the Python work of a message runs before the copy, on a warm cache.
             self._frames_in[source].append((status.Get_count(MPI.BYTE), message))
-            self._unclaimed += 1
             return False
         buffer = bytearray(status.Get_count(MPI.BYTE))
         message.Recv(buffer)
@@ -217,21 +209,6 @@ class MPITransport(Transport):
                 self._sink(source, meta, (), len(buffer))
                 return
         queue = self._arrivals[source]
-        waiting = self._frames_in[source]
-        if not queue and len(waiting) == 1 and buffer[:8] == _ONE_FRAME_OOB_HEAD:
-            # The commonest large message, one array: claim its frame without a general parse.
-            (entry,) = _ONE_ENTRY.unpack_from(buffer, HEADER_SIZE)
-            if entry & 1 and entry >> 1 == waiting[0][0]:
-                meta_len = _META_LEN.unpack_from(buffer, 8)[0]
-                start = HEADER_SIZE + 8
-                meta = memoryview(buffer)[start : start + meta_len]
-                target, request = self._claim(source, entry >> 1)
-                if request.Test():
-                    self._sink(source, meta, [target], len(buffer) + target.nbytes)
-                else:
-                    queue.append(_Arrival(source, meta, [target], [request], len(buffer)))
-                    self._waiting_sources.add(source)
-                return
         try:
             meta, inline, oob_sizes = parse_envelope(buffer)
         except ValueError as exc:
@@ -255,7 +232,7 @@ class MPITransport(Transport):
         if not queue and MPI.Request.Testall(requests):
             self._sink(source, meta, frames, nbytes)
             return
-        queue.append(_Arrival(source, meta, frames, requests, nbytes))
+        queue.append(_Arrival(meta, frames, requests, nbytes))
         self._waiting_sources.add(source)
 
     def _claim(self, source: int, size: int) -> tuple[Frame, Any]:
@@ -269,7 +246,6 @@ class MPITransport(Transport):
                 f"rank {source} sent a frame of {count} bytes where its envelope says {size}"
             )
         waiting.popleft()
-        self._unclaimed -= 1
         target = self.pool.take(size)
         return target, message.Irecv([target, MPI.BYTE])
 
@@ -357,17 +333,10 @@ class MPITransport(Transport):
                 )
 
     def _wait(self, done: Any, deadline: float | None, timeout: float | None, what: Any) -> None:
-        backoff = Backoff()
-        while not done():
-            if self.progress():
-                backoff.reset()
-                continue
-            if deadline is not None and time.monotonic() > deadline:
-                assert timeout is not None
-                raise GeodeTimeoutError(
-                    f"close() on rank {self.rank} timed out after {timeout:g} s: {what()}"
-                )
-            backoff.pause(self.busy)
+        if not self.wait(done, deadline):
+            raise GeodeTimeoutError(
+                f"close() on rank {self.rank} timed out after {timeout:g} s: {what()}"
+            )
 
     def close(self, timeout: float | None = None) -> None:
         """Complete every send, learn how many envelopes each rank sent here, receive them all."""
