@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import atexit
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.core.filters import TypeFilter, matcher, type_label
 from geode_mpi.core.placement import Placement, node_names
+from geode_mpi.core.registry import register, unregister
 from geode_mpi.errors import (
     ClosedError,
     DecodeError,
@@ -19,14 +20,12 @@ from geode_mpi.errors import (
     check_timeout,
 )
 from geode_mpi.message import Message
-from geode_mpi.queues import Inbox, Parcel
+from geode_mpi.queues import Inbox, Match, Parcel
 from geode_mpi.transport import Backoff, SendTicket, Transport, open_world
 
 ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 POLL_EVERY_SENDS = 8  # isend runs the progress engine on every 8th call (a power of two)
-
-TypeFilter = type[Message] | str | None
 
 
 class SendHandle:
@@ -127,7 +126,7 @@ class Geode:
         self._sealed = False  # True once close() began: nothing may be sent from then on
         self._sends = 0
         self._transport.attach(self._on_delivery)
-        _register(self)
+        register(self)
 
     # -- nodes -----------------------------------------------------------------------------
 
@@ -283,7 +282,11 @@ class Geode:
             timeout = check_timeout(timeout)
         index = self.rank if node is None else self._local_index(node, "receive")
         inbox = self._inboxes[index]
-        match = None if source is None and type is None else self._matcher(source, type)
+        match = (
+            None
+            if source is None and type is None
+            else matcher(None if source is None else self._placement.index(source, "source"), type)
+        )
         found = self._take(inbox, match, timeout)
         if found is not None:
             return codec.decode(found.meta, found.frames, self._names)
@@ -293,7 +296,7 @@ class Geode:
             self._placement.names[index],
             timeout or 0.0,
             None if source is None else self._placement.names[self._placement.index(source)],
-            _type_label(type),
+            type_label(type),
             len(inbox),
             waited=self._transport.delivers_later,
         )
@@ -309,7 +312,9 @@ class Geode:
         index = self._local_index(node, "try_receive")
         if not self._closed:
             self._progress()
-        parcel = self._inboxes[index].pop(self._matcher(source, type))
+        parcel = self._inboxes[index].pop(
+            matcher(None if source is None else self._placement.index(source, "source"), type)
+        )
         return None if parcel is None else self._decode(parcel)
 
     def pending(self, node: str | int | None = None) -> int:
@@ -336,7 +341,7 @@ class Geode:
         self._sealed = True  # from here nothing may be sent: the counts are being exchanged
         self._transport.close(timeout)
         self._closed = True
-        _unregister(self)
+        unregister(self)
 
     @property
     def closed(self) -> bool:
@@ -357,7 +362,7 @@ class Geode:
         else:
             # Another rank may never reach close(): do not wait for it while an error unwinds.
             self._closed = self._sealed = True
-            _unregister(self)
+            unregister(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -381,28 +386,9 @@ class Geode:
             raise NodeNotLocalError(call, name, self.rank, self._placement.rank_of(index))
         return index
 
-    def _matcher(
-        self, source: str | int | None, type_filter: TypeFilter
-    ) -> Callable[[Parcel], bool] | None:
-        checks: list[Callable[[Parcel], bool]] = []
-        if source is not None:
-            src = self._placement.index(source, "source")
-            checks.append(lambda parcel: parcel.source == src)
-        if isinstance(type_filter, str):
-            name = type_filter
-            checks.append(lambda parcel: name in _type_names(parcel))
-        elif type_filter is not None:
-            if not (isinstance(type_filter, type) and issubclass(type_filter, Message)):
-                raise TypeError(
-                    f"type must be a Message subclass or a class name, got {type_filter!r}"
-                )
-            wanted = type_filter
-            checks.append(lambda parcel: _is_instance_of(_class_name(parcel), wanted))
-        if not checks:
-            return None
-        if len(checks) == 1:
-            return checks[0]
-        return lambda parcel: all(check(parcel) for check in checks)
+    def _matcher(self, source: str | int | None, type_filter: TypeFilter) -> Match | None:
+        index = None if source is None else self._placement.index(source, "source")
+        return matcher(index, type_filter)
 
     def _on_delivery(self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
         source, dest = codec.route(meta)
@@ -420,9 +406,7 @@ class Geode:
     def _progress(self) -> bool:
         return self._transport.progress()
 
-    def _take(
-        self, inbox: Inbox, match: Callable[[Parcel], bool] | None, timeout: float | None
-    ) -> Parcel | None:
+    def _take(self, inbox: Inbox, match: Match | None, timeout: float | None) -> Parcel | None:
         if self._closed:
             return inbox.pop(match)
         transport = self._transport
@@ -445,63 +429,3 @@ class Geode:
     def _wait_for(self, done: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._transport.wait(done, deadline)
-
-
-def _class_name(parcel: Parcel) -> str:
-    return codec.peek(parcel.meta).class_name
-
-
-def _type_names(parcel: Parcel) -> tuple[str, str]:
-    wire_name = _class_name(parcel)
-    return wire_name, codec.short_name(wire_name)
-
-
-def _is_instance_of(class_name: str, wanted: type[Message]) -> bool:
-    try:
-        return issubclass(codec.resolve(class_name), wanted)
-    except DecodeError:
-        return False
-
-
-def _type_label(type_filter: TypeFilter) -> str | None:
-    if type_filter is None or isinstance(type_filter, str):
-        return type_filter
-    return type_filter.__name__
-
-
-# Open Geodes are held here until closed, so that one the job dropped still delivers what it
-# sent; at interpreter exit they are closed in creation order (the same on every rank).
-_open: list[Geode] = []
-
-
-def _register(geode: Geode) -> None:
-    _open.append(geode)
-    if not _first_node:
-        _first_node.append(geode.node)
-
-
-def _unregister(geode: Geode) -> None:
-    _open[:] = [other for other in _open if other is not geode]
-
-
-def open_geodes() -> list[Geode]:
-    """The Geodes of this process that are still open, oldest first."""
-    return list(_open)
-
-
-_first_node: list[str] = []
-
-
-def first_node() -> str | None:
-    """The node of the first Geode this process created (for labelling its output)."""
-    return _first_node[0] if _first_node else None
-
-
-def close_all(timeout: float | None = None) -> None:
-    """Close every Geode still open in this process, oldest first."""
-    for geode in list(_open):
-        geode.close(timeout)
-    _open.clear()
-
-
-atexit.register(close_all)

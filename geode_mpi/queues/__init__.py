@@ -1,5 +1,5 @@
 """Layer 3, queues: where messages wait between the transport and the user."""
 
-from geode_mpi.queues.inbox import Inbox, Parcel
+from geode_mpi.queues.inbox import Inbox, Match, Parcel
 
-__all__ = ["Inbox", "Parcel"]
+__all__ = ["Inbox", "Match", "Parcel"]

@@ -8,7 +8,7 @@ import sys
 from types import TracebackType
 
 from geode_mpi.core import close_all
-from geode_mpi.core.geode import first_node
+from geode_mpi.core.registry import first_node
 from geode_mpi.transport.abort import abort_world, rank_label, report_exception
 from geode_mpi.transport.launch import prepare_mpi_environment, under_launcher
 

@@ -1,0 +1,60 @@
+"""Which queued messages a receive accepts: by source node and by message type."""
+
+from __future__ import annotations
+
+from geode_mpi import codec
+from geode_mpi.errors import DecodeError
+from geode_mpi.message import Message
+from geode_mpi.queues import Match, Parcel
+
+TypeFilter = type[Message] | str | None
+
+
+def matcher(source: int | None, type_filter: TypeFilter) -> Match | None:
+    """A test for parcels from node index ``source`` of type ``type_filter`` (None: any).
+
+    A class matches messages of that class and its subclasses; a string matches the class name
+    (``"MyMessage"``) or its wire name (``"module:MyMessage"``).
+
+    Raises:
+        TypeError: ``type_filter`` is neither a Message subclass nor a string.
+    """
+    checks: list[Match] = []
+    if source is not None:
+        checks.append(lambda parcel: parcel.source == source)
+    if isinstance(type_filter, str):
+        name = type_filter
+        checks.append(lambda parcel: name in _type_names(parcel))
+    elif type_filter is not None:
+        if not (isinstance(type_filter, type) and issubclass(type_filter, Message)):
+            raise TypeError(f"type must be a Message subclass or a class name, got {type_filter!r}")
+        wanted = type_filter
+        checks.append(lambda parcel: _is_instance_of(_class_name(parcel), wanted))
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    return lambda parcel: all(check(parcel) for check in checks)
+
+
+def type_label(type_filter: TypeFilter) -> str | None:
+    """The type filter as it is named in error messages."""
+    if type_filter is None or isinstance(type_filter, str):
+        return type_filter
+    return type_filter.__name__
+
+
+def _class_name(parcel: Parcel) -> str:
+    return codec.peek(parcel.meta).class_name
+
+
+def _type_names(parcel: Parcel) -> tuple[str, str]:
+    wire_name = _class_name(parcel)
+    return wire_name, codec.short_name(wire_name)
+
+
+def _is_instance_of(class_name: str, wanted: type[Message]) -> bool:
+    try:
+        return issubclass(codec.resolve(class_name), wanted)
+    except DecodeError:
+        return False

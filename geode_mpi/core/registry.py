@@ -1,0 +1,41 @@
+"""The Geodes a process has open: held until closed, closed in creation order at exit."""
+
+from __future__ import annotations
+
+import atexit
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geode_mpi.core.geode import Geode
+
+# Open Geodes are held here until closed, so that one the job dropped still delivers what it
+# sent; at interpreter exit they are closed in creation order (the same on every rank).
+_open: list[Geode] = []
+_first_node: list[str] = []
+
+
+def register(geode: Geode) -> None:
+    """Hold ``geode`` until it is closed."""
+    _open.append(geode)
+    if not _first_node:
+        _first_node.append(geode.node)
+
+
+def unregister(geode: Geode) -> None:
+    """Stop holding ``geode`` (it closed)."""
+    _open[:] = [other for other in _open if other is not geode]
+
+
+def first_node() -> str | None:
+    """The node of the first Geode this process created (for labelling its output)."""
+    return _first_node[0] if _first_node else None
+
+
+def close_all(timeout: float | None = None) -> None:
+    """Close every Geode still open in this process, oldest first."""
+    for geode in list(_open):
+        geode.close(timeout)
+    _open.clear()
+
+
+atexit.register(close_all)
