@@ -254,9 +254,7 @@ def decode(
                 data = data.copy(order="K")
         elif kind == KIND_ARRAY:
             dtype, shape, fortran, _ = read_descriptor(view, start, end)
-            data = np.frombuffer(frames[0], dtype) if dtype.itemsize and not fortran else None
-            if data is None or data.shape != shape:  # not the plain 1-D case: the general path
-                data = rebuild_array(frames[0], dtype, shape, fortran)
+            data = rebuild_array(frames[0], dtype, shape, fortran)
         else:
             data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
         rest = None
