@@ -1,8 +1,9 @@
 """The first example: one message from node1 to node2.
 
 Runs as plain ``python jobs/hello.py`` (the embedded world: all nodes in this process) and as
-``mpiexec -n 3 python -m geode_mpi jobs/hello.py`` (node k on rank k), printing
-``Hello, World!`` once either way.
+``mpiexec -n 3 python -m geode_mpi jobs/hello.py`` or with more ranks (node k on rank k),
+printing ``Hello, World!`` once either way. With 2 ranks the job has only node0 and node1, so
+it stops at once with ``unknown dest 'node2'``.
 """
 
 from geode_mpi import Geode, Message

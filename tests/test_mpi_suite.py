@@ -42,10 +42,17 @@ def test_original_hello_runs_unchanged_in_the_embedded_world() -> None:
     assert result.stdout == "Hello, World!\n"
 
 
-def test_hello_spmd_at_3_ranks_prints_once() -> None:
-    result = mpirun(3, ["-m", "geode_mpi", "jobs/hello.py"], timeout=60)
+@pytest.mark.parametrize("ranks", [3, 4])
+def test_hello_spmd_prints_once(ranks: int) -> None:
+    result = mpirun(ranks, ["-m", "geode_mpi", "jobs/hello.py"], timeout=60)
     assert result.returncode == 0, result.explain()
     assert result.stdout == "Hello, World!\n"
+
+
+def test_hello_at_2_ranks_names_the_missing_node() -> None:
+    result = mpirun(2, ["-m", "geode_mpi", "jobs/hello.py"], timeout=60)
+    assert result.returncode != 0
+    assert "unknown dest 'node2': this job has nodes node0, node1" in result.stderr
 
 
 def test_original_hello_at_3_ranks_fails_clearly_instead_of_hanging() -> None:
