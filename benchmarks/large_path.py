@@ -9,7 +9,10 @@ of one step:
 - ``raw Send``: blocking ``Send``/``Recv`` into a preallocated buffer (the issue's baseline);
 - ``matched``: ``Improbe`` on any tag, then ``Message.Irecv``, as geode_mpi receives a frame;
 - ``+envelope``: the same plus a small second message per array, as geode_mpi's envelope;
-- ``geode``: ``Geode.send`` / ``Geode.receive``, the array released before the next receive.
+- ``geode``: ``Geode.send`` / ``Geode.receive``, the array released before the next receive;
+- ``raw placed``: raw ``Send``/``Recv`` again, into a buffer placed as geode_mpi's receive pool
+  places one (2 MiB-aligned, transparent huge pages, at the sender's offset within a page): how
+  much of geode_mpi's speed comes from where it receives, which hand-written code can copy.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from mpi4py import MPI
 
 from geode_mpi import Geode
+from geode_mpi.transport.pool import BufferPool
 
 MiB = 2**20
 TAG_DATA, TAG_ENV = 11, 12
@@ -34,6 +38,8 @@ def ratios_for(size: int, comm: MPI.Intracomm, geode: Geode, repeats: int, trips
     status = MPI.Status()
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
     out = np.zeros(size, np.uint8)
+    placed = BufferPool(max_bytes=2 * size + 2**22).take(size, MPI.Get_address(data) % 4096)
+    placed[:] = 0
     envelope = bytes(96)
 
     def recv_matched(with_envelope: bool) -> None:
@@ -54,13 +60,16 @@ def ratios_for(size: int, comm: MPI.Intracomm, geode: Geode, repeats: int, trips
         while not MPI.Request.Testall(requests):
             pass
 
-    def raw_send() -> None:
-        if rank == 0:
-            comm.Send(data, peer, TAG_DATA)
-            comm.Recv(out, peer, TAG_DATA)
-        else:
-            comm.Recv(out, peer, TAG_DATA)
-            comm.Send(out, peer, TAG_DATA)
+    def raw_into(buffer: np.ndarray) -> Callable[[], None]:
+        def trip() -> None:
+            if rank == 0:
+                comm.Send(data, peer, TAG_DATA)
+                comm.Recv(buffer, peer, TAG_DATA)
+            else:
+                comm.Recv(buffer, peer, TAG_DATA)
+                comm.Send(buffer, peer, TAG_DATA)
+
+        return trip
 
     def matched(with_envelope: bool) -> Callable[[], None]:
         def trip() -> None:
@@ -82,10 +91,11 @@ def ratios_for(size: int, comm: MPI.Intracomm, geode: Geode, repeats: int, trips
             geode.send(got, dest=geode.nodes[peer])
 
     methods = {
-        "raw Send": raw_send,
+        "raw Send": raw_into(out),
         "matched": matched(False),
         "+envelope": matched(True),
         "geode": geode_trip,
+        "raw placed": raw_into(placed),
     }
     times: dict[str, list[float]] = {name: [] for name in methods}
     for repeat in range(repeats + 1):  # the first repeat warms up and is dropped

@@ -3,7 +3,7 @@
 Layout (little-endian), documented in docs/wire-format.md:
 
     2s magic b"GM" | u8 version | pad | u32 frame count | u32 meta length | 4 pad bytes
-    frame count x u64: frame length << 1 | 1 if the frame travels out of band
+    frame count x u64: frame length << 9 | page offset / 16 << 1 | 1 if out of band
     meta bytes
     inline frames, each starting at a multiple of 16 bytes from the envelope start (empty
     frames take no room and no padding)
@@ -19,13 +19,15 @@ from geode_mpi.errors import EncodeError
 from geode_mpi.transport.base import Frame, frame_bytes
 
 MAGIC = b"GM"
-VERSION = 1
+VERSION = 2
 # magic, transport version, frame count, meta length, 4 pad bytes so that meta starts 16-aligned
 _HEADER = struct.Struct("<2sBxIIxxxx")
 HEADER_SIZE = _HEADER.size
-_ENTRY = struct.Struct("<Q")  # frame length << 1 | 1 if the frame follows out of band
+# frame length << 9 | (page offset of the sender's memory) / 16 << 1 | 1 if out of band
+_ENTRY = struct.Struct("<Q")
 ALIGN = 16
 INLINE_MAX = 16 * 1024
+PAGE = 4096
 
 
 _PADDING = bytes(ALIGN)
@@ -48,15 +50,33 @@ def check_envelope(meta: bytes) -> None:
 
 
 def build_envelope(
-    meta: bytes, frames: Sequence[Frame], inline_max: int
+    meta: bytes,
+    frames: Sequence[Frame],
+    inline_max: int,
+    offsets: Sequence[int] = (),
 ) -> tuple[bytes, list[Frame]]:
-    """Pack meta and small frames into one buffer; return it and the out-of-band frames."""
+    """Pack meta and small frames into one buffer; return it and the out-of-band frames.
+
+    Args:
+        meta: the codec's meta bytes.
+        frames: every frame of the message.
+        inline_max: frames larger than this go out of band.
+        offsets: for each out-of-band frame, where its memory starts within a page on the
+            sender (a hint: the receiver lands it at the same offset, where copying is fastest);
+            missing ones count as 0.
+    """
     check_envelope(meta)
     header = _HEADER.pack(MAGIC, VERSION, len(frames), len(meta))
     if not frames:
         return header + meta, []
     parts: list[Any] = [header]
-    parts.extend(_ENTRY.pack(f.nbytes << 1 | (f.nbytes > inline_max)) for f in frames)
+    hints = iter(offsets)
+    for frame in frames:
+        if frame.nbytes > inline_max:
+            hint = next(hints, 0) % PAGE // ALIGN
+            parts.append(_ENTRY.pack(frame.nbytes << 9 | hint << 1 | 1))
+        else:
+            parts.append(_ENTRY.pack(frame.nbytes << 9))
     parts.append(meta)
     end = len(header) + 8 * len(frames) + len(meta)
     oob: list[Frame] = []
@@ -85,8 +105,9 @@ def _byte_view(frame: Frame) -> memoryview:
 
 def parse_envelope(
     buffer: bytearray | Frame,
-) -> tuple[memoryview, list[memoryview | None], list[int]]:
-    """Split a received envelope into meta, inline frames (None where out of band), oob sizes.
+) -> tuple[memoryview, list[memoryview | None], list[tuple[int, int]]]:
+    """Split a received envelope into meta, inline frames (None where out of band), and the
+    out-of-band frames' (size, page offset on the sender).
 
     Raises:
         ValueError: the buffer is not a geode_mpi envelope of a known version.
@@ -111,16 +132,16 @@ def parse_envelope(
     meta = raw[offset : offset + meta_len]
     end = offset + meta_len
     frames: list[memoryview | None] = []
-    oob_sizes = []
+    oob = []
     for entry in entries:
-        size, big = entry >> 1, entry & 1
-        if big:
+        size = entry >> 9
+        if entry & 1:
             frames.append(None)
-            oob_sizes.append(size)
+            oob.append((size, (entry >> 1 & 0xFF) * ALIGN))
         elif size:
             end = _align(end)
             frames.append(raw[end : end + size])  # writable when the buffer is
             end += size
         else:
             frames.append(raw[:0])
-    return meta, frames, oob_sizes
+    return meta, frames, oob

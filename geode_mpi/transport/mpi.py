@@ -125,12 +125,13 @@ class MPITransport(Transport):
         inline_max = self.inline_max
         requests = []
         datatypes: list[Any] = []
+        offsets: list[int] = []
         nbytes = 0
         for frame in frames:  # out of band, and first: the receiver starts on them at once
             if frame.nbytes > inline_max:
-                requests.append(self._send_frame(frame, dest, datatypes))
+                requests.append(self._send_frame(frame, dest, datatypes, offsets))
                 nbytes += frame.nbytes
-        envelope, oob = build_envelope(meta, frames, inline_max)
+        envelope, oob = build_envelope(meta, frames, inline_max, offsets)
         last = self.comm.Isend(envelope, dest, TAG_ENVELOPE)
         self.sent_to[dest] += 1
         if not oob:
@@ -146,9 +147,13 @@ class MPITransport(Transport):
             self._active.append(ticket)
         return ticket
 
-    def _send_frame(self, frame: Frame, dest: int, datatypes: list[Any]) -> Any:
+    def _send_frame(self, frame: Frame, dest: int, datatypes: list[Any], offsets: list[int]) -> Any:
         if frame.flags.c_contiguous and frame.dtype.kind not in "mM":
+            # Where the frame starts within its page: the receiver lands it at the same offset,
+            # because a copy between two buffers at different offsets runs up to 15% slower.
+            offsets.append(MPI.Get_address(frame))
             return self.comm.Isend([frame, MPI.BYTE], dest, TAG_FRAME)
+        offsets.append(0)
         if frame.flags.c_contiguous:  # datetimes export no buffer: send their bytes
             return self.comm.Isend([frame_bytes(frame), MPI.BYTE], dest, TAG_FRAME)
         datatype = strided_datatype(frame)
@@ -210,10 +215,10 @@ class MPITransport(Transport):
                 return
         queue = self._arrivals[source]
         try:
-            meta, inline, oob_sizes = parse_envelope(buffer)
+            meta, inline, oob = parse_envelope(buffer)
         except ValueError as exc:
             raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
-        if not oob_sizes and not queue:
+        if not oob and not queue:
             ready: list[Frame | memoryview] = [frame for frame in inline if frame is not None]
             self._sink(source, meta, ready, len(buffer))
             return
@@ -222,8 +227,8 @@ class MPITransport(Transport):
         nbytes = len(buffer)
         for frame in inline:
             if frame is None:
-                size = oob_sizes[len(requests)]
-                target, request = self._claim(source, size)
+                size, offset = oob[len(requests)]
+                target, request = self._claim(source, size, offset)
                 requests.append(request)
                 nbytes += size
                 frames.append(target)
@@ -235,8 +240,9 @@ class MPITransport(Transport):
         queue.append(_Arrival(meta, frames, requests, nbytes))
         self._waiting_sources.add(source)
 
-    def _claim(self, source: int, size: int) -> tuple[Frame, Any]:
-        """Start receiving the next frame probed from ``source``, which must be ``size`` bytes."""
+    def _claim(self, source: int, size: int, offset: int) -> tuple[Frame, Any]:
+        """Start receiving the next frame probed from ``source``, which must be ``size`` bytes,
+        into a buffer at ``offset`` bytes into a page (where the sender's copy starts)."""
         waiting = self._frames_in[source]
         if not waiting:
             raise DecodeError(f"rank {source} sent an envelope before its frames")
@@ -246,7 +252,7 @@ class MPITransport(Transport):
                 f"rank {source} sent a frame of {count} bytes where its envelope says {size}"
             )
         waiting.popleft()
-        target = self.pool.take(size)
+        target = self.pool.take(size, offset)
         return target, message.Irecv([target, MPI.BYTE])
 
     def _complete_arrivals(self) -> bool:

@@ -16,7 +16,7 @@ def test_small_frames_inline_and_aligned_big_ones_out_of_band() -> None:
     assert len(oob) == 1 and oob[0] is big
     buffer = np.frombuffer(bytes(envelope), np.uint8).copy()
     meta, frames, sizes = parse_envelope(buffer)
-    assert bytes(meta) == b"meta!" and sizes == [big.nbytes]
+    assert bytes(meta) == b"meta!" and sizes == [(big.nbytes, 0)]
     assert frames[1] is None
     assert frames[0] is not None and frames[2] is not None
     assert np.array_equal(np.frombuffer(frames[0], np.float64), small)
@@ -46,3 +46,12 @@ def test_empty_frames_between_others_keep_the_layout() -> None:
     assert [g.nbytes for g in got if g is not None] == [0, 24, 0, 5]
     assert np.array_equal(np.frombuffer(got[1], np.float64), frames[1])  # type: ignore[arg-type]
     assert np.array_equal(np.frombuffer(got[3], np.int8), frames[3])  # type: ignore[arg-type]
+
+
+def test_out_of_band_frames_carry_their_page_offset_in_16_byte_steps() -> None:
+    frames = [np.zeros(5000), np.zeros(3), np.zeros(7000), np.zeros(9000)]
+    # An address 8208 bytes in (16 into its page) and one 4095 bytes in (rounded down to 4080);
+    # the third out-of-band frame has no hint.
+    envelope, _ = build_envelope(b"m", frames, inline_max=1024, offsets=[8208, 4095])
+    _, _, oob = parse_envelope(np.frombuffer(envelope, np.uint8).copy())
+    assert oob == [(40000, 16), (56000, 4080), (72000, 0)]

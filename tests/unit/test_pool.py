@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geode_mpi.transport.pool import BufferPool
+from geode_mpi.transport.pool import HUGE_PAGE, MADV_HUGEPAGE, BufferPool, huge_page_buffer
 
 MiB = 2**20
 
@@ -51,3 +51,23 @@ def test_a_bad_pool_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEODE_RECV_POOL_BYTES", "256M")
     with pytest.raises(ValueError, match="GEODE_RECV_POOL_BYTES must be a number of bytes"):
         BufferPool()
+
+
+def test_pooled_buffers_start_on_a_huge_page_and_ask_for_huge_pages() -> None:
+    calls: list[tuple[int, int, int]] = []
+    owner, offset, capacity = huge_page_buffer(3 * MiB, lambda *args: calls.append(args))
+    assert (owner.ctypes.data + offset) % HUGE_PAGE == 0
+    assert capacity == 4 * MiB and offset + capacity <= owner.nbytes
+    assert calls == [(owner.ctypes.data + offset, 4 * MiB, MADV_HUGEPAGE)]
+    taken = BufferPool(max_bytes=64 * MiB).take(5 * MiB)
+    assert taken.ctypes.data % HUGE_PAGE == 0 and taken.nbytes == 5 * MiB
+
+
+def test_a_shift_places_the_buffer_at_that_offset_within_its_page() -> None:
+    pool = BufferPool(max_bytes=64 * MiB)
+    first = pool.take(2 * MiB, shift=16)
+    assert first.ctypes.data % 4096 == 16 and first.nbytes == 2 * MiB
+    first[-1] = 7  # the whole shifted buffer lies inside the pooled region
+    del first
+    again = pool.take(2 * MiB, shift=4080)
+    assert pool.reused == 1 and again.ctypes.data % 4096 == 4080
