@@ -2,13 +2,16 @@
 
 from geode_mpi._version import __version__
 from geode_mpi.core import Geode, SendHandle
+from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.errors import (
+    AckTimeout,
     ClosedError,
     DecodeError,
     EncodeError,
     GeodeError,
     GeodeTimeoutError,
     NodeNotLocalError,
+    QueueFull,
     ReceiveTimeout,
     SendTimeout,
     UnknownNodeError,
@@ -17,7 +20,9 @@ from geode_mpi.errors import (
 from geode_mpi.message import Message
 
 __all__ = [
+    "AckTimeout",
     "ClosedError",
+    "DeadLetter",
     "DecodeError",
     "EncodeError",
     "Geode",
@@ -25,6 +30,9 @@ __all__ = [
     "GeodeTimeoutError",
     "Message",
     "NodeNotLocalError",
+    "NodeStats",
+    "QueueConfig",
+    "QueueFull",
     "ReceiveTimeout",
     "SendHandle",
     "SendTimeout",

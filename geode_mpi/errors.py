@@ -114,6 +114,42 @@ class SendTimeout(GeodeTimeoutError):
         )
 
 
+class AckTimeout(GeodeTimeoutError):
+    """A message was not acknowledged (processed by its receiver) within the timeout.
+
+    The message stays in its sender's outbox: it may still be processed, once.
+    """
+
+    def __init__(self, message_id: int, source: str, dest: str, seq: int, timeout: float) -> None:
+        self.message_id = message_id
+        self.source = source
+        self.dest = dest
+        self.seq = seq
+        self.timeout = timeout
+        super().__init__(
+            f"message {message_id} ({source}->{dest} seq {seq}) was not acknowledged within "
+            f"{timeout:g} s: {dest} has not processed it yet (is it receiving?); it stays in "
+            f"{source}'s outbox and may still be processed, once"
+        )
+
+
+class QueueFull(GeodeError):
+    """A receiver's queue has no room for another message from this sender."""
+
+    def __init__(
+        self, dest: str, source: str, capacity: int | None, window: int, reason: str
+    ) -> None:
+        self.dest = dest
+        self.source = source
+        self.capacity = capacity
+        self.window = window
+        limit = f"capacity {capacity}, " if capacity is not None else ""
+        super().__init__(
+            f"{dest}'s queue is full for {source} ({limit}{window} message(s) per sending "
+            f"node): {reason}; nothing was sent"
+        )
+
+
 class ClosedError(GeodeError, RuntimeError):
     """An operation on a Geode that was closed."""
 

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 # Attributes that geode_mpi owns; everything else in a subclass's __dict__ travels as user state.
-RESERVED = frozenset({"data", "_headers", "id", "source", "dest", "seq", "timestamp"})
+RESERVED = frozenset(
+    {"data", "_headers", "id", "source", "dest", "seq", "timestamp", "reply_to", "_receipt"}
+)
+
+
+class Receipt(Protocol):
+    """What a received message calls to report how its processing went (the delivery layer)."""
+
+    def ack(self) -> None: ...
+
+    def nack(self, error: BaseException | None) -> None: ...
 
 
 class Message:
@@ -23,6 +33,7 @@ class Message:
     - ``seq``: the sequence number for this (source, dest) pair, starting at 0
     - ``timestamp``: the sender's clock (``time.time()``) when it was sent
     - ``headers``: a dict of user headers (small picklable values)
+    - ``reply_to``: on a reply, the ``id`` of the message it answers
 
     Args:
         data: the payload.
@@ -36,6 +47,8 @@ class Message:
     dest: str | None = None
     seq: int | None = None
     timestamp: float | None = None
+    reply_to: int | None = None
+    _receipt: Receipt | None = None
 
     def __init__(self, data: Any = None, *, headers: Mapping[str, Any] | None = None) -> None:
         self.data = data
@@ -56,6 +69,28 @@ class Message:
         if not isinstance(value, Mapping):
             raise TypeError(f"headers must be a mapping, got {type(value).__name__}")
         self.__dict__["_headers"] = dict(value)
+
+    def ack(self) -> None:
+        """Report this received message processed (on a node whose queue uses explicit acks).
+
+        Until then it counts as unprocessed: its sender keeps it, and a checkpoint saves it.
+        On a queue with automatic acks (the default) receiving it was the ack, and this does
+        nothing; so does a second call.
+        """
+        receipt = self.__dict__.pop("_receipt", None)
+        if receipt is not None:
+            receipt.ack()
+
+    def nack(self, error: BaseException | None = None) -> None:
+        """Report that processing this received message failed: it is delivered again.
+
+        It comes back (before later messages from the same source) after a back-off, until
+        the queue's ``max_attempts``; then it goes to the dead letters with ``error``.
+        Only on a node whose queue uses explicit acks; elsewhere it does nothing.
+        """
+        receipt = self.__dict__.pop("_receipt", None)
+        if receipt is not None:
+            receipt.nack(error)
 
     @property
     def type(self) -> str:

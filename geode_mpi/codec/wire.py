@@ -1,10 +1,14 @@
 """A Message as (meta, frames): a small fixed header, the class name, the payload, raw buffers.
 
-Meta layout (codec version 1, little-endian), documented in docs/wire-format.md:
+Meta layout (codec version 2, little-endian), documented in docs/wire-format.md:
 
     u8 version | u8 kind | u8 flags | u8 pad | i64 id | u64 seq | f64 timestamp
     u32 source | u32 dest | u16 class-name length | u16 pad | u32 data frames | u32 data length
+    i64 reply_to (-1: not a reply)
     class name (utf-8) | data section | rest section (to the end)
+
+A control record (kind 3) has the same header and the delivery layer's bytes as its data
+section; the codec never interprets them.
 """
 
 from __future__ import annotations
@@ -23,17 +27,25 @@ from geode_mpi.codec.classes import BASE_NAME, class_name, resolve, short_name
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
 
-VERSION = 1
+VERSION = 2
 KIND_PICKLE = 0
 KIND_ARRAY = 1  # an array in its own frame
 KIND_SMALL_ARRAY = 2  # a small array's bytes inside meta, after its descriptor (8-aligned)
+KIND_CONTROL = 3  # not a message: the delivery layer's bytes (acknowledgements, credits)
 SMALL_ARRAY_MAX = 2048  # bytes; a frame costs more than copying this much
 FLAG_REST = 1  # a rest section (headers, extra attributes) follows the data section
+FLAG_TRACKED = 2  # the sender keeps the message until it is acknowledged
+FLAG_WAITED = 4  # the sender waits for this acknowledgement: send it at once
+FLAG_RESENT = 8  # a copy sent again after an acknowledgement timeout
+SENDER_FLAGS = FLAG_TRACKED | FLAG_WAITED | FLAG_RESENT  # what encode() accepts from callers
+NO_REPLY = -1
 
-_HEAD = struct.Struct("<BBBxqQdIIHxxII")
+_HEAD = struct.Struct("<BBBxqQdIIHxxIIq")
 HEAD_SIZE = _HEAD.size
 _ROUTE = struct.Struct("<II")  # source and dest node indices
 _ROUTE_OFFSET = 28
+# flags, seq, source, dest, reply_to: what queues and the delivery layer read of every message
+_TRACK = struct.Struct("<2xB9xQ8xII12xq")
 _PAD = bytes(8)
 
 
@@ -45,6 +57,16 @@ class Stamp(NamedTuple):
     timestamp: float
     source: int
     dest: int
+
+
+class Track(NamedTuple):
+    """What delivery needs from a message's header, read without decoding it."""
+
+    flags: int
+    seq: int
+    source: int
+    dest: int
+    reply_to: int
 
 
 class Peek(NamedTuple):
@@ -63,8 +85,16 @@ class Peek(NamedTuple):
         return short_name(self.class_name)
 
 
-def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, Any]]]:
+def encode(
+    message: Message, stamp: Stamp, flags: int = 0, reply_to: int = NO_REPLY
+) -> tuple[bytes, list[np.ndarray[Any, Any]]]:
     """Encode a message for the wire.
+
+    Args:
+        message: the message.
+        stamp: its metadata.
+        flags: delivery flags (`FLAG_TRACKED`, `FLAG_WAITED`, `FLAG_RESENT`).
+        reply_to: the id of the message this one answers, or `NO_REPLY`.
 
     Returns:
         ``(meta, frames)``: meta is bytes; frames are numpy arrays to send as raw memory, in
@@ -129,9 +159,11 @@ def encode(message: Message, stamp: Stamp) -> tuple[bytes, list[np.ndarray[Any, 
                 "numpy arrays)"
             ),
         )
-    flags = FLAG_REST if has_rest else 0
+    flags = (flags & SENDER_FLAGS) | (FLAG_REST if has_rest else 0)
     # Stamp's fields are in header order: id, seq, timestamp, source, dest.
-    head = _HEAD.pack(VERSION, kind, flags, *stamp, len(name), n_data_frames, len(section))
+    head = _HEAD.pack(
+        VERSION, kind, flags, *stamp, len(name), n_data_frames, len(section), reply_to
+    )
     return b"".join((head, name, section, rest)), frames
 
 
@@ -157,7 +189,7 @@ def peek(meta: bytes | memoryview) -> Peek:
         raise DecodeError(
             f"message meta is {len(meta)} bytes, shorter than the {HEAD_SIZE}-byte header"
         )
-    version, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len = _HEAD.unpack_from(
+    version, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, _ = _HEAD.unpack_from(
         meta, 0
     )
     if version != VERSION:
@@ -206,6 +238,37 @@ def route(meta: bytes | memoryview) -> tuple[int, int]:
     return source, dest
 
 
+def track(meta: bytes | memoryview) -> Track:
+    """Flags, seq, source, dest and reply_to of an encoded message (or control record).
+
+    Raises:
+        DecodeError: the bytes are not a message of this codec version.
+    """
+    if len(meta) < HEAD_SIZE or meta[0] != VERSION:
+        peek(meta)  # raises the precise error
+    return _tuple_new(Track, _TRACK.unpack_from(meta, 0))
+
+
+def is_control(meta: bytes | memoryview) -> bool:
+    """True if ``meta`` is a control record rather than a message."""
+    return len(meta) > 1 and meta[1] == KIND_CONTROL
+
+
+def encode_control(source: int, dest: int, payload: bytes) -> bytes:
+    """A control record from node index ``source`` to ``dest`` carrying ``payload``."""
+    head = _HEAD.pack(VERSION, KIND_CONTROL, 0, 0, 0, 0.0, source, dest, 0, 0, len(payload), -1)
+    return head + payload
+
+
+def control_payload(meta: bytes | memoryview) -> memoryview:
+    """The payload of a control record."""
+    view = memoryview(meta)
+    return view[HEAD_SIZE : HEAD_SIZE + _DATA_LEN.unpack_from(view, 44)[0]]
+
+
+_DATA_LEN = struct.Struct("<I")
+
+
 def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> Stamp:
     """A Stamp, built the fast way (senders make one per message)."""
     return _tuple_new(Stamp, (id, seq, timestamp, source, dest))
@@ -232,8 +295,8 @@ def decode(
     if info is None:
         if len(view) < HEAD_SIZE or view[0] != VERSION:
             peek(view)  # raises the precise error
-        _, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len = _HEAD.unpack_from(
-            view, 0
+        _, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, reply_to = (
+            _HEAD.unpack_from(view, 0)
         )
         start = HEAD_SIZE + name_len
         wire_name = _names.get(bytes(view[HEAD_SIZE:start])) if name_len else BASE_NAME
@@ -242,6 +305,9 @@ def decode(
     else:
         stamp, wire_name, kind, flags, start, n_data, data_len = info
         mid, seq, ts, src, dst = stamp
+        reply_to = _TRACK.unpack_from(view, 0)[4]
+    if kind > KIND_SMALL_ARRAY:
+        raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
     cls = Message if wire_name == BASE_NAME else resolve(wire_name)
     end = start + data_len
     data: Any
@@ -276,6 +342,8 @@ def decode(
         "source": names[src] if src < count else str(src),
         "dest": names[dst] if dst < count else str(dst),
     }
+    if reply_to != NO_REPLY:
+        state["reply_to"] = reply_to
     slotted: dict[str, Any] = {}
     if rest is not None:
         headers, extras = rest

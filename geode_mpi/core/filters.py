@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import struct
+from typing import Any
+
 from geode_mpi import codec
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
-from geode_mpi.queues import Match, Parcel
+from geode_mpi.queues import Key, Match, Parcel
 
 TypeFilter = type[Message] | str | None
 
@@ -58,3 +61,31 @@ def _is_instance_of(class_name: str, wanted: type[Message]) -> bool:
         return issubclass(codec.resolve(class_name), wanted)
     except DecodeError:
         return False
+
+
+_ID = struct.Struct("<q")  # a message's id, at offset 4 of its meta
+_TIMESTAMP = struct.Struct("<d")  # its timestamp, at offset 20
+ORDERS = ("arrival", "timestamp", "id")
+
+
+def _by_id(parcel: Parcel) -> Any:
+    return _ID.unpack_from(parcel.meta, 4)[0]
+
+
+def _by_timestamp(parcel: Parcel) -> Any:
+    return _TIMESTAMP.unpack_from(parcel.meta, 20)[0]
+
+
+def order_key(order: str | None) -> Key | None:
+    """The queue key for a receive ``order``: None (arrival), "timestamp" or "id".
+
+    Raises:
+        ValueError: an unknown order.
+    """
+    if order is None or order == "arrival":
+        return None
+    if order == "timestamp":
+        return _by_timestamp
+    if order == "id":
+        return _by_id
+    raise ValueError(f"order must be one of {', '.join(ORDERS)} or None, got {order!r}")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from geode_mpi import codec
-from geode_mpi.core.filters import TypeFilter, matcher, type_label
+from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
 from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.registry import register, unregister
+from geode_mpi.delivery import DeadLetter, Engine, NodeStats, OutboxEntry, QueueConfig
 from geode_mpi.errors import (
+    AckTimeout,
     ClosedError,
     DecodeError,
     NodeNotLocalError,
@@ -20,7 +22,7 @@ from geode_mpi.errors import (
     check_timeout,
 )
 from geode_mpi.message import Message
-from geode_mpi.queues import Inbox, Match, Parcel
+from geode_mpi.queues import Match, Parcel
 from geode_mpi.transport import Backoff, SendTicket, Transport, open_world
 
 ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
@@ -38,12 +40,21 @@ class SendHandle:
         dest: the destination node.
     """
 
-    __slots__ = ("_geode", "_stamp", "_ticket")
+    __slots__ = ("_entry", "_geode", "_stamp", "_ticket", "ack")
 
-    def __init__(self, geode: Geode, ticket: SendTicket, stamp: codec.Stamp) -> None:
+    def __init__(
+        self,
+        geode: Geode,
+        ticket: SendTicket,
+        stamp: codec.Stamp,
+        entry: OutboxEntry | None = None,
+        ack: bool = False,
+    ) -> None:
         self._geode = geode
         self._ticket = ticket
         self._stamp = stamp
+        self._entry = entry
+        self.ack = ack  # True: done() and wait() also cover the acknowledgement
 
     @property
     def id(self) -> int:
@@ -65,25 +76,44 @@ class SendHandle:
         """The destination node."""
         return self._geode._names[self._stamp.dest]
 
+    @property
+    def acked(self) -> bool:
+        """True once the receiver acknowledged (processed) the message.
+
+        Only known for tracked messages (``Geode(acks=True)``, the default, or ``ack=True``);
+        False otherwise.
+        """
+        return self._entry is not None and self._entry.acked
+
+    def _complete(self) -> bool:
+        return self._ticket.done and (not self.ack or self.acked)
+
     def done(self) -> bool:
-        """True once the message's data may be reused (drives progress once if not yet)."""
-        if not self._ticket.done:
+        """True once the data may be reused (and, with ``ack=True``, the message was acked)."""
+        if not self._complete():
             self._geode._progress()
-        return self._ticket.done
+        return self._complete()
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait until the message's data may be reused.
+        """Wait until the data may be reused and, with ``ack=True``, the message was acked.
 
         Raises:
-            SendTimeout: not done within ``timeout`` seconds; the message stays in flight.
+            SendTimeout: the send did not complete within ``timeout`` seconds.
+            AckTimeout: it was sent but not acknowledged within ``timeout`` seconds. Either
+                way the message stays in flight or in the outbox.
         """
         timeout = check_timeout(timeout)
+        self._wait(None if timeout is None else time.monotonic() + timeout, timeout)
+
+    def _wait(self, deadline: float | None, timeout: float | None) -> None:
         ticket = self._ticket
-        if not self._geode._wait_for(lambda: ticket.done, timeout):
+        if not self._geode._wait_until(lambda: ticket.done, deadline):
             raise SendTimeout(self.id, self.source, self.dest, timeout or 0.0)
+        if self.ack and not self._geode._wait_until(lambda: self.acked, deadline):
+            raise AckTimeout(self.id, self.source, self.dest, self.seq, timeout or 0.0)
 
     def __repr__(self) -> str:
-        state = "done" if self._ticket.done else "in flight"
+        state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
         return f"<SendHandle id={self.id} {self.source}->{self.dest} seq={self.seq} {state}>"
 
 
@@ -101,6 +131,15 @@ class Geode:
         transport: a transport to use instead of the one the launch implies (tests use
             `geode_mpi.transport.InProcHub` endpoints to simulate ranks in one process).
         comm: an MPI communicator to use instead of COMM_WORLD.
+        acks: keep every sent message in its sender's outbox until the receiver acknowledges
+            it (the default; what a checkpoint saves). False sends without tracking; a send
+            with ``ack=True`` is tracked anyway.
+        queue: the receive-queue settings of every node (default: no capacity limit, automatic
+            acks, 3 attempts).
+        queues: settings for particular nodes, by name or index, over ``queue``.
+        resend_after: seconds after which a message not yet acknowledged is sent again
+            (duplicates are dropped by the receiver). None (the default) never resends: MPI
+            does not lose messages.
     """
 
     def __init__(
@@ -109,24 +148,54 @@ class Geode:
         *,
         transport: Transport | None = None,
         comm: Any = None,
+        acks: bool = True,
+        queue: QueueConfig | None = None,
+        queues: Mapping[str | int, QueueConfig] | None = None,
+        resend_after: float | None = None,
     ) -> None:
         self._transport = transport if transport is not None else open_world(comm)
         self.rank: int = self._transport.rank
         self.size: int = self._transport.size
         names = node_names(nodes, self.size)
-        self._transport.check_same(repr(names).encode(), "the node names")
         self._placement = Placement(names, self.size)
+        configs = self._queue_configs(queue, queues)
+        resend_after = check_timeout(resend_after, "resend_after")
+        self._transport.check_same(
+            repr((names, configs, acks, resend_after)).encode(),
+            "the node names and delivery settings",
+        )
         self._names = names
         self._index_of = {name: k for k, name in enumerate(names)}
         self._local = self._placement.hosted_by(self.rank)
-        self._inboxes = {index: Inbox() for index in self._local}
-        self._seq: dict[tuple[int, int], int] = {}
+        self._acks = bool(acks)
+        self._engine = Engine(
+            self._transport,
+            names,
+            self._placement.rank_of,
+            self._local,
+            configs,
+            resend_after,
+            self._decode,
+        )
+        self._inboxes = self._engine.inboxes
         self._counter = dict.fromkeys(self._local, 0)
         self._closed = False
         self._sealed = False  # True once close() began: nothing may be sent from then on
         self._sends = 0
-        self._transport.attach(self._on_delivery)
         register(self)
+
+    def _queue_configs(
+        self, queue: QueueConfig | None, queues: Mapping[str | int, QueueConfig] | None
+    ) -> list[QueueConfig]:
+        default = QueueConfig() if queue is None else queue
+        if not isinstance(default, QueueConfig):
+            raise TypeError(f"queue must be a QueueConfig, got {default!r}")
+        configs = [default] * len(self._placement.names)
+        for node, config in (queues or {}).items():
+            if not isinstance(config, QueueConfig):
+                raise TypeError(f"queues[{node!r}] must be a QueueConfig, got {config!r}")
+            configs[self._placement.index(node, "queues key")] = config
+        return configs
 
     # -- nodes -----------------------------------------------------------------------------
 
@@ -161,7 +230,13 @@ class Geode:
     # -- sending ---------------------------------------------------------------------------
 
     def isend(
-        self, message: Any, source: str | int | None = None, dest: str | int | None = None
+        self,
+        message: Any,
+        source: str | int | None = None,
+        dest: str | int | None = None,
+        *,
+        ack: bool = False,
+        timeout: float | None = None,
     ) -> SendHandle | None:
         """Start sending; return a handle at once.
 
@@ -173,6 +248,8 @@ class Geode:
             source: the sending node (default: this rank's node). If another rank hosts it,
                 nothing happens here and None is returned.
             dest: the destination node, by name or index.
+            ack: the handle completes only once the receiver has acknowledged the message.
+            timeout: with a full ``block`` queue at ``dest``, how long to wait for room.
 
         Returns:
             A SendHandle, or None when this rank does not host ``source``.
@@ -180,8 +257,21 @@ class Geode:
         Raises:
             UnknownNodeError: source or dest is not a node of this job.
             EncodeError: the message cannot be encoded; nothing was sent.
+            QueueFull: dest's queue is full and its policy is ``raise`` (nothing was sent).
+            SendTimeout: dest's queue stayed full for ``timeout`` seconds (nothing was sent).
             ClosedError: this Geode is closed.
         """
+        return self._send(message, source, dest, ack, timeout)
+
+    def _send(
+        self,
+        message: Any,
+        source: str | int | None,
+        dest: str | int | None,
+        ack: bool,
+        timeout: float | None,
+        reply_to: int = codec.NO_REPLY,
+    ) -> SendHandle | None:
         if self._sealed:
             raise ClosedError("isend")
         placement = self._placement
@@ -197,21 +287,28 @@ class Geode:
         if src not in self._inboxes:
             return None
         msg = message if isinstance(message, Message) else Message(message)
-        key = (src, dst)
-        seq = self._seq.get(key, 0)
+        engine = self._engine
+        if timeout is None:
+            pair = engine.reserve(src, dst, None, None)
+        else:
+            timeout = check_timeout(timeout)
+            pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
+        seq = pair.next_seq
         count = self._counter[src]
         stamp = _tuple_new(codec.Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
-        meta, frames = codec.encode(msg, stamp)
-        transport = self._transport
-        ticket = transport.send(dst % self.size, meta, frames)
-        self._seq[key] = seq + 1
+        tracked = self._acks or ack
+        flags = (codec.FLAG_TRACKED if tracked else 0) | (codec.FLAG_WAITED if ack else 0)
+        meta, frames = codec.encode(msg, stamp, flags, reply_to)
+        rank = dst % self.size
+        ticket = self._transport.send(rank, meta, frames)
         self._counter[src] = count + 1
+        entry = engine.sent(src, pair, seq, meta, frames, rank, ticket.nbytes, tracked)
         self._sends += 1
         if not self._sends & POLL_EVERY_SENDS - 1:
             # A rank that only sends still drains what arrives; polling on every send would
             # add a probe to the latency of each small message.
-            transport.progress()
-        return SendHandle(self, ticket, stamp)
+            engine.poll()
+        return SendHandle(self, ticket, stamp, entry, ack)
 
     def send(
         self,
@@ -219,9 +316,10 @@ class Geode:
         source: str | int | None = None,
         dest: str | int | None = None,
         *,
+        ack: bool = False,
         timeout: float | None = None,
     ) -> SendHandle | None:
-        """Send a message; return when its data may be reused.
+        """Send a message; return when its data may be reused (with ``ack``: once processed).
 
         ``send(msg, "node1", "node2")`` sends from node1 on the rank that hosts it and does
         nothing on other ranks; ``send(msg, dest="node2")`` sends from this rank's node.
@@ -230,7 +328,8 @@ class Geode:
             message: a Message, or any picklable value (wrapped in a Message).
             source: the sending node (default: this rank's node).
             dest: the destination node, by name or index.
-            timeout: seconds to wait for the send to complete (None: no limit).
+            ack: also wait until the receiver has acknowledged (processed) the message.
+            timeout: seconds to wait in all (None: no limit).
 
         Returns:
             The completed SendHandle (with the message's id and seq), or None when this rank
@@ -239,16 +338,21 @@ class Geode:
         Raises:
             UnknownNodeError: source or dest is not a node of this job.
             EncodeError: the message cannot be encoded; nothing was sent.
+            QueueFull: dest's queue is full and its policy is ``raise``; nothing was sent.
             SendTimeout: the send did not complete in time; the message stays in flight.
+            AckTimeout: (with ``ack``) no acknowledgement in time; the message stays in the
+                outbox and may still be processed, once.
             ClosedError: this Geode is closed.
         """
         if self._sealed:
             raise ClosedError("send")
+        deadline = None
         if timeout is not None:
             timeout = check_timeout(timeout)
-        handle = self.isend(message, source, dest)
-        if handle is not None and not handle._ticket.done:
-            handle.wait(timeout)
+            deadline = time.monotonic() + (timeout or 0.0)
+        handle = self._send(message, source, dest, ack, timeout)
+        if handle is not None and not handle._complete():
+            handle._wait(deadline, timeout)
         return handle
 
     # -- receiving -------------------------------------------------------------------------
@@ -260,16 +364,21 @@ class Geode:
         source: str | int | None = None,
         type: TypeFilter = None,
         timeout: float | None = None,
+        order: str | None = None,
     ) -> Message:
         """Take the oldest matching message from a node's queue, waiting for one if needed.
 
-        Messages from one source come out in the order they were sent.
+        Messages from one source come out in the order they were sent. On a queue with
+        explicit acks, call ``msg.ack()`` (or ``msg.nack()``) when done with it.
 
         Args:
             node: the receiving node (default: this rank's node); must be hosted here.
             source: only messages from this node.
             type: only messages of this Message class (or subclasses), or this class name.
             timeout: seconds to wait (None: no limit; 0: do not wait).
+            order: ``"timestamp"`` or ``"id"``: of the messages queued now, the one with the
+                smallest timestamp (sender clocks) or id, instead of the oldest arrival
+                (a scan of the queue: its cost grows with its length).
 
         Raises:
             ReceiveTimeout: nothing matching arrived in time (also a TimeoutError).
@@ -287,9 +396,9 @@ class Geode:
             if source is None and type is None
             else matcher(None if source is None else self._placement.index(source, "source"), type)
         )
-        found = self._take(inbox, match, timeout)
+        found = self._take(index, match, order_key(order), timeout)
         if found is not None:
-            return codec.decode(found.meta, found.frames, self._names)
+            return self._deliver(index, found)
         if self._closed:
             raise ClosedError("receive")
         raise ReceiveTimeout(
@@ -307,15 +416,28 @@ class Geode:
         *,
         source: str | int | None = None,
         type: TypeFilter = None,
+        order: str | None = None,
     ) -> Message | None:
         """Like `receive`, but return None at once when nothing matching is queued."""
         index = self._local_index(node, "try_receive")
         if not self._closed:
             self._progress()
-        parcel = self._inboxes[index].pop(
-            matcher(None if source is None else self._placement.index(source, "source"), type)
+        found = self._engine.take(
+            index,
+            matcher(None if source is None else self._placement.index(source, "source"), type),
+            order_key(order),
+            False,
         )
-        return None if parcel is None else self._decode(parcel)
+        return None if found is None else self._deliver(index, found)
+
+    def stats(self, node: str | int | None = None) -> NodeStats:
+        """Counters of a local node (default: this rank's node): messages, bytes, acks,
+        retries, duplicates dropped, dead letters, queue depth and peak, credit waits."""
+        return self._engine.snapshot(self._local_index(node, "stats"))
+
+    def dead_letters(self, node: str | int | None = None) -> list[DeadLetter]:
+        """Messages a local node could not process in ``max_attempts`` tries, oldest first."""
+        return list(self._engine.dead[self._local_index(node, "dead_letters")])
 
     def pending(self, node: str | int | None = None) -> int:
         """How many messages wait in a local node's queue."""
@@ -339,6 +461,7 @@ class Geode:
             return
         timeout = check_timeout(timeout)
         self._sealed = True  # from here nothing may be sent: the counts are being exchanged
+        self._engine.flush()  # acks and credits owed go out before the counts are taken
         self._transport.close(timeout)
         self._closed = True
         unregister(self)
@@ -390,42 +513,53 @@ class Geode:
         index = None if source is None else self._placement.index(source, "source")
         return matcher(index, type_filter)
 
-    def _on_delivery(self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
-        source, dest = codec.route(meta)
-        inbox = self._inboxes.get(dest)
-        if inbox is None:
-            raise DecodeError(
-                f"rank {self.rank} received a message from node index {source} for node index "
-                f"{dest}, which it does not host: do all ranks use the same nodes?"
-            )
-        inbox.push(_tuple_new(Parcel, (source, meta, frames, nbytes)))
-
     def _decode(self, parcel: Parcel) -> Message:
         return codec.decode(parcel.meta, parcel.frames, self._names)
 
-    def _progress(self) -> bool:
-        return self._transport.progress()
+    def _deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
+        """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""
+        parcel, receipt = found
+        try:
+            message = self._decode(parcel)
+        except DecodeError as exc:
+            if receipt is not None:
+                self._engine.in_hand -= 1
+            # Taken without a receipt it already counts as processed: record it all the same.
+            self._engine.dead_letter(index, parcel, exc, parcel.attempts + 1, receipt is not None)
+            raise
+        if receipt is not None:
+            message.__dict__["_receipt"] = receipt
+        return message
 
-    def _take(self, inbox: Inbox, match: Match | None, timeout: float | None) -> Parcel | None:
+    def _progress(self) -> bool:
+        return self._engine.poll()
+
+    def _take(
+        self, index: int, match: Match | None, key: Any, timeout: float | None
+    ) -> tuple[Parcel, Any] | None:
+        engine = self._engine
         if self._closed:
-            return inbox.pop(match)
+            return engine.take(index, match, key, False)
         transport = self._transport
-        transport.progress()
-        found = inbox.pop(match)
+        engine.poll()
+        found = engine.take(index, match, key, False)
         if found is not None or timeout == 0 or not transport.delivers_later:
             return found
+        engine.flush()  # the senders may be waiting for acks or credits
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()
+        inbox = self._inboxes[index]
         while True:
-            if transport.spin(backoff.slice(transport.busy)):
-                found = inbox.pop(match)
+            if transport.spin(backoff.slice(transport.busy)) or inbox.next_ready() == 0:
+                found = engine.take(index, match, key, False)
                 if found is not None:
                     return found
                 backoff.reset()
+            if engine.resend_after is not None:
+                engine.poll()
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             backoff.pause(transport.busy)
 
-    def _wait_for(self, done: Callable[[], bool], timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return self._transport.wait(done, deadline)
+    def _wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
+        return self._engine.wait(done, deadline)

@@ -1,7 +1,8 @@
-"""A node's receive queue: FIFO per source, with filtered removal."""
+"""A node's receive queue: FIFO per source, filtered removal, retries held back, a capacity."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -10,24 +11,39 @@ from typing import Any, NamedTuple
 class Parcel(NamedTuple):
     """A message as it waits in a queue: still encoded, with what filters need to see."""
 
-    source: int
+    source: int  # sending node index
+    seq: int  # its number on the (source, dest) pair
+    flags: int  # the codec's delivery flags
+    reply_to: int  # the id it answers, or -1
     meta: memoryview
     frames: Sequence[Any]
     nbytes: int
+    attempts: int  # deliveries that failed so far
 
 
 Match = Callable[[Parcel], bool]
+Key = Callable[[Parcel], Any]
 
 
 class Inbox:
     """Arrival-ordered queue of parcels for one node.
 
-    Parcels from one source stay in the order they arrived, which is the order they were sent.
+    Parcels from one source come out in the order they were sent: a parcel put back for a retry
+    goes before the later ones from its source, and while it waits out its back-off its source
+    is held back (other sources are not).
+
+    Args:
+        capacity: with ``drop_oldest``, the most parcels kept (None: no limit).
+        drop_oldest: when full, `push` drops the oldest parcel to make room.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int | None = None, drop_oldest: bool = False) -> None:
         self._items: deque[Parcel] = deque()
+        self.capacity = capacity
+        self.drop_oldest = drop_oldest and capacity is not None
         self.peak = 0
+        # source -> when its first parcel (put back for a retry) may be delivered again
+        self._held_back: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -35,21 +51,98 @@ class Inbox:
     def __iter__(self) -> Iterator[Parcel]:
         return iter(self._items)
 
-    def push(self, parcel: Parcel) -> None:
-        """Append a parcel at the tail."""
-        self._items.append(parcel)
-        if len(self._items) > self.peak:
-            self.peak = len(self._items)
+    def push(self, parcel: Parcel) -> Parcel | None:
+        """Append a parcel at the tail; return the parcel dropped to make room, if any."""
+        items = self._items
+        items.append(parcel)
+        dropped = None
+        if self.drop_oldest and len(items) > self.capacity:  # type: ignore[operator]
+            dropped = self._drop_oldest()
+        if len(items) > self.peak:
+            self.peak = len(items)
+        return dropped
 
-    def pop(self, match: Match | None = None) -> Parcel | None:
-        """Remove and return the oldest parcel that matches (any, when ``match`` is None)."""
+    def _drop_oldest(self) -> Parcel:
+        for index, parcel in enumerate(self._items):
+            if parcel.source not in self._held_back:
+                del self._items[index]
+                return parcel
+        oldest = self._items.popleft()
+        self._held_back.pop(oldest.source, None)
+        return oldest
+
+    def pop(self, match: Match | None = None, key: Key | None = None) -> Parcel | None:
+        """Remove and return the oldest deliverable parcel that matches (any: ``match`` None).
+
+        With ``key``, the deliverable matching parcel with the smallest key instead (for
+        example the earliest timestamp); ties go to the oldest.
+        """
         items = self._items
         if not items:
             return None
-        if match is None:
-            return items.popleft()
-        for index, parcel in enumerate(items):
-            if match(parcel):
-                del items[index]
-                return parcel
-        return None
+        if not self._held_back and key is None:
+            if match is None:
+                return items.popleft()
+            for index, parcel in enumerate(items):
+                if match(parcel):
+                    del items[index]
+                    return parcel
+            return None
+        return self._pop_slow(match, key)
+
+    def _pop_slow(self, match: Match | None, key: Key | None) -> Parcel | None:
+        now = time.monotonic()
+        held = self._held_back
+        blocked: set[int] = set()
+        best = -1
+        best_key: Any = None
+        for index, parcel in enumerate(self._items):
+            source = parcel.source
+            if source in blocked:
+                continue
+            if source in held and held[source] > now:
+                blocked.add(source)  # its first parcel waits out a back-off; so do the rest
+                continue
+            if match is not None and not match(parcel):
+                if source in held:
+                    blocked.add(source)  # the retried parcel must go first
+                continue
+            if key is None:
+                best = index
+                break
+            value = key(parcel)
+            if best < 0 or value < best_key:
+                best, best_key = index, value
+            if source in held:
+                blocked.add(source)
+        if best < 0:
+            return None
+        parcel = self._items[best]
+        del self._items[best]
+        held.pop(parcel.source, None)
+        return parcel
+
+    def put_back(self, parcel: Parcel, not_before: float) -> None:
+        """Queue ``parcel`` again for a retry, ahead of its source's later parcels.
+
+        Args:
+            parcel: a parcel taken earlier (its ``attempts`` already counted).
+            not_before: the `time.monotonic()` instant before which it is not delivered; until
+                then no parcel of its source is.
+        """
+        items = self._items
+        for index, other in enumerate(items):
+            if other.source == parcel.source and other.seq > parcel.seq:
+                items.insert(index, parcel)
+                break
+        else:
+            items.appendleft(parcel)
+        self._held_back[parcel.source] = not_before
+        if len(items) > self.peak:
+            self.peak = len(items)
+
+    def next_ready(self) -> float | None:
+        """Seconds until the first held-back parcel may go (0 if one may now), or None."""
+        if not self._held_back:
+            return None
+        return max(0.0, min(self._held_back.values()) - time.monotonic())

@@ -1,0 +1,77 @@
+"""How a node's receive queue behaves: capacity, what happens when full, acks and retries."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+POLICIES = ("block", "raise", "drop_oldest")
+ACK_MODES = ("auto", "explicit")
+MAX_RETRY_DELAY = 1.0  # seconds: the back-off between attempts doubles up to this
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The settings of one node's receive queue.
+
+    Every rank must use the same settings (senders enforce the capacity), so they are given
+    when the Geode is created.
+
+    Args:
+        capacity: the most messages the queue holds; None (the default) for no limit.
+        policy: what a full queue does to a sender: ``"block"`` (wait for room: credit-based
+            flow control, so neither the queue nor MPI's buffers grow), ``"raise"`` (`QueueFull`
+            at once, nothing sent), or ``"drop_oldest"`` (accept, and drop the oldest queued
+            message, counted in stats; for telemetry-like data).
+        ack: ``"auto"``: a message counts as processed when it is received; ``"explicit"``:
+            only when the receiver calls ``msg.ack()`` (``msg.nack()`` retries it).
+        max_attempts: deliveries a failing message gets before it goes to the dead letters.
+        retry_delay: seconds before the first retry; doubled each time, up to 1 s.
+        window: with ``block`` or ``raise``, how many messages each sending node may have in
+            this queue; default ``capacity // number of nodes`` (at least 1), which keeps the
+            queue within ``capacity`` however many nodes send.
+    """
+
+    capacity: int | None = None
+    policy: str = "block"
+    ack: str = "auto"
+    max_attempts: int = 3
+    retry_delay: float = 0.01
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.capacity is not None and (
+            isinstance(self.capacity, bool) or not isinstance(self.capacity, int)
+        ):
+            raise TypeError(f"capacity must be an int or None, got {self.capacity!r}")
+        if self.capacity is not None and self.capacity < 1:
+            raise ValueError(f"capacity must be >= 1 (or None for no limit), got {self.capacity}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.ack not in ACK_MODES:
+            raise ValueError(f"ack must be one of {', '.join(ACK_MODES)}, got {self.ack!r}")
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise TypeError(f"max_attempts must be an int, got {self.max_attempts!r}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not (isinstance(self.retry_delay, int | float) and math.isfinite(self.retry_delay)):
+            raise TypeError(f"retry_delay must be a finite number, got {self.retry_delay!r}")
+        if self.retry_delay < 0:
+            raise ValueError(f"retry_delay must be >= 0, got {self.retry_delay}")
+        if self.window is not None:
+            if isinstance(self.window, bool) or not isinstance(self.window, int):
+                raise TypeError(f"window must be an int or None, got {self.window!r}")
+            if self.window < 1:
+                raise ValueError(f"window must be >= 1, got {self.window}")
+
+    def credits(self, nodes: int) -> int | None:
+        """Messages one sending node may have queued here at once; None for no limit."""
+        if self.policy == "drop_oldest" or (self.capacity is None and self.window is None):
+            return None
+        if self.window is not None:
+            return self.window
+        return max(1, self.capacity // max(1, nodes))  # type: ignore[operator]
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait before delivering again a message that failed ``attempts`` times."""
+        return float(min(MAX_RETRY_DELAY, self.retry_delay * 2 ** max(0, attempts - 1)))

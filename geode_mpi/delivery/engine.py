@@ -1,0 +1,395 @@
+"""The delivery engine: sequence numbers, dedup and order, acks, outboxes, credits, retries.
+
+One engine serves the nodes of one rank. It sits between the transport (whose sink it is)
+and the node queues: every data message arriving is let through once and in order per
+(source, dest) pair; every message a node finishes with is acknowledged to its sender, in
+batches; senders keep what is not acknowledged in an outbox and, with flow control, spend a
+credit per message that the receiver returns when it takes the message from its queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from geode_mpi import codec
+from geode_mpi.delivery.config import QueueConfig
+from geode_mpi.delivery.control import decode_ack, encode_ack, ranges
+from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
+from geode_mpi.delivery.stats import DeadLetter, NodeStats
+from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
+from geode_mpi.message import Message
+from geode_mpi.queues import Inbox, Key, Match, Parcel
+from geode_mpi.transport import Transport
+
+ACK_BATCH = 64  # processed messages per pair that make an ack record go out at once
+_tuple_new = tuple.__new__
+_FLAG_RESENT = codec.FLAG_RESENT
+_FLAG_TRACKED = codec.FLAG_TRACKED
+_FLAG_WAITED = codec.FLAG_WAITED
+
+Decoder = Callable[[Parcel], Message]
+
+
+class Receipt:
+    """Handed to a message taken with an explicit ack: its ack() and nack() land here."""
+
+    __slots__ = ("_engine", "_index", "_parcel")
+
+    def __init__(self, engine: Engine, index: int, parcel: Parcel) -> None:
+        self._engine = engine
+        self._index = index
+        self._parcel = parcel
+
+    def ack(self) -> None:
+        self._engine.finish(self._index, self._parcel)
+
+    def nack(self, error: BaseException | None) -> None:
+        self._engine.fail(self._index, self._parcel, error)
+
+
+class Engine:
+    """Delivery state of the nodes one rank hosts.
+
+    Args:
+        transport: this rank's transport (the engine becomes its sink).
+        names: every node's name, by index.
+        rank_of: the rank hosting a node index.
+        local: the node indices this rank hosts.
+        configs: every node's queue settings, by index (the same on every rank).
+        resend_after: seconds after which an unacknowledged message is sent again (None: never;
+            MPI does not lose messages, so this matters only on a lossy transport).
+        decode: turns a parcel into a Message (for dead letters).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        names: Sequence[str],
+        rank_of: Callable[[int], int],
+        local: Sequence[int],
+        configs: Sequence[QueueConfig],
+        resend_after: float | None,
+        decode: Decoder,
+    ) -> None:
+        self.transport = transport
+        self.names = names
+        self.rank_of = rank_of
+        self.configs = configs
+        self.resend_after = resend_after
+        self.decode = decode
+        self.inboxes = {
+            index: Inbox(configs[index].capacity, configs[index].policy == "drop_oldest")
+            for index in local
+        }
+        self.stats = {index: NodeStats(names[index]) for index in local}
+        self.dead: dict[int, list[DeadLetter]] = {index: [] for index in local}
+        self._out: dict[tuple[int, int], PairOut] = {}
+        self._in: dict[tuple[int, int], PairIn] = {}
+        self._due: set[tuple[int, int]] = set()  # incoming pairs with acks or credits to send
+        self._explicit = {index: configs[index].ack == "explicit" for index in local}
+        self._window = {index: configs[index].credits(len(names)) for index in local}
+        self._eager = not transport.delivers_later  # in one process an ack costs a call
+        self._next_resend = 0.0
+        self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
+        # Data messages sent and received by this rank, resends and duplicates included: summed
+        # over the job they are equal exactly when no message is in flight.
+        self.data_sent = 0
+        self.data_received = 0
+        transport.attach(self.sink)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def pair_out(self, src: int, dst: int) -> PairOut:
+        pair = self._out.get((src, dst))
+        if pair is None:
+            pair = self._out[(src, dst)] = PairOut(self.configs[dst].credits(len(self.names)))
+        return pair
+
+    def reserve(self, src: int, dst: int, deadline: float | None, timeout: float | None) -> PairOut:
+        """The pair to send on, once the destination has room for one more message.
+
+        Raises:
+            QueueFull: the destination's policy is ``raise``, or waiting cannot help.
+            SendTimeout: ``block`` waited until the deadline.
+        """
+        pair = self.pair_out(src, dst)
+        if pair.credits is None or pair.credits > 0:
+            return pair
+        self.transport.progress()  # credits may be on their way
+        if pair.credits > 0:
+            return pair
+        config = self.configs[dst]
+        names = self.names
+        if config.policy == "raise":
+            raise QueueFull(
+                names[dst], names[src], config.capacity, pair.window or 0, "policy 'raise'"
+            )
+        if not self.transport.delivers_later:
+            raise QueueFull(
+                names[dst],
+                names[src],
+                config.capacity,
+                pair.window or 0,
+                f"in a one-process world nothing can take from {names[dst]}'s queue while "
+                "send() waits (receive between sends, or use policy 'drop_oldest')",
+            )
+        stats = self.stats[src]
+        stats.credit_waits += 1
+        started = time.monotonic()
+        try:
+            if not self.wait(lambda: bool(pair.credits), deadline):
+                raise SendTimeout(-1, names[src], names[dst], timeout or 0.0)
+        finally:
+            stats.credit_wait_seconds += time.monotonic() - started
+        return pair
+
+    def sent(
+        self,
+        src: int,
+        pair: PairOut,
+        seq: int,
+        meta: bytes,
+        frames: list[Any],
+        rank: int,
+        nbytes: int,
+        tracked: bool,
+    ) -> OutboxEntry | None:
+        """Record a message just handed to the transport; its outbox entry if it is tracked."""
+        pair.next_seq = seq + 1
+        if pair.credits is not None:
+            pair.credits -= 1
+        stats = self.stats[src]
+        stats.sent += 1
+        stats.sent_bytes += nbytes
+        self.data_sent += 1
+        if not tracked:
+            return None
+        entry = OutboxEntry(seq, meta, frames, rank, time.monotonic())
+        pair.outbox[seq] = entry
+        return entry
+
+    def _resend_due(self) -> None:
+        now = time.monotonic()
+        limit = self.resend_after
+        if limit is None or now < self._next_resend:
+            return
+        self._next_resend = now + limit / 4
+        for (src, _), pair in self._out.items():
+            for entry in list(pair.outbox.values()):
+                if now - entry.sent_at >= limit:
+                    meta = bytearray(entry.meta)
+                    meta[2] |= _FLAG_RESENT
+                    self.transport.send(entry.rank, bytes(meta), entry.frames)
+                    entry.sent_at = now
+                    entry.attempts += 1
+                    self.stats[src].resent += 1
+                    self.data_sent += 1
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def sink(self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
+        """Take one arrival from the transport."""
+        if meta[1] == codec.wire.KIND_CONTROL:
+            self._control(meta)
+            return
+        flags, seq, source, dest, reply_to = codec.track(meta)
+        inbox = self.inboxes.get(dest)
+        if inbox is None:
+            raise DecodeError(
+                f"rank {rank} sent a message from node index {source} for node index {dest}, "
+                "which this rank does not host: do all ranks use the same nodes?"
+            )
+        self.data_received += 1
+        key = (source, dest)
+        pair = self._in.get(key)
+        if pair is None:
+            pair = self._in[key] = PairIn()
+        parcel = _tuple_new(Parcel, (source, seq, flags, reply_to, meta, frames, nbytes, 0))
+        ready = pair.arrive(parcel)
+        stats = self.stats[dest]
+        if ready is None:
+            stats.duplicates += 1
+            if flags & _FLAG_TRACKED and pair.was_processed(seq):
+                pair.unacked.append(seq)  # its ack was lost, or is on its way: ack it again
+                self._due.add(key)
+            return
+        for item in ready:
+            stats.received += 1
+            stats.received_bytes += item.nbytes
+            dropped = inbox.push(item)
+            if dropped is not None:
+                stats.dropped += 1
+                self._done(dest, dropped)
+        if inbox.peak > stats.queue_peak:
+            stats.queue_peak = inbox.peak
+
+    def take(
+        self, index: int, match: Match | None, key: Key | None, explicit: bool
+    ) -> tuple[Parcel, Receipt | None] | None:
+        """Remove the next deliverable parcel from a node's queue.
+
+        Args:
+            index: the local node.
+            match: a filter, or None.
+            key: deliver the smallest key first instead of the oldest.
+            explicit: the caller will ack or nack (a Receipt comes back); otherwise taking it
+                is processing it, unless the node's queue wants explicit acks anyway.
+        """
+        parcel = self.inboxes[index].pop(match, key)
+        if parcel is None:
+            return None
+        window = self._window[index]
+        if window is not None:
+            key_in = (parcel.source, index)
+            pair = self._in[key_in]
+            pair.owed += 1
+            self._due.add(key_in)
+            if self._eager or pair.owed * 2 >= window:
+                self._flush_pair(key_in, pair)
+        if explicit or self._explicit[index]:
+            self.in_hand += 1
+            return parcel, Receipt(self, index, parcel)
+        self._done(index, parcel)
+        return parcel, None
+
+    def finish(self, index: int, parcel: Parcel) -> None:
+        """A taken message was processed (acked)."""
+        self.in_hand -= 1
+        self._done(index, parcel)
+
+    def fail(self, index: int, parcel: Parcel, error: BaseException | None) -> None:
+        """Processing a taken message failed: deliver it again later, or dead-letter it."""
+        self.in_hand -= 1
+        attempts = parcel.attempts + 1
+        config = self.configs[index]
+        stats = self.stats[index]
+        if attempts < config.max_attempts:
+            stats.retries += 1
+            again = parcel._replace(attempts=attempts)
+            inbox = self.inboxes[index]
+            # Back in the queue, beyond the credits its sender was given back for it: a queue
+            # can hold up to its capacity plus the messages waiting for a retry.
+            inbox.put_back(again, time.monotonic() + config.delay(attempts))
+            return
+        self.dead_letter(index, parcel, error, attempts)
+
+    def dead_letter(
+        self,
+        index: int,
+        parcel: Parcel,
+        error: BaseException | None,
+        attempts: int,
+        finish: bool = True,
+    ) -> None:
+        """Record a message that cannot be processed; with ``finish``, count it processed
+        (acknowledged: it is not lost, it is in the dead letters)."""
+        try:
+            message: Message | None = self.decode(parcel)
+        except DecodeError as exc:
+            message = None
+            error = error or exc
+        text = "no error given" if error is None else f"{type(error).__name__}: {error}"
+        self.dead[index].append(
+            DeadLetter(
+                self.names[index],
+                message,
+                text,
+                error,
+                attempts,
+                self.names[parcel.source],
+                parcel.seq,
+            )
+        )
+        self.stats[index].dead_letters += 1
+        if finish:
+            self._done(index, parcel)
+
+    def _done(self, index: int, parcel: Parcel) -> None:
+        key = (parcel.source, index)
+        pair = self._in[key]
+        if not pair.processed(parcel.seq):
+            return
+        self.stats[index].processed += 1
+        flags = parcel.flags
+        if flags & _FLAG_TRACKED:
+            pair.unacked.append(parcel.seq)
+            self._due.add(key)
+            if flags & _FLAG_WAITED:
+                pair.urgent = True
+            if self._eager or pair.urgent or len(pair.unacked) >= ACK_BATCH:
+                self._flush_pair(key, pair)
+
+    # -- acknowledgements ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send every pending ack and credit now (before waiting, and at close)."""
+        for key in list(self._due):
+            self._flush_pair(key, self._in[key])
+
+    def _flush_pair(self, key: tuple[int, int], pair: PairIn) -> None:
+        self._due.discard(key)
+        if not pair.unacked and not pair.owed:
+            return
+        source, dest = key
+        payload = encode_ack(pair.owed, ranges(pair.unacked))
+        pair.unacked = []
+        pair.owed = 0
+        pair.urgent = False
+        self.stats[dest].acks_sent += 1
+        self.transport.send(self.rank_of(source), codec.encode_control(dest, source, payload), ())
+
+    def _control(self, meta: memoryview) -> None:
+        _, _, receiver, sender, _ = codec.track(meta)
+        credits, acked = decode_ack(codec.control_payload(meta))
+        pair = self._out.get((sender, receiver))
+        if pair is None:
+            raise DecodeError(
+                f"an ack from node index {receiver} for node index {sender}, which sent it nothing"
+            )
+        if credits and pair.credits is not None:
+            pair.credits += credits
+        outbox = pair.outbox
+        count = 0
+        for first, end in acked:
+            for seq in range(first, end):
+                entry = outbox.pop(seq, None)
+                if entry is not None:
+                    entry.acked = True
+                    count += 1
+        self.stats[sender].acked += count
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def poll(self) -> bool:
+        """Run the transport once, and resend what timed out; True if anything happened."""
+        found = self.transport.progress()
+        if self.resend_after is not None:
+            self._resend_due()
+        return found
+
+    def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
+        """Flush acks, then drive progress until ``done()`` or the deadline (False)."""
+        self.flush()
+        if self.resend_after is None:
+            return self.transport.wait(done, deadline)
+
+        def done_or_resend() -> bool:
+            self._resend_due()
+            return done()
+
+        return self.transport.wait(done_or_resend, deadline)
+
+    def has_work(self) -> bool:
+        """True while a local queue holds a message, or one is taken and not finished."""
+        return self.in_hand > 0 or any(len(inbox) for inbox in self.inboxes.values())
+
+    def snapshot(self, index: int) -> NodeStats:
+        """A copy of a local node's counters, with its queue depth and outbox size now."""
+        stats = self.stats[index]
+        stats.queue_depth = len(self.inboxes[index])
+        stats.unacked = sum(
+            len(pair.outbox) for (src, _), pair in self._out.items() if src == index
+        )
+        return NodeStats(**stats.as_dict())

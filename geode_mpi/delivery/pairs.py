@@ -1,0 +1,93 @@
+"""Per (source node, destination node) state: sequence numbers, outbox, dedup, credits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geode_mpi.queues import Parcel
+
+
+class OutboxEntry:
+    """A sent message kept until it is acknowledged: enough to send it again."""
+
+    __slots__ = ("acked", "attempts", "frames", "meta", "rank", "sent_at", "seq")
+
+    def __init__(self, seq: int, meta: bytes, frames: list[Any], rank: int, now: float) -> None:
+        self.seq = seq
+        self.meta = meta
+        self.frames = frames
+        self.rank = rank
+        self.sent_at = now
+        self.attempts = 1
+        self.acked = False
+
+
+class PairOut:
+    """The sending side of one (source, dest) pair, kept by the source's rank.
+
+    Args:
+        credits: messages the destination still has room for from this source (None: no limit).
+    """
+
+    __slots__ = ("credits", "next_seq", "outbox", "window")
+
+    def __init__(self, credits: int | None) -> None:
+        self.next_seq = 0
+        self.outbox: dict[int, OutboxEntry] = {}
+        self.credits = credits
+        self.window = credits
+
+
+class PairIn:
+    """The receiving side of one (source, dest) pair, kept by the destination's rank.
+
+    Arrivals are numbered by the sender; `arrive` lets each number through once, in order,
+    holding early ones until the gap before them fills. Processing is tracked separately (a
+    message may be processed out of order, with filters or explicit acks), to acknowledge it
+    and to recognise a copy of an already processed message.
+    """
+
+    __slots__ = ("done_below", "done_extra", "expected", "held", "owed", "unacked", "urgent")
+
+    def __init__(self) -> None:
+        self.expected = 0  # the next sequence number to let through
+        self.held: dict[int, Parcel] = {}  # arrived early, waiting for the gap to fill
+        self.done_below = 0  # every number below this was processed
+        self.done_extra: set[int] = set()  # processed numbers above done_below
+        self.unacked: list[int] = []  # processed (tracked) numbers not yet acknowledged
+        self.owed = 0  # credits to return to the sender
+        self.urgent = False  # the sender waits for one of the unacked: send the ack now
+
+    def arrive(self, parcel: Parcel) -> list[Parcel] | None:
+        """The parcels to queue now (in order) after ``parcel`` arrived; None for a duplicate."""
+        seq = parcel.seq
+        if seq == self.expected:
+            self.expected = seq + 1
+            if not self.held:
+                return [parcel]
+            ready = [parcel]
+            while self.expected in self.held:
+                ready.append(self.held.pop(self.expected))
+                self.expected += 1
+            return ready
+        if seq < self.expected or seq in self.held:
+            return None
+        self.held[seq] = parcel
+        return []
+
+    def processed(self, seq: int) -> bool:
+        """Record ``seq`` processed; False if it already was."""
+        if seq < self.done_below or seq in self.done_extra:
+            return False
+        if seq == self.done_below:
+            self.done_below += 1
+            extra = self.done_extra
+            while self.done_below in extra:
+                extra.remove(self.done_below)
+                self.done_below += 1
+        else:
+            self.done_extra.add(seq)
+        return True
+
+    def was_processed(self, seq: int) -> bool:
+        return seq < self.done_below or seq in self.done_extra

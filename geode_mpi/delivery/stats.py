@@ -1,0 +1,76 @@
+"""What a node did: counters readable from `Geode.stats`, and the dead-letter records."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from geode_mpi.message import Message
+
+
+@dataclass
+class NodeStats:
+    """Counters of one node since its Geode was created.
+
+    Attributes:
+        sent / sent_bytes: messages this node sent (first sends, not resends) and their bytes.
+        received / received_bytes: messages queued for this node, and their bytes.
+        processed: messages this node finished with (acknowledged, or dead-lettered).
+        acked: messages this node sent that their receiver acknowledged.
+        acks_sent: acknowledgement records this node sent (each covers a batch of messages).
+        unacked: messages this node sent that are not acknowledged yet (its outbox).
+        resent: copies sent again after an acknowledgement timeout.
+        retries: deliveries repeated after a failed processing.
+        duplicates: copies of already received messages that were dropped.
+        dead_letters: messages that failed every attempt (see `Geode.dead_letters`).
+        dropped: messages dropped from a full ``drop_oldest`` queue.
+        queue_depth / queue_peak: messages in this node's queue now, and at most.
+        credit_waits / credit_wait_seconds: sends that waited for room in a full receiver's
+            queue, and the time they waited.
+    """
+
+    node: str
+    sent: int = 0
+    sent_bytes: int = 0
+    received: int = 0
+    received_bytes: int = 0
+    processed: int = 0
+    acked: int = 0
+    acks_sent: int = 0
+    unacked: int = 0
+    resent: int = 0
+    retries: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    dropped: int = 0
+    queue_depth: int = 0
+    queue_peak: int = 0
+    credit_waits: int = 0
+    credit_wait_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as a plain dict (for JSON)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that failed every delivery attempt, kept for the job to inspect.
+
+    Attributes:
+        node: the node that could not process it.
+        message: the message (None if it could not even be decoded).
+        error: the last failure, as ``"ExceptionType: text"``.
+        exception: the last exception itself (None if none was given).
+        attempts: how many times it was delivered.
+        source / seq: its sender and sequence number.
+    """
+
+    node: str
+    message: Message | None
+    error: str
+    exception: BaseException | None
+    attempts: int
+    source: str
+    seq: int
