@@ -10,6 +10,7 @@ from typing import Any
 from geode_mpi import codec
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
 from geode_mpi.core.placement import Placement, node_names
+from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import register, unregister
 from geode_mpi.delivery import DeadLetter, Engine, NodeStats, OutboxEntry, QueueConfig
 from geode_mpi.errors import (
@@ -182,6 +183,7 @@ class Geode:
         self._closed = False
         self._sealed = False  # True once close() began: nothing may be sent from then on
         self._sends = 0
+        self._processor = Processor(self)
         register(self)
 
     def _queue_configs(
@@ -444,6 +446,135 @@ class Geode:
         if not self._closed:
             self._progress()
         return len(self._inboxes[self._local_index(node, "pending")])
+
+    # -- processing ------------------------------------------------------------------------
+
+    def on(self, type: HandlerKey, node: str | int | None = None) -> Callable[[Handler], Handler]:
+        """Register the decorated function as the handler of messages of ``type``.
+
+        ``run()`` calls it with each such message (of that class or a subclass, unless a more
+        specific handler exists); a return value other than None is sent back to the message's
+        source as a reply. A handler that raises fails the delivery: the message is delivered
+        again after a back-off, then goes to the dead letters.
+
+        Args:
+            type: a Message subclass, or a class name.
+            node: only for this node (default: every node this rank hosts).
+        """
+        index = None if node is None else self._placement.index(node)
+
+        def register_handler(handler: Handler) -> Handler:
+            self._processor.add(type, index, handler)
+            return handler
+
+        return register_handler
+
+    def run(
+        self,
+        node: str | int | None = None,
+        *,
+        count: int | None = None,
+        until: Callable[[], bool] | None = None,
+        timeout: float | None = None,
+        quiescent: bool | None = None,
+    ) -> RunSummary:
+        """Process messages with the registered handlers until told to stop.
+
+        It ends after ``count`` messages, when ``until()`` returns True, when a `Stop` message
+        arrives (`stop`), after ``timeout`` seconds, or (``quiescent``, the default when neither
+        count nor until is given) when the whole job is quiescent: no node anywhere has a
+        message to process and none is in flight. Waiting for quiescence is collective: every
+        rank calls run().
+
+        Args:
+            node: serve only this local node (default: every node this rank hosts).
+            count: stop after this many messages (handled or failed).
+            until: stop once this returns True (checked after each round).
+            timeout: stop after this many seconds.
+            quiescent: stop when the job is quiescent.
+
+        Returns:
+            A RunSummary: messages processed, failures, replies, dead letters, why it ended.
+        """
+        self._check_open("run")
+        served = list(self._local) if node is None else [self._local_index(node, "run")]
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if quiescent is None:
+            quiescent = count is None and until is None
+        return self._processor.run(served, count, until, deadline, quiescent)
+
+    def reply(self, request: Message, value: Any, *, timeout: float | None = None) -> None:
+        """Send ``value`` back to the sender of a received ``request`` as its reply."""
+        if request.id is None or request.source is None or request.dest is None:
+            raise ValueError(f"reply() needs a received message, got {request!r}")
+        self._send(value, request.dest, request.source, False, timeout, request.id)
+
+    def request(
+        self,
+        message: Any,
+        dest: str | int,
+        *,
+        source: str | int | None = None,
+        timeout: float | None = None,
+    ) -> Message:
+        """Send ``message`` to ``dest`` and return its reply (what dest's handler returned).
+
+        While waiting, this rank's other nodes keep processing with their handlers, so a
+        request between two nodes of one process (the embedded world) is answered.
+
+        Raises:
+            ReceiveTimeout: no reply within ``timeout`` seconds.
+        """
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        handle = self._send(message, source, dest, False, timeout)
+        if handle is None:  # source is another rank's node
+            name = self._placement.names[self._placement.index(source or 0)]
+            raise NodeNotLocalError("request", name, self.rank, self.rank_of(name))
+        src = self._placement.index(handle.source)
+        dst = self._placement.index(handle.dest)
+        wanted = handle.id
+
+        def is_reply(parcel: Parcel) -> bool:
+            return parcel.reply_to == wanted and parcel.source == dst
+
+        others = [index for index in self._local if index != src]
+        engine = self._engine
+        transport = self._transport
+        summary = RunSummary()
+        backoff = Backoff()
+        while True:
+            engine.poll()
+            found = engine.take(src, is_reply, None, False)
+            if found is not None:
+                return self._deliver(src, found)
+            worked = self._processor.step(others, summary) if others else 0
+            if worked:
+                backoff.reset()
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if not transport.delivers_later:
+                break  # one process, nothing left to process: no reply can come
+            engine.flush()
+            if transport.spin(backoff.slice(transport.busy)):
+                backoff.reset()
+            else:
+                backoff.pause(transport.busy)
+        raise ReceiveTimeout(
+            handle.source,
+            timeout or 0.0,
+            handle.dest,
+            f"reply to message {wanted}",
+            len(self._inboxes[src]),
+            waited=transport.delivers_later,
+        )
+
+    def stop(self, node: str | int, *, source: str | int | None = None) -> None:
+        """Send a `Stop` message: ``node``'s run() loop ends when it gets there (in order
+        after what ``source`` sent it before)."""
+        self._send(Stop(), source, node, False, None)
 
     # -- lifecycle -------------------------------------------------------------------------
 

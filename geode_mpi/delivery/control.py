@@ -1,9 +1,11 @@
-"""Control records between nodes: acknowledgements with flow-control credits.
+"""Control records between nodes: acknowledgements with credits, and quiescence waves.
 
-Payload layout (little-endian), inside a codec control record (docs/wire-format.md):
+Payload layouts (little-endian), inside a codec control record (docs/wire-format.md):
 
-    u8 type (1 = ack) | 3 pad | u32 credits | u32 range count |
-    range count x (u64 first seq, u64 end seq, exclusive)
+    ack:   u8 type 1 | 3 pad | u32 credits | u32 range count |
+           range count x (u64 first seq, u64 end seq, exclusive)
+    wave:  u8 type 2 (ask), 3 (answer) or 4 (quiet) | 7 pad | u64 wave |
+           u64 messages sent | u64 messages received
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from collections.abc import Iterable
 from geode_mpi.errors import DecodeError
 
 ACK = 1
+WAVE_ASK = 2  # the coordinator asks for a rank's counts, once it is idle
+WAVE_ANSWER = 3  # a rank's counts for a wave
+WAVE_QUIET = 4  # the coordinator found the job quiescent in this wave
 _HEAD = struct.Struct("<BxxxII")
+_WAVE = struct.Struct("<B7xQQQ")
 _RANGE = struct.Struct("<QQ")
 
 Range = tuple[int, int]  # [first, end)
@@ -36,6 +42,30 @@ def encode_ack(credits: int, acked: list[Range]) -> bytes:
     parts = [_HEAD.pack(ACK, credits, len(acked))]
     parts.extend(_RANGE.pack(first, end) for first, end in acked)
     return b"".join(parts)
+
+
+def kind(payload: memoryview | bytes) -> int:
+    """The type of a control payload (its first byte)."""
+    if not len(payload):
+        raise DecodeError("empty control record")
+    return int(payload[0])
+
+
+def encode_wave(kind: int, wave: int, sent: int = 0, received: int = 0) -> bytes:
+    """A quiescence-wave payload."""
+    return _WAVE.pack(kind, wave, sent, received)
+
+
+def decode_wave(payload: memoryview | bytes) -> tuple[int, int, int, int]:
+    """(type, wave, sent, received) of a wave payload.
+
+    Raises:
+        DecodeError: not a wave payload.
+    """
+    if len(payload) != _WAVE.size or payload[0] not in (WAVE_ASK, WAVE_ANSWER, WAVE_QUIET):
+        raise DecodeError(f"not a quiescence-wave record ({len(payload)} bytes)")
+    kind, wave, sent, received = _WAVE.unpack_from(payload, 0)
+    return kind, wave, sent, received
 
 
 def decode_ack(payload: memoryview | bytes) -> tuple[int, list[Range]]:

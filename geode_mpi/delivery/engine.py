@@ -15,7 +15,7 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.delivery.config import QueueConfig
-from geode_mpi.delivery.control import decode_ack, encode_ack, ranges
+from geode_mpi.delivery.control import ACK, decode_ack, decode_wave, encode_ack, kind, ranges
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
@@ -97,6 +97,8 @@ class Engine:
         # over the job they are equal exactly when no message is in flight.
         self.data_sent = 0
         self.data_received = 0
+        # Quiescence-wave records go to this: (from node, type, wave, sent, received).
+        self.on_wave: Callable[[int, int, int, int, int], None] | None = None
         transport.attach(self.sink)
 
     # -- sending ---------------------------------------------------------------------------
@@ -338,11 +340,21 @@ class Engine:
         pair.owed = 0
         pair.urgent = False
         self.stats[dest].acks_sent += 1
-        self.transport.send(self.rank_of(source), codec.encode_control(dest, source, payload), ())
+        self.send_control(dest, source, payload)
+
+    def send_control(self, source: int, dest: int, payload: bytes) -> None:
+        """Send a control record from node index ``source`` to node index ``dest``."""
+        self.transport.send(self.rank_of(dest), codec.encode_control(source, dest, payload), ())
 
     def _control(self, meta: memoryview) -> None:
         _, _, receiver, sender, _ = codec.track(meta)
-        credits, acked = decode_ack(codec.control_payload(meta))
+        payload = codec.control_payload(meta)
+        if kind(payload) != ACK:
+            if self.on_wave is None:
+                raise DecodeError(f"a control record of type {kind(payload)} arrived unasked")
+            self.on_wave(receiver, *decode_wave(payload))
+            return
+        credits, acked = decode_ack(payload)
         pair = self._out.get((sender, receiver))
         if pair is None:
             raise DecodeError(

@@ -297,16 +297,19 @@ class MPITransport(Transport):
 
     def _spin_transfers(self, seconds: float) -> bool:
         # MPI moves a large message a chunk per call: drive the transfers in flight with the
-        # cheapest call there is until one completes, then let progress() do the bookkeeping.
+        # cheapest calls there are until one completes or something new arrives (a peer whose
+        # send to us waits for our match may be what our own send waits for), then let
+        # progress() do the bookkeeping.
         requests = [request for ticket in self._active for request in ticket.state[0]]
         for source in self._waiting_sources:
             requests.extend(self._arrivals[source][0].requests)
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
+        iprobe = self.comm.Iprobe
         clock = time.perf_counter
         share = self.oversubscribed
         while True:
-            if testany(requests)[1] or clock() > until:
+            if testany(requests)[1] or iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG) or clock() > until:
                 return self.progress()
             if share:
                 os.sched_yield()  # the peer moving the other end may need this core

@@ -1,0 +1,282 @@
+"""Message processing: handlers by message type, the run loop, replies, quiescence.
+
+`Geode.run` takes each message from the node queues it serves, calls the handler registered
+for its type, sends the handler's return value back to the sender as a reply, and acks the
+message; a handler that raises makes it a failed delivery (retried, then dead-lettered).
+The loop ends on a count, a predicate, a `Stop` message, a timeout, or, by default, when the
+whole job is quiescent: no rank has a message to process and none is in flight.
+
+Quiescence is found by waves (the four-counter method): the rank hosting node 0 asks every
+rank for its counts of data messages sent and received, and a rank answers only while it is
+idle in `run`. Two consecutive waves with equal totals, sent equal to received, prove that no
+message was in flight and no rank worked in between; the coordinator then tells every rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi.delivery import Receipt
+from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
+from geode_mpi.errors import DecodeError
+from geode_mpi.message import Message
+from geode_mpi.queues import Parcel
+from geode_mpi.transport import Backoff
+
+if TYPE_CHECKING:
+    from geode_mpi.core.geode import Geode
+
+log = logging.getLogger("geode_mpi")
+
+Handler = Callable[[Message], Any]
+HandlerKey = type[Message] | str
+
+
+class Stop(Message):
+    """Ends the `Geode.run` loop of the node it is sent to (see `Geode.stop`)."""
+
+
+@dataclass
+class RunSummary:
+    """What one `Geode.run` call did.
+
+    Attributes:
+        processed: messages handled successfully.
+        failed: handler calls that raised (each is retried or dead-lettered).
+        replies: handler results sent back as replies.
+        dead_letters: messages that went to the dead letters during this run.
+        reason: why it ended: "quiescent", "stopped", "count", "until" or "timeout".
+        seconds: how long it ran.
+    """
+
+    processed: int = 0
+    failed: int = 0
+    replies: int = 0
+    dead_letters: int = 0
+    reason: str = ""
+    seconds: float = 0.0
+
+
+class Quiescence:
+    """Finds, by waves of counts, the moment no rank has work and no message is in flight."""
+
+    def __init__(self, geode: Geode) -> None:
+        self.geode = geode
+        self.engine = geode._engine
+        self.size = geode.size
+        self.coordinator = geode.rank == 0
+        self.wave = 0  # the coordinator's current wave (0: none yet)
+        self.answers: dict[int, tuple[int, int]] = {}
+        self.previous: tuple[int, int] | None = None
+        self.asked = 0  # the newest wave this rank was asked about and has not answered
+        self.quiet = 0  # the wave the coordinator declared quiet (0: none)
+        self.waves = 0  # waves the coordinator started
+        self.engine.on_wave = self._on_wave
+
+    def reset(self) -> None:
+        """Forget a quiet verdict from an earlier run."""
+        self.quiet = 0
+
+    def _on_wave(self, sender: int, kind: int, wave: int, sent: int, received: int) -> None:
+        if kind == WAVE_ASK:
+            self.asked = max(self.asked, wave)
+        elif kind == WAVE_ANSWER:
+            if wave == self.wave:
+                self.answers[self.geode.rank_of(sender)] = (sent, received)
+        elif kind == WAVE_QUIET:
+            self.quiet = max(self.quiet, wave)
+
+    def check(self, idle: bool) -> bool:
+        """Take part in the waves; True once the job is quiescent."""
+        if self.quiet:
+            return True
+        engine = self.engine
+        if self.size == 1:
+            return idle and not engine.transport.busy
+        if not idle:
+            return False
+        counts = (engine.data_sent, engine.data_received)
+        me = self.geode._placement.hosted_by(self.geode.rank)[0]
+        if not self.coordinator:
+            if self.asked:
+                engine.send_control(me, 0, encode_wave(WAVE_ANSWER, self.asked, *counts))
+                self.asked = 0
+            return False
+        if self.wave and len(self.answers) == self.size:
+            totals = (
+                sum(sent for sent, _ in self.answers.values()),
+                sum(received for _, received in self.answers.values()),
+            )
+            done = totals[0] == totals[1] and totals == self.previous
+            self.previous = totals
+            if done:
+                for rank in range(1, self.size):
+                    engine.send_control(me, rank, encode_wave(WAVE_QUIET, self.wave))
+                self.quiet = self.wave
+                self.previous = None
+                return True
+            self.wave = 0
+        if not self.wave:
+            self.waves += 1
+            self.wave = self.waves
+            self.answers = {0: counts}
+            for rank in range(1, self.size):
+                engine.send_control(me, rank, encode_wave(WAVE_ASK, self.wave))
+        return False
+
+
+class Processor:
+    """The handlers of one Geode, and its run loop."""
+
+    def __init__(self, geode: Geode) -> None:
+        self.geode = geode
+        self.handlers: dict[int | None, dict[HandlerKey, Handler]] = {}
+        self.stopped: set[int] = set()
+        self.quiescence: Quiescence | None = None
+
+    # -- handlers --------------------------------------------------------------------------
+
+    def add(self, key: HandlerKey, node: int | None, handler: Handler) -> None:
+        if not (isinstance(key, str) or (isinstance(key, type) and issubclass(key, Message))):
+            raise TypeError(f"on() takes a Message subclass or a class name, got {key!r}")
+        if not callable(handler):
+            raise TypeError(f"a handler must be callable, got {handler!r}")
+        self.handlers.setdefault(node, {})[key] = handler
+
+    def find(self, index: int, cls: type[Message]) -> Handler | None:
+        """The handler for a message of class ``cls`` on node ``index``: the node's own
+        handlers first, then the Geode-wide ones; the most specific class wins."""
+        for table in (self.handlers.get(index), self.handlers.get(None)):
+            if not table:
+                continue
+            for klass in cls.__mro__:
+                found = table.get(klass) or table.get(klass.__name__)
+                if found is not None:
+                    return found
+        return None
+
+    # -- processing one message ------------------------------------------------------------
+
+    def process(self, index: int, parcel: Parcel, receipt: Receipt, summary: RunSummary) -> None:
+        """Decode, handle, reply and ack one taken message (or nack / dead-letter it)."""
+        geode = self.geode
+        engine = geode._engine
+        try:
+            message = geode._decode(parcel)
+        except DecodeError as exc:
+            engine.in_hand -= 1
+            engine.dead_letter(index, parcel, exc, parcel.attempts + 1)
+            summary.dead_letters += 1
+            log.warning("%s: dead letter (cannot decode): %s", geode._names[index], exc)
+            return
+        if isinstance(message, Stop):
+            receipt.ack()
+            self.stopped.add(index)
+            return
+        handler = self.find(index, type(message))
+        if handler is None:
+            error = LookupError(
+                f"no handler for {message.type} on {geode._names[index]}: register one with "
+                f"@geode.on({message.type})"
+            )
+            engine.in_hand -= 1
+            engine.dead_letter(index, parcel, error, parcel.attempts + 1)
+            summary.dead_letters += 1
+            log.warning("%s: dead letter: %s", geode._names[index], error)
+            return
+        dead_before = engine.stats[index].dead_letters
+        try:
+            result = handler(message)
+            if result is not None:
+                geode.reply(message, result)
+                summary.replies += 1
+        except Exception as exc:
+            summary.failed += 1
+            receipt.nack(exc)
+            if engine.stats[index].dead_letters > dead_before:
+                summary.dead_letters += 1
+                log.warning(
+                    "%s: dead letter after %d attempt(s): message %s from %s: %s: %s",
+                    geode._names[index],
+                    parcel.attempts + 1,
+                    message.id,
+                    message.source,
+                    type(exc).__name__,
+                    exc,
+                )
+            return
+        receipt.ack()
+        summary.processed += 1
+
+    def step(self, served: list[int], summary: RunSummary, limit: int | None = None) -> int:
+        """Process at most one message per served node (and at most ``limit``); the count."""
+        engine = self.geode._engine
+        done = 0
+        for index in served:
+            if index in self.stopped or (limit is not None and done >= limit):
+                continue
+            found = engine.take(index, None, None, True)
+            if found is None:
+                continue
+            parcel, receipt = found
+            assert receipt is not None
+            self.process(index, parcel, receipt, summary)
+            done += 1
+        return done
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(
+        self,
+        served: list[int],
+        count: int | None,
+        until: Callable[[], bool] | None,
+        deadline: float | None,
+        quiescent: bool,
+    ) -> RunSummary:
+        geode = self.geode
+        engine = geode._engine
+        transport = geode._transport
+        summary = RunSummary()
+        started = time.monotonic()
+        self.stopped.difference_update(served)
+        if quiescent:
+            if self.quiescence is None:
+                self.quiescence = Quiescence(geode)
+            self.quiescence.reset()
+        backoff = Backoff()
+        while True:
+            engine.poll()
+            left = None if count is None else count - summary.processed - summary.failed
+            worked = self.step(served, summary, left)
+            if worked:
+                backoff.reset()
+            if any(index in self.stopped for index in served):
+                summary.reason = "stopped"
+                break
+            if count is not None and summary.processed + summary.failed >= count:
+                summary.reason = "count"
+                break
+            if until is not None and until():
+                summary.reason = "until"
+                break
+            idle = not engine.in_hand and not any(len(geode._inboxes[i]) for i in served)
+            if quiescent and self.quiescence is not None and self.quiescence.check(idle):
+                summary.reason = "quiescent"
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                summary.reason = "timeout"
+                break
+            if not worked:
+                engine.flush()
+                if transport.spin(backoff.slice(transport.busy)):
+                    backoff.reset()
+                else:
+                    backoff.pause(transport.busy)
+        engine.flush()
+        summary.seconds = time.monotonic() - started
+        return summary
