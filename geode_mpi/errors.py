@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class GeodeError(Exception):
@@ -120,16 +121,33 @@ class AckTimeout(GeodeTimeoutError):
     The message stays in its sender's outbox: it may still be processed, once.
     """
 
-    def __init__(self, message_id: int, source: str, dest: str, seq: int, timeout: float) -> None:
+    def __init__(
+        self,
+        message_id: int,
+        source: str,
+        dest: str,
+        seq: int,
+        timeout: float,
+        handle: Any = None,
+        waited: bool = True,
+    ) -> None:
         self.message_id = message_id
         self.source = source
         self.dest = dest
         self.seq = seq
         self.timeout = timeout
+        self.handle = handle  # the SendHandle: wait() on it again to keep waiting
+        if waited:
+            why = f"within {timeout:g} s: {dest} has not processed it yet (is it receiving?)"
+        else:
+            why = (
+                f"and cannot be while send() waits: in a one-process world nothing takes it "
+                f"from {dest}'s queue meanwhile (no handler for it on {dest}; receive it first, "
+                "or wait on the handle after)"
+            )
         super().__init__(
-            f"message {message_id} ({source}->{dest} seq {seq}) was not acknowledged within "
-            f"{timeout:g} s: {dest} has not processed it yet (is it receiving?); it stays in "
-            f"{source}'s outbox and may still be processed, once"
+            f"message {message_id} ({source}->{dest} seq {seq}) was not acknowledged {why}; "
+            f"it stays in {source}'s outbox and may still be processed, once"
         )
 
 

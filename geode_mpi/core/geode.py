@@ -110,8 +110,15 @@ class SendHandle:
         ticket = self._ticket
         if not self._geode._wait_until(lambda: ticket.done, deadline):
             raise SendTimeout(self.id, self.source, self.dest, timeout or 0.0)
-        if self.ack and not self._geode._wait_until(lambda: self.acked, deadline):
-            raise AckTimeout(self.id, self.source, self.dest, self.seq, timeout or 0.0)
+        if not self.ack or self.acked:
+            return
+        geode = self._geode
+        if geode.hosts(self.dest):  # its handlers may process it right here
+            geode._processor.pump([self._stamp.dest], lambda: self.acked)
+        if not geode._transport.delivers_later and not self.acked:
+            raise AckTimeout(self.id, self.source, self.dest, self.seq, 0.0, self, waited=False)
+        if not geode._wait_until(lambda: self.acked, deadline):
+            raise AckTimeout(self.id, self.source, self.dest, self.seq, timeout or 0.0, self)
 
     def __repr__(self) -> str:
         state = "acked" if self.acked else "done" if self._ticket.done else "in flight"

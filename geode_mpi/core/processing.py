@@ -228,6 +228,21 @@ class Processor:
             done += 1
         return done
 
+    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
+        """Process messages of these local nodes, where they have handlers, until ``done()``
+        or none is left (a wait in one process that only local processing can end)."""
+        geode = self.geode
+        served = [index for index in nodes if self.has_handlers(index)]
+        summary = RunSummary()
+        while not done():
+            geode._engine.poll()
+            if not served or not self.step(served, summary):
+                break
+        return done()
+
+    def has_handlers(self, index: int) -> bool:
+        return bool(self.handlers.get(index) or self.handlers.get(None))
+
     # -- the loop --------------------------------------------------------------------------
 
     def run(

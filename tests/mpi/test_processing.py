@@ -1,0 +1,133 @@
+"""Handlers and the run loop at any size: pipelines ending by quiescence, replies, retries."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from geode_mpi import AckTimeout, Geode, Message, QueueConfig
+
+TIMEOUT = 60.0
+
+
+class Hop(Message):
+    """Travels around the ring of nodes until its hop count runs out."""
+
+
+class Square(Message):
+    pass
+
+
+class Flaky(Message):
+    """Fails its first delivery when its data is even; always fails when it is 13."""
+
+
+class Go(Message):
+    pass
+
+
+def job_sum(geode: Geode, value: int) -> int:
+    """``value`` summed over the ranks (the test's own bookkeeping, not geode_mpi's)."""
+    if geode.size == 1:
+        return value
+    from mpi4py import MPI
+
+    return int(MPI.COMM_WORLD.allreduce(value))
+
+
+def test_a_pipeline_of_handlers_ends_everywhere_by_quiescence(geode: Geode) -> None:
+    nodes = geode.nodes
+    handled: Counter[str] = Counter()
+
+    @geode.on(Hop)
+    def hop(msg: Message) -> None:
+        assert msg.dest is not None
+        handled[msg.dest] += 1
+        hops, grid = msg.data
+        assert np.array_equal(grid, np.full(500, float(hops)))
+        if hops:
+            after = nodes[(nodes.index(msg.dest) + 1) % len(nodes)]
+            geode.send(Hop((hops - 1, np.full(500, float(hops - 1)))), msg.dest, after)
+
+    starts, hops = 3, 12
+    for node in geode.local_nodes:
+        for _ in range(starts):
+            after = nodes[(nodes.index(node) + 1) % len(nodes)]
+            geode.send(Hop((hops, np.full(500, float(hops)))), node, after)
+    summary = geode.run(timeout=TIMEOUT)
+    assert summary.reason == "quiescent", summary
+    assert summary.failed == 0 and summary.dead_letters == 0
+    total = job_sum(geode, sum(handled.values()))
+    assert total == len(nodes) * starts * (hops + 1)
+    assert summary.processed == sum(handled.values())
+    for node in geode.local_nodes:
+        assert geode.pending(node) == 0
+
+
+def test_request_reply_across_ranks(geode: Geode) -> None:
+    @geode.on(Square)
+    def square(msg: Message) -> int:
+        return int(msg.data) ** 2
+
+    if geode.rank == 0:
+        for k, node in enumerate(geode.nodes[1:], start=2):
+            reply = geode.request(Square(k), node, timeout=TIMEOUT)
+            assert reply.data == k * k and reply.source == node and reply.reply_to is not None
+        for node in geode.nodes:
+            if not geode.hosts(node):
+                geode.stop(node)
+    else:
+        summary = geode.run(timeout=TIMEOUT)
+        assert summary.reason == "stopped", summary
+        assert summary.replies == len(geode.local_nodes)
+
+
+@pytest.mark.parametrize("ack", ["auto", "explicit"])
+def test_failed_processing_is_retried_then_dead_lettered(ack: str) -> None:
+    queue = QueueConfig(ack=ack, max_attempts=3, retry_delay=0.001)
+    with Geode(queue=queue) as geode:
+        last = geode.nodes[-1]
+        seen: list[int] = []
+
+        @geode.on(Flaky)
+        def flaky(msg: Message) -> None:
+            seen.append(msg.data)
+            if msg.data == 13 or (msg.data % 2 == 0 and seen.count(msg.data) == 1):
+                raise ValueError(f"cannot process {msg.data}")
+
+        if geode.hosts(geode.nodes[0]):
+            for k in range(10, 20):
+                geode.send(Flaky(k), geode.nodes[0], last)
+        summary = geode.run(timeout=TIMEOUT)
+        assert summary.reason == "quiescent", summary
+        if geode.hosts(last):
+            # Per-source order holds across retries: each failed message came back first.
+            expected = []
+            for k in range(10, 20):
+                expected += [k] * (3 if k == 13 else 2 if k % 2 == 0 else 1)
+            assert seen == expected
+            (dead,) = geode.dead_letters(last)
+            assert dead.message is not None and dead.message.data == 13
+            assert dead.attempts == 3 and dead.error == "ValueError: cannot process 13"
+            stats = geode.stats(last)
+            assert stats.retries == 5 + 2 and stats.dead_letters == 1 and stats.processed == 10
+
+
+def test_an_ack_timeout_names_the_message_and_the_ack_still_comes(geode: Geode) -> None:
+    first, last = geode.nodes[0], geode.nodes[-1]
+    if geode.hosts(first):
+        with pytest.raises(
+            AckTimeout, match=rf"\({first}->{last} seq 0\) was not acknowledged"
+        ) as e:
+            geode.send("wait for me", first, last, ack=True, timeout=0.3)
+        late = e.value.handle
+        assert late is not None and not late.acked
+        geode.send(Go(), first, last)
+    if geode.hosts(last):
+        assert geode.receive(last, type=Go, timeout=TIMEOUT).source == first
+        assert geode.receive(last, timeout=TIMEOUT).data == "wait for me"  # acks it
+    if geode.hosts(first):
+        late.wait(timeout=TIMEOUT)  # the ack of the same message, once it was processed
+        assert late.acked
