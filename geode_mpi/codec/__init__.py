@@ -3,6 +3,7 @@
 from geode_mpi.codec.classes import resolve, short_name
 from geode_mpi.codec.wire import (
     FLAG_RESENT,
+    FLAG_SEQUENCE,
     FLAG_TRACKED,
     FLAG_WAITED,
     NO_REPLY,
@@ -22,6 +23,7 @@ from geode_mpi.codec.wire import (
 
 __all__ = [
     "FLAG_RESENT",
+    "FLAG_SEQUENCE",
     "FLAG_TRACKED",
     "FLAG_WAITED",
     "NO_REPLY",

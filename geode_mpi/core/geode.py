@@ -9,6 +9,7 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
+from geode_mpi.core.groups import Group, Sequencer
 from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import register, unregister
@@ -191,6 +192,8 @@ class Geode:
         self._sealed = False  # True once close() began: nothing may be sent from then on
         self._sends = 0
         self._processor = Processor(self)
+        self._sequencer = Sequencer(self)
+        self._engine.on_forward = self._sequencer.forward
         register(self)
 
     def _queue_configs(
@@ -280,6 +283,7 @@ class Geode:
         ack: bool,
         timeout: float | None,
         reply_to: int = codec.NO_REPLY,
+        flags: int = 0,
     ) -> SendHandle | None:
         if self._sealed:
             raise ClosedError("isend")
@@ -306,7 +310,7 @@ class Geode:
         count = self._counter[src]
         stamp = _tuple_new(codec.Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
         tracked = self._acks or ack
-        flags = (codec.FLAG_TRACKED if tracked else 0) | (codec.FLAG_WAITED if ack else 0)
+        flags |= (codec.FLAG_TRACKED if tracked else 0) | (codec.FLAG_WAITED if ack else 0)
         meta, frames = codec.encode(msg, stamp, flags, reply_to)
         rank = dst % self.size
         ticket = self._transport.send(rank, meta, frames)
@@ -578,6 +582,28 @@ class Geode:
             waited=transport.delivers_later,
         )
 
+    def group(self, members: Sequence[str | int], *, sequencer: str | int | None = None) -> Group:
+        """A group of nodes that see the messages sent to it in one total order.
+
+        Every message sent with ``group.send()`` goes through the ``sequencer`` node (default:
+        the first member), which forwards it to every member; all members, the sender too if
+        it is one, receive the group's messages in the same order. The cost: one extra hop,
+        and the sequencer's work per message and member. Creating a group involves no
+        communication: create it the same way wherever it is used.
+
+        Raises:
+            UnknownNodeError: a member or the sequencer is not a node of this job.
+            ValueError: no members, or the same member twice.
+        """
+        indices = [self._placement.index(member, "member") for member in members]
+        if not indices:
+            raise ValueError("a group needs at least one member")
+        if len(set(indices)) != len(indices):
+            raise ValueError(f"group members must be distinct, got {list(members)!r}")
+        chosen = indices[0] if sequencer is None else self._placement.index(sequencer, "sequencer")
+        name = "+".join(self._names[index] for index in indices)
+        return Group(self, name, indices, chosen)
+
     def stop(self, node: str | int, *, source: str | int | None = None) -> None:
         """Send a `Stop` message: ``node``'s run() loop ends when it gets there (in order
         after what ``source`` sent it before)."""
@@ -688,6 +714,8 @@ class Geode:
         backoff = Backoff()
         inbox = self._inboxes[index]
         while True:
+            if engine.forwards:
+                engine.forward()
             if transport.spin(backoff.slice(transport.busy)) or inbox.next_ready() == 0:
                 found = engine.take(index, match, key, False)
                 if found is not None:

@@ -279,7 +279,11 @@ class Processor:
             if until is not None and until():
                 summary.reason = "until"
                 break
-            idle = not engine.in_hand and not any(len(geode._inboxes[i]) for i in served)
+            idle = (
+                not engine.in_hand
+                and not engine.forwards
+                and not any(len(geode._inboxes[i]) for i in served)
+            )
             if quiescent and self.quiescence is not None and self.quiescence.check(idle):
                 summary.reason = "quiescent"
                 break

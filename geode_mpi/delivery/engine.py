@@ -10,6 +10,7 @@ credit per message that the receiver returns when it takes the message from its 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ _tuple_new = tuple.__new__
 _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
+_FLAG_SEQUENCE = codec.FLAG_SEQUENCE
 
 Decoder = Callable[[Parcel], Message]
 
@@ -99,6 +101,10 @@ class Engine:
         self.data_received = 0
         # Quiescence-wave records go to this: (from node, type, wave, sent, received).
         self.on_wave: Callable[[int, int, int, int, int], None] | None = None
+        # Messages a local node must forward as a group's sequencer, in arrival order, and
+        # what forwards them (outside the transport's sink, where sending may wait).
+        self.forwards: deque[tuple[int, Parcel]] = deque()
+        self.on_forward: Callable[[int, Parcel], None] | None = None
         transport.attach(self.sink)
 
     # -- sending ---------------------------------------------------------------------------
@@ -220,6 +226,9 @@ class Engine:
         for item in ready:
             stats.received += 1
             stats.received_bytes += item.nbytes
+            if item.flags & _FLAG_SEQUENCE:
+                self.forwards.append((dest, item))
+                continue
             dropped = inbox.push(item)
             if dropped is not None:
                 stats.dropped += 1
@@ -375,27 +384,44 @@ class Engine:
     # -- waiting ---------------------------------------------------------------------------
 
     def poll(self) -> bool:
-        """Run the transport once, and resend what timed out; True if anything happened."""
+        """Run the transport once, forward what a sequencer must, and resend what timed out;
+        True if anything happened."""
         found = self.transport.progress()
+        if self.forwards:
+            self.forward()
+            found = True
         if self.resend_after is not None:
             self._resend_due()
         return found
 
+    def forward(self) -> None:
+        """Hand each message waiting at a sequencer to the forwarder, then count it done."""
+        while self.forwards and self.on_forward is not None:
+            index, parcel = self.forwards.popleft()
+            self.on_forward(index, parcel)
+            self._done(index, parcel)
+
     def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
         """Flush acks, then drive progress until ``done()`` or the deadline (False)."""
         self.flush()
-        if self.resend_after is None:
-            return self.transport.wait(done, deadline)
 
-        def done_or_resend() -> bool:
-            self._resend_due()
+        def done_or_work() -> bool:
+            if self.forwards:
+                self.forward()
+            if self.resend_after is not None:
+                self._resend_due()
             return done()
 
-        return self.transport.wait(done_or_resend, deadline)
+        return self.transport.wait(done_or_work, deadline)
 
     def has_work(self) -> bool:
-        """True while a local queue holds a message, or one is taken and not finished."""
-        return self.in_hand > 0 or any(len(inbox) for inbox in self.inboxes.values())
+        """True while a local queue holds a message, one is taken and not finished, or one
+        waits to be forwarded."""
+        return (
+            self.in_hand > 0
+            or bool(self.forwards)
+            or any(len(inbox) for inbox in self.inboxes.values())
+        )
 
     def snapshot(self, index: int) -> NodeStats:
         """A copy of a local node's counters, with its queue depth and outbox size now."""

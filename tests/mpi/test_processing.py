@@ -131,3 +131,30 @@ def test_an_ack_timeout_names_the_message_and_the_ack_still_comes(geode: Geode) 
     if geode.hosts(first):
         late.wait(timeout=TIMEOUT)  # the ack of the same message, once it was processed
         assert late.acked
+
+
+def test_a_group_delivers_in_one_total_order_to_every_member(geode: Geode) -> None:
+    group = geode.group(geode.nodes, sequencer=geode.nodes[-1])
+    per_node = 20
+    for node in geode.local_nodes:
+        for k in range(per_node):
+            group.send({"k": k, "grid": np.full(3000, k)}, node)  # 24 kB: frames out of band
+    seen: dict[str, list[tuple[str, int, int]]] = {}
+    for node in geode.local_nodes:
+        got = []
+        for _ in range(per_node * len(geode.nodes)):
+            msg = geode.receive(node, timeout=TIMEOUT)
+            assert msg.source == group.sequencer and msg.group == group.name
+            assert np.array_equal(msg.data["grid"], np.full(3000, msg.data["k"]))
+            got.append((msg.origin, msg.data["k"], msg.group_seq))
+        assert [seq for _, _, seq in got] == list(range(len(got)))
+        for origin in geode.nodes:  # each origin's own messages keep their order
+            assert [k for o, k, _ in got if o == origin] == list(range(per_node))
+        seen[node] = got
+    orders = list(seen.values())
+    if geode.size > 1:
+        from mpi4py import MPI
+
+        orders = [order for part in MPI.COMM_WORLD.allgather(orders) for order in part]
+    assert len(orders) == len(geode.nodes)
+    assert all(order == orders[0] for order in orders)  # one order, seen by every member

@@ -1,0 +1,83 @@
+"""Groups with one total order: every member sees the group's messages in the same order.
+
+A group routes each message through its **sequencer** node, which forwards it to every member.
+All copies then come from one source, the sequencer, and per-source FIFO (which geode_mpi always
+keeps) makes the sequencer's order everyone's order. The cost is one extra hop, and the
+sequencer's work of decoding and re-sending each message to every member.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi import codec
+from geode_mpi.message import Message
+from geode_mpi.queues import Parcel
+
+if TYPE_CHECKING:
+    from geode_mpi.core.geode import Geode, SendHandle
+
+GROUP_ATTRIBUTE = "_geode_group"  # on the way to the sequencer: (group name, member indices)
+
+
+class Group:
+    """A set of nodes that receive the messages sent to the group in one order.
+
+    Create it with `Geode.group`. Members receive through the usual ``receive()`` and run loop;
+    a group message arrives with ``msg.group`` (the group's name), ``msg.group_seq`` (its place
+    in the group's order, from 0) and ``msg.origin`` (the node that sent it; ``msg.source`` is
+    the sequencer, which forwarded it).
+    """
+
+    def __init__(self, geode: Geode, name: str, members: Sequence[int], sequencer: int) -> None:
+        self._geode = geode
+        self.name = name
+        self._members = tuple(members)
+        self._sequencer = sequencer
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The member nodes, in the order given."""
+        return tuple(self._geode.nodes[index] for index in self._members)
+
+    @property
+    def sequencer(self) -> str:
+        """The node that orders the group's messages."""
+        return self._geode.nodes[self._sequencer]
+
+    def send(
+        self, message: Any, source: str | int | None = None, *, timeout: float | None = None
+    ) -> SendHandle | None:
+        """Send ``message`` to every member, in the group's one order.
+
+        Returns once the sequencer has it (the handle of that first hop), or None when this
+        rank does not host ``source``.
+        """
+        msg = copy.copy(message) if isinstance(message, Message) else Message(message)
+        msg.__dict__[GROUP_ATTRIBUTE] = (self.name, self._members)
+        return self._geode._send(
+            msg, source, self._sequencer, False, timeout, flags=codec.FLAG_SEQUENCE
+        )
+
+    def __repr__(self) -> str:
+        return f"<Group {self.name!r} members={list(self.members)} sequencer={self.sequencer}>"
+
+
+class Sequencer:
+    """Forwards the group messages that reach a local node to each group's members."""
+
+    def __init__(self, geode: Geode) -> None:
+        self.geode = geode
+        self.next_seq: dict[str, int] = {}
+
+    def forward(self, index: int, parcel: Parcel) -> None:
+        geode = self.geode
+        message = geode._decode(parcel)
+        name, members = message.__dict__.pop(GROUP_ATTRIBUTE)
+        seq = self.next_seq.get(name, 0)
+        self.next_seq[name] = seq + 1
+        message.__dict__.update(origin=geode.nodes[parcel.source], group=name, group_seq=seq)
+        for member in members:
+            geode._send(message, index, member, False, None)
