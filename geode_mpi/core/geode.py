@@ -555,6 +555,7 @@ class Geode:
         transport = self._transport
         summary = RunSummary()
         backoff = Backoff()
+        started = time.perf_counter()
         while True:
             engine.poll()
             found = engine.take(src, is_reply, None, False)
@@ -568,7 +569,7 @@ class Geode:
                 break
             if not transport.delivers_later:
                 break  # one process, nothing left to process: no reply can come
-            engine.flush()
+            engine.flush_after(started)
             if transport.spin(backoff.slice(transport.busy)):
                 backoff.reset()
             else:
@@ -709,7 +710,7 @@ class Geode:
         found = engine.take(index, match, key, False)
         if found is not None or timeout == 0 or not transport.delivers_later:
             return found
-        engine.flush()  # the senders may be waiting for acks or credits
+        started = time.perf_counter()
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()
         inbox = self._inboxes[index]
@@ -723,6 +724,7 @@ class Geode:
                 backoff.reset()
             if engine.resend_after is not None:
                 engine.poll()
+            engine.flush_after(started)  # the senders may be waiting for acks or credits
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             backoff.pause(transport.busy)

@@ -264,6 +264,7 @@ class Processor:
                 self.quiescence = Quiescence(geode)
             self.quiescence.reset()
         backoff = Backoff()
+        idle_since = time.perf_counter()
         while True:
             engine.poll()
             left = None if count is None else count - summary.processed - summary.failed
@@ -290,8 +291,10 @@ class Processor:
             if deadline is not None and time.monotonic() >= deadline:
                 summary.reason = "timeout"
                 break
-            if not worked:
-                engine.flush()
+            if worked:
+                idle_since = time.perf_counter()
+            else:
+                engine.flush_after(idle_since)
                 if transport.spin(backoff.slice(transport.busy)):
                     backoff.reset()
                 else:

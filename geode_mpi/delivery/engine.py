@@ -25,6 +25,9 @@ from geode_mpi.queues import Inbox, Key, Match, Parcel
 from geode_mpi.transport import Transport
 
 ACK_BATCH = 64  # processed messages per pair that make an ack record go out at once
+# A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
+# comes within microseconds (a ping-pong) does not cost an ack record per message.
+FLUSH_AFTER = 100e-6
 _tuple_new = tuple.__new__
 _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED
@@ -92,7 +95,6 @@ class Engine:
         self._due: set[tuple[int, int]] = set()  # incoming pairs with acks or credits to send
         self._explicit = {index: configs[index].ack == "explicit" for index in local}
         self._window = {index: configs[index].credits(len(names)) for index in local}
-        self._eager = not transport.delivers_later  # in one process an ack costs a call
         self._next_resend = 0.0
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
         # Data messages sent and received by this rank, resends and duplicates included: summed
@@ -125,7 +127,8 @@ class Engine:
         pair = self.pair_out(src, dst)
         if pair.credits is None or pair.credits > 0:
             return pair
-        self.transport.progress()  # credits may be on their way
+        self.flush()  # in one process the receiver's credits may be pending right here
+        self.transport.progress()  # or on their way
         if pair.credits > 0:
             return pair
         config = self.configs[dst]
@@ -257,7 +260,7 @@ class Engine:
             pair = self._in[key_in]
             pair.owed += 1
             self._due.add(key_in)
-            if self._eager or pair.owed * 2 >= window:
+            if pair.owed * 2 >= window:
                 self._flush_pair(key_in, pair)
         if explicit or self._explicit[index]:
             self.in_hand += 1
@@ -329,7 +332,7 @@ class Engine:
             self._due.add(key)
             if flags & _FLAG_WAITED:
                 pair.urgent = True
-            if self._eager or pair.urgent or len(pair.unacked) >= ACK_BATCH:
+            if pair.urgent or len(pair.unacked) >= ACK_BATCH:
                 self._flush_pair(key, pair)
 
     # -- acknowledgements ------------------------------------------------------------------
@@ -401,15 +404,23 @@ class Engine:
             self.on_forward(index, parcel)
             self._done(index, parcel)
 
+    def flush_after(self, started: float) -> None:
+        """Flush pending acks if a wait that began at ``started`` (perf_counter) lasted long
+        enough that the peers may be waiting for them."""
+        if self._due and time.perf_counter() - started > FLUSH_AFTER:
+            self.flush()
+
     def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
-        """Flush acks, then drive progress until ``done()`` or the deadline (False)."""
-        self.flush()
+        """Drive progress until ``done()`` or the deadline (False), flushing acks if it lasts."""
+        started = time.perf_counter()
 
         def done_or_work() -> bool:
             if self.forwards:
                 self.forward()
             if self.resend_after is not None:
                 self._resend_due()
+            if self._due:
+                self.flush_after(started)
             return done()
 
         return self.transport.wait(done_or_work, deadline)
@@ -425,6 +436,8 @@ class Engine:
 
     def snapshot(self, index: int) -> NodeStats:
         """A copy of a local node's counters, with its queue depth and outbox size now."""
+        self.flush()
+        self.poll()
         stats = self.stats[index]
         stats.queue_depth = len(self.inboxes[index])
         stats.unacked = sum(

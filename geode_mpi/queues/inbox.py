@@ -42,8 +42,8 @@ class Inbox:
         self.capacity = capacity
         self.drop_oldest = drop_oldest and capacity is not None
         self.peak = 0
-        # source -> when its first parcel (put back for a retry) may be delivered again
-        self._held_back: dict[int, float] = {}
+        # source -> {seq: when that parcel, put back for a retry, may be delivered again}
+        self._held_back: dict[int, dict[int, float]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -64,12 +64,19 @@ class Inbox:
 
     def _drop_oldest(self) -> Parcel:
         for index, parcel in enumerate(self._items):
-            if parcel.source not in self._held_back:
+            if parcel.seq not in self._held_back.get(parcel.source, ()):
                 del self._items[index]
                 return parcel
         oldest = self._items.popleft()
-        self._held_back.pop(oldest.source, None)
+        self._release(oldest)
         return oldest
+
+    def _release(self, parcel: Parcel) -> None:
+        waits = self._held_back.get(parcel.source)
+        if waits is not None:
+            waits.pop(parcel.seq, None)
+            if not waits:
+                del self._held_back[parcel.source]
 
     def pop(self, match: Match | None = None, key: Key | None = None) -> Parcel | None:
         """Remove and return the oldest deliverable parcel that matches (any: ``match`` None).
@@ -100,12 +107,14 @@ class Inbox:
             source = parcel.source
             if source in blocked:
                 continue
-            if source in held and held[source] > now:
-                blocked.add(source)  # its first parcel waits out a back-off; so do the rest
+            waits = held.get(source)
+            retried = waits is not None and parcel.seq in waits
+            if retried and waits[parcel.seq] > now:  # type: ignore[index]
+                blocked.add(source)  # it waits out a back-off; its source's later ones too
                 continue
             if match is not None and not match(parcel):
-                if source in held:
-                    blocked.add(source)  # the retried parcel must go first
+                if retried:
+                    blocked.add(source)  # a retried parcel must go before the later ones
                 continue
             if key is None:
                 best = index
@@ -113,13 +122,13 @@ class Inbox:
             value = key(parcel)
             if best < 0 or value < best_key:
                 best, best_key = index, value
-            if source in held:
+            if retried:
                 blocked.add(source)
         if best < 0:
             return None
         parcel = self._items[best]
         del self._items[best]
-        held.pop(parcel.source, None)
+        self._release(parcel)
         return parcel
 
     def put_back(self, parcel: Parcel, not_before: float) -> None:
@@ -137,7 +146,7 @@ class Inbox:
                 break
         else:
             items.appendleft(parcel)
-        self._held_back[parcel.source] = not_before
+        self._held_back.setdefault(parcel.source, {})[parcel.seq] = not_before
         if len(items) > self.peak:
             self.peak = len(items)
 
@@ -145,4 +154,5 @@ class Inbox:
         """Seconds until the first held-back parcel may go (0 if one may now), or None."""
         if not self._held_back:
             return None
-        return max(0.0, min(self._held_back.values()) - time.monotonic())
+        soonest = min(min(waits.values()) for waits in self._held_back.values())
+        return max(0.0, soonest - time.monotonic())
