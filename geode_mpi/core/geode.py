@@ -301,11 +301,13 @@ class Geode:
             return None
         msg = message if isinstance(message, Message) else Message(message)
         engine = self._engine
-        if timeout is None:
-            pair = engine.reserve(src, dst, None, None)
-        else:
-            timeout = check_timeout(timeout)
-            pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
+        pair = engine.ready_pair(src, dst)  # None unless one exists with room: the common case
+        if pair is None:
+            if timeout is None:
+                pair = engine.reserve(src, dst, None, None)
+            else:
+                timeout = check_timeout(timeout)
+                pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
         seq = pair.next_seq
         count = self._counter[src]
         stamp = _tuple_new(codec.Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))

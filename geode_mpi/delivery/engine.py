@@ -117,6 +117,13 @@ class Engine:
             pair = self._out[(src, dst)] = PairOut(self.configs[dst].credits(len(self.names)))
         return pair
 
+    def ready_pair(self, src: int, dst: int) -> PairOut | None:
+        """The pair to send on if it exists and has room now; else None (call `reserve`)."""
+        pair = self._out.get((src, dst))
+        if pair is not None and (pair.credits is None or pair.credits > 0):
+            return pair
+        return None
+
     def reserve(self, src: int, dst: int, deadline: float | None, timeout: float | None) -> PairOut:
         """The pair to send on, once the destination has room for one more message.
 
