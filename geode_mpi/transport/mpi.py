@@ -191,8 +191,8 @@ class MPITransport(Transport):
             message = improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
             if message is None:
                 # MPICH moves the next waiting message out of shared memory during the probe
-                # that then reports none: after a hit, only two misses in a row mean "empty".
-                if not found or missed:
+                # that then reports none: only two misses in a row mean "nothing waiting".
+                if missed:
                     break
                 missed = True
                 continue
