@@ -630,6 +630,7 @@ class Geode:
         self._sealed = True  # from here nothing may be sent: the counts are being exchanged
         self._engine.flush()  # acks and credits owed go out before the counts are taken
         self._transport.close(timeout)
+        self._engine.closed = True
         self._closed = True
         unregister(self)
 

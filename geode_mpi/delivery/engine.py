@@ -28,6 +28,7 @@ ACK_BATCH = 64  # processed messages per pair that make an ack record go out at 
 # A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
 # comes within microseconds (a ping-pong) does not cost an ack record per message.
 FLUSH_AFTER = 100e-6
+ACK_DELAY = 1e-3  # the longest a due ack waits while its node keeps calling geode_mpi
 _tuple_new = tuple.__new__
 _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED
@@ -93,10 +94,12 @@ class Engine:
         self._out: dict[tuple[int, int], PairOut] = {}
         self._in: dict[tuple[int, int], PairIn] = {}
         self._due: set[tuple[int, int]] = set()  # incoming pairs with acks or credits to send
+        self._due_since = 0.0  # when the oldest of them became due (perf_counter)
         self._explicit = {index: configs[index].ack == "explicit" for index in local}
         self._window = {index: configs[index].credits(len(names)) for index in local}
         self._next_resend = 0.0
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
+        self.closed = False  # set by the Geode once its transport is closed
         # Data messages sent and received by this rank, resends and duplicates included: summed
         # over the job they are equal exactly when no message is in flight.
         self.data_sent = 0
@@ -231,7 +234,7 @@ class Engine:
             stats.duplicates += 1
             if flags & _FLAG_TRACKED and pair.was_processed(seq):
                 pair.unacked.append(seq)  # its ack was lost, or is on its way: ack it again
-                self._due.add(key)
+                self._mark_due(key)
             return
         for item in ready:
             stats.received += 1
@@ -266,7 +269,7 @@ class Engine:
             key_in = (parcel.source, index)
             pair = self._in[key_in]
             pair.owed += 1
-            self._due.add(key_in)
+            self._mark_due(key_in)
             if pair.owed * 2 >= window:
                 self._flush_pair(key_in, pair)
         if explicit or self._explicit[index]:
@@ -336,13 +339,18 @@ class Engine:
         flags = parcel.flags
         if flags & _FLAG_TRACKED:
             pair.unacked.append(parcel.seq)
-            self._due.add(key)
+            self._mark_due(key)
             if flags & _FLAG_WAITED:
                 pair.urgent = True
             if pair.urgent or len(pair.unacked) >= ACK_BATCH:
                 self._flush_pair(key, pair)
 
     # -- acknowledgements ------------------------------------------------------------------
+
+    def _mark_due(self, key: tuple[int, int]) -> None:
+        if not self._due:
+            self._due_since = time.perf_counter()
+        self._due.add(key)
 
     def flush(self) -> None:
         """Send every pending ack and credit now (before waiting, and at close)."""
@@ -400,6 +408,8 @@ class Engine:
         if self.forwards:
             self.forward()
             found = True
+        if self._due and time.perf_counter() - self._due_since > ACK_DELAY:
+            self.flush()  # a receiver that polls without waiting still acks within ACK_DELAY
         if self.resend_after is not None:
             self._resend_due()
         return found
@@ -443,8 +453,9 @@ class Engine:
 
     def snapshot(self, index: int) -> NodeStats:
         """A copy of a local node's counters, with its queue depth and outbox size now."""
-        self.flush()
-        self.poll()
+        if not self.closed:
+            self.flush()
+            self.poll()
         stats = self.stats[index]
         stats.queue_depth = len(self.inboxes[index])
         stats.unacked = sum(

@@ -1,0 +1,295 @@
+"""Small-message rate of geode_mpi, with and without acks, beside raw mpi4py isend, interleaved.
+
+Run as ``mpiexec -n 2 python benchmarks/rate.py`` (``--help`` for the options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geode_mpi import Geode, Message, ReceiveTimeout, SendHandle, __version__
+from geode_mpi.transport import prepare_mpi_environment
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RAW, NO_ACKS, ACKS = "raw isend", "geode no acks", "geode acks"
+METHODS = (RAW, NO_ACKS, ACKS)
+DATA = "hello world"
+TAG = 7
+ACKED_MIN = 0.5  # target: geode with acks keeps at least this fraction of the no-acks rate
+UNACKED_MIN = 0.5  # target: geode without acks reaches at least this fraction of raw isend
+DRAIN_SECONDS = 10.0  # how long the producer waits for the last acks after a timed loop
+
+
+@dataclass
+class Run:
+    """Both ranks' state: a private raw communicator, the two Geodes, the seq each method is at."""
+
+    comm: Any
+    rank: int
+    wtime: Callable[[], float]
+    geodes: dict[str, Geode]
+    window: int
+    next_seq: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METHODS, 0))
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    acks_sent: int = 0  # the consumer's ack records so far
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Small-message rate (messages/s, a window of outstanding sends) of geode_mpi "
+        "without and with acks, beside raw mpi4py isend/recv of dicts. Run with exactly 2 ranks: "
+        "mpiexec -n 2 python benchmarks/rate.py",
+    )
+    parser.add_argument("--messages", type=int, default=None, help="per timed loop (20000)")
+    parser.add_argument("--window", type=int, default=64, help="sends outstanding at most (64)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed loops per method (7)")
+    parser.add_argument("--quick", action="store_true", help="a smoke test of a second or two")
+    parser.add_argument("--json", type=Path, default=None, help="where to write all numbers")
+    args = parser.parse_args(argv)
+    if args.messages is None:
+        args.messages = 2000 if args.quick else 20000
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 7
+    for name in ("messages", "window", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def fields(seq: int) -> dict[str, Any]:
+    """A raw message: the same fields a geode_mpi Message carries, built afresh per send."""
+    return {
+        "id": seq,
+        "source": "node0",
+        "dest": "node1",
+        "type": "Message",
+        "seq": seq,
+        "timestamp": time.time(),
+        "headers": {},
+        "data": DATA,
+    }
+
+
+# -- the timed loops: rank 0 produces, rank 1 consumes and times ---------------------------------
+# Both ranks leave a barrier; the consumer's clock runs from there until it holds all n messages.
+
+
+def raw_loop(run: Run, n: int) -> tuple[float, str | None]:
+    from mpi4py import MPI
+
+    comm, first = run.comm, run.next_seq[RAW]
+    bad = None
+    comm.Barrier()
+    start = run.wtime()
+    if run.rank == 0:
+        requests: list[Any] = []
+        for seq in range(first, first + n):
+            requests.append(comm.isend(fields(seq), dest=1, tag=TAG))
+            if len(requests) >= run.window:
+                MPI.Request.Waitall(requests)
+                requests.clear()
+        MPI.Request.Waitall(requests)
+    else:
+        for seq in range(first, first + n):
+            got = comm.recv(source=0, tag=TAG)
+            if bad is None and (got["seq"] != seq or got["data"] != DATA):
+                bad = f"expected seq {seq}, got {got!r}"
+    return run.wtime() - start, bad
+
+
+def geode_loop(run: Run, method: str, n: int) -> tuple[float, str | None]:
+    geode, first = run.geodes[method], run.next_seq[method]
+    bad = None
+    run.comm.Barrier()
+    start = run.wtime()
+    if run.rank == 0:
+        handles: deque[SendHandle] = deque()
+        for _ in range(n):
+            handle = geode.isend(Message(DATA), dest="node1")
+            assert handle is not None
+            handles.append(handle)
+            while handles and handles[0].done():
+                handles.popleft()
+            if len(handles) >= run.window:
+                handles.popleft().wait()
+        for handle in handles:
+            handle.wait()
+    else:
+        for seq in range(first, first + n):
+            got = geode.receive()
+            if bad is None and (got.seq != seq or got.data != DATA or got.source != "node0"):
+                bad = f"expected seq {seq} from node0, got {got!r}"
+    return run.wtime() - start, bad
+
+
+def drain_acks(run: Run, n: int) -> dict[str, Any]:
+    """After a loop with acks (untimed): wait until the producer's outbox is empty."""
+    geode = run.geodes[ACKS]
+    if run.rank == 1:
+        # Acks go out per 64 messages, or once a receive has waited a little: wait 1 ms, so
+        # the last partial batch goes out (nothing else is coming: this times out).
+        try:
+            geode.receive(timeout=0.001)
+            raise RuntimeError("the consumer received a message nobody sent")
+        except ReceiveTimeout:
+            pass
+    start = time.perf_counter()
+    while run.rank == 0 and time.perf_counter() - start < DRAIN_SECONDS:
+        stats = geode.stats()
+        if stats.acked == stats.sent:
+            break
+        geode.pending()
+    seconds = time.perf_counter() - start
+    stats = geode.stats()
+    total = run.comm.bcast(stats.acks_sent, root=1)
+    records, run.acks_sent = total - run.acks_sent, total
+    record = {"messages": n, "ack_records": records, "drain_s": seconds}
+    return record | {"sent": stats.sent, "acked": stats.acked, "unacked": stats.unacked}
+
+
+def timed(run: Run, method: str, n: int) -> float:
+    """Run one loop; return the consumer's messages per second (the same on both ranks)."""
+    seconds, bad = raw_loop(run, n) if method == RAW else geode_loop(run, method, n)
+    run.next_seq[method] += n
+    seconds, bad = run.comm.bcast((seconds, bad), root=1)
+    if bad is not None:
+        raise RuntimeError(f"rank {run.rank}: {method} delivered a wrong message: {bad}")
+    if method == ACKS:
+        run.acks.append(drain_acks(run, n))
+    return float(n / seconds)
+
+
+def measure(run: Run, n: int, repeats: int) -> dict[str, list[float]]:
+    for method in METHODS:  # warm up and check each method once
+        timed(run, method, min(n, 2000))
+    run.acks.clear()
+    rates: dict[str, list[float]] = {method: [] for method in METHODS}
+    for repeat in range(repeats):
+        shift = repeat % len(METHODS)
+        for method in METHODS[shift:] + METHODS[:shift]:
+            rates[method].append(timed(run, method, n))
+    return rates
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+
+def paired(tops: list[float], bottoms: list[float]) -> list[float]:
+    """Per-repeat ratios: methods of one repeat run back to back, so load hits both alike."""
+    return [top / bottom for top, bottom in zip(tops, bottoms, strict=True)]
+
+
+def environment(mpi: Any) -> dict[str, Any]:
+    import mpi4py
+
+    return {
+        "mpi_library": mpi.Get_library_version().strip().splitlines()[0].strip(),
+        "mpi4py": mpi4py.__version__,
+        "geode_mpi": __version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "cores": os.cpu_count(),
+        "ranks": 2,
+    }
+
+
+def report(
+    args: argparse.Namespace, rates: dict[str, list[float]], acks: list[dict[str, Any]]
+) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
+    """The table's lines, the numbers for the JSON file, and the targets."""
+    ratios = {
+        "no_acks_over_raw": paired(rates[NO_ACKS], rates[RAW]),
+        "acks_over_raw": paired(rates[ACKS], rates[RAW]),
+        "acks_over_no_acks": paired(rates[ACKS], rates[NO_ACKS]),
+    }
+    medians = {name: statistics.median(values) for name, values in ratios.items()}
+    targets = [
+        (f"(1) acked >= {ACKED_MIN} x unacked", "acks_over_no_acks", ACKED_MIN),
+        (f"(2) unacked >= {UNACKED_MIN} x raw isend", "no_acks_over_raw", UNACKED_MIN),
+    ]
+    results = [
+        {"target": text, "ratio": medians[key], "result": "PASS" if medians[key] >= low else "FAIL"}
+        for text, key, low in targets
+    ]
+    lines = [f"{'method':<16}{'msgs/s':>12}{'ratio to raw':>14}{'acked/unacked':>15}", "-" * 57]
+    cells = {RAW: ("1.00", ""), NO_ACKS: (f"{medians['no_acks_over_raw']:.2f}", "")}
+    cells[ACKS] = (f"{medians['acks_over_raw']:.2f}", f"{medians['acks_over_no_acks']:.2f}")
+    for method in METHODS:
+        rate = statistics.median(rates[method])
+        lines.append(f"{method:<16}{rate:>12,.0f}{cells[method][0]:>14}{cells[method][1]:>15}")
+    records = statistics.median(r["ack_records"] for r in acks)
+    drained = all(r["unacked"] == 0 and r["acked"] == r["sent"] for r in acks)
+    lines.append(
+        f"acks: {records:.0f} ack records per loop of {args.messages} (median); the outbox "
+        + ("drained after every loop" if drained else "did NOT drain: see the JSON file")
+        + f", the slowest in {max(r['drain_s'] for r in acks) * 1e3:.1f} ms"
+    )
+    lines.append("ratios are paired: the median over repeats of the two rates in the same repeat")
+    lines.append("targets:")
+    lines += [f"  {item['result']}  {item['target']}: {item['ratio']:.2f}" for item in results]
+    return lines, {"rates_per_s": rates, "ratios": ratios, "median_ratios": medians}, results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    prepare_mpi_environment()  # geode_mpi's launch settings apply to every method measured
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    if world.Get_size() != 2:
+        if world.Get_rank() == 0:
+            print(
+                f"rate.py needs exactly 2 MPI ranks, got {world.Get_size()}: "
+                "run it as `mpiexec -n 2 python benchmarks/rate.py`",
+                file=sys.stderr,
+            )
+        return 2
+    geodes = {NO_ACKS: Geode(acks=False), ACKS: Geode(acks=True)}  # collective, in this order
+    run = Run(world.Dup(), world.Get_rank(), MPI.Wtime, geodes, args.window)
+    env = environment(MPI)
+    if run.rank == 0:
+        print(
+            f"geode_mpi {__version__} small-message rate, 2 ranks, {env['cores']} cores, "
+            f"{args.messages} messages per loop, window {args.window}, median of "
+            f"{args.repeats} interleaved repeats" + (" (quick)" if args.quick else "")
+        )
+        print(f"MPI library: {env['mpi_library']} (mpi4py {env['mpi4py']})", flush=True)
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    rates = measure(run, args.messages, args.repeats)
+    elapsed = time.perf_counter() - clock
+    for geode in geodes.values():
+        geode.close()
+    run.comm.Free()
+    if run.rank != 0:
+        return 0
+    lines, numbers, targets = report(args, rates, run.acks)
+    print("\n".join(lines))
+    settings = {"messages": args.messages, "window": args.window, "repeats": args.repeats}
+    record = {"benchmark": "rate", "started": started, "seconds": elapsed}
+    record |= {"settings": settings | {"quick": args.quick}, "environment": env}
+    record |= numbers | {"acks": run.acks, "targets": targets}
+    path = args.json or RESULTS / f"rate-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{elapsed:.1f} s; all numbers in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
