@@ -29,7 +29,8 @@ from geode_mpi.transport import Backoff, SendTicket, Transport, open_world
 
 ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
-POLL_EVERY_SENDS = 8  # isend runs the progress engine on every 8th call (a power of two)
+POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
+POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 
 
 class SendHandle:
@@ -191,6 +192,7 @@ class Geode:
         self._closed = False
         self._sealed = False  # True once close() began: nothing may be sent from then on
         self._sends = 0
+        self._receives = 0
         self._processor = Processor(self)
         self._sequencer = Sequencer(self)
         self._engine.on_forward = self._sequencer.forward
@@ -284,6 +286,7 @@ class Geode:
         timeout: float | None,
         reply_to: int = codec.NO_REPLY,
         flags: int = 0,
+        batch: bool = True,
     ) -> SendHandle | None:
         if self._sealed:
             raise ClosedError("isend")
@@ -315,7 +318,7 @@ class Geode:
         flags |= (codec.FLAG_TRACKED if tracked else 0) | (codec.FLAG_WAITED if ack else 0)
         meta, frames = codec.encode(msg, stamp, flags, reply_to)
         rank = dst % self.size
-        ticket = self._transport.send(rank, meta, frames)
+        ticket = self._transport.send(rank, meta, frames, batch=batch)
         self._counter[src] = count + 1
         entry = engine.sent(src, pair, seq, meta, frames, rank, ticket.nbytes, tracked)
         self._sends += 1
@@ -365,7 +368,7 @@ class Geode:
         if timeout is not None:
             timeout = check_timeout(timeout)
             deadline = time.monotonic() + (timeout or 0.0)
-        handle = self._send(message, source, dest, ack, timeout)
+        handle = self._send(message, source, dest, ack, timeout, batch=False)
         if handle is not None and not handle._complete():
             handle._wait(deadline, timeout)
         return handle
@@ -708,6 +711,13 @@ class Geode:
         engine = self._engine
         if self._closed:
             return engine.take(index, match, key, False)
+        self._receives += 1
+        if self._receives & POLL_EVERY_RECEIVES - 1:
+            # With messages queued, most receives take one without polling MPI first; every
+            # POLL_EVERY_RECEIVES-th polls anyway, to keep what arrives (and acks) moving.
+            found = engine.take(index, match, key, False)
+            if found is not None:
+                return found
         transport = self._transport
         engine.poll()
         found = engine.take(index, match, key, False)

@@ -34,6 +34,7 @@ _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
 _FLAG_SEQUENCE = codec.FLAG_SEQUENCE
+_track_from = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to of a header
 
 Decoder = Callable[[Parcel], Message]
 
@@ -215,9 +216,10 @@ class Engine:
         if meta[1] == codec.wire.KIND_CONTROL:
             self._control(meta)
             return
-        flags, seq, source, dest, reply_to = codec.track(meta)
+        flags, seq, source, dest, reply_to = _track_from(meta, 0)
         inbox = self.inboxes.get(dest)
         if inbox is None:
+            codec.track(meta)  # raises the precise error if the header is not ours
             raise DecodeError(
                 f"rank {rank} sent a message from node index {source} for node index {dest}, "
                 "which this rank does not host: do all ranks use the same nodes?"
@@ -228,8 +230,19 @@ class Engine:
         if pair is None:
             pair = self._in[key] = PairIn()
         parcel = _tuple_new(Parcel, (source, seq, flags, reply_to, meta, frames, nbytes, 0))
-        ready = pair.arrive(parcel)
         stats = self.stats[dest]
+        if seq == pair.expected and not pair.held and not flags & _FLAG_SEQUENCE:
+            pair.expected = seq + 1  # the common case: the next one, in order
+            stats.received += 1
+            stats.received_bytes += nbytes
+            dropped = inbox.push(parcel)
+            if dropped is not None:
+                stats.dropped += 1
+                self._done(dest, dropped)
+            if inbox.peak > stats.queue_peak:
+                stats.queue_peak = inbox.peak
+            return
+        ready = pair.arrive(parcel)
         if ready is None:
             stats.duplicates += 1
             if flags & _FLAG_TRACKED and pair.was_processed(seq):
@@ -342,7 +355,10 @@ class Engine:
             self._mark_due(key)
             if flags & _FLAG_WAITED:
                 pair.urgent = True
-            if pair.urgent or len(pair.unacked) >= ACK_BATCH:
+            if pair.urgent:
+                self._flush_pair(key, pair)
+                self.transport.flush()  # its sender is waiting for it
+            elif len(pair.unacked) >= ACK_BATCH:
                 self._flush_pair(key, pair)
 
     # -- acknowledgements ------------------------------------------------------------------
@@ -356,6 +372,7 @@ class Engine:
         """Send every pending ack and credit now (before waiting, and at close)."""
         for key in list(self._due):
             self._flush_pair(key, self._in[key])
+        self.transport.flush()
 
     def _flush_pair(self, key: tuple[int, int], pair: PairIn) -> None:
         self._due.discard(key)
@@ -367,11 +384,12 @@ class Engine:
         pair.owed = 0
         pair.urgent = False
         self.stats[dest].acks_sent += 1
-        self.send_control(dest, source, payload)
+        self.send_control(dest, source, payload, batch=True)
 
-    def send_control(self, source: int, dest: int, payload: bytes) -> None:
+    def send_control(self, source: int, dest: int, payload: bytes, batch: bool = False) -> None:
         """Send a control record from node index ``source`` to node index ``dest``."""
-        self.transport.send(self.rank_of(dest), codec.encode_control(source, dest, payload), ())
+        meta = codec.encode_control(source, dest, payload)
+        self.transport.send(self.rank_of(dest), meta, (), batch=batch)
 
     def _control(self, meta: memoryview) -> None:
         _, _, receiver, sender, _ = codec.track(meta)

@@ -78,11 +78,18 @@ class Transport(abc.ABC):
         self._sink(source, meta, frames, nbytes)
 
     @abc.abstractmethod
-    def send(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+    def send(
+        self, dest: int, meta: bytes, frames: Sequence[Frame], *, batch: bool = False
+    ) -> SendTicket:
         """Start sending one envelope to rank ``dest``; return at once.
 
-        The caller must not modify the frames until the ticket is done.
+        The caller must not modify the frames until the ticket is done. With ``batch`` the
+        transport may hold a small message briefly to send it together with the next ones to
+        the same rank; every `progress`, `spin`, `flush` and `close` sends what it holds.
         """
+
+    def flush(self) -> None:  # noqa: B027 (a hook: transports that batch override it)
+        """Send at once whatever `send` holds back to batch (nothing, by default)."""
 
     @abc.abstractmethod
     def progress(self) -> bool:

@@ -104,7 +104,7 @@ def _byte_view(frame: Frame) -> memoryview:
 
 
 def parse_envelope(
-    buffer: bytearray | Frame,
+    buffer: bytearray | memoryview | Frame,
 ) -> tuple[memoryview, list[memoryview | None], list[tuple[int, int]]]:
     """Split a received envelope into meta, inline frames (None where out of band), and the
     out-of-band frames' (size, page offset on the sender).

@@ -49,7 +49,9 @@ class InProcTransport(Transport):
         self.rank = rank
         self.size = hub.size
 
-    def send(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+    def send(
+        self, dest: int, meta: bytes, frames: Sequence[Frame], *, batch: bool = False
+    ) -> SendTicket:
         copies = [copy_frame(frame) for frame in frames]
         nbytes = len(meta) + sum(frame.nbytes for frame in copies)
         target = self.hub.endpoints[dest]

@@ -16,6 +16,7 @@ cache, and not after it on a cache the copy has just evicted. See docs/wire-form
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -46,6 +47,11 @@ from geode_mpi.transport.pool import BufferPool
 
 TAG_ENVELOPE = 1
 TAG_FRAME = 2
+TAG_BATCH = 3  # several small envelopes in one MPI message (see MPITransport.send)
+BATCH_MAX = 32  # envelopes in a batch before it goes out on its own
+BATCH_BYTES = 32 * 1024  # bytes in a batch before it goes out on its own
+BATCH_DELAY = 50e-6  # a poll sends batches this old; a wait sends them all at once
+_BATCH_ENTRY = struct.Struct("<I12x")  # each envelope's length, padded to keep it 16-aligned
 
 MAX_ARRIVALS_PER_POLL = 256
 TESTS_PER_POLL = 64
@@ -105,6 +111,11 @@ class MPITransport(Transport):
         self.sent_to = [0] * self.size
         self.received_from = [0] * self.size
         self._active: list[SendTicket] = []
+        # Small envelopes waiting to go out together, per destination (see send()).
+        self._batches: dict[int, list[bytes]] = {}
+        self._batch_bytes: dict[int, int] = {}
+        self._batch_tickets: dict[int, SendTicket] = {}
+        self._batch_since = 0.0  # when the oldest batch began (perf_counter; 0: none)
         self._next_test = 0  # where the next poll starts testing, with many sends in flight
         self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
         # Frames probed (matched, with their sizes) per source, not yet claimed by an envelope.
@@ -120,11 +131,41 @@ class MPITransport(Transport):
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+    def send(
+        self, dest: int, meta: bytes, frames: Sequence[Frame], *, batch: bool = False
+    ) -> SendTicket:
+        """Start sending; see `Transport.send`.
+
+        With ``batch``, a message with no large frame may wait, copied, to go out with the
+        next ones to the same rank as one MPI message; its ticket (shared by the batch) is
+        done once that MPI message is sent. A batch goes out when it holds `BATCH_MAX`
+        envelopes or `BATCH_BYTES`, when a message that is not batched goes to the same rank,
+        at a `progress` once the oldest batch is `BATCH_DELAY` old, and at every `spin`,
+        `flush` and `close`: any wait sends everything batched.
+        """
         if dest == self.rank:
             return self._loopback(meta, frames)
         check_envelope(meta)  # before anything is posted: a refused message is refused whole
         inline_max = self.inline_max
+        if batch and all(frame.nbytes <= inline_max for frame in frames):
+            envelope = build_envelope(meta, frames, inline_max)[0]
+            waiting = self._batches.get(dest)
+            if waiting is None:
+                waiting = self._batches[dest] = []
+                self._batch_bytes[dest] = 0
+                self._batch_tickets[dest] = SendTicket(dest, 0)
+                if not self._batch_since:
+                    self._batch_since = time.perf_counter()
+            ticket = self._batch_tickets[dest]
+            waiting.append(envelope)
+            self._batch_bytes[dest] += len(envelope)
+            ticket.nbytes += len(envelope)
+            self.sent_to[dest] += 1
+            if len(waiting) >= BATCH_MAX or self._batch_bytes[dest] >= BATCH_BYTES:
+                self._send_batch(dest)
+            return ticket
+        if dest in self._batches:
+            self._send_batch(dest)  # what was batched before this message goes before it
         requests = []
         datatypes: list[Any] = []
         offsets: list[int] = []
@@ -148,6 +189,34 @@ class MPITransport(Transport):
         if not self._finish(ticket):
             self._active.append(ticket)
         return ticket
+
+    def flush(self) -> None:
+        """Send every batch now."""
+        for dest in list(self._batches):
+            self._send_batch(dest)
+        self._batch_since = 0.0
+
+    def _send_batch(self, dest: int) -> None:
+        envelopes = self._batches.pop(dest)
+        del self._batch_bytes[dest]
+        ticket = self._batch_tickets.pop(dest)
+        if len(envelopes) == 1:
+            buffer = envelopes[0]
+            request = self.comm.Isend(buffer, dest, TAG_ENVELOPE)
+        else:
+            parts: list[bytes] = []
+            for envelope in envelopes:
+                parts.append(_BATCH_ENTRY.pack(len(envelope)))
+                parts.append(envelope)
+                if len(envelope) % 16:
+                    parts.append(bytes(16 - len(envelope) % 16))
+            buffer = b"".join(parts)
+            request = self.comm.Isend(buffer, dest, TAG_BATCH)
+        if request.Test():
+            ticket.done = True
+        else:
+            ticket.state = ([request], buffer, [], [])
+            self._active.append(ticket)
 
     def _send_frame(self, frame: Frame, dest: int, datatypes: list[Any], offsets: list[int]) -> Any:
         if frame.flags.c_contiguous and frame.dtype.kind not in "mM":
@@ -205,19 +274,41 @@ class MPITransport(Transport):
         """Receive a probed message; True if it was an envelope, False for a frame."""
         status = self._status
         source = status.Get_source()
-        if status.Get_tag() == TAG_FRAME:
+        tag = status.Get_tag()
+        if tag == TAG_FRAME:
             # Matched, not yet received: the copy waits until the envelope has been handled,
             # so that the Python work of a message runs before the copy, on a warm cache.
             self._frames_in[source].append((status.Get_count(MPI.BYTE), message))
             return False
         buffer = bytearray(status.Get_count(MPI.BYTE))
         message.Recv(buffer)
+        if tag == TAG_BATCH:
+            self._accept_batch(source, buffer)
+            return True
         self.received_from[source] += 1
         self._accept(source, buffer)
         return True
 
-    def _accept(self, source: int, buffer: bytearray) -> None:
-        if buffer[4:8] == _NO_FRAMES and len(buffer) >= HEADER_SIZE and buffer[:2] == MAGIC:
+    def _accept_batch(self, source: int, buffer: bytearray) -> None:
+        view = memoryview(buffer)
+        offset = 0
+        end = len(buffer)
+        entry = _BATCH_ENTRY
+        while offset < end:
+            (length,) = entry.unpack_from(buffer, offset)
+            start = offset + entry.size
+            if start + length > end:
+                raise DecodeError(f"rank {source} sent a batch that ends inside an envelope")
+            self.received_from[source] += 1
+            self._accept(source, view[start : start + length])
+            offset = start + length + (-length % 16)
+
+    def _accept(self, source: int, buffer: bytearray | memoryview) -> None:
+        if (
+            len(buffer) >= HEADER_SIZE
+            and buffer[4:8] == _NO_FRAMES  # type: ignore[comparison-overlap]
+            and buffer[:2] == MAGIC  # type: ignore[comparison-overlap]
+        ):
             meta = memoryview(buffer)[HEADER_SIZE:]  # the commonest envelope: meta only
             if not self._arrivals[source]:
                 self._sink(source, meta, (), len(buffer))
@@ -279,6 +370,8 @@ class MPITransport(Transport):
     # -- progress --------------------------------------------------------------------------
 
     def progress(self) -> bool:
+        if self._batches and time.perf_counter() - self._batch_since > BATCH_DELAY:
+            self.flush()
         found = self._probe_arrivals()
         if self._waiting_sources and self._complete_arrivals():
             found = True
@@ -304,6 +397,8 @@ class MPITransport(Transport):
         return changed
 
     def spin(self, seconds: float) -> bool:
+        if self._batches:
+            self.flush()
         if self._active or self._waiting_sources:
             return self._spin_transfers(seconds)
         improbe = self.comm.Improbe
@@ -375,7 +470,7 @@ class MPITransport(Transport):
         if self._closed:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-
+        self.flush()
         self._wait(lambda: not self._active, deadline, timeout, self.pending_summary)
         if self._closing is None:
             # Posted once: a close() that timed out resumes waiting on the same exchange.
