@@ -209,6 +209,20 @@ class Geode:
             if not isinstance(config, QueueConfig):
                 raise TypeError(f"queues[{node!r}] must be a QueueConfig, got {config!r}")
             configs[self._placement.index(node, "queues key")] = config
+        count = len(self._placement.names)
+        for index, config in enumerate(configs):
+            if (
+                config.policy != "drop_oldest"
+                and config.capacity is not None
+                and config.window is None
+                and config.capacity < count
+            ):
+                raise ValueError(
+                    f"{self._placement.names[index]}'s queue capacity {config.capacity} is "
+                    f"below the number of nodes ({count}): every sending node needs room for at "
+                    f"least one message; give capacity >= {count}, or a window (the queue then "
+                    f"holds up to window x {count})"
+                )
         return configs
 
     # -- nodes -----------------------------------------------------------------------------
@@ -255,7 +269,9 @@ class Geode:
         """Start sending; return a handle at once.
 
         Do not modify arrays in the message until ``handle.done()`` is True (or after
-        ``handle.wait()``): they are sent from their own memory.
+        ``handle.wait()``): they are sent from their own memory. A small message may be held
+        back for a few tens of microseconds to go out with the next ones in one MPI message;
+        it goes at the next geode_mpi call that waits, `flush`, or ``handle.wait()``.
 
         Args:
             message: a Message, or any picklable value (wrapped in a Message).
@@ -447,6 +463,15 @@ class Geode:
             False,
         )
         return None if found is None else self._deliver(index, found)
+
+    def flush(self) -> None:
+        """Send now the small messages `isend` may be holding to batch, and pending acks.
+
+        Any geode_mpi call that waits does this too; call it before blocking in MPI calls of
+        your own (or in anything else that does not call geode_mpi) right after an `isend`.
+        """
+        if not self._closed:
+            self._engine.flush()
 
     def stats(self, node: str | int | None = None) -> NodeStats:
         """Counters of a local node (default: this rank's node): messages, bytes, acks,

@@ -28,8 +28,9 @@ class QueueConfig:
         max_attempts: deliveries a failing message gets before it goes to the dead letters.
         retry_delay: seconds before the first retry; doubled each time, up to 1 s.
         window: with ``block`` or ``raise``, how many messages each sending node may have in
-            this queue; default ``capacity // number of nodes`` (at least 1), which keeps the
-            queue within ``capacity`` however many nodes send.
+            this queue; default ``capacity // number of nodes``, which keeps the queue within
+            ``capacity`` however many nodes send (a capacity below the number of nodes needs
+            an explicit window: the queue then holds up to window x nodes).
     """
 
     capacity: int | None = None

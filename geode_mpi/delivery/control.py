@@ -2,8 +2,9 @@
 
 Payload layouts (little-endian), inside a codec control record (docs/wire-format.md):
 
-    ack:   u8 type 1 | 3 pad | u32 credits | u32 range count |
+    ack:   u8 type 1 | 3 pad | u32 range count | u64 messages taken from the queue so far |
            range count x (u64 first seq, u64 end seq, exclusive)
+    ask:   the same with type 5 and no ranges: "send me your ack record again"
     wave:  u8 type 2 (ask), 3 (answer) or 4 (quiet) | 7 pad | u64 wave |
            u64 messages sent | u64 messages received
 """
@@ -16,10 +17,11 @@ from collections.abc import Iterable
 from geode_mpi.errors import DecodeError
 
 ACK = 1
+ASK = 5  # a sender out of credits asks for the receiver's count again (lossy transports)
 WAVE_ASK = 2  # the coordinator asks for a rank's counts, once it is idle
 WAVE_ANSWER = 3  # a rank's counts for a wave
 WAVE_QUIET = 4  # the coordinator found the job quiescent in this wave
-_HEAD = struct.Struct("<BxxxII")
+_HEAD = struct.Struct("<BxxxIQ")
 _WAVE = struct.Struct("<B7xQQQ")
 _RANGE = struct.Struct("<QQ")
 
@@ -37,9 +39,11 @@ def ranges(seqs: Iterable[int]) -> list[Range]:
     return [(first, end) for first, end in out]
 
 
-def encode_ack(credits: int, acked: list[Range]) -> bytes:
-    """An ack payload: ``credits`` returned, and the ranges of sequence numbers processed."""
-    parts = [_HEAD.pack(ACK, credits, len(acked))]
+def encode_ack(taken: int, acked: list[Range]) -> bytes:
+    """An ack payload: how many messages of the pair the receiver has taken from its queue in
+    all (a running total, so that a record lost or received twice does no harm), and the
+    ranges of sequence numbers processed since the last record."""
+    parts = [_HEAD.pack(ACK, len(acked), taken)]
     parts.extend(_RANGE.pack(first, end) for first, end in acked)
     return b"".join(parts)
 
@@ -69,15 +73,20 @@ def decode_wave(payload: memoryview | bytes) -> tuple[int, int, int, int]:
 
 
 def decode_ack(payload: memoryview | bytes) -> tuple[int, list[Range]]:
-    """(credits, ranges) of an ack payload.
+    """(taken, ranges) of an ack payload.
 
     Raises:
         DecodeError: not an ack payload of this version.
     """
     if len(payload) < _HEAD.size:
         raise DecodeError(f"control record of {len(payload)} bytes is too short")
-    kind, credits, count = _HEAD.unpack_from(payload, 0)
-    if kind != ACK or len(payload) != _HEAD.size + count * _RANGE.size:
+    kind, count, taken = _HEAD.unpack_from(payload, 0)
+    if kind not in (ACK, ASK) or len(payload) != _HEAD.size + count * _RANGE.size:
         raise DecodeError(f"unknown control record (type {kind}, {len(payload)} bytes)")
     acked = [_RANGE.unpack_from(payload, _HEAD.size + k * _RANGE.size) for k in range(count)]
-    return credits, acked
+    return taken, acked
+
+
+def encode_ask() -> bytes:
+    """An ask payload."""
+    return _HEAD.pack(ASK, 0, 0)

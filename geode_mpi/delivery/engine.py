@@ -16,7 +16,16 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.delivery.config import QueueConfig
-from geode_mpi.delivery.control import ACK, decode_ack, decode_wave, encode_ack, kind, ranges
+from geode_mpi.delivery.control import (
+    ACK,
+    ASK,
+    decode_ack,
+    decode_wave,
+    encode_ack,
+    encode_ask,
+    kind,
+    ranges,
+)
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
@@ -99,6 +108,7 @@ class Engine:
         self._explicit = {index: configs[index].ack == "explicit" for index in local}
         self._window = {index: configs[index].credits(len(names)) for index in local}
         self._next_resend = 0.0
+        self._asked: dict[tuple[int, int], list[float]] = {}  # when each pair last asked
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
         self.closed = False  # set by the Geode once its transport is closed
         # Data messages sent and received by this rank, resends and duplicates included: summed
@@ -145,6 +155,7 @@ class Engine:
         config = self.configs[dst]
         names = self.names
         if config.policy == "raise":
+            self._ask_again(src, dst, self._asked.setdefault((src, dst), [0.0]))
             raise QueueFull(
                 names[dst], names[src], config.capacity, pair.window or 0, "policy 'raise'"
             )
@@ -160,12 +171,30 @@ class Engine:
         stats = self.stats[src]
         stats.credit_waits += 1
         started = time.monotonic()
+        asked = [started]
+
+        def has_credit() -> bool:
+            if pair.credits:
+                return True
+            self._ask_again(src, dst, asked)
+            return False
+
         try:
-            if not self.wait(lambda: bool(pair.credits), deadline):
+            if not self.wait(has_credit, deadline):
                 raise SendTimeout(-1, names[src], names[dst], timeout or 0.0)
         finally:
             stats.credit_wait_seconds += time.monotonic() - started
         return pair
+
+    def _ask_again(self, src: int, dst: int, asked: list[float]) -> None:
+        """On a lossy transport (``resend_after`` set), ask dst for its ack record again now
+        and then: the one that would have returned this sender's credits may have been lost."""
+        if self.resend_after is None:
+            return
+        now = time.monotonic()
+        if now - asked[0] >= self.resend_after:
+            asked[0] = now
+            self.send_control(src, dst, encode_ask())
 
     def sent(
         self,
@@ -278,10 +307,11 @@ class Engine:
         if parcel is None:
             return None
         window = self._window[index]
-        if window is not None:
+        if window is not None and not parcel.attempts:  # a retry was counted when first taken
             key_in = (parcel.source, index)
             pair = self._in[key_in]
             pair.owed += 1
+            pair.taken += 1
             self._mark_due(key_in)
             if pair.owed * 2 >= window:
                 self._flush_pair(key_in, pair)
@@ -374,12 +404,12 @@ class Engine:
             self._flush_pair(key, self._in[key])
         self.transport.flush()
 
-    def _flush_pair(self, key: tuple[int, int], pair: PairIn) -> None:
+    def _flush_pair(self, key: tuple[int, int], pair: PairIn, again: bool = False) -> None:
         self._due.discard(key)
-        if not pair.unacked and not pair.owed:
+        if not pair.unacked and not pair.owed and not again:
             return
         source, dest = key
-        payload = encode_ack(pair.owed, ranges(pair.unacked))
+        payload = encode_ack(pair.taken, ranges(pair.unacked))
         pair.unacked = []
         pair.owed = 0
         pair.urgent = False
@@ -394,19 +424,27 @@ class Engine:
     def _control(self, meta: memoryview) -> None:
         _, _, receiver, sender, _ = codec.track(meta)
         payload = codec.control_payload(meta)
-        if kind(payload) != ACK:
+        if kind(payload) not in (ACK, ASK):
             if self.on_wave is None:
                 raise DecodeError(f"a control record of type {kind(payload)} arrived unasked")
             self.on_wave(receiver, *decode_wave(payload))
             return
-        credits, acked = decode_ack(payload)
+        taken, acked = decode_ack(payload)
+        if kind(payload) == ASK:  # here "sender" is the receiving node asked, "receiver" the asker
+            key = (receiver, sender)
+            pair_in = self._in.get(key)
+            if pair_in is not None:
+                self._flush_pair(key, pair_in, again=True)
+            return
         pair = self._out.get((sender, receiver))
         if pair is None:
             raise DecodeError(
                 f"an ack from node index {receiver} for node index {sender}, which sent it nothing"
             )
-        if credits and pair.credits is not None:
-            pair.credits += credits
+        if taken > pair.taken_seen:  # a running total: a record lost or repeated does no harm
+            if pair.credits is not None:
+                pair.credits += taken - pair.taken_seen
+            pair.taken_seen = taken
         outbox = pair.outbox
         count = 0
         for first, end in acked:

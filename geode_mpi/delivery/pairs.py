@@ -29,13 +29,14 @@ class PairOut:
         credits: messages the destination still has room for from this source (None: no limit).
     """
 
-    __slots__ = ("credits", "next_seq", "outbox", "window")
+    __slots__ = ("credits", "next_seq", "outbox", "taken_seen", "window")
 
     def __init__(self, credits: int | None) -> None:
         self.next_seq = 0
         self.outbox: dict[int, OutboxEntry] = {}
         self.credits = credits
         self.window = credits
+        self.taken_seen = 0  # the highest "taken so far" the receiver reported
 
 
 class PairIn:
@@ -47,7 +48,16 @@ class PairIn:
     and to recognise a copy of an already processed message.
     """
 
-    __slots__ = ("done_below", "done_extra", "expected", "held", "owed", "unacked", "urgent")
+    __slots__ = (
+        "done_below",
+        "done_extra",
+        "expected",
+        "held",
+        "owed",
+        "taken",
+        "unacked",
+        "urgent",
+    )
 
     def __init__(self) -> None:
         self.expected = 0  # the next sequence number to let through
@@ -55,7 +65,8 @@ class PairIn:
         self.done_below = 0  # every number below this was processed
         self.done_extra: set[int] = set()  # processed numbers above done_below
         self.unacked: list[int] = []  # processed (tracked) numbers not yet acknowledged
-        self.owed = 0  # credits to return to the sender
+        self.owed = 0  # messages taken since the last ack record (credits not yet returned)
+        self.taken = 0  # messages taken from the queue in all (retries not counted again)
         self.urgent = False  # the sender waits for one of the unacked: send the ack now
 
     def arrive(self, parcel: Parcel) -> list[Parcel] | None:

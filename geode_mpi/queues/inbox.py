@@ -140,12 +140,15 @@ class Inbox:
                 then no parcel of its source is.
         """
         items = self._items
+        after = -1  # the last parcel of its source that it must follow
         for index, other in enumerate(items):
-            if other.source == parcel.source and other.seq > parcel.seq:
-                items.insert(index, parcel)
-                break
+            if other.source == parcel.source:
+                if other.seq > parcel.seq:
+                    items.insert(index, parcel)
+                    break
+                after = index
         else:
-            items.appendleft(parcel)
+            items.insert(after + 1, parcel)  # at the front when its source has none queued
         self._held_back.setdefault(parcel.source, {})[parcel.seq] = not_before
         if len(items) > self.peak:
             self.peak = len(items)
