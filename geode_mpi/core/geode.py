@@ -13,7 +13,8 @@ from geode_mpi.core.groups import Group, Sequencer
 from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import register, unregister
-from geode_mpi.delivery import DeadLetter, Engine, NodeStats, OutboxEntry, QueueConfig
+from geode_mpi.delivery import DeadLetter, Engine, NodeStats, QueueConfig
+from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.errors import (
     AckTimeout,
     ClosedError,
@@ -29,6 +30,12 @@ from geode_mpi.transport import Backoff, SendTicket, Transport, open_world
 
 ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+# Hot-path names, bound once.
+_Stamp = codec.Stamp
+_encode = codec.encode
+_decode = codec.decode
+_TRACKED = codec.FLAG_TRACKED
+_WAITED = codec.FLAG_WAITED
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 
@@ -43,20 +50,20 @@ class SendHandle:
         dest: the destination node.
     """
 
-    __slots__ = ("_entry", "_geode", "_stamp", "_ticket", "ack")
+    __slots__ = ("_geode", "_pair", "_stamp", "_ticket", "ack")
 
     def __init__(
         self,
         geode: Geode,
         ticket: SendTicket,
         stamp: codec.Stamp,
-        entry: OutboxEntry | None = None,
+        pair: PairOut | None = None,
         ack: bool = False,
     ) -> None:
         self._geode = geode
         self._ticket = ticket
         self._stamp = stamp
-        self._entry = entry
+        self._pair = pair  # its pair's outbox holds it until it is acknowledged (if tracked)
         self.ack = ack  # True: done() and wait() also cover the acknowledgement
 
     @property
@@ -86,7 +93,7 @@ class SendHandle:
         Only known for tracked messages (``Geode(acks=True)``, the default, or ``ack=True``);
         False otherwise.
         """
-        return self._entry is not None and self._entry.acked
+        return self._pair is not None and self._stamp.seq not in self._pair.outbox
 
     def _complete(self) -> bool:
         return self._ticket.done and (not self.ack or self.acked)
@@ -329,20 +336,21 @@ class Geode:
                 pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
         seq = pair.next_seq
         count = self._counter[src]
-        stamp = _tuple_new(codec.Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
+        stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
         tracked = self._acks or ack
-        flags |= (codec.FLAG_TRACKED if tracked else 0) | (codec.FLAG_WAITED if ack else 0)
-        meta, frames = codec.encode(msg, stamp, flags, reply_to)
+        if tracked:
+            flags |= _TRACKED | _WAITED if ack else _TRACKED
+        meta, frames = _encode(msg, stamp, flags, reply_to)
         rank = dst % self.size
         ticket = self._transport.send(rank, meta, frames, batch=batch)
         self._counter[src] = count + 1
-        entry = engine.sent(src, pair, seq, meta, frames, rank, ticket.nbytes, tracked)
+        engine.sent(src, pair, seq, meta, frames, rank, ticket.nbytes, tracked)
         self._sends += 1
         if not self._sends & POLL_EVERY_SENDS - 1:
             # A rank that only sends still drains what arrives; polling on every send would
             # add a probe to the latency of each small message.
             engine.poll()
-        return SendHandle(self, ticket, stamp, entry, ack)
+        return SendHandle(self, ticket, stamp, pair if tracked else None, ack)
 
     def send(
         self,
@@ -424,15 +432,15 @@ class Geode:
         if timeout is not None:
             timeout = check_timeout(timeout)
         index = self.rank if node is None else self._local_index(node, "receive")
-        inbox = self._inboxes[index]
         match = (
             None
             if source is None and type is None
             else matcher(None if source is None else self._placement.index(source, "source"), type)
         )
-        found = self._take(index, match, order_key(order), timeout)
+        found = self._take(index, match, None if order is None else order_key(order), timeout)
         if found is not None:
             return self._deliver(index, found)
+        inbox = self._inboxes[index]
         if self._closed:
             raise ClosedError("receive")
         raise ReceiveTimeout(
@@ -716,7 +724,7 @@ class Geode:
         """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""
         parcel, receipt = found
         try:
-            message = self._decode(parcel)
+            message = _decode(parcel.meta, parcel.frames, self._names)
         except DecodeError as exc:
             if receipt is not None:
                 self._engine.in_hand -= 1
@@ -737,17 +745,19 @@ class Geode:
         if self._closed:
             return engine.take(index, match, key, False)
         self._receives += 1
-        if self._receives & POLL_EVERY_RECEIVES - 1:
-            # With messages queued, most receives take one without polling MPI first; every
-            # POLL_EVERY_RECEIVES-th polls anyway, to keep what arrives (and acks) moving.
-            found = engine.take(index, match, key, False)
-            if found is not None:
-                return found
-        transport = self._transport
-        engine.poll()
         found = engine.take(index, match, key, False)
-        if found is not None or timeout == 0 or not transport.delivers_later:
+        if found is not None:
+            # Taken without polling MPI first; every POLL_EVERY_RECEIVES-th receive polls
+            # anyway, to keep what arrives (and acks) moving while a backlog is drained.
+            if not self._receives & POLL_EVERY_RECEIVES - 1:
+                engine.poll()
             return found
+        transport = self._transport
+        if timeout == 0 or not transport.delivers_later:
+            engine.poll()
+            return engine.take(index, match, key, False)
+        # Nothing queued: wait, spinning on MPI's probe first (a poll here would only probe
+        # the same empty queue once more).
         started = time.perf_counter()
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()

@@ -107,6 +107,8 @@ class Engine:
         self._due_since = 0.0  # when the oldest of them became due (perf_counter)
         self._explicit = {index: configs[index].ack == "explicit" for index in local}
         self._window = {index: configs[index].credits(len(names)) for index in local}
+        # Nodes whose queue has no window and automatic acks: taking is processing, at once.
+        self._plain = {i for i in local if self._window[i] is None and not self._explicit[i]}
         self._next_resend = 0.0
         self._asked: dict[tuple[int, int], list[float]] = {}  # when each pair last asked
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
@@ -217,8 +219,10 @@ class Engine:
         self.data_sent += 1
         if not tracked:
             return None
-        entry = OutboxEntry(seq, meta, frames, rank, time.monotonic())
+        entry = _tuple_new(OutboxEntry, (meta, frames, rank))
         pair.outbox[seq] = entry
+        if self.resend_after is not None:
+            pair.resends[seq] = [time.monotonic(), 1]
         return entry
 
     def _resend_due(self) -> None:
@@ -228,13 +232,14 @@ class Engine:
             return
         self._next_resend = now + limit / 4
         for (src, _), pair in self._out.items():
-            for entry in list(pair.outbox.values()):
-                if now - entry.sent_at >= limit:
+            for seq, entry in list(pair.outbox.items()):
+                state = pair.resends.setdefault(seq, [now, 1])
+                if now - state[0] >= limit:
                     meta = bytearray(entry.meta)
                     meta[2] |= _FLAG_RESENT
                     self.transport.send(entry.rank, bytes(meta), entry.frames)
-                    entry.sent_at = now
-                    entry.attempts += 1
+                    state[0] = now
+                    state[1] += 1
                     self.stats[src].resent += 1
                     self.data_sent += 1
 
@@ -276,6 +281,7 @@ class Engine:
             stats.duplicates += 1
             if flags & _FLAG_TRACKED and pair.was_processed(seq):
                 pair.unacked.append(seq)  # its ack was lost, or is on its way: ack it again
+                pair.ack_due = True
                 self._mark_due(key)
             return
         for item in ready:
@@ -306,6 +312,9 @@ class Engine:
         parcel = self.inboxes[index].pop(match, key)
         if parcel is None:
             return None
+        if not explicit and index in self._plain:  # no window, automatic acks: the usual case
+            self._done(index, parcel)
+            return parcel, None
         window = self._window[index]
         if window is not None and not parcel.attempts:  # a retry was counted when first taken
             key_in = (parcel.source, index)
@@ -376,19 +385,26 @@ class Engine:
     def _done(self, index: int, parcel: Parcel) -> None:
         key = (parcel.source, index)
         pair = self._in[key]
-        if not pair.processed(parcel.seq):
+        seq = parcel.seq
+        if seq == pair.done_below and not pair.done_extra:
+            pair.done_below = seq + 1  # the common case: processed in order, acked as a range
+        elif pair.processed(seq):
+            pair.unacked.append(seq)  # out of order: acked by its number
+        else:
             return
         self.stats[index].processed += 1
         flags = parcel.flags
         if flags & _FLAG_TRACKED:
-            pair.unacked.append(parcel.seq)
-            self._mark_due(key)
+            if not pair.ack_due:
+                pair.ack_due = True
+                if not self._due:
+                    self._due_since = time.perf_counter()
+                self._due.add(key)
             if flags & _FLAG_WAITED:
                 pair.urgent = True
-            if pair.urgent:
                 self._flush_pair(key, pair)
                 self.transport.flush()  # its sender is waiting for it
-            elif len(pair.unacked) >= ACK_BATCH:
+            elif pair.done_below - pair.acked_below + len(pair.unacked) >= ACK_BATCH:
                 self._flush_pair(key, pair)
 
     # -- acknowledgements ------------------------------------------------------------------
@@ -406,10 +422,18 @@ class Engine:
 
     def _flush_pair(self, key: tuple[int, int], pair: PairIn, again: bool = False) -> None:
         self._due.discard(key)
-        if not pair.unacked and not pair.owed and not again:
+        if not pair.ack_due and not pair.owed and not again:
             return
         source, dest = key
-        payload = encode_ack(pair.taken, ranges(pair.unacked))
+        acked = []
+        low, high = pair.acked_below, pair.done_below
+        if pair.ack_due and high > low:
+            acked.append((low, high))
+        if pair.unacked:
+            acked.extend(ranges(seq for seq in pair.unacked if not low <= seq < high))
+        payload = encode_ack(pair.taken, acked)
+        pair.acked_below = high
+        pair.ack_due = False
         pair.unacked = []
         pair.owed = 0
         pair.urgent = False
@@ -446,13 +470,14 @@ class Engine:
                 pair.credits += taken - pair.taken_seen
             pair.taken_seen = taken
         outbox = pair.outbox
+        resends = pair.resends
         count = 0
         for first, end in acked:
             for seq in range(first, end):
-                entry = outbox.pop(seq, None)
-                if entry is not None:
-                    entry.acked = True
+                if outbox.pop(seq, None) is not None:
                     count += 1
+                    if resends:
+                        resends.pop(seq, None)
         self.stats[sender].acked += count
 
     # -- waiting ---------------------------------------------------------------------------

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from geode_mpi.queues import Parcel
 
 
-class OutboxEntry:
+class OutboxEntry(NamedTuple):
     """A sent message kept until it is acknowledged: enough to send it again."""
 
-    __slots__ = ("acked", "attempts", "frames", "meta", "rank", "sent_at", "seq")
-
-    def __init__(self, seq: int, meta: bytes, frames: list[Any], rank: int, now: float) -> None:
-        self.seq = seq
-        self.meta = meta
-        self.frames = frames
-        self.rank = rank
-        self.sent_at = now
-        self.attempts = 1
-        self.acked = False
+    meta: bytes
+    frames: list[Any]
+    rank: int
 
 
 class PairOut:
@@ -29,11 +22,13 @@ class PairOut:
         credits: messages the destination still has room for from this source (None: no limit).
     """
 
-    __slots__ = ("credits", "next_seq", "outbox", "taken_seen", "window")
+    __slots__ = ("credits", "next_seq", "outbox", "resends", "taken_seen", "window")
 
     def __init__(self, credits: int | None) -> None:
         self.next_seq = 0
         self.outbox: dict[int, OutboxEntry] = {}
+        # With resends on: seq -> [when last sent (monotonic), times sent], beside the outbox.
+        self.resends: dict[int, list[float]] = {}
         self.credits = credits
         self.window = credits
         self.taken_seen = 0  # the highest "taken so far" the receiver reported
@@ -49,6 +44,8 @@ class PairIn:
     """
 
     __slots__ = (
+        "acked_below",
+        "ack_due",
         "done_below",
         "done_extra",
         "expected",
@@ -64,7 +61,11 @@ class PairIn:
         self.held: dict[int, Parcel] = {}  # arrived early, waiting for the gap to fill
         self.done_below = 0  # every number below this was processed
         self.done_extra: set[int] = set()  # processed numbers above done_below
-        self.unacked: list[int] = []  # processed (tracked) numbers not yet acknowledged
+        self.acked_below = 0  # every number below this was acknowledged to the sender
+        self.ack_due = False  # a tracked message was processed since the last ack record
+        # Processed numbers to acknowledge that the range [acked_below, done_below) does not
+        # cover: processed out of order, or copies of ones processed before (acked again).
+        self.unacked: list[int] = []
         self.owed = 0  # messages taken since the last ack record (credits not yet returned)
         self.taken = 0  # messages taken from the queue in all (retries not counted again)
         self.urgent = False  # the sender waits for one of the unacked: send the ack now

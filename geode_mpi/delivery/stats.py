@@ -9,7 +9,7 @@ from typing import Any
 from geode_mpi.message import Message
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeStats:
     """Counters of one node since its Geode was created.
 
