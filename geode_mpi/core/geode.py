@@ -38,6 +38,7 @@ _TRACKED = codec.FLAG_TRACKED
 _WAITED = codec.FLAG_WAITED
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
+FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
 
 
 class SendHandle:
@@ -757,7 +758,15 @@ class Geode:
             engine.poll()
             return engine.take(index, match, key, False)
         # Nothing queued: wait, spinning on MPI's probe first (a poll here would only probe
-        # the same empty queue once more).
+        # the same empty queue once more). A reply in a ping-pong comes within this first
+        # spin, before any of the waiting machinery below is set up.
+        if (
+            not engine.forwards
+            and not transport.busy
+            and transport.spin(FIRST_SPIN)
+            and (found := engine.take(index, match, key, False)) is not None
+        ):
+            return found
         started = time.perf_counter()
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()

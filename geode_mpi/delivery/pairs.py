@@ -44,8 +44,8 @@ class PairIn:
     """
 
     __slots__ = (
-        "acked_below",
         "ack_due",
+        "acked_below",
         "done_below",
         "done_extra",
         "expected",
