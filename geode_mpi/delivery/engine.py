@@ -401,7 +401,6 @@ class Engine:
                     self._due_since = time.perf_counter()
                 self._due.add(key)
             if flags & _FLAG_WAITED:
-                pair.urgent = True
                 self._flush_pair(key, pair)
                 self.transport.flush()  # its sender is waiting for it
             elif pair.done_below - pair.acked_below + len(pair.unacked) >= ACK_BATCH:
@@ -436,7 +435,6 @@ class Engine:
         pair.ack_due = False
         pair.unacked = []
         pair.owed = 0
-        pair.urgent = False
         self.stats[dest].acks_sent += 1
         self.send_control(dest, source, payload, batch=True)
 
@@ -522,15 +520,6 @@ class Engine:
             return done()
 
         return self.transport.wait(done_or_work, deadline)
-
-    def has_work(self) -> bool:
-        """True while a local queue holds a message, one is taken and not finished, or one
-        waits to be forwarded."""
-        return (
-            self.in_hand > 0
-            or bool(self.forwards)
-            or any(len(inbox) for inbox in self.inboxes.values())
-        )
 
     def snapshot(self, index: int) -> NodeStats:
         """A copy of a local node's counters, with its queue depth and outbox size now."""

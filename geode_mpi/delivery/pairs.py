@@ -53,7 +53,6 @@ class PairIn:
         "owed",
         "taken",
         "unacked",
-        "urgent",
     )
 
     def __init__(self) -> None:
@@ -68,7 +67,6 @@ class PairIn:
         self.unacked: list[int] = []
         self.owed = 0  # messages taken since the last ack record (credits not yet returned)
         self.taken = 0  # messages taken from the queue in all (retries not counted again)
-        self.urgent = False  # the sender waits for one of the unacked: send the ack now
 
     def arrive(self, parcel: Parcel) -> list[Parcel] | None:
         """The parcels to queue now (in order) after ``parcel`` arrived; None for a duplicate."""
