@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("geode_mpi")
 
 Handler = Callable[[Message], Any]
+STUCK_WAVE = 10.0  # seconds a quiescence wave may wait before the coordinator says for whom
 HandlerKey = type[Message] | str
 
 
@@ -75,6 +76,8 @@ class Quiescence:
         self.asked = 0  # the newest wave this rank was asked about and has not answered
         self.quiet = 0  # the wave the coordinator declared quiet (0: none)
         self.waves = 0  # waves the coordinator started
+        self.wave_started = 0.0  # when the current wave began (monotonic)
+        self.warned = 0.0  # when the coordinator last warned that a wave is stuck
         self.engine.on_wave = self._on_wave
 
     def reset(self) -> None:
@@ -106,6 +109,8 @@ class Quiescence:
                 engine.send_control(me, 0, encode_wave(WAVE_ANSWER, self.asked, *counts))
                 self.asked = 0
             return False
+        if self.wave and len(self.answers) < self.size:
+            self._warn_if_stuck()
         if self.wave and len(self.answers) == self.size:
             totals = (
                 sum(sent for sent, _ in self.answers.values()),
@@ -123,10 +128,27 @@ class Quiescence:
         if not self.wave:
             self.waves += 1
             self.wave = self.waves
+            self.wave_started = time.monotonic()
             self.answers = {0: counts}
             for rank in range(1, self.size):
                 engine.send_control(me, rank, encode_wave(WAVE_ASK, self.wave))
         return False
+
+
+    def _warn_if_stuck(self) -> None:
+        """Say which ranks keep a quiescence wave waiting (a rank not in run(), or busy)."""
+        now = time.monotonic()
+        if now - self.wave_started < STUCK_WAVE or now - self.warned < STUCK_WAVE:
+            return
+        self.warned = now
+        missing = sorted(set(range(self.size)) - set(self.answers))
+        log.warning(
+            "run() has waited %.0f s for rank(s) %s to report idle (wave %d): every rank must "
+            "call run() for it to end by quiescence; are they in run(), or still busy?",
+            now - self.wave_started,
+            missing,
+            self.wave,
+        )
 
 
 class Processor:

@@ -158,3 +158,21 @@ def test_a_group_delivers_in_one_total_order_to_every_member(geode: Geode) -> No
         orders = [order for part in MPI.COMM_WORLD.allgather(orders) for order in part]
     assert len(orders) == len(geode.nodes)
     assert all(order == orders[0] for order in orders)  # one order, seen by every member
+
+
+def test_a_quiescence_wait_names_the_ranks_not_in_run(
+    geode: Geode, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from geode_mpi.core import processing
+
+    monkeypatch.setattr(processing, "STUCK_WAVE", 0.2)
+    last = geode.size - 1
+    if geode.rank == last and geode.size > 1:
+        time.sleep(1.0)  # busy elsewhere: not in run() yet
+    with caplog.at_level("WARNING", logger="geode_mpi"):
+        summary = geode.run(timeout=TIMEOUT)
+    assert summary.reason == "quiescent"
+    if geode.rank == 0 and geode.size > 1:
+        assert "to report idle" in caplog.text and f"rank(s) [{last}]" in caplog.text
