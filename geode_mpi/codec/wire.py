@@ -104,13 +104,46 @@ def encode(
     Raises:
         EncodeError: the data, headers or attributes cannot be pickled. Nothing is sent.
     """
-    frames: list[np.ndarray[Any, Any]] = []
+    data = message.data
     cls = type(message)
+    if type(data) is np.ndarray and len(message.__dict__) == 1:
+        # A small plain array alone in its message: from a template made the first time this
+        # class, dtype and shape were sent (the commonest small message there is).
+        template = _templates.get((cls, data.dtype, data.shape))
+        if template is not None and (data.ndim < 2 or data.flags.c_contiguous):
+            prefix, name_len, section_len = template
+            head = _HEAD.pack(
+                VERSION,
+                KIND_SMALL_ARRAY,
+                flags & SENDER_FLAGS,
+                *stamp,
+                name_len,
+                0,
+                section_len,
+                reply_to,
+            )
+            return b"".join((head, prefix, data.tobytes())), []
+    elif type(data) in pickling.ATOMIC and len(message.__dict__) == 1:
+        known = _wire_names.get(cls)
+        if known is not None and not known[1]:  # a plain str, int, float ...: no frames
+            section = pickle.dumps(data, protocol=5)
+            if len(section) <= _U32_MAX:
+                head = _HEAD.pack(
+                    VERSION,
+                    KIND_PICKLE,
+                    flags & SENDER_FLAGS,
+                    *stamp,
+                    len(known[0]),
+                    0,
+                    len(section),
+                    reply_to,
+                )
+                return b"".join((head, known[0], section)), []
+    frames: list[np.ndarray[Any, Any]] = []
     known = _wire_names.get(cls)
     if known is None:
         known = _wire_names[cls] = (class_name(cls).encode(), bool(_slot_names(cls)))
     name, slotted = known
-    data = message.data
     state = message.__dict__
     if len(state) == 1 and not slotted and "data" in state:  # the common case
         headers = extras = None
@@ -130,6 +163,8 @@ def encode(
                 kind = KIND_SMALL_ARRAY
                 pad = -(HEAD_SIZE + len(name) + len(descriptor)) % 8
                 section = b"".join((descriptor, _PAD[:pad], frame.tobytes()))
+                if not has_rest and frame is data and not slotted:
+                    _remember_template(cls, data, name, descriptor + _PAD[:pad], len(section))
             else:
                 kind = KIND_ARRAY
                 section = descriptor
@@ -225,6 +260,17 @@ def _slot_names(cls: type) -> tuple[str, ...]:
 
 
 _wire_names: dict[type, tuple[bytes, bool]] = {}  # class -> (wire name, has __slots__)
+# (class, dtype, shape) -> (name + descriptor + padding, name length, data-section length)
+_templates: dict[tuple[type, np.dtype[Any], tuple[int, ...]], tuple[bytes, int, int]] = {}
+_TEMPLATES_MAX = 1024
+
+
+def _remember_template(
+    cls: type, data: np.ndarray[Any, Any], name: bytes, descriptor: bytes, section_len: int
+) -> None:
+    if len(_templates) >= _TEMPLATES_MAX:
+        _templates.clear()
+    _templates[(cls, data.dtype, data.shape)] = (name + descriptor, len(name), section_len)
 
 
 def route(meta: bytes | memoryview) -> tuple[int, int]:

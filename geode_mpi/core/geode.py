@@ -345,7 +345,8 @@ class Geode:
         rank = dst % self.size
         ticket = self._transport.send(rank, meta, frames, batch=batch)
         self._counter[src] = count + 1
-        engine.sent(src, pair, seq, meta, frames, rank, ticket.nbytes, tracked)
+        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
+        engine.sent(src, pair, seq, meta, frames, rank, nbytes, tracked)
         self._sends += 1
         if not self._sends & POLL_EVERY_SENDS - 1:
             # A rank that only sends still drains what arrives; polling on every send would

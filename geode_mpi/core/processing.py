@@ -134,7 +134,6 @@ class Quiescence:
                 engine.send_control(me, rank, encode_wave(WAVE_ASK, self.wave))
         return False
 
-
     def _warn_if_stuck(self) -> None:
         """Say which ranks keep a quiescence wave waiting (a rank not in run(), or busy)."""
         now = time.monotonic()
