@@ -349,13 +349,14 @@ def decode(
         wire_name = _names.get(bytes(view[HEAD_SIZE:start])) if name_len else BASE_NAME
         if wire_name is None:
             wire_name = peek(view).class_name
+        cls = Message if not name_len else resolve(wire_name)
     else:
         stamp, wire_name, kind, flags, start, n_data, data_len = info
         mid, seq, ts, src, dst = stamp
         reply_to = _TRACK.unpack_from(view, 0)[4]
+        cls = Message if wire_name == BASE_NAME else resolve(wire_name)
     if kind > KIND_SMALL_ARRAY:
         raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
-    cls = Message if wire_name == BASE_NAME else resolve(wire_name)
     end = start + data_len
     data: Any
     try:
@@ -391,16 +392,18 @@ def decode(
     }
     if reply_to != NO_REPLY:
         state["reply_to"] = reply_to
-    slotted: dict[str, Any] = {}
-    if rest is not None:
-        headers, extras = rest
-        if extras:
-            slots = _slot_names(cls)
-            for key, value in extras.items():
-                (slotted if key in slots else state)[key] = value
-        if headers:
-            state["_headers"] = headers
     message = cls.__new__(cls)
+    if rest is None:
+        message.__dict__ = state
+        return message
+    slotted: dict[str, Any] = {}
+    headers, extras = rest
+    if extras:
+        slots = _slot_names(cls)
+        for key, value in extras.items():
+            (slotted if key in slots else state)[key] = value
+    if headers:
+        state["_headers"] = headers
     message.__dict__ = state
     for key, value in slotted.items():
         setattr(message, key, value)

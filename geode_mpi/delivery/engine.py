@@ -43,6 +43,7 @@ _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
 _FLAG_SEQUENCE = codec.FLAG_SEQUENCE
+_KIND_CONTROL = codec.wire.KIND_CONTROL
 _track_from = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to of a header
 
 Decoder = Callable[[Parcel], Message]
@@ -247,7 +248,7 @@ class Engine:
 
     def sink(self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
         """Take one arrival from the transport."""
-        if meta[1] == codec.wire.KIND_CONTROL:
+        if meta[1] == _KIND_CONTROL:
             self._control(meta)
             return
         flags, seq, source, dest, reply_to = _track_from(meta, 0)
