@@ -328,8 +328,8 @@ class Geode:
             return None
         msg = message if isinstance(message, Message) else Message(message)
         engine = self._engine
-        pair = engine.ready_pair(src, dst)  # None unless one exists with room: the common case
-        if pair is None:
+        pair = engine.pairs_out.get((src, dst))
+        if pair is None or (pair.credits is not None and pair.credits <= 0):
             if timeout is None:
                 pair = engine.reserve(src, dst, None, None)
             else:
@@ -747,7 +747,7 @@ class Geode:
         if self._closed:
             return engine.take(index, match, key, False)
         self._receives += 1
-        found = engine.take(index, match, key, False)
+        found = engine.take(index, match, key, False) if self._inboxes[index] else None
         if found is not None:
             # Taken without polling MPI first; every POLL_EVERY_RECEIVES-th receive polls
             # anyway, to keep what arrives (and acks) moving while a backlog is drained.

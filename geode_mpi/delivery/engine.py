@@ -102,7 +102,7 @@ class Engine:
         }
         self.stats = {index: NodeStats(names[index]) for index in local}
         self.dead: dict[int, list[DeadLetter]] = {index: [] for index in local}
-        self._out: dict[tuple[int, int], PairOut] = {}
+        self.pairs_out: dict[tuple[int, int], PairOut] = {}  # (source, dest) -> its send side
         self._in: dict[tuple[int, int], PairIn] = {}
         self._due: set[tuple[int, int]] = set()  # incoming pairs with acks or credits to send
         self._due_since = 0.0  # when the oldest of them became due (perf_counter)
@@ -129,17 +129,10 @@ class Engine:
     # -- sending ---------------------------------------------------------------------------
 
     def pair_out(self, src: int, dst: int) -> PairOut:
-        pair = self._out.get((src, dst))
+        pair = self.pairs_out.get((src, dst))
         if pair is None:
-            pair = self._out[(src, dst)] = PairOut(self.configs[dst].credits(len(self.names)))
+            pair = self.pairs_out[(src, dst)] = PairOut(self.configs[dst].credits(len(self.names)))
         return pair
-
-    def ready_pair(self, src: int, dst: int) -> PairOut | None:
-        """The pair to send on if it exists and has room now; else None (call `reserve`)."""
-        pair = self._out.get((src, dst))
-        if pair is not None and (pair.credits is None or pair.credits > 0):
-            return pair
-        return None
 
     def reserve(self, src: int, dst: int, deadline: float | None, timeout: float | None) -> PairOut:
         """The pair to send on, once the destination has room for one more message.
@@ -232,7 +225,7 @@ class Engine:
         if limit is None or now < self._next_resend:
             return
         self._next_resend = now + limit / 4
-        for (src, _), pair in self._out.items():
+        for (src, _), pair in self.pairs_out.items():
             for seq, entry in list(pair.outbox.items()):
                 state = pair.resends.setdefault(seq, [now, 1])
                 if now - state[0] >= limit:
@@ -459,7 +452,7 @@ class Engine:
             if pair_in is not None:
                 self._flush_pair(key, pair_in, again=True)
             return
-        pair = self._out.get((sender, receiver))
+        pair = self.pairs_out.get((sender, receiver))
         if pair is None:
             raise DecodeError(
                 f"an ack from node index {receiver} for node index {sender}, which sent it nothing"
@@ -530,6 +523,6 @@ class Engine:
         stats = self.stats[index]
         stats.queue_depth = len(self.inboxes[index])
         stats.unacked = sum(
-            len(pair.outbox) for (src, _), pair in self._out.items() if src == index
+            len(pair.outbox) for (src, _), pair in self.pairs_out.items() if src == index
         )
         return NodeStats(**stats.as_dict())

@@ -48,6 +48,9 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
     def __iter__(self) -> Iterator[Parcel]:
         return iter(self._items)
 
