@@ -213,10 +213,15 @@ class Engine:
         self.data_sent += 1
         if not tracked:
             return None
-        entry = _tuple_new(OutboxEntry, (meta, frames, rank))
-        pair.outbox[seq] = entry
-        if self.resend_after is not None:
+        if self.resend_after is None:
+            # Nothing will send it again (MPI loses nothing): keep its header, not its arrays,
+            # so that the buffers they live in are free for reuse as soon as the caller lets
+            # go of them, not only once the batched ack comes back.
+            entry = _tuple_new(OutboxEntry, (meta, (), rank))
+        else:
+            entry = _tuple_new(OutboxEntry, (meta, frames, rank))
             pair.resends[seq] = [time.monotonic(), 1]
+        pair.outbox[seq] = entry
         return entry
 
     def _resend_due(self) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from geode_mpi.queues import Parcel
 
 
 class OutboxEntry(NamedTuple):
-    """A sent message kept until it is acknowledged: enough to send it again."""
+    """A sent message kept until it is acknowledged.
+
+    Its frames are kept only when it may be sent again (``resend_after``); otherwise ``()``.
+    """
 
     meta: bytes
-    frames: list[Any]
+    frames: Sequence[Any]
     rank: int
 
 
