@@ -122,7 +122,7 @@ def encode(
                 section_len,
                 reply_to,
             )
-            return b"".join((head, prefix, data.tobytes())), []
+            return b"".join((head, prefix, data)), []  # C-contiguous: joined as its bytes
     elif type(data) in pickling.ATOMIC and len(message.__dict__) == 1:
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a plain str, int, float ...: no frames
