@@ -14,6 +14,7 @@ section; the codec never interprets them.
 from __future__ import annotations
 
 import copyreg
+import math
 import pickle
 import struct
 from collections.abc import Sequence
@@ -122,7 +123,8 @@ def encode(
                 section_len,
                 reply_to,
             )
-            return b"".join((head, prefix, data)), []  # C-contiguous: joined as its bytes
+            # C-contiguous, so join reads its bytes straight from its buffer.
+            return b"".join((head, prefix, data)), []  # type: ignore[arg-type]
     elif type(data) in pickling.ATOMIC and len(message.__dict__) == 1:
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a plain str, int, float ...: no frames
@@ -363,7 +365,10 @@ def decode(
         if kind == KIND_SMALL_ARRAY:
             dtype, shape, fortran, offset = read_descriptor(view, start)
             offset += -offset % 8
-            data = rebuild_array(view[offset:end], dtype, shape, fortran)
+            if not fortran and dtype.itemsize and len(shape) < 2:  # 0-d and 1-d: one call
+                data = np.frombuffer(view, dtype, math.prod(shape), offset).reshape(shape)
+            else:
+                data = rebuild_array(view[offset:end], dtype, shape, fortran)
             if view.readonly:
                 data = data.copy(order="K")
         elif kind == KIND_ARRAY:

@@ -50,6 +50,8 @@ from geode_mpi.transport.launch import launch_info
 from geode_mpi.transport.pool import BufferPool
 
 _BYTE = MPI.BYTE
+_ANY_SOURCE = MPI.ANY_SOURCE
+_ANY_TAG = MPI.ANY_TAG
 TAG_ENVELOPE = 1
 TAG_FRAME = 2
 TAG_BATCH = 3  # several small envelopes in one MPI message (see MPITransport.send)
@@ -275,7 +277,7 @@ class MPITransport(Transport):
         found = False
         missed = False
         for _ in range(MAX_ARRIVALS_PER_POLL):
-            message = improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            message = improbe(_ANY_SOURCE, _ANY_TAG, status)
             if message is None:
                 # MPICH moves the next waiting message out of shared memory during the probe
                 # that then reports none: only two misses in a row mean "nothing waiting".
@@ -421,7 +423,7 @@ class MPITransport(Transport):
         status = self._status
         until = time.perf_counter() + seconds
         while True:
-            message = improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            message = improbe(_ANY_SOURCE, _ANY_TAG, status)
             if message is not None:
                 if self._take_matched(message):
                     return True  # an envelope; the rest arrive with the next progress()
@@ -443,7 +445,7 @@ class MPITransport(Transport):
         clock = time.perf_counter
         share = self.oversubscribed
         while True:
-            if testany(requests)[1] or iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG) or clock() > until:
+            if testany(requests)[1] or iprobe(_ANY_SOURCE, _ANY_TAG) or clock() > until:
                 return self.progress()
             if share:
                 os.sched_yield()  # the peer moving the other end may need this core
