@@ -33,7 +33,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Inbox, Key, Match, Parcel
 from geode_mpi.transport import Transport
 
-ACK_BATCH = 64  # processed messages per pair that make an ack record go out at once
+ACK_BATCH = 128  # processed messages per pair that make an ack record go out at once
 # A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
 # comes within microseconds (a ping-pong) does not cost an ack record per message.
 FLUSH_AFTER = 100e-6
@@ -114,9 +114,8 @@ class Engine:
         self._asked: dict[tuple[int, int], list[float]] = {}  # when each pair last asked
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
         self.closed = False  # set by the Geode once its transport is closed
-        # Data messages sent and received by this rank, resends and duplicates included: summed
-        # over the job they are equal exactly when no message is in flight.
-        self.data_sent = 0
+        # Data messages received by this rank, duplicates and early arrivals included (see
+        # `data_sent`, its counterpart).
         self.data_received = 0
         # Quiescence-wave records go to this: (from node, type, wave, sent, received).
         self.on_wave: Callable[[int, int, int, int, int], None] | None = None
@@ -210,7 +209,6 @@ class Engine:
         stats = self.stats[src]
         stats.sent += 1
         stats.sent_bytes += nbytes
-        self.data_sent += 1
         if not tracked:
             return None
         if self.resend_after is None:
@@ -240,7 +238,6 @@ class Engine:
                     state[0] = now
                     state[1] += 1
                     self.stats[src].resent += 1
-                    self.data_sent += 1
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -478,6 +475,12 @@ class Engine:
         self.stats[sender].acked += count
 
     # -- waiting ---------------------------------------------------------------------------
+
+    @property
+    def data_sent(self) -> int:
+        """Data messages this rank sent, resends included: summed over the job, equal to the
+        sum of `data_received` exactly when no message is in flight."""
+        return sum(stats.sent + stats.resent for stats in self.stats.values())
 
     def poll(self) -> bool:
         """Run the transport once, forward what a sequencer must, and resend what timed out;
