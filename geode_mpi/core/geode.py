@@ -35,6 +35,7 @@ _Stamp = codec.Stamp
 _encode = codec.encode
 _decode = codec.decode
 _TRACKED = codec.FLAG_TRACKED
+_NO_REPLY = codec.NO_REPLY
 _WAITED = codec.FLAG_WAITED
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
@@ -196,6 +197,7 @@ class Geode:
             self._decode,
         )
         self._inboxes = self._engine.inboxes
+        self._queued = {index: inbox.waiting for index, inbox in self._inboxes.items()}
         self._counter = dict.fromkeys(self._local, 0)
         self._closed = False
         self._sealed = False  # True once close() began: nothing may be sent from then on
@@ -394,7 +396,7 @@ class Geode:
         if timeout is not None:
             timeout = check_timeout(timeout)
             deadline = time.monotonic() + (timeout or 0.0)
-        handle = self._send(message, source, dest, ack, timeout, batch=False)
+        handle = self._send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
         if handle is not None and not handle._complete():
             handle._wait(deadline, timeout)
         return handle
@@ -747,7 +749,7 @@ class Geode:
         if self._closed:
             return engine.take(index, match, key, False)
         self._receives += 1
-        found = engine.take(index, match, key, False) if self._inboxes[index] else None
+        found = engine.take(index, match, key, False) if self._queued[index] else None
         if found is not None:
             # Taken without polling MPI first; every POLL_EVERY_RECEIVES-th receive polls
             # anyway, to keep what arrives (and acks) moving while a backlog is drained.

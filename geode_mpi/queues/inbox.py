@@ -48,8 +48,11 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def __bool__(self) -> bool:
-        return bool(self._items)
+    @property
+    def waiting(self) -> deque[Parcel]:
+        """The parcels in arrival order (read it, do not change it): its truth value is the
+        cheapest "is anything queued?" there is."""
+        return self._items
 
     def __iter__(self) -> Iterator[Parcel]:
         return iter(self._items)
