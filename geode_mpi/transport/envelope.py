@@ -49,17 +49,6 @@ def check_envelope(meta: bytes) -> None:
         )
 
 
-def meta_only_envelope(meta: bytes) -> bytes:
-    """The envelope of a message without frames: the header, then meta.
-
-    Raises:
-        EncodeError: meta does not fit (more than 4 GiB).
-    """
-    if len(meta) > _U32_MAX:
-        check_envelope(meta)
-    return _HEADER.pack(MAGIC, VERSION, 0, len(meta)) + meta
-
-
 def build_envelope(
     meta: bytes,
     frames: Sequence[Frame],

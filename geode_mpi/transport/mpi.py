@@ -40,7 +40,6 @@ from geode_mpi.transport.envelope import (
     MAGIC,
     build_envelope,
     check_envelope,
-    meta_only_envelope,
     parse_envelope,
 )
 from geode_mpi.transport.envelope import (
@@ -55,6 +54,7 @@ _ANY_TAG = MPI.ANY_TAG
 TAG_ENVELOPE = 1
 TAG_FRAME = 2
 TAG_BATCH = 3  # several small envelopes in one MPI message (see MPITransport.send)
+TAG_META = 4  # a message without frames, sent as its meta alone: no envelope to build
 BATCH_MAX = 32  # envelopes in a batch before it goes out on its own
 BATCH_BYTES = 32 * 1024  # bytes in a batch before it goes out on its own
 BATCH_DELAY = 50e-6  # a poll sends batches this old; a wait sends them all at once
@@ -154,15 +154,15 @@ class MPITransport(Transport):
         """
         if dest == self.rank:
             return self._loopback(meta, frames)
-        if not frames and not batch:  # the commonest message: meta alone, sent at once
-            envelope = meta_only_envelope(meta)
+        if not frames and not batch:  # the commonest message: meta alone, sent as it is
+            check_envelope(meta)
             if dest in self._batches:
                 self._send_batch(dest)  # what was batched before this message goes before it
-            last = self.comm.Isend(envelope, dest, TAG_ENVELOPE)
+            last = self.comm.Isend(meta, dest, TAG_META)
             self.sent_to[dest] += 1
             if last.Test():
                 return _SENT
-            ticket = SendTicket(dest, len(envelope), state=([last], envelope, [], []))
+            ticket = SendTicket(dest, len(meta), state=([last], meta, [], []))
             self._active.append(ticket)
             return ticket
         check_envelope(meta)  # before anything is posted: a refused message is refused whole
@@ -302,6 +302,13 @@ class MPITransport(Transport):
             return False
         buffer = bytearray(status.Get_count(_BYTE))
         message.Recv(buffer)
+        if tag == TAG_META:
+            self.received_from[source] += 1
+            if self._arrivals[source]:  # behind a message whose frames are still arriving
+                self._arrivals[source].append(_Arrival(memoryview(buffer), [], [], len(buffer)))
+            else:
+                self._sink(source, memoryview(buffer), (), len(buffer))
+            return True
         if tag == TAG_BATCH:
             self._accept_batch(source, buffer)
             return True
