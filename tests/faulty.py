@@ -268,7 +268,7 @@ class FaultyTransport(Transport):
         self.closed = False
 
     def send(
-        self, dest: int, meta: bytes, frames: Sequence[Frame], *, batch: bool = False
+        self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
     ) -> SendTicket:
         # Nothing is held back to batch: every envelope gets its own fate at once.
         if not 0 <= dest < self.size:

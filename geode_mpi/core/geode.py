@@ -345,7 +345,7 @@ class Geode:
             flags |= _TRACKED | _WAITED if ack else _TRACKED
         meta, frames = _encode(msg, stamp, flags, reply_to)
         rank = dst % self.size
-        ticket = self._transport.send(rank, meta, frames, batch=batch)
+        ticket = self._transport.send(rank, meta, frames, batch)
         self._counter[src] = count + 1
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         engine.sent(src, pair, seq, meta, frames, rank, nbytes, tracked)

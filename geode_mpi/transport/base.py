@@ -79,7 +79,7 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def send(
-        self, dest: int, meta: bytes, frames: Sequence[Frame], *, batch: bool = False
+        self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
     ) -> SendTicket:
         """Start sending one envelope to rank ``dest``; return at once.
 

@@ -50,7 +50,7 @@ class InProcTransport(Transport):
         self.size = hub.size
 
     def send(
-        self, dest: int, meta: bytes, frames: Sequence[Frame], *, batch: bool = False
+        self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
     ) -> SendTicket:
         copies = [copy_frame(frame) for frame in frames]
         nbytes = len(meta) + sum(frame.nbytes for frame in copies)

@@ -58,7 +58,12 @@ TAG_META = 4  # a message without frames, sent as its meta alone: no envelope to
 BATCH_MAX = 32  # envelopes in a batch before it goes out on its own
 BATCH_BYTES = 32 * 1024  # bytes in a batch before it goes out on its own
 BATCH_DELAY = 50e-6  # a poll sends batches this old; a wait sends them all at once
-_BATCH_ENTRY = struct.Struct("<I12x")  # each envelope's length, padded to keep it 16-aligned
+# Before each entry of a batch: its length and what it is (an envelope, or a meta alone),
+# padded so that every entry starts 16-byte aligned.
+_BATCH_ENTRY = struct.Struct("<IB11x")
+_AS_ENVELOPE = 0
+_AS_META = 1
+_ZEROS = bytes(16)
 
 MAX_ARRIVALS_PER_POLL = 256
 TESTS_PER_POLL = 64
@@ -121,7 +126,7 @@ class MPITransport(Transport):
         self.received_from = [0] * self.size
         self._active: list[SendTicket] = []
         # Small envelopes waiting to go out together, per destination (see send()).
-        self._batches: dict[int, list[bytes]] = {}
+        self._batches: dict[int, list[tuple[int, bytes]]] = {}
         self._batch_bytes: dict[int, int] = {}
         self._batch_tickets: dict[int, SendTicket] = {}
         self._batch_since = 0.0  # when the oldest batch began (perf_counter; 0: none)
@@ -141,7 +146,7 @@ class MPITransport(Transport):
     # -- sending ---------------------------------------------------------------------------
 
     def send(
-        self, dest: int, meta: bytes, frames: Sequence[Frame], *, batch: bool = False
+        self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
     ) -> SendTicket:
         """Start sending; see `Transport.send`.
 
@@ -167,8 +172,17 @@ class MPITransport(Transport):
             return ticket
         check_envelope(meta)  # before anything is posted: a refused message is refused whole
         inline_max = self.inline_max
-        if batch and all(frame.nbytes <= inline_max for frame in frames):
-            envelope = build_envelope(meta, frames, inline_max)[0]
+        if batch and (not frames or all(frame.nbytes <= inline_max for frame in frames)):
+            # A frame-less message is batched as its meta alone (as on TAG_META).
+            entry = (
+                (_AS_ENVELOPE, build_envelope(meta, frames, inline_max)[0])
+                if frames
+                else (
+                    _AS_META,
+                    meta,
+                )
+            )
+            envelope = entry[1]
             waiting = self._batches.get(dest)
             if waiting is None:
                 waiting = self._batches[dest] = []
@@ -177,7 +191,7 @@ class MPITransport(Transport):
                 if not self._batch_since:
                     self._batch_since = time.perf_counter()
             ticket = self._batch_tickets[dest]
-            waiting.append(envelope)
+            waiting.append(entry)
             self._batch_bytes[dest] += len(envelope)
             ticket.nbytes += len(envelope)
             self.sent_to[dest] += 1
@@ -217,19 +231,20 @@ class MPITransport(Transport):
         self._batch_since = 0.0
 
     def _send_batch(self, dest: int) -> None:
-        envelopes = self._batches.pop(dest)
+        entries = self._batches.pop(dest)
         del self._batch_bytes[dest]
         ticket = self._batch_tickets.pop(dest)
-        if len(envelopes) == 1:
-            buffer = envelopes[0]
-            request = self.comm.Isend(buffer, dest, TAG_ENVELOPE)
+        if len(entries) == 1:
+            kind, buffer = entries[0]
+            request = self.comm.Isend(buffer, dest, TAG_META if kind == _AS_META else TAG_ENVELOPE)
         else:
             parts: list[bytes] = []
-            for envelope in envelopes:
-                parts.append(_BATCH_ENTRY.pack(len(envelope)))
-                parts.append(envelope)
-                if len(envelope) % 16:
-                    parts.append(bytes(16 - len(envelope) % 16))
+            pack = _BATCH_ENTRY.pack
+            for kind, payload in entries:
+                parts.append(pack(len(payload), kind))
+                parts.append(payload)
+                if len(payload) % 16:
+                    parts.append(_ZEROS[: 16 - len(payload) % 16])
             buffer = b"".join(parts)
             request = self.comm.Isend(buffer, dest, TAG_BATCH)
         if request.Test():
@@ -304,10 +319,7 @@ class MPITransport(Transport):
         message.Recv(buffer)
         if tag == TAG_META:
             self.received_from[source] += 1
-            if self._arrivals[source]:  # behind a message whose frames are still arriving
-                self._arrivals[source].append(_Arrival(memoryview(buffer), [], [], len(buffer)))
-            else:
-                self._sink(source, memoryview(buffer), (), len(buffer))
+            self._accept_meta(source, memoryview(buffer))
             return True
         if tag == TAG_BATCH:
             self._accept_batch(source, buffer)
@@ -322,13 +334,24 @@ class MPITransport(Transport):
         end = len(buffer)
         entry = _BATCH_ENTRY
         while offset < end:
-            (length,) = entry.unpack_from(buffer, offset)
+            length, kind = entry.unpack_from(buffer, offset)
             start = offset + entry.size
             if start + length > end:
                 raise DecodeError(f"rank {source} sent a batch that ends inside an envelope")
             self.received_from[source] += 1
-            self._accept(source, view[start : start + length])
+            if kind == _AS_META:
+                self._accept_meta(source, view[start : start + length])
+            else:
+                self._accept(source, view[start : start + length])
             offset = start + length + (-length % 16)
+
+    def _accept_meta(self, source: int, meta: memoryview) -> None:
+        """A message sent as its meta alone: deliver it, in order behind any still arriving."""
+        queue = self._arrivals[source]
+        if queue:
+            queue.append(_Arrival(meta, [], [], len(meta)))
+        else:
+            self._sink(source, meta, (), len(meta))
 
     def _accept(self, source: int, buffer: bytearray | memoryview) -> None:
         if (

@@ -354,7 +354,7 @@ class Tap(InProcTransport):
         self.wire = wire
 
     def send(
-        self, dest: int, meta: bytes, frames: Sequence[Frame], *, batch: bool = False
+        self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
     ) -> SendTicket:
         if codec.is_control(meta):
             return super().send(dest, meta, frames)
