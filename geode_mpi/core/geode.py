@@ -101,9 +101,17 @@ class SendHandle:
         return self._ticket.done and (not self.ack or self.acked)
 
     def done(self) -> bool:
-        """True once the data may be reused (and, with ``ack=True``, the message was acked)."""
-        if not self._complete():
-            self._geode._progress()
+        """True once the data may be reused (and, with ``ack=True``, the message was acked).
+
+        A call that finds it not done drives progress now and then (every fourth such call:
+        a loop that checks many handles per message it sends should not poll MPI each time).
+        """
+        if self._complete():
+            return True
+        geode = self._geode
+        geode._unfinished_checks += 1
+        if not geode._unfinished_checks & 3:
+            geode._progress()
         return self._complete()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -203,6 +211,7 @@ class Geode:
         self._sealed = False  # True once close() began: nothing may be sent from then on
         self._sends = 0
         self._receives = 0
+        self._unfinished_checks = 0  # SendHandle.done() calls that found their send unfinished
         self._processor = Processor(self)
         self._sequencer = Sequencer(self)
         self._engine.on_forward = self._sequencer.forward
