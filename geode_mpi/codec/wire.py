@@ -246,6 +246,7 @@ def peek(meta: bytes | memoryview) -> Peek:
 
 
 _tuple_new = tuple.__new__
+_new_message = object.__new__
 
 
 _names: dict[bytes, str] = {}
@@ -341,6 +342,34 @@ def decode(
         DecodeError: the bytes are malformed or the class cannot be found.
     """
     view = memoryview(meta)
+    if info is None and len(view) >= HEAD_SIZE and view[0] == VERSION and view[1] == KIND_PICKLE:
+        head = _HEAD.unpack_from(view, 0)
+        if not head[2] & FLAG_REST and not head[8] and not head[9]:
+            # A plain Message whose data is a pickle without arrays (a str, a dict ...): the
+            # commonest small message, decoded without the general machinery.
+            _, _, _, mid, seq, ts, src, dst, _, _, data_len, reply_to = head
+            data: Any
+            try:
+                data = pickle.loads(view[HEAD_SIZE : HEAD_SIZE + data_len])
+            except Exception as exc:
+                raise DecodeError(
+                    f"cannot decode a Message message {mid} from node index {src}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            count = len(names)
+            state = {
+                "data": data,
+                "id": mid,
+                "seq": seq,
+                "timestamp": ts,
+                "source": names[src] if src < count else str(src),
+                "dest": names[dst] if dst < count else str(dst),
+            }
+            if reply_to != NO_REPLY:
+                state["reply_to"] = reply_to
+            message = _new_message(Message)
+            message.__dict__ = state
+            return message
     if info is None:
         if len(view) < HEAD_SIZE or view[0] != VERSION:
             peek(view)  # raises the precise error
@@ -360,7 +389,6 @@ def decode(
     if kind > KIND_SMALL_ARRAY:
         raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
     end = start + data_len
-    data: Any
     try:
         if kind == KIND_SMALL_ARRAY:
             dtype, shape, fortran, offset = read_descriptor(view, start)

@@ -114,9 +114,6 @@ class Engine:
         self._asked: dict[tuple[int, int], list[float]] = {}  # when each pair last asked
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
         self.closed = False  # set by the Geode once its transport is closed
-        # Data messages received by this rank, duplicates and early arrivals included (see
-        # `data_sent`, its counterpart).
-        self.data_received = 0
         # Quiescence-wave records go to this: (from node, type, wave, sent, received).
         self.on_wave: Callable[[int, int, int, int, int], None] | None = None
         # Messages a local node must forward as a group's sequencer, in arrival order, and
@@ -254,7 +251,6 @@ class Engine:
                 f"rank {rank} sent a message from node index {source} for node index {dest}, "
                 "which this rank does not host: do all ranks use the same nodes?"
             )
-        self.data_received += 1
         key = (source, dest)
         pair = self._in.get(key)
         if pair is None:
@@ -269,8 +265,6 @@ class Engine:
             if dropped is not None:
                 stats.dropped += 1
                 self._done(dest, dropped)
-            if inbox.peak > stats.queue_peak:
-                stats.queue_peak = inbox.peak
             return
         ready = pair.arrive(parcel)
         if ready is None:
@@ -290,8 +284,6 @@ class Engine:
             if dropped is not None:
                 stats.dropped += 1
                 self._done(dest, dropped)
-        if inbox.peak > stats.queue_peak:
-            stats.queue_peak = inbox.peak
 
     def take(
         self, index: int, match: Match | None, key: Key | None, explicit: bool
@@ -477,6 +469,13 @@ class Engine:
     # -- waiting ---------------------------------------------------------------------------
 
     @property
+    def data_received(self) -> int:
+        """Data messages this rank received: queued, dropped as duplicates, or held until an
+        earlier one arrives (see `data_sent`, its counterpart)."""
+        held = sum(len(pair.held) for pair in self._in.values())
+        return held + sum(stats.received + stats.duplicates for stats in self.stats.values())
+
+    @property
     def data_sent(self) -> int:
         """Data messages this rank sent, resends included: summed over the job, equal to the
         sum of `data_received` exactly when no message is in flight."""
@@ -530,6 +529,7 @@ class Engine:
             self.poll()
         stats = self.stats[index]
         stats.queue_depth = len(self.inboxes[index])
+        stats.queue_peak = self.inboxes[index].peak
         stats.unacked = sum(
             len(pair.outbox) for (src, _), pair in self.pairs_out.items() if src == index
         )

@@ -332,18 +332,24 @@ class MPITransport(Transport):
         view = memoryview(buffer)
         offset = 0
         end = len(buffer)
-        entry = _BATCH_ENTRY
+        unpack = _BATCH_ENTRY.unpack_from
+        entry_size = _BATCH_ENTRY.size
+        sink = self._sink
+        received = self.received_from
         while offset < end:
-            length, kind = entry.unpack_from(buffer, offset)
-            start = offset + entry.size
-            if start + length > end:
+            length, kind = unpack(buffer, offset)
+            start = offset + entry_size
+            stop = start + length
+            if stop > end:
                 raise DecodeError(f"rank {source} sent a batch that ends inside an envelope")
-            self.received_from[source] += 1
-            if kind == _AS_META:
-                self._accept_meta(source, view[start : start + length])
+            received[source] += 1
+            if kind != _AS_META:
+                self._accept(source, view[start:stop])
+            elif self._arrivals[source]:
+                self._accept_meta(source, view[start:stop])
             else:
-                self._accept(source, view[start : start + length])
-            offset = start + length + (-length % 16)
+                sink(source, view[start:stop], (), length)  # the commonest entry
+            offset = stop + (-length % 16)
 
     def _accept_meta(self, source: int, meta: memoryview) -> None:
         """A message sent as its meta alone: deliver it, in order behind any still arriving."""
