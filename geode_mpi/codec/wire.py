@@ -247,6 +247,7 @@ def peek(meta: bytes | memoryview) -> Peek:
 
 _tuple_new = tuple.__new__
 _new_message = object.__new__
+_PLAIN_KINDS = (KIND_PICKLE, KIND_SMALL_ARRAY)
 
 
 _names: dict[bytes, str] = {}
@@ -342,15 +343,34 @@ def decode(
         DecodeError: the bytes are malformed or the class cannot be found.
     """
     view = memoryview(meta)
-    if info is None and len(view) >= HEAD_SIZE and view[0] == VERSION and view[1] == KIND_PICKLE:
+    if (
+        info is None
+        and len(view) >= HEAD_SIZE
+        and view[0] == VERSION
+        and view[1] in _PLAIN_KINDS
+        and not view[2] & FLAG_REST
+    ):
         head = _HEAD.unpack_from(view, 0)
-        if not head[2] & FLAG_REST and not head[8] and not head[9]:
-            # A plain Message whose data is a pickle without arrays (a str, a dict ...): the
-            # commonest small message, decoded without the general machinery.
-            _, _, _, mid, seq, ts, src, dst, _, _, data_len, reply_to = head
+        if not head[8] and not head[9]:
+            # A plain Message whose data is a pickle without arrays (a str, a dict ...) or a
+            # small array inside meta: the commonest small messages, decoded without the
+            # general machinery.
+            _, kind, _, mid, seq, ts, src, dst, _, _, data_len, reply_to = head
             data: Any
             try:
-                data = pickle.loads(view[HEAD_SIZE : HEAD_SIZE + data_len])
+                if kind == KIND_PICKLE:
+                    data = pickle.loads(view[HEAD_SIZE : HEAD_SIZE + data_len])
+                else:
+                    dtype, shape, fortran, offset = read_descriptor(view, HEAD_SIZE)
+                    offset += -offset % 8
+                    if not fortran and dtype.itemsize and len(shape) < 2:
+                        data = np.frombuffer(view, dtype, math.prod(shape), offset)
+                        data = data.reshape(shape)
+                    else:
+                        end = HEAD_SIZE + data_len
+                        data = rebuild_array(view[offset:end], dtype, shape, fortran)
+                    if view.readonly:
+                        data = data.copy(order="K")
             except Exception as exc:
                 raise DecodeError(
                     f"cannot decode a Message message {mid} from node index {src}: "
