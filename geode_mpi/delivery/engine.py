@@ -109,7 +109,7 @@ class Engine:
         self._explicit = {index: configs[index].ack == "explicit" for index in local}
         self._window = {index: configs[index].credits(len(names)) for index in local}
         # Nodes whose queue has no window and automatic acks: taking is processing, at once.
-        self._plain = {i for i in local if self._window[i] is None and not self._explicit[i]}
+        self.plain = {i for i in local if self._window[i] is None and not self._explicit[i]}
         self._next_resend = 0.0
         self._asked: dict[tuple[int, int], list[float]] = {}  # when each pair last asked
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
@@ -300,7 +300,7 @@ class Engine:
         parcel = self.inboxes[index].pop(match, key)
         if parcel is None:
             return None
-        if not explicit and index in self._plain:  # no window, automatic acks: the usual case
+        if not explicit and index in self.plain:  # no window, automatic acks: the usual case
             self._done(index, parcel)
             return parcel, None
         window = self._window[index]
@@ -317,6 +317,13 @@ class Engine:
             return parcel, Receipt(self, index, parcel)
         self._done(index, parcel)
         return parcel, None
+
+    def take_plain(self, index: int) -> Parcel | None:
+        """`take` for a node in `plain` (no window, automatic acks), no filter, no order."""
+        parcel = self.inboxes[index].pop()
+        if parcel is not None:
+            self._done(index, parcel)
+        return parcel
 
     def finish(self, index: int, parcel: Parcel) -> None:
         """A taken message was processed (acked)."""
