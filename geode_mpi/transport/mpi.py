@@ -64,6 +64,7 @@ _BATCH_ENTRY = struct.Struct("<IB11x")
 _AS_ENVELOPE = 0
 _AS_META = 1
 _ZEROS = bytes(16)
+_U32_MAX = 2**32 - 1
 
 MAX_ARRIVALS_PER_POLL = 256
 TESTS_PER_POLL = 64
@@ -127,7 +128,6 @@ class MPITransport(Transport):
         self._active: list[SendTicket] = []
         # Small envelopes waiting to go out together, per destination (see send()).
         self._batches: dict[int, list[tuple[int, bytes]]] = {}
-        self._batch_bytes: dict[int, int] = {}
         self._batch_tickets: dict[int, SendTicket] = {}
         self._batch_since = 0.0  # when the oldest batch began (perf_counter; 0: none)
         self._next_test = 0  # where the next poll starts testing, with many sends in flight
@@ -159,8 +159,11 @@ class MPITransport(Transport):
         """
         if dest == self.rank:
             return self._loopback(meta, frames)
-        if not frames and not batch:  # the commonest message: meta alone, sent as it is
-            check_envelope(meta)
+        if not frames:
+            if len(meta) > _U32_MAX:
+                check_envelope(meta)  # refused whole, before anything is posted
+            if batch:  # the commonest isend: batched as its meta alone (as on TAG_META)
+                return self._add_to_batch(dest, _AS_META, meta)
             if dest in self._batches:
                 self._send_batch(dest)  # what was batched before this message goes before it
             last = self.comm.Isend(meta, dest, TAG_META)
@@ -172,32 +175,9 @@ class MPITransport(Transport):
             return ticket
         check_envelope(meta)  # before anything is posted: a refused message is refused whole
         inline_max = self.inline_max
-        if batch and (not frames or all(frame.nbytes <= inline_max for frame in frames)):
-            # A frame-less message is batched as its meta alone (as on TAG_META).
-            entry = (
-                (_AS_ENVELOPE, build_envelope(meta, frames, inline_max)[0])
-                if frames
-                else (
-                    _AS_META,
-                    meta,
-                )
-            )
-            envelope = entry[1]
-            waiting = self._batches.get(dest)
-            if waiting is None:
-                waiting = self._batches[dest] = []
-                self._batch_bytes[dest] = 0
-                self._batch_tickets[dest] = SendTicket(dest, 0)
-                if not self._batch_since:
-                    self._batch_since = time.perf_counter()
-            ticket = self._batch_tickets[dest]
-            waiting.append(entry)
-            self._batch_bytes[dest] += len(envelope)
-            ticket.nbytes += len(envelope)
-            self.sent_to[dest] += 1
-            if len(waiting) >= BATCH_MAX or self._batch_bytes[dest] >= BATCH_BYTES:
-                self._send_batch(dest)
-            return ticket
+        if batch and all(frame.nbytes <= inline_max for frame in frames):
+            envelope = build_envelope(meta, frames, inline_max)[0]
+            return self._add_to_batch(dest, _AS_ENVELOPE, envelope)
         if dest in self._batches:
             self._send_batch(dest)  # what was batched before this message goes before it
         requests = []
@@ -224,6 +204,22 @@ class MPITransport(Transport):
             self._active.append(ticket)
         return ticket
 
+    def _add_to_batch(self, dest: int, kind: int, payload: bytes) -> SendTicket:
+        waiting = self._batches.get(dest)
+        if waiting is None:
+            waiting = self._batches[dest] = []
+            ticket = self._batch_tickets[dest] = SendTicket(dest, 0)
+            if not self._batch_since:
+                self._batch_since = time.perf_counter()
+        else:
+            ticket = self._batch_tickets[dest]
+        waiting.append((kind, payload))
+        ticket.nbytes += len(payload)
+        self.sent_to[dest] += 1
+        if len(waiting) >= BATCH_MAX or ticket.nbytes >= BATCH_BYTES:
+            self._send_batch(dest)
+        return ticket
+
     def flush(self) -> None:
         """Send every batch now."""
         for dest in list(self._batches):
@@ -232,7 +228,6 @@ class MPITransport(Transport):
 
     def _send_batch(self, dest: int) -> None:
         entries = self._batches.pop(dest)
-        del self._batch_bytes[dest]
         ticket = self._batch_tickets.pop(dest)
         if len(entries) == 1:
             kind, buffer = entries[0]
