@@ -325,6 +325,52 @@ def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> S
     return _tuple_new(Stamp, (id, seq, timestamp, source, dest))
 
 
+def _decode_plain(
+    meta: bytes | memoryview,
+    kind: int,
+    mid: int,
+    seq: int,
+    ts: float,
+    src: int,
+    dst: int,
+    data_len: int,
+    reply_to: int,
+    names: Sequence[str],
+) -> Message:
+    data: Any
+    try:
+        if kind == KIND_PICKLE:
+            data = pickle.loads(meta[HEAD_SIZE : HEAD_SIZE + data_len])
+        else:
+            view = memoryview(meta)
+            dtype, shape, fortran, offset = read_descriptor(view, HEAD_SIZE)
+            offset += -offset % 8
+            if not fortran and dtype.itemsize and len(shape) < 2:
+                data = np.frombuffer(view, dtype, math.prod(shape), offset).reshape(shape)
+            else:
+                data = rebuild_array(view[offset : HEAD_SIZE + data_len], dtype, shape, fortran)
+            if view.readonly:
+                data = data.copy(order="K")
+    except Exception as exc:
+        raise DecodeError(
+            f"cannot decode a Message message {mid} from node index {src}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    count = len(names)
+    message = _new_message(Message)
+    message.__dict__ = {
+        "data": data,
+        "id": mid,
+        "seq": seq,
+        "timestamp": ts,
+        "source": names[src] if src < count else str(src),
+        "dest": names[dst] if dst < count else str(dst),
+    }
+    if reply_to != NO_REPLY:
+        message.__dict__["reply_to"] = reply_to
+    return message
+
+
 def decode(
     meta: bytes | memoryview,
     frames: Sequence[np.ndarray[Any, Any]],
@@ -342,54 +388,39 @@ def decode(
     Raises:
         DecodeError: the bytes are malformed or the class cannot be found.
     """
-    view = memoryview(meta)
-    if (
-        info is None
-        and len(view) >= HEAD_SIZE
-        and view[0] == VERSION
-        and view[1] in _PLAIN_KINDS
-        and not view[2] & FLAG_REST
-    ):
-        head = _HEAD.unpack_from(view, 0)
-        if not head[8] and not head[9]:
+    if info is None and len(meta) >= HEAD_SIZE:
+        version, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, reply_to = (
+            _HEAD.unpack_from(meta, 0)
+        )
+        if (
+            version == VERSION
+            and not name_len
+            and not n_data
+            and not flags & FLAG_REST
+            and kind in _PLAIN_KINDS
+        ):
             # A plain Message whose data is a pickle without arrays (a str, a dict ...) or a
             # small array inside meta: the commonest small messages, decoded without the
             # general machinery.
-            _, kind, _, mid, seq, ts, src, dst, _, _, data_len, reply_to = head
-            data: Any
-            try:
-                if kind == KIND_PICKLE:
-                    data = pickle.loads(view[HEAD_SIZE : HEAD_SIZE + data_len])
+            if kind == KIND_PICKLE and reply_to == NO_REPLY:
+                try:
+                    data = pickle.loads(meta[HEAD_SIZE : HEAD_SIZE + data_len])
+                except Exception:
+                    pass  # the general path below says what is wrong
                 else:
-                    dtype, shape, fortran, offset = read_descriptor(view, HEAD_SIZE)
-                    offset += -offset % 8
-                    if not fortran and dtype.itemsize and len(shape) < 2:
-                        data = np.frombuffer(view, dtype, math.prod(shape), offset)
-                        data = data.reshape(shape)
-                    else:
-                        end = HEAD_SIZE + data_len
-                        data = rebuild_array(view[offset:end], dtype, shape, fortran)
-                    if view.readonly:
-                        data = data.copy(order="K")
-            except Exception as exc:
-                raise DecodeError(
-                    f"cannot decode a Message message {mid} from node index {src}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            count = len(names)
-            state = {
-                "data": data,
-                "id": mid,
-                "seq": seq,
-                "timestamp": ts,
-                "source": names[src] if src < count else str(src),
-                "dest": names[dst] if dst < count else str(dst),
-            }
-            if reply_to != NO_REPLY:
-                state["reply_to"] = reply_to
-            message = _new_message(Message)
-            message.__dict__ = state
-            return message
+                    count = len(names)
+                    message = _new_message(Message)
+                    message.__dict__ = {
+                        "data": data,
+                        "id": mid,
+                        "seq": seq,
+                        "timestamp": ts,
+                        "source": names[src] if src < count else str(src),
+                        "dest": names[dst] if dst < count else str(dst),
+                    }
+                    return message
+            return _decode_plain(meta, kind, mid, seq, ts, src, dst, data_len, reply_to, names)
+    view = memoryview(meta)
     if info is None:
         if len(view) < HEAD_SIZE or view[0] != VERSION:
             peek(view)  # raises the precise error
