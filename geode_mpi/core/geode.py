@@ -592,9 +592,13 @@ class Geode:
 
     def reply(self, request: Message, value: Any, *, timeout: float | None = None) -> None:
         """Send ``value`` back to the sender of a received ``request`` as its reply."""
+        self._reply(request, value, timeout, False)
+
+    def _reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:
+        # The run loop's replies may be batched: the loop flushes them whenever it is idle.
         if request.id is None or request.source is None or request.dest is None:
             raise ValueError(f"reply() needs a received message, got {request!r}")
-        self._send(value, request.dest, request.source, False, timeout, request.id)
+        self._send(value, request.dest, request.source, False, timeout, request.id, 0, batch)
 
     def request(
         self,
@@ -683,7 +687,7 @@ class Geode:
     def stop(self, node: str | int, *, source: str | int | None = None) -> None:
         """Send a `Stop` message: ``node``'s run() loop ends when it gets there (in order
         after what ``source`` sent it before)."""
-        self._send(Stop(), source, node, False, None)
+        self._send(Stop(), source, node, False, None, _NO_REPLY, 0, False)
 
     # -- lifecycle -------------------------------------------------------------------------
 

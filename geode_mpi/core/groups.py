@@ -58,7 +58,7 @@ class Group:
         msg = copy.copy(message) if isinstance(message, Message) else Message(message)
         msg.__dict__[GROUP_ATTRIBUTE] = (self.name, self._members)
         return self._geode._send(
-            msg, source, self._sequencer, False, timeout, flags=codec.FLAG_SEQUENCE
+            msg, source, self._sequencer, False, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
         )
 
     def __repr__(self) -> str:

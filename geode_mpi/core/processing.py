@@ -213,7 +213,7 @@ class Processor:
         try:
             result = handler(message)
             if result is not None:
-                geode.reply(message, result)
+                geode._reply(message, result, None, True)
                 summary.replies += 1
         except Exception as exc:
             summary.failed += 1

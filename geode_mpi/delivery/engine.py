@@ -507,6 +507,7 @@ class Engine:
             index, parcel = self.forwards.popleft()
             self.on_forward(index, parcel)
             self._done(index, parcel)
+        self.transport.flush()  # the copies go out now, not when this rank next waits
 
     def flush_after(self, started: float) -> None:
         """Flush pending acks if a wait that began at ``started`` (perf_counter) lasted long

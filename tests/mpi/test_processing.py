@@ -176,3 +176,16 @@ def test_a_quiescence_wait_names_the_ranks_not_in_run(
     assert summary.reason == "quiescent"
     if geode.rank == 0 and geode.size > 1:
         assert "to report idle" in caplog.text and f"rank(s) [{last}]" in caplog.text
+
+
+def test_a_stop_is_not_held_back_while_the_sender_blocks_elsewhere(geode: Geode) -> None:
+    """Only isend batches: a stop (or a send, reply, group send) goes out before it returns."""
+    last = geode.nodes[-1]
+    if geode.rank == 0:
+        geode.stop(last)
+    if geode.hosts(last):
+        assert geode.run(last, timeout=TIMEOUT, quiescent=False).reason == "stopped"
+    if geode.size > 1:
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Barrier()  # rank 0 blocks here, outside geode_mpi, right after stop()
