@@ -618,7 +618,7 @@ class Geode:
         """
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        handle = self._send(message, source, dest, False, timeout)
+        handle = self._send(message, source, dest, False, timeout, _NO_REPLY, 0, False)
         if handle is None:  # source is another rank's node
             name = self._placement.names[self._placement.index(source or 0)]
             raise NodeNotLocalError("request", name, self.rank, self.rank_of(name))
