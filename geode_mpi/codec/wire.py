@@ -325,6 +325,43 @@ def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> S
     return _tuple_new(Stamp, (id, seq, timestamp, source, dest))
 
 
+def _small_array(view: memoryview, start: int, end: int) -> np.ndarray[Any, Any]:
+    """The small array whose descriptor starts at ``start`` in meta (kind 2), data to ``end``."""
+    dtype, shape, fortran, offset = read_descriptor(view, start)
+    offset += -offset % 8
+    if not fortran and dtype.itemsize and len(shape) < 2:  # 0-d and 1-d: one call
+        data: np.ndarray[Any, Any] = np.frombuffer(view, dtype, math.prod(shape), offset)
+        data = data.reshape(shape)
+    else:
+        data = rebuild_array(view[offset:end], dtype, shape, fortran)
+    return data.copy(order="K") if view.readonly else data
+
+
+def _state(
+    data: Any,
+    mid: int,
+    seq: int,
+    ts: float,
+    src: int,
+    dst: int,
+    reply_to: int,
+    names: Sequence[str],
+) -> dict[str, Any]:
+    """A received message's __dict__: its data and the metadata the sender stamped."""
+    count = len(names)
+    state = {
+        "data": data,
+        "id": mid,
+        "seq": seq,
+        "timestamp": ts,
+        "source": names[src] if src < count else str(src),
+        "dest": names[dst] if dst < count else str(dst),
+    }
+    if reply_to != NO_REPLY:
+        state["reply_to"] = reply_to
+    return state
+
+
 def _decode_plain(
     meta: bytes | memoryview,
     kind: int,
@@ -342,32 +379,14 @@ def _decode_plain(
         if kind == KIND_PICKLE:
             data = pickle.loads(meta[HEAD_SIZE : HEAD_SIZE + data_len])
         else:
-            view = memoryview(meta)
-            dtype, shape, fortran, offset = read_descriptor(view, HEAD_SIZE)
-            offset += -offset % 8
-            if not fortran and dtype.itemsize and len(shape) < 2:
-                data = np.frombuffer(view, dtype, math.prod(shape), offset).reshape(shape)
-            else:
-                data = rebuild_array(view[offset : HEAD_SIZE + data_len], dtype, shape, fortran)
-            if view.readonly:
-                data = data.copy(order="K")
+            data = _small_array(memoryview(meta), HEAD_SIZE, HEAD_SIZE + data_len)
     except Exception as exc:
         raise DecodeError(
             f"cannot decode a Message message {mid} from node index {src}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    count = len(names)
     message = _new_message(Message)
-    message.__dict__ = {
-        "data": data,
-        "id": mid,
-        "seq": seq,
-        "timestamp": ts,
-        "source": names[src] if src < count else str(src),
-        "dest": names[dst] if dst < count else str(dst),
-    }
-    if reply_to != NO_REPLY:
-        message.__dict__["reply_to"] = reply_to
+    message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
     return message
 
 
@@ -402,23 +421,6 @@ def decode(
             # A plain Message whose data is a pickle without arrays (a str, a dict ...) or a
             # small array inside meta: the commonest small messages, decoded without the
             # general machinery.
-            if kind == KIND_PICKLE and reply_to == NO_REPLY:
-                try:
-                    data = pickle.loads(meta[HEAD_SIZE : HEAD_SIZE + data_len])
-                except Exception:
-                    pass  # the general path below says what is wrong
-                else:
-                    count = len(names)
-                    message = _new_message(Message)
-                    message.__dict__ = {
-                        "data": data,
-                        "id": mid,
-                        "seq": seq,
-                        "timestamp": ts,
-                        "source": names[src] if src < count else str(src),
-                        "dest": names[dst] if dst < count else str(dst),
-                    }
-                    return message
             return _decode_plain(meta, kind, mid, seq, ts, src, dst, data_len, reply_to, names)
     view = memoryview(meta)
     if info is None:
@@ -441,15 +443,9 @@ def decode(
         raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
     end = start + data_len
     try:
+        data: Any
         if kind == KIND_SMALL_ARRAY:
-            dtype, shape, fortran, offset = read_descriptor(view, start)
-            offset += -offset % 8
-            if not fortran and dtype.itemsize and len(shape) < 2:  # 0-d and 1-d: one call
-                data = np.frombuffer(view, dtype, math.prod(shape), offset).reshape(shape)
-            else:
-                data = rebuild_array(view[offset:end], dtype, shape, fortran)
-            if view.readonly:
-                data = data.copy(order="K")
+            data = _small_array(view, start, end)
         elif kind == KIND_ARRAY:
             dtype, shape, fortran, _ = read_descriptor(view, start, end)
             data = rebuild_array(frames[0], dtype, shape, fortran)
@@ -465,17 +461,7 @@ def decode(
             f"cannot decode a {short_name(wire_name)} message {mid} from "
             f"node index {src}: {type(exc).__name__}: {exc}"
         ) from exc
-    count = len(names)
-    state = {
-        "data": data,
-        "id": mid,
-        "seq": seq,
-        "timestamp": ts,
-        "source": names[src] if src < count else str(src),
-        "dest": names[dst] if dst < count else str(dst),
-    }
-    if reply_to != NO_REPLY:
-        state["reply_to"] = reply_to
+    state = _state(data, mid, seq, ts, src, dst, reply_to, names)
     message = cls.__new__(cls)
     if rest is None:
         message.__dict__ = state
