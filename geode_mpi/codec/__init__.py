@@ -17,7 +17,6 @@ from geode_mpi.codec.wire import (
     is_control,
     make_stamp,
     peek,
-    route,
     track,
 )
 
@@ -37,7 +36,6 @@ __all__ = [
     "is_control",
     "make_stamp",
     "peek",
-    "route",
     "resolve",
     "short_name",
     "track",

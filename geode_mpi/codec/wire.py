@@ -44,8 +44,6 @@ NO_REPLY = -1
 
 _HEAD = struct.Struct("<BBBxqQdIIHxxIIq")
 HEAD_SIZE = _HEAD.size
-_ROUTE = struct.Struct("<II")  # source and dest node indices
-_ROUTE_OFFSET = 28
 # flags, seq, source, dest, reply_to: what queues and the delivery layer read of every message
 _TRACK = struct.Struct("<2xB9xQ8xII12xq")
 _PAD = bytes(8)
@@ -275,18 +273,6 @@ def _remember_template(
     if len(_templates) >= _TEMPLATES_MAX:
         _templates.clear()
     _templates[(cls, data.dtype, data.shape)] = (name + descriptor, len(name), section_len)
-
-
-def route(meta: bytes | memoryview) -> tuple[int, int]:
-    """(source, dest) node indices of an encoded message: all that routing needs.
-
-    Raises:
-        DecodeError: the bytes are not a message of this codec version.
-    """
-    if len(meta) < HEAD_SIZE or meta[0] != VERSION:
-        peek(meta)  # raises the precise error
-    source, dest = _ROUTE.unpack_from(meta, _ROUTE_OFFSET)
-    return source, dest
 
 
 def track(meta: bytes | memoryview) -> Track:

@@ -469,11 +469,7 @@ class Geode:
         if timeout is not None:
             timeout = check_timeout(timeout)
         index = self.rank if node is None else self._local_index(node, "receive")
-        match = (
-            None
-            if source is None and type is None
-            else matcher(None if source is None else self._placement.index(source, "source"), type)
-        )
+        match = None if source is None and type is None else self._matcher(source, type)
         found = self._take(index, match, None if order is None else order_key(order), timeout)
         if found is not None:
             return self._deliver(index, found)
@@ -503,7 +499,7 @@ class Geode:
             self._progress()
         found = self._engine.take(
             index,
-            matcher(None if source is None else self._placement.index(source, "source"), type),
+            self._matcher(source, type),
             order_key(order),
             False,
         )

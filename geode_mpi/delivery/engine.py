@@ -198,8 +198,8 @@ class Engine:
         rank: int,
         nbytes: int,
         tracked: bool,
-    ) -> OutboxEntry | None:
-        """Record a message just handed to the transport; its outbox entry if it is tracked."""
+    ) -> None:
+        """Record a message just handed to the transport (in its outbox, if tracked)."""
         pair.next_seq = seq + 1
         if pair.credits is not None:
             pair.credits -= 1
@@ -207,7 +207,7 @@ class Engine:
         stats.sent += 1
         stats.sent_bytes += nbytes
         if not tracked:
-            return None
+            return
         if self.resend_after is None:
             # Nothing will send it again (MPI loses nothing): keep its header, not its arrays,
             # so that the buffers they live in are free for reuse as soon as the caller lets
@@ -217,7 +217,6 @@ class Engine:
             entry = _tuple_new(OutboxEntry, (meta, frames, rank))
             pair.resends[seq] = [time.monotonic(), 1]
         pair.outbox[seq] = entry
-        return entry
 
     def _resend_due(self) -> None:
         now = time.monotonic()

@@ -64,7 +64,6 @@ _BATCH_ENTRY = struct.Struct("<IB11x")
 _AS_ENVELOPE = 0
 _AS_META = 1
 _ZEROS = bytes(16)
-_U32_MAX = 2**32 - 1
 
 MAX_ARRIVALS_PER_POLL = 256
 TESTS_PER_POLL = 64
@@ -160,8 +159,7 @@ class MPITransport(Transport):
         if dest == self.rank:
             return self._loopback(meta, frames)
         if not frames:
-            if len(meta) > _U32_MAX:
-                check_envelope(meta)  # refused whole, before anything is posted
+            check_envelope(meta)  # refused whole, before anything is posted
             if batch:  # the commonest isend: batched as its meta alone (as on TAG_META)
                 return self._add_to_batch(dest, _AS_META, meta)
             if dest in self._batches:
