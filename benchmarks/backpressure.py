@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import platform
 import re
 import resource
 import sys
@@ -24,15 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import environment, write_json, wrong_rank_count
 
 from geode_mpi import Geode, Message, QueueConfig, __version__
 from geode_mpi.transport import prepare_mpi_environment
-from geode_mpi.transport.launch import CMA_VARIABLE
 
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
-RESULTS = Path(__file__).resolve().parent / "results"
 
 POLICIES = ("block", "drop_oldest", "none")
 DEFAULT_MESSAGES = 100_000
@@ -634,34 +631,6 @@ def credits(args: argparse.Namespace) -> int | None:
     return None if config is None else config.credits(2)
 
 
-def environment(mpi: Any) -> dict[str, Any]:
-    import mpi4py
-
-    return {
-        "mpi_library": mpi.Get_library_version().strip().splitlines()[0].strip(),
-        "mpi4py": mpi4py.__version__,
-        CMA_VARIABLE: os.environ.get(CMA_VARIABLE),
-        "geode_mpi": __version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "host": platform.node(),
-        "cores": os.cpu_count(),
-        "ranks": 2,
-    }
-
-
-def write_json(path: Path | None, report: dict[str, Any]) -> Path:
-    if path is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = RESULTS / f"backpressure-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return path
-
-
-# -- main ----------------------------------------------------------------------------------------
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_mpi_environment()
@@ -669,13 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     world = MPI.COMM_WORLD
     rank = world.Get_rank()
-    if world.Get_size() != 2:
-        if rank == 0:
-            print(
-                f"backpressure.py needs exactly 2 MPI ranks, got {world.Get_size()}: "
-                "run it as `mpiexec -n 2 python benchmarks/backpressure.py`",
-                file=sys.stderr,
-            )
+    if wrong_rank_count(world, "backpressure.py"):
         return 2
     reason = unsafe(args)
     if reason is not None:
@@ -722,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verdicts": verdicts,
         "passed": passed,
     }
-    path = write_json(args.json, report)
+    path = write_json(args.json, report, "backpressure")
     print(f"{'PASS' if passed else 'FAIL'}; all numbers in {path}")
     return 0 if passed else 1
 

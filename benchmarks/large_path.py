@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 
 import numpy as np
+from common import wrong_rank_count
 from mpi4py import MPI
 
 from geode_mpi import Geode
@@ -124,9 +125,7 @@ def main() -> int:
     parser.add_argument("--trips", type=int, default=16, help="round trips per timed loop")
     args = parser.parse_args()
     world = MPI.COMM_WORLD
-    if world.Get_size() != 2:
-        if world.Get_rank() == 0:
-            print("large_path.py needs exactly 2 MPI ranks: mpiexec -n 2 python ...")
+    if wrong_rank_count(world, "large_path.py"):
         return 2
     geode = Geode()
     comm = world.Dup()

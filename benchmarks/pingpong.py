@@ -8,9 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
-import os
-import platform
 import re
 import statistics
 import sys
@@ -21,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from common import environment, write_json, wrong_rank_count
 
-from geode_mpi import Geode, Message, __version__
+from geode_mpi import Geode, Message
 from geode_mpi.transport import prepare_mpi_environment
 from geode_mpi.transport.launch import CMA_VARIABLE
 
@@ -39,7 +37,6 @@ DEFAULT_SIZES = (
     *(n * MiB for n in (1, 4, 16, 64)),
 )
 QUICK_SIZES = (8, KiB, 64 * KiB, MiB)
-RESULTS = Path(__file__).resolve().parent / "results"
 
 RAW_SEND = "raw Send"
 RAW_PICKLE = "raw pickle"
@@ -583,27 +580,6 @@ def target_lines(targets: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def environment(mpi: Any) -> dict[str, Any]:
-    import mpi4py
-
-    levels = {
-        getattr(mpi, f"THREAD_{name}"): name.lower()
-        for name in ("SINGLE", "FUNNELED", "SERIALIZED", "MULTIPLE")
-    }
-    return {
-        "mpi_library": mpi.Get_library_version().strip().splitlines()[0].strip(),
-        "mpi4py": mpi4py.__version__,
-        "thread_level": levels.get(mpi.Query_thread(), str(mpi.Query_thread())),
-        CMA_VARIABLE: os.environ.get(CMA_VARIABLE),
-        "geode_mpi": __version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "host": platform.node(),
-        "cores": os.cpu_count(),
-        "ranks": 2,
-    }
-
-
 def header_lines(env: dict[str, Any], args: argparse.Namespace) -> list[str]:
     cma = env[CMA_VARIABLE]
     return [
@@ -616,31 +592,13 @@ def header_lines(env: dict[str, Any], args: argparse.Namespace) -> list[str]:
     ]
 
 
-def write_json(path: Path | None, report: dict[str, Any]) -> Path:
-    if path is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = RESULTS / f"pingpong-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return path
-
-
-# -- main ----------------------------------------------------------------------------------------
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_mpi_environment()  # geode_mpi's launch settings apply to every method measured
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
-    if world.Get_size() != 2:
-        if world.Get_rank() == 0:
-            print(
-                f"pingpong.py needs exactly 2 MPI ranks, got {world.Get_size()}: "
-                "run it as `mpiexec -n 2 python benchmarks/pingpong.py`",
-                file=sys.stderr,
-            )
+    if wrong_rank_count(world, "pingpong.py"):
         return 2
     geode = Geode()  # collective; from here an exception on one rank aborts the job
     comm = world.Dup()
@@ -680,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "small_message": message,
         "targets": targets,
     }
-    path = write_json(args.json, report)
+    path = write_json(args.json, report, "pingpong")
     print(f"{elapsed:.1f} s; all numbers in {path}")
     return 0
 

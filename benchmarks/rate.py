@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -19,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from common import environment, write_json, wrong_rank_count
 
 from geode_mpi import Geode, Message, ReceiveTimeout, SendHandle, __version__
 from geode_mpi.transport import prepare_mpi_environment
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RAW, NO_ACKS, ACKS = "raw isend", "geode no acks", "geode acks"
 METHODS = (RAW, NO_ACKS, ACKS)
 DATA = "hello world"
@@ -193,21 +189,6 @@ def paired(tops: list[float], bottoms: list[float]) -> list[float]:
     return [top / bottom for top, bottom in zip(tops, bottoms, strict=True)]
 
 
-def environment(mpi: Any) -> dict[str, Any]:
-    import mpi4py
-
-    return {
-        "mpi_library": mpi.Get_library_version().strip().splitlines()[0].strip(),
-        "mpi4py": mpi4py.__version__,
-        "geode_mpi": __version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "host": platform.node(),
-        "cores": os.cpu_count(),
-        "ranks": 2,
-    }
-
-
 def report(
     args: argparse.Namespace, rates: dict[str, list[float]], acks: list[dict[str, Any]]
 ) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
@@ -251,13 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
-    if world.Get_size() != 2:
-        if world.Get_rank() == 0:
-            print(
-                f"rate.py needs exactly 2 MPI ranks, got {world.Get_size()}: "
-                "run it as `mpiexec -n 2 python benchmarks/rate.py`",
-                file=sys.stderr,
-            )
+    if wrong_rank_count(world, "rate.py"):
         return 2
     geodes = {NO_ACKS: Geode(acks=False), ACKS: Geode(acks=True)}  # collective, in this order
     run = Run(world.Dup(), world.Get_rank(), MPI.Wtime, geodes, args.window)
@@ -284,9 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {"benchmark": "rate", "started": started, "seconds": elapsed}
     record |= {"settings": settings | {"quick": args.quick}, "environment": env}
     record |= numbers | {"acks": run.acks, "targets": targets}
-    path = args.json or RESULTS / f"rate-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = write_json(args.json, record, "rate")
     print(f"{elapsed:.1f} s; all numbers in {path}")
     return 0
 
