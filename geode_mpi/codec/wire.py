@@ -111,11 +111,16 @@ def encode(
         template = _templates.get((cls, data.dtype, data.shape))
         if template is not None and (data.ndim < 2 or data.flags.c_contiguous):
             prefix, name_len, section_len = template
+            mid, seq, ts, src, dst = stamp  # unpacked here: cheaper than *stamp in the call
             head = _HEAD.pack(
                 VERSION,
                 KIND_SMALL_ARRAY,
                 flags & SENDER_FLAGS,
-                *stamp,
+                mid,
+                seq,
+                ts,
+                src,
+                dst,
                 name_len,
                 0,
                 section_len,
@@ -128,11 +133,16 @@ def encode(
         if known is not None and not known[1]:  # a plain str, int, float ...: no frames
             section = pickle.dumps(data, protocol=5)
             if len(section) <= _U32_MAX:
+                mid, seq, ts, src, dst = stamp
                 head = _HEAD.pack(
                     VERSION,
                     KIND_PICKLE,
                     flags & SENDER_FLAGS,
-                    *stamp,
+                    mid,
+                    seq,
+                    ts,
+                    src,
+                    dst,
                     len(known[0]),
                     0,
                     len(section),
@@ -348,34 +358,6 @@ def _state(
     return state
 
 
-def _decode_plain(
-    meta: bytes | memoryview,
-    kind: int,
-    mid: int,
-    seq: int,
-    ts: float,
-    src: int,
-    dst: int,
-    data_len: int,
-    reply_to: int,
-    names: Sequence[str],
-) -> Message:
-    data: Any
-    try:
-        if kind == KIND_PICKLE:
-            data = pickle.loads(meta[HEAD_SIZE : HEAD_SIZE + data_len])
-        else:
-            data = _small_array(memoryview(meta), HEAD_SIZE, HEAD_SIZE + data_len)
-    except Exception as exc:
-        raise DecodeError(
-            f"cannot decode a Message message {mid} from node index {src}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    message = _new_message(Message)
-    message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
-    return message
-
-
 def decode(
     meta: bytes | memoryview,
     frames: Sequence[np.ndarray[Any, Any]],
@@ -393,6 +375,7 @@ def decode(
     Raises:
         DecodeError: the bytes are malformed or the class cannot be found.
     """
+    data: Any
     if info is None and len(meta) >= HEAD_SIZE:
         version, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, reply_to = (
             _HEAD.unpack_from(meta, 0)
@@ -405,9 +388,21 @@ def decode(
             and kind in _PLAIN_KINDS
         ):
             # A plain Message whose data is a pickle without arrays (a str, a dict ...) or a
-            # small array inside meta: the commonest small messages, decoded without the
-            # general machinery.
-            return _decode_plain(meta, kind, mid, seq, ts, src, dst, data_len, reply_to, names)
+            # small array inside meta: the commonest small messages, decoded here, without
+            # the general machinery.
+            try:
+                if kind == KIND_PICKLE:
+                    data = pickle.loads(meta[HEAD_SIZE : HEAD_SIZE + data_len])
+                else:
+                    data = _small_array(memoryview(meta), HEAD_SIZE, HEAD_SIZE + data_len)
+            except Exception as exc:
+                raise DecodeError(
+                    f"cannot decode a Message message {mid} from node index {src}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            message = _new_message(Message)
+            message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
+            return message
     view = memoryview(meta)
     if info is None:
         if len(view) < HEAD_SIZE or view[0] != VERSION:
@@ -429,7 +424,6 @@ def decode(
         raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
     end = start + data_len
     try:
-        data: Any
         if kind == KIND_SMALL_ARRAY:
             data = _small_array(view, start, end)
         elif kind == KIND_ARRAY:

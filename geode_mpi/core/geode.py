@@ -103,15 +103,18 @@ class SendHandle:
     def done(self) -> bool:
         """True once the data may be reused (and, with ``ack=True``, the message was acked).
 
-        A call that finds it not done drives progress now and then (every fourth such call:
-        a loop that checks many handles per message it sends should not poll MPI each time).
+        A call that finds it not done drives progress now and then (every fourth such call,
+        or every sixteenth while the message waits in a batch that has not gone out: a loop
+        that checks many handles per message it sends should not poll MPI each time).
         """
-        if self._complete():
+        ticket = self._ticket
+        if ticket.done and (not self.ack or self.acked):
             return True
         geode = self._geode
         geode._unfinished_checks += 1
-        if not geode._unfinished_checks & 3:
-            geode._progress()
+        if geode._unfinished_checks & (15 if ticket.held else 3):
+            return False
+        geode._progress()
         return self._complete()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -290,7 +293,7 @@ class Geode:
 
         Do not modify arrays in the message until ``handle.done()`` is True (or after
         ``handle.wait()``): they are sent from their own memory. A small message may be held
-        back for a few tens of microseconds to go out with the next ones in one MPI message;
+        back for up to 100 microseconds to go out with the next ones in one MPI message;
         it goes at the next geode_mpi call that waits, `flush`, or ``handle.wait()``.
 
         Args:

@@ -23,6 +23,9 @@ Frame = np.ndarray[Any, Any]
 # Called once per arrival, per source in the order sent: (source rank, meta, frames, nbytes).
 # Frames are writable: uint8 arrays, or memoryviews of small ones inside the envelope.
 Sink = Callable[[int, memoryview, Sequence[Any], int], None]
+# Optional, for speed: a run of frame-less arrivals from one source rank, in the order sent;
+# the same as calling the sink on each (meta, (), len(meta)) in turn.
+RunSink = Callable[[int, list[memoryview]], None]
 
 
 @dataclass(slots=True, eq=False)
@@ -32,6 +35,7 @@ class SendTicket:
     dest: int
     nbytes: int
     done: bool = False
+    held: bool = False  # waiting in a batch that has not gone out yet
     # Transport-private state: requests, buffers kept alive, datatypes to free.
     state: Any = field(default=None, repr=False)
 
@@ -65,13 +69,20 @@ class Transport(abc.ABC):
 
     def __init__(self) -> None:
         self._sink: Sink = self._no_sink
+        self._sink_run: RunSink = self._one_by_one
 
     def _no_sink(self, source: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
         raise RuntimeError(f"{self.name} transport received a message before attach()")
 
-    def attach(self, sink: Sink) -> None:
-        """Set the function that receives every delivery (called from `progress`)."""
+    def _one_by_one(self, source: int, metas: list[memoryview]) -> None:
+        for meta in metas:
+            self._sink(source, meta, (), len(meta))
+
+    def attach(self, sink: Sink, sink_run: RunSink | None = None) -> None:
+        """Set the function that receives every delivery (called from `progress`), and
+        optionally a faster one for a run of frame-less arrivals from one rank."""
         self._sink = sink
+        self._sink_run = self._one_by_one if sink_run is None else sink_run
 
     def deliver(self, source: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
         """Hand an arrival to the sink (`attach` sets it; before that, arrivals are errors)."""

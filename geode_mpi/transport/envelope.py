@@ -32,6 +32,7 @@ PAGE = 4096
 
 _PADDING = bytes(ALIGN)
 _U32_MAX = 2**32 - 1
+META_MAX = _U32_MAX  # the longest meta an envelope holds
 _tables: dict[int, struct.Struct] = {}
 
 

@@ -38,6 +38,7 @@ from geode_mpi.transport.envelope import (
     HEADER_SIZE,
     INLINE_MAX,
     MAGIC,
+    META_MAX,
     build_envelope,
     check_envelope,
     parse_envelope,
@@ -57,7 +58,7 @@ TAG_BATCH = 3  # several small envelopes in one MPI message (see MPITransport.se
 TAG_META = 4  # a message without frames, sent as its meta alone: no envelope to build
 BATCH_MAX = 32  # envelopes in a batch before it goes out on its own
 BATCH_BYTES = 32 * 1024  # bytes in a batch before it goes out on its own
-BATCH_DELAY = 50e-6  # a poll sends batches this old; a wait sends them all at once
+BATCH_DELAY = 100e-6  # a poll sends batches this old; a wait sends them all at once
 # Before each entry of a batch: its length and what it is (an envelope, or a meta alone),
 # padded so that every entry starts 16-byte aligned.
 _BATCH_ENTRY = struct.Struct("<IB11x")
@@ -159,7 +160,8 @@ class MPITransport(Transport):
         if dest == self.rank:
             return self._loopback(meta, frames)
         if not frames:
-            check_envelope(meta)  # refused whole, before anything is posted
+            if len(meta) > META_MAX:
+                check_envelope(meta)  # refused whole, before anything is posted
             if batch:  # the commonest isend: batched as its meta alone (as on TAG_META)
                 return self._add_to_batch(dest, _AS_META, meta)
             if dest in self._batches:
@@ -206,7 +208,7 @@ class MPITransport(Transport):
         waiting = self._batches.get(dest)
         if waiting is None:
             waiting = self._batches[dest] = []
-            ticket = self._batch_tickets[dest] = SendTicket(dest, 0)
+            ticket = self._batch_tickets[dest] = SendTicket(dest, 0, held=True)
             if not self._batch_since:
                 self._batch_since = time.perf_counter()
         else:
@@ -227,6 +229,9 @@ class MPITransport(Transport):
     def _send_batch(self, dest: int) -> None:
         entries = self._batches.pop(dest)
         ticket = self._batch_tickets.pop(dest)
+        ticket.held = False
+        if not self._batches:
+            self._batch_since = 0.0  # the next batch starts its own BATCH_DELAY
         if len(entries) == 1:
             kind, buffer = entries[0]
             request = self.comm.Isend(buffer, dest, TAG_META if kind == _AS_META else TAG_ENVELOPE)
@@ -327,22 +332,32 @@ class MPITransport(Transport):
         end = len(buffer)
         unpack = _BATCH_ENTRY.unpack_from
         entry_size = _BATCH_ENTRY.size
-        sink = self._sink
-        received = self.received_from
-        while offset < end:
-            length, kind = unpack(buffer, offset)
-            start = offset + entry_size
-            stop = start + length
-            if stop > end:
-                raise DecodeError(f"rank {source} sent a batch that ends inside an envelope")
-            received[source] += 1
-            if kind != _AS_META:
-                self._accept(source, view[start:stop])
-            elif self._arrivals[source]:
-                self._accept_meta(source, view[start:stop])
-            else:
-                sink(source, view[start:stop], (), length)  # the commonest entry
-            offset = stop + (-length % 16)
+        run: list[memoryview] = []  # consecutive meta-only entries, handed over together
+        count = 0
+        try:
+            while offset < end:
+                length, kind = unpack(buffer, offset)
+                start = offset + entry_size
+                stop = start + length
+                if stop > end:
+                    raise DecodeError(f"rank {source} sent a batch that ends inside an envelope")
+                count += 1
+                if kind == _AS_META and not self._arrivals[source]:
+                    run.append(view[start:stop])  # the commonest entry
+                    offset = stop + (-length % 16)
+                    continue
+                if run:
+                    self._sink_run(source, run)
+                    run = []
+                if kind == _AS_META:
+                    self._accept_meta(source, view[start:stop])
+                else:
+                    self._accept(source, view[start:stop])
+                offset = stop + (-length % 16)
+            if run:
+                self._sink_run(source, run)
+        finally:
+            self.received_from[source] += count
 
     def _accept_meta(self, source: int, meta: memoryview) -> None:
         """A message sent as its meta alone: deliver it, in order behind any still arriving."""

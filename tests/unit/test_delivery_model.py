@@ -837,3 +837,43 @@ def test_a_capacity_below_the_node_count_is_refused_unless_a_window_says_so() ->
         assert geode.stats("node1").queue_depth == 4  # window 1 x 4 nodes
     finally:
         geode.close()
+
+
+# -- the run sink: a batch's frame-less arrivals taken together -------------------------------
+
+
+@FAST
+@given(arrivals_with_duplicates(), st.data())
+def test_a_run_of_arrivals_leaves_the_same_state_as_one_by_one(
+    case: tuple[int, list[int]], data: st.DataObject
+) -> None:
+    """`Engine.sink_run` (what the MPI transport calls for a batch) must leave the queue, its
+    peak and the stats exactly as `Engine.sink` called on each arrival would: out-of-order and
+    duplicate arrivals included, in runs cut anywhere."""
+    _, arrivals = case
+    tracked = data.draw(st.booleans())
+    metas = [
+        codec.encode(
+            Message(f"m{seq}"),
+            codec.Stamp(seq, seq, 1.0, 0, 1),
+            codec.FLAG_TRACKED if tracked else 0,
+        )[0]
+        for seq in arrivals
+    ]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(metas)), max_size=4)))
+    states = []
+    for by_runs in (False, True):
+        hub = InProcHub(RANKS)
+        receiver = [Geode(transport=hub.endpoint(rank)) for rank in range(RANKS)][1]
+        engine = receiver._engine
+        if by_runs:
+            for start, stop in pairwise([0, *cuts, len(metas)]):
+                engine.sink_run(0, [memoryview(meta) for meta in metas[start:stop]])
+        else:
+            for meta in metas:
+                engine.sink(0, memoryview(meta), (), len(meta))
+        inbox = engine.inboxes[1]
+        queued = [(p.source, p.seq, p.flags, bytes(p.meta), p.nbytes) for p in inbox.waiting]
+        states.append((queued, inbox.peak, engine.stats[1].as_dict()))
+    assert states[1] == states[0]
+    assert [seq for _, seq, *_ in states[0][0]] == sorted(set(arrivals))
