@@ -22,7 +22,8 @@ from geode_mpi import Geode, Message, ReceiveTimeout, SendHandle, __version__
 from geode_mpi.transport import prepare_mpi_environment
 
 RAW, NO_ACKS, ACKS = "raw isend", "geode no acks", "geode acks"
-METHODS = (RAW, NO_ACKS, ACKS)
+DICT_DATA = "geode dict data"  # no acks, a small dict as data: pickled, where a str is not
+METHODS = (RAW, NO_ACKS, ACKS, DICT_DATA)
 DATA = "hello world"
 TAG = 7
 ACKED_MIN = 0.5  # target: geode with acks keeps at least this fraction of the no-acks rate
@@ -114,8 +115,9 @@ def geode_loop(run: Run, method: str, n: int) -> tuple[float, str | None]:
     start = run.wtime()
     if run.rank == 0:
         handles: deque[SendHandle] = deque()
-        for _ in range(n):
-            handle = geode.isend(Message(DATA), dest="node1")
+        for step in range(n):
+            data = DATA if method != DICT_DATA else {"step": step, "value": 0.5, "label": DATA}
+            handle = geode.isend(Message(data), dest="node1")
             assert handle is not None
             handles.append(handle)
             while handles and handles[0].done():
@@ -127,7 +129,8 @@ def geode_loop(run: Run, method: str, n: int) -> tuple[float, str | None]:
     else:
         for seq in range(first, first + n):
             got = geode.receive()
-            if bad is None and (got.seq != seq or got.data != DATA or got.source != "node0"):
+            data = got.data if method != DICT_DATA else got.data["label"]
+            if bad is None and (got.seq != seq or data != DATA or got.source != "node0"):
                 bad = f"expected seq {seq} from node0, got {got!r}"
     return run.wtime() - start, bad
 
@@ -197,6 +200,7 @@ def report(
         "no_acks_over_raw": paired(rates[NO_ACKS], rates[RAW]),
         "acks_over_raw": paired(rates[ACKS], rates[RAW]),
         "acks_over_no_acks": paired(rates[ACKS], rates[NO_ACKS]),
+        "dict_data_over_raw": paired(rates[DICT_DATA], rates[RAW]),
     }
     medians = {name: statistics.median(values) for name, values in ratios.items()}
     targets = [
@@ -210,6 +214,7 @@ def report(
     lines = [f"{'method':<16}{'msgs/s':>12}{'ratio to raw':>14}{'acked/unacked':>15}", "-" * 57]
     cells = {RAW: ("1.00", ""), NO_ACKS: (f"{medians['no_acks_over_raw']:.2f}", "")}
     cells[ACKS] = (f"{medians['acks_over_raw']:.2f}", f"{medians['acks_over_no_acks']:.2f}")
+    cells[DICT_DATA] = (f"{medians['dict_data_over_raw']:.2f}", "")
     for method in METHODS:
         rate = statistics.median(rates[method])
         lines.append(f"{method:<16}{rate:>12,.0f}{cells[method][0]:>14}{cells[method][1]:>15}")
@@ -219,6 +224,9 @@ def report(
         f"acks: {records:.0f} ack records per loop of {args.messages} (median); the outbox "
         + ("drained after every loop" if drained else "did NOT drain: see the JSON file")
         + f", the slowest in {max(r['drain_s'] for r in acks) * 1e3:.1f} ms"
+    )
+    lines.append(
+        f"data: '{DATA}' (a str travels as UTF-8 text); {DICT_DATA}: a 3-key dict (pickled)"
     )
     lines.append("ratios are paired: the median over repeats of the two rates in the same repeat")
     lines.append("targets:")
@@ -234,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = MPI.COMM_WORLD
     if wrong_rank_count(world, "rate.py"):
         return 2
-    geodes = {NO_ACKS: Geode(acks=False), ACKS: Geode(acks=True)}  # collective, in this order
+    # collective, in this order
+    geodes = {NO_ACKS: Geode(acks=False), ACKS: Geode(acks=True), DICT_DATA: Geode(acks=False)}
     run = Run(world.Dup(), world.Get_rank(), MPI.Wtime, geodes, args.window)
     env = environment(MPI)
     if run.rank == 0:

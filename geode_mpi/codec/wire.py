@@ -33,6 +33,7 @@ KIND_PICKLE = 0
 KIND_ARRAY = 1  # an array in its own frame
 KIND_SMALL_ARRAY = 2  # a small array's bytes inside meta, after its descriptor (8-aligned)
 KIND_CONTROL = 3  # not a message: the delivery layer's bytes (acknowledgements, credits)
+KIND_TEXT = 4  # a str, as UTF-8 (no pickle either way)
 SMALL_ARRAY_MAX = 2048  # bytes; a frame costs more than copying this much
 FLAG_REST = 1  # a rest section (headers, extra attributes) follows the data section
 FLAG_TRACKED = 2  # the sender keeps the message until it is acknowledged
@@ -85,9 +86,23 @@ class Peek(NamedTuple):
         return short_name(self.class_name)
 
 
+def _plain_section(data: Any) -> tuple[bytes, int]:
+    """The data section and kind of data that `pickling.is_plain` accepted (no arrays)."""
+    if type(data) is str:
+        try:
+            return data.encode(), KIND_TEXT  # UTF-8: cheaper than pickle, both ways
+        except UnicodeEncodeError:  # a lone surrogate: pickle keeps it
+            pass
+    return pickle.dumps(data, 5), KIND_PICKLE  # (protocol 5; a keyword costs more here)
+
+
+_ATOMIC = pickling.ATOMIC
+_NO_FRAMES: tuple[()] = ()  # what a message without frames returns: shared, never changed
+
+
 def encode(
     message: Message, stamp: Stamp, flags: int = 0, reply_to: int = NO_REPLY
-) -> tuple[bytes, list[np.ndarray[Any, Any]]]:
+) -> tuple[bytes, Sequence[np.ndarray[Any, Any]]]:
     """Encode a message for the wire.
 
     Args:
@@ -127,16 +142,16 @@ def encode(
                 reply_to,
             )
             # C-contiguous, so join reads its bytes straight from its buffer.
-            return b"".join((head, prefix, data)), []  # type: ignore[arg-type]
-    elif type(data) in pickling.ATOMIC and len(message.__dict__) == 1:
+            return b"".join((head, prefix, data)), _NO_FRAMES  # type: ignore[arg-type]
+    elif len(message.__dict__) == 1 and (type(data) in _ATOMIC or pickling.is_plain(data)):
         known = _wire_names.get(cls)
-        if known is not None and not known[1]:  # a plain str, int, float ...: no frames
-            section = pickle.dumps(data, protocol=5)
+        if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames
+            section, kind = _plain_section(data)
             if len(section) <= _U32_MAX:
                 mid, seq, ts, src, dst = stamp
                 head = _HEAD.pack(
                     VERSION,
-                    KIND_PICKLE,
+                    kind,
                     flags & SENDER_FLAGS,
                     mid,
                     seq,
@@ -148,7 +163,7 @@ def encode(
                     len(section),
                     reply_to,
                 )
-                return b"".join((head, known[0], section)), []
+                return b"".join((head, known[0], section)), _NO_FRAMES
     frames: list[np.ndarray[Any, Any]] = []
     known = _wire_names.get(cls)
     if known is None:
@@ -179,12 +194,11 @@ def encode(
                 kind = KIND_ARRAY
                 section = descriptor
                 frames.append(frame)
+        elif pickling.is_plain(data):
+            section, kind = _plain_section(data)
         else:
             kind = KIND_PICKLE
-            if type(data) in pickling.ATOMIC:
-                section = pickle.dumps(data, protocol=5)
-            else:
-                section = pickling.dumps(data, frames)
+            section = pickling.dumps(data, frames)
     except Exception as exc:
         raise EncodeError("message data", type(data), exc) from exc
     n_data_frames = len(frames)
@@ -255,7 +269,7 @@ def peek(meta: bytes | memoryview) -> Peek:
 
 _tuple_new = tuple.__new__
 _new_message = object.__new__
-_PLAIN_KINDS = (KIND_PICKLE, KIND_SMALL_ARRAY)
+_PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
 
 
 _names: dict[bytes, str] = {}
@@ -393,6 +407,8 @@ def decode(
             try:
                 if kind == KIND_PICKLE:
                     data = pickle.loads(meta[HEAD_SIZE : HEAD_SIZE + data_len])
+                elif kind == KIND_TEXT:
+                    data = str(meta[HEAD_SIZE : HEAD_SIZE + data_len], "utf-8")
                 else:
                     data = _small_array(memoryview(meta), HEAD_SIZE, HEAD_SIZE + data_len)
             except Exception as exc:
@@ -420,7 +436,7 @@ def decode(
         mid, seq, ts, src, dst = stamp
         reply_to = _TRACK.unpack_from(view, 0)[4]
         cls = Message if wire_name == BASE_NAME else resolve(wire_name)
-    if kind > KIND_SMALL_ARRAY:
+    if kind > KIND_TEXT or kind == KIND_CONTROL:
         raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
     end = start + data_len
     try:
@@ -429,6 +445,8 @@ def decode(
         elif kind == KIND_ARRAY:
             dtype, shape, fortran, _ = read_descriptor(view, start, end)
             data = rebuild_array(frames[0], dtype, shape, fortran)
+        elif kind == KIND_TEXT:
+            data = str(view[start:end], "utf-8")
         else:
             data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
         rest = None

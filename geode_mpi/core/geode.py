@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -40,6 +41,7 @@ _WAITED = codec.FLAG_WAITED
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
+_NONE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path" (see _plain_queue)
 
 
 class SendHandle:
@@ -196,6 +198,9 @@ class Geode:
         )
         self._names = names
         self._index_of = {name: k for k, name in enumerate(names)}
+        # dest as given -> (node index, rank, pair) for sends from this rank's node on pairs
+        # without credits: what _send would otherwise look up on every message
+        self._routes: dict[Any, tuple[int, int, PairOut]] = {}
         self._local = self._placement.hosted_by(self.rank)
         self._acks = bool(acks)
         self._engine = Engine(
@@ -209,7 +214,9 @@ class Geode:
         )
         self._inboxes = self._engine.inboxes
         self._queued = {index: inbox.waiting for index, inbox in self._inboxes.items()}
-        self._plain_rank = self.rank in self._engine.plain  # this rank's node takes plainly
+        # This rank's node's queue while receiving from it may take the fast path (automatic
+        # acks, no window, not closed); an empty deque otherwise.
+        self._plain_queue = self._queued[self.rank] if self.rank in self._engine.plain else _NONE
         self._counter = dict.fromkeys(self._local, 0)
         self._closed = False
         self._sealed = False  # True once close() began: nothing may be sent from then on
@@ -329,27 +336,44 @@ class Geode:
     ) -> SendHandle | None:
         if self._sealed:
             raise ClosedError("isend")
-        placement = self._placement
-        src = self.rank if source is None else placement.index(source, "source")
-        try:
-            dst = self._index_of.get(dest)  # type: ignore[arg-type]
-        except TypeError:  # unhashable: not a node name; let index() say so
-            dst = None
-        if dst is None:
-            if dest is None:
-                raise TypeError("send() needs a dest: send(message, dest='node1')")
-            dst = placement.index(dest, "dest")
-        if src not in self._inboxes:
-            return None
+        route = None
+        if source is None:
+            try:
+                route = self._routes.get(dest)
+            except TypeError:  # unhashable: not a node name; the general path says so
+                route = None
+        if route is not None:  # this rank's node to a dest sent to before, without credits
+            src = self.rank
+            dst, rank, pair = route
+        else:
+            placement = self._placement
+            src = self.rank if source is None else placement.index(source, "source")
+            try:
+                index = self._index_of.get(dest)  # type: ignore[arg-type]
+            except TypeError:  # unhashable: not a node name; let index() say so
+                index = None
+            if index is None:
+                if dest is None:
+                    raise TypeError("send() needs a dest: send(message, dest='node1')")
+                index = placement.index(dest, "dest")
+            dst = index
+            if src not in self._inboxes:
+                return None
+            engine = self._engine
+            found = engine.pairs_out.get((src, dst))
+            if found is not None and (found.credits is None or found.credits > 0):
+                pair = found
+            else:
+                if timeout is None:
+                    pair = engine.reserve(src, dst, None, None)
+                else:
+                    timeout = check_timeout(timeout)
+                    pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
+            rank = dst % self.size
+            if source is None and pair.credits is None:
+                self._routes[dest] = (dst, rank, pair)  # no credits now means none ever
         msg = message if isinstance(message, Message) else Message(message)
         engine = self._engine
-        pair = engine.pairs_out.get((src, dst))
-        if pair is None or (pair.credits is not None and pair.credits <= 0):
-            if timeout is None:
-                pair = engine.reserve(src, dst, None, None)
-            else:
-                timeout = check_timeout(timeout)
-                pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
         seq = pair.next_seq
         count = self._counter[src]
         stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
@@ -357,11 +381,9 @@ class Geode:
         if tracked:
             flags |= _TRACKED | _WAITED if ack else _TRACKED
         meta, frames = _encode(msg, stamp, flags, reply_to)
-        rank = dst % self.size
         ticket = self._transport.send(rank, meta, frames, batch)
         self._counter[src] = count + 1
-        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
-        engine.sent(src, pair, seq, meta, frames, rank, nbytes, tracked)
+        engine.sent(src, pair, meta, frames, rank, tracked)
         self._sends += 1
         if not self._sends & POLL_EVERY_SENDS - 1:
             # A rank that only sends still drains what arrives; polling on every send would
@@ -447,14 +469,12 @@ class Geode:
             ClosedError: the Geode is closed and nothing matching is queued.
         """
         if (
-            node is None
+            self._plain_queue
+            and node is None
             and source is None
             and type is None
             and timeout is None
             and order is None
-            and self._queued[self.rank]
-            and self._plain_rank
-            and not self._closed
         ):
             # The commonest receive: this rank's node, a message already queued, automatic
             # acks, no window: take it and decode it without the general machinery.
@@ -708,6 +728,7 @@ class Geode:
         self._transport.close(timeout)
         self._engine.closed = True
         self._closed = True
+        self._plain_queue = _NONE
         unregister(self)
 
     @property
@@ -729,6 +750,7 @@ class Geode:
         else:
             # Another rank may never reach close(): do not wait for it while an error unwinds.
             self._closed = self._sealed = True
+            self._plain_queue = _NONE
             unregister(self)
 
     def __repr__(self) -> str:

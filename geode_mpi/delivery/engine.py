@@ -189,17 +189,12 @@ class Engine:
             self.send_control(src, dst, encode_ask())
 
     def sent(
-        self,
-        src: int,
-        pair: PairOut,
-        seq: int,
-        meta: bytes,
-        frames: list[Any],
-        rank: int,
-        nbytes: int,
-        tracked: bool,
+        self, src: int, pair: PairOut, meta: bytes, frames: Sequence[Any], rank: int, tracked: bool
     ) -> None:
-        """Record a message just handed to the transport (in its outbox, if tracked)."""
+        """Record the pair's next message, just handed to the transport (in its outbox, if
+        tracked)."""
+        seq = pair.next_seq
+        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         pair.next_seq = seq + 1
         if pair.credits is not None:
             pair.credits -= 1

@@ -65,6 +65,18 @@ _BATCH_ENTRY = struct.Struct("<IB11x")
 _AS_ENVELOPE = 0
 _AS_META = 1
 _ZEROS = bytes(16)
+# (entry header, padding after the entry) by length << 1 | kind: entries of the same size
+# recur, and a lookup is cheaper than packing
+_FRAMINGS: dict[int, tuple[bytes, bytes]] = {}
+_FRAMINGS_MAX = 4096
+
+
+def _framing(length: int, kind: int) -> tuple[bytes, bytes]:
+    framing = (_BATCH_ENTRY.pack(length, kind), _ZEROS[: -length % 16])
+    if len(_FRAMINGS) < _FRAMINGS_MAX:
+        _FRAMINGS[length << 1 | kind] = framing
+    return framing
+
 
 MAX_ARRIVALS_PER_POLL = 256
 TESTS_PER_POLL = 64
@@ -126,9 +138,9 @@ class MPITransport(Transport):
         self.sent_to = [0] * self.size
         self.received_from = [0] * self.size
         self._active: list[SendTicket] = []
-        # Small envelopes waiting to go out together, per destination (see send()).
-        self._batches: dict[int, list[tuple[int, bytes]]] = {}
-        self._batch_tickets: dict[int, SendTicket] = {}
+        # Small envelopes waiting to go out together, per destination (see send()): the
+        # batch's ticket, whose state holds the batch's parts until it goes out.
+        self._batches: dict[int, SendTicket] = {}
         self._batch_since = 0.0  # when the oldest batch began (perf_counter; 0: none)
         self._next_test = 0  # where the next poll starts testing, with many sends in flight
         self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
@@ -205,18 +217,21 @@ class MPITransport(Transport):
         return ticket
 
     def _add_to_batch(self, dest: int, kind: int, payload: bytes) -> SendTicket:
-        waiting = self._batches.get(dest)
-        if waiting is None:
-            waiting = self._batches[dest] = []
-            ticket = self._batch_tickets[dest] = SendTicket(dest, 0, held=True)
+        ticket = self._batches.get(dest)
+        if ticket is None:
+            ticket = self._batches[dest] = SendTicket(dest, 0, held=True, state=[])
             if not self._batch_since:
                 self._batch_since = time.perf_counter()
-        else:
-            ticket = self._batch_tickets[dest]
-        waiting.append((kind, payload))
-        ticket.nbytes += len(payload)
+        length = len(payload)
+        framing = _FRAMINGS.get(length << 1 | kind)
+        if framing is None:
+            framing = _framing(length, kind)
+        head, pad = framing
+        parts = ticket.state
+        parts += head, payload, pad
+        ticket.nbytes += length
         self.sent_to[dest] += 1
-        if len(waiting) >= BATCH_MAX or ticket.nbytes >= BATCH_BYTES:
+        if len(parts) >= 3 * BATCH_MAX or ticket.nbytes >= BATCH_BYTES:
             self._send_batch(dest)
         return ticket
 
@@ -227,22 +242,18 @@ class MPITransport(Transport):
         self._batch_since = 0.0
 
     def _send_batch(self, dest: int) -> None:
-        entries = self._batches.pop(dest)
-        ticket = self._batch_tickets.pop(dest)
+        ticket = self._batches.pop(dest)
+        parts = ticket.state
         ticket.held = False
+        ticket.state = None
         if not self._batches:
             self._batch_since = 0.0  # the next batch starts its own BATCH_DELAY
-        if len(entries) == 1:
-            kind, buffer = entries[0]
-            request = self.comm.Isend(buffer, dest, TAG_META if kind == _AS_META else TAG_ENVELOPE)
+        if len(parts) == 3:  # one entry: it goes as itself
+            buffer = parts[1]
+            request = self.comm.Isend(
+                buffer, dest, TAG_META if parts[0][4] == _AS_META else TAG_ENVELOPE
+            )
         else:
-            parts: list[bytes] = []
-            pack = _BATCH_ENTRY.pack
-            for kind, payload in entries:
-                parts.append(pack(len(payload), kind))
-                parts.append(payload)
-                if len(payload) % 16:
-                    parts.append(_ZEROS[: 16 - len(payload) % 16])
             buffer = b"".join(parts)
             request = self.comm.Isend(buffer, dest, TAG_BATCH)
         if request.Test():

@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mpi"))
 from payloads import Point, array_cases
 
 from geode_mpi import DecodeError, EncodeError, Message
-from geode_mpi.codec import Stamp, classes, decode, encode, peek
+from geode_mpi.codec import Stamp, classes, decode, encode, peek, pickling
+from geode_mpi.codec import wire as codec_wire
 from geode_mpi.transport.base import copy_frame
 
 NAMES = ("node0", "node1", "node2")
@@ -129,3 +130,60 @@ def test_truncated_frame_is_a_decode_error() -> None:
     meta, frames = encode(Message(np.arange(1000)), STAMP)
     with pytest.raises(DecodeError, match="array frame holds 40 bytes"):
         decode(meta, [copy_frame(frames[0])[:40]], NAMES)
+
+
+TEXTS = ["", "hello world", "h\u00e9llo \u2603 \U0001d11e", "x" * 100_000, "a\x00b"]
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=["empty", "ascii", "non-ascii", "long", "nul"])
+def test_a_str_travels_as_utf8_text_not_pickle(text: str) -> None:
+    for message in (Message(text), Point(text, "p"), Message(text, headers={"k": 1})):
+        meta, _ = encode(message, STAMP)
+        assert meta[1] == codec_wire.KIND_TEXT
+        got = round_trip(message)
+        assert type(got) is type(message) and got.data == text and type(got.data) is str
+    assert round_trip(Message(text, headers={"k": 1})).headers == {"k": 1}
+    assert round_trip(Point(text, "p")).label == "p"
+
+
+def test_a_str_that_utf8_cannot_hold_is_pickled_and_kept() -> None:
+    lone = "a\ud800b"  # a lone surrogate: not encodable as UTF-8
+    meta, _ = encode(Message(lone), STAMP)
+    assert meta[1] == codec_wire.KIND_PICKLE
+    assert round_trip(Message(lone)).data == lone
+
+
+def test_damaged_text_is_a_decode_error() -> None:
+    meta = bytearray(encode(Message("h\u00e9llo"), STAMP)[0])
+    meta[-1] = 0xFF  # not UTF-8
+    with pytest.raises(DecodeError, match="UnicodeDecodeError"):
+        decode(bytes(meta), [], NAMES)
+
+
+class Tagged(dict):  # type: ignore[type-arg]
+    """A dict subclass: not a plain container (pickle must see its class)."""
+
+
+@pytest.mark.parametrize(
+    "data,plain,n_frames",
+    [
+        ({"step": 3, "value": 0.5, "label": "x"}, True, 0),
+        ([1, "a", (2.0, None, {"k": b"v"})], True, 0),  # three levels
+        ([[[[1]]]], False, 0),  # four: the array-aware pickler looks
+        ({"a": np.arange(3)}, False, 1),
+        ({"a": [np.float64(1.0)]}, False, 0),  # a numpy scalar is not atomic
+        (Tagged(a=1), False, 0),
+        ({1, 2}, False, 0),
+    ],
+)
+def test_plain_containers_skip_the_array_aware_pickler(
+    data: Any, plain: bool, n_frames: int
+) -> None:
+    assert pickling.is_plain(data) is plain
+    assert len(encode(Message(data), STAMP)[1]) == n_frames
+    got = round_trip(Message(data)).data
+    assert type(got) is type(data)
+    if n_frames:
+        assert np.array_equal(got["a"], data["a"])
+    else:
+        assert got == data
