@@ -139,6 +139,27 @@ class Transport(abc.ABC):
                 return False
             backoff.pause(self.busy)
 
+    # -- broadcast streams: one root rank sends, every member rank receives, in order --------
+
+    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
+        """Open broadcast stream ``key`` from rank ``root`` to the ranks in ``members``.
+
+        Collective over every rank, which must open (and close) streams in the same order. What
+        the root broadcasts reaches each member's sink (not the root's own), from ``root``, in
+        the order broadcast.
+        """
+        raise NotImplementedError(f"the {self.name} transport has no broadcast streams")
+
+    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        """Send one envelope to every member of stream ``key`` (on its root only); the ticket
+        is done once the frames may be reused."""
+        raise NotImplementedError(f"the {self.name} transport has no broadcast streams")
+
+    def close_stream(self, key: int, timeout: float | None = None) -> None:
+        """End stream ``key``: on the root, after everything broadcast; on a member, once all
+        of it has reached the sink. Collective like `open_stream` (ranks outside it return)."""
+        raise NotImplementedError(f"the {self.name} transport has no broadcast streams")
+
     @property
     @abc.abstractmethod
     def busy(self) -> bool:

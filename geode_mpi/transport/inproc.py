@@ -24,6 +24,7 @@ class InProcHub:
         self.size = size
         self.endpoints = [InProcTransport(self, rank) for rank in range(size)]
         self._agreed: dict[str, bytes] = {}
+        self.streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
 
     def endpoint(self, rank: int) -> InProcTransport:
         """The transport of simulated rank ``rank``."""
@@ -57,6 +58,25 @@ class InProcTransport(Transport):
         target = self.hub.endpoints[dest]
         target.deliver(self.rank, memoryview(meta), copies, nbytes)
         return SendTicket(dest, nbytes, done=True)
+
+    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
+        stream = (root, tuple(sorted(set(members) - {root})))
+        if self.hub.streams.setdefault(key, stream) != stream:
+            raise WorldMismatchError(f"rank {self.rank} disagrees about broadcast stream {key}")
+
+    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        root, members = self.hub.streams[key]
+        if root != self.rank:
+            raise ValueError(f"rank {self.rank} is not the root of broadcast stream {key}")
+        nbytes = 0
+        for member in members:
+            copies = [copy_frame(frame) for frame in frames]
+            nbytes = len(meta) + sum(frame.nbytes for frame in copies)
+            self.hub.endpoints[member].deliver(self.rank, memoryview(meta), copies, nbytes)
+        return SendTicket(root, nbytes, done=True)
+
+    def close_stream(self, key: int, timeout: float | None = None) -> None:
+        return None  # everything was delivered inside broadcast()
 
     def progress(self) -> bool:
         return False

@@ -48,6 +48,7 @@ from geode_mpi.transport.envelope import (
 )
 from geode_mpi.transport.launch import launch_info
 from geode_mpi.transport.pool import BufferPool
+from geode_mpi.transport.streams import ROOT_WINDOW, Stream
 
 _BYTE = MPI.BYTE
 _ANY_SOURCE = MPI.ANY_SOURCE
@@ -150,6 +151,7 @@ class MPITransport(Transport):
         self._status = MPI.Status()
         self._closed = False
         self._closing: tuple[Any, Any, Any] | None = None
+        self._streams: dict[int, Stream] = {}  # broadcast streams this rank is in, by key
         self.pool = BufferPool()
         launch = launch_info()
         self.oversubscribed = launch.local_ranks is not None and launch.local_ranks > launch.cores
@@ -442,10 +444,61 @@ class MPITransport(Transport):
 
     # -- progress --------------------------------------------------------------------------
 
+    # -- broadcast streams (see transport/streams.py) ----------------------------------------
+
+    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
+        """Collective over every rank, in the same order everywhere: see `Transport`."""
+        inside = self.rank == root or self.rank in members
+        comm = self.comm.Split(0 if inside else MPI.UNDEFINED, 0 if self.rank == root else 1)
+        if inside:
+            if key in self._streams:
+                comm.Free()
+                raise ValueError(f"broadcast stream {key} is already open")
+            self._streams[key] = Stream(key, comm, root, self.rank == root, self.pool)
+
+    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        """See `Transport.broadcast`; with `ROOT_WINDOW` broadcasts in flight, it first waits
+        for the oldest to complete."""
+        stream = self._streams[key]
+        if not stream.is_root:
+            raise ValueError(f"rank {self.rank} is not the root of broadcast stream {key}")
+        check_envelope(meta)
+        if len(stream.sending) >= ROOT_WINDOW:
+            self.wait(lambda: len(stream.sending) < ROOT_WINDOW, None)
+        return stream.broadcast(meta, frames, self.inline_max)
+
+    def close_stream(self, key: int, timeout: float | None = None) -> None:
+        """See `Transport.close_stream`."""
+        stream = self._streams.get(key)
+        if stream is None:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if stream.is_root:
+            stream.end()
+            done = lambda: not stream.sending  # noqa: E731
+        else:
+            done = lambda: stream.ended and not stream.incoming  # noqa: E731
+        self._wait(done, deadline, timeout, lambda: f"broadcast stream {key} did not end")
+        del self._streams[key]
+        stream.free()
+
+    def _progress_streams(self) -> bool:
+        found = False
+        for stream in self._streams.values():
+            if stream.is_root:
+                found = stream.finish_sends() or found
+            else:
+                found = stream.receive(self._sink) or found
+        return found
+
+    # -- progress --------------------------------------------------------------------------
+
     def progress(self) -> bool:
         if self._batches and time.perf_counter() - self._batch_since > BATCH_DELAY:
             self.flush()
         found = self._probe_arrivals()
+        if self._streams and self._progress_streams():
+            found = True
         if self._waiting_sources and self._complete_arrivals():
             found = True
         if self._active:
@@ -472,7 +525,7 @@ class MPITransport(Transport):
     def spin(self, seconds: float) -> bool:
         if self._batches:
             self.flush()
-        if self._active or self._waiting_sources:
+        if self._active or self._waiting_sources or self._streams:
             return self._spin_transfers(seconds)
         improbe = self.comm.Improbe
         status = self._status
@@ -494,6 +547,8 @@ class MPITransport(Transport):
         requests = [request for ticket in self._active for request in ticket.state[0]]
         for source in self._waiting_sources:
             requests.extend(self._arrivals[source][0].requests)
+        for stream in self._streams.values():
+            requests.extend(stream.requests())
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
         iprobe = self.comm.Iprobe
@@ -507,7 +562,11 @@ class MPITransport(Transport):
 
     @property
     def busy(self) -> bool:
-        return bool(self._active or self._waiting_sources)
+        return bool(
+            self._active
+            or self._waiting_sources
+            or any(stream.busy for stream in self._streams.values())
+        )
 
     def pending_summary(self) -> str:
         """What this rank is waiting for, for diagnostics."""
@@ -543,6 +602,8 @@ class MPITransport(Transport):
         if self._closed:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
+        for key in sorted(self._streams):  # in the same order on every rank
+            self.close_stream(key, None if deadline is None else deadline - time.monotonic())
         self.flush()
         self._wait(lambda: not self._active, deadline, timeout, self.pending_summary)
         if self._closing is None:

@@ -1,0 +1,219 @@
+"""Broadcast streams over MPI: one root rank sends, every member rank receives, in order.
+
+A stream is a communicator over its root (rank 0 in it) and its member ranks, made with
+``Split`` when the stream opens. MPI collectives must be called in the same order by every
+member with the same root, so a stream has exactly one root, and every member keeps one
+``Ibcast`` of a fixed-size header posted at all times: that is how a member can take part in a
+broadcast it does not know is coming. Per message, the root posts, in this order:
+
+1. the header (`HEADER_BYTES`): a magic, the kind (a message, or the end of the stream) and the
+   envelope's length, followed by the envelope itself when it fits;
+2. the envelope, when it did not fit (every member learnt its length from the header);
+3. one broadcast per out-of-band frame, sized by the envelope's frame table.
+
+A member posts the same sequence as it learns the sizes, then the next header. Arrivals reach
+the transport's sink like point-to-point ones, from the root's rank, in the root's order. The
+envelope is the point-to-point one (`geode_mpi.transport.envelope`): small frames inline, large
+ones broadcast from and into their own memory (pooled, page-offset buffers on the members).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from geode_mpi.errors import DecodeError
+from geode_mpi.transport.base import Frame, SendTicket
+from geode_mpi.transport.envelope import build_envelope, parse_envelope
+from geode_mpi.transport.pool import BufferPool
+
+HEADER_BYTES = 512  # every broadcast starts with this many bytes
+_HEAD = struct.Struct("<4sB3xQ")  # magic, kind, envelope length
+_MAGIC = b"GDBS"
+_MESSAGE = 0
+_END = 1
+INLINE_ENVELOPE = HEADER_BYTES - _HEAD.size  # an envelope up to this size rides in the header
+ROOT_WINDOW = 64  # broadcasts a root keeps in flight before the next one waits for room
+
+Sink = Callable[[int, memoryview, Sequence[Any], int], None]
+
+
+class _Incoming:
+    """A broadcast message whose payload broadcasts are still in flight."""
+
+    __slots__ = ("frames", "meta", "nbytes", "requests")
+
+    def __init__(self, meta: memoryview, frames: list[Any], requests: list[Any], nbytes: int):
+        self.meta = meta
+        self.frames = frames
+        self.requests = requests
+        self.nbytes = nbytes
+
+
+class Stream:
+    """One broadcast stream, as this rank sees it (its root, or one of its members)."""
+
+    def __init__(self, key: int, comm: Any, root: int, is_root: bool, pool: BufferPool) -> None:
+        self.key = key
+        self.comm = comm
+        self.root = root  # the root's rank in the transport's communicator
+        self.is_root = is_root
+        self.pool = pool
+        self.ended = False  # a member: the root's end-of-stream header arrived
+        self.sending: deque[SendTicket] = deque()  # the root's broadcasts in flight
+        self.incoming: deque[_Incoming] = deque()  # a member's messages, in order
+        self._header = bytearray(HEADER_BYTES)
+        self._header_request: Any = None
+        self._envelope: tuple[bytearray, Any] | None = None
+        if not is_root:
+            self._post_header()
+
+    # -- the root --------------------------------------------------------------------------
+
+    def broadcast(self, meta: bytes, frames: Sequence[Frame], inline_max: int) -> SendTicket:
+        """Post one message's broadcasts; its ticket is done when they all complete here."""
+        oob_frames = [
+            frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
+            for frame in frames
+        ]
+        offsets = [MPI.Get_address(f) for f in oob_frames if f.nbytes > inline_max]
+        envelope, oob = build_envelope(meta, oob_frames, inline_max, offsets)
+        header = bytearray(HEADER_BYTES)
+        _HEAD.pack_into(header, 0, _MAGIC, _MESSAGE, len(envelope))
+        requests = []
+        if len(envelope) <= INLINE_ENVELOPE:
+            header[_HEAD.size : _HEAD.size + len(envelope)] = envelope
+            requests.append(self.comm.Ibcast([header, MPI.BYTE], root=0))
+        else:
+            requests.append(self.comm.Ibcast([header, MPI.BYTE], root=0))
+            requests.append(self.comm.Ibcast([envelope, MPI.BYTE], root=0))
+        for frame in oob:
+            requests.append(self.comm.Ibcast([frame_bytes_view(frame), MPI.BYTE], root=0))
+        nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
+        ticket = SendTicket(self.root, nbytes, state=(requests, header, envelope, oob))
+        self.sending.append(ticket)
+        return ticket
+
+    def end(self) -> SendTicket:
+        """Post the end-of-stream header (the root's last broadcast on this stream)."""
+        header = bytearray(HEADER_BYTES)
+        _HEAD.pack_into(header, 0, _MAGIC, _END, 0)
+        ticket = SendTicket(self.root, HEADER_BYTES, state=([self.comm.Ibcast(header, 0)], header))
+        self.sending.append(ticket)
+        return ticket
+
+    def finish_sends(self) -> bool:
+        """Mark the root's completed broadcasts done; True if any completed."""
+        found = False
+        while self.sending:
+            ticket = self.sending[0]
+            if not MPI.Request.Testall(ticket.state[0]):
+                break
+            ticket.state = None
+            ticket.done = True
+            self.sending.popleft()
+            found = True
+        return found
+
+    # -- a member --------------------------------------------------------------------------
+
+    def _post_header(self) -> None:
+        self._header_request = self.comm.Ibcast([self._header, MPI.BYTE], root=0)
+
+    def receive(self, sink: Sink) -> bool:
+        """Take in what arrived: post the broadcasts its headers announce, hand completed
+        messages to ``sink`` in order. True if anything happened."""
+        found = False
+        while True:
+            if self._envelope is not None:
+                buffer, request = self._envelope
+                if not request.Test():
+                    break
+                self._envelope = None
+                self._expect(buffer)
+                found = True
+            elif self._header_request is not None and self._header_request.Test():
+                self._header_request = None
+                self._on_header()
+                found = True
+            else:
+                break
+        incoming = self.incoming
+        while incoming and MPI.Request.Testall(incoming[0].requests):
+            arrival = incoming.popleft()
+            sink(self.root, arrival.meta, arrival.frames, arrival.nbytes)
+            found = True
+        return found
+
+    def _on_header(self) -> None:
+        header = self._header
+        magic, kind, length = _HEAD.unpack_from(header, 0)
+        if magic != _MAGIC or kind not in (_MESSAGE, _END):
+            raise DecodeError(
+                f"broadcast stream {self.key} from rank {self.root} carried a header geode_mpi "
+                "cannot read: are all ranks running the same geode_mpi?"
+            )
+        if kind == _END:
+            self.ended = True
+            return
+        if length <= INLINE_ENVELOPE:
+            self._expect(bytearray(header[_HEAD.size : _HEAD.size + length]))
+        else:
+            buffer = bytearray(length)
+            self._envelope = (buffer, self.comm.Ibcast([buffer, MPI.BYTE], root=0))
+
+    def _expect(self, envelope: bytearray) -> None:
+        """Post the frames an envelope announces, queue the message, post the next header."""
+        try:
+            meta, inline, oob = parse_envelope(envelope)
+        except ValueError as exc:
+            raise DecodeError(
+                f"rank {self.root} broadcast a message geode_mpi cannot read: {exc}"
+            ) from exc
+        frames: list[Any] = []
+        requests: list[Any] = []
+        nbytes = len(envelope)
+        for frame in inline:
+            if frame is None:
+                size, offset = oob[len(requests)]
+                target = self.pool.take(size, offset)
+                requests.append(self.comm.Ibcast([target, MPI.BYTE], root=0))
+                frames.append(target)
+                nbytes += size
+            else:
+                frames.append(frame)
+        self.incoming.append(_Incoming(meta, frames, requests, nbytes))
+        self._post_header()
+
+    # -- both ------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Data moving: broadcasts sent and not complete, or payloads being received."""
+        return bool(self.sending or self.incoming or self._envelope is not None)
+
+    def requests(self) -> list[Any]:
+        """Every request this stream has in flight (for a wait that tests them)."""
+        found = [request for ticket in self.sending for request in ticket.state[0]]
+        for arrival in self.incoming:
+            found.extend(arrival.requests)
+        if self._envelope is not None:
+            found.append(self._envelope[1])
+        if self._header_request is not None:
+            found.append(self._header_request)
+        return found
+
+    def free(self) -> None:
+        self.comm.Free()
+
+
+def frame_bytes_view(frame: Frame) -> Frame:
+    """A contiguous frame as uint8 (datetimes export no buffer; their bytes do)."""
+    if frame.dtype.kind in "mM":
+        return frame.view(np.uint8).reshape(-1)
+    return frame
