@@ -7,7 +7,18 @@ from typing import Any, Protocol
 
 # Attributes that geode_mpi owns; everything else in a subclass's __dict__ travels as user state.
 RESERVED = frozenset(
-    {"data", "_headers", "id", "source", "dest", "seq", "timestamp", "reply_to", "_receipt"}
+    {
+        "data",
+        "_headers",
+        "id",
+        "source",
+        "dest",
+        "seq",
+        "timestamp",
+        "reply_to",
+        "topic",
+        "_receipt",
+    }
 )
 
 
@@ -34,6 +45,7 @@ class Message:
     - ``timestamp``: the sender's clock (``time.time()``) when it was sent
     - ``headers``: a dict of user headers (small picklable values)
     - ``reply_to``: on a reply, the ``id`` of the message it answers
+    - ``topic``: on a message published on a topic, the topic's name (None otherwise)
 
     Args:
         data: the payload.
@@ -48,6 +60,7 @@ class Message:
     seq: int | None = None
     timestamp: float | None = None
     reply_to: int | None = None
+    topic: str | None = None
     _receipt: Receipt | None = None
 
     def __init__(self, data: Any = None, *, headers: Mapping[str, Any] | None = None) -> None:

@@ -4,6 +4,7 @@ from geode_mpi.codec.classes import resolve, short_name
 from geode_mpi.codec.wire import (
     FLAG_RESENT,
     FLAG_SEQUENCE,
+    FLAG_TOPIC,
     FLAG_TRACKED,
     FLAG_WAITED,
     NO_REPLY,
@@ -23,6 +24,7 @@ from geode_mpi.codec.wire import (
 __all__ = [
     "FLAG_RESENT",
     "FLAG_SEQUENCE",
+    "FLAG_TOPIC",
     "FLAG_TRACKED",
     "FLAG_WAITED",
     "NO_REPLY",

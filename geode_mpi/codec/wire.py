@@ -40,7 +40,8 @@ FLAG_TRACKED = 2  # the sender keeps the message until it is acknowledged
 FLAG_WAITED = 4  # the sender waits for this acknowledgement: send it at once
 FLAG_RESENT = 8  # a copy sent again after an acknowledgement timeout
 FLAG_SEQUENCE = 16  # for a group's sequencer: forward to the group's members, in one order
-SENDER_FLAGS = FLAG_TRACKED | FLAG_WAITED | FLAG_RESENT | FLAG_SEQUENCE
+FLAG_TOPIC = 32  # published on a topic: dest is the topic's wire number, not a node
+SENDER_FLAGS = FLAG_TRACKED | FLAG_WAITED | FLAG_RESENT | FLAG_SEQUENCE | FLAG_TOPIC
 NO_REPLY = -1
 
 _HEAD = struct.Struct("<BBBxqQdIIHxxIIq")

@@ -1,6 +1,7 @@
 """Layer 4, the core: nodes, placement, point-to-point messaging on top of the transport."""
 
-from geode_mpi.core.geode import Geode, SendHandle
+from geode_mpi.core.geode import Geode
+from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.placement import EMBEDDED_NODES, Placement, node_names
 from geode_mpi.core.registry import close_all
 

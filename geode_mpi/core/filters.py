@@ -11,10 +11,13 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Key, Match, Parcel
 
 TypeFilter = type[Message] | str | None
+_TOPIC = codec.FLAG_TOPIC
+_track = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to
 
 
-def matcher(source: int | None, type_filter: TypeFilter) -> Match | None:
-    """A test for parcels from node index ``source`` of type ``type_filter`` (None: any).
+def matcher(source: int | None, type_filter: TypeFilter, topic: int | None = None) -> Match | None:
+    """A test for parcels from node index ``source`` of type ``type_filter``, published on
+    the topic of wire number ``topic`` (None: any).
 
     A class matches messages of that class and its subclasses; a string matches the class name
     (``"MyMessage"``) or its wire name (``"module:MyMessage"``).
@@ -24,7 +27,17 @@ def matcher(source: int | None, type_filter: TypeFilter) -> Match | None:
     """
     checks: list[Match] = []
     if source is not None:
-        checks.append(lambda parcel: parcel.source == source)
+        # A topic message's parcel comes from its stream: its publisher is in its header.
+        checks.append(
+            lambda parcel: (
+                parcel.source == source
+                or (bool(parcel.flags & _TOPIC) and _track(parcel.meta, 0)[2] == source)
+            )
+        )
+    if topic is not None:
+        checks.append(
+            lambda parcel: bool(parcel.flags & _TOPIC) and _track(parcel.meta, 0)[3] == topic
+        )
     if isinstance(type_filter, str):
         name = type_filter
         checks.append(lambda parcel: name in _type_names(parcel))

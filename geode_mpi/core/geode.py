@@ -11,25 +11,24 @@ from typing import Any
 from geode_mpi import codec
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
 from geode_mpi.core.groups import Group, Sequencer
-from geode_mpi.core.placement import Placement, node_names
+from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.placement import ID_BITS, Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import register, unregister
+from geode_mpi.core.topics import STREAM_BASE, Topic
 from geode_mpi.delivery import DeadLetter, Engine, NodeStats, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.errors import (
-    AckTimeout,
     ClosedError,
     DecodeError,
     NodeNotLocalError,
     ReceiveTimeout,
-    SendTimeout,
     check_timeout,
 )
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
-from geode_mpi.transport import Backoff, SendTicket, Transport, open_world
+from geode_mpi.transport import Backoff, Transport, open_world
 
-ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 # Hot-path names, bound once.
 _Stamp = codec.Stamp
@@ -38,115 +37,11 @@ _decode = codec.decode
 _TRACKED = codec.FLAG_TRACKED
 _NO_REPLY = codec.NO_REPLY
 _WAITED = codec.FLAG_WAITED
+_TOPIC = codec.FLAG_TOPIC
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
 _NONE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path" (see _plain_queue)
-
-
-class SendHandle:
-    """A send in progress, returned by `Geode.isend` (and, completed, by `Geode.send`).
-
-    Attributes:
-        id: the message's job-unique id.
-        seq: its sequence number on the (source, dest) pair.
-        source: the sending node.
-        dest: the destination node.
-    """
-
-    __slots__ = ("_geode", "_pair", "_stamp", "_ticket", "ack")
-
-    def __init__(
-        self,
-        geode: Geode,
-        ticket: SendTicket,
-        stamp: codec.Stamp,
-        pair: PairOut | None = None,
-        ack: bool = False,
-    ) -> None:
-        self._geode = geode
-        self._ticket = ticket
-        self._stamp = stamp
-        self._pair = pair  # its pair's outbox holds it until it is acknowledged (if tracked)
-        self.ack = ack  # True: done() and wait() also cover the acknowledgement
-
-    @property
-    def id(self) -> int:
-        """The message's job-unique id."""
-        return self._stamp.id
-
-    @property
-    def seq(self) -> int:
-        """Its sequence number on the (source, dest) pair."""
-        return self._stamp.seq
-
-    @property
-    def source(self) -> str:
-        """The sending node."""
-        return self._geode._names[self._stamp.source]
-
-    @property
-    def dest(self) -> str:
-        """The destination node."""
-        return self._geode._names[self._stamp.dest]
-
-    @property
-    def acked(self) -> bool:
-        """True once the receiver acknowledged (processed) the message.
-
-        Only known for tracked messages (``Geode(acks=True)``, the default, or ``ack=True``);
-        False otherwise.
-        """
-        return self._pair is not None and self._stamp.seq not in self._pair.outbox
-
-    def _complete(self) -> bool:
-        return self._ticket.done and (not self.ack or self.acked)
-
-    def done(self) -> bool:
-        """True once the data may be reused (and, with ``ack=True``, the message was acked).
-
-        A call that finds it not done drives progress now and then (every fourth such call,
-        or every sixteenth while the message waits in a batch that has not gone out: a loop
-        that checks many handles per message it sends should not poll MPI each time).
-        """
-        ticket = self._ticket
-        if ticket.done and (not self.ack or self.acked):
-            return True
-        geode = self._geode
-        geode._unfinished_checks += 1
-        if geode._unfinished_checks & (15 if ticket.held else 3):
-            return False
-        geode._progress()
-        return self._complete()
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait until the data may be reused and, with ``ack=True``, the message was acked.
-
-        Raises:
-            SendTimeout: the send did not complete within ``timeout`` seconds.
-            AckTimeout: it was sent but not acknowledged within ``timeout`` seconds. Either
-                way the message stays in flight or in the outbox.
-        """
-        timeout = check_timeout(timeout)
-        self._wait(None if timeout is None else time.monotonic() + timeout, timeout)
-
-    def _wait(self, deadline: float | None, timeout: float | None) -> None:
-        ticket = self._ticket
-        if not self._geode._wait_until(lambda: ticket.done, deadline):
-            raise SendTimeout(self.id, self.source, self.dest, timeout or 0.0)
-        if not self.ack or self.acked:
-            return
-        geode = self._geode
-        if geode.hosts(self.dest):  # its handlers may process it right here
-            geode._processor.pump([self._stamp.dest], lambda: self.acked)
-        if not geode._transport.delivers_later and not self.acked:
-            raise AckTimeout(self.id, self.source, self.dest, self.seq, 0.0, self, waited=False)
-        if not geode._wait_until(lambda: self.acked, deadline):
-            raise AckTimeout(self.id, self.source, self.dest, self.seq, timeout or 0.0, self)
-
-    def __repr__(self) -> str:
-        state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
-        return f"<SendHandle id={self.id} {self.source}->{self.dest} seq={self.seq} {state}>"
 
 
 class Geode:
@@ -224,6 +119,9 @@ class Geode:
         self._receives = 0
         self._unfinished_checks = 0  # SendHandle.done() calls that found their send unfinished
         self._processor = Processor(self)
+        self._topics: dict[str, Topic] = {}
+        self._topics_by_wire: dict[int, Topic] = {}
+        self._streams_made = 0
         self._sequencer = Sequencer(self)
         self._engine.on_forward = self._sequencer.forward
         register(self)
@@ -446,6 +344,7 @@ class Geode:
         type: TypeFilter = None,
         timeout: float | None = None,
         order: str | None = None,
+        topic: Topic | str | None = None,
     ) -> Message:
         """Take the oldest matching message from a node's queue, waiting for one if needed.
 
@@ -460,6 +359,7 @@ class Geode:
             order: ``"timestamp"`` or ``"id"``: of the messages queued now, the one with the
                 smallest timestamp (sender clocks) or id, instead of the oldest arrival
                 (a scan of the queue: its cost grows with its length).
+            topic: only messages published on this topic (a Topic or its name).
 
         Raises:
             ReceiveTimeout: nothing matching arrived in time (also a TimeoutError).
@@ -475,6 +375,7 @@ class Geode:
             and type is None
             and timeout is None
             and order is None
+            and topic is None
         ):
             # The commonest receive: this rank's node, a message already queued, automatic
             # acks, no window: take it and decode it without the general machinery.
@@ -485,14 +386,21 @@ class Geode:
                 if not self._receives & POLL_EVERY_RECEIVES - 1:
                     engine.poll()
                 try:
-                    return _decode(parcel.meta, parcel.frames, self._names)
+                    message = _decode(parcel.meta, parcel.frames, self._names)
+                    if parcel.flags & _TOPIC:
+                        self._topic_fields(message, parcel, self.rank)
+                    return message
                 except DecodeError as exc:
                     engine.dead_letter(self.rank, parcel, exc, parcel.attempts + 1, False)
                     raise
         if timeout is not None:
             timeout = check_timeout(timeout)
         index = self.rank if node is None else self._local_index(node, "receive")
-        match = None if source is None and type is None else self._matcher(source, type)
+        match = (
+            None
+            if source is None and type is None and topic is None
+            else self._matcher(source, type, topic)
+        )
         found = self._take(index, match, None if order is None else order_key(order), timeout)
         if found is not None:
             return self._deliver(index, found)
@@ -515,6 +423,7 @@ class Geode:
         source: str | int | None = None,
         type: TypeFilter = None,
         order: str | None = None,
+        topic: Topic | str | None = None,
     ) -> Message | None:
         """Like `receive`, but return None at once when nothing matching is queued."""
         index = self._local_index(node, "try_receive")
@@ -522,7 +431,7 @@ class Geode:
             self._progress()
         found = self._engine.take(
             index,
-            self._matcher(source, type),
+            self._matcher(source, type, topic),
             order_key(order),
             False,
         )
@@ -703,6 +612,76 @@ class Geode:
         name = "+".join(self._names[index] for index in indices)
         return Group(self, name, indices, chosen)
 
+    def topic(
+        self,
+        name: str,
+        publishers: Sequence[str | int],
+        subscribers: Sequence[str | int],
+        *,
+        retain: int = 0,
+        total_order: bool = False,
+        sequencer: str | int | None = None,
+    ) -> Topic:
+        """Create a topic: what its publishers publish, each subscriber receives once.
+
+        Collective: every rank calls it with the same arguments, in the same order as its other
+        topics (each topic is a set of MPI broadcast streams, built here).
+
+        Args:
+            name: the topic's name (unique in the job).
+            publishers: the nodes that may publish on it.
+            subscribers: the nodes that receive what is published (may include publishers).
+            retain: keep each publisher's last ``retain`` messages, for nodes that subscribe
+                later: they get those first.
+            total_order: every subscriber sees the messages of all publishers in one order
+                (they go through the ``sequencer``, default the first publisher); otherwise
+                each publisher's messages keep their order (one broadcast stream each).
+            sequencer: the node that orders a total-order topic.
+
+        Raises:
+            UnknownNodeError: a publisher, subscriber or the sequencer is not a node.
+            ValueError: the name is taken, no publishers, a node listed twice, retain < 0.
+            WorldMismatchError: ranks called it with different arguments.
+        """
+        if self._sealed:
+            raise ClosedError("topic")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a topic name must be a non-empty str, got {name!r}")
+        if name in self._topics:
+            raise ValueError(f"topic {name!r} already exists")
+        if isinstance(retain, bool) or not isinstance(retain, int) or retain < 0:
+            raise ValueError(f"retain must be an int >= 0, got {retain!r}")
+        placement = self._placement
+        pubs = [placement.index(node, "publisher") for node in publishers]
+        subs = [placement.index(node, "subscriber") for node in subscribers]
+        for what, nodes in (("publishers", pubs), ("subscribers", subs)):
+            if len(set(nodes)) != len(nodes):
+                raise ValueError(f"topic {name!r}: {what} must be distinct, got {nodes!r}")
+        if not pubs:
+            raise ValueError(f"topic {name!r} needs at least one publisher")
+        chosen = None
+        if total_order or sequencer is not None:
+            chosen = pubs[0] if sequencer is None else placement.index(sequencer, "sequencer")
+        arguments = (name, pubs, subs, retain, chosen)
+        self._transport.check_same(repr(arguments).encode(), f"topic {name!r}")
+        wire = len(self._names) + len(self._topics)
+        topic = Topic(self, name, wire, pubs, subs, retain, chosen)
+        self._topics[name] = topic
+        self._topics_by_wire[wire] = topic
+        return topic
+
+    def _new_stream_number(self) -> int:
+        self._streams_made += 1
+        return len(self._names) + STREAM_BASE + self._streams_made - 1
+
+    def _topic_named(self, topic: Topic | str) -> Topic:
+        name = topic.name if isinstance(topic, Topic) else topic
+        found = self._topics.get(name)
+        if found is None:
+            known = ", ".join(self._topics) or "none"
+            raise ValueError(f"no topic {name!r} in this job (topics: {known})")
+        return found
+
     def stop(self, node: str | int, *, source: str | int | None = None) -> None:
         """Send a `Stop` message: ``node``'s run() loop ends when it gets there (in order
         after what ``source`` sent it before)."""
@@ -775,18 +754,30 @@ class Geode:
             raise NodeNotLocalError(call, name, self.rank, self._placement.rank_of(index))
         return index
 
-    def _matcher(self, source: str | int | None, type_filter: TypeFilter) -> Match | None:
+    def _matcher(
+        self, source: str | int | None, type_filter: TypeFilter, topic: Topic | str | None = None
+    ) -> Match | None:
         index = None if source is None else self._placement.index(source, "source")
-        return matcher(index, type_filter)
+        wire = None if topic is None else self._topic_named(topic).wire
+        return matcher(index, type_filter, wire)
 
-    def _decode(self, parcel: Parcel) -> Message:
-        return codec.decode(parcel.meta, parcel.frames, self._names)
+    def _decode(self, parcel: Parcel, index: int | None = None) -> Message:
+        message = codec.decode(parcel.meta, parcel.frames, self._names)
+        if parcel.flags & _TOPIC:
+            self._topic_fields(message, parcel, index)
+        return message
+
+    def _topic_fields(self, message: Message, parcel: Parcel, index: int | None) -> None:
+        """A topic message as its subscriber sees it: its topic, and itself as dest."""
+        state = message.__dict__
+        state["topic"] = self._engine.topics.names.get(codec.track(parcel.meta)[3])
+        state["dest"] = None if index is None else self._names[index]
 
     def _deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
         """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""
         parcel, receipt = found
         try:
-            message = _decode(parcel.meta, parcel.frames, self._names)
+            message = self._decode(parcel, index)
         except DecodeError as exc:
             if receipt is not None:
                 self._engine.in_hand -= 1

@@ -17,8 +17,10 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
 if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode, SendHandle
+    from geode_mpi.core.geode import Geode
+    from geode_mpi.core.handles import SendHandle
 
+TOPIC_ATTRIBUTE = "_geode_topic"  # to a total-order topic's sequencer: the topic's wire number
 GROUP_ATTRIBUTE = "_geode_group"  # on the way to the sequencer: (group name, member indices)
 
 
@@ -75,6 +77,11 @@ class Sequencer:
     def forward(self, index: int, parcel: Parcel) -> None:
         geode = self.geode
         message = geode._decode(parcel)
+        wire = message.__dict__.pop(TOPIC_ATTRIBUTE, None)
+        if wire is not None:  # for a total-order topic: publish it on the topic's stream
+            message.__dict__["origin"] = geode.nodes[parcel.source]
+            geode._topics_by_wire[wire]._publish(message, index, False, None)
+            return
         name, members = message.__dict__.pop(GROUP_ATTRIBUTE)
         seq = self.next_seq.get(name, 0)
         self.next_seq[name] = seq + 1

@@ -187,7 +187,7 @@ class Processor:
         geode = self.geode
         engine = geode._engine
         try:
-            message = geode._decode(parcel)
+            message = geode._decode(parcel, index)
         except DecodeError as exc:
             engine.in_hand -= 1
             engine.dead_letter(index, parcel, exc, parcel.attempts + 1)

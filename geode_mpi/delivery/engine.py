@@ -28,10 +28,12 @@ from geode_mpi.delivery.control import (
 )
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
+from geode_mpi.delivery.topics import TopicStream, TopicTable
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Inbox, Key, Match, Parcel
 from geode_mpi.transport import Transport
+from geode_mpi.transport.base import copy_frame
 
 ACK_BATCH = 128  # processed messages per pair that make an ack record go out at once
 # A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
@@ -43,6 +45,7 @@ _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
 _FLAG_SEQUENCE = codec.FLAG_SEQUENCE
+_FLAG_TOPIC = codec.FLAG_TOPIC
 _KIND_CONTROL = codec.wire.KIND_CONTROL
 _track_from = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to of a header
 
@@ -92,7 +95,8 @@ class Engine:
     ) -> None:
         self.transport = transport
         self.names = names
-        self.rank_of = rank_of
+        self._node_rank = rank_of
+        self.topics = TopicTable()
         self.configs = configs
         self.resend_after = resend_after
         self.decode = decode
@@ -101,6 +105,8 @@ class Engine:
             for index in local
         }
         self.stats = {index: NodeStats(names[index]) for index in local}
+        # The counters a sender's traffic goes to: its node's, also for its topic streams.
+        self.sender_stats = dict(self.stats)
         self.dead: dict[int, list[DeadLetter]] = {index: [] for index in local}
         self.pairs_out: dict[tuple[int, int], PairOut] = {}  # (source, dest) -> its send side
         self._in: dict[tuple[int, int], PairIn] = {}
@@ -121,6 +127,54 @@ class Engine:
         self.forwards: deque[tuple[int, Parcel]] = deque()
         self.on_forward: Callable[[int, Parcel], None] | None = None
         transport.attach(self.sink, self.sink_run)
+
+    # -- names and ranks, topic streams included -------------------------------------------
+
+    def rank_of(self, index: int) -> int:
+        """The rank hosting a node, or the publisher of a topic stream."""
+        if index >= len(self.names):
+            index = self.topics.publisher_of(index)
+        return self._node_rank(index)
+
+    def name_of(self, index: int) -> str:
+        """A node's name, or ``"publisher on topic"`` for a topic stream."""
+        if index < len(self.names):
+            return self.names[index]
+        stream = self.topics.streams[index]
+        return f"{self.names[stream.publisher]} on topic {stream.topic!r}"
+
+    def add_stream(self, stream: TopicStream) -> None:
+        """Know a topic stream (on every rank, in the same order)."""
+        self.topics.add(stream)
+        if stream.publisher in self.stats:
+            self.sender_stats[stream.number] = self.stats[stream.publisher]
+
+    def published(
+        self, number: int, seq: int, meta: bytes, frames: Sequence[Any], tracked: bool
+    ) -> None:
+        """Record a message just published on stream ``number``: a message sent to each of
+        its subscribers, in each one's outbox if tracked."""
+        stream = self.topics.streams[number]
+        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
+        stats = self.stats[stream.publisher]
+        stats.sent += len(stream.subscribers)
+        stats.sent_bytes += nbytes * len(stream.subscribers)
+        for sub in stream.subscribers:
+            pair = self.pair_out(number, sub)
+            pair.next_seq = seq + 1
+            if pair.credits is not None:
+                pair.credits -= 1
+            if tracked:
+                kept = () if self.resend_after is None else frames
+                pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, kept, self._node_rank(sub)))
+                if self.resend_after is not None:
+                    pair.resends[seq] = [time.monotonic(), 1]
+
+    def forget_subscriber(self, number: int, sub: int) -> None:
+        """Stop tracking ``sub`` on stream ``number`` (it unsubscribed): its outbox and
+        credits on the publisher's side, its place in the stream on its own side."""
+        self.pairs_out.pop((number, sub), None)
+        self._in.pop((number, sub), None)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -149,18 +203,18 @@ class Engine:
         if config.policy == "raise":
             self._ask_again(src, dst, self._asked.setdefault((src, dst), [0.0]))
             raise QueueFull(
-                names[dst], names[src], config.capacity, pair.window or 0, "policy 'raise'"
+                names[dst], self.name_of(src), config.capacity, pair.window or 0, "policy 'raise'"
             )
         if not self.transport.delivers_later:
             raise QueueFull(
                 names[dst],
-                names[src],
+                self.name_of(src),
                 config.capacity,
                 pair.window or 0,
                 f"in a one-process world nothing can take from {names[dst]}'s queue while "
                 "send() waits (receive between sends, or use policy 'drop_oldest')",
             )
-        stats = self.stats[src]
+        stats = self.sender_stats[src]
         stats.credit_waits += 1
         started = time.monotonic()
         asked = [started]
@@ -173,7 +227,7 @@ class Engine:
 
         try:
             if not self.wait(has_credit, deadline):
-                raise SendTimeout(-1, names[src], names[dst], timeout or 0.0)
+                raise SendTimeout(-1, self.name_of(src), names[dst], timeout or 0.0)
         finally:
             stats.credit_wait_seconds += time.monotonic() - started
         return pair
@@ -228,7 +282,7 @@ class Engine:
                     self.transport.send(entry.rank, bytes(meta), entry.frames)
                     state[0] = now
                     state[1] += 1
-                    self.stats[src].resent += 1
+                    self.sender_stats[src].resent += 1
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -240,6 +294,9 @@ class Engine:
         flags, seq, source, dest, reply_to = _track_from(meta, 0)
         inbox = self.inboxes.get(dest)
         if inbox is None:
+            if flags & _FLAG_TOPIC:
+                self._topic_arrival(meta, frames, nbytes, flags, seq, source, dest, reply_to)
+                return
             codec.track(meta)  # raises the precise error if the header is not ours
             raise DecodeError(
                 f"rank {rank} sent a message from node index {source} for node index {dest}, "
@@ -260,11 +317,18 @@ class Engine:
                 stats.dropped += 1
                 self._done(dest, dropped)
             return
+        self._admit(key, pair, parcel, dest, inbox)
+
+    def _admit(
+        self, key: tuple[int, int], pair: PairIn, parcel: Parcel, dest: int, inbox: Inbox
+    ) -> None:
+        """Let an arrival through its pair (once, in order) into ``dest``'s queue."""
+        stats = self.stats[dest]
         ready = pair.arrive(parcel)
         if ready is None:
             stats.duplicates += 1
-            if flags & _FLAG_TRACKED and pair.was_processed(seq):
-                pair.unacked.append(seq)  # its ack was lost, or is on its way: ack it again
+            if parcel.flags & _FLAG_TRACKED and pair.was_processed(parcel.seq):
+                pair.unacked.append(parcel.seq)  # its ack was lost, or is on its way: again
                 pair.ack_due = True
                 self._mark_due(key)
             return
@@ -278,6 +342,33 @@ class Engine:
             if dropped is not None:
                 stats.dropped += 1
                 self._done(dest, dropped)
+
+    def _topic_arrival(
+        self,
+        meta: memoryview,
+        frames: Sequence[Any],
+        nbytes: int,
+        flags: int,
+        seq: int,
+        publisher: int,
+        wire: int,
+        reply_to: int,
+    ) -> None:
+        """A message published on a topic: a copy into each local subscriber's queue, through
+        the pair of (the publisher's stream, that subscriber)."""
+        stream = self.topics.stream_of(wire, publisher)
+        first = True
+        for sub in self.topics.local_subscribers(wire):
+            key = (stream, sub)
+            pair = self._in.get(key)
+            if pair is None:
+                pair = self._in[key] = PairIn(start=seq)  # a new subscriber starts here
+            elif flags & _FLAG_RESENT and seq < pair.expected:
+                continue  # retained messages replayed for a new subscriber: not for this one
+            copies = frames if first else [copy_frame(frame) for frame in frames]
+            first = False
+            parcel = _tuple_new(Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0))
+            self._admit(key, pair, parcel, sub, self.inboxes[sub])
 
     def sink_run(self, rank: int, metas: list[memoryview]) -> None:
         """Take a run of frame-less arrivals from one rank, in order: `sink` on each, with the
@@ -353,12 +444,13 @@ class Engine:
         window = self._window[index]
         if window is not None and not parcel.attempts:  # a retry was counted when first taken
             key_in = (parcel.source, index)
-            pair = self._in[key_in]
-            pair.owed += 1
-            pair.taken += 1
-            self._mark_due(key_in)
-            if pair.owed * 2 >= window:
-                self._flush_pair(key_in, pair)
+            pair_in = self._in.get(key_in)  # None: a topic its node has since unsubscribed from
+            if pair_in is not None:
+                pair_in.owed += 1
+                pair_in.taken += 1
+                self._mark_due(key_in)
+                if pair_in.owed * 2 >= window:
+                    self._flush_pair(key_in, pair_in)
         if explicit or self._explicit[index]:
             self.in_hand += 1
             return parcel, Receipt(self, index, parcel)
@@ -416,7 +508,7 @@ class Engine:
                 text,
                 error,
                 attempts,
-                self.names[parcel.source],
+                self.name_of(parcel.source),
                 parcel.seq,
             )
         )
@@ -426,7 +518,10 @@ class Engine:
 
     def _done(self, index: int, parcel: Parcel) -> None:
         key = (parcel.source, index)
-        pair = self._in[key]
+        pair = self._in.get(key)
+        if pair is None:  # from a topic the node has since unsubscribed from: nobody waits
+            self.stats[index].processed += 1
+            return
         seq = parcel.seq
         if seq == pair.done_below and not pair.done_extra:
             pair.done_below = seq + 1  # the common case: processed in order, acked as a range
@@ -458,7 +553,11 @@ class Engine:
     def flush(self) -> None:
         """Send every pending ack and credit now (before waiting, and at close)."""
         for key in list(self._due):
-            self._flush_pair(key, self._in[key])
+            pair = self._in.get(key)
+            if pair is not None:
+                self._flush_pair(key, pair)
+            else:
+                self._due.discard(key)
         self.transport.flush()
 
     def _flush_pair(self, key: tuple[int, int], pair: PairIn, again: bool = False) -> None:
@@ -502,6 +601,8 @@ class Engine:
             return
         pair = self.pairs_out.get((sender, receiver))
         if pair is None:
+            if sender in self.topics.streams:
+                return  # from a subscriber that has since unsubscribed
             raise DecodeError(
                 f"an ack from node index {receiver} for node index {sender}, which sent it nothing"
             )
@@ -518,7 +619,7 @@ class Engine:
                     count += 1
                     if resends:
                         resends.pop(seq, None)
-        self.stats[sender].acked += count
+        self.sender_stats[sender].acked += count
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -585,7 +686,10 @@ class Engine:
         stats = self.stats[index]
         stats.queue_depth = len(self.inboxes[index])
         stats.queue_peak = self.inboxes[index].peak
+        streams = self.topics.streams
         stats.unacked = sum(
-            len(pair.outbox) for (src, _), pair in self.pairs_out.items() if src == index
+            len(pair.outbox)
+            for (src, _), pair in self.pairs_out.items()
+            if src == index or (src in streams and streams[src].publisher == index)
         )
         return NodeStats(**stats.as_dict())

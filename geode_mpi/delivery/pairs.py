@@ -59,12 +59,13 @@ class PairIn:
         "unacked",
     )
 
-    def __init__(self) -> None:
-        self.expected = 0  # the next sequence number to let through
+    def __init__(self, start: int = 0) -> None:
+        # start: the first number of the pair (a topic's subscriber joins a stream midway)
+        self.expected = start  # the next sequence number to let through
         self.held: dict[int, Parcel] = {}  # arrived early, waiting for the gap to fill
-        self.done_below = 0  # every number below this was processed
+        self.done_below = start  # every number below this was processed
         self.done_extra: set[int] = set()  # processed numbers above done_below
-        self.acked_below = 0  # every number below this was acknowledged to the sender
+        self.acked_below = start  # every number below this was acknowledged to the sender
         self.ack_due = False  # a tracked message was processed since the last ack record
         # Processed numbers to acknowledge that the range [acked_below, done_below) does not
         # cover: processed out of order, or copies of ones processed before (acked again).

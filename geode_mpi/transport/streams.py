@@ -78,8 +78,7 @@ class Stream:
     def broadcast(self, meta: bytes, frames: Sequence[Frame], inline_max: int) -> SendTicket:
         """Post one message's broadcasts; its ticket is done when they all complete here."""
         oob_frames = [
-            frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
-            for frame in frames
+            frame if frame.flags.c_contiguous else np.ascontiguousarray(frame) for frame in frames
         ]
         offsets = [MPI.Get_address(f) for f in oob_frames if f.nbytes > inline_max]
         envelope, oob = build_envelope(meta, oob_frames, inline_max, offsets)

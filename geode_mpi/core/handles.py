@@ -1,0 +1,125 @@
+"""Send handles: what isend and publish return, to wait on a send and its acknowledgement."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from geode_mpi import codec
+from geode_mpi.delivery.pairs import PairOut
+from geode_mpi.errors import AckTimeout, SendTimeout, check_timeout
+from geode_mpi.transport import SendTicket
+
+if TYPE_CHECKING:
+    from geode_mpi.core.geode import Geode
+
+
+class SendHandle:
+    """A send in progress, returned by `Geode.isend` (and, completed, by `Geode.send`).
+
+    Attributes:
+        id: the message's job-unique id.
+        seq: its sequence number on the (source, dest) pair.
+        source: the sending node.
+        dest: the destination node.
+    """
+
+    __slots__ = ("_geode", "_pair", "_stamp", "_ticket", "ack")
+
+    def __init__(
+        self,
+        geode: Geode,
+        ticket: SendTicket,
+        stamp: codec.Stamp,
+        pair: PairOut | None = None,
+        ack: bool = False,
+    ) -> None:
+        self._geode = geode
+        self._ticket = ticket
+        self._stamp = stamp
+        self._pair = pair  # its pair's outbox holds it until it is acknowledged (if tracked)
+        self.ack = ack  # True: done() and wait() also cover the acknowledgement
+
+    @property
+    def id(self) -> int:
+        """The message's job-unique id."""
+        return self._stamp.id
+
+    @property
+    def seq(self) -> int:
+        """Its sequence number on the (source, dest) pair."""
+        return self._stamp.seq
+
+    @property
+    def source(self) -> str:
+        """The sending node."""
+        return self._geode._names[self._stamp.source]
+
+    @property
+    def dest(self) -> str:
+        """The destination node."""
+        return self._geode._names[self._stamp.dest]
+
+    @property
+    def acked(self) -> bool:
+        """True once the receiver acknowledged (processed) the message.
+
+        Only known for tracked messages (``Geode(acks=True)``, the default, or ``ack=True``);
+        False otherwise.
+        """
+        return self._pair is not None and self._stamp.seq not in self._pair.outbox
+
+    def _complete(self) -> bool:
+        return self._ticket.done and (not self.ack or self.acked)
+
+    def done(self) -> bool:
+        """True once the data may be reused (and, with ``ack=True``, the message was acked).
+
+        A call that finds it not done drives progress now and then (every fourth such call,
+        or every sixteenth while the message waits in a batch that has not gone out: a loop
+        that checks many handles per message it sends should not poll MPI each time).
+        """
+        ticket = self._ticket
+        if ticket.done and (not self.ack or self.acked):
+            return True
+        geode = self._geode
+        geode._unfinished_checks += 1
+        if geode._unfinished_checks & (15 if ticket.held else 3):
+            return False
+        geode._progress()
+        return self._complete()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the data may be reused and, with ``ack=True``, the message was acked.
+
+        Raises:
+            SendTimeout: the send did not complete within ``timeout`` seconds.
+            AckTimeout: it was sent but not acknowledged within ``timeout`` seconds. Either
+                way the message stays in flight or in the outbox.
+        """
+        timeout = check_timeout(timeout)
+        self._wait(None if timeout is None else time.monotonic() + timeout, timeout)
+
+    def _wait(self, deadline: float | None, timeout: float | None) -> None:
+        ticket = self._ticket
+        if not self._geode._wait_until(lambda: ticket.done, deadline):
+            raise SendTimeout(self.id, self.source, self.dest, timeout or 0.0)
+        if not self.ack or self.acked:
+            return
+        geode = self._geode
+        local = self._local_targets()
+        if local:  # their handlers may process it right here
+            geode._processor.pump(local, lambda: self.acked)
+        if not geode._transport.delivers_later and not self.acked:
+            raise AckTimeout(self.id, self.source, self.dest, self.seq, 0.0, self, waited=False)
+        if not geode._wait_until(lambda: self.acked, deadline):
+            raise AckTimeout(self.id, self.source, self.dest, self.seq, timeout or 0.0, self)
+
+    def _local_targets(self) -> list[int]:
+        """The receiving nodes this rank hosts (their handlers can run in this process)."""
+        dest = self._stamp.dest
+        return [dest] if dest in self._geode._inboxes else []
+
+    def __repr__(self) -> str:
+        state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
+        return f"<SendHandle id={self.id} {self.source}->{self.dest} seq={self.seq} {state}>"

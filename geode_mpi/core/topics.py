@@ -1,0 +1,297 @@
+"""Topics: publish once, every subscriber gets the message.
+
+A topic's messages travel on broadcast streams (`geode_mpi.transport.streams`): one per
+publisher, so that each publisher's messages keep their order, or, for a topic with one total
+order, a single stream from its sequencer, to which the other publishers send point-to-point.
+Subscribers on the publisher's own rank get a local copy instead. The delivery layer treats
+each (stream, subscriber) as a pair: numbered, deduplicated, in order, acknowledged and
+flow-controlled like point-to-point (`geode_mpi.delivery.topics`).
+
+Creating a topic, subscribing and unsubscribing are collective: every rank calls them with the
+same arguments, in the same order.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi import codec
+from geode_mpi.core.groups import TOPIC_ATTRIBUTE
+from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.placement import ID_BITS
+from geode_mpi.delivery.pairs import PairOut
+from geode_mpi.delivery.topics import TopicStream
+from geode_mpi.errors import ClosedError
+from geode_mpi.message import Message
+from geode_mpi.transport.base import Frame, SendTicket, copy_frame
+
+if TYPE_CHECKING:
+    from geode_mpi.core.geode import Geode
+
+STREAM_BASE = 1 << 20  # stream numbers start this far beyond the node indices; wire numbers below
+_NO_SUBSCRIBERS = SendTicket(-1, 0, done=True)
+
+
+class PublishHandle(SendHandle):
+    """A publish in progress: done once the data may be reused; with ``ack=True``, once every
+    subscriber (at the time of publishing) has processed the message."""
+
+    __slots__ = ("_pairs", "_topic")
+
+    def __init__(
+        self,
+        geode: Geode,
+        ticket: SendTicket,
+        stamp: codec.Stamp,
+        pairs: list[PairOut] | None,
+        ack: bool,
+        topic: str,
+    ) -> None:
+        super().__init__(geode, ticket, stamp, None, ack)
+        self._pairs = pairs
+        self._topic = topic
+
+    @property
+    def dest(self) -> str:
+        """The topic's name."""
+        return self._topic
+
+    @property
+    def acked(self) -> bool:
+        """True once every subscriber processed the message (tracked publishes only)."""
+        seq = self._stamp.seq
+        return self._pairs is not None and all(seq not in pair.outbox for pair in self._pairs)
+
+    def _local_targets(self) -> list[int]:
+        return list(self._geode._engine.topics.local_subscribers(self._stamp.dest))
+
+
+class Topic:
+    """A named topic: its publishers publish, every subscriber receives each message once.
+
+    Create it with `Geode.topic`. Subscribers receive topic messages through the usual
+    ``receive()`` (``receive(topic="name")`` takes only this topic's) and run loop; each arrives
+    with ``msg.topic`` set to the topic's name and ``msg.source`` to its publisher (on a
+    total-order topic, ``msg.source`` is the sequencer and ``msg.origin`` the publisher).
+    """
+
+    def __init__(
+        self,
+        geode: Geode,
+        name: str,
+        wire: int,
+        publishers: Sequence[int],
+        subscribers: Sequence[int],
+        retain: int,
+        sequencer: int | None,
+    ) -> None:
+        self._geode = geode
+        self.name = name
+        self.wire = wire
+        self._publishers = tuple(publishers)
+        self._subscribers: tuple[int, ...] = ()
+        self.retain = retain
+        self._sequencer = sequencer
+        roots = self._publishers if sequencer is None else (sequencer,)
+        engine = geode._engine
+        self._streams: dict[int, TopicStream] = {}  # by root (publishing) node
+        self._next_seq: dict[int, int] = {}  # by stream number
+        self._retained: dict[int, deque[tuple[bytes, list[Frame]]]] = {}
+        for root in roots:
+            number = geode._new_stream_number()
+            stream = TopicStream(number, wire, name, root)
+            self._streams[root] = stream
+            self._next_seq[number] = 0
+            self._retained[number] = deque(maxlen=retain)
+            engine.add_stream(stream)
+        self._join(subscribers)
+
+    # -- what it is ------------------------------------------------------------------------
+
+    @property
+    def publishers(self) -> tuple[str, ...]:
+        return tuple(self._geode._names[index] for index in self._publishers)
+
+    @property
+    def subscribers(self) -> tuple[str, ...]:
+        return tuple(self._geode._names[index] for index in self._subscribers)
+
+    @property
+    def total_order(self) -> bool:
+        """True if every subscriber sees the messages of all publishers in one order."""
+        return self._sequencer is not None
+
+    @property
+    def sequencer(self) -> str | None:
+        """The node that orders a total-order topic's messages (None otherwise)."""
+        return None if self._sequencer is None else self._geode._names[self._sequencer]
+
+    def __repr__(self) -> str:
+        order = "total order" if self.total_order else "per-publisher order"
+        return (
+            f"<Topic {self.name!r} publishers={list(self.publishers)} "
+            f"subscribers={list(self.subscribers)} {order} retain={self.retain}>"
+        )
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        message: Any,
+        source: str | int | None = None,
+        *,
+        ack: bool = False,
+        timeout: float | None = None,
+    ) -> SendHandle | None:
+        """Send ``message`` to every subscriber of the topic; return at once with a handle.
+
+        As with `Geode.isend`, do not modify arrays in the message until the handle is done.
+
+        Args:
+            message: a Message, or any picklable value (wrapped in a Message).
+            source: the publishing node (default: this rank's node); it must be one of the
+                topic's publishers. If another rank hosts it, nothing happens: None.
+            ack: the handle completes once every subscriber has processed the message.
+            timeout: how long to wait for room when a subscriber's queue is full (``block``).
+
+        Raises:
+            ValueError: ``source`` is not a publisher of this topic.
+            QueueFull, SendTimeout, EncodeError, ClosedError: as for `Geode.isend`.
+        """
+        geode = self._geode
+        src = geode.rank if source is None else geode._placement.index(source, "source")
+        if src not in self._publishers:
+            raise ValueError(
+                f"{geode._names[src]} is not a publisher of topic {self.name!r} (its publishers: "
+                f"{', '.join(self.publishers)})"
+            )
+        if src not in geode._inboxes:
+            return None
+        msg = message if isinstance(message, Message) else Message(message)
+        if self._sequencer is not None and src != self._sequencer:
+            # To the sequencer, which publishes it on the topic's one stream.
+            msg = copy.copy(msg)
+            msg.__dict__[TOPIC_ATTRIBUTE] = self.wire
+            return geode._send(
+                msg, src, self._sequencer, ack, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
+            )
+        if self._sequencer is not None:
+            msg = copy.copy(msg)
+            msg.__dict__["origin"] = geode._names[src]
+        return self._publish(msg, src, ack, timeout)
+
+    def _publish(self, msg: Message, src: int, ack: bool, timeout: float | None) -> PublishHandle:
+        geode = self._geode
+        if geode._sealed:
+            raise ClosedError("publish")
+        engine = geode._engine
+        stream = self._streams[src]
+        number = stream.number
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pairs = []
+        for sub in stream.subscribers:
+            pair = engine.pairs_out.get((number, sub))
+            if pair is None or (pair.credits is not None and pair.credits <= 0):
+                pair = engine.reserve(number, sub, deadline, timeout)
+            pairs.append(pair)
+        seq = self._next_seq[number]
+        count = geode._counter[src]
+        stamp = codec.Stamp((src << ID_BITS) | count, seq, time.time(), src, self.wire)
+        tracked = geode._acks or ack
+        flags = codec.FLAG_TOPIC
+        if tracked:
+            flags |= codec.FLAG_TRACKED | codec.FLAG_WAITED if ack else codec.FLAG_TRACKED
+        meta, frames = codec.encode(msg, stamp, flags)
+        geode._counter[src] = count + 1
+        ticket = self._send_out(number, meta, frames, stream.subscribers)
+        engine.published(number, seq, meta, frames, tracked)
+        self._next_seq[number] = seq + 1
+        if self.retain:
+            self._retained[number].append((meta, [copy_frame(frame) for frame in frames]))
+        return PublishHandle(geode, ticket, stamp, pairs if tracked else None, ack, self.name)
+
+    def _send_out(
+        self, number: int, meta: bytes, frames: Sequence[Frame], subscribers: Iterable[int]
+    ) -> SendTicket:
+        """Broadcast to the subscribers' ranks, and a local copy for those on this rank."""
+        geode = self._geode
+        ranks = {geode._placement.rank_of(sub) for sub in subscribers}
+        ticket = _NO_SUBSCRIBERS
+        if ranks - {geode.rank}:
+            ticket = geode._transport.broadcast(number, meta, frames)
+        if geode.rank in ranks:
+            local = geode._transport.send(geode.rank, meta, frames)
+            if ticket is _NO_SUBSCRIBERS:
+                ticket = local
+        return ticket
+
+    # -- membership ------------------------------------------------------------------------
+
+    def subscribe(self, nodes: str | int | Iterable[str | int]) -> None:
+        """Add subscribers (collective: every rank calls it with the same nodes).
+
+        What was published before reaches only the earlier subscribers; the new ones get the
+        topic's retained messages first (up to ``retain`` per publisher), then what follows.
+        """
+        added = [index for index in self._indices(nodes) if index not in self._subscribers]
+        self._change(self._subscribers + tuple(added), added)
+
+    def unsubscribe(self, nodes: str | int | Iterable[str | int]) -> None:
+        """Remove subscribers (collective). Messages already delivered stay in their queues;
+        the publishers stop waiting for those subscribers' acks and credits."""
+        gone = set(self._indices(nodes))
+        self._change(tuple(index for index in self._subscribers if index not in gone), [])
+
+    def _indices(self, nodes: str | int | Iterable[str | int]) -> list[int]:
+        if isinstance(nodes, (str, int)):
+            nodes = [nodes]
+        placement = self._geode._placement
+        return [placement.index(node, "subscriber") for node in nodes]
+
+    def _change(self, subscribers: tuple[int, ...], added: list[int]) -> None:
+        geode = self._geode
+        if geode._sealed:
+            raise ClosedError("subscribe")
+        what = f"subscribers of topic {self.name!r}"
+        geode._transport.check_same(repr(subscribers).encode(), what)
+        for stream in self._streams.values():  # the old streams end, everything delivered
+            geode._transport.close_stream(stream.number)
+        removed = set(self._subscribers) - set(subscribers)
+        for stream in self._streams.values():
+            for sub in removed:
+                geode._engine.forget_subscriber(stream.number, sub)
+        self._join(subscribers)
+        for root, stream in self._streams.items():
+            if added and root in geode._inboxes:
+                self._replay(stream.number, added)
+
+    def _join(self, subscribers: Sequence[int]) -> None:
+        """Open the streams (collective) for this set of subscribers."""
+        geode = self._geode
+        self._subscribers = tuple(subscribers)
+        local = tuple(sub for sub in self._subscribers if sub in geode._inboxes)
+        geode._engine.topics.set_local_subscribers(self.wire, local)
+        rank_of = geode._placement.rank_of
+        members = sorted({rank_of(sub) for sub in self._subscribers})
+        for root, stream in self._streams.items():
+            stream.subscribers = self._subscribers
+            geode._transport.open_stream(stream.number, rank_of(root), members)
+
+    def _replay(self, number: int, added: list[int]) -> None:
+        """Send the retained messages again, for the new subscribers (the others skip them)."""
+        retained = self._retained[number]
+        for meta, frames in retained:
+            again = bytearray(meta)
+            again[2] |= codec.FLAG_RESENT
+            self._send_out(number, bytes(again), frames, added)
+        if retained:
+            publisher = self._streams_by_number()[number].publisher
+            geode = self._geode
+            geode._engine.sender_stats[publisher].resent += len(retained) * len(added)
+
+    def _streams_by_number(self) -> dict[int, TopicStream]:
+        return {stream.number: stream for stream in self._streams.values()}

@@ -1,0 +1,66 @@
+"""Topics as the delivery layer sees them: streams, their publishers, local subscribers.
+
+A topic's messages travel on *streams*: one per publisher, or a single one from the topic's
+sequencer when the topic keeps one total order. On the wire a topic message names its publisher
+as source and the topic's *wire number* as dest (a number beyond every node index). Here each
+stream also has a number beyond every node index, the same on every rank, and each (stream,
+subscriber) is a pair like any (source, dest): numbered, deduplicated, ordered, acknowledged and
+flow-controlled by the same code as point-to-point.
+"""
+
+from __future__ import annotations
+
+from geode_mpi.errors import DecodeError
+
+
+class TopicStream:
+    """One stream of a topic: who publishes on it, its next number, who subscribes."""
+
+    __slots__ = ("number", "publisher", "subscribers", "topic", "wire")
+
+    def __init__(self, number: int, wire: int, topic: str, publisher: int) -> None:
+        self.number = number  # the stream's own number (beyond every node index)
+        self.wire = wire  # the topic's wire number
+        self.topic = topic
+        self.publisher = publisher  # the node that broadcasts on it
+        self.subscribers: tuple[int, ...] = ()  # every subscriber node, on any rank
+
+
+class TopicTable:
+    """Every topic's streams and wire number (the same on every rank), and which of its
+    subscribers this rank hosts."""
+
+    def __init__(self) -> None:
+        self.streams: dict[int, TopicStream] = {}  # by stream number
+        self.names: dict[int, str] = {}  # topic name by wire number
+        self._by_origin: dict[tuple[int, int], int] = {}  # (wire, publisher) -> stream number
+        self._local: dict[int, tuple[int, ...]] = {}  # wire -> local subscribers
+
+    def add(self, stream: TopicStream) -> None:
+        self.streams[stream.number] = stream
+        self.names[stream.wire] = stream.topic
+        self._by_origin[(stream.wire, stream.publisher)] = stream.number
+
+    def stream_of(self, wire: int, publisher: int) -> int:
+        """The number of the stream that ``publisher`` broadcasts topic ``wire`` on.
+
+        Raises:
+            DecodeError: no such topic or publisher here (ranks disagree about topics).
+        """
+        number = self._by_origin.get((wire, publisher))
+        if number is None:
+            raise DecodeError(
+                f"a message published by node index {publisher} on topic number {wire}, which "
+                "this rank does not know: do all ranks create the same topics in the same order?"
+            )
+        return number
+
+    def set_local_subscribers(self, wire: int, subscribers: tuple[int, ...]) -> None:
+        self._local[wire] = subscribers
+
+    def local_subscribers(self, wire: int) -> tuple[int, ...]:
+        return self._local.get(wire, ())
+
+    def publisher_of(self, number: int) -> int:
+        """The node that publishes on stream ``number``."""
+        return self.streams[number].publisher

@@ -1,0 +1,210 @@
+"""Topics at 1, 2 and 4 ranks: publishers, subscribers, order, retention, p2p beside them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pytest
+
+from geode_mpi import Geode, Message, ReceiveTimeout
+
+TIMEOUT = 60.0
+
+
+def gather(geode: Geode, value: Any) -> list[Any]:
+    """``value`` from every rank (the test's own bookkeeping, not geode_mpi's)."""
+    if geode.size == 1:
+        return [value]
+    from mpi4py import MPI
+
+    return list(MPI.COMM_WORLD.allgather(value))
+
+
+def drain(geode: Geode, node: str, count: int, **filters: Any) -> list[Message]:
+    return [geode.receive(node, timeout=TIMEOUT, **filters) for _ in range(count)]
+
+
+def payload(publisher: int, k: int) -> Any:
+    if k % 3 == 0:
+        return {"from": publisher, "k": k}
+    if k % 3 == 1:
+        return np.full(100 + k, publisher * 1000 + k, np.int64)
+    return f"{publisher}:{k}"
+
+
+def same(got: Any, want: Any) -> bool:
+    if isinstance(want, np.ndarray):
+        return isinstance(got, np.ndarray) and np.array_equal(got, want)
+    return bool(got == want)
+
+
+def test_one_publisher_reaches_every_subscriber_once_in_order(geode: Geode) -> None:
+    nodes = geode.nodes
+    topic = geode.topic("news", publishers=[nodes[0]], subscribers=nodes[1:])
+    count = 20
+    handles = [topic.publish(payload(0, k), source=nodes[0]) for k in range(count)]
+    if geode.hosts(nodes[0]):
+        for handle in handles:
+            assert handle is not None
+            handle.wait(timeout=TIMEOUT)
+    else:
+        assert handles == [None] * count
+    for node in geode.local_nodes:
+        if node == nodes[0]:
+            continue
+        for k, msg in enumerate(drain(geode, node, count)):
+            assert (msg.topic, msg.source, msg.dest, msg.seq) == ("news", nodes[0], node, k)
+            assert same(msg.data, payload(0, k))
+        assert geode.try_receive(node) is None
+    with pytest.raises(ValueError, match="is not a publisher of topic 'news'"):
+        topic.publish("x", source=nodes[-1] if len(nodes) > 1 else "node9")
+
+
+def test_every_node_publishes_and_subscribes_per_publisher_fifo(geode: Geode) -> None:
+    nodes = geode.nodes
+    topic = geode.topic("all", publishers=nodes, subscribers=nodes)
+    count = 15
+    for k in range(count):
+        for index, node in enumerate(nodes):
+            topic.publish(payload(index, k), source=node)
+    for node in geode.local_nodes:
+        per_publisher: dict[str, list[Message]] = defaultdict(list)
+        for msg in drain(geode, node, count * len(nodes), topic=topic):
+            assert msg.topic == "all"
+            per_publisher[msg.source].append(msg)
+        for index, publisher in enumerate(nodes):
+            got = per_publisher[publisher]
+            assert [m.seq for m in got] == list(range(count))
+            assert all(same(m.data, payload(index, k)) for k, m in enumerate(got))
+        stats = geode.stats(node)
+        assert stats.received == count * len(nodes) and stats.duplicates == 0
+
+
+def test_overlapping_topics_keep_apart_and_filter(geode: Geode) -> None:
+    nodes = geode.nodes
+    evens, odds = nodes[::2], nodes[1::2] or nodes[:1]
+    a = geode.topic("a", publishers=[nodes[0]], subscribers=nodes)
+    b = geode.topic("b", publishers=[nodes[-1]], subscribers=evens)
+    c = geode.topic("c", publishers=odds, subscribers=[nodes[0], nodes[-1]])
+    for k in range(5):
+        a.publish(("a", k), source=nodes[0])
+        b.publish(("b", k), source=nodes[-1])
+        for node in odds:
+            c.publish(("c", node, k), source=node)
+    for node in geode.local_nodes:
+        # Taken topic by topic, in the opposite order of publishing: the filter picks.
+        if node in (nodes[0], nodes[-1]):
+            got_c = [m.data for m in drain(geode, node, 5 * len(odds), topic="c")]
+            for publisher in odds:
+                assert [d for d in got_c if d[1] == publisher] == [
+                    ("c", publisher, k) for k in range(5)
+                ]
+        if node in evens:
+            assert [m.data for m in drain(geode, node, 5, topic=b)] == [("b", k) for k in range(5)]
+        assert [m.data for m in drain(geode, node, 5, topic="a")] == [("a", k) for k in range(5)]
+        assert geode.try_receive(node) is None
+
+
+def test_a_total_order_topic_is_seen_in_one_order_everywhere(geode: Geode) -> None:
+    nodes = geode.nodes
+    topic = geode.topic("ordered", publishers=nodes, subscribers=nodes, total_order=True)
+    assert topic.sequencer == nodes[0]
+    count = 10
+    for k in range(count):
+        for node in nodes:
+            topic.publish(f"{node}#{k}", source=node)
+    orders = {}
+    for node in geode.local_nodes:
+        got = drain(geode, node, count * len(nodes), topic="ordered")
+        assert all(m.source == nodes[0] for m in got)
+        for publisher in nodes:  # each publisher's messages in its order
+            mine = [m.data for m in got if m.origin == publisher]
+            assert mine == [f"{publisher}#{k}" for k in range(count)]
+        orders[node] = [m.data for m in got]
+    everywhere = [order for found in gather(geode, orders) for order in found.values()]
+    assert all(order == everywhere[0] for order in everywhere)
+
+
+@pytest.mark.parametrize("nbytes", [8, 64 * 1024, 4 * 1024 * 1024])
+def test_arrays_reach_every_subscriber_bit_exact(geode: Geode, nbytes: int) -> None:
+    nodes = geode.nodes
+    topic = geode.topic(f"arrays{nbytes}", publishers=nodes[:1], subscribers=nodes)
+    rng = np.random.default_rng(nbytes)
+    arrays = [rng.integers(0, 255, nbytes, dtype=np.uint8) for _ in range(3)]
+    arrays.append(rng.standard_normal((nbytes // 64 + 1, 8))[:, ::2])  # strided
+    for array in arrays:
+        handle = topic.publish(array, source=nodes[0])
+        if handle is not None:
+            handle.wait(timeout=TIMEOUT)
+    for node in geode.local_nodes:
+        for array, msg in zip(arrays, drain(geode, node, len(arrays)), strict=True):
+            assert msg.data.dtype == array.dtype and np.array_equal(msg.data, array)
+            msg.data[...] = 0  # each subscriber's copy is its own
+    for node in geode.local_nodes:
+        assert geode.try_receive(node) is None
+
+
+def test_a_late_subscriber_gets_the_retained_messages_first(geode: Geode) -> None:
+    nodes = geode.nodes
+    late = nodes[-1]
+    early = [node for node in nodes if node != late] or [late]
+    topic = geode.topic("log", publishers=nodes[:1], subscribers=early[1:], retain=3)
+    for k in range(5):
+        topic.publish(k, source=nodes[0])
+    topic.subscribe(late)
+    for k in range(5, 8):
+        topic.publish(k, source=nodes[0])
+    for node in geode.local_nodes:
+        if node == late:
+            assert [m.data for m in drain(geode, node, 6)] == [2, 3, 4, 5, 6, 7]
+        elif node in early[1:]:
+            assert [m.data for m in drain(geode, node, 8)] == list(range(8))
+        assert geode.try_receive(node) is None
+        assert geode.stats(node).duplicates == 0
+
+
+def test_unsubscribed_nodes_get_nothing_more(geode: Geode) -> None:
+    nodes = geode.nodes
+    topic = geode.topic("feed", publishers=nodes[:1], subscribers=nodes)
+    topic.publish("before", source=nodes[0])
+    topic.unsubscribe(nodes[1:])
+    assert topic.subscribers == (nodes[0],)
+    handle = topic.publish("after", source=nodes[0], ack=True)
+    for node in geode.local_nodes:
+        assert geode.receive(node, timeout=TIMEOUT).data == "before"
+        if node == nodes[0]:
+            assert geode.receive(node, timeout=TIMEOUT).data == "after"
+        with pytest.raises(ReceiveTimeout):
+            geode.receive(node, timeout=0.05)
+    if handle is not None:
+        handle.wait(timeout=TIMEOUT)  # acked by the one subscriber left
+        assert handle.acked
+
+
+def test_topics_and_point_to_point_interleave_without_deadlock(geode: Geode) -> None:
+    nodes = geode.nodes
+    topic = geode.topic("mixed", publishers=nodes, subscribers=nodes)
+    count = 30
+    for k in range(count):
+        for index, node in enumerate(nodes):
+            topic.publish(np.full(2000, k), source=node)  # 16 kB
+            after = nodes[(index + 1) % len(nodes)]
+            geode.isend(Message(("p2p", k)), node, after)
+    for node in geode.local_nodes:
+        got = drain(geode, node, count * (len(nodes) + 1))
+        p2p = [m.data for m in got if m.topic is None]
+        assert p2p == [("p2p", k) for k in range(count)]
+        assert sum(1 for m in got if m.topic == "mixed") == count * len(nodes)
+
+
+def test_publish_with_ack_completes_once_every_subscriber_processed(geode: Geode) -> None:
+    nodes = geode.nodes
+    topic = geode.topic("acked", publishers=nodes[:1], subscribers=nodes)
+    handle = topic.publish("needs everyone", source=nodes[0], ack=True)
+    for node in geode.local_nodes:
+        assert geode.receive(node, timeout=TIMEOUT).data == "needs everyone"
+    if handle is not None:
+        handle.wait(timeout=TIMEOUT)
+        assert handle.acked and handle.dest == "acked"
