@@ -41,7 +41,8 @@ FLAG_WAITED = 4  # the sender waits for this acknowledgement: send it at once
 FLAG_RESENT = 8  # a copy sent again after an acknowledgement timeout
 FLAG_SEQUENCE = 16  # for a group's sequencer: forward to the group's members, in one order
 FLAG_TOPIC = 32  # published on a topic: dest is the topic's wire number, not a node
-SENDER_FLAGS = FLAG_TRACKED | FLAG_WAITED | FLAG_RESENT | FLAG_SEQUENCE | FLAG_TOPIC
+FLAG_WORK = 64  # a work queue's task: source is the queue's stream number, not a node
+SENDER_FLAGS = FLAG_TRACKED | FLAG_WAITED | FLAG_RESENT | FLAG_SEQUENCE | FLAG_TOPIC | FLAG_WORK
 NO_REPLY = -1
 
 _HEAD = struct.Struct("<BBBxqQdIIHxxIIq")

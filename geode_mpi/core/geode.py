@@ -10,12 +10,13 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
-from geode_mpi.core.groups import Group, Sequencer
+from geode_mpi.core.groups import TOPIC_ATTRIBUTE, WORK_ATTRIBUTE, Group, Sequencer
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.placement import ID_BITS, Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import register, unregister
 from geode_mpi.core.topics import STREAM_BASE, Topic
+from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery import DeadLetter, Engine, NodeStats, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.errors import (
@@ -38,10 +39,15 @@ _TRACKED = codec.FLAG_TRACKED
 _NO_REPLY = codec.NO_REPLY
 _WAITED = codec.FLAG_WAITED
 _TOPIC = codec.FLAG_TOPIC
+_FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
 _NONE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path" (see _plain_queue)
+
+
+def _ignore(message: Message) -> None:
+    """The run loop's handler of `WorkDone`: nothing to do."""
 
 
 class Geode:
@@ -121,6 +127,8 @@ class Geode:
         self._processor = Processor(self)
         self._topics: dict[str, Topic] = {}
         self._topics_by_wire: dict[int, Topic] = {}
+        self._work_queues: dict[int, WorkQueue] = {}  # by stream number
+        self._early: list[tuple[int, int, Message, str, int]] = []
         self._streams_made = 0
         self._sequencer = Sequencer(self)
         self._engine.on_forward = self._sequencer.forward
@@ -387,8 +395,8 @@ class Geode:
                     engine.poll()
                 try:
                     message = _decode(parcel.meta, parcel.frames, self._names)
-                    if parcel.flags & _TOPIC:
-                        self._topic_fields(message, parcel, self.rank)
+                    if parcel.flags & _FROM_STREAM:
+                        self._stream_fields(message, parcel, self.rank)
                     return message
                 except DecodeError as exc:
                     engine.dead_letter(self.rank, parcel, exc, parcel.attempts + 1, False)
@@ -668,7 +676,63 @@ class Geode:
         topic = Topic(self, name, wire, pubs, subs, retain, chosen)
         self._topics[name] = topic
         self._topics_by_wire[wire] = topic
+        self._release_early()
         return topic
+
+    def work_queue(
+        self,
+        name: str,
+        consumers: Sequence[str | int],
+        *,
+        dispatcher: str | int | None = None,
+        producers: Sequence[str | int] | None = None,
+        prefetch: int = 1,
+    ) -> WorkQueue:
+        """Create a work queue: each task put on it is processed by exactly one consumer.
+
+        Collective: every rank calls it with the same arguments, in the same order as its
+        other work queues and topics. See `WorkQueue`.
+
+        Args:
+            name: the queue's name (unique among work queues).
+            consumers: the nodes that process its tasks.
+            dispatcher: the node that holds the tasks and hands them out (default: the first
+                node); it hands them out whenever it calls geode_mpi.
+            producers: the nodes that will call ``finish()`` (default: every node); `get`
+                returns None once all of them have and no task is left.
+            prefetch: tasks a consumer asks for ahead (1: one waiting while it works on one).
+
+        Raises:
+            UnknownNodeError: a consumer, producer or the dispatcher is not a node.
+            ValueError: the name is taken, no consumers, a consumer twice, prefetch < 1.
+        """
+        if self._sealed:
+            raise ClosedError("work_queue")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a work queue name must be a non-empty str, got {name!r}")
+        if any(queue.name == name for queue in self._work_queues.values()):
+            raise ValueError(f"work queue {name!r} already exists")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
+        placement = self._placement
+        taking = [placement.index(node, "consumer") for node in consumers]
+        if not taking or len(set(taking)) != len(taking):
+            raise ValueError(f"work queue {name!r} needs distinct consumers, got {consumers!r}")
+        owner = 0 if dispatcher is None else placement.index(dispatcher, "dispatcher")
+        making = (
+            list(range(len(self._names)))
+            if producers is None
+            else [placement.index(node, "producer") for node in producers]
+        )
+        arguments = (name, taking, owner, making, prefetch)
+        self._transport.check_same(repr(arguments).encode(), f"work queue {name!r}")
+        number = self._new_stream_number()
+        queue = WorkQueue(self, name, number, taking, owner, prefetch, len(set(making)))
+        self._work_queues[number] = queue
+        self._processor.add(WorkDone, None, _ignore)
+        queue.start()
+        self._release_early()
+        return queue
 
     def _new_stream_number(self) -> int:
         self._streams_made += 1
@@ -762,16 +826,53 @@ class Geode:
         return matcher(index, type_filter, wire)
 
     def _decode(self, parcel: Parcel, index: int | None = None) -> Message:
+        """Decode a queued parcel; ``index``: the node that takes it (None: only looking)."""
         message = codec.decode(parcel.meta, parcel.frames, self._names)
-        if parcel.flags & _TOPIC:
-            self._topic_fields(message, parcel, index)
+        if parcel.flags & _FROM_STREAM:
+            self._stream_fields(message, parcel, index)
         return message
 
-    def _topic_fields(self, message: Message, parcel: Parcel, index: int | None) -> None:
-        """A topic message as its subscriber sees it: its topic, and itself as dest."""
+    def _stream_fields(self, message: Message, parcel: Parcel, index: int | None) -> None:
+        """A topic message as its subscriber sees it (its topic, itself as dest), or a work
+        queue's task as its consumer does (its queue, the dispatcher as source; taking it for
+        the first time asks for the next one)."""
         state = message.__dict__
-        state["topic"] = self._engine.topics.names.get(codec.track(parcel.meta)[3])
-        state["dest"] = None if index is None else self._names[index]
+        if parcel.flags & _TOPIC:
+            state["topic"] = self._engine.topics.names.get(codec.track(parcel.meta)[3])
+            state["dest"] = None if index is None else self._names[index]
+            return
+        queue = self._work_queues[parcel.source]
+        if index is not None and not parcel.attempts:
+            queue.taken(index, message)
+        else:
+            state.update(work_queue=queue.name, source=queue.dispatcher)
+
+    def _to_stream_owner(self, index: int, source: int, message: Message) -> None:
+        """A message for a total-order topic's sequencer or a work queue's dispatcher, which
+        ``index`` is; held until this rank has created that topic or queue."""
+        state = message.__dict__
+        number = state.pop(TOPIC_ATTRIBUTE, None)
+        if number is not None:
+            topic = self._topics_by_wire.get(number)
+            if topic is None:
+                self._early.append((index, source, message, TOPIC_ATTRIBUTE, number))
+                return
+            state["origin"] = self._names[source]
+            topic._publish(message, index, False, None)
+            return
+        number = state.pop(WORK_ATTRIBUTE)
+        queue = self._work_queues.get(number)
+        if queue is None:
+            self._early.append((index, source, message, WORK_ATTRIBUTE, number))
+            return
+        queue.arrived(message, source)
+
+    def _release_early(self) -> None:
+        """Hand over what arrived for a topic or work queue before this rank created it."""
+        early, self._early = self._early, []
+        for index, source, message, attribute, number in early:
+            message.__dict__[attribute] = number
+            self._to_stream_owner(index, source, message)
 
     def _deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
         """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""

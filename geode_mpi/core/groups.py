@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
     from geode_mpi.core.handles import SendHandle
 
+WORK_ATTRIBUTE = "_geode_work"  # to a work queue's dispatcher: the queue's stream number
 TOPIC_ATTRIBUTE = "_geode_topic"  # to a total-order topic's sequencer: the topic's wire number
 GROUP_ATTRIBUTE = "_geode_group"  # on the way to the sequencer: (group name, member indices)
 
@@ -68,7 +69,8 @@ class Group:
 
 
 class Sequencer:
-    """Forwards the group messages that reach a local node to each group's members."""
+    """Forwards the group messages that reach a local node to each group's members (and hands
+    total-order topic messages and work-queue traffic to their topic or queue)."""
 
     def __init__(self, geode: Geode) -> None:
         self.geode = geode
@@ -77,10 +79,9 @@ class Sequencer:
     def forward(self, index: int, parcel: Parcel) -> None:
         geode = self.geode
         message = geode._decode(parcel)
-        wire = message.__dict__.pop(TOPIC_ATTRIBUTE, None)
-        if wire is not None:  # for a total-order topic: publish it on the topic's stream
-            message.__dict__["origin"] = geode.nodes[parcel.source]
-            geode._topics_by_wire[wire]._publish(message, index, False, None)
+        state = message.__dict__
+        if TOPIC_ATTRIBUTE in state or WORK_ATTRIBUTE in state:
+            geode._to_stream_owner(index, parcel.source, message)
             return
         name, members = message.__dict__.pop(GROUP_ATTRIBUTE)
         seq = self.next_seq.get(name, 0)

@@ -252,7 +252,7 @@ class Engine:
         pair.next_seq = seq + 1
         if pair.credits is not None:
             pair.credits -= 1
-        stats = self.stats[src]
+        stats = self.sender_stats[src]
         stats.sent += 1
         stats.sent_bytes += nbytes
         if not tracked:

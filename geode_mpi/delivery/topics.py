@@ -37,9 +37,11 @@ class TopicTable:
         self._local: dict[int, tuple[int, ...]] = {}  # wire -> local subscribers
 
     def add(self, stream: TopicStream) -> None:
+        """Know a stream (a work queue's has no topic: its wire number is -1)."""
         self.streams[stream.number] = stream
-        self.names[stream.wire] = stream.topic
-        self._by_origin[(stream.wire, stream.publisher)] = stream.number
+        if stream.wire >= 0:
+            self.names[stream.wire] = stream.topic
+            self._by_origin[(stream.wire, stream.publisher)] = stream.number
 
     def stream_of(self, wire: int, publisher: int) -> int:
         """The number of the stream that ``publisher`` broadcasts topic ``wire`` on.

@@ -1,0 +1,245 @@
+"""Work queues: each task is processed by exactly one consumer, handed out by load.
+
+A work queue has a **dispatcher** node that holds its tasks and its consumers' requests. A
+producer's `WorkQueue.put` sends the task to the dispatcher; each consumer asks for a task
+(``prefetch`` of them at the start, then one more each time it takes one), and the dispatcher
+hands the oldest task to the oldest request. A consumer busy with a long task asks for nothing,
+so the others take the next tasks: the load balances itself, with at most ``prefetch`` tasks
+waiting in any consumer's queue.
+
+Tasks reach a consumer's queue from the queue's own *stream* (a number beyond every node index,
+like a topic's), so the delivery layer numbers, orders, acknowledges and flow-controls them per
+(queue, consumer), and a consumer can tell them apart from its other messages. They arrive with
+``msg.work_queue`` set and ``msg.source`` the dispatcher. Creating a work queue is collective.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi import codec
+from geode_mpi.core.groups import WORK_ATTRIBUTE
+from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.placement import ID_BITS
+from geode_mpi.delivery.topics import TopicStream
+from geode_mpi.errors import ClosedError, GeodeTimeoutError, ReceiveTimeout, check_timeout
+from geode_mpi.message import Message
+
+if TYPE_CHECKING:
+    from geode_mpi.core.geode import Geode
+
+
+class WorkDone(Message):
+    """What a consumer's request gets once the queue is finished and empty: `WorkQueue.get`
+    returns None for it, and ``run()`` handles it by doing nothing."""
+
+
+class _Want(Message):
+    """A consumer's request for one task (to the dispatcher)."""
+
+
+class _Finished(Message):
+    """A producer will put no more tasks (to the dispatcher)."""
+
+
+class WorkQueue:
+    """A named queue of tasks, each processed by exactly one of its consumers.
+
+    Create it with `Geode.work_queue`. Producers call `put`; consumers either run handlers
+    (``@geode.on(TaskType)`` and ``geode.run()``: taking a task asks for the next) or pull with
+    `get`. The dispatcher node must keep calling geode_mpi (a run loop, a receive, a wait):
+    that is when it hands tasks out.
+    """
+
+    def __init__(
+        self,
+        geode: Geode,
+        name: str,
+        number: int,
+        consumers: Sequence[int],
+        dispatcher: int,
+        prefetch: int,
+        producers: int,
+    ) -> None:
+        self._geode = geode
+        self.name = name
+        self.number = number  # the stream its tasks reach the consumers on
+        self._consumers = tuple(consumers)
+        self._dispatcher = dispatcher
+        self.prefetch = prefetch
+        # The dispatcher's state (on its rank only).
+        self._tasks: deque[Message] = deque()
+        self._wanting: deque[int] = deque()  # one entry per open request, oldest first
+        self._producers_left = producers  # how many producers have not called finish()
+        self._finished = False
+        self._told: set[int] = set()  # consumers that got WorkDone
+        self.dispatched = 0
+        geode._engine.add_stream(TopicStream(number, -1, name, dispatcher))
+
+    def start(self) -> None:
+        """Each local consumer asks for its first ``prefetch`` tasks."""
+        for consumer in self._consumers:
+            if consumer in self._geode._inboxes:
+                for _ in range(self.prefetch):
+                    self._want(consumer)
+
+    # -- what it is ------------------------------------------------------------------------
+
+    @property
+    def consumers(self) -> tuple[str, ...]:
+        return tuple(self._geode._names[index] for index in self._consumers)
+
+    @property
+    def dispatcher(self) -> str:
+        return self._geode._names[self._dispatcher]
+
+    @property
+    def waiting(self) -> int:
+        """Tasks held by the dispatcher, not yet handed out (on the dispatcher's rank)."""
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkQueue {self.name!r} dispatcher={self.dispatcher} "
+            f"consumers={list(self.consumers)} prefetch={self.prefetch}>"
+        )
+
+    # -- producers -------------------------------------------------------------------------
+
+    def put(
+        self, task: Any, source: str | int | None = None, *, timeout: float | None = None
+    ) -> SendHandle | None:
+        """Queue a task (a Message, or any picklable value) from ``source`` (default: this
+        rank's node); None when another rank hosts ``source``."""
+        msg = copy.copy(task) if isinstance(task, Message) else Message(task)
+        msg.__dict__[WORK_ATTRIBUTE] = self.number
+        return self._to_dispatcher(msg, source, timeout)
+
+    def finish(self, source: str | int | None = None) -> None:
+        """Say that ``source`` will put no more tasks. Once every producer node has (each
+        rank's node by default, every node for a one-process world), `get` returns None to
+        the consumers after the last task."""
+        msg = _Finished()
+        msg.__dict__[WORK_ATTRIBUTE] = self.number
+        self._to_dispatcher(msg, source, None)
+
+    def _to_dispatcher(
+        self, msg: Message, source: str | int | None, timeout: float | None
+    ) -> SendHandle | None:
+        return self._geode._send(
+            msg, source, self._dispatcher, False, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE
+        )
+
+    # -- consumers -------------------------------------------------------------------------
+
+    def get(self, node: str | int | None = None, *, timeout: float | None = None) -> Message | None:
+        """The next task for consumer ``node`` (default: this rank's node), waiting for one;
+        None once the queue is finished (see `finish`) and empty.
+
+        Raises:
+            ReceiveTimeout: no task within ``timeout`` seconds.
+            ValueError: ``node`` is not a consumer of this queue.
+        """
+        geode = self._geode
+        index = geode._local_index(node, "get")
+        if index not in self._consumers:
+            raise ValueError(f"{geode._names[index]} is not a consumer of work queue {self.name!r}")
+        timeout = check_timeout(timeout)
+        found = geode._take(index, self._is_mine, None, timeout)
+        if found is None:
+            if geode._closed:
+                raise ClosedError("get")
+            queued = len(geode._inboxes[index])
+            raise ReceiveTimeout(geode._names[index], timeout or 0.0, self.dispatcher, None, queued)
+        message = geode._deliver(index, found)
+        return None if isinstance(message, WorkDone) else message
+
+    def _is_mine(self, parcel: Any) -> bool:
+        return bool(parcel.source == self.number)
+
+    def taken(self, index: int, message: Message) -> None:
+        """A consumer took one of this queue's tasks: ask for the next one."""
+        message.__dict__["work_queue"] = self.name
+        message.__dict__["source"] = self.dispatcher
+        if not isinstance(message, WorkDone):
+            self._want(index)
+
+    def _want(self, consumer: int) -> None:
+        msg = _Want()
+        msg.__dict__[WORK_ATTRIBUTE] = self.number
+        self._geode._send(
+            msg, consumer, self._dispatcher, False, None, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
+        )
+
+    # -- the dispatcher --------------------------------------------------------------------
+
+    def arrived(self, message: Message, source: int) -> None:
+        """A task, a request or a producer's finish reached the dispatcher."""
+        if isinstance(message, _Want):
+            self._wanting.append(source)
+        elif isinstance(message, _Finished):
+            self._producers_left -= 1
+            self._finished = self._producers_left <= 0
+        else:
+            self._tasks.append(message)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._wanting and self._tasks:
+            self._hand_out(self._tasks.popleft(), self._wanting.popleft())
+            self.dispatched += 1
+        if self._finished and not self._tasks:
+            while self._wanting:
+                consumer = self._wanting.popleft()
+                self._hand_out(WorkDone(), consumer)
+                self._told.add(consumer)
+
+    def serve(self, timeout: float | None = None) -> None:
+        """On the dispatcher's rank: hand tasks out until the queue is finished (every producer
+        called `finish`), empty, and every consumer has been told so; elsewhere return at once.
+        For a dispatcher that has nothing else to do (a master/worker job's master).
+
+        Raises:
+            GeodeTimeoutError: not finished within ``timeout`` seconds.
+        """
+        geode = self._geode
+        if self._dispatcher not in geode._inboxes:
+            return
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def over() -> bool:
+            return self._finished and not self._tasks and len(self._told) == len(self._consumers)
+
+        if not geode._wait_until(over, deadline):
+            raise GeodeTimeoutError(
+                f"work queue {self.name!r}: serve() timed out after {timeout:g} s with "
+                f"{len(self._tasks)} task(s) held, {self._producers_left} producer(s) not "
+                f"finished, {len(self._consumers) - len(self._told)} consumer(s) not told"
+            )
+
+    def _hand_out(self, task: Message, consumer: int) -> None:
+        """Send a task to a consumer on this queue's stream (its own numbering and acks)."""
+        geode = self._geode
+        engine = geode._engine
+        number = self.number
+        pair = engine.pairs_out.get((number, consumer))
+        if pair is None or (pair.credits is not None and pair.credits <= 0):
+            pair = engine.reserve(number, consumer, None, None)
+        publisher = self._dispatcher
+        count = geode._counter[publisher]
+        stamp = codec.Stamp(
+            (publisher << ID_BITS) | count, pair.next_seq, time.time(), number, consumer
+        )
+        tracked = geode._acks
+        flags = codec.FLAG_WORK | (codec.FLAG_TRACKED if tracked else 0)
+        task.__dict__.pop(WORK_ATTRIBUTE, None)
+        meta, frames = codec.encode(task, stamp, flags)
+        rank = geode._placement.rank_of(consumer)
+        geode._transport.send(rank, meta, frames, False)
+        geode._counter[publisher] = count + 1
+        engine.sent(number, pair, meta, frames, rank, tracked)

@@ -1,0 +1,106 @@
+"""Work queues at 1, 2 and 4 ranks: exactly once, pull with an end, and balance under load."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from geode_mpi import Geode, Message, ReceiveTimeout
+
+TIMEOUT = 60.0
+
+
+class Task(Message):
+    """A task: (producer, k, seconds to work)."""
+
+
+def gather(geode: Geode, value: Any) -> list[Any]:
+    if geode.size == 1:
+        return [value]
+    from mpi4py import MPI
+
+    return list(MPI.COMM_WORLD.allgather(value))
+
+
+def test_every_task_is_processed_exactly_once_by_handlers(geode: Geode) -> None:
+    nodes = geode.nodes
+    queue = geode.work_queue("once", consumers=nodes)
+    done: list[tuple[str, int, str]] = []
+
+    @geode.on(Task)
+    def work(msg: Message) -> None:
+        assert msg.work_queue == "once" and msg.source == queue.dispatcher
+        done.append((msg.data[0], msg.data[1], msg.dest))
+
+    per_node = 25
+    for node in geode.local_nodes:
+        for k in range(per_node):
+            queue.put(Task((node, k, 0.0)), source=node)
+    summary = geode.run(timeout=TIMEOUT)
+    assert summary.reason == "quiescent", summary
+    everything = [item for found in gather(geode, done) for item in found]
+    counts = Counter((producer, k) for producer, k, _ in everything)
+    assert counts == Counter({(node, k): 1 for node in nodes for k in range(per_node)})
+    if geode.size > 1:  # a consumer on every rank took some
+        assert len({consumer for _, _, consumer in everything}) > 1
+
+
+def test_pulling_consumers_get_every_task_once_then_none(geode: Geode) -> None:
+    nodes = geode.nodes
+    consumers = nodes[1:] or nodes
+    queue = geode.work_queue("pull", consumers=consumers, prefetch=2)
+    for node in geode.local_nodes:
+        for k in range(10):
+            queue.put((node, k), source=node)
+        queue.finish(source=node)
+    got: list[Any] = []
+    for node in geode.local_nodes:
+        if node in consumers:
+            while (task := queue.get(node, timeout=TIMEOUT)) is not None:
+                got.append(tuple(task.data))
+    queue.serve(timeout=TIMEOUT)  # the dispatcher (not a consumer at 2+ ranks) hands out here
+    everything = sorted(item for found in gather(geode, got) for item in found)
+    assert everything == sorted((node, k) for node in nodes for k in range(10))
+    if geode.hosts(nodes[0]) and nodes[0] not in consumers:
+        with pytest.raises(ValueError, match="node0 is not a consumer of work queue 'pull'"):
+            queue.get(nodes[0])
+
+
+def test_a_get_without_tasks_times_out_clearly(geode: Geode) -> None:
+    queue = geode.work_queue("idle", consumers=geode.nodes)
+    with pytest.raises(ReceiveTimeout, match="timed out"):
+        queue.get(geode.local_nodes[0], timeout=0.05)
+
+
+def test_tasks_varying_tenfold_keep_four_ranks_balanced() -> None:
+    """4 ranks: node0 dispatches and produces, three consumers sleep through tasks of 5 to
+    50 ms. The makespan must be within 15% of the ideal (total work / 3)."""
+    with Geode() as geode:
+        if geode.size != 4:
+            pytest.skip("the balance check runs at 4 ranks")
+        nodes = geode.nodes
+        queue = geode.work_queue("sweep", consumers=nodes[1:], dispatcher=nodes[0])
+        rng = random.Random(7)
+        durations = [rng.uniform(0.005, 0.050) for _ in range(60)]
+        finished: list[float] = []
+
+        @geode.on(Task)
+        def work(msg: Message) -> None:
+            time.sleep(msg.data[2])
+            finished.append(time.time())
+
+        start = gather(geode, time.time())[0]
+        if geode.hosts(nodes[0]):
+            for k, seconds in enumerate(durations):
+                queue.put(Task((nodes[0], k, seconds)))
+        summary = geode.run(timeout=TIMEOUT)
+        assert summary.reason == "quiescent", summary
+        ends = [end for found in gather(geode, finished) for end in found]
+        assert len(ends) == len(durations)
+        makespan = max(ends) - start
+        ideal = sum(durations) / 3
+        assert makespan <= 1.15 * ideal, f"makespan {makespan:.3f} s, ideal {ideal:.3f} s"
