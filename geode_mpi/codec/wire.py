@@ -1,6 +1,6 @@
 """A Message as (meta, frames): a small fixed header, the class name, the payload, raw buffers.
 
-Meta layout (codec version 2, little-endian), documented in docs/wire-format.md:
+Meta layout (codec version 3, little-endian), documented in docs/wire-format.md:
 
     u8 version | u8 kind | u8 flags | u8 pad | i64 id | u64 seq | f64 timestamp
     u32 source | u32 dest | u16 class-name length | u16 pad | u32 data frames | u32 data length
@@ -28,7 +28,7 @@ from geode_mpi.codec.classes import BASE_NAME, class_name, resolve, short_name
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
 
-VERSION = 2
+VERSION = 3  # 3: text data (kind 4), the topic and work-queue flags
 KIND_PICKLE = 0
 KIND_ARRAY = 1  # an array in its own frame
 KIND_SMALL_ARRAY = 2  # a small array's bytes inside meta, after its descriptor (8-aligned)

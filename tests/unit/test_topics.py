@@ -1,0 +1,149 @@
+"""Topics and work queues in one process: simulated ranks, guarantees, and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geode_mpi import (
+    AckTimeout,
+    ClosedError,
+    Geode,
+    Message,
+    QueueConfig,
+    QueueFull,
+    UnknownNodeError,
+    WorldMismatchError,
+)
+from geode_mpi.transport import InProcHub
+
+
+def two_ranks(**options: object) -> tuple[Geode, Geode]:
+    hub = InProcHub(2)
+    a, b = (Geode(transport=hub.endpoint(rank), **options) for rank in range(2))  # type: ignore[arg-type]
+    return a, b
+
+
+def test_a_publish_reaches_subscribers_on_both_simulated_ranks() -> None:
+    a, b = two_ranks()
+    topics = [g.topic("t", publishers=["node0"], subscribers=["node0", "node1"]) for g in (a, b)]
+    handle = topics[0].publish(np.arange(4.0))
+    assert handle is not None and topics[1].publish("x", source="node0") is None
+    for geode, node in ((a, "node0"), (b, "node1")):
+        msg = geode.receive(node, topic="t")
+        assert (msg.topic, msg.source, msg.dest, msg.seq) == ("t", "node0", node, 0)
+        assert np.array_equal(msg.data, np.arange(4.0))
+    assert a.stats().sent == 2 and b.stats().received == 1
+
+
+def test_acks_come_from_every_subscriber() -> None:
+    a, b = two_ranks()
+    topics = [g.topic("t", publishers=["node0"], subscribers=["node0", "node1"]) for g in (a, b)]
+    handle = topics[0].publish("needs both", ack=True)
+    assert handle is not None and not handle.acked
+    a.receive("node0")
+    a.flush()
+    assert not handle.acked  # node1 has not processed it yet
+    b.receive("node1")
+    b.flush()
+    a.pending()
+    assert handle.acked and a.stats().unacked == 0
+
+
+def test_an_unacked_publish_times_out_naming_the_topic() -> None:
+    geode = Geode()
+    topic = geode.topic("slow", publishers=["node0"], subscribers=["node1"])
+    handle = topic.publish("never taken", ack=True)
+    assert handle is not None
+    with pytest.raises(AckTimeout, match="slow"):
+        handle.wait(timeout=0.01)
+
+
+def test_a_full_subscriber_queue_refuses_with_raise_and_drops_with_drop_oldest() -> None:
+    geode = Geode(queue=QueueConfig(capacity=8, policy="raise"))
+    topic = geode.topic("full", publishers=["node0"], subscribers=["node1", "node2"])
+    for k in range(2):  # the window: capacity 8 // 4 nodes
+        topic.publish(k)
+    with pytest.raises(QueueFull, match="node1"):
+        topic.publish(2)
+    geode.receive("node1")
+    geode.receive("node2")
+    geode.flush()
+    topic.publish(3)  # room again
+
+    lossy = Geode(queue=QueueConfig(capacity=2, policy="drop_oldest"))
+    feed = lossy.topic("feed", publishers=["node0"], subscribers=["node1"])
+    for k in range(5):
+        feed.publish(k)
+    assert [lossy.receive("node1").data for _ in range(2)] == [3, 4]
+    assert lossy.stats("node1").dropped == 3
+
+
+def test_total_order_across_simulated_ranks() -> None:
+    a, b = two_ranks()
+    topics = [
+        g.topic(
+            "o", publishers=["node0", "node1"], subscribers=["node0", "node1"], total_order=True
+        )
+        for g in (a, b)
+    ]
+    topics[1].publish("from node1", source="node1")
+    topics[0].publish("from node0", source="node0")
+    a.pending()  # the sequencer (node0) forwards node1's message
+    seen = [[m.data for m in iter(lambda g=g: g.try_receive(), None)] for g in (a, b)]
+    assert seen[0] == seen[1] == ["from node0", "from node1"]
+
+
+def test_topic_mistakes_are_named() -> None:
+    geode = Geode()
+    geode.topic("t", publishers=["node0"], subscribers=["node1"])
+    with pytest.raises(ValueError, match="topic 't' already exists"):
+        geode.topic("t", publishers=["node0"], subscribers=["node1"])
+    with pytest.raises(UnknownNodeError, match="node9"):
+        geode.topic("u", publishers=["node9"], subscribers=["node1"])
+    with pytest.raises(ValueError, match="needs at least one publisher"):
+        geode.topic("u", publishers=[], subscribers=["node1"])
+    with pytest.raises(ValueError, match="retain must be an int >= 0, got -1"):
+        geode.topic("u", publishers=["node0"], subscribers=["node1"], retain=-1)
+    with pytest.raises(ValueError, match="subscribers must be distinct"):
+        geode.topic("u", publishers=["node0"], subscribers=["node1", "node1"])
+    with pytest.raises(ValueError, match="no topic 'nope' in this job"):
+        geode.receive("node1", topic="nope", timeout=0)
+    with pytest.raises(ValueError, match="node2 is not a publisher of topic 'v'"):
+        geode.topic("v", publishers=["node0"], subscribers=[]).publish("x", source="node2")
+    geode.close()
+    with pytest.raises(ClosedError):
+        geode._topics["t"].publish("late")
+
+
+def test_ranks_that_disagree_about_a_topic_are_told() -> None:
+    a, b = two_ranks()
+    a.topic("t", publishers=["node0"], subscribers=["node1"])
+    with pytest.raises(WorldMismatchError, match="topic 't'"):
+        b.topic("t", publishers=["node1"], subscribers=["node1"])
+
+
+def test_work_queue_mistakes_are_named() -> None:
+    geode = Geode()
+    geode.work_queue("w", consumers=["node1"])
+    with pytest.raises(ValueError, match="work queue 'w' already exists"):
+        geode.work_queue("w", consumers=["node1"])
+    with pytest.raises(ValueError, match="prefetch must be an int >= 1, got 0"):
+        geode.work_queue("x", consumers=["node1"], prefetch=0)
+    with pytest.raises(ValueError, match="needs distinct consumers"):
+        geode.work_queue("x", consumers=[])
+    with pytest.raises(UnknownNodeError, match="node7"):
+        geode.work_queue("x", consumers=["node7"])
+
+
+def test_a_work_queue_spreads_tasks_and_ends_pull_loops() -> None:
+    geode = Geode()
+    queue = geode.work_queue("q", consumers=["node1", "node2"], producers=["node0"], prefetch=2)
+    for k in range(6):
+        queue.put(Message(k), source="node0")
+    queue.finish(source="node0")
+    first = queue.get("node1", timeout=1)
+    assert first is not None and first.work_queue == "q" and first.source == "node0"
+    rest = [t.data for n in ("node2", "node1") for t in iter(lambda n=n: queue.get(n), None)]
+    assert sorted([first.data, *rest]) == list(range(6))
+    assert queue.get("node1") is None and queue.get("node2") is None
