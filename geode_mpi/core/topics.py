@@ -69,6 +69,10 @@ class PublishHandle(SendHandle):
     def _local_targets(self) -> list[int]:
         return list(self._geode._engine.topics.local_subscribers(self._stamp.dest))
 
+    def __repr__(self) -> str:
+        state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
+        return f"<PublishHandle id={self.id} {self.source} on {self._topic!r} seq={self.seq} {state}>"
+
 
 class Topic:
     """A named topic: its publishers publish, every subscriber receives each message once.

@@ -208,3 +208,26 @@ def test_publish_with_ack_completes_once_every_subscriber_processed(geode: Geode
     if handle is not None:
         handle.wait(timeout=TIMEOUT)
         assert handle.acked and handle.dest == "acked"
+
+
+def test_a_subscriber_blocked_in_another_receive_lets_broadcasts_through(geode: Geode) -> None:
+    """The first subscriber waits for a point-to-point message that the last one sends only
+    after it got every (large) broadcast: the broadcasts must progress while it waits."""
+    nodes = geode.nodes
+    if len(nodes) < 3:
+        pytest.skip("needs a publisher and two subscribers")
+    first, last = nodes[1], nodes[-1]
+    topic = geode.topic("big", publishers=nodes[:1], subscribers=[first, last])
+    count = 6
+    handles = [topic.publish(np.full(300_000, k), source=nodes[0]) for k in range(count)]
+    if geode.hosts(last):
+        for k, msg in enumerate(drain(geode, last, count)):
+            assert msg.data[0] == k
+        geode.send("all six arrived", last, first)
+    if geode.hosts(first):
+        note = geode.receive(first, source=last, timeout=TIMEOUT)  # blocks; broadcasts go on
+        assert note.data == "all six arrived"
+        assert [m.data[-1] for m in drain(geode, first, count, topic="big")] == list(range(count))
+    for handle in handles:
+        if handle is not None:
+            handle.wait(timeout=TIMEOUT)
