@@ -525,17 +525,26 @@ class MPITransport(Transport):
     def spin(self, seconds: float) -> bool:
         if self._batches:
             self.flush()
-        if self._active or self._waiting_sources or self._streams:
+        if self._active or self._waiting_sources:
             return self._spin_transfers(seconds)
+        headers: list[Any] = []  # the streams' posted headers, when nothing else moves there
+        for stream in self._streams.values():
+            if stream.busy:
+                return self._spin_transfers(seconds)
+            headers.extend(stream.requests())
         improbe = self.comm.Improbe
         status = self._status
         until = time.perf_counter() + seconds
+        turn = 0
         while True:
             message = improbe(_ANY_SOURCE, _ANY_TAG, status)
             if message is not None:
                 if self._take_matched(message):
                     return True  # an envelope; the rest arrive with the next progress()
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
+            turn += 1
+            if headers and not turn & 7 and MPI.Request.Testany(headers)[1]:
+                return self.progress()  # a broadcast began (probes drive MPI's progress)
             if time.perf_counter() > until:
                 return False
 
