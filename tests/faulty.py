@@ -126,6 +126,7 @@ class FaultyHub:
         self._ticks = [0] * size
         self._forced: dict[str, deque[str]] = {DATA: deque(), CONTROL: deque()}
         self._agreed: dict[str, bytes] = {}
+        self.streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
 
     def endpoint(self, rank: int) -> FaultyTransport:
         """The transport of simulated rank ``rank``."""
@@ -275,6 +276,18 @@ class FaultyTransport(Transport):
             raise ValueError(f"dest must be in 0..{self.size - 1}, got {dest!r}")
         nbytes = self.hub.post(self.rank, dest, meta, frames)
         return SendTicket(dest, nbytes, done=True)
+
+    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
+        self.hub.streams[key] = (root, tuple(sorted(set(members) - {root})))
+
+    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        # A broadcast is one copy per member, each with its own fate.
+        root, members = self.hub.streams[key]
+        nbytes = sum(self.hub.post(self.rank, member, meta, frames) for member in members)
+        return SendTicket(root, nbytes, done=True)
+
+    def close_stream(self, key: int, timeout: float | None = None) -> None:
+        return None
 
     def progress(self) -> bool:
         return self.hub.deliver_due(self.rank)

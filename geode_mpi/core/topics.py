@@ -71,7 +71,9 @@ class PublishHandle(SendHandle):
 
     def __repr__(self) -> str:
         state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
-        return f"<PublishHandle id={self.id} {self.source} on {self._topic!r} seq={self.seq} {state}>"
+        return (
+            f"<PublishHandle id={self.id} {self.source} on {self._topic!r} seq={self.seq} {state}>"
+        )
 
 
 class Topic:
@@ -112,6 +114,9 @@ class Topic:
             self._next_seq[number] = 0
             self._retained[number] = deque(maxlen=retain)
             engine.add_stream(stream)
+            for sub in subscribers:
+                if sub in geode._inboxes:
+                    engine.expect_from_start(number, sub)
         self._join(subscribers)
 
     # -- what it is ------------------------------------------------------------------------
@@ -289,8 +294,8 @@ class Topic:
         """Send the retained messages again, for the new subscribers (the others skip them)."""
         retained = self._retained[number]
         for meta, frames in retained:
-            again = bytearray(meta)
-            again[2] |= codec.FLAG_RESENT
+            again = bytearray(meta)  # resent and untracked: see delivery.engine._REPLAY
+            again[2] = (again[2] | codec.FLAG_RESENT) & ~(codec.FLAG_TRACKED | codec.FLAG_WAITED)
             self._send_out(number, bytes(again), frames, added)
         if retained:
             publisher = self._streams_by_number()[number].publisher

@@ -46,6 +46,9 @@ _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
 _FLAG_SEQUENCE = codec.FLAG_SEQUENCE
 _FLAG_TOPIC = codec.FLAG_TOPIC
+# A topic's retained message replayed for new subscribers: resent, and not tracked (a resend
+# after an ack timeout is tracked, and a subscriber that has it acknowledges it again).
+_REPLAY = _FLAG_RESENT | _FLAG_TRACKED
 _KIND_CONTROL = codec.wire.KIND_CONTROL
 _track_from = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to of a header
 
@@ -169,6 +172,12 @@ class Engine:
                 pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, kept, self._node_rank(sub)))
                 if self.resend_after is not None:
                     pair.resends[seq] = [time.monotonic(), 1]
+
+    def expect_from_start(self, number: int, sub: int) -> None:
+        """Local subscriber ``sub`` takes stream ``number`` from its first message on (a
+        subscriber from the topic's creation; one that joins later starts at its first
+        arrival, which a stream delivers in order)."""
+        self._in.setdefault((number, sub), PairIn())
 
     def forget_subscriber(self, number: int, sub: int) -> None:
         """Stop tracking ``sub`` on stream ``number`` (it unsubscribed): its outbox and
@@ -363,8 +372,8 @@ class Engine:
             pair = self._in.get(key)
             if pair is None:
                 pair = self._in[key] = PairIn(start=seq)  # a new subscriber starts here
-            elif flags & _FLAG_RESENT and seq < pair.expected:
-                continue  # retained messages replayed for a new subscriber: not for this one
+            elif flags & _REPLAY == _FLAG_RESENT and seq < pair.expected:
+                continue  # a retained message replayed for a new subscriber: not for this one
             copies = frames if first else [copy_frame(frame) for frame in frames]
             first = False
             parcel = _tuple_new(Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0))
