@@ -40,6 +40,7 @@ _NO_REPLY = codec.NO_REPLY
 _WAITED = codec.FLAG_WAITED
 _TOPIC = codec.FLAG_TOPIC
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
+_track = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to of a header
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
@@ -821,6 +822,8 @@ class Geode:
     def _matcher(
         self, source: str | int | None, type_filter: TypeFilter, topic: Topic | str | None = None
     ) -> Match | None:
+        if topic is not None and source is None and type_filter is None:
+            return self._topic_named(topic).match  # made once per topic
         index = None if source is None else self._placement.index(source, "source")
         wire = None if topic is None else self._topic_named(topic).wire
         return matcher(index, type_filter, wire)
@@ -838,7 +841,7 @@ class Geode:
         the first time asks for the next one)."""
         state = message.__dict__
         if parcel.flags & _TOPIC:
-            state["topic"] = self._engine.topics.names.get(codec.track(parcel.meta)[3])
+            state["topic"] = self._engine.topics.names.get(_track(parcel.meta, 0)[3])
             state["dest"] = None if index is None else self._names[index]
             return
         queue = self._work_queues[parcel.source]
@@ -925,9 +928,16 @@ class Geode:
         backoff = Backoff()
         inbox = self._inboxes[index]
         while True:
-            if engine.forwards:
+            forwarded = bool(engine.forwards)
+            if forwarded:
+                # A sequencer's forwards may land in this very queue (its node is a member):
+                # look before spinning, or they would wait for the next arrival from MPI.
                 engine.forward()
-            if transport.spin(backoff.slice(transport.busy)) or inbox.next_ready() == 0:
+            if (
+                forwarded
+                or transport.spin(backoff.slice(transport.busy))
+                or inbox.next_ready() == 0
+            ):
                 found = engine.take(index, match, key, False)
                 if found is not None:
                     return found

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
@@ -107,6 +107,9 @@ class Topic:
         self._streams: dict[int, TopicStream] = {}  # by root (publishing) node
         self._next_seq: dict[int, int] = {}  # by stream number
         self._retained: dict[int, deque[tuple[bytes, list[Frame]]]] = {}
+        # by stream number: (broadcast to other ranks?, a local copy on the publisher's rank?)
+        self._routes: dict[int, tuple[bool, bool]] = {}
+        self.match = _matching(wire)  # what receive(topic=...) passes the queue
         for root in roots:
             number = geode._new_stream_number()
             stream = TopicStream(number, wire, name, root)
@@ -216,7 +219,7 @@ class Topic:
             flags |= codec.FLAG_TRACKED | codec.FLAG_WAITED if ack else codec.FLAG_TRACKED
         meta, frames = codec.encode(msg, stamp, flags)
         geode._counter[src] = count + 1
-        ticket = self._send_out(number, meta, frames, stream.subscribers)
+        ticket = self._send_out(number, meta, frames)
         engine.published(number, seq, meta, frames, tracked)
         self._next_seq[number] = seq + 1
         if self.retain:
@@ -224,18 +227,27 @@ class Topic:
         return PublishHandle(geode, ticket, stamp, pairs if tracked else None, ack, self.name)
 
     def _send_out(
-        self, number: int, meta: bytes, frames: Sequence[Frame], subscribers: Iterable[int]
+        self,
+        number: int,
+        meta: bytes,
+        frames: Sequence[Frame],
+        subscribers: Iterable[int] | None = None,
     ) -> SendTicket:
-        """Broadcast to the subscribers' ranks, and a local copy for those on this rank."""
+        """Broadcast to the subscribers' ranks (default: all the stream's), and a local copy
+        for those on this rank."""
         geode = self._geode
-        ranks = {geode._placement.rank_of(sub) for sub in subscribers}
+        if subscribers is None:
+            remote, local = self._routes[number]
+        else:
+            ranks = {geode._placement.rank_of(sub) for sub in subscribers}
+            remote, local = bool(ranks - {geode.rank}), geode.rank in ranks
         ticket = _NO_SUBSCRIBERS
-        if ranks - {geode.rank}:
+        if remote:
             ticket = geode._transport.broadcast(number, meta, frames)
-        if geode.rank in ranks:
-            local = geode._transport.send(geode.rank, meta, frames)
+        if local:
+            copied = geode._transport.send(geode.rank, meta, frames)
             if ticket is _NO_SUBSCRIBERS:
-                ticket = local
+                ticket = copied
         return ticket
 
     # -- membership ------------------------------------------------------------------------
@@ -289,6 +301,8 @@ class Topic:
         for root, stream in self._streams.items():
             stream.subscribers = self._subscribers
             geode._transport.open_stream(stream.number, rank_of(root), members)
+            here = rank_of(root)  # where the stream's messages start
+            self._routes[stream.number] = (bool(set(members) - {here}), here in members)
 
     def _replay(self, number: int, added: list[int]) -> None:
         """Send the retained messages again, for the new subscribers (the others skip them)."""
@@ -304,3 +318,13 @@ class Topic:
 
     def _streams_by_number(self) -> dict[int, TopicStream]:
         return {stream.number: stream for stream in self._streams.values()}
+
+
+def _matching(wire: int) -> Callable[[Any], bool]:
+    """A queue filter for the messages of the topic with wire number ``wire``."""
+    track = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to
+
+    def match(parcel: Any) -> bool:
+        return bool(parcel.flags & codec.FLAG_TOPIC) and track(parcel.meta, 0)[3] == wire
+
+    return match

@@ -454,7 +454,8 @@ class MPITransport(Transport):
             if key in self._streams:
                 comm.Free()
                 raise ValueError(f"broadcast stream {key} is already open")
-            self._streams[key] = Stream(key, comm, root, self.rank == root, self.pool)
+            others = sorted(set(members) - {root})
+            self._streams[key] = Stream(key, comm, root, self.rank == root, self.pool, others)
 
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         """See `Transport.broadcast`; with `ROOT_WINDOW` broadcasts in flight, it first waits
@@ -462,6 +463,13 @@ class MPITransport(Transport):
         stream = self._streams[key]
         if not stream.is_root:
             raise ValueError(f"rank {self.rank} is not the root of broadcast stream {key}")
+        if len(stream.members) == 1:
+            # A broadcast to one rank is a send: point-to-point skips the header's extra step
+            # (what arrives first, by either path, the delivery layer puts back in order).
+            ticket = self.send(stream.members[0], meta, frames)
+            if not ticket.done:
+                stream.direct.append(ticket)
+            return ticket
         check_envelope(meta)
         if len(stream.sending) >= ROOT_WINDOW:
             self.wait(lambda: len(stream.sending) < ROOT_WINDOW, None)
@@ -474,10 +482,21 @@ class MPITransport(Transport):
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         if stream.is_root:
-            stream.end()
-            done = lambda: not stream.sending  # noqa: E731
+            self.flush()
+            direct = self.sent_to[stream.members[0]] if len(stream.members) == 1 else 0
+            stream.end(direct)
+
+            def done() -> bool:
+                stream.direct = [ticket for ticket in stream.direct if not ticket.done]
+                return not stream.sending and not stream.direct
+
         else:
-            done = lambda: stream.ended and not stream.incoming  # noqa: E731
+
+            def done() -> bool:
+                # Everything the root sent here point-to-point before it ended has arrived too.
+                arrived = self.received_from[stream.root] >= stream.sent_directly
+                return stream.ended and not stream.incoming and arrived and not self.busy
+
         self._wait(done, deadline, timeout, lambda: f"broadcast stream {key} did not end")
         del self._streams[key]
         stream.free()
@@ -527,7 +546,7 @@ class MPITransport(Transport):
             self.flush()
         if self._active or self._waiting_sources:
             return self._spin_transfers(seconds)
-        headers: list[Any] = []  # the streams' posted headers, when nothing else moves there
+        headers: list[Any] = []  # the streams' posted headers, tested every other probe
         for stream in self._streams.values():
             if stream.busy:
                 return self._spin_transfers(seconds)
@@ -536,15 +555,19 @@ class MPITransport(Transport):
         status = self._status
         until = time.perf_counter() + seconds
         turn = 0
+        share = headers and self.oversubscribed
         while True:
             message = improbe(_ANY_SOURCE, _ANY_TAG, status)
             if message is not None:
                 if self._take_matched(message):
                     return True  # an envelope; the rest arrive with the next progress()
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
-            turn += 1
-            if headers and not turn & 7 and MPI.Request.Testany(headers)[1]:
-                return self.progress()  # a broadcast began (probes drive MPI's progress)
+            if headers:
+                turn += 1
+                if not turn & 1 and MPI.Request.Testany(headers)[1]:
+                    return self.progress()  # a broadcast began (probes drive MPI's progress)
+                if share:
+                    os.sched_yield()  # a broadcast's root or a forwarding member needs a core
             if time.perf_counter() > until:
                 return False
 

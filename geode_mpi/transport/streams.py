@@ -38,6 +38,7 @@ _MAGIC = b"GDBS"
 _MESSAGE = 0
 _END = 1
 INLINE_ENVELOPE = HEADER_BYTES - _HEAD.size  # an envelope up to this size rides in the header
+_PADDING = bytes(HEADER_BYTES)
 ROOT_WINDOW = 64  # broadcasts a root keeps in flight before the next one waits for room
 
 Sink = Callable[[int, memoryview, Sequence[Any], int], None]
@@ -58,13 +59,25 @@ class _Incoming:
 class Stream:
     """One broadcast stream, as this rank sees it (its root, or one of its members)."""
 
-    def __init__(self, key: int, comm: Any, root: int, is_root: bool, pool: BufferPool) -> None:
+    def __init__(
+        self,
+        key: int,
+        comm: Any,
+        root: int,
+        is_root: bool,
+        pool: BufferPool,
+        members: Sequence[int] = (),
+    ) -> None:
         self.key = key
         self.comm = comm
         self.root = root  # the root's rank in the transport's communicator
+        self.members = tuple(members)  # the other ranks in it (in the transport's communicator)
         self.is_root = is_root
         self.pool = pool
         self.ended = False  # a member: the root's end-of-stream header arrived
+        # ... and the root's count of point-to-point messages to this rank when it ended
+        self.sent_directly = 0
+        self.direct: list[SendTicket] = []  # the root's point-to-point sends still in flight
         self.sending: deque[SendTicket] = deque()  # the root's broadcasts in flight
         self.incoming: deque[_Incoming] = deque()  # a member's messages, in order
         self._header = bytearray(HEADER_BYTES)
@@ -77,31 +90,33 @@ class Stream:
 
     def broadcast(self, meta: bytes, frames: Sequence[Frame], inline_max: int) -> SendTicket:
         """Post one message's broadcasts; its ticket is done when they all complete here."""
-        oob_frames = [
-            frame if frame.flags.c_contiguous else np.ascontiguousarray(frame) for frame in frames
-        ]
-        offsets = [MPI.Get_address(f) for f in oob_frames if f.nbytes > inline_max]
-        envelope, oob = build_envelope(meta, oob_frames, inline_max, offsets)
-        header = bytearray(HEADER_BYTES)
-        _HEAD.pack_into(header, 0, _MAGIC, _MESSAGE, len(envelope))
-        requests = []
-        if len(envelope) <= INLINE_ENVELOPE:
-            header[_HEAD.size : _HEAD.size + len(envelope)] = envelope
-            requests.append(self.comm.Ibcast([header, MPI.BYTE], root=0))
+        ibcast = self.comm.Ibcast
+        if frames:
+            frames = [f if f.flags.c_contiguous else np.ascontiguousarray(f) for f in frames]
+            offsets = [MPI.Get_address(f) for f in frames if f.nbytes > inline_max]
+            envelope, oob = build_envelope(meta, frames, inline_max, offsets)
         else:
-            requests.append(self.comm.Ibcast([header, MPI.BYTE], root=0))
-            requests.append(self.comm.Ibcast([envelope, MPI.BYTE], root=0))
+            envelope, oob = build_envelope(meta, (), inline_max)
+        length = len(envelope)
+        if length <= INLINE_ENVELOPE:
+            header = bytearray(_HEAD.pack(_MAGIC, _MESSAGE, length) + envelope)
+            header.extend(_PADDING[: HEADER_BYTES - len(header)])
+            requests = [ibcast(header, root=0)]
+        else:
+            header = bytearray(_HEAD.pack(_MAGIC, _MESSAGE, length) + _PADDING[:INLINE_ENVELOPE])
+            requests = [ibcast(header, root=0), ibcast(envelope, root=0)]
         for frame in oob:
-            requests.append(self.comm.Ibcast([frame_bytes_view(frame), MPI.BYTE], root=0))
-        nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
+            requests.append(ibcast([frame_bytes_view(frame), MPI.BYTE], root=0))
+        nbytes = length + sum(frame.nbytes for frame in oob) if oob else length
         ticket = SendTicket(self.root, nbytes, state=(requests, header, envelope, oob))
         self.sending.append(ticket)
         return ticket
 
-    def end(self) -> SendTicket:
-        """Post the end-of-stream header (the root's last broadcast on this stream)."""
+    def end(self, sent_directly: int = 0) -> SendTicket:
+        """Post the end-of-stream header (the root's last broadcast on this stream), with how
+        many messages the root had sent to the one member point-to-point by then."""
         header = bytearray(HEADER_BYTES)
-        _HEAD.pack_into(header, 0, _MAGIC, _END, 0)
+        _HEAD.pack_into(header, 0, _MAGIC, _END, sent_directly)
         ticket = SendTicket(self.root, HEADER_BYTES, state=([self.comm.Ibcast(header, 0)], header))
         self.sending.append(ticket)
         return ticket
@@ -122,32 +137,38 @@ class Stream:
     # -- a member --------------------------------------------------------------------------
 
     def _post_header(self) -> None:
-        self._header_request = self.comm.Ibcast([self._header, MPI.BYTE], root=0)
+        self._header_request = self.comm.Ibcast(self._header, root=0)
 
     def receive(self, sink: Sink) -> bool:
         """Take in what arrived: post the broadcasts its headers announce, hand completed
-        messages to ``sink`` in order. True if anything happened."""
+        messages to ``sink`` in order, post the next header. True if anything happened.
+
+        A message is handed over before the next header is posted: a large frame's broadcast
+        often completes inside the call that posts it, and its message should not wait."""
         found = False
+        incoming = self.incoming
         while True:
+            moved = False
             if self._envelope is not None:
                 buffer, request = self._envelope
-                if not request.Test():
-                    break
-                self._envelope = None
-                self._expect(buffer)
-                found = True
+                if request.Test():
+                    self._envelope = None
+                    self._expect(buffer)
+                    moved = True
             elif self._header_request is not None and self._header_request.Test():
                 self._header_request = None
                 self._on_header()
-                found = True
-            else:
-                break
-        incoming = self.incoming
-        while incoming and MPI.Request.Testall(incoming[0].requests):
-            arrival = incoming.popleft()
-            sink(self.root, arrival.meta, arrival.frames, arrival.nbytes)
+                moved = True
+            while incoming and MPI.Request.Testall(incoming[0].requests):
+                arrival = incoming.popleft()
+                sink(self.root, arrival.meta, arrival.frames, arrival.nbytes)
+                moved = True
+            if self._header_request is None and self._envelope is None and not self.ended:
+                self._post_header()  # after this message's broadcasts, as the root posted them
+                moved = True
+            if not moved:
+                return found
             found = True
-        return found
 
     def _on_header(self) -> None:
         header = self._header
@@ -159,15 +180,17 @@ class Stream:
             )
         if kind == _END:
             self.ended = True
+            self.sent_directly = length
             return
         if length <= INLINE_ENVELOPE:
             self._expect(bytearray(header[_HEAD.size : _HEAD.size + length]))
         else:
             buffer = bytearray(length)
-            self._envelope = (buffer, self.comm.Ibcast([buffer, MPI.BYTE], root=0))
+            self._envelope = (buffer, self.comm.Ibcast(buffer, root=0))
 
     def _expect(self, envelope: bytearray) -> None:
-        """Post the frames an envelope announces, queue the message, post the next header."""
+        """Post the frames an envelope announces and queue the message (`receive` posts the
+        next header)."""
         try:
             meta, inline, oob = parse_envelope(envelope)
         except ValueError as exc:
@@ -187,7 +210,6 @@ class Stream:
             else:
                 frames.append(frame)
         self.incoming.append(_Incoming(meta, frames, requests, nbytes))
-        self._post_header()
 
     # -- both ------------------------------------------------------------------------------
 
