@@ -546,7 +546,7 @@ class MPITransport(Transport):
             self.flush()
         if self._active or self._waiting_sources:
             return self._spin_transfers(seconds)
-        headers: list[Any] = []  # the streams' posted headers, tested every other probe
+        headers: list[Any] = []  # the streams' posted headers, tested every eighth probe
         for stream in self._streams.values():
             if stream.busy:
                 return self._spin_transfers(seconds)
@@ -564,7 +564,7 @@ class MPITransport(Transport):
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
             if headers:
                 turn += 1
-                if not turn & 1 and MPI.Request.Testany(headers)[1]:
+                if not turn & 7 and MPI.Request.Testany(headers)[1]:
                     return self.progress()  # a broadcast began (probes drive MPI's progress)
                 if share:
                     os.sched_yield()  # a broadcast's root or a forwarding member needs a core
