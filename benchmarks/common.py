@@ -36,7 +36,7 @@ def environment(mpi: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "host": platform.node(),
         "cores": os.cpu_count(),
-        "ranks": 2,
+        "ranks": mpi.COMM_WORLD.Get_size(),
     }
 
 

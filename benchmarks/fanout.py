@@ -1,0 +1,603 @@
+"""Topic fan-out of geode_mpi beside raw mpi4py Bcast and bcast, interleaved in one run.
+
+Run as ``mpiexec -n 4 python benchmarks/fanout.py`` (2 ranks or more; ``--help`` for the
+options). Rank 0 publishes, every other rank subscribes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from common import environment, write_json
+from pingpong import parse_sizes, size_label
+
+from geode_mpi import Geode, Message, SendHandle
+from geode_mpi.transport import prepare_mpi_environment
+from geode_mpi.transport.launch import CMA_VARIABLE
+
+if TYPE_CHECKING:
+    from geode_mpi.core.topics import Topic
+
+KiB = 1024
+MiB = 1024 * KiB
+DEFAULT_SIZES = (8, KiB, 64 * KiB, MiB, 4 * MiB, 16 * MiB)
+QUICK_SIZES = (8, KiB, 64 * KiB, MiB)
+
+RAW_BCAST = "raw Bcast"
+GEODE = "geode"  # Geode(acks=False): the headline, used by the target
+GEODE_ACKS = "geode acks"  # Geode() with its default acks=True: every publish tracked
+RAW_DICT = "raw bcast"  # lowercase, pickled bcast of a dict with a Message's fields
+METHODS = (RAW_BCAST, GEODE, GEODE_ACKS)
+MESSAGE_METHODS = (RAW_DICT, GEODE, GEODE_ACKS)
+
+TOPIC = "fan"
+PUBLISHER = "node0"
+DATA = "hello world"
+
+# The issue's target.
+LARGE_FROM = MiB  # arrays this large or larger ...
+LARGE_MAX = 1.25  # ... reach every subscriber in at most this multiple of raw Bcast's time
+
+# One timed fan-out loop: given an iteration count, the time per iteration in seconds and the
+# array this rank received last (to check it).
+Loop = Callable[[int], tuple[float, Any]]
+
+
+@dataclasses.dataclass
+class Run:
+    """Every rank's state: a private raw communicator, and a Geode with its topic per method."""
+
+    comm: Any
+    rank: int
+    size: int
+    wtime: Callable[[], float]
+    geodes: dict[str, Geode]
+    topics: dict[str, Topic]
+    window: int
+    # The seq of each method's next message: a topic numbers everything published on it.
+    next_seq: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(MESSAGE_METHODS, 0)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How many fan-outs a timed loop makes: what fits in ``seconds`` at the speed measured
+    while warming up, between ``least`` and ``most`` (so a method that turns out slow cannot
+    stretch the run)."""
+
+    most: int
+    least: int
+    seconds: float
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Budget:
+        if quick:
+            return cls(most=100, least=2, seconds=0.01)
+        return cls(most=1000, least=5, seconds=0.12)
+
+    def fitted(self, per_iteration: float) -> int:
+        return max(self.least, min(self.most, int(self.seconds / per_iteration)))
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Topic fan-out of geode_mpi (rank 0 publishes, every other rank "
+        "subscribes) beside raw mpi4py: the time until every subscriber holds a numpy array, "
+        "against comm.Bcast; and small messages per second, against pickled comm.bcast. "
+        "Run with 2 ranks or more: mpiexec -n 4 python benchmarks/fanout.py",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=None,
+        help="comma-separated array sizes in bytes, units Ki/Mi allowed "
+        "(default 8,1Ki,64Ki,1Mi,4Mi,16Mi)",
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=None,
+        help="small messages per timed loop of the rate part (default 10000, quick 500)",
+    )
+    parser.add_argument("--window", type=int, default=64, help="publishes outstanding at most (64)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed loops per method (and size); the median is reported (default 11, quick 3)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: fewer sizes, iterations, messages and repeats (a few seconds)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write all numbers (default benchmarks/results/fanout-DATE-TIME.json)",
+    )
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    if not args.sizes:
+        parser.error("--sizes must name at least one size")
+    if args.messages is None:
+        args.messages = 500 if args.quick else 10000
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 11
+    for name in ("messages", "window", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def too_few_ranks(world: Any) -> bool:
+    """True (having said so on rank 0) if the job has no rank to subscribe."""
+    if world.Get_size() >= 2:
+        return False
+    if world.Get_rank() == 0:
+        print(
+            f"fanout.py needs at least 2 MPI ranks (a publisher and a subscriber), got "
+            f"{world.Get_size()}: run it as `mpiexec -n 4 python benchmarks/fanout.py`",
+            file=sys.stderr,
+        )
+    return True
+
+
+# -- part 1: fan-out of one array --------------------------------------------------------------
+# Every iteration is one fan-out followed by a barrier of all ranks on the raw communicator, for
+# every method alike: the barrier ends once every subscriber holds the array. Rank 0 times the
+# loop from the barrier before it; its time per iteration is reported.
+
+
+def raw_bcast(
+    run: Run, data: np.ndarray[Any, Any], out: np.ndarray[Any, Any], iters: int
+) -> tuple[float, Any]:
+    from mpi4py import MPI
+
+    comm = run.comm
+    buffer = [data if run.rank == 0 else out, MPI.BYTE]
+    comm.Barrier()
+    start = run.wtime()
+    for _ in range(iters):
+        comm.Bcast(buffer, root=0)
+        comm.Barrier()
+    return (run.wtime() - start) / iters, out
+
+
+def geode_fanout(
+    run: Run, method: str, data: np.ndarray[Any, Any], iters: int
+) -> tuple[float, Any]:
+    """Publish ``data`` on the method's topic; each subscriber releases the array it received
+    before the next receive, so the receive-buffer pool reuses one buffer, as raw ``Bcast``
+    reuses one preallocated buffer."""
+    geode, topic, comm = run.geodes[method], run.topics[method], run.comm
+    got: Any = None
+    comm.Barrier()
+    start = run.wtime()
+    if run.rank == 0:
+        for _ in range(iters):
+            handle = topic.publish(data, source=PUBLISHER)
+            assert handle is not None
+            handle.wait()
+            comm.Barrier()
+    else:
+        for _ in range(iters):
+            got = None
+            got = geode.receive(topic=TOPIC).data
+            comm.Barrier()
+    elapsed = run.wtime() - start
+    run.next_seq[method] += iters
+    return elapsed / iters, got
+
+
+def barrier_only(run: Run, iters: int) -> tuple[float, Any]:
+    """The barrier alone: what every method's time per iteration includes."""
+    comm = run.comm
+    comm.Barrier()
+    start = run.wtime()
+    for _ in range(iters):
+        comm.Barrier()
+    return (run.wtime() - start) / iters, None
+
+
+def check_array(run: Run, expected: np.ndarray[Any, Any], name: str, got: Any) -> None:
+    """Raise on a subscriber unless ``got`` is exactly the array published (so garbage is never
+    timed)."""
+    if run.rank == 0:
+        return
+    if not (
+        isinstance(got, np.ndarray)
+        and got.dtype == expected.dtype
+        and got.shape == expected.shape
+        and np.array_equal(got, expected)
+    ):
+        what = f"{type(got).__name__} {getattr(got, 'dtype', '')} {getattr(got, 'shape', '')}"
+        raise RuntimeError(
+            f"rank {run.rank}: {name} of {expected.nbytes} bytes received the wrong data ({what})"
+        )
+
+
+def measure(
+    run: Run, loops: dict[str, Loop], budget: Budget, repeats: int, check: Callable[..., None]
+) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
+    """Check each method once and warm it up, then time the methods interleaved.
+
+    Returns:
+        For each method, the iterations and the time per iteration (s) of every timed loop, in
+        repeat order. The order of the methods rotates from one repeat to the next.
+    """
+    counts: dict[str, int] = {}
+    for name, loop in loops.items():
+        per_iteration, got = loop(1)
+        check(name, got)
+        del got  # released, so that the receive-buffer pool reuses its buffer
+        # Warm up twice for about a fifth of a timed loop each, at the speed last measured
+        # (rank 0's: every rank must loop equally often); the first fan-outs of a size are slow
+        # (fresh pages), so the second warm-up is the one that sets the count.
+        for _ in range(2):
+            warm = run.comm.bcast(max(1, budget.fitted(per_iteration) // 5), root=0)
+            per_iteration = loop(warm)[0]
+        counts[name] = budget.fitted(per_iteration)
+    counts = run.comm.bcast(counts, root=0)  # every rank must loop equally often
+    names = list(loops)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    rounds: dict[str, list[int]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            per_iteration = loops[name](counts[name])[0]
+            times[name].append(per_iteration)
+            rounds[name].append(counts[name])
+            # A method that slowed down since warming up gets fewer iterations from now on.
+            counts[name] = min(counts[name], budget.fitted(per_iteration))
+        counts = run.comm.bcast(counts, root=0)
+    return rounds, times
+
+
+def summarise(
+    rounds: dict[str, list[int]], times: dict[str, list[float]]
+) -> dict[str, dict[str, Any]]:
+    return {
+        name: {
+            "iterations": rounds[name],
+            "median_us": statistics.median(values) * 1e6,
+            "repeats_us": [value * 1e6 for value in values],
+        }
+        for name, values in times.items()
+    }
+
+
+def bench_array(run: Run, size: int, budget: Budget, repeats: int) -> dict[str, Any]:
+    """Time one array size with every method; return its JSON record."""
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    out = np.zeros(size, np.uint8)  # zeroed, so a raw Bcast that wrote nothing fails the check
+    loops: dict[str, Loop] = {
+        RAW_BCAST: partial(raw_bcast, run, data, out),
+        GEODE: partial(geode_fanout, run, GEODE, data),
+        GEODE_ACKS: partial(geode_fanout, run, GEODE_ACKS, data),
+    }
+    rounds, times = measure(run, loops, budget, repeats, partial(check_array, run, data))
+    return {"size": size, "methods": summarise(rounds, times)}
+
+
+def bench_barrier(run: Run, budget: Budget, repeats: int) -> dict[str, Any]:
+    loops: dict[str, Loop] = {"barrier": partial(barrier_only, run)}
+    rounds, times = measure(run, loops, budget, repeats, lambda name, got: None)
+    return summarise(rounds, times)["barrier"]
+
+
+# -- part 2: small messages per second ---------------------------------------------------------
+# Every rank leaves a barrier; each subscriber's clock runs from there until it holds all n
+# messages, and the slowest subscriber's time sets the rate.
+
+
+def fields(seq: int) -> dict[str, Any]:
+    """A raw message: the same fields a geode_mpi Message carries, built afresh per bcast."""
+    return {
+        "id": seq,
+        "source": PUBLISHER,
+        "dest": TOPIC,
+        "type": "Message",
+        "seq": seq,
+        "timestamp": time.time(),
+        "headers": {},
+        "data": DATA,
+    }
+
+
+def raw_messages(run: Run, n: int) -> tuple[float, str | None]:
+    comm, first = run.comm, run.next_seq[RAW_DICT]
+    bad = None
+    comm.Barrier()
+    start = run.wtime()
+    if run.rank == 0:
+        for seq in range(first, first + n):
+            comm.bcast(fields(seq), root=0)
+    else:
+        for seq in range(first, first + n):
+            got = comm.bcast(None, root=0)
+            if bad is None and (got["seq"] != seq or got["data"] != DATA):
+                bad = f"expected seq {seq}, got {got!r}"
+    return run.wtime() - start, bad
+
+
+def geode_messages(run: Run, method: str, n: int) -> tuple[float, str | None]:
+    geode, topic, first = run.geodes[method], run.topics[method], run.next_seq[method]
+    bad = None
+    run.comm.Barrier()
+    start = run.wtime()
+    if run.rank == 0:
+        handles: deque[SendHandle] = deque()
+        for _ in range(n):
+            handle = topic.publish(Message(DATA), source=PUBLISHER)
+            assert handle is not None
+            handles.append(handle)
+            while handles and handles[0].done():
+                handles.popleft()
+            if len(handles) >= run.window:
+                handles.popleft().wait()
+        for handle in handles:
+            handle.wait()
+    else:
+        for seq in range(first, first + n):
+            got = geode.receive(topic=TOPIC)
+            if bad is None and (
+                got.seq != seq or got.data != DATA or got.source != PUBLISHER or got.topic != TOPIC
+            ):
+                bad = f"expected seq {seq} from {PUBLISHER} on {TOPIC!r}, got {got!r}"
+    return run.wtime() - start, bad
+
+
+def timed_messages(run: Run, method: str, n: int) -> float:
+    """Run one loop; return the slowest subscriber's messages per second (on every rank)."""
+    if method == RAW_DICT:
+        seconds, bad = raw_messages(run, n)
+    else:
+        seconds, bad = geode_messages(run, method, n)
+    run.next_seq[method] += n
+    results = run.comm.allgather((seconds, bad))[1:]  # the subscribers'
+    for rank, (_, wrong) in enumerate(results, start=1):
+        if wrong is not None:
+            raise RuntimeError(f"rank {rank}: {method} delivered a wrong message: {wrong}")
+    return float(n / max(seconds for seconds, _ in results))
+
+
+def bench_messages(run: Run, n: int, repeats: int) -> dict[str, list[float]]:
+    for method in MESSAGE_METHODS:  # warm up and check each method once
+        timed_messages(run, method, min(n, 1000))
+    rates: dict[str, list[float]] = {method: [] for method in MESSAGE_METHODS}
+    for repeat in range(repeats):
+        shift = repeat % len(MESSAGE_METHODS)
+        for method in MESSAGE_METHODS[shift:] + MESSAGE_METHODS[:shift]:
+            rates[method].append(timed_messages(run, method, n))
+    return rates
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def paired(tops: list[float], bottoms: list[float]) -> list[float]:
+    """Per-repeat ratios: the methods of one repeat run back to back, so a burst of load from
+    other processes hits both sides of each ratio alike; the median of these is reported."""
+    return [top / bottom for top, bottom in zip(tops, bottoms, strict=True)]
+
+
+def add_ratios(record: dict[str, Any]) -> None:
+    """Paired ratios of each geode method's time per fan-out over raw Bcast's."""
+    methods = record["methods"]
+    raw = methods[RAW_BCAST]["repeats_us"]
+    for key, method in (("geode_over_bcast", GEODE), ("geode_acks_over_bcast", GEODE_ACKS)):
+        ratios = paired(methods[method]["repeats_us"], raw)
+        record[f"{key}_repeats"] = ratios
+        record[key] = statistics.median(ratios)
+
+
+def array_table(arrays: list[dict[str, Any]], barrier: dict[str, Any]) -> list[str]:
+    columns = (
+        ("size", 9),
+        ("geode n", 8),
+        ("Bcast us", 11),
+        ("geode us", 11),
+        ("acks us", 11),
+        ("Bcast GB/s", 11),
+        ("geode GB/s", 11),
+        ("geode/Bcast", 12),
+        ("acks/Bcast", 11),
+    )
+
+    def row(cells: Sequence[str]) -> str:
+        return "".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True))
+
+    rule = "-" * sum(width for _, width in columns)
+    lines = [row([title for title, _ in columns]), rule]
+    for rec in arrays:
+        methods = rec["methods"]
+        raw_us, geode_us = methods[RAW_BCAST]["median_us"], methods[GEODE]["median_us"]
+        lines.append(
+            row(
+                [
+                    size_label(rec["size"]),
+                    str(min(methods[GEODE]["iterations"])),
+                    f"{raw_us:.1f}",
+                    f"{geode_us:.1f}",
+                    f"{methods[GEODE_ACKS]['median_us']:.1f}",
+                    f"{rec['size'] / raw_us / 1e3:.3f}",
+                    f"{rec['size'] / geode_us / 1e3:.3f}",
+                    f"{rec['geode_over_bcast']:.2f}",
+                    f"{rec['geode_acks_over_bcast']:.2f}",
+                ]
+            )
+        )
+    lines.append(rule)
+    lines += [
+        "us: time per fan-out, from a barrier until every subscriber holds the array, plus the "
+        f"barrier that ends it (a barrier alone: {barrier['median_us']:.1f} us)",
+        "geode: Geode(acks=False); acks: Geode() (acks on). Each subscriber releases an array "
+        "before receiving the next.",
+        "GB/s: array bytes over that time (1e9 bytes/s); ratios are paired: the median over "
+        "repeats of the two times in the same repeat",
+    ]
+    return lines
+
+
+def message_table(rates: dict[str, list[float]], args: argparse.Namespace) -> list[str]:
+    ratios = {
+        method: statistics.median(paired(rates[method], rates[RAW_DICT]))
+        for method in MESSAGE_METHODS
+    }
+    lines = [f"{'method':<16}{'msgs/s':>12}{'ratio to raw':>14}", "-" * 42]
+    for method in MESSAGE_METHODS:
+        lines.append(
+            f"{method:<16}{statistics.median(rates[method]):>12,.0f}{ratios[method]:>14.2f}"
+        )
+    lines += [
+        "-" * 42,
+        f"msgs/s: {args.messages} messages over the time until the slowest subscriber held them "
+        "all (median of the repeats)",
+        f"raw bcast: comm.bcast of a dict with a Message's fields; geode: topic.publish("
+        f"Message('{DATA}')), window {args.window}",
+    ]
+    return lines
+
+
+def evaluate_target(arrays: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's target, with PASS/FAIL, the worst case and every value checked."""
+    name = (
+        f"arrays >= {size_label(LARGE_FROM)} reach every subscriber in <= {LARGE_MAX:.2f}x the "
+        "time of raw Bcast (geode, acks off)"
+    )
+    large = [r for r in arrays if r["size"] >= LARGE_FROM]
+    if not large:
+        return {"target": name, "result": "n/a", "ratios": {}}
+    ratios = {size_label(r["size"]): r["geode_over_bcast"] for r in large}
+    acks = {size_label(r["size"]): r["geode_acks_over_bcast"] for r in large}
+    worst = max(ratios, key=lambda label: ratios[label])
+    return {
+        "target": name,
+        "result": "PASS" if all(ratio <= LARGE_MAX for ratio in ratios.values()) else "FAIL",
+        "worst": {"case": worst, "ratio": ratios[worst]},
+        "ratios": ratios,
+        "acks_variant": {
+            "note": "for comparison only; the target uses Geode(acks=False)",
+            "would_pass": all(ratio <= LARGE_MAX for ratio in acks.values()),
+            "ratios": acks,
+        },
+    }
+
+
+def target_lines(item: dict[str, Any]) -> list[str]:
+    if item["result"] == "n/a":
+        return ["target:", f"  n/a   {item['target']} (no such size measured)"]
+    detail = ", ".join(f"{label} {ratio:.2f}" for label, ratio in item["ratios"].items())
+    acks = item["acks_variant"]
+    acks_detail = ", ".join(f"{label} {ratio:.2f}" for label, ratio in acks["ratios"].items())
+    verdict = "would pass" if acks["would_pass"] else "would fail"
+    return [
+        "target:",
+        f"  {item['result']}  {item['target']}",
+        f"        worst {item['worst']['ratio']:.2f} at {item['worst']['case']}; all: {detail}",
+        f"        not the target: geode acks {verdict}: {acks_detail}",
+    ]
+
+
+def header_lines(env: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    ranks, cores, cma = env["ranks"], env["cores"], env[CMA_VARIABLE]
+    load = " (oversubscribed)" if cores is not None and ranks > cores else ""
+    return [
+        f"geode_mpi {env['geode_mpi']} topic fan-out, {ranks} ranks{load} on {cores} cores: "
+        f"rank 0 publishes, {ranks - 1} subscribe; median of {args.repeats} interleaved repeats"
+        + (" (quick)" if args.quick else ""),
+        f"MPI library: {env['mpi_library']} (mpi4py {env['mpi4py']}, "
+        f"thread level {env['thread_level']})",
+        f"{CMA_VARIABLE}={'unset (library default)' if cma is None else cma}",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    prepare_mpi_environment()  # geode_mpi's launch settings apply to every method measured
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    if too_few_ranks(world):
+        return 2
+    # collective, in this order; from here an exception on one rank aborts the job
+    geodes = {GEODE: Geode(acks=False), GEODE_ACKS: Geode(acks=True)}
+    topics = {
+        method: geode.topic(TOPIC, publishers=[PUBLISHER], subscribers=geode.nodes[1:])
+        for method, geode in geodes.items()
+    }
+    comm = world.Dup()
+    run = Run(comm, comm.Get_rank(), comm.Get_size(), MPI.Wtime, geodes, topics, args.window)
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    env = environment(MPI)
+    if run.rank == 0:
+        print("\n".join(header_lines(env, args)), flush=True)
+    clock = time.perf_counter()
+    budget = Budget.for_run(args.quick)
+    barrier = bench_barrier(run, budget, args.repeats)
+    arrays = [bench_array(run, size, budget, args.repeats) for size in args.sizes]
+    rates = bench_messages(run, args.messages, args.repeats)
+    elapsed = time.perf_counter() - clock
+    publisher = {method: geode.stats().as_dict() for method, geode in geodes.items()}
+    for geode in geodes.values():
+        geode.close()
+    comm.Free()
+    if run.rank != 0:
+        return 0
+    for record in arrays:
+        add_ratios(record)
+    target = evaluate_target(arrays)
+    print("\n".join(array_table(arrays, barrier)))
+    print("\n".join(target_lines(target)))
+    print()
+    print("\n".join(message_table(rates, args)))
+    messages = {
+        "messages": args.messages,
+        "window": args.window,
+        "rates_per_s": rates,
+        "ratios_to_raw": {method: paired(rates[method], rates[RAW_DICT]) for method in rates},
+    }
+    report = {
+        "benchmark": "fanout",
+        "started": started,
+        "seconds": elapsed,
+        "settings": {
+            "sizes": args.sizes,
+            "messages": args.messages,
+            "window": args.window,
+            "repeats": args.repeats,
+            "quick": args.quick,
+            "budget": dataclasses.asdict(budget),
+        },
+        "environment": env,
+        "barrier": barrier,
+        "arrays": arrays,
+        "small_messages": messages,
+        "publisher_stats": publisher,
+        "targets": [target],
+    }
+    path = write_json(args.json, report, "fanout")
+    print(f"{elapsed:.1f} s; all numbers in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
