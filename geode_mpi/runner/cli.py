@@ -10,7 +10,8 @@ from geode_mpi._version import __version__
 USAGE = """\
 python -m geode_mpi [options] job.py [args...]
        python -m geode_mpi [options] -m module [args...]
-       mpiexec -n 4 python -m geode_mpi job.py [args...]"""
+       mpiexec -n 4 python -m geode_mpi job.py [args...]
+       python -m geode_mpi inspect CHECKPOINT_DIR"""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +57,8 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["inspect"]:
+        return inspect(argv[1:])
     ours, job_args = split_argv(argv)
     options = parser().parse_args(ours)
     if options.info:
@@ -75,3 +78,19 @@ def main(argv: list[str] | None = None) -> int:
         print("python -m geode_mpi: error: give a job script (or -m module)", file=sys.stderr)
         return 2
     return run(options.job, job_args)
+
+
+def inspect(argv: list[str]) -> int:
+    """``python -m geode_mpi inspect DIR``: print what a checkpoint directory holds."""
+    p = argparse.ArgumentParser(
+        prog="python -m geode_mpi inspect",
+        description="Show a checkpoint directory: every checkpoint, whether it is complete and "
+        "valid, and what a restart would resume from (epoch, ranks, queues, state keys).",
+    )
+    p.add_argument("directory", help="the checkpoint directory")
+    p.add_argument("--depth", type=int, default=3, help="levels of each rank's tree to show (3)")
+    options = p.parse_args(argv)
+    from geode_mpi.runner.inspect import inspect_lines
+
+    print("\n".join(inspect_lines(options.directory, options.depth)))
+    return 0

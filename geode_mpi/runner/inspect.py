@@ -1,0 +1,81 @@
+"""``python -m geode_mpi inspect DIR``: what a checkpoint directory holds, and what a restart
+would resume from."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geode_mpi.persistence import CheckpointError, CheckpointStore
+from geode_mpi.persistence.store import LOCK, MANIFEST
+
+
+def _summary(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array {value.dtype} {tuple(value.shape)}"
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _tree_lines(tree: dict[str, Any], depth: int, indent: str = "    ") -> list[str]:
+    lines = []
+    for key in sorted(tree):
+        value = tree[key]
+        if isinstance(value, dict):
+            if depth <= 1:
+                lines.append(f"{indent}{key}/ ({len(value)} entries)")
+            else:
+                lines.append(f"{indent}{key}/")
+                lines += _tree_lines(value, depth - 1, indent + "  ")
+        else:
+            lines.append(f"{indent}{key}: {_summary(value)}")
+    return lines
+
+
+def inspect_lines(directory: str | Path, depth: int = 3) -> list[str]:
+    """The report, as lines."""
+    store = CheckpointStore(directory)
+    path = Path(directory)
+    if not path.is_dir():
+        return [f"{path}: no such directory"]
+    lines = [f"checkpoint directory {path}"]
+    lock = path / LOCK
+    if lock.exists() and lock.read_text(encoding="utf-8").strip():
+        lines.append(f"  last locked by: {lock.read_text(encoding='utf-8').strip()}")
+    epochs = store.epochs(complete_only=False)
+    if not epochs:
+        return [*lines, "  no checkpoints"]
+    resume = None
+    for epoch in epochs:
+        try:
+            loaded = store.validate(epoch)
+        except CheckpointError as exc:
+            state = "incomplete" if not (store.epoch_path(epoch) / MANIFEST).exists() else "BAD"
+            lines.append(f"  epoch {epoch}: {state}: {exc}")
+            continue
+        created = datetime.datetime.fromtimestamp(loaded.manifest["created"]).isoformat(
+            timespec="seconds"
+        )
+        size = sum(file["size"] for file in loaded.manifest["files"])
+        lines.append(
+            f"  epoch {epoch}: complete, {loaded.manifest['ranks']} rank file(s), "
+            f"{size:,} bytes, written {created}"
+        )
+        if resume is None:
+            resume = loaded
+    if resume is None:
+        return [*lines, "a restart would find no complete checkpoint"]
+    lines.append(f"a restart resumes from epoch {resume.epoch}:")
+    for key in sorted(resume.manifest):
+        if key not in ("files", "geode_format", "epoch", "created", "ranks"):
+            lines.append(f"  {key}: {_summary(resume.manifest[key])}")
+    for rank in range(resume.manifest["ranks"]):
+        tree = resume.read(rank)[1]
+        lines.append(f"  rank {rank} ({resume.rank_path(rank).name}):")
+        lines += _tree_lines(tree, depth)
+    return lines

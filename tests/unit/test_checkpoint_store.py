@@ -1,0 +1,153 @@
+"""The checkpoint store: round trips, retention, the lock, and every kind of damage detected
+before anything is read, with a fallback to the previous complete checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from geode_mpi.persistence import CheckpointError, CheckpointStore, write_rank_file
+
+TREE: dict[str, Any] = {
+    "state": {"step": 17, "params": {"dt": 0.1, "name": "heat"}, "grid": np.arange(12.0)},
+    "nodes": {
+        "node0": {
+            "metas": b"\x02\x00abc",
+            "offsets": np.array([0, 5], np.int64),
+            "empty": np.zeros(0, np.float32),
+            "none": None,
+        }
+    },
+}
+
+
+def write_epoch(store: CheckpointStore, epoch: int, ranks: int = 2) -> Path:
+    path = store.prepare(epoch)
+    files = [
+        write_rank_file(path, rank, {"epoch": epoch, "rank": rank}, TREE) for rank in range(ranks)
+    ]
+    return store.write_manifest(epoch, files, {"nodes": ["node0", "node1"]})
+
+
+def same(got: Any, want: Any) -> bool:
+    if isinstance(want, dict):
+        return set(got) == set(want) and all(same(got[k], want[k]) for k in want)
+    if isinstance(want, np.ndarray):
+        return got.dtype == want.dtype and np.array_equal(got, want)
+    return bool(got == want)
+
+
+def test_a_checkpoint_reads_back_what_was_written(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    write_epoch(store, 1)
+    loaded = store.newest()
+    assert loaded is not None and loaded.epoch == 1 and loaded.manifest["ranks"] == 2
+    attrs, tree = loaded.read(1)
+    assert attrs == {"epoch": 1, "rank": 1}
+    assert same(tree, TREE)
+
+
+def test_only_the_newest_complete_checkpoints_are_kept(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep=2)
+    for epoch in range(1, 5):
+        write_epoch(store, epoch)
+    assert store.epochs() == [4, 3]
+    store.prepare(5)  # a job killed while writing epoch 5: no manifest
+    assert store.epochs() == [4, 3] and store.epochs(complete_only=False) == [5, 4, 3]
+    assert store.newest() is not None and store.newest().epoch == 4  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="keep must be an int >= 2, got 1"):
+        CheckpointStore(tmp_path, keep=1)
+
+
+def damage_truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def damage_flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage,problem",
+    [
+        (damage_truncate, "bytes, the manifest says"),
+        (damage_flip, "checksum mismatch"),
+        (lambda path: path.unlink(), "missing \\(listed in the manifest\\)"),
+        (lambda path: (path.parent / "manifest.json").unlink(), "manifest.json: missing"),
+        (lambda path: (path.parent / "manifest.json").write_text("{not json"), "unreadable"),
+    ],
+    ids=["truncated", "flipped", "rank file deleted", "manifest deleted", "manifest garbage"],
+)
+def test_damage_is_named_and_the_previous_checkpoint_is_used(
+    tmp_path: Path, damage: Any, problem: str
+) -> None:
+    store = CheckpointStore(tmp_path, keep=3)
+    write_epoch(store, 1)
+    newest = write_epoch(store, 2)
+    damage(newest / "rank-0001.h5")
+    with pytest.raises(CheckpointError, match=problem):
+        store.validate(2)
+    problems: list[str] = []
+    loaded = store.newest(problems)
+    assert loaded is not None and loaded.epoch == 1
+    assert len(problems) == 1 and "epoch-000002" in problems[0]
+    assert same(loaded.read(0)[1], TREE)
+
+
+def test_no_valid_checkpoint_at_all_is_none_with_reasons(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    damage_flip(write_epoch(store, 1) / "rank-0000.h5")
+    problems: list[str] = []
+    assert store.newest(problems) is None
+    assert problems == [
+        f"{tmp_path / 'epoch-000001' / 'rank-0000.h5'}: checksum mismatch (corrupted)"
+    ]
+    assert CheckpointStore(tmp_path / "nothing-here").newest() is None
+
+
+def test_two_jobs_cannot_share_a_directory(tmp_path: Path) -> None:
+    first, second = CheckpointStore(tmp_path), CheckpointStore(tmp_path)
+    first.lock()
+    try:
+        with pytest.raises(CheckpointError, match="is in use by another job \\(host .* pid"):
+            second.lock()
+    finally:
+        first.unlock()
+    second.lock()  # free again
+    second.unlock()
+
+
+def test_values_that_cannot_be_stored_are_named(tmp_path: Path) -> None:
+    path = CheckpointStore(tmp_path).prepare(1)
+    with pytest.raises(CheckpointError, match="'obj' of type object is neither"):
+        write_rank_file(path, 0, {}, {"obj": object()})
+    with pytest.raises(CheckpointError, match="holds Python objects"):
+        write_rank_file(path, 0, {}, {"a": np.array([1, "x"], dtype=object)})
+    with pytest.raises(CheckpointError, match="without '/'"):
+        write_rank_file(path, 0, {}, {"a/b": 1})
+
+
+def test_inspect_shows_each_checkpoint_and_what_a_restart_resumes_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from geode_mpi.runner.cli import main
+
+    store = CheckpointStore(tmp_path, keep=3)
+    write_epoch(store, 1)
+    damage_flip(write_epoch(store, 2) / "rank-0000.h5")
+    store.prepare(3)
+    assert main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 3: incomplete: " in out and "manifest.json: missing" in out
+    assert "epoch 2: BAD: " in out and "rank-0000.h5: checksum mismatch" in out
+    assert "epoch 1: complete, 2 rank file(s)" in out
+    assert "a restart resumes from epoch 1:" in out
+    assert "grid: array float64 (12,)" in out and "step: 17" in out
+    assert main(["inspect", str(tmp_path / "missing")]) == 0
+    assert "no such directory" in capsys.readouterr().out
