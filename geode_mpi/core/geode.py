@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -9,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_topic
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE, WORK_ATTRIBUTE, Group, Sequencer
 from geode_mpi.core.handles import SendHandle
@@ -74,6 +76,11 @@ class Geode:
         resend_after: seconds after which a message not yet acknowledged is sent again
             (duplicates are dropped by the receiver). None (the default) never resends: MPI
             does not lose messages.
+        checkpoint_dir: where `checkpoint` writes (default: the ``GEODE_CHECKPOINT_DIR``
+            environment variable, else no checkpoints). One job per directory.
+        keep_checkpoints: complete checkpoints to keep there (at least 2).
+        restart: load the newest complete checkpoint there first (default: True when the job
+            was started with ``python -m geode_mpi --restart``); see `restored_state`.
     """
 
     def __init__(
@@ -86,6 +93,9 @@ class Geode:
         queue: QueueConfig | None = None,
         queues: Mapping[str | int, QueueConfig] | None = None,
         resend_after: float | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        keep_checkpoints: int = 2,
+        restart: bool | None = None,
     ) -> None:
         self._transport = transport if transport is not None else open_world(comm)
         self.rank: int = self._transport.rank
@@ -133,7 +143,49 @@ class Geode:
         self._streams_made = 0
         self._sequencer = Sequencer(self)
         self._engine.on_forward = self._sequencer.forward
+        self._checkpointer: Checkpointer | None = None
+        self.restored_state: dict[str, Any] | None = None
+        directory = checkpoint_dir or os.environ.get("GEODE_CHECKPOINT_DIR") or None
+        if restart is None:
+            restart = os.environ.get("GEODE_RESTART") == "1"
+        if directory is not None:
+            self._checkpointer = Checkpointer(self, directory, keep_checkpoints)
+            if restart:
+                self.restored_state = self._checkpointer.restore()
+        elif restart:
+            raise ValueError("restart needs a checkpoint_dir (or GEODE_CHECKPOINT_DIR)")
         register(self)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint(
+        self, state: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> int:
+        """Save the whole job's message state, and ``state``, as one consistent checkpoint.
+
+        Collective: every rank calls it, at the same point of its work. It drains the job (every
+        message sent before reaches its queue), then each rank writes its file; it returns the
+        checkpoint's epoch once the checkpoint is complete on disk.
+
+        Args:
+            state: the job's own data to save beside the queues (str keys; numpy arrays and
+                plain values as they are, anything else pickled); read it back after a restart
+                from `restored_state`.
+            timeout: seconds for the drain (None: no limit).
+
+        Raises:
+            ValueError: no checkpoint directory was given.
+            CheckpointError: writing failed, or explicitly acked messages are still in hand.
+        """
+        if self._checkpointer is None:
+            raise ValueError("checkpoint() needs Geode(checkpoint_dir=...) or GEODE_CHECKPOINT_DIR")
+        return self._checkpointer.take(state, timeout)
+
+    @property
+    def restored_epoch(self) -> int | None:
+        """The epoch this Geode restarted from (None: it started afresh)."""
+        checkpointer = self._checkpointer
+        return None if checkpointer is None or self.restored_state is None else checkpointer.epoch
 
     def _queue_configs(
         self, queue: QueueConfig | None, queues: Mapping[str | int, QueueConfig] | None
@@ -677,6 +729,8 @@ class Geode:
         topic = Topic(self, name, wire, pubs, subs, retain, chosen)
         self._topics[name] = topic
         self._topics_by_wire[wire] = topic
+        if self._checkpointer is not None and name in self._checkpointer.topics:
+            restore_topic(topic, self._checkpointer.topics.pop(name))
         self._release_early()
         return topic
 
@@ -731,7 +785,11 @@ class Geode:
         queue = WorkQueue(self, name, number, taking, owner, prefetch, len(set(making)))
         self._work_queues[number] = queue
         self._processor.add(WorkDone, None, _ignore)
-        queue.start()
+        if self._checkpointer is not None and name in self._checkpointer.queues:
+            # Restarted: the requests and tasks in flight at the checkpoint are in its state.
+            restore_queue(queue, self._checkpointer.queues.pop(name))
+        else:
+            queue.start()
         self._release_early()
         return queue
 
@@ -773,6 +831,8 @@ class Geode:
         self._engine.closed = True
         self._closed = True
         self._plain_queue = _NONE
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         unregister(self)
 
     @property

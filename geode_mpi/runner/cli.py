@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from geode_mpi._version import __version__
@@ -11,6 +12,7 @@ USAGE = """\
 python -m geode_mpi [options] job.py [args...]
        python -m geode_mpi [options] -m module [args...]
        mpiexec -n 4 python -m geode_mpi job.py [args...]
+       python -m geode_mpi --restart [CHECKPOINT_DIR] job.py [args...]
        python -m geode_mpi inspect CHECKPOINT_DIR"""
 
 
@@ -26,6 +28,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"geode_mpi {__version__}")
     p.add_argument(
         "--info", action="store_true", help="print versions, MPI library, thread level, ranks"
+    )
+    p.add_argument(
+        "--restart",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="resume from the newest complete checkpoint in DIR (default: the job's own "
+        "checkpoint_dir or GEODE_CHECKPOINT_DIR); without one, start afresh",
     )
     p.add_argument("-m", dest="module", metavar="MODULE", help="run a module as the job")
     p.add_argument("job", nargs="?", help="the job script; the job's arguments follow it")
@@ -48,6 +58,11 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
             if token == "-m":
                 return argv[:k], argv[k:]
             continue
+        if token == "--restart":
+            if k + 1 < len(argv) and os.path.isdir(argv[k + 1]):
+                k += 2  # --restart DIR: the directory is its value, not the job
+                continue
+            argv = [*argv[:k], "--restart=", *argv[k + 1 :]]  # no DIR: the job follows
         if not token.startswith("-"):
             return argv[: k + 1], argv[k + 1 :]
         k += 1
@@ -61,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return inspect(argv[1:])
     ours, job_args = split_argv(argv)
     options = parser().parse_args(ours)
+    if options.restart is not None:
+        os.environ["GEODE_RESTART"] = "1"  # every Geode the job creates restores first
+        if options.restart:
+            os.environ["GEODE_CHECKPOINT_DIR"] = options.restart
     if options.info:
         from geode_mpi.runner.info import info_lines
         from geode_mpi.runner.run import world

@@ -165,6 +165,18 @@ class Transport(abc.ABC):
     def busy(self) -> bool:
         """True while data is moving (sends or frame receives in flight)."""
 
+    def allgather(self, value: Any) -> list[Any]:
+        """Collective: every rank's ``value``, by rank (picklable values)."""
+        if self.size == 1:
+            return [value]
+        raise NotImplementedError(f"the {self.name} transport cannot gather across its ranks")
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Collective: return once everything sent so far reached its destination's sink.
+        Transports that deliver inside ``send`` have nothing in flight."""
+        if self.delivers_later:
+            raise NotImplementedError(f"the {self.name} transport cannot drain")
+
     @abc.abstractmethod
     def check_same(self, value: bytes, what: str) -> None:
         """Raise if ``value`` differs between ranks (a collective on real transports)."""

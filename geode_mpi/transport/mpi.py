@@ -15,6 +15,7 @@ cache, and not after it on a cache the copy has just evicted. See docs/wire-form
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import time
@@ -622,6 +623,54 @@ class MPITransport(Transport):
                     f"rank {rank} disagrees with rank 0 about {what}: every rank must create "
                     "its Geode with the same arguments"
                 )
+
+    def allgather(self, value: Any) -> list[Any]:
+        return list(self.comm.allgather(value))
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Collective: return once everything any rank sent before calling it has reached its
+        destination's sink (point-to-point and broadcast streams alike), and nothing moves.
+        Rounds repeat while deliveries make some rank send (an acknowledgement, say).
+
+        Raises:
+            GeodeTimeoutError: not drained within ``timeout`` seconds (says what is missing).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Every rank first enters (a nonblocking barrier, progressing meanwhile): a rank still
+        # in a send waits for a receive that only progress here makes, and the blocking
+        # collectives below would never let it arrive.
+        self.flush()
+        entered = self.comm.Ibarrier()
+        self._wait(entered.Test, deadline, timeout, lambda: "waiting for every rank to drain")
+        while True:
+            self.flush()
+            before = list(self.sent_to)
+            expected = self.comm.alltoall(before)
+            mine = {key: s.count for key, s in self._streams.items() if s.is_root}
+            roots: dict[int, int] = {}
+            for counts in self.comm.allgather(mine):
+                roots.update(counts)
+            members = [s for s in self._streams.values() if not s.is_root]
+            if not self.wait(functools.partial(self._drained, expected, roots, members), deadline):
+                short = {
+                    rank: expected[rank] - self.received_from[rank]
+                    for rank in range(self.size)
+                    if expected[rank] > self.received_from[rank]
+                }
+                raise GeodeTimeoutError(
+                    f"drain on rank {self.rank} timed out after {timeout:g} s: messages still "
+                    f"expected from ranks {short}; {self.pending_summary()}"
+                )
+            self.flush()
+            if not any(self.comm.allgather(self.sent_to != before)):
+                return
+
+    def _drained(self, expected: list[int], roots: dict[int, int], members: list[Stream]) -> bool:
+        return (
+            all(got >= want for got, want in zip(self.received_from, expected, strict=True))
+            and not self.busy
+            and all(stream.count >= roots.get(stream.key, 0) for stream in members)
+        )
 
     def _wait(self, done: Any, deadline: float | None, timeout: float | None, what: Any) -> None:
         if not self.wait(done, deadline):

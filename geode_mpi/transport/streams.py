@@ -74,6 +74,7 @@ class Stream:
         self.members = tuple(members)  # the other ranks in it (in the transport's communicator)
         self.is_root = is_root
         self.pool = pool
+        self.count = 0  # messages broadcast (the root) or handed to the sink (a member)
         self.ended = False  # a member: the root's end-of-stream header arrived
         # ... and the root's count of point-to-point messages to this rank when it ended
         self.sent_directly = 0
@@ -110,6 +111,7 @@ class Stream:
         nbytes = length + sum(frame.nbytes for frame in oob) if oob else length
         ticket = SendTicket(self.root, nbytes, state=(requests, header, envelope, oob))
         self.sending.append(ticket)
+        self.count += 1
         return ticket
 
     def end(self, sent_directly: int = 0) -> SendTicket:
@@ -161,6 +163,7 @@ class Stream:
                 moved = True
             while incoming and MPI.Request.Testall(incoming[0].requests):
                 arrival = incoming.popleft()
+                self.count += 1
                 sink(self.root, arrival.meta, arrival.frames, arrival.nbytes)
                 moved = True
             if self._header_request is None and self._envelope is None and not self.ended:
