@@ -6,7 +6,8 @@ Run it on 4 ranks (node0 produces, node1 and node2 filter, node3 reduces)::
     mpiexec -n 4 python -m geode_mpi --restart jobs/pipeline.py --dir ckpt --out result.json
 
 Kill it at any moment and run the second command (again and again): it finishes with the same
-result as an uninterrupted run, every item processed exactly once.
+result as an uninterrupted run, every item processed exactly once. SIGTERM (what SLURM sends at
+a time limit) makes it write a last checkpoint and exit with status 0.
 
 The work goes in rounds, pipelined: in round r the producer sends round r's items, the filters
 process round r - 1's, the reducer round r - 2's, and every rank then takes a checkpoint. So a
@@ -50,8 +51,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--per-round", type=int, default=8, help="items per round (even)")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds to sleep per round")
+    parser.add_argument(
+        "--every", type=float, default=0.0, help="seconds between checkpoints (0: every round)"
+    )
     args = parser.parse_args()
-    with Geode(checkpoint_dir=args.dir) as geode:
+    with Geode(checkpoint_dir=args.dir, checkpoint_every=args.every) as geode:
         if geode.size != 4 and len(geode.nodes) != 4:
             raise SystemExit("run on 4 ranks (or in one process: 4 embedded nodes)")
         run(geode, args)
@@ -79,7 +83,9 @@ def run(geode: Geode, args: argparse.Namespace) -> None:
                 state["items"] += 1
                 state["total"] += float(got.data.sum())
         state["round"] = r + 1
-        geode.checkpoint(state=state, timeout=60)
+        # Collective, once per round: a checkpoint when due, and on SIGTERM (a batch system's
+        # time limit) a last one, then a clean exit.
+        geode.maybe_checkpoint(state=state, timeout=60)
         time.sleep(args.pause)
     if geode.hosts(reducer):
         result = {"items": state["items"], "total": state["total"]}

@@ -74,3 +74,38 @@ def test_a_pipeline_killed_at_random_moments_ends_as_if_never_killed(tmp_path: P
     # Some runs picked up a checkpoint that held messages in flight, and finished from there.
     assert resumed > 0, f"{kills} kills in {trials} trials, no run resumed from a checkpoint"
     assert kills >= KILLS and want["items"] == 40 * 8
+
+
+def test_sigterm_writes_a_last_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
+    directory, out = tmp_path / "ck", tmp_path / "out.json"
+    args = [mpiexec(), "-n", "4", sys.executable, "-m", "geode_mpi", "jobs/pipeline.py"]
+    args += ["--rounds", "40", "--pause", "0.1", "--every", "3600"]  # no checkpoint but the last
+    args += ["--dir", str(directory), "--out", str(out)]
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    time.sleep(2.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"no exit after SIGTERM:\n{stdout}\n{stderr[-5000:]}")
+    assert proc.returncode == 0, f"{stdout}\n{stderr[-5000:]}"
+    assert "SIGTERM: checkpoint 1 written" in stdout, stdout
+    assert not out.exists()  # stopped early
+    again = mpirun(
+        4,
+        ["-m", "geode_mpi", "--restart", *JOB, "--dir", str(directory), "--out", str(out)],
+        timeout=120,
+    )
+    assert again.returncode == 0, again.explain()
+    assert "resuming at round" in again.stdout
+    assert json.loads(out.read_text())["items"] == 40 * 8

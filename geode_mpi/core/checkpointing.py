@@ -18,6 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
+import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -71,14 +74,60 @@ def decode_state(tree: Mapping[str, Any]) -> dict[str, Any]:
 class Checkpointer:
     """A Geode's checkpoints: where they go, taking one, restoring the newest."""
 
-    def __init__(self, geode: Geode, directory: str | os.PathLike[str], keep: int) -> None:
+    def __init__(
+        self,
+        geode: Geode,
+        directory: str | os.PathLike[str],
+        keep: int,
+        every: float | None = None,
+        every_messages: int | None = None,
+    ) -> None:
         self.geode = geode
         self.store = CheckpointStore(directory, keep)
         self.epoch = 0  # the last checkpoint written or restored
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
         self.queues: dict[str, Any] = {}  # restored work-queue state, likewise
+        self.every = every
+        self.every_messages = every_messages
+        self.last_time = time.monotonic()
+        self.last_sent = 0
+        self.terminated = False  # SIGTERM arrived: the next maybe() checkpoints and stops
         if geode.rank == 0:
             self.store.lock()
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.terminated = True
+        log.warning("SIGTERM: a last checkpoint at the next maybe_checkpoint(), then exit")
+
+    def sent(self) -> int:
+        return sum(stats.sent for stats in self.geode._engine.stats.values())
+
+    def maybe(self, state: Mapping[str, Any] | None, timeout: float | None) -> int | None:
+        """Collective: checkpoint if the policy says so on any rank (rank 0's clock for time),
+        and after a SIGTERM checkpoint and exit; None when nothing was due."""
+        geode = self.geode
+        now = time.monotonic()
+        time_due = self.every is not None and now - self.last_time >= self.every
+        sent_due = (
+            self.every_messages is not None and self.sent() - self.last_sent >= self.every_messages
+        )
+        votes = geode._transport.allgather((self.terminated, time_due, sent_due))
+        terminated = any(vote[0] for vote in votes)
+        if not (terminated or votes[0][1] or any(vote[2] for vote in votes)):
+            return None
+        epoch = self.take(state, timeout)
+        if terminated:
+            if geode.rank == 0:
+                print(
+                    f"geode_mpi: SIGTERM: checkpoint {epoch} written in {self.store.directory}; "
+                    "exiting (restart with --restart)",
+                    flush=True,
+                )
+            geode.close(timeout)
+            raise SystemExit(0)
+        return epoch
 
     # -- taking one ------------------------------------------------------------------------
 
@@ -114,6 +163,8 @@ class Checkpointer:
             self.store.write_manifest(epoch, files, info)
         transport.allgather(None)  # sealed: every rank returns a complete checkpoint's epoch
         self.epoch = int(epoch)
+        self.last_time = time.monotonic()
+        self.last_sent = self.sent()
         return self.epoch
 
     # -- restoring the newest --------------------------------------------------------------
@@ -157,6 +208,8 @@ class Checkpointer:
 
     def close(self) -> None:
         self.store.unlock()
+        if threading.current_thread() is threading.main_thread() and hasattr(self, "_previous"):
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 # -- topics and work queues ----------------------------------------------------------------

@@ -81,6 +81,8 @@ class Geode:
         keep_checkpoints: complete checkpoints to keep there (at least 2).
         restart: load the newest complete checkpoint there first (default: True when the job
             was started with ``python -m geode_mpi --restart``); see `restored_state`.
+        checkpoint_every: seconds between the checkpoints `maybe_checkpoint` takes.
+        checkpoint_every_messages: messages sent (on any rank) between them.
     """
 
     def __init__(
@@ -96,6 +98,8 @@ class Geode:
         checkpoint_dir: str | os.PathLike[str] | None = None,
         keep_checkpoints: int = 2,
         restart: bool | None = None,
+        checkpoint_every: float | None = None,
+        checkpoint_every_messages: int | None = None,
     ) -> None:
         self._transport = transport if transport is not None else open_world(comm)
         self.rank: int = self._transport.rank
@@ -149,7 +153,9 @@ class Geode:
         if restart is None:
             restart = os.environ.get("GEODE_RESTART") == "1"
         if directory is not None:
-            self._checkpointer = Checkpointer(self, directory, keep_checkpoints)
+            self._checkpointer = Checkpointer(
+                self, directory, keep_checkpoints, checkpoint_every, checkpoint_every_messages
+            )
             if restart:
                 self.restored_state = self._checkpointer.restore()
         elif restart:
@@ -180,6 +186,26 @@ class Geode:
         if self._checkpointer is None:
             raise ValueError("checkpoint() needs Geode(checkpoint_dir=...) or GEODE_CHECKPOINT_DIR")
         return self._checkpointer.take(state, timeout)
+
+    def maybe_checkpoint(
+        self, state: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> int | None:
+        """Take a checkpoint if one is due; call it once per step of the job's loop.
+
+        Collective (every rank calls it equally often): due when ``checkpoint_every`` seconds
+        passed on rank 0, or ``checkpoint_every_messages`` were sent on some rank, since the last
+        checkpoint, or when any rank got SIGTERM (a batch system's time limit): then the
+        checkpoint is the last one, the Geode closes, and the job exits with status 0 (restart
+        it with ``--restart``). Costs one small collective when nothing is due.
+
+        Returns:
+            The new checkpoint's epoch, or None when none was due.
+        """
+        if self._checkpointer is None:
+            raise ValueError(
+                "maybe_checkpoint() needs Geode(checkpoint_dir=...) or GEODE_CHECKPOINT_DIR"
+            )
+        return self._checkpointer.maybe(state, timeout)
 
     @property
     def restored_epoch(self) -> int | None:
