@@ -74,8 +74,40 @@ def inspect_lines(directory: str | Path, depth: int = 3) -> list[str]:
     for key in sorted(resume.manifest):
         if key not in ("files", "geode_format", "epoch", "created", "ranks"):
             lines.append(f"  {key}: {_summary(resume.manifest[key])}")
+    nodes = resume.manifest.get("nodes", [])
     for rank in range(resume.manifest["ranks"]):
         tree = resume.read(rank)[1]
         lines.append(f"  rank {rank} ({resume.rank_path(rank).name}):")
-        lines += _tree_lines(tree, depth)
+        if "engine" in tree:
+            lines += _geode_lines(tree, nodes)
+        else:
+            lines += _tree_lines(tree, depth)
+    return lines
+
+
+def _geode_lines(tree: dict[str, Any], nodes: list[str]) -> list[str]:
+    """A Geode checkpoint's rank file, read as such: queues, outboxes, topics, state."""
+    lines = []
+    engine = tree["engine"]
+    for key, node in sorted(engine["nodes"].items(), key=lambda item: int(item[0])):
+        index = int(key)
+        name = nodes[index] if index < len(nodes) else f"node index {index}"
+        depth = len(np.asarray(node["queue_fields"]).reshape(-1, 5))
+        stats = node["stats"]
+        lines.append(
+            f"    {name}: {depth} message(s) queued; sent {stats['sent']}, received "
+            f"{stats['received']}, processed {stats['processed']}, dead letters "
+            f"{node['dead_letters']}"
+        )
+    outbox = len(np.asarray(engine["outbox_fields"]).reshape(-1, 4))
+    lines.append(f"    outbox: {outbox} message(s) sent and not yet acknowledged")
+    for name, topic in sorted(tree.get("topics", {}).items()):
+        retained = sum(len(np.asarray(r["frame_counts"])) for r in topic["retained"].values())
+        lines.append(f"    topic {name!r}: next numbers {topic['next_seq']}, {retained} retained")
+    for name, queue in sorted(tree.get("queues", {}).items()):
+        tasks = len(np.asarray(queue["tasks"]["frame_counts"]))
+        lines.append(f"    work queue {name!r}: {tasks} task(s) held by its dispatcher here")
+    state = tree.get("state", {})
+    keys = sorted([*state.get("plain", {}), *state.get("pickled", {})])
+    lines.append(f"    state keys: {', '.join(keys) if keys else '(none)'}")
     return lines

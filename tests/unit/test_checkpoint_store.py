@@ -151,3 +151,25 @@ def test_inspect_shows_each_checkpoint_and_what_a_restart_resumes_from(
     assert "grid: array float64 (12,)" in out and "step: 17" in out
     assert main(["inspect", str(tmp_path / "missing")]) == 0
     assert "no such directory" in capsys.readouterr().out
+
+
+def test_inspect_reads_a_geode_checkpoint_as_queues_and_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from geode_mpi import Geode, Message
+    from geode_mpi.runner.cli import main
+
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        topic = geode.topic("log", publishers=["node0"], subscribers=["node2"], retain=4)
+        for k in range(3):
+            geode.send(Message(k), "node0", "node1")
+            topic.publish(k, source="node0")
+        geode.receive("node2")
+        assert geode.checkpoint(state={"step": 3, "field": np.zeros(4)}) == 1
+    assert main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "node1: 3 message(s) queued; sent 0, received 3, processed 0" in out
+    assert "node2: 2 message(s) queued" in out
+    assert "outbox: 5 message(s) sent and not yet acknowledged" in out
+    assert "topic 'log': next numbers" in out and "3 retained" in out
+    assert "state keys: field, step" in out
