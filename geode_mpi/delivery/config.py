@@ -31,6 +31,9 @@ class QueueConfig:
             this queue; default ``capacity // number of nodes``, which keeps the queue within
             ``capacity`` however many nodes send (a capacity below the number of nodes needs
             an explicit window: the queue then holds up to window x nodes).
+        persistent: the queue's messages are part of every checkpoint (the default). False:
+            in memory only, for transient data: a restart finds it empty, and what it held
+            counts as dropped (its senders get their acks, nothing waits for it).
     """
 
     capacity: int | None = None
@@ -39,6 +42,7 @@ class QueueConfig:
     max_attempts: int = 3
     retry_delay: float = 0.01
     window: int | None = None
+    persistent: bool = True
 
     def __post_init__(self) -> None:
         if self.capacity is not None and (
@@ -64,6 +68,8 @@ class QueueConfig:
                 raise TypeError(f"window must be an int or None, got {self.window!r}")
             if self.window < 1:
                 raise ValueError(f"window must be >= 1, got {self.window}")
+        if not isinstance(self.persistent, bool):
+            raise TypeError(f"persistent must be a bool, got {self.persistent!r}")
 
     def credits(self, nodes: int) -> int | None:
         """Messages one sending node may have queued here at once; None for no limit."""

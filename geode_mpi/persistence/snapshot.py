@@ -74,19 +74,27 @@ def capture(engine: Engine) -> dict[str, Any]:
             "nacked: ack or nack them before a checkpoint"
         )
     nodes: dict[str, Any] = {}
+    forgotten: dict[tuple[int, int], list[int]] = {}  # pair -> seqs an in-memory queue held
     for index, inbox in engine.inboxes.items():
         parcels = list(inbox.waiting)
+        dropped = 0
+        if not engine.configs[index].persistent:
+            for parcel in parcels:
+                forgotten.setdefault((parcel.source, index), []).append(parcel.seq)
+            dropped, parcels = len(parcels), []
         nodes[str(index)] = {
             "queue": pack_messages([(p.meta, p.frames) for p in parcels]),
             "queue_fields": np.array(
                 [(p.source, p.seq, p.flags, p.reply_to, p.attempts) for p in parcels], np.int64
             ).reshape(-1, 5),
             "peak": inbox.peak,
+            "dropped": dropped,
             "stats": engine.stats[index].as_dict(),
             "dead_letters": len(engine.dead[index]),
         }
     pairs_in = []
-    for (source, dest), pair in engine._in.items():
+    for (source, dest), live in engine._in.items():
+        pair = _as_processed(live, forgotten.get((source, dest), []))
         if pair.held:
             raise CheckpointError(
                 f"{len(pair.held)} message(s) from node index {source} to {dest} wait for an "
@@ -131,6 +139,24 @@ def capture(engine: Engine) -> dict[str, Any]:
     }
 
 
+def _as_processed(pair: PairIn, seqs: list[int]) -> PairIn:
+    """``pair`` as saved: with the messages an in-memory queue held counted processed (a
+    copy; the running job keeps them), so that a restart acknowledges them."""
+    if not seqs:
+        return pair
+    saved = PairIn()
+    for name in PairIn.__slots__:
+        setattr(saved, name, getattr(pair, name))
+    saved.done_extra = set(pair.done_extra)
+    saved.unacked = list(pair.unacked)
+    for seq in seqs:
+        saved.processed(seq)
+    # Acked at the next record: below done_below as a range, above it one by one.
+    saved.unacked.extend(seq for seq in seqs if seq >= saved.done_below)
+    saved.ack_due = True
+    return saved
+
+
 def restore(engine: Engine, tree: dict[str, Any]) -> None:
     """Put a captured state back into a fresh engine (the same nodes on the same ranks)."""
     for key, node in tree["nodes"].items():
@@ -148,6 +174,8 @@ def restore(engine: Engine, tree: dict[str, Any]) -> None:
             inbox.waiting.append(_tuple_new(Parcel, fields_in))
         inbox.peak = max(inbox.peak, int(node["peak"]))
         stats = NodeStats(**node["stats"])
+        stats.dropped += int(node.get("dropped", 0))  # an in-memory queue's, at the checkpoint
+        stats.processed += int(node.get("dropped", 0))
         for name in stats.__slots__:
             setattr(engine.stats[index], name, getattr(stats, name))
     for item in tree["pairs_in"]:
@@ -160,6 +188,8 @@ def restore(engine: Engine, tree: dict[str, Any]) -> None:
         pair.done_extra = set(item["done_extra"])
         pair.unacked = list(item["unacked"])
         engine._in[(source, dest)] = pair
+        if pair.ack_due:
+            engine._mark_due((source, dest))  # acks owed at the checkpoint go out after it
     for item in tree["pairs_out"]:
         source, dest = item["key"]
         pair_out = PairOut(item["window"])

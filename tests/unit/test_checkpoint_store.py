@@ -173,3 +173,25 @@ def test_inspect_reads_a_geode_checkpoint_as_queues_and_state(
     assert "outbox: 5 message(s) sent and not yet acknowledged" in out
     assert "topic 'log': next numbers" in out and "3 retained" in out
     assert "state keys: field, step" in out
+
+
+def test_an_in_memory_queue_is_empty_after_a_restart_and_its_senders_are_acked(
+    tmp_path: Path,
+) -> None:
+    from geode_mpi import Geode, Message, QueueConfig
+
+    queues = {"node1": QueueConfig(persistent=False)}
+    with Geode(checkpoint_dir=tmp_path, queues=queues) as geode:
+        for k in range(3):
+            geode.send(Message(k), "node0", "node1")  # transient: not saved
+            geode.send(Message(k), "node0", "node2")  # persistent (the default)
+        geode.checkpoint()
+        assert geode.pending("node1") == 3  # the running job keeps them
+    with Geode(checkpoint_dir=tmp_path, queues=queues, restart=True) as again:
+        assert again.pending("node1") == 0 and again.pending("node2") == 3
+        assert again.stats("node1").dropped == 3
+        assert [again.receive("node2").data for _ in range(3)] == [0, 1, 2]
+        again.flush()
+        assert again.stats("node0").unacked == 0  # nothing waits for the dropped ones
+    with pytest.raises(TypeError, match="persistent must be a bool"):
+        QueueConfig(persistent="yes")  # type: ignore[arg-type]
