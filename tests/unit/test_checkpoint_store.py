@@ -195,3 +195,47 @@ def test_an_in_memory_queue_is_empty_after_a_restart_and_its_senders_are_acked(
         assert again.stats("node0").unacked == 0  # nothing waits for the dropped ones
     with pytest.raises(TypeError, match="persistent must be a bool"):
         QueueConfig(persistent="yes")  # type: ignore[arg-type]
+
+
+def test_a_work_queue_and_a_topic_continue_after_a_restart(tmp_path: Path) -> None:
+    from geode_mpi import Geode
+
+    def build(geode: Geode) -> tuple[Any, Any]:
+        queue = geode.work_queue("w", consumers=["node1"], producers=["node0"])
+        topic = geode.topic("t", publishers=["node0"], subscribers=["node2"], retain=2)
+        return queue, topic
+
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        queue, topic = build(geode)
+        for k in range(5):
+            queue.put(k, source="node0")
+            topic.publish(k, source="node0")
+        geode.pending("node0")  # the dispatcher hands one task to node1's one request
+        assert queue.waiting == 4
+        geode.checkpoint()
+    with Geode(checkpoint_dir=tmp_path, restart=True) as again:
+        queue, topic = build(again)
+        assert queue.waiting == 4
+        queue.finish(source="node0")
+        tasks = [task.data for task in iter(lambda: queue.get("node1", timeout=5), None)]
+        assert tasks == [0, 1, 2, 3, 4]  # each once, in order
+        topic.publish(5, source="node0")
+        got = [again.receive("node2").data for _ in range(6)]
+        assert got == [0, 1, 2, 3, 4, 5]  # numbering continued: no duplicate, no gap
+        assert again.stats("node2").duplicates == 0
+
+
+def test_a_restart_skips_a_corrupted_checkpoint_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from geode_mpi import Geode
+
+    with Geode(checkpoint_dir=tmp_path, keep_checkpoints=3) as geode:
+        geode.checkpoint(state={"step": 1})
+        geode.checkpoint(state={"step": 2})
+    damage_flip(tmp_path / "epoch-000002" / "rank-0000.h5")
+    with caplog.at_level("WARNING", logger="geode_mpi"):
+        again = Geode(checkpoint_dir=tmp_path, restart=True)
+    assert again.restored_epoch == 1 and again.restored_state == {"step": 1}
+    assert "epoch-000002/rank-0000.h5: checksum mismatch (corrupted)" in caplog.text
+    again.close()
