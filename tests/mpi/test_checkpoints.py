@@ -97,3 +97,22 @@ def test_a_restart_without_a_checkpoint_starts_afresh(directory: Path) -> None:
         assert geode.restored_state is None and geode.restored_epoch is None
         assert geode.checkpoint(state={"x": 1}) == 1
         assert geode.checkpoint(state={"x": 2}) == 2
+
+
+def test_topic_messages_in_flight_are_in_the_checkpoint(directory: Path) -> None:
+    first = Geode(checkpoint_dir=directory)
+    nodes = first.nodes
+    topic = first.topic("news", publishers=nodes[:1], subscribers=nodes, retain=2)
+    for k in range(6):
+        topic.publish(np.full(50_000, k), source=nodes[0])  # 400 kB: broadcast frames
+    first.checkpoint()  # right away: broadcasts still moving when it starts
+    first.close(timeout=TIMEOUT)
+    second = Geode(checkpoint_dir=directory, restart=True)
+    again = second.topic("news", publishers=nodes[:1], subscribers=nodes, retain=2)
+    again.publish(np.full(10, 6), source=nodes[0])
+    for node in second.local_nodes:
+        got = [second.receive(node, timeout=TIMEOUT, topic="news") for _ in range(7)]
+        assert [int(msg.data[0]) for msg in got] == list(range(7))
+        assert [msg.seq for msg in got] == list(range(7))
+        assert second.stats(node).duplicates == 0
+    second.close(timeout=TIMEOUT)
