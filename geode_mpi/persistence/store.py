@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -120,11 +121,16 @@ def write_rank_file(directory: Path, rank: int, attrs: Mapping[str, Any], tree: 
         for key, value in attrs.items():
             file.attrs[key] = json.dumps(value)
         _write_tree(file, tree)
+    # The checksum is read back (from the page cache) while the disk takes the fsync: both
+    # release the GIL, so the hash costs little wall time.
     with open(temporary, "rb+") as handle:
-        os.fsync(handle.fileno())
+        syncing = threading.Thread(target=os.fsync, args=(handle.fileno(),))
+        syncing.start()
+        digest = sha256_of(temporary)
+        syncing.join()
     os.replace(temporary, final)
     _fsync_dir(directory)
-    return RankFile(final.name, final.stat().st_size, sha256_of(final))
+    return RankFile(final.name, final.stat().st_size, digest)
 
 
 def _write_atomically(path: Path, text: str) -> None:
