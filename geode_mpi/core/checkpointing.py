@@ -92,6 +92,7 @@ class Checkpointer:
         self.last_time = time.monotonic()
         self.last_sent = 0
         self.terminated = False  # SIGTERM arrived: the next maybe() checkpoints and stops
+        self.report: dict[str, Any] | None = None  # what the last checkpoint cost
         if geode.rank == 0:
             self.store.lock()
         if threading.current_thread() is threading.main_thread():
@@ -136,6 +137,7 @@ class Checkpointer:
         if geode._sealed:
             raise ClosedError("checkpoint")
         timeout = check_timeout(timeout)
+        started = time.perf_counter()
         tree: dict[str, Any] = {"state": encode_state(state or {})}
         engine = geode._engine
         transport = geode._transport
@@ -146,6 +148,7 @@ class Checkpointer:
             transport.drain(timeout)
             if not any(transport.allgather(bool(engine.forwards))):
                 break
+        drained = time.perf_counter()
         tree["engine"] = capture(engine)
         tree["geode"] = {"counters": {str(k): v for k, v in geode._counter.items()}}
         tree["topics"] = {topic.name: topic_state(topic) for topic in geode._topics.values()}
@@ -165,6 +168,23 @@ class Checkpointer:
         self.epoch = int(epoch)
         self.last_time = time.monotonic()
         self.last_sent = self.sent()
+        done = time.perf_counter()
+        self.report = {
+            "epoch": self.epoch,
+            "seconds": done - started,
+            "drain_seconds": drained - started,
+            "bytes": sum(file.size for file in files),  # every rank's file
+            "rank_bytes": written.size,
+        }
+        if geode.rank == 0:
+            log.info(
+                "checkpoint %d: %.1f MB in %.3f s (drain %.3f s) in %s",
+                self.epoch,
+                self.report["bytes"] / 1e6,
+                self.report["seconds"],
+                self.report["drain_seconds"],
+                self.store.directory,
+            )
         return self.epoch
 
     # -- restoring the newest --------------------------------------------------------------

@@ -208,6 +208,12 @@ class Geode:
         return self._checkpointer.maybe(state, timeout)
 
     @property
+    def last_checkpoint(self) -> dict[str, Any] | None:
+        """What the last checkpoint of this Geode cost: its epoch, seconds in all and for the
+        drain, and bytes written (all ranks, and this rank's file); None before the first."""
+        return None if self._checkpointer is None else self._checkpointer.report
+
+    @property
     def restored_epoch(self) -> int | None:
         """The epoch this Geode restarted from (None: it started afresh)."""
         checkpointer = self._checkpointer

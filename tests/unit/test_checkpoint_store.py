@@ -239,3 +239,15 @@ def test_a_restart_skips_a_corrupted_checkpoint_and_says_so(
     assert again.restored_epoch == 1 and again.restored_state == {"step": 1}
     assert "epoch-000002/rank-0000.h5: checksum mismatch (corrupted)" in caplog.text
     again.close()
+
+
+def test_the_last_checkpoint_reports_its_cost(tmp_path: Path) -> None:
+    from geode_mpi import Geode
+
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        assert geode.last_checkpoint is None
+        geode.checkpoint(state={"a": np.ones(100_000)})
+        report = geode.last_checkpoint
+        assert report is not None and report["epoch"] == 1
+        assert report["bytes"] == report["rank_bytes"] > 800_000
+        assert 0 <= report["drain_seconds"] <= report["seconds"]
