@@ -15,6 +15,7 @@ job reads its ``state`` back from `Geode.restored_state`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -31,6 +32,7 @@ from geode_mpi.errors import ClosedError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.persistence import CheckpointError, CheckpointStore, write_rank_file
 from geode_mpi.persistence.snapshot import capture, pack_messages, restore, unpack_messages
+from geode_mpi.persistence.store import MANIFEST
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -190,31 +192,35 @@ class Checkpointer:
     # -- restoring the newest --------------------------------------------------------------
 
     def restore(self) -> dict[str, Any] | None:
-        """Load the newest complete checkpoint; its state, or None when there is none."""
+        """Load the newest complete checkpoint; its state, or None when there is none.
+
+        Each rank checks the manifest and its own file (in parallel); an epoch is used only if
+        every rank found its part good, else the next older one is tried."""
         geode = self.geode
         transport = geode._transport
-        problems: list[str] = []
-        found = None
-        if geode.rank == 0:
-            loaded = self.store.newest(problems)
-            found = None if loaded is None else loaded.epoch
-            for problem in problems:
-                log.warning("checkpoint skipped: %s", problem)
-        epoch = transport.allgather(found)[0]
-        if epoch is None:
+        candidates = transport.allgather(self.store.epochs(complete_only=False))[0]
+        loaded = None
+        for epoch in candidates:
+            self._check_same_job(epoch)
+            try:
+                mine: Any = self.store.validate(epoch, geode.rank)
+                problem = None
+            except CheckpointError as exc:
+                mine, problem = None, str(exc)
+            problems = [found for found in transport.allgather(problem) if found is not None]
+            if not problems:
+                loaded = mine
+                break
+            if geode.rank == 0:
+                for found in problems:
+                    log.warning("checkpoint skipped: %s", found)
+        if loaded is None:
             if geode.rank == 0:
                 log.warning(
                     "restart: no complete checkpoint in %s; starting afresh", self.store.directory
                 )
             return None
-        loaded = self.store.validate(epoch)
-        manifest = loaded.manifest
-        if manifest.get("size") != geode.size or manifest.get("nodes") != list(geode._names):
-            raise CheckpointError(
-                f"{loaded.path}: saved with nodes {manifest.get('nodes')} on "
-                f"{manifest.get('size')} rank(s); this job has nodes {list(geode._names)} on "
-                f"{geode.size}: restart with the same nodes and number of ranks"
-            )
+        epoch = loaded.epoch
         _, tree = loaded.read(geode.rank)
         restore(geode._engine, tree["engine"])
         for key, count in tree["geode"]["counters"].items():
@@ -225,6 +231,22 @@ class Checkpointer:
         if geode.rank == 0:
             log.info("restarted from checkpoint epoch %d in %s", epoch, self.store.directory)
         return decode_state(tree["state"])
+
+    def _check_same_job(self, epoch: int) -> None:
+        """Raise if a checkpoint with a readable manifest was saved by another shape of job
+        (every rank reads the same manifest, so every rank raises alike)."""
+        geode = self.geode
+        path = self.store.epoch_path(epoch)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # unreadable or missing: validation says so, and the next one is tried
+        if manifest.get("size") != geode.size or manifest.get("nodes") != list(geode._names):
+            raise CheckpointError(
+                f"{path}: saved with nodes {manifest.get('nodes')} on {manifest.get('size')} "
+                f"rank(s); this job has nodes {list(geode._names)} on {geode.size}: restart "
+                "with the same nodes and number of ranks"
+            )
 
     def close(self) -> None:
         self.store.unlock()

@@ -304,8 +304,9 @@ class CheckpointStore:
                 found.append(epoch)
         return sorted(found, reverse=True)
 
-    def validate(self, epoch: int) -> Loaded:
-        """Check an epoch's manifest and every file it lists, before anything is read.
+    def validate(self, epoch: int, rank: int | None = None) -> Loaded:
+        """Check an epoch's manifest and every file it lists (or only ``rank``'s: each rank of
+        a restarting job checks its own, in parallel), before anything is read.
 
         Raises:
             CheckpointError: naming the file and what is wrong with it.
@@ -325,7 +326,14 @@ class CheckpointStore:
                 f"{manifest_path}: checkpoint format {manifest.get('geode_format')!r}, this "
                 f"geode_mpi reads format {FORMAT}"
             )
-        for entry in manifest.get("files", []):
+        entries = manifest.get("files", [])
+        if len(entries) != manifest.get("ranks"):
+            raise CheckpointError(f"{manifest_path}: lists {len(entries)} rank files")
+        if rank is not None:
+            if not 0 <= rank < len(entries):
+                raise CheckpointError(f"{manifest_path}: has no file for rank {rank}")
+            entries = [entries[rank]]
+        for entry in entries:
             file = path / entry["name"]
             if not file.exists():
                 raise CheckpointError(f"{file}: missing (listed in the manifest)")
@@ -336,8 +344,6 @@ class CheckpointStore:
                 )
             if sha256_of(file) != entry["sha256"]:
                 raise CheckpointError(f"{file}: checksum mismatch (corrupted)")
-        if len(manifest.get("files", [])) != manifest.get("ranks"):
-            raise CheckpointError(f"{manifest_path}: lists {len(manifest['files'])} rank files")
         return Loaded(epoch, path, manifest)
 
     def newest(self, problems: list[str] | None = None) -> Loaded | None:
