@@ -44,6 +44,33 @@ def _rebuild(buffer: Any, descriptor: bytes) -> np.ndarray[Any, Any]:
     return rebuild_array(np.asarray(buffer), dtype, shape, fortran)
 
 
+class _Frames:
+    """Where a pickling's out-of-band buffers go. Apart from the pickler, so that the pickler
+    is not a reference cycle (its buffer callback a method of itself): a cycle would keep every
+    array it pickled alive until the cyclic garbage collector ran, and with them the pooled
+    receive buffers of arrays being forwarded."""
+
+    __slots__ = ("frames", "standing_in")
+
+    def __init__(self, frames: list[np.ndarray[Any, Any]]) -> None:
+        self.frames = frames
+        self.standing_in: dict[int, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
+
+    def on_buffer(self, buffer: pickle.PickleBuffer) -> bool:
+        view = memoryview(buffer)
+        found = self.standing_in.pop(id(view.obj), None)
+        if found is not None:
+            self.frames.append(found[1])
+            return False
+        if isinstance(view.obj, np.ndarray):
+            self.frames.append(view.obj)
+            return False
+        if not view.contiguous:
+            return True  # a foreign strided buffer: let pickle copy it in band
+        self.frames.append(np.frombuffer(view.cast("B"), dtype=np.uint8))
+        return False
+
+
 class _Pickler(pickle.Pickler):
     """Sends arrays as out-of-band frames in their own memory, strided ones included.
 
@@ -52,32 +79,17 @@ class _Pickler(pickle.Pickler):
     buffer callback swaps the real array in as the frame.
     """
 
-    def __init__(self, file: io.BytesIO, frames: list[np.ndarray[Any, Any]]) -> None:
-        super().__init__(file, protocol=5, buffer_callback=self._on_buffer)
-        self._frames = frames
-        self._standing_in: dict[int, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
+    def __init__(self, file: io.BytesIO, out: _Frames) -> None:
+        super().__init__(file, protocol=5, buffer_callback=out.on_buffer)
+        self._out = out
 
     def reducer_override(self, obj: Any) -> Any:
         if is_raw_array(obj):
             descriptor, frame = array_frame(obj)
             token = np.empty(0, np.uint8)
-            self._standing_in[id(token)] = (token, frame)
+            self._out.standing_in[id(token)] = (token, frame)
             return _rebuild, (pickle.PickleBuffer(token), descriptor)  # type: ignore[arg-type]
         return NotImplemented
-
-    def _on_buffer(self, buffer: pickle.PickleBuffer) -> bool:
-        view = memoryview(buffer)
-        found = self._standing_in.pop(id(view.obj), None)
-        if found is not None:
-            self._frames.append(found[1])
-            return False
-        if isinstance(view.obj, np.ndarray):
-            self._frames.append(view.obj)
-            return False
-        if not view.contiguous:
-            return True  # a foreign strided buffer: let pickle copy it in band
-        self._frames.append(np.frombuffer(view.cast("B"), dtype=np.uint8))
-        return False
 
 
 def dumps(obj: Any, frames: list[np.ndarray[Any, Any]]) -> bytes:
@@ -89,7 +101,7 @@ def dumps(obj: Any, frames: list[np.ndarray[Any, Any]]) -> bytes:
     if is_plain(obj):
         return pickle.dumps(obj, protocol=5)
     out = io.BytesIO()
-    _Pickler(out, frames).dump(obj)
+    _Pickler(out, _Frames(frames)).dump(obj)
     return out.getvalue()
 
 

@@ -187,3 +187,20 @@ def test_plain_containers_skip_the_array_aware_pickler(
         assert np.array_equal(got["a"], data["a"])
     else:
         assert got == data
+
+
+def test_encoding_arrays_inside_containers_keeps_no_reference_to_them() -> None:
+    """The array-aware pickler must not be a reference cycle: it would keep every array it
+    pickled alive (and a forwarded array's pooled receive buffer busy) until a gc run."""
+    import gc
+
+    array = np.arange(100_000.0)
+    before = sys.getrefcount(array)
+    gc.disable()
+    try:
+        for _ in range(5):
+            meta, frames = encode(Message((array, {"again": array})), STAMP)
+            del meta, frames
+        assert sys.getrefcount(array) == before
+    finally:
+        gc.enable()
