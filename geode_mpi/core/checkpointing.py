@@ -32,7 +32,7 @@ from geode_mpi.errors import ClosedError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.persistence import CheckpointError, CheckpointStore, write_rank_file
 from geode_mpi.persistence.snapshot import capture, pack_messages, restore, unpack_messages
-from geode_mpi.persistence.store import MANIFEST
+from geode_mpi.persistence.store import MANIFEST, JsonValue
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -152,7 +152,7 @@ class Checkpointer:
                 break
         drained = time.perf_counter()
         tree["engine"] = capture(engine)
-        tree["geode"] = {"counters": {str(k): v for k, v in geode._counter.items()}}
+        tree["geode"] = JsonValue({"counters": {str(k): v for k, v in geode._counter.items()}})
         tree["topics"] = {topic.name: topic_state(topic) for topic in geode._topics.values()}
         tree["queues"] = {queue.name: queue_state(queue) for queue in geode._work_queues.values()}
         newest = max(self.store.epochs(complete_only=False), default=0)
@@ -259,7 +259,7 @@ class Checkpointer:
 
 def topic_state(topic: Topic) -> dict[str, Any]:
     return {
-        "next_seq": {str(number): seq for number, seq in topic._next_seq.items()},
+        "next_seq": JsonValue({str(number): seq for number, seq in topic._next_seq.items()}),
         "retained": {
             str(number): pack_messages(list(retained))
             for number, retained in topic._retained.items()
@@ -278,13 +278,15 @@ def queue_state(queue: WorkQueue) -> dict[str, Any]:
     encoded = [codec.encode(task, _BLANK) for task in queue._tasks]
     return {
         "tasks": pack_messages(encoded),
-        "numbers": {
-            "wanting": list(queue._wanting),
-            "producers_left": queue._producers_left,
-            "finished": queue._finished,
-            "told": sorted(queue._told),
-            "dispatched": queue.dispatched,
-        },
+        "numbers": JsonValue(
+            {
+                "wanting": list(queue._wanting),
+                "producers_left": queue._producers_left,
+                "finished": queue._finished,
+                "told": sorted(queue._told),
+                "dispatched": queue.dispatched,
+            }
+        ),
     }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
 from geode_mpi.delivery.stats import NodeStats
-from geode_mpi.persistence.store import CheckpointError
+from geode_mpi.persistence.store import CheckpointError, JsonValue
 from geode_mpi.queues import Parcel
 
 if TYPE_CHECKING:
@@ -87,10 +87,14 @@ def capture(engine: Engine) -> dict[str, Any]:
             "queue_fields": np.array(
                 [(p.source, p.seq, p.flags, p.reply_to, p.attempts) for p in parcels], np.int64
             ).reshape(-1, 5),
-            "peak": inbox.peak,
-            "dropped": dropped,
-            "stats": engine.stats[index].as_dict(),
-            "dead_letters": len(engine.dead[index]),
+            "info": JsonValue(
+                {
+                    "peak": inbox.peak,
+                    "dropped": dropped,
+                    "stats": engine.stats[index].as_dict(),
+                    "dead_letters": len(engine.dead[index]),
+                }
+            ),
         }
     pairs_in = []
     for (source, dest), live in engine._in.items():
@@ -132,8 +136,8 @@ def capture(engine: Engine) -> dict[str, Any]:
             outbox_fields.append((source, dest, seq, entry.rank))
     return {
         "nodes": nodes,
-        "pairs_in": pairs_in,
-        "pairs_out": pairs_out,
+        "pairs_in": JsonValue(pairs_in),
+        "pairs_out": JsonValue(pairs_out),
         "outbox": pack_messages(outbox),
         "outbox_fields": np.array(outbox_fields, np.int64).reshape(-1, 4),
     }
@@ -172,10 +176,11 @@ def restore(engine: Engine, tree: dict[str, Any]) -> None:
             view = memoryview(meta)
             fields_in = (source, seq, flags, reply_to, view, frames, nbytes, attempts)
             inbox.waiting.append(_tuple_new(Parcel, fields_in))
-        inbox.peak = max(inbox.peak, int(node["peak"]))
-        stats = NodeStats(**node["stats"])
-        stats.dropped += int(node.get("dropped", 0))  # an in-memory queue's, at the checkpoint
-        stats.processed += int(node.get("dropped", 0))
+        info = node["info"]
+        inbox.peak = max(inbox.peak, int(info["peak"]))
+        stats = NodeStats(**info["stats"])
+        stats.dropped += int(info["dropped"])  # an in-memory queue's, at the checkpoint
+        stats.processed += int(info["dropped"])
         for name in stats.__slots__:
             setattr(engine.stats[index], name, getattr(stats, name))
     for item in tree["pairs_in"]:

@@ -34,13 +34,24 @@ import numpy as np
 
 from geode_mpi.errors import GeodeError
 
-FORMAT = 1  # the version of this layout; a reader refuses others
+FORMAT = 2  # the version of this layout; a reader refuses others (2: JSON leaves for small dicts)
 MANIFEST = "manifest.json"
 LOCK = "geode.lock"
 _KIND = "geode_kind"  # attribute naming what a dataset holds
 _CHUNK = 1 << 20  # bytes hashed per read
 
 Tree = Mapping[str, Any]  # str -> Tree | np.ndarray | bytes | JSON value
+
+
+class JsonValue:
+    """A tree leaf stored as one JSON dataset even when it is a dict (which `_write_tree`
+    otherwise lays out as a group of datasets, one per key: slow to read back by the hundred).
+    Read back as the plain value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 class CheckpointError(GeodeError):
@@ -87,7 +98,11 @@ def _write_tree(group: h5py.Group, tree: Tree) -> None:
     for key, value in tree.items():
         if not isinstance(key, str) or not key or "/" in key:
             raise CheckpointError(f"checkpoint key {key!r} must be a non-empty str without '/'")
-        if isinstance(value, Mapping):
+        if isinstance(value, JsonValue):
+            text = json.dumps(value.value)
+            dataset = group.create_dataset(key, data=np.frombuffer(text.encode(), np.uint8))
+            dataset.attrs[_KIND] = "json"
+        elif isinstance(value, Mapping):
             _write_tree(group.create_group(key), value)
         elif isinstance(value, np.ndarray):
             if value.dtype.hasobject:

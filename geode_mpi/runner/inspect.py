@@ -93,11 +93,11 @@ def _geode_lines(tree: dict[str, Any], nodes: list[str]) -> list[str]:
         index = int(key)
         name = nodes[index] if index < len(nodes) else f"node index {index}"
         depth = len(np.asarray(node["queue_fields"]).reshape(-1, 5))
-        stats = node["stats"]
+        stats = node["info"]["stats"]
         lines.append(
             f"    {name}: {depth} message(s) queued; sent {stats['sent']}, received "
             f"{stats['received']}, processed {stats['processed']}, dead letters "
-            f"{node['dead_letters']}"
+            f"{node['info']['dead_letters']}"
         )
     outbox = len(np.asarray(engine["outbox_fields"]).reshape(-1, 4))
     lines.append(f"    outbox: {outbox} message(s) sent and not yet acknowledged")
