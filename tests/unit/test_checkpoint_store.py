@@ -3,6 +3,7 @@ before anything is read, with a fallback to the previous complete checkpoint."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,22 @@ def test_the_last_checkpoint_reports_its_cost(tmp_path: Path) -> None:
         assert report is not None and report["epoch"] == 1
         assert report["bytes"] == report["rank_bytes"] > 800_000
         assert 0 <= report["drain_seconds"] <= report["seconds"]
+
+
+def test_maybe_checkpoint_follows_the_policy(tmp_path: Path) -> None:
+    from geode_mpi import Geode
+
+    with Geode(checkpoint_dir=tmp_path / "m", checkpoint_every_messages=5) as geode:
+        epochs = []
+        for k in range(12):
+            geode.send(k, "node0", "node1")
+            epochs.append(geode.maybe_checkpoint({"k": k}))
+        assert [e for e in epochs if e is not None] == [1, 2]  # after the 5th and the 10th send
+        assert epochs.index(1) == 4 and epochs.index(2) == 9
+    with Geode(checkpoint_dir=tmp_path / "t", checkpoint_every=0.05) as geode:
+        assert geode.maybe_checkpoint() is None  # not due yet
+        time.sleep(0.06)
+        assert geode.maybe_checkpoint() == 1
+        assert geode.maybe_checkpoint() is None
+    with pytest.raises(ValueError, match="maybe_checkpoint\\(\\) needs Geode\\(checkpoint_dir"):
+        Geode().maybe_checkpoint()
