@@ -16,10 +16,11 @@ from __future__ import annotations
 import copy
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.core.filters import matcher
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.placement import ID_BITS
@@ -109,7 +110,7 @@ class Topic:
         self._retained: dict[int, deque[tuple[bytes, list[Frame]]]] = {}
         # by stream number: (broadcast to other ranks?, a local copy on the publisher's rank?)
         self._routes: dict[int, tuple[bool, bool]] = {}
-        self.match = _matching(wire)  # what receive(topic=...) passes the queue
+        self.match = matcher(None, None, wire)  # what receive(topic=...) passes the queue
         for root in roots:
             number = geode._new_stream_number()
             stream = TopicStream(number, wire, name, root)
@@ -318,13 +319,3 @@ class Topic:
 
     def _streams_by_number(self) -> dict[int, TopicStream]:
         return {stream.number: stream for stream in self._streams.values()}
-
-
-def _matching(wire: int) -> Callable[[Any], bool]:
-    """A queue filter for the messages of the topic with wire number ``wire``."""
-    track = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to
-
-    def match(parcel: Any) -> bool:
-        return bool(parcel.flags & codec.FLAG_TOPIC) and track(parcel.meta, 0)[3] == wire
-
-    return match

@@ -641,7 +641,9 @@ class MPITransport(Transport):
         # collectives below would never let it arrive.
         self.flush()
         entered = self.comm.Ibarrier()
-        self._wait(entered.Test, deadline, timeout, lambda: "waiting for every rank to drain")
+        self._wait(
+            entered.Test, deadline, timeout, lambda: "waiting for every rank to drain", "drain"
+        )
         while True:
             self.flush()
             before = list(self.sent_to)
@@ -672,10 +674,17 @@ class MPITransport(Transport):
             and all(stream.count >= roots.get(stream.key, 0) for stream in members)
         )
 
-    def _wait(self, done: Any, deadline: float | None, timeout: float | None, what: Any) -> None:
+    def _wait(
+        self,
+        done: Any,
+        deadline: float | None,
+        timeout: float | None,
+        what: Any,
+        call: str = "close()",
+    ) -> None:
         if not self.wait(done, deadline):
             raise GeodeTimeoutError(
-                f"close() on rank {self.rank} timed out after {timeout:g} s: {what()}"
+                f"{call} on rank {self.rank} timed out after {timeout:g} s: {what()}"
             )
 
     def close(self, timeout: float | None = None) -> None:
