@@ -2,6 +2,7 @@
 
 from geode_mpi._version import __version__
 from geode_mpi.core import Geode, SendHandle
+from geode_mpi.core.progress import Progress, progress
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.errors import (
     AckTimeout,
@@ -31,6 +32,7 @@ __all__ = [
     "Message",
     "NodeNotLocalError",
     "NodeStats",
+    "Progress",
     "QueueConfig",
     "QueueFull",
     "ReceiveTimeout",
@@ -38,5 +40,6 @@ __all__ = [
     "SendTimeout",
     "UnknownNodeError",
     "WorldMismatchError",
+    "progress",
     "__version__",
 ]

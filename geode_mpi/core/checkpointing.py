@@ -33,6 +33,7 @@ from geode_mpi.message import Message
 from geode_mpi.persistence import CheckpointError, CheckpointStore, write_rank_file
 from geode_mpi.persistence.snapshot import capture, pack_messages, restore, unpack_messages
 from geode_mpi.persistence.store import MANIFEST, JsonValue
+from geode_mpi.tracing import TRACER, now_us
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -95,6 +96,8 @@ class Checkpointer:
         self.last_sent = 0
         self.terminated = False  # SIGTERM arrived: the next maybe() checkpoints and stops
         self.report: dict[str, Any] | None = None  # what the last checkpoint cost
+        self.taken = 0  # checkpoints this job wrote since it started (or restarted)
+        self.seconds = 0.0  # the time they took on this rank
         if geode.rank == 0:
             self.store.lock()
         if threading.current_thread() is threading.main_thread():
@@ -178,6 +181,15 @@ class Checkpointer:
             "bytes": sum(file.size for file in files),  # every rank's file
             "rank_bytes": written.size,
         }
+        self.taken += 1
+        self.seconds += done - started
+        if TRACER.on:
+            TRACER.span(
+                "checkpoint",
+                geode.rank,
+                now_us() - (done - started) * 1e6,
+                {"epoch": self.epoch, "bytes": written.size, "drain_s": drained - started},
+            )
         if geode.rank == 0:
             log.info(
                 "checkpoint %d: %.1f MB in %.3f s (drain %.3f s) in %s",

@@ -14,6 +14,13 @@ from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_to
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE, WORK_ATTRIBUTE, Group, Sequencer
 from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.observe import (
+    finish_job,
+    start_watchdog,
+    stop_watchdog,
+    trace_receive,
+    trace_send,
+)
 from geode_mpi.core.placement import ID_BITS, Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import register, unregister
@@ -30,6 +37,7 @@ from geode_mpi.errors import (
 )
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
+from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Backoff, Transport, open_world
 
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -161,6 +169,9 @@ class Geode:
         elif restart:
             raise ValueError("restart needs a checkpoint_dir (or GEODE_CHECKPOINT_DIR)")
         register(self)
+        if not TRACER.on:
+            TRACER.start(self.rank, self.size, names)
+        self._watchdog = start_watchdog(self)  # --hang-timeout
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -363,6 +374,8 @@ class Geode:
             rank = dst % self.size
             if source is None and pair.credits is None:
                 self._routes[dest] = (dst, rank, pair)  # no credits now means none ever
+        traced = TRACER.on
+        begun = now_us() if traced else 0.0
         msg = message if isinstance(message, Message) else Message(message)
         engine = self._engine
         seq = pair.next_seq
@@ -375,6 +388,8 @@ class Geode:
         ticket = self._transport.send(rank, meta, frames, batch)
         self._counter[src] = count + 1
         engine.sent(src, pair, meta, frames, rank, tracked)
+        if traced:
+            trace_send(self, stamp, msg, meta, frames, begun)
         self._sends += 1
         if not self._sends & POLL_EVERY_SENDS - 1:
             # A rank that only sends still drains what arrives; polling on every send would
@@ -482,6 +497,8 @@ class Geode:
                     message = _decode(parcel.meta, parcel.frames, self._names)
                     if parcel.flags & _FROM_STREAM:
                         self._stream_fields(message, parcel, self.rank)
+                    if TRACER.on:
+                        trace_receive(self.rank, message, "receive")
                     return message
                 except DecodeError as exc:
                     engine.dead_letter(self.rank, parcel, exc, parcel.attempts + 1, False)
@@ -660,6 +677,7 @@ class Geode:
             engine.poll()
             found = engine.take(src, is_reply, None, False)
             if found is not None:
+                self._waited(src, started, "wait: request")
                 return self._deliver(src, found)
             worked = self._processor.step(others, summary) if others else 0
             if worked:
@@ -674,6 +692,7 @@ class Geode:
                 backoff.reset()
             else:
                 backoff.pause(transport.busy)
+        self._waited(src, started, "wait: request")
         raise ReceiveTimeout(
             handle.source,
             timeout or 0.0,
@@ -859,7 +878,9 @@ class Geode:
         timeout = check_timeout(timeout)
         self._sealed = True  # from here nothing may be sent: the counts are being exchanged
         self._engine.flush()  # acks and credits owed go out before the counts are taken
+        finish_job(self)  # --stats / --trace: gathered while the transport still runs
         self._transport.close(timeout)
+        stop_watchdog(self._watchdog)
         self._engine.closed = True
         self._closed = True
         self._plain_queue = _NONE
@@ -982,6 +1003,8 @@ class Geode:
             raise
         if receipt is not None:
             message.__dict__["_receipt"] = receipt
+        if TRACER.on:
+            trace_receive(index, message, "receive")
         return message
 
     def _progress(self) -> bool:
@@ -1016,6 +1039,16 @@ class Geode:
         ):
             return found
         started = time.perf_counter()
+        try:
+            return self._wait_take(index, match, key, timeout, started)
+        finally:
+            self._waited(index, started, "wait: receive")
+
+    def _wait_take(
+        self, index: int, match: Match | None, key: Any, timeout: float | None, started: float
+    ) -> tuple[Parcel, Any] | None:
+        engine = self._engine
+        transport = self._transport
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()
         inbox = self._inboxes[index]
@@ -1040,6 +1073,13 @@ class Geode:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             backoff.pause(transport.busy)
+
+    def _waited(self, index: int, started: float, what: str) -> None:
+        """Count the time node ``index`` spent waiting since ``started`` (perf_counter)."""
+        seconds = time.perf_counter() - started
+        self._engine.stats[index].wait_seconds += seconds
+        if TRACER.on:
+            TRACER.span(what, index, now_us() - seconds * 1e6)
 
     def _wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
         return self._engine.wait(done, deadline)

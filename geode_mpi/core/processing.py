@@ -20,11 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from geode_mpi.core.observe import trace_receive
 from geode_mpi.delivery import Receipt
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
+from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Backoff
 
 if TYPE_CHECKING:
@@ -210,6 +212,7 @@ class Processor:
             log.warning("%s: dead letter: %s", geode._names[index], error)
             return
         dead_before = engine.stats[index].dead_letters
+        begun = now_us() if TRACER.on else 0.0
         try:
             result = handler(message)
             if result is not None:
@@ -232,6 +235,8 @@ class Processor:
             return
         receipt.ack()
         summary.processed += 1
+        if begun:
+            trace_receive(index, message, f"handle {message.type}", begun)
 
     def step(self, served: list[int], summary: RunSummary, limit: int | None = None) -> int:
         """Process at most one message per served node (and at most ``limit``); the count."""
@@ -286,6 +291,7 @@ class Processor:
             self.quiescence.reset()
         backoff = Backoff()
         idle_since = time.perf_counter()
+        waited = 0.0
         while True:
             engine.poll()
             left = None if count is None else count - summary.processed - summary.failed
@@ -316,10 +322,14 @@ class Processor:
                 idle_since = time.perf_counter()
             else:
                 engine.flush_after(idle_since)
+                paused = time.perf_counter()
                 if transport.spin(backoff.slice(transport.busy)):
                     backoff.reset()
                 else:
                     backoff.pause(transport.busy)
+                waited += time.perf_counter() - paused
+        for index in served:  # the loop served them all while it waited
+            engine.stats[index].wait_seconds += waited / len(served)
         engine.flush()
         summary.seconds = time.monotonic() - started
         return summary

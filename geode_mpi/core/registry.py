@@ -26,6 +26,11 @@ def unregister(geode: Geode) -> None:
     _open[:] = [other for other in _open if other is not geode]
 
 
+def first_geode() -> Geode | None:
+    """The oldest Geode this process still has open (None when there is none)."""
+    return _open[0] if _open else None
+
+
 def first_node() -> str | None:
     """The node of the first Geode this process created (for labelling its output)."""
     return _first_node[0] if _first_node else None

@@ -23,11 +23,13 @@ from geode_mpi import codec
 from geode_mpi.core.filters import matcher
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE
 from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.observe import trace_publish
 from geode_mpi.core.placement import ID_BITS
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
+from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport.base import Frame, SendTicket, copy_frame
 
 if TYPE_CHECKING:
@@ -201,6 +203,7 @@ class Topic:
         geode = self._geode
         if geode._sealed:
             raise ClosedError("publish")
+        begun = now_us() if TRACER.on else 0.0
         engine = geode._engine
         stream = self._streams[src]
         number = stream.number
@@ -222,6 +225,9 @@ class Topic:
         geode._counter[src] = count + 1
         ticket = self._send_out(number, meta, frames)
         engine.published(number, seq, meta, frames, tracked)
+        if begun:
+            nbytes = len(meta) + sum(frame.nbytes for frame in frames)
+            trace_publish(self.name, stamp.id, src, stream.subscribers, begun, nbytes)
         self._next_seq[number] = seq + 1
         if self.retain:
             self._retained[number].append((meta, [copy_frame(frame) for frame in frames]))

@@ -28,6 +28,8 @@ class NodeStats:
         queue_depth / queue_peak: messages in this node's queue now, and at most.
         credit_waits / credit_wait_seconds: sends that waited for room in a full receiver's
             queue, and the time they waited.
+        wait_seconds: time this node spent waiting for messages (in receive, request, and
+            its share of the run() loop's idle time).
     """
 
     node: str
@@ -48,6 +50,7 @@ class NodeStats:
     queue_peak: int = 0
     credit_waits: int = 0
     credit_wait_seconds: float = 0.0
+    wait_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as a plain dict (for JSON)."""

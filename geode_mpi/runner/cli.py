@@ -37,13 +37,40 @@ def parser() -> argparse.ArgumentParser:
         help="resume from the newest complete checkpoint in DIR (default: the job's own "
         "checkpoint_dir or GEODE_CHECKPOINT_DIR); without one, start afresh",
     )
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="at the end, print a table per node on rank 0: messages and bytes in and out, "
+        "queue peaks, acks, resends, retries, duplicates, dead letters, waiting and "
+        "checkpoint time",
+    )
+    p.add_argument("--stats-json", metavar="FILE", help="write the same table as JSON to FILE")
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="record sends, receives, handlers, broadcasts and checkpoints on every rank into "
+        "FILE, in the Chrome trace event format (open it in https://ui.perfetto.dev)",
+    )
+    p.add_argument(
+        "--hang-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="when a rank has waited that long with nothing arriving or leaving, print what "
+        "every rank waits for and abort the job (exit status 124)",
+    )
+    p.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help="show log records from LEVEL on (DEBUG, INFO, ...), the job's own too, each "
+        "labelled with its rank and node",
+    )
     p.add_argument("-m", dest="module", metavar="MODULE", help="run a module as the job")
     p.add_argument("job", nargs="?", help="the job script; the job's arguments follow it")
     return p
 
 
 # Options of ours that take a value; everything from the job script (or -m MODULE) on is the job's.
-_VALUED = {"-m"}
+_VALUED = {"-m", "--stats-json", "--trace", "--hang-timeout", "--log-level"}
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -76,6 +103,22 @@ def main(argv: list[str] | None = None) -> int:
         return inspect(argv[1:])
     ours, job_args = split_argv(argv)
     options = parser().parse_args(ours)
+    if options.hang_timeout is not None and not options.hang_timeout > 0:
+        print(
+            f"python -m geode_mpi: error: --hang-timeout must be > 0 seconds, got "
+            f"{options.hang_timeout:g}",
+            file=sys.stderr,
+        )
+        return 2
+    observe = {
+        "GEODE_STATS": "1" if options.stats else None,
+        "GEODE_STATS_JSON": options.stats_json and os.path.abspath(options.stats_json),
+        "GEODE_TRACE": options.trace and os.path.abspath(options.trace),
+        "GEODE_HANG_TIMEOUT": None if options.hang_timeout is None else str(options.hang_timeout),
+    }
+    for name, value in observe.items():
+        if value:
+            os.environ[name] = value  # read by every Geode the job creates
     if options.restart is not None:
         os.environ["GEODE_RESTART"] = "1"  # every Geode the job creates restores first
         if options.restart:
@@ -91,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     from geode_mpi.runner.run import run
 
     if options.module:
-        return run(options.module, job_args, module=True)
+        return run(options.module, job_args, module=True, log_level=options.log_level)
     if not options.job:
         parser().print_usage(sys.stderr)
         print("python -m geode_mpi: error: give a job script (or -m module)", file=sys.stderr)
         return 2
-    return run(options.job, job_args)
+    return run(options.job, job_args, log_level=options.log_level)
 
 
 def inspect(argv: list[str]) -> int:

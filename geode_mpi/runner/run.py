@@ -9,18 +9,38 @@ from types import TracebackType
 
 from geode_mpi.core import close_all
 from geode_mpi.core.registry import first_node
+from geode_mpi.runner.logs import configure_logging
 from geode_mpi.transport.abort import abort_world, rank_label, report_exception
-from geode_mpi.transport.launch import prepare_mpi_environment, under_launcher
+from geode_mpi.transport.launch import (
+    WrongPMIError,
+    check_slurm_pmi,
+    prepare_mpi_environment,
+    under_launcher,
+)
 
 
 def world() -> tuple[int, int]:
-    """(rank, size) of this process; (0, 1) without a launcher (MPI is not started then)."""
-    if not under_launcher():
-        return 0, 1
-    prepare_mpi_environment()
-    from mpi4py import MPI
+    """(rank, size) of this process; (0, 1) without a launcher (MPI is not started then).
 
-    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+    Raises:
+        SystemExit: srun started several tasks with the wrong PMI (status 2, after the
+            error is printed once, by task 0).
+    """
+    launched = dict(os.environ)  # before MPI starts and may add variables of its own
+    if not under_launcher():
+        rank, size = 0, 1
+    else:
+        prepare_mpi_environment()
+        from mpi4py import MPI
+
+        rank, size = MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+    try:
+        check_slurm_pmi(launched, size)
+    except WrongPMIError as exc:
+        if launched.get("SLURM_PROCID", "0") == "0":  # one copy, not one per task
+            print(f"geode_mpi: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return rank, size
 
 
 def exit_status(code: object) -> int:
@@ -47,7 +67,7 @@ def _label(rank: int, size: int) -> str:
     return rank_label(rank, size, first_node())
 
 
-def run(target: str, args: list[str], *, module: bool = False) -> int:
+def run(target: str, args: list[str], *, module: bool = False, log_level: str | None = None) -> int:
     """Run ``target`` (a script path, or a module name with ``module=True``) as ``__main__``.
 
     Returns:
@@ -55,6 +75,11 @@ def run(target: str, args: list[str], *, module: bool = False) -> int:
         aborts the whole job with that status after printing the traceback, labelled.
     """
     rank, size = world()
+    try:
+        configure_logging(log_level, rank, size)
+    except ValueError as exc:
+        print(f"python -m geode_mpi: error: {exc}", file=sys.stderr)
+        return 2
     sys.argv = [target, *args]
     try:
         if module:

@@ -6,6 +6,22 @@ import ctypes
 import os
 import sys
 import time
+from collections.abc import Callable
+
+# Called from every sleeping pause with the seconds since the wait last saw an event
+# (the hang watchdog, geode_mpi.transport.watchdog); None: nothing to call.
+_idle_hook: Callable[[float], None] | None = None
+
+
+def set_idle_hook(hook: Callable[[float], None] | None) -> None:
+    """Call ``hook(idle_seconds)`` from every sleeping pause of every wait (None: stop)."""
+    global _idle_hook
+    _idle_hook = hook
+
+
+def idle_hook() -> Callable[[float], None] | None:
+    """The hook `set_idle_hook` installed."""
+    return _idle_hook
 
 
 class Backoff:
@@ -67,6 +83,8 @@ class Backoff:
             return
         time.sleep(self._sleep)
         self._sleep = min(self._sleep * 2, self.max_sleep)
+        if _idle_hook is not None:
+            _idle_hook(idle)
 
 
 def tighten_timer_slack(nanoseconds: int = 1000) -> bool:

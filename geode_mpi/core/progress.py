@@ -1,0 +1,133 @@
+"""Progress of long work, printed by rank 0 only: done, rate, time left, and a closing summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO, TypeVar
+
+from geode_mpi.core import registry
+from geode_mpi.transport.abort import rank_label
+
+T = TypeVar("T")
+_RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
+
+
+def _where() -> tuple[int, int, str | None]:
+    """(rank, size, node) of this process: from its first Geode, else from the launcher."""
+    geode = registry.first_geode()
+    if geode is not None:
+        return geode.rank, geode.size, geode.node
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value), int(os.environ.get("PMI_SIZE", "0") or 0), None
+    return 0, 1, None
+
+
+def _rate(per_second: float) -> str:
+    return f"{per_second:,.0f}/s" if per_second >= 100 else f"{per_second:.3g}/s"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Progress:
+    """Count work done and, on rank 0 only, print a line every ``every`` seconds.
+
+    Args:
+        total: how much work there is (None: unknown; no percentage or time left).
+        label: what the work is, at the start of every line.
+        every: seconds between two lines (the first comes after ``every`` seconds, so short
+            work prints only its summary).
+        stream: where to print (default: standard error).
+        quiet: print nothing (the counts are still kept).
+
+    """
+
+    def __init__(
+        self,
+        total: int | None = None,
+        label: str = "progress",
+        every: float = 10.0,
+        stream: IO[str] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        if total is not None and total < 0:
+            raise ValueError(f"total must be >= 0 or None, got {total!r}")
+        if every < 0:
+            raise ValueError(f"every must be >= 0 seconds, got {every!r}")
+        self.total = total
+        self.label = label
+        self.every = every
+        self.done = 0
+        self.started = time.monotonic()
+        self._next = self.started + every
+        self._stream = stream
+        rank, size, node = _where()
+        self._prefix = rank_label(rank, size, node) if size > 1 or node else "[rank 0/1]"
+        self.printing = rank == 0 and not quiet
+
+    def _print(self, text: str) -> None:
+        stream = self._stream if self._stream is not None else sys.stderr
+        print(f"{self._prefix} {self.label}: {text}", file=stream, flush=True)
+
+    def line(self) -> str:
+        """The progress line as it stands (without its prefix)."""
+        elapsed = time.monotonic() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        text = f"{self.done}"
+        if self.total:
+            text += f"/{self.total} ({100 * self.done / self.total:.0f}%)"
+        text += f" in {_duration(elapsed)}, {_rate(rate)}"
+        if self.total and rate > 0 and self.done < self.total:
+            text += f", about {_duration((self.total - self.done) / rate)} left"
+        return text
+
+    def update(self, count: int = 1) -> None:
+        """Add ``count`` units of work done; print if it is time to."""
+        self.done += count
+        if self.printing and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every
+            self._print(self.line())
+
+    def finish(self) -> None:
+        """Print the summary line (rank 0): how much, how long, how fast."""
+        if self.printing:
+            elapsed = time.monotonic() - self.started
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            self._print(f"{self.done} done in {_duration(elapsed)} ({_rate(rate)})")
+            self.printing = False
+
+
+def progress(
+    items: Iterable[T],
+    label: str = "progress",
+    *,
+    total: int | None = None,
+    every: float = 10.0,
+    stream: IO[str] | None = None,
+) -> Iterator[T]:
+    """Yield ``items``, reporting progress on rank 0 every ``every`` seconds and at the end.
+
+    Args:
+        items: the work, one item at a time.
+        label: what the work is.
+        total: how many items (default: ``len(items)`` when it has one).
+        every: seconds between two progress lines.
+        stream: where to print (default: standard error).
+    """
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    work = Progress(total, label, every, stream)
+    for item in items:
+        yield item
+        work.update()
+    work.finish()

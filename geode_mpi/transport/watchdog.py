@@ -1,0 +1,186 @@
+"""--hang-timeout: a rank that waits that long with nothing moving reports every rank, aborts.
+
+Every wait loop in geode_mpi pauses through `Backoff`; once a wait has been idle for a while its
+pauses call the hook installed here. When one wait has seen nothing arrive or leave for
+``timeout`` seconds, this rank asks every other rank, over a communicator of its own, what it is
+waiting for. Ranks that are themselves inside a geode_mpi wait answer within a fraction of a
+second; a rank that does not answer is busy outside geode_mpi (computing, or in an MPI call of
+the job's own). This rank prints all the answers as one report, then aborts the job.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from geode_mpi.transport import backoff
+from geode_mpi.transport.abort import abort_world
+
+HANG_VARIABLE = "GEODE_HANG_TIMEOUT"
+HANG_STATUS = 124  # the exit status of a job the watchdog ended (as timeout(1) uses)
+_TAG_ASK = 1
+_TAG_ANSWER = 2
+CHECK_EVERY = 0.05  # seconds between two looks at the clock and the watchdog's messages
+
+
+def hang_timeout(environ: Any = None) -> float | None:
+    """The GEODE_HANG_TIMEOUT setting in seconds (None when unset or 0).
+
+    Raises:
+        ValueError: the setting is not a positive number.
+    """
+    raw = (os.environ if environ is None else environ).get(HANG_VARIABLE, "").strip()
+    if raw in ("", "0"):
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"{HANG_VARIABLE} must be a number of seconds > 0, got {raw!r}")
+    return seconds
+
+
+def waiting_in() -> list[str]:
+    """Where this rank waits: the innermost frames of the job's own code (not geode_mpi's)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frames = [
+        frame
+        for frame in traceback.extract_stack()
+        if not os.path.abspath(frame.filename).startswith(package) and "runpy" not in frame.filename
+    ]
+    return [
+        f"{frame.filename}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
+        for frame in frames[-2:]
+    ]
+
+
+def transport_state(transport: Any) -> str:
+    """What a transport has in flight: unfinished sends, half-received messages, busy
+    broadcast streams (MPI); nothing for a transport that delivers inside send()."""
+    summary = getattr(transport, "pending_summary", None)
+    text = summary() if summary is not None else "nothing in flight"
+    streams = getattr(transport, "_streams", {})
+    busy = sorted(key for key, stream in streams.items() if stream.busy)
+    if busy:
+        text += f"; broadcast stream(s) {busy} moving data"
+    return text
+
+
+class Watchdog:
+    """This rank's part of the hang check.
+
+    Args:
+        timeout: seconds one wait may go without anything arriving or leaving.
+        describe: this rank's state, as lines (what is queued, in flight, expected).
+        label: this rank's label for the report (``[rank 1/4 node1]``).
+        comm: an MPI communicator for the watchdog alone (None: one process, nobody to ask).
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        describe: Callable[[], list[str]],
+        label: str,
+        comm: Any = None,
+    ) -> None:
+        self.timeout = timeout
+        self.describe = describe
+        self.label = label
+        self.comm = comm
+        self.rank = 0 if comm is None else comm.Get_rank()
+        self.size = 1 if comm is None else comm.Get_size()
+        self._next_check = 0.0
+        self._answers: list[Any] = []  # isend requests of our answers, kept alive
+
+    def install(self) -> None:
+        """Be called from every idle pause of every wait from now on."""
+        backoff.set_idle_hook(self.idle)
+
+    def uninstall(self) -> None:
+        if backoff.idle_hook() == self.idle:
+            backoff.set_idle_hook(None)
+
+    def report(self, idle: float) -> str:
+        """This rank's part of the report: how long it waits, where, and on what."""
+        lines = [f"waiting {idle:.1f} s with nothing arriving or leaving"]
+        lines += [f"  in {where}" for where in waiting_in()]
+        lines += [f"  {line}" for line in self.describe()]
+        return "\n".join(f"{self.label} {line}" for line in lines)
+
+    def idle(self, seconds: float) -> None:
+        """The hook: ``seconds`` since the current wait last saw anything happen."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + CHECK_EVERY
+        self._answer_asks(seconds)
+        if seconds >= self.timeout:
+            self._hung(seconds)
+
+    def _answer_asks(self, idle: float) -> set[int]:
+        """Answer every rank that asked what this one waits for; return who asked."""
+        if self.comm is None:
+            return set()
+        from mpi4py import MPI
+
+        askers = set()
+        status = MPI.Status()
+        while self.comm.Iprobe(MPI.ANY_SOURCE, _TAG_ASK, status):
+            asker = status.Get_source()
+            self.comm.recv(source=asker, tag=_TAG_ASK)
+            self._answers.append(self.comm.isend(self.report(idle), asker, _TAG_ANSWER))
+            askers.add(asker)
+        return askers
+
+    def _hung(self, idle: float) -> None:
+        """Ask every rank, print every answer, abort the job (never returns)."""
+        text = [
+            f"{self.label} geode_mpi: no progress for {idle:.1f} s (--hang-timeout "
+            f"{self.timeout:g}): asking every rank what it waits for, then aborting the job",
+            self.report(idle),
+        ]
+        if self.comm is not None and self.size > 1:
+            if any(asker < self.rank for asker in self._answer_asks(idle)):
+                time.sleep(min(max(2.0, self.timeout / 10), 10.0) + 5.0)  # rank `asker` reports
+            text += self._collect()
+        sys.stdout.flush()
+        sys.stderr.write("\n".join(text) + "\n")
+        sys.stderr.flush()
+        if self.comm is None:
+            os._exit(HANG_STATUS)
+        abort_world(HANG_STATUS)
+
+    def _collect(self) -> list[str]:
+        from mpi4py import MPI
+
+        others = [rank for rank in range(self.size) if rank != self.rank]
+        asks = [self.comm.isend(None, rank, _TAG_ASK) for rank in others]
+        grace = min(max(2.0, self.timeout / 10), 10.0)
+        until = time.monotonic() + grace
+        answers: dict[int, str] = {}
+        status = MPI.Status()
+        while len(answers) < len(others) and time.monotonic() < until:
+            if self.comm.Iprobe(MPI.ANY_SOURCE, _TAG_ANSWER, status):
+                source = status.Get_source()
+                answers[source] = self.comm.recv(source=source, tag=_TAG_ANSWER)
+                continue
+            # Another rank may have found the hang too: the lowest rank reports, the rest
+            # answer it and wait for its abort.
+            if any(asker < self.rank for asker in self._answer_asks(self.timeout)):
+                time.sleep(grace + 5.0)
+                return ["(the lowest rank that found the hang reports it)"]
+            time.sleep(0.01)
+        del asks
+        lines = [answers[rank] for rank in sorted(answers)]
+        silent = [rank for rank in others if rank not in answers]
+        if silent:
+            lines.append(
+                f"{self.label} no answer within {grace:g} s from rank(s) {silent}: busy outside "
+                "geode_mpi (computing, or in an MPI call of the job's own), or stuck there"
+            )
+        return lines

@@ -1,0 +1,186 @@
+"""--stats, --trace, --hang-timeout, --log-level and progress, as a user runs them."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from mpirun import clean_env, mpirun, python
+
+from geode_mpi.core.observe import COLUMNS, format_table
+from geode_mpi.core.progress import Progress, progress
+from geode_mpi.runner.logs import configure_logging
+from geode_mpi.transport.watchdog import hang_timeout
+
+OBSERVED = "tests/scripts/observed.py"
+
+
+def _rows(path: Path) -> list[dict]:
+    data = json.loads(path.read_text())
+    return data["nodes"]
+
+
+def _flows(trace: Path) -> tuple[list[dict], dict[str, set]]:
+    events = json.loads(trace.read_text())["traceEvents"]
+    flows: dict[str, set] = {"s": set(), "f": set()}
+    for event in events:
+        if event["ph"] in flows:
+            flows[event["ph"]].add(event["id"])
+    return events, flows
+
+
+# -- in one process ------------------------------------------------------------------------
+
+
+def test_stats_table_and_json_in_the_embedded_world(tmp_path: Path) -> None:
+    out = tmp_path / "stats.json"
+    result = python(
+        ["-m", "geode_mpi", "--stats", "--stats-json", str(out), OBSERVED, "--steps", "5"],
+        timeout=60,
+    )
+    assert result.returncode == 0, result.explain()
+    assert "geode_mpi statistics (1 rank(s)):" in result.stderr
+    header = result.stderr.splitlines()[1].split()
+    assert header[:3] == ["node", "rank", "sent"]
+    rows = _rows(out)
+    assert [row["node"] for row in rows] == ["node0", "node1", "node2", "node3"]
+    # node0: 5 ring arrays, 3 topic copies (one per subscriber), 1 "done" to itself
+    assert rows[0]["sent"] == 9
+    assert rows[1]["received"] == 5 + 1  # ring arrays and the topic message
+    assert rows[1]["received_bytes"] > 5 * 8000
+    assert all(row["unacked"] == 0 and row["dead_letters"] == 0 for row in rows)
+    total = result.stderr.splitlines()[-1].split()
+    assert total[0] == "total" and int(total[1]) == sum(row["sent"] for row in rows)
+
+
+def test_format_table_totals_count_checkpoints_once_per_rank() -> None:
+    row = {key: 0 for _, key, _ in COLUMNS} | {"node": "a", "sent_mb": 0.0}
+    rows = [
+        row | {"node": "node0", "rank": 0, "sent": 2, "checkpoint_seconds": 1.5, "queue_peak": 3},
+        row | {"node": "node1", "rank": 0, "sent": 5, "checkpoint_seconds": 1.5, "queue_peak": 7},
+    ]
+    lines = format_table(rows).splitlines()
+    total = lines[-1].split()
+    assert total[:2] == ["total", "7"]
+    assert total[-1] == "1.50"  # one rank's checkpoint time, not twice it
+    assert total[COLUMNS.index(("peak q", "queue_peak", "d")) - 1] == "7"  # the largest peak
+
+
+def test_trace_joins_every_send_to_its_receive(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    result = python(["-m", "geode_mpi", "--trace", str(trace), OBSERVED, "--steps", "4"])
+    assert result.returncode == 0, result.explain()
+    events, flows = _flows(trace)
+    names = {event["name"] for event in events if event["ph"] == "X"}
+    assert {"send Message", "receive"} <= names
+    assert len([e for e in events if e["ph"] == "X" and e["name"] == "send Message"]) == 4 * 4 + 1
+    assert flows["s"] and flows["s"] == flows["f"]  # every arrow has both ends
+    threads = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert threads == {"node0", "node1", "node2", "node3"}
+
+
+def test_progress_prints_lines_and_a_summary() -> None:
+    stream = io.StringIO()
+    assert list(progress(range(5), "steps", every=0, stream=stream)) == [0, 1, 2, 3, 4]
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[rank 0/1] steps: 1/5 (20%) in ")
+    assert "left" in lines[0]
+    assert lines[-1].startswith("[rank 0/1] steps: 5 done in ")
+    quiet = io.StringIO()
+    work = Progress(total=None, label="x", every=3600, stream=quiet)
+    work.update(3)
+    assert quiet.getvalue() == "" and work.done == 3
+    with pytest.raises(ValueError, match="total must be >= 0 or None, got -1"):
+        Progress(total=-1)
+
+
+def test_hang_timeout_setting_is_checked() -> None:
+    assert hang_timeout({}) is None
+    assert hang_timeout({"GEODE_HANG_TIMEOUT": "2.5"}) == 2.5
+    with pytest.raises(ValueError, match="GEODE_HANG_TIMEOUT must be a number of seconds > 0"):
+        hang_timeout({"GEODE_HANG_TIMEOUT": "soon"})
+
+
+def test_log_records_carry_the_rank_label() -> None:
+    configure_logging(None, 2, 4)
+    record = logging.getLogger("job").makeRecord("job", logging.INFO, "f", 1, "hi", (), None)
+    assert record.geode_label == "[rank 2/4]"
+    with pytest.raises(ValueError, match="--log-level must be DEBUG, INFO"):
+        configure_logging("loud")
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--hang-timeout", "-1"], "--hang-timeout must be > 0 seconds, got -1"),
+        (["--log-level", "loud"], "--log-level must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    ],
+)
+def test_bad_runner_options_are_named(args: list[str], error: str) -> None:
+    result = python(["-m", "geode_mpi", *args, OBSERVED], timeout=60)
+    assert result.returncode == 2, result.explain()
+    assert error in result.stderr
+
+
+# -- on MPI ranks --------------------------------------------------------------------------
+
+
+@pytest.mark.mpi
+def test_stats_trace_and_log_labels_at_3_ranks(tmp_path: Path) -> None:
+    stats, trace = tmp_path / "stats.json", tmp_path / "trace.json"
+    result = mpirun(
+        3,
+        [
+            "-m", "geode_mpi", "--stats", "--stats-json", str(stats), "--trace", str(trace),
+            "--log-level", "INFO", OBSERVED, "--steps", "6", "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+        ],
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.explain()
+    rows = _rows(stats)
+    assert [row["rank"] for row in rows] == [0, 1, 2]
+    assert [row["sent"] for row in rows] == [6 + 2 + 1, 6 + 1, 6 + 1]  # node0 also publishes
+    assert [row["received"] for row in rows] == [6 + 1, 6 + 1 + 1, 6 + 1 + 1]
+    assert all(row["checkpoints"] == 1 and row["checkpoint_seconds"] > 0 for row in rows)
+    assert "geode_mpi statistics (3 rank(s)):" in result.stderr
+    assert "[rank 0/3 node0] INFO geode_mpi: checkpoint 1:" in result.stderr
+    events, flows = _flows(trace)
+    assert {event["pid"] for event in events} == {0, 1, 2}
+    assert flows["s"] and flows["s"] <= flows["f"]  # arrows cross ranks: sender to receiver
+    checkpoints = [e for e in events if e["ph"] == "X" and e["name"] == "checkpoint"]
+    assert sorted(e["pid"] for e in checkpoints) == [0, 1, 2]
+
+
+@pytest.mark.mpi
+def test_hang_timeout_reports_every_rank_and_aborts() -> None:
+    result = mpirun(
+        3,
+        ["-m", "geode_mpi", "--hang-timeout", "3", "tests/scripts/deadlock.py"],
+        timeout=90,
+        env=clean_env(),
+    )
+    assert not result.timed_out, result.explain()
+    assert result.returncode != 0, result.explain()
+    err = result.stderr
+    assert "[rank 0/3 node0] geode_mpi: no progress for 3" in err
+    assert "[rank 0/3 node0]   in tests/scripts/deadlock.py:" in err
+    assert "msg = " not in err and "geode.receive(source=left)" in err
+    assert "not yet acknowledged by {'node1': 1}" in err  # node1 took it, then went computing
+    assert "[rank 2/3 node2] waiting " in err  # rank 2 answered from its own wait
+    assert "no answer within" in err and "rank(s) [1]" in err
+    assert result.seconds < 60
+
+
+@pytest.mark.mpi
+def test_hang_timeout_leaves_a_computing_rank_alone() -> None:
+    result = mpirun(
+        2,
+        ["-m", "geode_mpi", "--hang-timeout", "6", OBSERVED, "--compute", "2"],
+        timeout=90,
+    )
+    assert result.returncode == 0, result.explain()
+    assert "no progress" not in result.stderr
