@@ -3,6 +3,8 @@
 from geode_mpi._version import __version__
 from geode_mpi.core import Geode, SendHandle
 from geode_mpi.core.progress import Progress, progress
+from geode_mpi.core.topics import PublishHandle, Topic
+from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.errors import (
     AckTimeout,
@@ -33,12 +35,16 @@ __all__ = [
     "NodeNotLocalError",
     "NodeStats",
     "Progress",
+    "PublishHandle",
     "QueueConfig",
     "QueueFull",
     "ReceiveTimeout",
     "SendHandle",
     "SendTimeout",
+    "Topic",
     "UnknownNodeError",
+    "WorkDone",
+    "WorkQueue",
     "WorldMismatchError",
     "progress",
     "__version__",
