@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import resource
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import environment, write_json, wrong_rank_count
+from common import environment, parse_size, size_label, write_json, wrong_rank_count
 
 from geode_mpi import Geode, Message, QueueConfig, __version__
 from geode_mpi.transport import prepare_mpi_environment
@@ -52,26 +51,15 @@ LATE_ALLOWANCE = 8 * MiB
 END = "end of stream"
 SPIN_TAIL = 100e-6  # seconds of each message's processing spent spinning, not sleeping
 
-_UNITS = {"": 1, "b": 1, "k": KiB, "ki": KiB, "kib": KiB, "m": MiB, "mi": MiB, "mib": MiB}
-_SIZE = re.compile(r"(\d+)\s*([a-z]*)")
-
 Array = np.ndarray[Any, np.dtype[np.uint8]]
 
 
 # -- command line ------------------------------------------------------------------------------
 
 
-def parse_size(text: str) -> int:
-    """A byte count such as ``64Ki`` or ``1MiB`` (binary units); at least 16 bytes."""
-    match = _SIZE.fullmatch(text.strip().lower())
-    if match is None or match.group(2) not in _UNITS:
-        raise argparse.ArgumentTypeError(
-            f"size must be a number of bytes with an optional unit (Ki, Mi), got {text!r}"
-        )
-    size = int(match.group(1)) * _UNITS[match.group(2)]
-    if size < 16:
-        raise argparse.ArgumentTypeError(f"size must be >= 16 bytes (two indices), got {text!r}")
-    return size
+def message_size(text: str) -> int:
+    """A message's size (``64Ki``): at least 16 bytes, for its two indices."""
+    return parse_size(text, least=16)
 
 
 def positive_int(text: str) -> int:
@@ -113,7 +101,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--capacity", type=positive_int, default=64, help="the queue's capacity (default 64)"
     )
     parser.add_argument(
-        "--size", type=parse_size, default=64 * KiB, help="bytes per message (default 64Ki)"
+        "--size", type=message_size, default=64 * KiB, help="bytes per message (default 64Ki)"
     )
     parser.add_argument(
         "--slowdown",
@@ -457,13 +445,6 @@ def measure(args: argparse.Namespace, work: float) -> tuple[dict[str, Any], dict
 # -- the report --------------------------------------------------------------------------------
 
 
-def size_label(size: int) -> str:
-    for unit, name in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
-        if size >= unit and size % unit == 0:
-            return f"{size // unit} {name}"
-    return f"{size} B"
-
-
 def verdict(memory: dict[str, Any], bound: int, sent: int) -> dict[str, Any]:
     """Bounded: grew by at most twice the queue's bytes plus an allowance, and not late on."""
     limit = 2 * bound + ALLOWANCE
@@ -472,6 +453,8 @@ def verdict(memory: dict[str, Any], bound: int, sent: int) -> dict[str, Any]:
     bounded = growth <= limit and late <= LATE_ALLOWANCE
     return {
         "bounded": bounded,
+        "growth_mib": memory["growth_mib"],
+        "late_growth_mib": memory["late_growth_mib"],
         "growth_limit_mib": limit / MiB,
         "late_growth_limit_mib": LATE_ALLOWANCE / MiB,
         "growth_share_of_sent": growth / sent if sent else 0.0,
@@ -625,6 +608,35 @@ def notes(
     return out
 
 
+def evaluate_targets(
+    args: argparse.Namespace, consumer: dict[str, Any], verdicts: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """What the exit status says, one target per check: delivery, and under ``block`` bounded
+    memory on each side (n/a under the other policies, where growth is the expected result)."""
+    checks = [
+        {
+            "target": "(1) every array delivered intact, once and in order (with drop_oldest: "
+            "received + dropped = sent)",
+            "value": f"{consumer['received']:,} of {args.messages:,} received"
+            + ("" if consumer["ok"] else ": " + "; ".join(consumer["errors"][:3])),
+            "result": "PASS" if consumer["ok"] else "FAIL",
+        }
+    ]
+    for number, side in ((2, "consumer"), (3, "producer")):
+        v = verdicts[side]
+        growth, limit = v["growth_mib"], v["growth_limit_mib"]
+        checks.append(
+            {
+                "target": f"({number}) the {side}'s memory is bounded with policy block (grows by "
+                "at most 2 x the queue's bytes + 32 MiB, at most 8 MiB in the second half)",
+                "value": f"grew {growth:,.1f} MiB (limit {limit:,.0f} MiB), "
+                f"{v['late_growth_mib']:,.1f} MiB in the second half",
+                "result": "n/a" if args.policy != "block" else "PASS" if v["bounded"] else "FAIL",
+            }
+        )
+    return checks
+
+
 def credits(args: argparse.Namespace) -> int | None:
     """Credits per sending node at the consumer (None: no flow control)."""
     config = queue_config(args.policy, args.capacity)
@@ -683,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "producer": producer,
         "consumer": consumer,
         "verdicts": verdicts,
+        "targets": evaluate_targets(args, consumer, verdicts),
         "passed": passed,
     }
     path = write_json(args.json, report, "backpressure")

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,8 +26,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-from common import environment, write_json
-from pingpong import parse_size, parse_sizes, size_label
+from common import environment, parse_size, parse_sizes, revision, size_label, write_json
 
 from geode_mpi import Geode, ReceiveTimeout
 from geode_mpi.transport import prepare_mpi_environment
@@ -187,24 +185,6 @@ def filesystem(path: Path) -> str:
     except OSError:
         pass
     return best[1]
-
-
-def revision() -> str:
-    """The geode_mpi commit measured, and whether geode_mpi/ had uncommitted changes."""
-    tree = Path(__file__).resolve().parent.parent
-    try:
-        commit, dirty = (
-            subprocess.run(
-                ["git", "-C", str(tree), *command], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-            for command in (
-                ["rev-parse", "--short", "HEAD"],
-                ["status", "--porcelain", "geode_mpi"],
-            )
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + (" with uncommitted changes in geode_mpi/" if dirty else "")
 
 
 def make_state(size: int, rank: int) -> dict[str, np.ndarray[Any, Any]]:

@@ -18,12 +18,16 @@ of one step:
 from __future__ import annotations
 
 import argparse
+import datetime
 import statistics
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-from common import wrong_rank_count
+from common import environment, write_json, wrong_rank_count
 from mpi4py import MPI
 
 from geode_mpi import Geode
@@ -31,10 +35,13 @@ from geode_mpi.transport.pool import BufferPool
 
 MiB = 2**20
 TAG_DATA, TAG_ENV = 11, 12
+RAW_SEND = "raw Send"
 
 
-def ratios_for(size: int, comm: MPI.Intracomm, geode: Geode, repeats: int, trips: int) -> str:
-    """Time the four methods on one array size; rank 0 gets the table row."""
+def ratios_for(
+    size: int, comm: MPI.Intracomm, geode: Geode, repeats: int, trips: int
+) -> dict[str, Any]:
+    """Time the methods on one array size, interleaved; return its JSON record."""
     rank, peer = comm.Get_rank(), 1 - comm.Get_rank()
     status = MPI.Status()
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
@@ -92,7 +99,7 @@ def ratios_for(size: int, comm: MPI.Intracomm, geode: Geode, repeats: int, trips
             geode.send(got, dest=geode.nodes[peer])
 
     methods = {
-        "raw Send": raw_into(out),
+        RAW_SEND: raw_into(out),
         "matched": matched(False),
         "+envelope": matched(True),
         "geode": geode_trip,
@@ -109,34 +116,89 @@ def ratios_for(size: int, comm: MPI.Intracomm, geode: Geode, repeats: int, trips
                 methods[name]()
             if repeat:
                 times[name].append((MPI.Wtime() - start) / (2 * trips))
-    base = times["raw Send"]
-    cells = [
-        f"{name} {statistics.median(b / t for b, t in zip(base, ts, strict=True)):.2f}"
-        for name, ts in times.items()
-        if name != "raw Send"
-    ]
-    return f"{size // MiB:3d} MiB  {statistics.median(base) * 1e6:10.0f}    " + "   ".join(cells)
+    base = times[RAW_SEND]
+    return {
+        "size": size,
+        "median_us": {name: statistics.median(ts) * 1e6 for name, ts in times.items()},
+        "repeats_us": {name: [t * 1e6 for t in ts] for name, ts in times.items()},
+        # raw Send's time over the method's in the same repeat: the method's share of raw
+        # Send's bandwidth (above 1.00 it is faster)
+        "send_over": {
+            name: statistics.median(b / t for b, t in zip(base, ts, strict=True))
+            for name, ts in times.items()
+            if name != RAW_SEND
+        },
+    }
 
 
-def main() -> int:
+def row(record: dict[str, Any]) -> str:
+    """One line of the table: the size, raw Send's one-way latency, then the ratios."""
+    cells = [f"{name} {ratio:.2f}" for name, ratio in record["send_over"].items()]
+    raw = record["median_us"][RAW_SEND]
+    return f"{record['size'] // MiB:3d} MiB  {raw:10.0f}    " + "   ".join(cells)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--sizes", default="1,4,16", help="array sizes in MiB (default 1,4,16)")
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved repeats (default 9)")
-    parser.add_argument("--trips", type=int, default=16, help="round trips per timed loop")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--sizes", default=None, help="array sizes in MiB (default 1,4,16; quick 1,4)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="interleaved repeats (default 9, quick 3)"
+    )
+    parser.add_argument(
+        "--trips", type=int, default=None, help="round trips per timed loop (16, quick 4)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke test of a few seconds")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write all numbers (default benchmarks/results/large_path-DATE-TIME.json)",
+    )
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = "1,4" if args.quick else "1,4,16"
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 9
+    if args.trips is None:
+        args.trips = 4 if args.quick else 16
+    for name in ("repeats", "trips"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     world = MPI.COMM_WORLD
     if wrong_rank_count(world, "large_path.py"):
         return 2
     geode = Geode()
     comm = world.Dup()
-    if comm.Get_rank() == 0:
+    rank = comm.Get_rank()
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    env = environment(MPI)
+    if rank == 0:
         print("size     raw Send us   then, as ratios raw Send / method (paired per repeat)")
+    clock = time.perf_counter()
+    sizes = []
     for text in args.sizes.split(","):
-        row = ratios_for(int(float(text) * MiB), comm, geode, args.repeats, args.trips)
-        if comm.Get_rank() == 0:
-            print(row, flush=True)
+        record = ratios_for(int(float(text) * MiB), comm, geode, args.repeats, args.trips)
+        sizes.append(record)
+        if rank == 0:
+            print(row(record), flush=True)
+    elapsed = time.perf_counter() - clock
     geode.close()
     comm.Free()
+    if rank != 0:
+        return 0
+    settings = {"sizes": [r["size"] for r in sizes], "repeats": args.repeats}
+    settings |= {"trips": args.trips, "quick": args.quick}
+    report = {"benchmark": "large_path", "started": started, "seconds": elapsed}
+    report |= {"settings": settings, "environment": env, "sizes": sizes}
+    path = write_json(args.json, report, "large_path")
+    print(f"{elapsed:.1f} s; all numbers in {path}")
     return 0
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import re
 import statistics
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from common import environment, write_json, wrong_rank_count
+from common import environment, parse_sizes, size_label, write_json, wrong_rank_count
 
 from geode_mpi import Geode, Message
 from geode_mpi.transport import prepare_mpi_environment
@@ -52,9 +51,6 @@ SMALL_UP_TO = KiB  # arrays this small or smaller ...
 SMALL_MAX = 1.0  # ... take at most this multiple of raw pickle send/recv latency
 MESSAGE_MAX = 3.0  # a small Message takes at most this multiple of a raw dict send/recv
 
-_UNITS = {"": 1, "b": 1, "k": KiB, "ki": KiB, "kib": KiB, "m": MiB, "mi": MiB, "mib": MiB}
-_SIZE = re.compile(r"(\d+)\s*([a-z]*)")
-
 # One timed ping-pong loop: given an iteration count, the one-way latency in seconds and the
 # last object this rank received (to check it).
 Loop = Callable[[int], tuple[float, Any]]
@@ -74,24 +70,6 @@ class Pair:
 
 
 # -- command line ------------------------------------------------------------------------------
-
-
-def parse_size(text: str) -> int:
-    """A byte count such as ``64``, ``4Ki``, ``1MiB`` or ``16M`` (binary units)."""
-    match = _SIZE.fullmatch(text.strip().lower())
-    if match is None or match.group(2) not in _UNITS:
-        raise argparse.ArgumentTypeError(
-            f"size must be a number of bytes with an optional unit (Ki, Mi), got {text!r}"
-        )
-    size = int(match.group(1)) * _UNITS[match.group(2)]
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"size must be >= 1 byte, got {text!r}")
-    return size
-
-
-def parse_sizes(text: str) -> list[int]:
-    """A comma-separated list of sizes."""
-    return [parse_size(part) for part in text.split(",") if part.strip()]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -415,13 +393,6 @@ def add_ratios(record: dict[str, Any]) -> None:
     for prefix, method in (("geode", GEODE), ("geode_kept", GEODE_KEPT)):
         record[f"{prefix}_over_send_bandwidth"] = paired_ratio(record, RAW_SEND, method)
         record[f"{prefix}_over_pickle_latency"] = paired_ratio(record, method, RAW_PICKLE)
-
-
-def size_label(size: int) -> str:
-    for unit, name in ((MiB, "MiB"), (KiB, "KiB")):
-        if size >= unit and size % unit == 0:
-            return f"{size // unit} {name}"
-    return f"{size} B"
 
 
 def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
