@@ -21,6 +21,7 @@ from geode_mpi.errors import (
     WorldMismatchError,
 )
 from geode_mpi.message import Message
+from geode_mpi.transport.launch import WrongPMIError
 
 __all__ = [
     "AckTimeout",
@@ -46,6 +47,7 @@ __all__ = [
     "WorkDone",
     "WorkQueue",
     "WorldMismatchError",
+    "WrongPMIError",
     "progress",
     "__version__",
 ]

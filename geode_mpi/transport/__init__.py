@@ -5,12 +5,13 @@ Only this layer and the runner import mpi4py, and only when a launcher started t
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from geode_mpi.transport.backoff import Backoff
 from geode_mpi.transport.base import SendTicket, Sink, Transport
 from geode_mpi.transport.inproc import InProcHub, InProcTransport
-from geode_mpi.transport.launch import prepare_mpi_environment, under_launcher
+from geode_mpi.transport.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
 
 
 def open_world(comm: Any = None) -> Transport:
@@ -18,8 +19,13 @@ def open_world(comm: Any = None) -> Transport:
 
     Args:
         comm: an MPI communicator to use instead of COMM_WORLD (implies MPI).
+
+    Raises:
+        WrongPMIError: srun started several tasks that MPI sees as worlds of one rank.
     """
+    launched = dict(os.environ)  # before MPI starts and may add variables of its own
     if comm is None and not under_launcher():
+        check_slurm_pmi(launched, 1)
         return InProcHub(1).endpoint(0)
     prepare_mpi_environment()
     from mpi4py import MPI
@@ -27,6 +33,8 @@ def open_world(comm: Any = None) -> Transport:
     from geode_mpi.transport.abort import install_abort_hook
     from geode_mpi.transport.mpi import MPITransport
 
+    if comm is None:
+        check_slurm_pmi(launched, MPI.COMM_WORLD.Get_size())
     base = MPI.COMM_WORLD if comm is None else comm
     if base.Get_size() == 1:
         return InProcHub(1).endpoint(0)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+
+from geode_mpi.errors import GeodeError
 
 # Set by MPI launchers (MPICH hydra, Open MPI, PMIx, SLURM's PMI plugins) in every rank.
 LAUNCHER_VARIABLES = (
@@ -19,6 +21,12 @@ LAUNCHER_VARIABLES = (
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_SIZE", "SLURM_NTASKS")
 CMA_VARIABLE = "MPIR_CVAR_CH4_CMA_ENABLE"
 MODE_VARIABLE = "GEODE_TRANSPORT"  # "mpi" or "inproc" forces a choice; unset means detect
+# Tasks srun started in this job step. Deliberately not SLURM_NTASKS: inside a batch script that
+# is the allocation's task count, while the script itself is one process.
+STEP_TASKS_VARIABLE = "SLURM_STEP_NUM_TASKS"
+# World sizes an MPI launcher hands each rank before it starts: PMI_SIZE from MPICH's hydra and
+# from srun --mpi=pmi2, OMPI_COMM_WORLD_SIZE from Open MPI's mpirun.
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
 
 @dataclass(frozen=True)
@@ -85,3 +93,49 @@ def prepare_mpi_environment(environ: MutableMapping[str, str] | None = None) -> 
 def launch_info() -> LaunchInfo:
     """The LaunchInfo recorded when geode_mpi prepared MPI (or a fresh reading)."""
     return _info if _info is not None else prepare_mpi_environment({**os.environ})
+
+
+class WrongPMIError(GeodeError, RuntimeError):
+    """srun started several tasks, but MPI sees each of them as a world of one rank."""
+
+    def __init__(self, step_tasks: int, world_size: int, found: str) -> None:
+        self.step_tasks = step_tasks
+        self.world_size = world_size
+        super().__init__(
+            f"SLURM started {step_tasks} tasks but MPI sees {world_size} rank per process: "
+            "srun is using the wrong PMI. For MPICH use `srun --mpi=pmi2`, for Open MPI "
+            "`srun --mpi=pmix` (or launch with mpiexec inside the allocation; `srun --mpi=list` "
+            "shows the plugins this SLURM has). To run independent one-process copies on "
+            f"purpose, set {MODE_VARIABLE}=inproc. (geode_mpi found {found})"
+        )
+
+
+def check_slurm_pmi(environ: Mapping[str, str], world_size: int) -> None:
+    """Refuse a job that srun started with a PMI its MPI library does not speak.
+
+    Such a job runs every task as rank 0 of a world of one, each doing the whole job alone.
+    Nothing is refused outside an srun step of several tasks: not ``python job.py`` in a batch
+    script (the batch step has no SLURM_STEP_NUM_TASKS), not ranks started by ``mpiexec``
+    inside the allocation (their launcher says how many ranks it started), and not copies
+    started on purpose with GEODE_TRANSPORT=inproc.
+
+    Args:
+        environ: the environment as the launcher left it, read before MPI initialised.
+        world_size: the size of MPI_COMM_WORLD (1 when no MPI launcher started the process).
+
+    Raises:
+        WrongPMIError: srun started more than one task and ``world_size`` is 1.
+    """
+    tasks = environ.get(STEP_TASKS_VARIABLE, "")
+    if world_size != 1 or not tasks.isdigit() or int(tasks) <= 1:
+        return
+    if environ.get(MODE_VARIABLE, "").strip().lower() == "inproc":
+        return
+    sizes = {name: environ[name] for name in LAUNCHER_SIZE_VARIABLES if name in environ}
+    if sizes and all(value == "1" for value in sizes.values()):
+        return  # mpiexec started one rank; the step's tasks are its per-node daemons
+    said = "".join(f", {name}={value}" for name, value in sizes.items())
+    if not any(name in environ for name in LAUNCHER_VARIABLES):
+        said += ", no MPI launcher variables: each task would run the whole job alone"
+    found = f"{STEP_TASKS_VARIABLE}={tasks}, MPI world size {world_size}{said}"
+    raise WrongPMIError(int(tasks), world_size, found)
