@@ -184,3 +184,14 @@ def test_hang_timeout_leaves_a_computing_rank_alone() -> None:
     )
     assert result.returncode == 0, result.explain()
     assert "no progress" not in result.stderr
+
+
+@pytest.mark.mpi
+def test_hang_timeout_leaves_a_waiting_rank_alone_while_others_exchange() -> None:
+    result = mpirun(
+        3,
+        ["-m", "geode_mpi", "--hang-timeout", "3", "tests/scripts/busy_peers.py"],
+        timeout=90,
+    )
+    assert result.returncode == 0, result.explain()
+    assert "result:" in result.stdout and "no progress" not in result.stderr

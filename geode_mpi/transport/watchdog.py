@@ -96,6 +96,8 @@ class Watchdog:
         self.size = 1 if comm is None else comm.Get_size()
         self._next_check = 0.0
         self._answers: list[Any] = []  # isend requests of our answers, kept alive
+        self._asks: list[Any] = []  # and of our questions
+        self._round = 0  # questions asked so far: answers to earlier ones are ignored
 
     def install(self) -> None:
         """Be called from every idle pause of every wait from now on."""
@@ -132,22 +134,37 @@ class Watchdog:
         status = MPI.Status()
         while self.comm.Iprobe(MPI.ANY_SOURCE, _TAG_ASK, status):
             asker = status.Get_source()
-            self.comm.recv(source=asker, tag=_TAG_ASK)
-            self._answers.append(self.comm.isend(self.report(idle), asker, _TAG_ANSWER))
+            round_ = self.comm.recv(source=asker, tag=_TAG_ASK)
+            answer = (round_, idle, self.report(idle))
+            self._answers.append(self.comm.isend(answer, asker, _TAG_ANSWER))
             askers.add(asker)
         return askers
 
     def _hung(self, idle: float) -> None:
-        """Ask every rank, print every answer, abort the job (never returns)."""
+        """Ask every rank; if none has seen anything happen within the timeout either, print
+        every answer and abort the job (never returns); else look again later."""
         text = [
             f"{self.label} geode_mpi: no progress for {idle:.1f} s (--hang-timeout "
-            f"{self.timeout:g}): asking every rank what it waits for, then aborting the job",
+            f"{self.timeout:g}): asked every rank what it waits for; aborting the job",
             self.report(idle),
         ]
         if self.comm is not None and self.size > 1:
-            if any(asker < self.rank for asker in self._answer_asks(idle)):
-                time.sleep(min(max(2.0, self.timeout / 10), 10.0) + 5.0)  # rank `asker` reports
-            text += self._collect()
+            collected = self._collect()
+            if collected is None:  # a lower rank is asking too: it decides
+                self._next_check = time.monotonic() + 2 * self._grace() + 1.0
+                return
+            answers, silent = collected
+            moving = [seconds for seconds, _ in answers.values() if seconds < self.timeout]
+            if moving:  # some rank saw messages move recently: not a hang (yet)
+                self._next_check = time.monotonic() + self.timeout - min(moving) + CHECK_EVERY
+                return
+            text += [answers[rank][1] for rank in sorted(answers)]
+            if silent:
+                text.append(
+                    f"{self.label} no answer within {self._grace():g} s from rank(s) {silent}: "
+                    "busy outside geode_mpi (computing, or in an MPI call of the job's own), "
+                    "or stuck there"
+                )
         sys.stdout.flush()
         sys.stderr.write("\n".join(text) + "\n")
         sys.stderr.flush()
@@ -155,32 +172,29 @@ class Watchdog:
             os._exit(HANG_STATUS)
         abort_world(HANG_STATUS)
 
-    def _collect(self) -> list[str]:
+    def _grace(self) -> float:
+        """How long to wait for the other ranks' answers."""
+        return min(max(2.0, self.timeout / 10), 10.0)
+
+    def _collect(self) -> tuple[dict[int, tuple[float, str]], list[int]] | None:
+        """Every rank's (idle seconds, report), and the ranks that did not answer in time;
+        None when a lower rank asked meanwhile (it collects instead)."""
         from mpi4py import MPI
 
+        self._round += 1
         others = [rank for rank in range(self.size) if rank != self.rank]
-        asks = [self.comm.isend(None, rank, _TAG_ASK) for rank in others]
-        grace = min(max(2.0, self.timeout / 10), 10.0)
-        until = time.monotonic() + grace
-        answers: dict[int, str] = {}
+        self._asks += [self.comm.isend(self._round, rank, _TAG_ASK) for rank in others]
+        until = time.monotonic() + self._grace()
+        answers: dict[int, tuple[float, str]] = {}
         status = MPI.Status()
         while len(answers) < len(others) and time.monotonic() < until:
             if self.comm.Iprobe(MPI.ANY_SOURCE, _TAG_ANSWER, status):
                 source = status.Get_source()
-                answers[source] = self.comm.recv(source=source, tag=_TAG_ANSWER)
+                round_, seconds, report = self.comm.recv(source=source, tag=_TAG_ANSWER)
+                if round_ == self._round:  # not a late answer to an earlier round
+                    answers[source] = (seconds, report)
                 continue
-            # Another rank may have found the hang too: the lowest rank reports, the rest
-            # answer it and wait for its abort.
             if any(asker < self.rank for asker in self._answer_asks(self.timeout)):
-                time.sleep(grace + 5.0)
-                return ["(the lowest rank that found the hang reports it)"]
+                return None
             time.sleep(0.01)
-        del asks
-        lines = [answers[rank] for rank in sorted(answers)]
-        silent = [rank for rank in others if rank not in answers]
-        if silent:
-            lines.append(
-                f"{self.label} no answer within {grace:g} s from rank(s) {silent}: busy outside "
-                "geode_mpi (computing, or in an MPI call of the job's own), or stuck there"
-            )
-        return lines
+        return answers, [rank for rank in others if rank not in answers]
