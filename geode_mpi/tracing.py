@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 TRACE_VARIABLE = "GEODE_TRACE"
-MAX_EVENTS = 500_000  # per rank; beyond it events are counted, not kept
+MAX_EVENTS = 200_000  # per rank (about 60 MB of JSON); beyond it events are counted, not kept
 _FLOW_MASK = (1 << 53) - 1  # flow ids stay exact in JavaScript numbers
 
 
@@ -44,17 +44,14 @@ class Tracer:
         self._names: dict[int, str] = {}
 
     def start(self, rank: int, size: int, names: Sequence[str], path: str | None = None) -> None:
-        """Record from now on if ``path`` (default: the GEODE_TRACE variable) is set."""
+        """Record (for a new Geode) if ``path`` (default: the GEODE_TRACE variable) is set."""
         path = path if path is not None else os.environ.get(TRACE_VARIABLE) or None
+        self.on = path is not None
         if path is None:
             return
-        self.on = True
         self.path = path
         self.rank = rank
-        self._size = size
-        for index, name in enumerate(names):
-            if index % size == rank:
-                self._names[index] = name
+        self._names = {index: name for index, name in enumerate(names) if index % size == rank}
 
     def span(
         self,
@@ -73,6 +70,13 @@ class Tracer:
             return
         end = now_us()
         self.events.append((name, cat, tid, start, max(end - start, 1.0), args, flow_out, flow_in))
+
+    def take(self) -> list[dict[str, Any]]:
+        """This process's events so far in the Chrome trace event format; forgets them."""
+        events = self.chrome_events()
+        self.events = []
+        self.lost = 0
+        return events
 
     def chrome_events(self) -> list[dict[str, Any]]:
         """This process's events in the Chrome trace event format."""
@@ -110,12 +114,29 @@ class Tracer:
         return out
 
 
-def write_trace(path: str | os.PathLike[str], parts: Sequence[list[dict[str, Any]]]) -> None:
-    """Write every rank's events as one Chrome trace file (written aside, then renamed)."""
-    events = [event for part in parts for event in part]
+def write_part(path: str | os.PathLike[str], rank: int, events: list[dict[str, Any]]) -> str:
+    """Write one rank's events beside ``path``; return the part's file name."""
+    part = f"{os.fspath(path)}.rank{rank}"
+    with open(part, "w", encoding="utf-8") as out:
+        json.dump(events, out)
+    return part
+
+
+def merge_parts(path: str | os.PathLike[str], parts: Sequence[str]) -> None:
+    """Join the ranks' parts into one Chrome trace file at ``path`` (written aside, then
+    renamed), one part in memory at a time; the parts are removed."""
     tmp = f"{os.fspath(path)}.tmp"
     with open(tmp, "w", encoding="utf-8") as out:
-        json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, out)
+        out.write('{"displayTimeUnit": "ms", "traceEvents": [')
+        first = True
+        for part in parts:
+            with open(part, encoding="utf-8") as inp:
+                events = json.load(inp)
+            for event in events:
+                out.write(("" if first else ",\n") + json.dumps(event))
+                first = False
+            os.remove(part)
+        out.write("]}\n")
     os.replace(tmp, path)
 
 

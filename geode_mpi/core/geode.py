@@ -39,6 +39,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Backoff, Transport, open_world
+from geode_mpi.transport.watchdog import hang_timeout
 
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 # Hot-path names, bound once.
@@ -109,6 +110,7 @@ class Geode:
         checkpoint_every: float | None = None,
         checkpoint_every_messages: int | None = None,
     ) -> None:
+        hang = hang_timeout()  # a bad setting is refused before anything starts
         self._transport = transport if transport is not None else open_world(comm)
         self.rank: int = self._transport.rank
         self.size: int = self._transport.size
@@ -168,10 +170,11 @@ class Geode:
                 self.restored_state = self._checkpointer.restore()
         elif restart:
             raise ValueError("restart needs a checkpoint_dir (or GEODE_CHECKPOINT_DIR)")
+        self._finished = False  # close() gathered --stats / --trace
+        self._arrived: Callable[[], bool] | None = None  # close()'s barrier for them
+        TRACER.start(self.rank, self.size, names)
+        self._watchdog = start_watchdog(self, hang)  # --hang-timeout
         register(self)
-        if not TRACER.on:
-            TRACER.start(self.rank, self.size, names)
-        self._watchdog = start_watchdog(self)  # --hang-timeout
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -878,9 +881,14 @@ class Geode:
         timeout = check_timeout(timeout)
         self._sealed = True  # from here nothing may be sent: the counts are being exchanged
         self._engine.flush()  # acks and credits owed go out before the counts are taken
-        finish_job(self)  # --stats / --trace: gathered while the transport still runs
+        if not self._finished:  # --stats / --trace, gathered while the transport still runs
+            started = time.monotonic()
+            finish_job(self, timeout)
+            self._finished = True
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
         self._transport.close(timeout)
-        stop_watchdog(self._watchdog)
+        stop_watchdog(self._watchdog, free=True)
         self._engine.closed = True
         self._closed = True
         self._plain_queue = _NONE
@@ -908,6 +916,7 @@ class Geode:
             # Another rank may never reach close(): do not wait for it while an error unwinds.
             self._closed = self._sealed = True
             self._plain_queue = _NONE
+            stop_watchdog(self._watchdog, free=False)
             unregister(self)
 
     def __repr__(self) -> str:
@@ -966,6 +975,8 @@ class Geode:
     def _to_stream_owner(self, index: int, source: int, message: Message) -> None:
         """A message for a total-order topic's sequencer or a work queue's dispatcher, which
         ``index`` is; held until this rank has created that topic or queue."""
+        if TRACER.on:
+            trace_receive(index, message, "dispatch")
         state = message.__dict__
         number = state.pop(TOPIC_ATTRIBUTE, None)
         if number is not None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from geode_mpi.tracing import TRACER, flow_id, now_us, write_trace
+from geode_mpi.errors import GeodeTimeoutError
+from geode_mpi.tracing import TRACER, flow_id, merge_parts, now_us, write_part
 from geode_mpi.transport.abort import rank_label
-from geode_mpi.transport.watchdog import Watchdog, hang_timeout, transport_state
+from geode_mpi.transport.watchdog import Watchdog, transport_state
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -119,7 +121,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     for _, key, spec in COLUMNS[2:]:
         if key == "queue_peak":
             totals.append(format(max((row[key] for row in rows), default=0), spec))
-        elif key.startswith("checkpoint"):  # per rank: counted once per rank
+        elif key.startswith("checkpoint"):  # per rank, on each of its nodes' rows: the most
             once = {row["rank"]: row[key] for row in rows}
             totals.append(format(max(once.values(), default=0), spec))
         else:
@@ -138,17 +140,30 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(text)
 
 
-def finish_job(geode: Geode) -> None:
+def finish_job(geode: Geode, timeout: float | None) -> None:
     """At close, with ``--stats`` or ``--trace``: gather every rank's part, rank 0 writes it.
 
     Collective (every rank's environment says the same). Everything in flight is first
-    drained, so the counts include it.
+    drained (within ``timeout``), so the counts include it.
+
+    Raises:
+        GeodeTimeoutError: some rank did not reach close() within ``timeout``.
     """
     stats = os.environ.get(STATS_VARIABLE, "") not in ("", "0")
     stats_json = os.environ.get(STATS_JSON_VARIABLE) or None
     if not (stats or stats_json or TRACER.on):
         return
     transport = geode._transport
+    # Every rank first arrives (a barrier posted once: a close() retried after a timeout
+    # waits on the same one); then the drain and gathers below find every rank there.
+    if geode._arrived is None:
+        geode._arrived = transport.all_entered()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if not transport.wait(geode._arrived, deadline):
+        raise GeodeTimeoutError(
+            f"close() on rank {geode.rank} timed out after {timeout:g} s: waiting for the "
+            "other ranks to call close()"
+        )
     transport.drain()
     if stats or stats_json:
         rows = job_rows(geode)
@@ -161,28 +176,37 @@ def finish_job(geode: Geode) -> None:
                 with open(stats_json, "w", encoding="utf-8") as out:
                     json.dump({"ranks": geode.size, "nodes": rows}, out, indent=1)
     if TRACER.on and TRACER.path is not None:
-        parts = transport.allgather(TRACER.chrome_events())
+        # Each rank writes its own part; rank 0 then merges them one by one, so no rank
+        # ever holds the whole job's events.
+        part = write_part(TRACER.path, TRACER.rank, TRACER.take())
+        parts = transport.allgather(part)
         if geode.rank == 0:
-            write_trace(TRACER.path, parts)
+            merge_parts(TRACER.path, parts)
 
 
 # -- the hang watchdog ----------------------------------------------------------------------
 
 
 def rank_state(geode: Geode) -> list[str]:
-    """What this rank holds and waits for: its nodes' queues and outboxes, its transfers."""
+    """What this rank holds and waits for: its nodes' queues and outboxes, its transfers.
+
+    Only reads: it runs inside waits (close() among them), where a poll or flush could send.
+    """
     engine = geode._engine
     names = geode._names
+    streams = engine.topics.streams
     lines = []
     for index in sorted(engine.stats):
-        stats = engine.snapshot(index)
+        stats = engine.stats[index]
         unacked: dict[str, int] = {}
         for (src, dst), pair in engine.pairs_out.items():
-            if src == index and pair.outbox:
-                unacked[names[dst]] = len(pair.outbox)
+            if pair.outbox and (
+                src == index or (src in streams and streams[src].publisher == index)
+            ):
+                unacked[names[dst]] = unacked.get(names[dst], 0) + len(pair.outbox)
         line = (
-            f"{names[index]}: {stats.queue_depth} message(s) queued, {stats.received} received, "
-            f"{stats.sent} sent"
+            f"{names[index]}: {len(engine.inboxes[index])} message(s) queued, "
+            f"{stats.received} received, {stats.sent} sent"
         )
         if unacked:
             line += f", not yet acknowledged by {unacked}"
@@ -191,18 +215,27 @@ def rank_state(geode: Geode) -> list[str]:
     return lines
 
 
-def start_watchdog(geode: Geode) -> Watchdog | None:
-    """With GEODE_HANG_TIMEOUT set (--hang-timeout), watch this Geode's waits.
+def activity(geode: Geode) -> int:
+    """A number that changes whenever a message of this rank moves (sent, received,
+    acknowledged, processed)."""
+    return sum(
+        stats.sent + stats.received + stats.acked + stats.acks_sent + stats.processed
+        for stats in geode._engine.stats.values()
+    )
+
+
+def start_watchdog(geode: Geode, timeout: float | None) -> Watchdog | None:
+    """With a hang timeout (--hang-timeout), watch this Geode's waits.
 
     Collective: on MPI, every rank duplicates the communicator for the watchdog's messages.
     """
-    timeout = hang_timeout()
     if timeout is None:
         return None
     comm = getattr(geode._transport, "comm", None)
     watchdog = Watchdog(
         timeout,
         lambda: rank_state(geode),
+        lambda: activity(geode),
         rank_label(geode.rank, geode.size, geode.node),
         None if comm is None else comm.Dup(),
     )
@@ -210,10 +243,11 @@ def start_watchdog(geode: Geode) -> Watchdog | None:
     return watchdog
 
 
-def stop_watchdog(watchdog: Watchdog | None) -> None:
-    """At close (collective): stop watching, free the watchdog's communicator."""
+def stop_watchdog(watchdog: Watchdog | None, free: bool) -> None:
+    """Stop watching: at close (``free``: collective, the communicator is freed too), or when
+    the Geode is dropped on an error (the communicator is left to MPI_Finalize)."""
     if watchdog is None:
         return
     watchdog.uninstall()
-    if watchdog.comm is not None:
+    if free and watchdog.comm is not None:
         watchdog.comm.Free()

@@ -221,6 +221,8 @@ class Processor:
         except Exception as exc:
             summary.failed += 1
             receipt.nack(exc)
+            if begun:
+                trace_receive(index, message, f"handle {message.type} (failed)", begun)
             if engine.stats[index].dead_letters > dead_before:
                 summary.dead_letters += 1
                 log.warning(

@@ -12,7 +12,8 @@ from geode_mpi.core import registry
 from geode_mpi.transport.abort import rank_label
 
 T = TypeVar("T")
-_RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
+# (rank, size) as MPICH's hydra and srun --mpi=pmi2, and Open MPI's mpirun, set them.
+_LAUNCHER_VARIABLES = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"))
 
 
 def _where() -> tuple[int, int, str | None]:
@@ -20,10 +21,10 @@ def _where() -> tuple[int, int, str | None]:
     geode = registry.first_geode()
     if geode is not None:
         return geode.rank, geode.size, geode.node
-    for name in _RANK_VARIABLES:
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value), int(os.environ.get("PMI_SIZE", "0") or 0), None
+    for name, size_name in _LAUNCHER_VARIABLES:
+        rank, size = os.environ.get(name, ""), os.environ.get(size_name, "")
+        if rank.isdigit():
+            return int(rank), int(size) if size.isdigit() else 1, None
     return 0, 1, None
 
 

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 from geode_mpi import codec
 from geode_mpi.core.groups import WORK_ATTRIBUTE
 from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.observe import trace_send
 from geode_mpi.core.placement import ID_BITS
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import ClosedError, GeodeTimeoutError, ReceiveTimeout, check_timeout
 from geode_mpi.message import Message
+from geode_mpi.tracing import TRACER, now_us
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -240,6 +242,9 @@ class WorkQueue:
         task.__dict__.pop(WORK_ATTRIBUTE, None)
         meta, frames = codec.encode(task, stamp, flags)
         rank = geode._placement.rank_of(consumer)
+        begun = now_us() if TRACER.on else 0.0
         geode._transport.send(rank, meta, frames, False)
         geode._counter[publisher] = count + 1
         engine.sent(number, pair, meta, frames, rank, tracked)
+        if begun:
+            trace_send(geode, stamp._replace(source=publisher), task, meta, frames, begun)

@@ -32,7 +32,7 @@ from geode_mpi.delivery.topics import TopicStream, TopicTable
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Inbox, Key, Match, Parcel
-from geode_mpi.transport import Transport
+from geode_mpi.transport import Transport, backoff
 from geode_mpi.transport.base import copy_frame
 
 ACK_BATCH = 128  # processed messages per pair that make an ack record go out at once
@@ -656,6 +656,8 @@ class Engine:
             self.flush()  # a receiver that polls without waiting still acks within ACK_DELAY
         if self.resend_after is not None:
             self._resend_due()
+        if backoff._activity_hook is not None:  # --hang-timeout's watchdog
+            backoff._activity_hook()
         return found
 
     def forward(self) -> None:

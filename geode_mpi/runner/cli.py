@@ -110,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if options.log_level is not None:
+        from geode_mpi.runner.logs import level_number
+
+        try:
+            level_number(options.log_level)
+        except ValueError as exc:
+            print(f"python -m geode_mpi: error: {exc}", file=sys.stderr)
+            return 2
     observe = {
         "GEODE_STATS": "1" if options.stats else None,
         "GEODE_STATS_JSON": options.stats_json and os.path.abspath(options.stats_json),

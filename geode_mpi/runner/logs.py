@@ -28,35 +28,43 @@ def _install_label_factory(rank: int, size: int) -> None:
     _factory_installed = True
 
 
+def level_number(level: str | int) -> int:
+    """A logging level from its name (``"INFO"``) or number.
+
+    Raises:
+        ValueError: not a level name.
+    """
+    if isinstance(level, int):
+        return level
+    named = logging.getLevelName(level.upper())
+    if not isinstance(named, int):
+        raise ValueError(
+            f"--log-level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}"
+        )
+    return named
+
+
 def configure_logging(level: str | int | None, rank: int = 0, size: int = 1) -> None:
     """Label every log line with its rank and node.
 
     Args:
-        level: None: only geode_mpi's own warnings go to standard error, labelled (the job's
-            ``logging.basicConfig`` still works as usual). A level (``"INFO"``, ``"DEBUG"``):
-            the root logger prints everything from that level on, the job's records too.
+        level: None: records that no handler takes (geode_mpi's warnings, when the job set
+            up no logging) are printed labelled; a job's own ``logging.basicConfig`` works as
+            usual and receives geode_mpi's records. A level (``"INFO"``, ``"DEBUG"``): the
+            root logger prints everything from that level on, the job's records too.
         rank / size: this rank and the number of ranks.
 
     Raises:
         ValueError: ``level`` is not a logging level name.
     """
-    if isinstance(level, str):
-        named = logging.getLevelName(level.upper())
-        if not isinstance(named, int):
-            raise ValueError(
-                f"--log-level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}"
-            )
-        level = named
+    number = None if level is None else level_number(level)
     _install_label_factory(rank, size)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
-    if level is None:
-        library = logging.getLogger("geode_mpi")
-        if not library.handlers:
-            library.addHandler(handler)
-            library.setLevel(logging.WARNING)
-            library.propagate = False
+    if number is None:
+        handler.setLevel(logging.WARNING)
+        logging.lastResort = handler  # used only while no handler is configured anywhere
         return
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(number)

@@ -24,6 +24,22 @@ def idle_hook() -> Callable[[float], None] | None:
     return _idle_hook
 
 
+# Called by the progress engine on every poll (the watchdog answers questions from there
+# while its rank runs without waiting); None: nothing to call.
+_activity_hook: Callable[[], None] | None = None
+
+
+def set_activity_hook(hook: Callable[[], None] | None) -> None:
+    """Call ``hook()`` from every poll of the progress engine (None: stop)."""
+    global _activity_hook
+    _activity_hook = hook
+
+
+def activity_hook() -> Callable[[], None] | None:
+    """The hook `set_activity_hook` installed."""
+    return _activity_hook
+
+
 class Backoff:
     """The pause between two polls of a wait loop.
 

@@ -177,6 +177,15 @@ class Transport(abc.ABC):
         if self.delivers_later:
             raise NotImplementedError(f"the {self.name} transport cannot drain")
 
+    def all_entered(self) -> Callable[[], bool]:
+        """Collective: say this rank has arrived; return a test that turns True once every
+        rank has (a nonblocking barrier: wait on it with `wait`, again after a timeout)."""
+        comm = getattr(self, "comm", None)
+        if comm is None or self.size == 1:
+            return lambda: True
+        request = comm.Ibarrier()
+        return lambda: bool(request.Test())
+
     @abc.abstractmethod
     def check_same(self, value: bytes, what: str) -> None:
         """Raise if ``value`` differs between ranks (a collective on real transports)."""

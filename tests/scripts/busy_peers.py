@@ -1,7 +1,8 @@
-"""Not a hang: node0 waits 6 s for one result while node1 and node2 keep exchanging messages.
+"""Not a hang: node0 waits 5 s for node1, which computes; node2 meanwhile runs geode_mpi calls
+without ever waiting (messages to itself, back to back).
 
-Under --hang-timeout 3, node0's wait alone passes the timeout; the watchdog must see that the
-other ranks' messages move, and let the job finish.
+Under --hang-timeout 2, node0 is stuck past the timeout and asks: node1 does not answer
+(computing), node2 answers that it is running, so the job is not hung and must finish.
 """
 
 import time
@@ -11,16 +12,13 @@ from geode_mpi import Geode
 with Geode() as geode:
     if geode.rank == 0:
         print("result:", geode.receive(source="node1", timeout=60).data)
+    elif geode.rank == 1:
+        time.sleep(5.0)  # computing: outside geode_mpi
+        geode.send("computed", dest="node0")
     else:
-        other = "node2" if geode.node == "node1" else "node1"
-        until = time.monotonic() + 6.0
+        until = time.monotonic() + 5.0
         rounds = 0
         while time.monotonic() < until:
-            geode.send(rounds, dest=other)
-            geode.receive(source=other, timeout=60)
-            time.sleep(0.05)
+            geode.send(rounds, dest=geode.node)
+            geode.receive(timeout=60)
             rounds += 1
-        geode.send("stop", dest=other)  # both stop together: the last messages match up
-        geode.receive(source=other, timeout=60)
-        if geode.node == "node1":
-            geode.send(rounds, dest="node0")

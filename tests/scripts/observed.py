@@ -1,4 +1,5 @@
-"""A small job for --stats and --trace: a ring of arrays, a topic, a handler, a checkpoint.
+"""A small job for --stats and --trace: a ring of arrays, a topic, a work queue, a handler,
+and a checkpoint.
 
 Every rank sends ``steps`` arrays of 1000 float64 to its right neighbour and receives as many;
 node0 publishes one message on a topic that every other node receives; with a checkpoint
@@ -12,7 +13,12 @@ import time
 
 import numpy as np
 
-from geode_mpi import Geode
+from geode_mpi import Geode, Message
+
+
+class Tick(Message):
+    """Handled by its own node's run()."""
+
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=20)
@@ -39,6 +45,26 @@ with Geode(checkpoint_dir=args.checkpoint_dir) as geode:
     for node in geode.local_nodes:
         if node in subscribers:
             geode.receive(node, topic="news", timeout=60)
+    # A work queue: node0 puts one task per other node; the consumers take them.
+    consumers = list(geode.nodes[1:]) or ["node0"]
+    jobs = geode.work_queue("jobs", consumers=consumers, producers=["node0"])
+    if geode.hosts("node0"):
+        for k in range(len(consumers)):
+            jobs.put(k, source="node0")
+        jobs.finish(source="node0")
+    for node in geode.local_nodes:
+        if node in consumers:
+            while jobs.get(node, timeout=60) is not None:
+                pass
+    jobs.serve(timeout=60)  # the dispatcher (node0) hands out until every consumer is told
+
+    # A handler: every node sends itself one Tick and processes it.
+    ticks = []
+    geode.on(Tick)(lambda message: ticks.append(message.data))
+    for node in geode.local_nodes:
+        geode.send(Tick(node), node, node)
+        geode.run(node, count=1, timeout=60)
+    assert sorted(ticks) == sorted(geode.local_nodes), ticks
     if args.checkpoint_dir:
         geode.checkpoint({"done": True})
     if geode.rank == 1 and args.compute:
