@@ -1,7 +1,8 @@
 """Every ```bash block in README.md and docs/*.md runs, as a user would type it.
 
 A block runs with ``bash -euo pipefail`` in a fresh directory holding the files the docs refer
-to (``job.py``, ``mypackage/job.py``, ``package/module.py`` and the checkout's ``jobs/``), with
+to (``job.py``, ``mypackage/job.py``, ``package/module.py``, the checkout's ``jobs/`` and
+``benchmarks/``), with
 this virtual environment's ``python`` and ``mpiexec`` first on PATH, and a timeout. The first
 word after ``bash`` says when a block cannot run that way, and what stands in for it:
 
@@ -59,6 +60,7 @@ def workspace(tmp_path: Path) -> Path:
         (tmp_path / package / "__init__.py").write_text("")
         (tmp_path / package / f"{module}.py").write_text(JOB)
     (tmp_path / "jobs").symlink_to(ROOT / "jobs")
+    (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")
     return tmp_path
 
 
