@@ -883,9 +883,9 @@ class Geode:
         self._engine.flush()  # acks and credits owed go out before the counts are taken
         if not self._finished:  # --stats / --trace, gathered while the transport still runs
             started = time.monotonic()
-            finish_job(self, timeout)
+            gathered = finish_job(self, timeout)
             self._finished = True
-            if timeout is not None:
+            if gathered and timeout is not None:
                 timeout = max(timeout - (time.monotonic() - started), 0.0)
         self._transport.close(timeout)
         stop_watchdog(self._watchdog, free=True)

@@ -140,11 +140,14 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(text)
 
 
-def finish_job(geode: Geode, timeout: float | None) -> None:
+def finish_job(geode: Geode, timeout: float | None) -> bool:
     """At close, with ``--stats`` or ``--trace``: gather every rank's part, rank 0 writes it.
 
     Collective (every rank's environment says the same). Everything in flight is first
     drained (within ``timeout``), so the counts include it.
+
+    Returns:
+        True if there was anything to gather (and it took some of ``timeout``).
 
     Raises:
         GeodeTimeoutError: some rank did not reach close() within ``timeout``.
@@ -152,7 +155,7 @@ def finish_job(geode: Geode, timeout: float | None) -> None:
     stats = os.environ.get(STATS_VARIABLE, "") not in ("", "0")
     stats_json = os.environ.get(STATS_JSON_VARIABLE) or None
     if not (stats or stats_json or TRACER.on):
-        return
+        return False
     transport = geode._transport
     # Every rank first arrives (a barrier posted once: a close() retried after a timeout
     # waits on the same one); then the drain and gathers below find every rank there.
@@ -182,6 +185,7 @@ def finish_job(geode: Geode, timeout: float | None) -> None:
         parts = transport.allgather(part)
         if geode.rank == 0:
             merge_parts(TRACER.path, parts)
+    return True
 
 
 # -- the hang watchdog ----------------------------------------------------------------------
