@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -76,9 +77,10 @@ def test_trace_joins_every_send_to_its_receive(tmp_path: Path) -> None:
     assert result.returncode == 0, result.explain()
     events, flows = _flows(trace)
     names = {event["name"] for event in events if event["ph"] == "X"}
-    assert {"send Message", "receive"} <= names
-    sends = [e for e in events if e["ph"] == "X" and e["name"] == "send Message"]
-    assert len(sends) == 4 * 4 + 1 + 3 + 3  # ring, "done", 3 tasks put and 3 handed out
+    assert {"send Ring", "send Done", "send Message", "receive"} <= names
+    count = Counter(e["name"] for e in events if e["ph"] == "X")
+    assert (count["send Ring"], count["send Done"]) == (4 * 4, 1)
+    assert count["send Message"] == 3 + 3  # 3 tasks put, and handed out
     assert flows["s"] and flows["s"] == flows["f"]  # every arrow has both ends
     threads = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
     assert threads == {"node0", "node1", "node2", "node3"}

@@ -20,6 +20,15 @@ class Tick(Message):
     """Handled by its own node's run()."""
 
 
+class Ring(Message):
+    """An array to the right neighbour (received by type: the topic's message may arrive
+    while a node still takes its ring arrays)."""
+
+
+class Done(Message):
+    """The last message round the ring."""
+
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=20)
 parser.add_argument("--checkpoint-dir")
@@ -34,13 +43,13 @@ with Geode(checkpoint_dir=args.checkpoint_dir) as geode:
         index = geode.nodes.index(node)
         for step in range(args.steps):
             geode.send(
-                np.full(1000, step, dtype=np.float64),
+                Ring(np.full(1000, step, dtype=np.float64)),
                 node,
                 geode.nodes[(index + 1) % len(geode.nodes)],
             )
     for node in geode.local_nodes:
         for _ in range(args.steps):
-            geode.receive(node, timeout=60)
+            geode.receive(node, type=Ring, timeout=60)
     news.publish("hello", source="node0")
     for node in geode.local_nodes:
         if node in subscribers:
@@ -69,5 +78,5 @@ with Geode(checkpoint_dir=args.checkpoint_dir) as geode:
         geode.checkpoint({"done": True})
     if geode.rank == 1 and args.compute:
         time.sleep(args.compute)
-    geode.send("done", dest=right)
-    geode.receive(timeout=60)
+    geode.send(Done("done"), dest=right)
+    geode.receive(type=Done, timeout=60)
