@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from common import environment, write_json
-from pingpong import parse_sizes, size_label
+from common import environment, parse_sizes, size_label, write_json
 
 from geode_mpi import Geode, Message, SendHandle
 from geode_mpi.transport import prepare_mpi_environment
@@ -73,19 +72,21 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How many fan-outs a timed loop makes: what fits in ``seconds`` at the speed measured
-    while warming up, between ``least`` and ``most`` (so a method that turns out slow cannot
-    stretch the run)."""
+    """How many fan-outs a method makes per repeat: what fits in ``seconds`` at the speed
+    measured while warming up, between ``least`` and ``most`` (so a method that turns out slow
+    cannot stretch the run). A repeat is cut into at most ``rounds`` rounds; each round runs
+    every method once for a block of its fan-outs, in an order that rotates."""
 
     most: int
     least: int
     seconds: float
+    rounds: int
 
     @classmethod
     def for_run(cls, quick: bool) -> Budget:
         if quick:
-            return cls(most=100, least=2, seconds=0.01)
-        return cls(most=1000, least=5, seconds=0.12)
+            return cls(most=100, least=2, seconds=0.01, rounds=4)
+        return cls(most=1000, least=5, seconds=0.12, rounds=12)
 
     def fitted(self, per_iteration: float) -> int:
         return max(self.least, min(self.most, int(self.seconds / per_iteration)))
@@ -119,7 +120,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeats",
         type=int,
         default=None,
-        help="timed loops per method (and size); the median is reported (default 11, quick 3)",
+        help="repeats per size, each interleaving the methods in rounds; the median over "
+        "repeats is reported, and of paired ratios for the ratios (default 11, quick 3)",
     )
     parser.add_argument(
         "--quick",
@@ -236,19 +238,26 @@ def check_array(run: Run, expected: np.ndarray[Any, Any], name: str, got: Any) -
 
 def measure(
     run: Run, loops: dict[str, Loop], budget: Budget, repeats: int, check: Callable[..., None]
-) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
+) -> tuple[dict[str, list[int]], dict[str, list[float]], int]:
     """Check each method once and warm it up, then time the methods interleaved.
 
+    Each repeat is cut into rounds (`Budget.rounds`, fewer if a method makes fewer fan-outs
+    per repeat); each round runs every method for a block of its fan-outs, in an order that
+    rotates from round to round. A method's time in a repeat is its blocks' total time over
+    their fan-outs, so the two sides of a paired ratio sample the same stretch of time in
+    alternating slices (about 10 ms each in a full run): a burst of load from other processes
+    lasting a few tens of ms lands on both, instead of on whichever method's loop it hit.
+
     Returns:
-        For each method, the iterations and the time per iteration (s) of every timed loop, in
-        repeat order. The order of the methods rotates from one repeat to the next.
+        For each method, the iterations and the time per iteration (s) of every repeat, in
+        repeat order; and the rounds per repeat.
     """
     counts: dict[str, int] = {}
     for name, loop in loops.items():
         per_iteration, got = loop(1)
         check(name, got)
         del got  # released, so that the receive-buffer pool reuses its buffer
-        # Warm up twice for about a fifth of a timed loop each, at the speed last measured
+        # Warm up twice for about a fifth of a repeat each, at the speed last measured
         # (rank 0's: every rank must loop equally often); the first fan-outs of a size are slow
         # (fresh pages), so the second warm-up is the one that sets the count.
         for _ in range(2):
@@ -257,26 +266,35 @@ def measure(
         counts[name] = budget.fitted(per_iteration)
     counts = run.comm.bcast(counts, root=0)  # every rank must loop equally often
     names = list(loops)
+    rounds = min(budget.rounds, *counts.values())
     times: dict[str, list[float]] = {name: [] for name in names}
-    rounds: dict[str, list[int]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            per_iteration = loops[name](counts[name])[0]
+    iterations: dict[str, list[int]] = {name: [] for name in names}
+    turn = 0
+    for _ in range(repeats):
+        blocks = {name: max(1, round(counts[name] / rounds)) for name in names}
+        spent = dict.fromkeys(names, 0.0)
+        for _ in range(rounds):
+            shift = turn % len(names)
+            turn += 1
+            for name in names[shift:] + names[:shift]:
+                spent[name] += loops[name](blocks[name])[0] * blocks[name]
+        for name in names:
+            done = blocks[name] * rounds
+            per_iteration = spent[name] / done
             times[name].append(per_iteration)
-            rounds[name].append(counts[name])
+            iterations[name].append(done)
             # A method that slowed down since warming up gets fewer iterations from now on.
             counts[name] = min(counts[name], budget.fitted(per_iteration))
         counts = run.comm.bcast(counts, root=0)
-    return rounds, times
+    return iterations, times, rounds
 
 
 def summarise(
-    rounds: dict[str, list[int]], times: dict[str, list[float]]
+    iterations: dict[str, list[int]], times: dict[str, list[float]]
 ) -> dict[str, dict[str, Any]]:
     return {
         name: {
-            "iterations": rounds[name],
+            "iterations": iterations[name],
             "median_us": statistics.median(values) * 1e6,
             "repeats_us": [value * 1e6 for value in values],
         }
@@ -293,14 +311,16 @@ def bench_array(run: Run, size: int, budget: Budget, repeats: int) -> dict[str, 
         GEODE: partial(geode_fanout, run, GEODE, data),
         GEODE_ACKS: partial(geode_fanout, run, GEODE_ACKS, data),
     }
-    rounds, times = measure(run, loops, budget, repeats, partial(check_array, run, data))
-    return {"size": size, "methods": summarise(rounds, times)}
+    iterations, times, rounds = measure(
+        run, loops, budget, repeats, partial(check_array, run, data)
+    )
+    return {"size": size, "rounds": rounds, "methods": summarise(iterations, times)}
 
 
 def bench_barrier(run: Run, budget: Budget, repeats: int) -> dict[str, Any]:
     loops: dict[str, Loop] = {"barrier": partial(barrier_only, run)}
-    rounds, times = measure(run, loops, budget, repeats, lambda name, got: None)
-    return summarise(rounds, times)["barrier"]
+    iterations, times, _ = measure(run, loops, budget, repeats, lambda name, got: None)
+    return summarise(iterations, times)["barrier"]
 
 
 # -- part 2: small messages per second ---------------------------------------------------------
@@ -399,14 +419,24 @@ def paired(tops: list[float], bottoms: list[float]) -> list[float]:
     return [top / bottom for top, bottom in zip(tops, bottoms, strict=True)]
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """The least, the quartiles and the largest of some repeats' values."""
+    if len(values) < 2:
+        return dict.fromkeys(("min", "q1", "q3", "max"), values[0])
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"min": min(values), "q1": q1, "q3": q3, "max": max(values)}
+
+
 def add_ratios(record: dict[str, Any]) -> None:
-    """Paired ratios of each geode method's time per fan-out over raw Bcast's."""
+    """Paired ratios of each geode method's time per fan-out over raw Bcast's: every repeat's,
+    their median (the figure reported) and their spread."""
     methods = record["methods"]
     raw = methods[RAW_BCAST]["repeats_us"]
     for key, method in (("geode_over_bcast", GEODE), ("geode_acks_over_bcast", GEODE_ACKS)):
         ratios = paired(methods[method]["repeats_us"], raw)
         record[f"{key}_repeats"] = ratios
         record[key] = statistics.median(ratios)
+        record[f"{key}_spread"] = spread(ratios)
 
 
 def array_table(arrays: list[dict[str, Any]], barrier: dict[str, Any]) -> list[str]:
@@ -419,6 +449,7 @@ def array_table(arrays: list[dict[str, Any]], barrier: dict[str, Any]) -> list[s
         ("Bcast GB/s", 11),
         ("geode GB/s", 11),
         ("geode/Bcast", 12),
+        ("(quartiles)", 12),
         ("acks/Bcast", 11),
     )
 
@@ -441,6 +472,7 @@ def array_table(arrays: list[dict[str, Any]], barrier: dict[str, Any]) -> list[s
                     f"{rec['size'] / raw_us / 1e3:.3f}",
                     f"{rec['size'] / geode_us / 1e3:.3f}",
                     f"{rec['geode_over_bcast']:.2f}",
+                    "{q1:.2f}-{q3:.2f}".format(**rec["geode_over_bcast_spread"]),
                     f"{rec['geode_acks_over_bcast']:.2f}",
                 ]
             )
@@ -452,7 +484,10 @@ def array_table(arrays: list[dict[str, Any]], barrier: dict[str, Any]) -> list[s
         "geode: Geode(acks=False); acks: Geode() (acks on). Each subscriber releases an array "
         "before receiving the next.",
         "GB/s: array bytes over that time (1e9 bytes/s); ratios are paired: the median over "
-        "repeats of the two times in the same repeat",
+        "repeats of the two times in the same repeat (quartiles: of geode/Bcast's repeats)",
+        "each repeat interleaves the methods in up to "
+        f"{max((rec['rounds'] for rec in arrays), default=0)} rounds: a block of fan-outs per "
+        "method per round, in an order that rotates",
     ]
     return lines
 
@@ -487,13 +522,15 @@ def evaluate_target(arrays: list[dict[str, Any]]) -> dict[str, Any]:
     if not large:
         return {"target": name, "result": "n/a", "ratios": {}}
     ratios = {size_label(r["size"]): r["geode_over_bcast"] for r in large}
+    spreads = {size_label(r["size"]): r["geode_over_bcast_spread"] for r in large}
     acks = {size_label(r["size"]): r["geode_acks_over_bcast"] for r in large}
     worst = max(ratios, key=lambda label: ratios[label])
     return {
         "target": name,
         "result": "PASS" if all(ratio <= LARGE_MAX for ratio in ratios.values()) else "FAIL",
-        "worst": {"case": worst, "ratio": ratios[worst]},
+        "worst": {"case": worst, "ratio": ratios[worst], "spread": spreads[worst]},
         "ratios": ratios,
+        "spreads": spreads,
         "acks_variant": {
             "note": "for comparison only; the target uses Geode(acks=False)",
             "would_pass": all(ratio <= LARGE_MAX for ratio in acks.values()),
@@ -509,10 +546,13 @@ def target_lines(item: dict[str, Any]) -> list[str]:
     acks = item["acks_variant"]
     acks_detail = ", ".join(f"{label} {ratio:.2f}" for label, ratio in acks["ratios"].items())
     verdict = "would pass" if acks["would_pass"] else "would fail"
+    worst = item["worst"]
     return [
         "target:",
         f"  {item['result']}  {item['target']}",
-        f"        worst {item['worst']['ratio']:.2f} at {item['worst']['case']}; all: {detail}",
+        f"        worst {worst['ratio']:.2f} at {worst['case']} (repeats "
+        "{min:.2f} to {max:.2f}, quartiles {q1:.2f}-{q3:.2f}); all: ".format(**worst["spread"])
+        + detail,
         f"        not the target: geode acks {verdict}: {acks_detail}",
     ]
 
