@@ -12,6 +12,7 @@ import numpy as np
 # order (b"C" or b"F"), dtype encoding (0 = dtype.str, 1 = pickled dtype), ndim, dtype length
 _DESC = struct.Struct("<cBHI")
 _DIM = struct.Struct("<q")
+_BYTE = np.dtype(np.uint8)
 
 
 def is_raw_array(obj: object) -> bool:
@@ -59,7 +60,7 @@ _PARSED_MAX = 4096
 
 
 def read_descriptor(
-    meta: memoryview, offset: int, end: int | None = None
+    meta: bytes | memoryview, offset: int, end: int | None = None
 ) -> tuple[np.dtype[Any], tuple[int, ...], bool, int]:
     """Parse a descriptor at ``offset``; return (dtype, shape, fortran, next offset).
 
@@ -99,7 +100,13 @@ def rebuild_array(
     if dtype.itemsize == 0:
         return np.empty(shape, dtype)
     try:
-        array: np.ndarray[Any, Any] = np.frombuffer(buffer, dtype)
+        array: np.ndarray[Any, Any]
+        if type(buffer) is np.ndarray and buffer.dtype == _BYTE and buffer.ndim == 1:
+            # A received frame (a uint8 buffer): itself, or a view of it, is cheaper than a
+            # new array through the buffer protocol.
+            array = buffer if dtype == _BYTE else buffer.view(dtype)
+        else:
+            array = np.frombuffer(buffer, dtype)
         if fortran:
             return array.reshape(shape[::-1]).T  # type: ignore[no-any-return]
         return array if array.shape == shape else array.reshape(shape)

@@ -102,6 +102,33 @@ _ATOMIC = pickling.ATOMIC
 _NO_FRAMES: tuple[()] = ()  # what a message without frames returns: shared, never changed
 
 
+def _head(
+    kind: int,
+    flags: int,
+    stamp: Stamp,
+    name_len: int,
+    n_data: int,
+    section_len: int,
+    reply_to: int,
+) -> bytes:
+    """The header of a message without headers or attributes (encode's fast paths)."""
+    mid, seq, ts, src, dst = stamp  # unpacked here: cheaper than *stamp in the call
+    return _HEAD.pack(
+        VERSION,
+        kind,
+        flags & SENDER_FLAGS,
+        mid,
+        seq,
+        ts,
+        src,
+        dst,
+        name_len,
+        n_data,
+        section_len,
+        reply_to,
+    )
+
+
 def encode(
     message: Message, stamp: Stamp, flags: int = 0, reply_to: int = NO_REPLY
 ) -> tuple[bytes, Sequence[np.ndarray[Any, Any]]]:
@@ -128,43 +155,27 @@ def encode(
         template = _templates.get((cls, data.dtype, data.shape))
         if template is not None and (data.ndim < 2 or data.flags.c_contiguous):
             prefix, name_len, section_len = template
-            mid, seq, ts, src, dst = stamp  # unpacked here: cheaper than *stamp in the call
-            head = _HEAD.pack(
-                VERSION,
-                KIND_SMALL_ARRAY,
-                flags & SENDER_FLAGS,
-                mid,
-                seq,
-                ts,
-                src,
-                dst,
-                name_len,
-                0,
-                section_len,
-                reply_to,
-            )
+            head = _head(KIND_SMALL_ARRAY, flags, stamp, name_len, 0, section_len, reply_to)
             # C-contiguous, so join reads its bytes straight from its buffer.
             return b"".join((head, prefix, data)), _NO_FRAMES  # type: ignore[arg-type]
+        known = _wire_names.get(cls)
+        if (
+            known is not None
+            and not known[1]
+            and data.nbytes > SMALL_ARRAY_MAX
+            and not data.dtype.hasobject
+            and "data" in message.__dict__
+        ):
+            # A large plain array alone in its message: the general path's result, sooner.
+            descriptor, frame = array_frame(data)
+            head = _head(KIND_ARRAY, flags, stamp, len(known[0]), 1, len(descriptor), reply_to)
+            return b"".join((head, known[0], descriptor)), [frame]
     elif len(message.__dict__) == 1 and (type(data) in _ATOMIC or pickling.is_plain(data)):
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames
             section, kind = _plain_section(data)
             if len(section) <= _U32_MAX:
-                mid, seq, ts, src, dst = stamp
-                head = _HEAD.pack(
-                    VERSION,
-                    kind,
-                    flags & SENDER_FLAGS,
-                    mid,
-                    seq,
-                    ts,
-                    src,
-                    dst,
-                    len(known[0]),
-                    0,
-                    len(section),
-                    reply_to,
-                )
+                head = _head(kind, flags, stamp, len(known[0]), 0, len(section), reply_to)
                 return b"".join((head, known[0], section)), _NO_FRAMES
     frames: list[np.ndarray[Any, Any]] = []
     known = _wire_names.get(cls)
@@ -399,15 +410,19 @@ def decode(
         if (
             version == VERSION
             and not name_len
-            and not n_data
             and not flags & FLAG_REST
-            and kind in _PLAIN_KINDS
+            and (kind in _PLAIN_KINDS if not n_data else kind == KIND_ARRAY and len(frames) == 1)
         ):
-            # A plain Message whose data is a pickle without arrays (a str, a dict ...) or a
-            # small array inside meta: the commonest small messages, decoded here, without
-            # the general machinery.
+            # A plain Message whose data is a pickle without arrays (a str, a dict ...), a
+            # small array inside meta, or one array in its frame: the commonest messages,
+            # decoded here, without the general machinery.
             try:
-                if kind == KIND_PICKLE:
+                if kind == KIND_ARRAY:
+                    dtype, shape, fortran, _ = read_descriptor(
+                        meta, HEAD_SIZE, HEAD_SIZE + data_len
+                    )
+                    data = rebuild_array(frames[0], dtype, shape, fortran)
+                elif kind == KIND_PICKLE:
                     data = pickle.loads(meta[HEAD_SIZE : HEAD_SIZE + data_len])
                 elif kind == KIND_TEXT:
                     data = str(meta[HEAD_SIZE : HEAD_SIZE + data_len], "utf-8")

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.core.filters import matcher
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.observe import trace_publish
@@ -29,6 +28,7 @@ from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
+from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport.base import Frame, SendTicket, copy_frame
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 STREAM_BASE = 1 << 20  # stream numbers start this far beyond the node indices; wire numbers below
 _NO_SUBSCRIBERS = SendTicket(-1, 0, done=True)
+_tuple_new = tuple.__new__
+_Stamp = codec.Stamp
 
 
 class PublishHandle(SendHandle):
@@ -112,7 +114,6 @@ class Topic:
         self._retained: dict[int, deque[tuple[bytes, list[Frame]]]] = {}
         # by stream number: (broadcast to other ranks?, a local copy on the publisher's rank?)
         self._routes: dict[int, tuple[bool, bool]] = {}
-        self.match = matcher(None, None, wire)  # what receive(topic=...) passes the queue
         for root in roots:
             number = geode._new_stream_number()
             stream = TopicStream(number, wire, name, root)
@@ -123,6 +124,10 @@ class Topic:
             for sub in subscribers:
                 if sub in geode._inboxes:
                     engine.expect_from_start(number, sub)
+        # What receive(topic=...) passes the queue: a topic message's parcel comes from one of
+        # the topic's streams (numbered beyond every node index), which says it all.
+        numbers = frozenset(stream.number for stream in self._streams.values())
+        self.match: Match = lambda parcel: parcel.source in numbers
         self._join(subscribers)
 
     # -- what it is ------------------------------------------------------------------------
@@ -209,14 +214,15 @@ class Topic:
         number = stream.number
         deadline = None if timeout is None else time.monotonic() + timeout
         pairs = []
+        pairs_out = engine.pairs_out
         for sub in stream.subscribers:
-            pair = engine.pairs_out.get((number, sub))
+            pair = pairs_out.get((number, sub))
             if pair is None or (pair.credits is not None and pair.credits <= 0):
                 pair = engine.reserve(number, sub, deadline, timeout)
             pairs.append(pair)
         seq = self._next_seq[number]
         count = geode._counter[src]
-        stamp = codec.Stamp((src << ID_BITS) | count, seq, time.time(), src, self.wire)
+        stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, self.wire))
         tracked = geode._acks or ack
         flags = codec.FLAG_TOPIC
         if tracked:

@@ -316,17 +316,22 @@ class Engine:
         if pair is None:
             pair = self._in[key] = PairIn()
         parcel = _tuple_new(Parcel, (source, seq, flags, reply_to, meta, frames, nbytes, 0))
-        stats = self.stats[dest]
         if seq == pair.expected and not pair.held and not flags & _FLAG_SEQUENCE:
-            pair.expected = seq + 1  # the common case: the next one, in order
-            stats.received += 1
-            stats.received_bytes += nbytes
-            dropped = inbox.push(parcel)
-            if dropped is not None:
-                stats.dropped += 1
-                self._done(dest, dropped)
+            self._queue_next(pair, parcel, dest, inbox)  # the common case: the next, in order
             return
         self._admit(key, pair, parcel, dest, inbox)
+
+    def _queue_next(self, pair: PairIn, parcel: Parcel, dest: int, inbox: Inbox) -> None:
+        """Queue the parcel its pair expects next, none being held (what `_admit` would do,
+        without its general machinery)."""
+        pair.expected = parcel.seq + 1
+        stats = self.stats[dest]
+        stats.received += 1
+        stats.received_bytes += parcel.nbytes
+        dropped = inbox.push(parcel)
+        if dropped is not None:
+            stats.dropped += 1
+            self._done(dest, dropped)
 
     def _admit(
         self, key: tuple[int, int], pair: PairIn, parcel: Parcel, dest: int, inbox: Inbox
@@ -377,7 +382,10 @@ class Engine:
             copies = frames if first else [copy_frame(frame) for frame in frames]
             first = False
             parcel = _tuple_new(Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0))
-            self._admit(key, pair, parcel, sub, self.inboxes[sub])
+            if seq == pair.expected and not pair.held and not flags & _FLAG_SEQUENCE:
+                self._queue_next(pair, parcel, sub, self.inboxes[sub])
+            else:
+                self._admit(key, pair, parcel, sub, self.inboxes[sub])
 
     def sink_run(self, rank: int, metas: list[memoryview]) -> None:
         """Take a run of frame-less arrivals from one rank, in order: `sink` on each, with the

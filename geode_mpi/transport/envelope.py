@@ -94,6 +94,17 @@ def build_envelope(
     return b"".join(parts), oob
 
 
+_ONE_OUT_OF_BAND = struct.Struct("<2sBxIIxxxxQ")  # the header and one frame-table entry
+
+
+def one_frame_envelope(meta: bytes, nbytes: int, address: int) -> bytes:
+    """`build_envelope` for one out-of-band frame of ``nbytes`` whose memory starts at
+    ``address`` (the same bytes, sooner: the commonest large message, an array alone)."""
+    check_envelope(meta)
+    entry = nbytes << 9 | (address % PAGE // ALIGN) << 1 | 1
+    return _ONE_OUT_OF_BAND.pack(MAGIC, VERSION, 1, len(meta), entry) + meta
+
+
 def _byte_view(frame: Frame) -> memoryview:
     """The frame's elements in C order as bytes, without copying when it is contiguous."""
     if frame.flags.c_contiguous:

@@ -42,6 +42,7 @@ from geode_mpi.transport.envelope import (
     META_MAX,
     build_envelope,
     check_envelope,
+    one_frame_envelope,
     parse_envelope,
 )
 from geode_mpi.transport.envelope import (
@@ -53,6 +54,7 @@ from geode_mpi.transport.streams import ROOT_WINDOW, Stream
 
 _BYTE = MPI.BYTE
 _ANY_SOURCE = MPI.ANY_SOURCE
+_testall = MPI.Request.Testall
 _ANY_TAG = MPI.ANY_TAG
 TAG_ENVELOPE = 1
 TAG_FRAME = 2
@@ -80,6 +82,9 @@ def _framing(length: int, kind: int) -> tuple[bytes, bytes]:
     return framing
 
 
+# Above this many bytes a send is not complete when posted (MPICH's shared-memory eager limit
+# is 64 KiB): its first test waits for the next progress.
+EAGER_GUESS = 256 * 1024
 MAX_ARRIVALS_PER_POLL = 256
 TESTS_PER_POLL = 64
 # The ticket of every send that completed inside send(): shared, since nothing about it changes.
@@ -188,8 +193,16 @@ class MPITransport(Transport):
             ticket = SendTicket(dest, len(meta), state=([last], meta, [], []))
             self._active.append(ticket)
             return ticket
-        check_envelope(meta)  # before anything is posted: a refused message is refused whole
         inline_max = self.inline_max
+        if len(frames) == 1:
+            frame = frames[0]
+            if (
+                frame.nbytes > inline_max
+                and frame.flags.c_contiguous
+                and frame.dtype.kind not in "mM"
+            ):
+                return self._send_one_frame(dest, meta, frame)
+        check_envelope(meta)  # before anything is posted: a refused message is refused whole
         if batch and all(frame.nbytes <= inline_max for frame in frames):
             envelope = build_envelope(meta, frames, inline_max)[0]
             return self._add_to_batch(dest, _AS_ENVELOPE, envelope)
@@ -216,6 +229,23 @@ class MPITransport(Transport):
         nbytes += len(envelope)
         ticket = SendTicket(dest, nbytes, state=(requests, envelope, list(oob), datatypes))
         if not self._finish(ticket):
+            self._active.append(ticket)
+        return ticket
+
+    def _send_one_frame(self, dest: int, meta: bytes, frame: Frame) -> SendTicket:
+        """`send` for the commonest large message, one large contiguous frame (an array
+        alone): the frame, then the envelope, with nothing to compute between the two."""
+        envelope = one_frame_envelope(meta, frame.nbytes, MPI.Get_address(frame))
+        if dest in self._batches:
+            self._send_batch(dest)  # what was batched before this message goes before it
+        isend = self.comm.Isend
+        requests = [isend([frame, _BYTE], dest, TAG_FRAME), isend(envelope, dest, TAG_ENVELOPE)]
+        self.sent_to[dest] += 1
+        nbytes = frame.nbytes + len(envelope)
+        ticket = SendTicket(dest, nbytes, state=(requests, envelope, [frame], []))
+        # A frame past MPI's eager limit is done only once the receiver has it: testing it
+        # here would only delay the return.
+        if nbytes > EAGER_GUESS or not self._finish(ticket):
             self._active.append(ticket)
         return ticket
 
@@ -410,7 +440,7 @@ class MPITransport(Transport):
                 frames.append(target)
             else:
                 frames.append(frame)
-        if not queue and MPI.Request.Testall(requests):
+        if not queue and (requests[0].Test() if len(requests) == 1 else _testall(requests)):
             self._sink(source, meta, frames, nbytes)
             return
         queue.append(_Arrival(meta, frames, requests, nbytes))

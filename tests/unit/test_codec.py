@@ -204,3 +204,43 @@ def test_encoding_arrays_inside_containers_keeps_no_reference_to_them() -> None:
         assert sys.getrefcount(array) == before
     finally:
         gc.enable()
+
+
+def large_array_cases() -> list[tuple[str, np.ndarray[Any, Any]]]:
+    """`array_cases` past the small-array limit, as arrays and as Fortran/strided/structured
+    ones, so that each fast path meets each kind of frame."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((64, 48))
+    cases = [(name, a) for name, a in array_cases() if a.nbytes > codec_wire.SMALL_ARRAY_MAX]
+    cases += [
+        ("uint8 1-D", rng.integers(0, 255, 5000, dtype=np.uint8)),
+        ("Fortran large", np.asfortranarray(base)),
+        ("structured large", np.zeros(400, dtype=[("a", "<i4"), ("b", ">f8")])),
+        ("datetime64 large", np.arange(600).astype("datetime64[s]")),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("name,array", large_array_cases(), ids=[c[0] for c in large_array_cases()])
+def test_a_large_array_alone_takes_the_fast_paths_to_the_same_bytes_and_message(
+    name: str, array: np.ndarray[Any, Any]
+) -> None:
+    """encode and decode have fast paths for a plain Message holding one large array; they
+    must give what the general paths give (the first encode of a class is general)."""
+    codec_wire._wire_names.pop(Message, None)
+    general_meta, general_frames = encode(Message(array), STAMP, codec_wire.FLAG_TOPIC, 9)
+    assert Message in codec_wire._wire_names  # the next encode may take the fast path
+    meta, frames = encode(Message(array), STAMP, codec_wire.FLAG_TOPIC, 9)
+    assert meta == general_meta
+    assert len(frames) == len(general_frames) == 1
+    assert frames[0] is not None and np.shares_memory(frames[0], general_frames[0])
+    received = [copy_frame(f) for f in frames]
+    fast = decode(meta, received, NAMES)  # no Peek given: the fast path may take it
+    general = decode(meta, received, NAMES, peek(meta))  # with one: the general path
+    assert fast.__dict__.keys() == general.__dict__.keys()
+    for key, value in general.__dict__.items():
+        if key != "data":
+            assert fast.__dict__[key] == value, key
+    assert fast.data.dtype == array.dtype and fast.data.shape == array.shape
+    assert np.ascontiguousarray(fast.data).tobytes() == np.ascontiguousarray(array).tobytes()
+    assert fast.data.flags.writeable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geode_mpi.transport.envelope import ALIGN, build_envelope, parse_envelope
+from geode_mpi.transport.envelope import ALIGN, build_envelope, one_frame_envelope, parse_envelope
 
 
 def test_small_frames_inline_and_aligned_big_ones_out_of_band() -> None:
@@ -55,3 +55,15 @@ def test_out_of_band_frames_carry_their_page_offset_in_16_byte_steps() -> None:
     envelope, _ = build_envelope(b"m", frames, inline_max=1024, offsets=[8208, 4095])
     _, _, oob = parse_envelope(np.frombuffer(envelope, np.uint8).copy())
     assert oob == [(40000, 16), (56000, 4080), (72000, 0)]
+
+
+@pytest.mark.parametrize("nbytes", [16 * 1024 + 1, 2**20, 2**31 + 5])
+@pytest.mark.parametrize("address", [0, 16, 4095, 4096 + 48, 2**40 + 4000])
+@pytest.mark.parametrize("meta", [b"", b"m" * 75, bytes(range(256)) * 3])
+def test_one_frame_envelope_is_what_build_envelope_makes(
+    nbytes: int, address: int, meta: bytes
+) -> None:
+    frame = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (nbytes,), (0,))
+    expected, oob = build_envelope(meta, [frame], 16 * 1024, [address])
+    assert len(oob) == 1
+    assert one_frame_envelope(meta, nbytes, address) == expected
