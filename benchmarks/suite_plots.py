@@ -63,6 +63,18 @@ def two_panels(title: str) -> tuple[Figure, Axes, Axes]:
     return fig, top, bottom
 
 
+# A line of a plot: what to plot (a method, or a key of a result), its label, colour and style.
+Line = tuple[str, str, str, str]
+
+
+def plot_lines(
+    ax: Axes, sizes: list[int], lines: tuple[Line, ...], values: Callable[[str], list[float]]
+) -> None:
+    """One line per entry of ``lines``, its y values from ``values`` of the line's key."""
+    for key, label, color, style in lines:
+        ax.plot(sizes, values(key), style, marker="o", color=color, label=label)
+
+
 def finish(fig: Figure, path: Path) -> None:
     for ax in fig.axes:
         if ax.get_yscale() == "log":  # plain numbers: 1, 2, 5 per decade unless many decades
@@ -81,8 +93,12 @@ def finish(fig: Figure, path: Path) -> None:
 # -- pingpong ----------------------------------------------------------------------------------
 
 
-def pingpong_series(result: Result, method: str, key: str) -> list[float]:
-    return [float(r["methods"][method][key]) for r in result["arrays"]]
+PINGPONG_LINES: tuple[Line, ...] = (
+    ("raw Send", "raw mpi4py Send/Recv", RAW, "-"),
+    ("raw pickle", "raw mpi4py send/recv (pickle)", RAW_2ND, ":"),
+    ("geode", "geode_mpi send/receive", GEODE, "-"),
+    ("geode kept", "geode_mpi, previous array kept", GEODE_2ND, "--"),
+)
 
 
 def pingpong_latency(result: Result, path: Path, quick: bool) -> None:
@@ -91,36 +107,23 @@ def pingpong_latency(result: Result, path: Path, quick: bool) -> None:
     fig, top, bottom = two_panels(
         f"pingpong: one-way latency against array size\n{subtitle(result)}"
     )
-    lines = (
-        ("raw Send", "raw mpi4py Send/Recv", RAW, "-"),
-        ("raw pickle", "raw mpi4py send/recv (pickle)", RAW_2ND, ":"),
-        ("geode", "geode_mpi send/receive", GEODE, "-"),
-        ("geode kept", "geode_mpi, previous array kept", GEODE_2ND, "--"),
+    plot_lines(
+        top,
+        sizes,
+        PINGPONG_LINES,
+        lambda method: [float(r["methods"][method]["median_us"]) for r in arrays],
     )
-    for method, label, color, style in lines:
-        top.plot(
-            sizes,
-            pingpong_series(result, method, "median_us"),
-            style,
-            marker="o",
-            color=color,
-            label=label,
-        )
     top.set_yscale("log")
     top.set_ylabel("one-way latency, us (median)")
-    bottom.plot(
+    ratios = {
+        "pickle": [r["geode_over_pickle_latency"] for r in arrays],
+        "Send": [1 / r["geode_over_send_bandwidth"] for r in arrays],
+    }
+    plot_lines(
+        bottom,
         sizes,
-        [r["geode_over_pickle_latency"] for r in arrays],
-        "-o",
-        color=GEODE,
-        label="geode / raw pickle",
-    )
-    bottom.plot(
-        sizes,
-        [1 / r["geode_over_send_bandwidth"] for r in arrays],
-        "-o",
-        color=RAW,
-        label="geode / raw Send",
+        (("pickle", "geode / raw pickle", GEODE, "-"), ("Send", "geode / raw Send", RAW, "-")),
+        ratios.__getitem__,
     )
     target_line(bottom, 1.0, [s for s in sizes if s <= 1024], "target: <= 1.0 x raw pickle")
     bottom.set_ylabel("latency ratio\n(paired, lower is better)")
@@ -132,37 +135,16 @@ def pingpong_bandwidth(result: Result, path: Path, quick: bool) -> None:
     arrays = result["arrays"]
     sizes = [r["size"] for r in arrays]
     fig, top, bottom = two_panels(f"pingpong: bandwidth against array size\n{subtitle(result)}")
-    lines = (
-        ("raw Send", "raw mpi4py Send/Recv", RAW, "-"),
-        ("raw pickle", "raw mpi4py send/recv (pickle)", RAW_2ND, ":"),
-        ("geode", "geode_mpi send/receive", GEODE, "-"),
-        ("geode kept", "geode_mpi, previous array kept", GEODE_2ND, "--"),
+    plot_lines(
+        top, sizes, PINGPONG_LINES, lambda method: [r["bandwidth_GBps"][method] for r in arrays]
     )
-    for method, label, color, style in lines:
-        top.plot(
-            sizes,
-            [r["bandwidth_GBps"][method] for r in arrays],
-            style,
-            marker="o",
-            color=color,
-            label=label,
-        )
     top.set_yscale("log")
     top.set_ylabel("bandwidth, GB/s (array bytes / one-way latency)")
-    bottom.plot(
-        sizes,
-        [r["geode_over_send_bandwidth"] for r in arrays],
-        "-o",
-        color=GEODE,
-        label="geode / raw Send",
+    ratio_lines = (
+        ("geode_over_send_bandwidth", "geode / raw Send", GEODE, "-"),
+        ("geode_kept_over_send_bandwidth", "geode kept / raw Send", GEODE_2ND, "--"),
     )
-    bottom.plot(
-        sizes,
-        [r["geode_kept_over_send_bandwidth"] for r in arrays],
-        "--o",
-        color=GEODE_2ND,
-        label="geode kept / raw Send",
-    )
+    plot_lines(bottom, sizes, ratio_lines, lambda key: [r[key] for r in arrays])
     target_line(bottom, 0.9, [s for s in sizes if s >= MiB], "target: >= 0.90 x raw Send")
     bottom.set_ylabel("bandwidth ratio\n(paired, higher is better)")
     size_axis(bottom, sizes, "array size")
@@ -178,29 +160,24 @@ def fanout(result: Result, path: Path, quick: bool) -> None:
     fig, top, bottom = two_panels(
         f"fanout: one array from rank 0 to every other rank\n{subtitle(result)}"
     )
-    lines = (
+    lines: tuple[Line, ...] = (
         ("raw Bcast", "raw mpi4py Bcast", RAW, "-"),
         ("geode", "geode_mpi topic, acks off", GEODE, "-"),
         ("geode acks", "geode_mpi topic, acks on", GEODE_2ND, "--"),
     )
-    for method, label, color, style in lines:
-        times = [r["methods"][method]["median_us"] for r in arrays]
-        top.plot(sizes, times, style, marker="o", color=color, label=label)
+    plot_lines(
+        top, sizes, lines, lambda method: [r["methods"][method]["median_us"] for r in arrays]
+    )
     barrier = (result.get("barrier") or {}).get("median_us")
     if barrier:
         top.axhline(barrier, color=RAW_2ND, linestyle=":", label="a barrier alone")
     top.set_yscale("log")
     top.set_ylabel("time per fan-out + barrier, us (median)")
-    bottom.plot(
-        sizes, [r["geode_over_bcast"] for r in arrays], "-o", color=GEODE, label="geode / raw Bcast"
+    ratio_lines = (
+        ("geode_over_bcast", "geode / raw Bcast", GEODE, "-"),
+        ("geode_acks_over_bcast", "geode acks / raw Bcast", GEODE_2ND, "--"),
     )
-    bottom.plot(
-        sizes,
-        [r["geode_acks_over_bcast"] for r in arrays],
-        "--o",
-        color=GEODE_2ND,
-        label="geode acks / raw Bcast",
-    )
+    plot_lines(bottom, sizes, ratio_lines, lambda key: [r[key] for r in arrays])
     target_line(bottom, 1.25, [s for s in sizes if s >= MiB], "target: <= 1.25 x raw Bcast")
     bottom.set_ylabel("time ratio\n(paired, lower is better)")
     size_axis(bottom, sizes, "array size")
@@ -216,21 +193,28 @@ def checkpoint(result: Result, path: Path, quick: bool) -> None:
     fig = figure(11, 7)
     axes = fig.subplots(2, 2, sharex=True, gridspec_kw={"height_ratios": [3, 1.4]})
     fig.suptitle(f"checkpoint: write and restore against state size per rank\n{subtitle(result)}")
-    lines = (
+    lines: tuple[Line, ...] = (
         ("geode", "geode_mpi checkpoint / restart", GEODE, "-"),
         ("raw h5py", "raw h5py, same durability", RAW, "-"),
         ("plain h5py", "plain h5py (no fsync, no checksums)", RAW_2ND, ":"),
     )
     for column, (phase, name) in enumerate((("write", "write"), ("read", "restore"))):
         top, bottom = axes[0][column], axes[1][column]
-        for method, label, color, style in lines:
-            times = [r[phase]["median_s"][method] for r in records]
-            top.plot(sizes, times, style, marker="o", color=color, label=label)
+        plot_lines(
+            top,
+            sizes,
+            lines,
+            lambda method, phase=phase: [r[phase]["median_s"][method] for r in records],
+        )
         top.set_yscale("log")
         top.set_title(name)
         top.set_ylabel(f"{name} time, s (median, slowest rank)")
-        ratios = [r[phase]["median_raw_over_geode"] for r in records]
-        bottom.plot(sizes, ratios, "-o", color=GEODE, label="raw h5py time / geode time")
+        plot_lines(
+            bottom,
+            sizes,
+            (("median_raw_over_geode", "raw h5py time / geode time", GEODE, "-"),),
+            lambda key, phase=phase: [r[phase][key] for r in records],
+        )
         target_line(bottom, 0.8, sizes, "target: >= 0.8")
         bottom.set_ylabel("ratio\n(paired, higher is better)")
         size_axis(bottom, sizes, "state per rank")

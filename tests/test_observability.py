@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mpirun import clean_env, mpirun, python
 
+from geode_mpi.core import registry
 from geode_mpi.core.observe import COLUMNS, format_table
 from geode_mpi.core.progress import Progress, progress
 from geode_mpi.runner.logs import configure_logging
@@ -86,6 +87,15 @@ def test_trace_joins_every_send_to_its_receive(tmp_path: Path) -> None:
     assert threads == {"node0", "node1", "node2", "node3"}
 
 
+@pytest.fixture
+def no_geode_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a process that has created no Geode (tests before this one may have left one
+    open, and the first one's node labels this process's lines for good)."""
+    monkeypatch.setattr(registry, "_open", [])
+    monkeypatch.setattr(registry, "_first_node", [])
+
+
+@pytest.mark.usefixtures("no_geode_yet")
 def test_progress_prints_lines_and_a_summary() -> None:
     stream = io.StringIO()
     assert list(progress(range(5), "steps", every=0, stream=stream)) == [0, 1, 2, 3, 4]
@@ -108,6 +118,7 @@ def test_hang_timeout_setting_is_checked() -> None:
         hang_timeout({"GEODE_HANG_TIMEOUT": "soon"})
 
 
+@pytest.mark.usefixtures("no_geode_yet")
 def test_log_records_carry_the_rank_label() -> None:
     configure_logging(None, 2, 4)
     record = logging.getLogger("job").makeRecord("job", logging.INFO, "f", 1, "hi", (), None)

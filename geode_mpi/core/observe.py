@@ -198,16 +198,10 @@ def rank_state(geode: Geode) -> list[str]:
     """
     engine = geode._engine
     names = geode._names
-    streams = engine.topics.streams
     lines = []
     for index in sorted(engine.stats):
         stats = engine.stats[index]
-        unacked: dict[str, int] = {}
-        for (src, dst), pair in engine.pairs_out.items():
-            if pair.outbox and (
-                src == index or (src in streams and streams[src].publisher == index)
-            ):
-                unacked[names[dst]] = unacked.get(names[dst], 0) + len(pair.outbox)
+        unacked = {names[dst]: count for dst, count in engine.unacked_by_dest(index).items()}
         line = (
             f"{names[index]}: {len(engine.inboxes[index])} message(s) queued, "
             f"{stats.received} received, {stats.sent} sent"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -10,10 +9,9 @@ from typing import IO, TypeVar
 
 from geode_mpi.core import registry
 from geode_mpi.transport.abort import rank_label
+from geode_mpi.transport.launch import launcher_rank
 
 T = TypeVar("T")
-# (rank, size) as MPICH's hydra and srun --mpi=pmi2, and Open MPI's mpirun, set them.
-_LAUNCHER_VARIABLES = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"))
 
 
 def _where() -> tuple[int, int, str | None]:
@@ -21,11 +19,8 @@ def _where() -> tuple[int, int, str | None]:
     geode = registry.first_geode()
     if geode is not None:
         return geode.rank, geode.size, geode.node
-    for name, size_name in _LAUNCHER_VARIABLES:
-        rank, size = os.environ.get(name, ""), os.environ.get(size_name, "")
-        if rank.isdigit():
-            return int(rank), int(size) if size.isdigit() else 1, None
-    return 0, 1, None
+    found = launcher_rank()
+    return (found[0], found[1], None) if found is not None else (0, 1, None)
 
 
 def _rate(per_second: float) -> str:

@@ -705,10 +705,17 @@ class Engine:
         stats = self.stats[index]
         stats.queue_depth = len(self.inboxes[index])
         stats.queue_peak = self.inboxes[index].peak
-        streams = self.topics.streams
-        stats.unacked = sum(
-            len(pair.outbox)
-            for (src, _), pair in self.pairs_out.items()
-            if src == index or (src in streams and streams[src].publisher == index)
-        )
+        stats.unacked = sum(self.unacked_by_dest(index).values())
         return NodeStats(**stats.as_dict())
+
+    def unacked_by_dest(self, index: int) -> dict[int, int]:
+        """How many messages local node ``index`` sent (directly, or published on its topic
+        streams) that each destination node has not acknowledged yet. Only reads."""
+        streams = self.topics.streams
+        found: dict[int, int] = {}
+        for (src, dst), pair in self.pairs_out.items():
+            if pair.outbox and (
+                src == index or (src in streams and streams[src].publisher == index)
+            ):
+                found[dst] = found.get(dst, 0) + len(pair.outbox)
+        return found

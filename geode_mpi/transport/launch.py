@@ -27,6 +27,11 @@ STEP_TASKS_VARIABLE = "SLURM_STEP_NUM_TASKS"
 # World sizes an MPI launcher hands each rank before it starts: PMI_SIZE from MPICH's hydra and
 # from srun --mpi=pmi2, OMPI_COMM_WORLD_SIZE from Open MPI's mpirun.
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+# (rank, size) as MPICH's hydra and srun --mpi=pmi2, and Open MPI's mpirun, set them.
+LAUNCHER_RANK_VARIABLES = (
+    ("PMI_RANK", "PMI_SIZE"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,17 @@ def _local_ranks(environ: MutableMapping[str, str]) -> int | None:
         value = environ.get(name, "")
         if value.isdigit():
             return int(value)
+    return None
+
+
+def launcher_rank(environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """(rank, size) that an MPI launcher gave this process, read without starting MPI; None
+    when no launcher did."""
+    environ = os.environ if environ is None else environ
+    for rank_name, size_name in LAUNCHER_RANK_VARIABLES:
+        rank, size = environ.get(rank_name, ""), environ.get(size_name, "")
+        if rank.isdigit():
+            return int(rank), int(size) if size.isdigit() else 1
     return None
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from geode_mpi.transport import Backoff
-from geode_mpi.transport.launch import CMA_VARIABLE, prepare_mpi_environment, under_launcher
+from geode_mpi.transport.launch import (
+    CMA_VARIABLE,
+    launcher_rank,
+    prepare_mpi_environment,
+    under_launcher,
+)
 
 
 def test_no_launcher_variables_means_embedded() -> None:
@@ -47,3 +52,20 @@ def test_cores_follow_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
     env: dict[str, str] = {"MPI_LOCALNRANKS": "2"}
     prepare_mpi_environment(env)
     assert env[CMA_VARIABLE] == "0", "2 ranks pinned to 1 core are oversubscribed"
+
+
+@pytest.mark.parametrize(
+    "environ,expected",
+    [
+        ({}, None),
+        ({"PMI_RANK": "3", "PMI_SIZE": "8"}, (3, 8)),  # MPICH's hydra, srun --mpi=pmi2
+        ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "4"}, (1, 4)),  # Open MPI
+        ({"PMI_RANK": "2"}, (2, 1)),  # a size the launcher did not give counts as 1
+        ({"PMI_RANK": "x", "OMPI_COMM_WORLD_RANK": "5", "OMPI_COMM_WORLD_SIZE": "6"}, (5, 6)),
+        ({"SLURM_PROCID": "4", "SLURM_NTASKS": "8"}, None),  # srun without a PMI: not MPI's
+    ],
+)
+def test_launcher_rank_reads_what_launchers_set(
+    environ: dict[str, str], expected: tuple[int, int] | None
+) -> None:
+    assert launcher_rank(environ) == expected
