@@ -85,6 +85,7 @@ def _framing(length: int, kind: int) -> tuple[bytes, bytes]:
 # Above this many bytes a send is not complete when posted (MPICH's shared-memory eager limit
 # is 64 KiB): its first test waits for the next progress.
 EAGER_GUESS = 256 * 1024
+HEADER_POLL_MASK = 7  # an idle wait tests the streams' headers when turn & this is 0
 MAX_ARRIVALS_PER_POLL = 256
 TESTS_PER_POLL = 64
 # The ticket of every send that completed inside send(): shared, since nothing about it changes.
@@ -595,7 +596,7 @@ class MPITransport(Transport):
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
             if headers:
                 turn += 1
-                if not turn & 7 and MPI.Request.Testany(headers)[1]:
+                if not turn & HEADER_POLL_MASK and MPI.Request.Testany(headers)[1]:
                     # A broadcast began (probes drive MPI's progress): take it in and return
                     # at once; the next poll does the rest of progress().
                     self._progress_streams()
