@@ -156,8 +156,12 @@ class Checkpointer:
         drained = time.perf_counter()
         tree["engine"] = capture(engine)
         tree["geode"] = JsonValue({"counters": {str(k): v for k, v in geode._counter.items()}})
-        tree["topics"] = {topic.name: topic_state(topic) for topic in geode._topics.values()}
-        tree["queues"] = {queue.name: queue_state(queue) for queue in geode._work_queues.values()}
+        tree["topics"] = {
+            topic.name: topic_state(topic) for topic in geode._channels.topics.values()
+        }
+        tree["queues"] = {
+            queue.name: queue_state(queue) for queue in geode._channels.work_queues.values()
+        }
         newest = max(self.store.epochs(complete_only=False), default=0)
         epoch = max(transport.allgather(max(newest, self.epoch))) + 1
         if geode.rank == 0:

@@ -10,9 +10,10 @@ from types import TracebackType
 from typing import Any
 
 from geode_mpi import codec
-from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_topic
+from geode_mpi.core.channels import Channels
+from geode_mpi.core.checkpointing import Checkpointer
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
-from geode_mpi.core.groups import TOPIC_ATTRIBUTE, WORK_ATTRIBUTE, Group, Sequencer
+from geode_mpi.core.groups import Group, Sequencer
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.observe import (
     finish_job,
@@ -24,8 +25,8 @@ from geode_mpi.core.observe import (
 from geode_mpi.core.placement import ID_BITS, Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import register, unregister
-from geode_mpi.core.topics import STREAM_BASE, Topic
-from geode_mpi.core.workqueues import WorkDone, WorkQueue
+from geode_mpi.core.topics import Topic
+from geode_mpi.core.workqueues import WorkQueue
 from geode_mpi.delivery import DeadLetter, Engine, NodeStats, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.errors import (
@@ -56,10 +57,6 @@ POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a po
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
 _NONE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path" (see _plain_queue)
-
-
-def _ignore(message: Message) -> None:
-    """The run loop's handler of `WorkDone`: nothing to do."""
 
 
 class Geode:
@@ -150,11 +147,7 @@ class Geode:
         self._receives = 0
         self._unfinished_checks = 0  # SendHandle.done() calls that found their send unfinished
         self._processor = Processor(self)
-        self._topics: dict[str, Topic] = {}
-        self._topics_by_wire: dict[int, Topic] = {}
-        self._work_queues: dict[int, WorkQueue] = {}  # by stream number
-        self._early: list[tuple[int, int, Message, str, int]] = []
-        self._streams_made = 0
+        self._channels = Channels(self)  # its topics and work queues
         self._sequencer = Sequencer(self)
         self._engine.on_forward = self._sequencer.forward
         self._checkpointer: Checkpointer | None = None
@@ -758,35 +751,7 @@ class Geode:
             ValueError: the name is taken, no publishers, a node listed twice, retain < 0.
             WorldMismatchError: ranks called it with different arguments.
         """
-        if self._sealed:
-            raise ClosedError("topic")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a topic name must be a non-empty str, got {name!r}")
-        if name in self._topics:
-            raise ValueError(f"topic {name!r} already exists")
-        if isinstance(retain, bool) or not isinstance(retain, int) or retain < 0:
-            raise ValueError(f"retain must be an int >= 0, got {retain!r}")
-        placement = self._placement
-        pubs = [placement.index(node, "publisher") for node in publishers]
-        subs = [placement.index(node, "subscriber") for node in subscribers]
-        for what, nodes in (("publishers", pubs), ("subscribers", subs)):
-            if len(set(nodes)) != len(nodes):
-                raise ValueError(f"topic {name!r}: {what} must be distinct, got {nodes!r}")
-        if not pubs:
-            raise ValueError(f"topic {name!r} needs at least one publisher")
-        chosen = None
-        if total_order or sequencer is not None:
-            chosen = pubs[0] if sequencer is None else placement.index(sequencer, "sequencer")
-        arguments = (name, pubs, subs, retain, chosen)
-        self._transport.check_same(repr(arguments).encode(), f"topic {name!r}")
-        wire = len(self._names) + len(self._topics)
-        topic = Topic(self, name, wire, pubs, subs, retain, chosen)
-        self._topics[name] = topic
-        self._topics_by_wire[wire] = topic
-        if self._checkpointer is not None and name in self._checkpointer.topics:
-            restore_topic(topic, self._checkpointer.topics.pop(name))
-        self._release_early()
-        return topic
+        return self._channels.topic(name, publishers, subscribers, retain, total_order, sequencer)
 
     def work_queue(
         self,
@@ -815,49 +780,7 @@ class Geode:
             UnknownNodeError: a consumer, producer or the dispatcher is not a node.
             ValueError: the name is taken, no consumers, a consumer twice, prefetch < 1.
         """
-        if self._sealed:
-            raise ClosedError("work_queue")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a work queue name must be a non-empty str, got {name!r}")
-        if any(queue.name == name for queue in self._work_queues.values()):
-            raise ValueError(f"work queue {name!r} already exists")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-            raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
-        placement = self._placement
-        taking = [placement.index(node, "consumer") for node in consumers]
-        if not taking or len(set(taking)) != len(taking):
-            raise ValueError(f"work queue {name!r} needs distinct consumers, got {consumers!r}")
-        owner = 0 if dispatcher is None else placement.index(dispatcher, "dispatcher")
-        making = (
-            list(range(len(self._names)))
-            if producers is None
-            else [placement.index(node, "producer") for node in producers]
-        )
-        arguments = (name, taking, owner, making, prefetch)
-        self._transport.check_same(repr(arguments).encode(), f"work queue {name!r}")
-        number = self._new_stream_number()
-        queue = WorkQueue(self, name, number, taking, owner, prefetch, len(set(making)))
-        self._work_queues[number] = queue
-        self._processor.add(WorkDone, None, _ignore)
-        if self._checkpointer is not None and name in self._checkpointer.queues:
-            # Restarted: the requests and tasks in flight at the checkpoint are in its state.
-            restore_queue(queue, self._checkpointer.queues.pop(name))
-        else:
-            queue.start()
-        self._release_early()
-        return queue
-
-    def _new_stream_number(self) -> int:
-        self._streams_made += 1
-        return len(self._names) + STREAM_BASE + self._streams_made - 1
-
-    def _topic_named(self, topic: Topic | str) -> Topic:
-        name = topic.name if isinstance(topic, Topic) else topic
-        found = self._topics.get(name)
-        if found is None:
-            known = ", ".join(self._topics) or "none"
-            raise ValueError(f"no topic {name!r} in this job (topics: {known})")
-        return found
+        return self._channels.work_queue(name, consumers, dispatcher, producers, prefetch)
 
     def stop(self, node: str | int, *, source: str | int | None = None) -> None:
         """Send a `Stop` message: ``node``'s run() loop ends when it gets there (in order
@@ -945,9 +868,9 @@ class Geode:
         self, source: str | int | None, type_filter: TypeFilter, topic: Topic | str | None = None
     ) -> Match | None:
         if topic is not None and source is None and type_filter is None:
-            return self._topic_named(topic).match  # made once per topic
+            return self._channels.topic_named(topic).match  # made once per topic
         index = None if source is None else self._placement.index(source, "source")
-        wire = None if topic is None else self._topic_named(topic).wire
+        wire = None if topic is None else self._channels.topic_named(topic).wire
         return matcher(index, type_filter, wire)
 
     def _decode(self, parcel: Parcel, index: int | None = None) -> Message:
@@ -966,40 +889,11 @@ class Geode:
             state["topic"] = self._engine.topics.names.get(_track(parcel.meta, 0)[3])
             state["dest"] = None if index is None else self._names[index]
             return
-        queue = self._work_queues[parcel.source]
+        queue = self._channels.work_queues[parcel.source]
         if index is not None and not parcel.attempts:
             queue.taken(index, message)
         else:
             state.update(work_queue=queue.name, source=queue.dispatcher)
-
-    def _to_stream_owner(self, index: int, source: int, message: Message) -> None:
-        """A message for a total-order topic's sequencer or a work queue's dispatcher, which
-        ``index`` is; held until this rank has created that topic or queue."""
-        if TRACER.on:
-            trace_receive(index, message, "dispatch")
-        state = message.__dict__
-        number = state.pop(TOPIC_ATTRIBUTE, None)
-        if number is not None:
-            topic = self._topics_by_wire.get(number)
-            if topic is None:
-                self._early.append((index, source, message, TOPIC_ATTRIBUTE, number))
-                return
-            state["origin"] = self._names[source]
-            topic._publish(message, index, False, None)
-            return
-        number = state.pop(WORK_ATTRIBUTE)
-        queue = self._work_queues.get(number)
-        if queue is None:
-            self._early.append((index, source, message, WORK_ATTRIBUTE, number))
-            return
-        queue.arrived(message, source)
-
-    def _release_early(self) -> None:
-        """Hand over what arrived for a topic or work queue before this rank created it."""
-        early, self._early = self._early, []
-        for index, source, message, attribute, number in early:
-            message.__dict__[attribute] = number
-            self._to_stream_owner(index, source, message)
 
     def _deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
         """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""

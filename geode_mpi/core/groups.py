@@ -81,7 +81,7 @@ class Sequencer:
         message = geode._decode(parcel)
         state = message.__dict__
         if TOPIC_ATTRIBUTE in state or WORK_ATTRIBUTE in state:
-            geode._to_stream_owner(index, parcel.source, message)
+            geode._channels.to_owner(index, parcel.source, message)
             return
         name, members = message.__dict__.pop(GROUP_ATTRIBUTE)
         seq = self.next_seq.get(name, 0)

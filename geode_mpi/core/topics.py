@@ -115,7 +115,7 @@ class Topic:
         # by stream number: (broadcast to other ranks?, a local copy on the publisher's rank?)
         self._routes: dict[int, tuple[bool, bool]] = {}
         for root in roots:
-            number = geode._new_stream_number()
+            number = geode._channels.new_stream_number()
             stream = TopicStream(number, wire, name, root)
             self._streams[root] = stream
             self._next_seq[number] = 0

@@ -113,7 +113,7 @@ def test_topic_mistakes_are_named() -> None:
         geode.topic("v", publishers=["node0"], subscribers=[]).publish("x", source="node2")
     geode.close()
     with pytest.raises(ClosedError):
-        geode._topics["t"].publish("late")
+        geode._channels.topics["t"].publish("late")
 
 
 def test_ranks_that_disagree_about_a_topic_are_told() -> None:

@@ -1,0 +1,173 @@
+"""A Geode's topics and work queues: creating them, and handing each the messages it owns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from geode_mpi.core.checkpointing import restore_queue, restore_topic
+from geode_mpi.core.groups import TOPIC_ATTRIBUTE, WORK_ATTRIBUTE
+from geode_mpi.core.observe import trace_receive
+from geode_mpi.core.topics import STREAM_BASE, Topic
+from geode_mpi.core.workqueues import WorkDone, WorkQueue
+from geode_mpi.errors import ClosedError
+from geode_mpi.message import Message
+from geode_mpi.tracing import TRACER
+
+if TYPE_CHECKING:
+    from geode_mpi.core.geode import Geode
+
+
+def _ignore(message: Message) -> None:
+    """The run loop's handler of `WorkDone`: nothing to do."""
+
+
+class Channels:
+    """The topics and work queues of one Geode (see `Geode.topic`, `Geode.work_queue`).
+
+    Both send on streams numbered beyond every node index, the same on every rank because
+    every rank creates them in the same order. Messages for a total-order topic's sequencer or
+    a work queue's dispatcher that arrive before this rank created the topic or queue wait
+    here until it does.
+    """
+
+    def __init__(self, geode: Geode) -> None:
+        self._geode = geode
+        self.topics: dict[str, Topic] = {}
+        self.topics_by_wire: dict[int, Topic] = {}
+        self.work_queues: dict[int, WorkQueue] = {}  # by stream number
+        self._early: list[tuple[int, int, Message, str, int]] = []
+        self._streams_made = 0
+
+    def new_stream_number(self) -> int:
+        """The next stream's number (beyond every node index)."""
+        self._streams_made += 1
+        return len(self._geode.nodes) + STREAM_BASE + self._streams_made - 1
+
+    def topic(
+        self,
+        name: str,
+        publishers: Sequence[str | int],
+        subscribers: Sequence[str | int],
+        retain: int,
+        total_order: bool,
+        sequencer: str | int | None,
+    ) -> Topic:
+        """`Geode.topic`: check the arguments (the same on every rank), create the topic."""
+        geode = self._geode
+        if geode._sealed:
+            raise ClosedError("topic")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a topic name must be a non-empty str, got {name!r}")
+        if name in self.topics:
+            raise ValueError(f"topic {name!r} already exists")
+        if isinstance(retain, bool) or not isinstance(retain, int) or retain < 0:
+            raise ValueError(f"retain must be an int >= 0, got {retain!r}")
+        placement = geode._placement
+        pubs = [placement.index(node, "publisher") for node in publishers]
+        subs = [placement.index(node, "subscriber") for node in subscribers]
+        for what, nodes in (("publishers", pubs), ("subscribers", subs)):
+            if len(set(nodes)) != len(nodes):
+                raise ValueError(f"topic {name!r}: {what} must be distinct, got {nodes!r}")
+        if not pubs:
+            raise ValueError(f"topic {name!r} needs at least one publisher")
+        chosen = None
+        if total_order or sequencer is not None:
+            chosen = pubs[0] if sequencer is None else placement.index(sequencer, "sequencer")
+        arguments = (name, pubs, subs, retain, chosen)
+        geode._transport.check_same(repr(arguments).encode(), f"topic {name!r}")
+        wire = len(geode.nodes) + len(self.topics)
+        topic = Topic(geode, name, wire, pubs, subs, retain, chosen)
+        self.topics[name] = topic
+        self.topics_by_wire[wire] = topic
+        checkpointer = geode._checkpointer
+        if checkpointer is not None and name in checkpointer.topics:
+            restore_topic(topic, checkpointer.topics.pop(name))
+        self.release_early()
+        return topic
+
+    def work_queue(
+        self,
+        name: str,
+        consumers: Sequence[str | int],
+        dispatcher: str | int | None,
+        producers: Sequence[str | int] | None,
+        prefetch: int,
+    ) -> WorkQueue:
+        """`Geode.work_queue`: check the arguments (the same on every rank), create the
+        queue."""
+        geode = self._geode
+        if geode._sealed:
+            raise ClosedError("work_queue")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a work queue name must be a non-empty str, got {name!r}")
+        if any(queue.name == name for queue in self.work_queues.values()):
+            raise ValueError(f"work queue {name!r} already exists")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
+        placement = geode._placement
+        taking = [placement.index(node, "consumer") for node in consumers]
+        if not taking or len(set(taking)) != len(taking):
+            raise ValueError(f"work queue {name!r} needs distinct consumers, got {consumers!r}")
+        owner = 0 if dispatcher is None else placement.index(dispatcher, "dispatcher")
+        making = (
+            list(range(len(geode.nodes)))
+            if producers is None
+            else [placement.index(node, "producer") for node in producers]
+        )
+        arguments = (name, taking, owner, making, prefetch)
+        geode._transport.check_same(repr(arguments).encode(), f"work queue {name!r}")
+        number = self.new_stream_number()
+        queue = WorkQueue(geode, name, number, taking, owner, prefetch, len(set(making)))
+        self.work_queues[number] = queue
+        geode._processor.add(WorkDone, None, _ignore)
+        checkpointer = geode._checkpointer
+        if checkpointer is not None and name in checkpointer.queues:
+            # Restarted: the requests and tasks in flight at the checkpoint are in its state.
+            restore_queue(queue, checkpointer.queues.pop(name))
+        else:
+            queue.start()
+        self.release_early()
+        return queue
+
+    def topic_named(self, topic: Topic | str) -> Topic:
+        """A topic of this job, given as itself or by name.
+
+        Raises:
+            ValueError: no such topic.
+        """
+        name = topic.name if isinstance(topic, Topic) else topic
+        found = self.topics.get(name)
+        if found is None:
+            known = ", ".join(self.topics) or "none"
+            raise ValueError(f"no topic {name!r} in this job (topics: {known})")
+        return found
+
+    def to_owner(self, index: int, source: int, message: Message) -> None:
+        """A message for a total-order topic's sequencer or a work queue's dispatcher, which
+        ``index`` is; held until this rank has created that topic or queue."""
+        if TRACER.on:
+            trace_receive(index, message, "dispatch")
+        state = message.__dict__
+        number = state.pop(TOPIC_ATTRIBUTE, None)
+        if number is not None:
+            topic = self.topics_by_wire.get(number)
+            if topic is None:
+                self._early.append((index, source, message, TOPIC_ATTRIBUTE, number))
+                return
+            state["origin"] = self._geode.nodes[source]
+            topic._publish(message, index, False, None)
+            return
+        number = state.pop(WORK_ATTRIBUTE)
+        queue = self.work_queues.get(number)
+        if queue is None:
+            self._early.append((index, source, message, WORK_ATTRIBUTE, number))
+            return
+        queue.arrived(message, source)
+
+    def release_early(self) -> None:
+        """Hand over what arrived for a topic or work queue before this rank created it."""
+        early, self._early = self._early, []
+        for index, source, message, attribute, number in early:
+            message.__dict__[attribute] = number
+            self.to_owner(index, source, message)
