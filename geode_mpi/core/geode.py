@@ -28,6 +28,7 @@ from geode_mpi.core.registry import register, unregister
 from geode_mpi.core.topics import Topic
 from geode_mpi.core.workqueues import WorkQueue
 from geode_mpi.delivery import DeadLetter, Engine, NodeStats, QueueConfig
+from geode_mpi.delivery.config import node_configs
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.errors import (
     ClosedError,
@@ -113,7 +114,7 @@ class Geode:
         self.size: int = self._transport.size
         names = node_names(nodes, self.size)
         self._placement = Placement(names, self.size)
-        configs = self._queue_configs(queue, queues)
+        configs = node_configs(self._placement.names, self._placement.index, queue, queues)
         resend_after = check_timeout(resend_after, "resend_after")
         self._transport.check_same(
             repr((names, configs, acks, resend_after)).encode(),
@@ -225,33 +226,6 @@ class Geode:
         """The epoch this Geode restarted from (None: it started afresh)."""
         checkpointer = self._checkpointer
         return None if checkpointer is None or self.restored_state is None else checkpointer.epoch
-
-    def _queue_configs(
-        self, queue: QueueConfig | None, queues: Mapping[str | int, QueueConfig] | None
-    ) -> list[QueueConfig]:
-        default = QueueConfig() if queue is None else queue
-        if not isinstance(default, QueueConfig):
-            raise TypeError(f"queue must be a QueueConfig, got {default!r}")
-        configs = [default] * len(self._placement.names)
-        for node, config in (queues or {}).items():
-            if not isinstance(config, QueueConfig):
-                raise TypeError(f"queues[{node!r}] must be a QueueConfig, got {config!r}")
-            configs[self._placement.index(node, "queues key")] = config
-        count = len(self._placement.names)
-        for index, config in enumerate(configs):
-            if (
-                config.policy != "drop_oldest"
-                and config.capacity is not None
-                and config.window is None
-                and config.capacity < count
-            ):
-                raise ValueError(
-                    f"{self._placement.names[index]}'s queue capacity {config.capacity} is "
-                    f"below the number of nodes ({count}): every sending node needs room for at "
-                    f"least one message; give capacity >= {count}, or a window (the queue then "
-                    f"holds up to window x {count})"
-                )
-        return configs
 
     # -- nodes -----------------------------------------------------------------------------
 
@@ -657,45 +631,19 @@ class Geode:
             name = self._placement.names[self._placement.index(source or 0)]
             raise NodeNotLocalError("request", name, self.rank, self.rank_of(name))
         src = self._placement.index(handle.source)
-        dst = self._placement.index(handle.dest)
         wanted = handle.id
-
-        def is_reply(parcel: Parcel) -> bool:
-            return parcel.reply_to == wanted and parcel.source == dst
-
-        others = [index for index in self._local if index != src]
-        engine = self._engine
-        transport = self._transport
-        summary = RunSummary()
-        backoff = Backoff()
-        started = time.perf_counter()
-        while True:
-            engine.poll()
-            found = engine.take(src, is_reply, None, False)
-            if found is not None:
-                self._waited(src, started, "wait: request")
-                return self._deliver(src, found)
-            worked = self._processor.step(others, summary) if others else 0
-            if worked:
-                backoff.reset()
-                continue
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if not transport.delivers_later:
-                break  # one process, nothing left to process: no reply can come
-            engine.flush_after(started)
-            if transport.spin(backoff.slice(transport.busy)):
-                backoff.reset()
-            else:
-                backoff.pause(transport.busy)
-        self._waited(src, started, "wait: request")
+        found = self._processor.await_reply(
+            src, self._placement.index(handle.dest), wanted, deadline
+        )
+        if found is not None:
+            return self._deliver(src, found)
         raise ReceiveTimeout(
             handle.source,
             timeout or 0.0,
             handle.dest,
             f"reply to message {wanted}",
             len(self._inboxes[src]),
-            waited=transport.delivers_later,
+            waited=self._transport.delivers_later,
         )
 
     def group(self, members: Sequence[str | int], *, sequencer: str | int | None = None) -> Group:

@@ -268,6 +268,45 @@ class Processor:
                 break
         return done()
 
+    def await_reply(
+        self, src: int, dst: int, wanted: int, deadline: float | None
+    ) -> tuple[Parcel, Receipt | None] | None:
+        """Take the reply from ``dst`` to message ``wanted`` out of local node ``src``'s queue,
+        waiting for it until ``deadline`` (`time.monotonic`; None: no limit) while this rank's
+        other nodes keep processing with their handlers; None if it did not come."""
+        geode = self.geode
+        engine = geode._engine
+        transport = geode._transport
+
+        def is_reply(parcel: Parcel) -> bool:
+            return parcel.reply_to == wanted and parcel.source == dst
+
+        others = [index for index in geode._local if index != src]
+        summary = RunSummary()
+        backoff = Backoff()
+        started = time.perf_counter()
+        try:
+            while True:
+                engine.poll()
+                found = engine.take(src, is_reply, None, False)
+                if found is not None:
+                    return found
+                worked = self.step(others, summary) if others else 0
+                if worked:
+                    backoff.reset()
+                    continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                if not transport.delivers_later:
+                    return None  # one process, nothing left to process: no reply can come
+                engine.flush_after(started)
+                if transport.spin(backoff.slice(transport.busy)):
+                    backoff.reset()
+                else:
+                    backoff.pause(transport.busy)
+        finally:
+            geode._waited(src, started, "wait: request")
+
     def has_handlers(self, index: int) -> bool:
         return bool(self.handlers.get(index) or self.handlers.get(None))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 POLICIES = ("block", "raise", "drop_oldest")
@@ -82,3 +83,41 @@ class QueueConfig:
     def delay(self, attempts: int) -> float:
         """Seconds to wait before delivering again a message that failed ``attempts`` times."""
         return float(min(MAX_RETRY_DELAY, self.retry_delay * 2 ** max(0, attempts - 1)))
+
+
+def node_configs(
+    names: tuple[str, ...],
+    index_of: Callable[[str | int, str], int],
+    queue: QueueConfig | None,
+    queues: Mapping[str | int, QueueConfig] | None,
+) -> list[QueueConfig]:
+    """Each node's queue settings: ``queue`` (default: `QueueConfig()`), overridden per node by
+    ``queues`` (keyed by node name or index; ``index_of`` resolves a key).
+
+    Raises:
+        TypeError: a setting is not a QueueConfig.
+        ValueError: a queue without a window holds fewer messages than there are nodes (every
+            sending node needs room for one).
+    """
+    default = QueueConfig() if queue is None else queue
+    if not isinstance(default, QueueConfig):
+        raise TypeError(f"queue must be a QueueConfig, got {default!r}")
+    configs = [default] * len(names)
+    for node, config in (queues or {}).items():
+        if not isinstance(config, QueueConfig):
+            raise TypeError(f"queues[{node!r}] must be a QueueConfig, got {config!r}")
+        configs[index_of(node, "queues key")] = config
+    count = len(names)
+    for index, config in enumerate(configs):
+        if (
+            config.policy != "drop_oldest"
+            and config.capacity is not None
+            and config.window is None
+            and config.capacity < count
+        ):
+            raise ValueError(
+                f"{names[index]}'s queue capacity {config.capacity} is below the number of "
+                f"nodes ({count}): every sending node needs room for at least one message; give "
+                f"capacity >= {count}, or a window (the queue then holds up to window x {count})"
+            )
+    return configs

@@ -28,8 +28,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from geode_mpi import DecodeError, Geode, Message, QueueConfig, QueueFull, codec
+from geode_mpi import DecodeError, Geode, Message, QueueConfig, QueueFull, UnknownNodeError, codec
 from geode_mpi.delivery import ACK_MODES, POLICIES
+from geode_mpi.delivery.config import node_configs
 from geode_mpi.delivery.control import decode_ack, encode_ack, ranges
 from geode_mpi.delivery.pairs import PairIn
 from geode_mpi.queues import Inbox, Parcel
@@ -877,3 +878,29 @@ def test_a_run_of_arrivals_leaves_the_same_state_as_one_by_one(
         states.append((queued, inbox.peak, engine.stats[1].as_dict()))
     assert states[1] == states[0]
     assert [seq for _, seq, *_ in states[0][0]] == sorted(set(arrivals))
+
+
+def test_node_configs_apply_the_default_and_per_node_overrides() -> None:
+    names = ("node0", "node1", "node2")
+    index = {name: k for k, name in enumerate(names)}
+
+    def index_of(node: str | int, argument: str) -> int:
+        if isinstance(node, int):
+            return node
+        if node not in index:
+            raise UnknownNodeError(node, names, argument)
+        return index[node]
+
+    small = QueueConfig(capacity=5)
+    explicit = QueueConfig(ack="explicit")
+    configs = node_configs(names, index_of, small, {"node2": explicit, 0: QueueConfig()})
+    assert configs == [QueueConfig(), small, explicit]
+    assert node_configs(names, index_of, None, None) == [QueueConfig()] * 3
+    with pytest.raises(TypeError, match="queue must be a QueueConfig, got 5"):
+        node_configs(names, index_of, 5, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"queues\['node1'\] must be a QueueConfig, got 'big'"):
+        node_configs(names, index_of, None, {"node1": "big"})  # type: ignore[dict-item]
+    with pytest.raises(UnknownNodeError, match="queues key"):
+        node_configs(names, index_of, None, {"node9": small})
+    with pytest.raises(ValueError, match="node1's queue capacity 2 is below the number of nodes"):
+        node_configs(names, index_of, None, {"node1": QueueConfig(capacity=2)})
