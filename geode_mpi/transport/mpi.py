@@ -85,7 +85,7 @@ def _framing(length: int, kind: int) -> tuple[bytes, bytes]:
 # Above this many bytes a send is not complete when posted (MPICH's shared-memory eager limit
 # is 64 KiB): its first test waits for the next progress.
 EAGER_GUESS = 256 * 1024
-HEADER_POLL_MASK = 7  # an idle wait tests the streams' headers when turn & this is 0
+HEADER_POLL_MASK = 7  # an idle wait tests broadcast headers when turn & this is 0 (see spin)
 MAX_ARRIVALS_PER_POLL = 256
 TESTS_PER_POLL = 64
 # The ticket of every send that completed inside send(): shared, since nothing about it changes.
@@ -578,11 +578,18 @@ class MPITransport(Transport):
             self.flush()
         if self._active or self._waiting_sources:
             return self._spin_transfers(seconds)
-        headers: list[Any] = []  # the streams' posted headers, tested every eighth probe
+        # The streams' posted headers, tested when turn & mask is 0: at every probe while the
+        # streams carry small messages only, else at every eighth (testing at every probe
+        # made the 8 B fan-out at 4 ranks on 2 cores 1.6 times faster, but the 1 and 4 MiB
+        # ones 5 to 30% slower; see benchmarks/README.md, fanout.py).
+        headers: list[Any] = []
+        mask = 0
         for stream in self._streams.values():
             if stream.busy:
                 return self._spin_transfers(seconds)
             headers.extend(stream.requests())
+            if not (stream.is_root or stream.small):
+                mask = HEADER_POLL_MASK
         improbe = self.comm.Improbe
         status = self._status
         until = time.perf_counter() + seconds
@@ -596,7 +603,7 @@ class MPITransport(Transport):
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
             if headers:
                 turn += 1
-                if not turn & HEADER_POLL_MASK and MPI.Request.Testany(headers)[1]:
+                if not turn & mask and MPI.Request.Testany(headers)[1]:
                     # A broadcast began (probes drive MPI's progress): take it in and return
                     # at once; the next poll does the rest of progress().
                     self._progress_streams()

@@ -40,6 +40,7 @@ _END = 1
 INLINE_ENVELOPE = HEADER_BYTES - _HEAD.size  # an envelope up to this size rides in the header
 _PADDING = bytes(HEADER_BYTES)
 ROOT_WINDOW = 64  # broadcasts a root keeps in flight before the next one waits for room
+SMALL_MESSAGE = 64 * 1024  # bytes: a message up to this size counts as small (`Stream.small`)
 
 Sink = Callable[[int, memoryview, Sequence[Any], int], None]
 
@@ -81,6 +82,10 @@ class Stream:
         self.direct: list[SendTicket] = []  # the root's point-to-point sends still in flight
         self.sending: deque[SendTicket] = deque()  # the root's broadcasts in flight
         self.incoming: deque[_Incoming] = deque()  # a member's messages, in order
+        # A member: the last message broadcast here was small (`SMALL_MESSAGE`), so the next
+        # is likely small too: an idle wait then tests the header at every probe
+        # (`MPITransport.spin`).
+        self.small = False
         self._header = bytearray(HEADER_BYTES)
         self._header_request: Any = None
         self._envelope: tuple[bytearray, Any] | None = None
@@ -212,6 +217,7 @@ class Stream:
                 nbytes += size
             else:
                 frames.append(frame)
+        self.small = nbytes <= SMALL_MESSAGE
         self.incoming.append(_Incoming(meta, frames, requests, nbytes))
 
     # -- both ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,4 +64,30 @@ def test_every_member_gets_every_broadcast_once_in_order() -> None:
             want_meta, want_frames = frames_for(root, k)
             assert meta == want_meta
             assert frames == [as_bytes(f) for f in want_frames]
+    transport.close(timeout=60)
+
+
+def test_members_know_whether_the_last_broadcast_was_small() -> None:
+    """After a message of at most 64 KiB, a member's idle waits test the next header at every
+    probe (`Stream.small`); after a larger one, at every eighth. A stream with one member sends
+    point-to-point and never sets it."""
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    arrived: list[bytes] = []
+    transport.attach(lambda source, meta, frames, nbytes: arrived.append(bytes(meta)))
+    transport.open_stream(7, 0, list(range(1, size)))
+    stream = getattr(transport, "_streams", {}).get(7)  # the MPI transport's (None in one rank)
+    seen: list[bool] = []
+    for k, frames in enumerate(([], [np.zeros(200_000, np.uint8)], [np.zeros(60_000, np.uint8)])):
+        if rank == 0 and size > 1:
+            ticket = transport.broadcast(7, bytes([k]), frames)
+            transport.wait(lambda ticket=ticket: ticket.done, time.monotonic() + 60)
+        elif rank > 0:
+            transport.wait(lambda k=k: len(arrived) > k, time.monotonic() + 60)
+            seen.append(stream.small)
+        transport.allgather(None)  # every member looked before the next broadcast
+    transport.close_stream(7, timeout=60)
+    if rank > 0:
+        assert arrived == [b"\x00", b"\x01", b"\x02"]
+        assert seen == ([True, False, True] if size > 2 else [False, False, False])
     transport.close(timeout=60)
