@@ -128,6 +128,7 @@ class Engine:
         # Messages a local node must forward as a group's sequencer, in arrival order, and
         # what forwards them (outside the transport's sink, where sending may wait).
         self.forwards: deque[tuple[int, Parcel]] = deque()
+        self._forwarding = False  # forward() is running (see there)
         self.on_forward: Callable[[int, Parcel], None] | None = None
         transport.attach(self.sink, self.sink_run)
 
@@ -669,11 +670,24 @@ class Engine:
         return found
 
     def forward(self) -> None:
-        """Hand each message waiting at a sequencer to the forwarder, then count it done."""
-        while self.forwards and self.on_forward is not None:
-            index, parcel = self.forwards.popleft()
-            self.on_forward(index, parcel)
-            self._done(index, parcel)
+        """Hand each message waiting at a sequencer to the forwarder, in order, then count it
+        done.
+
+        Not reentrant: a forwarder's sends poll now and then, and a poll inside a forward that
+        forwarded the next message there would send that one's copies first, to the members
+        not yet sent the current one (the sequencer's own node among them): the loop running
+        takes the rest in order.
+        """
+        if self._forwarding:
+            return
+        self._forwarding = True
+        try:
+            while self.forwards and self.on_forward is not None:
+                index, parcel = self.forwards.popleft()
+                self.on_forward(index, parcel)
+                self._done(index, parcel)
+        finally:
+            self._forwarding = False
         self.transport.flush()  # the copies go out now, not when this rank next waits
 
     def flush_after(self, started: float) -> None:

@@ -145,3 +145,24 @@ def test_exactly_once_with_resends_on_a_lossless_transport() -> None:
     assert geode.try_receive("node1") is None
     assert geode.stats("node1").duplicates >= 1
     assert geode.stats("node0").unacked == 0
+
+
+@pytest.mark.parametrize("nodes", [2, 3, 5])
+def test_a_group_keeps_its_one_order_at_the_sequencers_own_node(nodes: int) -> None:
+    """Every 32nd send polls; a poll inside the sequencer's forward once forwarded the next
+    message before the current one had reached every member, the sequencer's own node
+    included (seen at 3 ranks as group_seq 15 before 14)."""
+    geode = Geode(nodes)
+    try:
+        group = geode.group(geode.nodes, sequencer=geode.nodes[-1])
+        per_node = 40
+        for k in range(per_node):
+            for node in geode.nodes:
+                group.send({"k": k}, node)
+        for node in geode.nodes:
+            got = [geode.receive(node, timeout=5) for _ in range(per_node * nodes)]
+            assert [msg.group_seq for msg in got] == list(range(per_node * nodes)), node
+            for origin in geode.nodes:
+                assert [m.data["k"] for m in got if m.origin == origin] == list(range(per_node))
+    finally:
+        geode.close()
