@@ -1,0 +1,31 @@
+"""The transport's collective steps: allgather and check_same, below the Geode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geode_mpi import WorldMismatchError
+from geode_mpi.transport import open_world
+
+
+def test_allgather_returns_every_ranks_value_small_or_large() -> None:
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    assert transport.allgather(None) == [None] * size
+    assert transport.allgather((rank, "r" * rank)) == [(r, "r" * r) for r in range(size)]
+    big = np.arange(100_000 * (rank + 1), dtype=np.int32)
+    for got, want in zip(transport.allgather(big), range(size), strict=True):
+        assert np.array_equal(got, np.arange(100_000 * (want + 1), dtype=np.int32))
+    mixed = transport.allgather(b"x" * (10 if rank else 5000))  # one rank's value large
+    assert mixed == [b"x" * 5000] + [b"x" * 10] * (size - 1)
+    transport.close(timeout=60)
+
+
+def test_check_same_names_the_rank_that_disagrees() -> None:
+    transport = open_world()
+    if transport.size > 1:
+        with pytest.raises(WorldMismatchError, match=r"rank 1 disagrees with rank 0 about x"):
+            transport.check_same(b"same" if transport.rank != 1 else b"other", "x")
+    transport.check_same(b"same", "y")
+    transport.close(timeout=60)
