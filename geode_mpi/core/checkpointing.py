@@ -146,12 +146,14 @@ class Checkpointer:
         tree: dict[str, Any] = {"state": encode_state(state or {})}
         engine = geode._engine
         transport = geode._transport
+        sequencer = geode._sequencer
         while True:  # a forward sends: drain again until nothing moves
             while engine.forwards:
                 engine.forward()
+            sequencer.resume()  # what a forward that raised left behind
             engine.flush()
             transport.drain(timeout)
-            if not any(transport.allgather(bool(engine.forwards))):
+            if not any(transport.allgather(bool(engine.forwards) or sequencer.holding)):
                 break
         drained = time.perf_counter()
         tree["engine"] = capture(engine)

@@ -9,6 +9,7 @@ sequencer's work of decoding and re-sending each message to every member.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -70,22 +71,71 @@ class Group:
 
 class Sequencer:
     """Forwards the group messages that reach a local node to each group's members (and hands
-    total-order topic messages and work-queue traffic to their topic or queue)."""
+    total-order topic messages and work-queue traffic to their topic or queue).
+
+    Each group, topic and queue is a channel whose messages go on in the order they arrived.
+    Sending them on can poll, and a poll can bring the next message of the same channel here
+    before every member has the current one: that one waits until the current one is out (the
+    loop sending the current one takes it next). Other channels go on meanwhile, so one whose
+    member has no room left (policy ``block``) holds up only itself.
+    """
 
     def __init__(self, geode: Geode) -> None:
         self.geode = geode
         self.next_seq: dict[str, int] = {}
+        self._held: dict[tuple[str, Any], deque[tuple[int, Parcel, Message]]] = {}
+        self._busy: set[tuple[str, Any]] = set()  # channels being sent on, up the stack
+
+    @property
+    def holding(self) -> bool:
+        """True while messages wait here for their channel (only inside a forward, or after
+        a forward raised)."""
+        return bool(self._held)
 
     def forward(self, index: int, parcel: Parcel) -> None:
+        """The engine's `on_forward`: take a message that reached sequencer node ``index``."""
+        message = self.geode._decode(parcel)
+        state = message.__dict__
+        if TOPIC_ATTRIBUTE in state:
+            channel: tuple[str, Any] = ("topic", state[TOPIC_ATTRIBUTE])
+        elif WORK_ATTRIBUTE in state:
+            channel = ("queue", state[WORK_ATTRIBUTE])
+        else:
+            channel = ("group", state[GROUP_ATTRIBUTE][0])
+        self._held.setdefault(channel, deque()).append((index, parcel, message))
+        self.resume()
+
+    def resume(self) -> None:
+        """Send on what every channel not being sent on up the stack holds."""
+        for waiting in list(self._held):
+            # (sending on one channel may have sent on, and dropped, the next one)
+            if waiting in self._held and waiting not in self._busy:
+                self._send_on(waiting)
+
+    def _send_on(self, channel: tuple[str, Any]) -> None:
+        """Send on what ``channel`` holds, in order (nothing else of it runs meanwhile)."""
+        held = self._held[channel]
+        engine = self.geode._engine
+        self._busy.add(channel)
+        try:
+            while held:
+                index, parcel, message = held.popleft()
+                self._send_one(index, parcel, message)
+                engine.forwarded(index, parcel)
+        finally:
+            self._busy.discard(channel)
+            if not held and self._held.get(channel) is held:
+                del self._held[channel]
+
+    def _send_one(self, index: int, parcel: Parcel, message: Message) -> None:
         geode = self.geode
-        message = geode._decode(parcel)
         state = message.__dict__
         if TOPIC_ATTRIBUTE in state or WORK_ATTRIBUTE in state:
             geode._channels.to_owner(index, parcel.source, message)
             return
-        name, members = message.__dict__.pop(GROUP_ATTRIBUTE)
+        name, members = state.pop(GROUP_ATTRIBUTE)
         seq = self.next_seq.get(name, 0)
         self.next_seq[name] = seq + 1
-        message.__dict__.update(origin=geode.nodes[parcel.source], group=name, group_seq=seq)
+        state.update(origin=geode.nodes[parcel.source], group=name, group_seq=seq)
         for member in members:
             geode._send(message, index, member, False, None)

@@ -128,7 +128,6 @@ class Engine:
         # Messages a local node must forward as a group's sequencer, in arrival order, and
         # what forwards them (outside the transport's sink, where sending may wait).
         self.forwards: deque[tuple[int, Parcel]] = deque()
-        self._forwarding = False  # forward() is running (see there)
         self.on_forward: Callable[[int, Parcel], None] | None = None
         transport.attach(self.sink, self.sink_run)
 
@@ -670,25 +669,17 @@ class Engine:
         return found
 
     def forward(self) -> None:
-        """Hand each message waiting at a sequencer to the forwarder, in order, then count it
-        done.
-
-        Not reentrant: a forwarder's sends poll now and then, and a poll inside a forward that
-        forwarded the next message there would send that one's copies first, to the members
-        not yet sent the current one (the sequencer's own node among them): the loop running
-        takes the rest in order.
-        """
-        if self._forwarding:
-            return
-        self._forwarding = True
-        try:
-            while self.forwards and self.on_forward is not None:
-                index, parcel = self.forwards.popleft()
-                self.on_forward(index, parcel)
-                self._done(index, parcel)
-        finally:
-            self._forwarding = False
+        """Hand each message waiting at a sequencer to the forwarder (`on_forward`), in arrival
+        order; the forwarder counts each one done with `forwarded` once it has sent it on."""
+        while self.forwards and self.on_forward is not None:
+            index, parcel = self.forwards.popleft()
+            self.on_forward(index, parcel)
         self.transport.flush()  # the copies go out now, not when this rank next waits
+
+    def forwarded(self, index: int, parcel: Parcel) -> None:
+        """A message that reached local node ``index`` (a sequencer) was sent on: it counts as
+        processed, and is acknowledged to its sender."""
+        self._done(index, parcel)
 
     def flush_after(self, started: float) -> None:
         """Flush pending acks if a wait that began at ``started`` (perf_counter) lasted long
