@@ -167,7 +167,10 @@ def encode(
             and "data" in message.__dict__
         ):
             # A large plain array alone in its message: the general path's result, sooner.
-            descriptor, frame = array_frame(data)
+            try:
+                descriptor, frame = array_frame(data)
+            except Exception as exc:  # a structured dtype pickles its metadata
+                raise EncodeError("message data", type(data), exc) from exc
             head = _head(KIND_ARRAY, flags, stamp, len(known[0]), 1, len(descriptor), reply_to)
             return b"".join((head, known[0], descriptor)), [frame]
     elif len(message.__dict__) == 1 and (type(data) in _ATOMIC or pickling.is_plain(data)):

@@ -14,7 +14,8 @@ from geode_mpi.transport.base import Frame
 
 def frames_for(root: int, k: int) -> tuple[bytes, list[Frame]]:
     """The k-th message of ``root``: meta of several sizes, no frame, small, big, odd frames."""
-    meta = bytes([root, k]) * (1 + 400 * (k % 3))  # 2 B, 802 B (over the header), 1602 B
+    meta = bytes([root, k]) * (1 + 2600 * (k % 3))  # 2 B, then 5202 and 10402 B: over the
+    # 4096-byte header, so the envelope takes a broadcast of its own
     kind = k % 6
     if kind == 0:
         return meta, []

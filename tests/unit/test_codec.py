@@ -244,3 +244,15 @@ def test_a_large_array_alone_takes_the_fast_paths_to_the_same_bytes_and_message(
     assert fast.data.dtype == array.dtype and fast.data.shape == array.shape
     assert np.ascontiguousarray(fast.data).tobytes() == np.ascontiguousarray(array).tobytes()
     assert fast.data.flags.writeable
+
+
+def test_an_array_whose_dtype_cannot_be_described_is_an_encode_error_on_both_paths() -> None:
+    import threading
+
+    dtype = np.dtype([("a", "f8")], metadata={"lock": threading.Lock()})  # pickles its metadata
+    array = np.zeros(1000, dtype)
+    codec_wire._wire_names.pop(Message, None)
+    for _ in range(2):  # the general path, then the large-array fast path
+        with pytest.raises(EncodeError, match="message data of type numpy.ndarray"):
+            encode(Message(array), STAMP)
+        encode(Message(np.zeros(1000)), STAMP)  # the class is known: the next one is fast
