@@ -316,28 +316,25 @@ class Engine:
         if pair is None:
             pair = self._in[key] = PairIn()
         parcel = _tuple_new(Parcel, (source, seq, flags, reply_to, meta, frames, nbytes, 0))
-        if seq == pair.expected and not pair.held and not flags & _FLAG_SEQUENCE:
-            self._queue_next(pair, parcel, dest, inbox)  # the common case: the next, in order
-            return
         self._admit(key, pair, parcel, dest, inbox)
-
-    def _queue_next(self, pair: PairIn, parcel: Parcel, dest: int, inbox: Inbox) -> None:
-        """Queue the parcel its pair expects next, none being held (what `_admit` would do,
-        without its general machinery)."""
-        pair.expected = parcel.seq + 1
-        stats = self.stats[dest]
-        stats.received += 1
-        stats.received_bytes += parcel.nbytes
-        dropped = inbox.push(parcel)
-        if dropped is not None:
-            stats.dropped += 1
-            self._done(dest, dropped)
 
     def _admit(
         self, key: tuple[int, int], pair: PairIn, parcel: Parcel, dest: int, inbox: Inbox
     ) -> None:
         """Let an arrival through its pair (once, in order) into ``dest``'s queue."""
         stats = self.stats[dest]
+        seq = parcel.seq
+        if seq == pair.expected and not pair.held and not parcel.flags & _FLAG_SEQUENCE:
+            # The common case, the next one in order with none held: what the general path
+            # below does for it, without `PairIn.arrive`'s list.
+            pair.expected = seq + 1
+            stats.received += 1
+            stats.received_bytes += parcel.nbytes
+            dropped = inbox.push(parcel)
+            if dropped is not None:
+                stats.dropped += 1
+                self._done(dest, dropped)
+            return
         ready = pair.arrive(parcel)
         if ready is None:
             stats.duplicates += 1
@@ -382,10 +379,7 @@ class Engine:
             copies = frames if first else [copy_frame(frame) for frame in frames]
             first = False
             parcel = _tuple_new(Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0))
-            if seq == pair.expected and not pair.held and not flags & _FLAG_SEQUENCE:
-                self._queue_next(pair, parcel, sub, self.inboxes[sub])
-            else:
-                self._admit(key, pair, parcel, sub, self.inboxes[sub])
+            self._admit(key, pair, parcel, sub, self.inboxes[sub])
 
     def sink_run(self, rank: int, metas: list[memoryview]) -> None:
         """Take a run of frame-less arrivals from one rank, in order: `sink` on each, with the
