@@ -120,19 +120,19 @@ class Sequencer:
         try:
             while held:
                 index, parcel, message = held.popleft()
-                self._send_one(index, parcel, message)
+                if channel[0] == "group":
+                    self._send_to_members(index, parcel, message)
+                else:
+                    self.geode._channels.to_owner(index, parcel.source, message)
                 engine.forwarded(index, parcel)
         finally:
             self._busy.discard(channel)
             if not held and self._held.get(channel) is held:
                 del self._held[channel]
 
-    def _send_one(self, index: int, parcel: Parcel, message: Message) -> None:
+    def _send_to_members(self, index: int, parcel: Parcel, message: Message) -> None:
         geode = self.geode
         state = message.__dict__
-        if TOPIC_ATTRIBUTE in state or WORK_ATTRIBUTE in state:
-            geode._channels.to_owner(index, parcel.source, message)
-            return
         name, members = state.pop(GROUP_ATTRIBUTE)
         seq = self.next_seq.get(name, 0)
         self.next_seq[name] = seq + 1
