@@ -20,7 +20,7 @@ import os
 import struct
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -675,6 +675,11 @@ class MPITransport(Transport):
                     f"rank {rank} disagrees with rank 0 about {what}: every rank must create "
                     "its Geode with the same arguments"
                 )
+
+    def all_entered(self) -> Callable[[], bool]:
+        """See `Transport.all_entered`: an ``Ibarrier``."""
+        request = self.comm.Ibarrier()
+        return lambda: bool(request.Test())
 
     def allgather(self, value: Any) -> list[Any]:
         # Blocking on purpose. Tried (2026-11-27): Iallgather waited on with Backoff, so that a
