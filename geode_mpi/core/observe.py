@@ -229,13 +229,12 @@ def start_watchdog(geode: Geode, timeout: float | None) -> Watchdog | None:
     """
     if timeout is None:
         return None
-    comm = getattr(geode._transport, "comm", None)
     watchdog = Watchdog(
         timeout,
         lambda: rank_state(geode),
         lambda: activity(geode),
         rank_label(geode.rank, geode.size, geode.node),
-        None if comm is None else comm.Dup(),
+        geode._transport.private_comm(),
     )
     watchdog.install()
     return watchdog

@@ -177,6 +177,11 @@ class Transport(abc.ABC):
         if self.delivers_later:
             raise NotImplementedError(f"the {self.name} transport cannot drain")
 
+    def private_comm(self) -> Any:
+        """Collective: a communicator of its own over every rank (for the hang watchdog's
+        messages), or None on transports without MPI."""
+        return None
+
     def all_entered(self) -> Callable[[], bool]:
         """Collective: say this rank has arrived; return a test that turns True once every
         rank has (a nonblocking barrier: wait on it with `wait`, again after a timeout).

@@ -676,6 +676,10 @@ class MPITransport(Transport):
                     "its Geode with the same arguments"
                 )
 
+    def private_comm(self) -> Any:
+        """See `Transport.private_comm`: a duplicate of this transport's communicator."""
+        return self.comm.Dup()
+
     def all_entered(self) -> Callable[[], bool]:
         """See `Transport.all_entered`: an ``Ibarrier``."""
         request = self.comm.Ibarrier()
