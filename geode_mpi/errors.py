@@ -183,6 +183,11 @@ class WorldMismatchError(GeodeError, RuntimeError):
     """Ranks of one job disagree about the job's configuration (for example, node names)."""
 
 
+class RestartDirError(GeodeError, ValueError):
+    """``python -m geode_mpi --restart DIR`` names another directory than the job's own
+    ``checkpoint_dir``."""
+
+
 def check_timeout(timeout: float | None, argument: str = "timeout") -> float | None:
     """Validate a timeout argument: None (wait forever) or a number >= 0.
 

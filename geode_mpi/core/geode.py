@@ -17,6 +17,7 @@ from geode_mpi.core.groups import Group, Sequencer
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.observe import (
     finish_job,
+    start_observing,
     start_watchdog,
     stop_watchdog,
     trace_receive,
@@ -35,6 +36,7 @@ from geode_mpi.errors import (
     DecodeError,
     NodeNotLocalError,
     ReceiveTimeout,
+    RestartDirError,
     check_timeout,
 )
 from geode_mpi.message import Message
@@ -109,6 +111,8 @@ class Geode:
         checkpoint_every_messages: int | None = None,
     ) -> None:
         hang = hang_timeout()  # a bad setting is refused before anything starts
+        if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
+            check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
         self._transport = transport if transport is not None else open_world(comm)
         self.rank: int = self._transport.rank
         self.size: int = self._transport.size
@@ -168,6 +172,7 @@ class Geode:
         self._arrived: Callable[[], bool] | None = None  # close()'s barrier for them
         TRACER.start(self.rank, self.size, names)
         self._watchdog = start_watchdog(self, hang)  # --hang-timeout
+        start_observing(self)  # --stats / --trace: what to leave if the job fails
         register(self)
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -936,3 +941,19 @@ class Geode:
 
     def _wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
         return self._engine.wait(done, deadline)
+
+
+def check_restart_dir(own: str | os.PathLike[str] | None, restart_dir: str | None) -> None:
+    """Refuse a job whose own checkpoint_dir is not the directory of ``--restart DIR``.
+
+    Raises:
+        RestartDirError: both are given and are different directories.
+    """
+    if own is None or not restart_dir:
+        return
+    if os.path.realpath(own) != os.path.realpath(restart_dir):
+        raise RestartDirError(
+            f"--restart {restart_dir!r} names another directory than the job's own "
+            f"checkpoint_dir {os.fspath(own)!r}: restart from the directory the job "
+            "checkpoints into (or give --restart alone, which uses the job's own)"
+        )

@@ -24,6 +24,23 @@ def idle_hook() -> Callable[[float], None] | None:
     return _idle_hook
 
 
+# Also called from every sleeping pause, with no argument: --stats and --trace listen there
+# for a failing rank's request to leave their parts before the job ends; None: nothing.
+_notice_hook: Callable[[], None] | None = None
+
+
+def set_notice_hook(hook: Callable[[], None] | None) -> None:
+    """Call ``hook()`` from every sleeping pause of every wait (None: stop)."""
+    global _notice_hook
+    _notice_hook = hook
+
+
+def look_for_notices() -> None:
+    """Call the notice hook now (from a wait loop that does not pause through Backoff)."""
+    if _notice_hook is not None:
+        _notice_hook()
+
+
 # Called by the progress engine on every poll (the watchdog answers questions from there
 # while its rank runs without waiting); None: nothing to call.
 _activity_hook: Callable[[], None] | None = None
@@ -101,6 +118,8 @@ class Backoff:
         self._sleep = min(self._sleep * 2, self.max_sleep)
         if _idle_hook is not None:
             _idle_hook(idle)
+        if _notice_hook is not None:
+            _notice_hook()
 
 
 def tighten_timer_slack(nanoseconds: int = 1000) -> bool:
