@@ -19,6 +19,7 @@ from geode_mpi.errors import GeodeTimeoutError
 from geode_mpi.tracing import TRACER, flow_id, merge_parts, now_us, part_path, write_part
 from geode_mpi.transport import backoff
 from geode_mpi.transport.abort import at_abort, rank_label
+from geode_mpi.transport.notices import Notices
 from geode_mpi.transport.watchdog import Watchdog, transport_state
 
 if TYPE_CHECKING:
@@ -209,8 +210,7 @@ def finish_job(geode: Geode, timeout: float | None) -> bool:
 
 # -- partial results when the job fails ------------------------------------------------------
 
-_TAG_NOTICE = 1  # a failing rank asks the others to leave their parts: (reason,)
-_TAG_PART = 2  # the answer: (rank, files written, stats rows)
+# A failing rank asks the others (reason,) to leave their parts; each answers (files, rows).
 NOTICE_GRACE = 2.0  # seconds a failing rank waits for the others' parts
 _LOOK_EVERY = 0.02  # seconds between two looks for a notice from a waiting rank's pauses
 
@@ -220,11 +220,10 @@ class _Partial:
 
     def __init__(self) -> None:
         self.unfinished: list[Geode] = []
-        self.comm: Any = None  # over every rank, for the notices and parts alone
+        self.notices: Notices | None = None  # over every rank, on a communicator of its own
         self.rank = 0
         self.size = 1
         self.left: tuple[list[str], list[dict[str, Any]]] | None = None
-        self.sends: list[Any] = []  # answers in flight (their buffers must stay alive)
         self.next_look = 0.0
 
 
@@ -240,10 +239,12 @@ def start_observing(geode: Geode) -> None:
     if not observing():
         return
     _partial.unfinished.append(geode)
-    if _partial.comm is None and geode.size > 1:
-        _partial.comm = geode._transport.private_comm()
-        if _partial.comm is not None:
-            _partial.rank, _partial.size = geode.rank, geode.size
+    if len(_partial.unfinished) == 1 and _partial.left is None:
+        _partial.rank, _partial.size = geode.rank, geode.size
+    if _partial.notices is None and geode.size > 1:
+        comm = geode._transport.private_comm()
+        if comm is not None:
+            _partial.notices = Notices(comm)
             backoff.set_notice_hook(_look_for_notice)
     at_abort(_last_words)
 
@@ -260,8 +261,7 @@ def leave_part(reason: str) -> tuple[list[str], list[dict[str, Any]]]:
     if _partial.left is not None:
         return _partial.left
     rows = [row for geode in _partial.unfinished for row in local_rows(geode)]
-    rank = _partial.unfinished[0].rank if _partial.unfinished else _partial.rank
-    size = _partial.unfinished[0].size if _partial.unfinished else _partial.size
+    rank, size = _partial.rank, _partial.size
     stats_json, trace = part_files()
     files = []
     header = {"partial": True, "reason": reason, "rank": rank, "ranks": size}
@@ -285,27 +285,19 @@ def _write_json(path: str, value: dict[str, Any]) -> str:
     return path
 
 
-def _answer(reason: str, asker: int) -> None:
-    files, rows = leave_part(reason)
-    _partial.sends.append(_partial.comm.isend((_partial.rank, files, rows), asker, _TAG_PART))
-
-
 def _answer_notices() -> None:
     """Answer every rank that asked for this rank's part."""
-    from mpi4py import MPI
-
-    comm = _partial.comm
-    status = MPI.Status()
-    while comm.Iprobe(MPI.ANY_SOURCE, _TAG_NOTICE, status):
-        asker = status.Get_source()
-        (reason,) = comm.recv(source=asker, tag=_TAG_NOTICE)
-        _answer(reason, asker)
+    notices = _partial.notices
+    if notices is None:
+        return
+    for asker, (reason,) in notices.questions():
+        notices.answer(asker, leave_part(reason))
 
 
 def _look_for_notice() -> None:
     """From a waiting rank's pauses: a failing rank asked for this rank's part?"""
     now = time.monotonic()
-    if now < _partial.next_look or _partial.comm is None:
+    if now < _partial.next_look:
         return
     _partial.next_look = now + _LOOK_EVERY
     _answer_notices()
@@ -315,8 +307,7 @@ def serve_notices(seconds: float) -> None:
     """Answer requests for this rank's part for ``seconds`` (while the job is ending)."""
     until = time.monotonic() + seconds
     while time.monotonic() < until:
-        if _partial.comm is not None:
-            _answer_notices()
+        _answer_notices()
         time.sleep(0.01)
 
 
@@ -326,31 +317,21 @@ def _last_words(status: int) -> None:
     and the files."""
     if not _partial.unfinished and _partial.left is None:
         return
-    comm = _partial.comm
-    rank = _partial.unfinished[0].rank if _partial.unfinished else _partial.rank
+    notices = _partial.notices
+    rank, size = _partial.rank, _partial.size
     reason = f"the job ended with status {status} (rank {rank} ended it)"
-    files, rows = leave_part(reason)
-    parts = {rank: (files, rows)}
-    if comm is not None:
-        from mpi4py import MPI
-
-        others = [other for other in range(_partial.size) if other != rank]
-        sends = [comm.isend((reason,), other, _TAG_NOTICE) for other in others]
+    parts = {rank: leave_part(reason)}
+    if notices is not None:
+        notices.ask_all((reason,))
         until = time.monotonic() + NOTICE_GRACE
-        status_ = MPI.Status()
-        while len(parts) < _partial.size and time.monotonic() < until:
+        while len(parts) < size and time.monotonic() < until:
             _answer_notices()  # another rank failing at the same moment asks too
-            if comm.Iprobe(MPI.ANY_SOURCE, _TAG_PART, status_):
-                other, their_files, their_rows = comm.recv(
-                    source=status_.Get_source(), tag=_TAG_PART
-                )
-                parts[other] = (their_files, their_rows)
-                continue
-            time.sleep(0.005)
-        _partial.sends += sends
+            arrived = notices.answers()
+            parts.update(arrived)
+            if not arrived:
+                time.sleep(0.005)
     answered = sorted(parts)
-    size = max(_partial.size, 1)
-    missing = [other for other in range(size) if other not in parts]
+    missing = [] if notices is None else [other for other in range(size) if other not in parts]
     sys.stdout.flush()
     text = []
     if os.environ.get(STATS_VARIABLE, "") not in ("", "0"):
