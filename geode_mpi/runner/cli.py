@@ -44,8 +44,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="resume from the newest complete checkpoint in DIR, which must exist (alone: "
         "in the job's own checkpoint_dir or GEODE_CHECKPOINT_DIR); without one, start afresh. "
-        "The word after a bare --restart is its DIR unless it is the job script (a file, or "
-        "a name ending in .py)",
+        "The word after --restart is DIR unless it is the job script (an existing file, or a "
+        "name ending in .py)",
     )
     p.add_argument(
         "--stats",
@@ -59,7 +59,9 @@ def parser() -> argparse.ArgumentParser:
         "--trace",
         metavar="FILE",
         help="record sends, receives, handlers, broadcasts and checkpoints on every rank into "
-        "FILE, in the Chrome trace event format (open it in https://ui.perfetto.dev)",
+        "FILE, in the Chrome trace event format (open it in https://ui.perfetto.dev). A job "
+        "that fails leaves each rank's part instead (FILE's name with .rankN), marked partial, "
+        "as --stats-json does",
     )
     p.add_argument(
         "--hang-timeout",
