@@ -193,7 +193,7 @@ def finish_job(geode: Geode, timeout: float | None) -> bool:
                 with open(stats_json, "w", encoding="utf-8") as out:
                     json.dump({"ranks": geode.size, "nodes": rows}, out, indent=1)
     for path in (stats_json, TRACER.path if TRACER.on else None):
-        if path is not None:  # a partial part left by an earlier failed run is stale now
+        if path is not None and _partial.left is None:  # one an earlier failed run left
             with contextlib.suppress(OSError):
                 os.remove(part_path(path, geode.rank))
     if TRACER.on and TRACER.path is not None:

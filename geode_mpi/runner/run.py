@@ -8,6 +8,7 @@ import runpy
 import signal
 import sys
 from types import TracebackType
+from typing import Literal
 
 from geode_mpi.core import close_all
 from geode_mpi.core.observe import serve_notices
@@ -121,7 +122,7 @@ def run(
     target: str,
     args: list[str],
     *,
-    kind: str = "script",
+    kind: Literal["script", "module", "code"] = "script",
     module: bool = False,
     log_level: str | None = None,
 ) -> int:
