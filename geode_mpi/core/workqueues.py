@@ -114,9 +114,10 @@ class WorkQueue:
 
     def put(
         self, task: Any, source: str | int | None = None, *, timeout: float | None = None
-    ) -> SendHandle | None:
+    ) -> SendHandle:
         """Queue a task (a Message, or any picklable value) from ``source`` (default: this
-        rank's node); None when another rank hosts ``source``."""
+        rank's node). When another rank hosts ``source``, that rank queues it: the handle here
+        is done at once (``handle.local`` is False)."""
         msg = copy.copy(task) if isinstance(task, Message) else Message(task)
         msg.__dict__[WORK_ATTRIBUTE] = self.number
         return self._to_dispatcher(msg, source, timeout)
@@ -131,7 +132,7 @@ class WorkQueue:
 
     def _to_dispatcher(
         self, msg: Message, source: str | int | None, timeout: float | None
-    ) -> SendHandle | None:
+    ) -> SendHandle:
         return self._geode._send(
             msg, source, self._dispatcher, False, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE
         )
