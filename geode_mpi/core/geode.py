@@ -146,7 +146,9 @@ class Geode:
         self._plain_queue = self._queued[self.rank] if self.rank in self._engine.plain else _NONE
         self._counter = dict.fromkeys(self._local, 0)
         self._closed = False
-        self._sealed = False  # True once close() began: nothing may be sent from then on
+        self._sealed = False  # True once close() began: nothing may be sent from then on,
+        self._serving = False  # except while close() still serves the other ranks (handlers)
+        self._all_closing = False  # close() saw every rank call close()
         self._sends = 0
         self._receives = 0
         self._unfinished_checks = 0  # SendHandle.done() calls that found their send unfinished
@@ -310,7 +312,7 @@ class Geode:
         flags: int = 0,
         batch: bool = True,
     ) -> SendHandle:
-        if self._sealed:
+        if self._sealed and not self._serving:
             raise ClosedError("isend")
         route = None
         if source is None:
@@ -406,7 +408,7 @@ class Geode:
                 outbox and may still be processed, once.
             ClosedError: this Geode is closed.
         """
-        if self._sealed:
+        if self._sealed and not self._serving:
             raise ClosedError("send")
         deadline = None
         if timeout is not None:
@@ -783,12 +785,13 @@ class Geode:
         if self._closed:
             return
         timeout = check_timeout(timeout)
-        started = time.monotonic()
-        if not self._sealed and self._transport.delivers_later:
+        self._sealed = True  # from here the job sends nothing (its handlers may, until ...)
+        if not self._all_closing and self._transport.delivers_later:
+            started = time.monotonic()
             self._serve_until_all_close(timeout)
             if timeout is not None:
                 timeout = max(timeout - (time.monotonic() - started), 0.0)
-        self._sealed = True  # from here nothing may be sent: the counts are being exchanged
+        # ... every rank is here: the counts of what was sent are exchanged next.
         self._engine.flush()  # acks and credits owed go out before the counts are taken
         if not self._finished:  # --stats / --trace, gathered while the transport still runs
             started = time.monotonic()
@@ -812,7 +815,12 @@ class Geode:
         if self._arrived is None:
             self._arrived = self._transport.all_entered()
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._engine.wait(self._arrived, deadline):
+        self._serving = True
+        try:
+            self._all_closing = self._engine.wait(self._arrived, deadline)
+        finally:
+            self._serving = False
+        if not self._all_closing:
             raise GeodeTimeoutError(
                 f"close() on rank {self.rank} timed out after {timeout:g} s: waiting for the "
                 "other ranks to call close()"

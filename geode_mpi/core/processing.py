@@ -161,7 +161,9 @@ class Processor:
         self.geode = geode
         self.handlers: dict[int | None, dict[HandlerKey, Handler]] = {}
         self.stopped: set[int] = set()
-        self.quiescence: Quiescence | None = None
+        # Made now, not at the first run(): a wave may reach this rank before it calls run()
+        # (it answers once it does).
+        self.quiescence: Quiescence | None = Quiescence(geode)
         self.served = RunSummary()  # what serve_waited did, over this Geode's life
         geode._engine.on_waited = self.serve_waited
 
@@ -252,14 +254,27 @@ class Processor:
         if begun:
             trace_receive(index, message, f"handle {message.type}", begun)
 
-    def step(self, served: list[int], summary: RunSummary, limit: int | None = None) -> int:
-        """Process at most one message per served node (and at most ``limit``); the count."""
+    def step(
+        self,
+        served: list[int],
+        summary: RunSummary,
+        limit: int | None = None,
+        handled_only: bool = False,
+    ) -> int:
+        """Process at most one message per served node (and at most ``limit``); the count.
+        With ``handled_only``, only messages that have a handler (the others stay queued)."""
         engine = self.geode._engine
         done = 0
         for index in served:
             if index in self.stopped or (limit is not None and done >= limit):
                 continue
-            found = engine.take(index, None, None, True)
+            match = None
+            if handled_only:
+
+                def match(parcel: Parcel, index: int = index) -> bool:
+                    return self.handles(index, parcel)
+
+            found = engine.take(index, match, None, True)
             if found is None:
                 continue
             parcel, receipt = found
@@ -301,7 +316,7 @@ class Processor:
         summary = RunSummary()
         while not done():
             geode._engine.poll()
-            if not served or not self.step(served, summary):
+            if not served or not self.step(served, summary, handled_only=True):
                 break
         return done()
 
@@ -333,7 +348,7 @@ class Processor:
                     found = engine.take(src, is_reply, None, False)
                     if found is not None:
                         return found
-                worked = self.step(others, summary) if others else 0
+                worked = self.step(others, summary, handled_only=True) if others else 0
                 if worked:
                     backoff.reset()
                     continue

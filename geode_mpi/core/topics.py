@@ -213,7 +213,7 @@ class Topic:
 
     def _publish(self, msg: Message, src: int, ack: bool, timeout: float | None) -> PublishHandle:
         geode = self._geode
-        if geode._sealed:
+        if geode._sealed and not geode._serving:
             raise ClosedError("publish")
         begun = now_us() if TRACER.on else 0.0
         engine = geode._engine
