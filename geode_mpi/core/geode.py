@@ -737,7 +737,7 @@ class Geode:
             name: the queue's name (unique among work queues).
             consumers: the nodes that process its tasks.
             dispatcher: the node that holds the tasks and hands them out (default: the first
-                node); it hands them out whenever it calls geode_mpi.
+                node); its rank hands them out whenever it waits in geode_mpi, `close` too.
             producers: the nodes that will call ``finish()`` (default: every node); `get`
                 returns None once all of them have and no task is left.
             prefetch: tasks a consumer asks for ahead (1: one waiting while it works on one).

@@ -53,8 +53,9 @@ class WorkQueue:
 
     Create it with `Geode.work_queue`. Producers call `put`; consumers either run handlers
     (``@geode.on(TaskType)`` and ``geode.run()``: taking a task asks for the next) or pull with
-    `get`. The dispatcher node must keep calling geode_mpi (a run loop, a receive, a wait):
-    that is when it hands tasks out.
+    `get`. The dispatcher's rank hands tasks out whenever it waits in geode_mpi (a run loop, a
+    receive, a request, a send's wait, and `Geode.close`, which keeps handing them out until
+    every rank has called it): a job needs no extra call there for its consumers to finish.
     """
 
     def __init__(
@@ -204,7 +205,8 @@ class WorkQueue:
     def serve(self, timeout: float | None = None) -> None:
         """On the dispatcher's rank: hand tasks out until the queue is finished (every producer
         called `finish`), empty, and every consumer has been told so; elsewhere return at once.
-        For a dispatcher that has nothing else to do (a master/worker job's master).
+        Not needed for the consumers to finish (`Geode.close` hands tasks out too): for a
+        dispatcher that must not go on before the queue is done.
 
         Raises:
             GeodeTimeoutError: not finished within ``timeout`` seconds.
