@@ -131,3 +131,47 @@ def test_an_embedded_receive_does_not_wait_for_a_retry_due_after_its_timeout() -
         geode.receive("node1", timeout=0.5)
     assert time.monotonic() - started < 0.4  # raised at once: nothing can come in time
     geode.close()
+
+
+SPMD_SCRIPT = """
+from geode_mpi import Geode
+
+with Geode() as geode:
+    if geode.rank == 0:  # started with plain python: rank 0 of 1, so the else never runs
+        for node in geode.nodes[1:]:
+            geode.send({"work for": node}, dest=node)
+    else:
+        print(geode.receive(timeout=60).data)
+"""
+
+LEFT_OPEN_SCRIPT = """
+from geode_mpi import Geode, Message
+
+class Task(Message):
+    pass
+
+geode = Geode()  # never closed: interpreter exit closes it
+geode.send(Task(1), "node0", "node2")
+geode.send(Task(2), "node1", "node2")
+"""
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (SPMD_SCRIPT, [f"node{k}: 1 message(s) (1 Message)" for k in (1, 2, 3)]),
+        (LEFT_OPEN_SCRIPT, ["node2: 2 message(s) (2 Task)"]),
+    ],
+    ids=["spmd-with-plain-python", "left-open-at-exit"],
+)
+def test_a_job_that_ends_with_messages_never_received_says_so(
+    script: str, expected: list[str]
+) -> None:
+    from mpirun import python
+
+    result = python(["-c", script], timeout=60)
+    assert result.returncode == 0, result.explain()
+    assert "WARNING" not in result.stdout
+    (line,) = [line for line in result.stderr.splitlines() if "never received" in line]
+    for part in expected:
+        assert part in line, result.stderr
