@@ -53,11 +53,11 @@ class Group:
 
     def send(
         self, message: Any, source: str | int | None = None, *, timeout: float | None = None
-    ) -> SendHandle | None:
+    ) -> SendHandle:
         """Send ``message`` to every member, in the group's one order.
 
-        Returns once the sequencer has it (the handle of that first hop), or None when this
-        rank does not host ``source``.
+        Returns once the sequencer has it (the handle of that first hop). When another rank
+        hosts ``source``, that rank sends it: the handle here is done at once.
         """
         msg = copy.copy(message) if isinstance(message, Message) else Message(message)
         msg.__dict__[GROUP_ATTRIBUTE] = (self.name, self._members)

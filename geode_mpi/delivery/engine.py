@@ -46,6 +46,9 @@ _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
 _FLAG_SEQUENCE = codec.FLAG_SEQUENCE
 _FLAG_TOPIC = codec.FLAG_TOPIC
+# Arrivals that leave the in-order fast paths: a sequencer's, and those whose sender waits
+# for their processing (requests, sends with ack=True), which are noted in `waited`.
+_DIVERT = _FLAG_SEQUENCE | _FLAG_WAITED
 # A topic's retained message replayed for new subscribers: resent, and not tracked (a resend
 # after an ack timeout is tracked, and a subscriber that has it acknowledges it again).
 _REPLAY = _FLAG_RESENT | _FLAG_TRACKED
@@ -129,6 +132,10 @@ class Engine:
         # what forwards them (outside the transport's sink, where sending may wait).
         self.forwards: deque[tuple[int, Parcel]] = deque()
         self.on_forward: Callable[[int, Parcel], None] | None = None
+        # Local nodes where a message whose sender waits for its processing arrived, and what
+        # serves them (the Geode's handlers) whenever this rank waits.
+        self.waited: set[int] = set()
+        self.on_waited: Callable[[], None] | None = None
         transport.attach(self.sink, self.sink_run)
 
     # -- names and ranks, topic streams included -------------------------------------------
@@ -324,7 +331,7 @@ class Engine:
         """Let an arrival through its pair (once, in order) into ``dest``'s queue."""
         stats = self.stats[dest]
         seq = parcel.seq
-        if seq == pair.expected and not pair.held and not parcel.flags & _FLAG_SEQUENCE:
+        if seq == pair.expected and not pair.held and not parcel.flags & _DIVERT:
             # The common case, the next one in order with none held: what the general path
             # below does for it, without `PairIn.arrive`'s list.
             pair.expected = seq + 1
@@ -349,6 +356,8 @@ class Engine:
             if item.flags & _FLAG_SEQUENCE:
                 self.forwards.append((dest, item))
                 continue
+            if item.flags & _FLAG_WAITED:
+                self.waited.add(dest)
             dropped = inbox.push(item)
             if dropped is not None:
                 stats.dropped += 1
@@ -410,7 +419,7 @@ class Engine:
                     sink(rank, meta, (), len(meta))  # the general path says what is wrong
                     continue
                 items, stats = inbox.waiting, self.stats[dst]
-            if seq == pair.expected and not pair.held and not flags & _FLAG_SEQUENCE:
+            if seq == pair.expected and not pair.held and not flags & _DIVERT:
                 pair.expected = seq + 1
                 size = len(meta)
                 items.append(_tuple_new(Parcel, (src, seq, flags, reply_to, meta, (), size, 0)))
@@ -688,6 +697,8 @@ class Engine:
         def done_or_work() -> bool:
             if self.forwards:
                 self.forward()
+            if self.waited and self.on_waited is not None:
+                self.on_waited()
             if self.resend_after is not None:
                 self._resend_due()
             if self._due:
