@@ -8,8 +8,11 @@ import time
 import traceback
 from types import TracebackType
 
+from geode_mpi.errors import Terminated
+
 _installed = False
 OUTPUT_GRACE = 0.3  # seconds for the launcher to forward a failing rank's last words
+TERMINATED_STATUS = 143  # 128 + SIGTERM: a job that a SIGTERM ended without its last checkpoint
 
 
 def rank_label(rank: int, size: int, node: str | None = None) -> str:
@@ -29,6 +32,15 @@ def report_exception(
     lines = "".join(traceback.format_exception(exc_type, exc, tb)).splitlines()
     text = "\n".join(f"{label} {line}" for line in lines)
     sys.stderr.write(f"{label} geode_mpi: uncaught exception, aborting the job\n{text}\n")
+    sys.stderr.flush()
+
+
+def report_terminated(exc: BaseException, label: str) -> None:
+    """Print the one line that says a SIGTERM ended this rank's wait (`Terminated`)."""
+    sys.stdout.flush()
+    sys.stderr.write(
+        f"{label} geode_mpi: Terminated: {exc}; ending the job with status {TERMINATED_STATUS}\n"
+    )
     sys.stderr.flush()
 
 
@@ -61,6 +73,9 @@ def install_abort_hook(rank: int, size: int) -> None:
         if issubclass(exc_type, SystemExit):
             previous(exc_type, exc, tb)
             return
+        if issubclass(exc_type, Terminated):
+            report_terminated(exc, rank_label(rank, size))
+            abort_world(TERMINATED_STATUS)
         report_exception(exc_type, exc, tb, rank_label(rank, size))
         abort_world(1)
 
