@@ -137,10 +137,12 @@ def test_a_job_that_catches_terminated_saves_its_state(n: int, tmp_path: Path) -
         assert state["saved_by"] == "Terminated" and state["waited"] >= grace / 2 - 0.5
 
 
+@pytest.mark.parametrize("stuck", [False, True], ids=["computing", "stuck-in-mpi"])
 @pytest.mark.parametrize("n", [2, 4])
-def test_a_computing_job_is_ended_after_its_grace(n: int, tmp_path: Path) -> None:
+def test_a_computing_job_is_ended_after_its_grace(n: int, stuck: bool, tmp_path: Path) -> None:
     grace = 5.0
-    job = start(n, "sigterm_compute.py", ["--dir", str(tmp_path / "ck")], grace)
+    flags = ["--stuck"] if stuck else []
+    job = start(n, "sigterm_compute.py", ["--dir", str(tmp_path / "ck"), *flags], grace)
     sent = job.sigterm()
     status, when = job.ended(grace + SLACK)
     assert status == STATUS, job.explain()

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from geode_mpi.errors import Terminated
-from geode_mpi.transport.abort import TERMINATED_STATUS, rank_label
+from geode_mpi.transport.abort import TERMINATED_STATUS, abort_world, rank_label
 from geode_mpi.transport.backoff import set_term_hook
 
 log = logging.getLogger("geode_mpi")
@@ -38,6 +38,7 @@ DEFAULT_GRACE = 20.0  # seconds from a SIGTERM to the end: inside SLURM's defaul
 PATIENCE = 0.5  # the share of the grace a blocking call keeps waiting before Terminated
 STATUS = TERMINATED_STATUS  # 143 = 128 + SIGTERM, what a shell reports for a SIGTERM's end
 FLUSH_WAIT = 0.5  # seconds the timer gives stdout and stderr to drain before it ends the process
+ABORT_WAIT = 3.0  # seconds MPI_Abort gets before the process simply exits
 _WAKE = 0  # a byte that only wakes the watcher (no signal has number 0)
 
 
@@ -214,6 +215,14 @@ class Termination:
         message = f"{self.label}geode_mpi: SIGTERM: {why}; exiting with status {STATUS}\n"
         with contextlib.suppress(OSError):
             os.write(2, message.encode())
+        if "mpi4py.MPI" in sys.modules:  # MPI runs (never imported in the embedded world)
+            # MPI_Abort, so that the launcher reports this status (with a plain exit of one
+            # rank, mpiexec kills the others and may report their SIGKILL instead). Should
+            # the abort not return nor end the process, a plain exit follows.
+            backstop = threading.Timer(ABORT_WAIT, os._exit, (STATUS,))
+            backstop.daemon = True
+            backstop.start()
+            abort_world(STATUS)
         os._exit(STATUS)
 
 
