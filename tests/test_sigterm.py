@@ -35,8 +35,11 @@ START = 60.0  # seconds for every rank to start and say "ready"
 class Job:
     """A job under mpiexec in its own process group, its output read as it comes."""
 
-    def __init__(self, n: int, script: str, args: list[str], grace: float) -> None:
-        command = [mpiexec(), "-n", str(n), sys.executable, "-m", "geode_mpi"]
+    def __init__(
+        self, n: int, script: str, args: list[str], grace: float, runner: bool = True
+    ) -> None:
+        command = [mpiexec(), "-n", str(n), sys.executable]
+        command += ["-m", "geode_mpi"] if runner else []  # without: Geode()'s abort hook
         command += [str(SCRIPTS / script), *args]
         self.n = n
         self.proc = subprocess.Popen(
@@ -98,18 +101,19 @@ class Job:
         return f"--- stdout ---\n{''.join(self.out)}\n--- stderr ---\n{''.join(self.err)[-6000:]}"
 
 
-def start(n: int, script: str, args: list[str], grace: float) -> Job:
-    job = Job(n, script, args, grace)
+def start(n: int, script: str, args: list[str], grace: float, runner: bool = True) -> Job:
+    job = Job(n, script, args, grace, runner)
     job.wait_for("ready", n, START)
     return job
 
 
+@pytest.mark.parametrize("runner", [True, False], ids=["runner", "plain"])
 @pytest.mark.parametrize("n", [2, 4])
 def test_a_job_blocked_in_receive_raises_terminated_at_half_its_grace(
-    n: int, tmp_path: Path
+    n: int, runner: bool, tmp_path: Path
 ) -> None:
     grace = 8.0
-    job = start(n, "sigterm_blocked.py", ["--dir", str(tmp_path / "ck")], grace)
+    job = start(n, "sigterm_blocked.py", ["--dir", str(tmp_path / "ck")], grace, runner)
     sent = job.sigterm()
     status, when = job.ended(grace + SLACK)
     assert status == STATUS, job.explain()
