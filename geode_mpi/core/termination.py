@@ -99,6 +99,7 @@ class Termination:
                 return True
         if self._pipe is None:
             read, write = os.pipe()
+            os.set_blocking(read, False)
             os.set_blocking(write, False)
             self._pipe = (read, write)
             self._thread = threading.Thread(target=self._watch, name="geode-sigterm", daemon=True)
@@ -142,11 +143,23 @@ class Termination:
         """The job wrote its last checkpoint and is exiting: stand the timer down, and start
         afresh should this process go on (a job that catches the SystemExit, a test)."""
         with self._lock:
+            # Under the lock the watcher reads and counts with: a SIGTERM byte it has not read
+            # yet belongs to the signal that just ended the job, and must not count as a new one.
+            if self._pipe is not None:
+                self._drain()
             self.received = None
             self.signals = 0
         set_term_hook(None)
         if self._pipe is not None:
             self._wake()
+
+    def _drain(self) -> bytes:
+        """Whatever the pipe holds now (the watcher's lock held)."""
+        assert self._pipe is not None
+        try:
+            return os.read(self._pipe[0], 256)
+        except BlockingIOError:
+            return b""
 
     # -- the signal ------------------------------------------------------------------------
 
@@ -195,15 +208,14 @@ class Termination:
             ready, _, _ = select.select([read], [], [], timeout)
             if not ready:
                 continue
-            for number in os.read(read, 256):
-                if number != signal.SIGTERM:
-                    continue  # a wake-up, or another signal with a Python handler
-                with self._lock:
+            with self._lock:
+                for number in self._drain():
+                    if number != signal.SIGTERM:
+                        continue  # a wake-up, or another signal with a Python handler
                     self.signals += 1
-                    second = self.signals > 1
-                if second:
-                    self._end("a second SIGTERM")
-                self._note()
+                    if self.signals > 1:
+                        self._end("a second SIGTERM")
+                    self._note()
 
     def _end(self, why: str) -> None:
         """End this process now (from the watcher thread), with one line on stderr."""

@@ -57,8 +57,8 @@ def test_after_sigterm_a_wait_raises_terminated_at_half_the_grace_but_a_checkpoi
     grace = 6.0
     with Geode(checkpoint_dir=tmp_path, term_grace=grace) as geode:
         backoff = Backoff()
-        os.kill(os.getpid(), signal.SIGTERM)
         sent = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
         assert TERMINATION.requested
         with pytest.raises(Terminated) as caught:
             while True:  # a wait loop's pauses
