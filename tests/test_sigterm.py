@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 from mpirun import ROOT, clean_env, mpiexec, mpirun
 
+from geode_mpi.core.termination import SAME_SIGNAL
 from geode_mpi.persistence import CheckpointStore
 
 pytestmark = pytest.mark.mpi
@@ -162,11 +164,32 @@ def test_a_second_sigterm_ends_the_job_at_once(n: int, tmp_path: Path) -> None:
     job = start(n, "sigterm_compute.py", ["--dir", str(tmp_path / "ck")], grace)
     job.sigterm()
     job.wait_for("SIGTERM: a last checkpoint at the next maybe_checkpoint()", n, 30)
+    # Not a wait for a message: a SIGTERM within SAME_SIGNAL of the first counts as the same
+    # one (SLURM and the launcher each deliver the time limit's), so the second comes after.
+    time.sleep(SAME_SIGNAL + 0.5)
     sent = job.sigterm()
     status, when = job.ended(SLACK)
     assert status == STATUS, job.explain()
     assert when - sent <= SLACK
     assert "geode_mpi: SIGTERM: a second SIGTERM; exiting with status 143" in job.text()
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_the_same_sigterm_twice_from_slurm_and_the_launcher_is_one(n: int, tmp_path: Path) -> None:
+    """Under SLURM every rank gets the time limit's SIGTERM from SLURM and again from mpiexec
+    (or srun), moments apart: that must still leave the job its grace, not end it at once."""
+    grace = 5.0
+    job = start(n, "sigterm_compute.py", ["--dir", str(tmp_path / "ck")], grace)
+    ranks = [int(pid) for pid in re.findall(r"ready \d+ pid (\d+)", job.text())]
+    assert len(ranks) == n, job.explain()
+    sent = job.sigterm()  # mpiexec forwards it to every rank, and SLURM signals each rank too
+    for pid in ranks:
+        os.kill(pid, signal.SIGTERM)
+    status, when = job.ended(grace + SLACK)
+    assert status == STATUS, job.explain()
+    assert grace - 0.5 <= when - sent <= grace + SLACK, (when - sent, job.explain())
+    assert "a second SIGTERM" not in job.text(), job.explain()
+    assert "did not end within term_grace=5 s" in job.text(), job.explain()
 
 
 @pytest.mark.parametrize("n", [2, 4])

@@ -7,7 +7,7 @@ SIGTERM, at ``t0``:
 - a blocking call still waiting at ``t0 + grace * PATIENCE`` raises `Terminated` (checked where
   every wait loop pauses, `geode_mpi.transport.backoff`); checkpoints are exempt;
 - at ``t0 + grace`` a watcher thread ends the process (status 143) whatever it is doing;
-- a second SIGTERM ends it at once.
+- a second SIGTERM (more than `SAME_SIGNAL` seconds after the first) ends it at once.
 
 The watcher thread learns of each SIGTERM from `signal.set_wakeup_fd`, which the interpreter's
 C-level handler writes to even while the main thread is inside a long C call (a numpy kernel, a
@@ -39,6 +39,10 @@ PATIENCE = 0.5  # the share of the grace a blocking call keeps waiting before Te
 STATUS = TERMINATED_STATUS  # 143 = 128 + SIGTERM, what a shell reports for a SIGTERM's end
 FLUSH_WAIT = 0.5  # seconds the timer gives stdout and stderr to drain before it ends the process
 ABORT_WAIT = 3.0  # seconds MPI_Abort gets before the process simply exits
+# Under SLURM the time limit's SIGTERM reaches a rank twice within moments: from SLURM itself,
+# which signals every process of the job, and from the launcher (mpiexec, srun), which forwards
+# the one it got. A SIGTERM this soon after the first is taken for the same one.
+SAME_SIGNAL = 2.0
 _WAKE = 0  # a byte that only wakes the watcher (no signal has number 0)
 
 
@@ -212,10 +216,12 @@ class Termination:
                 for number in self._drain():
                     if number != signal.SIGTERM:
                         continue  # a wake-up, or another signal with a Python handler
-                    self.signals += 1
-                    if self.signals > 1:
+                    if self.signals == 0:
+                        self.signals = 1
+                        self._note()
+                    elif time.monotonic() - (self.received or 0.0) >= SAME_SIGNAL:
                         self._end("a second SIGTERM")
-                    self._note()
+                    # else: the same SIGTERM, delivered again (see SAME_SIGNAL)
 
     def _end(self, why: str) -> None:
         """End this process now (from the watcher thread), with one line on stderr."""

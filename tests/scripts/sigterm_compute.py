@@ -18,7 +18,7 @@ args = parser.parse_args()
 first = os.environ.get("PMI_RANK", "0") == "0"
 grace = float(os.environ["GEODE_TERM_GRACE"]) * (1 if first or not args.stuck else 10)
 geode = Geode(checkpoint_dir=args.dir, term_grace=grace)
-print(f"ready {geode.rank}", flush=True)
+print(f"ready {geode.rank} pid {os.getpid()}", flush=True)
 if args.stuck and geode.rank == 0:
     geode.maybe_checkpoint()  # waits in MPI_Allgather for ranks that never come
 total = 0
