@@ -17,6 +17,7 @@ from geode_mpi.errors import (
     QueueFull,
     ReceiveTimeout,
     SendTimeout,
+    Terminated,
     UnknownNodeError,
     WorldMismatchError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "ReceiveTimeout",
     "SendHandle",
     "SendTimeout",
+    "Terminated",
     "Topic",
     "UnknownNodeError",
     "WorkDone",

@@ -19,8 +19,6 @@ import json
 import logging
 import os
 import pickle
-import signal
-import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geode_mpi import codec
+from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
 from geode_mpi.errors import ClosedError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.persistence import CheckpointError, CheckpointStore, write_rank_file
@@ -84,6 +83,7 @@ class Checkpointer:
         keep: int,
         every: float | None = None,
         every_messages: int | None = None,
+        term_grace: float = DEFAULT_GRACE,
     ) -> None:
         self.geode = geode
         self.store = CheckpointStore(directory, keep)
@@ -94,18 +94,13 @@ class Checkpointer:
         self.every_messages = every_messages
         self.last_time = time.monotonic()
         self.last_sent = 0
-        self.terminated = False  # SIGTERM arrived: the next maybe() checkpoints and stops
         self.report: dict[str, Any] | None = None  # what the last checkpoint cost
         self.taken = 0  # checkpoints this job wrote since it started (or restarted)
         self.seconds = 0.0  # the time they took on this rank
         if geode.rank == 0:
             self.store.lock()
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.terminated = True
-        log.warning("SIGTERM: a last checkpoint at the next maybe_checkpoint(), then exit")
+        # SIGTERM: a last checkpoint at the next maybe(), else the job ends (termination.py)
+        self._catching = TERMINATION.install(term_grace, geode.rank, geode.size, geode.node)
 
     def sent(self) -> int:
         return sum(stats.sent for stats in self.geode._engine.stats.values())
@@ -119,12 +114,14 @@ class Checkpointer:
         sent_due = (
             self.every_messages is not None and self.sent() - self.last_sent >= self.every_messages
         )
-        votes = geode._transport.allgather((self.terminated, time_due, sent_due))
+        votes = geode._transport.allgather((TERMINATION.requested, time_due, sent_due))
         terminated = any(vote[0] for vote in votes)
         if not (terminated or votes[0][1] or any(vote[2] for vote in votes)):
             return None
-        epoch = self.take(state, timeout)
-        if terminated:
+        if not terminated:
+            return self.take(state, timeout)
+        with TERMINATION.shielded():  # every rank is here: nothing to give up on
+            epoch = self.take(state, timeout)
             if geode.rank == 0:
                 print(
                     f"geode_mpi: SIGTERM: checkpoint {epoch} written in {self.store.directory}; "
@@ -132,12 +129,16 @@ class Checkpointer:
                     flush=True,
                 )
             geode.close(timeout)
-            raise SystemExit(0)
-        return epoch
+        TERMINATION.finished()
+        raise SystemExit(0)
 
     # -- taking one ------------------------------------------------------------------------
 
     def take(self, state: Mapping[str, Any] | None, timeout: float | None) -> int:
+        with TERMINATION.shielded():  # after a SIGTERM too: it may be the job's last
+            return self._take(state, timeout)
+
+    def _take(self, state: Mapping[str, Any] | None, timeout: float | None) -> int:
         geode = self.geode
         if geode._sealed:
             raise ClosedError("checkpoint")
@@ -268,8 +269,9 @@ class Checkpointer:
 
     def close(self) -> None:
         self.store.unlock()
-        if threading.current_thread() is threading.main_thread() and hasattr(self, "_previous"):
-            signal.signal(signal.SIGTERM, self._previous)
+        if self._catching:
+            self._catching = False
+            TERMINATION.uninstall()
 
 
 # -- topics and work queues ----------------------------------------------------------------

@@ -27,6 +27,7 @@ from geode_mpi.core.observe import (
 from geode_mpi.core.placement import ID_BITS, Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import note_closed, register, unregister
+from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.core.topics import Topic
 from geode_mpi.core.workqueues import WorkQueue
 from geode_mpi.delivery import DeadLetter, Engine, NodeStats, QueueConfig
@@ -95,6 +96,10 @@ class Geode:
             was started with ``python -m geode_mpi --restart``); see `restored_state`.
         checkpoint_every: seconds between the checkpoints `maybe_checkpoint` takes.
         checkpoint_every_messages: messages sent (on any rank) between them.
+        term_grace: with a checkpoint directory, the seconds a SIGTERM leaves the process
+            (default: ``GEODE_TERM_GRACE``, else 20): the next `maybe_checkpoint` writes a
+            last checkpoint and exits 0; a blocking call still waiting after half of it
+            raises `Terminated`; at its end the process exits with status 143.
     """
 
     def __init__(
@@ -112,8 +117,10 @@ class Geode:
         restart: bool | None = None,
         checkpoint_every: float | None = None,
         checkpoint_every_messages: int | None = None,
+        term_grace: float | None = None,
     ) -> None:
         hang = hang_timeout()  # a bad setting is refused before anything starts
+        grace = term_grace_of(term_grace)
         if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
             check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
         self._transport = transport if transport is not None else open_world(comm)
@@ -167,7 +174,12 @@ class Geode:
             restart = os.environ.get("GEODE_RESTART") == "1"
         if directory is not None:
             self._checkpointer = Checkpointer(
-                self, directory, keep_checkpoints, checkpoint_every, checkpoint_every_messages
+                self,
+                directory,
+                keep_checkpoints,
+                checkpoint_every,
+                checkpoint_every_messages,
+                grace,
             )
             if restart:
                 self.restored_state = self._checkpointer.restore()

@@ -13,8 +13,16 @@ from typing import Literal
 from geode_mpi.core import close_all
 from geode_mpi.core.observe import serve_notices
 from geode_mpi.core.registry import first_node
+from geode_mpi.errors import Terminated
 from geode_mpi.runner.logs import configure_logging
-from geode_mpi.transport.abort import abort_world, last_words, rank_label, report_exception
+from geode_mpi.transport.abort import (
+    TERMINATED_STATUS,
+    abort_world,
+    last_words,
+    rank_label,
+    report_exception,
+    report_terminated,
+)
 from geode_mpi.transport.launch import (
     WrongPMIError,
     check_slurm_pmi,
@@ -171,6 +179,12 @@ def run(
                 sys.stderr.flush()
                 abort_world(status)
             return status
+    except Terminated as exc:  # a SIGTERM ended a wait: one line, not a traceback per rank
+        report_terminated(exc, _label(rank, size))
+        if size > 1:
+            abort_world(TERMINATED_STATUS)
+        last_words(TERMINATED_STATUS)  # --stats / --trace leave what they have
+        return TERMINATED_STATUS
     except BaseException as exc:
         report_exception(type(exc), exc, _job_frames(exc.__traceback__), _label(rank, size))
         if size > 1:

@@ -9,8 +9,11 @@ import traceback
 from collections.abc import Callable
 from types import TracebackType
 
+from geode_mpi.errors import Terminated
+
 _installed = False
 OUTPUT_GRACE = 0.3  # seconds for the launcher to forward a failing rank's last words
+TERMINATED_STATUS = 143  # 128 + SIGTERM: a job that a SIGTERM ended without its last checkpoint
 # Called with the exit status before this rank ends the job (--stats and --trace leave what
 # they have there); registered by the layers above.
 _last_words: list[Callable[[int], None]] = []
@@ -53,6 +56,15 @@ def report_exception(
     sys.stderr.flush()
 
 
+def report_terminated(exc: BaseException, label: str) -> None:
+    """Print the one line that says a SIGTERM ended this rank's wait (`Terminated`)."""
+    sys.stdout.flush()
+    sys.stderr.write(
+        f"{label} geode_mpi: Terminated: {exc}; ending the job with status {TERMINATED_STATUS}\n"
+    )
+    sys.stderr.flush()
+
+
 def abort_world(code: int, quiet: bool = False) -> None:
     """Abort every rank of the job with exit status ``code`` (never returns).
 
@@ -89,6 +101,9 @@ def install_abort_hook(rank: int, size: int) -> None:
         if issubclass(exc_type, SystemExit):
             previous(exc_type, exc, tb)
             return
+        if issubclass(exc_type, Terminated):
+            report_terminated(exc, rank_label(rank, size))
+            abort_world(TERMINATED_STATUS)
         report_exception(exc_type, exc, tb, rank_label(rank, size))
         abort_world(1)
 

@@ -57,6 +57,18 @@ def activity_hook() -> Callable[[], None] | None:
     return _activity_hook
 
 
+# Called from every pause that does not spin, once a SIGTERM arrived (geode_mpi.core's
+# termination raises Terminated from it when a wait goes on too long); None: no SIGTERM yet.
+# The hot path never pauses, so it never looks at this.
+_term_hook: Callable[[], None] | None = None
+
+
+def set_term_hook(hook: Callable[[], None] | None) -> None:
+    """Call ``hook()`` from every pause past the first spin of every wait (None: stop)."""
+    global _term_hook
+    _term_hook = hook
+
+
 class Backoff:
     """The pause between two polls of a wait loop.
 
@@ -111,6 +123,8 @@ class Backoff:
         idle = time.perf_counter() - self._since
         if idle < self.spin:
             return
+        if _term_hook is not None:
+            _term_hook()  # may raise: a SIGTERM ends the wait
         if idle < (self.busy_spin if busy else self.yield_time):
             os.sched_yield()
             return
