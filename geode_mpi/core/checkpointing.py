@@ -308,6 +308,7 @@ class Checkpointer:
             votes = transport.allgather((problem, mismatch))
             mismatches = [found for _, found in votes if found is not None]
             if mismatches:
+                self.close()  # the job stops: the directory's lock is free again
                 raise CheckpointError(mismatches[0])
             problems = [found for found, _ in votes if found is not None]
             if not problems:
@@ -320,6 +321,7 @@ class Checkpointer:
                     log.warning("checkpoint skipped: %s", found)
         if chosen is None:
             if skipped:
+                self.close()
                 raise CheckpointError(
                     f"restart: {self.store.directory} holds checkpoint(s) "
                     f"{', '.join(str(epoch) for epoch in sealed)} and none can be used: "
