@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -151,6 +152,7 @@ class _Reader:
         self.path = path
         self.file = file
         self.limit = path.stat().st_size  # no dataset of ours holds more than its file
+        self.budget = self.limit  # nor all of them together: datasets reached twice count
         self.seen: set[int] = set()
 
     def fail(self, where: str, problem: str) -> CheckpointError:
@@ -158,13 +160,14 @@ class _Reader:
 
     def attribute(self, obj: Any, name: bytes, where: str) -> np.ndarray[Any, Any]:
         """A fixed-size attribute, opened by name."""
-        if not h5py.h5a.exists(obj.id, name):
-            raise self.fail(where, f"no attribute {name.decode()!r}")
-        attr = h5py.h5a.open(obj.id, name)
+        try:
+            attr = h5py.h5a.open(obj.id, name)
+        except KeyError:
+            raise self.fail(where, f"no attribute {name.decode()!r}") from None
         dtype = attr.dtype
         if dtype.hasobject or dtype.kind not in "iuS" or len(attr.shape) > 1:
             raise self.fail(where, f"attribute {name.decode()!r} has type {dtype} {attr.shape}")
-        if dtype.itemsize * int(np.prod(attr.shape)) > _MAX_ATTRS_BYTES:
+        if dtype.itemsize * math.prod(attr.shape) > _MAX_ATTRS_BYTES:
             raise self.fail(where, f"attribute {name.decode()!r} is too large")
         value = np.empty(attr.shape, dtype)
         attr.read(value)
@@ -185,18 +188,14 @@ class _Reader:
             raise self.fail("/", f"attributes are a {type(attrs).__name__}, not a dict")
         return attrs, self.group(self.file, 0)
 
-    def enter(self, obj: Any, where: str) -> None:
-        """Refuse an object reached twice: a damaged link can make a cycle."""
-        address = h5py.h5o.get_info(obj.id).addr
-        if address in self.seen:
-            raise self.fail(where, "an object reached twice")
-        self.seen.add(address)
-
     def group(self, group: h5py.Group, depth: int) -> dict[str, Any]:
         where = group.name or "/"
         if depth > _MAX_DEPTH:
             raise self.fail(where, f"groups nested deeper than {_MAX_DEPTH}")
-        self.enter(group, where)
+        address = h5py.h5o.get_info(group.id).addr
+        if address in self.seen:  # a damaged link can make a cycle
+            raise self.fail(where, "a group reached twice")
+        self.seen.add(address)
         count = len(group)
         if count > self.limit // 16:  # each link takes more room than that
             raise self.fail(where, f"{count} entries in a file of {self.limit} bytes")
@@ -216,7 +215,6 @@ class _Reader:
 
     def dataset(self, item: h5py.Dataset) -> Any:
         where = item.name or "?"
-        self.enter(item, where)
         raw_kind = self.attribute(item, _KIND, where)
         kind = raw_kind.tobytes().rstrip(b"\0") if raw_kind.shape == () else b""
         if kind not in _KINDS:
@@ -233,9 +231,10 @@ class _Reader:
         for index in range(plist.get_nfilters()):
             if plist.get_filter(index)[0] != h5py.h5z.FILTER_FLETCHER32:
                 raise self.fail(where, f"filter {plist.get_filter(index)[0]} is not ours")
-        nbytes = int(np.prod(item.shape, dtype=object)) * dtype.itemsize
-        if nbytes > self.limit:
+        nbytes = math.prod(item.shape) * dtype.itemsize
+        if nbytes > self.budget:
             raise self.fail(where, f"{item.shape} of {dtype}: more bytes than the file has")
+        self.budget -= nbytes
         data = item[()]
         if kind == b"array":
             return data
