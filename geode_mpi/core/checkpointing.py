@@ -310,7 +310,8 @@ class Checkpointer:
             if mismatches:
                 self.close()  # the job stops: the directory's lock is free again
                 raise CheckpointError(mismatches[0])
-            problems = [found for found, _ in votes if found is not None]
+            # Every rank reads the same manifest: say its problem once.
+            problems = list(dict.fromkeys(found for found, _ in votes if found is not None))
             if not problems:
                 chosen = mine
                 break
