@@ -81,7 +81,13 @@ def inspect_lines(directory: str | Path, depth: int = 3) -> list[str]:
         if resume is None:
             resume = loaded
     if resume is None:
-        return [*lines, "a restart would find no complete checkpoint"]
+        if store.epochs(complete_only=True):
+            return [
+                *lines,
+                "a restart would stop with an error: no checkpoint here can be used (move the "
+                "directory aside to start afresh)",
+            ]
+        return [*lines, "a restart would find no complete checkpoint and start afresh"]
     lines.append(f"a restart resumes from epoch {resume.epoch}:")
     for key in sorted(resume.manifest):
         if key not in ("files", "geode_format", "epoch", "created", "ranks", "hmac"):

@@ -305,6 +305,11 @@ def test_when_every_sealed_checkpoint_is_damaged_the_restart_stops_and_says_why(
         restart(tmp_path)
     text = str(caught.value)
     assert f"restart: {tmp_path} holds checkpoint(s) 2, 1 and none can be used: " in text
+    from geode_mpi.runner.inspect import inspect_lines
+
+    for epoch in (1, 2):  # inspect sees damage to the files (not to the values in them)
+        (tmp_path / f"epoch-{epoch:06d}" / "rank-0000.h5").write_bytes(b"damaged")
+    assert inspect_lines(tmp_path)[-1].startswith("a restart would stop with an error")
     assert "epoch-000002/rank-0000.h5: state: expected a mapping, got int" in text
     assert "move the directory aside" in text
 
