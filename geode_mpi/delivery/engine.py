@@ -10,6 +10,7 @@ credit per message that the receiver returns when it takes the message from its 
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -316,9 +317,8 @@ class Engine:
             flags, seq, source, dest, reply_to = _track_from(meta, 0)
             inbox = self.inboxes.get(dest)
             if inbox is None:
-                if flags & _FLAG_TOPIC:
+                if flags & _FLAG_TOPIC:  # (a known stream: its publisher is a node)
                     stream = self.topics.stream_of(dest, source)
-                    self._check_new(meta, source)
                 else:
                     codec.track(meta)  # raises the precise error if the header is not ours
                     raise DecodeError(
@@ -358,6 +358,7 @@ class Engine:
         """Count an arrival that cannot be routed, and drop it; warn (for the first few of
         each sending rank, then at every power of ten)."""
         count = self.malformed[rank] = self.malformed.get(rank, 0) + 1
+        error_name = type(error).__name__
         if count <= MALFORMED_WARNINGS or str(count).rstrip("0") == "1":  # 1..10, 100, 1000 ...
             log.warning(
                 "dropped a malformed arrival from rank %d (%d bytes; %d from that rank so far): "
@@ -365,7 +366,7 @@ class Engine:
                 rank,
                 len(meta),
                 count,
-                type(error).__name__,
+                "struct.error (too short)" if isinstance(error, struct.error) else error_name,
                 error,
             )
 
