@@ -291,3 +291,44 @@ def test_a_forged_stream_header_length_is_refused_before_allocating() -> None:
         "DecodeError True",
         "peak below 1 MiB True stopped True",
     ] * 3 + ["valid [10000]"], result.explain()
+
+
+# A small array of a structured dtype whose pickled state the fuzzer damaged: numpy's
+# dtype.__setstate__ crashed the process on it (segmentation fault), in a subprocess here.
+DAMAGED_DTYPE = bytes.fromhex(
+    "0302000001000000000000000000000000000000000000000000000001000000000000000000000000000000"
+    "d4000000ffffffffffffffff430101009f00000080059594000000000000008c056e756d7079948c05647479"
+    "70659493948c0356313294898887945294284b038c017c944e8c0161948c01629486947d9428680768028c02"
+    "693494898887945294284b038c013c944e4b0c4b014b107494622e0300000000000000000000000000000000"
+    "000000000000000000000003680e4e4e4e4affffffff4affffffff4b007494624b048694754b0c4b014b1074"
+    "94622e0300000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000"
+)
+
+
+def test_a_damaged_dtype_pickle_is_a_decode_error_not_a_crash() -> None:
+    code = (
+        "from geode_mpi import DecodeError, codec\n"
+        f"meta = bytearray({DAMAGED_DTYPE!r})\n"
+        "try:\n"
+        "    codec.decode(meta, [], ['a', 'b'])\n"
+        "except DecodeError as exc:\n"
+        "    print('DecodeError', type(exc.__cause__).__name__)\n"
+    )
+    result = python(["-c", code], timeout=60, env=clean_env())
+    assert result.returncode == 0, result.explain()
+    assert result.stdout.split() == ["DecodeError", "TypeError"], result.explain()
+
+
+def test_structured_and_subarray_dtypes_still_round_trip() -> None:
+    dtypes = [
+        np.dtype([("a", "<i4"), ("b", ">f8")]),
+        np.dtype([("a", "<i4"), ("b", "<f8")], align=True),
+        np.dtype([(("title", "a"), ">i2"), ("s", [("x", "u1")], (2,))]),
+        np.dtype(("<f4", (2, 3))),
+    ]
+    for dtype in dtypes:
+        data = np.zeros(3, dtype)
+        meta, frames = codec.encode(Message(data), codec.make_stamp(1, 0, 0.0, 0, 1))
+        got = codec.decode(meta, frames, ["a", "b"]).data
+        assert got.dtype == data.dtype and got.shape == data.shape
