@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", type=float, default=5.0, help="seconds a frame may take")
     parser.add_argument("--max-rss", type=float, default=1024.0, help="MiB the process may use")
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a crash in numpy or MPI prints where it happened
     faulthandler.dump_traceback_later(max(60.0, args.frames * 0.01), exit=True)
     import logging
 
