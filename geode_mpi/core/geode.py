@@ -937,7 +937,12 @@ class Geode:
             state["topic"] = self._engine.topics.names.get(_track(parcel.meta, 0)[3])
             state["dest"] = None if index is None else self._names[index]
             return
-        queue = self._channels.work_queues[parcel.source]
+        queue = self._channels.work_queues.get(parcel.source)
+        if queue is None:  # a damaged flag: not from a work queue's stream
+            raise DecodeError(
+                f"message {message.id} from node index {parcel.source} is flagged as a work "
+                "queue's task, but no work queue has that stream"
+            )
         if index is not None and not parcel.attempts:
             queue.taken(index, message)
         else:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
@@ -100,8 +101,13 @@ class Sequencer:
             channel: tuple[str, Any] = ("topic", state[TOPIC_ATTRIBUTE])
         elif WORK_ATTRIBUTE in state:
             channel = ("queue", state[WORK_ATTRIBUTE])
-        else:
+        elif GROUP_ATTRIBUTE in state:
             channel = ("group", state[GROUP_ATTRIBUTE][0])
+        else:  # a damaged flag: nothing to forward it on
+            raise DecodeError(
+                f"message {message.id} reached sequencer node index {index} without a group, "
+                "topic or work queue to forward it on"
+            )
         self._held.setdefault(channel, deque()).append((index, parcel, message))
         self.resume()
 
