@@ -17,6 +17,7 @@ from geode_mpi.errors import (
     QueueFull,
     ReceiveTimeout,
     SendTimeout,
+    ThreadError,
     UnknownNodeError,
     WorldMismatchError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "SendHandle",
     "SendTimeout",
     "Topic",
+    "ThreadError",
     "UnknownNodeError",
     "WorkDone",
     "WorkQueue",

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from geode_mpi import codec
 from geode_mpi.core.channels import Channels
@@ -41,6 +41,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Backoff, Transport, open_world
+from geode_mpi.transport.gate import locked, other_threads
 from geode_mpi.transport.watchdog import hang_timeout
 
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -58,6 +59,8 @@ POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a po
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
 _NONE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path" (see _plain_queue)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class Geode:
@@ -110,6 +113,10 @@ class Geode:
     ) -> None:
         hang = hang_timeout()  # a bad setting is refused before anything starts
         self._transport = transport if transport is not None else open_world(comm)
+        # Every public call holds the gate; send, isend and receive skip it while no other
+        # thread exists (see _serialised and docs/point-to-point.md, "Threads").
+        self._gate = self._transport.gate
+        self._owned = self._gate.owned
         self.rank: int = self._transport.rank
         self.size: int = self._transport.size
         names = node_names(nodes, self.size)
@@ -172,6 +179,7 @@ class Geode:
 
     # -- checkpoints -----------------------------------------------------------------------
 
+    @locked
     def checkpoint(
         self, state: Mapping[str, Any] | None = None, timeout: float | None = None
     ) -> int:
@@ -195,6 +203,7 @@ class Geode:
             raise ValueError("checkpoint() needs Geode(checkpoint_dir=...) or GEODE_CHECKPOINT_DIR")
         return self._checkpointer.take(state, timeout)
 
+    @locked
     def maybe_checkpoint(
         self, state: Mapping[str, Any] | None = None, timeout: float | None = None
     ) -> int | None:
@@ -293,6 +302,8 @@ class Geode:
             SendTimeout: dest's queue stayed full for ``timeout`` seconds (nothing was sent).
             ClosedError: this Geode is closed.
         """
+        if other_threads() and not self._owned():
+            return self._serialised(self._send, message, source, dest, ack, timeout)
         return self._send(message, source, dest, ack, timeout)
 
     def _send(
@@ -401,6 +412,8 @@ class Geode:
                 outbox and may still be processed, once.
             ClosedError: this Geode is closed.
         """
+        if (ack or other_threads()) and not self._owned():  # ack: handlers may run here
+            return self._serialised(self.send, message, source, dest, ack=ack, timeout=timeout)
         if self._sealed:
             raise ClosedError("send")
         deadline = None
@@ -446,6 +459,16 @@ class Geode:
             DecodeError: the message arrived but cannot be decoded here.
             ClosedError: the Geode is closed and nothing matching is queued.
         """
+        if other_threads() and not self._owned():
+            return self._serialised(
+                self.receive,
+                node,
+                source=source,
+                type=type,
+                timeout=timeout,
+                order=order,
+                topic=topic,
+            )
         if (
             self._plain_queue
             and node is None
@@ -493,9 +516,10 @@ class Geode:
             None if source is None else self._placement.names[self._placement.index(source)],
             type_label(type),
             len(inbox),
-            waited=self._transport.delivers_later,
+            waited=self._transport.delivers_later or bool(other_threads()),
         )
 
+    @locked
     def try_receive(
         self,
         node: str | int | None = None,
@@ -517,6 +541,7 @@ class Geode:
         )
         return None if found is None else self._deliver(index, found)
 
+    @locked
     def flush(self) -> None:
         """Send now the small messages `isend` may be holding to batch, and pending acks.
 
@@ -526,15 +551,18 @@ class Geode:
         if not self._closed:
             self._engine.flush()
 
+    @locked
     def stats(self, node: str | int | None = None) -> NodeStats:
         """Counters of a local node (default: this rank's node): messages, bytes, acks,
         retries, duplicates dropped, dead letters, queue depth and peak, credit waits."""
         return self._engine.snapshot(self._local_index(node, "stats"))
 
+    @locked
     def dead_letters(self, node: str | int | None = None) -> list[DeadLetter]:
         """Messages a local node could not process in ``max_attempts`` tries, oldest first."""
         return list(self._engine.dead[self._local_index(node, "dead_letters")])
 
+    @locked
     def pending(self, node: str | int | None = None) -> int:
         """How many messages wait in a local node's queue."""
         if not self._closed:
@@ -558,11 +586,13 @@ class Geode:
         index = None if node is None else self._placement.index(node)
 
         def register_handler(handler: Handler) -> Handler:
-            self._processor.add(type, index, handler)
+            with self._gate:
+                self._processor.add(type, index, handler)
             return handler
 
         return register_handler
 
+    @locked
     def run(
         self,
         node: str | int | None = None,
@@ -598,6 +628,7 @@ class Geode:
             quiescent = count is None and until is None
         return self._processor.run(served, count, until, deadline, quiescent)
 
+    @locked
     def reply(self, request: Message, value: Any, *, timeout: float | None = None) -> None:
         """Send ``value`` back to the sender of a received ``request`` as its reply."""
         self._reply(request, value, timeout, False)
@@ -608,6 +639,7 @@ class Geode:
             raise ValueError(f"reply() needs a received message, got {request!r}")
         self._send(value, request.dest, request.source, False, timeout, request.id, 0, batch)
 
+    @locked
     def request(
         self,
         message: Any,
@@ -668,6 +700,7 @@ class Geode:
         name = "+".join(self._names[index] for index in indices)
         return Group(self, name, indices, chosen)
 
+    @locked
     def topic(
         self,
         name: str,
@@ -701,6 +734,7 @@ class Geode:
         """
         return self._channels.topic(name, publishers, subscribers, retain, total_order, sequencer)
 
+    @locked
     def work_queue(
         self,
         name: str,
@@ -730,6 +764,7 @@ class Geode:
         """
         return self._channels.work_queue(name, consumers, dispatcher, producers, prefetch)
 
+    @locked
     def stop(self, node: str | int, *, source: str | int | None = None) -> None:
         """Send a `Stop` message: ``node``'s run() loop ends when it gets there (in order
         after what ``source`` sent it before)."""
@@ -737,6 +772,7 @@ class Geode:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @locked
     def close(self, timeout: float | None = None) -> None:
         """Deliver everything in flight, then stop sending.
 
@@ -798,6 +834,16 @@ class Geode:
         )
 
     # -- internals -------------------------------------------------------------------------
+
+    def _serialised(self, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """``call(*args, **kwargs)`` holding the gate: the hot paths' way in once other
+        threads exist (the rest of the public calls always hold it, see `locked`)."""
+        gate = self._gate
+        gate.enter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            gate.release()
 
     def _check_open(self, operation: str) -> None:
         if self._closed:
@@ -878,7 +924,7 @@ class Geode:
                 engine.poll()
             return found
         transport = self._transport
-        if timeout == 0 or not transport.delivers_later:
+        if timeout == 0 or not (transport.delivers_later or other_threads()):
             engine.poll()
             return engine.take(index, match, key, False)
         # Nothing queued: wait, spinning on MPI's probe first (a poll here would only probe
@@ -903,7 +949,9 @@ class Geode:
         engine = self._engine
         transport = self._transport
         deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = Backoff()
+        gate = self._gate
+        backoff = Backoff(gate=gate)  # lets other threads in while this one waits
+        turns = gate.turns
         inbox = self._inboxes[index]
         while True:
             forwarded = bool(engine.forwards)
@@ -913,9 +961,11 @@ class Geode:
                 engine.forward()
             if (
                 forwarded
+                or gate.turns != turns  # other threads ran: one may have delivered it
                 or transport.spin(backoff.slice(transport.busy))
                 or inbox.next_ready() == 0
             ):
+                turns = gate.turns
                 found = engine.take(index, match, key, False)
                 if found is not None:
                     return found
@@ -926,6 +976,11 @@ class Geode:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             backoff.pause(transport.busy)
+            if self._closed:  # by another thread, while this one paused
+                return None
+            if not (transport.delivers_later or other_threads()):
+                # One process, and the threads that could have sent to it are gone.
+                return engine.take(index, match, key, False)
 
     def _waited(self, index: int, started: float, what: str) -> None:
         """Count the time node ``index`` spent waiting since ``started`` (perf_counter)."""

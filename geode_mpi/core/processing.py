@@ -15,6 +15,7 @@ message was in flight and no rank worked in between; the coordinator then tells 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from geode_mpi.core.observe import trace_receive
 from geode_mpi.delivery import Receipt
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
-from geode_mpi.errors import DecodeError
+from geode_mpi.errors import DecodeError, ThreadError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 from geode_mpi.tracing import TRACER, now_us
@@ -160,6 +161,7 @@ class Processor:
         self.handlers: dict[int | None, dict[HandlerKey, Handler]] = {}
         self.stopped: set[int] = set()
         self.quiescence: Quiescence | None = None
+        self.runner: threading.Thread | None = None  # the thread inside run(), if any
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -283,7 +285,7 @@ class Processor:
 
         others = [index for index in geode._local if index != src]
         summary = RunSummary()
-        backoff = Backoff()
+        backoff = Backoff(gate=transport.gate)  # hands the gate to other threads
         started = time.perf_counter()
         try:
             while True:
@@ -320,6 +322,27 @@ class Processor:
         deadline: float | None,
         quiescent: bool,
     ) -> RunSummary:
+        me = threading.current_thread()
+        if self.runner is not None and self.runner is not me:
+            raise ThreadError(
+                f"run() was called in thread {me.name!r} while thread {self.runner.name!r} is "
+                "inside run(): one run loop per Geode at a time (its handlers may call any "
+                "other method, and other threads may send and receive meanwhile)"
+            )
+        outer, self.runner = self.runner, me
+        try:
+            return self._run(served, count, until, deadline, quiescent)
+        finally:
+            self.runner = outer
+
+    def _run(
+        self,
+        served: list[int],
+        count: int | None,
+        until: Callable[[], bool] | None,
+        deadline: float | None,
+        quiescent: bool,
+    ) -> RunSummary:
         geode = self.geode
         engine = geode._engine
         transport = geode._transport
@@ -330,7 +353,7 @@ class Processor:
             if self.quiescence is None:
                 self.quiescence = Quiescence(geode)
             self.quiescence.reset()
-        backoff = Backoff()
+        backoff = Backoff(gate=transport.gate)  # hands the gate to other threads
         idle_since = time.perf_counter()
         waited = 0.0
         while True:
