@@ -592,7 +592,6 @@ class Geode:
 
         return register_handler
 
-    @locked
     def run(
         self,
         node: str | int | None = None,
@@ -620,6 +619,17 @@ class Geode:
         Returns:
             A RunSummary: messages processed, failures, replies, dead letters, why it ended.
         """
+        self._processor.check_runner()  # at once, not after waiting for the lock
+        return self._serialised(self._run, node, count, until, timeout, quiescent)
+
+    def _run(
+        self,
+        node: str | int | None,
+        count: int | None,
+        until: Callable[[], bool] | None,
+        timeout: float | None,
+        quiescent: bool | None,
+    ) -> RunSummary:
         self._check_open("run")
         served = list(self._local) if node is None else [self._local_index(node, "run")]
         timeout = check_timeout(timeout)

@@ -29,6 +29,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Backoff
+from geode_mpi.transport.gate import other_threads
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -216,7 +217,8 @@ class Processor:
         dead_before = engine.stats[index].dead_letters
         begun = now_us() if TRACER.on else 0.0
         try:
-            result = handler(message)
+            # Without the lock while other threads exist: they may use the Geode meanwhile.
+            result = geode._gate.unlocked(handler, message) if other_threads() else handler(message)
             if result is not None:
                 geode._reply(message, result, None, True)
                 summary.replies += 1
@@ -322,18 +324,28 @@ class Processor:
         deadline: float | None,
         quiescent: bool,
     ) -> RunSummary:
-        me = threading.current_thread()
-        if self.runner is not None and self.runner is not me:
-            raise ThreadError(
-                f"run() was called in thread {me.name!r} while thread {self.runner.name!r} is "
-                "inside run(): one run loop per Geode at a time (its handlers may call any "
-                "other method, and other threads may send and receive meanwhile)"
-            )
+        me = self.check_runner()
         outer, self.runner = self.runner, me
         try:
             return self._run(served, count, until, deadline, quiescent)
         finally:
             self.runner = outer
+
+    def check_runner(self) -> threading.Thread:
+        """The calling thread, if it may enter run() (no other thread is inside it).
+
+        Raises:
+            ThreadError: another thread is inside run().
+        """
+        me = threading.current_thread()
+        runner = self.runner
+        if runner is not None and runner is not me:
+            raise ThreadError(
+                f"run() was called in thread {me.name!r} while thread {runner.name!r} is "
+                "inside run(): one run loop per Geode at a time (its handlers may call any "
+                "other method, and other threads may send and receive meanwhile)"
+            )
+        return me
 
     def _run(
         self,

@@ -17,6 +17,7 @@ other_threads: Callable[[], int] = getattr(_thread, "_count", None) or (
     lambda: threading.active_count() - 1
 )
 
+R = TypeVar("R")
 HANDOFF = 2e-3  # seconds a waiting holder lets a blocked thread take the lock, at most
 
 
@@ -84,6 +85,17 @@ class Gate:
         state = self._release_save()
         try:
             time.sleep(seconds)
+        finally:
+            self._take_back(state)
+
+    def unlocked(self, call: Callable[[Any], R], arg: Any) -> R:
+        """``call(arg)`` without the lock (if this thread holds it): a user's handler, which
+        may block on other threads; its own geode_mpi calls take the lock again."""
+        if not self.owned():
+            return call(arg)
+        state = self._release_save()
+        try:
+            return call(arg)
         finally:
             self._take_back(state)
 

@@ -1,0 +1,120 @@
+"""A/B: one benchmark of two checkouts, run alternately, compared as paired ratios.
+
+Run as ``python benchmarks/ab.py --a /path/to/main --b . --bench pingpong`` (``--help``).
+Each checkout runs its own ``benchmarks/NAME.py`` with its own venv (``CHECKOUT/.venv``) under
+that venv's ``mpiexec -n 2``; the two alternate (A B, then B A, ...) so that a change in the
+machine's load falls on both. Each pair gives B/A for every figure; the table shows the
+median of each side and the median of the paired ratios, with their range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+Figures = Callable[[dict[str, Any]], dict[str, float]]
+
+
+def pingpong(data: dict[str, Any]) -> dict[str, float]:
+    """One-way latencies (us), and geode's over the raw baselines of the same run."""
+    found: dict[str, float] = {}
+    for row in data["arrays"]:
+        methods = row["methods"]
+        label = f"{row['size']} B"
+        found[f"geode {label} us"] = methods["geode"]["median_us"]
+        found[f"geode/pickle {label}"] = (
+            methods["geode"]["median_us"] / methods["raw pickle"]["median_us"]
+        )
+    small = data["small_message"]["methods"]
+    found["geode Message us"] = small["geode Message"]["median_us"]
+    found["Message/raw dict"] = data["small_message"]["geode_over_dict_latency"]
+    return found
+
+
+def rate(data: dict[str, Any]) -> dict[str, float]:
+    """Message rates (per s, the median repeat), and geode's over raw isend of the same run."""
+    found = {
+        f"{method} /s": statistics.median(rates)
+        for method, rates in data["rates_per_s"].items()
+        if method != "raw isend"
+    }
+    found.update(data["median_ratios"])
+    return found
+
+
+BENCHMARKS: dict[str, Figures] = {"pingpong": pingpong, "rate": rate}
+
+
+def run_once(
+    checkout: Path, bench: str, args: Sequence[str], timeout: float, nice: int
+) -> dict[str, Any]:
+    """Run the benchmark of one checkout once; its JSON."""
+    venv = checkout / ".venv" / "bin"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.json"
+        command = ["nice", "-n", str(nice)] if nice else []
+        command += [str(venv / "mpiexec"), "-n", "2", str(venv / "python")]
+        command += [str(checkout / "benchmarks" / f"{bench}.py"), *args, "--json", str(out)]
+        done = subprocess.run(
+            command, cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if done.returncode != 0 or not out.exists():
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+        loaded: dict[str, Any] = json.loads(out.read_text())
+        return loaded
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", type=Path, required=True, help="checkout A (the baseline)")
+    parser.add_argument("--b", type=Path, required=True, help="checkout B (the change)")
+    parser.add_argument("--bench", choices=sorted(BENCHMARKS), required=True)
+    parser.add_argument("--pairs", type=int, default=6, help="A/B pairs to run (6)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per run (600)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the benchmark at this niceness (negative: ahead of other load; root only)",
+    )
+    parser.add_argument("--json", type=Path, help="write every figure of every run here")
+    parser.add_argument("args", nargs="*", help="after --: the benchmark's own options")
+    options = parser.parse_args(argv)
+    figures = BENCHMARKS[options.bench]
+    a, b = options.a.resolve(), options.b.resolve()
+    runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    for k in range(options.pairs):
+        order = (("A", a), ("B", b)) if k % 2 == 0 else (("B", b), ("A", a))
+        for side, checkout in order:
+            data = run_once(checkout, options.bench, options.args, options.timeout, options.nice)
+            runs[side].append(figures(data))
+        print(f"pair {k + 1}/{options.pairs} done", file=sys.stderr, flush=True)
+    names = list(runs["A"][0])
+    print(f"{options.bench}: A = {a}, B = {b}, {options.pairs} pairs, {' '.join(options.args)}")
+    print(f"{'figure':24} {'A median':>12} {'B median':>12} {'B/A paired':>11}  range")
+    summary = {}
+    for name in names:
+        ours = [run[name] for run in runs["B"]]
+        theirs = [run[name] for run in runs["A"]]
+        paired = [mine / base for mine, base in zip(ours, theirs, strict=True)]
+        summary[name] = statistics.median(paired)
+        print(
+            f"{name:24} {statistics.median(theirs):12.4g} {statistics.median(ours):12.4g} "
+            f"{summary[name]:11.3f}  {min(paired):.3f}-{max(paired):.3f}"
+        )
+    if options.json is not None:
+        options.json.write_text(json.dumps({"runs": runs, "paired_medians": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
