@@ -10,6 +10,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, Protocol, TypeVar
 
+from geode_mpi.errors import ThreadError
+
 # How many Python threads run besides the main one (those started by `threading` or
 # `_thread`): while it is 0, no other thread can be inside a geode_mpi call, and the hot
 # paths (send, isend, receive) skip the lock. CPython's own counter; about 20 ns a call.
@@ -17,6 +19,7 @@ other_threads: Callable[[], int] = getattr(_thread, "_count", None) or (
     lambda: threading.active_count() - 1
 )
 
+_MAIN = threading.main_thread()
 R = TypeVar("R")
 HANDOFF = 2e-3  # seconds a waiting holder lets a blocked thread take the lock, at most
 
@@ -38,6 +41,7 @@ class Gate:
         "acquire",
         "entries",
         "lock",
+        "main_only",
         "owned",
         "release",
         "turns",
@@ -58,9 +62,23 @@ class Gate:
         # Times a holder let the lock go while it waited: other threads may have changed
         # anything meanwhile (delivered the message it waits for, say), so it looks again.
         self.turns = 0
+        # Why only the main thread may enter (an MPI library below the SERIALIZED thread
+        # level), or None: any thread may.
+        self.main_only: str | None = None
 
     def enter(self) -> None:
-        """Take the lock, blocking (counted as a waiter) while another thread holds it."""
+        """Take the lock, blocking (counted as a waiter) while another thread holds it.
+
+        Raises:
+            ThreadError: only the main thread may enter (`main_only`), and this is another.
+        """
+        if self.main_only is not None and threading.current_thread() is not _MAIN:
+            raise ThreadError(
+                f"a geode_mpi call from thread {threading.current_thread().name!r}: "
+                f"{self.main_only}, so only the main thread may call geode_mpi (start MPI at "
+                "level 'serialized' or 'multiple', mpi4py.rc.thread_level, or call geode_mpi "
+                "from the main thread only)"
+            )
         if self.acquire(False):
             return
         waiters = self.waiters
