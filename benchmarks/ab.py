@@ -54,20 +54,32 @@ def rate(data: dict[str, Any]) -> dict[str, float]:
     return found
 
 
-BENCHMARKS: dict[str, Figures] = {"pingpong": pingpong, "rate": rate}
+def hotpath(data: dict[str, Any]) -> dict[str, float]:
+    """CPU microseconds per message in one process: the median and the best loop."""
+    found: dict[str, float] = {}
+    for method, result in data["results"].items():
+        found[f"{method} us"] = result["median_us"]
+        found[f"{method} best us"] = result["best_us"]
+    return found
+
+
+BENCHMARKS: dict[str, Figures] = {"pingpong": pingpong, "rate": rate, "hotpath": hotpath}
 
 
 def run_once(
-    checkout: Path, bench: str, args: Sequence[str], timeout: float, nice: int
+    checkout: Path, bench: str, args: Sequence[str], timeout: float, nice: int, script: Path
 ) -> dict[str, Any]:
-    """Run the benchmark of one checkout once; its JSON."""
+    """Run the benchmark ``script`` with one checkout's venv once; its JSON. (Its own
+    ``benchmarks/NAME.py``, except hotpath.py: B's, which A may not have; it runs in one
+    process, without mpiexec.)"""
     venv = checkout / ".venv" / "bin"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         command = ["nice", "-n", str(nice)] if nice else []
-        command += [str(venv / "mpiexec"), "-n", "2", str(venv / "python")]
-        command += [str(checkout / "benchmarks" / f"{bench}.py"), *args, "--json", str(out)]
+        if bench != "hotpath":
+            command += [str(venv / "mpiexec"), "-n", "2"]
+        command += [str(venv / "python"), str(script), *args, "--json", str(out)]
         done = subprocess.run(
             command, cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout
         )
@@ -99,7 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k in range(options.pairs):
         order = (("A", a), ("B", b)) if k % 2 == 0 else (("B", b), ("A", a))
         for side, checkout in order:
-            data = run_once(checkout, options.bench, options.args, options.timeout, options.nice)
+            own = checkout / "benchmarks" / f"{options.bench}.py"
+            script = b / "benchmarks" / "hotpath.py" if options.bench == "hotpath" else own
+            data = run_once(
+                checkout, options.bench, options.args, options.timeout, options.nice, script
+            )
             runs[side].append(figures(data))
         print(f"pair {k + 1}/{options.pairs} done", file=sys.stderr, flush=True)
     names = list(runs["A"][0])
