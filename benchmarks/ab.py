@@ -1,10 +1,12 @@
 """A/B: one benchmark of two checkouts, run alternately, compared as paired ratios.
 
 Run as ``python benchmarks/ab.py --a /path/to/main --b . --bench pingpong`` (``--help``).
-Each checkout runs its own ``benchmarks/NAME.py`` with its own venv (``CHECKOUT/.venv``) under
-that venv's ``mpiexec -n 2``; the two alternate (A B, then B A, ...) so that a change in the
-machine's load falls on both. Each pair gives B/A for every figure; the table shows the
-median of each side and the median of the paired ratios, with their range.
+Each checkout runs its own ``benchmarks/NAME.py`` with its own venv (``CHECKOUT/.venv``), or,
+without one (an exported tree: ``git archive REV | tar -x -C DIR``), with this Python and
+``PYTHONPATH=CHECKOUT``, under the ``mpiexec -n 2`` beside that Python. The two alternate
+(A B, then B A, ...) so that a change in the machine's load falls on both. Each pair gives
+B/A for every figure; the table shows the median of each side and the median of the paired
+ratios, with their range, and the best run of each side.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def run_once(
     process, without mpiexec.)"""
     venv = checkout / ".venv" / "bin"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    if not (venv / "python").exists():
+        venv = Path(sys.executable).parent
+        env["PYTHONPATH"] = str(checkout)  # ahead of the venv's editable install
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         command = ["nice", "-n", str(nice)] if nice else []

@@ -41,7 +41,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Backoff, Transport, open_world
-from geode_mpi.transport.gate import locked, other_threads
+from geode_mpi.transport.gate import locked, other_threads, senders_may_run
 from geode_mpi.transport.watchdog import hang_timeout
 
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -516,7 +516,7 @@ class Geode:
             None if source is None else self._placement.names[self._placement.index(source)],
             type_label(type),
             len(inbox),
-            waited=self._transport.delivers_later or bool(other_threads()),
+            waited=self._transport.delivers_later or senders_may_run(),
         )
 
     @locked
@@ -934,7 +934,9 @@ class Geode:
                 engine.poll()
             return found
         transport = self._transport
-        if timeout == 0 or not (transport.delivers_later or other_threads()):
+        if timeout == 0 or not (
+            transport.delivers_later or (other_threads() and senders_may_run())
+        ):
             engine.poll()
             return engine.take(index, match, key, False)
         # Nothing queued: wait, spinning on MPI's probe first (a poll here would only probe
@@ -988,7 +990,7 @@ class Geode:
             backoff.pause(transport.busy)
             if self._closed:  # by another thread, while this one paused
                 return None
-            if not (transport.delivers_later or other_threads()):
+            if not (transport.delivers_later or senders_may_run()):
                 # One process, and the threads that could have sent to it are gone.
                 return engine.take(index, match, key, False)
 

@@ -21,6 +21,19 @@ other_threads: Callable[[], int] = getattr(_thread, "_count", None) or (
 
 _MAIN = threading.main_thread()
 R = TypeVar("R")
+
+
+def senders_may_run() -> bool:
+    """True while another thread that is not a daemon runs: in one process, only such a thread
+    can still send to a receive that waits (a notebook's or a test runner's own threads are
+    daemons, and do not count)."""
+    me = threading.current_thread()
+    return any(
+        thread is not me and not thread.daemon and thread.is_alive()
+        for thread in threading.enumerate()
+    )
+
+
 HANDOFF = 2e-3  # seconds a waiting holder lets a blocked thread take the lock, at most
 
 

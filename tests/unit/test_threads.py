@@ -95,6 +95,22 @@ def test_receive_in_one_process_still_fails_at_once_without_other_threads() -> N
     g.close()
 
 
+def test_a_daemon_thread_does_not_make_receive_wait() -> None:
+    """A notebook's or a test runner's threads are daemons: they never send, so receive()
+    in one process still says at once that nothing can arrive."""
+    g = Geode()
+    stop = threading.Event()
+    daemon = threading.Thread(target=stop.wait, daemon=True)
+    daemon.start()
+    try:
+        with pytest.raises(TimeoutError, match="none can arrive"):
+            g.receive("node1", timeout=TIMEOUT)
+    finally:
+        stop.set()
+        daemon.join()
+    g.close()
+
+
 def test_threads_publish_isend_and_receive_on_two_simulated_ranks() -> None:
     """Two Geodes on one InProcHub share its gate: a send on one runs the other's sink."""
     hub = InProcHub(2)
