@@ -26,10 +26,10 @@ from geode_mpi.delivery import Receipt
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
 from geode_mpi.errors import DecodeError, ThreadError
 from geode_mpi.message import Message
-from geode_mpi.queues import Parcel
+from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Backoff
-from geode_mpi.transport.gate import other_threads
+from geode_mpi.transport.gate import other_threads, senders_may_run
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -163,6 +163,10 @@ class Processor:
         self.stopped: set[int] = set()
         self.quiescence: Quiescence | None = None
         self.runner: threading.Thread | None = None  # the thread inside run(), if any
+        # Ids of the requests a request() waits for in some thread: run() leaves their
+        # replies in the queue for it.
+        self.awaited: set[int] = set()
+        self._not_awaited: Match = lambda parcel: parcel.reply_to not in self.awaited
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -251,7 +255,7 @@ class Processor:
         for index in served:
             if index in self.stopped or (limit is not None and done >= limit):
                 continue
-            found = engine.take(index, None, None, True)
+            found = engine.take(index, self._not_awaited if self.awaited else None, None, True)
             if found is None:
                 continue
             parcel, receipt = found
@@ -289,6 +293,7 @@ class Processor:
         summary = RunSummary()
         backoff = Backoff(gate=transport.gate)  # hands the gate to other threads
         started = time.perf_counter()
+        self.awaited.add(wanted)
         try:
             while True:
                 engine.poll()
@@ -301,7 +306,7 @@ class Processor:
                     continue
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
-                if not transport.delivers_later:
+                if not (transport.delivers_later or senders_may_run()):
                     return None  # one process, nothing left to process: no reply can come
                 engine.flush_after(started)
                 if transport.spin(backoff.slice(transport.busy)):
@@ -309,6 +314,7 @@ class Processor:
                 else:
                     backoff.pause(transport.busy)
         finally:
+            self.awaited.discard(wanted)
             geode._waited(src, started, "wait: request")
 
     def has_handlers(self, index: int) -> bool:

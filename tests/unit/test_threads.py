@@ -285,3 +285,34 @@ def test_a_handler_may_wait_for_another_thread_that_sends() -> None:
     assert (summary.processed, summary.failed) == (1, 0)
     assert g.receive("node2", timeout=0).data == "from the other thread"
     g.close()
+
+
+class Query(Message):
+    pass
+
+
+def test_run_in_one_thread_leaves_the_replies_a_request_in_another_waits_for() -> None:
+    """run() serving node0 in one thread must not take (and dead-letter) the replies that a
+    request() from node0 waits for in another thread."""
+    g = Geode()
+    done = threading.Event()
+    answers: list[Any] = []
+
+    @g.on(Query, node="node1")
+    def answer(msg: Message) -> Any:
+        return ("answer", msg.data)
+
+    def serving() -> None:
+        g.run("node0", until=done.is_set, timeout=TIMEOUT)
+
+    def asking() -> None:
+        try:
+            for k in range(100):
+                answers.append(g.request(Query(k), "node1", source="node0", timeout=10).data)
+        finally:
+            done.set()
+
+    run_threads(serving, asking)
+    assert answers == [("answer", k) for k in range(100)]
+    assert g.dead_letters("node0") == []
+    g.close()
