@@ -290,10 +290,10 @@ class Processor:
             return parcel.reply_to == wanted and parcel.source == dst
 
         others = [index for index in geode._local if index != src]
+        self.awaited.add(wanted)  # before anything lets another thread in
         summary = RunSummary()
         backoff = Backoff(gate=transport.gate)  # hands the gate to other threads
         started = time.perf_counter()
-        self.awaited.add(wanted)
         try:
             while True:
                 engine.poll()

@@ -80,7 +80,8 @@ class Backoff:
         self.min_sleep = min_sleep
         self.max_sleep = max_sleep
         self.busy_slice = 2e-3
-        self.reset()
+        self._since = time.perf_counter()  # not reset(): creating one never lets others in
+        self._sleep = min_sleep
 
     def reset(self) -> None:
         """Start over: the next pauses spin again. (An event: while another thread waits for

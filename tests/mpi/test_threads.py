@@ -179,3 +179,44 @@ class Ping(Message):
 
 class Reply(Message):
     pass
+
+
+class Query(Message):
+    pass
+
+
+class Finished(Message):
+    pass
+
+
+def test_requests_from_one_thread_while_another_runs_the_handlers(geode: Geode) -> None:
+    """Each rank: one thread in run() serves its node's handlers; another sends requests to
+    the next rank's node. run() leaves the requester's replies in the queue for it."""
+    count = 50
+    me = geode.node
+    peer = geode.nodes[(geode.nodes.index(me) + 1) % geode.size]
+    finished: list[str] = []
+    answers: list[Any] = []
+
+    @geode.on(Query)
+    def answer(msg: Message) -> Any:
+        return ("answer", msg.dest, msg.data)
+
+    @geode.on(Finished)
+    def count_finished(msg: Message) -> None:
+        assert msg.source is not None
+        finished.append(msg.source)
+
+    def serving() -> None:
+        geode.run(me, until=lambda: len(finished) == geode.size, timeout=TIMEOUT)
+
+    def asking() -> None:
+        for k in range(count):
+            answers.append(geode.request(Query(k), peer, source=me, timeout=TIMEOUT).data)
+        for node in geode.nodes[: geode.size]:  # each rank's own node
+            geode.send(Finished(), me, node)
+
+    run_threads(serving, asking)
+    assert answers == [("answer", peer, k) for k in range(count)]
+    assert sorted(finished) == sorted(geode.nodes[: geode.size])
+    assert geode.dead_letters(me) == []
