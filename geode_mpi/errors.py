@@ -179,12 +179,40 @@ class ClosedError(GeodeError, RuntimeError):
         )
 
 
+class Terminated(GeodeError, InterruptedError):
+    """A SIGTERM arrived, and a blocking call was still waiting when its patience ran out.
+
+    After a SIGTERM a blocking call (receive, request, a send waiting for credits or an ack,
+    run, close) keeps working for half of the job's ``term_grace``, so that every rank can
+    reach its next ``maybe_checkpoint()``; a call still waiting then raises this. The process
+    is ended ``term_grace`` seconds after the SIGTERM whatever it is doing. Catch it to save
+    the job's own state (``geode.checkpoint(state)`` works when every rank does so), then
+    re-raise it: uncaught, it ends the job with exit status 143 and one line of output.
+    """
+
+    def __init__(self, waited: float, grace: float) -> None:
+        self.waited = waited  # seconds since the SIGTERM
+        self.grace = grace  # the job's term_grace
+        self.left = max(grace - waited, 0.0)  # seconds before the process is ended
+        super().__init__(
+            f"SIGTERM {waited:.1f} s ago, and this call was still waiting: a blocking call "
+            f"gets half of term_grace={grace:g} s after a SIGTERM, then raises Terminated; the "
+            f"process ends in {self.left:.1f} s (catch Terminated to save the job's state; "
+            "maybe_checkpoint() on every rank writes a last checkpoint and exits 0)"
+        )
+
+
 class ThreadError(GeodeError, RuntimeError):
     """A call that one Geode runs in one thread at a time was made from a second thread."""
 
 
 class WorldMismatchError(GeodeError, RuntimeError):
     """Ranks of one job disagree about the job's configuration (for example, node names)."""
+
+
+class RestartDirError(GeodeError, ValueError):
+    """``python -m geode_mpi --restart DIR`` names another directory than the job's own
+    ``checkpoint_dir``."""
 
 
 def check_timeout(timeout: float | None, argument: str = "timeout") -> float | None:

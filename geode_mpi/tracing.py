@@ -114,6 +114,13 @@ class Tracer:
         return out
 
 
+def part_path(path: str | os.PathLike[str], rank: int) -> str:
+    """Where one rank leaves its partial part of ``path`` when the job fails:
+    ``trace.json`` -> ``trace.rank3.json``."""
+    root, ext = os.path.splitext(os.fspath(path))
+    return f"{root}.rank{rank}{ext or '.json'}"
+
+
 def write_part(path: str | os.PathLike[str], rank: int, events: list[dict[str, Any]]) -> str:
     """Write one rank's events beside ``path``; return the part's file name."""
     part = f"{os.fspath(path)}.rank{rank}"

@@ -1,8 +1,12 @@
-"""Every ```python block in README.md and docs/*.md is a program that runs in the embedded world.
+"""Every ```python block in README.md and docs/*.md is a program that runs in both worlds.
 
 Each block runs alone, in a fresh ``python`` process, in an empty directory, without any MPI
 launcher variables, so it sees what a newcomer typing ``python example.py`` sees: one process
-hosting the nodes node0..node3. A block fenced as ```python no-run is a fragment and is skipped.
+hosting the nodes node0..node3. Then the same block runs unchanged under
+``mpiexec -n 4 python -m geode_mpi example.py`` (the same nodes, one per rank), and at 2 ranks
+when it names no node beyond node1. A block fenced as ```python no-run is a fragment and is
+skipped; one fenced as ```python embedded-only (the README's original first example, written
+for one process) runs only in the embedded world.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mpirun import mpirun
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
@@ -77,6 +82,23 @@ def runnable(blocks: list[Block]) -> list[Block]:
 
 BLOCKS = [block for page in PAGES if page.exists() for block in fenced_blocks(page)]
 EXAMPLES = runnable(BLOCKS)
+BEYOND_NODE1 = re.compile(r"\bnode(?:[2-9]|[1-9]\d+)\b")
+
+
+def runs_at(block: Block, ranks: int) -> bool:
+    """Whether the block runs under mpiexec at ``ranks`` ranks (both worlds have node0..node3
+    at 4; at 2 only blocks that name no node beyond node1)."""
+    if "embedded-only" in block.info:
+        return False
+    return ranks == 4 or BEYOND_NODE1.search(block.code) is None
+
+
+MPI_CASES = [
+    pytest.param(block, ranks, id=f"{block.where}@{ranks}")
+    for ranks in (4, 2)
+    for block in EXAMPLES
+    if runs_at(block, ranks)
+]
 
 
 def embedded_env() -> dict[str, str]:
@@ -114,6 +136,23 @@ def test_example_runs(block: Block, tmp_path: Path) -> None:
         f"{block.where} exited with status {result.returncode}\n--- code ---\n{block.code}"
         f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
     )
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(("block", "ranks"), MPI_CASES)
+def test_example_runs_unchanged_under_mpi(block: Block, ranks: int, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(block.code, encoding="utf-8")
+    result = mpirun(ranks, ["-m", "geode_mpi", str(script)], timeout=TIMEOUT, cwd=tmp_path)
+    assert result.returncode == 0 and not result.timed_out, (
+        f"{block.where} at {ranks} ranks: {result.explain()}\n--- code ---\n{block.code}"
+    )
+
+
+def test_only_the_original_first_example_is_embedded_only() -> None:
+    only = [block for block in EXAMPLES if "embedded-only" in block.info]
+    assert [block.page.name for block in only] == ["README.md"]
+    assert only[0] is EXAMPLES[0] and 'geode.receive("node2")' in only[0].code
 
 
 def test_every_docs_page_has_a_runnable_example() -> None:

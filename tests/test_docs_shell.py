@@ -2,12 +2,14 @@
 
 A block runs with ``bash -euo pipefail`` in a fresh directory holding the files the docs refer
 to (``job.py``, ``mypackage/job.py``, ``package/module.py``, the checkout's ``jobs/`` and
-``benchmarks/``), with
-this virtual environment's ``python`` and ``mpiexec`` first on PATH, and a timeout. The first
-word after ``bash`` says when a block cannot run that way, and what stands in for it:
+``benchmarks/``, and a ``./dev`` that runs its command as it is: the real one would run it
+with this virtual environment's bin/ first on PATH, as the block already does), with this
+virtual environment's ``python`` and ``mpiexec`` first on PATH, and a timeout. The first word
+after ``bash`` says when a block cannot run that way, and what stands in for it:
 
-- ``ci``: what .ci/run itself does (a fresh venv, the install, the test suite): its ``pip
-  install`` and ``pytest`` lines must be .ci/run's own, its venv lines are skipped, the rest runs;
+- ``ci``: what .ci/run itself does (a fresh venv, the install, the test suite): its ``./dev``
+  lines must be .ci/run's own, its ``pip install`` and ``pytest`` lines .ci/run's or those
+  ./dev runs, its venv lines are skipped, the rest runs (never the test suite: no recursion);
 - ``slurm``: needs a SLURM cluster: every batch script it names must exist, and .ci/slurm
   submits each of them on a real one-node cluster;
 - ``cluster``: a site's module system and MPI (not on this machine): not run;
@@ -43,6 +45,14 @@ with Geode() as geode:
 '''
 
 
+# Stands in for ./dev: runs the command as it is (the block's PATH has the venv's bin/ first).
+# Never the test suite: a docs block that ran it would run this test again.
+DEV = """#!/bin/sh
+if [ "$1" = test ]; then echo "./dev test must not run inside the test suite" >&2; exit 99; fi
+exec "$@"
+"""
+
+
 def kind(block: Block) -> str | None:
     return block.info[1] if len(block.info) > 1 else None
 
@@ -61,6 +71,9 @@ def workspace(tmp_path: Path) -> Path:
         (tmp_path / package / f"{module}.py").write_text(JOB)
     (tmp_path / "jobs").symlink_to(ROOT / "jobs")
     (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")
+    dev = tmp_path / "dev"
+    dev.write_text(DEV)
+    dev.chmod(0o755)
     return tmp_path
 
 
@@ -111,10 +124,15 @@ CI_BLOCKS = [b for b in SHELL_BLOCKS if kind(b) == "ci"]
 @pytest.mark.parametrize("block", CI_BLOCKS, ids=[b.where for b in CI_BLOCKS])
 def test_ci_block_is_what_ci_runs(block: Block, tmp_path: Path) -> None:
     ci = (ROOT / ".ci" / "run").read_text()
+    dev = (ROOT / "dev").read_text().replace('"$venv/bin/python"', "python")
     rest = []
     for line in commands(block):
-        if "pip install" in line or "pytest" in line:
+        if line.startswith("./dev "):
             assert line in ci, f"{block.where}: .ci/run does not run {line!r}"
+        elif "pip install" in line or "pytest" in line:
+            assert line in ci or line in dev, (
+                f"{block.where}: neither .ci/run nor ./dev runs {line!r}"
+            )
         elif "-m venv" not in line and "/activate" not in line:
             rest.append(line)
     if rest:

@@ -247,3 +247,103 @@ def test_a_bad_hang_timeout_setting_is_refused_before_anything_starts() -> None:
     assert result.returncode == 0, result.explain()
     assert "GEODE_HANG_TIMEOUT must be a number of seconds > 0, got 'soon'" in result.stdout
     assert result.stderr == ""  # nothing half-made left to close at exit
+
+
+# -- what --stats and --trace leave when the job fails -----------------------------------------
+
+FAILING = """\
+from geode_mpi import Geode
+
+with Geode() as geode:
+    right = (geode.rank + 1) % geode.size
+    for step in range(3):
+        geode.send(step, dest=right)
+        geode.receive(timeout=60)
+    if geode.rank == geode.size - 1:
+        raise ValueError("the last rank fails")
+    geode.receive(timeout=60)  # waits for a message that never comes
+"""
+
+
+def _observe_args(tmp_path: Path) -> list[str]:
+    return [
+        "--stats", "--stats-json", str(tmp_path / "stats.json"),
+        "--trace", str(tmp_path / "trace.json"),
+    ]  # fmt: skip
+
+
+def _partial_parts(tmp_path: Path, ranks: int) -> None:
+    """Every rank left its stats and trace parts, marked partial, with what it did."""
+    assert not (tmp_path / "stats.json").exists() and not (tmp_path / "trace.json").exists()
+    for rank in range(ranks):
+        stats = json.loads((tmp_path / f"stats.rank{rank}.json").read_text())
+        assert stats["partial"] is True and stats["rank"] == rank
+        assert "status" in stats["reason"]
+        nodes = stats["nodes"]
+        assert [row["rank"] for row in nodes] == [rank]
+        assert nodes[0]["sent"] >= 3 and nodes[0]["received"] >= 3
+        trace = json.loads((tmp_path / f"trace.rank{rank}.json").read_text())
+        assert trace["partial"] is True and trace["rank"] == rank
+        sends = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "send Message"]
+        assert len(sends) >= 3 and {e["pid"] for e in sends} == {rank}
+
+
+@pytest.mark.mpi
+def test_a_failing_rank_leaves_every_ranks_partial_stats_and_trace(tmp_path: Path) -> None:
+    job = tmp_path / "failing.py"
+    job.write_text(FAILING)
+    result = mpirun(2, ["-m", "geode_mpi", *_observe_args(tmp_path), str(job)], timeout=120)
+    assert result.returncode == 1 and not result.timed_out, result.explain()
+    assert "ValueError: the last rank fails" in result.stderr
+    _partial_parts(tmp_path, 2)
+    err = result.stderr
+    assert "geode_mpi statistics, partial (the job ended with status 1" in err, err
+    table = err[err.index("statistics, partial") :].splitlines()
+    assert [line.split()[0] for line in table[3:5]] == ["node0", "node1"]
+    assert "partial --stats-json/--trace parts left:" in err
+
+
+@pytest.mark.mpi
+def test_a_hang_timeout_leaves_every_ranks_partial_stats_and_trace(tmp_path: Path) -> None:
+    job = tmp_path / "hang.py"
+    job.write_text(FAILING.replace('raise ValueError("the last rank fails")', "pass"))
+    result = mpirun(
+        2,
+        ["-m", "geode_mpi", "--hang-timeout", "2", *_observe_args(tmp_path), str(job)],
+        timeout=120,
+    )
+    assert result.returncode == 124 and not result.timed_out, result.explain()
+    _partial_parts(tmp_path, 2)
+    assert "geode_mpi statistics, partial (the job ended with status 124" in result.stderr
+
+
+def test_a_failing_job_leaves_partial_stats_and_trace_in_the_embedded_world(
+    tmp_path: Path,
+) -> None:
+    job = tmp_path / "failing.py"
+    job.write_text(
+        "from geode_mpi import Geode\n"
+        "with Geode() as geode:\n"
+        "    for step in range(3):\n"
+        "        geode.send(step, 'node0', 'node1')\n"
+        "        geode.receive('node1')\n"
+        "    raise ValueError('failed')\n"
+    )
+    result = python(["-m", "geode_mpi", *_observe_args(tmp_path), str(job)], timeout=60)
+    assert result.returncode == 1, result.explain()
+    stats = json.loads((tmp_path / "stats.rank0.json").read_text())
+    assert stats["partial"] is True
+    assert {row["node"]: row["sent"] for row in stats["nodes"]}["node0"] == 3
+    trace = json.loads((tmp_path / "trace.rank0.json").read_text())
+    assert trace["partial"] is True
+    assert sum(e["name"] == "send Message" for e in trace["traceEvents"]) == 3
+
+
+def test_a_finished_job_removes_the_parts_a_failed_run_left(tmp_path: Path) -> None:
+    stale = tmp_path / "trace.rank0.json"
+    stale.write_text('{"partial": true}')
+    result = python(
+        ["-m", "geode_mpi", "--trace", str(tmp_path / "trace.json"), OBSERVED, "--steps", "2"]
+    )
+    assert result.returncode == 0, result.explain()
+    assert (tmp_path / "trace.json").exists() and not stale.exists()

@@ -41,5 +41,7 @@ def test_code_quality(command: list[str]) -> None:
 def test_ci_runs_the_readme_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    for command in ("pip install -e '.[test]'", "python -m pytest"):
+    for command in ("./dev python jobs/hello.py", "./dev test"):
         assert command in readme and command in ci
+    dev = (ROOT / "dev").read_text()
+    assert "pip install -e '.[test]'" in readme and "pip install -e '.[test]'" in dev

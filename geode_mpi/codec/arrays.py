@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def read_descriptor(
     if found is None:
         start = _DESC.size
         raw = key[start : start + dt_len]
-        dtype = np.dtype(raw.decode()) if dt_kind == 0 else pickle.loads(raw)
+        dtype = np.dtype(raw.decode()) if dt_kind == 0 else load_dtype(raw)
         dims = start + dt_len
         shape = tuple(_DIM.unpack_from(key, dims + 8 * k)[0] for k in range(ndim))
         found = (dtype, shape, order == b"F", length)
@@ -87,6 +88,81 @@ def read_descriptor(
         _parsed[key] = found
     dtype, shape, fortran, length = found
     return dtype, shape, fortran, offset + length
+
+
+_PyUnpickler: Any = pickle._Unpickler  # the pure-Python one: its dispatch table can be changed
+
+
+class _DtypeUnpickler(_PyUnpickler):  # type: ignore[misc]
+    """Unpickles a dtype without numpy's ``dtype.__setstate__``, which crashes the process on a
+    damaged state: only ``numpy.dtype`` may be named, and each state is rebuilt through numpy's
+    public constructor, which checks it (the pure-Python unpickler: dtypes are parsed once)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) != ("numpy", "dtype"):
+            raise pickle.UnpicklingError(f"a dtype's pickle names {module}.{name}")
+        return _new_dtype
+
+    def load_build(self) -> None:
+        state = self.stack.pop()
+        made = self.stack[-1]
+        built = _dtype_from_state(made, state)
+        self.stack[-1] = built
+        for key, value in list(self.memo.items()):
+            if value is made:
+                self.memo[key] = built
+
+    dispatch: ClassVar[dict[int, Any]] = dict(_PyUnpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def _new_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype[Any]:
+    if type(spec) is not str or type(align) is not bool or type(copy) is not bool:
+        raise TypeError("a dtype's pickle calls numpy.dtype with arguments it never uses")
+    return np.dtype(spec, align, copy)
+
+
+def _dtype(value: Any) -> np.dtype[Any]:
+    if not isinstance(value, np.dtype):
+        raise TypeError(f"expected a dtype in a dtype's state, got {type(value).__name__}")
+    return value
+
+
+def _dtype_from_state(made: Any, state: Any) -> np.dtype[Any]:
+    """The dtype that ``made.__setstate__(state)`` would give, built by ``np.dtype``."""
+    if not isinstance(made, np.dtype) or type(state) is not tuple or len(state) not in (8, 9):
+        raise TypeError("not a dtype's pickled state")
+    _, byteorder, subarray, names, fields, elsize, _, _ = state[:8]
+    dtype: np.dtype[Any]
+    if subarray is not None:
+        base, shape = subarray
+        dtype = np.dtype((_dtype(base), tuple(int(n) for n in shape)))
+    elif names is not None:
+        entries = [fields[name] for name in names]
+        spec = {
+            "names": [str(name) for name in names],
+            "formats": [_dtype(entry[0]) for entry in entries],
+            "offsets": [int(entry[1]) for entry in entries],
+            "titles": [entry[2] if len(entry) > 2 else None for entry in entries],
+            "itemsize": int(elsize),
+        }
+        dtype = np.dtype(spec)  # type: ignore[call-overload]
+    else:
+        dtype = made.newbyteorder(byteorder) if byteorder in ("<", ">") else made
+    if len(state) == 9 and state[8] is not None:
+        dtype = np.dtype(dtype, metadata=dict(state[8]))
+    return dtype
+
+
+def load_dtype(raw: bytes) -> np.dtype[Any]:
+    """A dtype from its pickle (a descriptor's encoding 1), without trusting the pickle.
+
+    Raises:
+        Exception: the bytes are not the pickle of a dtype (any type: the caller's decode
+            turns it into DecodeError).
+    """
+    dtype = _DtypeUnpickler(io.BytesIO(raw)).load()
+    return _dtype(dtype)
 
 
 def rebuild_array(

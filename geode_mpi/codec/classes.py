@@ -61,11 +61,13 @@ def resolve(wire_name: str) -> type[Message]:
 def _lookup(wire_name: str) -> type[Message]:
     module_name, _, qualname = wire_name.partition(":")
     try:
+        if not module_name or module_name.startswith(".") or not qualname:
+            raise ImportError(f"{wire_name!r} is not 'module:qualname' with an absolute module")
         module = sys.modules.get(module_name) or importlib.import_module(module_name)
         obj: object = module
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # ImportError, AttributeError, what a damaged name makes import raise
         raise DecodeError(
             f"received a message of class {qualname!r} from module {module_name!r}, but this "
             f"rank cannot find it ({type(exc).__name__}: {exc}); define or import the class "

@@ -276,11 +276,33 @@ def peek(meta: bytes | memoryview) -> Peek:
     body = HEAD_SIZE + name_len
     name = _names.get(bytes(meta[HEAD_SIZE:body])) if name_len else BASE_NAME
     if name is None:
-        raw = bytes(meta[HEAD_SIZE:body])
-        name = _names[raw] = raw.decode()
+        name = _new_name(meta, body, mid, src)
     # tuple.__new__ builds a NamedTuple without its Python-level __new__ (0.25 us each).
     stamp = _tuple_new(Stamp, (mid, seq, ts, src, dst))
     return _tuple_new(Peek, (stamp, name, kind, flags, body, n_data, data_len))
+
+
+def _new_name(meta: bytes | memoryview, body: int, mid: int, src: int) -> str:
+    """Read a class name not seen before (and remember it)."""
+    raw = bytes(meta[HEAD_SIZE:body])
+    try:
+        if body + _DATA_LEN.unpack_from(meta, 44)[0] > len(meta):
+            raise ValueError(
+                f"its class name and data section need {body} + "
+                f"{_DATA_LEN.unpack_from(meta, 44)[0]} bytes, the meta has {len(meta)}"
+            )
+        name = raw.decode()
+        module, colon, qualname = name.partition(":")
+        if not module or not colon or not qualname or module.startswith("."):
+            raise ValueError(f"class name {name!r} is not 'module:qualname'")
+    except ValueError as exc:  # (UnicodeDecodeError is one)
+        raise DecodeError(
+            f"cannot read the class name of message {mid} from node index {src}: {exc}"
+        ) from exc
+    if len(_names) >= _NAMES_MAX:
+        _names.clear()
+    _names[raw] = name
+    return name
 
 
 _tuple_new = tuple.__new__
@@ -289,6 +311,7 @@ _PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
 
 
 _names: dict[bytes, str] = {}
+_NAMES_MAX = 4096
 _U32_MAX = 2**32 - 1
 _slots: dict[type, tuple[str, ...]] = {}
 
@@ -469,30 +492,29 @@ def decode(
             data = str(view[start:end], "utf-8")
         else:
             data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
-        rest = None
-        if flags & FLAG_REST:
-            rest = pickling.loads(view[end:], frames[n_data:])
+        state = _state(data, mid, seq, ts, src, dst, reply_to, names)
+        message = cls.__new__(cls)
+        if not flags & FLAG_REST:
+            message.__dict__ = state
+            return message
+        headers, extras = pickling.loads(view[end:], frames[n_data:])
+        slotted: dict[str, Any] = {}
+        if extras:
+            slots = _slot_names(cls)
+            for key, value in extras.items():
+                (slotted if key in slots else state)[key] = value
+        if headers:
+            if type(headers) is not dict:
+                raise TypeError(f"its headers are a {type(headers).__name__}, not a dict")
+            state["_headers"] = headers
+        message.__dict__ = state
+        for key, value in slotted.items():
+            setattr(message, key, value)
+        return message
     except DecodeError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # anything the bytes made numpy, pickle or the class raise
         raise DecodeError(
             f"cannot decode a {short_name(wire_name)} message {mid} from "
             f"node index {src}: {type(exc).__name__}: {exc}"
         ) from exc
-    state = _state(data, mid, seq, ts, src, dst, reply_to, names)
-    message = cls.__new__(cls)
-    if rest is None:
-        message.__dict__ = state
-        return message
-    slotted: dict[str, Any] = {}
-    headers, extras = rest
-    if extras:
-        slots = _slot_names(cls)
-        for key, value in extras.items():
-            (slotted if key in slots else state)[key] = value
-    if headers:
-        state["_headers"] = headers
-    message.__dict__ = state
-    for key, value in slotted.items():
-        setattr(message, key, value)
-    return message

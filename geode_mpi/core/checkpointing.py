@@ -15,24 +15,35 @@ job reads its ``state`` back from `Geode.restored_state`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
-import signal
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geode_mpi import codec
-from geode_mpi.errors import ClosedError, check_timeout
+from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
+from geode_mpi.errors import ClosedError, GeodeError, check_timeout
 from geode_mpi.message import Message
-from geode_mpi.persistence import CheckpointError, CheckpointStore, write_rank_file
-from geode_mpi.persistence.snapshot import capture, pack_messages, restore, unpack_messages
-from geode_mpi.persistence.store import MANIFEST, JsonValue
+from geode_mpi.persistence import (
+    CheckpointError,
+    CheckpointStore,
+    key_from_environment,
+    write_rank_file,
+)
+from geode_mpi.persistence.manifest import MANIFEST
+from geode_mpi.persistence.rankfile import JsonValue, rank_name
+from geode_mpi.persistence.snapshot import (
+    Restored,
+    capture,
+    load,
+    pack_messages,
+    unpack_messages,
+)
 from geode_mpi.tracing import TRACER, now_us
 
 if TYPE_CHECKING:
@@ -66,12 +77,63 @@ def encode_state(state: Mapping[str, Any]) -> dict[str, Any]:
     return {"plain": plain, "pickled": pickled}
 
 
-def decode_state(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """Back from `encode_state` (its file passed its checksum before this unpickles)."""
-    state = dict(tree.get("plain", {}))
-    for key, raw in tree.get("pickled", {}).items():
-        state[key] = pickle.loads(raw)
+def decode_state(tree: Any) -> dict[str, Any]:
+    """Back from `encode_state` (its file passed its checksum, and with a job key its
+    manifest's HMAC, before this unpickles).
+
+    Raises:
+        CheckpointError: the tree is not what `encode_state` makes, or a value cannot be
+            unpickled.
+    """
+    tree = _mapping(tree, "state")
+    state = dict(_mapping(tree.get("plain", {}), "state/plain"))
+    for key, raw in _mapping(tree.get("pickled", {}), "state/pickled").items():
+        if not isinstance(raw, bytes):
+            raise CheckpointError(f"state/pickled/{key}: expected bytes, got {type(raw).__name__}")
+        try:
+            state[key] = pickle.loads(raw)
+        except Exception as exc:
+            raise CheckpointError(
+                f"state[{key!r}] cannot be unpickled: {type(exc).__name__}: {exc}"
+            ) from exc
     return state
+
+
+# -- checking what a restart reads -------------------------------------------------------
+
+
+class _OtherJob(Exception):
+    """A valid checkpoint of another shape of job: an error, not a reason to fall back."""
+
+
+@dataclass
+class _Loaded:
+    """One rank's part of a checkpoint, read and checked, not yet put in place."""
+
+    epoch: int
+    engine: Restored
+    counters: dict[int, int]
+    topics: dict[str, Any]
+    queues: dict[str, Any]
+    state: dict[str, Any]
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{what}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"expected a count (an int >= 0), got {value!r}")
+    return value
+
+
+def _index(key: str, what: str) -> int:
+    if not key.isdigit():
+        raise CheckpointError(f"{what}: key {key!r} is not a number")
+    return int(key)
 
 
 class Checkpointer:
@@ -84,9 +146,10 @@ class Checkpointer:
         keep: int,
         every: float | None = None,
         every_messages: int | None = None,
+        term_grace: float = DEFAULT_GRACE,
     ) -> None:
         self.geode = geode
-        self.store = CheckpointStore(directory, keep)
+        self.store = CheckpointStore(directory, keep, key_from_environment())
         self.epoch = 0  # the last checkpoint written or restored
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
         self.queues: dict[str, Any] = {}  # restored work-queue state, likewise
@@ -94,18 +157,13 @@ class Checkpointer:
         self.every_messages = every_messages
         self.last_time = time.monotonic()
         self.last_sent = 0
-        self.terminated = False  # SIGTERM arrived: the next maybe() checkpoints and stops
         self.report: dict[str, Any] | None = None  # what the last checkpoint cost
         self.taken = 0  # checkpoints this job wrote since it started (or restarted)
         self.seconds = 0.0  # the time they took on this rank
         if geode.rank == 0:
             self.store.lock()
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.terminated = True
-        log.warning("SIGTERM: a last checkpoint at the next maybe_checkpoint(), then exit")
+        # SIGTERM: a last checkpoint at the next maybe(), else the job ends (termination.py)
+        self._catching = TERMINATION.install(term_grace, geode.rank, geode.size, geode.node)
 
     def sent(self) -> int:
         return sum(stats.sent for stats in self.geode._engine.stats.values())
@@ -119,12 +177,14 @@ class Checkpointer:
         sent_due = (
             self.every_messages is not None and self.sent() - self.last_sent >= self.every_messages
         )
-        votes = geode._transport.allgather((self.terminated, time_due, sent_due))
+        votes = geode._transport.allgather((TERMINATION.requested, time_due, sent_due))
         terminated = any(vote[0] for vote in votes)
         if not (terminated or votes[0][1] or any(vote[2] for vote in votes)):
             return None
-        epoch = self.take(state, timeout)
-        if terminated:
+        if not terminated:
+            return self.take(state, timeout)
+        with TERMINATION.shielded():  # every rank is here: nothing to give up on
+            epoch = self.take(state, timeout)
             if geode.rank == 0:
                 print(
                     f"geode_mpi: SIGTERM: checkpoint {epoch} written in {self.store.directory}; "
@@ -132,12 +192,16 @@ class Checkpointer:
                     flush=True,
                 )
             geode.close(timeout)
-            raise SystemExit(0)
-        return epoch
+        TERMINATION.finished()
+        raise SystemExit(0)
 
     # -- taking one ------------------------------------------------------------------------
 
     def take(self, state: Mapping[str, Any] | None, timeout: float | None) -> int:
+        with TERMINATION.shielded():  # after a SIGTERM too: it may be the job's last
+            return self._take(state, timeout)
+
+    def _take(self, state: Mapping[str, Any] | None, timeout: float | None) -> int:
         geode = self.geode
         if geode._sealed:
             raise ClosedError("checkpoint")
@@ -210,66 +274,126 @@ class Checkpointer:
     # -- restoring the newest --------------------------------------------------------------
 
     def restore(self) -> dict[str, Any] | None:
-        """Load the newest complete checkpoint; its state, or None when there is none.
+        """Load the newest usable checkpoint; its state, or None when there is none.
 
-        Each rank checks the manifest and its own file (in parallel); an epoch is used only if
-        every rank found its part good, else the next older one is tried."""
+        Collective. Each rank checks the manifest (its shape, and its HMAC with a job key) and
+        its own file, reads the file and checks every value in it, without changing anything
+        (`_load`); an epoch is used only if every rank succeeded, else every rank tries the next
+        older one together. Only then is the state put in place.
+
+        Raises:
+            CheckpointError: the checkpoint was saved by another shape of job; or the directory
+                holds sealed checkpoints (with a manifest) and none of them can be used: a
+                restart never silently starts afresh when there was something to resume.
+        """
         geode = self.geode
         transport = geode._transport
-        candidates = transport.allgather(self.store.epochs(complete_only=False))[0]
-        loaded = None
+        # Rank 0's view of the directory, so that every rank tries the same epochs in order.
+        candidates, sealed = transport.allgather(
+            (self.store.epochs(complete_only=False), self.store.epochs(complete_only=True))
+        )[0]
+        chosen: _Loaded | None = None
+        skipped: list[str] = []
         for epoch in candidates:
-            self._check_same_job(epoch)
+            mine: _Loaded | None = None
+            problem = mismatch = None
             try:
-                mine: Any = self.store.validate(epoch, geode.rank)
-                problem = None
+                mine = self._load(epoch)
+            except _OtherJob as exc:
+                mismatch = str(exc)
             except CheckpointError as exc:
-                mine, problem = None, str(exc)
-            problems = [found for found in transport.allgather(problem) if found is not None]
+                problem = str(exc)
+            except Exception as exc:  # anything else a damaged file makes our code raise
+                path = self.store.epoch_path(epoch)
+                problem = f"{path}: rank {geode.rank}: {type(exc).__name__}: {exc} (damaged?)"
+            votes = transport.allgather((problem, mismatch))
+            mismatches = [found for _, found in votes if found is not None]
+            if mismatches:
+                self.close()  # the job stops: the directory's lock is free again
+                raise CheckpointError(mismatches[0])
+            # Every rank reads the same manifest: say its problem once.
+            problems = list(dict.fromkeys(found for found, _ in votes if found is not None))
             if not problems:
-                loaded = mine
+                chosen = mine
                 break
+            if epoch in sealed:
+                skipped += problems
             if geode.rank == 0:
                 for found in problems:
                     log.warning("checkpoint skipped: %s", found)
-        if loaded is None:
+        if chosen is None:
+            if skipped:
+                self.close()
+                raise CheckpointError(
+                    f"restart: {self.store.directory} holds checkpoint(s) "
+                    f"{', '.join(str(epoch) for epoch in sealed)} and none can be used: "
+                    f"{'; '.join(skipped)}. Nothing was restored; to start afresh instead, move "
+                    "the directory aside (or give the job another one)"
+                )
             if geode.rank == 0:
                 log.warning(
                     "restart: no complete checkpoint in %s; starting afresh", self.store.directory
                 )
             return None
-        epoch = loaded.epoch
-        _, tree = loaded.read(geode.rank)
-        restore(geode._engine, tree["engine"])
-        for key, count in tree["geode"]["counters"].items():
-            geode._counter[int(key)] = count
-        self.topics = dict(tree.get("topics", {}))
-        self.queues = dict(tree.get("queues", {}))
-        self.epoch = epoch
+        chosen.engine.apply(geode._engine)
+        geode._counter.update(chosen.counters)
+        self.topics = chosen.topics
+        self.queues = chosen.queues
+        self.epoch = chosen.epoch
         if geode.rank == 0:
-            log.info("restarted from checkpoint epoch %d in %s", epoch, self.store.directory)
-        return decode_state(tree["state"])
-
-    def _check_same_job(self, epoch: int) -> None:
-        """Raise if a checkpoint with a readable manifest was saved by another shape of job
-        (every rank reads the same manifest, so every rank raises alike)."""
-        geode = self.geode
-        path = self.store.epoch_path(epoch)
-        try:
-            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return  # unreadable or missing: validation says so, and the next one is tried
-        if manifest.get("size") != geode.size or manifest.get("nodes") != list(geode._names):
-            raise CheckpointError(
-                f"{path}: saved with nodes {manifest.get('nodes')} on {manifest.get('size')} "
-                f"rank(s); this job has nodes {list(geode._names)} on {geode.size}: restart "
-                "with the same nodes and number of ranks"
+            how = " (authenticated)" if self.store.key is not None else ""
+            log.info(
+                "restarted from checkpoint epoch %d%s in %s",
+                chosen.epoch,
+                how,
+                self.store.directory,
             )
+        return chosen.state
+
+    def _load(self, epoch: int) -> _Loaded:
+        """This rank's part of ``epoch``, read and checked; nothing is changed yet.
+
+        Raises:
+            _OtherJob: a valid manifest of another shape of job.
+            CheckpointError: anything wrong with the manifest, the file or its content.
+        """
+        geode = self.geode
+        manifest = self.store.manifest(epoch)
+        path = self.store.epoch_path(epoch)
+        nodes, size = manifest.get("nodes"), manifest.get("size")
+        if not isinstance(nodes, list) or not all(isinstance(name, str) for name in nodes):
+            raise CheckpointError(f"{path / MANIFEST}: nodes {nodes!r} is not a list of names")
+        if size != geode.size or nodes != list(geode._names):
+            raise _OtherJob(
+                f"{path}: saved with nodes {nodes} on {size} rank(s); this job has nodes "
+                f"{list(geode._names)} on {geode.size}: restart with the same nodes and number "
+                "of ranks"
+            )
+        _, tree = self.store.validate(epoch, geode.rank).read(geode.rank)
+        try:
+            counters = _mapping(_mapping(tree.get("geode"), "geode").get("counters"), "counters")
+            return _Loaded(
+                epoch,
+                load(geode._engine, tree.get("engine")),
+                {_index(key, "counters"): _count(value) for key, value in counters.items()},
+                {
+                    name: load_topic(state)
+                    for name, state in _mapping(tree.get("topics", {}), "topics").items()
+                },
+                {
+                    name: load_queue(state, geode._names)
+                    for name, state in _mapping(tree.get("queues", {}), "queues").items()
+                },
+                decode_state(tree.get("state")),
+            )
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path / rank_name(geode.rank)}: {exc}") from exc
 
     def close(self) -> None:
         self.store.unlock()
-        if threading.current_thread() is threading.main_thread() and hasattr(self, "_previous"):
-            signal.signal(signal.SIGTERM, self._previous)
+        if self._catching:
+            self._catching = False
+            TERMINATION.uninstall()
 
 
 # -- topics and work queues ----------------------------------------------------------------
@@ -285,11 +409,22 @@ def topic_state(topic: Topic) -> dict[str, Any]:
     }
 
 
+def load_topic(state: Any) -> dict[str, Any]:
+    """A topic's saved state, checked: what `restore_topic` takes."""
+    state = _mapping(state, "topic")
+    next_seq = _mapping(state.get("next_seq"), "topic/next_seq")
+    retained = _mapping(state.get("retained"), "topic/retained")
+    return {
+        "next_seq": {_index(key, "next_seq"): _count(seq) for key, seq in next_seq.items()},
+        "retained": {_index(key, "retained"): unpack_messages(r) for key, r in retained.items()},
+    }
+
+
 def restore_topic(topic: Topic, state: Mapping[str, Any]) -> None:
-    for number, seq in state["next_seq"].items():
-        topic._next_seq[int(number)] = seq
-    for number, packed in state["retained"].items():
-        topic._retained[int(number)].extend(unpack_messages(packed))
+    """Put a topic's state from `load_topic` into the topic just created."""
+    topic._next_seq.update(state["next_seq"])
+    for number, messages in state["retained"].items():
+        topic._retained[number].extend(messages)
 
 
 def queue_state(queue: WorkQueue) -> dict[str, Any]:
@@ -308,13 +443,44 @@ def queue_state(queue: WorkQueue) -> dict[str, Any]:
     }
 
 
-def restore_queue(queue: WorkQueue, state: Mapping[str, Any]) -> None:
-    names = queue._geode._names
-    for meta, frames in unpack_messages(state["tasks"]):
-        task: Message = codec.decode(meta, frames, names)
+def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
+    """A work queue's saved state, checked and its tasks decoded: what `restore_queue` takes.
+
+    Raises:
+        CheckpointError: the state is not what `queue_state` makes (damaged).
+    """
+    state = _mapping(state, "work queue")
+    tasks = []
+    for meta, frames in unpack_messages(state.get("tasks")):
+        try:
+            task: Message = codec.decode(meta, frames, names)
+        except GeodeError as exc:
+            raise CheckpointError(f"work queue task: {exc}") from exc
         for field in ("id", "seq", "timestamp", "source", "dest"):
             task.__dict__.pop(field, None)
-        queue._tasks.append(task)
+        tasks.append(task)
+    numbers = _mapping(state.get("numbers"), "work queue/numbers")
+    wanting, told = numbers.get("wanting"), numbers.get("told")
+    if not isinstance(wanting, list) or not isinstance(told, list):
+        raise CheckpointError(f"work queue/numbers: wanting {wanting!r}, told {told!r}")
+    left, finished = numbers.get("producers_left"), numbers.get("finished")
+    if not isinstance(finished, bool) or isinstance(left, bool) or not isinstance(left, int):
+        raise CheckpointError(f"work queue/numbers: producers_left {left!r}, finished {finished!r}")
+    return {
+        "tasks": tasks,
+        "numbers": {
+            "wanting": [_count(node) for node in wanting],
+            "producers_left": left,
+            "finished": finished,
+            "told": [_count(node) for node in told],
+            "dispatched": _count(numbers.get("dispatched")),
+        },
+    }
+
+
+def restore_queue(queue: WorkQueue, state: Mapping[str, Any]) -> None:
+    """Put a work queue's state from `load_queue` into the queue just created."""
+    queue._tasks.extend(state["tasks"])
     numbers = state["numbers"]
     queue._wanting.extend(numbers["wanting"])
     queue._producers_left = numbers["producers_left"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -17,6 +18,7 @@ from geode_mpi.core.groups import Group, Sequencer
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.observe import (
     finish_job,
+    start_observing,
     start_watchdog,
     stop_watchdog,
     trace_receive,
@@ -24,7 +26,8 @@ from geode_mpi.core.observe import (
 )
 from geode_mpi.core.placement import ID_BITS, Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
-from geode_mpi.core.registry import register, unregister
+from geode_mpi.core.registry import note_closed, register, unregister
+from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.core.topics import Topic
 from geode_mpi.core.workqueues import WorkQueue
 from geode_mpi.delivery import DeadLetter, Engine, NodeStats, QueueConfig
@@ -33,8 +36,10 @@ from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.errors import (
     ClosedError,
     DecodeError,
+    GeodeTimeoutError,
     NodeNotLocalError,
     ReceiveTimeout,
+    RestartDirError,
     check_timeout,
 )
 from geode_mpi.message import Message
@@ -58,6 +63,7 @@ _track = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to of 
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
+log = logging.getLogger("geode_mpi")
 _NONE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path" (see _plain_queue)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -93,6 +99,10 @@ class Geode:
             was started with ``python -m geode_mpi --restart``); see `restored_state`.
         checkpoint_every: seconds between the checkpoints `maybe_checkpoint` takes.
         checkpoint_every_messages: messages sent (on any rank) between them.
+        term_grace: with a checkpoint directory, the seconds a SIGTERM leaves the process
+            (default: ``GEODE_TERM_GRACE``, else 20): the next `maybe_checkpoint` writes a
+            last checkpoint and exits 0; a blocking call still waiting after half of it
+            raises `Terminated`; at its end the process exits with status 143.
     """
 
     def __init__(
@@ -110,8 +120,12 @@ class Geode:
         restart: bool | None = None,
         checkpoint_every: float | None = None,
         checkpoint_every_messages: int | None = None,
+        term_grace: float | None = None,
     ) -> None:
         hang = hang_timeout()  # a bad setting is refused before anything starts
+        grace = term_grace_of(term_grace)
+        if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
+            check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
         self._transport = transport if transport is not None else open_world(comm)
         # Every public call holds the gate; send, isend and receive skip it while no other
         # thread exists (see _serialised and docs/point-to-point.md, "Threads").
@@ -150,7 +164,9 @@ class Geode:
         self._plain_queue = self._queued[self.rank] if self.rank in self._engine.plain else _NONE
         self._counter = dict.fromkeys(self._local, 0)
         self._closed = False
-        self._sealed = False  # True once close() began: nothing may be sent from then on
+        self._sealed = False  # True once close() began: nothing may be sent from then on,
+        self._serving = False  # except while close() still serves the other ranks (handlers)
+        self._all_closing = False  # close() saw every rank call close()
         self._sends = 0
         self._receives = 0
         self._unfinished_checks = 0  # SendHandle.done() calls that found their send unfinished
@@ -165,7 +181,12 @@ class Geode:
             restart = os.environ.get("GEODE_RESTART") == "1"
         if directory is not None:
             self._checkpointer = Checkpointer(
-                self, directory, keep_checkpoints, checkpoint_every, checkpoint_every_messages
+                self,
+                directory,
+                keep_checkpoints,
+                checkpoint_every,
+                checkpoint_every_messages,
+                grace,
             )
             if restart:
                 self.restored_state = self._checkpointer.restore()
@@ -175,6 +196,7 @@ class Geode:
         self._arrived: Callable[[], bool] | None = None  # close()'s barrier for them
         TRACER.start(self.rank, self.size, names)
         self._watchdog = start_watchdog(self, hang)  # --hang-timeout
+        start_observing(self)  # --stats / --trace: what to leave if the job fails
         register(self)
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -276,7 +298,7 @@ class Geode:
         *,
         ack: bool = False,
         timeout: float | None = None,
-    ) -> SendHandle | None:
+    ) -> SendHandle:
         """Start sending; return a handle at once.
 
         Do not modify arrays in the message until ``handle.done()`` is True (or after
@@ -287,13 +309,14 @@ class Geode:
         Args:
             message: a Message, or any picklable value (wrapped in a Message).
             source: the sending node (default: this rank's node). If another rank hosts it,
-                nothing happens here and None is returned.
+                that rank sends the message: here nothing happens, and the handle is done at
+                once (``handle.local`` is False).
             dest: the destination node, by name or index.
             ack: the handle completes only once the receiver has acknowledged the message.
             timeout: with a full ``block`` queue at ``dest``, how long to wait for room.
 
         Returns:
-            A SendHandle, or None when this rank does not host ``source``.
+            A SendHandle (done at once when another rank hosts ``source``).
 
         Raises:
             UnknownNodeError: source or dest is not a node of this job.
@@ -316,8 +339,8 @@ class Geode:
         reply_to: int = codec.NO_REPLY,
         flags: int = 0,
         batch: bool = True,
-    ) -> SendHandle | None:
-        if self._sealed:
+    ) -> SendHandle:
+        if self._sealed and not self._serving:
             raise ClosedError("isend")
         route = None
         if source is None:
@@ -340,8 +363,8 @@ class Geode:
                     raise TypeError("send() needs a dest: send(message, dest='node1')")
                 index = placement.index(dest, "dest")
             dst = index
-            if src not in self._inboxes:
-                return None
+            if src not in self._inboxes:  # its own rank sends it
+                return SendHandle.elsewhere(self, src, dst)
             engine = self._engine
             found = engine.pairs_out.get((src, dst))
             if found is not None and (found.credits is None or found.credits > 0):
@@ -386,11 +409,12 @@ class Geode:
         *,
         ack: bool = False,
         timeout: float | None = None,
-    ) -> SendHandle | None:
+    ) -> SendHandle:
         """Send a message; return when its data may be reused (with ``ack``: once processed).
 
         ``send(msg, "node1", "node2")`` sends from node1 on the rank that hosts it and does
-        nothing on other ranks; ``send(msg, dest="node2")`` sends from this rank's node.
+        nothing on other ranks (there it returns a handle that is already done);
+        ``send(msg, dest="node2")`` sends from this rank's node.
 
         Args:
             message: a Message, or any picklable value (wrapped in a Message).
@@ -400,8 +424,8 @@ class Geode:
             timeout: seconds to wait in all (None: no limit).
 
         Returns:
-            The completed SendHandle (with the message's id and seq), or None when this rank
-            does not host ``source``.
+            The completed SendHandle (with the message's id and seq; on a rank that does not
+            host ``source``, a done handle whose ``local`` is False and id and seq None).
 
         Raises:
             UnknownNodeError: source or dest is not a node of this job.
@@ -414,14 +438,14 @@ class Geode:
         """
         if (ack or other_threads()) and not self._owned():  # ack: handlers may run here
             return self._serialised(self.send, message, source, dest, ack=ack, timeout=timeout)
-        if self._sealed:
+        if self._sealed and not self._serving:
             raise ClosedError("send")
         deadline = None
         if timeout is not None:
             timeout = check_timeout(timeout)
             deadline = time.monotonic() + (timeout or 0.0)
         handle = self._send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
-        if handle is not None and not handle._complete():
+        if not handle._complete():
             handle._wait(deadline, timeout)
         return handle
 
@@ -658,25 +682,36 @@ class Geode:
         source: str | int | None = None,
         timeout: float | None = None,
     ) -> Message:
-        """Send ``message`` to ``dest`` and return its reply (what dest's handler returned).
+        """Send ``message`` to ``dest`` and return its reply: what dest's handler returned, of
+        the type it returned (a Message subclass instance arrives as that class).
 
-        While waiting, this rank's other nodes keep processing with their handlers, so a
-        request between two nodes of one process (the embedded world) is answered.
+        The handler runs on the rank that hosts ``dest``, whatever that rank is doing in
+        geode_mpi: a rank waiting in any call (a request of its own, receive, a send with
+        ``ack=True``, a work queue's ``get``, ``close``, a run loop) serves the requests sent
+        to its nodes that have a handler for them. So every rank may request from another at
+        once (a ring, all to all), and a node may request from itself. While waiting, this
+        rank's other nodes also keep processing with their handlers (the embedded world
+        answers requests between its nodes that way).
+
+        Args:
+            message: a Message, or any picklable value (wrapped in a Message).
+            dest: the node whose handler answers.
+            source: the requesting node (default: this rank's node); this rank must host
+                it, since the reply arrives there.
+            timeout: seconds to wait for the reply (None: no limit).
 
         Raises:
             ReceiveTimeout: no reply within ``timeout`` seconds.
+            NodeNotLocalError: another rank hosts ``source`` (guard the call with
+                ``geode.hosts(source)``, or leave ``source`` out).
         """
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        handle = self._send(message, source, dest, False, timeout, _NO_REPLY, 0, False)
-        if handle is None:  # source is another rank's node
-            name = self._placement.names[self._placement.index(source or 0)]
-            raise NodeNotLocalError("request", name, self.rank, self.rank_of(name))
-        src = self._placement.index(handle.source)
-        wanted = handle.id
-        found = self._processor.await_reply(
-            src, self._placement.index(handle.dest), wanted, deadline
-        )
+        src = self._local_index(source, "request")
+        # Sent as waited for: its node's rank serves it in whatever wait it is in.
+        handle = self._send(message, src, dest, True, timeout, _NO_REPLY, 0, False)
+        wanted = handle._stamp.id
+        found = self._processor.await_reply(src, handle._stamp.dest, wanted, deadline)
         if found is not None:
             return self._deliver(src, found)
         raise ReceiveTimeout(
@@ -763,7 +798,7 @@ class Geode:
             name: the queue's name (unique among work queues).
             consumers: the nodes that process its tasks.
             dispatcher: the node that holds the tasks and hands them out (default: the first
-                node); it hands them out whenever it calls geode_mpi.
+                node); its rank hands them out whenever it waits in geode_mpi, `close` too.
             producers: the nodes that will call ``finish()`` (default: every node); `get`
                 returns None once all of them have and no task is left.
             prefetch: tasks a consumer asks for ahead (1: one waiting while it works on one).
@@ -787,16 +822,39 @@ class Geode:
         """Deliver everything in flight, then stop sending.
 
         Collective with several ranks: every rank calls it (leaving a ``with`` block does, and so
-        does normal interpreter exit). It returns once every message sent anywhere in the job has
-        reached its destination's queue; queued messages stay receivable afterwards.
+        does normal interpreter exit). Until every rank has called it, this rank keeps serving
+        requests to its nodes and handing out its work queues' tasks (another rank may be
+        waiting for them). It returns once every message sent anywhere in the job has reached
+        its destination's queue; queued messages stay receivable afterwards.
+
+        Messages still queued, never received, when the job ends are reported in a warning
+        (logger ``geode_mpi``) naming each node, how many and of which types: at the end of a
+        ``with`` block, at interpreter exit (and at the end of ``python -m geode_mpi``'s job),
+        and, for a Geode closed by this method, at exit if they are still there then.
 
         Raises:
             GeodeTimeoutError: not finished within ``timeout`` seconds (says what is missing).
         """
+        self._close(timeout)
+        if self._unreceived():  # receivable still: said at exit if nobody takes them
+            note_closed(self)
+
+    def _end(self, timeout: float | None = None) -> None:
+        """Close as the job's end for this Geode: then say what its nodes never received."""
+        self._close(timeout)
+        self._report_unreceived()
+
+    def _close(self, timeout: float | None) -> None:
         if self._closed:
             return
         timeout = check_timeout(timeout)
-        self._sealed = True  # from here nothing may be sent: the counts are being exchanged
+        self._sealed = True  # from here the job sends nothing (its handlers may, until ...)
+        if not self._all_closing and self._transport.delivers_later:
+            started = time.monotonic()
+            self._serve_until_all_close(timeout)
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
+        # ... every rank is here: the counts of what was sent are exchanged next.
         self._engine.flush()  # acks and credits owed go out before the counts are taken
         if not self._finished:  # --stats / --trace, gathered while the transport still runs
             started = time.monotonic()
@@ -813,6 +871,48 @@ class Geode:
             self._checkpointer.close()
         unregister(self)
 
+    def _serve_until_all_close(self, timeout: float | None) -> None:
+        """Serve requests and hand out work-queue tasks until every rank is in close(): a rank
+        still waiting for a reply or a task needs this one (a barrier posted once, so a close
+        retried after a timeout waits on the same one)."""
+        if self._arrived is None:
+            self._arrived = self._transport.all_entered()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._serving = True
+        try:
+            self._all_closing = self._engine.wait(self._arrived, deadline)
+        finally:
+            self._serving = False
+        if not self._all_closing:
+            raise GeodeTimeoutError(
+                f"close() on rank {self.rank} timed out after {timeout:g} s: waiting for the "
+                "other ranks to call close()"
+            )
+
+    def _unreceived(self) -> dict[str, Counter[str]]:
+        """The messages queued at this rank's nodes, by node and type."""
+        return {
+            self._names[index]: Counter(
+                codec.short_name(codec.peek(parcel.meta).class_name) for parcel in inbox
+            )
+            for index, inbox in self._inboxes.items()
+            if len(inbox)
+        }
+
+    def _report_unreceived(self) -> None:
+        left = self._unreceived()
+        if not left:
+            return
+        parts = []
+        for node, types in left.items():
+            kinds = ", ".join(f"{count} {name}" for name, count in types.most_common())
+            parts.append(f"{node}: {sum(types.values())} message(s) ({kinds})")
+        log.warning(
+            "the job ends with messages never received: %s (receive() them, or run() their "
+            "handlers, before the end)",
+            "; ".join(parts),
+        )
+
     @property
     def closed(self) -> bool:
         """True after `close`."""
@@ -828,7 +928,7 @@ class Geode:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
-            self.close()
+            self._end()
         else:
             # Another rank may never reach close(): do not wait for it while an error unwinds.
             self._closed = self._sealed = True
@@ -893,7 +993,12 @@ class Geode:
             state["topic"] = self._engine.topics.names.get(_track(parcel.meta, 0)[3])
             state["dest"] = None if index is None else self._names[index]
             return
-        queue = self._channels.work_queues[parcel.source]
+        queue = self._channels.work_queues.get(parcel.source)
+        if queue is None:  # a damaged flag: not from a work queue's stream
+            raise DecodeError(
+                f"message {message.id} from node index {parcel.source} is flagged as a work "
+                "queue's task, but no work queue has that stream"
+            )
         if index is not None and not parcel.attempts:
             queue.taken(index, message)
         else:
@@ -938,7 +1043,10 @@ class Geode:
             transport.delivers_later or (other_threads() and senders_may_run())
         ):
             engine.poll()
-            return engine.take(index, match, key, False)
+            found = engine.take(index, match, key, False)
+            if found is None and timeout != 0 and self._inboxes[index].next_ready():
+                return self._take_retry(index, match, key, timeout)
+            return found
         # Nothing queued: wait, spinning on MPI's probe first (a poll here would only probe
         # the same empty queue once more). A reply in a ping-pong comes within this first
         # spin, before any of the waiting machinery below is set up.
@@ -955,6 +1063,26 @@ class Geode:
         finally:
             self._waited(index, started, "wait: receive")
 
+    def _take_retry(
+        self, index: int, match: Match | None, key: Any, timeout: float | None
+    ) -> tuple[Parcel, Any] | None:
+        """One process, nothing else can arrive: wait out the back-off of a failed message
+        put back for a retry, if it ends within ``timeout``, and take what is then ready."""
+        inbox = self._inboxes[index]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.perf_counter()
+        try:
+            while delay := inbox.next_ready():
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    return None  # it comes due after the timeout: nothing can arrive before
+                time.sleep(delay)
+                found = self._engine.take(index, match, key, False)
+                if found is not None:
+                    return found
+            return None
+        finally:
+            self._waited(index, started, "wait: receive")
+
     def _wait_take(
         self, index: int, match: Match | None, key: Any, timeout: float | None, started: float
     ) -> tuple[Parcel, Any] | None:
@@ -966,6 +1094,11 @@ class Geode:
         turns = gate.turns
         inbox = self._inboxes[index]
         while True:
+            if engine.waited:  # requests to this rank's nodes are answered while it waits
+                self._processor.serve_waited()
+                found = engine.take(index, match, key, False)
+                if found is not None:
+                    return found
             forwarded = bool(engine.forwards)
             if forwarded:
                 # A sequencer's forwards may land in this very queue (its node is a member):
@@ -1003,3 +1136,19 @@ class Geode:
 
     def _wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
         return self._engine.wait(done, deadline)
+
+
+def check_restart_dir(own: str | os.PathLike[str] | None, restart_dir: str | None) -> None:
+    """Refuse a job whose own checkpoint_dir is not the directory of ``--restart DIR``.
+
+    Raises:
+        RestartDirError: both are given and are different directories.
+    """
+    if own is None or not restart_dir:
+        return
+    if os.path.realpath(own) != os.path.realpath(restart_dir):
+        raise RestartDirError(
+            f"--restart {restart_dir!r} names another directory than the job's own "
+            f"checkpoint_dir {os.fspath(own)!r}: restart from the directory the job "
+            "checkpoints into (or give --restart alone, which uses the job's own)"
+        )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 from geode_mpi.transport.gate import locked
@@ -56,11 +57,11 @@ class Group:
     @locked
     def send(
         self, message: Any, source: str | int | None = None, *, timeout: float | None = None
-    ) -> SendHandle | None:
+    ) -> SendHandle:
         """Send ``message`` to every member, in the group's one order.
 
-        Returns once the sequencer has it (the handle of that first hop), or None when this
-        rank does not host ``source``.
+        Returns once the sequencer has it (the handle of that first hop). When another rank
+        hosts ``source``, that rank sends it: the handle here is done at once.
         """
         msg = copy.copy(message) if isinstance(message, Message) else Message(message)
         msg.__dict__[GROUP_ATTRIBUTE] = (self.name, self._members)
@@ -103,8 +104,13 @@ class Sequencer:
             channel: tuple[str, Any] = ("topic", state[TOPIC_ATTRIBUTE])
         elif WORK_ATTRIBUTE in state:
             channel = ("queue", state[WORK_ATTRIBUTE])
-        else:
+        elif GROUP_ATTRIBUTE in state:
             channel = ("group", state[GROUP_ATTRIBUTE][0])
+        else:  # a damaged flag: nothing to forward it on
+            raise DecodeError(
+                f"message {message.id} reached sequencer node index {index} without a group, "
+                "topic or work queue to forward it on"
+            )
         self._held.setdefault(channel, deque()).append((index, parcel, message))
         self.resume()
 

@@ -15,12 +15,19 @@ if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
 
 
+ELSEWHERE = -1  # the id and seq of a handle for a send another rank makes
+
+
 class SendHandle:
     """A send in progress, returned by `Geode.isend` (and, completed, by `Geode.send`).
 
+    On a rank that does not host the message's source, the rank that hosts it sends it; there
+    the handle is done (and acked) at once, ``local`` is False, and ``id`` and ``seq`` are None:
+    an SPMD job can wait on every rank's handle alike.
+
     Attributes:
-        id: the message's job-unique id.
-        seq: its sequence number on the (source, dest) pair.
+        id: the message's job-unique id (None: another rank sent it).
+        seq: its sequence number on the (source, dest) pair (None: another rank sent it).
         source: the sending node.
         dest: the destination node.
     """
@@ -41,15 +48,28 @@ class SendHandle:
         self._pair = pair  # its pair's outbox holds it until it is acknowledged (if tracked)
         self.ack = ack  # True: done() and wait() also cover the acknowledgement
 
-    @property
-    def id(self) -> int:
-        """The message's job-unique id."""
-        return self._stamp.id
+    @classmethod
+    def elsewhere(cls, geode: Geode, source: int, dest: int) -> SendHandle:
+        """The handle, done at once, of a send from ``source`` that another rank hosts."""
+        stamp = codec.Stamp(ELSEWHERE, ELSEWHERE, 0.0, source, dest)
+        return cls(geode, SendTicket(geode._placement.rank_of(source), 0, True), stamp)
 
     @property
-    def seq(self) -> int:
-        """Its sequence number on the (source, dest) pair."""
-        return self._stamp.seq
+    def local(self) -> bool:
+        """True if this rank sent the message; False if the rank that hosts its source did."""
+        return self._stamp.id != ELSEWHERE
+
+    @property
+    def id(self) -> int | None:
+        """The message's job-unique id (None when another rank sent it)."""
+        mid = self._stamp.id
+        return None if mid == ELSEWHERE else mid
+
+    @property
+    def seq(self) -> int | None:
+        """Its sequence number on the (source, dest) pair (None when another rank sent it)."""
+        seq = self._stamp.seq
+        return None if seq == ELSEWHERE else seq
 
     @property
     def source(self) -> str:
@@ -66,9 +86,11 @@ class SendHandle:
         """True once the receiver acknowledged (processed) the message.
 
         Only known for tracked messages (``Geode(acks=True)``, the default, or ``ack=True``);
-        False otherwise.
+        False otherwise. True at once when another rank sent it (nothing to wait for here).
         """
-        return self._pair is not None and self._stamp.seq not in self._pair.outbox
+        if self._pair is None:
+            return self._stamp.id == ELSEWHERE
+        return self._stamp.seq not in self._pair.outbox
 
     def _complete(self) -> bool:
         return self._ticket.done and (not self.ack or self.acked)
@@ -110,7 +132,7 @@ class SendHandle:
     def _wait(self, deadline: float | None, timeout: float | None) -> None:
         ticket = self._ticket
         if not self._geode._wait_until(lambda: ticket.done, deadline):
-            raise SendTimeout(self.id, self.source, self.dest, timeout or 0.0)
+            raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
         if not self.ack or self.acked:
             return
         geode = self._geode
@@ -118,9 +140,11 @@ class SendHandle:
         if local:  # their handlers may process it right here
             geode._processor.pump(local, lambda: self.acked)
         if not geode._transport.delivers_later and not self.acked:
-            raise AckTimeout(self.id, self.source, self.dest, self.seq, 0.0, self, waited=False)
+            stamp = self._stamp
+            raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, 0.0, self, waited=False)
         if not geode._wait_until(lambda: self.acked, deadline):
-            raise AckTimeout(self.id, self.source, self.dest, self.seq, timeout or 0.0, self)
+            stamp = self._stamp
+            raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
 
     def _local_targets(self) -> list[int]:
         """The receiving nodes this rank hosts (their handlers can run in this process)."""
@@ -128,5 +152,7 @@ class SendHandle:
         return [dest] if dest in self._geode._inboxes else []
 
     def __repr__(self) -> str:
+        if not self.local:
+            return f"<SendHandle {self.source}->{self.dest} sent by rank {self._ticket.dest}>"
         state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
         return f"<SendHandle id={self.id} {self.source}->{self.dest} seq={self.seq} {state}>"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from geode_mpi import codec
 from geode_mpi.core.observe import trace_receive
 from geode_mpi.delivery import Receipt
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("geode_mpi")
 
 Handler = Callable[[Message], Any]
+_WAITED = codec.FLAG_WAITED
 STUCK_WAVE = 10.0  # seconds a quiescence wave may wait before the coordinator says for whom
 HandlerKey = type[Message] | str
 
@@ -161,7 +163,11 @@ class Processor:
         self.geode = geode
         self.handlers: dict[int | None, dict[HandlerKey, Handler]] = {}
         self.stopped: set[int] = set()
-        self.quiescence: Quiescence | None = None
+        # Made now, not at the first run(): a wave may reach this rank before it calls run()
+        # (it answers once it does).
+        self.quiescence: Quiescence | None = Quiescence(geode)
+        self.served = RunSummary()  # what serve_waited did, over this Geode's life
+        geode._engine.on_waited = self.serve_waited
         self.runner: threading.Thread | None = None  # the thread inside run(), if any
         # Ids of the requests a request() waits for in some thread: run() leaves their
         # replies in the queue for it.
@@ -188,6 +194,14 @@ class Processor:
                 if found is not None:
                     return found
         return None
+
+    def handles(self, index: int, parcel: Parcel) -> bool:
+        """True if node ``index`` has a handler for the parcel's class (found by its name)."""
+        try:
+            cls = codec.resolve(codec.peek(parcel.meta).class_name)
+        except DecodeError:
+            return False
+        return self.find(index, cls) is not None
 
     # -- processing one message ------------------------------------------------------------
 
@@ -248,14 +262,27 @@ class Processor:
         if begun:
             trace_receive(index, message, f"handle {message.type}", begun)
 
-    def step(self, served: list[int], summary: RunSummary, limit: int | None = None) -> int:
-        """Process at most one message per served node (and at most ``limit``); the count."""
+    def step(
+        self,
+        served: list[int],
+        summary: RunSummary,
+        limit: int | None = None,
+        handled_only: bool = False,
+    ) -> int:
+        """Process at most one message per served node (and at most ``limit``); the count.
+        With ``handled_only``, only messages that have a handler (the others stay queued)."""
         engine = self.geode._engine
         done = 0
         for index in served:
             if index in self.stopped or (limit is not None and done >= limit):
                 continue
-            found = engine.take(index, self._not_awaited if self.awaited else None, None, True)
+            match = self._not_awaited if self.awaited else None
+            if handled_only:
+
+                def match(parcel: Parcel, index: int = index) -> bool:
+                    return self.handles(index, parcel) and (parcel.reply_to not in self.awaited)
+
+            found = engine.take(index, match, None, True)
             if found is None:
                 continue
             parcel, receipt = found
@@ -263,6 +290,31 @@ class Processor:
             self.process(index, parcel, receipt, summary)
             done += 1
         return done
+
+    def serve_waited(self) -> None:
+        """Process the queued messages whose sender waits for their processing (requests,
+        sends with ``ack=True``) at the local nodes where they arrived, when those nodes have
+        a handler for them. Every wait of this rank calls it, so a request is answered
+        wherever its node's rank waits; other messages wait for `run` or `receive`."""
+        engine = self.geode._engine
+        waited = engine.waited
+        later: set[int] = set()
+        while waited:
+            index = waited.pop()
+            if not self.has_handlers(index):
+                continue
+
+            def servable(parcel: Parcel, index: int = index) -> bool:
+                return bool(parcel.flags & _WAITED) and self.handles(index, parcel)
+
+            while (found := engine.take(index, servable, None, True)) is not None:
+                parcel, receipt = found
+                assert receipt is not None
+                self.process(index, parcel, receipt, self.served)
+            inbox = self.geode._inboxes[index]
+            if inbox.next_ready() is not None and any(servable(p) for p in inbox):
+                later.add(index)  # a failed one waits out its retry's back-off
+        waited |= later
 
     def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
         """Process messages of these local nodes, where they have handlers, until ``done()``
@@ -272,7 +324,7 @@ class Processor:
         summary = RunSummary()
         while not done():
             geode._engine.poll()
-            if not served or not self.step(served, summary):
+            if not served or not self.step(served, summary, handled_only=True):
                 break
         return done()
 
@@ -300,7 +352,12 @@ class Processor:
                 found = engine.take(src, is_reply, None, False)
                 if found is not None:
                     return found
-                worked = self.step(others, summary) if others else 0
+                if engine.waited:  # requests to this rank's nodes, its own among them
+                    self.serve_waited()
+                    found = engine.take(src, is_reply, None, False)
+                    if found is not None:
+                        return found
+                worked = self.step(others, summary, handled_only=True) if others else 0
                 if worked:
                     backoff.reset()
                     continue
@@ -376,6 +433,9 @@ class Processor:
         waited = 0.0
         while True:
             engine.poll()
+            if engine.waited:  # waited-for messages at local nodes this loop does not serve
+                engine.waited.difference_update(served)
+                self.serve_waited()
             left = None if count is None else count - summary.processed - summary.failed
             worked = self.step(served, summary, left)
             if worked:

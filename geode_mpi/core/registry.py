@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
 # sent; at interpreter exit they are closed in creation order (the same on every rank).
 _open: list[Geode] = []
 _first_node: list[str] = []
+# Geodes closed by close() with messages still queued: said at exit if nobody took them.
+_closed_early: list[weakref.ref[Geode]] = []
 
 
 def register(geode: Geode) -> None:
@@ -36,11 +39,22 @@ def first_node() -> str | None:
     return _first_node[0] if _first_node else None
 
 
+def note_closed(geode: Geode) -> None:
+    """``geode`` was closed with messages queued: check again at exit (if it still exists)."""
+    _closed_early.append(weakref.ref(geode))
+
+
 def close_all(timeout: float | None = None) -> None:
-    """Close every Geode still open in this process, oldest first."""
+    """The job's end: close every Geode still open in this process, oldest first, and warn
+    about the messages its nodes never received (and those of Geodes closed earlier)."""
     for geode in list(_open):
-        geode.close(timeout)
+        geode._end(timeout)
     _open.clear()
+    for ref in _closed_early:
+        closed = ref()
+        if closed is not None:
+            closed._report_unreceived()
+    _closed_early.clear()
 
 
 atexit.register(close_all)

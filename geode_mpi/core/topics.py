@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE
-from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.handles import ELSEWHERE, SendHandle
 from geode_mpi.core.observe import trace_publish
 from geode_mpi.core.placement import ID_BITS
 from geode_mpi.delivery.pairs import PairOut
@@ -69,13 +69,17 @@ class PublishHandle(SendHandle):
     @property
     def acked(self) -> bool:
         """True once every subscriber processed the message (tracked publishes only)."""
+        if self._pairs is None:
+            return self._stamp.id == ELSEWHERE  # published by another rank: nothing to wait for
         seq = self._stamp.seq
-        return self._pairs is not None and all(seq not in pair.outbox for pair in self._pairs)
+        return all(seq not in pair.outbox for pair in self._pairs)
 
     def _local_targets(self) -> list[int]:
         return list(self._geode._engine.topics.local_subscribers(self._stamp.dest))
 
     def __repr__(self) -> str:
+        if not self.local:
+            return f"<PublishHandle {self.source} on {self._topic!r} published by another rank>"
         state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
         return (
             f"<PublishHandle id={self.id} {self.source} on {self._topic!r} seq={self.seq} {state}>"
@@ -168,7 +172,7 @@ class Topic:
         *,
         ack: bool = False,
         timeout: float | None = None,
-    ) -> SendHandle | None:
+    ) -> SendHandle:
         """Send ``message`` to every subscriber of the topic; return at once with a handle.
 
         As with `Geode.isend`, do not modify arrays in the message until the handle is done.
@@ -176,7 +180,8 @@ class Topic:
         Args:
             message: a Message, or any picklable value (wrapped in a Message).
             source: the publishing node (default: this rank's node); it must be one of the
-                topic's publishers. If another rank hosts it, nothing happens: None.
+                topic's publishers. If another rank hosts it, that rank publishes it: here
+                nothing happens, and the handle is done at once (``handle.local`` is False).
             ack: the handle completes once every subscriber has processed the message.
             timeout: how long to wait for room when a subscriber's queue is full (``block``).
 
@@ -193,8 +198,10 @@ class Topic:
                 f"{geode._names[src]} is not a publisher of topic {self.name!r} (its publishers: "
                 f"{', '.join(self.publishers)})"
             )
-        if src not in geode._inboxes:
-            return None
+        if src not in geode._inboxes:  # its rank publishes it
+            stamp = codec.Stamp(ELSEWHERE, ELSEWHERE, 0.0, src, self.wire)
+            ticket = SendTicket(geode._placement.rank_of(src), 0, True)
+            return PublishHandle(geode, ticket, stamp, None, False, self.name)
         msg = message if isinstance(message, Message) else Message(message)
         if self._sequencer is not None and src != self._sequencer:
             # To the sequencer, which publishes it on the topic's one stream.
@@ -210,7 +217,7 @@ class Topic:
 
     def _publish(self, msg: Message, src: int, ack: bool, timeout: float | None) -> PublishHandle:
         geode = self._geode
-        if geode._sealed:
+        if geode._sealed and not geode._serving:
             raise ClosedError("publish")
         begun = now_us() if TRACER.on else 0.0
         engine = geode._engine

@@ -54,8 +54,9 @@ class WorkQueue:
 
     Create it with `Geode.work_queue`. Producers call `put`; consumers either run handlers
     (``@geode.on(TaskType)`` and ``geode.run()``: taking a task asks for the next) or pull with
-    `get`. The dispatcher node must keep calling geode_mpi (a run loop, a receive, a wait):
-    that is when it hands tasks out.
+    `get`. The dispatcher's rank hands tasks out whenever it waits in geode_mpi (a run loop, a
+    receive, a request, a send's wait, and `Geode.close`, which keeps handing them out until
+    every rank has called it): a job needs no extra call there for its consumers to finish.
     """
 
     def __init__(
@@ -117,9 +118,10 @@ class WorkQueue:
     @locked
     def put(
         self, task: Any, source: str | int | None = None, *, timeout: float | None = None
-    ) -> SendHandle | None:
+    ) -> SendHandle:
         """Queue a task (a Message, or any picklable value) from ``source`` (default: this
-        rank's node); None when another rank hosts ``source``."""
+        rank's node). When another rank hosts ``source``, that rank queues it: the handle here
+        is done at once (``handle.local`` is False)."""
         msg = copy.copy(task) if isinstance(task, Message) else Message(task)
         msg.__dict__[WORK_ATTRIBUTE] = self.number
         return self._to_dispatcher(msg, source, timeout)
@@ -135,7 +137,7 @@ class WorkQueue:
 
     def _to_dispatcher(
         self, msg: Message, source: str | int | None, timeout: float | None
-    ) -> SendHandle | None:
+    ) -> SendHandle:
         return self._geode._send(
             msg, source, self._dispatcher, False, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE
         )
@@ -209,7 +211,8 @@ class WorkQueue:
     def serve(self, timeout: float | None = None) -> None:
         """On the dispatcher's rank: hand tasks out until the queue is finished (every producer
         called `finish`), empty, and every consumer has been told so; elsewhere return at once.
-        For a dispatcher that has nothing else to do (a master/worker job's master).
+        Not needed for the consumers to finish (`Geode.close` hands tasks out too): for a
+        dispatcher that must not go on before the queue is done.
 
         Raises:
             GeodeTimeoutError: not finished within ``timeout`` seconds.

@@ -9,9 +9,11 @@ credit per message that the receiver returns when it takes the message from its 
 
 from __future__ import annotations
 
+import logging
+import struct
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from geode_mpi import codec
@@ -41,12 +43,17 @@ ACK_BATCH = 128  # processed messages per pair that make an ack record go out at
 # comes within microseconds (a ping-pong) does not cost an ack record per message.
 FLUSH_AFTER = 100e-6
 ACK_DELAY = 1e-3  # the longest a due ack waits while its node keeps calling geode_mpi
+MALFORMED_WARNINGS = 10  # malformed arrivals from one rank that each log a warning
+log = logging.getLogger("geode_mpi")
 _tuple_new = tuple.__new__
 _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
 _FLAG_SEQUENCE = codec.FLAG_SEQUENCE
 _FLAG_TOPIC = codec.FLAG_TOPIC
+# Arrivals that leave the in-order fast paths: a sequencer's, and those whose sender waits
+# for their processing (requests, sends with ack=True), which are noted in `waited`.
+_DIVERT = _FLAG_SEQUENCE | _FLAG_WAITED
 # A topic's retained message replayed for new subscribers: resent, and not tracked (a resend
 # after an ack timeout is tracked, and a subscriber that has it acknowledges it again).
 _REPLAY = _FLAG_RESENT | _FLAG_TRACKED
@@ -128,6 +135,8 @@ class Engine:
         self._next_resend = 0.0
         self._asked: dict[tuple[int, int], list[float]] = {}  # when each pair last asked
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
+        # Arrivals dropped because their header could not be routed, by sending rank.
+        self.malformed: dict[int, int] = {}
         self.closed = False  # set by the Geode once its transport is closed
         # Quiescence-wave records go to this: (from node, type, wave, sent, received).
         self.on_wave: Callable[[int, int, int, int, int], None] | None = None
@@ -135,6 +144,10 @@ class Engine:
         # what forwards them (outside the transport's sink, where sending may wait).
         self.forwards: deque[tuple[int, Parcel]] = deque()
         self.on_forward: Callable[[int, Parcel], None] | None = None
+        # Local nodes where a message whose sender waits for its processing arrived, and what
+        # serves them (the Geode's handlers) whenever this rank waits.
+        self.waited: set[int] = set()
+        self.on_waited: Callable[[], None] | None = None
         transport.attach(self.sink, self.sink_run)
 
     # -- names and ranks, topic streams included -------------------------------------------
@@ -302,27 +315,73 @@ class Engine:
     # -- receiving -------------------------------------------------------------------------
 
     def sink(self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
-        """Take one arrival from the transport."""
-        if meta[1] == _KIND_CONTROL:
-            self._control(meta)
-            return
-        flags, seq, source, dest, reply_to = _track_from(meta, 0)
-        inbox = self.inboxes.get(dest)
-        if inbox is None:
-            if flags & _FLAG_TOPIC:
-                self._topic_arrival(meta, frames, nbytes, flags, seq, source, dest, reply_to)
+        """Take one arrival from the transport.
+
+        An arrival whose header cannot be routed (too short, another codec version, a node or
+        topic this job does not have, a control record that does not parse) is counted in
+        `malformed` and dropped with a warning naming the sending rank; the rest of a message
+        is decoded, and its errors raised, when a node receives it.
+        """
+        pair: PairIn
+        try:
+            if meta[1] == _KIND_CONTROL:
+                self._control(meta)
                 return
-            codec.track(meta)  # raises the precise error if the header is not ours
-            raise DecodeError(
-                f"rank {rank} sent a message from node index {source} for node index {dest}, "
-                "which this rank does not host: do all ranks use the same nodes?"
-            )
-        key = (source, dest)
-        pair = self._in.get(key)
-        if pair is None:
-            pair = self._in[key] = PairIn()
+            flags, seq, source, dest, reply_to = _track_from(meta, 0)
+            inbox = self.inboxes.get(dest)
+            if inbox is None:
+                if flags & _FLAG_TOPIC:  # (a known stream: its publisher is a node)
+                    stream = self.topics.stream_of(dest, source)
+                else:
+                    codec.track(meta)  # raises the precise error if the header is not ours
+                    raise DecodeError(
+                        f"a message from node index {source} for node index {dest}, which "
+                        "this rank does not host: do all ranks use the same nodes?"
+                    )
+            else:
+                key = (source, dest)
+                found = self._in.get(key)
+                if found is None:  # checked once per pair: later arrivals route as this one
+                    self._check_new(meta, source)
+                    found = self._in[key] = PairIn()
+                pair = found
+        except Exception as exc:  # whatever the bytes made the parsing raise
+            self.malformed_arrival(rank, meta, exc)
+            return
+        if inbox is None:
+            self._topic_arrival(meta, frames, nbytes, flags, seq, stream, dest, reply_to)
+            return
         parcel = _tuple_new(Parcel, (source, seq, flags, reply_to, meta, frames, nbytes, 0))
         self._admit(key, pair, parcel, dest, inbox)
+
+    def _check_new(self, meta: memoryview, source: int) -> None:
+        """Check the header of the first arrival of a pair (its version, its source).
+
+        Raises:
+            DecodeError: not a header of this codec version, or from no node or stream here.
+        """
+        codec.track(meta)
+        if source >= len(self.names) and source not in self.topics.streams:
+            raise DecodeError(
+                f"a message from node index {source}: this job has {len(self.names)} nodes "
+                f"and {len(self.topics.streams)} topic and work-queue streams"
+            )
+
+    def malformed_arrival(self, rank: int, meta: memoryview | bytes, error: BaseException) -> None:
+        """Count an arrival that cannot be routed, and drop it; warn (for the first few of
+        each sending rank, then at every power of ten)."""
+        count = self.malformed[rank] = self.malformed.get(rank, 0) + 1
+        error_name = type(error).__name__
+        if count <= MALFORMED_WARNINGS or str(count).rstrip("0") == "1":  # 1..10, 100, 1000 ...
+            log.warning(
+                "dropped a malformed arrival from rank %d (%d bytes; %d from that rank so far): "
+                "%s: %s",
+                rank,
+                len(meta),
+                count,
+                "struct.error (too short)" if isinstance(error, struct.error) else error_name,
+                error,
+            )
 
     def _admit(
         self, key: tuple[int, int], pair: PairIn, parcel: Parcel, dest: int, inbox: Inbox
@@ -330,7 +389,7 @@ class Engine:
         """Let an arrival through its pair (once, in order) into ``dest``'s queue."""
         stats = self.stats[dest]
         seq = parcel.seq
-        if seq == pair.expected and not pair.held and not parcel.flags & _FLAG_SEQUENCE:
+        if seq == pair.expected and not pair.held and not parcel.flags & _DIVERT:
             # The common case, the next one in order with none held: what the general path
             # below does for it, without `PairIn.arrive`'s list.
             pair.expected = seq + 1
@@ -355,6 +414,8 @@ class Engine:
             if item.flags & _FLAG_SEQUENCE:
                 self.forwards.append((dest, item))
                 continue
+            if item.flags & _FLAG_WAITED:
+                self.waited.add(dest)
             dropped = inbox.push(item)
             if dropped is not None:
                 stats.dropped += 1
@@ -367,13 +428,12 @@ class Engine:
         nbytes: int,
         flags: int,
         seq: int,
-        publisher: int,
+        stream: int,
         wire: int,
         reply_to: int,
     ) -> None:
         """A message published on a topic: a copy into each local subscriber's queue, through
         the pair of (the publisher's stream, that subscriber)."""
-        stream = self.topics.stream_of(wire, publisher)
         first = True
         for sub in self.topics.local_subscribers(wire):
             key = (stream, sub)
@@ -400,10 +460,14 @@ class Engine:
         source = dest = -1
         count = nbytes = 0
         for meta in metas:
-            if meta[1] == _KIND_CONTROL:
-                self._control(meta)
+            try:
+                if meta[1] == _KIND_CONTROL:
+                    self._control(meta)
+                    continue
+                flags, seq, src, dst, reply_to = _track_from(meta, 0)
+            except Exception as exc:  # too short, or a control record that does not parse
+                self.malformed_arrival(rank, meta, exc)
                 continue
-            flags, seq, src, dst, reply_to = _track_from(meta, 0)
             if src != source or dst != dest or pair is None:
                 if stats is not None:
                     self._settle_run(inbox, items, stats, count, nbytes)
@@ -416,7 +480,7 @@ class Engine:
                     sink(rank, meta, (), len(meta))  # the general path says what is wrong
                     continue
                 items, stats = inbox.waiting, self.stats[dst]
-            if seq == pair.expected and not pair.held and not flags & _FLAG_SEQUENCE:
+            if seq == pair.expected and not pair.held and not flags & _DIVERT:
                 pair.expected = seq + 1
                 size = len(meta)
                 items.append(_tuple_new(Parcel, (src, seq, flags, reply_to, meta, (), size, 0)))
@@ -525,13 +589,19 @@ class Engine:
                 text,
                 error,
                 attempts,
-                self.name_of(parcel.source),
+                self._sender_name(parcel.source),
                 parcel.seq,
             )
         )
         self.stats[index].dead_letters += 1
         if finish:
             self._done(index, parcel)
+
+    def _sender_name(self, index: int) -> str:
+        try:
+            return self.name_of(index)
+        except KeyError:  # (arrivals from unknown sources are dropped: this is a safeguard)
+            return f"node index {index}"
 
     def _done(self, index: int, parcel: Parcel) -> None:
         key = (parcel.source, index)
@@ -631,7 +701,11 @@ class Engine:
         resends = pair.resends
         count = 0
         for first, end in acked:
-            for seq in range(first, end):
+            if end - first <= len(outbox):
+                seqs: Iterable[int] = range(first, end)
+            else:  # never walk more seqs than the outbox holds (a damaged range: 2**64 long)
+                seqs = [seq for seq in outbox if first <= seq < end]
+            for seq in seqs:
                 if outbox.pop(seq, None) is not None:
                     count += 1
                     if resends:
@@ -673,7 +747,10 @@ class Engine:
         order; the forwarder counts each one done with `forwarded` once it has sent it on."""
         while self.forwards and self.on_forward is not None:
             index, parcel = self.forwards.popleft()
-            self.on_forward(index, parcel)
+            try:
+                self.on_forward(index, parcel)
+            except DecodeError as exc:  # it cannot be forwarded: a dead letter of its sequencer
+                self.dead_letter(index, parcel, exc, 1)
         self.transport.flush()  # the copies go out now, not when this rank next waits
 
     def forwarded(self, index: int, parcel: Parcel) -> None:
@@ -697,6 +774,8 @@ class Engine:
         def done_or_work() -> bool:
             if self.forwards:
                 self.forward()
+            if self.waited and self.on_waited is not None:
+                self.on_waited()
             if self.resend_after is not None:
                 self._resend_due()
             if self._due:

@@ -34,8 +34,21 @@ def pack_blobs(blobs: Sequence[bytes | memoryview]) -> dict[str, Any]:
     return {"data": b"".join(bytes(blob) for blob in blobs), "ends": ends}
 
 
-def unpack_blobs(packed: dict[str, Any]) -> list[bytes]:
-    data, ends = packed["data"], np.asarray(packed["ends"], np.int64)
+def unpack_blobs(packed: Any) -> list[bytes]:
+    """Back from `pack_blobs`.
+
+    Raises:
+        CheckpointError: ``packed`` is not what `pack_blobs` makes (a damaged checkpoint).
+    """
+    if not isinstance(packed, dict) or not isinstance(packed.get("data"), bytes):
+        raise CheckpointError(f"packed bytes: expected {{data: bytes, ends}}, got {_brief(packed)}")
+    data, ends = packed["data"], _int_array(packed.get("ends"), "packed bytes: ends")
+    if ends.ndim != 1 or (len(ends) and (ends[-1] != len(data) or np.any(np.diff(ends) < 0))):
+        raise CheckpointError(f"packed bytes: ends {_brief(ends)} do not cut {len(data)} bytes")
+    if len(ends) and ends[0] < 0:
+        raise CheckpointError(f"packed bytes: ends start at {ends[0]}")
+    if not len(ends) and data:
+        raise CheckpointError(f"packed bytes: {len(data)} bytes and no ends")
     starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
     return [data[start:end] for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
 
@@ -50,12 +63,25 @@ def pack_messages(items: Sequence[tuple[bytes | memoryview, Sequence[Any]]]) -> 
     }
 
 
-def unpack_messages(packed: dict[str, Any]) -> list[tuple[bytes, list[np.ndarray[Any, Any]]]]:
-    metas = unpack_blobs(packed["metas"])
-    frames = [np.frombuffer(blob, np.uint8).copy() for blob in unpack_blobs(packed["frames"])]
+def unpack_messages(packed: Any) -> list[tuple[bytes, list[np.ndarray[Any, Any]]]]:
+    """Back from `pack_messages`.
+
+    Raises:
+        CheckpointError: ``packed`` is not what `pack_messages` makes.
+    """
+    if not isinstance(packed, dict):
+        raise CheckpointError(f"packed messages: expected a group, got {_brief(packed)}")
+    metas = unpack_blobs(packed.get("metas"))
+    frames = [np.frombuffer(blob, np.uint8).copy() for blob in unpack_blobs(packed.get("frames"))]
+    counts = _int_array(packed.get("frame_counts"), "frame_counts").reshape(-1).tolist()
+    if len(counts) != len(metas) or min(counts, default=0) < 0 or sum(counts) != len(frames):
+        raise CheckpointError(
+            f"packed messages: {len(metas)} metas, {len(frames)} frames and frame counts "
+            f"{_brief(counts)} do not agree"
+        )
     out = []
     k = 0
-    for meta, count in zip(metas, np.asarray(packed["frame_counts"]).tolist(), strict=True):
+    for meta, count in zip(metas, counts, strict=True):
         out.append((meta, frames[k : k + count]))
         k += count
     return out
@@ -161,49 +187,151 @@ def _as_processed(pair: PairIn, seqs: list[int]) -> PairIn:
     return saved
 
 
-def restore(engine: Engine, tree: dict[str, Any]) -> None:
-    """Put a captured state back into a fresh engine (the same nodes on the same ranks)."""
-    for key, node in tree["nodes"].items():
-        index = int(key)
+# -- restoring: every value checked before the engine is touched --------------------------
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _int(value: Any, what: str, least: int | None = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"{what}: expected an int, got {_brief(value)}")
+    if least is not None and value < least:
+        raise CheckpointError(f"{what}: expected an int >= {least}, got {value}")
+    return value
+
+
+def _ints(value: Any, what: str, length: int | None = None) -> list[int]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        size = "a list" if length is None else f"a list of {length}"
+        raise CheckpointError(f"{what}: expected {size} ints, got {_brief(value)}")
+    return [_int(item, what) for item in value]
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{what}: expected a mapping, got {_brief(value)}")
+    return value
+
+
+def _int_array(value: Any, what: str) -> np.ndarray[Any, Any]:
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu":
+        raise CheckpointError(f"{what}: expected an int array, got {_brief(value)}")
+    return value.astype(np.int64)
+
+
+def _rows(value: Any, columns: int, count: int, what: str) -> list[list[int]]:
+    array = _int_array(value, what)
+    if array.size != columns * count:
+        raise CheckpointError(f"{what}: {array.size} numbers for {count} rows of {columns}")
+    return array.reshape(count, columns).tolist()
+
+
+class Restored:
+    """A checkpoint tree turned into engine state, every value checked; `apply` puts it into
+    the engine and cannot fail. Built by `load`."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, list[Parcel]] = {}
+        self.peaks: dict[int, int] = {}
+        self.stats: dict[int, NodeStats] = {}
+        self.pairs_in: dict[tuple[int, int], PairIn] = {}
+        self.pairs_out: dict[tuple[int, int], PairOut] = {}
+
+    def apply(self, engine: Engine) -> None:
+        """Put the state into a fresh engine (the same nodes on the same ranks)."""
+        for index, parcels in self.waiting.items():
+            inbox = engine.inboxes[index]
+            inbox.waiting.extend(parcels)
+            inbox.peak = max(inbox.peak, self.peaks[index])
+            for name in NodeStats.__slots__:
+                setattr(engine.stats[index], name, getattr(self.stats[index], name))
+        for key, pair in self.pairs_in.items():
+            engine._in[key] = pair
+            if pair.ack_due:
+                engine._mark_due(key)  # acks owed at the checkpoint go out after it
+        engine.pairs_out.update(self.pairs_out)
+
+
+def load(engine: Engine, tree: Any) -> Restored:
+    """A captured state (from `capture`), checked against ``engine`` (which it does not
+    change): ready to `Restored.apply`.
+
+    Raises:
+        CheckpointError: the tree is not a state `capture` makes for this engine (damaged).
+    """
+    tree = _dict(tree, "engine")
+    restored = Restored()
+    for key, node in _dict(tree.get("nodes"), "engine/nodes").items():
+        index = int(key) if key.isdigit() else -1
         if index not in engine.inboxes:
-            raise CheckpointError(f"the checkpoint holds node index {index}, not hosted here")
-        inbox = engine.inboxes[index]
-        fields = np.asarray(node["queue_fields"], np.int64).reshape(-1, 5).tolist()
-        for (meta, frames), (source, seq, flags, reply_to, attempts) in zip(
-            unpack_messages(node["queue"]), fields, strict=True
-        ):
-            nbytes = len(meta) + sum(frame.nbytes for frame in frames)
-            view = memoryview(meta)
-            fields_in = (source, seq, flags, reply_to, view, frames, nbytes, attempts)
-            inbox.waiting.append(_tuple_new(Parcel, fields_in))
-        info = node["info"]
-        inbox.peak = max(inbox.peak, int(info["peak"]))
-        stats = NodeStats(**info["stats"])
-        stats.dropped += int(info["dropped"])  # an in-memory queue's, at the checkpoint
-        stats.processed += int(info["dropped"])
-        for name in stats.__slots__:
-            setattr(engine.stats[index], name, getattr(stats, name))
-    for item in tree["pairs_in"]:
-        source, dest = item["key"]
+            raise CheckpointError(f"the checkpoint holds node index {key}, not hosted here")
+        _load_node(restored, index, _dict(node, f"engine/nodes/{key}"))
+    pairs_in = tree.get("pairs_in")
+    if not isinstance(pairs_in, list):
+        raise CheckpointError(f"engine/pairs_in: expected a list, got {_brief(pairs_in)}")
+    for k, item in enumerate(pairs_in):
+        what = f"engine/pairs_in[{k}]"
+        item = _dict(item, what)
+        source, dest = _ints(item.get("key"), f"{what}/key", 2)
         pair = PairIn()
-        (pair.expected, pair.done_below, pair.acked_below, pair.owed, pair.taken, due) = item[
-            "numbers"
-        ]
+        numbers = _ints(item.get("numbers"), f"{what}/numbers", 6)
+        (pair.expected, pair.done_below, pair.acked_below, pair.owed, pair.taken, due) = numbers
         pair.ack_due = bool(due)
-        pair.done_extra = set(item["done_extra"])
-        pair.unacked = list(item["unacked"])
-        engine._in[(source, dest)] = pair
-        if pair.ack_due:
-            engine._mark_due((source, dest))  # acks owed at the checkpoint go out after it
-    for item in tree["pairs_out"]:
-        source, dest = item["key"]
-        pair_out = PairOut(item["window"])
-        pair_out.next_seq, pair_out.taken_seen = item["numbers"]
-        pair_out.credits = item["credits"]
-        engine.pairs_out[(source, dest)] = pair_out
-    fields = np.asarray(tree["outbox_fields"], np.int64).reshape(-1, 4).tolist()
-    for (meta, frames), (source, dest, seq, rank) in zip(
-        unpack_messages(tree["outbox"]), fields, strict=True
-    ):
+        pair.done_extra = set(_ints(item.get("done_extra"), f"{what}/done_extra"))
+        pair.unacked = _ints(item.get("unacked"), f"{what}/unacked")
+        restored.pairs_in[(source, dest)] = pair
+    pairs_out = tree.get("pairs_out")
+    if not isinstance(pairs_out, list):
+        raise CheckpointError(f"engine/pairs_out: expected a list, got {_brief(pairs_out)}")
+    for k, item in enumerate(pairs_out):
+        what = f"engine/pairs_out[{k}]"
+        item = _dict(item, what)
+        source, dest = _ints(item.get("key"), f"{what}/key", 2)
+        window, credits = item.get("window"), item.get("credits")
+        pair_out = PairOut(None if window is None else _int(window, f"{what}/window"))
+        pair_out.next_seq, pair_out.taken_seen = _ints(item.get("numbers"), f"{what}/numbers", 2)
+        pair_out.credits = None if credits is None else _int(credits, f"{what}/credits", None)
+        restored.pairs_out[(source, dest)] = pair_out
+    messages = unpack_messages(tree.get("outbox"))
+    fields = _rows(tree.get("outbox_fields"), 4, len(messages), "engine/outbox_fields")
+    for (meta, frames), (source, dest, seq, rank) in zip(messages, fields, strict=True):
+        if (source, dest) not in restored.pairs_out:
+            raise CheckpointError(f"engine/outbox: a message of pair {(source, dest)}, not saved")
         entry = _tuple_new(OutboxEntry, (meta, frames if frames else (), rank))
-        engine.pairs_out[(source, dest)].outbox[seq] = entry
+        restored.pairs_out[(source, dest)].outbox[seq] = entry
+    return restored
+
+
+def _load_node(restored: Restored, index: int, node: dict[str, Any]) -> None:
+    what = f"engine/nodes/{index}"
+    messages = unpack_messages(node.get("queue"))
+    fields = _rows(node.get("queue_fields"), 5, len(messages), f"{what}/queue_fields")
+    parcels = []
+    for (meta, frames), (source, seq, flags, reply_to, attempts) in zip(
+        messages, fields, strict=True
+    ):
+        nbytes = len(meta) + sum(frame.nbytes for frame in frames)
+        fields_in = (source, seq, flags, reply_to, memoryview(meta), frames, nbytes, attempts)
+        parcels.append(_tuple_new(Parcel, fields_in))
+    info = _dict(node.get("info"), f"{what}/info")
+    counters = _dict(info.get("stats"), f"{what}/info/stats")
+    try:
+        stats = NodeStats(**counters)
+    except TypeError as exc:
+        raise CheckpointError(f"{what}/info/stats: {exc}") from exc
+    for name in NodeStats.__slots__:
+        value = getattr(stats, name)
+        if name == "node":
+            if not isinstance(value, str):
+                raise CheckpointError(f"{what}/info/stats/node: expected a str, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CheckpointError(f"{what}/info/stats/{name}: expected a number, got {value!r}")
+    dropped = _int(info.get("dropped"), f"{what}/info/dropped")
+    stats.dropped += dropped  # an in-memory queue's, at the checkpoint
+    stats.processed += dropped
+    restored.waiting[index] = parcels
+    restored.peaks[index] = _int(info.get("peak"), f"{what}/info/peak")
+    restored.stats[index] = stats

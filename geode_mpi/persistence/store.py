@@ -8,144 +8,57 @@ or corrupted file, a missing rank) is skipped, with a message naming the file an
 and the newest complete one is used. Every file is written under a temporary name, fsynced,
 renamed, and its directory fsynced: a kill at any moment leaves the old file or the new one.
 
-A rank's file holds a tree (`Tree`: nested dicts of numpy arrays, bytes and JSON values) laid
-out as HDF5 groups and datasets; docs/checkpoints.md documents the format. Nothing is
-unpickled here: bytes stay bytes, and a file is read only after its checksum matched.
+A rank's file holds a tree (nested dicts of numpy arrays, bytes and JSON values) laid out as
+HDF5 groups and datasets (`geode_mpi.persistence.rankfile`); docs/checkpoints.md documents the
+format. Nothing is unpickled here: bytes stay bytes, and a file is read only after its manifest
+(its shape, and with a job key its HMAC: `geode_mpi.persistence.manifest`) and its checksum
+passed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import h5py
-import numpy as np
+from geode_mpi.persistence.manifest import MANIFEST, check_manifest, sign
+from geode_mpi.persistence.rankfile import (
+    FORMAT,
+    CheckpointError,
+    JsonValue,
+    RankFile,
+    fsync_dir,
+    rank_name,
+    read_rank_file,
+    sha256_of,
+    write_rank_file,
+)
 
-from geode_mpi.errors import GeodeError
+__all__ = [
+    "FORMAT",
+    "LOCK",
+    "MANIFEST",
+    "CheckpointError",
+    "CheckpointStore",
+    "JsonValue",
+    "Loaded",
+    "RankFile",
+    "write_rank_file",
+]
 
-FORMAT = 2  # the version of this layout; a reader refuses others (2: JSON leaves for small dicts)
-MANIFEST = "manifest.json"
 LOCK = "geode.lock"
-_KIND = "geode_kind"  # attribute naming what a dataset holds
-_CHUNK = 1 << 20  # bytes hashed per read
-
-Tree = Mapping[str, Any]  # str -> Tree | np.ndarray | bytes | JSON value
-
-
-class JsonValue:
-    """A tree leaf stored as one JSON dataset even when it is a dict (which `_write_tree`
-    otherwise lays out as a group of datasets, one per key: slow to read back by the hundred).
-    Read back as the plain value."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-class CheckpointError(GeodeError):
-    """A checkpoint cannot be written or read; the message names the file and the problem."""
-
-
-@dataclass(frozen=True)
-class RankFile:
-    """What the manifest records of one rank's file."""
-
-    name: str
-    size: int
-    sha256: str
 
 
 def epoch_name(epoch: int) -> str:
     return f"epoch-{epoch:06d}"
-
-
-def rank_name(rank: int) -> str:
-    return f"rank-{rank:04d}.h5"
-
-
-# -- writing ---------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_tree(group: h5py.Group, tree: Tree) -> None:
-    for key, value in tree.items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise CheckpointError(f"checkpoint key {key!r} must be a non-empty str without '/'")
-        if isinstance(value, JsonValue):
-            text = json.dumps(value.value)
-            dataset = group.create_dataset(key, data=np.frombuffer(text.encode(), np.uint8))
-            dataset.attrs[_KIND] = "json"
-        elif isinstance(value, Mapping):
-            _write_tree(group.create_group(key), value)
-        elif isinstance(value, np.ndarray):
-            if value.dtype.hasobject:
-                raise CheckpointError(f"array {key!r} holds Python objects: not storable")
-            options = {"fletcher32": True, "chunks": True} if value.size else {}
-            dataset = group.create_dataset(key, data=value, **options)
-            dataset.attrs[_KIND] = "array"
-        elif isinstance(value, (bytes, bytearray, memoryview)):
-            raw = np.frombuffer(bytes(value), np.uint8)
-            options = {"fletcher32": True, "chunks": True} if raw.size else {}
-            dataset = group.create_dataset(key, data=raw, **options)
-            dataset.attrs[_KIND] = "bytes"
-        else:
-            try:
-                text = json.dumps(value)
-            except (TypeError, ValueError) as exc:
-                raise CheckpointError(
-                    f"checkpoint value {key!r} of type {type(value).__name__} is neither an "
-                    "array, bytes nor JSON"
-                ) from exc
-            dataset = group.create_dataset(key, data=np.frombuffer(text.encode(), np.uint8))
-            dataset.attrs[_KIND] = "json"
-
-
-def write_rank_file(directory: Path, rank: int, attrs: Mapping[str, Any], tree: Tree) -> RankFile:
-    """Write one rank's file into ``directory`` (temporary name, fsync, rename, fsync)."""
-    final = directory / rank_name(rank)
-    temporary = directory / (rank_name(rank) + ".tmp")
-    with h5py.File(temporary, "w") as file:
-        file.attrs["geode_format"] = FORMAT
-        for key, value in attrs.items():
-            file.attrs[key] = json.dumps(value)
-        _write_tree(file, tree)
-    # The checksum is read back (from the page cache) while the disk takes the fsync: both
-    # release the GIL, so the hash costs little wall time.
-    with open(temporary, "rb+") as handle:
-        syncing = threading.Thread(target=os.fsync, args=(handle.fileno(),))
-        syncing.start()
-        digest = sha256_of(temporary)
-        syncing.join()
-    os.replace(temporary, final)
-    _fsync_dir(directory)
-    return RankFile(final.name, final.stat().st_size, digest)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -155,29 +68,10 @@ def _write_atomically(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 # -- reading ---------------------------------------------------------------------------------
-
-
-def _read_tree(group: h5py.Group) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for key, item in group.items():
-        if isinstance(item, h5py.Group):
-            tree[key] = _read_tree(item)
-            continue
-        kind = item.attrs.get(_KIND)
-        data = item[()]
-        if kind == "array":
-            tree[key] = data
-        elif kind == "bytes":
-            tree[key] = np.asarray(data, np.uint8).tobytes()
-        elif kind == "json":
-            tree[key] = json.loads(np.asarray(data, np.uint8).tobytes().decode())
-        else:
-            raise CheckpointError(f"dataset {item.name!r} has unknown kind {kind!r}")
-    return tree
 
 
 @dataclass
@@ -187,28 +81,18 @@ class Loaded:
     epoch: int
     path: Path
     manifest: dict[str, Any]
+    authenticated: bool = False  # its HMAC was checked against the job key
 
     def rank_path(self, rank: int) -> Path:
         return self.path / rank_name(rank)
 
     def read(self, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(attrs, tree) of one rank's file (its checksum was checked when loading)."""
-        path = self.rank_path(rank)
-        try:
-            with h5py.File(path, "r") as file:
-                if int(file.attrs.get("geode_format", -1)) != FORMAT:
-                    raise CheckpointError(
-                        f"{path}: checkpoint format {file.attrs.get('geode_format')!r}, this "
-                        f"geode_mpi reads format {FORMAT}"
-                    )
-                attrs = {
-                    key: json.loads(value)
-                    for key, value in file.attrs.items()
-                    if key != "geode_format"
-                }
-                return attrs, _read_tree(file)
-        except OSError as exc:
-            raise CheckpointError(f"{path}: cannot be read as HDF5: {exc}") from exc
+        """(attrs, tree) of one rank's file (its checksum was checked when loading).
+
+        Raises:
+            CheckpointError: any HDF5 or content error in the file (see `read_rank_file`).
+        """
+        return read_rank_file(self.rank_path(rank))
 
 
 class CheckpointStore:
@@ -218,13 +102,21 @@ class CheckpointStore:
         directory: where checkpoints live (created if missing).
         keep: complete checkpoints to keep (at least 2: the newest may be the one a kill
             interrupted while the next was written).
+        key: the job key (see `key_from_environment`): manifests written carry an HMAC with
+            it, and a manifest read must carry a matching one. None: no HMAC is written, and
+            one found is not checked.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], keep: int = 2) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], keep: int = 2, key: bytes | None = None
+    ) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
             raise ValueError(f"keep must be an int >= 2, got {keep!r}")
+        if key is not None and (not isinstance(key, bytes) or not key):
+            raise ValueError(f"key must be non-empty bytes or None, got {type(key).__name__}")
         self.directory = Path(directory)
         self.keep = keep
+        self.key = key
         self._lock: IO[str] | None = None
 
     # -- the lock: one job per directory -----------------------------------------------------
@@ -277,14 +169,17 @@ class CheckpointStore:
     def write_manifest(self, epoch: int, files: list[RankFile], info: Mapping[str, Any]) -> Path:
         """Seal an epoch once every rank wrote its file (rank 0 only); then prune."""
         path = self.epoch_path(epoch)
-        manifest = {
+        manifest: dict[str, Any] = {
+            **info,
             "geode_format": FORMAT,
             "epoch": epoch,
             "created": time.time(),
             "ranks": len(files),
-            "files": [file.__dict__ for file in files],
-            **info,
+            "files": [dict(file.__dict__) for file in files],
         }
+        manifest.pop("hmac", None)
+        if self.key is not None:
+            manifest["hmac"] = sign(manifest, self.key)
         _write_atomically(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
         self.prune()
         return path
@@ -319,6 +214,27 @@ class CheckpointStore:
                 found.append(epoch)
         return sorted(found, reverse=True)
 
+    def manifest(self, epoch: int) -> dict[str, Any]:
+        """An epoch's manifest, parsed and checked: its shape, and its HMAC with a key.
+
+        Raises:
+            CheckpointError: naming the manifest and what is wrong with it.
+        """
+        manifest_path = self.epoch_path(epoch) / MANIFEST
+        try:
+            text = manifest_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CheckpointError(
+                f"{manifest_path}: missing (the checkpoint is incomplete)"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{manifest_path}: unreadable: {exc}") from exc
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise CheckpointError(f"{manifest_path}: unreadable: {exc}") from exc
+        return check_manifest(manifest_path, epoch, parsed, self.key)
+
     def validate(self, epoch: int, rank: int | None = None) -> Loaded:
         """Check an epoch's manifest and every file it lists (or only ``rank``'s: each rank of
         a restarting job checks its own, in parallel), before anything is read.
@@ -327,23 +243,9 @@ class CheckpointStore:
             CheckpointError: naming the file and what is wrong with it.
         """
         path = self.epoch_path(epoch)
+        manifest = self.manifest(epoch)
         manifest_path = path / MANIFEST
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(
-                f"{manifest_path}: missing (the checkpoint is incomplete)"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{manifest_path}: unreadable: {exc}") from exc
-        if manifest.get("geode_format") != FORMAT:
-            raise CheckpointError(
-                f"{manifest_path}: checkpoint format {manifest.get('geode_format')!r}, this "
-                f"geode_mpi reads format {FORMAT}"
-            )
-        entries = manifest.get("files", [])
-        if len(entries) != manifest.get("ranks"):
-            raise CheckpointError(f"{manifest_path}: lists {len(entries)} rank files")
+        entries = manifest["files"]
         if rank is not None:
             if not 0 <= rank < len(entries):
                 raise CheckpointError(f"{manifest_path}: has no file for rank {rank}")
@@ -359,7 +261,7 @@ class CheckpointStore:
                 )
             if sha256_of(file) != entry["sha256"]:
                 raise CheckpointError(f"{file}: checksum mismatch (corrupted)")
-        return Loaded(epoch, path, manifest)
+        return Loaded(epoch, path, manifest, self.key is not None)
 
     def newest(self, problems: list[str] | None = None) -> Loaded | None:
         """The newest complete and valid checkpoint (None if there is none); what was skipped

@@ -7,13 +7,21 @@ import os
 import sys
 
 from geode_mpi._version import __version__
+from geode_mpi.transport.launch import launcher_rank
+
+# What the runner tells every Geode the job creates (read in Geode.__init__).
+RESTART_VARIABLE = "GEODE_RESTART"  # "1": restore from the newest complete checkpoint
+CHECKPOINT_DIR_VARIABLE = "GEODE_CHECKPOINT_DIR"  # the directory of a job that names none
+RESTART_DIR_VARIABLE = "GEODE_RESTART_DIR"  # --restart DIR: a job naming another is refused
 
 USAGE = """\
 python -m geode_mpi [options] job.py [args...]
        python -m geode_mpi [options] -m module [args...]
+       python -m geode_mpi [options] -c code [args...]
        mpiexec -n 4 python -m geode_mpi job.py [args...]
-       python -m geode_mpi --restart [CHECKPOINT_DIR] job.py [args...]
+       python -m geode_mpi --restart[=CHECKPOINT_DIR] job.py [args...]
        python -m geode_mpi inspect CHECKPOINT_DIR"""
+PROG = "python -m geode_mpi"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,8 +42,10 @@ def parser() -> argparse.ArgumentParser:
         nargs="?",
         const="",
         metavar="DIR",
-        help="resume from the newest complete checkpoint in DIR (default: the job's own "
-        "checkpoint_dir or GEODE_CHECKPOINT_DIR); without one, start afresh",
+        help="resume from the newest complete checkpoint in DIR, which must exist (alone: "
+        "in the job's own checkpoint_dir or GEODE_CHECKPOINT_DIR); without one, start afresh. "
+        "The word after --restart is DIR unless it is the job script (an existing file, or a "
+        "name ending in .py)",
     )
     p.add_argument(
         "--stats",
@@ -49,7 +59,9 @@ def parser() -> argparse.ArgumentParser:
         "--trace",
         metavar="FILE",
         help="record sends, receives, handlers, broadcasts and checkpoints on every rank into "
-        "FILE, in the Chrome trace event format (open it in https://ui.perfetto.dev)",
+        "FILE, in the Chrome trace event format (open it in https://ui.perfetto.dev). A job "
+        "that fails leaves each rank's part instead (FILE's name with .rankN), marked partial, "
+        "as --stats-json does",
     )
     p.add_argument(
         "--hang-timeout",
@@ -65,35 +77,80 @@ def parser() -> argparse.ArgumentParser:
         "labelled with its rank and node",
     )
     p.add_argument("-m", dest="module", metavar="MODULE", help="run a module as the job")
+    p.add_argument(
+        "-c", dest="code", metavar="CODE", help="run CODE (a string of Python) as the job"
+    )
     p.add_argument("job", nargs="?", help="the job script; the job's arguments follow it")
     return p
 
 
-# Options of ours that take a value; everything from the job script (or -m MODULE) on is the job's.
-_VALUED = {"-m", "--stats-json", "--trace", "--hang-timeout", "--log-level"}
+# Options after which everything else belongs to the job, as with python itself.
+_LAST = ("-m", "-c")
+
+
+def is_job_script(token: str) -> bool:
+    """Whether the word after a bare ``--restart`` is the job script rather than its DIR."""
+    return token.endswith(".py") or os.path.isfile(token)
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Split argv into (geode_mpi's options and the job, the job's own arguments)."""
+    """Split argv into (geode_mpi's options and the job, the job's own arguments).
+
+    Which options take a value comes from `parser`: everything from the job script (or
+    ``-m MODULE``, ``-c CODE``) on is the job's, and ``--`` ends our options.
+    """
+    arity = {name: action.nargs for action in parser()._actions for name in action.option_strings}
     k = 0
     while k < len(argv):
         token = argv[k]
         if token == "--":
             return argv[:k] + argv[k + 1 : k + 2], argv[k + 2 :]
-        if token in _VALUED:
-            k += 2
-            if token == "-m":
-                return argv[:k], argv[k:]
-            continue
-        if token == "--restart":
-            if k + 1 < len(argv) and os.path.isdir(argv[k + 1]):
-                k += 2  # --restart DIR: the directory is its value, not the job
-                continue
-            argv = [*argv[:k], "--restart=", *argv[k + 1 :]]  # no DIR: the job follows
-        if not token.startswith("-"):
+        if not token.startswith("-") or token == "-":
             return argv[: k + 1], argv[k + 1 :]
-        k += 1
+        name, inline, _ = token.partition("=")
+        if token[:2] in _LAST:  # -m MODULE, -mMODULE, -c CODE
+            end = k + 1 if len(token) > 2 else k + 2
+            return argv[:end], argv[end:]
+        nargs = arity.get(name, 0)
+        if inline or name not in arity:
+            k += 1  # --opt=VALUE, a flag, or unknown (argparse names it)
+        elif nargs is None:
+            k += 2  # --opt VALUE
+        elif nargs == "?":
+            following = argv[k + 1] if k + 1 < len(argv) else None
+            if following is None or following.startswith("-") or is_job_script(following):
+                argv = [*argv[:k], f"{name}=", *argv[k + 1 :]]  # no value: the job follows
+                k += 1
+            else:
+                k += 2  # --restart DIR
+        else:
+            k += 1
     return argv, []
+
+
+def first_rank() -> bool:
+    """True on the rank that speaks for the job (rank 0, or no launcher), read without MPI."""
+    where = launcher_rank()
+    return where is None or where[0] == 0
+
+
+def error(message: str, status: int = 2) -> int:
+    """Print a command-line error once per job (not once per rank); return ``status``."""
+    if first_rank():
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def restart_directory(value: str) -> str | None:
+    """Check ``--restart DIR``: None when DIR is a directory, else what is wrong with it."""
+    if not os.path.exists(value):
+        return (
+            f"--restart: checkpoint directory {value!r} does not exist (give the directory "
+            "the job checkpoints into, or --restart alone for the job's own checkpoint_dir)"
+        )
+    if not os.path.isdir(value):
+        return f"--restart: {value!r} is not a directory (give a checkpoint directory)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,20 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     ours, job_args = split_argv(argv)
     options = parser().parse_args(ours)
     if options.hang_timeout is not None and not options.hang_timeout > 0:
-        print(
-            f"python -m geode_mpi: error: --hang-timeout must be > 0 seconds, got "
-            f"{options.hang_timeout:g}",
-            file=sys.stderr,
-        )
-        return 2
+        return error(f"--hang-timeout must be > 0 seconds, got {options.hang_timeout:g}")
     if options.log_level is not None:
         from geode_mpi.runner.logs import level_number
 
         try:
             level_number(options.log_level)
         except ValueError as exc:
-            print(f"python -m geode_mpi: error: {exc}", file=sys.stderr)
-            return 2
+            return error(str(exc))
+    if options.restart:
+        problem = restart_directory(options.restart)
+        if problem is not None:
+            return error(problem)
     observe = {
         "GEODE_STATS": "1" if options.stats else None,
         "GEODE_STATS_JSON": options.stats_json and os.path.abspath(options.stats_json),
@@ -128,26 +183,42 @@ def main(argv: list[str] | None = None) -> int:
         if value:
             os.environ[name] = value  # read by every Geode the job creates
     if options.restart is not None:
-        os.environ["GEODE_RESTART"] = "1"  # every Geode the job creates restores first
+        os.environ[RESTART_VARIABLE] = "1"  # every Geode the job creates restores first
         if options.restart:
-            os.environ["GEODE_CHECKPOINT_DIR"] = options.restart
+            directory = os.path.abspath(options.restart)
+            os.environ[CHECKPOINT_DIR_VARIABLE] = directory  # for a job that names none
+            os.environ[RESTART_DIR_VARIABLE] = directory  # a job naming another one is refused
     if options.info:
-        from geode_mpi.runner.info import info_lines
-        from geode_mpi.runner.run import world
-
-        rank, _ = world()
-        if rank == 0:
-            print("\n".join(info_lines()))
-        return 0
+        return info()
     from geode_mpi.runner.run import run
 
     if options.module:
-        return run(options.module, job_args, module=True, log_level=options.log_level)
+        return run(options.module, job_args, kind="module", log_level=options.log_level)
+    if options.code is not None:
+        return run(options.code, job_args, kind="code", log_level=options.log_level)
     if not options.job:
-        parser().print_usage(sys.stderr)
-        print("python -m geode_mpi: error: give a job script (or -m module)", file=sys.stderr)
-        return 2
+        if first_rank():
+            parser().print_usage(sys.stderr)
+        return error("give a job script (or -m module, or -c code)")
     return run(options.job, job_args, log_level=options.log_level)
+
+
+def info() -> int:
+    """``--info``: print on rank 0; exit status 1 when no MPI library can be loaded."""
+    from geode_mpi.runner.info import MPIUnusable, info_lines, mpi_usable
+
+    try:
+        mpi_usable()
+    except MPIUnusable as exc:
+        if first_rank():
+            print("\n".join(info_lines(mpi=False)), flush=True)
+        return error(str(exc), status=1)
+    from geode_mpi.runner.run import world
+
+    rank, _ = world()
+    if rank == 0:
+        print("\n".join(info_lines()))
+    return 0
 
 
 def inspect(argv: list[str]) -> int:
@@ -160,7 +231,22 @@ def inspect(argv: list[str]) -> int:
     p.add_argument("directory", help="the checkpoint directory")
     p.add_argument("--depth", type=int, default=3, help="levels of each rank's tree to show (3)")
     options = p.parse_args(argv)
+    if not os.path.isdir(options.directory):
+        what = "is not a directory" if os.path.exists(options.directory) else "does not exist"
+        print(
+            f"{p.prog}: error: checkpoint directory {options.directory!r} {what}",
+            file=sys.stderr,
+        )
+        return 2
     from geode_mpi.runner.inspect import inspect_lines
 
-    print("\n".join(inspect_lines(options.directory, options.depth)))
+    try:
+        for line in inspect_lines(options.directory, options.depth):
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (``inspect DIR | head``): stop quietly, as cat does. Python's own
+        # flush of stdout at exit would fail again, so stdout points at /dev/null from here.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what the shell reports for a writer killed by it
     return 0

@@ -7,25 +7,50 @@ import platform
 import numpy as np
 
 from geode_mpi._version import __version__
+from geode_mpi.errors import GeodeError
 from geode_mpi.transport.launch import CMA_VARIABLE, prepare_mpi_environment
 
 THREAD_LEVELS = ("single", "funneled", "serialized", "multiple")
+FIX = (
+    "install the bundled MPI runtime with `pip install geode_mpi[mpich]` (from a checkout: "
+    "pip install -e '.[mpich]'), or on a cluster build mpi4py on the site's MPI: "
+    "`MPICC=mpicc pip install --no-binary=mpi4py --force-reinstall mpi4py` (see "
+    "docs/index.md#install)"
+)
 
 
-def info_lines() -> list[str]:
-    """Lines describing this installation and launch (initialises MPI to ask it)."""
+class MPIUnusable(GeodeError, RuntimeError):
+    """mpi4py cannot be imported, or cannot load an MPI library."""
+
+
+def mpi_usable() -> None:
+    """Load mpi4py and its MPI library (which initialises MPI).
+
+    Raises:
+        MPIUnusable: either fails; the message names the cause and the fix.
+    """
+    prepare_mpi_environment()
+    try:
+        from mpi4py import MPI  # noqa: F401
+    except Exception as exc:
+        cause = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+        raise MPIUnusable(f"no usable MPI library ({cause}): {FIX}") from exc
+
+
+def info_lines(mpi: bool = True) -> list[str]:
+    """Lines describing this installation and launch (with ``mpi``: initialises MPI to ask
+    it; without: only what needs no MPI)."""
     launch = prepare_mpi_environment()
     lines = [
         f"geode_mpi {__version__}",
         f"python {platform.python_version()} ({platform.python_implementation()})",
         f"numpy {np.__version__}",
     ]
-    try:
-        import mpi4py
-        from mpi4py import MPI
-    except Exception as exc:
-        lines.append(f"mpi4py: not usable ({type(exc).__name__}: {exc})")
-        return lines
+    if not mpi:
+        return [*lines, "MPI library: none could be loaded"]
+    import mpi4py
+    from mpi4py import MPI
+
     version = MPI.Get_library_version().strip().splitlines()[0]
     major, minor = MPI.Get_version()
     level = MPI.Query_thread()

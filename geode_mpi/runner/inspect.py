@@ -9,7 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from geode_mpi.persistence import CheckpointError, CheckpointStore
+from geode_mpi.persistence import (
+    KEY_VARIABLE,
+    CheckpointError,
+    CheckpointStore,
+    Loaded,
+    key_from_environment,
+)
 from geode_mpi.persistence.store import LOCK, MANIFEST
 
 
@@ -39,7 +45,10 @@ def _tree_lines(tree: dict[str, Any], depth: int, indent: str = "    ") -> list[
 
 def inspect_lines(directory: str | Path, depth: int = 3) -> list[str]:
     """The report, as lines."""
-    store = CheckpointStore(directory)
+    try:
+        store = CheckpointStore(directory, key=key_from_environment())
+    except CheckpointError as exc:
+        return [str(exc)]
     path = Path(directory)
     if not path.is_dir():
         return [f"{path}: no such directory"]
@@ -50,10 +59,13 @@ def inspect_lines(directory: str | Path, depth: int = 3) -> list[str]:
     epochs = store.epochs(complete_only=False)
     if not epochs:
         return [*lines, "  no checkpoints"]
-    resume = None
+    resume: Loaded | None = None
+    trees: list[dict[str, Any]] = []
     for epoch in epochs:
         try:
             loaded = store.validate(epoch)
+            if resume is None:  # what a restart reads: damage the checksum cannot see shows
+                trees = [loaded.read(rank)[1] for rank in range(loaded.manifest["ranks"])]
         except CheckpointError as exc:
             state = "incomplete" if not (store.epoch_path(epoch) / MANIFEST).exists() else "BAD"
             lines.append(f"  epoch {epoch}: {state}: {exc}")
@@ -63,26 +75,39 @@ def inspect_lines(directory: str | Path, depth: int = 3) -> list[str]:
         )
         size = sum(file["size"] for file in loaded.manifest["files"])
         lines.append(
-            f"  epoch {epoch}: complete, {loaded.manifest['ranks']} rank file(s), "
-            f"{size:,} bytes, written {created}"
+            f"  epoch {epoch}: complete, {_authentication(loaded)}{loaded.manifest['ranks']} "
+            f"rank file(s), {size:,} bytes, written {created}"
         )
         if resume is None:
             resume = loaded
     if resume is None:
-        return [*lines, "a restart would find no complete checkpoint"]
+        if store.epochs(complete_only=True):
+            return [
+                *lines,
+                "a restart would stop with an error: no checkpoint here can be used (move the "
+                "directory aside to start afresh)",
+            ]
+        return [*lines, "a restart would find no complete checkpoint and start afresh"]
     lines.append(f"a restart resumes from epoch {resume.epoch}:")
     for key in sorted(resume.manifest):
-        if key not in ("files", "geode_format", "epoch", "created", "ranks"):
+        if key not in ("files", "geode_format", "epoch", "created", "ranks", "hmac"):
             lines.append(f"  {key}: {_summary(resume.manifest[key])}")
     nodes = resume.manifest.get("nodes", [])
-    for rank in range(resume.manifest["ranks"]):
-        tree = resume.read(rank)[1]
+    for rank, tree in enumerate(trees):
         lines.append(f"  rank {rank} ({resume.rank_path(rank).name}):")
         if "engine" in tree:
             lines += _geode_lines(tree, nodes)
         else:
             lines += _tree_lines(tree, depth)
     return lines
+
+
+def _authentication(loaded: Loaded) -> str:
+    if loaded.authenticated:
+        return "authenticated, "
+    if "hmac" in loaded.manifest:
+        return f"carries an HMAC (not checked: no {KEY_VARIABLE}), "
+    return ""
 
 
 def _geode_lines(tree: dict[str, Any], nodes: list[str]) -> list[str]:

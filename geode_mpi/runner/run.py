@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import runpy
+import signal
 import sys
 from types import TracebackType
+from typing import Literal
 
 from geode_mpi.core import close_all
+from geode_mpi.core.observe import serve_notices
 from geode_mpi.core.registry import first_node
+from geode_mpi.errors import Terminated
 from geode_mpi.runner.logs import configure_logging
-from geode_mpi.transport.abort import abort_world, rank_label, report_exception
+from geode_mpi.transport.abort import (
+    TERMINATED_STATUS,
+    abort_world,
+    last_words,
+    rank_label,
+    report_exception,
+    report_terminated,
+)
 from geode_mpi.transport.launch import (
     WrongPMIError,
     check_slurm_pmi,
@@ -67,29 +79,94 @@ def _label(rank: int, size: int) -> str:
     return rank_label(rank, size, first_node())
 
 
-def run(target: str, args: list[str], *, module: bool = False, log_level: str | None = None) -> int:
-    """Run ``target`` (a script path, or a module name with ``module=True``) as ``__main__``.
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INTERRUPT_GRACE = 1.0  # seconds a rank other than 0 leaves rank 0 to end an interrupted job
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job ended by Ctrl-C
+
+
+def _where(tb: TracebackType | None) -> str:
+    """`` in job.py:12``: the job's own innermost frame of a traceback ("" if none)."""
+    found = ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not os.path.abspath(name).startswith(_PACKAGE) and "runpy" not in name:
+            found = f" in {name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+def interrupted(rank: int, size: int, exc: KeyboardInterrupt) -> int:
+    """Ctrl-C: one line for the whole job, not a traceback per rank; status 130.
+
+    A launcher forwards Ctrl-C to every rank: rank 0 says so and ends the job (after --stats
+    and --trace left what they have); the others wait a moment to be ended by it, and speak
+    only if it does not come (when the interrupt reached this rank alone).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt this
+    line = (
+        f"{_label(rank, size)} geode_mpi: interrupted (Ctrl-C){_where(exc.__traceback__)}, "
+        f"ending the job with status {INTERRUPTED}"
+    )
+    if size == 1:
+        last_words(INTERRUPTED)
+        sys.stdout.flush()
+        print(line, file=sys.stderr, flush=True)
+        return INTERRUPTED
+    if rank != 0:
+        serve_notices(INTERRUPT_GRACE)
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    abort_world(INTERRUPTED, quiet=True)
+    return INTERRUPTED  # not reached
+
+
+def _run_code(code: str) -> None:
+    """``-c CODE``: run CODE as ``__main__``, as ``python -c`` does."""
+    compiled = compile(code, "<string>", "exec")
+    exec(compiled, {"__name__": "__main__", "__builtins__": builtins})
+
+
+def run(
+    target: str,
+    args: list[str],
+    *,
+    kind: Literal["script", "module", "code"] = "script",
+    module: bool = False,
+    log_level: str | None = None,
+) -> int:
+    """Run ``target`` as ``__main__`` on this rank.
+
+    Args:
+        target: a script path (``kind="script"``), a module name (``kind="module"``, or
+            ``module=True``) or Python source (``kind="code"``, as ``python -c``).
+        args: the job's arguments (``sys.argv[1:]``).
+        log_level: see `geode_mpi.runner.logs.configure_logging`.
 
     Returns:
         The exit status for this rank. With several ranks, a failure does not return: it
         aborts the whole job with that status after printing the traceback, labelled.
     """
+    kind = "module" if module else kind
     rank, size = world()
     try:
         configure_logging(log_level, rank, size)
     except ValueError as exc:
         print(f"python -m geode_mpi: error: {exc}", file=sys.stderr)
         return 2
-    sys.argv = [target, *args]
+    sys.argv = ["-c" if kind == "code" else target, *args]
     try:
-        if module:
+        if kind == "module":
             runpy.run_module(target, run_name="__main__", alter_sys=True)
+        elif kind == "code":
+            _run_code(target)
         else:
             if not os.path.exists(target):
                 print(f"geode_mpi: job script {target!r} does not exist", file=sys.stderr)
                 return 2
             sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
             runpy.run_path(target, run_name="__main__")
+    except KeyboardInterrupt as exc:
+        return interrupted(rank, size, exc)
     except SystemExit as exc:
         status = exit_status(exc.code)
         if status != 0:
@@ -102,11 +179,20 @@ def run(target: str, args: list[str], *, module: bool = False, log_level: str | 
                 sys.stderr.flush()
                 abort_world(status)
             return status
+    except Terminated as exc:  # a SIGTERM ended a wait: one line, not a traceback per rank
+        report_terminated(exc, _label(rank, size))
+        if size > 1:
+            abort_world(TERMINATED_STATUS)
+        last_words(TERMINATED_STATUS)  # --stats / --trace leave what they have
+        return TERMINATED_STATUS
     except BaseException as exc:
-        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
         report_exception(type(exc), exc, _job_frames(exc.__traceback__), _label(rank, size))
         if size > 1:
-            abort_world(status)
-        return status
-    close_all()
+            abort_world(1)
+        last_words(1)  # --stats / --trace leave what they have
+        return 1
+    try:
+        close_all()
+    except KeyboardInterrupt as exc:
+        return interrupted(rank, size, exc)
     return 0

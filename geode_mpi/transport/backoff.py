@@ -28,6 +28,23 @@ def idle_hook() -> Callable[[float], None] | None:
     return _idle_hook
 
 
+# Also called from every sleeping pause, with no argument: --stats and --trace listen there
+# for a failing rank's request to leave their parts before the job ends; None: nothing.
+_notice_hook: Callable[[], None] | None = None
+
+
+def set_notice_hook(hook: Callable[[], None] | None) -> None:
+    """Call ``hook()`` from every sleeping pause of every wait (None: stop)."""
+    global _notice_hook
+    _notice_hook = hook
+
+
+def look_for_notices() -> None:
+    """Call the notice hook now (from a wait loop that does not pause through Backoff)."""
+    if _notice_hook is not None:
+        _notice_hook()
+
+
 # Called by the progress engine on every poll (the watchdog answers questions from there
 # while its rank runs without waiting); None: nothing to call.
 _activity_hook: Callable[[], None] | None = None
@@ -42,6 +59,18 @@ def set_activity_hook(hook: Callable[[], None] | None) -> None:
 def activity_hook() -> Callable[[], None] | None:
     """The hook `set_activity_hook` installed."""
     return _activity_hook
+
+
+# Called from every pause that does not spin, once a SIGTERM arrived (geode_mpi.core's
+# termination raises Terminated from it when a wait goes on too long); None: no SIGTERM yet.
+# The hot path never pauses, so it never looks at this.
+_term_hook: Callable[[], None] | None = None
+
+
+def set_term_hook(hook: Callable[[], None] | None) -> None:
+    """Call ``hook()`` from every pause past the first spin of every wait (None: stop)."""
+    global _term_hook
+    _term_hook = hook
 
 
 class Backoff:
@@ -110,6 +139,8 @@ class Backoff:
         idle = time.perf_counter() - self._since
         if idle < self.spin:
             return
+        if _term_hook is not None:
+            _term_hook()  # may raise: a SIGTERM ends the wait
         if idle < (self.busy_spin if busy else self.yield_time):
             os.sched_yield()
             return
@@ -120,6 +151,8 @@ class Backoff:
         self._sleep = min(self._sleep * 2, self.max_sleep)
         if _idle_hook is not None:
             _idle_hook(idle)
+        if _notice_hook is not None:
+            _notice_hook()
 
 
 def tighten_timer_slack(nanoseconds: int = 1000) -> bool:

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from geode_mpi.errors import EncodeError
+from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.transport.base import Frame, frame_bytes
 
 MAGIC = b"GM"
@@ -33,7 +33,12 @@ PAGE = 4096
 _PADDING = bytes(ALIGN)
 _U32_MAX = 2**32 - 1
 META_MAX = _U32_MAX  # the longest meta an envelope holds
+# The longest envelope a broadcast stream member allocates for (its meta, frame table and inline
+# frames): a root refuses to broadcast a longer one (a point-to-point envelope is as long as
+# the MPI message that brought it, and needs no limit of its own).
+ENVELOPE_MAX = META_MAX + 2**26
 _tables: dict[int, struct.Struct] = {}
+_TABLES_MAX = 64
 
 
 def _align(offset: int) -> int:
@@ -115,6 +120,13 @@ def _byte_view(frame: Frame) -> memoryview:
     return memoryview(frame_bytes(frame))  # type: ignore[arg-type]
 
 
+def _not_ours(magic: bytes, version: int) -> str:
+    return (
+        f"not a geode_mpi v{VERSION} envelope (magic {bytes(magic)!r}, version {version}): "
+        "are all ranks running the same geode_mpi?"
+    )
+
+
 def parse_envelope(
     buffer: bytearray | memoryview | Frame,
 ) -> tuple[memoryview, list[memoryview | None], list[tuple[int, int]]]:
@@ -122,27 +134,32 @@ def parse_envelope(
     out-of-band frames' (size, page offset on the sender).
 
     Raises:
-        ValueError: the buffer is not a geode_mpi envelope of a known version.
+        DecodeError: the buffer is not a geode_mpi envelope of a known version, or its
+            lengths do not fit in it (also a ValueError).
     """
     raw = memoryview(buffer)  # type: ignore[arg-type]
-    if len(raw) < _HEADER.size:
-        raise ValueError(f"envelope of {len(raw)} bytes is shorter than its header")
+    if len(raw) < HEADER_SIZE:
+        raise DecodeError(f"envelope of {len(raw)} bytes is shorter than its header")
     magic, version, n_frames, meta_len = _HEADER.unpack_from(raw, 0)
     if magic != MAGIC or version != VERSION:
-        raise ValueError(
-            f"not a geode_mpi v{VERSION} envelope (magic {magic!r}, version {version}): "
-            "are all ranks running the same geode_mpi?"
+        raise DecodeError(_not_ours(magic, version))
+    offset = HEADER_SIZE
+    end = offset + 8 * n_frames + meta_len
+    if end > len(raw):
+        raise DecodeError(
+            f"envelope of {len(raw)} bytes announces {n_frames} frames and {meta_len} bytes of "
+            "meta, which do not fit in it"
         )
-    offset = _HEADER.size
     if not n_frames:
-        return raw[offset : offset + meta_len], [], []
+        return raw[offset:end], [], []
     table = _tables.get(n_frames)
     if table is None:
-        table = _tables[n_frames] = struct.Struct(f"<{n_frames}Q")
+        table = struct.Struct(f"<{n_frames}Q")
+        if n_frames <= _TABLES_MAX:  # (garbage counts are not worth keeping)
+            _tables[n_frames] = table
     entries = table.unpack_from(raw, offset)
     offset += 8 * n_frames
-    meta = raw[offset : offset + meta_len]
-    end = offset + meta_len
+    meta = raw[offset:end]
     frames: list[memoryview | None] = []
     oob = []
     for entry in entries:
@@ -156,4 +173,8 @@ def parse_envelope(
             end += size
         else:
             frames.append(raw[:0])
+    if end > len(raw):
+        raise DecodeError(
+            f"envelope of {len(raw)} bytes announces inline frames that end at byte {end}"
+        )
     return meta, frames, oob

@@ -385,8 +385,12 @@ class MPITransport(Transport):
         count = 0
         try:
             while offset < end:
-                length, kind = unpack(buffer, offset)
                 start = offset + entry_size
+                if start > end:
+                    raise DecodeError(
+                        f"rank {source} sent a batch that ends inside an entry header"
+                    )
+                length, kind = unpack(buffer, offset)
                 stop = start + length
                 if stop > end:
                     raise DecodeError(f"rank {source} sent a batch that ends inside an envelope")

@@ -7,7 +7,8 @@ member with the same root, so a stream has exactly one root, and every member ke
 broadcast it does not know is coming. Per message, the root posts, in this order:
 
 1. the header (`HEADER_BYTES`): a magic, the kind (a message, or the end of the stream) and the
-   envelope's length, followed by the envelope itself when it fits;
+   envelope's length, followed by the envelope itself when it fits, else ending with a CRC-32
+   of the header (a member checks it, and `ENVELOPE_MAX`, before allocating the envelope);
 2. the envelope, when it did not fit (every member learnt its length from the header);
 3. one broadcast per out-of-band frame, sized by the envelope's frame table.
 
@@ -20,6 +21,7 @@ ones broadcast from and into their own memory (pooled, page-offset buffers on th
 from __future__ import annotations
 
 import struct
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,9 +29,9 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from geode_mpi.errors import DecodeError
+from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.transport.base import Frame, SendTicket
-from geode_mpi.transport.envelope import build_envelope, parse_envelope
+from geode_mpi.transport.envelope import ENVELOPE_MAX, build_envelope, parse_envelope
 from geode_mpi.transport.pool import BufferPool
 
 # Every broadcast starts with this many bytes: room for the envelope of any message up to
@@ -42,11 +44,32 @@ _MAGIC = b"GDBS"
 _MESSAGE = 0
 _END = 1
 INLINE_ENVELOPE = HEADER_BYTES - _HEAD.size  # an envelope up to this size rides in the header
+_CHECK = struct.Struct("<I")  # a header announcing a longer envelope ends with its CRC-32
+_CHECKED = HEADER_BYTES - _CHECK.size  # the bytes the CRC-32 covers
 _PADDING = bytes(HEADER_BYTES)
 ROOT_WINDOW = 64  # broadcasts a root keeps in flight before the next one waits for room
 SMALL_MESSAGE = 64 * 1024  # bytes: a message up to this size counts as small (`Stream.small`)
 
+# The most a member allocates for one broadcast message's out-of-band frames: the frames'
+# sizes come from a checked envelope, but a damaged one must not ask for a petabyte.
+FRAMES_MAX = 2**40
+
 Sink = Callable[[int, memoryview, Sequence[Any], int], None]
+
+
+def build_header(envelope: bytes) -> bytearray:
+    """The fixed-size header broadcast first: the envelope itself when it fits; else its
+    length, and a CRC-32 of the header in its last 4 bytes, which a member checks before it
+    allocates that many bytes."""
+    length = len(envelope)
+    if length <= INLINE_ENVELOPE:
+        header = bytearray(_HEAD.pack(_MAGIC, _MESSAGE, length) + envelope)
+        header += _PADDING[: HEADER_BYTES - len(header)]
+        return header
+    header = bytearray(HEADER_BYTES)
+    _HEAD.pack_into(header, 0, _MAGIC, _MESSAGE, length)
+    _CHECK.pack_into(header, _CHECKED, zlib.crc32(memoryview(header)[:_CHECKED]))
+    return header
 
 
 class _Incoming:
@@ -90,6 +113,7 @@ class Stream:
         # is likely small too: an idle wait then tests the header at every probe
         # (`MPITransport.spin`).
         self.small = False
+        self.broken = False  # a member: a header or envelope could not be read (see _broken)
         self._header = bytearray(HEADER_BYTES)
         self._header_request: Any = None
         self._envelope: tuple[bytearray, Any] | None = None
@@ -108,12 +132,19 @@ class Stream:
         else:
             envelope, oob = build_envelope(meta, (), inline_max)
         length = len(envelope)
+        if length > ENVELOPE_MAX:  # members would refuse it: every frame out of band, then
+            envelope, oob = build_envelope(meta, frames, -1, [MPI.Get_address(f) for f in frames])
+            length = len(envelope)
+            if length > ENVELOPE_MAX:
+                raise EncodeError(
+                    "a message",
+                    bytes,
+                    ValueError(f"its envelope is {length} bytes; the limit is {ENVELOPE_MAX}"),
+                )
+        header = build_header(envelope)
         if length <= INLINE_ENVELOPE:
-            header = bytearray(_HEAD.pack(_MAGIC, _MESSAGE, length) + envelope)
-            header.extend(_PADDING[: HEADER_BYTES - len(header)])
             requests = [ibcast(header, root=0)]
         else:
-            header = bytearray(_HEAD.pack(_MAGIC, _MESSAGE, length) + _PADDING[:INLINE_ENVELOPE])
             requests = [ibcast(header, root=0), ibcast(envelope, root=0)]
         for frame in oob:
             requests.append(ibcast([frame_bytes_view(frame), MPI.BYTE], root=0))
@@ -186,36 +217,51 @@ class Stream:
         header = self._header
         magic, kind, length = _HEAD.unpack_from(header, 0)
         if magic != _MAGIC or kind not in (_MESSAGE, _END):
-            raise DecodeError(
-                f"broadcast stream {self.key} from rank {self.root} carried a header geode_mpi "
-                "cannot read: are all ranks running the same geode_mpi?"
-            )
+            raise self._broken(f"magic {bytes(magic)!r}, kind {kind}")
         if kind == _END:
             self.ended = True
             self.sent_directly = length
             return
         if length <= INLINE_ENVELOPE:
             self._expect(bytearray(header[_HEAD.size : _HEAD.size + length]))
-        else:
-            buffer = bytearray(length)
-            self._envelope = (buffer, self.comm.Ibcast(buffer, root=0))
+            return
+        # A corrupted length must not allocate gigabytes: the header's checksum covers it.
+        if _CHECK.unpack_from(header, _CHECKED)[0] != zlib.crc32(memoryview(header)[:_CHECKED]):
+            raise self._broken(f"its checksum does not match (envelope length {length})")
+        if length > ENVELOPE_MAX:
+            raise self._broken(f"an envelope of {length} bytes, over the {ENVELOPE_MAX} limit")
+        buffer = bytearray(length)
+        self._envelope = (buffer, self.comm.Ibcast(buffer, root=0))
+
+    def _broken(self, what: str) -> DecodeError:
+        """The error for a header that cannot be read; the stream stops (a member that missed
+        one broadcast of the root's sequence can never match the rest)."""
+        self.ended = True
+        self.broken = True
+        return DecodeError(
+            f"broadcast stream {self.key} from rank {self.root} carried a header geode_mpi "
+            f"cannot read ({what}): are all ranks running the same geode_mpi? The stream stops here"
+        )
 
     def _expect(self, envelope: bytearray) -> None:
         """Post the frames an envelope announces and queue the message (`receive` posts the
         next header)."""
         try:
             meta, inline, oob = parse_envelope(envelope)
+            if oob and sum(size for size, _ in oob) > FRAMES_MAX:
+                raise DecodeError(f"its frames add up to more than {FRAMES_MAX} bytes")
         except ValueError as exc:
-            raise DecodeError(
-                f"rank {self.root} broadcast a message geode_mpi cannot read: {exc}"
-            ) from exc
+            raise self._broken(f"its envelope: {exc}") from exc
         frames: list[Any] = []
         requests: list[Any] = []
         nbytes = len(envelope)
         for frame in inline:
             if frame is None:
                 size, offset = oob[len(requests)]
-                target = self.pool.take(size, offset)
+                try:
+                    target = self.pool.take(size, offset)
+                except MemoryError as exc:
+                    raise self._broken(f"no memory for its {size}-byte frame") from exc
                 requests.append(self.comm.Ibcast([target, MPI.BYTE], root=0))
                 frames.append(target)
                 nbytes += size

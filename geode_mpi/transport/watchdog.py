@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from geode_mpi.transport import backoff
-from geode_mpi.transport.abort import abort_world
+from geode_mpi.transport.abort import abort_world, last_words
 
 HANG_VARIABLE = "GEODE_HANG_TIMEOUT"
 HANG_STATUS = 124  # the exit status of a job the watchdog ended (as timeout(1) uses)
@@ -217,6 +217,8 @@ class Watchdog:
         sys.stderr.write("\n".join(text) + "\n")
         sys.stderr.flush()
         if self.comm is None:
+            last_words(HANG_STATUS)
+            sys.stderr.flush()
             os._exit(HANG_STATUS)
         abort_world(HANG_STATUS)
 
@@ -244,5 +246,6 @@ class Watchdog:
                 continue
             if any(asker < self.rank for asker in self._answer_asks(self._stuck(time.monotonic()))):
                 return None
+            backoff.look_for_notices()  # a rank ending the job meanwhile asks for --trace parts
             time.sleep(0.01)
         return answers, [rank for rank in others if rank not in answers]

@@ -121,7 +121,7 @@ def test_subclass_round_trip_with_metadata_and_headers(geode: Geode) -> None:
         msg = Point(np.arange(4), label=f"from {node}", weight=2.5)
         msg.headers["step"] = 7
         handle = geode.send(msg, node, right)
-        assert handle is not None and handle.seq == 0
+        assert handle.local and handle.seq == 0
     ids = set()
     for node in geode.local_nodes:
         left = geode.nodes[(geode.nodes.index(node) - 1) % n]

@@ -17,3 +17,4 @@ def close_leftover_geodes() -> Iterator[None]:
     yield
     for geode in [g for g in registry._open if id(g) not in before]:
         geode.close(timeout=10)
+    registry._closed_early.clear()  # no warning at exit for what a test left queued

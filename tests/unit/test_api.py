@@ -57,6 +57,15 @@ def test_every_error_derives_from_geode_error() -> None:
             assert issubclass(obj, geode_mpi.GeodeError)
 
 
+def test_terminated_is_exported_as_a_geode_error_and_an_interrupted_error() -> None:
+    assert "Terminated" in geode_mpi.__all__
+    assert issubclass(geode_mpi.Terminated, geode_mpi.GeodeError)
+    assert issubclass(geode_mpi.Terminated, InterruptedError)
+    error = geode_mpi.Terminated(10.0, 20.0)
+    assert (error.waited, error.grace, error.left) == (10.0, 20.0, 10.0)
+    assert "term_grace=20 s" in str(error)
+
+
 def test_imports_only_go_down_the_layers() -> None:
     bad = []
     for path in PACKAGE.rglob("*.py"):

@@ -150,8 +150,8 @@ def test_inspect_shows_each_checkpoint_and_what_a_restart_resumes_from(
     assert "epoch 1: complete, 2 rank file(s)" in out
     assert "a restart resumes from epoch 1:" in out
     assert "grid: array float64 (12,)" in out and "step: 17" in out
-    assert main(["inspect", str(tmp_path / "missing")]) == 0
-    assert "no such directory" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
+    assert "'" + str(tmp_path / "missing") + "' does not exist" in capsys.readouterr().err
 
 
 def test_inspect_reads_a_geode_checkpoint_as_queues_and_state(

@@ -61,9 +61,18 @@ def test_named_nodes_and_integer_addresses() -> None:
 
 def test_send_from_a_node_hosted_elsewhere_does_nothing_here() -> None:
     a, b = world(2)
-    assert a.send("x", "node1", "node0") is None
-    assert b.send("x", "node1", "node0") is not None
+    elsewhere = a.send("x", "node1", "node0")
+    assert not elsewhere.local and elsewhere.done() and elsewhere.acked
+    assert (elsewhere.id, elsewhere.seq, elsewhere.source, elsewhere.dest) == (
+        None,
+        None,
+        "node1",
+        "node0",
+    )
+    elsewhere.wait(timeout=0)  # nothing to wait for here
+    assert b.send("x", "node1", "node0").local
     assert a.receive(timeout=1).source == "node1"
+    assert a.pending() == 0  # the first call sent nothing
 
 
 def test_receive_on_another_ranks_node_is_an_error_not_a_hang() -> None:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
-from mpirun import python
+from mpirun import ROOT, clean_env, mpiexec, python
 
 from geode_mpi.runner.cli import split_argv
 from geode_mpi.runner.run import exit_status
@@ -16,6 +23,19 @@ from geode_mpi.runner.run import exit_status
         (["--info"], ["--info"], []),
         (["-m", "pytest", "-x", "tests"], ["-m", "pytest"], ["-x", "tests"]),
         (["--", "job.py", "--version"], ["job.py"], ["--version"]),
+        # --restart takes DIR as its value, whether it exists or not ...
+        (["--restart", "ckpt", "job.py", "a"], ["--restart", "ckpt", "job.py"], ["a"]),
+        (["--restart=ckpt", "job.py", "a"], ["--restart=ckpt", "job.py"], ["a"]),
+        # ... and alone when the job script follows it
+        (["--restart", "job.py", "ckpt"], ["--restart=", "job.py"], ["ckpt"]),
+        (["--restart", "-m", "pkg.job", "x"], ["--restart=", "-m", "pkg.job"], ["x"]),
+        (
+            ["--stats-json=s.json", "--trace", "t.json", "job.py"],
+            ["--stats-json=s.json", "--trace", "t.json", "job.py"],
+            [],
+        ),
+        (["-c", "print(1)", "a", "-x"], ["-c", "print(1)"], ["a", "-x"]),
+        (["--stats", "-mpkg.job", "-x"], ["--stats", "-mpkg.job"], ["-x"]),
     ],
 )
 def test_job_arguments_are_left_to_the_job(
@@ -53,3 +73,179 @@ def test_uncaught_exception_in_the_embedded_world_is_labelled(tmp_path) -> None:
     assert result.returncode == 1
     assert "[rank 0/1] KeyError: 'nope'" in result.stderr
     assert "runpy" not in result.stderr, "the runner's own frames are hidden"
+
+
+CHECKPOINTING = """\
+import sys
+from geode_mpi import Geode
+
+own = sys.argv[1] if len(sys.argv) > 1 else None
+with Geode(checkpoint_dir=own) as geode:
+    print("restored", geode.restored_epoch)
+    geode.checkpoint({"step": 1})
+"""
+
+
+def _job(tmp_path: Path, text: str, name: str = "job.py") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_restart_dir_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    job = _job(tmp_path, CHECKPOINTING)
+    missing = str(tmp_path / "nodir")
+    for args in (["--restart", missing, job], [f"--restart={missing}", job]):
+        result = python(["-m", "geode_mpi", *args], timeout=60)
+        assert result.returncode == 2, result.explain()
+        assert f"--restart: checkpoint directory {missing!r} does not exist" in result.stderr
+        assert "job script" not in result.stderr
+
+
+def test_restart_dir_is_the_directory_a_job_without_its_own_restores_from(
+    tmp_path: Path,
+) -> None:
+    job, ckpt = _job(tmp_path, CHECKPOINTING), tmp_path / "ckpt"
+    ckpt.mkdir()
+    for args in (["--restart", str(ckpt)], [f"--restart={ckpt}"], ["--restart", str(ckpt)]):
+        result = python(["-m", "geode_mpi", *args, job], timeout=60)
+        assert result.returncode == 0, result.explain()
+    # Three runs: the first started afresh, each later one restored the one before.
+    assert result.stdout == "restored 2\n"
+
+
+def test_restart_dir_other_than_the_jobs_own_is_an_error_naming_both(tmp_path: Path) -> None:
+    job, ckpt, own = _job(tmp_path, CHECKPOINTING), tmp_path / "ckpt", tmp_path / "own"
+    ckpt.mkdir()
+    result = python(["-m", "geode_mpi", "--restart", str(ckpt), job, str(own)], timeout=60)
+    assert result.returncode == 1, result.explain()
+    assert "RestartDirError" in result.stderr
+    assert f"--restart {str(ckpt)!r}" in result.stderr and f"{str(own)!r}" in result.stderr
+    assert "restored" not in result.stdout and not own.exists()
+    same = python(["-m", "geode_mpi", "--restart", str(ckpt), job, str(ckpt)], timeout=60)
+    assert same.returncode == 0 and same.stdout == "restored None\n", same.explain()
+
+
+def test_bare_restart_uses_the_jobs_own_directory(tmp_path: Path) -> None:
+    job, own = _job(tmp_path, CHECKPOINTING), tmp_path / "own"
+    for _ in range(2):
+        result = python(["-m", "geode_mpi", "--restart", job, str(own)], timeout=60)
+        assert result.returncode == 0, result.explain()
+    assert result.stdout == "restored 1\n"
+
+
+def test_c_runs_code_as_the_job() -> None:
+    code = "import sys\nfrom geode_mpi import Geode\nprint(sys.argv, __name__, Geode().size)"
+    result = python(["-m", "geode_mpi", "-c", code, "a", "--info"], timeout=60)
+    assert result.returncode == 0, result.explain()
+    assert result.stdout == "['-c', 'a', '--info'] __main__ 1\n"
+    failing = python(["-m", "geode_mpi", "-c", "raise KeyError('nope')"], timeout=60)
+    assert failing.returncode == 1 and "[rank 0/1] KeyError: 'nope'" in failing.stderr
+
+
+@pytest.mark.mpi
+def test_c_runs_on_every_rank() -> None:
+    code = "from geode_mpi import Geode\ng = Geode()\nprint('rank', g.rank, 'of', g.size)"
+    result = run_mpi(2, ["-m", "geode_mpi", "-c", code])
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == ["rank 0 of 2", "rank 1 of 2"]
+
+
+def run_mpi(n: int, args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [mpiexec(), "-n", str(n), sys.executable, *args], env=clean_env(), cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_inspect_into_head_ends_without_a_traceback(tmp_path: Path) -> None:
+    # A checkpoint whose report is larger than a pipe holds, so head leaves before the end.
+    code = (
+        "import sys\nfrom geode_mpi import Geode\n"
+        "with Geode(checkpoint_dir=sys.argv[1]) as g:\n"
+        "    g.checkpoint({f'key_number_{k:06d}': k for k in range(8000)})\n"
+    )
+    ckpt = tmp_path / "ckpt"
+    made = python(["-c", code, str(ckpt)], timeout=120)
+    assert made.returncode == 0, made.explain()
+    command = f"{sys.executable} -m geode_mpi inspect {ckpt} | head -1"
+    result = subprocess.run(
+        ["bash", "-c", command], env=clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout == f"checkpoint directory {ckpt}\n"
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert result.stderr == ""
+
+
+def test_inspect_of_a_missing_directory_fails_naming_it(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nodir")
+    result = python(["-m", "geode_mpi", "inspect", missing], timeout=60)
+    assert result.returncode == 2, result.explain()
+    assert f"checkpoint directory {missing!r} does not exist" in result.stderr
+
+
+def test_info_without_a_loadable_mpi_library_names_the_fix(tmp_path: Path) -> None:
+    missing = str(tmp_path / "libmpi.so.12")
+    result = python(["-m", "geode_mpi", "--info"], timeout=60, env=clean_env(MPI4PY_LIBMPI=missing))
+    assert result.returncode == 1, result.explain()
+    assert "MPI library: none could be loaded" in result.stdout
+    assert missing in result.stderr and "pip install geode_mpi[mpich]" in result.stderr
+    assert "--no-binary=mpi4py" in result.stderr  # mpi4py built on the site's MPI
+
+
+WAITING = """\
+import sys
+import time
+from geode_mpi import Geode
+
+with Geode() as geode:
+    print("ready", flush=True)
+    if geode.rank == 0:
+        time.sleep(60)
+    else:
+        geode.receive(timeout=60)
+"""
+
+
+def _interrupt(args: list[str], ready: int) -> tuple[int, str, str]:
+    """Start ``args`` in a session of its own, wait for ``ready`` lines "ready", then send
+    SIGINT to the whole session, as Ctrl-C in a terminal does."""
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        said = ""
+        while said.count("ready") < ready:  # the ranks' lines may come through interleaved
+            line = proc.stdout.readline()
+            assert line, f"the job ended before it was ready: {said!r}"
+            said += line
+        time.sleep(0.5)  # into the waits (there is no message to wait for: a signal is sent)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_in_the_embedded_world_prints_one_line(tmp_path: Path) -> None:
+    job = _job(tmp_path, WAITING)
+    status, _, err = _interrupt([sys.executable, "-m", "geode_mpi", job], 1)
+    assert status == 130, err
+    assert err == f"[rank 0/1 node0] geode_mpi: interrupted (Ctrl-C) in {job}:8, ending the job " \
+        "with status 130\n"  # fmt: skip
+
+
+@pytest.mark.mpi
+def test_ctrl_c_at_2_ranks_prints_one_line_for_the_job(tmp_path: Path) -> None:
+    job = _job(tmp_path, WAITING)
+    status, _, err = _interrupt([mpiexec(), "-n", "2", sys.executable, "-m", "geode_mpi", job], 2)
+    assert status == 130, err
+    ours = [line for line in err.splitlines() if not line.startswith("[mpiexec@")]
+    assert ours == [
+        f"[rank 0/2 node0] geode_mpi: interrupted (Ctrl-C) in {job}:8, ending the job with "
+        "status 130"
+    ], err

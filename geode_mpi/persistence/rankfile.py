@@ -1,0 +1,261 @@
+"""One rank's checkpoint file: a tree of arrays, bytes and JSON values as HDF5, and back.
+
+The reader distrusts the file even when its checksum matched (it may have been damaged before
+it was hashed): it reads attributes by their known names (never by iterating them), accepts
+only hard links, fixed-size datatypes and the layouts and filters the writer uses, refuses a
+dataset larger than the file, and turns every HDF5 or content error into `CheckpointError`.
+Nothing the writer stores needs HDF5's global heap (variable-length data), whose damaged
+references crashed or hung the HDF5 library in a fuzzing run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from geode_mpi.errors import GeodeError
+
+# The version of this layout; a reader refuses others. 2: JSON leaves for small dicts. 3: no
+# variable-length strings: root attributes as one JSON uint8 attribute, kinds fixed-length.
+FORMAT = 3
+_FORMAT_ATTR = b"geode_format"
+_ATTRS_ATTR = b"geode_attrs"  # the caller's attributes, as JSON text in a uint8 attribute
+_KIND = b"geode_kind"  # attribute naming what a dataset holds
+_KINDS = (b"array", b"bytes", b"json")
+_CHUNK = 1 << 20  # bytes hashed per read
+_MAX_DEPTH = 32  # groups nested deeper than any tree the writer makes: damage (or a cycle)
+_MAX_ATTRS_BYTES = 1 << 16
+
+
+class CheckpointError(GeodeError):
+    """A checkpoint cannot be written or read; the message names the file and the problem."""
+
+
+class JsonValue:
+    """A tree leaf stored as one JSON dataset even when it is a dict (which `write_rank_file`
+    otherwise lays out as a group of datasets, one per key: slow to read back by the hundred).
+    Read back as the plain value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+@dataclass(frozen=True)
+class RankFile:
+    """What the manifest records of one rank's file."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+def rank_name(rank: int) -> str:
+    return f"rank-{rank:04d}.h5"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _text_dataset(group: h5py.Group, key: str, text: str) -> None:
+    dataset = group.create_dataset(key, data=np.frombuffer(text.encode(), np.uint8))
+    dataset.attrs[_KIND.decode()] = np.bytes_(b"json")
+
+
+def _write_tree(group: h5py.Group, tree: Mapping[str, Any]) -> None:
+    for key, value in tree.items():
+        if not isinstance(key, str) or not key or "/" in key:
+            raise CheckpointError(f"checkpoint key {key!r} must be a non-empty str without '/'")
+        if isinstance(value, JsonValue):
+            _text_dataset(group, key, json.dumps(value.value))
+        elif isinstance(value, Mapping):
+            _write_tree(group.create_group(key), value)
+        elif isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise CheckpointError(f"array {key!r} holds Python objects: not storable")
+            options = {"fletcher32": True, "chunks": True} if value.size else {}
+            dataset = group.create_dataset(key, data=value, **options)
+            dataset.attrs[_KIND.decode()] = np.bytes_(b"array")
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            raw = np.frombuffer(bytes(value), np.uint8)
+            options = {"fletcher32": True, "chunks": True} if raw.size else {}
+            dataset = group.create_dataset(key, data=raw, **options)
+            dataset.attrs[_KIND.decode()] = np.bytes_(b"bytes")
+        else:
+            try:
+                text = json.dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"checkpoint value {key!r} of type {type(value).__name__} is neither an "
+                    "array, bytes nor JSON"
+                ) from exc
+            _text_dataset(group, key, text)
+
+
+def write_rank_file(
+    directory: Path, rank: int, attrs: Mapping[str, Any], tree: Mapping[str, Any]
+) -> RankFile:
+    """Write one rank's file into ``directory`` (temporary name, fsync, rename, fsync)."""
+    final = directory / rank_name(rank)
+    temporary = directory / (rank_name(rank) + ".tmp")
+    with h5py.File(temporary, "w") as file:
+        file.attrs[_FORMAT_ATTR.decode()] = np.int64(FORMAT)
+        text = json.dumps(dict(attrs)).encode()
+        file.attrs[_ATTRS_ATTR.decode()] = np.frombuffer(text, np.uint8)
+        _write_tree(file, tree)
+    # The checksum is read back (from the page cache) while the disk takes the fsync: both
+    # release the GIL, so the hash costs little wall time.
+    with open(temporary, "rb+") as handle:
+        syncing = threading.Thread(target=os.fsync, args=(handle.fileno(),))
+        syncing.start()
+        digest = sha256_of(temporary)
+        syncing.join()
+    os.replace(temporary, final)
+    fsync_dir(directory)
+    return RankFile(final.name, final.stat().st_size, digest)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads one file's tree, checking each object before it reads it."""
+
+    def __init__(self, path: Path, file: h5py.File) -> None:
+        self.path = path
+        self.file = file
+        self.limit = path.stat().st_size  # no dataset of ours holds more than its file
+        self.budget = self.limit  # nor all of them together: datasets reached twice count
+        self.seen: set[int] = set()
+
+    def fail(self, where: str, problem: str) -> CheckpointError:
+        return CheckpointError(f"{self.path}: {where}: {problem} (damaged?)")
+
+    def attribute(self, obj: Any, name: bytes, where: str) -> np.ndarray[Any, Any]:
+        """A fixed-size attribute, opened by name."""
+        try:
+            attr = h5py.h5a.open(obj.id, name)
+        except KeyError:
+            raise self.fail(where, f"no attribute {name.decode()!r}") from None
+        dtype = attr.dtype
+        if dtype.hasobject or dtype.kind not in "iuS" or len(attr.shape) > 1:
+            raise self.fail(where, f"attribute {name.decode()!r} has type {dtype} {attr.shape}")
+        if dtype.itemsize * math.prod(attr.shape) > _MAX_ATTRS_BYTES:
+            raise self.fail(where, f"attribute {name.decode()!r} is too large")
+        value = np.empty(attr.shape, dtype)
+        attr.read(value)
+        return value
+
+    def root(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        fmt = self.attribute(self.file, _FORMAT_ATTR, "/")
+        if fmt.shape != () or fmt.dtype.kind not in "iu" or int(fmt) != FORMAT:
+            raise CheckpointError(
+                f"{self.path}: checkpoint format {fmt.tolist()!r}, this geode_mpi reads "
+                f"format {FORMAT}"
+            )
+        raw = self.attribute(self.file, _ATTRS_ATTR, "/")
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            raise self.fail("/", f"attribute 'geode_attrs' has type {raw.dtype} {raw.shape}")
+        attrs = json.loads(raw.tobytes().decode())
+        if not isinstance(attrs, dict):
+            raise self.fail("/", f"attributes are a {type(attrs).__name__}, not a dict")
+        return attrs, self.group(self.file, 0)
+
+    def group(self, group: h5py.Group, depth: int) -> dict[str, Any]:
+        where = group.name or "/"
+        if depth > _MAX_DEPTH:
+            raise self.fail(where, f"groups nested deeper than {_MAX_DEPTH}")
+        address = h5py.h5o.get_info(group.id).addr
+        if address in self.seen:  # a damaged link can make a cycle
+            raise self.fail(where, "a group reached twice")
+        self.seen.add(address)
+        count = len(group)
+        if count > self.limit // 16:  # each link takes more room than that
+            raise self.fail(where, f"{count} entries in a file of {self.limit} bytes")
+        tree: dict[str, Any] = {}
+        for key in list(group)[:count]:
+            link = group.get(key, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise self.fail(f"{where}/{key}", f"a {type(link).__name__}, not a hard link")
+            item = group[key]
+            if isinstance(item, h5py.Group):
+                tree[key] = self.group(item, depth + 1)
+            elif isinstance(item, h5py.Dataset):
+                tree[key] = self.dataset(item)
+            else:
+                raise self.fail(f"{where}/{key}", f"a {type(item).__name__}")
+        return tree
+
+    def dataset(self, item: h5py.Dataset) -> Any:
+        where = item.name or "?"
+        raw_kind = self.attribute(item, _KIND, where)
+        kind = raw_kind.tobytes().rstrip(b"\0") if raw_kind.shape == () else b""
+        if kind not in _KINDS:
+            raise self.fail(where, f"unknown kind {kind!r}")
+        dtype = item.dtype
+        if dtype.hasobject or h5py.check_dtype(vlen=dtype) is not None:
+            raise self.fail(where, f"datatype {dtype} is not stored by geode_mpi")
+        if kind != b"array" and (dtype != np.uint8 or item.ndim != 1):
+            raise self.fail(where, f"{kind.decode()} stored as {dtype} {item.shape}")
+        plist = item.id.get_create_plist()
+        layouts = (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT)
+        if plist.get_layout() not in layouts or plist.get_external_count():
+            raise self.fail(where, "a storage layout geode_mpi does not write")
+        for index in range(plist.get_nfilters()):
+            if plist.get_filter(index)[0] != h5py.h5z.FILTER_FLETCHER32:
+                raise self.fail(where, f"filter {plist.get_filter(index)[0]} is not ours")
+        nbytes = math.prod(item.shape) * dtype.itemsize
+        if nbytes > self.budget:
+            raise self.fail(where, f"{item.shape} of {dtype}: more bytes than the file has")
+        self.budget -= nbytes
+        data = item[()]
+        if kind == b"array":
+            return data
+        if kind == b"bytes":
+            return np.asarray(data, np.uint8).tobytes()
+        return json.loads(np.asarray(data, np.uint8).tobytes().decode())
+
+
+def read_rank_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(attrs, tree) of one rank's file.
+
+    Raises:
+        CheckpointError: the file is not a checkpoint file of this format, or any HDF5 or
+            content error while reading it (the message names the file).
+    """
+    try:
+        with h5py.File(path, "r") as file:
+            return _Reader(path, file).root()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # h5py raises OSError, RuntimeError, KeyError, ... on damage
+        raise CheckpointError(
+            f"{path}: cannot be read as a checkpoint file: {type(exc).__name__}: {exc}"
+        ) from exc

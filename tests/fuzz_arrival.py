@@ -1,0 +1,435 @@
+"""Fuzz the arrival path with hostile bytes: every frame must end cleanly, be counted and
+dropped, or raise DecodeError (docs/wire-format.md, "Malformed input").
+
+The bytes go where a real arrival goes, not to a reimplementation: an `MPITransport` over
+``MPI.COMM_SELF`` (a one-rank MPI world, started as a singleton: no mpiexec) receives them with
+``Isend`` to itself and its own ``progress()`` (envelopes, meta-only messages, batches, frames),
+a broadcast stream member whose communicator is scripted (the root's broadcasts, forged), the
+Engine of a `Geode` over that transport as the sink (control records, dead letters), and
+``try_receive`` on each node, which decodes what was queued.
+
+Each frame is a valid one (a plain text, dict, small or large array, a subclass with headers and
+attributes, a pickle with arrays, an ack, ask or wave record), sent in one of those ways and then
+mutated (bit flips, interesting numbers written into the header fields, cuts, splices), or plain
+random bytes. Run it as a script::
+
+    python tests/fuzz_arrival.py --frames 1000000 --seed 1
+
+It prints one line per outcome and exits 1 if any frame raised anything but a GeodeError, took
+longer than ``--slow`` seconds, or the process grew beyond ``--max-rss`` MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import faulthandler
+import os
+import random
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mpi4py import MPI
+
+from geode_mpi import DecodeError, GeodeError, Message, codec
+from geode_mpi.core.geode import Geode
+from geode_mpi.delivery import control
+from geode_mpi.transport import envelope as env
+from geode_mpi.transport import mpi as mpi_transport
+from geode_mpi.transport import streams
+
+INTERESTING = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    7,
+    8,
+    15,
+    16,
+    255,
+    256,
+    4095,
+    4096,
+    4097,
+    2**15,
+    2**16 - 1,
+    2**16,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+    2**32,
+    2**40,
+    2**55,
+    2**63 - 1,
+    2**64 - 1,
+)
+EPISODE = 2000  # frames per world: then a fresh Geode, so that held-back garbage does not pile up
+
+
+class FuzzMessage(Message):
+    """A subclass with an attribute: its frames carry a class name and a rest section."""
+
+
+def corpus_messages() -> list[Message]:
+    """Messages whose encodings cover every codec path."""
+    with_rest = FuzzMessage({"k": np.arange(6, dtype=np.int32)}, headers={"h": 1})
+    with_rest.extra = "attribute"
+    structured = np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8")])
+    return [
+        Message("hello"),
+        Message({"a": 1, "b": [1, 2.5, "x"]}),
+        Message(np.arange(10.0)),
+        Message(np.arange(1000.0)),  # one frame, inline in an envelope
+        Message(np.arange(5000.0)),  # one frame, out of band
+        Message({"x": np.arange(300.0), "y": np.ones((3, 4), order="F")}),
+        Message(structured),
+        FuzzMessage("sub"),
+        with_rest,
+        Message(None, headers={"trace": "t"}),
+    ]
+
+
+class ScriptedComm:
+    """The communicator of a broadcast stream member: each Ibcast takes the next broadcast the
+    (forged) root made, as much of it as the posted buffer holds. A header posted before the
+    root broadcast anything completes once it has; anything else completes at once (a member
+    that posts a broadcast the root never makes would wait forever in MPI: a hang no receiver
+    can tell from a slow root, so the harness does not model it)."""
+
+    def __init__(self) -> None:
+        self.script: collections.deque[bytes] = collections.deque()
+
+    def Ibcast(self, buf: Any, root: int = 0) -> Any:
+        target = buf[0] if isinstance(buf, list) else buf
+        if not self.script and len(target) == streams.HEADER_BYTES:
+            return _Posted(self, target)
+        self.fill(target)
+        return MPI.Request()  # a null request: complete
+
+    def fill(self, target: Any) -> None:
+        view = memoryview(target).cast("B")
+        data = self.script.popleft() if self.script else b""
+        count = min(len(view), len(data))
+        view[:count] = data[:count]
+
+    def Free(self) -> None:
+        return None
+
+
+class _Posted:
+    """A header broadcast posted before the root made it."""
+
+    def __init__(self, comm: ScriptedComm, target: Any) -> None:
+        self.comm = comm
+        self.target = target
+
+    def Test(self) -> bool:
+        if not self.comm.script:
+            return False
+        self.comm.fill(self.target)
+        return True
+
+
+class World:
+    """A one-rank MPI world with two nodes, the stream member, and what was sent in it."""
+
+    def __init__(self) -> None:
+        self.transport = mpi_transport.MPITransport(MPI.COMM_SELF)
+        self.geode = Geode(["node0", "node1"], transport=self.transport)
+        for _ in range(3):  # traffic both ways, so that acks mean something
+            self.geode.send("warm-up", "node0", "node1")
+            self.geode.send("warm-up", "node1", "node0")
+        for node in ("node0", "node1"):
+            while self.geode.try_receive(node) is not None:
+                pass
+        self.comm = ScriptedComm()
+        self.stream = streams.Stream(99, self.comm, 0, False, self.transport.pool)
+        self.transport._streams[99] = self.stream
+        self.pending: list[tuple[Any, Any]] = []
+        self.orphans: list[tuple[Any, Any]] = []
+        self.next_id = 0
+
+    def stamp(self) -> codec.Stamp:
+        pair = self.geode._engine._in.get((1, 0))
+        seq = pair.expected if pair is not None else 0
+        self.next_id += 1
+        return codec.make_stamp(self.next_id, seq, time.time(), 1, 0)
+
+    def isend(self, data: bytes, tag: int) -> None:
+        buffer = bytearray(data)
+        self.pending.append((buffer, self.transport.comm.Isend(buffer, 0, tag)))
+
+    def settle(self) -> None:
+        """Let the transport take in what was sent, and every node receive what it queued."""
+        for _ in range(4):
+            if not self.transport.progress():
+                break
+        # A frame whose envelope was garbage stays matched and never received: its send
+        # never completes (kept, with its buffer, until this world is dropped).
+        for buffer, request in self.pending:
+            if not request.Test():
+                self.orphans.append((buffer, request))
+        self.pending.clear()
+
+    def retire(self) -> None:
+        """Receive the frames garbage envelopes left matched, so that every send completes."""
+        self.settle()
+        for waiting in self.transport._frames_in:
+            while waiting:
+                count, message = waiting.popleft()
+                message.Recv(bytearray(count))
+        for _, request in self.orphans:
+            request.Wait()
+        self.orphans.clear()
+
+
+def batch(entries: list[tuple[int, bytes]]) -> bytes:
+    """A batch as `MPITransport` builds one: each entry framed, padded to 16 bytes."""
+    parts = []
+    for kind, payload in entries:
+        parts.append(mpi_transport._BATCH_ENTRY.pack(len(payload), kind))
+        parts.append(payload)
+        parts.append(bytes(-len(payload) % 16))
+    return b"".join(parts)
+
+
+def stream_broadcasts(envelope: bytes, oob: list[bytes]) -> list[bytes]:
+    """What a root broadcasts for one message (header, envelope if it does not fit, frames)."""
+    head = streams._HEAD.pack(streams._MAGIC, streams._MESSAGE, len(envelope))
+    if len(envelope) <= streams.INLINE_ENVELOPE:
+        header = head + envelope
+        return [header + bytes(streams.HEADER_BYTES - len(header)), *oob]
+    return [streams.build_header(envelope), envelope, *oob]
+
+
+class Mutator:
+    """Seeded mutations of a byte string, biased towards headers and length fields."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def __call__(self, data: bytes) -> bytes:
+        rng = self.rng
+        out = bytearray(data)
+        for _ in range(rng.choice((1, 1, 1, 2, 3, 8))):
+            self._one(out, rng)
+        return bytes(out)
+
+    def _one(self, out: bytearray, rng: random.Random) -> None:
+        choice = rng.randrange(7)
+        if not out:
+            out.extend(rng.randbytes(rng.randrange(1, 64)))
+            return
+        # Headers are at the start: favour the first 96 bytes.
+        limit = len(out) if rng.random() < 0.3 else min(len(out), 96)
+        at = rng.randrange(limit)
+        if choice == 0:
+            out[at] ^= 1 << rng.randrange(8)
+        elif choice == 1:
+            out[at] = rng.choice((0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)))
+        elif choice in (2, 3):
+            size = rng.choice((1, 2, 4, 8))
+            value = rng.choice(INTERESTING) & ((1 << 8 * size) - 1)
+            aligned = at - at % size
+            out[aligned : aligned + size] = value.to_bytes(size, "little")[: len(out) - aligned]
+        elif choice == 4:
+            del out[rng.randrange(len(out) + 1) :]  # cut
+        elif choice == 5:
+            out[at:at] = rng.randbytes(rng.randrange(1, 32))  # insert
+        else:
+            start = rng.randrange(len(out))
+            piece = out[start : start + rng.randrange(1, 64)]
+            out[at : at + len(piece)] = piece  # splice a piece of itself elsewhere
+
+
+class Fuzzer:
+    """Sends valid, mutated and random frames through a World; tallies what happened."""
+
+    def __init__(self, seed: int, slow: float) -> None:
+        self.rng = random.Random(seed)
+        self.mutate = Mutator(self.rng)
+        self.messages = corpus_messages()
+        self.slow = slow
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.failures: collections.Counter[str] = collections.Counter()
+        self.examples: dict[str, str] = {}
+        self.slowest = 0.0
+        self.world = World()
+        self.frames = 0
+
+    # -- valid frames ----------------------------------------------------------------------
+
+    def message_parts(self) -> tuple[bytes, list[np.ndarray[Any, Any]]]:
+        rng = self.rng
+        if rng.random() < 0.15:
+            return self.control_meta(), []
+        message = rng.choice(self.messages)
+        flags = rng.choice((0, codec.FLAG_TRACKED, codec.FLAG_TRACKED | codec.FLAG_WAITED))
+        meta, frames = codec.encode(message, self.world.stamp(), flags)
+        return meta, [np.ascontiguousarray(f).view(np.uint8).reshape(-1) for f in frames]
+
+    def control_meta(self) -> bytes:
+        rng = self.rng
+        kind = rng.randrange(4)
+        if kind == 0:
+            payload = control.encode_ack(rng.randrange(4), [(0, rng.randrange(1, 4))])
+            return codec.encode_control(1, 0, payload)  # node1 acks node0's messages
+        if kind == 1:
+            return codec.encode_control(1, 0, control.encode_ask())
+        wave = rng.choice((control.WAVE_ASK, control.WAVE_ANSWER, control.WAVE_QUIET))
+        return codec.encode_control(0, 0, control.encode_wave(wave, 1, 2, 3))
+
+    # -- one frame -------------------------------------------------------------------------
+
+    def one(self) -> None:
+        rng = self.rng
+        world = self.world
+        way = rng.randrange(5)
+        mutate = rng.random() < 0.93
+        randomise = not mutate and rng.random() < 0.7
+        meta, frames = self.message_parts()
+        label = ("meta", "envelope", "batch", "stream", "frames")[way]
+        if way == 0:  # a message without frames, sent as its meta alone
+            data = meta if not frames else env.build_envelope(meta, frames, 1 << 30)[0]
+            tag = mpi_transport.TAG_META if not frames else mpi_transport.TAG_ENVELOPE
+            world.isend(self.shape(data, mutate, randomise), tag)
+        elif way in (1, 4):  # an envelope, its big frames out of band after it
+            inline_max = env.INLINE_MAX if way == 1 else 0
+            envelope, oob = env.build_envelope(meta, frames, inline_max)
+            world.isend(self.shape(envelope, mutate, randomise), mpi_transport.TAG_ENVELOPE)
+            for frame in oob:
+                raw = bytes(frame)
+                if mutate and rng.random() < 0.2:
+                    raw = self.mutate(raw)
+                world.isend(raw, mpi_transport.TAG_FRAME)
+        elif way == 2:  # a batch of frame-less entries
+            entries = []
+            for _ in range(rng.randrange(1, 6)):
+                part, part_frames = self.message_parts()
+                if part_frames or rng.random() < 0.3:  # an envelope, its frames inline
+                    entries.append((0, env.build_envelope(part, part_frames, 1 << 30)[0]))
+                else:
+                    entries.append((1, part))  # a meta alone
+            world.isend(self.shape(batch(entries), mutate, randomise), mpi_transport.TAG_BATCH)
+        else:  # a broadcast stream's header, envelope and frames
+            if world.stream.broken:  # it stopped at the last forged header: a fresh one
+                world.stream = streams.Stream(99, world.comm, 0, False, world.transport.pool)
+                world.transport._streams[99] = world.stream
+            envelope, oob = env.build_envelope(meta, frames, env.INLINE_MAX)
+            casts = stream_broadcasts(bytes(envelope), [bytes(f) for f in oob])
+            if mutate:
+                target = rng.randrange(len(casts))
+                casts[target] = self.mutate(casts[target])
+            elif randomise:
+                casts[0] = rng.randbytes(streams.HEADER_BYTES)
+            world.comm.script.extend(casts)
+        self.run(label if (mutate or randomise) else label + " (valid)")
+
+    def shape(self, data: bytes, mutate: bool, randomise: bool) -> bytes:
+        if mutate:
+            return self.mutate(data)
+        if randomise:
+            return self.rng.randbytes(self.rng.randrange(0, 200))
+        return data
+
+    def run(self, label: str) -> None:
+        world = self.world
+        started = time.perf_counter()
+        outcome = "clean"
+        try:
+            world.settle()
+        except GeodeError as exc:
+            outcome = f"{type(exc).__name__} at arrival"
+        except Exception as exc:  # what the issue is about
+            self.fail(label, "arrival", exc)
+            outcome = "FAILED"
+        for node in ("node0", "node1"):
+            for _ in range(64):
+                try:
+                    if world.geode.try_receive(node) is None:
+                        break
+                except DecodeError:
+                    outcome = "DecodeError at receive" if outcome == "clean" else outcome
+                except GeodeError as exc:
+                    outcome = f"{type(exc).__name__} at receive"
+                except Exception as exc:
+                    self.fail(label, "receive", exc)
+                    outcome = "FAILED"
+        world.comm.script.clear()  # what the member did not take: a stream out of step
+        elapsed = time.perf_counter() - started
+        self.slowest = max(self.slowest, elapsed)
+        if elapsed > self.slow:
+            self.failures[f"slow ({elapsed:.1f} s): {label}"] += 1
+        self.outcomes[outcome] += 1
+        self.frames += 1
+        if self.frames % EPISODE == 0:
+            world.retire()
+            self.world = World()
+
+    def fail(self, label: str, where: str, exc: BaseException) -> None:
+        key = f"{type(exc).__name__} at {where} ({label})"
+        self.failures[key] += 1
+        if key not in self.examples:
+            self.examples[key] = "".join(traceback.format_exception(exc))[-1500:]
+
+
+def dropped_count(world: World) -> int:
+    return sum(world.geode._engine.malformed.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=100_000, help="frames to send")
+    parser.add_argument("--seed", type=int, default=1, help="the random seed")
+    parser.add_argument("--slow", type=float, default=5.0, help="seconds a frame may take")
+    parser.add_argument("--max-rss", type=float, default=1024.0, help="MiB the process may use")
+    args = parser.parse_args(argv)
+    faulthandler.enable()  # a crash in numpy or MPI prints where it happened
+    faulthandler.dump_traceback_later(max(60.0, args.frames * 0.01), exit=True)
+    import logging
+
+    logging.getLogger("geode_mpi").setLevel(logging.ERROR)  # one warning per dropped frame
+    fuzzer = Fuzzer(args.seed, args.slow)
+    started = time.perf_counter()
+    dropped = 0
+    for _ in range(args.frames):
+        world = fuzzer.world
+        before = dropped_count(world)
+        fuzzer.one()
+        dropped += dropped_count(world) - before
+    seconds = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"{fuzzer.frames} frames in {seconds:.1f} s (seed {args.seed}), slowest frame "
+        f"{fuzzer.slowest * 1000:.1f} ms, peak RSS {rss:.0f} MiB"
+    )
+    print(f"  counted and dropped at arrival: {dropped}")
+    for outcome, count in sorted(fuzzer.outcomes.items()):
+        print(f"  {outcome}: {count}")
+    if rss > args.max_rss:
+        fuzzer.failures[f"peak RSS {rss:.0f} MiB > {args.max_rss:.0f} MiB"] += 1
+    failed = sum(fuzzer.failures.values())
+    print(f"unexpected: {failed}")
+    for key, count in fuzzer.failures.most_common():
+        print(f"  {count} x {key}")
+    for key, text in fuzzer.examples.items():
+        print(f"--- first {key}\n{text}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    # Not the Geodes' close at exit: a world whose garbage left frames matched and never
+    # received would wait for them (see docs/wire-format.md).
+    os._exit(code)

@@ -1,0 +1,148 @@
+"""Request/reply between ranks at any size: every rank requesting at once (a ring, all to all),
+requests answered whatever the serving rank waits in, and the SPMD forms of send and work
+queues (tests/test_mpi_suite.py runs these at 1 to 4 ranks, tests/test_requests.py at 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from geode_mpi import Geode, Message
+
+TIMEOUT = 30.0  # a request not served at all times out: long enough for a loaded machine
+
+
+class Ask(Message):
+    pass
+
+
+class Answer(Message):
+    """The handlers' reply: the requester must get this class back, not a plain Message."""
+
+
+class Go(Message):
+    pass
+
+
+def answering(geode: Geode) -> None:
+    @geode.on(Ask)
+    def answer(msg: Message) -> Answer:
+        return Answer((msg.data, msg.dest))
+
+
+def job_sum(geode: Geode, value: int) -> int:
+    if geode.size == 1:
+        return value
+    from mpi4py import MPI
+
+    return int(MPI.COMM_WORLD.allreduce(value))
+
+
+def test_every_node_requests_from_the_next_one_at_once(geode: Geode) -> None:
+    answering(geode)
+    nodes = geode.nodes
+    for node in geode.local_nodes:
+        after = nodes[(nodes.index(node) + 1) % len(nodes)]
+        reply = geode.request(Ask(node), after, source=node, timeout=TIMEOUT)
+        assert type(reply) is Answer
+        assert (reply.data, reply.source, reply.dest) == ((node, after), after, node)
+
+
+def test_every_node_requests_from_every_node_at_once(geode: Geode) -> None:
+    answering(geode)
+    nodes = geode.nodes
+    for node in geode.local_nodes:
+        start = nodes.index(node)
+        for shift in range(len(nodes)):  # its own node first, then each of the others
+            target = nodes[(start + shift) % len(nodes)]
+            reply = geode.request(Ask(shift), target, source=node, timeout=TIMEOUT)
+            assert type(reply) is Answer and reply.data == (shift, target)
+
+
+def test_a_request_is_answered_while_its_node_waits_in_receive(geode: Geode) -> None:
+    answering(geode)
+    first, last = geode.nodes[0], geode.nodes[-1]
+    if geode.hosts(first):
+        assert geode.request(Ask(1), last, source=first, timeout=TIMEOUT).data == (1, last)
+        geode.send(Go(), first, last)
+    if geode.hosts(last):  # the Go comes only after the reply: it waits here meanwhile
+        assert geode.receive(last, type=Go, timeout=TIMEOUT + 30).source == first
+
+
+def test_a_request_is_answered_while_its_node_waits_for_an_ack(geode: Geode) -> None:
+    answering(geode)
+    first, last = geode.nodes[0], geode.nodes[-1]
+    handle = geode.isend(Go(), last, first, ack=True)
+    if geode.hosts(last) and not geode.hosts(first):
+        handle.wait(timeout=TIMEOUT + 30)  # acked only after first got its reply
+    if geode.hosts(first):
+        assert geode.request(Ask(2), last, source=first, timeout=TIMEOUT).data == (2, last)
+        assert geode.receive(first, type=Go, timeout=TIMEOUT).source == last
+    handle.wait(timeout=TIMEOUT)
+    assert handle.done() and handle.acked
+
+
+def test_a_request_is_answered_while_its_node_waits_for_a_task(geode: Geode) -> None:
+    answering(geode)
+    first, last = geode.nodes[0], geode.nodes[-1]
+    queue = geode.work_queue("tasks", [last], dispatcher=first, producers=[first])
+    if geode.hosts(first):
+        assert geode.request(Ask(3), last, source=first, timeout=TIMEOUT).data == (3, last)
+        queue.put("the task", first)
+        queue.finish(first)
+    if geode.hosts(last):
+        task = queue.get(last, timeout=TIMEOUT + 30)
+        assert task is not None and task.data == "the task"
+        assert queue.get(last, timeout=TIMEOUT) is None
+
+
+def test_a_request_is_answered_by_a_rank_already_in_close() -> None:
+    with Geode() as geode:
+        answering(geode)
+        first, last = geode.nodes[0], geode.nodes[-1]
+        if geode.hosts(first):  # last's rank leaves the block at once: close() serves it
+            assert geode.request(Ask(4), last, source=first, timeout=TIMEOUT).data == (4, last)
+
+
+def test_a_send_from_another_ranks_node_returns_a_done_handle(geode: Geode) -> None:
+    first, last = geode.nodes[0], geode.nodes[-1]
+    handle = geode.isend("x", first, last, ack=True)
+    assert handle.local == geode.hosts(first)
+    if geode.hosts(last):
+        assert geode.receive(last, source=first, timeout=TIMEOUT).data == "x"
+    handle.wait(timeout=TIMEOUT)
+    assert handle.done() and handle.acked
+    sent = geode.send("y", first, last)
+    assert sent.done() and (sent.id is None) == (not geode.hosts(first))
+    if geode.hosts(last):
+        assert geode.receive(last, source=first, timeout=TIMEOUT).data == "y"
+
+
+@pytest.mark.parametrize("prefetch", [1, 2])
+def test_a_work_queue_needs_no_serve_call(prefetch: int) -> None:
+    tasks = 24
+    with Geode() as geode:
+        nodes = geode.nodes
+        dispatcher = nodes[0]
+        consumers = nodes[1:]
+        queue = geode.work_queue("no serve", consumers, producers=[dispatcher], prefetch=prefetch)
+        if geode.hosts(dispatcher):
+            for k in range(tasks):
+                queue.put(k, dispatcher)
+            queue.finish(dispatcher)
+        got = []
+        for node in geode.local_nodes:  # the dispatcher's rank goes on to close() at once
+            if node in consumers:
+                got += [task.data for task in iter(lambda n=node: queue.get(n, timeout=60), None)]
+    assert job_sum(geode, len(got)) == tasks
+    assert job_sum(geode, sum(got)) == sum(range(tasks))
+
+
+def test_ranks_that_request_before_run_still_end_by_quiescence(geode: Geode) -> None:
+    """Node0's rank is in run() (sending quiescence waves) while the others still wait for
+    their replies: a wave reaching a rank before its first run() waits for it."""
+    answering(geode)
+    first = geode.nodes[0]
+    if not geode.hosts(first):
+        assert geode.request(Ask(5), first, timeout=TIMEOUT).data == (5, first)
+    summary = geode.run(timeout=TIMEOUT)
+    assert summary.reason == "quiescent", summary
