@@ -18,6 +18,7 @@ from geode_mpi.errors import (
     ReceiveTimeout,
     SendTimeout,
     Terminated,
+    ThreadError,
     UnknownNodeError,
     WorldMismatchError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "SendHandle",
     "SendTimeout",
     "Terminated",
+    "ThreadError",
     "Topic",
     "UnknownNodeError",
     "WorkDone",

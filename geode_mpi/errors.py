@@ -202,6 +202,10 @@ class Terminated(GeodeError, InterruptedError):
         )
 
 
+class ThreadError(GeodeError, RuntimeError):
+    """A call that one Geode runs in one thread at a time was made from a second thread."""
+
+
 class WorldMismatchError(GeodeError, RuntimeError):
     """Ranks of one job disagree about the job's configuration (for example, node names)."""
 

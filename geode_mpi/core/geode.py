@@ -8,7 +8,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from geode_mpi import codec
 from geode_mpi.core.channels import Channels
@@ -46,6 +46,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Backoff, Transport, open_world
+from geode_mpi.transport.gate import locked, other_threads, senders_may_run
 from geode_mpi.transport.watchdog import hang_timeout
 
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -64,6 +65,8 @@ POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
 log = logging.getLogger("geode_mpi")
 _NONE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path" (see _plain_queue)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class Geode:
@@ -124,6 +127,10 @@ class Geode:
         if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
             check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
         self._transport = transport if transport is not None else open_world(comm)
+        # Every public call holds the gate; send, isend and receive skip it while no other
+        # thread exists (see _serialised and docs/point-to-point.md, "Threads").
+        self._gate = self._transport.gate
+        self._owned = self._gate.owned
         self.rank: int = self._transport.rank
         self.size: int = self._transport.size
         names = node_names(nodes, self.size)
@@ -194,6 +201,7 @@ class Geode:
 
     # -- checkpoints -----------------------------------------------------------------------
 
+    @locked
     def checkpoint(
         self, state: Mapping[str, Any] | None = None, timeout: float | None = None
     ) -> int:
@@ -217,6 +225,7 @@ class Geode:
             raise ValueError("checkpoint() needs Geode(checkpoint_dir=...) or GEODE_CHECKPOINT_DIR")
         return self._checkpointer.take(state, timeout)
 
+    @locked
     def maybe_checkpoint(
         self, state: Mapping[str, Any] | None = None, timeout: float | None = None
     ) -> int | None:
@@ -316,6 +325,8 @@ class Geode:
             SendTimeout: dest's queue stayed full for ``timeout`` seconds (nothing was sent).
             ClosedError: this Geode is closed.
         """
+        if other_threads() and not self._owned():
+            return self._serialised(self._send, message, source, dest, ack, timeout)
         return self._send(message, source, dest, ack, timeout)
 
     def _send(
@@ -425,6 +436,8 @@ class Geode:
                 outbox and may still be processed, once.
             ClosedError: this Geode is closed.
         """
+        if (ack or other_threads()) and not self._owned():  # ack: handlers may run here
+            return self._serialised(self.send, message, source, dest, ack=ack, timeout=timeout)
         if self._sealed and not self._serving:
             raise ClosedError("send")
         deadline = None
@@ -470,6 +483,16 @@ class Geode:
             DecodeError: the message arrived but cannot be decoded here.
             ClosedError: the Geode is closed and nothing matching is queued.
         """
+        if other_threads() and not self._owned():
+            return self._serialised(
+                self.receive,
+                node,
+                source=source,
+                type=type,
+                timeout=timeout,
+                order=order,
+                topic=topic,
+            )
         if (
             self._plain_queue
             and node is None
@@ -517,9 +540,10 @@ class Geode:
             None if source is None else self._placement.names[self._placement.index(source)],
             type_label(type),
             len(inbox),
-            waited=self._transport.delivers_later,
+            waited=self._transport.delivers_later or senders_may_run(),
         )
 
+    @locked
     def try_receive(
         self,
         node: str | int | None = None,
@@ -541,6 +565,7 @@ class Geode:
         )
         return None if found is None else self._deliver(index, found)
 
+    @locked
     def flush(self) -> None:
         """Send now the small messages `isend` may be holding to batch, and pending acks.
 
@@ -550,15 +575,18 @@ class Geode:
         if not self._closed:
             self._engine.flush()
 
+    @locked
     def stats(self, node: str | int | None = None) -> NodeStats:
         """Counters of a local node (default: this rank's node): messages, bytes, acks,
         retries, duplicates dropped, dead letters, queue depth and peak, credit waits."""
         return self._engine.snapshot(self._local_index(node, "stats"))
 
+    @locked
     def dead_letters(self, node: str | int | None = None) -> list[DeadLetter]:
         """Messages a local node could not process in ``max_attempts`` tries, oldest first."""
         return list(self._engine.dead[self._local_index(node, "dead_letters")])
 
+    @locked
     def pending(self, node: str | int | None = None) -> int:
         """How many messages wait in a local node's queue."""
         if not self._closed:
@@ -582,7 +610,8 @@ class Geode:
         index = None if node is None else self._placement.index(node)
 
         def register_handler(handler: Handler) -> Handler:
-            self._processor.add(type, index, handler)
+            with self._gate:
+                self._processor.add(type, index, handler)
             return handler
 
         return register_handler
@@ -614,6 +643,17 @@ class Geode:
         Returns:
             A RunSummary: messages processed, failures, replies, dead letters, why it ended.
         """
+        self._processor.check_runner()  # at once, not after waiting for the lock
+        return self._serialised(self._run, node, count, until, timeout, quiescent)
+
+    def _run(
+        self,
+        node: str | int | None,
+        count: int | None,
+        until: Callable[[], bool] | None,
+        timeout: float | None,
+        quiescent: bool | None,
+    ) -> RunSummary:
         self._check_open("run")
         served = list(self._local) if node is None else [self._local_index(node, "run")]
         timeout = check_timeout(timeout)
@@ -622,6 +662,7 @@ class Geode:
             quiescent = count is None and until is None
         return self._processor.run(served, count, until, deadline, quiescent)
 
+    @locked
     def reply(self, request: Message, value: Any, *, timeout: float | None = None) -> None:
         """Send ``value`` back to the sender of a received ``request`` as its reply."""
         self._reply(request, value, timeout, False)
@@ -632,6 +673,7 @@ class Geode:
             raise ValueError(f"reply() needs a received message, got {request!r}")
         self._send(value, request.dest, request.source, False, timeout, request.id, 0, batch)
 
+    @locked
     def request(
         self,
         message: Any,
@@ -703,6 +745,7 @@ class Geode:
         name = "+".join(self._names[index] for index in indices)
         return Group(self, name, indices, chosen)
 
+    @locked
     def topic(
         self,
         name: str,
@@ -736,6 +779,7 @@ class Geode:
         """
         return self._channels.topic(name, publishers, subscribers, retain, total_order, sequencer)
 
+    @locked
     def work_queue(
         self,
         name: str,
@@ -765,6 +809,7 @@ class Geode:
         """
         return self._channels.work_queue(name, consumers, dispatcher, producers, prefetch)
 
+    @locked
     def stop(self, node: str | int, *, source: str | int | None = None) -> None:
         """Send a `Stop` message: ``node``'s run() loop ends when it gets there (in order
         after what ``source`` sent it before)."""
@@ -772,6 +817,7 @@ class Geode:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @locked
     def close(self, timeout: float | None = None) -> None:
         """Deliver everything in flight, then stop sending.
 
@@ -899,6 +945,16 @@ class Geode:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _serialised(self, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """``call(*args, **kwargs)`` holding the gate: the hot paths' way in once other
+        threads exist (the rest of the public calls always hold it, see `locked`)."""
+        gate = self._gate
+        gate.enter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            gate.release()
+
     def _check_open(self, operation: str) -> None:
         if self._closed:
             raise ClosedError(operation)
@@ -983,7 +1039,9 @@ class Geode:
                 engine.poll()
             return found
         transport = self._transport
-        if timeout == 0 or not transport.delivers_later:
+        if timeout == 0 or not (
+            transport.delivers_later or (other_threads() and senders_may_run())
+        ):
             engine.poll()
             found = engine.take(index, match, key, False)
             if found is None and timeout != 0 and self._inboxes[index].next_ready():
@@ -1031,7 +1089,9 @@ class Geode:
         engine = self._engine
         transport = self._transport
         deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = Backoff()
+        gate = self._gate
+        backoff = Backoff(gate=gate)  # lets other threads in while this one waits
+        turns = gate.turns
         inbox = self._inboxes[index]
         while True:
             if engine.waited:  # requests to this rank's nodes are answered while it waits
@@ -1046,9 +1106,11 @@ class Geode:
                 engine.forward()
             if (
                 forwarded
+                or gate.turns != turns  # other threads ran: one may have delivered it
                 or transport.spin(backoff.slice(transport.busy))
                 or inbox.next_ready() == 0
             ):
+                turns = gate.turns
                 found = engine.take(index, match, key, False)
                 if found is not None:
                     return found
@@ -1059,6 +1121,11 @@ class Geode:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             backoff.pause(transport.busy)
+            if self._closed:  # by another thread, while this one paused
+                return None
+            if not (transport.delivers_later or senders_may_run()):
+                # One process, and the threads that could have sent to it are gone.
+                return engine.take(index, match, key, False)
 
     def _waited(self, index: int, started: float, what: str) -> None:
         """Count the time node ``index`` spent waiting since ``started`` (perf_counter)."""

@@ -17,6 +17,7 @@ from geode_mpi import codec
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
+from geode_mpi.transport.gate import locked
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -38,6 +39,7 @@ class Group:
 
     def __init__(self, geode: Geode, name: str, members: Sequence[int], sequencer: int) -> None:
         self._geode = geode
+        self._gate = geode._gate  # its send holds it, as the Geode's calls do
         self.name = name
         self._members = tuple(members)
         self._sequencer = sequencer
@@ -52,6 +54,7 @@ class Group:
         """The node that orders the group's messages."""
         return self._geode.nodes[self._sequencer]
 
+    @locked
     def send(
         self, message: Any, source: str | int | None = None, *, timeout: float | None = None
     ) -> SendHandle:

@@ -9,6 +9,7 @@ from geode_mpi import codec
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.errors import AckTimeout, SendTimeout, check_timeout
 from geode_mpi.transport import SendTicket
+from geode_mpi.transport.gate import other_threads
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -108,7 +109,12 @@ class SendHandle:
         geode._unfinished_checks += 1
         if geode._unfinished_checks & (15 if ticket.held else 3):
             return False
-        geode._progress()
+        if other_threads() and not geode._owned():
+            return geode._serialised(self._progress_done)
+        return self._progress_done()
+
+    def _progress_done(self) -> bool:
+        self._geode._progress()
         return self._complete()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -120,7 +126,8 @@ class SendHandle:
                 way the message stays in flight or in the outbox.
         """
         timeout = check_timeout(timeout)
-        self._wait(None if timeout is None else time.monotonic() + timeout, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._geode._serialised(self._wait, deadline, timeout)
 
     def _wait(self, deadline: float | None, timeout: float | None) -> None:
         ticket = self._ticket

@@ -15,6 +15,7 @@ message was in flight and no rank worked in between; the coordinator then tells 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,11 +25,12 @@ from geode_mpi import codec
 from geode_mpi.core.observe import trace_receive
 from geode_mpi.delivery import Receipt
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
-from geode_mpi.errors import DecodeError
+from geode_mpi.errors import DecodeError, ThreadError
 from geode_mpi.message import Message
-from geode_mpi.queues import Parcel
+from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Backoff
+from geode_mpi.transport.gate import other_threads, senders_may_run
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -166,6 +168,11 @@ class Processor:
         self.quiescence: Quiescence | None = Quiescence(geode)
         self.served = RunSummary()  # what serve_waited did, over this Geode's life
         geode._engine.on_waited = self.serve_waited
+        self.runner: threading.Thread | None = None  # the thread inside run(), if any
+        # Ids of the requests a request() waits for in some thread: run() leaves their
+        # replies in the queue for it.
+        self.awaited: set[int] = set()
+        self._not_awaited: Match = lambda parcel: parcel.reply_to not in self.awaited
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -228,7 +235,8 @@ class Processor:
         dead_before = engine.stats[index].dead_letters
         begun = now_us() if TRACER.on else 0.0
         try:
-            result = handler(message)
+            # Without the lock while other threads exist: they may use the Geode meanwhile.
+            result = geode._gate.unlocked(handler, message) if other_threads() else handler(message)
             if result is not None:
                 geode._reply(message, result, None, True)
                 summary.replies += 1
@@ -268,11 +276,11 @@ class Processor:
         for index in served:
             if index in self.stopped or (limit is not None and done >= limit):
                 continue
-            match = None
+            match = self._not_awaited if self.awaited else None
             if handled_only:
 
                 def match(parcel: Parcel, index: int = index) -> bool:
-                    return self.handles(index, parcel)
+                    return self.handles(index, parcel) and (parcel.reply_to not in self.awaited)
 
             found = engine.take(index, match, None, True)
             if found is None:
@@ -334,8 +342,9 @@ class Processor:
             return parcel.reply_to == wanted and parcel.source == dst
 
         others = [index for index in geode._local if index != src]
+        self.awaited.add(wanted)  # before anything lets another thread in
         summary = RunSummary()
-        backoff = Backoff()
+        backoff = Backoff(gate=transport.gate)  # hands the gate to other threads
         started = time.perf_counter()
         try:
             while True:
@@ -354,7 +363,7 @@ class Processor:
                     continue
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
-                if not transport.delivers_later:
+                if not (transport.delivers_later or senders_may_run()):
                     return None  # one process, nothing left to process: no reply can come
                 engine.flush_after(started)
                 if transport.spin(backoff.slice(transport.busy)):
@@ -362,6 +371,7 @@ class Processor:
                 else:
                     backoff.pause(transport.busy)
         finally:
+            self.awaited.discard(wanted)
             geode._waited(src, started, "wait: request")
 
     def has_handlers(self, index: int) -> bool:
@@ -370,6 +380,37 @@ class Processor:
     # -- the loop --------------------------------------------------------------------------
 
     def run(
+        self,
+        served: list[int],
+        count: int | None,
+        until: Callable[[], bool] | None,
+        deadline: float | None,
+        quiescent: bool,
+    ) -> RunSummary:
+        me = self.check_runner()
+        outer, self.runner = self.runner, me
+        try:
+            return self._run(served, count, until, deadline, quiescent)
+        finally:
+            self.runner = outer
+
+    def check_runner(self) -> threading.Thread:
+        """The calling thread, if it may enter run() (no other thread is inside it).
+
+        Raises:
+            ThreadError: another thread is inside run().
+        """
+        me = threading.current_thread()
+        runner = self.runner
+        if runner is not None and runner is not me:
+            raise ThreadError(
+                f"run() was called in thread {me.name!r} while thread {runner.name!r} is "
+                "inside run(): one run loop per Geode at a time (its handlers may call any "
+                "other method, and other threads may send and receive meanwhile)"
+            )
+        return me
+
+    def _run(
         self,
         served: list[int],
         count: int | None,
@@ -387,7 +428,7 @@ class Processor:
             if self.quiescence is None:
                 self.quiescence = Quiescence(geode)
             self.quiescence.reset()
-        backoff = Backoff()
+        backoff = Backoff(gate=transport.gate)  # hands the gate to other threads
         idle_since = time.perf_counter()
         waited = 0.0
         while True:

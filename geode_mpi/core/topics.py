@@ -31,6 +31,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport.base import Frame, SendTicket, copy_frame
+from geode_mpi.transport.gate import locked, other_threads
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -105,6 +106,7 @@ class Topic:
         sequencer: int | None,
     ) -> None:
         self._geode = geode
+        self._gate = geode._gate  # its public calls hold it, as the Geode's do
         self.name = name
         self.wire = wire
         self._publishers = tuple(publishers)
@@ -188,6 +190,8 @@ class Topic:
             QueueFull, SendTimeout, EncodeError, ClosedError: as for `Geode.isend`.
         """
         geode = self._geode
+        if other_threads() and not geode._owned():
+            return geode._serialised(self.publish, message, source, ack=ack, timeout=timeout)
         src = geode.rank if source is None else geode._placement.index(source, "source")
         if src not in self._publishers:
             raise ValueError(
@@ -220,13 +224,18 @@ class Topic:
         stream = self._streams[src]
         number = stream.number
         deadline = None if timeout is None else time.monotonic() + timeout
-        pairs = []
         pairs_out = engine.pairs_out
-        for sub in stream.subscribers:
-            pair = pairs_out.get((number, sub))
-            if pair is None or (pair.credits is not None and pair.credits <= 0):
-                pair = engine.reserve(number, sub, deadline, timeout)
-            pairs.append(pair)
+        gate = geode._gate
+        while True:
+            turns = gate.turns
+            pairs = []
+            for sub in stream.subscribers:
+                pair = pairs_out.get((number, sub))
+                if pair is None or (pair.credits is not None and pair.credits <= 0):
+                    pair = engine.reserve(number, sub, deadline, timeout)  # may let others in
+                pairs.append(pair)
+            if gate.turns == turns:
+                break  # no other thread took a credit of the pairs reserved before the last
         seq = self._next_seq[number]
         count = geode._counter[src]
         stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, self.wire))
@@ -272,6 +281,7 @@ class Topic:
 
     # -- membership ------------------------------------------------------------------------
 
+    @locked
     def subscribe(self, nodes: str | int | Iterable[str | int]) -> None:
         """Add subscribers (collective: every rank calls it with the same nodes).
 
@@ -281,6 +291,7 @@ class Topic:
         added = [index for index in self._indices(nodes) if index not in self._subscribers]
         self._change(self._subscribers + tuple(added), added)
 
+    @locked
     def unsubscribe(self, nodes: str | int | Iterable[str | int]) -> None:
         """Remove subscribers (collective). Messages already delivered stay in their queues;
         the publishers stop waiting for those subscribers' acks and credits."""

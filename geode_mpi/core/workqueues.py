@@ -30,6 +30,7 @@ from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import ClosedError, GeodeTimeoutError, ReceiveTimeout, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER, now_us
+from geode_mpi.transport.gate import locked
 
 if TYPE_CHECKING:
     from geode_mpi.core.geode import Geode
@@ -69,6 +70,7 @@ class WorkQueue:
         producers: int,
     ) -> None:
         self._geode = geode
+        self._gate = geode._gate  # its public calls hold it, as the Geode's do
         self.name = name
         self.number = number  # the stream its tasks reach the consumers on
         self._consumers = tuple(consumers)
@@ -113,6 +115,7 @@ class WorkQueue:
 
     # -- producers -------------------------------------------------------------------------
 
+    @locked
     def put(
         self, task: Any, source: str | int | None = None, *, timeout: float | None = None
     ) -> SendHandle:
@@ -123,6 +126,7 @@ class WorkQueue:
         msg.__dict__[WORK_ATTRIBUTE] = self.number
         return self._to_dispatcher(msg, source, timeout)
 
+    @locked
     def finish(self, source: str | int | None = None) -> None:
         """Say that ``source`` will put no more tasks. Once every producer node has (each
         rank's node by default, every node for a one-process world), `get` returns None to
@@ -140,6 +144,7 @@ class WorkQueue:
 
     # -- consumers -------------------------------------------------------------------------
 
+    @locked
     def get(self, node: str | int | None = None, *, timeout: float | None = None) -> Message | None:
         """The next task for consumer ``node`` (default: this rank's node), waiting for one;
         None once the queue is finished (see `finish`) and empty.
@@ -202,6 +207,7 @@ class WorkQueue:
                 self._hand_out(WorkDone(), consumer)
                 self._told.add(consumer)
 
+    @locked
     def serve(self, timeout: float | None = None) -> None:
         """On the dispatcher's rank: hand tasks out until the queue is finished (every producer
         called `finish`), empty, and every consumer has been told so; elsewhere return at once.

@@ -36,6 +36,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Inbox, Key, Match, Parcel
 from geode_mpi.transport import Transport, backoff
 from geode_mpi.transport.base import copy_frame
+from geode_mpi.transport.gate import other_threads
 
 ACK_BATCH = 128  # processed messages per pair that make an ack record go out at once
 # A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
@@ -73,10 +74,15 @@ class Receipt:
         self._parcel = parcel
 
     def ack(self) -> None:
+        if other_threads():  # Message.ack() may come from any thread: hold the gate
+            with self._engine.transport.gate:
+                self._engine.finish(self._index, self._parcel)
+            return
         self._engine.finish(self._index, self._parcel)
 
     def nack(self, error: BaseException | None) -> None:
-        self._engine.fail(self._index, self._parcel, error)
+        with self._engine.transport.gate:
+            self._engine.fail(self._index, self._parcel, error)
 
 
 class Engine:
@@ -759,7 +765,10 @@ class Engine:
             self.flush()
 
     def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
-        """Drive progress until ``done()`` or the deadline (False), flushing acks if it lasts."""
+        """Drive progress until ``done()`` or the deadline (False), flushing acks if it lasts.
+
+        Other threads may run at its pauses (the gate is handed over): callers look at the
+        state again once it returns, never before (``done()`` holds when it returns True)."""
         started = time.perf_counter()
 
         def done_or_work() -> bool:
@@ -773,7 +782,7 @@ class Engine:
                 self.flush_after(started)
             return done()
 
-        return self.transport.wait(done_or_work, deadline)
+        return self.transport.wait(done_or_work, deadline, self.transport.gate)
 
     def snapshot(self, index: int) -> NodeStats:
         """A copy of a local node's counters, with its queue depth and outbox size now."""

@@ -7,6 +7,10 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geode_mpi.transport.gate import Gate
 
 # Called from every sleeping pause with the seconds since the wait last saw an event
 # (the hang watchdog, geode_mpi.transport.watchdog); None: nothing to call.
@@ -85,6 +89,8 @@ class Backoff:
         busy_spin: seconds of yield-polling after the last event while transfers are in flight.
         min_sleep: the first sleep.
         max_sleep: the longest sleep; bounds the latency an idle waiter adds.
+        gate: the lock the waiting call holds: released while it sleeps, handed over at
+            every pause while another thread waits for it (None: no lock).
     """
 
     def __init__(
@@ -94,17 +100,24 @@ class Backoff:
         busy_spin: float = 1.0,
         min_sleep: float = 20e-6,
         max_sleep: float = 1e-3,
+        gate: Gate | None = None,
     ) -> None:
+        self.gate = gate
         self.spin = spin
         self.yield_time = yield_time
         self.busy_spin = busy_spin
         self.min_sleep = min_sleep
         self.max_sleep = max_sleep
         self.busy_slice = 2e-3
-        self.reset()
+        self._since = time.perf_counter()  # not reset(): creating one never lets others in
+        self._sleep = min_sleep
 
     def reset(self) -> None:
-        """Start over: the next pauses spin again."""
+        """Start over: the next pauses spin again. (An event: while another thread waits for
+        the gate, hand it over here too, or a wait that keeps seeing events would starve it.)"""
+        gate = self.gate
+        if gate is not None and gate.waiters:
+            gate.handoff()
         self._since = time.perf_counter()
         self._sleep = self.min_sleep
 
@@ -119,7 +132,10 @@ class Backoff:
         return self.spin
 
     def pause(self, busy: bool = False) -> None:
-        """Pause before the next poll."""
+        """Pause before the next poll (letting other threads in, see `Gate`)."""
+        gate = self.gate
+        if gate is not None and gate.waiters:
+            gate.handoff()
         idle = time.perf_counter() - self._since
         if idle < self.spin:
             return
@@ -128,7 +144,10 @@ class Backoff:
         if idle < (self.busy_spin if busy else self.yield_time):
             os.sched_yield()
             return
-        time.sleep(self._sleep)
+        if gate is None:
+            time.sleep(self._sleep)
+        else:
+            gate.sleep(self._sleep)
         self._sleep = min(self._sleep * 2, self.max_sleep)
         if _idle_hook is not None:
             _idle_hook(idle)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from geode_mpi.transport.backoff import Backoff
+from geode_mpi.transport.gate import Gate
 
 Frame = np.ndarray[Any, Any]
 
@@ -68,6 +69,8 @@ class Transport(abc.ABC):
     delivers_later: bool = True
 
     def __init__(self) -> None:
+        # The lock of this transport and everything above it (see `Gate`).
+        self.gate = Gate()
         self._sink: Sink = self._no_sink
         self._sink_run: RunSink = self._one_by_one
 
@@ -117,19 +120,24 @@ class Transport(abc.ABC):
         """
         return self.progress()
 
-    def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
+    def wait(
+        self, done: Callable[[], bool], deadline: float | None, gate: Gate | None = None
+    ) -> bool:
         """Drive progress until ``done()`` (checked after every poll) or the deadline passes.
 
         Args:
             done: the condition waited for.
             deadline: a `time.monotonic()` instant, or None for no limit.
+            gate: let other threads in at the pauses (see `Backoff`). Only for a wait between
+                two operations: the transport's own waits (inside a broadcast, a drain) hold
+                the gate throughout.
 
         Returns:
             True if ``done()`` became true, False at the deadline.
         """
         if done():
             return True
-        backoff = Backoff()
+        backoff = Backoff(gate=gate)
         while True:
             if self.spin(backoff.slice(self.busy)):
                 backoff.reset()

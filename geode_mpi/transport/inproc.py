@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from geode_mpi.errors import WorldMismatchError
 from geode_mpi.transport.base import Frame, SendTicket, Transport, copy_frame
+from geode_mpi.transport.gate import Gate
 
 
 class InProcHub:
@@ -22,6 +23,8 @@ class InProcHub:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be an int >= 1, got {size!r}")
         self.size = size
+        # One lock for all its endpoints: a send on one runs the receiving endpoint's sink.
+        self.gate = Gate()
         self.endpoints = [InProcTransport(self, rank) for rank in range(size)]
         self._agreed: dict[str, bytes] = {}
         self.streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
@@ -49,6 +52,7 @@ class InProcTransport(Transport):
         self.hub = hub
         self.rank = rank
         self.size = hub.size
+        self.gate = hub.gate
 
     def send(
         self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False

@@ -138,6 +138,10 @@ class MPITransport(Transport):
 
     def __init__(self, comm: Any = None, *, inline_max: int = INLINE_MAX) -> None:
         super().__init__()
+        level = MPI.Query_thread()
+        if level < MPI.THREAD_SERIALIZED:  # geode_mpi's calls may come from any thread
+            name = "single" if level == MPI.THREAD_SINGLE else "funneled"
+            self.gate.main_only = f"MPI was started at thread level {name!r}"
         base = MPI.COMM_WORLD if comm is None else comm
         self.comm = base.Dup()
         self.rank = self.comm.Get_rank()

@@ -1,0 +1,150 @@
+"""A/B: one benchmark of two checkouts, run alternately, compared as paired ratios.
+
+Run as ``python benchmarks/ab.py --a /path/to/main --b . --bench pingpong`` (``--help``).
+Each checkout runs its own ``benchmarks/NAME.py`` with its own venv (``CHECKOUT/.venv``), or,
+without one (an exported tree: ``git archive REV | tar -x -C DIR``), with this Python and
+``PYTHONPATH=CHECKOUT``, under the ``mpiexec -n 2`` beside that Python. The two alternate
+(A B, then B A, ...) so that a change in the machine's load falls on both. Each pair gives
+B/A for every figure; the table shows the median of each side and the median of the paired
+ratios, with their range, and the best run of each side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+Figures = Callable[[dict[str, Any]], dict[str, float]]
+
+
+def pingpong(data: dict[str, Any]) -> dict[str, float]:
+    """One-way latencies (us): the run's median and its best repeat (other load only ever adds
+    time, so the best repeat is the steadier estimate on a busy machine), and geode's median
+    over the raw pickle baseline of the same run."""
+    found: dict[str, float] = {}
+    for row in data["arrays"]:
+        methods = row["methods"]
+        label = f"{row['size']} B"
+        found[f"geode {label} us"] = methods["geode"]["median_us"]
+        found[f"geode {label} best us"] = min(methods["geode"]["repeats_us"])
+        found[f"geode/pickle {label}"] = (
+            methods["geode"]["median_us"] / methods["raw pickle"]["median_us"]
+        )
+    small = data["small_message"]["methods"]["geode Message"]
+    found["geode Message us"] = small["median_us"]
+    found["geode Message best us"] = min(small["repeats_us"])
+    found["Message/raw dict"] = data["small_message"]["geode_over_dict_latency"]
+    return found
+
+
+def rate(data: dict[str, Any]) -> dict[str, float]:
+    """Message rates (per s, the median repeat), and geode's over raw isend of the same run."""
+    found: dict[str, float] = {}
+    for method, rates in data["rates_per_s"].items():
+        if method != "raw isend":
+            found[f"{method} /s"] = statistics.median(rates)
+            found[f"{method} best /s"] = max(rates)
+    found.update(data["median_ratios"])
+    return found
+
+
+def hotpath(data: dict[str, Any]) -> dict[str, float]:
+    """CPU microseconds per message in one process: the median and the best loop."""
+    found: dict[str, float] = {}
+    for method, result in data["results"].items():
+        found[f"{method} us"] = result["median_us"]
+        found[f"{method} best us"] = result["best_us"]
+    return found
+
+
+BENCHMARKS: dict[str, Figures] = {"pingpong": pingpong, "rate": rate, "hotpath": hotpath}
+
+
+def run_once(
+    checkout: Path, bench: str, args: Sequence[str], timeout: float, nice: int, script: Path
+) -> dict[str, Any]:
+    """Run the benchmark ``script`` with one checkout's venv once; its JSON. (Its own
+    ``benchmarks/NAME.py``, except hotpath.py: B's, which A may not have; it runs in one
+    process, without mpiexec.)"""
+    venv = checkout / ".venv" / "bin"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    if not (venv / "python").exists():
+        venv = Path(sys.executable).parent
+        env["PYTHONPATH"] = str(checkout)  # ahead of the venv's editable install
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.json"
+        command = ["nice", "-n", str(nice)] if nice else []
+        if bench != "hotpath":
+            command += [str(venv / "mpiexec"), "-n", "2"]
+        command += [str(venv / "python"), str(script), *args, "--json", str(out)]
+        done = subprocess.run(
+            command, cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if done.returncode != 0 or not out.exists():
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+        loaded: dict[str, Any] = json.loads(out.read_text())
+        return loaded
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", type=Path, required=True, help="checkout A (the baseline)")
+    parser.add_argument("--b", type=Path, required=True, help="checkout B (the change)")
+    parser.add_argument("--bench", choices=sorted(BENCHMARKS), required=True)
+    parser.add_argument("--pairs", type=int, default=6, help="A/B pairs to run (6)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per run (600)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the benchmark at this niceness (negative: ahead of other load; root only)",
+    )
+    parser.add_argument("--json", type=Path, help="write every figure of every run here")
+    parser.add_argument("args", nargs="*", help="after --: the benchmark's own options")
+    options = parser.parse_args(argv)
+    figures = BENCHMARKS[options.bench]
+    a, b = options.a.resolve(), options.b.resolve()
+    runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    for k in range(options.pairs):
+        order = (("A", a), ("B", b)) if k % 2 == 0 else (("B", b), ("A", a))
+        for side, checkout in order:
+            own = checkout / "benchmarks" / f"{options.bench}.py"
+            script = b / "benchmarks" / "hotpath.py" if options.bench == "hotpath" else own
+            data = run_once(
+                checkout, options.bench, options.args, options.timeout, options.nice, script
+            )
+            runs[side].append(figures(data))
+        print(f"pair {k + 1}/{options.pairs} done", file=sys.stderr, flush=True)
+    names = list(runs["A"][0])
+    print(f"{options.bench}: A = {a}, B = {b}, {options.pairs} pairs, {' '.join(options.args)}")
+    print("medians over the runs of each side; B/A paired: the median of the pairs' ratios;")
+    print("best: the best run of each side (lowest time, highest rate), and their ratio")
+    header = f"{'figure':26} {'A median':>10} {'B median':>10} {'B/A paired':>10}  {'range':13}"
+    print(f"{header} {'A best':>10} {'B best':>10} {'B/A best':>9}")
+    summary = {}
+    for name in names:
+        ours = [run[name] for run in runs["B"]]
+        theirs = [run[name] for run in runs["A"]]
+        paired = [mine / base for mine, base in zip(ours, theirs, strict=True)]
+        summary[name] = statistics.median(paired)
+        pick = max if name.endswith("/s") or "_over_" in name else min
+        print(
+            f"{name:26} {statistics.median(theirs):10.4g} {statistics.median(ours):10.4g} "
+            f"{summary[name]:10.3f}  {min(paired):5.3f}-{max(paired):<7.3f} "
+            f"{pick(theirs):10.4g} {pick(ours):10.4g} {pick(ours) / pick(theirs):9.3f}"
+        )
+    if options.json is not None:
+        options.json.write_text(json.dumps({"runs": runs, "paired_medians": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

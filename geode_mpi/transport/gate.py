@@ -1,0 +1,181 @@
+"""The gate: one lock per runtime, held by every public call, handed over while a call waits."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, Protocol, TypeVar
+
+from geode_mpi.errors import ThreadError
+
+# How many Python threads run besides the main one (those started by `threading` or
+# `_thread`): while it is 0, no other thread can be inside a geode_mpi call, and the hot
+# paths (send, isend, receive) skip the lock. CPython's own counter; about 20 ns a call.
+other_threads: Callable[[], int] = getattr(_thread, "_count", None) or (
+    lambda: threading.active_count() - 1
+)
+
+_MAIN = threading.main_thread()
+R = TypeVar("R")
+
+
+def senders_may_run() -> bool:
+    """True while another thread that is not a daemon runs: in one process, only such a thread
+    can still send to a receive that waits (a notebook's or a test runner's own threads are
+    daemons, and do not count)."""
+    me = threading.current_thread()
+    return any(
+        thread is not me and not thread.daemon and thread.is_alive()
+        for thread in threading.enumerate()
+    )
+
+
+HANDOFF = 2e-3  # seconds a waiting holder lets a blocked thread take the lock, at most
+
+
+class Gate:
+    """The lock of everything above one transport: its Geode (or all the Geodes of one
+    `InProcHub`), their engines, queues and the transport itself.
+
+    Every public call holds it (reentrant: handlers called from ``run()`` send). A call that
+    waits lets other threads in at its back-off pauses: before sleeping it releases the lock
+    and takes it back after; and while another thread is blocked on the lock, every pause
+    hands the lock over (`handoff`), so that a thread waiting in ``receive()`` never starves a
+    thread that wants to send.
+    """
+
+    __slots__ = (
+        "_release_save",
+        "_restore",
+        "acquire",
+        "entries",
+        "lock",
+        "main_only",
+        "owned",
+        "release",
+        "turns",
+        "waiters",
+    )
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.acquire = self.lock.acquire
+        self.release = self.lock.release
+        # RLock's own helpers (the ones threading.Condition uses): release every level this
+        # thread holds, and take them all back.
+        self.owned: Callable[[], bool] = self.lock._is_owned  # type: ignore[attr-defined]
+        self._release_save: Callable[[], Any] = self.lock._release_save  # type: ignore[attr-defined]
+        self._restore: Callable[[Any], None] = self.lock._acquire_restore  # type: ignore[attr-defined]
+        self.waiters: deque[None] = deque()  # one entry per thread blocked on the lock
+        self.entries = 0  # times a blocked thread got the lock (changed only under it)
+        # Times a holder let the lock go while it waited: other threads may have changed
+        # anything meanwhile (delivered the message it waits for, say), so it looks again.
+        self.turns = 0
+        # Why only the main thread may enter (an MPI library below the SERIALIZED thread
+        # level), or None: any thread may.
+        self.main_only: str | None = None
+
+    def enter(self) -> None:
+        """Take the lock, blocking (counted as a waiter) while another thread holds it.
+
+        Raises:
+            ThreadError: only the main thread may enter (`main_only`), and this is another.
+        """
+        if self.main_only is not None and threading.current_thread() is not _MAIN:
+            raise ThreadError(
+                f"a geode_mpi call from thread {threading.current_thread().name!r}: "
+                f"{self.main_only}, so only the main thread may call geode_mpi (start MPI at "
+                "level 'serialized' or 'multiple', mpi4py.rc.thread_level, or call geode_mpi "
+                "from the main thread only)"
+            )
+        if self.acquire(False):
+            return
+        waiters = self.waiters
+        waiters.append(None)  # deque.append and pop are atomic: no lock needed for the count
+        try:
+            self.acquire()
+        finally:
+            waiters.pop()
+        self.entries += 1
+
+    def __enter__(self) -> None:
+        self.enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, without the lock if this thread holds it."""
+        if not self.owned():
+            time.sleep(seconds)
+            return
+        state = self._release_save()
+        try:
+            time.sleep(seconds)
+        finally:
+            self._take_back(state)
+
+    def unlocked(self, call: Callable[[Any], R], arg: Any) -> R:
+        """``call(arg)`` without the lock (if this thread holds it): a user's handler, which
+        may block on other threads; its own geode_mpi calls take the lock again."""
+        if not self.owned():
+            return call(arg)
+        state = self._release_save()
+        try:
+            return call(arg)
+        finally:
+            self._take_back(state)
+
+    def handoff(self) -> None:
+        """Let the threads blocked on the lock take it, then take it back (a wait's pause).
+
+        Releasing alone would not do: the releasing thread would usually take the lock again
+        before a woken waiter runs. So it sleeps until one got in (or `HANDOFF` passed).
+        """
+        if not self.owned():
+            return
+        entries = self.entries
+        state = self._release_save()
+        try:
+            until = time.perf_counter() + HANDOFF
+            while self.waiters and self.entries == entries and time.perf_counter() < until:
+                time.sleep(0)  # gives up the GIL: the woken waiter runs
+        finally:
+            self._take_back(state)
+
+    def _take_back(self, state: Any) -> None:
+        waiters = self.waiters
+        waiters.append(None)  # a holder that waits in its turn hands the lock back to us
+        try:
+            self._restore(state)
+        finally:
+            waiters.pop()
+        self.turns += 1
+
+
+class Gated(Protocol):
+    """An object whose public calls go through a gate."""
+
+    _gate: Gate
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def locked(method: F) -> F:
+    """Run ``method`` holding ``self._gate`` (for the public calls off the hot path)."""
+
+    @wraps(method)
+    def call(self: Gated, *args: Any, **kwargs: Any) -> Any:
+        gate = self._gate
+        gate.enter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            gate.release()
+
+    return call  # type: ignore[return-value]

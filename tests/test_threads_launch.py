@@ -1,0 +1,22 @@
+"""Threads at an MPI thread level too low for them: refused at once, with the rule."""
+
+from __future__ import annotations
+
+import pytest
+from mpirun import mpirun
+
+pytestmark = pytest.mark.mpi
+
+
+def test_a_call_from_another_thread_is_refused_at_thread_level_funneled() -> None:
+    result = mpirun(2, ["tests/scripts/threads_funneled.py"], timeout=120)
+    assert result.returncode == 0, result.explain()
+    if "is enough: nothing to refuse" in result.stdout:
+        pytest.skip("this MPI library gives more than 'funneled' when asked for it")
+    for rank in (0, 1):
+        assert (
+            f"rank {rank}: a geode_mpi call from thread 'worker': MPI was started at thread "
+            "level 'funneled', so only the main thread may call geode_mpi"
+        ) in result.stdout, result.explain()
+    # The main thread's calls still work: both messages arrived.
+    assert "rank 1 received ['from the main thread', 'from the main thread']" in result.stdout
