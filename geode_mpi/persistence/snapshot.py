@@ -216,6 +216,12 @@ def _dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise CheckpointError(f"{what}: expected a list, got {_brief(value)}")
+    return value
+
+
 def _int_array(value: Any, what: str) -> np.ndarray[Any, Any]:
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu":
         raise CheckpointError(f"{what}: expected an int array, got {_brief(value)}")
@@ -269,10 +275,7 @@ def load(engine: Engine, tree: Any) -> Restored:
         if index not in engine.inboxes:
             raise CheckpointError(f"the checkpoint holds node index {key}, not hosted here")
         _load_node(restored, index, _dict(node, f"engine/nodes/{key}"))
-    pairs_in = tree.get("pairs_in")
-    if not isinstance(pairs_in, list):
-        raise CheckpointError(f"engine/pairs_in: expected a list, got {_brief(pairs_in)}")
-    for k, item in enumerate(pairs_in):
+    for k, item in enumerate(_list(tree.get("pairs_in"), "engine/pairs_in")):
         what = f"engine/pairs_in[{k}]"
         item = _dict(item, what)
         source, dest = _ints(item.get("key"), f"{what}/key", 2)
@@ -283,10 +286,7 @@ def load(engine: Engine, tree: Any) -> Restored:
         pair.done_extra = set(_ints(item.get("done_extra"), f"{what}/done_extra"))
         pair.unacked = _ints(item.get("unacked"), f"{what}/unacked")
         restored.pairs_in[(source, dest)] = pair
-    pairs_out = tree.get("pairs_out")
-    if not isinstance(pairs_out, list):
-        raise CheckpointError(f"engine/pairs_out: expected a list, got {_brief(pairs_out)}")
-    for k, item in enumerate(pairs_out):
+    for k, item in enumerate(_list(tree.get("pairs_out"), "engine/pairs_out")):
         what = f"engine/pairs_out[{k}]"
         item = _dict(item, what)
         source, dest = _ints(item.get("key"), f"{what}/key", 2)
