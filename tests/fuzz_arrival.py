@@ -160,7 +160,7 @@ class World:
         self.next_id = 0
 
     def stamp(self) -> codec.Stamp:
-        pair = self.geode._engine._in.get((1, 0))
+        pair = self.geode._runtime.engine._in.get((1, 0))
         seq = pair.expected if pair is not None else 0
         self.next_id += 1
         return codec.make_stamp(self.next_id, seq, time.time(), 1, 0)
@@ -384,7 +384,7 @@ class Fuzzer:
 
 
 def dropped_count(world: World) -> int:
-    return sum(world.geode._engine.malformed.values())
+    return sum(world.geode._runtime.engine.malformed.values())
 
 
 def main(argv: list[str] | None = None) -> int:

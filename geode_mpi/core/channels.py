@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from geode_mpi.core.checkpointing import restore_queue, restore_topic
+from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_topic
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE, WORK_ATTRIBUTE
-from geode_mpi.core.observe import trace_receive
+from geode_mpi.core.processing import Processor
+from geode_mpi.core.runtime import Runtime
 from geode_mpi.core.topics import STREAM_BASE, Topic
+from geode_mpi.core.tracepoints import trace_receive
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER
-
-if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode
 
 
 def _ignore(message: Message) -> None:
@@ -31,18 +29,21 @@ class Channels:
     here until it does.
     """
 
-    def __init__(self, geode: Geode) -> None:
+    def __init__(self, geode: Runtime, processor: Processor) -> None:
         self._geode = geode
+        self._processor = processor
         self.topics: dict[str, Topic] = {}
         self.topics_by_wire: dict[int, Topic] = {}
         self.work_queues: dict[int, WorkQueue] = {}  # by stream number
+        geode.task_sources = self.work_queues  # a consumer's taken task goes to its queue
+        self.checkpointer: Checkpointer | None = None  # the Geode's, to restore from
         self._early: list[tuple[int, int, Message, str, int]] = []
         self._streams_made = 0
 
     def new_stream_number(self) -> int:
         """The next stream's number (beyond every node index)."""
         self._streams_made += 1
-        return len(self._geode.nodes) + STREAM_BASE + self._streams_made - 1
+        return len(self._geode.names) + STREAM_BASE + self._streams_made - 1
 
     def topic(
         self,
@@ -55,7 +56,7 @@ class Channels:
     ) -> Topic:
         """`Geode.topic`: check the arguments (the same on every rank), create the topic."""
         geode = self._geode
-        if geode._sealed:
+        if geode.sealed:
             raise ClosedError("topic")
         if not isinstance(name, str) or not name:
             raise ValueError(f"a topic name must be a non-empty str, got {name!r}")
@@ -63,7 +64,7 @@ class Channels:
             raise ValueError(f"topic {name!r} already exists")
         if isinstance(retain, bool) or not isinstance(retain, int) or retain < 0:
             raise ValueError(f"retain must be an int >= 0, got {retain!r}")
-        placement = geode._placement
+        placement = geode.placement
         pubs = [placement.index(node, "publisher") for node in publishers]
         subs = [placement.index(node, "subscriber") for node in subscribers]
         for what, nodes in (("publishers", pubs), ("subscribers", subs)):
@@ -75,14 +76,15 @@ class Channels:
         if total_order or sequencer is not None:
             chosen = pubs[0] if sequencer is None else placement.index(sequencer, "sequencer")
         arguments = (name, pubs, subs, retain, chosen)
-        geode._transport.check_same(repr(arguments).encode(), f"topic {name!r}")
-        wire = len(geode.nodes) + len(self.topics)
-        topic = Topic(geode, name, wire, pubs, subs, retain, chosen)
+        geode.transport.check_same(repr(arguments).encode(), f"topic {name!r}")
+        wire = len(geode.names) + len(self.topics)
+        topic = Topic(geode, name, wire, pubs, subs, retain, chosen, self.new_stream_number)
         self.topics[name] = topic
         self.topics_by_wire[wire] = topic
-        checkpointer = geode._checkpointer
+        checkpointer = self.checkpointer
         if checkpointer is not None and name in checkpointer.topics:
-            restore_topic(topic, checkpointer.topics.pop(name))
+            streams = geode.engine.topics.of_topic(wire)
+            restore_topic(streams, checkpointer.topics.pop(name))
         self.release_early()
         return topic
 
@@ -97,7 +99,7 @@ class Channels:
         """`Geode.work_queue`: check the arguments (the same on every rank), create the
         queue."""
         geode = self._geode
-        if geode._sealed:
+        if geode.sealed:
             raise ClosedError("work_queue")
         if not isinstance(name, str) or not name:
             raise ValueError(f"a work queue name must be a non-empty str, got {name!r}")
@@ -105,23 +107,23 @@ class Channels:
             raise ValueError(f"work queue {name!r} already exists")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
-        placement = geode._placement
+        placement = geode.placement
         taking = [placement.index(node, "consumer") for node in consumers]
         if not taking or len(set(taking)) != len(taking):
             raise ValueError(f"work queue {name!r} needs distinct consumers, got {consumers!r}")
         owner = 0 if dispatcher is None else placement.index(dispatcher, "dispatcher")
         making = (
-            list(range(len(geode.nodes)))
+            list(range(len(geode.names)))
             if producers is None
             else [placement.index(node, "producer") for node in producers]
         )
         arguments = (name, taking, owner, making, prefetch)
-        geode._transport.check_same(repr(arguments).encode(), f"work queue {name!r}")
+        geode.transport.check_same(repr(arguments).encode(), f"work queue {name!r}")
         number = self.new_stream_number()
         queue = WorkQueue(geode, name, number, taking, owner, prefetch, len(set(making)))
         self.work_queues[number] = queue
-        geode._processor.add(WorkDone, None, _ignore)
-        checkpointer = geode._checkpointer
+        self._processor.add(WorkDone, None, _ignore)
+        checkpointer = self.checkpointer
         if checkpointer is not None and name in checkpointer.queues:
             # Restarted: the requests and tasks in flight at the checkpoint are in its state.
             restore_queue(queue, checkpointer.queues.pop(name))
@@ -155,8 +157,8 @@ class Channels:
             if topic is None:
                 self._early.append((index, source, message, TOPIC_ATTRIBUTE, number))
                 return
-            state["origin"] = self._geode.nodes[source]
-            topic._publish(message, index, False, None)
+            state["origin"] = self._geode.names[source]
+            topic.publish_sequenced(message, index)
             return
         number = state.pop(WORK_ATTRIBUTE)
         queue = self.work_queues.get(number)

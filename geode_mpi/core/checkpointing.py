@@ -19,7 +19,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,13 +47,19 @@ from geode_mpi.persistence.snapshot import (
 from geode_mpi.tracing import TRACER, now_us
 
 if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode
+    from geode_mpi.core.groups import Sequencer
+    from geode_mpi.core.runtime import Runtime
     from geode_mpi.core.topics import Topic
     from geode_mpi.core.workqueues import WorkQueue
+    from geode_mpi.delivery.topics import TopicStream
 
 log = logging.getLogger("geode_mpi")
 _BLANK = codec.Stamp(0, 0, 0.0, 0, 0)
 _JSON_TYPES = (str, int, float, bool, type(None))
+
+
+def _cannot_close(timeout: float | None) -> None:
+    raise RuntimeError("the Geode did not tell its checkpointer how to close it")
 
 
 def encode_state(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,7 +147,7 @@ class Checkpointer:
 
     def __init__(
         self,
-        geode: Geode,
+        geode: Runtime,
         directory: str | os.PathLike[str],
         keep: int,
         every: float | None = None,
@@ -149,6 +155,12 @@ class Checkpointer:
         term_grace: float = DEFAULT_GRACE,
     ) -> None:
         self.geode = geode
+        # What else a checkpoint saves, and how a SIGTERM's last one closes the Geode: set by
+        # the Geode once its topics, work queues and sequencer exist.
+        self.topics_made: Mapping[str, Topic] = {}
+        self.queues_made: Mapping[int, WorkQueue] = {}
+        self.sequencer: Sequencer | None = None
+        self.close_geode: Callable[[float | None], None] = _cannot_close
         self.store = CheckpointStore(directory, keep, key_from_environment())
         self.epoch = 0  # the last checkpoint written or restored
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
@@ -166,7 +178,7 @@ class Checkpointer:
         self._catching = TERMINATION.install(term_grace, geode.rank, geode.size, geode.node)
 
     def sent(self) -> int:
-        return sum(stats.sent for stats in self.geode._engine.stats.values())
+        return sum(stats.sent for stats in self.geode.engine.stats.values())
 
     def maybe(self, state: Mapping[str, Any] | None, timeout: float | None) -> int | None:
         """Collective: checkpoint if the policy says so on any rank (rank 0's clock for time),
@@ -177,7 +189,7 @@ class Checkpointer:
         sent_due = (
             self.every_messages is not None and self.sent() - self.last_sent >= self.every_messages
         )
-        votes = geode._transport.allgather((TERMINATION.requested, time_due, sent_due))
+        votes = geode.transport.allgather((TERMINATION.requested, time_due, sent_due))
         terminated = any(vote[0] for vote in votes)
         if not (terminated or votes[0][1] or any(vote[2] for vote in votes)):
             return None
@@ -191,7 +203,7 @@ class Checkpointer:
                     "exiting (restart with --restart)",
                     flush=True,
                 )
-            geode.close(timeout)
+            self.close_geode(timeout)
         TERMINATION.finished()
         raise SystemExit(0)
 
@@ -203,14 +215,15 @@ class Checkpointer:
 
     def _take(self, state: Mapping[str, Any] | None, timeout: float | None) -> int:
         geode = self.geode
-        if geode._sealed:
+        if geode.sealed:
             raise ClosedError("checkpoint")
         timeout = check_timeout(timeout)
         started = time.perf_counter()
         tree: dict[str, Any] = {"state": encode_state(state or {})}
-        engine = geode._engine
-        transport = geode._transport
-        sequencer = geode._sequencer
+        engine = geode.engine
+        transport = geode.transport
+        sequencer = self.sequencer
+        assert sequencer is not None, "the Geode sets the sequencer before any checkpoint"
         while True:  # a forward sends: drain again until nothing moves
             while engine.forwards:
                 engine.forward()
@@ -221,13 +234,12 @@ class Checkpointer:
                 break
         drained = time.perf_counter()
         tree["engine"] = capture(engine)
-        tree["geode"] = JsonValue({"counters": {str(k): v for k, v in geode._counter.items()}})
+        tree["geode"] = JsonValue({"counters": {str(k): v for k, v in geode.counter.items()}})
         tree["topics"] = {
-            topic.name: topic_state(topic) for topic in geode._channels.topics.values()
+            topic.name: topic_state(engine.topics.of_topic(topic.wire))
+            for topic in self.topics_made.values()
         }
-        tree["queues"] = {
-            queue.name: queue_state(queue) for queue in geode._channels.work_queues.values()
-        }
+        tree["queues"] = {queue.name: queue_state(queue) for queue in self.queues_made.values()}
         newest = max(self.store.epochs(complete_only=False), default=0)
         epoch = max(transport.allgather(max(newest, self.epoch))) + 1
         if geode.rank == 0:
@@ -237,7 +249,7 @@ class Checkpointer:
         written = write_rank_file(self.store.epoch_path(epoch), geode.rank, attrs, tree)
         files = transport.allgather(written)
         if geode.rank == 0:
-            info = {"nodes": list(geode._names), "size": geode.size}
+            info = {"nodes": list(geode.names), "size": geode.size}
             self.store.write_manifest(epoch, files, info)
         transport.allgather(None)  # sealed: every rank returns a complete checkpoint's epoch
         self.epoch = int(epoch)
@@ -287,7 +299,7 @@ class Checkpointer:
                 restart never silently starts afresh when there was something to resume.
         """
         geode = self.geode
-        transport = geode._transport
+        transport = geode.transport
         # Rank 0's view of the directory, so that every rank tries the same epochs in order.
         candidates, sealed = transport.allgather(
             (self.store.epochs(complete_only=False), self.store.epochs(complete_only=True))
@@ -335,8 +347,8 @@ class Checkpointer:
                     "restart: no complete checkpoint in %s; starting afresh", self.store.directory
                 )
             return None
-        chosen.engine.apply(geode._engine)
-        geode._counter.update(chosen.counters)
+        chosen.engine.apply(geode.engine)
+        geode.counter.update(chosen.counters)
         self.topics = chosen.topics
         self.queues = chosen.queues
         self.epoch = chosen.epoch
@@ -363,10 +375,10 @@ class Checkpointer:
         nodes, size = manifest.get("nodes"), manifest.get("size")
         if not isinstance(nodes, list) or not all(isinstance(name, str) for name in nodes):
             raise CheckpointError(f"{path / MANIFEST}: nodes {nodes!r} is not a list of names")
-        if size != geode.size or nodes != list(geode._names):
+        if size != geode.size or nodes != list(geode.names):
             raise _OtherJob(
                 f"{path}: saved with nodes {nodes} on {size} rank(s); this job has nodes "
-                f"{list(geode._names)} on {geode.size}: restart with the same nodes and number "
+                f"{list(geode.names)} on {geode.size}: restart with the same nodes and number "
                 "of ranks"
             )
         _, tree = self.store.validate(epoch, geode.rank).read(geode.rank)
@@ -374,14 +386,14 @@ class Checkpointer:
             counters = _mapping(_mapping(tree.get("geode"), "geode").get("counters"), "counters")
             return _Loaded(
                 epoch,
-                load(geode._engine, tree.get("engine")),
+                load(geode.engine, tree.get("engine")),
                 {_index(key, "counters"): _count(value) for key, value in counters.items()},
                 {
                     name: load_topic(state)
                     for name, state in _mapping(tree.get("topics", {}), "topics").items()
                 },
                 {
-                    name: load_queue(state, geode._names)
+                    name: load_queue(state, geode.names)
                     for name, state in _mapping(tree.get("queues", {}), "queues").items()
                 },
                 decode_state(tree.get("state")),
@@ -399,12 +411,12 @@ class Checkpointer:
 # -- topics and work queues ----------------------------------------------------------------
 
 
-def topic_state(topic: Topic) -> dict[str, Any]:
+def topic_state(streams: Sequence[TopicStream]) -> dict[str, Any]:
+    """A topic's state (its streams' numbering and retained messages) as a tree."""
     return {
-        "next_seq": JsonValue({str(number): seq for number, seq in topic._next_seq.items()}),
+        "next_seq": JsonValue({str(stream.number): stream.next_seq for stream in streams}),
         "retained": {
-            str(number): pack_messages(list(retained))
-            for number, retained in topic._retained.items()
+            str(stream.number): pack_messages(list(stream.retained)) for stream in streams
         },
     }
 
@@ -420,24 +432,28 @@ def load_topic(state: Any) -> dict[str, Any]:
     }
 
 
-def restore_topic(topic: Topic, state: Mapping[str, Any]) -> None:
-    """Put a topic's state from `load_topic` into the topic just created."""
-    topic._next_seq.update(state["next_seq"])
+def restore_topic(streams: Sequence[TopicStream], state: Mapping[str, Any]) -> None:
+    """Put a topic's state from `load_topic` into the streams of the topic just created."""
+    by_number = {stream.number: stream for stream in streams}
+    for number, seq in state["next_seq"].items():
+        by_number[number].next_seq = seq
     for number, messages in state["retained"].items():
-        topic._retained[number].extend(messages)
+        by_number[number].retained.extend(messages)
 
 
 def queue_state(queue: WorkQueue) -> dict[str, Any]:
-    encoded = [codec.encode(task, _BLANK) for task in queue._tasks]
+    """A work queue's dispatcher state as a tree."""
+    state = queue.dispatch
+    encoded = [codec.encode(task, _BLANK) for task in state.tasks]
     return {
         "tasks": pack_messages(encoded),
         "numbers": JsonValue(
             {
-                "wanting": list(queue._wanting),
-                "producers_left": queue._producers_left,
-                "finished": queue._finished,
-                "told": sorted(queue._told),
-                "dispatched": queue.dispatched,
+                "wanting": list(state.wanting),
+                "producers_left": state.producers_left,
+                "finished": state.finished,
+                "told": sorted(state.told),
+                "dispatched": state.dispatched,
             }
         ),
     }
@@ -480,10 +496,11 @@ def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
 
 def restore_queue(queue: WorkQueue, state: Mapping[str, Any]) -> None:
     """Put a work queue's state from `load_queue` into the queue just created."""
-    queue._tasks.extend(state["tasks"])
+    dispatch = queue.dispatch
+    dispatch.tasks.extend(state["tasks"])
     numbers = state["numbers"]
-    queue._wanting.extend(numbers["wanting"])
-    queue._producers_left = numbers["producers_left"]
-    queue._finished = numbers["finished"]
-    queue._told.update(numbers["told"])
-    queue.dispatched = numbers["dispatched"]
+    dispatch.wanting.extend(numbers["wanting"])
+    dispatch.producers_left = numbers["producers_left"]
+    dispatch.finished = numbers["finished"]
+    dispatch.told.update(numbers["told"])
+    dispatch.dispatched = numbers["dispatched"]

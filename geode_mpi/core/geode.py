@@ -1,14 +1,12 @@
-"""The Geode: this rank's nodes, point-to-point send and receive, and the progress loop."""
+"""The Geode: the public face of a job on this rank (its runtime does the work)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.core.channels import Channels
@@ -17,56 +15,40 @@ from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
 from geode_mpi.core.groups import Group, Sequencer
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.observe import (
+    Observed,
     finish_job,
     start_observing,
     start_watchdog,
     stop_watchdog,
-    trace_receive,
-    trace_send,
 )
-from geode_mpi.core.placement import ID_BITS, Placement, node_names
+from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import note_closed, register, unregister
+from geode_mpi.core.runtime import NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
 from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.core.topics import Topic
+from geode_mpi.core.tracepoints import trace_receive
 from geode_mpi.core.workqueues import WorkQueue
-from geode_mpi.delivery import DeadLetter, Engine, NodeStats, QueueConfig
+from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.delivery.config import node_configs
-from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.errors import (
-    ClosedError,
     DecodeError,
     GeodeTimeoutError,
-    NodeNotLocalError,
     ReceiveTimeout,
     RestartDirError,
     check_timeout,
 )
 from geode_mpi.message import Message
-from geode_mpi.queues import Match, Parcel
-from geode_mpi.tracing import TRACER, now_us
-from geode_mpi.transport import Backoff, Transport, open_world
+from geode_mpi.queues import Match
+from geode_mpi.tracing import TRACER
+from geode_mpi.transport import Transport, open_world
 from geode_mpi.transport.gate import locked, other_threads, senders_may_run
 from geode_mpi.transport.watchdog import hang_timeout
 
-_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 # Hot-path names, bound once.
-_Stamp = codec.Stamp
-_encode = codec.encode
 _decode = codec.decode
-_TRACKED = codec.FLAG_TRACKED
 _NO_REPLY = codec.NO_REPLY
-_WAITED = codec.FLAG_WAITED
-_TOPIC = codec.FLAG_TOPIC
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
-_track = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to of a header
-POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
-POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
-FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
-log = logging.getLogger("geode_mpi")
-_NONE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path" (see _plain_queue)
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
 class Geode:
@@ -126,78 +108,52 @@ class Geode:
         grace = term_grace_of(term_grace)
         if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
             check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
-        self._transport = transport if transport is not None else open_world(comm)
-        # Every public call holds the gate; send, isend and receive skip it while no other
-        # thread exists (see _serialised and docs/point-to-point.md, "Threads").
-        self._gate = self._transport.gate
-        self._owned = self._gate.owned
-        self.rank: int = self._transport.rank
-        self.size: int = self._transport.size
-        names = node_names(nodes, self.size)
-        self._placement = Placement(names, self.size)
-        configs = node_configs(self._placement.names, self._placement.index, queue, queues)
+        transport = transport if transport is not None else open_world(comm)
+        names = node_names(nodes, transport.size)
+        placement = Placement(names, transport.size)
+        configs = node_configs(placement.names, placement.index, queue, queues)
         resend_after = check_timeout(resend_after, "resend_after")
-        self._transport.check_same(
+        transport.check_same(
             repr((names, configs, acks, resend_after)).encode(),
             "the node names and delivery settings",
         )
-        self._names = names
-        self._index_of = {name: k for k, name in enumerate(names)}
-        # dest as given -> (node index, rank, pair) for sends from this rank's node on pairs
-        # without credits: what _send would otherwise look up on every message
-        self._routes: dict[Any, tuple[int, int, PairOut]] = {}
-        self._local = self._placement.hosted_by(self.rank)
-        self._acks = bool(acks)
-        self._engine = Engine(
-            self._transport,
-            names,
-            self._placement.rank_of,
-            self._local,
-            configs,
-            resend_after,
-            self._decode,
-        )
-        self._inboxes = self._engine.inboxes
-        self._queued = {index: inbox.waiting for index, inbox in self._inboxes.items()}
-        # This rank's node's queue while receiving from it may take the fast path (automatic
-        # acks, no window, not closed); an empty deque otherwise.
-        self._plain_queue = self._queued[self.rank] if self.rank in self._engine.plain else _NONE
-        self._counter = dict.fromkeys(self._local, 0)
-        self._closed = False
-        self._sealed = False  # True once close() began: nothing may be sent from then on,
-        self._serving = False  # except while close() still serves the other ranks (handlers)
-        self._all_closing = False  # close() saw every rank call close()
-        self._sends = 0
-        self._receives = 0
-        self._unfinished_checks = 0  # SendHandle.done() calls that found their send unfinished
-        self._processor = Processor(self)
-        self._channels = Channels(self)  # its topics and work queues
-        self._sequencer = Sequencer(self)
-        self._engine.on_forward = self._sequencer.forward
+        self._runtime = runtime = Runtime(transport, placement, configs, acks, resend_after)
+        self._transport = transport
+        self._gate = runtime.gate  # what `locked` holds around the public calls
+        self.rank: int = runtime.rank
+        self.size: int = runtime.size
+        self._processor = Processor(runtime)
+        self._channels = Channels(runtime, self._processor)  # its topics and work queues
+        self._sequencer = Sequencer(runtime, self._channels.to_owner)
+        runtime.engine.on_forward = self._sequencer.forward
         self._checkpointer: Checkpointer | None = None
         self.restored_state: dict[str, Any] | None = None
         directory = checkpoint_dir or os.environ.get("GEODE_CHECKPOINT_DIR") or None
         if restart is None:
             restart = os.environ.get("GEODE_RESTART") == "1"
         if directory is not None:
-            self._checkpointer = Checkpointer(
-                self,
+            checkpointer = Checkpointer(
+                runtime,
                 directory,
                 keep_checkpoints,
                 checkpoint_every,
                 checkpoint_every_messages,
                 grace,
             )
+            checkpointer.topics_made = self._channels.topics
+            checkpointer.queues_made = self._channels.work_queues
+            checkpointer.sequencer = self._sequencer
+            checkpointer.close_geode = self.close
+            self._checkpointer = self._channels.checkpointer = checkpointer
             if restart:
-                self.restored_state = self._checkpointer.restore()
+                self.restored_state = checkpointer.restore()
         elif restart:
             raise ValueError("restart needs a checkpoint_dir (or GEODE_CHECKPOINT_DIR)")
-        self._finished = False  # close() gathered --stats / --trace
-        self._arrived: Callable[[], bool] | None = None  # close()'s barrier for them
         TRACER.start(self.rank, self.size, names)
-        self._watchdog = start_watchdog(self, hang)  # --hang-timeout
-        start_observing(self)  # --stats / --trace: what to leave if the job fails
-        register(self)
+        self._watchdog = start_watchdog(runtime, hang)  # --hang-timeout
+        self._observed = Observed(runtime, self._checkpointer)
+        start_observing(self._observed)  # --stats / --trace: what to leave if the job fails
+        register(self, self._end, self._report_unreceived)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -263,25 +219,25 @@ class Geode:
     @property
     def node(self) -> str:
         """This rank's own node: ``nodes[rank]``."""
-        return self._placement.names[self.rank]
+        return self._runtime.placement.names[self.rank]
 
     @property
     def nodes(self) -> tuple[str, ...]:
         """Every node of the job, in index order."""
-        return self._placement.names
+        return self._runtime.placement.names
 
     @property
     def local_nodes(self) -> tuple[str, ...]:
         """The nodes this rank hosts (all of them in the embedded world)."""
-        return tuple(self._placement.names[index] for index in self._local)
+        return tuple(self._runtime.placement.names[index] for index in self._runtime.local)
 
     def hosts(self, node: str | int) -> bool:
         """True if this rank hosts ``node``."""
-        return self._placement.index(node) in self._inboxes
+        return self._runtime.placement.index(node) in self._runtime.inboxes
 
     def rank_of(self, node: str | int) -> int:
         """The rank that hosts ``node``."""
-        return self._placement.rank_of(self._placement.index(node))
+        return self._runtime.placement.rank_of(self._runtime.placement.index(node))
 
     @property
     def transport(self) -> Transport:
@@ -325,81 +281,10 @@ class Geode:
             SendTimeout: dest's queue stayed full for ``timeout`` seconds (nothing was sent).
             ClosedError: this Geode is closed.
         """
-        if other_threads() and not self._owned():
-            return self._serialised(self._send, message, source, dest, ack, timeout)
-        return self._send(message, source, dest, ack, timeout)
-
-    def _send(
-        self,
-        message: Any,
-        source: str | int | None,
-        dest: str | int | None,
-        ack: bool,
-        timeout: float | None,
-        reply_to: int = codec.NO_REPLY,
-        flags: int = 0,
-        batch: bool = True,
-    ) -> SendHandle:
-        if self._sealed and not self._serving:
-            raise ClosedError("isend")
-        route = None
-        if source is None:
-            try:
-                route = self._routes.get(dest)
-            except TypeError:  # unhashable: not a node name; the general path says so
-                route = None
-        if route is not None:  # this rank's node to a dest sent to before, without credits
-            src = self.rank
-            dst, rank, pair = route
-        else:
-            placement = self._placement
-            src = self.rank if source is None else placement.index(source, "source")
-            try:
-                index = self._index_of.get(dest)  # type: ignore[arg-type]
-            except TypeError:  # unhashable: not a node name; let index() say so
-                index = None
-            if index is None:
-                if dest is None:
-                    raise TypeError("send() needs a dest: send(message, dest='node1')")
-                index = placement.index(dest, "dest")
-            dst = index
-            if src not in self._inboxes:  # its own rank sends it
-                return SendHandle.elsewhere(self, src, dst)
-            engine = self._engine
-            found = engine.pairs_out.get((src, dst))
-            if found is not None and (found.credits is None or found.credits > 0):
-                pair = found
-            else:
-                if timeout is None:
-                    pair = engine.reserve(src, dst, None, None)
-                else:
-                    timeout = check_timeout(timeout)
-                    pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
-            rank = dst % self.size
-            if source is None and pair.credits is None:
-                self._routes[dest] = (dst, rank, pair)  # no credits now means none ever
-        traced = TRACER.on
-        begun = now_us() if traced else 0.0
-        msg = message if isinstance(message, Message) else Message(message)
-        engine = self._engine
-        seq = pair.next_seq
-        count = self._counter[src]
-        stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
-        tracked = self._acks or ack
-        if tracked:
-            flags |= _TRACKED | _WAITED if ack else _TRACKED
-        meta, frames = _encode(msg, stamp, flags, reply_to)
-        ticket = self._transport.send(rank, meta, frames, batch)
-        self._counter[src] = count + 1
-        engine.sent(src, pair, meta, frames, rank, tracked)
-        if traced:
-            trace_send(self, stamp, msg, meta, frames, begun)
-        self._sends += 1
-        if not self._sends & POLL_EVERY_SENDS - 1:
-            # A rank that only sends still drains what arrives; polling on every send would
-            # add a probe to the latency of each small message.
-            engine.poll()
-        return SendHandle(self, ticket, stamp, pair if tracked else None, ack)
+        runtime = self._runtime
+        if other_threads() and not runtime.owned():
+            return runtime.serialised(runtime.send, message, source, dest, ack, timeout)
+        return runtime.send(message, source, dest, ack, timeout)
 
     def send(
         self,
@@ -436,17 +321,17 @@ class Geode:
                 outbox and may still be processed, once.
             ClosedError: this Geode is closed.
         """
-        if (ack or other_threads()) and not self._owned():  # ack: handlers may run here
-            return self._serialised(self.send, message, source, dest, ack=ack, timeout=timeout)
-        if self._sealed and not self._serving:
-            raise ClosedError("send")
+        runtime = self._runtime
+        if (ack or other_threads()) and not runtime.owned():  # ack: handlers may run here
+            return runtime.serialised(self.send, message, source, dest, ack=ack, timeout=timeout)
+        runtime.check_sending("send")
         deadline = None
         if timeout is not None:
             timeout = check_timeout(timeout)
             deadline = time.monotonic() + (timeout or 0.0)
-        handle = self._send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
-        if not handle._complete():
-            handle._wait(deadline, timeout)
+        handle = runtime.send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
+        if not handle.complete():
+            handle.wait_until(deadline, timeout)
         return handle
 
     # -- receiving -------------------------------------------------------------------------
@@ -483,8 +368,9 @@ class Geode:
             DecodeError: the message arrived but cannot be decoded here.
             ClosedError: the Geode is closed and nothing matching is queued.
         """
-        if other_threads() and not self._owned():
-            return self._serialised(
+        runtime = self._runtime
+        if other_threads() and not runtime.owned():
+            return runtime.serialised(
                 self.receive,
                 node,
                 source=source,
@@ -494,7 +380,7 @@ class Geode:
                 topic=topic,
             )
         if (
-            self._plain_queue
+            runtime.plain_queue
             and node is None
             and source is None
             and type is None
@@ -504,16 +390,16 @@ class Geode:
         ):
             # The commonest receive: this rank's node, a message already queued, automatic
             # acks, no window: take it and decode it without the general machinery.
-            engine = self._engine
+            engine = runtime.engine
             parcel = engine.take_plain(self.rank)
             if parcel is not None:
-                self._receives += 1
-                if not self._receives & POLL_EVERY_RECEIVES - 1:
+                runtime.receives += 1
+                if not runtime.receives & POLL_EVERY_RECEIVES - 1:
                     engine.poll()
                 try:
-                    message = _decode(parcel.meta, parcel.frames, self._names)
+                    message = _decode(parcel.meta, parcel.frames, runtime.names)
                     if parcel.flags & _FROM_STREAM:
-                        self._stream_fields(message, parcel, self.rank)
+                        runtime.stream_fields(message, parcel, self.rank)
                     if TRACER.on:
                         trace_receive(self.rank, message, "receive")
                     return message
@@ -522,25 +408,25 @@ class Geode:
                     raise
         if timeout is not None:
             timeout = check_timeout(timeout)
-        index = self.rank if node is None else self._local_index(node, "receive")
+        index = self.rank if node is None else runtime.local_index(node, "receive")
         match = (
             None
             if source is None and type is None and topic is None
             else self._matcher(source, type, topic)
         )
-        found = self._take(index, match, None if order is None else order_key(order), timeout)
+        found = runtime.take(index, match, None if order is None else order_key(order), timeout)
         if found is not None:
-            return self._deliver(index, found)
-        inbox = self._inboxes[index]
-        if self._closed:
-            raise ClosedError("receive")
+            return runtime.deliver(index, found)
+        inbox = runtime.inboxes[index]
+        runtime.check_open("receive")
+        names = runtime.names
         raise ReceiveTimeout(
-            self._placement.names[index],
+            names[index],
             timeout or 0.0,
-            None if source is None else self._placement.names[self._placement.index(source)],
+            None if source is None else names[runtime.placement.index(source)],
             type_label(type),
             len(inbox),
-            waited=self._transport.delivers_later or senders_may_run(),
+            waited=runtime.transport.delivers_later or senders_may_run(),
         )
 
     @locked
@@ -554,16 +440,16 @@ class Geode:
         topic: Topic | str | None = None,
     ) -> Message | None:
         """Like `receive`, but return None at once when nothing matching is queued."""
-        index = self._local_index(node, "try_receive")
-        if not self._closed:
-            self._progress()
-        found = self._engine.take(
+        index = self._runtime.local_index(node, "try_receive")
+        if not self._runtime.closed:
+            self._runtime.poll()
+        found = self._runtime.engine.take(
             index,
             self._matcher(source, type, topic),
             order_key(order),
             False,
         )
-        return None if found is None else self._deliver(index, found)
+        return None if found is None else self._runtime.deliver(index, found)
 
     @locked
     def flush(self) -> None:
@@ -572,26 +458,26 @@ class Geode:
         Any geode_mpi call that waits does this too; call it before blocking in MPI calls of
         your own (or in anything else that does not call geode_mpi) right after an `isend`.
         """
-        if not self._closed:
-            self._engine.flush()
+        if not self._runtime.closed:
+            self._runtime.engine.flush()
 
     @locked
     def stats(self, node: str | int | None = None) -> NodeStats:
         """Counters of a local node (default: this rank's node): messages, bytes, acks,
         retries, duplicates dropped, dead letters, queue depth and peak, credit waits."""
-        return self._engine.snapshot(self._local_index(node, "stats"))
+        return self._runtime.engine.snapshot(self._runtime.local_index(node, "stats"))
 
     @locked
     def dead_letters(self, node: str | int | None = None) -> list[DeadLetter]:
         """Messages a local node could not process in ``max_attempts`` tries, oldest first."""
-        return list(self._engine.dead[self._local_index(node, "dead_letters")])
+        return list(self._runtime.engine.dead[self._runtime.local_index(node, "dead_letters")])
 
     @locked
     def pending(self, node: str | int | None = None) -> int:
         """How many messages wait in a local node's queue."""
-        if not self._closed:
-            self._progress()
-        return len(self._inboxes[self._local_index(node, "pending")])
+        if not self._runtime.closed:
+            self._runtime.poll()
+        return len(self._runtime.inboxes[self._runtime.local_index(node, "pending")])
 
     # -- processing ------------------------------------------------------------------------
 
@@ -607,7 +493,7 @@ class Geode:
             type: a Message subclass, or a class name.
             node: only for this node (default: every node this rank hosts).
         """
-        index = None if node is None else self._placement.index(node)
+        index = None if node is None else self._runtime.placement.index(node)
 
         def register_handler(handler: Handler) -> Handler:
             with self._gate:
@@ -644,7 +530,7 @@ class Geode:
             A RunSummary: messages processed, failures, replies, dead letters, why it ended.
         """
         self._processor.check_runner()  # at once, not after waiting for the lock
-        return self._serialised(self._run, node, count, until, timeout, quiescent)
+        return self._runtime.serialised(self._run, node, count, until, timeout, quiescent)
 
     def _run(
         self,
@@ -654,8 +540,10 @@ class Geode:
         timeout: float | None,
         quiescent: bool | None,
     ) -> RunSummary:
-        self._check_open("run")
-        served = list(self._local) if node is None else [self._local_index(node, "run")]
+        self._runtime.check_open("run")
+        served = (
+            list(self._runtime.local) if node is None else [self._runtime.local_index(node, "run")]
+        )
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         if quiescent is None:
@@ -665,13 +553,7 @@ class Geode:
     @locked
     def reply(self, request: Message, value: Any, *, timeout: float | None = None) -> None:
         """Send ``value`` back to the sender of a received ``request`` as its reply."""
-        self._reply(request, value, timeout, False)
-
-    def _reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:
-        # The run loop's replies may be batched: the loop flushes them whenever it is idle.
-        if request.id is None or request.source is None or request.dest is None:
-            raise ValueError(f"reply() needs a received message, got {request!r}")
-        self._send(value, request.dest, request.source, False, timeout, request.id, 0, batch)
+        self._runtime.reply(request, value, timeout, False)
 
     @locked
     def request(
@@ -707,19 +589,21 @@ class Geode:
         """
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        src = self._local_index(source, "request")
+        src = self._runtime.local_index(source, "request")
         # Sent as waited for: its node's rank serves it in whatever wait it is in.
-        handle = self._send(message, src, dest, True, timeout, _NO_REPLY, 0, False)
-        wanted = handle._stamp.id
-        found = self._processor.await_reply(src, handle._stamp.dest, wanted, deadline)
+        handle = self._runtime.send(message, src, dest, True, timeout, _NO_REPLY, 0, False)
+        wanted = handle.id
+        assert wanted is not None, "a request's source is local: this rank sent it"
+        dst = self._runtime.placement.index(handle.dest)
+        found = self._processor.await_reply(src, dst, wanted, deadline)
         if found is not None:
-            return self._deliver(src, found)
+            return self._runtime.deliver(src, found)
         raise ReceiveTimeout(
             handle.source,
             timeout or 0.0,
             handle.dest,
             f"reply to message {wanted}",
-            len(self._inboxes[src]),
+            len(self._runtime.inboxes[src]),
             waited=self._transport.delivers_later,
         )
 
@@ -736,14 +620,18 @@ class Geode:
             UnknownNodeError: a member or the sequencer is not a node of this job.
             ValueError: no members, or the same member twice.
         """
-        indices = [self._placement.index(member, "member") for member in members]
+        indices = [self._runtime.placement.index(member, "member") for member in members]
         if not indices:
             raise ValueError("a group needs at least one member")
         if len(set(indices)) != len(indices):
             raise ValueError(f"group members must be distinct, got {list(members)!r}")
-        chosen = indices[0] if sequencer is None else self._placement.index(sequencer, "sequencer")
-        name = "+".join(self._names[index] for index in indices)
-        return Group(self, name, indices, chosen)
+        chosen = (
+            indices[0]
+            if sequencer is None
+            else self._runtime.placement.index(sequencer, "sequencer")
+        )
+        name = "+".join(self._runtime.names[index] for index in indices)
+        return Group(self._runtime, name, indices, chosen)
 
     @locked
     def topic(
@@ -813,7 +701,7 @@ class Geode:
     def stop(self, node: str | int, *, source: str | int | None = None) -> None:
         """Send a `Stop` message: ``node``'s run() loop ends when it gets there (in order
         after what ``source`` sent it before)."""
-        self._send(Stop(), source, node, False, None, _NO_REPLY, 0, False)
+        self._runtime.send(Stop(), source, node, False, None, _NO_REPLY, 0, False)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -836,8 +724,8 @@ class Geode:
             GeodeTimeoutError: not finished within ``timeout`` seconds (says what is missing).
         """
         self._close(timeout)
-        if self._unreceived():  # receivable still: said at exit if nobody takes them
-            note_closed(self)
+        if self._runtime.unreceived():  # receivable still: said at exit if nobody takes them
+            note_closed(self._report_unreceived)
 
     def _end(self, timeout: float | None = None) -> None:
         """Close as the job's end for this Geode: then say what its nodes never received."""
@@ -845,28 +733,29 @@ class Geode:
         self._report_unreceived()
 
     def _close(self, timeout: float | None) -> None:
-        if self._closed:
+        runtime = self._runtime
+        if runtime.closed:
             return
         timeout = check_timeout(timeout)
-        self._sealed = True  # from here the job sends nothing (its handlers may, until ...)
-        if not self._all_closing and self._transport.delivers_later:
+        runtime.sealed = True  # from here the job sends nothing (its handlers may, until ...)
+        if not runtime.all_closing and runtime.transport.delivers_later:
             started = time.monotonic()
             self._serve_until_all_close(timeout)
             if timeout is not None:
                 timeout = max(timeout - (time.monotonic() - started), 0.0)
         # ... every rank is here: the counts of what was sent are exchanged next.
-        self._engine.flush()  # acks and credits owed go out before the counts are taken
-        if not self._finished:  # --stats / --trace, gathered while the transport still runs
+        runtime.engine.flush()  # acks and credits owed go out before the counts are taken
+        if not runtime.finished:  # --stats / --trace, gathered while the transport still runs
             started = time.monotonic()
-            gathered = finish_job(self, timeout)
-            self._finished = True
+            gathered = finish_job(self._observed, timeout)
+            runtime.finished = True
             if gathered and timeout is not None:
                 timeout = max(timeout - (time.monotonic() - started), 0.0)
-        self._transport.close(timeout)
+        runtime.transport.close(timeout)
         stop_watchdog(self._watchdog, free=True)
-        self._engine.closed = True
-        self._closed = True
-        self._plain_queue = _NONE
+        runtime.engine.closed = True
+        runtime.closed = True
+        runtime.plain_queue = NO_FAST_QUEUE
         if self._checkpointer is not None:
             self._checkpointer.close()
         unregister(self)
@@ -875,48 +764,28 @@ class Geode:
         """Serve requests and hand out work-queue tasks until every rank is in close(): a rank
         still waiting for a reply or a task needs this one (a barrier posted once, so a close
         retried after a timeout waits on the same one)."""
-        if self._arrived is None:
-            self._arrived = self._transport.all_entered()
+        runtime = self._runtime
+        if runtime.arrived is None:
+            runtime.arrived = runtime.transport.all_entered()
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._serving = True
+        runtime.serving = True
         try:
-            self._all_closing = self._engine.wait(self._arrived, deadline)
+            runtime.all_closing = runtime.engine.wait(runtime.arrived, deadline)
         finally:
-            self._serving = False
-        if not self._all_closing:
+            runtime.serving = False
+        if not runtime.all_closing:
             raise GeodeTimeoutError(
                 f"close() on rank {self.rank} timed out after {timeout:g} s: waiting for the "
                 "other ranks to call close()"
             )
 
-    def _unreceived(self) -> dict[str, Counter[str]]:
-        """The messages queued at this rank's nodes, by node and type."""
-        return {
-            self._names[index]: Counter(
-                codec.short_name(codec.peek(parcel.meta).class_name) for parcel in inbox
-            )
-            for index, inbox in self._inboxes.items()
-            if len(inbox)
-        }
-
     def _report_unreceived(self) -> None:
-        left = self._unreceived()
-        if not left:
-            return
-        parts = []
-        for node, types in left.items():
-            kinds = ", ".join(f"{count} {name}" for name, count in types.most_common())
-            parts.append(f"{node}: {sum(types.values())} message(s) ({kinds})")
-        log.warning(
-            "the job ends with messages never received: %s (receive() them, or run() their "
-            "handlers, before the end)",
-            "; ".join(parts),
-        )
+        self._runtime.report_unreceived()
 
     @property
     def closed(self) -> bool:
         """True after `close`."""
-        return self._closed
+        return self._runtime.closed
 
     def __enter__(self) -> Geode:
         return self
@@ -931,13 +800,14 @@ class Geode:
             self._end()
         else:
             # Another rank may never reach close(): do not wait for it while an error unwinds.
-            self._closed = self._sealed = True
-            self._plain_queue = _NONE
+            runtime = self._runtime
+            runtime.closed = runtime.sealed = True
+            runtime.plain_queue = NO_FAST_QUEUE
             stop_watchdog(self._watchdog, free=False)
             unregister(self)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._runtime.closed else "open"
         return (
             f"<Geode rank {self.rank}/{self.size} node={self.node} "
             f"local={list(self.local_nodes)} {state}>"
@@ -945,197 +815,14 @@ class Geode:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _serialised(self, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        """``call(*args, **kwargs)`` holding the gate: the hot paths' way in once other
-        threads exist (the rest of the public calls always hold it, see `locked`)."""
-        gate = self._gate
-        gate.enter()
-        try:
-            return call(*args, **kwargs)
-        finally:
-            gate.release()
-
-    def _check_open(self, operation: str) -> None:
-        if self._closed:
-            raise ClosedError(operation)
-
-    def _local_index(self, node: str | int | None, call: str) -> int:
-        if node is None:
-            return self.rank
-        index = self._placement.index(node)
-        if index not in self._inboxes:
-            name = self._placement.names[index]
-            raise NodeNotLocalError(call, name, self.rank, self._placement.rank_of(index))
-        return index
-
     def _matcher(
         self, source: str | int | None, type_filter: TypeFilter, topic: Topic | str | None = None
     ) -> Match | None:
         if topic is not None and source is None and type_filter is None:
             return self._channels.topic_named(topic).match  # made once per topic
-        index = None if source is None else self._placement.index(source, "source")
+        index = None if source is None else self._runtime.placement.index(source, "source")
         wire = None if topic is None else self._channels.topic_named(topic).wire
         return matcher(index, type_filter, wire)
-
-    def _decode(self, parcel: Parcel, index: int | None = None) -> Message:
-        """Decode a queued parcel; ``index``: the node that takes it (None: only looking)."""
-        message = codec.decode(parcel.meta, parcel.frames, self._names)
-        if parcel.flags & _FROM_STREAM:
-            self._stream_fields(message, parcel, index)
-        return message
-
-    def _stream_fields(self, message: Message, parcel: Parcel, index: int | None) -> None:
-        """A topic message as its subscriber sees it (its topic, itself as dest), or a work
-        queue's task as its consumer does (its queue, the dispatcher as source; taking it for
-        the first time asks for the next one)."""
-        state = message.__dict__
-        if parcel.flags & _TOPIC:
-            state["topic"] = self._engine.topics.names.get(_track(parcel.meta, 0)[3])
-            state["dest"] = None if index is None else self._names[index]
-            return
-        queue = self._channels.work_queues.get(parcel.source)
-        if queue is None:  # a damaged flag: not from a work queue's stream
-            raise DecodeError(
-                f"message {message.id} from node index {parcel.source} is flagged as a work "
-                "queue's task, but no work queue has that stream"
-            )
-        if index is not None and not parcel.attempts:
-            queue.taken(index, message)
-        else:
-            state.update(work_queue=queue.name, source=queue.dispatcher)
-
-    def _deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
-        """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""
-        parcel, receipt = found
-        try:
-            message = self._decode(parcel, index)
-        except DecodeError as exc:
-            if receipt is not None:
-                self._engine.in_hand -= 1
-            # Taken without a receipt it already counts as processed: record it all the same.
-            self._engine.dead_letter(index, parcel, exc, parcel.attempts + 1, receipt is not None)
-            raise
-        if receipt is not None:
-            message.__dict__["_receipt"] = receipt
-        if TRACER.on:
-            trace_receive(index, message, "receive")
-        return message
-
-    def _progress(self) -> bool:
-        return self._engine.poll()
-
-    def _take(
-        self, index: int, match: Match | None, key: Any, timeout: float | None
-    ) -> tuple[Parcel, Any] | None:
-        engine = self._engine
-        if self._closed:
-            return engine.take(index, match, key, False)
-        self._receives += 1
-        found = engine.take(index, match, key, False) if self._queued[index] else None
-        if found is not None:
-            # Taken without polling MPI first; every POLL_EVERY_RECEIVES-th receive polls
-            # anyway, to keep what arrives (and acks) moving while a backlog is drained.
-            if not self._receives & POLL_EVERY_RECEIVES - 1:
-                engine.poll()
-            return found
-        transport = self._transport
-        if timeout == 0 or not (
-            transport.delivers_later or (other_threads() and senders_may_run())
-        ):
-            engine.poll()
-            found = engine.take(index, match, key, False)
-            if found is None and timeout != 0 and self._inboxes[index].next_ready():
-                return self._take_retry(index, match, key, timeout)
-            return found
-        # Nothing queued: wait, spinning on MPI's probe first (a poll here would only probe
-        # the same empty queue once more). A reply in a ping-pong comes within this first
-        # spin, before any of the waiting machinery below is set up.
-        if (
-            not engine.forwards
-            and not transport.busy
-            and transport.spin(FIRST_SPIN)
-            and (found := engine.take(index, match, key, False)) is not None
-        ):
-            return found
-        started = time.perf_counter()
-        try:
-            return self._wait_take(index, match, key, timeout, started)
-        finally:
-            self._waited(index, started, "wait: receive")
-
-    def _take_retry(
-        self, index: int, match: Match | None, key: Any, timeout: float | None
-    ) -> tuple[Parcel, Any] | None:
-        """One process, nothing else can arrive: wait out the back-off of a failed message
-        put back for a retry, if it ends within ``timeout``, and take what is then ready."""
-        inbox = self._inboxes[index]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        started = time.perf_counter()
-        try:
-            while delay := inbox.next_ready():
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    return None  # it comes due after the timeout: nothing can arrive before
-                time.sleep(delay)
-                found = self._engine.take(index, match, key, False)
-                if found is not None:
-                    return found
-            return None
-        finally:
-            self._waited(index, started, "wait: receive")
-
-    def _wait_take(
-        self, index: int, match: Match | None, key: Any, timeout: float | None, started: float
-    ) -> tuple[Parcel, Any] | None:
-        engine = self._engine
-        transport = self._transport
-        deadline = None if timeout is None else time.monotonic() + timeout
-        gate = self._gate
-        backoff = Backoff(gate=gate)  # lets other threads in while this one waits
-        turns = gate.turns
-        inbox = self._inboxes[index]
-        while True:
-            if engine.waited:  # requests to this rank's nodes are answered while it waits
-                self._processor.serve_waited()
-                found = engine.take(index, match, key, False)
-                if found is not None:
-                    return found
-            forwarded = bool(engine.forwards)
-            if forwarded:
-                # A sequencer's forwards may land in this very queue (its node is a member):
-                # look before spinning, or they would wait for the next arrival from MPI.
-                engine.forward()
-            if (
-                forwarded
-                or gate.turns != turns  # other threads ran: one may have delivered it
-                or transport.spin(backoff.slice(transport.busy))
-                or inbox.next_ready() == 0
-            ):
-                turns = gate.turns
-                found = engine.take(index, match, key, False)
-                if found is not None:
-                    return found
-                backoff.reset()
-            if engine.resend_after is not None:
-                engine.poll()
-            engine.flush_after(started)  # the senders may be waiting for acks or credits
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            backoff.pause(transport.busy)
-            if self._closed:  # by another thread, while this one paused
-                return None
-            if not (transport.delivers_later or senders_may_run()):
-                # One process, and the threads that could have sent to it are gone.
-                return engine.take(index, match, key, False)
-
-    def _waited(self, index: int, started: float, what: str) -> None:
-        """Count the time node ``index`` spent waiting since ``started`` (perf_counter)."""
-        seconds = time.perf_counter() - started
-        self._engine.stats[index].wait_seconds += seconds
-        if TRACER.on:
-            TRACER.span(what, index, now_us() - seconds * 1e6)
-
-    def _wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
-        return self._engine.wait(done, deadline)
 
 
 def check_restart_dir(own: str | os.PathLike[str] | None, restart_dir: str | None) -> None:

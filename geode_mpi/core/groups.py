@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
@@ -20,8 +20,12 @@ from geode_mpi.queues import Parcel
 from geode_mpi.transport.gate import locked
 
 if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode
     from geode_mpi.core.handles import SendHandle
+    from geode_mpi.core.runtime import Runtime
+
+# A message for a total-order topic's sequencer or a work queue's dispatcher, which local
+# node ``index`` is: (index, source node index, message); see `Channels.to_owner`.
+ToOwner = Callable[[int, int, Message], None]
 
 WORK_ATTRIBUTE = "_geode_work"  # to a work queue's dispatcher: the queue's stream number
 TOPIC_ATTRIBUTE = "_geode_topic"  # to a total-order topic's sequencer: the topic's wire number
@@ -37,9 +41,9 @@ class Group:
     the sequencer, which forwarded it).
     """
 
-    def __init__(self, geode: Geode, name: str, members: Sequence[int], sequencer: int) -> None:
+    def __init__(self, geode: Runtime, name: str, members: Sequence[int], sequencer: int) -> None:
         self._geode = geode
-        self._gate = geode._gate  # its send holds it, as the Geode's calls do
+        self._gate = geode.gate  # its send holds it, as the Geode's calls do
         self.name = name
         self._members = tuple(members)
         self._sequencer = sequencer
@@ -47,12 +51,12 @@ class Group:
     @property
     def members(self) -> tuple[str, ...]:
         """The member nodes, in the order given."""
-        return tuple(self._geode.nodes[index] for index in self._members)
+        return tuple(self._geode.names[index] for index in self._members)
 
     @property
     def sequencer(self) -> str:
         """The node that orders the group's messages."""
-        return self._geode.nodes[self._sequencer]
+        return self._geode.names[self._sequencer]
 
     @locked
     def send(
@@ -65,7 +69,7 @@ class Group:
         """
         msg = copy.copy(message) if isinstance(message, Message) else Message(message)
         msg.__dict__[GROUP_ATTRIBUTE] = (self.name, self._members)
-        return self._geode._send(
+        return self._geode.send(
             msg, source, self._sequencer, False, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
         )
 
@@ -84,8 +88,9 @@ class Sequencer:
     member has no room left (policy ``block``) holds up only itself.
     """
 
-    def __init__(self, geode: Geode) -> None:
+    def __init__(self, geode: Runtime, to_owner: ToOwner) -> None:
         self.geode = geode
+        self.to_owner = to_owner
         self.next_seq: dict[str, int] = {}
         self._held: dict[tuple[str, Any], deque[tuple[int, Parcel, Message]]] = {}
         self._busy: set[tuple[str, Any]] = set()  # channels being sent on, up the stack
@@ -98,7 +103,7 @@ class Sequencer:
 
     def forward(self, index: int, parcel: Parcel) -> None:
         """The engine's `on_forward`: take a message that reached sequencer node ``index``."""
-        message = self.geode._decode(parcel)
+        message = self.geode.decode(parcel)
         state = message.__dict__
         if TOPIC_ATTRIBUTE in state:
             channel: tuple[str, Any] = ("topic", state[TOPIC_ATTRIBUTE])
@@ -124,7 +129,7 @@ class Sequencer:
     def _send_on(self, channel: tuple[str, Any]) -> None:
         """Send on what ``channel`` holds, in order (nothing else of it runs meanwhile)."""
         held = self._held[channel]
-        engine = self.geode._engine
+        engine = self.geode.engine
         self._busy.add(channel)
         try:
             while held:
@@ -132,7 +137,7 @@ class Sequencer:
                 if channel[0] == "group":
                     self._send_to_members(index, parcel, message)
                 else:
-                    self.geode._channels.to_owner(index, parcel.source, message)
+                    self.to_owner(index, parcel.source, message)
                 engine.forwarded(index, parcel)
         finally:
             self._busy.discard(channel)
@@ -145,6 +150,6 @@ class Sequencer:
         name, members = state.pop(GROUP_ATTRIBUTE)
         seq = self.next_seq.get(name, 0)
         self.next_seq[name] = seq + 1
-        state.update(origin=geode.nodes[parcel.source], group=name, group_seq=seq)
+        state.update(origin=geode.names[parcel.source], group=name, group_seq=seq)
         for member in members:
-            geode._send(message, index, member, False, None)
+            geode.send(message, index, member, False, None)

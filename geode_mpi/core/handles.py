@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from geode_mpi import codec
+from geode_mpi.core.placement import Placement
+from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.errors import AckTimeout, SendTimeout, check_timeout
-from geode_mpi.transport import SendTicket
+from geode_mpi.transport import SendTicket, Transport
 from geode_mpi.transport.gate import other_threads
 
-if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode
+
+class Sender(Protocol):
+    """What a handle asks of the runtime that sent it (`geode_mpi.core.runtime.Runtime`)."""
+
+    @property
+    def names(self) -> Sequence[str]: ...
+
+    @property
+    def placement(self) -> Placement: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def inboxes(self) -> Mapping[int, Any]: ...
+
+    unfinished_checks: int
+    owned: Callable[[], bool]
+
+    def serialised(self, call: Callable[..., Any], *args: Any) -> Any: ...
+
+    def poll(self) -> bool: ...
+
+    def wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool: ...
+
+    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool: ...
 
 
 ELSEWHERE = -1  # the id and seq of a handle for a send another rank makes
@@ -36,7 +66,7 @@ class SendHandle:
 
     def __init__(
         self,
-        geode: Geode,
+        geode: Sender,
         ticket: SendTicket,
         stamp: codec.Stamp,
         pair: PairOut | None = None,
@@ -49,10 +79,10 @@ class SendHandle:
         self.ack = ack  # True: done() and wait() also cover the acknowledgement
 
     @classmethod
-    def elsewhere(cls, geode: Geode, source: int, dest: int) -> SendHandle:
+    def elsewhere(cls, geode: Sender, source: int, dest: int) -> SendHandle:
         """The handle, done at once, of a send from ``source`` that another rank hosts."""
         stamp = codec.Stamp(ELSEWHERE, ELSEWHERE, 0.0, source, dest)
-        return cls(geode, SendTicket(geode._placement.rank_of(source), 0, True), stamp)
+        return cls(geode, SendTicket(geode.placement.rank_of(source), 0, True), stamp)
 
     @property
     def local(self) -> bool:
@@ -74,12 +104,12 @@ class SendHandle:
     @property
     def source(self) -> str:
         """The sending node."""
-        return self._geode._names[self._stamp.source]
+        return self._geode.names[self._stamp.source]
 
     @property
     def dest(self) -> str:
         """The destination node."""
-        return self._geode._names[self._stamp.dest]
+        return self._geode.names[self._stamp.dest]
 
     @property
     def acked(self) -> bool:
@@ -92,7 +122,8 @@ class SendHandle:
             return self._stamp.id == ELSEWHERE
         return self._stamp.seq not in self._pair.outbox
 
-    def _complete(self) -> bool:
+    def complete(self) -> bool:
+        """True once done (as `done`, without driving progress)."""
         return self._ticket.done and (not self.ack or self.acked)
 
     def done(self) -> bool:
@@ -106,16 +137,16 @@ class SendHandle:
         if ticket.done and (not self.ack or self.acked):
             return True
         geode = self._geode
-        geode._unfinished_checks += 1
-        if geode._unfinished_checks & (15 if ticket.held else 3):
+        geode.unfinished_checks += 1
+        if geode.unfinished_checks & (15 if ticket.held else 3):
             return False
-        if other_threads() and not geode._owned():
-            return geode._serialised(self._progress_done)
+        if other_threads() and not geode.owned():
+            return bool(geode.serialised(self._progress_done))
         return self._progress_done()
 
     def _progress_done(self) -> bool:
-        self._geode._progress()
-        return self._complete()
+        self._geode.poll()
+        return self.complete()
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the data may be reused and, with ``ack=True``, the message was acked.
@@ -127,29 +158,30 @@ class SendHandle:
         """
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._geode._serialised(self._wait, deadline, timeout)
+        self._geode.serialised(self.wait_until, deadline, timeout)
 
-    def _wait(self, deadline: float | None, timeout: float | None) -> None:
+    def wait_until(self, deadline: float | None, timeout: float | None) -> None:
+        """`wait` with its deadline (`time.monotonic`) and timeout worked out, holding the gate."""
         ticket = self._ticket
-        if not self._geode._wait_until(lambda: ticket.done, deadline):
+        if not self._geode.wait_until(lambda: ticket.done, deadline):
             raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
         if not self.ack or self.acked:
             return
         geode = self._geode
         local = self._local_targets()
         if local:  # their handlers may process it right here
-            geode._processor.pump(local, lambda: self.acked)
-        if not geode._transport.delivers_later and not self.acked:
+            geode.pump(local, lambda: self.acked)
+        if not geode.transport.delivers_later and not self.acked:
             stamp = self._stamp
             raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, 0.0, self, waited=False)
-        if not geode._wait_until(lambda: self.acked, deadline):
+        if not geode.wait_until(lambda: self.acked, deadline):
             stamp = self._stamp
             raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
 
     def _local_targets(self) -> list[int]:
         """The receiving nodes this rank hosts (their handlers can run in this process)."""
         dest = self._stamp.dest
-        return [dest] if dest in self._geode._inboxes else []
+        return [dest] if dest in self._geode.inboxes else []
 
     def __repr__(self) -> str:
         if not self.local:

@@ -13,18 +13,18 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from geode_mpi.errors import GeodeTimeoutError
-from geode_mpi.tracing import TRACER, flow_id, merge_parts, now_us, part_path, write_part
+from geode_mpi.tracing import TRACER, merge_parts, part_path, write_part
 from geode_mpi.transport import backoff
 from geode_mpi.transport.abort import at_abort, rank_label
 from geode_mpi.transport.notices import Notices
 from geode_mpi.transport.watchdog import Watchdog, transport_state
 
 if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode
-    from geode_mpi.message import Message
+    from geode_mpi.core.checkpointing import Checkpointer
+    from geode_mpi.core.runtime import Runtime
 
 STATS_VARIABLE = "GEODE_STATS"  # "1": print the table on rank 0 when the job closes
 STATS_JSON_VARIABLE = "GEODE_STATS_JSON"  # a file: rank 0 writes the table there as JSON
@@ -52,61 +52,24 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-# -- tracing (called only when TRACER.on) ---------------------------------------------------
-
-
-def trace_send(
-    geode: Geode, stamp: Any, message: Message, meta: bytes, frames: Sequence[Any], begun: float
-) -> None:
-    """A send slice on the source node, with an arrow towards the destination's receive."""
-    message_id, seq, _, src, dst = stamp
-    nbytes = len(meta) + sum(frame.nbytes for frame in frames)
-    TRACER.span(
-        f"send {type(message).__name__}",
-        src,
-        begun,
-        {"id": message_id, "dest": geode._names[dst], "seq": seq, "bytes": nbytes},
-        (flow_id(message_id, dst),),
-    )
-
-
-def trace_publish(
-    topic: str, message_id: int, source: int, subscribers: Sequence[int], begun: float, nbytes: int
-) -> None:
-    """A publish slice on the publisher, with an arrow towards each subscriber's receive."""
-    TRACER.span(
-        f"publish {topic}",
-        source,
-        begun,
-        {"id": message_id, "subscribers": len(subscribers), "bytes": nbytes},
-        tuple(flow_id(message_id, sub) for sub in subscribers),
-    )
-
-
-def trace_receive(index: int, message: Message, what: str, begun: float | None = None) -> None:
-    """A receive (or handler) slice on node ``index``, where the message's arrow ends."""
-    if message.id is None:
-        return
-    TRACER.span(
-        what,
-        index,
-        now_us() if begun is None else begun,
-        {"id": message.id, "source": message.source, "seq": message.seq},
-        flow_in=flow_id(message.id, index),
-    )
-
-
 # -- statistics -----------------------------------------------------------------------------
 
 
-def local_rows(geode: Geode) -> list[dict[str, Any]]:
+class Observed(NamedTuple):
+    """A Geode whose figures --stats gathers: its runtime, and its checkpoints if it takes any."""
+
+    runtime: Runtime
+    checkpointer: Checkpointer | None
+
+
+def local_rows(observed: Observed) -> list[dict[str, Any]]:
     """This rank's nodes' counters, with the rank's checkpoint figures on each row."""
-    checkpointer = geode._checkpointer
+    runtime, checkpointer = observed
     rows = []
-    for index in sorted(geode._engine.stats):
-        row = geode._engine.snapshot(index).as_dict()
+    for index in sorted(runtime.engine.stats):
+        row = runtime.engine.snapshot(index).as_dict()
         row["node_index"] = index
-        row["rank"] = geode.rank
+        row["rank"] = runtime.rank
         row["sent_mb"] = row["sent_bytes"] / 1e6
         row["received_mb"] = row["received_bytes"] / 1e6
         row["checkpoints"] = 0 if checkpointer is None else checkpointer.taken
@@ -115,9 +78,9 @@ def local_rows(geode: Geode) -> list[dict[str, Any]]:
     return rows
 
 
-def job_rows(geode: Geode) -> list[dict[str, Any]]:
+def job_rows(observed: Observed) -> list[dict[str, Any]]:
     """Every node's row, in node order (collective over the job's ranks)."""
-    parts = geode._transport.allgather(local_rows(geode))
+    parts = observed.runtime.transport.allgather(local_rows(observed))
     return sorted((row for part in parts for row in part), key=lambda row: row["node_index"])
 
 
@@ -154,7 +117,7 @@ def observing() -> bool:
     return stats or bool(os.environ.get(STATS_JSON_VARIABLE)) or TRACER.on
 
 
-def finish_job(geode: Geode, timeout: float | None) -> bool:
+def finish_job(observed: Observed, timeout: float | None) -> bool:
     """At close, with ``--stats`` or ``--trace``: gather every rank's part, rank 0 writes it.
 
     Collective (every rank's environment says the same). Everything in flight is first
@@ -170,20 +133,21 @@ def finish_job(geode: Geode, timeout: float | None) -> bool:
     stats_json = os.environ.get(STATS_JSON_VARIABLE) or None
     if not (stats or stats_json or TRACER.on):
         return False
-    transport = geode._transport
+    geode = observed.runtime
+    transport = geode.transport
     # Every rank first arrives (a barrier posted once: a close() retried after a timeout
     # waits on the same one); then the drain and gathers below find every rank there.
-    if geode._arrived is None:
-        geode._arrived = transport.all_entered()
+    if geode.arrived is None:
+        geode.arrived = transport.all_entered()
     deadline = None if timeout is None else time.monotonic() + timeout
-    if not transport.wait(geode._arrived, deadline):
+    if not transport.wait(geode.arrived, deadline):
         raise GeodeTimeoutError(
             f"close() on rank {geode.rank} timed out after {timeout:g} s: waiting for the "
             "other ranks to call close()"
         )
     transport.drain()
     if stats or stats_json:
-        rows = job_rows(geode)
+        rows = job_rows(observed)
         if geode.rank == 0:
             if stats:
                 sys.stdout.flush()
@@ -203,8 +167,8 @@ def finish_job(geode: Geode, timeout: float | None) -> bool:
         parts = transport.allgather(part)
         if geode.rank == 0:
             merge_parts(TRACER.path, parts)
-    if geode in _partial.unfinished:  # gathered: nothing partial to leave for it any more
-        _partial.unfinished.remove(geode)
+    if observed in _partial.unfinished:  # gathered: nothing partial to leave for it any more
+        _partial.unfinished.remove(observed)
     return True
 
 
@@ -219,7 +183,7 @@ class _Partial:
     """This process's Geodes whose --stats/--trace were not gathered yet, and what it left."""
 
     def __init__(self) -> None:
-        self.unfinished: list[Geode] = []
+        self.unfinished: list[Observed] = []
         self.notices: Notices | None = None  # over every rank, on a communicator of its own
         self.rank = 0
         self.size = 1
@@ -230,7 +194,7 @@ class _Partial:
 _partial = _Partial()
 
 
-def start_observing(geode: Geode) -> None:
+def start_observing(observed: Observed) -> None:
     """With --stats or --trace: be ready to leave this Geode's part if the job fails.
 
     Collective when the job's first observed Geode is created on several ranks (a duplicated
@@ -238,11 +202,12 @@ def start_observing(geode: Geode) -> None:
     """
     if not observing():
         return
-    _partial.unfinished.append(geode)
+    geode = observed.runtime
+    _partial.unfinished.append(observed)
     if len(_partial.unfinished) == 1 and _partial.left is None:
         _partial.rank, _partial.size = geode.rank, geode.size
     if _partial.notices is None and geode.size > 1:
-        comm = geode._transport.private_comm()
+        comm = geode.transport.private_comm()
         if comm is not None:
             _partial.notices = Notices(comm)
             backoff.set_notice_hook(_look_for_notice)
@@ -260,7 +225,7 @@ def leave_part(reason: str) -> tuple[list[str], list[dict[str, Any]]]:
     (once: later calls return what the first wrote). Returns (files, this rank's stats rows)."""
     if _partial.left is not None:
         return _partial.left
-    rows = [row for geode in _partial.unfinished for row in local_rows(geode)]
+    rows = [row for observed in _partial.unfinished for row in local_rows(observed)]
     rank, size = _partial.rank, _partial.size
     stats_json, trace = part_files()
     files = []
@@ -358,13 +323,13 @@ def _node_order(row: dict[str, Any]) -> int:
 # -- the hang watchdog ----------------------------------------------------------------------
 
 
-def rank_state(geode: Geode) -> list[str]:
+def rank_state(geode: Runtime) -> list[str]:
     """What this rank holds and waits for: its nodes' queues and outboxes, its transfers.
 
     Only reads: it runs inside waits (close() among them), where a poll or flush could send.
     """
-    engine = geode._engine
-    names = geode._names
+    engine = geode.engine
+    names = geode.names
     lines = []
     for index in sorted(engine.stats):
         stats = engine.stats[index]
@@ -376,20 +341,20 @@ def rank_state(geode: Geode) -> list[str]:
         if unacked:
             line += f", not yet acknowledged by {unacked}"
         lines.append(line)
-    lines.append(f"transport: {transport_state(geode._transport)}")
+    lines.append(f"transport: {transport_state(geode.transport)}")
     return lines
 
 
-def activity(geode: Geode) -> int:
+def activity(geode: Runtime) -> int:
     """A number that changes whenever a message of this rank moves (sent, received,
     acknowledged, processed)."""
     return sum(
         stats.sent + stats.received + stats.acked + stats.acks_sent + stats.processed
-        for stats in geode._engine.stats.values()
+        for stats in geode.engine.stats.values()
     )
 
 
-def start_watchdog(geode: Geode, timeout: float | None) -> Watchdog | None:
+def start_watchdog(geode: Runtime, timeout: float | None) -> Watchdog | None:
     """With a hang timeout (--hang-timeout), watch this Geode's waits.
 
     Collective: on MPI, every rank duplicates the communicator for the watchdog's messages.
@@ -401,7 +366,7 @@ def start_watchdog(geode: Geode, timeout: float | None) -> Watchdog | None:
         lambda: rank_state(geode),
         lambda: activity(geode),
         rank_label(geode.rank, geode.size, geode.node),
-        geode._transport.private_comm(),
+        geode.transport.private_comm(),
     )
     watchdog.install()
     return watchdog

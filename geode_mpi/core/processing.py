@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.core.observe import trace_receive
-from geode_mpi.delivery import Receipt
+from geode_mpi.core.tracepoints import trace_receive
+from geode_mpi.delivery import Acknowledger
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
 from geode_mpi.errors import DecodeError, ThreadError
 from geode_mpi.message import Message
@@ -33,7 +33,7 @@ from geode_mpi.transport import Backoff
 from geode_mpi.transport.gate import other_threads, senders_may_run
 
 if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode
+    from geode_mpi.core.runtime import Runtime
 
 log = logging.getLogger("geode_mpi")
 
@@ -71,9 +71,9 @@ class RunSummary:
 class Quiescence:
     """Finds, by waves of counts, the moment no rank has work and no message is in flight."""
 
-    def __init__(self, geode: Geode) -> None:
+    def __init__(self, geode: Runtime) -> None:
         self.geode = geode
-        self.engine = geode._engine
+        self.engine = geode.engine
         self.size = geode.size
         self.coordinator = geode.rank == 0
         self.wave = 0  # the coordinator's current wave (0: none yet)
@@ -95,7 +95,8 @@ class Quiescence:
             self.asked = max(self.asked, wave)
         elif kind == WAVE_ANSWER:
             if wave == self.wave:
-                self.answers[self.geode.rank_of(sender)] = (sent, received)
+                placement = self.geode.placement
+                self.answers[placement.rank_of(placement.index(sender))] = (sent, received)
         elif kind == WAVE_QUIET:
             self.quiet = max(self.quiet, wave)
 
@@ -109,7 +110,7 @@ class Quiescence:
         if not idle:
             return False
         counts = (engine.data_sent, engine.data_received)
-        me = self.geode._placement.hosted_by(self.geode.rank)[0]
+        me = self.geode.placement.hosted_by(self.geode.rank)[0]
         if not self.coordinator:
             if self.asked:
                 engine.send_control(me, 0, encode_wave(WAVE_ANSWER, self.asked, *counts))
@@ -159,7 +160,7 @@ class Quiescence:
 class Processor:
     """The handlers of one Geode, and its run loop."""
 
-    def __init__(self, geode: Geode) -> None:
+    def __init__(self, geode: Runtime) -> None:
         self.geode = geode
         self.handlers: dict[int | None, dict[HandlerKey, Handler]] = {}
         self.stopped: set[int] = set()
@@ -167,7 +168,8 @@ class Processor:
         # (it answers once it does).
         self.quiescence: Quiescence | None = Quiescence(geode)
         self.served = RunSummary()  # what serve_waited did, over this Geode's life
-        geode._engine.on_waited = self.serve_waited
+        geode.engine.on_waited = self.serve_waited
+        geode.pump = self.pump
         self.runner: threading.Thread | None = None  # the thread inside run(), if any
         # Ids of the requests a request() waits for in some thread: run() leaves their
         # replies in the queue for it.
@@ -205,17 +207,19 @@ class Processor:
 
     # -- processing one message ------------------------------------------------------------
 
-    def process(self, index: int, parcel: Parcel, receipt: Receipt, summary: RunSummary) -> None:
+    def process(
+        self, index: int, parcel: Parcel, receipt: Acknowledger, summary: RunSummary
+    ) -> None:
         """Decode, handle, reply and ack one taken message (or nack / dead-letter it)."""
         geode = self.geode
-        engine = geode._engine
+        engine = geode.engine
         try:
-            message = geode._decode(parcel, index)
+            message = geode.decode(parcel, index)
         except DecodeError as exc:
             engine.in_hand -= 1
             engine.dead_letter(index, parcel, exc, parcel.attempts + 1)
             summary.dead_letters += 1
-            log.warning("%s: dead letter (cannot decode): %s", geode._names[index], exc)
+            log.warning("%s: dead letter (cannot decode): %s", geode.names[index], exc)
             return
         if isinstance(message, Stop):
             receipt.ack()
@@ -224,21 +228,21 @@ class Processor:
         handler = self.find(index, type(message))
         if handler is None:
             error = LookupError(
-                f"no handler for {message.type} on {geode._names[index]}: register one with "
+                f"no handler for {message.type} on {geode.names[index]}: register one with "
                 f"@geode.on({message.type})"
             )
             engine.in_hand -= 1
             engine.dead_letter(index, parcel, error, parcel.attempts + 1)
             summary.dead_letters += 1
-            log.warning("%s: dead letter: %s", geode._names[index], error)
+            log.warning("%s: dead letter: %s", geode.names[index], error)
             return
         dead_before = engine.stats[index].dead_letters
         begun = now_us() if TRACER.on else 0.0
         try:
             # Without the lock while other threads exist: they may use the Geode meanwhile.
-            result = geode._gate.unlocked(handler, message) if other_threads() else handler(message)
+            result = geode.gate.unlocked(handler, message) if other_threads() else handler(message)
             if result is not None:
-                geode._reply(message, result, None, True)
+                geode.reply(message, result, None, True)
                 summary.replies += 1
         except Exception as exc:
             summary.failed += 1
@@ -249,7 +253,7 @@ class Processor:
                 summary.dead_letters += 1
                 log.warning(
                     "%s: dead letter after %d attempt(s): message %s from %s: %s: %s",
-                    geode._names[index],
+                    geode.names[index],
                     parcel.attempts + 1,
                     message.id,
                     message.source,
@@ -271,7 +275,7 @@ class Processor:
     ) -> int:
         """Process at most one message per served node (and at most ``limit``); the count.
         With ``handled_only``, only messages that have a handler (the others stay queued)."""
-        engine = self.geode._engine
+        engine = self.geode.engine
         done = 0
         for index in served:
             if index in self.stopped or (limit is not None and done >= limit):
@@ -296,7 +300,7 @@ class Processor:
         sends with ``ack=True``) at the local nodes where they arrived, when those nodes have
         a handler for them. Every wait of this rank calls it, so a request is answered
         wherever its node's rank waits; other messages wait for `run` or `receive`."""
-        engine = self.geode._engine
+        engine = self.geode.engine
         waited = engine.waited
         later: set[int] = set()
         while waited:
@@ -311,7 +315,7 @@ class Processor:
                 parcel, receipt = found
                 assert receipt is not None
                 self.process(index, parcel, receipt, self.served)
-            inbox = self.geode._inboxes[index]
+            inbox = self.geode.inboxes[index]
             if inbox.next_ready() is not None and any(servable(p) for p in inbox):
                 later.add(index)  # a failed one waits out its retry's back-off
         waited |= later
@@ -323,25 +327,25 @@ class Processor:
         served = [index for index in nodes if self.has_handlers(index)]
         summary = RunSummary()
         while not done():
-            geode._engine.poll()
+            geode.engine.poll()
             if not served or not self.step(served, summary, handled_only=True):
                 break
         return done()
 
     def await_reply(
         self, src: int, dst: int, wanted: int, deadline: float | None
-    ) -> tuple[Parcel, Receipt | None] | None:
+    ) -> tuple[Parcel, Acknowledger | None] | None:
         """Take the reply from ``dst`` to message ``wanted`` out of local node ``src``'s queue,
         waiting for it until ``deadline`` (`time.monotonic`; None: no limit) while this rank's
         other nodes keep processing with their handlers; None if it did not come."""
         geode = self.geode
-        engine = geode._engine
-        transport = geode._transport
+        engine = geode.engine
+        transport = geode.transport
 
         def is_reply(parcel: Parcel) -> bool:
             return parcel.reply_to == wanted and parcel.source == dst
 
-        others = [index for index in geode._local if index != src]
+        others = [index for index in geode.local if index != src]
         self.awaited.add(wanted)  # before anything lets another thread in
         summary = RunSummary()
         backoff = Backoff(gate=transport.gate)  # hands the gate to other threads
@@ -372,7 +376,7 @@ class Processor:
                     backoff.pause(transport.busy)
         finally:
             self.awaited.discard(wanted)
-            geode._waited(src, started, "wait: request")
+            geode.waited(src, started, "wait: request")
 
     def has_handlers(self, index: int) -> bool:
         return bool(self.handlers.get(index) or self.handlers.get(None))
@@ -419,8 +423,8 @@ class Processor:
         quiescent: bool,
     ) -> RunSummary:
         geode = self.geode
-        engine = geode._engine
-        transport = geode._transport
+        engine = geode.engine
+        transport = geode.transport
         summary = RunSummary()
         started = time.monotonic()
         self.stopped.difference_update(served)
@@ -452,7 +456,7 @@ class Processor:
             idle = (
                 not engine.in_hand
                 and not engine.forwards
-                and not any(len(geode._inboxes[i]) for i in served)
+                and not any(len(geode.inboxes[i]) for i in served)
             )
             if quiescent and self.quiescence is not None and self.quiescence.check(idle):
                 summary.reason = "quiescent"

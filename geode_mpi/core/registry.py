@@ -4,34 +4,52 @@ from __future__ import annotations
 
 import atexit
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
-if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode
+
+class Located(Protocol):
+    """Where a Geode runs (what `first_geode` tells the progress printer)."""
+
+    rank: int
+    size: int
+
+    @property
+    def node(self) -> str: ...
+
+
+class _Open(NamedTuple):
+    geode: Located
+    end: Callable[[float | None], None]  # close it as the job's end
+    report: Callable[[], None]  # warn about what its nodes never received
+
 
 # Open Geodes are held here until closed, so that one the job dropped still delivers what it
 # sent; at interpreter exit they are closed in creation order (the same on every rank).
-_open: list[Geode] = []
+_open: list[_Open] = []
 _first_node: list[str] = []
 # Geodes closed by close() with messages still queued: said at exit if nobody took them.
-_closed_early: list[weakref.ref[Geode]] = []
+_closed_early: list[weakref.WeakMethod[Callable[[], None]]] = []
 
 
-def register(geode: Geode) -> None:
-    """Hold ``geode`` until it is closed."""
-    _open.append(geode)
+def register(
+    geode: Located, end: Callable[[float | None], None], report: Callable[[], None]
+) -> None:
+    """Hold ``geode`` until it is closed; at exit, ``end(timeout)`` closes it as the job's
+    end, and ``report()`` warns about what its nodes never received."""
+    _open.append(_Open(geode, end, report))
     if not _first_node:
         _first_node.append(geode.node)
 
 
-def unregister(geode: Geode) -> None:
+def unregister(geode: Located) -> None:
     """Stop holding ``geode`` (it closed)."""
-    _open[:] = [other for other in _open if other is not geode]
+    _open[:] = [entry for entry in _open if entry.geode is not geode]
 
 
-def first_geode() -> Geode | None:
+def first_geode() -> Located | None:
     """The oldest Geode this process still has open (None when there is none)."""
-    return _open[0] if _open else None
+    return _open[0].geode if _open else None
 
 
 def first_node() -> str | None:
@@ -39,21 +57,22 @@ def first_node() -> str | None:
     return _first_node[0] if _first_node else None
 
 
-def note_closed(geode: Geode) -> None:
-    """``geode`` was closed with messages queued: check again at exit (if it still exists)."""
-    _closed_early.append(weakref.ref(geode))
+def note_closed(report: Callable[[], None]) -> None:
+    """A Geode was closed with messages queued: ``report()`` (a method of it) warns about them
+    at exit if they are still there then (if the Geode still exists)."""
+    _closed_early.append(weakref.WeakMethod(report))
 
 
 def close_all(timeout: float | None = None) -> None:
     """The job's end: close every Geode still open in this process, oldest first, and warn
     about the messages its nodes never received (and those of Geodes closed earlier)."""
-    for geode in list(_open):
-        geode._end(timeout)
+    for entry in list(_open):
+        entry.end(timeout)
     _open.clear()
     for ref in _closed_early:
-        closed = ref()
-        if closed is not None:
-            closed._report_unreceived()
+        report = ref()
+        if report is not None:
+            report()
     _closed_early.clear()
 
 

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE
 from geode_mpi.core.handles import ELSEWHERE, SendHandle
-from geode_mpi.core.observe import trace_publish
 from geode_mpi.core.placement import ID_BITS
+from geode_mpi.core.tracepoints import trace_publish
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import ClosedError
@@ -34,7 +33,7 @@ from geode_mpi.transport.base import Frame, SendTicket, copy_frame
 from geode_mpi.transport.gate import locked, other_threads
 
 if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode
+    from geode_mpi.core.runtime import Runtime
 
 STREAM_BASE = 1 << 20  # stream numbers start this far beyond the node indices; wire numbers below
 _NO_SUBSCRIBERS = SendTicket(-1, 0, done=True)
@@ -50,7 +49,7 @@ class PublishHandle(SendHandle):
 
     def __init__(
         self,
-        geode: Geode,
+        geode: Runtime,
         ticket: SendTicket,
         stamp: codec.Stamp,
         pairs: list[PairOut] | None,
@@ -75,7 +74,7 @@ class PublishHandle(SendHandle):
         return all(seq not in pair.outbox for pair in self._pairs)
 
     def _local_targets(self) -> list[int]:
-        return list(self._geode._engine.topics.local_subscribers(self._stamp.dest))
+        return list(self._geode.engine.topics.local_subscribers(self._stamp.dest))
 
     def __repr__(self) -> str:
         if not self.local:
@@ -97,16 +96,17 @@ class Topic:
 
     def __init__(
         self,
-        geode: Geode,
+        geode: Runtime,
         name: str,
         wire: int,
         publishers: Sequence[int],
         subscribers: Sequence[int],
         retain: int,
         sequencer: int | None,
+        new_stream_number: Callable[[], int],
     ) -> None:
         self._geode = geode
-        self._gate = geode._gate  # its public calls hold it, as the Geode's do
+        self._gate = geode.gate  # its public calls hold it, as the Geode's do
         self.name = name
         self.wire = wire
         self._publishers = tuple(publishers)
@@ -114,21 +114,17 @@ class Topic:
         self.retain = retain
         self._sequencer = sequencer
         roots = self._publishers if sequencer is None else (sequencer,)
-        engine = geode._engine
+        engine = geode.engine
         self._streams: dict[int, TopicStream] = {}  # by root (publishing) node
-        self._next_seq: dict[int, int] = {}  # by stream number
-        self._retained: dict[int, deque[tuple[bytes, list[Frame]]]] = {}
         # by stream number: (broadcast to other ranks?, a local copy on the publisher's rank?)
         self._routes: dict[int, tuple[bool, bool]] = {}
         for root in roots:
-            number = geode._channels.new_stream_number()
-            stream = TopicStream(number, wire, name, root)
+            number = new_stream_number()
+            stream = TopicStream(number, wire, name, root, retain)
             self._streams[root] = stream
-            self._next_seq[number] = 0
-            self._retained[number] = deque(maxlen=retain)
             engine.add_stream(stream)
             for sub in subscribers:
-                if sub in geode._inboxes:
+                if sub in geode.inboxes:
                     engine.expect_from_start(number, sub)
         # What receive(topic=...) passes the queue: a topic message's parcel comes from one of
         # the topic's streams (numbered beyond every node index), which says it all.
@@ -140,11 +136,11 @@ class Topic:
 
     @property
     def publishers(self) -> tuple[str, ...]:
-        return tuple(self._geode._names[index] for index in self._publishers)
+        return tuple(self._geode.names[index] for index in self._publishers)
 
     @property
     def subscribers(self) -> tuple[str, ...]:
-        return tuple(self._geode._names[index] for index in self._subscribers)
+        return tuple(self._geode.names[index] for index in self._subscribers)
 
     @property
     def total_order(self) -> bool:
@@ -154,7 +150,7 @@ class Topic:
     @property
     def sequencer(self) -> str | None:
         """The node that orders a total-order topic's messages (None otherwise)."""
-        return None if self._sequencer is None else self._geode._names[self._sequencer]
+        return None if self._sequencer is None else self._geode.names[self._sequencer]
 
     def __repr__(self) -> str:
         order = "total order" if self.total_order else "per-publisher order"
@@ -190,42 +186,46 @@ class Topic:
             QueueFull, SendTimeout, EncodeError, ClosedError: as for `Geode.isend`.
         """
         geode = self._geode
-        if other_threads() and not geode._owned():
-            return geode._serialised(self.publish, message, source, ack=ack, timeout=timeout)
-        src = geode.rank if source is None else geode._placement.index(source, "source")
+        if other_threads() and not geode.owned():
+            return geode.serialised(self.publish, message, source, ack=ack, timeout=timeout)
+        src = geode.rank if source is None else geode.placement.index(source, "source")
         if src not in self._publishers:
             raise ValueError(
-                f"{geode._names[src]} is not a publisher of topic {self.name!r} (its publishers: "
+                f"{geode.names[src]} is not a publisher of topic {self.name!r} (its publishers: "
                 f"{', '.join(self.publishers)})"
             )
-        if src not in geode._inboxes:  # its rank publishes it
+        if src not in geode.inboxes:  # its rank publishes it
             stamp = codec.Stamp(ELSEWHERE, ELSEWHERE, 0.0, src, self.wire)
-            ticket = SendTicket(geode._placement.rank_of(src), 0, True)
+            ticket = SendTicket(geode.placement.rank_of(src), 0, True)
             return PublishHandle(geode, ticket, stamp, None, False, self.name)
         msg = message if isinstance(message, Message) else Message(message)
         if self._sequencer is not None and src != self._sequencer:
             # To the sequencer, which publishes it on the topic's one stream.
             msg = copy.copy(msg)
             msg.__dict__[TOPIC_ATTRIBUTE] = self.wire
-            return geode._send(
+            return geode.send(
                 msg, src, self._sequencer, ack, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
             )
         if self._sequencer is not None:
             msg = copy.copy(msg)
-            msg.__dict__["origin"] = geode._names[src]
+            msg.__dict__["origin"] = geode.names[src]
         return self._publish(msg, src, ack, timeout)
+
+    def publish_sequenced(self, message: Message, sequencer: int) -> None:
+        """Publish on the topic's one stream what its ``sequencer`` node received from a
+        publisher (``message.origin`` says which)."""
+        self._publish(message, sequencer, False, None)
 
     def _publish(self, msg: Message, src: int, ack: bool, timeout: float | None) -> PublishHandle:
         geode = self._geode
-        if geode._sealed and not geode._serving:
-            raise ClosedError("publish")
+        geode.check_sending("publish")
         begun = now_us() if TRACER.on else 0.0
-        engine = geode._engine
+        engine = geode.engine
         stream = self._streams[src]
         number = stream.number
         deadline = None if timeout is None else time.monotonic() + timeout
         pairs_out = engine.pairs_out
-        gate = geode._gate
+        gate = geode.gate
         while True:
             turns = gate.turns
             pairs = []
@@ -236,23 +236,22 @@ class Topic:
                 pairs.append(pair)
             if gate.turns == turns:
                 break  # no other thread took a credit of the pairs reserved before the last
-        seq = self._next_seq[number]
-        count = geode._counter[src]
+        seq = stream.next_seq
+        count = geode.counter[src]
         stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, self.wire))
-        tracked = geode._acks or ack
+        tracked = geode.acks or ack
         flags = codec.FLAG_TOPIC
         if tracked:
             flags |= codec.FLAG_TRACKED | codec.FLAG_WAITED if ack else codec.FLAG_TRACKED
         meta, frames = codec.encode(msg, stamp, flags)
-        geode._counter[src] = count + 1
+        geode.counter[src] = count + 1
         ticket = self._send_out(number, meta, frames)
         engine.published(number, seq, meta, frames, tracked)
         if begun:
             nbytes = len(meta) + sum(frame.nbytes for frame in frames)
             trace_publish(self.name, stamp.id, src, stream.subscribers, begun, nbytes)
-        self._next_seq[number] = seq + 1
         if self.retain:
-            self._retained[number].append((meta, [copy_frame(frame) for frame in frames]))
+            stream.retained.append((meta, [copy_frame(frame) for frame in frames]))
         return PublishHandle(geode, ticket, stamp, pairs if tracked else None, ack, self.name)
 
     def _send_out(
@@ -268,13 +267,13 @@ class Topic:
         if subscribers is None:
             remote, local = self._routes[number]
         else:
-            ranks = {geode._placement.rank_of(sub) for sub in subscribers}
+            ranks = {geode.placement.rank_of(sub) for sub in subscribers}
             remote, local = bool(ranks - {geode.rank}), geode.rank in ranks
         ticket = _NO_SUBSCRIBERS
         if remote:
-            ticket = geode._transport.broadcast(number, meta, frames)
+            ticket = geode.transport.broadcast(number, meta, frames)
         if local:
-            copied = geode._transport.send(geode.rank, meta, frames)
+            copied = geode.transport.send(geode.rank, meta, frames)
             if ticket is _NO_SUBSCRIBERS:
                 ticket = copied
         return ticket
@@ -301,51 +300,47 @@ class Topic:
     def _indices(self, nodes: str | int | Iterable[str | int]) -> list[int]:
         if isinstance(nodes, (str, int)):
             nodes = [nodes]
-        placement = self._geode._placement
+        placement = self._geode.placement
         return [placement.index(node, "subscriber") for node in nodes]
 
     def _change(self, subscribers: tuple[int, ...], added: list[int]) -> None:
         geode = self._geode
-        if geode._sealed:
+        if geode.sealed:
             raise ClosedError("subscribe")
         what = f"subscribers of topic {self.name!r}"
-        geode._transport.check_same(repr(subscribers).encode(), what)
+        geode.transport.check_same(repr(subscribers).encode(), what)
         for stream in self._streams.values():  # the old streams end, everything delivered
-            geode._transport.close_stream(stream.number)
+            geode.transport.close_stream(stream.number)
         removed = set(self._subscribers) - set(subscribers)
         for stream in self._streams.values():
             for sub in removed:
-                geode._engine.forget_subscriber(stream.number, sub)
+                geode.engine.forget_subscriber(stream.number, sub)
         self._join(subscribers)
         for root, stream in self._streams.items():
-            if added and root in geode._inboxes:
-                self._replay(stream.number, added)
+            if added and root in geode.inboxes:
+                self._replay(stream, added)
 
     def _join(self, subscribers: Sequence[int]) -> None:
         """Open the streams (collective) for this set of subscribers."""
         geode = self._geode
         self._subscribers = tuple(subscribers)
-        local = tuple(sub for sub in self._subscribers if sub in geode._inboxes)
-        geode._engine.topics.set_local_subscribers(self.wire, local)
-        rank_of = geode._placement.rank_of
+        local = tuple(sub for sub in self._subscribers if sub in geode.inboxes)
+        geode.engine.topics.set_local_subscribers(self.wire, local)
+        rank_of = geode.placement.rank_of
         members = sorted({rank_of(sub) for sub in self._subscribers})
         for root, stream in self._streams.items():
             stream.subscribers = self._subscribers
-            geode._transport.open_stream(stream.number, rank_of(root), members)
+            geode.transport.open_stream(stream.number, rank_of(root), members)
             here = rank_of(root)  # where the stream's messages start
             self._routes[stream.number] = (bool(set(members) - {here}), here in members)
 
-    def _replay(self, number: int, added: list[int]) -> None:
+    def _replay(self, stream: TopicStream, added: list[int]) -> None:
         """Send the retained messages again, for the new subscribers (the others skip them)."""
-        retained = self._retained[number]
+        retained = stream.retained
         for meta, frames in retained:
             again = bytearray(meta)  # resent and untracked: see delivery.engine._REPLAY
             again[2] = (again[2] | codec.FLAG_RESENT) & ~(codec.FLAG_TRACKED | codec.FLAG_WAITED)
-            self._send_out(number, bytes(again), frames, added)
+            self._send_out(stream.number, bytes(again), frames, added)
         if retained:
-            publisher = self._streams_by_number()[number].publisher
-            geode = self._geode
-            geode._engine.sender_stats[publisher].resent += len(retained) * len(added)
-
-    def _streams_by_number(self) -> dict[int, TopicStream]:
-        return {stream.number: stream for stream in self._streams.values()}
+            stats = self._geode.engine.sender_stats[stream.publisher]
+            stats.resent += len(retained) * len(added)

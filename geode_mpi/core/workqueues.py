@@ -19,21 +19,22 @@ import copy
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.core.groups import WORK_ATTRIBUTE
 from geode_mpi.core.handles import SendHandle
-from geode_mpi.core.observe import trace_send
 from geode_mpi.core.placement import ID_BITS
+from geode_mpi.core.tracepoints import trace_send
 from geode_mpi.delivery.topics import TopicStream
-from geode_mpi.errors import ClosedError, GeodeTimeoutError, ReceiveTimeout, check_timeout
+from geode_mpi.errors import GeodeTimeoutError, ReceiveTimeout, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport.gate import locked
 
 if TYPE_CHECKING:
-    from geode_mpi.core.geode import Geode
+    from geode_mpi.core.runtime import Runtime
 
 
 class WorkDone(Message):
@@ -49,6 +50,19 @@ class _Finished(Message):
     """A producer will put no more tasks (to the dispatcher)."""
 
 
+@dataclass
+class Dispatch:
+    """A work queue's dispatcher state (on the dispatcher's rank only; what a checkpoint
+    saves of the queue)."""
+
+    producers_left: int  # how many producers have not called finish()
+    tasks: deque[Message] = field(default_factory=deque)
+    wanting: deque[int] = field(default_factory=deque)  # one entry per open request, oldest first
+    finished: bool = False
+    told: set[int] = field(default_factory=set)  # consumers that got WorkDone
+    dispatched: int = 0
+
+
 class WorkQueue:
     """A named queue of tasks, each processed by exactly one of its consumers.
 
@@ -61,7 +75,7 @@ class WorkQueue:
 
     def __init__(
         self,
-        geode: Geode,
+        geode: Runtime,
         name: str,
         number: int,
         consumers: Sequence[int],
@@ -70,25 +84,19 @@ class WorkQueue:
         producers: int,
     ) -> None:
         self._geode = geode
-        self._gate = geode._gate  # its public calls hold it, as the Geode's do
+        self._gate = geode.gate  # its public calls hold it, as the Geode's do
         self.name = name
         self.number = number  # the stream its tasks reach the consumers on
         self._consumers = tuple(consumers)
         self._dispatcher = dispatcher
         self.prefetch = prefetch
-        # The dispatcher's state (on its rank only).
-        self._tasks: deque[Message] = deque()
-        self._wanting: deque[int] = deque()  # one entry per open request, oldest first
-        self._producers_left = producers  # how many producers have not called finish()
-        self._finished = False
-        self._told: set[int] = set()  # consumers that got WorkDone
-        self.dispatched = 0
-        geode._engine.add_stream(TopicStream(number, -1, name, dispatcher))
+        self.dispatch = Dispatch(producers)
+        geode.engine.add_stream(TopicStream(number, -1, name, dispatcher))
 
     def start(self) -> None:
         """Each local consumer asks for its first ``prefetch`` tasks."""
         for consumer in self._consumers:
-            if consumer in self._geode._inboxes:
+            if consumer in self._geode.inboxes:
                 for _ in range(self.prefetch):
                     self._want(consumer)
 
@@ -96,16 +104,21 @@ class WorkQueue:
 
     @property
     def consumers(self) -> tuple[str, ...]:
-        return tuple(self._geode._names[index] for index in self._consumers)
+        return tuple(self._geode.names[index] for index in self._consumers)
 
     @property
     def dispatcher(self) -> str:
-        return self._geode._names[self._dispatcher]
+        return self._geode.names[self._dispatcher]
 
     @property
     def waiting(self) -> int:
         """Tasks held by the dispatcher, not yet handed out (on the dispatcher's rank)."""
-        return len(self._tasks)
+        return len(self.dispatch.tasks)
+
+    @property
+    def dispatched(self) -> int:
+        """Tasks handed out so far (on the dispatcher's rank)."""
+        return self.dispatch.dispatched
 
     def __repr__(self) -> str:
         return (
@@ -138,7 +151,7 @@ class WorkQueue:
     def _to_dispatcher(
         self, msg: Message, source: str | int | None, timeout: float | None
     ) -> SendHandle:
-        return self._geode._send(
+        return self._geode.send(
             msg, source, self._dispatcher, False, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE
         )
 
@@ -154,17 +167,16 @@ class WorkQueue:
             ValueError: ``node`` is not a consumer of this queue.
         """
         geode = self._geode
-        index = geode._local_index(node, "get")
+        index = geode.local_index(node, "get")
         if index not in self._consumers:
-            raise ValueError(f"{geode._names[index]} is not a consumer of work queue {self.name!r}")
+            raise ValueError(f"{geode.names[index]} is not a consumer of work queue {self.name!r}")
         timeout = check_timeout(timeout)
-        found = geode._take(index, self._is_mine, None, timeout)
+        found = geode.take(index, self._is_mine, None, timeout)
         if found is None:
-            if geode._closed:
-                raise ClosedError("get")
-            queued = len(geode._inboxes[index])
-            raise ReceiveTimeout(geode._names[index], timeout or 0.0, self.dispatcher, None, queued)
-        message = geode._deliver(index, found)
+            geode.check_open("get")
+            queued = len(geode.inboxes[index])
+            raise ReceiveTimeout(geode.names[index], timeout or 0.0, self.dispatcher, None, queued)
+        message = geode.deliver(index, found)
         return None if isinstance(message, WorkDone) else message
 
     def _is_mine(self, parcel: Any) -> bool:
@@ -180,7 +192,7 @@ class WorkQueue:
     def _want(self, consumer: int) -> None:
         msg = _Want()
         msg.__dict__[WORK_ATTRIBUTE] = self.number
-        self._geode._send(
+        self._geode.send(
             msg, consumer, self._dispatcher, False, None, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
         )
 
@@ -188,24 +200,26 @@ class WorkQueue:
 
     def arrived(self, message: Message, source: int) -> None:
         """A task, a request or a producer's finish reached the dispatcher."""
+        state = self.dispatch
         if isinstance(message, _Want):
-            self._wanting.append(source)
+            state.wanting.append(source)
         elif isinstance(message, _Finished):
-            self._producers_left -= 1
-            self._finished = self._producers_left <= 0
+            state.producers_left -= 1
+            state.finished = state.producers_left <= 0
         else:
-            self._tasks.append(message)
+            state.tasks.append(message)
         self._dispatch()
 
     def _dispatch(self) -> None:
-        while self._wanting and self._tasks:
-            self._hand_out(self._tasks.popleft(), self._wanting.popleft())
-            self.dispatched += 1
-        if self._finished and not self._tasks:
-            while self._wanting:
-                consumer = self._wanting.popleft()
+        state = self.dispatch
+        while state.wanting and state.tasks:
+            self._hand_out(state.tasks.popleft(), state.wanting.popleft())
+            state.dispatched += 1
+        if state.finished and not state.tasks:
+            while state.wanting:
+                consumer = state.wanting.popleft()
                 self._hand_out(WorkDone(), consumer)
-                self._told.add(consumer)
+                state.told.add(consumer)
 
     @locked
     def serve(self, timeout: float | None = None) -> None:
@@ -218,42 +232,45 @@ class WorkQueue:
             GeodeTimeoutError: not finished within ``timeout`` seconds.
         """
         geode = self._geode
-        if self._dispatcher not in geode._inboxes:
+        if self._dispatcher not in geode.inboxes:
             return
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
 
-        def over() -> bool:
-            return self._finished and not self._tasks and len(self._told) == len(self._consumers)
+        state = self.dispatch
 
-        if not geode._wait_until(over, deadline):
+        def over() -> bool:
+            return state.finished and not state.tasks and len(state.told) == len(self._consumers)
+
+        if not geode.wait_until(over, deadline):
             raise GeodeTimeoutError(
                 f"work queue {self.name!r}: serve() timed out after {timeout:g} s with "
-                f"{len(self._tasks)} task(s) held, {self._producers_left} producer(s) not "
-                f"finished, {len(self._consumers) - len(self._told)} consumer(s) not told"
+                f"{len(state.tasks)} task(s) held, {state.producers_left} producer(s) not "
+                f"finished, {len(self._consumers) - len(state.told)} consumer(s) not told"
             )
 
     def _hand_out(self, task: Message, consumer: int) -> None:
         """Send a task to a consumer on this queue's stream (its own numbering and acks)."""
         geode = self._geode
-        engine = geode._engine
+        engine = geode.engine
         number = self.number
         pair = engine.pairs_out.get((number, consumer))
         if pair is None or (pair.credits is not None and pair.credits <= 0):
             pair = engine.reserve(number, consumer, None, None)
         publisher = self._dispatcher
-        count = geode._counter[publisher]
+        count = geode.counter[publisher]
         stamp = codec.Stamp(
             (publisher << ID_BITS) | count, pair.next_seq, time.time(), number, consumer
         )
-        tracked = geode._acks
+        tracked = geode.acks
         flags = codec.FLAG_WORK | (codec.FLAG_TRACKED if tracked else 0)
         task.__dict__.pop(WORK_ATTRIBUTE, None)
         meta, frames = codec.encode(task, stamp, flags)
-        rank = geode._placement.rank_of(consumer)
+        rank = geode.placement.rank_of(consumer)
         begun = now_us() if TRACER.on else 0.0
-        geode._transport.send(rank, meta, frames, False)
-        geode._counter[publisher] = count + 1
+        geode.transport.send(rank, meta, frames, False)
+        geode.counter[publisher] = count + 1
         engine.sent(number, pair, meta, frames, rank, tracked)
         if begun:
-            trace_send(geode, stamp._replace(source=publisher), task, meta, frames, begun)
+            shown = codec.Stamp(stamp.id, stamp.seq, stamp.timestamp, publisher, consumer)
+            trace_send(geode.names, shown, task, meta, frames, begun)

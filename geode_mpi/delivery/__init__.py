@@ -1,7 +1,7 @@
 """Layer 4, delivery: acknowledgements, outboxes, dedup and order, credits, retries, stats."""
 
 from geode_mpi.delivery.config import ACK_MODES, POLICIES, QueueConfig
-from geode_mpi.delivery.engine import Engine, Receipt
+from geode_mpi.delivery.engine import Acknowledger, Engine
 from geode_mpi.delivery.pairs import OutboxEntry
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
 
@@ -13,5 +13,5 @@ __all__ = [
     "NodeStats",
     "OutboxEntry",
     "QueueConfig",
-    "Receipt",
+    "Acknowledger",
 ]

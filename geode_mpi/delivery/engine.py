@@ -34,7 +34,8 @@ from geode_mpi.delivery.topics import TopicStream, TopicTable
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Inbox, Key, Match, Parcel
-from geode_mpi.transport import Transport, backoff
+from geode_mpi.transport import Transport
+from geode_mpi.transport.backoff import activity_hook
 from geode_mpi.transport.base import copy_frame
 from geode_mpi.transport.gate import other_threads
 
@@ -63,7 +64,7 @@ _track_from = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_t
 Decoder = Callable[[Parcel], Message]
 
 
-class Receipt:
+class Acknowledger:
     """Handed to a message taken with an explicit ack: its ack() and nack() land here."""
 
     __slots__ = ("_engine", "_index", "_parcel")
@@ -174,16 +175,17 @@ class Engine:
     def published(
         self, number: int, seq: int, meta: bytes, frames: Sequence[Any], tracked: bool
     ) -> None:
-        """Record a message just published on stream ``number``: a message sent to each of
-        its subscribers, in each one's outbox if tracked."""
+        """Record a message just published on stream ``number`` (numbered ``seq``, the
+        stream's `TopicStream.next_seq`, which moves on): a message sent to each of its
+        subscribers, in each one's outbox if tracked."""
         stream = self.topics.streams[number]
+        stream.next_seq = seq + 1
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         stats = self.stats[stream.publisher]
         stats.sent += len(stream.subscribers)
         stats.sent_bytes += nbytes * len(stream.subscribers)
         for sub in stream.subscribers:
             pair = self.pair_out(number, sub)
-            pair.next_seq = seq + 1
             if pair.credits is not None:
                 pair.credits -= 1
             if tracked:
@@ -406,7 +408,7 @@ class Engine:
             if parcel.flags & _FLAG_TRACKED and pair.was_processed(parcel.seq):
                 pair.unacked.append(parcel.seq)  # its ack was lost, or is on its way: again
                 pair.ack_due = True
-                self._mark_due(key)
+                self.mark_due(key)
             return
         for item in ready:
             stats.received += 1
@@ -506,14 +508,14 @@ class Engine:
 
     def take(
         self, index: int, match: Match | None, key: Key | None, explicit: bool
-    ) -> tuple[Parcel, Receipt | None] | None:
+    ) -> tuple[Parcel, Acknowledger | None] | None:
         """Remove the next deliverable parcel from a node's queue.
 
         Args:
             index: the local node.
             match: a filter, or None.
             key: deliver the smallest key first instead of the oldest.
-            explicit: the caller will ack or nack (a Receipt comes back); otherwise taking it
+            explicit: the caller will ack or nack (an Acknowledger comes back); otherwise taking
                 is processing it, unless the node's queue wants explicit acks anyway.
         """
         parcel = self.inboxes[index].pop(match, key)
@@ -529,12 +531,12 @@ class Engine:
             if pair_in is not None:
                 pair_in.owed += 1
                 pair_in.taken += 1
-                self._mark_due(key_in)
+                self.mark_due(key_in)
                 if pair_in.owed * 2 >= window:
                     self._flush_pair(key_in, pair_in)
         if explicit or self._explicit[index]:
             self.in_hand += 1
-            return parcel, Receipt(self, index, parcel)
+            return parcel, Acknowledger(self, index, parcel)
         self._done(index, parcel)
         return parcel, None
 
@@ -632,10 +634,19 @@ class Engine:
 
     # -- acknowledgements ------------------------------------------------------------------
 
-    def _mark_due(self, key: tuple[int, int]) -> None:
+    def mark_due(self, key: tuple[int, int]) -> None:
+        """Incoming pair ``key`` has acks or credits to send (at the next flush)."""
         if not self._due:
             self._due_since = time.perf_counter()
         self._due.add(key)
+
+    _mark_due = mark_due  # TODO(lead): persistence/snapshot.py's name for it; use mark_due
+
+    @property
+    def pairs_in(self) -> dict[tuple[int, int], PairIn]:
+        """(source, dest) -> the receiving side of each incoming pair (what a checkpoint
+        saves; persistence/snapshot.py still reads it as ``_in``, TODO(lead))."""
+        return self._in
 
     def flush(self) -> None:
         """Send every pending ack and credit now (before waiting, and at close)."""
@@ -738,8 +749,9 @@ class Engine:
             self.flush()  # a receiver that polls without waiting still acks within ACK_DELAY
         if self.resend_after is not None:
             self._resend_due()
-        if backoff._activity_hook is not None:  # --hang-timeout's watchdog
-            backoff._activity_hook()
+        hook = activity_hook()  # --hang-timeout's watchdog
+        if hook is not None:
+            hook()
         return found
 
     def forward(self) -> None:

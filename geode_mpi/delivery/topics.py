@@ -10,20 +10,31 @@ flow-controlled by the same code as point-to-point.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
+
 from geode_mpi.errors import DecodeError
+from geode_mpi.transport.base import Frame
+
+Retained = deque[tuple[bytes, list[Frame]]]  # (meta, frames) of published messages
 
 
 class TopicStream:
-    """One stream of a topic: who publishes on it, its next number, who subscribes."""
+    """One stream of a topic: who publishes on it, its next number, who subscribes, and the
+    last messages it keeps for subscribers that join later."""
 
-    __slots__ = ("number", "publisher", "subscribers", "topic", "wire")
+    __slots__ = ("next_seq", "number", "publisher", "retained", "subscribers", "topic", "wire")
 
-    def __init__(self, number: int, wire: int, topic: str, publisher: int) -> None:
+    def __init__(self, number: int, wire: int, topic: str, publisher: int, retain: int = 0) -> None:
         self.number = number  # the stream's own number (beyond every node index)
         self.wire = wire  # the topic's wire number
         self.topic = topic
         self.publisher = publisher  # the node that broadcasts on it
         self.subscribers: tuple[int, ...] = ()  # every subscriber node, on any rank
+        # The seq of the next message published on it (its one owner: `Engine.published`
+        # moves it on); each subscriber's pair numbers its arrivals from it.
+        self.next_seq = 0
+        self.retained: Retained = deque(maxlen=retain)
 
 
 class TopicTable:
@@ -62,6 +73,10 @@ class TopicTable:
 
     def local_subscribers(self, wire: int) -> tuple[int, ...]:
         return self._local.get(wire, ())
+
+    def of_topic(self, wire: int) -> Sequence[TopicStream]:
+        """The streams of topic ``wire``, in the order they were added."""
+        return [stream for stream in self.streams.values() if stream.wire == wire]
 
     def publisher_of(self, number: int) -> int:
         """The node that publishes on stream ``number``."""

@@ -13,8 +13,8 @@ from geode_mpi.core import registry
 def close_leftover_geodes() -> Iterator[None]:
     """Close the Geodes a test left open: an open Geode stays registered until the process
     exits, and later tests would see it (``progress()`` and log labels take its rank and node)."""
-    before = set(map(id, registry._open))
+    before = {id(entry.geode) for entry in registry._open}
     yield
-    for geode in [g for g in registry._open if id(g) not in before]:
-        geode.close(timeout=10)
+    for entry in [e for e in registry._open if id(e.geode) not in before]:
+        entry.end(10)
     registry._closed_early.clear()  # no warning at exit for what a test left queued

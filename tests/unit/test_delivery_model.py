@@ -866,7 +866,7 @@ def test_a_run_of_arrivals_leaves_the_same_state_as_one_by_one(
     for by_runs in (False, True):
         hub = InProcHub(RANKS)
         receiver = [Geode(transport=hub.endpoint(rank)) for rank in range(RANKS)][1]
-        engine = receiver._engine
+        engine = receiver._runtime.engine
         if by_runs:
             for start, stop in pairwise([0, *cuts, len(metas)]):
                 engine.sink_run(0, [memoryview(meta) for meta in metas[start:stop]])

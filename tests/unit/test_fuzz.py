@@ -182,7 +182,7 @@ def test_an_arrival_that_cannot_be_routed_is_counted_and_dropped(
     with caplog.at_level(logging.WARNING, logger="geode_mpi"):
         _deliver(receiver, garbage)
         _deliver(receiver, _good(0))  # the next good message arrives as if nothing happened
-    assert receiver._engine.malformed == {0: 1}
+    assert receiver._runtime.engine.malformed == {0: 1}
     assert "dropped a malformed arrival from rank 0" in caplog.text
     assert receiver.receive(timeout=5).data == "ok"
     assert receiver.try_receive() is None
@@ -193,8 +193,8 @@ def test_a_run_of_frame_less_arrivals_drops_only_the_bad_one(pair_of_ranks: list
     _, receiver = pair_of_ranks
     _deliver(receiver, _good(0))  # the pair exists: the run takes the fast path
     metas = [memoryview(m) for m in (_good(1), b"\x03\x00", _good(2), b"", _good(3))]
-    receiver._engine.sink_run(0, metas)
-    assert receiver._engine.malformed == {0: 2}
+    receiver._runtime.engine.sink_run(0, metas)
+    assert receiver._runtime.engine.malformed == {0: 2}
     assert [receiver.receive(timeout=5).id for _ in range(4)] == [0, 1, 2, 3]
 
 
@@ -205,7 +205,7 @@ def test_warnings_stop_after_ten_then_come_at_powers_of_ten(
     with caplog.at_level(logging.WARNING, logger="geode_mpi"):
         for _ in range(1000):
             _deliver(receiver, b"junk")
-    assert receiver._engine.malformed == {0: 1000}
+    assert receiver._runtime.engine.malformed == {0: 1000}
     assert len(caplog.records) == 10 + 2  # 1..10, 100, 1000
 
 
@@ -243,7 +243,7 @@ def test_an_ack_range_of_2_64_does_not_hang(pair_of_ranks: list[Geode]) -> None:
     payload = control.encode_ack(1, [(0, 2**64 - 1)])
     sender._transport.deliver(1, memoryview(codec.encode_control(1, 0, payload)), (), 0)
     assert time.monotonic() - started < 1.0
-    assert sender._engine.malformed == {}
+    assert sender._runtime.engine.malformed == {}
 
 
 # -- broadcast stream headers (need mpi4py: in a subprocess) --------------------------------

@@ -21,23 +21,24 @@ def parcel(seq: int) -> Parcel:
 
 
 class StandIn:
-    """What Sequencer uses of a Geode: decode, send, the engine's `forwarded`, to_owner."""
+    """What Sequencer uses of a Geode's runtime: decode, send, the engine's `forwarded`; and
+    the channels' to_owner."""
 
     def __init__(self) -> None:
-        self.nodes = NODES
+        self.names = NODES
         self.messages: dict[int, Message] = {}
         self.log: list[tuple[Any, ...]] = []
         self.on_send: Callable[[int], None] | None = None  # called with the send's number
         self.sends = 0
-        self._engine = SimpleNamespace(forwarded=lambda index, p: self.log.append(("done", p.seq)))
-        self._channels = SimpleNamespace(
-            to_owner=lambda index, source, m: self.log.append(("topic", m.data))
-        )
+        self.engine = SimpleNamespace(forwarded=lambda index, p: self.log.append(("done", p.seq)))
 
-    def _decode(self, p: Parcel) -> Message:
+    def to_owner(self, index: int, source: int, message: Message) -> None:
+        self.log.append(("topic", message.data))
+
+    def decode(self, p: Parcel) -> Message:
         return self.messages[p.seq]
 
-    def _send(self, message: Message, source: int, dest: int, *args: Any) -> None:
+    def send(self, message: Message, source: int, dest: int, *args: Any) -> None:
         self.log.append(("send", message.data, dest))
         self.sends += 1
         if self.on_send is not None:
@@ -58,7 +59,7 @@ def topic_message(data: str) -> Message:
 
 def test_a_message_arriving_while_its_group_is_sent_on_waits_its_turn() -> None:
     geode = StandIn()
-    sequencer = Sequencer(geode)  # type: ignore[arg-type]
+    sequencer = Sequencer(geode, geode.to_owner)  # type: ignore[arg-type]
     geode.messages = {0: group_message("a"), 1: group_message("b"), 2: topic_message("t")}
 
     def poll(count: int) -> None:
@@ -86,7 +87,7 @@ def test_a_message_arriving_while_its_group_is_sent_on_waits_its_turn() -> None:
 
 def test_what_a_failed_send_left_behind_goes_on_at_resume() -> None:
     geode = StandIn()
-    sequencer = Sequencer(geode)  # type: ignore[arg-type]
+    sequencer = Sequencer(geode, geode.to_owner)  # type: ignore[arg-type]
     geode.messages = {0: group_message("a"), 1: group_message("b")}
 
     def fail(count: int) -> None:

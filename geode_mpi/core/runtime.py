@@ -1,0 +1,445 @@
+"""The runtime behind a Geode: its state, point-to-point send, receive and the waits.
+
+`Geode` is the facade (public methods, argument checks, docstrings); this object holds what
+the core's other modules share (the transport, the delivery engine, the node queues, the
+placement) and does the work they call: send, take a message from a queue, wait. Those
+modules import this one, never `geode_mpi.core.geode`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from geode_mpi import codec
+from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.placement import ID_BITS, Placement
+from geode_mpi.core.tracepoints import trace_receive, trace_send
+from geode_mpi.delivery import Engine, QueueConfig
+from geode_mpi.delivery.pairs import PairOut
+from geode_mpi.errors import ClosedError, DecodeError, NodeNotLocalError, check_timeout
+from geode_mpi.message import Message
+from geode_mpi.queues import Match, Parcel
+from geode_mpi.tracing import TRACER, now_us
+from geode_mpi.transport import Backoff, Transport
+from geode_mpi.transport.gate import other_threads, senders_may_run
+
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+# Hot-path names, bound once.
+_Stamp = codec.Stamp
+_encode = codec.encode
+_TRACKED = codec.FLAG_TRACKED
+_WAITED = codec.FLAG_WAITED
+_FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
+_TOPIC = codec.FLAG_TOPIC
+_track = codec.track  # flags, seq, source, dest, reply_to of a header
+POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
+POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
+FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
+log = logging.getLogger("geode_mpi")
+NO_FAST_QUEUE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path"
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+Pump = Callable[[list[int], Callable[[], bool]], bool]
+
+
+class TaskSource(Protocol):
+    """What a consumer's taken task asks of its work queue (`geode_mpi.core.workqueues`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dispatcher(self) -> str: ...
+
+    def taken(self, index: int, message: Message) -> None: ...
+
+
+def _no_pump(nodes: list[int], done: Callable[[], bool]) -> bool:
+    return done()
+
+
+class Runtime:
+    """The state and mechanics of one Geode on this rank.
+
+    Args:
+        transport: this rank's transport.
+        placement: the job's nodes and the ranks that host them.
+        configs: every node's queue settings, by index.
+        acks: track every sent message until it is acknowledged.
+        resend_after: seconds after which an unacknowledged message is sent again (None: never).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        placement: Placement,
+        configs: Sequence[QueueConfig],
+        acks: bool,
+        resend_after: float | None,
+    ) -> None:
+        self.transport = transport
+        # Every public call holds the gate; send, isend and receive skip it while no other
+        # thread exists (see `serialised` and docs/point-to-point.md, "Threads").
+        self.gate = transport.gate
+        self.owned = self.gate.owned
+        self.rank: int = transport.rank
+        self.size: int = transport.size
+        self.placement = placement
+        self.names = names = placement.names
+        self.index_of = {name: k for k, name in enumerate(names)}
+        # dest as given -> (node index, rank, pair) for sends from this rank's node on pairs
+        # without credits: what `send` would otherwise look up on every message
+        self.routes: dict[Any, tuple[int, int, PairOut]] = {}
+        self.local = self.placement.hosted_by(self.rank)
+        self.acks = bool(acks)
+        self.engine = Engine(
+            transport,
+            names,
+            self.placement.rank_of,
+            self.local,
+            configs,
+            resend_after,
+            self.decode,
+        )
+        self.inboxes = self.engine.inboxes
+        self.queued = {index: inbox.waiting for index, inbox in self.inboxes.items()}
+        # This rank's node's queue while receiving from it may take the fast path (automatic
+        # acks, no window, not closed); an empty deque otherwise.
+        self.plain_queue = (
+            self.queued[self.rank] if self.rank in self.engine.plain else NO_FAST_QUEUE
+        )
+        self.counter = dict.fromkeys(self.local, 0)  # messages each local node sent
+        self.closed = False
+        self.sealed = False  # True once close() began: nothing may be sent from then on,
+        self.serving = False  # except while close() still serves the other ranks (handlers)
+        self.all_closing = False  # close() saw every rank call close()
+        self.finished = False  # close() gathered --stats / --trace
+        self.arrived: Callable[[], bool] | None = None  # close()'s barrier for them
+        self.sends = 0
+        self.receives = 0
+        self.unfinished_checks = 0  # SendHandle.done() calls that found their send unfinished
+        # The work queues, by stream number, whose tasks a consumer here may take (set by
+        # `geode_mpi.core.channels`), and what processes a local node's messages with its
+        # handlers while a send waits for its ack (set to `Processor.pump`).
+        self.task_sources: Mapping[int, TaskSource] = {}
+        self.pump: Pump = _no_pump
+
+    @property
+    def node(self) -> str:
+        """This rank's own node."""
+        return self.names[self.rank]
+
+    # -- the gate and the checks of the public calls ---------------------------------------
+
+    def serialised(self, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """``call(*args, **kwargs)`` holding the gate: the hot paths' way in once other
+        threads exist (the rest of the public calls always hold it, see `locked`)."""
+        gate = self.gate
+        gate.enter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            gate.release()
+
+    def check_open(self, operation: str) -> None:
+        """Raise `ClosedError` for ``operation`` once closed."""
+        if self.closed:
+            raise ClosedError(operation)
+
+    def check_sending(self, operation: str) -> None:
+        """Raise `ClosedError` for ``operation`` once close() began (unless it serves)."""
+        if self.sealed and not self.serving:
+            raise ClosedError(operation)
+
+    def local_index(self, node: str | int | None, call: str) -> int:
+        """The index of a node this rank hosts (None: this rank's own).
+
+        Raises:
+            NodeNotLocalError: another rank hosts it.
+        """
+        if node is None:
+            return self.rank
+        index = self.placement.index(node)
+        if index not in self.inboxes:
+            name = self.placement.names[index]
+            raise NodeNotLocalError(call, name, self.rank, self.placement.rank_of(index))
+        return index
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        message: Any,
+        source: str | int | None,
+        dest: str | int | None,
+        ack: bool,
+        timeout: float | None,
+        reply_to: int = codec.NO_REPLY,
+        flags: int = 0,
+        batch: bool = True,
+    ) -> SendHandle:
+        """Send point-to-point (every kind of message a node sends to a node goes here)."""
+        if self.sealed and not self.serving:
+            raise ClosedError("isend")
+        route = None
+        if source is None:
+            try:
+                route = self.routes.get(dest)
+            except TypeError:  # unhashable: not a node name; the general path says so
+                route = None
+        if route is not None:  # this rank's node to a dest sent to before, without credits
+            src = self.rank
+            dst, rank, pair = route
+        else:
+            placement = self.placement
+            src = self.rank if source is None else placement.index(source, "source")
+            try:
+                index = self.index_of.get(dest)  # type: ignore[arg-type]
+            except TypeError:  # unhashable: not a node name; let index() say so
+                index = None
+            if index is None:
+                if dest is None:
+                    raise TypeError("send() needs a dest: send(message, dest='node1')")
+                index = placement.index(dest, "dest")
+            dst = index
+            if src not in self.inboxes:  # its own rank sends it
+                return SendHandle.elsewhere(self, src, dst)
+            engine = self.engine
+            found = engine.pairs_out.get((src, dst))
+            if found is not None and (found.credits is None or found.credits > 0):
+                pair = found
+            else:
+                if timeout is None:
+                    pair = engine.reserve(src, dst, None, None)
+                else:
+                    timeout = check_timeout(timeout)
+                    pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
+            rank = dst % self.size
+            if source is None and pair.credits is None:
+                self.routes[dest] = (dst, rank, pair)  # no credits now means none ever
+        traced = TRACER.on
+        begun = now_us() if traced else 0.0
+        msg = message if isinstance(message, Message) else Message(message)
+        engine = self.engine
+        seq = pair.next_seq
+        count = self.counter[src]
+        stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
+        tracked = self.acks or ack
+        if tracked:
+            flags |= _TRACKED | _WAITED if ack else _TRACKED
+        meta, frames = _encode(msg, stamp, flags, reply_to)
+        ticket = self.transport.send(rank, meta, frames, batch)
+        self.counter[src] = count + 1
+        engine.sent(src, pair, meta, frames, rank, tracked)
+        if traced:
+            trace_send(self.names, stamp, msg, meta, frames, begun)
+        self.sends += 1
+        if not self.sends & POLL_EVERY_SENDS - 1:
+            # A rank that only sends still drains what arrives; polling on every send would
+            # add a probe to the latency of each small message.
+            engine.poll()
+        return SendHandle(self, ticket, stamp, pair if tracked else None, ack)
+
+    def reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:
+        """Send ``value`` back to the sender of ``request`` (the run loop's replies may be
+        batched: the loop flushes them whenever it is idle)."""
+        if request.id is None or request.source is None or request.dest is None:
+            raise ValueError(f"reply() needs a received message, got {request!r}")
+        self.send(value, request.dest, request.source, False, timeout, request.id, 0, batch)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def decode(self, parcel: Parcel, index: int | None = None) -> Message:
+        """Decode a queued parcel; ``index``: the node that takes it (None: only looking)."""
+        message = codec.decode(parcel.meta, parcel.frames, self.names)
+        if parcel.flags & _FROM_STREAM:
+            self.stream_fields(message, parcel, index)
+        return message
+
+    def stream_fields(self, message: Message, parcel: Parcel, index: int | None) -> None:
+        """A topic message as its subscriber sees it (its topic, itself as dest), or a work
+        queue's task as its consumer does (its queue, the dispatcher as source; taking it for
+        the first time asks for the next one)."""
+        state = message.__dict__
+        if parcel.flags & _TOPIC:
+            state["topic"] = self.engine.topics.names.get(_track(parcel.meta)[3])
+            state["dest"] = None if index is None else self.names[index]
+            return
+        queue = self.task_sources.get(parcel.source)
+        if queue is None:  # a damaged flag: not from a work queue's stream
+            raise DecodeError(
+                f"message {message.id} from node index {parcel.source} is flagged as a work "
+                "queue's task, but no work queue has that stream"
+            )
+        if index is not None and not parcel.attempts:
+            queue.taken(index, message)
+        else:
+            state.update(work_queue=queue.name, source=queue.dispatcher)
+
+    def deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
+        """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""
+        parcel, receipt = found
+        try:
+            message = self.decode(parcel, index)
+        except DecodeError as exc:
+            if receipt is not None:
+                self.engine.in_hand -= 1
+            # Taken without a receipt it already counts as processed: record it all the same.
+            self.engine.dead_letter(index, parcel, exc, parcel.attempts + 1, receipt is not None)
+            raise
+        if receipt is not None:
+            message.__dict__["_receipt"] = receipt
+        if TRACER.on:
+            trace_receive(index, message, "receive")
+        return message
+
+    def poll(self) -> bool:
+        """Run the progress engine once; True if anything happened."""
+        return self.engine.poll()
+
+    def take(
+        self, index: int, match: Match | None, key: Any, timeout: float | None
+    ) -> tuple[Parcel, Any] | None:
+        """Take the next matching parcel of local node ``index``, waiting up to ``timeout``
+        seconds (None: no limit; 0: do not wait) for one; None if none came."""
+        engine = self.engine
+        if self.closed:
+            return engine.take(index, match, key, False)
+        self.receives += 1
+        found = engine.take(index, match, key, False) if self.queued[index] else None
+        if found is not None:
+            # Taken without polling MPI first; every POLL_EVERY_RECEIVES-th receive polls
+            # anyway, to keep what arrives (and acks) moving while a backlog is drained.
+            if not self.receives & POLL_EVERY_RECEIVES - 1:
+                engine.poll()
+            return found
+        transport = self.transport
+        if timeout == 0 or not (
+            transport.delivers_later or (other_threads() and senders_may_run())
+        ):
+            engine.poll()
+            found = engine.take(index, match, key, False)
+            if found is None and timeout != 0 and self.inboxes[index].next_ready():
+                return self._take_retry(index, match, key, timeout)
+            return found
+        # Nothing queued: wait, spinning on MPI's probe first (a poll here would only probe
+        # the same empty queue once more). A reply in a ping-pong comes within this first
+        # spin, before any of the waiting machinery below is set up.
+        if (
+            not engine.forwards
+            and not transport.busy
+            and transport.spin(FIRST_SPIN)
+            and (found := engine.take(index, match, key, False)) is not None
+        ):
+            return found
+        started = time.perf_counter()
+        try:
+            return self._wait_take(index, match, key, timeout, started)
+        finally:
+            self.waited(index, started, "wait: receive")
+
+    def _take_retry(
+        self, index: int, match: Match | None, key: Any, timeout: float | None
+    ) -> tuple[Parcel, Any] | None:
+        """One process, nothing else can arrive: wait out the back-off of a failed message
+        put back for a retry, if it ends within ``timeout``, and take what is then ready."""
+        inbox = self.inboxes[index]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.perf_counter()
+        try:
+            while delay := inbox.next_ready():
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    return None  # it comes due after the timeout: nothing can arrive before
+                time.sleep(delay)
+                found = self.engine.take(index, match, key, False)
+                if found is not None:
+                    return found
+            return None
+        finally:
+            self.waited(index, started, "wait: receive")
+
+    def _wait_take(
+        self, index: int, match: Match | None, key: Any, timeout: float | None, started: float
+    ) -> tuple[Parcel, Any] | None:
+        engine = self.engine
+        transport = self.transport
+        deadline = None if timeout is None else time.monotonic() + timeout
+        gate = self.gate
+        backoff = Backoff(gate=gate)  # lets other threads in while this one waits
+        turns = gate.turns
+        inbox = self.inboxes[index]
+        while True:
+            if engine.waited and engine.on_waited is not None:
+                engine.on_waited()  # requests to this rank's nodes are answered while it waits
+                found = engine.take(index, match, key, False)
+                if found is not None:
+                    return found
+            forwarded = bool(engine.forwards)
+            if forwarded:
+                # A sequencer's forwards may land in this very queue (its node is a member):
+                # look before spinning, or they would wait for the next arrival from MPI.
+                engine.forward()
+            if (
+                forwarded
+                or gate.turns != turns  # other threads ran: one may have delivered it
+                or transport.spin(backoff.slice(transport.busy))
+                or inbox.next_ready() == 0
+            ):
+                turns = gate.turns
+                found = engine.take(index, match, key, False)
+                if found is not None:
+                    return found
+                backoff.reset()
+            if engine.resend_after is not None:
+                engine.poll()
+            engine.flush_after(started)  # the senders may be waiting for acks or credits
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            backoff.pause(transport.busy)
+            if self.closed:  # by another thread, while this one paused
+                return None
+            if not (transport.delivers_later or senders_may_run()):
+                # One process, and the threads that could have sent to it are gone.
+                return engine.take(index, match, key, False)
+
+    def waited(self, index: int, started: float, what: str) -> None:
+        """Count the time node ``index`` spent waiting since ``started`` (perf_counter)."""
+        seconds = time.perf_counter() - started
+        self.engine.stats[index].wait_seconds += seconds
+        if TRACER.on:
+            TRACER.span(what, index, now_us() - seconds * 1e6)
+
+    def wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
+        """Drive progress until ``done()`` or ``deadline`` (`time.monotonic`); False then."""
+        return self.engine.wait(done, deadline)
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def unreceived(self) -> dict[str, Counter[str]]:
+        """The messages queued at this rank's nodes, by node and type."""
+        return {
+            self.names[index]: Counter(
+                codec.short_name(codec.peek(parcel.meta).class_name) for parcel in inbox
+            )
+            for index, inbox in self.inboxes.items()
+            if len(inbox)
+        }
+
+    def report_unreceived(self) -> None:
+        """Warn about the messages this rank's nodes never received."""
+        left = self.unreceived()
+        if not left:
+            return
+        parts = []
+        for node, types in left.items():
+            kinds = ", ".join(f"{count} {name}" for name, count in types.most_common())
+            parts.append(f"{node}: {sum(types.values())} message(s) ({kinds})")
+        log.warning(
+            "the job ends with messages never received: %s (receive() them, or run() their "
+            "handlers, before the end)",
+            "; ".join(parts),
+        )
