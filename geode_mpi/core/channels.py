@@ -9,8 +9,8 @@ from geode_mpi.core.groups import TOPIC_ATTRIBUTE, WORK_ATTRIBUTE
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.runtime import Runtime
 from geode_mpi.core.topics import STREAM_BASE, Topic
-from geode_mpi.core.tracepoints import trace_receive
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
+from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER

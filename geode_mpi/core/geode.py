@@ -27,10 +27,10 @@ from geode_mpi.core.registry import note_closed, register, unregister
 from geode_mpi.core.runtime import NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
 from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.core.topics import Topic
-from geode_mpi.core.tracepoints import trace_receive
 from geode_mpi.core.workqueues import WorkQueue
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.delivery.config import node_configs
+from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import (
     DecodeError,
     GeodeTimeoutError,

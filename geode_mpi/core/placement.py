@@ -7,8 +7,6 @@ from collections.abc import Sequence
 
 from geode_mpi.errors import UnknownNodeError
 
-ID_BITS = 40  # a message id is (source node index << ID_BITS) | per-node counter
-
 EMBEDDED_NODES = 4  # nodes in a one-rank world when none are named
 
 

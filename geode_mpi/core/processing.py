@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.core.tracepoints import trace_receive
 from geode_mpi.delivery import Acknowledger
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
+from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import DecodeError, ThreadError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
@@ -113,7 +113,7 @@ class Quiescence:
         me = self.geode.placement.hosted_by(self.geode.rank)[0]
         if not self.coordinator:
             if self.asked:
-                engine.send_control(me, 0, encode_wave(WAVE_ANSWER, self.asked, *counts))
+                engine.path.control(me, 0, encode_wave(WAVE_ANSWER, self.asked, *counts))
                 self.asked = 0
             return False
         if self.wave and len(self.answers) < self.size:
@@ -127,7 +127,7 @@ class Quiescence:
             self.previous = totals
             if done:
                 for rank in range(1, self.size):
-                    engine.send_control(me, rank, encode_wave(WAVE_QUIET, self.wave))
+                    engine.path.control(me, rank, encode_wave(WAVE_QUIET, self.wave))
                 self.quiet = self.wave
                 self.previous = None
                 return True
@@ -138,7 +138,7 @@ class Quiescence:
             self.wave_started = time.monotonic()
             self.answers = {0: counts}
             for rank in range(1, self.size):
-                engine.send_control(me, rank, encode_wave(WAVE_ASK, self.wave))
+                engine.path.control(me, rank, encode_wave(WAVE_ASK, self.wave))
         return False
 
     def _warn_if_stuck(self) -> None:

@@ -16,10 +16,10 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from geode_mpi import codec
 from geode_mpi.core.handles import SendHandle
-from geode_mpi.core.placement import ID_BITS, Placement
-from geode_mpi.core.tracepoints import trace_receive, trace_send
+from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
+from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import ClosedError, DecodeError, NodeNotLocalError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
@@ -104,6 +104,7 @@ class Runtime:
             configs,
             resend_after,
             self.decode,
+            self.acks,
         )
         self.inboxes = self.engine.inboxes
         self.queued = {index: inbox.waiting for index, inbox in self.inboxes.items()}
@@ -112,7 +113,8 @@ class Runtime:
         self.plain_queue = (
             self.queued[self.rank] if self.rank in self.engine.plain else NO_FAST_QUEUE
         )
-        self.counter = dict.fromkeys(self.local, 0)  # messages each local node sent
+        self.path = self.engine.path  # every message leaves through it
+        self.counter = self.path.counter  # messages each local node authored (ids)
         self.closed = False
         self.sealed = False  # True once close() began: nothing may be sent from then on,
         self.serving = False  # except while close() still serves the other ranks (handlers)
@@ -221,28 +223,16 @@ class Runtime:
             rank = dst % self.size
             if source is None and pair.credits is None:
                 self.routes[dest] = (dst, rank, pair)  # no credits now means none ever
-        traced = TRACER.on
-        begun = now_us() if traced else 0.0
         msg = message if isinstance(message, Message) else Message(message)
-        engine = self.engine
-        seq = pair.next_seq
-        count = self.counter[src]
-        stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
-        tracked = self.acks or ack
-        if tracked:
-            flags |= _TRACKED | _WAITED if ack else _TRACKED
-        meta, frames = _encode(msg, stamp, flags, reply_to)
-        ticket = self.transport.send(rank, meta, frames, batch)
-        self.counter[src] = count + 1
-        engine.sent(src, pair, meta, frames, rank, tracked)
-        if traced:
-            trace_send(self.names, stamp, msg, meta, frames, begun)
+        ticket, stamp = self.path.to_node(
+            msg, src, src, dst, rank, pair, ack, flags, reply_to, batch
+        )
         self.sends += 1
         if not self.sends & POLL_EVERY_SENDS - 1:
             # A rank that only sends still drains what arrives; polling on every send would
             # add a probe to the latency of each small message.
-            engine.poll()
-        return SendHandle(self, ticket, stamp, pair if tracked else None, ack)
+            self.engine.poll()
+        return SendHandle(self, ticket, stamp, pair if self.acks or ack else None, ack)
 
     def reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:
         """Send ``value`` back to the sender of ``request`` (the run loop's replies may be

@@ -21,15 +21,12 @@ from typing import TYPE_CHECKING, Any
 from geode_mpi import codec
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE
 from geode_mpi.core.handles import ELSEWHERE, SendHandle
-from geode_mpi.core.placement import ID_BITS
-from geode_mpi.core.tracepoints import trace_publish
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
-from geode_mpi.tracing import TRACER, now_us
-from geode_mpi.transport.base import Frame, SendTicket, copy_frame
+from geode_mpi.transport.base import SendTicket
 from geode_mpi.transport.gate import locked, other_threads
 
 if TYPE_CHECKING:
@@ -219,64 +216,13 @@ class Topic:
     def _publish(self, msg: Message, src: int, ack: bool, timeout: float | None) -> PublishHandle:
         geode = self._geode
         geode.check_sending("publish")
-        begun = now_us() if TRACER.on else 0.0
-        engine = geode.engine
         stream = self._streams[src]
-        number = stream.number
         deadline = None if timeout is None else time.monotonic() + timeout
-        pairs_out = engine.pairs_out
-        gate = geode.gate
-        while True:
-            turns = gate.turns
-            pairs = []
-            for sub in stream.subscribers:
-                pair = pairs_out.get((number, sub))
-                if pair is None or (pair.credits is not None and pair.credits <= 0):
-                    pair = engine.reserve(number, sub, deadline, timeout)  # may let others in
-                pairs.append(pair)
-            if gate.turns == turns:
-                break  # no other thread took a credit of the pairs reserved before the last
-        seq = stream.next_seq
-        count = geode.counter[src]
-        stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, self.wire))
+        pairs = geode.engine.reserve_stream(stream, deadline, timeout)
+        remote, local = self._routes[stream.number]
+        ticket, stamp = geode.path.publish(msg, stream, pairs, ack, remote, local)
         tracked = geode.acks or ack
-        flags = codec.FLAG_TOPIC
-        if tracked:
-            flags |= codec.FLAG_TRACKED | codec.FLAG_WAITED if ack else codec.FLAG_TRACKED
-        meta, frames = codec.encode(msg, stamp, flags)
-        geode.counter[src] = count + 1
-        ticket = self._send_out(number, meta, frames)
-        engine.published(number, seq, meta, frames, tracked)
-        if begun:
-            nbytes = len(meta) + sum(frame.nbytes for frame in frames)
-            trace_publish(self.name, stamp.id, src, stream.subscribers, begun, nbytes)
-        if self.retain:
-            stream.retained.append((meta, [copy_frame(frame) for frame in frames]))
         return PublishHandle(geode, ticket, stamp, pairs if tracked else None, ack, self.name)
-
-    def _send_out(
-        self,
-        number: int,
-        meta: bytes,
-        frames: Sequence[Frame],
-        subscribers: Iterable[int] | None = None,
-    ) -> SendTicket:
-        """Broadcast to the subscribers' ranks (default: all the stream's), and a local copy
-        for those on this rank."""
-        geode = self._geode
-        if subscribers is None:
-            remote, local = self._routes[number]
-        else:
-            ranks = {geode.placement.rank_of(sub) for sub in subscribers}
-            remote, local = bool(ranks - {geode.rank}), geode.rank in ranks
-        ticket = _NO_SUBSCRIBERS
-        if remote:
-            ticket = geode.transport.broadcast(number, meta, frames)
-        if local:
-            copied = geode.transport.send(geode.rank, meta, frames)
-            if ticket is _NO_SUBSCRIBERS:
-                ticket = copied
-        return ticket
 
     # -- membership ------------------------------------------------------------------------
 
@@ -336,11 +282,14 @@ class Topic:
 
     def _replay(self, stream: TopicStream, added: list[int]) -> None:
         """Send the retained messages again, for the new subscribers (the others skip them)."""
+        geode = self._geode
+        ranks = {geode.placement.rank_of(sub) for sub in added}
+        remote, local = bool(ranks - {geode.rank}), geode.rank in ranks
         retained = stream.retained
         for meta, frames in retained:
             again = bytearray(meta)  # resent and untracked: see delivery.engine._REPLAY
             again[2] = (again[2] | codec.FLAG_RESENT) & ~(codec.FLAG_TRACKED | codec.FLAG_WAITED)
-            self._send_out(stream.number, bytes(again), frames, added)
+            geode.path.broadcast(stream.number, bytes(again), frames, remote, local)
         if retained:
-            stats = self._geode.engine.sender_stats[stream.publisher]
+            stats = geode.engine.sender_stats[stream.publisher]
             stats.resent += len(retained) * len(added)

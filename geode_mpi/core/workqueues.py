@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any
 from geode_mpi import codec
 from geode_mpi.core.groups import WORK_ATTRIBUTE
 from geode_mpi.core.handles import SendHandle
-from geode_mpi.core.placement import ID_BITS
-from geode_mpi.core.tracepoints import trace_send
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import GeodeTimeoutError, ReceiveTimeout, check_timeout
 from geode_mpi.message import Message
-from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport.gate import locked
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
+
+
+FLAG_WORK = codec.FLAG_WORK
 
 
 class WorkDone(Message):
@@ -257,20 +257,7 @@ class WorkQueue:
         pair = engine.pairs_out.get((number, consumer))
         if pair is None or (pair.credits is not None and pair.credits <= 0):
             pair = engine.reserve(number, consumer, None, None)
-        publisher = self._dispatcher
-        count = geode.counter[publisher]
-        stamp = codec.Stamp(
-            (publisher << ID_BITS) | count, pair.next_seq, time.time(), number, consumer
-        )
-        tracked = geode.acks
-        flags = codec.FLAG_WORK | (codec.FLAG_TRACKED if tracked else 0)
         task.__dict__.pop(WORK_ATTRIBUTE, None)
-        meta, frames = codec.encode(task, stamp, flags)
         rank = geode.placement.rank_of(consumer)
-        begun = now_us() if TRACER.on else 0.0
-        geode.transport.send(rank, meta, frames, False)
-        geode.counter[publisher] = count + 1
-        engine.sent(number, pair, meta, frames, rank, tracked)
-        if begun:
-            shown = codec.Stamp(stamp.id, stamp.seq, stamp.timestamp, publisher, consumer)
-            trace_send(geode.names, shown, task, meta, frames, begun)
+        # On the queue's stream, untracked unless every message is (``ack`` is for senders).
+        geode.path.to_node(task, self._dispatcher, number, consumer, rank, pair, False, FLAG_WORK)

@@ -28,7 +28,8 @@ from geode_mpi.delivery.control import (
     kind,
     ranges,
 )
-from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
+from geode_mpi.delivery.pairs import PairIn, PairOut
+from geode_mpi.delivery.sending import SendPath
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
 from geode_mpi.delivery.topics import TopicStream, TopicTable
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
@@ -98,6 +99,7 @@ class Engine:
         resend_after: seconds after which an unacknowledged message is sent again (None: never;
             MPI does not lose messages, so this matters only on a lossy transport).
         decode: turns a parcel into a Message (for dead letters).
+        acks: track every message sent until it is acknowledged (see `SendPath`).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class Engine:
         configs: Sequence[QueueConfig],
         resend_after: float | None,
         decode: Decoder,
+        acks: bool = True,
     ) -> None:
         self.transport = transport
         self.names = names
@@ -149,6 +152,10 @@ class Engine:
         # serves them (the Geode's handlers) whenever this rank waits.
         self.waited: set[int] = set()
         self.on_waited: Callable[[], None] | None = None
+        # Every message and control record this rank sends leaves through here.
+        self.path = SendPath(
+            transport, names, self.sender_stats, self.rank_of, local, acks, resend_after
+        )
         transport.attach(self.sink, self.sink_run)
 
     # -- names and ranks, topic streams included -------------------------------------------
@@ -171,28 +178,6 @@ class Engine:
         self.topics.add(stream)
         if stream.publisher in self.stats:
             self.sender_stats[stream.number] = self.stats[stream.publisher]
-
-    def published(
-        self, number: int, seq: int, meta: bytes, frames: Sequence[Any], tracked: bool
-    ) -> None:
-        """Record a message just published on stream ``number`` (numbered ``seq``, the
-        stream's `TopicStream.next_seq`, which moves on): a message sent to each of its
-        subscribers, in each one's outbox if tracked."""
-        stream = self.topics.streams[number]
-        stream.next_seq = seq + 1
-        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
-        stats = self.stats[stream.publisher]
-        stats.sent += len(stream.subscribers)
-        stats.sent_bytes += nbytes * len(stream.subscribers)
-        for sub in stream.subscribers:
-            pair = self.pair_out(number, sub)
-            if pair.credits is not None:
-                pair.credits -= 1
-            if tracked:
-                kept = () if self.resend_after is None else frames
-                pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, kept, self._node_rank(sub)))
-                if self.resend_after is not None:
-                    pair.resends[seq] = [time.monotonic(), 1]
 
     def expect_from_start(self, number: int, sub: int) -> None:
         """Local subscriber ``sub`` takes stream ``number`` from its first message on (a
@@ -262,6 +247,25 @@ class Engine:
             stats.credit_wait_seconds += time.monotonic() - started
         return pair
 
+    def reserve_stream(
+        self, stream: TopicStream, deadline: float | None, timeout: float | None
+    ) -> list[PairOut]:
+        """The pairs of (``stream``, each subscriber), once every subscriber has room for one
+        more message (see `reserve`)."""
+        number = stream.number
+        pairs_out = self.pairs_out
+        gate = self.transport.gate
+        while True:
+            turns = gate.turns
+            pairs = []
+            for sub in stream.subscribers:
+                pair = pairs_out.get((number, sub))
+                if pair is None or (pair.credits is not None and pair.credits <= 0):
+                    pair = self.reserve(number, sub, deadline, timeout)  # may let others in
+                pairs.append(pair)
+            if gate.turns == turns:
+                return pairs  # no other thread took a credit of the pairs reserved before
+
     def _ask_again(self, src: int, dst: int, asked: list[float]) -> None:
         """On a lossy transport (``resend_after`` set), ask dst for its ack record again now
         and then: the one that would have returned this sender's credits may have been lost."""
@@ -270,32 +274,7 @@ class Engine:
         now = time.monotonic()
         if now - asked[0] >= self.resend_after:
             asked[0] = now
-            self.send_control(src, dst, encode_ask())
-
-    def sent(
-        self, src: int, pair: PairOut, meta: bytes, frames: Sequence[Any], rank: int, tracked: bool
-    ) -> None:
-        """Record the pair's next message, just handed to the transport (in its outbox, if
-        tracked)."""
-        seq = pair.next_seq
-        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
-        pair.next_seq = seq + 1
-        if pair.credits is not None:
-            pair.credits -= 1
-        stats = self.sender_stats[src]
-        stats.sent += 1
-        stats.sent_bytes += nbytes
-        if not tracked:
-            return
-        if self.resend_after is None:
-            # Nothing will send it again (MPI loses nothing): keep its header, not its arrays,
-            # so that the buffers they live in are free for reuse as soon as the caller lets
-            # go of them, not only once the batched ack comes back.
-            entry = _tuple_new(OutboxEntry, (meta, (), rank))
-        else:
-            entry = _tuple_new(OutboxEntry, (meta, frames, rank))
-            pair.resends[seq] = [time.monotonic(), 1]
-        pair.outbox[seq] = entry
+            self.path.control(src, dst, encode_ask())
 
     def _resend_due(self) -> None:
         now = time.monotonic()
@@ -307,9 +286,7 @@ class Engine:
             for seq, entry in list(pair.outbox.items()):
                 state = pair.resends.setdefault(seq, [now, 1])
                 if now - state[0] >= limit:
-                    meta = bytearray(entry.meta)
-                    meta[2] |= _FLAG_RESENT
-                    self.transport.send(entry.rank, bytes(meta), entry.frames)
+                    self.path.resend(entry.rank, entry.meta, entry.frames)
                     state[0] = now
                     state[1] += 1
                     self.sender_stats[src].resent += 1
@@ -675,12 +652,7 @@ class Engine:
         pair.unacked = []
         pair.owed = 0
         self.stats[dest].acks_sent += 1
-        self.send_control(dest, source, payload, batch=True)
-
-    def send_control(self, source: int, dest: int, payload: bytes, batch: bool = False) -> None:
-        """Send a control record from node index ``source`` to node index ``dest``."""
-        meta = codec.encode_control(source, dest, payload)
-        self.transport.send(self.rank_of(dest), meta, (), batch=batch)
+        self.path.control(dest, source, payload, batch=True)
 
     def _control(self, meta: memoryview) -> None:
         _, _, receiver, sender, _ = codec.track(meta)

@@ -21,6 +21,7 @@ from faulty import Faults, FaultyHub, describe_counts
 
 from geode_mpi import Geode, QueueConfig, QueueFull, SendHandle
 from geode_mpi.delivery import engine as engine_module
+from geode_mpi.delivery import sending as sending_module
 
 RESEND_AFTER = 0.005  # seconds of the virtual clock
 TICK = 0.001  # the virtual clock's step per round
@@ -52,8 +53,10 @@ class VirtualClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     """Resends and delayed acks follow a clock the test moves, not real time."""
     virtual = VirtualClock(time)
-    # The engine reads the time through its module global `time`.
+    # The engine and its send path (which stamps outbox entries with the time of sending)
+    # read the time through their module global `time`.
     monkeypatch.setattr(engine_module, "time", virtual)
+    monkeypatch.setattr(sending_module, "time", virtual)
     return virtual
 
 

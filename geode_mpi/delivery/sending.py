@@ -1,0 +1,198 @@
+"""The send path: every message of a rank leaves through here, to a node or on a stream.
+
+One call per message from the layer above: it takes the message's id, builds its stamp and
+encodes it (`SendPath.stamp`, the only place that does), hands the bytes to the transport,
+and records the message on its pair (its seq, a credit, its outbox entry, the counters).
+Point-to-point sends, a work queue's hand-outs (`to_node`), topic publishes (`publish`) and
+control records (`control`) each have one method.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from geode_mpi import codec
+from geode_mpi.delivery.pairs import OutboxEntry, PairOut
+from geode_mpi.delivery.stats import NodeStats
+from geode_mpi.delivery.topics import TopicStream
+from geode_mpi.delivery.tracepoints import trace_publish, trace_send
+from geode_mpi.message import Message
+from geode_mpi.tracing import TRACER, now_us
+from geode_mpi.transport import SendTicket, Transport
+from geode_mpi.transport.base import Frame, copy_frame
+
+ID_BITS = 40  # a message id is (its author node's index << ID_BITS) | that node's counter
+_NO_SUBSCRIBERS = SendTicket(-1, 0, done=True)
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+_Stamp, _encode = codec.Stamp, codec.encode  # hot-path names, bound once
+# The delivery flags of a tracked message, and of one whose sender also waits for it.
+_TRACKED = codec.FLAG_TRACKED
+_TRACKED_WAITED = codec.FLAG_TRACKED | codec.FLAG_WAITED
+
+
+class SendPath:
+    """How this rank's messages leave: stamped, encoded, sent, recorded.
+
+    Args:
+        transport: this rank's transport.
+        names: every node's name, by index (for traces).
+        stats: the counters each sender's traffic goes to, by node or stream number (the
+            engine's `sender_stats`, kept up to date as streams are added).
+        rank_of: the rank hosting a node index.
+        local: the node indices this rank hosts (the authors of its messages' ids).
+        acks: track every message until it is acknowledged (``Geode(acks=...)``).
+        resend_after: None when nothing is ever resent (then an outbox keeps only headers).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        names: Sequence[str],
+        stats: Mapping[int, NodeStats],
+        rank_of: Callable[[int], int],
+        local: Sequence[int],
+        acks: bool,
+        resend_after: float | None,
+    ) -> None:
+        self.transport = transport
+        self.names = names
+        self.stats = stats
+        self.rank_of = rank_of
+        self.counter = dict.fromkeys(local, 0)  # messages each local node authored
+        self.acks = acks
+        self.resend_after = resend_after
+
+    def stamp(
+        self,
+        message: Message,
+        author: int,
+        src: int,
+        dst: int,
+        seq: int,
+        flags: int,
+        reply_to: int = codec.NO_REPLY,
+    ) -> tuple[codec.Stamp, bytes, Sequence[Frame]]:
+        """Take ``author``'s next message id, build the stamp and encode: the one place.
+
+        ``src`` and ``dst`` are the header's (a node, or a stream's or topic's number). An
+        `EncodeError` leaves the id untaken.
+        """
+        count = self.counter[author]
+        stamp = _tuple_new(_Stamp, ((author << ID_BITS) | count, seq, time.time(), src, dst))
+        meta, frames = _encode(message, stamp, flags, reply_to)
+        self.counter[author] = count + 1
+        return stamp, meta, frames
+
+    def to_node(
+        self,
+        message: Message,
+        author: int,
+        src: int,
+        dst: int,
+        rank: int,
+        pair: PairOut,
+        ack: bool,
+        flags: int = 0,
+        reply_to: int = codec.NO_REPLY,
+        batch: bool = False,
+    ) -> tuple[SendTicket, codec.Stamp]:
+        """Send the next message of pair (``src``, ``dst``) to node ``dst`` on ``rank``.
+
+        ``src`` is the sending node, or a work queue's stream (then ``author`` is its
+        dispatcher); ``ack``: the sender waits for its processing. Tracked (in the pair's
+        outbox until acknowledged) with ``acks`` or ``ack``.
+        """
+        begun = now_us() if TRACER.on else 0.0
+        tracked = self.acks or ack
+        if tracked:
+            flags |= _TRACKED_WAITED if ack else _TRACKED
+        seq = pair.next_seq
+        stamp, meta, frames = self.stamp(message, author, src, dst, seq, flags, reply_to)
+        ticket = self.transport.send(rank, meta, frames, batch)
+        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
+        pair.next_seq = seq + 1
+        if pair.credits is not None:
+            pair.credits -= 1
+        stats = self.stats[src]
+        stats.sent += 1
+        stats.sent_bytes += nbytes
+        if tracked:
+            if self.resend_after is None:
+                # Nothing will send it again (MPI loses nothing): keep its header, not its
+                # arrays, so that the buffers they live in are free for reuse as soon as the
+                # caller lets go of them, not only once the batched ack comes back.
+                pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, (), rank))
+            else:
+                pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, frames, rank))
+                pair.resends[seq] = [time.monotonic(), 1]
+        if begun:
+            shown = stamp if author == src else _tuple_new(_Stamp, (*stamp[:3], author, dst))
+            trace_send(self.names, shown, message, meta, frames, begun)
+        return ticket, stamp
+
+    def publish(
+        self,
+        message: Message,
+        stream: TopicStream,
+        pairs: Sequence[PairOut],
+        ack: bool,
+        remote: bool,
+        local: bool,
+    ) -> tuple[SendTicket, codec.Stamp]:
+        """Publish the stream's next message (numbered `TopicStream.next_seq`, which moves on)
+        to every subscriber: one broadcast to the other member ranks if ``remote``, a local copy
+        if ``local``; ``pairs``: the (stream, subscriber) pairs, each reserved a credit."""
+        begun = now_us() if TRACER.on else 0.0
+        tracked = self.acks or ack
+        flags = codec.FLAG_TOPIC
+        if tracked:
+            flags |= _TRACKED_WAITED if ack else _TRACKED
+        seq = stream.next_seq
+        author = stream.publisher
+        stamp, meta, frames = self.stamp(message, author, author, stream.wire, seq, flags)
+        ticket = self.broadcast(stream.number, meta, frames, remote, local)
+        stream.next_seq = seq + 1
+        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
+        stats = self.stats[stream.number]
+        stats.sent += len(pairs)
+        stats.sent_bytes += nbytes * len(pairs)
+        for pair, sub in zip(pairs, stream.subscribers, strict=True):
+            if pair.credits is not None:
+                pair.credits -= 1
+            if tracked:
+                kept = () if self.resend_after is None else frames
+                pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, kept, self.rank_of(sub)))
+                if self.resend_after is not None:
+                    pair.resends[seq] = [time.monotonic(), 1]
+        if stream.retained.maxlen:
+            stream.retained.append((meta, [copy_frame(frame) for frame in frames]))
+        if begun:
+            trace_publish(stream.topic, stamp.id, author, stream.subscribers, begun, nbytes)
+        return ticket, stamp
+
+    def broadcast(
+        self, number: int, meta: bytes, frames: Sequence[Frame], remote: bool, local: bool
+    ) -> SendTicket:
+        """Send on stream ``number``: a broadcast to its other member ranks (``remote``), and a
+        copy to this rank (``local``); the ticket of the broadcast, else of the copy."""
+        ticket = _NO_SUBSCRIBERS
+        if remote:
+            ticket = self.transport.broadcast(number, meta, frames)
+        if local:
+            copied = self.transport.send(self.transport.rank, meta, frames)
+            if ticket is _NO_SUBSCRIBERS:
+                ticket = copied
+        return ticket
+
+    def control(self, source: int, dest: int, payload: bytes, batch: bool = False) -> None:
+        """Send a control record (an ack, a quiescence wave) from node ``source`` to ``dest``."""
+        meta = codec.encode_control(source, dest, payload)
+        self.transport.send(self.rank_of(dest), meta, (), batch=batch)
+
+    def resend(self, rank: int, meta: bytes, frames: Sequence[Any]) -> None:
+        """Send a message again, flagged as resent (the receiver drops it if it has it)."""
+        again = bytearray(meta)
+        again[2] |= codec.FLAG_RESENT
+        self.transport.send(rank, bytes(again), frames)
