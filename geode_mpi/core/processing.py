@@ -25,11 +25,11 @@ from geode_mpi import codec
 from geode_mpi.delivery import Acknowledger
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
 from geode_mpi.delivery.tracepoints import trace_receive
+from geode_mpi.delivery.waiting import IDLE, WORKED, Marker, Wait
 from geode_mpi.errors import DecodeError, ThreadError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
-from geode_mpi.transport import Backoff
 from geode_mpi.transport.gate import other_threads, senders_may_run
 
 if TYPE_CHECKING:
@@ -348,32 +348,25 @@ class Processor:
         others = [index for index in geode.local if index != src]
         self.awaited.add(wanted)  # before anything lets another thread in
         summary = RunSummary()
-        backoff = Backoff(gate=transport.gate)  # hands the gate to other threads
-        started = time.perf_counter()
-        try:
-            while True:
-                engine.poll()
+
+        def look() -> tuple[Parcel, Acknowledger | None] | Marker:
+            found = engine.take(src, is_reply, None, False)
+            if found is not None:
+                return found
+            if engine.waited:  # requests to this rank's nodes, its own among them
+                self.serve_waited()
                 found = engine.take(src, is_reply, None, False)
                 if found is not None:
                     return found
-                if engine.waited:  # requests to this rank's nodes, its own among them
-                    self.serve_waited()
-                    found = engine.take(src, is_reply, None, False)
-                    if found is not None:
-                        return found
-                worked = self.step(others, summary, handled_only=True) if others else 0
-                if worked:
-                    backoff.reset()
-                    continue
-                if deadline is not None and time.monotonic() >= deadline:
-                    return None
-                if not (transport.delivers_later or senders_may_run()):
-                    return None  # one process, nothing left to process: no reply can come
-                engine.flush_after(started)
-                if transport.spin(backoff.slice(transport.busy)):
-                    backoff.reset()
-                else:
-                    backoff.pause(transport.busy)
+            worked = self.step(others, summary, handled_only=True) if others else 0
+            return WORKED if worked else IDLE
+
+        def alone() -> bool:  # one process, nothing left to process: no reply can come
+            return not (transport.delivers_later or senders_may_run())
+
+        started = time.perf_counter()
+        try:
+            return Wait(engine, deadline, started, poll=True).until(look, alone)
         finally:
             self.awaited.discard(wanted)
             geode.waited(src, started, "wait: request")
@@ -424,7 +417,6 @@ class Processor:
     ) -> RunSummary:
         geode = self.geode
         engine = geode.engine
-        transport = geode.transport
         summary = RunSummary()
         started = time.monotonic()
         self.stopped.difference_update(served)
@@ -432,48 +424,30 @@ class Processor:
             if self.quiescence is None:
                 self.quiescence = Quiescence(geode)
             self.quiescence.reset()
-        backoff = Backoff(gate=transport.gate)  # hands the gate to other threads
-        idle_since = time.perf_counter()
-        waited = 0.0
-        while True:
-            engine.poll()
-            if engine.waited:  # waited-for messages at local nodes this loop does not serve
-                engine.waited.difference_update(served)
-                self.serve_waited()
+        quiescence = self.quiescence if quiescent else None
+        wait = Wait(engine, deadline, poll=True, leave=served, idle_after_work=True)
+
+        def look() -> str | Marker:
+            engine.serve_waiting(served)  # waited-for messages at nodes this loop does not serve
             left = None if count is None else count - summary.processed - summary.failed
             worked = self.step(served, summary, left)
-            if worked:
-                backoff.reset()
             if any(index in self.stopped for index in served):
-                summary.reason = "stopped"
-                break
+                return "stopped"
             if count is not None and summary.processed + summary.failed >= count:
-                summary.reason = "count"
-                break
+                return "count"
             if until is not None and until():
-                summary.reason = "until"
-                break
+                return "until"
             idle = (
                 not engine.in_hand
                 and not engine.forwards
                 and not any(len(geode.inboxes[i]) for i in served)
             )
-            if quiescent and self.quiescence is not None and self.quiescence.check(idle):
-                summary.reason = "quiescent"
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                summary.reason = "timeout"
-                break
-            if worked:
-                idle_since = time.perf_counter()
-            else:
-                engine.flush_after(idle_since)
-                paused = time.perf_counter()
-                if transport.spin(backoff.slice(transport.busy)):
-                    backoff.reset()
-                else:
-                    backoff.pause(transport.busy)
-                waited += time.perf_counter() - paused
+            if quiescence is not None and quiescence.check(idle):
+                return "quiescent"
+            return WORKED if worked else IDLE
+
+        summary.reason = wait.until(look) or "timeout"
+        waited = wait.paused
         for index in served:  # the loop served them all while it waited
             engine.stats[index].wait_seconds += waited / len(served)
         engine.flush()

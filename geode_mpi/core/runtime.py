@@ -20,11 +20,12 @@ from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.tracepoints import trace_receive
+from geode_mpi.delivery.waiting import IDLE, Marker, Wait
 from geode_mpi.errors import ClosedError, DecodeError, NodeNotLocalError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
-from geode_mpi.transport import Backoff, Transport
+from geode_mpi.transport import Transport
 from geode_mpi.transport.gate import other_threads, senders_may_run
 
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -358,43 +359,17 @@ class Runtime:
         engine = self.engine
         transport = self.transport
         deadline = None if timeout is None else time.monotonic() + timeout
-        gate = self.gate
-        backoff = Backoff(gate=gate)  # lets other threads in while this one waits
-        turns = gate.turns
-        inbox = self.inboxes[index]
-        while True:
-            if engine.waited and engine.on_waited is not None:
-                engine.on_waited()  # requests to this rank's nodes are answered while it waits
-                found = engine.take(index, match, key, False)
-                if found is not None:
-                    return found
-            forwarded = bool(engine.forwards)
-            if forwarded:
-                # A sequencer's forwards may land in this very queue (its node is a member):
-                # look before spinning, or they would wait for the next arrival from MPI.
-                engine.forward()
-            if (
-                forwarded
-                or gate.turns != turns  # other threads ran: one may have delivered it
-                or transport.spin(backoff.slice(transport.busy))
-                or inbox.next_ready() == 0
-            ):
-                turns = gate.turns
-                found = engine.take(index, match, key, False)
-                if found is not None:
-                    return found
-                backoff.reset()
-            if engine.resend_after is not None:
-                engine.poll()
-            engine.flush_after(started)  # the senders may be waiting for acks or credits
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            backoff.pause(transport.busy)
+
+        def look() -> tuple[Parcel, Any] | Marker | None:
             if self.closed:  # by another thread, while this one paused
                 return None
-            if not (transport.delivers_later or senders_may_run()):
-                # One process, and the threads that could have sent to it are gone.
-                return engine.take(index, match, key, False)
+            found = engine.take(index, match, key, False)
+            return IDLE if found is None else found
+
+        def alone() -> bool:  # one process, and the threads that could send to it are gone
+            return not (transport.delivers_later or senders_may_run())
+
+        return Wait(engine, deadline, started).until(look, alone)
 
     def waited(self, index: int, started: float, what: str) -> None:
         """Count the time node ``index`` spent waiting since ``started`` (perf_counter)."""

@@ -13,7 +13,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from geode_mpi import codec
@@ -32,6 +32,7 @@ from geode_mpi.delivery.pairs import PairIn, PairOut
 from geode_mpi.delivery.sending import SendPath
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
 from geode_mpi.delivery.topics import TopicStream, TopicTable
+from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Inbox, Key, Match, Parcel
@@ -749,24 +750,29 @@ class Engine:
             self.flush()
 
     def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
-        """Drive progress until ``done()`` or the deadline (False), flushing acks if it lasts.
+        """Drive progress until ``done()`` or the deadline (False), in the one wait loop
+        (`geode_mpi.delivery.waiting`).
 
         Other threads may run at its pauses (the gate is handed over): callers look at the
         state again once it returns, never before (``done()`` holds when it returns True)."""
-        started = time.perf_counter()
+        return wait_for(self, done, deadline)
 
-        def done_or_work() -> bool:
-            if self.forwards:
-                self.forward()
-            if self.waited and self.on_waited is not None:
+    def serve_waiting(self, leave: Collection[int] = ()) -> bool:
+        """What a waiting rank does for the others: forward what a sequencer holds, serve the
+        requests whose senders wait (except at the nodes in ``leave``: their waiter handles
+        them), resend what is due. True if it forwarded (a forward may land here)."""
+        forwarded = bool(self.forwards)
+        if forwarded:
+            self.forward()
+        waited = self.waited
+        if waited:
+            if leave:
+                waited.difference_update(leave)
+            if waited and self.on_waited is not None:
                 self.on_waited()
-            if self.resend_after is not None:
-                self._resend_due()
-            if self._due:
-                self.flush_after(started)
-            return done()
-
-        return self.transport.wait(done_or_work, deadline, self.transport.gate)
+        if self.resend_after is not None:
+            self._resend_due()
+        return forwarded
 
     def snapshot(self, index: int) -> NodeStats:
         """A copy of a local node's counters, with its queue depth and outbox size now."""

@@ -1,0 +1,132 @@
+"""The one wait loop: every blocking call of a Geode waits here.
+
+A blocking call (a receive, a request, a run loop, a send waiting for room, its data or its
+ack, a work queue's serve, close) says what it waits for as a *step*, a function that looks
+once and returns either its result, `IDLE` (nothing yet) or `WORKED` (nothing yet, but it did
+some work, such as running a handler). Between two looks the loop keeps the rank useful and
+cheap: it forwards what a sequencer holds, serves the requests whose senders wait (this
+rank's handlers answer them wherever it waits), resends what a lossy transport lost, flushes
+acks once the wait lasts, then spins on the transport and backs off with growing sleeps
+(`geode_mpi.transport.backoff.Backoff`), handing the gate to other threads at its pauses.
+A SIGTERM's grace running out raises `Terminated` from a pause (termination.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from typing import Final, Protocol, TypeVar
+
+from geode_mpi.transport import Backoff, Transport
+
+_T = TypeVar("_T")
+
+
+class Engine(Protocol):
+    """What the loop asks of the delivery engine (`geode_mpi.delivery.engine.Engine`)."""
+
+    @property
+    def transport(self) -> Transport: ...
+
+    def poll(self) -> bool: ...
+
+    def serve_waiting(self, leave: Collection[int] = ()) -> bool: ...
+
+    def flush_after(self, started: float) -> None: ...
+
+
+class Marker:
+    """What a step returns while the wait goes on (`IDLE`, `WORKED`)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+IDLE: Final = Marker("IDLE")  # a step found nothing yet
+WORKED: Final = Marker("WORKED")  # a step found nothing yet but did some work: look again
+
+
+class Wait:
+    """One wait of a blocking call: `until` loops over a step until it has a result or the
+    deadline passes.
+
+    Args:
+        engine: the rank's delivery engine (its transport, gate and pending work).
+        deadline: a `time.monotonic` instant, or None for no limit.
+        started: when the wait began (`time.perf_counter`; default now): acks owed are
+            flushed once it has lasted `FLUSH_AFTER`.
+        poll: run the progress engine before every look (for steps that do not).
+        leave: local nodes whose waited-for requests the step itself handles (a run loop's).
+        idle_after_work: count the wait's length for flushing acks from the step's last work
+            instead of from ``started`` (a run loop: it has just been busy, not waiting).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        deadline: float | None,
+        started: float | None = None,
+        poll: bool = False,
+        leave: Collection[int] = (),
+        idle_after_work: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.deadline = deadline
+        self.started = time.perf_counter() if started is None else started
+        self.poll = poll
+        self.leave = leave
+        self.idle_after_work = idle_after_work
+        self.paused = 0.0  # seconds spent in spins and pauses, with nothing to do
+
+    def until(
+        self, step: Callable[[], _T | Marker], alone: Callable[[], bool] | None = None
+    ) -> _T | None:
+        """Look with ``step`` until it returns a result (returned), or the deadline (None).
+
+        ``alone``: True when nothing can arrive any more (one process, and no other thread
+        that could send): then the wait ends after one last look.
+        """
+        engine = self.engine
+        transport = engine.transport
+        gate = transport.gate
+        backoff = Backoff(gate=gate)  # lets other threads in while this one waits
+        turns = gate.turns
+        idle_since = self.started
+        deadline = self.deadline
+        while True:
+            if self.poll:
+                engine.poll()
+            outcome = step()
+            if outcome is WORKED:
+                backoff.reset()
+                if self.idle_after_work:
+                    idle_since = time.perf_counter()
+            elif outcome is not IDLE:
+                return outcome  # type: ignore[return-value]
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            if outcome is WORKED:
+                continue
+            if alone is not None and alone():
+                outcome = step()
+                return None if isinstance(outcome, Marker) else outcome
+            if engine.serve_waiting(self.leave):
+                continue  # a sequencer's forwards may have landed in the very queue looked at
+            engine.flush_after(idle_since)  # the senders may be waiting for acks or credits
+            paused = time.perf_counter()
+            if gate.turns != turns or transport.spin(backoff.slice(transport.busy)):
+                turns = gate.turns  # an event, or other threads ran: one may have done it
+                backoff.reset()
+            else:
+                backoff.pause(transport.busy)
+            self.paused += time.perf_counter() - paused
+
+
+def wait_for(engine: Engine, done: Callable[[], bool], deadline: float | None) -> bool:
+    """Wait until ``done()`` (True) or the deadline (False)."""
+    return Wait(engine, deadline).until(lambda: True if done() else IDLE) is True
