@@ -10,8 +10,9 @@ from geode_mpi import codec
 from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
+from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.errors import AckTimeout, SendTimeout, check_timeout
-from geode_mpi.transport import SendTicket, Transport
+from geode_mpi.transport import Transport
 from geode_mpi.transport.gate import other_threads
 
 
@@ -82,7 +83,7 @@ class SendHandle:
     def elsewhere(cls, geode: Sender, source: int, dest: int) -> SendHandle:
         """The handle, done at once, of a send from ``source`` that another rank hosts."""
         stamp = codec.Stamp(ELSEWHERE, ELSEWHERE, 0.0, source, dest)
-        return cls(geode, SendTicket(geode.placement.rank_of(source), 0, True), stamp)
+        return cls(geode, sent_elsewhere(geode.placement.rank_of(source)), stamp)
 
     @property
     def local(self) -> bool:

@@ -22,20 +22,17 @@ from geode_mpi import codec
 from geode_mpi.core.groups import TOPIC_ATTRIBUTE
 from geode_mpi.core.handles import ELSEWHERE, SendHandle
 from geode_mpi.delivery.pairs import PairOut
+from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
-from geode_mpi.transport.base import SendTicket
 from geode_mpi.transport.gate import locked, other_threads
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
 
 STREAM_BASE = 1 << 20  # stream numbers start this far beyond the node indices; wire numbers below
-_NO_SUBSCRIBERS = SendTicket(-1, 0, done=True)
-_tuple_new = tuple.__new__
-_Stamp = codec.Stamp
 
 
 class PublishHandle(SendHandle):
@@ -193,7 +190,7 @@ class Topic:
             )
         if src not in geode.inboxes:  # its rank publishes it
             stamp = codec.Stamp(ELSEWHERE, ELSEWHERE, 0.0, src, self.wire)
-            ticket = SendTicket(geode.placement.rank_of(src), 0, True)
+            ticket = sent_elsewhere(geode.placement.rank_of(src))
             return PublishHandle(geode, ticket, stamp, None, False, self.name)
         msg = message if isinstance(message, Message) else Message(message)
         if self._sequencer is not None and src != self._sequencer:

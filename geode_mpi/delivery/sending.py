@@ -20,7 +20,8 @@ from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.delivery.tracepoints import trace_publish, trace_send
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER, now_us
-from geode_mpi.transport import SendTicket, Transport
+from geode_mpi.transport import SendTicket as SendTicket  # what a send returns (re-exported)
+from geode_mpi.transport import Transport
 from geode_mpi.transport.base import Frame, copy_frame
 
 ID_BITS = 40  # a message id is (its author node's index << ID_BITS) | that node's counter
@@ -30,6 +31,11 @@ _Stamp, _encode = codec.Stamp, codec.encode  # hot-path names, bound once
 # The delivery flags of a tracked message, and of one whose sender also waits for it.
 _TRACKED = codec.FLAG_TRACKED
 _TRACKED_WAITED = codec.FLAG_TRACKED | codec.FLAG_WAITED
+
+
+def sent_elsewhere(rank: int) -> SendTicket:
+    """The ticket of a message that ``rank``, which hosts its source, sends: done at once."""
+    return SendTicket(rank, 0, True)
 
 
 class SendPath:
