@@ -425,7 +425,7 @@ class Processor:
                 self.quiescence = Quiescence(geode)
             self.quiescence.reset()
         quiescence = self.quiescence if quiescent else None
-        wait = Wait(engine, deadline, poll=True, leave=served, idle_after_work=True)
+        wait = Wait(engine, deadline, poll=True, leave=served, serving=True)
 
         def look() -> str | Marker:
             engine.serve_waiting(served)  # waited-for messages at nodes this loop does not serve

@@ -28,12 +28,6 @@ from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Transport
 from geode_mpi.transport.gate import other_threads, senders_may_run
 
-_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
-# Hot-path names, bound once.
-_Stamp = codec.Stamp
-_encode = codec.encode
-_TRACKED = codec.FLAG_TRACKED
-_WAITED = codec.FLAG_WAITED
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 _TOPIC = codec.FLAG_TOPIC
 _track = codec.track  # flags, seq, source, dest, reply_to of a header

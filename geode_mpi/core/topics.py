@@ -281,12 +281,4 @@ class Topic:
         """Send the retained messages again, for the new subscribers (the others skip them)."""
         geode = self._geode
         ranks = {geode.placement.rank_of(sub) for sub in added}
-        remote, local = bool(ranks - {geode.rank}), geode.rank in ranks
-        retained = stream.retained
-        for meta, frames in retained:
-            again = bytearray(meta)  # resent and untracked: see delivery.engine._REPLAY
-            again[2] = (again[2] | codec.FLAG_RESENT) & ~(codec.FLAG_TRACKED | codec.FLAG_WAITED)
-            geode.path.broadcast(stream.number, bytes(again), frames, remote, local)
-        if retained:
-            stats = geode.engine.sender_stats[stream.publisher]
-            stats.resent += len(retained) * len(added)
+        geode.path.replay(stream, len(added), bool(ranks - {geode.rank}), geode.rank in ranks)

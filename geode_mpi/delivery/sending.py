@@ -192,6 +192,16 @@ class SendPath:
                 ticket = copied
         return ticket
 
+    def replay(self, stream: TopicStream, added: int, remote: bool, local: bool) -> None:
+        """Send a stream's retained messages again for ``added`` new subscribers, flagged
+        resent and untracked: the earlier subscribers, which have them, skip them (see
+        `geode_mpi.delivery.engine`'s ``_REPLAY``)."""
+        for meta, frames in stream.retained:
+            again = bytearray(meta)
+            again[2] = (again[2] | codec.FLAG_RESENT) & ~_TRACKED_WAITED
+            self.broadcast(stream.number, bytes(again), frames, remote, local)
+        self.stats[stream.number].resent += len(stream.retained) * added
+
     def control(self, source: int, dest: int, payload: bytes, batch: bool = False) -> None:
         """Send a control record (an ack, a quiescence wave) from node ``source`` to ``dest``."""
         meta = codec.encode_control(source, dest, payload)

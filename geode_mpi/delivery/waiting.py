@@ -30,6 +30,15 @@ class Engine(Protocol):
 
     def poll(self) -> bool: ...
 
+    @property
+    def forwards(self) -> Collection[object]: ...
+
+    @property
+    def waited(self) -> Collection[int]: ...
+
+    @property
+    def resend_after(self) -> float | None: ...
+
     def serve_waiting(self, leave: Collection[int] = ()) -> bool: ...
 
     def flush_after(self, started: float) -> None: ...
@@ -62,8 +71,9 @@ class Wait:
             flushed once it has lasted `FLUSH_AFTER`.
         poll: run the progress engine before every look (for steps that do not).
         leave: local nodes whose waited-for requests the step itself handles (a run loop's).
-        idle_after_work: count the wait's length for flushing acks from the step's last work
-            instead of from ``started`` (a run loop: it has just been busy, not waiting).
+        serving: the caller works between looks (a run loop): its wait for flushing acks
+            counts from its last work, not from ``started``, and `paused` adds up the time
+            it spent with nothing to do.
     """
 
     def __init__(
@@ -73,15 +83,15 @@ class Wait:
         started: float | None = None,
         poll: bool = False,
         leave: Collection[int] = (),
-        idle_after_work: bool = False,
+        serving: bool = False,
     ) -> None:
         self.engine = engine
         self.deadline = deadline
         self.started = time.perf_counter() if started is None else started
         self.poll = poll
         self.leave = leave
-        self.idle_after_work = idle_after_work
-        self.paused = 0.0  # seconds spent in spins and pauses, with nothing to do
+        self.serving = serving
+        self.paused = 0.0  # with ``serving``: seconds spent in spins and pauses
 
     def until(
         self, step: Callable[[], _T | Marker], alone: Callable[[], bool] | None = None
@@ -98,16 +108,21 @@ class Wait:
         turns = gate.turns
         idle_since = self.started
         deadline = self.deadline
+        serving = self.serving
+        moved = False  # an event since the last look: the back-off starts over
         while True:
             if self.poll:
                 engine.poll()
             outcome = step()
             if outcome is WORKED:
-                backoff.reset()
-                if self.idle_after_work:
+                moved = True
+                if serving:
                     idle_since = time.perf_counter()
             elif outcome is not IDLE:
                 return outcome  # type: ignore[return-value]
+            if moved:
+                backoff.reset()
+                moved = False
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             if outcome is WORKED:
@@ -115,16 +130,19 @@ class Wait:
             if alone is not None and alone():
                 outcome = step()
                 return None if isinstance(outcome, Marker) else outcome
-            if engine.serve_waiting(self.leave):
+            if (engine.forwards or engine.waited or engine.resend_after is not None) and (
+                engine.serve_waiting(self.leave)
+            ):
                 continue  # a sequencer's forwards may have landed in the very queue looked at
             engine.flush_after(idle_since)  # the senders may be waiting for acks or credits
-            paused = time.perf_counter()
+            paused = time.perf_counter() if serving else 0.0
             if gate.turns != turns or transport.spin(backoff.slice(transport.busy)):
                 turns = gate.turns  # an event, or other threads ran: one may have done it
-                backoff.reset()
+                moved = True
             else:
                 backoff.pause(transport.busy)
-            self.paused += time.perf_counter() - paused
+            if serving:
+                self.paused += time.perf_counter() - paused
 
 
 def wait_for(engine: Engine, done: Callable[[], bool], deadline: float | None) -> bool:

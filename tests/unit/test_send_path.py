@@ -62,6 +62,9 @@ class _Engine:
     def __init__(self) -> None:
         self.transport = InProcHub(1).endpoint(0)
         self.polls = self.served = self.flushes = 0
+        self.forwards: list[object] = []
+        self.waited = {7}  # a waited-for request at node 7: served whenever the loop is idle
+        self.resend_after = None
 
     def poll(self) -> bool:
         self.polls += 1
@@ -86,7 +89,7 @@ def test_the_wait_loop_returns_the_steps_result() -> None:
 def test_the_wait_loop_ends_at_its_deadline() -> None:
     engine = _Engine()
     started = time.monotonic()
-    wait = Wait(engine, started + 0.05)
+    wait = Wait(engine, started + 0.05, serving=True)
     assert wait.until(lambda: IDLE) is None
     assert 0.05 <= time.monotonic() - started < 2
     assert wait.paused > 0 and engine.flushes > 0 and engine.polls == 0
