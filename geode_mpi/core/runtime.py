@@ -363,7 +363,9 @@ class Runtime:
         def alone() -> bool:  # one process, and the threads that could send to it are gone
             return not (transport.delivers_later or senders_may_run())
 
-        return Wait(engine, deadline, started).until(look, alone)
+        # (receive looked just now, before its first spin)
+        wait = Wait(engine, deadline, started, looked=True)
+        return wait.until(look, None if transport.delivers_later else alone)
 
     def waited(self, index: int, started: float, what: str) -> None:
         """Count the time node ``index`` spent waiting since ``started`` (perf_counter)."""

@@ -74,7 +74,10 @@ class Wait:
         serving: the caller works between looks (a run loop): its wait for flushing acks
             counts from its last work, not from ``started``, and `paused` adds up the time
             it spent with nothing to do.
+        looked: the caller looked just before it waits: the loop starts by waiting.
     """
+
+    __slots__ = ("deadline", "engine", "leave", "looked", "paused", "poll", "serving", "started")
 
     def __init__(
         self,
@@ -84,6 +87,7 @@ class Wait:
         poll: bool = False,
         leave: Collection[int] = (),
         serving: bool = False,
+        looked: bool = False,
     ) -> None:
         self.engine = engine
         self.deadline = deadline
@@ -91,6 +95,7 @@ class Wait:
         self.poll = poll
         self.leave = leave
         self.serving = serving
+        self.looked = looked
         self.paused = 0.0  # with ``serving``: seconds spent in spins and pauses
 
     def until(
@@ -110,16 +115,20 @@ class Wait:
         deadline = self.deadline
         serving = self.serving
         moved = False  # an event since the last look: the back-off starts over
+        outcome: _T | Marker = IDLE
+        look = not self.looked  # the caller may have looked just before it waits
         while True:
-            if self.poll:
-                engine.poll()
-            outcome = step()
-            if outcome is WORKED:
-                moved = True
-                if serving:
-                    idle_since = time.perf_counter()
-            elif outcome is not IDLE:
-                return outcome  # type: ignore[return-value]
+            if look:
+                if self.poll:
+                    engine.poll()
+                outcome = step()
+                if outcome is WORKED:
+                    moved = True
+                    if serving:
+                        idle_since = time.perf_counter()
+                elif outcome is not IDLE:
+                    return outcome  # type: ignore[return-value]
+            look = True
             if moved:
                 backoff.reset()
                 moved = False
