@@ -153,7 +153,7 @@ def encode(
         # A small plain array alone in its message: from a template made the first time this
         # class, dtype and shape were sent (the commonest small message there is).
         template = _templates.get((cls, data.dtype, data.shape))
-        if template is not None and (data.ndim < 2 or data.flags.c_contiguous):
+        if template is not None and data.flags.c_contiguous:  # a strided 1-D array is not
             prefix, name_len, section_len = template
             head = _head(KIND_SMALL_ARRAY, flags, stamp, name_len, 0, section_len, reply_to)
             # C-contiguous, so join reads its bytes straight from its buffer.
