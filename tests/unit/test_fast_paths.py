@@ -348,3 +348,45 @@ def test_runs_of_small_arrivals_give_the_one_by_one_result(tmp_path: Any) -> Non
     result = mpirun(2, [str(script)], timeout=120)
     assert result.returncode == 0, result.explain()
     assert "same 302" in result.stdout
+
+
+def test_decode_fast_path_gives_the_general_decoding() -> None:
+    # decode() reads a plain Message (text, plain pickle, an array) itself; given what peek()
+    # read (a public argument), it takes the general path.
+    for index, item in enumerate(payloads()):
+        message = item if isinstance(item, Message) else Message(item)
+        stamp = codec.Stamp(id=index, seq=index, timestamp=2.5, source=2, dest=3)
+        meta, frames = codec.encode(message, stamp, codec.FLAG_TRACKED, reply_to=1)
+        received = [np.frombuffer(np.ascontiguousarray(f).tobytes(), np.uint8) for f in frames]
+        fast = codec.decode(meta, received, NODES)
+        general = codec.decode(meta, received, NODES, codec.peek(meta))
+        assert seen(fast) == seen(general), index
+        assert (fast.timestamp, fast.source, fast.dest) == (2.5, "node2", "node3")
+
+
+def test_send_by_cached_route_gives_the_explicit_source_result() -> None:
+    # A send from this rank's node to a dest it sent to before reuses the route it found; a
+    # send naming its source looks the route up again.
+    with embedded() as cached, embedded() as explicit:
+        for item in payloads() * 2:
+            cached.send(item, dest="node2")
+            explicit.send(item, "node0", "node2")
+        first = [seen(cached.receive("node2", timeout=10)) for _ in payloads() * 2]
+        second = [seen(explicit.receive("node2", timeout=10)) for _ in payloads() * 2]
+        assert first == second
+        assert counters(cached, "node0") == counters(explicit, "node0")
+
+
+def test_topic_arrival_gives_the_point_to_point_result() -> None:
+    # A topic's arrivals skip the header check a point-to-point pair makes on its first one;
+    # what the subscriber receives is the same message, with its topic named.
+    with embedded() as published, embedded() as sent:
+        topic = published.topic("news", ["node1"], ["node3"])
+        for item in payloads():
+            topic.publish(item, "node1")
+            sent.send(item, "node1", "node3")
+        for _ in payloads():
+            via_topic = published.receive("node3", timeout=10)
+            direct = sent.receive("node3", timeout=10)
+            assert direct.topic is None and vars(via_topic).pop("topic") == "news"
+            assert seen(via_topic) == seen(direct)
