@@ -306,48 +306,66 @@ def test_meta_only_arrival_is_what_the_envelope_parser_reads() -> None:
     assert bytes(memoryview(envelope)[HEADER_SIZE:]) == bytes(parsed) == meta
 
 
-# -- under MPI: runs of frame-less arrivals --------------------------------------------------
+# -- under MPI: runs of frame-less arrivals, batches, broadcasts to one rank -----------------
 
-RUN_SCRIPT = """
+MPI_SCRIPT = """
 import numpy as np
 from geode_mpi import Geode, Message, QueueConfig
 
-# node1 and node3 live on rank 1; node3's queue drops its oldest when full (it never is), which
-# sends its arrivals through the general sink one by one instead of the inline run.
-queues = {"node3": QueueConfig(policy="drop_oldest", capacity=10**6)}
+# 12 nodes on 3 ranks: rank 1 hosts node1, node4, node7, node10. node1 gets isends: batched on the
+# wire, taken in as runs of frame-less arrivals, received by the plain receive. node4's queue
+# drops its oldest when full (it never is): its arrivals go through the sink one by one. node7
+# gets sends, never batched. node10 subscribes to both topics.
+queues = {"node4": QueueConfig(policy="drop_oldest", capacity=10**6)}
 items = [k if k % 3 else ("text", k) for k in range(300)]
-items += [np.arange(5.0), Message("h", headers={"h": 1})]
+items += [np.arange(5.0), np.arange(100_000.0), Message("h", headers={"h": 1})]
 
 def seen(message):
     data = message.data
     data = data.tolist() if isinstance(data, np.ndarray) else data
     return (type(message).__name__, data, message.source, message.seq, dict(message.headers))
 
-with Geode(4, queues=queues) as geode:
+with Geode(12, queues=queues) as geode:
+    # Topic one has its subscribers on rank 1 alone: its broadcast is a send. Topic two
+    # reaches ranks 1 and 2: a broadcast.
+    one = geode.topic("one", ["node0"], ["node10"])
+    two = geode.topic("two", ["node0"], ["node10", "node2"])
     if geode.rank == 0:
-        for dest in ("node1", "node3"):
-            for item in items:
-                geode.isend(item, "node0", dest)
+        for item in items:
+            geode.isend(item, "node0", "node1")
+            geode.isend(item, "node0", "node4")
+            geode.send(item, "node0", "node7")
+            one.publish(item, "node0")
+            two.publish(item, "node0")
         geode.flush()
-    else:
-        fast = [seen(geode.receive()) for _ in items]  # node1: also the plain receive
-        general = [seen(geode.receive("node3", timeout=60)) for _ in items]
-        assert fast == general, [pair for pair in zip(fast, general) if pair[0] != pair[1]][:3]
-        one, three = geode.stats("node1").as_dict(), geode.stats("node3").as_dict()
+    elif geode.rank == 1:
+        runs = [seen(geode.receive()) for _ in items]
+        single = [seen(geode.receive("node4", timeout=60)) for _ in items]
+        unbatched = [seen(geode.receive("node7", timeout=60)) for _ in items]
+        assert runs == single == unbatched
+        counted = [geode.stats(node).as_dict() for node in ("node1", "node4", "node7")]
         for name in ("received", "received_bytes", "processed"):
-            assert one[name] == three[name], (name, one[name], three[name])
-        assert one["received"] == len(items)
-        print("same", len(fast))
+            assert counted[0][name] == counted[1][name] == counted[2][name], name
+        assert counted[0]["received"] == len(items)
+        sent = [seen(geode.receive("node10", topic="one", timeout=60)) for _ in items]
+        cast = [seen(geode.receive("node10", topic="two", timeout=60)) for _ in items]
+        assert sent == cast
+        print("same", len(items))
+    else:
+        for _ in items:
+            geode.receive("node2", topic="two", timeout=60)
 """
 
 
 @pytest.mark.mpi
-def test_runs_of_small_arrivals_give_the_one_by_one_result(tmp_path: Any) -> None:
-    script = tmp_path / "runs.py"
-    script.write_text(RUN_SCRIPT)
-    result = mpirun(2, [str(script)], timeout=120)
+def test_mpi_fast_paths_give_the_general_result(tmp_path: Any) -> None:
+    # Runs of small arrivals (sink_run) vs one by one; batched isends vs sends; a broadcast to
+    # one rank sent point-to-point vs a real broadcast.
+    script = tmp_path / "paths.py"
+    script.write_text(MPI_SCRIPT)
+    result = mpirun(3, [str(script)], timeout=180)
     assert result.returncode == 0, result.explain()
-    assert "same 302" in result.stdout
+    assert "same 303" in result.stdout
 
 
 def test_decode_fast_path_gives_the_general_decoding() -> None:
