@@ -70,4 +70,4 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     # The old names of the progress printer (progress, Progress) warn once, then work.
-    return _progress.renamed(name)
+    return _progress.renamed(name, __name__)

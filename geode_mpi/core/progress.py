@@ -135,21 +135,25 @@ def report_progress(
     work.finish()
 
 
-# Old name -> new name. Kept as aliases that warn, once each, because jobs written against
-# geode_mpi 0.x import them.
+# Old name -> new name. Kept as aliases that warn, once each: jobs written before the rename
+# import the old names.
 _RENAMED = {"progress": "report_progress", "Progress": "ProgressReport"}
 _warned: set[str] = set()
 
 
-def renamed(name: str) -> Any:
-    """The object behind a deprecated name, warning the first time (AttributeError if unknown).
+def renamed(name: str, module: str = __name__) -> Any:
+    """The object behind a deprecated name, warning the first time.
 
     Args:
         name: ``progress`` or ``Progress``.
+        module: the module whose attribute was asked for, for the AttributeError.
+
+    Raises:
+        AttributeError: ``name`` is not a deprecated name either.
     """
     new = _RENAMED.get(name)
     if new is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
     if name not in _warned:
         _warned.add(name)
         warnings.warn(
