@@ -101,6 +101,23 @@ PINGPONG_LINES: tuple[Line, ...] = (
 )
 
 
+def ratio_panel(
+    ax: Axes,
+    arrays: list[dict[str, Any]],
+    lines: tuple[Line, ...],
+    target: tuple[float, Callable[[int], bool], str],
+    ylabel: str,
+) -> None:
+    """The lower panel of an array benchmark: each record's paired ratios (``lines`` name
+    their keys) against the array size, with the target drawn over the sizes it covers."""
+    sizes = [r["size"] for r in arrays]
+    plot_lines(ax, sizes, lines, lambda key: [r[key] for r in arrays])
+    value, covered, text = target
+    target_line(ax, value, [s for s in sizes if covered(s)], text)
+    ax.set_ylabel(ylabel)
+    size_axis(ax, sizes, "array size")
+
+
 def pingpong_latency(result: Result, path: Path, quick: bool) -> None:
     arrays = result["arrays"]
     sizes = [r["size"] for r in arrays]
@@ -115,19 +132,18 @@ def pingpong_latency(result: Result, path: Path, quick: bool) -> None:
     )
     top.set_yscale("log")
     top.set_ylabel("one-way latency, us (median)")
-    ratios = {
-        "pickle": [r["geode_over_pickle_latency"] for r in arrays],
-        "Send": [1 / r["geode_over_send_bandwidth"] for r in arrays],
-    }
-    plot_lines(
+    ratios = [
+        {"pickle": r["geode_over_pickle_latency"], "Send": 1 / r["geode_over_send_bandwidth"]}
+        | {"size": r["size"]}
+        for r in arrays
+    ]
+    ratio_panel(
         bottom,
-        sizes,
+        ratios,
         (("pickle", "geode / raw pickle", GEODE, "-"), ("Send", "geode / raw Send", RAW, "-")),
-        ratios.__getitem__,
+        (1.0, lambda size: size <= 1024, "target: <= 1.0 x raw pickle"),
+        "latency ratio\n(paired, lower is better)",
     )
-    target_line(bottom, 1.0, [s for s in sizes if s <= 1024], "target: <= 1.0 x raw pickle")
-    bottom.set_ylabel("latency ratio\n(paired, lower is better)")
-    size_axis(bottom, sizes, "array size")
     finish(fig, path)
 
 
@@ -144,10 +160,8 @@ def pingpong_bandwidth(result: Result, path: Path, quick: bool) -> None:
         ("geode_over_send_bandwidth", "geode / raw Send", GEODE, "-"),
         ("geode_kept_over_send_bandwidth", "geode kept / raw Send", GEODE_2ND, "--"),
     )
-    plot_lines(bottom, sizes, ratio_lines, lambda key: [r[key] for r in arrays])
-    target_line(bottom, 0.9, [s for s in sizes if s >= MiB], "target: >= 0.90 x raw Send")
-    bottom.set_ylabel("bandwidth ratio\n(paired, higher is better)")
-    size_axis(bottom, sizes, "array size")
+    target = (0.9, lambda size: size >= MiB, "target: >= 0.90 x raw Send")
+    ratio_panel(bottom, arrays, ratio_lines, target, "bandwidth ratio\n(paired, higher is better)")
     finish(fig, path)
 
 
@@ -177,10 +191,8 @@ def fanout(result: Result, path: Path, quick: bool) -> None:
         ("geode_over_bcast", "geode / raw Bcast", GEODE, "-"),
         ("geode_acks_over_bcast", "geode acks / raw Bcast", GEODE_2ND, "--"),
     )
-    plot_lines(bottom, sizes, ratio_lines, lambda key: [r[key] for r in arrays])
-    target_line(bottom, 1.25, [s for s in sizes if s >= MiB], "target: <= 1.25 x raw Bcast")
-    bottom.set_ylabel("time ratio\n(paired, lower is better)")
-    size_axis(bottom, sizes, "array size")
+    target = (1.25, lambda size: size >= MiB, "target: <= 1.25 x raw Bcast")
+    ratio_panel(bottom, arrays, ratio_lines, target, "time ratio\n(paired, lower is better)")
     finish(fig, path)
 
 
