@@ -156,7 +156,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     world = MPI.COMM_WORLD
-    if launch.wrong_rank_count(world, "large_path.py"):
+    if launch.ranks_refused(world, "large_path.py", 2, exactly=True):
         return 2
     geode = Geode()
     comm = world.Dup()

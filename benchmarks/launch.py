@@ -129,8 +129,3 @@ def ranks_refused(
             file=sys.stderr,
         )
     return True
-
-
-def wrong_rank_count(world: Any, script: str) -> bool:
-    """True (having said so on rank 0) unless the job has exactly the 2 ranks benchmarks need."""
-    return ranks_refused(world, script, 2, exactly=True)
