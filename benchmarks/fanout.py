@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import launch
 import numpy as np
 import reporting
-from baseline import message_fields
+from baseline import arrays, message_fields
 from common import KiB, MiB, environment, size_label
 from launch import Ranks, Scaled
 from reporting import Table
@@ -235,8 +235,7 @@ def measure(
 
 def bench_array(run: Run, size: int, budget: Budget, repeats: int) -> dict[str, Any]:
     """Time one array size with every method; return its JSON record."""
-    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
-    out = np.zeros(size, np.uint8)  # zeroed, so a raw Bcast that wrote nothing fails the check
+    data, out = arrays(size)
     loops: dict[str, Loop] = {
         RAW_BCAST: partial(raw_bcast, run, data, out),
         GEODE: partial(geode_fanout, run, GEODE, data),

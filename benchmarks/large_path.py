@@ -27,6 +27,7 @@ from typing import Any
 import launch
 import numpy as np
 import reporting
+from baseline import arrays
 from common import MiB, environment
 from launch import Scaled
 from mpi4py import MPI
@@ -49,8 +50,7 @@ def ratios_for(
     """Time the methods on one array size, interleaved; return its JSON record."""
     rank, peer = comm.Get_rank(), 1 - comm.Get_rank()
     status = MPI.Status()
-    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
-    out = np.zeros(size, np.uint8)
+    data, out = arrays(size)
     placed = BufferPool(max_bytes=2 * size + 2**22).take(size, MPI.Get_address(data) % 4096)
     placed[:] = 0
     envelope = bytes(96)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import launch
 import numpy as np
 import reporting
-from baseline import message_fields
+from baseline import arrays, message_fields
 from common import KiB, MiB, environment, size_label
 from launch import Scaled
 from reporting import Table
@@ -272,8 +272,7 @@ def check_message(pair: Pair, name: str, got: Any) -> None:
 
 def bench_arrays(pair: Pair, size: int, budget: Budget, repeats: int) -> dict[str, Any]:
     """Time one array size with all four methods; return its JSON record."""
-    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
-    out = np.zeros(size, np.uint8)  # zeroed, so a raw Recv that wrote nothing fails the check
+    data, out = arrays(size)
     loops: dict[str, Loop] = {
         RAW_SEND: partial(raw_send, pair, data, out),
         GEODE: partial(geode_array, pair, data, False),
