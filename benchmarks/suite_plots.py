@@ -101,6 +101,21 @@ PINGPONG_LINES: tuple[Line, ...] = (
 )
 
 
+def measured_panel(
+    ax: Axes,
+    arrays: list[dict[str, Any]],
+    lines: tuple[Line, ...],
+    value: Callable[[dict[str, Any], str], float],
+    ylabel: str,
+) -> None:
+    """The upper panel of an array benchmark: each method's ``value`` of each record (``lines``
+    name the methods) against the array size, on a log scale."""
+    sizes = [r["size"] for r in arrays]
+    plot_lines(ax, sizes, lines, lambda method: [value(r, method) for r in arrays])
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+
+
 def ratio_panel(
     ax: Axes,
     arrays: list[dict[str, Any]],
@@ -120,18 +135,16 @@ def ratio_panel(
 
 def pingpong_latency(result: Result, path: Path, quick: bool) -> None:
     arrays = result["arrays"]
-    sizes = [r["size"] for r in arrays]
     fig, top, bottom = two_panels(
         f"pingpong: one-way latency against array size\n{subtitle(result)}"
     )
-    plot_lines(
+    measured_panel(
         top,
-        sizes,
+        arrays,
         PINGPONG_LINES,
-        lambda method: [float(r["methods"][method]["median_us"]) for r in arrays],
+        lambda r, method: float(r["methods"][method]["median_us"]),
+        "one-way latency, us (median)",
     )
-    top.set_yscale("log")
-    top.set_ylabel("one-way latency, us (median)")
     ratios = [
         {"pickle": r["geode_over_pickle_latency"], "Send": 1 / r["geode_over_send_bandwidth"]}
         | {"size": r["size"]}
@@ -149,13 +162,14 @@ def pingpong_latency(result: Result, path: Path, quick: bool) -> None:
 
 def pingpong_bandwidth(result: Result, path: Path, quick: bool) -> None:
     arrays = result["arrays"]
-    sizes = [r["size"] for r in arrays]
     fig, top, bottom = two_panels(f"pingpong: bandwidth against array size\n{subtitle(result)}")
-    plot_lines(
-        top, sizes, PINGPONG_LINES, lambda method: [r["bandwidth_GBps"][method] for r in arrays]
+    measured_panel(
+        top,
+        arrays,
+        PINGPONG_LINES,
+        lambda r, method: float(r["bandwidth_GBps"][method]),
+        "bandwidth, GB/s (array bytes / one-way latency)",
     )
-    top.set_yscale("log")
-    top.set_ylabel("bandwidth, GB/s (array bytes / one-way latency)")
     ratio_lines = (
         ("geode_over_send_bandwidth", "geode / raw Send", GEODE, "-"),
         ("geode_kept_over_send_bandwidth", "geode kept / raw Send", GEODE_2ND, "--"),
@@ -170,7 +184,6 @@ def pingpong_bandwidth(result: Result, path: Path, quick: bool) -> None:
 
 def fanout(result: Result, path: Path, quick: bool) -> None:
     arrays = result["arrays"]
-    sizes = [r["size"] for r in arrays]
     fig, top, bottom = two_panels(
         f"fanout: one array from rank 0 to every other rank\n{subtitle(result)}"
     )
@@ -179,14 +192,16 @@ def fanout(result: Result, path: Path, quick: bool) -> None:
         ("geode", "geode_mpi topic, acks off", GEODE, "-"),
         ("geode acks", "geode_mpi topic, acks on", GEODE_2ND, "--"),
     )
-    plot_lines(
-        top, sizes, lines, lambda method: [r["methods"][method]["median_us"] for r in arrays]
+    measured_panel(
+        top,
+        arrays,
+        lines,
+        lambda r, method: float(r["methods"][method]["median_us"]),
+        "time per fan-out + barrier, us (median)",
     )
     barrier = (result.get("barrier") or {}).get("median_us")
     if barrier:
         top.axhline(barrier, color=RAW_2ND, linestyle=":", label="a barrier alone")
-    top.set_yscale("log")
-    top.set_ylabel("time per fan-out + barrier, us (median)")
     ratio_lines = (
         ("geode_over_bcast", "geode / raw Bcast", GEODE, "-"),
         ("geode_acks_over_bcast", "geode acks / raw Bcast", GEODE_2ND, "--"),
