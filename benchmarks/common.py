@@ -1,8 +1,8 @@
 """What the benchmark scripts share: sizes, the environment record, the JSON file.
 
 The rest is in small modules beside it: launch.py (options, starting MPI, rank checks),
-timing.py (the clock and paired ratios), baseline.py (the raw mpi4py message), report.py (tables,
-the header's MPI lines, the JSON file's end).
+timing.py (the clock and paired ratios), baseline.py (the raw mpi4py message and arrays),
+reporting.py (the header's MPI lines, tables, what the JSON file holds).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How the benchmarks report: the header's MPI lines, fixed-width tables, the JSON file's end."""
+"""How the benchmarks report: the header's MPI lines, fixed-width tables, the JSON file."""
 
 from __future__ import annotations
 
