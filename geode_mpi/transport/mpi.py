@@ -184,6 +184,8 @@ class MPITransport(TransportBase):
         """
         if dest == self.rank:
             return self._loopback(meta, frames)
+        if not 0 <= dest < self.size:  # -1 is MPI_PROC_NULL: MPI would drop it silently
+            raise ValueError(f"dest must be a rank in 0..{self.size - 1}, got {dest!r}")
         if not frames:
             if len(meta) > META_MAX:
                 check_envelope(meta)  # refused whole, before anything is posted
@@ -502,7 +504,9 @@ class MPITransport(TransportBase):
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         """See `Transport.broadcast`; with `ROOT_WINDOW` broadcasts in flight, it first waits
         for the oldest to complete."""
-        stream = self._streams[key]
+        stream = self._streams.get(key)
+        if stream is None:
+            raise ValueError(f"broadcast stream {key} is not open on rank {self.rank}")
         if not stream.is_root:
             raise ValueError(f"rank {self.rank} is not the root of broadcast stream {key}")
         if len(stream.members) == 1:
