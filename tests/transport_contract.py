@@ -63,7 +63,7 @@ def frames_for(source: int, k: int) -> list[Frame]:
     if kind == 3:
         return [np.full(400_000, source * 100 + k, np.float64)]  # 3.2 MB: out of band
     if kind == 4:
-        return [np.arange(600_000, dtype=np.int32).reshape(1000, 600)[:, ::3] + source]
+        return [(np.arange(600_000, dtype=np.int32) + source).reshape(1000, 600)[:, ::3]]
     if kind == 5:
         return [np.asfortranarray(np.arange(12.0).reshape(3, 4) * (k + 1))]
     if kind == 6:
@@ -90,6 +90,7 @@ class Arrival:
     nbytes: int
     writable: bool  # every frame is writable memory
     plain: bool  # every frame is a uint8 array or a memoryview (what sinks are promised)
+    raw: tuple[Any, ...]  # the frames themselves (a test may check them again later)
 
 
 def _arrival(source: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> Arrival:
@@ -104,6 +105,7 @@ def _arrival(source: int, meta: memoryview, frames: Sequence[Any], nbytes: int) 
             or (isinstance(frame, np.ndarray) and frame.dtype == np.uint8)
             for frame in frames
         ),
+        tuple(frames),
     )
 
 
@@ -253,15 +255,24 @@ class TransportContract:
             return [(meta_for(0, me, dest, k), frames_for(me, k)) for k in range(count)]
 
         tickets = []
+        reused: list[Frame] = []  # the frames sent, which the senders overwrite once done
         for transport in world.transports:
             dest = (transport.rank + 1) % world.size
-            tickets += [transport.send(dest, *message) for message in sent_by(transport.rank)]
+            for meta, frames in sent_by(transport.rank):
+                tickets.append(transport.send(dest, meta, frames))
+                reused += frames
+        if world.size > 1 and world.transports[0].delivers_later:  # MB still on their way
+            assert any(transport.busy for transport in world.transports), "busy is False"
         expected = {t.rank: count for t in world.transports}
         world.wait_until(_everything_arrived(world, expected), "every message")
         world.wait_until(lambda: all(t.done for t in tickets), "every ticket")
+        for frame in reused:  # done: the sender may reuse its buffers
+            frame[...] = np.zeros_like(frame)
         for transport in world.transports:
             source = (transport.rank - 1) % world.size
             world.check(transport.rank, source, sent_by(source))
+            later = [tuple(as_bytes(f) for f in a.raw) for a in world.got[transport.rank]]
+            assert later == [a.frames for a in world.got[transport.rank]], "frames changed"
             for arrival in world.got[transport.rank]:
                 assert arrival.writable, f"read-only frame from {source}"
                 assert arrival.plain, f"a frame from {source} is neither uint8 nor memoryview"
