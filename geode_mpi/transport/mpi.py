@@ -677,7 +677,11 @@ class MPITransport(TransportBase):
             parts.append(
                 f"{len(self._arrivals[source])} message(s) from rank {source} half received"
             )
-        return "; ".join(parts) or "nothing in flight"
+        text = "; ".join(parts) or "nothing in flight"
+        busy = sorted(key for key, stream in self._streams.items() if stream.busy)
+        if busy:
+            text += f"; broadcast stream(s) {busy} moving data"
+        return text
 
     # -- collective steps ------------------------------------------------------------------
 

@@ -66,16 +66,11 @@ def waiting_in() -> list[str]:
     ]
 
 
-def transport_state(transport: Any) -> str:
+def transport_state(transport: object) -> str:
     """What a transport has in flight: unfinished sends, half-received messages, busy
     broadcast streams (MPI); nothing for a transport that delivers inside send()."""
     summary = getattr(transport, "pending_summary", None)
-    text = summary() if summary is not None else "nothing in flight"
-    streams = getattr(transport, "_streams", {})
-    busy = sorted(key for key, stream in streams.items() if stream.busy)
-    if busy:
-        text += f"; broadcast stream(s) {busy} moving data"
-    return text
+    return str(summary()) if summary is not None else "nothing in flight"
 
 
 class Watchdog:
