@@ -23,14 +23,14 @@ from __future__ import annotations
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
 from geode_mpi.errors import DecodeError, EncodeError
-from geode_mpi.transport.base import Frame, SendTicket
+from geode_mpi.transport.base import Frame, SendTicket, Sink
 from geode_mpi.transport.envelope import ENVELOPE_MAX, build_envelope, parse_envelope
 from geode_mpi.transport.pool import BufferPool
 
@@ -53,8 +53,6 @@ SMALL_MESSAGE = 64 * 1024  # bytes: a message up to this size counts as small (`
 # The most a member allocates for one broadcast message's out-of-band frames: the frames'
 # sizes come from a checked envelope, but a damaged one must not ask for a petabyte.
 FRAMES_MAX = 2**40
-
-Sink = Callable[[int, memoryview, Sequence[Any], int], None]
 
 
 def build_header(envelope: bytes) -> bytearray:
