@@ -201,7 +201,7 @@ def require(transport: object, capability: type[C], needed_for: str) -> C:
     """
     if isinstance(transport, capability):
         return transport
-    missing = sorted(name for name in members(capability) if not hasattr(transport, name))
+    missing = sorted(name for name in protocol_members(capability) if not hasattr(transport, name))
     kind = getattr(transport, "name", type(transport).__name__)
     raise TypeError(
         f"{needed_for} needs a transport with {capability.__name__}; the {kind} transport "
@@ -209,7 +209,7 @@ def require(transport: object, capability: type[C], needed_for: str) -> C:
     )
 
 
-def members(capability: type) -> set[str]:
+def protocol_members(capability: type) -> set[str]:
     """The public names a capability protocol asks for (methods, properties, attributes)."""
     names: set[str] = set()
     for cls in capability.__mro__:
