@@ -1,7 +1,8 @@
 """A lossy transport for tests: drops, duplicates, delays and reorders envelopes, reproducibly.
 
-`FaultyHub` is the lossy sibling of `geode_mpi.transport.InProcHub`: a set of connected
-in-process endpoints, one per simulated rank, for one thread to drive. Unlike the in-process
+`FaultyHub` is the lossy sibling of `geode_mpi.transport.InProcHub` (both are `LocalHub`s, their
+endpoints `LocalTransport`s): a set of connected in-process endpoints, one per simulated rank,
+for one thread to drive. Unlike the in-process
 hub nothing is delivered inside ``send``: every envelope (a data message or a control record,
 i.e. an ack carrying credits) is copied into the destination's in-flight list with a fate drawn
 from one seeded ``random.Random``, and arrives on a *later* ``progress()`` call of its
@@ -27,7 +28,8 @@ rank r moves envelopes to rank r: with several simulated ranks in one thread, dr
 with non-blocking calls (``try_receive``, ``pending``: both run ``progress()`` once) in a loop,
 never with a blocking ``receive()``, which would spin on its own rank while the others stand
 still. (A ``receive`` with a short timeout works, it just cannot see what another rank has not
-sent yet.) ``close()`` delivers whatever is still in flight to its rank.
+sent yet.) ``close()`` delivers whatever is still in flight to its rank, ``drain()`` to every
+rank.
 """
 
 from __future__ import annotations
