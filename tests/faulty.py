@@ -2,11 +2,10 @@
 
 `FaultyHub` is the lossy sibling of `geode_mpi.transport.InProcHub` (both are `LocalHub`s, their
 endpoints `LocalTransport`s): a set of connected in-process endpoints, one per simulated rank,
-for one thread to drive. Unlike the in-process
-hub nothing is delivered inside ``send``: every envelope (a data message or a control record,
-i.e. an ack carrying credits) is copied into the destination's in-flight list with a fate drawn
-from one seeded ``random.Random``, and arrives on a *later* ``progress()`` call of its
-destination, so the transport says ``delivers_later = True``.
+for one thread to drive. Unlike the in-process hub nothing is delivered inside ``send``: every
+envelope (a data message or a control record, i.e. an ack carrying credits) is copied into the
+destination's in-flight list with a fate drawn from one seeded ``random.Random``, and arrives on
+a *later* ``progress()`` call of its destination, so the transport says ``delivers_later = True``.
 
 Fates (see `Faults`), drawn per envelope at send time:
 
