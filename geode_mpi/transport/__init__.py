@@ -1,4 +1,4 @@
-"""Transports: move (meta, frames) between ranks. Knows nothing of pickle.
+"""Layer 2, transports: move (meta, frames) between ranks. Knows nothing of pickle.
 
 The contract is three capability protocols, `PointToPoint`, `BroadcastStreams` and
 `Collectives`; `Transport` is all three (see transport/base.py). Only this layer and the runner
