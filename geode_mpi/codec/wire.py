@@ -1,10 +1,10 @@
 """A Message as (meta, frames): a small fixed header, the class name, the payload, raw buffers.
 
-Meta layout (codec version 3, little-endian), documented in docs/wire-format.md:
+Meta layout (codec version 4, little-endian), documented in docs/wire-format.md:
 
     u8 version | u8 kind | u8 flags | u8 pad | i64 id | u64 seq | f64 timestamp
     u32 source | u32 dest | u16 class-name length | u16 pad | u32 data frames | u32 data length
-    i64 reply_to (-1: not a reply)
+    i64 reply_to (-1: not a reply) | u32 CRC-32 of the pickled sections | u32 pad
     class name (utf-8) | data section | rest section (to the end)
 
 A control record (kind 3) has the same header and the delivery layer's bytes as its data
@@ -17,6 +17,7 @@ import copyreg
 import math
 import pickle
 import struct
+import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -28,7 +29,7 @@ from geode_mpi.codec.classes import BASE_NAME, class_name, resolve, short_name
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
 
-VERSION = 3  # 3: text data (kind 4), the topic and work-queue flags
+VERSION = 4  # 4: a CRC-32 of the pickled sections; 3: text data (kind 4), topic and work flags
 KIND_PICKLE = 0
 KIND_ARRAY = 1  # an array in its own frame
 KIND_SMALL_ARRAY = 2  # a small array's bytes inside meta, after its descriptor (8-aligned)
@@ -45,7 +46,7 @@ FLAG_WORK = 64  # a work queue's task: source is the queue's stream number, not 
 SENDER_FLAGS = FLAG_TRACKED | FLAG_WAITED | FLAG_RESENT | FLAG_SEQUENCE | FLAG_TOPIC | FLAG_WORK
 NO_REPLY = -1
 
-_HEAD = struct.Struct("<BBBxqQdIIHxxIIq")
+_HEAD = struct.Struct("<BBBxqQdIIHxxIIqI4x")
 HEAD_SIZE = _HEAD.size
 # flags, seq, source, dest, reply_to: what queues and the delivery layer read of every message
 _TRACK = struct.Struct("<2xB9xQ8xII12xq")
@@ -88,14 +89,30 @@ class Peek(NamedTuple):
         return short_name(self.class_name)
 
 
-def _plain_section(data: Any) -> tuple[bytes, int]:
-    """The data section and kind of data that `pickling.is_plain` accepted (no arrays)."""
+def _crc_error(mid: int, src: int) -> DecodeError:
+    return DecodeError(
+        f"message {mid} from node index {src} does not match its checksum: its pickled bytes "
+        "were damaged on the way (they are not unpickled)"
+    )
+
+
+def pickled_crc(meta: bytes | memoryview, kind: int, flags: int, body: int) -> int:
+    """The CRC-32 of what C pickle reads of a message whose data section starts at ``body``:
+    its data section if it is a pickle, then its rest section if it has one (0: neither)."""
+    end = body + _DATA_LEN.unpack_from(meta, 44)[0]
+    crc = _crc32(meta[body:end]) if kind == KIND_PICKLE else 0
+    return _crc32(meta[end:], crc) if flags & FLAG_REST else crc
+
+
+def _plain_section(data: Any) -> tuple[bytes, int, int]:
+    """The data section, kind and checksum of data that `pickling.is_plain` accepted."""
     if type(data) is str:
         try:
-            return data.encode(), KIND_TEXT  # UTF-8: cheaper than pickle, both ways
+            return data.encode(), KIND_TEXT, 0  # UTF-8: cheaper than pickle, both ways
         except UnicodeEncodeError:  # a lone surrogate: pickle keeps it
             pass
-    return pickle.dumps(data, 5), KIND_PICKLE  # (protocol 5; a keyword costs more here)
+    section = pickle.dumps(data, 5)  # (protocol 5; a keyword costs more here)
+    return section, KIND_PICKLE, _crc32(section)
 
 
 _ATOMIC = pickling.ATOMIC
@@ -110,6 +127,7 @@ def _head(
     n_data: int,
     section_len: int,
     reply_to: int,
+    crc: int,
 ) -> bytes:
     """The header of a message without headers or attributes (encode's fast paths)."""
     mid, seq, ts, src, dst = stamp  # unpacked here: cheaper than *stamp in the call
@@ -126,6 +144,7 @@ def _head(
         n_data,
         section_len,
         reply_to,
+        crc,
     )
 
 
@@ -155,7 +174,7 @@ def encode(
         template = _templates.get((cls, data.dtype, data.shape))
         if template is not None and (data.ndim < 2 or data.flags.c_contiguous):
             prefix, name_len, section_len = template
-            head = _head(KIND_SMALL_ARRAY, flags, stamp, name_len, 0, section_len, reply_to)
+            head = _head(KIND_SMALL_ARRAY, flags, stamp, name_len, 0, section_len, reply_to, 0)
             # C-contiguous, so join reads its bytes straight from its buffer.
             return b"".join((head, prefix, data)), _NO_FRAMES  # type: ignore[arg-type]
         known = _wire_names.get(cls)
@@ -171,14 +190,14 @@ def encode(
                 descriptor, frame = array_frame(data)
             except Exception as exc:  # a structured dtype pickles its metadata
                 raise EncodeError("message data", type(data), exc) from exc
-            head = _head(KIND_ARRAY, flags, stamp, len(known[0]), 1, len(descriptor), reply_to)
+            head = _head(KIND_ARRAY, flags, stamp, len(known[0]), 1, len(descriptor), reply_to, 0)
             return b"".join((head, known[0], descriptor)), [frame]
     elif len(message.__dict__) == 1 and (type(data) in _ATOMIC or pickling.is_plain(data)):
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames
-            section, kind = _plain_section(data)
+            section, kind, crc = _plain_section(data)
             if len(section) <= _U32_MAX:
-                head = _head(kind, flags, stamp, len(known[0]), 0, len(section), reply_to)
+                head = _head(kind, flags, stamp, len(known[0]), 0, len(section), reply_to, crc)
                 return b"".join((head, known[0], section)), _NO_FRAMES
     frames: list[np.ndarray[Any, Any]] = []
     known = _wire_names.get(cls)
@@ -211,7 +230,7 @@ def encode(
                 section = descriptor
                 frames.append(frame)
         elif pickling.is_plain(data):
-            section, kind = _plain_section(data)
+            section, kind, _ = _plain_section(data)
         else:
             kind = KIND_PICKLE
             section = pickling.dumps(data, frames)
@@ -236,9 +255,10 @@ def encode(
             ),
         )
     flags = (flags & SENDER_FLAGS) | (FLAG_REST if has_rest else 0)
+    crc = _crc32(rest, _crc32(section) if kind == KIND_PICKLE else 0)
     # Stamp's fields are in header order: id, seq, timestamp, source, dest.
     head = _HEAD.pack(
-        VERSION, kind, flags, *stamp, len(name), n_data_frames, len(section), reply_to
+        VERSION, kind, flags, *stamp, len(name), n_data_frames, len(section), reply_to, crc
     )
     return b"".join((head, name, section, rest)), frames
 
@@ -261,18 +281,19 @@ def peek(meta: bytes | memoryview) -> Peek:
     Raises:
         DecodeError: the bytes are not a message of a known codec version.
     """
+    # The version first: another version's header may be shorter than this one's.
+    if len(meta) and meta[0] != VERSION:
+        raise DecodeError(
+            f"message codec version {meta[0]} is not supported (this geode_mpi speaks {VERSION}): "
+            "are all ranks running the same geode_mpi?"
+        )
     if len(meta) < HEAD_SIZE:
         raise DecodeError(
             f"message meta is {len(meta)} bytes, shorter than the {HEAD_SIZE}-byte header"
         )
-    version, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, _ = _HEAD.unpack_from(
+    _, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, _, _ = _HEAD.unpack_from(
         meta, 0
     )
-    if version != VERSION:
-        raise DecodeError(
-            f"message codec version {version} is not supported (this geode_mpi speaks {VERSION}): "
-            "are all ranks running the same geode_mpi?"
-        )
     body = HEAD_SIZE + name_len
     name = _names.get(bytes(meta[HEAD_SIZE:body])) if name_len else BASE_NAME
     if name is None:
@@ -306,6 +327,7 @@ def _new_name(meta: bytes | memoryview, body: int, mid: int, src: int) -> str:
 
 
 _tuple_new = tuple.__new__
+_crc32 = zlib.crc32
 _new_message = object.__new__
 _PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
 
@@ -356,7 +378,7 @@ def is_control(meta: bytes | memoryview) -> bool:
 
 def encode_control(source: int, dest: int, payload: bytes) -> bytes:
     """A control record from node index ``source`` to ``dest`` carrying ``payload``."""
-    head = _HEAD.pack(VERSION, KIND_CONTROL, 0, 0, 0, 0.0, source, dest, 0, 0, len(payload), -1)
+    head = _HEAD.pack(VERSION, KIND_CONTROL, 0, 0, 0, 0.0, source, dest, 0, 0, len(payload), -1, 0)
     return head + payload
 
 
@@ -367,6 +389,8 @@ def control_payload(meta: bytes | memoryview) -> memoryview:
 
 
 _DATA_LEN = struct.Struct("<I")
+_CRC = _DATA_LEN  # also a u32
+_CRC_AT = 56
 
 
 def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> Stamp:
@@ -430,7 +454,7 @@ def decode(
     """
     data: Any
     if info is None and len(meta) >= HEAD_SIZE:
-        version, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, reply_to = (
+        version, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, reply_to, crc = (
             _HEAD.unpack_from(meta, 0)
         )
         if (
@@ -449,11 +473,16 @@ def decode(
                     )
                     data = rebuild_array(frames[0], dtype, shape, fortran)
                 elif kind == KIND_PICKLE:
-                    data = pickle.loads(meta[HEAD_SIZE : HEAD_SIZE + data_len])
+                    section = meta[HEAD_SIZE : HEAD_SIZE + data_len]
+                    if _crc32(section) != crc:
+                        raise _crc_error(mid, src)
+                    data = pickle.loads(section)
                 elif kind == KIND_TEXT:
                     data = str(meta[HEAD_SIZE : HEAD_SIZE + data_len], "utf-8")
                 else:
                     data = _small_array(memoryview(meta), HEAD_SIZE, HEAD_SIZE + data_len)
+            except DecodeError:
+                raise
             except Exception as exc:
                 raise DecodeError(
                     f"cannot decode a Message message {mid} from node index {src}: "
@@ -466,7 +495,7 @@ def decode(
     if info is None:
         if len(view) < HEAD_SIZE or view[0] != VERSION:
             peek(view)  # raises the precise error
-        _, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, reply_to = (
+        _, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, reply_to, crc = (
             _HEAD.unpack_from(view, 0)
         )
         start = HEAD_SIZE + name_len
@@ -478,10 +507,15 @@ def decode(
         stamp, wire_name, kind, flags, start, n_data, data_len = info
         mid, seq, ts, src, dst = stamp
         reply_to = _TRACK.unpack_from(view, 0)[4]
+        crc = _CRC.unpack_from(view, _CRC_AT)[0]
         cls = Message if wire_name == BASE_NAME else resolve(wire_name)
     if kind > KIND_TEXT or kind == KIND_CONTROL:
         raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
     end = start + data_len
+    # A damaged pickle can make C pickle allocate without bound (a PUT's memo index): the
+    # checksum refuses damaged bytes before any of them reach it.
+    if (kind == KIND_PICKLE or flags & FLAG_REST) and pickled_crc(view, kind, flags, start) != crc:
+        raise _crc_error(mid, src)
     try:
         if kind == KIND_SMALL_ARRAY:
             data = _small_array(view, start, end)

@@ -121,7 +121,7 @@ def test_unpicklable_attribute_is_named() -> None:
 
 def test_garbage_meta_is_a_decode_error() -> None:
     with pytest.raises(DecodeError, match="shorter than"):
-        peek(b"xx")
+        peek(bytes([codec_wire.VERSION]) + bytes(10))
     with pytest.raises(DecodeError, match="codec version 99"):
         peek(bytes([99]) + bytes(60))
 
