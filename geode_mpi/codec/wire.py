@@ -1,11 +1,8 @@
 """A Message as (meta, frames): a small fixed header, the class name, the payload, raw buffers.
 
-Meta layout (codec version 4, little-endian), documented in docs/wire-format.md:
-
-    u8 version | u8 kind | u8 flags | u8 pad | i64 id | u64 seq | f64 timestamp
-    u32 source | u32 dest | u16 class-name length | u16 pad | u32 data frames | u32 data length
-    i64 reply_to (-1: not a reply) | u32 CRC-32 of the pickled sections | u32 pad
-    class name (utf-8) | data section | rest section (to the end)
+Meta is the header (`geode_mpi.codec.header`, documented in docs/wire-format.md), then the class
+name (UTF-8), the route section (a group message on its way to the sequencer), the data section
+and the rest section (to the end).
 
 A control record (kind 3) has the same header and the delivery layer's bytes as its data
 section; the codec never interprets them.
@@ -23,33 +20,29 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from geode_mpi.codec import pickling
+from geode_mpi.codec import header, pickling
 from geode_mpi.codec.arrays import array_frame, is_raw_array, read_descriptor, rebuild_array
 from geode_mpi.codec.classes import BASE_NAME, class_name, resolve, short_name
+from geode_mpi.codec.header import (
+    FLAG_REST,
+    KIND_ARRAY,
+    KIND_PICKLE,
+    KIND_SMALL_ARRAY,
+    KIND_TEXT,
+    NO_REPLY,
+    SENDER_FLAGS,
+    VERSION,
+    Route,
+    Track,
+)
+from geode_mpi.codec.header import KIND_CONTROL as KIND_CONTROL  # (engine, until it reads header)
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
 
-VERSION = 4  # 4: a CRC-32 of the pickled sections; 3: text data (kind 4), topic and work flags
-KIND_PICKLE = 0
-KIND_ARRAY = 1  # an array in its own frame
-KIND_SMALL_ARRAY = 2  # a small array's bytes inside meta, after its descriptor (8-aligned)
-KIND_CONTROL = 3  # not a message: the delivery layer's bytes (acknowledgements, credits)
-KIND_TEXT = 4  # a str, as UTF-8 (no pickle either way)
 SMALL_ARRAY_MAX = 2048  # bytes; a frame costs more than copying this much
-FLAG_REST = 1  # a rest section (headers, extra attributes) follows the data section
-FLAG_TRACKED = 2  # the sender keeps the message until it is acknowledged
-FLAG_WAITED = 4  # the sender waits for this acknowledgement: send it at once
-FLAG_RESENT = 8  # a copy sent again after an acknowledgement timeout
-FLAG_SEQUENCE = 16  # for a group's sequencer: forward to the group's members, in one order
-FLAG_TOPIC = 32  # published on a topic: dest is the topic's wire number, not a node
-FLAG_WORK = 64  # a work queue's task: source is the queue's stream number, not a node
-SENDER_FLAGS = FLAG_TRACKED | FLAG_WAITED | FLAG_RESENT | FLAG_SEQUENCE | FLAG_TOPIC | FLAG_WORK
-NO_REPLY = -1
-
-_HEAD = struct.Struct("<BBBxqQdIIHxxIIqI4x")
-HEAD_SIZE = _HEAD.size
-# flags, seq, source, dest, reply_to: what queues and the delivery layer read of every message
-_TRACK = struct.Struct("<2xB9xQ8xII12xq")
+_HEAD = header.HEAD
+_DECODE = header.DECODE
+HEAD_SIZE = header.SIZE
 _PAD = bytes(8)
 
 
@@ -63,16 +56,6 @@ class Stamp(NamedTuple):
     dest: int
 
 
-class Track(NamedTuple):
-    """What delivery needs from a message's header, read without decoding it."""
-
-    flags: int
-    seq: int
-    source: int
-    dest: int
-    reply_to: int
-
-
 class Peek(NamedTuple):
     """What can be read from meta without decoding the payload."""
 
@@ -80,7 +63,7 @@ class Peek(NamedTuple):
     class_name: str
     kind: int
     flags: int
-    body: int  # offset of the data section
+    body: int  # offset of the data section (after the class name and the route section)
     n_data: int  # frames that belong to the data (the rest belong to headers and attributes)
     data_len: int
 
@@ -99,7 +82,7 @@ def _crc_error(mid: int, src: int) -> DecodeError:
 def pickled_crc(meta: bytes | memoryview, kind: int, flags: int, body: int) -> int:
     """The CRC-32 of what C pickle reads of a message whose data section starts at ``body``:
     its data section if it is a pickle, then its rest section if it has one (0: neither)."""
-    end = body + _DATA_LEN.unpack_from(meta, 44)[0]
+    end = body + header.data_length(meta)
     crc = _crc32(meta[body:end]) if kind == KIND_PICKLE else 0
     return _crc32(meta[end:], crc) if flags & FLAG_REST else crc
 
@@ -135,21 +118,28 @@ def _head(
         VERSION,
         kind,
         flags & SENDER_FLAGS,
+        0,
         mid,
         seq,
         ts,
         src,
         dst,
         name_len,
+        0,
         n_data,
         section_len,
         reply_to,
         crc,
+        0,
     )
 
 
 def encode(
-    message: Message, stamp: Stamp, flags: int = 0, reply_to: int = NO_REPLY
+    message: Message,
+    stamp: Stamp,
+    flags: int = 0,
+    reply_to: int = NO_REPLY,
+    route: Route | None = None,
 ) -> tuple[bytes, Sequence[np.ndarray[Any, Any]]]:
     """Encode a message for the wire.
 
@@ -158,6 +148,7 @@ def encode(
         stamp: its metadata.
         flags: delivery flags (`FLAG_TRACKED`, `FLAG_WAITED`, `FLAG_RESENT`).
         reply_to: the id of the message this one answers, or `NO_REPLY`.
+        route: where a sequencer or dispatcher sends it on (`header.Route`), if anywhere.
 
     Returns:
         ``(meta, frames)``: meta is bytes; frames are numpy arrays to send as raw memory, in
@@ -168,7 +159,7 @@ def encode(
     """
     data = message.data
     cls = type(message)
-    if type(data) is np.ndarray and len(message.__dict__) == 1:
+    if type(data) is np.ndarray and len(message.__dict__) == 1 and route is None:
         # A small plain array alone in its message: from a template made the first time this
         # class, dtype and shape were sent (the commonest small message there is).
         template = _templates.get((cls, data.dtype, data.shape))
@@ -192,7 +183,11 @@ def encode(
                 raise EncodeError("message data", type(data), exc) from exc
             head = _head(KIND_ARRAY, flags, stamp, len(known[0]), 1, len(descriptor), reply_to, 0)
             return b"".join((head, known[0], descriptor)), [frame]
-    elif len(message.__dict__) == 1 and (type(data) in _ATOMIC or pickling.is_plain(data)):
+    elif (
+        len(message.__dict__) == 1
+        and route is None
+        and (type(data) in _ATOMIC or pickling.is_plain(data))
+    ):
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames
             section, kind, crc = _plain_section(data)
@@ -204,6 +199,7 @@ def encode(
     if known is None:
         known = _wire_names[cls] = (class_name(cls).encode(), bool(_slot_names(cls)))
     name, slotted = known
+    routing = b"" if route is None else route.section()
     state = message.__dict__
     if len(state) == 1 and not slotted and "data" in state:  # the common case
         headers = extras = None
@@ -221,9 +217,9 @@ def encode(
             descriptor, frame = array_frame(data)
             if data.nbytes <= SMALL_ARRAY_MAX:
                 kind = KIND_SMALL_ARRAY
-                pad = -(HEAD_SIZE + len(name) + len(descriptor)) % 8
+                pad = -(HEAD_SIZE + len(name) + len(routing) + len(descriptor)) % 8
                 section = b"".join((descriptor, _PAD[:pad], frame.tobytes()))
-                if not has_rest and frame is data and not slotted:
+                if not has_rest and frame is data and not slotted and route is None:
                     _remember_template(cls, data, name, descriptor + _PAD[:pad], len(section))
             else:
                 kind = KIND_ARRAY
@@ -256,11 +252,23 @@ def encode(
         )
     flags = (flags & SENDER_FLAGS) | (FLAG_REST if has_rest else 0)
     crc = _crc32(rest, _crc32(section) if kind == KIND_PICKLE else 0)
+    which, number = (0, 0) if route is None else (route.kind, route.number_field())
     # Stamp's fields are in header order: id, seq, timestamp, source, dest.
     head = _HEAD.pack(
-        VERSION, kind, flags, *stamp, len(name), n_data_frames, len(section), reply_to, crc
+        VERSION,
+        kind,
+        flags,
+        which,
+        *stamp,
+        len(name),
+        len(routing),
+        n_data_frames,
+        len(section),
+        reply_to,
+        crc,
+        number,
     )
-    return b"".join((head, name, section, rest)), frames
+    return b"".join((head, name, routing, section, rest)), frames
 
 
 def _first_unpicklable(
@@ -291,26 +299,26 @@ def peek(meta: bytes | memoryview) -> Peek:
         raise DecodeError(
             f"message meta is {len(meta)} bytes, shorter than the {HEAD_SIZE}-byte header"
         )
-    _, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, _, _ = _HEAD.unpack_from(
-        meta, 0
+    _, kind, flags, _, mid, seq, ts, src, dst, name_len, route_len, n_data, data_len, _, _, _ = (
+        _HEAD.unpack_from(meta, 0)
     )
-    body = HEAD_SIZE + name_len
-    name = _names.get(bytes(meta[HEAD_SIZE:body])) if name_len else BASE_NAME
+    body = HEAD_SIZE + name_len + route_len
+    name = _names.get(bytes(meta[HEAD_SIZE : HEAD_SIZE + name_len])) if name_len else BASE_NAME
     if name is None:
-        name = _new_name(meta, body, mid, src)
+        name = _new_name(meta, HEAD_SIZE + name_len, body, mid, src)
     # tuple.__new__ builds a NamedTuple without its Python-level __new__ (0.25 us each).
     stamp = _tuple_new(Stamp, (mid, seq, ts, src, dst))
     return _tuple_new(Peek, (stamp, name, kind, flags, body, n_data, data_len))
 
 
-def _new_name(meta: bytes | memoryview, body: int, mid: int, src: int) -> str:
-    """Read a class name not seen before (and remember it)."""
-    raw = bytes(meta[HEAD_SIZE:body])
+def _new_name(meta: bytes | memoryview, end: int, body: int, mid: int, src: int) -> str:
+    """Read a class name not seen before, ending at ``end`` (and remember it)."""
+    raw = bytes(meta[HEAD_SIZE:end])
     try:
-        if body + _DATA_LEN.unpack_from(meta, 44)[0] > len(meta):
+        if body + header.data_length(meta) > len(meta):
             raise ValueError(
-                f"its class name and data section need {body} + "
-                f"{_DATA_LEN.unpack_from(meta, 44)[0]} bytes, the meta has {len(meta)}"
+                f"its class name, route and data section need {body} + "
+                f"{header.data_length(meta)} bytes, the meta has {len(meta)}"
             )
         name = raw.decode()
         module, colon, qualname = name.partition(":")
@@ -368,29 +376,31 @@ def track(meta: bytes | memoryview) -> Track:
     """
     if len(meta) < HEAD_SIZE or meta[0] != VERSION:
         peek(meta)  # raises the precise error
-    return _tuple_new(Track, _TRACK.unpack_from(meta, 0))
+    return _tuple_new(Track, _track_fields(meta))
 
 
 def is_control(meta: bytes | memoryview) -> bool:
     """True if ``meta`` is a control record rather than a message."""
-    return len(meta) > 1 and meta[1] == KIND_CONTROL
+    return len(meta) > 1 and meta[header.KIND_AT] == KIND_CONTROL
 
 
 def encode_control(source: int, dest: int, payload: bytes) -> bytes:
     """A control record from node index ``source`` to ``dest`` carrying ``payload``."""
-    head = _HEAD.pack(VERSION, KIND_CONTROL, 0, 0, 0, 0.0, source, dest, 0, 0, len(payload), -1, 0)
+    head = _HEAD.pack(
+        VERSION, KIND_CONTROL, 0, 0, 0, 0, 0.0, source, dest, 0, 0, 0, len(payload), -1, 0, 0
+    )
     return head + payload
 
 
 def control_payload(meta: bytes | memoryview) -> memoryview:
     """The payload of a control record."""
     view = memoryview(meta)
-    return view[HEAD_SIZE : HEAD_SIZE + _DATA_LEN.unpack_from(view, 44)[0]]
+    return view[HEAD_SIZE : HEAD_SIZE + header.data_length(view)]
 
 
-_DATA_LEN = struct.Struct("<I")
-_CRC = _DATA_LEN  # also a u32
-_CRC_AT = 56
+_track_fields = header.track_fields
+_REPLY_CRC = struct.Struct("<48xqI")  # reply_to and the checksum (header.py has the offsets)
+_TRACK = header._TRACK  # (until core and delivery read the header through its accessors)
 
 
 def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> Stamp:
@@ -454,12 +464,12 @@ def decode(
     """
     data: Any
     if info is None and len(meta) >= HEAD_SIZE:
-        version, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, reply_to, crc = (
-            _HEAD.unpack_from(meta, 0)
+        version, kind, flags, mid, seq, ts, src, dst, lengths, n_data, data_len, reply_to, crc = (
+            _DECODE.unpack_from(meta, 0)
         )
         if (
             version == VERSION
-            and not name_len
+            and not lengths
             and not flags & FLAG_REST
             and (kind in _PLAIN_KINDS if not n_data else kind == KIND_ARRAY and len(frames) == 1)
         ):
@@ -493,22 +503,11 @@ def decode(
             return message
     view = memoryview(meta)
     if info is None:
-        if len(view) < HEAD_SIZE or view[0] != VERSION:
-            peek(view)  # raises the precise error
-        _, kind, flags, mid, seq, ts, src, dst, name_len, n_data, data_len, reply_to, crc = (
-            _HEAD.unpack_from(view, 0)
-        )
-        start = HEAD_SIZE + name_len
-        wire_name = _names.get(bytes(view[HEAD_SIZE:start])) if name_len else BASE_NAME
-        if wire_name is None:
-            wire_name = peek(view).class_name
-        cls = Message if not name_len else resolve(wire_name)
-    else:
-        stamp, wire_name, kind, flags, start, n_data, data_len = info
-        mid, seq, ts, src, dst = stamp
-        reply_to = _TRACK.unpack_from(view, 0)[4]
-        crc = _CRC.unpack_from(view, _CRC_AT)[0]
-        cls = Message if wire_name == BASE_NAME else resolve(wire_name)
+        info = peek(view)  # (raises the precise error for another version or a short header)
+    stamp, wire_name, kind, flags, start, n_data, data_len = info
+    mid, seq, ts, src, dst = stamp
+    reply_to, crc = _REPLY_CRC.unpack_from(view)
+    cls = Message if wire_name == BASE_NAME else resolve(wire_name)
     if kind > KIND_TEXT or kind == KIND_CONTROL:
         raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
     end = start + data_len
