@@ -124,6 +124,11 @@ def checksum(meta: bytes | memoryview) -> int:
     return int(_U32.unpack_from(meta, CRC_AT)[0])
 
 
+def source(meta: bytes | memoryview) -> int:
+    """The source field: the sending node's index (a work queue's task: the queue's stream)."""
+    return int(track_fields(meta)[2])
+
+
 def topic_number(meta: bytes | memoryview) -> int:
     """The topic's wire number of a message published on a topic (`FLAG_TOPIC`: its dest)."""
     return int(track_fields(meta)[3])

@@ -68,6 +68,7 @@ def test_a_topic_message_names_its_topic_in_dest() -> None:
     stamp = codec.make_stamp(1, 0, 0.0, 2, 9)  # dest: the topic's wire number
     meta, _ = codec.encode(Message("x"), stamp, codec.FLAG_TOPIC)
     assert header.topic_number(meta) == 9 and codec.track(meta).flags & codec.FLAG_TOPIC
+    assert header.source(meta) == 2
 
 
 def test_a_control_record_is_a_control_record() -> None:
