@@ -26,6 +26,7 @@ from geode_mpi.codec.classes import BASE_NAME, class_name, resolve, short_name
 from geode_mpi.codec.header import (
     FLAG_REST,
     KIND_ARRAY,
+    KIND_CONTROL,
     KIND_PICKLE,
     KIND_SMALL_ARRAY,
     KIND_TEXT,
@@ -35,7 +36,6 @@ from geode_mpi.codec.header import (
     Route,
     Track,
 )
-from geode_mpi.codec.header import KIND_CONTROL as KIND_CONTROL  # (engine, until it reads header)
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
 
@@ -400,7 +400,6 @@ def control_payload(meta: bytes | memoryview) -> memoryview:
 
 _track_fields = header.track_fields
 _REPLY_CRC = struct.Struct("<48xqI")  # reply_to and the checksum (header.py has the offsets)
-_TRACK = header._TRACK  # (until core and delivery read the header through its accessors)
 
 
 def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> Stamp:
