@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from geode_mpi import codec
+from geode_mpi.codec import header
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpointing import Checkpointer
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
@@ -59,7 +60,6 @@ _NO_REPLY = codec.NO_REPLY
 _WAITED = codec.FLAG_WAITED
 _TOPIC = codec.FLAG_TOPIC
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
-_track = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to of a header
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
@@ -339,6 +339,7 @@ class Geode:
         reply_to: int = codec.NO_REPLY,
         flags: int = 0,
         batch: bool = True,
+        via: codec.Route | None = None,  # a sequencer's or dispatcher's: where it goes on
     ) -> SendHandle:
         if self._sealed and not self._serving:
             raise ClosedError("isend")
@@ -388,7 +389,7 @@ class Geode:
         tracked = self._acks or ack
         if tracked:
             flags |= _TRACKED | _WAITED if ack else _TRACKED
-        meta, frames = _encode(msg, stamp, flags, reply_to)
+        meta, frames = _encode(msg, stamp, flags, reply_to, via)
         ticket = self._transport.send(rank, meta, frames, batch)
         self._counter[src] = count + 1
         engine.sent(src, pair, meta, frames, rank, tracked)
@@ -990,7 +991,7 @@ class Geode:
         the first time asks for the next one)."""
         state = message.__dict__
         if parcel.flags & _TOPIC:
-            state["topic"] = self._engine.topics.names.get(_track(parcel.meta, 0)[3])
+            state["topic"] = self._engine.topics.names.get(header.topic_number(parcel.meta))
             state["dest"] = None if index is None else self._names[index]
             return
         queue = self._channels.work_queues.get(parcel.source)

@@ -15,14 +15,13 @@ like a topic's), so the delivery layer numbers, orders, acknowledges and flow-co
 
 from __future__ import annotations
 
-import copy
 import time
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.core.groups import WORK_ATTRIBUTE
+from geode_mpi.codec.header import ROUTE_WORK
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.observe import trace_send
 from geode_mpi.core.placement import ID_BITS
@@ -122,8 +121,7 @@ class WorkQueue:
         """Queue a task (a Message, or any picklable value) from ``source`` (default: this
         rank's node). When another rank hosts ``source``, that rank queues it: the handle here
         is done at once (``handle.local`` is False)."""
-        msg = copy.copy(task) if isinstance(task, Message) else Message(task)
-        msg.__dict__[WORK_ATTRIBUTE] = self.number
+        msg = task if isinstance(task, Message) else Message(task)
         return self._to_dispatcher(msg, source, timeout)
 
     @locked
@@ -131,15 +129,20 @@ class WorkQueue:
         """Say that ``source`` will put no more tasks. Once every producer node has (each
         rank's node by default, every node for a one-process world), `get` returns None to
         the consumers after the last task."""
-        msg = _Finished()
-        msg.__dict__[WORK_ATTRIBUTE] = self.number
-        self._to_dispatcher(msg, source, None)
+        self._to_dispatcher(_Finished(), source, None)
 
     def _to_dispatcher(
         self, msg: Message, source: str | int | None, timeout: float | None
     ) -> SendHandle:
         return self._geode._send(
-            msg, source, self._dispatcher, False, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE
+            msg,
+            source,
+            self._dispatcher,
+            False,
+            timeout,
+            codec.NO_REPLY,
+            codec.FLAG_SEQUENCE,
+            via=codec.Route(ROUTE_WORK, self.number),
         )
 
     # -- consumers -------------------------------------------------------------------------
@@ -178,10 +181,16 @@ class WorkQueue:
             self._want(index)
 
     def _want(self, consumer: int) -> None:
-        msg = _Want()
-        msg.__dict__[WORK_ATTRIBUTE] = self.number
         self._geode._send(
-            msg, consumer, self._dispatcher, False, None, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
+            _Want(),
+            consumer,
+            self._dispatcher,
+            False,
+            None,
+            codec.NO_REPLY,
+            codec.FLAG_SEQUENCE,
+            False,
+            codec.Route(ROUTE_WORK, self.number),
         )
 
     # -- the dispatcher --------------------------------------------------------------------
@@ -248,7 +257,6 @@ class WorkQueue:
         )
         tracked = geode._acks
         flags = codec.FLAG_WORK | (codec.FLAG_TRACKED if tracked else 0)
-        task.__dict__.pop(WORK_ATTRIBUTE, None)
         meta, frames = codec.encode(task, stamp, flags)
         rank = geode._placement.rank_of(consumer)
         begun = now_us() if TRACER.on else 0.0
