@@ -3,7 +3,8 @@
 Run as ``python benchmarks/ab.py --a /path/to/main --b . --bench pingpong`` (``--help``).
 Each checkout runs its own ``benchmarks/NAME.py`` with its own venv (``CHECKOUT/.venv``), or,
 without one (an exported tree: ``git archive REV | tar -x -C DIR``), with this Python and
-``PYTHONPATH=CHECKOUT``, under the ``mpiexec -n 2`` beside that Python. The two alternate
+``PYTHONPATH=CHECKOUT``, under the ``mpiexec`` beside that Python, at the benchmark's rank
+count (``RANKS``; ``--ranks`` to change it). The two alternate
 (A B, then B A, ...) so that a change in the machine's load falls on both. Each pair gives
 B/A for every figure; the table shows the median of each side and the median of the paired
 ratios, with their range, and the best run of each side.
@@ -56,6 +57,40 @@ def rate(data: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def fanout(data: dict[str, Any]) -> dict[str, float]:
+    """Time per fan-out of each array size (us): geode's (acks off) median and best repeat, and
+    its paired ratio to raw Bcast of the same run; small messages per second (the median and
+    the best repeat) of both geode methods."""
+    found: dict[str, float] = {}
+    for row in data["arrays"]:
+        geode, label = row["methods"]["geode"], f"{row['size']} B"
+        found[f"geode {label} us"] = geode["median_us"]
+        found[f"geode {label} best us"] = min(geode["repeats_us"])
+        found[f"geode/Bcast {label}"] = row["geode_over_bcast"]
+    for method, rates in data["small_messages"]["rates_per_s"].items():
+        if method != "raw bcast":
+            found[f"{method} msgs/s"] = statistics.median(rates)
+            found[f"{method} best msgs/s"] = max(rates)
+    return found
+
+
+def checkpoint(data: dict[str, Any]) -> dict[str, float]:
+    """Seconds per checkpoint write and restore of each state size: geode's median and best
+    repeat, and raw h5py's time over geode's in the same run (paired median); the pipeline's
+    work lost around each checkpoint and the checkpoint call's seconds (medians)."""
+    found: dict[str, float] = {}
+    for label, record in data["sizes"].items():
+        for step in ("write", "read"):
+            times = record[step]
+            found[f"{step} {label} s"] = times["median_s"]["geode"]
+            found[f"{step} {label} best s"] = min(times["seconds"]["geode"])
+            found[f"{step} {label} raw_over_geode"] = times["median_raw_over_geode"]
+    pipeline = data["pipeline"]
+    found["pipeline lost share"] = pipeline["median_lost_around_checkpoint"]
+    found["checkpoint call s"] = statistics.median(pipeline["checkpoint_s"])
+    return found
+
+
 def hotpath(data: dict[str, Any]) -> dict[str, float]:
     """CPU microseconds per message in one process: the median and the best loop."""
     found: dict[str, float] = {}
@@ -65,11 +100,24 @@ def hotpath(data: dict[str, Any]) -> dict[str, float]:
     return found
 
 
-BENCHMARKS: dict[str, Figures] = {"pingpong": pingpong, "rate": rate, "hotpath": hotpath}
+BENCHMARKS: dict[str, Figures] = {
+    "pingpong": pingpong,
+    "rate": rate,
+    "fanout": fanout,
+    "checkpoint": checkpoint,
+    "hotpath": hotpath,
+}
+# Ranks per benchmark (as benchmarks/suite.py runs them); 0: one process, without mpiexec.
+RANKS = {"pingpong": 2, "rate": 2, "fanout": 4, "checkpoint": 2, "hotpath": 0}
+
+
+def higher_is_better(name: str) -> bool:
+    """Rates and raw-over-geode ratios; every other figure is a time, or geode over raw."""
+    return name.endswith("/s") or "_over_" in name
 
 
 def run_once(
-    checkout: Path, bench: str, args: Sequence[str], timeout: float, nice: int, script: Path
+    checkout: Path, ranks: int, args: Sequence[str], timeout: float, nice: int, script: Path
 ) -> dict[str, Any]:
     """Run the benchmark ``script`` with one checkout's venv once; its JSON. (Its own
     ``benchmarks/NAME.py``, except hotpath.py: B's, which A may not have; it runs in one
@@ -82,8 +130,8 @@ def run_once(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         command = ["nice", "-n", str(nice)] if nice else []
-        if bench != "hotpath":
-            command += [str(venv / "mpiexec"), "-n", "2"]
+        if ranks:
+            command += [str(venv / "mpiexec"), "-n", str(ranks)]
         command += [str(venv / "python"), str(script), *args, "--json", str(out)]
         done = subprocess.run(
             command, cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout
@@ -100,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--b", type=Path, required=True, help="checkout B (the change)")
     parser.add_argument("--bench", choices=sorted(BENCHMARKS), required=True)
     parser.add_argument("--pairs", type=int, default=6, help="A/B pairs to run (6)")
+    parser.add_argument(
+        "--ranks", type=int, default=None, help="MPI ranks (default: the benchmark's, RANKS)"
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run (600)")
     parser.add_argument(
         "--nice",
@@ -111,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("args", nargs="*", help="after --: the benchmark's own options")
     options = parser.parse_args(argv)
     figures = BENCHMARKS[options.bench]
+    ranks = RANKS[options.bench] if options.ranks is None else options.ranks
     a, b = options.a.resolve(), options.b.resolve()
     runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
     for k in range(options.pairs):
@@ -118,16 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for side, checkout in order:
             own = checkout / "benchmarks" / f"{options.bench}.py"
             script = b / "benchmarks" / "hotpath.py" if options.bench == "hotpath" else own
-            data = run_once(
-                checkout, options.bench, options.args, options.timeout, options.nice, script
-            )
+            data = run_once(checkout, ranks, options.args, options.timeout, options.nice, script)
             runs[side].append(figures(data))
         print(f"pair {k + 1}/{options.pairs} done", file=sys.stderr, flush=True)
     names = list(runs["A"][0])
     print(f"{options.bench}: A = {a}, B = {b}, {options.pairs} pairs, {' '.join(options.args)}")
     print("medians over the runs of each side; B/A paired: the median of the pairs' ratios;")
     print("best: the best run of each side (lowest time, highest rate), and their ratio")
-    header = f"{'figure':26} {'A median':>10} {'B median':>10} {'B/A paired':>10}  {'range':13}"
+    header = f"{'figure':30} {'A median':>10} {'B median':>10} {'B/A paired':>10}  {'range':13}"
     print(f"{header} {'A best':>10} {'B best':>10} {'B/A best':>9}")
     summary = {}
     for name in names:
@@ -135,9 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         theirs = [run[name] for run in runs["A"]]
         paired = [mine / base for mine, base in zip(ours, theirs, strict=True)]
         summary[name] = statistics.median(paired)
-        pick = max if name.endswith("/s") or "_over_" in name else min
+        pick = max if higher_is_better(name) else min
         print(
-            f"{name:26} {statistics.median(theirs):10.4g} {statistics.median(ours):10.4g} "
+            f"{name:30} {statistics.median(theirs):10.4g} {statistics.median(ours):10.4g} "
             f"{summary[name]:10.3f}  {min(paired):5.3f}-{max(paired):<7.3f} "
             f"{pick(theirs):10.4g} {pick(ours):10.4g} {pick(ours) / pick(theirs):9.3f}"
         )

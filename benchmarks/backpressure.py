@@ -11,24 +11,19 @@ Run as ``mpiexec -n 2 python benchmarks/backpressure.py`` (``--help`` for the op
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import resource
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+import launch
 import numpy as np
-from common import environment, parse_size, size_label, write_json, wrong_rank_count
+import reporting
+from common import GiB, KiB, MiB, environment, parse_size, size_label, write_json
 
 from geode_mpi import Geode, Message, QueueConfig, __version__
-from geode_mpi.transport import prepare_mpi_environment
-
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
 
 POLICIES = ("block", "drop_oldest", "none")
 DEFAULT_MESSAGES = 100_000
@@ -135,12 +130,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"a smoke test: {QUICK_MESSAGES:,} messages after a {QUICK_WARMUP}-message warm-up",
     )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help="where to write all numbers (default benchmarks/results/backpressure-DATE-TIME.json)",
-    )
+    launch.json_option(parser, "backpressure")
     args = parser.parse_args(argv)
     if args.messages is None:
         if args.quick:
@@ -645,19 +635,16 @@ def credits(args: argparse.Namespace) -> int | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    prepare_mpi_environment()
-    from mpi4py import MPI
-
-    world = MPI.COMM_WORLD
-    rank = world.Get_rank()
-    if wrong_rank_count(world, "backpressure.py"):
+    MPI = launch.start_mpi("backpressure.py", exactly=True)
+    if MPI is None:
         return 2
+    rank = MPI.COMM_WORLD.Get_rank()
     reason = unsafe(args)
     if reason is not None:
         if rank == 0:
             print(f"backpressure.py: {reason}", file=sys.stderr)
         return 2
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    began = reporting.started()
     calibration = calibrate(args)
     work = args.slowdown * calibration["per_message_us"] * 1e-6
     mine, theirs = measure(args, work)
@@ -676,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     report = {
         "benchmark": "backpressure",
-        "started": started,
+        "started": began,
         "settings": {
             "policy": args.policy,
             "messages": args.messages,

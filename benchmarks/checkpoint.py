@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import hashlib
 import json
 import os
@@ -21,21 +20,27 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import h5py
+import launch
 import numpy as np
-from common import environment, parse_size, parse_sizes, revision, size_label, write_json
+import reporting
+from common import MiB, environment, parse_size, revision, size_label
+from launch import Ranks, Scaled
+from timing import barrier_then_clock, paired, rotated
 
 from geode_mpi import Geode, ReceiveTimeout
-from geode_mpi.transport import prepare_mpi_environment
-from geode_mpi.transport.launch import CMA_VARIABLE
 
-KiB = 1024
-MiB = 1024 * KiB
 DEFAULT_SIZES = (16 * MiB, 64 * MiB, 256 * MiB)
 QUICK_SIZES = (MiB, 4 * MiB, 16 * MiB)
+SCALED: Scaled = {
+    "repeats": (5, 3, "write+restore rounds per method"),
+    "interval": (10.0, 1.25, "seconds of a pipeline segment, with one checkpoint or none"),
+    "pairs": (3, 2, "pipeline segment pairs without/with"),
+}
 ARRAYS = 4  # a rank's state: this many float64 arrays of equal size
 STATE_PER_SECOND = 64 * MiB / 10  # the pipeline's state: 64 MiB per rank at one checkpoint per 10 s
 
@@ -57,13 +62,9 @@ _CHUNK = 1 << 20  # bytes hashed per read, as geode_mpi hashes
 
 
 @dataclasses.dataclass
-class Run:
+class Run(Ranks):
     """Every rank's state: a private raw communicator, and the job's scratch directory."""
 
-    comm: Any
-    rank: int
-    size: int
-    wtime: Callable[[], float]
     root: Path
     cold: bool
     peak_disk: int = 0  # the most bytes under root at the end of any write
@@ -75,25 +76,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "writing and reading the same arrays, and the overhead of periodic checkpoints on a "
         "ring pipeline. Any number of ranks: mpiexec -n 2 python benchmarks/checkpoint.py",
     )
-    parser.add_argument(
-        "--sizes",
-        type=parse_sizes,
-        default=None,
-        help="comma-separated state sizes per rank, units Ki/Mi allowed "
-        "(default 16Mi,64Mi,256Mi; quick 1Mi,4Mi,16Mi)",
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="write+restore rounds per method (5, quick 3)"
-    )
-    parser.add_argument(
-        "--interval",
-        type=float,
-        default=None,
-        help="seconds of a pipeline segment, with one checkpoint or none (10, quick 1.25)",
-    )
-    parser.add_argument(
-        "--pairs", type=int, default=None, help="pipeline segment pairs without/with (3, quick 2)"
-    )
+    launch.sizes_option(parser, "state sizes per rank", "16Mi,64Mi,256Mi", "1Mi,4Mi,16Mi")
     parser.add_argument(
         "--pipeline-state",
         type=parse_size,
@@ -110,22 +93,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dir", type=Path, default=None, help="where the scratch directory goes (the tmp dir)"
     )
-    parser.add_argument("--quick", action="store_true", help="a smoke test of about 10 s")
-    parser.add_argument("--json", type=Path, default=None, help="where to write all numbers")
-    args = parser.parse_args(argv)
-    if args.sizes is None:
-        args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 5
-    if args.interval is None:
-        args.interval = 1.25 if args.quick else 10.0
-    if args.pairs is None:
-        args.pairs = 2 if args.quick else 3
+    launch.scaled_options(parser, SCALED, "a smoke test of about 10 s")
+    launch.json_option(parser, "checkpoint")
+    args = launch.parse_scaled(parser, argv, SCALED)
+    launch.fill_sizes(parser, args, DEFAULT_SIZES, QUICK_SIZES)
     if args.pipeline_state is None:
         args.pipeline_state = int(STATE_PER_SECOND * args.interval) // 8 * 8
-    for name in ("repeats", "pairs", "tokens"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    launch.at_least_one(parser, args, ("tokens",))
     if args.interval <= 0:
         parser.error(f"--interval must be > 0, got {args.interval}")
     if min(args.sizes, default=0) < ARRAYS * 8:
@@ -141,17 +115,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's SHA-256, read in chunks of the size geode_mpi reads."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
+        for chunk in iter(partial(file.read, _CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def fsync_path(path: Path) -> None:
+def fsync_path(path: Path, drop: bool = False) -> None:
+    """fsync a file or directory; with ``drop`` also drop the file from the page cache, so
+    that the next read comes from the disk (``--cold``; dirty pages cannot be dropped, hence
+    the fsync first)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+        if drop:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 
@@ -159,12 +139,7 @@ def fsync_path(path: Path) -> None:
 def evict(paths: Sequence[Path]) -> None:
     """Drop files from the page cache, so the next read comes from the disk (``--cold``)."""
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # dirty pages cannot be dropped
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        fsync_path(path, drop=True)
 
 
 def disk_use(root: Path) -> int:
@@ -338,8 +313,7 @@ def restore_steps(record: dict[str, Any]) -> dict[str, float]:
 
 def timed(run: Run, action: Callable[[], Any]) -> tuple[float, Any]:
     """From a barrier until every rank is done (a barrier): rank 0's seconds, and the result."""
-    run.comm.Barrier()
-    start = run.wtime()
+    start = barrier_then_clock(run.comm, run.wtime)
     result = action()
     run.comm.Barrier()
     return run.comm.bcast(run.wtime() - start, root=0), result
@@ -493,8 +467,7 @@ def measure_files(run: Run, args: argparse.Namespace) -> dict[int, dict[str, lis
         state = make_state(size, run.rank)
         rounds: dict[str, list[Any]] = {method: [] for method in METHODS}
         for repeat in range(args.repeats):
-            shift = repeat % len(METHODS)
-            for method in METHODS[shift:] + METHODS[:shift]:
+            for method in rotated(METHODS, repeat):
                 rounds[method].append(ROUNDS[method](run, state))
         results[size] = rounds
         del state
@@ -661,11 +634,6 @@ def measure_pipeline(run: Run, args: argparse.Namespace) -> dict[str, Any]:
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
-
-
-def paired(tops: list[float], bottoms: list[float]) -> list[float]:
-    """Per-repeat ratios: methods of one repeat run back to back, so load hits both alike."""
-    return [top / bottom for top, bottom in zip(tops, bottoms, strict=True)]
 
 
 def mean_steps(ranks: list[dict[str, float]]) -> dict[str, float]:
@@ -903,16 +871,12 @@ def evaluate(sizes: dict[str, Any], pipe: dict[str, Any], interval: float) -> li
 
 
 def header_lines(run: Run, env: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    ranks, cores, cma = env["ranks"], env["cores"], env[CMA_VARIABLE]
-    load = " (oversubscribed)" if cores is not None and ranks > cores else ""
     return [
         f"geode_mpi {env['geode_mpi']} (commit {env['commit']}) checkpoints beside raw h5py "
-        f"{h5py.__version__} (HDF5 {h5py.version.hdf5_version}), {ranks} rank(s){load} on {cores}"
-        f" cores; median of {args.repeats} interleaved repeats"
+        f"{h5py.__version__} (HDF5 {h5py.version.hdf5_version}), "
+        f"{reporting.ranks_on_cores(env, 'rank(s)')}; median of {args.repeats} interleaved repeats"
         + (" (quick)" if args.quick else ""),
-        f"MPI library: {env['mpi_library']} (mpi4py {env['mpi4py']}, "
-        f"thread level {env['thread_level']}); {CMA_VARIABLE}="
-        + ("unset (library default)" if cma is None else cma),
+        f"{reporting.mpi_line(env)}; {reporting.cma_line(env)}",
         f"files in {run.root} ({filesystem(run.root)}); "
         + (
             "each file dropped from the page cache before it is read (--cold)"
@@ -942,11 +906,9 @@ def legend_lines(run: Run, sizes: dict[str, Any]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    prepare_mpi_environment()  # geode_mpi's launch settings apply to every method measured
-    from mpi4py import MPI
-
-    world = MPI.COMM_WORLD
-    comm = world.Dup()
+    MPI = launch.start_mpi("checkpoint.py", 1)
+    assert MPI is not None  # any number of ranks will do
+    comm = MPI.COMM_WORLD.Dup()
     root = None
     if comm.Get_rank() == 0:
         root = tempfile.mkdtemp(prefix="geode-checkpoint-bench-", dir=args.dir)
@@ -954,7 +916,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment(MPI) | {"load_average_start": os.getloadavg(), "commit": revision()}
     if run.rank == 0:
         print("\n".join(header_lines(run, env, args)), flush=True)
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    began = reporting.started()
     clock = time.perf_counter()
     results = measure_files(run, args)
     files_s = time.perf_counter() - clock
@@ -999,13 +961,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "directory": str(run.root),
         "filesystem": filesystem(run.root),
     }
-    record = {"benchmark": "checkpoint", "started": started, "seconds": elapsed}
-    record |= {"files_seconds": files_s, "settings": settings, "environment": env}
-    record |= {"h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version}
-    record |= {"sizes": sizes, "pipeline": pipeline, "peak_disk_bytes": run.peak_disk}
-    record |= {"targets": targets}
-    path = write_json(args.json, record, "checkpoint")
-    print(f"{elapsed:.1f} s; all numbers in {path}")
+    numbers = {"files_seconds": files_s, "h5py": h5py.__version__}
+    numbers |= {"hdf5": h5py.version.hdf5_version, "sizes": sizes, "pipeline": pipeline}
+    numbers |= {"peak_disk_bytes": run.peak_disk, "targets": targets}
+    reporting.finish(args.json, "checkpoint", (began, elapsed, settings, env), numbers)
     return 0
 
 

@@ -1,4 +1,9 @@
-"""What the benchmark scripts share: sizes, the environment record, the JSON file, rank checks."""
+"""What the benchmark scripts share: sizes, the environment record, the JSON file.
+
+The rest is in small modules beside it: launch.py (options, starting MPI, rank checks),
+timing.py (the clock and paired ratios), baseline.py (the raw mpi4py message and arrays),
+reporting.py (the header's MPI lines, tables, what the JSON file holds).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ import os
 import platform
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +105,3 @@ def write_json(path: Path | None, report: dict[str, Any], benchmark: str) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
-
-
-def wrong_rank_count(world: Any, script: str) -> bool:
-    """True (having said so on rank 0) unless the job has exactly the 2 ranks benchmarks need."""
-    if world.Get_size() == 2:
-        return False
-    if world.Get_rank() == 0:
-        print(
-            f"{script} needs exactly 2 MPI ranks, got {world.Get_size()}: "
-            f"run it as `mpiexec -n 2 python benchmarks/{script}`",
-            file=sys.stderr,
-        )
-    return True

@@ -8,30 +8,38 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import statistics
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import launch
 import numpy as np
-from common import environment, parse_sizes, size_label, write_json
+import reporting
+from baseline import arrays, message_fields
+from common import KiB, MiB, environment, size_label
+from launch import Ranks, Scaled
+from reporting import Table
+from timing import barrier_then_clock, check_array, paired, rotated, spread, summarise
 
 from geode_mpi import Geode, Message, SendHandle
-from geode_mpi.transport import prepare_mpi_environment
-from geode_mpi.transport.launch import CMA_VARIABLE
 
 if TYPE_CHECKING:
     from geode_mpi.core.topics import Topic
-
-KiB = 1024
-MiB = 1024 * KiB
 DEFAULT_SIZES = (8, KiB, 64 * KiB, MiB, 4 * MiB, 16 * MiB)
 QUICK_SIZES = (8, KiB, 64 * KiB, MiB)
+SCALED: Scaled = {
+    "messages": (10000, 500, "small messages per timed loop of the rate part"),
+    "repeats": (
+        11,
+        3,
+        "repeats per size, each interleaving the methods in rounds; the median over repeats is "
+        "reported, and of paired ratios for the ratios",
+    ),
+}
 
 RAW_BCAST = "raw Bcast"
 GEODE = "geode"  # Geode(acks=False): the headline, used by the target
@@ -54,13 +62,9 @@ Loop = Callable[[int], tuple[float, Any]]
 
 
 @dataclasses.dataclass
-class Run:
+class Run(Ranks):
     """Every rank's state: a private raw communicator, and a Geode with its topic per method."""
 
-    comm: Any
-    rank: int
-    size: int
-    wtime: Callable[[], float]
     geodes: dict[str, Geode]
     topics: dict[str, Topic]
     window: int
@@ -102,64 +106,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "against comm.Bcast; and small messages per second, against pickled comm.bcast. "
         "Run with 2 ranks or more: mpiexec -n 4 python benchmarks/fanout.py",
     )
-    parser.add_argument(
-        "--sizes",
-        type=parse_sizes,
-        default=None,
-        help="comma-separated array sizes in bytes, units Ki/Mi allowed "
-        "(default 8,1Ki,64Ki,1Mi,4Mi,16Mi)",
-    )
-    parser.add_argument(
-        "--messages",
-        type=int,
-        default=None,
-        help="small messages per timed loop of the rate part (default 10000, quick 500)",
-    )
+    launch.sizes_option(parser, "array sizes in bytes", "8,1Ki,64Ki,1Mi,4Mi,16Mi", "8,1Ki,64Ki,1Mi")
     parser.add_argument("--window", type=int, default=64, help="publishes outstanding at most (64)")
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="repeats per size, each interleaving the methods in rounds; the median over "
-        "repeats is reported, and of paired ratios for the ratios (default 11, quick 3)",
+    launch.scaled_options(
+        parser,
+        SCALED,
+        "a smoke test: fewer sizes, iterations, messages and repeats (a few seconds)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke test: fewer sizes, iterations, messages and repeats (a few seconds)",
-    )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help="where to write all numbers (default benchmarks/results/fanout-DATE-TIME.json)",
-    )
-    args = parser.parse_args(argv)
-    if args.sizes is None:
-        args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    if not args.sizes:
-        parser.error("--sizes must name at least one size")
-    if args.messages is None:
-        args.messages = 500 if args.quick else 10000
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 11
-    for name in ("messages", "window", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    launch.json_option(parser, "fanout")
+    args = launch.parse_scaled(parser, argv, SCALED)
+    launch.fill_sizes(parser, args, DEFAULT_SIZES, QUICK_SIZES)
+    launch.at_least_one(parser, args, ("window",))
     return args
-
-
-def too_few_ranks(world: Any) -> bool:
-    """True (having said so on rank 0) if the job has no rank to subscribe."""
-    if world.Get_size() >= 2:
-        return False
-    if world.Get_rank() == 0:
-        print(
-            f"fanout.py needs at least 2 MPI ranks (a publisher and a subscriber), got "
-            f"{world.Get_size()}: run it as `mpiexec -n 4 python benchmarks/fanout.py`",
-            file=sys.stderr,
-        )
-    return True
 
 
 # -- part 1: fan-out of one array --------------------------------------------------------------
@@ -175,8 +133,7 @@ def raw_bcast(
 
     comm = run.comm
     buffer = [data if run.rank == 0 else out, MPI.BYTE]
-    comm.Barrier()
-    start = run.wtime()
+    start = barrier_then_clock(comm, run.wtime)
     for _ in range(iters):
         comm.Bcast(buffer, root=0)
         comm.Barrier()
@@ -191,8 +148,7 @@ def geode_fanout(
     reuses one preallocated buffer."""
     geode, topic, comm = run.geodes[method], run.topics[method], run.comm
     got: Any = None
-    comm.Barrier()
-    start = run.wtime()
+    start = barrier_then_clock(comm, run.wtime)
     if run.rank == 0:
         for _ in range(iters):
             handle = topic.publish(data, source=PUBLISHER)
@@ -212,28 +168,17 @@ def geode_fanout(
 def barrier_only(run: Run, iters: int) -> tuple[float, Any]:
     """The barrier alone: what every method's time per iteration includes."""
     comm = run.comm
-    comm.Barrier()
-    start = run.wtime()
+    start = barrier_then_clock(comm, run.wtime)
     for _ in range(iters):
         comm.Barrier()
     return (run.wtime() - start) / iters, None
 
 
-def check_array(run: Run, expected: np.ndarray[Any, Any], name: str, got: Any) -> None:
+def check_subscriber(run: Run, expected: np.ndarray[Any, Any], name: str, got: Any) -> None:
     """Raise on a subscriber unless ``got`` is exactly the array published (so garbage is never
     timed)."""
-    if run.rank == 0:
-        return
-    if not (
-        isinstance(got, np.ndarray)
-        and got.dtype == expected.dtype
-        and got.shape == expected.shape
-        and np.array_equal(got, expected)
-    ):
-        what = f"{type(got).__name__} {getattr(got, 'dtype', '')} {getattr(got, 'shape', '')}"
-        raise RuntimeError(
-            f"rank {run.rank}: {name} of {expected.nbytes} bytes received the wrong data ({what})"
-        )
+    if run.rank != 0:
+        check_array(run.rank, expected, name, got)
 
 
 def measure(
@@ -274,10 +219,9 @@ def measure(
         blocks = {name: max(1, round(counts[name] / rounds)) for name in names}
         spent = dict.fromkeys(names, 0.0)
         for _ in range(rounds):
-            shift = turn % len(names)
-            turn += 1
-            for name in names[shift:] + names[:shift]:
+            for name in rotated(names, turn):
                 spent[name] += loops[name](blocks[name])[0] * blocks[name]
+            turn += 1
         for name in names:
             done = blocks[name] * rounds
             per_iteration = spent[name] / done
@@ -289,30 +233,16 @@ def measure(
     return iterations, times, rounds
 
 
-def summarise(
-    iterations: dict[str, list[int]], times: dict[str, list[float]]
-) -> dict[str, dict[str, Any]]:
-    return {
-        name: {
-            "iterations": iterations[name],
-            "median_us": statistics.median(values) * 1e6,
-            "repeats_us": [value * 1e6 for value in values],
-        }
-        for name, values in times.items()
-    }
-
-
 def bench_array(run: Run, size: int, budget: Budget, repeats: int) -> dict[str, Any]:
     """Time one array size with every method; return its JSON record."""
-    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
-    out = np.zeros(size, np.uint8)  # zeroed, so a raw Bcast that wrote nothing fails the check
+    data, out = arrays(size)
     loops: dict[str, Loop] = {
         RAW_BCAST: partial(raw_bcast, run, data, out),
         GEODE: partial(geode_fanout, run, GEODE, data),
         GEODE_ACKS: partial(geode_fanout, run, GEODE_ACKS, data),
     }
     iterations, times, rounds = measure(
-        run, loops, budget, repeats, partial(check_array, run, data)
+        run, loops, budget, repeats, partial(check_subscriber, run, data)
     )
     return {"size": size, "rounds": rounds, "methods": summarise(iterations, times)}
 
@@ -328,28 +258,13 @@ def bench_barrier(run: Run, budget: Budget, repeats: int) -> dict[str, Any]:
 # messages, and the slowest subscriber's time sets the rate.
 
 
-def fields(seq: int) -> dict[str, Any]:
-    """A raw message: the same fields a geode_mpi Message carries, built afresh per bcast."""
-    return {
-        "id": seq,
-        "source": PUBLISHER,
-        "dest": TOPIC,
-        "type": "Message",
-        "seq": seq,
-        "timestamp": time.time(),
-        "headers": {},
-        "data": DATA,
-    }
-
-
 def raw_messages(run: Run, n: int) -> tuple[float, str | None]:
     comm, first = run.comm, run.next_seq[RAW_DICT]
     bad = None
-    comm.Barrier()
-    start = run.wtime()
+    start = barrier_then_clock(comm, run.wtime)
     if run.rank == 0:
         for seq in range(first, first + n):
-            comm.bcast(fields(seq), root=0)
+            comm.bcast(message_fields(seq, PUBLISHER, TOPIC, DATA), root=0)
     else:
         for seq in range(first, first + n):
             got = comm.bcast(None, root=0)
@@ -361,8 +276,7 @@ def raw_messages(run: Run, n: int) -> tuple[float, str | None]:
 def geode_messages(run: Run, method: str, n: int) -> tuple[float, str | None]:
     geode, topic, first = run.geodes[method], run.topics[method], run.next_seq[method]
     bad = None
-    run.comm.Barrier()
-    start = run.wtime()
+    start = barrier_then_clock(run.comm, run.wtime)
     if run.rank == 0:
         handles: deque[SendHandle] = deque()
         for _ in range(n):
@@ -404,27 +318,12 @@ def bench_messages(run: Run, n: int, repeats: int) -> dict[str, list[float]]:
         timed_messages(run, method, min(n, 1000))
     rates: dict[str, list[float]] = {method: [] for method in MESSAGE_METHODS}
     for repeat in range(repeats):
-        shift = repeat % len(MESSAGE_METHODS)
-        for method in MESSAGE_METHODS[shift:] + MESSAGE_METHODS[:shift]:
+        for method in rotated(MESSAGE_METHODS, repeat):
             rates[method].append(timed_messages(run, method, n))
     return rates
 
 
 # -- reporting ---------------------------------------------------------------------------------
-
-
-def paired(tops: list[float], bottoms: list[float]) -> list[float]:
-    """Per-repeat ratios: the methods of one repeat run back to back, so a burst of load from
-    other processes hits both sides of each ratio alike; the median of these is reported."""
-    return [top / bottom for top, bottom in zip(tops, bottoms, strict=True)]
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """The least, the quartiles and the largest of some repeats' values."""
-    if len(values) < 2:
-        return dict.fromkeys(("min", "q1", "q3", "max"), values[0])
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return {"min": min(values), "q1": q1, "q3": q3, "max": max(values)}
 
 
 def add_ratios(record: dict[str, Any]) -> None:
@@ -440,29 +339,26 @@ def add_ratios(record: dict[str, Any]) -> None:
 
 
 def array_table(arrays: list[dict[str, Any]], barrier: dict[str, Any]) -> list[str]:
-    columns = (
-        ("size", 9),
-        ("geode n", 8),
-        ("Bcast us", 11),
-        ("geode us", 11),
-        ("acks us", 11),
-        ("Bcast GB/s", 11),
-        ("geode GB/s", 11),
-        ("geode/Bcast", 12),
-        ("(quartiles)", 12),
-        ("acks/Bcast", 11),
+    table = Table(
+        (
+            ("size", 9),
+            ("geode n", 8),
+            ("Bcast us", 11),
+            ("geode us", 11),
+            ("acks us", 11),
+            ("Bcast GB/s", 11),
+            ("geode GB/s", 11),
+            ("geode/Bcast", 12),
+            ("(quartiles)", 12),
+            ("acks/Bcast", 11),
+        )
     )
-
-    def row(cells: Sequence[str]) -> str:
-        return "".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True))
-
-    rule = "-" * sum(width for _, width in columns)
-    lines = [row([title for title, _ in columns]), rule]
+    lines = table.head()
     for rec in arrays:
         methods = rec["methods"]
         raw_us, geode_us = methods[RAW_BCAST]["median_us"], methods[GEODE]["median_us"]
         lines.append(
-            row(
+            table.row(
                 [
                     size_label(rec["size"]),
                     str(min(methods[GEODE]["iterations"])),
@@ -477,7 +373,7 @@ def array_table(arrays: list[dict[str, Any]], barrier: dict[str, Any]) -> list[s
                 ]
             )
         )
-    lines.append(rule)
+    lines.append(table.rule)
     lines += [
         "us: time per fan-out, from a barrier until every subscriber holds the array, plus the "
         f"barrier that ends it (a barrier alone: {barrier['median_us']:.1f} us)",
@@ -558,25 +454,17 @@ def target_lines(item: dict[str, Any]) -> list[str]:
 
 
 def header_lines(env: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    ranks, cores, cma = env["ranks"], env["cores"], env[CMA_VARIABLE]
-    load = " (oversubscribed)" if cores is not None and ranks > cores else ""
-    return [
-        f"geode_mpi {env['geode_mpi']} topic fan-out, {ranks} ranks{load} on {cores} cores: "
-        f"rank 0 publishes, {ranks - 1} subscribe; median of {args.repeats} interleaved repeats"
-        + (" (quick)" if args.quick else ""),
-        f"MPI library: {env['mpi_library']} (mpi4py {env['mpi4py']}, "
-        f"thread level {env['thread_level']})",
-        f"{CMA_VARIABLE}={'unset (library default)' if cma is None else cma}",
-    ]
+    title = (
+        f"geode_mpi {env['geode_mpi']} topic fan-out, {reporting.ranks_on_cores(env)}: rank 0 "
+        f"publishes, {env['ranks'] - 1} subscribe; median of {args.repeats} interleaved repeats"
+    )
+    return reporting.header(env, title, args.quick)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    prepare_mpi_environment()  # geode_mpi's launch settings apply to every method measured
-    from mpi4py import MPI
-
-    world = MPI.COMM_WORLD
-    if too_few_ranks(world):
+    MPI = launch.start_mpi("fanout.py", 2, why=" (a publisher and a subscriber)", suggest=4)
+    if MPI is None:
         return 2
     # collective, in this order; from here an exception on one rank aborts the job
     geodes = {GEODE: Geode(acks=False), GEODE_ACKS: Geode(acks=True)}
@@ -584,9 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         method: geode.topic(TOPIC, publishers=[PUBLISHER], subscribers=geode.nodes[1:])
         for method, geode in geodes.items()
     }
-    comm = world.Dup()
+    comm = MPI.COMM_WORLD.Dup()
     run = Run(comm, comm.Get_rank(), comm.Get_size(), MPI.Wtime, geodes, topics, args.window)
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    began = reporting.started()
     env = environment(MPI)
     if run.rank == 0:
         print("\n".join(header_lines(env, args)), flush=True)
@@ -615,27 +503,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rates_per_s": rates,
         "ratios_to_raw": {method: paired(rates[method], rates[RAW_DICT]) for method in rates},
     }
-    report = {
-        "benchmark": "fanout",
-        "started": started,
-        "seconds": elapsed,
-        "settings": {
-            "sizes": args.sizes,
-            "messages": args.messages,
-            "window": args.window,
-            "repeats": args.repeats,
-            "quick": args.quick,
-            "budget": dataclasses.asdict(budget),
-        },
-        "environment": env,
-        "barrier": barrier,
-        "arrays": arrays,
-        "small_messages": messages,
-        "publisher_stats": publisher,
-        "targets": [target],
-    }
-    path = write_json(args.json, report, "fanout")
-    print(f"{elapsed:.1f} s; all numbers in {path}")
+    settings = {"sizes": args.sizes, "messages": args.messages, "window": args.window}
+    settings |= {"repeats": args.repeats, "quick": args.quick}
+    settings["budget"] = dataclasses.asdict(budget)
+    numbers = {"barrier": barrier, "arrays": arrays, "small_messages": messages}
+    numbers |= {"publisher_stats": publisher, "targets": [target]}
+    reporting.finish(args.json, "fanout", (began, elapsed, settings, env), numbers)
     return 0
 
 

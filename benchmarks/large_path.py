@@ -18,24 +18,30 @@ of one step:
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+import launch
 import numpy as np
-from common import environment, write_json, wrong_rank_count
+import reporting
+from baseline import arrays
+from common import MiB, environment
+from launch import Scaled
 from mpi4py import MPI
+from timing import barrier_then_clock, rotated
 
 from geode_mpi import Geode
 from geode_mpi.transport.pool import BufferPool
 
-MiB = 2**20
 TAG_DATA, TAG_ENV = 11, 12
 RAW_SEND = "raw Send"
+SCALED: Scaled = {
+    "repeats": (9, 3, "interleaved repeats"),
+    "trips": (16, 4, "round trips per timed loop"),
+}
 
 
 def ratios_for(
@@ -44,8 +50,7 @@ def ratios_for(
     """Time the methods on one array size, interleaved; return its JSON record."""
     rank, peer = comm.Get_rank(), 1 - comm.Get_rank()
     status = MPI.Status()
-    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
-    out = np.zeros(size, np.uint8)
+    data, out = arrays(size)
     placed = BufferPool(max_bytes=2 * size + 2**22).take(size, MPI.Get_address(data) % 4096)
     placed[:] = 0
     envelope = bytes(96)
@@ -107,11 +112,8 @@ def ratios_for(
     }
     times: dict[str, list[float]] = {name: [] for name in methods}
     for repeat in range(repeats + 1):  # the first repeat warms up and is dropped
-        names = list(methods)
-        names = names[repeat % len(names) :] + names[: repeat % len(names)]
-        for name in names:
-            comm.Barrier()
-            start = MPI.Wtime()
+        for name in rotated(list(methods), repeat):
+            start = barrier_then_clock(comm, MPI.Wtime)
             for _ in range(trips):
                 methods[name]()
             if repeat:
@@ -143,41 +145,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes", default=None, help="array sizes in MiB (default 1,4,16; quick 1,4)"
     )
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="interleaved repeats (default 9, quick 3)"
-    )
-    parser.add_argument(
-        "--trips", type=int, default=None, help="round trips per timed loop (16, quick 4)"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke test of a few seconds")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help="where to write all numbers (default benchmarks/results/large_path-DATE-TIME.json)",
-    )
-    args = parser.parse_args(argv)
+    launch.scaled_options(parser, SCALED, "a smoke test of a few seconds")
+    launch.json_option(parser, "large_path")
+    args = launch.parse_scaled(parser, argv, SCALED)
     if args.sizes is None:
         args.sizes = "1,4" if args.quick else "1,4,16"
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 9
-    if args.trips is None:
-        args.trips = 4 if args.quick else 16
-    for name in ("repeats", "trips"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     world = MPI.COMM_WORLD
-    if wrong_rank_count(world, "large_path.py"):
+    if launch.ranks_refused(world, "large_path.py", 2, exactly=True):
         return 2
     geode = Geode()
     comm = world.Dup()
     rank = comm.Get_rank()
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    began = reporting.started()
     env = environment(MPI)
     if rank == 0:
         print("size     raw Send us   then, as ratios raw Send / method (paired per repeat)")
@@ -195,10 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     settings = {"sizes": [r["size"] for r in sizes], "repeats": args.repeats}
     settings |= {"trips": args.trips, "quick": args.quick}
-    report = {"benchmark": "large_path", "started": started, "seconds": elapsed}
-    report |= {"settings": settings, "environment": env, "sizes": sizes}
-    path = write_json(args.json, report, "large_path")
-    print(f"{elapsed:.1f} s; all numbers in {path}")
+    reporting.finish(args.json, "large_path", (began, elapsed, settings, env), {"sizes": sizes})
     return 0
 
 

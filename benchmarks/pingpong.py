@@ -7,27 +7,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import launch
 import numpy as np
-from common import environment, parse_sizes, size_label, write_json, wrong_rank_count
+import reporting
+from baseline import arrays, message_fields
+from common import KiB, MiB, environment, size_label
+from launch import Scaled
+from reporting import Table
+from timing import barrier_then_clock, check_array, paired_median, rotated, summarise
 
 from geode_mpi import Geode, Message
-from geode_mpi.transport import prepare_mpi_environment
-from geode_mpi.transport.launch import CMA_VARIABLE
 
 if TYPE_CHECKING:
     from mpi4py import MPI
 
-KiB = 1024
-MiB = 1024 * KiB
 DEFAULT_SIZES = (
     8,
     64,
@@ -36,6 +35,7 @@ DEFAULT_SIZES = (
     *(n * MiB for n in (1, 4, 16, 64)),
 )
 QUICK_SIZES = (8, KiB, 64 * KiB, MiB)
+SCALED: Scaled = {"repeats": (11, 3, "timed loops per method and size; the median is reported")}
 
 RAW_SEND = "raw Send"
 RAW_PICKLE = "raw pickle"
@@ -78,39 +78,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(Send/Recv of a numpy buffer, and pickled send/recv). Run with exactly 2 ranks: "
         "mpiexec -n 2 python benchmarks/pingpong.py",
     )
-    parser.add_argument(
-        "--sizes",
-        type=parse_sizes,
-        default=None,
-        help="comma-separated array sizes in bytes, units Ki/Mi allowed "
-        "(default 8,64,512,1Ki,4Ki,16Ki,64Ki,256Ki,1Mi,4Mi,16Mi,64Mi)",
+    launch.sizes_option(
+        parser,
+        "array sizes in bytes",
+        "8,64,512,1Ki,4Ki,16Ki,64Ki,256Ki,1Mi,4Mi,16Mi,64Mi",
+        "8,1Ki,64Ki,1Mi",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke test: fewer sizes, iterations and repeats (a few seconds)",
+    launch.scaled_options(
+        parser, SCALED, "a smoke test: fewer sizes, iterations and repeats (a few seconds)"
     )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="timed loops per method and size; the median is reported (default 11, quick 3)",
-    )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help="where to write all numbers (default benchmarks/results/pingpong-DATE-TIME.json)",
-    )
-    args = parser.parse_args(argv)
-    if args.sizes is None:
-        args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    if not args.sizes:
-        parser.error("--sizes must name at least one size")
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 11
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    launch.json_option(parser, "pingpong")
+    args = launch.parse_scaled(parser, argv, SCALED)
+    launch.fill_sizes(parser, args, DEFAULT_SIZES, QUICK_SIZES)
     return args
 
 
@@ -152,8 +131,7 @@ def raw_send(
     pair: Pair, data: np.ndarray[Any, Any], out: np.ndarray[Any, Any], iters: int
 ) -> tuple[float, Any]:
     comm, peer = pair.comm, pair.peer
-    comm.Barrier()
-    start = pair.wtime()
+    start = barrier_then_clock(comm, pair.wtime)
     if pair.rank == 0:
         for _ in range(iters):
             comm.Send(data, peer)
@@ -168,8 +146,7 @@ def raw_send(
 def raw_pickle(pair: Pair, data: np.ndarray[Any, Any], iters: int) -> tuple[float, Any]:
     comm, peer = pair.comm, pair.peer
     got: Any = None
-    comm.Barrier()
-    start = pair.wtime()
+    start = barrier_then_clock(comm, pair.wtime)
     if pair.rank == 0:
         for _ in range(iters):
             comm.send(data, peer)
@@ -194,8 +171,7 @@ def geode_array(
     """
     geode, peer_node = pair.geode, pair.peer_node
     got: Any = None
-    pair.comm.Barrier()
-    start = pair.wtime()
+    start = barrier_then_clock(pair.comm, pair.wtime)
     if pair.rank == 0:
         for _ in range(iters):
             if not keep:
@@ -211,41 +187,28 @@ def geode_array(
     return (pair.wtime() - start) / (2 * iters), got
 
 
-def message_fields(pair: Pair, seq: int) -> dict[str, Any]:
-    """What a hand-made message would carry: the same fields a geode_mpi Message has."""
-    return {
-        "id": seq,
-        "source": pair.node,
-        "dest": pair.peer_node,
-        "type": "Message",
-        "seq": seq,
-        "timestamp": time.time(),
-        "headers": {},
-        "data": "hello world",
-    }
-
-
 def raw_dict(pair: Pair, iters: int) -> tuple[float, Any]:
-    comm, peer = pair.comm, pair.peer
+    """The same fields a geode_mpi Message has, built afresh per send, in a pickled dict.
+    (Its loops stay beside raw_pickle's rather than share them, so that neither pays a call
+    more per message than the loops measured before.)"""
+    comm, peer, node, peer_node = pair.comm, pair.peer, pair.node, pair.peer_node
     got: Any = None
-    comm.Barrier()
-    start = pair.wtime()
+    start = barrier_then_clock(comm, pair.wtime)
     if pair.rank == 0:
         for seq in range(iters):
-            comm.send(message_fields(pair, seq), peer)
+            comm.send(message_fields(seq, node, peer_node, "hello world"), peer)
             got = comm.recv(source=peer)
     else:
         for seq in range(iters):
             got = comm.recv(source=peer)
-            comm.send(message_fields(pair, seq), peer)
+            comm.send(message_fields(seq, node, peer_node, "hello world"), peer)
     return (pair.wtime() - start) / (2 * iters), got
 
 
 def geode_message(pair: Pair, iters: int) -> tuple[float, Any]:
     geode, peer_node = pair.geode, pair.peer_node
     got: Any = None
-    pair.comm.Barrier()
-    start = pair.wtime()
+    start = barrier_then_clock(pair.comm, pair.wtime)
     if pair.rank == 0:
         for _ in range(iters):
             geode.send(Message("hello world"), dest=peer_node)
@@ -284,8 +247,7 @@ def measure(
     times: dict[str, list[float]] = {name: [] for name in names}
     rounds: dict[str, list[int]] = {name: [] for name in names}
     for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(names, repeat):
             one_way = loops[name](counts[name])[0]
             times[name].append(one_way)
             rounds[name].append(counts[name])
@@ -293,20 +255,6 @@ def measure(
             counts[name] = min(counts[name], budget.fitted(ceiling, one_way))
         counts = pair.comm.bcast(counts, root=0)
     return rounds, times
-
-
-def check_array(pair: Pair, expected: np.ndarray[Any, Any], name: str, got: Any) -> None:
-    """Raise unless ``got`` is exactly the array that was sent (so garbage is never timed)."""
-    if not (
-        isinstance(got, np.ndarray)
-        and got.dtype == expected.dtype
-        and got.shape == expected.shape
-        and np.array_equal(got, expected)
-    ):
-        what = f"{type(got).__name__} {getattr(got, 'dtype', '')} {getattr(got, 'shape', '')}"
-        raise RuntimeError(
-            f"rank {pair.rank}: {name} of {expected.nbytes} bytes received the wrong data ({what})"
-        )
 
 
 def check_message(pair: Pair, name: str, got: Any) -> None:
@@ -324,15 +272,14 @@ def check_message(pair: Pair, name: str, got: Any) -> None:
 
 def bench_arrays(pair: Pair, size: int, budget: Budget, repeats: int) -> dict[str, Any]:
     """Time one array size with all four methods; return its JSON record."""
-    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
-    out = np.zeros(size, np.uint8)  # zeroed, so a raw Recv that wrote nothing fails the check
+    data, out = arrays(size)
     loops: dict[str, Loop] = {
         RAW_SEND: partial(raw_send, pair, data, out),
         GEODE: partial(geode_array, pair, data, False),
         GEODE_KEPT: partial(geode_array, pair, data, True),
         RAW_PICKLE: partial(raw_pickle, pair, data),
     }
-    check = partial(check_array, pair, data)
+    check = partial(check_array, pair.rank, data)
     rounds, times = measure(pair, loops, budget, budget.ceiling(size), repeats, check)
     return {"size": size, "methods": summarise(rounds, times)}
 
@@ -348,19 +295,6 @@ def bench_message(pair: Pair, budget: Budget, repeats: int) -> dict[str, Any]:
     return {"data": "hello world", "methods": summarise(rounds, times)}
 
 
-def summarise(
-    rounds: dict[str, list[int]], times: dict[str, list[float]]
-) -> dict[str, dict[str, Any]]:
-    return {
-        name: {
-            "iterations": rounds[name],
-            "median_us": statistics.median(values) * 1e6,
-            "repeats_us": [value * 1e6 for value in values],
-        }
-        for name, values in times.items()
-    }
-
-
 # -- reporting -----------------------------------------------------------------------------------
 
 
@@ -374,9 +308,9 @@ def paired_ratio(record: dict[str, Any], top: str, bottom: str) -> float:
     The methods of one repeat run back to back, so a burst of load from other processes hits
     both sides of each ratio alike; pairing cancels it where a ratio of two medians would not.
     """
-    tops = record["methods"][top]["repeats_us"]
-    bottoms = record["methods"][bottom]["repeats_us"]
-    return float(statistics.median(t / b for t, b in zip(tops, bottoms, strict=True)))
+    return paired_median(
+        record["methods"][top]["repeats_us"], record["methods"][bottom]["repeats_us"]
+    )
 
 
 def add_ratios(record: dict[str, Any]) -> None:
@@ -395,26 +329,23 @@ def add_ratios(record: dict[str, Any]) -> None:
         record[f"{prefix}_over_pickle_latency"] = paired_ratio(record, method, RAW_PICKLE)
 
 
-def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
-    columns = (
-        ("size", 9),
-        ("geode n", 8),
-        ("Send us", 10),
-        ("pickle us", 10),
-        ("geode us", 10),
-        ("kept us", 10),
-        ("Send GB/s", 10),
-        ("geode GB/s", 11),
-        ("geode/Send bw", 14),
-        ("kept/Send bw", 13),
-        ("geode/pickle lat", 17),
+def array_table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
+    table = Table(
+        (
+            ("size", 9),
+            ("geode n", 8),
+            ("Send us", 10),
+            ("pickle us", 10),
+            ("geode us", 10),
+            ("kept us", 10),
+            ("Send GB/s", 10),
+            ("geode GB/s", 11),
+            ("geode/Send bw", 14),
+            ("kept/Send bw", 13),
+            ("geode/pickle lat", 17),
+        )
     )
-
-    def row(cells: Sequence[str]) -> str:
-        return "".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True))
-
-    rule = "-" * sum(width for _, width in columns)
-    lines = [row([title for title, _ in columns]), rule]
+    lines = table.head()
     for rec in arrays:
         cells = [
             size_label(rec["size"]),
@@ -429,8 +360,8 @@ def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
             f"{rec['geode_kept_over_send_bandwidth']:.2f}",
             f"{rec['geode_over_pickle_latency']:.2f}",
         ]
-        lines.append(row(cells))
-    lines.append(rule)
+        lines.append(table.row(cells))
+    lines.append(table.rule)
     cells = [
         "Message*",
         str(min(message["methods"][GEODE_MESSAGE]["iterations"])),
@@ -444,7 +375,7 @@ def table(arrays: list[dict[str, Any]], message: dict[str, Any]) -> str:
         "-",
         f"{message['geode_over_dict_latency']:.2f}",
     ]
-    lines.append(row(cells))
+    lines.append(table.row(cells))
     lines += [
         "geode: each received array is released before the next receive, so the receive-buffer "
         "pool reuses one buffer",
@@ -552,30 +483,23 @@ def target_lines(targets: list[dict[str, Any]]) -> list[str]:
 
 
 def header_lines(env: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    cma = env[CMA_VARIABLE]
-    return [
+    title = (
         f"geode_mpi {env['geode_mpi']} ping-pong, 2 ranks, {env['cores']} cores, "
         f"one-way latency = half a round trip, median of {args.repeats} interleaved repeats"
-        + (" (quick)" if args.quick else ""),
-        f"MPI library: {env['mpi_library']} (mpi4py {env['mpi4py']}, "
-        f"thread level {env['thread_level']})",
-        f"{CMA_VARIABLE}={'unset (library default)' if cma is None else cma}",
-    ]
+    )
+    return reporting.header(env, title, args.quick)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    prepare_mpi_environment()  # geode_mpi's launch settings apply to every method measured
-    from mpi4py import MPI
-
-    world = MPI.COMM_WORLD
-    if wrong_rank_count(world, "pingpong.py"):
+    MPI = launch.start_mpi("pingpong.py", exactly=True)
+    if MPI is None:
         return 2
     geode = Geode()  # collective; from here an exception on one rank aborts the job
-    comm = world.Dup()
+    comm = MPI.COMM_WORLD.Dup()
     rank = comm.Get_rank()
     pair = Pair(comm, geode, rank, 1 - rank, geode.node, geode.nodes[1 - rank], MPI.Wtime)
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    began = reporting.started()
     env = environment(MPI)
     if rank == 0:
         print("\n".join(header_lines(env, args)), flush=True)
@@ -592,25 +516,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_ratios(record)
     message["geode_over_dict_latency"] = paired_ratio(message, GEODE_MESSAGE, RAW_DICT)
     targets = evaluate_targets(arrays, message)
-    print(table(arrays, message))
+    print(array_table(arrays, message))
     print("\n".join(target_lines(targets)))
-    report = {
-        "benchmark": "pingpong",
-        "started": started,
-        "seconds": elapsed,
-        "settings": {
-            "sizes": args.sizes,
-            "repeats": args.repeats,
-            "quick": args.quick,
-            "budget": dataclasses.asdict(budget),
-        },
-        "environment": env,
-        "arrays": arrays,
-        "small_message": message,
-        "targets": targets,
-    }
-    path = write_json(args.json, report, "pingpong")
-    print(f"{elapsed:.1f} s; all numbers in {path}")
+    settings = {"sizes": args.sizes, "repeats": args.repeats, "quick": args.quick}
+    settings["budget"] = dataclasses.asdict(budget)
+    numbers = {"arrays": arrays, "small_message": message, "targets": targets}
+    reporting.finish(args.json, "pingpong", (began, elapsed, settings, env), numbers)
     return 0
 
 

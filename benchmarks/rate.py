@@ -6,20 +6,22 @@ Run as ``mpiexec -n 2 python benchmarks/rate.py`` (``--help`` for the options).
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from common import environment, write_json, wrong_rank_count
+import launch
+import reporting
+from baseline import message_fields
+from common import environment
+from launch import Scaled
+from timing import barrier_then_clock, paired, rotated
 
 from geode_mpi import Geode, Message, ReceiveTimeout, SendHandle, __version__
-from geode_mpi.transport import prepare_mpi_environment
 
 RAW, NO_ACKS, ACKS = "raw isend", "geode no acks", "geode acks"
 DICT_DATA = "geode dict data"  # no acks, a small dict as data: pickled, where a str is not
@@ -28,6 +30,10 @@ DATA = "hello world"
 TAG = 7
 ACKED_MIN = 0.5  # target: geode with acks keeps at least this fraction of the no-acks rate
 UNACKED_MIN = 0.5  # target: geode without acks reaches at least this fraction of raw isend
+SCALED: Scaled = {
+    "messages": (20000, 2000, "per timed loop"),
+    "repeats": (7, 3, "timed loops per method"),
+}
 DRAIN_SECONDS = 10.0  # how long the producer waits for the last acks after a timed loop
 
 
@@ -51,34 +57,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "without and with acks, beside raw mpi4py isend/recv of dicts. Run with exactly 2 ranks: "
         "mpiexec -n 2 python benchmarks/rate.py",
     )
-    parser.add_argument("--messages", type=int, default=None, help="per timed loop (20000)")
     parser.add_argument("--window", type=int, default=64, help="sends outstanding at most (64)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed loops per method (7)")
-    parser.add_argument("--quick", action="store_true", help="a smoke test of a second or two")
-    parser.add_argument("--json", type=Path, default=None, help="where to write all numbers")
-    args = parser.parse_args(argv)
-    if args.messages is None:
-        args.messages = 2000 if args.quick else 20000
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
-    for name in ("messages", "window", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    launch.scaled_options(parser, SCALED, "a smoke test of a second or two")
+    launch.json_option(parser, "rate")
+    args = launch.parse_scaled(parser, argv, SCALED)
+    launch.at_least_one(parser, args, ("window",))
     return args
-
-
-def fields(seq: int) -> dict[str, Any]:
-    """A raw message: the same fields a geode_mpi Message carries, built afresh per send."""
-    return {
-        "id": seq,
-        "source": "node0",
-        "dest": "node1",
-        "type": "Message",
-        "seq": seq,
-        "timestamp": time.time(),
-        "headers": {},
-        "data": DATA,
-    }
 
 
 # -- the timed loops: rank 0 produces, rank 1 consumes and times ---------------------------------
@@ -90,12 +74,13 @@ def raw_loop(run: Run, n: int) -> tuple[float, str | None]:
 
     comm, first = run.comm, run.next_seq[RAW]
     bad = None
-    comm.Barrier()
-    start = run.wtime()
+    start = barrier_then_clock(comm, run.wtime)
     if run.rank == 0:
         requests: list[Any] = []
         for seq in range(first, first + n):
-            requests.append(comm.isend(fields(seq), dest=1, tag=TAG))
+            requests.append(
+                comm.isend(message_fields(seq, "node0", "node1", DATA), dest=1, tag=TAG)
+            )
             if len(requests) >= run.window:
                 MPI.Request.Waitall(requests)
                 requests.clear()
@@ -111,8 +96,7 @@ def raw_loop(run: Run, n: int) -> tuple[float, str | None]:
 def geode_loop(run: Run, method: str, n: int) -> tuple[float, str | None]:
     geode, first = run.geodes[method], run.next_seq[method]
     bad = None
-    run.comm.Barrier()
-    start = run.wtime()
+    start = barrier_then_clock(run.comm, run.wtime)
     if run.rank == 0:
         handles: deque[SendHandle] = deque()
         for step in range(n):
@@ -178,18 +162,12 @@ def measure(run: Run, n: int, repeats: int) -> dict[str, list[float]]:
     run.acks.clear()
     rates: dict[str, list[float]] = {method: [] for method in METHODS}
     for repeat in range(repeats):
-        shift = repeat % len(METHODS)
-        for method in METHODS[shift:] + METHODS[:shift]:
+        for method in rotated(METHODS, repeat):
             rates[method].append(timed(run, method, n))
     return rates
 
 
 # -- reporting -----------------------------------------------------------------------------------
-
-
-def paired(tops: list[float], bottoms: list[float]) -> list[float]:
-    """Per-repeat ratios: methods of one repeat run back to back, so load hits both alike."""
-    return [top / bottom for top, bottom in zip(tops, bottoms, strict=True)]
 
 
 def report(
@@ -236,15 +214,13 @@ def report(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    prepare_mpi_environment()  # geode_mpi's launch settings apply to every method measured
-    from mpi4py import MPI
-
-    world = MPI.COMM_WORLD
-    if wrong_rank_count(world, "rate.py"):
+    MPI = launch.start_mpi("rate.py", exactly=True)
+    if MPI is None:
         return 2
     # collective, in this order
     geodes = {NO_ACKS: Geode(acks=False), ACKS: Geode(acks=True), DICT_DATA: Geode(acks=False)}
-    run = Run(world.Dup(), world.Get_rank(), MPI.Wtime, geodes, args.window)
+    comm = MPI.COMM_WORLD.Dup()
+    run = Run(comm, comm.Get_rank(), MPI.Wtime, geodes, args.window)
     env = environment(MPI)
     if run.rank == 0:
         print(
@@ -253,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.repeats} interleaved repeats" + (" (quick)" if args.quick else "")
         )
         print(f"MPI library: {env['mpi_library']} (mpi4py {env['mpi4py']})", flush=True)
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    began = reporting.started()
     clock = time.perf_counter()
     rates = measure(run, args.messages, args.repeats)
     elapsed = time.perf_counter() - clock
@@ -265,11 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines, numbers, targets = report(args, rates, run.acks)
     print("\n".join(lines))
     settings = {"messages": args.messages, "window": args.window, "repeats": args.repeats}
-    record = {"benchmark": "rate", "started": started, "seconds": elapsed}
-    record |= {"settings": settings | {"quick": args.quick}, "environment": env}
-    record |= numbers | {"acks": run.acks, "targets": targets}
-    path = write_json(args.json, record, "rate")
-    print(f"{elapsed:.1f} s; all numbers in {path}")
+    settings["quick"] = args.quick
+    numbers |= {"acks": run.acks, "targets": targets}
+    reporting.finish(args.json, "rate", (began, elapsed, settings, env), numbers)
     return 0
 
 

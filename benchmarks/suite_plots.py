@@ -101,53 +101,81 @@ PINGPONG_LINES: tuple[Line, ...] = (
 )
 
 
+def measured_panel(
+    ax: Axes,
+    arrays: list[dict[str, Any]],
+    lines: tuple[Line, ...],
+    value: Callable[[dict[str, Any], str], float],
+    ylabel: str,
+) -> None:
+    """The upper panel of an array benchmark: each method's ``value`` of each record (``lines``
+    name the methods) against the array size, on a log scale."""
+    sizes = [r["size"] for r in arrays]
+    plot_lines(ax, sizes, lines, lambda method: [value(r, method) for r in arrays])
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+
+
+def ratio_panel(
+    ax: Axes,
+    arrays: list[dict[str, Any]],
+    lines: tuple[Line, ...],
+    target: tuple[float, Callable[[int], bool], str],
+    ylabel: str,
+) -> None:
+    """The lower panel of an array benchmark: each record's paired ratios (``lines`` name
+    their keys) against the array size, with the target drawn over the sizes it covers."""
+    sizes = [r["size"] for r in arrays]
+    plot_lines(ax, sizes, lines, lambda key: [r[key] for r in arrays])
+    value, covered, text = target
+    target_line(ax, value, [s for s in sizes if covered(s)], text)
+    ax.set_ylabel(ylabel)
+    size_axis(ax, sizes, "array size")
+
+
 def pingpong_latency(result: Result, path: Path, quick: bool) -> None:
     arrays = result["arrays"]
-    sizes = [r["size"] for r in arrays]
     fig, top, bottom = two_panels(
         f"pingpong: one-way latency against array size\n{subtitle(result)}"
     )
-    plot_lines(
+    measured_panel(
         top,
-        sizes,
+        arrays,
         PINGPONG_LINES,
-        lambda method: [float(r["methods"][method]["median_us"]) for r in arrays],
+        lambda r, method: float(r["methods"][method]["median_us"]),
+        "one-way latency, us (median)",
     )
-    top.set_yscale("log")
-    top.set_ylabel("one-way latency, us (median)")
-    ratios = {
-        "pickle": [r["geode_over_pickle_latency"] for r in arrays],
-        "Send": [1 / r["geode_over_send_bandwidth"] for r in arrays],
-    }
-    plot_lines(
+    ratios = [
+        {"pickle": r["geode_over_pickle_latency"], "Send": 1 / r["geode_over_send_bandwidth"]}
+        | {"size": r["size"]}
+        for r in arrays
+    ]
+    ratio_panel(
         bottom,
-        sizes,
+        ratios,
         (("pickle", "geode / raw pickle", GEODE, "-"), ("Send", "geode / raw Send", RAW, "-")),
-        ratios.__getitem__,
+        (1.0, lambda size: size <= 1024, "target: <= 1.0 x raw pickle"),
+        "latency ratio\n(paired, lower is better)",
     )
-    target_line(bottom, 1.0, [s for s in sizes if s <= 1024], "target: <= 1.0 x raw pickle")
-    bottom.set_ylabel("latency ratio\n(paired, lower is better)")
-    size_axis(bottom, sizes, "array size")
     finish(fig, path)
 
 
 def pingpong_bandwidth(result: Result, path: Path, quick: bool) -> None:
     arrays = result["arrays"]
-    sizes = [r["size"] for r in arrays]
     fig, top, bottom = two_panels(f"pingpong: bandwidth against array size\n{subtitle(result)}")
-    plot_lines(
-        top, sizes, PINGPONG_LINES, lambda method: [r["bandwidth_GBps"][method] for r in arrays]
+    measured_panel(
+        top,
+        arrays,
+        PINGPONG_LINES,
+        lambda r, method: float(r["bandwidth_GBps"][method]),
+        "bandwidth, GB/s (array bytes / one-way latency)",
     )
-    top.set_yscale("log")
-    top.set_ylabel("bandwidth, GB/s (array bytes / one-way latency)")
     ratio_lines = (
         ("geode_over_send_bandwidth", "geode / raw Send", GEODE, "-"),
         ("geode_kept_over_send_bandwidth", "geode kept / raw Send", GEODE_2ND, "--"),
     )
-    plot_lines(bottom, sizes, ratio_lines, lambda key: [r[key] for r in arrays])
-    target_line(bottom, 0.9, [s for s in sizes if s >= MiB], "target: >= 0.90 x raw Send")
-    bottom.set_ylabel("bandwidth ratio\n(paired, higher is better)")
-    size_axis(bottom, sizes, "array size")
+    target = (0.9, lambda size: size >= MiB, "target: >= 0.90 x raw Send")
+    ratio_panel(bottom, arrays, ratio_lines, target, "bandwidth ratio\n(paired, higher is better)")
     finish(fig, path)
 
 
@@ -156,7 +184,6 @@ def pingpong_bandwidth(result: Result, path: Path, quick: bool) -> None:
 
 def fanout(result: Result, path: Path, quick: bool) -> None:
     arrays = result["arrays"]
-    sizes = [r["size"] for r in arrays]
     fig, top, bottom = two_panels(
         f"fanout: one array from rank 0 to every other rank\n{subtitle(result)}"
     )
@@ -165,22 +192,22 @@ def fanout(result: Result, path: Path, quick: bool) -> None:
         ("geode", "geode_mpi topic, acks off", GEODE, "-"),
         ("geode acks", "geode_mpi topic, acks on", GEODE_2ND, "--"),
     )
-    plot_lines(
-        top, sizes, lines, lambda method: [r["methods"][method]["median_us"] for r in arrays]
+    measured_panel(
+        top,
+        arrays,
+        lines,
+        lambda r, method: float(r["methods"][method]["median_us"]),
+        "time per fan-out + barrier, us (median)",
     )
     barrier = (result.get("barrier") or {}).get("median_us")
     if barrier:
         top.axhline(barrier, color=RAW_2ND, linestyle=":", label="a barrier alone")
-    top.set_yscale("log")
-    top.set_ylabel("time per fan-out + barrier, us (median)")
     ratio_lines = (
         ("geode_over_bcast", "geode / raw Bcast", GEODE, "-"),
         ("geode_acks_over_bcast", "geode acks / raw Bcast", GEODE_2ND, "--"),
     )
-    plot_lines(bottom, sizes, ratio_lines, lambda key: [r[key] for r in arrays])
-    target_line(bottom, 1.25, [s for s in sizes if s >= MiB], "target: <= 1.25 x raw Bcast")
-    bottom.set_ylabel("time ratio\n(paired, lower is better)")
-    size_axis(bottom, sizes, "array size")
+    target = (1.25, lambda size: size >= MiB, "target: <= 1.25 x raw Bcast")
+    ratio_panel(bottom, arrays, ratio_lines, target, "time ratio\n(paired, lower is better)")
     finish(fig, path)
 
 

@@ -8,7 +8,6 @@ options). Rank 0 is the master (dispatcher and producer), every other rank a wor
 from __future__ import annotations
 
 import argparse
-import datetime
 import heapq
 import random
 import statistics
@@ -18,15 +17,16 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
-from common import environment, write_json
+import launch
+import reporting
+from common import environment
+from launch import Scaled
+from timing import barrier_then_clock, rotated
 
 from geode_mpi import Geode, Message
 from geode_mpi.core.workqueues import WorkQueue
-from geode_mpi.transport import prepare_mpi_environment
-from geode_mpi.transport.launch import CMA_VARIABLE
 
 GEODE, GEODE_AHEAD = "geode queue", "geode prefetch 2"
 MASTER_WORKER, ROUND_ROBIN = "raw master/worker", "raw round-robin"
@@ -36,6 +36,10 @@ PREFETCH = {GEODE: 1, GEODE_AHEAD: 2}
 AHEAD: dict[str, int | None] = {GEODE: 1, GEODE_AHEAD: 2, MASTER_WORKER: 0, ROUND_ROBIN: None}
 REQUEST, TASK = 11, 12  # raw master/worker tags
 MAX_RATIO = 1.15  # target: geode's makespan is within 15% of the ideal (total work / workers)
+SCALED: Scaled = {
+    "tasks": (100, 30, "tasks per round"),
+    "repeats": (7, 3, "rounds per method; the median is shown"),
+}
 RUN_TIMEOUT = 60.0  # seconds a round may take beyond its ideal before geode's run() gives up
 
 # What one worker did with one task: (round, task index, start, end), time.time() seconds.
@@ -71,46 +75,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "master/worker loop and a static round-robin split. Run with 3 ranks or more: "
         "mpiexec -n 4 python benchmarks/workqueue.py",
     )
-    parser.add_argument("--tasks", type=int, default=None, help="tasks per round (100, quick 30)")
     parser.add_argument("--min-ms", type=float, default=5.0, help="shortest task, ms (5)")
     parser.add_argument("--max-ms", type=float, default=50.0, help="longest task, ms (50)")
     parser.add_argument("--seed", type=int, default=7, help="repeat r draws with seed + r (7)")
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="rounds per method (7, quick 3); median shown"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke test of a few seconds")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help="where to write all numbers (default benchmarks/results/workqueue-DATE-TIME.json)",
-    )
-    args = parser.parse_args(argv)
-    if args.tasks is None:
-        args.tasks = 30 if args.quick else 100
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
-    for name in ("tasks", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    launch.scaled_options(parser, SCALED, "a smoke test of a few seconds")
+    launch.json_option(parser, "workqueue")
+    args = launch.parse_scaled(parser, argv, SCALED)
     if args.min_ms < 0:
         parser.error(f"--min-ms must be >= 0, got {args.min_ms:g}")
     if args.max_ms <= 0 or args.max_ms < args.min_ms:
         parser.error(f"--max-ms must be > 0 and >= --min-ms ({args.min_ms:g}), got {args.max_ms:g}")
     return args
-
-
-def too_few_ranks(world: Any) -> bool:
-    """True (having said so on rank 0) if the job has fewer than 2 workers besides the master."""
-    if world.Get_size() >= 3:
-        return False
-    if world.Get_rank() == 0:
-        print(
-            f"workqueue.py needs at least 3 MPI ranks (a master and 2 workers), got "
-            f"{world.Get_size()}: run it as `mpiexec -n 4 python benchmarks/workqueue.py`",
-            file=sys.stderr,
-        )
-    return True
 
 
 def draw(args: argparse.Namespace, repeat: int) -> list[float]:
@@ -133,8 +108,7 @@ def work(run: Run, task: tuple[int, int, float]) -> None:
 def geode_round(run: Run, method: str, durations: list[float]) -> float:
     geode, queue = run.geodes[method], run.queues[method]
     timeout = RUN_TIMEOUT + 5 * sum(durations)
-    run.comm.Barrier()
-    start = time.time()
+    start = barrier_then_clock(run.comm, time.time)
     if run.rank == 0:
         for k, seconds in enumerate(durations):
             queue.put(Task((run.round, k, seconds)))
@@ -151,8 +125,7 @@ def master_worker_round(run: Run, durations: list[float]) -> float:
     from mpi4py import MPI
 
     comm = run.comm
-    comm.Barrier()
-    start = time.time()
+    start = barrier_then_clock(comm, time.time)
     if run.rank == 0:
         status = MPI.Status()
         tasks = iter(enumerate(durations))
@@ -178,8 +151,7 @@ def master_worker_round(run: Run, durations: list[float]) -> float:
 def round_robin_round(run: Run, durations: list[float]) -> float:
     """No load balancing: task k goes to worker 1 + k % workers, all of them up front."""
     comm = run.comm
-    comm.Barrier()
-    start = time.time()
+    start = barrier_then_clock(comm, time.time)
     lists: list[list[tuple[int, int, float]]] | None = None
     if run.rank == 0:
         lists = [[] for _ in range(run.workers + 1)]
@@ -237,8 +209,7 @@ def measure(run: Run, args: argparse.Namespace) -> dict[str, list[dict[str, Any]
     rounds: dict[str, list[dict[str, Any]]] = {method: [] for method in METHODS}
     for repeat in range(args.repeats):
         durations = draw(args, repeat)
-        shift = repeat % len(METHODS)
-        for method in METHODS[shift:] + METHODS[:shift]:
+        for method in rotated(METHODS, repeat):
             result = timed(run, method, durations)
             if result is not None:
                 rounds[method].append(result)
@@ -401,26 +372,19 @@ def evaluate_target(numbers: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def header_lines(env: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    ranks, cores, cma = env["ranks"], env["cores"], env[CMA_VARIABLE]
-    load = " (oversubscribed)" if cores is not None and ranks > cores else ""
-    return [
-        f"geode_mpi {env['geode_mpi']} work queue, {ranks} ranks{load} on {cores} cores: rank 0 "
-        f"dispatches, {ranks - 1} workers; {args.tasks} tasks of {args.min_ms:g}-{args.max_ms:g}"
-        f" ms (sleeps, seed {args.seed}+repeat); median of {args.repeats} interleaved repeats"
-        + (" (quick)" if args.quick else ""),
-        f"MPI library: {env['mpi_library']} (mpi4py {env['mpi4py']}, "
-        f"thread level {env['thread_level']})",
-        f"{CMA_VARIABLE}={'unset (library default)' if cma is None else cma}",
-    ]
+    title = (
+        f"geode_mpi {env['geode_mpi']} work queue, {reporting.ranks_on_cores(env)}: rank 0 "
+        f"dispatches, {env['ranks'] - 1} workers; {args.tasks} tasks of "
+        f"{args.min_ms:g}-{args.max_ms:g} ms (sleeps, seed {args.seed}+repeat); median of "
+        f"{args.repeats} interleaved repeats"
+    )
+    return reporting.header(env, title, args.quick)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    prepare_mpi_environment()  # geode_mpi's launch settings apply to every method measured
-    from mpi4py import MPI
-
-    world = MPI.COMM_WORLD
-    if too_few_ranks(world):
+    MPI = launch.start_mpi("workqueue.py", 3, why=" (a master and 2 workers)", suggest=4)
+    if MPI is None:
         return 2
     # collective, in this order; from here an exception on one rank aborts the job
     geodes = {method: Geode() for method in PREFETCH}
@@ -430,11 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for method, geode in geodes.items()
     }
-    comm = world.Dup()
+    comm = MPI.COMM_WORLD.Dup()
     run = Run(comm, comm.Get_rank(), comm.Get_size() - 1, geodes, queues)
     for geode in geodes.values():
         geode.on(Task)(lambda msg: work(run, msg.data))
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    began = reporting.started()
     env = environment(MPI)
     if run.rank == 0:
         print("\n".join(header_lines(env, args)), flush=True)
@@ -467,18 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "prefetch": PREFETCH,
     }
-    report = {
-        "benchmark": "workqueue",
-        "started": started,
-        "seconds": elapsed,
-        "settings": settings,
-        "environment": env,
-        **numbers,
-        "dispatcher_stats": dispatcher,
-        "targets": targets,
-    }
-    path = write_json(args.json, report, "workqueue")
-    print(f"{elapsed:.1f} s; all numbers in {path}")
+    numbers |= {"dispatcher_stats": dispatcher, "targets": targets}
+    reporting.finish(args.json, "workqueue", (began, elapsed, settings, env), numbers)
     return 0
 
 

@@ -2,12 +2,16 @@
 
 from geode_mpi._version import __version__
 from geode_mpi.core import Geode, SendHandle
-from geode_mpi.core.progress import Progress, progress
+from geode_mpi.core import progress as _progress
+from geode_mpi.core.groups import Group
+from geode_mpi.core.processing import RunSummary, Stop
+from geode_mpi.core.progress import ProgressReport, report_progress
 from geode_mpi.core.topics import PublishHandle, Topic
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.errors import (
     AckTimeout,
+    CheckpointError,
     ClosedError,
     DecodeError,
     EncodeError,
@@ -21,12 +25,14 @@ from geode_mpi.errors import (
     ThreadError,
     UnknownNodeError,
     WorldMismatchError,
+    WrongPMIError,
 )
-from geode_mpi.message import Message
-from geode_mpi.transport.launch import WrongPMIError
+from geode_mpi.message import Message, Receipt
+from geode_mpi.transport import Transport
 
 __all__ = [
     "AckTimeout",
+    "CheckpointError",
     "ClosedError",
     "DeadLetter",
     "DecodeError",
@@ -34,24 +40,34 @@ __all__ = [
     "Geode",
     "GeodeError",
     "GeodeTimeoutError",
+    "Group",
     "Message",
     "NodeNotLocalError",
     "NodeStats",
-    "Progress",
+    "ProgressReport",
     "PublishHandle",
     "QueueConfig",
     "QueueFull",
+    "Receipt",
     "ReceiveTimeout",
+    "RunSummary",
     "SendHandle",
     "SendTimeout",
+    "Stop",
     "Terminated",
     "ThreadError",
     "Topic",
+    "Transport",
     "UnknownNodeError",
     "WorkDone",
     "WorkQueue",
     "WorldMismatchError",
     "WrongPMIError",
-    "progress",
+    "report_progress",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The old names of the progress printer (progress, Progress) warn once, then work.
+    return _progress.renamed(name, __name__)

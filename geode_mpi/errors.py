@@ -210,6 +210,26 @@ class WorldMismatchError(GeodeError, RuntimeError):
     """Ranks of one job disagree about the job's configuration (for example, node names)."""
 
 
+class CheckpointError(GeodeError):
+    """A checkpoint cannot be written or read; the message names the file and the problem."""
+
+
+class WrongPMIError(GeodeError, RuntimeError):
+    """srun started several tasks, but MPI sees each of them as a world of one rank."""
+
+    def __init__(self, step_tasks: int, world_size: int, found: str) -> None:
+        self.step_tasks = step_tasks
+        self.world_size = world_size
+        # GEODE_TRANSPORT is transport.launch.MODE_VARIABLE, which this base module cannot import
+        super().__init__(
+            f"SLURM started {step_tasks} tasks but MPI sees {world_size} rank per process: "
+            "srun is using the wrong PMI. For MPICH use `srun --mpi=pmi2`, for Open MPI "
+            "`srun --mpi=pmix` (or launch with mpiexec inside the allocation; `srun --mpi=list` "
+            "shows the plugins this SLURM has). To run independent one-process copies on "
+            f"purpose, set GEODE_TRANSPORT=inproc. (geode_mpi found {found})"
+        )
+
+
 class RestartDirError(GeodeError, ValueError):
     """``python -m geode_mpi --restart DIR`` names another directory than the job's own
     ``checkpoint_dir``."""

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geode_mpi import Geode, Message, Progress
+from geode_mpi import Geode, Message, ProgressReport
 
 WIDTH = 64  # numbers per item
 
@@ -67,7 +67,7 @@ def run(geode: Geode, args: argparse.Namespace) -> None:
     if geode.restored_state is not None and geode.rank == 0:
         print(f"resuming at round {state['round']} (checkpoint {geode.restored_epoch})")
     producer, filters, reducer = "node0", ("node1", "node2"), "node3"
-    work = Progress(rounds + 2 - state["round"], "pipeline rounds", every=10)  # rank 0 prints
+    work = ProgressReport(rounds + 2 - state["round"], "pipeline rounds", every=10)  # rank 0 prints
     for r in range(state["round"], rounds + 2):
         if r < rounds:
             for k in range(r * per_round, (r + 1) * per_round):

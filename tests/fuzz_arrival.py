@@ -157,6 +157,7 @@ class World:
         self.transport._streams[99] = self.stream
         self.pending: list[tuple[Any, Any]] = []
         self.orphans: list[tuple[Any, Any]] = []
+        self.sent: list[tuple[int, bytes]] = []  # this frame's sends (tag, bytes): its evidence
         self.next_id = 0
 
     def stamp(self) -> codec.Stamp:
@@ -167,6 +168,7 @@ class World:
 
     def isend(self, data: bytes, tag: int) -> None:
         buffer = bytearray(data)
+        self.sent.append((tag, bytes(data)))
         self.pending.append((buffer, self.transport.comm.Isend(buffer, 0, tag)))
 
     def settle(self) -> None:
@@ -344,6 +346,8 @@ class Fuzzer:
 
     def run(self, label: str) -> None:
         world = self.world
+        casts = [bytes(cast) for cast in world.comm.script]
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
         outcome = "clean"
         try:
@@ -368,8 +372,17 @@ class Fuzzer:
         world.comm.script.clear()  # what the member did not take: a stream out of step
         elapsed = time.perf_counter() - started
         self.slowest = max(self.slowest, elapsed)
-        if elapsed > self.slow:
-            self.failures[f"slow ({elapsed:.1f} s): {label}"] += 1
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        if elapsed > self.slow or grown > 256:
+            key = f"slow ({elapsed:.1f} s, peak RSS +{grown:.0f} MiB): {label}"
+            if elapsed > self.slow:
+                self.failures[key] += 1
+            # The bytes that did it, to replay (first 4 KiB of each send and broadcast).
+            sends = [(tag, data[:4096].hex()) for tag, data in world.sent]
+            self.examples[f"{key}, frame {self.frames}"] = repr(
+                {"sends": sends, "casts": [cast[:4096].hex() for cast in casts]}
+            )
+        world.sent.clear()
         self.outcomes[outcome] += 1
         self.frames += 1
         if self.frames % EPISODE == 0:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from mpirun import clean_env, mpirun, python
 
+from geode_mpi import ProgressReport, report_progress
 from geode_mpi.core import registry
 from geode_mpi.core.observe import COLUMNS, format_table
-from geode_mpi.core.progress import Progress, progress
 from geode_mpi.runner.logs import configure_logging
 from geode_mpi.transport.watchdog import hang_timeout
 
@@ -98,17 +98,17 @@ def no_geode_yet(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("no_geode_yet")
 def test_progress_prints_lines_and_a_summary() -> None:
     stream = io.StringIO()
-    assert list(progress(range(5), "steps", every=0, stream=stream)) == [0, 1, 2, 3, 4]
+    assert list(report_progress(range(5), "steps", every=0, stream=stream)) == [0, 1, 2, 3, 4]
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("[rank 0/1] steps: 1/5 (20%) in ")
     assert "left" in lines[0]
     assert lines[-1].startswith("[rank 0/1] steps: 5 done in ")
     quiet = io.StringIO()
-    work = Progress(total=None, label="x", every=3600, stream=quiet)
+    work = ProgressReport(total=None, label="x", every=3600, stream=quiet)
     work.update(3)
     assert quiet.getvalue() == "" and work.done == 3
     with pytest.raises(ValueError, match="total must be >= 0 or None, got -1"):
-        Progress(total=-1)
+        ProgressReport(total=-1)
 
 
 def test_hang_timeout_setting_is_checked() -> None:

@@ -1,7 +1,7 @@
 """Layer 1, the codec: Messages to (meta, frames) and back. Knows nothing of MPI."""
 
 from geode_mpi.codec.classes import resolve, short_name
-from geode_mpi.codec.wire import (
+from geode_mpi.codec.header import (
     FLAG_RESENT,
     FLAG_SEQUENCE,
     FLAG_TOPIC,
@@ -9,9 +9,12 @@ from geode_mpi.codec.wire import (
     FLAG_WAITED,
     FLAG_WORK,
     NO_REPLY,
+    Route,
+    Track,
+)
+from geode_mpi.codec.wire import (
     Peek,
     Stamp,
-    Track,
     control_payload,
     decode,
     encode,
@@ -31,6 +34,7 @@ __all__ = [
     "FLAG_WORK",
     "NO_REPLY",
     "Peek",
+    "Route",
     "Stamp",
     "Track",
     "control_payload",

@@ -112,8 +112,14 @@ class _DtypeUnpickler(_PyUnpickler):  # type: ignore[misc]
             if value is made:
                 self.memo[key] = built
 
+    def load_bytearray8(self) -> None:
+        # The pure-Python unpickler allocates the length this opcode names before it reads
+        # (a damaged one asked for 5 GiB); no dtype's pickle holds a bytearray.
+        raise pickle.UnpicklingError("a dtype's pickle holds a bytearray")
+
     dispatch: ClassVar[dict[int, Any]] = dict(_PyUnpickler.dispatch)
     dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
 
 
 def _new_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype[Any]:

@@ -1,4 +1,4 @@
-"""Layer 4, the core: nodes, placement, point-to-point messaging on top of the transport."""
+"""Layer 6, the core: the user API (Geode, topics, work queues, groups, checkpoints) on delivery."""
 
 from geode_mpi.core.geode import Geode
 from geode_mpi.core.handles import SendHandle

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from geode_mpi.codec.header import ROUTE_TOPIC, Route
 from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_topic
-from geode_mpi.core.groups import TOPIC_ATTRIBUTE, WORK_ATTRIBUTE
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.runtime import Runtime
 from geode_mpi.core.topics import STREAM_BASE, Topic
@@ -37,7 +37,7 @@ class Channels:
         self.work_queues: dict[int, WorkQueue] = {}  # by stream number
         geode.task_sources = self.work_queues  # a consumer's taken task goes to its queue
         self.checkpointer: Checkpointer | None = None  # the Geode's, to restore from
-        self._early: list[tuple[int, int, Message, str, int]] = []
+        self._early: list[tuple[int, int, Message, Route]] = []
         self._streams_made = 0
 
     def new_stream_number(self) -> int:
@@ -145,31 +145,28 @@ class Channels:
             raise ValueError(f"no topic {name!r} in this job (topics: {known})")
         return found
 
-    def to_owner(self, index: int, source: int, message: Message) -> None:
+    def to_owner(self, index: int, source: int, message: Message, via: Route) -> None:
         """A message for a total-order topic's sequencer or a work queue's dispatcher, which
         ``index`` is; held until this rank has created that topic or queue."""
         if TRACER.on:
             trace_receive(index, message, "dispatch")
         state = message.__dict__
-        number = state.pop(TOPIC_ATTRIBUTE, None)
-        if number is not None:
-            topic = self.topics_by_wire.get(number)
+        if via.kind == ROUTE_TOPIC:
+            topic = self.topics_by_wire.get(via.number)
             if topic is None:
-                self._early.append((index, source, message, TOPIC_ATTRIBUTE, number))
+                self._early.append((index, source, message, via))
                 return
             state["origin"] = self._geode.names[source]
             topic.publish_sequenced(message, index)
             return
-        number = state.pop(WORK_ATTRIBUTE)
-        queue = self.work_queues.get(number)
+        queue = self.work_queues.get(via.number)
         if queue is None:
-            self._early.append((index, source, message, WORK_ATTRIBUTE, number))
+            self._early.append((index, source, message, via))
             return
         queue.arrived(message, source)
 
     def release_early(self) -> None:
         """Hand over what arrived for a topic or work queue before this rank created it."""
         early, self._early = self._early, []
-        for index, source, message, attribute, number in early:
-            message.__dict__[attribute] = number
-            self.to_owner(index, source, message)
+        for index, source, message, via in early:
+            self.to_owner(index, source, message, via)

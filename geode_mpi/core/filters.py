@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.codec import header
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Key, Match, Parcel
 
 TypeFilter = type[Message] | str | None
 _TOPIC = codec.FLAG_TOPIC
-_track = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to
 
 
 def matcher(source: int | None, type_filter: TypeFilter, topic: int | None = None) -> Match | None:
@@ -31,12 +30,12 @@ def matcher(source: int | None, type_filter: TypeFilter, topic: int | None = Non
         checks.append(
             lambda parcel: (
                 parcel.source == source
-                or (bool(parcel.flags & _TOPIC) and _track(parcel.meta, 0)[2] == source)
+                or (bool(parcel.flags & _TOPIC) and header.source(parcel.meta) == source)
             )
         )
     if topic is not None:
         checks.append(
-            lambda parcel: bool(parcel.flags & _TOPIC) and _track(parcel.meta, 0)[3] == topic
+            lambda parcel: bool(parcel.flags & _TOPIC) and header.topic_number(parcel.meta) == topic
         )
     if isinstance(type_filter, str):
         name = type_filter
@@ -76,17 +75,15 @@ def _is_instance_of(class_name: str, wanted: type[Message]) -> bool:
         return False
 
 
-_ID = struct.Struct("<q")  # a message's id, at offset 4 of its meta
-_TIMESTAMP = struct.Struct("<d")  # its timestamp, at offset 20
 ORDERS = ("arrival", "timestamp", "id")
 
 
 def _by_id(parcel: Parcel) -> Any:
-    return _ID.unpack_from(parcel.meta, 4)[0]
+    return header.message_id(parcel.meta)
 
 
 def _by_timestamp(parcel: Parcel) -> Any:
-    return _TIMESTAMP.unpack_from(parcel.meta, 20)[0]
+    return header.timestamp(parcel.meta)
 
 
 def order_key(order: str | None) -> Key | None:

@@ -8,12 +8,12 @@ sequencer's work of decoding and re-sending each message to every member.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.codec import header
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
@@ -24,12 +24,8 @@ if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
 
 # A message for a total-order topic's sequencer or a work queue's dispatcher, which local
-# node ``index`` is: (index, source node index, message); see `Channels.to_owner`.
-ToOwner = Callable[[int, int, Message], None]
-
-WORK_ATTRIBUTE = "_geode_work"  # to a work queue's dispatcher: the queue's stream number
-TOPIC_ATTRIBUTE = "_geode_topic"  # to a total-order topic's sequencer: the topic's wire number
-GROUP_ATTRIBUTE = "_geode_group"  # on the way to the sequencer: (group name, member indices)
+# node ``index`` is: (index, source node index, message, its route); see `Channels.to_owner`.
+ToOwner = Callable[[int, int, Message, codec.Route], None]
 
 
 class Group:
@@ -67,10 +63,17 @@ class Group:
         Returns once the sequencer has it (the handle of that first hop). When another rank
         hosts ``source``, that rank sends it: the handle here is done at once.
         """
-        msg = copy.copy(message) if isinstance(message, Message) else Message(message)
-        msg.__dict__[GROUP_ATTRIBUTE] = (self.name, self._members)
+        via = codec.Route(header.ROUTE_GROUP, group=self.name, members=self._members)
         return self._geode.send(
-            msg, source, self._sequencer, False, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
+            message,
+            source,
+            self._sequencer,
+            False,
+            timeout,
+            codec.NO_REPLY,
+            codec.FLAG_SEQUENCE,
+            False,
+            via,
         )
 
     def __repr__(self) -> str:
@@ -104,13 +107,13 @@ class Sequencer:
     def forward(self, index: int, parcel: Parcel) -> None:
         """The engine's `on_forward`: take a message that reached sequencer node ``index``."""
         message = self.geode.decode(parcel)
-        state = message.__dict__
-        if TOPIC_ATTRIBUTE in state:
-            channel: tuple[str, Any] = ("topic", state[TOPIC_ATTRIBUTE])
-        elif WORK_ATTRIBUTE in state:
-            channel = ("queue", state[WORK_ATTRIBUTE])
-        elif GROUP_ATTRIBUTE in state:
-            channel = ("group", state[GROUP_ATTRIBUTE][0])
+        via = header.route(parcel.meta)
+        if via is not None and via.kind == header.ROUTE_TOPIC:
+            channel: tuple[str, Any] = ("topic", via.number)
+        elif via is not None and via.kind == header.ROUTE_WORK:
+            channel = ("queue", via.number)
+        elif via is not None:
+            channel = ("group", via.group)
         else:  # a damaged flag: nothing to forward it on
             raise DecodeError(
                 f"message {message.id} reached sequencer node index {index} without a group, "
@@ -137,7 +140,9 @@ class Sequencer:
                 if channel[0] == "group":
                     self._send_to_members(index, parcel, message)
                 else:
-                    self.to_owner(index, parcel.source, message)
+                    via = header.route(parcel.meta)
+                    assert via is not None  # (forward put it on this channel by its route)
+                    self.to_owner(index, parcel.source, message, via)
                 engine.forwarded(index, parcel)
         finally:
             self._busy.discard(channel)
@@ -147,7 +152,9 @@ class Sequencer:
     def _send_to_members(self, index: int, parcel: Parcel, message: Message) -> None:
         geode = self.geode
         state = message.__dict__
-        name, members = state.pop(GROUP_ATTRIBUTE)
+        via = header.route(parcel.meta)
+        assert via is not None  # (forward put it on a group's channel by its route)
+        name, members = via.group, via.members
         seq = self.next_seq.get(name, 0)
         self.next_seq[name] = seq + 1
         state.update(origin=geode.names[parcel.source], group=name, group_seq=seq)

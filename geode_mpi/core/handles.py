@@ -79,12 +79,6 @@ class SendHandle:
         self._pair = pair  # its pair's outbox holds it until it is acknowledged (if tracked)
         self.ack = ack  # True: done() and wait() also cover the acknowledgement
 
-    @classmethod
-    def elsewhere(cls, geode: Sender, source: int, dest: int) -> SendHandle:
-        """The handle, done at once, of a send from ``source`` that another rank hosts."""
-        stamp = codec.Stamp(ELSEWHERE, ELSEWHERE, 0.0, source, dest)
-        return cls(geode, sent_elsewhere(geode.placement.rank_of(source)), stamp)
-
     @property
     def local(self) -> bool:
         """True if this rank sent the message; False if the rank that hosts its source did."""
@@ -189,3 +183,10 @@ class SendHandle:
             return f"<SendHandle {self.source}->{self.dest} sent by rank {self._ticket.dest}>"
         state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
         return f"<SendHandle id={self.id} {self.source}->{self.dest} seq={self.seq} {state}>"
+
+
+def sent_by_another_rank(geode: Sender, source: int, dest: int) -> SendHandle:
+    """The handle, done at once, of a send from ``source``, which another rank hosts (and
+    sends it)."""
+    stamp = codec.Stamp(ELSEWHERE, ELSEWHERE, 0.0, source, dest)
+    return SendHandle(geode, sent_elsewhere(geode.placement.rank_of(source)), stamp)

@@ -1,11 +1,17 @@
-"""Progress of long work, printed by rank 0 only: done, rate, time left, and a closing summary."""
+"""Progress reports of long work, printed by rank 0 only: done, rate, time left, a summary.
+
+Named `report_progress` / `ProgressReport` so that they are never mistaken for the transport's
+`progress()` (the MPI progress engine); the old names `progress` / `Progress` still work, with a
+`DeprecationWarning` the first time each is used.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from geode_mpi.core import registry
 from geode_mpi.transport.abort import rank_label
@@ -35,7 +41,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-class Progress:
+class ProgressReport:
     """Count work done and, on rank 0 only, print a line every ``every`` seconds.
 
     Args:
@@ -103,7 +109,7 @@ class Progress:
             self.printing = False
 
 
-def progress(
+def report_progress(
     items: Iterable[T],
     label: str = "progress",
     *,
@@ -122,8 +128,41 @@ def progress(
     """
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    work = Progress(total, label, every, stream)
+    work = ProgressReport(total, label, every, stream)
     for item in items:
         yield item
         work.update()
     work.finish()
+
+
+# Old name -> new name. Kept as aliases that warn, once each: jobs written before the rename
+# import the old names.
+_RENAMED = {"progress": "report_progress", "Progress": "ProgressReport"}
+_warned: set[str] = set()
+
+
+def renamed(name: str, module: str = __name__) -> Any:
+    """The object behind a deprecated name, warning the first time.
+
+    Args:
+        name: ``progress`` or ``Progress``.
+        module: the module whose attribute was asked for, for the AttributeError.
+
+    Raises:
+        AttributeError: ``name`` is not a deprecated name either.
+    """
+    new = _RENAMED.get(name)
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    if name not in _warned:
+        _warned.add(name)
+        warnings.warn(
+            f"geode_mpi.{name} is deprecated: use geode_mpi.{new} (same arguments)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    return globals()[new]
+
+
+def __getattr__(name: str) -> Any:
+    return renamed(name)

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from geode_mpi import codec
-from geode_mpi.core.handles import SendHandle
+from geode_mpi.codec import header
+from geode_mpi.core.handles import SendHandle, sent_by_another_rank
 from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
@@ -30,7 +31,6 @@ from geode_mpi.transport.gate import other_threads, senders_may_run
 
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 _TOPIC = codec.FLAG_TOPIC
-_track = codec.track  # flags, seq, source, dest, reply_to of a header
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 FIRST_SPIN = 20e-6  # a receive that must wait first spins this long, with nothing else set up
@@ -178,6 +178,7 @@ class Runtime:
         reply_to: int = codec.NO_REPLY,
         flags: int = 0,
         batch: bool = True,
+        via: codec.Route | None = None,  # a sequencer's or dispatcher's: where it goes on
     ) -> SendHandle:
         """Send point-to-point (every kind of message a node sends to a node goes here)."""
         if self.sealed and not self.serving:
@@ -204,7 +205,7 @@ class Runtime:
                 index = placement.index(dest, "dest")
             dst = index
             if src not in self.inboxes:  # its own rank sends it
-                return SendHandle.elsewhere(self, src, dst)
+                return sent_by_another_rank(self, src, dst)
             engine = self.engine
             found = engine.pairs_out.get((src, dst))
             if found is not None and (found.credits is None or found.credits > 0):
@@ -220,7 +221,7 @@ class Runtime:
                 self.routes[dest] = (dst, rank, pair)  # no credits now means none ever
         msg = message if isinstance(message, Message) else Message(message)
         ticket, stamp = self.path.to_node(
-            msg, src, src, dst, rank, pair, ack, flags, reply_to, batch
+            msg, src, src, dst, rank, pair, ack, flags, reply_to, batch, via
         )
         self.sends += 1
         if not self.sends & POLL_EVERY_SENDS - 1:
@@ -251,7 +252,7 @@ class Runtime:
         the first time asks for the next one)."""
         state = message.__dict__
         if parcel.flags & _TOPIC:
-            state["topic"] = self.engine.topics.names.get(_track(parcel.meta)[3])
+            state["topic"] = self.engine.topics.names.get(header.topic_number(parcel.meta))
             state["dest"] = None if index is None else self.names[index]
             return
         queue = self.task_sources.get(parcel.source)

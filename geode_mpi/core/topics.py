@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.core.groups import TOPIC_ATTRIBUTE
+from geode_mpi.codec.header import ROUTE_TOPIC
 from geode_mpi.core.handles import ELSEWHERE, SendHandle
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
@@ -195,10 +195,17 @@ class Topic:
         msg = message if isinstance(message, Message) else Message(message)
         if self._sequencer is not None and src != self._sequencer:
             # To the sequencer, which publishes it on the topic's one stream.
-            msg = copy.copy(msg)
-            msg.__dict__[TOPIC_ATTRIBUTE] = self.wire
+            via = codec.Route(ROUTE_TOPIC, self.wire)
             return geode.send(
-                msg, src, self._sequencer, ack, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
+                msg,
+                src,
+                self._sequencer,
+                ack,
+                timeout,
+                codec.NO_REPLY,
+                codec.FLAG_SEQUENCE,
+                False,
+                via,
             )
         if self._sequencer is not None:
             msg = copy.copy(msg)

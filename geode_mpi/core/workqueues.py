@@ -15,7 +15,6 @@ like a topic's), so the delivery layer numbers, orders, acknowledges and flow-co
 
 from __future__ import annotations
 
-import copy
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.core.groups import WORK_ATTRIBUTE
+from geode_mpi.codec.header import ROUTE_WORK
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import GeodeTimeoutError, ReceiveTimeout, check_timeout
@@ -115,11 +114,6 @@ class WorkQueue:
         """Tasks held by the dispatcher, not yet handed out (on the dispatcher's rank)."""
         return len(self.dispatch.tasks)
 
-    @property
-    def dispatched(self) -> int:
-        """Tasks handed out so far (on the dispatcher's rank)."""
-        return self.dispatch.dispatched
-
     def __repr__(self) -> str:
         return (
             f"<WorkQueue {self.name!r} dispatcher={self.dispatcher} "
@@ -135,8 +129,7 @@ class WorkQueue:
         """Queue a task (a Message, or any picklable value) from ``source`` (default: this
         rank's node). When another rank hosts ``source``, that rank queues it: the handle here
         is done at once (``handle.local`` is False)."""
-        msg = copy.copy(task) if isinstance(task, Message) else Message(task)
-        msg.__dict__[WORK_ATTRIBUTE] = self.number
+        msg = task if isinstance(task, Message) else Message(task)
         return self._to_dispatcher(msg, source, timeout)
 
     @locked
@@ -144,15 +137,20 @@ class WorkQueue:
         """Say that ``source`` will put no more tasks. Once every producer node has (each
         rank's node by default, every node for a one-process world), `get` returns None to
         the consumers after the last task."""
-        msg = _Finished()
-        msg.__dict__[WORK_ATTRIBUTE] = self.number
-        self._to_dispatcher(msg, source, None)
+        self._to_dispatcher(_Finished(), source, None)
 
     def _to_dispatcher(
         self, msg: Message, source: str | int | None, timeout: float | None
     ) -> SendHandle:
         return self._geode.send(
-            msg, source, self._dispatcher, False, timeout, codec.NO_REPLY, codec.FLAG_SEQUENCE
+            msg,
+            source,
+            self._dispatcher,
+            False,
+            timeout,
+            codec.NO_REPLY,
+            codec.FLAG_SEQUENCE,
+            via=codec.Route(ROUTE_WORK, self.number),
         )
 
     # -- consumers -------------------------------------------------------------------------
@@ -190,10 +188,16 @@ class WorkQueue:
             self._want(index)
 
     def _want(self, consumer: int) -> None:
-        msg = _Want()
-        msg.__dict__[WORK_ATTRIBUTE] = self.number
         self._geode.send(
-            msg, consumer, self._dispatcher, False, None, codec.NO_REPLY, codec.FLAG_SEQUENCE, False
+            _Want(),
+            consumer,
+            self._dispatcher,
+            False,
+            None,
+            codec.NO_REPLY,
+            codec.FLAG_SEQUENCE,
+            False,
+            codec.Route(ROUTE_WORK, self.number),
         )
 
     # -- the dispatcher --------------------------------------------------------------------
@@ -257,7 +261,6 @@ class WorkQueue:
         pair = engine.pairs_out.get((number, consumer))
         if pair is None or (pair.credits is not None and pair.credits <= 0):
             pair = engine.reserve(number, consumer, None, None)
-        task.__dict__.pop(WORK_ATTRIBUTE, None)
         rank = geode.placement.rank_of(consumer)
         # On the queue's stream, untracked unless every message is (``ack`` is for senders).
         geode.path.to_node(task, self._dispatcher, number, consumer, rank, pair, False, FLAG_WORK)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.codec import header
 from geode_mpi.delivery.config import QueueConfig
 from geode_mpi.delivery.control import (
     ACK,
@@ -60,8 +61,9 @@ _DIVERT = _FLAG_SEQUENCE | _FLAG_WAITED
 # A topic's retained message replayed for new subscribers: resent, and not tracked (a resend
 # after an ack timeout is tracked, and a subscriber that has it acknowledges it again).
 _REPLAY = _FLAG_RESENT | _FLAG_TRACKED
-_KIND_CONTROL = codec.wire.KIND_CONTROL
-_track_from = codec.wire._TRACK.unpack_from  # flags, seq, source, dest, reply_to of a header
+_KIND_AT = header.KIND_AT  # meta[_KIND_AT]: a message's kind, read on every arrival
+_KIND_CONTROL = header.KIND_CONTROL
+_track_from = header.track_fields  # flags, seq, source, dest, reply_to of a header
 
 Decoder = Callable[[Parcel], Message]
 
@@ -304,7 +306,7 @@ class Engine:
         """
         pair: PairIn
         try:
-            if meta[1] == _KIND_CONTROL:
+            if meta[_KIND_AT] == _KIND_CONTROL:
                 self._control(meta)
                 return
             flags, seq, source, dest, reply_to = _track_from(meta, 0)
@@ -441,7 +443,7 @@ class Engine:
         count = nbytes = 0
         for meta in metas:
             try:
-                if meta[1] == _KIND_CONTROL:
+                if meta[_KIND_AT] == _KIND_CONTROL:
                     self._control(meta)
                     continue
                 flags, seq, src, dst, reply_to = _track_from(meta, 0)

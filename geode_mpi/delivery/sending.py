@@ -79,15 +79,17 @@ class SendPath:
         seq: int,
         flags: int,
         reply_to: int = codec.NO_REPLY,
+        via: codec.Route | None = None,
     ) -> tuple[codec.Stamp, bytes, Sequence[Frame]]:
         """Take ``author``'s next message id, build the stamp and encode: the one place.
 
-        ``src`` and ``dst`` are the header's (a node, or a stream's or topic's number). An
+        ``src`` and ``dst`` are the header's (a node, or a stream's or topic's number);
+        ``via``: where a sequencer or dispatcher sends it on (the header's route). An
         `EncodeError` leaves the id untaken.
         """
         count = self.counter[author]
         stamp = _tuple_new(_Stamp, ((author << ID_BITS) | count, seq, time.time(), src, dst))
-        meta, frames = _encode(message, stamp, flags, reply_to)
+        meta, frames = _encode(message, stamp, flags, reply_to, via)
         self.counter[author] = count + 1
         return stamp, meta, frames
 
@@ -103,11 +105,13 @@ class SendPath:
         flags: int = 0,
         reply_to: int = codec.NO_REPLY,
         batch: bool = False,
+        via: codec.Route | None = None,
     ) -> tuple[SendTicket, codec.Stamp]:
         """Send the next message of pair (``src``, ``dst``) to node ``dst`` on ``rank``.
 
         ``src`` is the sending node, or a work queue's stream (then ``author`` is its
-        dispatcher); ``ack``: the sender waits for its processing. Tracked (in the pair's
+        dispatcher); ``ack``: the sender waits for its processing; ``via``: the route of a
+        message to a sequencer or dispatcher. Tracked (in the pair's
         outbox until acknowledged) with ``acks`` or ``ack``.
         """
         begun = now_us() if TRACER.on else 0.0
@@ -115,7 +119,7 @@ class SendPath:
         if tracked:
             flags |= _TRACKED_WAITED if ack else _TRACKED
         seq = pair.next_seq
-        stamp, meta, frames = self.stamp(message, author, src, dst, seq, flags, reply_to)
+        stamp, meta, frames = self.stamp(message, author, src, dst, seq, flags, reply_to, via)
         ticket = self.transport.send(rank, meta, frames, batch)
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         pair.next_seq = seq + 1

@@ -1,4 +1,4 @@
-"""Layer 6, persistence: checkpoints of the message state in per-rank HDF5 files.
+"""Layer 5, persistence: checkpoints of the message state in per-rank HDF5 files.
 
 Imports the layers below it (never mpi4py); the core uses it to checkpoint and restart.
 """

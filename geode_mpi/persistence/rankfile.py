@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from geode_mpi.errors import GeodeError
+from geode_mpi.errors import CheckpointError as CheckpointError  # old import path still works
 
 # The version of this layout; a reader refuses others. 2: JSON leaves for small dicts. 3: no
 # variable-length strings: root attributes as one JSON uint8 attribute, kinds fixed-length.
@@ -35,10 +35,6 @@ _KINDS = (b"array", b"bytes", b"json")
 _CHUNK = 1 << 20  # bytes hashed per read
 _MAX_DEPTH = 32  # groups nested deeper than any tree the writer makes: damage (or a cycle)
 _MAX_ATTRS_BYTES = 1 << 16
-
-
-class CheckpointError(GeodeError):
-    """A checkpoint cannot be written or read; the message names the file and the problem."""
 
 
 class JsonValue:

@@ -1,4 +1,4 @@
-"""Layer 5, the runner: ``python -m geode_mpi job.py`` on every rank."""
+"""Layer 7, the runner: ``python -m geode_mpi job.py`` on every rank."""
 
 from geode_mpi.runner.cli import main
 from geode_mpi.runner.run import run

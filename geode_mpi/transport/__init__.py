@@ -1,20 +1,34 @@
 """Layer 2, transports: move (meta, frames) between ranks. Knows nothing of pickle.
 
-Only this layer and the runner import mpi4py, and only when a launcher started the job.
+The contract is three capability protocols, `PointToPoint`, `BroadcastStreams` and
+`Collectives`; `Transport` is all three (see transport/base.py). Only this layer and the runner
+import mpi4py, and only when a launcher started the job.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from geode_mpi.transport.backoff import Backoff
-from geode_mpi.transport.base import SendTicket, Sink, Transport
+from geode_mpi.transport.base import (
+    BroadcastStreams,
+    Collectives,
+    PointToPoint,
+    SendTicket,
+    Sink,
+    Transport,
+    TransportBase,
+    require,
+)
 from geode_mpi.transport.inproc import InProcHub, InProcTransport
 from geode_mpi.transport.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
 
+if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
+    from mpi4py import MPI
 
-def open_world(comm: Any = None) -> Transport:
+
+def open_world(comm: MPI.Intracomm | None = None) -> Transport:
     """The transport for this process: MPI when launched with more than one rank, else in-process.
 
     Args:
@@ -44,12 +58,17 @@ def open_world(comm: Any = None) -> Transport:
 
 __all__ = [
     "Backoff",
+    "BroadcastStreams",
+    "Collectives",
     "InProcHub",
     "InProcTransport",
+    "PointToPoint",
     "SendTicket",
     "Sink",
     "Transport",
+    "TransportBase",
     "open_world",
     "prepare_mpi_environment",
+    "require",
     "under_launcher",
 ]

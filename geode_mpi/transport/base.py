@@ -1,22 +1,37 @@
-"""Layer 2, the transport contract: move (meta, frames) between ranks. Knows nothing of pickle.
+"""The transport contract: capability protocols, and the base class of every transport.
 
 A transport moves one *envelope* at a time: ``meta`` (bytes the layer above made) and
 ``frames`` (numpy arrays whose elements travel in C order as raw memory). It delivers what
 arrives to a sink, per source in the order sent, and never drops or duplicates.
+
+The contract is three small capabilities, each a `typing.Protocol`:
+
+- `PointToPoint`: ``attach`` a sink, ``send`` to a rank (a `SendTicket`), ``flush``,
+  ``progress``, ``spin``, ``wait``, ``busy``, ``close``, ``describe``;
+- `BroadcastStreams`: ``open_stream``, ``broadcast`` from the stream's root to its members,
+  ``close_stream``;
+- `Collectives`: ``check_same``, ``allgather``, ``drain``, ``all_entered``, ``private_comm``.
+
+`Transport` is all three: what a Geode needs. `TransportBase` holds the behaviour every
+transport shares (the gate, the sink, the wait loop). Code that needs only one capability asks
+for it with `require`, which names what is missing. tests/unit/test_transport_contract.py and
+tests/mpi/test_transport_contract.py check every transport against this contract.
 """
 
 from __future__ import annotations
 
-import abc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from geode_mpi.transport.backoff import Backoff
 from geode_mpi.transport.gate import Gate
+
+if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
+    from mpi4py import MPI
 
 Frame = np.ndarray[Any, Any]
 
@@ -58,18 +73,165 @@ def copy_frame(frame: Frame) -> Frame:
     return frame_bytes(frame)  # ascontiguousarray already made a fresh copy
 
 
-class Transport(abc.ABC):
-    """What every transport provides. One transport serves one rank of one Geode."""
+@runtime_checkable
+class PointToPoint(Protocol):
+    """Move envelopes to one rank; deliver arrivals to the sink. One transport serves one rank."""
+
+    rank: int
+    size: int
+    name: str
+    # False when everything is delivered inside send() itself (one thread, one process):
+    # then a receive that finds nothing would wait forever, and says so at once instead.
+    delivers_later: bool
+    gate: Gate  # the lock of this transport and everything above it (see `Gate`)
+
+    def attach(self, sink: Sink, sink_run: RunSink | None = None) -> None:
+        """Set the function that receives every delivery (called from `progress`), and
+        optionally a faster one for a run of frame-less arrivals from one rank."""
+
+    def send(
+        self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
+    ) -> SendTicket:
+        """Start sending one envelope to rank ``dest``; return at once.
+
+        The caller must not modify the frames until the ticket is done. With ``batch`` the
+        transport may hold a small message briefly to send it together with the next ones to
+        the same rank; every `progress`, `spin`, `flush` and `close` sends what it holds.
+        """
+        ...
+
+    def flush(self) -> None:
+        """Send at once whatever `send` holds back to batch."""
+
+    def progress(self) -> bool:
+        """Move data: complete sends, receive arrivals and pass them to the sink.
+
+        Returns:
+            True if anything happened (so a wait loop can reset its back-off).
+        """
+        ...
+
+    def spin(self, seconds: float) -> bool:
+        """Poll for up to ``seconds``, returning as soon as anything happens."""
+        ...
+
+    def wait(
+        self, done: Callable[[], bool], deadline: float | None, gate: Gate | None = None
+    ) -> bool:
+        """Drive progress until ``done()`` or the deadline; True if ``done()`` became true."""
+        ...
+
+    @property
+    def busy(self) -> bool:
+        """True while data is moving (sends or frame receives in flight)."""
+        ...
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish: complete every send and receive everything sent to this rank.
+
+        Collective: every rank of the job calls it; a second call does nothing. Deliveries
+        made while closing go to the sink.
+        """
+
+    def describe(self) -> str:
+        """One line for diagnostics."""
+        ...
+
+
+@runtime_checkable
+class BroadcastStreams(Protocol):
+    """Broadcast streams: one root rank sends, every member rank receives, in order."""
+
+    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
+        """Open broadcast stream ``key`` from rank ``root`` to the ranks in ``members``.
+
+        Collective over every rank, which must open (and close) streams in the same order. What
+        the root broadcasts reaches each member's sink (not the root's own), from ``root``, in
+        the order broadcast.
+        """
+
+    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        """Send one envelope to every member of stream ``key`` (on its root only); the ticket
+        is done once the frames may be reused."""
+        ...
+
+    def close_stream(self, key: int, timeout: float | None = None) -> None:
+        """End stream ``key``: on the root, after everything broadcast; on a member, once all
+        of it has reached the sink. Collective like `open_stream` (ranks outside it return)."""
+
+
+@runtime_checkable
+class Collectives(Protocol):
+    """Steps every rank takes together."""
+
+    def check_same(self, value: bytes, what: str) -> None:
+        """Raise `WorldMismatchError` if ``value`` differs between ranks."""
+
+    def allgather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, by rank (picklable values)."""
+        ...
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Return once everything sent so far reached its destination's sink."""
+
+    def all_entered(self) -> Callable[[], bool]:
+        """Say this rank has arrived; return a test that turns True once every rank has (a
+        nonblocking barrier: wait on it with `wait`, again after a timeout)."""
+        ...
+
+    def private_comm(self) -> MPI.Intracomm | None:
+        """A communicator of its own over every rank (for the hang watchdog's messages), or
+        None on transports without MPI."""
+        ...
+
+
+@runtime_checkable
+class Transport(PointToPoint, BroadcastStreams, Collectives, Protocol):
+    """Every capability: what a Geode needs of its transport."""
+
+
+C = TypeVar("C")
+
+
+def require(transport: object, capability: type[C], needed_for: str) -> C:
+    """``transport`` as a ``capability`` (one of the protocols above), or a clear error.
+
+    Raises:
+        TypeError: the transport lacks a member of that capability (named in the message).
+    """
+    if isinstance(transport, capability):
+        return transport
+    missing = sorted(name for name in protocol_members(capability) if not hasattr(transport, name))
+    kind = getattr(transport, "name", type(transport).__name__)
+    raise TypeError(
+        f"{needed_for} needs a transport with {capability.__name__}; the {kind} transport "
+        f"lacks {', '.join(missing)}"
+    )
+
+
+def protocol_members(capability: type) -> set[str]:
+    """The public names a capability protocol asks for (methods, properties, attributes)."""
+    names: set[str] = set()
+    for cls in capability.__mro__:
+        if cls in (object, Protocol) or cls.__module__ == "typing":
+            continue
+        names.update(vars(cls).get("__annotations__", {}))
+        names.update(vars(cls))
+    return {name for name in names if not name.startswith("_")}
+
+
+class TransportBase:
+    """What every transport shares: the gate, the sink, the polling wait, a description.
+
+    Subclasses set ``rank``, ``size`` and ``name``, and provide the capabilities they have.
+    """
 
     rank: int
     size: int
     name: str = "transport"
-    # False when everything is delivered inside send() itself (one thread, one process):
-    # then a receive that finds nothing would wait forever, and says so at once instead.
     delivers_later: bool = True
 
     def __init__(self) -> None:
-        # The lock of this transport and everything above it (see `Gate`).
         self.gate = Gate()
         self._sink: Sink = self._no_sink
         self._sink_run: RunSink = self._one_by_one
@@ -82,8 +244,7 @@ class Transport(abc.ABC):
             self._sink(source, meta, (), len(meta))
 
     def attach(self, sink: Sink, sink_run: RunSink | None = None) -> None:
-        """Set the function that receives every delivery (called from `progress`), and
-        optionally a faster one for a run of frame-less arrivals from one rank."""
+        """See `PointToPoint.attach`."""
         self._sink = sink
         self._sink_run = self._one_by_one if sink_run is None else sink_run
 
@@ -91,27 +252,17 @@ class Transport(abc.ABC):
         """Hand an arrival to the sink (`attach` sets it; before that, arrivals are errors)."""
         self._sink(source, meta, frames, nbytes)
 
-    @abc.abstractmethod
-    def send(
-        self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
-    ) -> SendTicket:
-        """Start sending one envelope to rank ``dest``; return at once.
-
-        The caller must not modify the frames until the ticket is done. With ``batch`` the
-        transport may hold a small message briefly to send it together with the next ones to
-        the same rank; every `progress`, `spin`, `flush` and `close` sends what it holds.
-        """
-
-    def flush(self) -> None:  # noqa: B027 (a hook: transports that batch override it)
+    def flush(self) -> None:
         """Send at once whatever `send` holds back to batch (nothing, by default)."""
 
-    @abc.abstractmethod
     def progress(self) -> bool:
-        """Move data: complete sends, receive arrivals and pass them to the sink.
+        """Nothing to move, by default: transports that deliver inside send() keep it."""
+        return False
 
-        Returns:
-            True if anything happened (so a wait loop can reset its back-off).
-        """
+    @property
+    def busy(self) -> bool:
+        """Nothing in flight, by default."""
+        return False
 
     def spin(self, seconds: float) -> bool:
         """Poll in a tight loop for up to ``seconds``, returning as soon as anything happens.
@@ -146,66 +297,6 @@ class Transport(abc.ABC):
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             backoff.pause(self.busy)
-
-    # -- broadcast streams: one root rank sends, every member rank receives, in order --------
-
-    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        """Open broadcast stream ``key`` from rank ``root`` to the ranks in ``members``.
-
-        Collective over every rank, which must open (and close) streams in the same order. What
-        the root broadcasts reaches each member's sink (not the root's own), from ``root``, in
-        the order broadcast.
-        """
-        raise NotImplementedError(f"the {self.name} transport has no broadcast streams")
-
-    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
-        """Send one envelope to every member of stream ``key`` (on its root only); the ticket
-        is done once the frames may be reused."""
-        raise NotImplementedError(f"the {self.name} transport has no broadcast streams")
-
-    def close_stream(self, key: int, timeout: float | None = None) -> None:
-        """End stream ``key``: on the root, after everything broadcast; on a member, once all
-        of it has reached the sink. Collective like `open_stream` (ranks outside it return)."""
-        raise NotImplementedError(f"the {self.name} transport has no broadcast streams")
-
-    @property
-    @abc.abstractmethod
-    def busy(self) -> bool:
-        """True while data is moving (sends or frame receives in flight)."""
-
-    def allgather(self, value: Any) -> list[Any]:
-        """Collective: every rank's ``value``, by rank (picklable values)."""
-        if self.size == 1:
-            return [value]
-        raise NotImplementedError(f"the {self.name} transport cannot gather across its ranks")
-
-    def drain(self, timeout: float | None = None) -> None:
-        """Collective: return once everything sent so far reached its destination's sink.
-        Transports that deliver inside ``send`` have nothing in flight."""
-        if self.delivers_later:
-            raise NotImplementedError(f"the {self.name} transport cannot drain")
-
-    def private_comm(self) -> Any:
-        """Collective: a communicator of its own over every rank (for the hang watchdog's
-        messages), or None on transports without MPI."""
-        return None
-
-    def all_entered(self) -> Callable[[], bool]:
-        """Collective: say this rank has arrived; return a test that turns True once every
-        rank has (a nonblocking barrier: wait on it with `wait`, again after a timeout).
-        Transports whose ranks are not separate processes have nobody to wait for."""
-        return lambda: True
-
-    @abc.abstractmethod
-    def check_same(self, value: bytes, what: str) -> None:
-        """Raise if ``value`` differs between ranks (a collective on real transports)."""
-
-    @abc.abstractmethod
-    def close(self, timeout: float | None = None) -> None:
-        """Finish: complete every send and receive everything sent to this rank.
-
-        Collective: every rank of the job calls it. Deliveries made while closing go to the sink.
-        """
 
     def describe(self) -> str:
         """One line for diagnostics."""

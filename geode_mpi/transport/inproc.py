@@ -1,15 +1,78 @@
-"""The in-process transport: ranks that live in one process (the embedded world, unit tests)."""
+"""Transports of simulated ranks in one process: the in-process one (the embedded world, unit
+tests), and the base that tests/faulty.py's lossy one shares with it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from geode_mpi.errors import WorldMismatchError
-from geode_mpi.transport.base import Frame, SendTicket, Transport, copy_frame
+from geode_mpi.transport.base import Frame, SendTicket, TransportBase, copy_frame
 from geode_mpi.transport.gate import Gate
 
 
-class InProcHub:
+class Hub(Protocol):
+    """What a `LocalTransport` asks of the hub that connects it to its simulated peers."""
+
+    size: int
+
+    def post(self, source: int, dest: int, meta: bytes, frames: Sequence[Frame]) -> int:
+        """Move one envelope towards ``dest``'s sink; its size in bytes."""
+        ...
+
+    def settle(self) -> None:
+        """Deliver everything in flight, to every rank."""
+
+    def agree(self, value: bytes, what: str, rank: int) -> None:
+        """Raise `WorldMismatchError` unless ``value`` is the first one given for ``what``."""
+
+    def stream(self, key: int, rank: int, root: int, members: Sequence[int]) -> None:
+        """Record stream ``key`` (every rank must name the same root and members)."""
+
+    def members(self, key: int, rank: int) -> tuple[int, ...]:
+        """The members of stream ``key``, whose root must be ``rank``."""
+        ...
+
+
+class LocalHub:
+    """What hubs of simulated ranks share: the size, agreement, the broadcast streams' table.
+
+    Args:
+        size: the number of simulated ranks.
+    """
+
+    def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be an int >= 1, got {size!r}")
+        self.size = size
+        self._agreed: dict[str, bytes] = {}
+        self.streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
+
+    def check_rank(self, rank: int, argument: str = "rank") -> None:
+        if not (isinstance(rank, int) and 0 <= rank < self.size):
+            raise ValueError(f"{argument} must be in 0..{self.size - 1}, got {rank!r}")
+
+    def agree(self, value: bytes, what: str, rank: int) -> None:
+        first = self._agreed.setdefault(what, value)
+        if first != value:
+            raise WorldMismatchError(f"rank {rank} disagrees with rank 0 about {what}")
+
+    def stream(self, key: int, rank: int, root: int, members: Sequence[int]) -> None:
+        self.check_rank(root, "root")
+        stream = (root, tuple(sorted(set(members) - {root})))
+        if self.streams.setdefault(key, stream) != stream:
+            raise WorldMismatchError(f"rank {rank} disagrees about broadcast stream {key}")
+
+    def members(self, key: int, rank: int) -> tuple[int, ...]:
+        if key not in self.streams:
+            raise ValueError(f"broadcast stream {key} is not open")
+        root, members = self.streams[key]
+        if root != rank:
+            raise ValueError(f"rank {rank} is not the root of broadcast stream {key}")
+        return members
+
+
+class InProcHub(LocalHub):
     """A set of connected in-process endpoints, one per simulated rank.
 
     Delivery is synchronous: `send` copies the frames and hands them to the destination's sink
@@ -20,77 +83,93 @@ class InProcHub:
     """
 
     def __init__(self, size: int = 1) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be an int >= 1, got {size!r}")
-        self.size = size
+        super().__init__(size)
         # One lock for all its endpoints: a send on one runs the receiving endpoint's sink.
         self.gate = Gate()
         self.endpoints = [InProcTransport(self, rank) for rank in range(size)]
-        self._agreed: dict[str, bytes] = {}
-        self.streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
 
     def endpoint(self, rank: int) -> InProcTransport:
         """The transport of simulated rank ``rank``."""
-        if not 0 <= rank < self.size:
-            raise ValueError(f"rank must be in 0..{self.size - 1}, got {rank!r}")
+        self.check_rank(rank)
         return self.endpoints[rank]
 
-    def agree(self, value: bytes, what: str, rank: int) -> None:
-        first = self._agreed.setdefault(what, value)
-        if first != value:
-            raise WorldMismatchError(f"rank {rank} disagrees with rank 0 about {what}")
+    def post(self, source: int, dest: int, meta: bytes, frames: Sequence[Frame]) -> int:
+        copies = [copy_frame(frame) for frame in frames]
+        nbytes = len(meta) + sum(frame.nbytes for frame in copies)
+        self.endpoints[dest].deliver(source, memoryview(meta), copies, nbytes)
+        return nbytes
+
+    def settle(self) -> None:
+        return None  # everything was delivered inside send()
 
 
-class InProcTransport(Transport):
-    """One endpoint of an `InProcHub`."""
+class LocalTransport(TransportBase):
+    """One endpoint of a hub of simulated ranks that one thread drives: every capability,
+    with collectives that need no waiting (the hub sees every rank), and a gather that only
+    a world of one rank can make (a rank cannot wait for peers that share its thread)."""
+
+    def __init__(self, hub: Hub, rank: int) -> None:
+        super().__init__()
+        self.hub = hub
+        self.rank = rank
+        self.size = hub.size
+
+    # -- point-to-point (progress, busy, close: see the subclasses) --------------------------
+
+    def send(
+        self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
+    ) -> SendTicket:
+        if not 0 <= dest < self.size:
+            raise ValueError(f"dest must be a rank in 0..{self.size - 1}, got {dest!r}")
+        return SendTicket(dest, self.hub.post(self.rank, dest, meta, frames), done=True)
+
+    # -- broadcast streams: one copy per member, through the hub ----------------------------
+
+    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
+        self.hub.stream(key, self.rank, root, members)
+
+    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        nbytes = 0
+        for member in self.hub.members(key, self.rank):
+            nbytes = self.hub.post(self.rank, member, meta, frames)
+        return SendTicket(self.rank, nbytes, done=True)
+
+    def close_stream(self, key: int, timeout: float | None = None) -> None:
+        return None  # a broadcast posts every copy at once: progress delivers them
+
+    # -- collectives ------------------------------------------------------------------------
+
+    def check_same(self, value: bytes, what: str) -> None:
+        self.hub.agree(value, what, self.rank)
+
+    def allgather(self, value: Any) -> list[Any]:
+        if self.size == 1:
+            return [value]
+        raise RuntimeError(
+            f"allgather needs every rank's value at once, but the {self.size} ranks of the "
+            f"{self.name} transport share one thread: use MPI for collectives across ranks"
+        )
+
+    def drain(self, timeout: float | None = None) -> None:
+        self.hub.settle()
+
+    def all_entered(self) -> Callable[[], bool]:
+        return lambda: True  # the ranks are not separate processes: nobody to wait for
+
+    def private_comm(self) -> None:
+        return None
+
+
+class InProcTransport(LocalTransport):
+    """One endpoint of an `InProcHub`: `send` delivers before it returns (see `InProcHub.post`)."""
 
     name = "in-process"
     delivers_later = False
 
     def __init__(self, hub: InProcHub, rank: int) -> None:
-        super().__init__()
-        self.hub = hub
-        self.rank = rank
-        self.size = hub.size
+        super().__init__(hub, rank)
+        self.hub: InProcHub = hub
         self.gate = hub.gate
-
-    def send(
-        self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
-    ) -> SendTicket:
-        copies = [copy_frame(frame) for frame in frames]
-        nbytes = len(meta) + sum(frame.nbytes for frame in copies)
-        target = self.hub.endpoints[dest]
-        target.deliver(self.rank, memoryview(meta), copies, nbytes)
-        return SendTicket(dest, nbytes, done=True)
-
-    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        stream = (root, tuple(sorted(set(members) - {root})))
-        if self.hub.streams.setdefault(key, stream) != stream:
-            raise WorldMismatchError(f"rank {self.rank} disagrees about broadcast stream {key}")
-
-    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
-        root, members = self.hub.streams[key]
-        if root != self.rank:
-            raise ValueError(f"rank {self.rank} is not the root of broadcast stream {key}")
-        nbytes = 0
-        for member in members:
-            copies = [copy_frame(frame) for frame in frames]
-            nbytes = len(meta) + sum(frame.nbytes for frame in copies)
-            self.hub.endpoints[member].deliver(self.rank, memoryview(meta), copies, nbytes)
-        return SendTicket(root, nbytes, done=True)
-
-    def close_stream(self, key: int, timeout: float | None = None) -> None:
-        return None  # everything was delivered inside broadcast()
-
-    def progress(self) -> bool:
-        return False
-
-    @property
-    def busy(self) -> bool:
-        return False
-
-    def check_same(self, value: bytes, what: str) -> None:
-        self.hub.agree(value, what, self.rank)
 
     def close(self, timeout: float | None = None) -> None:
         return None

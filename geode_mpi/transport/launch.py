@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
-from geode_mpi.errors import GeodeError
+from geode_mpi.errors import WrongPMIError as WrongPMIError  # old import path still works
 
 # Set by MPI launchers (MPICH hydra, Open MPI, PMIx, SLURM's PMI plugins) in every rank.
 LAUNCHER_VARIABLES = (
@@ -109,21 +109,6 @@ def prepare_mpi_environment(environ: MutableMapping[str, str] | None = None) -> 
 def launch_info() -> LaunchInfo:
     """The LaunchInfo recorded when geode_mpi prepared MPI (or a fresh reading)."""
     return _info if _info is not None else prepare_mpi_environment({**os.environ})
-
-
-class WrongPMIError(GeodeError, RuntimeError):
-    """srun started several tasks, but MPI sees each of them as a world of one rank."""
-
-    def __init__(self, step_tasks: int, world_size: int, found: str) -> None:
-        self.step_tasks = step_tasks
-        self.world_size = world_size
-        super().__init__(
-            f"SLURM started {step_tasks} tasks but MPI sees {world_size} rank per process: "
-            "srun is using the wrong PMI. For MPICH use `srun --mpi=pmi2`, for Open MPI "
-            "`srun --mpi=pmix` (or launch with mpiexec inside the allocation; `srun --mpi=list` "
-            "shows the plugins this SLURM has). To run independent one-process copies on "
-            f"purpose, set {MODE_VARIABLE}=inproc. (geode_mpi found {found})"
-        )
 
 
 def check_slurm_pmi(environ: Mapping[str, str], world_size: int) -> None:

@@ -31,7 +31,7 @@ from geode_mpi.transport.backoff import tighten_timer_slack
 from geode_mpi.transport.base import (
     Frame,
     SendTicket,
-    Transport,
+    TransportBase,
     copy_frame,
     frame_bytes,
 )
@@ -95,7 +95,7 @@ _FAST_HEADER = struct.Struct("<2sBxI").unpack_from
 _META_ONLY = (MAGIC, ENVELOPE_VERSION, 0)
 
 
-def strided_datatype(frame: Frame) -> Any:
+def strided_datatype(frame: Frame) -> MPI.Datatype:
     """A committed MPI datatype that reads a strided array's elements in C order from BOTTOM."""
     current = MPI.BYTE.Create_contiguous(frame.itemsize)
     for count, stride in zip(reversed(frame.shape), reversed(frame.strides), strict=True):
@@ -117,7 +117,7 @@ class _Arrival:
         self,
         meta: memoryview,
         frames: list[Frame | memoryview],
-        requests: list[Any],
+        requests: list[MPI.Request],
         nbytes: int,
     ) -> None:
         self.meta = meta
@@ -126,7 +126,7 @@ class _Arrival:
         self.nbytes = nbytes
 
 
-class MPITransport(Transport):
+class MPITransport(TransportBase):
     """Transport over a private duplicate of an MPI communicator.
 
     Args:
@@ -136,7 +136,7 @@ class MPITransport(Transport):
 
     name = "MPI"
 
-    def __init__(self, comm: Any = None, *, inline_max: int = INLINE_MAX) -> None:
+    def __init__(self, comm: MPI.Intracomm | None = None, *, inline_max: int = INLINE_MAX) -> None:
         super().__init__()
         level = MPI.Query_thread()
         if level < MPI.THREAD_SERIALIZED:  # geode_mpi's calls may come from any thread
@@ -157,11 +157,11 @@ class MPITransport(Transport):
         self._next_test = 0  # where the next poll starts testing, with many sends in flight
         self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
         # Frames probed (matched, with their sizes) per source, not yet claimed by an envelope.
-        self._frames_in: list[deque[tuple[int, Any]]] = [deque() for _ in range(self.size)]
+        self._frames_in: list[deque[tuple[int, MPI.Message]]] = [deque() for _ in range(self.size)]
         self._waiting_sources: set[int] = set()
         self._status = MPI.Status()
         self._closed = False
-        self._closing: tuple[Any, Any, Any] | None = None
+        self._closing: tuple[MPI.Request, Frame, Frame] | None = None
         self._streams: dict[int, Stream] = {}  # broadcast streams this rank is in, by key
         self.pool = BufferPool()
         launch = launch_info()
@@ -184,6 +184,8 @@ class MPITransport(Transport):
         """
         if dest == self.rank:
             return self._loopback(meta, frames)
+        if not 0 <= dest < self.size:  # -1 is MPI_PROC_NULL: MPI would drop it silently
+            raise ValueError(f"dest must be a rank in 0..{self.size - 1}, got {dest!r}")
         if not frames:
             if len(meta) > META_MAX:
                 check_envelope(meta)  # refused whole, before anything is posted
@@ -213,8 +215,8 @@ class MPITransport(Transport):
             return self._add_to_batch(dest, _AS_ENVELOPE, envelope)
         if dest in self._batches:
             self._send_batch(dest)  # what was batched before this message goes before it
-        requests = []
-        datatypes: list[Any] = []
+        requests: list[MPI.Request] = []
+        datatypes: list[MPI.Datatype] = []
         offsets: list[int] = []
         nbytes = 0
         for frame in frames:  # out of band, and first: the receiver starts on them at once
@@ -300,7 +302,9 @@ class MPITransport(Transport):
             ticket.state = ([request], buffer, [], [])
             self._active.append(ticket)
 
-    def _send_frame(self, frame: Frame, dest: int, datatypes: list[Any], offsets: list[int]) -> Any:
+    def _send_frame(
+        self, frame: Frame, dest: int, datatypes: list[MPI.Datatype], offsets: list[int]
+    ) -> MPI.Request:
         if frame.flags.c_contiguous and frame.dtype.kind not in "mM":
             # Where the frame starts within its page: the receiver lands it at the same offset,
             # because a copy between two buffers at different offsets runs up to 15% slower.
@@ -352,7 +356,7 @@ class MPITransport(Transport):
             self._take_matched(message)
         return found
 
-    def _take_matched(self, message: Any) -> bool:
+    def _take_matched(self, message: MPI.Message) -> bool:
         """Receive a probed message; True if it was an envelope, False for a frame."""
         status = self._status
         source = status.Get_source()
@@ -438,7 +442,7 @@ class MPITransport(Transport):
             self._sink(source, meta, ready, len(buffer))
             return
         frames: list[Frame | memoryview] = []
-        requests: list[Any] = []
+        requests: list[MPI.Request] = []
         nbytes = len(buffer)
         for frame in inline:
             if frame is None:
@@ -455,7 +459,7 @@ class MPITransport(Transport):
         queue.append(_Arrival(meta, frames, requests, nbytes))
         self._waiting_sources.add(source)
 
-    def _claim(self, source: int, size: int, offset: int) -> tuple[Frame, Any]:
+    def _claim(self, source: int, size: int, offset: int) -> tuple[Frame, MPI.Request]:
         """Start receiving the next frame probed from ``source``, which must be ``size`` bytes,
         into a buffer at ``offset`` bytes into a page (where the sender's copy starts)."""
         waiting = self._frames_in[source]
@@ -500,7 +504,9 @@ class MPITransport(Transport):
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         """See `Transport.broadcast`; with `ROOT_WINDOW` broadcasts in flight, it first waits
         for the oldest to complete."""
-        stream = self._streams[key]
+        stream = self._streams.get(key)
+        if stream is None:
+            raise ValueError(f"broadcast stream {key} is not open on rank {self.rank}")
         if not stream.is_root:
             raise ValueError(f"rank {self.rank} is not the root of broadcast stream {key}")
         if len(stream.members) == 1:
@@ -590,7 +596,7 @@ class MPITransport(Transport):
         # streams carry small messages only, else at every eighth (testing at every probe
         # made the 8 B fan-out at 4 ranks on 2 cores 1.6 times faster, but the 1 and 4 MiB
         # ones 5 to 30% slower; see benchmarks/README.md, fanout.py).
-        headers: list[Any] = []
+        headers: list[MPI.Request] = []
         mask = 0
         for stream in self._streams.values():
             if stream.busy:
@@ -671,7 +677,11 @@ class MPITransport(Transport):
             parts.append(
                 f"{len(self._arrivals[source])} message(s) from rank {source} half received"
             )
-        return "; ".join(parts) or "nothing in flight"
+        text = "; ".join(parts) or "nothing in flight"
+        busy = sorted(key for key, stream in self._streams.items() if stream.busy)
+        if busy:
+            text += f"; broadcast stream(s) {busy} moving data"
+        return text
 
     # -- collective steps ------------------------------------------------------------------
 
@@ -684,7 +694,7 @@ class MPITransport(Transport):
                     "its Geode with the same arguments"
                 )
 
-    def private_comm(self) -> Any:
+    def private_comm(self) -> MPI.Intracomm:
         """See `Transport.private_comm`: a duplicate of this transport's communicator."""
         return self.comm.Dup()
 
@@ -751,10 +761,10 @@ class MPITransport(Transport):
 
     def _wait(
         self,
-        done: Any,
+        done: Callable[[], bool],
         deadline: float | None,
         timeout: float | None,
-        what: Any,
+        what: Callable[[], str],
         call: str = "close()",
     ) -> None:
         if not self.wait(done, deadline):

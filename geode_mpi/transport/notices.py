@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
+    from mpi4py import MPI
 
 _TAG_ASK = 1
 _TAG_ANSWER = 2
@@ -16,11 +19,11 @@ class Notices:
         comm: an MPI communicator that nothing else uses.
     """
 
-    def __init__(self, comm: Any) -> None:
+    def __init__(self, comm: MPI.Intracomm) -> None:
         self.comm = comm
         self.rank: int = comm.Get_rank()
         self.size: int = comm.Get_size()
-        self._sends: list[Any] = []  # in flight: their buffers must stay alive
+        self._sends: list[MPI.Request] = []  # in flight: their buffers must stay alive
 
     def ask_all(self, question: Any) -> None:
         """Send ``question`` to every other rank."""

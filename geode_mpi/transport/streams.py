@@ -23,14 +23,14 @@ from __future__ import annotations
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
 from geode_mpi.errors import DecodeError, EncodeError
-from geode_mpi.transport.base import Frame, SendTicket
+from geode_mpi.transport.base import Frame, SendTicket, Sink
 from geode_mpi.transport.envelope import ENVELOPE_MAX, build_envelope, parse_envelope
 from geode_mpi.transport.pool import BufferPool
 
@@ -54,8 +54,6 @@ SMALL_MESSAGE = 64 * 1024  # bytes: a message up to this size counts as small (`
 # sizes come from a checked envelope, but a damaged one must not ask for a petabyte.
 FRAMES_MAX = 2**40
 
-Sink = Callable[[int, memoryview, Sequence[Any], int], None]
-
 
 def build_header(envelope: bytes) -> bytearray:
     """The fixed-size header broadcast first: the envelope itself when it fits; else its
@@ -77,7 +75,9 @@ class _Incoming:
 
     __slots__ = ("frames", "meta", "nbytes", "requests")
 
-    def __init__(self, meta: memoryview, frames: list[Any], requests: list[Any], nbytes: int):
+    def __init__(
+        self, meta: memoryview, frames: list[Any], requests: list[MPI.Request], nbytes: int
+    ) -> None:
         self.meta = meta
         self.frames = frames
         self.requests = requests
@@ -90,7 +90,7 @@ class Stream:
     def __init__(
         self,
         key: int,
-        comm: Any,
+        comm: MPI.Comm,
         root: int,
         is_root: bool,
         pool: BufferPool,
@@ -115,8 +115,8 @@ class Stream:
         self.small = False
         self.broken = False  # a member: a header or envelope could not be read (see _broken)
         self._header = bytearray(HEADER_BYTES)
-        self._header_request: Any = None
-        self._envelope: tuple[bytearray, Any] | None = None
+        self._header_request: MPI.Request | None = None
+        self._envelope: tuple[bytearray, MPI.Request] | None = None
         if not is_root:
             self._post_header()
 
@@ -253,7 +253,7 @@ class Stream:
         except ValueError as exc:
             raise self._broken(f"its envelope: {exc}") from exc
         frames: list[Any] = []
-        requests: list[Any] = []
+        requests: list[MPI.Request] = []
         nbytes = len(envelope)
         for frame in inline:
             if frame is None:
@@ -277,7 +277,7 @@ class Stream:
         """Data moving: broadcasts sent and not complete, or payloads being received."""
         return bool(self.sending or self.incoming or self._envelope is not None)
 
-    def requests(self) -> list[Any]:
+    def requests(self) -> list[MPI.Request]:
         """Every request this stream has in flight (for a wait that tests them)."""
         found = [request for ticket in self.sending for request in ticket.state[0]]
         for arrival in self.incoming:

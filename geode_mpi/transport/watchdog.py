@@ -15,10 +15,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geode_mpi.transport import backoff
 from geode_mpi.transport.abort import abort_world, last_words
+
+if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
+    from mpi4py import MPI
 
 HANG_VARIABLE = "GEODE_HANG_TIMEOUT"
 HANG_STATUS = 124  # the exit status of a job the watchdog ended (as timeout(1) uses)
@@ -63,16 +66,11 @@ def waiting_in() -> list[str]:
     ]
 
 
-def transport_state(transport: Any) -> str:
+def transport_state(transport: object) -> str:
     """What a transport has in flight: unfinished sends, half-received messages, busy
     broadcast streams (MPI); nothing for a transport that delivers inside send()."""
     summary = getattr(transport, "pending_summary", None)
-    text = summary() if summary is not None else "nothing in flight"
-    streams = getattr(transport, "_streams", {})
-    busy = sorted(key for key, stream in streams.items() if stream.busy)
-    if busy:
-        text += f"; broadcast stream(s) {busy} moving data"
-    return text
+    return str(summary()) if summary is not None else "nothing in flight"
 
 
 class Watchdog:
@@ -98,7 +96,7 @@ class Watchdog:
         describe: Callable[[], list[str]],
         activity: Callable[[], int],
         label: str,
-        comm: Any = None,
+        comm: MPI.Intracomm | None = None,
     ) -> None:
         self.timeout = timeout
         self.describe = describe
@@ -113,7 +111,7 @@ class Watchdog:
         self._waiting_since = now  # when this rank last came back into geode_mpi's waits
         self._last_activity = now
         self._fingerprint = activity()
-        self._requests: list[Any] = []  # our questions and answers in flight
+        self._requests: list[MPI.Request] = []  # our questions and answers in flight
         self._round = 0  # questions asked so far: answers to earlier ones are ignored
 
     def install(self) -> None:
@@ -231,16 +229,18 @@ class Watchdog:
         None when a lower rank asked meanwhile (it collects instead)."""
         from mpi4py import MPI
 
+        comm = self.comm
+        assert comm is not None  # asked only when there are other ranks
         self._round += 1
         others = [rank for rank in range(self.size) if rank != self.rank]
-        self._requests += [self.comm.isend(self._round, rank, _TAG_ASK) for rank in others]
+        self._requests += [comm.isend(self._round, rank, _TAG_ASK) for rank in others]
         until = time.monotonic() + self._grace()
         answers: dict[int, tuple[float, str]] = {}
         status = MPI.Status()
         while len(answers) < len(others) and time.monotonic() < until:
-            if self.comm.Iprobe(MPI.ANY_SOURCE, _TAG_ANSWER, status):
+            if comm.Iprobe(MPI.ANY_SOURCE, _TAG_ANSWER, status):
                 source = status.Get_source()
-                round_, seconds, report = self.comm.recv(source=source, tag=_TAG_ANSWER)
+                round_, seconds, report = comm.recv(source=source, tag=_TAG_ANSWER)
                 if round_ == self._round:  # not a late answer to an earlier question
                     answers[source] = (seconds, report)
                 continue

@@ -100,3 +100,14 @@ def test_embedded_world_does_not_import_mpi4py() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=60
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_package_docstrings_give_their_layer_number() -> None:
+    # "Layer 5, persistence: ..." must match the stack above (numbers went stale once).
+    wrong = []
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        layer = init.parent.name
+        first = (ast.get_docstring(ast.parse(init.read_text())) or "").splitlines()[0]
+        if not first.startswith(f"Layer {LAYERS.index(layer)}, "):
+            wrong.append(f"{layer}: {first!r} (it is layer {LAYERS.index(layer)})")
+    assert wrong == []

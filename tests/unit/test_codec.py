@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mpi"))
 from payloads import Point, array_cases
 
 from geode_mpi import DecodeError, EncodeError, Message
-from geode_mpi.codec import Stamp, classes, decode, encode, peek, pickling
+from geode_mpi.codec import Stamp, classes, decode, encode, header, peek, pickling
 from geode_mpi.codec import wire as codec_wire
 from geode_mpi.transport.base import copy_frame
 
@@ -121,7 +121,7 @@ def test_unpicklable_attribute_is_named() -> None:
 
 def test_garbage_meta_is_a_decode_error() -> None:
     with pytest.raises(DecodeError, match="shorter than"):
-        peek(b"xx")
+        peek(bytes([header.VERSION]) + bytes(10))
     with pytest.raises(DecodeError, match="codec version 99"):
         peek(bytes([99]) + bytes(60))
 
@@ -139,7 +139,7 @@ TEXTS = ["", "hello world", "h\u00e9llo \u2603 \U0001d11e", "x" * 100_000, "a\x0
 def test_a_str_travels_as_utf8_text_not_pickle(text: str) -> None:
     for message in (Message(text), Point(text, "p"), Message(text, headers={"k": 1})):
         meta, _ = encode(message, STAMP)
-        assert meta[1] == codec_wire.KIND_TEXT
+        assert meta[1] == header.KIND_TEXT
         got = round_trip(message)
         assert type(got) is type(message) and got.data == text and type(got.data) is str
     assert round_trip(Message(text, headers={"k": 1})).headers == {"k": 1}
@@ -149,7 +149,7 @@ def test_a_str_travels_as_utf8_text_not_pickle(text: str) -> None:
 def test_a_str_that_utf8_cannot_hold_is_pickled_and_kept() -> None:
     lone = "a\ud800b"  # a lone surrogate: not encodable as UTF-8
     meta, _ = encode(Message(lone), STAMP)
-    assert meta[1] == codec_wire.KIND_PICKLE
+    assert meta[1] == header.KIND_PICKLE
     assert round_trip(Message(lone)).data == lone
 
 
@@ -228,9 +228,9 @@ def test_a_large_array_alone_takes_the_fast_paths_to_the_same_bytes_and_message(
     """encode and decode have fast paths for a plain Message holding one large array; they
     must give what the general paths give (the first encode of a class is general)."""
     codec_wire._wire_names.pop(Message, None)
-    general_meta, general_frames = encode(Message(array), STAMP, codec_wire.FLAG_TOPIC, 9)
+    general_meta, general_frames = encode(Message(array), STAMP, header.FLAG_TOPIC, 9)
     assert Message in codec_wire._wire_names  # the next encode may take the fast path
-    meta, frames = encode(Message(array), STAMP, codec_wire.FLAG_TOPIC, 9)
+    meta, frames = encode(Message(array), STAMP, header.FLAG_TOPIC, 9)
     assert meta == general_meta
     assert len(frames) == len(general_frames) == 1
     assert frames[0] is not None and np.shares_memory(frames[0], general_frames[0])

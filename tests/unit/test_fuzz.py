@@ -17,7 +17,7 @@ import pytest
 from mpirun import ROOT, clean_env, python
 
 from geode_mpi import DecodeError, Geode, Message, codec
-from geode_mpi.codec import wire
+from geode_mpi.codec import header, wire
 from geode_mpi.delivery import control
 from geode_mpi.transport import InProcHub
 from geode_mpi.transport.envelope import build_envelope, parse_envelope
@@ -50,17 +50,25 @@ def _meta(message: Message, **fields: int) -> bytearray:
     meta, frames = codec.encode(message, codec.make_stamp(1, 0, 0.0, 0, 1))
     assert not frames
     out = bytearray(meta)
-    offsets = {"name_len": 36, "data_len": 44}
+    offsets = {"name_len": header.NAME_LEN_AT, "data_len": header.DATA_LEN_AT}
     for field, value in fields.items():
         struct.pack_into("<H" if field == "name_len" else "<I", out, offsets[field], value)
     return out
 
 
+def _sealed(meta: bytes | bytearray) -> bytes:
+    """Meta with its checksum made to match again: damage that got past the checksum."""
+    out = bytearray(meta)
+    body = codec.peek(out).body
+    struct.pack_into("<I", out, header.CRC_AT, wire.pickled_crc(out, out[1], out[2], body))
+    return bytes(out)
+
+
 def _with_name(name: bytes) -> bytearray:
     meta = _meta(Named("x"))
-    old_len = struct.unpack_from("<H", meta, 36)[0]
+    old_len = struct.unpack_from("<H", meta, header.NAME_LEN_AT)[0]
     out = bytearray(meta[: wire.HEAD_SIZE]) + name + meta[wire.HEAD_SIZE + old_len :]
-    struct.pack_into("<H", out, 36, len(name))
+    struct.pack_into("<H", out, header.NAME_LEN_AT, len(name))
     return out
 
 
@@ -88,9 +96,8 @@ def test_a_class_name_longer_than_meta_is_a_decode_error() -> None:
 def test_a_rest_section_of_the_wrong_shape_is_a_decode_error(rest: object) -> None:
     message = Message("x", headers={"h": 1})
     meta, _ = codec.encode(message, codec.make_stamp(1, 0, 0.0, 0, 1))
-    data_len = struct.unpack_from("<I", meta, 44)[0]
-    end = wire.HEAD_SIZE + data_len
-    damaged = bytes(meta[:end]) + pickle.dumps(rest, 5)
+    end = wire.HEAD_SIZE + header.data_length(meta)
+    damaged = _sealed(bytes(meta[:end]) + pickle.dumps(rest, 5))
     with pytest.raises(DecodeError, match="cannot decode") as info:
         codec.decode(damaged, [], ["a", "b"])
     assert info.value.__cause__ is not None
@@ -295,7 +302,7 @@ def test_a_forged_stream_header_length_is_refused_before_allocating() -> None:
 
 # A small array of a structured dtype whose pickled state the fuzzer damaged: numpy's
 # dtype.__setstate__ crashed the process on it (segmentation fault), in a subprocess here.
-DAMAGED_DTYPE = bytes.fromhex(
+DAMAGED_DTYPE_V3 = bytes.fromhex(
     "0302000001000000000000000000000000000000000000000000000001000000000000000000000000000000"
     "d4000000ffffffffffffffff430101009f00000080059594000000000000008c056e756d7079948c05647479"
     "70659493948c0356313294898887945294284b038c017c944e8c0161948c01629486947d9428680768028c02"
@@ -304,6 +311,8 @@ DAMAGED_DTYPE = bytes.fromhex(
     "94622e0300000000000000000000000000000000000000000000000000000000000000000000000000000000"
     "00000000"
 )
+# (found in codec version 3: its 56-byte header, made a version 4 one)
+DAMAGED_DTYPE = bytes([header.VERSION]) + DAMAGED_DTYPE_V3[1:56] + bytes(8) + DAMAGED_DTYPE_V3[56:]
 
 
 def test_a_damaged_dtype_pickle_is_a_decode_error_not_a_crash() -> None:

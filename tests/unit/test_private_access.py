@@ -26,10 +26,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("transport/gate.py", "self.lock", "_is_owned"): "threading.Condition's RLock protocol",
     ("transport/gate.py", "self.lock", "_release_save"): "threading.Condition's RLock protocol",
     ("transport/gate.py", "self.lock", "_acquire_restore"): "threading.Condition's RLock protocol",
-    # The wire header's fixed offsets: the header helper of issue 14 (item 3) replaces these by
-    # the accessors of codec/header.py.
-    ("core/filters.py", "codec.wire", "_TRACK"): "TODO(lead): header accessors (item 3)",
-    ("delivery/engine.py", "codec.wire", "_TRACK"): "TODO(lead): header accessors (item 3)",
     # Modules owned by another helper of issue 14, fixed by the lead after the merge.
     ("persistence/snapshot.py", "engine", "_in"): "TODO(lead): owned by another helper",
     ("persistence/snapshot.py", "engine", "_mark_due"): "TODO(lead): owned by another helper",

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from geode_mpi.core.groups import GROUP_ATTRIBUTE, TOPIC_ATTRIBUTE, Sequencer
+from geode_mpi import codec
+from geode_mpi.codec.header import ROUTE_GROUP, ROUTE_TOPIC, Route
+from geode_mpi.core.groups import Sequencer
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
 NODES = ("node0", "node1", "node2")
-
-
-def parcel(seq: int) -> Parcel:
-    return Parcel(0, seq, 0, 0, memoryview(b""), (), 0, 0)
+GROUP = Route(ROUTE_GROUP, group="g", members=(0, 1, 2))
+TOPIC = Route(ROUTE_TOPIC, 7)
 
 
 class StandIn:
@@ -26,17 +26,25 @@ class StandIn:
 
     def __init__(self) -> None:
         self.names = NODES
-        self.messages: dict[int, Message] = {}
+        self.messages: dict[int, tuple[Message, Route]] = {}  # by seq: where each goes on
         self.log: list[tuple[Any, ...]] = []
         self.on_send: Callable[[int], None] | None = None  # called with the send's number
         self.sends = 0
         self.engine = SimpleNamespace(forwarded=lambda index, p: self.log.append(("done", p.seq)))
 
-    def to_owner(self, index: int, source: int, message: Message) -> None:
-        self.log.append(("topic", message.data))
+    def to_owner(self, index: int, source: int, message: Message, via: Route) -> None:
+        self.log.append(("topic", message.data, via))
 
     def decode(self, p: Parcel) -> Message:
-        return self.messages[p.seq]
+        return self.messages[p.seq][0]
+
+    def parcel(self, seq: int) -> Parcel:
+        """Message ``seq`` as it reaches the sequencer: its route in its header."""
+        stamp = codec.make_stamp(seq, seq, 0.0, 0, 2)
+        meta, _ = codec.encode(
+            Message(None), stamp, codec.FLAG_SEQUENCE, route=self.messages[seq][1]
+        )
+        return Parcel(0, seq, 0, 0, memoryview(meta), (), 0, 0)
 
     def send(self, message: Message, source: int, dest: int, *args: Any) -> None:
         self.log.append(("send", message.data, dest))
@@ -45,16 +53,12 @@ class StandIn:
             self.on_send(self.sends)
 
 
-def group_message(data: str) -> Message:
-    message = Message(data)
-    message.__dict__[GROUP_ATTRIBUTE] = ("g", (0, 1, 2))
-    return message
+def group_message(data: str) -> tuple[Message, Route]:
+    return Message(data), GROUP
 
 
-def topic_message(data: str) -> Message:
-    message = Message(data)
-    message.__dict__[TOPIC_ATTRIBUTE] = 7
-    return message
+def topic_message(data: str) -> tuple[Message, Route]:
+    return Message(data), TOPIC
 
 
 def test_a_message_arriving_while_its_group_is_sent_on_waits_its_turn() -> None:
@@ -64,14 +68,14 @@ def test_a_message_arriving_while_its_group_is_sent_on_waits_its_turn() -> None:
 
     def poll(count: int) -> None:
         if count == 1:  # the first copy of "a" polls, and the poll brings "b" and "t"
-            sequencer.forward(2, parcel(1))
-            sequencer.forward(2, parcel(2))
+            sequencer.forward(2, geode.parcel(1))
+            sequencer.forward(2, geode.parcel(2))
 
     geode.on_send = poll
-    sequencer.forward(2, parcel(0))
+    sequencer.forward(2, geode.parcel(0))
     assert geode.log == [
         ("send", "a", 0),
-        ("topic", "t"),  # another channel: on at once
+        ("topic", "t", TOPIC),  # another channel: on at once
         ("done", 2),
         ("send", "a", 1),
         ("send", "a", 2),
@@ -81,7 +85,7 @@ def test_a_message_arriving_while_its_group_is_sent_on_waits_its_turn() -> None:
         ("send", "b", 2),
         ("done", 1),
     ]
-    assert [geode.messages[k].__dict__["group_seq"] for k in (0, 1)] == [0, 1]
+    assert [geode.messages[k][0].__dict__["group_seq"] for k in (0, 1)] == [0, 1]
     assert not sequencer.holding
 
 
@@ -92,12 +96,12 @@ def test_what_a_failed_send_left_behind_goes_on_at_resume() -> None:
 
     def fail(count: int) -> None:
         if count == 1:
-            sequencer.forward(2, parcel(1))  # held behind "a"
+            sequencer.forward(2, geode.parcel(1))  # held behind "a"
             raise RuntimeError("the transport failed")
 
     geode.on_send = fail
     with pytest.raises(RuntimeError, match="the transport failed"):
-        sequencer.forward(2, parcel(0))
+        sequencer.forward(2, geode.parcel(0))
     assert sequencer.holding
     geode.on_send = None
     sequencer.resume()

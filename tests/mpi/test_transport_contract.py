@@ -1,0 +1,23 @@
+"""The transport contract (tests/transport_contract.py) on the MPI transport, at every size
+tests/test_mpi_suite.py launches (1 rank too: then every send is a loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from mpi4py import MPI
+from transport_contract import TransportContract, World
+
+from geode_mpi.transport.mpi import MPITransport
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    made = World([MPITransport(MPI.COMM_WORLD)], processes=True)
+    yield made
+    made.close()
+
+
+class TestContract(TransportContract):
+    """Every test of the contract, on this rank's MPI transport."""

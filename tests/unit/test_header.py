@@ -1,0 +1,110 @@
+"""The header's one home: every accessor reads back what encode was given."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from geode_mpi import DecodeError, Message, codec
+from geode_mpi.codec import header
+from geode_mpi.codec.header import Route
+
+NAMES = [f"node{k}" for k in range(8)]
+STAMP = codec.make_stamp((3 << 40) | 17, 9, 1700000000.25, 3, 5)
+
+ROUTES = [
+    None,
+    Route(header.ROUTE_TOPIC, 12),
+    Route(header.ROUTE_WORK, 2**32 - 1),
+    Route(header.ROUTE_GROUP, group="ring", members=(0, 2, 7)),
+    Route(header.ROUTE_GROUP, group="größe ∑", members=()),
+]
+DATA = ["text", {"a": [1, 2.5]}, np.arange(5.0), np.arange(1000.0), (np.arange(3), "mixed")]
+
+
+class Tagged(Message):
+    pass
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: "none" if r is None else str(r.kind))
+@pytest.mark.parametrize("data", DATA, ids=["text", "dict", "small", "array", "pickle"])
+@pytest.mark.parametrize("cls", [Message, Tagged])
+def test_every_accessor_reads_what_encode_was_given(
+    route: Route | None, data: object, cls: type[Message]
+) -> None:
+    message = cls(data, headers={"h": 1}) if cls is Tagged else cls(data)
+    flags = codec.FLAG_TRACKED | codec.FLAG_SEQUENCE
+    meta, frames = codec.encode(message, STAMP, flags, reply_to=42, route=route)
+    assert meta[0] == header.VERSION == 4
+    assert header.message_id(meta) == STAMP.id
+    assert header.timestamp(meta) == STAMP.timestamp
+    assert header.track_fields(meta) == (flags | (cls is Tagged), 9, 3, 5, 42)
+    assert codec.track(meta) == codec.Track(flags | (cls is Tagged), 9, 3, 5, 42)
+    assert header.route(meta) == route
+    assert not codec.is_control(meta) and header.kind(meta) != header.KIND_CONTROL
+    info = codec.peek(meta)
+    assert info.stamp == STAMP and info.flags & flags == flags
+    assert header.data_length(meta) == info.data_len
+    # the checksum is the CRC-32 of what C pickle reads: the pickled data, then the rest
+    pickled = meta[info.body : info.body + info.data_len] if info.kind == 0 else b""
+    rest = meta[info.body + info.data_len :] if cls is Tagged else b""
+    assert header.checksum(meta) == zlib.crc32(pickled + rest)
+    got = codec.decode(meta, [np.asarray(f).copy() for f in frames], NAMES)
+    assert type(got) is cls and got.id == STAMP.id and got.reply_to == 42
+    assert (got.source, got.dest) == ("node3", "node5")
+    if isinstance(data, np.ndarray):
+        np.testing.assert_array_equal(got.data, data)
+    elif isinstance(data, tuple):
+        np.testing.assert_array_equal(got.data[0], data[0])
+    else:
+        assert got.data == data
+    assert "_geode_group" not in got.__dict__ and "_geode_topic" not in got.__dict__
+
+
+def test_a_topic_message_names_its_topic_in_dest() -> None:
+    stamp = codec.make_stamp(1, 0, 0.0, 2, 9)  # dest: the topic's wire number
+    meta, _ = codec.encode(Message("x"), stamp, codec.FLAG_TOPIC)
+    assert header.topic_number(meta) == 9 and codec.track(meta).flags & codec.FLAG_TOPIC
+    assert header.source(meta) == 2
+
+
+def test_a_control_record_is_a_control_record() -> None:
+    meta = codec.encode_control(1, 4, b"payload")
+    assert codec.is_control(meta) and header.kind(meta) == header.KIND_CONTROL
+    assert bytes(codec.control_payload(meta)) == b"payload"
+    assert codec.track(meta)[2:4] == (1, 4) and header.route(meta) is None
+
+
+def test_a_small_array_after_a_route_section_is_still_8_byte_aligned() -> None:
+    route = Route(header.ROUTE_GROUP, group="odd", members=(1,))  # 7 bytes of route section
+    meta, _ = codec.encode(Message(np.arange(4.0)), STAMP, route=route)
+    got = codec.decode(bytearray(meta), [], NAMES).data
+    assert got.ctypes.data % 8 == 0
+    np.testing.assert_array_equal(got, np.arange(4.0))
+
+
+def test_another_codec_version_is_a_decode_error_naming_both() -> None:
+    meta, _ = codec.encode(Message("x"), STAMP)
+    version_3 = bytes([3]) + meta[1:56]  # a version 3 header was 56 bytes
+    for damaged in (version_3, bytes([5]) + meta[1:]):
+        for read in (codec.peek, codec.track, lambda m: codec.decode(m, [], NAMES)):
+            with pytest.raises(DecodeError, match=rf"version {damaged[0]} .*speaks 4\)"):
+                read(damaged)
+
+
+@pytest.mark.parametrize(
+    ("which", "number", "section"),
+    [(3, 4, b"\x00" * 8), (3, 1, b"\x00\x00\x00\x00\xff\xfe"), (9, 0, b"")],
+    ids=["members-past-the-section", "name-not-utf8", "unknown-route"],
+)
+def test_a_damaged_route_is_a_decode_error(which: int, number: int, section: bytes) -> None:
+    meta, _ = codec.encode(Message("x"), STAMP, route=Route(header.ROUTE_GROUP, group="g"))
+    out = bytearray(meta[: header.SIZE]) + section + meta[header.SIZE + 1 :]
+    out[header.ROUTE_AT] = which
+    struct.pack_into("<H", out, header.ROUTE_LEN_AT, len(section))
+    struct.pack_into("<I", out, header.NUMBER_AT, number)
+    with pytest.raises(DecodeError, match="route"):
+        header.route(out)
