@@ -32,6 +32,7 @@ from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.delivery.config import node_configs
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import (
+    ClosedError,
     DecodeError,
     GeodeTimeoutError,
     ReceiveTimeout,
@@ -324,7 +325,8 @@ class Geode:
         runtime = self._runtime
         if (ack or other_threads()) and not runtime.owned():  # ack: handlers may run here
             return runtime.serialised(self.send, message, source, dest, ack=ack, timeout=timeout)
-        runtime.check_sending("send")
+        if runtime.sealed and not runtime.serving:  # (inline: the hot path)
+            raise ClosedError("send")
         deadline = None
         if timeout is not None:
             timeout = check_timeout(timeout)
