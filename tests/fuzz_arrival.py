@@ -161,7 +161,7 @@ class World:
         self.next_id = 0
 
     def stamp(self) -> codec.Stamp:
-        pair = self.geode._runtime.engine._in.get((1, 0))
+        pair = self.geode._runtime.engine.pairs_in.get((1, 0))
         seq = pair.expected if pair is not None else 0
         self.next_id += 1
         return codec.make_stamp(self.next_id, seq, time.time(), 1, 0)

@@ -620,12 +620,9 @@ class Engine:
             self._due_since = time.perf_counter()
         self._due.add(key)
 
-    _mark_due = mark_due  # TODO(lead): persistence/snapshot.py's name for it; use mark_due
-
     @property
     def pairs_in(self) -> dict[tuple[int, int], PairIn]:
-        """(source, dest) -> the receiving side of each incoming pair (what a checkpoint
-        saves; persistence/snapshot.py still reads it as ``_in``, TODO(lead))."""
+        """(source, dest) -> the receiving side of each incoming pair (what a checkpoint saves)."""
         return self._in
 
     def flush(self) -> None:

@@ -123,7 +123,7 @@ def capture(engine: Engine) -> dict[str, Any]:
             ),
         }
     pairs_in = []
-    for (source, dest), live in engine._in.items():
+    for (source, dest), live in engine.pairs_in.items():
         pair = _as_processed(live, forgotten.get((source, dest), []))
         if pair.held:
             raise CheckpointError(
@@ -255,9 +255,9 @@ class Restored:
             for name in NodeStats.__slots__:
                 setattr(engine.stats[index], name, getattr(self.stats[index], name))
         for key, pair in self.pairs_in.items():
-            engine._in[key] = pair
+            engine.pairs_in[key] = pair
             if pair.ack_due:
-                engine._mark_due(key)  # acks owed at the checkpoint go out after it
+                engine.mark_due(key)  # acks owed at the checkpoint go out after it
         engine.pairs_out.update(self.pairs_out)
 
 

@@ -26,9 +26,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("transport/gate.py", "self.lock", "_is_owned"): "threading.Condition's RLock protocol",
     ("transport/gate.py", "self.lock", "_release_save"): "threading.Condition's RLock protocol",
     ("transport/gate.py", "self.lock", "_acquire_restore"): "threading.Condition's RLock protocol",
-    # Modules owned by another helper of issue 14, fixed by the lead after the merge.
-    ("persistence/snapshot.py", "engine", "_in"): "TODO(lead): owned by another helper",
-    ("persistence/snapshot.py", "engine", "_mark_due"): "TODO(lead): owned by another helper",
 }
 
 
