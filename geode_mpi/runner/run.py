@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import io
 import os
 import runpy
 import signal
@@ -126,6 +127,18 @@ def _run_code(code: str) -> None:
     exec(compiled, {"__name__": "__main__", "__builtins__": builtins})
 
 
+def whole_lines() -> None:
+    """Write this rank's stdout and stderr a whole line at a time.
+
+    mpiexec merges every rank's output into one stream. With ``PYTHONUNBUFFERED`` (or ``-u``),
+    ``print("rank", 0)`` writes each piece separately, so two ranks' lines came out spliced
+    ("rankrank 1 of 2" and " 0 of 2"); one write per line keeps lines whole.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True, write_through=False)
+
+
 def run(
     target: str,
     args: list[str],
@@ -148,6 +161,8 @@ def run(
     """
     kind = "module" if module else kind
     rank, size = world()
+    if size > 1:
+        whole_lines()
     try:
         configure_logging(log_level, rank, size)
     except ValueError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,9 +152,23 @@ def test_c_runs_on_every_rank() -> None:
     assert sorted(result.stdout.splitlines()) == ["rank 0 of 2", "rank 1 of 2"]
 
 
-def run_mpi(n: int, args: list[str]) -> subprocess.CompletedProcess[str]:
+@pytest.mark.mpi
+def test_ranks_print_whole_lines_even_unbuffered() -> None:
+    # PYTHONUNBUFFERED made print() write each piece apart, and mpiexec spliced two ranks'
+    # lines ("rankrank 1 of 2"): 124 of 6,000 lines here before the runner wrote whole lines.
+    code = (
+        "import os\nfor i in range(3000): print('rank', os.environ['PMI_RANK'], 'line', i, 'end')"
+    )
+    result = run_mpi(2, ["-m", "geode_mpi", "-c", code], PYTHONUNBUFFERED="1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    spliced = [line for line in lines if not re.fullmatch(r"rank [01] line \d+ end", line)]
+    assert len(lines) == 6000 and spliced == [], spliced[:5]
+
+
+def run_mpi(n: int, args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [mpiexec(), "-n", str(n), sys.executable, *args], env=clean_env(), cwd=ROOT,
+        [mpiexec(), "-n", str(n), sys.executable, *args], env=clean_env(**env), cwd=ROOT,
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
