@@ -50,6 +50,7 @@ SIZE = HEAD.size
 # lengths as one u32 (0: a plain Message without a route section).
 DECODE = struct.Struct("<BBBxqQdIIIIIqI4x")
 KIND_AT = 1  # the kind's byte: ``meta[KIND_AT]``
+FLAGS_AT = 2
 ROUTE_AT = 3
 ID_AT = 4
 TIMESTAMP_AT = 20
@@ -102,6 +103,17 @@ class Route(NamedTuple):
 def kind(meta: bytes | memoryview) -> int:
     """The kind of an encoded message (`KIND_CONTROL`: a control record)."""
     return meta[KIND_AT]
+
+
+def with_flags(meta: bytes | memoryview, *, add: int = 0, clear: int = 0) -> bytes:
+    """A copy of an encoded meta with the flags ``add`` set, then the flags ``clear`` cleared.
+
+    For the cold paths that send a message again (a resend, a topic's replay); the frames
+    and the checksum (which covers only the pickled sections) stay valid.
+    """
+    out = bytearray(meta)
+    out[FLAGS_AT] = (out[FLAGS_AT] | add) & ~clear & 0xFF
+    return bytes(out)
 
 
 def message_id(meta: bytes | memoryview) -> int:

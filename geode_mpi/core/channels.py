@@ -14,6 +14,7 @@ from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER
+from geode_mpi.transport import BroadcastStreams, require
 
 
 def _ignore(message: Message) -> None:
@@ -58,6 +59,7 @@ class Channels:
         geode = self._geode
         if geode.sealed:
             raise ClosedError("topic")
+        require(geode.transport, BroadcastStreams, f"Geode.topic({name!r})")
         if not isinstance(name, str) or not name:
             raise ValueError(f"a topic name must be a non-empty str, got {name!r}")
         if name in self.topics:

@@ -42,7 +42,7 @@ from geode_mpi.errors import (
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER
-from geode_mpi.transport import Transport, open_world
+from geode_mpi.transport import Collectives, PointToPoint, Transport, open_world, require
 from geode_mpi.transport.gate import locked, other_threads, senders_may_run
 from geode_mpi.transport.watchdog import hang_timeout
 
@@ -110,6 +110,10 @@ class Geode:
         if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
             check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
         transport = transport if transport is not None else open_world(comm)
+        # Collectives: the settings check below, close and checkpoints; topics ask for their
+        # broadcast streams when one is created (`Channels.topic`).
+        require(transport, PointToPoint, "Geode()")
+        require(transport, Collectives, "Geode()")
         names = node_names(nodes, transport.size)
         placement = Placement(names, transport.size)
         configs = node_configs(placement.names, placement.index, queue, queues)

@@ -140,6 +140,10 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
     if geode.arrived is None:
         geode.arrived = transport.all_entered()
     deadline = None if timeout is None else time.monotonic() + timeout
+    # The transport's own wait, not `Wait.until`, on purpose: the job is sealed and every
+    # rank is in close (a multi-rank close served requests until then), so nothing is left
+    # to serve or forward; and with no gate passed, close keeps the gate throughout, so no
+    # other thread sends while the counts below are gathered.
     if not transport.wait(geode.arrived, deadline):
         raise GeodeTimeoutError(
             f"close() on rank {geode.rank} timed out after {timeout:g} s: waiting for the "

@@ -334,17 +334,23 @@ class Runtime:
         """One process, nothing else can arrive: wait out the back-off of a failed message
         put back for a retry, if it ends within ``timeout``, and take what is then ready."""
         inbox = self.inboxes[index]
+        engine = self.engine
         deadline = None if timeout is None else time.monotonic() + timeout
+
+        def look() -> tuple[Parcel, Any] | Marker | None:
+            if self.closed:  # by another thread, while this one paused
+                return None
+            delay = inbox.next_ready()  # before the take: one due after it is taken next look
+            found = engine.take(index, match, key, False)
+            if found is not None:
+                return found
+            if not delay or (deadline is not None and time.monotonic() + delay > deadline):
+                return None  # none held back (or due, but not for this call), or due too late
+            return IDLE
+
         started = time.perf_counter()
         try:
-            while delay := inbox.next_ready():
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    return None  # it comes due after the timeout: nothing can arrive before
-                time.sleep(delay)
-                found = self.engine.take(index, match, key, False)
-                if found is not None:
-                    return found
-            return None
+            return Wait(engine, deadline, started).until(look)
         finally:
             self.waited(index, started, "wait: receive")
 

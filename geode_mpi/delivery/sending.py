@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.codec.header import with_flags
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.topics import TopicStream
@@ -201,9 +202,8 @@ class SendPath:
         resent and untracked: the earlier subscribers, which have them, skip them (see
         `geode_mpi.delivery.engine`'s ``_REPLAY``)."""
         for meta, frames in stream.retained:
-            again = bytearray(meta)
-            again[2] = (again[2] | codec.FLAG_RESENT) & ~_TRACKED_WAITED
-            self.broadcast(stream.number, bytes(again), frames, remote, local)
+            again = with_flags(meta, add=codec.FLAG_RESENT, clear=_TRACKED_WAITED)
+            self.broadcast(stream.number, again, frames, remote, local)
         self.stats[stream.number].resent += len(stream.retained) * added
 
     def control(self, source: int, dest: int, payload: bytes, batch: bool = False) -> None:
@@ -213,6 +213,4 @@ class SendPath:
 
     def resend(self, rank: int, meta: bytes, frames: Sequence[Any]) -> None:
         """Send a message again, flagged as resent (the receiver drops it if it has it)."""
-        again = bytearray(meta)
-        again[2] |= codec.FLAG_RESENT
-        self.transport.send(rank, bytes(again), frames)
+        self.transport.send(rank, with_flags(meta, add=codec.FLAG_RESENT), frames)

@@ -190,11 +190,12 @@ class Transport(PointToPoint, BroadcastStreams, Collectives, Protocol):
     """Every capability: what a Geode needs of its transport."""
 
 
-C = TypeVar("C")
+T = TypeVar("T")
 
 
-def require(transport: object, capability: type[C], needed_for: str) -> C:
-    """``transport`` as a ``capability`` (one of the protocols above), or a clear error.
+def require(transport: T, capability: type, needed_for: str) -> T:
+    """``transport`` itself if it has ``capability`` (one of the protocols above), else a clear
+    error. (``capability`` is a plain ``type``: mypy refuses a protocol for a ``type[C]``.)
 
     Raises:
         TypeError: the transport lacks a member of that capability (named in the message).

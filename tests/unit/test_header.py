@@ -108,3 +108,25 @@ def test_a_damaged_route_is_a_decode_error(which: int, number: int, section: byt
     struct.pack_into("<I", out, header.NUMBER_AT, number)
     with pytest.raises(DecodeError, match="route"):
         header.route(out)
+
+
+def test_with_flags_sets_then_clears_and_leaves_the_rest_as_it_was() -> None:
+    message = Message(np.arange(1000.0), headers={"h": 1})
+    flags = codec.FLAG_TRACKED | codec.FLAG_WAITED | codec.FLAG_TOPIC
+    meta, frames = codec.encode(message, STAMP, flags, reply_to=42)
+    again = header.with_flags(
+        meta, add=codec.FLAG_RESENT, clear=codec.FLAG_TRACKED | codec.FLAG_WAITED
+    )
+    resent = header.with_flags(memoryview(meta), add=codec.FLAG_RESENT)
+    assert codec.track(again) == codec.Track(
+        codec.FLAG_TOPIC | codec.FLAG_RESENT | header.FLAG_REST, 9, 3, 5, 42
+    )
+    assert codec.track(resent).flags == flags | codec.FLAG_RESENT | header.FLAG_REST
+    assert codec.track(meta).flags == flags | header.FLAG_REST  # the original is untouched
+    for copy in (again, resent):
+        assert copy[: header.FLAGS_AT] + copy[header.FLAGS_AT + 1 :] == (
+            meta[: header.FLAGS_AT] + meta[header.FLAGS_AT + 1 :]
+        )
+        got = codec.decode(copy, [np.asarray(f).copy() for f in frames], NAMES)
+        np.testing.assert_array_equal(got.data, message.data)
+        assert got.headers == {"h": 1} and got.id == STAMP.id

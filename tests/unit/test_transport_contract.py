@@ -4,11 +4,13 @@ the fault-injecting one (tests/faulty.py) with its faults off and on, at 1 and 3
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from faulty import Faults, FaultyHub
 from transport_contract import TransportContract, World
 
+from geode_mpi import Geode
 from geode_mpi.transport import (
     BroadcastStreams,
     InProcHub,
@@ -18,7 +20,7 @@ from geode_mpi.transport import (
     TransportBase,
     require,
 )
-from geode_mpi.transport.base import Frame
+from geode_mpi.transport.base import Frame, protocol_members
 
 
 def make_world(kind: str, size: int) -> World:
@@ -78,3 +80,43 @@ def test_require_names_the_missing_capability_and_its_members() -> None:
         "lacks all_entered, allgather, broadcast, check_same, close_stream, drain, open_stream, "
         "private_comm"
     )
+
+
+class WithoutStreams:
+    """An in-process endpoint that hides its broadcast streams (everything else passes on)."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in protocol_members(BroadcastStreams):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_a_geode_needs_collectives_and_says_so_when_created() -> None:
+    with pytest.raises(TypeError) as caught:
+        Geode(1, transport=PointToPointOnly())  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "Geode() needs a transport with Collectives; the loopback transport lacks "
+        "all_entered, allgather, check_same, drain, private_comm"
+    )
+
+
+def test_a_topic_needs_broadcast_streams_and_a_work_queue_does_not() -> None:
+    geode = Geode(["a", "b"], transport=WithoutStreams(InProcHub(1).endpoint(0)))
+    try:
+        with pytest.raises(TypeError) as caught:
+            geode.topic("prices", ["a"], ["b"])
+        assert str(caught.value) == (
+            "Geode.topic('prices') needs a transport with BroadcastStreams; the in-process "
+            "transport lacks broadcast, close_stream, open_stream"
+        )
+        queue = geode.work_queue("jobs", ["b"], producers=["a"])
+        queue.put(7, source="a")
+        queue.finish(source="a")
+        task = queue.get("b", timeout=5)
+        assert task is not None and task.data == 7
+        assert queue.get("b", timeout=5) is None
+    finally:
+        geode.close(timeout=5)
