@@ -90,6 +90,49 @@ def read_descriptor(
     return dtype, shape, fortran, offset + length
 
 
+# A small array's descriptor -> (dtype, the descriptor's length, element count, shape, Fortran
+# order, whether the elements as read are already the array: 1-d)
+_Small = tuple[np.dtype[Any], int, int, tuple[int, ...], bool, bool]
+_small: dict[bytes, _Small] = {}
+
+
+def small_array(meta: bytes | memoryview, start: int, end: int) -> np.ndarray[Any, Any]:
+    """The small array stored inside meta: its descriptor at ``start``, then padding to a
+    multiple of 8 bytes (of meta), then its bytes up to ``end``. A writable copy, never a view of
+    meta (whose buffer it would keep alive; a copy of up to a few KiB is cheaper than a view).
+
+    Raises:
+        ValueError, struct.error: the bytes do not hold such an array.
+    """
+    _, _, ndim, dt_len = _DESC.unpack_from(meta, start)
+    found = _small.get(bytes(meta[start : start + _DESC.size + dt_len + 8 * ndim]))
+    if found is None:
+        found = _learn_small(meta, start)
+    dtype, length, count, shape, fortran, one_d = found
+    at = start + length
+    at += -at % 8
+    nbytes = count * dtype.itemsize
+    if end - at != nbytes:
+        raise ValueError(
+            f"a small array of {count} x {dtype} needs {nbytes} bytes, its section holds {end - at}"
+        )
+    if not nbytes:
+        return np.empty(shape, dtype, order="F" if fortran else "C")
+    data: np.ndarray[Any, Any] = np.frombuffer(bytearray(meta[at:end]), dtype)
+    if one_d:
+        return data
+    return data.reshape(shape[::-1]).T if fortran else data.reshape(shape)
+
+
+def _learn_small(meta: bytes | memoryview, start: int) -> _Small:
+    dtype, shape, fortran, end = read_descriptor(meta, start)
+    found = (dtype, end - start, math.prod(shape), shape, fortran, len(shape) == 1)
+    if len(_small) >= _PARSED_MAX:
+        _small.clear()
+    _small[bytes(meta[start:end])] = found
+    return found
+
+
 _PyUnpickler: Any = pickle._Unpickler  # the pure-Python one: its dispatch table can be changed
 
 
