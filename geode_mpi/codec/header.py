@@ -5,7 +5,7 @@ Every layer that reads a header reads it here (docs/wire-format.md, "Meta", has 
     0 u8 version | 1 u8 kind | 2 u8 flags | 3 u8 route | 4 i64 id | 12 u64 seq
     20 f64 timestamp | 28 u32 source | 32 u32 dest | 36 u16 class-name length
     38 u16 route-section length | 40 u32 data frames | 44 u32 data length
-    48 i64 reply_to | 56 u32 CRC-32 of the pickled sections | 60 u32 route number
+    48 i64 reply_to | 56 u32 Adler-32 of the pickled sections | 60 u32 route number
     then: class name | route section | data section | rest section
 
 The accessors that run on every message (`track_fields`, `kind`) are the struct's own methods
@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from geode_mpi.errors import DecodeError
 
-VERSION = 4  # 4: routing fields, a CRC-32 of the pickled sections; 3: text, topic and work flags
+VERSION = 5  # 5: the checksum is an Adler-32; 4: routing fields, a CRC-32 of the pickled sections
 
 KIND_PICKLE = 0
 KIND_ARRAY = 1  # an array in its own frame
@@ -57,7 +57,7 @@ TIMESTAMP_AT = 20
 NAME_LEN_AT = 36
 ROUTE_LEN_AT = 38
 DATA_LEN_AT = 44
-CRC_AT = 56
+CHECKSUM_AT = 56
 NUMBER_AT = 60
 
 _U16 = struct.Struct("<H")
@@ -132,8 +132,8 @@ def data_length(meta: bytes | memoryview) -> int:
 
 
 def checksum(meta: bytes | memoryview) -> int:
-    """The CRC-32 of the pickled sections the sender stored."""
-    return int(_U32.unpack_from(meta, CRC_AT)[0])
+    """The Adler-32 of the pickled sections the sender stored."""
+    return int(_U32.unpack_from(meta, CHECKSUM_AT)[0])
 
 
 def source(meta: bytes | memoryview) -> int:

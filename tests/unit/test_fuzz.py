@@ -60,7 +60,8 @@ def _sealed(meta: bytes | bytearray) -> bytes:
     """Meta with its checksum made to match again: damage that got past the checksum."""
     out = bytearray(meta)
     body = codec.peek(out).body
-    struct.pack_into("<I", out, header.CRC_AT, wire.pickled_crc(out, out[1], out[2], body))
+    check = wire.pickled_checksum(out, out[1], out[2], body)
+    struct.pack_into("<I", out, header.CHECKSUM_AT, check)
     return bytes(out)
 
 

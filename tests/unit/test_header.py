@@ -38,7 +38,7 @@ def test_every_accessor_reads_what_encode_was_given(
     message = cls(data, headers={"h": 1}) if cls is Tagged else cls(data)
     flags = codec.FLAG_TRACKED | codec.FLAG_SEQUENCE
     meta, frames = codec.encode(message, STAMP, flags, reply_to=42, route=route)
-    assert meta[0] == header.VERSION == 4
+    assert meta[0] == header.VERSION == 5
     assert header.message_id(meta) == STAMP.id
     assert header.timestamp(meta) == STAMP.timestamp
     assert header.track_fields(meta) == (flags | (cls is Tagged), 9, 3, 5, 42)
@@ -48,10 +48,10 @@ def test_every_accessor_reads_what_encode_was_given(
     info = codec.peek(meta)
     assert info.stamp == STAMP and info.flags & flags == flags
     assert header.data_length(meta) == info.data_len
-    # the checksum is the CRC-32 of what C pickle reads: the pickled data, then the rest
+    # the checksum is the Adler-32 of what C pickle reads: the pickled data, then the rest
     pickled = meta[info.body : info.body + info.data_len] if info.kind == 0 else b""
     rest = meta[info.body + info.data_len :] if cls is Tagged else b""
-    assert header.checksum(meta) == zlib.crc32(pickled + rest)
+    assert header.checksum(meta) == (zlib.adler32(pickled + rest) if pickled + rest else 0)
     got = codec.decode(meta, [np.asarray(f).copy() for f in frames], NAMES)
     assert type(got) is cls and got.id == STAMP.id and got.reply_to == 42
     assert (got.source, got.dest) == ("node3", "node5")
@@ -89,9 +89,10 @@ def test_a_small_array_after_a_route_section_is_still_8_byte_aligned() -> None:
 def test_another_codec_version_is_a_decode_error_naming_both() -> None:
     meta, _ = codec.encode(Message("x"), STAMP)
     version_3 = bytes([3]) + meta[1:56]  # a version 3 header was 56 bytes
-    for damaged in (version_3, bytes([5]) + meta[1:]):
+    version_4 = bytes([4]) + meta[1:]  # a version 4 header: the same, with a CRC-32
+    for damaged in (version_3, version_4, bytes([6]) + meta[1:]):
         for read in (codec.peek, codec.track, lambda m: codec.decode(m, [], NAMES)):
-            with pytest.raises(DecodeError, match=rf"version {damaged[0]} .*speaks 4\)"):
+            with pytest.raises(DecodeError, match=rf"version {damaged[0]} .*speaks 5\)"):
                 read(damaged)
 
 
