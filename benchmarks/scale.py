@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -41,12 +42,17 @@ from geode_mpi import Geode, Message, QueueConfig
 HERE = Path(__file__).resolve().parent
 BIG_RUN_LOCK = Path("/tmp/geode-bigrun.lock")  # one run above BIG_RUN ranks on the machine
 BIG_RUN = 8
-# A bare mpi4py process: its peak RSS is the floor geode_mpi's is compared with.
+# The floors geode_mpi's peak RSS is compared with: a bare mpi4py process ("bare"), and a raw
+# job ("raw job": numpy and h5py imported, and an alltoall, so that MPI holds its state for
+# every peer, as it does in any job whose ranks all talk to each other).
 BARE = (
-    "import json, resource\nfrom mpi4py import MPI\n"
-    "peaks = MPI.COMM_WORLD.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
-    "print(json.dumps(peaks)) if MPI.COMM_WORLD.Get_rank() == 0 else None\n"
+    "import json, resource, sys\nfrom mpi4py import MPI\nworld = MPI.COMM_WORLD\n"
+    "if sys.argv[1] == 'raw job':\n    import h5py, numpy\n"
+    "    world.alltoall(list(range(world.Get_size())))\n"
+    "peaks = world.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+    "print(json.dumps(peaks)) if world.Get_rank() == 0 else None\n"
 )
+FLOORS = ("bare", "raw job")
 SCALED: launch.Scaled = {
     "repeats": (3, 1, "open/close cycles at each rank count"),
     "topics": (8, 2, "topics created per cycle (the time reported is per topic)"),
@@ -285,7 +291,7 @@ def run_launch(name: str, command: list[str], ranks: int, scratch: Path, quick: 
     if timed_out or code != 0:
         why = f"still running after {limit} s: stopped" if timed_out else f"exit status {code}"
         return {"failed": why, "log": text.splitlines()[-12:]}
-    if name.startswith("bare"):
+    if name.startswith("floor"):
         return json.loads(text.strip().splitlines()[-1])
     result, problem = load_result(out)
     return result if result is not None else {"failed": problem}
@@ -298,10 +304,15 @@ def measure_at(ranks: int, args: argparse.Namespace, scratch: Path) -> Any:
     script = [sys.executable, str(HERE / "scale.py"), "--dir", str(here)]
     script += ["--repeats", str(args.repeats), "--topics", str(args.topics)]
     script += ["--state", str(args.state)]
-    bare = run_launch(f"bare{ranks}", [sys.executable, "-c", BARE], ranks, here, args.quick)
+    floors = {
+        floor: run_launch(
+            f"floor{ranks}-{k}", [sys.executable, "-c", BARE, floor], ranks, here, args.quick
+        )
+        for k, floor in enumerate(FLOORS)
+    }
     measure = [*script, "--worker", "measure", "--json", str(here / f"measure{ranks}.json")]
     record = run_launch(f"measure{ranks}", measure, ranks, here, args.quick)
-    record["bare_rss"] = bare
+    record["floor_rss"] = floors
     if args.other_ranks and "failed" not in record and ranks >= 4:
         other = ranks // 2  # a shrink: nodes=P on fewer ranks is a valid Geode today
         restart = [*script, "--worker", "restart", "--nodes", str(ranks)]
@@ -312,7 +323,7 @@ def measure_at(ranks: int, args: argparse.Namespace, scratch: Path) -> Any:
 
 def drive(args: argparse.Namespace, argv: list[str]) -> int:
     """Measure every rank count, then report; 1 if a launch failed."""
-    began, clock = reporting.started(), time.monotonic()
+    began, clock, load = reporting.started(), time.monotonic(), os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="geode-scale-"))
     records: dict[int, dict[str, Any]] = {}
     try:
@@ -325,6 +336,7 @@ def drive(args: argparse.Namespace, argv: list[str]) -> int:
     settings = {"quick": args.quick, "ranks": args.ranks, "repeats": args.repeats}
     settings |= {"topics": args.topics, "state_bytes": args.state, "argv": argv}
     settings |= {"revision": revision(), "other_ranks": args.other_ranks}
+    summary["load_average"] = {"start": load, "end": os.getloadavg()[0]}  # a busy machine?
     path = args.json or RESULTS / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
     report(summary, path, args)
     numbers = {"summary": summary, "records": {str(p): r for p, r in records.items()}}

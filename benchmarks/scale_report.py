@@ -69,10 +69,13 @@ def mib(values: list[int]) -> dict[str, float]:
 
 
 def memory_row(ranks: int, record: dict[str, Any]) -> dict[str, Any]:
-    rss, bare = record["rss"], record.get("bare_rss")
+    """The peak RSS per rank of the geode job and of each floor (None if its launch failed)."""
+    rss, floors = record["rss"], record.get("floor_rss", {})
     row = {"ranks": ranks, "peak": mib(rss["peak"]), "start": mib(rss["start"])}
     row["after_cycles"] = [mib(values)["max"] for values in rss["after_cycles"]]
-    row["bare_peak"] = mib(bare) if isinstance(bare, list) else None
+    for floor, key in (("bare", "bare_peak"), ("raw job", "raw_job_peak")):
+        peaks = floors.get(floor)
+        row[key] = mib(peaks) if isinstance(peaks, list) else None
     return row
 
 
@@ -139,18 +142,20 @@ def fit_table(summary: dict[str, Any]) -> list[str]:
 
 
 def memory_table(summary: dict[str, Any]) -> list[str]:
-    columns = [("P", 5), ("bare mpi4py", 13), ("geode peak", 12), ("extra", 9)]
-    table = reporting.Table([*columns, ("after each cycle (max rank)", 34)])
+    columns = [("P", 5), ("bare mpi4py", 13), ("raw job", 9), ("geode peak", 12)]
+    table = reporting.Table([*columns, ("- raw job", 11), ("after each cycle (max rank)", 34)])
     lines = ["Peak RSS per rank, MiB (the largest rank's)", *table.head()]
     for row in summary["memory"]:
-        bare = row["bare_peak"]["max"] if row["bare_peak"] else None
-        extra = f"{row['peak']['max'] - bare:.1f}" if bare is not None else "?"
+        bare, raw = (row[key]["max"] if row[key] else None for key in ("bare_peak", "raw_job_peak"))
+        peak = row["peak"]["max"]
         cycles = " -> ".join(f"{value:.1f}" for value in row["after_cycles"])
-        bare_cell = f"{bare:.1f}" if bare is not None else "?"
-        lines.append(
-            table.row([str(row["ranks"]), bare_cell, f"{row['peak']['max']:.1f}", extra, cycles])
-        )
+        cells = [cell(bare), cell(raw), cell(peak), cell(None if raw is None else peak - raw)]
+        lines.append(table.row([str(row["ranks"]), *cells, cycles]))
     return lines
+
+
+def cell(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f}"
 
 
 def restart_lines(summary: dict[str, Any]) -> list[str]:
@@ -171,6 +176,9 @@ def tables(summary: dict[str, Any], quick: bool) -> list[str]:
     lines = reporting.header(env, "scale.py: geode_mpi beside raw mpi4py/h5py", quick)
     if env.get("cores"):
         lines.append(f"up to {env['ranks']} ranks on {env['cores']} cores (oversubscribed)")
+    if "load_average" in summary:
+        load = summary["load_average"]
+        lines.append(f"load average {load['start']:.1f} at the start, {load['end']:.1f} at the end")
     for op in OPS:
         lines.append(f"  {op:<11} {GEODE_OF[op]:<30} beside {RAW_OF[op]}")
     lines += ["", *time_table(summary, "geode_s", "geode_mpi, ms (slowest rank) x geode/raw")]
@@ -214,8 +222,12 @@ def plot(summary: dict[str, Any], path: Path, quick: bool) -> str:
     ranks = [row["ranks"] for row in memory]
     axes[6].plot(ranks, [row["peak"]["max"] for row in memory], "-o", color=suite_plots.GEODE)
     axes[6].lines[-1].set_label("geode_mpi job, peak")
-    bare = [row["bare_peak"]["max"] if row["bare_peak"] else np.nan for row in memory]
-    axes[6].plot(ranks, bare, "-o", color=suite_plots.RAW, label="bare mpi4py, peak")
+    for key, style, label in (
+        ("raw_job_peak", "-o", "raw job"),
+        ("bare_peak", ":o", "bare mpi4py"),
+    ):
+        floor = [row[key]["max"] if row[key] else np.nan for row in memory]
+        axes[6].plot(ranks, floor, style, color=suite_plots.RAW, label=f"{label}, peak")
     ranks_axis(axes[6], ranks, "peak RSS per rank (largest)", "MiB", log=False)
     for op in OPS:
         rows = summary["ops"][op]["rows"]
