@@ -64,10 +64,11 @@ def first_disagreeing(comm: MPI.Intracomm, words: Words) -> int:
 
 def difference(first: bytes, other: bytes, rank: int) -> str:
     """Where two values first differ, with a short excerpt of each from there."""
-    at = next(
-        (k for k, (a, b) in enumerate(zip(first, other, strict=False)) if a != b),
-        min(len(first), len(other)),
+    common = min(len(first), len(other))
+    unequal = np.flatnonzero(
+        np.frombuffer(first, np.uint8, common) != np.frombuffer(other, np.uint8, common)
     )
+    at = int(unequal[0]) if unequal.size else common
     start = max(at - EXCERPT // 3, 0)
     return (
         f"they first differ at byte {at}: rank 0 has {excerpt(first, start)}, "
