@@ -11,19 +11,40 @@ references crashed or hung the HDF5 library in a fuzzing run.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from geode_mpi.errors import CheckpointError as CheckpointError  # old import path still works
+
+
+def _lazy(name: str) -> Any:
+    """Module ``name``, executed at its first attribute access (importlib's LazyLoader)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module named {name!r}")
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    import h5py
+else:  # loaded at the first checkpoint or restart: a Geode without them never pays its 13 MB
+    h5py = _lazy("h5py")
 
 # The version of this layout; a reader refuses others. 2: JSON leaves for small dicts. 3: no
 # variable-length strings: root attributes as one JSON uint8 attribute, kinds fixed-length.

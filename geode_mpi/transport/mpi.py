@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from geode_mpi.errors import DecodeError, GeodeTimeoutError, WorldMismatchError
+from geode_mpi.errors import DecodeError, GeodeTimeoutError
+from geode_mpi.transport import agreement
 from geode_mpi.transport.backoff import tighten_timer_slack
 from geode_mpi.transport.base import (
     Frame,
@@ -686,13 +687,8 @@ class MPITransport(TransportBase):
     # -- collective steps ------------------------------------------------------------------
 
     def check_same(self, value: bytes, what: str) -> None:
-        values = self.comm.allgather(value)
-        for rank, other in enumerate(values):
-            if other != values[0]:
-                raise WorldMismatchError(
-                    f"rank {rank} disagrees with rank 0 about {what}: every rank must create "
-                    "its Geode with the same arguments"
-                )
+        """See `Transport.check_same`: by digest (`agreement.check_same`), O(1) bytes a rank."""
+        agreement.check_same(self.comm, value, what)
 
     def private_comm(self) -> MPI.Intracomm:
         """See `Transport.private_comm`: a duplicate of this transport's communicator."""
@@ -732,29 +728,53 @@ class MPITransport(TransportBase):
         while True:
             self.flush()
             before = list(self.sent_to)
-            expected = self.comm.alltoall(before)
+            request, counted, _ = self._post_expected()
+            request.Wait()
+            expected = int(counted[0])
             mine = {key: s.count for key, s in self._streams.items() if s.is_root}
             roots: dict[int, int] = {}
             for counts in self.comm.allgather(mine):
                 roots.update(counts)
             members = [s for s in self._streams.values() if not s.is_root]
             if not self.wait(functools.partial(self._drained, expected, roots, members), deadline):
-                short = {
-                    rank: expected[rank] - self.received_from[rank]
-                    for rank in range(self.size)
-                    if expected[rank] > self.received_from[rank]
-                }
                 raise GeodeTimeoutError(
-                    f"drain on rank {self.rank} timed out after {timeout:g} s: messages still "
-                    f"expected from ranks {short}; {self.pending_summary()}"
+                    f"drain on rank {self.rank} timed out after {timeout:g} s: "
+                    f"{self._missing(expected)}"
                 )
             self.flush()
-            if not any(self.comm.allgather(self.sent_to != before)):
+            if not self.any_rank(self.sent_to != before):
                 return
 
-    def _drained(self, expected: list[int], roots: dict[int, int], members: list[Stream]) -> bool:
+    def any_rank(self, flag: bool) -> bool:
+        """Collective: whether ``flag`` is True on any rank (one fixed-size allreduce)."""
+        return bool(self.comm.allreduce(flag, MPI.LOR))
+
+    def _post_expected(self) -> tuple[MPI.Request, Frame, Frame]:
+        """Start learning how many envelopes the ranks sent here in all: a sum of every
+        rank's per-destination counts, scattered (O(log P) rounds, one number received)."""
+        expected = np.zeros(1, np.int64)
+        sent = np.array(self.sent_to, np.int64)
+        request = self.comm.Ireduce_scatter_block([sent, MPI.INT64_T], [expected, MPI.INT64_T])
+        return request, expected, sent
+
+    def _arrived(self, expected: int) -> bool:
+        """Whether ``expected`` envelopes (from all ranks together) have reached the sink."""
+        return sum(self.received_from) >= expected
+
+    def _missing(self, expected: int) -> str:
+        got = sum(self.received_from)
         return (
-            all(got >= want for got, want in zip(self.received_from, expected, strict=True))
+            f"messages still expected: {expected - got} of the {expected} the ranks sent here "
+            f"(from the ranks {self.senders()} so far); {self.pending_summary()}"
+        )
+
+    def senders(self) -> list[int]:
+        """The ranks this rank has received anything from."""
+        return [rank for rank, count in enumerate(self.received_from) if count]
+
+    def _drained(self, expected: int, roots: dict[int, int], members: list[Stream]) -> bool:
+        return (
+            self._arrived(expected)
             and not self.busy
             and all(stream.count >= roots.get(stream.key, 0) for stream in members)
         )
@@ -773,7 +793,9 @@ class MPITransport(TransportBase):
             )
 
     def close(self, timeout: float | None = None) -> None:
-        """Complete every send, learn how many envelopes each rank sent here, receive them all."""
+        """Complete every send, learn how many envelopes the ranks sent here in all (one
+        reduce-scatter: O(log P) rounds, not the P-sized exchange of an alltoall), receive them
+        all."""
         if self._closed:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -783,28 +805,16 @@ class MPITransport(TransportBase):
         self._wait(lambda: not self._active, deadline, timeout, self.pending_summary)
         if self._closing is None:
             # Posted once: a close() that timed out resumes waiting on the same exchange.
-            expected = np.zeros(self.size, np.int64)
-            sent = np.array(self.sent_to, np.int64)
-            request = self.comm.Ialltoall([sent, MPI.INT64_T], [expected, MPI.INT64_T])
-            self._closing = (request, expected, sent)
+            self._closing = self._post_expected()
         request, expected, _ = self._closing
         self._wait(
             request.Test, deadline, timeout, lambda: "waiting for the other ranks to call close()"
         )
-
-        def missing() -> str:
-            short = {
-                rank: int(expected[rank] - self.received_from[rank])
-                for rank in range(self.size)
-                if expected[rank] != self.received_from[rank]
-            }
-            return f"messages still expected from ranks {short}; {self.pending_summary()}"
-
         self._wait(
-            lambda: expected.tolist() == self.received_from and not self._waiting_sources,
+            lambda: self._arrived(int(expected[0])) and not self._waiting_sources,
             deadline,
             timeout,
-            missing,
+            lambda: self._missing(int(expected[0])),
         )
         self.comm.Free()
         self._closed = True

@@ -29,3 +29,27 @@ def test_check_same_names_the_rank_that_disagrees() -> None:
             transport.check_same(b"same" if transport.rank != 1 else b"other", "x")
     transport.check_same(b"same", "y")
     transport.close(timeout=60)
+
+
+def test_check_same_names_the_lowest_disagreeing_rank_and_where_values_differ() -> None:
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    if size > 2:
+        long = b"a" * 100_000 + (b"B" if rank >= 2 else b"A") + b"z" * 1000
+        with pytest.raises(WorldMismatchError) as raised:
+            transport.check_same(long, "a long value")
+        text = str(raised.value)
+        assert text.startswith("rank 2 disagrees with rank 0 about a long value: every rank ")
+        assert "they first differ at byte 100000: rank 0 has ...'aaaaaaaaaaaaaaaaaaaaAzzz" in text
+        assert "rank 2 has ...'aaaaaaaaaaaaaaaaaaaaBzzz" in text
+    if size > 1:
+        with pytest.raises(WorldMismatchError, match=r"rank 1 disagrees with rank 0 about z"):
+            transport.check_same(b"zero" if rank == 0 else b"rest", "z")  # rank 0 alone differs
+        shorter = b"same" + (b"" if rank == 0 else b"+more")
+        with pytest.raises(
+            WorldMismatchError, match=r"byte 4: rank 0 has 'same', rank 1 has 'same\+more'\)"
+        ):
+            transport.check_same(shorter, "lengths")
+    transport.check_same(b"x" * 3_000_000, "a large value every rank has")
+    transport.check_same(b"", "an empty value")
+    transport.close(timeout=60)
