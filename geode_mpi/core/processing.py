@@ -157,10 +157,8 @@ class Quiescence:
             self._warn_if_stuck()
         if not idle:
             return False
-        if self.parent is None and not self.asked:  # rank 0, between waves: start one
-            self.waves += 1
-            self._begin(self.waves)
-            self._send(self.children, WAVE_ASK, self.waves)
+        if self.parent is None and not self.asked:  # rank 0, between waves
+            self._start()
         if not self.asked or len(self.heard) < len(self.children):
             return False
         sent = engine.data_sent + self.sums[0]
@@ -174,7 +172,15 @@ class Quiescence:
         if done:
             self._send(self.children, WAVE_QUIET, wave)
             self.quiet = wave
+        else:
+            self._start()  # at once: rank 0 is idle now, and the next look may be a pause away
         return done
+
+    def _start(self) -> None:
+        """Rank 0: start the next wave."""
+        self.waves += 1
+        self._begin(self.waves)
+        self._send(self.children, WAVE_ASK, self.waves)
 
     def _warn_if_stuck(self) -> None:
         """Say which ranks keep a quiescence wave waiting (a rank not in run(), or busy)."""
