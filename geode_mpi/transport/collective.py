@@ -13,7 +13,12 @@ the parent of ``v`` is ``(v - 1) // fanout`` and its children ``v * fanout + 1``
 
 from __future__ import annotations
 
-FANOUT = 4  # children per rank: 64 ranks are 3 steps deep, 4,096 ranks 6
+# Children per rank. A rank waiting in run() sleeps up to 1 ms between polls, so each step of a
+# wave can cost that much, while a record costs some 20-50 us of Python: a wider tree has fewer
+# steps. With 8, 64 ranks are 2 steps deep and 4,096 ranks 4 (waves: 4 and 8 steps; the star it
+# replaced, 2 steps but 2 (P - 1) records through rank 0, some 200 ms per wave at 4,096 ranks).
+# Measured at 64 ranks on 2 cores (steps cost scheduling there): 4 took 1.2 to 2 times as long.
+FANOUT = 8
 
 
 def _relative(rank: int, size: int, root: int) -> int:

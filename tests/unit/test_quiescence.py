@@ -86,7 +86,7 @@ def test_no_rank_handles_more_than_its_children_of_each_wave() -> None:
     """The coordinator used to ask, and hear from, every rank itself: 2 (P - 1) records per
     wave through rank 0. Down and up a tree, no rank sends more than FANOUT asks and one
     answer per wave, and the whole wave costs 2 (P - 1) records."""
-    size = 21  # three levels with a fan-out of 4
+    size = 21  # three levels with a fan-out of 8
     hub = CountingHub(size)
     geodes, reasons, _ = run_everywhere(hub, 0)
     assert reasons == ["quiescent"] * size
