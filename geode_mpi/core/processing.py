@@ -90,6 +90,12 @@ class Quiescence:
     or sent anything between its two reads, and each was idle (nothing queued, nothing in hand)
     at both, and only a message can give an idle rank work: so at t every rank was idle and
     nothing was in flight, which stays so. Rank 0 then sends "quiet" down the tree.
+
+    The two waves may straddle two run() calls (a job quiet since the last verdict needs one
+    wave), but a verdict ends a rank's run() only if that rank's read of the wave was made in
+    this run() (``floor``): what it did between two runs is in no earlier read. (As before, a
+    rank whose run() ends another way after it answered, by ``count`` or ``until``, may send
+    again: quiescence speaks for the ranks that stay in run().)
     """
 
     def __init__(self, geode: Runtime) -> None:
@@ -168,7 +174,9 @@ class Quiescence:
             self._send([self.parent], WAVE_ANSWER, wave, sent, received)
             return False
         done = sent == received and (sent, received) == self.previous
-        self.previous = None if done else (sent, received)
+        # Kept after a verdict too: the first wave of the next run() is consecutive to this one,
+        # so a job that did nothing in between is found quiet in one wave.
+        self.previous = (sent, received)
         if done:
             self._send(self.children, WAVE_QUIET, wave)
             self.quiet = wave

@@ -58,17 +58,22 @@ def run_everywhere(hub: InProcHub, hops: int) -> tuple[list[Geode], list[str], C
         geode.on(Hop)(hop)
     if hops:
         geodes[0].send(Hop(hops - 1), "node0", "node1")
-    reasons = [""] * size
+    return geodes, run_all(geodes), handled
+
+
+def run_all(geodes: list[Geode]) -> list[str]:
+    """Each Geode's run(), each in its own thread: why each ended."""
+    reasons = [""] * len(geodes)
 
     def run(rank: int) -> None:
         reasons[rank] = geodes[rank].run(timeout=TIMEOUT).reason
 
-    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(size)]
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(len(geodes))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(TIMEOUT + 5)
-    return geodes, reasons, handled
+    return reasons
 
 
 @pytest.mark.parametrize("size", [2, 9, 21])
@@ -98,6 +103,20 @@ def test_no_rank_handles_more_than_its_children_of_each_wave() -> None:
         assert hub.sent[rank, WAVE_ANSWER] == (waves if rank else 0), rank
         assert hub.sent[rank, WAVE_QUIET] == children, rank
     assert sum(hub.sent.values()) == 2 * (size - 1) * waves + (size - 1)
+    for geode in geodes:
+        geode.close()
+
+
+def test_a_job_quiet_since_the_last_verdict_is_found_quiet_in_one_wave() -> None:
+    hub = CountingHub(9)
+    geodes, reasons, _ = run_everywhere(hub, 5)
+    assert reasons == ["quiescent"] * 9
+    waves = len(hub.waves)
+    assert run_all(geodes) == ["quiescent"] * 9
+    assert len(hub.waves) == waves + 1  # consecutive to the verdict's wave, and equal to it
+    geodes[0].send(Hop(0), "node0", "node1")  # something moved: one wave cannot prove it
+    assert run_all(geodes) == ["quiescent"] * 9
+    assert len(hub.waves) >= waves + 3
     for geode in geodes:
         geode.close()
 
