@@ -223,6 +223,25 @@ def test_hang_timeout_reports_8_hung_ranks_as_waiting_beside_a_cpu_hog() -> None
 
 
 @pytest.mark.mpi
+def test_hang_timeout_asks_from_rank_1_once_when_rank_0_computes() -> None:
+    """Rank 0 cannot ask: rank 1 does, one grace period later, and the ranks above it, which
+    would ask a little later still, leave it to rank 1: one census, 2 (P - 1) messages."""
+    result = mpirun(
+        4,
+        ["-m", "geode_mpi", "--hang-timeout", "3", "tests/scripts/rank0_busy.py"],
+        timeout=120,
+    )
+    assert result.returncode == 124 and not result.timed_out, result.explain()
+    err = result.stderr
+    assert "[rank 1/4 node1] geode_mpi: no progress for" in err, result.explain()
+    assert err.count("asked every rank what it waits for") == 1, result.explain()
+    assert "[rank 1/4 node1] asked 3 rank(s) down a tree of depth 1: 6 watchdog" in err
+    assert "from rank(s) [0]: busy outside geode_mpi" in err
+    for rank in (2, 3):
+        assert f"[rank {rank}/4 node{rank}] waiting " in err, result.explain()
+
+
+@pytest.mark.mpi
 def test_hang_timeout_leaves_a_computing_rank_alone() -> None:
     result = mpirun(
         2,

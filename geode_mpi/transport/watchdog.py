@@ -8,7 +8,7 @@ inside a geode_mpi wait or call answer from there, whatever the hang check of th
 the ranks the tree did not hear from are asked once more directly, and a rank that still does
 not answer is busy outside geode_mpi (computing, or in an MPI call of the job's own). This rank
 prints all the answers as one report, then aborts the job. Rank 0 asks first; another rank asks
-one grace period later, and only if no lower rank asked meanwhile.
+one grace period later (rank r, 0.05 r s more), and only if no lower rank asked meanwhile.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ HANG_VARIABLE = "GEODE_HANG_TIMEOUT"
 HANG_STATUS = 124  # the exit status of a job the watchdog ended (as timeout(1) uses)
 CHECK_EVERY = 0.05  # seconds between two looks at this rank's activity
 SERVE_EVERY = 0.01  # seconds between two looks for the censuses' messages
+STAGGER = 0.05  # seconds between the times two ranks would ask, after rank 0
 # A rank whose waits paused last this long ago was outside geode_mpi meanwhile (computing):
 # its time waiting starts over.
 OUTSIDE_GAP = 1.5
@@ -112,8 +113,10 @@ class Watchdog:
         self.census = None if comm is None else Census(comm)
         self.rank = 0 if comm is None else comm.Get_rank()
         self.size = 1 if comm is None else comm.Get_size()
-        # Rank 0 asks first; the others give it a grace period (it may be asking already).
-        self.ask_after = timeout + (self._grace() if self.rank else 0.0)
+        # Rank 0 asks first; the others give it a grace period (it may be busy elsewhere), and
+        # each a little more than the rank below it, whose question then reaches it first.
+        grace = self._grace()
+        self.ask_after = timeout + (grace + min(STAGGER * self.rank, grace) if self.rank else 0.0)
         now = time.monotonic()
         self._next_look = 0.0
         self._next_serve = 0.0
