@@ -77,8 +77,8 @@ class Quiescence:
     Rank 0 starts each wave: an ask goes down the tree (`transport.collective`; every rank
     passes it on to its children as it arrives), and each rank, once its children have
     answered and it is itself idle in run(), answers its parent with the sums of the counts of
-    data messages sent and received by itself and the ranks below it. No rank handles more than
-    FANOUT + 1 records of a wave; a wave takes about 2 log_FANOUT(P) steps.
+    data messages sent and received by itself and the ranks below it. No rank sends or takes in
+    more than FANOUT + 1 records of a wave each way; a wave takes about 2 log_FANOUT(P) steps.
 
     Why two equal waves prove quiescence (Mattern's four counters). Counts only grow. Each rank
     reads its counts once per wave, when it answers, idle. Rank 0 reads its own after all of

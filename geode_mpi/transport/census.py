@@ -5,9 +5,9 @@ The asking rank (the root) sends its question to its children in the tree from i
 (`transport.collective`); each rank passes it on to its own children as it takes it in, and
 answers its parent once its children have answered, or once its share of the time is up: its
 own answer with every answer from below. A census of P ranks costs 2 (P - 1) messages, no rank
-handles more than FANOUT + 1 of them, and it takes about 2 log_FANOUT(P) steps. The ranks a
-census did not hear from (a rank busy elsewhere silences the ranks below it too) can then be
-asked directly, one message each way.
+sends or takes in more than FANOUT + 1 of them each way, and it takes about 2 log_FANOUT(P)
+steps. The ranks a census did not hear from (a rank busy elsewhere silences the ranks below it
+too) can then be asked directly, one message each way.
 
 Everything is polled (`serve`) from the waits of the ranks: nothing here blocks.
 """
