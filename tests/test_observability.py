@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -190,6 +193,52 @@ def test_hang_timeout_reports_every_rank_and_aborts() -> None:
     assert "[rank 2/3 node2] waiting " in err  # rank 2 answered from its own wait
     assert "no answer within" in err and "rank(s) [1]" in err
     assert result.seconds < 60
+
+
+@pytest.mark.mpi
+def test_hang_timeout_reports_8_hung_ranks_as_waiting_beside_a_cpu_hog() -> None:
+    """Issue 15: with every rank waiting inside geode_mpi and a CPU hog beside, the report used
+    to call 5 of 7 ranks busy outside geode_mpi (a rank that had asked, or deferred, did not
+    answer for seconds). Asked down a tree, each answers; the census costs 2 (P - 1) messages
+    (every hung rank asked every other before: up to P (P - 1) questions)."""
+    ranks = 8
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        result = mpirun(
+            ranks,
+            ["-m", "geode_mpi", "--hang-timeout", "3", "tests/scripts/all_hang.py"],
+            timeout=120,
+        )
+    finally:
+        hog.kill()
+        hog.wait()
+    assert result.returncode == 124 and not result.timed_out, result.explain()
+    err = result.stderr
+    for rank in range(ranks):
+        assert f"[rank {rank}/{ranks} node{rank}] waiting " in err, result.explain()
+    assert "no answer within" not in err and "busy outside" not in err, result.explain()
+    counted = re.search(r"down a tree of depth 1: (\d+) watchdog message\(s\) in all", err)
+    assert counted is not None, result.explain()
+    assert int(counted.group(1)) <= 4 * (ranks - 1), result.explain()  # 14 when all answer
+
+
+@pytest.mark.mpi
+def test_hang_timeout_asks_from_rank_1_once_when_rank_0_computes() -> None:
+    """Rank 0 cannot ask: rank 1 does, one grace period later, and the ranks above it, which
+    would ask a little later still, leave it to rank 1: one census, 2 (P - 1) messages."""
+    result = mpirun(
+        4,
+        ["-m", "geode_mpi", "--hang-timeout", "3", "tests/scripts/rank0_busy.py"],
+        timeout=120,
+    )
+    assert result.returncode == 124 and not result.timed_out, result.explain()
+    err = result.stderr
+    assert "[rank 1/4 node1] geode_mpi: no progress for" in err, result.explain()
+    assert err.count("asked every rank what it waits for") == 1, result.explain()
+    assert "[rank 1/4 node1] asked 3 rank(s) down a tree of depth 1: 6 watchdog" in err
+    assert "from rank(s) [0]: busy outside geode_mpi" in err
+    for rank in (2, 3):
+        assert f"[rank {rank}/4 node{rank}] waiting " in err, result.explain()
 
 
 @pytest.mark.mpi

@@ -3,9 +3,12 @@
 Every wait loop in geode_mpi pauses through `Backoff`; once a wait has been idle for a while its
 pauses call the hook installed here. When one wait has seen nothing arrive or leave for
 ``timeout`` seconds, this rank asks every other rank, over a communicator of its own, what it is
-waiting for. Ranks that are themselves inside a geode_mpi wait answer within a fraction of a
-second; a rank that does not answer is busy outside geode_mpi (computing, or in an MPI call of
-the job's own). This rank prints all the answers as one report, then aborts the job.
+waiting for: a census down a tree of the ranks (`transport.census`), 2 (P - 1) messages. Ranks
+inside a geode_mpi wait or call answer from there, whatever the hang check of their own is doing;
+the ranks the tree did not hear from are asked once more directly, and a rank that still does
+not answer is busy outside geode_mpi (computing, or in an MPI call of the job's own). This rank
+prints all the answers as one report, then aborts the job. Rank 0 asks first; another rank asks
+one grace period later (rank r, 0.05 r s more), and only if no lower rank asked meanwhile.
 """
 
 from __future__ import annotations
@@ -17,21 +20,25 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from geode_mpi.transport import backoff
+from geode_mpi.transport import backoff, collective
 from geode_mpi.transport.abort import abort_world, last_words
+from geode_mpi.transport.census import Census
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
     from mpi4py import MPI
 
 HANG_VARIABLE = "GEODE_HANG_TIMEOUT"
 HANG_STATUS = 124  # the exit status of a job the watchdog ended (as timeout(1) uses)
-_TAG_ASK = 1
-_TAG_ANSWER = 2
-CHECK_EVERY = 0.05  # seconds between two looks at the clock and the watchdog's messages
+CHECK_EVERY = 0.05  # seconds between two looks at this rank's activity
+SERVE_EVERY = 0.01  # seconds between two looks for the censuses' messages
+STAGGER = 0.05  # seconds between the times two ranks would ask, after rank 0
 # A rank whose waits paused last this long ago was outside geode_mpi meanwhile (computing):
 # its time waiting starts over.
 OUTSIDE_GAP = 1.5
-IN_WAIT = 0.1  # a pause this recent means the rank is inside a wait now
+# A pause this recent means the rank is inside a wait now. Generous: under load a waiting rank
+# may not run for a while between its pause and its next poll, and a rank that left its wait
+# and runs geode_mpi calls since moves messages, which resets its time stuck anyway.
+IN_WAIT = 1.0
 
 
 def hang_timeout(environ: Any = None) -> float | None:
@@ -103,16 +110,21 @@ class Watchdog:
         self.activity = activity
         self.label = label
         self.comm = comm
+        self.census = None if comm is None else Census(comm)
         self.rank = 0 if comm is None else comm.Get_rank()
         self.size = 1 if comm is None else comm.Get_size()
+        # Rank 0 asks first; the others give it a grace period (it may be busy elsewhere), and
+        # each a little more than the rank below it, whose question then reaches it first.
+        grace = self._grace()
+        self.ask_after = timeout + (grace + min(STAGGER * self.rank, grace) if self.rank else 0.0)
         now = time.monotonic()
-        self._next_check = 0.0
+        self._next_look = 0.0
+        self._next_serve = 0.0
+        self._next_hang_check = 0.0
         self._last_pause = now  # the last sleeping pause of a wait
         self._waiting_since = now  # when this rank last came back into geode_mpi's waits
         self._last_activity = now
         self._fingerprint = activity()
-        self._requests: list[MPI.Request] = []  # our questions and answers in flight
-        self._round = 0  # questions asked so far: answers to earlier ones are ignored
 
     def install(self) -> None:
         """Be called from every sleeping pause of every wait, and from the progress engine."""
@@ -136,17 +148,15 @@ class Watchdog:
         lines += [f"  {line}" for line in self.describe()]
         return "\n".join(f"{self.label} {line}" for line in lines)
 
-    def _look(self, now: float) -> bool:
-        """Every CHECK_EVERY: note activity, prune requests. False when not yet due."""
-        if now < self._next_check:
-            return False
-        self._next_check = now + CHECK_EVERY
+    def _look(self, now: float) -> None:
+        """Every CHECK_EVERY: note activity."""
+        if now < self._next_look:
+            return
+        self._next_look = now + CHECK_EVERY
         fingerprint = self.activity()
         if fingerprint != self._fingerprint:
             self._fingerprint = fingerprint
             self._last_activity = now
-        self._requests = [request for request in self._requests if not request.Test()]
-        return True
 
     def _stuck(self, now: float) -> float:
         return now - max(self._last_activity, self._waiting_since)
@@ -157,34 +167,28 @@ class Watchdog:
         if now - self._last_pause > OUTSIDE_GAP:
             self._waiting_since = now  # it was computing meanwhile: that is progress
         self._last_pause = now
-        if not self._look(now):
-            return
+        self._look(now)
         stuck = self._stuck(now)
-        self._answer_asks(stuck)
-        if stuck >= self.timeout:
+        self._serve(now, stuck)
+        if stuck >= self.ask_after and now >= self._next_hang_check:
             self._hung(stuck)
 
     def tick(self) -> None:
         """The progress engine's hook: answer questions while the rank runs without waiting."""
         now = time.monotonic()
-        if self._look(now):
-            self._answer_asks(self._stuck(now) if now - self._last_pause < IN_WAIT else None)
+        self._look(now)
+        self._serve(now, self._stuck(now) if now - self._last_pause < IN_WAIT else None)
 
-    def _answer_asks(self, stuck: float | None) -> set[int]:
-        """Answer every rank that asked (once each, its latest question); return who asked."""
-        if self.comm is None:
-            return set()
-        from mpi4py import MPI
+    def _serve(self, now: float, stuck: float | None) -> None:
+        """Every SERVE_EVERY: pass on and answer the censuses (never put off: a rank that
+        does not answer in time is reported as busy outside geode_mpi)."""
+        if self.census is None or now < self._next_serve:
+            return
+        self._next_serve = now + SERVE_EVERY
+        self.census.serve(lambda: self._answer(stuck))
 
-        latest: dict[int, int] = {}
-        status = MPI.Status()
-        while self.comm.Iprobe(MPI.ANY_SOURCE, _TAG_ASK, status):
-            asker = status.Get_source()
-            latest[asker] = self.comm.recv(source=asker, tag=_TAG_ASK)
-        for asker, round_ in latest.items():
-            answer = (round_, 0.0 if stuck is None else stuck, self.report(stuck))
-            self._requests.append(self.comm.isend(answer, asker, _TAG_ANSWER))
-        return set(latest)
+    def _answer(self, stuck: float | None) -> tuple[float, str]:
+        return (0.0 if stuck is None else stuck), self.report(stuck)
 
     def _hung(self, stuck: float) -> None:
         """Ask every rank; if none has seen anything move within the timeout either, print
@@ -194,22 +198,26 @@ class Watchdog:
             f"{self.timeout:g}): asked every rank what it waits for; aborting the job",
             self.report(stuck),
         ]
-        if self.comm is not None and self.size > 1:
+        if self.census is not None and self.size > 1:
             collected = self._collect()
-            if collected is None:  # a lower rank is asking too: it decides
-                self._next_check = time.monotonic() + 2 * self._grace() + 1.0
+            if collected is None:  # a lower rank asks: it decides
+                self._next_hang_check = time.monotonic() + 2 * self._grace() + 1.0
                 return
-            answers, silent = collected
+            answers, silent, messages = collected
             moving = [seconds for seconds, _ in answers.values() if seconds < self.timeout]
             if moving:  # some rank saw messages move recently, or runs: not a hang (yet)
-                self._next_check = time.monotonic() + self.timeout - min(moving) + CHECK_EVERY
+                self._next_hang_check = time.monotonic() + self.timeout - min(moving)
                 return
             text += [answers[rank][1] for rank in sorted(answers)]
+            text.append(
+                f"{self.label} asked {self.size - 1} rank(s) down a tree of depth "
+                f"{collective.depth(self.size)}: {messages} watchdog message(s) in all"
+            )
             if silent:
                 text.append(
-                    f"{self.label} no answer within {self._grace():g} s from rank(s) {silent}: "
-                    "busy outside geode_mpi (computing, or in an MPI call of the job's own), "
-                    "or stuck there"
+                    f"{self.label} no answer within {2 * self._grace():g} s from rank(s) "
+                    f"{silent}: busy outside geode_mpi (computing, or in an MPI call of the "
+                    "job's own), or stuck there"
                 )
         sys.stdout.flush()
         sys.stderr.write("\n".join(text) + "\n")
@@ -221,31 +229,32 @@ class Watchdog:
         abort_world(HANG_STATUS)
 
     def _grace(self) -> float:
-        """How long to wait for the other ranks' answers."""
+        """How long to wait for the other ranks' answers (down the tree; then again for the
+        ranks it did not hear from, directly)."""
         return min(max(2.0, self.timeout / 10), 10.0)
 
-    def _collect(self) -> tuple[dict[int, tuple[float, str]], list[int]] | None:
-        """Every rank's (stuck seconds, report), and the ranks that did not answer in time;
-        None when a lower rank asked meanwhile (it collects instead)."""
-        from mpi4py import MPI
-
-        comm = self.comm
-        assert comm is not None  # asked only when there are other ranks
-        self._round += 1
-        others = [rank for rank in range(self.size) if rank != self.rank]
-        self._requests += [comm.isend(self._round, rank, _TAG_ASK) for rank in others]
-        until = time.monotonic() + self._grace()
-        answers: dict[int, tuple[float, str]] = {}
-        status = MPI.Status()
-        while len(answers) < len(others) and time.monotonic() < until:
-            if comm.Iprobe(MPI.ANY_SOURCE, _TAG_ANSWER, status):
-                source = status.Get_source()
-                round_, seconds, report = comm.recv(source=source, tag=_TAG_ANSWER)
-                if round_ == self._round:  # not a late answer to an earlier question
-                    answers[source] = (seconds, report)
-                continue
-            if any(asker < self.rank for asker in self._answer_asks(self._stuck(time.monotonic()))):
+    def _collect(self) -> tuple[dict[int, tuple[float, str]], list[int], int] | None:
+        """Every other rank's (stuck seconds, report), the ranks that did not answer in time,
+        and the messages it took; None when a lower rank asks too (it collects instead)."""
+        census = self.census
+        assert census is not None  # asked only when there are other ranks
+        if census.outranked(2 * self._grace() + 1.0):
+            return None
+        key = census.start(self._grace())
+        direct = False
+        while True:
+            if census.done(key):
+                _, missing, _ = census.gathered(key)
+                if not missing or direct:
+                    break
+                census.ask_directly(key, missing, self._grace())  # below a silent rank
+                direct = True
+            self._serve(time.monotonic(), self._stuck(time.monotonic()))
+            if census.outranked(2 * self._grace() + 1.0):
+                census.drop(key)
                 return None
             backoff.look_for_notices()  # a rank ending the job meanwhile asks for --trace parts
-            time.sleep(0.01)
-        return answers, [rank for rank in others if rank not in answers]
+            time.sleep(SERVE_EVERY)
+        answers, silent, messages = census.gathered(key)
+        census.drop(key)
+        return answers, silent, messages
