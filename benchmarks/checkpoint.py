@@ -248,7 +248,7 @@ class _TimedOs:
 
 def time_steps(geode: Geode | None) -> Phases:
     """Phases wrapping the steps of a checkpoint (given its Geode) and of a restore."""
-    from geode_mpi.core import checkpointing
+    from geode_mpi.core import checkpointing, restoring
     from geode_mpi.persistence import store
 
     phases = Phases()
@@ -258,14 +258,14 @@ def time_steps(geode: Geode | None) -> Phases:
     for owner, name, phase in (
         (checkpointing, "encode_state", "encode"),
         (checkpointing, "capture", "capture"),
-        (checkpointing, "write_rank_file", "rank file"),
-        (checkpointing, "restore", "restore"),
-        (checkpointing, "decode_state", "decode"),
+        (store, "write_rank_file", "rank file"),
+        (restoring, "load", "restore"),
+        (restoring, "decode_state", "decode"),
         (store, "sha256_of", "sha256"),
         (store, "_write_tree", "h5py"),  # its own recursive calls count as "h5py/h5py"
         (store, "_fsync_dir", "dir fsync"),
-        (store.CheckpointStore, "validate", "validate"),
-        (store.Loaded, "read", "read"),
+        (store.CheckpointStore, "check_files", "validate"),
+        (restoring, "read_rank_file", "read"),
     ):
         phases.wrap(owner, name, phase)
     if geode is not None:
