@@ -24,3 +24,13 @@ def test_a_restart_on_another_number_of_ranks_moves_the_nodes(
     second = mpirun(restarted, [*SCRIPT, "load", directory, str(saved)], timeout=120)
     assert second.returncode == 0, second.explain()
     assert f"restored on {restarted} ranks" in second.stdout, second.explain()
+
+
+def test_a_checkpoint_with_a_topic_is_refused_on_another_number_of_ranks(tmp_path: Path) -> None:
+    directory = str(tmp_path / "checkpoints")
+    first = mpirun(2, [*SCRIPT, "save-topic", directory], timeout=120)
+    assert first.returncode == 0, first.explain()
+    second = mpirun(3, [*SCRIPT, "load-topic", directory], timeout=120)
+    assert second.returncode == 0, second.explain()
+    assert "saved on 2 rank(s) with topics ['news'] and work queues []" in second.stdout
+    assert "restart on 2 rank(s)" in second.stdout, second.explain()

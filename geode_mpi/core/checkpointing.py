@@ -267,8 +267,11 @@ class Checkpointer:
                 outcome = (failed[0], 0)
             else:
                 info = {"nodes": list(geode.names), "size": geode.size}
-                store.write_manifest(epoch, files, info)
-                outcome = (None, sum(file.size for file in files))
+                try:
+                    store.write_manifest(epoch, files, info)
+                    outcome = (None, sum(file.size for file in files))
+                except OSError as exc:
+                    outcome = (f"rank 0: the manifest: {exc}", 0)
         # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
         problem, total = rooted.bcast(outcome)
         if problem is not None or isinstance(written, str):

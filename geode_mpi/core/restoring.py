@@ -63,11 +63,18 @@ class Loaded:
 def plan(store: CheckpointStore, epoch: int, names: tuple[str, ...], size: int) -> list[Part]:
     """Every rank's `Part` of ``epoch`` for a job of ``names`` on ``size`` ranks (rank 0 reads
     the manifest, once, here: O(ranks) bytes, where every rank reading it would make
-    O(ranks^2) in all)."""
+    O(ranks^2) in all). Never raises: the other ranks wait for its parts."""
     try:
-        manifest = store.manifest(epoch)
-    except CheckpointError as exc:
+        return _plan(store, epoch, names, size)
+    except CheckpointError as exc:  # it names the manifest
         return [Part(problem=str(exc))] * size
+    except Exception as exc:  # anything else a damaged manifest makes us raise
+        problem = f"{store.epoch_path(epoch) / MANIFEST}: {type(exc).__name__}: {exc} (damaged?)"
+        return [Part(problem=problem)] * size
+
+
+def _plan(store: CheckpointStore, epoch: int, names: tuple[str, ...], size: int) -> list[Part]:
+    manifest = store.manifest(epoch)
     path = store.epoch_path(epoch) / MANIFEST
     nodes, saved_ranks = manifest.get("nodes"), manifest["ranks"]
     if not isinstance(nodes, list) or not all(isinstance(name, str) for name in nodes):
