@@ -30,7 +30,7 @@ import numpy as np
 import reporting
 from common import MiB, environment, parse_size, revision, size_label
 from launch import Ranks, Scaled
-from timing import barrier_then_clock, paired, rotated
+from timing import barrier_then_clock, paired, paired_median, rotated
 
 from geode_mpi import Geode, ReceiveTimeout
 
@@ -54,6 +54,7 @@ WRITE_MIN = 0.8  # geode's checkpoint write reaches this fraction of raw h5py's 
 RESTORE_MIN = 0.8  # so does its restore
 OVERHEAD_MAX = 0.05  # checkpoints every 10 s cost a pipeline less than this fraction of its time
 
+SCALE_MAX = 2.0  # --scale: geode's checkpoint within this factor of raw h5py plus a barrier
 TIMEOUT = 300.0  # for every geode_mpi call that waits
 BUCKET = 0.05  # seconds: the resolution of rank 0's timeline of hops in a pipeline segment
 WARM_HOPS = 500  # per rank, before the pipeline's timed segments
@@ -92,6 +93,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--dir", type=Path, default=None, help="where the scratch directory goes (the tmp dir)"
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="only geode's checkpoint and restore beside raw and plain h5py writing and "
+        "reading the same bytes per rank plus a barrier (issue 15's target at many ranks: "
+        f"within {SCALE_MAX:g}x of raw h5py); no step tables, no pipeline",
     )
     launch.scaled_options(parser, SCALED, "a smoke test of about 10 s")
     launch.json_option(parser, "checkpoint")
@@ -248,7 +256,7 @@ class _TimedOs:
 
 def time_steps(geode: Geode | None) -> Phases:
     """Phases wrapping the steps of a checkpoint (given its Geode) and of a restore."""
-    from geode_mpi.core import checkpointing
+    from geode_mpi.core import checkpointing, restoring
     from geode_mpi.persistence import store
 
     phases = Phases()
@@ -258,14 +266,14 @@ def time_steps(geode: Geode | None) -> Phases:
     for owner, name, phase in (
         (checkpointing, "encode_state", "encode"),
         (checkpointing, "capture", "capture"),
-        (checkpointing, "write_rank_file", "rank file"),
-        (checkpointing, "restore", "restore"),
-        (checkpointing, "decode_state", "decode"),
+        (store, "write_rank_file", "rank file"),
+        (restoring, "load", "restore"),
+        (restoring, "decode_state", "decode"),
         (store, "sha256_of", "sha256"),
         (store, "_write_tree", "h5py"),  # its own recursive calls count as "h5py/h5py"
         (store, "_fsync_dir", "dir fsync"),
-        (store.CheckpointStore, "validate", "validate"),
-        (store.Loaded, "read", "read"),
+        (store.CheckpointStore, "check_files", "validate"),
+        (restoring, "read_rank_file", "read"),
     ):
         phases.wrap(owner, name, phase)
     if geode is not None:
@@ -344,7 +352,7 @@ def geode_round(run: Run, state: dict[str, Any]) -> dict[str, Any]:
     write = phases.record(written)
     geode.close(timeout=TIMEOUT)
     if run.cold:
-        mine = list(directory.glob(f"epoch-*/rank-{run.rank:04d}.h5"))
+        mine = list(directory.glob(f"epoch-*/**/rank-{run.rank:04d}.h5"))
         evict(mine + (list(directory.glob(f"epoch-*/{MANIFEST}")) if run.rank == 0 else []))
     with time_steps(None) as phases:
         read, again = timed(run, lambda: Geode(checkpoint_dir=directory, restart=True))
@@ -904,6 +912,71 @@ def legend_lines(run: Run, sizes: dict[str, Any]) -> list[str]:
     ]
 
 
+# -- --scale: the checkpoint's cost at many ranks -------------------------------------------------
+
+
+def measure_scale(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    """Per size, per repeat (the three methods in a rotating order): the seconds of each
+    write and read, from a barrier until every rank is done, and geode's over each other's."""
+    rounds_of = {GEODE: geode_scale_round, RAW: raw_round, PLAIN: plain_round}
+    results: dict[str, Any] = {}
+    for size in args.sizes:
+        state = make_state(size, run.rank)
+        rounds: dict[str, list[Any]] = {method: [] for method in METHODS}
+        for repeat in range(args.repeats + 1):  # the first is a warm-up
+            for method in rotated(METHODS, repeat):
+                record = rounds_of[method](run, state)
+                if repeat:
+                    rounds[method].append(record)
+        seconds = {
+            phase: {method: [r[f"{phase}_s"] for r in rounds[method]] for method in METHODS}
+            for phase in ("write", "read")
+        }
+        results[size_label(size)] = {
+            phase: {
+                **{method: median(times[method]) for method in METHODS},
+                "geode/raw": paired_median(times[GEODE], times[RAW]),
+                "geode/plain": paired_median(times[GEODE], times[PLAIN]),
+            }
+            for phase, times in seconds.items()
+        }
+    return results
+
+
+def geode_scale_round(run: Run, state: dict[str, Any]) -> dict[str, Any]:
+    directory = fresh_directory(run, "geode")
+    geode = Geode(checkpoint_dir=directory)
+    written, _ = timed(run, lambda: geode.checkpoint(state=state, timeout=TIMEOUT))
+    geode.close(timeout=TIMEOUT)
+    read, again = timed(run, lambda: Geode(checkpoint_dir=directory, restart=True))
+    same_arrays(again.restored_state, state, f"rank {run.rank}: geode restored_state")
+    again.close(timeout=TIMEOUT)
+    remove_directory(run, directory)
+    return {"write_s": written, "read_s": read}
+
+
+def scale_report(run: Run, args: argparse.Namespace, results: dict[str, Any]) -> list[str]:
+    lines = [
+        f"checkpoint at {run.size} ranks, seconds from a barrier to a barrier (median of "
+        f"{args.repeats}); raw h5py: the same bytes per rank as durably as geode (fsync, "
+        "rename, sha256, a manifest), plain h5py: no fsync (the floor); read: Geode(restart=True)",
+        f"{'size/rank':>10} {'phase':>6} {'geode s':>9} {'raw s':>9} {'plain s':>9} "
+        f"{'geode/raw':>10} {'geode/plain':>12}",
+    ]
+    for label, phases in results.items():
+        for phase, r in phases.items():
+            lines.append(
+                f"{label:>10} {phase:>6} {r[GEODE]:9.3f} {r[RAW]:9.3f} {r[PLAIN]:9.3f} "
+                f"{r['geode/raw']:10.2f} {r['geode/plain']:12.2f}"
+            )
+    worst = max(phases["write"]["geode/raw"] for phases in results.values())
+    verdict = "PASS" if worst <= SCALE_MAX else "FAIL"
+    lines.append(
+        f"target: {verdict}  checkpoint write within {SCALE_MAX:g}x of raw h5py: worst {worst:.2f}"
+    )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     MPI = launch.start_mpi("checkpoint.py", 1)
@@ -918,6 +991,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(header_lines(run, env, args)), flush=True)
     began = reporting.started()
     clock = time.perf_counter()
+    if args.scale:
+        scaled = measure_scale(run, args)
+        comm.Barrier()
+        if run.rank == 0:
+            shutil.rmtree(run.root, ignore_errors=True)
+            print("\n".join(scale_report(run, args, scaled)), flush=True)
+            head = (began, time.perf_counter() - clock, {"sizes": args.sizes}, env)
+            reporting.finish(args.json, "checkpoint-scale", head, {"scale": scaled})
+        comm.Free()
+        return 0
     results = measure_files(run, args)
     files_s = time.perf_counter() - clock
     pipe = measure_pipeline(run, args)

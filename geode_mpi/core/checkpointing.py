@@ -4,142 +4,61 @@
 a sequencer forwards what it holds, and every rank waits until everything any rank sent has
 reached its destination's queue (`Transport.drain`), so that no message is anywhere but in
 exactly one queue. Then each rank writes its nodes' queues, pair states, outboxes, counters,
-topics and work queues, and the job's own ``state``, to its file; rank 0 seals the checkpoint
-with the manifest once every rank succeeded (`geode_mpi.persistence.store`).
+per-node state, topics and work queues, and the job's own ``state``, to its file; rank 0 seals
+the checkpoint with the manifest once every rank succeeded (`geode_mpi.persistence.store`).
+Past the drain, every step is a reduction of one int, a broadcast or a gather to rank 0: no
+rank but rank 0 handles more than its own few bytes of the others' (`transport.rooted`).
 
-A restart loads the newest complete checkpoint into a fresh Geode with the same nodes on the
-same number of ranks: every queued message is queued again, every pair continues from its
-numbers (so a message sent again after the restart is recognised and processed once), and the
-job reads its ``state`` back from `Geode.restored_state`.
+A restart loads the newest complete checkpoint into a fresh Geode with the same nodes, on the
+same number of ranks or another (`geode_mpi.core.restoring`): every queued message is queued
+again, every pair continues from its numbers (so a message sent again after the restart is
+recognised and processed once), and the job reads its ``state`` back from
+`Geode.restored_state`, and each node's from `Geode.restored_node_state`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
-
-from geode_mpi import codec
+from geode_mpi.core.restoring import Loaded, OtherJob, Part, plan, read_part
+from geode_mpi.core.saved import (
+    encode_node_state,
+    encode_state,
+    queue_state,
+    restore_queue,
+    restore_topic,
+    topic_state,
+)
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
-from geode_mpi.errors import ClosedError, GeodeError, check_timeout
-from geode_mpi.message import Message
-from geode_mpi.persistence import (
-    CheckpointError,
-    CheckpointStore,
-    key_from_environment,
-    write_rank_file,
-)
-from geode_mpi.persistence.manifest import MANIFEST
-from geode_mpi.persistence.rankfile import JsonValue, rank_name
-from geode_mpi.persistence.snapshot import (
-    Restored,
-    capture,
-    load,
-    pack_messages,
-    unpack_messages,
-)
+from geode_mpi.errors import ClosedError, check_timeout
+from geode_mpi.persistence import CheckpointError, CheckpointStore, key_from_environment
+from geode_mpi.persistence.rankfile import JsonValue, RankFile
+from geode_mpi.persistence.snapshot import capture
 from geode_mpi.tracing import TRACER, now_us
+from geode_mpi.transport.base import require
+from geode_mpi.transport.rooted import Rooted
 
 if TYPE_CHECKING:
     from geode_mpi.core.groups import Sequencer
     from geode_mpi.core.runtime import Runtime
     from geode_mpi.core.topics import Topic
     from geode_mpi.core.workqueues import WorkQueue
-    from geode_mpi.delivery.topics import TopicStream
+
+__all__ = ["Checkpointer", "restore_queue", "restore_topic"]  # channels restore through these
 
 log = logging.getLogger("geode_mpi")
-_BLANK = codec.Stamp(0, 0, 0.0, 0, 0)
-_JSON_TYPES = (str, int, float, bool, type(None))
+NodeState = Mapping[str | int, Any]
+
+# maybe()'s votes, or-ed over the ranks in one reduction
+_TERMINATED, _TIME_DUE, _SENT_DUE = 1, 2, 4
 
 
 def _cannot_close(timeout: float | None) -> None:
     raise RuntimeError("the Geode did not tell its checkpointer how to close it")
-
-
-def encode_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The job's state as a tree: arrays and plain values as they are, anything else pickled."""
-    if not isinstance(state, Mapping):
-        raise TypeError(f"state must be a mapping of str keys, got {type(state).__name__}")
-    plain: dict[str, Any] = {}
-    pickled: dict[str, Any] = {}
-    for key, value in state.items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise TypeError(f"state keys must be non-empty str without '/', got {key!r}")
-        if (isinstance(value, np.ndarray) and not value.dtype.hasobject) or isinstance(
-            value, _JSON_TYPES
-        ):
-            plain[key] = value
-        else:
-            try:
-                pickled[key] = pickle.dumps(value, protocol=5)
-            except Exception as exc:
-                raise TypeError(f"state[{key!r}] ({type(value).__name__}) cannot be saved") from exc
-    return {"plain": plain, "pickled": pickled}
-
-
-def decode_state(tree: Any) -> dict[str, Any]:
-    """Back from `encode_state` (its file passed its checksum, and with a job key its
-    manifest's HMAC, before this unpickles).
-
-    Raises:
-        CheckpointError: the tree is not what `encode_state` makes, or a value cannot be
-            unpickled.
-    """
-    tree = _mapping(tree, "state")
-    state = dict(_mapping(tree.get("plain", {}), "state/plain"))
-    for key, raw in _mapping(tree.get("pickled", {}), "state/pickled").items():
-        if not isinstance(raw, bytes):
-            raise CheckpointError(f"state/pickled/{key}: expected bytes, got {type(raw).__name__}")
-        try:
-            state[key] = pickle.loads(raw)
-        except Exception as exc:
-            raise CheckpointError(
-                f"state[{key!r}] cannot be unpickled: {type(exc).__name__}: {exc}"
-            ) from exc
-    return state
-
-
-# -- checking what a restart reads -------------------------------------------------------
-
-
-class _OtherJob(Exception):
-    """A valid checkpoint of another shape of job: an error, not a reason to fall back."""
-
-
-@dataclass
-class _Loaded:
-    """One rank's part of a checkpoint, read and checked, not yet put in place."""
-
-    epoch: int
-    engine: Restored
-    counters: dict[int, int]
-    topics: dict[str, Any]
-    queues: dict[str, Any]
-    state: dict[str, Any]
-
-
-def _mapping(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{what}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise CheckpointError(f"expected a count (an int >= 0), got {value!r}")
-    return value
-
-
-def _index(key: str, what: str) -> int:
-    if not key.isdigit():
-        raise CheckpointError(f"{what}: key {key!r} is not a number")
-    return int(key)
 
 
 class Checkpointer:
@@ -155,6 +74,8 @@ class Checkpointer:
         term_grace: float = DEFAULT_GRACE,
     ) -> None:
         self.geode = geode
+        # A reduction, a broadcast, a gather: a transport of the checkpoint's few collectives.
+        self.rooted = cast(Rooted, require(geode.transport, Rooted, "checkpoints"))
         # What else a checkpoint saves, and how a SIGTERM's last one closes the Geode: set by
         # the Geode once its topics, work queues and sequencer exist.
         self.topics_made: Mapping[str, Topic] = {}
@@ -165,6 +86,7 @@ class Checkpointer:
         self.epoch = 0  # the last checkpoint written or restored
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
         self.queues: dict[str, Any] = {}  # restored work-queue state, likewise
+        self.node_state: dict[int, Any] = {}  # restored per-node state, by node index
         self.every = every
         self.every_messages = every_messages
         self.last_time = time.monotonic()
@@ -180,23 +102,27 @@ class Checkpointer:
     def sent(self) -> int:
         return sum(stats.sent for stats in self.geode.engine.stats.values())
 
-    def maybe(self, state: Mapping[str, Any] | None, timeout: float | None) -> int | None:
+    def maybe(
+        self,
+        state: Mapping[str, Any] | None,
+        timeout: float | None,
+        node_state: NodeState | None = None,
+    ) -> int | None:
         """Collective: checkpoint if the policy says so on any rank (rank 0's clock for time),
         and after a SIGTERM checkpoint and exit; None when nothing was due."""
         geode = self.geode
-        now = time.monotonic()
-        time_due = self.every is not None and now - self.last_time >= self.every
-        sent_due = (
-            self.every_messages is not None and self.sent() - self.last_sent >= self.every_messages
-        )
-        votes = geode.transport.allgather((TERMINATION.requested, time_due, sent_due))
-        terminated = any(vote[0] for vote in votes)
-        if not (terminated or votes[0][1] or any(vote[2] for vote in votes)):
+        vote = _TERMINATED if TERMINATION.requested else 0
+        if geode.rank == 0 and self.every is not None:
+            vote |= _TIME_DUE if time.monotonic() - self.last_time >= self.every else 0
+        if self.every_messages is not None:
+            vote |= _SENT_DUE if self.sent() - self.last_sent >= self.every_messages else 0
+        votes = self.rooted.allreduce(vote, "bor")
+        if not votes:
             return None
-        if not terminated:
-            return self.take(state, timeout)
+        if not votes & _TERMINATED:
+            return self.take(state, timeout, node_state)
         with TERMINATION.shielded():  # every rank is here: nothing to give up on
-            epoch = self.take(state, timeout)
+            epoch = self.take(state, timeout, node_state)
             if geode.rank == 0:
                 print(
                     f"geode_mpi: SIGTERM: checkpoint {epoch} written in {self.store.directory}; "
@@ -209,29 +135,65 @@ class Checkpointer:
 
     # -- taking one ------------------------------------------------------------------------
 
-    def take(self, state: Mapping[str, Any] | None, timeout: float | None) -> int:
+    def take(
+        self,
+        state: Mapping[str, Any] | None,
+        timeout: float | None,
+        node_state: NodeState | None = None,
+    ) -> int:
         with TERMINATION.shielded():  # after a SIGTERM too: it may be the job's last
-            return self._take(state, timeout)
+            return self._take(state, timeout, node_state)
 
-    def _take(self, state: Mapping[str, Any] | None, timeout: float | None) -> int:
+    def _node_states(self, node_state: NodeState | None) -> dict[str, Any]:
+        """``node_state`` as a tree by node index, each node hosted on this rank."""
         geode = self.geode
-        if geode.sealed:
-            raise ClosedError("checkpoint")
-        timeout = check_timeout(timeout)
-        started = time.perf_counter()
-        tree: dict[str, Any] = {"state": encode_state(state or {})}
-        engine = geode.engine
-        transport = geode.transport
+        if node_state is None:
+            return {}
+        if not isinstance(node_state, Mapping):
+            raise TypeError(
+                f"node_state must be a mapping of node to state, got {type(node_state).__name__}"
+            )
+        tree: dict[str, Any] = {}
+        for node, value in node_state.items():
+            index = geode.placement.index(node, "node_state")
+            if index not in geode.engine.inboxes:
+                raise ValueError(
+                    f"node_state: node {geode.names[index]!r} is hosted by rank "
+                    f"{geode.placement.rank_of(index)}, not by this rank {geode.rank}: each "
+                    "rank passes the state of its own nodes (Geode.local_nodes)"
+                )
+            tree[str(index)] = encode_node_state(value)
+        return tree
+
+    def _cut(self, timeout: float | None) -> None:
+        """Drain until nothing moves anywhere (a forward sends: drain again)."""
+        engine = self.geode.engine
+        transport = self.geode.transport
         sequencer = self.sequencer
         assert sequencer is not None, "the Geode sets the sequencer before any checkpoint"
-        while True:  # a forward sends: drain again until nothing moves
+        while True:
             while engine.forwards:
                 engine.forward()
             sequencer.resume()  # what a forward that raised left behind
             engine.flush()
             transport.drain(timeout)
-            if not any(transport.allgather(bool(engine.forwards) or sequencer.holding)):
-                break
+            if not self.rooted.allreduce(bool(engine.forwards) or sequencer.holding, "max"):
+                return
+
+    def _take(
+        self, state: Mapping[str, Any] | None, timeout: float | None, node_state: NodeState | None
+    ) -> int:
+        geode = self.geode
+        if geode.sealed:
+            raise ClosedError("checkpoint")
+        timeout = check_timeout(timeout)
+        started = time.perf_counter()
+        tree: dict[str, Any] = {
+            "state": encode_state(state or {}),
+            "node_state": self._node_states(node_state),
+        }
+        engine = geode.engine
+        self._cut(timeout)
         drained = time.perf_counter()
         tree["engine"] = capture(engine)
         tree["geode"] = JsonValue({"counters": {str(k): v for k, v in geode.counter.items()}})
@@ -240,19 +202,7 @@ class Checkpointer:
             for topic in self.topics_made.values()
         }
         tree["queues"] = {queue.name: queue_state(queue) for queue in self.queues_made.values()}
-        newest = max(self.store.epochs(complete_only=False), default=0)
-        epoch = max(transport.allgather(max(newest, self.epoch))) + 1
-        if geode.rank == 0:
-            self.store.prepare(epoch)
-        transport.allgather(None)  # the directory exists before anyone writes into it
-        attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
-        written = write_rank_file(self.store.epoch_path(epoch), geode.rank, attrs, tree)
-        files = transport.allgather(written)
-        if geode.rank == 0:
-            info = {"nodes": list(geode.names), "size": geode.size}
-            self.store.write_manifest(epoch, files, info)
-        transport.allgather(None)  # sealed: every rank returns a complete checkpoint's epoch
-        self.epoch = int(epoch)
+        written, total = self._write(tree)
         self.last_time = time.monotonic()
         self.last_sent = self.sent()
         done = time.perf_counter()
@@ -260,7 +210,7 @@ class Checkpointer:
             "epoch": self.epoch,
             "seconds": done - started,
             "drain_seconds": drained - started,
-            "bytes": sum(file.size for file in files),  # every rank's file
+            "bytes": total,  # every rank's file
             "rank_bytes": written.size,
         }
         self.taken += 1
@@ -276,22 +226,69 @@ class Checkpointer:
             log.info(
                 "checkpoint %d: %.1f MB in %.3f s (drain %.3f s) in %s",
                 self.epoch,
-                self.report["bytes"] / 1e6,
+                total / 1e6,
                 self.report["seconds"],
                 self.report["drain_seconds"],
                 self.store.directory,
             )
         return self.epoch
 
+    def _write(self, tree: dict[str, Any]) -> tuple[RankFile, int]:
+        """Write this rank's file of the next epoch and seal it: (the file, every file's bytes).
+
+        Raises:
+            CheckpointError: some rank could not write (each rank raises, naming the first).
+        """
+        geode = self.geode
+        rooted = self.rooted
+        store = self.store
+        newest = max(store.epochs(complete_only=False), default=0)
+        epoch = rooted.allreduce(max(newest, self.epoch), "max") + 1
+        problem = None
+        if geode.rank == 0:
+            try:
+                store.prepare(epoch, geode.size)
+            except (CheckpointError, OSError) as exc:
+                problem = f"rank 0: {exc}"
+        # Also the barrier after which the directories exist for every rank to write into.
+        if (problem := rooted.bcast(problem)) is not None:
+            raise CheckpointError(f"checkpoint {epoch} failed: {problem}")
+        attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
+        written: RankFile | str
+        try:
+            written = store.write_rank(epoch, geode.rank, geode.size, attrs, tree)
+        except (CheckpointError, OSError) as exc:
+            written = f"rank {geode.rank}: {exc}"
+        files = rooted.gather(written)
+        outcome: tuple[str | None, int] = (None, 0)
+        if files is not None:  # rank 0
+            failed = [file for file in files if isinstance(file, str)]
+            if failed:
+                outcome = (failed[0], 0)
+            else:
+                info = {"nodes": list(geode.names), "size": geode.size}
+                try:
+                    store.write_manifest(epoch, files, info)
+                    outcome = (None, sum(file.size for file in files))
+                except OSError as exc:
+                    outcome = (f"rank 0: the manifest: {exc}", 0)
+        # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
+        problem, total = rooted.bcast(outcome)
+        if problem is not None or isinstance(written, str):
+            raise CheckpointError(f"checkpoint {epoch} failed: {problem or written}")
+        self.epoch = int(epoch)
+        return written, int(total)
+
     # -- restoring the newest --------------------------------------------------------------
 
     def restore(self) -> dict[str, Any] | None:
         """Load the newest usable checkpoint; its state, or None when there is none.
 
-        Collective. Each rank checks the manifest (its shape, and its HMAC with a job key) and
-        its own file, reads the file and checks every value in it, without changing anything
-        (`_load`); an epoch is used only if every rank succeeded, else every rank tries the next
-        older one together. Only then is the state put in place.
+        Collective. Rank 0 reads and checks each epoch's manifest (its shape, and its HMAC with
+        a job key) and scatters each rank its part (`restoring.plan`); each rank checks and
+        reads its files and every value in them, without changing anything
+        (`restoring.read_part`). An epoch is used only if every rank succeeded, else every
+        rank tries the next older one together. Only then is the state put in place.
 
         Raises:
             CheckpointError: the checkpoint was saved by another shape of job; or the directory
@@ -299,58 +296,84 @@ class Checkpointer:
                 restart never silently starts afresh when there was something to resume.
         """
         geode = self.geode
-        transport = geode.transport
+        rooted = self.rooted
+        store = self.store
         # Rank 0's view of the directory, so that every rank tries the same epochs in order.
-        candidates, sealed = transport.allgather(
-            (self.store.epochs(complete_only=False), self.store.epochs(complete_only=True))
-        )[0]
-        chosen: _Loaded | None = None
-        skipped: list[str] = []
+        listing = (store.epochs(complete_only=False), store.epochs(complete_only=True))
+        candidates, sealed = rooted.bcast(listing if geode.rank == 0 else None)
+        chosen: Loaded | None = None
+        skipped: list[str] = []  # on rank 0
         for epoch in candidates:
-            mine: _Loaded | None = None
-            problem = mismatch = None
-            try:
-                mine = self._load(epoch)
-            except _OtherJob as exc:
-                mismatch = str(exc)
-            except CheckpointError as exc:
-                problem = str(exc)
-            except Exception as exc:  # anything else a damaged file makes our code raise
-                path = self.store.epoch_path(epoch)
-                problem = f"{path}: rank {geode.rank}: {type(exc).__name__}: {exc} (damaged?)"
-            votes = transport.allgather((problem, mismatch))
-            mismatches = [found for _, found in votes if found is not None]
-            if mismatches:
-                self.close()  # the job stops: the directory's lock is free again
-                raise CheckpointError(mismatches[0])
-            # Every rank reads the same manifest: say its problem once.
-            problems = list(dict.fromkeys(found for found, _ in votes if found is not None))
-            if not problems:
+            parts = plan(store, epoch, geode.names, geode.size) if geode.rank == 0 else None
+            part: Part = rooted.scatter(parts)
+            mine, problem, mismatch = self._read(epoch, part)
+            if not rooted.allreduce(problem is not None or mismatch is not None, "max"):
                 chosen = mine
                 break
-            if epoch in sealed:
-                skipped += problems
-            if geode.rank == 0:
-                for found in problems:
-                    log.warning("checkpoint skipped: %s", found)
+            votes = rooted.gather((problem, mismatch))
+            found = self._judge(votes, epoch in sealed, skipped)
+            if found is not None:
+                self.close()  # the job stops: the directory's lock is free again
+                raise CheckpointError(found)
         if chosen is None:
+            message = None
             if skipped:
-                self.close()
-                raise CheckpointError(
-                    f"restart: {self.store.directory} holds checkpoint(s) "
+                message = (
+                    f"restart: {store.directory} holds checkpoint(s) "
                     f"{', '.join(str(epoch) for epoch in sealed)} and none can be used: "
                     f"{'; '.join(skipped)}. Nothing was restored; to start afresh instead, move "
                     "the directory aside (or give the job another one)"
                 )
+            if (message := rooted.bcast(message)) is not None:
+                self.close()
+                raise CheckpointError(message)
             if geode.rank == 0:
                 log.warning(
-                    "restart: no complete checkpoint in %s; starting afresh", self.store.directory
+                    "restart: no complete checkpoint in %s; starting afresh", store.directory
                 )
             return None
+        self._apply(chosen)
+        return chosen.state
+
+    def _read(self, epoch: int, part: Part) -> tuple[Loaded | None, str | None, str | None]:
+        """(this rank's part read, or why not: a problem (try older), or a mismatch (stop))."""
+        if part.problem is not None or part.mismatch is not None:
+            return None, part.problem, part.mismatch
+        try:
+            return read_part(self.geode, self.store, epoch, part), None, None
+        except OtherJob as exc:
+            return None, None, str(exc)
+        except CheckpointError as exc:
+            return None, str(exc), None
+        except Exception as exc:  # anything else a damaged file makes our code raise
+            path = self.store.epoch_path(epoch)
+            problem = f"{path}: rank {self.geode.rank}: {type(exc).__name__}: {exc} (damaged?)"
+            return None, problem, None
+
+    def _judge(self, votes: list[Any] | None, sealed: bool, skipped: list[str]) -> str | None:
+        """On rank 0, log why an epoch was skipped; on every rank, the mismatch that stops the
+        restart, if any rank found one."""
+        mismatch = None
+        if votes is not None:  # rank 0
+            mismatches = [found for _, found in votes if found is not None]
+            mismatch = mismatches[0] if mismatches else None
+            # Ranks reading the same file or manifest find the same problem: say it once.
+            problems = list(dict.fromkeys(found for found, _ in votes if found is not None))
+            if mismatch is None:
+                if sealed:
+                    skipped += problems
+                for found in problems:
+                    log.warning("checkpoint skipped: %s", found)
+        verdict: str | None = self.rooted.bcast(mismatch)
+        return verdict
+
+    def _apply(self, chosen: Loaded) -> None:
+        geode = self.geode
         chosen.engine.apply(geode.engine)
         geode.counter.update(chosen.counters)
         self.topics = chosen.topics
         self.queues = chosen.queues
+        self.node_state = chosen.node_state
         self.epoch = chosen.epoch
         if geode.rank == 0:
             how = " (authenticated)" if self.store.key is not None else ""
@@ -360,147 +383,9 @@ class Checkpointer:
                 how,
                 self.store.directory,
             )
-        return chosen.state
-
-    def _load(self, epoch: int) -> _Loaded:
-        """This rank's part of ``epoch``, read and checked; nothing is changed yet.
-
-        Raises:
-            _OtherJob: a valid manifest of another shape of job.
-            CheckpointError: anything wrong with the manifest, the file or its content.
-        """
-        geode = self.geode
-        manifest = self.store.manifest(epoch)
-        path = self.store.epoch_path(epoch)
-        nodes, size = manifest.get("nodes"), manifest.get("size")
-        if not isinstance(nodes, list) or not all(isinstance(name, str) for name in nodes):
-            raise CheckpointError(f"{path / MANIFEST}: nodes {nodes!r} is not a list of names")
-        if size != geode.size or nodes != list(geode.names):
-            raise _OtherJob(
-                f"{path}: saved with nodes {nodes} on {size} rank(s); this job has nodes "
-                f"{list(geode.names)} on {geode.size}: restart with the same nodes and number "
-                "of ranks"
-            )
-        _, tree = self.store.validate(epoch, geode.rank).read(geode.rank)
-        try:
-            counters = _mapping(_mapping(tree.get("geode"), "geode").get("counters"), "counters")
-            return _Loaded(
-                epoch,
-                load(geode.engine, tree.get("engine")),
-                {_index(key, "counters"): _count(value) for key, value in counters.items()},
-                {
-                    name: load_topic(state)
-                    for name, state in _mapping(tree.get("topics", {}), "topics").items()
-                },
-                {
-                    name: load_queue(state, geode.names)
-                    for name, state in _mapping(tree.get("queues", {}), "queues").items()
-                },
-                decode_state(tree.get("state")),
-            )
-        except CheckpointError as exc:
-            raise CheckpointError(f"{path / rank_name(geode.rank)}: {exc}") from exc
 
     def close(self) -> None:
         self.store.unlock()
         if self._catching:
             self._catching = False
             TERMINATION.uninstall()
-
-
-# -- topics and work queues ----------------------------------------------------------------
-
-
-def topic_state(streams: Sequence[TopicStream]) -> dict[str, Any]:
-    """A topic's state (its streams' numbering and retained messages) as a tree."""
-    return {
-        "next_seq": JsonValue({str(stream.number): stream.next_seq for stream in streams}),
-        "retained": {
-            str(stream.number): pack_messages(list(stream.retained)) for stream in streams
-        },
-    }
-
-
-def load_topic(state: Any) -> dict[str, Any]:
-    """A topic's saved state, checked: what `restore_topic` takes."""
-    state = _mapping(state, "topic")
-    next_seq = _mapping(state.get("next_seq"), "topic/next_seq")
-    retained = _mapping(state.get("retained"), "topic/retained")
-    return {
-        "next_seq": {_index(key, "next_seq"): _count(seq) for key, seq in next_seq.items()},
-        "retained": {_index(key, "retained"): unpack_messages(r) for key, r in retained.items()},
-    }
-
-
-def restore_topic(streams: Sequence[TopicStream], state: Mapping[str, Any]) -> None:
-    """Put a topic's state from `load_topic` into the streams of the topic just created."""
-    by_number = {stream.number: stream for stream in streams}
-    for number, seq in state["next_seq"].items():
-        by_number[number].next_seq = seq
-    for number, messages in state["retained"].items():
-        by_number[number].retained.extend(messages)
-
-
-def queue_state(queue: WorkQueue) -> dict[str, Any]:
-    """A work queue's dispatcher state as a tree."""
-    state = queue.dispatch
-    encoded = [codec.encode(task, _BLANK) for task in state.tasks]
-    return {
-        "tasks": pack_messages(encoded),
-        "numbers": JsonValue(
-            {
-                "wanting": list(state.wanting),
-                "producers_left": state.producers_left,
-                "finished": state.finished,
-                "told": sorted(state.told),
-                "dispatched": state.dispatched,
-            }
-        ),
-    }
-
-
-def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
-    """A work queue's saved state, checked and its tasks decoded: what `restore_queue` takes.
-
-    Raises:
-        CheckpointError: the state is not what `queue_state` makes (damaged).
-    """
-    state = _mapping(state, "work queue")
-    tasks = []
-    for meta, frames in unpack_messages(state.get("tasks")):
-        try:
-            task: Message = codec.decode(meta, frames, names)
-        except GeodeError as exc:
-            raise CheckpointError(f"work queue task: {exc}") from exc
-        for field in ("id", "seq", "timestamp", "source", "dest"):
-            task.__dict__.pop(field, None)
-        tasks.append(task)
-    numbers = _mapping(state.get("numbers"), "work queue/numbers")
-    wanting, told = numbers.get("wanting"), numbers.get("told")
-    if not isinstance(wanting, list) or not isinstance(told, list):
-        raise CheckpointError(f"work queue/numbers: wanting {wanting!r}, told {told!r}")
-    left, finished = numbers.get("producers_left"), numbers.get("finished")
-    if not isinstance(finished, bool) or isinstance(left, bool) or not isinstance(left, int):
-        raise CheckpointError(f"work queue/numbers: producers_left {left!r}, finished {finished!r}")
-    return {
-        "tasks": tasks,
-        "numbers": {
-            "wanting": [_count(node) for node in wanting],
-            "producers_left": left,
-            "finished": finished,
-            "told": [_count(node) for node in told],
-            "dispatched": _count(numbers.get("dispatched")),
-        },
-    }
-
-
-def restore_queue(queue: WorkQueue, state: Mapping[str, Any]) -> None:
-    """Put a work queue's state from `load_queue` into the queue just created."""
-    dispatch = queue.dispatch
-    dispatch.tasks.extend(state["tasks"])
-    numbers = state["numbers"]
-    dispatch.wanting.extend(numbers["wanting"])
-    dispatch.producers_left = numbers["producers_left"]
-    dispatch.finished = numbers["finished"]
-    dispatch.told.update(numbers["told"])
-    dispatch.dispatched = numbers["dispatched"]

@@ -17,9 +17,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from geode_mpi.persistence.rankfile import FORMAT, CheckpointError, rank_name
+from geode_mpi.persistence.rankfile import CheckpointError, rank_name
 
 MANIFEST = "manifest.json"
+# The manifest's version. 4: rank files in sub-directories of at most ``per_dir`` files, and
+# per-node state in the rank files. A format 3 checkpoint (every file in the epoch's directory,
+# no per-node state) is read as well.
+MANIFEST_FORMAT = 4
+READABLE = (3, MANIFEST_FORMAT)
 KEY_VARIABLE = "GEODE_CHECKPOINT_KEY"
 _MAC_PREFIX = "hmac-sha256:"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -38,6 +43,20 @@ def key_from_environment() -> bytes | None:
     if not value:
         raise CheckpointError(f"{KEY_VARIABLE} is set but empty: set a secret, or unset it")
     return value.encode()
+
+
+def rank_path(rank: int, ranks: int, per_dir: int) -> str:
+    """Where ``rank``'s file of a checkpoint of ``ranks`` goes, relative to its epoch's
+    directory: in the directory itself while there are at most ``per_dir`` files, else in
+    sub-directory ``ranks-NNNN`` of ``per_dir`` files each, so that no directory holds more
+    than ``per_dir`` files (or sub-directories) up to ``per_dir ** 2`` ranks."""
+    if ranks <= per_dir:
+        return rank_name(rank)
+    return f"{group_name(rank // per_dir)}/{rank_name(rank)}"
+
+
+def group_name(group: int) -> str:
+    return f"ranks-{group:04d}"
 
 
 def _canonical(manifest: dict[str, Any]) -> bytes:
@@ -78,10 +97,11 @@ def check_manifest(path: Path, epoch: int, manifest: Any, key: bytes | None) -> 
             )
     elif mac is not None and not isinstance(mac, str):
         raise CheckpointError(f"{path}: hmac {mac!r} is not a string (damaged manifest)")
-    if manifest.get("geode_format") != FORMAT:
+    if manifest.get("geode_format") not in READABLE:
         raise CheckpointError(
             f"{path}: checkpoint format {manifest.get('geode_format')!r}, this geode_mpi reads "
-            f"format {FORMAT}"
+            f"format {' or '.join(str(version) for version in READABLE)} (a checkpoint of "
+            "another version of geode_mpi: restart with that version)"
         )
     problem = _shape_problem(manifest, epoch)
     if problem:
@@ -100,16 +120,20 @@ def _shape_problem(manifest: dict[str, Any], epoch: int) -> str | None:
         return f"ranks {ranks!r} is not an int >= 1"
     if not isinstance(files, list) or len(files) != ranks:
         return f"files must list {ranks} rank files, got {_brief(files)}"
+    per_dir = manifest.get("per_dir", ranks) if manifest["geode_format"] >= 4 else ranks
+    if not _is_int(per_dir, 1):
+        return f"per_dir {per_dir!r} is not an int >= 1"
     for rank, entry in enumerate(files):
         if (
             not isinstance(entry, dict)
-            or entry.get("name") != rank_name(rank)
+            or entry.get("name") != rank_path(rank, ranks, per_dir)
             or not _is_int(entry.get("size"))
             or not isinstance(entry.get("sha256"), str)
             or not _SHA256.fullmatch(entry["sha256"])
         ):
             return (
-                f"files[{rank}] must be {{name: {rank_name(rank)!r}, size, sha256}}, got "
+                f"files[{rank}] must be {{name: {rank_path(rank, ranks, per_dir)!r}, size, "
+                f"sha256}}, got "
                 f"{_brief(entry)}"
             )
     return None

@@ -246,6 +246,14 @@ class Restored:
         self.pairs_in: dict[tuple[int, int], PairIn] = {}
         self.pairs_out: dict[tuple[int, int], PairOut] = {}
 
+    def merge(self, other: Restored) -> None:
+        """Add the nodes and pairs of another rank's file (a restart on other ranks)."""
+        self.waiting.update(other.waiting)
+        self.peaks.update(other.peaks)
+        self.stats.update(other.stats)
+        self.pairs_in.update(other.pairs_in)
+        self.pairs_out.update(other.pairs_out)
+
     def apply(self, engine: Engine) -> None:
         """Put the state into a fresh engine (the same nodes on the same ranks)."""
         for index, parcels in self.waiting.items():
@@ -261,24 +269,37 @@ class Restored:
         engine.pairs_out.update(self.pairs_out)
 
 
-def load(engine: Engine, tree: Any) -> Restored:
+def load(engine: Engine, tree: Any, replaced: bool = False) -> Restored:
     """A captured state (from `capture`), checked against ``engine`` (which it does not
     change): ready to `Restored.apply`.
+
+    Args:
+        engine: the engine it goes into.
+        tree: what `capture` made.
+        replaced: the tree was saved by a job of another number of ranks: take only the nodes
+            ``engine`` hosts, with their pairs (a node's receiving side moves with it as the
+            destination, its sending side and outbox as the source), and send what the outbox
+            holds to the ranks that host its destinations now.
 
     Raises:
         CheckpointError: the tree is not a state `capture` makes for this engine (damaged).
     """
     tree = _dict(tree, "engine")
     restored = Restored()
+    hosted = engine.inboxes
     for key, node in _dict(tree.get("nodes"), "engine/nodes").items():
         index = int(key) if key.isdigit() else -1
-        if index not in engine.inboxes:
+        if index not in hosted:
+            if replaced and 0 <= index < len(engine.names):
+                continue
             raise CheckpointError(f"the checkpoint holds node index {key}, not hosted here")
         _load_node(restored, index, _dict(node, f"engine/nodes/{key}"))
     for k, item in enumerate(_list(tree.get("pairs_in"), "engine/pairs_in")):
         what = f"engine/pairs_in[{k}]"
         item = _dict(item, what)
         source, dest = _ints(item.get("key"), f"{what}/key", 2)
+        if replaced and dest not in hosted:
+            continue
         pair = PairIn()
         numbers = _ints(item.get("numbers"), f"{what}/numbers", 6)
         (pair.expected, pair.done_below, pair.acked_below, pair.owed, pair.taken, due) = numbers
@@ -290,6 +311,8 @@ def load(engine: Engine, tree: Any) -> Restored:
         what = f"engine/pairs_out[{k}]"
         item = _dict(item, what)
         source, dest = _ints(item.get("key"), f"{what}/key", 2)
+        if replaced and source not in hosted:
+            continue
         window, credits = item.get("window"), item.get("credits")
         pair_out = PairOut(None if window is None else _int(window, f"{what}/window"))
         pair_out.next_seq, pair_out.taken_seen = _ints(item.get("numbers"), f"{what}/numbers", 2)
@@ -298,8 +321,14 @@ def load(engine: Engine, tree: Any) -> Restored:
     messages = unpack_messages(tree.get("outbox"))
     fields = _rows(tree.get("outbox_fields"), 4, len(messages), "engine/outbox_fields")
     for (meta, frames), (source, dest, seq, rank) in zip(messages, fields, strict=True):
+        if replaced and source not in hosted:
+            continue
         if (source, dest) not in restored.pairs_out:
             raise CheckpointError(f"engine/outbox: a message of pair {(source, dest)}, not saved")
+        if replaced:
+            if not 0 <= dest < len(engine.names):
+                raise CheckpointError(f"engine/outbox: destination {dest} is not a node")
+            rank = engine.rank_of(dest)
         entry = _tuple_new(OutboxEntry, (meta, frames if frames else (), rank))
         restored.pairs_out[(source, dest)].outbox[seq] = entry
     return restored

@@ -29,14 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from geode_mpi.persistence.manifest import MANIFEST, check_manifest, sign
+from geode_mpi.persistence.manifest import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    check_manifest,
+    group_name,
+    rank_path,
+    sign,
+)
 from geode_mpi.persistence.rankfile import (
     FORMAT,
     CheckpointError,
     JsonValue,
     RankFile,
     fsync_dir,
-    rank_name,
     read_rank_file,
     sha256_of,
     write_rank_file,
@@ -55,6 +61,7 @@ __all__ = [
 ]
 
 LOCK = "geode.lock"
+FILES_PER_DIR = 256  # rank files (or sub-directories of them) in one directory, at most
 
 
 def epoch_name(epoch: int) -> str:
@@ -84,7 +91,7 @@ class Loaded:
     authenticated: bool = False  # its HMAC was checked against the job key
 
     def rank_path(self, rank: int) -> Path:
-        return self.path / rank_name(rank)
+        return self.path / str(self.manifest["files"][rank]["name"])
 
     def read(self, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """(attrs, tree) of one rank's file (its checksum was checked when loading).
@@ -117,6 +124,7 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.keep = keep
         self.key = key
+        self.per_dir = FILES_PER_DIR
         self._lock: IO[str] | None = None
 
     # -- the lock: one job per directory -----------------------------------------------------
@@ -158,20 +166,34 @@ class CheckpointStore:
     def epoch_path(self, epoch: int) -> Path:
         return self.directory / epoch_name(epoch)
 
-    def prepare(self, epoch: int) -> Path:
-        """The directory a new epoch's files go in (emptied of any earlier attempt)."""
+    def prepare(self, epoch: int, ranks: int = 1) -> Path:
+        """The directory a new epoch's files go in, with the sub-directories of a job of
+        ``ranks`` (see `rank_path`), made and synced before any rank writes into them."""
         path = self.epoch_path(epoch)
         if (path / MANIFEST).exists():
             raise CheckpointError(f"{path} is already a complete checkpoint")
         path.mkdir(parents=True, exist_ok=True)
+        if ranks > self.per_dir:
+            for group in range(-(-ranks // self.per_dir)):
+                (path / group_name(group)).mkdir(exist_ok=True)
+            fsync_dir(path)
         return path
+
+    def write_rank(
+        self, epoch: int, rank: int, ranks: int, attrs: Mapping[str, Any], tree: Mapping[str, Any]
+    ) -> RankFile:
+        """Write ``rank``'s file of a job of ``ranks`` into its place in a prepared epoch."""
+        name = rank_path(rank, ranks, self.per_dir)
+        written = write_rank_file((self.epoch_path(epoch) / name).parent, rank, attrs, tree)
+        return RankFile(name, written.size, written.sha256)
 
     def write_manifest(self, epoch: int, files: list[RankFile], info: Mapping[str, Any]) -> Path:
         """Seal an epoch once every rank wrote its file (rank 0 only); then prune."""
         path = self.epoch_path(epoch)
         manifest: dict[str, Any] = {
             **info,
-            "geode_format": FORMAT,
+            "geode_format": MANIFEST_FORMAT,
+            "per_dir": self.per_dir,
             "epoch": epoch,
             "created": time.time(),
             "ranks": len(files),
@@ -250,8 +272,18 @@ class CheckpointStore:
             if not 0 <= rank < len(entries):
                 raise CheckpointError(f"{manifest_path}: has no file for rank {rank}")
             entries = [entries[rank]]
+        self.check_files(epoch, entries)
+        return Loaded(epoch, path, manifest, self.key is not None)
+
+    def check_files(self, epoch: int, entries: list[dict[str, Any]]) -> None:
+        """Check rank files against their manifest entries (from `manifest`): each is there,
+        with its size and SHA-256.
+
+        Raises:
+            CheckpointError: naming the file and what is wrong with it.
+        """
         for entry in entries:
-            file = path / entry["name"]
+            file = self.epoch_path(epoch) / entry["name"]
             if not file.exists():
                 raise CheckpointError(f"{file}: missing (listed in the manifest)")
             size = file.stat().st_size
@@ -261,7 +293,6 @@ class CheckpointStore:
                 )
             if sha256_of(file) != entry["sha256"]:
                 raise CheckpointError(f"{file}: checksum mismatch (corrupted)")
-        return Loaded(epoch, path, manifest, self.key is not None)
 
     def newest(self, problems: list[str] | None = None) -> Loaded | None:
         """The newest complete and valid checkpoint (None if there is none); what was skipped

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from geode_mpi.errors import WorldMismatchError
 from geode_mpi.transport.base import Frame, SendTicket, TransportBase, copy_frame
 from geode_mpi.transport.gate import Gate
+from geode_mpi.transport.rooted import RootedAlone
 
 
 class Hub(Protocol):
@@ -110,7 +111,7 @@ class InProcHub(LocalHub):
         return None  # everything was delivered inside send()
 
 
-class LocalTransport(TransportBase):
+class LocalTransport(RootedAlone, TransportBase):
     """One endpoint of a hub of simulated ranks that one thread drives: every capability,
     with collectives that need no waiting (the hub sees every rank), and a gather that only
     a world of one rank can make (a rank cannot wait for peers that share its thread)."""

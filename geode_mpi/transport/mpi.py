@@ -51,6 +51,7 @@ from geode_mpi.transport.envelope import (
 )
 from geode_mpi.transport.launch import launch_info
 from geode_mpi.transport.pool import BufferPool
+from geode_mpi.transport.rooted import RootedMPI
 from geode_mpi.transport.streams import ROOT_WINDOW, Stream
 
 _BYTE = MPI.BYTE
@@ -127,7 +128,7 @@ class _Arrival:
         self.nbytes = nbytes
 
 
-class MPITransport(TransportBase):
+class MPITransport(RootedMPI, TransportBase):
     """Transport over a private duplicate of an MPI communicator.
 
     Args:

@@ -13,6 +13,7 @@ import pytest
 
 from geode_mpi import Geode, Message
 from geode_mpi.persistence import CheckpointError
+from geode_mpi.persistence import store as store_module
 
 TIMEOUT = 60.0
 
@@ -116,3 +117,37 @@ def test_topic_messages_in_flight_are_in_the_checkpoint(directory: Path) -> None
         assert [msg.seq for msg in got] == list(range(7))
         assert second.stats(node).duplicates == 0
     second.close(timeout=TIMEOUT)
+
+
+def test_files_in_subdirectories_restart_the_same(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "FILES_PER_DIR", 1)  # a sub-directory per rank file
+    first = Geode(checkpoint_dir=directory)
+    for source in first.local_nodes:
+        for dest in first.nodes:
+            first.send(Message((source, "queued")), source, dest)
+    first.checkpoint(node_state={node: node.upper() for node in first.local_nodes})
+    size = first.size
+    first.close(timeout=TIMEOUT)
+    epoch = directory / "epoch-000001"
+    if size > 1:
+        assert sorted(p.name for p in epoch.glob("ranks-*/*.h5")) == [
+            f"rank-{rank:04d}.h5" for rank in range(size)
+        ]
+    second = Geode(checkpoint_dir=directory, restart=True)
+    for node in second.local_nodes:
+        got = sorted(second.receive(node, timeout=TIMEOUT).data for _ in second.nodes)
+        assert got == sorted((source, "queued") for source in second.nodes)
+        assert second.restored_node_state(node) == node.upper()
+    second.close(timeout=TIMEOUT)
+
+
+def test_per_node_state_of_another_ranks_node_is_refused(directory: Path) -> None:
+    with Geode(checkpoint_dir=directory) as geode:
+        others = [node for node in geode.nodes if not geode.hosts(node)]
+        if not others:  # one rank hosts every node
+            assert geode.checkpoint(node_state=dict.fromkeys(geode.nodes, 1)) == 1
+            return
+        with pytest.raises(ValueError, match=f"node_state: node '{others[0]}' is hosted by rank"):
+            geode.checkpoint(node_state={others[0]: 1})

@@ -1,0 +1,147 @@
+"""What each rank of a restart reads: rank 0 reads the manifest once and plans every rank's
+part; each rank reads only the files that hold its nodes.
+
+A restart on the same number of ranks reads its own file, as it was saved. On another number
+of ranks, node k moves to rank k mod P' (`Placement.rank_of`): a rank reads the old files of
+the ranks that hosted its nodes, and takes from each only those nodes, with their queues, pairs
+(dedup state and numbering), outboxes, counters and per-node state. The job's per-rank state
+goes to the rank of the same number, when the old job had one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi.core.placement import Placement
+from geode_mpi.core.saved import (
+    count,
+    decode_node_state,
+    decode_state,
+    index_key,
+    load_queue,
+    load_topic,
+    mapping,
+)
+from geode_mpi.persistence.manifest import MANIFEST
+from geode_mpi.persistence.rankfile import CheckpointError, read_rank_file
+from geode_mpi.persistence.snapshot import Restored, load
+
+if TYPE_CHECKING:
+    from geode_mpi.core.runtime import Runtime
+    from geode_mpi.persistence.store import CheckpointStore
+
+
+class OtherJob(Exception):
+    """A valid checkpoint of another shape of job: an error, not a reason to fall back."""
+
+
+@dataclass
+class Part:
+    """One rank's part of a checkpoint, planned by rank 0 and scattered: the manifest entries
+    of the files it reads (by the rank that wrote them), or why it cannot be used."""
+
+    saved_ranks: int = 0
+    files: dict[int, dict[str, Any]] = field(default_factory=dict)
+    problem: str | None = None  # the epoch is damaged: try an older one
+    mismatch: str | None = None  # the checkpoint is of another job: stop
+
+
+@dataclass
+class Loaded:
+    """One rank's part of a checkpoint, read and checked, not yet put in place."""
+
+    epoch: int
+    engine: Restored
+    counters: dict[int, int]
+    topics: dict[str, Any]
+    queues: dict[str, Any]
+    state: dict[str, Any]
+    node_state: dict[int, Any]
+
+
+def plan(store: CheckpointStore, epoch: int, names: tuple[str, ...], size: int) -> list[Part]:
+    """Every rank's `Part` of ``epoch`` for a job of ``names`` on ``size`` ranks (rank 0 reads
+    the manifest, once, here: O(ranks) bytes, where every rank reading it would make
+    O(ranks^2) in all). Never raises: the other ranks wait for its parts."""
+    try:
+        return _plan(store, epoch, names, size)
+    except CheckpointError as exc:  # it names the manifest
+        return [Part(problem=str(exc))] * size
+    except Exception as exc:  # anything else a damaged manifest makes us raise
+        problem = f"{store.epoch_path(epoch) / MANIFEST}: {type(exc).__name__}: {exc} (damaged?)"
+        return [Part(problem=problem)] * size
+
+
+def _plan(store: CheckpointStore, epoch: int, names: tuple[str, ...], size: int) -> list[Part]:
+    manifest = store.manifest(epoch)
+    path = store.epoch_path(epoch) / MANIFEST
+    nodes, saved_ranks = manifest.get("nodes"), manifest["ranks"]
+    if not isinstance(nodes, list) or not all(isinstance(name, str) for name in nodes):
+        return [Part(problem=f"{path}: nodes {nodes!r} is not a list of names")] * size
+    if nodes != list(names):
+        mismatch = (
+            f"{path.parent}: saved with nodes {nodes} on {saved_ranks} rank(s); this job has "
+            f"nodes {list(names)} on {size}: restart with the same nodes"
+        )
+        return [Part(mismatch=mismatch)] * size
+    if len(nodes) < saved_ranks:
+        return [Part(problem=f"{path}: {len(nodes)} nodes on {saved_ranks} ranks")] * size
+    files = manifest["files"]
+    saved = Placement(names, saved_ranks)
+    new = Placement(names, size)
+    parts = []
+    for rank in range(size):
+        # The ranks that hosted this rank's nodes, and the rank of its number (per-rank state).
+        owners = {saved.rank_of(index) for index in new.hosted_by(rank)}
+        if rank < saved_ranks:
+            owners.add(rank)
+        parts.append(Part(saved_ranks, {old: files[old] for old in sorted(owners)}))
+    return parts
+
+
+def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) -> Loaded:
+    """This rank's part of ``epoch``, read and checked; nothing is changed yet.
+
+    Raises:
+        OtherJob: a checkpoint this job cannot take on another number of ranks.
+        CheckpointError: anything wrong with a file or its content.
+    """
+    store.check_files(epoch, list(part.files.values()))
+    replaced = part.saved_ranks != geode.size
+    loaded = Loaded(epoch, Restored(), {}, {}, {}, {}, {})
+    for old, entry in part.files.items():
+        path = store.epoch_path(epoch) / entry["name"]
+        _, tree = read_rank_file(path)
+        try:
+            topics = mapping(tree.get("topics", {}), "topics")
+            queues = mapping(tree.get("queues", {}), "queues")
+            if replaced and (topics or queues):
+                raise OtherJob(
+                    f"{store.epoch_path(epoch)}: saved on {part.saved_ranks} rank(s) with "
+                    f"topics {sorted(topics)} and work queues {sorted(queues)}; a restart on "
+                    f"another number of ranks ({geode.size}) moves nodes, their messages and "
+                    "their state, not yet topics or work queues: restart on "
+                    f"{part.saved_ranks} rank(s)"
+                )
+            loaded.engine.merge(load(geode.engine, tree.get("engine"), replaced))
+            counters = mapping(mapping(tree.get("geode"), "geode").get("counters"), "counters")
+            for key, value in counters.items():
+                index = index_key(key, "counters")
+                if index in geode.engine.inboxes or not replaced:
+                    loaded.counters[index] = count(value)
+            for key, value in mapping(tree.get("node_state", {}), "node_state").items():
+                index = index_key(key, "node_state")
+                if index in geode.engine.inboxes:
+                    loaded.node_state[index] = decode_node_state(value)
+                elif not replaced:
+                    raise CheckpointError(f"node_state: node index {index} is not hosted here")
+            if old == geode.rank:
+                loaded.state = decode_state(tree.get("state"))
+                loaded.topics = {name: load_topic(state) for name, state in topics.items()}
+                loaded.queues = {
+                    name: load_queue(state, geode.names) for name, state in queues.items()
+                }
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+    return loaded

@@ -1,0 +1,200 @@
+"""What a checkpoint saves besides the engine, as trees and back: the job's state, per-node
+state, topics and work queues (each value checked on the way back)."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geode_mpi import codec
+from geode_mpi.errors import GeodeError
+from geode_mpi.message import Message
+from geode_mpi.persistence import CheckpointError
+from geode_mpi.persistence.rankfile import JsonValue
+from geode_mpi.persistence.snapshot import pack_messages, unpack_messages
+
+if TYPE_CHECKING:
+    from geode_mpi.core.workqueues import WorkQueue
+    from geode_mpi.delivery.topics import TopicStream
+
+_BLANK = codec.Stamp(0, 0, 0.0, 0, 0)
+_JSON_TYPES = (str, int, float, bool, type(None))
+
+
+def encode_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's state as a tree: arrays and plain values as they are, anything else pickled."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a mapping of str keys, got {type(state).__name__}")
+    plain: dict[str, Any] = {}
+    pickled: dict[str, Any] = {}
+    for key, value in state.items():
+        if not isinstance(key, str) or not key or "/" in key:
+            raise TypeError(f"state keys must be non-empty str without '/', got {key!r}")
+        if (isinstance(value, np.ndarray) and not value.dtype.hasobject) or isinstance(
+            value, _JSON_TYPES
+        ):
+            plain[key] = value
+        else:
+            try:
+                pickled[key] = pickle.dumps(value, protocol=5)
+            except Exception as exc:
+                raise TypeError(f"state[{key!r}] ({type(value).__name__}) cannot be saved") from exc
+    return {"plain": plain, "pickled": pickled}
+
+
+def decode_state(tree: Any) -> dict[str, Any]:
+    """Back from `encode_state` (its file passed its checksum, and with a job key its
+    manifest's HMAC, before this unpickles).
+
+    Raises:
+        CheckpointError: the tree is not what `encode_state` makes, or a value cannot be
+            unpickled.
+    """
+    tree = mapping(tree, "state")
+    state = dict(mapping(tree.get("plain", {}), "state/plain"))
+    for key, raw in mapping(tree.get("pickled", {}), "state/pickled").items():
+        if not isinstance(raw, bytes):
+            raise CheckpointError(f"state/pickled/{key}: expected bytes, got {type(raw).__name__}")
+        try:
+            state[key] = pickle.loads(raw)
+        except Exception as exc:
+            raise CheckpointError(
+                f"state[{key!r}] cannot be unpickled: {type(exc).__name__}: {exc}"
+            ) from exc
+    return state
+
+
+def encode_node_state(value: Any) -> dict[str, Any]:
+    """One node's state as a tree (see `encode_state`)."""
+    return encode_state({"value": value})
+
+
+def decode_node_state(tree: Any) -> Any:
+    """Back from `encode_node_state`.
+
+    Raises:
+        CheckpointError: the tree is not what `encode_node_state` makes.
+    """
+    state = decode_state(tree)
+    if set(state) != {"value"}:
+        raise CheckpointError(f"node state: keys {sorted(state)}, expected ['value']")
+    return state["value"]
+
+
+def mapping(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{what}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"expected a count (an int >= 0), got {value!r}")
+    return value
+
+
+def index_key(key: str, what: str) -> int:
+    if not key.isdigit():
+        raise CheckpointError(f"{what}: key {key!r} is not a number")
+    return int(key)
+
+
+# -- topics and work queues ----------------------------------------------------------------
+
+
+def topic_state(streams: Sequence[TopicStream]) -> dict[str, Any]:
+    """A topic's state (its streams' numbering and retained messages) as a tree."""
+    return {
+        "next_seq": JsonValue({str(stream.number): stream.next_seq for stream in streams}),
+        "retained": {
+            str(stream.number): pack_messages(list(stream.retained)) for stream in streams
+        },
+    }
+
+
+def load_topic(state: Any) -> dict[str, Any]:
+    """A topic's saved state, checked: what `restore_topic` takes."""
+    state = mapping(state, "topic")
+    next_seq = mapping(state.get("next_seq"), "topic/next_seq")
+    retained = mapping(state.get("retained"), "topic/retained")
+    return {
+        "next_seq": {index_key(key, "next_seq"): count(seq) for key, seq in next_seq.items()},
+        "retained": {index_key(key, "retained"): unpack_messages(r) for key, r in retained.items()},
+    }
+
+
+def restore_topic(streams: Sequence[TopicStream], state: Mapping[str, Any]) -> None:
+    """Put a topic's state from `load_topic` into the streams of the topic just created."""
+    by_number = {stream.number: stream for stream in streams}
+    for number, seq in state["next_seq"].items():
+        by_number[number].next_seq = seq
+    for number, messages in state["retained"].items():
+        by_number[number].retained.extend(messages)
+
+
+def queue_state(queue: WorkQueue) -> dict[str, Any]:
+    """A work queue's dispatcher state as a tree."""
+    state = queue.dispatch
+    encoded = [codec.encode(task, _BLANK) for task in state.tasks]
+    return {
+        "tasks": pack_messages(encoded),
+        "numbers": JsonValue(
+            {
+                "wanting": list(state.wanting),
+                "producers_left": state.producers_left,
+                "finished": state.finished,
+                "told": sorted(state.told),
+                "dispatched": state.dispatched,
+            }
+        ),
+    }
+
+
+def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
+    """A work queue's saved state, checked and its tasks decoded: what `restore_queue` takes.
+
+    Raises:
+        CheckpointError: the state is not what `queue_state` makes (damaged).
+    """
+    state = mapping(state, "work queue")
+    tasks = []
+    for meta, frames in unpack_messages(state.get("tasks")):
+        try:
+            task: Message = codec.decode(meta, frames, names)
+        except GeodeError as exc:
+            raise CheckpointError(f"work queue task: {exc}") from exc
+        for field in ("id", "seq", "timestamp", "source", "dest"):
+            task.__dict__.pop(field, None)
+        tasks.append(task)
+    numbers = mapping(state.get("numbers"), "work queue/numbers")
+    wanting, told = numbers.get("wanting"), numbers.get("told")
+    if not isinstance(wanting, list) or not isinstance(told, list):
+        raise CheckpointError(f"work queue/numbers: wanting {wanting!r}, told {told!r}")
+    left, finished = numbers.get("producers_left"), numbers.get("finished")
+    if not isinstance(finished, bool) or isinstance(left, bool) or not isinstance(left, int):
+        raise CheckpointError(f"work queue/numbers: producers_left {left!r}, finished {finished!r}")
+    return {
+        "tasks": tasks,
+        "numbers": {
+            "wanting": [count(node) for node in wanting],
+            "producers_left": left,
+            "finished": finished,
+            "told": [count(node) for node in told],
+            "dispatched": count(numbers.get("dispatched")),
+        },
+    }
+
+
+def restore_queue(queue: WorkQueue, state: Mapping[str, Any]) -> None:
+    """Put a work queue's state from `load_queue` into the queue just created."""
+    dispatch = queue.dispatch
+    dispatch.tasks.extend(state["tasks"])
+    numbers = state["numbers"]
+    dispatch.wanting.extend(numbers["wanting"])
+    dispatch.producers_left = numbers["producers_left"]
+    dispatch.finished = numbers["finished"]
+    dispatch.told.update(numbers["told"])
+    dispatch.dispatched = numbers["dispatched"]
