@@ -17,14 +17,15 @@ import re
 from pathlib import Path
 from typing import Any
 
+from geode_mpi.codec.header import VERSION as CODEC_VERSION
 from geode_mpi.persistence.rankfile import CheckpointError, rank_name
 
 MANIFEST = "manifest.json"
-# The manifest's version. 4: rank files in sub-directories of at most ``per_dir`` files, and
-# per-node state in the rank files. A format 3 checkpoint (every file in the epoch's directory,
-# no per-node state) is read as well.
+# The manifest's version. 4: rank files in sub-directories of at most ``per_dir`` files,
+# per-node state in the rank files, and the codec version of the messages saved (``codec``).
+# Format 3 is not read: its messages are in codec version 4, which this codec does not decode.
 MANIFEST_FORMAT = 4
-READABLE = (3, MANIFEST_FORMAT)
+READABLE = (MANIFEST_FORMAT,)
 KEY_VARIABLE = "GEODE_CHECKPOINT_KEY"
 _MAC_PREFIX = "hmac-sha256:"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -103,6 +104,12 @@ def check_manifest(path: Path, epoch: int, manifest: Any, key: bytes | None) -> 
             f"format {' or '.join(str(version) for version in READABLE)} (a checkpoint of "
             "another version of geode_mpi: restart with that version)"
         )
+    if manifest.get("codec") != CODEC_VERSION:
+        raise CheckpointError(
+            f"{path}: its messages are in codec version {manifest.get('codec')!r}, this geode_mpi "
+            f"speaks {CODEC_VERSION} (a checkpoint of another version of geode_mpi: restart with "
+            "that version)"
+        )
     problem = _shape_problem(manifest, epoch)
     if problem:
         raise CheckpointError(f"{path}: {problem} (damaged manifest)")
@@ -120,7 +127,7 @@ def _shape_problem(manifest: dict[str, Any], epoch: int) -> str | None:
         return f"ranks {ranks!r} is not an int >= 1"
     if not isinstance(files, list) or len(files) != ranks:
         return f"files must list {ranks} rank files, got {_brief(files)}"
-    per_dir = manifest.get("per_dir", ranks) if manifest["geode_format"] >= 4 else ranks
+    per_dir = manifest.get("per_dir", ranks)
     if not _is_int(per_dir, 1):
         return f"per_dir {per_dir!r} is not an int >= 1"
     for rank, entry in enumerate(files):

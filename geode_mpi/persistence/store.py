@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from geode_mpi.persistence.manifest import (
+    CODEC_VERSION,
     MANIFEST,
     MANIFEST_FORMAT,
     check_manifest,
@@ -193,6 +194,7 @@ class CheckpointStore:
         manifest: dict[str, Any] = {
             **info,
             "geode_format": MANIFEST_FORMAT,
+            "codec": CODEC_VERSION,  # the saved messages are encoded: only this codec reads them
             "per_dir": self.per_dir,
             "epoch": epoch,
             "created": time.time(),

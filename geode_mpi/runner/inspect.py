@@ -90,7 +90,7 @@ def inspect_lines(directory: str | Path, depth: int = 3) -> list[str]:
         return [*lines, "a restart would find no complete checkpoint and start afresh"]
     lines.append(f"a restart resumes from epoch {resume.epoch}:")
     for key in sorted(resume.manifest):
-        if key not in ("files", "geode_format", "epoch", "created", "ranks", "hmac"):
+        if key not in ("files", "geode_format", "codec", "epoch", "created", "ranks", "hmac"):
             lines.append(f"  {key}: {_summary(resume.manifest[key])}")
     nodes = resume.manifest.get("nodes", [])
     for rank, tree in enumerate(trees):

@@ -126,7 +126,7 @@ def test_the_store_names_what_is_wrong_with_a_manifest(tmp_path: Path) -> None:
         (None, "a JSON NoneType, not an object"),
         ({**good, "ranks": 2}, "files must list 2 rank files, got"),
         ({**good, "files": [{**good["files"][0], "name": "/etc/passwd"}]}, "files\\[0\\] must be"),
-        ({**good, "geode_format": 2}, "checkpoint format 2, this geode_mpi reads format 3"),
+        ({**good, "geode_format": 2}, "checkpoint format 2, this geode_mpi reads format 4"),
     ]:
         manifest.write_text(json.dumps(value))
         with pytest.raises(CheckpointError, match=problem):

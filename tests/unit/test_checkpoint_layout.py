@@ -1,5 +1,5 @@
 """The checkpoint layout at scale (rank files in sub-directories of bounded size), the old
-format 3 still read, other formats refused by version, and per-node state in one process."""
+format 3 and others refused by version, the codec version checked, per-node state."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from geode_mpi import Geode, Message
+from geode_mpi.codec import header
 from geode_mpi.errors import UnknownNodeError
 from geode_mpi.persistence import CheckpointError, CheckpointStore
 
@@ -70,21 +71,30 @@ def as_format(path: Path, version: int) -> None:
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_a_format_3_checkpoint_is_still_restored(tmp_path: Path) -> None:
+def test_a_format_3_checkpoint_is_refused_naming_its_version(tmp_path: Path) -> None:
     with Geode(checkpoint_dir=tmp_path) as geode:
         geode.send(Message("queued"), "node0", "node1")
         geode.checkpoint(state={"step": 3})
-    as_format(tmp_path / "epoch-000001", 3)  # what geode_mpi wrote before per_dir
-    with Geode(checkpoint_dir=tmp_path, restart=True) as again:
-        assert again.restored_epoch == 1 and again.restored_state == {"step": 3}
-        assert again.receive("node1", timeout=5).data == "queued"
-        assert again.restored_node_state("node1") is None
+    # what geode_mpi wrote before per_dir: its messages were in codec version 4
+    as_format(tmp_path / "epoch-000001", 3)
+    with pytest.raises(CheckpointError, match="checkpoint format 3, this geode_mpi reads format 4"):
+        CheckpointStore(tmp_path).validate(1)
+
+
+def test_a_checkpoint_of_another_codec_is_refused_naming_it(tmp_path: Path) -> None:
+    path = write_ranks(CheckpointStore(tmp_path), 1, 1)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["codec"] == header.VERSION
+    manifest["codec"] = header.VERSION - 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=f"codec version {header.VERSION - 1}, this"):
+        CheckpointStore(tmp_path).validate(1)
 
 
 def test_a_checkpoint_of_another_format_is_refused_naming_its_version(tmp_path: Path) -> None:
     path = write_ranks(CheckpointStore(tmp_path), 1, 1)
     as_format(path, 5)
-    with pytest.raises(CheckpointError, match="checkpoint format 5, this geode_mpi reads format 3"):
+    with pytest.raises(CheckpointError, match="checkpoint format 5, this geode_mpi reads format 4"):
         CheckpointStore(tmp_path).validate(1)
 
 
