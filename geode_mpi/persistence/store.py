@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from geode_mpi.codec.header import VERSION as CODEC_VERSION
 from geode_mpi.persistence.manifest import (
-    CODEC_VERSION,
     MANIFEST,
     MANIFEST_FORMAT,
     check_manifest,
