@@ -38,7 +38,7 @@ class Hub(Protocol):
 
 
 class LocalHub:
-    """What hubs of simulated ranks share: the size, agreement, the broadcast streams' table.
+    """What hubs of simulated ranks share: the size, agreement, the topic streams' table.
 
     Args:
         size: the number of simulated ranks.
