@@ -500,34 +500,31 @@ class MPITransport(TransportBase):
         sent to each member in turn; one ticket for all of them."""
         members = self._fanouts.members(key)
         if len(members) == 1:
-            return self.send(members[0], meta, frames, batch=True)
+            return self.send(members[0], meta, frames)
         check_envelope(meta)  # before anything is posted: a refused message is refused whole
-        inline_max = self.inline_max
-        if not frames or all(frame.nbytes <= inline_max for frame in frames):
-            # Small: batched per member, as `isend` batches (a publish returns at once too):
-            # the small-message rate was about half of the old broadcast's when every member
-            # got an MPI message of its own per publish (benchmarks/README.md, fanout.py).
-            kind = _AS_META if not frames else _AS_ENVELOPE
-            payload = meta if not frames else build_envelope(meta, frames, inline_max)[0]
-            for dest in members:
-                ticket = self._add_to_batch(dest, kind, payload)
-            return ticket  # the batches go out together: the last one stands for all
         for dest in members:
             if dest in self._batches:
                 self._send_batch(dest)  # what was batched before this message goes before it
         isend = self.comm.Isend
         sent_to = self.sent_to
         requests: list[MPI.Request] = []
-        flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
-        offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
-        envelope, oob = build_envelope(meta, flat, inline_max, offsets)
-        for dest in members:  # per member, its frames first, as `send` posts them
-            for frame in oob:
-                requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
-            requests.append(isend(envelope, dest, TAG_ENVELOPE))
-            sent_to[dest] += 1
-        nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
-        ticket = SendTicket(self.rank, nbytes, state=(requests, envelope, flat, []))
+        if not frames:
+            for dest in members:
+                requests.append(isend(meta, dest, TAG_META))
+                sent_to[dest] += 1
+            ticket = SendTicket(self.rank, len(meta), state=(requests, meta, [], []))
+        else:
+            inline_max = self.inline_max
+            flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
+            offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
+            envelope, oob = build_envelope(meta, flat, inline_max, offsets)
+            for dest in members:  # per member, its frames first, as `send` posts them
+                for frame in oob:
+                    requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
+                requests.append(isend(envelope, dest, TAG_ENVELOPE))
+                sent_to[dest] += 1
+            nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
+            ticket = SendTicket(self.rank, nbytes, state=(requests, envelope, flat, []))
         if not self._finish(ticket):
             self._active.append(ticket)
         return ticket
