@@ -617,14 +617,20 @@ class MPITransport(TransportBase):
         testany = MPI.Request.Testany
         iprobe = self.comm.Iprobe
         clock = time.perf_counter
-        # With ranks outnumbering cores, yield the core between polls: the peer moving the
-        # other end may need it.
+        # With ranks outnumbering cores, yield the core at every eighth poll: the peer moving
+        # the other end may need it, but yielding at every poll left a topic's publisher and its
+        # subscribers waiting for each other (4 ranks on 2 cores, 1 to 16 MiB fan-outs to 3
+        # subscribers: 1.5 to 1.8 times raw Bcast's time, against 0.9 to 1.3 with every eighth;
+        # the Ibcast streams before used every eighth too; see benchmarks/README.md, fanout.py).
         share = self.oversubscribed
+        turn = 0
         while True:
             if testany(requests)[1] or iprobe(_ANY_SOURCE, _ANY_TAG) or clock() > until:
                 return self.progress()
             if share:
-                os.sched_yield()
+                turn += 1
+                if not turn & 7:
+                    os.sched_yield()
 
     @property
     def busy(self) -> bool:
