@@ -3,8 +3,8 @@ dropped, or raise DecodeError (docs/wire-format.md, "Malformed input").
 
 The bytes go where a real arrival goes, not to a reimplementation: an `MPITransport` over
 ``MPI.COMM_SELF`` (a one-rank MPI world, started as a singleton: no mpiexec) receives them with
-``Isend`` to itself and its own ``progress()`` (envelopes, meta-only messages, batches, frames),
-a broadcast stream member whose communicator is scripted (the root's broadcasts, forged), the
+``Isend`` to itself and its own ``progress()`` (envelopes, meta-only messages, batches, frames,
+topic streams' end markers), the
 Engine of a `Geode` over that transport as the sink (control records, dead letters), and
 ``try_receive`` on each node, which decodes what was queued.
 
@@ -43,8 +43,8 @@ from geode_mpi import DecodeError, GeodeError, Message, codec
 from geode_mpi.core.geode import Geode
 from geode_mpi.delivery import control
 from geode_mpi.transport import envelope as env
+from geode_mpi.transport import fanout
 from geode_mpi.transport import mpi as mpi_transport
-from geode_mpi.transport import streams
 
 INTERESTING = (
     0,
@@ -99,49 +99,8 @@ def corpus_messages() -> list[Message]:
     ]
 
 
-class ScriptedComm:
-    """The communicator of a broadcast stream member: each Ibcast takes the next broadcast the
-    (forged) root made, as much of it as the posted buffer holds. A header posted before the
-    root broadcast anything completes once it has; anything else completes at once (a member
-    that posts a broadcast the root never makes would wait forever in MPI: a hang no receiver
-    can tell from a slow root, so the harness does not model it)."""
-
-    def __init__(self) -> None:
-        self.script: collections.deque[bytes] = collections.deque()
-
-    def Ibcast(self, buf: Any, root: int = 0) -> Any:
-        target = buf[0] if isinstance(buf, list) else buf
-        if not self.script and len(target) == streams.HEADER_BYTES:
-            return _Posted(self, target)
-        self.fill(target)
-        return MPI.Request()  # a null request: complete
-
-    def fill(self, target: Any) -> None:
-        view = memoryview(target).cast("B")
-        data = self.script.popleft() if self.script else b""
-        count = min(len(view), len(data))
-        view[:count] = data[:count]
-
-    def Free(self) -> None:
-        return None
-
-
-class _Posted:
-    """A header broadcast posted before the root made it."""
-
-    def __init__(self, comm: ScriptedComm, target: Any) -> None:
-        self.comm = comm
-        self.target = target
-
-    def Test(self) -> bool:
-        if not self.comm.script:
-            return False
-        self.comm.fill(self.target)
-        return True
-
-
 class World:
-    """A one-rank MPI world with two nodes, the stream member, and what was sent in it."""
+    """A one-rank MPI world with two nodes, and what was sent in it."""
 
     def __init__(self) -> None:
         self.transport = mpi_transport.MPITransport(MPI.COMM_SELF)
@@ -152,9 +111,6 @@ class World:
         for node in ("node0", "node1"):
             while self.geode.try_receive(node) is not None:
                 pass
-        self.comm = ScriptedComm()
-        self.stream = streams.Stream(99, self.comm, 0, False, self.transport.pool)
-        self.transport._streams[99] = self.stream
         self.pending: list[tuple[Any, Any]] = []
         self.orphans: list[tuple[Any, Any]] = []
         self.sent: list[tuple[int, bytes]] = []  # this frame's sends (tag, bytes): its evidence
@@ -203,15 +159,6 @@ def batch(entries: list[tuple[int, bytes]]) -> bytes:
         parts.append(payload)
         parts.append(bytes(-len(payload) % 16))
     return b"".join(parts)
-
-
-def stream_broadcasts(envelope: bytes, oob: list[bytes]) -> list[bytes]:
-    """What a root broadcasts for one message (header, envelope if it does not fit, frames)."""
-    head = streams._HEAD.pack(streams._MAGIC, streams._MESSAGE, len(envelope))
-    if len(envelope) <= streams.INLINE_ENVELOPE:
-        header = head + envelope
-        return [header + bytes(streams.HEADER_BYTES - len(header)), *oob]
-    return [streams.build_header(envelope), envelope, *oob]
 
 
 class Mutator:
@@ -300,7 +247,7 @@ class Fuzzer:
         mutate = rng.random() < 0.93
         randomise = not mutate and rng.random() < 0.7
         meta, frames = self.message_parts()
-        label = ("meta", "envelope", "batch", "stream", "frames")[way]
+        label = ("meta", "envelope", "batch", "end marker", "frames")[way]
         if way == 0:  # a message without frames, sent as its meta alone
             data = meta if not frames else env.build_envelope(meta, frames, 1 << 30)[0]
             tag = mpi_transport.TAG_META if not frames else mpi_transport.TAG_ENVELOPE
@@ -323,18 +270,10 @@ class Fuzzer:
                 else:
                     entries.append((1, part))  # a meta alone
             world.isend(self.shape(batch(entries), mutate, randomise), mpi_transport.TAG_BATCH)
-        else:  # a broadcast stream's header, envelope and frames
-            if world.stream.broken:  # it stopped at the last forged header: a fresh one
-                world.stream = streams.Stream(99, world.comm, 0, False, world.transport.pool)
-                world.transport._streams[99] = world.stream
-            envelope, oob = env.build_envelope(meta, frames, env.INLINE_MAX)
-            casts = stream_broadcasts(bytes(envelope), [bytes(f) for f in oob])
-            if mutate:
-                target = rng.randrange(len(casts))
-                casts[target] = self.mutate(casts[target])
-            elif randomise:
-                casts[0] = rng.randbytes(streams.HEADER_BYTES)
-            world.comm.script.extend(casts)
+        else:  # a topic stream's end marker
+            world.isend(
+                self.shape(fanout.end_marker(99), mutate, randomise), mpi_transport.TAG_STREAM
+            )
         self.run(label if (mutate or randomise) else label + " (valid)")
 
     def shape(self, data: bytes, mutate: bool, randomise: bool) -> bytes:
@@ -346,7 +285,6 @@ class Fuzzer:
 
     def run(self, label: str) -> None:
         world = self.world
-        casts = [bytes(cast) for cast in world.comm.script]
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
         outcome = "clean"
@@ -369,7 +307,6 @@ class Fuzzer:
                 except Exception as exc:
                     self.fail(label, "receive", exc)
                     outcome = "FAILED"
-        world.comm.script.clear()  # what the member did not take: a stream out of step
         elapsed = time.perf_counter() - started
         self.slowest = max(self.slowest, elapsed)
         grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
@@ -377,11 +314,9 @@ class Fuzzer:
             key = f"slow ({elapsed:.1f} s, peak RSS +{grown:.0f} MiB): {label}"
             if elapsed > self.slow:
                 self.failures[key] += 1
-            # The bytes that did it, to replay (first 4 KiB of each send and broadcast).
+            # The bytes that did it, to replay (first 4 KiB of each send).
             sends = [(tag, data[:4096].hex()) for tag, data in world.sent]
-            self.examples[f"{key}, frame {self.frames}"] = repr(
-                {"sends": sends, "casts": [cast[:4096].hex() for cast in casts]}
-            )
+            self.examples[f"{key}, frame {self.frames}"] = repr({"sends": sends})
         world.sent.clear()
         self.outcomes[outcome] += 1
         self.frames += 1

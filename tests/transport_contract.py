@@ -343,6 +343,44 @@ class TransportContract:
         for transport in world.transports:
             transport.close_stream(21, timeout=TIMEOUT)
 
+    def test_a_members_close_stream_returns_once_everything_before_the_end_arrived(
+        self, world: World
+    ) -> None:
+        key, count = 31, 6
+        sent = [(meta_for(key, 0, 0, k, pad=k * 700), frames_for(0, k)) for k in range(count)]
+        for transport in world.transports:
+            transport.open_stream(key, 0, range(world.size))
+        for transport in world.transports:  # rank 0 first, in a world of one process
+            if transport.rank == 0:
+                for message in sent:
+                    transport.broadcast(key, *message)
+            transport.close_stream(key, timeout=TIMEOUT)
+            if transport.rank != 0:  # no waiting here: close_stream waited
+                world.check(transport.rank, 0, sent, key)
+        world.sync()
+
+    def test_ten_thousand_streams_open_at_once_and_reopen(self, world: World) -> None:
+        size, keys = world.size, range(40_000, 50_000)
+        for transport in world.transports:
+            for key in keys:
+                transport.open_stream(key, key % size, range(size))
+        last = keys[-1]
+        sent = [(meta_for(last, last % size, 0, 0), frames_for(0, 1))]
+        for transport in world.transports:
+            if transport.rank == last % size:
+                transport.broadcast(last, *sent[0])
+        want = {t.rank: int(t.rank != last % size) for t in world.transports}
+        world.wait_until(_everything_arrived(world, want), "the broadcast on the last stream")
+        for transport in world.transports:  # (closing all 10,000 one by one: 16 s at 4 ranks)
+            transport.close_stream(last, timeout=TIMEOUT)
+        for transport in world.transports:  # a closed stream opens again, with other members
+            transport.open_stream(last, last % size, [last % size])
+            transport.close_stream(last, timeout=TIMEOUT)
+        for transport in world.transports:
+            if transport.rank != last % size:
+                world.check(transport.rank, last % size, sent, last)
+        world.sync()
+
     def test_collectives_agree(self, world: World) -> None:
         for transport in world.transports:
             transport.check_same(b"same everywhere", "the same value")

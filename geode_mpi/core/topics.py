@@ -1,8 +1,9 @@
 """Topics: publish once, every subscriber gets the message.
 
-A topic's messages travel on broadcast streams (`geode_mpi.transport.streams`): one per
-publisher, so that each publisher's messages keep their order, or, for a topic with one total
-order, a single stream from its sequencer, to which the other publishers send point-to-point.
+A topic's messages travel on streams (`geode_mpi.transport.fanout`: point-to-point to each
+member rank, no communicator of their own): one per publisher, so that each publisher's
+messages keep their order, or, for a topic with one total order, a single stream from its
+sequencer, to which the other publishers send point-to-point.
 Subscribers on the publisher's own rank get a local copy instead. The delivery layer treats
 each (stream, subscriber) as a pair: numbered, deduplicated, in order, acknowledged and
 flow-controlled like point-to-point (`geode_mpi.delivery.topics`).
@@ -271,7 +272,7 @@ class Topic:
                 self._replay(stream, added)
 
     def _join(self, subscribers: Sequence[int]) -> None:
-        """Open the streams (collective) for this set of subscribers."""
+        """Open the streams for this set of subscribers (no communication)."""
         geode = self._geode
         self._subscribers = tuple(subscribers)
         local = tuple(sub for sub in self._subscribers if sub in geode.inboxes)

@@ -8,8 +8,8 @@ The contract is three small capabilities, each a `typing.Protocol`:
 
 - `PointToPoint`: ``attach`` a sink, ``send`` to a rank (a `SendTicket`), ``flush``,
   ``progress``, ``spin``, ``wait``, ``busy``, ``close``, ``describe``;
-- `BroadcastStreams`: ``open_stream``, ``broadcast`` from the stream's root to its members,
-  ``close_stream``;
+- `BroadcastStreams`: ``open_stream``, ``broadcast`` from the stream's root to its member
+  ranks, ``close_stream`` (topic streams: bookkeeping, no communicator of their own);
 - `Collectives`: ``check_same``, ``allgather``, ``drain``, ``all_entered``, ``private_comm``.
 
 `Transport` is all three: what a Geode needs. `TransportBase` holds the behaviour every
@@ -140,15 +140,17 @@ class PointToPoint(Protocol):
 
 @runtime_checkable
 class BroadcastStreams(Protocol):
-    """Broadcast streams: one root rank sends, every member rank receives, in order."""
+    """Topic streams: one root rank sends, every member rank receives, in order.
+
+    A stream costs nothing to hold open: no communicator, nothing polled while idle. What the
+    root broadcasts reaches each member's sink (not the root's own) from ``root``, in the order
+    broadcast, and in order with the root's point-to-point sends to that member.
+    """
 
     def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        """Open broadcast stream ``key`` from rank ``root`` to the ranks in ``members``.
-
-        Collective over every rank, which must open (and close) streams in the same order. What
-        the root broadcasts reaches each member's sink (not the root's own), from ``root``, in
-        the order broadcast.
-        """
+        """Open stream ``key`` from rank ``root`` to the ranks in ``members`` (which may list
+        the root). No communication: the root and each member call it (other ranks may, and
+        it does nothing there), before the root broadcasts on it."""
 
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         """Send one envelope to every member of stream ``key`` (on its root only); the ticket
@@ -156,8 +158,10 @@ class BroadcastStreams(Protocol):
         ...
 
     def close_stream(self, key: int, timeout: float | None = None) -> None:
-        """End stream ``key``: on the root, after everything broadcast; on a member, once all
-        of it has reached the sink. Collective like `open_stream` (ranks outside it return)."""
+        """End stream ``key``. The root returns at once (its broadcasts' tickets complete as
+        usual); a member returns once everything the root broadcast before its close has
+        reached the sink. The root and every member call it (other ranks return); the key
+        may then be opened again, with other members."""
 
 
 @runtime_checkable

@@ -33,10 +33,6 @@ PAGE = 4096
 _PADDING = bytes(ALIGN)
 _U32_MAX = 2**32 - 1
 META_MAX = _U32_MAX  # the longest meta an envelope holds
-# The longest envelope a broadcast stream member allocates for (its meta, frame table and inline
-# frames): a root refuses to broadcast a longer one (a point-to-point envelope is as long as
-# the MPI message that brought it, and needs no limit of its own).
-ENVELOPE_MAX = META_MAX + 2**26
 _tables: dict[int, struct.Struct] = {}
 _TABLES_MAX = 64
 

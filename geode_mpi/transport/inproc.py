@@ -35,9 +35,12 @@ class Hub(Protocol):
         """The members of stream ``key``, whose root must be ``rank``."""
         ...
 
+    def end(self, key: int) -> None:
+        """Deliver everything in flight, and forget stream ``key``."""
+
 
 class LocalHub:
-    """What hubs of simulated ranks share: the size, agreement, the broadcast streams' table.
+    """What hubs of simulated ranks share: the size, agreement, the topic streams' table.
 
     Args:
         size: the number of simulated ranks.
@@ -76,6 +79,13 @@ class LocalHub:
             raise ValueError(f"rank {rank} is not the root of broadcast stream {key}")
         return members
 
+    def end(self, key: int) -> None:
+        self.settle()  # what a member's close waits for: everything broadcast before the end
+        self.streams.pop(key, None)  # the first rank to close it: the others find nothing
+
+    def settle(self) -> None:
+        """Deliver everything in flight, to every rank (nothing, unless delivery is later)."""
+
 
 class InProcHub(LocalHub):
     """A set of connected in-process endpoints, one per simulated rank.
@@ -107,9 +117,6 @@ class InProcHub(LocalHub):
         self.endpoints[dest].deliver(source, memoryview(meta), copies, nbytes)
         return nbytes
 
-    def settle(self) -> None:
-        return None  # everything was delivered inside send()
-
 
 class LocalTransport(RootedAlone, TransportBase):
     """One endpoint of a hub of simulated ranks that one thread drives: every capability,
@@ -131,7 +138,7 @@ class LocalTransport(RootedAlone, TransportBase):
             raise ValueError(f"dest must be a rank in 0..{self.size - 1}, got {dest!r}")
         return SendTicket(dest, self.hub.post(self.rank, dest, meta, frames), done=True)
 
-    # -- broadcast streams: one copy per member, through the hub ----------------------------
+    # -- topic streams: one copy per member, through the hub --------------------------------
 
     def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
         self.hub.stream(key, self.rank, root, members)
@@ -143,7 +150,7 @@ class LocalTransport(RootedAlone, TransportBase):
         return SendTicket(self.rank, nbytes, done=True)
 
     def close_stream(self, key: int, timeout: float | None = None) -> None:
-        return None  # a broadcast posts every copy at once: progress delivers them
+        self.hub.end(key)
 
     # -- collectives ------------------------------------------------------------------------
 

@@ -49,10 +49,10 @@ from geode_mpi.transport.envelope import (
 from geode_mpi.transport.envelope import (
     VERSION as ENVELOPE_VERSION,
 )
+from geode_mpi.transport.fanout import FanoutTable, end_marker, read_end_marker
 from geode_mpi.transport.launch import launch_info
 from geode_mpi.transport.pool import BufferPool
 from geode_mpi.transport.rooted import RootedMPI
-from geode_mpi.transport.streams import ROOT_WINDOW, Stream
 
 _BYTE = MPI.BYTE
 _ANY_SOURCE = MPI.ANY_SOURCE
@@ -62,6 +62,7 @@ TAG_ENVELOPE = 1
 TAG_FRAME = 2
 TAG_BATCH = 3  # several small envelopes in one MPI message (see MPITransport.send)
 TAG_META = 4  # a message without frames, sent as its meta alone: no envelope to build
+TAG_STREAM = 5  # a stream's end marker (see transport/fanout.py)
 BATCH_MAX = 32  # envelopes in a batch before it goes out on its own
 BATCH_BYTES = 32 * 1024  # bytes in a batch before it goes out on its own
 BATCH_DELAY = 100e-6  # a poll sends batches this old; a wait sends them all at once
@@ -87,7 +88,6 @@ def _framing(length: int, kind: int) -> tuple[bytes, bytes]:
 # Above this many bytes a send is not complete when posted (MPICH's shared-memory eager limit
 # is 64 KiB): its first test waits for the next progress.
 EAGER_GUESS = 256 * 1024
-HEADER_POLL_MASK = 7  # an idle wait tests broadcast headers when turn & this is 0 (see spin)
 MAX_ARRIVALS_PER_POLL = 256
 TESTS_PER_POLL = 64
 # The ticket of every send that completed inside send(): shared, since nothing about it changes.
@@ -164,7 +164,7 @@ class MPITransport(RootedMPI, TransportBase):
         self._status = MPI.Status()
         self._closed = False
         self._closing: tuple[MPI.Request, Frame, Frame] | None = None
-        self._streams: dict[int, Stream] = {}  # broadcast streams this rank is in, by key
+        self._fanouts = FanoutTable(self.rank)  # the topic streams this rank is in
         self.pool = BufferPool()
         launch = launch_info()
         self.oversubscribed = launch.local_ranks is not None and launch.local_ranks > launch.cores
@@ -378,6 +378,9 @@ class MPITransport(RootedMPI, TransportBase):
             self._accept_batch(source, buffer)
             return True
         self.received_from[source] += 1
+        if tag == TAG_STREAM:
+            self._fanouts.ended(read_end_marker(buffer, source))
+            return True
         self._accept(source, buffer)
         return True
 
@@ -488,75 +491,75 @@ class MPITransport(RootedMPI, TransportBase):
                 self._waiting_sources.discard(source)
         return found
 
-    # -- progress --------------------------------------------------------------------------
-
-    # -- broadcast streams (see transport/streams.py) ----------------------------------------
+    # -- broadcast streams (see transport/fanout.py) -----------------------------------------
 
     def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        """Collective over every rank, in the same order everywhere: see `Transport`."""
-        inside = self.rank == root or self.rank in members
-        comm = self.comm.Split(0 if inside else MPI.UNDEFINED, 0 if self.rank == root else 1)
-        if inside:
-            if key in self._streams:
-                comm.Free()
-                raise ValueError(f"broadcast stream {key} is already open")
-            others = sorted(set(members) - {root})
-            self._streams[key] = Stream(key, comm, root, self.rank == root, self.pool, others)
+        """See `Transport.open_stream`: bookkeeping only, nothing is sent."""
+        self._fanouts.open(key, root, members)
 
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
-        """See `Transport.broadcast`; with `ROOT_WINDOW` broadcasts in flight, it first waits
-        for the oldest to complete."""
-        stream = self._streams.get(key)
-        if stream is None:
-            raise ValueError(f"broadcast stream {key} is not open on rank {self.rank}")
-        if not stream.is_root:
-            raise ValueError(f"rank {self.rank} is not the root of broadcast stream {key}")
-        if len(stream.members) == 1:
-            # A broadcast to one rank is a send: point-to-point skips the header's extra step
-            # (what arrives first, by either path, the delivery layer puts back in order).
-            ticket = self.send(stream.members[0], meta, frames)
-            if not ticket.done:
-                stream.direct.append(ticket)
-            return ticket
-        check_envelope(meta)
-        if len(stream.sending) >= ROOT_WINDOW:
-            self.wait(lambda: len(stream.sending) < ROOT_WINDOW, None)
-        return stream.broadcast(meta, frames, self.inline_max)
+        """See `Transport.broadcast`: the envelope (and every large frame, from its own memory)
+        sent to each member in turn; one ticket for all of them."""
+        members = self._fanouts.members(key)
+        if len(members) == 1:
+            return self.send(members[0], meta, frames)
+        check_envelope(meta)  # before anything is posted: a refused message is refused whole
+        for dest in members:
+            if dest in self._batches:
+                self._send_batch(dest)  # what was batched before this message goes before it
+        isend = self.comm.Isend
+        sent_to = self.sent_to
+        requests: list[MPI.Request] = []
+        if not frames:
+            for dest in members:
+                requests.append(isend(meta, dest, TAG_META))
+                sent_to[dest] += 1
+            ticket = SendTicket(self.rank, len(meta), state=(requests, meta, [], []))
+        else:
+            inline_max = self.inline_max
+            flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
+            offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
+            envelope, oob = build_envelope(meta, flat, inline_max, offsets)
+            for dest in members:  # per member, its frames first, as `send` posts them
+                for frame in oob:
+                    requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
+                requests.append(isend(envelope, dest, TAG_ENVELOPE))
+                sent_to[dest] += 1
+            nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
+            ticket = SendTicket(self.rank, nbytes, state=(requests, envelope, flat, []))
+        if not self._finish(ticket):
+            self._active.append(ticket)
+        return ticket
 
     def close_stream(self, key: int, timeout: float | None = None) -> None:
-        """See `Transport.close_stream`."""
-        stream = self._streams.get(key)
+        """See `Transport.close_stream`. The root sends each member the stream's end marker,
+        behind everything broadcast; a member waits until it has arrived, and with it
+        everything the root sent before it."""
+        stream = self._fanouts.get(key)
         if stream is None:
             return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if stream.is_root:
-            self.flush()
-            direct = self.sent_to[stream.members[0]] if len(stream.members) == 1 else 0
-            stream.end(direct)
-
-            def done() -> bool:
-                stream.direct = [ticket for ticket in stream.direct if not ticket.done]
-                return not stream.sending and not stream.direct
-
+        root, members = stream
+        if root == self.rank:
+            marker = end_marker(key)
+            for dest in members:
+                if dest in self._batches:
+                    self._send_batch(dest)
+                request = self.comm.Isend(marker, dest, TAG_STREAM)
+                self.sent_to[dest] += 1
+                ticket = SendTicket(dest, len(marker), state=([request], marker, [], []))
+                if not self._finish(ticket):
+                    self._active.append(ticket)
         else:
-
-            def done() -> bool:
-                # Everything the root sent here point-to-point before it ended has arrived too.
-                arrived = self.received_from[stream.root] >= stream.sent_directly
-                return stream.ended and not stream.incoming and arrived and not self.busy
-
-        self._wait(done, deadline, timeout, lambda: f"broadcast stream {key} did not end")
-        del self._streams[key]
-        stream.free()
-
-    def _progress_streams(self) -> bool:
-        found = False
-        for stream in self._streams.values():
-            if stream.is_root:
-                found = stream.finish_sends() or found
-            else:
-                found = stream.receive(self._sink) or found
-        return found
+            deadline = None if timeout is None else time.monotonic() + timeout
+            fanouts, arrivals = self._fanouts, self._arrivals[root]
+            self._wait(
+                lambda: not arrivals and fanouts.take_end(key),
+                deadline,
+                timeout,
+                lambda: f"broadcast stream {key} from rank {root} did not end",
+                "close_stream()",
+            )
+        self._fanouts.remove(key)
 
     # -- progress --------------------------------------------------------------------------
 
@@ -564,8 +567,6 @@ class MPITransport(RootedMPI, TransportBase):
         if self._batches and time.perf_counter() - self._batch_since > BATCH_DELAY:
             self.flush()
         found = self._probe_arrivals()
-        if self._streams and self._progress_streams():
-            found = True
         if self._waiting_sources and self._complete_arrivals():
             found = True
         if self._active:
@@ -594,38 +595,15 @@ class MPITransport(RootedMPI, TransportBase):
             self.flush()
         if self._active or self._waiting_sources:
             return self._spin_transfers(seconds)
-        # The streams' posted headers, tested when turn & mask is 0: at every probe while the
-        # streams carry small messages only, else at every eighth (testing at every probe
-        # made the 8 B fan-out at 4 ranks on 2 cores 1.6 times faster, but the 1 and 4 MiB
-        # ones 5 to 30% slower; see benchmarks/README.md, fanout.py).
-        headers: list[MPI.Request] = []
-        mask = 0
-        for stream in self._streams.values():
-            if stream.busy:
-                return self._spin_transfers(seconds)
-            headers.extend(stream.requests())
-            if not (stream.is_root or stream.small):
-                mask = HEADER_POLL_MASK
         improbe = self.comm.Improbe
         status = self._status
         until = time.perf_counter() + seconds
-        turn = 0
-        share = headers and self.oversubscribed
         while True:
             message = improbe(_ANY_SOURCE, _ANY_TAG, status)
             if message is not None:
                 if self._take_matched(message):
                     return True  # an envelope; the rest arrive with the next progress()
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
-            if headers:
-                turn += 1
-                if not turn & mask and MPI.Request.Testany(headers)[1]:
-                    # A broadcast began (probes drive MPI's progress): take it in and return
-                    # at once; the next poll does the rest of progress().
-                    self._progress_streams()
-                    return True
-                if share:
-                    os.sched_yield()  # a broadcast's root or a forwarding member needs a core
             if time.perf_counter() > until:
                 return False
 
@@ -637,37 +615,28 @@ class MPITransport(RootedMPI, TransportBase):
         requests = [request for ticket in self._active for request in ticket.state[0]]
         for source in self._waiting_sources:
             requests.extend(self._arrivals[source][0].requests)
-        broadcasting = False
-        for stream in self._streams.values():
-            broadcasting = broadcasting or stream.busy
-            requests.extend(stream.requests())
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
         iprobe = self.comm.Iprobe
         clock = time.perf_counter
-        # With ranks outnumbering cores, yield the core between polls: the peer moving the
-        # other end may need it. While a broadcast moves, only at every eighth poll: it
-        # progresses only inside its members' MPI calls, and members that gave their core away
-        # at every poll left each other waiting (4 ranks on 2 cores, 1 to 16 MiB fan-outs:
-        # 0.7 to 0.9 of the time; see benchmarks/README.md, fanout.py).
+        # With ranks outnumbering cores, yield the core at every eighth poll: the peer moving
+        # the other end may need it, but yielding at every poll left a topic's publisher and its
+        # subscribers waiting for each other (4 ranks on 2 cores, 1 to 16 MiB fan-outs to 3
+        # subscribers: 1.5 to 1.8 times raw Bcast's time, against 0.9 to 1.3 with every eighth;
+        # the Ibcast streams before used every eighth too; see benchmarks/README.md, fanout.py).
         share = self.oversubscribed
-        every = 7 if broadcasting else 0  # yield when turn & every == 0
         turn = 0
         while True:
             if testany(requests)[1] or iprobe(_ANY_SOURCE, _ANY_TAG) or clock() > until:
                 return self.progress()
             if share:
                 turn += 1
-                if not turn & every:
+                if not turn & 7:
                     os.sched_yield()
 
     @property
     def busy(self) -> bool:
-        return bool(
-            self._active
-            or self._waiting_sources
-            or any(stream.busy for stream in self._streams.values())
-        )
+        return bool(self._active or self._waiting_sources)
 
     def pending_summary(self) -> str:
         """What this rank is waiting for, for diagnostics."""
@@ -679,11 +648,7 @@ class MPITransport(RootedMPI, TransportBase):
             parts.append(
                 f"{len(self._arrivals[source])} message(s) from rank {source} half received"
             )
-        text = "; ".join(parts) or "nothing in flight"
-        busy = sorted(key for key, stream in self._streams.items() if stream.busy)
-        if busy:
-            text += f"; broadcast stream(s) {busy} moving data"
-        return text
+        return "; ".join(parts) or "nothing in flight"
 
     # -- collective steps ------------------------------------------------------------------
 
@@ -711,7 +676,7 @@ class MPITransport(RootedMPI, TransportBase):
 
     def drain(self, timeout: float | None = None) -> None:
         """Collective: return once everything any rank sent before calling it has reached its
-        destination's sink (point-to-point and broadcast streams alike), and nothing moves.
+        destination's sink (topic streams are point-to-point too), and nothing moves.
         Rounds repeat while deliveries make some rank send (an acknowledgement, say).
 
         Raises:
@@ -732,12 +697,7 @@ class MPITransport(RootedMPI, TransportBase):
             request, counted, _ = self._post_expected()
             request.Wait()
             expected = int(counted[0])
-            mine = {key: s.count for key, s in self._streams.items() if s.is_root}
-            roots: dict[int, int] = {}
-            for counts in self.comm.allgather(mine):
-                roots.update(counts)
-            members = [s for s in self._streams.values() if not s.is_root]
-            if not self.wait(functools.partial(self._drained, expected, roots, members), deadline):
+            if not self.wait(functools.partial(self._drained, expected), deadline):
                 raise GeodeTimeoutError(
                     f"drain on rank {self.rank} timed out after {timeout:g} s: "
                     f"{self._missing(expected)}"
@@ -773,12 +733,8 @@ class MPITransport(RootedMPI, TransportBase):
         """The ranks this rank has received anything from."""
         return [rank for rank, count in enumerate(self.received_from) if count]
 
-    def _drained(self, expected: int, roots: dict[int, int], members: list[Stream]) -> bool:
-        return (
-            self._arrived(expected)
-            and not self.busy
-            and all(stream.count >= roots.get(stream.key, 0) for stream in members)
-        )
+    def _drained(self, expected: int) -> bool:
+        return self._arrived(expected) and not self.busy
 
     def _wait(
         self,
@@ -800,8 +756,7 @@ class MPITransport(RootedMPI, TransportBase):
         if self._closed:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-        for key in sorted(self._streams):  # in the same order on every rank
-            self.close_stream(key, None if deadline is None else deadline - time.monotonic())
+        self._fanouts.clear()  # stream traffic is point-to-point: counted below with the rest
         self.flush()
         self._wait(lambda: not self._active, deadline, timeout, self.pending_summary)
         if self._closing is None:

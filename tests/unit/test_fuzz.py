@@ -19,7 +19,7 @@ from mpirun import ROOT, clean_env, python
 from geode_mpi import DecodeError, Geode, Message, codec
 from geode_mpi.codec import header, wire
 from geode_mpi.delivery import control
-from geode_mpi.transport import InProcHub
+from geode_mpi.transport import InProcHub, fanout
 from geode_mpi.transport.envelope import build_envelope, parse_envelope
 
 FUZZ = str(ROOT / "tests" / "fuzz_arrival.py")
@@ -254,51 +254,18 @@ def test_an_ack_range_of_2_64_does_not_hang(pair_of_ranks: list[Geode]) -> None:
     assert sender._runtime.engine.malformed == {}
 
 
-# -- broadcast stream headers (need mpi4py: in a subprocess) --------------------------------
-
-STREAM_HEADERS = """
-import sys, struct, tracemalloc
-sys.path.insert(0, {tests!r})
-from fuzz_arrival import ScriptedComm
-from geode_mpi import DecodeError
-from geode_mpi.transport import streams
-from geode_mpi.transport.envelope import build_envelope
-from geode_mpi.transport.pool import BufferPool
-
-envelope, _ = build_envelope(b"m" * 10000, [], 0)
-good = streams.build_header(envelope)
-for length in (2**31, 2**40, 2**64 - 1):
-    forged = bytearray(good)
-    struct.pack_into("<Q", forged, 8, length)
-    comm = ScriptedComm()
-    stream = streams.Stream(1, comm, 0, False, BufferPool())
-    comm.script.append(bytes(forged))
-    tracemalloc.start()
-    try:
-        stream.receive(lambda *args: None)
-    except DecodeError as exc:
-        print("DecodeError", "checksum does not match" in str(exc))
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    print("peak below 1 MiB", peak < 2**20, "stopped", stream.ended and stream.broken)
-    assert not stream.receive(lambda *args: None)  # a stopped stream posts nothing more
-arrived = []
-comm = ScriptedComm()
-stream = streams.Stream(2, comm, 0, False, BufferPool())
-comm.script.extend([bytes(good), envelope])
-stream.receive(lambda rank, meta, frames, nbytes: arrived.append(len(meta)))
-print("valid", arrived)
-"""
+# -- topic streams' end markers --------------------------------------------------------------
 
 
-def test_a_forged_stream_header_length_is_refused_before_allocating() -> None:
-    code = STREAM_HEADERS.format(tests=str(ROOT / "tests"))
-    result = python(["-c", code], timeout=120, env=clean_env())
-    assert result.returncode == 0, result.explain()
-    assert result.stdout.splitlines() == [
-        "DecodeError True",
-        "peak below 1 MiB True stopped True",
-    ] * 3 + ["valid [10000]"], result.explain()
+def test_a_forged_stream_end_marker_is_a_decode_error() -> None:
+    assert fanout.read_end_marker(fanout.end_marker(2**40), 1) == 2**40
+    for forged, why in (
+        (fanout.end_marker(7)[:-1], "of 11 bytes, not 12"),
+        (fanout.end_marker(7) + b"x", "of 13 bytes, not 12"),
+        (b"GDBS" + fanout.end_marker(7)[4:], "with magic b'GDBS'"),
+    ):
+        with pytest.raises(DecodeError, match=f"rank 3 sent a stream end marker {why}"):
+            fanout.read_end_marker(forged, 3)
 
 
 # A small array of a structured dtype whose pickled state the fuzzer damaged: numpy's
