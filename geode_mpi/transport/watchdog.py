@@ -74,8 +74,9 @@ def waiting_in() -> list[str]:
 
 
 def transport_state(transport: object) -> str:
-    """What a transport has in flight: unfinished sends, half-received messages, busy
-    broadcast streams (MPI); nothing for a transport that delivers inside send()."""
+    """What a transport has in flight: unfinished sends and half-received messages (MPI; a
+    topic's fan-out is point-to-point sends too); nothing for a transport that delivers inside
+    send()."""
     summary = getattr(transport, "pending_summary", None)
     return str(summary()) if summary is not None else "nothing in flight"
 
