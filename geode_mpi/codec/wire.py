@@ -85,13 +85,20 @@ def _checksum_error(mid: int, src: int) -> DecodeError:
 
 
 def pickled_checksum(meta: bytes | memoryview, kind: int, flags: int, body: int) -> int:
-    """The Adler-32 of what C pickle reads of a message whose data section starts at ``body``:
-    its data section if it is a pickle, then its rest section if it has one (0: neither)."""
+    """The header's checksum of a message whose data section starts at ``body`` (see
+    `_sections_checksum`): its data section if it is a pickle, then its rest section."""
     end = body + header.data_length(meta)
-    if kind == KIND_PICKLE:
-        check = _checksum(meta[body:end])
-        return _checksum(meta[end:], check) if flags & FLAG_REST else check
-    return _checksum(meta[end:]) if flags & FLAG_REST else 0
+    pickled = meta[body:end] if kind == KIND_PICKLE else None
+    return _sections_checksum(pickled, meta[end:] if flags & FLAG_REST else None)
+
+
+def _sections_checksum(pickled: bytes | memoryview | None, rest: bytes | memoryview | None) -> int:
+    """The Adler-32 of what C pickle reads of a message: its pickled data section (None: its
+    data is not a pickle), then its rest section (None: it has none); 0 when neither."""
+    if pickled is not None:
+        check = _checksum(pickled)
+        return _checksum(rest, check) if rest is not None else check
+    return _checksum(rest) if rest is not None else 0
 
 
 def _plain_section(data: Any) -> tuple[bytes, int, int]:
@@ -266,10 +273,7 @@ def encode(
             ),
         )
     flags = (flags & SENDER_FLAGS) | (FLAG_REST if has_rest else 0)
-    if kind == KIND_PICKLE:
-        crc = _checksum(rest, _checksum(section))
-    else:
-        crc = _checksum(rest) if rest else 0
+    crc = _sections_checksum(section if kind == KIND_PICKLE else None, rest if has_rest else None)
     which, number = (0, 0) if route is None else (route.kind, route.number_field())
     # Stamp's fields are in header order: id, seq, timestamp, source, dest.
     head = _HEAD.pack(
