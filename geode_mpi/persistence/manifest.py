@@ -25,7 +25,6 @@ MANIFEST = "manifest.json"
 # per-node state in the rank files, and the codec version of the messages saved (``codec``).
 # Format 3 is not read: its messages are in codec version 4, which this codec does not decode.
 MANIFEST_FORMAT = 4
-READABLE = (MANIFEST_FORMAT,)
 KEY_VARIABLE = "GEODE_CHECKPOINT_KEY"
 _MAC_PREFIX = "hmac-sha256:"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -98,11 +97,11 @@ def check_manifest(path: Path, epoch: int, manifest: Any, key: bytes | None) -> 
             )
     elif mac is not None and not isinstance(mac, str):
         raise CheckpointError(f"{path}: hmac {mac!r} is not a string (damaged manifest)")
-    if manifest.get("geode_format") not in READABLE:
+    if manifest.get("geode_format") != MANIFEST_FORMAT:
         raise CheckpointError(
             f"{path}: checkpoint format {manifest.get('geode_format')!r}, this geode_mpi reads "
-            f"format {' or '.join(str(version) for version in READABLE)} (a checkpoint of "
-            "another version of geode_mpi: restart with that version)"
+            f"format {MANIFEST_FORMAT} (a checkpoint of another version of geode_mpi: restart "
+            "with that version)"
         )
     if manifest.get("codec") != CODEC_VERSION:
         raise CheckpointError(
