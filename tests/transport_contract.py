@@ -432,4 +432,7 @@ class TransportContract:
                 transport.send(world.size, meta_for(0, transport.rank, 0, 0), [])
             with pytest.raises(ValueError, match="got -1"):
                 transport.send(-1, meta_for(0, transport.rank, 0, 0), [])
+            for bad in (-1, world.size):  # a batched send checks too, whatever is batched
+                with pytest.raises(ValueError, match=f"got {bad}"):
+                    transport.send(bad, meta_for(0, transport.rank, 0, 0), [], batch=True)
         world.sync()

@@ -46,6 +46,7 @@ from geode_mpi.message import RESERVED, Message
 
 SMALL_ARRAY_MAX = 2048  # bytes; a frame costs more than copying this much
 _HEAD = header.HEAD
+_PLAIN = header.PLAIN
 _DECODE = header.DECODE
 HEAD_SIZE = header.SIZE
 _PAD = bytes(8)
@@ -128,23 +129,20 @@ def _head(
 ) -> bytes:
     """The header of a message without headers or attributes (encode's fast paths)."""
     mid, seq, ts, src, dst = stamp  # unpacked here: cheaper than *stamp in the call
-    return _HEAD.pack(
+    return _PLAIN.pack(
         VERSION,
         kind,
         flags & SENDER_FLAGS,
-        0,
         mid,
         seq,
         ts,
         src,
         dst,
         name_len,
-        0,
         n_data,
         section_len,
         reply_to,
         crc,
-        0,
     )
 
 
@@ -211,9 +209,9 @@ def encode(
                 kind, crc = KIND_PICKLE, _checksum(section)
             if len(section) <= _U32_MAX:
                 mid, seq, ts, src, dst = stamp
-                head = _HEAD.pack(
-                    VERSION, kind, flags & SENDER_FLAGS, 0, mid, seq, ts, src, dst,
-                    len(known[0]), 0, 0, len(section), reply_to, crc, 0,
+                head = _PLAIN.pack(
+                    VERSION, kind, flags & SENDER_FLAGS, mid, seq, ts, src, dst,
+                    len(known[0]), 0, len(section), reply_to, crc,
                 )  # fmt: skip
                 return b"".join((head, known[0], section)), _NO_FRAMES
     frames: list[np.ndarray[Any, Any]] = []

@@ -120,7 +120,12 @@ class SendPath:
         if tracked:
             flags |= _TRACKED_WAITED if ack else _TRACKED
         seq = pair.next_seq
-        stamp, meta, frames = self.stamp(message, author, src, dst, seq, flags, reply_to, via)
+        # `stamp` inline (the commonest send: one Python call fewer per message); a test
+        # checks that both give the same stamp and bytes.
+        count = self.counter[author]
+        stamp = _tuple_new(_Stamp, ((author << ID_BITS) | count, seq, time.time(), src, dst))
+        meta, frames = _encode(message, stamp, flags, reply_to, via)
+        self.counter[author] = count + 1
         ticket = self.transport.send(rank, meta, frames, batch)
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         pair.next_seq = seq + 1

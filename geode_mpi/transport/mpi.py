@@ -186,12 +186,15 @@ class MPITransport(RootedMPI, TransportBase):
         """
         if dest == self.rank:
             return self._loopback(meta, frames)
-        if not 0 <= dest < self.size:  # -1 is MPI_PROC_NULL: MPI would drop it silently
-            raise ValueError(f"dest must be a rank in 0..{self.size - 1}, got {dest!r}")
+        if not frames and batch and len(meta) <= META_MAX:
+            # The commonest isend: batched as its meta alone (as on TAG_META); the batch
+            # checks dest when it starts (a batch to a bad rank never exists).
+            return self._add_to_batch(dest, _AS_META, meta)
+        self._check_dest(dest)
         if not frames:
             if len(meta) > META_MAX:
                 check_envelope(meta)  # refused whole, before anything is posted
-            if batch:  # the commonest isend: batched as its meta alone (as on TAG_META)
+            if batch:
                 return self._add_to_batch(dest, _AS_META, meta)
             if dest in self._batches:
                 self._send_batch(dest)  # what was batched before this message goes before it
@@ -241,6 +244,10 @@ class MPITransport(RootedMPI, TransportBase):
             self._active.append(ticket)
         return ticket
 
+    def _check_dest(self, dest: int) -> None:
+        if not 0 <= dest < self.size:  # -1 is MPI_PROC_NULL: MPI would drop it silently
+            raise ValueError(f"dest must be a rank in 0..{self.size - 1}, got {dest!r}")
+
     def _send_one_frame(self, dest: int, meta: bytes, frame: Frame) -> SendTicket:
         """`send` for the commonest large message, one large contiguous frame (an array
         alone): the frame, then the envelope, with nothing to compute between the two."""
@@ -261,6 +268,7 @@ class MPITransport(RootedMPI, TransportBase):
     def _add_to_batch(self, dest: int, kind: int, payload: bytes) -> SendTicket:
         ticket = self._batches.get(dest)
         if ticket is None:
+            self._check_dest(dest)
             ticket = self._batches[dest] = SendTicket(dest, 0, held=True, state=[])
             if not self._batch_since:
                 self._batch_since = time.perf_counter()

@@ -408,3 +408,40 @@ def test_topic_arrival_gives_the_point_to_point_result() -> None:
             direct = sent.receive("node3", timeout=10)
             assert direct.topic is None and vars(via_topic).pop("topic") == "news"
             assert seen(via_topic) == seen(direct)
+
+
+@pytest.mark.parametrize("tracked", [False, True])
+def test_to_node_stamps_and_encodes_as_stamp_does(
+    tracked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SendPath.to_node` has `stamp` inline: the same id, stamp and bytes for each message."""
+    from geode_mpi.delivery.pairs import PairOut
+    from geode_mpi.delivery.sending import SendPath
+    from geode_mpi.delivery.stats import NodeStats
+
+    sent: list[bytes] = []
+
+    class Recorder:
+        rank = 0
+
+        def send(self, dest: int, meta: bytes, frames: Any, batch: bool = False) -> Any:
+            sent.append(meta)
+            return None
+
+    monkeypatch.setattr("time.time", lambda: 1234.5)  # the stamps' timestamp, the same twice
+    stats = {1: NodeStats("node1"), 2: NodeStats("node2")}
+
+    def path() -> SendPath:
+        return SendPath(Recorder(), NODES, stats, lambda node: node % 2, [1], tracked, None)  # type: ignore[arg-type]
+
+    fast, general = path(), path()
+    pair = PairOut(None)
+    for value in payloads():
+        message = value if isinstance(value, Message) else Message(value)
+        seq = pair.next_seq
+        _, stamp = fast.to_node(message, 1, 1, 2, 0, pair, False, 0, 77, True)
+        flags = codec.FLAG_TRACKED if tracked else 0
+        expected, meta, _ = general.stamp(message, 1, 1, 2, seq, flags, 77)
+        assert stamp == expected
+        assert sent[-1] == meta
+    assert fast.counter == general.counter == {1: len(payloads())}

@@ -131,3 +131,12 @@ def test_with_flags_sets_then_clears_and_leaves_the_rest_as_it_was() -> None:
         got = codec.decode(copy, [np.asarray(f).copy() for f in frames], NAMES)
         np.testing.assert_array_equal(got.data, message.data)
         assert got.headers == {"h": 1} and got.id == STAMP.id
+
+
+def test_the_plain_header_is_the_full_header_without_a_route() -> None:
+    """encode's fast paths pack `header.PLAIN`: the same bytes as `HEAD` with no route."""
+    fields = (header.VERSION, header.KIND_TEXT, 6, 2**40 + 3, 2**63 + 1, 1.25, 7, 2**32 - 1)
+    tail = (13, 1, 2**32 - 2, -1, 0xDEADBEEF)
+    full = header.HEAD.pack(*fields[:3], 0, *fields[3:], tail[0], 0, *tail[1:], 0)
+    assert header.PLAIN.pack(*fields, *tail) == full
+    assert header.PLAIN.size == header.SIZE
