@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.delivery import Acknowledger
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
 from geode_mpi.delivery.tracepoints import trace_receive
@@ -32,7 +33,6 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import collective
-from geode_mpi.transport.gate import other_threads, senders_may_run
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime

@@ -46,7 +46,7 @@ def test_all_is_a_literal_list_of_what_the_package_exports() -> None:
         assert getattr(geode_mpi, name) is not None
     public = {n for n in vars(geode_mpi) if not n.startswith("_")}
     modules = {"codec", "core", "delivery", "errors", "message", "queues", "transport", "runner"}
-    modules |= {"persistence", "tracing"}
+    modules |= {"base", "persistence", "tracing"}
     assert public - modules == set(names) - {"__version__"}
 
 
