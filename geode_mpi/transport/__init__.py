@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from geode_mpi.transport.backoff import Backoff
+from geode_mpi.base.backoff import Backoff
 from geode_mpi.transport.base import (
     BroadcastStreams,
     Collectives,

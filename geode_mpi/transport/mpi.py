@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from geode_mpi.base.backoff import tighten_timer_slack
 from geode_mpi.errors import DecodeError, GeodeTimeoutError
 from geode_mpi.transport import agreement
-from geode_mpi.transport.backoff import tighten_timer_slack
 from geode_mpi.transport.base import (
     Frame,
     SendTicket,
