@@ -11,6 +11,12 @@ import sys
 from types import TracebackType
 from typing import Literal
 
+from geode_mpi.base.launch import (
+    WrongPMIError,
+    check_slurm_pmi,
+    prepare_mpi_environment,
+    under_launcher,
+)
 from geode_mpi.core import close_all
 from geode_mpi.core.observe import serve_notices
 from geode_mpi.core.registry import first_node
@@ -23,12 +29,6 @@ from geode_mpi.transport.abort import (
     rank_label,
     report_exception,
     report_terminated,
-)
-from geode_mpi.transport.launch import (
-    WrongPMIError,
-    check_slurm_pmi,
-    prepare_mpi_environment,
-    under_launcher,
 )
 
 

@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING
 
 from geode_mpi.base.backoff import Backoff
+from geode_mpi.base.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
 from geode_mpi.transport.base import (
     BroadcastStreams,
     Collectives,
@@ -22,7 +23,6 @@ from geode_mpi.transport.base import (
     require,
 )
 from geode_mpi.transport.inproc import InProcHub, InProcTransport
-from geode_mpi.transport.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
     from mpi4py import MPI
