@@ -20,8 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from geode_mpi.base import backoff
-from geode_mpi.transport import collective
+from geode_mpi.base import backoff, collective
 from geode_mpi.transport.abort import abort_world, last_words
 from geode_mpi.transport.census import Census
 
