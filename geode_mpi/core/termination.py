@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from geode_mpi.base.backoff import set_term_hook
+from geode_mpi.base.failure import TERMINATED_STATUS, rank_label
 from geode_mpi.errors import Terminated
-from geode_mpi.transport.abort import TERMINATED_STATUS, abort_world, rank_label
+from geode_mpi.transport import abort_world
 
 log = logging.getLogger("geode_mpi")
 

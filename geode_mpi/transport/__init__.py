@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from geode_mpi.base.backoff import Backoff
 from geode_mpi.base.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
+from geode_mpi.transport.abort import abort_world, install_abort_hook
 from geode_mpi.transport.base import (
     BroadcastStreams,
     Collectives,
@@ -44,7 +45,6 @@ def open_world(comm: MPI.Intracomm | None = None) -> Transport:
     prepare_mpi_environment()
     from mpi4py import MPI
 
-    from geode_mpi.transport.abort import install_abort_hook
     from geode_mpi.transport.mpi import MPITransport
 
     if comm is None:
@@ -67,6 +67,7 @@ __all__ = [
     "Sink",
     "Transport",
     "TransportBase",
+    "abort_world",
     "open_world",
     "prepare_mpi_environment",
     "require",
