@@ -43,8 +43,14 @@ from geode_mpi.errors import (
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER
-from geode_mpi.transport import Collectives, PointToPoint, Transport, open_world, require
-from geode_mpi.transport.watchdog import hang_timeout
+from geode_mpi.transport import (
+    Collectives,
+    PointToPoint,
+    Transport,
+    hang_timeout,
+    open_world,
+    require,
+)
 
 # Hot-path names, bound once.
 _decode = codec.decode
