@@ -59,7 +59,7 @@ def environment(mpi: Any) -> dict[str, Any]:
     import mpi4py
 
     from geode_mpi import __version__
-    from geode_mpi.transport.launch import CMA_VARIABLE
+    from geode_mpi.base.launch import CMA_VARIABLE
 
     levels = {
         getattr(mpi, f"THREAD_{name}"): name.lower()

@@ -9,7 +9,7 @@ from typing import Any
 
 from common import write_json
 
-from geode_mpi.transport.launch import CMA_VARIABLE
+from geode_mpi.base.launch import CMA_VARIABLE
 
 
 def started() -> str:

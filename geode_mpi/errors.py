@@ -220,7 +220,7 @@ class WrongPMIError(GeodeError, RuntimeError):
     def __init__(self, step_tasks: int, world_size: int, found: str) -> None:
         self.step_tasks = step_tasks
         self.world_size = world_size
-        # GEODE_TRANSPORT is transport.launch.MODE_VARIABLE, which this base module cannot import
+        # GEODE_TRANSPORT is base.launch.MODE_VARIABLE; launch imports this module, not the reverse
         super().__init__(
             f"SLURM started {step_tasks} tasks but MPI sees {world_size} rank per process: "
             "srun is using the wrong PMI. For MPICH use `srun --mpi=pmi2`, for Open MPI "

@@ -1,4 +1,8 @@
-"""Layer 6, the core: the user API (Geode, topics, work queues, groups, checkpoints) on delivery."""
+"""Layer 6, the core: the user API (Geode, topics, work queues, groups, checkpoints) on delivery.
+
+It takes from the transport only its package, `geode_mpi.transport` (open_world, the contract
+and the services over MPI), never a sub-module; shared pure helpers come from `geode_mpi.base`.
+"""
 
 from geode_mpi.core.geode import Geode
 from geode_mpi.core.handles import SendHandle

@@ -39,8 +39,7 @@ from geode_mpi.persistence import CheckpointError, CheckpointStore, key_from_env
 from geode_mpi.persistence.rankfile import JsonValue, RankFile
 from geode_mpi.persistence.snapshot import capture
 from geode_mpi.tracing import TRACER, now_us
-from geode_mpi.transport.base import require
-from geode_mpi.transport.rooted import Rooted
+from geode_mpi.transport import Rooted, require
 
 if TYPE_CHECKING:
     from geode_mpi.core.groups import Sequencer

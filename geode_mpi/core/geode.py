@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.base.gate import locked, other_threads, senders_may_run
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpointing import Checkpointer
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
@@ -42,9 +43,14 @@ from geode_mpi.errors import (
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER
-from geode_mpi.transport import Collectives, PointToPoint, Transport, open_world, require
-from geode_mpi.transport.gate import locked, other_threads, senders_may_run
-from geode_mpi.transport.watchdog import hang_timeout
+from geode_mpi.transport import (
+    Collectives,
+    PointToPoint,
+    Transport,
+    hang_timeout,
+    open_world,
+    require,
+)
 
 # Hot-path names, bound once.
 _decode = codec.decode

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.base.gate import locked
 from geode_mpi.codec import header
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
-from geode_mpi.transport.gate import locked
 
 if TYPE_CHECKING:
     from geode_mpi.core.handles import SendHandle

@@ -7,13 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from geode_mpi import codec
+from geode_mpi.base.gate import other_threads
 from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.errors import AckTimeout, SendTimeout, check_timeout
 from geode_mpi.transport import Transport
-from geode_mpi.transport.gate import other_threads
 
 
 class Sender(Protocol):

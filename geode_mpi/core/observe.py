@@ -15,12 +15,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from geode_mpi.base import backoff
+from geode_mpi.base.failure import at_abort, rank_label
 from geode_mpi.errors import GeodeTimeoutError
 from geode_mpi.tracing import TRACER, merge_parts, part_path, write_part
-from geode_mpi.transport import backoff
-from geode_mpi.transport.abort import at_abort, rank_label
-from geode_mpi.transport.notices import Notices
-from geode_mpi.transport.watchdog import Watchdog, transport_state
+from geode_mpi.transport import Notices, Watchdog, transport_state
 
 if TYPE_CHECKING:
     from geode_mpi.core.checkpointing import Checkpointer

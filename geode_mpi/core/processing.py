@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.base import collective
+from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.delivery import Acknowledger
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
 from geode_mpi.delivery.tracepoints import trace_receive
@@ -31,8 +33,6 @@ from geode_mpi.errors import DecodeError, ThreadError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
-from geode_mpi.transport import collective
-from geode_mpi.transport.gate import other_threads, senders_may_run
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
@@ -74,7 +74,7 @@ class Quiescence:
     """Finds, by waves of counts down and up a tree of the ranks, the moment no rank has work
     and no message is in flight.
 
-    Rank 0 starts each wave: an ask goes down the tree (`transport.collective`; every rank
+    Rank 0 starts each wave: an ask goes down the tree (`base.collective`; every rank
     passes it on to its children as it arrives), and each rank, once its children have
     answered and it is itself idle in run(), answers its parent with the sums of the counts of
     data messages sent and received by itself and the ranks below it. No rank sends or takes in

@@ -13,9 +13,9 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, TypeVar
 
+from geode_mpi.base.failure import rank_label
+from geode_mpi.base.launch import launcher_rank
 from geode_mpi.core import registry
-from geode_mpi.transport.abort import rank_label
-from geode_mpi.transport.launch import launcher_rank
 
 T = TypeVar("T")
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from geode_mpi import codec
+from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.codec import header
 from geode_mpi.core.handles import SendHandle, sent_by_another_rank
 from geode_mpi.core.placement import Placement
@@ -27,7 +28,6 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Transport
-from geode_mpi.transport.gate import other_threads, senders_may_run
 
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 _TOPIC = codec.FLAG_TOPIC

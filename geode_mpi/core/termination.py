@@ -5,7 +5,7 @@ SIGTERM, at ``t0``:
 
 - the next ``maybe_checkpoint()`` (collective) writes a last checkpoint and exits with status 0;
 - a blocking call still waiting at ``t0 + grace * PATIENCE`` raises `Terminated` (checked where
-  every wait loop pauses, `geode_mpi.transport.backoff`); checkpoints are exempt;
+  every wait loop pauses, `geode_mpi.base.backoff`); checkpoints are exempt;
 - at ``t0 + grace`` a watcher thread ends the process (status 143) whatever it is doing;
 - a second SIGTERM (more than `SAME_SIGNAL` seconds after the first) ends it at once.
 
@@ -27,9 +27,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from geode_mpi.base.backoff import set_term_hook
+from geode_mpi.base.failure import TERMINATED_STATUS, rank_label
 from geode_mpi.errors import Terminated
-from geode_mpi.transport.abort import TERMINATED_STATUS, abort_world, rank_label
-from geode_mpi.transport.backoff import set_term_hook
+from geode_mpi.transport import abort_world
 
 log = logging.getLogger("geode_mpi")
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.base.gate import locked, other_threads
 from geode_mpi.codec.header import ROUTE_TOPIC
 from geode_mpi.core.handles import ELSEWHERE, SendHandle
 from geode_mpi.delivery.pairs import PairOut
@@ -28,7 +29,6 @@ from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
-from geode_mpi.transport.gate import locked, other_threads
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime

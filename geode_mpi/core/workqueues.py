@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.base.gate import locked
 from geode_mpi.codec.header import ROUTE_WORK
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import GeodeTimeoutError, ReceiveTimeout, check_timeout
 from geode_mpi.message import Message
-from geode_mpi.transport.gate import locked
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime

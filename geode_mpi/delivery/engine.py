@@ -17,6 +17,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.base.backoff import activity_hook
+from geode_mpi.base.gate import other_threads
 from geode_mpi.codec import header
 from geode_mpi.delivery.config import QueueConfig
 from geode_mpi.delivery.control import (
@@ -38,9 +40,7 @@ from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Inbox, Key, Match, Parcel
 from geode_mpi.transport import Transport
-from geode_mpi.transport.backoff import activity_hook
 from geode_mpi.transport.base import copy_frame
-from geode_mpi.transport.gate import other_threads
 
 ACK_BATCH = 128  # processed messages per pair that make an ack record go out at once
 # A wait flushes pending acks once it has lasted this long: not at once, so that a reply that

@@ -7,7 +7,7 @@ some work, such as running a handler). Between two looks the loop keeps the rank
 cheap: it forwards what a sequencer holds, serves the requests whose senders wait (this
 rank's handlers answer them wherever it waits), resends what a lossy transport lost, flushes
 acks once the wait lasts, then spins on the transport and backs off with growing sleeps
-(`geode_mpi.transport.backoff.Backoff`), handing the gate to other threads at its pauses.
+(`geode_mpi.base.backoff.Backoff`), handing the gate to other threads at its pauses.
 A SIGTERM's grace running out raises `Terminated` from a pause (termination.py).
 """
 

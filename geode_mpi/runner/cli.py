@@ -7,7 +7,7 @@ import os
 import sys
 
 from geode_mpi._version import __version__
-from geode_mpi.transport.launch import launcher_rank
+from geode_mpi.base.launch import launcher_rank
 
 # What the runner tells every Geode the job creates (read in Geode.__init__).
 RESTART_VARIABLE = "GEODE_RESTART"  # "1": restore from the newest complete checkpoint

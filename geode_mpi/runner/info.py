@@ -7,8 +7,8 @@ import platform
 import numpy as np
 
 from geode_mpi._version import __version__
+from geode_mpi.base.launch import CMA_VARIABLE, prepare_mpi_environment
 from geode_mpi.errors import GeodeError
-from geode_mpi.transport.launch import CMA_VARIABLE, prepare_mpi_environment
 
 THREAD_LEVELS = ("single", "funneled", "serialized", "multiple")
 FIX = (

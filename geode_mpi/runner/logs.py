@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from geode_mpi.base.failure import rank_label
 from geode_mpi.core.registry import first_node
-from geode_mpi.transport.abort import rank_label
 
 FORMAT = "%(asctime)s %(geode_label)s %(levelname)s %(name)s: %(message)s"
 _factory_installed = False

@@ -11,25 +11,25 @@ import sys
 from types import TracebackType
 from typing import Literal
 
-from geode_mpi.core import close_all
-from geode_mpi.core.observe import serve_notices
-from geode_mpi.core.registry import first_node
-from geode_mpi.errors import Terminated
-from geode_mpi.runner.logs import configure_logging
-from geode_mpi.transport.abort import (
+from geode_mpi.base.failure import (
     TERMINATED_STATUS,
-    abort_world,
     last_words,
     rank_label,
     report_exception,
     report_terminated,
 )
-from geode_mpi.transport.launch import (
+from geode_mpi.base.launch import (
     WrongPMIError,
     check_slurm_pmi,
     prepare_mpi_environment,
     under_launcher,
 )
+from geode_mpi.core import close_all
+from geode_mpi.core.observe import serve_notices
+from geode_mpi.core.registry import first_node
+from geode_mpi.errors import Terminated
+from geode_mpi.runner.logs import configure_logging
+from geode_mpi.transport.abort import abort_world
 
 
 def world() -> tuple[int, int]:

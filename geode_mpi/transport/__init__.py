@@ -3,6 +3,12 @@
 The contract is three capability protocols, `PointToPoint`, `BroadcastStreams` and
 `Collectives`; `Transport` is all three (see transport/base.py). Only this layer and the runner
 import mpi4py, and only when a launcher started the job.
+
+This module is the transport's one public surface: the core imports from here and never from a
+sub-module (tests/unit/test_api.py checks it): `open_world`, the contract types and `require`,
+and the services over MPI the core uses (`Rooted` collectives for checkpoints, `Notices`, the
+hang `Watchdog`, `abort_world`). Pure helpers the transport shares with the layers above (the
+gate, the back-off, launcher facts, rank labels, tree arithmetic) live in `geode_mpi.base`.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from geode_mpi.transport.backoff import Backoff
+from geode_mpi.base.backoff import Backoff
+from geode_mpi.base.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
+from geode_mpi.transport.abort import abort_world, install_abort_hook
 from geode_mpi.transport.base import (
     BroadcastStreams,
     Collectives,
@@ -22,7 +30,9 @@ from geode_mpi.transport.base import (
     require,
 )
 from geode_mpi.transport.inproc import InProcHub, InProcTransport
-from geode_mpi.transport.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
+from geode_mpi.transport.notices import Notices
+from geode_mpi.transport.rooted import Rooted
+from geode_mpi.transport.watchdog import Watchdog, hang_timeout, transport_state
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
     from mpi4py import MPI
@@ -44,7 +54,6 @@ def open_world(comm: MPI.Intracomm | None = None) -> Transport:
     prepare_mpi_environment()
     from mpi4py import MPI
 
-    from geode_mpi.transport.abort import install_abort_hook
     from geode_mpi.transport.mpi import MPITransport
 
     if comm is None:
@@ -62,13 +71,19 @@ __all__ = [
     "Collectives",
     "InProcHub",
     "InProcTransport",
+    "Notices",
     "PointToPoint",
+    "Rooted",
     "SendTicket",
     "Sink",
     "Transport",
     "TransportBase",
+    "Watchdog",
+    "abort_world",
+    "hang_timeout",
     "open_world",
     "prepare_mpi_environment",
     "require",
+    "transport_state",
     "under_launcher",
 ]

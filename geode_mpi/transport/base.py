@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from geode_mpi.transport.backoff import Backoff
-from geode_mpi.transport.gate import Gate
+from geode_mpi.base.backoff import Backoff
+from geode_mpi.base.gate import Gate
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
     from mpi4py import MPI

@@ -2,7 +2,7 @@
 answers come back up it, gathered on the way.
 
 The asking rank (the root) sends its question to its children in the tree from it
-(`transport.collective`); each rank passes it on to its own children as it takes it in, and
+(`base.collective`); each rank passes it on to its own children as it takes it in, and
 answers its parent once its children have answered, or once its share of the time is up: its
 own answer with every answer from below. A census of P ranks costs 2 (P - 1) messages, no rank
 sends or takes in more than FANOUT + 1 of them each way, and it takes about 2 log_FANOUT(P)
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from geode_mpi.transport import collective
+from geode_mpi.base import collective
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
     from mpi4py import MPI

@@ -7,9 +7,9 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from geode_mpi.base.gate import Gate
 from geode_mpi.errors import WorldMismatchError
 from geode_mpi.transport.base import Frame, SendTicket, TransportBase, copy_frame
-from geode_mpi.transport.gate import Gate
 from geode_mpi.transport.rooted import RootedAlone
 
 

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from geode_mpi.base.backoff import tighten_timer_slack
+from geode_mpi.base.launch import launch_info
 from geode_mpi.errors import DecodeError, GeodeTimeoutError
 from geode_mpi.transport import agreement
-from geode_mpi.transport.backoff import tighten_timer_slack
 from geode_mpi.transport.base import (
     Frame,
     SendTicket,
@@ -50,7 +51,6 @@ from geode_mpi.transport.envelope import (
     VERSION as ENVELOPE_VERSION,
 )
 from geode_mpi.transport.fanout import FanoutTable, end_marker, read_end_marker
-from geode_mpi.transport.launch import launch_info
 from geode_mpi.transport.pool import BufferPool
 from geode_mpi.transport.rooted import RootedMPI
 

@@ -20,8 +20,9 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from geode_mpi.transport import backoff, collective
-from geode_mpi.transport.abort import abort_world, last_words
+from geode_mpi.base import backoff, collective
+from geode_mpi.base.failure import last_words
+from geode_mpi.transport.abort import abort_world
 from geode_mpi.transport.census import Census
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI

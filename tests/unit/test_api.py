@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import geode_mpi
@@ -46,7 +47,7 @@ def test_all_is_a_literal_list_of_what_the_package_exports() -> None:
         assert getattr(geode_mpi, name) is not None
     public = {n for n in vars(geode_mpi) if not n.startswith("_")}
     modules = {"codec", "core", "delivery", "errors", "message", "queues", "transport", "runner"}
-    modules |= {"persistence", "tracing"}
+    modules |= {"base", "persistence", "tracing"}
     assert public - modules == set(names) - {"__version__"}
 
 
@@ -87,6 +88,71 @@ def test_imports_only_go_down_the_layers() -> None:
                 if target.startswith("mpi4py") and layer_of(module) not in ("transport", "runner"):
                     bad.append(f"{module} imports {target}: only transport and runner may")
     assert bad == []
+
+
+def imported(path: Path) -> list[str]:
+    """The absolute module names a module imports (at run time or for type checking)."""
+    targets = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            targets.append(node.module)
+        elif isinstance(node, ast.Import):
+            targets += [alias.name for alias in node.names]
+    return targets
+
+
+def core_violations(paths: list[Path]) -> list[str]:
+    """Imports of a transport sub-module by core modules (issue 14: the core takes from the
+    transport only its package, geode_mpi/transport/__init__.py; pure helpers come from base)."""
+    return [
+        f"{path.name} imports {target}: import it from geode_mpi.transport (or geode_mpi.base)"
+        for path in paths
+        for target in imported(path)
+        if target.startswith("geode_mpi.transport.")
+    ]
+
+
+def base_violations(paths: list[Path]) -> list[str]:
+    """Imports by base modules of anything but the standard library and base itself (pure
+    Python: no numpy, no mpi4py, nothing above it)."""
+    bad = []
+    for path in paths:
+        for target in imported(path):
+            top = target.split(".")[0]
+            ours = top == "geode_mpi" and layer_of(target) == "base"
+            if not ours and top not in sys.stdlib_module_names:
+                bad.append(f"{path.name} imports {target}")
+    return bad
+
+
+def test_core_imports_the_transport_only_through_its_package() -> None:
+    assert core_violations(sorted((PACKAGE / "core").glob("*.py"))) == []
+
+
+def test_base_modules_import_only_the_standard_library_and_base() -> None:
+    modules = [PACKAGE / f"{name}.py" for name in sorted(BASE_MODULES)]
+    assert base_violations(modules + sorted((PACKAGE / "base").glob("*.py"))) == []
+
+
+def test_the_layer_rules_catch_what_they_forbid(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import numpy\n"
+        "from geode_mpi.base.gate import Gate\n"
+        "from geode_mpi.transport import open_world\n"
+        "if TYPE_CHECKING:\n"
+        "    from geode_mpi.transport.watchdog import Watchdog\n"
+    )
+    assert core_violations([bad]) == [
+        "bad.py imports geode_mpi.transport.watchdog: import it from geode_mpi.transport "
+        "(or geode_mpi.base)"
+    ]
+    assert base_violations([bad]) == [
+        "bad.py imports numpy",
+        "bad.py imports geode_mpi.transport",
+        "bad.py imports geode_mpi.transport.watchdog",
+    ]
 
 
 def test_embedded_world_does_not_import_mpi4py() -> None:

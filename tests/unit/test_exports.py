@@ -170,8 +170,8 @@ def test_the_types_issue_14_found_unexported_are_exported() -> None:
 
 
 def test_errors_live_in_errors_py_and_the_old_paths_still_work() -> None:
+    from geode_mpi.base import launch
     from geode_mpi.persistence import rankfile
-    from geode_mpi.transport import launch
 
     assert rankfile.CheckpointError is errors.CheckpointError is geode_mpi.CheckpointError
     assert launch.WrongPMIError is errors.WrongPMIError is geode_mpi.WrongPMIError

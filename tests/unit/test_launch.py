@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from geode_mpi.transport import Backoff
-from geode_mpi.transport.launch import (
+from geode_mpi.base.launch import (
     CMA_VARIABLE,
     launcher_rank,
     prepare_mpi_environment,
     under_launcher,
 )
+from geode_mpi.transport import Backoff
 
 
 def test_no_launcher_variables_means_embedded() -> None:
@@ -23,7 +23,7 @@ def test_no_launcher_variables_means_embedded() -> None:
 
 
 def test_cma_is_turned_off_only_when_ranks_outnumber_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("geode_mpi.transport.launch.usable_cores", lambda: 2)
+    monkeypatch.setattr("geode_mpi.base.launch.usable_cores", lambda: 2)
     env: dict[str, str] = {"MPI_LOCALNRANKS": "4", "PMI_RANK": "0"}
     info = prepare_mpi_environment(env)
     assert env[CMA_VARIABLE] == "0" and info.cma_disabled_by_geode
@@ -45,7 +45,7 @@ def test_backoff_sleeps_longer_when_idle_and_resets() -> None:
 
 
 def test_cores_follow_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
-    from geode_mpi.transport import launch
+    from geode_mpi.base import launch
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
     assert launch.usable_cores() == 1

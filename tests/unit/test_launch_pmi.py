@@ -9,7 +9,7 @@ import pytest
 from mpirun import ROOT, clean_env
 
 from geode_mpi import GeodeError
-from geode_mpi.transport.launch import WrongPMIError, check_slurm_pmi
+from geode_mpi.base.launch import WrongPMIError, check_slurm_pmi
 
 # What srun sets in each task of `srun -n 4` (measured with SLURM 22.05), by --mpi= plugin.
 SRUN_STEP = {"SLURM_STEP_NUM_TASKS": "4", "SLURM_NTASKS": "4", "SLURM_PROCID": "2"}

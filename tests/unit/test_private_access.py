@@ -23,9 +23,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("codec/arrays.py", "pickle", "_Unpickler"): "the pure-Python unpickler (find_class hook)",
     ("runner/cli.py", "parser()", "_actions"): "argparse keeps its actions only there",
     ("delivery/engine.py", "parcel", "_replace"): "NamedTuple._replace: public namedtuple API",
-    ("transport/gate.py", "self.lock", "_is_owned"): "threading.Condition's RLock protocol",
-    ("transport/gate.py", "self.lock", "_release_save"): "threading.Condition's RLock protocol",
-    ("transport/gate.py", "self.lock", "_acquire_restore"): "threading.Condition's RLock protocol",
+    ("base/gate.py", "self.lock", "_is_owned"): "threading.Condition's RLock protocol",
+    ("base/gate.py", "self.lock", "_release_save"): "threading.Condition's RLock protocol",
+    ("base/gate.py", "self.lock", "_acquire_restore"): "threading.Condition's RLock protocol",
 }
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from geode_mpi import Geode, Message, codec
+from geode_mpi.base import collective as tree
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, decode_wave, kind
 from geode_mpi.transport import InProcHub
-from geode_mpi.transport import collective as tree
 
 TIMEOUT = 30.0
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from geode_mpi.transport.gate import Gate
+    from geode_mpi.base.gate import Gate
 
 # Called from every sleeping pause with the seconds since the wait last saw an event
 # (the hang watchdog, geode_mpi.transport.watchdog); None: nothing to call.
