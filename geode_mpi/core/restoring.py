@@ -134,7 +134,9 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
                 name: load_queue(state, geode.names)
                 for name, state in mapping(tree.get("queues", {}), "queues").items()
             }
-            roots = _roots(topics, queues, part.saved_ranks, store.epoch_path(epoch), replaced)
+            roots = stream_roots(
+                topics, queues, part.saved_ranks, store.epoch_path(epoch), replaced
+            )
             engine = load(geode.engine, tree.get("engine"), replaced, roots)
             loaded.engine.merge(engine)
             counters = mapping(mapping(tree.get("geode"), "geode").get("counters"), "counters")
@@ -160,7 +162,7 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
     return loaded
 
 
-def _roots(
+def stream_roots(
     topics: dict[str, Any], queues: dict[str, Any], saved_ranks: int, where: Path, replaced: bool
 ) -> dict[int, int] | None:
     """On another number of ranks, the node that sends on each topic and work-queue stream,
