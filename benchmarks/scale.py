@@ -29,6 +29,7 @@ import launch
 import numpy as np
 import reporting
 import scale_report
+import scale_resize
 from backpressure import current_rss, peak_rss
 from checkpoint import fsync_path
 from common import RESULTS, environment, parse_size, revision
@@ -86,11 +87,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also restart each checkpoint of 4 or more ranks on half as many: "
         "reported as not supported where geode_mpi refuses it",
     )
+    parser.add_argument(
+        "--grow-to",
+        type=int,
+        default=0,
+        help="also restart a checkpoint written at P on 2P ranks, for each P with 2P <= this "
+        "(default 0: none)",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="the PNG (default: beside JSON)")
     parser.add_argument(
         "--report", type=Path, default=None, help="run nothing: redo a saved JSON's tables and plot"
     )
-    parser.add_argument("--worker", choices=("measure", "restart"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("measure", "restart", "grow"), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--nodes", type=int, default=None, help=argparse.SUPPRESS)
     launch.json_option(parser, "scale")
@@ -229,6 +237,8 @@ def measure(ranks: launch.Ranks, args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(args.dir / f"cycle{turn - 1}")
         end_rss.append(ranks.comm.gather(current_rss()))
     memory = {"start": ranks.comm.gather(start_rss), "peak": ranks.comm.gather(peak_rss())}
+    if 2 * ranks.size <= args.grow_to:  # after the peak: it does not count in the memory
+        scale_resize.save(ranks, args)
     return {"ranks": ranks.size, "cycles": cycles, "rss": memory | {"after_cycles": end_rss}}
 
 
@@ -254,6 +264,8 @@ def worker(args: argparse.Namespace) -> int:
     ranks = launch.Ranks(world.Dup(), world.Get_rank(), world.Get_size(), mpi.Wtime)
     if args.worker == "measure":
         result = measure(ranks, args)
+    elif args.worker == "grow":
+        result = scale_resize.restart(ranks, args)
     else:
         result = {"ranks": ranks.size, "from": args.nodes} | restart_elsewhere(ranks, args)
     if ranks.rank == 0:
@@ -303,7 +315,7 @@ def measure_at(ranks: int, args: argparse.Namespace, scratch: Path) -> Any:
     here.mkdir()
     script = [sys.executable, str(HERE / "scale.py"), "--dir", str(here)]
     script += ["--repeats", str(args.repeats), "--topics", str(args.topics)]
-    script += ["--state", str(args.state)]
+    script += ["--state", str(args.state), "--grow-to", str(args.grow_to)]
     floors = {
         floor: run_launch(
             f"floor{ranks}-{k}", [sys.executable, "-c", BARE, floor], ranks, here, args.quick
@@ -318,6 +330,10 @@ def measure_at(ranks: int, args: argparse.Namespace, scratch: Path) -> Any:
         restart = [*script, "--worker", "restart", "--nodes", str(ranks)]
         restart += ["--json", str(here / f"restart{other}.json")]
         record["other_restart"] = run_launch(f"restart{other}", restart, other, here, args.quick)
+    if 2 * ranks <= args.grow_to and "failed" not in record:
+        grow = [*script, "--worker", "grow", "--nodes", str(2 * ranks)]
+        grow += ["--json", str(here / f"grow{2 * ranks}.json")]
+        record["grown_restart"] = run_launch(f"grow{2 * ranks}", grow, 2 * ranks, here, args.quick)
     return record
 
 
@@ -333,9 +349,11 @@ def drive(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     summary = scale_report.summarise(records)
+    summary["grown_restarts"] = scale_resize.summarise(records)
     settings = {"quick": args.quick, "ranks": args.ranks, "repeats": args.repeats}
     settings |= {"topics": args.topics, "state_bytes": args.state, "argv": argv}
     settings |= {"revision": revision(), "other_ranks": args.other_ranks}
+    settings |= {"grow_to": args.grow_to}
     summary["load_average"] = {"start": load, "end": os.getloadavg()[0]}  # a busy machine?
     path = args.json or RESULTS / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
     report(summary, path, args)
@@ -348,6 +366,7 @@ def drive(args: argparse.Namespace, argv: list[str]) -> int:
 def report(summary: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
     """Print the tables and draw the plot (beside ``path`` unless --plot says where)."""
     print("\n".join(scale_report.tables(summary, args.quick)))
+    print("\n".join(["", *scale_resize.table(summary.get("grown_restarts", []))]))
     print(scale_report.plot(summary, args.plot or path.with_suffix(".png"), args.quick))
 
 

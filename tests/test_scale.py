@@ -98,7 +98,7 @@ def test_scale_fit_needs_three_rank_counts(scale_report: ModuleType) -> None:
 def test_scale_quick_measures_fits_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     command = [sys.executable, "benchmarks/scale.py", "--quick", "--ranks", "2,3,4"]
-    result = run([*command, "--other-ranks", "--json", str(out)], timeout=600)
+    result = run([*command, "--other-ranks", "--grow-to", "4", "--json", str(out)], timeout=600)
     assert result.returncode == 0, result.explain()
     summary = json.loads(out.read_text())["summary"]
     assert not summary["failed"]
@@ -110,6 +110,10 @@ def test_scale_quick_measures_fits_and_plots(tmp_path: Path) -> None:
         assert 0 < row["bare_peak"]["max"] < row["raw_job_peak"]["max"] < row["peak"]["max"], row
     restart = summary["other_restarts"]["4"]  # of the 4-rank checkpoint on 2 ranks
     assert restart["ranks"] == 2 and (restart["supported"] or "rank" in restart["error"])
+    (grown,) = summary["grown_restarts"]  # of the 2-rank checkpoint on 4 ranks, checked there
+    assert (grown["from"], grown["ranks"]) == (2, 4), grown
+    assert all(grown[f"{m}_s"] > 0 for m in ("restart", "open", "raw")), grown
+    assert "Restart on twice the ranks" in result.stdout, result.explain()
     assert out.with_suffix(".png").read_bytes().startswith(PNG)
     for title in ("geode_mpi, ms", "raw mpi4py/h5py, ms", "Growth fits", "Peak RSS per rank"):
         assert title in result.stdout, result.explain()

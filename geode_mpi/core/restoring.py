@@ -6,11 +6,21 @@ of ranks, node k moves to rank k mod P' (`Placement.rank_of`): a rank reads the 
 the ranks that hosted its nodes, and takes from each only those nodes, with their queues, pairs
 (dedup state and numbering), outboxes, counters and per-node state. The job's per-rank state
 goes to the rank of the same number, when the old job had one.
+
+Topics and work queues move with the node that sends on their streams: a topic stream's
+publisher (or a total-order topic's sequencer) takes the stream's numbering, retained messages
+and the sending side of its (stream, subscriber) pairs with their outboxes; a work queue's
+dispatcher takes its held tasks, its consumers' open requests and the sending side of its
+(queue, consumer) pairs. Each subscriber and consumer takes its receiving side (dedup state)
+and its queue, which holds what was published or handed out to it and not yet processed. The
+streams' member ranks are derived again from the new placement when the job creates its
+topics, so a message is delivered once to each subscriber and a task processed once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.core.placement import Placement
@@ -109,39 +119,92 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
     """
     store.check_files(epoch, list(part.files.values()))
     replaced = part.saved_ranks != geode.size
+    saved = Placement(geode.names, part.saved_ranks)
+    hosted = geode.engine.inboxes
     loaded = Loaded(epoch, Restored(), {}, {}, {}, {}, {})
     for old, entry in part.files.items():
         path = store.epoch_path(epoch) / entry["name"]
         _, tree = read_rank_file(path)
         try:
-            topics = mapping(tree.get("topics", {}), "topics")
-            queues = mapping(tree.get("queues", {}), "queues")
-            if replaced and (topics or queues):
-                raise OtherJob(
-                    f"{store.epoch_path(epoch)}: saved on {part.saved_ranks} rank(s) with "
-                    f"topics {sorted(topics)} and work queues {sorted(queues)}; a restart on "
-                    f"another number of ranks ({geode.size}) moves nodes, their messages and "
-                    "their state, not yet topics or work queues: restart on "
-                    f"{part.saved_ranks} rank(s)"
-                )
-            loaded.engine.merge(load(geode.engine, tree.get("engine"), replaced))
+            topics = {
+                name: load_topic(state)
+                for name, state in mapping(tree.get("topics", {}), "topics").items()
+            }
+            queues = {
+                name: load_queue(state, geode.names)
+                for name, state in mapping(tree.get("queues", {}), "queues").items()
+            }
+            roots = stream_roots(
+                topics, queues, part.saved_ranks, store.epoch_path(epoch), replaced
+            )
+            engine = load(geode.engine, tree.get("engine"), replaced, roots)
+            loaded.engine.merge(engine)
             counters = mapping(mapping(tree.get("geode"), "geode").get("counters"), "counters")
             for key, value in counters.items():
                 index = index_key(key, "counters")
-                if index in geode.engine.inboxes or not replaced:
+                if index in hosted or not replaced:
                     loaded.counters[index] = count(value)
             for key, value in mapping(tree.get("node_state", {}), "node_state").items():
                 index = index_key(key, "node_state")
-                if index in geode.engine.inboxes:
+                if index in hosted:
                     loaded.node_state[index] = decode_node_state(value)
                 elif not replaced:
                     raise CheckpointError(f"node_state: node index {index} is not hosted here")
             if old == geode.rank:
                 loaded.state = decode_state(tree.get("state"))
-                loaded.topics = {name: load_topic(state) for name, state in topics.items()}
-                loaded.queues = {
-                    name: load_queue(state, geode.names) for name, state in queues.items()
-                }
+            if not replaced:
+                loaded.topics, loaded.queues = topics, queues
+            else:
+                moved = {node for node in hosted if saved.rank_of(node) == old}
+                _take_over(loaded, topics, queues, moved)
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from exc
     return loaded
+
+
+def stream_roots(
+    topics: dict[str, Any], queues: dict[str, Any], saved_ranks: int, where: Path, replaced: bool
+) -> dict[int, int] | None:
+    """On another number of ranks, the node that sends on each topic and work-queue stream,
+    by stream number (a stream's sending side moves with it); else None.
+
+    Raises:
+        OtherJob: the checkpoint did not record them (an older geode_mpi wrote it).
+    """
+    if not replaced:
+        return None
+    roots: dict[int, int] = {}
+    for state in topics.values():
+        roots.update(state["roots"] or {})
+    for state in queues.values():
+        if state["root"] is not None:
+            roots[state["root"][0]] = state["root"][1]
+    missing = [name for name, state in topics.items() if state["roots"] is None]
+    missing += [name for name, state in queues.items() if state["root"] is None]
+    if missing:
+        raise OtherJob(
+            f"{where}: saved on {saved_ranks} rank(s) by a geode_mpi that did not record which "
+            f"node sends on the streams of topics and work queues {sorted(missing)}; it can "
+            f"restart only on {saved_ranks} rank(s)"
+        )
+    return roots
+
+
+def _take_over(
+    loaded: Loaded, topics: dict[str, Any], queues: dict[str, Any], moved: set[int]
+) -> None:
+    """From one old rank's file, the state of the topic streams and work queues whose sending
+    node (publisher, sequencer or dispatcher) moved here from that rank. Every topic and
+    queue gets an entry, so that a queue is never started afresh (its consumers' requests are
+    in its dispatcher's state, wherever that is)."""
+    for name, state in topics.items():
+        mine = loaded.topics.setdefault(name, {"next_seq": {}, "retained": {}})
+        for number, root in state["roots"].items():
+            if root in moved:
+                mine["next_seq"][number] = state["next_seq"].get(number, 0)
+                mine["retained"][number] = state["retained"].get(number, [])
+    for name, state in queues.items():
+        if state["root"][1] in moved:
+            loaded.queues[name] = state
+        else:
+            loaded.queues.setdefault(name, None)

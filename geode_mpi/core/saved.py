@@ -106,8 +106,11 @@ def index_key(key: str, what: str) -> int:
 
 
 def topic_state(streams: Sequence[TopicStream]) -> dict[str, Any]:
-    """A topic's state (its streams' numbering and retained messages) as a tree."""
+    """A topic's state as a tree: each stream's publisher (its root node, so that a restart
+    on another number of ranks knows which rank takes the stream over), numbering and
+    retained messages."""
     return {
+        "roots": JsonValue({str(stream.number): stream.publisher for stream in streams}),
         "next_seq": JsonValue({str(stream.number): stream.next_seq for stream in streams}),
         "retained": {
             str(stream.number): pack_messages(list(stream.retained)) for stream in streams
@@ -116,14 +119,22 @@ def topic_state(streams: Sequence[TopicStream]) -> dict[str, Any]:
 
 
 def load_topic(state: Any) -> dict[str, Any]:
-    """A topic's saved state, checked: what `restore_topic` takes."""
+    """A topic's saved state, checked: what `restore_topic` takes. ``roots`` (stream number
+    to publisher node) is None in a checkpoint written before they were saved."""
     state = mapping(state, "topic")
     next_seq = mapping(state.get("next_seq"), "topic/next_seq")
     retained = mapping(state.get("retained"), "topic/retained")
+    roots = state.get("roots")
     return {
-        "next_seq": {index_key(key, "next_seq"): count(seq) for key, seq in next_seq.items()},
+        "roots": None if roots is None else numbered(roots, "topic/roots"),
+        "next_seq": numbered(next_seq, "topic/next_seq"),
         "retained": {index_key(key, "retained"): unpack_messages(r) for key, r in retained.items()},
     }
+
+
+def numbered(tree: Any, what: str) -> dict[int, int]:
+    """A mapping of numbers to counts (node indices, seqs), checked."""
+    return {index_key(key, what): count(value) for key, value in mapping(tree, what).items()}
 
 
 def restore_topic(streams: Sequence[TopicStream], state: Mapping[str, Any]) -> None:
@@ -148,6 +159,8 @@ def queue_state(queue: WorkQueue) -> dict[str, Any]:
                 "finished": state.finished,
                 "told": sorted(state.told),
                 "dispatched": state.dispatched,
+                "stream": queue.number,
+                "dispatcher": state.node,
             }
         ),
     }
@@ -176,7 +189,10 @@ def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
     left, finished = numbers.get("producers_left"), numbers.get("finished")
     if not isinstance(finished, bool) or isinstance(left, bool) or not isinstance(left, int):
         raise CheckpointError(f"work queue/numbers: producers_left {left!r}, finished {finished!r}")
+    stream, dispatcher = numbers.get("stream"), numbers.get("dispatcher")
     return {
+        # None in a checkpoint written before they were saved
+        "root": None if dispatcher is None else (count(stream), count(dispatcher)),
         "tasks": tasks,
         "numbers": {
             "wanting": [count(node) for node in wanting],
@@ -188,8 +204,11 @@ def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def restore_queue(queue: WorkQueue, state: Mapping[str, Any]) -> None:
-    """Put a work queue's state from `load_queue` into the queue just created."""
+def restore_queue(queue: WorkQueue, state: Mapping[str, Any] | None) -> None:
+    """Put a work queue's state from `load_queue` into the queue just created (None: the
+    queue's dispatcher is on another rank, which restores its state)."""
+    if state is None:
+        return
     dispatch = queue.dispatch
     dispatch.tasks.extend(state["tasks"])
     numbers = state["numbers"]

@@ -55,6 +55,7 @@ class Dispatch:
     saves of the queue)."""
 
     producers_left: int  # how many producers have not called finish()
+    node: int  # the dispatcher (on another number of ranks, its new rank restores the queue)
     tasks: deque[Message] = field(default_factory=deque)
     wanting: deque[int] = field(default_factory=deque)  # one entry per open request, oldest first
     finished: bool = False
@@ -89,7 +90,7 @@ class WorkQueue:
         self._consumers = tuple(consumers)
         self._dispatcher = dispatcher
         self.prefetch = prefetch
-        self.dispatch = Dispatch(producers)
+        self.dispatch = Dispatch(producers, dispatcher)
         geode.engine.add_stream(TopicStream(number, -1, name, dispatcher))
 
     def start(self) -> None:

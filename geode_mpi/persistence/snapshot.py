@@ -12,7 +12,7 @@ that a queue of a million messages is a handful of HDF5 datasets, not a million.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -269,7 +269,9 @@ class Restored:
         engine.pairs_out.update(self.pairs_out)
 
 
-def load(engine: Engine, tree: Any, replaced: bool = False) -> Restored:
+def load(
+    engine: Engine, tree: Any, replaced: bool = False, roots: Mapping[int, int] | None = None
+) -> Restored:
     """A captured state (from `capture`), checked against ``engine`` (which it does not
     change): ready to `Restored.apply`.
 
@@ -280,6 +282,8 @@ def load(engine: Engine, tree: Any, replaced: bool = False) -> Restored:
             ``engine`` hosts, with their pairs (a node's receiving side moves with it as the
             destination, its sending side and outbox as the source), and send what the outbox
             holds to the ranks that host its destinations now.
+        roots: with ``replaced``, the node that sends on each topic or work-queue stream (by
+            stream number): a stream's sending side and outbox move with that node.
 
     Raises:
         CheckpointError: the tree is not a state `capture` makes for this engine (damaged).
@@ -287,6 +291,7 @@ def load(engine: Engine, tree: Any, replaced: bool = False) -> Restored:
     tree = _dict(tree, "engine")
     restored = Restored()
     hosted = engine.inboxes
+    root = (roots or {}).get
     for key, node in _dict(tree.get("nodes"), "engine/nodes").items():
         index = int(key) if key.isdigit() else -1
         if index not in hosted:
@@ -311,7 +316,7 @@ def load(engine: Engine, tree: Any, replaced: bool = False) -> Restored:
         what = f"engine/pairs_out[{k}]"
         item = _dict(item, what)
         source, dest = _ints(item.get("key"), f"{what}/key", 2)
-        if replaced and source not in hosted:
+        if replaced and root(source, source) not in hosted:
             continue
         window, credits = item.get("window"), item.get("credits")
         pair_out = PairOut(None if window is None else _int(window, f"{what}/window"))
@@ -321,7 +326,7 @@ def load(engine: Engine, tree: Any, replaced: bool = False) -> Restored:
     messages = unpack_messages(tree.get("outbox"))
     fields = _rows(tree.get("outbox_fields"), 4, len(messages), "engine/outbox_fields")
     for (meta, frames), (source, dest, seq, rank) in zip(messages, fields, strict=True):
-        if replaced and source not in hosted:
+        if replaced and root(source, source) not in hosted:
             continue
         if (source, dest) not in restored.pairs_out:
             raise CheckpointError(f"engine/outbox: a message of pair {(source, dest)}, not saved")

@@ -14,7 +14,6 @@ import time
 import numpy as np
 
 from geode_mpi import Geode, Message
-from geode_mpi.persistence import CheckpointError
 
 NODES = [f"n{k}" for k in range(12)]
 SENT = 5  # messages from each node to each node
@@ -80,25 +79,8 @@ def load(directory: str, saved_ranks: int) -> None:
         print(f"restored on {geode.size} ranks")
 
 
-def save_topic(directory: str) -> None:
-    """A checkpoint with a topic: its restart on another number of ranks is refused."""
-    with Geode(NODES, checkpoint_dir=directory) as geode:
-        geode.topic("news", publishers=NODES[:1], subscribers=NODES)
-        geode.checkpoint()
-
-
-def load_topic(directory: str) -> None:
-    try:
-        Geode(NODES, checkpoint_dir=directory, restart=True)
-    except CheckpointError as exc:
-        print(f"refused: {exc}")
-        return
-    raise AssertionError("a restart with a topic on another number of ranks went on")
-
-
 if __name__ == "__main__":
-    actions = {"save": save, "save-topic": save_topic, "load-topic": load_topic}
-    if sys.argv[1] in actions:
-        actions[sys.argv[1]](sys.argv[2])
+    if sys.argv[1] == "save":
+        save(sys.argv[2])
     else:
         load(sys.argv[2], int(sys.argv[3]))
