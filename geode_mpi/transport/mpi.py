@@ -15,7 +15,6 @@ cache, and not after it on a cache the copy has just evicted. See docs/wire-form
 
 from __future__ import annotations
 
-import functools
 import os
 import struct
 import time
@@ -53,6 +52,7 @@ from geode_mpi.transport.fanout import FanoutTable, end_marker, read_end_marker
 from geode_mpi.transport.launch import launch_info
 from geode_mpi.transport.pool import BufferPool
 from geode_mpi.transport.rooted import RootedMPI
+from geode_mpi.transport.tally import TAG_COUNT, Tally
 
 _BYTE = MPI.BYTE
 _ANY_SOURCE = MPI.ANY_SOURCE
@@ -163,7 +163,8 @@ class MPITransport(RootedMPI, TransportBase):
         self._waiting_sources: set[int] = set()
         self._status = MPI.Status()
         self._closed = False
-        self._closing: tuple[MPI.Request, Frame, Frame] | None = None
+        self._tally = Tally(self.comm, self.rank, self.size)  # what drain and close count
+        self._closing: MPI.Request | None = None  # close()'s barrier, once posted
         self._fanouts = FanoutTable(self.rank)  # the topic streams this rank is in
         self.pool = BufferPool()
         launch = launch_info()
@@ -376,6 +377,16 @@ class MPITransport(RootedMPI, TransportBase):
             return True
         if tag == TAG_BATCH:
             self._accept_batch(source, buffer)
+            return True
+        if tag != TAG_ENVELOPE:  # the rarer kinds: a stream's end, a count of a drain
+            return self._take_other(source, tag, buffer)
+        self.received_from[source] += 1
+        self._accept(source, buffer)
+        return True
+
+    def _take_other(self, source: int, tag: int, buffer: bytearray) -> bool:
+        if tag == TAG_COUNT:  # not an envelope: not counted itself
+            self._tally.heard(source, buffer)
             return True
         self.received_from[source] += 1
         if tag == TAG_STREAM:
@@ -677,64 +688,43 @@ class MPITransport(RootedMPI, TransportBase):
     def drain(self, timeout: float | None = None) -> None:
         """Collective: return once everything any rank sent before calling it has reached its
         destination's sink (topic streams are point-to-point too), and nothing moves.
-        Rounds repeat while deliveries make some rank send (an acknowledgement, say).
+
+        In rounds (`Tally`): each rank tells the peers it sent something new to its totals,
+        and once they have received them joins an ``Iallreduce`` of whether it told anyone
+        anything; then it waits until every total it was told has arrived. A round in which
+        no rank had anything new ends the drain (deliveries may make a rank send: an
+        acknowledgement, say). Every wait makes progress, so a rank still in a send is never
+        blocked by a collective. One round when nothing was sent since the last drain, two
+        otherwise.
 
         Raises:
             GeodeTimeoutError: not drained within ``timeout`` seconds (says what is missing).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        # Every rank first enters (a nonblocking barrier, progressing meanwhile): a rank still
-        # in a send waits for a receive that only progress here makes, and the blocking
-        # collectives below would never let it arrive.
-        self.flush()
-        entered = self.comm.Ibarrier()
-        self._wait(
-            entered.Test, deadline, timeout, lambda: "waiting for every rank to drain", "drain"
-        )
+        tally = self._tally
         while True:
             self.flush()
-            before = list(self.sent_to)
-            request, counted, _ = self._post_expected()
-            request.Wait()
-            expected = int(counted[0])
-            if not self.wait(functools.partial(self._drained, expected), deadline):
-                raise GeodeTimeoutError(
-                    f"drain on rank {self.rank} timed out after {timeout:g} s: "
-                    f"{self._missing(expected)}"
-                )
-            self.flush()
-            if not self.any_rank(self.sent_to != before):
+            news = np.array([tally.tell(self.sent_to)], np.int32)
+            self._wait(tally.told_all, deadline, timeout, self._missing, "drain")
+            anyone = np.zeros(1, np.int32)
+            request = self.comm.Iallreduce([news, MPI.INT32_T], [anyone, MPI.INT32_T], MPI.LOR)
+            self._wait(request.Test, deadline, timeout, self._missing, "drain")
+            self._wait(self._drained, deadline, timeout, self._missing, "drain")
+            if not anyone[0]:
                 return
 
-    def any_rank(self, flag: bool) -> bool:
-        """Collective: whether ``flag`` is True on any rank (one fixed-size allreduce)."""
-        return bool(self.comm.allreduce(flag, MPI.LOR))
+    def _missing(self) -> str:
+        short = self._tally.missing(self.received_from)
+        if not short:
+            return f"waiting for the other ranks; {self.pending_summary()}"
+        where = ", ".join(f"{count} from rank {peer}" for peer, count in short.items())
+        return f"messages still expected: {sum(short.values())} ({where}); {self.pending_summary()}"
 
-    def _post_expected(self) -> tuple[MPI.Request, Frame, Frame]:
-        """Start learning how many envelopes the ranks sent here in all: a sum of every
-        rank's per-destination counts, scattered (O(log P) rounds, one number received)."""
-        expected = np.zeros(1, np.int64)
-        sent = np.array(self.sent_to, np.int64)
-        request = self.comm.Ireduce_scatter_block([sent, MPI.INT64_T], [expected, MPI.INT64_T])
-        return request, expected, sent
+    def _untold(self) -> str:
+        return f"waiting for the other ranks to call close(); {self.pending_summary()}"
 
-    def _arrived(self, expected: int) -> bool:
-        """Whether ``expected`` envelopes (from all ranks together) have reached the sink."""
-        return sum(self.received_from) >= expected
-
-    def _missing(self, expected: int) -> str:
-        got = sum(self.received_from)
-        return (
-            f"messages still expected: {expected - got} of the {expected} the ranks sent here "
-            f"(from the ranks {self.senders()} so far); {self.pending_summary()}"
-        )
-
-    def senders(self) -> list[int]:
-        """The ranks this rank has received anything from."""
-        return [rank for rank, count in enumerate(self.received_from) if count]
-
-    def _drained(self, expected: int) -> bool:
-        return self._arrived(expected) and not self.busy
+    def _drained(self) -> bool:
+        return self._tally.arrived(self.received_from) and not self.busy
 
     def _wait(
         self,
@@ -750,27 +740,25 @@ class MPITransport(RootedMPI, TransportBase):
             )
 
     def close(self, timeout: float | None = None) -> None:
-        """Complete every send, learn how many envelopes the ranks sent here in all (one
-        reduce-scatter: O(log P) rounds, not the P-sized exchange of an alltoall), receive them
-        all."""
+        """Complete every send, learn how many envelopes each peer sent here (one round of the
+        `Tally` exchange: O(peers) messages, one ``Ibarrier``), receive them all."""
         if self._closed:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         self._fanouts.clear()  # stream traffic is point-to-point: counted below with the rest
-        self.flush()
-        self._wait(lambda: not self._active, deadline, timeout, self.pending_summary)
+        tally = self._tally
         if self._closing is None:
-            # Posted once: a close() that timed out resumes waiting on the same exchange.
-            self._closing = self._post_expected()
-        request, expected, _ = self._closing
+            # Once: a close() that timed out resumes waiting on the same exchange.
+            self.flush()
+            tally.tell(self.sent_to)
+            self._wait(tally.told_all, deadline, timeout, self._untold)
+            self._closing = self.comm.Ibarrier()
         self._wait(
-            request.Test, deadline, timeout, lambda: "waiting for the other ranks to call close()"
-        )
-        self._wait(
-            lambda: self._arrived(int(expected[0])) and not self._waiting_sources,
+            self._closing.Test,
             deadline,
             timeout,
-            lambda: self._missing(int(expected[0])),
+            lambda: "waiting for the other ranks to call close()",
         )
+        self._wait(self._drained, deadline, timeout, self._missing)
         self.comm.Free()
         self._closed = True
