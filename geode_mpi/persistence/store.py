@@ -185,12 +185,33 @@ class CheckpointStore:
     ) -> RankFile:
         """Write ``rank``'s file of a job of ``ranks`` into its place in a prepared epoch."""
         name = rank_path(rank, ranks, self.per_dir)
-        written = write_rank_file((self.epoch_path(epoch) / name).parent, rank, attrs, tree)
+        directory = (self.epoch_path(epoch) / name).parent
+        directory.mkdir(parents=True, exist_ok=True)  # each rank: no barrier after a prepare
+        # Straight to its name, the directory not synced: the epoch is no checkpoint until
+        # `write_manifest` (which syncs the directories first) seals it.
+        written = write_rank_file(directory, rank, attrs, tree, atomic=False)
         return RankFile(name, written.size, written.sha256)
 
-    def write_manifest(self, epoch: int, files: list[RankFile], info: Mapping[str, Any]) -> Path:
-        """Seal an epoch once every rank wrote its file (rank 0 only); then prune."""
+    def write_manifest(
+        self,
+        epoch: int,
+        files: list[RankFile],
+        info: Mapping[str, Any],
+        prune: bool = True,
+    ) -> Path:
+        """Seal an epoch once every rank wrote its file (rank 0 only); then prune (unless
+        ``prune`` is False: the caller prunes later).
+
+        The rank files' directory entries (and the epoch's own) are made durable first, with
+        one fsync per directory, so that a manifest that survives a crash lists only files
+        that survived it too.
+        """
         path = self.epoch_path(epoch)
+        for directory in sorted({(path / file.name).parent for file in files}):
+            if directory != path:
+                fsync_dir(directory)
+        fsync_dir(path)
+        fsync_dir(self.directory)
         manifest: dict[str, Any] = {
             **info,
             "geode_format": MANIFEST_FORMAT,
@@ -205,7 +226,8 @@ class CheckpointStore:
         if self.key is not None:
             manifest["hmac"] = sign(manifest, self.key)
         _write_atomically(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-        self.prune()
+        if prune:
+            self.prune()
         return path
 
     def prune(self) -> None:
