@@ -264,26 +264,35 @@ class Checkpointer:
         except (CheckpointError, OSError) as exc:
             written = f"rank {geode.rank}: {exc}"
         files = rooted.gather(written)
-        outcome: tuple[str | None, int] = (None, 0)
+        outcome: tuple[str | None, int, list[int]] = (None, 0, [])
         if files is not None:  # rank 0
-            failed = [file for file in files if isinstance(file, str)]
-            if failed:
-                outcome = (failed[0], 0)
-            else:
-                info = {"nodes": list(geode.names), "size": geode.size}
-                try:
-                    store.write_manifest(epoch, files, info, prune=False)
-                    outcome = (None, sum(file.size for file in files))
-                except OSError as exc:
-                    outcome = (f"rank 0: the manifest: {exc}", 0)
+            outcome = self._seal(epoch, files)
         # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
-        problem, total = rooted.bcast(outcome)
-        if geode.rank == 0 and problem is None:
-            store.prune()  # after the others were let go: they need not wait for it
+        problem, total, pruned = rooted.bcast(outcome)
+        for old in pruned:  # each rank its own file: no rank removes P files alone
+            store.remove_rank_file(old, geode.rank, geode.size)
         if problem is not None or isinstance(written, str):
             raise CheckpointError(f"checkpoint {epoch} failed: {problem or written}")
         self.epoch = int(epoch)
         return written, int(total)
+
+    def _seal(self, epoch: int, files: list[RankFile | str]) -> tuple[str | None, int, list[int]]:
+        """On rank 0: the manifest, once every rank wrote its file; then the epochs no longer
+        kept are unsealed (`CheckpointStore.unseal`). (problem, bytes in all, epochs pruned)"""
+        geode = self.geode
+        store = self.store
+        failed = [file for file in files if isinstance(file, str)]
+        if failed:
+            return failed[0], 0, []
+        written = [file for file in files if not isinstance(file, str)]
+        info = {"nodes": list(geode.names), "size": geode.size}
+        try:
+            store.write_manifest(epoch, written, info, prune=False)
+        except OSError as exc:
+            return f"rank 0: the manifest: {exc}", 0, []
+        pruned = store.prunable()
+        store.unseal(pruned)
+        return None, sum(file.size for file in written), pruned
 
     # -- restoring the newest --------------------------------------------------------------
 

@@ -233,14 +233,38 @@ class CheckpointStore:
     def prune(self) -> None:
         """Keep the newest ``keep`` complete checkpoints; remove older ones and any incomplete
         one older than the newest complete."""
+        for epoch in self.prunable():
+            shutil.rmtree(self.epoch_path(epoch), ignore_errors=True)
+
+    def prunable(self) -> list[int]:
+        """The epochs `prune` would remove."""
         complete = self.epochs(complete_only=True)
         if not complete:
-            return
+            return []
         keep = set(complete[: self.keep])
         newest = complete[0]
-        for epoch in self.epochs(complete_only=False):
-            if epoch not in keep and epoch < newest:
-                shutil.rmtree(self.epoch_path(epoch), ignore_errors=True)
+        return [
+            epoch
+            for epoch in self.epochs(complete_only=False)
+            if epoch not in keep and epoch < newest
+        ]
+
+    def unseal(self, epochs: list[int]) -> None:
+        """Rank 0's part of pruning ``epochs`` (from `prunable`) with every rank: a sealed one
+        loses its manifest (so that it is never a checkpoint with files missing), one that is
+        no longer sealed is removed with what is left in it; each rank removes its own files
+        (`remove_rank_file`), in parallel, instead of rank 0 removing P files alone."""
+        for epoch in epochs:
+            path = self.epoch_path(epoch)
+            try:
+                (path / MANIFEST).unlink()
+            except FileNotFoundError:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def remove_rank_file(self, epoch: int, rank: int, ranks: int) -> None:
+        """Remove ``rank``'s file of ``epoch``, if a job of ``ranks`` left one there."""
+        with contextlib.suppress(OSError):
+            (self.epoch_path(epoch) / rank_path(rank, ranks, self.per_dir)).unlink()
 
     # -- reading -----------------------------------------------------------------------------
 
