@@ -24,7 +24,8 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -69,12 +70,19 @@ def epoch_name(epoch: int) -> str:
     return f"epoch-{epoch:06d}"
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str, after: Sequence[Path] = ()) -> None:
+    """Write ``path`` under a temporary name, fsync, rename, fsync its directory; the
+    directories ``after`` are fsynced before the rename, while the file is (each fsync waits
+    for the disk, so in parallel they cost about one wait)."""
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    with ThreadPoolExecutor(max(len(after), 1)) as pool:
+        syncs = [pool.submit(fsync_dir, directory) for directory in after]
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        for sync in syncs:
+            sync.result()  # a directory that failed to sync fails the write
     os.replace(temporary, path)
     fsync_dir(path.parent)
 
@@ -207,11 +215,7 @@ class CheckpointStore:
         that survived it too.
         """
         path = self.epoch_path(epoch)
-        for directory in sorted({(path / file.name).parent for file in files}):
-            if directory != path:
-                fsync_dir(directory)
-        fsync_dir(path)
-        fsync_dir(self.directory)
+        directories = {(path / file.name).parent for file in files} | {path, self.directory}
         manifest: dict[str, Any] = {
             **info,
             "geode_format": MANIFEST_FORMAT,
@@ -225,7 +229,8 @@ class CheckpointStore:
         manifest.pop("hmac", None)
         if self.key is not None:
             manifest["hmac"] = sign(manifest, self.key)
-        _write_atomically(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+        text = json.dumps(manifest, indent=1, sort_keys=True)
+        _write_atomically(path / MANIFEST, text, after=sorted(directories))
         if prune:
             self.prune()
         return path
