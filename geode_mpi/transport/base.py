@@ -277,7 +277,11 @@ class TransportBase:
         return self.progress()
 
     def wait(
-        self, done: Callable[[], bool], deadline: float | None, gate: Gate | None = None
+        self,
+        done: Callable[[], bool],
+        deadline: float | None,
+        gate: Gate | None = None,
+        backoff: Backoff | None = None,
     ) -> bool:
         """Drive progress until ``done()`` (checked after every poll) or the deadline passes.
 
@@ -287,13 +291,15 @@ class TransportBase:
             gate: let other threads in at the pauses (see `Backoff`). Only for a wait between
                 two operations: the transport's own waits (inside a broadcast, a drain) hold
                 the gate throughout.
+            backoff: the pauses between polls (None: `Backoff`'s defaults, with ``gate``).
 
         Returns:
             True if ``done()`` became true, False at the deadline.
         """
         if done():
             return True
-        backoff = Backoff(gate=gate)
+        if backoff is None:
+            backoff = Backoff(gate=gate)
         while True:
             if self.spin(backoff.slice(self.busy)):
                 backoff.reset()
