@@ -177,8 +177,8 @@ class Checkpointer:
                 engine.forward()
             sequencer.resume()  # what a forward that raised left behind
             engine.flush()
-            transport.drain(timeout)
-            if not self.rooted.allreduce(bool(engine.forwards) or sequencer.holding, "max"):
+            # Whether any rank has forwarding left rides on the drain's last collective.
+            if not transport.drain(timeout, lambda: bool(engine.forwards) or sequencer.holding):
                 return
 
     def _take(

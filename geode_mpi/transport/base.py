@@ -175,8 +175,12 @@ class Collectives(Protocol):
         """Every rank's ``value``, by rank (picklable values)."""
         ...
 
-    def drain(self, timeout: float | None = None) -> None:
-        """Return once everything sent so far reached its destination's sink."""
+    def drain(
+        self, timeout: float | None = None, pending: Callable[[], bool] | None = None
+    ) -> bool:
+        """Return once everything sent so far reached its destination's sink: whether
+        ``pending()``, asked once nothing moves any more, was True on any rank (False
+        without it). The caller's own question rides on the drain's last collective."""
 
     def all_entered(self) -> Callable[[], bool]:
         """Say this rank has arrived; return a test that turns True once every rank has (a

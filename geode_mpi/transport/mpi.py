@@ -93,6 +93,7 @@ MAX_ARRIVALS_PER_POLL = 256
 # takes with every rank there (a raw Barrier at 64 ranks on 2 cores: 8 ms quiet), short
 # enough that ranks waiting for a late one soon leave it the cores.
 TOGETHER_YIELD = 20e-3
+_NEWS, _PENDING = 1, 2  # a drain round's votes: told a peer something new; the caller's pending()
 TESTS_PER_POLL = 64
 # The ticket of every send that completed inside send(): shared, since nothing about it changes.
 _SENT = SendTicket(-1, 0, done=True)
@@ -689,17 +690,21 @@ class MPITransport(RootedMPI, TransportBase):
         # inside its members' calls, and members asleep in a back-off held up the others.
         return list(self.comm.allgather(value))
 
-    def drain(self, timeout: float | None = None) -> None:
+    def drain(
+        self, timeout: float | None = None, pending: Callable[[], bool] | None = None
+    ) -> bool:
         """Collective: return once everything any rank sent before calling it has reached its
-        destination's sink (topic streams are point-to-point too), and nothing moves.
+        destination's sink (topic streams are point-to-point too), and nothing moves; whether
+        ``pending()`` was True on any rank then.
 
         In rounds (`Tally`): each rank tells the peers it sent something new to its totals,
-        and once they have received them joins an ``Iallreduce`` of whether it told anyone
-        anything; then it waits until every total it was told has arrived. A round in which
-        no rank had anything new ends the drain (deliveries may make a rank send: an
-        acknowledgement, say). Every wait makes progress, so a rank still in a send is never
-        blocked by a collective. One round when nothing was sent since the last drain, two
-        otherwise.
+        and once they have received them joins an ``Iallreduce`` (bitwise or) of whether it
+        told anyone anything, and of ``pending()``; then it waits until every total it was
+        told has arrived. A round in which no rank had anything new ends the drain
+        (deliveries may make a rank send: an acknowledgement, say), and its ``pending()``
+        answers are the ones returned: asked after the previous round's arrivals, with nothing
+        arriving since. Every wait makes progress, so a rank still in a send is never blocked
+        by a collective. One round when nothing was sent since the last drain, two otherwise.
 
         Raises:
             GeodeTimeoutError: not drained within ``timeout`` seconds (says what is missing).
@@ -708,14 +713,16 @@ class MPITransport(RootedMPI, TransportBase):
         tally = self._tally
         while True:
             self.flush()
-            news = np.array([tally.tell(self.sent_to)], np.int32)
+            mine = _NEWS if tally.tell(self.sent_to) else 0
+            if pending is not None and pending():
+                mine |= _PENDING
             self._wait(tally.told_all, deadline, timeout, self._missing, "drain", True)
-            anyone = np.zeros(1, np.int32)
-            request = self.comm.Iallreduce([news, MPI.INT32_T], [anyone, MPI.INT32_T], MPI.LOR)
+            votes, anyone = np.array([mine], np.int32), np.zeros(1, np.int32)
+            request = self.comm.Iallreduce([votes, MPI.INT32_T], [anyone, MPI.INT32_T], MPI.BOR)
             self._wait(request.Test, deadline, timeout, self._missing, "drain", True)
             self._wait(self._drained, deadline, timeout, self._missing, "drain", True)
-            if not anyone[0]:
-                return
+            if not anyone[0] & _NEWS:
+                return bool(anyone[0] & _PENDING)
 
     def _missing(self) -> str:
         short = self._tally.missing(self.received_from)
