@@ -106,6 +106,10 @@ def test_scale_quick_measures_fits_and_plots(tmp_path: Path) -> None:
         assert [row["ranks"] for row in record["rows"]] == [2, 3, 4], op
         assert all(row["geode_s"] > 0 and row["raw_s"] > 0 for row in record["rows"]), op
         assert {fit["best"] for fit in record["fits"].values()} <= {"log2 P", "P"}, op
+    for row in summary["ops"]["checkpoint"]["rows"]:  # beside both baselines
+        assert row["durable_s"] > 0 and row["durable_ratio"] > 0, row
+    assert "checkpoint: geode_mpi beside raw (" in result.stdout, result.explain()
+    assert "within 2x of: " in result.stdout, result.explain()
     for row in summary["memory"]:
         assert 0 < row["bare_peak"]["max"] < row["raw_job_peak"]["max"] < row["peak"]["max"], row
     restart = summary["other_restarts"]["4"]  # of the 4-rank checkpoint on 2 ranks

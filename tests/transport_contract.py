@@ -417,6 +417,18 @@ class TransportContract:
             for source in range(world.size):
                 world.check(transport.rank, source, sent(source, transport.rank))
 
+    def test_drain_says_whether_any_rank_had_something_pending(self, world: World) -> None:
+        if world.size > 1 and not world.processes:
+            return  # simulated ranks share one thread: no rank can wait for another's answer
+        last = world.size - 1
+        for transport in world.transports:
+            is_last = transport.rank == last
+            is_first = transport.rank == 0
+            assert transport.drain(TIMEOUT, lambda: is_last) is True  # noqa: B023
+            assert transport.drain(TIMEOUT, lambda: False) is False
+            _send_to_all(world, 2)
+            assert transport.drain(TIMEOUT, lambda: is_first) is True  # noqa: B023
+
     def test_close_delivers_everything_and_twice_is_safe(self, world: World) -> None:
         sent = _send_to_all(world, 9)
         world.close()

@@ -83,6 +83,7 @@ class Checkpointer:
         self.close_geode: Callable[[float | None], None] = _cannot_close
         self.store = CheckpointStore(directory, keep, key_from_environment())
         self.epoch = 0  # the last checkpoint written or restored
+        self.next_epoch: int | None = None  # the next one's number, once agreed
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
         self.queues: dict[str, Any] = {}  # restored work-queue state, likewise
         self.node_state: dict[int, Any] = {}  # restored per-node state, by node index
@@ -175,8 +176,8 @@ class Checkpointer:
                 engine.forward()
             sequencer.resume()  # what a forward that raised left behind
             engine.flush()
-            transport.drain(timeout)
-            if not self.rooted.allreduce(bool(engine.forwards) or sequencer.holding, "max"):
+            # Whether any rank has forwarding left rides on the drain's last collective.
+            if not transport.drain(timeout, lambda: bool(engine.forwards) or sequencer.holding):
                 return
 
     def _take(
@@ -235,48 +236,62 @@ class Checkpointer:
     def _write(self, tree: dict[str, Any]) -> tuple[RankFile, int]:
         """Write this rank's file of the next epoch and seal it: (the file, every file's bytes).
 
+        Two collectives, a gather and a broadcast, besides the drain. The epoch's number is
+        known on every rank without asking once this job has written or restored one (the
+        directory's lock keeps other jobs out); the first checkpoint asks rank 0, which lists
+        the directory (one listing, not P). Each rank makes its file's directory and writes its
+        file straight to its name (the epoch is not a checkpoint until the manifest lists it),
+        fsynced; rank 0 fsyncs the directories once, then writes the manifest.
+
         Raises:
             CheckpointError: some rank could not write (each rank raises, naming the first).
         """
         geode = self.geode
         rooted = self.rooted
         store = self.store
-        newest = max(store.epochs(complete_only=False), default=0)
-        epoch = rooted.allreduce(max(newest, self.epoch), "max") + 1
-        problem = None
-        if geode.rank == 0:
-            try:
-                store.prepare(epoch, geode.size)
-            except (CheckpointError, OSError) as exc:
-                problem = f"rank 0: {exc}"
-        # Also the barrier after which the directories exist for every rank to write into.
-        if (problem := rooted.bcast(problem)) is not None:
-            raise CheckpointError(f"checkpoint {epoch} failed: {problem}")
+        if self.next_epoch is None:
+            newest = max(store.epochs(complete_only=False), default=0) if geode.rank == 0 else 0
+            self.next_epoch = int(rooted.bcast(max(newest, self.epoch) + 1))
+        epoch = self.next_epoch
+        self.next_epoch = epoch + 1  # whatever happens: a failed epoch is never reused
         attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
         written: RankFile | str
         try:
+            if geode.rank == 0:
+                store.prepare(epoch, geode.size)  # refuses an epoch already sealed
             written = store.write_rank(epoch, geode.rank, geode.size, attrs, tree)
         except (CheckpointError, OSError) as exc:
             written = f"rank {geode.rank}: {exc}"
         files = rooted.gather(written)
-        outcome: tuple[str | None, int] = (None, 0)
+        outcome: tuple[str | None, int, list[int]] = (None, 0, [])
         if files is not None:  # rank 0
-            failed = [file for file in files if isinstance(file, str)]
-            if failed:
-                outcome = (failed[0], 0)
-            else:
-                info = {"nodes": list(geode.names), "size": geode.size}
-                try:
-                    store.write_manifest(epoch, files, info)
-                    outcome = (None, sum(file.size for file in files))
-                except OSError as exc:
-                    outcome = (f"rank 0: the manifest: {exc}", 0)
+            outcome = self._seal(epoch, files)
         # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
-        problem, total = rooted.bcast(outcome)
+        problem, total, pruned = rooted.bcast(outcome)
+        for old in pruned:  # each rank its own file: no rank removes P files alone
+            store.remove_rank_file(old, geode.rank, geode.size)
         if problem is not None or isinstance(written, str):
             raise CheckpointError(f"checkpoint {epoch} failed: {problem or written}")
         self.epoch = int(epoch)
         return written, int(total)
+
+    def _seal(self, epoch: int, files: list[RankFile | str]) -> tuple[str | None, int, list[int]]:
+        """On rank 0: the manifest, once every rank wrote its file; then the epochs no longer
+        kept are unsealed (`CheckpointStore.unseal`). (problem, bytes in all, epochs pruned)"""
+        geode = self.geode
+        store = self.store
+        failed = [file for file in files if isinstance(file, str)]
+        if failed:
+            return failed[0], 0, []
+        written = [file for file in files if not isinstance(file, str)]
+        info = {"nodes": list(geode.names), "size": geode.size}
+        try:
+            store.write_manifest(epoch, written, info, prune=False)
+        except OSError as exc:
+            return f"rank 0: the manifest: {exc}", 0, []
+        pruned = store.prunable()
+        store.unseal(pruned)
+        return None, sum(file.size for file in written), pruned
 
     # -- restoring the newest --------------------------------------------------------------
 
@@ -300,6 +315,7 @@ class Checkpointer:
         # Rank 0's view of the directory, so that every rank tries the same epochs in order.
         listing = (store.epochs(complete_only=False), store.epochs(complete_only=True))
         candidates, sealed = rooted.bcast(listing if geode.rank == 0 else None)
+        self.next_epoch = max(candidates, default=0) + 1
         chosen: Loaded | None = None
         skipped: list[str] = []  # on rank 0
         for epoch in candidates:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geode_mpi.errors import CheckpointError as CheckpointError  # old import path still works
+from geode_mpi.persistence.layout import JsonValue as JsonValue  # its old import path too
+from geode_mpi.persistence.layout import Rebuilder, flatten
 
 
 def _lazy(name: str) -> Any:
@@ -48,7 +50,12 @@ else:  # loaded at the first checkpoint or restart: a Geode without them never p
 
 # The version of this layout; a reader refuses others. 2: JSON leaves for small dicts. 3: no
 # variable-length strings: root attributes as one JSON uint8 attribute, kinds fixed-length.
-FORMAT = 3
+# 4: the tree as an index, a blob and the large values (`geode_mpi.persistence.layout`), not a
+# group per mapping and a dataset per leaf. Format 3 files are still read.
+FORMAT = 4
+READS = (3, 4)
+_INDEX = "geode_index"  # format 4: the tree's index, JSON
+_BLOB = "geode_blob"  # format 4: the small values' bytes
 _FORMAT_ATTR = b"geode_format"
 _ATTRS_ATTR = b"geode_attrs"  # the caller's attributes, as JSON text in a uint8 attribute
 _KIND = b"geode_kind"  # attribute naming what a dataset holds
@@ -56,17 +63,6 @@ _KINDS = (b"array", b"bytes", b"json")
 _CHUNK = 1 << 20  # bytes hashed per read
 _MAX_DEPTH = 32  # groups nested deeper than any tree the writer makes: damage (or a cycle)
 _MAX_ATTRS_BYTES = 1 << 16
-
-
-class JsonValue:
-    """A tree leaf stored as one JSON dataset even when it is a dict (which `write_rank_file`
-    otherwise lays out as a group of datasets, one per key: slow to read back by the hundred).
-    Read back as the plain value."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
 
 
 @dataclass(frozen=True)
@@ -106,56 +102,56 @@ def _text_dataset(group: h5py.Group, key: str, text: str) -> None:
     dataset.attrs[_KIND.decode()] = np.bytes_(b"json")
 
 
-def _write_tree(group: h5py.Group, tree: Mapping[str, Any]) -> None:
-    for key, value in tree.items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise CheckpointError(f"checkpoint key {key!r} must be a non-empty str without '/'")
-        if isinstance(value, JsonValue):
-            _text_dataset(group, key, json.dumps(value.value))
-        elif isinstance(value, Mapping):
-            _write_tree(group.create_group(key), value)
-        elif isinstance(value, np.ndarray):
-            if value.dtype.hasobject:
-                raise CheckpointError(f"array {key!r} holds Python objects: not storable")
-            options = {"fletcher32": True, "chunks": True} if value.size else {}
-            dataset = group.create_dataset(key, data=value, **options)
-            dataset.attrs[_KIND.decode()] = np.bytes_(b"array")
-        elif isinstance(value, (bytes, bytearray, memoryview)):
-            raw = np.frombuffer(bytes(value), np.uint8)
-            options = {"fletcher32": True, "chunks": True} if raw.size else {}
-            dataset = group.create_dataset(key, data=raw, **options)
-            dataset.attrs[_KIND.decode()] = np.bytes_(b"bytes")
-        else:
-            try:
-                text = json.dumps(value)
-            except (TypeError, ValueError) as exc:
-                raise CheckpointError(
-                    f"checkpoint value {key!r} of type {type(value).__name__} is neither an "
-                    "array, bytes nor JSON"
-                ) from exc
-            _text_dataset(group, key, text)
+def _data_dataset(group: h5py.Group, key: str, kind: bytes, value: np.ndarray[Any, Any]) -> None:
+    options = {"fletcher32": True, "chunks": True} if value.size else {}
+    dataset = group.create_dataset(key, data=value, **options)
+    dataset.attrs[_KIND.decode()] = np.bytes_(kind)
+
+
+def _write_flat(file: h5py.File, tree: Mapping[str, Any]) -> None:
+    """The tree as format 4: its index, its blob, its large values."""
+    try:
+        index, flat = flatten(tree)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+    _text_dataset(file, _INDEX, index)
+    _data_dataset(file, _BLOB, b"bytes", flat.blob())
+    for name, (kind, value) in flat.own.items():
+        _data_dataset(file, name, kind.encode(), value)
 
 
 def write_rank_file(
-    directory: Path, rank: int, attrs: Mapping[str, Any], tree: Mapping[str, Any]
+    directory: Path,
+    rank: int,
+    attrs: Mapping[str, Any],
+    tree: Mapping[str, Any],
+    atomic: bool = True,
 ) -> RankFile:
-    """Write one rank's file into ``directory`` (temporary name, fsync, rename, fsync)."""
+    """Write one rank's file into ``directory``, fsynced.
+
+    Args:
+        atomic: under a temporary name, renamed once synced, and the directory synced: a
+            kill at any moment leaves the old file or the new one. False: straight to its
+            name, the directory not synced, for a file that a manifest written later seals
+            (after syncing the directory): one rename and one directory fsync less per rank.
+    """
     final = directory / rank_name(rank)
-    temporary = directory / (rank_name(rank) + ".tmp")
-    with h5py.File(temporary, "w") as file:
+    target = directory / (rank_name(rank) + ".tmp") if atomic else final
+    with h5py.File(target, "w") as file:
         file.attrs[_FORMAT_ATTR.decode()] = np.int64(FORMAT)
         text = json.dumps(dict(attrs)).encode()
         file.attrs[_ATTRS_ATTR.decode()] = np.frombuffer(text, np.uint8)
-        _write_tree(file, tree)
+        _write_flat(file, tree)
     # The checksum is read back (from the page cache) while the disk takes the fsync: both
     # release the GIL, so the hash costs little wall time.
-    with open(temporary, "rb+") as handle:
+    with open(target, "rb+") as handle:
         syncing = threading.Thread(target=os.fsync, args=(handle.fileno(),))
         syncing.start()
-        digest = sha256_of(temporary)
+        digest = sha256_of(target)
         syncing.join()
-    os.replace(temporary, final)
-    fsync_dir(directory)
+    if atomic:
+        os.replace(target, final)
+        fsync_dir(directory)
     return RankFile(final.name, final.stat().st_size, digest)
 
 
@@ -192,10 +188,10 @@ class _Reader:
 
     def root(self) -> tuple[dict[str, Any], dict[str, Any]]:
         fmt = self.attribute(self.file, _FORMAT_ATTR, "/")
-        if fmt.shape != () or fmt.dtype.kind not in "iu" or int(fmt) != FORMAT:
+        if fmt.shape != () or fmt.dtype.kind not in "iu" or int(fmt) not in READS:
             raise CheckpointError(
                 f"{self.path}: checkpoint format {fmt.tolist()!r}, this geode_mpi reads "
-                f"format {FORMAT}"
+                f"format {' or '.join(str(known) for known in READS)}"
             )
         raw = self.attribute(self.file, _ATTRS_ATTR, "/")
         if raw.dtype != np.uint8 or raw.ndim != 1:
@@ -203,7 +199,28 @@ class _Reader:
         attrs = json.loads(raw.tobytes().decode())
         if not isinstance(attrs, dict):
             raise self.fail("/", f"attributes are a {type(attrs).__name__}, not a dict")
-        return attrs, self.group(self.file, 0)
+        if int(fmt) == 3:
+            return attrs, self.group(self.file, 0)
+        index = self.dataset(self.item(_INDEX))
+        blob = self.dataset(self.item(_BLOB))
+        if not isinstance(blob, bytes):
+            raise self.fail(_BLOB, "not bytes")
+        rebuilder = Rebuilder(blob, lambda name: self.dataset(self.item(name)), _MAX_DEPTH)
+        try:
+            return attrs, rebuilder.tree(index)
+        except ValueError as exc:
+            raise self.fail(_INDEX, str(exc)) from None
+
+    def item(self, name: str) -> h5py.Dataset:
+        """The root's dataset ``name``, a hard link."""
+        link = self.file.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            what = "nothing" if link is None else f"a {type(link).__name__}"
+            raise self.fail(f"/{name}", f"{what}, not a dataset")
+        item = self.file[name]
+        if not isinstance(item, h5py.Dataset):
+            raise self.fail(f"/{name}", f"a {type(item).__name__}, not a dataset")
+        return item
 
     def group(self, group: h5py.Group, depth: int) -> dict[str, Any]:
         where = group.name or "/"

@@ -24,7 +24,8 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -69,12 +70,19 @@ def epoch_name(epoch: int) -> str:
     return f"epoch-{epoch:06d}"
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str, after: Sequence[Path] = ()) -> None:
+    """Write ``path`` under a temporary name, fsync, rename, fsync its directory; the
+    directories ``after`` are fsynced before the rename, while the file is (each fsync waits
+    for the disk, so in parallel they cost about one wait)."""
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    with ThreadPoolExecutor(max(len(after), 1)) as pool:
+        syncs = [pool.submit(fsync_dir, directory) for directory in after]
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        for sync in syncs:
+            sync.result()  # a directory that failed to sync fails the write
     os.replace(temporary, path)
     fsync_dir(path.parent)
 
@@ -185,12 +193,29 @@ class CheckpointStore:
     ) -> RankFile:
         """Write ``rank``'s file of a job of ``ranks`` into its place in a prepared epoch."""
         name = rank_path(rank, ranks, self.per_dir)
-        written = write_rank_file((self.epoch_path(epoch) / name).parent, rank, attrs, tree)
+        directory = (self.epoch_path(epoch) / name).parent
+        directory.mkdir(parents=True, exist_ok=True)  # each rank: no barrier after a prepare
+        # Straight to its name, the directory not synced: the epoch is no checkpoint until
+        # `write_manifest` (which syncs the directories first) seals it.
+        written = write_rank_file(directory, rank, attrs, tree, atomic=False)
         return RankFile(name, written.size, written.sha256)
 
-    def write_manifest(self, epoch: int, files: list[RankFile], info: Mapping[str, Any]) -> Path:
-        """Seal an epoch once every rank wrote its file (rank 0 only); then prune."""
+    def write_manifest(
+        self,
+        epoch: int,
+        files: list[RankFile],
+        info: Mapping[str, Any],
+        prune: bool = True,
+    ) -> Path:
+        """Seal an epoch once every rank wrote its file (rank 0 only); then prune (unless
+        ``prune`` is False: the caller prunes later).
+
+        The rank files' directory entries (and the epoch's own) are made durable first, with
+        one fsync per directory, so that a manifest that survives a crash lists only files
+        that survived it too.
+        """
         path = self.epoch_path(epoch)
+        directories = {(path / file.name).parent for file in files} | {path, self.directory}
         manifest: dict[str, Any] = {
             **info,
             "geode_format": MANIFEST_FORMAT,
@@ -204,21 +229,47 @@ class CheckpointStore:
         manifest.pop("hmac", None)
         if self.key is not None:
             manifest["hmac"] = sign(manifest, self.key)
-        _write_atomically(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-        self.prune()
+        text = json.dumps(manifest, indent=1, sort_keys=True)
+        _write_atomically(path / MANIFEST, text, after=sorted(directories))
+        if prune:
+            self.prune()
         return path
 
     def prune(self) -> None:
         """Keep the newest ``keep`` complete checkpoints; remove older ones and any incomplete
         one older than the newest complete."""
+        for epoch in self.prunable():
+            shutil.rmtree(self.epoch_path(epoch), ignore_errors=True)
+
+    def prunable(self) -> list[int]:
+        """The epochs `prune` would remove."""
         complete = self.epochs(complete_only=True)
         if not complete:
-            return
+            return []
         keep = set(complete[: self.keep])
         newest = complete[0]
-        for epoch in self.epochs(complete_only=False):
-            if epoch not in keep and epoch < newest:
-                shutil.rmtree(self.epoch_path(epoch), ignore_errors=True)
+        return [
+            epoch
+            for epoch in self.epochs(complete_only=False)
+            if epoch not in keep and epoch < newest
+        ]
+
+    def unseal(self, epochs: list[int]) -> None:
+        """Rank 0's part of pruning ``epochs`` (from `prunable`) with every rank: a sealed one
+        loses its manifest (so that it is never a checkpoint with files missing), one that is
+        no longer sealed is removed with what is left in it; each rank removes its own files
+        (`remove_rank_file`), in parallel, instead of rank 0 removing P files alone."""
+        for epoch in epochs:
+            path = self.epoch_path(epoch)
+            try:
+                (path / MANIFEST).unlink()
+            except FileNotFoundError:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def remove_rank_file(self, epoch: int, rank: int, ranks: int) -> None:
+        """Remove ``rank``'s file of ``epoch``, if a job of ``ranks`` left one there."""
+        with contextlib.suppress(OSError):
+            (self.epoch_path(epoch) / rank_path(rank, ranks, self.per_dir)).unlink()
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -175,8 +175,12 @@ class Collectives(Protocol):
         """Every rank's ``value``, by rank (picklable values)."""
         ...
 
-    def drain(self, timeout: float | None = None) -> None:
-        """Return once everything sent so far reached its destination's sink."""
+    def drain(
+        self, timeout: float | None = None, pending: Callable[[], bool] | None = None
+    ) -> bool:
+        """Return once everything sent so far reached its destination's sink: whether
+        ``pending()``, asked once nothing moves any more, was True on any rank (False
+        without it). The caller's own question rides on the drain's last collective."""
 
     def all_entered(self) -> Callable[[], bool]:
         """Say this rank has arrived; return a test that turns True once every rank has (a
@@ -277,7 +281,11 @@ class TransportBase:
         return self.progress()
 
     def wait(
-        self, done: Callable[[], bool], deadline: float | None, gate: Gate | None = None
+        self,
+        done: Callable[[], bool],
+        deadline: float | None,
+        gate: Gate | None = None,
+        backoff: Backoff | None = None,
     ) -> bool:
         """Drive progress until ``done()`` (checked after every poll) or the deadline passes.
 
@@ -287,13 +295,15 @@ class TransportBase:
             gate: let other threads in at the pauses (see `Backoff`). Only for a wait between
                 two operations: the transport's own waits (inside a broadcast, a drain) hold
                 the gate throughout.
+            backoff: the pauses between polls (None: `Backoff`'s defaults, with ``gate``).
 
         Returns:
             True if ``done()`` became true, False at the deadline.
         """
         if done():
             return True
-        backoff = Backoff(gate=gate)
+        if backoff is None:
+            backoff = Backoff(gate=gate)
         while True:
             if self.spin(backoff.slice(self.busy)):
                 backoff.reset()

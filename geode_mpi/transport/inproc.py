@@ -165,8 +165,11 @@ class LocalTransport(RootedAlone, TransportBase):
             f"{self.name} transport share one thread: use MPI for collectives across ranks"
         )
 
-    def drain(self, timeout: float | None = None) -> None:
+    def drain(
+        self, timeout: float | None = None, pending: Callable[[], bool] | None = None
+    ) -> bool:
         self.hub.settle()
+        return pending is not None and pending()
 
     def all_entered(self) -> Callable[[], bool]:
         return lambda: True  # the ranks are not separate processes: nobody to wait for

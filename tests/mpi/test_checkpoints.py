@@ -151,3 +151,20 @@ def test_per_node_state_of_another_ranks_node_is_refused(directory: Path) -> Non
             return
         with pytest.raises(ValueError, match=f"node_state: node '{others[0]}' is hosted by rank"):
             geode.checkpoint(node_state={others[0]: 1})
+
+
+def test_checkpoints_no_longer_kept_are_removed_each_rank_its_own_file(directory: Path) -> None:
+    """The epochs older than the newest two lose their manifest on rank 0 and each rank removes
+    its own file; what is left of them (the directory) goes at the next checkpoint."""
+    geode = Geode(checkpoint_dir=directory)
+    for step in range(5):
+        assert geode.checkpoint(state={"step": step}) == step + 1
+    size = geode.size
+    geode.close(timeout=TIMEOUT)  # a collective: every rank removed its files before it
+    store = store_module.CheckpointStore(directory)
+    assert store.epochs() == [5, 4]
+    assert store.epochs(complete_only=False) == [5, 4, 3]  # 1 and 2 gone, 3 unsealed
+    assert sorted(entry.name for entry in store.epoch_path(3).iterdir()) == []
+    assert len(list(store.epoch_path(5).iterdir())) == size + 1  # its files and the manifest
+    loaded = store.newest()
+    assert loaded is not None and loaded.epoch == 5

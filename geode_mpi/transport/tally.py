@@ -1,0 +1,95 @@
+"""How many messages each peer sent this rank: counts exchanged with the peers actually used.
+
+`close()` and `drain()` must learn, on every rank, how many envelopes the others sent it, so
+that they can wait until that many have arrived. This is the nonblocking consensus (NBX,
+Hoefler, Siebert and Lumsdaine, PPoPP 2010): each rank sends, with a synchronous ``Issend``,
+its running total to each peer it sent something new to since it last told it, and receives
+the totals whoever tells it; once its own ``Issend`` calls have completed (each was matched, so
+received) it enters a nonblocking collective. When that completes, every rank has entered it,
+so every count of the round was received. Bytes and messages per rank are O(peers), the rounds
+of the collective O(log P); the reduce-scatter this replaced moved a P-sized vector per rank.
+
+Totals are cumulative and only grow, so a count from a peer's *next* round that arrives while
+this rank still finishes the current one only raises what it waits for: MPI keeps one sender's
+messages in order, so whatever that count covers is already here or on its way in front of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+TAG_COUNT = 6  # one int64: the sender's running total of envelopes sent to the receiver
+
+
+class Tally:
+    """What this rank told each peer it sent, and what each peer told it.
+
+    Args:
+        comm: the transport's communicator (counts travel on it, tag `TAG_COUNT`).
+        rank: this rank in ``comm`` (its own loopback messages need no count).
+        size: the ranks in ``comm``.
+    """
+
+    def __init__(self, comm: MPI.Intracomm, rank: int, size: int) -> None:
+        self.comm = comm
+        self.rank = rank
+        # The total last sent each peer. A P-sized array on purpose: finding the peers to tell
+        # is one vectorised comparison with the transport's per-rank counts (about 10 us at
+        # 4,096 ranks), where tracking them as sends happen would tax every send.
+        self._told = np.zeros(size, np.int64)
+        self.expected: dict[int, int] = {}  # peer -> the highest total it told us
+        self._short: set[int] = set()  # peers whose total may not have arrived in full yet
+        self._sending: list[tuple[MPI.Request, np.ndarray[Any, Any]]] = []
+
+    def tell(self, sent_to: Sequence[int]) -> bool:
+        """Send each peer this rank sent anything new to since it last told it its new total.
+
+        Returns:
+            True if any peer was told something (this rank sent since the last round).
+        """
+        totals = np.array(sent_to, np.int64)
+        totals[self.rank] = self._told[self.rank]  # loopback: counted on delivery
+        peers = np.flatnonzero(totals != self._told)
+        self._told[peers] = totals[peers]
+        issend = self.comm.Issend
+        for peer in peers.tolist():
+            buffer = totals[peer : peer + 1].copy()
+            self._sending.append((issend([buffer, MPI.INT64_T], peer, TAG_COUNT), buffer))
+        return bool(len(peers))
+
+    def told_all(self) -> bool:
+        """Whether every count sent so far was received (the sends were synchronous)."""
+        sending = self._sending
+        if sending and not MPI.Request.Testall([request for request, _ in sending]):
+            return False
+        sending.clear()
+        return True
+
+    def heard(self, source: int, buffer: bytes | bytearray) -> None:
+        """A count message from ``source`` (received by the transport's progress)."""
+        total = int.from_bytes(buffer, "little", signed=True)
+        if total > self.expected.get(source, 0):
+            self.expected[source] = total
+            self._short.add(source)
+
+    def arrived(self, received_from: Sequence[int]) -> bool:
+        """Whether every peer's last total has been received (checks only the peers short)."""
+        short = self._short
+        if short:
+            expected = self.expected
+            done = [peer for peer in short if received_from[peer] >= expected[peer]]
+            short.difference_update(done)
+        return not short
+
+    def missing(self, received_from: Sequence[int]) -> dict[int, int]:
+        """Messages still expected, by the peer that sent them."""
+        expected = self.expected
+        return {
+            peer: expected[peer] - received_from[peer]
+            for peer in sorted(self._short)
+            if received_from[peer] < expected[peer]
+        }
