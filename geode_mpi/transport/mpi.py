@@ -773,4 +773,5 @@ class MPITransport(RootedMPI, TransportBase):
             lambda: self._missing(int(expected[0])),
         )
         self.comm.Free()
+        self.pool.clear()  # now: a closed Geode waits for the cyclic collector (pool.py)
         self._closed = True
