@@ -1,7 +1,8 @@
 """One job written twice, raw mpi4py/h5py and geode_mpi, for the memory rows of scale.py.
 
 ``mpiexec -n P python benchmarks/scale_memory.py JOB METHOD CYCLES DIR``; rank 0 prints one
-JSON line: every rank's resident memory after its imports, after each cycle, and its peak.
+JSON line: every rank's resident memory after its imports, after each cycle (and how much of
+it is MPI's shared memory), and its peak.
 
 The fair baseline is the same job done with raw mpi4py and the same user imports: a job that
 sends numpy arrays and checkpoints them imports numpy and h5py either way, one that sends
@@ -29,11 +30,13 @@ CMA_VARIABLE = "MPIR_CVAR_CH4_CMA_ENABLE"
 ARRAY_BYTES = 2**20
 
 
-def resident() -> int:
-    """This process's resident set size now, in bytes (the same reading as backpressure's,
-    without importing it: the raw job imports nothing it does not need)."""
-    with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def resident() -> tuple[int, int]:
+    """This process's resident set size now and the shared memory in it (RssShmem: MPICH's
+    shared-memory segment, as far as this rank has touched it), in bytes (Linux)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    total, shared = (int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "RssShmem"))
+    return total, shared
 
 
 def peak() -> int:
@@ -90,11 +93,13 @@ def main(job: str, method: str, cycles: int, directory: Path) -> None:
         import h5py  # noqa: F401
         import numpy  # noqa: F401
     world.Barrier()
-    record: dict[str, Any] = {"start": resident(), "cycles": []}
+    record: dict[str, Any] = {"start": resident()[0], "cycles": [], "shared": []}
     cycle = {"raw": raw_cycle, "geode": geode_cycle}.get(method)
     for _ in range(cycles if cycle is not None else 0):
         cycle(world, job, directory)
-        record["cycles"].append(resident())
+        total, shared = resident()
+        record["cycles"].append(total)
+        record["shared"].append(shared)
     record["peak"] = peak()
     records = world.gather(record)
     if world.Get_rank() == 0:

@@ -77,7 +77,9 @@ def memory_row(ranks: int, record: dict[str, Any]) -> dict[str, Any]:
             row[name] = None
             continue
         cycles = [max(values) / MiB for values in zip(*result["cycles"], strict=True)]
+        shared = [max(values) / MiB for values in zip(*result.get("shared", []), strict=True)]
         row[name] = {"peak": mib(result["peak"]), "start": mib(result["start"]), "cycles": cycles}
+        row[name]["shared"] = shared
     return row
 
 
@@ -156,7 +158,10 @@ def memory_table(summary: dict[str, Any]) -> list[str]:
         "and checkpointed. geode-raw: each job's (objects / arrays); geode-bare: objects",
         *table.head(),
     ]
-    cycles = ["Resident after each open/close cycle, MiB (the largest rank's)"]
+    cycles = [
+        "Resident after each open/close cycle, MiB (the largest rank's), and in brackets the",
+        "MPI shared memory in it (RssShmem: MPICH's segment, as far as the rank touched it)",
+    ]
     for row in summary["memory"]:
         peaks = {name: peak_of(row.get(name)) for name in MEMORY_COLUMNS}
         over_raw = [difference(peaks[f"{job} geode"], peaks[f"{job} raw"]) for job in JOBS]
@@ -168,6 +173,8 @@ def memory_table(summary: dict[str, Any]) -> list[str]:
             result = row.get(name)
             if result is not None:
                 trail = " -> ".join(f"{value:.1f}" for value in result["cycles"])
+                if result["shared"]:
+                    trail += f" ({' -> '.join(f'{value:.1f}' for value in result['shared'])})"
                 cycles.append(f"  P={row['ranks']:<3} {name:<13} {trail}")
     return [*lines, "", *cycles]
 
