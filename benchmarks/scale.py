@@ -4,7 +4,8 @@ Run as ``python benchmarks/scale.py [--quick]`` (plain python, not under mpiexec
 itself under mpiexec at each rank count, each launch with a timeout, holding
 /tmp/geode-bigrun.lock for any launch above 8 ranks. At each P it times `Geode()`, `topic()`,
 `run()` until quiescent, `checkpoint()`, `close()` and a restart, each beside its raw
-equivalent in the same run, and the peak RSS per rank beside a bare mpi4py process; then it
+equivalent in the same run, and the memory per rank of one job written with raw mpi4py and with
+geode_mpi, each in its own launch (benchmarks/scale_memory.py); then it
 fits each time's growth (against log P and against P), prints the tables and writes the JSON
 file and a plot. See benchmarks/README.md, "Scaling".
 """
@@ -44,20 +45,20 @@ from geode_mpi import Geode, Message, QueueConfig
 HERE = Path(__file__).resolve().parent
 BIG_RUN_LOCK = Path("/tmp/geode-bigrun.lock")  # one run above BIG_RUN ranks on the machine
 BIG_RUN = 8
-# The floors geode_mpi's peak RSS is compared with: a bare mpi4py process ("bare"), and a raw
-# job ("raw job": numpy and h5py imported, and an alltoall, so that MPI holds its state for
-# every peer, as it does in any job whose ranks all talk to each other).
-BARE = (
-    "import json, resource, sys\nfrom mpi4py import MPI\nworld = MPI.COMM_WORLD\n"
-    "if sys.argv[1] == 'raw job':\n    import h5py, numpy\n"
-    "    world.alltoall(list(range(world.Get_size())))\n"
-    "peaks = world.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
-    "print(json.dumps(peaks)) if world.Get_rank() == 0 else None\n"
+# The memory jobs launched at each rank count (benchmarks/scale_memory.py): one job written with
+# raw mpi4py/h5py and with geode_mpi, each in its own launch with the same user imports, beside
+# a bare mpi4py process.
+MEMORY_JOBS = (
+    ("objects", "bare"),
+    ("objects", "raw"),
+    ("objects", "geode"),
+    ("arrays", "raw"),
+    ("arrays", "geode"),
 )
-FLOORS = ("bare", "raw job")
 SCALED: launch.Scaled = {
     "repeats": (3, 1, "open/close cycles at each rank count"),
     "topics": (8, 2, "topics created per cycle (the time reported is per topic)"),
+    "memory_cycles": (6, 2, "open/close cycles of each memory job"),
 }
 
 
@@ -311,28 +312,23 @@ def run_launch(name: str, command: list[str], ranks: int, scratch: Path, quick: 
     if timed_out or code != 0:
         why = f"still running after {limit} s: stopped" if timed_out else f"exit status {code}"
         return {"failed": why, "log": text.splitlines()[-12:]}
-    if name.startswith("floor"):
+    if name.startswith("memory"):
         return json.loads(text.strip().splitlines()[-1])
     result, problem = load_result(out)
     return result if result is not None else {"failed": problem}
 
 
 def measure_at(ranks: int, args: argparse.Namespace, scratch: Path) -> Any:
-    """One rank count: the bare mpi4py process, the measurement, the other-count restart."""
+    """One rank count: the memory jobs, the measurement, the other-count restart."""
     here = scratch / f"p{ranks}"
     here.mkdir()
     script = [sys.executable, str(HERE / "scale.py"), "--dir", str(here)]
     script += ["--repeats", str(args.repeats), "--topics", str(args.topics)]
     script += ["--state", str(args.state), "--grow-to", str(args.grow_to)]
-    floors = {
-        floor: run_launch(
-            f"floor{ranks}-{k}", [sys.executable, "-c", BARE, floor], ranks, here, args.quick
-        )
-        for k, floor in enumerate(FLOORS)
-    }
+    memory = memory_at(ranks, args, here)
     measure = [*script, "--worker", "measure", "--json", str(here / f"measure{ranks}.json")]
     record = run_launch(f"measure{ranks}", measure, ranks, here, args.quick)
-    record["floor_rss"] = floors
+    record["memory_jobs"] = memory
     if args.other_ranks and "failed" not in record and ranks >= 4:
         other = ranks // 2  # a shrink: nodes=P on fewer ranks is a valid Geode today
         restart = [*script, "--worker", "restart", "--nodes", str(ranks)]
@@ -343,6 +339,20 @@ def measure_at(ranks: int, args: argparse.Namespace, scratch: Path) -> Any:
         grow += ["--json", str(here / f"grow{2 * ranks}.json")]
         record["grown_restart"] = run_launch(f"grow{2 * ranks}", grow, 2 * ranks, here, args.quick)
     return record
+
+
+def memory_at(ranks: int, args: argparse.Namespace, here: Path) -> dict[str, Any]:
+    """Each memory job at one rank count, in its own launch: what benchmarks/scale_memory.py
+    prints (every rank's resident bytes at start, after each cycle, at its peak)."""
+    jobs = {}
+    for job, method in MEMORY_JOBS:
+        directory = here / f"memory-{job}-{method}"
+        directory.mkdir()
+        command = [sys.executable, str(HERE / "scale_memory.py"), job, method]
+        command += [str(args.memory_cycles), str(directory)]
+        name = f"memory{ranks}-{job}-{method}"
+        jobs[f"{job} {method}"] = run_launch(name, command, ranks, here, args.quick)
+    return jobs
 
 
 def drive(args: argparse.Namespace, argv: list[str]) -> int:
@@ -360,6 +370,7 @@ def drive(args: argparse.Namespace, argv: list[str]) -> int:
     summary["grown_restarts"] = scale_resize.summarise(records)
     settings = {"quick": args.quick, "ranks": args.ranks, "repeats": args.repeats}
     settings |= {"topics": args.topics, "state_bytes": args.state, "argv": argv}
+    settings |= {"memory_cycles": args.memory_cycles}
     settings |= {"revision": revision(), "other_ranks": args.other_ranks}
     settings |= {"grow_to": args.grow_to}
     summary["load_average"] = {"start": load, "end": os.getloadavg()[0]}  # a busy machine?

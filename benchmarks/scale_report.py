@@ -77,13 +77,17 @@ def mib(values: list[int]) -> dict[str, float]:
 
 
 def memory_row(ranks: int, record: dict[str, Any]) -> dict[str, Any]:
-    """The peak RSS per rank of the geode job and of each floor (None if its launch failed)."""
-    rss, floors = record["rss"], record.get("floor_rss", {})
-    row = {"ranks": ranks, "peak": mib(rss["peak"]), "start": mib(rss["start"])}
-    row["after_cycles"] = [mib(values)["max"] for values in rss["after_cycles"]]
-    for floor, key in (("bare", "bare_peak"), ("raw job", "raw_job_peak")):
-        peaks = floors.get(floor)
-        row[key] = mib(peaks) if isinstance(peaks, list) else None
+    """Per memory job (scale_memory.py): the largest rank's peak, start and resident memory
+    after each cycle, MiB (None where its launch failed)."""
+    row: dict[str, Any] = {"ranks": ranks}
+    for name, result in record.get("memory_jobs", {}).items():
+        if not isinstance(result, dict) or "peak" not in result:
+            row[name] = None
+            continue
+        cycles = [max(values) / MiB for values in zip(*result["cycles"], strict=True)]
+        shared = [max(values) / MiB for values in zip(*result.get("shared", []), strict=True)]
+        row[name] = {"peak": mib(result["peak"]), "start": mib(result["start"]), "cycles": cycles}
+        row[name]["shared"] = shared
     return row
 
 
@@ -182,17 +186,49 @@ def fit_table(summary: dict[str, Any]) -> list[str]:
     return lines if len(lines) > 3 else [*lines, "(a fit needs 3 or more rank counts)"]
 
 
+MEMORY_COLUMNS = ("objects bare", "objects raw", "objects geode", "arrays raw", "arrays geode")
+
+
 def memory_table(summary: dict[str, Any]) -> list[str]:
-    columns = [("P", 5), ("bare mpi4py", 13), ("raw job", 9), ("geode peak", 12)]
-    table = reporting.Table([*columns, ("- raw job", 11), ("after each cycle (max rank)", 34)])
-    lines = ["Peak RSS per rank, MiB (the largest rank's)", *table.head()]
+    """Peaks per job, geode over its raw job and over bare mpi4py, then each cycle's memory."""
+    columns = [("P", 5), *((name, 14) for name in MEMORY_COLUMNS)]
+    table = reporting.Table([*columns, ("geode-raw", 14), ("geode-bare", 11)])
+    lines = [
+        "Peak RSS per rank, MiB (the largest rank's; each job its own launch, scale_memory.py):",
+        "objects: a dict around the ring; arrays: numpy + h5py imported, 1 MiB around the ring",
+        "and checkpointed. geode-raw: each job's (objects / arrays); geode-bare: objects",
+        *table.head(),
+    ]
+    cycles = [
+        "Resident after each open/close cycle, MiB (the largest rank's), and in brackets the",
+        "MPI shared memory in it (RssShmem: MPICH's segment, as far as the rank touched it)",
+    ]
     for row in summary["memory"]:
-        bare, raw = (row[key]["max"] if row[key] else None for key in ("bare_peak", "raw_job_peak"))
-        peak = row["peak"]["max"]
-        cycles = " -> ".join(f"{value:.1f}" for value in row["after_cycles"])
-        cells = [cell(bare), cell(raw), cell(peak), cell(None if raw is None else peak - raw)]
-        lines.append(table.row([str(row["ranks"]), *cells, cycles]))
-    return lines
+        peaks = {name: peak_of(row.get(name)) for name in MEMORY_COLUMNS}
+        over_raw = [difference(peaks[f"{job} geode"], peaks[f"{job} raw"]) for job in JOBS]
+        over_bare = difference(peaks["objects geode"], peaks["objects bare"])
+        cells = [cell(peaks[name]) for name in MEMORY_COLUMNS]
+        cells += [" / ".join(map(cell, over_raw)), cell(over_bare)]
+        lines.append(table.row([str(row["ranks"]), *cells]))
+        for name in MEMORY_COLUMNS[1:]:
+            result = row.get(name)
+            if result is not None:
+                trail = " -> ".join(f"{value:.1f}" for value in result["cycles"])
+                if result["shared"]:
+                    trail += f" ({' -> '.join(f'{value:.1f}' for value in result['shared'])})"
+                cycles.append(f"  P={row['ranks']:<3} {name:<13} {trail}")
+    return [*lines, "", *cycles]
+
+
+JOBS = ("objects", "arrays")
+
+
+def peak_of(result: dict[str, Any] | None) -> float | None:
+    return None if result is None else float(result["peak"]["max"])
+
+
+def difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def cell(value: float | None) -> str:
@@ -262,14 +298,11 @@ def plot(summary: dict[str, Any], path: Path, quick: bool) -> str:
         ranks_axis(ax, ranks, op, "ms (slowest rank)")
     memory = summary["memory"]
     ranks = [row["ranks"] for row in memory]
-    axes[6].plot(ranks, [row["peak"]["max"] for row in memory], "-o", color=suite_plots.GEODE)
-    axes[6].lines[-1].set_label("geode_mpi job, peak")
-    for key, style, label in (
-        ("raw_job_peak", "-o", "raw job"),
-        ("bare_peak", ":o", "bare mpi4py"),
-    ):
-        floor = [row[key]["max"] if row[key] else np.nan for row in memory]
-        axes[6].plot(ranks, floor, style, color=suite_plots.RAW, label=f"{label}, peak")
+    for name, style in zip(MEMORY_COLUMNS, (":o", "--o", "--s", "-o", "-s"), strict=True):
+        color = suite_plots.GEODE if name.endswith("geode") else suite_plots.RAW
+        peaks = [peak_of(row.get(name)) for row in memory]
+        values = [np.nan if value is None else value for value in peaks]
+        axes[6].plot(ranks, values, style, color=color, label=f"{name}, peak")
     ranks_axis(axes[6], ranks, "peak RSS per rank (largest)", "MiB", log=False)
     for op in OPS:
         rows = summary["ops"][op]["rows"]

@@ -9,8 +9,6 @@ unpickled. docs/checkpoints.md describes the trust model.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -66,6 +64,9 @@ def _canonical(manifest: dict[str, Any]) -> bytes:
 
 def sign(manifest: dict[str, Any], key: bytes) -> str:
     """The ``hmac`` field for ``manifest``."""
+    import hashlib  # here, not at the top: they load OpenSSL (3.5 MB a rank), for checkpoints only
+    import hmac
+
     return _MAC_PREFIX + hmac.new(key, _canonical(manifest), hashlib.sha256).hexdigest()
 
 
@@ -90,6 +91,8 @@ def check_manifest(path: Path, epoch: int, manifest: Any, key: bytes | None) -> 
                 f"{path}: not authenticated: no hmac, and {KEY_VARIABLE} is set (written "
                 "without the key?)"
             )
+        import hmac  # see sign()
+
         if not isinstance(mac, str) or not hmac.compare_digest(mac, sign(manifest, key)):
             raise CheckpointError(
                 f"{path}: fails authentication: its hmac does not match {KEY_VARIABLE} "

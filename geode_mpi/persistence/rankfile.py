@@ -10,7 +10,6 @@ references crashed or hung the HDF5 library in a fuzzing run.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -79,6 +78,8 @@ def rank_name(rank: int) -> str:
 
 
 def sha256_of(path: Path) -> str:
+    import hashlib  # here, not at the top: it loads OpenSSL (3.5 MB a rank), for checkpoints only
+
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):

@@ -21,8 +21,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
-import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -159,6 +157,8 @@ class CheckpointStore:
         handle.seek(0)
         handle.truncate()
         job = os.environ.get("SLURM_JOB_ID", "-")
+        import socket  # here: with shutil, 0.8 MB a rank that only checkpoints use
+
         handle.write(f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}\n")
         handle.flush()
         self._lock = handle
@@ -238,6 +238,8 @@ class CheckpointStore:
     def prune(self) -> None:
         """Keep the newest ``keep`` complete checkpoints; remove older ones and any incomplete
         one older than the newest complete."""
+        import shutil  # here, not at the top: see the lock
+
         for epoch in self.prunable():
             shutil.rmtree(self.epoch_path(epoch), ignore_errors=True)
 
@@ -264,6 +266,8 @@ class CheckpointStore:
             try:
                 (path / MANIFEST).unlink()
             except FileNotFoundError:
+                import shutil  # see the lock
+
                 shutil.rmtree(path, ignore_errors=True)
 
     def remove_rank_file(self, epoch: int, rank: int, ranks: int) -> None:

@@ -7,13 +7,13 @@ the lowest rank that disagrees with rank 0 and show where the two values differ.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
 from geode_mpi.errors import WorldMismatchError
+from geode_mpi.transport.digest import digest as blake2b_digest
 
 DIGEST_WORDS = 2  # 128 bits of blake2b: a chance collision is out of reach
 EXCERPT = 60  # bytes of each value shown around the first difference
@@ -22,7 +22,7 @@ Words = np.ndarray[Any, np.dtype[np.uint64]]
 
 def digest(value: bytes) -> Words:
     """The value's blake2b digest as 64-bit words."""
-    raw = hashlib.blake2b(value, digest_size=8 * DIGEST_WORDS).digest()
+    raw = blake2b_digest(value, 8 * DIGEST_WORDS)
     words: Words = np.frombuffer(raw, np.uint64).copy()
     return words
 

@@ -3,13 +3,13 @@ tests), and the base that tests/faulty.py's lossy one shares with it."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from geode_mpi.base.gate import Gate
 from geode_mpi.errors import WorldMismatchError
 from geode_mpi.transport.base import Frame, SendTicket, TransportBase, copy_frame
+from geode_mpi.transport.digest import digest as blake2b_digest
 from geode_mpi.transport.rooted import RootedAlone
 
 
@@ -60,7 +60,7 @@ class LocalHub:
     def agree(self, value: bytes, what: str, rank: int) -> None:
         # A digest, not the value: a hub outlives its Geodes' agreements, and a settings text
         # runs to megabytes with many nodes.
-        digest = hashlib.blake2b(value, digest_size=16).digest()
+        digest = blake2b_digest(value, 16)
         first = self._agreed.setdefault(what, digest)
         if first != digest:
             raise WorldMismatchError(f"rank {rank} disagrees with rank 0 about {what}")

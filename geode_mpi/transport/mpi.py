@@ -795,4 +795,5 @@ class MPITransport(RootedMPI, TransportBase):
         )
         self._wait(self._drained, deadline, timeout, self._missing, together=True)
         self.comm.Free()
+        self.pool.clear()  # now: a closed Geode waits for the cyclic collector (pool.py)
         self._closed = True

@@ -12,6 +12,7 @@ instead of hundreds of 4 KiB ones, and numpy work on the received array misses t
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from typing import Any
@@ -27,8 +28,10 @@ HUGE_PAGE = 2 * 2**20
 MADV_HUGEPAGE = 14  # linux/mman.h
 
 
+@functools.cache
 def _madvise() -> Any:
-    """libc's madvise, or None where there is none to call."""
+    """libc's madvise, or None where there is none to call. Looked up once a process: each
+    lookup builds ctypes types in reference cycles, which only the cyclic collector frees."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -132,6 +135,15 @@ class BufferPool:
             self.held += capacity
         fresh: Buffer = owner[offset + shift : offset + shift + nbytes]
         return fresh
+
+    def clear(self) -> None:
+        """Let go of every pooled buffer (a closing transport's), now rather than whenever the
+        cyclic collector frees the transport: a closed Geode's objects refer to each other, and
+        up to ``max_bytes`` would stay resident until then. Buffers still in use stay valid
+        (the arrays handed out keep their memory alive)."""
+        self._buffers.clear()
+        self._regions.clear()
+        self.held = 0
 
     def _make_room(self, nbytes: int) -> bool:
         if nbytes > self.max_bytes:

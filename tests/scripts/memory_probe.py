@@ -1,17 +1,37 @@
 """Memory of a rank, for tests/test_memory.py: rank 0 prints one JSON line (maxima over ranks).
 
 python memory_probe.py raw          imports mpi4py, Dups COMM_WORLD, barrier: the baseline
-python memory_probe.py geode        the same, then a Geode() and its close()
+python memory_probe.py geode        the same, then a Geode(), a dict around the ring, close();
+                                    and which of the modules loaded only on demand it loaded
 python memory_probe.py nodes N      the peak memory that Geode() of N named nodes adds
 python memory_probe.py cycles K     resident memory after each of K Geode() / close() cycles
+python memory_probe.py arrays K     the same, each cycle passing 2 MiB arrays around the ring
 """
 
 import json
 import re
 import resource
 import sys
+from typing import Any
 
 from mpi4py import MPI
+
+# What a Geode passing builtins loads only on demand: OpenSSL (hashlib's, for a checkpoint's
+# sha256 and HMAC), h5py (checkpoints), shutil and socket (the checkpoint directory).
+ON_DEMAND = ("_hashlib", "hmac", "shutil", "socket")
+
+
+def on_demand_loaded() -> list[str]:
+    """The on-demand modules loaded; h5py's submodules load only once h5py itself runs (its
+    name alone may be there, as a lazy module)."""
+    h5py = [name for name in sys.modules if name.startswith("h5py.")][:1]
+    return [name for name in ON_DEMAND if name in sys.modules] + h5py
+
+
+def ring(geode: Any, data: object) -> None:
+    """Pass ``data`` to the next rank's node, receive the previous rank's."""
+    geode.send(data, geode.node, geode.nodes[(geode.rank + 1) % geode.size])
+    geode.receive(timeout=60)
 
 
 def resident_mb() -> float:
@@ -33,18 +53,25 @@ def main(mode: str, count: int) -> None:
         from geode_mpi import Geode
 
         if mode == "geode":
-            Geode().close()
-            # h5py's submodules load only once h5py itself runs (its name alone may be there)
-            result["h5py"] = any(name.startswith("h5py.") for name in sys.modules)
+            geode = Geode()
+            ring(geode, {"step": 1, "values": [1.5, 2.5], "name": "a dict of builtins"})
+            geode.close()
+            result["loaded"] = sorted(set().union(*comm.allgather(on_demand_loaded())))
         elif mode == "nodes":
             before = peak_mb()
             geode = Geode([f"n{k}" for k in range(count)])
             result["peak_growth"] = max(comm.allgather(peak_mb() - before))
             geode.close()
         else:
+            import numpy as np
+
             cycles = []
             for _ in range(count):
-                Geode().close()
+                geode = Geode()
+                if mode == "arrays":  # received into the transport's pooled buffers
+                    ring(geode, np.ones(2**18))
+                geode.close()
+                del geode
                 cycles.append(max(comm.allgather(resident_mb())))
             result["cycles"] = cycles
     comm.Barrier()

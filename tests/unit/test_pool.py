@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,20 @@ def test_the_pool_holds_at_most_max_bytes_evicting_free_buffers() -> None:
     del a, b, c
     pool.take(8 * MiB)  # evicts the free 4 MiB buffers to make room
     assert pool.held == 8 * MiB
+
+
+def test_clear_lets_go_of_every_pooled_buffer_and_keeps_those_in_use_valid() -> None:
+    """A closing transport clears its pool, so that its memory goes back at close()."""
+    pool = BufferPool(max_bytes=64 * MiB)
+    kept, free = pool.take(4 * MiB), pool.take(4 * MiB)
+    kept[:] = 7
+    owner = weakref.ref(free.base)  # the pooled allocation the view lives in
+    del free
+    pool.clear()
+    assert owner() is None, "a free pooled buffer outlived clear()"
+    assert pool.held == 0 and int(kept.sum()) == 7 * 4 * MiB
+    pool.take(4 * MiB)
+    assert pool.reused == 0
 
 
 def test_the_environment_sets_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
