@@ -4,8 +4,10 @@ Run as ``python benchmarks/scale.py [--quick]`` (plain python, not under mpiexec
 itself under mpiexec at each rank count, each launch with a timeout, holding
 /tmp/geode-bigrun.lock for any launch above 8 ranks. At each P it times `Geode()`, `topic()`,
 `run()` until quiescent, `checkpoint()`, `close()` and a restart, each beside its raw
-equivalent in the same run, and the memory per rank of one job written with raw mpi4py and with
-geode_mpi, each in its own launch (benchmarks/scale_memory.py); then it
+equivalent in the same run (the checkpoint beside two: plain h5py + fsync + barrier, and the
+same bytes written as durably as geode_mpi writes them), and the memory per rank of one job
+written with raw mpi4py and with geode_mpi, each in its own launch (benchmarks/scale_memory.py);
+then it
 fits each time's growth (against log P and against P), prints the tables and writes the JSON
 file and a plot. See benchmarks/README.md, "Scaling".
 """
