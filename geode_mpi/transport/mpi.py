@@ -675,7 +675,7 @@ class MPITransport(RootedMPI, TransportBase):
         if self._batches and time.perf_counter() - self._batch_since > BATCH_DELAY:
             self.flush()
         found = self._probe_arrivals()
-        if self._relays.busy and self._relays.advance():
+        if self._relays.moving and self._relays.advance():
             found = True
         if self._waiting_sources and self._complete_arrivals():
             found = True
@@ -703,7 +703,7 @@ class MPITransport(RootedMPI, TransportBase):
     def spin(self, seconds: float) -> bool:
         if self._batches:
             self.flush()
-        if self._active or self._waiting_sources or self._relays.busy:
+        if self._active or self._waiting_sources or self._relays.moving:
             return self._spin_transfers(seconds)
         improbe = self.comm.Improbe
         status = self._status
@@ -752,7 +752,7 @@ class MPITransport(RootedMPI, TransportBase):
 
     @property
     def busy(self) -> bool:
-        return bool(self._active or self._waiting_sources or self._relays.busy)
+        return bool(self._active or self._waiting_sources or self._relays.moving)
 
     def pending_summary(self) -> str:
         """What this rank is waiting for, for diagnostics."""

@@ -175,12 +175,10 @@ class Relays:
         self._incoming: dict[
             tuple[int, int], deque[_Relay]
         ] = {}  # (parent, tag) -> awaiting chunks
-        self._moving: list[_Relay] = []  # relays with chunks or sends still in flight here
+        # Relays with chunks or sends still in flight here: a plain list, since every poll of
+        # the transport asks whether it is empty.
+        self.moving: list[_Relay] = []
         self.count = 0  # relays this rank has rooted or received (for tests and diagnostics)
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._moving)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -210,7 +208,7 @@ class Relays:
         """A chunk tag for each child that no relay still being forwarded to it uses."""
         taken = {
             pair
-            for relay in self._moving
+            for relay in self.moving
             if relay.forwarded < len(relay.chunks)
             for pair in relay.children
         }
@@ -253,7 +251,7 @@ class Relays:
         relay = _Relay(buffers, chunk, self._tags(tree(root, members, self.rank)))
         self._live[(root, number)] = relay
         self._incoming.setdefault((source, tag), deque()).append(relay)
-        self._moving.append(relay)
+        self.moving.append(relay)
         for child, child_tag in relay.children:
             head = pack_head(root, number, chunk, child_tag, frames, members)
             relay.sends.append(self._comm.Isend(head, child, TAG_RELAY_HEAD))
@@ -261,7 +259,7 @@ class Relays:
     def advance(self) -> bool:
         """Forward the chunks that have arrived; True if any relay finished here."""
         finished = False
-        for relay in self._moving:
+        for relay in self.moving:
             recvs = relay.recvs
             while relay.received < len(recvs) and recvs[relay.received].Test():
                 relay.received += 1
@@ -274,13 +272,13 @@ class Relays:
                 relay.sends = []
             finished = finished or relay.done
         if finished:
-            self._moving = [relay for relay in self._moving if not relay.done]
+            self.moving = [relay for relay in self.moving if not relay.done]
         return finished
 
     def requests(self) -> list[MPI.Request]:
         """Every receive and send in flight for a relay here (what a spin waits on)."""
         found = []
-        for relay in self._moving:
+        for relay in self.moving:
             found += relay.recvs[relay.received :]
             found += relay.sends
         return found
@@ -295,4 +293,4 @@ class Relays:
         return relay.buffers
 
     def summary(self) -> str:
-        return f"{len(self._moving)} relayed message(s) moving" if self._moving else ""
+        return f"{len(self.moving)} relayed message(s) moving" if self.moving else ""
