@@ -131,7 +131,9 @@ def unpack_head(
                 _FRAME.unpack_from(buffer, _HEAD.size + _FRAME.size * i) for i in range(n_frames)
             ]
             members = list(struct.unpack_from(f"<{n_members}i", buffer, end))
-            if all(size > 0 and 0 <= offset < 4096 for size, offset in frames):
+            if root in members or len(set(members)) != n_members:
+                pass  # the root is no member of its own tree, and no member is listed twice
+            elif all(size > 0 and 0 <= offset < 4096 for size, offset in frames):
                 return root, number, chunk, tag, frames, members
     raise DecodeError(f"rank {source} sent a relay head geode_mpi cannot read")
 
@@ -246,6 +248,8 @@ class Relays:
 
     def _head(self, source: int, buffer: bytearray) -> None:
         root, number, chunk, tag, frames, members = unpack_head(buffer, source)
+        if self.rank not in members:
+            raise DecodeError(f"rank {source} sent a relay head of a tree without this rank")
         self.count += 1
         buffers = [self._pool.take(size, offset) for size, offset in frames]
         relay = _Relay(buffers, chunk, self._tags(tree(root, members, self.rank)))

@@ -48,6 +48,8 @@ def test_a_head_reads_back_and_a_damaged_one_is_refused() -> None:
         relay.unpack_head(head[:-1], 3)
     with pytest.raises(DecodeError, match="relay head"):
         relay.unpack_head(b"XXXX" + head[4:], 3)
+    with pytest.raises(DecodeError, match="relay head"):  # the root listed as a member
+        relay.unpack_head(relay.pack_head(3, 1, 64, relay.CHUNK_TAG, [(10, 0)], [1, 3]), 3)
 
 
 def test_a_relayed_envelope_keeps_its_alignment_and_names_its_relay() -> None:
