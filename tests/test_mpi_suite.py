@@ -32,6 +32,14 @@ def test_spmd_suite(ranks: int) -> None:
     assert " passed" in result.stdout and "failed" not in result.stdout, result.explain()
 
 
+def test_relay_trees_at_8_ranks() -> None:
+    """Relays two levels deep, a rank outside a relayed stream, seven subscribers per topic."""
+    relays = [arg if arg != "tests/mpi" else "tests/mpi/test_relays.py" for arg in SPMD]
+    result = mpirun(8, relays, timeout=240)
+    assert result.returncode == 0, result.explain()
+    assert " passed" in result.stdout and "failed" not in result.stdout, result.explain()
+
+
 def test_hello_embedded_prints_hello_world() -> None:
     result = python(["jobs/hello.py"], timeout=60)
     assert result.returncode == 0, result.explain()

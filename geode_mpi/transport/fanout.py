@@ -8,8 +8,17 @@ traffic arrives like any other message; and MPI's non-overtaking rule on each (r
 path keeps a stream's messages in the order broadcast.
 
 Closing a stream (before its topic's subscribers change) sends each member an *end marker* on
-`TAG_STREAM` behind the stream's messages; a member's close waits for it, and for every
-message from the root before it to reach the sink. See docs/wire-format.md.
+`TAG_STREAM` behind the stream's messages. On a member the marker joins the root's arrival queue
+and holds everything behind it: the member's close waits until every message from the root
+before the marker has reached the sink, and what the root sends after it (the reopened
+stream's messages, for the new subscribers) waits until the member reopens the stream, so that
+nothing is delivered to the old subscribers after they changed. See docs/wire-format.md.
+
+Large broadcasts on a stream of more than `relay.FANOUT` members go down a relay tree
+(transport/relay.py). A rank that forwards must keep polling, so a blocking collective could
+leave a member waiting for a relay through a rank blocked in it: once any such stream has been
+opened (every rank opens every stream, so all agree), the transport's collectives first wait for
+every rank to arrive, polling meanwhile (`FanoutTable.relaying`).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import struct
 from collections.abc import Sequence
 
 from geode_mpi.errors import DecodeError
+from geode_mpi.transport.relay import FANOUT
 
 _END = struct.Struct("<4sq")  # magic, stream key
 _MAGIC = b"GDFE"
@@ -56,7 +66,9 @@ class FanoutTable:
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self._streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
-        self._ends: dict[int, int] = {}  # key -> end markers arrived and not yet waited for
+        self._held: dict[int, int] = {}  # key -> root: closed here, its end marker still queued
+        self.relaying = False  # whether a stream that relays has been opened (on every rank)
+        self.closed = False  # the transport is closing: end markers hold nothing any more
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -68,6 +80,7 @@ class FanoutTable:
             ValueError: the stream is already open here.
         """
         others = tuple(sorted(set(members) - {root}))
+        self.relaying = self.relaying or len(others) > FANOUT
         if self.rank != root and self.rank not in others:
             return
         if key in self._streams:
@@ -94,21 +107,16 @@ class FanoutTable:
     def remove(self, key: int) -> None:
         del self._streams[key]
 
-    def ended(self, key: int) -> None:
-        """An end marker of stream ``key`` arrived (perhaps before this rank closes it)."""
-        self._ends[key] = self._ends.get(key, 0) + 1
+    def hold(self, key: int, root: int) -> None:
+        """Stream ``key`` from ``root`` closed here; its end marker stays queued until reopened."""
+        self._held[key] = root
 
-    def take_end(self, key: int) -> bool:
-        """Consume one arrived end marker of ``key``; False if none has arrived yet."""
-        count = self._ends.get(key, 0)
-        if not count:
-            return False
-        if count == 1:
-            del self._ends[key]
-        else:
-            self._ends[key] = count - 1
-        return True
+    def release(self, key: int) -> int | None:
+        """The root whose queued end marker of ``key`` may go now (None if none is held)."""
+        return self._held.pop(key, None)
 
     def clear(self) -> None:
+        """The transport closes: forget every stream, and let every end marker go."""
+        self.closed = True
         self._streams.clear()
-        self._ends.clear()
+        self._held.clear()

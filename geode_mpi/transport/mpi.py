@@ -51,6 +51,16 @@ from geode_mpi.transport.envelope import (
 )
 from geode_mpi.transport.fanout import FanoutTable, end_marker, read_end_marker
 from geode_mpi.transport.pool import BufferPool
+from geode_mpi.transport.relay import FANOUT as RELAY_FANOUT
+from geode_mpi.transport.relay import (
+    PREFIX_BYTES,
+    RELAY_MIN,
+    TAG_RELAY_HEAD,
+    TAG_RELAYED,
+    Relays,
+    read_prefix,
+    relayed_envelope,
+)
 from geode_mpi.transport.rooted import RootedMPI
 from geode_mpi.transport.tally import TAG_COUNT, Tally
 
@@ -115,10 +125,13 @@ def strided_datatype(frame: Frame) -> MPI.Datatype:
     return absolute.Commit()
 
 
+END = -2  # _Arrival.relay of an end marker: END - key
+
+
 class _Arrival:
     """An envelope whose out-of-band frames are still being received."""
 
-    __slots__ = ("frames", "meta", "nbytes", "requests")
+    __slots__ = ("frames", "meta", "nbytes", "relay", "requests")
 
     def __init__(
         self,
@@ -126,11 +139,26 @@ class _Arrival:
         frames: list[Frame | memoryview],
         requests: list[MPI.Request],
         nbytes: int,
+        relay: int = -1,
     ) -> None:
         self.meta = meta
-        self.frames = frames
+        self.frames = frames  # None where a relayed frame will be (see transport/relay.py)
         self.requests = requests
         self.nbytes = nbytes
+        # The number of the relay bringing its frames; -1: none; END - key: not a message but
+        # stream key's end marker, which holds everything behind it (see transport/fanout.py)
+        self.relay = relay
+
+
+def _ended(arrivals: deque[_Arrival], marker: int) -> bool:
+    """Whether everything before end marker ``marker`` (an `_Arrival.relay`) has left the
+    queue: only other end markers are ahead of it."""
+    for arrival in arrivals:
+        if arrival.relay == marker:
+            return True
+        if arrival.relay > END:
+            return False
+    return False
 
 
 class MPITransport(RootedMPI, TransportBase):
@@ -172,6 +200,7 @@ class MPITransport(RootedMPI, TransportBase):
         self._closing: MPI.Request | None = None  # close()'s barrier, once posted
         self._fanouts = FanoutTable(self.rank)  # the topic streams this rank is in
         self.pool = BufferPool()
+        self._relays = Relays(self.comm, self.pool)  # large broadcasts down a tree
         launch = launch_info()
         self.oversubscribed = launch.local_ranks is not None and launch.local_ranks > launch.cores
         tighten_timer_slack()
@@ -382,6 +411,9 @@ class MPITransport(RootedMPI, TransportBase):
             # so that the Python work of a message runs before the copy, on a warm cache.
             self._frames_in[source].append((status.Get_count(MPI.BYTE), message))
             return False
+        if tag >= TAG_RELAY_HEAD:  # a relay's head or chunk (not an envelope)
+            self._relays.take(message, status)
+            return False
         buffer = bytearray(status.Get_count(_BYTE))
         message.Recv(buffer)
         if tag == TAG_META:
@@ -402,11 +434,33 @@ class MPITransport(RootedMPI, TransportBase):
             self._tally.heard(source, buffer)
             return True
         self.received_from[source] += 1
-        if tag == TAG_STREAM:
-            self._fanouts.ended(read_end_marker(buffer, source))
-            return True
-        self._accept(source, buffer)
+        self._accept_stream(source, tag, buffer)  # an end marker, or a relayed envelope
         return True
+
+    def _accept_stream(self, source: int, tag: int, buffer: bytearray) -> None:
+        """An end marker, or an envelope whose large frames come down a relay tree."""
+        if tag == TAG_STREAM:
+            key = read_end_marker(buffer, source)
+            stream = self._fanouts.get(key)
+            if stream is None or stream[0] != source:  # it would hold the queue for ever
+                raise DecodeError(f"rank {source} sent an end marker of stream {key}, not its own")
+            self._arrivals[source].append(_Arrival(memoryview(buffer), [], [], 0, END - key))
+            self._waiting_sources.add(source)
+            return
+        if tag != TAG_RELAYED:
+            raise DecodeError(f"rank {source} sent a message with tag {tag}, unknown here")
+        number = read_prefix(buffer, source)
+        try:
+            meta, inline, _ = parse_envelope(memoryview(buffer)[PREFIX_BYTES:])
+        except ValueError as exc:
+            raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
+        frames: list[Frame | memoryview] = inline  # type: ignore[assignment]
+        arrival = _Arrival(meta, frames, [], len(buffer), number)
+        queue = self._arrivals[source]
+        queue.append(arrival)
+        self._waiting_sources.add(source)
+        if len(queue) == 1:
+            self._complete_arrivals()
 
     def _accept_batch(self, source: int, buffer: bytearray) -> None:
         view = memoryview(buffer)
@@ -507,18 +561,44 @@ class MPITransport(RootedMPI, TransportBase):
         found = False
         for source in list(self._waiting_sources):
             queue = self._arrivals[source]
-            while queue and MPI.Request.Testall(queue[0].requests):
+            while queue and self._complete(source, queue[0]):
                 arrival = queue.popleft()
-                self._sink(source, arrival.meta, arrival.frames, arrival.nbytes)
+                if arrival.relay > END:  # a message, not an end marker let go by close()
+                    self._sink(source, arrival.meta, arrival.frames, arrival.nbytes)
                 found = True
             if not queue:
                 self._waiting_sources.discard(source)
         return found
 
+    def _complete(self, source: int, arrival: _Arrival) -> bool:
+        """Whether ``arrival``'s frames are all in (a relayed one's, placed in it)."""
+        if arrival.relay < 0:
+            if arrival.relay == -1:
+                return bool(MPI.Request.Testall(arrival.requests))
+            return self._fanouts.closed  # an end marker holds the queue until reopened
+        relayed = self._relays.collect(source, arrival.relay)
+        if relayed is None:
+            return False
+        frames = arrival.frames
+        given = iter(relayed)
+        arrival.frames = [next(given) if frame is None else frame for frame in frames]
+        arrival.nbytes += sum(frame.nbytes for frame in relayed)
+        return True
+
     # -- broadcast streams (see transport/fanout.py) -----------------------------------------
 
     def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        """See `Transport.open_stream`: bookkeeping only, nothing is sent."""
+        """See `Transport.open_stream`: bookkeeping only, nothing is sent. Reopened after a
+        close, the stream lets through what its root sent after the old one's end marker."""
+        held = self._fanouts.release(key)
+        if held is not None:
+            queue = self._arrivals[held]
+            for index, arrival in enumerate(queue):
+                if arrival.relay == END - key:
+                    del queue[index]
+                    break
+            if not queue:
+                self._waiting_sources.discard(held)
         self._fanouts.open(key, root, members)
 
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
@@ -544,6 +624,8 @@ class MPITransport(RootedMPI, TransportBase):
             flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
             offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
             envelope, oob = build_envelope(meta, flat, inline_max, offsets)
+            if len(members) > RELAY_FANOUT and sum(frame.nbytes for frame in oob) >= RELAY_MIN:
+                return self._relay(members, envelope, flat, oob, offsets)
             for dest in members:  # per member, its frames first, as `send` posts them
                 for frame in oob:
                     requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
@@ -551,6 +633,28 @@ class MPITransport(RootedMPI, TransportBase):
                 sent_to[dest] += 1
             nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
             ticket = SendTicket(self.rank, nbytes, state=(requests, envelope, flat, []))
+        if not self._finish(ticket):
+            self._active.append(ticket)
+        return ticket
+
+    def _relay(
+        self,
+        members: Sequence[int],
+        envelope: bytes,
+        flat: list[Frame],
+        oob: list[Frame],
+        offsets: list[int],
+    ) -> SendTicket:
+        """`broadcast` of large frames down the members' relay tree (transport/relay.py): the
+        frames to this rank's children, the envelope to every member."""
+        number, requests = self._relays.start(members, oob, offsets)
+        message = relayed_envelope(number, envelope)
+        isend = self.comm.Isend
+        for dest in members:
+            requests.append(isend(message, dest, TAG_RELAYED))
+            self.sent_to[dest] += 1
+        nbytes = len(message) + sum(frame.nbytes for frame in oob)
+        ticket = SendTicket(self.rank, nbytes, state=(requests, message, flat, []))
         if not self._finish(ticket):
             self._active.append(ticket)
         return ticket
@@ -575,14 +679,15 @@ class MPITransport(RootedMPI, TransportBase):
                     self._active.append(ticket)
         else:
             deadline = None if timeout is None else time.monotonic() + timeout
-            fanouts, arrivals = self._fanouts, self._arrivals[root]
+            arrivals = self._arrivals[root]
             self._wait(
-                lambda: not arrivals and fanouts.take_end(key),
+                lambda: _ended(arrivals, END - key),
                 deadline,
                 timeout,
                 lambda: f"broadcast stream {key} from rank {root} did not end",
                 "close_stream()",
             )
+            self._fanouts.hold(key, root)
         self._fanouts.remove(key)
 
     # -- progress --------------------------------------------------------------------------
@@ -591,6 +696,8 @@ class MPITransport(RootedMPI, TransportBase):
         if self._batches and time.perf_counter() - self._batch_since > BATCH_DELAY:
             self.flush()
         found = self._probe_arrivals()
+        if self._relays.moving and self._relays.advance():
+            found = True
         if self._waiting_sources and self._complete_arrivals():
             found = True
         if self._active:
@@ -617,7 +724,7 @@ class MPITransport(RootedMPI, TransportBase):
     def spin(self, seconds: float) -> bool:
         if self._batches:
             self.flush()
-        if self._active or self._waiting_sources:
+        if self._active or self._waiting_sources or self._relays.moving:
             return self._spin_transfers(seconds)
         improbe = self.comm.Improbe
         status = self._status
@@ -639,6 +746,7 @@ class MPITransport(RootedMPI, TransportBase):
         requests = [request for ticket in self._active for request in ticket.state[0]]
         for source in self._waiting_sources:
             requests.extend(self._arrivals[source][0].requests)
+        requests += self._relays.requests()
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
         iprobe = self.comm.Iprobe
@@ -659,8 +767,13 @@ class MPITransport(RootedMPI, TransportBase):
                     os.sched_yield()
 
     @property
+    def relayed(self) -> int:
+        """How many large broadcasts this rank has rooted or received down a relay tree."""
+        return self._relays.count
+
+    @property
     def busy(self) -> bool:
-        return bool(self._active or self._waiting_sources)
+        return bool(self._active or self._waiting_sources or self._relays.moving)
 
     def pending_summary(self) -> str:
         """What this rank is waiting for, for diagnostics."""
@@ -672,12 +785,14 @@ class MPITransport(RootedMPI, TransportBase):
             parts.append(
                 f"{len(self._arrivals[source])} message(s) from rank {source} half received"
             )
-        return "; ".join(parts) or "nothing in flight"
+        parts.append(self._relays.summary())
+        return "; ".join(part for part in parts if part) or "nothing in flight"
 
     # -- collective steps ------------------------------------------------------------------
 
     def check_same(self, value: bytes, what: str) -> None:
         """See `Transport.check_same`: by digest (`agreement.check_same`), O(1) bytes a rank."""
+        self._arrive()
         agreement.check_same(self.comm, value, what)
 
     def private_comm(self) -> MPI.Intracomm:
@@ -700,7 +815,15 @@ class MPITransport(RootedMPI, TransportBase):
         # per rank between allgathers ran 4.5 ms per step instead of 3.1: MPICH's blocking wait
         # already yields the core now and then, while a nonblocking collective advances only
         # inside its members' calls, and members asleep in a back-off held up the others.
+        self._arrive()
         return list(self.comm.allgather(value))
+
+    def _arrive(self) -> None:
+        """Before a blocking collective, once streams relay: wait, polling, until every rank
+        is here, so that no rank waits for a relay through a rank blocked in the collective."""
+        if self._fanouts.relaying:
+            entered = self.comm.Ibarrier()
+            self.wait(entered.Test, None)
 
     def drain(
         self, timeout: float | None = None, pending: Callable[[], bool] | None = None

@@ -1,0 +1,300 @@
+"""Large topic frames down a pipelined relay tree of the stream's member ranks.
+
+Sent by the root to every member in turn, a large array costs the root one copy per member
+(with MPICH's shared memory and no single-copy path, the root copies each one into the shared
+cells itself). Above `RELAY_MIN` bytes, a broadcast to more than `FANOUT` members relays its
+large frames instead: the root sends them to its `FANOUT` children in the tree over the
+stream's member ranks (the heap layout of `geode_mpi.base.collective`, over
+``(root, *members)``), and every member forwards each *chunk* to its own children as soon as
+the chunk has arrived, while the next one arrives (pipelined).
+
+Order is kept by sending the envelope itself from the root to every member, as for any other
+broadcast (`TAG_RELAYED`): per (root, member) MPI keeps it in order with everything else the root
+sends that member, and the member's arrival queue holds later messages from the root until the
+relayed frames are complete. Only the frames come from the parent, on their own tags:
+
+- a *head* (`TAG_RELAY_HEAD`): which relay (root, number), its frames' sizes, the members, the
+  chunk size and the chunk tag, so a member can place and forward chunks before its envelope
+  has arrived;
+- the chunks, in order, on the chunk tag the head names. A rank that forwards two relays to
+  one child at once gives each its own tag (`CHUNK_TAG` + a slot), so chunks never interleave
+  on one tag; MPI keeps each tag's chunks in order behind their head.
+
+A member's relay is done once every chunk has arrived *and* has gone on to its children: its
+envelope is delivered only then, so a member waiting in receive(), run() or close() keeps
+forwarding, and close() and drain() (which wait for every envelope) leave nothing in flight.
+See docs/wire-format.md, "Relayed frames".
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Sequence
+
+from mpi4py import MPI
+
+from geode_mpi.errors import DecodeError
+from geode_mpi.base import collective
+from geode_mpi.transport.base import Frame
+from geode_mpi.transport.pool import BufferPool
+
+TAG_RELAYED = 6  # an envelope whose large frames come down the relay tree
+TAG_RELAY_HEAD = 8  # a relay's head, from a member's parent; this tag and above are relay traffic
+CHUNK_TAG = 16  # chunks go on CHUNK_TAG + a slot (MPI promises tags up to 32767)
+SLOTS = 4096
+
+# A broadcast whose out-of-band frames hold this many bytes or more is relayed (when the stream
+# has more than FANOUT members). Below it the root's copies are cheap and a relay's extra hop
+# (a forwarding member must be polling) would only add latency. See benchmarks/README.md.
+RELAY_MIN = 512 * 1024
+# Children per member. Two: the root sends two copies whatever the number of members, and the
+# depth (log2 members) costs only a chunk's time per level once the pipeline is full.
+FANOUT = 2
+# Chunk size: large enough that the Python work per chunk (a probe, a receive, a send per
+# child; some 20-40 us) is small beside its copy, small enough to fill the pipeline quickly.
+CHUNK = 512 * 1024
+
+_PREFIX = struct.Struct("<4sIq")  # magic, 0, relay number: before a relayed envelope
+_HEAD = struct.Struct("<4siqiiii")  # magic, root, number, chunk, tag, frames, members
+_FRAME = struct.Struct("<qq")  # size, page offset of each relayed frame
+_MAGIC = b"GDRL"
+PREFIX_BYTES = _PREFIX.size
+
+
+def relayed_envelope(number: int, envelope: bytes) -> bytes:
+    """The message a root sends each member for relay ``number``: a prefix, then the
+    envelope (16 bytes in, so that its inline frames keep their alignment)."""
+    return _PREFIX.pack(_MAGIC, 0, number) + envelope
+
+
+def read_prefix(buffer: bytes | bytearray | memoryview, source: int) -> int:
+    """The relay number a relayed envelope from ``source`` names.
+
+    Raises:
+        DecodeError: not a relayed envelope of this geode_mpi.
+    """
+    if len(buffer) < PREFIX_BYTES or _PREFIX.unpack_from(buffer)[0] != _MAGIC:
+        raise DecodeError(f"rank {source} sent a relayed envelope geode_mpi cannot read")
+    return int(_PREFIX.unpack_from(buffer)[2])
+
+
+def tree(root: int, members: Sequence[int], rank: int) -> list[int]:
+    """The ranks ``rank`` forwards to in the relay tree of ``root`` and ``members``."""
+    order = (root, *members)
+    at = order.index(rank)
+    return [order[v] for v in collective.children(at, len(order), 0, FANOUT)]
+
+
+def chunk_plan(sizes: Sequence[int], chunk: int) -> list[tuple[int, int, int]]:
+    """(frame, start, stop) of every chunk, in the order they travel."""
+    return [
+        (index, start, min(start + chunk, size))
+        for index, size in enumerate(sizes)
+        for start in range(0, size, chunk)
+    ]
+
+
+def pack_head(
+    root: int,
+    number: int,
+    chunk: int,
+    tag: int,
+    frames: Sequence[tuple[int, int]],
+    members: Sequence[int],
+) -> bytes:
+    """A relay's head: see the module docstring. ``frames``: (size, page offset) each."""
+    parts = [_HEAD.pack(_MAGIC, root, number, chunk, tag, len(frames), len(members))]
+    parts += [_FRAME.pack(size, offset) for size, offset in frames]
+    parts.append(struct.pack(f"<{len(members)}i", *members))
+    return b"".join(parts)
+
+
+def unpack_head(
+    buffer: bytes | bytearray | memoryview, source: int
+) -> tuple[int, int, int, int, list[tuple[int, int]], list[int]]:
+    """(root, number, chunk, tag, frames, members) of a head from ``source``.
+
+    Raises:
+        DecodeError: not a relay head of this geode_mpi.
+    """
+    if len(buffer) >= _HEAD.size:
+        magic, root, number, chunk, tag, n_frames, n_members = _HEAD.unpack_from(buffer)
+        end = _HEAD.size + _FRAME.size * n_frames
+        if (
+            magic == _MAGIC
+            and len(buffer) == end + 4 * n_members
+            and chunk > 0
+            and tag >= CHUNK_TAG
+        ):
+            frames = [
+                _FRAME.unpack_from(buffer, _HEAD.size + _FRAME.size * i) for i in range(n_frames)
+            ]
+            members = list(struct.unpack_from(f"<{n_members}i", buffer, end))
+            if root in members or len(set(members)) != n_members:
+                pass  # the root is no member of its own tree, and no member is listed twice
+            elif all(size > 0 and 0 <= offset < 4096 for size, offset in frames):
+                return root, number, chunk, tag, frames, members
+    raise DecodeError(f"rank {source} sent a relay head geode_mpi cannot read")
+
+
+class _Relay:
+    """One relayed message passing through this rank: its buffers, the chunks received, and
+    how many have gone on to the children."""
+
+    __slots__ = ("buffers", "children", "chunks", "forwarded", "received", "recvs", "sends")
+
+    def __init__(self, buffers: list[Frame], chunk: int, children: list[tuple[int, int]]) -> None:
+        self.buffers = buffers
+        self.chunks = [
+            buffers[f][a:b] for f, a, b in chunk_plan([b.nbytes for b in buffers], chunk)
+        ]
+        self.children = children  # (rank, chunk tag)
+        self.received = 0  # chunks complete, in order
+        self.forwarded = 0  # chunks sent on to every child
+        self.recvs: list[MPI.Request] = []  # posted chunk receives, by chunk
+        self.sends: list[MPI.Request] = []  # sends to the children not yet complete
+
+    @property
+    def done(self) -> bool:
+        return self.forwarded == len(self.chunks) and not self.sends
+
+
+class Relays:
+    """The relays this rank roots, receives and forwards.
+
+    Args:
+        comm: the transport's communicator.
+        pool: where received frames land.
+    """
+
+    def __init__(self, comm: MPI.Intracomm, pool: BufferPool) -> None:
+        self._comm = comm
+        self._pool = pool
+        self.rank = comm.Get_rank()
+        self._next = 0  # this rank's next relay number
+        self._live: dict[tuple[int, int], _Relay] = {}  # (root, number) -> relay, until collected
+        self._incoming: dict[
+            tuple[int, int], deque[_Relay]
+        ] = {}  # (parent, tag) -> awaiting chunks
+        # Relays with chunks or sends still in flight here: a plain list, since every poll of
+        # the transport asks whether it is empty.
+        self.moving: list[_Relay] = []
+        self.count = 0  # relays this rank has rooted or received (for tests and diagnostics)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def start(
+        self, members: Sequence[int], frames: Sequence[Frame], offsets: Sequence[int]
+    ) -> tuple[int, list[MPI.Request]]:
+        """Root a relay of ``frames`` (contiguous uint8) to ``members``: post the head and
+        every chunk to this rank's children now. Returns its number and the requests."""
+        number = self._next
+        self._next += 1
+        self.count += 1
+        described = [
+            (frame.nbytes, offset % 4096 // 16 * 16)
+            for frame, offset in zip(frames, offsets, strict=True)
+        ]
+        relay = _Relay(list(frames), CHUNK, self._tags(tree(self.rank, members, self.rank)))
+        isend = self._comm.Isend
+        requests = []
+        for child, tag in relay.children:
+            head = pack_head(self.rank, number, CHUNK, tag, described, members)
+            requests.append(isend(head, child, TAG_RELAY_HEAD))
+            requests += [isend([chunk, MPI.BYTE], child, tag) for chunk in relay.chunks]
+        return number, requests
+
+    def _tags(self, children: list[int]) -> list[tuple[int, int]]:
+        """A chunk tag for each child that no relay still being forwarded to it uses."""
+        taken = {
+            pair
+            for relay in self.moving
+            if relay.forwarded < len(relay.chunks)
+            for pair in relay.children
+        }
+        chosen = []
+        for child in children:
+            slot = next((s for s in range(SLOTS) if (child, CHUNK_TAG + s) not in taken), None)
+            if slot is None:
+                raise RuntimeError(f"more than {SLOTS} relays to rank {child} at once")
+            chosen.append((child, CHUNK_TAG + slot))
+        return chosen
+
+    def take(self, message: MPI.Message, status: MPI.Status) -> None:
+        """Receive a probed head, or start receiving a probed chunk (its tag says which)."""
+        source, tag = status.Get_source(), status.Get_tag()
+        if tag == TAG_RELAY_HEAD:
+            buffer = bytearray(status.Get_count(MPI.BYTE))
+            message.Recv(buffer)
+            self._head(source, buffer)
+            return
+        queue = self._incoming.get((source, tag))
+        if not queue:
+            raise DecodeError(f"rank {source} sent a relayed chunk (tag {tag}) before its head")
+        relay = queue[0]
+        target = relay.chunks[len(relay.recvs)]
+        count = status.Get_count(MPI.BYTE)
+        if count != target.nbytes:
+            raise DecodeError(
+                f"rank {source} sent a relayed chunk of {count} bytes, not {target.nbytes}"
+            )
+        relay.recvs.append(message.Irecv([target, MPI.BYTE]))
+        if len(relay.recvs) == len(relay.chunks):
+            queue.popleft()
+            if not queue:
+                del self._incoming[(source, tag)]
+
+    def _head(self, source: int, buffer: bytearray) -> None:
+        root, number, chunk, tag, frames, members = unpack_head(buffer, source)
+        if self.rank not in members:
+            raise DecodeError(f"rank {source} sent a relay head of a tree without this rank")
+        self.count += 1
+        buffers = [self._pool.take(size, offset) for size, offset in frames]
+        relay = _Relay(buffers, chunk, self._tags(tree(root, members, self.rank)))
+        self._live[(root, number)] = relay
+        self._incoming.setdefault((source, tag), deque()).append(relay)
+        self.moving.append(relay)
+        for child, child_tag in relay.children:
+            head = pack_head(root, number, chunk, child_tag, frames, members)
+            relay.sends.append(self._comm.Isend(head, child, TAG_RELAY_HEAD))
+
+    def advance(self) -> bool:
+        """Forward the chunks that have arrived; True if any relay finished here."""
+        finished = False
+        for relay in self.moving:
+            recvs = relay.recvs
+            while relay.received < len(recvs) and recvs[relay.received].Test():
+                relay.received += 1
+            isend = self._comm.Isend
+            while relay.forwarded < relay.received:
+                chunk = relay.chunks[relay.forwarded]
+                relay.sends += [isend([chunk, MPI.BYTE], c, tag) for c, tag in relay.children]
+                relay.forwarded += 1
+            if relay.sends and MPI.Request.Testall(relay.sends):
+                relay.sends = []
+            finished = finished or relay.done
+        if finished:
+            self.moving = [relay for relay in self.moving if not relay.done]
+        return finished
+
+    def requests(self) -> list[MPI.Request]:
+        """Every receive and send in flight for a relay here (what a spin waits on)."""
+        found = []
+        for relay in self.moving:
+            found += relay.recvs[relay.received :]
+            found += relay.sends
+        return found
+
+    def collect(self, root: int, number: int) -> list[Frame] | None:
+        """The frames of relay ``number`` from ``root`` once it is done here (and forget it),
+        else None."""
+        relay = self._live.get((root, number))
+        if relay is None or not relay.done:
+            return None
+        del self._live[(root, number)]
+        return relay.buffers
+
+    def summary(self) -> str:
+        return f"{len(self.moving)} relayed message(s) moving" if self.moving else ""
