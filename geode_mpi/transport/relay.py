@@ -34,8 +34,8 @@ from collections.abc import Sequence
 
 from mpi4py import MPI
 
-from geode_mpi.errors import DecodeError
 from geode_mpi.base import collective
+from geode_mpi.errors import DecodeError
 from geode_mpi.transport.base import Frame
 from geode_mpi.transport.pool import BufferPool
 
