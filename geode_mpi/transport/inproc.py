@@ -50,7 +50,9 @@ class LocalHub:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be an int >= 1, got {size!r}")
         self.size = size
-        self._agreed: dict[str, bytes] = {}
+        # (what, k) -> [the digest of the first rank's k-th value for what, ranks that gave one]
+        self._agreed: dict[tuple[str, int], list[Any]] = {}
+        self._asked: dict[tuple[str, int], int] = {}  # (what, rank) -> its agreements so far
         self.streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
 
     def check_rank(self, rank: int, argument: str = "rank") -> None:
@@ -60,9 +62,17 @@ class LocalHub:
     def agree(self, value: bytes, what: str, rank: int) -> None:
         # A digest, not the value: a hub outlives its Geodes' agreements, and a settings text
         # runs to megabytes with many nodes.
+        # Each rank's k-th agreement about ``what`` is compared with the other ranks' k-th
+        # (a topic's subscribers may change many times), and forgotten once all gave theirs.
         digest = blake2b_digest(value, 16)
-        first = self._agreed.setdefault(what, digest)
-        if first != digest:
+        count = self._asked.get((what, rank), 0)
+        self._asked[(what, rank)] = count + 1
+        key = (what, count)
+        entry = self._agreed.setdefault(key, [digest, 0])
+        entry[1] += 1
+        if entry[1] == self.size:
+            del self._agreed[key]
+        if entry[0] != digest:
             raise WorldMismatchError(f"rank {rank} disagrees with rank 0 about {what}")
 
     def stream(self, key: int, rank: int, root: int, members: Sequence[int]) -> None:

@@ -147,3 +147,28 @@ def test_a_work_queue_spreads_tasks_and_ends_pull_loops() -> None:
     rest = [t.data for n in ("node2", "node1") for t in iter(lambda n=n: queue.get(n), None)]
     assert sorted([first.data, *rest]) == list(range(6))
     assert queue.get("node1") is None and queue.get("node2") is None
+
+
+def test_subscribers_change_many_times_in_the_embedded_world() -> None:
+    """Each change is its own agreement: the in-process hub once compared every later change
+    with the first one and raised WorldMismatchError at the second."""
+    geode = Geode(3)
+    topic = geode.topic("t", publishers=["node0"], subscribers=["node1"])
+    for turn in range(3):
+        topic.subscribe("node2")
+        topic.publish(turn)
+        topic.unsubscribe("node2")
+        topic.publish(-turn - 1)
+    got = [geode.receive("node2", timeout=1).data for _ in range(3)]
+    assert got == [0, 1, 2]
+    assert [geode.receive("node1", timeout=1).data for _ in range(6)] == [0, -1, 1, -2, 2, -3]
+    geode.close()
+
+
+def test_ranks_still_disagree_after_agreeing_once() -> None:
+    a, b = two_ranks()
+    a.topic("t", publishers=["node0"], subscribers=["node1"])
+    b.topic("t", publishers=["node0"], subscribers=["node1"])
+    a.topic("u", publishers=["node0"], subscribers=["node1"])
+    with pytest.raises(WorldMismatchError, match="topic 'u'"):
+        b.topic("u", publishers=["node1"], subscribers=["node1"])
