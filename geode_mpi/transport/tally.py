@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-TAG_COUNT = 6  # one int64: the sender's running total of envelopes sent to the receiver
+TAG_COUNT = 7  # one int64: the sender's running total of envelopes sent to the receiver
 
 
 class Tally:
