@@ -13,18 +13,13 @@ slowest rank's time. Run it under a launcher:
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
 from mpi4py import MPI
+from timing import report_beside_raw, slowest
 
 from geode_mpi import Geode, Message
-
-
-def slowest(comm: MPI.Intracomm, seconds: float) -> float:
-    return float(comm.allreduce(seconds, op=MPI.MAX))
 
 
 def main() -> int:
@@ -52,21 +47,7 @@ def main() -> int:
             comm.allreduce(1)
             raws.append(slowest(comm, MPI.Wtime() - start))
     if rank == 0:
-        run_ms, raw_ms = statistics.median(runs) * 1e3, statistics.median(raws) * 1e3
-        ratio = statistics.median(r / w for r, w in zip(runs, raws, strict=True))
-        print(f"{'ranks':>5} {'run() ms':>9} {'allreduce ms':>13} {'ratio':>7}  (medians)")
-        print(f"{size:>5} {run_ms:>9.3f} {raw_ms:>13.3f} {ratio:>7.1f}")
-        if args.json is not None:
-            figures = {
-                "ranks": size,
-                "repeat": args.repeat,
-                "run_ms": [t * 1e3 for t in runs],
-                "allreduce_ms": [t * 1e3 for t in raws],
-                "median_run_ms": run_ms,
-                "median_allreduce_ms": raw_ms,
-                "median_ratio": ratio,
-            }
-            args.json.write_text(json.dumps(figures, indent=1))
+        report_beside_raw(size, args.repeat, ("run()", "allreduce"), (runs, raws), args.json)
     return 0
 
 

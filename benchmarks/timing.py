@@ -8,8 +8,10 @@ falls on both sides of it.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,6 +23,48 @@ def barrier_then_clock(comm: Any, wtime: Callable[[], float]) -> float:
     """Leave a barrier with every rank, then read the clock: the start of a timed loop."""
     comm.Barrier()
     return wtime()
+
+
+def slowest(comm: Any, seconds: float) -> float:
+    """The slowest rank's time: what a collective step costs the job."""
+    from mpi4py import MPI  # here: benchmarks that run without MPI import timing.py too
+
+    return float(comm.allreduce(seconds, op=MPI.MAX))
+
+
+def report_beside_raw(
+    ranks: int,
+    repeat: int,
+    names: tuple[str, str],
+    times: tuple[list[float], list[float]],
+    json_path: Path | None,
+) -> None:
+    """Print one row (medians, ms, and the paired median ratio) of a geode_mpi step beside its
+    raw step, and write every repeat's figures to ``json_path`` if given.
+
+    ``names``: the two steps' labels, ``"run()"`` and ``"allreduce"`` say: the column headers
+    are "run() ms" and "allreduce ms", the JSON keys "run_ms" and "allreduce_ms".
+    """
+    geode, raw = times
+    geode_ms, raw_ms = statistics.median(geode) * 1e3, statistics.median(raw) * 1e3
+    ratio = paired_median(geode, raw)
+    heads = [f"{name} ms" for name in names]
+    widths = [len(head) + 1 for head in heads]
+    print(f"{'ranks':>5} {heads[0]:>{widths[0]}} {heads[1]:>{widths[1]}} {'ratio':>7}  (medians)")
+    print(f"{ranks:>5} {geode_ms:>{widths[0]}.3f} {raw_ms:>{widths[1]}.3f} {ratio:>7.1f}")
+    if json_path is None:
+        return
+    keys = [name.rstrip("()").lower() for name in names]
+    figures = {
+        "ranks": ranks,
+        "repeat": repeat,
+        f"{keys[0]}_ms": [t * 1e3 for t in geode],
+        f"{keys[1]}_ms": [t * 1e3 for t in raw],
+        f"median_{keys[0]}_ms": geode_ms,
+        f"median_{keys[1]}_ms": raw_ms,
+        "median_ratio": ratio,
+    }
+    json_path.write_text(json.dumps(figures, indent=1))
 
 
 def rotated(names: Sequence[T], turn: int) -> list[T]:

@@ -12,19 +12,14 @@ member ranks, is local work of O(members). Run it under a launcher:
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
+from timing import report_beside_raw, slowest
 
 from geode_mpi import Geode
-
-
-def slowest(comm: MPI.Intracomm, seconds: float) -> float:
-    return float(comm.allreduce(seconds, op=MPI.MAX))
 
 
 def main() -> int:
@@ -49,21 +44,7 @@ def main() -> int:
             comm.Allreduce(digest, out, op=MPI.MAX)
             raws.append(slowest(comm, MPI.Wtime() - start))
     if rank == 0:
-        topic_ms, raw_ms = statistics.median(topics) * 1e3, statistics.median(raws) * 1e3
-        ratio = statistics.median(t / r for t, r in zip(topics, raws, strict=True))
-        print(f"{'ranks':>5} {'topic() ms':>11} {'Allreduce ms':>13} {'ratio':>7}  (medians)")
-        print(f"{size:>5} {topic_ms:>11.3f} {raw_ms:>13.3f} {ratio:>7.1f}")
-        if args.json is not None:
-            figures = {
-                "ranks": size,
-                "repeat": args.repeat,
-                "topic_ms": [t * 1e3 for t in topics],
-                "allreduce_ms": [t * 1e3 for t in raws],
-                "median_topic_ms": topic_ms,
-                "median_allreduce_ms": raw_ms,
-                "median_ratio": ratio,
-            }
-            args.json.write_text(json.dumps(figures, indent=1))
+        report_beside_raw(size, args.repeat, ("topic()", "Allreduce"), (topics, raws), args.json)
     return 0
 
 
