@@ -16,27 +16,27 @@ SCRIPT = ["-m", "geode_mpi", "tests/scripts/ckpt_resize.py"]
 CHANNELS = ["-m", "geode_mpi", "tests/scripts/ckpt_resize_channels.py"]
 
 
+def save_then_restart(
+    script: list[str], directory: str, saved: int, restarted: int, *load: str
+) -> None:
+    """Checkpoint on ``saved`` ranks, restart on ``restarted``: each job must say it did."""
+    first = mpirun(saved, [*script, "save", directory], timeout=120)
+    assert first.returncode == 0, first.explain()
+    assert f"saved on {saved} ranks" in first.stdout, first.explain()
+    second = mpirun(restarted, [*script, "load", directory, *load], timeout=120)
+    assert second.returncode == 0, second.explain()
+    assert f"restored on {restarted} ranks" in second.stdout, second.explain()
+
+
 @pytest.mark.parametrize(("saved", "restarted"), [(4, 2), (4, 3), (2, 4)])
 def test_a_restart_on_another_number_of_ranks_moves_the_nodes(
     tmp_path: Path, saved: int, restarted: int
 ) -> None:
-    directory = str(tmp_path / "checkpoints")
-    first = mpirun(saved, [*SCRIPT, "save", directory], timeout=120)
-    assert first.returncode == 0, first.explain()
-    assert f"saved on {saved} ranks" in first.stdout, first.explain()
-    second = mpirun(restarted, [*SCRIPT, "load", directory, str(saved)], timeout=120)
-    assert second.returncode == 0, second.explain()
-    assert f"restored on {restarted} ranks" in second.stdout, second.explain()
+    save_then_restart(SCRIPT, str(tmp_path / "checkpoints"), saved, restarted, str(saved))
 
 
 @pytest.mark.parametrize(("saved", "restarted"), [(4, 2), (4, 3), (2, 4)])
 def test_topics_and_work_queues_move_with_their_nodes(
     tmp_path: Path, saved: int, restarted: int
 ) -> None:
-    directory = str(tmp_path / "checkpoints")
-    first = mpirun(saved, [*CHANNELS, "save", directory], timeout=120)
-    assert first.returncode == 0, first.explain()
-    assert f"saved on {saved} ranks" in first.stdout, first.explain()
-    second = mpirun(restarted, [*CHANNELS, "load", directory], timeout=120)
-    assert second.returncode == 0, second.explain()
-    assert f"restored on {restarted} ranks" in second.stdout, second.explain()
+    save_then_restart(CHANNELS, str(tmp_path / "checkpoints"), saved, restarted)
