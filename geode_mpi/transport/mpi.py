@@ -226,11 +226,9 @@ class MPITransport(RootedMPI, TransportBase):
             # checks dest when it starts (a batch to a bad rank never exists).
             return self._add_to_batch(dest, _AS_META, meta)
         self._check_dest(dest)
-        if not frames:
+        if not frames:  # not batched (a batched one is above), or too long: refused here
             if len(meta) > META_MAX:
                 check_envelope(meta)  # refused whole, before anything is posted
-            if batch:
-                return self._add_to_batch(dest, _AS_META, meta)
             if dest in self._batches:
                 self._send_batch(dest)  # what was batched before this message goes before it
             last = self.comm.Isend(meta, dest, TAG_META)
