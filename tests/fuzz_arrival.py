@@ -43,7 +43,7 @@ from geode_mpi import DecodeError, GeodeError, Message, codec
 from geode_mpi.core.geode import Geode
 from geode_mpi.delivery import control
 from geode_mpi.transport import envelope as env
-from geode_mpi.transport import fanout
+from geode_mpi.transport import fanout, relay
 from geode_mpi.transport import mpi as mpi_transport
 
 INTERESTING = (
@@ -243,11 +243,11 @@ class Fuzzer:
     def one(self) -> None:
         rng = self.rng
         world = self.world
-        way = rng.randrange(5)
+        way = rng.randrange(7)
         mutate = rng.random() < 0.93
         randomise = not mutate and rng.random() < 0.7
         meta, frames = self.message_parts()
-        label = ("meta", "envelope", "batch", "end marker", "frames")[way]
+        label = ("meta", "envelope", "batch", "end marker", "frames", "relay head", "relayed")[way]
         if way == 0:  # a message without frames, sent as its meta alone
             data = meta if not frames else env.build_envelope(meta, frames, 1 << 30)[0]
             tag = mpi_transport.TAG_META if not frames else mpi_transport.TAG_ENVELOPE
@@ -270,11 +270,31 @@ class Fuzzer:
                 else:
                     entries.append((1, part))  # a meta alone
             world.isend(self.shape(batch(entries), mutate, randomise), mpi_transport.TAG_BATCH)
-        else:  # a topic stream's end marker
+        elif way == 3:  # a topic stream's end marker
             world.isend(
                 self.shape(fanout.end_marker(99), mutate, randomise), mpi_transport.TAG_STREAM
             )
+        elif way == 5:  # a relay's head (its chunks follow on the tag it names), or a chunk
+            self.relay_head(mutate, randomise)
+        else:  # an envelope whose large frames come down a relay tree
+            envelope, _ = env.build_envelope(meta, frames, 0)
+            data = relay.relayed_envelope(rng.randrange(4), envelope)
+            world.isend(self.shape(data, mutate, randomise), relay.TAG_RELAYED)
         self.run(label if (mutate or randomise) else label + " (valid)")
+
+    def relay_head(self, mutate: bool, randomise: bool) -> None:
+        # As a parent sends one in a job of a few ranks (this world has one: the ranks a head
+        # names are not all here), then a chunk or two on the tag it names.
+        rng = self.rng
+        sizes = [(rng.choice((1, 4096, relay.CHUNK, 3 * relay.CHUNK + 5)), 16 * rng.randrange(256))]
+        tag = relay.CHUNK_TAG + rng.randrange(4)
+        members = rng.sample(range(4), rng.randrange(1, 4))
+        root = rng.choice([r for r in range(5) if r not in members])
+        head = relay.pack_head(root, rng.randrange(8), relay.CHUNK, tag, sizes, members)
+        self.world.isend(self.shape(head, mutate, randomise), relay.TAG_RELAY_HEAD)
+        for _ in range(rng.randrange(3)):
+            chunk = rng.randbytes(rng.choice((1, 64, 4096)))
+            self.world.isend(chunk, rng.choice((tag, relay.CHUNK_TAG + rng.randrange(8))))
 
     def shape(self, data: bytes, mutate: bool, randomise: bool) -> bytes:
         if mutate:

@@ -136,13 +136,14 @@ class _Arrival:
     def __init__(
         self,
         meta: memoryview,
-        frames: list[Frame | memoryview],
+        frames: list[Frame | memoryview | int],
         requests: list[MPI.Request],
         nbytes: int,
         relay: int = -1,
     ) -> None:
         self.meta = meta
-        self.frames = frames  # None where a relayed frame will be (see transport/relay.py)
+        # Its size (an int) where a relayed frame will be (see transport/relay.py).
+        self.frames = frames
         self.requests = requests
         self.nbytes = nbytes
         # The number of the relay bringing its frames; -1: none; END - key: not a message but
@@ -449,11 +450,16 @@ class MPITransport(RootedMPI, TransportBase):
         if tag != TAG_RELAYED:
             raise DecodeError(f"rank {source} sent a message with tag {tag}, unknown here")
         number = read_prefix(buffer, source)
+        if source == self.rank:  # a root's own copy goes as a plain message, never relayed
+            raise DecodeError(f"rank {source} sent a relayed envelope to itself")
         try:
-            meta, inline, _ = parse_envelope(memoryview(buffer)[PREFIX_BYTES:])
+            meta, inline, oob = parse_envelope(memoryview(buffer)[PREFIX_BYTES:])
         except ValueError as exc:
             raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
-        frames: list[Frame | memoryview] = inline  # type: ignore[assignment]
+        sizes = iter(size for size, _ in oob)
+        frames: list[Frame | memoryview | int] = [
+            next(sizes) if frame is None else frame for frame in inline
+        ]
         arrival = _Arrival(meta, frames, [], len(buffer), number)
         queue = self._arrivals[source]
         queue.append(arrival)
@@ -523,7 +529,7 @@ class MPITransport(RootedMPI, TransportBase):
             ready: list[Frame | memoryview] = [frame for frame in inline if frame is not None]
             self._sink(source, meta, ready, len(buffer))
             return
-        frames: list[Frame | memoryview] = []
+        frames: list[Frame | memoryview | int] = []
         requests: list[MPI.Request] = []
         nbytes = len(buffer)
         for frame in inline:
@@ -579,8 +585,15 @@ class MPITransport(RootedMPI, TransportBase):
         if relayed is None:
             return False
         frames = arrival.frames
+        expected = [frame for frame in frames if type(frame) is int]
+        if [frame.nbytes for frame in relayed] != expected:
+            self._arrivals[source].remove(arrival)  # (it can never be delivered)
+            raise DecodeError(
+                f"rank {source} relayed frames of {[frame.nbytes for frame in relayed]} bytes "
+                f"where its envelope says {expected}"
+            )
         given = iter(relayed)
-        arrival.frames = [next(given) if frame is None else frame for frame in frames]
+        arrival.frames = [next(given) if type(frame) is int else frame for frame in frames]
         arrival.nbytes += sum(frame.nbytes for frame in relayed)
         return True
 

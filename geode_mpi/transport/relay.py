@@ -54,6 +54,10 @@ FANOUT = 2
 # Chunk size: large enough that the Python work per chunk (a probe, a receive, a send per
 # child; some 20-40 us) is small beside its copy, small enough to fill the pipeline quickly.
 CHUNK = 512 * 1024
+# A relay travels in at most this many chunks (a larger one in larger chunks): what a head from
+# a damaged or foreign sender can make a member set up is bounded (docs/wire-format.md).
+MAX_CHUNKS = 1 << 16
+MIN_CHUNK = 4096
 
 _PREFIX = struct.Struct("<4sIq")  # magic, 0, relay number: before a relayed envelope
 _HEAD = struct.Struct("<4siqiiii")  # magic, root, number, chunk, tag, frames, members
@@ -86,6 +90,13 @@ def tree(root: int, members: Sequence[int], rank: int) -> list[int]:
     return [order[v] for v in collective.children(at, len(order), 0, FANOUT)]
 
 
+def chunk_size(total: int) -> int:
+    """The chunk size of a relay of ``total`` bytes: `CHUNK`, or more for one that would
+    otherwise travel in more than `MAX_CHUNKS` chunks (a multiple of 4 KiB)."""
+    least = -(-total // MAX_CHUNKS)
+    return max(CHUNK, -(-least // 4096) * 4096)
+
+
 def chunk_plan(sizes: Sequence[int], chunk: int) -> list[tuple[int, int, int]]:
     """(frame, start, stop) of every chunk, in the order they travel."""
     return [
@@ -111,29 +122,39 @@ def pack_head(
 
 
 def unpack_head(
-    buffer: bytes | bytearray | memoryview, source: int
+    buffer: bytes | bytearray | memoryview, source: int, size: int
 ) -> tuple[int, int, int, int, list[tuple[int, int]], list[int]]:
-    """(root, number, chunk, tag, frames, members) of a head from ``source``.
+    """(root, number, chunk, tag, frames, members) of a head from ``source``, in a job of
+    ``size`` ranks.
 
     Raises:
-        DecodeError: not a relay head of this geode_mpi.
+        DecodeError: not a relay head of this geode_mpi, or one this rank cannot take part in
+            (ranks outside the job, a tag out of range, more than `MAX_CHUNKS` chunks).
     """
     if len(buffer) >= _HEAD.size:
         magic, root, number, chunk, tag, n_frames, n_members = _HEAD.unpack_from(buffer)
         end = _HEAD.size + _FRAME.size * n_frames
         if (
             magic == _MAGIC
+            and n_frames >= 0
+            and n_members >= 0
             and len(buffer) == end + 4 * n_members
-            and chunk > 0
-            and tag >= CHUNK_TAG
+            and 0 <= root < size
+            and number >= 0
+            and chunk >= MIN_CHUNK
+            and CHUNK_TAG <= tag < CHUNK_TAG + SLOTS
         ):
             frames = [
                 _FRAME.unpack_from(buffer, _HEAD.size + _FRAME.size * i) for i in range(n_frames)
             ]
             members = list(struct.unpack_from(f"<{n_members}i", buffer, end))
-            if root in members or len(set(members)) != n_members:
-                pass  # the root is no member of its own tree, and no member is listed twice
-            elif all(size > 0 and 0 <= offset < 4096 for size, offset in frames):
+            if (
+                root not in members  # the root is no member of its own tree
+                and len(set(members)) == n_members  # and no member is listed twice
+                and all(0 <= member < size for member in members)
+                and all(size > 0 and 0 <= offset < 4096 for size, offset in frames)
+                and sum(-(-size // chunk) for size, _ in frames) <= MAX_CHUNKS
+            ):
                 return root, number, chunk, tag, frames, members
     raise DecodeError(f"rank {source} sent a relay head geode_mpi cannot read")
 
@@ -172,6 +193,7 @@ class Relays:
         self._comm = comm
         self._pool = pool
         self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
         self._next = 0  # this rank's next relay number
         self._live: dict[tuple[int, int], _Relay] = {}  # (root, number) -> relay, until collected
         self._incoming: dict[
@@ -197,11 +219,12 @@ class Relays:
             (frame.nbytes, offset % 4096 // 16 * 16)
             for frame, offset in zip(frames, offsets, strict=True)
         ]
-        relay = _Relay(list(frames), CHUNK, self._tags(tree(self.rank, members, self.rank)))
+        chunk = chunk_size(sum(frame.nbytes for frame in frames))
+        relay = _Relay(list(frames), chunk, self._tags(tree(self.rank, members, self.rank)))
         isend = self._comm.Isend
         requests = []
         for child, tag in relay.children:
-            head = pack_head(self.rank, number, CHUNK, tag, described, members)
+            head = pack_head(self.rank, number, chunk, tag, described, members)
             requests.append(isend(head, child, TAG_RELAY_HEAD))
             requests += [isend([chunk, MPI.BYTE], child, tag) for chunk in relay.chunks]
         return number, requests
@@ -231,12 +254,14 @@ class Relays:
             self._head(source, buffer)
             return
         queue = self._incoming.get((source, tag))
+        count = status.Get_count(MPI.BYTE)
         if not queue:
+            message.Recv(bytearray(count))  # (so that its send completes: what arrived only)
             raise DecodeError(f"rank {source} sent a relayed chunk (tag {tag}) before its head")
         relay = queue[0]
         target = relay.chunks[len(relay.recvs)]
-        count = status.Get_count(MPI.BYTE)
         if count != target.nbytes:
+            message.Recv(bytearray(count))
             raise DecodeError(
                 f"rank {source} sent a relayed chunk of {count} bytes, not {target.nbytes}"
             )
@@ -247,11 +272,17 @@ class Relays:
                 del self._incoming[(source, tag)]
 
     def _head(self, source: int, buffer: bytearray) -> None:
-        root, number, chunk, tag, frames, members = unpack_head(buffer, source)
+        root, number, chunk, tag, frames, members = unpack_head(buffer, source, self.size)
         if self.rank not in members:
             raise DecodeError(f"rank {source} sent a relay head of a tree without this rank")
+        if (root, number) in self._live:
+            raise DecodeError(f"rank {source} sent the head of relay {number} of {root} twice")
+        try:  # reserved, not touched: only the chunks that arrive take memory
+            buffers = [self._pool.take(size, offset) for size, offset in frames]
+        except MemoryError as exc:
+            total = sum(size for size, _ in frames)
+            raise DecodeError(f"rank {source} sent a relay head of {total} bytes") from exc
         self.count += 1
-        buffers = [self._pool.take(size, offset) for size, offset in frames]
         relay = _Relay(buffers, chunk, self._tags(tree(root, members, self.rank)))
         self._live[(root, number)] = relay
         self._incoming.setdefault((source, tag), deque()).append(relay)

@@ -36,7 +36,7 @@ def test_a_head_reads_back_and_a_damaged_one_is_refused() -> None:
     head = relay.pack_head(
         3, 42, 1 << 19, relay.CHUNK_TAG + 5, [(1 << 20, 16), (700, 0)], [0, 1, 2]
     )
-    assert relay.unpack_head(head, 3) == (
+    assert relay.unpack_head(head, 3, 4) == (
         3,
         42,
         1 << 19,
@@ -45,11 +45,52 @@ def test_a_head_reads_back_and_a_damaged_one_is_refused() -> None:
         [0, 1, 2],
     )
     with pytest.raises(DecodeError, match="rank 3 sent a relay head geode_mpi cannot read"):
-        relay.unpack_head(head[:-1], 3)
+        relay.unpack_head(head[:-1], 3, 4)
     with pytest.raises(DecodeError, match="relay head"):
-        relay.unpack_head(b"XXXX" + head[4:], 3)
+        relay.unpack_head(b"XXXX" + head[4:], 3, 4)
     with pytest.raises(DecodeError, match="relay head"):  # the root listed as a member
-        relay.unpack_head(relay.pack_head(3, 1, 64, relay.CHUNK_TAG, [(10, 0)], [1, 3]), 3)
+        relay.unpack_head(relay.pack_head(3, 1, 1 << 19, relay.CHUNK_TAG, [(10, 0)], [1, 3]), 3, 4)
+
+
+MiB = 1 << 20
+HOSTILE = {
+    "a root outside the job": dict(root=4),
+    "a negative root": dict(root=-1),
+    "a member outside the job": dict(members=[0, 1, 9]),
+    "a negative member (MPI_PROC_NULL)": dict(members=[0, -1]),
+    "a member listed twice": dict(members=[0, 1, 1]),
+    "a chunk tag below the chunk tags": dict(tag=relay.TAG_RELAY_HEAD),
+    "a chunk tag beyond the slots": dict(tag=relay.CHUNK_TAG + relay.SLOTS),
+    "tiny chunks": dict(chunk=1),
+    "a negative relay number": dict(number=-5),
+    "an empty frame": dict(frames=[(0, 0)]),
+    "a page offset beyond a page": dict(frames=[(MiB, 4096)]),
+    "more chunks than a relay may have": dict(frames=[(1 << 40, 0)]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_head_that_names_what_no_relay_has_is_refused_before_anything_is_set_up(
+    case: str,
+) -> None:
+    # A damaged or foreign head would otherwise send to ranks that do not exist, allocate
+    # what it names, or plan billions of chunks (fuzz_arrival.py found the first two).
+    fields = dict(
+        root=3, number=1, chunk=relay.CHUNK, tag=relay.CHUNK_TAG, frames=[(MiB, 0)], members=[0, 1]
+    )
+    fields.update(HOSTILE[case])
+    head = relay.pack_head(**fields)  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="rank 3 sent a relay head geode_mpi cannot read"):
+        relay.unpack_head(head, 3, 4)
+
+
+def test_a_huge_relay_travels_in_larger_chunks_and_its_head_is_accepted() -> None:
+    for total in (1, relay.CHUNK, 64 * (1 << 30), 1 << 40):
+        chunk = relay.chunk_size(total)
+        assert chunk >= relay.CHUNK and chunk % 4096 == 0
+        assert -(-total // chunk) <= relay.MAX_CHUNKS
+        head = relay.pack_head(2, 0, chunk, relay.CHUNK_TAG, [(total, 0)], [0, 1])
+        assert relay.unpack_head(head, 2, 3)[2] == chunk
 
 
 def test_a_relayed_envelope_keeps_its_alignment_and_names_its_relay() -> None:
