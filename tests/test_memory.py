@@ -37,6 +37,15 @@ def test_a_geode_adds_little_memory_to_raw_mpi4py_and_loads_nothing_on_demand() 
     assert geode["resident"] - raw < 26, (raw, geode)
 
 
+def test_a_job_of_python_objects_loads_neither_numpy_nor_h5py_under_mpiexec() -> None:
+    """numpy is 14-15 MB a rank: send, receive, request, run, a topic, a work queue and close()
+    of Python objects never import it (tests/unit/test_lazy_imports.py: the embedded world)."""
+    job = ["-m", "geode_mpi", "tests/scripts/python_objects.py"]
+    result = mpirun(2, job, timeout=120, env=clean_env())
+    assert result.returncode == 0, result.explain()
+    assert result.stdout.split() == ["loaded:", "[]"] * 2, result.explain()
+
+
 def test_the_embedded_world_loads_nothing_on_demand_either() -> None:
     code = (
         "import sys\nfrom geode_mpi import Geode\ngeode = Geode(2)\n"
