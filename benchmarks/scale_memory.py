@@ -2,7 +2,8 @@
 
 ``mpiexec -n P python benchmarks/scale_memory.py JOB METHOD CYCLES DIR``; rank 0 prints one
 JSON line: every rank's resident memory after its imports, after each cycle (and how much of
-it is MPI's shared memory), and its peak.
+it is MPI's shared memory), its peak, and whether numpy was loaded.
+benchmarks/memory_compare.py launches them all, before and after a change, in one run.
 
 The fair baseline is the same job done with raw mpi4py and the same user imports: a job that
 sends numpy arrays and checkpoints them imports numpy and h5py either way, one that sends
@@ -14,11 +15,13 @@ JOB ``objects``: each cycle opens (``Dup`` / ``Geode()``), passes a dict around 
 ranks and closes (``Free`` / ``close()``); mpi4py the only import.
 JOB ``arrays``: numpy and h5py imported; each cycle opens, passes a 1 MiB array around the
 ring, checkpoints 1 MiB per rank (an h5py file made durable, then a barrier / ``checkpoint()``)
-and closes.
+and closes. METHOD ``durable`` (arrays only): raw, plus what a checkpoint adds to the files
+(`seal`: checksums gathered, a manifest, a broadcast).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -43,7 +46,7 @@ def peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def raw_cycle(world: Any, job: str, directory: Path) -> None:
+def raw_cycle(world: Any, job: str, directory: Path, durable: bool = False) -> None:
     comm = world.Dup()
     rank, size = comm.Get_rank(), comm.Get_size()
     ahead, behind = (rank + 1) % size, (rank - 1) % size
@@ -62,8 +65,28 @@ def raw_cycle(world: Any, job: str, directory: Path) -> None:
             file.create_dataset("field", data=into)
         with path.open("rb+") as handle:
             os.fsync(handle.fileno())
+        if durable:
+            seal(comm, path, directory)
     comm.Barrier()
     comm.Free()
+
+
+def seal(comm: Any, path: Path, directory: Path) -> None:
+    """What a checkpoint adds to the rank files, by hand: each file's SHA-256 gathered on rank
+    0, which writes a manifest (fsynced, renamed), then a broadcast: the pickled collectives
+    whose touches of MPICH's shared-memory segment grow it over cycles (geode's grow alike)."""
+    import hashlib
+
+    entry = {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    entries = comm.gather(entry)
+    if comm.Get_rank() == 0:
+        staged = directory / "manifest.json.tmp"
+        with staged.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"files": entries}))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staged, directory / "manifest.json")
+    comm.bcast(None)
 
 
 def geode_cycle(world: Any, job: str, directory: Path) -> None:
@@ -94,13 +117,15 @@ def main(job: str, method: str, cycles: int, directory: Path) -> None:
         import numpy  # noqa: F401
     world.Barrier()
     record: dict[str, Any] = {"start": resident()[0], "cycles": [], "shared": []}
-    cycle = {"raw": raw_cycle, "geode": geode_cycle}.get(method)
+    durable = functools.partial(raw_cycle, durable=True)
+    cycle = {"raw": raw_cycle, "durable": durable, "geode": geode_cycle}.get(method)
     for _ in range(cycles if cycle is not None else 0):
         cycle(world, job, directory)
         total, shared = resident()
         record["cycles"].append(total)
         record["shared"].append(shared)
     record["peak"] = peak()
+    record["numpy"] = "numpy" in sys.modules  # (a job of dicts needs it neither way)
     records = world.gather(record)
     if world.Get_rank() == 0:
         print(json.dumps({key: [r[key] for r in records] for key in record}), flush=True)

@@ -6,19 +6,57 @@ import io
 import math
 import pickle
 import struct
-from typing import Any, ClassVar
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeGuard
 
-import numpy as np
+from geode_mpi.base.ondemand import on_first_use
 
 # order (b"C" or b"F"), dtype encoding (0 = dtype.str, 1 = pickled dtype), ndim, dtype length
 _DESC = struct.Struct("<cBHI")
 _DIM = struct.Struct("<q")
-_BYTE = np.dtype(np.uint8)
+
+
+class _NoArray:
+    """What `ndarray` is until numpy is imported: the type of no object."""
+
+
+# numpy.ndarray once numpy is imported (by anyone), else `_NoArray`. The codec's fast paths
+# test ``type(x) is arrays.ndarray``, which costs what ``np.ndarray`` did; an array sent before
+# this was learnt takes the general path, whose `is_ndarray` learns it.
+ndarray: type[np.ndarray[Any, Any]] = _NoArray  # type: ignore[assignment]
+_BYTE: Any = None  # numpy's uint8 dtype, once numpy is imported
+
+
+def _learn(numpy: ModuleType) -> None:
+    global ndarray, _BYTE
+    _BYTE = numpy.dtype(numpy.uint8)
+    ndarray = numpy.ndarray
+
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # a job sending only Python objects never imports numpy (14-15 MB a rank)
+    np = on_first_use("numpy", globals(), "np", then=_learn)
+
+
+def is_ndarray(obj: object) -> TypeGuard[np.ndarray[Any, Any]]:
+    """True if ``obj`` is exactly a numpy ndarray. Never imports numpy: no object is an array
+    before someone imported it (``sys.modules`` says whether anyone has)."""
+    if type(obj) is ndarray:
+        return True
+    if ndarray is not _NoArray:
+        return False
+    numpy = sys.modules.get("numpy")
+    if numpy is None or getattr(numpy, "ndarray", None) is None:  # (or still importing)
+        return False
+    _learn(numpy)
+    return type(obj) is ndarray
 
 
 def is_raw_array(obj: object) -> bool:
     """True for arrays that travel as raw memory (exact ndarray, no Python objects inside)."""
-    return type(obj) is np.ndarray and not obj.dtype.hasobject
+    return is_ndarray(obj) and not obj.dtype.hasobject
 
 
 _described: dict[tuple[np.dtype[Any], tuple[int, ...], bytes], bytes] = {}
@@ -92,7 +130,7 @@ def read_descriptor(
 
 # A small array's descriptor -> (dtype, the descriptor's length, element count, shape, Fortran
 # order, whether the elements as read are already the array: 1-d)
-_Small = tuple[np.dtype[Any], int, int, tuple[int, ...], bool, bool]
+_Small: TypeAlias = "tuple[np.dtype[Any], int, int, tuple[int, ...], bool, bool]"
 _small: dict[bytes, _Small] = {}
 
 

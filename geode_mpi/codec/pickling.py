@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.codec.arrays import array_frame, is_raw_array, read_descriptor, rebuild_array
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # used only once an array (or another out-of-band buffer) is pickled or unpickled
+    np = on_first_use("numpy", globals(), "np")
 
 # Exact types that pickle quickly and never hold arrays: no Pickler object needed.
 ATOMIC = frozenset((str, bytes, int, float, bool, type(None), complex))

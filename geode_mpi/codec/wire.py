@@ -15,11 +15,9 @@ import pickle
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-
-from geode_mpi.codec import header, pickling
+from geode_mpi.codec import arrays, header, pickling
 from geode_mpi.codec.arrays import (
     array_frame,
     is_raw_array,
@@ -43,6 +41,9 @@ from geode_mpi.codec.header import (
 )
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
+
+if TYPE_CHECKING:  # numpy is imported by whoever sends arrays, or to decode one (arrays.py)
+    import numpy as np
 
 SMALL_ARRAY_MAX = 2048  # bytes; a frame costs more than copying this much
 _HEAD = header.HEAD
@@ -171,7 +172,7 @@ def encode(
     """
     data = message.data
     cls = type(message)
-    if type(data) is np.ndarray and len(message.__dict__) == 1 and route is None:
+    if type(data) is arrays.ndarray and len(message.__dict__) == 1 and route is None:
         # A small plain array alone in its message: from a template made the first time this
         # class, dtype and shape were sent (the commonest small message there is).
         template = _templates.get((cls, data.dtype, data.shape))

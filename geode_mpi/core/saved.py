@@ -7,9 +7,8 @@ import pickle
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from geode_mpi import codec
+from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeError
 from geode_mpi.message import Message
 from geode_mpi.persistence import CheckpointError
@@ -17,8 +16,12 @@ from geode_mpi.persistence.rankfile import JsonValue
 from geode_mpi.persistence.snapshot import pack_messages, unpack_messages
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from geode_mpi.core.workqueues import WorkQueue
     from geode_mpi.delivery.topics import TopicStream
+else:  # imported when a checkpoint saves or restores
+    np = on_first_use("numpy", globals(), "np")
 
 _BLANK = codec.Stamp(0, 0, 0.0, 0, 0)
 _JSON_TYPES = (str, int, float, bool, type(None))

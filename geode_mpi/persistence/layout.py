@@ -22,9 +22,15 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from geode_mpi.base.ondemand import on_first_use
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a checkpoint is written or read
+    np = on_first_use("numpy", globals(), "np")
+
 
 OWN_DATASET = 64 * 1024  # values larger than this many bytes get their own dataset
 _ALIGN = 16  # every value in the blob starts at a multiple of this many bytes

@@ -21,11 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import CheckpointError as CheckpointError  # old import path still works
 from geode_mpi.persistence.layout import JsonValue as JsonValue  # its old import path too
 from geode_mpi.persistence.layout import Rebuilder, flatten
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a checkpoint is written or read
+    np = on_first_use("numpy", globals(), "np")
 
 
 def _lazy(name: str) -> Any:

@@ -15,15 +15,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.persistence.store import CheckpointError, JsonValue
 from geode_mpi.queues import Parcel
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from geode_mpi.delivery.engine import Engine
+else:  # imported when a checkpoint is written or read
+    np = on_first_use("numpy", globals(), "np")
 
 _tuple_new = tuple.__new__
 

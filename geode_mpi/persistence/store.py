@@ -23,7 +23,6 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -72,6 +71,8 @@ def _write_atomically(path: Path, text: str, after: Sequence[Path] = ()) -> None
     """Write ``path`` under a temporary name, fsync, rename, fsync its directory; the
     directories ``after`` are fsynced before the rename, while the file is (each fsync waits
     for the disk, so in parallel they cost about one wait)."""
+    from concurrent.futures import ThreadPoolExecutor  # (1 MB a rank: only with a checkpoint)
+
     temporary = path.with_name(path.name + ".tmp")
     with ThreadPoolExecutor(max(len(after), 1)) as pool:
         syncs = [pool.submit(fsync_dir, directory) for directory in after]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import platform
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from geode_mpi._version import __version__
 from geode_mpi.base.launch import CMA_VARIABLE, prepare_mpi_environment
+from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when the information is asked for
+    np = on_first_use("numpy", globals(), "np")
 
 THREAD_LEVELS = ("single", "funneled", "serialized", "multiple")
 FIX = (

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.persistence import (
     KEY_VARIABLE,
     CheckpointError,
@@ -17,6 +16,11 @@ from geode_mpi.persistence import (
     key_from_environment,
 )
 from geode_mpi.persistence.store import LOCK, MANIFEST
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a checkpoint is inspected
+    np = on_first_use("numpy", globals(), "np")
 
 
 def _summary(value: Any) -> str:

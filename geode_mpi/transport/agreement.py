@@ -7,9 +7,10 @@ the lowest rank that disagrees with rank 0 and show where the two values differ.
 
 from __future__ import annotations
 
-from typing import Any
+from array import array
+from itertools import compress
+from operator import ne
 
-import numpy as np
 from mpi4py import MPI
 
 from geode_mpi.errors import WorldMismatchError
@@ -17,14 +18,12 @@ from geode_mpi.transport.digest import digest as blake2b_digest
 
 DIGEST_WORDS = 2  # 128 bits of blake2b: a chance collision is out of reach
 EXCERPT = 60  # bytes of each value shown around the first difference
-Words = np.ndarray[Any, np.dtype[np.uint64]]
+_ONES = 2**64 - 1  # a word with every bit set: ~w of an unsigned 64-bit word is _ONES - w
 
 
-def digest(value: bytes) -> Words:
-    """The value's blake2b digest as 64-bit words."""
-    raw = blake2b_digest(value, 8 * DIGEST_WORDS)
-    words: Words = np.frombuffer(raw, np.uint64).copy()
-    return words
+def digest(value: bytes) -> array[int]:
+    """The value's blake2b digest as 64-bit unsigned words (native byte order)."""
+    return array("Q", blake2b_digest(value, 8 * DIGEST_WORDS))
 
 
 def check_same(comm: MPI.Intracomm, value: bytes, what: str) -> None:
@@ -38,10 +37,11 @@ def check_same(comm: MPI.Intracomm, value: bytes, what: str) -> None:
             first byte at which its value differs from rank 0's.
     """
     words = digest(value)
-    both = np.concatenate([words, ~words])
-    extremes = np.empty_like(both)
-    comm.Allreduce(both, extremes, MPI.MAX)
-    if np.array_equal(extremes[:DIGEST_WORDS], ~extremes[DIGEST_WORDS:]):
+    both = words + array("Q", (_ONES - word for word in words))
+    extremes = array("Q", bytes(both.itemsize * len(both)))
+    comm.Allreduce([both, MPI.UINT64_T], [extremes, MPI.UINT64_T], MPI.MAX)
+    highest, lowest = extremes[:DIGEST_WORDS], extremes[DIGEST_WORDS:]
+    if all(high == _ONES - low for high, low in zip(highest, lowest, strict=True)):
         return
     rank = first_disagreeing(comm, words)
     first = comm.bcast(value if comm.Get_rank() == 0 else None, 0)
@@ -52,23 +52,20 @@ def check_same(comm: MPI.Intracomm, value: bytes, what: str) -> None:
     )
 
 
-def first_disagreeing(comm: MPI.Intracomm, words: Words) -> int:
+def first_disagreeing(comm: MPI.Intracomm, words: array[int]) -> int:
     """Collective: the lowest rank whose digest is not rank 0's (fixed-size steps only)."""
-    reference = words.copy()
-    comm.Bcast(reference, 0)
-    mine = np.array([comm.Get_size() if np.array_equal(words, reference) else comm.Get_rank()])
-    lowest = np.empty_like(mine)
-    comm.Allreduce(mine, lowest, MPI.MIN)
-    return int(lowest[0])
+    reference = array("Q", words)
+    comm.Bcast([reference, MPI.UINT64_T], 0)
+    mine = array("q", (comm.Get_size() if words == reference else comm.Get_rank(),))
+    lowest = array("q", (0,))
+    comm.Allreduce([mine, MPI.INT64_T], [lowest, MPI.INT64_T], MPI.MIN)
+    return lowest[0]
 
 
 def difference(first: bytes, other: bytes, rank: int) -> str:
     """Where two values first differ, with a short excerpt of each from there."""
     common = min(len(first), len(other))
-    unequal = np.flatnonzero(
-        np.frombuffer(first, np.uint8, common) != np.frombuffer(other, np.uint8, common)
-    )
-    at = int(unequal[0]) if unequal.size else common
+    at = next(compress(range(common), map(ne, first, other)), common)
     start = max(at - EXCERPT // 3, 0)
     return (
         f"they first differ at byte {at}: rank 0 has {excerpt(first, start)}, "

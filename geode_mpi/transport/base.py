@@ -23,17 +23,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from geode_mpi.base.backoff import Backoff
 from geode_mpi.base.gate import Gate
+from geode_mpi.base.ondemand import on_first_use
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
+    import numpy as np
     from mpi4py import MPI
+else:  # used only for frames (arrays); a job of Python objects sends none
+    np = on_first_use("numpy", globals(), "np")
 
-Frame = np.ndarray[Any, Any]
+Frame: TypeAlias = "np.ndarray[Any, Any]"  # (a string: numpy is imported on first use)
 
 
 # Called once per arrival, per source in the order sent: (source rank, meta, frames, nbytes).

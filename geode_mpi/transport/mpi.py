@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import struct
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from mpi4py import MPI
 
 from geode_mpi.base.backoff import Backoff, tighten_timer_slack
@@ -864,7 +864,7 @@ class MPITransport(RootedMPI, TransportBase):
             if pending is not None and pending():
                 mine |= _PENDING
             self._wait(tally.told_all, deadline, timeout, self._missing, "drain", True)
-            votes, anyone = np.array([mine], np.int32), np.zeros(1, np.int32)
+            votes, anyone = array("i", (mine,)), array("i", (0,))
             request = self.comm.Iallreduce([votes, MPI.INT32_T], [anyone, MPI.INT32_T], MPI.BOR)
             self._wait(request.Test, deadline, timeout, self._missing, "drain", True)
             self._wait(self._drained, deadline, timeout, self._missing, "drain", True)

@@ -15,11 +15,17 @@ import ctypes
 import functools
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import numpy as np
+from geode_mpi.base.ondemand import on_first_use
 
-Buffer = np.ndarray[Any, Any]
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when the first large frame arrives
+    np = on_first_use("numpy", globals(), "np")
+
+
+Buffer: TypeAlias = "np.ndarray[Any, Any]"
 
 POOL_VARIABLE = "GEODE_RECV_POOL_BYTES"
 DEFAULT_MAX_BYTES = 256 * 2**20
@@ -93,8 +99,9 @@ class BufferPool:
         self.held = 0  # bytes of the pooled regions (the unaligned slack is never touched)
         self.reused = 0
         # References an owner has when nothing outside the pool holds it, counted in a loop of
-        # the same shape as the one that looks for a free buffer.
-        self._buffers.append(np.empty(1, np.uint8))
+        # the same shape as the one that looks for a free buffer (the same for any object:
+        # not an array, which would import numpy for a job that never receives a frame).
+        self._buffers.append(object())  # type: ignore[arg-type]
         self._free_refs = self._probe()
         self._buffers.clear()
 

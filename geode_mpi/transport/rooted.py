@@ -8,10 +8,9 @@ rank 0's list of files.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
-
-import numpy as np
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
     from mpi4py import MPI
@@ -52,9 +51,9 @@ class RootedMPI:
         # On a buffer, not a pickled object: mpi4py's object reductions hold the GIL while
         # they wait, and a rank stuck there would keep its SIGTERM timer thread from ending it.
         ops = {"max": MPI.MAX, "sum": MPI.SUM, "bor": MPI.BOR}
-        result = np.zeros(1, np.int64)
-        self.comm.Allreduce(np.array([value], np.int64), result, op=ops[op])
-        return int(result[0])
+        result = array("q", (0,))
+        self.comm.Allreduce([array("q", (value,)), MPI.INT64_T], [result, MPI.INT64_T], ops[op])
+        return result[0]
 
     def bcast(self, value: Any, root: int = 0) -> Any:
         return self.comm.bcast(value, root=root)

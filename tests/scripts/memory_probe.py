@@ -16,9 +16,10 @@ from typing import Any
 
 from mpi4py import MPI
 
-# What a Geode passing builtins loads only on demand: OpenSSL (hashlib's, for a checkpoint's
-# sha256 and HMAC), h5py (checkpoints), shutil and socket (the checkpoint directory).
-ON_DEMAND = ("_hashlib", "hmac", "shutil", "socket")
+# What a Geode passing builtins loads only on demand: numpy (arrays), OpenSSL (hashlib's, for
+# a checkpoint's sha256 and HMAC), h5py (checkpoints), shutil and socket (the checkpoint
+# directory), concurrent.futures (the checkpoint's parallel fsyncs).
+ON_DEMAND = ("numpy", "_hashlib", "hmac", "shutil", "socket", "concurrent.futures")
 
 
 def on_demand_loaded() -> list[str]:
