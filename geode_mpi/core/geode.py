@@ -32,6 +32,7 @@ from geode_mpi.core.workqueues import WorkQueue
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.delivery.config import node_configs
 from geode_mpi.delivery.tracepoints import trace_receive
+from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import (
     ClosedError,
     DecodeError,
@@ -804,7 +805,8 @@ class Geode:
         deadline = None if timeout is None else time.monotonic() + timeout
         runtime.serving = True
         try:
-            runtime.all_closing = runtime.engine.wait(runtime.arrived, deadline)
+            # every rank is meant to be on its way here: a collective wait, not a lone one
+            runtime.all_closing = wait_for(runtime.engine, runtime.arrived, deadline, True)
         finally:
             runtime.serving = False
         if not runtime.all_closing:

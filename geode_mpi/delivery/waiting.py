@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Final, Protocol, TypeVar
 
-from geode_mpi.transport import Backoff, Transport
+from geode_mpi.transport import Backoff, Transport, together_backoff
 
 _T = TypeVar("_T")
 
@@ -75,9 +75,21 @@ class Wait:
             counts from its last work, not from ``started``, and `paused` adds up the time
             it spent with nothing to do.
         looked: the caller looked just before it waits: the loop starts by waiting.
+        together: every rank waits at once, for a collective step (close's first barrier):
+            pause as `together_backoff` says, not with `Backoff`'s defaults.
     """
 
-    __slots__ = ("deadline", "engine", "leave", "looked", "paused", "poll", "serving", "started")
+    __slots__ = (
+        "deadline",
+        "engine",
+        "leave",
+        "looked",
+        "paused",
+        "poll",
+        "serving",
+        "started",
+        "together",
+    )
 
     def __init__(
         self,
@@ -88,6 +100,7 @@ class Wait:
         leave: Collection[int] = (),
         serving: bool = False,
         looked: bool = False,
+        together: bool = False,
     ) -> None:
         self.engine = engine
         self.deadline = deadline
@@ -97,6 +110,7 @@ class Wait:
         self.serving = serving
         self.looked = looked
         self.paused = 0.0  # with ``serving``: seconds spent in spins and pauses
+        self.together = together
 
     def until(
         self, step: Callable[[], _T | Marker], alone: Callable[[], bool] | None = None
@@ -109,7 +123,8 @@ class Wait:
         engine = self.engine
         transport = engine.transport
         gate = transport.gate
-        backoff = Backoff(gate=gate)  # lets other threads in while this one waits
+        # lets other threads in while this one waits
+        backoff = together_backoff(gate) if self.together else Backoff(gate=gate)
         turns = gate.turns
         idle_since = self.started
         deadline = self.deadline
@@ -154,6 +169,12 @@ class Wait:
                 self.paused += time.perf_counter() - paused
 
 
-def wait_for(engine: Engine, done: Callable[[], bool], deadline: float | None) -> bool:
-    """Wait until ``done()`` (True) or the deadline (False)."""
-    return Wait(engine, deadline).until(lambda: True if done() else IDLE) is True
+def wait_for(
+    engine: Engine,
+    done: Callable[[], bool],
+    deadline: float | None,
+    together: bool = False,
+) -> bool:
+    """Wait until ``done()`` (True) or the deadline (False); ``together``: see `Wait`."""
+    wait = Wait(engine, deadline, together=together)
+    return wait.until(lambda: True if done() else IDLE) is True

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from geode_mpi.base.backoff import Backoff
+from geode_mpi.base.backoff import Backoff, together_backoff
 from geode_mpi.base.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
 from geode_mpi.transport.abort import abort_world, install_abort_hook
 from geode_mpi.transport.base import (
@@ -82,6 +82,7 @@ __all__ = [
     "abort_world",
     "hang_timeout",
     "open_world",
+    "together_backoff",
     "prepare_mpi_environment",
     "require",
     "transport_state",

@@ -25,7 +25,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-from geode_mpi.base.backoff import Backoff, tighten_timer_slack
+from geode_mpi.base.backoff import tighten_timer_slack, together_backoff
 from geode_mpi.base.launch import launch_info
 from geode_mpi.errors import DecodeError, GeodeTimeoutError
 from geode_mpi.transport import agreement
@@ -99,10 +99,6 @@ def _framing(length: int, kind: int) -> tuple[bytes, bytes]:
 # is 64 KiB): its first test waits for the next progress.
 EAGER_GUESS = 256 * 1024
 MAX_ARRIVALS_PER_POLL = 256
-# How long close() and drain() yield-poll before they sleep: longer than a collective step
-# takes with every rank there (a raw Barrier at 64 ranks on 2 cores: 8 ms quiet), short
-# enough that ranks waiting for a late one soon leave it the cores.
-TOGETHER_YIELD = 20e-3
 _NEWS, _PENDING = 1, 2  # a drain round's votes: told a peer something new; the caller's pending()
 TESTS_PER_POLL = 64
 # The ticket of every send that completed inside send(): shared, since nothing about it changes.
@@ -905,7 +901,7 @@ class MPITransport(RootedMPI, TransportBase):
         `TOGETHER_YIELD` before sleeping. With 64 ranks on 2 cores each rank's turn then costs
         a poll (a few us) instead of a spin, so one step of a collective reaches the rank it
         waits for sooner, and no step waits for a rank asleep (up to 1 ms a sleep)."""
-        return self.wait(done, deadline, backoff=Backoff(spin=0.0, yield_time=TOGETHER_YIELD))
+        return self.wait(done, deadline, backoff=together_backoff())
 
     def close(self, timeout: float | None = None) -> None:
         """Complete every send, learn how many envelopes each peer sent here (one round of the

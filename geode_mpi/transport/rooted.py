@@ -12,8 +12,14 @@ from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from geode_mpi.base.backoff import Backoff
+from geode_mpi.base.ondemand import on_first_use
+
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
+    import numpy as np
     from mpi4py import MPI
+else:  # numpy only once a checkpoint gathers (a job of Python objects never imports it)
+    np = on_first_use("numpy", globals(), "np")
 
 Reduction = Literal["max", "sum", "bor"]  # "bor": bitwise or, of flags
 
@@ -40,6 +46,21 @@ class Rooted(Protocol):
         ...
 
 
+# A broadcast's nonblocking step carries the pickled value's length and its first bytes: what a
+# checkpoint broadcasts (an epoch, an outcome) fits, and only longer values take a second,
+# blocking step for the rest.
+BCAST_HEAD = 1024
+
+
+def _complete(request: MPI.Request) -> None:
+    """Test ``request`` until it completes, backing off to sleeps. Only the request, not the
+    transport's progress: the rooted steps come after a drain, so no message of the job is on
+    its way, and so cheap a poll leaves the cores to the ranks still working."""
+    backoff = Backoff(spin=0.0)
+    while not request.Test():
+        backoff.pause()
+
+
 class RootedMPI:
     """`Rooted` over the transport's communicator (a mixin of `MPITransport`)."""
 
@@ -55,12 +76,55 @@ class RootedMPI:
         self.comm.Allreduce([array("q", (value,)), MPI.INT64_T], [result, MPI.INT64_T], ops[op])
         return result[0]
 
+    # The broadcast and the gather are nonblocking, each request tested with back-off until
+    # it completes: a checkpoint's ranks wait in them while the others write their files and
+    # while rank 0 writes the manifest, and blocking ones spin. At 64 ranks on 2 cores the
+    # spinning took more CPU than the writes it waited for (0.3 to 0.8 s against 0.2 s,
+    # summed over the ranks), and the root its share of the cores.
+
     def bcast(self, value: Any, root: int = 0) -> Any:
-        return self.comm.bcast(value, root=root)
+        from mpi4py import MPI
+
+        comm = self.comm
+        head = np.zeros(BCAST_HEAD, np.uint8)
+        data = b""
+        if comm.Get_rank() == root:
+            data = MPI.pickle.dumps(value)
+            head[:8] = np.array([len(data)], np.int64).view(np.uint8)
+            inline = np.frombuffer(data[: BCAST_HEAD - 8], np.uint8)
+            head[8 : 8 + inline.size] = inline
+        _complete(comm.Ibcast(head, root=root))
+        length = int(head[:8].view(np.int64)[0])
+        if length <= BCAST_HEAD - 8:
+            return MPI.pickle.loads(head[8 : 8 + length].tobytes())
+        whole = np.empty(length, np.uint8)  # a long value: the rest, blocking (every rank is here)
+        if comm.Get_rank() == root:
+            whole[:] = np.frombuffer(data, np.uint8)
+        comm.Bcast(whole[BCAST_HEAD - 8 :], root=root)
+        whole[: BCAST_HEAD - 8] = head[8:]
+        return MPI.pickle.loads(whole.tobytes())
 
     def gather(self, value: Any, root: int = 0) -> list[Any] | None:
-        gathered = self.comm.gather(value, root=root)
-        return None if gathered is None else list(gathered)
+        """In two steps: the pickled values' lengths, then the values."""
+        from mpi4py import MPI
+
+        comm = self.comm
+        data = np.frombuffer(MPI.pickle.dumps(value), np.uint8)
+        at_root = comm.Get_rank() == root
+        lengths = np.zeros(comm.Get_size(), np.int64)
+        mine = np.array([data.size], np.int64)
+        _complete(comm.Igather(mine, lengths if at_root else None, root=root))
+        if not at_root:
+            _complete(comm.Igatherv(data, None, root=root))
+            return None
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        whole = np.empty(int(ends[-1]), np.uint8)
+        _complete(comm.Igatherv(data, [whole, lengths, starts, MPI.BYTE], root=root))
+        return [
+            MPI.pickle.loads(whole[start:end].tobytes())
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
+        ]
 
     def scatter(self, values: Sequence[Any] | None, root: int = 0) -> Any:
         return self.comm.scatter(None if values is None else list(values), root=root)

@@ -1,4 +1,4 @@
-"""The transport's collective steps: allgather and check_same, below the Geode."""
+"""The transport's collective steps: allgather, check_same and the rooted ones, below the Geode."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from geode_mpi import WorldMismatchError
 from geode_mpi.transport import open_world
+from geode_mpi.transport.rooted import BCAST_HEAD
 
 
 def test_allgather_returns_every_ranks_value_small_or_large() -> None:
@@ -52,4 +53,20 @@ def test_check_same_names_the_lowest_disagreeing_rank_and_where_values_differ() 
             transport.check_same(shorter, "lengths")
     transport.check_same(b"x" * 3_000_000, "a large value every rank has")
     transport.check_same(b"", "an empty value")
+    transport.close(timeout=60)
+
+
+def test_bcast_and_gather_carry_values_short_and_longer_than_the_first_step() -> None:
+    """The broadcast's first, nonblocking step holds `BCAST_HEAD` bytes: longer values take
+    a second step; the gather sends every rank's value whatever its length."""
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    for root in {0, size - 1}:
+        assert transport.bcast({"root": root} if rank == root else None, root) == {"root": root}
+        long = "x" * (3 * BCAST_HEAD) + str(root)
+        assert transport.bcast(long if rank == root else None, root) == long
+        assert transport.bcast(None, root) is None
+        values = [(r, "v" * (r * BCAST_HEAD)) for r in range(size)]
+        gathered = transport.gather(values[rank], root)
+        assert gathered == (values if rank == root else None)
     transport.close(timeout=60)

@@ -12,7 +12,7 @@ import pytest
 
 from geode_mpi.persistence import CheckpointError, write_rank_file
 from geode_mpi.persistence.layout import OWN_DATASET, JsonValue
-from geode_mpi.persistence.rankfile import read_rank_file
+from geode_mpi.persistence.rankfile import CHUNK_BYTES, chunk_shape, read_rank_file
 
 BIG = np.arange(OWN_DATASET // 8 + 1, dtype=np.float64)  # just over: a dataset of its own
 TREE: dict[str, Any] = {
@@ -54,6 +54,35 @@ def test_a_file_holds_an_index_a_blob_and_only_its_large_values(tmp_path: Path) 
     with h5py.File(tmp_path / written.name) as file:
         assert sorted(file) == ["geode_blob", "geode_index", "v0", "v1"]
         assert int(file.attrs["geode_format"]) == 4
+
+
+def test_large_values_are_checksummed_in_chunks_of_about_256_kib(tmp_path: Path) -> None:
+    tree = {"field": np.arange(3 * CHUNK_BYTES // 8 + 5, dtype=np.float64), "grid": BIG}
+    tree["small"] = np.arange(4.0)  # in the blob
+    tree["cube"] = np.ones((2, 3, CHUNK_BYTES // 4), np.float32)  # a step of axis 1 too large
+    written = write_rank_file(tmp_path, 0, {}, tree)
+    with h5py.File(tmp_path / written.name) as file:
+        chunks = {file[name].chunks for name in file if name.startswith("v")}
+        filters = {name: file[name].fletcher32 for name in file}
+    assert chunks == {(CHUNK_BYTES // 8,), (BIG.size,), (1, 1, CHUNK_BYTES // 4)}
+    assert filters == {"geode_index": False, "geode_blob": True, "v0": True, "v1": True, "v2": True}
+    assert same(read_rank_file(tmp_path / written.name)[1], tree)
+
+
+@pytest.mark.parametrize(
+    ("shape", "itemsize", "chunks"),
+    [
+        ((10,), 8, (10,)),
+        ((1000, 1000), 8, (CHUNK_BYTES // 8000, 1000)),
+        ((3, 10**5), 8, (1, CHUNK_BYTES // 8)),
+        ((5, 10**8), 1, (1, CHUNK_BYTES)),
+        ((2, 3), 10**6, (1, 1)),
+    ],
+)
+def test_chunks_take_whole_trailing_axes_and_split_the_first_too_large(
+    shape: tuple[int, ...], itemsize: int, chunks: tuple[int, ...]
+) -> None:
+    assert chunk_shape(shape, itemsize) == chunks
 
 
 def test_a_format_3_file_still_reads(tmp_path: Path) -> None:
