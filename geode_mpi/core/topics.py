@@ -68,6 +68,13 @@ class PublishHandle(SendHandle):
         seq = self._stamp.seq
         return all(seq not in pair.outbox for pair in self._pairs)
 
+    def wait_until(self, deadline: float | None, timeout: float | None) -> None:
+        """`SendHandle.wait_until`, sending the batches the message waits in first (at once:
+        a wait would send them only after its first spin)."""
+        if self._ticket.held:
+            self._geode.transport.flush()
+        super().wait_until(deadline, timeout)
+
     def _local_targets(self) -> list[int]:
         return list(self._geode.engine.topics.local_subscribers(self._stamp.dest))
 
@@ -166,7 +173,10 @@ class Topic:
     ) -> SendHandle:
         """Send ``message`` to every subscriber of the topic; return at once with a handle.
 
-        As with `Geode.isend`, do not modify arrays in the message until the handle is done.
+        As with `Geode.isend`, do not modify arrays in the message until the handle is done,
+        and a small message may be held back for up to 100 microseconds to go out with the
+        next ones to the same ranks in one MPI message; it goes at the next geode_mpi call
+        that waits, `Geode.flush`, or ``handle.wait()``.
 
         Args:
             message: a Message, or any picklable value (wrapped in a Message).

@@ -49,7 +49,7 @@ from geode_mpi.transport.envelope import (
 from geode_mpi.transport.envelope import (
     VERSION as ENVELOPE_VERSION,
 )
-from geode_mpi.transport.fanout import FanoutTable, end_marker, read_end_marker
+from geode_mpi.transport.fanout import FanoutTable, FanTicket, end_marker, read_end_marker
 from geode_mpi.transport.pool import BufferPool
 from geode_mpi.transport.relay import FANOUT as RELAY_FANOUT
 from geode_mpi.transport.relay import (
@@ -196,6 +196,7 @@ class MPITransport(RootedMPI, TransportBase):
         self._tally = Tally(self.comm, self.rank, self.size)  # what drain and close count
         self._closing: MPI.Request | None = None  # close()'s barrier, once posted
         self._fanouts = FanoutTable(self.rank)  # the topic streams this rank is in
+        self._fan: FanTicket | None = None  # the last small broadcast's (see _batch_to)
         self.pool = BufferPool()
         self._relays = Relays(self.comm, self.pool)  # large broadcasts down a tree
         launch = launch_info()
@@ -614,36 +615,47 @@ class MPITransport(RootedMPI, TransportBase):
         sent to each member in turn; one ticket for all of them."""
         members = self._fanouts.members(key)
         if len(members) == 1:
-            return self.send(members[0], meta, frames)
+            return self.send(members[0], meta, frames, True)
         check_envelope(meta)  # before anything is posted: a refused message is refused whole
+        if not frames:
+            return self._batch_to(members, _AS_META, meta)
+        inline_max = self.inline_max
+        if all(frame.nbytes <= inline_max for frame in frames):
+            envelope = build_envelope(meta, frames, inline_max)[0]  # (copies the frames)
+            return self._batch_to(members, _AS_ENVELOPE, envelope)
         for dest in members:
             if dest in self._batches:
                 self._send_batch(dest)  # what was batched before this message goes before it
         isend = self.comm.Isend
         sent_to = self.sent_to
         requests: list[MPI.Request] = []
-        if not frames:
-            for dest in members:
-                requests.append(isend(meta, dest, TAG_META))
-                sent_to[dest] += 1
-            ticket = SendTicket(self.rank, len(meta), state=(requests, meta, [], []))
-        else:
-            inline_max = self.inline_max
-            flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
-            offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
-            envelope, oob = build_envelope(meta, flat, inline_max, offsets)
-            if len(members) > RELAY_FANOUT and sum(frame.nbytes for frame in oob) >= RELAY_MIN:
-                return self._relay(members, envelope, flat, oob, offsets)
-            for dest in members:  # per member, its frames first, as `send` posts them
-                for frame in oob:
-                    requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
-                requests.append(isend(envelope, dest, TAG_ENVELOPE))
-                sent_to[dest] += 1
-            nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
-            ticket = SendTicket(self.rank, nbytes, state=(requests, envelope, flat, []))
+        flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
+        offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
+        envelope, oob = build_envelope(meta, flat, inline_max, offsets)
+        if len(members) > RELAY_FANOUT and sum(frame.nbytes for frame in oob) >= RELAY_MIN:
+            return self._relay(members, envelope, flat, oob, offsets)
+        for dest in members:  # per member, its frames first, as `send` posts them
+            for frame in oob:
+                requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
+            requests.append(isend(envelope, dest, TAG_ENVELOPE))
+            sent_to[dest] += 1
+        nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
+        ticket = SendTicket(self.rank, nbytes, state=(requests, envelope, flat, []))
         if not self._finish(ticket):
             self._active.append(ticket)
         return ticket
+
+    def _batch_to(self, members: Sequence[int], kind: int, payload: bytes) -> SendTicket:
+        """A small broadcast joins each member's batch, as a batched `send` would: one MPI
+        message then carries many of a stream's messages to each member (the same order,
+        since a batch keeps the order of everything sent to its rank). Broadcasts that ride
+        the same batches share one ticket."""
+        add = self._add_to_batch
+        parts = [add(dest, kind, payload) for dest in members]
+        fan = self._fan
+        if fan is None or fan.parts != parts:  # (tickets compare by identity)
+            fan = self._fan = FanTicket(self.rank, len(payload), parts)
+        return fan
 
     def _relay(
         self,
@@ -805,6 +817,7 @@ class MPITransport(RootedMPI, TransportBase):
 
     def private_comm(self) -> MPI.Intracomm:
         """See `Transport.private_comm`: a duplicate of this transport's communicator."""
+        self.flush()  # (Dup is a blocking collective: see _arrive)
         return self.comm.Dup()
 
     def all_entered(self) -> Callable[[], bool]:
@@ -827,8 +840,11 @@ class MPITransport(RootedMPI, TransportBase):
         return list(self.comm.allgather(value))
 
     def _arrive(self) -> None:
-        """Before a blocking collective, once streams relay: wait, polling, until every rank
-        is here, so that no rank waits for a relay through a rank blocked in the collective."""
+        """Before a blocking collective: send what is batched (a peer may be waiting for it
+        before it joins the collective: a publish, then `topic()`); once streams relay, wait,
+        polling, until every rank is here, so that no rank waits for a relay through a rank
+        blocked in the collective."""
+        self.flush()
         if self._fanouts.relaying:
             entered = self.comm.Ibarrier()
             self.wait(entered.Test, None)

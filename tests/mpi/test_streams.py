@@ -66,3 +66,36 @@ def test_every_member_gets_every_broadcast_once_in_order() -> None:
             assert meta == want_meta
             assert frames == [as_bytes(f) for f in want_frames]
     transport.close(timeout=60)
+
+
+def test_small_broadcasts_wait_in_the_batches_of_their_members_in_order() -> None:
+    """A small broadcast joins each member's batch, behind the batched sends to that rank: it
+    is held (not done) until the batches go out, and each member then sees the root's
+    broadcasts and sends in the order they were made."""
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    got: list[tuple[int, bytes]] = []
+    transport.attach(lambda source, meta, frames, nbytes: got.append((source, bytes(meta))))
+    others = [r for r in range(size) if r != rank]
+    for root in range(size):
+        transport.open_stream(300 + root, root, [r for r in range(size) if r != root])
+    count = 10  # fewer than a batch holds: nothing goes out before the flush
+    tickets = []
+    for k in range(count if others else 0):
+        if k % 2:
+            for dest in others:
+                transport.send(dest, bytes([rank, k, dest]), [], batch=True)
+        else:
+            ticket = transport.broadcast(300 + rank, bytes([rank, k, 255]), [])
+            if getattr(transport, "name", "") == "MPI":
+                assert ticket.held and not ticket.done
+            tickets.append(ticket)
+    transport.flush()
+    for root in range(size):
+        transport.close_stream(300 + root, timeout=60)
+    assert transport.wait(lambda: all(ticket.done for ticket in tickets), time.monotonic() + 60)
+    assert not any(ticket.held for ticket in tickets)
+    for root in others:
+        mine = [meta for source, meta in got if source == root]
+        assert mine == [bytes([root, k, rank if k % 2 else 255]) for k in range(count)]
+    transport.close(timeout=60)

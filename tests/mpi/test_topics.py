@@ -223,3 +223,25 @@ def test_a_subscriber_blocked_in_another_receive_lets_broadcasts_through(geode: 
         assert [m.data[-1] for m in drain(geode, first, count, topic="big")] == list(range(count))
     for handle in handles:
         handle.wait(timeout=TIMEOUT)
+
+
+def test_a_publish_reaches_subscribers_that_wait_for_it_before_the_next_collective(
+    geode: Geode,
+) -> None:
+    """A small publish may wait in a batch, but never while its rank blocks in a collective
+    (another topic(), a work queue's creation): the subscribers receive it first, then join.
+    At most two subscriber ranks: a stream of more would make every collective poll first."""
+    nodes = geode.nodes
+    subscribers = nodes[1:3]
+    topic = geode.topic("first", publishers=[nodes[0]], subscribers=subscribers)
+    topic.publish({"k": 1}, source=nodes[0])
+    topic.publish("two", source=nodes[0])
+    for node in geode.local_nodes:
+        if node in subscribers:
+            assert [m.data for m in drain(geode, node, 2)] == [{"k": 1}, "two"]
+    geode.topic("second", publishers=[nodes[0]], subscribers=subscribers)
+    topic.publish(3, source=nodes[0])
+    for node in geode.local_nodes:
+        if node in subscribers:
+            assert drain(geode, node, 1)[0].data == 3
+    geode.work_queue("after", consumers=nodes, producers=[nodes[0]])

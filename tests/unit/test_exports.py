@@ -230,6 +230,7 @@ NO_CONSTRUCTOR = BUILT_BY_GEODE | {"Receipt", "Transport"}
 INTERNAL_MEMBERS = {
     "SendHandle.complete",
     "SendHandle.wait_until",
+    "PublishHandle.wait_until",
     "Topic.publish_sequenced",
     "WorkQueue.start",
     "WorkQueue.taken",
