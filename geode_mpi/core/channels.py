@@ -78,7 +78,7 @@ class Channels:
         if total_order or sequencer is not None:
             chosen = pubs[0] if sequencer is None else placement.index(sequencer, "sequencer")
         arguments = (name, pubs, subs, retain, chosen)
-        geode.transport.check_same(repr(arguments).encode(), f"topic {name!r}")
+        geode.agree(repr(arguments).encode(), f"topic {name!r}")
         wire = len(geode.names) + len(self.topics)
         topic = Topic(geode, name, wire, pubs, subs, retain, chosen, self.new_stream_number)
         self.topics[name] = topic
@@ -120,7 +120,7 @@ class Channels:
             else [placement.index(node, "producer") for node in producers]
         )
         arguments = (name, taking, owner, making, prefetch)
-        geode.transport.check_same(repr(arguments).encode(), f"work queue {name!r}")
+        geode.agree(repr(arguments).encode(), f"work queue {name!r}")
         number = self.new_stream_number()
         queue = WorkQueue(geode, name, number, taking, owner, prefetch, len(set(making)))
         self.work_queues[number] = queue

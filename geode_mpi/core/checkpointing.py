@@ -34,7 +34,7 @@ from geode_mpi.core.saved import (
     topic_state,
 )
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
-from geode_mpi.errors import ClosedError, check_timeout
+from geode_mpi.errors import ClosedError, GeodeTimeoutError, check_timeout
 from geode_mpi.persistence import CheckpointError, CheckpointStore, key_from_environment
 from geode_mpi.persistence.rankfile import JsonValue, RankFile
 from geode_mpi.persistence.snapshot import capture
@@ -171,6 +171,12 @@ class Checkpointer:
         transport = self.geode.transport
         sequencer = self.sequencer
         assert sequencer is not None, "the Geode sets the sequencer before any checkpoint"
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.geode.arrive(deadline):  # (a rank may still wait for a reply from here)
+            raise GeodeTimeoutError(
+                f"checkpoint() on rank {self.geode.rank} timed out after {timeout:g} s waiting "
+                "for the other ranks to call it"
+            )
         while True:
             while engine.forwards:
                 engine.forward()

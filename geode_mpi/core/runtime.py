@@ -22,7 +22,7 @@ from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.delivery.waiting import IDLE, Marker, Wait
+from geode_mpi.delivery.waiting import IDLE, Marker, Wait, wait_for
 from geode_mpi.errors import ClosedError, DecodeError, NodeNotLocalError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
@@ -383,6 +383,24 @@ class Runtime:
         self.engine.stats[index].wait_seconds += seconds
         if TRACER.on:
             TRACER.span(what, index, now_us() - seconds * 1e6)
+
+    def arrive(self, deadline: float | None = None) -> bool:
+        """Before a collective step: wait, serving, until every rank has come to it; False at
+        the deadline (`time.monotonic`).
+
+        A rank may still wait in ``request()`` for a reply from one of this rank's nodes (or
+        for a task this rank hands out): it joins the collective only once answered, and a
+        blocking collective entered first would leave both waiting until a timeout.
+        """
+        if not self.transport.delivers_later:
+            return True  # one process: every node is served by whoever waits
+        return wait_for(self.engine, self.transport.all_entered(), deadline, True)
+
+    def agree(self, value: bytes, what: str) -> None:
+        """`Transport.check_same` (every rank passes the same ``value``) once every rank is
+        here (`arrive`)."""
+        self.arrive()
+        self.transport.check_same(value, what)
 
     def wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
         """Drive progress until ``done()`` or ``deadline`` (`time.monotonic`); False then."""

@@ -269,7 +269,7 @@ class Topic:
         if geode.sealed:
             raise ClosedError("subscribe")
         what = f"subscribers of topic {self.name!r}"
-        geode.transport.check_same(repr(subscribers).encode(), what)
+        geode.agree(repr(subscribers).encode(), what)
         for stream in self._streams.values():  # the old streams end, everything delivered
             geode.transport.close_stream(stream.number)
         removed = set(self._subscribers) - set(subscribers)
