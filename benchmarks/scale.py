@@ -98,6 +98,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also restart a checkpoint written at P on 2P ranks, for each P with 2P <= this "
         "(default 0: none)",
     )
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the memory jobs (five launches per rank count): the times and ratios only",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="the PNG (default: beside JSON)")
     parser.add_argument(
         "--report", type=Path, default=None, help="run nothing: redo a saved JSON's tables and plot"
@@ -327,7 +332,7 @@ def measure_at(ranks: int, args: argparse.Namespace, scratch: Path) -> Any:
     script = [sys.executable, str(HERE / "scale.py"), "--dir", str(here)]
     script += ["--repeats", str(args.repeats), "--topics", str(args.topics)]
     script += ["--state", str(args.state), "--grow-to", str(args.grow_to)]
-    memory = memory_at(ranks, args, here)
+    memory = {} if args.no_memory else memory_at(ranks, args, here)
     measure = [*script, "--worker", "measure", "--json", str(here / f"measure{ranks}.json")]
     record = run_launch(f"measure{ranks}", measure, ranks, here, args.quick)
     record["memory_jobs"] = memory
@@ -374,7 +379,7 @@ def drive(args: argparse.Namespace, argv: list[str]) -> int:
     settings |= {"topics": args.topics, "state_bytes": args.state, "argv": argv}
     settings |= {"memory_cycles": args.memory_cycles}
     settings |= {"revision": revision(), "other_ranks": args.other_ranks}
-    settings |= {"grow_to": args.grow_to}
+    settings |= {"grow_to": args.grow_to, "no_memory": args.no_memory}
     summary["load_average"] = {"start": load, "end": os.getloadavg()[0]}  # a busy machine?
     path = args.json or RESULTS / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
     report(summary, path, args)

@@ -155,19 +155,22 @@ class Backoff:
             _notice_hook()
 
 
-# How long a wait for a collective step that every rank waits in at once (drain(), close())
-# yield-polls before it sleeps: longer than such a step takes with every rank there (a raw
-# Barrier at 64 ranks on 2 cores: 6-8 ms quiet, 50-150 ms under load), short enough that ranks
-# waiting for a late one soon leave it the cores. Ranks asleep slow a collective down, each
-# step waiting for its rank's next wake-up: at 64 ranks on 2 cores an Ibarrier took 10 ms
-# yield-polling, 25-40 ms yield-polling 2 ms then sleeping (up to 1 ms a sleep).
-TOGETHER_YIELD = 0.1
+# How long a wait for a collective step that every rank waits in at once yield-polls before it
+# sleeps: longer than such a step takes with every rank there (a raw Barrier at 64 ranks on 2
+# cores: 6-8 ms quiet, 50-150 ms under load), short enough that ranks waiting for a late one
+# soon leave it the cores. Ranks asleep slow a collective down, each step waiting for its
+# rank's next wake-up: at 64 ranks on 2 cores an Ibarrier took 10 ms yield-polling, 25-40 ms
+# yield-polling 2 ms then sleeping (up to 1 ms a sleep). drain() (a checkpoint's cut), whose
+# ranks may arrive one by one from their work, yields TOGETHER_YIELD; close(), whose steps
+# cost a barrier each and whose ranks arrive together more often than not, CLOSING_YIELD.
+TOGETHER_YIELD = 20e-3
+CLOSING_YIELD = 0.1
 
 
-def together_backoff(gate: Gate | None = None) -> Backoff:
+def together_backoff(gate: Gate | None = None, yield_time: float = TOGETHER_YIELD) -> Backoff:
     """The pauses of a wait for a collective step: no spin, one poll per turn, yielding the
-    core between polls for up to `TOGETHER_YIELD`, then sleeping."""
-    return Backoff(spin=0.0, yield_time=TOGETHER_YIELD, gate=gate)
+    core between polls for up to ``yield_time``, then sleeping."""
+    return Backoff(spin=0.0, yield_time=yield_time, gate=gate)
 
 
 def tighten_timer_slack(nanoseconds: int = 1000) -> bool:

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.base.backoff import CLOSING_YIELD
 from geode_mpi.base.gate import locked, other_threads, senders_may_run
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpointing import Checkpointer
@@ -806,7 +807,8 @@ class Geode:
         runtime.serving = True
         try:
             # every rank is meant to be on its way here: a collective wait, not a lone one
-            runtime.all_closing = wait_for(runtime.engine, runtime.arrived, deadline, True)
+            arrived = runtime.arrived
+            runtime.all_closing = wait_for(runtime.engine, arrived, deadline, CLOSING_YIELD)
         finally:
             runtime.serving = False
         if not runtime.all_closing:

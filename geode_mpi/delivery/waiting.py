@@ -76,7 +76,8 @@ class Wait:
             it spent with nothing to do.
         looked: the caller looked just before it waits: the loop starts by waiting.
         together: every rank waits at once, for a collective step (close's first barrier):
-            pause as `together_backoff` says, not with `Backoff`'s defaults.
+            pause as `together_backoff` says with this yield time, not with `Backoff`'s
+            defaults (None).
     """
 
     __slots__ = (
@@ -100,7 +101,7 @@ class Wait:
         leave: Collection[int] = (),
         serving: bool = False,
         looked: bool = False,
-        together: bool = False,
+        together: float | None = None,
     ) -> None:
         self.engine = engine
         self.deadline = deadline
@@ -124,7 +125,8 @@ class Wait:
         transport = engine.transport
         gate = transport.gate
         # lets other threads in while this one waits
-        backoff = together_backoff(gate) if self.together else Backoff(gate=gate)
+        together = self.together
+        backoff = Backoff(gate=gate) if together is None else together_backoff(gate, together)
         turns = gate.turns
         idle_since = self.started
         deadline = self.deadline
@@ -173,7 +175,7 @@ def wait_for(
     engine: Engine,
     done: Callable[[], bool],
     deadline: float | None,
-    together: bool = False,
+    together: float | None = None,
 ) -> bool:
     """Wait until ``done()`` (True) or the deadline (False); ``together``: see `Wait`."""
     wait = Wait(engine, deadline, together=together)

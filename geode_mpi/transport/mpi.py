@@ -25,7 +25,12 @@ from typing import Any
 
 from mpi4py import MPI
 
-from geode_mpi.base.backoff import tighten_timer_slack, together_backoff
+from geode_mpi.base.backoff import (
+    CLOSING_YIELD,
+    TOGETHER_YIELD,
+    tighten_timer_slack,
+    together_backoff,
+)
 from geode_mpi.base.launch import launch_info
 from geode_mpi.errors import DecodeError, GeodeTimeoutError
 from geode_mpi.transport import agreement
@@ -875,11 +880,11 @@ class MPITransport(RootedMPI, TransportBase):
             mine = _NEWS if tally.tell(self.sent_to) else 0
             if pending is not None and pending():
                 mine |= _PENDING
-            self._wait(tally.told_all, deadline, timeout, self._missing, "drain", True)
+            self._wait(tally.told_all, deadline, timeout, self._missing, "drain", TOGETHER_YIELD)
             votes, anyone = array("i", (mine,)), array("i", (0,))
             request = self.comm.Iallreduce([votes, MPI.INT32_T], [anyone, MPI.INT32_T], MPI.BOR)
-            self._wait(request.Test, deadline, timeout, self._missing, "drain", True)
-            self._wait(self._drained, deadline, timeout, self._missing, "drain", True)
+            self._wait(request.Test, deadline, timeout, self._missing, "drain", TOGETHER_YIELD)
+            self._wait(self._drained, deadline, timeout, self._missing, "drain", TOGETHER_YIELD)
             if not anyone[0] & _NEWS:
                 return bool(anyone[0] & _PENDING)
 
@@ -903,21 +908,28 @@ class MPITransport(RootedMPI, TransportBase):
         timeout: float | None,
         what: Callable[[], str],
         call: str = "close()",
-        together: bool = False,
+        together: float | None = None,
     ) -> None:
-        """`wait`, raising `GeodeTimeoutError` at the deadline (``together``: `_poll_together`)."""
-        if not (self._poll_together if together else self.wait)(done, deadline):
+        """`wait`, raising `GeodeTimeoutError` at the deadline (``together``: `_poll_together`
+        yielding that long)."""
+        if together is None:
+            waited = self.wait(done, deadline)
+        else:
+            waited = self._poll_together(done, deadline, together)
+        if not waited:
             raise GeodeTimeoutError(
                 f"{call} on rank {self.rank} timed out after {timeout:g} s: {what()}"
             )
 
-    def _poll_together(self, done: Callable[[], bool], deadline: float | None) -> bool:
+    def _poll_together(
+        self, done: Callable[[], bool], deadline: float | None, yield_time: float
+    ) -> bool:
         """`wait` for a step of close() or drain(), which every rank waits in at once: one
         poll per turn, not `wait`'s 50 us spin, yielding the core between polls for up to
-        `TOGETHER_YIELD` before sleeping. With 64 ranks on 2 cores each rank's turn then costs
+        ``yield_time`` before sleeping. With 64 ranks on 2 cores each rank's turn then costs
         a poll (a few us) instead of a spin, so one step of a collective reaches the rank it
         waits for sooner, and no step waits for a rank asleep (up to 1 ms a sleep)."""
-        return self.wait(done, deadline, backoff=together_backoff())
+        return self.wait(done, deadline, backoff=together_backoff(None, yield_time))
 
     def close(self, timeout: float | None = None) -> None:
         """Complete every send, learn how many envelopes each peer sent here (one round of the
@@ -931,16 +943,16 @@ class MPITransport(RootedMPI, TransportBase):
             # Once: a close() that timed out resumes waiting on the same exchange.
             self.flush()
             tally.tell(self.sent_to)
-            self._wait(tally.told_all, deadline, timeout, self._untold, together=True)
+            self._wait(tally.told_all, deadline, timeout, self._untold, together=CLOSING_YIELD)
             self._closing = self.comm.Ibarrier()
         self._wait(
             self._closing.Test,
             deadline,
             timeout,
             lambda: "waiting for the other ranks to call close()",
-            together=True,
+            together=CLOSING_YIELD,
         )
-        self._wait(self._drained, deadline, timeout, self._missing, together=True)
+        self._wait(self._drained, deadline, timeout, self._missing, together=CLOSING_YIELD)
         self.comm.Free()
         self.pool.clear()  # now: a closed Geode waits for the cyclic collector (pool.py)
         self._closed = True

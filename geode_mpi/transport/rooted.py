@@ -54,8 +54,9 @@ BCAST_HEAD = 1024
 
 def _complete(request: MPI.Request) -> None:
     """Test ``request`` until it completes, backing off to sleeps. Only the request, not the
-    transport's progress: the rooted steps come after a drain, so no message of the job is on
-    its way, and so cheap a poll leaves the cores to the ranks still working."""
+    transport's progress: the rooted steps run where no message of the job is on its way (past
+    a checkpoint's drain, or in a restart before the job sends anything; one arriving waits in
+    MPI's queue), and so cheap a poll leaves the cores to the ranks still working."""
     backoff = Backoff(spin=0.0)
     while not request.Test():
         backoff.pause()
