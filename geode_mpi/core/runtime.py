@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from geode_mpi import codec
+from geode_mpi.base.backoff import TOGETHER_YIELD
 from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.codec import header
 from geode_mpi.core.handles import SendHandle, sent_by_another_rank
@@ -394,7 +395,7 @@ class Runtime:
         """
         if not self.transport.delivers_later:
             return True  # one process: every node is served by whoever waits
-        return wait_for(self.engine, self.transport.all_entered(), deadline, True)
+        return wait_for(self.engine, self.transport.all_entered(), deadline, TOGETHER_YIELD)
 
     def agree(self, value: bytes, what: str) -> None:
         """`Transport.check_same` (every rank passes the same ``value``) once every rank is
