@@ -18,11 +18,10 @@ stream's messages, for the new subscribers) waits until the member reopens the s
 nothing is delivered to the old subscribers after they changed. See docs/wire-format.md.
 
 Large broadcasts on a stream of more than `relay.FANOUT` members go down a relay tree
-(transport/relay.py) when the job spans nodes (`relay.relays_here`). A rank that forwards must
-keep polling, so a blocking collective could leave a member waiting for a relay through a rank
-blocked in it: once any such stream has been opened (every rank opens every stream, so all
-agree), the transport's collectives first wait for every rank to arrive, polling meanwhile
-(`FanoutTable.relaying`).
+(transport/relay.py). A rank that forwards must keep polling, so a blocking collective could
+leave a member waiting for a relay through a rank blocked in it: once any such stream has been
+opened (every rank opens every stream, so all agree), the transport's collectives first wait for
+every rank to arrive, polling meanwhile (`FanoutTable.relaying`).
 """
 
 from __future__ import annotations
@@ -102,12 +101,10 @@ class FanoutTable:
 
     Args:
         rank: this rank.
-        relays: whether large broadcasts relay in this job (`relay.relays_here`).
     """
 
-    def __init__(self, rank: int, relays: bool = True) -> None:
+    def __init__(self, rank: int) -> None:
         self.rank = rank
-        self.relays = relays
         self._streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
         self._held: dict[int, int] = {}  # key -> root: closed here, its end marker still queued
         self.relaying = False  # whether a stream that relays has been opened (on every rank)
@@ -123,7 +120,7 @@ class FanoutTable:
             ValueError: the stream is already open here.
         """
         others = tuple(sorted(set(members) - {root}))
-        self.relaying = self.relaying or (self.relays and len(others) > FANOUT)
+        self.relaying = self.relaying or len(others) > FANOUT
         if self.rank != root and self.rank not in others:
             return
         if key in self._streams:

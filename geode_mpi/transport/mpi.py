@@ -60,7 +60,6 @@ from geode_mpi.transport.relay import (
     Relays,
     read_prefix,
     relayed_envelope,
-    relays_here,
 )
 from geode_mpi.transport.rooted import RootedMPI
 from geode_mpi.transport.tally import TAG_COUNT, Tally
@@ -199,7 +198,7 @@ class MPITransport(RootedMPI, TransportBase):
         self._closed = False
         self._tally = Tally(self.comm, self.rank, self.size)  # what drain and close count
         self._closing: MPI.Request | None = None  # close()'s barrier, once posted
-        self._fanouts = FanoutTable(self.rank, relays_here(self.size))  # its topic streams
+        self._fanouts = FanoutTable(self.rank)  # the topic streams this rank is in
         self._fan: FanTicket | None = None  # the last small broadcast's (see _batch_to)
         self.pool = BufferPool()
         self._relays = Relays(self.comm, self.pool)  # large broadcasts down a tree
@@ -623,11 +622,7 @@ class MPITransport(RootedMPI, TransportBase):
         flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
         offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
         envelope, oob = build_envelope(meta, flat, inline_max, offsets)
-        if (
-            len(members) > RELAY_FANOUT
-            and sum(frame.nbytes for frame in oob) >= RELAY_MIN
-            and self._fanouts.relays
-        ):
+        if len(members) > RELAY_FANOUT and sum(frame.nbytes for frame in oob) >= RELAY_MIN:
             return self._relay(members, envelope, flat, oob, offsets)
         for dest in members:  # per member, its frames first, as `send` posts them
             for frame in oob:

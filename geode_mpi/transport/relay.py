@@ -28,10 +28,9 @@ See docs/wire-format.md, "Relayed frames".
 
 from __future__ import annotations
 
-import os
 import struct
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from mpi4py import MPI
 
@@ -46,15 +45,9 @@ CHUNK_TAG = 16  # chunks go on CHUNK_TAG + a slot (MPI promises tags up to 32767
 SLOTS = 4096
 
 # A broadcast whose out-of-band frames hold this many bytes or more is relayed (when the stream
-# has more than FANOUT members, and the job spans nodes: see `relays_here`). Below it the
-# root's copies are cheap and a relay's extra hop (a forwarding member must be polling) would
-# only add latency. See benchmarks/README.md.
+# has more than FANOUT members). Below it the root's copies are cheap and a relay's extra hop
+# (a forwarding member must be polling) would only add latency. See benchmarks/README.md.
 RELAY_MIN = 512 * 1024
-RELAY_VARIABLE = "GEODE_RELAY"  # "auto" (the default), "always" or "never"
-# Launchers that say how many ranks run on this node (MPICH's hydra, Open MPI), and SLURM's
-# node count of the job step (PMI_SIZE and SLURM_NTASKS count the whole job: not these).
-_LOCAL_SIZE = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
-_STEP_NODES = "SLURM_STEP_NUM_NODES"
 # Children per member. Two: the root sends two copies whatever the number of members, and the
 # depth (log2 members) costs only a chunk's time per level once the pipeline is full.
 FANOUT = 2
@@ -67,31 +60,6 @@ _HEAD = struct.Struct("<4siqiiii")  # magic, root, number, chunk, tag, frames, m
 _FRAME = struct.Struct("<qq")  # size, page offset of each relayed frame
 _MAGIC = b"GDRL"
 PREFIX_BYTES = _PREFIX.size
-
-
-def relays_here(size: int, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether large broadcasts relay in a job of ``size`` ranks (the same on every rank).
-
-    Only when the ranks span nodes: within one node a publisher's copies cost no link, and a
-    flat fan-out was faster than the tree (2026-12-04, 2 cores: at 4 and 8 ranks the binary
-    tree took 1.2 to 2 times the flat fan-out's time from 1 to 16 MiB, in the same runs; with
-    ranks outnumbering cores every copy is work for the same 2 cores, and a forwarding member
-    adds a hop that needs a core of its own). ``GEODE_RELAY=always`` or ``never`` decides
-    instead; a launcher that does not say how many ranks share a node counts as several nodes.
-
-    Raises:
-        ValueError: GEODE_RELAY is set to something else.
-    """
-    env = os.environ if environ is None else environ
-    setting = env.get(RELAY_VARIABLE, "auto").strip().lower() or "auto"
-    if setting not in ("auto", "always", "never"):
-        raise ValueError(f"{RELAY_VARIABLE} must be auto, always or never, got {setting!r}")
-    if setting != "auto":
-        return setting == "always"
-    if env.get(_STEP_NODES, "").strip() == "1":
-        return False
-    local = [env.get(name, "").strip() for name in _LOCAL_SIZE]
-    return not any(value.isdigit() and int(value) >= size for value in local)
 
 
 def relayed_envelope(number: int, envelope: bytes) -> bytes:

@@ -1,8 +1,7 @@
 """Large broadcasts down relay trees (transport/relay.py): order, content, membership, close.
 
-A stream relays when it has more than `relay.FANOUT` members and the job spans nodes, so here
-(one node) every test forces relays with GEODE_RELAY=always but the last; the relay itself runs
-from 4 ranks on; tests/test_mpi_suite.py runs this file at 8 ranks too.
+A stream relays when it has more than `relay.FANOUT` members, so the relay itself runs from
+4 ranks on; tests/test_mpi_suite.py runs this file at 8 ranks too.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pytest
 
 from geode_mpi import Geode, Message
 from geode_mpi.transport import open_world
@@ -22,16 +20,6 @@ from geode_mpi.transport.relay import CHUNK, FANOUT, RELAY_MIN
 
 TIMEOUT = 60.0
 Got = list[tuple[int, str, int, bytes]]
-
-
-@pytest.fixture(autouse=True)
-def relays_within_this_node(
-    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
-    """Relay on this one machine too (read when a transport opens), but in the test that
-    checks the default."""
-    if "one_node" not in request.node.name:
-        monkeypatch.setenv("GEODE_RELAY", "always")
 
 
 def big(root: int, k: int) -> Frame:
@@ -198,22 +186,3 @@ def test_a_forwarding_member_busy_in_its_own_receive_still_forwards() -> None:
                 got = [geode.receive(node, topic=topic, timeout=TIMEOUT) for _ in arrays]
                 assert all(np.array_equal(m.data, a) for m, a in zip(got, arrays, strict=True))
     geode.close(timeout=TIMEOUT)
-
-
-def test_on_one_node_large_broadcasts_go_straight_to_every_member() -> None:
-    """The default on one node: no relay (a flat fan-out was faster there), same content and
-    order; a launcher that says every rank is on this node says it to every rank."""
-    transport = open_world()
-    rank, size = transport.rank, transport.size
-    got = collect(transport)
-    transport.open_stream(950, 0, list(range(1, size)))
-    count = 3
-    if rank == 0 and size > 1:
-        for k in range(count):
-            transport.broadcast(950, struct.pack("<1si", b"L", k), [big(0, k)])
-    transport.close_stream(950, timeout=TIMEOUT)
-    if rank > 0:
-        assert [(kind, k) for _, kind, k, _ in got] == [("L", k) for k in range(count)]
-        assert all(data == big(0, k).tobytes() for _, _, k, data in got)
-    assert getattr(transport, "relayed", 0) == 0
-    transport.close(timeout=TIMEOUT)

@@ -58,29 +58,3 @@ def test_a_relayed_envelope_keeps_its_alignment_and_names_its_relay() -> None:
     assert relay.read_prefix(message, 1) == 7
     with pytest.raises(DecodeError, match="rank 1 sent a relayed envelope"):
         relay.read_prefix(b"short", 1)
-
-
-@pytest.mark.parametrize(
-    ("environ", "relays"),
-    [
-        ({"MPI_LOCALNRANKS": "8"}, False),  # hydra: all 8 ranks on this node
-        ({"MPI_LOCALNRANKS": "4"}, True),  # 4 of them: the job spans nodes
-        ({"OMPI_COMM_WORLD_LOCAL_SIZE": "8"}, False),
-        ({"SLURM_STEP_NUM_NODES": "1", "PMI_SIZE": "8"}, False),
-        ({"SLURM_STEP_NUM_NODES": "2"}, True),
-        ({"PMI_SIZE": "8"}, True),  # the job's size says nothing about nodes
-        ({}, True),
-        ({"MPI_LOCALNRANKS": "8", "GEODE_RELAY": "always"}, True),
-        ({"GEODE_RELAY": " Never "}, False),
-        ({"MPI_LOCALNRANKS": "4", "GEODE_RELAY": "auto"}, True),
-    ],
-)
-def test_relays_only_when_the_job_spans_nodes_unless_told(
-    environ: dict[str, str], relays: bool
-) -> None:
-    assert relay.relays_here(8, environ) is relays
-
-
-def test_a_bad_relay_setting_is_named() -> None:
-    with pytest.raises(ValueError, match="GEODE_RELAY must be auto, always or never, got 'yes'"):
-        relay.relays_here(4, {"GEODE_RELAY": "yes"})
