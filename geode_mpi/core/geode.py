@@ -489,10 +489,12 @@ class Geode:
 
     @locked
     def flush(self) -> None:
-        """Send now the small messages `isend` may be holding to batch, and pending acks.
+        """Send now the small messages `isend` and `Topic.publish` may be holding to batch, and
+        pending acks.
 
-        Any geode_mpi call that waits does this too; call it before blocking in MPI calls of
-        your own (or in anything else that does not call geode_mpi) right after an `isend`.
+        Any geode_mpi call that waits does this too, and every collective call; call it before
+        blocking in MPI calls of your own (or in anything else that does not call geode_mpi)
+        right after an `isend` or a publish.
         """
         if not self._runtime.closed:
             self._runtime.engine.flush()
