@@ -826,9 +826,11 @@ class MPITransport(RootedMPI, TransportBase):
         return self.comm.Dup()
 
     def all_entered(self) -> Callable[[], bool]:
-        """See `Transport.all_entered`: an ``Ibarrier``. (Used only as close() begins: this
-        rank's counts so far go out first (`Tally.tell`), so that their handshakes overlap the
-        barrier and close() later tells only what was sent since, most often nothing.)"""
+        """See `Transport.all_entered`: an ``Ibarrier`` (as close() begins, and before the
+        collective calls: `Runtime.arrive`). This rank's counts so far go out first
+        (`Tally.tell`; totals only grow, so telling early is harmless), so that their
+        handshakes overlap the barrier and close() or drain() later tells only what was sent
+        since, most often nothing."""
         self.flush()
         self._tally.tell(self.sent_to)
         request = self.comm.Ibarrier()
