@@ -196,11 +196,7 @@ def encode(
                 raise EncodeError("message data", type(data), exc) from exc
             head = _head(KIND_ARRAY, flags, stamp, len(known[0]), 1, len(descriptor), reply_to, 0)
             return b"".join((head, known[0], descriptor)), [frame]
-    elif (
-        len(message.__dict__) == 1
-        and route is None
-        and (type(data) in _ATOMIC or pickling.is_plain(data))
-    ):
+    elif len(message.__dict__) == 1 and route is None:
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames
             # `_plain_section` and `_head` inline: each call was ~3-5% of encoding a message.
@@ -210,10 +206,26 @@ def encode(
                 section = None
             if section is not None:
                 kind, crc = KIND_TEXT, 0
-            else:
+            elif type(data) in _ATOMIC:
                 section = _dumps(data, 5)  # (protocol 5; a keyword costs more here)
                 kind, crc = KIND_PICKLE, _checksum(section)
-            if len(section) <= _U32_MAX:
+            elif _plain_misses[0]:  # arrays were met lately: the general path at once
+                _plain_misses[0] -= 1
+                section = None
+            else:
+                # C pickle alone, unless it meets an array (see `_refuse_buffer`): cheaper
+                # than asking `pickling.is_plain` first, and C speed for objects of classes.
+                try:
+                    section = _dumps(data, 5, buffer_callback=_refuse_buffer)
+                except Exception:  # an array (or unpicklable): the general path below
+                    section = None
+                else:
+                    if _STACK_GLOBAL in section and section.find(b"_reconstruct") >= 0:
+                        section = None  # an array pickled in band: the general path below
+                if section is None:
+                    _plain_misses[0] = _PLAIN_SKIPS
+                kind, crc = KIND_PICKLE, 0 if section is None else _checksum(section)
+            if section is not None and len(section) <= _U32_MAX:
                 mid, seq, ts, src, dst = stamp
                 head = _PLAIN.pack(
                     VERSION, kind, flags & SENDER_FLAGS, mid, seq, ts, src, dst,
@@ -364,6 +376,28 @@ _tuple_new = tuple.__new__
 # Adler-32, not CRC-32: 53 against 168 ns for a 73-byte pickle (a small dict) here, on each side
 _checksum = zlib.adler32
 _dumps = pickle.dumps
+# A message's data that holds no numpy array pickles the same with C pickle alone as with the
+# array-aware pickler (`pickling.dumps`), which differs only in sending arrays out of band,
+# strided ones too. Protocol 5 hands every contiguous array's buffer to the buffer callback,
+# and pickles the other arrays (strided, datetime64, objects) in band by numpy's
+# ``_reconstruct``, named by a STACK_GLOBAL opcode. A pickle that made no callback and holds no
+# such name is the general path's. (The name may also occur in a string: such data takes the
+# general path, which gives the same result.)
+_STACK_GLOBAL = pickle.STACK_GLOBAL[0]  # an int: `int in bytes` is a memchr, `bytes in` slower
+# After data with arrays, this many messages go straight to the general path: a job that sends
+# arrays in dicts should not pickle each one twice (a wasted C pickle costs ~3 us then).
+_PLAIN_SKIPS = 64
+_plain_misses = [0]  # (a heuristic: a race between threads on it costs only speed)
+
+
+class _BufferRefused(Exception):
+    """The fast path's pickle met an out-of-band buffer (an array): the general path sends it."""
+
+
+def _refuse_buffer(_buffer: pickle.PickleBuffer) -> None:
+    raise _BufferRefused
+
+
 _new_message = object.__new__
 _PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
 

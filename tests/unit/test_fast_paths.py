@@ -7,6 +7,8 @@ messages (class, data, metadata, headers, attributes), the counters, the bytes o
 
 from __future__ import annotations
 
+import datetime
+import fractions
 import pickle
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from mpirun import mpirun
 
 from geode_mpi import Geode, Message, QueueConfig, codec
 from geode_mpi.codec import pickling
+from geode_mpi.codec import wire as codec_wire
 from geode_mpi.transport import InProcHub
 from geode_mpi.transport.envelope import (
     HEADER_SIZE,
@@ -59,6 +62,17 @@ def payloads() -> list[Any]:
         {"a": [1, 2, (3, "x")], "b": 1.5},  # plain: C pickle
         [[[[1]]]],  # deeper than the plain shortcut looks: the array-aware pickler
         {"array": np.ones(3), "n": 1},  # an array inside: out of band
+        # Plain data C pickle alone takes (no arrays), whatever `pickling.is_plain` says:
+        {1, 2, 3},
+        fractions.Fraction(1, 3),  # an object of a class
+        {"when": datetime.date(2026, 12, 4), "n": [1, {2: (3,)}]},
+        {"loss": np.float64(0.25)},  # a numpy scalar: named by numpy, but no array
+        [b"\x93_reconstruct", 1],  # the names the fast path looks for, as data
+        # Arrays inside containers, which the fast path's C pickle hands back:
+        [np.arange(40)[::2], 1],  # strided: numpy pickles it in band
+        (np.asfortranarray(np.ones((3, 2))), "fortran"),  # out of band, transposed
+        {"t": np.array(["2026-12-04"], dtype="datetime64[D]")},  # exports no buffer
+        [np.array([1, "x"], dtype=object)],
         Message("with headers", headers={"h": 1, "k": "v"}),
         Tagged(np.arange(3), "tag"),
         Tagged("text", "tag"),
@@ -73,9 +87,12 @@ def seen(message: Message) -> tuple[Any, ...]:
 
 def as_value(data: Any) -> Any:
     if isinstance(data, np.ndarray):
-        return ("array", data.dtype.str, data.shape, data.tobytes())
+        values = data.tolist() if data.dtype.hasobject else data.tobytes()
+        return ("array", data.dtype.str, data.shape, values)
     if isinstance(data, dict):
         return {k: as_value(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return (type(data).__name__, [as_value(item) for item in data])
     return data
 
 
@@ -233,6 +250,15 @@ def encoded_twice(item: Any) -> Iterator[tuple[bytes, list[bytes]]]:
         # every flag bit set: both paths keep only the sender's own
         meta, frames = codec.encode(message, stamp, 0xFF, reply_to=3)
         yield bytes(meta), [np.ascontiguousarray(frame).tobytes() for frame in frames]
+
+
+@pytest.fixture(autouse=True)
+def _fast_path_fresh() -> Iterator[None]:
+    # After data with arrays the encoder skips its C-pickle attempt for a while: each test
+    # starts with the attempt on, so that its second encoding is the fast path's.
+    codec_wire._plain_misses[0] = 0
+    yield
+    codec_wire._plain_misses[0] = 0
 
 
 @pytest.mark.parametrize("index", range(len(payloads())))
