@@ -54,7 +54,8 @@ class Rooted(Protocol):
 # checkpoint broadcasts (an epoch, an outcome) fits, and only longer values take a second,
 # blocking step for the rest.
 BCAST_HEAD = 1024
-BCAST_SLEEP = 4e-3  # the longest sleep of a rank waiting for the root's broadcast
+BCAST_SLEEP = 4e-3  # the longest sleep of a rank waiting for the root's broadcast ...
+BCAST_SLEEP_FROM = 8  # ... in a job of more ranks than this
 
 
 # Requests given up on at a deadline, kept with their buffers: MPI may still write into them
@@ -118,9 +119,11 @@ class RootedMPI:
             head[8 : 8 + inline.size] = inline
         # The ranks but the root wait here while the slowest rank writes and the root seals:
         # at 64 ranks on 2 cores each wake-up costs 15-40 us of the cores the ranks still
-        # writing need, so they sleep up to 4 ms, not 1 (the cost: each level of the
-        # broadcast's tree may wait that long for its rank's next wake-up).
-        longest = 1e-3 if comm.Get_rank() == root else BCAST_SLEEP
+        # writing need, so in a large job they sleep up to 4 ms, not 1 (the cost: each level
+        # of the broadcast's tree may wait that long for its rank's next wake-up, which a
+        # small job, with few waiters and a short wait, need not pay).
+        many = comm.Get_size() > BCAST_SLEEP_FROM
+        longest = BCAST_SLEEP if many and comm.Get_rank() != root else 1e-3
         _complete(comm.Ibcast(head, root=root), deadline, (head,), longest)
         length = int(head[:8].view(np.int64)[0])
         if length <= BCAST_HEAD - 8:
