@@ -165,26 +165,34 @@ class Checkpointer:
             tree[str(index)] = encode_node_state(value)
         return tree
 
-    def _cut(self, timeout: float | None) -> None:
-        """Drain until nothing moves anywhere (a forward sends: drain again)."""
+    def _cut(self, deadline: float | None, timeout: float | None) -> None:
+        """Drain until nothing moves anywhere (a forward sends: drain again); every round
+        within what is left of the call's ``timeout``."""
         engine = self.geode.engine
         transport = self.geode.transport
         sequencer = self.sequencer
         assert sequencer is not None, "the Geode sets the sequencer before any checkpoint"
-        deadline = None if timeout is None else time.monotonic() + timeout
         if not self.geode.arrive(deadline):  # (a rank may still wait for a reply from here)
-            raise GeodeTimeoutError(
-                f"checkpoint() on rank {self.geode.rank} timed out after {timeout:g} s waiting "
-                "for the other ranks to call it"
-            )
+            raise self._late(timeout, "waiting for the other ranks to call it")
         while True:
             while engine.forwards:
                 engine.forward()
             sequencer.resume()  # what a forward that raised left behind
             engine.flush()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise self._late(timeout, "in the drain: messages were still moving")
             # Whether any rank has forwarding left rides on the drain's last collective.
-            if not transport.drain(timeout, lambda: bool(engine.forwards) or sequencer.holding):
-                return
+            try:
+                if not transport.drain(left, lambda: bool(engine.forwards) or sequencer.holding):
+                    return
+            except GeodeTimeoutError as exc:
+                raise self._late(timeout, f"in the drain ({exc})") from None
+
+    def _late(self, timeout: float | None, where: str) -> GeodeTimeoutError:
+        return GeodeTimeoutError(
+            f"checkpoint() on rank {self.geode.rank} timed out after {timeout:g} s {where}"
+        )
 
     def _take(
         self, state: Mapping[str, Any] | None, timeout: float | None, node_state: NodeState | None
@@ -194,12 +202,15 @@ class Checkpointer:
             raise ClosedError("checkpoint")
         timeout = check_timeout(timeout)
         started = time.perf_counter()
+        # One deadline for the whole call: the arrival, each round of the drain, the writes'
+        # gather and broadcast.
+        deadline = None if timeout is None else time.monotonic() + timeout
         tree: dict[str, Any] = {
             "state": encode_state(state or {}),
             "node_state": self._node_states(node_state),
         }
         engine = geode.engine
-        self._cut(timeout)
+        self._cut(deadline, timeout)
         drained = time.perf_counter()
         tree["engine"] = capture(engine)
         tree["geode"] = JsonValue({"counters": {str(k): v for k, v in geode.counter.items()}})
@@ -208,7 +219,10 @@ class Checkpointer:
             for topic in self.topics_made.values()
         }
         tree["queues"] = {queue.name: queue_state(queue) for queue in self.queues_made.values()}
-        written, total = self._write(tree)
+        try:
+            written, total = self._write(tree, deadline)
+        except GeodeTimeoutError:
+            raise self._late(timeout, "waiting for the other ranks to write their files") from None
         self.last_time = time.monotonic()
         self.last_sent = self.sent()
         done = time.perf_counter()
@@ -239,7 +253,7 @@ class Checkpointer:
             )
         return self.epoch
 
-    def _write(self, tree: dict[str, Any]) -> tuple[RankFile, int]:
+    def _write(self, tree: dict[str, Any], deadline: float | None) -> tuple[RankFile, int]:
         """Write this rank's file of the next epoch and seal it: (the file, every file's bytes).
 
         Two collectives, a gather and a broadcast, besides the drain. The epoch's number is
@@ -257,7 +271,7 @@ class Checkpointer:
         store = self.store
         if self.next_epoch is None:
             newest = max(store.epochs(complete_only=False), default=0) if geode.rank == 0 else 0
-            self.next_epoch = int(rooted.bcast(max(newest, self.epoch) + 1))
+            self.next_epoch = int(rooted.bcast(max(newest, self.epoch) + 1, deadline=deadline))
         epoch = self.next_epoch
         self.next_epoch = epoch + 1  # whatever happens: a failed epoch is never reused
         attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
@@ -268,12 +282,12 @@ class Checkpointer:
             written = store.write_rank(epoch, geode.rank, geode.size, attrs, tree)
         except (CheckpointError, OSError) as exc:
             written = f"rank {geode.rank}: {exc}"
-        files = rooted.gather(written)
+        files = rooted.gather(written, deadline=deadline)
         outcome: tuple[str | None, int, list[int]] = (None, 0, [])
         if files is not None:  # rank 0
             outcome = self._seal(epoch, files)
         # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
-        problem, total, pruned = rooted.bcast(outcome)
+        problem, total, pruned = rooted.bcast(outcome, deadline=deadline)
         for old in pruned:  # each rank its own file: no rank removes P files alone
             store.remove_rank_file(old, geode.rank, geode.size)
         if problem is not None or isinstance(written, str):

@@ -188,7 +188,7 @@ class Geode:
             state: the job's own data to save beside the queues (str keys; numpy arrays and
                 plain values as they are, anything else pickled); read it back after a restart
                 from `restored_state`.
-            timeout: seconds for the drain (None: no limit).
+            timeout: seconds for the whole call (None: no limit).
             node_state: each of this rank's nodes' own data, by node name (any value `state`
                 takes); it moves with its node on a restart on another number of ranks: read
                 it back from `restored_node_state` on the node's new rank.
@@ -197,6 +197,7 @@ class Geode:
             ValueError: no checkpoint directory was given, or ``node_state`` names a node of
                 another rank.
             CheckpointError: writing failed, or explicitly acked messages are still in hand.
+            GeodeTimeoutError: not complete within ``timeout``.
         """
         if self._checkpointer is None:
             raise ValueError("checkpoint() needs Geode(checkpoint_dir=...) or GEODE_CHECKPOINT_DIR")

@@ -628,6 +628,8 @@ class Engine:
     def flush(self) -> None:
         """Send every pending ack and credit now (before waiting, and at close)."""
         for key in list(self._due):
+            if key[0] >= len(self.names) and key[0] not in self.topics.streams:
+                continue  # a restored stream's acks: once its topic or work queue exists again
             pair = self._in.get(key)
             if pair is not None:
                 self._flush_pair(key, pair)

@@ -34,7 +34,7 @@ _tuple_new = tuple.__new__
 def pack_blobs(blobs: Sequence[bytes | memoryview]) -> dict[str, Any]:
     """Byte strings as one ``data`` value and their ``ends``."""
     ends = np.cumsum([len(blob) for blob in blobs], dtype=np.int64)
-    return {"data": b"".join(bytes(blob) for blob in blobs), "ends": ends}
+    return {"data": b"".join(blobs), "ends": ends}  # (join copies each buffer once)
 
 
 def unpack_blobs(packed: Any) -> list[bytes]:
@@ -57,8 +57,9 @@ def unpack_blobs(packed: Any) -> list[bytes]:
 
 
 def pack_messages(items: Sequence[tuple[bytes | memoryview, Sequence[Any]]]) -> dict[str, Any]:
-    """Encoded messages (meta, frames) as a few arrays; frames become private uint8 copies."""
-    frames = [bytes(np.asarray(frame, np.uint8).reshape(-1)) for _, fs in items for frame in fs]
+    """Encoded messages (meta, frames) as a few arrays: the frames' bytes copied once, into
+    the packed ``data``."""
+    frames = [np.asarray(frame, np.uint8).reshape(-1).data for _, fs in items for frame in fs]
     return {
         "metas": pack_blobs([meta for meta, _ in items]),
         "frames": pack_blobs(frames),

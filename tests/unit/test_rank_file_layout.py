@@ -1,8 +1,10 @@
-"""A rank's file in format 4: an index, a blob and the large values; format 3 files still read."""
+"""A rank's file in format 5: an index, a blob and the large values, each with the CRC-32 of its
+bytes; format 3 and 4 files still read."""
 
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from geode_mpi.persistence import CheckpointError, write_rank_file
-from geode_mpi.persistence.layout import OWN_DATASET, JsonValue
+from geode_mpi.persistence.layout import OWN_DATASET, JsonValue, flatten
 from geode_mpi.persistence.rankfile import CHUNK_BYTES, chunk_shape, read_rank_file
 
 BIG = np.arange(OWN_DATASET // 8 + 1, dtype=np.float64)  # just over: a dataset of its own
@@ -53,20 +55,72 @@ def test_a_file_holds_an_index_a_blob_and_only_its_large_values(tmp_path: Path) 
     written = write_rank_file(tmp_path, 0, {}, TREE)
     with h5py.File(tmp_path / written.name) as file:
         assert sorted(file) == ["geode_blob", "geode_index", "v0", "v1"]
-        assert int(file.attrs["geode_format"]) == 4
+        assert int(file.attrs["geode_format"]) == 5
 
 
-def test_large_values_are_checksummed_in_chunks_of_about_256_kib(tmp_path: Path) -> None:
+def test_every_dataset_is_contiguous_with_the_crc_of_its_bytes(tmp_path: Path) -> None:
     tree = {"field": np.arange(3 * CHUNK_BYTES // 8 + 5, dtype=np.float64), "grid": BIG}
     tree["small"] = np.arange(4.0)  # in the blob
-    tree["cube"] = np.ones((2, 3, CHUNK_BYTES // 4), np.float32)  # a step of axis 1 too large
+    tree["swapped"] = np.arange(CHUNK_BYTES, dtype=">i4")[::2]  # big-endian, strided
     written = write_rank_file(tmp_path, 0, {}, tree)
     with h5py.File(tmp_path / written.name) as file:
-        chunks = {file[name].chunks for name in file if name.startswith("v")}
-        filters = {name: file[name].fletcher32 for name in file}
-    assert chunks == {(CHUNK_BYTES // 8,), (BIG.size,), (1, 1, CHUNK_BYTES // 4)}
-    assert filters == {"geode_index": False, "geode_blob": True, "v0": True, "v1": True, "v2": True}
+        layouts = {(file[name].chunks, file[name].fletcher32) for name in file}
+        crcs = {name: int(file[name].attrs["geode_crc32"]) for name in file}
+        data = {name: np.ascontiguousarray(file[name][()]) for name in file}
+    assert layouts == {(None, False)}
+    assert crcs == {name: zlib.crc32(value) for name, value in data.items()}
     assert same(read_rank_file(tmp_path / written.name)[1], tree)
+
+
+def test_a_dtype_hdf5_may_store_otherwise_keeps_fletcher32_chunks(tmp_path: Path) -> None:
+    records = np.zeros(OWN_DATASET, dtype=[("x", "<i4"), ("y", "<f8")])
+    records["y"] = 1.5
+    written = write_rank_file(tmp_path, 0, {}, {"records": records})
+    with h5py.File(tmp_path / written.name) as file:
+        assert file["v0"].fletcher32 and file["v0"].chunks is not None
+        assert "geode_crc32" not in file["v0"].attrs
+    assert np.array_equal(read_rank_file(tmp_path / written.name)[1]["records"], records)
+
+
+@pytest.mark.parametrize("name", ["geode_index", "geode_blob", "v0"])
+def test_bytes_changed_before_the_file_was_hashed_fail_the_crc(tmp_path: Path, name: str) -> None:
+    """Damage the file's SHA-256 cannot see (done before it was taken): the CRC-32 of each
+    dataset, taken from memory, names the dataset."""
+    written = write_rank_file(tmp_path, 0, {}, TREE)
+    path = tmp_path / written.name
+    with h5py.File(path, "a") as file:
+        data = file[name][()]
+        data.reshape(-1).view(np.uint8)[1] ^= 0x10  # one bit, as a bad write would
+        file[name][...] = data
+    with pytest.raises(CheckpointError, match=f"/{name}: checksum mismatch \\(geode_crc32\\)"):
+        read_rank_file(path)
+
+
+def test_a_format_5_dataset_without_its_crc_is_refused(tmp_path: Path) -> None:
+    written = write_rank_file(tmp_path, 0, {}, TREE)
+    path = tmp_path / written.name
+    with h5py.File(path, "a") as file:
+        del file["geode_blob"].attrs["geode_crc32"]
+    with pytest.raises(CheckpointError, match="/geode_blob: no checksum \\(geode_crc32\\)"):
+        read_rank_file(path)
+
+
+def test_a_format_4_file_still_reads(tmp_path: Path) -> None:
+    """Format 4 as geode_mpi wrote it: the same index and blob, fletcher32 in chunks, no CRC."""
+    index, flat = flatten(TREE)
+    path = tmp_path / "rank-0000.h5"
+    with h5py.File(path, "w") as file:
+        file.attrs["geode_format"] = np.int64(4)
+        file.attrs["geode_attrs"] = np.frombuffer(b'{"rank": 0}', np.uint8)
+        text = file.create_dataset("geode_index", data=np.frombuffer(index.encode(), np.uint8))
+        text.attrs["geode_kind"] = np.bytes_(b"json")
+        values = {"geode_blob": ("bytes", flat.blob()), **flat.own}
+        for name, (kind, value) in values.items():
+            chunks = chunk_shape(value.shape, value.dtype.itemsize)
+            dataset = file.create_dataset(name, data=value, fletcher32=True, chunks=chunks)
+            dataset.attrs["geode_kind"] = np.bytes_(kind.encode())
+    attrs, tree = read_rank_file(path)
+    assert attrs == {"rank": 0} and same(tree, TREE)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +176,9 @@ def test_a_damaged_index_is_a_checkpoint_error_naming_the_entry(
     with h5py.File(path, "a") as file:
         del file["geode_index"]
         data = np.frombuffer(json.dumps(index).encode(), np.uint8)
-        file.create_dataset("geode_index", data=data).attrs["geode_kind"] = np.bytes_(b"json")
+        dataset = file.create_dataset("geode_index", data=data)
+        dataset.attrs["geode_kind"] = np.bytes_(b"json")
+        dataset.attrs["geode_crc32"] = np.uint32(zlib.crc32(data))  # as if damaged before it
     with pytest.raises(CheckpointError) as raised:
         read_rank_file(path)
     assert problem in str(raised.value) and str(path) in str(raised.value)
@@ -137,6 +193,8 @@ def test_nesting_deeper_than_any_tree_written_is_refused(tmp_path: Path) -> None
     with h5py.File(path, "a") as file:
         del file["geode_index"]
         data = np.frombuffer(json.dumps(index).encode(), np.uint8)
-        file.create_dataset("geode_index", data=data).attrs["geode_kind"] = np.bytes_(b"json")
+        dataset = file.create_dataset("geode_index", data=data)
+        dataset.attrs["geode_kind"] = np.bytes_(b"json")
+        dataset.attrs["geode_crc32"] = np.uint32(zlib.crc32(data))  # as if damaged before it
     with pytest.raises(CheckpointError, match="mappings nested deeper than 32"):
         read_rank_file(path)
