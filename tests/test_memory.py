@@ -21,7 +21,7 @@ pytestmark = pytest.mark.mpi
 PROBE = "tests/scripts/memory_probe.py"
 # as memory_probe.py checks under MPI
 ON_DEMAND = ("numpy", "_hashlib", "hmac", "shutil", "socket", "concurrent.futures")
-ON_DEMAND += ("dataclasses", "inspect", "ast", "logging")  # never loaded by such a job
+ON_DEMAND += ("dataclasses", "inspect", "ast", "logging", "traceback")  # never, for such a job
 
 
 def probe(ranks: int, *args: str, **env: str) -> dict[str, Any]:

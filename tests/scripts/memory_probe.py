@@ -21,7 +21,7 @@ from mpi4py import MPI
 # directory), concurrent.futures (the checkpoint's parallel fsyncs); and dataclasses (with
 # inspect and ast) and logging, which it never loads.
 ON_DEMAND = ("numpy", "_hashlib", "hmac", "shutil", "socket", "concurrent.futures")
-ON_DEMAND += ("dataclasses", "inspect", "ast", "logging")
+ON_DEMAND += ("dataclasses", "inspect", "ast", "logging", "traceback")
 
 
 def on_demand_loaded() -> list[str]:

@@ -23,8 +23,8 @@ PACKAGE = Path(geode_mpi.__file__).resolve().parent
 HEAVY = ("numpy", "h5py")
 JOB = "tests/scripts/python_objects.py"
 # Standard modules a job of Python objects no longer loads: dataclasses (which imports
-# inspect, ast and dis: 1.1 MB a rank) and logging (0.4 MB), issue 15's fourth round.
-HEAVY_STDLIB = ("dataclasses", "inspect", "ast", "dis", "logging")
+# inspect, ast and dis: 1.1 MB a rank), logging (0.4 MB) and traceback (0.1), issue 15.
+HEAVY_STDLIB = ("dataclasses", "inspect", "ast", "dis", "logging", "traceback")
 
 
 def _checks_type(node: ast.If) -> bool:
