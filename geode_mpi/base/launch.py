@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
 
+from geode_mpi.base.record import Frozen, fill
 from geode_mpi.errors import WrongPMIError as WrongPMIError  # old import path still works
 
 # Set by MPI launchers (MPICH hydra, Open MPI, PMIx, SLURM's PMI plugins) in every rank.
@@ -34,14 +34,19 @@ LAUNCHER_RANK_VARIABLES = (
 )
 
 
-@dataclass(frozen=True)
-class LaunchInfo:
+class LaunchInfo(Frozen):
     """What the environment says about this launch."""
 
     under_launcher: bool
     local_ranks: int | None
     cores: int
     cma_disabled_by_geode: bool
+    __match_args__ = ("under_launcher", "local_ranks", "cores", "cma_disabled_by_geode")
+
+    def __init__(
+        self, under_launcher: bool, local_ranks: int | None, cores: int, cma_disabled_by_geode: bool
+    ) -> None:
+        fill(self, under_launcher, local_ranks, cores, cma_disabled_by_geode)
 
 
 _info: LaunchInfo | None = None

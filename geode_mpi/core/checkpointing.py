@@ -18,12 +18,12 @@ recognised and processed once), and the job reads its ``state`` back from
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from geode_mpi.base.logger import log
 from geode_mpi.core.restoring import Loaded, OtherJob, Part, plan, read_part
 from geode_mpi.core.saved import (
     encode_node_state,
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Checkpointer", "restore_queue", "restore_topic"]  # channels restore through these
 
-log = logging.getLogger("geode_mpi")
 NodeState = Mapping[str | int, Any]
 
 # maybe()'s votes, or-ed over the ranks in one reduction

@@ -15,16 +15,16 @@ sent equal to received, prove that no message was in flight and no rank worked i
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.base import collective
 from geode_mpi.base.gate import other_threads, senders_may_run
+from geode_mpi.base.logger import log
+from geode_mpi.base.record import Record
 from geode_mpi.delivery import Acknowledger
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
 from geode_mpi.delivery.tracepoints import trace_receive
@@ -37,8 +37,6 @@ from geode_mpi.tracing import TRACER, now_us
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
 
-log = logging.getLogger("geode_mpi")
-
 Handler = Callable[[Message], Any]
 _WAITED = codec.FLAG_WAITED
 STUCK_WAVE = 10.0  # seconds a rank's part of a quiescence wave may wait before it says for whom
@@ -49,8 +47,7 @@ class Stop(Message):
     """Ends the `Geode.run` loop of the node it is sent to (see `Geode.stop`)."""
 
 
-@dataclass
-class RunSummary:
+class RunSummary(Record):
     """What one `Geode.run` call did.
 
     Attributes:
@@ -62,12 +59,23 @@ class RunSummary:
         seconds: how long it ran.
     """
 
-    processed: int = 0
-    failed: int = 0
-    replies: int = 0
-    dead_letters: int = 0
-    reason: str = ""
-    seconds: float = 0.0
+    __match_args__ = ("processed", "failed", "replies", "dead_letters", "reason", "seconds")
+
+    def __init__(
+        self,
+        processed: int = 0,
+        failed: int = 0,
+        replies: int = 0,
+        dead_letters: int = 0,
+        reason: str = "",
+        seconds: float = 0.0,
+    ) -> None:
+        self.processed = processed
+        self.failed = failed
+        self.replies = replies
+        self.dead_letters = dead_letters
+        self.reason = reason
+        self.seconds = seconds
 
 
 class Quiescence:

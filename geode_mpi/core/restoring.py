@@ -19,10 +19,10 @@ topics, so a message is delivered once to each subscriber and a task processed o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geode_mpi.base.record import Record
 from geode_mpi.core.placement import Placement
 from geode_mpi.core.saved import (
     count,
@@ -46,28 +46,38 @@ class OtherJob(Exception):
     """A valid checkpoint of another shape of job: an error, not a reason to fall back."""
 
 
-@dataclass
-class Part:
+class Part(Record):
     """One rank's part of a checkpoint, planned by rank 0 and scattered: the manifest entries
     of the files it reads (by the rank that wrote them), or why it cannot be used."""
 
-    saved_ranks: int = 0
-    files: dict[int, dict[str, Any]] = field(default_factory=dict)
-    problem: str | None = None  # the epoch is damaged: try an older one
-    mismatch: str | None = None  # the checkpoint is of another job: stop
+    __match_args__ = ("saved_ranks", "files", "problem", "mismatch")
+
+    def __init__(
+        self,
+        saved_ranks: int = 0,
+        files: dict[int, dict[str, Any]] | None = None,
+        problem: str | None = None,
+        mismatch: str | None = None,
+    ) -> None:
+        self.saved_ranks = saved_ranks
+        self.files = {} if files is None else files
+        self.problem = problem  # the epoch is damaged: try an older one
+        self.mismatch = mismatch  # the checkpoint is of another job: stop
 
 
-@dataclass
-class Loaded:
+class Loaded(Record):
     """One rank's part of a checkpoint, read and checked, not yet put in place."""
 
-    epoch: int
-    engine: Restored
-    counters: dict[int, int]
-    topics: dict[str, Any]
-    queues: dict[str, Any]
-    state: dict[str, Any]
-    node_state: dict[int, Any]
+    __match_args__ = ("epoch", "engine", "counters", "topics", "queues", "state", "node_state")
+
+    def __init__(self, epoch: int, engine: Restored) -> None:
+        self.epoch = epoch
+        self.engine = engine
+        self.counters: dict[int, int] = {}
+        self.topics: dict[str, Any] = {}
+        self.queues: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}
+        self.node_state: dict[int, Any] = {}
 
 
 def plan(store: CheckpointStore, epoch: int, names: tuple[str, ...], size: int) -> list[Part]:
@@ -121,7 +131,7 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
     replaced = part.saved_ranks != geode.size
     saved = Placement(geode.names, part.saved_ranks)
     hosted = geode.engine.inboxes
-    loaded = Loaded(epoch, Restored(), {}, {}, {}, {}, {})
+    loaded = Loaded(epoch, Restored())
     for old, entry in part.files.items():
         path = store.epoch_path(epoch) / entry["name"]
         _, tree = read_rank_file(path)

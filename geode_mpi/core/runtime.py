@@ -8,7 +8,6 @@ modules import this one, never `geode_mpi.core.geode`.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from geode_mpi import codec
 from geode_mpi.base.backoff import TOGETHER_YIELD
 from geode_mpi.base.gate import other_threads, senders_may_run
+from geode_mpi.base.logger import log
 from geode_mpi.codec import header
 from geode_mpi.core.handles import SendHandle, sent_by_another_rank
 from geode_mpi.core.placement import Placement
@@ -38,7 +38,6 @@ POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every
 # back-off's own first spin. At 20 us a Message ping-pong's reply (a 15 us round trip here)
 # missed it often enough to cost 1% of its latency (A/B under real-time priority).
 FIRST_SPIN = 50e-6
-log = logging.getLogger("geode_mpi")
 NO_FAST_QUEUE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path"
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

@@ -17,7 +17,6 @@ blocking MPI collective), where the Python-level handler cannot run.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import signal
@@ -29,10 +28,9 @@ from typing import Any
 
 from geode_mpi.base.backoff import set_term_hook
 from geode_mpi.base.failure import TERMINATED_STATUS, rank_label
+from geode_mpi.base.logger import load_logging, log
 from geode_mpi.errors import Terminated
 from geode_mpi.transport import abort_world
-
-log = logging.getLogger("geode_mpi")
 
 GRACE_VARIABLE = "GEODE_TERM_GRACE"
 DEFAULT_GRACE = 20.0  # seconds from a SIGTERM to the end: inside SLURM's default KillWait of 30
@@ -109,6 +107,7 @@ class Termination:
             self._pipe = (read, write)
             self._thread = threading.Thread(target=self._watch, name="geode-sigterm", daemon=True)
             self._thread.start()
+        load_logging()  # _note logs from the handler: no import to run in there
         handler = signal.signal(signal.SIGTERM, self._on_signal)
         fd = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
         self._previous = (handler, fd)

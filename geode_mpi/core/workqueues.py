@@ -18,11 +18,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.base.gate import locked
+from geode_mpi.base.record import Record
 from geode_mpi.codec.header import ROUTE_WORK
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.delivery.topics import TopicStream
@@ -49,18 +49,29 @@ class _Finished(Message):
     """A producer will put no more tasks (to the dispatcher)."""
 
 
-@dataclass
-class Dispatch:
+class Dispatch(Record):
     """A work queue's dispatcher state (on the dispatcher's rank only; what a checkpoint
     saves of the queue)."""
 
-    producers_left: int  # how many producers have not called finish()
-    node: int  # the dispatcher (on another number of ranks, its new rank restores the queue)
-    tasks: deque[Message] = field(default_factory=deque)
-    wanting: deque[int] = field(default_factory=deque)  # one entry per open request, oldest first
-    finished: bool = False
-    told: set[int] = field(default_factory=set)  # consumers that got WorkDone
-    dispatched: int = 0
+    __match_args__ = (
+        "producers_left",
+        "node",
+        "tasks",
+        "wanting",
+        "finished",
+        "told",
+        "dispatched",
+    )
+
+    def __init__(self, producers_left: int, node: int) -> None:
+        self.producers_left = producers_left  # how many producers have not called finish()
+        # the dispatcher (on another number of ranks, its new rank restores the queue)
+        self.node = node
+        self.tasks: deque[Message] = deque()
+        self.wanting: deque[int] = deque()  # one entry per open request, oldest first
+        self.finished = False
+        self.told: set[int] = set()  # consumers that got WorkDone
+        self.dispatched = 0
 
 
 class WorkQueue:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+
+from geode_mpi.base.record import Frozen, fill
 
 POLICIES = ("block", "raise", "drop_oldest")
 ACK_MODES = ("auto", "explicit")
 MAX_RETRY_DELAY = 1.0  # seconds: the back-off between attempts doubles up to this
 
 
-@dataclass(frozen=True)
-class QueueConfig:
+class QueueConfig(Frozen):
     """The settings of one node's receive queue.
 
     Every rank must use the same settings (senders enforce the capacity), so they are given
@@ -37,15 +37,37 @@ class QueueConfig:
             counts as dropped (its senders get their acks, nothing waits for it).
     """
 
-    capacity: int | None = None
-    policy: str = "block"
-    ack: str = "auto"
-    max_attempts: int = 3
-    retry_delay: float = 0.01
-    window: int | None = None
-    persistent: bool = True
+    capacity: int | None
+    policy: str
+    ack: str
+    max_attempts: int
+    retry_delay: float
+    window: int | None
+    persistent: bool
+    __match_args__ = (
+        "capacity",
+        "policy",
+        "ack",
+        "max_attempts",
+        "retry_delay",
+        "window",
+        "persistent",
+    )
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        capacity: int | None = None,
+        policy: str = "block",
+        ack: str = "auto",
+        max_attempts: int = 3,
+        retry_delay: float = 0.01,
+        window: int | None = None,
+        persistent: bool = True,
+    ) -> None:
+        fill(self, capacity, policy, ack, max_attempts, retry_delay, window, persistent)
+        self._check()
+
+    def _check(self) -> None:
         if self.capacity is not None and (
             isinstance(self.capacity, bool) or not isinstance(self.capacity, int)
         ):

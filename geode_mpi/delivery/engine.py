@@ -9,7 +9,6 @@ credit per message that the receiver returns when it takes the message from its 
 
 from __future__ import annotations
 
-import logging
 import struct
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from typing import Any
 from geode_mpi import codec
 from geode_mpi.base.backoff import activity_hook
 from geode_mpi.base.gate import other_threads
+from geode_mpi.base.logger import log
 from geode_mpi.codec import header
 from geode_mpi.delivery.config import QueueConfig
 from geode_mpi.delivery.control import (
@@ -48,7 +48,6 @@ ACK_BATCH = 128  # processed messages per pair that make an ack record go out at
 FLUSH_AFTER = 100e-6
 ACK_DELAY = 1e-3  # the longest a due ack waits while its node keeps calling geode_mpi
 MALFORMED_WARNINGS = 10  # malformed arrivals from one rank that each log a warning
-log = logging.getLogger("geode_mpi")
 _tuple_new = tuple.__new__
 _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
+from geode_mpi.base.record import Frozen, Record, field_values, fill
 from geode_mpi.message import Message
 
 
-@dataclass(slots=True)
-class NodeStats:
+class NodeStats(Record):
     """Counters of one node since its Geode was created.
 
     Attributes:
@@ -32,33 +30,77 @@ class NodeStats:
             its share of the run() loop's idle time).
     """
 
-    node: str
-    sent: int = 0
-    sent_bytes: int = 0
-    received: int = 0
-    received_bytes: int = 0
-    processed: int = 0
-    acked: int = 0
-    acks_sent: int = 0
-    unacked: int = 0
-    resent: int = 0
-    retries: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    dropped: int = 0
-    queue_depth: int = 0
-    queue_peak: int = 0
-    credit_waits: int = 0
-    credit_wait_seconds: float = 0.0
-    wait_seconds: float = 0.0
+    __match_args__ = (
+        "node",
+        "sent",
+        "sent_bytes",
+        "received",
+        "received_bytes",
+        "processed",
+        "acked",
+        "acks_sent",
+        "unacked",
+        "resent",
+        "retries",
+        "duplicates",
+        "dead_letters",
+        "dropped",
+        "queue_depth",
+        "queue_peak",
+        "credit_waits",
+        "credit_wait_seconds",
+        "wait_seconds",
+    )
+    __slots__ = __match_args__
+
+    def __init__(
+        self,
+        node: str,
+        sent: int = 0,
+        sent_bytes: int = 0,
+        received: int = 0,
+        received_bytes: int = 0,
+        processed: int = 0,
+        acked: int = 0,
+        acks_sent: int = 0,
+        unacked: int = 0,
+        resent: int = 0,
+        retries: int = 0,
+        duplicates: int = 0,
+        dead_letters: int = 0,
+        dropped: int = 0,
+        queue_depth: int = 0,
+        queue_peak: int = 0,
+        credit_waits: int = 0,
+        credit_wait_seconds: float = 0.0,
+        wait_seconds: float = 0.0,
+    ) -> None:
+        self.node = node
+        self.sent = sent
+        self.sent_bytes = sent_bytes
+        self.received = received
+        self.received_bytes = received_bytes
+        self.processed = processed
+        self.acked = acked
+        self.acks_sent = acks_sent
+        self.unacked = unacked
+        self.resent = resent
+        self.retries = retries
+        self.duplicates = duplicates
+        self.dead_letters = dead_letters
+        self.dropped = dropped
+        self.queue_depth = queue_depth
+        self.queue_peak = queue_peak
+        self.credit_waits = credit_waits
+        self.credit_wait_seconds = credit_wait_seconds
+        self.wait_seconds = wait_seconds
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as a plain dict (for JSON)."""
-        return dataclasses.asdict(self)
+        return dict(zip(self.__match_args__, field_values(self), strict=True))
 
 
-@dataclass(frozen=True)
-class DeadLetter:
+class DeadLetter(Frozen):
     """A message that failed every delivery attempt, kept for the job to inspect.
 
     Attributes:
@@ -77,3 +119,16 @@ class DeadLetter:
     attempts: int
     source: str
     seq: int
+    __match_args__ = ("node", "message", "error", "exception", "attempts", "source", "seq")
+
+    def __init__(
+        self,
+        node: str,
+        message: Message | None,
+        error: str,
+        exception: BaseException | None,
+        attempts: int,
+        source: str,
+        seq: int,
+    ) -> None:
+        fill(self, node, message, error, exception, attempts, source, seq)

@@ -18,11 +18,11 @@ import sys
 import threading
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.ondemand import on_first_use
+from geode_mpi.base.record import Frozen, fill
 from geode_mpi.errors import CheckpointError as CheckpointError  # old import path still works
 from geode_mpi.persistence.layout import JsonValue as JsonValue  # its old import path too
 from geode_mpi.persistence.layout import Rebuilder, flatten
@@ -81,13 +81,16 @@ _MAX_DEPTH = 32  # groups nested deeper than any tree the writer makes: damage (
 _MAX_ATTRS_BYTES = 1 << 16
 
 
-@dataclass(frozen=True)
-class RankFile:
+class RankFile(Frozen):
     """What the manifest records of one rank's file."""
 
     name: str
     size: int
     sha256: str
+    __match_args__ = ("name", "size", "sha256")
+
+    def __init__(self, name: str, size: int, sha256: str) -> None:
+        fill(self, name, size, sha256)
 
 
 def rank_name(rank: int) -> str:

@@ -23,10 +23,10 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from geode_mpi.base.record import Record
 from geode_mpi.codec.header import VERSION as CODEC_VERSION
 from geode_mpi.persistence.manifest import (
     MANIFEST,
@@ -89,14 +89,18 @@ def _write_atomically(path: Path, text: str, after: Sequence[Path] = ()) -> None
 # -- reading ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Loaded:
+class Loaded(Record):
     """A complete checkpoint, validated: its manifest, and each rank file's path."""
 
-    epoch: int
-    path: Path
-    manifest: dict[str, Any]
-    authenticated: bool = False  # its HMAC was checked against the job key
+    __match_args__ = ("epoch", "path", "manifest", "authenticated")
+
+    def __init__(
+        self, epoch: int, path: Path, manifest: dict[str, Any], authenticated: bool = False
+    ) -> None:
+        self.epoch = epoch
+        self.path = path
+        self.manifest = manifest
+        self.authenticated = authenticated  # its HMAC was checked against the job key
 
     def rank_path(self, rank: int) -> Path:
         return self.path / str(self.manifest["files"][rank]["name"])

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from geode_mpi.base.backoff import Backoff
@@ -46,16 +45,24 @@ Sink = Callable[[int, memoryview, Sequence[Any], int], None]
 RunSink = Callable[[int, list[memoryview]], None]
 
 
-@dataclass(slots=True, eq=False)
 class SendTicket:
     """A send in progress. ``done`` turns True once the caller's buffers may be reused."""
 
-    dest: int
-    nbytes: int
-    done: bool = False
-    held: bool = False  # waiting in a batch that has not gone out yet
-    # Transport-private state: requests, buffers kept alive, datatypes to free.
-    state: Any = field(default=None, repr=False)
+    __slots__ = ("dest", "done", "held", "nbytes", "state")
+
+    def __init__(
+        self, dest: int, nbytes: int, done: bool = False, held: bool = False, state: Any = None
+    ) -> None:
+        self.dest = dest
+        self.nbytes = nbytes
+        self.done = done
+        self.held = held  # waiting in a batch that has not gone out yet
+        # Transport-private state: requests, buffers kept alive, datatypes to free.
+        self.state = state
+
+    def __repr__(self) -> str:
+        shown = f"dest={self.dest}, nbytes={self.nbytes}, done={self.done}, held={self.held}"
+        return f"SendTicket({shown})"
 
 
 def frame_bytes(frame: Frame) -> Frame:

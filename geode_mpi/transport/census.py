@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base import collective
@@ -30,15 +29,17 @@ _TAG_ANSWER = 2  # (root, round, {rank: answer}, messages the answering subtree 
 Key = tuple[int, int]  # (root, round)
 
 
-@dataclass
 class _Relay:
     """This rank's part in one census: whom it answers, whom it waits for, what it gathered."""
 
-    parent: int | None  # None: this rank is the census's root
-    pending: set[int]
-    until: float  # when to answer without the ranks still pending (monotonic)
-    parts: dict[int, Any] = field(default_factory=dict)
-    sent: int = 0  # messages sent for this census by this rank and the ranks that answered
+    __slots__ = ("parent", "parts", "pending", "sent", "until")
+
+    def __init__(self, parent: int | None, pending: set[int], until: float, sent: int) -> None:
+        self.parent = parent  # None: this rank is the census's root
+        self.pending = pending
+        self.until = until  # when to answer without the ranks still pending (monotonic)
+        self.parts: dict[int, Any] = {}
+        self.sent = sent  # messages sent for this census by this rank and the ranks that answered
 
 
 class Census:

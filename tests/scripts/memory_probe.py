@@ -18,8 +18,10 @@ from mpi4py import MPI
 
 # What a Geode passing builtins loads only on demand: numpy (arrays), OpenSSL (hashlib's, for
 # a checkpoint's sha256 and HMAC), h5py (checkpoints), shutil and socket (the checkpoint
-# directory), concurrent.futures (the checkpoint's parallel fsyncs).
+# directory), concurrent.futures (the checkpoint's parallel fsyncs); and dataclasses (with
+# inspect and ast) and logging, which it never loads.
 ON_DEMAND = ("numpy", "_hashlib", "hmac", "shutil", "socket", "concurrent.futures")
+ON_DEMAND += ("dataclasses", "inspect", "ast", "logging", "traceback")
 
 
 def on_demand_loaded() -> list[str]:

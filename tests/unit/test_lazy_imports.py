@@ -22,6 +22,9 @@ from geode_mpi.base.ondemand import on_first_use
 PACKAGE = Path(geode_mpi.__file__).resolve().parent
 HEAVY = ("numpy", "h5py")
 JOB = "tests/scripts/python_objects.py"
+# Standard modules a job of Python objects no longer loads: dataclasses (which imports
+# inspect, ast and dis: 1.1 MB a rank), logging (0.4 MB) and traceback (0.1), issue 15.
+HEAVY_STDLIB = ("dataclasses", "inspect", "ast", "dis", "logging", "traceback")
 
 
 def _checks_type(node: ast.If) -> bool:
@@ -98,6 +101,34 @@ def test_a_job_of_python_objects_loads_neither_in_the_embedded_world() -> None:
     result = python([JOB], env=clean_env(), timeout=120)
     assert result.returncode == 0, result.explain()
     assert result.stdout.strip() == "loaded: []", result.explain()
+
+
+def test_a_job_of_python_objects_loads_no_heavy_standard_module() -> None:
+    """Value classes are plain (`geode_mpi.base.record`); the ``geode_mpi`` logger imports
+    logging when it first logs."""
+    code = (
+        "import runpy, sys\n"
+        f"runpy.run_path({JOB!r}, run_name='__main__')\n"
+        f"print(sorted(name for name in {HEAVY_STDLIB!r} if name in sys.modules))"
+    )
+    assert run_python(code) == "[]"
+
+
+def test_the_geode_logger_imports_logging_when_it_first_logs() -> None:
+    """A warning reaches the job's handlers as before; only then is logging imported."""
+    code = (
+        "import sys\n"
+        "from geode_mpi.base.logger import log\n"
+        "before = 'logging' in sys.modules\n"
+        "log.warning('from %s', 'geode')\n"
+        "import logging\n"
+        "caught = []\n"
+        "logging.getLogger('geode_mpi').addHandler(logging.Handler())\n"
+        "logging.getLogger('geode_mpi').handlers[0].emit = caught.append\n"
+        "log.warning('again %d', 2)\n"
+        "print(before, [(r.name, r.getMessage(), r.funcName) for r in caught])"
+    )
+    assert run_python(code) == "False [('geode_mpi', 'again 2', '<module>')]"
 
 
 def test_arrays_sent_after_numpy_is_imported_late_arrive_intact() -> None:
