@@ -1,7 +1,8 @@
 """Run every benchmark beside its raw baseline and report them together: JSON, summary, plots.
 
 Run as ``python benchmarks/suite.py [--quick] [--out DIR]`` (not under mpiexec: it launches each
-benchmark under mpiexec itself, each with a timeout). See benchmarks/README.md, "The whole suite".
+benchmark under mpiexec itself, each with a timeout; ``--mpiexec`` and ``--python`` pick another
+MPI). See benchmarks/README.md, "The whole suite".
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class Benchmark:
     quick_timeout: float  # seconds, with --quick
     scratch: bool = False  # takes --dir for its files, in a directory the suite deletes after
 
-    def command(self, mpiexec: str, result: Path, quick: bool, scratch: Path | None) -> list[str]:
-        args = [mpiexec, "-n", str(self.ranks), sys.executable, str(self.script)]
+    def command(self, mpi: MPI, result: Path, quick: bool, scratch: Path | None) -> list[str]:
+        args = [mpi.mpiexec, "-n", str(self.ranks), mpi.python, str(self.script)]
         args += ["--quick"] if quick else []
         args += ["--dir", str(scratch)] if scratch is not None else []
         return [*args, "--json", str(result)]
@@ -71,6 +72,14 @@ BENCHMARKS = (
     Benchmark("workqueue", HERE / "workqueue.py", 4, timeout=300, quick_timeout=120),
     Benchmark("backpressure", HERE / "backpressure.py", 2, timeout=600, quick_timeout=180),
 )
+
+
+@dataclass(frozen=True)
+class MPI:
+    """The MPI the benchmarks run on: its launcher, and the Python whose mpi4py loads it."""
+
+    mpiexec: str
+    python: str
 
 
 @dataclass
@@ -132,6 +141,17 @@ def parse_args(argv: Sequence[str] | None, names: Sequence[str]) -> argparse.Nam
         help="seconds each benchmark may take, for all of them (default: each its own)",
     )
     parser.add_argument(
+        "--mpiexec",
+        default=None,
+        help="the launcher of the MPI to measure (another MPI's: see docs/mpis.md; default the "
+        "mpiexec beside this Python, else the one on PATH)",
+    )
+    parser.add_argument(
+        "--python",
+        default=None,
+        help="the Python the ranks run, from a venv whose mpi4py loads that MPI (default this one)",
+    )
+    parser.add_argument(
         "--report",
         type=Path,
         default=None,
@@ -146,12 +166,21 @@ def parse_args(argv: Sequence[str] | None, names: Sequence[str]) -> argparse.Nam
             parser.error(f"--only must name benchmarks of {', '.join(names)}, got {unknown}")
     if args.timeout is not None and args.timeout <= 0:
         parser.error(f"--timeout must be > 0, got {args.timeout:g}")
+    for name in ("mpiexec", "python"):
+        chosen = getattr(args, name)
+        if chosen is not None and shutil.which(chosen) is None:
+            parser.error(f"--{name} must name an executable, got {chosen!r}")
     if args.report is not None and not args.report.is_dir():
         parser.error(f"--report must be a folder of benchmark JSON files, got {args.report}")
     return args
 
 
 # -- running -----------------------------------------------------------------------------------
+
+
+def chosen_mpi(args: argparse.Namespace) -> MPI:
+    """The MPI the command line chose: --mpiexec and --python, else this venv's."""
+    return MPI(args.mpiexec or mpiexec(), args.python or sys.executable)
 
 
 def mpiexec() -> str:
@@ -206,13 +235,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def run_one(bench: Benchmark, out: Path, quick: bool, timeout: float | None) -> Outcome:
+def run_one(bench: Benchmark, out: Path, mpi: MPI, quick: bool, timeout: float | None) -> Outcome:
     """Launch one benchmark and judge what it left: its exit status and its JSON file."""
     result_path, log = out / f"{bench.name}.json", out / f"{bench.name}.log"
     result_path.unlink(missing_ok=True)
     limit = timeout or (bench.quick_timeout if quick else bench.timeout)
     scratch = Path(tempfile.mkdtemp(prefix=f"geode-suite-{bench.name}-")) if bench.scratch else None
-    command = bench.command(mpiexec(), result_path, quick, scratch)
+    command = bench.command(mpi, result_path, quick, scratch)
     start = time.monotonic()
     try:
         code, timed_out = launch(command, log, limit)
@@ -298,11 +327,12 @@ def run_suite(args: argparse.Namespace, benchmarks: Sequence[Benchmark], argv: l
         f"results in {out}",
         flush=True,
     )
+    mpi = chosen_mpi(args)
     outcomes = []
     for number, bench in enumerate(chosen, start=1):
         head = f"[{number}/{len(chosen)}] {bench.name} ({bench.ranks} ranks) ..."
         print(head, end=" ", flush=True)
-        outcome = run_one(bench, out, args.quick, args.timeout)
+        outcome = run_one(bench, out, mpi, args.quick, args.timeout)
         print(progress(outcome), flush=True)
         if outcome.status != "ok":
             log = out / f"{bench.name}.log"
@@ -316,6 +346,7 @@ def run_suite(args: argparse.Namespace, benchmarks: Sequence[Benchmark], argv: l
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "seconds": time.monotonic() - clock,
         "load_average": {"start": load_start, "end": os.getloadavg()},
+        "mpi": {"mpiexec": mpi.mpiexec, "python": mpi.python},
         "environment": environment(results),
     }
     return finish(out, meta, [o.record(out) for o in outcomes], results)

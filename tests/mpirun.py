@@ -43,7 +43,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def mpiexec() -> str:
-    """The mpiexec beside this Python (the venv's mpich wheel), else the one on PATH."""
+    """GEODE_TEST_MPIEXEC when set (.ci/other-mpi points it at another MPI's launcher), else
+    the mpiexec beside this Python (the venv's mpich wheel), else the one on PATH."""
+    chosen = os.environ.get("GEODE_TEST_MPIEXEC")
+    if chosen:
+        return chosen
     local = Path(sys.executable).parent / "mpiexec"
     found = str(local) if local.exists() else shutil.which("mpiexec")
     if found is None:

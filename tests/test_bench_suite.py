@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -218,3 +219,23 @@ def test_a_suite_whose_benchmarks_all_ran_exits_0_even_with_a_missed_target(
     benchmarks = fake_benchmarks(suite, tmp_path)
     only = ["--only", "passes,misses", "--out", str(tmp_path / "out")]
     assert suite.main(only, benchmarks=benchmarks) == 0
+
+
+@pytest.mark.mpi
+def test_mpiexec_and_python_choose_the_mpi_the_benchmarks_run_on(
+    suite: ModuleType, tmp_path: Path
+) -> None:
+    """--mpiexec and --python (another MPI's launcher and venv, docs/mpis.md) are what runs."""
+    seen = tmp_path / "seen.txt"
+    launcher = tmp_path / "other-mpiexec"
+    launcher.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {seen}\nexec {suite.mpiexec()} "$@"\n')
+    launcher.chmod(0o755)
+    benchmarks = fake_benchmarks(suite, tmp_path)
+    out = tmp_path / "out"
+    args = ["--only", "passes", "--out", str(out), "--mpiexec", str(launcher)]
+    assert suite.main([*args, "--python", sys.executable], benchmarks=benchmarks) == 0
+    assert seen.read_text().startswith(f"-n 2 {sys.executable} {tmp_path / 'passes.py'} ")
+    record = json.loads((out / "suite.json").read_text())
+    assert record["mpi"] == {"mpiexec": str(launcher), "python": sys.executable}
+    with pytest.raises(SystemExit):
+        suite.main(["--mpiexec", str(tmp_path / "no-such-mpiexec")], benchmarks=benchmarks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping, MutableMapping
 
@@ -20,6 +21,9 @@ LAUNCHER_VARIABLES = (
 )
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_SIZE", "SLURM_NTASKS")
 CMA_VARIABLE = "MPIR_CVAR_CH4_CMA_ENABLE"
+# Set in every rank by Open MPI's mpirun, and by MPICH's hydra: which MPI started the job.
+OPEN_MPI_LAUNCH_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE")
+HYDRA_LAUNCH_VARIABLES = ("MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
 MODE_VARIABLE = "GEODE_TRANSPORT"  # "mpi" or "inproc" forces a choice; unset means detect
 # Tasks srun started in this job step. Deliberately not SLURM_NTASKS: inside a batch script that
 # is the allocation's task count, while the script itself is one process.
@@ -79,6 +83,28 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def mpi_family(environ: Mapping[str, str] | None = None) -> str | None:
+    """ "openmpi" or "mpich" (MPICH and its derivatives), as far as it can be told before MPI
+    starts; None when it cannot.
+
+    The launcher says it first (Open MPI's mpirun, MPICH's hydra). Else (srun, no launcher)
+    the module mpi4py would load does: the mpi4py wheel holds one per MPI ABI and finds the
+    one of the library it can load (that loads the library; it does not initialise MPI). An
+    mpi4py built on a site's MPI has a single module, which names no family.
+    """
+    env = os.environ if environ is None else environ
+    if any(name in env for name in OPEN_MPI_LAUNCH_VARIABLES):
+        return "openmpi"
+    if any(name in env for name in HYDRA_LAUNCH_VARIABLES):
+        return "mpich"
+    try:
+        spec = importlib.util.find_spec("mpi4py.MPI")
+    except (ImportError, RuntimeError, ValueError):  # no mpi4py, or no library it can load
+        return None
+    module = os.path.basename(spec.origin or "") if spec is not None else ""
+    return next((name for name in ("openmpi", "mpich") if f".{name}." in module), None)
+
+
 def under_launcher(environ: MutableMapping[str, str] | None = None) -> bool:
     """True when an MPI launcher started this process (or GEODE_TRANSPORT=mpi forces MPI)."""
     env = os.environ if environ is None else environ
@@ -94,7 +120,8 @@ def prepare_mpi_environment(environ: MutableMapping[str, str] | None = None) -> 
     """Make settings that MPI reads at initialisation; call before importing mpi4py.MPI.
 
     When more ranks share this machine than it has cores, MPICH's single-copy (CMA) path can
-    hang (docs/debugging.md), so it is turned off unless the user chose a setting.
+    hang (docs/debugging.md), so it is turned off unless the user chose a setting, or the MPI
+    is known to be Open MPI (which has no such setting and was not seen to hang).
     """
     global _info
     if environ is None and _info is not None:
@@ -102,7 +129,12 @@ def prepare_mpi_environment(environ: MutableMapping[str, str] | None = None) -> 
     env = os.environ if environ is None else environ
     local = _local_ranks(env)
     cores = usable_cores()
-    disable = CMA_VARIABLE not in env and local is not None and local > cores
+    disable = (
+        CMA_VARIABLE not in env
+        and local is not None
+        and local > cores
+        and mpi_family(env) != "openmpi"
+    )
     if disable:
         env[CMA_VARIABLE] = "0"
     info = LaunchInfo(under_launcher(env), local, cores, disable)

@@ -216,8 +216,9 @@ def info() -> int:
     from geode_mpi.runner.run import world
 
     rank, _ = world()
+    lines = info_lines()  # on every rank: it asks MPI collectively how many hosts there are
     if rank == 0:
-        print("\n".join(info_lines()))
+        print("\n".join(lines))
     return 0
 
 

@@ -1,8 +1,10 @@
-"""What ``python -m geode_mpi --info`` prints: versions, MPI library, thread level, ranks."""
+"""What ``python -m geode_mpi --info`` prints: versions, the MPI, its transport path, ranks."""
 
 from __future__ import annotations
 
+import os
 import platform
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from geode_mpi._version import __version__
@@ -12,10 +14,13 @@ from geode_mpi.errors import GeodeError
 
 if TYPE_CHECKING:
     import numpy as np
+    from mpi4py import MPI
 else:  # imported when the information is asked for
     np = on_first_use("numpy", globals(), "np")
 
 THREAD_LEVELS = ("single", "funneled", "serialized", "multiple")
+MPICH_FAMILY = ("MPICH", "Intel", "MVAPICH")  # libraries that read MPICH's MPIR_CVAR_* settings
+MCA_NAMES = ("pml", "btl", "mtl")  # Open MPI's transport choices (OMPI_MCA_<name>)
 FIX = (
     "install the bundled MPI runtime with `pip install geode_mpi[mpich]` (from a checkout: "
     "pip install -e '.[mpich]'), or on a cluster build mpi4py on the site's MPI: "
@@ -44,7 +49,7 @@ def mpi_usable() -> None:
 
 def info_lines(mpi: bool = True) -> list[str]:
     """Lines describing this installation and launch (with ``mpi``: initialises MPI to ask
-    it; without: only what needs no MPI)."""
+    it, collectively: every rank must call it; without: only what needs no MPI)."""
     launch = prepare_mpi_environment()
     lines = [
         f"geode_mpi {__version__}",
@@ -56,24 +61,81 @@ def info_lines(mpi: bool = True) -> list[str]:
     import mpi4py
     from mpi4py import MPI
 
-    version = MPI.Get_library_version().strip().splitlines()[0]
+    # Open MPI's string ends in a NUL byte; MPICH's first line pads with spaces.
+    library = " ".join(MPI.Get_library_version().replace("\0", "").splitlines()[0].split())
     major, minor = MPI.Get_version()
     level = MPI.Query_thread()
     names = {getattr(MPI, f"THREAD_{name.upper()}"): name for name in THREAD_LEVELS}
     size = MPI.COMM_WORLD.Get_size()
+    host_count, on_first_host = hosts(MPI.COMM_WORLD)
     lines += [
         f"mpi4py {mpi4py.__version__}",
-        f"MPI library: {version}",
+        f"MPI library: {library}",
         f"MPI standard: {major}.{minor}",
         f"thread level: {names.get(level, level)} (requested {mpi4py.rc.thread_level})",
         f"ranks: {size}" + (" (embedded world: all nodes in this process)" if size == 1 else ""),
+        f"shared-memory groups: {host_count} (ranks in rank 0's: {on_first_host})",
+        f"transport path: {transport_path(library, host_count, os.environ)}",
         f"launcher detected: {'yes' if launch.under_launcher else 'no'}",
         f"cores: {launch.cores}, ranks on this host: {launch.local_ranks or 'unknown'}",
         f"{CMA_VARIABLE}: "
         + (
             "0 (set by geode_mpi: more ranks than cores)"
             if launch.cma_disabled_by_geode
-            else __import__("os").environ.get(CMA_VARIABLE, "library default")
+            else os.environ.get(CMA_VARIABLE, "library default")
         ),
+        f"workarounds: {workarounds(library, launch.cma_disabled_by_geode)}",
     ]
     return lines
+
+
+def hosts(comm: MPI.Intracomm) -> tuple[int, int]:
+    """(hosts the ranks of ``comm`` run on, ranks on rank 0's host): collective."""
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        count = comm.allreduce(1 if local.Get_rank() == 0 else 0)
+        return int(count), int(comm.bcast(local.Get_size(), root=0))
+    finally:
+        local.Free()
+
+
+def transport_path(library: str, host_count: int, environ: Mapping[str, str]) -> str:
+    """How messages travel, from the library's name and the settings it reads at start."""
+    between = ", network between hosts" if host_count > 1 else ""
+    if library.startswith("Open MPI"):
+        mca = [f"{n}={environ[f'OMPI_MCA_{n}']}" for n in MCA_NAMES if f"OMPI_MCA_{n}" in environ]
+        said = f"MCA {', '.join(mca)}" if mca else "Open MPI's default components"
+        if not open_mpi_shared_memory(environ):
+            return f"network within a host too ({said}){between}"
+        return f"shared memory within a host ({said}){between}"
+    if any(name in library for name in MPICH_FAMILY):
+        net = f"netmod {environ.get('MPIR_CVAR_CH4_NETMOD', 'default')}"
+        if "FI_PROVIDER" in environ:
+            net += f", FI_PROVIDER={environ['FI_PROVIDER']}"
+        if environ.get("MPIR_CVAR_NOLOCAL", "").lower() in ("1", "true", "yes", "on"):
+            return f"network within a host too (MPIR_CVAR_NOLOCAL=1, {net})"
+        return "shared memory within a host" + (
+            f", network between hosts ({net})" * (host_count > 1)
+        )
+    return f"not known for this library{between}"
+
+
+def open_mpi_shared_memory(environ: Mapping[str, str]) -> bool:
+    """Whether Open MPI's settings leave its shared-memory component (sm, vader in 4.x) on."""
+    if environ.get("OMPI_MCA_pml", "") not in ("", "ob1"):
+        return True  # ucx, cm: shared memory is the other library's own business
+    btl = environ.get("OMPI_MCA_btl", "")
+    if not btl:
+        return True
+    named = {"sm", "vader"} & set(btl.lstrip("^").split(","))
+    return not named if btl.startswith("^") else bool(named)
+
+
+def workarounds(library: str, cma_disabled: bool) -> str:
+    """What geode_mpi changed in the MPI's settings for this launch."""
+    if not cma_disabled:
+        return "none"
+    effect = "" if any(name in library for name in MPICH_FAMILY) else " (no effect: not MPICH)"
+    return f"{CMA_VARIABLE}=0, MPICH's single copy off (ranks outnumber cores){effect}"

@@ -1,0 +1,44 @@
+"""``--info`` under mpiexec names the MPI, the path its messages take, and the workarounds."""
+
+from __future__ import annotations
+
+import pytest
+from mpirun import clean_env, mpirun
+
+pytestmark = pytest.mark.mpi
+
+NETWORK = {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"}
+
+
+def info(ranks: int, **environ: str) -> dict[str, str]:
+    """``--info``'s lines at ``ranks`` ranks, as {label: value}."""
+    result = mpirun(ranks, ["-m", "geode_mpi", "--info"], timeout=120, env=clean_env(**environ))
+    assert result.returncode == 0, result.explain()
+    return dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+
+
+def test_info_over_shared_memory_at_2_ranks() -> None:
+    lines = info(2)
+    assert lines["MPI library"].startswith("MPICH Version: ")
+    assert lines["ranks"] == "2" and lines["shared-memory groups"] == "1 (ranks in rank 0's: 2)"
+    assert lines["transport path"] == "shared memory within a host"
+    check_workarounds(lines, ranks=2)
+
+
+def test_info_over_the_network_path_at_3_ranks() -> None:
+    lines = info(3, **NETWORK)
+    assert lines["transport path"] == (
+        "network within a host too (MPIR_CVAR_NOLOCAL=1, netmod ofi, FI_PROVIDER=tcp)"
+    )
+    assert lines["shared-memory groups"] == "3 (ranks in rank 0's: 1)"  # no rank shares memory
+    check_workarounds(lines, ranks=3)
+
+
+def check_workarounds(lines: dict[str, str], ranks: int) -> None:
+    """geode_mpi turns MPICH's single copy off only where ranks outnumber cores."""
+    cores = int(lines["cores"].split(",")[0])
+    assert lines["workarounds"] == (
+        "MPIR_CVAR_CH4_CMA_ENABLE=0, MPICH's single copy off (ranks outnumber cores)"
+        if ranks > cores
+        else "none"
+    )
