@@ -20,6 +20,13 @@ relayed frames are complete. Only the frames come from the parent, on their own 
   one child at once gives each its own tag (`CHUNK_TAG` + a slot), so chunks never interleave
   on one tag; MPI keeps each tag's chunks in order behind their head.
 
+A member posts every chunk's receive, straight into its slice of the frame's buffer, as soon
+as the head arrives, and forwards each chunk once it is complete: MPI then moves the data
+during any call, and no chunk waits for Python to probe it. (Probed one by one instead, a
+forwarding member's probe loop kept finding the next chunk of a 16 MiB relay and forwarded
+nothing until the last had arrived: no pipeline at all.) The head comes before its chunks
+from the same parent, so a probe that matches any tag always finds it first.
+
 A member's relay is done once every chunk has arrived *and* has gone on to its children: its
 envelope is delivered only then, so a member waiting in receive(), run() or close() keeps
 forwarding, and close() and drain() (which wait for every envelope) leave nothing in flight.
@@ -29,7 +36,6 @@ See docs/wire-format.md, "Relayed frames".
 from __future__ import annotations
 
 import struct
-from collections import deque
 from collections.abc import Sequence
 
 from mpi4py import MPI
@@ -173,7 +179,7 @@ class _Relay:
         self.children = children  # (rank, chunk tag)
         self.received = 0  # chunks complete, in order
         self.forwarded = 0  # chunks sent on to every child
-        self.recvs: list[MPI.Request] = []  # posted chunk receives, by chunk
+        self.recvs: list[MPI.Request] = []  # every chunk's receive (a member's), by chunk
         self.sends: list[MPI.Request] = []  # sends to the children not yet complete
 
     @property
@@ -196,9 +202,7 @@ class Relays:
         self.size = comm.Get_size()
         self._next = 0  # this rank's next relay number
         self._live: dict[tuple[int, int], _Relay] = {}  # (root, number) -> relay, until collected
-        self._incoming: dict[
-            tuple[int, int], deque[_Relay]
-        ] = {}  # (parent, tag) -> awaiting chunks
+        self._status = MPI.Status()
         # Relays with chunks or sends still in flight here: a plain list, since every poll of
         # the transport asks whether it is empty.
         self.moving: list[_Relay] = []
@@ -246,30 +250,16 @@ class Relays:
         return chosen
 
     def take(self, message: MPI.Message, status: MPI.Status) -> None:
-        """Receive a probed head, or start receiving a probed chunk (its tag says which)."""
+        """Receive a probed head. A probed chunk is one no head announced (a member posts
+        every announced chunk's receive with its head): refused."""
         source, tag = status.Get_source(), status.Get_tag()
         if tag == TAG_RELAY_HEAD:
             buffer = bytearray(status.Get_count(MPI.BYTE))
             message.Recv(buffer)
             self._head(source, buffer)
             return
-        queue = self._incoming.get((source, tag))
-        count = status.Get_count(MPI.BYTE)
-        if not queue:
-            message.Recv(bytearray(count))  # (so that its send completes: what arrived only)
-            raise DecodeError(f"rank {source} sent a relayed chunk (tag {tag}) before its head")
-        relay = queue[0]
-        target = relay.chunks[len(relay.recvs)]
-        if count != target.nbytes:
-            message.Recv(bytearray(count))
-            raise DecodeError(
-                f"rank {source} sent a relayed chunk of {count} bytes, not {target.nbytes}"
-            )
-        relay.recvs.append(message.Irecv([target, MPI.BYTE]))
-        if len(relay.recvs) == len(relay.chunks):
-            queue.popleft()
-            if not queue:
-                del self._incoming[(source, tag)]
+        message.Recv(bytearray(status.Get_count(MPI.BYTE)))  # (so that its send completes)
+        raise DecodeError(f"rank {source} sent a relayed chunk (tag {tag}) no relay head announced")
 
     def _head(self, source: int, buffer: bytearray) -> None:
         root, number, chunk, tag, frames, members = unpack_head(buffer, source, self.size)
@@ -285,23 +275,37 @@ class Relays:
         self.count += 1
         relay = _Relay(buffers, chunk, self._tags(tree(root, members, self.rank)))
         self._live[(root, number)] = relay
-        self._incoming.setdefault((source, tag), deque()).append(relay)
         self.moving.append(relay)
+        irecv = self._comm.Irecv
+        relay.recvs = [irecv([piece, MPI.BYTE], source, tag) for piece in relay.chunks]
         for child, child_tag in relay.children:
             head = pack_head(root, number, chunk, child_tag, frames, members)
             relay.sends.append(self._comm.Isend(head, child, TAG_RELAY_HEAD))
 
     def advance(self) -> bool:
-        """Forward the chunks that have arrived; True if any relay finished here."""
+        """Forward the chunks that have arrived; True if any relay finished here.
+
+        Raises:
+            DecodeError: a parent sent a chunk of another size than its head announced.
+        """
         finished = False
+        status = self._status
+        isend = self._comm.Isend
         for relay in self.moving:
-            recvs = relay.recvs
-            while relay.received < len(recvs) and recvs[relay.received].Test():
+            recvs, chunks = relay.recvs, relay.chunks
+            # Each chunk goes on as soon as it is complete, before the next is tested: every
+            # Test moves data, and testing on first kept a forwarding member here until the
+            # last chunk had arrived, its children waiting.
+            while relay.received < len(recvs) and self._arrived(relay, status):
+                piece = chunks[relay.received]
+                if status.Get_count(MPI.BYTE) != piece.nbytes:
+                    self._drop(relay)
+                    raise DecodeError(
+                        f"rank {status.Get_source()} sent a relayed chunk of "
+                        f"{status.Get_count(MPI.BYTE)} bytes, not {piece.nbytes}"
+                    )
                 relay.received += 1
-            isend = self._comm.Isend
-            while relay.forwarded < relay.received:
-                chunk = relay.chunks[relay.forwarded]
-                relay.sends += [isend([chunk, MPI.BYTE], c, tag) for c, tag in relay.children]
+                relay.sends += [isend([piece, MPI.BYTE], c, tag) for c, tag in relay.children]
                 relay.forwarded += 1
             if relay.sends and MPI.Request.Testall(relay.sends):
                 relay.sends = []
@@ -310,13 +314,41 @@ class Relays:
             self.moving = [relay for relay in self.moving if not relay.done]
         return finished
 
-    def requests(self) -> list[MPI.Request]:
-        """Every receive and send in flight for a relay here (what a spin waits on)."""
+    def _arrived(self, relay: _Relay, status: MPI.Status) -> bool:
+        """Whether the relay's next chunk is complete (its status in ``status``)."""
+        try:
+            return relay.recvs[relay.received].Test(status)
+        except MPI.Exception as exc:  # a chunk longer than announced (MPI_ERR_TRUNCATE)
+            self._drop(relay)
+            raise DecodeError(
+                f"a relayed chunk did not fit where its head placed it: {exc}"
+            ) from exc
+
+    def _drop(self, relay: _Relay) -> None:
+        """Give up a relay whose parent sent a chunk its head did not announce: its other
+        receives are cancelled (what the parent sends on is then a chunk without a head), and
+        it never completes (its envelope, if one comes, waits for ever, as for a lost one)."""
+        for request in relay.recvs[relay.received + 1 :]:
+            request.Cancel()
+            request.Free()
+        relay.recvs = relay.recvs[: relay.received]
+        self.moving = [other for other in self.moving if other is not relay]
+
+    def sends(self) -> list[MPI.Request]:
+        """Every send in flight for a relay here (what a spin may test and complete)."""
         found = []
         for relay in self.moving:
-            found += relay.recvs[relay.received :]
             found += relay.sends
         return found
+
+    def receives(self) -> list[MPI.Request]:
+        """The next chunk receive of each relay here: what a spin watches without completing
+        it (`MPI.Request.Get_status_any`), so that `advance` reads its status."""
+        return [
+            relay.recvs[relay.received]
+            for relay in self.moving
+            if relay.received < len(relay.recvs)
+        ]
 
     def collect(self, root: int, number: int) -> list[Frame] | None:
         """The frames of relay ``number`` from ``root`` once it is done here (and forget it),
