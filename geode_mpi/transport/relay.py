@@ -1,12 +1,14 @@
-"""Large topic frames down a pipelined relay tree of the stream's member ranks.
+"""Large topic frames down a pipelined relay chain or tree of the stream's member ranks.
 
 Sent by the root to every member in turn, a large array costs the root one copy per member
 (with MPICH's shared memory and no single-copy path, the root copies each one into the shared
 cells itself). Above `RELAY_MIN` bytes, a broadcast to more than `FANOUT` members relays its
-large frames instead: the root sends them to its `FANOUT` children in the tree over the
-stream's member ranks (the heap layout of `geode_mpi.base.collective`, over
-``(root, *members)``), and every member forwards each *chunk* to its own children as soon as
-the chunk has arrived, while the next one arrives (pipelined).
+large frames instead: the root sends them to its children in a tree over the stream's member
+ranks (the heap layout of `geode_mpi.base.collective`, over ``(root, *members)``), and every
+member forwards each *chunk* to its own children as soon as the chunk has arrived, while the
+next one arrives (pipelined). The tree is a chain (one child each) when the relay has at least
+as many chunks as members, so that the pipeline fills in a fraction of its length; else a
+binary tree (`FANOUT` children), whose depth grows as log2 of the members (`fanout_of`).
 
 Order is kept by sending the envelope itself from the root to every member, as for any other
 broadcast (`TAG_RELAYED`): per (root, member) MPI keeps it in order with everything else the root
@@ -51,11 +53,16 @@ CHUNK_TAG = 16  # chunks go on CHUNK_TAG + a slot (MPI promises tags up to 32767
 SLOTS = 4096
 
 # A broadcast whose out-of-band frames hold this many bytes or more is relayed (when the stream
-# has more than FANOUT members). Below it the root's copies are cheap and a relay's extra hop
-# (a forwarding member must be polling) would only add latency. See benchmarks/README.md.
-RELAY_MIN = 512 * 1024
-# Children per member. Two: the root sends two copies whatever the number of members, and the
-# depth (log2 members) costs only a chunk's time per level once the pipeline is full.
+# has more than FANOUT members). Below it the root's copies are cheap and a relay's extra hops
+# (each forwarding member must be polling) cost more than they save: 4 ranks on 2 cores, 1 and
+# 2 MiB sent directly took 0.6-0.7 of raw Bcast's time, like a chain; at 8 ranks 0.6 against
+# a chain's 0.9-1.2. From 4 MiB the chain wins (0.55-0.7 against 0.65-0.9). See
+# benchmarks/README.md.
+RELAY_MIN = 4 * 2**20
+# Children per member at most: the root sends at most two copies whatever the number of
+# members. A chain (one child) when a relay has at least as many chunks as members: at 4 and 8
+# ranks on 2 cores, 4 to 64 MiB down a chain took 0.53-0.75 of raw Bcast's time, down a binary
+# tree 0.7-1.2 (the root copying twice and bounding the pipeline's rate).
 FANOUT = 2
 # Chunk size: large enough that the Python work per chunk (a probe, a receive, a send per
 # child; some 20-40 us) is small beside its copy, small enough to fill the pipeline quickly.
@@ -89,11 +96,18 @@ def read_prefix(buffer: bytes | bytearray | memoryview, source: int) -> int:
     return int(_PREFIX.unpack_from(buffer)[2])
 
 
-def tree(root: int, members: Sequence[int], rank: int) -> list[int]:
+def fanout_of(chunks: int, members: int) -> int:
+    """Children per member of a relay of ``chunks`` chunks to ``members`` members: a chain
+    when its pipeline fills within its length, else `FANOUT`. (Every rank in the relay derives
+    it from the head, which names the sizes, the chunk size and the members.)"""
+    return 1 if chunks >= members else FANOUT
+
+
+def tree(root: int, members: Sequence[int], rank: int, fanout: int = FANOUT) -> list[int]:
     """The ranks ``rank`` forwards to in the relay tree of ``root`` and ``members``."""
     order = (root, *members)
     at = order.index(rank)
-    return [order[v] for v in collective.children(at, len(order), 0, FANOUT)]
+    return [order[v] for v in collective.children(at, len(order), 0, fanout)]
 
 
 def chunk_size(total: int) -> int:
@@ -171,12 +185,12 @@ class _Relay:
 
     __slots__ = ("buffers", "children", "chunks", "forwarded", "received", "recvs", "sends")
 
-    def __init__(self, buffers: list[Frame], chunk: int, children: list[tuple[int, int]]) -> None:
+    def __init__(self, buffers: list[Frame], chunk: int) -> None:
         self.buffers = buffers
         self.chunks = [
             buffers[f][a:b] for f, a, b in chunk_plan([b.nbytes for b in buffers], chunk)
         ]
-        self.children = children  # (rank, chunk tag)
+        self.children: list[tuple[int, int]] = []  # (rank, chunk tag)
         self.received = 0  # chunks complete, in order
         self.forwarded = 0  # chunks sent on to every child
         self.recvs: list[MPI.Request] = []  # every chunk's receive (a member's), by chunk
@@ -224,7 +238,8 @@ class Relays:
             for frame, offset in zip(frames, offsets, strict=True)
         ]
         chunk = chunk_size(sum(frame.nbytes for frame in frames))
-        relay = _Relay(list(frames), chunk, self._tags(tree(self.rank, members, self.rank)))
+        relay = _Relay(list(frames), chunk)
+        relay.children = self._children(relay, self.rank, members)
         isend = self._comm.Isend
         requests = []
         for child, tag in relay.children:
@@ -232,6 +247,11 @@ class Relays:
             requests.append(isend(head, child, TAG_RELAY_HEAD))
             requests += [isend([chunk, MPI.BYTE], child, tag) for chunk in relay.chunks]
         return number, requests
+
+    def _children(self, relay: _Relay, root: int, members: Sequence[int]) -> list[tuple[int, int]]:
+        """This rank's children in ``relay``'s tree, each with a free chunk tag."""
+        fanout = fanout_of(len(relay.chunks), len(members))
+        return self._tags(tree(root, members, self.rank, fanout))
 
     def _tags(self, children: list[int]) -> list[tuple[int, int]]:
         """A chunk tag for each child that no relay still being forwarded to it uses."""
@@ -273,7 +293,8 @@ class Relays:
             total = sum(size for size, _ in frames)
             raise DecodeError(f"rank {source} sent a relay head of {total} bytes") from exc
         self.count += 1
-        relay = _Relay(buffers, chunk, self._tags(tree(root, members, self.rank)))
+        relay = _Relay(buffers, chunk)
+        relay.children = self._children(relay, root, members)
         self._live[(root, number)] = relay
         self.moving.append(relay)
         irecv = self._comm.Irecv
