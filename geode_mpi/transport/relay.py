@@ -54,11 +54,11 @@ SLOTS = 4096
 
 # A broadcast whose out-of-band frames hold this many bytes or more is relayed (when the stream
 # has more than FANOUT members). Below it the root's copies are cheap and a relay's extra hops
-# (each forwarding member must be polling) cost more than they save: 4 ranks on 2 cores, 1 and
-# 2 MiB sent directly took 0.6-0.7 of raw Bcast's time, like a chain; at 8 ranks 0.6 against
-# a chain's 0.9-1.2. From 4 MiB the chain wins (0.55-0.7 against 0.65-0.9). See
-# benchmarks/README.md.
-RELAY_MIN = 4 * 2**20
+# (each forwarding member must be polling) cost more than they save. At 1 and 2 MiB it is
+# close: at 4 ranks on 2 cores under chrt, direct sends and relays both took 0.6-0.9 of raw
+# Bcast's time; at normal priority on a quiet machine, direct sends 1.26-1.36, relays
+# 0.66-1.11. See benchmarks/README.md.
+RELAY_MIN = 2**20
 # Children per member at most: the root sends at most two copies whatever the number of
 # members. A chain (one child) when a relay has at least as many chunks as members: at 4 and 8
 # ranks on 2 cores, 4 to 64 MiB down a chain took 0.53-0.75 of raw Bcast's time, down a binary
