@@ -17,7 +17,7 @@ before the marker has reached the sink, and what the root sends after it (the re
 stream's messages, for the new subscribers) waits until the member reopens the stream, so that
 nothing is delivered to the old subscribers after they changed. See docs/wire-format.md.
 
-Large broadcasts on a stream of more than `relay.FANOUT` members go down a relay tree
+Large broadcasts on a stream of more than `relay.FANOUT` members go down a relay chain or tree
 (transport/relay.py). A rank that forwards must keep polling, so a blocking collective could
 leave a member waiting for a relay through a rank blocked in it: once any such stream has been
 opened (every rank opens every stream, so all agree), the transport's collectives first wait for

@@ -771,7 +771,11 @@ class MPITransport(RootedMPI, TransportBase):
         requests = [request for ticket in self._active for request in ticket.state[0]]
         for source in self._waiting_sources:
             requests.extend(self._arrivals[source][0].requests)
-        requests += self._relays.requests()
+        requests += self._relays.sends()
+        # A relay's chunk receives are watched, not completed here: advance() reads their
+        # statuses (a chunk's length is checked against its head's).
+        chunks = self._relays.receives()
+        watch = MPI.Request.Get_status_any
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
         iprobe = self.comm.Iprobe
@@ -784,7 +788,12 @@ class MPITransport(RootedMPI, TransportBase):
         share = self.oversubscribed
         turn = 0
         while True:
-            if testany(requests)[1] or iprobe(_ANY_SOURCE, _ANY_TAG) or clock() > until:
+            if (
+                (requests and testany(requests)[1])
+                or (chunks and watch(chunks)[1])
+                or iprobe(_ANY_SOURCE, _ANY_TAG)
+                or clock() > until
+            ):
                 return self.progress()
             if share:
                 turn += 1

@@ -1,12 +1,14 @@
-"""Large topic frames down a pipelined relay tree of the stream's member ranks.
+"""Large topic frames down a pipelined relay chain or tree of the stream's member ranks.
 
 Sent by the root to every member in turn, a large array costs the root one copy per member
 (with MPICH's shared memory and no single-copy path, the root copies each one into the shared
 cells itself). Above `RELAY_MIN` bytes, a broadcast to more than `FANOUT` members relays its
-large frames instead: the root sends them to its `FANOUT` children in the tree over the
-stream's member ranks (the heap layout of `geode_mpi.base.collective`, over
-``(root, *members)``), and every member forwards each *chunk* to its own children as soon as
-the chunk has arrived, while the next one arrives (pipelined).
+large frames instead: the root sends them to its children in a tree over the stream's member
+ranks (the heap layout of `geode_mpi.base.collective`, over ``(root, *members)``), and every
+member forwards each *chunk* to its own children as soon as the chunk has arrived, while the
+next one arrives (pipelined). The tree is a chain (one child each) when the relay has at least
+as many chunks as members, so that the pipeline fills in a fraction of its length; else a
+binary tree (`FANOUT` children), whose depth grows as log2 of the members (`fanout_of`).
 
 Order is kept by sending the envelope itself from the root to every member, as for any other
 broadcast (`TAG_RELAYED`): per (root, member) MPI keeps it in order with everything else the root
@@ -20,6 +22,13 @@ relayed frames are complete. Only the frames come from the parent, on their own 
   one child at once gives each its own tag (`CHUNK_TAG` + a slot), so chunks never interleave
   on one tag; MPI keeps each tag's chunks in order behind their head.
 
+A member posts every chunk's receive, straight into its slice of the frame's buffer, as soon
+as the head arrives, and forwards each chunk once it is complete: MPI then moves the data
+during any call, and no chunk waits for Python to probe it. (Probed one by one instead, a
+forwarding member's probe loop kept finding the next chunk of a 16 MiB relay and forwarded
+nothing until the last had arrived: no pipeline at all.) The head comes before its chunks
+from the same parent, so a probe that matches any tag always finds it first.
+
 A member's relay is done once every chunk has arrived *and* has gone on to its children: its
 envelope is delivered only then, so a member waiting in receive(), run() or close() keeps
 forwarding, and close() and drain() (which wait for every envelope) leave nothing in flight.
@@ -29,7 +38,6 @@ See docs/wire-format.md, "Relayed frames".
 from __future__ import annotations
 
 import struct
-from collections import deque
 from collections.abc import Sequence
 
 from mpi4py import MPI
@@ -45,11 +53,16 @@ CHUNK_TAG = 16  # chunks go on CHUNK_TAG + a slot (MPI promises tags up to 32767
 SLOTS = 4096
 
 # A broadcast whose out-of-band frames hold this many bytes or more is relayed (when the stream
-# has more than FANOUT members). Below it the root's copies are cheap and a relay's extra hop
-# (a forwarding member must be polling) would only add latency. See benchmarks/README.md.
-RELAY_MIN = 512 * 1024
-# Children per member. Two: the root sends two copies whatever the number of members, and the
-# depth (log2 members) costs only a chunk's time per level once the pipeline is full.
+# has more than FANOUT members). Below it the root's copies are cheap and a relay's extra hops
+# (each forwarding member must be polling) cost more than they save. At 1 and 2 MiB it is
+# close: at 4 ranks on 2 cores under chrt, direct sends and relays both took 0.6-0.9 of raw
+# Bcast's time; at normal priority on a quiet machine, direct sends 1.26-1.36, relays
+# 0.66-1.11. See benchmarks/README.md.
+RELAY_MIN = 2**20
+# Children per member at most: the root sends at most two copies whatever the number of
+# members. A chain (one child) when a relay has at least as many chunks as members: at 4 and 8
+# ranks on 2 cores, 4 to 64 MiB down a chain took 0.53-0.75 of raw Bcast's time, down a binary
+# tree 0.7-1.2 (the root copying twice and bounding the pipeline's rate).
 FANOUT = 2
 # Chunk size: large enough that the Python work per chunk (a probe, a receive, a send per
 # child; some 20-40 us) is small beside its copy, small enough to fill the pipeline quickly.
@@ -83,11 +96,18 @@ def read_prefix(buffer: bytes | bytearray | memoryview, source: int) -> int:
     return int(_PREFIX.unpack_from(buffer)[2])
 
 
-def tree(root: int, members: Sequence[int], rank: int) -> list[int]:
+def fanout_of(chunks: int, members: int) -> int:
+    """Children per member of a relay of ``chunks`` chunks to ``members`` members: a chain
+    when its pipeline fills within its length, else `FANOUT`. (Every rank in the relay derives
+    it from the head, which names the sizes, the chunk size and the members.)"""
+    return 1 if chunks >= members else FANOUT
+
+
+def tree(root: int, members: Sequence[int], rank: int, fanout: int = FANOUT) -> list[int]:
     """The ranks ``rank`` forwards to in the relay tree of ``root`` and ``members``."""
     order = (root, *members)
     at = order.index(rank)
-    return [order[v] for v in collective.children(at, len(order), 0, FANOUT)]
+    return [order[v] for v in collective.children(at, len(order), 0, fanout)]
 
 
 def chunk_size(total: int) -> int:
@@ -165,15 +185,15 @@ class _Relay:
 
     __slots__ = ("buffers", "children", "chunks", "forwarded", "received", "recvs", "sends")
 
-    def __init__(self, buffers: list[Frame], chunk: int, children: list[tuple[int, int]]) -> None:
+    def __init__(self, buffers: list[Frame], chunk: int) -> None:
         self.buffers = buffers
         self.chunks = [
             buffers[f][a:b] for f, a, b in chunk_plan([b.nbytes for b in buffers], chunk)
         ]
-        self.children = children  # (rank, chunk tag)
+        self.children: list[tuple[int, int]] = []  # (rank, chunk tag)
         self.received = 0  # chunks complete, in order
         self.forwarded = 0  # chunks sent on to every child
-        self.recvs: list[MPI.Request] = []  # posted chunk receives, by chunk
+        self.recvs: list[MPI.Request] = []  # every chunk's receive (a member's), by chunk
         self.sends: list[MPI.Request] = []  # sends to the children not yet complete
 
     @property
@@ -196,9 +216,7 @@ class Relays:
         self.size = comm.Get_size()
         self._next = 0  # this rank's next relay number
         self._live: dict[tuple[int, int], _Relay] = {}  # (root, number) -> relay, until collected
-        self._incoming: dict[
-            tuple[int, int], deque[_Relay]
-        ] = {}  # (parent, tag) -> awaiting chunks
+        self._status = MPI.Status()
         # Relays with chunks or sends still in flight here: a plain list, since every poll of
         # the transport asks whether it is empty.
         self.moving: list[_Relay] = []
@@ -220,7 +238,8 @@ class Relays:
             for frame, offset in zip(frames, offsets, strict=True)
         ]
         chunk = chunk_size(sum(frame.nbytes for frame in frames))
-        relay = _Relay(list(frames), chunk, self._tags(tree(self.rank, members, self.rank)))
+        relay = _Relay(list(frames), chunk)
+        relay.children = self._children(relay, self.rank, members)
         isend = self._comm.Isend
         requests = []
         for child, tag in relay.children:
@@ -228,6 +247,11 @@ class Relays:
             requests.append(isend(head, child, TAG_RELAY_HEAD))
             requests += [isend([chunk, MPI.BYTE], child, tag) for chunk in relay.chunks]
         return number, requests
+
+    def _children(self, relay: _Relay, root: int, members: Sequence[int]) -> list[tuple[int, int]]:
+        """This rank's children in ``relay``'s tree, each with a free chunk tag."""
+        fanout = fanout_of(len(relay.chunks), len(members))
+        return self._tags(tree(root, members, self.rank, fanout))
 
     def _tags(self, children: list[int]) -> list[tuple[int, int]]:
         """A chunk tag for each child that no relay still being forwarded to it uses."""
@@ -246,30 +270,16 @@ class Relays:
         return chosen
 
     def take(self, message: MPI.Message, status: MPI.Status) -> None:
-        """Receive a probed head, or start receiving a probed chunk (its tag says which)."""
+        """Receive a probed head. A probed chunk is one no head announced (a member posts
+        every announced chunk's receive with its head): refused."""
         source, tag = status.Get_source(), status.Get_tag()
         if tag == TAG_RELAY_HEAD:
             buffer = bytearray(status.Get_count(MPI.BYTE))
             message.Recv(buffer)
             self._head(source, buffer)
             return
-        queue = self._incoming.get((source, tag))
-        count = status.Get_count(MPI.BYTE)
-        if not queue:
-            message.Recv(bytearray(count))  # (so that its send completes: what arrived only)
-            raise DecodeError(f"rank {source} sent a relayed chunk (tag {tag}) before its head")
-        relay = queue[0]
-        target = relay.chunks[len(relay.recvs)]
-        if count != target.nbytes:
-            message.Recv(bytearray(count))
-            raise DecodeError(
-                f"rank {source} sent a relayed chunk of {count} bytes, not {target.nbytes}"
-            )
-        relay.recvs.append(message.Irecv([target, MPI.BYTE]))
-        if len(relay.recvs) == len(relay.chunks):
-            queue.popleft()
-            if not queue:
-                del self._incoming[(source, tag)]
+        message.Recv(bytearray(status.Get_count(MPI.BYTE)))  # (so that its send completes)
+        raise DecodeError(f"rank {source} sent a relayed chunk (tag {tag}) no relay head announced")
 
     def _head(self, source: int, buffer: bytearray) -> None:
         root, number, chunk, tag, frames, members = unpack_head(buffer, source, self.size)
@@ -283,25 +293,40 @@ class Relays:
             total = sum(size for size, _ in frames)
             raise DecodeError(f"rank {source} sent a relay head of {total} bytes") from exc
         self.count += 1
-        relay = _Relay(buffers, chunk, self._tags(tree(root, members, self.rank)))
+        relay = _Relay(buffers, chunk)
+        relay.children = self._children(relay, root, members)
         self._live[(root, number)] = relay
-        self._incoming.setdefault((source, tag), deque()).append(relay)
         self.moving.append(relay)
+        irecv = self._comm.Irecv
+        relay.recvs = [irecv([piece, MPI.BYTE], source, tag) for piece in relay.chunks]
         for child, child_tag in relay.children:
             head = pack_head(root, number, chunk, child_tag, frames, members)
             relay.sends.append(self._comm.Isend(head, child, TAG_RELAY_HEAD))
 
     def advance(self) -> bool:
-        """Forward the chunks that have arrived; True if any relay finished here."""
+        """Forward the chunks that have arrived; True if any relay finished here.
+
+        Raises:
+            DecodeError: a parent sent a chunk of another size than its head announced.
+        """
         finished = False
+        status = self._status
+        isend = self._comm.Isend
         for relay in self.moving:
-            recvs = relay.recvs
-            while relay.received < len(recvs) and recvs[relay.received].Test():
+            recvs, chunks = relay.recvs, relay.chunks
+            # Each chunk goes on as soon as it is complete, before the next is tested: every
+            # Test moves data, and testing on first kept a forwarding member here until the
+            # last chunk had arrived, its children waiting.
+            while relay.received < len(recvs) and self._arrived(relay, status):
+                piece = chunks[relay.received]
+                if status.Get_count(MPI.BYTE) != piece.nbytes:
+                    self._drop(relay)
+                    raise DecodeError(
+                        f"rank {status.Get_source()} sent a relayed chunk of "
+                        f"{status.Get_count(MPI.BYTE)} bytes, not {piece.nbytes}"
+                    )
                 relay.received += 1
-            isend = self._comm.Isend
-            while relay.forwarded < relay.received:
-                chunk = relay.chunks[relay.forwarded]
-                relay.sends += [isend([chunk, MPI.BYTE], c, tag) for c, tag in relay.children]
+                relay.sends += [isend([piece, MPI.BYTE], c, tag) for c, tag in relay.children]
                 relay.forwarded += 1
             if relay.sends and MPI.Request.Testall(relay.sends):
                 relay.sends = []
@@ -310,13 +335,41 @@ class Relays:
             self.moving = [relay for relay in self.moving if not relay.done]
         return finished
 
-    def requests(self) -> list[MPI.Request]:
-        """Every receive and send in flight for a relay here (what a spin waits on)."""
+    def _arrived(self, relay: _Relay, status: MPI.Status) -> bool:
+        """Whether the relay's next chunk is complete (its status in ``status``)."""
+        try:
+            return relay.recvs[relay.received].Test(status)
+        except MPI.Exception as exc:  # a chunk longer than announced (MPI_ERR_TRUNCATE)
+            self._drop(relay)
+            raise DecodeError(
+                f"a relayed chunk did not fit where its head placed it: {exc}"
+            ) from exc
+
+    def _drop(self, relay: _Relay) -> None:
+        """Give up a relay whose parent sent a chunk its head did not announce: its other
+        receives are cancelled (what the parent sends on is then a chunk without a head), and
+        it never completes (its envelope, if one comes, waits for ever, as for a lost one)."""
+        for request in relay.recvs[relay.received + 1 :]:
+            request.Cancel()
+            request.Free()
+        relay.recvs = relay.recvs[: relay.received]
+        self.moving = [other for other in self.moving if other is not relay]
+
+    def sends(self) -> list[MPI.Request]:
+        """Every send in flight for a relay here (what a spin may test and complete)."""
         found = []
         for relay in self.moving:
-            found += relay.recvs[relay.received :]
             found += relay.sends
         return found
+
+    def receives(self) -> list[MPI.Request]:
+        """The next chunk receive of each relay here: what a spin watches without completing
+        it (`MPI.Request.Get_status_any`), so that `advance` reads its status."""
+        return [
+            relay.recvs[relay.received]
+            for relay in self.moving
+            if relay.received < len(relay.recvs)
+        ]
 
     def collect(self, root: int, number: int) -> list[Frame] | None:
         """The frames of relay ``number`` from ``root`` once it is done here (and forget it),

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 
-from geode_mpi import Geode, Message
-from geode_mpi.transport import open_world
+from geode_mpi import DecodeError, Geode, Message
+from geode_mpi.transport import open_world, relay
 from geode_mpi.transport.base import Frame
 from geode_mpi.transport.relay import CHUNK, FANOUT, RELAY_MIN
 
@@ -25,6 +26,12 @@ Got = list[tuple[int, str, int, bytes]]
 def big(root: int, k: int) -> Frame:
     """A relayed frame: above the threshold, not a whole number of chunks."""
     return np.full(max(RELAY_MIN, CHUNK) + 4096 * k + 40, root * 16 + k % 16, np.uint8)
+
+
+def sent(root: int, k: int) -> Frame:
+    """A point-to-point frame: out of band, but smaller than a relayed one (the test sends
+    one to every other rank)."""
+    return big(root, k)[: CHUNK + 40]
 
 
 def collect(transport: Any) -> Got:
@@ -60,7 +67,7 @@ def test_relayed_small_and_point_to_point_messages_keep_one_order_per_root() -> 
             tickets.append(transport.broadcast(700 + rank, struct.pack("<1si", b"S", k), []))
         else:
             for dest in others:
-                tickets.append(transport.send(dest, struct.pack("<1si", b"P", k), [big(rank, k)]))
+                tickets.append(transport.send(dest, struct.pack("<1si", b"P", k), [sent(rank, k)]))
     for root in range(size):
         transport.close_stream(700 + root, timeout=TIMEOUT)
     assert transport.wait(lambda: all(t.done for t in tickets), time.monotonic() + TIMEOUT)
@@ -73,7 +80,7 @@ def test_relayed_small_and_point_to_point_messages_keep_one_order_per_root() -> 
             if kind == "L":
                 assert data == big(root, k).tobytes() + np.arange(3, dtype=np.int16).tobytes()
             elif kind == "P":
-                assert data == big(root, k).tobytes()
+                assert data == sent(root, k).tobytes()
     relayed = getattr(transport, "relayed", 0)  # the in-process transport never relays
     assert relayed == (count // 3 * size if size - 1 > FANOUT else 0)  # its own, the others'
     transport.close(timeout=TIMEOUT)
@@ -186,3 +193,27 @@ def test_a_forwarding_member_busy_in_its_own_receive_still_forwards() -> None:
                 got = [geode.receive(node, topic=topic, timeout=TIMEOUT) for _ in arrays]
                 assert all(np.array_equal(m.data, a) for m, a in zip(got, arrays, strict=True))
     geode.close(timeout=TIMEOUT)
+
+
+def test_a_relayed_chunk_shorter_or_longer_than_its_head_says_is_refused() -> None:
+    """A member posts every chunk's receive when the head arrives, so a chunk of the wrong
+    length lands in a posted receive: it must still be refused, not taken as the frame's
+    bytes (shorter: its length is checked; longer: the receive fails)."""
+    transport = open_world()
+    if transport.size > 1:  # one rank: no parent to send a chunk
+        comm = transport.comm  # type: ignore[attr-defined]
+        for wrong in (CHUNK // 2, CHUNK + 4096):
+            comm.Barrier()
+            tag = relay.CHUNK_TAG + 7
+            if transport.rank == 0:
+                number = 1000 + wrong
+                head = relay.pack_head(0, number, CHUNK, tag, [(2 * CHUNK, 0)], [1])
+                comm.Send(head, 1, relay.TAG_RELAY_HEAD)
+                comm.Send(np.zeros(wrong, np.uint8), 1, tag)
+            elif transport.rank == 1:
+                with pytest.raises(DecodeError, match="relayed chunk"):
+                    deadline = time.monotonic() + TIMEOUT
+                    while time.monotonic() < deadline:
+                        transport.progress()
+                assert not transport.busy  # given up: nothing left moving
+    transport.close(timeout=TIMEOUT)

@@ -10,21 +10,30 @@ from geode_mpi.transport import relay
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 8, 63])
 @pytest.mark.parametrize("root", [0, 5, 99])
+@pytest.mark.parametrize("fanout", [1, relay.FANOUT])
 def test_the_tree_reaches_every_member_once_and_the_root_sends_at_most_fanout(
-    count: int, root: int
+    count: int, root: int, fanout: int
 ) -> None:
     members = [rank for rank in range(count + 1) if rank != root][:count]
     members += [] if len(members) == count else [count + 1]
     reached: list[int] = []
-    level = relay.tree(root, members, root)
-    assert len(level) == min(relay.FANOUT, count)
+    level = relay.tree(root, members, root, fanout)
+    assert len(level) == min(fanout, count)
     steps = 0
     while level:
         reached += level
-        level = [child for rank in level for child in relay.tree(root, members, rank)]
+        level = [child for rank in level for child in relay.tree(root, members, rank, fanout)]
         steps += 1
     assert sorted(reached) == members
-    assert steps <= count.bit_length()  # about log2(members) hops
+    # a chain: one hop per member; a binary tree: about log2(members) hops
+    assert steps == count if fanout == 1 else steps <= count.bit_length()
+
+
+def test_a_relay_goes_down_a_chain_once_it_has_as_many_chunks_as_members() -> None:
+    assert relay.fanout_of(chunks=8, members=3) == 1
+    assert relay.fanout_of(chunks=7, members=7) == 1
+    assert relay.fanout_of(chunks=6, members=7) == relay.FANOUT
+    assert relay.fanout_of(chunks=32, members=63) == relay.FANOUT
 
 
 def test_chunks_cover_every_frame_in_order() -> None:
