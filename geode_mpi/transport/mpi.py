@@ -775,7 +775,6 @@ class MPITransport(RootedMPI, TransportBase):
         # A relay's chunk receives are watched, not completed here: advance() reads their
         # statuses (a chunk's length is checked against its head's).
         chunks = self._relays.receives()
-        watch = MPI.Request.Get_status_any
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
         iprobe = self.comm.Iprobe
@@ -790,7 +789,7 @@ class MPITransport(RootedMPI, TransportBase):
         while True:
             if (
                 (requests and testany(requests)[1])
-                or (chunks and watch(chunks)[1])
+                or (chunks and any(chunk.Get_status() for chunk in chunks))
                 or iprobe(_ANY_SOURCE, _ANY_TAG)
                 or clock() > until
             ):

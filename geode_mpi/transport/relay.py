@@ -364,7 +364,8 @@ class Relays:
 
     def receives(self) -> list[MPI.Request]:
         """The next chunk receive of each relay here: what a spin watches without completing
-        it (`MPI.Request.Get_status_any`), so that `advance` reads its status."""
+        it (`MPI.Request.Get_status` of each: `Get_status_any` is MPI 4.1, which Open MPI 5.0
+        lacks), so that `advance` reads its status."""
         return [
             relay.recvs[relay.received]
             for relay in self.moving
