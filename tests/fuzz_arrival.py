@@ -144,8 +144,11 @@ class World:
         self.settle()
         for waiting in self.transport._frames_in:
             while waiting:
-                count, message = waiting.popleft()
-                message.Recv(bytearray(count))
+                held = waiting.popleft()
+                if held.request is None:
+                    held.message.Recv(bytearray(held.count))
+                else:  # its receive was posted when its envelope did not follow at once
+                    held.request.Wait()
         for _, request in self.orphans:
             request.Wait()
         self.orphans.clear()

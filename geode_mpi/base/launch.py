@@ -52,6 +52,17 @@ class LaunchInfo(Frozen):
     ) -> None:
         fill(self, under_launcher, local_ranks, cores, cma_disabled_by_geode)
 
+    @property
+    def oversubscribed(self) -> bool:
+        """More ranks on this host than cores for them (known only when the launcher says
+        how many ranks share the host)."""
+        return self.local_ranks is not None and self.local_ranks > self.cores
+
+    @property
+    def core_per_rank(self) -> bool:
+        """Every rank on this host has a core of its own (as the launcher says)."""
+        return self.local_ranks is not None and self.local_ranks <= self.cores
+
 
 _info: LaunchInfo | None = None
 

@@ -152,6 +152,22 @@ class _Arrival:
         self.relay = relay
 
 
+class _Held:
+    """A frame probed (matched, its size known) and not yet claimed by its envelope. Its
+    receive is posted at once when the envelope does not follow it within the same probes
+    (`MPITransport._post_held`): over a network the envelope waits behind the frame's bytes,
+    which move only into a posted receive (or, slower, into MPI's unexpected-message buffers,
+    then copied again)."""
+
+    __slots__ = ("count", "message", "request", "target")
+
+    def __init__(self, count: int, message: MPI.Message) -> None:
+        self.count = count
+        self.message = message
+        self.target: Frame | None = None
+        self.request: MPI.Request | None = None
+
+
 def _ended(arrivals: deque[_Arrival], marker: int) -> bool:
     """Whether everything before end marker ``marker`` (an `_Arrival.relay`) has left the
     queue: only other end markers are ahead of it."""
@@ -194,7 +210,9 @@ class MPITransport(RootedMPI, TransportBase):
         self._next_test = 0  # where the next poll starts testing, with many sends in flight
         self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
         # Frames probed (matched, with their sizes) per source, not yet claimed by an envelope.
-        self._frames_in: list[deque[tuple[int, MPI.Message]]] = [deque() for _ in range(self.size)]
+        self._frames_in: list[deque[_Held]] = [deque() for _ in range(self.size)]
+        self._unposted: list[_Held] = []  # held frames whose receive is not posted yet
+        self._early: list[_Held] = []  # held frames whose receive is posted (_post_held)
         self._waiting_sources: set[int] = set()
         self._status = MPI.Status()
         self._closed = False
@@ -204,8 +222,7 @@ class MPITransport(RootedMPI, TransportBase):
         self._fan: FanTicket | None = None  # the last small broadcast's (see _batch_to)
         self.pool = BufferPool()
         self._relays = Relays(self.comm, self.pool)  # large broadcasts down a tree
-        launch = launch_info()
-        self.oversubscribed = launch.local_ranks is not None and launch.local_ranks > launch.cores
+        self.oversubscribed = launch_info().oversubscribed
         tighten_timer_slack()
 
     # -- sending ---------------------------------------------------------------------------
@@ -401,7 +418,21 @@ class MPITransport(RootedMPI, TransportBase):
             found = True
             missed = False
             self._take_matched(message)
+        if self._unposted:
+            self._post_held()
         return found
+
+    def _post_held(self) -> None:
+        """Post the receives of the held frames whose envelopes did not follow them: on
+        shared memory an envelope comes right behind its frame, and the frame's copy waits
+        for it (see `_take_matched`); over a network it waits behind the frame's bytes."""
+        for held in self._unposted:
+            # The sender's offset within a page is in the envelope, not known yet: a page
+            # boundary (the offset matters only to shared memory's single copy).
+            held.target = target = self.pool.take(held.count, 0)
+            held.request = held.message.Irecv([target, _BYTE])
+        self._early += self._unposted
+        self._unposted.clear()
 
     def _take_matched(self, message: MPI.Message) -> bool:
         """Receive a probed message; True if it was an envelope, False for a frame."""
@@ -410,8 +441,11 @@ class MPITransport(RootedMPI, TransportBase):
         tag = status.Get_tag()
         if tag == TAG_FRAME:
             # Matched, not yet received: the copy waits until the envelope has been handled,
-            # so that the Python work of a message runs before the copy, on a warm cache.
-            self._frames_in[source].append((status.Get_count(MPI.BYTE), message))
+            # so that the Python work of a message runs before the copy, on a warm cache
+            # (unless the envelope is late: `_post_held`).
+            held = _Held(status.Get_count(_BYTE), message)
+            self._frames_in[source].append(held)
+            self._unposted.append(held)
             return False
         if tag >= TAG_RELAY_HEAD:  # a relay's head or chunk (not an envelope)
             self._relays.take(message, status)
@@ -555,14 +589,18 @@ class MPITransport(RootedMPI, TransportBase):
         waiting = self._frames_in[source]
         if not waiting:
             raise DecodeError(f"rank {source} sent an envelope before its frames")
-        count, message = waiting[0]
-        if count != size:
+        held = waiting[0]
+        if held.count != size:
             raise DecodeError(
-                f"rank {source} sent a frame of {count} bytes where its envelope says {size}"
+                f"rank {source} sent a frame of {held.count} bytes where its envelope says {size}"
             )
         waiting.popleft()
+        if held.target is not None and held.request is not None:  # posted early
+            self._early.remove(held)
+            return held.target, held.request
+        self._unposted.remove(held)  # (a frame and its envelope in one burst: the first)
         target = self.pool.take(size, offset)
-        return target, message.Irecv([target, MPI.BYTE])
+        return target, held.message.Irecv([target, _BYTE])
 
     def _complete_arrivals(self) -> bool:
         found = False
@@ -749,7 +787,7 @@ class MPITransport(RootedMPI, TransportBase):
     def spin(self, seconds: float) -> bool:
         if self._batches:
             self.flush()
-        if self._active or self._waiting_sources or self._relays.moving:
+        if self.busy:
             return self._spin_transfers(seconds)
         improbe = self.comm.Improbe
         status = self._status
@@ -757,9 +795,9 @@ class MPITransport(RootedMPI, TransportBase):
         while True:
             message = improbe(_ANY_SOURCE, _ANY_TAG, status)
             if message is not None:
-                if self._take_matched(message):
-                    return True  # an envelope; the rest arrive with the next progress()
-                until = time.perf_counter() + seconds  # a frame: its envelope follows it
+                if not self._take_matched(message):
+                    self.progress()  # a frame: its envelope, or else its receive posted
+                return True  # the rest arrive with the next progress()
             if time.perf_counter() > until:
                 return False
 
@@ -771,6 +809,9 @@ class MPITransport(RootedMPI, TransportBase):
         requests = [request for ticket in self._active for request in ticket.state[0]]
         for source in self._waiting_sources:
             requests.extend(self._arrivals[source][0].requests)
+        # Frames received before their envelopes (_post_held); a completed request is null,
+        # and would end every spin at once.
+        requests.extend(held.request for held in self._early if held.request)
         requests += self._relays.sends()
         # A relay's chunk receives are watched, not completed here: advance() reads their
         # statuses (a chunk's length is checked against its head's).
@@ -806,7 +847,13 @@ class MPITransport(RootedMPI, TransportBase):
 
     @property
     def busy(self) -> bool:
-        return bool(self._active or self._waiting_sources or self._relays.moving)
+        return bool(
+            self._active
+            or self._waiting_sources
+            or self._relays.moving
+            # frames coming in before their envelopes (not one whose envelope was refused)
+            or (self._early and any(held.request for held in self._early))
+        )
 
     def pending_summary(self) -> str:
         """What this rank is waiting for, for diagnostics."""
@@ -814,6 +861,10 @@ class MPITransport(RootedMPI, TransportBase):
         if self._active:
             dests = sorted({ticket.dest for ticket in self._active})
             parts.append(f"{len(self._active)} send(s) to rank(s) {dests} not complete")
+        held = [len(waiting) for waiting in self._frames_in]
+        if any(held):
+            sources = [source for source, count in enumerate(held) if count]
+            parts.append(f"{sum(held)} frame(s) from rank(s) {sources} waiting for their envelopes")
         for source in sorted(self._waiting_sources):
             parts.append(
                 f"{len(self._arrivals[source])} message(s) from rank {source} half received"
