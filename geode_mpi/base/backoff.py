@@ -127,7 +127,9 @@ class Backoff:
     ) -> None:
         self.gate = gate
         self.spin = spin
-        self.yield_time = idle_yield() if yield_time is None else yield_time
+        if yield_time is None:
+            yield_time = _idle_yield or idle_yield()
+        self.yield_time = yield_time
         self.busy_spin = busy_spin
         self.min_sleep = min_sleep
         self.max_sleep = max_sleep

@@ -152,18 +152,26 @@ class _Arrival:
         self.relay = relay
 
 
+# A frame held this long (seconds) without its envelope gets its receive posted before the
+# envelope comes (see _Held). On shared memory the envelope follows within a few us (the
+# sender posts it right after the frame), and waiting for it keeps the frame's copy after the
+# envelope's Python work, on a warm cache; over MPICH's ofi/tcp it comes only after the
+# frame's last byte (1 MiB: about 500 us).
+LATE_ENVELOPE = 30e-6
+
+
 class _Held:
     """A frame probed (matched, its size known) and not yet claimed by its envelope. Its
-    receive is posted at once when the envelope does not follow it within the same probes
-    (`MPITransport._post_held`): over a network the envelope waits behind the frame's bytes,
-    which move only into a posted receive (or, slower, into MPI's unexpected-message buffers,
-    then copied again)."""
+    receive is posted once the envelope is `LATE_ENVELOPE` late (`MPITransport._post_late`):
+    over a network the envelope waits behind the frame's bytes, which move only into a posted
+    receive (or, slower, into MPI's unexpected-message buffers, then copied again)."""
 
-    __slots__ = ("count", "message", "request", "target")
+    __slots__ = ("count", "message", "request", "since", "target")
 
     def __init__(self, count: int, message: MPI.Message) -> None:
         self.count = count
         self.message = message
+        self.since = time.perf_counter()
         self.target: Frame | None = None
         self.request: MPI.Request | None = None
 
@@ -212,7 +220,7 @@ class MPITransport(RootedMPI, TransportBase):
         # Frames probed (matched, with their sizes) per source, not yet claimed by an envelope.
         self._frames_in: list[deque[_Held]] = [deque() for _ in range(self.size)]
         self._unposted: list[_Held] = []  # held frames whose receive is not posted yet
-        self._early: list[_Held] = []  # held frames whose receive is posted (_post_held)
+        self._early: list[_Held] = []  # held frames whose receive is posted (_post_late)
         self._waiting_sources: set[int] = set()
         self._status = MPI.Status()
         self._closed = False
@@ -419,20 +427,27 @@ class MPITransport(RootedMPI, TransportBase):
             missed = False
             self._take_matched(message)
         if self._unposted:
-            self._post_held()
+            self._post_late()
         return found
 
-    def _post_held(self) -> None:
-        """Post the receives of the held frames whose envelopes did not follow them: on
-        shared memory an envelope comes right behind its frame, and the frame's copy waits
-        for it (see `_take_matched`); over a network it waits behind the frame's bytes."""
-        for held in self._unposted:
+    def _post_late(self) -> bool:
+        """Post the receives of the held frames whose envelopes are `LATE_ENVELOPE` late
+        (see `_Held`); whether there were any."""
+        unposted = self._unposted
+        late = time.perf_counter() - LATE_ENVELOPE
+        count = 0
+        for held in unposted:  # (oldest first)
+            if held.since > late:
+                break
             # The sender's offset within a page is in the envelope, not known yet: a page
             # boundary (the offset matters only to shared memory's single copy).
             held.target = target = self.pool.take(held.count, 0)
             held.request = held.message.Irecv([target, _BYTE])
-        self._early += self._unposted
-        self._unposted.clear()
+            count += 1
+        if count:
+            self._early += unposted[:count]
+            del unposted[:count]
+        return count > 0
 
     def _take_matched(self, message: MPI.Message) -> bool:
         """Receive a probed message; True if it was an envelope, False for a frame."""
@@ -442,7 +457,7 @@ class MPITransport(RootedMPI, TransportBase):
         if tag == TAG_FRAME:
             # Matched, not yet received: the copy waits until the envelope has been handled,
             # so that the Python work of a message runs before the copy, on a warm cache
-            # (unless the envelope is late: `_post_held`).
+            # (unless the envelope is late: `_Held`).
             held = _Held(status.Get_count(_BYTE), message)
             self._frames_in[source].append(held)
             self._unposted.append(held)
@@ -787,17 +802,19 @@ class MPITransport(RootedMPI, TransportBase):
     def spin(self, seconds: float) -> bool:
         if self._batches:
             self.flush()
-        if self.busy:
-            return self._spin_transfers(seconds)
+        if self._active or self._waiting_sources or self._relays.moving or self._early:
+            return self._spin_transfers(seconds)  # (busy, inline: a spin per small receive)
         improbe = self.comm.Improbe
         status = self._status
         until = time.perf_counter() + seconds
         while True:
             message = improbe(_ANY_SOURCE, _ANY_TAG, status)
             if message is not None:
-                if not self._take_matched(message):
-                    self.progress()  # a frame: its envelope, or else its receive posted
-                return True  # the rest arrive with the next progress()
+                if self._take_matched(message):
+                    return True  # an envelope; the rest arrive with the next progress()
+                until = time.perf_counter() + seconds  # a frame: its envelope follows it
+            elif self._unposted and self._post_late():
+                return True  # a frame whose envelope is late: now being received
             if time.perf_counter() > until:
                 return False
 
@@ -809,7 +826,7 @@ class MPITransport(RootedMPI, TransportBase):
         requests = [request for ticket in self._active for request in ticket.state[0]]
         for source in self._waiting_sources:
             requests.extend(self._arrivals[source][0].requests)
-        # Frames received before their envelopes (_post_held); a completed request is null,
+        # Frames received before their envelopes (_post_late); a completed request is null,
         # and would end every spin at once.
         requests.extend(held.request for held in self._early if held.request)
         requests += self._relays.sends()
@@ -833,6 +850,7 @@ class MPITransport(RootedMPI, TransportBase):
                 or (chunks and any(chunk.Get_status() for chunk in chunks))
                 or iprobe(_ANY_SOURCE, _ANY_TAG)
                 or clock() > until
+                or (self._unposted and self._unposted[0].since < clock() - LATE_ENVELOPE)
             ):
                 return self.progress()
             if share:

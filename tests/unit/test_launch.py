@@ -69,3 +69,23 @@ def test_launcher_rank_reads_what_launchers_set(
     environ: dict[str, str], expected: tuple[int, int] | None
 ) -> None:
     assert launcher_rank(environ) == expected
+
+
+def test_idle_waits_yield_longer_with_a_core_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    from geode_mpi.base import backoff, launch
+
+    monkeypatch.setattr("geode_mpi.base.launch.usable_cores", lambda: 2)
+    for local, own_core, yield_time in (
+        ("2", True, backoff.OWN_CORE_YIELD),
+        ("4", False, backoff.IDLE_YIELD),
+        (None, False, backoff.IDLE_YIELD),  # nothing says: as if oversubscribed
+    ):
+        env = {"PMI_RANK": "0"} if local is None else {"MPI_LOCALNRANKS": local}
+        info = prepare_mpi_environment(env)
+        assert info.core_per_rank is own_core
+        assert info.oversubscribed is (local == "4")
+        monkeypatch.setattr(launch, "_info", info)
+        monkeypatch.setattr(backoff, "_idle_yield", None)
+        assert Backoff().yield_time == yield_time
+        assert Backoff(yield_time=0.5).yield_time == 0.5
+    assert backoff.OWN_CORE_YIELD > 10 * backoff.IDLE_YIELD
