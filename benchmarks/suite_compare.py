@@ -47,7 +47,11 @@ def load(runs: Sequence[str]) -> Columns:
     columns = []
     for run in runs:
         label, _, folder = run.partition("=")
-        columns.append((label, json.loads((Path(folder) / "suite.json").read_text())))
+        suite = json.loads((Path(folder) / "suite.json").read_text())
+        env = suite.get("environment") or {}
+        if "mpi_library" in env:  # Open MPI's runs on: "Open MPI v5.0.11, package: ...\0"
+            env["mpi_library"] = str(env["mpi_library"]).replace("\0", "").split(",")[0]
+        columns.append((label, suite))
     return columns
 
 

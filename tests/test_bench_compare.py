@@ -51,11 +51,13 @@ def test_columns_side_by_side_with_a_dash_where_a_run_lacks_a_row(
     one = write_suite(
         tmp_path / "a", "MPICH Version: 5.0.2", [rate_run(0.54, "PASS"), fanout_run()]
     )
-    two = write_suite(tmp_path / "b", "Open MPI v5.0.11", [rate_run(0.41, "FAIL")])
+    library = "Open MPI v5.0.11, package: Open MPI user@localhost Distribution\0"
+    two = write_suite(tmp_path / "b", library, [rate_run(0.41, "FAIL")])
     assert compare.main([f"MPICH wheel={one}", f"Open MPI wheel={two}"]) == 0
     out = capsys.readouterr().out
     assert "- MPICH wheel: 2026-12-05 at 01:00 UTC, vm, 2 cores (MPICH 5.0.2," in out
     assert "load average (1 min) 3.5 at the start and 4.2 at the end" in out
+    assert "2 cores (Open MPI v5.0.11, mpi4py ?," in out  # the first line, no NUL
     assert "|  | MPICH wheel | Open MPI wheel |" in out
     # the trailing parenthesis of detail goes, in the target and in the measure
     assert "| rate: (2) unacked >= 0.5 x raw isend | PASS (0.54) | FAIL (0.41) |" in out
