@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -32,6 +33,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # Variables an MPI launcher sets: a benchmark launched from inside a job must not inherit them.
 LAUNCH_VARIABLES = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDI_", "HYDRA_", "GEODE_TRANSPORT")
+# --realtime: real-time priority (root), so that other jobs on a loaded machine cannot preempt
+# the ranks mid-measurement. Only for short runs of no more ranks than cores: spinning ranks at
+# that priority starve everything else, their own peers included.
+REALTIME = ("chrt", "-f", "1")
 GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a benchmark that timed out
 LOG_TAIL = 15  # lines of a failed benchmark's output printed by the suite
 # What every benchmark's run shares (ranks and the CMA setting differ: see each one's JSON file).
@@ -54,12 +59,14 @@ class Benchmark:
     timeout: float  # seconds, full run
     quick_timeout: float  # seconds, with --quick
     scratch: bool = False  # takes --dir for its files, in a directory the suite deletes after
+    extra: tuple[str, ...] = ()  # arguments of the command line's --args NAME=...
+    prefix: tuple[str, ...] = ()  # before mpiexec: REALTIME when --realtime names it
 
     def command(self, mpi: MPI, result: Path, quick: bool, scratch: Path | None) -> list[str]:
-        args = [mpi.mpiexec, "-n", str(self.ranks), mpi.python, str(self.script)]
+        args = [*self.prefix, mpi.mpiexec, "-n", str(self.ranks), mpi.python, str(self.script)]
         args += ["--quick"] if quick else []
         args += ["--dir", str(scratch)] if scratch is not None else []
-        return [*args, "--json", str(result)]
+        return [*args, *self.extra, "--json", str(result)]
 
 
 # The four (point-to-point, message rate, topics, checkpoints) first, then the rest.
@@ -152,6 +159,20 @@ def parse_args(argv: Sequence[str] | None, names: Sequence[str]) -> argparse.Nam
         help="the Python the ranks run, from a venv whose mpi4py loads that MPI (default this one)",
     )
     parser.add_argument(
+        "--args",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="more arguments for benchmark NAME (repeatable), e.g. pingpong='--sizes 8,1Mi'",
+    )
+    parser.add_argument(
+        "--realtime",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated benchmarks to run under `chrt -f 1` (root; short runs of at most "
+        "as many ranks as cores: a loaded machine then cannot preempt them)",
+    )
+    parser.add_argument(
         "--report",
         type=Path,
         default=None,
@@ -164,6 +185,15 @@ def parse_args(argv: Sequence[str] | None, names: Sequence[str]) -> argparse.Nam
         unknown = [name for name in args.only if name not in names]
         if unknown or not args.only:
             parser.error(f"--only must name benchmarks of {', '.join(names)}, got {unknown}")
+    args.extra = {}
+    for given in args.args:
+        name, _, text = given.partition("=")
+        if name not in names:
+            parser.error(f"--args must start with a benchmark of {', '.join(names)}, got {given!r}")
+        args.extra[name] = tuple(shlex.split(text))
+    args.realtime = [n.strip() for n in (args.realtime or "").split(",") if n.strip()]
+    if any(name not in names for name in args.realtime):
+        parser.error(f"--realtime must name benchmarks of {', '.join(names)}, got {args.realtime}")
     if args.timeout is not None and args.timeout <= 0:
         parser.error(f"--timeout must be > 0, got {args.timeout:g}")
     for name in ("mpiexec", "python"):
@@ -316,7 +346,15 @@ def environment(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_suite(args: argparse.Namespace, benchmarks: Sequence[Benchmark], argv: list[str]) -> int:
-    chosen = [b for b in benchmarks if args.only is None or b.name in args.only]
+    chosen = [
+        dataclasses.replace(
+            b,
+            extra=args.extra.get(b.name, ()),
+            prefix=REALTIME if b.name in args.realtime else (),
+        )
+        for b in benchmarks
+        if args.only is None or b.name in args.only
+    ]
     out = (args.out or default_out(args.quick)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now().astimezone()

@@ -239,3 +239,33 @@ def test_mpiexec_and_python_choose_the_mpi_the_benchmarks_run_on(
     assert record["mpi"] == {"mpiexec": str(launcher), "python": sys.executable}
     with pytest.raises(SystemExit):
         suite.main(["--mpiexec", str(tmp_path / "no-such-mpiexec")], benchmarks=benchmarks)
+
+
+@pytest.mark.mpi
+def test_args_and_realtime_reach_the_command_of_the_benchmark_they_name(
+    suite: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--args NAME=ARGS goes after that benchmark's own arguments; --realtime puts its prefix
+    (chrt -f 1; here a stand-in that records it was used) before mpiexec."""
+    seen = tmp_path / "seen.txt"
+    wrapper = tmp_path / "realtime"
+    wrapper.write_text(f'#!/bin/sh\nprintf "realtime %s\\n" "$1" >> {seen}\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(suite, "REALTIME", (str(wrapper),))
+    benchmarks = fake_benchmarks(suite, tmp_path)
+    out = tmp_path / "out"
+    args = ["--only", "passes,misses", "--out", str(out), "--realtime", "passes"]
+    args += ["--args", "passes=--sizes '8,1Mi' --repeats 5", "--args", "misses="]
+    assert suite.main(args, benchmarks=benchmarks) == 0
+    assert seen.read_text() == f"realtime {suite.mpiexec()}\n"  # passes only
+    commands = {
+        run["name"]: run["command"] for run in json.loads((out / "suite.json").read_text())["runs"]
+    }
+    assert commands["passes"].startswith(f"{wrapper} {suite.mpiexec()} -n 2 ")
+    assert commands["passes"].endswith(
+        f"passes.py --sizes 8,1Mi --repeats 5 --json {out}/passes.json"
+    )
+    assert commands["misses"].startswith(f"{suite.mpiexec()} -n 2 ")
+    for wrong in (["--args", "nosuch=--x"], ["--realtime", "passes,nosuch"]):
+        with pytest.raises(SystemExit):
+            suite.main(wrong, benchmarks=benchmarks)
