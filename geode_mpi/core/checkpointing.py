@@ -36,7 +36,7 @@ from geode_mpi.core.saved import (
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
 from geode_mpi.errors import ClosedError, GeodeTimeoutError, check_timeout
 from geode_mpi.persistence import CheckpointError, CheckpointStore, key_from_environment
-from geode_mpi.persistence.rankfile import JsonValue, RankFile
+from geode_mpi.persistence.rankfile import JsonValue, RankFile, Syncing
 from geode_mpi.persistence.snapshot import capture
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Rooted, require
@@ -57,6 +57,18 @@ _TERMINATED, _TIME_DUE, _SENT_DUE = 1, 2, 4
 
 def _cannot_close(timeout: float | None) -> None:
     raise RuntimeError("the Geode did not tell its checkpointer how to close it")
+
+
+def _durable(syncing: Syncing | None, rank: int) -> str | None:
+    """Wait for this rank's file to be durable: None, or why it is not (no file: None, its
+    writing failed and says so)."""
+    if syncing is None:
+        return None
+    try:
+        syncing.wait()
+    except OSError as exc:
+        return f"rank {rank}: fsync of its file: {exc}"
+    return None
 
 
 class Checkpointer:
@@ -255,12 +267,15 @@ class Checkpointer:
     def _write(self, tree: dict[str, Any], deadline: float | None) -> tuple[RankFile, int]:
         """Write this rank's file of the next epoch and seal it: (the file, every file's bytes).
 
-        Two collectives, a gather and a broadcast, besides the drain. The epoch's number is
+        Three rooted steps, one round each, besides the drain: a gather of the files' entries,
+        a gather of whether each is durable, a broadcast of the outcome. The epoch's number is
         known on every rank without asking once this job has written or restored one (the
         directory's lock keeps other jobs out); the first checkpoint asks rank 0, which lists
-        the directory (one listing, not P). Each rank makes its file's directory and writes its
-        file straight to its name (the epoch is not a checkpoint until the manifest lists it),
-        fsynced; rank 0 fsyncs the directories once, then writes the manifest.
+        the directory (one listing, not P). Each rank makes its file's directory, writes its
+        file straight to its name (the epoch is not a checkpoint until the manifest lists it)
+        and sends rank 0 its entry while the disk takes the file's fsync; rank 0 meanwhile
+        writes the manifest under its temporary name and fsyncs it and the directories, and
+        renames it into place (sealing the epoch) once every rank's file is durable.
 
         Raises:
             CheckpointError: some rank could not write (each rank raises, naming the first).
@@ -275,16 +290,22 @@ class Checkpointer:
         self.next_epoch = epoch + 1  # whatever happens: a failed epoch is never reused
         attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
         written: RankFile | str
+        syncing: Syncing | None = None
         try:
             if geode.rank == 0:
                 store.prepare(epoch, geode.size)  # refuses an epoch already sealed
-            written = store.write_rank(epoch, geode.rank, geode.size, attrs, tree)
+            written, syncing = store.start_rank(epoch, geode.rank, geode.size, attrs, tree)
         except (CheckpointError, OSError) as exc:
             written = f"rank {geode.rank}: {exc}"
-        files = rooted.gather(written, deadline=deadline)
+        try:
+            files = rooted.gather(written, deadline=deadline)
+            staged = None if files is None else self._stage(epoch, files)  # rank 0
+        finally:
+            synced = _durable(syncing, geode.rank)  # (a timeout waits for it too: the handle)
+        durable = rooted.gather(synced, deadline=deadline)
         outcome: tuple[str | None, int, list[int]] = (None, 0, [])
-        if files is not None:  # rank 0
-            outcome = self._seal(epoch, files)
+        if files is not None and durable is not None:  # rank 0
+            outcome = self._seal(epoch, files, staged, durable)
         # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
         problem, total, pruned = rooted.bcast(outcome, deadline=deadline)
         for old in pruned:  # each rank its own file: no rank removes P files alone
@@ -294,23 +315,37 @@ class Checkpointer:
         self.epoch = int(epoch)
         return written, int(total)
 
-    def _seal(self, epoch: int, files: list[RankFile | str]) -> tuple[str | None, int, list[int]]:
-        """On rank 0: the manifest, once every rank wrote its file; then the epochs no longer
-        kept are unsealed (`CheckpointStore.unseal`). (problem, bytes in all, epochs pruned)"""
-        geode = self.geode
-        store = self.store
+    def _stage(self, epoch: int, files: list[RankFile | str]) -> str | None:
+        """On rank 0, once every rank wrote its file: the manifest, staged (written and
+        fsynced under its temporary name, the directories fsynced); None, or what failed."""
         failed = [file for file in files if isinstance(file, str)]
         if failed:
-            return failed[0], 0, []
+            return failed[0]
         written = [file for file in files if not isinstance(file, str)]
-        info = {"nodes": list(geode.names), "size": geode.size}
+        info = {"nodes": list(self.geode.names), "size": self.geode.size}
         try:
-            store.write_manifest(epoch, written, info, prune=False)
+            self.store.stage_manifest(epoch, written, info)
+        except OSError as exc:
+            return f"rank 0: the manifest: {exc}"
+        return None
+
+    def _seal(
+        self, epoch: int, files: list[RankFile | str], staged: str | None, durable: list[Any]
+    ) -> tuple[str | None, int, list[int]]:
+        """On rank 0: the staged manifest renamed into place, once every rank's file is
+        durable; then the epochs no longer kept are unsealed (`CheckpointStore.unseal`).
+        (problem, bytes in all, epochs pruned)"""
+        store = self.store
+        problem = staged or next((found for found in durable if found is not None), None)
+        if problem is not None:
+            return problem, 0, []
+        try:
+            store.commit_manifest(epoch)
         except OSError as exc:
             return f"rank 0: the manifest: {exc}", 0, []
         pruned = store.prunable()
         store.unseal(pruned)
-        return None, sum(file.size for file in written), pruned
+        return None, sum(file.size for file in files if not isinstance(file, str)), pruned
 
     # -- restoring the newest --------------------------------------------------------------
 

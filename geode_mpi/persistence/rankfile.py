@@ -168,6 +168,29 @@ def _write_flat(file: h5py.File, tree: Mapping[str, Any]) -> None:
         _data_dataset(file, name, kind.encode(), value)
 
 
+class Syncing:
+    """A file's fsync, running in a thread from the moment the file is written: `wait`
+    returns once the file is durable (or raises the fsync's `OSError`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.error: OSError | None = None
+        self.handle = open(path, "rb+")  # noqa: SIM115 (closed by wait)
+        self.thread = threading.Thread(target=self._sync, name="geode-fsync", daemon=True)
+        self.thread.start()
+
+    def _sync(self) -> None:
+        try:
+            os.fsync(self.handle.fileno())
+        except OSError as exc:
+            self.error = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+        self.handle.close()
+        if self.error is not None:
+            raise self.error
+
+
 def write_rank_file(
     directory: Path,
     rank: int,
@@ -184,7 +207,26 @@ def write_rank_file(
             (after syncing the directory): one rename and one directory fsync less per rank.
     """
     final = directory / rank_name(rank)
-    target = directory / (rank_name(rank) + ".tmp") if atomic else final
+    written, syncing = start_rank_file(directory, rank, attrs, tree, atomic)
+    syncing.wait()
+    if atomic:
+        os.replace(directory / (rank_name(rank) + ".tmp"), final)
+        fsync_dir(directory)
+    return written
+
+
+def start_rank_file(
+    directory: Path,
+    rank: int,
+    attrs: Mapping[str, Any],
+    tree: Mapping[str, Any],
+    temporary: bool = False,
+) -> tuple[RankFile, Syncing]:
+    """Write one rank's file into ``directory`` (``temporary``: under its temporary name)
+    and hash it; its fsync is still running (`Syncing.wait`): the file's entry can go to the
+    manifest's writer while the disk takes it."""
+    final = directory / rank_name(rank)
+    target = directory / (rank_name(rank) + ".tmp") if temporary else final
     with h5py.File(target, "w") as file:
         file.attrs[_FORMAT_ATTR.decode()] = np.int64(FORMAT)
         text = json.dumps(dict(attrs)).encode()
@@ -192,15 +234,13 @@ def write_rank_file(
         _write_flat(file, tree)
     # The checksum is read back (from the page cache) while the disk takes the fsync: both
     # release the GIL, so the hash costs little wall time.
-    with open(target, "rb+") as handle:
-        syncing = threading.Thread(target=os.fsync, args=(handle.fileno(),))
-        syncing.start()
+    syncing = Syncing(target)
+    try:
         digest = sha256_of(target)
-        syncing.join()
-    if atomic:
-        os.replace(target, final)
-        fsync_dir(directory)
-    return RankFile(final.name, final.stat().st_size, digest)
+    except BaseException:
+        syncing.wait()
+        raise
+    return RankFile(final.name, target.stat().st_size, digest), syncing
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -41,9 +41,11 @@ from geode_mpi.persistence.rankfile import (
     CheckpointError,
     JsonValue,
     RankFile,
+    Syncing,
     fsync_dir,
     read_rank_file,
     sha256_of,
+    start_rank_file,
     write_rank_file,
 )
 
@@ -67,22 +69,28 @@ def epoch_name(epoch: int) -> str:
     return f"epoch-{epoch:06d}"
 
 
-def _write_atomically(path: Path, text: str, after: Sequence[Path] = ()) -> None:
-    """Write ``path`` under a temporary name, fsync, rename, fsync its directory; the
-    directories ``after`` are fsynced before the rename, while the file is (each fsync waits
-    for the disk, so in parallel they cost about one wait)."""
+def _staged(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def _stage(path: Path, text: str, after: Sequence[Path] = ()) -> None:
+    """``path``'s temporary file written and fsynced, and the directories ``after`` fsynced,
+    in parallel (each fsync waits for the disk, so together they cost about one wait)."""
     from concurrent.futures import ThreadPoolExecutor  # (1 MB a rank: only with a checkpoint)
 
-    temporary = path.with_name(path.name + ".tmp")
     with ThreadPoolExecutor(max(len(after), 1)) as pool:
         syncs = [pool.submit(fsync_dir, directory) for directory in after]
-        with open(temporary, "w", encoding="utf-8") as handle:
+        with open(_staged(path), "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         for sync in syncs:
             sync.result()  # a directory that failed to sync fails the write
-    os.replace(temporary, path)
+
+
+def _commit(path: Path) -> None:
+    """After `_stage`: the rename onto ``path``, and its directory's fsync."""
+    os.replace(_staged(path), path)
     fsync_dir(path.parent)
 
 
@@ -197,13 +205,21 @@ class CheckpointStore:
         self, epoch: int, rank: int, ranks: int, attrs: Mapping[str, Any], tree: Mapping[str, Any]
     ) -> RankFile:
         """Write ``rank``'s file of a job of ``ranks`` into its place in a prepared epoch."""
+        written, syncing = self.start_rank(epoch, rank, ranks, attrs, tree)
+        syncing.wait()
+        return written
+
+    def start_rank(
+        self, epoch: int, rank: int, ranks: int, attrs: Mapping[str, Any], tree: Mapping[str, Any]
+    ) -> tuple[RankFile, Syncing]:
+        """`write_rank`, returning while the file's fsync still runs (`Syncing.wait`)."""
         name = rank_path(rank, ranks, self.per_dir)
         directory = (self.epoch_path(epoch) / name).parent
         directory.mkdir(parents=True, exist_ok=True)  # each rank: no barrier after a prepare
         # Straight to its name, the directory not synced: the epoch is no checkpoint until
         # `write_manifest` (which syncs the directories first) seals it.
-        written = write_rank_file(directory, rank, attrs, tree, atomic=False)
-        return RankFile(name, written.size, written.sha256)
+        written, syncing = start_rank_file(directory, rank, attrs, tree)
+        return RankFile(name, written.size, written.sha256), syncing
 
     def write_manifest(
         self,
@@ -219,6 +235,22 @@ class CheckpointStore:
         one fsync per directory, so that a manifest that survives a crash lists only files
         that survived it too.
         """
+        self.stage_manifest(epoch, files, info)
+        path = self.commit_manifest(epoch)
+        if prune:
+            self.prune()
+        return path
+
+    def commit_manifest(self, epoch: int) -> Path:
+        """Seal an epoch whose manifest `stage_manifest` wrote, once every rank file it lists
+        is durable: its rename, and its directory's fsync."""
+        path = self.epoch_path(epoch)
+        _commit(path / MANIFEST)
+        return path
+
+    def stage_manifest(self, epoch: int, files: list[RankFile], info: Mapping[str, Any]) -> None:
+        """`write_manifest` but its rename: the manifest under its temporary name and every
+        directory of the epoch, durable (a staged manifest seals nothing)."""
         path = self.epoch_path(epoch)
         directories = {(path / file.name).parent for file in files} | {path, self.directory}
         manifest: dict[str, Any] = {
@@ -235,10 +267,7 @@ class CheckpointStore:
         if self.key is not None:
             manifest["hmac"] = sign(manifest, self.key)
         text = json.dumps(manifest, indent=1, sort_keys=True)
-        _write_atomically(path / MANIFEST, text, after=sorted(directories))
-        if prune:
-            self.prune()
-        return path
+        _stage(path / MANIFEST, text, after=sorted(directories))
 
     def prune(self) -> None:
         """Keep the newest ``keep`` complete checkpoints; remove older ones and any incomplete

@@ -1032,6 +1032,7 @@ class MPITransport(RootedMPI, TransportBase):
             together=CLOSING_YIELD,
         )
         self._wait(self._drained, deadline, timeout, self._missing, together=CLOSING_YIELD)
+        self.close_rooted()
         self.comm.Free()
         self.pool.clear()  # now: a closed Geode waits for the cyclic collector (pool.py)
         self._closed = True

@@ -1,9 +1,9 @@
 """Rooted collectives and fixed-size reductions: what a checkpoint's cut and its manifest need.
 
 `allgather` hands every rank every rank's value (O(P) bytes per rank, O(P^2) in all); these
-move O(1) per rank in O(log P) rounds (a reduction of one int), or O(P) at the root alone (a
-gather or a scatter), so that a job of thousands of ranks checkpoints without a hot spot but
-rank 0's list of files.
+move O(1) per rank in O(log P) rounds (a reduction of one int), or O(P) at the root alone in one
+round (a broadcast, a gather or a scatter), so that a job of thousands of ranks checkpoints
+without a hot spot but rank 0's list of files.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from geode_mpi.base.backoff import Backoff
-from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeTimeoutError
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
-    import numpy as np
     from mpi4py import MPI
-else:  # numpy only once a checkpoint gathers (a job of Python objects never imports it)
-    np = on_first_use("numpy", globals(), "np")
 
 Reduction = Literal["max", "sum", "bor"]  # "bor": bitwise or, of flags
 
@@ -50,17 +46,22 @@ class Rooted(Protocol):
         ...
 
 
-# A broadcast's nonblocking step carries the pickled value's length and its first bytes: what a
-# checkpoint broadcasts (an epoch, an outcome) fits, and only longer values take a second,
-# blocking step for the rest.
-BCAST_HEAD = 1024
-BCAST_SLEEP = 4e-3  # the longest sleep of a rank waiting for the root's broadcast ...
-BCAST_SLEEP_FROM = 8  # ... in a job of more ranks than this
+# A rank waiting for the root's broadcast sleeps at most this long between two looks, in a job
+# of more ranks than BCAST_SLEEP_FROM (else 1 ms, as any wait): the others may still be writing
+# their files, and at 64 ranks on 2 cores each wake-up costs 15-40 us of the cores they need.
+BCAST_SLEEP = 4e-3
+BCAST_SLEEP_FROM = 8
+_TAGS = 32767  # MPI's smallest allowed upper bound of a tag: step numbers wrap around at it
 
-
-# Requests given up on at a deadline, kept with their buffers: MPI may still write into them
-# (a collective cannot be cancelled), so they must outlive the call that timed out.
+# Requests given up on at a deadline, kept with their buffers: MPI may still read or write
+# them, so they must outlive the call that timed out. Dropped once complete (`_prune`).
 _ABANDONED: list[tuple[MPI.Request, tuple[Any, ...]]] = []
+
+
+def _prune() -> None:
+    """Forget the abandoned requests that have completed since (Test frees each)."""
+    if _ABANDONED:
+        _ABANDONED[:] = [entry for entry in _ABANDONED if not entry[0].Test()]
 
 
 def _complete(
@@ -85,10 +86,60 @@ def _complete(
         backoff.pause()
 
 
+class _Steps:
+    """The rooted steps' own communicator (a duplicate of the transport's: nothing else
+    receives on it, so a probe for any source sees only these steps) and the number of the
+    next step, which is its tag: a late message of a step some rank gave up on at its
+    deadline never matches a later step."""
+
+    def __init__(self, comm: MPI.Intracomm) -> None:
+        self.comm, self.made = comm.Idup()
+        self.step = 0
+
+    def next(self, deadline: float | None) -> tuple[MPI.Intracomm, int]:
+        """The communicator, once made (within ``deadline``), and the tag of the next step
+        (counted first: a step that times out here is a step all the same)."""
+        self.step = (self.step + 1) % _TAGS
+        _complete(self.made, deadline)
+        return self.comm, self.step
+
+    def discard(self) -> None:
+        """Receive what steps given up on left here: MPI reuses a freed communicator's
+        context, and a message still queued for this one would match the next one's probe."""
+        from mpi4py import MPI
+
+        comm = self.comm
+        status = MPI.Status()
+        while (message := comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)) is not None:
+            message.Recv([bytearray(status.Get_count(MPI.BYTE)), MPI.BYTE])
+
+
+def _receive(
+    comm: MPI.Intracomm,
+    source: int,
+    tag: int,
+    deadline: float | None,
+    longest_sleep: float,
+    status: MPI.Status,
+) -> Any:
+    """The next value sent to this rank with ``tag`` (from ``source``, or any), unpickled."""
+    from mpi4py import MPI
+
+    backoff = Backoff(spin=0.0, max_sleep=longest_sleep)
+    while (message := comm.Improbe(source, tag, status)) is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise GeodeTimeoutError("a collective step was not complete by its deadline")
+        backoff.pause()
+    buffer = bytearray(status.Get_count(MPI.BYTE))
+    message.Recv(buffer)
+    return MPI.pickle.loads(buffer)
+
+
 class RootedMPI:
     """`Rooted` over the transport's communicator (a mixin of `MPITransport`)."""
 
     comm: MPI.Intracomm
+    _steps: _Steps | None = None  # made at the first broadcast or gather
 
     def allreduce(self, value: int, op: Reduction) -> int:
         from mpi4py import MPI
@@ -100,68 +151,63 @@ class RootedMPI:
         self.comm.Allreduce([array("q", (value,)), MPI.INT64_T], [result, MPI.INT64_T], ops[op])
         return result[0]
 
-    # The broadcast and the gather are nonblocking, each request tested with back-off until
-    # it completes: a checkpoint's ranks wait in them while the others write their files and
-    # while rank 0 writes the manifest, and blocking ones spin. At 64 ranks on 2 cores the
-    # spinning took more CPU than the writes it waited for (0.3 to 0.8 s against 0.2 s,
-    # summed over the ranks), and the root its share of the cores.
+    # The broadcast and the gather are one round each, point to point between the root and
+    # every rank, each waited on with back-off: a checkpoint's ranks wait in them while the
+    # others write their files and while rank 0 writes the manifest, and blocking ones spin
+    # (at 64 ranks on 2 cores that took more CPU than the writes). Not a tree: down a tree
+    # each level waits for its rank's next wake-up from a sleep, and an Ibcast reached the
+    # ranks of a 16-rank job 12-14 ms (median; up to 28) after the root sent it, asleep up to
+    # 4 ms each; flat, each rank waits for its own wake-up only. The root handles P messages
+    # (as it holds P files' entries anyway); every other rank, one.
+
+    def _step(self, deadline: float | None) -> tuple[MPI.Intracomm, int]:
+        _prune()
+        steps = self._steps
+        if steps is None:
+            steps = self._steps = _Steps(self.comm)
+        return steps.next(deadline)
 
     def bcast(self, value: Any, root: int = 0, deadline: float | None = None) -> Any:
         from mpi4py import MPI
 
-        comm = self.comm
-        head = np.zeros(BCAST_HEAD, np.uint8)
-        data = b""
-        if comm.Get_rank() == root:
-            data = MPI.pickle.dumps(value)
-            head[:8] = np.array([len(data)], np.int64).view(np.uint8)
-            inline = np.frombuffer(data[: BCAST_HEAD - 8], np.uint8)
-            head[8 : 8 + inline.size] = inline
-        # The ranks but the root wait here while the slowest rank writes and the root seals:
-        # at 64 ranks on 2 cores each wake-up costs 15-40 us of the cores the ranks still
-        # writing need, so in a large job they sleep up to 4 ms, not 1 (the cost: each level
-        # of the broadcast's tree may wait that long for its rank's next wake-up, which a
-        # small job, with few waiters and a short wait, need not pay).
-        many = comm.Get_size() > BCAST_SLEEP_FROM
-        longest = BCAST_SLEEP if many and comm.Get_rank() != root else 1e-3
-        _complete(comm.Ibcast(head, root=root), deadline, (head,), longest)
-        length = int(head[:8].view(np.int64)[0])
-        if length <= BCAST_HEAD - 8:
-            return MPI.pickle.loads(head[8 : 8 + length].tobytes())
-        whole = np.empty(length, np.uint8)  # a long value: the rest, blocking (every rank is here)
-        if comm.Get_rank() == root:
-            whole[:] = np.frombuffer(data, np.uint8)
-        comm.Bcast(whole[BCAST_HEAD - 8 :], root=root)
-        whole[: BCAST_HEAD - 8] = head[8:]
-        return MPI.pickle.loads(whole.tobytes())
+        comm, tag = self._step(deadline)
+        rank, size = comm.Get_rank(), comm.Get_size()
+        if rank != root:
+            longest = BCAST_SLEEP if size > BCAST_SLEEP_FROM else 1e-3
+            return _receive(comm, root, tag, deadline, longest, MPI.Status())
+        data = MPI.pickle.dumps(value)
+        for other in range(size):
+            if other != root:
+                _complete(comm.Isend(data, other, tag), deadline, (data,))
+        return value
 
     def gather(self, value: Any, root: int = 0, deadline: float | None = None) -> list[Any] | None:
-        """In two steps: the pickled values' lengths, then the values."""
         from mpi4py import MPI
 
-        comm = self.comm
-        data = np.frombuffer(MPI.pickle.dumps(value), np.uint8)
-        at_root = comm.Get_rank() == root
-        lengths = np.zeros(comm.Get_size(), np.int64)
-        mine = np.array([data.size], np.int64)
-        _complete(
-            comm.Igather(mine, lengths if at_root else None, root=root), deadline, (mine, lengths)
-        )
-        if not at_root:
-            _complete(comm.Igatherv(data, None, root=root), deadline, (data,))
+        comm, tag = self._step(deadline)
+        rank, size = comm.Get_rank(), comm.Get_size()
+        if rank != root:
+            data = MPI.pickle.dumps(value)
+            _complete(comm.Isend(data, root, tag), deadline, (data,))
             return None
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-        whole = np.empty(int(ends[-1]), np.uint8)
-        gathered = comm.Igatherv(data, [whole, lengths, starts, MPI.BYTE], root=root)
-        _complete(gathered, deadline, (data, whole, lengths, starts))
-        return [
-            MPI.pickle.loads(whole[start:end].tobytes())
-            for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
-        ]
+        values: list[Any] = [None] * size
+        values[root] = value
+        status = MPI.Status()
+        for _ in range(size - 1):
+            found = _receive(comm, MPI.ANY_SOURCE, tag, deadline, 1e-3, status)
+            values[status.Get_source()] = found
+        return values
 
     def scatter(self, values: Sequence[Any] | None, root: int = 0) -> Any:
         return self.comm.scatter(None if values is None else list(values), root=root)
+
+    def close_rooted(self) -> None:
+        """Free the rooted steps' communicator (as the transport closes)."""
+        steps = self._steps
+        if steps is not None and steps.made.Test():
+            steps.discard()
+            steps.comm.Free()
+        self._steps = None
 
 
 class RootedAlone:
