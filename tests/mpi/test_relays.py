@@ -1,7 +1,7 @@
 """Large broadcasts down relay trees (transport/relay.py): order, content, membership, close.
 
-A stream relays when it has more than `relay.FANOUT` members, so the relay itself runs from
-4 ranks on; tests/test_mpi_suite.py runs this file at 8 ranks too.
+A stream relays when it has two members or more (`relay.shape_for`), so the relay itself runs
+from 3 ranks on; tests/test_mpi_suite.py runs this file at 8 ranks too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from geode_mpi import DecodeError, Geode, Message
 from geode_mpi.transport import open_world, relay
 from geode_mpi.transport.base import Frame
-from geode_mpi.transport.relay import CHUNK, FANOUT, RELAY_MIN
+from geode_mpi.transport.relay import CHUNK, RELAY_MIN
 
 TIMEOUT = 60.0
 Got = list[tuple[int, str, int, bytes]]
@@ -82,7 +82,8 @@ def test_relayed_small_and_point_to_point_messages_keep_one_order_per_root() -> 
             elif kind == "P":
                 assert data == sent(root, k).tobytes()
     relayed = getattr(transport, "relayed", 0)  # the in-process transport never relays
-    assert relayed == (count // 3 * size if size - 1 > FANOUT else 0)  # its own, the others'
+    relays = relay.shape_for(big(rank, 0).nbytes, size - 1) is not None
+    assert relayed == (count // 3 * size if relays else 0)  # its own, the others'
     transport.close(timeout=TIMEOUT)
 
 
@@ -103,7 +104,8 @@ def test_ranks_outside_a_relayed_stream_see_none_of_it() -> None:
     if rank in members:
         assert [(kind, k) for _, kind, k, _ in got] == [("L", k) for k in range(count)]
         assert all(data == big(0, k).tobytes() for _, _, k, data in got)
-        assert transport.relayed == (count if len(members) > FANOUT else 0)
+        relays = relay.shape_for(big(0, 0).nbytes, len(members)) is not None
+        assert transport.relayed == (count if relays else 0)
     if rank == outside:
         assert got == [] and transport.relayed == 0
     transport.close(timeout=TIMEOUT)
