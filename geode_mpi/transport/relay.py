@@ -79,8 +79,11 @@ TREE = FANOUT = 2  # children per member at most, down a tree (see below)
 # bytes or more and less than `SPLIT_MAX` is split; a larger one, or one to more members, is
 # relayed down a chain or tree from `RELAY_MIN` bytes, to more than `FANOUT` members (from
 # 4 MiB the chain's pipeline matches the split, and is what the larger sizes were tuned with);
-# anything else goes straight from the root to each member (`shape_for`).
-SPLIT_MIN = 512 * 1024
+# anything else goes straight from the root to each member (`shape_for`). Not from 512 KiB:
+# there geode's split took 1.29 times the direct sends' time (ab.py, 4 ranks, 8 pairs; its
+# heads and Python work per piece weigh more beside a smaller copy), at 1 and 2 MiB 0.91 and
+# 0.84 times the binary tree's and chain's (benchmarks/README.md, "Relays, round 4").
+SPLIT_MIN = 2**20
 SPLIT_MAX = 4 * 2**20
 SPLIT_MEMBERS = 8  # each member sends a piece to every other: O(members^2) messages in all
 # Down a tree or chain: at 1 and 2 MiB, at 4 ranks on 2 cores under chrt, direct sends and

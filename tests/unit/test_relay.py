@@ -58,6 +58,7 @@ def test_a_split_gives_every_member_every_chunk_once_in_two_steps(count: int, ch
 def test_the_shape_of_a_relay_by_size_and_members() -> None:
     MiB = 1 << 20
     assert relay.shape_for(relay.SPLIT_MIN - 1, 3) is None  # sent directly
+    assert relay.shape_for(relay.SPLIT_MIN // 2, relay.SPLIT_MEMBERS + 1) is None
     assert relay.shape_for(relay.SPLIT_MIN, 2) == relay.SPLIT
     assert relay.shape_for(MiB, 3) == relay.SPLIT
     assert relay.shape_for(MiB, relay.SPLIT_MEMBERS) == relay.SPLIT
