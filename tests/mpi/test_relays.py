@@ -219,3 +219,41 @@ def test_a_relayed_chunk_shorter_or_longer_than_its_head_says_is_refused() -> No
                         transport.progress()
                 assert not transport.busy  # given up: nothing left moving
     transport.close(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("shape", ["split", "chain", "tree"])
+def test_every_relay_shape_delivers_every_frame_in_order(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each shape forced on every broadcast of two frames (not whole chunks, not whole pieces)
+    to every other rank, between small messages: every member gets the same bytes, in order.
+    (By size alone, a split takes the frames here, and a chain or tree only larger ones or
+    more members than these tests have.)"""
+    from geode_mpi.transport import mpi as mpi_transport
+
+    chosen = {"split": relay.SPLIT, "chain": relay.CHAIN, "tree": relay.TREE}[shape]
+    monkeypatch.setattr(mpi_transport, "shape_for", lambda total, members: chosen)
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    got = collect(transport)
+    members = [r for r in range(1, size)]
+    transport.open_stream(950, 0, members)
+
+    def frames(k: int) -> list[Frame]:
+        return [big(0, k)[: 2 * CHUNK + 4096 * k + 5], np.full(3 * 4096 + 7 * k, k, np.uint8)]
+
+    count = 4
+    if rank == 0 and members:
+        for k in range(count):
+            transport.broadcast(950, struct.pack("<1si", b"L", k), frames(k))
+            transport.broadcast(950, struct.pack("<1si", b"S", k), [])
+    transport.close_stream(950, timeout=TIMEOUT)
+    if rank in members:
+        assert [(kind, k) for _, kind, k, _ in got] == [
+            (kind, k) for k in range(count) for kind in "LS"
+        ]
+        for _, kind, k, data in got:
+            if kind == "L":
+                assert data == b"".join(frame.tobytes() for frame in frames(k))
+        assert transport.relayed == (count if len(members) > 1 else 0)
+    transport.close(timeout=TIMEOUT)
