@@ -72,6 +72,12 @@ class Run(Ranks):
     next_seq: dict[str, int] = dataclasses.field(
         default_factory=lambda: dict.fromkeys(MESSAGE_METHODS, 0)
     )
+    # Per method, this rank's time from leaving the barrier before a fan-out until it held
+    # the array (a subscriber), or until its publish was complete (rank 0), every fan-out's
+    # (s): which rank a slow fan-out waits for (`per_rank`).
+    holding: dict[str, list[float]] = dataclasses.field(
+        default_factory=lambda: {method: [] for method in METHODS}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,13 +137,16 @@ def raw_bcast(
 ) -> tuple[float, Any]:
     from mpi4py import MPI
 
-    comm = run.comm
+    comm, wtime, holding = run.comm, run.wtime, run.holding[RAW_BCAST]
     buffer = [data if run.rank == 0 else out, MPI.BYTE]
-    start = barrier_then_clock(comm, run.wtime)
+    start = barrier_then_clock(comm, wtime)
+    left = start
     for _ in range(iters):
         comm.Bcast(buffer, root=0)
+        holding.append(wtime() - left)
         comm.Barrier()
-    return (run.wtime() - start) / iters, out
+        left = wtime()
+    return (left - start) / iters, out
 
 
 def geode_fanout(
@@ -147,20 +156,26 @@ def geode_fanout(
     before the next receive, so the receive-buffer pool reuses one buffer, as raw ``Bcast``
     reuses one preallocated buffer."""
     geode, topic, comm = run.geodes[method], run.topics[method], run.comm
+    wtime, holding = run.wtime, run.holding[method]
     got: Any = None
-    start = barrier_then_clock(comm, run.wtime)
+    start = barrier_then_clock(comm, wtime)
+    left = start
     if run.rank == 0:
         for _ in range(iters):
             handle = topic.publish(data, source=PUBLISHER)
             assert handle is not None
             handle.wait()
+            holding.append(wtime() - left)
             comm.Barrier()
+            left = wtime()
     else:
         for _ in range(iters):
             got = None
             got = geode.receive(topic=TOPIC).data
+            holding.append(wtime() - left)
             comm.Barrier()
-    elapsed = run.wtime() - start
+            left = wtime()
+    elapsed = left - start
     run.next_seq[method] += iters
     return elapsed / iters, got
 
@@ -241,10 +256,26 @@ def bench_array(run: Run, size: int, budget: Budget, repeats: int) -> dict[str, 
         GEODE: partial(geode_fanout, run, GEODE, data),
         GEODE_ACKS: partial(geode_fanout, run, GEODE_ACKS, data),
     }
+    for holding in run.holding.values():
+        holding.clear()
     iterations, times, rounds = measure(
         run, loops, budget, repeats, partial(check_subscriber, run, data)
     )
-    return {"size": size, "rounds": rounds, "methods": summarise(iterations, times)}
+    record = {"size": size, "rounds": rounds, "methods": summarise(iterations, times)}
+    record["per_rank_us"] = per_rank(run)
+    return record
+
+
+def per_rank(run: Run) -> dict[str, list[float]]:
+    """Each method's median time per rank (us, by rank) from leaving the barrier to holding
+    the array (rank 0: to its publish being complete), over every fan-out of the size (the
+    warm-up's too); the same on every rank."""
+    mine = {
+        method: statistics.median(times) * 1e6 if times else 0.0
+        for method, times in run.holding.items()
+    }
+    ranks = run.comm.allgather(mine)
+    return {method: [rank[method] for rank in ranks] for method in METHODS}
 
 
 def bench_barrier(run: Run, budget: Budget, repeats: int) -> dict[str, Any]:
@@ -374,6 +405,13 @@ def array_table(arrays: list[dict[str, Any]], barrier: dict[str, Any]) -> list[s
             )
         )
     lines.append(table.rule)
+    for rec in arrays:
+        lines += [
+            f"{size_label(rec['size']):>9} {method} by rank, us from the barrier to holding the "
+            "array (rank 0: its publish done): "
+            + " ".join(f"{us:.0f}" for us in rec["per_rank_us"][method])
+            for method in (RAW_BCAST, GEODE)
+        ]
     lines += [
         "us: time per fan-out, from a barrier until every subscriber holds the array, plus the "
         f"barrier that ends it (a barrier alone: {barrier['median_us']:.1f} us)",

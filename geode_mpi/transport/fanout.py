@@ -17,11 +17,12 @@ before the marker has reached the sink, and what the root sends after it (the re
 stream's messages, for the new subscribers) waits until the member reopens the stream, so that
 nothing is delivered to the old subscribers after they changed. See docs/wire-format.md.
 
-Large broadcasts on a stream of more than `relay.FANOUT` members go down a relay chain or tree
-(transport/relay.py). A rank that forwards must keep polling, so a blocking collective could
-leave a member waiting for a relay through a rank blocked in it: once any such stream has been
-opened (every rank opens every stream, so all agree), the transport's collectives first wait for
-every rank to arrive, polling meanwhile (`FanoutTable.relaying`).
+Large broadcasts on a stream of two members or more are relayed among them: split into a piece
+per member, or down a chain or tree (transport/relay.py). A rank that forwards must keep
+polling, so a blocking collective could leave a member waiting for a relay through a rank
+blocked in it: once any such stream has been opened (every rank opens every stream, so all
+agree), the transport's collectives first wait for every rank to arrive, polling meanwhile
+(`FanoutTable.relaying`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from collections.abc import Sequence
 
 from geode_mpi.errors import DecodeError
 from geode_mpi.transport.base import SendTicket
-from geode_mpi.transport.relay import FANOUT
 
 _END = struct.Struct("<4sq")  # magic, stream key
 _MAGIC = b"GDFE"
@@ -120,7 +120,7 @@ class FanoutTable:
             ValueError: the stream is already open here.
         """
         others = tuple(sorted(set(members) - {root}))
-        self.relaying = self.relaying or len(others) > FANOUT
+        self.relaying = self.relaying or len(others) > 1  # (a split relays to 2 members on)
         if self.rank != root and self.rank not in others:
             return
         if key in self._streams:

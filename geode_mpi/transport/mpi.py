@@ -56,15 +56,14 @@ from geode_mpi.transport.envelope import (
 )
 from geode_mpi.transport.fanout import FanoutTable, FanTicket, end_marker, read_end_marker
 from geode_mpi.transport.pool import BufferPool
-from geode_mpi.transport.relay import FANOUT as RELAY_FANOUT
 from geode_mpi.transport.relay import (
     PREFIX_BYTES,
-    RELAY_MIN,
     TAG_RELAY_HEAD,
     TAG_RELAYED,
     Relays,
     read_prefix,
     relayed_envelope,
+    shape_for,
 )
 from geode_mpi.transport.rooted import RootedMPI
 from geode_mpi.transport.tally import TAG_COUNT, Tally
@@ -690,8 +689,9 @@ class MPITransport(RootedMPI, TransportBase):
         flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
         offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
         envelope, oob = build_envelope(meta, flat, inline_max, offsets)
-        if len(members) > RELAY_FANOUT and sum(frame.nbytes for frame in oob) >= RELAY_MIN:
-            return self._relay(members, envelope, flat, oob, offsets)
+        shape = shape_for(sum(frame.nbytes for frame in oob), len(members))
+        if shape is not None:
+            return self._relay(shape, members, envelope, flat, oob, offsets)
         for dest in members:  # per member, its frames first, as `send` posts them
             for frame in oob:
                 requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
@@ -717,15 +717,17 @@ class MPITransport(RootedMPI, TransportBase):
 
     def _relay(
         self,
+        shape: int,
         members: Sequence[int],
         envelope: bytes,
         flat: list[Frame],
         oob: list[Frame],
         offsets: list[int],
     ) -> SendTicket:
-        """`broadcast` of large frames down the members' relay tree (transport/relay.py): the
-        frames to this rank's children, the envelope to every member."""
-        number, requests = self._relays.start(members, oob, offsets)
+        """`broadcast` of large frames relayed among the members in ``shape``
+        (transport/relay.py): the frames to this rank's children, the envelope to every
+        member."""
+        number, requests = self._relays.start(shape, members, oob, offsets)
         message = relayed_envelope(number, envelope)
         isend = self.comm.Isend
         for dest in members:

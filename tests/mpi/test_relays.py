@@ -1,7 +1,7 @@
 """Large broadcasts down relay trees (transport/relay.py): order, content, membership, close.
 
-A stream relays when it has more than `relay.FANOUT` members, so the relay itself runs from
-4 ranks on; tests/test_mpi_suite.py runs this file at 8 ranks too.
+A stream relays when it has two members or more (`relay.shape_for`), so the relay itself runs
+from 3 ranks on; tests/test_mpi_suite.py runs this file at 8 ranks too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from geode_mpi import DecodeError, Geode, Message
 from geode_mpi.transport import open_world, relay
 from geode_mpi.transport.base import Frame
-from geode_mpi.transport.relay import CHUNK, FANOUT, RELAY_MIN
+from geode_mpi.transport.relay import CHUNK, RELAY_MIN
 
 TIMEOUT = 60.0
 Got = list[tuple[int, str, int, bytes]]
@@ -82,7 +82,8 @@ def test_relayed_small_and_point_to_point_messages_keep_one_order_per_root() -> 
             elif kind == "P":
                 assert data == sent(root, k).tobytes()
     relayed = getattr(transport, "relayed", 0)  # the in-process transport never relays
-    assert relayed == (count // 3 * size if size - 1 > FANOUT else 0)  # its own, the others'
+    relays = relay.shape_for(big(rank, 0).nbytes, size - 1) is not None
+    assert relayed == (count // 3 * size if relays else 0)  # its own, the others'
     transport.close(timeout=TIMEOUT)
 
 
@@ -103,7 +104,8 @@ def test_ranks_outside_a_relayed_stream_see_none_of_it() -> None:
     if rank in members:
         assert [(kind, k) for _, kind, k, _ in got] == [("L", k) for k in range(count)]
         assert all(data == big(0, k).tobytes() for _, _, k, data in got)
-        assert transport.relayed == (count if len(members) > FANOUT else 0)
+        relays = relay.shape_for(big(0, 0).nbytes, len(members)) is not None
+        assert transport.relayed == (count if relays else 0)
     if rank == outside:
         assert got == [] and transport.relayed == 0
     transport.close(timeout=TIMEOUT)
@@ -216,4 +218,42 @@ def test_a_relayed_chunk_shorter_or_longer_than_its_head_says_is_refused() -> No
                     while time.monotonic() < deadline:
                         transport.progress()
                 assert not transport.busy  # given up: nothing left moving
+    transport.close(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("shape", ["split", "chain", "tree"])
+def test_every_relay_shape_delivers_every_frame_in_order(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each shape forced on every broadcast of two frames (not whole chunks, not whole pieces)
+    to every other rank, between small messages: every member gets the same bytes, in order.
+    (By size alone, a split takes the frames here, and a chain or tree only larger ones or
+    more members than these tests have.)"""
+    from geode_mpi.transport import mpi as mpi_transport
+
+    chosen = {"split": relay.SPLIT, "chain": relay.CHAIN, "tree": relay.TREE}[shape]
+    monkeypatch.setattr(mpi_transport, "shape_for", lambda total, members: chosen)
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    got = collect(transport)
+    members = [r for r in range(1, size)]
+    transport.open_stream(950, 0, members)
+
+    def frames(k: int) -> list[Frame]:
+        return [big(0, k)[: 2 * CHUNK + 4096 * k + 5], np.full(3 * 4096 + 7 * k, k, np.uint8)]
+
+    count = 4
+    if rank == 0 and members:
+        for k in range(count):
+            transport.broadcast(950, struct.pack("<1si", b"L", k), frames(k))
+            transport.broadcast(950, struct.pack("<1si", b"S", k), [])
+    transport.close_stream(950, timeout=TIMEOUT)
+    if rank in members:
+        assert [(kind, k) for _, kind, k, _ in got] == [
+            (kind, k) for k in range(count) for kind in "LS"
+        ]
+        for _, kind, k, data in got:
+            if kind == "L":
+                assert data == b"".join(frame.tobytes() for frame in frames(k))
+        assert transport.relayed == (count if len(members) > 1 else 0)
     transport.close(timeout=TIMEOUT)

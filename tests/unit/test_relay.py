@@ -36,6 +36,41 @@ def test_a_relay_goes_down_a_chain_once_it_has_as_many_chunks_as_members() -> No
     assert relay.fanout_of(chunks=32, members=63) == relay.FANOUT
 
 
+@pytest.mark.parametrize("count", [2, 3, 7, 8])
+@pytest.mark.parametrize("chunks", [1, 2, 3, 8, 17])
+def test_a_split_gives_every_member_every_chunk_once_in_two_steps(count: int, chunks: int) -> None:
+    root, members = 4, [r for r in range(count + 1) if r != 4][:count]
+    members += [] if len(members) == count else [count + 1]
+    sources, routes = relay.routes(relay.SPLIT, root, members, root, chunks)
+    assert sources == [-1] * chunks and all(len(route) == 1 for route in routes)
+    got = {member: [0] * chunks for member in members}
+    for index, route in enumerate(routes):
+        owner = route[0]
+        got[owner][index] += 1
+        owner_sources, owner_routes = relay.routes(relay.SPLIT, root, members, owner, chunks)
+        assert owner_sources[index] == root
+        for peer in owner_routes[index]:
+            got[peer][index] += 1
+            assert relay.routes(relay.SPLIT, root, members, peer, chunks)[0][index] == owner
+    assert all(counts == [1] * chunks for counts in got.values())
+
+
+def test_the_shape_of_a_relay_by_size_and_members() -> None:
+    MiB = 1 << 20
+    assert relay.shape_for(relay.SPLIT_MIN - 1, 3) is None  # sent directly
+    assert relay.shape_for(relay.SPLIT_MIN // 2, relay.SPLIT_MEMBERS + 1) is None
+    assert relay.shape_for(relay.SPLIT_MIN, 2) == relay.SPLIT
+    assert relay.shape_for(MiB, 3) == relay.SPLIT
+    assert relay.shape_for(MiB, relay.SPLIT_MEMBERS) == relay.SPLIT
+    assert relay.shape_for(MiB, 1) is None  # one member: a send
+    assert relay.shape_for(MiB, relay.SPLIT_MEMBERS + 1) == relay.TREE
+    assert relay.shape_for(relay.SPLIT_MAX, 3) == relay.CHAIN
+    assert relay.shape_for(relay.SPLIT_MAX, 2) is None  # two members are never chained
+    assert relay.shape_for(16 * MiB, 63) == relay.TREE  # 32 chunks, 63 members
+    chunk = relay.chunk_size(MiB, relay.SPLIT, 3)
+    assert chunk % 4096 == 0 and len(relay.chunk_plan([MiB], chunk)) == 3
+
+
 def test_chunks_cover_every_frame_in_order() -> None:
     plan = relay.chunk_plan([10, 3, 8], 4)
     assert plan == [(0, 0, 4), (0, 4, 8), (0, 8, 10), (1, 0, 3), (2, 0, 4), (2, 4, 8)]
@@ -45,14 +80,15 @@ def test_a_head_reads_back_and_a_damaged_one_is_refused() -> None:
     head = relay.pack_head(
         3, 42, 1 << 19, relay.CHUNK_TAG + 5, [(1 << 20, 16), (700, 0)], [0, 1, 2]
     )
-    assert relay.unpack_head(head, 3, 4) == (
+    read = relay.unpack_head(head, 3, 4)
+    assert (read.root, read.number, read.chunk, read.tag, read.shape) == (
         3,
         42,
         1 << 19,
         relay.CHUNK_TAG + 5,
-        [(1 << 20, 16), (700, 0)],
-        [0, 1, 2],
+        relay.TREE,
     )
+    assert read.frames == [(1 << 20, 16), (700, 0)] and read.members == [0, 1, 2]
     with pytest.raises(DecodeError, match="rank 3 sent a relay head geode_mpi cannot read"):
         relay.unpack_head(head[:-1], 3, 4)
     with pytest.raises(DecodeError, match="relay head"):
@@ -75,6 +111,7 @@ HOSTILE = {
     "an empty frame": dict(frames=[(0, 0)]),
     "a page offset beyond a page": dict(frames=[(MiB, 4096)]),
     "more chunks than a relay may have": dict(frames=[(1 << 40, 0)]),
+    "an unknown shape": dict(shape=3),
 }
 
 
@@ -99,7 +136,7 @@ def test_a_huge_relay_travels_in_larger_chunks_and_its_head_is_accepted() -> Non
         assert chunk >= relay.CHUNK and chunk % 4096 == 0
         assert -(-total // chunk) <= relay.MAX_CHUNKS
         head = relay.pack_head(2, 0, chunk, relay.CHUNK_TAG, [(total, 0)], [0, 1])
-        assert relay.unpack_head(head, 2, 3)[2] == chunk
+        assert relay.unpack_head(head, 2, 3).chunk == chunk
 
 
 def test_a_relayed_envelope_keeps_its_alignment_and_names_its_relay() -> None:
