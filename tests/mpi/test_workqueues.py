@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from typing import Any
@@ -77,21 +76,25 @@ def test_a_get_without_tasks_times_out_clearly(geode: Geode) -> None:
 
 
 def test_tasks_varying_tenfold_keep_four_ranks_balanced() -> None:
-    """4 ranks: node0 dispatches and produces, three consumers sleep through tasks of 5 to
-    50 ms. The makespan must be within 15% of the ideal (total work / 3)."""
+    """4 ranks: node0 dispatches and produces, three consumers sleep through tasks of 5 and
+    50 ms, one long then two short, over and over: handing them out in turn would give one
+    consumer every long task (2.5x the ideal). The makespan must stay within 1.3x the ideal,
+    the handlers' measured work / 3 (a sleep overruns on a loaded machine: the ideal counts
+    what the consumers really spent)."""
     with Geode() as geode:
         if geode.size != 4:
             pytest.skip("the balance check runs at 4 ranks")
         nodes = geode.nodes
         queue = geode.work_queue("sweep", consumers=nodes[1:], dispatcher=nodes[0])
-        rng = random.Random(7)
-        durations = [rng.uniform(0.005, 0.050) for _ in range(60)]
-        finished: list[float] = []
+        durations = [0.050, 0.005, 0.005] * 20
+        finished: list[tuple[float, float]] = []  # (end, seconds spent) per task
 
         @geode.on(Task)
         def work(msg: Message) -> None:
+            began = time.time()
             time.sleep(msg.data[2])
-            finished.append(time.time())
+            end = time.time()
+            finished.append((end, end - began))
 
         start = gather(geode, time.time())[0]
         if geode.hosts(nodes[0]):
@@ -99,8 +102,8 @@ def test_tasks_varying_tenfold_keep_four_ranks_balanced() -> None:
                 queue.put(Task((nodes[0], k, seconds)))
         summary = geode.run(timeout=TIMEOUT)
         assert summary.reason == "quiescent", summary
-        ends = [end for found in gather(geode, finished) for end in found]
-        assert len(ends) == len(durations)
-        makespan = max(ends) - start
-        ideal = sum(durations) / 3
-        assert makespan <= 1.15 * ideal, f"makespan {makespan:.3f} s, ideal {ideal:.3f} s"
+        done = [task for found in gather(geode, finished) for task in found]
+        assert len(done) == len(durations)
+        makespan = max(end for end, _ in done) - start
+        ideal = sum(spent for _, spent in done) / 3
+        assert makespan <= 1.3 * ideal, f"makespan {makespan:.3f} s, ideal {ideal:.3f} s"
