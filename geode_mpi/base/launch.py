@@ -28,6 +28,9 @@ MODE_VARIABLE = "GEODE_TRANSPORT"  # "mpi" or "inproc" forces a choice; unset me
 # Tasks srun started in this job step. Deliberately not SLURM_NTASKS: inside a batch script that
 # is the allocation's task count, while the script itself is one process.
 STEP_TASKS_VARIABLE = "SLURM_STEP_NUM_TASKS"
+# Tasks per node of srun's job step ("2(x3),1"): under srun --mpi=pmi2/pmix no MPI variable
+# says how many ranks share this host (PMI_SIZE is the whole world's).
+STEP_TASKS_PER_NODE_VARIABLE = "SLURM_STEP_TASKS_PER_NODE"
 # World sizes an MPI launcher hands each rank before it starts: PMI_SIZE from MPICH's hydra and
 # from srun --mpi=pmi2, OMPI_COMM_WORLD_SIZE from Open MPI's mpirun.
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
@@ -69,10 +72,26 @@ _info: LaunchInfo | None = None
 
 def _local_ranks(environ: MutableMapping[str, str]) -> int | None:
     for name in LOCAL_SIZE_VARIABLES:
+        if name == "PMI_SIZE":  # the world's size: srun's count per node first, if any
+            per_node = slurm_tasks_per_node(environ.get(STEP_TASKS_PER_NODE_VARIABLE, ""))
+            if per_node is not None:
+                return per_node
         value = environ.get(name, "")
         if value.isdigit():
             return int(value)
     return None
+
+
+def slurm_tasks_per_node(value: str) -> int | None:
+    """The most tasks srun put on one node of the step, from ``SLURM_STEP_TASKS_PER_NODE``
+    ("2(x3),1": three nodes of 2 tasks and one of 1); None if ``value`` is not that."""
+    most = 0
+    for part in value.split(","):
+        count, _, repeat = part.partition("(x")
+        if not count.isdigit() or (repeat and not repeat.rstrip(")").isdigit()):
+            return None
+        most = max(most, int(count))
+    return most or None
 
 
 def launcher_rank(environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:

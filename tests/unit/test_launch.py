@@ -89,3 +89,21 @@ def test_idle_waits_yield_longer_with_a_core_per_rank(monkeypatch: pytest.Monkey
         assert Backoff().yield_time == yield_time
         assert Backoff(yield_time=0.5).yield_time == 0.5
     assert backoff.OWN_CORE_YIELD > 10 * backoff.IDLE_YIELD
+
+
+def test_srun_steps_count_ranks_per_node_not_the_world(monkeypatch: pytest.MonkeyPatch) -> None:
+    """srun --mpi=pmi2 sets PMI_SIZE to the world's size; its tasks per node say how many share
+    this host (64 nodes of 2 tasks on 2 cores each: a core per rank, not oversubscribed)."""
+    from geode_mpi.base.launch import slurm_tasks_per_node
+
+    monkeypatch.setattr("geode_mpi.base.launch.usable_cores", lambda: 2)
+    assert slurm_tasks_per_node("2(x3),1") == 2
+    assert slurm_tasks_per_node("4") == 4
+    assert slurm_tasks_per_node("") is None
+    assert slurm_tasks_per_node("2(xz)") is None
+    step = {"PMI_RANK": "0", "PMI_SIZE": "128", "SLURM_STEP_TASKS_PER_NODE": "2(x64)"}
+    assert prepare_mpi_environment(step).core_per_rank
+    step["SLURM_STEP_TASKS_PER_NODE"] = "3(x42),2"
+    assert prepare_mpi_environment(step).oversubscribed
+    del step["SLURM_STEP_TASKS_PER_NODE"]
+    assert prepare_mpi_environment(step).oversubscribed, "the world's size, without srun's"
