@@ -460,14 +460,19 @@ def raw_round(run: Run, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def write_plain(path: Path, state: dict[str, Any]) -> None:
+    """``state``'s arrays as datasets of one h5py file, nothing more (no fsync, no hash)."""
+    with h5py.File(path, "w") as file:
+        for key, value in state.items():
+            file.create_dataset(key, data=value)
+
+
 def plain_round(run: Run, state: dict[str, Any]) -> dict[str, Any]:
     directory = fresh_directory(run, "plain")
     path = directory / f"rank-{run.rank:04d}.h5"
 
     def write() -> None:
-        with h5py.File(path, "w") as file:
-            for key, value in state.items():
-                file.create_dataset(key, data=value)
+        write_plain(path, state)
 
     def read() -> dict[str, Any]:
         with h5py.File(path, "r") as file:
@@ -1017,9 +1022,7 @@ def synced_round(run: Run, state: dict[str, Any]) -> dict[str, Any]:
     path = directory / f"rank-{run.rank:04d}.h5"
 
     def write() -> None:
-        with h5py.File(path, "w") as file:
-            for key, value in state.items():
-                file.create_dataset(key, data=value)
+        write_plain(path, state)
         fsync_path(path)
 
     written, _ = timed(run, write)
