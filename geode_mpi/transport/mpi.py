@@ -804,8 +804,13 @@ class MPITransport(RootedMPI, TransportBase):
     def spin(self, seconds: float) -> bool:
         if self._batches:
             self.flush()
-        if self._active or self._waiting_sources or self._relays.moving or self._early:
-            return self._spin_transfers(seconds)  # (busy, inline: a spin per small receive)
+        if (
+            self._active
+            or self._waiting_sources
+            or self._relays.moving
+            or (self._early and any(held.request for held in self._early))
+        ):  # `busy`, inline (a spin per small receive): both must say the same
+            return self._spin_transfers(seconds)
         improbe = self.comm.Improbe
         status = self._status
         until = time.perf_counter() + seconds
