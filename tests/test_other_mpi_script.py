@@ -19,3 +19,9 @@ def test_every_name_the_script_knows_is_documented() -> None:
     page = (ROOT / "docs" / "mpis.md").read_text()
     for name in NAMES:
         assert f"`{name}`" in page
+
+
+def test_ci_runs_every_leg_the_script_knows() -> None:
+    """system-mpich joined the others in .ci/run once it passed under load (2026-12-05)."""
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert [line for line in ci if line.startswith("leg ")] == [f"leg {name}" for name in NAMES]

@@ -21,6 +21,7 @@ LAUNCHER_VARIABLES = (
 )
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_SIZE", "SLURM_NTASKS")
 CMA_VARIABLE = "MPIR_CVAR_CH4_CMA_ENABLE"
+MPICH_FAMILY = ("MPICH", "Intel", "MVAPICH")  # libraries that read MPICH's MPIR_CVAR_* settings
 # Set in every rank by Open MPI's mpirun, and by MPICH's hydra: which MPI started the job.
 OPEN_MPI_LAUNCH_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE")
 HYDRA_LAUNCH_VARIABLES = ("MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
@@ -133,6 +134,17 @@ def mpi_family(environ: Mapping[str, str] | None = None) -> str | None:
         return None
     module = os.path.basename(spec.origin or "") if spec is not None else ""
     return next((name for name in ("openmpi", "mpich") if f".{name}." in module), None)
+
+
+def library_family(version: str) -> str | None:
+    """ "openmpi" or "mpich" (MPICH and its derivatives) from ``MPI.Get_library_version()``;
+    None for another library. Read once MPI is up, this is surer than `mpi_family`, which
+    guesses before it starts (and cannot tell what an mpi4py built on a site's MPI loads)."""
+    if version.lstrip("\0 ").startswith("Open MPI"):
+        return "openmpi"
+    if any(name in version for name in MPICH_FAMILY):
+        return "mpich"
+    return None
 
 
 def under_launcher(environ: MutableMapping[str, str] | None = None) -> bool:

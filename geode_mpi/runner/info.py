@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from geode_mpi._version import __version__
-from geode_mpi.base.launch import CMA_VARIABLE, prepare_mpi_environment
+from geode_mpi.base.launch import CMA_VARIABLE, MPICH_FAMILY, prepare_mpi_environment
 from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeError
 
@@ -19,7 +19,6 @@ else:  # imported when the information is asked for
     np = on_first_use("numpy", globals(), "np")
 
 THREAD_LEVELS = ("single", "funneled", "serialized", "multiple")
-MPICH_FAMILY = ("MPICH", "Intel", "MVAPICH")  # libraries that read MPICH's MPIR_CVAR_* settings
 MCA_NAMES = ("pml", "btl", "mtl")  # Open MPI's transport choices (OMPI_MCA_<name>)
 FIX = (
     "install the bundled MPI runtime with `pip install geode_mpi[mpich]` (from a checkout: "

@@ -31,7 +31,7 @@ from geode_mpi.base.backoff import (
     tighten_timer_slack,
     together_backoff,
 )
-from geode_mpi.base.launch import launch_info
+from geode_mpi.base.launch import launch_info, library_family
 from geode_mpi.errors import DecodeError, GeodeTimeoutError
 from geode_mpi.transport import agreement
 from geode_mpi.transport.base import (
@@ -230,6 +230,7 @@ class MPITransport(RootedMPI, TransportBase):
         self.pool = BufferPool()
         self._relays = Relays(self.comm, self.pool)  # large broadcasts down a tree
         self.oversubscribed = launch_info().oversubscribed
+        self.family = library_family(MPI.Get_library_version())  # decides relays (shape_for)
         tighten_timer_slack()
 
     # -- sending ---------------------------------------------------------------------------
@@ -689,7 +690,7 @@ class MPITransport(RootedMPI, TransportBase):
         flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
         offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
         envelope, oob = build_envelope(meta, flat, inline_max, offsets)
-        shape = shape_for(sum(frame.nbytes for frame in oob), len(members))
+        shape = shape_for(sum(frame.nbytes for frame in oob), len(members), self.family)
         if shape is not None:
             return self._relay(shape, members, envelope, flat, oob, offsets)
         for dest in members:  # per member, its frames first, as `send` posts them

@@ -94,6 +94,12 @@ RELAY_MIN = 2**20
 # (one child) when a relay has at least as many chunks as members: at 4 and 8 ranks on 2
 # cores, 4 to 64 MiB down a chain took 0.53-0.75 of raw Bcast's time, down a binary tree
 # 0.7-1.2 (the root copying twice and bounding the pipeline's rate).
+# On Open MPI a root's copies are cheap (its shared-memory sends; raw 1 MiB `Bcast` took 260 us
+# there, 960 us on the MPICH wheel without single copy), and a relay's extra hops, each waiting
+# for the forwarding member's Python loop, cost more than they save: at 3 and 4 ranks on 2 cores
+# (the Open MPI 5.0 wheel, 1 to 16 MiB) relays took 1.24-1.73 of raw `Bcast`'s time, direct
+# sends 0.46-0.91 (benchmarks/README.md, "Relays by MPI library").
+OPEN_MPI_DIRECT_MEMBERS = 3
 # Chunk size: large enough that the Python work per chunk (a probe, a receive, a send per
 # child; some 20-40 us) is small beside its copy, small enough to fill the pipeline quickly.
 CHUNK = 512 * 1024
@@ -132,9 +138,13 @@ def fanout_of(chunks: int, members: int) -> int:
     return CHAIN if chunks >= members else FANOUT
 
 
-def shape_for(total: int, members: int) -> int | None:
+def shape_for(total: int, members: int, family: str | None = None) -> int | None:
     """How a broadcast of ``total`` out-of-band bytes to ``members`` member ranks travels: a
-    relay shape (`SPLIT`, `CHAIN`, `TREE`), or None: straight from the root to each member."""
+    relay shape (`SPLIT`, `CHAIN`, `TREE`), or None: straight from the root to each member.
+    ``family``: the MPI library's (`geode_mpi.base.launch.library_family`); on Open MPI up to
+    `OPEN_MPI_DIRECT_MEMBERS` members are always sent to directly."""
+    if family == "openmpi" and members <= OPEN_MPI_DIRECT_MEMBERS:
+        return None
     if 2 <= members <= SPLIT_MEMBERS and SPLIT_MIN <= total < SPLIT_MAX:
         return SPLIT
     if members > FANOUT and total >= RELAY_MIN:

@@ -82,7 +82,8 @@ def test_relayed_small_and_point_to_point_messages_keep_one_order_per_root() -> 
             elif kind == "P":
                 assert data == sent(root, k).tobytes()
     relayed = getattr(transport, "relayed", 0)  # the in-process transport never relays
-    relays = relay.shape_for(big(rank, 0).nbytes, size - 1) is not None
+    family = getattr(transport, "family", None)
+    relays = relay.shape_for(big(rank, 0).nbytes, size - 1, family) is not None
     assert relayed == (count // 3 * size if relays else 0)  # its own, the others'
     transport.close(timeout=TIMEOUT)
 
@@ -104,7 +105,7 @@ def test_ranks_outside_a_relayed_stream_see_none_of_it() -> None:
     if rank in members:
         assert [(kind, k) for _, kind, k, _ in got] == [("L", k) for k in range(count)]
         assert all(data == big(0, k).tobytes() for _, _, k, data in got)
-        relays = relay.shape_for(big(0, 0).nbytes, len(members)) is not None
+        relays = relay.shape_for(big(0, 0).nbytes, len(members), transport.family) is not None
         assert transport.relayed == (count if relays else 0)
     if rank == outside:
         assert got == [] and transport.relayed == 0
@@ -232,7 +233,7 @@ def test_every_relay_shape_delivers_every_frame_in_order(
     from geode_mpi.transport import mpi as mpi_transport
 
     chosen = {"split": relay.SPLIT, "chain": relay.CHAIN, "tree": relay.TREE}[shape]
-    monkeypatch.setattr(mpi_transport, "shape_for", lambda total, members: chosen)
+    monkeypatch.setattr(mpi_transport, "shape_for", lambda total, members, family: chosen)
     transport = open_world()
     rank, size = transport.rank, transport.size
     got = collect(transport)

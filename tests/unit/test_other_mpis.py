@@ -9,6 +9,7 @@ from geode_mpi.base.launch import (
     CMA_VARIABLE,
     WrongPMIError,
     check_slurm_pmi,
+    library_family,
     mpi_family,
     prepare_mpi_environment,
 )
@@ -23,6 +24,19 @@ OMPI_RANK = {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_SIZE": "4", "PM
 def test_the_launcher_names_the_family() -> None:
     assert mpi_family(OMPI_RANK) == "openmpi"
     assert mpi_family({"MPI_LOCALNRANKS": "4", "PMI_RANK": "0"}) == "mpich"  # hydra
+
+
+def test_the_library_version_names_the_family_whatever_launched_it() -> None:
+    """What the transport reads once MPI is up (an mpi4py built on a site's Open MPI has no
+    module name to tell it by, and its launcher may be srun)."""
+    assert library_family(OPEN_MPI) == "openmpi"
+    assert library_family(MPICH) == "mpich"
+    assert library_family("MPICH Version:      5.0.2\nMPICH Release date: ...") == "mpich"
+    assert library_family("Intel(R) MPI Library 2021.13 for Linux* OS") == "mpich"
+    assert library_family("MVAPICH Version: 3.0") == "mpich"
+    assert library_family("Cray MPICH version 8.1.28") == "mpich"
+    assert library_family("Spectrum MPI 10.4") is None
+    assert library_family("") is None
 
 
 def test_without_a_launcher_the_module_mpi4py_would_load_names_it() -> None:

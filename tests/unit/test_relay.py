@@ -67,8 +67,25 @@ def test_the_shape_of_a_relay_by_size_and_members() -> None:
     assert relay.shape_for(relay.SPLIT_MAX, 3) == relay.CHAIN
     assert relay.shape_for(relay.SPLIT_MAX, 2) is None  # two members are never chained
     assert relay.shape_for(16 * MiB, 63) == relay.TREE  # 32 chunks, 63 members
+    assert relay.shape_for(MiB, 3, "mpich") == relay.SPLIT  # MPICH: as with no library named
+    assert relay.shape_for(16 * MiB, 63, "mpich") == relay.TREE
     chunk = relay.chunk_size(MiB, relay.SPLIT, 3)
     assert chunk % 4096 == 0 and len(relay.chunk_plan([MiB], chunk)) == 3
+
+
+def test_open_mpi_sends_directly_to_a_few_members_and_relays_to_more() -> None:
+    """Open MPI's own copies are cheap: up to OPEN_MPI_DIRECT_MEMBERS members the root sends
+    every size to each member itself; beyond, the shapes are MPICH's."""
+    MiB = 1 << 20
+    few = relay.OPEN_MPI_DIRECT_MEMBERS
+    for total in (MiB, 4 * MiB, 16 * MiB, 1 << 30):
+        for members in range(1, few + 1):
+            assert relay.shape_for(total, members, "openmpi") is None
+    for total in (MiB, 4 * MiB, 16 * MiB):
+        for members in (few + 1, relay.SPLIT_MEMBERS, 63):
+            assert relay.shape_for(total, members, "openmpi") == relay.shape_for(total, members)
+            assert relay.shape_for(total, members) is not None
+    assert relay.shape_for(MiB - 1, 3, "openmpi") is None  # small: direct everywhere
 
 
 def test_chunks_cover_every_frame_in_order() -> None:
