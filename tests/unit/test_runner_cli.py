@@ -264,3 +264,31 @@ def test_ctrl_c_at_2_ranks_prints_one_line_for_the_job(tmp_path: Path) -> None:
         f"[rank 0/2 node0] geode_mpi: interrupted (Ctrl-C) in {job}:8, ending the job with "
         "status 130"
     ], err
+
+
+# Modules a job that neither checkpoints nor uses arrays must not load through the runner
+# (issue 17: start-up): numpy and h5py (issue 15), and what only the runner's options need.
+NOT_AT_START = ("numpy", "h5py.h5", "h5py._conv", "argparse", "shutil")
+LOADED = f"import sys; print(sorted(n for n in {NOT_AT_START!r} if n in sys.modules))"
+
+
+def test_a_plain_job_loads_no_heavy_module_through_the_runner(tmp_path: Path) -> None:
+    """``python -m geode_mpi job.py args``: a message sent and received, then the check."""
+    job = tmp_path / "job.py"
+    job.write_text(
+        "import sys\nfrom geode_mpi import Geode, Message\n"
+        "with Geode(nodes=['a', 'b']) as geode:\n"
+        "    geode.send(Message(sys.argv[1:]), 'a', 'b')\n"
+        "    print(geode.receive('b', timeout=30).data)\n" + LOADED + "\n"
+    )
+    result = python(["-m", "geode_mpi", str(job), "--stats", "x"], env=clean_env(), timeout=120)
+    assert result.returncode == 0, result.explain()
+    assert result.stdout.splitlines() == ["['--stats', 'x']", "[]"], result.explain()
+
+
+def test_the_check_of_heavy_modules_sees_them() -> None:
+    """The same check after an option (argparse parses it) and with numpy imported."""
+    code = f"import numpy; {LOADED}"
+    result = python(["-m", "geode_mpi", "--stats", "-c", code], env=clean_env(), timeout=120)
+    assert result.returncode == 0, result.explain()
+    assert result.stdout.splitlines()[0] == "['argparse', 'numpy', 'shutil']", result.explain()
