@@ -937,6 +937,7 @@ class MPITransport(RootedMPI, TransportBase):
                 f"{len(self._arrivals[source])} message(s) from rank {source} half received"
             )
         parts.append(self._relays.summary())
+        parts.append(self.shared.summary())
         return "; ".join(part for part in parts if part) or "nothing in flight"
 
     # -- collective steps ------------------------------------------------------------------

@@ -304,7 +304,10 @@ class NodeShare:
         node.Free()
 
     def summary(self) -> str:
-        """What the segment holds, for a timeout's message."""
+        """What the segment holds, for diagnostics ("" when nothing)."""
         if self.slots is None:
             return ""
-        return f"; shared slots in use {len(self.slots)}, notices held here {self.held}"
+        self.slots.reclaim()
+        if not (len(self.slots) or self.held):
+            return ""
+        return f"{len(self.slots)} shared slot(s) of this rank held, {self.held} held here"
