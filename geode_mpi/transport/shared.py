@@ -59,7 +59,7 @@ NODE_VARIABLE = "GEODE_SHARED_NODE_RANKS"
 DEFAULT_BYTES = 128 * 2**20
 # Broadcasts with this many out-of-band bytes or more go through the segment (see
 # benchmarks/README.md, "Node-local shared memory").
-SHARED_MIN = 2**20
+SHARED_MIN = 256 * 2**10
 SLOTS = 64  # messages a rank's part holds at once
 ALIGN = 4096  # every frame starts on a page (huge-page friendly copies, aligned dtypes)
 
