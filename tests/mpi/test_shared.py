@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import gc
 import shutil
+import struct
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 from test_checkpoints import barrier, shared_directory
 
-from geode_mpi import Geode, Message
-from geode_mpi.transport.shared import BYTES_VARIABLE, NODE_VARIABLE, SHARED_MIN
+from geode_mpi import DecodeError, Geode, Message
+from geode_mpi.transport import open_world
+from geode_mpi.transport.envelope import build_envelope
+from geode_mpi.transport.shared import (
+    BYTES_VARIABLE,
+    NODE_VARIABLE,
+    SHARED_MIN,
+    SLOTS,
+    TAG_SHARED,
+)
 
 TIMEOUT = 60.0
 LARGE = SHARED_MIN + 8 * 4096 + 24  # not a whole number of pages
@@ -199,3 +209,35 @@ def test_members_on_other_nodes_keep_the_network_path(monkeypatch: pytest.Monkey
         partner = geode.rank ^ 1
         assert shared.local == ({partner: partner % 2} if partner < geode.size else {})
     geode.close(timeout=TIMEOUT)
+
+
+def test_a_damaged_or_foreign_notice_is_refused() -> None:
+    """A notice with another magic, a slot out of range, or a frame outside the root's part
+    is a DecodeError, never a view of memory it does not name."""
+    transport = open_world()
+    size = transport.size
+    transport.open_stream(900, 0, list(range(1, size)))  # the segment, if any, opens here
+    shared = getattr(transport, "shared", None)
+    if shared is not None and shared.slots is not None:
+        comm = transport.comm  # type: ignore[attr-defined]
+        envelope = build_envelope(b"m" * 64, [np.zeros(SHARED_MIN, np.uint8)], 16 * 1024)[0]
+        far = len(shared.parts[0]) - 4096
+        bad = [
+            (b"XXXX", 0, [0], "damaged"),
+            (b"GDSH", SLOTS, [0], "damaged"),
+            (b"GDSH", 0, [far], "outside its segment"),
+        ]
+        for magic, slot, offsets, error in bad:
+            comm.Barrier()
+            if transport.rank == 0:
+                prefix = struct.pack("<4sii", magic, slot, len(offsets))
+                prefix += struct.pack(f"<{len(offsets)}q", *offsets)
+                comm.Send(prefix + bytes(-len(prefix) % 16) + envelope, 1, TAG_SHARED)
+                transport.sent_to[1] += 1  # type: ignore[attr-defined]
+            elif transport.rank == 1:
+                with pytest.raises(DecodeError, match=error):
+                    deadline = time.monotonic() + TIMEOUT
+                    while time.monotonic() < deadline:
+                        transport.progress()
+    transport.close_stream(900, timeout=TIMEOUT)
+    transport.close(timeout=TIMEOUT)
