@@ -706,7 +706,7 @@ class MPITransport(RootedMPI, TransportBase):
         flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
         offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
         envelope, oob = build_envelope(meta, flat, inline_max, offsets)
-        shared = None if self.shared.slots is None else self._share(members, envelope, oob)
+        shared = self._share(members, envelope, oob) if self.shared.enabled else None
         if shared is not None:
             if not shared[0]:
                 return shared[1]

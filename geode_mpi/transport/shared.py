@@ -175,6 +175,8 @@ class NodeShare:
     def __init__(self, comm: MPI.Intracomm) -> None:
         self.comm = comm
         self.opened = False
+        self.enabled = False  # a segment was made: large broadcasts to this node may use it
+        self.budget = 0  # this rank's data part in bytes
         self.win: MPI.Win | None = None
         self.node: MPI.Intracomm | None = None
         self.local: dict[int, int] = {}  # comm rank -> node rank, for this node's other ranks
@@ -182,6 +184,8 @@ class NodeShare:
         self.parts: list[np.ndarray[Any, Any]] = []  # every node rank's data part
         self.flags: list[np.ndarray[Any, Any]] = []  # every node rank's flag table
         self.slots: SlotAllocator | None = None
+        self._memory: list[Any] = []  # every node rank's part, as MPI gave it (not numpy yet)
+        self._table = 0  # bytes of flags before each part's data
         self.held = 0  # notices received here whose views are still alive
         self.shared = 0  # broadcasts sent through the segment
         self._freed = False
@@ -206,14 +210,22 @@ class NodeShare:
         win = MPI.Win.Allocate_shared(table + budget, 1, comm=node)
         win.Lock_all(MPI.MODE_NOCHECK)
         self.win, self.node, self.me = win, node, node.Get_rank()
-        for rank in range(size):
-            memory, _ = win.Shared_query(rank)
-            whole = np.asarray(memory).view(np.uint8)
-            self.flags.append(whole[:table][: SLOTS * size].reshape(SLOTS, size))
-            self.parts.append(whole[table:])
+        self._memory = [win.Shared_query(rank)[0] for rank in range(size)]
+        self._table, self.budget, self.enabled = table, budget, True
         ranks = node.Get_group().Translate_ranks(list(range(size)), self.comm.Get_group())
         self.local = {int(rank): index for index, rank in enumerate(ranks) if index != self.me}
-        self.slots = SlotAllocator(budget, self.flags[self.me])
+
+    def _map(self) -> SlotAllocator:
+        """numpy views of every part, made at the first large broadcast (a job that sends no
+        arrays never imports numpy), and this rank's allocator."""
+        if self.slots is None:
+            table, size = self._table, len(self._memory)
+            for memory in self._memory:
+                whole = np.asarray(memory).view(np.uint8)
+                self.flags.append(whole[:table][: SLOTS * size].reshape(SLOTS, size))
+                self.parts.append(whole[table:])
+            self.slots = SlotAllocator(self.budget, self.flags[self.me])
+        return self.slots
 
     def split(self, members: Sequence[int]) -> tuple[list[int], tuple[int, ...]]:
         """``members`` on this node (to share with) and the others."""
@@ -224,9 +236,8 @@ class NodeShare:
     def place(self, near: Sequence[int], oob: Sequence[Frame], envelope: bytes) -> bytes | None:
         """Copy the frames into a slot read by ``near`` and return the notice for them; None
         when the segment has no room (nothing was copied)."""
-        slots = self.slots
-        assert slots is not None and self.win is not None
-        taken = slots.take([frame.nbytes for frame in oob], [self.local[m] for m in near])
+        assert self.win is not None
+        taken = self._map().take([frame.nbytes for frame in oob], [self.local[m] for m in near])
         if taken is None:
             return None
         slot, offsets = taken
@@ -250,6 +261,7 @@ class NodeShare:
         owner = self.local.get(source)
         if owner is None or self.win is None or len(buffer) < _PREFIX.size:
             raise DecodeError(f"rank {source} sent a shared-memory notice, not from this node")
+        self._map()
         magic, slot, count = _PREFIX.unpack_from(buffer)
         start = _PREFIX.size + 8 * count
         if magic != _MAGIC or not 0 <= slot < SLOTS or count < 0 or len(buffer) < start:
@@ -300,6 +312,8 @@ class NodeShare:
             return
         self.parts.clear()
         self.flags.clear()
+        self._memory.clear()
+        self.enabled = False
         win.Free()
         node.Free()
 
