@@ -186,7 +186,12 @@ class NodeShare:
         self.slots: SlotAllocator | None = None
         self._memory: list[Any] = []  # every node rank's part, as MPI gave it (not numpy yet)
         self._table = 0  # bytes of flags before each part's data
-        self.held = 0  # notices received here whose views are still alive
+        self._views = 0  # notices received here (counted under the gate)
+        # One entry per notice whose views have all gone, appended by its finalizer from any
+        # thread (list.append is atomic; a shared `-= 1` could lose a count and free the
+        # window under a live view), folded into _gone under the gate.
+        self._released: list[None] = []
+        self._gone = 0
         self.shared = 0  # broadcasts sent through the segment
         self._freed = False
 
@@ -283,7 +288,7 @@ class NodeShare:
         holder = _Owner(part.ctypes.data + first, end - first)
         whole = np.asarray(holder)  # read-only; every view of it keeps holder alive
         weakref.finalize(holder, self._release, owner, slot)
-        self.held += 1
+        self._views += 1
         views = iter(
             whole[offset - first : offset - first + size]
             for offset, (size, _) in zip(offsets, oob, strict=True)
@@ -293,9 +298,17 @@ class NodeShare:
 
     def _release(self, owner: int, slot: int) -> None:
         # From a finalizer (any thread, any time): one byte of this rank's, no MPI call.
-        self.held -= 1
+        self._released.append(None)
         if not self._freed:
             self.flags[owner][slot, self.me] = 0
+
+    @property
+    def held(self) -> int:
+        """Notices received here whose views are still alive."""
+        count = len(self._released)
+        del self._released[:count]  # (what a finalizer appends meanwhile stays)
+        self._gone += count
+        return self._views - self._gone
 
     def close(self) -> None:
         """Free the segment, collectively over the node (every rank of the node calls it),
