@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import shutil
 import struct
+import threading
 import time
 from typing import Any
 
@@ -82,9 +83,13 @@ def test_large_arrays_reach_every_subscriber_read_only_and_in_order() -> None:
     geode.close(timeout=TIMEOUT)
 
 
-def test_released_slots_are_reused_without_falling_back(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("where", ["here", "in a thread"])
+def test_released_slots_are_reused_without_falling_back(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
     """A segment with room for two messages carries twenty, one at a time: each subscriber
-    lets go of each before it tells the publisher, which publishes the next."""
+    lets go of each (itself, or in another thread that held the last reference) before it
+    tells the publisher, which publishes the next."""
     monkeypatch.setenv(BYTES_VARIABLE, str(2 * LARGE + 2 * 4096))
     geode = Geode(acks=False)
     nodes = geode.nodes
@@ -97,7 +102,14 @@ def test_released_slots_are_reused_without_falling_back(monkeypatch: pytest.Monk
         for node in subscribers:
             array = geode.receive(node, timeout=TIMEOUT, topic="big").data
             assert array[1] == 1 + k
-            del array
+            if where == "in a thread":
+                holder = [array]
+                del array
+                thread = threading.Thread(target=holder.clear)  # the last reference goes there
+                thread.start()
+                thread.join(TIMEOUT)
+            else:
+                del array
             geode.send(Message(("done", k)), node, nodes[0])
         if geode.rank == 0:
             for _ in range(len(nodes) - 1):
