@@ -52,9 +52,13 @@ TOPIC = "fan"
 PUBLISHER = "node0"
 DATA = "hello world"
 
-# The issue's target.
+# The issues' targets: (large-from, at most this multiple of raw Bcast's time).
 LARGE_FROM = MiB  # arrays this large or larger ...
 LARGE_MAX = 1.25  # ... reach every subscriber in at most this multiple of raw Bcast's time
+# Issue 17: subscribers on the publisher's node share one copy (transport/shared.py), and
+# 16 MiB reaches them in at most half of raw Bcast's time.
+SHARED_FROM = 16 * MiB
+SHARED_MAX = 0.5
 
 # One timed fan-out loop: given an iteration count, the time per iteration in seconds and the
 # array this rank received last (to check it).
@@ -446,13 +450,15 @@ def message_table(rates: dict[str, list[float]], args: argparse.Namespace) -> li
     return lines
 
 
-def evaluate_target(arrays: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's target, with PASS/FAIL, the worst case and every value checked."""
+def evaluate_target(
+    arrays: list[dict[str, Any]], large_from: int = LARGE_FROM, limit: float = LARGE_MAX
+) -> dict[str, Any]:
+    """An issue's target, with PASS/FAIL, the worst case and every value checked."""
     name = (
-        f"arrays >= {size_label(LARGE_FROM)} reach every subscriber in <= {LARGE_MAX:.2f}x the "
+        f"arrays >= {size_label(large_from)} reach every subscriber in <= {limit:.2f}x the "
         "time of raw Bcast (geode, acks off)"
     )
-    large = [r for r in arrays if r["size"] >= LARGE_FROM]
+    large = [r for r in arrays if r["size"] >= large_from]
     if not large:
         return {"target": name, "result": "n/a", "ratios": {}}
     ratios = {size_label(r["size"]): r["geode_over_bcast"] for r in large}
@@ -461,13 +467,13 @@ def evaluate_target(arrays: list[dict[str, Any]]) -> dict[str, Any]:
     worst = max(ratios, key=lambda label: ratios[label])
     return {
         "target": name,
-        "result": "PASS" if all(ratio <= LARGE_MAX for ratio in ratios.values()) else "FAIL",
+        "result": "PASS" if all(ratio <= limit for ratio in ratios.values()) else "FAIL",
         "worst": {"case": worst, "ratio": ratios[worst], "spread": spreads[worst]},
         "ratios": ratios,
         "spreads": spreads,
         "acks_variant": {
             "note": "for comparison only; the target uses Geode(acks=False)",
-            "would_pass": all(ratio <= LARGE_MAX for ratio in acks.values()),
+            "would_pass": all(ratio <= limit for ratio in acks.values()),
             "ratios": acks,
         },
     }
@@ -530,9 +536,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for record in arrays:
         add_ratios(record)
-    target = evaluate_target(arrays)
+    targets = [evaluate_target(arrays), evaluate_target(arrays, SHARED_FROM, SHARED_MAX)]
     print("\n".join(array_table(arrays, barrier)))
-    print("\n".join(target_lines(target)))
+    for target in targets:
+        print("\n".join(target_lines(target)))
     print()
     print("\n".join(message_table(rates, args)))
     messages = {
@@ -545,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings |= {"repeats": args.repeats, "quick": args.quick}
     settings["budget"] = dataclasses.asdict(budget)
     numbers = {"barrier": barrier, "arrays": arrays, "small_messages": messages}
-    numbers |= {"publisher_stats": publisher, "targets": [target]}
+    numbers |= {"publisher_stats": publisher, "targets": targets}
     reporting.finish(args.json, "fanout", (began, elapsed, settings, env), numbers)
     return 0
 

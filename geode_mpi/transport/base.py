@@ -38,7 +38,9 @@ Frame: TypeAlias = "np.ndarray[Any, Any]"  # (a string: numpy is imported on fir
 
 
 # Called once per arrival, per source in the order sent: (source rank, meta, frames, nbytes).
-# Frames are writable: uint8 arrays, or memoryviews of small ones inside the envelope.
+# Frames are writable: uint8 arrays, or memoryviews of small ones inside the envelope; except
+# a large topic frame from a rank of this node: a read-only view of its shared segment
+# (transport/shared.py).
 Sink = Callable[[int, memoryview, Sequence[Any], int], None]
 # Optional, for speed: a run of frame-less arrivals from one source rank, in the order sent;
 # the same as calling the sink on each (meta, (), len(meta)) in turn.

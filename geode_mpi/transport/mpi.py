@@ -66,6 +66,7 @@ from geode_mpi.transport.relay import (
     shape_for,
 )
 from geode_mpi.transport.rooted import RootedMPI
+from geode_mpi.transport.shared import SHARED_MIN, TAG_SHARED, NodeShare
 from geode_mpi.transport.tally import TAG_COUNT, Tally
 
 _BYTE = MPI.BYTE
@@ -229,6 +230,7 @@ class MPITransport(RootedMPI, TransportBase):
         self._fan: FanTicket | None = None  # the last small broadcast's (see _batch_to)
         self.pool = BufferPool()
         self._relays = Relays(self.comm, self.pool)  # large broadcasts down a tree
+        self.shared = NodeShare(self.comm)  # large broadcasts on this node (transport/shared.py)
         self.oversubscribed = launch_info().oversubscribed
         self.family = library_family(MPI.Get_library_version())  # decides relays (shape_for)
         tighten_timer_slack()
@@ -489,7 +491,11 @@ class MPITransport(RootedMPI, TransportBase):
         return True
 
     def _accept_stream(self, source: int, tag: int, buffer: bytearray) -> None:
-        """An end marker, or an envelope whose large frames come down a relay tree."""
+        """An end marker, or an envelope whose large frames come down a relay tree or are
+        in the root's shared slot."""
+        if tag == TAG_SHARED:
+            self._accept_shared(source, buffer)
+            return
         if tag == TAG_STREAM:
             key = read_end_marker(buffer, source)
             stream = self._fanouts.get(key)
@@ -517,6 +523,13 @@ class MPITransport(RootedMPI, TransportBase):
         self._waiting_sources.add(source)
         if len(queue) == 1:
             self._complete_arrivals()
+
+    def _accept_shared(self, source: int, buffer: bytearray) -> None:
+        meta, frames, nbytes = self.shared.read(source, buffer)
+        if self._arrivals[source]:  # (its frames are all in: it waits only for its turn)
+            self._arrivals[source].append(_Arrival(meta, frames, [], nbytes))
+        else:
+            self._sink(source, meta, frames, nbytes)
 
     def _accept_batch(self, source: int, buffer: bytearray) -> None:
         view = memoryview(buffer)
@@ -666,13 +679,17 @@ class MPITransport(RootedMPI, TransportBase):
                     break
             if not queue:
                 self._waiting_sources.discard(held)
+        self.shared.open()  # the first stream: collective (every rank opens every stream)
         self._fanouts.open(key, root, members)
 
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         """See `Transport.broadcast`: the envelope (and every large frame, from its own memory)
         sent to each member in turn; one ticket for all of them."""
         members = self._fanouts.members(key)
-        if len(members) == 1:
+        if len(members) == 1 and (
+            members[0] not in self.shared.local
+            or sum(frame.nbytes for frame in frames) < SHARED_MIN
+        ):
             return self.send(members[0], meta, frames, True)
         check_envelope(meta)  # before anything is posted: a refused message is refused whole
         if not frames:
@@ -690,6 +707,11 @@ class MPITransport(RootedMPI, TransportBase):
         flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
         offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
         envelope, oob = build_envelope(meta, flat, inline_max, offsets)
+        shared = self._share(members, envelope, oob) if self.shared.enabled else None
+        if shared is not None:
+            if not shared[0]:
+                return shared[1]
+            members = shared[0]
         shape = shape_for(sum(frame.nbytes for frame in oob), len(members), self.family)
         if shape is not None:
             return self._relay(shape, members, envelope, flat, oob, offsets)
@@ -703,6 +725,26 @@ class MPITransport(RootedMPI, TransportBase):
         if not self._finish(ticket):
             self._active.append(ticket)
         return ticket
+
+    def _share(
+        self, members: Sequence[int], envelope: bytes, oob: list[Frame]
+    ) -> tuple[tuple[int, ...], SendTicket] | None:
+        """`broadcast` of large frames to the members on this node through its shared segment
+        (transport/shared.py): the members left to send to, and the notices' ticket; None if
+        nothing went that way (too small, no member here, no room)."""
+        if sum(frame.nbytes for frame in oob) < SHARED_MIN:
+            return None
+        near, far = self.shared.split(members)
+        notice = self.shared.place(near, oob, envelope) if near else None
+        if notice is None:
+            return None
+        requests = [self.comm.Isend(notice, dest, TAG_SHARED) for dest in near]
+        for dest in near:
+            self.sent_to[dest] += 1
+        ticket = SendTicket(self.rank, len(notice), state=(requests, notice, [], []))
+        if not self._finish(ticket):
+            self._active.append(ticket)
+        return far, ticket
 
     def _batch_to(self, members: Sequence[int], kind: int, payload: bytes) -> SendTicket:
         """A small broadcast joins each member's batch, as a batched `send` would: one MPI
@@ -896,6 +938,7 @@ class MPITransport(RootedMPI, TransportBase):
                 f"{len(self._arrivals[source])} message(s) from rank {source} half received"
             )
         parts.append(self._relays.summary())
+        parts.append(self.shared.summary())
         return "; ".join(part for part in parts if part) or "nothing in flight"
 
     # -- collective steps ------------------------------------------------------------------
@@ -1041,6 +1084,7 @@ class MPITransport(RootedMPI, TransportBase):
         )
         self._wait(self._drained, deadline, timeout, self._missing, together=CLOSING_YIELD)
         self.close_rooted()
+        self.shared.close()
         self.comm.Free()
         self.pool.clear()  # now: a closed Geode waits for the cyclic collector (pool.py)
         self._closed = True

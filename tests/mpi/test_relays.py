@@ -23,6 +23,13 @@ TIMEOUT = 60.0
 Got = list[tuple[int, str, int, bytes]]
 
 
+@pytest.fixture(autouse=True)
+def _no_shared_segment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relays only: without it, members on the root's node (all of them here) would get large
+    broadcasts through the node's shared segment (transport/shared.py, tests/mpi/test_shared.py)."""
+    monkeypatch.setenv("GEODE_SHARED_BYTES", "0")
+
+
 def big(root: int, k: int) -> Frame:
     """A relayed frame: above the threshold, not a whole number of chunks."""
     return np.full(max(RELAY_MIN, CHUNK) + 4096 * k + 40, root * 16 + k % 16, np.uint8)

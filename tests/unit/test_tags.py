@@ -6,7 +6,7 @@ envelopes, envelopes as counts, and relayed messages went missing.
 
 from __future__ import annotations
 
-from geode_mpi.transport import mpi, relay, tally
+from geode_mpi.transport import mpi, relay, shared, tally
 
 
 def test_the_transports_tags_are_distinct() -> None:
@@ -18,6 +18,7 @@ def test_the_transports_tags_are_distinct() -> None:
         "TAG_STREAM": mpi.TAG_STREAM,
         "TAG_RELAYED": relay.TAG_RELAYED,
         "TAG_COUNT": tally.TAG_COUNT,
+        "TAG_SHARED": shared.TAG_SHARED,
     }
     assert len(set(tags.values())) == len(tags), tags
     # Relay heads and chunks: this tag and above (mpi._take_matched hands them to the relays).

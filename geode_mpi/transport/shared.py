@@ -1,0 +1,340 @@
+"""Node-local fan-out through MPI-3 shared memory: one copy of a large topic frame per node.
+
+A large broadcast (`SHARED_MIN` bytes of out-of-band frames or more) to member ranks on the
+root's node copies its frames once into the root's part of a per-node shared segment
+(``MPI.Win.Allocate_shared`` over ``Split_type(COMM_TYPE_SHARED)``), and sends each such member a
+*notice* instead of the frames: the slot's number and the frames' offsets, then the usual
+envelope (`TAG_SHARED`). Members on other nodes keep the relayed or direct path. The notice
+travels on the transport's one communicator like any other envelope, so per (root, member) it
+keeps its place in the stream's order, and everything above (dedup, acks, checkpoints) sees an
+ordinary arrival whose frames happen to be read-only views of the segment.
+
+Ownership. Each rank owns one part of the segment: a table of flags (`SLOTS` rows, one byte per
+rank of the node) and the data its slots hold; only the owner allocates in it (`SlotAllocator`,
+first fit). Before sending the notices it sets the flag of every reading member; a reader
+clears its flag once nothing refers to the message's frames any more (a `weakref.finalize` on
+the object that owns the views' memory, the same reference count that frees a receive buffer in
+transport/pool.py). A slot whose flags are all clear is free again. One writer per byte, so no
+atomics; the copy and the flags are ordered by ``Win.Sync`` and the notice's send.
+
+- A full segment (too little room, or `SLOTS` messages still held) never blocks: the broadcast
+  takes the relayed or direct path instead, with copies of its own.
+- Views are read-only; ``array.copy()`` gives a private writable one.
+- A checkpoint saves the data of held messages like any other (the file never refers to the
+  segment), so a restart does not need it.
+- A rank that dies ends the job (`abort.py`), so no slot outlives its readers.
+- Close frees the window collectively over the node, unless some rank of the node still holds a
+  view: then the segment stays mapped until the process exits (a view never dangles).
+
+The segment is allocated lazily, at the first stream opened (every rank opens every stream, in
+the same order), with ``GEODE_SHARED_BYTES`` per rank (`DEFAULT_BYTES`; 0 turns the path off).
+``GEODE_SHARED_NODE_RANKS=k`` splits each node further into groups of k consecutive ranks (a node
+of one rank has no segment): how the tests make a job look like several nodes on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from mpi4py import MPI
+
+from geode_mpi.errors import DecodeError
+from geode_mpi.transport.base import Frame
+from geode_mpi.transport.envelope import parse_envelope
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from geode_mpi.base.ondemand import on_first_use
+
+    np = on_first_use("numpy", globals(), "np")
+
+TAG_SHARED = 0  # a notice: an envelope whose large frames are in the root's shared slot
+BYTES_VARIABLE = "GEODE_SHARED_BYTES"
+NODE_VARIABLE = "GEODE_SHARED_NODE_RANKS"
+DEFAULT_BYTES = 128 * 2**20
+# Broadcasts with this many out-of-band bytes or more go through the segment (see
+# benchmarks/README.md, "Node-local shared memory").
+SHARED_MIN = 256 * 2**10
+SLOTS = 64  # messages a rank's part holds at once
+ALIGN = 4096  # every frame starts on a page (huge-page friendly copies, aligned dtypes)
+
+_PREFIX = struct.Struct("<4sii")  # magic, slot, frames; then an int64 offset per frame
+_MAGIC = b"GDSH"
+
+_leaked: list[Any] = []  # windows whose views outlived close(): mapped until exit
+
+
+class SlotAllocator:
+    """First-fit slots in one rank's part of the segment.
+
+    Args:
+        capacity: the data bytes of the part.
+        flags: ``SLOTS`` rows of one byte per reader rank (shared memory: readers clear theirs).
+        align: every frame's offset is a multiple of it.
+    """
+
+    def __init__(self, capacity: int, flags: np.ndarray[Any, Any], align: int = ALIGN) -> None:
+        self.capacity = capacity
+        self.flags = flags
+        self.align = align
+        self._live: list[tuple[int, int, int]] = []  # (start, end, slot), by start
+        self._free = list(range(len(flags) - 1, -1, -1))  # slot numbers, the lowest last
+        self.full = 0  # how many times take() found no room
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def reclaim(self) -> None:
+        """Free every slot whose readers have all let go of it."""
+        if not self._live:
+            return
+        rows = self.flags[[slot for _, _, slot in self._live]]
+        held: list[int] = rows.max(axis=1).tolist()
+        if all(held):
+            return
+        kept = []
+        for entry, still in zip(self._live, held, strict=True):
+            if still:
+                kept.append(entry)
+            else:
+                self._free.append(entry[2])
+        self._free.sort(reverse=True)
+        self._live = kept
+
+    def take(self, sizes: Sequence[int], readers: Sequence[int]) -> tuple[int, list[int]] | None:
+        """A slot for frames of ``sizes`` bytes, flagged as held by ``readers``: its number and
+        each frame's offset; None when there is no room (the caller sends another way)."""
+        self.reclaim()
+        align = self.align
+        offsets = []
+        total = 0
+        for size in sizes:
+            offsets.append(total)
+            total += -(-size // align) * align
+        if not self._free or total > self.capacity:
+            self.full += 1
+            return None
+        start = 0
+        index = 0
+        for index, (begin, end, _) in enumerate(self._live):  # noqa: B007 (used below)
+            if begin - start >= total:
+                break
+            start = end
+        else:
+            index = len(self._live)
+            if self.capacity - start < total:
+                self.full += 1
+                return None
+        slot = self._free.pop()
+        self._live.insert(index, (start, start + total, slot))
+        self.flags[slot] = 0
+        self.flags[slot, list(readers)] = 1
+        return slot, [start + offset for offset in offsets]
+
+
+class _Owner:
+    """Owns the memory of one notice's views: their ``base``, so it lives while any does."""
+
+    __slots__ = ("__array_interface__", "__weakref__")
+
+    def __init__(self, address: int, nbytes: int) -> None:
+        self.__array_interface__ = {
+            "shape": (nbytes,),
+            "typestr": "|u1",
+            "data": (address, True),  # read-only
+            "version": 3,
+        }
+
+
+def node_budget() -> int:
+    """This rank's share of the segment in bytes (``GEODE_SHARED_BYTES``, else the default).
+
+    Raises:
+        ValueError: the variable is not a whole number >= 0.
+    """
+    text = os.environ.get(BYTES_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_BYTES
+    if not text.isdigit():
+        raise ValueError(f"{BYTES_VARIABLE} must be a whole number of bytes >= 0, got {text!r}")
+    return int(text)
+
+
+class NodeShare:
+    """This rank's view of its node's shared segment: its own slots, and the other parts.
+
+    Args:
+        comm: the transport's communicator.
+    """
+
+    def __init__(self, comm: MPI.Intracomm) -> None:
+        self.comm = comm
+        self.opened = False
+        self.enabled = False  # a segment was made: large broadcasts to this node may use it
+        self.budget = 0  # this rank's data part in bytes
+        self.win: MPI.Win | None = None
+        self.node: MPI.Intracomm | None = None
+        self.local: dict[int, int] = {}  # comm rank -> node rank, for this node's other ranks
+        self.me = 0  # this rank's node rank
+        self.parts: list[np.ndarray[Any, Any]] = []  # every node rank's data part
+        self.flags: list[np.ndarray[Any, Any]] = []  # every node rank's flag table
+        self.slots: SlotAllocator | None = None
+        self._memory: list[Any] = []  # every node rank's part, as MPI gave it (not numpy yet)
+        self._table = 0  # bytes of flags before each part's data
+        self._views = 0  # notices received here (counted under the gate)
+        # One entry per notice whose views have all gone, appended by its finalizer from any
+        # thread (list.append is atomic; a shared `-= 1` could lose a count and free the
+        # window under a live view), folded into _gone under the gate.
+        self._released: list[None] = []
+        self._gone = 0
+        self.shared = 0  # broadcasts sent through the segment
+        self._freed = False
+
+    def open(self) -> None:
+        """Allocate the segment (collective over the transport's communicator, once)."""
+        if self.opened:
+            return
+        self.opened = True
+        node = MPI.Intracomm(self.comm.Split_type(MPI.COMM_TYPE_SHARED, self.comm.Get_rank()))
+        group = os.environ.get(NODE_VARIABLE, "").strip()
+        if group.isdigit() and int(group) > 0:
+            split = MPI.Intracomm(node.Split(node.Get_rank() // int(group), node.Get_rank()))
+            node.Free()
+            node = split
+        budget = node.allreduce(node_budget(), MPI.MIN)  # every rank agrees: on or off
+        size = node.Get_size()
+        if size == 1 or budget == 0:
+            node.Free()
+            return
+        table = -(-SLOTS * size // ALIGN) * ALIGN
+        win = MPI.Win.Allocate_shared(table + budget, 1, comm=node)
+        win.Lock_all(MPI.MODE_NOCHECK)
+        self.win, self.node, self.me = win, node, node.Get_rank()
+        self._memory = [win.Shared_query(rank)[0] for rank in range(size)]
+        self._table, self.budget, self.enabled = table, budget, True
+        ranks = node.Get_group().Translate_ranks(list(range(size)), self.comm.Get_group())
+        self.local = {int(rank): index for index, rank in enumerate(ranks) if index != self.me}
+
+    def _map(self) -> SlotAllocator:
+        """numpy views of every part, made at the first large broadcast (a job that sends no
+        arrays never imports numpy), and this rank's allocator."""
+        if self.slots is None:
+            table, size = self._table, len(self._memory)
+            for memory in self._memory:
+                whole = np.asarray(memory).view(np.uint8)
+                self.flags.append(whole[:table][: SLOTS * size].reshape(SLOTS, size))
+                self.parts.append(whole[table:])
+            self.slots = SlotAllocator(self.budget, self.flags[self.me])
+        return self.slots
+
+    def split(self, members: Sequence[int]) -> tuple[list[int], tuple[int, ...]]:
+        """``members`` on this node (to share with) and the others."""
+        local = self.local
+        near = [member for member in members if member in local]
+        return near, tuple(member for member in members if member not in local)
+
+    def place(self, near: Sequence[int], oob: Sequence[Frame], envelope: bytes) -> bytes | None:
+        """Copy the frames into a slot read by ``near`` and return the notice for them; None
+        when the segment has no room (nothing was copied)."""
+        assert self.win is not None
+        taken = self._map().take([frame.nbytes for frame in oob], [self.local[m] for m in near])
+        if taken is None:
+            return None
+        slot, offsets = taken
+        part = self.parts[self.me]
+        for frame, offset in zip(oob, offsets, strict=True):
+            part[offset : offset + frame.nbytes] = frame
+        self.win.Sync()
+        self.shared += 1
+        prefix = _PREFIX.pack(_MAGIC, slot, len(offsets)) + struct.pack(
+            f"<{len(offsets)}q", *offsets
+        )
+        return prefix + bytes(-len(prefix) % 16) + envelope
+
+    def read(self, source: int, buffer: bytearray) -> tuple[memoryview, list[Any], int]:
+        """A notice from ``source``: its meta, its frames (the large ones read-only views of
+        the root's slot, freed when the last of them is) and its size in bytes.
+
+        Raises:
+            DecodeError: not a notice this rank can read.
+        """
+        owner = self.local.get(source)
+        if owner is None or self.win is None or len(buffer) < _PREFIX.size:
+            raise DecodeError(f"rank {source} sent a shared-memory notice, not from this node")
+        self._map()
+        magic, slot, count = _PREFIX.unpack_from(buffer)
+        start = _PREFIX.size + 8 * count
+        if magic != _MAGIC or not 0 <= slot < SLOTS or count < 0 or len(buffer) < start:
+            raise DecodeError(f"rank {source} sent a damaged shared-memory notice")
+        offsets = struct.unpack_from(f"<{count}q", buffer, _PREFIX.size)
+        try:
+            meta, inline, oob = parse_envelope(memoryview(buffer)[start + (-start % 16) :])
+        except ValueError as exc:
+            raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
+        part = self.parts[owner]
+        if len(oob) != count or any(
+            not 0 <= offset <= offset + size <= len(part)
+            for offset, (size, _) in zip(offsets, oob, strict=True)
+        ):
+            raise DecodeError(f"rank {source} sent a notice of frames outside its segment")
+        self.win.Sync()
+        first = min(offsets)
+        end = max(offset + size for offset, (size, _) in zip(offsets, oob, strict=True))
+        holder = _Owner(part.ctypes.data + first, end - first)
+        whole = np.asarray(holder)  # read-only; every view of it keeps holder alive
+        weakref.finalize(holder, self._release, owner, slot)
+        self._views += 1
+        views = iter(
+            whole[offset - first : offset - first + size]
+            for offset, (size, _) in zip(offsets, oob, strict=True)
+        )
+        frames = [next(views) if frame is None else frame for frame in inline]
+        return meta, frames, len(buffer) + sum(size for size, _ in oob)
+
+    def _release(self, owner: int, slot: int) -> None:
+        # From a finalizer (any thread, any time): one byte of this rank's, no MPI call.
+        self._released.append(None)
+        if not self._freed:
+            self.flags[owner][slot, self.me] = 0
+
+    @property
+    def held(self) -> int:
+        """Notices received here whose views are still alive."""
+        count = len(self._released)
+        del self._released[:count]  # (what a finalizer appends meanwhile stays)
+        self._gone += count
+        return self._views - self._gone
+
+    def close(self) -> None:
+        """Free the segment, collectively over the node (every rank of the node calls it),
+        unless a rank still holds views of it: then keep it mapped until the process exits."""
+        win, node = self.win, self.node
+        if win is None or node is None or self._freed:
+            return
+        self._freed = True
+        held = node.allreduce(self.held, MPI.MAX)
+        win.Unlock_all()
+        if held:
+            self._freed = False  # the views still release their slots: nobody reuses them
+            _leaked.append((win, node))
+            return
+        self.parts.clear()
+        self.flags.clear()
+        self._memory.clear()
+        self.enabled = False
+        win.Free()
+        node.Free()
+
+    def summary(self) -> str:
+        """What the segment holds, for diagnostics ("" when nothing)."""
+        if self.slots is None:
+            return ""
+        self.slots.reclaim()
+        if not (len(self.slots) or self.held):
+            return ""
+        return f"{len(self.slots)} shared slot(s) of this rank held, {self.held} held here"
