@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geode_mpi import EncodeError, Geode, share
+from geode_mpi import EncodeError, Geode, QueueConfig, ReceiveTimeout, share
 
 TIMEOUT = 60.0
 MIB = 2**20
@@ -77,3 +77,23 @@ def test_a_shared_array_made_writable_again_is_refused(geode: Geode) -> None:
     shared.base.flags.writeable = True
     with pytest.raises(EncodeError, match="made writable again"):
         geode.send(shared, geode.node, after)
+
+
+def test_resent_messages_that_refer_to_a_shared_array_resolve() -> None:
+    explicit = QueueConfig(ack="explicit")
+    with Geode(resend_after=0.02, queue=explicit) as geode:
+        after, before = ring(geode)
+        shared = share(np.full(MIB // 8, float(geode.rank)))
+        for _ in range(2):  # a store, then a reference: both resent until acknowledged
+            geode.send(shared, geode.node, after)
+        got = [geode.receive(geode.node, source=before, timeout=TIMEOUT) for _ in range(2)]
+        with pytest.raises(ReceiveTimeout):  # meanwhile the copies come again, and are dropped
+            geode.receive(geode.node, timeout=0.3)
+        for message in got:
+            assert np.all(message.data == float((geode.rank - 1) % geode.size))
+            message.ack()
+        if geode.size == 1:  # one rank: that receive raised at once (nothing can arrive)
+            return
+        stats = geode.stats()
+        assert stats.resent >= 2 and stats.duplicates >= 2, stats
+        assert geode.cache_stats().hits >= 2  # every resend of a held array: a reference

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -247,3 +248,26 @@ def test_topics_and_work_queues_deliver_shared_arrays(pair: list[Geode]) -> None
             assert task is not None and np.array_equal(task.data, grid)
         # producer -> dispatcher is cached; the dispatcher hands on its received copy in full
         assert geode.cache_stats().hits == 3
+
+
+def test_threads_share_and_send_while_another_receives() -> None:
+    with Geode(2) as geode:
+        count = 40
+
+        def sending(offset: int) -> None:
+            arrays = [share(np.full(CACHE_MIN // 8, float(offset + k))) for k in range(4)]
+            for k in range(count):
+                geode.send(arrays[k % 4], "node0", "node1")
+
+        threads = [threading.Thread(target=sending, args=(10 * t,)) for t in range(2)]
+        for thread in threads:
+            thread.start()
+        got = [geode.receive("node1", timeout=TIMEOUT).data for _ in range(2 * count)]
+        for thread in threads:
+            thread.join(timeout=TIMEOUT)
+        assert sorted(float(data[0]) for data in got) == sorted(
+            float(10 * t + k % 4) for t in range(2) for k in range(count)
+        )
+        assert all(np.all(data == data[0]) and not data.flags.writeable for data in got)
+        stats = geode.cache_stats()
+        assert (stats.stores, stats.hits) == (8, 2 * count - 8)
