@@ -53,11 +53,12 @@ OP_DROP = 3  # forget this id (the frame index is 0 and means nothing)
 
 
 class _Shared:
-    """What the registry knows of a shared array: its id, size and memory's owner."""
+    """What the registry knows of a shared array: its id, size and memory's owner (None for a
+    copy received through the cache, which the receiving rank's store keeps)."""
 
     __slots__ = ("key", "nbytes", "owner")
 
-    def __init__(self, key: int, nbytes: int, owner: np.ndarray[Any, Any]) -> None:
+    def __init__(self, key: int, nbytes: int, owner: np.ndarray[Any, Any] | None) -> None:
         self.key = key
         self.nbytes = nbytes
         self.owner = owner
@@ -66,8 +67,13 @@ class _Shared:
 # address of a shared array's memory -> its entry; process-wide (every Geode of an in-process
 # hub sends from the same memory). Entries leave when their array is garbage.
 shared_arrays: dict[int, _Shared] = {}
-_next_key = [1]
 _lock = threading.Lock()
+
+
+def _new_key() -> int:
+    """A random 64-bit id: a rank that passes on a copy it received keeps the sender's id, so
+    ids must not collide across processes (two in 2**64 / n**2 would)."""
+    return int.from_bytes(os.urandom(8), "little") or 1
 
 
 def _address(array: np.ndarray[Any, Any]) -> int:
@@ -107,12 +113,15 @@ def share(array: Any) -> np.ndarray[Any, Any]:
     )  # a view of a read-only owner: its flag can never turn True again
     if not owner.nbytes:
         return view
-    with _lock:
-        key = _next_key[0]
-        _next_key[0] = key + 1
-        entry = shared_arrays[_address(owner)] = _Shared(key, owner.nbytes, owner)
-    weakref.finalize(view, _forget, _address(owner), entry)
+    _register(view, _Shared(_new_key(), owner.nbytes, owner), _address(owner))
     return view
+
+
+def _register(alive: np.ndarray[Any, Any], entry: _Shared, address: int) -> None:
+    """Register ``entry`` for the memory at ``address`` for as long as ``alive`` lives."""
+    with _lock:
+        shared_arrays[address] = entry
+    weakref.finalize(alive, _forget, address, entry)
 
 
 def _forget(address: int, entry: _Shared) -> None:
@@ -131,7 +140,7 @@ def shared_key(frame: Frame) -> int:
     entry = shared_arrays.get(_address(frame))
     if entry is None or entry.nbytes != frame.nbytes:
         return 0
-    if entry.owner.flags.writeable:
+    if entry.owner is not None and entry.owner.flags.writeable:
         raise EncodeError(
             "a shared array",
             type(frame),
@@ -336,6 +345,9 @@ class PayloadCache:
                 stored = frame if isinstance(frame, np.ndarray) else np.frombuffer(frame, np.uint8)
                 stored.flags.writeable = False
                 kept[key] = resolved[index] = stored
+                # Sent on from this rank (a dispatcher's task, a sequencer's forward, a node
+                # passing it on), it is the same shared array: the same id, sent once per rank.
+                _register(stored, _Shared(key, stored.nbytes, None), _address(stored))
             elif op == OP_USE:
                 found = kept.get(key)
                 if found is None:

@@ -246,8 +246,24 @@ def test_topics_and_work_queues_deliver_shared_arrays(pair: list[Geode]) -> None
             queue.put(grid, "node0")
             task = queue.get(f"node{1 + k % 2}", timeout=TIMEOUT)
             assert task is not None and np.array_equal(task.data, grid)
-        # producer -> dispatcher is cached; the dispatcher hands on its received copy in full
-        assert geode.cache_stats().hits == 3
+            assert not task.data.flags.writeable
+        # producer -> dispatcher and dispatcher -> consumer: one store, then references only
+        stats = geode.cache_stats()
+        assert (stats.stores, stats.hits) == (1, 7)
+
+
+def test_a_received_shared_array_sent_on_moves_once_too(pair: list[Geode]) -> None:
+    first, second = pair
+    grid = share(np.arange(CACHE_MIN, dtype=np.float64))
+    first.send(grid, "node0", "node1")
+    passed = second.receive("node1", timeout=TIMEOUT).data  # a view of rank 1's kept copy
+    moved = []
+    for _ in range(2):
+        before = second.cache_stats().wire_bytes
+        second.send(passed, "node1", "node0")
+        assert np.array_equal(first.receive("node0", timeout=TIMEOUT).data, grid)
+        moved.append(second.cache_stats().wire_bytes - before)
+    assert moved[0] >= grid.nbytes and moved[1] < 1024
 
 
 def test_threads_share_and_send_while_another_receives() -> None:
