@@ -9,6 +9,7 @@ from geode_mpi.core.progress import ProgressReport, report_progress
 from geode_mpi.core.topics import PublishHandle, Topic
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
+from geode_mpi.delivery.cache import CacheStats, share
 from geode_mpi.errors import (
     AckTimeout,
     CheckpointError,
@@ -32,6 +33,7 @@ from geode_mpi.transport import Transport
 
 __all__ = [
     "AckTimeout",
+    "CacheStats",
     "CheckpointError",
     "ClosedError",
     "DeadLetter",
@@ -64,6 +66,7 @@ __all__ = [
     "WorldMismatchError",
     "WrongPMIError",
     "report_progress",
+    "share",
     "__version__",
 ]
 

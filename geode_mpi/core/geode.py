@@ -31,6 +31,7 @@ from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.core.topics import Topic
 from geode_mpi.core.workqueues import WorkQueue
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
+from geode_mpi.delivery.cache import CacheStats, budget_of, share
 from geode_mpi.delivery.config import node_configs
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import wait_for
@@ -94,6 +95,8 @@ class Geode:
             (default: ``GEODE_TERM_GRACE``, else 20): the next `maybe_checkpoint` writes a
             last checkpoint and exits 0; a blocking call still waiting after half of it
             raises `Terminated`; at its end the process exits with status 143.
+        cache_bytes: the payload cache's budget: bytes of `share`d arrays each rank may hold
+            from this one (default: ``GEODE_CACHE_BYTES``, else 64 MiB; 0 turns it off).
     """
 
     def __init__(
@@ -112,7 +115,9 @@ class Geode:
         checkpoint_every: float | None = None,
         checkpoint_every_messages: int | None = None,
         term_grace: float | None = None,
+        cache_bytes: int | None = None,
     ) -> None:
+        budget = budget_of(cache_bytes)
         hang = hang_timeout()  # a bad setting is refused before anything starts
         grace = term_grace_of(term_grace)
         if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
@@ -131,6 +136,7 @@ class Geode:
             "the node names and delivery settings",
         )
         self._runtime = runtime = Runtime(transport, placement, configs, acks, resend_after)
+        runtime.engine.path.cache.budget = budget
         self._transport = transport
         self._gate = runtime.gate  # what `locked` holds around the public calls
         self.rank: int = runtime.rank
@@ -506,6 +512,14 @@ class Geode:
         retries, duplicates dropped, dead letters, queue depth and peak, credit waits."""
         return self._runtime.engine.snapshot(self._runtime.local_index(node, "stats"))
 
+    share = staticmethod(share)  # a read-only copy sent to each rank only once (cache.md)
+
+    @locked
+    def cache_stats(self) -> CacheStats:
+        """This rank's payload cache counters: hits, bytes saved, stores, evictions, bytes
+        held (see `share`)."""
+        return self._runtime.engine.path.cache.stats()
+
     @locked
     def dead_letters(self, node: str | int | None = None) -> list[DeadLetter]:
         """Messages a local node could not process in ``max_attempts`` tries, oldest first."""
@@ -793,6 +807,7 @@ class Geode:
         runtime.transport.close(timeout)
         stop_watchdog(self._watchdog, free=True)
         runtime.engine.closed = True
+        runtime.engine.path.cache.clear()  # its peers forget what they held from it alike
         runtime.closed = True
         runtime.plain_queue = NO_FAST_QUEUE
         if self._checkpointer is not None:

@@ -20,6 +20,7 @@ from geode_mpi.base.backoff import activity_hook
 from geode_mpi.base.gate import other_threads
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
+from geode_mpi.delivery import cache
 from geode_mpi.delivery.config import QueueConfig
 from geode_mpi.delivery.control import (
     ACK,
@@ -62,6 +63,7 @@ _DIVERT = _FLAG_SEQUENCE | _FLAG_WAITED
 _REPLAY = _FLAG_RESENT | _FLAG_TRACKED
 _KIND_AT = header.KIND_AT  # meta[_KIND_AT]: a message's kind, read on every arrival
 _KIND_CONTROL = header.KIND_CONTROL
+_CACHED = cache.MARKER  # meta[0] of a message with a cache prefix (never a codec version)
 _track_from = header.track_fields  # flags, seq, source, dest, reply_to of a header
 
 Decoder = Callable[[Parcel], Message]
@@ -305,6 +307,8 @@ class Engine:
         """
         pair: PairIn
         try:
+            if frames and meta[0] == _CACHED:  # shared arrays: resolve what the cache holds
+                meta, frames, nbytes = self.path.cache.arrived(rank, meta, frames, nbytes)
             if meta[_KIND_AT] == _KIND_CONTROL:
                 self._control(meta)
                 return

@@ -15,6 +15,8 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.codec.header import with_flags
+from geode_mpi.delivery.cache import PayloadCache, budget_of
+from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.topics import TopicStream
@@ -70,6 +72,7 @@ class SendPath:
         self.counter = dict.fromkeys(local, 0)  # messages each local node authored
         self.acks = acks
         self.resend_after = resend_after
+        self.cache = PayloadCache(budget_of(None))  # (Geode(cache_bytes=) sets its budget)
 
     def stamp(
         self,
@@ -126,7 +129,10 @@ class SendPath:
         stamp = _tuple_new(_Stamp, ((author << ID_BITS) | count, seq, time.time(), src, dst))
         meta, frames = _encode(message, stamp, flags, reply_to, via)
         self.counter[author] = count + 1
-        ticket = self.transport.send(rank, meta, frames, batch)
+        if frames and _shared:  # some array is shared: the cache may send a reference
+            ticket = self.cache.send(self.transport, rank, meta, frames, batch)
+        else:
+            ticket = self.transport.send(rank, meta, frames, batch)
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         pair.next_seq = seq + 1
         if pair.credits is not None:
@@ -218,4 +224,6 @@ class SendPath:
 
     def resend(self, rank: int, meta: bytes, frames: Sequence[Any]) -> None:
         """Send a message again, flagged as resent (the receiver drops it if it has it)."""
-        self.transport.send(rank, with_flags(meta, add=codec.FLAG_RESENT), frames)
+        self.cache.send(
+            self.transport, rank, with_flags(meta, add=codec.FLAG_RESENT), frames, False
+        )

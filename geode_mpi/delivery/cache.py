@@ -1,0 +1,375 @@
+"""The payload cache: a shared array sent again to a rank that holds it travels as a reference.
+
+`share` turns an array into a *shared* one: a read-only copy with an id, registered here by its
+memory. A send whose frames include a shared array of at least `CACHE_MIN` bytes goes through
+`PayloadCache.send`, which keeps, per destination rank, a mirror of what that rank holds from
+this one (the ids and sizes, least recently used first, within the byte budget). The sender
+decides everything and tells the receiver in the message, in a *cache prefix* before the
+codec's meta (docs/wire-format.md, "The cache prefix"): *store* this frame as id k, *use* id k
+for this (empty) frame, *drop* id k. The receiver (`PayloadCache.arrived`, first thing in the
+engine's sink) applies them in arrival order, which is the send order per pair of ranks (the
+transport contract), so its store is always what the sender's mirror says: no miss, no reply.
+
+Arrays of a shared payload arrive read-only (views of the receiver's stored copy, with no copy
+per receive). docs/cache.md is the guide.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi.base.ondemand import on_first_use
+from geode_mpi.base.record import Frozen, fill
+from geode_mpi.errors import DecodeError, EncodeError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from geode_mpi.transport import SendTicket, Transport
+    from geode_mpi.transport.base import Frame
+else:  # a job that shares nothing never needs numpy here
+    np = on_first_use("numpy", globals(), "np")
+
+BUDGET_VARIABLE = "GEODE_CACHE_BYTES"
+DEFAULT_BUDGET = 64 * 2**20  # per (sender rank, receiver rank) pair
+CACHE_MIN = 64 * 1024  # smaller shared frames travel as usual: a reference saves too little
+
+# The cache prefix: u8 marker (never a codec version), u8 prefix version, u16 op count, 12 pad
+# bytes; then per op: u8 op, 3 pad bytes, u32 frame index, u64 id. 16-byte units, so that the
+# codec's meta after it keeps its 16-byte alignment in the envelope.
+MARKER = 0xCA
+PREFIX_VERSION = 1
+_HEAD = struct.Struct("<BBH12x")
+_OP = struct.Struct("<B3xIQ")
+OP_STORE = 1  # the frame carries the bytes: keep them as this id
+OP_USE = 2  # the frame is empty: it is the bytes kept as this id
+OP_DROP = 3  # forget this id (the frame index is 0 and means nothing)
+
+
+class _Shared:
+    """What the registry knows of a shared array: its id, size and memory's owner (None for a
+    copy received through the cache, which the receiving rank's store keeps)."""
+
+    __slots__ = ("key", "nbytes", "owner")
+
+    def __init__(self, key: int, nbytes: int, owner: np.ndarray[Any, Any] | None) -> None:
+        self.key = key
+        self.nbytes = nbytes
+        self.owner = owner
+
+
+# address of a shared array's memory -> its entry; process-wide (every Geode of an in-process
+# hub sends from the same memory). Entries leave when their array is garbage.
+shared_arrays: dict[int, _Shared] = {}
+_lock = threading.Lock()
+
+
+def _new_key() -> int:
+    """A random 64-bit id: a rank that passes on a copy it received keeps the sender's id, so
+    ids must not collide across processes (two in 2**64 / n**2 would)."""
+    return int.from_bytes(os.urandom(8), "little") or 1
+
+
+def _address(array: np.ndarray[Any, Any]) -> int:
+    address: int = array.__array_interface__["data"][0]
+    return address
+
+
+def share(array: Any) -> np.ndarray[Any, Any]:
+    """A read-only copy of ``array`` that a send moves to each rank only once.
+
+    Sending the returned array (alone, or inside a message's data or attributes) to a rank
+    that already holds it moves a reference of a few dozen bytes instead of its bytes, as long
+    as the rank's share of the cache budget (``Geode(cache_bytes=...)``) keeps it. The copy is
+    made once, here; it cannot be written (``flags.writeable`` cannot be turned back on). To
+    send changed data, share a new array. Sharing a shared array returns it unchanged.
+
+    Args:
+        array: a numpy array (or anything `numpy.asarray` takes) without Python objects.
+
+    Returns:
+        The shared array: same dtype, shape and values, read-only.
+
+    Raises:
+        TypeError: ``array`` holds Python objects (those are pickled, never cached).
+    """
+    given: np.ndarray[Any, Any] = np.asarray(array)
+    if given.dtype.hasobject:
+        raise TypeError(f"array must not hold Python objects to be shared, got dtype {given.dtype}")
+    if given.base is not None and not given.flags.writeable and given.nbytes:
+        found = shared_arrays.get(_address(given))
+        if found is not None and found.owner is given.base and found.nbytes == given.nbytes:
+            return given  # already shared
+    owner = np.array(given, order="K", copy=True)
+    owner.flags.writeable = False
+    view: np.ndarray[Any, Any] = (
+        owner.view()
+    )  # a view of a read-only owner: its flag can never turn True again
+    if not owner.nbytes:
+        return view
+    _register(view, _Shared(_new_key(), owner.nbytes, owner), _address(owner))
+    return view
+
+
+def _register(alive: np.ndarray[Any, Any], entry: _Shared, address: int) -> None:
+    """Register ``entry`` for the memory at ``address`` for as long as ``alive`` lives."""
+    with _lock:
+        shared_arrays[address] = entry
+    weakref.finalize(alive, _forget, address, entry)
+
+
+def _forget(address: int, entry: _Shared) -> None:
+    with _lock:
+        if shared_arrays.get(address) is entry:
+            del shared_arrays[address]
+
+
+def shared_key(frame: Frame) -> int:
+    """The id of the shared array whose whole memory ``frame`` is, or 0.
+
+    Raises:
+        EncodeError: the array's memory was made writable again after `share` (through its
+            ``base``): its receivers may hold other bytes, and it is not sent.
+    """
+    entry = shared_arrays.get(_address(frame))
+    if entry is None or entry.nbytes != frame.nbytes:
+        return 0
+    if entry.owner is not None and entry.owner.flags.writeable:
+        raise EncodeError(
+            "a shared array",
+            type(frame),
+            ValueError(
+                "its memory was made writable again after share(), so the copies that ranks "
+                "hold may differ from it: share() a new array for changed data"
+            ),
+        )
+    return entry.key
+
+
+def budget_of(cache_bytes: int | None) -> int:
+    """The cache budget per pair of ranks: ``cache_bytes``, else $GEODE_CACHE_BYTES, else
+    `DEFAULT_BUDGET`; 0 turns the cache off.
+
+    Raises:
+        ValueError: a negative or non-integer budget.
+    """
+    if cache_bytes is None:
+        text = os.environ.get(BUDGET_VARIABLE, "").strip()
+        if not text:
+            return DEFAULT_BUDGET
+        try:
+            cache_bytes = int(text)
+        except ValueError:
+            raise ValueError(
+                f"{BUDGET_VARIABLE} must be a number of bytes >= 0, got {text!r}"
+            ) from None
+    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+        raise ValueError(f"cache_bytes must be an int >= 0, got {cache_bytes!r}")
+    return cache_bytes
+
+
+class CacheStats(Frozen):
+    """What the payload cache of one rank did since its Geode was created.
+
+    Attributes:
+        hits / saved_bytes: frames sent as a reference to a copy the receiver held, and the
+            bytes that did not travel.
+        stores / stored_bytes: shared frames sent in full, for the receiver to keep.
+        evictions: copies the sender told a receiver to drop to stay within the budget.
+        wire_bytes: what the sends that went through the cache handed to the transport
+            (prefix, meta and frames).
+        held_bytes: bytes of shared arrays the other ranks hold from this one now (the
+            mirrors); kept_bytes: bytes this rank holds for the other ranks now.
+        budget: the byte budget of each pair of ranks (0: the cache is off).
+    """
+
+    __match_args__ = (
+        "hits",
+        "saved_bytes",
+        "stores",
+        "stored_bytes",
+        "evictions",
+        "wire_bytes",
+        "held_bytes",
+        "kept_bytes",
+        "budget",
+    )
+    __slots__ = __match_args__
+    hits: int
+    saved_bytes: int
+    stores: int
+    stored_bytes: int
+    evictions: int
+    wire_bytes: int
+    held_bytes: int
+    kept_bytes: int
+    budget: int
+
+    def __init__(
+        self,
+        hits: int = 0,
+        saved_bytes: int = 0,
+        stores: int = 0,
+        stored_bytes: int = 0,
+        evictions: int = 0,
+        wire_bytes: int = 0,
+        held_bytes: int = 0,
+        kept_bytes: int = 0,
+        budget: int = 0,
+    ) -> None:
+        fill(
+            self,
+            hits,
+            saved_bytes,
+            stores,
+            stored_bytes,
+            evictions,
+            wire_bytes,
+            held_bytes,
+            kept_bytes,
+            budget,
+        )
+
+
+_EMPTY: list[Frame] = []  # (filled with the one empty frame on first use)
+
+
+def _empty_frame() -> Frame:
+    if not _EMPTY:
+        _EMPTY.append(np.empty(0, np.uint8))
+    return _EMPTY[0]
+
+
+class PayloadCache:
+    """One rank's payload cache: its mirror of what each rank holds from it (sender side),
+    and what it holds from each rank (receiver side). Used under the transport's gate.
+
+    Args:
+        budget: bytes of shared arrays each receiving rank may hold from this one (0: off).
+    """
+
+    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
+        self.budget = budget
+        self._mirrors: dict[int, OrderedDict[int, int]] = {}  # rank -> {id: nbytes}, LRU first
+        self._held: dict[int, int] = {}  # rank -> bytes of its mirror
+        self._kept: dict[int, dict[int, Frame]] = {}  # rank -> {id: read-only bytes}
+        self._counts = [0] * 6  # hits, saved, stores, stored, evictions, wire bytes
+
+    def send(
+        self, transport: Transport, rank: int, meta: bytes, frames: Sequence[Frame], batch: bool
+    ) -> SendTicket:
+        """``transport.send(rank, meta, frames, batch)``, with shared frames the receiver
+        holds replaced by references, and the others stored there within the budget.
+
+        Raises:
+            EncodeError: a shared array's memory was made writable again (nothing is sent).
+        """
+        if not self.budget:
+            return transport.send(rank, meta, frames, batch)
+        keys = [shared_key(f) if f.nbytes >= CACHE_MIN else 0 for f in frames]
+        if not any(keys):
+            return transport.send(rank, meta, frames, batch)
+        mirror = self._mirrors.get(rank)
+        if mirror is None:
+            mirror = self._mirrors[rank] = OrderedDict()
+            self._held[rank] = 0
+        ops: list[bytes] = []
+        wire = list(frames)
+        counts = self._counts
+        for index, key in enumerate(keys):
+            if not key:
+                continue
+            size = frames[index].nbytes
+            if key in mirror:
+                mirror.move_to_end(key)
+                ops.append(_OP.pack(OP_USE, index, key))
+                wire[index] = _empty_frame()
+                counts[0] += 1
+                counts[1] += size
+            elif size <= self.budget:
+                while self._held[rank] + size > self.budget:
+                    dropped, freed = mirror.popitem(last=False)
+                    self._held[rank] -= freed
+                    ops.append(_OP.pack(OP_DROP, 0, dropped))
+                    counts[4] += 1
+                mirror[key] = size
+                self._held[rank] += size
+                ops.append(_OP.pack(OP_STORE, index, key))
+                counts[2] += 1
+                counts[3] += size
+        if not ops:  # only arrays larger than the budget: as usual
+            return transport.send(rank, meta, frames, batch)
+        prefixed = b"".join((_HEAD.pack(MARKER, PREFIX_VERSION, len(ops)), *ops, meta))
+        counts[5] += len(prefixed) + sum(frame.nbytes for frame in wire)
+        return transport.send(rank, prefixed, wire, batch)
+
+    def arrived(
+        self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int
+    ) -> tuple[memoryview, list[Any], int]:
+        """Apply the cache prefix of an arrival from ``rank``: the codec's meta, the frames
+        with every reference resolved (read-only), and the message's size as sent.
+
+        Raises:
+            DecodeError: the prefix does not parse, or names an id this rank does not hold
+                (the sender's mirror and this store disagree: a bug, never stale data).
+        """
+        if len(meta) < _HEAD.size:
+            raise DecodeError(f"a cache prefix from rank {rank} is cut short")
+        _, version, count = _HEAD.unpack_from(meta, 0)
+        end = _HEAD.size + _OP.size * count
+        if version != PREFIX_VERSION or len(meta) < end:
+            raise DecodeError(
+                f"rank {rank} sent a cache prefix of version {version} with {count} ops in "
+                f"{len(meta)} bytes (this geode_mpi reads version {PREFIX_VERSION})"
+            )
+        kept = self._kept.setdefault(rank, {})
+        resolved = list(frames)
+        for offset in range(_HEAD.size, end, _OP.size):
+            op, index, key = _OP.unpack_from(meta, offset)
+            if op == OP_DROP:
+                kept.pop(key, None)
+                continue
+            if index >= len(resolved):
+                raise DecodeError(
+                    f"a cache op from rank {rank} names frame {index} of a message of "
+                    f"{len(resolved)} frames"
+                )
+            if op == OP_STORE:
+                frame = resolved[index]
+                stored = frame if isinstance(frame, np.ndarray) else np.frombuffer(frame, np.uint8)
+                stored.flags.writeable = False
+                kept[key] = resolved[index] = stored
+                # Sent on from this rank (a dispatcher's task, a sequencer's forward, a node
+                # passing it on), it is the same shared array: the same id, sent once per rank.
+                _register(stored, _Shared(key, stored.nbytes, None), _address(stored))
+            elif op == OP_USE:
+                found = kept.get(key)
+                if found is None:
+                    raise DecodeError(
+                        f"rank {rank} referred to shared array {key}, which this rank does not "
+                        "hold (its cache mirror and this rank's store disagree)"
+                    )
+                resolved[index] = found
+                nbytes += found.nbytes
+            else:
+                raise DecodeError(f"unknown cache op {op} from rank {rank}")
+        return meta[end:], resolved, nbytes - end
+
+    def clear(self) -> None:
+        """Forget everything (a closed Geode: its peers' stores go with theirs)."""
+        self._mirrors.clear()
+        self._held.clear()
+        self._kept.clear()
+
+    def stats(self) -> CacheStats:
+        """The counters now."""
+        kept = sum(frame.nbytes for store in self._kept.values() for frame in store.values())
+        hits, saved, stores, stored, evictions, wire = self._counts
+        held = sum(self._held.values())
+        return CacheStats(hits, saved, stores, stored, evictions, wire, held, kept, self.budget)

@@ -1,0 +1,99 @@
+"""The payload cache over MPI: a shared array sent again to a rank moves a reference only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geode_mpi import EncodeError, Geode, QueueConfig, ReceiveTimeout, share
+
+TIMEOUT = 60.0
+MIB = 2**20
+
+
+def ring(geode: Geode) -> tuple[str, str]:
+    """This rank's node, the next rank's (it sends there) and the previous one's."""
+    nodes = geode.nodes
+    return nodes[(geode.rank + 1) % geode.size], nodes[(geode.rank - 1) % geode.size]
+
+
+def test_second_send_of_16_mib_moves_under_1_kib(geode: Geode) -> None:
+    after, before = ring(geode)
+    array = share(np.full(2 * MIB, float(geode.rank)))  # 16 MiB
+    moved = []
+    for _ in range(2):
+        start = geode.cache_stats().wire_bytes
+        handle = geode.isend(array, geode.node, after)
+        got = geode.receive(geode.node, source=before, timeout=TIMEOUT).data
+        handle.wait(timeout=TIMEOUT)
+        moved.append(geode.cache_stats().wire_bytes - start)
+        assert got.shape == array.shape and np.all(got == float(geode.rank - 1) % geode.size)
+        assert not got.flags.writeable
+    assert moved[0] >= 16 * MIB
+    assert moved[1] < 1024, f"rank {geode.rank}: the second send moved {moved[1]} bytes"
+    assert geode.cache_stats().kept_bytes == 16 * MIB
+
+
+def test_shared_and_plain_messages_keep_their_order_all_to_all(geode: Geode) -> None:
+    shared = share(np.arange(100_000, dtype=np.int64) + geode.rank)
+    rounds = 3
+    peers = geode.nodes[: geode.size]  # one node per rank (the embedded world has more)
+    for k in range(rounds):
+        for dest in peers:
+            geode.send({"k": k, "grid": shared}, geode.node, dest)
+            geode.send(np.full(20_000, k), geode.node, dest)  # 160 kB, not shared
+    for source in range(geode.size):
+        for k in range(rounds):
+            got = geode.receive(geode.node, source=peers[source], timeout=TIMEOUT).data
+            assert got["k"] == k and np.array_equal(got["grid"], np.arange(100_000) + source)
+            plain = geode.receive(geode.node, source=peers[source], timeout=TIMEOUT).data
+            assert np.array_equal(plain, np.full(20_000, k))
+    stats = geode.cache_stats()
+    assert (stats.stores, stats.hits) == (geode.size, geode.size * (rounds - 1))
+
+
+def test_eviction_at_the_budget_and_what_each_side_holds() -> None:
+    with Geode(cache_bytes=3 * MIB) as geode:
+        after, before = ring(geode)
+        arrays = [share(np.full(MIB // 8, 10.0 * k + geode.rank)) for k in range(4)]  # 1 MiB
+        order = [0, 1, 2, 3, 0, 2, 1]  # 3 evicts 0; 0 evicts 1; 2 is a hit; 1 evicts 3
+        hits = []
+        for k in order:
+            start = geode.cache_stats().hits
+            geode.send(arrays[k], geode.node, after)
+            got = geode.receive(geode.node, source=before, timeout=TIMEOUT).data
+            assert np.all(got == 10.0 * k + (geode.rank - 1) % geode.size)
+            hits.append(geode.cache_stats().hits - start)
+        assert hits == [0, 0, 0, 0, 0, 1, 0]
+        stats = geode.cache_stats()
+        assert stats.evictions == 3 and stats.held_bytes == 3 * MIB == stats.kept_bytes
+
+
+def test_a_shared_array_made_writable_again_is_refused(geode: Geode) -> None:
+    after, before = ring(geode)
+    shared = share(np.zeros(MIB // 8))
+    geode.send(shared, geode.node, after)
+    geode.receive(geode.node, source=before, timeout=TIMEOUT)
+    shared.base.flags.writeable = True
+    with pytest.raises(EncodeError, match="made writable again"):
+        geode.send(shared, geode.node, after)
+
+
+def test_resent_messages_that_refer_to_a_shared_array_resolve() -> None:
+    explicit = QueueConfig(ack="explicit")
+    with Geode(resend_after=0.02, queue=explicit) as geode:
+        after, before = ring(geode)
+        shared = share(np.full(MIB // 8, float(geode.rank)))
+        for _ in range(2):  # a store, then a reference: both resent until acknowledged
+            geode.send(shared, geode.node, after)
+        got = [geode.receive(geode.node, source=before, timeout=TIMEOUT) for _ in range(2)]
+        with pytest.raises(ReceiveTimeout):  # meanwhile the copies come again, and are dropped
+            geode.receive(geode.node, timeout=0.3)
+        for message in got:
+            assert np.all(message.data == float((geode.rank - 1) % geode.size))
+            message.ack()
+        if geode.size == 1:  # one rank: that receive raised at once (nothing can arrive)
+            return
+        stats = geode.stats()
+        assert stats.resent >= 2 and stats.duplicates >= 2, stats
+        assert geode.cache_stats().hits >= 2  # every resend of a held array: a reference
