@@ -10,10 +10,12 @@ control records (`control`) each have one method.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.codec import compression
+from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
 from geode_mpi.delivery.stats import NodeStats
@@ -32,6 +34,11 @@ _Stamp, _encode = codec.Stamp, codec.encode  # hot-path names, bound once
 # The delivery flags of a tracked message, and of one whose sender also waits for it.
 _TRACKED = codec.FLAG_TRACKED
 _TRACKED_WAITED = codec.FLAG_TRACKED | codec.FLAG_WAITED
+
+
+def _nowhere(rank: int) -> bool:
+    """No rank is reached over the network (the in-process transport's answer)."""
+    return False
 
 
 def sent_elsewhere(rank: int) -> SendTicket:
@@ -70,6 +77,10 @@ class SendPath:
         self.counter = dict.fromkeys(local, 0)  # messages each local node authored
         self.acks = acks
         self.resend_after = resend_after
+        # The Geode's compress= setting (None: off unless a topic or message says otherwise),
+        # and whether a rank is reached over the network path (for "auto").
+        self.compress: Compression | None = None
+        self.network: Callable[[int], bool] = _nowhere
 
     def stamp(
         self,
@@ -107,13 +118,14 @@ class SendPath:
         reply_to: int = codec.NO_REPLY,
         batch: bool = False,
         via: codec.Route | None = None,
+        compress: Compression | None = None,
     ) -> tuple[SendTicket, codec.Stamp]:
         """Send the next message of pair (``src``, ``dst``) to node ``dst`` on ``rank``.
 
         ``src`` is the sending node, or a work queue's stream (then ``author`` is its
         dispatcher); ``ack``: the sender waits for its processing; ``via``: the route of a
-        message to a sequencer or dispatcher. Tracked (in the pair's
-        outbox until acknowledged) with ``acks`` or ``ack``.
+        message to a sequencer or dispatcher; ``compress``: the message's own setting. Tracked
+        (in the pair's outbox until acknowledged) with ``acks`` or ``ack``.
         """
         begun = now_us() if TRACER.on else 0.0
         tracked = self.acks or ack
@@ -126,6 +138,10 @@ class SendPath:
         stamp = _tuple_new(_Stamp, ((author << ID_BITS) | count, seq, time.time(), src, dst))
         meta, frames = _encode(message, stamp, flags, reply_to, via)
         self.counter[author] = count + 1
+        if frames:  # (a small message has none: one test on its path)
+            chosen = compress or self.compress  # the message's setting, else the Geode's
+            if chosen is not None:
+                meta, frames = self.shrink(meta, frames, chosen, (rank,))
         ticket = self.transport.send(rank, meta, frames, batch)
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         pair.next_seq = seq + 1
@@ -156,10 +172,12 @@ class SendPath:
         ack: bool,
         remote: bool,
         local: bool,
+        compress: Compression | None = None,
     ) -> tuple[SendTicket, codec.Stamp]:
         """Publish the stream's next message (numbered `TopicStream.next_seq`, which moves on)
         to every subscriber: one broadcast to the other member ranks if ``remote``, a local copy
-        if ``local``; ``pairs``: the (stream, subscriber) pairs, each reserved a credit."""
+        if ``local``; ``pairs``: the (stream, subscriber) pairs, each reserved a credit;
+        ``compress``: the message's or topic's setting (compressed once for every member)."""
         begun = now_us() if TRACER.on else 0.0
         tracked = self.acks or ack
         flags = codec.FLAG_TOPIC
@@ -168,6 +186,10 @@ class SendPath:
         seq = stream.next_seq
         author = stream.publisher
         stamp, meta, frames = self.stamp(message, author, author, stream.wire, seq, flags)
+        chosen = compress or self.compress  # the message's or topic's, else the Geode's
+        if frames and chosen is not None:  # compressed once, for every member rank
+            ranks = map(self.rank_of, stream.subscribers) if remote else ()
+            meta, frames = self.shrink(meta, frames, chosen, ranks)
         ticket = self.broadcast(stream.number, meta, frames, remote, local)
         stream.next_seq = seq + 1
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
@@ -187,6 +209,15 @@ class SendPath:
         if begun:
             trace_publish(stream.topic, stamp.id, author, stream.subscribers, begun, nbytes)
         return ticket, stamp
+
+    def shrink(
+        self, meta: bytes, frames: Sequence[Frame], chosen: Compression, ranks: Iterable[int]
+    ) -> tuple[bytes, Sequence[Frame]]:
+        """Compress a message's large frames as ``chosen`` says, for ``ranks`` ("auto":
+        only if one of them is reached over the network path)."""
+        if chosen.codec is None or (chosen.auto and not any(map(self.network, ranks))):
+            return meta, frames
+        return compression.shrink(meta, frames, chosen)
 
     def broadcast(
         self, number: int, meta: bytes, frames: Sequence[Frame], remote: bool, local: bool
