@@ -275,3 +275,30 @@ def test_checkpoints_save_decompressed_arrays(
     restored = Geode(2, checkpoint_dir=tmp_path, restart=True)
     assert np.array_equal(restored.receive("node1", timeout=10).data, data)
     restored.close()
+
+
+@pytest.mark.parametrize(
+    ("environ", "network"),
+    [
+        ({}, False),
+        ({"MPIR_CVAR_NOLOCAL": "1", "HYDI_CONTROL_FD": "5"}, True),
+        ({"MPIR_CVAR_NOLOCAL": "0", "HYDI_CONTROL_FD": "5"}, False),
+        ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_MCA_btl": "tcp,self"}, True),
+        ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_MCA_btl": "^tcp"}, False),
+        ({"OMPI_COMM_WORLD_SIZE": "2", "MPIR_CVAR_NOLOCAL": "1"}, False),  # not MPICH's
+    ],
+)
+def test_the_network_path_within_a_host_follows_the_mpis_settings(
+    environ: dict[str, str], network: bool
+) -> None:
+    from geode_mpi.transport.paths import network_within_host
+
+    assert network_within_host(environ) is network
+
+
+def test_the_in_process_transport_reaches_no_rank_over_a_network() -> None:
+    from geode_mpi.transport import network_peers
+
+    hub = InProcHub(2)
+    reached = network_peers(hub.endpoint(0))
+    assert (reached(0), reached(1)) == (False, False)
