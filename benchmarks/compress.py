@@ -24,7 +24,8 @@ import numpy as np
 from common import MiB, environment, parse_sizes, size_label, write_json
 from timing import barrier_then_clock, paired, rotated
 
-from geode_mpi import Geode
+from geode_mpi import Compression, Geode, Message, codec
+from geode_mpi.codec import compression
 
 METHODS = ("raw Send", "geode off", "geode lz4", "geode auto")
 SETTINGS = {"geode off": "off", "geode lz4": "lz4", "geode auto": "auto"}
@@ -69,13 +70,50 @@ def geode_loop(
     return float((wtime() - start) / (2 * iters)), got
 
 
+def phases(comm: Any, rank: int, data: Any, repeats: int, wtime: Any) -> dict[str, float]:
+    """Rank 0 alone compresses and decompresses the array as a send and a receive would (LZ4,
+    best of ``repeats``) while rank 1 waits in a barrier: the ratio, both times, and the link
+    bandwidth below which compression pays, (raw - compressed bytes) / (both times)."""
+    best_c = best_d = float("inf")
+    packed_bytes = data.nbytes
+    if rank == 0:
+        meta, frames = codec.encode(Message(data), codec.Stamp(0, 0, 0.0, 0, 1))
+        for _ in range(repeats):
+            start = wtime()
+            small, packed = compression.shrink(meta, frames, Compression("lz4"))
+            best_c = min(best_c, wtime() - start)
+            received = [np.array(frame, copy=True) for frame in packed]
+            start = wtime()
+            if small is not meta:
+                compression.expand(small, received, 0, 0)
+            best_d = min(best_d, wtime() - start)
+            packed_bytes = sum(frame.nbytes for frame in packed)
+    comm.Barrier()
+    spent = best_c + best_d
+    saved = data.nbytes - packed_bytes
+    return {
+        "ratio": data.nbytes / packed_bytes,
+        "compress_ms": best_c * 1e3,
+        "decompress_ms": best_d * 1e3,
+        "break_even_gbs": saved / spent / 1e9 if saved > 0 else 0.0,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=parse_sizes, default=[MiB, 16 * MiB, 64 * MiB])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="per timed loop, about")
     parser.add_argument("--json", default=None, help="the JSON file to write")
+    parser.add_argument(
+        "--blosc-threads", type=int, default=0, help="Blosc's threads per rank (0: its default)"
+    )
     args = parser.parse_args(argv)
+    if args.blosc_threads:
+        from numcodecs import blosc
+
+        blosc.set_nthreads(args.blosc_threads)
+        blosc.use_threads = args.blosc_threads > 1
     mpi = launch.start_mpi("compress.py", 2, exactly=True)
     if mpi is None:
         return
@@ -103,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             for turn in range(args.repeats):
                 for name in rotated(METHODS, turn):
                     times[name].append(loops[name]())
+            alone = phases(comm, rank, data, args.repeats, wtime)
             if rank == 0:
                 gbs = {m: size / statistics.median(t) / 1e9 for m, t in times.items()}
                 ratios = {
@@ -111,9 +150,13 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{kind:10} {size_label(size):>7} "
                       + " ".join(f"{gbs[m]:15.2f}" for m in METHODS) + "  "
                       + " ".join(f"{ratios[m]:.2f}" for m in METHODS[1:]), flush=True)  # fmt: skip
+                print(f"{'':18} lz4 alone: ratio {alone['ratio']:.2f}, compress "
+                      f"{alone['compress_ms']:.2f} ms, decompress {alone['decompress_ms']:.2f} ms:"
+                      f" pays below {alone['break_even_gbs']:.2f} GB/s "
+                      f"({alone['break_even_gbs'] * 8:.1f} Gb/s)", flush=True)  # fmt: skip
                 rows.append({"array": kind, "size": size, "iterations": iters,
                              "gbs": gbs, "ratio_to_raw": ratios,
-                             "times_s": times})  # fmt: skip
+                             "times_s": times, "lz4_alone": alone})  # fmt: skip
     geode.close()
     if rank == 0:
         report = {"path": path, "environment": environment(mpi), "rows": rows}

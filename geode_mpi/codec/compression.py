@@ -31,6 +31,9 @@ DEFAULT_LEVEL = 5
 AUTO_MIN = 256 * 1024
 SAMPLE = 64 * 1024  # bytes compressed first; a frame whose sample does not shrink goes raw
 GAIN_MIN = 1.1  # the least ratio (raw / compressed) worth sending compressed
+# ... under "auto": compression and decompression cost about as much time per byte as a
+# 10 Gb/s link (docs/compression.md, "When it pays"), so only a frame that halves pays.
+AUTO_GAIN_MIN = 2.0
 # Blosc 1 compresses at most this many bytes in one buffer; larger frames travel raw.
 LIMIT = 2**31 - 1 - 16
 
@@ -116,18 +119,20 @@ def shrink(meta: bytes, frames: Sequence[Any], chosen: Compression) -> tuple[byt
 
     A frame is tried if it is C-contiguous, holds at least ``chosen.min_size`` bytes and
     fits in one Blosc buffer. Its first `SAMPLE` bytes are compressed first, and if they do
-    not shrink by `GAIN_MIN` (noise, data compressed already) the frame travels raw: an
-    incompressible frame costs one sample's compression (about 30 us), not a whole pass.
+    not shrink by `GAIN_MIN` (`AUTO_GAIN_MIN` under "auto"; noise, data compressed already)
+    the frame travels raw: an incompressible frame costs one sample's compression (about
+    30 us), not a whole pass.
     """
     assert chosen.codec is not None
     least = max(chosen.min_size, 1)
+    gain = AUTO_GAIN_MIN if chosen.auto else GAIN_MIN
     table: list[bytes] = []
     out: list[Any] | None = None
     for index, frame in enumerate(frames):
         nbytes = frame.nbytes
         if nbytes < least or nbytes > LIMIT or not frame.flags.c_contiguous:
             continue
-        packed = _compress(frame, chosen)
+        packed = _compress(frame, chosen, gain)
         if packed is None:
             continue
         if out is None:
@@ -143,8 +148,9 @@ def shrink(meta: bytes, frames: Sequence[Any], chosen: Compression) -> tuple[byt
     return bytes(flagged), out
 
 
-def _compress(frame: Any, chosen: Compression) -> Any:
-    """The frame's Blosc bytes as a uint8 array, or None if they would not shrink enough."""
+def _compress(frame: Any, chosen: Compression, gain: float) -> Any:
+    """The frame's Blosc bytes as a uint8 array, or None if they would not shrink ``gain``
+    times."""
     import numpy as np
 
     blosc = _blosc(f"compress={chosen.codec!r}")
@@ -153,10 +159,10 @@ def _compress(frame: Any, chosen: Compression) -> Any:
     cname = chosen.codec.encode()  # type: ignore[union-attr]
     if raw.nbytes > 2 * SAMPLE:
         sample = blosc.compress(raw[:SAMPLE], cname, chosen.level, blosc.SHUFFLE, 0, typesize)
-        if len(sample) * GAIN_MIN > SAMPLE:
+        if len(sample) * gain > SAMPLE:
             return None
     packed = blosc.compress(raw, cname, chosen.level, blosc.SHUFFLE, 0, typesize)
-    if len(packed) * GAIN_MIN > raw.nbytes:
+    if len(packed) * gain > raw.nbytes:
         return None
     return np.frombuffer(packed, np.uint8)
 

@@ -302,3 +302,12 @@ def test_the_in_process_transport_reaches_no_rank_over_a_network() -> None:
     hub = InProcHub(2)
     reached = network_peers(hub.endpoint(0))
     assert (reached(0), reached(1)) == (False, False)
+
+
+def test_auto_sends_compressed_only_frames_that_halve() -> None:
+    x = np.linspace(0.0, 20.0, 2**18)
+    smooth = np.sin(x) * np.exp(-x / 30.0) + 1e-3 * np.cos(50.0 * x)  # shrinks about 1.6 times
+    meta, frames = codec.encode(Message(smooth), STAMP)
+    assert shrink(meta, frames, setting("auto")) == (meta, frames)  # type: ignore[arg-type]
+    _, packed = shrink(meta, frames, setting("lz4"))  # type: ignore[arg-type]
+    assert smooth.nbytes / 2 < packed[0].nbytes < smooth.nbytes / 1.1
