@@ -105,15 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="per timed loop, about")
     parser.add_argument("--json", default=None, help="the JSON file to write")
-    parser.add_argument(
-        "--blosc-threads", type=int, default=0, help="Blosc's threads per rank (0: its default)"
-    )
     args = parser.parse_args(argv)
-    if args.blosc_threads:
-        from numcodecs import blosc
-
-        blosc.set_nthreads(args.blosc_threads)
-        blosc.use_threads = args.blosc_threads > 1
     mpi = launch.start_mpi("compress.py", 2, exactly=True)
     if mpi is None:
         return

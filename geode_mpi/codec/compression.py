@@ -113,6 +113,23 @@ def _blosc(why: str) -> Any:
     return blosc
 
 
+def _one_thread(blosc: Any, call: str, *args: Any) -> Any:
+    """``blosc.<call>(*args)`` on the calling thread alone.
+
+    numcodecs runs Blosc on a pool of threads (as many as the cores) when called from the main
+    thread, but a rank's peers are busy on the other cores (a waiting rank polls): in a
+    ping-pong of 16 MiB over MPICH's ofi/tcp path here a round trip took 42 ms with one
+    thread, 72-75 ms with the pool (docs/compression.md). numcodecs has no per-call setting:
+    its module-wide switch is turned off for the call, then put back.
+    """
+    saved = blosc.use_threads
+    blosc.use_threads = False
+    try:
+        return getattr(blosc, call)(*args)
+    finally:
+        blosc.use_threads = saved
+
+
 def shrink(meta: bytes, frames: Sequence[Any], chosen: Compression) -> tuple[bytes, Sequence[Any]]:
     """Compress the frames of an encoded message that are worth it; ``(meta, frames)`` as
     they were when none is.
@@ -158,10 +175,12 @@ def _compress(frame: Any, chosen: Compression, gain: float) -> Any:
     typesize = min(frame.dtype.itemsize, 255) or 1
     cname = chosen.codec.encode()  # type: ignore[union-attr]
     if raw.nbytes > 2 * SAMPLE:
-        sample = blosc.compress(raw[:SAMPLE], cname, chosen.level, blosc.SHUFFLE, 0, typesize)
+        sample = _one_thread(
+            blosc, "compress", raw[:SAMPLE], cname, chosen.level, blosc.SHUFFLE, 0, typesize
+        )
         if len(sample) * gain > SAMPLE:
             return None
-    packed = blosc.compress(raw, cname, chosen.level, blosc.SHUFFLE, 0, typesize)
+    packed = _one_thread(blosc, "compress", raw, cname, chosen.level, blosc.SHUFFLE, 0, typesize)
     if len(packed) * gain > raw.nbytes:
         return None
     return np.frombuffer(packed, np.uint8)
@@ -213,7 +232,7 @@ def expand(
             )
         raw = np.empty(nbytes, np.uint8)
         try:
-            blosc.decompress(packed, raw)
+            _one_thread(blosc, "decompress", packed, raw)
         except Exception as exc:
             raise DecodeError(
                 f"message {mid} from node index {src}: frame {index} does not decompress "

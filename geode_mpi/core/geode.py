@@ -98,8 +98,8 @@ class Geode:
             raises `Terminated`; at its end the process exits with status 143.
         compress: compress large arrays on their way (docs/compression.md): None or "off"
             (the default: topics and messages may still ask), "auto" (Blosc LZ4 towards
-            ranks reached over the network path, for arrays of 256 KiB and more that
-            shrink), or a codec with an optional level, "lz4", "zstd:3" (always). A topic's
+            ranks reached over the network path, for arrays of 256 KiB and more that it
+            halves), or a codec with an optional level, "lz4", "zstd:3" (always). A topic's
             or a message's own ``compress=`` wins over it. Needs ``geode_mpi[compress]``.
     """
 
