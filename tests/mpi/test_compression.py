@@ -73,3 +73,17 @@ def test_a_topic_compresses_once_for_every_subscriber(geode: Geode) -> None:
     for node in geode.local_nodes:
         msg = geode.receive(node, topic="field", timeout=TIMEOUT)
         assert msg.source == nodes[0] and np.array_equal(msg.data, data)
+
+
+def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(geode: Geode) -> None:
+    """16 MiB of counts compress to about 1.8 MB: from 1 MiB a topic's frames go down a relay
+    (split among the members, or a tree), compressed; each member decompresses its copy."""
+    nodes = geode.nodes
+    topic = geode.topic("big", publishers=[nodes[-1]], subscribers=nodes, compress="lz4")
+    data = counts(16 * MiB // 8, 11)
+    topic.publish(data, source=nodes[-1]).wait(timeout=TIMEOUT)
+    for node in geode.local_nodes:
+        msg = geode.receive(node, topic="big", timeout=TIMEOUT)
+        assert np.array_equal(msg.data, data)
+    # with 2 or more other ranks (a split), relayed here: rooted, or received down it
+    assert getattr(geode.transport, "relayed", 0) == (1 if geode.size >= 3 else 0)
