@@ -331,12 +331,14 @@ class Geode:
             ClosedError: this Geode is closed.
         """
         runtime = self._runtime
-        chosen = None if compress is None else setting(compress)
         if other_threads() and not runtime.owned():
+            chosen = None if compress is None else setting(compress)
             return runtime.serialised(
                 runtime.send, message, source, dest, ack, timeout, compress=chosen
             )
-        return runtime.send(message, source, dest, ack, timeout, compress=chosen)
+        if compress is None:  # (the hot path: the call as it was before compress=)
+            return runtime.send(message, source, dest, ack, timeout)
+        return runtime.send(message, source, dest, ack, timeout, compress=setting(compress))
 
     def send(
         self,
@@ -386,10 +388,13 @@ class Geode:
         if timeout is not None:
             timeout = check_timeout(timeout)
             deadline = time.monotonic() + (timeout or 0.0)
-        chosen = None if compress is None else setting(compress)
-        handle = runtime.send(
-            message, source, dest, ack, timeout, _NO_REPLY, 0, False, None, chosen
-        )
+        if compress is None:  # (the hot path: the call as it was before compress=)
+            handle = runtime.send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
+        else:
+            chosen = setting(compress)
+            handle = runtime.send(
+                message, source, dest, ack, timeout, _NO_REPLY, 0, False, None, chosen
+            )
         if not handle.complete():
             handle.wait_until(deadline, timeout)
         return handle
