@@ -1,6 +1,7 @@
 """geode_mpi: a message layer for HPC jobs in Python, built on MPI."""
 
 from geode_mpi._version import __version__
+from geode_mpi.codec.compression import Compression
 from geode_mpi.core import Geode, SendHandle
 from geode_mpi.core import progress as _progress
 from geode_mpi.core.groups import Group
@@ -36,6 +37,7 @@ __all__ = [
     "CacheStats",
     "CheckpointError",
     "ClosedError",
+    "Compression",
     "DeadLetter",
     "DecodeError",
     "EncodeError",

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from geode_mpi.errors import DecodeError
 
-VERSION = 5  # 5: the checksum is an Adler-32; 4: routing fields, a CRC-32 of the pickled sections
+VERSION = 6  # 6: compressed frames (FLAG_COMPRESSED); 5: Adler-32; 4: routing fields, a CRC-32
 
 KIND_PICKLE = 0
 KIND_ARRAY = 1  # an array in its own frame
@@ -35,6 +35,9 @@ FLAG_RESENT = 8  # a copy sent again after an acknowledgement timeout
 FLAG_SEQUENCE = 16  # for a group's sequencer: forward to the group's members, in one order
 FLAG_TOPIC = 32  # published on a topic: dest is the topic's wire number, not a node
 FLAG_WORK = 64  # a work queue's task: source is the queue's stream number, not a node
+# Some frames are compressed: meta ends with their table (`geode_mpi.codec.compression`). Set
+# after encoding, so not one of the SENDER_FLAGS that encode takes.
+FLAG_COMPRESSED = 128
 SENDER_FLAGS = FLAG_TRACKED | FLAG_WAITED | FLAG_RESENT | FLAG_SEQUENCE | FLAG_TOPIC | FLAG_WORK
 
 ROUTE_NONE = 0

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from geode_mpi.codec import arrays, header, pickling
+from geode_mpi.codec import arrays, compression, header, pickling
 from geode_mpi.codec.arrays import (
     array_frame,
     is_raw_array,
@@ -27,6 +27,7 @@ from geode_mpi.codec.arrays import (
 )
 from geode_mpi.codec.classes import BASE_NAME, class_name, resolve, short_name
 from geode_mpi.codec.header import (
+    FLAG_COMPRESSED,
     FLAG_REST,
     KIND_ARRAY,
     KIND_CONTROL,
@@ -400,6 +401,7 @@ def _refuse_buffer(_buffer: pickle.PickleBuffer) -> None:
 
 _new_message = object.__new__
 _PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
+_NOT_PLAIN = FLAG_REST | FLAG_COMPRESSED  # decode's fast path takes neither
 
 
 _names: dict[bytes, str] = {}
@@ -519,7 +521,7 @@ def decode(
         if (
             version == VERSION
             and not lengths
-            and not flags & FLAG_REST
+            and not flags & _NOT_PLAIN
             and (kind in _PLAIN_KINDS if not n_data else kind == KIND_ARRAY and len(frames) == 1)
         ):
             # A plain Message whose data is a pickle without arrays (a str, a dict ...), a
@@ -559,6 +561,10 @@ def decode(
     cls = Message if wire_name == BASE_NAME else resolve(wire_name)
     if kind > KIND_TEXT or kind == KIND_CONTROL:
         raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
+    if flags & FLAG_COMPRESSED:
+        # The sender compressed some frames (`compression.shrink`): decompress them, and read
+        # meta without the table it appended, so that the rest section ends where it did.
+        view, frames = compression.expand(view, frames, mid, src)
     end = start + data_len
     # A damaged pickle can make C pickle allocate without bound (a PUT's memo index): the
     # checksum refuses damaged bytes before any of them reach it.

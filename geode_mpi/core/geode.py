@@ -11,6 +11,7 @@ from typing import Any
 from geode_mpi import codec
 from geode_mpi.base.backoff import CLOSING_YIELD
 from geode_mpi.base.gate import locked, other_threads, senders_may_run
+from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpointing import Checkpointer
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
@@ -51,6 +52,7 @@ from geode_mpi.transport import (
     PointToPoint,
     Transport,
     hang_timeout,
+    network_peers,
     open_world,
     require,
 )
@@ -97,6 +99,11 @@ class Geode:
             raises `Terminated`; at its end the process exits with status 143.
         cache_bytes: the payload cache's budget: bytes of `share`d arrays each rank may hold
             from this one (default: ``GEODE_CACHE_BYTES``, else 64 MiB; 0 turns it off).
+        compress: compress large arrays on their way (docs/compression.md): None or "off"
+            (the default: topics and messages may still ask), "auto" (Blosc LZ4 towards
+            ranks reached over the network path, for arrays of 256 KiB and more that it
+            halves), or a codec with an optional level, "lz4", "zstd:3" (always). A topic's
+            or a message's own ``compress=`` wins over it. Needs ``geode_mpi[compress]``.
     """
 
     def __init__(
@@ -116,9 +123,11 @@ class Geode:
         checkpoint_every_messages: int | None = None,
         term_grace: float | None = None,
         cache_bytes: int | None = None,
+        compress: str | Compression | None = None,
     ) -> None:
         budget = budget_of(cache_bytes)
         hang = hang_timeout()  # a bad setting is refused before anything starts
+        compressing = setting(compress)
         grace = term_grace_of(term_grace)
         if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
             check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
@@ -137,6 +146,8 @@ class Geode:
         )
         self._runtime = runtime = Runtime(transport, placement, configs, acks, resend_after)
         runtime.engine.path.cache.budget = budget
+        runtime.path.compress = compressing
+        runtime.path.network = network_peers(transport)  # (collective across hosts)
         self._transport = transport
         self._gate = runtime.gate  # what `locked` holds around the public calls
         self.rank: int = runtime.rank
@@ -296,6 +307,7 @@ class Geode:
         *,
         ack: bool = False,
         timeout: float | None = None,
+        compress: str | Compression | None = None,
     ) -> SendHandle:
         """Start sending; return a handle at once.
 
@@ -312,6 +324,7 @@ class Geode:
             dest: the destination node, by name or index.
             ack: the handle completes only once the receiver has acknowledged the message.
             timeout: with a full ``block`` queue at ``dest``, how long to wait for room.
+            compress: this message's compression, over the Geode's (see `Geode`).
 
         Returns:
             A SendHandle (done at once when another rank hosts ``source``).
@@ -325,8 +338,13 @@ class Geode:
         """
         runtime = self._runtime
         if other_threads() and not runtime.owned():
-            return runtime.serialised(runtime.send, message, source, dest, ack, timeout)
-        return runtime.send(message, source, dest, ack, timeout)
+            chosen = None if compress is None else setting(compress)
+            return runtime.serialised(
+                runtime.send, message, source, dest, ack, timeout, compress=chosen
+            )
+        if compress is None:  # (the hot path: the call as it was before compress=)
+            return runtime.send(message, source, dest, ack, timeout)
+        return runtime.send(message, source, dest, ack, timeout, compress=setting(compress))
 
     def send(
         self,
@@ -336,6 +354,7 @@ class Geode:
         *,
         ack: bool = False,
         timeout: float | None = None,
+        compress: str | Compression | None = None,
     ) -> SendHandle:
         """Send a message; return when its data may be reused (with ``ack``: once processed).
 
@@ -349,6 +368,7 @@ class Geode:
             dest: the destination node, by name or index.
             ack: also wait until the receiver has acknowledged (processed) the message.
             timeout: seconds to wait in all (None: no limit).
+            compress: this message's compression, over the Geode's (see `Geode`).
 
         Returns:
             The completed SendHandle (with the message's id and seq; on a rank that does not
@@ -365,14 +385,22 @@ class Geode:
         """
         runtime = self._runtime
         if (ack or other_threads()) and not runtime.owned():  # ack: handlers may run here
-            return runtime.serialised(self.send, message, source, dest, ack=ack, timeout=timeout)
+            return runtime.serialised(
+                self.send, message, source, dest, ack=ack, timeout=timeout, compress=compress
+            )
         if runtime.sealed and not runtime.serving:  # (inline: the hot path)
             raise ClosedError("send")
         deadline = None
         if timeout is not None:
             timeout = check_timeout(timeout)
             deadline = time.monotonic() + (timeout or 0.0)
-        handle = runtime.send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
+        if compress is None:  # (the hot path: the call as it was before compress=)
+            handle = runtime.send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
+        else:
+            chosen = setting(compress)
+            handle = runtime.send(
+                message, source, dest, ack, timeout, _NO_REPLY, 0, False, None, chosen
+            )
         if not handle.complete():
             handle.wait_until(deadline, timeout)
         return handle
@@ -696,6 +724,7 @@ class Geode:
         retain: int = 0,
         total_order: bool = False,
         sequencer: str | int | None = None,
+        compress: str | Compression | None = None,
     ) -> Topic:
         """Create a topic: what its publishers publish, each subscriber receives once.
 
@@ -712,13 +741,18 @@ class Geode:
                 (they go through the ``sequencer``, default the first publisher); otherwise
                 each publisher's messages keep their order (one broadcast stream each).
             sequencer: the node that orders a total-order topic.
+            compress: the topic's compression, over the Geode's (see `Geode`): each message
+                is compressed once, whatever the number of subscribers.
 
         Raises:
             UnknownNodeError: a publisher, subscriber or the sequencer is not a node.
             ValueError: the name is taken, no publishers, a node listed twice, retain < 0.
             WorldMismatchError: ranks called it with different arguments.
         """
-        return self._channels.topic(name, publishers, subscribers, retain, total_order, sequencer)
+        chosen = setting(compress)
+        made = self._channels.topic(name, publishers, subscribers, retain, total_order, sequencer)
+        made.compress = chosen
+        return made
 
     @locked
     def work_queue(

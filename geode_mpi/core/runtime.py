@@ -18,6 +18,7 @@ from geode_mpi.base.backoff import TOGETHER_YIELD
 from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
+from geode_mpi.codec.compression import Compression
 from geode_mpi.core.handles import SendHandle, sent_by_another_rank
 from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine, QueueConfig
@@ -182,6 +183,7 @@ class Runtime:
         flags: int = 0,
         batch: bool = True,
         via: codec.Route | None = None,  # a sequencer's or dispatcher's: where it goes on
+        compress: Compression | None = None,  # the message's own setting
     ) -> SendHandle:
         """Send point-to-point (every kind of message a node sends to a node goes here)."""
         if self.sealed and not self.serving:
@@ -224,7 +226,7 @@ class Runtime:
                 self.routes[dest] = (dst, rank, pair)  # no credits now means none ever
         msg = message if isinstance(message, Message) else Message(message)
         ticket, stamp = self.path.to_node(
-            msg, src, src, dst, rank, pair, ack, flags, reply_to, batch, via
+            msg, src, src, dst, rank, pair, ack, flags, reply_to, batch, via, compress
         )
         self.sends += 1
         if not self.sends & POLL_EVERY_SENDS - 1:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.base.gate import locked, other_threads
+from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.codec.header import ROUTE_TOPIC
 from geode_mpi.core.handles import ELSEWHERE, SendHandle
 from geode_mpi.delivery.pairs import PairOut
@@ -115,6 +116,7 @@ class Topic:
         self._subscribers: tuple[int, ...] = ()
         self.retain = retain
         self._sequencer = sequencer
+        self.compress: Compression | None = None  # its compress= setting (None: the Geode's)
         roots = self._publishers if sequencer is None else (sequencer,)
         engine = geode.engine
         self._streams: dict[int, TopicStream] = {}  # by root (publishing) node
@@ -170,6 +172,7 @@ class Topic:
         *,
         ack: bool = False,
         timeout: float | None = None,
+        compress: str | Compression | None = None,
     ) -> SendHandle:
         """Send ``message`` to every subscriber of the topic; return at once with a handle.
 
@@ -185,6 +188,8 @@ class Topic:
                 nothing happens, and the handle is done at once (``handle.local`` is False).
             ack: the handle completes once every subscriber has processed the message.
             timeout: how long to wait for room when a subscriber's queue is full (``block``).
+            compress: this message's compression, over the topic's and the Geode's (on a
+                total-order topic, for its way to the sequencer; the topic's from there).
 
         Raises:
             ValueError: ``source`` is not a publisher of this topic.
@@ -192,7 +197,9 @@ class Topic:
         """
         geode = self._geode
         if other_threads() and not geode.owned():
-            return geode.serialised(self.publish, message, source, ack=ack, timeout=timeout)
+            return geode.serialised(
+                self.publish, message, source, ack=ack, timeout=timeout, compress=compress
+            )
         src = geode.rank if source is None else geode.placement.index(source, "source")
         if src not in self._publishers:
             raise ValueError(
@@ -204,6 +211,7 @@ class Topic:
             ticket = sent_elsewhere(geode.placement.rank_of(src))
             return PublishHandle(geode, ticket, stamp, None, False, self.name)
         msg = message if isinstance(message, Message) else Message(message)
+        chosen = self.compress if compress is None else setting(compress)
         if self._sequencer is not None and src != self._sequencer:
             # To the sequencer, which publishes it on the topic's one stream.
             via = codec.Route(ROUTE_TOPIC, self.wire)
@@ -217,25 +225,33 @@ class Topic:
                 codec.FLAG_SEQUENCE,
                 False,
                 via,
+                chosen,
             )
         if self._sequencer is not None:
             msg = copy.copy(msg)
             msg.__dict__["origin"] = geode.names[src]
-        return self._publish(msg, src, ack, timeout)
+        return self._publish(msg, src, ack, timeout, chosen)
 
     def publish_sequenced(self, message: Message, sequencer: int) -> None:
         """Publish on the topic's one stream what its ``sequencer`` node received from a
         publisher (``message.origin`` says which)."""
-        self._publish(message, sequencer, False, None)
+        self._publish(message, sequencer, False, None, self.compress)
 
-    def _publish(self, msg: Message, src: int, ack: bool, timeout: float | None) -> PublishHandle:
+    def _publish(
+        self,
+        msg: Message,
+        src: int,
+        ack: bool,
+        timeout: float | None,
+        compress: Compression | None = None,
+    ) -> PublishHandle:
         geode = self._geode
         geode.check_sending("publish")
         stream = self._streams[src]
         deadline = None if timeout is None else time.monotonic() + timeout
         pairs = geode.engine.reserve_stream(stream, deadline, timeout)
         remote, local = self._routes[stream.number]
-        ticket, stamp = geode.path.publish(msg, stream, pairs, ack, remote, local)
+        ticket, stamp = geode.path.publish(msg, stream, pairs, ack, remote, local, compress)
         tracked = geode.acks or ack
         return PublishHandle(geode, ticket, stamp, pairs if tracked else None, ack, self.name)
 

@@ -10,12 +10,14 @@ control records (`control`) each have one method.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.codec import compression
+from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
-from geode_mpi.delivery.cache import PayloadCache, budget_of
+from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
 from geode_mpi.delivery.stats import NodeStats
@@ -34,6 +36,11 @@ _Stamp, _encode = codec.Stamp, codec.encode  # hot-path names, bound once
 # The delivery flags of a tracked message, and of one whose sender also waits for it.
 _TRACKED = codec.FLAG_TRACKED
 _TRACKED_WAITED = codec.FLAG_TRACKED | codec.FLAG_WAITED
+
+
+def _nowhere(rank: int) -> bool:
+    """No rank is reached over the network (the in-process transport's answer)."""
+    return False
 
 
 def sent_elsewhere(rank: int) -> SendTicket:
@@ -73,6 +80,10 @@ class SendPath:
         self.acks = acks
         self.resend_after = resend_after
         self.cache = PayloadCache(budget_of(None))  # (Geode(cache_bytes=) sets its budget)
+        # The Geode's compress= setting (None: off unless a topic or message says otherwise),
+        # and whether a rank is reached over the network path (for "auto").
+        self.compress: Compression | None = None
+        self.network: Callable[[int], bool] = _nowhere
 
     def stamp(
         self,
@@ -110,13 +121,14 @@ class SendPath:
         reply_to: int = codec.NO_REPLY,
         batch: bool = False,
         via: codec.Route | None = None,
+        compress: Compression | None = None,
     ) -> tuple[SendTicket, codec.Stamp]:
         """Send the next message of pair (``src``, ``dst``) to node ``dst`` on ``rank``.
 
         ``src`` is the sending node, or a work queue's stream (then ``author`` is its
         dispatcher); ``ack``: the sender waits for its processing; ``via``: the route of a
-        message to a sequencer or dispatcher. Tracked (in the pair's
-        outbox until acknowledged) with ``acks`` or ``ack``.
+        message to a sequencer or dispatcher; ``compress``: the message's own setting. Tracked
+        (in the pair's outbox until acknowledged) with ``acks`` or ``ack``.
         """
         begun = now_us() if TRACER.on else 0.0
         tracked = self.acks or ack
@@ -129,9 +141,16 @@ class SendPath:
         stamp = _tuple_new(_Stamp, ((author << ID_BITS) | count, seq, time.time(), src, dst))
         meta, frames = _encode(message, stamp, flags, reply_to, via)
         self.counter[author] = count + 1
-        if frames and _shared:  # some array is shared: the cache may send a reference
+        if not frames:  # (a small message: one test on its path)
+            ticket = self.transport.send(rank, meta, frames, batch)
+        elif _shared and self.cache.budget and any(map(shared_key, frames)):
+            # A shared array goes through the cache, uncompressed: its receiver keeps it once,
+            # where a compressed copy would be a new buffer (and a full transfer) every time.
             ticket = self.cache.send(self.transport, rank, meta, frames, batch)
         else:
+            chosen = compress or self.compress  # the message's setting, else the Geode's
+            if chosen is not None:
+                meta, frames = self.shrink(meta, frames, chosen, (rank,))
             ticket = self.transport.send(rank, meta, frames, batch)
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         pair.next_seq = seq + 1
@@ -162,10 +181,12 @@ class SendPath:
         ack: bool,
         remote: bool,
         local: bool,
+        compress: Compression | None = None,
     ) -> tuple[SendTicket, codec.Stamp]:
         """Publish the stream's next message (numbered `TopicStream.next_seq`, which moves on)
         to every subscriber: one broadcast to the other member ranks if ``remote``, a local copy
-        if ``local``; ``pairs``: the (stream, subscriber) pairs, each reserved a credit."""
+        if ``local``; ``pairs``: the (stream, subscriber) pairs, each reserved a credit;
+        ``compress``: the message's or topic's setting (compressed once for every member)."""
         begun = now_us() if TRACER.on else 0.0
         tracked = self.acks or ack
         flags = codec.FLAG_TOPIC
@@ -174,6 +195,10 @@ class SendPath:
         seq = stream.next_seq
         author = stream.publisher
         stamp, meta, frames = self.stamp(message, author, author, stream.wire, seq, flags)
+        chosen = compress or self.compress  # the message's or topic's, else the Geode's
+        if frames and chosen is not None:  # compressed once, for every member rank
+            ranks = map(self.rank_of, stream.subscribers) if remote else ()
+            meta, frames = self.shrink(meta, frames, chosen, ranks)
         ticket = self.broadcast(stream.number, meta, frames, remote, local)
         stream.next_seq = seq + 1
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
@@ -193,6 +218,15 @@ class SendPath:
         if begun:
             trace_publish(stream.topic, stamp.id, author, stream.subscribers, begun, nbytes)
         return ticket, stamp
+
+    def shrink(
+        self, meta: bytes, frames: Sequence[Frame], chosen: Compression, ranks: Iterable[int]
+    ) -> tuple[bytes, Sequence[Frame]]:
+        """Compress a message's large frames as ``chosen`` says, for ``ranks`` ("auto":
+        only if one of them is reached over the network path)."""
+        if chosen.codec is None or (chosen.auto and not any(map(self.network, ranks))):
+            return meta, frames
+        return compression.shrink(meta, frames, chosen)
 
     def broadcast(
         self, number: int, meta: bytes, frames: Sequence[Frame], remote: bool, local: bool

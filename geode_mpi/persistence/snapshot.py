@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.ondemand import on_first_use
+from geode_mpi.codec.compression import expanded
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.persistence.store import CheckpointError, JsonValue
@@ -58,7 +59,8 @@ def unpack_blobs(packed: Any) -> list[bytes]:
 
 def pack_messages(items: Sequence[tuple[bytes | memoryview, Sequence[Any]]]) -> dict[str, Any]:
     """Encoded messages (meta, frames) as a few arrays: the frames' bytes copied once, into
-    the packed ``data``."""
+    the packed ``data``. Compressed frames are saved decompressed (docs/checkpoints.md)."""
+    items = [expanded(meta, frames) for meta, frames in items]
     frames = [np.asarray(frame, np.uint8).reshape(-1).data for _, fs in items for frame in fs]
     return {
         "metas": pack_blobs([meta for meta, _ in items]),

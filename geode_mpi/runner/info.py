@@ -11,6 +11,7 @@ from geode_mpi._version import __version__
 from geode_mpi.base.launch import CMA_VARIABLE, MPICH_FAMILY, prepare_mpi_environment
 from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeError
+from geode_mpi.transport.paths import open_mpi_shared_memory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -119,17 +120,6 @@ def transport_path(library: str, host_count: int, environ: Mapping[str, str]) ->
             f", network between hosts ({net})" * (host_count > 1)
         )
     return f"not known for this library{between}"
-
-
-def open_mpi_shared_memory(environ: Mapping[str, str]) -> bool:
-    """Whether Open MPI's settings leave its shared-memory component (sm, vader in 4.x) on."""
-    if environ.get("OMPI_MCA_pml", "") not in ("", "ob1"):
-        return True  # ucx, cm: shared memory is the other library's own business
-    btl = environ.get("OMPI_MCA_btl", "")
-    if not btl:
-        return True
-    named = {"sm", "vader"} & set(btl.lstrip("^").split(","))
-    return not named if btl.startswith("^") else bool(named)
 
 
 def workarounds(library: str, cma_disabled: bool) -> str:

@@ -31,6 +31,7 @@ from geode_mpi.transport.base import (
 )
 from geode_mpi.transport.inproc import InProcHub, InProcTransport
 from geode_mpi.transport.notices import Notices
+from geode_mpi.transport.paths import network_peers
 from geode_mpi.transport.rooted import Rooted
 from geode_mpi.transport.watchdog import Watchdog, hang_timeout, transport_state
 
@@ -81,6 +82,7 @@ __all__ = [
     "Watchdog",
     "abort_world",
     "hang_timeout",
+    "network_peers",
     "open_world",
     "together_backoff",
     "prepare_mpi_environment",

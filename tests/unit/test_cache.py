@@ -287,3 +287,19 @@ def test_threads_share_and_send_while_another_receives() -> None:
         assert all(np.all(data == data[0]) and not data.flags.writeable for data in got)
         stats = geode.cache_stats()
         assert (stats.stores, stats.hits) == (8, 2 * count - 8)
+
+
+def test_a_shared_array_is_cached_not_compressed_and_the_rest_still_compressed() -> None:
+    hub = InProcHub(2)
+    sender, receiver = (Geode(2, transport=hub.endpoint(r), compress="lz4") for r in (0, 1))
+    counts = share(np.zeros(2 * MIB, dtype=np.int64))  # 16 MiB that LZ4 shrinks to almost 0
+    assert wire_of_send(sender, receiver, counts) >= 16 * MIB  # stored in full, uncompressed
+    assert wire_of_send(sender, receiver, counts) < 1024
+    assert sender.cache_stats().hits == 1
+    plain = np.zeros(2 * MIB, dtype=np.int64)  # not shared: compressed, not cached
+    before = sender.stats("node0").sent_bytes
+    sender.send(plain, "node0", "node1")
+    assert np.array_equal(receiver.receive("node1", timeout=TIMEOUT).data, plain)
+    assert sender.stats("node0").sent_bytes - before < MIB
+    for geode in (sender, receiver):
+        geode.close()

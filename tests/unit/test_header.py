@@ -38,7 +38,7 @@ def test_every_accessor_reads_what_encode_was_given(
     message = cls(data, headers={"h": 1}) if cls is Tagged else cls(data)
     flags = codec.FLAG_TRACKED | codec.FLAG_SEQUENCE
     meta, frames = codec.encode(message, STAMP, flags, reply_to=42, route=route)
-    assert meta[0] == header.VERSION == 5
+    assert meta[0] == header.VERSION == 6
     assert header.message_id(meta) == STAMP.id
     assert header.timestamp(meta) == STAMP.timestamp
     assert header.track_fields(meta) == (flags | (cls is Tagged), 9, 3, 5, 42)
@@ -90,9 +90,9 @@ def test_another_codec_version_is_a_decode_error_naming_both() -> None:
     meta, _ = codec.encode(Message("x"), STAMP)
     version_3 = bytes([3]) + meta[1:56]  # a version 3 header was 56 bytes
     version_4 = bytes([4]) + meta[1:]  # a version 4 header: the same, with a CRC-32
-    for damaged in (version_3, version_4, bytes([6]) + meta[1:]):
+    for damaged in (version_3, version_4, bytes([5]) + meta[1:], bytes([7]) + meta[1:]):
         for read in (codec.peek, codec.track, lambda m: codec.decode(m, [], NAMES)):
-            with pytest.raises(DecodeError, match=rf"version {damaged[0]} .*speaks 5\)"):
+            with pytest.raises(DecodeError, match=rf"version {damaged[0]} .*speaks 6\)"):
                 read(damaged)
 
 

@@ -1,0 +1,89 @@
+"""Compression at 1, 2 and 4 ranks (and over the network path: tests/test_compression_mpi.py)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from geode_mpi import Geode
+
+TIMEOUT = 60.0
+MiB = 1024 * 1024
+# The launch chose MPICH's network path even between ranks of one host (tests/test_mpi_info.py).
+NETWORK = os.environ.get("MPIR_CVAR_NOLOCAL") == "1"
+
+
+def counts(n: int, seed: int) -> np.ndarray[Any, Any]:
+    """Small integers: Blosc shrinks them about 9 times."""
+    return np.random.default_rng(seed).poisson(3.0, n).astype(np.int64)
+
+
+def noise(n: int, seed: int) -> np.ndarray[Any, Any]:
+    return np.random.default_rng(seed).standard_normal(n)
+
+
+def ring(geode: Geode) -> list[tuple[str, str]]:
+    """(source, dest) pairs this rank sends: each local node to the next node."""
+    nodes = geode.nodes
+    return [(node, nodes[(nodes.index(node) + 1) % len(nodes)]) for node in geode.local_nodes]
+
+
+def test_compressed_arrays_and_dicts_of_them_arrive_unchanged(geode: Geode) -> None:
+    nodes = geode.nodes
+    for source, dest in ring(geode):
+        k = nodes.index(source)
+        geode.send(counts(MiB // 8, k), source, dest, compress="lz4", timeout=TIMEOUT)
+        geode.send(noise(MiB // 8, k), source, dest, compress="zstd:1", timeout=TIMEOUT)
+        value = {"f": np.asfortranarray(counts(64 * 1024, k).reshape(256, 256)), "k": k}
+        geode.send(value, source, dest, compress="blosclz:9", timeout=TIMEOUT)
+        # 2.5 MiB of arrays: the counts shrank, the noise travelled raw
+        assert MiB < geode.stats(source).sent_bytes < 2 * MiB
+    for dest in geode.local_nodes:
+        k = (nodes.index(dest) - 1) % len(nodes)
+        got = [geode.receive(dest, timeout=TIMEOUT).data for _ in range(3)]
+        assert np.array_equal(got[0], counts(MiB // 8, k)) and got[0].dtype == np.int64
+        assert np.array_equal(got[1], noise(MiB // 8, k))
+        assert got[2]["k"] == k and got[2]["f"].flags.f_contiguous
+        assert np.array_equal(got[2]["f"], counts(64 * 1024, k).reshape(256, 256))
+
+
+def test_auto_compresses_only_over_the_network_path(geode: Geode) -> None:
+    data = counts(MiB // 8, 1)
+    for source, dest in ring(geode):
+        geode.send(data, source, dest, compress="auto", timeout=TIMEOUT)
+    for source, dest in ring(geode):
+        other_rank = geode.rank_of(dest) != geode.rank
+        squeezed = geode.stats(source).sent_bytes < data.nbytes
+        assert squeezed == (NETWORK and other_rank), (source, dest, NETWORK)
+    for dest in geode.local_nodes:
+        assert np.array_equal(geode.receive(dest, timeout=TIMEOUT).data, data)
+
+
+def test_a_topic_compresses_once_for_every_subscriber(geode: Geode) -> None:
+    nodes = geode.nodes
+    topic = geode.topic("field", publishers=[nodes[0]], subscribers=nodes, compress="lz4")
+    data = counts(2 * MiB // 8, 7)
+    handle = topic.publish(data, source=nodes[0])
+    handle.wait(timeout=TIMEOUT)
+    if geode.hosts(nodes[0]):
+        # sent bytes count the frames as they left: compressed, for each of the subscribers
+        assert geode.stats(nodes[0]).sent_bytes < len(nodes) * data.nbytes / 4
+    for node in geode.local_nodes:
+        msg = geode.receive(node, topic="field", timeout=TIMEOUT)
+        assert msg.source == nodes[0] and np.array_equal(msg.data, data)
+
+
+def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(geode: Geode) -> None:
+    """16 MiB of counts compress to about 1.8 MB: from 1 MiB a topic's frames go down a relay
+    (split among the members, or a tree), compressed; each member decompresses its copy."""
+    nodes = geode.nodes
+    topic = geode.topic("big", publishers=[nodes[-1]], subscribers=nodes, compress="lz4")
+    data = counts(16 * MiB // 8, 11)
+    topic.publish(data, source=nodes[-1]).wait(timeout=TIMEOUT)
+    for node in geode.local_nodes:
+        msg = geode.receive(node, topic="big", timeout=TIMEOUT)
+        assert np.array_equal(msg.data, data)
+    # with 2 or more other ranks (a split), relayed here: rooted, or received down it
+    assert getattr(geode.transport, "relayed", 0) == (1 if geode.size >= 3 else 0)

@@ -1,0 +1,19 @@
+"""Compression's SPMD tests over MPICH's network path, where "auto" turns it on."""
+
+from __future__ import annotations
+
+import pytest
+from mpirun import clean_env, mpirun
+
+pytestmark = pytest.mark.mpi
+
+NETWORK = {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"}
+TESTS = ["-m", "geode_mpi", "-m", "pytest", "tests/mpi/test_compression.py", "-x", "-q"]
+TESTS += ["-p", "no:cacheprovider", "-o", "addopts=", "--timeout=120"]
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_compression_over_the_network_path(ranks: int) -> None:
+    result = mpirun(ranks, TESTS, timeout=240, env=clean_env(**NETWORK))
+    assert result.returncode == 0, result.explain()
+    assert "4 passed" in result.stdout, result.explain()
