@@ -450,8 +450,9 @@ class Geode:
                 order=order,
                 topic=topic,
             )
+        spun = False
         if (
-            runtime.plain_queue
+            runtime.plain_queue is not NO_FAST_QUEUE
             and node is None
             and source is None
             and type is None
@@ -459,14 +460,20 @@ class Geode:
             and order is None
             and topic is None
         ):
-            # The commonest receive: this rank's node, a message already queued, automatic
-            # acks, no window: take it and decode it without the general machinery.
+            # The commonest receive: this rank's node, automatic acks, no window: a message
+            # already queued, or one that comes within the first spin (a ping-pong's reply),
+            # is taken and decoded without the general machinery.
             engine = runtime.engine
-            parcel = engine.take_plain(self.rank)
+            if runtime.plain_queue:
+                parcel = engine.take_plain(self.rank)
+                if parcel is not None:
+                    runtime.receives += 1
+                    if not runtime.receives & POLL_EVERY_RECEIVES - 1:
+                        engine.poll()
+            else:
+                parcel = runtime.spin_plain()
+                spun = True
             if parcel is not None:
-                runtime.receives += 1
-                if not runtime.receives & POLL_EVERY_RECEIVES - 1:
-                    engine.poll()
                 try:
                     message = _decode(parcel.meta, parcel.frames, runtime.names)
                     if parcel.flags & _FROM_STREAM:
@@ -485,7 +492,8 @@ class Geode:
             if source is None and type is None and topic is None
             else self._matcher(source, type, topic)
         )
-        found = runtime.take(index, match, None if order is None else order_key(order), timeout)
+        key = None if order is None else order_key(order)
+        found = runtime.take(index, match, key, timeout, spun)
         if found is not None:
             return runtime.deliver(index, found)
         inbox = runtime.inboxes[index]

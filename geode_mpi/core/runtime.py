@@ -292,11 +292,31 @@ class Runtime:
         """Run the progress engine once; True if anything happened."""
         return self.engine.poll()
 
+    def spin_plain(self) -> Parcel | None:
+        """The fast receive (this rank's node, `plain_queue`) found nothing queued: spin on the
+        transport as `take` does first, and take what came; None if nothing did (then `take`
+        with ``spun``, which does not spin again: its conditions for spinning are these)."""
+        transport = self.transport
+        engine = self.engine
+        if (
+            self.closed
+            or not transport.delivers_later
+            or engine.forwards
+            or transport.busy
+            or not transport.spin(FIRST_SPIN)
+        ):
+            return None
+        parcel = engine.take_plain(self.rank)
+        if parcel is not None:
+            self.receives += 1
+        return parcel
+
     def take(
-        self, index: int, match: Match | None, key: Any, timeout: float | None
+        self, index: int, match: Match | None, key: Any, timeout: float | None, spun: bool = False
     ) -> tuple[Parcel, Any] | None:
         """Take the next matching parcel of local node ``index``, waiting up to ``timeout``
-        seconds (None: no limit; 0: do not wait) for one; None if none came."""
+        seconds (None: no limit; 0: do not wait) for one; None if none came. ``spun``: the
+        caller has just spun (`spin_plain`): wait at once."""
         engine = self.engine
         if self.closed:
             return engine.take(index, match, key, False)
@@ -321,7 +341,8 @@ class Runtime:
         # the same empty queue once more). A reply in a ping-pong comes within this first
         # spin, before any of the waiting machinery below is set up.
         if (
-            not engine.forwards
+            not spun
+            and not engine.forwards
             and not transport.busy
             and transport.spin(FIRST_SPIN)
             and (found := engine.take(index, match, key, False)) is not None

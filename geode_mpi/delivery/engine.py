@@ -337,6 +337,18 @@ class Engine:
             self._topic_arrival(meta, frames, nbytes, flags, seq, stream, dest, reply_to)
             return
         parcel = _tuple_new(Parcel, (source, seq, flags, reply_to, meta, frames, nbytes, 0))
+        if seq == pair.expected and not pair.held and not flags & _DIVERT and not inbox.drop_oldest:
+            # `_admit`'s common case inline (and `Inbox.push`'s): a small message's latency
+            # is a sum of such calls (measured in a ping-pong: 2.3 us in this sink before).
+            pair.expected = seq + 1
+            stats = self.stats[dest]
+            stats.received += 1
+            stats.received_bytes += nbytes
+            items = inbox.waiting
+            items.append(parcel)
+            if len(items) > inbox.peak:
+                inbox.peak = len(items)
+            return
         self._admit(key, pair, parcel, dest, inbox)
 
     def _check_new(self, meta: memoryview, source: int) -> None:
