@@ -45,7 +45,7 @@ RANKS = {"pair": 2, "group": 1 + 3, "startup": 1 + STARTUP_WORKERS}
 # suite.launch's seconds from SIGTERM to SIGKILL at a timeout: Ray and Dask shut down first
 suite.GRACE = 30.0
 SCALED = {  # option -> (full run, --quick, help)
-    "rounds": (3, 1, "launches of every peer, in an order that rotates; ratios paired per round"),
+    "rounds": (3, 1, "launches of every peer, each beside one of raw mpi4py (ratios paired)"),
     "repeats": (5, 2, "timed loops per workload in each launch (median)"),
     "seconds": (0.3, 0.05, "seconds a timed loop lasts"),
     "tasks": (400, 40, "tasks per sweep of the task farm (1-10 ms each)"),
@@ -174,32 +174,49 @@ def one_launch(
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Every round, every installed peer (in an order that rotates), each of its launches."""
+    """Every round, every installed peer (in an order that rotates), each beside a launch of
+    raw mpi4py right before or after it (alternately), so that a ratio pairs two launches a
+    few seconds apart: the load of a busy machine changes by the minute."""
     status = {p: "ok" if installed(p) else "not installed" for p in args.peers}
     runnable = [p for p in args.peers if status[p] == "ok"]
-    rounds: dict[str, dict[str, list[Any]]] = {w: {p: [] for p in runnable} for w in args.workloads}
-    details: dict[str, dict[str, list[Any]]] = {
-        w: {p: [] for p in runnable} for w in args.workloads
+    others = [p for p in runnable if p != RAW]
+    found: dict[str, Any] = {
+        key: {w: {p: [] for p in runnable} for w in args.workloads}
+        for key in ("rounds", "launches")
     }
+    found["raw_beside"] = {w: {p: [] for p in others} for w in args.workloads}
     with tempfile.TemporaryDirectory(prefix="geode-peers-") as scratch:
         for number in range(args.rounds):
-            for peer in rotated(runnable, number):
-                for ranks, chosen in launches(peer, args.workloads):
-                    clock = time.monotonic()
-                    found, problem = one_launch(peer, ranks, chosen, args, Path(scratch))
-                    where = f"{ranks} ranks" if ranks else "local"
-                    print(
-                        f"[round {number + 1}/{args.rounds}] {peer} ({where}) {','.join(chosen)}: "
-                        f"{problem or 'ok'}, {time.monotonic() - clock:.0f} s",
-                        flush=True,
-                    )
-                    if problem is not None:
-                        status[peer] = problem
-                    for workload in chosen:
-                        record = found.get(workload) or {}
-                        rounds[workload][peer].append(record.get("median"))
-                        details[workload][peer].append(record)
-    return {"status": status, "rounds": rounds, "launches": details}
+            for k, peer in enumerate(rotated(others, number) if others else [RAW]):
+                pair = [RAW, peer] if (number + k) % 2 == 0 else [peer, RAW]
+                for who in dict.fromkeys(p for p in pair if p in runnable):
+                    for workload, record in run_peer(who, number, args, Path(scratch), status):
+                        found["rounds"][workload][who].append(record.get("median"))
+                        found["launches"][workload][who].append(record)
+                for workload in args.workloads if peer != RAW and RAW in runnable else ():
+                    found["raw_beside"][workload][peer].append(found["rounds"][workload][RAW][-1])
+    return found | {"status": status}
+
+
+def run_peer(
+    peer: str, number: int, args: argparse.Namespace, scratch: Path, status: dict[str, str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """A peer's launches for one round: (workload, its record) for each workload, the record
+    empty where the launch failed (``status`` then says how)."""
+    records = []
+    for ranks, chosen in launches(peer, args.workloads):
+        clock = time.monotonic()
+        found, problem = one_launch(peer, ranks, chosen, args, scratch)
+        where = f"{ranks} ranks" if ranks else "local"
+        print(
+            f"[round {number + 1}/{args.rounds}] {peer} ({where}) {','.join(chosen)}: "
+            f"{problem or 'ok'}, {time.monotonic() - clock:.0f} s",
+            flush=True,
+        )
+        if problem is not None:
+            status[peer] = problem
+        records += [(workload, found.get(workload) or {}) for workload in chosen]
+    return records
 
 
 # -- ratios and the report ----------------------------------------------------------------------
@@ -212,17 +229,17 @@ def speed(workload: str, peer_value: float, raw_value: float) -> float:
 
 
 def summarise(measured: dict[str, Any]) -> dict[str, Any]:
-    """Per workload and peer: the figure of each round, their median, and the ratio to raw
-    mpi4py paired within each round (the median of those is the headline)."""
+    """Per workload and peer: the figure of each round, their median, and each round's ratio
+    to the raw mpi4py launch beside it (their median is the headline)."""
     workloads: dict[str, Any] = {}
     for workload, per_peer in measured["rounds"].items():
         what, unit, better = WORKLOADS[workload]
-        raw = per_peer.get(RAW, [])
         peers = {}
         for peer, values in per_peer.items():
+            beside = measured["raw_beside"][workload].get(peer, values)
             ratios = [
                 speed(workload, value, base)
-                for value, base in zip(values, raw, strict=False)
+                for value, base in zip(values, beside, strict=True)
                 if value is not None and base is not None
             ]
             present = [v for v in values if v is not None]
@@ -371,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record["settings"]["workloads"] = args.workloads
     record["environment"] = environment() | {"load_start": load, "load_end": os.getloadavg()}
     record |= {"status": measured["status"], "workloads": summarise(measured)}
-    record["launches"] = measured["launches"]
+    record |= {"launches": measured["launches"], "raw_beside": measured["raw_beside"]}
     report(args, record)
     written = write_json(args.json, record, "peers")
     print(f"{record['seconds']:.0f} s; all numbers in {written}")

@@ -44,7 +44,8 @@ def test_quick_run_reports_every_workload_and_a_missing_peer(
     for name, workload in record["workloads"].items():
         assert set(workload["peers"]) == set(ALWAYS), name
         for peer, figures in workload["peers"].items():
-            assert len(figures["rounds"]) == 1, (name, peer)
+            # raw mpi4py launches beside each of the other three
+            assert len(figures["rounds"]) == (3 if peer == "mpi4py" else 1), (name, peer)
             assert figures["median"] > 0 and figures["median_speed_vs_raw"] > 0, (name, peer)
         assert workload["peers"]["mpi4py"]["median_speed_vs_raw"] == 1.0
     farm = record["workloads"]["farm"]["peers"]
