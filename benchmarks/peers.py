@@ -79,6 +79,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="where to write all numbers")
     parser.add_argument("--plot", type=Path, default=None, help="draw the ratios into this PNG")
     parser.add_argument(
+        "--markdown", action="store_true", help="also print the table in Markdown (for a README)"
+    )
+    parser.add_argument(
         "--report",
         type=Path,
         nargs="+",
@@ -349,8 +352,25 @@ def plot(path: Path, workloads: dict[str, Any], status: dict[str, str]) -> None:
     plt.close(fig)
 
 
+def markdown(workloads: dict[str, Any], status: dict[str, str]) -> list[str]:
+    """The table for benchmarks/README.md: raw's figure, each peer's cells as the median and
+    the range of its paired ratios."""
+    peers = [p for p in status if p != RAW]
+    lines = [f"| workload | {RAW} (raw) | {' | '.join(peers)} |", "|---" * (len(peers) + 2) + "|"]
+    for name, record in workloads.items():
+        cells = [figure(record["peers"].get(RAW, {}).get("median"), record["unit"])]
+        for peer in peers:
+            ratios = (record["peers"].get(peer) or {}).get("speed_vs_raw") or []
+            low, mid, high = (min(ratios), median(ratios), max(ratios)) if ratios else (0, 0, 0)
+            cells.append(f"**{mid:.2g}** ({low:.2g}-{high:.2g})" if ratios else status[peer])
+        lines.append(f"| `{name}` | {' | '.join(cells)} |")
+    return lines
+
+
 def report(args: argparse.Namespace, record: dict[str, Any]) -> None:
     print("\n".join(table(record["workloads"], record["status"])), flush=True)
+    if args.markdown:
+        print("\n".join(markdown(record["workloads"], record["status"])))
     if args.plot is not None:
         plot(args.plot, record["workloads"], record["status"])
         print(f"plot in {args.plot}")

@@ -56,8 +56,11 @@ def test_quick_run_reports_every_workload_and_a_missing_peer(
     assert png.read_bytes().startswith(PNG)
 
     # the table and plot again from the file, nothing run
-    assert peers.main(["--report", str(out), "--plot", str(png)]) == 0
-    assert "ray: not installed" in capsys.readouterr().out
+    assert peers.main(["--report", str(out), "--plot", str(png), "--markdown"]) == 0
+    printed = capsys.readouterr().out
+    assert "ray: not installed" in printed
+    assert "| workload | mpi4py (raw) | geode | mpi4py.futures | multiprocessing | ray |" in printed
+    assert "| `startup` |" in printed and "| not installed |\n" in printed
 
 
 @pytest.mark.timeout(120)
