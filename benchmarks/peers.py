@@ -261,7 +261,7 @@ def figure(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     scaled = value * SCALE[unit]
-    return f"{scaled:,.0f} {unit}" if unit == "msg/s" else f"{scaled:.3g} {unit}"
+    return f"{scaled:,.0f} {unit}" if scaled >= 100 else f"{scaled:.3g} {unit}"
 
 
 def median(values: Sequence[float]) -> float | None:
