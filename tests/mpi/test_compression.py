@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import numpy as np
+import pytest
 
 from geode_mpi import Geode
 
@@ -75,9 +76,14 @@ def test_a_topic_compresses_once_for_every_subscriber(geode: Geode) -> None:
         assert msg.source == nodes[0] and np.array_equal(msg.data, data)
 
 
-def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(geode: Geode) -> None:
+def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(
+    geode: Geode, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """16 MiB of counts compress to about 1.8 MB: from 1 MiB a topic's frames go down a relay
-    (split among the members, or a tree), compressed; each member decompresses its copy."""
+    (split among the members, or a tree), compressed; each member decompresses its copy.
+    (Relays only: members on the root's node would otherwise read the node's shared segment,
+    the next test.)"""
+    monkeypatch.setenv("GEODE_SHARED_BYTES", "0")  # read at the first topic
     nodes = geode.nodes
     topic = geode.topic("big", publishers=[nodes[-1]], subscribers=nodes, compress="lz4")
     data = counts(16 * MiB // 8, 11)
@@ -87,3 +93,18 @@ def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(geode: Ge
         assert np.array_equal(msg.data, data)
     # with 2 or more other ranks (a split), relayed here: rooted, or received down it
     assert getattr(geode.transport, "relayed", 0) == (1 if geode.size >= 3 else 0)
+
+
+def test_compressed_frames_through_the_node_shared_segment_arrive_unchanged(geode: Geode) -> None:
+    """The same 16 MiB on one node (the default): the root copies the compressed frame once
+    into the node's shared segment, and each member decompresses from its read-only view."""
+    nodes = geode.nodes
+    topic = geode.topic("big", publishers=[nodes[-1]], subscribers=nodes, compress="lz4")
+    data = counts(16 * MiB // 8, 12)
+    topic.publish(data, source=nodes[-1]).wait(timeout=TIMEOUT)
+    for node in geode.local_nodes:
+        msg = geode.receive(node, topic="big", timeout=TIMEOUT)
+        assert np.array_equal(msg.data, data)
+    shared = getattr(geode.transport, "shared", None)
+    root = geode.rank == geode.size - 1
+    assert (shared.shared if shared is not None else 0) == (1 if root and geode.size >= 2 else 0)
