@@ -3,7 +3,8 @@
 Every envelope is one MPI message on `TAG_ENVELOPE`: a transport header, a frame table, the
 meta bytes, and the small frames inline. Frames larger than ``inline_max`` go as their own MPI
 messages on `TAG_FRAME`, sent from the array's memory (strided arrays through an MPI derived
-datatype, so nothing is copied on the send side), and they go *before* their envelope.
+datatype, so nothing is copied on the send side), and they go *before* their envelope; to a rank
+over the network (`network_peers`) *after* it (`FRAMES_AFTER`), into receives posted as it comes.
 
 The receiver takes everything with matched probes on any tag. MPI never lets two messages from
 one sender overtake each other when both match the same receive, so per source the receiver sees
@@ -181,7 +182,8 @@ class _Arrival:
 # envelope comes (see _Held). On shared memory the envelope follows within a few us (the
 # sender posts it right after the frame), and waiting for it keeps the frame's copy after the
 # envelope's Python work, on a warm cache; over MPICH's ofi/tcp it comes only after the
-# frame's last byte (1 MiB: about 500 us).
+# frame's last byte (1 MiB: about 500 us), where frames go first at all (a topic stream's:
+# a point-to-point send over a network sends its envelope first, FRAMES_AFTER).
 LATE_ENVELOPE = 30e-6
 
 
