@@ -973,16 +973,15 @@ class MPITransport(RootedMPI, TransportBase):
         share = self.oversubscribed
         turn = 0
         while True:
-            if (requests and testany(requests)[1]) or (
-                posted and any(all(one.Get_status() for one in each) for each in posted)
-            ):
+            if posted and any(all(one.Get_status() for one in each) for each in posted):
                 # Deliver what completed before probing for more: over a network every probe
                 # polls the sockets, microseconds before receive() could return.
-                if self._waiting_sources and self._complete_arrivals():
+                if self._complete_arrivals():
                     return True  # (the next poll does the rest of progress())
                 return self.progress()
             if (
-                (chunks and any(chunk.Get_status() for chunk in chunks))
+                (requests and testany(requests)[1])
+                or (chunks and any(chunk.Get_status() for chunk in chunks))
                 or iprobe(_ANY_SOURCE, _ANY_TAG)
                 or clock() > until
                 or (self._unposted and self._unposted[0].since < clock() - LATE_ENVELOPE)
