@@ -9,6 +9,8 @@ of one step:
 - ``raw Send``: blocking ``Send``/``Recv`` into a preallocated buffer (the issue's baseline);
 - ``matched``: ``Improbe`` on any tag, then ``Message.Irecv``, as geode_mpi receives a frame;
 - ``+envelope``: the same plus a small second message per array, as geode_mpi's envelope;
+- ``envelope first``: the small message first, then the array into a receive posted as the small
+  one arrives, as geode_mpi sends to a rank over the network (``FRAMES_AFTER``);
 - ``geode``: ``Geode.send`` / ``Geode.receive``, the array released before the next receive;
 - ``raw placed``: raw ``Send``/``Recv`` again, into a buffer placed as geode_mpi's receive pool
   places one (2 MiB-aligned, transparent huge pages, at the sender's offset within a page): how
@@ -66,9 +68,18 @@ def ratios_for(
             else:
                 message.Recv(bytearray(status.Get_count(MPI.BYTE)))
 
-    def send_nonblocking(array: np.ndarray, with_envelope: bool) -> None:
-        requests = [comm.Isend([array, MPI.BYTE], peer, TAG_DATA)]
-        if with_envelope:
+    def recv_envelope_first() -> None:
+        while (message := comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)) is None:
+            pass
+        message.Recv(bytearray(status.Get_count(MPI.BYTE)))
+        request = comm.Irecv([out, MPI.BYTE], status.Get_source(), TAG_DATA)
+        while not request.Test():
+            pass
+
+    def send_nonblocking(array: np.ndarray, with_envelope: bool, first: bool = False) -> None:
+        requests = [comm.Isend(envelope, peer, TAG_ENV)] if first else []
+        requests.append(comm.Isend([array, MPI.BYTE], peer, TAG_DATA))
+        if with_envelope and not first:
             requests.append(comm.Isend(envelope, peer, TAG_ENV))
         while not MPI.Request.Testall(requests):
             pass
@@ -95,6 +106,14 @@ def ratios_for(
 
         return trip
 
+    def envelope_first() -> None:
+        if rank == 0:
+            send_nonblocking(data, True, first=True)
+            recv_envelope_first()
+        else:
+            recv_envelope_first()
+            send_nonblocking(out, True, first=True)
+
     def geode_trip() -> None:
         if rank == 0:
             geode.send(data, dest=geode.nodes[peer])
@@ -107,6 +126,7 @@ def ratios_for(
         RAW_SEND: raw_into(out),
         "matched": matched(False),
         "+envelope": matched(True),
+        "envelope first": envelope_first,
         "geode": geode_trip,
         "raw placed": raw_into(placed),
     }

@@ -147,7 +147,7 @@ class Geode:
         self._runtime = runtime = Runtime(transport, placement, configs, acks, resend_after)
         runtime.engine.path.cache.budget = budget
         runtime.path.compress = compressing
-        runtime.path.network = network_peers(transport)  # (collective across hosts)
+        runtime.path.network = network_peers(transport)  # (what the transport found)
         self._transport = transport
         self._gate = runtime.gate  # what `locked` holds around the public calls
         self.rank: int = runtime.rank

@@ -2,7 +2,7 @@
 
 Layout (little-endian), documented in docs/wire-format.md:
 
-    2s magic b"GM" | u8 version | pad | u32 frame count | u32 meta length | 4 pad bytes
+    2s magic b"GM" | u8 version | u8 flags | u32 frame count | u32 meta length | 4 pad bytes
     frame count x u64: frame length << 9 | page offset / 16 << 1 | 1 if out of band
     meta bytes
     inline frames, each starting at a multiple of 16 bytes from the envelope start (empty
@@ -19,10 +19,14 @@ from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.transport.base import Frame, frame_bytes
 
 MAGIC = b"GM"
-VERSION = 2
-# magic, transport version, frame count, meta length, 4 pad bytes so that meta starts 16-aligned
-_HEADER = struct.Struct("<2sBxIIxxxx")
+VERSION = 3  # 3: the flags byte (FRAMES_AFTER); 2: no flags; 1: no page offsets
+# magic, transport version, flags, frame count, meta length, 4 pad bytes so that meta starts
+# 16-aligned
+_HEADER = struct.Struct("<2sBBIIxxxx")
 HEADER_SIZE = _HEADER.size
+FLAGS_BYTE = 3  # where the flags are
+# Flag: the out-of-band frames follow the envelope (the network path), rather than go before it.
+FRAMES_AFTER = 1
 # frame length << 9 | (page offset of the sender's memory) / 16 << 1 | 1 if out of band
 _ENTRY = struct.Struct("<Q")
 ALIGN = 16
@@ -56,6 +60,7 @@ def build_envelope(
     frames: Sequence[Frame],
     inline_max: int,
     offsets: Sequence[int] = (),
+    flags: int = 0,
 ) -> tuple[bytes, list[Frame]]:
     """Pack meta and small frames into one buffer; return it and the out-of-band frames.
 
@@ -66,9 +71,10 @@ def build_envelope(
         offsets: for each out-of-band frame, where its memory starts within a page on the
             sender (a hint: the receiver lands it at the same offset, where copying is fastest);
             missing ones count as 0.
+        flags: the header's flags (`FRAMES_AFTER`).
     """
     check_envelope(meta)
-    header = _HEADER.pack(MAGIC, VERSION, len(frames), len(meta))
+    header = _HEADER.pack(MAGIC, VERSION, flags, len(frames), len(meta))
     if not frames:
         return header + meta, []
     parts: list[Any] = [header]
@@ -95,15 +101,15 @@ def build_envelope(
     return b"".join(parts), oob
 
 
-_ONE_OUT_OF_BAND = struct.Struct("<2sBxIIxxxxQ")  # the header and one frame-table entry
+_ONE_OUT_OF_BAND = struct.Struct("<2sBBIIxxxxQ")  # the header and one frame-table entry
 
 
-def one_frame_envelope(meta: bytes, nbytes: int, address: int) -> bytes:
+def one_frame_envelope(meta: bytes, nbytes: int, address: int, flags: int = 0) -> bytes:
     """`build_envelope` for one out-of-band frame of ``nbytes`` whose memory starts at
     ``address`` (the same bytes, sooner: the commonest large message, an array alone)."""
     check_envelope(meta)
     entry = nbytes << 9 | (address % PAGE // ALIGN) << 1 | 1
-    return _ONE_OUT_OF_BAND.pack(MAGIC, VERSION, 1, len(meta), entry) + meta
+    return _ONE_OUT_OF_BAND.pack(MAGIC, VERSION, flags, 1, len(meta), entry) + meta
 
 
 def _byte_view(frame: Frame) -> memoryview:
@@ -136,7 +142,7 @@ def parse_envelope(
     raw = memoryview(buffer)  # type: ignore[arg-type]
     if len(raw) < HEADER_SIZE:
         raise DecodeError(f"envelope of {len(raw)} bytes is shorter than its header")
-    magic, version, n_frames, meta_len = _HEADER.unpack_from(raw, 0)
+    magic, version, _, n_frames, meta_len = _HEADER.unpack_from(raw, 0)
     if magic != MAGIC or version != VERSION:
         raise DecodeError(_not_ours(magic, version))
     offset = HEADER_SIZE

@@ -3,7 +3,9 @@
 Every envelope is one MPI message on `TAG_ENVELOPE`: a transport header, a frame table, the
 meta bytes, and the small frames inline. Frames larger than ``inline_max`` go as their own MPI
 messages on `TAG_FRAME`, sent from the array's memory (strided arrays through an MPI derived
-datatype, so nothing is copied on the send side), and they go *before* their envelope.
+datatype, so nothing is copied on the send side), and they go *before* their envelope; to a rank
+over the network (`paths.network_ranks`) *after* it (`FRAMES_AFTER`), into receives posted as
+it comes.
 
 The receiver takes everything with matched probes on any tag. MPI never lets two messages from
 one sender overtake each other when both match the same receive, so per source the receiver sees
@@ -42,6 +44,8 @@ from geode_mpi.transport.base import (
     frame_bytes,
 )
 from geode_mpi.transport.envelope import (
+    FLAGS_BYTE,
+    FRAMES_AFTER,
     HEADER_SIZE,
     INLINE_MAX,
     MAGIC,
@@ -55,6 +59,7 @@ from geode_mpi.transport.envelope import (
     VERSION as ENVELOPE_VERSION,
 )
 from geode_mpi.transport.fanout import FanoutTable, FanTicket, end_marker, read_end_marker
+from geode_mpi.transport.paths import network_ranks
 from geode_mpi.transport.pool import BufferPool
 from geode_mpi.transport.relay import (
     PREFIX_BYTES,
@@ -132,7 +137,7 @@ END = -2  # _Arrival.relay of an end marker: END - key
 class _Arrival:
     """An envelope whose out-of-band frames are still being received."""
 
-    __slots__ = ("frames", "meta", "nbytes", "relay", "requests")
+    __slots__ = ("frames", "meta", "nbytes", "relay", "requests", "sizes")
 
     def __init__(
         self,
@@ -141,6 +146,7 @@ class _Arrival:
         requests: list[MPI.Request],
         nbytes: int,
         relay: int = -1,
+        sizes: list[int] | None = None,
     ) -> None:
         self.meta = meta
         # Its size (an int) where a relayed frame will be (see transport/relay.py).
@@ -150,13 +156,17 @@ class _Arrival:
         # The number of the relay bringing its frames; -1: none; END - key: not a message but
         # stream key's end marker, which holds everything behind it (see transport/fanout.py)
         self.relay = relay
+        # The sizes its envelope lists for frames received unprobed (FRAMES_AFTER), to check
+        # once they are in; None: probed, their sizes checked before their receives.
+        self.sizes = sizes
 
 
 # A frame held this long (seconds) without its envelope gets its receive posted before the
 # envelope comes (see _Held). On shared memory the envelope follows within a few us (the
 # sender posts it right after the frame), and waiting for it keeps the frame's copy after the
 # envelope's Python work, on a warm cache; over MPICH's ofi/tcp it comes only after the
-# frame's last byte (1 MiB: about 500 us).
+# frame's last byte (1 MiB: about 500 us), where frames go first at all (a topic stream's:
+# a point-to-point send over a network sends its envelope first, FRAMES_AFTER).
 LATE_ENVELOPE = 30e-6
 
 
@@ -233,6 +243,12 @@ class MPITransport(RootedMPI, TransportBase):
         self.shared = NodeShare(self.comm)  # large broadcasts on this node (transport/shared.py)
         self.oversubscribed = launch_info().oversubscribed
         self.family = library_family(MPI.Get_library_version())  # decides relays (shape_for)
+        # Whether MPI reaches each rank over its network path (transport/paths.py). A large
+        # message to such a rank sends its envelope first (FRAMES_AFTER): the frames' receives
+        # are then posted as the envelope arrives, and the envelope does not wait behind the
+        # frames' bytes (see _send_one_frame).
+        self.network = network_ranks(self.comm)
+        self.frames_after = [self.network(rank) for rank in range(self.size)]
         tighten_timer_slack()
 
     # -- sending ---------------------------------------------------------------------------
@@ -282,6 +298,8 @@ class MPITransport(RootedMPI, TransportBase):
         if batch and all(frame.nbytes <= inline_max for frame in frames):
             envelope = build_envelope(meta, frames, inline_max)[0]
             return self._add_to_batch(dest, _AS_ENVELOPE, envelope)
+        if self.frames_after[dest] and any(frame.nbytes > inline_max for frame in frames):
+            return self._send_frames_after(dest, meta, frames)
         if dest in self._batches:
             self._send_batch(dest)  # what was batched before this message goes before it
         requests: list[MPI.Request] = []
@@ -314,13 +332,21 @@ class MPITransport(RootedMPI, TransportBase):
 
     def _send_one_frame(self, dest: int, meta: bytes, frame: Frame) -> SendTicket:
         """`send` for the commonest large message, one large contiguous frame (an array
-        alone): the frame, then the envelope, with nothing to compute between the two."""
-        envelope = one_frame_envelope(meta, frame.nbytes, MPI.Get_address(frame))
-        if dest in self._batches:
-            self._send_batch(dest)  # what was batched before this message goes before it
+        alone): the frame, then the envelope, with nothing to compute between the two; over a
+        network (`frames_after`) the envelope first, riding the batch to ``dest`` if any."""
         isend = self.comm.Isend
-        requests = [isend([frame, _BYTE], dest, TAG_FRAME), isend(envelope, dest, TAG_ENVELOPE)]
-        self.sent_to[dest] += 1
+        address = MPI.Get_address(frame)
+        if self.frames_after[dest]:
+            envelope = one_frame_envelope(meta, frame.nbytes, address, FRAMES_AFTER)
+            requests = self._lead(dest, envelope)
+            requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
+        else:
+            envelope = one_frame_envelope(meta, frame.nbytes, address)
+            if dest in self._batches:
+                self._send_batch(dest)  # what was batched before this message goes before it
+            requests = [isend([frame, _BYTE], dest, TAG_FRAME)]
+            requests.append(isend(envelope, dest, TAG_ENVELOPE))
+            self.sent_to[dest] += 1
         nbytes = frame.nbytes + len(envelope)
         ticket = SendTicket(dest, nbytes, state=(requests, envelope, [frame], []))
         # A frame past MPI's eager limit is done only once the receiver has it: testing it
@@ -328,6 +354,39 @@ class MPITransport(RootedMPI, TransportBase):
         if nbytes > EAGER_GUESS or not self._finish(ticket):
             self._active.append(ticket)
         return ticket
+
+    def _send_frames_after(self, dest: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        """`send` over a network (`frames_after`) of a message with out-of-band frames: its
+        envelope, then its frames."""
+        inline_max = self.inline_max
+        offsets: list[int] = []
+        for frame in frames:  # (as _send_frame finds them)
+            if frame.nbytes > inline_max:
+                contiguous = frame.flags.c_contiguous and frame.dtype.kind not in "mM"
+                offsets.append(MPI.Get_address(frame) if contiguous else 0)
+        envelope, oob = build_envelope(meta, frames, inline_max, offsets, FRAMES_AFTER)
+        requests = self._lead(dest, envelope)
+        datatypes: list[MPI.Datatype] = []
+        for frame in oob:
+            requests.append(self._send_frame(frame, dest, datatypes, []))
+        nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
+        ticket = SendTicket(dest, nbytes, state=(requests, envelope, list(oob), datatypes))
+        if not self._finish(ticket):
+            self._active.append(ticket)
+        return ticket
+
+    def _lead(self, dest: int, envelope: bytes) -> list[MPI.Request]:
+        """Send a `FRAMES_AFTER` envelope, its frames to follow: as the last entry of the batch
+        to ``dest`` if there is one (one MPI message fewer: an acknowledgement often waits
+        there), else on its own; the request to complete with the message's (none if the
+        batch carries it)."""
+        if dest in self._batches:
+            self._add_to_batch(dest, _AS_ENVELOPE, envelope)  # (counted as the batch goes)
+            if dest in self._batches:  # (not sent already by reaching BATCH_MAX)
+                self._send_batch(dest)
+            return []
+        self.sent_to[dest] += 1
+        return [self.comm.Isend(envelope, dest, TAG_ENVELOPE)]
 
     def _add_to_batch(self, dest: int, kind: int, payload: bytes) -> SendTicket:
         ticket = self._batches.get(dest)
@@ -596,20 +655,38 @@ class MPITransport(RootedMPI, TransportBase):
         frames: list[Frame | memoryview | int] = []
         requests: list[MPI.Request] = []
         nbytes = len(buffer)
+        after = buffer[FLAGS_BYTE] & FRAMES_AFTER
+        claim = self._post if after else self._claim
         for frame in inline:
             if frame is None:
                 size, offset = oob[len(requests)]
-                target, request = self._claim(source, size, offset)
+                target, request = claim(source, size, offset)
                 requests.append(request)
                 nbytes += size
                 frames.append(target)
             else:
                 frames.append(frame)
-        if not queue and (requests[0].Test() if len(requests) == 1 else _testall(requests)):
+        if after:
+            arrival = _Arrival(meta, frames, requests, nbytes, sizes=[size for size, _ in oob])
+            if not queue and self._complete(source, arrival):
+                self._sink(source, meta, frames, nbytes)
+                return
+            queue.append(arrival)
+        elif not queue and (requests[0].Test() if len(requests) == 1 else _testall(requests)):
             self._sink(source, meta, frames, nbytes)
             return
-        queue.append(_Arrival(meta, frames, requests, nbytes))
+        else:
+            queue.append(_Arrival(meta, frames, requests, nbytes))
         self._waiting_sources.add(source)
+
+    def _post(self, source: int, size: int, offset: int) -> tuple[Frame, MPI.Request]:
+        """`_claim` for an envelope whose frames follow it (`FRAMES_AFTER`): post the receive
+        of the next frame from ``source`` before it comes (MPI keeps one sender's frames in
+        order), so that over a network its bytes land there as they arrive."""
+        if self._frames_in[source]:
+            raise DecodeError(f"rank {source} sent frames before an envelope that says they follow")
+        target = self.pool.take(size, offset)
+        return target, self.comm.Irecv([target, _BYTE], source, TAG_FRAME)
 
     def _claim(self, source: int, size: int, offset: int) -> tuple[Frame, MPI.Request]:
         """Start receiving the next frame probed from ``source``, which must be ``size`` bytes,
@@ -647,6 +724,8 @@ class MPITransport(RootedMPI, TransportBase):
         """Whether ``arrival``'s frames are all in (a relayed one's, placed in it)."""
         if arrival.relay < 0:
             if arrival.relay == -1:
+                if arrival.sizes is not None:
+                    return self._complete_posted(source, arrival)
                 return bool(MPI.Request.Testall(arrival.requests))
             return self._fanouts.closed  # an end marker holds the queue until reopened
         relayed = self._relays.collect(source, arrival.relay)
@@ -663,6 +742,24 @@ class MPITransport(RootedMPI, TransportBase):
         given = iter(relayed)
         arrival.frames = [next(given) if type(frame) is int else frame for frame in frames]
         arrival.nbytes += sum(frame.nbytes for frame in relayed)
+        return True
+
+    def _complete_posted(self, source: int, arrival: _Arrival) -> bool:
+        """`_complete` for frames received unprobed (`_post`): in, and as long as their
+        envelope said (a longer one fails in MPI, as truncated)."""
+        statuses = [MPI.Status() for _ in arrival.requests]
+        if not MPI.Request.Testall(arrival.requests, statuses):
+            return False
+        got = [status.Get_count(_BYTE) for status in statuses]
+        if got != arrival.sizes:
+            queue = self._arrivals[source]
+            if arrival in queue:
+                queue.remove(arrival)  # (it can never be delivered)
+                if not queue:
+                    self._waiting_sources.discard(source)
+            raise DecodeError(
+                f"rank {source} sent frames of {got} bytes where its envelope says {arrival.sizes}"
+            )
         return True
 
     # -- broadcast streams (see transport/fanout.py) -----------------------------------------
@@ -874,14 +971,22 @@ class MPITransport(RootedMPI, TransportBase):
         # send to us waits for our match may be what our own send waits for), then let
         # progress() do the bookkeeping.
         requests = [request for ticket in self._active for request in ticket.state[0]]
+        # Frames received unprobed (FRAMES_AFTER) are watched, not completed here: completing
+        # reads their statuses (a frame's length is checked against its envelope's): watched
+        # until all of one message's are in.
+        posted: list[list[MPI.Request]] = []
         for source in self._waiting_sources:
-            requests.extend(self._arrivals[source][0].requests)
+            arrival = self._arrivals[source][0]
+            if arrival.sizes is None:
+                requests.extend(arrival.requests)
+            else:
+                posted.append(arrival.requests)
         # Frames received before their envelopes (_post_late); a completed request is null,
         # and would end every spin at once.
         requests.extend(held.request for held in self._early if held.request)
         requests += self._relays.sends()
-        # A relay's chunk receives are watched, not completed here: advance() reads their
-        # statuses (a chunk's length is checked against its head's).
+        # A relay's chunk receives are watched too: advance() reads their statuses (a chunk's
+        # length is checked against its head's).
         chunks = self._relays.receives()
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
@@ -895,6 +1000,12 @@ class MPITransport(RootedMPI, TransportBase):
         share = self.oversubscribed
         turn = 0
         while True:
+            if posted and any(all(one.Get_status() for one in each) for each in posted):
+                # Deliver what completed before probing for more: over a network every probe
+                # polls the sockets, microseconds before receive() could return.
+                if self._complete_arrivals():
+                    return True  # (the next poll does the rest of progress())
+                return self.progress()
             if (
                 (requests and testany(requests)[1])
                 or (chunks and any(chunk.Get_status() for chunk in chunks))

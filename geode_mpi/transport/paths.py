@@ -34,32 +34,37 @@ def network_within_host(environ: Mapping[str, str]) -> bool:
     return environ.get("MPIR_CVAR_NOLOCAL", "").lower() in _TRUE
 
 
-def network_peers(transport: Any) -> Callable[[int], bool]:
-    """Whether each rank is reached over the network path, from this rank.
+def network_ranks(comm: Any) -> Callable[[int], bool]:
+    """Whether each rank of ``comm`` is reached over the network path, from this rank.
 
-    Collective over an MPI transport's ranks when they may span hosts (a ``Split_type`` of
-    its communicator, freed at once); no communication when the launcher says every rank
-    runs on this host. The in-process transport reaches nothing over a network.
+    Collective over ``comm`` when its ranks may span hosts (a ``Split_type``, freed at once);
+    no communication when the MPI's settings send everything over the network, or when the
+    launcher says every rank runs on this host (the same answer on every rank).
     """
-    comm = getattr(transport, "comm", None)
-    if comm is None or not hasattr(comm, "Split_type"):
-        return _nowhere
-    own, size = transport.rank, transport.size
+    own, size = comm.Get_rank(), comm.Get_size()
     if network_within_host(os.environ):
         return lambda rank: rank != own
-    if launch_info().local_ranks == size:  # the same value on every rank: all on this host
+    if launch_info().local_ranks == size:
         return _nowhere
     from mpi4py import MPI
 
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=own)
+    here, there = local.Get_group(), comm.Get_group()
     try:
-        ranks = MPI.Group.Translate_ranks(
-            local.Get_group(), list(range(local.Get_size())), comm.Get_group()
-        )
+        ranks = MPI.Group.Translate_ranks(here, list(range(local.Get_size())), there)
     finally:
+        here.Free()
+        there.Free()
         local.Free()
     same_host = frozenset(ranks)
     return lambda rank: rank not in same_host
+
+
+def network_peers(transport: Any) -> Callable[[int], bool]:
+    """Whether each rank is reached over the network path, from this rank: what an MPI
+    transport found when it started (`network_ranks`); nothing for the in-process one."""
+    found = getattr(transport, "network", None)
+    return found if callable(found) else _nowhere
 
 
 def _nowhere(rank: int) -> bool:

@@ -21,3 +21,16 @@ def world() -> Iterator[World]:
 
 class TestContract(TransportContract):
     """Every test of the contract, on this rank's MPI transport."""
+
+
+class TestContractFramesAfter(TransportContract):
+    """The contract again with every large message sending its envelope before its frames
+    (`MPITransport.frames_after`, the network path's order), on shared memory too."""
+
+    @pytest.fixture
+    def world(self) -> Iterator[World]:
+        transport = MPITransport(MPI.COMM_WORLD)
+        transport.frames_after = [True] * transport.size
+        made = World([transport], processes=True)
+        yield made
+        made.close()
