@@ -16,4 +16,4 @@ TESTS += ["-p", "no:cacheprovider", "-o", "addopts=", "--timeout=120"]
 def test_compression_over_the_network_path(ranks: int) -> None:
     result = mpirun(ranks, TESTS, timeout=240, env=clean_env(**NETWORK))
     assert result.returncode == 0, result.explain()
-    assert "4 passed" in result.stdout, result.explain()
+    assert "5 passed" in result.stdout, result.explain()

@@ -200,15 +200,17 @@ class NodeShare:
         if self.opened:
             return
         self.opened = True
+        budget = self.comm.allreduce(node_budget(), MPI.MIN)  # every rank agrees: on or off
+        if budget == 0:
+            return  # (no communicator made: GEODE_SHARED_BYTES=0 turns the path off)
         node = MPI.Intracomm(self.comm.Split_type(MPI.COMM_TYPE_SHARED, self.comm.Get_rank()))
         group = os.environ.get(NODE_VARIABLE, "").strip()
         if group.isdigit() and int(group) > 0:
             split = MPI.Intracomm(node.Split(node.Get_rank() // int(group), node.Get_rank()))
             node.Free()
             node = split
-        budget = node.allreduce(node_budget(), MPI.MIN)  # every rank agrees: on or off
         size = node.Get_size()
-        if size == 1 or budget == 0:
+        if size == 1:
             node.Free()
             return
         table = -(-SLOTS * size // ALIGN) * ALIGN
@@ -217,7 +219,10 @@ class NodeShare:
         self.win, self.node, self.me = win, node, node.Get_rank()
         self._memory = [win.Shared_query(rank)[0] for rank in range(size)]
         self._table, self.budget, self.enabled = table, budget, True
-        ranks = node.Get_group().Translate_ranks(list(range(size)), self.comm.Get_group())
+        here, there = node.Get_group(), self.comm.Get_group()
+        ranks = here.Translate_ranks(list(range(size)), there)
+        here.Free()
+        there.Free()
         self.local = {int(rank): index for index, rank in enumerate(ranks) if index != self.me}
 
     def _map(self) -> SlotAllocator:
