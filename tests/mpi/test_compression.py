@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from geode_mpi import Geode
+from geode_mpi.transport.relay import OPEN_MPI_DIRECT_MEMBERS
 
 TIMEOUT = 60.0
 MiB = 1024 * 1024
@@ -91,8 +92,11 @@ def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(
     for node in geode.local_nodes:
         msg = geode.receive(node, topic="big", timeout=TIMEOUT)
         assert np.array_equal(msg.data, data)
-    # with 2 or more other ranks (a split), relayed here: rooted, or received down it
-    assert getattr(geode.transport, "relayed", 0) == (1 if geode.size >= 3 else 0)
+    # with 2 or more other ranks (a split), relayed here: rooted, or received down it; on
+    # Open MPI a few members get direct sends instead (relay.shape_for)
+    direct = getattr(geode.transport, "family", None) == "openmpi"
+    relays = geode.size >= 3 and not (direct and geode.size - 1 <= OPEN_MPI_DIRECT_MEMBERS)
+    assert getattr(geode.transport, "relayed", 0) == (1 if relays else 0)
 
 
 def test_compressed_frames_through_the_node_shared_segment_arrive_unchanged(geode: Geode) -> None:
