@@ -11,7 +11,7 @@ from geode_mpi._version import __version__
 from geode_mpi.base.launch import CMA_VARIABLE, MPICH_FAMILY, prepare_mpi_environment
 from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeError
-from geode_mpi.transport.paths import open_mpi_shared_memory
+from geode_mpi.transport.paths import mpich_nolocal, open_mpi_shared_memory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,7 +114,7 @@ def transport_path(library: str, host_count: int, environ: Mapping[str, str]) ->
         net = f"netmod {environ.get('MPIR_CVAR_CH4_NETMOD', 'default')}"
         if "FI_PROVIDER" in environ:
             net += f", FI_PROVIDER={environ['FI_PROVIDER']}"
-        if environ.get("MPIR_CVAR_NOLOCAL", "").lower() in ("1", "true", "yes", "on"):
+        if mpich_nolocal(environ):
             return f"network within a host too (MPIR_CVAR_NOLOCAL=1, {net})"
         return "shared memory within a host" + (
             f", network between hosts ({net})" * (host_count > 1)

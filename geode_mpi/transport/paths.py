@@ -26,12 +26,17 @@ def open_mpi_shared_memory(environ: Mapping[str, str]) -> bool:
     return not named if btl.startswith("^") else bool(named)
 
 
+def mpich_nolocal(environ: Mapping[str, str]) -> bool:
+    """Whether MPICH is told to send even a host's own ranks over its network module."""
+    return environ.get("MPIR_CVAR_NOLOCAL", "").lower() in _TRUE
+
+
 def network_within_host(environ: Mapping[str, str]) -> bool:
     """Whether the MPI's settings send even a host's own ranks over the network path
     (MPICH's ``MPIR_CVAR_NOLOCAL=1``, Open MPI without its shared-memory component)."""
     if mpi_family(environ) == "openmpi":
         return not open_mpi_shared_memory(environ)
-    return environ.get("MPIR_CVAR_NOLOCAL", "").lower() in _TRUE
+    return mpich_nolocal(environ)
 
 
 def network_ranks(comm: Any) -> Callable[[int], bool]:

@@ -77,6 +77,18 @@ def test_a_topic_compresses_once_for_every_subscriber(geode: Geode) -> None:
         assert msg.source == nodes[0] and np.array_equal(msg.data, data)
 
 
+def publish_16_mib_of_counts(geode: Geode, seed: int) -> None:
+    """The last node publishes 16 MiB of counts (LZ4 shrinks them to about 1.8 MB) on topic
+    "big" to every node; every local node receives them unchanged."""
+    nodes = geode.nodes
+    topic = geode.topic("big", publishers=[nodes[-1]], subscribers=nodes, compress="lz4")
+    data = counts(16 * MiB // 8, seed)
+    topic.publish(data, source=nodes[-1]).wait(timeout=TIMEOUT)
+    for node in geode.local_nodes:
+        msg = geode.receive(node, topic="big", timeout=TIMEOUT)
+        assert np.array_equal(msg.data, data)
+
+
 def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(
     geode: Geode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,13 +97,7 @@ def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(
     (Relays only: members on the root's node would otherwise read the node's shared segment,
     the next test.)"""
     monkeypatch.setenv("GEODE_SHARED_BYTES", "0")  # read at the first topic
-    nodes = geode.nodes
-    topic = geode.topic("big", publishers=[nodes[-1]], subscribers=nodes, compress="lz4")
-    data = counts(16 * MiB // 8, 11)
-    topic.publish(data, source=nodes[-1]).wait(timeout=TIMEOUT)
-    for node in geode.local_nodes:
-        msg = geode.receive(node, topic="big", timeout=TIMEOUT)
-        assert np.array_equal(msg.data, data)
+    publish_16_mib_of_counts(geode, 11)
     # with 2 or more other ranks (a split), relayed here: rooted, or received down it; on
     # Open MPI a few members get direct sends instead (relay.shape_for)
     direct = getattr(geode.transport, "family", None) == "openmpi"
@@ -102,13 +108,7 @@ def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(
 def test_compressed_frames_through_the_node_shared_segment_arrive_unchanged(geode: Geode) -> None:
     """The same 16 MiB on one node (the default): the root copies the compressed frame once
     into the node's shared segment, and each member decompresses from its read-only view."""
-    nodes = geode.nodes
-    topic = geode.topic("big", publishers=[nodes[-1]], subscribers=nodes, compress="lz4")
-    data = counts(16 * MiB // 8, 12)
-    topic.publish(data, source=nodes[-1]).wait(timeout=TIMEOUT)
-    for node in geode.local_nodes:
-        msg = geode.receive(node, topic="big", timeout=TIMEOUT)
-        assert np.array_equal(msg.data, data)
+    publish_16_mib_of_counts(geode, 12)
     shared = getattr(geode.transport, "shared", None)
     root = geode.rank == geode.size - 1
     # over the network path (MPIR_CVAR_NOLOCAL) no two ranks share a node: no segment
