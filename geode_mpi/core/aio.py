@@ -194,7 +194,13 @@ class Poller:
         closed = runtime.closed
         moved = False
         if not closed:
+            transport = engine.transport
+            transport.flush()  # what isend or publish hold back to batch goes now
             moved = engine.poll()
+            if not moved and time.perf_counter() - self._since < self.yield_time:
+                # Soon after an event, spin on MPI as the blocking waits do (a reply is
+                # likely within microseconds): a look costs the loop at most `spin`.
+                moved = transport.spin(self.spin)
             if (engine.forwards or engine.waited or engine.resend_after is not None) and (
                 engine.serve_waiting()
             ):
@@ -332,11 +338,17 @@ async def room(runtime: Driven, pair: Credits, deadline: float | None) -> bool:
 
 
 async def take(
-    runtime: Receiving, index: int, match: Match | None, key: Any, timeout: float | None
+    runtime: Receiving,
+    index: int,
+    match: Match | None,
+    key: Any,
+    timeout: float | None,
+    spin: float,
 ) -> Taken | None:
     """Take the next matching parcel of local node ``index``, awaiting one for up to
     ``timeout`` seconds (None: no limit; 0: do not wait); None if none came, or once the
-    runtime is closed and none is queued."""
+    runtime is closed and none is queued. ``spin``: seconds to spin on MPI first (the
+    blocking receive's first spin, `geode_mpi.core.runtime.FIRST_SPIN`)."""
     deadline = deadline_of(timeout)
     queue = runtime.queued[index]
 
@@ -344,8 +356,14 @@ async def take(
         return bool(queue) and (match is None or any(match(parcel) for parcel in queue))
 
     kick = True
-    while True:
+    found = locked(runtime, runtime.take, index, match, key, 0)
+    transport = runtime.engine.transport
+    # A reply in a ping-pong comes within the blocking receive's first spin: spin as long
+    # (the loop waits that long at most), before any waiting is set up.
+    spun = found is None and timeout != 0 and transport.delivers_later and not runtime.closed
+    if spun and locked(runtime, transport.spin, spin):
         found = locked(runtime, runtime.take, index, match, key, 0)
+    while True:
         if found is not None or runtime.closed or timeout == 0:
             return found
         if deadline is not None and time.monotonic() >= deadline:
@@ -354,9 +372,9 @@ async def take(
         # Woken, it takes the parcel itself (next turn): a parcel held back for a retry, or
         # taken by a receive of another thread meanwhile, only means another wait.
         if not await poller.until(ready, deadline, None if match else queue, kick):
-            found = locked(runtime, runtime.take, index, match, key, 0)
-            return found
+            return locked(runtime, runtime.take, index, match, key, 0)
         kick = False
+        found = locked(runtime, runtime.take, index, match, key, 0)
 
 
 async def messages(
@@ -365,11 +383,12 @@ async def messages(
     match: Match | None,
     deliver: Callable[[int, Taken], Message],
     last: Callable[[Message], bool],
+    spin: float,
 ) -> AsyncIterator[Message]:
     """Every message of local node ``index`` that ``match``es, as it comes, until one for which
     ``last`` is True (not yielded) or the runtime closes with none left."""
     while True:
-        found = await take(runtime, index, match, None, None)
+        found = await take(runtime, index, match, None, None, spin)
         if found is None:
             return
         message = locked(runtime, deliver, index, found)

@@ -28,7 +28,7 @@ from geode_mpi.core.observe import (
 from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary, Stop
 from geode_mpi.core.registry import note_closed, register, unregister
-from geode_mpi.core.runtime import NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
+from geode_mpi.core.runtime import FIRST_SPIN, NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
 from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.core.topics import Topic
 from geode_mpi.core.workqueues import WorkQueue
@@ -928,7 +928,7 @@ class Geode:
         unfiltered = source is None and type is None and topic is None
         match = None if unfiltered else self._matcher(source, type, topic)
         key = None if order is None else order_key(order)
-        found = await aio.take(runtime, index, match, key, timeout)
+        found = await aio.take(runtime, index, match, key, timeout, FIRST_SPIN)
         if found is not None:
             return aio.locked(runtime, runtime.deliver, index, found)
         raise self._nothing_came("areceive", index, timeout, source, type, True)
@@ -956,7 +956,7 @@ class Geode:
         index = runtime.local_index(node, "messages")
         unfiltered = source is None and type is None and topic is None
         match = None if unfiltered else self._matcher(source, type, topic)
-        return aio.messages(runtime, index, match, runtime.deliver, _is_stop)
+        return aio.messages(runtime, index, match, runtime.deliver, _is_stop, FIRST_SPIN)
 
     async def asend(
         self,
@@ -968,7 +968,7 @@ class Geode:
         timeout: float | None = None,
         compress: str | Compression | None = None,
     ) -> SendHandle:
-        """`send` for asyncio: `isend`, then ``await handle.wait_async(timeout)``.
+        """`send` for asyncio: send, then ``await handle.wait_async(timeout)``.
 
         When ``dest``'s queue has a capacity and no room for this sender (policy ``block``),
         it first awaits room; in one process, room comes once another coroutine receives.
@@ -985,7 +985,12 @@ class Geode:
             pair = aio.locked(runtime, runtime.engine.pair_out, src, dst)
             if not await aio.room(runtime, pair, deadline):
                 raise SendTimeout(-1, runtime.names[src], runtime.names[dst], timeout or 0.0)
-        handle = self.isend(message, source, dest, ack=ack, timeout=timeout, compress=compress)
+        chosen = None if compress is None else setting(compress)
+        # as send() sends: at once, not held back for a batch
+        args = (message, source, dest, ack, timeout, _NO_REPLY, 0, False, None, chosen)
+        handle = aio.locked(runtime, runtime.send, *args)
+        if handle.complete():
+            return handle
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         return await handle.wait_async(left)
 
@@ -1025,7 +1030,7 @@ class Geode:
         awaited.add(wanted)
         try:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            found = await aio.take(runtime, src, is_reply, None, left)
+            found = await aio.take(runtime, src, is_reply, None, left, FIRST_SPIN)
         finally:
             awaited.discard(wanted)
         if found is not None:
