@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from geode_mpi.base.backoff import Backoff, idle_hook, look_for_notices
+from geode_mpi.base.backoff import Backoff, idle_hook, look_for_notices, term_hook
 from geode_mpi.base.gate import Gate, other_threads
 from geode_mpi.delivery.waiting import Engine as WaitingEngine
 from geode_mpi.errors import GeodeError
@@ -239,6 +239,13 @@ class Poller:
             self._since = now
             self._sleep = self.min_sleep
         idle = now - self._since
+        terminating = term_hook()  # set once a SIGTERM came: it raises when waits last too long
+        if terminating is not None and idle >= self.spin:
+            try:
+                terminating()
+            except Exception as exc:  # Terminated: every awaiting coroutine gets it
+                self._fail(exc)
+                return
         if idle < self.yield_time:
             if idle >= self.spin:
                 os.sched_yield()  # let a peer rank on this core run (ranks outnumbering cores)

@@ -20,7 +20,9 @@ from geode_mpi import (
     QueueConfig,
     ReceiveTimeout,
     SendHandle,
+    Terminated,
 )
+from geode_mpi.base import backoff
 from geode_mpi.core import aio
 from geode_mpi.transport import InProcHub
 
@@ -358,3 +360,41 @@ def test_an_idle_await_backs_off() -> None:
         cpu, looks = run(main)
         assert cpu < 0.5, f"{cpu:.3f} s of CPU in 2 s of waiting"
         assert looks < 2500, looks  # about one a millisecond once idle
+
+
+def test_the_poller_stops_looking_once_nothing_awaits() -> None:
+    with Geode() as g:
+
+        async def main() -> tuple[int, int]:
+            poller = aio.poller_of(g._runtime)
+            waiting = asyncio.create_task(g.areceive("node1", timeout=LIMIT))
+            await asyncio.sleep(0.01)
+            g.isend("wake", "node0", "node1")
+            await waiting
+            await asyncio.sleep(0.005)  # a look still scheduled runs, sees nobody, stops
+            looks = poller.looks
+            await asyncio.sleep(0.1)
+            return looks, poller.looks
+
+        before, after = run(main)
+        assert before > 0 and after == before
+
+
+def test_a_sigterm_past_its_patience_ends_the_awaits_with_terminated() -> None:
+    """The termination hook (installed at a SIGTERM) raises Terminated from a wait's pause:
+    the poller's pauses call it too, and every coroutine awaiting then gets it."""
+
+    def too_late() -> None:
+        raise Terminated(11.0, 20.0)
+
+    with Geode() as g:
+
+        async def main() -> list[Any]:
+            waits = [g.areceive("node1"), g.areceive("node2", timeout=LIMIT)]
+            backoff.set_term_hook(too_late)
+            try:
+                return await asyncio.gather(*waits, return_exceptions=True)
+            finally:
+                backoff.set_term_hook(None)
+
+        assert [type(outcome) for outcome in run(main)] == [Terminated, Terminated]
