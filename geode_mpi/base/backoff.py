@@ -75,6 +75,11 @@ def set_term_hook(hook: Callable[[], None] | None) -> None:
     _term_hook = hook
 
 
+def term_hook() -> Callable[[], None] | None:
+    """The hook `set_term_hook` installed (asyncio's poller calls it from its pauses)."""
+    return _term_hook
+
+
 # How long an idle wait yield-polls after its last event before it sleeps. With ranks
 # outnumbering cores (or when nothing says how many share the host), briefly: a rank that
 # yields still takes turns from ranks with work (64 ranks on 2 cores). With a core per rank,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Protocol
 
 from geode_mpi import codec
-from geode_mpi.base.gate import other_threads
+from geode_mpi.base.gate import Gate, other_threads
+from geode_mpi.core.aio import deadline_of, wait_until
 from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
@@ -33,6 +34,12 @@ class Sender(Protocol):
 
     @property
     def inboxes(self) -> Mapping[int, Any]: ...
+
+    @property
+    def gate(self) -> Gate: ...
+
+    @property
+    def closed(self) -> bool: ...
 
     unfinished_checks: int
     owned: Callable[[], bool]
@@ -172,6 +179,40 @@ class SendHandle:
         if not geode.wait_until(lambda: self.acked, deadline):
             stamp = self._stamp
             raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
+
+    # -- asyncio (docs/asyncio.md) ---------------------------------------------------------
+
+    def __await__(self) -> Generator[Any, None, SendHandle]:
+        """``await handle``: `wait_async` with no time limit; gives the handle back."""
+        return self.wait_async().__await__()
+
+    async def wait_async(self, timeout: float | None = None) -> SendHandle:
+        """`wait` for asyncio: the event loop keeps running while the send completes (one
+        poller per loop drives MPI progress, see docs/asyncio.md); gives the handle back.
+
+        Raises:
+            SendTimeout: the send did not complete within ``timeout`` seconds.
+            AckTimeout: (``ack=True``) it was sent but not acknowledged in time. Either way
+                the message stays in flight or in the outbox, and the handle can be awaited
+                again.
+        """
+        timeout = check_timeout(timeout)
+        if self.complete():
+            return self
+        deadline = deadline_of(timeout)
+        geode = self._geode
+        ticket = self._ticket
+        if ticket.held:  # in a batch that has not gone out: send it now, not in 100 us
+            if other_threads() and not geode.owned():
+                geode.serialised(geode.transport.flush)
+            else:
+                geode.transport.flush()
+        if not await wait_until(geode, lambda: ticket.done, deadline):
+            raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
+        if self.ack and not await wait_until(geode, lambda: self.acked, deadline, False):
+            stamp = self._stamp
+            raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
+        return self
 
     def _local_targets(self) -> list[int]:
         """The receiving nodes this rank hosts (their handlers can run in this process)."""
