@@ -111,11 +111,6 @@ EAGER_GUESS = 256 * 1024
 MAX_ARRIVALS_PER_POLL = 256
 _NEWS, _PENDING = 1, 2  # a drain round's votes: told a peer something new; the caller's pending()
 TESTS_PER_POLL = 64
-# How long `spin` drives the frames of an envelope it has just taken (over a network they
-# follow it, FRAMES_AFTER) before the wait loop looks again: the loop's own slice while
-# transfers are in flight (base/backoff.py, Backoff.busy_slice); a completion or any arrival
-# ends it sooner.
-POSTED_SPIN = 2e-3
 # The ticket of every send that completed inside send(): shared, since nothing about it changes.
 _SENT = SendTicket(-1, 0, done=True)
 # magic, version, frame count of an envelope: what tells a meta-only one at a glance
@@ -963,12 +958,6 @@ class MPITransport(RootedMPI, TransportBase):
             message = improbe(_ANY_SOURCE, _ANY_TAG, status)
             if message is not None:
                 if self._take_matched(message):
-                    if self._waiting_sources:
-                        # Its frames are still coming, into receives just posted: drive them
-                        # now. Over ofi/tcp (FRAMES_AFTER) the bytes move only while this rank
-                        # is in MPI, and a round of the wait loop first (with nothing to
-                        # deliver yet) stalled them.
-                        self._spin_transfers(POSTED_SPIN)
                     return True  # an envelope; the rest arrive with the next progress()
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
             elif self._unposted and self._post_late():

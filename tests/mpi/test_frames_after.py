@@ -92,29 +92,3 @@ def test_a_frame_that_does_not_follow_its_envelope_as_announced_is_refused(
     elif transport.rank == 1:
         with pytest.raises(DecodeError, match=error):
             transport.wait(lambda: False, time.monotonic() + TIMEOUT)
-
-
-def test_the_spin_that_takes_an_envelope_drives_its_frames_in(
-    transport: MPITransport, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Over a network the frames move only while the receiver is in MPI: the spin that takes
-    an envelope whose frames follow it keeps driving them (for `POSTED_SPIN`, here the whole
-    timeout) rather than returning to the wait loop with nothing delivered."""
-    import geode_mpi.transport.mpi as mpi_module
-
-    monkeypatch.setattr(mpi_module, "POSTED_SPIN", TIMEOUT)
-    arrived: list[bytes] = []
-    transport.attach(lambda rank, meta, frames, nbytes: arrived.append(bytes(meta)))
-    big = np.arange(16 * MiB // 8, dtype=np.float64)
-    transport.comm.Barrier()  # rank 1 spins before the envelope comes: its frame follows it
-    if transport.rank == 0:
-        transport.frames_after[1] = True
-        ticket = transport.send(1, b"big", [big])
-        done = transport.wait(lambda: ticket.done, time.monotonic() + TIMEOUT)
-        assert done, transport.pending_summary()
-    elif transport.rank == 1:
-        deadline = time.monotonic() + TIMEOUT
-        while not transport.spin(0.001):  # until it takes the envelope
-            assert time.monotonic() < deadline, transport.pending_summary()
-        assert arrived == [b"big"], transport.pending_summary()
-    transport.comm.Barrier()
