@@ -2,8 +2,10 @@
 
 Run as ``mpiexec -n 2 python benchmarks/compress.py`` (shared memory), and over MPICH's
 network path as ``MPIR_CVAR_NOLOCAL=1 MPIR_CVAR_CH4_NETMOD=ofi FI_PROVIDER=tcp mpiexec -n 2
-python benchmarks/compress.py``. For a compressible array (integer counts, Blosc shrinks them
-about 9 times) and an incompressible one (random float64) at each size, the methods take turns
+python benchmarks/compress.py``; over a link of a cluster's speed as ``benchmarks/shape_link.sh
+1gbit mpiexec -n 2 python benchmarks/compress.py`` (the ranks' TCP traffic shaped with tc,
+recorded as ``link``). For each kind of array (compress_codecs.py's: a smooth float64 field,
+integer counts, random noise, a sparse array; ``--arrays``) at each size, the methods take turns
 in a rotating order: raw ``Send``/``Recv`` into a reused buffer, a Geode send with compression
 off, with ``compress="lz4"`` and with ``compress="auto"``. The table gives each method's
 one-way bandwidth (bytes of the array over the one-way time) and its paired median ratio to
@@ -13,6 +15,7 @@ raw ``Send`` of the same repeat. Compression's own throughput alone: compress_co
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +25,7 @@ from typing import Any
 import launch
 import numpy as np
 from common import MiB, environment, parse_sizes, size_label, write_json
+from compress_codecs import arrays
 from timing import barrier_then_clock, paired, rotated
 
 from geode_mpi import Compression, Geode, Message, codec
@@ -31,13 +35,7 @@ METHODS = ("raw Send", "geode off", "geode lz4", "geode auto")
 SETTINGS = {"geode off": "off", "geode lz4": "lz4", "geode auto": "auto"}
 
 
-def arrays(nbytes: int) -> dict[str, np.ndarray[Any, Any]]:
-    rng = np.random.default_rng(0)
-    n = nbytes // 8
-    return {
-        "counts i8": rng.poisson(3.0, n).astype(np.int64),
-        "noise f8": rng.standard_normal(n),
-    }
+KINDS = ("smooth f8", "counts i8", "noise f8", "sparse f8")
 
 
 def raw_loop(comm: Any, rank: int, data: Any, out: Any, iters: int, wtime: Any) -> float:
@@ -104,8 +102,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=parse_sizes, default=[MiB, 16 * MiB, 64 * MiB])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="per timed loop, about")
+    parser.add_argument(
+        "--arrays", default=",".join(KINDS), help=f"kinds of array, of {', '.join(KINDS)}"
+    )
     parser.add_argument("--json", default=None, help="the JSON file to write")
     args = parser.parse_args(argv)
+    kinds = [kind.strip() for kind in args.arrays.split(",") if kind.strip()]
+    if unknown := [kind for kind in kinds if kind not in KINDS]:
+        parser.error(f"--arrays must name kinds of {', '.join(KINDS)}, got {unknown}")
+    # set by shape_link.sh: the rate the ranks' TCP traffic was shaped to (None: not shaped)
+    link = os.environ.get("GEODE_SHAPED_LINK")
     mpi = launch.start_mpi("compress.py", 2, exactly=True)
     if mpi is None:
         return
@@ -114,12 +120,15 @@ def main(argv: list[str] | None = None) -> None:
     geode = Geode(acks=False)
     path = "network" if geode.transport.rank == 0 and _network(geode) else "shared memory"
     if rank == 0:
-        print(f"path to rank 1: {path}; {environment(mpi)['mpi_library']}")
+        shaped = f"shaped to {link}" if link else "not shaped"
+        print(f"path to rank 1: {path} ({shaped}); {environment(mpi)['mpi_library']}")
         print(f"{'array':10} {'size':>7} " + " ".join(f"{m + ' GB/s':>15}" for m in METHODS)
               + "  ratios to raw Send (paired medians)")  # fmt: skip
     rows = []
     for size in args.sizes:
-        for kind, data in arrays(size).items():
+        made = arrays(size)
+        for kind in kinds:
+            data = made[kind]
             out = np.empty_like(data)
             iters = max(2, int(args.seconds * 1e9 / 2 / size))  # about 1 GB/s: ~seconds per loop
             times: dict[str, list[float]] = {m: [] for m in METHODS}
@@ -151,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                              "times_s": times, "lz4_alone": alone})  # fmt: skip
     geode.close()
     if rank == 0:
-        report = {"path": path, "environment": environment(mpi), "rows": rows}
+        report = {"path": path, "link": link, "environment": environment(mpi), "rows": rows}
         where = write_json(Path(args.json) if args.json else None, report, "compress")
         print(f"wrote {where}")
 
