@@ -592,10 +592,12 @@ class Geode:
 
     @locked
     def pending(self, node: str | int | None = None) -> int:
-        """How many messages wait in a local node's queue."""
+        """How many messages wait in a local node's queue (expired ones dropped first)."""
+        inbox = self._runtime.inboxes[self._runtime.local_index(node, "pending")]
         if not self._runtime.closed:
             self._runtime.poll()
-        return len(self._runtime.inboxes[self._runtime.local_index(node, "pending")])
+            inbox.purge()
+        return len(inbox)
 
     # -- processing ------------------------------------------------------------------------
 

@@ -852,7 +852,7 @@ class Engine:
         if not self.closed:
             self.flush()
             self.poll()
-        self.inboxes[index].purge()  # (expired messages are not queued, nor counted so)
+            self.inboxes[index].purge()  # expired messages are not counted as queued
         stats = self.stats[index]
         stats.queue_depth = len(self.inboxes[index])
         stats.queue_peak = self.inboxes[index].peak

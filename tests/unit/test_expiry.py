@@ -81,6 +81,10 @@ def test_stats_and_pending_do_not_count_expired_messages_as_queued() -> None:
         time.sleep(SHORT * 1.5)
         stats = geode.stats("node1")
         assert (stats.queue_depth, stats.expired) == (0, 1)
+        geode.send("stale too", "node0", "node1", ttl=SHORT)
+        assert geode.pending("node1") == 1
+        time.sleep(SHORT * 1.5)
+        assert geode.pending("node1") == 0 and geode.stats("node1").expired == 2
 
 
 def test_dead_letter_expired_keeps_it_with_the_reason() -> None:
