@@ -7,6 +7,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 
@@ -26,6 +27,8 @@ class Parcel(NamedTuple):
 
 
 NEVER = math.inf  # a parcel's ``expires`` when it has no ttl
+_PRIORITY = itemgetter(8)  # Parcel.priority, read in C by map() (see `Inbox._pop_ranked`)
+_EXPIRES = itemgetter(9)  # Parcel.expires
 
 
 def wall_clock(expires: float) -> float:
@@ -70,6 +73,8 @@ class Inbox:
         # Parcels queued with a priority or an expiry (`push` counts them): while any is, a
         # take scans the queue for the highest priority and drops the expired.
         self.ranked = 0
+        # No queued parcel expires before this (a lower bound: removals leave it low).
+        self._soonest = NEVER
         # What takes an expired parcel (the delivery engine: counts it, dead-letters it).
         self.on_expired: Callable[[Parcel], None] | None = None
 
@@ -91,6 +96,8 @@ class Inbox:
         items.append(parcel)
         if parcel.priority or parcel.expires != NEVER:
             self.ranked += 1
+            if parcel.expires < self._soonest:
+                self._soonest = parcel.expires
         dropped = None
         if self.drop_oldest and len(items) > self.capacity:  # type: ignore[operator]
             dropped = self._drop_oldest()
@@ -118,6 +125,7 @@ class Inbox:
             self._items.append(parcel)
             if parcel.priority or parcel.expires != NEVER:
                 self.ranked += 1
+                self._soonest = min(self._soonest, parcel.expires)
         if len(self._items) > self.peak:
             self.peak = len(self._items)
 
@@ -139,15 +147,35 @@ class Inbox:
         items = self._items
         if not items:
             return None
-        if not self._held_back and key is None and not self.ranked:
-            if match is None:
+        if not self._held_back and key is None:
+            if self.ranked:
+                if match is None:
+                    return self._pop_ranked()
+            elif match is None:
                 return items.popleft()
-            for index, parcel in enumerate(items):
-                if match(parcel):
-                    del items[index]
-                    return parcel
-            return None
+            else:
+                for index, parcel in enumerate(items):
+                    if match(parcel):
+                        del items[index]
+                        return parcel
+                return None
         return self._pop_slow(match, key)
+
+    def _pop_ranked(self) -> Parcel | None:
+        """`pop` of the highest priority's oldest parcel, with no filter, no key and nothing
+        held back: C-speed passes over the queue (map, min, max, index), about 10 times
+        cheaper than `_pop_slow`'s Python loop over a long queue."""
+        items = self._items
+        if self._soonest <= time.monotonic():
+            self.purge()
+            if not items:
+                return None
+        priorities = list(map(_PRIORITY, items))
+        index = priorities.index(max(priorities))
+        parcel = items[index]
+        del items[index]
+        self._unrank(parcel)
+        return parcel
 
     def _pop_slow(self, match: Match | None, key: Key | None) -> Parcel | None:
         """`pop` with an order key, held-back retries, or parcels with a priority or an
@@ -215,12 +243,15 @@ class Inbox:
 
     def purge(self) -> int:
         """Remove the expired parcels now (each to `on_expired`); how many there were."""
-        if not self.ranked:
-            return 0
         now = time.monotonic()
-        expired = [index for index, parcel in enumerate(self._items) if parcel.expires <= now]
+        if self._soonest > now:
+            return 0
+        expired = [
+            index for index, expires in enumerate(map(_EXPIRES, self._items)) if expires <= now
+        ]
         if expired:
             self._expire(expired)
+        self._soonest = min(map(_EXPIRES, self._items), default=NEVER)
         return len(expired)
 
     def put_back(self, parcel: Parcel, not_before: float) -> None:
@@ -243,6 +274,7 @@ class Inbox:
             items.insert(after + 1, parcel)  # at the front when its source has none queued
         if parcel.priority or parcel.expires != NEVER:
             self.ranked += 1
+            self._soonest = min(self._soonest, parcel.expires)
         self._held_back.setdefault(parcel.source, {})[parcel.seq] = not_before
         if len(items) > self.peak:
             self.peak = len(items)
