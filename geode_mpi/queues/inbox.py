@@ -1,5 +1,4 @@
-"""A node's receive queue: FIFO per source, filtered removal, retries held back, a capacity,
-priorities and expiry."""
+"""A node's receive queue: FIFO per source, priorities, expiry, filters, retries, a capacity."""
 
 from __future__ import annotations
 
