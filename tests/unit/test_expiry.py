@@ -164,3 +164,17 @@ def test_the_ttl_counts_from_the_senders_stamp_but_never_past_the_arrival() -> N
     assert arrived(time.time() - 2, 5.0) == pytest.approx(now + 3, abs=0.5)
     # A sender's clock 100 s ahead of this rank's: no longer than the ttl after arrival.
     assert arrived(time.time() + 100, 5.0) == pytest.approx(now + 5, abs=0.5)
+
+
+def test_a_message_waiting_for_its_retry_can_expire() -> None:
+    queues = {"node1": QueueConfig(ack="explicit", retry_delay=SHORT, dead_letter_expired=True)}
+    with Geode(queues=queues) as geode:
+        geode.send("flaky", "node0", "node1", ttl=SHORT)
+        geode.receive("node1", timeout=1).nack(ValueError("not now"))
+        time.sleep(SHORT * 1.5)
+        with pytest.raises(ReceiveTimeout):
+            geode.receive("node1", timeout=0)
+        (letter,) = geode.dead_letters("node1")
+        assert letter.expired and letter.attempts == 1
+        stats = geode.stats("node1")
+        assert (stats.expired, stats.retries, stats.processed, stats.queue_depth) == (1, 1, 1, 0)

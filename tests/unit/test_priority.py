@@ -227,3 +227,21 @@ def test_queued_priorities_survive_a_checkpoint_and_restart(tmp_path: Path) -> N
     with Geode(checkpoint_dir=tmp_path, restart=True) as again:
         got = [again.receive("node1", timeout=1) for _ in range(3)]
         assert [(m.data, m.priority) for m in got] == [("high", 5), ("mid", 2), ("low", 0)]
+
+
+def test_a_nacked_message_comes_back_before_later_ones_of_its_priority() -> None:
+    queues = {"node1": QueueConfig(ack="explicit", retry_delay=0)}
+    with Geode(queues=queues) as geode:
+        geode.send("a", "node0", "node1", priority=2)
+        geode.send("b", "node0", "node1", priority=2)
+        geode.send("c", "node0", "node1")
+        first = geode.receive("node1", timeout=1)
+        assert (first.data, first.priority) == ("a", 2)
+        first.nack()
+        got = []
+        for _ in range(3):
+            msg = geode.receive("node1", timeout=1)
+            got.append((msg.data, msg.priority))
+            msg.ack()
+        assert got == [("a", 2), ("b", 2), ("c", 0)]
+        assert geode.stats("node1").retries == 1
