@@ -371,7 +371,10 @@ def _load_node(restored: Restored, index: int, node: dict[str, Any]) -> None:
     expiries = node.get("queue_expires")  # (absent: none expires)
     if expiries is None:
         expiries = np.full(len(messages), NEVER)
-    expiries = np.asarray(expiries, np.float64).reshape(-1)
+    try:
+        expiries = np.asarray(expiries, np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{what}/queue_expires: not numbers: {exc}") from exc
     if len(expiries) != len(messages):
         raise CheckpointError(
             f"{what}/queue_expires: {len(expiries)} expiries for {len(messages)} messages"
