@@ -46,6 +46,8 @@ class Message:
     - ``headers``: a dict of user headers (small picklable values)
     - ``reply_to``: on a reply, the ``id`` of the message it answers
     - ``topic``: on a message published on a topic, the topic's name (None otherwise)
+    - ``priority``: the priority it was sent with (0 by default; higher is taken first)
+    - ``ttl``: the time to live it was sent with, in seconds (None: no limit)
 
     Args:
         data: the payload.
@@ -61,6 +63,8 @@ class Message:
     timestamp: float | None = None
     reply_to: int | None = None
     topic: str | None = None
+    priority: int = 0
+    ttl: float | None = None
     _receipt: Receipt | None = None
 
     def __init__(self, data: Any = None, *, headers: Mapping[str, Any] | None = None) -> None:

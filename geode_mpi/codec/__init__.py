@@ -2,6 +2,7 @@
 
 from geode_mpi.codec.classes import resolve, short_name
 from geode_mpi.codec.header import (
+    FLAG_QOS,
     FLAG_RESENT,
     FLAG_SEQUENCE,
     FLAG_TOPIC,
@@ -11,6 +12,7 @@ from geode_mpi.codec.header import (
     NO_REPLY,
     Route,
     Track,
+    qos_route,
 )
 from geode_mpi.codec.wire import (
     Peek,
@@ -26,6 +28,7 @@ from geode_mpi.codec.wire import (
 )
 
 __all__ = [
+    "FLAG_QOS",
     "FLAG_RESENT",
     "FLAG_SEQUENCE",
     "FLAG_TOPIC",
@@ -44,6 +47,7 @@ __all__ = [
     "is_control",
     "make_stamp",
     "peek",
+    "qos_route",
     "resolve",
     "short_name",
     "track",

@@ -2,11 +2,13 @@
 
 Every layer that reads a header reads it here (docs/wire-format.md, "Meta", has the table):
 
-    0 u8 version | 1 u8 kind | 2 u8 flags | 3 u8 route | 4 i64 id | 12 u64 seq
-    20 f64 timestamp | 28 u32 source | 32 u32 dest | 36 u16 class-name length
-    38 u16 route-section length | 40 u32 data frames | 44 u32 data length
-    48 i64 reply_to | 56 u32 Adler-32 of the pickled sections | 60 u32 route number
-    then: class name | route section | data section | rest section
+    0 u8 version | 1 u8 kind | 2 u8 flags | 3 u8 route (bit 7: queued by priority or ttl)
+    4 i64 id | 12 u64 seq | 20 f64 timestamp | 28 u32 source | 32 u32 dest
+    36 u16 class-name length | 38 u16 route-section length | 40 u32 data frames
+    44 u32 data length | 48 i64 reply_to | 56 u32 Adler-32 of the pickled sections
+    60 u32 route number
+    then: class name | route section (a 16-byte priority block first, with bit 7)
+    | data section | rest section
 
 The accessors that run on every message (`track_fields`, `kind`) are the struct's own methods
 or a byte index, so they cost no Python call of their own.
@@ -20,7 +22,7 @@ from typing import Any, NamedTuple
 
 from geode_mpi.errors import DecodeError
 
-VERSION = 6  # 6: compressed frames (FLAG_COMPRESSED); 5: Adler-32; 4: routing fields, a CRC-32
+VERSION = 7  # 7: priority and ttl (ROUTE_QOS); 6: compressed frames; 5: Adler-32; 4: routes
 
 KIND_PICKLE = 0
 KIND_ARRAY = 1  # an array in its own frame
@@ -44,6 +46,16 @@ ROUTE_NONE = 0
 ROUTE_TOPIC = 1  # to a total-order topic's sequencer: the number is the topic's wire number
 ROUTE_WORK = 2  # to a work queue's dispatcher: the number is the queue's stream number
 ROUTE_GROUP = 3  # to a group's sequencer: the route section holds the group and its members
+ROUTE_KINDS = 0x0F  # the route byte's low bits: which route
+# The route byte's bit 7: the message has a priority or a ttl, and its route section starts
+# with the priority block (`QOS`). A message without one keeps the header as it was.
+ROUTE_QOS = 0x80
+# ROUTE_QOS as `track_fields` sees it: its flags are the flags byte and the route byte above
+# (so that delivery's "leave the fast path" test costs nothing more for the default message).
+FLAG_QOS = ROUTE_QOS << 8
+QOS = struct.Struct("<iId")  # priority, 0 (reserved), ttl in seconds (0.0: none)
+PRIORITY_MIN = -(2**31)
+PRIORITY_MAX = 2**31 - 1
 
 NO_REPLY = -1
 
@@ -70,17 +82,18 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _ID = struct.Struct("<q")
 _TIMESTAMP = struct.Struct("<d")
-_TRACK = struct.Struct("<2xB9xQ8xII12xq")
+_TRACK = struct.Struct("<2xH8xQ8xII12xq")
 
 # flags, seq, source, dest, reply_to of a header (unchecked: see `codec.track` for a checked
 # read); ``track_fields(meta)`` reads them at offset 0. The struct's own method: no Python call.
+# Its flags are the flags byte with the route byte above it: bits 8-11 the route, `FLAG_QOS`.
 track_fields: Callable[..., tuple[Any, ...]] = _TRACK.unpack_from
 
 
 class Track(NamedTuple):
     """What delivery needs from a message's header, read without decoding it."""
 
-    flags: int
+    flags: int  # the flags byte, and the route byte as bits 8-15 (`FLAG_QOS`)
     seq: int
     source: int
     dest: int
@@ -88,18 +101,30 @@ class Track(NamedTuple):
 
 
 class Route(NamedTuple):
-    """Where a sequencer or dispatcher sends a message on: a topic, a work queue or a group."""
+    """How a message travels beyond its stamp: where a sequencer or dispatcher sends it on (a
+    topic, a work queue or a group), and how its receiver queues it (priority, ttl).
 
-    kind: int  # ROUTE_TOPIC, ROUTE_WORK or ROUTE_GROUP
+    A message with neither is sent with no route at all (None), the fast way.
+    """
+
+    kind: int  # ROUTE_NONE, ROUTE_TOPIC, ROUTE_WORK or ROUTE_GROUP
     number: int = 0  # the topic's wire number or the queue's stream number
     group: str = ""  # the group's name
     members: tuple[int, ...] = ()  # the group's member node indices
+    priority: int = 0  # higher is taken first from the receiver's queue
+    ttl: float = 0.0  # seconds it may wait in the receiver's queue (0.0: no limit)
 
     def section(self) -> bytes:
-        """The route section: the member indices (u32 each), then the group's name (UTF-8)."""
+        """The route section: the priority block if any, then a group's member indices (u32
+        each) and name (UTF-8)."""
+        block = QOS.pack(self.priority, 0, self.ttl) if self.priority or self.ttl else b""
         if self.kind != ROUTE_GROUP:
-            return b""
-        return struct.pack(f"<{len(self.members)}I", *self.members) + self.group.encode()
+            return block
+        return block + struct.pack(f"<{len(self.members)}I", *self.members) + self.group.encode()
+
+    def route_byte(self) -> int:
+        """The header's route byte: the kind, with `ROUTE_QOS` for a priority or a ttl."""
+        return self.kind | ROUTE_QOS if self.priority or self.ttl else self.kind
 
     def number_field(self) -> int:
         """The header's route number: a group's member count, else `number`."""
@@ -152,20 +177,60 @@ def topic_number(meta: bytes | memoryview) -> int:
     return int(track_fields(meta)[3])
 
 
+def qos_route(priority: int = 0, ttl: float | None = None) -> Route | None:
+    """The route of a message sent with ``priority`` and ``ttl`` (None: neither, the default).
+
+    Raises:
+        TypeError: priority is not an int, or ttl not a number.
+        ValueError: priority outside the i32 range, or ttl not > 0 and finite.
+    """
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, got {priority!r}")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(f"priority must be in -2**31..2**31-1, got {priority}")
+    if ttl is None:
+        return None if priority == 0 else Route(ROUTE_NONE, priority=priority)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise TypeError(f"ttl must be a number of seconds or None, got {ttl!r}")
+    if not 0 < ttl < float("inf"):
+        raise ValueError(f"ttl must be > 0 and finite (seconds), got {ttl}")
+    return Route(ROUTE_NONE, priority=priority, ttl=float(ttl))
+
+
+def qos(meta: bytes | memoryview) -> tuple[int, float]:
+    """The priority and ttl (0.0: none) of a message whose route byte has `ROUTE_QOS`.
+
+    Raises:
+        DecodeError: the priority block does not fit in its route section.
+    """
+    start = SIZE + _U16.unpack_from(meta, NAME_LEN_AT)[0]
+    if _U16.unpack_from(meta, ROUTE_LEN_AT)[0] < QOS.size or start + QOS.size > len(meta):
+        raise DecodeError(
+            f"message {message_id(meta)} is flagged with a priority block that its route "
+            "section does not hold"
+        )
+    priority, _, ttl = QOS.unpack_from(meta, start)
+    return int(priority), float(ttl)
+
+
 def route(meta: bytes | memoryview) -> Route | None:
-    """Where a message for a sequencer or dispatcher goes on (None: it has no route).
+    """Where a message for a sequencer or dispatcher goes on, and its priority and ttl (None:
+    it has neither).
 
     Raises:
         DecodeError: the route is not one this version knows, or its section does not fit.
     """
-    which = meta[ROUTE_AT]
-    if which == ROUTE_NONE:
+    byte = meta[ROUTE_AT]
+    if byte == ROUTE_NONE:
         return None
+    priority, ttl = qos(meta) if byte & ROUTE_QOS else (0, 0.0)
+    which = byte & ROUTE_KINDS
     number = int(_U32.unpack_from(meta, NUMBER_AT)[0])
-    if which in (ROUTE_TOPIC, ROUTE_WORK):
-        return Route(which, number)
-    start = SIZE + _U16.unpack_from(meta, NAME_LEN_AT)[0]
-    end = start + _U16.unpack_from(meta, ROUTE_LEN_AT)[0]
+    if which in (ROUTE_NONE, ROUTE_TOPIC, ROUTE_WORK):
+        return Route(which, number, priority=priority, ttl=ttl)
+    section = SIZE + _U16.unpack_from(meta, NAME_LEN_AT)[0]
+    start = section + (QOS.size if byte & ROUTE_QOS else 0)
+    end = section + _U16.unpack_from(meta, ROUTE_LEN_AT)[0]
     try:
         if which != ROUTE_GROUP or start + 4 * number > end or end > len(meta):
             raise ValueError(f"route {which} with {number} members in {end - start} bytes")
@@ -173,4 +238,4 @@ def route(meta: bytes | memoryview) -> Route | None:
         name = bytes(meta[start + 4 * number : end]).decode()
     except ValueError as exc:  # (UnicodeDecodeError is one)
         raise DecodeError(f"cannot read the route of message {message_id(meta)}: {exc}") from exc
-    return Route(ROUTE_GROUP, 0, name, members)
+    return Route(ROUTE_GROUP, 0, name, members, priority, ttl)

@@ -35,6 +35,8 @@ from geode_mpi.codec.header import (
     KIND_SMALL_ARRAY,
     KIND_TEXT,
     NO_REPLY,
+    ROUTE_AT,
+    ROUTE_QOS,
     SENDER_FLAGS,
     VERSION,
     Route,
@@ -162,7 +164,8 @@ def encode(
         stamp: its metadata.
         flags: delivery flags (`FLAG_TRACKED`, `FLAG_WAITED`, `FLAG_RESENT`).
         reply_to: the id of the message this one answers, or `NO_REPLY`.
-        route: where a sequencer or dispatcher sends it on (`header.Route`), if anywhere.
+        route: where a sequencer or dispatcher sends it on, and its priority and ttl
+            (`header.Route`), if anything.
 
     Returns:
         ``(meta, frames)``: meta is bytes; frames are numpy arrays to send as raw memory, in
@@ -291,7 +294,7 @@ def encode(
         )
     flags = (flags & SENDER_FLAGS) | (FLAG_REST if has_rest else 0)
     crc = _sections_checksum(section if kind == KIND_PICKLE else None, rest if has_rest else None)
-    which, number = (0, 0) if route is None else (route.kind, route.number_field())
+    which, number = (0, 0) if route is None else (route.route_byte(), route.number_field())
     # Stamp's fields are in header order: id, seq, timestamp, source, dest.
     head = _HEAD.pack(
         VERSION,
@@ -582,6 +585,10 @@ def decode(
         else:
             data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
         state = _state(data, mid, seq, ts, src, dst, reply_to, names)
+        if view[ROUTE_AT] & ROUTE_QOS:  # (never on the fast path above: its route section)
+            priority, ttl = header.qos(view)
+            state["priority"] = priority
+            state["ttl"] = ttl or None
         message = cls.__new__(cls)
         if not flags & FLAG_REST:
             message.__dict__ = state

@@ -310,6 +310,8 @@ class Geode:
         ack: bool = False,
         timeout: float | None = None,
         compress: str | Compression | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
     ) -> SendHandle:
         """Start sending; return a handle at once.
 
@@ -327,6 +329,11 @@ class Geode:
             ack: the handle completes only once the receiver has acknowledged the message.
             timeout: with a full ``block`` queue at ``dest``, how long to wait for room.
             compress: this message's compression, over the Geode's (see `Geode`).
+            priority: an int (i32); ``dest`` takes higher priorities first, FIFO within one
+                priority and source (docs/delivery.md, "Priority and expiry").
+            ttl: seconds the message may live, counted from this send (and at most ``ttl``
+                after its arrival at ``dest``); after that ``dest`` drops it (counted in
+                ``stats().expired``) instead of handing it out. None: no limit.
 
         Returns:
             A SendHandle (done at once when another rank hosts ``source``).
@@ -342,11 +349,20 @@ class Geode:
         if other_threads() and not runtime.owned():
             chosen = None if compress is None else setting(compress)
             return runtime.serialised(
-                runtime.send, message, source, dest, ack, timeout, compress=chosen
+                runtime.send,
+                message,
+                source,
+                dest,
+                ack,
+                timeout,
+                via=codec.qos_route(priority, ttl),
+                compress=chosen,
             )
-        if compress is None:  # (the hot path: the call as it was before compress=)
+        if compress is None and not priority and ttl is None:  # (the hot path)
             return runtime.send(message, source, dest, ack, timeout)
-        return runtime.send(message, source, dest, ack, timeout, compress=setting(compress))
+        chosen = None if compress is None else setting(compress)
+        via = codec.qos_route(priority, ttl)
+        return runtime.send(message, source, dest, ack, timeout, via=via, compress=chosen)
 
     def send(
         self,
@@ -357,6 +373,8 @@ class Geode:
         ack: bool = False,
         timeout: float | None = None,
         compress: str | Compression | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
     ) -> SendHandle:
         """Send a message; return when its data may be reused (with ``ack``: once processed).
 
@@ -371,6 +389,8 @@ class Geode:
             ack: also wait until the receiver has acknowledged (processed) the message.
             timeout: seconds to wait in all (None: no limit).
             compress: this message's compression, over the Geode's (see `Geode`).
+            priority: an int; ``dest`` takes higher priorities first (see `isend`).
+            ttl: seconds the message may live before ``dest`` drops it (see `isend`).
 
         Returns:
             The completed SendHandle (with the message's id and seq; on a rank that does not
@@ -388,7 +408,15 @@ class Geode:
         runtime = self._runtime
         if (ack or other_threads()) and not runtime.owned():  # ack: handlers may run here
             return runtime.serialised(
-                self.send, message, source, dest, ack=ack, timeout=timeout, compress=compress
+                self.send,
+                message,
+                source,
+                dest,
+                ack=ack,
+                timeout=timeout,
+                compress=compress,
+                priority=priority,
+                ttl=ttl,
             )
         if runtime.sealed and not runtime.serving:  # (inline: the hot path)
             raise ClosedError("send")
@@ -396,12 +424,13 @@ class Geode:
         if timeout is not None:
             timeout = check_timeout(timeout)
             deadline = time.monotonic() + (timeout or 0.0)
-        if compress is None:  # (the hot path: the call as it was before compress=)
+        if compress is None and not priority and ttl is None:  # (the hot path)
             handle = runtime.send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
         else:
-            chosen = setting(compress)
+            chosen = None if compress is None else setting(compress)
+            via = codec.qos_route(priority, ttl)
             handle = runtime.send(
-                message, source, dest, ack, timeout, _NO_REPLY, 0, False, None, chosen
+                message, source, dest, ack, timeout, _NO_REPLY, 0, False, via, chosen
             )
         if not handle.complete():
             handle.wait_until(deadline, timeout)
@@ -556,10 +585,12 @@ class Geode:
 
     @locked
     def pending(self, node: str | int | None = None) -> int:
-        """How many messages wait in a local node's queue."""
+        """How many messages wait in a local node's queue (expired ones dropped first)."""
+        inbox = self._runtime.inboxes[self._runtime.local_index(node, "pending")]
         if not self._runtime.closed:
             self._runtime.poll()
-        return len(self._runtime.inboxes[self._runtime.local_index(node, "pending")])
+            inbox.purge()
+        return len(inbox)
 
     # -- processing ------------------------------------------------------------------------
 

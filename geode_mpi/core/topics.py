@@ -173,6 +173,8 @@ class Topic:
         ack: bool = False,
         timeout: float | None = None,
         compress: str | Compression | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
     ) -> SendHandle:
         """Send ``message`` to every subscriber of the topic; return at once with a handle.
 
@@ -190,15 +192,31 @@ class Topic:
             timeout: how long to wait for room when a subscriber's queue is full (``block``).
             compress: this message's compression, over the topic's and the Geode's (on a
                 total-order topic, for its way to the sequencer; the topic's from there).
+            priority: each subscriber takes higher priorities first (see `Geode.isend`).
+            ttl: seconds the message may live, at each subscriber (see `Geode.isend`).
 
         Raises:
-            ValueError: ``source`` is not a publisher of this topic.
+            ValueError: ``source`` is not a publisher of this topic, or a priority or ttl on
+                a total-order topic (they would reorder or thin out its one order).
             QueueFull, SendTimeout, EncodeError, ClosedError: as for `Geode.isend`.
         """
         geode = self._geode
         if other_threads() and not geode.owned():
             return geode.serialised(
-                self.publish, message, source, ack=ack, timeout=timeout, compress=compress
+                self.publish,
+                message,
+                source,
+                ack=ack,
+                timeout=timeout,
+                compress=compress,
+                priority=priority,
+                ttl=ttl,
+            )
+        via = None if not priority and ttl is None else codec.qos_route(priority, ttl)
+        if via is not None and self.total_order:
+            raise ValueError(
+                f"topic {self.name!r} has a total order: its messages take no priority or ttl "
+                "(they would reorder or thin out the one order every subscriber sees)"
             )
         src = geode.rank if source is None else geode.placement.index(source, "source")
         if src not in self._publishers:
@@ -230,7 +248,7 @@ class Topic:
         if self._sequencer is not None:
             msg = copy.copy(msg)
             msg.__dict__["origin"] = geode.names[src]
-        return self._publish(msg, src, ack, timeout, chosen)
+        return self._publish(msg, src, ack, timeout, chosen, via)
 
     def publish_sequenced(self, message: Message, sequencer: int) -> None:
         """Publish on the topic's one stream what its ``sequencer`` node received from a
@@ -244,6 +262,7 @@ class Topic:
         ack: bool,
         timeout: float | None,
         compress: Compression | None = None,
+        via: codec.Route | None = None,
     ) -> PublishHandle:
         geode = self._geode
         geode.check_sending("publish")
@@ -251,7 +270,7 @@ class Topic:
         deadline = None if timeout is None else time.monotonic() + timeout
         pairs = geode.engine.reserve_stream(stream, deadline, timeout)
         remote, local = self._routes[stream.number]
-        ticket, stamp = geode.path.publish(msg, stream, pairs, ack, remote, local, compress)
+        ticket, stamp = geode.path.publish(msg, stream, pairs, ack, remote, local, compress, via)
         tracked = geode.acks or ack
         return PublishHandle(geode, ticket, stamp, pairs if tracked else None, ack, self.name)
 

@@ -35,6 +35,8 @@ class QueueConfig(Frozen):
         persistent: the queue's messages are part of every checkpoint (the default). False:
             in memory only, for transient data: a restart finds it empty, and what it held
             counts as dropped (its senders get their acks, nothing waits for it).
+        dead_letter_expired: a message whose ttl ran out before it was taken goes to the
+            dead letters (with ``expired`` True) instead of only being counted in ``expired``.
     """
 
     capacity: int | None
@@ -44,6 +46,7 @@ class QueueConfig(Frozen):
     retry_delay: float
     window: int | None
     persistent: bool
+    dead_letter_expired: bool
     __match_args__ = (
         "capacity",
         "policy",
@@ -52,6 +55,7 @@ class QueueConfig(Frozen):
         "retry_delay",
         "window",
         "persistent",
+        "dead_letter_expired",
     )
 
     def __init__(
@@ -63,8 +67,19 @@ class QueueConfig(Frozen):
         retry_delay: float = 0.01,
         window: int | None = None,
         persistent: bool = True,
+        dead_letter_expired: bool = False,
     ) -> None:
-        fill(self, capacity, policy, ack, max_attempts, retry_delay, window, persistent)
+        fill(
+            self,
+            capacity,
+            policy,
+            ack,
+            max_attempts,
+            retry_delay,
+            window,
+            persistent,
+            dead_letter_expired,
+        )
         self._check()
 
     def _check(self) -> None:
@@ -93,6 +108,8 @@ class QueueConfig(Frozen):
                 raise ValueError(f"window must be >= 1, got {self.window}")
         if not isinstance(self.persistent, bool):
             raise TypeError(f"persistent must be a bool, got {self.persistent!r}")
+        if not isinstance(self.dead_letter_expired, bool):
+            raise TypeError(f"dead_letter_expired must be a bool, got {self.dead_letter_expired!r}")
 
     def credits(self, nodes: int) -> int | None:
         """Messages one sending node may have queued here at once; None for no limit."""

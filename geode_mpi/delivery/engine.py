@@ -39,6 +39,7 @@ from geode_mpi.delivery.topics import TopicStream, TopicTable
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
+from geode_mpi.queues import NEVER as _NEVER
 from geode_mpi.queues import Inbox, Key, Match, Parcel
 from geode_mpi.transport import Transport
 from geode_mpi.transport.base import copy_frame
@@ -55,9 +56,11 @@ _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
 _FLAG_SEQUENCE = codec.FLAG_SEQUENCE
 _FLAG_TOPIC = codec.FLAG_TOPIC
-# Arrivals that leave the in-order fast paths: a sequencer's, and those whose sender waits
-# for their processing (requests, sends with ack=True), which are noted in `waited`.
-_DIVERT = _FLAG_SEQUENCE | _FLAG_WAITED
+_FLAG_QOS = codec.FLAG_QOS
+# Arrivals that leave the in-order fast paths: a sequencer's, those whose sender waits for
+# their processing (requests, sends with ack=True), which are noted in `waited`, and those
+# with a priority or a ttl (`queued_as`).
+_DIVERT = _FLAG_SEQUENCE | _FLAG_WAITED | _FLAG_QOS
 # A topic's retained message replayed for new subscribers: resent, and not tracked (a resend
 # after an ack timeout is tracked, and a subscriber that has it acknowledges it again).
 _REPLAY = _FLAG_RESENT | _FLAG_TRACKED
@@ -67,6 +70,24 @@ _CACHED = cache.MARKER  # meta[0] of a message with a cache prefix (never a code
 _track_from = header.track_fields  # flags, seq, source, dest, reply_to of a header
 
 Decoder = Callable[[Parcel], Message]
+
+
+def queued_as(parcel: Parcel) -> Parcel:
+    """A parcel with the priority and expiry its header asks for.
+
+    The ttl counts from the sender's stamp (so that time spent unpolled in MPI's buffers
+    counts), but never past ``ttl`` after its arrival here: a sender's clock ahead of this
+    rank's cannot keep a message longer; one behind it by S expires it up to S early.
+    """
+    try:
+        priority, ttl = header.qos(parcel.meta)
+    except DecodeError:  # its receive says what is wrong (the same check, in the codec)
+        return parcel
+    expires = _NEVER
+    if ttl:
+        age = time.time() - header.timestamp(parcel.meta)  # sender's clock vs this rank's
+        expires = time.monotonic() + ttl - (age if age > 0.0 else 0.0)
+    return parcel._replace(priority=priority, expires=expires)
 
 
 class Acknowledger:
@@ -129,6 +150,8 @@ class Engine:
             for index in local
         }
         self.stats = {index: NodeStats(names[index]) for index in local}
+        for index, inbox in self.inboxes.items():
+            inbox.on_expired = self._expiry(index)
         # The counters a sender's traffic goes to: its node's, also for its topic streams.
         self.sender_stats = dict(self.stats)
         self.dead: dict[int, list[DeadLetter]] = {index: [] for index in local}
@@ -336,7 +359,9 @@ class Engine:
         if inbox is None:
             self._topic_arrival(meta, frames, nbytes, flags, seq, stream, dest, reply_to)
             return
-        parcel = _tuple_new(Parcel, (source, seq, flags, reply_to, meta, frames, nbytes, 0))
+        parcel = _tuple_new(
+            Parcel, (source, seq, flags, reply_to, meta, frames, nbytes, 0, 0, _NEVER)
+        )
         if seq == pair.expected and not pair.held and not flags & _DIVERT and not inbox.drop_oldest:
             # `_admit`'s common case inline (and `Inbox.push`'s): a small message's latency
             # is a sum of such calls (measured in a ping-pong: 2.3 us in this sink before).
@@ -413,6 +438,8 @@ class Engine:
                 continue
             if item.flags & _FLAG_WAITED:
                 self.waited.add(dest)
+            if item.flags & _FLAG_QOS:
+                item = queued_as(item)
             dropped = inbox.push(item)
             if dropped is not None:
                 stats.dropped += 1
@@ -441,7 +468,9 @@ class Engine:
                 continue  # a retained message replayed for a new subscriber: not for this one
             copies = frames if first else [copy_frame(frame) for frame in frames]
             first = False
-            parcel = _tuple_new(Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0))
+            parcel = _tuple_new(
+                Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0, 0, _NEVER)
+            )
             self._admit(key, pair, parcel, sub, self.inboxes[sub])
 
     def sink_run(self, rank: int, metas: list[memoryview]) -> None:
@@ -480,7 +509,9 @@ class Engine:
             if seq == pair.expected and not pair.held and not flags & _DIVERT:
                 pair.expected = seq + 1
                 size = len(meta)
-                items.append(_tuple_new(Parcel, (src, seq, flags, reply_to, meta, (), size, 0)))
+                items.append(
+                    _tuple_new(Parcel, (src, seq, flags, reply_to, meta, (), size, 0, 0, _NEVER))
+                )
                 count += 1
                 nbytes += size
             else:
@@ -519,6 +550,15 @@ class Engine:
         if not explicit and index in self.plain:  # no window, automatic acks: the usual case
             self._done(index, parcel)
             return parcel, None
+        self._credit(index, parcel)
+        if explicit or self._explicit[index]:
+            self.in_hand += 1
+            return parcel, Acknowledger(self, index, parcel)
+        self._done(index, parcel)
+        return parcel, None
+
+    def _credit(self, index: int, parcel: Parcel) -> None:
+        """A parcel left node ``index``'s queue: with a window, its sender gets a credit back."""
         window = self._window[index]
         if window is not None and not parcel.attempts:  # a retry was counted when first taken
             key_in = (parcel.source, index)
@@ -529,11 +569,22 @@ class Engine:
                 self.mark_due(key_in)
                 if pair_in.owed * 2 >= window:
                     self._flush_pair(key_in, pair_in)
-        if explicit or self._explicit[index]:
-            self.in_hand += 1
-            return parcel, Acknowledger(self, index, parcel)
-        self._done(index, parcel)
-        return parcel, None
+
+    def _expiry(self, index: int) -> Callable[[Parcel], None]:
+        """What node ``index``'s queue calls with each parcel that expired in it."""
+
+        def expired(parcel: Parcel) -> None:
+            self._credit(index, parcel)
+            self.stats[index].expired += 1
+            if not self.configs[index].dead_letter_expired:
+                self._done(index, parcel)
+                return
+            late = time.monotonic() - parcel.expires
+            _, ttl = header.qos(parcel.meta) if parcel.flags & _FLAG_QOS else (0, 0.0)
+            text = f"expired: its ttl of {ttl:g} s ran out {late:.3g} s before it was taken"
+            self.dead_letter(index, parcel, None, parcel.attempts, expired=text)
+
+        return expired
 
     def take_plain(self, index: int) -> Parcel | None:
         """`take` for a node in `plain` (no window, automatic acks), no filter, no order."""
@@ -570,15 +621,20 @@ class Engine:
         error: BaseException | None,
         attempts: int,
         finish: bool = True,
+        expired: str | None = None,
     ) -> None:
         """Record a message that cannot be processed; with ``finish``, count it processed
-        (acknowledged: it is not lost, it is in the dead letters)."""
+        (acknowledged: it is not lost, it is in the dead letters); ``expired``: it is kept
+        because its ttl ran out, and this says how."""
         try:
             message: Message | None = self.decode(parcel)
         except DecodeError as exc:
             message = None
             error = error or exc
-        text = "no error given" if error is None else f"{type(error).__name__}: {error}"
+        if expired is not None:
+            text = expired
+        else:
+            text = "no error given" if error is None else f"{type(error).__name__}: {error}"
         self.dead[index].append(
             DeadLetter(
                 self.names[index],
@@ -588,6 +644,7 @@ class Engine:
                 attempts,
                 self._sender_name(parcel.source),
                 parcel.seq,
+                expired is not None,
             )
         )
         self.stats[index].dead_letters += 1
@@ -795,6 +852,7 @@ class Engine:
         if not self.closed:
             self.flush()
             self.poll()
+            self.inboxes[index].purge()  # expired messages are not counted as queued
         stats = self.stats[index]
         stats.queue_depth = len(self.inboxes[index])
         stats.queue_peak = self.inboxes[index].peak

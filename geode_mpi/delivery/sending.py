@@ -182,11 +182,13 @@ class SendPath:
         remote: bool,
         local: bool,
         compress: Compression | None = None,
+        via: codec.Route | None = None,
     ) -> tuple[SendTicket, codec.Stamp]:
         """Publish the stream's next message (numbered `TopicStream.next_seq`, which moves on)
         to every subscriber: one broadcast to the other member ranks if ``remote``, a local copy
         if ``local``; ``pairs``: the (stream, subscriber) pairs, each reserved a credit;
-        ``compress``: the message's or topic's setting (compressed once for every member)."""
+        ``compress``: the message's or topic's setting (compressed once for every member);
+        ``via``: its priority and ttl, if any."""
         begun = now_us() if TRACER.on else 0.0
         tracked = self.acks or ack
         flags = codec.FLAG_TOPIC
@@ -194,7 +196,7 @@ class SendPath:
             flags |= _TRACKED_WAITED if ack else _TRACKED
         seq = stream.next_seq
         author = stream.publisher
-        stamp, meta, frames = self.stamp(message, author, author, stream.wire, seq, flags)
+        stamp, meta, frames = self.stamp(message, author, author, stream.wire, seq, flags, via=via)
         chosen = compress or self.compress  # the message's or topic's, else the Geode's
         if frames and chosen is not None:  # compressed once, for every member rank
             ranks = map(self.rank_of, stream.subscribers) if remote else ()

@@ -23,6 +23,8 @@ class NodeStats(Record):
         duplicates: copies of already received messages that were dropped.
         dead_letters: messages that failed every attempt (see `Geode.dead_letters`).
         dropped: messages dropped from a full ``drop_oldest`` queue.
+        expired: messages whose ttl ran out before they were taken (also in ``dead_letters``
+            when the queue's ``dead_letter_expired`` keeps them).
         queue_depth / queue_peak: messages in this node's queue now, and at most.
         credit_waits / credit_wait_seconds: sends that waited for room in a full receiver's
             queue, and the time they waited.
@@ -45,6 +47,7 @@ class NodeStats(Record):
         "duplicates",
         "dead_letters",
         "dropped",
+        "expired",
         "queue_depth",
         "queue_peak",
         "credit_waits",
@@ -69,6 +72,7 @@ class NodeStats(Record):
         duplicates: int = 0,
         dead_letters: int = 0,
         dropped: int = 0,
+        expired: int = 0,
         queue_depth: int = 0,
         queue_peak: int = 0,
         credit_waits: int = 0,
@@ -89,6 +93,7 @@ class NodeStats(Record):
         self.duplicates = duplicates
         self.dead_letters = dead_letters
         self.dropped = dropped
+        self.expired = expired
         self.queue_depth = queue_depth
         self.queue_peak = queue_peak
         self.credit_waits = credit_waits
@@ -101,7 +106,7 @@ class NodeStats(Record):
 
 
 class DeadLetter(Frozen):
-    """A message that failed every delivery attempt, kept for the job to inspect.
+    """A message that failed every delivery attempt (or expired), kept for the job to inspect.
 
     Attributes:
         node: the node that could not process it.
@@ -110,6 +115,7 @@ class DeadLetter(Frozen):
         exception: the last exception itself (None if none was given).
         attempts: how many times it was delivered.
         source / seq: its sender and sequence number.
+        expired: True when it is here because its ttl ran out (``error`` says by how much).
     """
 
     node: str
@@ -119,7 +125,17 @@ class DeadLetter(Frozen):
     attempts: int
     source: str
     seq: int
-    __match_args__ = ("node", "message", "error", "exception", "attempts", "source", "seq")
+    expired: bool
+    __match_args__ = (
+        "node",
+        "message",
+        "error",
+        "exception",
+        "attempts",
+        "source",
+        "seq",
+        "expired",
+    )
 
     def __init__(
         self,
@@ -130,5 +146,6 @@ class DeadLetter(Frozen):
         attempts: int,
         source: str,
         seq: int,
+        expired: bool = False,
     ) -> None:
-        fill(self, node, message, error, exception, attempts, source, seq)
+        fill(self, node, message, error, exception, attempts, source, seq, expired)

@@ -16,11 +16,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.ondemand import on_first_use
+from geode_mpi.codec import header
 from geode_mpi.codec.compression import expanded
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
 from geode_mpi.delivery.stats import NodeStats
+from geode_mpi.errors import DecodeError
 from geode_mpi.persistence.store import CheckpointError, JsonValue
-from geode_mpi.queues import Parcel
+from geode_mpi.queues import NEVER, Parcel, monotonic_clock, wall_clock
 
 if TYPE_CHECKING:
     import numpy as np
@@ -119,6 +121,9 @@ def capture(engine: Engine) -> dict[str, Any]:
             "queue_fields": np.array(
                 [(p.source, p.seq, p.flags, p.reply_to, p.attempts) for p in parcels], np.int64
             ).reshape(-1, 5),
+            # When each message expires, on this rank's wall clock (inf: never): a restart
+            # reads it on its own, so a message past its time then is dropped and counted.
+            "queue_expires": np.array([wall_clock(p.expires) for p in parcels], np.float64),
             "info": JsonValue(
                 {
                     "peak": inbox.peak,
@@ -264,7 +269,7 @@ class Restored:
         """Put the state into a fresh engine (the same nodes on the same ranks)."""
         for index, parcels in self.waiting.items():
             inbox = engine.inboxes[index]
-            inbox.waiting.extend(parcels)
+            inbox.extend(parcels)
             inbox.peak = max(inbox.peak, self.peaks[index])
             for name in NodeStats.__slots__:
                 setattr(engine.stats[index], name, getattr(self.stats[index], name))
@@ -345,16 +350,53 @@ def load(
     return restored
 
 
+def queued_priority(meta: bytes, flags: int, what: str) -> int:
+    """The priority a saved message was queued with (flags: its parcel's, header bits).
+
+    Raises:
+        CheckpointError: its header says it has a priority block that is not there.
+    """
+    if not flags & header.FLAG_QOS:
+        return 0
+    try:
+        return header.qos(meta)[0]
+    except DecodeError as exc:
+        raise CheckpointError(f"{what}: {exc}") from exc
+
+
 def _load_node(restored: Restored, index: int, node: dict[str, Any]) -> None:
     what = f"engine/nodes/{index}"
     messages = unpack_messages(node.get("queue"))
     fields = _rows(node.get("queue_fields"), 5, len(messages), f"{what}/queue_fields")
+    expiries = node.get("queue_expires")  # (absent: none expires)
+    if expiries is None:
+        expiries = np.full(len(messages), NEVER)
+    try:
+        expiries = np.asarray(expiries, np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{what}/queue_expires: not numbers: {exc}") from exc
+    if len(expiries) != len(messages):
+        raise CheckpointError(
+            f"{what}/queue_expires: {len(expiries)} expiries for {len(messages)} messages"
+        )
     parcels = []
-    for (meta, frames), (source, seq, flags, reply_to, attempts) in zip(
-        messages, fields, strict=True
+    for (meta, frames), (source, seq, flags, reply_to, attempts), wall in zip(
+        messages, fields, expiries.tolist(), strict=True
     ):
         nbytes = len(meta) + sum(frame.nbytes for frame in frames)
-        fields_in = (source, seq, flags, reply_to, memoryview(meta), frames, nbytes, attempts)
+        priority = queued_priority(meta, flags, f"{what}/queue")
+        fields_in = (
+            source,
+            seq,
+            flags,
+            reply_to,
+            memoryview(meta),
+            frames,
+            nbytes,
+            attempts,
+            priority,
+            monotonic_clock(wall),
+        )
         parcels.append(_tuple_new(Parcel, fields_in))
     info = _dict(node.get("info"), f"{what}/info")
     counters = _dict(info.get("stats"), f"{what}/info/stats")

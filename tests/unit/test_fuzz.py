@@ -160,7 +160,7 @@ def _deliver(geode: Geode, meta: bytes, frames: tuple[()] = ()) -> None:
         b"",
         b"\x03",
         _good(0)[:30],  # a short header
-        b"\x07" + _good(0)[1:],  # another codec version, first of its pair
+        bytes([header.VERSION + 1]) + _good(0)[1:],  # another codec version, first of its pair
         _good(0, dest=9),  # a node nobody hosts
         _good(0, source=99),  # from a node index this job does not have
         _good(0, dest=7, flags=codec.FLAG_TOPIC),  # a topic nobody created

@@ -38,11 +38,13 @@ def test_every_accessor_reads_what_encode_was_given(
     message = cls(data, headers={"h": 1}) if cls is Tagged else cls(data)
     flags = codec.FLAG_TRACKED | codec.FLAG_SEQUENCE
     meta, frames = codec.encode(message, STAMP, flags, reply_to=42, route=route)
-    assert meta[0] == header.VERSION == 6
+    assert meta[0] == header.VERSION == 7
     assert header.message_id(meta) == STAMP.id
     assert header.timestamp(meta) == STAMP.timestamp
-    assert header.track_fields(meta) == (flags | (cls is Tagged), 9, 3, 5, 42)
-    assert codec.track(meta) == codec.Track(flags | (cls is Tagged), 9, 3, 5, 42)
+    # track's flags hold the route byte above the flags byte
+    tracked = flags | (cls is Tagged) | (0 if route is None else route.route_byte() << 8)
+    assert header.track_fields(meta) == (tracked, 9, 3, 5, 42)
+    assert codec.track(meta) == codec.Track(tracked, 9, 3, 5, 42)
     assert header.route(meta) == route
     assert not codec.is_control(meta) and header.kind(meta) != header.KIND_CONTROL
     info = codec.peek(meta)
@@ -90,9 +92,10 @@ def test_another_codec_version_is_a_decode_error_naming_both() -> None:
     meta, _ = codec.encode(Message("x"), STAMP)
     version_3 = bytes([3]) + meta[1:56]  # a version 3 header was 56 bytes
     version_4 = bytes([4]) + meta[1:]  # a version 4 header: the same, with a CRC-32
-    for damaged in (version_3, version_4, bytes([5]) + meta[1:], bytes([7]) + meta[1:]):
+    others = (bytes([version]) + meta[1:] for version in (5, 6, 8))
+    for damaged in (version_3, version_4, *others):
         for read in (codec.peek, codec.track, lambda m: codec.decode(m, [], NAMES)):
-            with pytest.raises(DecodeError, match=rf"version {damaged[0]} .*speaks 6\)"):
+            with pytest.raises(DecodeError, match=rf"version {damaged[0]} .*speaks 7\)"):
                 read(damaged)
 
 
