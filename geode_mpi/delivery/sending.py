@@ -28,6 +28,7 @@ from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import SendTicket as SendTicket  # what a send returns (re-exported)
 from geode_mpi.transport import Transport
 from geode_mpi.transport.base import Frame, copy_frame
+from geode_mpi.transport.sealed import hand_over, seal
 
 ID_BITS = 40  # a message id is (its author node's index << ID_BITS) | that node's counter
 _NO_SUBSCRIBERS = SendTicket(-1, 0, done=True)
@@ -234,10 +235,12 @@ class SendPath:
         """Send on stream ``number``: a broadcast to its other member ranks (``remote``), and a
         copy to this rank (``local``); the ticket of the broadcast, else of the copy."""
         ticket = _NO_SUBSCRIBERS
+        if frames:
+            hand_over(frames)  # a published zero-copy array is read-only from now on
         if remote:
             ticket = self.transport.broadcast(number, meta, frames)
-        if local:
-            copied = self.transport.send(self.transport.rank, meta, frames)
+        if local:  # large frames sealed: one copy (or none) for every subscriber here
+            copied = self.transport.send(self.transport.rank, meta, seal(frames))
             if ticket is _NO_SUBSCRIBERS:
                 ticket = copied
         return ticket
