@@ -17,14 +17,23 @@ the object that owns the views' memory, the same reference count that frees a re
 transport/pool.py). A slot whose flags are all clear is free again. One writer per byte, so no
 atomics; the copy and the flags are ordered by ``Win.Sync`` and the notice's send.
 
+Zero-copy arrays (`NodeShare.lease`, ``Geode.zero_copy_array``). A slot taken before anything
+is written, with this rank's own flag set while the array given out lives (its `Lease`'s
+finalizer clears it). The array is the user's to fill; a publish seals it (read-only,
+transport/sealed.py) and `place` announces that slot itself, no copy, once the flags of the
+readers it names are clear (a reader still holding an earlier publish of it makes this one a
+copy: only a reader clears its flag, so the owner sets a flag only when it finds it clear).
+
 - A full segment (too little room, or `SLOTS` messages still held) never blocks: the broadcast
-  takes the relayed or direct path instead, with copies of its own.
+  takes the relayed or direct path instead, with copies of its own; a zero-copy array asked
+  for then is process memory (counted in ``fallbacks``, a warning the first time).
 - Views are read-only; ``array.copy()`` gives a private writable one.
 - A checkpoint saves the data of held messages like any other (the file never refers to the
   segment), so a restart does not need it.
 - A rank that dies ends the job (`abort.py`), so no slot outlives its readers.
 - Close frees the window collectively over the node, unless some rank of the node still holds a
-  view: then the segment stays mapped until the process exits (a view never dangles).
+  view or a zero-copy array: then the segment stays mapped until the process exits (a view
+  never dangles).
 
 The segment is allocated lazily, at the first stream opened (every rank opens every stream, in
 the same order), with ``GEODE_SHARED_BYTES`` per rank (`DEFAULT_BYTES`; 0 turns the path off).
