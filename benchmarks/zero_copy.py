@@ -67,24 +67,30 @@ def zero_copy_fanout(run: Run, method: str, data: np.ndarray[Any, Any], iters: i
     fan-out of a size (the one checked) and every ``ZERO_FILL`` one fill it with ``data``; the
     others publish what the slot holds, as a job that computes into the array would."""
     geode, topic, comm, wtime = run.geodes[GEODE], run.topics[GEODE], run.comm, run.wtime
+    holding = run.holding[method]
     fill = method == ZERO_FILL or iters == 1
     got: Any = None
     start = barrier_then_clock(comm, wtime)
+    left = start
     if run.rank == 0:
         for _ in range(iters):
             array = geode.zero_copy_array(data.shape, data.dtype)
             if fill:
                 np.copyto(array, data)
             topic.publish(array, source=PUBLISHER).wait()
+            holding.append(wtime() - left)
             del array
             comm.Barrier()
+            left = wtime()
     else:
         for _ in range(iters):
             got = None
             got = geode.receive(topic=TOPIC).data
+            holding.append(wtime() - left)
             comm.Barrier()
+            left = wtime()
     run.next_seq[GEODE] += iters
-    return (wtime() - start) / iters, got
+    return (left - start) / iters, got
 
 
 def bench_array(run: Run, size: int, budget: Budget, repeats: int) -> dict[str, Any]:
@@ -95,10 +101,14 @@ def bench_array(run: Run, size: int, budget: Budget, repeats: int) -> dict[str, 
         ZERO_COPY: partial(zero_copy_fanout, run, ZERO_COPY, data),
         ZERO_FILL: partial(zero_copy_fanout, run, ZERO_FILL, data),
     }
+    for times in run.holding.values():
+        times.clear()
     iterations, times, rounds = measure(
         run, loops, budget, repeats, partial(check_subscriber, run, data)
     )
     record: dict[str, Any] = {"size": size, "rounds": rounds}
+    mine = {method: statistics.median(run.holding[method]) * 1e6 for method in METHODS}
+    record["per_rank_us"] = run.comm.allgather(mine)  # rank 0: its publish; others: holding
     record["methods"] = summarise(iterations, times)
     raw = record["methods"][RAW_BCAST]["repeats_us"]
     for method in METHODS[1:]:
@@ -123,10 +133,21 @@ def table(records: list[dict[str, Any]]) -> list[str]:
             for method in METHODS[1:]
         ]
         lines.append(out.row(cells))
+    lines.append(out.rule)
+    for rec in records:
+        ranks = rec["per_rank_us"]
+        lines.append(
+            f"{size_label(rec['size']):>9} publisher's publish / slowest subscriber holding, us: "
+            + ", ".join(
+                f"{LABELS[method]} {ranks[0][method]:.0f} / "
+                f"{max(rank[method] for rank in ranks[1:]):.0f}"
+                for method in METHODS
+            )
+        )
     lines += [
-        out.rule,
         "us: time per fan-out, from a barrier until every subscriber holds the array, plus the "
-        "barrier that ends it; ratios paired per repeat (median, quartiles)",
+        "barrier that ends it; ratios paired per repeat (median, quartiles); publish / holding: "
+        "medians from leaving the barrier (Bcast: the root's Bcast)",
         "copied: publish of an ordinary array (copied once into the node's segment); zero: "
         "publish of a new Geode.zero_copy_array (no copy; filling it is the job's own work, "
         "not timed); zero+fill: the same with np.copyto of the data timed",
