@@ -3,6 +3,8 @@
 Run as ``mpiexec -n 4 python benchmarks/zero_copy.py`` (2 ranks or more, all on one node;
 ``--help`` for the options). Rank 0 publishes, every other rank subscribes. The loops, the
 interleaving and the checks are fanout.py's; this adds the zero-copy methods.
+``python benchmarks/zero_copy.py --embedded`` measures the embedded world instead (one
+process, node0 publishing to three subscribers) beside one plain copy.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     launch.sizes_option(parser, "array sizes in bytes", "1Mi,4Mi,16Mi", "1Mi,4Mi")
     launch.scaled_options(parser, SCALED, "a smoke test: fewer sizes and repeats")
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="the embedded world: one process, no mpiexec (a tree without zero_copy_array "
+        "measures its copied publish only)",
+    )
     launch.json_option(parser, "zero_copy")
     args = launch.parse_scaled(parser, argv, SCALED)
     launch.fill_sizes(parser, args, (MiB, 4 * MiB, 16 * MiB), (MiB, 4 * MiB))
@@ -155,8 +163,54 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def copies(data: np.ndarray[Any, Any], count: int) -> None:
+    _ = [data.copy() for _ in range(count)]
+
+
+def publish_embedded(geode: Geode, topic: Any, data: np.ndarray[Any, Any], zero: bool) -> None:
+    """Publish ``data``, or if ``zero`` a new zero-copy array of its shape (filling it is the
+    job's own work: not done here), and receive it on node1..node3."""
+    array = geode.zero_copy_array(data.shape) if zero else data
+    topic.publish(array, source=PUBLISHER)
+    held = [geode.receive(node, timeout=10).data for node in geode.nodes[1:]]
+    assert all(got.shape == data.shape for got in held)
+
+
+def embedded(args: argparse.Namespace) -> int:
+    """Per size, the median time of a publish from node0 until node1..node3 hold the array,
+    beside one plain copy (``data.copy()``: what a sealed publish costs at least)."""
+    geode = Geode(acks=False)
+    topic = geode.topic(TOPIC, publishers=[PUBLISHER], subscribers=geode.nodes[1:])
+    for size in args.sizes:
+        data = np.arange(size // 8, dtype=np.float64)
+        methods = {
+            "1 copy": partial(copies, data, 1),
+            "publish": partial(publish_embedded, geode, topic, data, False),
+        }
+        if hasattr(geode, "zero_copy_array"):
+            methods["zero-copy publish"] = partial(publish_embedded, geode, topic, data, True)
+        times: dict[str, list[float]] = {name: [] for name in methods}
+        for _ in range(args.repeats * 10):
+            for name, method in methods.items():
+                began = time.perf_counter()
+                method()
+                times[name].append(time.perf_counter() - began)
+        print(
+            f"{size_label(size):>9} "
+            + ", ".join(
+                f"{name} {statistics.median(spent) * 1e6:.0f} us" for name, spent in times.items()
+            ),
+            flush=True,
+        )
+    geode.close()
+    print(f"embedded world, {args.repeats * 10} times each, interleaved; medians")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.embedded:
+        return embedded(args)
     MPI = launch.start_mpi("zero_copy.py", 2, why=" (a publisher and a subscriber)", suggest=4)
     if MPI is None:
         return 2

@@ -196,6 +196,8 @@ class SendPath:
         seq = stream.next_seq
         author = stream.publisher
         stamp, meta, frames = self.stamp(message, author, author, stream.wire, seq, flags)
+        if frames:
+            hand_over(frames)  # a published zero-copy array is read-only from now on
         chosen = compress or self.compress  # the message's or topic's, else the Geode's
         if frames and chosen is not None:  # compressed once, for every member rank
             ranks = map(self.rank_of, stream.subscribers) if remote else ()
@@ -235,8 +237,6 @@ class SendPath:
         """Send on stream ``number``: a broadcast to its other member ranks (``remote``), and a
         copy to this rank (``local``); the ticket of the broadcast, else of the copy."""
         ticket = _NO_SUBSCRIBERS
-        if frames:
-            hand_over(frames)  # a published zero-copy array is read-only from now on
         if remote:
             ticket = self.transport.broadcast(number, meta, frames)
         if local:  # large frames sealed: one copy (or none) for every subscriber here

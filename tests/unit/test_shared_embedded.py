@@ -115,3 +115,16 @@ def test_zero_copy_arrays_of_any_size_and_after_close() -> None:
     geode.close()
     with pytest.raises(ClosedError, match=r"zero_copy_array\(\) on a closed Geode"):
         geode.zero_copy_array(10)
+
+
+def test_a_compressed_publish_hands_a_zero_copy_array_over_too() -> None:
+    pytest.importorskip("numcodecs")
+    with Geode(acks=False) as geode:
+        topic = geode.topic("packed", publishers=["node0"], subscribers=SUBSCRIBERS)
+        field = geode.zero_copy_array(LARGE)
+        field[:] = 1.0
+        topic.publish(field, source="node0", compress="lz4")
+        assert not field.flags.writeable
+        for node in SUBSCRIBERS:
+            got = geode.receive(node, timeout=5).data
+            assert np.array_equal(got, np.ones(LARGE))
