@@ -218,16 +218,21 @@ def test_a_checkpoint_holds_the_data_of_shared_messages(zero_copy: bool) -> None
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_members_on_other_nodes_keep_the_network_path(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("zero_copy", [False, True])
+def test_members_on_other_nodes_keep_the_network_path(
+    monkeypatch: pytest.MonkeyPatch, zero_copy: bool
+) -> None:
     """Nodes of two ranks: rank 1 shares rank 0's segment, ranks 2 and up get their own copies
-    (relayed or direct), all in order and equal."""
+    (relayed or direct, from the zero-copy array's memory too), all in order and equal."""
     monkeypatch.setenv(NODE_VARIABLE, "2")
     geode = Geode(acks=False)
     topic = subscribe_all(geode)
     count = 4
     if geode.rank == 0:
         for k in range(count):
-            topic.publish(big(k, 3 * LARGE))
+            array = zero_copy_big(geode, k, 3 * LARGE) if zero_copy else big(k, 3 * LARGE)
+            topic.publish(array)
+            del array
     for node in local_subscribers(geode):
         got = [geode.receive(node, timeout=TIMEOUT).data for _ in range(count)]
         for k, array in enumerate(got):
@@ -236,7 +241,7 @@ def test_members_on_other_nodes_keep_the_network_path(monkeypatch: pytest.Monkey
         del got
     shared = shared_of(geode)
     if geode.rank == 0 and geode.size > 1:
-        assert shared.shared == count
+        assert shared.shared == count and shared.zero_copy == (count if zero_copy else 0)
         assert sorted(shared.local) == [1]
     if geode.size > 1:  # nodes of ranks (0, 1), (2, 3), ...: node rank 0 and 1
         partner = geode.rank ^ 1
