@@ -2,10 +2,11 @@
 
 A frame is *sealed* when its memory belongs to a `Sealable` that was sealed: a read-only copy of
 a large published frame (`seal`), a notice's view of a node's shared segment
-(transport/shared.py), or a `shared array <lease>` once published. Nobody can write sealed
-memory through geode's views, so the transports deliver a sealed frame to a node of their own
-rank as a read-only view (`keep_or_copy`) instead of a copy, and the engine hands one arrival's
-sealed frames to each of its local subscribers. The memory lives while any view of it does.
+(transport/shared.py), or a zero-copy array (`lease`) once published (`hand_over`). Nobody
+can write sealed memory through geode's views, so the transports deliver a sealed frame to a
+node of their own rank as a read-only view (`keep_or_copy`) instead of a copy, and the engine
+hands one arrival's sealed frames to each of its local subscribers. The memory lives while any
+view of it does.
 
 Topic messages of `SHARED_MIN` bytes or more are sealed once per process (`seal`): in the
 embedded world, and for the subscribers on the publisher's own rank, one copy serves every
@@ -75,6 +76,7 @@ def owner_of(frame: Any) -> Sealable | None:
 
 
 def is_sealed(frame: Any) -> bool:
+    """Whether ``frame`` views sealed memory."""
     owner = owner_of(frame)
     return owner is not None and owner.sealed
 
