@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.base.backoff import CLOSING_YIELD
@@ -58,6 +58,13 @@ from geode_mpi.transport import (
     open_world,
     require,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # a job that never asks for a zero-copy array never needs numpy here
+    from geode_mpi.base.ondemand import on_first_use
+
+    np = on_first_use("numpy", globals(), "np")
 
 # Hot-path names, bound once.
 _decode = codec.decode
@@ -571,6 +578,40 @@ class Geode:
         return self._runtime.engine.snapshot(self._runtime.local_index(node, "stats"))
 
     share = staticmethod(share)  # a read-only copy sent to each rank only once (cache.md)
+
+    @locked
+    def zero_copy_array(
+        self, shape: int | Sequence[int], dtype: Any = "float64"
+    ) -> np.ndarray[Any, Any]:
+        """An uninitialised array that a topic publishes to this machine's subscribers without
+        a copy: it lives in this rank's part of the node's shared segment (in-process memory
+        in the embedded world). Fill it, then publish it, or any part of it that is contiguous.
+
+        Publishing hands it over: from then on it is read-only, for you too (write new data
+        into a new one); each subscriber on this machine gets a read-only view of the same
+        memory, which stays taken while anyone holds a view of it. Subscribers on other
+        machines get copies, as for any array; a point-to-point send copies it too and leaves
+        it writable. See docs/topics.md, "Zero-copy arrays".
+
+        Args:
+            shape: the array's shape (an int for one dimension).
+            dtype: its numpy dtype (default float64); not one of Python objects.
+
+        Returns:
+            A writable, C-contiguous numpy array. Ordinary memory (a publish then copies it
+            once) if it is under 256 KiB, before the first `topic` (the segment is made
+            then), with ``GEODE_SHARED_BYTES=0``, or when this rank's part is full: the
+            first time it is full or missing, a `RuntimeWarning` says so.
+
+        Raises:
+            ClosedError: this Geode is closed.
+            TypeError: ``dtype`` holds Python objects.
+            ValueError: a negative dimension.
+        """
+        if self._runtime.closed:
+            raise ClosedError("zero_copy_array")
+        dims = (shape,) if isinstance(shape, int) else tuple(int(extent) for extent in shape)
+        return self._runtime.transport.zero_copy_array(dims, dtype)
 
     @locked
     def cache_stats(self) -> CacheStats:

@@ -42,7 +42,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import NEVER as _NEVER
 from geode_mpi.queues import Inbox, Key, Match, Parcel
 from geode_mpi.transport import Transport
-from geode_mpi.transport.base import copy_frame
+from geode_mpi.transport.sealed import keep_or_copy
 
 ACK_BATCH = 128  # processed messages per pair that make an ack record go out at once
 # A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
@@ -466,7 +466,7 @@ class Engine:
                 pair = self._in[key] = PairIn(start=seq)  # a new subscriber starts here
             elif flags & _REPLAY == _FLAG_RESENT and seq < pair.expected:
                 continue  # a retained message replayed for a new subscriber: not for this one
-            copies = frames if first else [copy_frame(frame) for frame in frames]
+            copies = frames if first else [keep_or_copy(frame) for frame in frames]
             first = False
             parcel = _tuple_new(
                 Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0, 0, _NEVER)

@@ -28,6 +28,7 @@ from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import SendTicket as SendTicket  # what a send returns (re-exported)
 from geode_mpi.transport import Transport
 from geode_mpi.transport.base import Frame, copy_frame
+from geode_mpi.transport.sealed import hand_over, seal
 
 ID_BITS = 40  # a message id is (its author node's index << ID_BITS) | that node's counter
 _NO_SUBSCRIBERS = SendTicket(-1, 0, done=True)
@@ -197,6 +198,8 @@ class SendPath:
         seq = stream.next_seq
         author = stream.publisher
         stamp, meta, frames = self.stamp(message, author, author, stream.wire, seq, flags, via=via)
+        if frames:
+            hand_over(frames)  # a published zero-copy array is read-only from now on
         chosen = compress or self.compress  # the message's or topic's, else the Geode's
         if frames and chosen is not None:  # compressed once, for every member rank
             ranks = map(self.rank_of, stream.subscribers) if remote else ()
@@ -238,8 +241,8 @@ class SendPath:
         ticket = _NO_SUBSCRIBERS
         if remote:
             ticket = self.transport.broadcast(number, meta, frames)
-        if local:
-            copied = self.transport.send(self.transport.rank, meta, frames)
+        if local:  # large frames sealed: one copy (or none) for every subscriber here
+            copied = self.transport.send(self.transport.rank, meta, seal(frames))
             if ticket is _NO_SUBSCRIBERS:
                 ticket = copied
         return ticket

@@ -168,6 +168,11 @@ class BroadcastStreams(Protocol):
         is done once the frames may be reused."""
         ...
 
+    def zero_copy_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray[Any, Any]:
+        """A writable array that a broadcast hands to this rank's node without a copy, and
+        that turns read-only when it is published (transport/sealed.py)."""
+        ...
+
     def close_stream(self, key: int, timeout: float | None = None) -> None:
         """End stream ``key``. The root returns at once (its broadcasts' tickets complete as
         usual); a member returns once everything the root broadcast before its close has

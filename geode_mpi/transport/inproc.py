@@ -4,13 +4,21 @@ tests), and the base that tests/faulty.py's lossy one shares with it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from geode_mpi.base.gate import Gate
 from geode_mpi.errors import WorldMismatchError
-from geode_mpi.transport.base import Frame, SendTicket, TransportBase, copy_frame
+from geode_mpi.transport.base import Frame, SendTicket, TransportBase
 from geode_mpi.transport.digest import digest as blake2b_digest
 from geode_mpi.transport.rooted import RootedAlone
+from geode_mpi.transport.sealed import keep_or_copy, lease, nbytes_of, process_memory
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from geode_mpi.base.ondemand import on_first_use
+
+    np = on_first_use("numpy", globals(), "np")
 
 
 class Hub(Protocol):
@@ -122,7 +130,7 @@ class InProcHub(LocalHub):
         if not frames:  # a small message: no comprehension and generator to run (~1%)
             self.endpoints[dest].deliver(source, memoryview(meta), (), len(meta))
             return len(meta)
-        copies = [copy_frame(frame) for frame in frames]
+        copies = [keep_or_copy(frame) for frame in frames]  # (sealed: a read-only view)
         nbytes = len(meta) + sum(frame.nbytes for frame in copies)
         self.endpoints[dest].deliver(source, memoryview(meta), copies, nbytes)
         return nbytes
@@ -161,6 +169,10 @@ class LocalTransport(RootedAlone, TransportBase):
 
     def close_stream(self, key: int, timeout: float | None = None) -> None:
         self.hub.end(key)
+
+    def zero_copy_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray[Any, Any]:
+        kind = np.dtype(dtype)
+        return lease(process_memory(nbytes_of(shape, kind)), shape, kind)
 
     # -- collectives ------------------------------------------------------------------------
 

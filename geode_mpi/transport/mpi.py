@@ -40,7 +40,6 @@ from geode_mpi.transport.base import (
     Frame,
     SendTicket,
     TransportBase,
-    copy_frame,
     frame_bytes,
 )
 from geode_mpi.transport.envelope import (
@@ -71,7 +70,8 @@ from geode_mpi.transport.relay import (
     shape_for,
 )
 from geode_mpi.transport.rooted import RootedMPI
-from geode_mpi.transport.shared import SHARED_MIN, TAG_SHARED, NodeShare
+from geode_mpi.transport.sealed import SHARED_MIN, keep_or_copy
+from geode_mpi.transport.shared import TAG_SHARED, NodeShare
 from geode_mpi.transport.tally import TAG_COUNT, Tally
 
 _BYTE = MPI.BYTE
@@ -451,7 +451,7 @@ class MPITransport(RootedMPI, TransportBase):
         return self.comm.Isend([MPI.BOTTOM, 1, datatype], dest, TAG_FRAME)
 
     def _loopback(self, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
-        copies = [copy_frame(frame) for frame in frames]
+        copies = [keep_or_copy(frame) for frame in frames]  # (sealed: a read-only view)
         nbytes = len(meta) + sum(frame.nbytes for frame in copies)
         self.sent_to[self.rank] += 1
         self.received_from[self.rank] += 1
@@ -778,6 +778,10 @@ class MPITransport(RootedMPI, TransportBase):
                 self._waiting_sources.discard(held)
         self.shared.open()  # the first stream: collective (every rank opens every stream)
         self._fanouts.open(key, root, members)
+
+    def zero_copy_array(self, shape: tuple[int, ...], dtype: Any) -> Frame:
+        """See `Transport.zero_copy_array`: in this rank's part of the node's segment."""
+        return self.shared.lease(shape, dtype)
 
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         """See `Transport.broadcast`: the envelope (and every large frame, from its own memory)

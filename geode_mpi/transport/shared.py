@@ -17,14 +17,23 @@ the object that owns the views' memory, the same reference count that frees a re
 transport/pool.py). A slot whose flags are all clear is free again. One writer per byte, so no
 atomics; the copy and the flags are ordered by ``Win.Sync`` and the notice's send.
 
+Zero-copy arrays (`NodeShare.lease`, ``Geode.zero_copy_array``). A slot taken before anything
+is written, with this rank's own flag set while the array given out lives (its `Lease`'s
+finalizer clears it). The array is the user's to fill; a publish seals it (read-only,
+transport/sealed.py) and `place` announces that slot itself, no copy, once the flags of the
+readers it names are clear (a reader still holding an earlier publish of it makes this one a
+copy: only a reader clears its flag, so the owner sets a flag only when it finds it clear).
+
 - A full segment (too little room, or `SLOTS` messages still held) never blocks: the broadcast
-  takes the relayed or direct path instead, with copies of its own.
+  takes the relayed or direct path instead, with copies of its own; a zero-copy array asked
+  for then is process memory (counted in ``fallbacks``, a warning the first time).
 - Views are read-only; ``array.copy()`` gives a private writable one.
 - A checkpoint saves the data of held messages like any other (the file never refers to the
   segment), so a restart does not need it.
 - A rank that dies ends the job (`abort.py`), so no slot outlives its readers.
 - Close frees the window collectively over the node, unless some rank of the node still holds a
-  view: then the segment stays mapped until the process exits (a view never dangles).
+  view or a zero-copy array: then the segment stays mapped until the process exits (a view
+  never dangles).
 
 The segment is allocated lazily, at the first stream opened (every rank opens every stream, in
 the same order), with ``GEODE_SHARED_BYTES`` per rank (`DEFAULT_BYTES`; 0 turns the path off).
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,6 +55,14 @@ from mpi4py import MPI
 from geode_mpi.errors import DecodeError
 from geode_mpi.transport.base import Frame
 from geode_mpi.transport.envelope import parse_envelope
+from geode_mpi.transport.sealed import (
+    SHARED_MIN,
+    Sealable,
+    lease,
+    nbytes_of,
+    owner_of,
+    process_memory,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,9 +75,6 @@ TAG_SHARED = 0  # a notice: an envelope whose large frames are in the root's sha
 BYTES_VARIABLE = "GEODE_SHARED_BYTES"
 NODE_VARIABLE = "GEODE_SHARED_NODE_RANKS"
 DEFAULT_BYTES = 128 * 2**20
-# Broadcasts with this many out-of-band bytes or more go through the segment (see
-# benchmarks/README.md, "Node-local shared memory").
-SHARED_MIN = 256 * 2**10
 SLOTS = 64  # messages a rank's part holds at once
 ALIGN = 4096  # every frame starts on a page (huge-page friendly copies, aligned dtypes)
 
@@ -137,18 +152,14 @@ class SlotAllocator:
         return slot, [start + offset for offset in offsets]
 
 
-class _Owner:
-    """Owns the memory of one notice's views: their ``base``, so it lives while any does."""
+class Lease(Sealable):
+    """A zero-copy array's memory: one slot of this rank's part, taken until it is garbage."""
 
-    __slots__ = ("__array_interface__", "__weakref__")
+    __slots__ = ("slot",)
 
-    def __init__(self, address: int, nbytes: int) -> None:
-        self.__array_interface__ = {
-            "shape": (nbytes,),
-            "typestr": "|u1",
-            "data": (address, True),  # read-only
-            "version": 3,
-        }
+    def __init__(self, address: int, nbytes: int, slot: int) -> None:
+        super().__init__(address, nbytes, sealed=False)
+        self.slot = slot
 
 
 def node_budget() -> int:
@@ -193,6 +204,11 @@ class NodeShare:
         self._released: list[None] = []
         self._gone = 0
         self.shared = 0  # broadcasts sent through the segment
+        self.zero_copy = 0  # of them, published from a zero-copy array (no copy at all)
+        self.leased = 0  # zero-copy arrays made in the segment
+        self.fallbacks = 0  # zero-copy arrays of SHARED_MIN or more made in process memory
+        self._unleased: list[None] = []  # one per lease gone (appended by its finalizer)
+        self._warned = False
         self._freed = False
 
     def open(self) -> None:
@@ -243,17 +259,85 @@ class NodeShare:
         near = [member for member in members if member in local]
         return near, tuple(member for member in members if member not in local)
 
-    def place(self, near: Sequence[int], oob: Sequence[Frame], envelope: bytes) -> bytes | None:
-        """Copy the frames into a slot read by ``near`` and return the notice for them; None
-        when the segment has no room (nothing was copied)."""
-        assert self.win is not None
-        taken = self._map().take([frame.nbytes for frame in oob], [self.local[m] for m in near])
+    def lease(self, shape: tuple[int, ...], kind: Any) -> np.ndarray[Any, Any]:
+        """A writable array in a slot of this rank's part, which a publish hands to this node's
+        readers without a copy (`place`); process memory when it is small, when there is no
+        segment, or no room (counted in ``fallbacks``, with a warning the first time)."""
+        dtype = np.dtype(kind)
+        nbytes = nbytes_of(shape, dtype)
+        if nbytes < SHARED_MIN:
+            return lease(process_memory(nbytes), shape, dtype)
+        taken = self._map().take([nbytes], [self.me]) if self.enabled else None
         if taken is None:
-            return None
-        slot, offsets = taken
-        part = self.parts[self.me]
-        for frame, offset in zip(oob, offsets, strict=True):
-            part[offset : offset + frame.nbytes] = frame
+            self.fallbacks += 1
+            self._warn(nbytes)
+            return lease(process_memory(nbytes), shape, dtype)
+        slot, (offset,) = taken
+        memory = Lease(self.parts[self.me].ctypes.data + offset, nbytes, slot)
+        weakref.finalize(memory, self._unlease, slot)
+        self.leased += 1
+        return lease(memory, shape, dtype)
+
+    def _warn(self, nbytes: int) -> None:
+        if self._warned or (self.opened and not self.enabled):
+            return  # (no segment on purpose: GEODE_SHARED_BYTES=0, or a node of one rank)
+        self._warned = True
+        why = (
+            f"this rank's part of the node's shared segment ({BYTES_VARIABLE}={self.budget}) "
+            f"has no room for {nbytes} bytes"
+            if self.opened
+            else "the node's shared segment is made at the first topic(), and there is none yet"
+        )
+        warnings.warn(
+            f"zero_copy_array: {why}; this array (and later ones that do not fit) is ordinary "
+            "memory, copied when published",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def _unlease(self, slot: int) -> None:
+        # From a finalizer (any thread): this rank's own byte of its own slot, no MPI call.
+        self._unleased.append(None)
+        if not self._freed:
+            self.flags[self.me][slot, self.me] = 0
+
+    def _handed_over(self, near: Sequence[int], oob: Sequence[Frame]) -> tuple[int, list[int]]:
+        """The slot and offsets of frames that all lie in one published zero-copy array of
+        this rank's segment, flagged as held by ``near`` now; (-1, []) otherwise. A reader
+        still holding an earlier publish of the same array makes it (-1, []) too: only the
+        reader clears its flag, so the owner sets it only once it is clear."""
+        owner = owner_of(oob[0])
+        if not isinstance(owner, Lease) or not owner.sealed:
+            return -1, []
+        base = self.parts[self.me].ctypes.data
+        offsets = [frame.__array_interface__["data"][0] - base for frame in oob]
+        if not all(0 <= offset < self.budget for offset in offsets) or any(
+            owner_of(frame) is not owner for frame in oob[1:]
+        ):
+            return -1, []  # a lease of an earlier Geode's segment, or frames of several
+        row = self.flags[self.me][owner.slot]
+        readers = [self.local[member] for member in near]
+        if row[readers].any():
+            return -1, []
+        row[readers] = 1
+        self.zero_copy += 1
+        return owner.slot, offsets
+
+    def place(self, near: Sequence[int], oob: Sequence[Frame], envelope: bytes) -> bytes | None:
+        """The notice of frames in a slot read by ``near``: a published zero-copy array's own,
+        else a copy; None when the segment has no room (nothing was copied)."""
+        assert self.win is not None
+        self._map()
+        slot, offsets = self._handed_over(near, oob)
+        if slot < 0:
+            assert self.slots is not None
+            taken = self.slots.take([frame.nbytes for frame in oob], [self.local[m] for m in near])
+            if taken is None:
+                return None
+            slot, offsets = taken
+            part = self.parts[self.me]
+            for frame, offset in zip(oob, offsets, strict=True):
+                part[offset : offset + frame.nbytes] = frame
         self.win.Sync()
         self.shared += 1
         prefix = _PREFIX.pack(_MAGIC, slot, len(offsets)) + struct.pack(
@@ -290,7 +374,7 @@ class NodeShare:
         self.win.Sync()
         first = min(offsets)
         end = max(offset + size for offset, (size, _) in zip(offsets, oob, strict=True))
-        holder = _Owner(part.ctypes.data + first, end - first)
+        holder = Sealable(part.ctypes.data + first, end - first, sealed=True)
         whole = np.asarray(holder)  # read-only; every view of it keeps holder alive
         weakref.finalize(holder, self._release, owner, slot)
         self._views += 1
@@ -309,11 +393,15 @@ class NodeShare:
 
     @property
     def held(self) -> int:
-        """Notices received here whose views are still alive."""
+        """Notices received here whose views are still alive, and zero-copy arrays of this
+        rank's part still alive."""
         count = len(self._released)
         del self._released[:count]  # (what a finalizer appends meanwhile stays)
         self._gone += count
-        return self._views - self._gone
+        count = len(self._unleased)
+        del self._unleased[:count]
+        self._gone += count
+        return self._views + self.leased - self._gone
 
     def close(self) -> None:
         """Free the segment, collectively over the node (every rank of the node calls it),

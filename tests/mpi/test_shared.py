@@ -49,6 +49,13 @@ def big(k: int, nbytes: int = LARGE) -> np.ndarray[Any, Any]:
     return np.arange(nbytes // 8, dtype=np.float64) + k
 
 
+def zero_copy_big(geode: Geode, k: int, nbytes: int = LARGE) -> np.ndarray[Any, Any]:
+    """`big` in a zero-copy array (transport/sealed.py, `NodeShare.lease`)."""
+    array = geode.zero_copy_array(nbytes // 8)
+    array[:] = big(k, nbytes)
+    return array
+
+
 def subscribe_all(geode: Geode, name: str = "big") -> Any:
     nodes = geode.nodes
     return geode.topic(name, publishers=nodes[:1], subscribers=nodes[1:] or nodes)
@@ -93,13 +100,14 @@ def test_large_arrays_reach_every_subscriber_read_only_and_in_order() -> None:
     geode.close(timeout=TIMEOUT)
 
 
-@pytest.mark.parametrize("where", ["here", "in a thread"])
+@pytest.mark.parametrize("where", ["here", "in a thread", "zero-copy"])
 def test_released_slots_are_reused_without_falling_back(
     monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """A segment with room for two messages carries twenty, one at a time: each subscriber
     lets go of each (itself, or in another thread that held the last reference) before it
-    tells the publisher, which publishes the next."""
+    tells the publisher, which publishes the next. A zero-copy array's slot is free once its
+    readers and the publisher (which keeps no reference here) let go."""
     monkeypatch.setenv(BYTES_VARIABLE, str(2 * LARGE + 2 * 4096))
     geode = Geode(acks=False)
     nodes = geode.nodes
@@ -108,7 +116,7 @@ def test_released_slots_are_reused_without_falling_back(
     subscribers = local_subscribers(geode)
     for k in range(rounds):
         if geode.rank == 0:
-            topic.publish(big(k))
+            topic.publish(zero_copy_big(geode, k) if where == "zero-copy" else big(k))
         for node in subscribers:
             array = geode.receive(node, timeout=TIMEOUT, topic="big").data
             assert array[1] == 1 + k
@@ -127,7 +135,8 @@ def test_released_slots_are_reused_without_falling_back(
     shared = shared_of(geode)
     if shared is not None and shared.enabled and geode.rank == 0:
         assert shared.shared == rounds
-        assert shared.slots.full == 0
+        assert shared.slots.full == 0 and shared.fallbacks == 0
+        assert shared.zero_copy == (rounds if where == "zero-copy" else 0)
     geode.close(timeout=TIMEOUT)
     if shared is not None:
         assert shared.held == 0
@@ -179,9 +188,11 @@ def test_a_view_kept_after_close_stays_readable() -> None:
     again.close(timeout=TIMEOUT)
 
 
-def test_a_checkpoint_holds_the_data_of_shared_messages() -> None:
-    """Messages still queued in the segment are saved as data: the restart reads them from
-    the file, in a job whose segment is new and empty."""
+@pytest.mark.parametrize("zero_copy", [False, True])
+def test_a_checkpoint_holds_the_data_of_shared_messages(zero_copy: bool) -> None:
+    """Messages still queued in the segment (copied there, or published from a zero-copy
+    array) are saved as data: the restart reads them from the file, in a job whose segment is
+    new and empty."""
     with Geode() as probe:
         size = probe.size
     directory = shared_directory(size)
@@ -190,7 +201,7 @@ def test_a_checkpoint_holds_the_data_of_shared_messages() -> None:
         topic = subscribe_all(first)
         if first.rank == 0:
             for k in range(3):
-                topic.publish(big(k))
+                topic.publish(zero_copy_big(first, k) if zero_copy else big(k))
         first.checkpoint()
         first.close(timeout=TIMEOUT)
         del first, topic
@@ -207,25 +218,30 @@ def test_a_checkpoint_holds_the_data_of_shared_messages() -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_members_on_other_nodes_keep_the_network_path(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("zero_copy", [False, True])
+def test_members_on_other_nodes_keep_the_network_path(
+    monkeypatch: pytest.MonkeyPatch, zero_copy: bool
+) -> None:
     """Nodes of two ranks: rank 1 shares rank 0's segment, ranks 2 and up get their own copies
-    (relayed or direct), all in order and equal."""
+    (relayed or direct, from the zero-copy array's memory too), all in order and equal."""
     monkeypatch.setenv(NODE_VARIABLE, "2")
     geode = Geode(acks=False)
     topic = subscribe_all(geode)
     count = 4
     if geode.rank == 0:
         for k in range(count):
-            topic.publish(big(k, 3 * LARGE))
+            array = zero_copy_big(geode, k, 3 * LARGE) if zero_copy else big(k, 3 * LARGE)
+            topic.publish(array)
+            del array
     for node in local_subscribers(geode):
         got = [geode.receive(node, timeout=TIMEOUT).data for _ in range(count)]
         for k, array in enumerate(got):
             assert np.array_equal(array, big(k, 3 * LARGE))
-            assert array.flags.writeable == (geode.rank != 1)
+            assert array.flags.writeable == (geode.rank > 1)  # (rank 0: its own, sealed)
         del got
     shared = shared_of(geode)
     if geode.rank == 0 and geode.size > 1:
-        assert shared.shared == count
+        assert shared.shared == count and shared.zero_copy == (count if zero_copy else 0)
         assert sorted(shared.local) == [1]
     if geode.size > 1:  # nodes of ranks (0, 1), (2, 3), ...: node rank 0 and 1
         partner = geode.rank ^ 1
@@ -263,3 +279,132 @@ def test_a_damaged_or_foreign_notice_is_refused() -> None:
                         transport.progress()
     transport.close_stream(900, timeout=TIMEOUT)
     transport.close(timeout=TIMEOUT)
+
+
+# -- zero-copy arrays: made in the publisher's part of the segment, published with no copy ------
+
+
+def test_a_zero_copy_array_reaches_the_node_without_a_copy_and_is_handed_over() -> None:
+    geode = Geode(acks=False)
+    topic = subscribe_all(geode)
+    count = 3
+    shared = shared_of(geode)
+    if geode.rank == 0:
+        for k in range(count):
+            array = zero_copy_big(geode, k)
+            topic.publish({"k": k, "a": array})
+            assert not array.flags.writeable  # handed over, on every path
+            with pytest.raises(ValueError, match="read-only"):
+                array[0] = -1
+        if shared is not None:
+            assert (shared.leased, shared.zero_copy, shared.shared) == (count, count, count)
+            assert shared.fallbacks == 0
+    for node in local_subscribers(geode):
+        got = [geode.receive(node, timeout=TIMEOUT).data for _ in range(count)]
+        for k, data in enumerate(got):
+            assert data["k"] == k and np.array_equal(data["a"], big(k))
+            assert not data["a"].flags.writeable  # a view: of the segment, or sealed here
+        del got
+    geode.close(timeout=TIMEOUT)
+
+
+def test_a_zero_copy_array_published_again_while_held_is_copied() -> None:
+    """The same array twice while the readers still hold the first: the second is copied
+    into a slot of its own (never two notices of one slot to a reader at once)."""
+    geode = Geode(acks=False)
+    topic = subscribe_all(geode)
+    if geode.rank == 0:
+        array = zero_copy_big(geode, 5)
+        topic.publish(array)
+        topic.publish(array)
+        shared = shared_of(geode)
+        if shared is not None:
+            assert shared.shared == 2 and shared.zero_copy == 1
+        del array
+    for node in local_subscribers(geode):
+        first, second = (geode.receive(node, timeout=TIMEOUT).data for _ in range(2))
+        assert np.array_equal(first, big(5)) and np.array_equal(second, big(5))
+        del first, second
+    geode.close(timeout=TIMEOUT)
+
+
+def test_a_full_segment_gives_ordinary_memory_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Room for one array: the second is ordinary memory (a RuntimeWarning, once, and a
+    count), published by a copy, handed over all the same."""
+    monkeypatch.setenv(BYTES_VARIABLE, str(LARGE + 4096))
+    geode = Geode(acks=False)
+    topic = subscribe_all(geode)
+    shared = shared_of(geode)
+    if geode.rank == 0:
+        first = zero_copy_big(geode, 0)
+        segment = shared is not None and shared.enabled
+        if segment:
+            with pytest.warns(RuntimeWarning, match="has no room for"):
+                second = zero_copy_big(geode, 1)
+        else:
+            second = zero_copy_big(geode, 1)
+        topic.publish(first)
+        topic.publish(second)
+        assert not second.flags.writeable
+        if segment:
+            assert shared.fallbacks == 1 and shared.zero_copy == 1
+        del first, second
+    for node in local_subscribers(geode):
+        for k in range(2):
+            assert np.array_equal(geode.receive(node, timeout=TIMEOUT).data, big(k))
+    geode.close(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("case", ["before the first topic", "GEODE_SHARED_BYTES=0"])
+def test_without_a_segment_a_zero_copy_array_is_ordinary_memory(
+    monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    if case != "before the first topic":
+        monkeypatch.setenv(BYTES_VARIABLE, "0")
+    geode = Geode(acks=False)
+    shared = shared_of(geode)
+    early = None
+    if geode.rank == 0 and case == "before the first topic":
+        if shared is not None:  # the segment comes with the first topic
+            with pytest.warns(RuntimeWarning, match="made at the first topic"):
+                early = zero_copy_big(geode, 0)
+        else:
+            early = zero_copy_big(geode, 0)
+    topic = subscribe_all(geode)
+    if geode.rank == 0:
+        array = early if early is not None else zero_copy_big(geode, 0)
+        topic.publish(array)
+        assert not array.flags.writeable
+        if shared is not None:
+            assert shared.fallbacks == 1 and shared.zero_copy == 0
+        del array, early
+    for node in local_subscribers(geode):
+        assert np.array_equal(geode.receive(node, timeout=TIMEOUT).data, big(0))
+    geode.close(timeout=TIMEOUT)
+
+
+def test_a_zero_copy_array_kept_after_close_stays_usable() -> None:
+    """A live zero-copy array keeps the segment mapped past close(); a new Geode's segment
+    does not take it for one of its own (its publish copies it)."""
+    geode = Geode(acks=False)
+    topic = subscribe_all(geode)
+    kept = zero_copy_big(geode, 2)
+    geode.close(timeout=TIMEOUT)
+    gc.collect()
+    kept[0] = 42.0  # not published: still writable, still mapped
+    assert kept[1] == big(2)[1]
+    again = Geode(acks=False)
+    topic = subscribe_all(again, "again")
+    if again.rank == 0:
+        topic.publish(kept)
+        shared = shared_of(again)
+        if shared is not None and shared.enabled:
+            assert shared.zero_copy == 0 and shared.shared == 1
+    expected = big(2)
+    expected[0] = 42.0
+    for node in local_subscribers(again):
+        assert np.array_equal(again.receive(node, timeout=TIMEOUT).data, expected)
+    del kept
+    again.close(timeout=TIMEOUT)

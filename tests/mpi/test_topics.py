@@ -139,9 +139,9 @@ def test_arrays_reach_every_subscriber_bit_exact(geode: Geode, nbytes: int) -> N
             assert msg.data.dtype == array.dtype and np.array_equal(msg.data, array)
             if msg.data.flags.writeable:
                 msg.data[...] = 0  # each subscriber's copy is its own
-            else:  # from another rank of this node: a read-only view of its shared segment
-                assert msg.data.nbytes >= SHARED_MIN and geode.rank != 0
-                msg.data.copy()[...] = 0  # (transport/shared.py)
+            else:  # a read-only view: of this node's shared segment, or of the one sealed
+                assert msg.data.nbytes >= SHARED_MIN  # copy made for this rank's subscribers
+                msg.data.copy()[...] = 0  # (transport/shared.py, transport/sealed.py)
     for node in geode.local_nodes:
         assert geode.try_receive(node) is None
 
