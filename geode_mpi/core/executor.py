@@ -221,6 +221,7 @@ class GeodeExecutor(Executor):
 
         Raises:
             RuntimeError: called after `shutdown`, or on a rank that does not host the client.
+            TypeError: ``fn`` is not callable.
             EncodeError: ``fn`` cannot be pickled by reference, or the arguments at all.
             TaskError: the executor's thread failed (its message says how).
         """
