@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geode_mpi import Geode, Message, RemoteTraceback
+from geode_mpi import Geode, Message, RemoteTraceback, TaskError
 
 TIMEOUT = 60.0
 _here: dict[str, Any] = {}  # this rank's Geode, for the tasks that use it
@@ -127,3 +127,31 @@ def test_two_executors_in_turn_with_other_messages_between(geode: Geode) -> None
                 assert sum(value for value, _ in ex.map(where, range(10))) == 285
         total = geode.transport.allgather(k) if geode.size > 1 else [k]
         assert total == [k] * geode.size
+
+
+def only_on_the_client(x: int) -> int:
+    """Removed from this module on the worker ranks by the test below."""
+    return x
+
+
+def test_a_function_missing_on_the_worker_fails_its_future_naming_where(geode: Geode) -> None:
+    ex = geode.executor()
+    if not ex.is_client:
+        del globals()["only_on_the_client"]  # as if defined under `if rank == 0:`
+    try:
+        with ex as client:
+            if client is not None:
+                future = client.submit(only_on_the_client, 3)
+                if geode.size == 1:  # the embedded world: the worker is in this process
+                    assert future.result(timeout=TIMEOUT) == 3
+                else:
+                    with pytest.raises(TaskError, match="could not be unpickled on node") as e:
+                        future.result(timeout=TIMEOUT)
+                    assert e.value.node in client.workers and e.value.rank != geode.rank
+                    assert "define it at the top level" in str(e.value)
+                assert client.submit(where, 4).result(timeout=TIMEOUT)[0] == 16  # goes on
+    finally:
+        globals()["only_on_the_client"] = only_on_the_client_kept
+
+
+only_on_the_client_kept = only_on_the_client
