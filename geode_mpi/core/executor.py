@@ -32,7 +32,7 @@ from geode_mpi.codec import pickling
 from geode_mpi.core.filters import matcher
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait
-from geode_mpi.errors import EncodeError, RemoteTraceback, TaskError
+from geode_mpi.errors import EncodeError, RemoteTraceback, TaskError, ThreadError
 from geode_mpi.message import Message
 
 if TYPE_CHECKING:
@@ -127,6 +127,11 @@ def open_executor(
     prefetch: int,
 ) -> GeodeExecutor:
     """`Geode.executor`: check the arguments, create the work queue (collective)."""
+    if runtime.gate.main_only is not None:  # (the same on every rank: none goes on alone)
+        raise ThreadError(
+            f"geode.executor() does its client's work in a thread, but {runtime.gate.main_only}:"
+            " start MPI at level 'serialized' or 'multiple' (mpi4py.rc.thread_level)"
+        )
     placement = runtime.placement
     chosen = 0 if client is None else placement.index(client, "client")
     if workers is None:

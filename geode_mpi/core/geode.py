@@ -823,6 +823,8 @@ class Geode:
             UnknownNodeError: the client or a worker is not a node.
             ValueError: no workers, a worker twice, prefetch < 1.
             WorldMismatchError: ranks called it with different arguments.
+            ThreadError: MPI runs below the 'serialized' thread level (the client's work is
+                done in a thread).
         """
         from geode_mpi.core.executor import open_executor  # (concurrent.futures: on demand)
 

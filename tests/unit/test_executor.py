@@ -18,6 +18,7 @@ from geode_mpi import (
     Message,
     RemoteTraceback,
     TaskError,
+    ThreadError,
     UnknownNodeError,
 )
 
@@ -259,3 +260,13 @@ def test_bad_arguments_are_named() -> None:
             geode.executor(workers=[])
         with pytest.raises(ValueError, match="prefetch must be an int >= 1, got 0"):
             geode.executor(prefetch=0)
+
+
+def test_an_mpi_below_the_serialized_thread_level_is_refused_clearly(geode: Geode) -> None:
+    gate = geode.transport.gate
+    gate.main_only = "MPI was started at thread level 'funneled'"
+    try:
+        with pytest.raises(ThreadError, match="does its client's work in a thread, but MPI was"):
+            geode.executor()
+    finally:
+        gate.main_only = None
