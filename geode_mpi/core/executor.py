@@ -109,14 +109,15 @@ def check_function(fn: object) -> None:
 
 
 def default_workers(placement: Placement, client: int, size: int) -> list[int]:
-    """The first node of every rank but the client's; in a job of one rank, every node but
-    the client (the client itself in a job of one node)."""
+    """The first node of every rank but the client's. In a job of one rank, where one thread
+    runs every task anyway, one node: the first but the client (the client in a job of one
+    node), so that each task waits to be handed out, cancellable, until that thread is free."""
     client_rank = placement.rank_of(client)
     firsts = [placement.hosted_by(rank)[0] for rank in range(size) if rank != client_rank]
     if firsts:
         return firsts
     others = [index for index in range(len(placement.names)) if index != client]
-    return others or [client]
+    return others[:1] or [client]
 
 
 def open_executor(

@@ -815,7 +815,7 @@ class Geode:
             client: the node that submits tasks and gets their outcomes (default: the first
                 node); it is the queue's dispatcher.
             workers: the nodes that run them (default: the first node of every rank but the
-                client's; in a job of one rank, every node but the client).
+                client's; in a job of one rank, the first node but the client).
             prefetch: tasks a worker is handed ahead of the one it runs (1 hides the round
                 trip to the client; no queued task is cancellable once handed out).
 

@@ -88,13 +88,11 @@ def test_the_block_gives_an_executor_in_the_embedded_world(geode: Geode) -> None
     with geode.executor() as ex:
         assert isinstance(ex, GeodeExecutor)
         assert isinstance(ex, concurrent.futures.Executor)
-        assert ex.client == "node0" and ex.workers == ("node1", "node2", "node3")
+        assert ex.client == "node0" and ex.workers == ("node1",)  # one thread runs tasks
         future = ex.submit(square, 7)
         assert isinstance(future, concurrent.futures.Future)
         assert future.result(timeout=TIMEOUT) == 49
-    assert repr(ex) == (
-        "<GeodeExecutor 'executor-1' client=node0 workers=['node1', 'node2', 'node3'] prefetch=1>"
-    )
+    assert repr(ex) == "<GeodeExecutor 'executor-1' client=node0 workers=['node1'] prefetch=1>"
 
 
 def test_map_yields_in_order_with_chunks_and_several_iterables(geode: Geode) -> None:
