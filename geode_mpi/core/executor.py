@@ -143,8 +143,12 @@ def open_executor(
         taking = [placement.index(node, "worker") for node in workers]
         if not taking or len(set(taking)) != len(taking):
             raise ValueError(f"workers must be distinct nodes, at least one, got {workers!r}")
-    names = {queue.name for queue in channels.work_queues.values()}
-    name = next(f"executor-{k}" for k in itertools.count(1) if f"executor-{k}" not in names)
+    # Never the name of a queue saved in the checkpoint this job restarted from: restored, it
+    # would be finished, with no worker asking (the same names on every rank either way).
+    taken = {queue.name for queue in channels.work_queues.values()}
+    if channels.checkpointer is not None:
+        taken |= set(channels.checkpointer.queues)
+    name = next(f"executor-{k}" for k in itertools.count(1) if f"executor-{k}" not in taken)
     queue = channels.work_queue(name, taking, chosen, [chosen], prefetch)
     return GeodeExecutor(runtime, queue, chosen, taking)
 

@@ -6,6 +6,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,3 +269,15 @@ def test_an_mpi_below_the_serialized_thread_level_is_refused_clearly(geode: Geod
             geode.executor()
     finally:
         gate.main_only = None
+
+
+def test_an_executor_made_after_a_restart_is_not_the_saved_one(tmp_path: Path) -> None:
+    """The checkpoint saved executor-1's queue finished, with no worker asking: restored, it
+    would hold every new task forever."""
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        with geode.executor() as ex:
+            assert ex is not None and list(ex.map(square, range(3))) == [0, 1, 4]
+        geode.checkpoint()
+    with Geode(checkpoint_dir=tmp_path, restart=True) as geode, geode.executor() as ex:
+        assert ex is not None and ex.name == "executor-2"
+        assert list(ex.map(square, range(3), timeout=TIMEOUT)) == [0, 1, 4]
