@@ -181,6 +181,7 @@ class GeodeExecutor(Executor):
         self._futures: dict[int, Future[Any]] = {}  # not yet resolved or dropped, by task id
         self._ids = itertools.count()
         self._lock = threading.Lock()  # submit against shutdown
+        self._wake = threading.Event()  # set by submit and shutdown for an idle client thread
         self._shutdown = False
         self._finishing = False  # the client told the queue that no task will come
         self._broken: BaseException | None = None  # what ended the client's thread
@@ -259,6 +260,7 @@ class GeodeExecutor(Executor):
         except BaseException:
             del self._futures[task_id]
             raise
+        self._wake.set()
         return future
 
     def map(
@@ -297,6 +299,7 @@ class GeodeExecutor(Executor):
         with self._lock:
             self._shutdown = True
             queued = list(self._futures.values()) if cancel_futures else []
+        self._wake.set()
         for future in queued:
             future.cancel()  # (only those not yet running: handed to a worker)
         thread = self._thread
@@ -371,6 +374,9 @@ class GeodeExecutor(Executor):
         runtime = self._runtime
         gate = self._gate
         while True:
+            if self.is_client and not self._futures and not self._shutdown:
+                self._idle()
+                continue
             gate.enter()
             try:
                 found = cast("Taken | _Signal | None", Wait(runtime.engine, None).until(self._look))
@@ -396,6 +402,15 @@ class GeodeExecutor(Executor):
                     runtime.send(outcome, index, self._client, False, None)
             if taken[1] is not None:  # the node's queue wants explicit acks
                 message.ack()
+
+    def _idle(self) -> None:
+        """The client's thread with no task in flight: sleep until `submit` or `shutdown`, out
+        of geode_mpi's waits, so that a client computing meanwhile is busy, not waiting, to
+        ``--hang-timeout`` (the workers' requests wait for the next task, as they would)."""
+        wake = self._wake
+        wake.clear()
+        if not self._futures and not self._shutdown:  # (either may have come since)
+            wake.wait()
 
     def _look(self) -> Taken | _Signal | Marker:
         take = self._runtime.engine.take
