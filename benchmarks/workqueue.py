@@ -75,17 +75,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "master/worker loop and a static round-robin split. Run with 3 ranks or more: "
         "mpiexec -n 4 python benchmarks/workqueue.py",
     )
-    parser.add_argument("--min-ms", type=float, default=5.0, help="shortest task, ms (5)")
-    parser.add_argument("--max-ms", type=float, default=50.0, help="longest task, ms (50)")
-    parser.add_argument("--seed", type=int, default=7, help="repeat r draws with seed + r (7)")
+    duration_options(parser, seed=7)
     launch.scaled_options(parser, SCALED, "a smoke test of a few seconds")
     launch.json_option(parser, "workqueue")
     args = launch.parse_scaled(parser, argv, SCALED)
+    check_durations(parser, args)
+    return args
+
+
+def duration_options(parser: argparse.ArgumentParser, seed: int) -> None:
+    """``--min-ms``, ``--max-ms`` and ``--seed``: what `draw` draws the durations from (also
+    benchmarks/executor.py's)."""
+    parser.add_argument("--min-ms", type=float, default=5.0, help="shortest task, ms (5)")
+    parser.add_argument("--max-ms", type=float, default=50.0, help="longest task, ms (50)")
+    parser.add_argument(
+        "--seed", type=int, default=seed, help=f"repeat r draws with seed + r ({seed})"
+    )
+
+
+def check_durations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a range of durations that `draw` cannot draw from (exit status 2)."""
     if args.min_ms < 0:
         parser.error(f"--min-ms must be >= 0, got {args.min_ms:g}")
     if args.max_ms <= 0 or args.max_ms < args.min_ms:
         parser.error(f"--max-ms must be > 0 and >= --min-ms ({args.min_ms:g}), got {args.max_ms:g}")
-    return args
 
 
 def draw(args: argparse.Namespace, repeat: int) -> list[float]:

@@ -1,5 +1,7 @@
 """geode_mpi: a message layer for HPC jobs in Python, built on MPI."""
 
+import typing as _typing
+
 from geode_mpi._version import __version__
 from geode_mpi.codec.compression import Compression
 from geode_mpi.core import Geode, SendHandle
@@ -22,7 +24,9 @@ from geode_mpi.errors import (
     NodeNotLocalError,
     QueueFull,
     ReceiveTimeout,
+    RemoteTraceback,
     SendTimeout,
+    TaskError,
     Terminated,
     ThreadError,
     UnknownNodeError,
@@ -31,6 +35,9 @@ from geode_mpi.errors import (
 )
 from geode_mpi.message import Message, Receipt
 from geode_mpi.transport import Transport
+
+if _typing.TYPE_CHECKING:  # loaded on first use (concurrent.futures loads logging): __getattr__
+    from geode_mpi.core.executor import GeodeExecutor
 
 __all__ = [
     "AckTimeout",
@@ -43,6 +50,7 @@ __all__ = [
     "EncodeError",
     "Geode",
     "GeodeError",
+    "GeodeExecutor",
     "GeodeTimeoutError",
     "Group",
     "Message",
@@ -54,10 +62,12 @@ __all__ = [
     "QueueFull",
     "Receipt",
     "ReceiveTimeout",
+    "RemoteTraceback",
     "RunSummary",
     "SendHandle",
     "SendTimeout",
     "Stop",
+    "TaskError",
     "Terminated",
     "ThreadError",
     "Topic",
@@ -74,5 +84,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
+    if name == "GeodeExecutor":
+        from geode_mpi.core.executor import GeodeExecutor
+
+        globals()[name] = GeodeExecutor  # (the next look finds it without this call)
+        return GeodeExecutor
     # The old names of the progress printer (progress, Progress) warn once, then work.
     return _progress.renamed(name, __name__)

@@ -235,6 +235,35 @@ class RestartDirError(GeodeError, ValueError):
     ``checkpoint_dir``."""
 
 
+class RemoteTraceback(GeodeError):
+    """The traceback of an exception a task raised on another node (`GeodeExecutor`): the
+    ``__cause__`` of the exception that ``future.result()`` re-raises, so that Python prints
+    it above that exception, as `concurrent.futures.ProcessPoolExecutor` does."""
+
+    def __init__(self, traceback: str, node: str, rank: int) -> None:
+        self.traceback = traceback  # the worker's formatted traceback
+        self.node = node  # the worker node that ran the task
+        self.rank = rank  # and its rank
+        body = traceback.rstrip()
+        first = "Traceback (most recent call last):"
+        if body.startswith(first):
+            body = body[len(first) :].lstrip("\n")
+        super().__init__(
+            f'\n"""\nTraceback on {node} (rank {rank}), most recent call last:\n{body}\n"""'
+        )
+
+
+class TaskError(GeodeError, RuntimeError):
+    """A task of a `GeodeExecutor` failed in a way its own exception cannot say here: its
+    result or exception could not be pickled where it ran, or not unpickled on the client;
+    or its arguments could not be unpickled on the worker."""
+
+    def __init__(self, message: str, node: str, rank: int) -> None:
+        self.node = node  # the worker node that ran (or was to run) the task
+        self.rank = rank
+        super().__init__(message)
+
+
 def check_timeout(timeout: float | None, argument: str = "timeout") -> float | None:
     """Validate a timeout argument: None (wait forever) or a number >= 0.
 

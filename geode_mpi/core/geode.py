@@ -61,6 +61,8 @@ from geode_mpi.transport import (
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from geode_mpi.core.executor import GeodeExecutor
 else:  # a job that never asks for a zero-copy array never needs numpy here
     from geode_mpi.base.ondemand import on_first_use
 
@@ -849,6 +851,41 @@ class Geode:
             ValueError: the name is taken, no consumers, a consumer twice, prefetch < 1.
         """
         return self._channels.work_queue(name, consumers, dispatcher, producers, prefetch)
+
+    @locked
+    def executor(
+        self,
+        client: str | int | None = None,
+        *,
+        workers: Sequence[str | int] | None = None,
+        prefetch: int = 1,
+    ) -> GeodeExecutor:
+        """A `concurrent.futures.Executor` over a work queue: ``submit`` and ``map`` run
+        functions on the worker nodes (see `GeodeExecutor` and docs/executor.md).
+
+        Collective: every rank calls it with the same arguments, in the same order as its
+        work queues and topics, then enters ``with`` on the result. On the client's rank the
+        block gets the executor; on the others, entering it runs tasks until the client's
+        block ends, and gives None. In the embedded world it runs the tasks in a thread.
+
+        Args:
+            client: the node that submits tasks and gets their outcomes (default: the first
+                node); it is the queue's dispatcher.
+            workers: the nodes that run them (default: the first node of every rank but the
+                client's; in a job of one rank, the first node but the client).
+            prefetch: tasks a worker is handed ahead of the one it runs (1 hides the round
+                trip to the client; no queued task is cancellable once handed out).
+
+        Raises:
+            UnknownNodeError: the client or a worker is not a node.
+            ValueError: no workers, a worker twice, prefetch < 1.
+            WorldMismatchError: ranks called it with different arguments.
+            ThreadError: MPI runs below the 'serialized' thread level (the client's work is
+                done in a thread).
+        """
+        from geode_mpi.core.executor import open_executor  # (concurrent.futures: on demand)
+
+        return open_executor(self._runtime, self._channels, client, workers, prefetch)
 
     @locked
     def stop(self, node: str | int, *, source: str | int | None = None) -> None:

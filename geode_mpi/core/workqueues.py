@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
@@ -102,6 +102,9 @@ class WorkQueue:
         self._dispatcher = dispatcher
         self.prefetch = prefetch
         self.dispatch = Dispatch(producers, dispatcher)
+        # On the dispatcher's rank: asked about each task about to be handed out; False drops
+        # it (an executor's cancelled future, `geode_mpi.core.executor`). None: keep them all.
+        self.admit: Callable[[Message], bool] | None = None
         geode.engine.add_stream(TopicStream(number, -1, name, dispatcher))
 
     def start(self) -> None:
@@ -228,8 +231,12 @@ class WorkQueue:
 
     def _dispatch(self) -> None:
         state = self.dispatch
+        admit = self.admit
         while state.wanting and state.tasks:
-            self._hand_out(state.tasks.popleft(), state.wanting.popleft())
+            task = state.tasks.popleft()
+            if admit is not None and not admit(task):
+                continue
+            self._hand_out(task, state.wanting.popleft())
             state.dispatched += 1
         if state.finished and not state.tasks:
             while state.wanting:

@@ -24,9 +24,9 @@ from geode_mpi import Group, Message, RunSummary, errors
 from geode_mpi.transport.base import SendTicket
 
 EXPORTED = {name: getattr(geode_mpi, name) for name in geode_mpi.__all__}
-# Users get these from a Geode (isend, publish, group, topic, workqueue) and never build one:
-# their constructors take internals and are not part of the API.
-BUILT_BY_GEODE = {"SendHandle", "PublishHandle", "Group", "Topic", "WorkQueue"}
+# Users get these from a Geode (isend, publish, group, topic, workqueue, executor) and never
+# build one: their constructors take internals and are not part of the API.
+BUILT_BY_GEODE = {"SendHandle", "PublishHandle", "Group", "Topic", "WorkQueue", "GeodeExecutor"}
 # The type of Geode(transport=...): exported so that the parameter can be annotated, but its
 # members are the transport layer's contract (see geode_mpi.transport), not the user API.
 NOT_WALKED = {"Transport"}

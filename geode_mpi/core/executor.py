@@ -1,0 +1,519 @@
+"""An executor over a work queue: `concurrent.futures`' ``submit`` and ``map`` on worker nodes.
+
+`Geode.executor` creates one, collectively. Its tasks go on a work queue whose dispatcher is
+the *client* node; the queue hands each to one *worker* node, by load (`WorkQueue`), and the
+worker sends its outcome, the value or the exception with its traceback, back to the client
+as a message. On the client's rank a thread drives all of that (it hands out tasks, takes the
+outcomes, resolves the futures, and runs the tasks of any worker node hosted there: all of
+them in the embedded world); every other rank serves its worker nodes in the ``with`` block's
+``__enter__`` until the client's block ends, then gets None (mpi4py.futures'
+``MPICommExecutor`` idiom).
+
+The function, arguments and results are pickled here, each with its arrays out of band
+(`geode_mpi.codec.pickling`), so that a task whose function or result cannot cross fails its
+own future instead of the rank that met it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import pickle
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, InvalidStateError
+from functools import partial
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from geode_mpi.base.logger import log
+from geode_mpi.codec import pickling
+from geode_mpi.core.filters import matcher
+from geode_mpi.core.workqueues import WorkDone, WorkQueue
+from geode_mpi.delivery.waiting import IDLE, Marker, Wait
+from geode_mpi.errors import EncodeError, RemoteTraceback, TaskError, ThreadError
+from geode_mpi.message import Message
+
+if TYPE_CHECKING:
+    from geode_mpi.core.channels import Channels
+    from geode_mpi.core.placement import Placement
+    from geode_mpi.core.runtime import Runtime
+    from geode_mpi.queues import Parcel
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+Taken = tuple[int, tuple["Parcel", Any]]  # (local node index, what Engine.take returned)
+
+
+class _Signal:
+    """What the serving loop's look found besides a message."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_FINISH = _Signal("finish")  # the client: shut down and every future done, tell the workers
+_DONE = _Signal("done")  # every local worker was told, and the client finished
+
+
+class _Task(Message):
+    """A task, on the executor's work queue: (task id, pickled (fn, args, kwargs), its arrays)."""
+
+
+class _Outcome(Message):
+    """A task's outcome, to the client: (task id, ok, pickled value or exception (b"" if it
+    could not be pickled), its arrays, (exception type, text, traceback) or None)."""
+
+
+def _run_chunk(fn: Callable[..., Any], chunk: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``map(chunksize=n)``'s task: ``fn`` over n argument tuples."""
+    return [fn(*args) for args in chunk]
+
+
+def _chunks(items: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _pack(value: Any) -> tuple[bytes, list[Any]]:
+    frames: list[Any] = []
+    return pickling.dumps(value, frames), frames
+
+
+def _label(fn: object) -> str:
+    return repr(getattr(fn, "__qualname__", None) or fn)
+
+
+def check_function(fn: object) -> None:
+    """A task's function must be callable and travel by reference (pickle).
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+        EncodeError: it cannot be pickled (a lambda, a function defined inside another).
+    """
+    if not callable(fn):
+        raise TypeError(f"an executor task needs a callable, got {fn!r}")
+    try:
+        pickle.dumps(fn, protocol=5)
+    except Exception as exc:  # pickle raises several kinds (PicklingError, AttributeError)
+        raise EncodeError(
+            f"the function {_label(fn)} (a task's function travels by reference: define it at "
+            "the top level of a module every rank imports, not as a lambda or inside a "
+            "function)",
+            type(fn),
+            exc,
+        ) from None
+
+
+def default_workers(placement: Placement, client: int, size: int) -> list[int]:
+    """The first node of every rank but the client's. In a job of one rank, where one thread
+    runs every task anyway, one node: the first but the client (the client in a job of one
+    node), so that each task waits to be handed out, cancellable, until that thread is free."""
+    client_rank = placement.rank_of(client)
+    firsts = [placement.hosted_by(rank)[0] for rank in range(size) if rank != client_rank]
+    if firsts:
+        return firsts
+    others = [index for index in range(len(placement.names)) if index != client]
+    return others[:1] or [client]
+
+
+def open_executor(
+    runtime: Runtime,
+    channels: Channels,
+    client: str | int | None,
+    workers: Sequence[str | int] | None,
+    prefetch: int,
+) -> GeodeExecutor:
+    """`Geode.executor`: check the arguments, create the work queue (collective)."""
+    if runtime.gate.main_only is not None:  # (the same on every rank: none goes on alone)
+        raise ThreadError(
+            f"geode.executor() does its client's work in a thread, but {runtime.gate.main_only}:"
+            " start MPI at level 'serialized' or 'multiple' (mpi4py.rc.thread_level)"
+        )
+    placement = runtime.placement
+    chosen = 0 if client is None else placement.index(client, "client")
+    if workers is None:
+        taking = default_workers(placement, chosen, runtime.size)
+    else:
+        if isinstance(workers, (str, int)):
+            raise TypeError(f"workers must be a list of nodes, got {workers!r}")
+        taking = [placement.index(node, "worker") for node in workers]
+        if not taking or len(set(taking)) != len(taking):
+            raise ValueError(f"workers must be distinct nodes, at least one, got {workers!r}")
+    # Never the name of a queue saved in the checkpoint this job restarted from: restored, it
+    # would be finished, with no worker asking (the same names on every rank either way).
+    taken = {queue.name for queue in channels.work_queues.values()}
+    if channels.checkpointer is not None:
+        taken |= set(channels.checkpointer.queues)
+    name = next(f"executor-{k}" for k in itertools.count(1) if f"executor-{k}" not in taken)
+    queue = channels.work_queue(name, taking, chosen, [chosen], prefetch)
+    return GeodeExecutor(runtime, queue, chosen, taking)
+
+
+class GeodeExecutor(Executor):
+    """A `concurrent.futures.Executor` whose tasks run on the job's worker nodes.
+
+    Create it with `Geode.executor` (collective: every rank does) and use it in a ``with``
+    block. On the client node's rank, ``with`` gives the executor: `submit` and `map` as in
+    `concurrent.futures`. On the other ranks, entering the block runs tasks on this rank's
+    worker nodes until the client's block ends, then gives None. Leaving the block on the
+    client shuts the executor down (``shutdown(wait=True)``; when the block raised, with
+    ``cancel_futures=True``) and tells the workers; a worker's ``with`` ends then.
+
+    A future is *running* once its task is handed to a worker (up to ``prefetch`` tasks wait
+    at a worker beside the one it runs); until then `Future.cancel` works.
+    """
+
+    def __init__(
+        self, runtime: Runtime, queue: WorkQueue, client: int, workers: Sequence[int]
+    ) -> None:
+        self._runtime = runtime
+        self._gate = runtime.gate
+        self._queue = queue
+        self._client = client
+        self._workers = tuple(workers)
+        self.is_client: bool = client in runtime.inboxes  # this rank hosts the client node
+        # This rank's worker nodes not yet told that the queue is finished.
+        self._mine = [index for index in self._workers if index in runtime.inboxes]
+        self._futures: dict[int, Future[Any]] = {}  # not yet resolved or dropped, by task id
+        self._ids = itertools.count()
+        self._lock = threading.Lock()  # submit against shutdown
+        self._wake = threading.Event()  # set by submit and shutdown for an idle client thread
+        self._shutdown = False
+        self._finishing = False  # the client told the queue that no task will come
+        self._broken: BaseException | None = None  # what ended the client's thread
+        number = queue.number
+        self._is_task: Callable[[Parcel], bool] = lambda parcel: parcel.source == number
+        self._is_outcome = matcher(None, _Outcome)
+        self._thread: threading.Thread | None = None
+        if self.is_client:
+            queue.admit = self._admit
+            self._thread = threading.Thread(
+                target=self._client_thread, name=f"geode_mpi {queue.name}", daemon=True
+            )
+            self._thread.start()
+            atexit.register(self._at_exit)  # runs before the Geodes' own exit, which waits
+
+    # -- what it is ------------------------------------------------------------------------
+
+    @property
+    def client(self) -> str:
+        """The node that submits the tasks and gets their outcomes."""
+        return self._runtime.names[self._client]
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        """The nodes that run the tasks."""
+        return tuple(self._runtime.names[index] for index in self._workers)
+
+    @property
+    def prefetch(self) -> int:
+        """Tasks that may wait at a worker besides the one it runs."""
+        return self._queue.prefetch
+
+    @property
+    def name(self) -> str:
+        """The name of its work queue."""
+        return self._queue.name
+
+    def __repr__(self) -> str:
+        return (
+            f"<GeodeExecutor {self.name!r} client={self.client} workers={list(self.workers)} "
+            f"prefetch={self.prefetch}>"
+        )
+
+    # -- the client ------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        """Queue ``fn(*args, **kwargs)`` to run on a worker; its future at once.
+
+        Raises:
+            RuntimeError: called after `shutdown`, or on a rank that does not host the client.
+            TypeError: ``fn`` is not callable.
+            EncodeError: ``fn`` cannot be pickled by reference, or the arguments at all.
+            TaskError: the executor's thread failed (its message says how).
+        """
+        self._check_client("submit")
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, got {fn!r}")
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError(
+                    f"submit({_label(fn)}) after shutdown(): executor {self.name!r} takes no "
+                    "new tasks once shut down (or once its with block ended)"
+                )
+            if self._broken is not None:
+                raise self._failure()
+            task_id = next(self._ids)
+            future: Future[_T] = Future()
+            self._futures[task_id] = future
+        try:
+            try:
+                blob, frames = _pack((fn, args, kwargs))
+            except Exception as exc:
+                check_function(fn)  # says so when the function is what fails
+                raise EncodeError(f"the arguments of {_label(fn)}", type(args), exc) from None
+            self._queue.put(_Task((task_id, blob, frames)), self._client)
+        except BaseException:
+            del self._futures[task_id]
+            raise
+        self._wake.set()
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[_T]:
+        """``fn`` over the iterables, as the builtin ``map``: the results in order, each as it
+        comes (every task is submitted at once). ``chunksize`` > 1 sends that many calls as
+        one task (fewer messages for short tasks).
+
+        Raises:
+            TimeoutError: a result not there ``timeout`` seconds after the call (from the
+                iterator; the tasks not yet handed out are cancelled).
+            ValueError: ``chunksize`` < 1.
+        """
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        self._check_client("map")
+        check_function(fn)
+        chunks = _chunks(zip(*iterables, strict=False), chunksize)
+        results = super().map(partial(_run_chunk, fn), chunks, timeout=timeout)
+        return itertools.chain.from_iterable(results)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more tasks; once every future is resolved, tell the workers to stop.
+
+        Args:
+            wait: return once every future is resolved and every worker told.
+            cancel_futures: cancel every task not yet handed to a worker.
+        """
+        with self._lock:
+            self._shutdown = True
+            queued = list(self._futures.values()) if cancel_futures else []
+        self._wake.set()
+        for future in queued:
+            future.cancel()  # (only those not yet running: handed to a worker)
+        thread = self._thread
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def __enter__(self) -> GeodeExecutor | None:  # type: ignore[override]  # (None: a worker)
+        """The executor on the client's rank; elsewhere `serve`, then None."""
+        if self.is_client:
+            return self
+        self.serve()
+        return None
+
+    def __exit__(self, *raised: object) -> None:
+        if self.is_client:  # (a raise in the block: cancel what is still queued)
+            self.shutdown(wait=True, cancel_futures=raised[0] is not None)
+
+    def _check_client(self, call: str) -> None:
+        if not self.is_client:
+            raise RuntimeError(
+                f"{call}() on rank {self._runtime.rank}: executor {self.name!r} takes tasks on "
+                f"its client {self.client}'s rank {self._runtime.placement.rank_of(self._client)}"
+                " only (in a with block, ex is None on the other ranks: `if ex is not None:`)"
+            )
+
+    def _failure(self) -> TaskError:
+        rank = self._runtime.rank
+        return TaskError(
+            f"executor {self.name!r}: its thread on {self.client} (rank {rank}) failed with "
+            f"{type(self._broken).__name__}: {self._broken}",
+            self.client,
+            rank,
+        )
+
+    def _at_exit(self) -> None:
+        self.shutdown(wait=True)
+
+    def _admit(self, task: Message) -> bool:
+        """The dispatcher is about to hand ``task`` out: False if its future was cancelled."""
+        task_id = task.data[0]
+        future = self._futures.get(task_id)
+        if future is None:
+            return False
+        if future.set_running_or_notify_cancel():
+            return True
+        del self._futures[task_id]
+        return False
+
+    def _client_thread(self) -> None:
+        try:
+            self._serve_loop()
+        except BaseException as exc:
+            self._broken = exc
+            log.error("executor %r: its thread failed", self.name, exc_info=exc)
+            failure = self._failure()
+            for future in list(self._futures.values()):
+                with contextlib.suppress(InvalidStateError):  # (cancelled meanwhile)
+                    future.set_exception(failure)
+        finally:
+            atexit.unregister(self._at_exit)
+
+    # -- the workers (and the client's thread) ---------------------------------------------
+
+    def serve(self) -> None:
+        """Run tasks on this rank's worker nodes until the client's executor has shut down
+        (what entering the ``with`` block does on the ranks that do not host the client; on
+        the client's rank, its thread does this: return at once)."""
+        if not self.is_client:
+            self._serve_loop()
+
+    def _serve_loop(self) -> None:
+        runtime = self._runtime
+        gate = self._gate
+        while True:
+            if self.is_client and not self._futures and not self._shutdown:
+                self._idle()
+                continue
+            gate.enter()
+            try:
+                found = cast("Taken | _Signal | None", Wait(runtime.engine, None).until(self._look))
+                if found is _FINISH:
+                    self._finish()
+                    continue
+                if found is _DONE or found is None:
+                    if self.is_client:
+                        self._queue.serve()  # until every worker was told
+                    return
+                assert not isinstance(found, _Signal)
+                index, taken = found
+                message = runtime.deliver(index, taken)
+            finally:
+                gate.release()
+            if isinstance(message, WorkDone):
+                self._mine.remove(index)
+            elif isinstance(message, _Outcome):
+                self._resolve(message)
+            else:
+                outcome = self._run(message, index)
+                with gate:
+                    runtime.send(outcome, index, self._client, False, None)
+            if taken[1] is not None:  # the node's queue wants explicit acks
+                message.ack()
+
+    def _idle(self) -> None:
+        """The client's thread with no task in flight: sleep until `submit` or `shutdown`, out
+        of geode_mpi's waits, so that a client computing meanwhile is busy, not waiting, to
+        ``--hang-timeout`` (the workers' requests wait for the next task, as they would)."""
+        wake = self._wake
+        wake.clear()
+        if not self._futures and not self._shutdown:  # (either may have come since)
+            wake.wait()
+
+    def _look(self) -> Taken | _Signal | Marker:
+        take = self._runtime.engine.take
+        for index in self._mine:
+            found = take(index, self._is_task, None, False)
+            if found is not None:
+                return index, found
+        if not self.is_client:
+            return IDLE if self._mine else _DONE
+        found = take(self._client, self._is_outcome, None, False)
+        if found is not None:
+            return self._client, found
+        if not self._finishing:
+            if self._shutdown and all(future.done() for future in self._futures.values()):
+                return _FINISH
+        elif not self._mine:
+            return _DONE
+        return IDLE
+
+    def _finish(self) -> None:
+        """Shut down, every future resolved: notify the cancelled ones still held by the
+        dispatcher, and tell the workers (through the queue) that no task will come."""
+        for task_id in list(self._futures):
+            self._futures.pop(task_id).set_running_or_notify_cancel()
+        self._finishing = True
+        self._queue.finish(self._client)
+
+    def _run(self, message: Message, index: int) -> _Outcome:
+        """Run a task on worker node ``index``: its outcome, whatever happens."""
+        task_id, blob, frames = message.data
+        node, rank = self._runtime.names[index], self._runtime.rank
+        try:
+            fn, args, kwargs = pickling.loads(blob, frames)
+        except Exception as exc:
+            return _failed(
+                task_id,
+                TaskError(
+                    f"a task's function and arguments could not be unpickled on {node} (rank "
+                    f"{rank}): {type(exc).__name__}: {exc} (a task's function must exist on "
+                    "every rank: define it at the top level of a module every rank imports)",
+                    node,
+                    rank,
+                ),
+            )
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as exc:
+            return _failed(task_id, exc, skip=1)
+        try:
+            blob, frames = _pack(value)
+        except Exception as exc:
+            return _failed(
+                task_id,
+                TaskError(
+                    f"the result of {_label(fn)} on {node} (rank {rank}) cannot be pickled: "
+                    f"{type(exc).__name__}: {exc}",
+                    node,
+                    rank,
+                ),
+            )
+        return _Outcome((task_id, True, blob, frames, None))
+
+    def _resolve(self, message: Message) -> None:
+        """An outcome came back: resolve its future."""
+        task_id, ok, blob, frames, text = message.data
+        future = self._futures.pop(task_id, None)
+        if future is None:
+            return
+        node = str(message.source)
+        rank = self._runtime.placement.rank_of(self._runtime.index_of[node])
+        try:
+            value = pickling.loads(blob, frames) if blob else None
+        except Exception as exc:
+            what = "result" if ok else f"exception ({text[0]}: {text[1]})"
+            future.set_exception(
+                TaskError(
+                    f"a task's {what} from {node} (rank {rank}) cannot be unpickled on "
+                    f"{self.client}: {type(exc).__name__}: {exc}",
+                    node,
+                    rank,
+                )
+            )
+            return
+        if ok:
+            future.set_result(value)
+            return
+        kind, said, trace = text
+        if not isinstance(value, BaseException):
+            value = TaskError(f"a task raised {kind}: {said} (not picklable)", node, rank)
+        value.__cause__ = RemoteTraceback(trace, node, rank)
+        future.set_exception(value)
+
+
+def _failed(task_id: int, exc: BaseException, skip: int = 0) -> _Outcome:
+    """The outcome of a task that raised ``exc``: the exception if it pickles both ways, and
+    its traceback (less the executor's own ``skip`` frames) as text."""
+    tb = exc.__traceback__
+    for _ in range(skip):
+        tb = tb.tb_next if tb is not None else None
+    trace = "".join(traceback.format_exception(type(exc), exc, tb))
+    try:
+        blob, frames = _pack(exc)
+        pickling.loads(blob, frames)  # an exception whose __init__ takes other arguments
+    except Exception:
+        blob, frames = b"", []
+    return _Outcome((task_id, False, blob, frames, (type(exc).__qualname__, str(exc), trace)))

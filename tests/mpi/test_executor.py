@@ -1,0 +1,157 @@
+"""The executor at 1, 2 and 4 ranks: the same script on every rank, tasks on the workers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any
+
+import numpy as np
+import pytest
+
+from geode_mpi import Geode, Message, RemoteTraceback, TaskError
+
+TIMEOUT = 60.0
+_here: dict[str, Any] = {}  # this rank's Geode, for the tasks that use it
+
+
+class Go(Message):
+    """Lets `wait_for_go` return."""
+
+
+def where(x: int) -> tuple[int, int]:
+    """x squared, and the rank that computed it."""
+    return x * x, _here["geode"].rank
+
+
+def fail(x: int) -> None:
+    raise ValueError(f"task {x} fails on purpose")
+
+
+def array(n: int, fill: float) -> np.ndarray[Any, Any]:
+    return np.full(n, fill)
+
+
+def wait_for_go(node: str) -> Any:
+    """Block a worker until the test sends it a Go (no sleep: the test decides when)."""
+    return _here["geode"].receive(node, type=Go, timeout=TIMEOUT).data
+
+
+@pytest.fixture
+def geode() -> Any:
+    g = Geode()
+    _here["geode"] = g
+    yield g
+    _here.clear()
+    g.close(timeout=TIMEOUT)
+
+
+def test_map_is_ordered_and_runs_on_the_other_ranks(geode: Geode) -> None:
+    with geode.executor() as ex:
+        if ex is None:
+            assert geode.rank != 0
+        else:
+            assert geode.rank == 0
+            results = list(ex.map(where, range(60)))
+            assert [value for value, _ in results] == [x * x for x in range(60)]
+            ranks = {rank for _, rank in results}  # (a fast worker may take them all)
+            assert ranks and ranks <= ({0} if geode.size == 1 else set(range(1, geode.size)))
+            chunked = list(ex.map(where, range(25), chunksize=4))
+            assert [value for value, _ in chunked] == [x * x for x in range(25)]
+
+
+def test_an_exception_comes_back_with_the_worker_traceback_and_rank(geode: Geode) -> None:
+    with geode.executor() as ex:
+        if ex is not None:
+            futures = [ex.submit(fail, x) for x in range(6)]
+            for x, future in enumerate(futures):
+                with pytest.raises(ValueError, match=f"task {x} fails on purpose") as caught:
+                    future.result(timeout=TIMEOUT)
+                cause = caught.value.__cause__
+                assert isinstance(cause, RemoteTraceback)
+                assert cause.node in ex.workers and cause.rank == geode.rank_of(cause.node)
+                assert f"Traceback on {cause.node} (rank {cause.rank})" in str(cause)
+                assert "in fail" in cause.traceback
+            assert ex.submit(where, 2).result(timeout=TIMEOUT)[0] == 4  # it goes on
+
+
+def test_queued_tasks_cancel_while_the_only_worker_is_busy(geode: Geode) -> None:
+    worker = geode.nodes[-1] if geode.size > 1 else "node1"
+    with geode.executor(workers=[worker]) as ex:
+        if ex is not None:
+            blocker = ex.submit(wait_for_go, worker)
+            queued = [ex.submit(where, x) for x in range(6)]
+            cancelled = [f for f in queued if f.cancel()]
+            # The blocker and at most one more (prefetch 1) were handed out: the rest cancel.
+            assert len(cancelled) >= 5
+            geode.send(Go("go"), dest=worker)
+            assert blocker.result(timeout=TIMEOUT) == "go"
+            done, not_done = concurrent.futures.wait(queued, timeout=TIMEOUT)
+            assert len(done) == 6 and not not_done
+            for x, future in enumerate(queued):
+                if future in cancelled:
+                    with pytest.raises(concurrent.futures.CancelledError):
+                        future.result(timeout=0)
+                else:
+                    assert future.result(timeout=0)[0] == x * x
+
+
+def test_shutdown_refuses_new_tasks_and_a_worker_rank_cannot_submit(geode: Geode) -> None:
+    ex = geode.executor()
+    if not ex.is_client:
+        with pytest.raises(RuntimeError, match=r"submit\(\) on rank \d: executor 'executor-1'"):
+            ex.submit(where, 1)
+    with ex as client:
+        if client is not None:
+            futures = [client.submit(where, x) for x in range(10)]
+            client.shutdown(wait=True)
+            assert [f.result(timeout=0)[0] for f in futures] == [x * x for x in range(10)]
+            with pytest.raises(RuntimeError, match="after shutdown"):
+                client.submit(where, 1)
+
+
+def test_large_array_results_and_arguments(geode: Geode) -> None:
+    n = 2**20  # 8 MiB each
+    with geode.executor() as ex:
+        if ex is not None:
+            results = list(ex.map(array, [n] * 4, [1.0, 2.0, 3.0, 4.0]))
+            for k, result in enumerate(results):
+                assert result.shape == (n,) and np.all(result == k + 1.0)
+            assert ex.submit(np.sum, np.ones(n)).result(timeout=TIMEOUT) == n
+
+
+def test_two_executors_in_turn_with_other_messages_between(geode: Geode) -> None:
+    for k in (1, 2):
+        with geode.executor(prefetch=2) as ex:
+            if ex is not None:
+                assert ex.name == f"executor-{k}"
+                assert sum(value for value, _ in ex.map(where, range(10))) == 285
+        total = geode.transport.allgather(k) if geode.size > 1 else [k]
+        assert total == [k] * geode.size
+
+
+def only_on_the_client(x: int) -> int:
+    """Removed from this module on the worker ranks by the test below."""
+    return x
+
+
+def test_a_function_missing_on_the_worker_fails_its_future_naming_where(geode: Geode) -> None:
+    ex = geode.executor()
+    if not ex.is_client:
+        del globals()["only_on_the_client"]  # as if defined under `if rank == 0:`
+    try:
+        with ex as client:
+            if client is not None:
+                future = client.submit(only_on_the_client, 3)
+                if geode.size == 1:  # the embedded world: the worker is in this process
+                    assert future.result(timeout=TIMEOUT) == 3
+                else:
+                    with pytest.raises(TaskError, match="could not be unpickled on node") as e:
+                        future.result(timeout=TIMEOUT)
+                    assert e.value.node in client.workers and e.value.rank != geode.rank
+                    assert "define it at the top level" in str(e.value)
+                assert client.submit(where, 4).result(timeout=TIMEOUT)[0] == 16  # goes on
+    finally:
+        globals()["only_on_the_client"] = only_on_the_client_kept
+
+
+only_on_the_client_kept = only_on_the_client

@@ -1,0 +1,74 @@
+"""The executor under the runner: a worker rank that dies ends the job, nothing hangs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mpirun import mpirun
+
+pytestmark = pytest.mark.mpi
+
+JOB = """
+import os, sys
+from geode_mpi import Geode
+
+
+def task(x):
+    if x == 5:
+        {death}
+    return x
+
+
+geode = Geode()
+with geode.executor() as ex:
+    if ex is not None:
+        print(list(ex.map(task, range(20))))
+geode.close(timeout=60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("death", "said"),
+    [
+        ("os._exit(3)", ""),  # the rank is gone: MPI's launcher ends the job
+        ("sys.exit(4)", "sys.exit(4)"),  # the runner ends the job with the rank's status
+    ],
+)
+def test_a_worker_that_dies_ends_the_job(death: str, said: str, tmp_path: Path) -> None:
+    script = tmp_path / "dies.py"
+    script.write_text(JOB.format(death=death), encoding="utf-8")
+    result = mpirun(3, ["-m", "geode_mpi", str(script)], timeout=120, cwd=tmp_path)
+    assert not result.timed_out and result.seconds < 60, result.explain()
+    assert result.returncode != 0, result.explain()
+    assert said in result.stderr, result.explain()
+    assert "[0, 1, 2" not in result.stdout, result.explain()  # the map never completed
+
+
+COMPUTE = """
+import time
+from geode_mpi import Geode
+
+
+def square(x):
+    return x * x
+
+
+geode = Geode()
+with geode.executor() as ex:
+    if ex is not None:
+        print(ex.submit(square, 2).result(timeout=60), flush=True)
+        time.sleep(6)  # the client computes: its workers wait, which is no hang
+        print(ex.submit(square, 3).result(timeout=60), flush=True)
+geode.close(timeout=60)
+"""
+
+
+def test_a_client_computing_with_no_task_in_flight_is_no_hang(tmp_path: Path) -> None:
+    """Its thread sleeps outside geode_mpi's waits then, so --hang-timeout sees a busy rank."""
+    script = tmp_path / "compute.py"
+    script.write_text(COMPUTE, encoding="utf-8")
+    args = ["-m", "geode_mpi", "--hang-timeout", "3", str(script)]
+    result = mpirun(2, args, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.explain()
+    assert result.stdout.split() == ["4", "9"], result.explain()

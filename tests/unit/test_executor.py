@@ -1,0 +1,283 @@
+"""The executor in the embedded world: every node in this process, tasks run by its thread."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from geode_mpi import (
+    EncodeError,
+    Geode,
+    GeodeExecutor,
+    Message,
+    RemoteTraceback,
+    TaskError,
+    ThreadError,
+    UnknownNodeError,
+)
+
+TIMEOUT = 30.0
+ran: list[Any] = []  # what the tasks ran, in this process
+_geode: Geode | None = None  # the Geode a task that receives uses
+
+
+class Go(Message):
+    """Lets `wait_for_go` return."""
+
+
+def square(x: int) -> int:
+    ran.append(x)
+    return x * x
+
+
+def add(x: int, y: int, z: int = 0) -> int:
+    return x + y + z
+
+
+def fail(x: int) -> None:
+    raise ValueError(f"task {x} fails on purpose")
+
+
+class Odd(Exception):
+    """An exception that pickles but cannot be unpickled (its __init__ wants two arguments)."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"odd {a} {b}")
+
+
+def fail_oddly() -> None:
+    raise Odd(1, 2)
+
+
+def unpicklable_result() -> Any:
+    return threading.Lock()
+
+
+def array(n: int) -> np.ndarray[Any, Any]:
+    return np.arange(n, dtype=np.float64)
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def wait_for_go(node: str) -> Any:
+    """Block the worker until the test sends it a Go (no sleep: the test decides when)."""
+    assert _geode is not None
+    return _geode.receive(node, type=Go, timeout=TIMEOUT).data
+
+
+@pytest.fixture
+def geode() -> Any:
+    global _geode
+    g = _geode = Geode()
+    ran.clear()
+    yield g
+    _geode = None
+    g.close(timeout=TIMEOUT)
+
+
+def test_the_block_gives_an_executor_in_the_embedded_world(geode: Geode) -> None:
+    with geode.executor() as ex:
+        assert isinstance(ex, GeodeExecutor)
+        assert isinstance(ex, concurrent.futures.Executor)
+        assert ex.client == "node0" and ex.workers == ("node1",)  # one thread runs tasks
+        future = ex.submit(square, 7)
+        assert isinstance(future, concurrent.futures.Future)
+        assert future.result(timeout=TIMEOUT) == 49
+    assert repr(ex) == "<GeodeExecutor 'executor-1' client=node0 workers=['node1'] prefetch=1>"
+
+
+def test_map_yields_in_order_with_chunks_and_several_iterables(geode: Geode) -> None:
+    with geode.executor() as ex:
+        assert ex is not None
+        assert list(ex.map(square, range(50))) == [x * x for x in range(50)]
+        assert list(ex.map(square, range(23), chunksize=5)) == [x * x for x in range(23)]
+        assert list(ex.map(add, [1, 2, 3], [10, 20])) == [11, 22]  # the shortest, as map()
+        assert ex.submit(add, 1, 2, z=3).result(timeout=TIMEOUT) == 6
+        with pytest.raises(ValueError, match="chunksize must be an int >= 1, got 0"):
+            ex.map(square, range(3), chunksize=0)
+
+
+def test_wait_and_as_completed_see_every_future(geode: Geode) -> None:
+    with geode.executor() as ex:
+        assert ex is not None
+        futures = [ex.submit(square, x) for x in range(20)]
+        done = {f.result() for f in concurrent.futures.as_completed(futures, timeout=TIMEOUT)}
+        assert done == {x * x for x in range(20)}
+        finished, pending = concurrent.futures.wait(futures, timeout=TIMEOUT)
+        assert len(finished) == 20 and not pending
+
+
+def test_an_exception_comes_back_with_its_traceback_naming_node_and_rank(geode: Geode) -> None:
+    with geode.executor(workers=["node2"]) as ex:
+        assert ex is not None
+        future = ex.submit(fail, 5)
+        with pytest.raises(ValueError, match="task 5 fails on purpose") as caught:
+            future.result(timeout=TIMEOUT)
+    cause = caught.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert (cause.node, cause.rank) == ("node2", 0)
+    assert "Traceback on node2 (rank 0), most recent call last:" in str(cause)
+    assert 'raise ValueError(f"task {x} fails on purpose")' in cause.traceback
+    assert "in fail" in cause.traceback and "_run" not in cause.traceback  # the task's frames
+
+
+def test_an_exception_that_cannot_be_unpickled_still_says_what_and_where(geode: Geode) -> None:
+    with geode.executor() as ex:
+        assert ex is not None
+        with pytest.raises(TaskError, match=r"a task raised Odd: odd 1 2 \(not picklable\)") as e:
+            ex.submit(fail_oddly).result(timeout=TIMEOUT)
+        assert isinstance(e.value.__cause__, RemoteTraceback)
+        assert "raise Odd(1, 2)" in e.value.__cause__.traceback
+        with pytest.raises(TaskError, match="the result of 'unpicklable_result' on node"):
+            ex.submit(unpicklable_result).result(timeout=TIMEOUT)
+        assert ex.submit(square, 3).result(timeout=TIMEOUT) == 9  # the executor goes on
+
+
+def test_a_function_that_cannot_travel_by_reference_is_named(geode: Geode) -> None:
+    def local(x: int) -> int:
+        return x
+
+    with geode.executor() as ex:
+        assert ex is not None
+        with pytest.raises(EncodeError, match=r"the function '.*<lambda>' \(a task's function"):
+            ex.submit(lambda x: x, 1)
+        with pytest.raises(EncodeError, match="<locals>.local' .*define it at the top level"):
+            ex.submit(local, 1)
+        with pytest.raises(EncodeError, match="the function .*local"):
+            ex.map(local, range(4), chunksize=2)
+        with pytest.raises(EncodeError, match="the arguments of 'square'"):
+            ex.submit(square, threading.Lock())
+        with pytest.raises(TypeError, match="needs a callable, got 3"):
+            ex.submit(3)  # type: ignore[arg-type]
+
+
+def test_queued_tasks_cancel_and_never_run(geode: Geode) -> None:
+    with geode.executor(workers=["node1"]) as ex:
+        assert ex is not None
+        blocker = ex.submit(wait_for_go, "node1")
+        queued = [ex.submit(square, x) for x in range(6)]
+        cancelled = [f for f in queued if f.cancel()]
+        # One task runs; at most prefetch (1) more was handed to the worker: the rest cancel.
+        assert len(cancelled) >= 5
+        geode.send(Go("go"), dest="node1")
+        assert blocker.result(timeout=TIMEOUT) == "go"
+        for future in queued:
+            if future in cancelled:
+                assert future.cancelled()
+                with pytest.raises(concurrent.futures.CancelledError):
+                    future.result(timeout=TIMEOUT)
+            else:
+                assert future.result(timeout=TIMEOUT) == queued.index(future) ** 2
+        done, _ = concurrent.futures.wait(queued, timeout=TIMEOUT)
+        assert len(done) == 6
+    assert sorted(ran) == sorted(queued.index(f) for f in queued if f not in cancelled)
+
+
+def test_shutdown_cancels_queued_tasks_and_refuses_new_ones(geode: Geode) -> None:
+    ex = geode.executor(workers=["node3"])
+    blocker = ex.submit(wait_for_go, "node3")
+    queued = [ex.submit(square, x) for x in range(5)]
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert sum(f.cancelled() for f in queued) >= 4
+    with pytest.raises(RuntimeError, match=r"submit\('square'\) after shutdown\(\)"):
+        ex.submit(square, 1)
+    geode.send(Go("go"), dest="node3")
+    ex.shutdown(wait=True)  # returns once the blocker and the handed-out task are done
+    assert blocker.done() and all(f.done() for f in queued)
+    assert len(ran) <= 1
+
+
+def test_a_raise_in_the_block_cancels_what_is_queued(geode: Geode) -> None:
+    futures: list[concurrent.futures.Future[Any]] = []
+    with pytest.raises(KeyError), geode.executor(workers=["node1"]) as ex:
+        assert ex is not None
+        futures.append(ex.submit(wait_for_go, "node1"))
+        futures += [ex.submit(square, x) for x in range(4)]
+        geode.send(Go("go"), dest="node1")
+        raise KeyError("the job's own error")
+    assert all(f.done() for f in futures)
+    # At most two were handed to the worker (one running, prefetch 1): the rest cancelled.
+    assert sum(not f.cancelled() for f in futures) <= 2
+    assert sorted(ran) == [x for x, f in enumerate(futures[1:]) if not f.cancelled()]
+
+
+def test_large_array_results_come_back_whole(geode: Geode) -> None:
+    with geode.executor() as ex:
+        assert ex is not None
+        n = 2**20  # 8 MiB each
+        results = list(ex.map(array, [n, n, 3]))
+        assert [r.shape for r in results] == [(n,), (n,), (3,)]
+        assert all(np.array_equal(r, np.arange(len(r), dtype=np.float64)) for r in results)
+        assert ex.submit(np.sum, np.ones(n)).result(timeout=TIMEOUT) == n  # a large argument
+
+
+def test_map_times_out_and_cancels_the_rest(geode: Geode) -> None:
+    with geode.executor(workers=["node1"]) as ex:
+        assert ex is not None
+        results = ex.map(nap, [0.5, 0.0, 0.0, 0.0], timeout=0.05)
+        with pytest.raises(TimeoutError):
+            next(results)
+
+
+def test_two_executors_one_after_the_other_and_nothing_left_unreceived(
+    geode: Geode, caplog: pytest.LogCaptureFixture
+) -> None:
+    for k in (1, 2):
+        with geode.executor(prefetch=2) as ex:
+            assert ex is not None and ex.name == f"executor-{k}" and ex.prefetch == 2
+            assert sum(ex.map(square, range(10))) == 285
+    with caplog.at_level(logging.WARNING, logger="geode_mpi"):
+        geode.close(timeout=TIMEOUT)
+    assert "never received" not in caplog.text
+
+
+def test_the_client_may_be_a_worker_and_the_only_one(geode: Geode) -> None:
+    with geode.executor("node2", workers=["node2"]) as ex:
+        assert ex is not None and ex.client == "node2"
+        assert list(ex.map(square, range(5))) == [0, 1, 4, 9, 16]
+
+
+def test_bad_arguments_are_named() -> None:
+    with Geode() as geode:
+        with pytest.raises(UnknownNodeError, match="unknown client 'node9'"):
+            geode.executor("node9")
+        with pytest.raises(UnknownNodeError, match="unknown worker 'node7'"):
+            geode.executor(workers=["node1", "node7"])
+        with pytest.raises(TypeError, match="workers must be a list of nodes, got 'node1'"):
+            geode.executor(workers="node1")
+        with pytest.raises(ValueError, match=r"workers must be distinct nodes, .* got \[\]"):
+            geode.executor(workers=[])
+        with pytest.raises(ValueError, match="prefetch must be an int >= 1, got 0"):
+            geode.executor(prefetch=0)
+
+
+def test_an_mpi_below_the_serialized_thread_level_is_refused_clearly(geode: Geode) -> None:
+    gate = geode.transport.gate
+    gate.main_only = "MPI was started at thread level 'funneled'"
+    try:
+        with pytest.raises(ThreadError, match="does its client's work in a thread, but MPI was"):
+            geode.executor()
+    finally:
+        gate.main_only = None
+
+
+def test_an_executor_made_after_a_restart_is_not_the_saved_one(tmp_path: Path) -> None:
+    """The checkpoint saved executor-1's queue finished, with no worker asking: restored, it
+    would hold every new task forever."""
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        with geode.executor() as ex:
+            assert ex is not None and list(ex.map(square, range(3))) == [0, 1, 4]
+        geode.checkpoint()
+    with Geode(checkpoint_dir=tmp_path, restart=True) as geode, geode.executor() as ex:
+        assert ex is not None and ex.name == "executor-2"
+        assert list(ex.map(square, range(3), timeout=TIMEOUT)) == [0, 1, 4]
