@@ -199,10 +199,11 @@ def prepare_mpi_environment(environ: MutableMapping[str, str] | None = None) -> 
     hang (docs/debugging.md), so it is turned off unless the user chose a setting, or the MPI
     is known to be Open MPI (which has no such setting and was not seen to hang).
 
-    Unless the MPI is known to be MPICH (whose library ignores the setting), the user chose
-    Open MPI's one-sided components, or the ranks span hosts (where a site's UCX may serve the
-    user's own windows), Open MPI's UCX one-sided component is left out (`OSC_VARIABLE`): it
-    prints an error line on every rank when the node's shared segment is made.
+    Where MPI will start, unless the MPI is known to be MPICH (which ignores the setting), the
+    user chose Open MPI's one-sided components, or the ranks span hosts (where a site's UCX may
+    serve the user's own windows), Open MPI's UCX one-sided component is left out
+    (`OSC_VARIABLE`): it prints an error line on every rank when the node's shared segment is
+    made.
     """
     global _info
     if environ is None and _info is not None:
@@ -218,10 +219,15 @@ def prepare_mpi_environment(environ: MutableMapping[str, str] | None = None) -> 
     )
     if disable:
         env[CMA_VARIABLE] = "0"
-    osc = OSC_VARIABLE not in env and not spans_hosts(env) and mpi_family(env) != "mpich"
+    launched = under_launcher(env)
+    # Only where MPI will start (asking mpi_family may load the MPI library: not in the
+    # embedded world).
+    osc = (
+        launched and OSC_VARIABLE not in env and not spans_hosts(env) and mpi_family(env) != "mpich"
+    )
     if osc:
         env[OSC_VARIABLE] = OSC_CHOICE
-    info = LaunchInfo(under_launcher(env), local, cores, disable, osc)
+    info = LaunchInfo(launched, local, cores, disable, osc)
     if environ is None:
         _info = info
     return info

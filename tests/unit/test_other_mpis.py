@@ -130,6 +130,8 @@ def test_open_mpi_leaves_out_its_ucx_one_sided_component_on_one_host() -> None:
     assert not prepare_mpi_environment(wide).osc_chosen_by_geode and OSC_VARIABLE not in wide
     hydra = {"MPI_LOCALNRANKS": "4", "PMI_RANK": "0", "PMI_SIZE": "4"}  # MPICH: not set
     assert not prepare_mpi_environment(hydra).osc_chosen_by_geode and OSC_VARIABLE not in hydra
+    alone: dict[str, str] = {}  # the embedded world: MPI does not start, nothing is asked
+    assert not prepare_mpi_environment(alone).osc_chosen_by_geode and alone == {}
 
 
 @pytest.mark.parametrize(
