@@ -21,6 +21,13 @@ LAUNCHER_VARIABLES = (
 )
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_SIZE", "SLURM_NTASKS")
 CMA_VARIABLE = "MPIR_CVAR_CH4_CMA_ENABLE"
+# Open MPI's one-sided (RMA) components. Its UCX one, asked about every window (the node's
+# shared segment, transport/shared.py), prints "OSC UCX component priority set inside component
+# query failed" on each rank when UCX has no transport for RMA (the wheel on one host, TCP):
+# harmless (open-mpi/ompi#14086), but users see it. Leaving UCX out of the choice avoids it;
+# the segment is the shared-memory component's (sm) whatever is chosen.
+OSC_VARIABLE = "OMPI_MCA_osc"
+OSC_CHOICE = "^ucx"
 MPICH_FAMILY = ("MPICH", "Intel", "MVAPICH")  # libraries that read MPICH's MPIR_CVAR_* settings
 # Set in every rank by Open MPI's mpirun, and by MPICH's hydra: which MPI started the job.
 OPEN_MPI_LAUNCH_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE")
@@ -49,12 +56,24 @@ class LaunchInfo(Frozen):
     local_ranks: int | None
     cores: int
     cma_disabled_by_geode: bool
-    __match_args__ = ("under_launcher", "local_ranks", "cores", "cma_disabled_by_geode")
+    osc_chosen_by_geode: bool
+    __match_args__ = (
+        "under_launcher",
+        "local_ranks",
+        "cores",
+        "cma_disabled_by_geode",
+        "osc_chosen_by_geode",
+    )
 
     def __init__(
-        self, under_launcher: bool, local_ranks: int | None, cores: int, cma_disabled_by_geode: bool
+        self,
+        under_launcher: bool,
+        local_ranks: int | None,
+        cores: int,
+        cma_disabled_by_geode: bool,
+        osc_chosen_by_geode: bool = False,
     ) -> None:
-        fill(self, under_launcher, local_ranks, cores, cma_disabled_by_geode)
+        fill(self, under_launcher, local_ranks, cores, cma_disabled_by_geode, osc_chosen_by_geode)
 
     @property
     def oversubscribed(self) -> bool:
@@ -147,6 +166,21 @@ def library_family(version: str) -> str | None:
     return None
 
 
+def spans_hosts(environ: Mapping[str, str]) -> bool:
+    """Whether the launcher says this job's ranks run on more than one host (False when it
+    says they share one, or says nothing: a world of one)."""
+    pairs = (
+        ("OMPI_COMM_WORLD_LOCAL_SIZE", "OMPI_COMM_WORLD_SIZE"),  # Open MPI's mpirun
+        ("MPI_LOCALNRANKS", "PMI_SIZE"),  # MPICH's hydra
+    )
+    for local, world in pairs:
+        here, everywhere = environ.get(local, ""), environ.get(world, "")
+        if here.isdigit() and everywhere.isdigit():
+            return int(here) < int(everywhere)
+    nodes = environ.get("SLURM_STEP_NUM_NODES", "")  # srun --mpi=pmix
+    return nodes.isdigit() and int(nodes) > 1
+
+
 def under_launcher(environ: MutableMapping[str, str] | None = None) -> bool:
     """True when an MPI launcher started this process (or GEODE_TRANSPORT=mpi forces MPI)."""
     env = os.environ if environ is None else environ
@@ -164,6 +198,12 @@ def prepare_mpi_environment(environ: MutableMapping[str, str] | None = None) -> 
     When more ranks share this machine than it has cores, MPICH's single-copy (CMA) path can
     hang (docs/debugging.md), so it is turned off unless the user chose a setting, or the MPI
     is known to be Open MPI (which has no such setting and was not seen to hang).
+
+    Where MPI will start, unless the MPI is known to be MPICH (which ignores the setting), the
+    user chose Open MPI's one-sided components, or the ranks span hosts (where a site's UCX may
+    serve the user's own windows), Open MPI's UCX one-sided component is left out
+    (`OSC_VARIABLE`): it prints an error line on every rank when the node's shared segment is
+    made.
     """
     global _info
     if environ is None and _info is not None:
@@ -179,7 +219,15 @@ def prepare_mpi_environment(environ: MutableMapping[str, str] | None = None) -> 
     )
     if disable:
         env[CMA_VARIABLE] = "0"
-    info = LaunchInfo(under_launcher(env), local, cores, disable)
+    launched = under_launcher(env)
+    # Only where MPI will start (asking mpi_family may load the MPI library: not in the
+    # embedded world).
+    osc = (
+        launched and OSC_VARIABLE not in env and not spans_hosts(env) and mpi_family(env) != "mpich"
+    )
+    if osc:
+        env[OSC_VARIABLE] = OSC_CHOICE
+    info = LaunchInfo(launched, local, cores, disable, osc)
     if environ is None:
         _info = info
     return info

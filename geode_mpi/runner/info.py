@@ -8,7 +8,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from geode_mpi._version import __version__
-from geode_mpi.base.launch import CMA_VARIABLE, MPICH_FAMILY, prepare_mpi_environment
+from geode_mpi.base.launch import (
+    CMA_VARIABLE,
+    MPICH_FAMILY,
+    OSC_CHOICE,
+    OSC_VARIABLE,
+    prepare_mpi_environment,
+)
 from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeError
 from geode_mpi.transport.paths import mpich_nolocal, open_mpi_shared_memory
@@ -84,7 +90,8 @@ def info_lines(mpi: bool = True) -> list[str]:
             if launch.cma_disabled_by_geode
             else os.environ.get(CMA_VARIABLE, "library default")
         ),
-        f"workarounds: {workarounds(library, launch.cma_disabled_by_geode)}",
+        "workarounds: "
+        + workarounds(library, launch.cma_disabled_by_geode, launch.osc_chosen_by_geode),
     ]
     return lines
 
@@ -122,9 +129,16 @@ def transport_path(library: str, host_count: int, environ: Mapping[str, str]) ->
     return f"not known for this library{between}"
 
 
-def workarounds(library: str, cma_disabled: bool) -> str:
+def workarounds(library: str, cma_disabled: bool, osc_chosen: bool = False) -> str:
     """What geode_mpi changed in the MPI's settings for this launch."""
-    if not cma_disabled:
-        return "none"
-    effect = "" if any(name in library for name in MPICH_FAMILY) else " (no effect: not MPICH)"
-    return f"{CMA_VARIABLE}=0, MPICH's single copy off (ranks outnumber cores){effect}"
+    made = []
+    if cma_disabled:
+        effect = "" if any(name in library for name in MPICH_FAMILY) else " (no effect: not MPICH)"
+        made.append(f"{CMA_VARIABLE}=0, MPICH's single copy off (ranks outnumber cores){effect}")
+    if osc_chosen:
+        effect = "" if library.startswith("Open MPI") else " (no effect: not Open MPI)"
+        made.append(
+            f"{OSC_VARIABLE}={OSC_CHOICE}, Open MPI's UCX one-sided component left out (its "
+            f"error line at the shared segment){effect}"
+        )
+    return "; ".join(made) or "none"

@@ -7,11 +7,14 @@ import pytest
 
 from geode_mpi.base.launch import (
     CMA_VARIABLE,
+    OSC_CHOICE,
+    OSC_VARIABLE,
     WrongPMIError,
     check_slurm_pmi,
     library_family,
     mpi_family,
     prepare_mpi_environment,
+    spans_hosts,
 )
 from geode_mpi.runner.info import open_mpi_shared_memory, transport_path, workarounds
 
@@ -109,6 +112,42 @@ def test_workarounds_name_the_cma_setting_and_whether_it_matters() -> None:
         f"{CMA_VARIABLE}=0, MPICH's single copy off (ranks outnumber cores)"
     )
     assert workarounds(OPEN_MPI, True).endswith("(no effect: not MPICH)")
+    assert workarounds(OPEN_MPI, False, True) == (
+        f"{OSC_VARIABLE}={OSC_CHOICE}, Open MPI's UCX one-sided component left out (its "
+        "error line at the shared segment)"
+    )
+    assert workarounds(MPICH, True, True).endswith("(no effect: not Open MPI)")
+
+
+def test_open_mpi_leaves_out_its_ucx_one_sided_component_on_one_host() -> None:
+    """Its query of UCX prints an error line on every rank when the shared segment is made."""
+    env = dict(OMPI_RANK)
+    assert prepare_mpi_environment(env).osc_chosen_by_geode and env[OSC_VARIABLE] == OSC_CHOICE
+    mine = {**OMPI_RANK, OSC_VARIABLE: "ucx"}  # the user's choice stays
+    assert not prepare_mpi_environment(mine).osc_chosen_by_geode and mine[OSC_VARIABLE] == "ucx"
+    # Ranks on several hosts: a site's UCX may serve the user's own windows there.
+    wide = {**OMPI_RANK, "OMPI_COMM_WORLD_SIZE": "8"}
+    assert not prepare_mpi_environment(wide).osc_chosen_by_geode and OSC_VARIABLE not in wide
+    hydra = {"MPI_LOCALNRANKS": "4", "PMI_RANK": "0", "PMI_SIZE": "4"}  # MPICH: not set
+    assert not prepare_mpi_environment(hydra).osc_chosen_by_geode and OSC_VARIABLE not in hydra
+    alone: dict[str, str] = {}  # the embedded world: MPI does not start, nothing is asked
+    assert not prepare_mpi_environment(alone).osc_chosen_by_geode and alone == {}
+
+
+@pytest.mark.parametrize(
+    ("environ", "wide"),
+    [
+        ({}, False),
+        (OMPI_RANK, False),
+        ({**OMPI_RANK, "OMPI_COMM_WORLD_SIZE": "8"}, True),
+        ({"MPI_LOCALNRANKS": "2", "PMI_SIZE": "4"}, True),
+        ({"MPI_LOCALNRANKS": "4", "PMI_SIZE": "4"}, False),
+        ({"SLURM_STEP_NUM_NODES": "2", "PMIX_RANK": "0"}, True),
+        ({"SLURM_STEP_NUM_NODES": "1", "PMIX_RANK": "0"}, False),
+    ],
+)
+def test_spans_hosts_reads_the_launchers_counts(environ: dict[str, str], wide: bool) -> None:
+    assert spans_hosts(environ) is wide
 
 
 def test_open_mpi_ranks_pass_the_wrong_pmi_check() -> None:
