@@ -343,6 +343,8 @@ class Geode:
                 runtime.send, message, source, dest, ack, timeout, compress=chosen
             )
         if compress is None:  # (the hot path: the call as it was before compress=)
+            if source is None and not ack:
+                return runtime.send_plain(message, dest, timeout, True)
             return runtime.send(message, source, dest, ack, timeout)
         return runtime.send(message, source, dest, ack, timeout, compress=setting(compress))
 
@@ -394,7 +396,9 @@ class Geode:
         if timeout is not None:
             timeout = check_timeout(timeout)
             deadline = time.monotonic() + (timeout or 0.0)
-        if compress is None:  # (the hot path: the call as it was before compress=)
+        if compress is None and source is None and not ack:  # (the hot path)
+            handle = runtime.send_plain(message, dest, timeout, False)
+        elif compress is None:
             handle = runtime.send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
         else:
             chosen = setting(compress)
