@@ -5,6 +5,9 @@ Run as ``python benchmarks/hotpath.py`` (embedded world, no MPI). It times with
 busy machine it resolves differences of a few percent that a two-rank ping-pong cannot. It
 measures geode_mpi's own Python work per message (the part a change to the call path moves),
 not MPI.
+
+``mpiexec -n 2 python benchmarks/hotpath.py --steps`` instead times each step of a small
+message's path over MPI, each row a layer lower (see `steps`), beside raw mpi4py.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=2000, help="per timed loop (2000)")
     parser.add_argument("--repeats", type=int, default=40, help="timed loops per method (40)")
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument(
+        "--steps", action="store_true", help="under mpiexec -n 2: CPU time of each step"
+    )
     options = parser.parse_args(argv)
+    if options.steps:
+        import steps
+
+        return steps.main(options.messages * 10, max(3, options.repeats // 8), options.json)
     geode = Geode()
 
     def send_receive(n: int) -> None:

@@ -50,6 +50,7 @@ BANDWIDTH_MIN = 0.90  # ... reach this fraction of raw Send/Recv bandwidth
 SMALL_UP_TO = KiB  # arrays this small or smaller ...
 SMALL_MAX = 1.0  # ... take at most this multiple of raw pickle send/recv latency
 MESSAGE_MAX = 3.0  # a small Message takes at most this multiple of a raw dict send/recv
+MESSAGE_MAX_17 = 1.5  # issue 17's tighter bound on the same ratio
 
 # One timed ping-pong loop: given an iteration count, the one-way latency in seconds and the
 # last object this rank received (to check it).
@@ -429,15 +430,19 @@ def evaluate_targets(arrays: list[dict[str, Any]], message: dict[str, Any]) -> l
             worst=max,
         )
     )
-    targets.append(
-        target(
-            f"(3) a small Message takes <= {MESSAGE_MAX:.0f}x the latency of raw send/recv "
-            "of a dict",
-            {"Message": message["geode_over_dict_latency"]},
-            lambda ratio: ratio <= MESSAGE_MAX,
-            worst=max,
-        )
+    bounds = (
+        (f"(3) a small Message takes <= {MESSAGE_MAX:.0f}x", MESSAGE_MAX),
+        (f"(4) issue 17: a small Message within {MESSAGE_MAX_17}x", MESSAGE_MAX_17),
     )
+    for text, bound in bounds:
+        targets.append(
+            target(
+                f"{text} the latency of raw send/recv of a dict",
+                {"Message": message["geode_over_dict_latency"]},
+                lambda ratio, bound=bound: ratio <= bound,
+                worst=max,
+            )
+        )
     return targets
 
 

@@ -368,6 +368,8 @@ class Geode:
                 compress=chosen,
             )
         if compress is None and not priority and ttl is None:  # (the hot path)
+            if source is None and not ack:
+                return runtime.send_plain(message, dest, timeout, True)
             return runtime.send(message, source, dest, ack, timeout)
         chosen = None if compress is None else setting(compress)
         via = codec.qos_route(priority, ttl)
@@ -433,7 +435,10 @@ class Geode:
         if timeout is not None:
             timeout = check_timeout(timeout)
             deadline = time.monotonic() + (timeout or 0.0)
-        if compress is None and not priority and ttl is None:  # (the hot path)
+        plain = compress is None and not priority and ttl is None
+        if plain and source is None and not ack:  # (the hot path)
+            handle = runtime.send_plain(message, dest, timeout, False)
+        elif plain:
             handle = runtime.send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
         else:
             chosen = None if compress is None else setting(compress)

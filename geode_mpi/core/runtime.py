@@ -235,6 +235,23 @@ class Runtime:
             self.engine.poll()
         return SendHandle(self, ticket, stamp, pair if self.acks or ack else None, ack)
 
+    def send_plain(self, message: Any, dest: Any, timeout: float | None, batch: bool) -> SendHandle:
+        """`send` from this rank's node, without ack, reply, route or compression of its own:
+        `SendPath.plain` once ``dest`` has a route (sent to before, no credits), else `send`."""
+        try:
+            route = self.routes.get(dest)
+        except TypeError:  # unhashable: not a node name; the general path says so
+            route = None
+        if route is None or self.sealed or TRACER.on:
+            return self.send(message, None, dest, False, timeout, batch=batch)
+        dst, rank, pair = route
+        msg = message if isinstance(message, Message) else Message(message)
+        ticket, stamp = self.path.plain(msg, self.rank, dst, rank, pair, batch)
+        self.sends += 1
+        if not self.sends & POLL_EVERY_SENDS - 1:
+            self.engine.poll()  # (see `send`)
+        return SendHandle(self, ticket, stamp, pair if self.acks else None, False)
+
     def reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:
         """Send ``value`` back to the sender of ``request`` (the run loop's replies may be
         batched: the loop flushes them whenever it is idle)."""

@@ -277,6 +277,11 @@ class TransportBase:
         """Hand an arrival to the sink (`attach` sets it; before that, arrivals are errors)."""
         self._sink(source, meta, frames, nbytes)
 
+    def batch_meta(self, dest: int, meta: bytes) -> SendTicket:
+        """``send(dest, meta, (), batch=True)``, the commonest small isend, in one call (a
+        transport may do it faster; optional: the send path falls back to `send`)."""
+        return self.send(dest, meta, (), True)  # type: ignore[attr-defined,no-any-return]
+
     def flush(self) -> None:
         """Send at once whatever `send` holds back to batch (nothing, by default)."""
 
