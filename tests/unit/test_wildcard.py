@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from geode_mpi import (
     Geode,
     ReceiveTimeout,
     Subscription,
+    Topic,
     UnknownNodeError,
     WorldMismatchError,
 )
@@ -237,3 +240,26 @@ def test_simulated_ranks_agree_and_deliver_on_both() -> None:
     for geode in (a, b):
         geode.unsubscribe("node1", "sim.*")
     assert topics[1].subscribers == later[1].subscribers == ("node0",)
+
+
+def test_a_restart_that_subscribes_again_delivers_each_saved_message_once(tmp_path: Path) -> None:
+    def job(restart: bool) -> tuple[Geode, list[Topic]]:
+        geode = Geode(checkpoint_dir=tmp_path, restart=restart)
+        first = geode.topic("sim.a", ["node0"], [], retain=1)
+        geode.subscribe("node1", "sim.*")
+        return geode, [first, geode.topic("sim.b", ["node0"], [])]
+
+    geode, (a, b) = job(False)
+    for k in range(3):
+        a.publish(k)
+        b.publish(-k)
+    geode.checkpoint(timeout=30)
+    geode.close()
+    again, (a, b) = job(True)
+    assert sorted(data(again, "node1", 6)) == [-2, -1, 0, 0, 1, 2]  # type: ignore[type-var]
+    assert again.try_receive("node1") is None
+    a.publish(3)
+    assert data(again, "node1", 1) == [3]
+    again.subscribe("node2", prefix="sim.")
+    assert data(again, "node2", 1) == [3]  # retained, after the restart too
+    again.close()
