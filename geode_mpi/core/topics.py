@@ -346,9 +346,8 @@ class Topic:
 GLOB = frozenset("*?[")  # the characters that make a receive's topic= a pattern
 
 
-class Pattern(
-    NamedTuple
-):  # not a dataclass: `dataclasses` loads `inspect` (tests/unit/test_lazy_imports.py)
+# A NamedTuple, not a dataclass: `dataclasses` loads `inspect` (tests/unit/test_lazy_imports.py).
+class Pattern(NamedTuple):
     """A set of topic names: a glob (`fnmatch`, case-sensitive) or a prefix (ZeroMQ's)."""
 
     text: str
