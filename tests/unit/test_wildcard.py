@@ -51,7 +51,10 @@ def test_a_glob_takes_the_topics_that_exist_and_those_created_later() -> None:
     assert got[0] == "t" and np.array_equal(got[1], np.arange(3))  # type: ignore[arg-type]
     with pytest.raises(ReceiveTimeout):
         geode.receive("node2", timeout=0.01)
-    assert data(geode, "node1", 2) == ["t", "not for node2"]
+    taken = geode.try_receive("node1", topic=sub)  # the filter is by topic, whoever subscribed
+    assert taken is not None and taken.data == "t"
+    assert geode.try_receive("node1", topic=sub) is None
+    assert data(geode, "node1", 1) == ["not for node2"]
     geode.close()
 
 
