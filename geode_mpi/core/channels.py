@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from geode_mpi.codec.header import ROUTE_TOPIC, Route
 from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_topic
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.runtime import Runtime
-from geode_mpi.core.topics import STREAM_BASE, Topic
+from geode_mpi.core.topics import GLOB, STREAM_BASE, Pattern, Subscription, Topic
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
+from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER
 from geode_mpi.transport import BroadcastStreams, require
 
@@ -21,13 +22,18 @@ def _ignore(message: Message) -> None:
     """The run loop's handler of `WorkDone`: nothing to do."""
 
 
+def _both(first: Match, second: Match) -> Match:
+    return lambda parcel: first(parcel) and second(parcel)
+
+
 class Channels:
     """The topics and work queues of one Geode (see `Geode.topic`, `Geode.work_queue`).
 
     Both send on streams numbered beyond every node index, the same on every rank because
     every rank creates them in the same order. Messages for a total-order topic's sequencer or
     a work queue's dispatcher that arrive before this rank created the topic or queue wait
-    here until it does.
+    here until it does. The pattern subscriptions live here too: every rank holds the same
+    ones (each was agreed), so a topic created later gets the same subscribers everywhere.
     """
 
     def __init__(self, geode: Runtime, processor: Processor) -> None:
@@ -40,6 +46,9 @@ class Channels:
         self.checkpointer: Checkpointer | None = None  # the Geode's, to restore from
         self._early: list[tuple[int, int, Message, Route]] = []
         self._streams_made = 0
+        self.patterns: dict[Pattern, Subscription] = {}  # in the order first subscribed
+        # receive(topic=<pattern>): the match, and how many topics existed when it was made
+        self._pattern_matches: dict[Pattern, tuple[int, Match]] = {}
 
     def new_stream_number(self) -> int:
         """The next stream's number (beyond every node index)."""
@@ -80,7 +89,9 @@ class Channels:
         arguments = (name, pubs, subs, retain, chosen)
         geode.agree(repr(arguments).encode(), f"topic {name!r}")
         wire = len(geode.names) + len(self.topics)
-        topic = Topic(geode, name, wire, pubs, subs, retain, chosen, self.new_stream_number)
+        joined = subs + self._pattern_subscribers(name, subs)
+        topic = Topic(geode, name, wire, pubs, joined, retain, chosen, self.new_stream_number)
+        topic.named = set(subs)  # the others came through a pattern
         self.topics[name] = topic
         self.topics_by_wire[wire] = topic
         checkpointer = self.checkpointer
@@ -134,6 +145,82 @@ class Channels:
         self.release_early()
         return queue
 
+    # -- pattern subscriptions -------------------------------------------------------------
+
+    def subscribe(
+        self, nodes: str | int | Iterable[str | int], pattern: str | None, prefix: str | None
+    ) -> Subscription:
+        """`Geode.subscribe`: check, agree, join the matching topics, keep the pattern."""
+        wanted, members = self._pattern_call("subscribe", nodes, pattern, prefix)
+        subscription = self.patterns.get(wanted)
+        if subscription is None:
+            subscription = self.patterns[wanted] = Subscription(self._geode, wanted, self.topics)
+        subscription.members += [index for index in members if index not in subscription.members]
+        for topic in self.topics.values():
+            if wanted.matches(topic.name):
+                topic.add(members)
+        return subscription
+
+    def unsubscribe(
+        self, nodes: str | int | Iterable[str | int], pattern: str | None, prefix: str | None
+    ) -> None:
+        """`Geode.unsubscribe`: the nodes leave the pattern, and each topic it matches unless
+        they subscribed to that topic by name or through another pattern that matches it."""
+        wanted, members = self._pattern_call("unsubscribe", nodes, pattern, prefix)
+        subscription = self.patterns[wanted]
+        subscription.members = [index for index in subscription.members if index not in members]
+        if not subscription.members:
+            del self.patterns[wanted]
+        for topic in self.topics.values():
+            if wanted.matches(topic.name):
+                kept = set(topic.named) | set(self._pattern_subscribers(topic.name, ()))
+                topic.remove(index for index in members if index not in kept)
+
+    def _pattern_call(
+        self,
+        call: str,
+        nodes: str | int | Iterable[str | int],
+        pattern: str | None,
+        prefix: str | None,
+    ) -> tuple[Pattern, list[int]]:
+        """Check a (un)subscribe's arguments, then agree on them with every rank."""
+        geode = self._geode
+        if geode.sealed:
+            raise ClosedError(call)
+        wanted = Pattern.of(pattern, prefix)
+        if isinstance(nodes, (str, int)):
+            nodes = [nodes]
+        members = [geode.placement.index(node, "subscriber") for node in nodes]
+        if not members or len(set(members)) != len(members):
+            raise ValueError(f"{call}({wanted}) needs distinct nodes, got {nodes!r}")
+        if call == "unsubscribe":
+            had = self.patterns.get(wanted)
+            strangers = [i for i in members if had is None or i not in had.members]
+            if strangers:
+                names = ", ".join(geode.names[index] for index in strangers)
+                known = ", ".join(str(s.pattern) for s in self.patterns.values()) or "none"
+                raise ValueError(
+                    f"{names} did not subscribe to {wanted} (pattern subscriptions: {known})"
+                )
+        value = repr((call, str(wanted), members)).encode()
+        geode.agree(value, "pattern subscriptions")  # one name: compared in call order
+        return wanted, members
+
+    def _pattern_subscribers(self, name: str, already: Iterable[int]) -> list[int]:
+        """The nodes whose patterns match topic ``name``, beyond ``already``, in the order
+        they subscribed (the same on every rank)."""
+        seen = set(already)
+        found = []
+        for wanted, subscription in self.patterns.items():
+            if wanted.matches(name):
+                for index in subscription.members:
+                    if index not in seen:
+                        seen.add(index)
+                        found.append(index)
+        return found
+
+    # -- which topic a receive means ---------------------------------------------------------
+
     def topic_named(self, topic: Topic | str) -> Topic:
         """A topic of this job, given as itself or by name.
 
@@ -146,6 +233,36 @@ class Channels:
             known = ", ".join(self.topics) or "none"
             raise ValueError(f"no topic {name!r} in this job (topics: {known})")
         return found
+
+    def topic_match(self, topic: Topic | Subscription | str, rest: Match | None) -> Match:
+        """What ``receive(topic=...)`` passes the queue: messages of that topic, or of the
+        topics a pattern matches (a `Subscription`, or a name with ``*``, ``?`` or ``[`` that
+        is no topic's), that ``rest`` (source and type, None: any) also accepts.
+
+        Raises:
+            ValueError: no such topic, or no topic matches the pattern.
+        """
+        if isinstance(topic, Subscription):
+            wanted = Pattern(topic.pattern, topic.prefix)
+        elif isinstance(topic, str) and topic not in self.topics and not GLOB.isdisjoint(topic):
+            wanted = Pattern(topic)
+        else:
+            match = self.topic_named(topic).match
+            return match if rest is None else _both(match, rest)
+        made = self._pattern_matches.get(wanted)
+        if made is None or made[0] != len(self.topics):  # topics are never removed
+            numbers = frozenset(
+                number
+                for name, found in self.topics.items()
+                if wanted.matches(name)
+                for number in found.numbers
+            )
+            if not numbers:
+                known = ", ".join(self.topics) or "none"
+                raise ValueError(f"no topic matches {wanted} (topics: {known})")
+            made = (len(self.topics), lambda parcel: parcel.source in numbers)
+            self._pattern_matches[wanted] = made
+        return made[1] if rest is None else _both(made[1], rest)
 
     def to_owner(self, index: int, source: int, message: Message, via: Route) -> None:
         """A message for a total-order topic's sequencer or a work queue's dispatcher, which

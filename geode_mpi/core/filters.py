@@ -14,9 +14,9 @@ TypeFilter = type[Message] | str | None
 _TOPIC = codec.FLAG_TOPIC
 
 
-def matcher(source: int | None, type_filter: TypeFilter, topic: int | None = None) -> Match | None:
-    """A test for parcels from node index ``source`` of type ``type_filter``, published on
-    the topic of wire number ``topic`` (None: any).
+def matcher(source: int | None, type_filter: TypeFilter) -> Match | None:
+    """A test for parcels from node index ``source`` of type ``type_filter`` (None: any; a
+    topic filter is `Channels.topic_match`'s).
 
     A class matches messages of that class and its subclasses; a string matches the class name
     (``"MyMessage"``) or its wire name (``"module:MyMessage"``).
@@ -32,10 +32,6 @@ def matcher(source: int | None, type_filter: TypeFilter, topic: int | None = Non
                 parcel.source == source
                 or (bool(parcel.flags & _TOPIC) and header.source(parcel.meta) == source)
             )
-        )
-    if topic is not None:
-        checks.append(
-            lambda parcel: bool(parcel.flags & _TOPIC) and header.topic_number(parcel.meta) == topic
         )
     if isinstance(type_filter, str):
         name = type_filter

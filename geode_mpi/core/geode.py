@@ -30,7 +30,7 @@ from geode_mpi.core.processing import Handler, HandlerKey, Processor, RunSummary
 from geode_mpi.core.registry import note_closed, register, unregister
 from geode_mpi.core.runtime import FIRST_SPIN, NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
 from geode_mpi.core.termination import term_grace as term_grace_of
-from geode_mpi.core.topics import Topic
+from geode_mpi.core.topics import Subscription, Topic
 from geode_mpi.core.workqueues import WorkQueue
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.delivery.cache import CacheStats, budget_of, share
@@ -460,7 +460,7 @@ class Geode:
         type: TypeFilter = None,
         timeout: float | None = None,
         order: str | None = None,
-        topic: Topic | str | None = None,
+        topic: Topic | Subscription | str | None = None,
     ) -> Message:
         """Take the oldest matching message from a node's queue, waiting for one if needed.
 
@@ -475,7 +475,8 @@ class Geode:
             order: ``"timestamp"`` or ``"id"``: of the messages queued now, the one with the
                 smallest timestamp (sender clocks) or id, instead of the oldest arrival
                 (a scan of the queue: its cost grows with its length).
-            topic: only messages published on this topic (a Topic or its name).
+            topic: only messages published on this topic (a Topic or its name), or on the
+                topics a pattern matches (a `Subscription`, or a glob such as ``"sim.*"``).
 
         Raises:
             ReceiveTimeout: nothing matching arrived in time (also a TimeoutError).
@@ -552,7 +553,7 @@ class Geode:
         source: str | int | None = None,
         type: TypeFilter = None,
         order: str | None = None,
-        topic: Topic | str | None = None,
+        topic: Topic | Subscription | str | None = None,
     ) -> Message | None:
         """Like `receive`, but return None at once when nothing matching is queued."""
         index = self._runtime.local_index(node, "try_receive")
@@ -826,6 +827,63 @@ class Geode:
         made = self._channels.topic(name, publishers, subscribers, retain, total_order, sequencer)
         made.compress = chosen
         return made
+
+    @locked
+    def subscribe(
+        self,
+        nodes: str | int | Sequence[str | int],
+        pattern: str | None = None,
+        *,
+        prefix: str | None = None,
+    ) -> Subscription:
+        """Subscribe nodes to every topic whose name matches a glob or starts with a prefix:
+        the topics that exist now and those created later.
+
+        Collective: every rank calls it with the same arguments, in the same order as its
+        topics. The existing topics it matches add the nodes as `Topic.subscribe` does (their
+        retained messages first); a topic created later includes them from its start. A node
+        already subscribed to a topic, by name or by another pattern, still gets each of its
+        messages once.
+
+        Args:
+            nodes: the subscribing node, or several.
+            pattern: a glob over topic names (``fnmatch``, case-sensitive): ``"sim.*"``,
+                ``"sim.?.temp"``, ``"*"`` (every topic).
+            prefix: instead of a pattern, a name prefix, as ZeroMQ's subscriptions:
+                ``prefix="sim."``.
+
+        Returns:
+            The `Subscription` of that pattern; ``receive(topic=subscription)`` takes only
+            the messages of the topics it matches.
+
+        Raises:
+            UnknownNodeError: a node that is not a node of this job.
+            ValueError: neither or both of pattern and prefix, an empty one, no nodes or a
+                node twice.
+            WorldMismatchError: ranks called it with different arguments.
+        """
+        return self._channels.subscribe(nodes, pattern, prefix)
+
+    @locked
+    def unsubscribe(
+        self,
+        nodes: str | int | Sequence[str | int],
+        pattern: str | None = None,
+        *,
+        prefix: str | None = None,
+    ) -> None:
+        """Undo `subscribe` for these nodes (collective): they leave every topic the pattern
+        matches, except the ones they subscribed to by name or through another pattern, and
+        the topics created later no longer include them. Messages already delivered stay
+        in their queues.
+
+        Raises:
+            UnknownNodeError: a node that is not a node of this job.
+            ValueError: a node that did not subscribe to this pattern (the error names the
+                patterns there are), or the mistakes `subscribe` refuses.
+            WorldMismatchError: ranks called it with different arguments.
+        """
+        self._channels.unsubscribe(nodes, pattern, prefix)
 
     @locked
     def work_queue(
@@ -1190,13 +1248,14 @@ class Geode:
         )
 
     def _matcher(
-        self, source: str | int | None, type_filter: TypeFilter, topic: Topic | str | None = None
+        self,
+        source: str | int | None,
+        type_filter: TypeFilter,
+        topic: Topic | Subscription | str | None = None,
     ) -> Match | None:
-        if topic is not None and source is None and type_filter is None:
-            return self._channels.topic_named(topic).match  # made once per topic
         index = None if source is None else self._runtime.placement.index(source, "source")
-        wire = None if topic is None else self._channels.topic_named(topic).wire
-        return matcher(index, type_filter, wire)
+        rest = matcher(index, type_filter)
+        return rest if topic is None else self._channels.topic_match(topic, rest)
 
 
 def _is_stop(message: Message) -> bool:

@@ -9,7 +9,8 @@ each (stream, subscriber) as a pair: numbered, deduplicated, in order, acknowled
 flow-controlled like point-to-point (`geode_mpi.delivery.topics`).
 
 Creating a topic, subscribing and unsubscribing are collective: every rank calls them with the
-same arguments, in the same order.
+same arguments, in the same order. A pattern subscription (`Subscription`) names topics by a
+glob or a prefix of their names: the topics that exist when it is made, and those made later.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from geode_mpi import codec
 from geode_mpi.base.gate import locked, other_threads
@@ -114,6 +116,9 @@ class Topic:
         self.wire = wire
         self._publishers = tuple(publishers)
         self._subscribers: tuple[int, ...] = ()
+        # Subscribed by name (at creation, or `subscribe`), not only through a pattern: a
+        # pattern's unsubscribe leaves these. `Channels.topic` sets it.
+        self.named: set[int] = set(subscribers)
         self.retain = retain
         self._sequencer = sequencer
         self.compress: Compression | None = None  # its compress= setting (None: the Geode's)
@@ -133,6 +138,7 @@ class Topic:
         # What receive(topic=...) passes the queue: a topic message's parcel comes from one of
         # the topic's streams (numbered beyond every node index), which says it all.
         numbers = frozenset(stream.number for stream in self._streams.values())
+        self.numbers = numbers
         self.match: Match = lambda parcel: parcel.source in numbers
         self._join(subscribers)
 
@@ -283,15 +289,38 @@ class Topic:
         What was published before reaches only the earlier subscribers; the new ones get the
         topic's retained messages first (up to ``retain`` per publisher), then what follows.
         """
-        added = [index for index in self._indices(nodes) if index not in self._subscribers]
-        self._change(self._subscribers + tuple(added), added)
+        indices = self._indices(nodes)
+        self._agree("subscribe", indices)
+        self.named.update(indices)
+        self.add(indices)
 
     @locked
     def unsubscribe(self, nodes: str | int | Iterable[str | int]) -> None:
         """Remove subscribers (collective). Messages already delivered stay in their queues;
-        the publishers stop waiting for those subscribers' acks and credits."""
-        gone = set(self._indices(nodes))
-        self._change(tuple(index for index in self._subscribers if index not in gone), [])
+        the publishers stop waiting for those subscribers' acks and credits. A node that a
+        pattern subscribed leaves this topic too (the pattern still gives it later topics)."""
+        indices = self._indices(nodes)
+        self._agree("unsubscribe", indices)
+        self.named.difference_update(indices)
+        self.remove(indices)
+
+    def add(self, nodes: Sequence[int]) -> None:
+        """Add subscribers, once every rank agreed to (the stream change is collective)."""
+        added = [index for index in dict.fromkeys(nodes) if index not in self._subscribers]
+        if added:
+            self._change(self._subscribers + tuple(added), added)
+
+    def remove(self, nodes: Iterable[int]) -> None:
+        """Remove subscribers, once every rank agreed to."""
+        gone = set(nodes) & set(self._subscribers)
+        if gone:
+            self._change(tuple(index for index in self._subscribers if index not in gone), [])
+
+    def _agree(self, call: str, indices: list[int]) -> None:
+        geode = self._geode
+        if geode.sealed:
+            raise ClosedError(call)
+        geode.agree(repr((call, indices)).encode(), f"subscribers of topic {self.name!r}")
 
     def _indices(self, nodes: str | int | Iterable[str | int]) -> list[int]:
         if isinstance(nodes, (str, int)):
@@ -301,10 +330,6 @@ class Topic:
 
     def _change(self, subscribers: tuple[int, ...], added: list[int]) -> None:
         geode = self._geode
-        if geode.sealed:
-            raise ClosedError("subscribe")
-        what = f"subscribers of topic {self.name!r}"
-        geode.agree(repr(subscribers).encode(), what)
         for stream in self._streams.values():  # the old streams end, everything delivered
             geode.transport.close_stream(stream.number)
         removed = set(self._subscribers) - set(subscribers)
@@ -335,3 +360,77 @@ class Topic:
         geode = self._geode
         ranks = {geode.placement.rank_of(sub) for sub in added}
         geode.path.replay(stream, len(added), bool(ranks - {geode.rank}), geode.rank in ranks)
+
+
+GLOB = frozenset("*?[")  # the characters that make a receive's topic= a pattern
+
+
+# A NamedTuple, not a dataclass: `dataclasses` loads `inspect` (tests/unit/test_lazy_imports.py).
+class Pattern(NamedTuple):
+    """A set of topic names: a glob (`fnmatch`, case-sensitive) or a prefix (ZeroMQ's)."""
+
+    text: str
+    prefix: bool = False
+
+    @classmethod
+    def of(cls, pattern: object, prefix: object) -> Pattern:
+        """The pattern of ``subscribe(nodes, pattern)`` or ``subscribe(nodes, prefix=...)``.
+
+        Raises:
+            ValueError: neither or both given, or not a non-empty str.
+        """
+        if (pattern is None) == (prefix is None):
+            raise ValueError(
+                f"give a pattern or a prefix, not both nor neither: got pattern={pattern!r}, "
+                f"prefix={prefix!r}"
+            )
+        text = pattern if prefix is None else prefix
+        kind = "pattern" if prefix is None else "prefix"
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"a {kind} must be a non-empty str, got {text!r} (every topic: '*')")
+        return cls(text, prefix is not None)
+
+    def matches(self, name: str) -> bool:
+        return name.startswith(self.text) if self.prefix else fnmatchcase(name, self.text)
+
+    def __str__(self) -> str:
+        return f"{'prefix' if self.prefix else 'pattern'} {self.text!r}"
+
+
+class Subscription:
+    """A pattern subscription: its nodes receive every topic whose name matches, the topics
+    that existed when they subscribed and those created later.
+
+    Made by `Geode.subscribe` (one per pattern: subscribing more nodes to the same pattern
+    returns the same object); pass it to ``receive(topic=...)`` to take only the messages of
+    the topics it matches.
+    """
+
+    def __init__(self, geode: Runtime, pattern: Pattern, topics: dict[str, Topic]) -> None:
+        self._geode = geode
+        self._pattern = pattern
+        self._topics = topics  # every topic of the job, by name (the Geode's own dict)
+        self.members: list[int] = []  # node indices, in the order they subscribed
+
+    @property
+    def pattern(self) -> str:
+        """The glob, or the prefix (see ``prefix``)."""
+        return self._pattern.text
+
+    @property
+    def prefix(self) -> bool:
+        """True for a prefix subscription, False for a glob."""
+        return self._pattern.prefix
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The subscribed nodes (none once all of them unsubscribed)."""
+        return tuple(self._geode.names[index] for index in self.members)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The names of the job's topics it matches now, in creation order."""
+        return tuple(name for name in self._topics if self._pattern.matches(name))
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self._pattern} nodes={list(self.nodes)} topics={list(self.topics)}>"

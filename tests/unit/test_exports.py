@@ -24,9 +24,17 @@ from geode_mpi import Group, Message, RunSummary, errors
 from geode_mpi.transport.base import SendTicket
 
 EXPORTED = {name: getattr(geode_mpi, name) for name in geode_mpi.__all__}
-# Users get these from a Geode (isend, publish, group, topic, workqueue, executor) and never
-# build one: their constructors take internals and are not part of the API.
-BUILT_BY_GEODE = {"SendHandle", "PublishHandle", "Group", "Topic", "WorkQueue", "GeodeExecutor"}
+# Users get these from a Geode (isend, publish, group, topic, workqueue, executor, subscribe)
+# and never build one: their constructors take internals and are not part of the API.
+BUILT_BY_GEODE = {
+    "SendHandle",
+    "PublishHandle",
+    "Group",
+    "Topic",
+    "WorkQueue",
+    "GeodeExecutor",
+    "Subscription",
+}
 # The type of Geode(transport=...): exported so that the parameter can be annotated, but its
 # members are the transport layer's contract (see geode_mpi.transport), not the user API.
 NOT_WALKED = {"Transport"}
@@ -232,6 +240,8 @@ INTERNAL_MEMBERS = {
     "SendHandle.wait_until",
     "PublishHandle.wait_until",
     "Topic.publish_sequenced",
+    "Topic.add",
+    "Topic.remove",
     "WorkQueue.start",
     "WorkQueue.taken",
     "WorkQueue.arrived",
