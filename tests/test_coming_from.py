@@ -17,8 +17,6 @@ import pytest
 from mpirun import Result, clean_env, mpirun, python
 from test_docs import Block, fenced_blocks
 
-from geode_mpi import Geode
-
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "coming-from.md"
 BLOCKS = [block for block in fenced_blocks(PAGE) if block.info[:1] == ("python",)]
 ANSWER = "85344"  # sum(x * x for x in range(64))
@@ -44,9 +42,6 @@ RUNNERS: dict[str, Runner] = {
     "geode": geode_both_worlds,  # the blocks tests/test_docs.py runs too
 }
 NEEDS = {"dask": "distributed", "ray": "ray"}  # the module each peer's block imports
-# geode.executor() lands with issue 18's executor (docs/executor.md): until Geode has it, its
-# block fails (strictly: once Geode.executor exists, the block must pass).
-NOT_YET = {"geode-executor": not hasattr(Geode, "executor")}
 
 
 def runner_of(block: Block) -> str:
@@ -73,11 +68,6 @@ CASES = [
         marks=[
             pytest.mark.mpi,
             *([pytest.mark.slow] if runner_of(block) in NEEDS else []),
-            *(
-                [pytest.mark.xfail(reason="geode.executor() is not here yet", strict=True)]
-                if NOT_YET.get(runner_of(block))
-                else []
-            ),
         ],
     )
     for block in BLOCKS
