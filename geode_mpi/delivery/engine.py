@@ -309,14 +309,19 @@ class Engine:
         if limit is None or now < self._next_resend:
             return
         self._next_resend = now + limit / 4
+        sender_stats = self.sender_stats
         for (src, _), pair in self.pairs_out.items():
+            if src not in sender_stats:
+                # A restored topic stream whose topic this rank has not created again yet: its
+                # messages wait for `topic()` (ranks without the topic would drop them).
+                continue
             for seq, entry in list(pair.outbox.items()):
                 state = pair.resends.setdefault(seq, [now, 1])
                 if now - state[0] >= limit:
                     self.path.resend(entry.rank, entry.meta, entry.frames)
                     state[0] = now
                     state[1] += 1
-                    self.sender_stats[src].resent += 1
+                    sender_stats[src].resent += 1
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -767,7 +772,9 @@ class Engine:
                     count += 1
                     if resends:
                         resends.pop(seq, None)
-        self.sender_stats[sender].acked += count
+        stats = self.sender_stats.get(sender)
+        if stats is not None:  # (None: a restored stream's ack, before its topic is made again)
+            stats.acked += count
 
     # -- waiting ---------------------------------------------------------------------------
 
