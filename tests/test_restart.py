@@ -41,6 +41,16 @@ def launch(directory: Path, out: Path) -> subprocess.Popen[str]:
     )
 
 
+def ended(proc: subprocess.Popen[str], timeout: float, what: str) -> tuple[str, str]:
+    """The job's output once it exits within ``timeout``; else it is killed and the test fails."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{what}: no end in {timeout} s\n{stdout[-3000:]}\n{stderr[-5000:]}")
+
+
 @pytest.mark.timeout(600)  # 30 kills and 10 restarts: 1-4 minutes, longer under load
 def test_a_pipeline_killed_at_random_moments_ends_as_if_never_killed(tmp_path: Path) -> None:
     reference = tmp_path / "reference.json"
@@ -61,8 +71,11 @@ def test_a_pipeline_killed_at_random_moments_ends_as_if_never_killed(tmp_path: P
     while kills < KILLS:
         trials += 1
         directory, out = tmp_path / f"ck{trials}", tmp_path / f"out{trials}.json"
-        for _ in range(KILLS_PER_TRIAL):  # each kill restarts from the last one's checkpoints
+        for attempt in range(KILLS_PER_TRIAL + 1):  # each restarts from the last checkpoints
             proc = launch(directory, out)
+            if attempt == KILLS_PER_TRIAL:  # killed every time: now let it finish
+                stdout, stderr = ended(proc, 120, f"trial {trials}")
+                break
             try:
                 stdout, stderr = proc.communicate(timeout=rng.uniform(0.05, 1.0) * span)
             except subprocess.TimeoutExpired:
@@ -70,19 +83,9 @@ def test_a_pipeline_killed_at_random_moments_ends_as_if_never_killed(tmp_path: P
                 proc.communicate()
                 kills += 1
                 continue
-            assert proc.returncode == 0, f"trial {trials}:\n{stdout[-3000:]}\n{stderr[-5000:]}"
-            resumed += "resuming at round" in stdout
             break
-        else:  # killed every time: now let it finish
-            proc = launch(directory, out)
-            try:
-                stdout, stderr = proc.communicate(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                stdout, stderr = proc.communicate()
-                pytest.fail(f"trial {trials}: no end in 120 s\n{stderr[-5000:]}")
-            assert proc.returncode == 0, f"trial {trials}:\n{stdout[-3000:]}\n{stderr[-5000:]}"
-            resumed += "resuming at round" in stdout
+        assert proc.returncode == 0, f"trial {trials}:\n{stdout[-3000:]}\n{stderr[-5000:]}"
+        resumed += "resuming at round" in stdout
         assert json.loads(out.read_text()) == want, f"trial {trials}: {out.read_text()}"
         assert time.monotonic() - started < 900, f"only {kills} kills in 15 minutes"
     # Some runs picked up a checkpoint that held messages in flight, and finished from there.
@@ -112,12 +115,7 @@ def test_sigterm_writes_a_last_checkpoint_and_exits_cleanly(tmp_path: Path) -> N
     assert lock.exists(), f"the job never locked {lock}"
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        stdout, stderr = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"no exit after SIGTERM:\n{stdout}\n{stderr[-5000:]}")
+    stdout, stderr = ended(proc, 60, "after SIGTERM")
     assert proc.returncode == 0, f"{stdout}\n{stderr[-5000:]}"
     assert "SIGTERM: checkpoint 1 written" in stdout, stdout
     assert not out.exists()  # stopped early
