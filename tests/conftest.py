@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mpirun import ROOT
+from mpirun import ROOT, load_slack
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Scale each test's pytest-timeout by the load when it starts, as `mpirun` scales its
+    launches' timeouts, so that a launch's own timeout (which kills its process group and
+    says what the job printed) fires before pytest-timeout's does."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        base = float(marker.args[0])
+    else:
+        base = float(item.config.getini("timeout") or 0)
+    if base > 0:
+        item.add_marker(pytest.mark.timeout(base * load_slack()), append=False)
+    yield
 
 
 @pytest.fixture
