@@ -10,7 +10,9 @@ of one step:
 - ``matched``: ``Improbe`` on any tag, then ``Message.Irecv``, as geode_mpi receives a frame;
 - ``+envelope``: the same plus a small second message per array, as geode_mpi's envelope;
 - ``envelope first``: the small message first, then the array into a receive posted as the small
-  one arrives, as geode_mpi sends to a rank over the network (``FRAMES_AFTER``);
+  one arrives, as geode_mpi sent to a rank over the network (``FRAMES_AFTER``) until leads;
+- ``preposted``: the same, the small message received into a receive posted before it comes,
+  as geode_mpi's standing receive takes a lead (transport/prepost.py);
 - ``geode``: ``Geode.send`` / ``Geode.receive``, the array released before the next receive;
 - ``raw placed``: raw ``Send``/``Recv`` again, into a buffer placed as geode_mpi's receive pool
   places one (2 MiB-aligned, transparent huge pages, at the sender's offset within a page): how
@@ -76,6 +78,13 @@ def ratios_for(
         while not request.Test():
             pass
 
+    def recv_preposted(request: MPI.Request) -> None:
+        while not request.Test():
+            pass
+        request = comm.Irecv([out, MPI.BYTE], peer, TAG_DATA)
+        while not request.Test():
+            pass
+
     def send_nonblocking(array: np.ndarray, with_envelope: bool, first: bool = False) -> None:
         requests = [comm.Isend(envelope, peer, TAG_ENV)] if first else []
         requests.append(comm.Isend([array, MPI.BYTE], peer, TAG_DATA))
@@ -114,6 +123,16 @@ def ratios_for(
             recv_envelope_first()
             send_nonblocking(out, True, first=True)
 
+    def preposted() -> None:
+        # Posted as the trip begins: before the peer sends it, as a standing receive is.
+        request = comm.Irecv(bytearray(len(envelope)), peer, TAG_ENV)
+        if rank == 0:
+            send_nonblocking(data, True, first=True)
+            recv_preposted(request)
+        else:
+            recv_preposted(request)
+            send_nonblocking(out, True, first=True)
+
     def geode_trip() -> None:
         if rank == 0:
             geode.send(data, dest=geode.nodes[peer])
@@ -127,6 +146,7 @@ def ratios_for(
         "matched": matched(False),
         "+envelope": matched(True),
         "envelope first": envelope_first,
+        "preposted": preposted,
         "geode": geode_trip,
         "raw placed": raw_into(placed),
     }
