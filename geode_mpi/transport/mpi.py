@@ -43,6 +43,7 @@ from geode_mpi.transport.base import (
     frame_bytes,
 )
 from geode_mpi.transport.envelope import (
+    ALIGN,
     FLAGS_BYTE,
     FRAMES_AFTER,
     HEADER_SIZE,
@@ -60,7 +61,7 @@ from geode_mpi.transport.envelope import (
 from geode_mpi.transport.fanout import FanoutTable, FanTicket, end_marker, read_end_marker
 from geode_mpi.transport.paths import network_ranks
 from geode_mpi.transport.pool import BufferPool
-from geode_mpi.transport.prepost import ROOM, TAG_LEAD, Leads, lead_message
+from geode_mpi.transport.prepost import INDEX, ONE_FRAME, ROOM, TAG_LEAD, Leads, lead_message
 from geode_mpi.transport.relay import (
     PREFIX_BYTES,
     TAG_RELAY_HEAD,
@@ -252,7 +253,7 @@ class MPITransport(RootedMPI, TransportBase):
         self.frames_after = [self.network(rank) for rank in range(self.size)]
         # Such a message's envelope goes as a lead, into a receive kept posted for it once its
         # sender has sent one (transport/prepost.py).
-        self.leads = Leads(self.comm)
+        self.leads = Leads(self.comm, self._lead_landed)
         tighten_timer_slack()
 
     # -- sending ---------------------------------------------------------------------------
@@ -734,8 +735,10 @@ class MPITransport(RootedMPI, TransportBase):
     def _take_leads(self) -> bool:
         """Take the leads that landed in standing receives, and hand over those whose turn it
         is; whether any landed."""
-        landed = self.leads.poll()
-        return self._due_leads() or landed
+        leads = self.leads
+        landed = leads.poll()
+        leads.repost()
+        return landed
 
     def _due_leads(self) -> bool:
         """Hand over every waiting lead whose turn has come; whether any was."""
@@ -756,9 +759,11 @@ class MPITransport(RootedMPI, TransportBase):
     def _lead_first(self, source: int) -> None:
         """Before a message probed from ``source`` is handled: a lead from it that landed in
         its standing receive and whose turn has come goes first."""
-        self.leads.test(source)
-        if source in self.leads.waiting:
+        leads = self.leads
+        leads.test(source)
+        if source in leads.waiting:
             self._hand_leads(source)
+        leads.repost()
 
     def _take_lead(self, message: MPI.Message, source: int) -> bool:
         """A lead found by a probe (its sender's first, or one sent while no receive stood
@@ -769,10 +774,42 @@ class MPITransport(RootedMPI, TransportBase):
         leads.probed += 1
         if leads.slot[source] >= 0:
             leads.test(source)
-        leads.add(source, memoryview(buffer))
+        self._lead_landed(source, memoryview(buffer))
         leads.stand(source)
-        self._hand_leads(source)
+        leads.repost()
         return True
+
+    def _lead_landed(self, source: int, lead: memoryview) -> None:
+        """A lead from ``source``: the commonest (its turn now, one frame that follows it,
+        nothing of its sender's still arriving) has its frame's receive posted here with no
+        parsing beyond one unpack; any other waits its turn (`_hand_leads`)."""
+        if len(lead) >= ONE_FRAME.size:
+            number, magic, version, flags, count, meta_len, entry = ONE_FRAME.unpack_from(lead)
+            if (
+                number == self.received_from[source]
+                and count == 1
+                and entry & 1
+                and flags & FRAMES_AFTER
+                and ONE_FRAME.size + meta_len <= len(lead)
+                and magic == MAGIC
+                and version == ENVELOPE_VERSION
+                and not self._arrivals[source]
+                and not self._frames_in[source]
+                and source not in self.leads.waiting
+            ):
+                self.received_from[source] = number + 1
+                size = entry >> 9
+                target = self.pool.take(size, (entry >> 1 & 0xFF) * ALIGN)
+                request = self.comm.Irecv([target, _BYTE], source, TAG_FRAME)
+                meta = lead[ONE_FRAME.size : ONE_FRAME.size + meta_len]
+                nbytes = len(lead) - INDEX.size + size
+                self._arrivals[source].append(
+                    _Arrival(meta, [target], [request], nbytes, sizes=[size])
+                )
+                self._waiting_sources.add(source)
+                return
+        self.leads.add(source, lead)
+        self._hand_leads(source)
 
     def _claim(self, source: int, size: int, offset: int) -> tuple[Frame, MPI.Request]:
         """Start receiving the next frame probed from ``source``, which must be ``size`` bytes,
@@ -1056,7 +1093,7 @@ class MPITransport(RootedMPI, TransportBase):
                     return True  # an envelope; the rest arrive with the next progress()
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
             elif leads.standing and leads.poll():
-                self._due_leads()
+                leads.repost()
                 return True
             elif self._unposted and self._post_late():
                 return True  # a frame whose envelope is late: now being received

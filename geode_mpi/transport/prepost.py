@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
 
 from mpi4py import MPI
 
@@ -27,6 +28,9 @@ TAG_LEAD = 9  # between the relay's head (8) and its chunk tags (16 and up)
 LEAD_BYTES = 2048  # a standing receive's buffer: a lead longer than this goes as an envelope
 LEADS_MAX = 64  # peers with a standing receive; leads from the others are probed
 INDEX = struct.Struct("<Q")
+# A lead of one out-of-band frame, the commonest (an array alone): its index, the envelope's
+# header (magic, version, flags, frame count, meta length) and its one frame-table entry.
+ONE_FRAME = struct.Struct("<Q2sBBIIxxxxQ")
 
 
 ROOM = LEAD_BYTES - INDEX.size  # the longest envelope a lead carries
@@ -43,10 +47,12 @@ class Leads:
 
     Args:
         comm: the transport's communicator.
+        landed: called with (source, lead) for each lead a standing receive takes.
     """
 
-    def __init__(self, comm: MPI.Intracomm) -> None:
+    def __init__(self, comm: MPI.Intracomm, landed: Callable[[int, memoryview], None]) -> None:
         self._comm = comm
+        self._deliver = landed
         size = comm.Get_size()
         # Per source: its standing receive's slot in `_requests`, or -1 (none).
         self.slot = [-1] * size
@@ -55,6 +61,7 @@ class Leads:
         self._buffers: list[bytearray] = []
         self._status = MPI.Status()
         self._polled: list[MPI.Status] = []  # Testsome's, one per completed receive
+        self._empty: list[int] = []  # slots whose receive took a lead, not posted again yet
         # Per source: leads received, by index, not yet handed over (see `due`).
         self.waiting: dict[int, deque[tuple[int, memoryview]]] = {}
         self.taken = 0  # leads that landed in a standing receive
@@ -91,7 +98,8 @@ class Leads:
         came before that message, must be handed over first."""
         index = self.slot[source]
         status = self._status
-        if self._requests[index].Test(status):
+        request = self._requests[index]
+        if request and request.Test(status):
             self._landed(index, status)
 
     def _landed(self, index: int, status: MPI.Status) -> None:
@@ -99,9 +107,17 @@ class Leads:
         buffer = self._buffers[index]
         length = status.Get_count(MPI.BYTE)
         self.taken += 1
-        self._buffers[index] = fresh = bytearray(LEAD_BYTES)  # the message keeps the old one
-        self._requests[index] = self._comm.Irecv(fresh, source, TAG_LEAD)
-        self.add(source, memoryview(buffer)[:length])
+        self._empty.append(index)
+        self._deliver(source, memoryview(buffer)[:length])
+
+    def repost(self) -> None:
+        """Post again the standing receives that took a lead: after the lead's frames' own
+        receives, which its frames' bytes, on their way, need first. (A lead that comes in
+        between is probed, and takes its turn by its index all the same.)"""
+        for index in self._empty:
+            self._buffers[index] = fresh = bytearray(LEAD_BYTES)  # (a message keeps the old)
+            self._requests[index] = self._comm.Irecv(fresh, self._sources[index], TAG_LEAD)
+        self._empty.clear()
 
     def add(self, source: int, lead: memoryview) -> None:
         """Queue a lead from ``source`` until its turn (`due`), in the order of their indices."""
@@ -153,6 +169,7 @@ class Leads:
     def cancel(self) -> None:
         """Cancel the standing receives (close(): every message counted has arrived, so none
         can match); a lead that came all the same is refused."""
+        self.repost()
         for request in self._requests:
             request.Cancel()
         statuses = [MPI.Status() for _ in self._requests]
