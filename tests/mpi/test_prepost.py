@@ -155,3 +155,35 @@ def test_arrays_and_topic_messages_between_networked_geodes_arrive_in_order(
     if size > 1:
         assert isinstance(transport, MPITransport)
         assert transport.leads.taken > 0
+
+
+def test_a_lead_that_overtakes_a_message_sent_before_it_waits_for_it(
+    transport: MPITransport,
+) -> None:
+    got: list[bytes] = []
+    transport.attach(lambda source, meta, frames, nbytes: got.append(bytes(meta)))
+    big = np.arange(64 * KiB, dtype=np.uint8)
+    if transport.rank == 0:
+        tickets = [transport.send(1, b"first lead", [big], False)]
+        transport.comm.Barrier()  # (rank 1 has taken it: it has a standing receive now)
+        tickets.append(transport.send(1, b"meta alone", [], False))
+        tickets.append(transport.send(1, b"second lead", [big], False))
+        assert transport.wait(lambda: all(t.done for t in tickets), time.monotonic() + TIMEOUT)
+    elif transport.rank == 1:
+        assert transport.wait(lambda: got == [b"first lead"], time.monotonic() + TIMEOUT)
+        transport.comm.Barrier()
+        leads = transport.leads
+        deadline = time.monotonic() + TIMEOUT
+        # Only the standing receive is polled, so the message before the lead is not probed.
+        while not leads.poll() and time.monotonic() < deadline:
+            pass
+        leads.repost()
+        assert got == [b"first lead"]
+        assert [number for number, _ in leads.waiting[0]] == [2], leads.summary()
+        assert "1 lead(s) from rank 0 waiting for message 2" in transport.pending_summary()
+        assert transport.wait(lambda: len(got) == 3, time.monotonic() + TIMEOUT)
+        assert got == [b"first lead", b"meta alone", b"second lead"]
+        assert not leads.waiting
+        assert (leads.probed, leads.taken) == (1, 1)
+    if transport.rank > 1:
+        transport.comm.Barrier()
