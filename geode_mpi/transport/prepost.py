@@ -53,6 +53,7 @@ class Leads:
     def __init__(self, comm: MPI.Intracomm, landed: Callable[[int, memoryview], None]) -> None:
         self._comm = comm
         self._deliver = landed
+        self.standing = False  # whether any receive stands
         size = comm.Get_size()
         # Per source: its standing receive's slot in `_requests`, or -1 (none).
         self.slot = [-1] * size
@@ -71,16 +72,13 @@ class Leads:
         """Keep a receive posted for ``source``'s next lead (at most `LEADS_MAX` sources)."""
         if self.slot[source] >= 0 or len(self._sources) >= LEADS_MAX:
             return
+        self.standing = True  # (an attribute: read on every idle poll)
         self.slot[source] = len(self._sources)
         self._sources.append(source)
         buffer = bytearray(LEAD_BYTES)
         self._buffers.append(buffer)
         self._polled.append(MPI.Status())
         self._requests.append(self._comm.Irecv(buffer, source, TAG_LEAD))
-
-    @property
-    def standing(self) -> bool:
-        return bool(self._requests)
 
     def poll(self) -> bool:
         """Take the leads that landed in standing receives (and post the next ones); whether
@@ -182,3 +180,4 @@ class Leads:
         self._buffers.clear()
         self._polled.clear()
         self.slot = [-1] * len(self.slot)
+        self.standing = False
