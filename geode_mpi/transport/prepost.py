@@ -81,14 +81,21 @@ class Leads:
         self._requests.append(self._comm.Irecv(buffer, source, TAG_LEAD))
 
     def poll(self) -> bool:
-        """Take the leads that landed in standing receives (and post the next ones); whether
-        there were any."""
+        """Take the leads that landed in standing receives; whether there were any."""
         statuses = self._polled
         indices = MPI.Request.Testsome(self._requests, statuses)
         if not indices:
             return False
-        for index, status in zip(indices, statuses, strict=False):  # (in completion order)
-            self._landed(index, status)
+        # Read everything first: handing a lead over delivers messages, and a sink that makes
+        # progress may poll again, reusing the statuses.
+        landed = [
+            (self._sources[index], self._buffers[index], status.Get_count(MPI.BYTE))
+            for index, status in zip(indices, statuses, strict=False)  # (in completion order)
+        ]
+        self._empty += indices
+        self.taken += len(indices)
+        for source, buffer, length in landed:
+            self._deliver(source, memoryview(buffer)[:length])
         return True
 
     def test(self, source: int) -> None:
@@ -98,15 +105,9 @@ class Leads:
         status = self._status
         request = self._requests[index]
         if request and request.Test(status):
-            self._landed(index, status)
-
-    def _landed(self, index: int, status: MPI.Status) -> None:
-        source = self._sources[index]
-        buffer = self._buffers[index]
-        length = status.Get_count(MPI.BYTE)
-        self.taken += 1
-        self._empty.append(index)
-        self._deliver(source, memoryview(buffer)[:length])
+            self._empty.append(index)
+            self.taken += 1
+            self._deliver(source, memoryview(self._buffers[index])[: status.Get_count(MPI.BYTE)])
 
     def repost(self) -> None:
         """Post again the standing receives that took a lead: after the lead's frames' own
