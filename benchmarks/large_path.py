@@ -10,7 +10,12 @@ of one step:
 - ``matched``: ``Improbe`` on any tag, then ``Message.Irecv``, as geode_mpi receives a frame;
 - ``+envelope``: the same plus a small second message per array, as geode_mpi's envelope;
 - ``envelope first``: the small message first, then the array into a receive posted as the small
-  one arrives, as geode_mpi sends to a rank over the network (``FRAMES_AFTER``);
+  one arrives, as geode_mpi sent to a rank over the network (``FRAMES_AFTER``) until leads;
+- ``preposted``: the same, the small message received into a receive posted before it comes,
+  as geode_mpi's standing receive takes a lead (transport/prepost.py);
+- ``one message``: the small message and the array as one MPI message (a derived datatype of
+  absolute addresses from ``MPI.BOTTOM``, the small part padded to a fixed size), received
+  with ``Improbe`` then ``Message.Irecv`` into the same two places;
 - ``geode``: ``Geode.send`` / ``Geode.receive``, the array released before the next receive;
 - ``raw placed``: raw ``Send``/``Recv`` again, into a buffer placed as geode_mpi's receive pool
   places one (2 MiB-aligned, transparent huge pages, at the sender's offset within a page): how
@@ -39,6 +44,7 @@ from geode_mpi import Geode
 from geode_mpi.transport.pool import BufferPool
 
 TAG_DATA, TAG_ENV = 11, 12
+HEAD_BYTES = 2048  # the small part of ``one message``
 RAW_SEND = "raw Send"
 SCALED: Scaled = {
     "repeats": (9, 3, "interleaved repeats"),
@@ -73,6 +79,13 @@ def ratios_for(
             pass
         message.Recv(bytearray(status.Get_count(MPI.BYTE)))
         request = comm.Irecv([out, MPI.BYTE], status.Get_source(), TAG_DATA)
+        while not request.Test():
+            pass
+
+    def recv_preposted(request: MPI.Request) -> None:
+        while not request.Test():
+            pass
+        request = comm.Irecv([out, MPI.BYTE], peer, TAG_DATA)
         while not request.Test():
             pass
 
@@ -114,6 +127,36 @@ def ratios_for(
             recv_envelope_first()
             send_nonblocking(out, True, first=True)
 
+    def preposted() -> None:
+        # Posted as the trip begins: before the peer sends it, as a standing receive is.
+        request = comm.Irecv(bytearray(len(envelope)), peer, TAG_ENV)
+        if rank == 0:
+            send_nonblocking(data, True, first=True)
+            recv_preposted(request)
+        else:
+            recv_preposted(request)
+            send_nonblocking(out, True, first=True)
+
+    head = bytearray(HEAD_BYTES)
+
+    def two_places(array: np.ndarray) -> MPI.Datatype:
+        addresses = [MPI.Get_address(head), MPI.Get_address(array)]
+        return MPI.BYTE.Create_hindexed([HEAD_BYTES, array.nbytes], addresses).Commit()
+
+    def one_message() -> None:
+        for step in (0, 1) if rank == 0 else (1, 0):
+            if step == 0:
+                datatype = two_places(data if rank == 0 else out)
+                request = comm.Isend([MPI.BOTTOM, 1, datatype], peer, TAG_DATA)
+            else:
+                while (message := comm.Improbe(peer, TAG_DATA, status)) is None:
+                    pass
+                datatype = two_places(out)
+                request = message.Irecv([MPI.BOTTOM, 1, datatype])
+            while not request.Test():
+                pass
+            datatype.Free()
+
     def geode_trip() -> None:
         if rank == 0:
             geode.send(data, dest=geode.nodes[peer])
@@ -127,6 +170,8 @@ def ratios_for(
         "matched": matched(False),
         "+envelope": matched(True),
         "envelope first": envelope_first,
+        "preposted": preposted,
+        "one message": one_message,
         "geode": geode_trip,
         "raw placed": raw_into(placed),
     }

@@ -19,7 +19,7 @@ from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.transport.base import Frame, frame_bytes
 
 MAGIC = b"GM"
-VERSION = 3  # 3: the flags byte (FRAMES_AFTER); 2: no flags; 1: no page offsets
+VERSION = 4  # 4: leads (transport/prepost.py); 3: the flags byte (FRAMES_AFTER); 2: no flags
 # magic, transport version, flags, frame count, meta length, 4 pad bytes so that meta starts
 # 16-aligned
 _HEADER = struct.Struct("<2sBBIIxxxx")

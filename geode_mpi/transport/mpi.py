@@ -43,6 +43,7 @@ from geode_mpi.transport.base import (
     frame_bytes,
 )
 from geode_mpi.transport.envelope import (
+    ALIGN,
     FLAGS_BYTE,
     FRAMES_AFTER,
     HEADER_SIZE,
@@ -60,6 +61,7 @@ from geode_mpi.transport.envelope import (
 from geode_mpi.transport.fanout import FanoutTable, FanTicket, end_marker, read_end_marker
 from geode_mpi.transport.paths import network_ranks
 from geode_mpi.transport.pool import BufferPool
+from geode_mpi.transport.prepost import INDEX, ONE_FRAME, ROOM, TAG_LEAD, Leads, lead_message
 from geode_mpi.transport.relay import (
     PREFIX_BYTES,
     TAG_RELAY_HEAD,
@@ -249,6 +251,9 @@ class MPITransport(RootedMPI, TransportBase):
         # frames' bytes (see _send_one_frame).
         self.network = network_ranks(self.comm)
         self.frames_after = [self.network(rank) for rank in range(self.size)]
+        # Such a message's envelope goes as a lead, into a receive kept posted for it once its
+        # sender has sent one (transport/prepost.py).
+        self.leads = Leads(self.comm, self._lead_landed)
         tighten_timer_slack()
 
     # -- sending ---------------------------------------------------------------------------
@@ -376,10 +381,17 @@ class MPITransport(RootedMPI, TransportBase):
         return ticket
 
     def _lead(self, dest: int, envelope: bytes) -> list[MPI.Request]:
-        """Send a `FRAMES_AFTER` envelope, its frames to follow: as the last entry of the batch
-        to ``dest`` if there is one (one MPI message fewer: an acknowledgement often waits
-        there), else on its own; the request to complete with the message's (none if the
-        batch carries it)."""
+        """Send a `FRAMES_AFTER` envelope, its frames to follow: as a lead (`TAG_LEAD`, after
+        the batch to ``dest`` if there is one), which ``dest`` receives into a receive posted
+        before it comes (transport/prepost.py); one too long for that as the last entry of the
+        batch to ``dest`` if there is one (one MPI message fewer), else on its own. Returns
+        the request to complete with the message's (none if the batch carries it)."""
+        if len(envelope) <= ROOM:
+            if dest in self._batches:
+                self._send_batch(dest)  # (counted in sent_to: the lead's number follows it)
+            count = self.sent_to[dest]
+            self.sent_to[dest] = count + 1
+            return [self.comm.Isend(lead_message(count, envelope), dest, TAG_LEAD)]
         if dest in self._batches:
             self._add_to_batch(dest, _AS_ENVELOPE, envelope)  # (counted as the batch goes)
             if dest in self._batches:  # (not sent already by reaching BATCH_MAX)
@@ -539,10 +551,16 @@ class MPITransport(RootedMPI, TransportBase):
             held = _Held(status.Get_count(_BYTE), message)
             self._frames_in[source].append(held)
             self._unposted.append(held)
+            if self.leads.slot[source] >= 0:  # it may be a lead's, claimed as the lead goes
+                self._lead_first(source)
             return False
-        if tag >= TAG_RELAY_HEAD:  # a relay's head or chunk (not an envelope)
+        if tag >= TAG_RELAY_HEAD:  # a relay's head or chunk (not an envelope), or a lead
+            if tag == TAG_LEAD:
+                return self._take_lead(message, source)
             self._relays.take(message, status)
             return False
+        if self.leads.slot[source] >= 0:  # a lead sent before this message goes first
+            self._lead_first(source)
         buffer = bytearray(status.Get_count(_BYTE))
         message.Recv(buffer)
         if tag == TAG_META:
@@ -652,7 +670,7 @@ class MPITransport(RootedMPI, TransportBase):
         else:
             self._sink(source, meta, (), len(meta))
 
-    def _accept(self, source: int, buffer: bytearray | memoryview) -> None:
+    def _accept(self, source: int, buffer: bytearray | memoryview, lead: bool = False) -> None:
         if (
             len(buffer) >= HEADER_SIZE
             and _FAST_HEADER(buffer, 0) == _META_ONLY  # ours, this version, meta only
@@ -673,7 +691,7 @@ class MPITransport(RootedMPI, TransportBase):
         requests: list[MPI.Request] = []
         nbytes = len(buffer)
         after = buffer[FLAGS_BYTE] & FRAMES_AFTER
-        claim = self._post if after else self._claim
+        claim = (self._post_lead if lead else self._post) if after else self._claim
         for frame in inline:
             if frame is None:
                 size, offset = oob[len(requests)]
@@ -704,6 +722,94 @@ class MPITransport(RootedMPI, TransportBase):
             raise DecodeError(f"rank {source} sent frames before an envelope that says they follow")
         target = self.pool.take(size, offset)
         return target, self.comm.Irecv([target, _BYTE], source, TAG_FRAME)
+
+    def _post_lead(self, source: int, size: int, offset: int) -> tuple[Frame, MPI.Request]:
+        """`_post` for a lead's frame: a lead can be handed over after a probe matched its
+        frames (they follow it, but its turn may come later: transport/prepost.py); those are
+        claimed (`_claim`), the rest posted."""
+        if self._frames_in[source]:
+            return self._claim(source, size, offset)
+        target = self.pool.take(size, offset)
+        return target, self.comm.Irecv([target, _BYTE], source, TAG_FRAME)
+
+    def _take_leads(self) -> bool:
+        """Take the leads that landed in standing receives, and hand over those whose turn it
+        is; whether any landed."""
+        leads = self.leads
+        landed = leads.poll()
+        leads.repost()
+        return landed
+
+    def _due_leads(self) -> bool:
+        """Hand over every waiting lead whose turn has come; whether any was."""
+        return any([self._hand_leads(source) for source in list(self.leads.waiting)])
+
+    def _hand_leads(self, source: int) -> bool:
+        """Accept ``source``'s waiting leads, in turn, as long as the next one is the next
+        message from it; whether any was."""
+        received = self.received_from
+        due = self.leads.due
+        handed = False
+        while (envelope := due(source, received[source])) is not None:
+            received[source] += 1
+            self._accept(source, envelope, lead=True)
+            handed = True
+        return handed
+
+    def _lead_first(self, source: int) -> None:
+        """Before a message probed from ``source`` is handled: a lead from it that landed in
+        its standing receive and whose turn has come goes first."""
+        leads = self.leads
+        leads.test(source)
+        if source in leads.waiting:
+            self._hand_leads(source)
+        leads.repost()
+
+    def _take_lead(self, message: MPI.Message, source: int) -> bool:
+        """A lead found by a probe (its sender's first, or one sent while no receive stood
+        for it): received, and its sender given a standing receive from now on."""
+        buffer = bytearray(self._status.Get_count(_BYTE))
+        message.Recv(buffer)
+        leads = self.leads
+        leads.probed += 1
+        if leads.slot[source] >= 0:
+            leads.test(source)
+        self._lead_landed(source, memoryview(buffer))
+        leads.stand(source)
+        leads.repost()
+        return True
+
+    def _lead_landed(self, source: int, lead: memoryview) -> None:
+        """A lead from ``source``: the commonest (its turn now, one frame that follows it,
+        nothing of its sender's still arriving) has its frame's receive posted here with no
+        parsing beyond one unpack; any other waits its turn (`_hand_leads`)."""
+        if len(lead) >= ONE_FRAME.size:
+            number, magic, version, flags, count, meta_len, entry = ONE_FRAME.unpack_from(lead)
+            if (
+                number == self.received_from[source]
+                and count == 1
+                and entry & 1
+                and flags & FRAMES_AFTER
+                and ONE_FRAME.size + meta_len <= len(lead)
+                and magic == MAGIC
+                and version == ENVELOPE_VERSION
+                and not self._arrivals[source]
+                and not self._frames_in[source]
+                and source not in self.leads.waiting
+            ):
+                self.received_from[source] = number + 1
+                size = entry >> 9
+                target = self.pool.take(size, (entry >> 1 & 0xFF) * ALIGN)
+                request = self.comm.Irecv([target, _BYTE], source, TAG_FRAME)
+                meta = lead[ONE_FRAME.size : ONE_FRAME.size + meta_len]
+                nbytes = len(lead) - INDEX.size + size
+                self._arrivals[source].append(
+                    _Arrival(meta, [target], [request], nbytes, sizes=[size])
+                )
+                self._waiting_sources.add(source)
+                return
+        self.leads.add(source, lead)
+        self._hand_leads(source)
 
     def _claim(self, source: int, size: int, offset: int) -> tuple[Frame, MPI.Request]:
         """Start receiving the next frame probed from ``source``, which must be ``size`` bytes,
@@ -936,7 +1042,11 @@ class MPITransport(RootedMPI, TransportBase):
     def progress(self) -> bool:
         if self._batches and time.perf_counter() - self._batch_since > BATCH_DELAY:
             self.flush()
-        found = self._probe_arrivals()
+        leads = self.leads
+        found = bool(leads.standing and self._take_leads())
+        found = self._probe_arrivals() or found
+        if leads.waiting:
+            found = self._due_leads() or found
         if self._relays.moving and self._relays.advance():
             found = True
         if self._waiting_sources and self._complete_arrivals():
@@ -974,6 +1084,7 @@ class MPITransport(RootedMPI, TransportBase):
             return self._spin_transfers(seconds)
         improbe = self.comm.Improbe
         status = self._status
+        leads = self.leads
         until = time.perf_counter() + seconds
         while True:
             message = improbe(_ANY_SOURCE, _ANY_TAG, status)
@@ -981,6 +1092,9 @@ class MPITransport(RootedMPI, TransportBase):
                 if self._take_matched(message):
                     return True  # an envelope; the rest arrive with the next progress()
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
+            elif leads.standing and leads.poll():
+                leads.repost()
+                return True
             elif self._unposted and self._post_late():
                 return True  # a frame whose envelope is late: now being received
             if time.perf_counter() > until:
@@ -1019,6 +1133,7 @@ class MPITransport(RootedMPI, TransportBase):
         # subscribers: 1.5 to 1.8 times raw Bcast's time, against 0.9 to 1.3 with every eighth;
         # the Ibcast streams before used every eighth too; see benchmarks/README.md, fanout.py).
         share = self.oversubscribed
+        leads = self.leads if self.leads.standing else None
         turn = 0
         while True:
             if posted and any(all(one.Get_status() for one in each) for each in posted):
@@ -1031,6 +1146,7 @@ class MPITransport(RootedMPI, TransportBase):
                 (requests and testany(requests)[1])
                 or (chunks and any(chunk.Get_status() for chunk in chunks))
                 or iprobe(_ANY_SOURCE, _ANY_TAG)
+                or (leads is not None and leads.poll())
                 or clock() > until
                 or (self._unposted and self._unposted[0].since < clock() - LATE_ENVELOPE)
             ):
@@ -1069,6 +1185,7 @@ class MPITransport(RootedMPI, TransportBase):
             parts.append(
                 f"{len(self._arrivals[source])} message(s) from rank {source} half received"
             )
+        parts.append(self.leads.summary())
         parts.append(self._relays.summary())
         parts.append(self.shared.summary())
         return "; ".join(part for part in parts if part) or "nothing in flight"
@@ -1215,6 +1332,7 @@ class MPITransport(RootedMPI, TransportBase):
             together=CLOSING_YIELD,
         )
         self._wait(self._drained, deadline, timeout, self._missing, together=CLOSING_YIELD)
+        self.leads.cancel()
         self.close_rooted()
         self.shared.close()
         self.comm.Free()

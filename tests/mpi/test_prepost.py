@@ -1,0 +1,189 @@
+"""Leads: the envelopes of large messages to a network peer land in a receive kept posted for
+them (transport/prepost.py), and keep their place among the sender's other messages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from geode_mpi import Geode
+from geode_mpi.transport import mpi as mpi_transport
+from geode_mpi.transport.mpi import MPITransport
+from geode_mpi.transport.prepost import ROOM
+
+TIMEOUT = 60.0
+KiB = 2**10
+
+
+def frames_for(source: int, k: int) -> tuple[bytes, list[np.ndarray[Any, Any]], bool]:
+    """Message ``k`` from ``source``: (meta, frames, batched), large ones (leads) among small
+    batched, unbatched and frameless ones, strided and several-frame ones, one whose envelope
+    is too long for a lead."""
+    meta = b"%d:%d " % (source, k)
+    kind = k % 7
+    if kind == 0:
+        return meta, [np.arange(10, dtype=np.int16) + k], True
+    if kind == 1:
+        return meta, [np.full(40 * KiB, k, np.uint8) + source], False  # a lead
+    if kind == 2:
+        return meta, [], True
+    if kind == 3:
+        big = np.arange(3 * 30_000, dtype=np.int32)[::3] + k  # strided, and two frames
+        return meta, [big, np.full(70 * KiB, source, np.uint8)], False
+    if kind == 4:
+        return meta * (ROOM // len(meta) + 1), [np.full(20 * KiB, k, np.uint8)], False
+    if kind == 5:
+        return meta, [np.full(1 * KiB, k, np.uint8)], False
+    return meta, [np.arange(300 * KiB // 8, dtype=np.float64) - k], True  # a lead too
+
+
+def leads_among(count: int) -> int:
+    """How many of the first ``count`` messages go as leads (kinds 1, 3, 6)."""
+    return sum(1 for k in range(count) if k % 7 in (1, 3, 6))
+
+
+@pytest.fixture
+def transport() -> Iterator[MPITransport]:
+    """An MPI transport on COMM_WORLD sending to every rank as over a network (envelope
+    first), closed at the end (skips below two ranks)."""
+    if MPI.COMM_WORLD.Get_size() < 2:
+        pytest.skip("needs two ranks")  # the same on every rank
+    made = MPITransport(MPI.COMM_WORLD)
+    made.frames_after = [rank != made.rank for rank in range(made.size)]
+    yield made
+    made.close(TIMEOUT)  # (cancels the standing receives)
+
+
+def test_every_rank_gets_every_message_in_order_and_leads_land_in_standing_receives(
+    transport: MPITransport,
+) -> None:
+    got: list[tuple[int, bytes, list[bytes]]] = []
+
+    def sink(source: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None:
+        got.append((source, bytes(meta), [np.ascontiguousarray(f).tobytes() for f in frames]))
+
+    transport.attach(sink)
+    rank, size = transport.rank, transport.size
+    count = 70
+    tickets = []
+    for k in range(count):  # to every other rank in turn, everyone at once
+        for dest in range(size):
+            if dest != rank:
+                meta, frames, batched = frames_for(rank, k)
+                tickets.append(transport.send(dest, meta, frames, batched))
+    transport.flush()
+    want = (size - 1) * count
+    deadline = time.monotonic() + TIMEOUT
+    assert transport.wait(lambda: len(got) == want and all(t.done for t in tickets), deadline), (
+        f"{len(got)} of {want} arrived; {transport.pending_summary()}"
+    )
+    for source in range(size):
+        mine = [(meta, frames) for s, meta, frames in got if s == source]
+        assert len(mine) == (0 if source == rank else count)
+        for k, (meta, frames) in enumerate(mine):
+            want_meta, want_frames, _ = frames_for(source, k)
+            assert meta == want_meta
+            assert frames == [np.ascontiguousarray(f).tobytes() for f in want_frames]
+    # Each peer's first lead is probed; it then has a standing receive, which takes the rest.
+    leads = transport.leads
+    assert leads.probed == size - 1
+    assert leads.taken == (size - 1) * (leads_among(count) - 1)
+    assert not leads.waiting
+    assert not transport.busy
+
+
+def test_a_peer_that_sent_no_lead_gets_no_standing_receive(transport: MPITransport) -> None:
+    transport.attach(lambda source, meta, frames, nbytes: None)
+    if transport.rank == 0:
+        ticket = transport.send(1, b"small", [np.arange(4)], False)
+        assert transport.wait(lambda: ticket.done, time.monotonic() + TIMEOUT)
+    transport.drain(TIMEOUT)
+    assert transport.leads.slot == [-1] * transport.size
+    assert (transport.leads.probed, transport.leads.taken) == (0, 0)
+
+
+@pytest.fixture
+def networked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Geode]:
+    """A Geode whose transport reaches every other rank as over a network."""
+    monkeypatch.setattr(
+        mpi_transport, "network_ranks", lambda comm: lambda rank: rank != comm.Get_rank()
+    )
+    made = Geode()
+    yield made
+    made.close(timeout=TIMEOUT)
+
+
+def test_arrays_and_topic_messages_between_networked_geodes_arrive_in_order(
+    networked: Geode,
+) -> None:
+    geode = networked
+    transport = geode.transport
+    size = transport.size
+    here = geode.local_nodes[0]
+    firsts = list(geode.nodes[:size])  # one node per rank (node k lives on rank k mod size)
+    others = [node for node in firsts if node != here]
+    topic = geode.topic("prepost", firsts, firsts)
+    count = 30
+    for k in range(count):
+        for node in others:
+            if k % 3 == 0:
+                geode.send({"k": k}, dest=node)
+            else:
+                geode.send(np.full(50 * KiB, k, np.uint8), dest=node)
+        if k % 5 == 0:
+            topic.publish(np.full(30 * KiB + transport.rank, k, np.uint8), source=here)
+    seen: dict[str, list[int]] = {node: [] for node in others}
+    published: dict[str, list[int]] = {node: [] for node in firsts}
+    want = count * len(others) + (count // 5) * size
+    for _ in range(want):
+        message = geode.receive(timeout=TIMEOUT)
+        data = message.data
+        if message.topic is not None:
+            assert data.nbytes == 30 * KiB + geode.rank_of(message.source)
+            published[message.source].append(int(data[0]))
+        else:
+            seen[message.source].append(data["k"] if isinstance(data, dict) else int(data[0]))
+            if not isinstance(data, dict):
+                assert data.nbytes == 50 * KiB and (data == data[0]).all()
+    assert all(got == list(range(count)) for got in seen.values()), seen
+    assert all(got == list(range(0, count, 5)) for got in published.values()), published
+    if size > 1:
+        assert isinstance(transport, MPITransport)
+        assert transport.leads.taken > 0
+
+
+def test_a_lead_that_overtakes_a_message_sent_before_it_waits_for_it(
+    transport: MPITransport,
+) -> None:
+    got: list[bytes] = []
+    transport.attach(lambda source, meta, frames, nbytes: got.append(bytes(meta)))
+    big = np.arange(64 * KiB, dtype=np.uint8)
+    if transport.rank == 0:
+        tickets = [transport.send(1, b"first lead", [big], False)]
+        transport.comm.Barrier()  # (rank 1 has taken it: it has a standing receive now)
+        tickets.append(transport.send(1, b"meta alone", [], False))
+        tickets.append(transport.send(1, b"second lead", [big], False))
+        assert transport.wait(lambda: all(t.done for t in tickets), time.monotonic() + TIMEOUT)
+    elif transport.rank == 1:
+        assert transport.wait(lambda: got == [b"first lead"], time.monotonic() + TIMEOUT)
+        transport.comm.Barrier()
+        leads = transport.leads
+        deadline = time.monotonic() + TIMEOUT
+        # Only the standing receive is polled, so the message before the lead is not probed.
+        while not leads.poll() and time.monotonic() < deadline:
+            pass
+        leads.repost()
+        assert got == [b"first lead"]
+        assert [number for number, _ in leads.waiting[0]] == [2], leads.summary()
+        assert "1 lead(s) from rank 0 waiting for message 2" in transport.pending_summary()
+        assert transport.wait(lambda: len(got) == 3, time.monotonic() + TIMEOUT)
+        assert got == [b"first lead", b"meta alone", b"second lead"]
+        assert not leads.waiting
+        assert (leads.probed, leads.taken) == (1, 1)
+    if transport.rank > 1:
+        transport.comm.Barrier()
