@@ -963,6 +963,14 @@ class MPITransport(RootedMPI, TransportBase):
         return changed
 
     def spin(self, seconds: float) -> bool:
+        return self.spin_meta(seconds, False) is not False
+
+    def spin_meta(self, seconds: float, hand_back: bool = True) -> tuple[int, bytearray] | bool:
+        """`spin`, for a receive that waits with its queue empty: the first arrival sent as
+        its meta alone (`TAG_META`), from a rank with nothing else still arriving, comes back
+        as ``(rank, meta)``, received and counted but not handed to the sink (the caller
+        admits it: `Engine.take_arrival`); anything else goes its usual way (True once
+        something did, False if nothing came)."""
         if self._batches:
             self.flush()
         if (
@@ -978,6 +986,13 @@ class MPITransport(RootedMPI, TransportBase):
         while True:
             message = improbe(_ANY_SOURCE, _ANY_TAG, status)
             if message is not None:
+                if hand_back and status.Get_tag() == TAG_META:
+                    source = status.Get_source()
+                    if not self._arrivals[source]:  # (else it waits its turn behind them)
+                        buffer = bytearray(status.Get_count(_BYTE))
+                        message.Recv(buffer)
+                        self.received_from[source] += 1
+                        return source, buffer
                 if self._take_matched(message):
                     return True  # an envelope; the rest arrive with the next progress()
                 until = time.perf_counter() + seconds  # a frame: its envelope follows it
