@@ -193,24 +193,22 @@ def round_trip_steps(comm: Any, geode: Geode, rank: int, messages: int) -> dict[
     names = runtime.names
     found: dict[str, float] = {}
 
-    def sent(name: str, step: Callable[[], None]) -> None:
+    def timed(name: str, on: int, step: Callable[[], None]) -> None:
         comm.Barrier()
-        if rank == 0:
+        if rank == on:
             started = time.thread_time()
             step()
             found[name] = (time.thread_time() - started) / messages
         comm.Barrier()
 
+    def sent(name: str, step: Callable[[], None]) -> None:
+        timed(name, 0, step)
+
     def received(name: str, send: Callable[[], None], take: Callable[[], None]) -> None:
         comm.Barrier()
         if rank == 0:
             send()
-        comm.Barrier()
-        if rank == 1:
-            started = time.thread_time()
-            take()
-            found[name] = (time.thread_time() - started) / messages
-        comm.Barrier()
+        timed(name, 1, take)
 
     def geode_sends() -> None:
         for _ in range(messages):
