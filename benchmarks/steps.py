@@ -6,6 +6,10 @@ time rank 1 taking messages that already wait for it (sent before a barrier). Ti
 thread's CPU time per message (`time.thread_time`), so other processes' load counts little;
 raw mpi4py's lowercase ``isend`` and ``recv`` of the same fields as a dict
 (`baseline.message_fields`) are the baseline.
+
+The round trip's rows (`round_trip_steps`) time the path of a ping-pong's message: a blocking
+``send`` (its own MPI message, never batched) and a ``receive`` that takes it straight from
+MPI (`MPITransport.spin_meta`, `Engine.take_arrival`, `codec.decode`), layer by layer.
 """
 
 from __future__ import annotations
@@ -116,6 +120,8 @@ def main(messages: int, repeats: int, json_path: Path | None) -> int:
             geode.receive(timeout=30)  # the first message, sent before the loops
         for name, taken in (("Geode.receive", geode_receive), ("raw recv", raw_recv)):
             times.setdefault(name, []).append(taken(comm, geode, rank, messages))
+        for name, value in round_trip_steps(comm, geode, rank, messages).items():
+            times.setdefault(name, []).append(value)
         if rank == 0:
             geode.send(DATA, dest="node1")
     gathered = comm.gather(times, root=0)
@@ -173,3 +179,100 @@ def raw_recv(comm: Any, geode: Geode, rank: int, messages: int) -> float:
         MPI.Request.Waitall(requests)
     comm.Barrier()
     return taken if rank == 1 else float("nan")
+
+
+def round_trip_steps(comm: Any, geode: Geode, rank: int, messages: int) -> dict[str, float]:
+    """CPU seconds per message of each step of a ping-pong's message, sent with ``send``
+    (rank 0) and received one by one as it arrives (rank 1), each step over its own batch of
+    ``messages`` (rank 1 takes them only once all were sent: what it times is its own work)."""
+    from mpi4py import MPI
+
+    runtime = geode._runtime
+    transport = runtime.transport
+    engine = runtime.engine
+    names = runtime.names
+    found: dict[str, float] = {}
+
+    def timed(name: str, on: int, step: Callable[[], None]) -> None:
+        comm.Barrier()
+        if rank == on:
+            started = time.thread_time()
+            step()
+            found[name] = (time.thread_time() - started) / messages
+        comm.Barrier()
+
+    def sent(name: str, step: Callable[[], None]) -> None:
+        timed(name, 0, step)
+
+    def received(name: str, send: Callable[[], None], take: Callable[[], None]) -> None:
+        comm.Barrier()
+        if rank == 0:
+            send()
+        timed(name, 1, take)
+
+    def geode_sends() -> None:
+        for _ in range(messages):
+            geode.send(Message(DATA), dest="node1")
+
+    def raw_sends() -> None:
+        requests = [
+            comm.isend(message_fields(seq, "node0", "node1", DATA), 1, 9) for seq in range(messages)
+        ]
+        MPI.Request.Waitall(requests)
+
+    metas: list[bytes] = []
+
+    def encode() -> None:
+        metas.clear()
+        pair = engine.pair_out(0, 1)
+        first = pair.next_seq
+        for k in range(messages):
+            stamp = codec.make_stamp(k, first + k, time.time(), 0, 1)
+            metas.append(codec.encode(Message(DATA), stamp, codec.FLAG_TRACKED)[0])
+
+    def transport_sends() -> None:  # the metas `encode` made, numbered as the next ones
+        for meta in metas:
+            transport.send(1, meta, ())
+        engine.pair_out(0, 1).next_seq += len(metas)
+
+    sent("send: Geode.send (Message, blocking, its own MPI message)", geode_sends)
+
+    def receive_all() -> None:
+        for _ in range(messages):
+            geode.receive()
+
+    def raw_recv_all() -> None:
+        for _ in range(messages):
+            comm.recv(source=0, tag=9)
+
+    received("receive: Geode.receive (each taken as it arrives)", geode_sends, receive_all)
+    sent("send: codec.encode (and a stamp, Message)", encode)
+    sent("send: MPITransport.send (of those bytes)", transport_sends)
+    arrivals: list[tuple[int, bytearray]] = []
+
+    def spin() -> None:
+        while len(arrivals) < messages:
+            got = transport.spin_meta(1.0)
+            if got is False:
+                raise RuntimeError("hotpath.py --steps: a message sent before the barrier is late")
+            if got is not True:  # (True: something else, an ack, went its usual way)
+                arrivals.append(got)
+
+    received("receive: MPITransport.spin_meta (probe, Recv)", geode_sends, spin)
+    views = [memoryview(buffer) for _, buffer in arrivals]
+    taken = []
+
+    def admit() -> None:
+        for view in views:
+            taken.append(engine.take_arrival(0, view, 1))
+
+    received("receive: Engine.take_arrival (of those)", lambda: None, admit)
+
+    def decode() -> None:
+        for parcel in taken:
+            codec.decode(parcel.meta, (), names, None, True)
+
+    received("receive: codec.decode (of those)", lambda: None, decode)
+    sent("send: raw isend of the dict", raw_sends)
+    received("receive: raw recv of the dict", raw_sends, raw_recv_all)
+    return found

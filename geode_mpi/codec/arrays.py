@@ -134,10 +134,14 @@ _Small: TypeAlias = "tuple[np.dtype[Any], int, int, tuple[int, ...], bool, bool]
 _small: dict[bytes, _Small] = {}
 
 
-def small_array(meta: bytes | memoryview, start: int, end: int) -> np.ndarray[Any, Any]:
+def small_array(
+    meta: bytes | memoryview, start: int, end: int, owned: bool = False
+) -> np.ndarray[Any, Any]:
     """The small array stored inside meta: its descriptor at ``start``, then padding to a
-    multiple of 8 bytes (of meta), then its bytes up to ``end``. A writable copy, never a view of
-    meta (whose buffer it would keep alive; a copy of up to a few KiB is cheaper than a view).
+    multiple of 8 bytes (of meta), then its bytes up to ``end``. A writable copy, not a view
+    of meta (whose buffer it would keep alive: a batch's, or a message that may be delivered
+    again), unless ``owned`` (nothing reads meta after this) and meta is a whole bytearray
+    (one message's own receive buffer): then a view of it, which saves the copy.
 
     Raises:
         ValueError, struct.error: the bytes do not hold such an array.
@@ -156,7 +160,16 @@ def small_array(meta: bytes | memoryview, start: int, end: int) -> np.ndarray[An
         )
     if not nbytes:
         return np.empty(shape, dtype, order="F" if fortran else "C")
-    data: np.ndarray[Any, Any] = np.frombuffer(bytearray(meta[at:end]), dtype)
+    data: np.ndarray[Any, Any]
+    if (
+        owned
+        and type(meta) is memoryview
+        and type(meta.obj) is bytearray
+        and meta.nbytes == len(meta.obj)
+    ):
+        data = np.frombuffer(meta, dtype, count, at)  # (writable: a bytearray's memory)
+    else:
+        data = np.frombuffer(bytearray(meta[at:end]), dtype)
     if one_d:
         return data
     return data.reshape(shape[::-1]).T if fortran else data.reshape(shape)

@@ -88,6 +88,7 @@ _TRACK = struct.Struct("<2xH8xQ8xII12xq")
 # read); ``track_fields(meta)`` reads them at offset 0. The struct's own method: no Python call.
 # Its flags are the flags byte with the route byte above it: bits 8-11 the route, `FLAG_QOS`.
 track_fields: Callable[..., tuple[Any, ...]] = _TRACK.unpack_from
+TRACK_SIZE = _TRACK.size  # the bytes `track_fields` reads
 
 
 class Track(NamedTuple):

@@ -504,6 +504,7 @@ def decode(
     frames: Sequence[np.ndarray[Any, Any]],
     names: Sequence[str],
     info: Peek | None = None,
+    owned: bool = False,
 ) -> Message:
     """Turn meta and received frames back into a Message of the class that was sent.
 
@@ -512,6 +513,8 @@ def decode(
         frames: writable byte buffers, one per frame, in order.
         names: node names by index, to fill in ``source`` and ``dest``.
         info: what `peek` already read from this meta, if anything.
+        owned: nothing reads meta after this (taken for good, by one node): a small array
+            inside it may be a view of it instead of a copy, when meta is a whole bytearray.
 
     Raises:
         DecodeError: the bytes are malformed or the class cannot be found.
@@ -544,7 +547,7 @@ def decode(
                 elif kind == KIND_TEXT:
                     data = str(meta[HEAD_SIZE : HEAD_SIZE + data_len], "utf-8")
                 else:
-                    data = small_array(meta, HEAD_SIZE, HEAD_SIZE + data_len)
+                    data = small_array(meta, HEAD_SIZE, HEAD_SIZE + data_len, owned)
             except DecodeError:
                 raise
             except Exception as exc:
@@ -553,7 +556,18 @@ def decode(
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             message = _new_message(Message)
-            message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
+            count = len(names)
+            if reply_to == NO_REPLY and src < count and dst < count:  # `_state`, inline
+                message.__dict__ = {
+                    "data": data,
+                    "id": mid,
+                    "seq": seq,
+                    "timestamp": ts,
+                    "source": names[src],
+                    "dest": names[dst],
+                }
+            else:
+                message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
             return message
     view = memoryview(meta)
     if info is None:

@@ -521,8 +521,12 @@ class Geode:
                 spun = True
             if parcel is not None:
                 try:
-                    message = _decode(parcel.meta, parcel.frames, runtime.names)
-                    if parcel.flags & _FROM_STREAM:
+                    # Taken for good (automatic acks): a small array may be a view of the
+                    # message's own receive buffer. A topic's meta is shared by its local
+                    # subscribers: copied from.
+                    owned = not parcel.flags & _FROM_STREAM
+                    message = _decode(parcel.meta, parcel.frames, runtime.names, None, owned)
+                    if not owned:
                         runtime.stream_fields(message, parcel, self.rank)
                     if TRACER.on:
                         trace_receive(self.rank, message, "receive")

@@ -81,6 +81,10 @@ class Runtime:
         resend_after: float | None,
     ) -> None:
         self.transport = transport
+        # `MPITransport.spin_meta` where there is one (the fast receive's spin), else `spin`
+        self.spin_meta: Callable[[float], tuple[int, bytearray] | bool] = getattr(
+            transport, "spin_meta", transport.spin
+        )
         # Every public call holds the gate; send, isend and receive skip it while no other
         # thread exists (see `serialised` and docs/point-to-point.md, "Threads").
         self.gate = transport.gate
@@ -311,19 +315,20 @@ class Runtime:
 
     def spin_plain(self) -> Parcel | None:
         """The fast receive (this rank's node, `plain_queue`) found nothing queued: spin on the
-        transport as `take` does first, and take what came; None if nothing did (then `take`
-        with ``spun``, which does not spin again: its conditions for spinning are these)."""
+        transport as `take` does first, and take what came (a message alone straight from the
+        transport: `Engine.take_arrival`); None if nothing did (then `take` with ``spun``,
+        which does not spin again: its conditions for spinning are these)."""
         transport = self.transport
         engine = self.engine
-        if (
-            self.closed
-            or not transport.delivers_later
-            or engine.forwards
-            or transport.busy
-            or not transport.spin(FIRST_SPIN)
-        ):
+        if self.closed or not transport.delivers_later or engine.forwards or transport.busy:
             return None
-        parcel = engine.take_plain(self.rank)
+        got = self.spin_meta(FIRST_SPIN)
+        if got is False:
+            return None
+        if got is True:
+            parcel = engine.take_plain(self.rank)
+        else:  # a message alone, handed back: admitted and taken without queueing it
+            parcel = engine.take_arrival(got[0], memoryview(got[1]), self.rank)
         if parcel is not None:
             self.receives += 1
         return parcel

@@ -68,6 +68,9 @@ _KIND_AT = header.KIND_AT  # meta[_KIND_AT]: a message's kind, read on every arr
 _KIND_CONTROL = header.KIND_CONTROL
 _CACHED = cache.MARKER  # meta[0] of a message with a cache prefix (never a codec version)
 _track_from = header.track_fields  # flags, seq, source, dest, reply_to of a header
+_TRACK_SIZE = header.TRACK_SIZE  # the bytes `_track_from` reads
+# What `Engine.take_arrival` leaves to the sink: the diverted, and a topic's (dest is the topic).
+_NOT_TAKEN = _DIVERT | _FLAG_TOPIC
 
 Decoder = Callable[[Parcel], Message]
 
@@ -380,6 +383,51 @@ class Engine:
                 inbox.peak = len(items)
             return
         self._admit(key, pair, parcel, dest, inbox)
+
+    def take_arrival(self, rank: int, meta: memoryview, index: int) -> Parcel | None:
+        """`sink` then `take_plain` of node ``index`` (one of `plain`), for a frame-less
+        arrival that came while that node waited on an empty queue (`Runtime.spin_plain`).
+
+        The next message of its pair, for ``index``, not diverted, is taken at once, never
+        queued: the counters, order, dedup and acks are the sink's and `take`'s. Anything else
+        (a control record, a duplicate, one out of order, for another node) goes through
+        `sink`, and the queue's oldest comes back, if any.
+        """
+        inbox = self.inboxes[index]
+        nbytes = len(meta)
+        if nbytes >= _TRACK_SIZE and meta[_KIND_AT] != _KIND_CONTROL and not inbox.waiting:
+            flags, seq, source, dest, reply_to = _track_from(meta, 0)
+            pair = self._in.get((source, dest))
+            if (
+                dest == index
+                and pair is not None  # (a pair's first arrival is checked by the sink)
+                and seq == pair.expected
+                and not pair.held
+                and not flags & _NOT_TAKEN
+                and not inbox.drop_oldest
+            ):
+                pair.expected = seq + 1
+                stats = self.stats[index]
+                stats.received += 1
+                stats.received_bytes += nbytes
+                if not inbox.peak:
+                    inbox.peak = 1  # (what the queue's peak would have been)
+                parcel = _tuple_new(
+                    Parcel, (source, seq, flags, reply_to, meta, (), nbytes, 0, 0, _NEVER)
+                )
+                if (
+                    seq == pair.done_below
+                    and not pair.done_extra
+                    and (pair.ack_due or not flags & _FLAG_TRACKED)
+                    and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH
+                ):  # `_done`'s commonest case: processed in order, its ack already due
+                    pair.done_below = seq + 1
+                    stats.processed += 1
+                else:
+                    self._done(index, parcel)
+                return parcel
+        self.sink(rank, meta, (), nbytes)
+        return self.take_plain(index)
 
     def _check_new(self, meta: memoryview, source: int) -> None:
         """Check the header of the first arrival of a pair (its version, its source).

@@ -1,0 +1,159 @@
+"""The fast receive's direct take (`Engine.take_arrival`) gives the sink's and the queue's result.
+
+A receive waiting on an empty queue takes a message that arrives alone straight from the
+transport, never queued. The same arrivals replayed through `sink` and `take_plain` must give
+the same messages in the same order, the same counters on both sides and the same acks:
+duplicates dropped, early arrivals held until the gap fills, control records and messages for
+another node handled by the sink, a queued message taken before a newer arrival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from geode_mpi import Geode, Message, codec
+from geode_mpi.delivery import Engine
+from geode_mpi.queues import Parcel
+from geode_mpi.transport import InProcHub
+
+HOW = ("wait_seconds", "credit_wait_seconds", "acks_sent")
+ITEMS: list[Any] = ["text", np.arange(5.0), {"a": [1, 2]}, 7, np.ones((2, 3), np.int32), None]
+
+
+def captured() -> tuple[Geode, Geode, list[bytes]]:
+    """Two simulated ranks (nodes 0 and 2 on rank 0, 1 and 3 on rank 1); every arrival at
+    rank 1 is captured, in order, instead of reaching its engine."""
+    hub = InProcHub(2)
+    a, b = (Geode(4, transport=hub.endpoint(rank)) for rank in range(2))
+    arrivals: list[bytes] = []
+
+    def capture(source: int, meta: memoryview, frames: Any, nbytes: int) -> None:
+        assert not frames  # (every item here travels inside its meta)
+        arrivals.append(bytes(meta))
+
+    # node1 sends to node0 first: node0's ack of it comes back to rank 1, a control record.
+    b.send("first", "node1", "node0")
+    assert a.receive("node0", timeout=10).data == "first"
+    b.transport.attach(capture)
+    a.flush()  # (the ack)
+    for item in ITEMS:
+        a.send(item, "node0", "node1")
+    for text in ("to node3", "again"):  # another local node: the sink queues them there
+        a.send(text, "node0", "node3")
+    a.send("plain", "node0", "node1")
+    a.isend("acked", "node0", "node1", ack=True)  # its sender waits: diverted, never direct
+    a.send("expired", "node0", "node1", ttl=1e-6)  # expired when taken: dropped, not taken
+    for item in ITEMS:
+        a.send(item, "node2", "node1")
+    assert len(arrivals) == 2 * len(ITEMS) + 6
+    return a, b, arrivals
+
+
+def scripted(arrivals: list[bytes]) -> list[bytes]:
+    """The arrivals with a duplicate, an early one (two swapped) and a malformed one added."""
+    # arrivals: node0's ack of "first", node0's ITEMS (seq 0-5), two for node3, "plain" and
+    # "acked" and "expired" (seq 6-8), node2's ITEMS
+    script = list(arrivals)
+    script.insert(4, arrivals[3])  # a copy of an earlier message: dropped as a duplicate
+    # seq 4 overtakes seq 3: held, then both queued at once, and seq 3 taken; seq 5 comes
+    # next, while seq 4 is still queued
+    script[5], script[6] = script[6], script[5]
+    script.insert(9, b"\x07" * 10)  # too short to route: counted and dropped
+    return script
+
+
+def replay(direct: bool) -> tuple[list[Any], dict[str, Any], tuple[int, int]]:
+    """Replay rank 1's captured arrivals, taking node1's messages as they come: directly
+    (`take_arrival`), or through the sink and the queue; what node1 and node3 received,
+    every counter, and how many arrivals the sink saw (of how many)."""
+    a, b, arrivals = captured()
+    engine: Engine = b._runtime.engine
+    sink = engine.sink
+    sunk = [0]
+
+    def counting(rank: int, meta: memoryview, frames: Any, nbytes: int) -> None:
+        sunk[0] += 1
+        sink(rank, meta, frames, nbytes)
+
+    engine.sink = counting  # type: ignore[method-assign]
+    b.transport.attach(engine.sink, engine.sink_run)
+    got: list[Parcel] = []
+    take: Callable[[memoryview], Parcel | None]
+    if direct:
+
+        def take(meta: memoryview) -> Parcel | None:
+            return engine.take_arrival(0, meta, 1)
+
+    else:
+
+        def take(meta: memoryview) -> Parcel | None:
+            engine.sink(0, meta, (), len(meta))
+            return engine.take_plain(1)
+
+    script = scripted(arrivals)
+    for meta in script:
+        parcel = take(memoryview(bytearray(meta)))
+        if parcel is not None:
+            got.append(parcel)
+    while (parcel := engine.take_plain(1)) is not None:
+        got.append(parcel)
+    names = b._runtime.names
+    seen = [summary(codec.decode(parcel.meta, (), names)) for parcel in got]
+    seen += [summary(b.receive("node3", timeout=10)) for _ in range(2)]
+    b.flush()  # node1's acks go to rank 0
+    a.pending()
+    for geode in (a, b):
+        geode.flush()
+    counts = {
+        node: {k: v for k, v in geode.stats(node).as_dict().items() if k not in HOW}
+        for geode, node in ((a, "node0"), (a, "node2"), (b, "node1"), (b, "node3"))
+    }
+    pair = engine.pairs_in[(0, 1)]
+    counts["pair"] = (pair.expected, pair.done_below, pair.acked_below, pair.ack_due)
+    for geode in (a, b):
+        geode.close(timeout=10)
+    return seen, counts, (sunk[0], len(script))
+
+
+def summary(message: Message) -> tuple[Any, ...]:
+    data = message.data
+    value = (data.dtype.str, data.tolist()) if isinstance(data, np.ndarray) else data
+    return message.source, message.dest, message.seq, value
+
+
+def test_direct_take_gives_the_sink_and_queue_result() -> None:
+    direct = replay(direct=True)
+    queued = replay(direct=False)
+    assert direct[:2] == queued[:2]
+    seen, counts, sunk = direct
+    assert len(seen) == 2 * len(ITEMS) + 4
+    assert [s[2] for s in seen if s[0] == "node0" and s[1] == "node1"] == list(
+        range(len(ITEMS) + 2)
+    )
+    assert counts["node1"]["duplicates"] == 1 and counts["node1"]["expired"] == 1
+    assert counts["node0"]["unacked"] == 0 and counts["node2"]["unacked"] == 0
+    # The direct take did take some straight (the sink saw fewer than every arrival).
+    assert sunk[0] < sunk[1] == queued[2][0]
+
+
+def test_a_small_array_taken_for_good_is_a_writable_view_of_its_buffer() -> None:
+    # decode(owned=True) of a whole bytearray: the array is a view of it (no copy); not owned,
+    # or a slice of a larger buffer (a batch), a copy.
+    stamp = codec.make_stamp(1, 0, 2.5, 0, 1)
+    meta = codec.encode(Message(np.arange(4, dtype=np.int16)), stamp)[0]
+    names = ["node0", "node1"]
+    whole = bytearray(meta)
+    owned = codec.decode(memoryview(whole), (), names, None, True).data
+    assert owned.base is not None and owned.flags.writeable
+    assert np.shares_memory(owned, np.frombuffer(whole, np.uint8))
+    owned[0] = 9
+    assert owned.tolist() == [9, 1, 2, 3]
+    copied = codec.decode(memoryview(whole), (), names).data
+    assert not np.shares_memory(copied, np.frombuffer(whole, np.uint8))
+    batch = bytearray(meta + bytes(16))
+    part = codec.decode(memoryview(batch)[: len(meta)], (), names, None, True).data
+    assert not np.shares_memory(part, np.frombuffer(batch, np.uint8))
+    assert part.tolist() == [0, 1, 2, 3]
