@@ -32,6 +32,7 @@ from geode_mpi.codec.header import (
     KIND_ARRAY,
     KIND_CONTROL,
     KIND_PICKLE,
+    KIND_RUN,
     KIND_SMALL_ARRAY,
     KIND_TEXT,
     NO_REPLY,
@@ -555,6 +556,8 @@ def decode(
             message = _new_message(Message)
             message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
             return message
+        if kind == KIND_RUN and len(frames) == 2:  # one of a run's messages: (run, index)
+            return frames[0].message(frames[1])  # type: ignore[no-any-return,attr-defined]
     view = memoryview(meta)
     if info is None:
         info = peek(view)  # (raises the precise error for another version or a short header)

@@ -356,6 +356,8 @@ class Geode:
         """
         runtime = self._runtime
         if other_threads() and not runtime.owned():
+            if compress is None and not priority and ttl is None and source is None and not ack:
+                return runtime.serialised(runtime.send_plain, message, dest, timeout, True)
             chosen = None if compress is None else setting(compress)
             return runtime.serialised(
                 runtime.send,
