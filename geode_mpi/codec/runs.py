@@ -15,7 +15,7 @@ import struct
 import zlib
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from geode_mpi.codec import header
 from geode_mpi.codec.classes import BASE_NAME, class_name, resolve
@@ -87,6 +87,14 @@ def encode_run(
 def count(meta: bytes | memoryview) -> int:
     """How many messages a run's meta holds."""
     return int(_COUNT.unpack_from(meta, _COUNT_AT)[0])
+
+
+class RunItem(NamedTuple):
+    """A queued message of a run, as its parcel's frames (`codec.decode` reads it)."""
+
+    run: Run
+    at: int  # its index in the run
+    message: Message | None  # built with the run's others as it arrived (None: not built)
 
 
 class Run:
@@ -166,6 +174,30 @@ class Run:
         }
         return message
 
+    def messages(self) -> list[Message] | None:
+        """Every message of the run, built in one pass (None if the class is not found here:
+        each message's decode then says so)."""
+        try:
+            cls = self.cls()
+        except DecodeError:
+            return None
+        new = _new
+        first_id, first_seq = self.first_id, self.first_seq
+        src, dst, stamps = self.srcname, self.dstname, self.stamps
+        built = []
+        for index, data in enumerate(self.payloads):
+            message = new(cls)
+            message.__dict__ = {
+                "data": data,
+                "id": first_id + index,
+                "seq": first_seq + index,
+                "timestamp": stamps[index],
+                "source": src,
+                "dest": dst,
+            }
+            built.append(message)
+        return built
+
     def single(self, index: int) -> bytes:
         """The meta of message ``index`` encoded alone, as if sent on its own (for the paths
         that keep messages one by one: checkpoints, a queue that drops its oldest)."""
@@ -179,14 +211,6 @@ class Run:
         if frames:  # (joinable data has no array: never)
             raise DecodeError(f"message {stamp.id} of a run encodes with frames")
         return meta
-
-
-def message_of(meta: bytes | memoryview, frames: Sequence[Any]) -> Message:
-    """`codec.decode` of a queued message of a run: its frames are (the `Run`, its index)."""
-    run, index = frames
-    if type(run) is not Run:
-        raise DecodeError(f"a run's message {header.message_id(meta)} was queued without its run")
-    return run.message(index)
 
 
 def is_run(meta: bytes | memoryview) -> bool:

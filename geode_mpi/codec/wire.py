@@ -556,7 +556,7 @@ def decode(
             message = _new_message(Message)
             message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
             return message
-        if kind == KIND_RUN and len(frames) == 2:  # one of a run's messages: (run, index)
+        if kind == KIND_RUN and len(frames) == 3:  # one of a run's: (run, index, message)
             return frames[0].message(frames[1])  # type: ignore[no-any-return,attr-defined]
     view = memoryview(meta)
     if info is None:

@@ -12,6 +12,7 @@ from geode_mpi import codec
 from geode_mpi.base.backoff import CLOSING_YIELD
 from geode_mpi.base.gate import locked, other_threads, senders_may_run
 from geode_mpi.codec.compression import Compression, setting
+from geode_mpi.codec.runs import RunItem
 from geode_mpi.core import aio
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpointing import Checkpointer
@@ -523,7 +524,12 @@ class Geode:
                 spun = True
             if parcel is not None:
                 try:
-                    message = _decode(parcel.meta, parcel.frames, runtime.names)
+                    frames: Any = parcel.frames
+                    # (`type` is the filter here) A run's message was built as it arrived.
+                    if frames.__class__ is RunItem and frames.message is not None:
+                        message = frames.message
+                    else:
+                        message = _decode(parcel.meta, frames, runtime.names)
                     if parcel.flags & _FROM_STREAM:
                         runtime.stream_fields(message, parcel, self.rank)
                     if TRACER.on:

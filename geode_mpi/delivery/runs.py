@@ -13,11 +13,11 @@ messages keep their place among everything else sent to that rank. See docs/deli
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from geode_mpi.codec.header import NO_REPLY
-from geode_mpi.codec.runs import Run, encode_run, is_run
+from geode_mpi.codec.runs import Run, RunItem, encode_run, is_run
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut, RunEntry
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.message import Message
@@ -167,9 +167,26 @@ def run_parcels(run: Run, meta: memoryview) -> list[Parcel]:
     index) as frames (`codec.decode` gives the message from them)."""
     src, first, flags = run.src, run.first_seq, run.flags
     size = max(1, len(meta) // len(run.payloads))
+    made = run.messages()
+    built: Sequence[Message | None] = [None] * len(run.payloads) if made is None else made
+    item = RunItem
     return [
-        _tuple_new(Parcel, (src, first + i, flags, NO_REPLY, meta, (run, i), size, 0, 0, NEVER))
-        for i in range(len(run.payloads))
+        _tuple_new(
+            Parcel,
+            (
+                src,
+                first + i,
+                flags,
+                NO_REPLY,
+                meta,
+                _tuple_new(item, (run, i, message)),
+                size,
+                0,
+                0,
+                NEVER,
+            ),
+        )
+        for i, message in enumerate(built)
     ]
 
 

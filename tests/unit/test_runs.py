@@ -10,7 +10,7 @@ import pytest
 
 from geode_mpi import Geode, Message, QueueConfig
 from geode_mpi.codec import decode, encode, make_stamp
-from geode_mpi.codec.runs import Run, count, encode_run, joinable
+from geode_mpi.codec.runs import Run, RunItem, count, encode_run, joinable
 from geode_mpi.delivery.engine import Engine
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut, RunEntry
 from geode_mpi.delivery.runs import RUN_MAX, release
@@ -92,7 +92,7 @@ def test_a_run_round_trips_through_the_codec() -> None:
         # Alone, the same bytes as the message sent on its own with its stamp.
         alone = make_stamp((5 << 40) + index, 10 + index, 100.0 + index, 5, 1)
         assert run.single(index) == encode(Message(data), alone, 2)[0]
-        assert decode(meta, (run, index), NAMES).__dict__ == got.__dict__
+        assert decode(meta, RunItem(run, index, None), NAMES).__dict__ == got.__dict__
 
 
 def test_a_damaged_run_is_refused_before_unpickling() -> None:
