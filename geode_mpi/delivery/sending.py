@@ -18,8 +18,8 @@ from geode_mpi import codec
 from geode_mpi.codec import compression
 from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
+from geode_mpi.codec.runs import TEXT_MAX, is_run, joinable, wire_name
 from geode_mpi.codec.runs import count as run_count
-from geode_mpi.codec.runs import is_run, joinable, wire_name
 from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
@@ -216,7 +216,9 @@ class SendPath:
                 run is not None
                 and type(message) is run.cls
                 and len(message.__dict__) == 1
-                and joinable(data := message.data)
+                and (
+                    (type(data := message.data) is str and len(data) <= TEXT_MAX) or joinable(data)
+                )
             ):
                 payloads = run.payloads
                 index = len(payloads)
