@@ -53,15 +53,25 @@ def wire_name(cls: type[Message]) -> bytes | None:
 
 def joinable(data: Any) -> bool:
     """Whether a message's ``data`` may travel in a run: a value C pickle takes whole with no
-    array inside (`pickling.is_plain`), and small (a run is one MPI message)."""
+    array inside, and small (a run is one MPI message): an atomic value (`pickling.ATOMIC`),
+    or a dict (its values), list or tuple of at most `ITEMS_MAX` atomic values, which
+    `kept` copies (a run is encoded later, when it is sealed: a dict changed after its
+    ``isend`` must not change what was sent)."""
     kind = type(data)
     if kind is str or kind is bytes:
         return len(data) <= TEXT_MAX
     if kind in ATOMIC:
         return True
     if kind is dict or kind is list or kind is tuple:
-        return len(data) <= ITEMS_MAX and is_plain(data)
+        return len(data) <= ITEMS_MAX and is_plain(data, 0)
     return False
+
+
+def kept(data: Any) -> Any:
+    """What a run keeps of ``data`` that `joinable` accepted: a copy of a dict or list (its
+    items are immutable), the value itself otherwise."""
+    kind = type(data)
+    return data.copy() if kind is dict or kind is list else data
 
 
 def encode_run(

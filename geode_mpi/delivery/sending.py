@@ -18,7 +18,7 @@ from geode_mpi import codec
 from geode_mpi.codec import compression
 from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
-from geode_mpi.codec.runs import TEXT_MAX, is_run, joinable, wire_name
+from geode_mpi.codec.runs import TEXT_MAX, is_run, joinable, kept, wire_name
 from geode_mpi.codec.runs import count as run_count
 from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
@@ -225,7 +225,7 @@ class SendPath:
                 if index < RUN_MAX and run.first_seq + index == seq:
                     # The commonest isend: joins its pair's open run (see delivery/runs.py).
                     now = time.time()
-                    payloads.append(data)
+                    payloads.append(data if type(data) is str else kept(data))
                     run.stamps.append(now)
                     pair.next_seq = seq + 1
                     self.stats[src].sent += 1
@@ -279,7 +279,7 @@ class SendPath:
             self.acks, self.resend_after,
         )  # fmt: skip
         now = time.time()
-        run.payloads.append(data)
+        run.payloads.append(kept(data))
         run.stamps.append(now)
         if pair.unsealed < 0:
             pair.unsealed = seq

@@ -105,9 +105,30 @@ def test_a_damaged_run_is_refused_before_unpickling() -> None:
 
 
 def test_what_joins_a_run() -> None:
-    assert joinable("x") and joinable(3) and joinable({"a": 1, "b": [1.0]}) and joinable(None)
+    assert joinable("x") and joinable(3) and joinable({"a": 1, "b": 1.0}) and joinable(None)
+    assert joinable((1, "x")) and joinable([1, 2])
+    assert not joinable({"a": [1.0]})  # a list inside: it could change before the run goes
     assert not joinable(np.arange(3)) and not joinable({"a": np.arange(3)})
     assert not joinable("x" * 10_000) and not joinable(object())
+
+
+def test_data_changed_after_isend_is_sent_as_it_was() -> None:
+    """A run is encoded when it is sealed: a dict or list changed after its isend (raw
+    mpi4py's isend pickles at once, and code written for it reuses one dict) must arrive as
+    it was sent."""
+    a, b, _ = world()
+    a.send("start", dest="node1")
+    record: dict[str, Any] = {"step": 0}
+    row = [0]
+    for step in range(5):
+        record["step"] = step
+        row[0] = step
+        a.isend(record, dest="node1")
+        a.isend(row, dest="node1")
+    a.flush()
+    got = [b.receive(timeout=0).data for _ in range(11)][1:]
+    assert got[0::2] == [{"step": step} for step in range(5)]
+    assert got[1::2] == [[step] for step in range(5)]
 
 
 def test_isends_of_a_pair_leave_as_one_run_with_ranges() -> None:
