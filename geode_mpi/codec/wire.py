@@ -32,6 +32,7 @@ from geode_mpi.codec.header import (
     KIND_ARRAY,
     KIND_CONTROL,
     KIND_PICKLE,
+    KIND_RUN,
     KIND_SMALL_ARRAY,
     KIND_TEXT,
     NO_REPLY,
@@ -569,6 +570,8 @@ def decode(
             else:
                 message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
             return message
+        if kind == KIND_RUN and len(frames) == 3:  # one of a run's: (run, index, message)
+            return frames[0].message(frames[1])  # type: ignore[no-any-return,attr-defined]
     view = memoryview(meta)
     if info is None:
         info = peek(view)  # (raises the precise error for another version or a short header)

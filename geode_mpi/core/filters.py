@@ -6,6 +6,7 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.codec import header
+from geode_mpi.codec.runs import item_id, item_timestamp
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Key, Match, Parcel
@@ -75,11 +76,11 @@ ORDERS = ("arrival", "timestamp", "id")
 
 
 def _by_id(parcel: Parcel) -> Any:
-    return header.message_id(parcel.meta)
+    return item_id(parcel.meta, parcel.frames)
 
 
 def _by_timestamp(parcel: Parcel) -> Any:
-    return header.timestamp(parcel.meta)
+    return item_timestamp(parcel.meta, parcel.frames)
 
 
 def order_key(order: str | None) -> Key | None:

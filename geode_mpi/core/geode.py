@@ -12,6 +12,7 @@ from geode_mpi import codec
 from geode_mpi.base.backoff import CLOSING_YIELD
 from geode_mpi.base.gate import locked, other_threads, senders_may_run
 from geode_mpi.codec.compression import Compression, setting
+from geode_mpi.codec.runs import RunItem
 from geode_mpi.core import aio
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpointing import Checkpointer
@@ -356,6 +357,8 @@ class Geode:
         """
         runtime = self._runtime
         if other_threads() and not runtime.owned():
+            if compress is None and not priority and ttl is None and source is None and not ack:
+                return runtime.serialised(runtime.send_plain, message, dest, timeout, True)
             chosen = None if compress is None else setting(compress)
             return runtime.serialised(
                 runtime.send,
@@ -523,9 +526,13 @@ class Geode:
                 try:
                     # Taken for good (automatic acks): a small array may be a view of the
                     # message's own receive buffer. A topic's meta is shared by its local
-                    # subscribers: copied from.
+                    # subscribers: copied from. A run's message was built as it arrived.
+                    frames: Any = parcel.frames
                     owned = not parcel.flags & _FROM_STREAM
-                    message = _decode(parcel.meta, parcel.frames, runtime.names, None, owned)
+                    if frames.__class__ is RunItem and frames.message is not None:
+                        message = frames.message
+                    else:
+                        message = _decode(parcel.meta, frames, runtime.names, None, owned)
                     if not owned:
                         runtime.stream_fields(message, parcel, self.rank)
                     if TRACER.on:

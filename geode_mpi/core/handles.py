@@ -122,7 +122,7 @@ class SendHandle:
         """
         if self._pair is None:
             return self._stamp.id == ELSEWHERE
-        return self._stamp.seq not in self._pair.outbox
+        return not self._pair.holds(self._stamp.seq)
 
     def complete(self) -> bool:
         """True once done (as `done`, without driving progress)."""

@@ -20,6 +20,7 @@ from geode_mpi.base.backoff import activity_hook
 from geode_mpi.base.gate import other_threads
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
+from geode_mpi.codec.runs import Run
 from geode_mpi.delivery import cache
 from geode_mpi.delivery.config import QueueConfig
 from geode_mpi.delivery.control import (
@@ -33,6 +34,7 @@ from geode_mpi.delivery.control import (
     ranges,
 )
 from geode_mpi.delivery.pairs import PairIn, PairOut
+from geode_mpi.delivery.runs import release, run_parcels
 from geode_mpi.delivery.sending import SendPath
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
 from geode_mpi.delivery.topics import TopicStream, TopicTable
@@ -66,6 +68,8 @@ _DIVERT = _FLAG_SEQUENCE | _FLAG_WAITED | _FLAG_QOS
 _REPLAY = _FLAG_RESENT | _FLAG_TRACKED
 _KIND_AT = header.KIND_AT  # meta[_KIND_AT]: a message's kind, read on every arrival
 _KIND_CONTROL = header.KIND_CONTROL
+_KIND_RUN = header.KIND_RUN
+_NOT_ONE = frozenset((_KIND_CONTROL, _KIND_RUN))  # kinds that are not one message
 _CACHED = cache.MARKER  # meta[0] of a message with a cache prefix (never a codec version)
 _track_from = header.track_fields  # flags, seq, source, dest, reply_to of a header
 _TRACK_SIZE = header.TRACK_SIZE  # the bytes `_track_from` reads
@@ -321,10 +325,11 @@ class Engine:
             for seq, entry in list(pair.outbox.items()):
                 state = pair.resends.setdefault(seq, [now, 1])
                 if now - state[0] >= limit:
-                    self.path.resend(entry.rank, entry.meta, entry.frames)
                     state[0] = now
                     state[1] += 1
-                    sender_stats[src].resent += 1
+                    sender_stats[src].resent += self.path.resend(
+                        entry.rank, entry.meta, entry.frames
+                    )
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -340,8 +345,8 @@ class Engine:
         try:
             if frames and meta[0] == _CACHED:  # shared arrays: resolve what the cache holds
                 meta, frames, nbytes = self.path.cache.arrived(rank, meta, frames, nbytes)
-            if meta[_KIND_AT] == _KIND_CONTROL:
-                self._control(meta)
+            if meta[_KIND_AT] in _NOT_ONE:  # a control record, or a run of messages
+                self._not_one(rank, meta)
                 return
             flags, seq, source, dest, reply_to = _track_from(meta, 0)
             inbox = self.inboxes.get(dest)
@@ -390,12 +395,12 @@ class Engine:
 
         The next message of its pair, for ``index``, not diverted, is taken at once, never
         queued: the counters, order, dedup and acks are the sink's and `take`'s. Anything else
-        (a control record, a duplicate, one out of order, for another node) goes through
+        (a control record, a run, a duplicate, one out of order, for another node) goes through
         `sink`, and the queue's oldest comes back, if any.
         """
         inbox = self.inboxes[index]
         nbytes = len(meta)
-        if nbytes >= _TRACK_SIZE and meta[_KIND_AT] != _KIND_CONTROL and not inbox.waiting:
+        if nbytes >= _TRACK_SIZE and meta[_KIND_AT] not in _NOT_ONE and not inbox.waiting:
             flags, seq, source, dest, reply_to = _track_from(meta, 0)
             pair = self._in.get((source, dest))
             if (
@@ -428,6 +433,50 @@ class Engine:
                 return parcel
         self.sink(rank, meta, (), nbytes)
         return self.take_plain(index)
+
+    def _not_one(self, rank: int, meta: memoryview) -> None:
+        """An arrival that is not one message: a control record, or a run of messages."""
+        if meta[_KIND_AT] == _KIND_CONTROL:
+            self._control(meta)
+            return
+        try:
+            run = Run(meta, self.names)
+            source, dest = run.src, run.dst
+            inbox = self.inboxes.get(dest)
+            if inbox is None or run.flags & ~(_FLAG_TRACKED | _FLAG_RESENT):
+                raise DecodeError(
+                    f"a run from node index {source} for node index {dest}, which this rank "
+                    f"does not host, or with flags {run.flags} that a run cannot have"
+                )
+            key = (source, dest)
+            found = self._in.get(key)
+            if found is None:
+                self._check_new(meta, source)
+                found = self._in[key] = PairIn()
+        except Exception as exc:  # whatever the bytes made the parsing raise
+            self.malformed_arrival(rank, meta, exc)
+            return
+        self._admit_run(key, found, run, meta, inbox)
+
+    def _admit_run(
+        self, key: tuple[int, int], pair: PairIn, run: Run, meta: memoryview, inbox: Inbox
+    ) -> None:
+        """Let a run through its pair into its node's queue: at once when it is the next in
+        order, else message by message as `_admit` does (a run that overlaps what was let
+        through, after a resend, lets through only what is new)."""
+        parcels = run_parcels(run, meta)
+        stats = self.stats[key[1]]
+        if run.first_seq == pair.expected and not pair.held and not inbox.drop_oldest:
+            pair.expected += len(parcels)
+            stats.received += len(parcels)
+            stats.received_bytes += len(meta)
+            items = inbox.waiting
+            items.extend(parcels)
+            if len(items) > inbox.peak:
+                inbox.peak = len(items)
+            return
+        for parcel in parcels:
+            self._admit(key, pair, parcel, key[1], inbox)
 
     def _check_new(self, meta: memoryview, source: int) -> None:
         """Check the header of the first arrival of a pair (its version, its source).
@@ -540,8 +589,8 @@ class Engine:
         count = nbytes = 0
         for meta in metas:
             try:
-                if meta[_KIND_AT] == _KIND_CONTROL:
-                    self._control(meta)
+                if meta[_KIND_AT] in _NOT_ONE:  # (a run's parcels go behind those so far)
+                    self._not_one(rank, meta)
                     continue
                 flags, seq, src, dst, reply_to = _track_from(meta, 0)
             except Exception as exc:  # too short, or a control record that does not parse
@@ -810,6 +859,8 @@ class Engine:
         outbox = pair.outbox
         resends = pair.resends
         count = 0
+        if pair.runs:  # runs in the outbox: one entry per run (delivery/runs.py)
+            acked, count = [], sum(release(pair, first, end) for first, end in acked)
         for first, end in acked:
             if end - first <= len(outbox):
                 seqs: Iterable[int] = range(first, end)
@@ -923,5 +974,5 @@ class Engine:
             if pair.outbox and (
                 src == index or (src in streams and streams[src].publisher == index)
             ):
-                found[dst] = found.get(dst, 0) + len(pair.outbox)
+                found[dst] = found.get(dst, 0) + pair.unacked()
         return found

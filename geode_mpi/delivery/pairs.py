@@ -19,6 +19,17 @@ class OutboxEntry(NamedTuple):
     rank: int
 
 
+class RunEntry(NamedTuple):
+    """The messages of a run kept until they are acknowledged: its key in the outbox and the
+    ``messages`` from it (a partial ack cuts it). ``meta`` is the whole run's, as sent: a
+    resend sends it whole, and the receiver lets through only what it lacks."""
+
+    meta: bytes
+    frames: Sequence[Any]
+    rank: int
+    messages: int
+
+
 class PairOut:
     """The sending side of one (source, dest) pair, kept by the source's rank.
 
@@ -26,16 +37,49 @@ class PairOut:
         credits: messages the destination still has room for from this source (None: no limit).
     """
 
-    __slots__ = ("credits", "next_seq", "outbox", "resends", "taken_seen", "window")
+    __slots__ = (
+        "credits",
+        "next_seq",
+        "outbox",
+        "resends",
+        "run",
+        "runs",
+        "taken_seen",
+        "unsealed",
+        "window",
+    )
 
     def __init__(self, credits: int | None) -> None:
         self.next_seq = 0
-        self.outbox: dict[int, OutboxEntry] = {}
+        self.outbox: dict[int, OutboxEntry | RunEntry] = {}
         # With resends on: seq -> [when last sent (monotonic), times sent], beside the outbox.
         self.resends: dict[int, list[float]] = {}
         self.credits = credits
         self.window = credits
         self.taken_seen = 0  # the highest "taken so far" the receiver reported
+        # The latest run opened on the pair until it is sealed (delivery/runs.py), the first
+        # seq of the oldest run not sealed yet (-1: none), and the `RunEntry`s in the outbox.
+        self.run: Any = None
+        self.unsealed = -1
+        self.runs = 0
+
+    def holds(self, seq: int) -> bool:
+        """Whether message ``seq`` is unacknowledged: in the outbox, or in a run not sealed."""
+        if seq in self.outbox or 0 <= self.unsealed <= seq:
+            return True
+        if not self.runs:
+            return False
+        for key, entry in self.outbox.items():
+            if type(entry) is RunEntry and key <= seq < key + entry.messages:
+                return True
+        return False
+
+    def unacked(self) -> int:
+        """How many messages the outbox holds."""
+        if not self.runs:
+            return len(self.outbox)
+        entries = self.outbox.values()
+        return sum(entry.messages if type(entry) is RunEntry else 1 for entry in entries)
 
 
 class PairIn:

@@ -18,9 +18,12 @@ from geode_mpi import codec
 from geode_mpi.codec import compression
 from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
+from geode_mpi.codec.runs import TEXT_MAX, is_run, joinable, kept, wire_name
+from geode_mpi.codec.runs import count as run_count
 from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
+from geode_mpi.delivery.runs import RUN_MAX, BatchLazy, OpenRun
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.delivery.tracepoints import trace_publish, trace_send
@@ -96,6 +99,8 @@ class SendPath:
         self.batch_meta: Callable[[int, bytes], SendTicket] = getattr(
             transport, "batch_meta", partial(_batched, transport)
         )
+        # A transport that batches lazy entries carries runs (delivery/runs.py); None: none.
+        self.batch_lazy: BatchLazy | None = getattr(transport, "batch_lazy", None)
 
     def stamp(
         self,
@@ -204,8 +209,33 @@ class SendPath:
         """`to_node` for the commonest send: this rank's node ``src`` to a node it sent to
         before on a pair without credits, no ack, no reply, no route, no compression of its
         own, no trace. The same stamp, bytes and records in fewer steps (a test checks it)."""
-        count = self.counter[src]
         seq = pair.next_seq
+        if batch:
+            run = pair.run
+            if (
+                run is not None
+                and type(message) is run.cls
+                and len(message.__dict__) == 1
+                and (
+                    (type(data := message.data) is str and len(data) <= TEXT_MAX) or joinable(data)
+                )
+            ):
+                payloads = run.payloads
+                index = len(payloads)
+                if index < RUN_MAX and run.first_seq + index == seq:
+                    # The commonest isend: joins its pair's open run (see delivery/runs.py).
+                    now = time.time()
+                    payloads.append(data if type(data) is str else kept(data))
+                    run.stamps.append(now)
+                    pair.next_seq = seq + 1
+                    self.stats[src].sent += 1
+                    stamp = _tuple_new(_Stamp, (run.first_id + index, seq, now, src, dst))
+                    return run.ticket, stamp
+            if self.batch_lazy is not None and rank != self.transport.rank:
+                opened = self.open_run(message, src, dst, rank, pair)
+                if opened is not None:
+                    return opened
+        count = self.counter[src]
         stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
         meta, frames = _encode(message, stamp, self.plain_flags)
         self.counter[src] = count + 1
@@ -226,6 +256,39 @@ class SendPath:
                 pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, frames, rank))
                 pair.resends[seq] = [time.monotonic(), 1]
         return ticket, stamp
+
+    def open_run(
+        self, message: Message, src: int, dst: int, rank: int, pair: PairOut
+    ) -> tuple[SendTicket, codec.Stamp] | None:
+        """Start a run on pair (``src``, ``dst``) with ``message``, as a lazy entry of the
+        transport's batch to ``rank``; None if the message cannot be in a run."""
+        cls = type(message)
+        if len(message.__dict__) != 1 or "data" not in message.__dict__:
+            return None
+        data = message.data
+        name = wire_name(cls)
+        if name is None or not joinable(data) or self.batch_lazy is None:
+            return None
+        count = self.counter[src]
+        first_id = (src << ID_BITS) | count
+        self.counter[src] = count + RUN_MAX  # the run's ids (those it does not fill go unused)
+        seq = pair.next_seq
+        stats = self.stats[src]
+        run = OpenRun(
+            cls, name, self.plain_flags, first_id, seq, src, dst, rank, pair, stats,
+            self.acks, self.resend_after,
+        )  # fmt: skip
+        now = time.time()
+        run.payloads.append(kept(data))
+        run.stamps.append(now)
+        if pair.unsealed < 0:
+            pair.unsealed = seq
+        pair.run = run
+        pair.next_seq = seq + 1
+        stats.sent += 1
+        # (The batch may go out at once, and seal the run: then the pair has no open run.)
+        ticket = run.ticket = self.batch_lazy(rank, run.seal)
+        return ticket, _tuple_new(_Stamp, (first_id, seq, now, src, dst))
 
     def publish(
         self,
@@ -314,8 +377,10 @@ class SendPath:
         meta = codec.encode_control(source, dest, payload)
         self.transport.send(self.rank_of(dest), meta, (), batch=batch)
 
-    def resend(self, rank: int, meta: bytes, frames: Sequence[Any]) -> None:
-        """Send a message again, flagged as resent (the receiver drops it if it has it)."""
+    def resend(self, rank: int, meta: bytes, frames: Sequence[Any]) -> int:
+        """Send a message (or a run, whole) again, flagged as resent (the receiver drops what
+        it has); how many messages that was."""
         self.cache.send(
             self.transport, rank, with_flags(meta, add=codec.FLAG_RESENT), frames, False
         )
+        return run_count(meta) if is_run(meta) else 1

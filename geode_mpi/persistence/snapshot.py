@@ -19,6 +19,7 @@ from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.codec import header
 from geode_mpi.codec.compression import expanded
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
+from geode_mpi.delivery.runs import one_by_one, outbox_items
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.errors import DecodeError
 from geode_mpi.persistence.store import CheckpointError, JsonValue
@@ -117,7 +118,7 @@ def capture(engine: Engine) -> dict[str, Any]:
                 forgotten.setdefault((parcel.source, index), []).append(parcel.seq)
             dropped, parcels = len(parcels), []
         nodes[str(index)] = {
-            "queue": pack_messages([(p.meta, p.frames) for p in parcels]),
+            "queue": pack_messages([one_by_one(p) for p in parcels]),
             "queue_fields": np.array(
                 [(p.source, p.seq, p.flags, p.reply_to, p.attempts) for p in parcels], np.int64
             ).reshape(-1, 5),
@@ -168,7 +169,7 @@ def capture(engine: Engine) -> dict[str, Any]:
                 "window": sending.window,
             }
         )
-        for seq, entry in sending.outbox.items():
+        for seq, entry in outbox_items(sending):
             outbox.append((entry.meta, entry.frames))
             outbox_fields.append((source, dest, seq, entry.rank))
     return {

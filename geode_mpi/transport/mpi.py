@@ -88,6 +88,7 @@ TAG_STREAM = 5  # a stream's end marker (see transport/fanout.py)
 BATCH_MAX = 32  # envelopes in a batch before it goes out on its own
 BATCH_BYTES = 32 * 1024  # bytes in a batch before it goes out on its own
 BATCH_DELAY = 100e-6  # a poll sends batches this old; a wait sends them all at once
+LAZY_GUESS = 512  # bytes a lazy entry counts for in its batch until it is produced
 # Before each entry of a batch: its length and what it is (an envelope, or a meta alone),
 # padded so that every entry starts 16-byte aligned.
 _BATCH_ENTRY = struct.Struct("<IB11x")
@@ -227,6 +228,7 @@ class MPITransport(RootedMPI, TransportBase):
         # batch's ticket, whose state holds the batch's parts until it goes out.
         self._batches: dict[int, SendTicket] = {}
         self._batch_since = 0.0  # when the oldest batch began (perf_counter; 0: none)
+        self._lazy: dict[int, int] = {}  # dest -> lazy entries in its batch (batch_lazy)
         self._next_test = 0  # where the next poll starts testing, with many sends in flight
         self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
         # Frames probed (matched, with their sizes) per source, not yet claimed by an envelope.
@@ -420,13 +422,18 @@ class MPITransport(RootedMPI, TransportBase):
             self._send_batch(dest)
         return ticket
 
-    def _add_to_batch(self, dest: int, kind: int, payload: bytes) -> SendTicket:
+    def _batch(self, dest: int) -> SendTicket:
+        """The ticket of the batch to ``dest``, begun now if there is none."""
         ticket = self._batches.get(dest)
         if ticket is None:
             self._check_dest(dest)
             ticket = self._batches[dest] = SendTicket(dest, 0, held=True, state=[])
             if not self._batch_since:
                 self._batch_since = time.perf_counter()
+        return ticket
+
+    def _add_to_batch(self, dest: int, kind: int, payload: bytes) -> SendTicket:
+        ticket = self._batch(dest)
         length = len(payload)
         framing = _FRAMINGS.get(length << 1 | kind)
         if framing is None:
@@ -439,6 +446,28 @@ class MPITransport(RootedMPI, TransportBase):
             self._send_batch(dest)
         return ticket
 
+    def batch_lazy(self, dest: int, produce: Callable[[], bytes]) -> SendTicket:
+        """Add an entry to the batch to ``dest`` whose meta ``produce()`` gives only as the
+        batch goes out (a run of messages, which grows until then: delivery/runs.py); the
+        batch's ticket. Sent as a meta without frames (`_AS_META`)."""
+        ticket = self._batch(dest)
+        parts = ticket.state
+        parts += None, produce, None
+        self._lazy[dest] = self._lazy.get(dest, 0) + 1
+        ticket.nbytes += LAZY_GUESS
+        if len(parts) >= 3 * BATCH_MAX or ticket.nbytes >= BATCH_BYTES:
+            self._send_batch(dest)
+        return ticket
+
+    def _produce(self, parts: list[Any]) -> None:
+        """Replace the lazy entries of a batch's parts by what they produce, framed."""
+        for index in range(0, len(parts), 3):
+            if parts[index] is None:
+                meta = parts[index + 1]()
+                length = len(meta)
+                framing = _FRAMINGS.get(length << 1 | _AS_META) or _framing(length, _AS_META)
+                parts[index : index + 3] = framing[0], meta, framing[1]
+
     def flush(self) -> None:
         """Send every batch now."""
         for dest in list(self._batches):
@@ -448,6 +477,8 @@ class MPITransport(RootedMPI, TransportBase):
     def _send_batch(self, dest: int) -> None:
         ticket = self._batches.pop(dest)
         parts = ticket.state
+        if self._lazy and self._lazy.pop(dest, 0):
+            self._produce(parts)
         ticket.held = False
         ticket.state = None
         if not self._batches:

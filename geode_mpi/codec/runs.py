@@ -1,0 +1,242 @@
+"""Runs: many small messages of one pair and class, encoded once with one header.
+
+A run's meta is a message header of kind `KIND_RUN` (the same 64-byte layout, so that the
+delivery layer routes it as one message: its flags, first seq, source and dest sit where a
+message's do), then the class name, then one f64 timestamp per message, then one pickle
+(protocol 5) of the list of the messages' data. Its id and seq fields are the first message's;
+message ``i`` has id ``id + i`` and seq ``seq + i``; the data-frames field holds the count.
+See docs/wire-format.md, "Runs".
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import zlib
+from array import array
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from geode_mpi.codec import header
+from geode_mpi.codec.classes import BASE_NAME, class_name, resolve
+from geode_mpi.codec.header import KIND_RUN, PLAIN, SENDER_FLAGS, SIZE, VERSION
+from geode_mpi.codec.pickling import ATOMIC, is_plain
+from geode_mpi.codec.wire import Stamp, encode, peek
+from geode_mpi.errors import DecodeError
+from geode_mpi.message import Message
+
+TEXT_MAX = 4096  # the longest str or bytes that joins a run (longer data is sent on its own)
+ITEMS_MAX = 64  # the most items of a dict, list or tuple that joins a run
+_COUNT = struct.Struct("<I")
+_COUNT_AT = 40  # the header's data-frames field: a run's message count
+_dumps = pickle.dumps
+_loads = pickle.loads
+_checksum = zlib.adler32
+_new = object.__new__
+_tuple_new = tuple.__new__
+
+
+_wire_names: dict[type, bytes | None] = {}
+
+
+def wire_name(cls: type[Message]) -> bytes | None:
+    """The wire name of a class whose messages may travel in runs (b"" for `Message`); None
+    for a class with ``__slots__`` (its state is not only its ``__dict__``)."""
+    found = _wire_names.get(cls, False)
+    if found is False:
+        slotted = any("__slots__" in vars(klass) for klass in cls.__mro__[:-1])
+        found = None if slotted else class_name(cls).encode()
+        if len(_wire_names) < 4096:
+            _wire_names[cls] = found
+    return found  # type: ignore[return-value]
+
+
+def joinable(data: Any) -> bool:
+    """Whether a message's ``data`` may travel in a run: a value C pickle takes whole with no
+    array inside, and small (a run is one MPI message): an atomic value (`pickling.ATOMIC`),
+    or a dict (its values), list or tuple of at most `ITEMS_MAX` atomic values, which
+    `kept` copies (a run is encoded later, when it is sealed: a dict changed after its
+    ``isend`` must not change what was sent)."""
+    kind = type(data)
+    if kind is str or kind is bytes:
+        return len(data) <= TEXT_MAX
+    if kind in ATOMIC:
+        return True
+    if kind is dict or kind is list or kind is tuple:
+        return len(data) <= ITEMS_MAX and is_plain(data, 0)
+    return False
+
+
+def kept(data: Any) -> Any:
+    """What a run keeps of ``data`` that `joinable` accepted: a copy of a dict or list (its
+    items are immutable), the value itself otherwise."""
+    kind = type(data)
+    return data.copy() if kind is dict or kind is list else data
+
+
+def encode_run(
+    name: bytes,
+    flags: int,
+    first_id: int,
+    first_seq: int,
+    source: int,
+    dest: int,
+    payloads: list[Any],
+    stamps: list[float],
+) -> bytes:
+    """The meta of a run: the messages' ``payloads`` and ``stamps`` (in order), of the class
+    whose wire name is ``name`` (b"" for `Message`)."""
+    section = _dumps(payloads, 5)
+    head = PLAIN.pack(
+        VERSION, KIND_RUN, flags & SENDER_FLAGS, first_id, first_seq, stamps[0], source, dest,
+        len(name), len(payloads), len(section), header.NO_REPLY, _checksum(section),
+    )  # fmt: skip
+    return b"".join((head, name, array("d", stamps).tobytes(), section))
+
+
+def count(meta: bytes | memoryview) -> int:
+    """How many messages a run's meta holds."""
+    return int(_COUNT.unpack_from(meta, _COUNT_AT)[0])
+
+
+class RunItem(NamedTuple):
+    """A queued message of a run, as its parcel's frames (`codec.decode` reads it)."""
+
+    run: Run
+    at: int  # its index in the run
+    message: Message | None  # built with the run's others as it arrived (None: not built)
+
+
+class Run:
+    """A run as received: its messages' data and stamps, decoded once."""
+
+    __slots__ = (
+        "_cls",
+        "dst",
+        "dstname",
+        "first_id",
+        "first_seq",
+        "flags",
+        "name",
+        "payloads",
+        "src",
+        "srcname",
+        "stamps",
+    )
+
+    def __init__(self, meta: bytes | memoryview, names: Sequence[str]) -> None:
+        info = peek(meta)  # the version, the lengths and the class name, checked
+        mid, seq, _, src, dst = info.stamp
+        if info.kind != KIND_RUN:
+            raise DecodeError(f"message {mid} from node index {src} is not a run")
+        n = info.n_data
+        stamps_at = info.body
+        section_at = stamps_at + 8 * n
+        end = section_at + info.data_len
+        if end != len(meta) or n == 0:
+            raise DecodeError(
+                f"run {mid} from node index {src}: {n} messages in {len(meta)} bytes do not add up"
+            )
+        section = meta[section_at:end]
+        if _checksum(section) != header.checksum(meta):
+            raise DecodeError(
+                f"run {mid} from node index {src} does not match its checksum: its pickled "
+                "bytes were damaged on the way (they are not unpickled)"
+            )
+        payloads = _loads(section)
+        if type(payloads) is not list or len(payloads) != n:
+            raise DecodeError(f"run {mid} from node index {src}: its data is not {n} items")
+        self.payloads: list[Any] = payloads
+        self.stamps = stamps = array("d")
+        stamps.frombytes(meta[stamps_at:section_at])
+        self.first_id: int = mid
+        self.first_seq: int = seq
+        self.flags: int = info.flags
+        self.name: str = info.class_name
+        self._cls: type[Message] | None = Message if info.class_name == BASE_NAME else None
+        self.src: int = src
+        self.dst: int = dst
+        count = len(names)
+        self.srcname = names[src] if src < count else str(src)
+        self.dstname = names[dst] if dst < count else str(dst)
+
+    def cls(self) -> type[Message]:
+        """The messages' class (found once).
+
+        Raises:
+            DecodeError: it cannot be imported here.
+        """
+        found = self._cls
+        if found is None:
+            found = self._cls = resolve(self.name)
+        return found
+
+    def message(self, index: int) -> Message:
+        """Message ``index`` of the run, as `codec.decode` gives a message sent alone."""
+        message = _new(self.cls())
+        message.__dict__ = {
+            "data": self.payloads[index],
+            "id": self.first_id + index,
+            "seq": self.first_seq + index,
+            "timestamp": self.stamps[index],
+            "source": self.srcname,
+            "dest": self.dstname,
+        }
+        return message
+
+    def messages(self) -> list[Message] | None:
+        """Every message of the run, built in one pass (None if the class is not found here:
+        each message's decode then says so)."""
+        try:
+            cls = self.cls()
+        except DecodeError:
+            return None
+        new = _new
+        first_id, first_seq = self.first_id, self.first_seq
+        src, dst, stamps = self.srcname, self.dstname, self.stamps
+        built = []
+        for index, data in enumerate(self.payloads):
+            message = new(cls)
+            message.__dict__ = {
+                "data": data,
+                "id": first_id + index,
+                "seq": first_seq + index,
+                "timestamp": stamps[index],
+                "source": src,
+                "dest": dst,
+            }
+            built.append(message)
+        return built
+
+    def single(self, index: int) -> bytes:
+        """The meta of message ``index`` encoded alone, as if sent on its own (for the paths
+        that keep messages one by one: checkpoints, a queue that drops its oldest)."""
+        message = _new(self.cls())
+        message.__dict__ = {"data": self.payloads[index]}
+        stamp = _tuple_new(
+            Stamp,
+            (self.first_id + index, self.first_seq + index, self.stamps[index], self.src, self.dst),
+        )
+        meta, frames = encode(message, stamp, self.flags)
+        if frames:  # (joinable data has no array: never)
+            raise DecodeError(f"message {stamp.id} of a run encodes with frames")
+        return meta
+
+
+def is_run(meta: bytes | memoryview) -> bool:
+    """True if ``meta`` is a run's (not one message's)."""
+    return len(meta) >= SIZE and meta[header.KIND_AT] == KIND_RUN
+
+
+def item_id(meta: bytes | memoryview, frames: Sequence[Any]) -> int:
+    """The id of a queued message, one of a run's or not (for ``order="id"``)."""
+    if is_run(meta):
+        return header.message_id(meta) + int(frames[1])
+    return header.message_id(meta)
+
+
+def item_timestamp(meta: bytes | memoryview, frames: Sequence[Any]) -> float:
+    """The timestamp of a queued message, one of a run's or not (``order="timestamp"``)."""
+    if is_run(meta):
+        return float(frames[0].stamps[frames[1]])
+    return header.timestamp(meta)

@@ -1,0 +1,219 @@
+"""Runs on the sending side: small messages of one pair that leave as one wire entry.
+
+An ``isend`` of a plain message (no frames, compression, credits, reply, route or trace) to a
+rank whose batch is open joins the open run of its pair: its data and timestamp are appended
+to two lists, its seq taken, its id the run's first plus its index. The run sits in the
+transport's batch to that rank as a lazy entry; whatever sends the batch (`BATCH_MAX`
+entries, the batch delay, a wait, ``flush()``, a message to that rank that is not batched)
+seals it first: one header, one pickle of the data, one outbox entry (`RunEntry`). So the
+messages keep their place among everything else sent to that rank. See docs/delivery.md,
+"Runs".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from geode_mpi.codec.header import NO_REPLY
+from geode_mpi.codec.runs import Run, RunItem, encode_run, is_run
+from geode_mpi.delivery.pairs import OutboxEntry, PairOut, RunEntry
+from geode_mpi.delivery.stats import NodeStats
+from geode_mpi.message import Message
+from geode_mpi.queues import NEVER, Parcel
+from geode_mpi.transport import SendTicket
+
+RUN_MAX = 64  # messages in a run: a full run takes no more, the next one opens a new run
+_tuple_new = tuple.__new__
+
+
+class OpenRun:
+    """A run being filled (a lazy entry of the transport's batch): sealed once, as it goes.
+
+    Args:
+        cls: the messages' class (one per run).
+        name: its wire name.
+        flags: the messages' delivery flags.
+        first_id: the first message's id; the run owns ``RUN_MAX`` ids from there.
+        first_seq: the first message's seq on the pair.
+        src: the sending node.
+        dst: the receiving node.
+        rank: its rank.
+        pair: the pair's sending side.
+        stats: the counters the run's bytes go to.
+        keep: keep the sealed run in the pair's outbox until it is acknowledged; with
+            ``resend_after`` (not None) also time it for resends.
+    """
+
+    __slots__ = (
+        "cls",
+        "dst",
+        "first_id",
+        "first_seq",
+        "flags",
+        "keep",
+        "name",
+        "pair",
+        "payloads",
+        "rank",
+        "resend_after",
+        "src",
+        "stamps",
+        "stats",
+        "ticket",
+    )
+
+    def __init__(
+        self,
+        cls: type[Message],
+        name: bytes,
+        flags: int,
+        first_id: int,
+        first_seq: int,
+        src: int,
+        dst: int,
+        rank: int,
+        pair: PairOut,
+        stats: NodeStats,
+        keep: bool,
+        resend_after: float | None,
+    ) -> None:
+        self.cls = cls
+        self.name = name
+        self.flags = flags
+        self.first_id = first_id
+        self.first_seq = first_seq
+        self.src = src
+        self.dst = dst
+        self.rank = rank
+        self.pair = pair
+        self.stats = stats
+        self.keep = keep
+        self.resend_after = resend_after
+        self.payloads: list[Any] = []
+        self.stamps: list[float] = []
+        self.ticket: SendTicket | None = None  # the batch's, once the run is in one
+
+    def seal(self) -> bytes:
+        """Encode the run and record it (the transport calls it as its batch goes out)."""
+        pair = self.pair
+        meta = encode_run(
+            self.name,
+            self.flags,
+            self.first_id,
+            self.first_seq,
+            self.src,
+            self.dst,
+            self.payloads,
+            self.stamps,
+        )
+        count = len(self.payloads)
+        if pair.run is self:  # (the pair's latest run: no run of the pair waits any more)
+            pair.run = None
+            pair.unsealed = -1
+        else:
+            pair.unsealed = self.first_seq + count
+        self.stats.sent_bytes += len(meta)
+        if self.keep:
+            first = self.first_seq
+            if count == 1:
+                pair.outbox[first] = _tuple_new(OutboxEntry, (meta, (), self.rank))
+            else:
+                pair.outbox[first] = _tuple_new(RunEntry, (meta, (), self.rank, count))
+                pair.runs += 1
+            if self.resend_after is not None:
+                pair.resends[first] = [time.monotonic(), 1]
+        return meta
+
+
+def release(pair: PairOut, first: int, end: int) -> int:
+    """Remove from ``pair``'s outbox every message with a seq in [``first``, ``end``), cutting
+    the runs the range covers in part; how many messages that was."""
+    outbox = pair.outbox
+    resends = pair.resends
+    count = 0
+    for key in [key for key in outbox if key < end]:
+        entry = outbox[key]
+        if type(entry) is not RunEntry:
+            if key >= first:
+                del outbox[key]
+                resends.pop(key, None)
+                count += 1
+            continue
+        last = key + entry.messages
+        if last <= first:
+            continue
+        del outbox[key]
+        pair.runs -= 1
+        timing = resends.pop(key, None)
+        count += min(last, end) - max(key, first)
+        if key < first:  # what is left before the range
+            _keep(pair, key, entry, first - key, timing)
+        if last > end:  # and after it
+            _keep(pair, end, entry, last - end, timing)
+    return count
+
+
+def _keep(pair: PairOut, key: int, entry: RunEntry, count: int, timing: list[float] | None) -> None:
+    pair.outbox[key] = RunEntry(entry.meta, entry.frames, entry.rank, count)
+    pair.runs += 1
+    if timing is not None:
+        pair.resends[key] = list(timing)
+
+
+def run_parcels(run: Run, meta: memoryview) -> list[Parcel]:
+    """The queue's parcels of a run's messages: each with the run's meta, and (the run, its
+    index) as frames (`codec.decode` gives the message from them)."""
+    src, first, flags = run.src, run.first_seq, run.flags
+    size = max(1, len(meta) // len(run.payloads))
+    made = run.messages()
+    built: Sequence[Message | None] = [None] * len(run.payloads) if made is None else made
+    item = RunItem
+    return [
+        _tuple_new(
+            Parcel,
+            (
+                src,
+                first + i,
+                flags,
+                NO_REPLY,
+                meta,
+                _tuple_new(item, (run, i, message)),
+                size,
+                0,
+                0,
+                NEVER,
+            ),
+        )
+        for i, message in enumerate(built)
+    ]
+
+
+def one_by_one(parcel: Parcel) -> tuple[bytes | memoryview, Any]:
+    """A queued parcel's meta and frames as if its message had been sent alone (a run's
+    message encoded on its own: what a checkpoint keeps)."""
+    frames = parcel.frames
+    if not is_run(parcel.meta):
+        return parcel.meta, frames
+    return frames[0].single(frames[1]), ()
+
+
+def outbox_items(pair: PairOut) -> list[tuple[int, OutboxEntry]]:
+    """(seq, entry) of each message in ``pair``'s outbox, a run's messages one by one (each
+    encoded on its own: what a checkpoint keeps)."""
+    found: list[tuple[int, OutboxEntry]] = []
+    for key, entry in pair.outbox.items():
+        if not isinstance(entry, RunEntry):
+            found.append((key, entry))
+            continue
+        run = Run(entry.meta, ())
+        start = key - run.first_seq
+        for index in range(start, start + entry.messages):
+            single = _tuple_new(OutboxEntry, (run.single(index), (), entry.rank))
+            found.append((run.first_seq + index, single))
+    return found
+
+
+# What `SendPath` asks of a transport to send runs (`MPITransport.batch_lazy`).
+BatchLazy = Callable[[int, Callable[[], bytes]], SendTicket]
