@@ -106,6 +106,10 @@ class SlotAllocator:
     def __init__(self, capacity: int, flags: np.ndarray[Any, Any], align: int = ALIGN) -> None:
         self.capacity = capacity
         self.flags = flags
+        # Each row as a memoryview: reading or setting a few bytes through one costs a tenth
+        # of numpy's indexing (about 0.4 us against 4-15 us per call on a loaded machine).
+        self._rows = [memoryview(row) for row in flags]
+        self._clear = bytes(flags.shape[1])
         self.align = align
         self._live: list[tuple[int, int, int]] = []  # (start, end, slot), by start
         self._free = list(range(len(flags) - 1, -1, -1))  # slot numbers, the lowest last
@@ -118,8 +122,8 @@ class SlotAllocator:
         """Free every slot whose readers have all let go of it."""
         if not self._live:
             return
-        rows = self.flags[[slot for _, _, slot in self._live]]
-        held: list[int] = rows.max(axis=1).tolist()
+        rows, clear = self._rows, self._clear
+        held = [rows[slot] != clear for _, _, slot in self._live]
         if all(held):
             return
         kept = []
@@ -157,9 +161,21 @@ class SlotAllocator:
                 return None
         slot = self._free.pop()
         self._live.insert(index, (start, start + total, slot))
-        self.flags[slot] = 0
-        self.flags[slot, list(readers)] = 1
+        row = self._rows[slot]
+        row[:] = self._clear
+        for reader in readers:
+            row[reader] = 1
         return slot, [start + offset for offset in offsets]
+
+    def mark(self, slot: int, readers: Sequence[int]) -> bool:
+        """Flag ``slot`` as held by ``readers`` if none of them holds it now (False: one does,
+        and nothing was changed)."""
+        row = self._rows[slot]
+        if any(row[reader] for reader in readers):
+            return False
+        for reader in readers:
+            row[reader] = 1
+        return True
 
 
 class Lease(Sealable):
@@ -330,11 +346,9 @@ class NodeShare:
             owner_of(frame) is not owner for frame in oob[1:]
         ):
             return -1, []  # a lease of an earlier Geode's segment, or frames of several
-        row = self.flags[self.me][owner.slot]
-        readers = [self.local[member] for member in near]
-        if row[readers].any():
+        assert self.slots is not None
+        if not self.slots.mark(owner.slot, [self.local[member] for member in near]):
             return -1, []
-        row[readers] = 1
         self.zero_copy += 1
         return owner.slot, offsets
 
