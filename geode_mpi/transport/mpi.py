@@ -997,6 +997,7 @@ class MPITransport(RootedMPI, TransportBase):
         if notice is None:
             return None
         requests = [self.comm.Isend(notice, dest, TAG_SHARED) for dest in near]
+        self.shared.fill()  # the copy, while the members take the notices
         for dest in near:
             self.sent_to[dest] += 1
         ticket = SendTicket(self.rank, len(notice), state=(requests, notice, [], []))

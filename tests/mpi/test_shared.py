@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mpi4py import MPI
 from test_checkpoints import barrier, shared_directory
 
-from geode_mpi import DecodeError, Geode, Message
+from geode_mpi import DecodeError, Geode, GeodeTimeoutError, Message
 from geode_mpi.transport import open_world
 from geode_mpi.transport.envelope import build_envelope
 from geode_mpi.transport.paths import network_within_host
@@ -408,3 +409,80 @@ def test_a_zero_copy_array_kept_after_close_stays_usable() -> None:
         assert np.array_equal(again.receive(node, timeout=TIMEOUT).data, expected)
     del kept
     again.close(timeout=TIMEOUT)
+
+
+# -- the notice goes before the copy: a reader that takes it first waits for the owner's copy ----
+
+
+def notice_pair(transport: Any) -> Any:
+    """The transport's segment when ranks 0 and 1 share one (the same answer on every rank)."""
+    shared = getattr(transport, "shared", None)
+    if shared is None:  # the embedded world: no MPI, no segment
+        return None
+    paired = bool(shared.enabled and 1 in shared.local)
+    together: bool = transport.comm.bcast(paired if transport.rank == 0 else None, root=0)
+    return shared if together else None
+
+
+def test_a_notice_taken_before_its_copy_waits_for_the_copy() -> None:
+    """The owner sends a notice, then copies (`NodeShare.fill`): rank 1 takes the notice while
+    rank 0 still holds the copy back, and its message holds the copied bytes, never the slot's
+    stale ones."""
+    transport = open_world()
+    transport.open_stream(901, 0, list(range(1, transport.size)))
+    shared = notice_pair(transport)
+    got: list[np.ndarray[Any, Any]] = []
+    if shared is not None:
+        comm = transport.comm  # type: ignore[attr-defined]
+        transport.attach(lambda rank, meta, frames, nbytes: got.append(np.array(frames[0])))
+        for count, value in enumerate((7, 9), start=1):  # the second: the slot holds 7s
+            comm.Barrier()
+            if transport.rank == 0:
+                frame = np.full(SHARED_MIN, value, np.uint8)
+                envelope, oob = build_envelope(b"m" * 64, [frame], 16 * 1024)
+                notice = shared.place([1], oob, envelope)
+                comm.Ssend(notice, 1, TAG_SHARED)  # returns once rank 1 has matched it
+                transport.sent_to[1] += 1  # type: ignore[attr-defined]
+                time.sleep(0.2)  # (not waiting for a message: holding the copy back)
+                shared.fill()
+            elif transport.rank == 1:
+                deadline = time.monotonic() + TIMEOUT
+                while len(got) < count and time.monotonic() < deadline:
+                    transport.progress()
+            gc.collect()  # (the views go: the slot is free for the second notice)
+    transport.close_stream(901, timeout=TIMEOUT)
+    transport.close(timeout=TIMEOUT)
+    if shared is not None and transport.rank == 1:
+        assert [array[0] for array in got] == [7, 9], got
+        assert all((array == array[0]).all() for array in got)
+
+
+def test_a_notice_whose_copy_never_comes_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("geode_mpi.transport.shared.FILL_TIMEOUT", 0.3)
+    transport = open_world()
+    transport.open_stream(902, 0, list(range(1, transport.size)))
+    shared = notice_pair(transport)
+    raised: list[BaseException] = []
+    if shared is not None:
+        comm = transport.comm  # type: ignore[attr-defined]
+        if transport.rank == 0:
+            envelope, oob = build_envelope(b"m" * 64, [np.zeros(SHARED_MIN, np.uint8)], 16 * 1024)
+            comm.Send(shared.place([1], oob, envelope), 1, TAG_SHARED)
+            transport.sent_to[1] += 1  # type: ignore[attr-defined]
+            request = MPI.COMM_WORLD.irecv(source=1, tag=77)
+            deadline = time.monotonic() + TIMEOUT
+            while not request.Test() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            shared.fill()
+        elif transport.rank == 1:
+            deadline = time.monotonic() + TIMEOUT
+            try:
+                while time.monotonic() < deadline:
+                    transport.progress()
+            except GeodeTimeoutError as exc:
+                raised.append(exc)
+            MPI.COMM_WORLD.send("done", 0, tag=77)
+    transport.close_stream(902, timeout=TIMEOUT)
+    transport.close(timeout=TIMEOUT)
+    if shared is not None and transport.rank == 1:
+        assert len(raised) == 1 and "did not fill its slot" in str(raised[0])
