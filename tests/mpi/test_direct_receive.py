@@ -3,6 +3,7 @@ guarantee (order, data, counters, acks, other nodes' messages, filtered receives
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,10 @@ def test_ping_pong_keeps_order_data_counters_and_acks() -> None:
             assert stats.sent == ROUNDS + 1
             assert stats.unacked == 0 and stats.duplicates == 0
             print(f"rank {rank}: {taken[0]} direct takes")
-            if size == 2:  # (with more ranks than cores, a reply may come after the spin)
+            # With more ranks than cores, or a loaded machine, a reply may come after the spin
+            # every time (0 takes in a CI run at load 20); tests/unit/test_take_arrival.py
+            # checks the path itself whatever the load.
+            if size == 2 and os.getloadavg()[0] < (os.cpu_count() or 1):
                 assert taken[0] > 0
 
 
