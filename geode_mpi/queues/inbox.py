@@ -76,6 +76,9 @@ class Inbox:
         self._soonest = NEVER
         # What takes an expired parcel (the delivery engine: counts it, dead-letters it).
         self.on_expired: Callable[[Parcel], None] | None = None
+        # Sources whose parcels only their own match takes (an executor's task stream at its
+        # worker nodes): source -> that match. Every other take skips them.
+        self.private: dict[int, Match] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -146,6 +149,8 @@ class Inbox:
         items = self._items
         if not items:
             return None
+        if self.private:
+            match = self._public(match)
         if not self._held_back and key is None:
             if self.ranked:
                 if match is None:
@@ -159,6 +164,16 @@ class Inbox:
                         return parcel
                 return None
         return self._pop_slow(match, key)
+
+    def _public(self, match: Match | None) -> Match:
+        """``match``, skipping the private sources' parcels unless it is one's own match."""
+        private = self.private
+        if match is None:
+            return lambda parcel: parcel.source not in private
+        if any(match is own for own in private.values()):
+            return match
+        wanted = match
+        return lambda parcel: parcel.source not in private and wanted(parcel)
 
     def _pop_ranked(self) -> Parcel | None:
         """`pop` of the highest priority's oldest parcel, with no filter, no key and nothing
