@@ -35,7 +35,7 @@ from geode_mpi.delivery.control import (
 from geode_mpi.delivery.pairs import PairIn, PairOut
 from geode_mpi.delivery.sending import SendPath
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
-from geode_mpi.delivery.topics import TopicStream, TopicTable
+from geode_mpi.delivery.topics import TopicNotMadeYet, TopicStream, TopicTable
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
@@ -168,6 +168,7 @@ class Engine:
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
         # Arrivals dropped because their header could not be routed, by sending rank.
         self.malformed: dict[int, int] = {}
+        self.early_resends: set[int] = set()  # ranks whose resends came before a topic()
         self.closed = False  # set by the Geode once its transport is closed
         # Quiescence-wave records go to this: (from node, type, wave, sent, received).
         self.on_wave: Callable[[int, int, int, int, int], None] | None = None
@@ -396,7 +397,13 @@ class Engine:
 
     def malformed_arrival(self, rank: int, meta: memoryview | bytes, error: BaseException) -> None:
         """Count an arrival that cannot be routed, and drop it; warn (for the first few of
-        each sending rank, then at every power of ten)."""
+        each sending rank, then at every power of ten). A resend on a restored topic not made
+        here yet is no fault: said once per sending rank, at info level, not counted."""
+        if isinstance(error, TopicNotMadeYet):
+            if rank not in self.early_resends:
+                self.early_resends.add(rank)
+                log.info("from rank %d: %s", rank, error)
+            return
         count = self.malformed[rank] = self.malformed.get(rank, 0) + 1
         error_name = type(error).__name__
         if count <= MALFORMED_WARNINGS or str(count).rstrip("0") == "1":  # 1..10, 100, 1000 ...
