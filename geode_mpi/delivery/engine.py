@@ -168,7 +168,6 @@ class Engine:
         self.in_hand = 0  # messages taken with an explicit ack, not yet acked or nacked
         # Arrivals dropped because their header could not be routed, by sending rank.
         self.malformed: dict[int, int] = {}
-        self.early_resends: set[int] = set()  # ranks whose resends came before a topic()
         self.closed = False  # set by the Geode once its transport is closed
         # Quiescence-wave records go to this: (from node, type, wave, sent, received).
         self.on_wave: Callable[[int, int, int, int, int], None] | None = None
@@ -400,8 +399,9 @@ class Engine:
         each sending rank, then at every power of ten). A resend on a restored topic not made
         here yet is no fault: said once per sending rank, at info level, not counted."""
         if isinstance(error, TopicNotMadeYet):
-            if rank not in self.early_resends:
-                self.early_resends.add(rank)
+            told = self.topics.told
+            if rank not in told:
+                told.add(rank)
                 log.info("from rank %d: %s", rank, error)
             return
         count = self.malformed[rank] = self.malformed.get(rank, 0) + 1

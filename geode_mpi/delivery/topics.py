@@ -55,6 +55,7 @@ class TopicTable:
         # After a restart: the names of the restored topics each publisher node sends on (set
         # by `geode_mpi.core.restoring`), to say what happens to an arrival before topic().
         self.restored: dict[int, list[str]] = {}
+        self.told: set[int] = set()  # the ranks whose early resends were logged
 
     def add(self, stream: TopicStream) -> None:
         """Know a stream (a work queue's has no topic: its wire number is -1)."""
