@@ -100,15 +100,30 @@ def hotpath(data: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def priority(data: dict[str, Any]) -> dict[str, float]:
+    """CPU microseconds per message (fill and drain) by queue length and kind, and the deep
+    queue's fill time and takes per second."""
+    found: dict[str, float] = {}
+    for length, row in data["us_per_message"].items():
+        for kind, us in row.items():
+            found[f"{kind} @{length} us"] = us
+    deep = data.get("deep") or {}
+    if deep:
+        found["deep fill us"] = deep["fill_us"]
+        found["deep takes/s"] = deep["takes_per_s"]
+    return found
+
+
 BENCHMARKS: dict[str, Figures] = {
     "pingpong": pingpong,
     "rate": rate,
     "fanout": fanout,
     "checkpoint": checkpoint,
     "hotpath": hotpath,
+    "priority": priority,
 }
 # Ranks per benchmark (as benchmarks/suite.py runs them); 0: one process, without mpiexec.
-RANKS = {"pingpong": 2, "rate": 2, "fanout": 4, "checkpoint": 2, "hotpath": 0}
+RANKS = {"pingpong": 2, "rate": 2, "fanout": 4, "checkpoint": 2, "hotpath": 0, "priority": 0}
 
 
 def higher_is_better(name: str) -> bool:
@@ -120,8 +135,8 @@ def run_once(
     checkout: Path, ranks: int, args: Sequence[str], timeout: float, nice: int, script: Path
 ) -> dict[str, Any]:
     """Run the benchmark ``script`` with one checkout's venv once; its JSON. (Its own
-    ``benchmarks/NAME.py``, except hotpath.py: B's, which A may not have; it runs in one
-    process, without mpiexec.)"""
+    ``benchmarks/NAME.py``, except hotpath.py and priority.py: B's, whose figures A may not
+    have; they run in one process, without mpiexec.)"""
     venv = checkout / ".venv" / "bin"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     if not (venv / "python").exists():
@@ -169,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         order = (("A", a), ("B", b)) if k % 2 == 0 else (("B", b), ("A", a))
         for side, checkout in order:
             own = checkout / "benchmarks" / f"{options.bench}.py"
-            script = b / "benchmarks" / "hotpath.py" if options.bench == "hotpath" else own
+            shared = options.bench in ("hotpath", "priority")  # (B's: A's may lack its figures)
+            script = b / "benchmarks" / f"{options.bench}.py" if shared else own
             data = run_once(checkout, ranks, options.args, options.timeout, options.nice, script)
             runs[side].append(figures(data))
         print(f"pair {k + 1}/{options.pairs} done", file=sys.stderr, flush=True)

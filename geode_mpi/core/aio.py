@@ -13,6 +13,7 @@ message itself once it runs again, so one cancelled in between (`asyncio.Cancell
 from __future__ import annotations
 
 import os
+import sys
 import time
 import weakref
 from collections import deque
@@ -119,6 +120,33 @@ class Poller:
         self.busy = False
         self.busy_spin = backoff.busy_spin
         self.busy_slice = backoff.busy_slice
+        self._flush_due = False  # a `flush_soon` callback is scheduled
+
+    def flush_soon(self) -> None:
+        """Send what isend holds to batch, and the acks due, at the loop's next turn: a
+        coroutine that awaits something other than geode_mpi next (``asyncio.sleep``, another
+        library) does not keep them (at most one callback a turn)."""
+        if not self._flush_due:
+            self._flush_due = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        runtime = self._runtime()
+        if runtime is None or runtime.closed:
+            return
+        gate = runtime.gate
+        if other_threads() and not gate.owned():
+            if not gate.acquire(False):  # another thread is inside a call (it flushes too)
+                self._flush_due = True
+                self.loop.call_later(MIN_SLEEP, self._flush)
+                return
+            try:
+                runtime.engine.flush()
+            finally:
+                gate.release()
+        else:
+            runtime.engine.flush()
 
     async def until(
         self,
@@ -292,11 +320,26 @@ def poller_of(runtime: Driven) -> Poller:
     """The poller of ``runtime`` on the running event loop (made at its first await)."""
     import asyncio  # (loaded already: a coroutine runs)
 
-    loop = asyncio.get_running_loop()
+    return _poller(runtime, asyncio.get_running_loop())
+
+
+def _poller(runtime: Driven, loop: asyncio.AbstractEventLoop) -> Poller:
     poller = _pollers.get(runtime)
     if poller is None or poller.loop is not loop:
         poller = _pollers[runtime] = Poller(runtime, loop)
     return poller
+
+
+def flush_on_yield(runtime: Driven) -> None:
+    """isend began holding a batch: if an event loop runs in this thread, flush it at the
+    loop's next turn (`Poller.flush_soon`). No loop, no cost but a look (asyncio is not
+    imported for it)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return
+    loop = asyncio._get_running_loop()  # (None outside a coroutine; get_running_loop raises)
+    if loop is not None:
+        _poller(runtime, loop).flush_soon()
 
 
 def woken(future: asyncio.Future[bool]) -> bool:

@@ -24,7 +24,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from geode_mpi.base.logger import log
-from geode_mpi.core.restoring import Loaded, OtherJob, Part, plan, read_part
+from geode_mpi.core.restoring import (
+    Loaded,
+    OtherJob,
+    Part,
+    name_restored_topics,
+    plan,
+    read_part,
+)
 from geode_mpi.core.saved import (
     encode_node_state,
     encode_state,
@@ -439,6 +446,7 @@ class Checkpointer:
     def _apply(self, chosen: Loaded) -> None:
         geode = self.geode
         chosen.engine.apply(geode.engine)
+        name_restored_topics(chosen, geode.engine)
         geode.counter.update(chosen.counters)
         self.topics = chosen.topics
         self.queues = chosen.queues

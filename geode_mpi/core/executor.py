@@ -22,6 +22,7 @@ import itertools
 import pickle
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, InvalidStateError
 from functools import partial
@@ -29,7 +30,6 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from geode_mpi.base.logger import log
 from geode_mpi.codec import pickling
-from geode_mpi.core.filters import matcher
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait
 from geode_mpi.errors import EncodeError, RemoteTraceback, TaskError, ThreadError
@@ -187,10 +187,16 @@ class GeodeExecutor(Executor):
         self._broken: BaseException | None = None  # what ended the client's thread
         number = queue.number
         self._is_task: Callable[[Parcel], bool] = lambda parcel: parcel.source == number
-        self._is_outcome = matcher(None, _Outcome)
+        # Tasks wait in their worker's queue where only this executor takes them, and outcomes
+        # come on the queue's route to the client, here: a receive of the user's never sees
+        # either, and neither does another executor of the same client.
+        for index in self._mine:
+            runtime.inboxes[index].private[number] = self._is_task
+        self._outcomes: deque[_Outcome] = deque()
         self._thread: threading.Thread | None = None
         if self.is_client:
             queue.admit = self._admit
+            queue.intercept = self._intercept
             self._thread = threading.Thread(
                 target=self._client_thread, name=f"geode_mpi {queue.name}", daemon=True
             )
@@ -379,7 +385,10 @@ class GeodeExecutor(Executor):
                 continue
             gate.enter()
             try:
-                found = cast("Taken | _Signal | None", Wait(runtime.engine, None).until(self._look))
+                found = cast(
+                    "Taken | _Outcome | _Signal | None",
+                    Wait(runtime.engine, None).until(self._look),
+                )
                 if found is _FINISH:
                     self._finish()
                     continue
@@ -387,21 +396,31 @@ class GeodeExecutor(Executor):
                     if self.is_client:
                         self._queue.serve()  # until every worker was told
                     return
-                assert not isinstance(found, _Signal)
-                index, taken = found
-                message = runtime.deliver(index, taken)
+                if isinstance(found, _Outcome):
+                    message: Message = found
+                else:
+                    assert not isinstance(found, _Signal)
+                    index, taken = found
+                    message = self._deliver(index, taken)
             finally:
                 gate.release()
-            if isinstance(message, WorkDone):
-                self._mine.remove(index)
-            elif isinstance(message, _Outcome):
+            if isinstance(message, _Outcome):
                 self._resolve(message)
-            else:
-                outcome = self._run(message, index)
-                with gate:
-                    runtime.send(outcome, index, self._client, False, None)
+                continue
+            if not isinstance(message, WorkDone):
+                # To the client as the queue's traffic (`_intercept`), never into its queue.
+                self._queue.put(self._run(message, index), index)
             if taken[1] is not None:  # the node's queue wants explicit acks
                 message.ack()
+
+    def _deliver(self, index: int, taken: tuple[Parcel, Any]) -> Message:
+        """Decode a task taken at worker node ``index`` (asking for the next); the last,
+        `WorkDone`, ends the node's part."""
+        message = self._runtime.deliver(index, taken)
+        if isinstance(message, WorkDone):
+            self._mine.remove(index)
+            del self._runtime.inboxes[index].private[self._queue.number]
+        return message
 
     def _idle(self) -> None:
         """The client's thread with no task in flight: sleep until `submit` or `shutdown`, out
@@ -412,7 +431,14 @@ class GeodeExecutor(Executor):
         if not self._futures and not self._shutdown:  # (either may have come since)
             wake.wait()
 
-    def _look(self) -> Taken | _Signal | Marker:
+    def _intercept(self, message: Message) -> bool:
+        """The queue's dispatcher (the client) got ``message``: an outcome is this executor's."""
+        if not isinstance(message, _Outcome):
+            return False
+        self._outcomes.append(message)
+        return True
+
+    def _look(self) -> Taken | _Outcome | _Signal | Marker:
         take = self._runtime.engine.take
         for index in self._mine:
             found = take(index, self._is_task, None, False)
@@ -420,9 +446,8 @@ class GeodeExecutor(Executor):
                 return index, found
         if not self.is_client:
             return IDLE if self._mine else _DONE
-        found = take(self._client, self._is_outcome, None, False)
-        if found is not None:
-            return self._client, found
+        if self._outcomes:
+            return self._outcomes.popleft()
         if not self._finishing:
             if self._shutdown and all(future.done() for future in self._futures.values()):
                 return _FINISH

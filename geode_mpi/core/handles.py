@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from geode_mpi import codec
 from geode_mpi.base.gate import Gate, other_threads
-from geode_mpi.core.aio import deadline_of, wait_until
+from geode_mpi.core.aio import deadline_of, flush_on_yield, wait_until
 from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
@@ -54,6 +54,9 @@ class Sender(Protocol):
 
 
 ELSEWHERE = -1  # the id and seq of a handle for a send another rank makes
+# The held batch whose ticket a handle last saw: a batch's first handle (any other is
+# unlikely to be first) asks asyncio to flush it (`flush_on_yield`), not every message's.
+_seen: list[SendTicket | None] = [None]
 
 
 class SendHandle:
@@ -85,6 +88,9 @@ class SendHandle:
         self._stamp = stamp
         self._pair = pair  # its pair's outbox holds it until it is acknowledged (if tracked)
         self.ack = ack  # True: done() and wait() also cover the acknowledgement
+        if ticket.held and ticket is not _seen[0]:
+            _seen[0] = ticket
+            flush_on_yield(geode)
 
     @property
     def local(self) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.record import Record
+from geode_mpi.codec import header
 from geode_mpi.core.placement import Placement
 from geode_mpi.core.saved import (
     count,
@@ -39,6 +40,7 @@ from geode_mpi.persistence.snapshot import Restored, load
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
+    from geode_mpi.delivery import Engine
     from geode_mpi.persistence.store import CheckpointStore
 
 
@@ -68,7 +70,16 @@ class Part(Record):
 class Loaded(Record):
     """One rank's part of a checkpoint, read and checked, not yet put in place."""
 
-    __match_args__ = ("epoch", "engine", "counters", "topics", "queues", "state", "node_state")
+    __match_args__ = (
+        "epoch",
+        "engine",
+        "counters",
+        "topics",
+        "queues",
+        "state",
+        "node_state",
+        "stream_topics",
+    )
 
     def __init__(self, epoch: int, engine: Restored) -> None:
         self.epoch = epoch
@@ -78,6 +89,8 @@ class Loaded(Record):
         self.queues: dict[str, Any] = {}
         self.state: dict[str, Any] = {}
         self.node_state: dict[int, Any] = {}
+        # (topic name, publisher node) by stream number (the saved roots)
+        self.stream_topics: dict[int, tuple[str, int]] = {}
 
 
 def plan(store: CheckpointStore, epoch: int, names: tuple[str, ...], size: int) -> list[Part]:
@@ -149,6 +162,9 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
             )
             engine = load(geode.engine, tree.get("engine"), replaced, roots)
             loaded.engine.merge(engine)
+            for name, state in topics.items():
+                for number, publisher in (state["roots"] or {}).items():
+                    loaded.stream_topics[number] = (name, publisher)
             counters = mapping(mapping(tree.get("geode"), "geode").get("counters"), "counters")
             for key, value in counters.items():
                 index = index_key(key, "counters")
@@ -170,6 +186,24 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from exc
     return loaded
+
+
+def name_restored_topics(loaded: Loaded, engine: Engine) -> None:
+    """Before the job calls `topic()` again: give the topic messages restored into the queues
+    their topic's name (``msg.topic``: the saved streams say which topic each is of, and the
+    messages their topic's number, the same once the topics are made in the same order), and
+    tell the engine which topics each publisher sends on (a resend that comes before then is
+    dropped, and comes again: `TopicNotMadeYet` says so)."""
+    topics = engine.topics
+    for name, publisher in loaded.stream_topics.values():
+        named = topics.restored.setdefault(publisher, [])
+        if name not in named:
+            named.append(name)
+    for parcels in loaded.engine.waiting.values():
+        for parcel in parcels:
+            found = loaded.stream_topics.get(parcel.source)
+            if found is not None and parcel.flags & header.FLAG_TOPIC:
+                topics.names.setdefault(header.topic_number(parcel.meta), found[0])
 
 
 def stream_roots(

@@ -105,6 +105,9 @@ class WorkQueue:
         # On the dispatcher's rank: asked about each task about to be handed out; False drops
         # it (an executor's cancelled future, `geode_mpi.core.executor`). None: keep them all.
         self.admit: Callable[[Message], bool] | None = None
+        # On the dispatcher's rank: offered first each message reaching the dispatcher on this
+        # queue; True takes it (an executor's task outcomes). None: every one is queue traffic.
+        self.intercept: Callable[[Message], bool] | None = None
         geode.engine.add_stream(TopicStream(number, -1, name, dispatcher))
 
     def start(self) -> None:
@@ -219,6 +222,8 @@ class WorkQueue:
 
     def arrived(self, message: Message, source: int) -> None:
         """A task, a request or a producer's finish reached the dispatcher."""
+        if self.intercept is not None and self.intercept(message):
+            return
         state = self.dispatch
         if isinstance(message, _Want):
             state.wanting.append(source)

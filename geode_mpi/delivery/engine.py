@@ -37,7 +37,7 @@ from geode_mpi.delivery.pairs import PairIn, PairOut
 from geode_mpi.delivery.runs import release, run_parcels
 from geode_mpi.delivery.sending import SendPath
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
-from geode_mpi.delivery.topics import TopicStream, TopicTable
+from geode_mpi.delivery.topics import TopicNotMadeYet, TopicStream, TopicTable
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
@@ -493,7 +493,14 @@ class Engine:
 
     def malformed_arrival(self, rank: int, meta: memoryview | bytes, error: BaseException) -> None:
         """Count an arrival that cannot be routed, and drop it; warn (for the first few of
-        each sending rank, then at every power of ten)."""
+        each sending rank, then at every power of ten). A resend on a restored topic not made
+        here yet is no fault: said once per sending rank, at info level, not counted."""
+        if isinstance(error, TopicNotMadeYet):
+            told = self.topics.told
+            if rank not in told:
+                told.add(rank)
+                log.info("from rank %d: %s", rank, error)
+            return
         count = self.malformed[rank] = self.malformed.get(rank, 0) + 1
         error_name = type(error).__name__
         if count <= MALFORMED_WARNINGS or str(count).rstrip("0") == "1":  # 1..10, 100, 1000 ...

@@ -19,6 +19,12 @@ from geode_mpi.transport.base import Frame
 Retained = deque[tuple[bytes, list[Frame]]]  # (meta, frames) of published messages
 
 
+class TopicNotMadeYet(DecodeError):
+    """A resend on a topic restored from a checkpoint reached a rank that has not made the
+    topic again yet: dropped there, it comes again (its publisher resends it until it is
+    acknowledged) and is delivered once the topic is made."""
+
+
 class TopicStream:
     """One stream of a topic: who publishes on it, its next number, who subscribes, and the
     last messages it keeps for subscribers that join later."""
@@ -46,6 +52,10 @@ class TopicTable:
         self.names: dict[int, str] = {}  # topic name by wire number
         self._by_origin: dict[tuple[int, int], int] = {}  # (wire, publisher) -> stream number
         self._local: dict[int, tuple[int, ...]] = {}  # wire -> local subscribers
+        # After a restart: the names of the restored topics each publisher node sends on (set
+        # by `geode_mpi.core.restoring`), to say what happens to an arrival before topic().
+        self.restored: dict[int, list[str]] = {}
+        self.told: set[int] = set()  # the ranks whose early resends were logged
 
     def add(self, stream: TopicStream) -> None:
         """Know a stream (a work queue's has no topic: its wire number is -1)."""
@@ -61,6 +71,13 @@ class TopicTable:
             DecodeError: no such topic or publisher here (ranks disagree about topics).
         """
         number = self._by_origin.get((wire, publisher))
+        if number is None and publisher in self.restored:
+            topics = " or ".join(repr(name) for name in self.restored[publisher])
+            raise TopicNotMadeYet(
+                f"a resend on restored topic {topics} reached this rank before it made the topic"
+                " again: dropped here; its publisher resends it until it is acknowledged, and it"
+                " is delivered once topic() is called here"
+            )
         if number is None:
             raise DecodeError(
                 f"a message published by node index {publisher} on topic number {wire}, which "

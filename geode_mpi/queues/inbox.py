@@ -6,6 +6,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -57,6 +58,13 @@ class Inbox:
     take that meets it removes it and hands it to `on_expired`. Queues that never held such
     parcels take the oldest at once, with no scan.
 
+    The parcels with a priority above 0 wait at the front, highest first (arrival order within
+    each priority), so that a take is a ``popleft``: each goes in at the end of its
+    priority's lane, found from the count of each priority queued (a sorted handful). One
+    deque holds every parcel (the engine appends the plain ones to `waiting` itself; the
+    runtime, asyncio and checkpoints read it), so the lanes are its segments, not deques of
+    their own. Only negative priorities still make a take scan.
+
     Args:
         capacity: with ``drop_oldest``, the most parcels kept (None: no limit).
         drop_oldest: when full, `push` drops the oldest parcel to make room.
@@ -70,12 +78,20 @@ class Inbox:
         # source -> {seq: when that parcel, put back for a retry, may be delivered again}
         self._held_back: dict[int, dict[int, float]] = {}
         # Parcels queued with a priority or an expiry (`push` counts them): while any is, a
-        # take scans the queue for the highest priority and drops the expired.
+        # take drops the expired and takes the highest priority.
         self.ranked = 0
+        # Queued parcels by priority above 0 (they lead the queue, highest first), their sum,
+        # and how many have a priority below 0 (those alone make a take scan).
+        self._lanes: dict[int, int] = {}
+        self._above = 0
+        self._below = 0
         # No queued parcel expires before this (a lower bound: removals leave it low).
         self._soonest = NEVER
         # What takes an expired parcel (the delivery engine: counts it, dead-letters it).
         self.on_expired: Callable[[Parcel], None] | None = None
+        # Sources whose parcels only their own match takes (an executor's task stream at its
+        # worker nodes): source -> that match. Every other take skips them.
+        self.private: dict[int, Match] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -92,11 +108,10 @@ class Inbox:
     def push(self, parcel: Parcel) -> Parcel | None:
         """Append a parcel at the tail; return the parcel dropped to make room, if any."""
         items = self._items
-        items.append(parcel)
         if parcel.priority or parcel.expires != NEVER:
-            self.ranked += 1
-            if parcel.expires < self._soonest:
-                self._soonest = parcel.expires
+            self._place(parcel)
+        else:
+            items.append(parcel)
         dropped = None
         if self.drop_oldest and len(items) > self.capacity:  # type: ignore[operator]
             dropped = self._drop_oldest()
@@ -105,7 +120,10 @@ class Inbox:
         return dropped
 
     def _drop_oldest(self) -> Parcel:
-        for index, parcel in enumerate(self._items):
+        # The oldest of priority 0 or below first (after the lanes above 0), else of those.
+        above = self._above
+        items = self._items
+        for index, parcel in chain(enumerate(islice(items, above, None), above), enumerate(items)):
             if parcel.seq not in self._held_back.get(parcel.source, ()):
                 del self._items[index]
                 self._unrank(parcel)
@@ -114,17 +132,53 @@ class Inbox:
         self._release(oldest)
         return oldest
 
+    def _place(self, parcel: Parcel) -> None:
+        """Queue a parcel with a priority or an expiry: one above 0 at the end of its lane
+        (after every queued parcel of its priority or a higher one), any other at the tail."""
+        self._rank(parcel)
+        priority = parcel.priority
+        if priority > 0:
+            lanes = self._lanes
+            # (the count of its priority or a higher one includes it now)
+            index = sum(count for lane, count in lanes.items() if lane >= priority) - 1
+            self._items.insert(index, parcel)
+        else:
+            self._items.append(parcel)
+
+    def _rank(self, parcel: Parcel) -> None:
+        """Count a parcel with a priority or an expiry in."""
+        self.ranked += 1
+        if parcel.expires < self._soonest:
+            self._soonest = parcel.expires
+        priority = parcel.priority
+        if priority > 0:
+            self._lanes[priority] = self._lanes.get(priority, 0) + 1
+            self._above += 1
+        elif priority < 0:
+            self._below += 1
+
     def _unrank(self, parcel: Parcel) -> None:
-        if parcel.priority or parcel.expires != NEVER:
+        priority = parcel.priority
+        if priority or parcel.expires != NEVER:
             self.ranked -= 1
+            if priority > 0:
+                self._above -= 1
+                left = self._lanes[priority] - 1
+                if left:
+                    self._lanes[priority] = left
+                else:
+                    del self._lanes[priority]
+            elif priority < 0:
+                self._below -= 1
 
     def extend(self, parcels: Sequence[Parcel]) -> None:
-        """Append parcels at the tail, counting them as `push` does, none dropped (a restore)."""
+        """Queue parcels in order, placed and counted as `push` does, none dropped (a
+        restore)."""
         for parcel in parcels:
-            self._items.append(parcel)
             if parcel.priority or parcel.expires != NEVER:
-                self.ranked += 1
-                self._soonest = min(self._soonest, parcel.expires)
+                self._place(parcel)
+            else:
+                self._items.append(parcel)
         if len(self._items) > self.peak:
             self.peak = len(self._items)
 
@@ -146,6 +200,8 @@ class Inbox:
         items = self._items
         if not items:
             return None
+        if self.private:
+            match = self._public(match)
         if not self._held_back and key is None:
             if self.ranked:
                 if match is None:
@@ -160,19 +216,32 @@ class Inbox:
                 return None
         return self._pop_slow(match, key)
 
+    def _public(self, match: Match | None) -> Match:
+        """``match``, skipping the private sources' parcels unless it is one's own match."""
+        private = self.private
+        if match is None:
+            return lambda parcel: parcel.source not in private
+        if any(match is own for own in private.values()):
+            return match
+        wanted = match
+        return lambda parcel: parcel.source not in private and wanted(parcel)
+
     def _pop_ranked(self) -> Parcel | None:
         """`pop` of the highest priority's oldest parcel, with no filter, no key and nothing
-        held back: C-speed passes over the queue (map, min, max, index), about 10 times
-        cheaper than `_pop_slow`'s Python loop over a long queue."""
+        held back: the first, when a priority above 0 leads the queue or none is below 0;
+        else (negative priorities) C-speed passes over the queue (map, max, index)."""
         items = self._items
         if self._soonest <= time.monotonic():
             self.purge()
             if not items:
                 return None
-        priorities = list(map(_PRIORITY, items))
-        index = priorities.index(max(priorities))
-        parcel = items[index]
-        del items[index]
+        if self._above or not self._below:
+            parcel = items.popleft()
+        else:
+            priorities = list(map(_PRIORITY, items))
+            index = priorities.index(max(priorities))
+            parcel = items[index]
+            del items[index]
         self._unrank(parcel)
         return parcel
 
@@ -262,18 +331,22 @@ class Inbox:
                 then no parcel of its source is.
         """
         items = self._items
-        after = -1  # the last parcel of its source that it must follow
-        for index, other in enumerate(items):
+        # Within its priority's lane when above 0, else after every such lane.
+        priority = parcel.priority
+        lanes = self._lanes
+        start = sum(count for lane, count in lanes.items() if lane > priority)
+        end = start + lanes.get(priority, 0) if priority > 0 else len(items)
+        after = start - 1  # the last parcel of its source that it must follow
+        for index, other in enumerate(islice(items, start, end), start):
             if other.source == parcel.source:
                 if other.seq > parcel.seq:
                     items.insert(index, parcel)
                     break
                 after = index
         else:
-            items.insert(after + 1, parcel)  # at the front when its source has none queued
-        if parcel.priority or parcel.expires != NEVER:
-            self.ranked += 1
-            self._soonest = min(self._soonest, parcel.expires)
+            items.insert(after + 1, parcel)  # first in its lane when its source has none there
+        if priority or parcel.expires != NEVER:
+            self._rank(parcel)
         self._held_back.setdefault(parcel.source, {})[parcel.seq] = not_before
         if len(items) > self.peak:
             self.peak = len(items)

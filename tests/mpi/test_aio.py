@@ -183,3 +183,43 @@ def test_mixing_with_blocking_calls_on_the_same_thread(geode: Geode) -> None:
         return got
 
     assert run(main) == [["blocking", "awaited"]] * len(geode.local_nodes)
+
+
+ASLEEP = 5.0  # how long a coroutine awaits something other than geode_mpi
+IN_TIME = 3.0  # what its peer waits meanwhile (well inside ASLEEP)
+
+
+def test_an_isend_then_an_await_of_something_else_still_sends(geode: Geode) -> None:
+    """isend holds small messages to batch them; a coroutine that then awaits asyncio.sleep
+    (not geode_mpi) must not keep them: its peer receives while it sleeps."""
+    if geode.size == 1:  # (one process: nothing is held, the receive below is the check)
+        run(lambda: geode.isend("held", dest="node0").wait_async(TIMEOUT))
+        assert geode.receive(timeout=0).data == "held"
+        return
+    if geode.rank == 0:
+
+        async def main() -> None:
+            geode.isend("held", dest="node1")
+            await asyncio.sleep(ASLEEP)
+
+        run(main)
+    elif geode.rank == 1:
+        assert geode.receive(source="node0", timeout=IN_TIME).data == "held"
+
+
+def test_an_areceive_then_an_await_of_something_else_still_acks(geode: Geode) -> None:
+    """The ack of a message a coroutine took goes out though it then awaits something else:
+    the sender's acked send completes while the coroutine sleeps."""
+    if geode.size == 1:
+        return  # (one process: the ack is the receive itself, see tests/unit/test_aio.py)
+    if geode.rank == 0:
+
+        async def main() -> Any:
+            got = await geode.areceive(source="node1", timeout=TIMEOUT)
+            await asyncio.sleep(ASLEEP)
+            return got.data
+
+        assert run(main) == "acked"
+    elif geode.rank == 1:
+        # (an isend's ack, unlike a blocking send's, is not served at once: it waits its turn)
+        geode.isend("acked", dest="node0", ack=True).wait(IN_TIME)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geode_mpi import Geode, Message, RemoteTraceback, TaskError
+from geode_mpi import Geode, Message, ReceiveTimeout, RemoteTraceback, TaskError
 
 TIMEOUT = 60.0
 _here: dict[str, Any] = {}  # this rank's Geode, for the tasks that use it
@@ -155,3 +155,19 @@ def test_a_function_missing_on_the_worker_fails_its_future_naming_where(geode: G
 
 
 only_on_the_client_kept = only_on_the_client
+
+
+def test_a_receive_of_your_own_on_the_client_takes_your_messages_never_results(
+    geode: Geode,
+) -> None:
+    """Rank 0's main thread receives while 40 futures are pending: it gets every rank's
+    message of its own and nothing else; every future completes."""
+    geode.send(Message(("mine", geode.rank)), dest="node0")
+    with geode.executor() as ex:
+        if ex is not None:
+            futures = [ex.submit(where, k) for k in range(40)]
+            mine = sorted(geode.receive(timeout=TIMEOUT).data for _ in range(geode.size))
+            assert mine == [("mine", rank) for rank in range(geode.size)]
+            with pytest.raises(ReceiveTimeout):
+                geode.receive(timeout=0.5)  # results came meanwhile: none for receive
+            assert [f.result(timeout=TIMEOUT)[0] for f in futures] == [k * k for k in range(40)]

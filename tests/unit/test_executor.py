@@ -17,6 +17,7 @@ from geode_mpi import (
     Geode,
     GeodeExecutor,
     Message,
+    ReceiveTimeout,
     RemoteTraceback,
     TaskError,
     ThreadError,
@@ -73,6 +74,15 @@ def wait_for_go(node: str) -> Any:
     """Block the worker until the test sends it a Go (no sleep: the test decides when)."""
     assert _geode is not None
     return _geode.receive(node, type=Go, timeout=TIMEOUT).data
+
+
+def receive_here(node: str) -> Any:
+    """A receive of the user's own on ``node``, run by the executor's thread as a task."""
+    assert _geode is not None
+    try:
+        return _geode.receive(node, timeout=0).data
+    except ReceiveTimeout:
+        return None
 
 
 @pytest.fixture
@@ -281,3 +291,41 @@ def test_an_executor_made_after_a_restart_is_not_the_saved_one(tmp_path: Path) -
     with Geode(checkpoint_dir=tmp_path, restart=True) as geode, geode.executor() as ex:
         assert ex is not None and ex.name == "executor-2"
         assert list(ex.map(square, range(3), timeout=TIMEOUT)) == [0, 1, 4]
+
+
+def test_a_receive_of_your_own_on_the_client_node_never_takes_a_result(geode: Geode) -> None:
+    """Outcomes travel on the executor's queue, not in the client node's receive queue: the
+    second task receives on the client node right after the first one's result came back."""
+    with geode.executor(prefetch=2) as ex:
+        assert ex is not None
+        futures = [ex.submit(wait_for_go, "node1"), ex.submit(receive_here, "node0")]
+        assert geode.try_receive("node2") is None  # (a poll: both tasks are handed out)
+        geode.send(Go("go"), "node2", "node1")
+        assert futures[1].result(timeout=TIMEOUT) is None  # (nothing of the user's queued)
+        assert futures[0].result(timeout=TIMEOUT) == "go"
+        geode.send(Message("mine"), dest="node0")  # and the executor never takes the user's
+        assert ex.submit(square, 2).result(timeout=TIMEOUT) == 4
+    assert geode.receive(timeout=0).data == "mine"
+
+
+def test_a_receive_of_your_own_on_a_worker_node_never_takes_a_task(geode: Geode) -> None:
+    """The client's node is the only worker: tasks wait in its queue, hidden from receive."""
+    with geode.executor(workers=["node0"]) as ex:
+        assert ex is not None
+        futures = [ex.submit(wait_for_go, "node0"), ex.submit(square, 4)]
+        with pytest.raises(ReceiveTimeout):
+            geode.receive("node0", timeout=0.3)  # (the second task waits at node0)
+        geode.send(Go("go"), "node2", "node0")
+        assert futures[0].result(timeout=TIMEOUT) == "go"
+        assert futures[1].result(timeout=TIMEOUT) == 16
+        geode.send(Message("after"), dest="node0")
+        assert geode.receive("node0", timeout=TIMEOUT).data == "after"
+
+
+def test_two_executors_at_once_on_one_client_keep_their_own_results(geode: Geode) -> None:
+    with geode.executor() as first, geode.executor() as second:
+        assert first is not None and second is not None
+        ones = [first.submit(square, k) for k in range(20)]
+        twos = [second.submit(add, k, 100) for k in range(20)]
+        assert [f.result(timeout=TIMEOUT) for f in ones] == [k * k for k in range(20)]
+        assert [f.result(timeout=TIMEOUT) for f in twos] == [k + 100 for k in range(20)]

@@ -245,3 +245,53 @@ def test_a_nacked_message_comes_back_before_later_ones_of_its_priority() -> None
             msg.ack()
         assert got == [("a", 2), ("b", 2), ("c", 0)]
         assert geode.stats("node1").retries == 1
+
+
+def test_a_long_mixed_queue_comes_out_as_a_stable_sort_by_priority() -> None:
+    """Lanes above 0 lead the queue (a take is a popleft); the order is a model's: higher
+    priority first, arrival order within one; negatives and ttls among them; retries too."""
+    rng = np.random.default_rng(5)
+    inbox = Inbox()
+    model: list[tuple[int, int, int]] = []  # (-priority, arrival, source)
+    seqs = [0, 0, 0]
+    for arrival in range(3000):
+        source = int(rng.integers(3))
+        priority = int(rng.choice([0, 0, 1, 2, 7, -2]))
+        expires = 1e18 if rng.random() < 0.1 else NEVER  # a ttl far away: ranked, not expired
+        inbox.push(parcel(source, seqs[source], priority, expires))
+        model.append((-priority, arrival, source))
+        seqs[source] += 1
+        if arrival % 7 == 0:  # takes between the pushes
+            taken = inbox.pop()
+            assert taken is not None
+            model.sort()
+            best = model.pop(0)
+            assert (-taken.priority, taken.source) == (best[0], best[2])
+    assert inbox.ranked == sum(1 for p, _, _ in model if p) + sum(
+        1 for item in inbox if item.priority == 0 and item.expires != NEVER
+    )
+    model.sort()
+    out = []
+    while (taken := inbox.pop()) is not None:
+        out.append((-taken.priority, taken.source))
+    assert out == [(p, source) for p, _, source in model]
+    assert inbox.ranked == 0 and len(inbox) == 0
+
+
+def test_a_retry_goes_back_into_its_own_lane_before_its_sources_later_ones() -> None:
+    inbox = Inbox()
+    for item in [(0, 0, 2), (1, 0, 2), (0, 1, 2), (0, 2, 1), (1, 1, 0)]:
+        inbox.push(parcel(*item))
+    first = inbox.pop()
+    assert first is not None and (first.source, first.seq) == (0, 0)
+    inbox.put_back(first, 0.0)  # due at once
+    assert drain(inbox) == [(1, 0), (0, 0), (0, 1), (0, 2), (1, 1)]
+
+
+def test_drop_oldest_drops_the_oldest_of_the_lowest_lanes_first() -> None:
+    inbox = Inbox(capacity=3, drop_oldest=True)
+    for item in [(0, 0, 5), (0, 1, 0), (0, 2, 5)]:
+        inbox.push(parcel(*item))
+    dropped = inbox.push(parcel(0, 3, 5))
+    assert dropped is not None and (dropped.seq, dropped.priority) == (1, 0)
+    assert drain(inbox) == [(0, 0), (0, 2), (0, 3)]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from geode_mpi import Geode
+from geode_mpi import Geode, Message, codec
 from geode_mpi.core.restoring import OtherJob, stream_roots
+from geode_mpi.transport import InProcHub
 
 WHERE = Path("checkpoints/epoch-1")
 
@@ -62,3 +64,55 @@ def test_a_restored_topic_message_waits_for_its_topic_before_a_resend(tmp_path: 
     while time.monotonic() < deadline:  # resends now, and the duplicate is dropped
         assert geode.try_receive("node1") is None
     geode.close()
+
+
+def test_a_restored_topic_message_taken_before_topic_is_made_names_its_topic(
+    tmp_path: Path,
+) -> None:
+    """The checkpoint knows each stream's topic: a message restored into a subscriber's queue
+    says which topic it came on though the job has not called topic() again yet."""
+    nodes = ["node0", "node1"]
+    with Geode(nodes, checkpoint_dir=tmp_path) as geode:
+        geode.topic("other", publishers=["node1"], subscribers=["node0"])
+        news = geode.topic("news", publishers=["node0"], subscribers=["node1"])
+        news.publish("x", source="node0")
+        geode.send("plain", "node0", "node1")
+        geode.checkpoint()
+    with Geode(nodes, checkpoint_dir=tmp_path, restart=True) as geode:
+        got = geode.receive("node1", timeout=0)
+        assert (got.data, got.topic, got.dest) == ("x", "news", "node1")
+        plain = geode.receive("node1", timeout=0)
+        assert (plain.data, plain.topic) == ("plain", None)
+        geode.topic("other", publishers=["node1"], subscribers=["node0"])
+        news = geode.topic("news", publishers=["node0"], subscribers=["node1"])
+        news.publish("y", source="node0")
+        again = geode.receive("node1", timeout=0)
+        assert (again.data, again.topic) == ("y", "news")
+
+
+def test_a_resend_before_its_restored_topic_is_made_says_what_happens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not a malformed arrival: dropped, said once at info level, not counted (its publisher
+    resends it until it is acknowledged); an unknown topic of no restart still warns."""
+    hub = InProcHub(2)
+    geodes = [Geode(2, transport=hub.endpoint(rank)) for rank in range(2)]
+    receiver = geodes[1]
+    engine = receiver._runtime.engine
+    meta, _ = codec.encode(Message("ok"), codec.make_stamp(0, 0, 0.0, 0, 7), codec.FLAG_TOPIC)
+    try:
+        with caplog.at_level(logging.INFO, logger="geode_mpi"):
+            engine.topics.restored = {0: ["news"]}  # (what a restart sets)
+            for _ in range(3):
+                receiver._transport.deliver(0, memoryview(meta), (), len(meta))
+            assert engine.malformed == {}
+            said = [r for r in caplog.records if "restored topic 'news'" in r.getMessage()]
+            assert len(said) == 1 and said[0].levelno == logging.INFO
+            assert "delivered once topic() is called here" in said[0].getMessage()
+            engine.topics.restored = {}
+            receiver._transport.deliver(0, memoryview(meta), (), len(meta))
+            assert engine.malformed == {0: 1}
+            assert "dropped a malformed arrival from rank 0" in caplog.text
+    finally:
+        for geode in geodes:
+            geode.close()
