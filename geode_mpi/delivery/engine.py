@@ -410,6 +410,7 @@ class Engine:
                 and not pair.held
                 and not flags & _NOT_TAKEN
                 and not inbox.drop_oldest
+                and not inbox.private  # (an executor's tasks: only its own filter takes them)
             ):
                 pair.expected = seq + 1
                 stats = self.stats[index]
