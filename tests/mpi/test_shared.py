@@ -25,9 +25,9 @@ from geode_mpi.transport.shared import (
     BYTES_VARIABLE,
     NODE_VARIABLE,
     SHARED_MIN,
-    SLOTS,
     TAG_SHARED,
 )
+from geode_mpi.transport.slots import SLOTS
 
 TIMEOUT = 60.0
 LARGE = SHARED_MIN + 8 * 4096 + 24  # not a whole number of pages

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from geode_mpi.transport import shared
-from geode_mpi.transport.shared import SLOTS, SlotAllocator
+from geode_mpi.transport.slots import SLOTS, SlotAllocator
 
 
 def allocator(capacity: int, readers: int = 3, slots: int = SLOTS) -> SlotAllocator:
