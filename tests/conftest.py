@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,10 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     marker = item.get_closest_marker("timeout")
     if marker is not None and marker.args:
         base = float(marker.args[0])
-    else:
-        base = float(item.config.getini("timeout") or 0)
+    else:  # pytest-timeout's own order: --timeout, PYTEST_TIMEOUT, then the ini file
+        config = item.config
+        chosen = config.getvalue("timeout") or os.environ.get("PYTEST_TIMEOUT")
+        base = float(chosen or config.getini("timeout") or 0)
     if base > 0:
         item.add_marker(pytest.mark.timeout(base * load_slack()), append=False)
     yield
