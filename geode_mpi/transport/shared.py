@@ -13,8 +13,8 @@ Ownership. Each rank owns one part of the segment: a table of flags (`SLOTS` row
 rank of the node), a *filled* byte per slot, and the data its slots hold; only the owner
 allocates in it (`SlotAllocator`, first fit). Before sending the notices it sets the flag of
 every reading member; a reader clears its flag once nothing refers to the message's frames any
-more (a `weakref.finalize` on the object that owns the views' memory, the same reference count
-that frees a receive buffer in transport/pool.py). A slot whose flags are all clear is free
+more (a `weakref.ref` callback on the object that owns the views' memory, the same reference
+count that frees a receive buffer in transport/pool.py). A slot whose flags are all clear is free
 again. One writer per byte, so no atomics; the copy, the flags and the filled byte are ordered
 by ``Win.Sync`` and the notice's send.
 
@@ -88,6 +88,7 @@ DEFAULT_BYTES = 128 * 2**20
 FILL_TIMEOUT = 60.0  # seconds a reader waits for the owner's copy behind a notice (it never stalls)
 
 _PREFIX = struct.Struct("<4sii")  # magic, slot, frames; then an int64 offset per frame
+_OFFSET = struct.Struct("<q")  # the one offset of the usual notice (one large frame)
 _MAGIC = b"GDSH"
 
 _leaked: list[Any] = []  # windows whose views outlived close(): mapped until exit
@@ -136,7 +137,9 @@ class NodeShare:
         self.parts: list[np.ndarray[Any, Any]] = []  # every node rank's data part
         self.bases: list[int] = []  # the address of each (``ndarray.ctypes`` costs ~10 us)
         self.flags: list[np.ndarray[Any, Any]] = []  # every node rank's flag table
-        self.filled: list[np.ndarray[Any, Any]] = []  # every node rank's filled bytes, by slot
+        # Every node rank's filled bytes, by slot: memoryviews, whose indexing costs a tenth of
+        # numpy's (see transport/slots.py).
+        self.filled: list[memoryview] = []
         self._copy: tuple[int, list[int], Sequence[Frame]] | None = None  # `fill`'s, pending
         self.slots: SlotAllocator | None = None
         self._memory: list[Any] = []  # every node rank's part, as MPI gave it (not numpy yet)
@@ -146,6 +149,9 @@ class NodeShare:
         # thread (list.append is atomic; a shared `-= 1` could lose a count and free the
         # window under a live view), folded into _gone under the gate.
         self._released: list[None] = []
+        # What each live notice's memory owner (a weak reference to it) holds: (owner, slot).
+        # A weakref's callback rather than weakref.finalize: a third of the cost per notice.
+        self._holders: dict[weakref.ref[Sealable], tuple[int, int]] = {}
         self._gone = 0
         self.shared = 0  # broadcasts sent through the segment
         self.zero_copy = 0  # of them, published from a zero-copy array (no copy at all)
@@ -193,7 +199,7 @@ class NodeShare:
             for memory in self._memory:
                 whole = np.asarray(memory).view(np.uint8)
                 self.flags.append(whole[: SLOTS * size].reshape(SLOTS, size))
-                self.filled.append(whole[SLOTS * size : SLOTS * size + SLOTS])
+                self.filled.append(whole[SLOTS * size : SLOTS * size + SLOTS].data)
                 self.parts.append(whole[table:])
                 self.bases.append(int(whole.ctypes.data) + table)
             self.slots = SlotAllocator(self.budget, self.flags[self.me])
@@ -272,7 +278,8 @@ class NodeShare:
         (filled), else a slot to copy them into, by `fill` once the notices are sent; None
         when the segment has no room."""
         assert self.win is not None
-        self._map()
+        if self.slots is None:
+            self._map()
         slot, offsets = self._handed_over(near, oob)
         filled = self.filled[self.me]
         if slot < 0:
@@ -313,39 +320,50 @@ class NodeShare:
             DecodeError: not a notice this rank can read.
         """
         owner = self.local.get(source)
-        if owner is None or self.win is None or len(buffer) < _PREFIX.size:
+        win = self.win
+        if owner is None or win is None or len(buffer) < _PREFIX.size:
             raise DecodeError(f"rank {source} sent a shared-memory notice, not from this node")
-        self._map()
+        if self.slots is None:
+            self._map()
         magic, slot, count = _PREFIX.unpack_from(buffer)
         start = _PREFIX.size + 8 * count
         if magic != _MAGIC or not 0 <= slot < SLOTS or count < 0 or len(buffer) < start:
             raise DecodeError(f"rank {source} sent a damaged shared-memory notice")
-        offsets = struct.unpack_from(f"<{count}q", buffer, _PREFIX.size)
+        if count == 1:
+            offsets: tuple[int, ...] = _OFFSET.unpack_from(buffer, _PREFIX.size)
+        else:
+            offsets = struct.unpack_from(f"<{count}q", buffer, _PREFIX.size)
         try:
             meta, inline, oob = parse_envelope(memoryview(buffer)[start + (-start % 16) :])
         except ValueError as exc:
             raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
         if len(oob) != count or not count:
             raise DecodeError(f"rank {source} sent a notice of frames outside its segment")
-        first = self.budget
-        end = 0
-        for offset, (size, _) in zip(offsets, oob, strict=True):
-            if offset < first:
-                first = offset
-            if offset + size > end:
-                end = offset + size
+        first = offsets[0]
+        end = first + oob[0][0]
+        if count > 1:
+            for offset, (size, _) in zip(offsets, oob, strict=True):
+                if offset < first:
+                    first = offset
+                if offset + size > end:
+                    end = offset + size
         if first < 0 or end > self.budget or any(size < 0 for size, _ in oob):
             raise DecodeError(f"rank {source} sent a notice of frames outside its segment")
-        self._until_filled(source, owner, slot)
+        win.Sync()
+        if not self.filled[owner][slot]:
+            self._until_filled(source, owner, slot)
         holder = Sealable(self.bases[owner] + first, end - first, sealed=True)
         whole = np.asarray(holder)  # read-only; every view of it keeps holder alive
-        weakref.finalize(holder, self._release, owner, slot)
+        self._holders[weakref.ref(holder, self._release)] = (owner, slot)
         self._views += 1
-        views = iter(
-            whole[offset - first : offset - first + size]
-            for offset, (size, _) in zip(offsets, oob, strict=True)
-        )
-        frames = [next(views) if frame is None else frame for frame in inline]
+        if count == 1:  # the one frame is the whole of it
+            frames = [whole if frame is None else frame for frame in inline]
+        else:
+            views = iter(
+                whole[offset - first : offset - first + size]
+                for offset, (size, _) in zip(offsets, oob, strict=True)
+            )
+            frames = [next(views) if frame is None else frame for frame in inline]
         return meta, frames, len(buffer) + sum(size for size, _ in oob)
 
     def _until_filled(self, source: int, owner: int, slot: int) -> None:
@@ -353,20 +371,20 @@ class NodeShare:
         its notice into ``slot`` (it sends the notice first: see the module's docstring)."""
         filled = self.filled[owner]
         assert self.win is not None
-        self.win.Sync()
-        if not filled[slot]:
-            deadline = time.monotonic() + FILL_TIMEOUT
-            while not filled[slot]:
-                os.sched_yield()  # (the owner, copying, may need this core)
-                if time.monotonic() > deadline:
-                    raise GeodeTimeoutError(
-                        f"rank {source} sent a shared-memory notice but did not fill its slot "
-                        f"{slot} within {FILL_TIMEOUT} s"
-                    )
-            self.win.Sync()  # the byte before the data
+        deadline = time.monotonic() + FILL_TIMEOUT
+        while not filled[slot]:
+            os.sched_yield()  # (the owner, copying, may need this core)
+            if time.monotonic() > deadline:
+                raise GeodeTimeoutError(
+                    f"rank {source} sent a shared-memory notice but did not fill its slot "
+                    f"{slot} within {FILL_TIMEOUT} s"
+                )
+        self.win.Sync()  # the byte before the data
 
-    def _release(self, owner: int, slot: int) -> None:
-        # From a finalizer (any thread, any time): one byte of this rank's, no MPI call.
+    def _release(self, holder: weakref.ref[Sealable]) -> None:
+        # A notice's memory owner is gone (a weakref callback: any thread, any time): one
+        # byte of this rank's, no MPI call.
+        owner, slot = self._holders.pop(holder)
         self._released.append(None)
         if not self._freed:
             self.flags[owner][slot, self.me] = 0
