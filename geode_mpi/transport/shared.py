@@ -89,6 +89,7 @@ FILL_TIMEOUT = 60.0  # seconds a reader waits for the owner's copy behind a noti
 
 _PREFIX = struct.Struct("<4sii")  # magic, slot, frames; then an int64 offset per frame
 _OFFSET = struct.Struct("<q")  # the one offset of the usual notice (one large frame)
+_ONE_FRAME = struct.Struct("<4siiq12x")  # the prefix of a one-frame notice, to 16 bytes
 _MAGIC = b"GDSH"
 
 _leaked: list[Any] = []  # windows whose views outlived close(): mapped until exit
@@ -277,14 +278,15 @@ class NodeShare:
         """The notice of frames in a slot read by ``near``: a published zero-copy array's own
         (filled), else a slot to copy them into, by `fill` once the notices are sent; None
         when the segment has no room."""
-        assert self.win is not None
-        if self.slots is None:
-            self._map()
-        slot, offsets = self._handed_over(near, oob)
+        win = self.win
+        assert win is not None
+        slots = self.slots if self.slots is not None else self._map()
+        # (no zero-copy array was ever made in this segment: none of these frames is one)
+        slot, offsets = self._handed_over(near, oob) if self.leased else (-1, [])
         filled = self.filled[self.me]
         if slot < 0:
-            assert self.slots is not None
-            taken = self.slots.take([frame.nbytes for frame in oob], [self.local[m] for m in near])
+            local = self.local
+            taken = slots.take([frame.nbytes for frame in oob], [local[m] for m in near])
             if taken is None:
                 return None
             slot, offsets = taken
@@ -292,8 +294,10 @@ class NodeShare:
             self._copy = (slot, offsets, oob)
         else:
             filled[slot] = 1
-        self.win.Sync()
+        win.Sync()
         self.shared += 1
+        if len(offsets) == 1:
+            return _ONE_FRAME.pack(_MAGIC, slot, 1, offsets[0]) + envelope
         prefix = _PREFIX.pack(_MAGIC, slot, len(offsets)) + struct.pack(
             f"<{len(offsets)}q", *offsets
         )
