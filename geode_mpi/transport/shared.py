@@ -52,7 +52,6 @@ of one rank has no segment): how the tests make a job look like several nodes on
 from __future__ import annotations
 
 import os
-import struct
 import time
 import warnings
 import weakref
@@ -72,6 +71,7 @@ from geode_mpi.transport.sealed import (
     owner_of,
     process_memory,
 )
+from geode_mpi.transport.shared_notice import notice_prefix, read_notice_prefix
 from geode_mpi.transport.slots import ALIGN, SLOTS, SlotAllocator
 
 if TYPE_CHECKING:
@@ -86,11 +86,6 @@ BYTES_VARIABLE = "GEODE_SHARED_BYTES"
 NODE_VARIABLE = "GEODE_SHARED_NODE_RANKS"
 DEFAULT_BYTES = 128 * 2**20
 FILL_TIMEOUT = 60.0  # seconds a reader waits for the owner's copy behind a notice (it never stalls)
-
-_PREFIX = struct.Struct("<4sii")  # magic, slot, frames; then an int64 offset per frame
-_OFFSET = struct.Struct("<q")  # the one offset of the usual notice (one large frame)
-_ONE_FRAME = struct.Struct("<4siiq12x")  # the prefix of a one-frame notice, to 16 bytes
-_MAGIC = b"GDSH"
 
 _leaked: list[Any] = []  # windows whose views outlived close(): mapped until exit
 
@@ -153,6 +148,7 @@ class NodeShare:
         # What each live notice's memory owner (a weak reference to it) holds: (owner, slot).
         # A weakref's callback rather than weakref.finalize: a third of the cost per notice.
         self._holders: dict[weakref.ref[Sealable], tuple[int, int]] = {}
+        self._splits: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._gone = 0
         self.shared = 0  # broadcasts sent through the segment
         self.zero_copy = 0  # of them, published from a zero-copy array (no copy at all)
@@ -191,6 +187,7 @@ class NodeShare:
         here.Free()
         there.Free()
         self.local = {int(rank): index for index, rank in enumerate(ranks) if index != self.me}
+        self._splits.clear()
 
     def _map(self) -> SlotAllocator:
         """numpy views of every part, made at the first large broadcast (a job that sends no
@@ -206,11 +203,18 @@ class NodeShare:
             self.slots = SlotAllocator(self.budget, self.flags[self.me])
         return self.slots
 
-    def split(self, members: Sequence[int]) -> tuple[list[int], tuple[int, ...]]:
-        """``members`` on this node (to share with) and the others."""
-        local = self.local
-        near = [member for member in members if member in local]
-        return near, tuple(member for member in members if member not in local)
+    def split(self, members: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``members`` on this node (to share with) and the others (kept per stream's member
+        tuple: ``local`` is fixed once the segment is made)."""
+        key = tuple(members)
+        known = self._splits.get(key)
+        if known is None:
+            local = self.local
+            known = self._splits[key] = (
+                tuple(member for member in members if member in local),
+                tuple(member for member in members if member not in local),
+            )
+        return known
 
     def lease(self, shape: tuple[int, ...], kind: Any) -> np.ndarray[Any, Any]:
         """A writable array in a slot of this rank's part, which a publish hands to this node's
@@ -296,12 +300,7 @@ class NodeShare:
             filled[slot] = 1
         win.Sync()
         self.shared += 1
-        if len(offsets) == 1:
-            return _ONE_FRAME.pack(_MAGIC, slot, 1, offsets[0]) + envelope
-        prefix = _PREFIX.pack(_MAGIC, slot, len(offsets)) + struct.pack(
-            f"<{len(offsets)}q", *offsets
-        )
-        return prefix + bytes(-len(prefix) % 16) + envelope
+        return notice_prefix(slot, offsets) + envelope
 
     def fill(self) -> None:
         """Copy the frames `place` gave a slot (after its notices went) and mark it filled."""
@@ -325,20 +324,14 @@ class NodeShare:
         """
         owner = self.local.get(source)
         win = self.win
-        if owner is None or win is None or len(buffer) < _PREFIX.size:
+        if owner is None or win is None:
             raise DecodeError(f"rank {source} sent a shared-memory notice, not from this node")
         if self.slots is None:
             self._map()
-        magic, slot, count = _PREFIX.unpack_from(buffer)
-        start = _PREFIX.size + 8 * count
-        if magic != _MAGIC or not 0 <= slot < SLOTS or count < 0 or len(buffer) < start:
-            raise DecodeError(f"rank {source} sent a damaged shared-memory notice")
-        if count == 1:
-            offsets: tuple[int, ...] = _OFFSET.unpack_from(buffer, _PREFIX.size)
-        else:
-            offsets = struct.unpack_from(f"<{count}q", buffer, _PREFIX.size)
+        slot, offsets, start = read_notice_prefix(buffer, source)
+        count = len(offsets)
         try:
-            meta, inline, oob = parse_envelope(memoryview(buffer)[start + (-start % 16) :])
+            meta, inline, oob = parse_envelope(memoryview(buffer)[start:])
         except ValueError as exc:
             raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
         if len(oob) != count or not count:
