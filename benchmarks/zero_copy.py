@@ -262,7 +262,7 @@ LABELS = {
 
 
 def table(records: list[dict[str, Any]]) -> list[str]:
-    columns = [("size", 9)] + [(f"{LABELS[method]} us", 13) for method in METHODS]
+    columns = [("size", 9)] + [(f"{LABELS[method]} us", 15) for method in METHODS]
     columns += [(f"{LABELS[method]}/Bcast", 20) for method in METHODS[1:]]
     out = Table(tuple(columns))
     lines = out.head()
