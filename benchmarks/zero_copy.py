@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -47,8 +48,25 @@ ZERO_FILL = "zero-copy+fill"  # the same, with the data copied in (timed): the w
 # Raw mpi4py doing what a copied publish does: np.copyto into an Allocate_shared window, then a
 # 1-byte Send to each subscriber, which then holds a view: the floor of a copied publish.
 RAW_SHARED = "raw copy+notice"
-METHODS = (RAW_BCAST, GEODE, ZERO_COPY, ZERO_FILL, RAW_SHARED)
+# The same two raw ways with subscribers that poll (Iprobe, yielding the core between polls
+# after POLL_SPIN, as geode's receive waits) instead of blocking inside MPI as Bcast's do: the
+# floor of any method whose subscribers are not already inside a collective when it starts.
+RAW_SHARED_POLLED = "raw copy+notice, polled"
+RAW_SENDS_POLLED = "raw Isend each, polled"  # the array to each subscriber; Recv into a buffer
+RAW_IBCAST_POLLED = "raw Ibcast, polled"  # every rank in an Ibcast, waiting with Test
+METHODS = (
+    RAW_BCAST,
+    GEODE,
+    ZERO_COPY,
+    ZERO_FILL,
+    RAW_SHARED,
+    RAW_SHARED_POLLED,
+    RAW_SENDS_POLLED,
+    RAW_IBCAST_POLLED,
+)
 NOTICE_TAG = 5
+DATA_TAG = 6
+POLL_SPIN = 50e-6  # seconds of pure polling before yielding between polls (geode's Backoff)
 SCALED: Scaled = {
     "repeats": (7, 3, "repeats per size, each interleaving the methods in rounds"),
 }
@@ -135,6 +153,58 @@ def raw_shared(
     return (left - start) / iters, part
 
 
+def poll(ready: Callable[[], Any]) -> None:
+    """Poll ``ready()`` until true: spin `POLL_SPIN`, then yield the core between polls."""
+    until = time.perf_counter() + POLL_SPIN
+    while not ready():
+        if time.perf_counter() > until:
+            os.sched_yield()
+
+
+def raw_polled(
+    run: Run,
+    method: str,
+    window: np.ndarray[Any, Any],
+    data: np.ndarray[Any, Any],
+    out: np.ndarray[Any, Any],
+    iters: int,
+) -> tuple[float, Any]:
+    """The polled raw methods (`RAW_SHARED_POLLED`, `RAW_SENDS_POLLED`, `RAW_IBCAST_POLLED`):
+    rank 0 as in the blocking ones; a subscriber polls until its notice, array or broadcast
+    is there, then takes it."""
+    from mpi4py import MPI
+
+    comm, wtime, holding = run.comm, run.wtime, run.holding[method]
+    part = window[: data.nbytes]
+    note = bytearray(1)
+    root = run.rank == 0
+    got = part if method == RAW_SHARED_POLLED else out
+    buffer = [data if root else out, MPI.BYTE]
+    start = barrier_then_clock(comm, wtime)
+    left = start
+    for _ in range(iters):
+        if method == RAW_IBCAST_POLLED:
+            request = comm.Ibcast(buffer, root=0)
+            poll(request.Test)
+        elif root:
+            if method == RAW_SHARED_POLLED:
+                np.copyto(part, data)
+                sends = [comm.Isend(note, dest, NOTICE_TAG) for dest in range(1, run.size)]
+            else:
+                sends = [comm.Isend(buffer, dest, DATA_TAG) for dest in range(1, run.size)]
+            MPI.Request.Waitall(sends)
+        elif method == RAW_SHARED_POLLED:
+            poll(partial(comm.Iprobe, 0, NOTICE_TAG))
+            comm.Recv(note, 0, NOTICE_TAG)
+        else:
+            poll(partial(comm.Iprobe, 0, DATA_TAG))
+            comm.Recv(buffer, 0, DATA_TAG)
+        holding.append(wtime() - left)
+        comm.Barrier()
+        left = wtime()
+    return (left - start) / iters, got
+
+
 def shared_window(comm: Any, nbytes: int) -> tuple[Any, np.ndarray[Any, Any]]:
     """An MPI-3 shared window of ``nbytes`` on rank 0 (every rank on one node) and every
     rank's uint8 view of it."""
@@ -160,6 +230,9 @@ def bench_array(
         ZERO_FILL: partial(zero_copy_fanout, run, ZERO_FILL, data, unchecked),
         RAW_SHARED: partial(raw_shared, run, window, data),
     }
+    for method in (RAW_SHARED_POLLED, RAW_SENDS_POLLED, RAW_IBCAST_POLLED):
+        own = np.zeros_like(out)  # (each its own: a check must see what its method wrote)
+        loops[method] = partial(raw_polled, run, method, window, data, own)
     for times in run.holding.values():
         times.clear()
     iterations, times, rounds = measure(
@@ -182,11 +255,14 @@ LABELS = {
     ZERO_COPY: "zero",
     ZERO_FILL: "zero+fill",
     RAW_SHARED: "raw copy",
+    RAW_SHARED_POLLED: "copy,poll",
+    RAW_SENDS_POLLED: "Isend,poll",
+    RAW_IBCAST_POLLED: "Ibcast,poll",
 }
 
 
 def table(records: list[dict[str, Any]]) -> list[str]:
-    columns = [("size", 9)] + [(f"{LABELS[method]} us", 13) for method in METHODS]
+    columns = [("size", 9)] + [(f"{LABELS[method]} us", 15) for method in METHODS]
     columns += [(f"{LABELS[method]}/Bcast", 20) for method in METHODS[1:]]
     out = Table(tuple(columns))
     lines = out.head()
@@ -217,7 +293,9 @@ def table(records: list[dict[str, Any]]) -> list[str]:
         "publish of a new Geode.zero_copy_array (no copy; filling it is the job's own work, "
         "not timed); zero+fill: the same with np.copyto of the data timed; raw copy: raw "
         "mpi4py, np.copyto into an Allocate_shared window and a 1-byte Send to each subscriber "
-        "(the floor of a copied publish)",
+        "(the floor of a copied publish); ',poll': the raw ways with subscribers polling "
+        "(Iprobe or Test, yielding after 50 us) instead of blocking in MPI; Isend: the array "
+        "sent to each subscriber; Ibcast: every rank in Ibcast, waiting with Test",
     ]
     return lines
 

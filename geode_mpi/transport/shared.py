@@ -13,8 +13,8 @@ Ownership. Each rank owns one part of the segment: a table of flags (`SLOTS` row
 rank of the node), a *filled* byte per slot, and the data its slots hold; only the owner
 allocates in it (`SlotAllocator`, first fit). Before sending the notices it sets the flag of
 every reading member; a reader clears its flag once nothing refers to the message's frames any
-more (a `weakref.finalize` on the object that owns the views' memory, the same reference count
-that frees a receive buffer in transport/pool.py). A slot whose flags are all clear is free
+more (a `weakref.ref` callback on the object that owns the views' memory, the same reference
+count that frees a receive buffer in transport/pool.py). A slot whose flags are all clear is free
 again. One writer per byte, so no atomics; the copy, the flags and the filled byte are ordered
 by ``Win.Sync`` and the notice's send.
 
@@ -52,7 +52,6 @@ of one rank has no segment): how the tests make a job look like several nodes on
 from __future__ import annotations
 
 import os
-import struct
 import time
 import warnings
 import weakref
@@ -72,6 +71,7 @@ from geode_mpi.transport.sealed import (
     owner_of,
     process_memory,
 )
+from geode_mpi.transport.shared_notice import notice_prefix, read_notice_prefix
 from geode_mpi.transport.slots import ALIGN, SLOTS, SlotAllocator
 
 if TYPE_CHECKING:
@@ -86,9 +86,6 @@ BYTES_VARIABLE = "GEODE_SHARED_BYTES"
 NODE_VARIABLE = "GEODE_SHARED_NODE_RANKS"
 DEFAULT_BYTES = 128 * 2**20
 FILL_TIMEOUT = 60.0  # seconds a reader waits for the owner's copy behind a notice (it never stalls)
-
-_PREFIX = struct.Struct("<4sii")  # magic, slot, frames; then an int64 offset per frame
-_MAGIC = b"GDSH"
 
 _leaked: list[Any] = []  # windows whose views outlived close(): mapped until exit
 
@@ -136,7 +133,9 @@ class NodeShare:
         self.parts: list[np.ndarray[Any, Any]] = []  # every node rank's data part
         self.bases: list[int] = []  # the address of each (``ndarray.ctypes`` costs ~10 us)
         self.flags: list[np.ndarray[Any, Any]] = []  # every node rank's flag table
-        self.filled: list[np.ndarray[Any, Any]] = []  # every node rank's filled bytes, by slot
+        # Every node rank's filled bytes, by slot: memoryviews, whose indexing costs a tenth of
+        # numpy's (see transport/slots.py).
+        self.filled: list[memoryview] = []
         self._copy: tuple[int, list[int], Sequence[Frame]] | None = None  # `fill`'s, pending
         self.slots: SlotAllocator | None = None
         self._memory: list[Any] = []  # every node rank's part, as MPI gave it (not numpy yet)
@@ -146,6 +145,10 @@ class NodeShare:
         # thread (list.append is atomic; a shared `-= 1` could lose a count and free the
         # window under a live view), folded into _gone under the gate.
         self._released: list[None] = []
+        # What each live notice's memory owner (a weak reference to it) holds: (owner, slot).
+        # A weakref's callback rather than weakref.finalize: a third of the cost per notice.
+        self._holders: dict[weakref.ref[Sealable], tuple[int, int]] = {}
+        self._splits: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._gone = 0
         self.shared = 0  # broadcasts sent through the segment
         self.zero_copy = 0  # of them, published from a zero-copy array (no copy at all)
@@ -184,6 +187,7 @@ class NodeShare:
         here.Free()
         there.Free()
         self.local = {int(rank): index for index, rank in enumerate(ranks) if index != self.me}
+        self._splits.clear()
 
     def _map(self) -> SlotAllocator:
         """numpy views of every part, made at the first large broadcast (a job that sends no
@@ -193,17 +197,24 @@ class NodeShare:
             for memory in self._memory:
                 whole = np.asarray(memory).view(np.uint8)
                 self.flags.append(whole[: SLOTS * size].reshape(SLOTS, size))
-                self.filled.append(whole[SLOTS * size : SLOTS * size + SLOTS])
+                self.filled.append(whole[SLOTS * size : SLOTS * size + SLOTS].data)
                 self.parts.append(whole[table:])
                 self.bases.append(int(whole.ctypes.data) + table)
             self.slots = SlotAllocator(self.budget, self.flags[self.me])
         return self.slots
 
-    def split(self, members: Sequence[int]) -> tuple[list[int], tuple[int, ...]]:
-        """``members`` on this node (to share with) and the others."""
-        local = self.local
-        near = [member for member in members if member in local]
-        return near, tuple(member for member in members if member not in local)
+    def split(self, members: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``members`` on this node (to share with) and the others (kept per stream's member
+        tuple: ``local`` is fixed once the segment is made)."""
+        key = tuple(members)
+        known = self._splits.get(key)
+        if known is None:
+            local = self.local
+            known = self._splits[key] = (
+                tuple(member for member in members if member in local),
+                tuple(member for member in members if member not in local),
+            )
+        return known
 
     def lease(self, shape: tuple[int, ...], kind: Any) -> np.ndarray[Any, Any]:
         """A writable array in a slot of this rank's part, which a publish hands to this node's
@@ -271,13 +282,15 @@ class NodeShare:
         """The notice of frames in a slot read by ``near``: a published zero-copy array's own
         (filled), else a slot to copy them into, by `fill` once the notices are sent; None
         when the segment has no room."""
-        assert self.win is not None
-        self._map()
-        slot, offsets = self._handed_over(near, oob)
+        win = self.win
+        assert win is not None
+        slots = self.slots if self.slots is not None else self._map()
+        # (no zero-copy array was ever made in this segment: none of these frames is one)
+        slot, offsets = self._handed_over(near, oob) if self.leased else (-1, [])
         filled = self.filled[self.me]
         if slot < 0:
-            assert self.slots is not None
-            taken = self.slots.take([frame.nbytes for frame in oob], [self.local[m] for m in near])
+            local = self.local
+            taken = slots.take([frame.nbytes for frame in oob], [local[m] for m in near])
             if taken is None:
                 return None
             slot, offsets = taken
@@ -285,12 +298,9 @@ class NodeShare:
             self._copy = (slot, offsets, oob)
         else:
             filled[slot] = 1
-        self.win.Sync()
+        win.Sync()
         self.shared += 1
-        prefix = _PREFIX.pack(_MAGIC, slot, len(offsets)) + struct.pack(
-            f"<{len(offsets)}q", *offsets
-        )
-        return prefix + bytes(-len(prefix) % 16) + envelope
+        return notice_prefix(slot, offsets) + envelope
 
     def fill(self) -> None:
         """Copy the frames `place` gave a slot (after its notices went) and mark it filled."""
@@ -313,39 +323,44 @@ class NodeShare:
             DecodeError: not a notice this rank can read.
         """
         owner = self.local.get(source)
-        if owner is None or self.win is None or len(buffer) < _PREFIX.size:
+        win = self.win
+        if owner is None or win is None:
             raise DecodeError(f"rank {source} sent a shared-memory notice, not from this node")
-        self._map()
-        magic, slot, count = _PREFIX.unpack_from(buffer)
-        start = _PREFIX.size + 8 * count
-        if magic != _MAGIC or not 0 <= slot < SLOTS or count < 0 or len(buffer) < start:
-            raise DecodeError(f"rank {source} sent a damaged shared-memory notice")
-        offsets = struct.unpack_from(f"<{count}q", buffer, _PREFIX.size)
+        if self.slots is None:
+            self._map()
+        slot, offsets, start = read_notice_prefix(buffer, source)
+        count = len(offsets)
         try:
-            meta, inline, oob = parse_envelope(memoryview(buffer)[start + (-start % 16) :])
+            meta, inline, oob = parse_envelope(memoryview(buffer)[start:])
         except ValueError as exc:
             raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
         if len(oob) != count or not count:
             raise DecodeError(f"rank {source} sent a notice of frames outside its segment")
-        first = self.budget
-        end = 0
-        for offset, (size, _) in zip(offsets, oob, strict=True):
-            if offset < first:
-                first = offset
-            if offset + size > end:
-                end = offset + size
+        first = offsets[0]
+        end = first + oob[0][0]
+        if count > 1:
+            for offset, (size, _) in zip(offsets, oob, strict=True):
+                if offset < first:
+                    first = offset
+                if offset + size > end:
+                    end = offset + size
         if first < 0 or end > self.budget or any(size < 0 for size, _ in oob):
             raise DecodeError(f"rank {source} sent a notice of frames outside its segment")
-        self._until_filled(source, owner, slot)
+        win.Sync()
+        if not self.filled[owner][slot]:
+            self._until_filled(source, owner, slot)
         holder = Sealable(self.bases[owner] + first, end - first, sealed=True)
         whole = np.asarray(holder)  # read-only; every view of it keeps holder alive
-        weakref.finalize(holder, self._release, owner, slot)
+        self._holders[weakref.ref(holder, self._release)] = (owner, slot)
         self._views += 1
-        views = iter(
-            whole[offset - first : offset - first + size]
-            for offset, (size, _) in zip(offsets, oob, strict=True)
-        )
-        frames = [next(views) if frame is None else frame for frame in inline]
+        if count == 1:  # the one frame is the whole of it
+            frames = [whole if frame is None else frame for frame in inline]
+        else:
+            views = iter(
+                whole[offset - first : offset - first + size]
+                for offset, (size, _) in zip(offsets, oob, strict=True)
+            )
+            frames = [next(views) if frame is None else frame for frame in inline]
         return meta, frames, len(buffer) + sum(size for size, _ in oob)
 
     def _until_filled(self, source: int, owner: int, slot: int) -> None:
@@ -353,20 +368,20 @@ class NodeShare:
         its notice into ``slot`` (it sends the notice first: see the module's docstring)."""
         filled = self.filled[owner]
         assert self.win is not None
-        self.win.Sync()
-        if not filled[slot]:
-            deadline = time.monotonic() + FILL_TIMEOUT
-            while not filled[slot]:
-                os.sched_yield()  # (the owner, copying, may need this core)
-                if time.monotonic() > deadline:
-                    raise GeodeTimeoutError(
-                        f"rank {source} sent a shared-memory notice but did not fill its slot "
-                        f"{slot} within {FILL_TIMEOUT} s"
-                    )
-            self.win.Sync()  # the byte before the data
+        deadline = time.monotonic() + FILL_TIMEOUT
+        while not filled[slot]:
+            os.sched_yield()  # (the owner, copying, may need this core)
+            if time.monotonic() > deadline:
+                raise GeodeTimeoutError(
+                    f"rank {source} sent a shared-memory notice but did not fill its slot "
+                    f"{slot} within {FILL_TIMEOUT} s"
+                )
+        self.win.Sync()  # the byte before the data
 
-    def _release(self, owner: int, slot: int) -> None:
-        # From a finalizer (any thread, any time): one byte of this rank's, no MPI call.
+    def _release(self, holder: weakref.ref[Sealable]) -> None:
+        # A notice's memory owner is gone (a weakref callback: any thread, any time): one
+        # byte of this rank's, no MPI call.
+        owner, slot = self._holders.pop(holder)
         self._released.append(None)
         if not self._freed:
             self.flags[owner][slot, self.me] = 0
