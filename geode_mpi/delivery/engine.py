@@ -43,6 +43,7 @@ from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
 from geode_mpi.queues import NEVER as _NEVER
 from geode_mpi.queues import Inbox, Key, Match, Parcel
+from geode_mpi.queues.bundles import add_bundle, take_next
 from geode_mpi.transport import Transport
 from geode_mpi.transport.sealed import keep_or_copy
 
@@ -477,7 +478,7 @@ class Engine:
                 pair.expected += count
                 stats.received += count
                 stats.received_bytes += len(meta)
-                inbox.add_bundle(entry)
+                add_bundle(inbox, entry)
                 return
         for parcel in run_parcels(run, meta):
             self._admit(key, pair, parcel, key[1], inbox)
@@ -711,7 +712,7 @@ class Engine:
         entry is a run (``cursor``): its next message, built now, counted processed as
         `_done` does (acked with the next ack record, as a range); None if a plain take would
         not take it (something held back, ranked or private: `take_plain` then decides)."""
-        at = self.inboxes[index].bundle_head(cursor)
+        at = take_next(self.inboxes[index], cursor)
         if at < 0:
             return None
         seq = cursor.first_seq + at

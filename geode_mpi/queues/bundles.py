@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from geode_mpi.queues.inbox import Parcel
+    from geode_mpi.queues.inbox import Inbox, Parcel
 
 
 class Bundle:
@@ -45,3 +45,32 @@ def unbundle(items: deque[Parcel]) -> None:
             expanded.append(parcel)
     items.clear()  # (in place: the engine and the receive path hold this deque)
     items.extend(expanded)
+
+
+def add_bundle(inbox: Inbox, parcel: Parcel) -> None:
+    """Queue ``parcel``, whose frames are a `Bundle` (no priority, no expiry), at the tail of
+    ``inbox``, counted as the messages it holds."""
+    bundle: Bundle = parcel.frames  # type: ignore[assignment]
+    inbox.waiting.append(parcel)
+    inbox.bundles += 1
+    inbox.extra += bundle.end - bundle.at - 1
+    if len(inbox) > inbox.peak:
+        inbox.peak = len(inbox)
+
+
+def take_next(inbox: Inbox, bundle: Bundle) -> int:
+    """Advance ``bundle``, the frames of ``inbox``'s first entry, past its next message and
+    return that message's index, if a plain `Inbox.pop` would take it now (nothing held back
+    for a retry, nothing with a priority or a ttl, no private source); else -1."""
+    items = inbox.waiting
+    head: Any = items[0].frames
+    if inbox.ranked or inbox.held_back or inbox.private or head is not bundle:
+        return -1
+    at: int = bundle.at
+    bundle.at = at + 1
+    if at + 1 < bundle.end:
+        inbox.extra -= 1
+    else:
+        items.popleft()
+        inbox.bundles -= 1
+    return at

@@ -10,7 +10,7 @@ from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from geode_mpi.queues.bundles import Bundle, unbundle
+from geode_mpi.queues.bundles import Bundle, take_next, unbundle
 
 
 class Parcel(NamedTuple):
@@ -67,6 +67,10 @@ class Inbox:
     runtime, asyncio and checkpoints read it), so the lanes are its segments, not deques of
     their own. Only negative priorities still make a take scan.
 
+    One entry may stand for several messages of one source (a `Bundle`: a run received
+    whole): a plain take takes its next message; any other take, a retry, a drop and
+    iteration first expand it to one parcel per message (`len` counts its messages).
+
     Args:
         capacity: with ``drop_oldest``, the most parcels kept (None: no limit).
         drop_oldest: when full, `push` drops the oldest parcel to make room.
@@ -104,8 +108,8 @@ class Inbox:
 
     @property
     def waiting(self) -> deque[Parcel]:
-        """The parcels in arrival order (read it, do not change it): its truth value is the
-        cheapest "is anything queued?" there is."""
+        """The entries in arrival order (read it, do not change it; a `Bundle` entry holds
+        several messages): its truth value is the cheapest "is anything queued?" there is."""
         return self._items
 
     def __iter__(self) -> Iterator[Parcel]:
@@ -118,31 +122,6 @@ class Inbox:
         if self.bundles:
             unbundle(self._items)
             self.bundles = self.extra = 0
-
-    def add_bundle(self, parcel: Parcel) -> None:
-        """Queue ``parcel``, whose frames are a `Bundle` (no priority, no expiry), at the tail."""
-        bundle: Bundle = parcel.frames  # type: ignore[assignment]
-        self._items.append(parcel)
-        self.bundles += 1
-        self.extra += bundle.end - bundle.at - 1
-        if len(self) > self.peak:
-            self.peak = len(self)
-
-    def bundle_head(self, bundle: Bundle) -> int:
-        """Advance ``bundle``, the frames of the queue's first entry, past its next message
-        and return that message's index, if a plain `pop` would take it; else -1."""
-        items = self._items
-        head: Any = items[0].frames
-        if self.ranked or self.held_back or self.private or head is not bundle:
-            return -1
-        at: int = bundle.at
-        bundle.at = at + 1
-        if at + 1 < bundle.end:
-            self.extra -= 1
-        else:
-            items.popleft()
-            self.bundles -= 1
-        return at
 
     def push(self, parcel: Parcel) -> Parcel | None:
         """Append a parcel at the tail; return the parcel dropped to make room, if any."""
@@ -244,7 +223,7 @@ class Inbox:
             if match is key is None and not (self.ranked or self.held_back or self.private):
                 head = items[0].frames  # (the plain take: a bundle at the head gives its next)
                 if isinstance(head, Bundle):
-                    return head.parcel(self.bundle_head(head))
+                    return head.parcel(take_next(self, head))
                 return items.popleft()
             self.unbundle()
         if self.private:

@@ -13,6 +13,7 @@ from geode_mpi.codec import decode, encode, make_stamp
 from geode_mpi.delivery.runs import RunCursor
 from geode_mpi.persistence.snapshot import capture, unpack_messages
 from geode_mpi.queues import NEVER, Bundle, Inbox, Parcel
+from geode_mpi.queues.bundles import add_bundle
 
 
 def queued_run(count: int, acks: bool = True, **kwargs: Any) -> tuple[Geode, Geode]:
@@ -138,7 +139,7 @@ def test_an_inbox_counts_a_bundle_s_messages_and_drops_the_oldest_of_them() -> N
     inbox = Inbox(capacity=6, drop_oldest=True)
     inbox.push(alone(0))
     bundle = Numbers(0, 4)
-    inbox.add_bundle(alone(0)._replace(frames=bundle))
+    add_bundle(inbox, alone(0)._replace(frames=bundle))
     assert len(inbox) == 5 and len(inbox.waiting) == 2 and inbox.peak == 5
     assert inbox.pop() == alone(0) and inbox.pop() == alone(0, 5)  # the bundle's first
     assert len(inbox) == 3 and inbox.waiting[0].frames is bundle
@@ -152,7 +153,7 @@ def test_an_inbox_counts_a_bundle_s_messages_and_drops_the_oldest_of_them() -> N
 
 def test_a_retried_parcel_goes_before_the_rest_of_its_bundle() -> None:
     inbox = Inbox()
-    inbox.add_bundle(alone(0)._replace(frames=Numbers(0, 5)))
+    add_bundle(inbox, alone(0)._replace(frames=Numbers(0, 5)))
     taken = inbox.pop()
     assert taken is not None and taken.seq == 0
     inbox.put_back(taken, -math.inf)  # due at once
