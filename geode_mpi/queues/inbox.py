@@ -131,10 +131,11 @@ class Inbox:
         else:
             items.append(parcel)
         dropped = None
-        if self.drop_oldest and len(self) > self.capacity:  # type: ignore[operator]
+        if self.drop_oldest and len(items) + self.extra > self.capacity:  # type: ignore[operator]
             dropped = self._drop_oldest()
-        if len(self) > self.peak:
-            self.peak = len(self)
+        depth = len(items) + self.extra
+        if depth > self.peak:
+            self.peak = depth
         return dropped
 
     def _drop_oldest(self) -> Parcel:

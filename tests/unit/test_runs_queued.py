@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 from test_runs import NAMES, engine, world
 
 from geode_mpi import Geode, Message, QueueConfig
@@ -171,3 +172,29 @@ def test_messages_after_a_run_keep_their_place() -> None:
     assert isinstance(first, RunCursor) and len(others) == 1
     assert [b.receive().data for _ in range(5)] == list(range(5))
     assert np.array_equal(b.receive().data, np.arange(3))
+
+
+@pytest.mark.parametrize("acks", [False, True])
+def test_a_run_s_messages_are_counted_processed_without_the_general_path(acks: bool) -> None:
+    """With acks off as on, the take from a run counts each message processed itself: the
+    general path (`Engine._done`, and a parcel built for it) only once an ack is due or goes."""
+    a, b, _ = world(acks=acks)
+    a.send("start", dest="node1")
+    b.receive(timeout=0)
+    eng = engine(b)
+    calls: list[int] = []
+    general = eng._done
+
+    def counted(index: int, parcel: Parcel) -> None:
+        calls.append(parcel.seq)
+        general(index, parcel)
+
+    eng._done = counted  # type: ignore[method-assign]
+    for i in range(300):
+        a.isend(i, dest="node1")
+    a.flush()
+    assert [b.receive().data for _ in range(300)] == list(range(300))
+    assert b.stats().processed == 301
+    assert len(calls) <= (2 * 300 // 128 + 1 if acks else 0), calls
+    b.flush()
+    assert a.stats().unacked == 0
