@@ -36,6 +36,7 @@ from geode_mpi.core.workqueues import WorkQueue
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.delivery.cache import CacheStats, budget_of, share
 from geode_mpi.delivery.config import node_configs
+from geode_mpi.delivery.runs import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import (
@@ -514,6 +515,11 @@ class Geode:
             # is taken and decoded without the general machinery.
             engine = runtime.engine
             if runtime.plain_queue:
+                head = runtime.plain_queue[0].frames
+                if head.__class__ is RunCursor:  # a run queued whole: its next message
+                    message = _next_of_run(runtime, self.rank, head)
+                    if message is not None:
+                        return message
                 parcel = engine.take_plain(self.rank)
                 if parcel is not None:
                     runtime.receives += 1
@@ -1267,6 +1273,19 @@ class Geode:
         index = None if source is None else self._runtime.placement.index(source, "source")
         rest = matcher(index, type_filter)
         return rest if topic is None else self._channels.topic_match(topic, rest)
+
+
+def _next_of_run(runtime: Runtime, rank: int, cursor: RunCursor) -> Message | None:
+    """`Geode.receive`'s fast path when its queue's first entry is a run: its next message
+    (`Engine.take_run`), or None when a plain take would not take it."""
+    message = runtime.engine.take_run(rank, cursor)
+    if message is not None:
+        runtime.receives += 1
+        if not runtime.receives & POLL_EVERY_RECEIVES - 1:
+            runtime.engine.poll()
+        if TRACER.on:
+            trace_receive(rank, message, "receive")
+    return message
 
 
 def _is_stop(message: Message) -> bool:

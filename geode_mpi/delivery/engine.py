@@ -34,7 +34,7 @@ from geode_mpi.delivery.control import (
     ranges,
 )
 from geode_mpi.delivery.pairs import PairIn, PairOut
-from geode_mpi.delivery.runs import release, run_parcels
+from geode_mpi.delivery.runs import RunCursor, queue_run, release, run_parcels
 from geode_mpi.delivery.sending import SendPath
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
 from geode_mpi.delivery.topics import TopicNotMadeYet, TopicStream, TopicTable
@@ -43,6 +43,7 @@ from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
 from geode_mpi.message import Message
 from geode_mpi.queues import NEVER as _NEVER
 from geode_mpi.queues import Inbox, Key, Match, Parcel
+from geode_mpi.queues.bundles import add_bundle, take_next
 from geode_mpi.transport import Transport
 from geode_mpi.transport.sealed import keep_or_copy
 
@@ -53,6 +54,7 @@ FLUSH_AFTER = 100e-6
 ACK_DELAY = 1e-3  # the longest a due ack waits while its node keeps calling geode_mpi
 MALFORMED_WARNINGS = 10  # malformed arrivals from one rank that each log a warning
 _tuple_new = tuple.__new__
+_new_object = object.__new__
 _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
@@ -465,18 +467,20 @@ class Engine:
         """Let a run through its pair into its node's queue: at once when it is the next in
         order, else message by message as `_admit` does (a run that overlaps what was let
         through, after a resend, lets through only what is new)."""
-        parcels = run_parcels(run, meta)
         stats = self.stats[key[1]]
         if run.first_seq == pair.expected and not pair.held and not inbox.drop_oldest:
-            pair.expected += len(parcels)
-            stats.received += len(parcels)
-            stats.received_bytes += len(meta)
-            items = inbox.waiting
-            items.extend(parcels)
-            if len(items) > inbox.peak:
-                inbox.peak = len(items)
-            return
-        for parcel in parcels:
+            try:  # one queue entry for the whole run, its messages built as they are taken
+                entry = queue_run(run, meta, pair)
+            except DecodeError:  # its class is not found here: each receive says so
+                pass
+            else:
+                count = len(run.payloads)
+                pair.expected += count
+                stats.received += count
+                stats.received_bytes += len(meta)
+                add_bundle(inbox, entry)
+                return
+        for parcel in run_parcels(run, meta):
             self._admit(key, pair, parcel, key[1], inbox)
 
     def _check_new(self, meta: memoryview, source: int) -> None:
@@ -702,6 +706,39 @@ class Engine:
         if parcel is not None:
             self._done(index, parcel)
         return parcel
+
+    def take_run(self, index: int, cursor: RunCursor) -> Message | None:
+        """`take_plain` and the decode of its parcel, for a node in `plain` whose queue's first
+        entry is a run (``cursor``): its next message, built now, counted processed as
+        `_done` does (acked with the next ack record, as a range); None if a plain take would
+        not take it (something held back, ranked or private: `take_plain` then decides)."""
+        at = take_next(self.inboxes[index], cursor)
+        if at < 0:
+            return None
+        seq = cursor.first_seq + at
+        message = _new_object(cursor.cls)
+        message.__dict__ = {
+            "data": cursor.payloads[at],
+            "id": cursor.first_id + at,
+            "seq": seq,
+            "timestamp": cursor.stamps[at],
+            "source": cursor.source,
+            "dest": cursor.dest,
+        }
+        pair = cursor.pair
+        if (
+            seq == pair.done_below
+            and not pair.done_extra
+            and (
+                not cursor.tracked  # (never acked: `acked_below` stays where it was)
+                or (pair.ack_due and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH)
+            )
+        ):  # `_done`'s commonest case: processed in order, its ack already due (or none)
+            pair.done_below = seq + 1
+            self.stats[index].processed += 1
+        else:
+            self._done(index, cursor.parcel(at))
+        return message
 
     def finish(self, index: int, parcel: Parcel) -> None:
         """A taken message was processed (acked)."""

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from geode_mpi.codec.header import NO_REPLY
+from geode_mpi.codec.header import FLAG_TRACKED, NO_REPLY
 from geode_mpi.codec.runs import Run, RunItem, encode_run, is_run
-from geode_mpi.delivery.pairs import OutboxEntry, PairOut, RunEntry
+from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut, RunEntry
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.message import Message
-from geode_mpi.queues import NEVER, Parcel
+from geode_mpi.queues import NEVER, Bundle, Parcel
 from geode_mpi.transport import SendTicket
 
 RUN_MAX = 64  # messages in a run: a full run takes no more, the next one opens a new run
@@ -188,6 +188,74 @@ def run_parcels(run: Run, meta: memoryview) -> list[Parcel]:
         )
         for i, message in enumerate(built)
     ]
+
+
+class RunCursor(Bundle):
+    """A run queued as one entry: its messages ``at`` to the last, each built only when it
+    is taken (`Engine.take_run`), or given a parcel of its own when the queue needs one
+    (`Bundle.parcels`: a filter, a retry, a checkpoint).
+
+    Args:
+        run: the run as received (its class found here).
+        meta: its meta (each message's parcel carries it, as `run_parcels` does).
+        pair: the receiving side of its pair (the take counts each message processed there).
+    """
+
+    __slots__ = (
+        "cls",
+        "dest",
+        "first_id",
+        "first_seq",
+        "meta",
+        "pair",
+        "payloads",
+        "run",
+        "size",
+        "source",
+        "stamps",
+        "tracked",
+    )
+
+    def __init__(self, run: Run, meta: memoryview, pair: PairIn) -> None:
+        super().__init__(0, len(run.payloads))
+        self.run = run
+        self.meta = meta
+        self.pair = pair
+        self.size = max(1, len(meta) // len(run.payloads))
+        # What `Engine.take_run` builds each message from, read once here.
+        self.cls = run.cls()
+        self.payloads = run.payloads
+        self.stamps = run.stamps
+        self.first_id = run.first_id
+        self.first_seq = run.first_seq
+        self.source = run.srcname
+        self.dest = run.dstname
+        self.tracked = bool(run.flags & FLAG_TRACKED)
+
+    def parcel(self, at: int) -> Parcel:
+        run = self.run
+        return _tuple_new(
+            Parcel,
+            (
+                run.src,
+                run.first_seq + at,
+                run.flags,
+                NO_REPLY,
+                self.meta,
+                _tuple_new(RunItem, (run, at, None)),
+                self.size,
+                0,
+                0,
+                NEVER,
+            ),
+        )
+
+
+def queue_run(run: Run, meta: memoryview, pair: PairIn) -> Parcel:
+    """The one queue entry of a whole run (a `RunCursor` as its frames)."""
+    cursor = RunCursor(run, meta, pair)
+    fields = (run.src, run.first_seq, run.flags, NO_REPLY, meta, cursor, len(meta), 0, 0, NEVER)
+    return _tuple_new(Parcel, fields)
 
 
 def one_by_one(parcel: Parcel) -> tuple[bytes | memoryview, Any]:

@@ -111,7 +111,7 @@ def capture(engine: Engine) -> dict[str, Any]:
     nodes: dict[str, Any] = {}
     forgotten: dict[tuple[int, int], list[int]] = {}  # pair -> seqs an in-memory queue held
     for index, inbox in engine.inboxes.items():
-        parcels = list(inbox.waiting)
+        parcels = list(inbox)  # (one parcel per message: a queued run is expanded)
         dropped = 0
         if not engine.configs[index].persistent:
             for parcel in parcels:

@@ -10,6 +10,8 @@ from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+from geode_mpi.queues.bundles import Bundle, take_next, unbundle
+
 
 class Parcel(NamedTuple):
     """A message as it waits in a queue: still encoded, with what filters need to see."""
@@ -65,6 +67,10 @@ class Inbox:
     runtime, asyncio and checkpoints read it), so the lanes are its segments, not deques of
     their own. Only negative priorities still make a take scan.
 
+    One entry may stand for several messages of one source (a `Bundle`: a run received
+    whole): a plain take takes its next message; any other take, a retry, a drop and
+    iteration first expand it to one parcel per message (`len` counts its messages).
+
     Args:
         capacity: with ``drop_oldest``, the most parcels kept (None: no limit).
         drop_oldest: when full, `push` drops the oldest parcel to make room.
@@ -76,7 +82,7 @@ class Inbox:
         self.drop_oldest = drop_oldest and capacity is not None
         self.peak = 0
         # source -> {seq: when that parcel, put back for a retry, may be delivered again}
-        self._held_back: dict[int, dict[int, float]] = {}
+        self.held_back: dict[int, dict[int, float]] = {}
         # Parcels queued with a priority or an expiry (`push` counts them): while any is, a
         # take drops the expired and takes the highest priority.
         self.ranked = 0
@@ -92,18 +98,30 @@ class Inbox:
         # Sources whose parcels only their own match takes (an executor's task stream at its
         # worker nodes): source -> that match. Every other take skips them.
         self.private: dict[int, Match] = {}
+        # Entries that stand for several messages (`Bundle`: a run), and how many messages
+        # they hold beyond one each: the queue holds len(waiting) + extra messages.
+        self.bundles = 0
+        self.extra = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + self.extra
 
     @property
     def waiting(self) -> deque[Parcel]:
-        """The parcels in arrival order (read it, do not change it): its truth value is the
-        cheapest "is anything queued?" there is."""
+        """The entries in arrival order (read it, do not change it; a `Bundle` entry holds
+        several messages): its truth value is the cheapest "is anything queued?" there is."""
         return self._items
 
     def __iter__(self) -> Iterator[Parcel]:
+        """The parcels, one per message (bundles are expanded first)."""
+        self.unbundle()
         return iter(self._items)
+
+    def unbundle(self) -> None:
+        """Replace each bundle entry by one parcel per message it still holds."""
+        if self.bundles:
+            unbundle(self._items)
+            self.bundles = self.extra = 0
 
     def push(self, parcel: Parcel) -> Parcel | None:
         """Append a parcel at the tail; return the parcel dropped to make room, if any."""
@@ -113,18 +131,20 @@ class Inbox:
         else:
             items.append(parcel)
         dropped = None
-        if self.drop_oldest and len(items) > self.capacity:  # type: ignore[operator]
+        if self.drop_oldest and len(items) + self.extra > self.capacity:  # type: ignore[operator]
             dropped = self._drop_oldest()
-        if len(items) > self.peak:
-            self.peak = len(items)
+        depth = len(items) + self.extra
+        if depth > self.peak:
+            self.peak = depth
         return dropped
 
     def _drop_oldest(self) -> Parcel:
         # The oldest of priority 0 or below first (after the lanes above 0), else of those.
+        self.unbundle()
         above = self._above
         items = self._items
         for index, parcel in chain(enumerate(islice(items, above, None), above), enumerate(items)):
-            if parcel.seq not in self._held_back.get(parcel.source, ()):
+            if parcel.seq not in self.held_back.get(parcel.source, ()):
                 del self._items[index]
                 self._unrank(parcel)
                 return parcel
@@ -184,11 +204,11 @@ class Inbox:
 
     def _release(self, parcel: Parcel) -> None:
         self._unrank(parcel)
-        waits = self._held_back.get(parcel.source)
+        waits = self.held_back.get(parcel.source)
         if waits is not None:
             waits.pop(parcel.seq, None)
             if not waits:
-                del self._held_back[parcel.source]
+                del self.held_back[parcel.source]
 
     def pop(self, match: Match | None = None, key: Key | None = None) -> Parcel | None:
         """Remove and return the oldest deliverable parcel that matches (any: ``match`` None).
@@ -200,9 +220,16 @@ class Inbox:
         items = self._items
         if not items:
             return None
+        if self.bundles:
+            if match is key is None and not (self.ranked or self.held_back or self.private):
+                head = items[0].frames  # (the plain take: a bundle at the head gives its next)
+                if isinstance(head, Bundle):
+                    return head.parcel(take_next(self, head))
+                return items.popleft()
+            self.unbundle()
         if self.private:
             match = self._public(match)
-        if not self._held_back and key is None:
+        if not self.held_back and key is None:
             if self.ranked:
                 if match is None:
                     return self._pop_ranked()
@@ -251,7 +278,7 @@ class Inbox:
         queue is consistent)."""
         first = key is None and not self.ranked  # the first deliverable match wins
         now = time.monotonic()
-        held = self._held_back
+        held = self.held_back
         blocked: set[tuple[int, int]] = set()  # (source, priority): FIFO holds within each
         expired: list[int] = []
         best = best_priority = -1
@@ -330,6 +357,7 @@ class Inbox:
             not_before: the `time.monotonic()` instant before which it is not delivered; until
                 then no parcel of its source is.
         """
+        self.unbundle()  # (a bundle's parcel has its first seq, not its next one's)
         items = self._items
         # Within its priority's lane when above 0, else after every such lane.
         priority = parcel.priority
@@ -347,13 +375,13 @@ class Inbox:
             items.insert(after + 1, parcel)  # first in its lane when its source has none there
         if priority or parcel.expires != NEVER:
             self._rank(parcel)
-        self._held_back.setdefault(parcel.source, {})[parcel.seq] = not_before
+        self.held_back.setdefault(parcel.source, {})[parcel.seq] = not_before
         if len(items) > self.peak:
             self.peak = len(items)
 
     def next_ready(self) -> float | None:
         """Seconds until the first held-back parcel may go (0 if one may now), or None."""
-        if not self._held_back:
+        if not self.held_back:
             return None
-        soonest = min(min(waits.values()) for waits in self._held_back.values())
+        soonest = min(min(waits.values()) for waits in self.held_back.values())
         return max(0.0, soonest - time.monotonic())
