@@ -360,9 +360,9 @@ class MPITransport(RootedMPI, TransportBase):
             if len(meta) <= ONE_FRAME_META and dest not in self._batches:
                 # The commonest lead (nothing batched goes before it): packed in one step.
                 count = self.sent_to[dest]
-                self.sent_to[dest] = count + 1
                 envelope = one_frame_lead(count, meta, frame.nbytes, address)  # (its index too)
                 requests = [isend(envelope, dest, TAG_LEAD)]
+                self.sent_to[dest] = count + 1  # (once sent: a refused message counts nothing)
             else:
                 envelope = one_frame_envelope(meta, frame.nbytes, address, FRAMES_AFTER)
                 requests = self._lead(dest, envelope)
