@@ -362,7 +362,7 @@ class MPITransport(RootedMPI, TransportBase):
                 count = self.sent_to[dest]
                 envelope = one_frame_lead(count, meta, frame.nbytes, address)  # (its index too)
                 requests = [isend(envelope, dest, TAG_LEAD)]
-                self.sent_to[dest] = count + 1  # (once sent: a refused message counts nothing)
+                self.sent_to[dest] = count + 1  # (after the pack: a refused one is not counted)
             else:
                 envelope = one_frame_envelope(meta, frame.nbytes, address, FRAMES_AFTER)
                 requests = self._lead(dest, envelope)
