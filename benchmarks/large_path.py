@@ -19,7 +19,18 @@ of one step:
 - ``geode``: ``Geode.send`` / ``Geode.receive``, the array released before the next receive;
 - ``raw placed``: raw ``Send``/``Recv`` again, into a buffer placed as geode_mpi's receive pool
   places one (2 MiB-aligned, transparent huge pages, at the sender's offset within a page): how
-  much of geode_mpi's speed comes from where it receives, which hand-written code can copy.
+  much of geode_mpi's speed comes from where it receives, which hand-written code can copy;
+- ``floor``: ``preposted`` plus the work no design that delivers a Message can skip: the codec's
+  ``encode`` of the Message (its id, seq and timestamp), the lead's envelope and index, and the
+  codec's ``decode`` of what arrived (no delivery layer, no pool, no bookkeeping);
+- ``geode isend``, ``geode int32``, ``geode dict``, ``geode Message``: ``geode`` with
+  ``isend`` + ``wait``, an int32 array, the array inside a dict, inside a Message subclass.
+
+Then the same size as a one-way stream: rank 0 sends ``trips`` arrays, rank 1 receives them,
+timed per message from a barrier to a barrier: ``raw Send`` (blocking ``Send`` / ``Recv``,
+the baseline), ``raw Isend`` (all ``Isend`` then ``Waitall``, the receives preposted), and
+geode_mpi with ``send``, ``isend`` (all, then ``wait``), an int32 array, a dict, a Message
+subclass.
 """
 
 from __future__ import annotations
@@ -40,12 +51,86 @@ from launch import Scaled
 from mpi4py import MPI
 from timing import barrier_then_clock, rotated
 
-from geode_mpi import Geode
+from geode_mpi import Geode, Message, codec
+from geode_mpi.transport.envelope import FRAMES_AFTER, one_frame_envelope
 from geode_mpi.transport.pool import BufferPool
+from geode_mpi.transport.prepost import ONE_FRAME, lead_message
 
 TAG_DATA, TAG_ENV = 11, 12
 HEAD_BYTES = 2048  # the small part of ``one message``
 RAW_SEND = "raw Send"
+STREAM_RAW = "raw Send"
+
+
+class Frame(Message):
+    """A user's Message subclass around an array (the ``geode Message`` methods)."""
+
+
+class Floor:
+    """The least work a Message of one array needs on the network path, as ``floor`` times:
+    encoded, its lead into a standing receive, its frame's receive posted as the lead lands,
+    decoded. With ``decoded`` False, no codec: raw mpi4py's preposted protocol alone."""
+
+    def __init__(self, comm: MPI.Intracomm, names: list[str], decoded: bool = True) -> None:
+        self.comm = comm
+        self.peer = 1 - comm.Get_rank()
+        self.names = names
+        self.decoded = decoded
+        self.lead = bytearray(2048)
+        self.request = MPI.REQUEST_NULL
+        self.number = 0
+
+    def stand(self) -> None:
+        """Post the receive the next lead lands in."""
+        self.request = self.comm.Irecv(self.lead, self.peer, TAG_ENV)
+
+    def send(self, array: np.ndarray) -> None:
+        """Send ``array`` as a Message (its lead, then its frame); return once both are sent."""
+        comm, peer = self.comm, self.peer
+        number = self.number
+        self.number += 1
+        if self.decoded:
+            stamp = codec.make_stamp(number, number, time.time(), comm.Get_rank(), peer)
+            meta, frames = codec.encode(Message(array), stamp)
+            frame = frames[0]
+        else:
+            meta, frame = bytes(64), array
+        envelope = one_frame_envelope(meta, frame.nbytes, MPI.Get_address(frame), FRAMES_AFTER)
+        requests = [comm.Isend(lead_message(number, envelope), peer, TAG_ENV)]
+        requests.append(comm.Isend([frame, MPI.BYTE], peer, TAG_DATA))
+        while not MPI.Request.Testall(requests):
+            pass
+
+    def receive(self, out: np.ndarray, again: bool) -> Any:
+        """The next message's data, received into ``out``; ``again``: post the next lead's
+        receive as this frame's is posted (a stream's)."""
+        request = self.request
+        while not request.Test():
+            pass
+        lead = self.lead
+        meta_len = ONE_FRAME.unpack_from(lead)[5]
+        meta = bytes(lead[ONE_FRAME.size : ONE_FRAME.size + meta_len])
+        frame = self.comm.Irecv([out, MPI.BYTE], self.peer, TAG_DATA)
+        if again:
+            self.stand()
+        while not frame.Test():
+            pass
+        if not self.decoded:
+            return out
+        return codec.decode(meta, [out], self.names, None, True).data
+
+
+def shapes(data: np.ndarray) -> dict[str, Callable[[], Any]]:
+    """What each geode method sends: the array, an int32 array, a dict, a Message subclass."""
+    as_int32 = data.view(np.int32) if data.nbytes % 4 == 0 else data
+    return {
+        "geode": lambda: data,
+        "geode int32": lambda: as_int32,
+        "geode dict": lambda: {"step": 3, "array": data},
+        "geode Message": lambda: Frame(data),
+    }
+
+
 SCALED: Scaled = {
     "repeats": (9, 3, "interleaved repeats"),
     "trips": (16, 4, "round trips per timed loop"),
@@ -157,13 +242,36 @@ def ratios_for(
                 pass
             datatype.Free()
 
-    def geode_trip() -> None:
+    floor_path = Floor(comm, list(geode.nodes))
+
+    def floor() -> None:
+        floor_path.stand()  # as a lead's standing receive
         if rank == 0:
-            geode.send(data, dest=geode.nodes[peer])
-            geode.receive()  # released at once: the pool reuses its buffer
+            floor_path.send(data)
+            floor_path.receive(out, again=False)
         else:
-            got = geode.receive().data
-            geode.send(got, dest=geode.nodes[peer])
+            floor_path.send(floor_path.receive(out, again=False))
+
+    def geode_trip(make: Callable[[], Any], blocking: bool = True) -> Callable[[], None]:
+        node = geode.nodes[peer]
+
+        def trip() -> None:
+            if rank == 0:
+                if blocking:
+                    geode.send(make(), dest=node)
+                else:
+                    geode.isend(make(), dest=node).wait()
+                geode.receive()  # released at once: the pool reuses its buffer
+            else:
+                geode.receive()
+                if blocking:
+                    geode.send(make(), dest=node)
+                else:
+                    geode.isend(make(), dest=node).wait()
+
+        return trip
+
+    made = shapes(data if rank == 0 else out)
 
     methods = {
         RAW_SEND: raw_into(out),
@@ -172,8 +280,10 @@ def ratios_for(
         "envelope first": envelope_first,
         "preposted": preposted,
         "one message": one_message,
-        "geode": geode_trip,
         "raw placed": raw_into(placed),
+        "floor": floor,
+        "geode isend": geode_trip(made["geode"], blocking=False),
+        **{name: geode_trip(make) for name, make in made.items()},
     }
     times: dict[str, list[float]] = {name: [] for name in methods}
     for repeat in range(repeats + 1):  # the first repeat warms up and is dropped
@@ -183,9 +293,14 @@ def ratios_for(
                 methods[name]()
             if repeat:
                 times[name].append((MPI.Wtime() - start) / (2 * trips))
-    base = times[RAW_SEND]
+    return {"size": size, **paired_record(times, RAW_SEND)}
+
+
+def paired_record(times: dict[str, list[float]], baseline: str) -> dict[str, Any]:
+    """Medians (us) and per-repeat times of each method, and the paired ratios of
+    ``baseline``'s time over each other method's."""
+    base = times[baseline]
     return {
-        "size": size,
         "median_us": {name: statistics.median(ts) * 1e6 for name, ts in times.items()},
         "repeats_us": {name: [t * 1e6 for t in ts] for name, ts in times.items()},
         # raw Send's time over the method's in the same repeat: the method's share of raw
@@ -193,16 +308,86 @@ def ratios_for(
         "send_over": {
             name: statistics.median(b / t for b, t in zip(base, ts, strict=True))
             for name, ts in times.items()
-            if name != RAW_SEND
+            if name != baseline
         },
     }
 
 
-def row(record: dict[str, Any]) -> str:
-    """One line of the table: the size, raw Send's one-way latency, then the ratios."""
+def streams_for(
+    size: int, comm: MPI.Intracomm, geode: Geode, repeats: int, count: int
+) -> dict[str, Any]:
+    """Time one-way streams of ``count`` arrays of ``size`` bytes, interleaved; the JSON
+    record (time per message)."""
+    rank, peer = comm.Get_rank(), 1 - comm.Get_rank()
+    data = arrays(size)[0]
+    outs = [np.zeros(size, np.uint8) for _ in range(count)]
+    node = geode.nodes[peer]
+
+    def raw_blocking() -> None:
+        if rank == 0:
+            for _ in outs:
+                comm.Send(data, peer, TAG_DATA)
+        else:
+            for out in outs:
+                comm.Recv(out, peer, TAG_DATA)
+
+    def raw_nonblocking() -> None:
+        if rank == 0:
+            MPI.Request.Waitall([comm.Isend(data, peer, TAG_DATA) for _ in outs])
+        else:
+            MPI.Request.Waitall([comm.Irecv(out, peer, TAG_DATA) for out in outs])
+
+    def stream(make: Callable[[], Any], blocking: bool = True) -> Callable[[], None]:
+        def run() -> None:
+            if rank == 1:
+                for _ in outs:
+                    geode.receive()
+            elif blocking:
+                for _ in outs:
+                    geode.send(make(), dest=node)
+            else:
+                for handle in [geode.isend(make(), dest=node) for _ in outs]:
+                    handle.wait()
+
+        return run
+
+    def two_messages(path: Floor) -> Callable[[], None]:
+        def run() -> None:
+            if rank == 0:
+                for _ in outs:
+                    path.send(data)
+                return
+            path.stand()
+            for index, out in enumerate(outs):
+                path.receive(out, again=index < count - 1)
+
+        return run
+
+    made = shapes(data)
+    methods = {
+        STREAM_RAW: raw_blocking,
+        "raw Isend": raw_nonblocking,
+        "preposted": two_messages(Floor(comm, list(geode.nodes), decoded=False)),
+        "floor": two_messages(Floor(comm, list(geode.nodes))),
+        "geode isend": stream(made["geode"], blocking=False),
+        **{name: stream(make) for name, make in made.items()},
+    }
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for repeat in range(repeats + 1):  # the first repeat warms up and is dropped
+        for name in rotated(list(methods), repeat):
+            start = barrier_then_clock(comm, MPI.Wtime)
+            methods[name]()
+            comm.Barrier()  # the last message is in
+            if repeat:
+                times[name].append((MPI.Wtime() - start) / count)
+    return {"size": size, **paired_record(times, STREAM_RAW)}
+
+
+def row(record: dict[str, Any], what: str = "") -> str:
+    """One line of the table: the size, raw Send's time, then the ratios."""
     cells = [f"{name} {ratio:.2f}" for name, ratio in record["send_over"].items()]
     raw = record["median_us"][RAW_SEND]
-    return f"{record['size'] // MiB:3d} MiB  {raw:10.0f}    " + "   ".join(cells)
+    return f"{record['size'] // MiB:3d} MiB{what}  {raw:10.0f}    " + "   ".join(cells)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -229,14 +414,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = reporting.started()
     env = environment(MPI)
     if rank == 0:
-        print("size     raw Send us   then, as ratios raw Send / method (paired per repeat)")
+        print("size            raw Send us   then, as ratios raw Send / method (paired per repeat)")
     clock = time.perf_counter()
     sizes = []
+    streams = []
     for text in args.sizes.split(","):
-        record = ratios_for(int(float(text) * MiB), comm, geode, args.repeats, args.trips)
+        size = int(float(text) * MiB)
+        record = ratios_for(size, comm, geode, args.repeats, args.trips)
         sizes.append(record)
         if rank == 0:
-            print(row(record), flush=True)
+            print(row(record, " ping-pong"), flush=True)
+        streams.append(streams_for(size, comm, geode, args.repeats, args.trips))
+        if rank == 0:
+            print(row(streams[-1], " stream   "), flush=True)
     elapsed = time.perf_counter() - clock
     geode.close()
     comm.Free()
@@ -244,7 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     settings = {"sizes": [r["size"] for r in sizes], "repeats": args.repeats}
     settings |= {"trips": args.trips, "quick": args.quick}
-    reporting.finish(args.json, "large_path", (began, elapsed, settings, env), {"sizes": sizes})
+    reporting.finish(
+        args.json,
+        "large_path",
+        (began, elapsed, settings, env),
+        {"sizes": sizes, "streams": streams},
+    )
     return 0
 
 

@@ -61,7 +61,16 @@ from geode_mpi.transport.envelope import (
 from geode_mpi.transport.fanout import FanoutTable, FanTicket, end_marker, read_end_marker
 from geode_mpi.transport.paths import network_ranks
 from geode_mpi.transport.pool import BufferPool
-from geode_mpi.transport.prepost import INDEX, ONE_FRAME, ROOM, TAG_LEAD, Leads, lead_message
+from geode_mpi.transport.prepost import (
+    INDEX,
+    ONE_FRAME,
+    ONE_FRAME_META,
+    ROOM,
+    TAG_LEAD,
+    Leads,
+    lead_message,
+    one_frame_lead,
+)
 from geode_mpi.transport.relay import (
     PREFIX_BYTES,
     TAG_RELAY_HEAD,
@@ -237,6 +246,7 @@ class MPITransport(RootedMPI, TransportBase):
         self._early: list[_Held] = []  # held frames whose receive is posted (_post_late)
         self._waiting_sources: set[int] = set()
         self._status = MPI.Status()
+        self._frame_status = MPI.Status()  # a posted frame's, as it completes (_complete_posted)
         self._closed = False
         self._tally = Tally(self.comm, self.rank, self.size)  # what drain and close count
         self._closing: MPI.Request | None = None  # close()'s barrier, once posted
@@ -347,8 +357,15 @@ class MPITransport(RootedMPI, TransportBase):
         isend = self.comm.Isend
         address = MPI.Get_address(frame)
         if self.frames_after[dest]:
-            envelope = one_frame_envelope(meta, frame.nbytes, address, FRAMES_AFTER)
-            requests = self._lead(dest, envelope)
+            if len(meta) <= ONE_FRAME_META and dest not in self._batches:
+                # The commonest lead (nothing batched goes before it): packed in one step.
+                count = self.sent_to[dest]
+                envelope = one_frame_lead(count, meta, frame.nbytes, address)  # (its index too)
+                requests = [isend(envelope, dest, TAG_LEAD)]
+                self.sent_to[dest] = count + 1  # (after the pack: a refused one is not counted)
+            else:
+                envelope = one_frame_envelope(meta, frame.nbytes, address, FRAMES_AFTER)
+                requests = self._lead(dest, envelope)
             requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
         else:
             envelope = one_frame_envelope(meta, frame.nbytes, address)
@@ -904,10 +921,17 @@ class MPITransport(RootedMPI, TransportBase):
     def _complete_posted(self, source: int, arrival: _Arrival) -> bool:
         """`_complete` for frames received unprobed (`_post`): in, and as long as their
         envelope said (a longer one fails in MPI, as truncated)."""
-        statuses = [MPI.Status() for _ in arrival.requests]
-        if not MPI.Request.Testall(arrival.requests, statuses):
-            return False
-        got = [status.Get_count(_BYTE) for status in statuses]
+        requests = arrival.requests
+        if len(requests) == 1:  # (the commonest: an array alone)
+            status = self._frame_status
+            if not requests[0].Test(status):
+                return False
+            got = [status.Get_count(_BYTE)]
+        else:
+            statuses = [MPI.Status() for _ in requests]
+            if not MPI.Request.Testall(requests, statuses):
+                return False
+            got = [status.Get_count(_BYTE) for status in statuses]
         if got != arrival.sizes:
             queue = self._arrivals[source]
             if arrival in queue:

@@ -23,6 +23,14 @@ from collections.abc import Callable
 from mpi4py import MPI
 
 from geode_mpi.errors import DecodeError
+from geode_mpi.transport.envelope import (
+    ALIGN,
+    FRAMES_AFTER,
+    MAGIC,
+    PAGE,
+    VERSION,
+    check_envelope,
+)
 
 TAG_LEAD = 9  # between the relay's head (8) and its chunk tags (16 and up)
 LEAD_BYTES = 2048  # a standing receive's buffer: a lead longer than this goes as an envelope
@@ -34,12 +42,26 @@ ONE_FRAME = struct.Struct("<Q2sBBIIxxxxQ")
 
 
 ROOM = LEAD_BYTES - INDEX.size  # the longest envelope a lead carries
+ONE_FRAME_META = LEAD_BYTES - ONE_FRAME.size  # the longest meta `one_frame_lead` carries
 
 
 def lead_message(index: int, envelope: bytes) -> bytes:
     """The lead carrying ``envelope`` (at most `ROOM` bytes) as message number ``index`` to
     its destination."""
     return INDEX.pack(index) + envelope
+
+
+def one_frame_lead(index: int, meta: bytes, nbytes: int, address: int) -> bytes:
+    """``lead_message(index, one_frame_envelope(meta, nbytes, address, FRAMES_AFTER))`` in one
+    pack: the lead of the commonest large message, an array alone, whose ``meta`` is at most
+    `ONE_FRAME_META` bytes (the caller checks).
+
+    Raises:
+        EncodeError: as `one_frame_envelope` (`check_envelope`).
+    """
+    check_envelope(meta)
+    entry = nbytes << 9 | (address % PAGE // ALIGN) << 1 | 1
+    return ONE_FRAME.pack(index, MAGIC, VERSION, FRAMES_AFTER, 1, len(meta), entry) + meta
 
 
 class Leads:
