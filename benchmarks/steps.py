@@ -9,7 +9,7 @@ raw mpi4py's lowercase ``isend`` and ``recv`` of the same fields as a dict
 
 The round trip's rows (`round_trip_steps`) time the path of a ping-pong's message: a blocking
 ``send`` (its own MPI message, never batched) and a ``receive`` that takes it straight from
-MPI (`MPITransport.spin_meta`, `Engine.take_arrival`, `codec.decode`), layer by layer.
+MPI (`MPITransport.spin_meta`, then `Engine.take_arrival`, which also decodes), layer by layer.
 """
 
 from __future__ import annotations
@@ -190,7 +190,6 @@ def round_trip_steps(comm: Any, geode: Geode, rank: int, messages: int) -> dict[
     runtime = geode._runtime
     transport = runtime.transport
     engine = runtime.engine
-    names = runtime.names
     found: dict[str, float] = {}
 
     def timed(name: str, on: int, step: Callable[[], None]) -> None:
@@ -266,13 +265,7 @@ def round_trip_steps(comm: Any, geode: Geode, rank: int, messages: int) -> dict[
         for view in views:
             taken.append(engine.take_arrival(0, view, 1))
 
-    received("receive: Engine.take_arrival (of those)", lambda: None, admit)
-
-    def decode() -> None:
-        for parcel in taken:
-            codec.decode(parcel.meta, (), names, None, True)
-
-    received("receive: codec.decode (of those)", lambda: None, decode)
+    received("receive: Engine.take_arrival (of those: taken, decoded)", lambda: None, admit)
     sent("send: raw isend of the dict", raw_sends)
     received("receive: raw recv of the dict", raw_sends, raw_recv_all)
     return found

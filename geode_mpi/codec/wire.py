@@ -500,6 +500,60 @@ def _state(
     return state
 
 
+def decode_plain(
+    meta: bytes | memoryview,
+    frames: Sequence[np.ndarray[Any, Any]],
+    names: Sequence[str],
+    owned: bool,
+    head: tuple[Any, ...],
+) -> Message:
+    """`decode` of a plain Message (no class name, route or rest section, not compressed; its
+    data a pickle without arrays, a text, a small array in meta, or one array in its frame),
+    from the header its caller read and checked (``head``: `header.DECODE`'s fields): without
+    the general machinery, and without reading the header again (`Engine.take_arrival` reads
+    it once).
+
+    Raises:
+        DecodeError: the data section is damaged or does not decode.
+    """
+    _, kind, _, mid, seq, ts, src, dst, _, _, data_len, reply_to, crc = head
+    data: Any
+    try:
+        if kind == KIND_ARRAY:
+            dtype, shape, fortran, _ = read_descriptor(meta, HEAD_SIZE, HEAD_SIZE + data_len)
+            data = rebuild_array(frames[0], dtype, shape, fortran)
+        elif kind == KIND_PICKLE:
+            section = meta[HEAD_SIZE : HEAD_SIZE + data_len]
+            if _checksum(section) != crc:
+                raise _checksum_error(mid, src)
+            data = pickle.loads(section)
+        elif kind == KIND_TEXT:
+            data = str(meta[HEAD_SIZE : HEAD_SIZE + data_len], "utf-8")
+        else:
+            data = small_array(meta, HEAD_SIZE, HEAD_SIZE + data_len, owned)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(
+            f"cannot decode a Message message {mid} from node index {src}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    message = _new_message(Message)
+    count = len(names)
+    if reply_to == NO_REPLY and src < count and dst < count:  # `_state`, inline
+        message.__dict__ = {
+            "data": data,
+            "id": mid,
+            "seq": seq,
+            "timestamp": ts,
+            "source": names[src],
+            "dest": names[dst],
+        }
+    else:
+        message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
+    return message
+
+
 def decode(
     meta: bytes | memoryview,
     frames: Sequence[np.ndarray[Any, Any]],
@@ -522,9 +576,8 @@ def decode(
     """
     data: Any
     if info is None and len(meta) >= HEAD_SIZE:
-        version, kind, flags, mid, seq, ts, src, dst, lengths, n_data, data_len, reply_to, crc = (
-            _DECODE.unpack_from(meta, 0)
-        )
+        head = _DECODE.unpack_from(meta, 0)
+        version, kind, flags, _, _, _, _, _, lengths, n_data, _, _, _ = head
         if (
             version == VERSION
             and not lengths
@@ -532,44 +585,8 @@ def decode(
             and (kind in _PLAIN_KINDS if not n_data else kind == KIND_ARRAY and len(frames) == 1)
         ):
             # A plain Message whose data is a pickle without arrays (a str, a dict ...), a
-            # small array inside meta, or one array in its frame: the commonest messages,
-            # decoded here, without the general machinery.
-            try:
-                if kind == KIND_ARRAY:
-                    dtype, shape, fortran, _ = read_descriptor(
-                        meta, HEAD_SIZE, HEAD_SIZE + data_len
-                    )
-                    data = rebuild_array(frames[0], dtype, shape, fortran)
-                elif kind == KIND_PICKLE:
-                    section = meta[HEAD_SIZE : HEAD_SIZE + data_len]
-                    if _checksum(section) != crc:
-                        raise _checksum_error(mid, src)
-                    data = pickle.loads(section)
-                elif kind == KIND_TEXT:
-                    data = str(meta[HEAD_SIZE : HEAD_SIZE + data_len], "utf-8")
-                else:
-                    data = small_array(meta, HEAD_SIZE, HEAD_SIZE + data_len, owned)
-            except DecodeError:
-                raise
-            except Exception as exc:
-                raise DecodeError(
-                    f"cannot decode a Message message {mid} from node index {src}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            message = _new_message(Message)
-            count = len(names)
-            if reply_to == NO_REPLY and src < count and dst < count:  # `_state`, inline
-                message.__dict__ = {
-                    "data": data,
-                    "id": mid,
-                    "seq": seq,
-                    "timestamp": ts,
-                    "source": names[src],
-                    "dest": names[dst],
-                }
-            else:
-                message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
-            return message
+            # small array inside meta, or one array in its frame: the commonest messages.
+            return decode_plain(meta, frames, names, owned, head)
         if kind == KIND_RUN and len(frames) == 3:  # one of a run's: (run, index, message)
             return frames[0].message(frames[1])  # type: ignore[no-any-return,attr-defined]
     view = memoryview(meta)

@@ -526,7 +526,12 @@ class Geode:
                     if not runtime.receives & POLL_EVERY_RECEIVES - 1:
                         engine.poll()
             else:
-                parcel = runtime.spin_plain()
+                spun_for = runtime.spin_plain()
+                if isinstance(spun_for, Message):  # taken and decoded as it arrived
+                    if TRACER.on:
+                        trace_receive(self.rank, spun_for, "receive")
+                    return spun_for
+                parcel = spun_for
                 spun = True
             if parcel is not None:
                 try:

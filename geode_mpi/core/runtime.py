@@ -313,11 +313,12 @@ class Runtime:
         """Run the progress engine once; True if anything happened."""
         return self.engine.poll()
 
-    def spin_plain(self) -> Parcel | None:
+    def spin_plain(self) -> Parcel | Message | None:
         """The fast receive (this rank's node, `plain_queue`) found nothing queued: spin on the
-        transport as `take` does first, and take what came (a message alone straight from the
-        transport: `Engine.take_arrival`); None if nothing did (then `take` with ``spun``,
-        which does not spin again: its conditions for spinning are these)."""
+        transport as `take` does first, and take what came: a message alone straight from the
+        transport, decoded (`Engine.take_arrival`), else the queue's oldest parcel; None if
+        nothing did (then `take` with ``spun``, which does not spin again: its conditions for
+        spinning are these)."""
         transport = self.transport
         engine = self.engine
         if self.closed or not transport.delivers_later or engine.forwards or transport.busy:
@@ -327,8 +328,14 @@ class Runtime:
             return None
         if got is True:
             parcel = engine.take_plain(self.rank)
-        else:  # a message alone, handed back: admitted and taken without queueing it
-            parcel = engine.take_arrival(got[0], memoryview(got[1]), self.rank)
+        else:  # a message alone, handed back: taken without queueing it if it can be
+            meta = memoryview(got[1])
+            message = engine.take_arrival(got[0], meta, self.rank)
+            if message is not None:
+                self.receives += 1
+                return message
+            engine.sink(got[0], meta, (), len(meta))
+            parcel = engine.take_plain(self.rank)
         if parcel is not None:
             self.receives += 1
         return parcel

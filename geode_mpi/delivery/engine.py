@@ -21,6 +21,7 @@ from geode_mpi.base.gate import other_threads
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
 from geode_mpi.codec.runs import Run
+from geode_mpi.codec.wire import decode_plain as _decode_plain
 from geode_mpi.delivery import cache
 from geode_mpi.delivery.config import QueueConfig
 from geode_mpi.delivery.control import (
@@ -75,8 +76,15 @@ _NOT_ONE = frozenset((_KIND_CONTROL, _KIND_RUN))  # kinds that are not one messa
 _CACHED = cache.MARKER  # meta[0] of a message with a cache prefix (never a codec version)
 _track_from = header.track_fields  # flags, seq, source, dest, reply_to of a header
 _TRACK_SIZE = header.TRACK_SIZE  # the bytes `_track_from` reads
-# What `Engine.take_arrival` leaves to the sink: the diverted, and a topic's (dest is the topic).
-_NOT_TAKEN = _DIVERT | _FLAG_TOPIC
+# What `Engine.take_arrival` leaves to the sink: the diverted, a topic's (dest is the topic)
+# and a work queue's task (source is its stream). Its route byte (`_FLAG_QOS`) is read apart.
+_NOT_TAKEN = _DIVERT | _FLAG_TOPIC | codec.FLAG_WORK
+_HEAD_SIZE = header.SIZE
+_ROUTE_AT = header.ROUTE_AT
+_VERSION = header.VERSION
+_read_head = header.DECODE.unpack_from  # what `decode_plain` takes
+_PLAIN_KINDS = frozenset((header.KIND_PICKLE, header.KIND_TEXT, header.KIND_SMALL_ARRAY))
+_NOT_PLAIN = header.FLAG_REST | header.FLAG_COMPRESSED  # (the general decode reads them)
 
 Decoder = Callable[[Parcel], Message]
 
@@ -391,51 +399,66 @@ class Engine:
             return
         self._admit(key, pair, parcel, dest, inbox)
 
-    def take_arrival(self, rank: int, meta: memoryview, index: int) -> Parcel | None:
-        """`sink` then `take_plain` of node ``index`` (one of `plain`), for a frame-less
-        arrival that came while that node waited on an empty queue (`Runtime.spin_plain`).
+    def take_arrival(self, rank: int, meta: memoryview, index: int) -> Message | None:
+        """`sink`, `take_plain` of node ``index`` (one of `plain`) and `codec.decode` at once,
+        for a frame-less arrival that came while that node waited on an empty queue
+        (`Runtime.spin_plain`): the message, decoded (a small array may be a view of meta,
+        taken for good), or None, with nothing done, for any other arrival.
 
-        The next message of its pair, for ``index``, not diverted, is taken at once, never
-        queued: the counters, order, dedup and acks are the sink's and `take`'s. Anything else
-        (a control record, a run, a duplicate, one out of order, for another node) goes through
-        `sink`, and the queue's oldest comes back, if any.
+        The next message of its pair, for ``index``, not diverted, from a node (not a topic's
+        or a work queue's stream), that decodes, is taken at once, never queued: the counters,
+        order, dedup and acks are the sink's and `take`'s. Anything else (a control record, a
+        run, a duplicate, one out of order, for another node, one that does not decode) is the
+        caller's to give to `sink` (which says what is wrong with it, or queues it).
         """
         inbox = self.inboxes[index]
         nbytes = len(meta)
-        if nbytes >= _TRACK_SIZE and meta[_KIND_AT] not in _NOT_ONE and not inbox.waiting:
-            flags, seq, source, dest, reply_to = _track_from(meta, 0)
-            pair = self._in.get((source, dest))
-            if (
-                dest == index
-                and pair is not None  # (a pair's first arrival is checked by the sink)
-                and seq == pair.expected
-                and not pair.held
-                and not flags & _NOT_TAKEN
-                and not inbox.drop_oldest
-                and not inbox.private  # (an executor's tasks: only its own filter takes them)
-            ):
-                pair.expected = seq + 1
-                stats = self.stats[index]
-                stats.received += 1
-                stats.received_bytes += nbytes
-                if not inbox.peak:
-                    inbox.peak = 1  # (what the queue's peak would have been)
-                parcel = _tuple_new(
-                    Parcel, (source, seq, flags, reply_to, meta, (), nbytes, 0, 0, _NEVER)
-                )
-                if (
-                    seq == pair.done_below
-                    and not pair.done_extra
-                    and (pair.ack_due or not flags & _FLAG_TRACKED)
-                    and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH
-                ):  # `_done`'s commonest case: processed in order, its ack already due
-                    pair.done_below = seq + 1
-                    stats.processed += 1
-                else:
-                    self._done(index, parcel)
-                return parcel
-        self.sink(rank, meta, (), nbytes)
-        return self.take_plain(index)
+        if (
+            nbytes < _HEAD_SIZE
+            or meta[_KIND_AT] in _NOT_ONE
+            or meta[_ROUTE_AT]  # a route, a priority or a ttl: the sink's
+            or inbox.waiting
+            or inbox.drop_oldest
+            or inbox.private  # (an executor's tasks: only its own filter takes them)
+        ):
+            return None
+        head = _read_head(meta, 0)  # the header, read once (`decode_plain` takes it)
+        version, kind, flags, _, seq, _, source, dest, lengths, n_data, _, reply_to, _ = head
+        pair = self._in.get((source, dest))
+        if (
+            dest != index
+            or pair is None  # (a pair's first arrival is checked by the sink)
+            or seq != pair.expected
+            or pair.held
+            or flags & _NOT_TAKEN
+            or version != _VERSION
+        ):
+            return None
+        try:
+            if not lengths and not n_data and kind in _PLAIN_KINDS and not flags & _NOT_PLAIN:
+                message = _decode_plain(meta, (), self.names, True, head)
+            else:  # a Message subclass, headers, attributes: the general decode
+                message = codec.decode(meta, (), self.names, None, True)
+        except DecodeError:
+            return None  # (nothing admitted: the sink queues it, the receive dead-letters it)
+        pair.expected = seq + 1
+        stats = self.stats[index]
+        stats.received += 1
+        stats.received_bytes += nbytes
+        if not inbox.peak:
+            inbox.peak = 1  # (what the queue's peak would have been)
+        if (
+            seq == pair.done_below
+            and not pair.done_extra
+            and (pair.ack_due or not flags & _FLAG_TRACKED)
+            and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH
+        ):  # `_done`'s commonest case: processed in order, its ack already due
+            pair.done_below = seq + 1
+            stats.processed += 1
+        else:
+            parcel = (source, seq, flags, reply_to, meta, (), nbytes, 0, 0, _NEVER)
+            self._done(index, _tuple_new(Parcel, parcel))
+        return message
 
     def _not_one(self, rank: int, meta: memoryview) -> None:
         """An arrival that is not one message: a control record, or a run of messages."""

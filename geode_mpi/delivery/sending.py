@@ -53,6 +53,11 @@ def _batched(transport: Transport, rank: int, meta: bytes) -> SendTicket:
     return transport.send(rank, meta, (), True)
 
 
+def _unbatched(transport: Transport, rank: int, meta: bytes) -> SendTicket:
+    """`Transport.send` of a message without frames, not batched."""
+    return transport.send(rank, meta, ())
+
+
 def sent_elsewhere(rank: int) -> SendTicket:
     """The ticket of a message that ``rank``, which hosts its source, sends: done at once."""
     return SendTicket(rank, 0, True)
@@ -98,6 +103,10 @@ class SendPath:
         # The commonest isend's call, bound once (optional in a transport: `send` otherwise).
         self.batch_meta: Callable[[int, bytes], SendTicket] = getattr(
             transport, "batch_meta", partial(_batched, transport)
+        )
+        # A blocking send's (`MPITransport.send_meta`; `send` otherwise).
+        self.send_meta: Callable[[int, bytes], SendTicket] = getattr(
+            transport, "send_meta", partial(_unbatched, transport)
         )
         # A transport that batches lazy entries carries runs (delivery/runs.py); None: none.
         self.batch_lazy: BatchLazy | None = getattr(transport, "batch_lazy", None)
@@ -243,7 +252,7 @@ class SendPath:
             ticket, meta, frames = self.with_frames(rank, meta, frames, batch, None)
             nbytes = len(meta) + sum(frame.nbytes for frame in frames)
         else:
-            ticket = self.batch_meta(rank, meta) if batch else self.transport.send(rank, meta, ())
+            ticket = self.batch_meta(rank, meta) if batch else self.send_meta(rank, meta)
             nbytes = len(meta)
         pair.next_seq = seq + 1
         stats = self.stats[src]

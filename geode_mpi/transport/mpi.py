@@ -293,18 +293,7 @@ class MPITransport(RootedMPI, TransportBase):
         if not frames:  # not batched (a batched one is above), or too long: refused here
             if len(meta) > META_MAX:
                 check_envelope(meta)  # refused whole, before anything is posted
-            if dest in self._batches:
-                self._send_batch(dest)  # what was batched before this message goes before it
-            last = self.comm.Isend(meta, dest, TAG_META)
-            self.sent_to[dest] += 1
-            # Open MPI's shared memory completes a send of more than about 1 KiB only at the
-            # second test (2821 of 3000 there, 13 at the first): a ticket to wait on costs
-            # a blocking send several microseconds more (MPICH: done at the first).
-            if last.Test() or last.Test():
-                return _SENT
-            ticket = SendTicket(dest, len(meta), state=([last], meta, [], []))
-            self._active.append(ticket)
-            return ticket
+            return self.send_meta(dest, meta)
         inline_max = self.inline_max
         if len(frames) == 1:
             frame = frames[0]
@@ -421,6 +410,25 @@ class MPITransport(RootedMPI, TransportBase):
             return []
         self.sent_to[dest] += 1
         return [self.comm.Isend(envelope, dest, TAG_ENVELOPE)]
+
+    def send_meta(self, dest: int, meta: bytes) -> SendTicket:
+        """`send(dest, meta, ())`, not batched: a message alone in its meta, as its own MPI
+        message (a blocking send's; `SendPath.plain` calls it with a ``dest`` it sent to
+        before), without `send`'s tests for frames and batching."""
+        if dest == self.rank or len(meta) > META_MAX or not 0 <= dest < self.size:
+            return self.send(dest, meta, ())  # (a loopback, or refused there)
+        if dest in self._batches:
+            self._send_batch(dest)  # what was batched before this message goes before it
+        last = self.comm.Isend(meta, dest, TAG_META)
+        self.sent_to[dest] += 1
+        # Open MPI's shared memory completes a send of more than about 1 KiB only at the
+        # second test (2821 of 3000 there, 13 at the first): a ticket to wait on costs
+        # a blocking send several microseconds more (MPICH: done at the first).
+        if last.Test() or last.Test():
+            return _SENT
+        ticket = SendTicket(dest, len(meta), state=([last], meta, [], []))
+        self._active.append(ticket)
+        return ticket
 
     def batch_meta(self, dest: int, meta: bytes) -> SendTicket:
         """`send(dest, meta, (), batch=True)`: the commonest isend, `_add_to_batch` inline

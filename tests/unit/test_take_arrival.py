@@ -1,4 +1,5 @@
-"""The fast receive's direct take (`Engine.take_arrival`) gives the sink's and the queue's result.
+"""The fast receive's direct take (`Engine.take_arrival`) gives the sink's, the queue's and
+`codec.decode`'s result.
 
 A receive waiting on an empty queue takes a message that arrives alone straight from the
 transport, never queued. The same arrivals replayed through `sink` and `take_plain` must give
@@ -13,14 +14,31 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 
-from geode_mpi import Geode, Message, codec
+from geode_mpi import DecodeError, Geode, Message, codec
 from geode_mpi.delivery import Engine
 from geode_mpi.queues import Parcel
 from geode_mpi.transport import InProcHub
 
 HOW = ("wait_seconds", "credit_wait_seconds", "acks_sent")
-ITEMS: list[Any] = ["text", np.arange(5.0), {"a": [1, 2]}, 7, np.ones((2, 3), np.int32), None]
+
+
+class Tagged(Message):
+    """A subclass with an attribute: the direct take decodes it the general way."""
+
+
+TAGGED = Tagged("tagged", headers={"k": 1})
+TAGGED.note = "kept"  # type: ignore[attr-defined]
+ITEMS: list[Any] = [
+    "text",
+    np.arange(5.0),
+    {"a": [1, 2]},
+    7,
+    np.ones((2, 3), np.int32),
+    None,
+    TAGGED,
+]
 
 
 def captured() -> tuple[Geode, Geode, list[bytes]]:
@@ -80,18 +98,16 @@ def replay(direct: bool) -> tuple[list[Any], dict[str, Any], tuple[int, int]]:
 
     engine.sink = counting  # type: ignore[method-assign]
     b.transport.attach(engine.sink, engine.sink_run)
-    got: list[Parcel] = []
-    take: Callable[[memoryview], Parcel | None]
-    if direct:
+    got: list[Parcel | Message] = []
+    take: Callable[[memoryview], Parcel | Message | None]
 
-        def take(meta: memoryview) -> Parcel | None:
-            return engine.take_arrival(0, meta, 1)
-
-    else:
-
-        def take(meta: memoryview) -> Parcel | None:
-            engine.sink(0, meta, (), len(meta))
-            return engine.take_plain(1)
+    def take(meta: memoryview) -> Parcel | Message | None:
+        if direct:  # as `Runtime.spin_plain` does
+            message = engine.take_arrival(0, meta, 1)
+            if message is not None:
+                return message
+        engine.sink(0, meta, (), len(meta))
+        return engine.take_plain(1)
 
     script = scripted(arrivals)
     for meta in script:
@@ -100,8 +116,12 @@ def replay(direct: bool) -> tuple[list[Any], dict[str, Any], tuple[int, int]]:
             got.append(parcel)
     while (parcel := engine.take_plain(1)) is not None:
         got.append(parcel)
+    waited = sorted(engine.waited)  # nodes whose senders wait for an ack (`ack=True`)
     names = b._runtime.names
-    seen = [summary(codec.decode(parcel.meta, (), names)) for parcel in got]
+    seen = [
+        summary(item if isinstance(item, Message) else codec.decode(item.meta, (), names))
+        for item in got
+    ]
     seen += [summary(b.receive("node3", timeout=10)) for _ in range(2)]
     b.flush()  # node1's acks go to rank 0
     a.pending()
@@ -113,6 +133,7 @@ def replay(direct: bool) -> tuple[list[Any], dict[str, Any], tuple[int, int]]:
     }
     pair = engine.pairs_in[(0, 1)]
     counts["pair"] = (pair.expected, pair.done_below, pair.acked_below, pair.ack_due)
+    counts["waited"] = waited
     for geode in (a, b):
         geode.close(timeout=10)
     return seen, counts, (sunk[0], len(script))
@@ -121,7 +142,8 @@ def replay(direct: bool) -> tuple[list[Any], dict[str, Any], tuple[int, int]]:
 def summary(message: Message) -> tuple[Any, ...]:
     data = message.data
     value = (data.dtype.str, data.tolist()) if isinstance(data, np.ndarray) else data
-    return message.source, message.dest, message.seq, value
+    extra = (type(message).__name__, message.headers, getattr(message, "note", None))
+    return message.source, message.dest, message.seq, value, extra
 
 
 def test_direct_take_gives_the_sink_and_queue_result() -> None:
@@ -157,3 +179,30 @@ def test_a_small_array_taken_for_good_is_a_writable_view_of_its_buffer() -> None
     part = codec.decode(memoryview(batch)[: len(meta)], (), names, None, True).data
     assert not np.shares_memory(part, np.frombuffer(batch, np.uint8))
     assert part.tolist() == [0, 1, 2, 3]
+
+
+def test_an_arrival_that_does_not_decode_is_left_to_the_sink_untouched() -> None:
+    # A damaged pickle: the direct take admits nothing (the sink queues it, and the receive
+    # dead-letters it, as for any queued message).
+    a, b, arrivals = captured()
+    engine: Engine = b._runtime.engine
+    b.transport.attach(engine.sink, engine.sink_run)
+    damaged = bytearray(arrivals[3])  # node0's {"a": [1, 2]}, seq 2: a pickle
+    damaged[-2] ^= 0xFF
+    first = memoryview(bytearray(arrivals[1]))
+    assert engine.take_arrival(0, first, 1) is None  # a pair's first arrival: the sink's
+    engine.sink(0, first, (), len(first))
+    assert b.receive("node1", timeout=10).data == "text"
+    assert engine.take_arrival(0, memoryview(bytearray(arrivals[2])), 1) is not None
+    before = b.stats("node1")
+    assert engine.take_arrival(0, memoryview(damaged), 1) is None
+    assert b.stats("node1") == before
+    assert engine.pairs_in[(0, 1)].expected == 2
+    engine.sink(0, memoryview(damaged), (), len(damaged))
+    with pytest.raises(DecodeError):
+        b.receive("node1", timeout=10)
+    assert b.stats("node1").dead_letters == 1
+    after = engine.take_arrival(0, memoryview(bytearray(arrivals[4])), 1)
+    assert after is not None and after.data == 7
+    for geode in (a, b):
+        geode.close(timeout=10)
