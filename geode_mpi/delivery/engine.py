@@ -450,9 +450,11 @@ class Engine:
         if (
             seq == pair.done_below
             and not pair.done_extra
-            and (pair.ack_due or not flags & _FLAG_TRACKED)
-            and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH
-        ):  # `_done`'s commonest case: processed in order, its ack already due
+            and (
+                not flags & _FLAG_TRACKED  # (never acked: `acked_below` stays where it was)
+                or (pair.ack_due and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH)
+            )
+        ):  # `_done`'s commonest case: processed in order, its ack already due (or none)
             pair.done_below = seq + 1
             stats.processed += 1
         else:

@@ -206,3 +206,35 @@ def test_an_arrival_that_does_not_decode_is_left_to_the_sink_untouched() -> None
     assert after is not None and after.data == 7
     for geode in (a, b):
         geode.close(timeout=10)
+
+
+def test_with_acks_off_the_direct_take_never_takes_the_general_path() -> None:
+    # Untracked messages are never acked, so `acked_below` stays at 0: the take must not fall
+    # back to `Engine._done` (a parcel built for it) once a pair passed ACK_BATCH messages.
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank), acks=False) for rank in range(2))
+    arrivals: list[bytes] = []
+
+    def capture(source: int, meta: memoryview, frames: Any, nbytes: int) -> None:
+        arrivals.append(bytes(meta))
+
+    a.send("first", "node0", "node1")
+    assert b.receive("node1", timeout=10).data == "first"  # the pair is known: direct from now
+    b.transport.attach(capture)
+    for i in range(300):
+        a.send(i, "node0", "node1")
+    engine: Engine = b._runtime.engine
+    calls: list[int] = []
+    general = engine._done
+
+    def counted(index: int, parcel: Parcel) -> None:
+        calls.append(parcel.seq)
+        general(index, parcel)
+
+    engine._done = counted  # type: ignore[method-assign]
+    taken = [engine.take_arrival(0, memoryview(bytearray(meta)), 1) for meta in arrivals]
+    assert [message.data for message in taken if message is not None] == list(range(300))
+    assert calls == []
+    assert b.stats("node1").processed == 301
+    for geode in (a, b):
+        geode.close(timeout=10)
