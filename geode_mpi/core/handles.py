@@ -137,16 +137,17 @@ class SendHandle:
     def done(self) -> bool:
         """True once the data may be reused (and, with ``ack=True``, the message was acked).
 
-        A call that finds it not done drives progress now and then (every fourth such call,
-        or every sixteenth while the message waits in a batch that has not gone out: a loop
-        that checks many handles per message it sends should not poll MPI each time).
+        A call that finds it not done drives progress now and then (every sixteenth such
+        call, or every sixty-fourth while the message waits in a batch that has not gone out:
+        a loop that checks a handle per message it sends should not poll MPI each time; a
+        poll costs as much as ten sends).
         """
         ticket = self._ticket
         if ticket.done and (not self.ack or self.acked):
             return True
         geode = self._geode
         geode.unfinished_checks += 1
-        if geode.unfinished_checks & (15 if ticket.held else 3):
+        if geode.unfinished_checks & (63 if ticket.held else 15):
             return False
         if other_threads() and not geode.owned():
             return bool(geode.serialised(self._progress_done))
