@@ -43,7 +43,7 @@ from geode_mpi import DecodeError, GeodeError, Message, codec
 from geode_mpi.core.geode import Geode
 from geode_mpi.delivery import control
 from geode_mpi.transport import envelope as env
-from geode_mpi.transport import fanout, relay
+from geode_mpi.transport import fanout, relayplan
 from geode_mpi.transport import mpi as mpi_transport
 
 INTERESTING = (
@@ -281,23 +281,28 @@ class Fuzzer:
             self.relay_head(mutate, randomise)
         else:  # an envelope whose large frames come down a relay tree
             envelope, _ = env.build_envelope(meta, frames, 0)
-            data = relay.relayed_envelope(rng.randrange(4), envelope)
-            world.isend(self.shape(data, mutate, randomise), relay.TAG_RELAYED)
+            data = relayplan.relayed_envelope(rng.randrange(4), envelope)
+            world.isend(self.shape(data, mutate, randomise), relayplan.TAG_RELAYED)
         self.run(label if (mutate or randomise) else label + " (valid)")
 
     def relay_head(self, mutate: bool, randomise: bool) -> None:
         # As a parent sends one in a job of a few ranks (this world has one: the ranks a head
         # names are not all here), then a chunk or two on the tag it names.
         rng = self.rng
-        sizes = [(rng.choice((1, 4096, relay.CHUNK, 3 * relay.CHUNK + 5)), 16 * rng.randrange(256))]
-        tag = relay.CHUNK_TAG + rng.randrange(4)
+        sizes = [
+            (
+                rng.choice((1, 4096, relayplan.CHUNK, 3 * relayplan.CHUNK + 5)),
+                16 * rng.randrange(256),
+            )
+        ]
+        tag = relayplan.CHUNK_TAG + rng.randrange(4)
         members = rng.sample(range(4), rng.randrange(1, 4))
         root = rng.choice([r for r in range(5) if r not in members])
-        head = relay.pack_head(root, rng.randrange(8), relay.CHUNK, tag, sizes, members)
-        self.world.isend(self.shape(head, mutate, randomise), relay.TAG_RELAY_HEAD)
+        head = relayplan.pack_head(root, rng.randrange(8), relayplan.CHUNK, tag, sizes, members)
+        self.world.isend(self.shape(head, mutate, randomise), relayplan.TAG_RELAY_HEAD)
         for _ in range(rng.randrange(3)):
             chunk = rng.randbytes(rng.choice((1, 64, 4096)))
-            self.world.isend(chunk, rng.choice((tag, relay.CHUNK_TAG + rng.randrange(8))))
+            self.world.isend(chunk, rng.choice((tag, relayplan.CHUNK_TAG + rng.randrange(8))))
 
     def shape(self, data: bytes, mutate: bool, randomise: bool) -> bytes:
         if mutate:

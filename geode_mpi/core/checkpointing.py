@@ -5,9 +5,10 @@ a sequencer forwards what it holds, and every rank waits until everything any ra
 reached its destination's queue (`Transport.drain`), so that no message is anywhere but in
 exactly one queue. Then each rank writes its nodes' queues, pair states, outboxes, counters,
 per-node state, topics and work queues, and the job's own ``state``, to its file; rank 0 seals
-the checkpoint with the manifest once every rank succeeded (`geode_mpi.persistence.store`).
-Past the drain, every step is a reduction of one int, a broadcast or a gather to rank 0: no
-rank but rank 0 handles more than its own few bytes of the others' (`transport.rooted`).
+the checkpoint with the manifest once every rank succeeded (`geode_mpi.core.sealing`, over
+`geode_mpi.persistence.store`). Past the drain, every step is a reduction of one int, a
+broadcast or a gather to rank 0: no rank but rank 0 handles more than its own few bytes of the
+others' (`transport.rooted`).
 
 A restart loads the newest complete checkpoint into a fresh Geode with the same nodes, on the
 same number of ranks or another (`geode_mpi.core.restoring`): every queued message is queued
@@ -40,10 +41,11 @@ from geode_mpi.core.saved import (
     restore_topic,
     topic_state,
 )
+from geode_mpi.core.sealing import write_epoch
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
 from geode_mpi.errors import ClosedError, GeodeTimeoutError, check_timeout
 from geode_mpi.persistence import CheckpointError, CheckpointStore, key_from_environment
-from geode_mpi.persistence.rankfile import JsonValue, RankFile, Syncing
+from geode_mpi.persistence.rankfile import JsonValue, RankFile
 from geode_mpi.persistence.snapshot import capture
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import Rooted, require
@@ -64,18 +66,6 @@ _TERMINATED, _TIME_DUE, _SENT_DUE = 1, 2, 4
 
 def _cannot_close(timeout: float | None) -> None:
     raise RuntimeError("the Geode did not tell its checkpointer how to close it")
-
-
-def _durable(syncing: Syncing | None, rank: int) -> str | None:
-    """Wait for this rank's file to be durable: None, or why it is not (no file: None, its
-    writing failed and says so)."""
-    if syncing is None:
-        return None
-    try:
-        syncing.wait()
-    except OSError as exc:
-        return f"rank {rank}: fsync of its file: {exc}"
-    return None
 
 
 class Checkpointer:
@@ -272,87 +262,23 @@ class Checkpointer:
         return self.epoch
 
     def _write(self, tree: dict[str, Any], deadline: float | None) -> tuple[RankFile, int]:
-        """Write this rank's file of the next epoch and seal it: (the file, every file's bytes).
-
-        Three rooted steps, one round each, besides the drain: a gather of the files' entries,
-        a gather of whether each is durable, a broadcast of the outcome. The epoch's number is
-        known on every rank without asking once this job has written or restored one (the
-        directory's lock keeps other jobs out); the first checkpoint asks rank 0, which lists
-        the directory (one listing, not P). Each rank makes its file's directory, writes its
-        file straight to its name (the epoch is not a checkpoint until the manifest lists it)
-        and sends rank 0 its entry while the disk takes the file's fsync; rank 0 meanwhile
-        writes the manifest under its temporary name and fsyncs it and the directories, and
-        renames it into place (sealing the epoch) once every rank's file is durable.
+        """Write this rank's file of the next epoch and seal it (`sealing.write_epoch`): (the
+        file, every file's bytes). The epoch's number is known on every rank without asking
+        once this job has written or restored one (the directory's lock keeps other jobs out);
+        the first checkpoint asks rank 0, which lists the directory (one listing, not P).
 
         Raises:
             CheckpointError: some rank could not write (each rank raises, naming the first).
         """
-        geode = self.geode
-        rooted = self.rooted
-        store = self.store
         if self.next_epoch is None:
-            newest = max(store.epochs(complete_only=False), default=0) if geode.rank == 0 else 0
-            self.next_epoch = int(rooted.bcast(max(newest, self.epoch) + 1, deadline=deadline))
+            rank0 = self.geode.rank == 0
+            newest = max(self.store.epochs(complete_only=False), default=0) if rank0 else 0
+            self.next_epoch = int(self.rooted.bcast(max(newest, self.epoch) + 1, deadline=deadline))
         epoch = self.next_epoch
         self.next_epoch = epoch + 1  # whatever happens: a failed epoch is never reused
-        attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
-        written: RankFile | str
-        syncing: Syncing | None = None
-        try:
-            if geode.rank == 0:
-                store.prepare(epoch, geode.size)  # refuses an epoch already sealed
-            written, syncing = store.start_rank(epoch, geode.rank, geode.size, attrs, tree)
-        except (CheckpointError, OSError) as exc:
-            written = f"rank {geode.rank}: {exc}"
-        try:
-            files = rooted.gather(written, deadline=deadline)
-            staged = None if files is None else self._stage(epoch, files)  # rank 0
-        finally:
-            synced = _durable(syncing, geode.rank)  # (a timeout waits for it too: the handle)
-        durable = rooted.gather(synced, deadline=deadline)
-        outcome: tuple[str | None, int, list[int]] = (None, 0, [])
-        if files is not None and durable is not None:  # rank 0
-            outcome = self._seal(epoch, files, staged, durable)
-        # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
-        problem, total, pruned = rooted.bcast(outcome, deadline=deadline)
-        for old in pruned:  # each rank its own file: no rank removes P files alone
-            store.remove_rank_file(old, geode.rank, geode.size)
-        if problem is not None or isinstance(written, str):
-            raise CheckpointError(f"checkpoint {epoch} failed: {problem or written}")
+        written, total = write_epoch(self.geode, self.rooted, self.store, epoch, tree, deadline)
         self.epoch = int(epoch)
-        return written, int(total)
-
-    def _stage(self, epoch: int, files: list[RankFile | str]) -> str | None:
-        """On rank 0, once every rank wrote its file: the manifest, staged (written and
-        fsynced under its temporary name, the directories fsynced); None, or what failed."""
-        failed = [file for file in files if isinstance(file, str)]
-        if failed:
-            return failed[0]
-        written = [file for file in files if not isinstance(file, str)]
-        info = {"nodes": list(self.geode.names), "size": self.geode.size}
-        try:
-            self.store.stage_manifest(epoch, written, info)
-        except OSError as exc:
-            return f"rank 0: the manifest: {exc}"
-        return None
-
-    def _seal(
-        self, epoch: int, files: list[RankFile | str], staged: str | None, durable: list[Any]
-    ) -> tuple[str | None, int, list[int]]:
-        """On rank 0: the staged manifest renamed into place, once every rank's file is
-        durable; then the epochs no longer kept are unsealed (`CheckpointStore.unseal`).
-        (problem, bytes in all, epochs pruned)"""
-        store = self.store
-        problem = staged or next((found for found in durable if found is not None), None)
-        if problem is not None:
-            return problem, 0, []
-        try:
-            store.commit_manifest(epoch)
-        except OSError as exc:
-            return f"rank 0: the manifest: {exc}", 0, []
-        pruned = store.prunable()
-        store.unseal(pruned)
-        return None, sum(file.size for file in files if not isinstance(file, str)), pruned
+        return written, total
 
     # -- restoring the newest --------------------------------------------------------------
 

@@ -9,9 +9,9 @@ them in the embedded world); every other rank serves its worker nodes in the ``w
 ``__enter__`` until the client's block ends, then gets None (mpi4py.futures'
 ``MPICommExecutor`` idiom).
 
-The function, arguments and results are pickled here, each with its arrays out of band
-(`geode_mpi.codec.pickling`), so that a task whose function or result cannot cross fails its
-own future instead of the rank that met it.
+The function, arguments and results are pickled (`geode_mpi.core.tasks`), each with its
+arrays out of band (`geode_mpi.codec.pickling`), so that a task whose function or result cannot
+cross fails its own future instead of the rank that met it.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
-import pickle
 import threading
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, InvalidStateError
@@ -29,15 +27,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from geode_mpi.base.logger import log
-from geode_mpi.codec import pickling
+from geode_mpi.core.staffing import staff
+from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk, run_task, settle
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait
-from geode_mpi.errors import EncodeError, RemoteTraceback, TaskError, ThreadError
+from geode_mpi.errors import EncodeError, TaskError
 from geode_mpi.message import Message
 
 if TYPE_CHECKING:
     from geode_mpi.core.channels import Channels
-    from geode_mpi.core.placement import Placement
     from geode_mpi.core.runtime import Runtime
     from geode_mpi.queues import Parcel
 
@@ -65,59 +63,7 @@ class _Task(Message):
 
 class _Outcome(Message):
     """A task's outcome, to the client: (task id, ok, pickled value or exception (b"" if it
-    could not be pickled), its arrays, (exception type, text, traceback) or None)."""
-
-
-def _run_chunk(fn: Callable[..., Any], chunk: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """``map(chunksize=n)``'s task: ``fn`` over n argument tuples."""
-    return [fn(*args) for args in chunk]
-
-
-def _chunks(items: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
-    while chunk := list(itertools.islice(items, size)):
-        yield chunk
-
-
-def _pack(value: Any) -> tuple[bytes, list[Any]]:
-    frames: list[Any] = []
-    return pickling.dumps(value, frames), frames
-
-
-def _label(fn: object) -> str:
-    return repr(getattr(fn, "__qualname__", None) or fn)
-
-
-def check_function(fn: object) -> None:
-    """A task's function must be callable and travel by reference (pickle).
-
-    Raises:
-        TypeError: ``fn`` is not callable.
-        EncodeError: it cannot be pickled (a lambda, a function defined inside another).
-    """
-    if not callable(fn):
-        raise TypeError(f"an executor task needs a callable, got {fn!r}")
-    try:
-        pickle.dumps(fn, protocol=5)
-    except Exception as exc:  # pickle raises several kinds (PicklingError, AttributeError)
-        raise EncodeError(
-            f"the function {_label(fn)} (a task's function travels by reference: define it at "
-            "the top level of a module every rank imports, not as a lambda or inside a "
-            "function)",
-            type(fn),
-            exc,
-        ) from None
-
-
-def default_workers(placement: Placement, client: int, size: int) -> list[int]:
-    """The first node of every rank but the client's. In a job of one rank, where one thread
-    runs every task anyway, one node: the first but the client (the client in a job of one
-    node), so that each task waits to be handed out, cancellable, until that thread is free."""
-    client_rank = placement.rank_of(client)
-    firsts = [placement.hosted_by(rank)[0] for rank in range(size) if rank != client_rank]
-    if firsts:
-        return firsts
-    others = [index for index in range(len(placement.names)) if index != client]
-    return others[:1] or [client]
+    could not be pickled), its arrays, (exception type, text, traceback) or None): `OutcomeData`."""
 
 
 def open_executor(
@@ -128,27 +74,7 @@ def open_executor(
     prefetch: int,
 ) -> GeodeExecutor:
     """`Geode.executor`: check the arguments, create the work queue (collective)."""
-    if runtime.gate.main_only is not None:  # (the same on every rank: none goes on alone)
-        raise ThreadError(
-            f"geode.executor() does its client's work in a thread, but {runtime.gate.main_only}:"
-            " start MPI at level 'serialized' or 'multiple' (mpi4py.rc.thread_level)"
-        )
-    placement = runtime.placement
-    chosen = 0 if client is None else placement.index(client, "client")
-    if workers is None:
-        taking = default_workers(placement, chosen, runtime.size)
-    else:
-        if isinstance(workers, (str, int)):
-            raise TypeError(f"workers must be a list of nodes, got {workers!r}")
-        taking = [placement.index(node, "worker") for node in workers]
-        if not taking or len(set(taking)) != len(taking):
-            raise ValueError(f"workers must be distinct nodes, at least one, got {workers!r}")
-    # Never the name of a queue saved in the checkpoint this job restarted from: restored, it
-    # would be finished, with no worker asking (the same names on every rank either way).
-    taken = {queue.name for queue in channels.work_queues.values()}
-    if channels.checkpointer is not None:
-        taken |= set(channels.checkpointer.queues)
-    name = next(f"executor-{k}" for k in itertools.count(1) if f"executor-{k}" not in taken)
+    chosen, taking, name = staff(runtime, channels, client, workers)
     queue = channels.work_queue(name, taking, chosen, [chosen], prefetch)
     return GeodeExecutor(runtime, queue, chosen, taking)
 
@@ -248,7 +174,7 @@ class GeodeExecutor(Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError(
-                    f"submit({_label(fn)}) after shutdown(): executor {self.name!r} takes no "
+                    f"submit({label(fn)}) after shutdown(): executor {self.name!r} takes no "
                     "new tasks once shut down (or once its with block ended)"
                 )
             if self._broken is not None:
@@ -258,10 +184,10 @@ class GeodeExecutor(Executor):
             self._futures[task_id] = future
         try:
             try:
-                blob, frames = _pack((fn, args, kwargs))
+                blob, frames = pack((fn, args, kwargs))
             except Exception as exc:
                 check_function(fn)  # says so when the function is what fails
-                raise EncodeError(f"the arguments of {_label(fn)}", type(args), exc) from None
+                raise EncodeError(f"the arguments of {label(fn)}", type(args), exc) from None
             self._queue.put(_Task((task_id, blob, frames)), self._client)
         except BaseException:
             del self._futures[task_id]
@@ -291,8 +217,8 @@ class GeodeExecutor(Executor):
             return super().map(fn, *iterables, timeout=timeout)
         self._check_client("map")
         check_function(fn)
-        chunks = _chunks(zip(*iterables, strict=False), chunksize)
-        results = super().map(partial(_run_chunk, fn), chunks, timeout=timeout)
+        pieces = chunks(zip(*iterables, strict=False), chunksize)
+        results = super().map(partial(run_chunk, fn), pieces, timeout=timeout)
         return itertools.chain.from_iterable(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -466,79 +392,15 @@ class GeodeExecutor(Executor):
     def _run(self, message: Message, index: int) -> _Outcome:
         """Run a task on worker node ``index``: its outcome, whatever happens."""
         task_id, blob, frames = message.data
-        node, rank = self._runtime.names[index], self._runtime.rank
-        try:
-            fn, args, kwargs = pickling.loads(blob, frames)
-        except Exception as exc:
-            return _failed(
-                task_id,
-                TaskError(
-                    f"a task's function and arguments could not be unpickled on {node} (rank "
-                    f"{rank}): {type(exc).__name__}: {exc} (a task's function must exist on "
-                    "every rank: define it at the top level of a module every rank imports)",
-                    node,
-                    rank,
-                ),
-            )
-        try:
-            value = fn(*args, **kwargs)
-        except Exception as exc:
-            return _failed(task_id, exc, skip=1)
-        try:
-            blob, frames = _pack(value)
-        except Exception as exc:
-            return _failed(
-                task_id,
-                TaskError(
-                    f"the result of {_label(fn)} on {node} (rank {rank}) cannot be pickled: "
-                    f"{type(exc).__name__}: {exc}",
-                    node,
-                    rank,
-                ),
-            )
-        return _Outcome((task_id, True, blob, frames, None))
+        return _Outcome(
+            run_task(task_id, blob, frames, self._runtime.names[index], self._runtime.rank)
+        )
 
     def _resolve(self, message: Message) -> None:
         """An outcome came back: resolve its future."""
-        task_id, ok, blob, frames, text = message.data
-        future = self._futures.pop(task_id, None)
+        future = self._futures.pop(message.data[0], None)
         if future is None:
             return
         node = str(message.source)
         rank = self._runtime.placement.rank_of(self._runtime.index_of[node])
-        try:
-            value = pickling.loads(blob, frames) if blob else None
-        except Exception as exc:
-            what = "result" if ok else f"exception ({text[0]}: {text[1]})"
-            future.set_exception(
-                TaskError(
-                    f"a task's {what} from {node} (rank {rank}) cannot be unpickled on "
-                    f"{self.client}: {type(exc).__name__}: {exc}",
-                    node,
-                    rank,
-                )
-            )
-            return
-        if ok:
-            future.set_result(value)
-            return
-        kind, said, trace = text
-        if not isinstance(value, BaseException):
-            value = TaskError(f"a task raised {kind}: {said} (not picklable)", node, rank)
-        value.__cause__ = RemoteTraceback(trace, node, rank)
-        future.set_exception(value)
-
-
-def _failed(task_id: int, exc: BaseException, skip: int = 0) -> _Outcome:
-    """The outcome of a task that raised ``exc``: the exception if it pickles both ways, and
-    its traceback (less the executor's own ``skip`` frames) as text."""
-    tb = exc.__traceback__
-    for _ in range(skip):
-        tb = tb.tb_next if tb is not None else None
-    trace = "".join(traceback.format_exception(type(exc), exc, tb))
-    try:
-        blob, frames = _pack(exc)
-        pickling.loads(blob, frames)  # an exception whose __init__ takes other arguments
-    except Exception:
-        blob, frames = b"", []
-    return _Outcome((task_id, False, blob, frames, (type(exc).__qualname__, str(exc), trace)))
+        settle(future, message.data, node, rank, self.client)

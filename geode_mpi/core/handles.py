@@ -8,8 +8,9 @@ from typing import Any, Protocol
 
 from geode_mpi import codec
 from geode_mpi.base.gate import Gate, other_threads
-from geode_mpi.core.aio import deadline_of, flush_on_yield, wait_until
+from geode_mpi.core.aio import deadline_of, wait_until
 from geode_mpi.core.placement import Placement
+from geode_mpi.core.poller import flush_on_yield
 from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere

@@ -6,11 +6,8 @@ message; a handler that raises makes it a failed delivery (retried, then dead-le
 The loop ends on a count, a predicate, a `Stop` message, a timeout, or, by default, when the
 whole job is quiescent: no rank has a message to process and none is in flight.
 
-Quiescence is found by waves (the four-counter method) down and up a tree of the ranks: rank 0
-asks, each rank answers for itself and the ranks below it with their counts of data messages
-sent and received, only while it is idle in `run`. Two consecutive waves with equal totals,
-sent equal to received, prove that no message was in flight and no rank worked in between
-(the proof is at `Quiescence`); rank 0 then sends the verdict down the same tree.
+Quiescence is found by waves of counts down and up a tree of the ranks
+(`geode_mpi.core.quiescence`).
 """
 
 from __future__ import annotations
@@ -21,12 +18,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.base import collective
 from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.base.logger import log
 from geode_mpi.base.record import Record
+from geode_mpi.core.quiescence import Quiescence
 from geode_mpi.delivery import Acknowledger
-from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, encode_wave
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import IDLE, WORKED, Marker, Wait
 from geode_mpi.errors import DecodeError, ThreadError
@@ -39,7 +35,6 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Message], Any]
 _WAITED = codec.FLAG_WAITED
-STUCK_WAVE = 10.0  # seconds a rank's part of a quiescence wave may wait before it says for whom
 HandlerKey = type[Message] | str
 
 
@@ -76,144 +71,6 @@ class RunSummary(Record):
         self.dead_letters = dead_letters
         self.reason = reason
         self.seconds = seconds
-
-
-class Quiescence:
-    """Finds, by waves of counts down and up a tree of the ranks, the moment no rank has work
-    and no message is in flight.
-
-    Rank 0 starts each wave: an ask goes down the tree (`base.collective`; every rank
-    passes it on to its children as it arrives), and each rank, once its children have
-    answered and it is itself idle in run(), answers its parent with the sums of the counts of
-    data messages sent and received by itself and the ranks below it. No rank sends or takes in
-    more than FANOUT + 1 records of a wave each way; a wave takes about 2 log_FANOUT(P) steps.
-
-    Why two equal waves prove quiescence (Mattern's four counters). Counts only grow. Each rank
-    reads its counts once per wave, when it answers, idle. Rank 0 reads its own after all of
-    its children (hence the whole tree) answered, and starts the next wave only then: every
-    read of wave k + 1 comes after every read of wave k. Let wave k - 1 give totals (S1, R1)
-    and wave k (S2, R2) with S1 = R1 = S2 = R2, and t any instant between the two waves' reads.
-    S(t) <= S2 and R(t) >= R1 (monotonic), and R(t) <= S(t) (nothing is received before it is
-    sent), so S(t) = R(t): nothing was in flight at t. R2 = R1 and S2 = S1 mean no rank received
-    or sent anything between its two reads, and each was idle (nothing queued, nothing in hand)
-    at both, and only a message can give an idle rank work: so at t every rank was idle and
-    nothing was in flight, which stays so. Rank 0 then sends "quiet" down the tree.
-
-    The two waves may straddle two run() calls (a job quiet since the last verdict needs one
-    wave), but a verdict ends a rank's run() only if that rank's read of the wave was made in
-    this run() (``floor``): what it did between two runs is in no earlier read. (As before, a
-    rank whose run() ends another way after it answered, by ``count`` or ``until``, may send
-    again: quiescence speaks for the ranks that stay in run().)
-    """
-
-    def __init__(self, geode: Runtime) -> None:
-        self.geode = geode
-        self.engine = geode.engine
-        self.size = geode.size
-        rank = geode.rank
-        self.me = geode.placement.hosted_by(rank)[0]  # the node this rank's records come from
-        self.parent = collective.parent(rank, self.size)
-        self.children = collective.children(rank, self.size)
-        self.asked = 0  # the wave this rank takes part in and has not answered (0: none)
-        self.heard: set[int] = set()  # the children that answered it
-        self.sums = [0, 0]  # their (sent, received)
-        self.answered = 0  # the last wave this rank answered (rank 0: completed)
-        self.floor = 0  # waves up to this one were answered before this run() began
-        self.previous: tuple[int, int] | None = None  # rank 0: the last wave's totals
-        self.quiet = 0  # the wave found quiet (0: none)
-        self.waves = 0  # waves rank 0 started
-        self.wave_started = 0.0  # when this rank was asked (rank 0: started the wave)
-        self.warned = 0.0  # when this rank last warned that a wave is stuck
-        self.engine.on_wave = self._on_wave
-
-    def reset(self) -> None:
-        """At the start of a run(): a quiet verdict about a wave this rank answered in an
-        earlier run() says nothing of what it did since."""
-        self.floor = self.answered
-
-    def _send(
-        self, ranks: list[int], kind: int, wave: int, sent: int = 0, received: int = 0
-    ) -> None:
-        payload = encode_wave(kind, wave, sent, received)
-        for rank in ranks:  # node k lives on rank k: node index ``rank`` is on rank ``rank``
-            self.engine.path.control(self.me, rank, payload)
-
-    def _on_wave(self, sender: int, kind: int, wave: int, sent: int, received: int) -> None:
-        # Asks and verdicts go on down at once (from the sink), so that a rank busy elsewhere,
-        # or out of run(), never holds up the ranks below it; answers wait for idleness.
-        if kind == WAVE_ASK:
-            self._begin(wave)
-            self._send(self.children, WAVE_ASK, wave)
-        elif kind == WAVE_ANSWER:
-            if wave == self.asked:
-                placement = self.geode.placement
-                self.heard.add(placement.rank_of(placement.index(sender)))
-                self.sums[0] += sent
-                self.sums[1] += received
-        elif kind == WAVE_QUIET:
-            self.quiet = max(self.quiet, wave)
-            self._send(self.children, WAVE_QUIET, wave)
-
-    def _begin(self, wave: int) -> None:
-        self.asked = wave
-        self.heard = set()
-        self.sums = [0, 0]
-        self.wave_started = time.monotonic()
-
-    def check(self, idle: bool) -> bool:
-        """Take part in the waves; True once the job is quiescent."""
-        if self.quiet > self.floor:
-            return True
-        engine = self.engine
-        if self.size == 1:
-            return idle and not engine.transport.busy
-        if self.asked and len(self.heard) < len(self.children):
-            self._warn_if_stuck()
-        if not idle:
-            return False
-        if self.parent is None and not self.asked:  # rank 0, between waves
-            self._start()
-        if not self.asked or len(self.heard) < len(self.children):
-            return False
-        sent = engine.data_sent + self.sums[0]
-        received = engine.data_received + self.sums[1]
-        wave, self.asked, self.answered = self.asked, 0, self.asked
-        if self.parent is not None:
-            self._send([self.parent], WAVE_ANSWER, wave, sent, received)
-            return False
-        done = sent == received and (sent, received) == self.previous
-        # Kept after a verdict too: the first wave of the next run() is consecutive to this one,
-        # so a job that did nothing in between is found quiet in one wave.
-        self.previous = (sent, received)
-        if done:
-            self._send(self.children, WAVE_QUIET, wave)
-            self.quiet = wave
-        else:
-            self._start()  # at once: rank 0 is idle now, and the next look may be a pause away
-        return done
-
-    def _start(self) -> None:
-        """Rank 0: start the next wave."""
-        self.waves += 1
-        self._begin(self.waves)
-        self._send(self.children, WAVE_ASK, self.waves)
-
-    def _warn_if_stuck(self) -> None:
-        """Say which ranks keep a quiescence wave waiting (a rank not in run(), or busy)."""
-        now = time.monotonic()
-        if now - self.wave_started < STUCK_WAVE or now - self.warned < STUCK_WAVE:
-            return
-        self.warned = now
-        missing = sorted(set(self.children) - self.heard)
-        log.warning(
-            "run() has waited %.0f s for rank(s) %s to report idle (wave %d; a rank reports "
-            "for itself and the ranks below it: %s): every rank must call run() for it to end "
-            "by quiescence; are they in run(), or still busy?",
-            now - self.wave_started,
-            missing,
-            self.asked,
-            sorted(rank for child in missing for rank in collective.below(child, self.size)),
-        )
 
 
 class Processor:

@@ -18,7 +18,7 @@ from geode_mpi.errors import DecodeError
 
 ACK = 1
 ASK = 5  # a sender out of credits asks for the receiver's count again (lossy transports)
-# Quiescence waves go down and up a tree of the ranks (geode_mpi.core.processing.Quiescence):
+# Quiescence waves go down and up a tree of the ranks (geode_mpi.core.quiescence.Quiescence):
 WAVE_ASK = 2  # from a rank's parent: answer this wave, once idle and once your children have
 WAVE_ANSWER = 3  # to the parent: the counts of a rank and of every rank below it, summed
 WAVE_QUIET = 4  # from the parent: the job was found quiescent in this wave (pass it on)

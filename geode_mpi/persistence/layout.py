@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.ondemand import on_first_use
+from geode_mpi.persistence.checks import brief
 
 if TYPE_CHECKING:
     import numpy as np
@@ -160,7 +161,7 @@ class Rebuilder:
 
     def leaf(self, item: Any, where: str, depth: int) -> Any:
         if not isinstance(item, list) or not item or not isinstance(item[0], str):
-            raise ValueError(f"{where}: not an index entry: {_brief(item)}")
+            raise ValueError(f"{where}: not an index entry: {brief(item)}")
         kind, rest = item[0], item[1:]
         if kind == "g" and len(rest) == 1:
             return self.tree(rest[0], where, depth + 1)
@@ -174,15 +175,15 @@ class Rebuilder:
         if kind == "d" and len(rest) == 1:
             name = rest[0]
             if not isinstance(name, str) or not DATASET_NAME.fullmatch(name) or name in self.seen:
-                raise ValueError(f"{where}: dataset {_brief(name)} is not one of ours, or reused")
+                raise ValueError(f"{where}: dataset {brief(name)} is not one of ours, or reused")
             self.seen.add(name)
             return self.own(name)
-        raise ValueError(f"{where}: not an index entry: {_brief(item)}")
+        raise ValueError(f"{where}: not an index entry: {brief(item)}")
 
     def span(self, start: Any, stop: Any, where: str) -> tuple[int, int]:
         if not (_is_int(start) and _is_int(stop) and 0 <= start <= stop <= len(self.blob)):
             raise ValueError(
-                f"{where}: bytes {_brief(start)} to {_brief(stop)} of a blob of {len(self.blob)}"
+                f"{where}: bytes {brief(start)} to {brief(stop)} of a blob of {len(self.blob)}"
             )
         return start, stop
 
@@ -193,9 +194,9 @@ class Rebuilder:
         except TypeError:
             dtype = None
         if dtype is None or dtype.kind not in _BLOB_KINDS or dtype.str != code:
-            raise ValueError(f"{where}: dtype {_brief(code)} is not one geode_mpi writes")
+            raise ValueError(f"{where}: dtype {brief(code)} is not one geode_mpi writes")
         if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
-            raise ValueError(f"{where}: shape {_brief(shape)} is not a list of sizes")
+            raise ValueError(f"{where}: shape {brief(shape)} is not a list of sizes")
         nbytes = math.prod(shape) * dtype.itemsize
         begin = self.span(start, start + nbytes if _is_int(start) else None, where)[0]
         count = nbytes // dtype.itemsize
@@ -205,8 +206,3 @@ class Rebuilder:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from geode_mpi.codec.header import VERSION as CODEC_VERSION
+from geode_mpi.persistence.checks import brief
 from geode_mpi.persistence.rankfile import CheckpointError, rank_name
 
 MANIFEST = "manifest.json"
@@ -128,7 +129,7 @@ def _shape_problem(manifest: dict[str, Any], epoch: int) -> str | None:
     if not _is_int(ranks, 1):
         return f"ranks {ranks!r} is not an int >= 1"
     if not isinstance(files, list) or len(files) != ranks:
-        return f"files must list {ranks} rank files, got {_brief(files)}"
+        return f"files must list {ranks} rank files, got {brief(files, 80)}"
     per_dir = manifest.get("per_dir", ranks)
     if not _is_int(per_dir, 1):
         return f"per_dir {per_dir!r} is not an int >= 1"
@@ -143,11 +144,6 @@ def _shape_problem(manifest: dict[str, Any], epoch: int) -> str | None:
             return (
                 f"files[{rank}] must be {{name: {rank_path(rank, ranks, per_dir)!r}, size, "
                 f"sha256}}, got "
-                f"{_brief(entry)}"
+                f"{brief(entry, 80)}"
             )
     return None
-
-
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -22,6 +22,15 @@ from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
 from geode_mpi.delivery.runs import one_by_one, outbox_items
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.errors import DecodeError
+from geode_mpi.persistence.checks import (
+    as_dict,
+    as_int,
+    as_int_array,
+    as_ints,
+    as_list,
+    as_rows,
+    brief,
+)
 from geode_mpi.persistence.store import CheckpointError, JsonValue
 from geode_mpi.queues import NEVER, Parcel, monotonic_clock, wall_clock
 
@@ -48,10 +57,10 @@ def unpack_blobs(packed: Any) -> list[bytes]:
         CheckpointError: ``packed`` is not what `pack_blobs` makes (a damaged checkpoint).
     """
     if not isinstance(packed, dict) or not isinstance(packed.get("data"), bytes):
-        raise CheckpointError(f"packed bytes: expected {{data: bytes, ends}}, got {_brief(packed)}")
-    data, ends = packed["data"], _int_array(packed.get("ends"), "packed bytes: ends")
+        raise CheckpointError(f"packed bytes: expected {{data: bytes, ends}}, got {brief(packed)}")
+    data, ends = packed["data"], as_int_array(packed.get("ends"), "packed bytes: ends")
     if ends.ndim != 1 or (len(ends) and (ends[-1] != len(data) or np.any(np.diff(ends) < 0))):
-        raise CheckpointError(f"packed bytes: ends {_brief(ends)} do not cut {len(data)} bytes")
+        raise CheckpointError(f"packed bytes: ends {brief(ends)} do not cut {len(data)} bytes")
     if len(ends) and ends[0] < 0:
         raise CheckpointError(f"packed bytes: ends start at {ends[0]}")
     if not len(ends) and data:
@@ -79,14 +88,14 @@ def unpack_messages(packed: Any) -> list[tuple[bytes, list[np.ndarray[Any, Any]]
         CheckpointError: ``packed`` is not what `pack_messages` makes.
     """
     if not isinstance(packed, dict):
-        raise CheckpointError(f"packed messages: expected a group, got {_brief(packed)}")
+        raise CheckpointError(f"packed messages: expected a group, got {brief(packed)}")
     metas = unpack_blobs(packed.get("metas"))
     frames = [np.frombuffer(blob, np.uint8).copy() for blob in unpack_blobs(packed.get("frames"))]
-    counts = _int_array(packed.get("frame_counts"), "frame_counts").reshape(-1).tolist()
+    counts = as_int_array(packed.get("frame_counts"), "frame_counts").reshape(-1).tolist()
     if len(counts) != len(metas) or min(counts, default=0) < 0 or sum(counts) != len(frames):
         raise CheckpointError(
             f"packed messages: {len(metas)} metas, {len(frames)} frames and frame counts "
-            f"{_brief(counts)} do not agree"
+            f"{brief(counts)} do not agree"
         )
     out = []
     k = 0
@@ -202,51 +211,6 @@ def _as_processed(pair: PairIn, seqs: list[int]) -> PairIn:
 # -- restoring: every value checked before the engine is touched --------------------------
 
 
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _int(value: Any, what: str, least: int | None = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CheckpointError(f"{what}: expected an int, got {_brief(value)}")
-    if least is not None and value < least:
-        raise CheckpointError(f"{what}: expected an int >= {least}, got {value}")
-    return value
-
-
-def _ints(value: Any, what: str, length: int | None = None) -> list[int]:
-    if not isinstance(value, list) or (length is not None and len(value) != length):
-        size = "a list" if length is None else f"a list of {length}"
-        raise CheckpointError(f"{what}: expected {size} ints, got {_brief(value)}")
-    return [_int(item, what) for item in value]
-
-
-def _dict(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{what}: expected a mapping, got {_brief(value)}")
-    return value
-
-
-def _list(value: Any, what: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise CheckpointError(f"{what}: expected a list, got {_brief(value)}")
-    return value
-
-
-def _int_array(value: Any, what: str) -> np.ndarray[Any, Any]:
-    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu":
-        raise CheckpointError(f"{what}: expected an int array, got {_brief(value)}")
-    return value.astype(np.int64)
-
-
-def _rows(value: Any, columns: int, count: int, what: str) -> list[list[int]]:
-    array = _int_array(value, what)
-    if array.size != columns * count:
-        raise CheckpointError(f"{what}: {array.size} numbers for {count} rows of {columns}")
-    return array.reshape(count, columns).tolist()
-
-
 class Restored:
     """A checkpoint tree turned into engine state, every value checked; `apply` puts it into
     the engine and cannot fail. Built by `load`."""
@@ -300,43 +264,43 @@ def load(
     Raises:
         CheckpointError: the tree is not a state `capture` makes for this engine (damaged).
     """
-    tree = _dict(tree, "engine")
+    tree = as_dict(tree, "engine")
     restored = Restored()
     hosted = engine.inboxes
     root = (roots or {}).get
-    for key, node in _dict(tree.get("nodes"), "engine/nodes").items():
+    for key, node in as_dict(tree.get("nodes"), "engine/nodes").items():
         index = int(key) if key.isdigit() else -1
         if index not in hosted:
             if replaced and 0 <= index < len(engine.names):
                 continue
             raise CheckpointError(f"the checkpoint holds node index {key}, not hosted here")
-        _load_node(restored, index, _dict(node, f"engine/nodes/{key}"))
-    for k, item in enumerate(_list(tree.get("pairs_in"), "engine/pairs_in")):
+        _load_node(restored, index, as_dict(node, f"engine/nodes/{key}"))
+    for k, item in enumerate(as_list(tree.get("pairs_in"), "engine/pairs_in")):
         what = f"engine/pairs_in[{k}]"
-        item = _dict(item, what)
-        source, dest = _ints(item.get("key"), f"{what}/key", 2)
+        item = as_dict(item, what)
+        source, dest = as_ints(item.get("key"), f"{what}/key", 2)
         if replaced and dest not in hosted:
             continue
         pair = PairIn()
-        numbers = _ints(item.get("numbers"), f"{what}/numbers", 6)
+        numbers = as_ints(item.get("numbers"), f"{what}/numbers", 6)
         (pair.expected, pair.done_below, pair.acked_below, pair.owed, pair.taken, due) = numbers
         pair.ack_due = bool(due)
-        pair.done_extra = set(_ints(item.get("done_extra"), f"{what}/done_extra"))
-        pair.unacked = _ints(item.get("unacked"), f"{what}/unacked")
+        pair.done_extra = set(as_ints(item.get("done_extra"), f"{what}/done_extra"))
+        pair.unacked = as_ints(item.get("unacked"), f"{what}/unacked")
         restored.pairs_in[(source, dest)] = pair
-    for k, item in enumerate(_list(tree.get("pairs_out"), "engine/pairs_out")):
+    for k, item in enumerate(as_list(tree.get("pairs_out"), "engine/pairs_out")):
         what = f"engine/pairs_out[{k}]"
-        item = _dict(item, what)
-        source, dest = _ints(item.get("key"), f"{what}/key", 2)
+        item = as_dict(item, what)
+        source, dest = as_ints(item.get("key"), f"{what}/key", 2)
         if replaced and root(source, source) not in hosted:
             continue
         window, credits = item.get("window"), item.get("credits")
-        pair_out = PairOut(None if window is None else _int(window, f"{what}/window"))
-        pair_out.next_seq, pair_out.taken_seen = _ints(item.get("numbers"), f"{what}/numbers", 2)
-        pair_out.credits = None if credits is None else _int(credits, f"{what}/credits", None)
+        pair_out = PairOut(None if window is None else as_int(window, f"{what}/window"))
+        pair_out.next_seq, pair_out.taken_seen = as_ints(item.get("numbers"), f"{what}/numbers", 2)
+        pair_out.credits = None if credits is None else as_int(credits, f"{what}/credits", None)
         restored.pairs_out[(source, dest)] = pair_out
     messages = unpack_messages(tree.get("outbox"))
-    fields = _rows(tree.get("outbox_fields"), 4, len(messages), "engine/outbox_fields")
+    fields = as_rows(tree.get("outbox_fields"), 4, len(messages), "engine/outbox_fields")
     for (meta, frames), (source, dest, seq, rank) in zip(messages, fields, strict=True):
         if replaced and root(source, source) not in hosted:
             continue
@@ -368,7 +332,7 @@ def queued_priority(meta: bytes, flags: int, what: str) -> int:
 def _load_node(restored: Restored, index: int, node: dict[str, Any]) -> None:
     what = f"engine/nodes/{index}"
     messages = unpack_messages(node.get("queue"))
-    fields = _rows(node.get("queue_fields"), 5, len(messages), f"{what}/queue_fields")
+    fields = as_rows(node.get("queue_fields"), 5, len(messages), f"{what}/queue_fields")
     expiries = node.get("queue_expires")  # (absent: none expires)
     if expiries is None:
         expiries = np.full(len(messages), NEVER)
@@ -399,8 +363,8 @@ def _load_node(restored: Restored, index: int, node: dict[str, Any]) -> None:
             monotonic_clock(wall),
         )
         parcels.append(_tuple_new(Parcel, fields_in))
-    info = _dict(node.get("info"), f"{what}/info")
-    counters = _dict(info.get("stats"), f"{what}/info/stats")
+    info = as_dict(node.get("info"), f"{what}/info")
+    counters = as_dict(info.get("stats"), f"{what}/info/stats")
     try:
         stats = NodeStats(**counters)
     except TypeError as exc:
@@ -412,9 +376,9 @@ def _load_node(restored: Restored, index: int, node: dict[str, Any]) -> None:
                 raise CheckpointError(f"{what}/info/stats/node: expected a str, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CheckpointError(f"{what}/info/stats/{name}: expected a number, got {value!r}")
-    dropped = _int(info.get("dropped"), f"{what}/info/dropped")
+    dropped = as_int(info.get("dropped"), f"{what}/info/dropped")
     stats.dropped += dropped  # an in-memory queue's, at the checkpoint
     stats.processed += dropped
     restored.waiting[index] = parcels
-    restored.peaks[index] = _int(info.get("peak"), f"{what}/info/peak")
+    restored.peaks[index] = as_int(info.get("peak"), f"{what}/info/peak")
     restored.stats[index] = stats

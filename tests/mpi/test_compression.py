@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from geode_mpi import Geode
-from geode_mpi.transport.relay import OPEN_MPI_DIRECT_MEMBERS
+from geode_mpi.transport.relayplan import OPEN_MPI_DIRECT_MEMBERS
 
 TIMEOUT = 60.0
 MiB = 1024 * 1024
@@ -99,7 +99,7 @@ def test_compressed_frames_large_enough_to_be_relayed_arrive_unchanged(
     monkeypatch.setenv("GEODE_SHARED_BYTES", "0")  # read at the first topic
     publish_16_mib_of_counts(geode, 11)
     # with 2 or more other ranks (a split), relayed here: rooted, or received down it; on
-    # Open MPI a few members get direct sends instead (relay.shape_for)
+    # Open MPI a few members get direct sends instead (relayplan.shape_for)
     direct = getattr(geode.transport, "family", None) == "openmpi"
     relays = geode.size >= 3 and not (direct and geode.size - 1 <= OPEN_MPI_DIRECT_MEMBERS)
     assert getattr(geode.transport, "relayed", 0) == (1 if relays else 0)

@@ -165,9 +165,9 @@ def test_a_quiescence_wait_names_the_ranks_not_in_run(
 ) -> None:
     import time
 
-    from geode_mpi.core import processing
+    from geode_mpi.core import quiescence
 
-    monkeypatch.setattr(processing, "STUCK_WAVE", 0.2)
+    monkeypatch.setattr(quiescence, "STUCK_WAVE", 0.2)
     last = geode.size - 1
     if geode.rank == last and geode.size > 1:
         time.sleep(1.0)  # busy elsewhere: not in run() yet

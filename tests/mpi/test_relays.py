@@ -1,6 +1,6 @@
 """Large broadcasts down relay trees (transport/relay.py): order, content, membership, close.
 
-A stream relays when it has two members or more (`relay.shape_for`), so the relay itself runs
+A stream relays when it has two members or more (`relayplan.shape_for`), so the relay itself runs
 from 3 ranks on; tests/test_mpi_suite.py runs this file at 8 ranks too.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from geode_mpi import DecodeError, Geode, Message
-from geode_mpi.transport import open_world, relay
+from geode_mpi.transport import open_world, relayplan
 from geode_mpi.transport.base import Frame
-from geode_mpi.transport.relay import CHUNK, RELAY_MIN
+from geode_mpi.transport.relayplan import CHUNK, RELAY_MIN
 
 TIMEOUT = 60.0
 Got = list[tuple[int, str, int, bytes]]
@@ -90,7 +90,7 @@ def test_relayed_small_and_point_to_point_messages_keep_one_order_per_root() -> 
                 assert data == sent(root, k).tobytes()
     relayed = getattr(transport, "relayed", 0)  # the in-process transport never relays
     family = getattr(transport, "family", None)
-    relays = relay.shape_for(big(rank, 0).nbytes, size - 1, family) is not None
+    relays = relayplan.shape_for(big(rank, 0).nbytes, size - 1, family) is not None
     assert relayed == (count // 3 * size if relays else 0)  # its own, the others'
     transport.close(timeout=TIMEOUT)
 
@@ -112,7 +112,7 @@ def test_ranks_outside_a_relayed_stream_see_none_of_it() -> None:
     if rank in members:
         assert [(kind, k) for _, kind, k, _ in got] == [("L", k) for k in range(count)]
         assert all(data == big(0, k).tobytes() for _, _, k, data in got)
-        relays = relay.shape_for(big(0, 0).nbytes, len(members), transport.family) is not None
+        relays = relayplan.shape_for(big(0, 0).nbytes, len(members), transport.family) is not None
         assert transport.relayed == (count if relays else 0)
     if rank == outside:
         assert got == [] and transport.relayed == 0
@@ -214,11 +214,11 @@ def test_a_relayed_chunk_shorter_or_longer_than_its_head_says_is_refused() -> No
         comm = transport.comm  # type: ignore[attr-defined]
         for wrong in (CHUNK // 2, CHUNK + 4096):
             comm.Barrier()
-            tag = relay.CHUNK_TAG + 7
+            tag = relayplan.CHUNK_TAG + 7
             if transport.rank == 0:
                 number = 1000 + wrong
-                head = relay.pack_head(0, number, CHUNK, tag, [(2 * CHUNK, 0)], [1])
-                comm.Send(head, 1, relay.TAG_RELAY_HEAD)
+                head = relayplan.pack_head(0, number, CHUNK, tag, [(2 * CHUNK, 0)], [1])
+                comm.Send(head, 1, relayplan.TAG_RELAY_HEAD)
                 comm.Send(np.zeros(wrong, np.uint8), 1, tag)
             elif transport.rank == 1:
                 with pytest.raises(DecodeError, match="relayed chunk"):
@@ -239,7 +239,7 @@ def test_every_relay_shape_delivers_every_frame_in_order(
     more members than these tests have.)"""
     from geode_mpi.transport import mpi as mpi_transport
 
-    chosen = {"split": relay.SPLIT, "chain": relay.CHAIN, "tree": relay.TREE}[shape]
+    chosen = {"split": relayplan.SPLIT, "chain": relayplan.CHAIN, "tree": relayplan.TREE}[shape]
     monkeypatch.setattr(mpi_transport, "shape_for", lambda total, members, family: chosen)
     transport = open_world()
     rank, size = transport.rank, transport.size

@@ -1,28 +1,28 @@
-"""The relay tree's arithmetic and wire pieces (transport/relay.py), without MPI traffic."""
+"""The relay tree's arithmetic and wire pieces (transport/relayplan.py), without MPI traffic."""
 
 from __future__ import annotations
 
 import pytest
 
 from geode_mpi.errors import DecodeError
-from geode_mpi.transport import relay
+from geode_mpi.transport import relayplan
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 8, 63])
 @pytest.mark.parametrize("root", [0, 5, 99])
-@pytest.mark.parametrize("fanout", [1, relay.FANOUT])
+@pytest.mark.parametrize("fanout", [1, relayplan.FANOUT])
 def test_the_tree_reaches_every_member_once_and_the_root_sends_at_most_fanout(
     count: int, root: int, fanout: int
 ) -> None:
     members = [rank for rank in range(count + 1) if rank != root][:count]
     members += [] if len(members) == count else [count + 1]
     reached: list[int] = []
-    level = relay.tree(root, members, root, fanout)
+    level = relayplan.tree(root, members, root, fanout)
     assert len(level) == min(fanout, count)
     steps = 0
     while level:
         reached += level
-        level = [child for rank in level for child in relay.tree(root, members, rank, fanout)]
+        level = [child for rank in level for child in relayplan.tree(root, members, rank, fanout)]
         steps += 1
     assert sorted(reached) == members
     # a chain: one hop per member; a binary tree: about log2(members) hops
@@ -30,10 +30,10 @@ def test_the_tree_reaches_every_member_once_and_the_root_sends_at_most_fanout(
 
 
 def test_a_relay_goes_down_a_chain_once_it_has_as_many_chunks_as_members() -> None:
-    assert relay.fanout_of(chunks=8, members=3) == 1
-    assert relay.fanout_of(chunks=7, members=7) == 1
-    assert relay.fanout_of(chunks=6, members=7) == relay.FANOUT
-    assert relay.fanout_of(chunks=32, members=63) == relay.FANOUT
+    assert relayplan.fanout_of(chunks=8, members=3) == 1
+    assert relayplan.fanout_of(chunks=7, members=7) == 1
+    assert relayplan.fanout_of(chunks=6, members=7) == relayplan.FANOUT
+    assert relayplan.fanout_of(chunks=32, members=63) == relayplan.FANOUT
 
 
 @pytest.mark.parametrize("count", [2, 3, 7, 8])
@@ -41,77 +41,85 @@ def test_a_relay_goes_down_a_chain_once_it_has_as_many_chunks_as_members() -> No
 def test_a_split_gives_every_member_every_chunk_once_in_two_steps(count: int, chunks: int) -> None:
     root, members = 4, [r for r in range(count + 1) if r != 4][:count]
     members += [] if len(members) == count else [count + 1]
-    sources, routes = relay.routes(relay.SPLIT, root, members, root, chunks)
+    sources, routes = relayplan.routes(relayplan.SPLIT, root, members, root, chunks)
     assert sources == [-1] * chunks and all(len(route) == 1 for route in routes)
     got = {member: [0] * chunks for member in members}
     for index, route in enumerate(routes):
         owner = route[0]
         got[owner][index] += 1
-        owner_sources, owner_routes = relay.routes(relay.SPLIT, root, members, owner, chunks)
+        owner_sources, owner_routes = relayplan.routes(
+            relayplan.SPLIT, root, members, owner, chunks
+        )
         assert owner_sources[index] == root
         for peer in owner_routes[index]:
             got[peer][index] += 1
-            assert relay.routes(relay.SPLIT, root, members, peer, chunks)[0][index] == owner
+            assert relayplan.routes(relayplan.SPLIT, root, members, peer, chunks)[0][index] == owner
     assert all(counts == [1] * chunks for counts in got.values())
 
 
 def test_the_shape_of_a_relay_by_size_and_members() -> None:
     MiB = 1 << 20
-    assert relay.shape_for(relay.SPLIT_MIN - 1, 3) is None  # sent directly
-    assert relay.shape_for(relay.SPLIT_MIN // 2, relay.SPLIT_MEMBERS + 1) is None
-    assert relay.shape_for(relay.SPLIT_MIN, 2) == relay.SPLIT
-    assert relay.shape_for(MiB, 3) == relay.SPLIT
-    assert relay.shape_for(MiB, relay.SPLIT_MEMBERS) == relay.SPLIT
-    assert relay.shape_for(MiB, 1) is None  # one member: a send
-    assert relay.shape_for(MiB, relay.SPLIT_MEMBERS + 1) == relay.TREE
-    assert relay.shape_for(relay.SPLIT_MAX, 3) == relay.CHAIN
-    assert relay.shape_for(relay.SPLIT_MAX, 2) is None  # two members are never chained
-    assert relay.shape_for(16 * MiB, 63) == relay.TREE  # 32 chunks, 63 members
-    assert relay.shape_for(MiB, 3, "mpich") == relay.SPLIT  # MPICH: as with no library named
-    assert relay.shape_for(16 * MiB, 63, "mpich") == relay.TREE
-    chunk = relay.chunk_size(MiB, relay.SPLIT, 3)
-    assert chunk % 4096 == 0 and len(relay.chunk_plan([MiB], chunk)) == 3
+    assert relayplan.shape_for(relayplan.SPLIT_MIN - 1, 3) is None  # sent directly
+    assert relayplan.shape_for(relayplan.SPLIT_MIN // 2, relayplan.SPLIT_MEMBERS + 1) is None
+    assert relayplan.shape_for(relayplan.SPLIT_MIN, 2) == relayplan.SPLIT
+    assert relayplan.shape_for(MiB, 3) == relayplan.SPLIT
+    assert relayplan.shape_for(MiB, relayplan.SPLIT_MEMBERS) == relayplan.SPLIT
+    assert relayplan.shape_for(MiB, 1) is None  # one member: a send
+    assert relayplan.shape_for(MiB, relayplan.SPLIT_MEMBERS + 1) == relayplan.TREE
+    assert relayplan.shape_for(relayplan.SPLIT_MAX, 3) == relayplan.CHAIN
+    assert relayplan.shape_for(relayplan.SPLIT_MAX, 2) is None  # two members are never chained
+    assert relayplan.shape_for(16 * MiB, 63) == relayplan.TREE  # 32 chunks, 63 members
+    assert (
+        relayplan.shape_for(MiB, 3, "mpich") == relayplan.SPLIT
+    )  # MPICH: as with no library named
+    assert relayplan.shape_for(16 * MiB, 63, "mpich") == relayplan.TREE
+    chunk = relayplan.chunk_size(MiB, relayplan.SPLIT, 3)
+    assert chunk % 4096 == 0 and len(relayplan.chunk_plan([MiB], chunk)) == 3
 
 
 def test_open_mpi_sends_directly_to_a_few_members_and_relays_to_more() -> None:
     """Open MPI's own copies are cheap: up to OPEN_MPI_DIRECT_MEMBERS members the root sends
     every size to each member itself; beyond, the shapes are MPICH's."""
     MiB = 1 << 20
-    few = relay.OPEN_MPI_DIRECT_MEMBERS
+    few = relayplan.OPEN_MPI_DIRECT_MEMBERS
     for total in (MiB, 4 * MiB, 16 * MiB, 1 << 30):
         for members in range(1, few + 1):
-            assert relay.shape_for(total, members, "openmpi") is None
+            assert relayplan.shape_for(total, members, "openmpi") is None
     for total in (MiB, 4 * MiB, 16 * MiB):
-        for members in (few + 1, relay.SPLIT_MEMBERS, 63):
-            assert relay.shape_for(total, members, "openmpi") == relay.shape_for(total, members)
-            assert relay.shape_for(total, members) is not None
-    assert relay.shape_for(MiB - 1, 3, "openmpi") is None  # small: direct everywhere
+        for members in (few + 1, relayplan.SPLIT_MEMBERS, 63):
+            assert relayplan.shape_for(total, members, "openmpi") == relayplan.shape_for(
+                total, members
+            )
+            assert relayplan.shape_for(total, members) is not None
+    assert relayplan.shape_for(MiB - 1, 3, "openmpi") is None  # small: direct everywhere
 
 
 def test_chunks_cover_every_frame_in_order() -> None:
-    plan = relay.chunk_plan([10, 3, 8], 4)
+    plan = relayplan.chunk_plan([10, 3, 8], 4)
     assert plan == [(0, 0, 4), (0, 4, 8), (0, 8, 10), (1, 0, 3), (2, 0, 4), (2, 4, 8)]
 
 
 def test_a_head_reads_back_and_a_damaged_one_is_refused() -> None:
-    head = relay.pack_head(
-        3, 42, 1 << 19, relay.CHUNK_TAG + 5, [(1 << 20, 16), (700, 0)], [0, 1, 2]
+    head = relayplan.pack_head(
+        3, 42, 1 << 19, relayplan.CHUNK_TAG + 5, [(1 << 20, 16), (700, 0)], [0, 1, 2]
     )
-    read = relay.unpack_head(head, 3, 4)
+    read = relayplan.unpack_head(head, 3, 4)
     assert (read.root, read.number, read.chunk, read.tag, read.shape) == (
         3,
         42,
         1 << 19,
-        relay.CHUNK_TAG + 5,
-        relay.TREE,
+        relayplan.CHUNK_TAG + 5,
+        relayplan.TREE,
     )
     assert read.frames == [(1 << 20, 16), (700, 0)] and read.members == [0, 1, 2]
     with pytest.raises(DecodeError, match="rank 3 sent a relay head geode_mpi cannot read"):
-        relay.unpack_head(head[:-1], 3, 4)
+        relayplan.unpack_head(head[:-1], 3, 4)
     with pytest.raises(DecodeError, match="relay head"):
-        relay.unpack_head(b"XXXX" + head[4:], 3, 4)
+        relayplan.unpack_head(b"XXXX" + head[4:], 3, 4)
     with pytest.raises(DecodeError, match="relay head"):  # the root listed as a member
-        relay.unpack_head(relay.pack_head(3, 1, 1 << 19, relay.CHUNK_TAG, [(10, 0)], [1, 3]), 3, 4)
+        relayplan.unpack_head(
+            relayplan.pack_head(3, 1, 1 << 19, relayplan.CHUNK_TAG, [(10, 0)], [1, 3]), 3, 4
+        )
 
 
 MiB = 1 << 20
@@ -121,8 +129,8 @@ HOSTILE = {
     "a member outside the job": dict(members=[0, 1, 9]),
     "a negative member (MPI_PROC_NULL)": dict(members=[0, -1]),
     "a member listed twice": dict(members=[0, 1, 1]),
-    "a chunk tag below the chunk tags": dict(tag=relay.TAG_RELAY_HEAD),
-    "a chunk tag beyond the slots": dict(tag=relay.CHUNK_TAG + relay.SLOTS),
+    "a chunk tag below the chunk tags": dict(tag=relayplan.TAG_RELAY_HEAD),
+    "a chunk tag beyond the slots": dict(tag=relayplan.CHUNK_TAG + relayplan.SLOTS),
     "tiny chunks": dict(chunk=1),
     "a negative relay number": dict(number=-5),
     "an empty frame": dict(frames=[(0, 0)]),
@@ -139,26 +147,31 @@ def test_a_head_that_names_what_no_relay_has_is_refused_before_anything_is_set_u
     # A damaged or foreign head would otherwise send to ranks that do not exist, allocate
     # what it names, or plan billions of chunks (fuzz_arrival.py found the first two).
     fields = dict(
-        root=3, number=1, chunk=relay.CHUNK, tag=relay.CHUNK_TAG, frames=[(MiB, 0)], members=[0, 1]
+        root=3,
+        number=1,
+        chunk=relayplan.CHUNK,
+        tag=relayplan.CHUNK_TAG,
+        frames=[(MiB, 0)],
+        members=[0, 1],
     )
     fields.update(HOSTILE[case])
-    head = relay.pack_head(**fields)  # type: ignore[arg-type]
+    head = relayplan.pack_head(**fields)  # type: ignore[arg-type]
     with pytest.raises(DecodeError, match="rank 3 sent a relay head geode_mpi cannot read"):
-        relay.unpack_head(head, 3, 4)
+        relayplan.unpack_head(head, 3, 4)
 
 
 def test_a_huge_relay_travels_in_larger_chunks_and_its_head_is_accepted() -> None:
-    for total in (1, relay.CHUNK, 64 * (1 << 30), 1 << 40):
-        chunk = relay.chunk_size(total)
-        assert chunk >= relay.CHUNK and chunk % 4096 == 0
-        assert -(-total // chunk) <= relay.MAX_CHUNKS
-        head = relay.pack_head(2, 0, chunk, relay.CHUNK_TAG, [(total, 0)], [0, 1])
-        assert relay.unpack_head(head, 2, 3).chunk == chunk
+    for total in (1, relayplan.CHUNK, 64 * (1 << 30), 1 << 40):
+        chunk = relayplan.chunk_size(total)
+        assert chunk >= relayplan.CHUNK and chunk % 4096 == 0
+        assert -(-total // chunk) <= relayplan.MAX_CHUNKS
+        head = relayplan.pack_head(2, 0, chunk, relayplan.CHUNK_TAG, [(total, 0)], [0, 1])
+        assert relayplan.unpack_head(head, 2, 3).chunk == chunk
 
 
 def test_a_relayed_envelope_keeps_its_alignment_and_names_its_relay() -> None:
-    message = relay.relayed_envelope(7, b"envelope")
-    assert relay.PREFIX_BYTES % 16 == 0 and message[relay.PREFIX_BYTES :] == b"envelope"
-    assert relay.read_prefix(message, 1) == 7
+    message = relayplan.relayed_envelope(7, b"envelope")
+    assert relayplan.PREFIX_BYTES % 16 == 0 and message[relayplan.PREFIX_BYTES :] == b"envelope"
+    assert relayplan.read_prefix(message, 1) == 7
     with pytest.raises(DecodeError, match="rank 1 sent a relayed envelope"):
-        relay.read_prefix(b"short", 1)
+        relayplan.read_prefix(b"short", 1)

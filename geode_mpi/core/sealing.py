@@ -1,0 +1,111 @@
+"""One checkpoint epoch written by every rank and sealed by rank 0 once every file is durable."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi.persistence import CheckpointError, CheckpointStore
+from geode_mpi.persistence.rankfile import RankFile, Syncing
+
+if TYPE_CHECKING:
+    from geode_mpi.core.runtime import Runtime
+    from geode_mpi.transport import Rooted
+
+
+def write_epoch(
+    geode: Runtime,
+    rooted: Rooted,
+    store: CheckpointStore,
+    epoch: int,
+    tree: dict[str, Any],
+    deadline: float | None,
+) -> tuple[RankFile, int]:
+    """Collective: write this rank's file of ``epoch`` and seal the epoch: (the file, every
+    file's bytes).
+
+    Three rooted steps, one round each: a gather of the files' entries, a gather of whether
+    each is durable, a broadcast of the outcome. Each rank makes its file's directory, writes
+    its file straight to its name (the epoch is not a checkpoint until the manifest lists it)
+    and sends rank 0 its entry while the disk takes the file's fsync; rank 0 meanwhile writes
+    the manifest under its temporary name and fsyncs it and the directories, and renames it
+    into place (sealing the epoch) once every rank's file is durable.
+
+    Raises:
+        CheckpointError: some rank could not write (each rank raises, naming the first).
+    """
+    attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
+    written: RankFile | str
+    syncing: Syncing | None = None
+    try:
+        if geode.rank == 0:
+            store.prepare(epoch, geode.size)  # refuses an epoch already sealed
+        written, syncing = store.start_rank(epoch, geode.rank, geode.size, attrs, tree)
+    except (CheckpointError, OSError) as exc:
+        written = f"rank {geode.rank}: {exc}"
+    try:
+        files = rooted.gather(written, deadline=deadline)
+        staged = None if files is None else _stage(geode, store, epoch, files)  # rank 0
+    finally:
+        synced = _durable(syncing, geode.rank)  # (a timeout waits for it too: the handle)
+    durable = rooted.gather(synced, deadline=deadline)
+    outcome: tuple[str | None, int, list[int]] = (None, 0, [])
+    if files is not None and durable is not None:  # rank 0
+        outcome = _seal(store, epoch, files, staged, durable)
+    # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
+    problem, total, pruned = rooted.bcast(outcome, deadline=deadline)
+    for old in pruned:  # each rank its own file: no rank removes P files alone
+        store.remove_rank_file(old, geode.rank, geode.size)
+    if problem is not None or isinstance(written, str):
+        raise CheckpointError(f"checkpoint {epoch} failed: {problem or written}")
+    return written, int(total)
+
+
+def _durable(syncing: Syncing | None, rank: int) -> str | None:
+    """Wait for this rank's file to be durable: None, or why it is not (no file: None, its
+    writing failed and says so)."""
+    if syncing is None:
+        return None
+    try:
+        syncing.wait()
+    except OSError as exc:
+        return f"rank {rank}: fsync of its file: {exc}"
+    return None
+
+
+def _stage(
+    geode: Runtime, store: CheckpointStore, epoch: int, files: list[RankFile | str]
+) -> str | None:
+    """On rank 0, once every rank wrote its file: the manifest, staged (written and fsynced
+    under its temporary name, the directories fsynced); None, or what failed."""
+    failed = [file for file in files if isinstance(file, str)]
+    if failed:
+        return failed[0]
+    written = [file for file in files if not isinstance(file, str)]
+    info = {"nodes": list(geode.names), "size": geode.size}
+    try:
+        store.stage_manifest(epoch, written, info)
+    except OSError as exc:
+        return f"rank 0: the manifest: {exc}"
+    return None
+
+
+def _seal(
+    store: CheckpointStore,
+    epoch: int,
+    files: list[RankFile | str],
+    staged: str | None,
+    durable: list[Any],
+) -> tuple[str | None, int, list[int]]:
+    """On rank 0: the staged manifest renamed into place, once every rank's file is durable;
+    then the epochs no longer kept are unsealed (`CheckpointStore.unseal`). (problem, bytes in
+    all, epochs pruned)"""
+    problem = staged or next((found for found in durable if found is not None), None)
+    if problem is not None:
+        return problem, 0, []
+    try:
+        store.commit_manifest(epoch)
+    except OSError as exc:
+        return f"rank 0: the manifest: {exc}", 0, []
+    pruned = store.prunable()
+    store.unseal(pruned)
+    return None, sum(file.size for file in files if not isinstance(file, str)), pruned

@@ -1,0 +1,63 @@
+"""An executor's nodes: its client, its workers (by default one on every other rank), its name."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from geode_mpi.errors import ThreadError
+
+if TYPE_CHECKING:
+    from geode_mpi.core.channels import Channels
+    from geode_mpi.core.placement import Placement
+    from geode_mpi.core.runtime import Runtime
+
+
+def staff(
+    runtime: Runtime,
+    channels: Channels,
+    client: str | int | None,
+    workers: Sequence[str | int] | None,
+) -> tuple[int, list[int], str]:
+    """`Geode.executor`'s arguments checked: (the client's node index, the workers', the name
+    of its work queue), the same on every rank.
+
+    Raises:
+        ThreadError: MPI runs at a thread level where the client's thread may not call it.
+        TypeError, ValueError: ``workers`` is not a list of distinct nodes.
+    """
+    if runtime.gate.main_only is not None:  # (the same on every rank: none goes on alone)
+        raise ThreadError(
+            f"geode.executor() does its client's work in a thread, but {runtime.gate.main_only}:"
+            " start MPI at level 'serialized' or 'multiple' (mpi4py.rc.thread_level)"
+        )
+    placement = runtime.placement
+    chosen = 0 if client is None else placement.index(client, "client")
+    if workers is None:
+        taking = default_workers(placement, chosen, runtime.size)
+    else:
+        if isinstance(workers, (str, int)):
+            raise TypeError(f"workers must be a list of nodes, got {workers!r}")
+        taking = [placement.index(node, "worker") for node in workers]
+        if not taking or len(set(taking)) != len(taking):
+            raise ValueError(f"workers must be distinct nodes, at least one, got {workers!r}")
+    # Never the name of a queue saved in the checkpoint this job restarted from: restored, it
+    # would be finished, with no worker asking (the same names on every rank either way).
+    taken = {queue.name for queue in channels.work_queues.values()}
+    if channels.checkpointer is not None:
+        taken |= set(channels.checkpointer.queues)
+    name = next(f"executor-{k}" for k in itertools.count(1) if f"executor-{k}" not in taken)
+    return chosen, taking, name
+
+
+def default_workers(placement: Placement, client: int, size: int) -> list[int]:
+    """The first node of every rank but the client's. In a job of one rank, where one thread
+    runs every task anyway, one node: the first but the client (the client in a job of one
+    node), so that each task waits to be handed out, cancellable, until that thread is free."""
+    client_rank = placement.rank_of(client)
+    firsts = [placement.hosted_by(rank)[0] for rank in range(size) if rank != client_rank]
+    if firsts:
+        return firsts
+    others = [index for index in range(len(placement.names)) if index != client]
+    return others[:1] or [client]

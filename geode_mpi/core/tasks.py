@@ -1,0 +1,133 @@
+"""An executor's task as data: its call pickled, run on a worker, its outcome read back."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from geode_mpi.codec import pickling
+from geode_mpi.errors import EncodeError, RemoteTraceback, TaskError
+
+# A task's outcome, as its message carries it: (task id, ok, pickled value or exception (b"" if
+# it could not be pickled), its arrays, (exception type, text, traceback) or None).
+OutcomeData = tuple[int, bool, bytes, list[Any], tuple[str, str, str] | None]
+
+
+def run_chunk(fn: Callable[..., Any], chunk: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``map(chunksize=n)``'s task: ``fn`` over n argument tuples."""
+    return [fn(*args) for args in chunk]
+
+
+def chunks(items: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def pack(value: Any) -> tuple[bytes, list[Any]]:
+    frames: list[Any] = []
+    return pickling.dumps(value, frames), frames
+
+
+def label(fn: object) -> str:
+    return repr(getattr(fn, "__qualname__", None) or fn)
+
+
+def check_function(fn: object) -> None:
+    """A task's function must be callable and travel by reference (pickle).
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+        EncodeError: it cannot be pickled (a lambda, a function defined inside another).
+    """
+    if not callable(fn):
+        raise TypeError(f"an executor task needs a callable, got {fn!r}")
+    try:
+        pickle.dumps(fn, protocol=5)
+    except Exception as exc:  # pickle raises several kinds (PicklingError, AttributeError)
+        raise EncodeError(
+            f"the function {label(fn)} (a task's function travels by reference: define it at "
+            "the top level of a module every rank imports, not as a lambda or inside a "
+            "function)",
+            type(fn),
+            exc,
+        ) from None
+
+
+def run_task(task_id: int, blob: bytes, frames: list[Any], node: str, rank: int) -> OutcomeData:
+    """Run a task on worker ``node`` of ``rank``: its outcome, whatever happens."""
+    try:
+        fn, args, kwargs = pickling.loads(blob, frames)
+    except Exception as exc:
+        return failed(
+            task_id,
+            TaskError(
+                f"a task's function and arguments could not be unpickled on {node} (rank "
+                f"{rank}): {type(exc).__name__}: {exc} (a task's function must exist on "
+                "every rank: define it at the top level of a module every rank imports)",
+                node,
+                rank,
+            ),
+        )
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:
+        return failed(task_id, exc, skip=1)
+    try:
+        blob, frames = pack(value)
+    except Exception as exc:
+        return failed(
+            task_id,
+            TaskError(
+                f"the result of {label(fn)} on {node} (rank {rank}) cannot be pickled: "
+                f"{type(exc).__name__}: {exc}",
+                node,
+                rank,
+            ),
+        )
+    return task_id, True, blob, frames, None
+
+
+def failed(task_id: int, exc: BaseException, skip: int = 0) -> OutcomeData:
+    """The outcome of a task that raised ``exc``: the exception if it pickles both ways, and
+    its traceback (less the executor's own ``skip`` frames) as text."""
+    tb = exc.__traceback__
+    for _ in range(skip):
+        tb = tb.tb_next if tb is not None else None
+    trace = "".join(traceback.format_exception(type(exc), exc, tb))
+    try:
+        blob, frames = pack(exc)
+        pickling.loads(blob, frames)  # an exception whose __init__ takes other arguments
+    except Exception:
+        blob, frames = b"", []
+    return task_id, False, blob, frames, (type(exc).__qualname__, str(exc), trace)
+
+
+def settle(future: Future[Any], outcome: Sequence[Any], node: str, rank: int, client: str) -> None:
+    """Resolve ``future`` with the outcome (`OutcomeData`, as it arrived) that worker ``node``
+    of ``rank`` sent ``client``."""
+    _, ok, blob, frames, text = outcome
+    try:
+        value = pickling.loads(blob, frames) if blob else None
+    except Exception as exc:
+        what = "result" if ok else f"exception ({text[0]}: {text[1]})"
+        future.set_exception(
+            TaskError(
+                f"a task's {what} from {node} (rank {rank}) cannot be unpickled on "
+                f"{client}: {type(exc).__name__}: {exc}",
+                node,
+                rank,
+            )
+        )
+        return
+    if ok:
+        future.set_result(value)
+        return
+    kind, said, trace = text
+    if not isinstance(value, BaseException):
+        value = TaskError(f"a task raised {kind}: {said} (not picklable)", node, rank)
+    value.__cause__ = RemoteTraceback(trace, node, rank)
+    future.set_exception(value)
