@@ -137,8 +137,9 @@ def test_ten_thousand_topics_make_no_communicator_and_leave_idle_waits_alone(ran
     assert trips is not None, result.explain()
     idle, busy = float(trips[1]), float(trips[2])
     # Coarse (the figure is in benchmarks/README.md): with a stream polled per topic, 1,000
-    # topics made it 147 times slower.
-    assert busy < 3 * idle + 50, result.explain()
+    # topics made it 147 times slower; two short timings on a loaded machine differ by more
+    # than 3x (388 us against 169 once, at load 20), so 10x.
+    assert busy < 10 * idle + 100, result.explain()
 
 
 def test_ctrl_c_ends_the_job() -> None:

@@ -76,18 +76,26 @@ def test_bcast_and_gather_carry_values_small_and_large() -> None:
 def test_a_step_given_up_at_its_deadline_never_answers_a_later_one() -> None:
     """A rank that timed out waiting for the root's broadcast gets the next broadcast's value
     from the next one, not the late one's."""
+    from mpi4py import MPI
+
     transport = open_world()
     rank, size = transport.rank, transport.size
+    side = MPI.COMM_WORLD.Dup()  # the others say they gave up before the root broadcasts
     if rank == 0:
-        time.sleep(0.3)  # (not waiting for a message: making the others' deadline pass)
+        for other in range(1, size):  # (however late a loaded machine runs them)
+            while not side.Iprobe(source=other, tag=5):
+                time.sleep(0.001)  # (a blocking recv would spin, starving the others)
+            side.recv(source=other, tag=5)
         transport.bcast("late")
     else:
         with pytest.raises(GeodeTimeoutError):
             transport.bcast(None, deadline=time.monotonic() + 0.05)
+        side.send("gave up", dest=0, tag=5)
     assert transport.bcast("next" if rank == 0 else None) == "next"
     gathered = transport.gather(rank * 10)
     assert gathered == ([r * 10 for r in range(size)] if rank == 0 else None)
     transport.close(timeout=60)
+    side.Free()
 
 
 def test_requests_given_up_on_are_forgotten_once_complete() -> None:

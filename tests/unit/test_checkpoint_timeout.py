@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mpirun import load_slack
 
 from geode_mpi import Geode, GeodeTimeoutError
 
@@ -73,5 +74,7 @@ def test_an_arrival_that_took_most_of_the_timeout_leaves_the_drain_the_rest(
             geode.checkpoint(timeout=0.4)
         took = time.monotonic() - started
         monkeypatch.undo()
-        assert took < 0.4 + 0.25, took  # before: 0.3 s arriving, then 0.4 s in the drain
+        # Before: 0.3 s arriving, then 0.4 s in the drain (the drain's own timeout, below, is
+        # what tells the two apart; the time only stretches with the load).
+        assert took < 0.4 + 0.25 * load_slack(), took
         assert drain.timeouts and drain.timeouts[0] is not None and drain.timeouts[0] <= 0.11
