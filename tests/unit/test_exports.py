@@ -43,9 +43,19 @@ RAISED = re.compile(r"^ {4}(\w+)(?: \(.*\))?:", re.MULTILINE)
 BACKTICKED = re.compile(r"`([A-Z]\w+)`")
 
 
+def namespace(cls: type) -> dict[str, object]:
+    """A class's own attributes, with those of its unexported geode_mpi bases: the parts a
+    class is made of (`Geode` inherits its calls from the mixins of core/facade_*.py)."""
+    found: dict[str, object] = {}
+    for base in reversed(cls.__mro__):
+        if base is cls or (is_ours(base) and EXPORTED.get(base.__name__) is not base):
+            found.update(vars(base))
+    return found
+
+
 def members(cls: type) -> Iterator[tuple[str, Callable[..., object]]]:
     """The public functions of a class (methods, properties, static and class methods)."""
-    for name, value in vars(cls).items():
+    for name, value in namespace(cls).items():
         if name.startswith("_") and name != "__init__":
             continue
         if name == "__init__" and cls.__name__ in BUILT_BY_GEODE:
@@ -291,7 +301,7 @@ def expected_lines() -> list[str]:
             for label, function in members(obj):
                 member = label.split(".")[1]
                 if member != "__init__" and label not in INTERNAL_MEMBERS:
-                    lines.append(signature_line(label, function, vars(obj)[member]))
+                    lines.append(signature_line(label, function, namespace(obj)[member]))
     return lines
 
 

@@ -1,0 +1,171 @@
+"""The Geode's asyncio calls: areceive, messages, asend, arequest (docs/asyncio.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from geode_mpi import codec
+from geode_mpi.codec.compression import Compression, setting
+from geode_mpi.core import aio
+from geode_mpi.core.facade import Facade
+from geode_mpi.core.filters import TypeFilter, order_key
+from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.processing import Stop
+from geode_mpi.core.runtime import FIRST_SPIN
+from geode_mpi.core.topics import Topic
+from geode_mpi.errors import SendTimeout, check_timeout
+from geode_mpi.message import Message
+from geode_mpi.queues import Parcel
+
+_NO_REPLY = codec.NO_REPLY
+
+
+class Asyncio(Facade):
+    """The Geode's asyncio calls (`Geode` inherits them)."""
+
+    # -- asyncio (docs/asyncio.md) ---------------------------------------------------------
+
+    async def areceive(
+        self,
+        node: str | int | None = None,
+        *,
+        source: str | int | None = None,
+        type: TypeFilter = None,
+        timeout: float | None = None,
+        order: str | None = None,
+        topic: Topic | str | None = None,
+    ) -> Message:
+        """`receive` for asyncio: the event loop keeps running while it waits.
+
+        Arguments as for `receive`. One poller per event loop drives MPI progress for every
+        coroutine that awaits (never a blocking call, no spinning while idle). Cancelling the
+        awaiting task (``asyncio.wait_for``, ``task.cancel()``) takes nothing from the queue.
+        In one process it waits for other coroutines to send (it ends only at ``timeout``).
+
+        Raises:
+            ReceiveTimeout: nothing matching arrived in time (also a TimeoutError).
+            ClosedError: the Geode is closed (now, or while waiting) and nothing matching is
+                queued.
+            NodeNotLocalError, UnknownNodeError, DecodeError: as for `receive`.
+        """
+        runtime = self._runtime
+        index = runtime.local_index(node, "areceive")
+        timeout = check_timeout(timeout)
+        unfiltered = source is None and type is None and topic is None
+        match = None if unfiltered else self._matcher(source, type, topic)
+        key = None if order is None else order_key(order)
+        found = await aio.take(runtime, index, match, key, timeout, FIRST_SPIN)
+        if found is not None:
+            return aio.locked(runtime, runtime.deliver, index, found)
+        raise self._nothing_came("areceive", index, timeout, source, type, True)
+
+    def messages(
+        self,
+        node: str | int | None = None,
+        *,
+        source: str | int | None = None,
+        type: TypeFilter = None,
+        topic: Topic | str | None = None,
+    ) -> AsyncIterator[Message]:
+        """Every message of a local node as it arrives, for ``async for``.
+
+        ``async for msg in geode.messages("node1"):`` ends when a `Stop` reaches the node
+        (`stop`; the Stop itself is not yielded), or once the Geode is closed and nothing
+        matching is left. Filters as for `receive`. Breaking out of the loop leaves the
+        remaining messages queued.
+
+        Raises:
+            NodeNotLocalError, UnknownNodeError: at once; DecodeError: from the iteration
+                that met the message.
+        """
+        runtime = self._runtime
+        index = runtime.local_index(node, "messages")
+        unfiltered = source is None and type is None and topic is None
+        match = None if unfiltered else self._matcher(source, type, topic)
+        return aio.messages(runtime, index, match, runtime.deliver, _is_stop, FIRST_SPIN)
+
+    async def asend(
+        self,
+        message: Any,
+        source: str | int | None = None,
+        dest: str | int | None = None,
+        *,
+        ack: bool = False,
+        timeout: float | None = None,
+        compress: str | Compression | None = None,
+    ) -> SendHandle:
+        """`send` for asyncio: send, then ``await handle.wait_async(timeout)``.
+
+        When ``dest``'s queue has a capacity and no room for this sender (policy ``block``),
+        it first awaits room; in one process, room comes once another coroutine receives.
+
+        Raises:
+            As `send` (SendTimeout, AckTimeout: the message stays in flight or in its outbox).
+        """
+        runtime = self._runtime
+        timeout = check_timeout(timeout)
+        deadline = aio.deadline_of(timeout)
+        src = self.rank if source is None else runtime.placement.index(source, "source")
+        if dest is not None and src in runtime.inboxes:  # (else isend says what is wrong)
+            dst = runtime.placement.index(dest, "dest")
+            pair = aio.locked(runtime, runtime.engine.pair_out, src, dst)
+            if not await aio.room(runtime, pair, deadline):
+                raise SendTimeout(-1, runtime.names[src], runtime.names[dst], timeout or 0.0)
+        chosen = None if compress is None else setting(compress)
+        # as send() sends: at once, not held back for a batch
+        args = (message, source, dest, ack, timeout, _NO_REPLY, 0, False, None, chosen)
+        handle = aio.locked(runtime, runtime.send, *args)
+        if handle.complete():
+            return handle
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return await handle.wait_async(left)
+
+    async def arequest(
+        self,
+        message: Any,
+        dest: str | int,
+        *,
+        source: str | int | None = None,
+        timeout: float | None = None,
+    ) -> Message:
+        """`request` for asyncio: send ``message`` to ``dest`` and await its reply.
+
+        While it waits, this rank serves the requests sent to its nodes that have a handler
+        (so coroutines of one process may request from each other's nodes), as every wait
+        does.
+
+        Raises:
+            ReceiveTimeout: no reply within ``timeout`` seconds.
+            NodeNotLocalError: another rank hosts ``source``.
+        """
+        runtime = self._runtime
+        timeout = check_timeout(timeout)
+        deadline = aio.deadline_of(timeout)
+        src = runtime.local_index(source, "arequest")
+        handle = aio.locked(
+            runtime, runtime.send, message, src, dest, True, timeout, _NO_REPLY, 0, False
+        )
+        wanted = handle.id
+        assert wanted is not None, "a request's source is local: this rank sent it"
+        dst = runtime.placement.index(handle.dest)
+
+        def is_reply(parcel: Parcel) -> bool:
+            return parcel.reply_to == wanted and parcel.source == dst
+
+        awaited = self._processor.awaited  # run() leaves the reply for this coroutine
+        awaited.add(wanted)
+        try:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            found = await aio.take(runtime, src, is_reply, None, left, FIRST_SPIN)
+        finally:
+            awaited.discard(wanted)
+        if found is not None:
+            return aio.locked(runtime, runtime.deliver, src, found)
+        runtime.check_open("arequest")
+        raise self._no_reply(handle, timeout, True)
+
+
+def _is_stop(message: Message) -> bool:
+    return isinstance(message, Stop)

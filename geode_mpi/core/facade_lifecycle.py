@@ -1,0 +1,105 @@
+"""The Geode's close(): serve until every rank closes, count what was sent, free."""
+
+from __future__ import annotations
+
+import time
+
+from geode_mpi.base.backoff import CLOSING_YIELD
+from geode_mpi.base.gate import locked
+from geode_mpi.core.facade import Facade
+from geode_mpi.core.observe import finish_job, stop_watchdog
+from geode_mpi.core.registry import note_closed, unregister
+from geode_mpi.core.runtime import NO_FAST_QUEUE
+from geode_mpi.delivery.waiting import wait_for
+from geode_mpi.errors import GeodeTimeoutError, check_timeout
+
+
+class Lifecycle(Facade):
+    """The Geode's close and its steps (`Geode` inherits them)."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @locked
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver everything in flight, then stop sending.
+
+        Collective with several ranks: every rank calls it (leaving a ``with`` block does, and so
+        does normal interpreter exit). Until every rank has called it, this rank keeps serving
+        requests to its nodes and handing out its work queues' tasks (another rank may be
+        waiting for them). It returns once every message sent anywhere in the job has reached
+        its destination's queue; queued messages stay receivable afterwards.
+
+        Messages still queued, never received, when the job ends are reported in a warning
+        (logger ``geode_mpi``) naming each node, how many and of which types: at the end of a
+        ``with`` block, at interpreter exit (and at the end of ``python -m geode_mpi``'s job),
+        and, for a Geode closed by this method, at exit if they are still there then.
+
+        Raises:
+            GeodeTimeoutError: not finished within ``timeout`` seconds (says what is missing).
+        """
+        self._close(timeout)
+        if self._runtime.unreceived():  # receivable still: said at exit if nobody takes them
+            note_closed(self._report_unreceived)
+
+    def _end(self, timeout: float | None = None) -> None:
+        """Close as the job's end for this Geode: then say what its nodes never received."""
+        self._close(timeout)
+        self._report_unreceived()
+
+    def _close(self, timeout: float | None) -> None:
+        runtime = self._runtime
+        if runtime.closed:
+            return
+        timeout = check_timeout(timeout)
+        runtime.sealed = True  # from here the job sends nothing (its handlers may, until ...)
+        if not runtime.all_closing and runtime.transport.delivers_later:
+            started = time.monotonic()
+            self._serve_until_all_close(timeout)
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
+        # ... every rank is here: the counts of what was sent are exchanged next.
+        runtime.engine.flush()  # acks and credits owed go out before the counts are taken
+        if not runtime.finished:  # --stats / --trace, gathered while the transport still runs
+            started = time.monotonic()
+            gathered = finish_job(self._observed, timeout)
+            runtime.finished = True
+            if gathered and timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
+        runtime.transport.close(timeout)
+        stop_watchdog(self._watchdog, free=True)
+        runtime.engine.closed = True
+        runtime.engine.path.cache.clear()  # its peers forget what they held from it alike
+        runtime.closed = True
+        runtime.plain_queue = NO_FAST_QUEUE
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+        unregister(self)
+
+    def _serve_until_all_close(self, timeout: float | None) -> None:
+        """Serve requests and hand out work-queue tasks until every rank is in close(): a rank
+        still waiting for a reply or a task needs this one (a barrier posted once, so a close
+        retried after a timeout waits on the same one)."""
+        runtime = self._runtime
+        if runtime.arrived is None:
+            runtime.arrived = runtime.transport.all_entered()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        runtime.serving = True
+        try:
+            # every rank is meant to be on its way here: a collective wait, not a lone one
+            arrived = runtime.arrived
+            runtime.all_closing = wait_for(runtime.engine, arrived, deadline, CLOSING_YIELD)
+        finally:
+            runtime.serving = False
+        if not runtime.all_closing:
+            raise GeodeTimeoutError(
+                f"close() on rank {self.rank} timed out after {timeout:g} s: waiting for the "
+                "other ranks to call close()"
+            )
+
+    def _report_unreceived(self) -> None:
+        self._runtime.report_unreceived()
+
+    @property
+    def closed(self) -> bool:
+        """True after `close`."""
+        return self._runtime.closed
