@@ -15,6 +15,7 @@ from geode_mpi.persistence import (
     Loaded,
     key_from_environment,
 )
+from geode_mpi.persistence.checks import brief
 from geode_mpi.persistence.store import LOCK, MANIFEST
 
 if TYPE_CHECKING:
@@ -28,8 +29,7 @@ def _summary(value: Any) -> str:
         return f"array {value.dtype} {tuple(value.shape)}"
     if isinstance(value, bytes):
         return f"{len(value)} bytes"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return brief(value)
 
 
 def _tree_lines(tree: dict[str, Any], depth: int, indent: str = "    ") -> list[str]:
