@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import struct
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,18 +27,13 @@ from typing import Any
 from mpi4py import MPI
 
 from geode_mpi.base.backoff import (
-    CLOSING_YIELD,
-    TOGETHER_YIELD,
     tighten_timer_slack,
-    together_backoff,
 )
 from geode_mpi.base.launch import launch_info, library_family
-from geode_mpi.errors import DecodeError, GeodeTimeoutError
-from geode_mpi.transport import agreement
+from geode_mpi.errors import DecodeError
 from geode_mpi.transport.base import (
     Frame,
     SendTicket,
-    TransportBase,
     frame_bytes,
 )
 from geode_mpi.transport.envelope import (
@@ -58,7 +52,18 @@ from geode_mpi.transport.envelope import (
 from geode_mpi.transport.envelope import (
     VERSION as ENVELOPE_VERSION,
 )
-from geode_mpi.transport.fanout import FanoutTable, FanTicket, end_marker, read_end_marker
+from geode_mpi.transport.fanout import FanoutTable, FanTicket, read_end_marker
+from geode_mpi.transport.mpi_collective import CollectiveSteps
+from geode_mpi.transport.mpi_parts import (
+    _AS_ENVELOPE,
+    _AS_META,
+    TAG_BATCH,
+    TAG_ENVELOPE,
+    TAG_FRAME,
+    TAG_META,
+    TAG_STREAM,
+)
+from geode_mpi.transport.mpi_streams import END, Streams
 from geode_mpi.transport.paths import network_ranks
 from geode_mpi.transport.pool import BufferPool
 from geode_mpi.transport.prepost import (
@@ -77,11 +82,8 @@ from geode_mpi.transport.relay import (
     TAG_RELAYED,
     Relays,
     read_prefix,
-    relayed_envelope,
-    shape_for,
 )
-from geode_mpi.transport.rooted import RootedMPI
-from geode_mpi.transport.sealed import SHARED_MIN, keep_or_copy
+from geode_mpi.transport.sealed import keep_or_copy
 from geode_mpi.transport.shared import TAG_SHARED, NodeShare
 from geode_mpi.transport.tally import TAG_COUNT, Tally
 
@@ -89,11 +91,6 @@ _BYTE = MPI.BYTE
 _ANY_SOURCE = MPI.ANY_SOURCE
 _testall = MPI.Request.Testall
 _ANY_TAG = MPI.ANY_TAG
-TAG_ENVELOPE = 1
-TAG_FRAME = 2
-TAG_BATCH = 3  # several small envelopes in one MPI message (see MPITransport.send)
-TAG_META = 4  # a message without frames, sent as its meta alone: no envelope to build
-TAG_STREAM = 5  # a stream's end marker (see transport/fanout.py)
 BATCH_MAX = 32  # envelopes in a batch before it goes out on its own
 BATCH_BYTES = 32 * 1024  # bytes in a batch before it goes out on its own
 BATCH_DELAY = 100e-6  # a poll sends batches this old; a wait sends them all at once
@@ -101,8 +98,6 @@ LAZY_GUESS = 512  # bytes a lazy entry counts for in its batch until it is produ
 # Before each entry of a batch: its length and what it is (an envelope, or a meta alone),
 # padded so that every entry starts 16-byte aligned.
 _BATCH_ENTRY = struct.Struct("<IB11x")
-_AS_ENVELOPE = 0
-_AS_META = 1
 _ZEROS = bytes(16)
 # (entry header, padding after the entry) by length << 1 | kind: entries of the same size
 # recur, and a lookup is cheaper than packing
@@ -121,7 +116,6 @@ def _framing(length: int, kind: int) -> tuple[bytes, bytes]:
 # is 64 KiB): its first test waits for the next progress.
 EAGER_GUESS = 256 * 1024
 MAX_ARRIVALS_PER_POLL = 256
-_NEWS, _PENDING = 1, 2  # a drain round's votes: told a peer something new; the caller's pending()
 TESTS_PER_POLL = 64
 # The ticket of every send that completed inside send(): shared, since nothing about it changes.
 _SENT = SendTicket(-1, 0, done=True)
@@ -141,9 +135,6 @@ def strided_datatype(frame: Frame) -> MPI.Datatype:
     absolute = MPI.Datatype.Create_struct([1], [address], [current])
     current.Free()
     return absolute.Commit()
-
-
-END = -2  # _Arrival.relay of an end marker: END - key
 
 
 class _Arrival:
@@ -198,18 +189,7 @@ class _Held:
         self.request: MPI.Request | None = None
 
 
-def _ended(arrivals: deque[_Arrival], marker: int) -> bool:
-    """Whether everything before end marker ``marker`` (an `_Arrival.relay`) has left the
-    queue: only other end markers are ahead of it."""
-    for arrival in arrivals:
-        if arrival.relay == marker:
-            return True
-        if arrival.relay > END:
-            return False
-    return False
-
-
-class MPITransport(RootedMPI, TransportBase):
+class MPITransport(Streams, CollectiveSteps):
     """Transport over a private duplicate of an MPI communicator.
 
     Args:
@@ -951,159 +931,6 @@ class MPITransport(RootedMPI, TransportBase):
             )
         return True
 
-    # -- broadcast streams (see transport/fanout.py) -----------------------------------------
-
-    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        """See `Transport.open_stream`: bookkeeping only, nothing is sent. Reopened after a
-        close, the stream lets through what its root sent after the old one's end marker."""
-        held = self._fanouts.release(key)
-        if held is not None:
-            queue = self._arrivals[held]
-            for index, arrival in enumerate(queue):
-                if arrival.relay == END - key:
-                    del queue[index]
-                    break
-            if not queue:
-                self._waiting_sources.discard(held)
-        self.shared.open()  # the first stream: collective (every rank opens every stream)
-        self._fanouts.open(key, root, members)
-
-    def zero_copy_array(self, shape: tuple[int, ...], dtype: Any) -> Frame:
-        """See `Transport.zero_copy_array`: in this rank's part of the node's segment."""
-        return self.shared.lease(shape, dtype)
-
-    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
-        """See `Transport.broadcast`: the envelope (and every large frame, from its own memory)
-        sent to each member in turn; one ticket for all of them."""
-        members = self._fanouts.members(key)
-        if len(members) == 1 and (
-            members[0] not in self.shared.local
-            or sum(frame.nbytes for frame in frames) < SHARED_MIN
-        ):
-            return self.send(members[0], meta, frames, True)
-        check_envelope(meta)  # before anything is posted: a refused message is refused whole
-        if not frames:
-            return self._batch_to(members, _AS_META, meta)
-        inline_max = self.inline_max
-        if all(frame.nbytes <= inline_max for frame in frames):
-            envelope = build_envelope(meta, frames, inline_max)[0]  # (copies the frames)
-            return self._batch_to(members, _AS_ENVELOPE, envelope)
-        for dest in members:
-            if dest in self._batches:
-                self._send_batch(dest)  # what was batched before this message goes before it
-        isend = self.comm.Isend
-        sent_to = self.sent_to
-        requests: list[MPI.Request] = []
-        flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
-        offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
-        envelope, oob = build_envelope(meta, flat, inline_max, offsets)
-        shared = self._share(members, envelope, oob) if self.shared.enabled else None
-        if shared is not None:
-            if not shared[0]:
-                return shared[1]
-            members = shared[0]
-        shape = shape_for(sum(frame.nbytes for frame in oob), len(members), self.family)
-        if shape is not None:
-            return self._relay(shape, members, envelope, flat, oob, offsets)
-        for dest in members:  # per member, its frames first, as `send` posts them
-            for frame in oob:
-                requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
-            requests.append(isend(envelope, dest, TAG_ENVELOPE))
-            sent_to[dest] += 1
-        nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
-        ticket = SendTicket(self.rank, nbytes, state=(requests, envelope, flat, []))
-        if not self._finish(ticket):
-            self._active.append(ticket)
-        return ticket
-
-    def _share(
-        self, members: Sequence[int], envelope: bytes, oob: list[Frame]
-    ) -> tuple[tuple[int, ...], SendTicket] | None:
-        """`broadcast` of large frames to the members on this node through its shared segment
-        (transport/shared.py): the members left to send to, and the notices' ticket; None if
-        nothing went that way (too small, no member here, no room)."""
-        if sum(frame.nbytes for frame in oob) < SHARED_MIN:
-            return None
-        near, far = self.shared.split(members)
-        notice = self.shared.place(near, oob, envelope) if near else None
-        if notice is None:
-            return None
-        requests = [self.comm.Isend(notice, dest, TAG_SHARED) for dest in near]
-        self.shared.fill()  # the copy, while the members take the notices
-        for dest in near:
-            self.sent_to[dest] += 1
-        ticket = SendTicket(self.rank, len(notice), state=(requests, notice, [], []))
-        if not self._finish(ticket):
-            self._active.append(ticket)
-        return far, ticket
-
-    def _batch_to(self, members: Sequence[int], kind: int, payload: bytes) -> SendTicket:
-        """A small broadcast joins each member's batch, as a batched `send` would: one MPI
-        message then carries many of a stream's messages to each member (the same order,
-        since a batch keeps the order of everything sent to its rank). Broadcasts that ride
-        the same batches share one ticket."""
-        add = self._add_to_batch
-        parts = [add(dest, kind, payload) for dest in members]
-        fan = self._fan
-        if fan is None or fan.parts != parts:  # (tickets compare by identity)
-            fan = self._fan = FanTicket(self.rank, len(payload), parts)
-        return fan
-
-    def _relay(
-        self,
-        shape: int,
-        members: Sequence[int],
-        envelope: bytes,
-        flat: list[Frame],
-        oob: list[Frame],
-        offsets: list[int],
-    ) -> SendTicket:
-        """`broadcast` of large frames relayed among the members in ``shape``
-        (transport/relay.py): the frames to this rank's children, the envelope to every
-        member."""
-        number, requests = self._relays.start(shape, members, oob, offsets)
-        message = relayed_envelope(number, envelope)
-        isend = self.comm.Isend
-        for dest in members:
-            requests.append(isend(message, dest, TAG_RELAYED))
-            self.sent_to[dest] += 1
-        nbytes = len(message) + sum(frame.nbytes for frame in oob)
-        ticket = SendTicket(self.rank, nbytes, state=(requests, message, flat, []))
-        if not self._finish(ticket):
-            self._active.append(ticket)
-        return ticket
-
-    def close_stream(self, key: int, timeout: float | None = None) -> None:
-        """See `Transport.close_stream`. The root sends each member the stream's end marker,
-        behind everything broadcast; a member waits until it has arrived, and with it
-        everything the root sent before it."""
-        stream = self._fanouts.get(key)
-        if stream is None:
-            return
-        root, members = stream
-        if root == self.rank:
-            marker = end_marker(key)
-            for dest in members:
-                if dest in self._batches:
-                    self._send_batch(dest)
-                request = self.comm.Isend(marker, dest, TAG_STREAM)
-                self.sent_to[dest] += 1
-                ticket = SendTicket(dest, len(marker), state=([request], marker, [], []))
-                if not self._finish(ticket):
-                    self._active.append(ticket)
-        else:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            arrivals = self._arrivals[root]
-            self._wait(
-                lambda: _ended(arrivals, END - key),
-                deadline,
-                timeout,
-                lambda: f"broadcast stream {key} from rank {root} did not end",
-                "close_stream()",
-            )
-            self._fanouts.hold(key, root)
-        self._fanouts.remove(key)
-
     # -- progress --------------------------------------------------------------------------
 
     def progress(self) -> bool:
@@ -1241,11 +1068,6 @@ class MPITransport(RootedMPI, TransportBase):
                     os.sched_yield()
 
     @property
-    def relayed(self) -> int:
-        """How many large broadcasts this rank has rooted or received down a relay tree."""
-        return self._relays.count
-
-    @property
     def busy(self) -> bool:
         return bool(
             self._active
@@ -1254,171 +1076,3 @@ class MPITransport(RootedMPI, TransportBase):
             # frames coming in before their envelopes (not one whose envelope was refused)
             or (self._early and any(held.request for held in self._early))
         )
-
-    def pending_summary(self) -> str:
-        """What this rank is waiting for, for diagnostics."""
-        parts = []
-        if self._active:
-            dests = sorted({ticket.dest for ticket in self._active})
-            parts.append(f"{len(self._active)} send(s) to rank(s) {dests} not complete")
-        held = [len(waiting) for waiting in self._frames_in]
-        if any(held):
-            sources = [source for source, count in enumerate(held) if count]
-            parts.append(f"{sum(held)} frame(s) from rank(s) {sources} waiting for their envelopes")
-        for source in sorted(self._waiting_sources):
-            parts.append(
-                f"{len(self._arrivals[source])} message(s) from rank {source} half received"
-            )
-        parts.append(self.leads.summary())
-        parts.append(self._relays.summary())
-        parts.append(self.shared.summary())
-        return "; ".join(part for part in parts if part) or "nothing in flight"
-
-    # -- collective steps ------------------------------------------------------------------
-
-    def check_same(self, value: bytes, what: str) -> None:
-        """See `Transport.check_same`: by digest (`agreement.check_same`), O(1) bytes a rank."""
-        self._arrive()
-        agreement.check_same(self.comm, value, what)
-
-    def private_comm(self) -> MPI.Intracomm:
-        """See `Transport.private_comm`: a duplicate of this transport's communicator."""
-        self.flush()  # (Dup is a blocking collective: see _arrive)
-        return self.comm.Dup()
-
-    def all_entered(self) -> Callable[[], bool]:
-        """See `Transport.all_entered`: an ``Ibarrier`` (as close() begins, and before the
-        collective calls: `Runtime.arrive`). This rank's counts so far go out first
-        (`Tally.tell`; totals only grow, so telling early is harmless), so that their
-        handshakes overlap the barrier and close() or drain() later tells only what was sent
-        since, most often nothing."""
-        self.flush()
-        self._tally.tell(self.sent_to)
-        request = self.comm.Ibarrier()
-        return lambda: bool(request.Test())
-
-    def allgather(self, value: Any) -> list[Any]:
-        # Blocking on purpose. Tried (2026-11-27): Iallgather waited on with Backoff, so that a
-        # rank arriving early would not poll flat out. At 4 ranks on 2 cores it took 82 us
-        # instead of 38 with the ranks arriving together, and a loop of 0.5 to 4 ms of CPU work
-        # per rank between allgathers ran 4.5 ms per step instead of 3.1: MPICH's blocking wait
-        # already yields the core now and then, while a nonblocking collective advances only
-        # inside its members' calls, and members asleep in a back-off held up the others.
-        self._arrive()
-        return list(self.comm.allgather(value))
-
-    def _arrive(self) -> None:
-        """Before a blocking collective: send what is batched (a peer may be waiting for it
-        before it joins the collective: a publish, then `topic()`); once streams relay, wait,
-        polling, until every rank is here, so that no rank waits for a relay through a rank
-        blocked in the collective."""
-        self.flush()
-        if self._fanouts.relaying:
-            entered = self.comm.Ibarrier()
-            self.wait(entered.Test, None)
-
-    def drain(
-        self, timeout: float | None = None, pending: Callable[[], bool] | None = None
-    ) -> bool:
-        """Collective: return once everything any rank sent before calling it has reached its
-        destination's sink (topic streams are point-to-point too), and nothing moves; whether
-        ``pending()`` was True on any rank then.
-
-        In rounds (`Tally`): each rank tells the peers it sent something new to its totals,
-        and once they have received them joins an ``Iallreduce`` (bitwise or) of whether it
-        told anyone anything, and of ``pending()``; then it waits until every total it was
-        told has arrived. A round in which no rank had anything new ends the drain
-        (deliveries may make a rank send: an acknowledgement, say), and its ``pending()``
-        answers are the ones returned: asked after the previous round's arrivals, with nothing
-        arriving since. Every wait makes progress, so a rank still in a send is never blocked
-        by a collective. One round when nothing was sent since the last drain, two otherwise.
-
-        Raises:
-            GeodeTimeoutError: not drained within ``timeout`` seconds (says what is missing).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        tally = self._tally
-        while True:
-            self.flush()
-            mine = _NEWS if tally.tell(self.sent_to) else 0
-            if pending is not None and pending():
-                mine |= _PENDING
-            self._wait(tally.told_all, deadline, timeout, self._missing, "drain", TOGETHER_YIELD)
-            votes, anyone = array("i", (mine,)), array("i", (0,))
-            request = self.comm.Iallreduce([votes, MPI.INT32_T], [anyone, MPI.INT32_T], MPI.BOR)
-            self._wait(request.Test, deadline, timeout, self._missing, "drain", TOGETHER_YIELD)
-            self._wait(self._drained, deadline, timeout, self._missing, "drain", TOGETHER_YIELD)
-            if not anyone[0] & _NEWS:
-                return bool(anyone[0] & _PENDING)
-
-    def _missing(self) -> str:
-        short = self._tally.missing(self.received_from)
-        if not short:
-            return f"waiting for the other ranks; {self.pending_summary()}"
-        where = ", ".join(f"{count} from rank {peer}" for peer, count in short.items())
-        return f"messages still expected: {sum(short.values())} ({where}); {self.pending_summary()}"
-
-    def _untold(self) -> str:
-        return f"waiting for the other ranks to call close(); {self.pending_summary()}"
-
-    def _drained(self) -> bool:
-        return self._tally.arrived(self.received_from) and not self.busy
-
-    def _wait(
-        self,
-        done: Callable[[], bool],
-        deadline: float | None,
-        timeout: float | None,
-        what: Callable[[], str],
-        call: str = "close()",
-        together: float | None = None,
-    ) -> None:
-        """`wait`, raising `GeodeTimeoutError` at the deadline (``together``: `_poll_together`
-        yielding that long)."""
-        if together is None:
-            waited = self.wait(done, deadline)
-        else:
-            waited = self._poll_together(done, deadline, together)
-        if not waited:
-            raise GeodeTimeoutError(
-                f"{call} on rank {self.rank} timed out after {timeout:g} s: {what()}"
-            )
-
-    def _poll_together(
-        self, done: Callable[[], bool], deadline: float | None, yield_time: float
-    ) -> bool:
-        """`wait` for a step of close() or drain(), which every rank waits in at once: one
-        poll per turn, not `wait`'s 50 us spin, yielding the core between polls for up to
-        ``yield_time`` before sleeping. With 64 ranks on 2 cores each rank's turn then costs
-        a poll (a few us) instead of a spin, so one step of a collective reaches the rank it
-        waits for sooner, and no step waits for a rank asleep (up to 1 ms a sleep)."""
-        return self.wait(done, deadline, backoff=together_backoff(None, yield_time))
-
-    def close(self, timeout: float | None = None) -> None:
-        """Complete every send, learn how many envelopes each peer sent here (one round of the
-        `Tally` exchange: O(peers) messages, one ``Ibarrier``), receive them all."""
-        if self._closed:
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._fanouts.clear()  # stream traffic is point-to-point: counted below with the rest
-        tally = self._tally
-        if self._closing is None:
-            # Once: a close() that timed out resumes waiting on the same exchange.
-            self.flush()
-            tally.tell(self.sent_to)
-            self._wait(tally.told_all, deadline, timeout, self._untold, together=CLOSING_YIELD)
-            self._closing = self.comm.Ibarrier()
-        self._wait(
-            self._closing.Test,
-            deadline,
-            timeout,
-            lambda: "waiting for the other ranks to call close()",
-            together=CLOSING_YIELD,
-        )
-        self._wait(self._drained, deadline, timeout, self._missing, together=CLOSING_YIELD)
-        self.leads.cancel()
-        self.close_rooted()
-        self.shared.close()
-        self.comm.Free()
-        self.pool.clear()  # now: a closed Geode waits for the cyclic collector (pool.py)
-        self._closed = True

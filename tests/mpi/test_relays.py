@@ -237,10 +237,10 @@ def test_every_relay_shape_delivers_every_frame_in_order(
     to every other rank, between small messages: every member gets the same bytes, in order.
     (By size alone, a split takes the frames here, and a chain or tree only larger ones or
     more members than these tests have.)"""
-    from geode_mpi.transport import mpi as mpi_transport
+    from geode_mpi.transport import mpi_streams  # (broadcast, which asks shape_for)
 
     chosen = {"split": relayplan.SPLIT, "chain": relayplan.CHAIN, "tree": relayplan.TREE}[shape]
-    monkeypatch.setattr(mpi_transport, "shape_for", lambda total, members, family: chosen)
+    monkeypatch.setattr(mpi_streams, "shape_for", lambda total, members, family: chosen)
     transport = open_world()
     rank, size = transport.rank, transport.size
     got = collect(transport)

@@ -1,0 +1,104 @@
+"""What the parts of `MPITransport` share: its tags, the state they use (declared), and the
+waits with a deadline of its collective steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from mpi4py import MPI
+
+from geode_mpi.base.backoff import together_backoff
+from geode_mpi.errors import GeodeTimeoutError
+from geode_mpi.transport.base import SendTicket, TransportBase
+from geode_mpi.transport.rooted import RootedMPI
+
+if TYPE_CHECKING:
+    from collections import deque
+
+    from geode_mpi.transport.base import Frame
+    from geode_mpi.transport.fanout import FanoutTable, FanTicket
+    from geode_mpi.transport.mpi import _Arrival, _Held
+    from geode_mpi.transport.pool import BufferPool
+    from geode_mpi.transport.prepost import Leads
+    from geode_mpi.transport.relay import Relays
+    from geode_mpi.transport.shared import NodeShare
+    from geode_mpi.transport.tally import Tally
+
+TAG_ENVELOPE = 1
+TAG_FRAME = 2
+TAG_BATCH = 3  # several small envelopes in one MPI message (see MPITransport.send)
+TAG_META = 4  # a message without frames, sent as its meta alone: no envelope to build
+TAG_STREAM = 5  # a stream's end marker (see transport/fanout.py)
+# What a batch's entry is (see mpi.py's _BATCH_ENTRY): an envelope, or a meta alone.
+_AS_ENVELOPE = 0
+_AS_META = 1
+
+
+class MPIParts(RootedMPI, TransportBase):
+    """The state `MPITransport.__init__` sets, declared for the parts it inherits (`Streams`,
+    mpi_streams.py: broadcast streams; `CollectiveSteps`, mpi_collective.py: the collective
+    steps and close), which reach it through ``self``; and their waits."""
+
+    rank: int
+    size: int
+    inline_max: int
+    sent_to: list[int]
+    received_from: list[int]
+    _active: list[SendTicket]
+    _batches: dict[int, SendTicket]
+    _arrivals: list[deque[_Arrival]]
+    _frames_in: list[deque[_Held]]
+    _waiting_sources: set[int]
+    _closed: bool
+    _tally: Tally
+    _closing: MPI.Request | None
+    _fanouts: FanoutTable
+    _fan: FanTicket | None
+    pool: BufferPool
+    _relays: Relays
+    shared: NodeShare
+    family: str | None
+    leads: Leads
+
+    if TYPE_CHECKING:  # MPITransport's own (mpi.py)
+
+        def send(
+            self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
+        ) -> SendTicket: ...
+
+        def _send_batch(self, dest: int) -> None: ...
+
+        def _add_to_batch(self, dest: int, kind: int, payload: bytes) -> SendTicket: ...
+
+        def _finish(self, ticket: SendTicket) -> bool: ...
+
+    def _wait(
+        self,
+        done: Callable[[], bool],
+        deadline: float | None,
+        timeout: float | None,
+        what: Callable[[], str],
+        call: str = "close()",
+        together: float | None = None,
+    ) -> None:
+        """`wait`, raising `GeodeTimeoutError` at the deadline (``together``: `_poll_together`
+        yielding that long)."""
+        if together is None:
+            waited = self.wait(done, deadline)
+        else:
+            waited = self._poll_together(done, deadline, together)
+        if not waited:
+            raise GeodeTimeoutError(
+                f"{call} on rank {self.rank} timed out after {timeout:g} s: {what()}"
+            )
+
+    def _poll_together(
+        self, done: Callable[[], bool], deadline: float | None, yield_time: float
+    ) -> bool:
+        """`wait` for a step of close() or drain(), which every rank waits in at once: one
+        poll per turn, not `wait`'s 50 us spin, yielding the core between polls for up to
+        ``yield_time`` before sleeping. With 64 ranks on 2 cores each rank's turn then costs
+        a poll (a few us) instead of a spin, so one step of a collective reaches the rank it
+        waits for sooner, and no step waits for a rank asleep (up to 1 ms a sleep)."""
+        return self.wait(done, deadline, backoff=together_backoff(None, yield_time))

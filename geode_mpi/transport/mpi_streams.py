@@ -1,0 +1,205 @@
+"""`MPITransport`'s broadcast streams (topics): each member rank sent to in turn, large
+frames down a relay tree or through the node's shared segment; see transport/fanout.py."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from mpi4py import MPI
+
+from geode_mpi.transport.base import Frame, SendTicket, frame_bytes
+from geode_mpi.transport.envelope import build_envelope, check_envelope
+from geode_mpi.transport.fanout import FanTicket, end_marker
+from geode_mpi.transport.mpi_parts import (
+    _AS_ENVELOPE,
+    _AS_META,
+    TAG_ENVELOPE,
+    TAG_FRAME,
+    TAG_STREAM,
+    MPIParts,
+)
+from geode_mpi.transport.relay import TAG_RELAYED, relayed_envelope, shape_for
+from geode_mpi.transport.sealed import SHARED_MIN
+from geode_mpi.transport.shared import TAG_SHARED
+
+if TYPE_CHECKING:
+    from geode_mpi.transport.mpi import _Arrival
+
+_BYTE = MPI.BYTE
+END = -2  # _Arrival.relay of an end marker: END - key
+
+
+def _ended(arrivals: deque[_Arrival], marker: int) -> bool:
+    """Whether everything before end marker ``marker`` (an `_Arrival.relay`) has left the
+    queue: only other end markers are ahead of it."""
+    for arrival in arrivals:
+        if arrival.relay == marker:
+            return True
+        if arrival.relay > END:
+            return False
+    return False
+
+
+class Streams(MPIParts):
+    """The broadcast streams of `MPITransport` (which inherits them)."""
+
+    # -- broadcast streams (see transport/fanout.py) -----------------------------------------
+
+    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
+        """See `Transport.open_stream`: bookkeeping only, nothing is sent. Reopened after a
+        close, the stream lets through what its root sent after the old one's end marker."""
+        held = self._fanouts.release(key)
+        if held is not None:
+            queue = self._arrivals[held]
+            for index, arrival in enumerate(queue):
+                if arrival.relay == END - key:
+                    del queue[index]
+                    break
+            if not queue:
+                self._waiting_sources.discard(held)
+        self.shared.open()  # the first stream: collective (every rank opens every stream)
+        self._fanouts.open(key, root, members)
+
+    def zero_copy_array(self, shape: tuple[int, ...], dtype: Any) -> Frame:
+        """See `Transport.zero_copy_array`: in this rank's part of the node's segment."""
+        return self.shared.lease(shape, dtype)
+
+    def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
+        """See `Transport.broadcast`: the envelope (and every large frame, from its own memory)
+        sent to each member in turn; one ticket for all of them."""
+        members = self._fanouts.members(key)
+        if len(members) == 1 and (
+            members[0] not in self.shared.local
+            or sum(frame.nbytes for frame in frames) < SHARED_MIN
+        ):
+            return self.send(members[0], meta, frames, True)
+        check_envelope(meta)  # before anything is posted: a refused message is refused whole
+        if not frames:
+            return self._batch_to(members, _AS_META, meta)
+        inline_max = self.inline_max
+        if all(frame.nbytes <= inline_max for frame in frames):
+            envelope = build_envelope(meta, frames, inline_max)[0]  # (copies the frames)
+            return self._batch_to(members, _AS_ENVELOPE, envelope)
+        for dest in members:
+            if dest in self._batches:
+                self._send_batch(dest)  # what was batched before this message goes before it
+        isend = self.comm.Isend
+        sent_to = self.sent_to
+        requests: list[MPI.Request] = []
+        flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
+        offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
+        envelope, oob = build_envelope(meta, flat, inline_max, offsets)
+        shared = self._share(members, envelope, oob) if self.shared.enabled else None
+        if shared is not None:
+            if not shared[0]:
+                return shared[1]
+            members = shared[0]
+        shape = shape_for(sum(frame.nbytes for frame in oob), len(members), self.family)
+        if shape is not None:
+            return self._relay(shape, members, envelope, flat, oob, offsets)
+        for dest in members:  # per member, its frames first, as `send` posts them
+            for frame in oob:
+                requests.append(isend([frame, _BYTE], dest, TAG_FRAME))
+            requests.append(isend(envelope, dest, TAG_ENVELOPE))
+            sent_to[dest] += 1
+        nbytes = len(envelope) + sum(frame.nbytes for frame in oob)
+        ticket = SendTicket(self.rank, nbytes, state=(requests, envelope, flat, []))
+        if not self._finish(ticket):
+            self._active.append(ticket)
+        return ticket
+
+    def _share(
+        self, members: Sequence[int], envelope: bytes, oob: list[Frame]
+    ) -> tuple[tuple[int, ...], SendTicket] | None:
+        """`broadcast` of large frames to the members on this node through its shared segment
+        (transport/shared.py): the members left to send to, and the notices' ticket; None if
+        nothing went that way (too small, no member here, no room)."""
+        if sum(frame.nbytes for frame in oob) < SHARED_MIN:
+            return None
+        near, far = self.shared.split(members)
+        notice = self.shared.place(near, oob, envelope) if near else None
+        if notice is None:
+            return None
+        requests = [self.comm.Isend(notice, dest, TAG_SHARED) for dest in near]
+        self.shared.fill()  # the copy, while the members take the notices
+        for dest in near:
+            self.sent_to[dest] += 1
+        ticket = SendTicket(self.rank, len(notice), state=(requests, notice, [], []))
+        if not self._finish(ticket):
+            self._active.append(ticket)
+        return far, ticket
+
+    def _batch_to(self, members: Sequence[int], kind: int, payload: bytes) -> SendTicket:
+        """A small broadcast joins each member's batch, as a batched `send` would: one MPI
+        message then carries many of a stream's messages to each member (the same order,
+        since a batch keeps the order of everything sent to its rank). Broadcasts that ride
+        the same batches share one ticket."""
+        add = self._add_to_batch
+        parts = [add(dest, kind, payload) for dest in members]
+        fan = self._fan
+        if fan is None or fan.parts != parts:  # (tickets compare by identity)
+            fan = self._fan = FanTicket(self.rank, len(payload), parts)
+        return fan
+
+    def _relay(
+        self,
+        shape: int,
+        members: Sequence[int],
+        envelope: bytes,
+        flat: list[Frame],
+        oob: list[Frame],
+        offsets: list[int],
+    ) -> SendTicket:
+        """`broadcast` of large frames relayed among the members in ``shape``
+        (transport/relay.py): the frames to this rank's children, the envelope to every
+        member."""
+        number, requests = self._relays.start(shape, members, oob, offsets)
+        message = relayed_envelope(number, envelope)
+        isend = self.comm.Isend
+        for dest in members:
+            requests.append(isend(message, dest, TAG_RELAYED))
+            self.sent_to[dest] += 1
+        nbytes = len(message) + sum(frame.nbytes for frame in oob)
+        ticket = SendTicket(self.rank, nbytes, state=(requests, message, flat, []))
+        if not self._finish(ticket):
+            self._active.append(ticket)
+        return ticket
+
+    def close_stream(self, key: int, timeout: float | None = None) -> None:
+        """See `Transport.close_stream`. The root sends each member the stream's end marker,
+        behind everything broadcast; a member waits until it has arrived, and with it
+        everything the root sent before it."""
+        stream = self._fanouts.get(key)
+        if stream is None:
+            return
+        root, members = stream
+        if root == self.rank:
+            marker = end_marker(key)
+            for dest in members:
+                if dest in self._batches:
+                    self._send_batch(dest)
+                request = self.comm.Isend(marker, dest, TAG_STREAM)
+                self.sent_to[dest] += 1
+                ticket = SendTicket(dest, len(marker), state=([request], marker, [], []))
+                if not self._finish(ticket):
+                    self._active.append(ticket)
+        else:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            arrivals = self._arrivals[root]
+            self._wait(
+                lambda: _ended(arrivals, END - key),
+                deadline,
+                timeout,
+                lambda: f"broadcast stream {key} from rank {root} did not end",
+                "close_stream()",
+            )
+            self._fanouts.hold(key, root)
+        self._fanouts.remove(key)
+
+    @property
+    def relayed(self) -> int:
+        """How many large broadcasts this rank has rooted or received down a relay tree."""
+        return self._relays.count
