@@ -9,7 +9,8 @@ from geode_mpi.core import progress as _progress
 from geode_mpi.core.groups import Group
 from geode_mpi.core.processing import RunSummary, Stop
 from geode_mpi.core.progress import ProgressReport, report_progress
-from geode_mpi.core.topics import PublishHandle, Subscription, Topic
+from geode_mpi.core.subscriptions import Subscription
+from geode_mpi.core.topics import PublishHandle, Topic
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery import DeadLetter, NodeStats, QueueConfig
 from geode_mpi.delivery.cache import CacheStats, share

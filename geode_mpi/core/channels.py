@@ -8,7 +8,8 @@ from geode_mpi.codec.header import ROUTE_TOPIC, Route
 from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_topic
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.runtime import Runtime
-from geode_mpi.core.topics import GLOB, STREAM_BASE, Pattern, Subscription, Topic
+from geode_mpi.core.subscriptions import GLOB, Pattern, Subscription
+from geode_mpi.core.topics import STREAM_BASE, Topic
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import ClosedError

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from geode_mpi.core.observe import Observed
     from geode_mpi.core.processing import Processor
     from geode_mpi.core.runtime import Runtime
-    from geode_mpi.core.topics import Subscription, Topic
+    from geode_mpi.core.subscriptions import Subscription
+    from geode_mpi.core.topics import Topic
     from geode_mpi.queues import Match
     from geode_mpi.transport import Transport, Watchdog
 

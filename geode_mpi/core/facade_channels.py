@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from geode_mpi.base.gate import locked
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core.facade import Facade
-from geode_mpi.core.topics import Subscription, Topic
+from geode_mpi.core.subscriptions import Subscription
+from geode_mpi.core.topics import Topic
 from geode_mpi.core.workqueues import WorkQueue
 
 if TYPE_CHECKING:

@@ -33,8 +33,9 @@ from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.registry import register, unregister
 from geode_mpi.core.runtime import NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
+from geode_mpi.core.subscriptions import Subscription
 from geode_mpi.core.termination import term_grace as term_grace_of
-from geode_mpi.core.topics import Subscription, Topic
+from geode_mpi.core.topics import Topic
 from geode_mpi.delivery import QueueConfig
 from geode_mpi.delivery.cache import budget_of
 from geode_mpi.delivery.config import node_configs
