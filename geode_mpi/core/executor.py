@@ -27,7 +27,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from geode_mpi.base.logger import log
-from geode_mpi.core.staffing import staff
 from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk, run_task, settle
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait
@@ -35,7 +34,6 @@ from geode_mpi.errors import EncodeError, TaskError
 from geode_mpi.message import Message
 
 if TYPE_CHECKING:
-    from geode_mpi.core.channels import Channels
     from geode_mpi.core.runtime import Runtime
     from geode_mpi.queues import Parcel
 
@@ -64,19 +62,6 @@ class _Task(Message):
 class _Outcome(Message):
     """A task's outcome, to the client: (task id, ok, pickled value or exception (b"" if it
     could not be pickled), its arrays, (exception type, text, traceback) or None): `OutcomeData`."""
-
-
-def open_executor(
-    runtime: Runtime,
-    channels: Channels,
-    client: str | int | None,
-    workers: Sequence[str | int] | None,
-    prefetch: int,
-) -> GeodeExecutor:
-    """`Geode.executor`: check the arguments, create the work queue (collective)."""
-    chosen, taking, name = staff(runtime, channels, client, workers)
-    queue = channels.work_queue(name, taking, chosen, [chosen], prefetch)
-    return GeodeExecutor(runtime, queue, chosen, taking)
 
 
 class GeodeExecutor(Executor):

@@ -183,6 +183,6 @@ class ChannelCalls(Facade):
             ThreadError: MPI runs below the 'serialized' thread level (the client's work is
                 done in a thread).
         """
-        from geode_mpi.core.executor import open_executor  # (concurrent.futures: on demand)
+        from geode_mpi.core.staffing import open_executor  # (concurrent.futures: on demand)
 
         return open_executor(self._runtime, self._channels, client, workers, prefetch)

@@ -1,4 +1,4 @@
-"""An executor's nodes: its client, its workers (by default one on every other rank), its name."""
+"""An executor's nodes (its client, its workers, its queue's name), and `open_executor`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,26 @@ import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from geode_mpi.core.executor import GeodeExecutor
 from geode_mpi.errors import ThreadError
 
 if TYPE_CHECKING:
     from geode_mpi.core.channels import Channels
     from geode_mpi.core.placement import Placement
     from geode_mpi.core.runtime import Runtime
+
+
+def open_executor(
+    runtime: Runtime,
+    channels: Channels,
+    client: str | int | None,
+    workers: Sequence[str | int] | None,
+    prefetch: int,
+) -> GeodeExecutor:
+    """`Geode.executor`: check the arguments, create the work queue (collective)."""
+    chosen, taking, name = staff(runtime, channels, client, workers)
+    queue = channels.work_queue(name, taking, chosen, [chosen], prefetch)
+    return GeodeExecutor(runtime, queue, chosen, taking)
 
 
 def staff(
