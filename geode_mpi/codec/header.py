@@ -30,6 +30,7 @@ KIND_SMALL_ARRAY = 2  # a small array's bytes inside meta, after its descriptor 
 KIND_CONTROL = 3  # not a message: the delivery layer's bytes (acknowledgements, credits)
 KIND_TEXT = 4  # a str, as UTF-8 (no pickle either way)
 KIND_RUN = 5  # not one message: a run of them (`geode_mpi.codec.runs`)
+KIND_ARRAY_DICT = 6  # a dict holding arrays: a skeleton, descriptors (`geode_mpi.codec.maps`)
 
 FLAG_REST = 1  # a rest section (headers, extra attributes) follows the data section
 FLAG_TRACKED = 2  # the sender keeps the message until it is acknowledged

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from geode_mpi.codec import arrays, compression, header, pickling
+from geode_mpi.codec import arrays, compression, header, maps, pickling
 from geode_mpi.codec.arrays import (
     array_frame,
     is_raw_array,
@@ -30,6 +30,7 @@ from geode_mpi.codec.header import (
     FLAG_COMPRESSED,
     FLAG_REST,
     KIND_ARRAY,
+    KIND_ARRAY_DICT,
     KIND_CONTROL,
     KIND_PICKLE,
     KIND_RUN,
@@ -94,7 +95,7 @@ def pickled_checksum(meta: bytes | memoryview, kind: int, flags: int, body: int)
     """The header's checksum of a message whose data section starts at ``body`` (see
     `_sections_checksum`): its data section if it is a pickle, then its rest section."""
     end = body + header.data_length(meta)
-    pickled = meta[body:end] if kind == KIND_PICKLE else None
+    pickled = meta[body:end] if kind in _PICKLED_KINDS else None
     return _sections_checksum(pickled, meta[end:] if flags & FLAG_REST else None)
 
 
@@ -216,6 +217,10 @@ def encode(
                 kind, crc = KIND_PICKLE, _checksum(section)
             elif _plain_misses[0]:  # arrays were met lately: the general path at once
                 _plain_misses[0] -= 1
+                if type(data) is dict:  # (unless a dict holding arrays: kind 6, now)
+                    found = _split_dict(data, known[0], stamp, flags, reply_to)
+                    if found is not None:
+                        return found
                 section = None
             else:
                 # C pickle alone, unless it meets an array (see `_refuse_buffer`): cheaper
@@ -270,6 +275,8 @@ def encode(
                 frames.append(frame)
         elif pickling.is_plain(data):
             section, kind, _ = _plain_section(data)
+        elif type(data) is dict and (split := maps.split(data, frames)) is not None:
+            kind, section = KIND_ARRAY_DICT, split
         else:
             kind = KIND_PICKLE
             section = pickling.dumps(data, frames)
@@ -294,7 +301,8 @@ def encode(
             ),
         )
     flags = (flags & SENDER_FLAGS) | (FLAG_REST if has_rest else 0)
-    crc = _sections_checksum(section if kind == KIND_PICKLE else None, rest if has_rest else None)
+    pickled = section if kind in _PICKLED_KINDS else None
+    crc = _sections_checksum(pickled, rest if has_rest else None)
     which, number = (0, 0) if route is None else (route.route_byte(), route.number_field())
     # Stamp's fields are in header order: id, seq, timestamp, source, dest.
     head = _HEAD.pack(
@@ -312,6 +320,23 @@ def encode(
         number,
     )
     return b"".join((head, name, routing, section, rest)), frames
+
+
+def _split_dict(
+    data: dict[Any, Any], name: bytes, stamp: Stamp, flags: int, reply_to: int
+) -> tuple[bytes, list[np.ndarray[Any, Any]]] | None:
+    """`encode` of a message of class wire name ``name`` whose only attribute is ``data``, a
+    dict holding arrays (`maps.split`), with no route; None if kind 6 does not take it."""
+    frames: list[np.ndarray[Any, Any]] = []
+    try:
+        section = maps.split(data, frames)
+    except Exception:  # (a dtype that cannot be described: the general path says so)
+        return None
+    if section is None or len(section) > _U32_MAX:
+        return None
+    crc = _checksum(section)
+    head = _head(KIND_ARRAY_DICT, flags, stamp, len(name), len(frames), len(section), reply_to, crc)
+    return b"".join((head, name, section)), frames
 
 
 def _first_unpicklable(
@@ -405,6 +430,10 @@ def _refuse_buffer(_buffer: pickle.PickleBuffer) -> None:
 
 _new_message = object.__new__
 _PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
+_PICKLED_KINDS = (KIND_PICKLE, KIND_ARRAY_DICT)  # data sections the checksum covers
+_MESSAGE_KINDS = frozenset((KIND_PICKLE, KIND_ARRAY, KIND_SMALL_ARRAY, KIND_TEXT, KIND_ARRAY_DICT))
+_ARRAY_KINDS = (KIND_ARRAY, KIND_ARRAY_DICT)
+_NAME_ONLY = 1 << 16  # `lengths` below this: a class name, no route section
 _NOT_PLAIN = FLAG_REST | FLAG_COMPRESSED  # decode's fast path takes neither
 
 
@@ -554,6 +583,50 @@ def decode_plain(
     return message
 
 
+def _decode_arrays(
+    meta: bytes | memoryview,
+    frames: Sequence[np.ndarray[Any, Any]],
+    names: Sequence[str],
+    head: tuple[Any, ...],
+) -> Message:
+    """`decode` of a message whose data is an array in its frame or a dict holding arrays
+    (kind 1 or 6), of any Message class, with no route or rest section and not compressed,
+    from the header `decode` read (``head``: `header.DECODE`'s fields), without `peek`.
+
+    Raises:
+        DecodeError: the class cannot be found, or the data section does not decode.
+    """
+    _, kind, _, mid, seq, ts, src, dst, name_len, _, data_len, reply_to, crc = head
+    start = HEAD_SIZE + name_len
+    end = start + data_len
+    cls: type[Message] = Message
+    if name_len:
+        wire_name = _names.get(bytes(meta[HEAD_SIZE:start]))
+        if wire_name is None:
+            wire_name = _new_name(meta, start, start, mid, src)
+        cls = resolve(wire_name)
+    data: Any
+    try:
+        if kind == KIND_ARRAY:
+            dtype, shape, fortran, _ = read_descriptor(meta, start, end)
+            data = rebuild_array(frames[0], dtype, shape, fortran)
+        else:
+            section = memoryview(meta)[start:end]
+            if _checksum(section) != crc:
+                raise _checksum_error(mid, src)
+            data = maps.join(section, frames)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(
+            f"cannot decode a {cls.__name__} message {mid} from node index {src}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    message = cls.__new__(cls)
+    message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
+    return message
+
+
 def decode(
     meta: bytes | memoryview,
     frames: Sequence[np.ndarray[Any, Any]],
@@ -589,6 +662,15 @@ def decode(
             return decode_plain(meta, frames, names, owned, head)
         if kind == KIND_RUN and len(frames) == 3:  # one of a run's: (run, index, message)
             return frames[0].message(frames[1])  # type: ignore[no-any-return,attr-defined]
+        if (
+            kind in _ARRAY_KINDS
+            and version == VERSION
+            and lengths < _NAME_ONLY
+            and not flags & _NOT_PLAIN
+            and n_data == len(frames)
+        ):
+            # An array of a Message subclass, or a dict holding arrays (any class).
+            return _decode_arrays(meta, frames, names, head)
     view = memoryview(meta)
     if info is None:
         info = peek(view)  # (raises the precise error for another version or a short header)
@@ -596,7 +678,7 @@ def decode(
     mid, seq, ts, src, dst = stamp
     reply_to, crc = _REPLY_CHECK.unpack_from(view)
     cls = Message if wire_name == BASE_NAME else resolve(wire_name)
-    if kind > KIND_TEXT or kind == KIND_CONTROL:
+    if kind not in _MESSAGE_KINDS:
         raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
     if flags & FLAG_COMPRESSED:
         # The sender compressed some frames (`compression.shrink`): decompress them, and read
@@ -605,7 +687,7 @@ def decode(
     end = start + data_len
     # A damaged pickle can make C pickle allocate without bound (a PUT's memo index): the
     # checksum refuses damaged bytes before any of them reach it.
-    checked = kind == KIND_PICKLE or flags & FLAG_REST
+    checked = kind in _PICKLED_KINDS or flags & FLAG_REST
     if checked and pickled_checksum(view, kind, flags, start) != crc:
         raise _checksum_error(mid, src)
     try:
@@ -616,6 +698,8 @@ def decode(
             data = rebuild_array(frames[0], dtype, shape, fortran)
         elif kind == KIND_TEXT:
             data = str(view[start:end], "utf-8")
+        elif kind == KIND_ARRAY_DICT:
+            data = maps.join(view[start:end], frames[:n_data])
         else:
             data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
         state = _state(data, mid, seq, ts, src, dst, reply_to, names)

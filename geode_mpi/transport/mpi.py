@@ -821,9 +821,13 @@ class MPITransport(Streams, CollectiveSteps):
     def _lead_landed(self, source: int, lead: memoryview) -> None:
         """A lead from ``source``: the commonest (its turn now, one frame that follows it,
         nothing of its sender's still arriving) has its frame's receive posted here with no
-        parsing beyond one unpack; any other waits its turn (`_hand_leads`)."""
+        parsing beyond one unpack; any other waits its turn (`_hand_leads`). Its frame may
+        have been probed already (a probe on any tag, in the same poll that the lead landed
+        in, finds it first): then it is that frame's matched receive that is posted."""
         if len(lead) >= ONE_FRAME.size:
             number, magic, version, flags, count, meta_len, entry = ONE_FRAME.unpack_from(lead)
+            size = entry >> 9
+            held = self._frames_in[source]
             if (
                 number == self.received_from[source]
                 and count == 1
@@ -833,13 +837,16 @@ class MPITransport(Streams, CollectiveSteps):
                 and magic == MAGIC
                 and version == ENVELOPE_VERSION
                 and not self._arrivals[source]
-                and not self._frames_in[source]
+                and (not held or (len(held) == 1 and held[0].count == size))
                 and source not in self.leads.waiting
             ):
                 self.received_from[source] = number + 1
-                size = entry >> 9
-                target = self.pool.take(size, (entry >> 1 & 0xFF) * ALIGN)
-                request = self.comm.Irecv([target, _BYTE], source, TAG_FRAME)
+                offset = (entry >> 1 & 0xFF) * ALIGN
+                if held:
+                    target, request = self._claim(source, size, offset)
+                else:
+                    target = self.pool.take(size, offset)
+                    request = self.comm.Irecv([target, _BYTE], source, TAG_FRAME)
                 meta = lead[ONE_FRAME.size : ONE_FRAME.size + meta_len]
                 nbytes = len(lead) - INDEX.size + size
                 self._arrivals[source].append(
@@ -1016,7 +1023,13 @@ class MPITransport(Streams, CollectiveSteps):
         # cheapest calls there are until one completes or something new arrives (a peer whose
         # send to us waits for our match may be what our own send waits for), then let
         # progress() do the bookkeeping.
-        requests = [request for ticket in self._active for request in ticket.state[0]]
+        # A send's requests (a large message's: its lead, then its frame) end the spin once
+        # all of them are done: the lead's completing alone changes nothing, and a spin that
+        # returned then would pause (yielding the core) before the frame's handshake (Open
+        # MPI's ob1/tcp moves a frame only as both ends poll).
+        sends = [ticket.state[0] for ticket in self._active]
+        requests = [request for each in sends for request in each]
+        owners = [each for each in sends for _ in each]
         # Frames received unprobed (FRAMES_AFTER) are watched, not completed here: completing
         # reads their statuses (a frame's length is checked against its envelope's): watched
         # until all of one message's are in.
@@ -1036,6 +1049,7 @@ class MPITransport(Streams, CollectiveSteps):
         chunks = self._relays.receives()
         until = time.perf_counter() + seconds
         testany = MPI.Request.Testany
+        testall = MPI.Request.Testall
         iprobe = self.comm.Iprobe
         clock = time.perf_counter
         # With ranks outnumbering cores, yield the core at every eighth poll: the peer moving
@@ -1053,9 +1067,12 @@ class MPITransport(Streams, CollectiveSteps):
                 if self._complete_arrivals():
                     return True  # (the next poll does the rest of progress())
                 return self.progress()
+            if requests:
+                index, done = testany(requests)
+                if done and (not 0 <= index < len(owners) or testall(owners[index])):
+                    return self.progress()
             if (
-                (requests and testany(requests)[1])
-                or (chunks and any(chunk.Get_status() for chunk in chunks))
+                (chunks and any(chunk.Get_status() for chunk in chunks))
                 or iprobe(_ANY_SOURCE, _ANY_TAG)
                 or (leads is not None and leads.poll())
                 or clock() > until

@@ -187,3 +187,64 @@ def test_a_lead_that_overtakes_a_message_sent_before_it_waits_for_it(
         assert (leads.probed, leads.taken) == (1, 1)
     if transport.rank > 1:
         transport.comm.Barrier()
+
+
+def test_a_lead_whose_frame_was_probed_first_posts_that_frames_receive_at_once(
+    transport: MPITransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe on any tag can find a lead's frame in the same poll that the lead landed in
+    its standing receive: the lead is then handed over by its fast path, which posts the
+    probed frame's matched receive (not queued and parsed as a general envelope)."""
+    got: list[tuple[bytes, bytes]] = []
+    transport.attach(
+        lambda source, meta, frames, nbytes: got.append((bytes(meta), bytes(frames[0])))
+    )
+    big = np.arange(64 * KiB, dtype=np.uint8)
+    if transport.rank == 0:
+        first = transport.send(1, b"first", [big], False)  # (probed: then a receive stands)
+        assert transport.wait(lambda: first.done, time.monotonic() + TIMEOUT)
+        MPI.COMM_WORLD.Barrier()
+        second = transport.send(1, b"second", [big + 1], False)
+        assert transport.wait(lambda: second.done, time.monotonic() + TIMEOUT)
+    elif transport.rank == 1:
+        assert transport.wait(lambda: len(got) == 1, time.monotonic() + TIMEOUT)
+        MPI.COMM_WORLD.Barrier()
+        deadline = time.monotonic() + TIMEOUT
+        # The frame is visible to a probe once the lead sent before it has landed.
+        while not transport.comm.Iprobe(0, mpi_transport.TAG_FRAME):
+            assert time.monotonic() < deadline, "the second message's frame never came"
+        queued: list[int] = []
+        add = transport.leads.add
+        monkeypatch.setattr(
+            transport.leads, "add", lambda source, lead: (queued.append(source), add(source, lead))
+        )
+        transport._probe_arrivals()  # a probe on any tag first, as an idle spin does
+        assert transport.wait(lambda: len(got) == 2, time.monotonic() + TIMEOUT)
+        assert got == [(b"first", big.tobytes()), (b"second", (big + 1).tobytes())]
+        assert queued == [], "the lead was queued and parsed as a general envelope"
+        assert (transport.leads.probed, transport.leads.taken) == (1, 1)
+    else:
+        MPI.COMM_WORLD.Barrier()
+
+
+def test_a_spin_lasts_until_a_large_send_is_done_not_only_its_lead(
+    transport: MPITransport,
+) -> None:
+    """A large message to a network peer is two requests, its lead's and its frame's; the
+    lead's completing alone must not end a spin (the wait would pause, yielding the core,
+    while the frame's transfer needs both ends polling: Open MPI's ob1/tcp)."""
+    got: list[bytes] = []
+    transport.attach(lambda source, meta, frames, nbytes: got.append(bytes(meta)))
+    big = np.zeros(4 * 2**20, np.uint8)  # past every eager limit on shared memory
+    if transport.rank == 0:
+        ticket = transport.send(1, b"large", [big], False)
+        began = time.perf_counter()
+        transport.spin(0.05)
+        spun = time.perf_counter() - began
+        MPI.COMM_WORLD.send(None, 1, tag=77)  # rank 1 may take it now
+        # (Over ofi/tcp MPICH's Isend of the frame is complete once it returns: done at once.)
+        assert spun >= 0.05 or ticket.done, f"spun {spun * 1e6:.0f} us, the send not done"
+        assert transport.wait(lambda: ticket.done, time.monotonic() + TIMEOUT)
+    elif transport.rank == 1:
+        MPI.COMM_WORLD.recv(source=0, tag=77)
+        assert transport.wait(lambda: got == [b"large"], time.monotonic() + TIMEOUT)
