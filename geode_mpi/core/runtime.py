@@ -228,6 +228,7 @@ class Runtime:
             rank = dst % self.size
             if source is None and pair.credits is None:
                 self.routes[dest] = (dst, rank, pair)  # no credits now means none ever
+                self.path.dests[dest] = self.path.lane(src, dst, rank, pair)
         msg = message if isinstance(message, Message) else Message(message)
         ticket, stamp = self.path.to_node(
             msg, src, src, dst, rank, pair, ack, flags, reply_to, batch, via, compress
@@ -321,8 +322,8 @@ class Runtime:
         spinning are these)."""
         transport = self.transport
         engine = self.engine
-        if self.closed or not transport.delivers_later or engine.forwards or transport.busy:
-            return None
+        if self.closed or not transport.delivers_later or engine.forwards:
+            return None  # (a transport still moving something spins on that: `spin_meta`)
         got = self.spin_meta(FIRST_SPIN)
         if got is False:
             return None

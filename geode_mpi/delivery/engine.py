@@ -34,7 +34,7 @@ from geode_mpi.delivery.control import (
     kind,
     ranges,
 )
-from geode_mpi.delivery.pairs import PairIn, PairOut
+from geode_mpi.delivery.pairs import ACK_BATCH, PairIn, PairOut
 from geode_mpi.delivery.runs import RunCursor, queue_run, release, run_parcels
 from geode_mpi.delivery.sending import SendPath
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
@@ -48,7 +48,6 @@ from geode_mpi.queues.bundles import add_bundle, take_next
 from geode_mpi.transport import Transport
 from geode_mpi.transport.sealed import keep_or_copy
 
-ACK_BATCH = 128  # processed messages per pair that make an ack record go out at once
 # A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
 # comes within microseconds (a ping-pong) does not cost an ack record per message.
 FLUSH_AFTER = 100e-6
@@ -447,15 +446,7 @@ class Engine:
         stats.received_bytes += nbytes
         if not inbox.peak:
             inbox.peak = 1  # (what the queue's peak would have been)
-        if (
-            seq == pair.done_below
-            and not pair.done_extra
-            and (
-                not flags & _FLAG_TRACKED  # (never acked: `acked_below` stays where it was)
-                or (pair.ack_due and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH)
-            )
-        ):  # `_done`'s commonest case: processed in order, its ack already due (or none)
-            pair.done_below = seq + 1
+        if pair.done_now(seq, flags & _FLAG_TRACKED):  # (`_done`'s commonest case)
             stats.processed += 1
         else:
             parcel = (source, seq, flags, reply_to, meta, (), nbytes, 0, 0, _NEVER)
@@ -751,15 +742,7 @@ class Engine:
             "dest": cursor.dest,
         }
         pair = cursor.pair
-        if (
-            seq == pair.done_below
-            and not pair.done_extra
-            and (
-                not cursor.tracked  # (never acked: `acked_below` stays where it was)
-                or (pair.ack_due and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH)
-            )
-        ):  # `_done`'s commonest case: processed in order, its ack already due (or none)
-            pair.done_below = seq + 1
+        if pair.done_now(seq, cursor.tracked):  # (`_done`'s commonest case)
             self.stats[index].processed += 1
         else:
             self._done(index, cursor.parcel(at))
