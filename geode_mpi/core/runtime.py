@@ -330,12 +330,11 @@ class Runtime:
         if got is True:
             parcel = engine.take_plain(self.rank)
         else:  # a message alone, handed back: taken without queueing it if it can be
-            meta = memoryview(got[1])
-            message = engine.take_arrival(got[0], meta, self.rank)
+            message = engine.take_arrival(got[0], got[1], self.rank)
             if message is not None:
                 self.receives += 1
                 return message
-            engine.sink(got[0], meta, (), len(meta))
+            engine.sink(got[0], memoryview(got[1]), (), len(got[1]))
             parcel = engine.take_plain(self.rank)
         if parcel is not None:
             self.receives += 1

@@ -398,7 +398,7 @@ class Engine:
             return
         self._admit(key, pair, parcel, dest, inbox)
 
-    def take_arrival(self, rank: int, meta: memoryview, index: int) -> Message | None:
+    def take_arrival(self, rank: int, meta: memoryview | bytearray, index: int) -> Message | None:
         """`sink`, `take_plain` of node ``index`` (one of `plain`) and `codec.decode` at once,
         for a frame-less arrival that came while that node waited on an empty queue
         (`Runtime.spin_plain`): the message, decoded (a small array may be a view of meta,
@@ -433,11 +433,11 @@ class Engine:
             or version != _VERSION
         ):
             return None
-        try:
+        try:  # (meta is a whole bytearray, or a memoryview of one: a small array may be a view)
             if not lengths and not n_data and kind in _PLAIN_KINDS and not flags & _NOT_PLAIN:
                 message = _decode_plain(meta, (), self.names, True, head)
             else:  # a Message subclass, headers, attributes: the general decode
-                message = codec.decode(meta, (), self.names, None, True)
+                message = codec.decode(memoryview(meta), (), self.names, None, True)
         except DecodeError:
             return None  # (nothing admitted: the sink queues it, the receive dead-letters it)
         pair.expected = seq + 1
