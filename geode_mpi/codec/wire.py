@@ -530,7 +530,7 @@ def _state(
 
 
 def decode_plain(
-    meta: bytes | memoryview,
+    meta: bytes | bytearray | memoryview,
     frames: Sequence[np.ndarray[Any, Any]],
     names: Sequence[str],
     owned: bool,
@@ -548,18 +548,20 @@ def decode_plain(
     _, kind, _, mid, seq, ts, src, dst, _, _, data_len, reply_to, crc = head
     data: Any
     try:
-        if kind == KIND_ARRAY:
-            dtype, shape, fortran, _ = read_descriptor(meta, HEAD_SIZE, HEAD_SIZE + data_len)
-            data = rebuild_array(frames[0], dtype, shape, fortran)
-        elif kind == KIND_PICKLE:
-            section = meta[HEAD_SIZE : HEAD_SIZE + data_len]
-            if _checksum(section) != crc:
-                raise _checksum_error(mid, src)
-            data = pickle.loads(section)
-        elif kind == KIND_TEXT:
+        if kind == KIND_TEXT:  # (the commonest small message first)
             data = str(meta[HEAD_SIZE : HEAD_SIZE + data_len], "utf-8")
-        else:
-            data = small_array(meta, HEAD_SIZE, HEAD_SIZE + data_len, owned)
+        else:  # (a small array in a whole bytearray taken for good is a view of it)
+            view = memoryview(meta) if isinstance(meta, bytearray) else meta
+            if kind == KIND_PICKLE:
+                section = view[HEAD_SIZE : HEAD_SIZE + data_len]
+                if _checksum(section) != crc:
+                    raise _checksum_error(mid, src)
+                data = pickle.loads(section)
+            elif kind == KIND_ARRAY:
+                dtype, shape, fortran, _ = read_descriptor(view, HEAD_SIZE, HEAD_SIZE + data_len)
+                data = rebuild_array(frames[0], dtype, shape, fortran)
+            else:
+                data = small_array(view, HEAD_SIZE, HEAD_SIZE + data_len, owned)
     except DecodeError:
         raise
     except Exception as exc:

@@ -32,7 +32,7 @@ from geode_mpi.core.observe import (
 from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.registry import register, unregister
-from geode_mpi.core.runtime import NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
+from geode_mpi.core.runtime import NO_FAST_QUEUE, POLL_EVERY_RECEIVES, POLL_EVERY_SENDS, Runtime
 from geode_mpi.core.subscriptions import Subscription
 from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.core.topics import Topic
@@ -300,6 +300,32 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             ClosedError: this Geode is closed.
         """
         runtime = self._runtime
+        if (
+            source is None
+            and timeout is None
+            and not ack
+            and compress is None
+            and not priority
+            and ttl is None
+            and not other_threads()
+        ):
+            # The commonest send, to a dest sent to before without credits: its lane (stamp,
+            # encode, MPI send, records; delivery/direct.py), with nothing else in between.
+            try:
+                lane = runtime.path.dests.get(dest)
+            except TypeError:  # unhashable: not a node name; the general path says so
+                lane = None
+            if lane is not None and not runtime.sealed and not TRACER.on:
+                ticket, stamp = lane.send(
+                    message if isinstance(message, Message) else Message(message)
+                )
+                runtime.sends += 1
+                if not runtime.sends & POLL_EVERY_SENDS - 1:
+                    runtime.engine.poll()  # (see `Runtime.send`)
+                handle = SendHandle(runtime, ticket, stamp, lane.pair if lane.tracked else None)
+                if not ticket.done:
+                    handle.wait_until(None, None)
+                return handle
         if (ack or other_threads()) and not runtime.owned():  # ack: handlers may run here
             return runtime.serialised(
                 self.send,

@@ -228,6 +228,7 @@ class Runtime:
             rank = dst % self.size
             if source is None and pair.credits is None:
                 self.routes[dest] = (dst, rank, pair)  # no credits now means none ever
+                self.path.dests[dest] = self.path.lane(src, dst, rank, pair)
         msg = message if isinstance(message, Message) else Message(message)
         ticket, stamp = self.path.to_node(
             msg, src, src, dst, rank, pair, ack, flags, reply_to, batch, via, compress
@@ -321,20 +322,19 @@ class Runtime:
         spinning are these)."""
         transport = self.transport
         engine = self.engine
-        if self.closed or not transport.delivers_later or engine.forwards or transport.busy:
-            return None
+        if self.closed or not transport.delivers_later or engine.forwards:
+            return None  # (a transport still moving something spins on that: `spin_meta`)
         got = self.spin_meta(FIRST_SPIN)
         if got is False:
             return None
         if got is True:
             parcel = engine.take_plain(self.rank)
         else:  # a message alone, handed back: taken without queueing it if it can be
-            meta = memoryview(got[1])
-            message = engine.take_arrival(got[0], meta, self.rank)
+            message = engine.take_arrival(got[0], got[1], self.rank)
             if message is not None:
                 self.receives += 1
                 return message
-            engine.sink(got[0], meta, (), len(meta))
+            engine.sink(got[0], memoryview(got[1]), (), len(got[1]))
             parcel = engine.take_plain(self.rank)
         if parcel is not None:
             self.receives += 1

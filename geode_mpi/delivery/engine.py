@@ -34,7 +34,7 @@ from geode_mpi.delivery.control import (
     kind,
     ranges,
 )
-from geode_mpi.delivery.pairs import PairIn, PairOut
+from geode_mpi.delivery.pairs import ACK_BATCH, PairIn, PairOut
 from geode_mpi.delivery.runs import RunCursor, queue_run, release, run_parcels
 from geode_mpi.delivery.sending import SendPath
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
@@ -48,7 +48,6 @@ from geode_mpi.queues.bundles import add_bundle, take_next
 from geode_mpi.transport import Transport
 from geode_mpi.transport.sealed import keep_or_copy
 
-ACK_BATCH = 128  # processed messages per pair that make an ack record go out at once
 # A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
 # comes within microseconds (a ping-pong) does not cost an ack record per message.
 FLUSH_AFTER = 100e-6
@@ -399,7 +398,7 @@ class Engine:
             return
         self._admit(key, pair, parcel, dest, inbox)
 
-    def take_arrival(self, rank: int, meta: memoryview, index: int) -> Message | None:
+    def take_arrival(self, rank: int, meta: memoryview | bytearray, index: int) -> Message | None:
         """`sink`, `take_plain` of node ``index`` (one of `plain`) and `codec.decode` at once,
         for a frame-less arrival that came while that node waited on an empty queue
         (`Runtime.spin_plain`): the message, decoded (a small array may be a view of meta,
@@ -434,11 +433,11 @@ class Engine:
             or version != _VERSION
         ):
             return None
-        try:
+        try:  # (meta is a whole bytearray, or a memoryview of one: a small array may be a view)
             if not lengths and not n_data and kind in _PLAIN_KINDS and not flags & _NOT_PLAIN:
                 message = _decode_plain(meta, (), self.names, True, head)
             else:  # a Message subclass, headers, attributes: the general decode
-                message = codec.decode(meta, (), self.names, None, True)
+                message = codec.decode(memoryview(meta), (), self.names, None, True)
         except DecodeError:
             return None  # (nothing admitted: the sink queues it, the receive dead-letters it)
         pair.expected = seq + 1
@@ -447,15 +446,7 @@ class Engine:
         stats.received_bytes += nbytes
         if not inbox.peak:
             inbox.peak = 1  # (what the queue's peak would have been)
-        if (
-            seq == pair.done_below
-            and not pair.done_extra
-            and (
-                not flags & _FLAG_TRACKED  # (never acked: `acked_below` stays where it was)
-                or (pair.ack_due and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH)
-            )
-        ):  # `_done`'s commonest case: processed in order, its ack already due (or none)
-            pair.done_below = seq + 1
+        if pair.done_now(seq, flags & _FLAG_TRACKED):  # (`_done`'s commonest case)
             stats.processed += 1
         else:
             parcel = (source, seq, flags, reply_to, meta, (), nbytes, 0, 0, _NEVER)
@@ -751,15 +742,7 @@ class Engine:
             "dest": cursor.dest,
         }
         pair = cursor.pair
-        if (
-            seq == pair.done_below
-            and not pair.done_extra
-            and (
-                not cursor.tracked  # (never acked: `acked_below` stays where it was)
-                or (pair.ack_due and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH)
-            )
-        ):  # `_done`'s commonest case: processed in order, its ack already due (or none)
-            pair.done_below = seq + 1
+        if pair.done_now(seq, cursor.tracked):  # (`_done`'s commonest case)
             self.stats[index].processed += 1
         else:
             self._done(index, cursor.parcel(at))

@@ -7,6 +7,8 @@ from typing import Any, NamedTuple
 
 from geode_mpi.queues import Parcel
 
+ACK_BATCH = 128  # processed messages per pair that make an ack record go out at once
+
 
 class OutboxEntry(NamedTuple):
     """A sent message kept until it is acknowledged.
@@ -147,6 +149,22 @@ class PairIn:
         else:
             self.done_extra.add(seq)
         return True
+
+    def done_now(self, seq: int, tracked: int) -> bool:
+        """Record ``seq`` processed if that is all there is to it (`Engine._done`'s commonest
+        case): the next in order, and untracked (never acked) or its ack already due with
+        the batch not full. False, with nothing recorded, otherwise (`Engine._done` then)."""
+        if (
+            seq == self.done_below
+            and not self.done_extra
+            and (
+                not tracked  # (never acked: `acked_below` stays where it was)
+                or (self.ack_due and seq + 1 - self.acked_below + len(self.unacked) < ACK_BATCH)
+            )
+        ):
+            self.done_below = seq + 1
+            return True
+        return False
 
     def was_processed(self, seq: int) -> bool:
         return seq < self.done_below or seq in self.done_extra

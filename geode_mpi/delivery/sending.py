@@ -22,6 +22,8 @@ from geode_mpi.codec.runs import TEXT_MAX, is_run, joinable, kept, wire_name
 from geode_mpi.codec.runs import count as run_count
 from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
+from geode_mpi.delivery.direct import ID_BITS as ID_BITS  # (re-exported)
+from geode_mpi.delivery.direct import Lane
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
 from geode_mpi.delivery.runs import RUN_MAX, BatchLazy, OpenRun
 from geode_mpi.delivery.stats import NodeStats
@@ -34,7 +36,6 @@ from geode_mpi.transport import Transport
 from geode_mpi.transport.base import Frame, copy_frame
 from geode_mpi.transport.sealed import hand_over, seal
 
-ID_BITS = 40  # a message id is (its author node's index << ID_BITS) | that node's counter
 _NO_SUBSCRIBERS = SendTicket(-1, 0, done=True)
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 _Stamp, _encode = codec.Stamp, codec.encode  # hot-path names, bound once
@@ -110,6 +111,10 @@ class SendPath:
         )
         # A transport that batches lazy entries carries runs (delivery/runs.py); None: none.
         self.batch_lazy: BatchLazy | None = getattr(transport, "batch_lazy", None)
+        self.lanes: dict[PairOut, Lane] = {}  # each pair's plain sends (delivery/direct.py)
+        # The lanes of this rank's node by its callers' name for the dest (`Runtime.routes`'s
+        # keys): `Geode.send`'s fast case looks them up here.
+        self.dests: dict[Any, Lane] = {}
 
     def stamp(
         self,
@@ -244,27 +249,15 @@ class SendPath:
                 opened = self.open_run(message, src, dst, rank, pair)
                 if opened is not None:
                     return opened
-        count = self.counter[src]
-        stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
-        meta, frames = _encode(message, stamp, self.plain_flags)
-        self.counter[src] = count + 1
-        if frames:
-            ticket, meta, frames = self.with_frames(rank, meta, frames, batch, None)
-            nbytes = len(meta) + sum(frame.nbytes for frame in frames)
-        else:
-            ticket = self.batch_meta(rank, meta) if batch else self.send_meta(rank, meta)
-            nbytes = len(meta)
-        pair.next_seq = seq + 1
-        stats = self.stats[src]
-        stats.sent += 1
-        stats.sent_bytes += nbytes
-        if self.acks:
-            if self.resend_after is None:  # (see `to_node`: only the header is kept)
-                pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, (), rank))
-            else:
-                pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, frames, rank))
-                pair.resends[seq] = [time.monotonic(), 1]
-        return ticket, stamp
+        return (self.lanes.get(pair) or self.lane(src, dst, rank, pair)).send(message, batch)
+
+    def lane(self, src: int, dst: int, rank: int, pair: PairOut) -> Lane:
+        """The `Lane` of this rank's node ``src`` to node ``dst`` on ``rank`` over ``pair`` (a
+        pair without credits), made the first time."""
+        lane = self.lanes.get(pair)
+        if lane is None:
+            lane = self.lanes[pair] = Lane(self, src, dst, rank, pair)
+        return lane
 
     def open_run(
         self, message: Message, src: int, dst: int, rank: int, pair: PairOut

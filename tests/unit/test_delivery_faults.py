@@ -20,6 +20,7 @@ import pytest
 from faulty import Faults, FaultyHub, describe_counts
 
 from geode_mpi import Geode, QueueConfig, QueueFull, SendHandle
+from geode_mpi.delivery import direct as direct_module
 from geode_mpi.delivery import engine as engine_module
 from geode_mpi.delivery import sending as sending_module
 
@@ -53,10 +54,11 @@ class VirtualClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     """Resends and delayed acks follow a clock the test moves, not real time."""
     virtual = VirtualClock(time)
-    # The engine and its send path (which stamps outbox entries with the time of sending)
+    # The engine, its send path and lanes (which stamp outbox entries with the time of sending)
     # read the time through their module global `time`.
     monkeypatch.setattr(engine_module, "time", virtual)
     monkeypatch.setattr(sending_module, "time", virtual)
+    monkeypatch.setattr(direct_module, "time", virtual)  # (a lane's outbox entries too)
     return virtual
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from general_path import count_general_done
 from test_runs import NAMES, engine, world
 
 from geode_mpi import Geode, Message, QueueConfig
@@ -182,14 +183,7 @@ def test_a_run_s_messages_are_counted_processed_without_the_general_path(acks: b
     a.send("start", dest="node1")
     b.receive(timeout=0)
     eng = engine(b)
-    calls: list[int] = []
-    general = eng._done
-
-    def counted(index: int, parcel: Parcel) -> None:
-        calls.append(parcel.seq)
-        general(index, parcel)
-
-    eng._done = counted  # type: ignore[method-assign]
+    calls = count_general_done(eng)
     for i in range(300):
         a.isend(i, dest="node1")
     a.flush()

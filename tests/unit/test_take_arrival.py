@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from general_path import count_general_done
 
 from geode_mpi import DecodeError, Geode, Message, codec
 from geode_mpi.delivery import Engine
@@ -224,14 +225,7 @@ def test_with_acks_off_the_direct_take_never_takes_the_general_path() -> None:
     for i in range(300):
         a.send(i, "node0", "node1")
     engine: Engine = b._runtime.engine
-    calls: list[int] = []
-    general = engine._done
-
-    def counted(index: int, parcel: Parcel) -> None:
-        calls.append(parcel.seq)
-        general(index, parcel)
-
-    engine._done = counted  # type: ignore[method-assign]
+    calls = count_general_done(engine)
     taken = [engine.take_arrival(0, memoryview(bytearray(meta)), 1) for meta in arrivals]
     assert [message.data for message in taken if message is not None] == list(range(300))
     assert calls == []
