@@ -34,6 +34,7 @@ _loads = pickle.loads
 _checksum = zlib.adler32
 _new = object.__new__
 _tuple_new = tuple.__new__
+_atomic = ATOMIC.issuperset
 
 
 _wire_names: dict[type, bytes | None] = {}
@@ -54,7 +55,7 @@ def wire_name(cls: type[Message]) -> bytes | None:
 def joinable(data: Any) -> bool:
     """Whether a message's ``data`` may travel in a run: a value C pickle takes whole with no
     array inside, and small (a run is one MPI message): an atomic value (`pickling.ATOMIC`),
-    or a dict (its values), list or tuple of at most `ITEMS_MAX` atomic values, which
+    or a dict (its keys and values), list or tuple of at most `ITEMS_MAX` atomic values, which
     `kept` copies (a run is encoded later, when it is sealed: a dict changed after its
     ``isend`` must not change what was sent)."""
     kind = type(data)
@@ -62,7 +63,9 @@ def joinable(data: Any) -> bool:
         return len(data) <= TEXT_MAX
     if kind in ATOMIC:
         return True
-    if kind is dict or kind is list or kind is tuple:
+    if kind is dict:  # (its keys too: a run's pickle is made later, and must not fail)
+        return len(data) <= ITEMS_MAX and is_plain(data, 0) and _atomic(map(type, data))
+    if kind is list or kind is tuple:
         return len(data) <= ITEMS_MAX and is_plain(data, 0)
     return False
 

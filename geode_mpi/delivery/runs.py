@@ -17,7 +17,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from geode_mpi.codec.header import FLAG_TRACKED, NO_REPLY
-from geode_mpi.codec.runs import Run, RunItem, encode_run, is_run
+from geode_mpi.codec.pickling import ATOMIC
+from geode_mpi.codec.runs import (
+    ITEMS_MAX,
+    TEXT_MAX,
+    Run,
+    RunItem,
+    encode_run,
+    is_run,
+    joinable,
+    kept,
+)
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut, RunEntry
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.message import Message
@@ -26,6 +36,8 @@ from geode_mpi.transport import SendTicket
 
 RUN_MAX = 64  # messages in a run: a full run takes no more, the next one opens a new run
 _tuple_new = tuple.__new__
+_time = time.time
+_NOT_IN_A_BATCH = SendTicket(-1, 0, held=True)  # (a run's ticket until its batch gives one)
 
 
 class OpenRun:
@@ -44,6 +56,8 @@ class OpenRun:
         stats: the counters the run's bytes go to.
         keep: keep the sealed run in the pair's outbox until it is acknowledged; with
             ``resend_after`` (not None) also time it for resends.
+        full: sends the transport's batch to a rank at once (called with ``rank`` as the run
+            fills up: its messages need not wait for the batch's delay, nor its next polls).
     """
 
     __slots__ = (
@@ -52,6 +66,7 @@ class OpenRun:
         "first_id",
         "first_seq",
         "flags",
+        "full",
         "keep",
         "name",
         "pair",
@@ -62,6 +77,7 @@ class OpenRun:
         "stamps",
         "stats",
         "ticket",
+        "wraps",
     )
 
     def __init__(
@@ -78,6 +94,7 @@ class OpenRun:
         stats: NodeStats,
         keep: bool,
         resend_after: float | None,
+        full: Callable[[int], None] | None = None,
     ) -> None:
         self.cls = cls
         self.name = name
@@ -91,9 +108,55 @@ class OpenRun:
         self.stats = stats
         self.keep = keep
         self.resend_after = resend_after
+        self.full = full
         self.payloads: list[Any] = []
         self.stamps: list[float] = []
-        self.ticket: SendTicket | None = None  # the batch's, once the run is in one
+        self.ticket = _NOT_IN_A_BATCH  # the batch's, once the run is in one
+        self.wraps = cls is Message  # a value sent bare (wrapped in a Message) may join
+
+    def join(self, message: Any) -> int:
+        """Append the next message of the pair to this run if it can join (see `joinable`):
+        ``message`` a Message of the run's class with only ``data`` set, or (a run of
+        `Message`) the bare value an ``isend`` would wrap in one. Returns its index in the
+        run, or -1 with nothing done (the run is full, or not the pair's latest send)."""
+        payloads = self.payloads
+        at = len(payloads)
+        pair = self.pair
+        seq = pair.next_seq
+        if at >= RUN_MAX or self.first_seq + at != seq:
+            return -1
+        kind = type(message)
+        if kind is self.cls:
+            state = message.__dict__
+            if len(state) != 1 or "data" not in state:
+                return -1
+            data = state["data"]
+            kind = type(data)
+        elif self.wraps:  # (a Message of another class is not joinable)
+            data = message
+        else:
+            return -1
+        if kind is str:  # (the commonest: `joinable` and `kept` inline)
+            if len(data) > TEXT_MAX:
+                return -1
+            payloads.append(data)
+        elif kind is dict:  # (the next: as `joinable`, its keys' types checked too)
+            if len(data) > ITEMS_MAX:
+                return -1
+            for key, value in data.items():
+                if type(key) not in ATOMIC or type(value) not in ATOMIC:
+                    return -1
+            payloads.append(data.copy())
+        elif joinable(data):
+            payloads.append(kept(data))
+        else:
+            return -1
+        self.stamps.append(_time())
+        pair.next_seq = seq + 1
+        self.stats.sent += 1
+        if at == RUN_MAX - 1 and self.full is not None:
+            self.full(self.rank)  # (seals it)
+        return at
 
     def seal(self) -> bytes:
         """Encode the run and record it (the transport calls it as its batch goes out)."""
@@ -109,6 +172,7 @@ class OpenRun:
             self.stamps,
         )
         count = len(self.payloads)
+        self.payloads = []  # (sent: its handles, which keep the run, need not keep the data)
         if pair.run is self:  # (the pair's latest run: no run of the pair waits any more)
             pair.run = None
             pair.unsealed = -1

@@ -18,8 +18,8 @@ from geode_mpi import codec
 from geode_mpi.codec import compression
 from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
-from geode_mpi.codec.runs import TEXT_MAX, is_run, joinable, kept, wire_name
 from geode_mpi.codec.runs import count as run_count
+from geode_mpi.codec.runs import is_run, joinable, kept, wire_name
 from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
@@ -56,6 +56,11 @@ def _batched(transport: Transport, rank: int, meta: bytes) -> SendTicket:
 def _unbatched(transport: Transport, rank: int, meta: bytes) -> SendTicket:
     """`Transport.send` of a message without frames, not batched."""
     return transport.send(rank, meta, ())
+
+
+def _progress(transport: Transport) -> bool:
+    """`Transport.progress` (bound when the transport is asked, not when the path is made)."""
+    return transport.progress()
 
 
 def sent_elsewhere(rank: int) -> SendTicket:
@@ -110,6 +115,11 @@ class SendPath:
         )
         # A transport that batches lazy entries carries runs (delivery/runs.py); None: none.
         self.batch_lazy: BatchLazy | None = getattr(transport, "batch_lazy", None)
+        self.flush_to: Callable[[int], None] | None = getattr(transport, "flush_to", None)
+        # Send the batches that are due (`MPITransport.flush_due`; else a poll of the transport).
+        self.flush_due: Callable[[], bool] = getattr(transport, "flush_due", None) or partial(
+            _progress, transport
+        )
 
     def stamp(
         self,
@@ -218,32 +228,18 @@ class SendPath:
         """`to_node` for the commonest send: this rank's node ``src`` to a node it sent to
         before on a pair without credits, no ack, no reply, no route, no compression of its
         own, no trace. The same stamp, bytes and records in fewer steps (a test checks it)."""
-        seq = pair.next_seq
         if batch:
             run = pair.run
-            if (
-                run is not None
-                and type(message) is run.cls
-                and len(message.__dict__) == 1
-                and (
-                    (type(data := message.data) is str and len(data) <= TEXT_MAX) or joinable(data)
-                )
-            ):
-                payloads = run.payloads
-                index = len(payloads)
-                if index < RUN_MAX and run.first_seq + index == seq:
-                    # The commonest isend: joins its pair's open run (see delivery/runs.py).
-                    now = time.time()
-                    payloads.append(data if type(data) is str else kept(data))
-                    run.stamps.append(now)
-                    pair.next_seq = seq + 1
-                    self.stats[src].sent += 1
-                    stamp = _tuple_new(_Stamp, (run.first_id + index, seq, now, src, dst))
-                    return run.ticket, stamp
+            if run is not None and (at := run.join(message)) >= 0:
+                # The commonest isend: joins its pair's open run (see delivery/runs.py).
+                # (`Runtime.send_plain` joins it itself, with a handle of its own.)
+                fields = (run.first_id + at, run.first_seq + at, run.stamps[at], src, dst)
+                return run.ticket, _tuple_new(_Stamp, fields)
             if self.batch_lazy is not None and rank != self.transport.rank:
                 opened = self.open_run(message, src, dst, rank, pair)
                 if opened is not None:
                     return opened
+        seq = pair.next_seq
         count = self.counter[src]
         stamp = _tuple_new(_Stamp, ((src << ID_BITS) | count, seq, time.time(), src, dst))
         meta, frames = _encode(message, stamp, self.plain_flags)
@@ -285,7 +281,7 @@ class SendPath:
         stats = self.stats[src]
         run = OpenRun(
             cls, name, self.plain_flags, first_id, seq, src, dst, rank, pair, stats,
-            self.acks, self.resend_after,
+            self.acks, self.resend_after, self.flush_to,
         )  # fmt: skip
         now = time.time()
         run.payloads.append(kept(data))
