@@ -61,6 +61,12 @@ ELSEWHERE = -1  # the id and seq of a handle for a send another rank makes
 _seen: list[SendTicket | None] = [None]
 
 
+def _first_held(geode: Sender, ticket: SendTicket) -> None:
+    """The first handle of a held batch: asyncio flushes it (see `_seen`)."""
+    _seen[0] = ticket
+    flush_on_yield(geode)
+
+
 class SendHandle:
     """A send in progress, returned by `Geode.isend` (and, completed, by `Geode.send`).
 
@@ -91,8 +97,7 @@ class SendHandle:
         self._pair = pair  # its pair's outbox holds it until it is acknowledged (if tracked)
         self.ack = ack  # True: done() and wait() also cover the acknowledgement
         if ticket.held and ticket is not _seen[0]:
-            _seen[0] = ticket
-            flush_on_yield(geode)
+            _first_held(geode, ticket)
 
     @property
     def local(self) -> bool:
@@ -153,13 +158,13 @@ class SendHandle:
             return False
         return self._driven(geode.poll)
 
-    def _driven(self, step: Callable[[], Any]) -> bool:
-        """``step()`` (a poll) holding the gate, then `complete`."""
+    def _driven(self, step: Callable[..., Any], *args: Any) -> bool:
+        """``step(*args)`` (a poll) holding the gate, then `complete`."""
         geode = self._geode
         if other_threads() and not geode.owned():
-            geode.serialised(step)
+            geode.serialised(step, *args)
         else:
-            step()
+            step(*args)
         return self.complete()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -246,10 +251,12 @@ class RunHandle(SendHandle):
     __slots__ = ("_at", "_run")
     ack = False  # (a message that asks for its ack never joins a run)
 
-    def __init__(self, geode: Sender, run: OpenRun, at: int) -> None:  # (no flush to ask)
+    def __init__(self, geode: Sender, run: OpenRun, at: int) -> None:
         self._geode = geode
         self._run = run
         self._at = at
+        if not at and run.ticket.held and run.ticket is not _seen[0]:  # (as `SendHandle`)
+            _first_held(geode, run.ticket)
 
     @property
     def _ticket(self) -> SendTicket:  # type: ignore[override]
@@ -266,10 +273,11 @@ class RunHandle(SendHandle):
         return run.pair if run.keep else None
 
     def done(self) -> bool:
-        """`SendHandle.done`, driving progress on every sixty-fourth unfinished check (a
+        """`SendHandle.done`, moving its send on at every sixty-fourth unfinished check (a
         loop that checks one handle per message it sends checks the same batch's many
-        times); while its batch is held, only sending the batches that are due (polling
-        MPI cannot finish a send that has not begun)."""
+        times): while its batch is held, sending the batches that are due; then testing its
+        batch's send, and polling at every 1024th (a poll's probe for arrivals costs as much
+        as many sends, and `isend` polls on its own)."""
         ticket = self._run.ticket
         if ticket.done:
             return True
@@ -277,7 +285,13 @@ class RunHandle(SendHandle):
         geode.unfinished_checks += 1
         if geode.unfinished_checks & 63:
             return False
-        return self._driven(geode.engine.path.flush_due if ticket.held else geode.poll)
+        path = geode.engine.path
+        if ticket.held:
+            return self._driven(path.flush_due)
+        if geode.unfinished_checks & 1023:
+            return self._driven(path.finish_send, ticket)
+        return self._driven(geode.poll)  # (now and then all the same: a large run's send
+        # completes only once its receiver, which may be waiting for us, takes it)
 
 
 def sent_by_another_rank(geode: Sender, source: int, dest: int) -> SendHandle:

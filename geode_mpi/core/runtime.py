@@ -269,6 +269,9 @@ class Runtime:
         self.sends += 1
         if not self.sends & POLL_EVERY_SENDS - 1:
             self.engine.poll()  # (see `send`)
+        run = pair.run
+        if run is not None and run.first_seq == stamp.seq:  # it opened a run
+            return RunHandle(self, run, 0)
         return SendHandle(self, ticket, stamp, pair if self.acks else None, False)
 
     def reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:

@@ -63,6 +63,10 @@ def _progress(transport: Transport) -> bool:
     return transport.progress()
 
 
+def _progress_for(transport: Transport, ticket: SendTicket) -> bool:
+    return transport.progress()
+
+
 def sent_elsewhere(rank: int) -> SendTicket:
     """The ticket of a message that ``rank``, which hosts its source, sends: done at once."""
     return SendTicket(rank, 0, True)
@@ -116,10 +120,14 @@ class SendPath:
         # A transport that batches lazy entries carries runs (delivery/runs.py); None: none.
         self.batch_lazy: BatchLazy | None = getattr(transport, "batch_lazy", None)
         self.flush_to: Callable[[int], None] | None = getattr(transport, "flush_to", None)
-        # Send the batches that are due (`MPITransport.flush_due`; else a poll of the transport).
+        # Send the batches that are due (`MPITransport.flush_due`; else a poll of the transport),
+        # and test one send (`MPITransport.finish_send`): what a run's handle asks for.
         self.flush_due: Callable[[], bool] = getattr(transport, "flush_due", None) or partial(
             _progress, transport
         )
+        self.finish_send: Callable[[SendTicket], Any] = getattr(
+            transport, "finish_send", None
+        ) or partial(_progress_for, transport)
 
     def stamp(
         self,

@@ -507,6 +507,13 @@ class MPITransport(RootedMPI, TransportBase):
             return True
         return False
 
+    def finish_send(self, ticket: SendTicket) -> bool:
+        """Test a send in flight once (what a handle's ``done()`` needs between polls, without
+        probing for arrivals); whether it is done now."""
+        if not ticket.done and ticket.state is not None and self._finish(ticket):
+            self._active.remove(ticket)
+        return ticket.done
+
     def flush_to(self, dest: int) -> None:
         """Send the batch to ``dest`` now, if there is one (a run that is full goes at once:
         delivery/runs.py)."""

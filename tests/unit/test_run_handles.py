@@ -32,7 +32,7 @@ def test_joined_messages_have_their_own_id_seq_and_handle() -> None:
     sent: list[Any] = ["s", 3, 2.5, None, b"b", (1, "t"), [1, 2], {"k": 1}, Message("m")]
     handles = [a.isend(data, dest="node1") for data in sent]
     assert len(held.held[1]) == 1  # one run: every one of them joined it
-    assert all(type(h) is RunHandle and isinstance(h, SendHandle) for h in handles[1:])
+    assert all(type(h) is RunHandle and isinstance(h, SendHandle) for h in handles)
     assert [h.seq for h in handles] == list(range(1, 10))
     first = handles[0].id
     assert first is not None and [h.id for h in handles] == list(range(first, first + 9))
@@ -138,7 +138,7 @@ def test_what_cannot_join_goes_alone_in_order(acks: bool) -> None:
         Tick("t2"),  # opens a new run (what went alone went after the last one)
     ]
     handles = [a.isend(item, dest="node1") for item in sent]
-    assert [type(h) is RunHandle for h in handles] == [False, True, False, True] + [False] * 5
+    assert [type(h) is RunHandle for h in handles] == [True] * 4 + [False] * 4 + [True]
     assert [h.seq for h in handles] == list(range(1, 10))
     a.flush()
     got = [b.receive(timeout=0) for _ in range(10)][1:]
@@ -165,7 +165,31 @@ def test_a_dict_joins_only_with_atomic_keys_and_values() -> None:
     handles = [
         a.isend(data, dest="node1") for data in ({"a": 1}, {"b": 2}, {(1, 2): 3}, {"c": [1]})
     ]
-    assert [type(h) is RunHandle for h in handles] == [False, True, False, False]
+    assert [type(h) is RunHandle for h in handles] == [True, True, False, False]
     a.flush()
     got = [b.receive(timeout=0).data for _ in range(5)]
     assert got == ["start", {"a": 1}, {"b": 2}, {(1, 2): 3}, {"c": [1]}]
+
+
+def test_a_run_handle_s_done_moves_its_own_send_on_not_a_poll() -> None:
+    """A loop that checks a handle per message checks the same batch's many times: every 64th
+    unfinished check sends the due batches (held) or tests that send (in flight), and polls
+    only on every 1024th."""
+    a, _, held = world()
+    calls: list[str] = []
+    path = engine(a).path
+    path.flush_due = lambda: calls.append("flush_due") or False
+    path.finish_send = lambda ticket: calls.append("finish_send")
+    engine(a).poll = lambda: calls.append("poll") or False  # type: ignore[method-assign]
+    a.send("start", dest="node1")
+    handle = a.isend("m", dest="node1")
+    a._runtime.unfinished_checks = 0
+    for _ in range(128):
+        assert not handle.done()
+    assert calls == ["flush_due", "flush_due"]
+    held.tickets[-1].held = False  # its batch went, its send not complete yet
+    calls.clear()
+    for _ in range(1024):
+        assert not handle.done()
+    # (the checks count on from 128: the 1024th of all is the 14th of these)
+    assert calls == ["finish_send"] * 13 + ["poll"] + ["finish_send"] * 2
