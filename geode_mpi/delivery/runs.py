@@ -27,9 +27,11 @@ from geode_mpi.codec.runs import (
     is_run,
     joinable,
     kept,
+    state_of,
 )
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut, RunEntry
 from geode_mpi.delivery.stats import NodeStats
+from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import NEVER, Bundle, Parcel
 from geode_mpi.transport import SendTicket
@@ -58,6 +60,8 @@ class OpenRun:
             ``resend_after`` (not None) also time it for resends.
         full: sends the transport's batch to a rank at once (called with ``rank`` as the run
             fills up: its messages need not wait for the batch's delay, nor its next polls).
+        states: its messages carry attributes of their own: each payload is the message's
+            attributes (`codec.runs.state_of`), not its data.
     """
 
     __slots__ = (
@@ -75,6 +79,7 @@ class OpenRun:
         "resend_after",
         "src",
         "stamps",
+        "states",
         "stats",
         "ticket",
         "wraps",
@@ -95,6 +100,7 @@ class OpenRun:
         keep: bool,
         resend_after: float | None,
         full: Callable[[int], None] | None = None,
+        states: bool = False,
     ) -> None:
         self.cls = cls
         self.name = name
@@ -109,10 +115,11 @@ class OpenRun:
         self.keep = keep
         self.resend_after = resend_after
         self.full = full
+        self.states = states
         self.payloads: list[Any] = []
         self.stamps: list[float] = []
         self.ticket = _NOT_IN_A_BATCH  # the batch's, once the run is in one
-        self.wraps = cls is Message  # a value sent bare (wrapped in a Message) may join
+        self.wraps = cls is Message and not states  # a bare value (a Message's data) may join
 
     def join(self, message: Any) -> int:
         """Append the next message of the pair to this run if it can join (see `joinable`):
@@ -128,15 +135,23 @@ class OpenRun:
         kind = type(message)
         if kind is self.cls:
             state = message.__dict__
-            if len(state) != 1 or "data" not in state:
+            if self.states:
+                data = state_of(state)
+                if data is None:
+                    return -1
+                kind = Message  # (copied: appended as it is)
+            elif len(state) != 1 or "data" not in state:
                 return -1
-            data = state["data"]
-            kind = type(data)
+            else:
+                data = state["data"]
+                kind = type(data)
         elif self.wraps:  # (a Message of another class is not joinable)
             data = message
         else:
             return -1
-        if kind is str:  # (the commonest: `joinable` and `kept` inline)
+        if kind is Message:
+            payloads.append(data)
+        elif kind is str:  # (the commonest: `joinable` and `kept` inline)
             if len(data) > TEXT_MAX:
                 return -1
             payloads.append(data)
@@ -170,6 +185,7 @@ class OpenRun:
             self.dst,
             self.payloads,
             self.stamps,
+            self.states,
         )
         count = len(self.payloads)
         self.payloads = []  # (sent: its handles, which keep the run, need not keep the data)
@@ -316,7 +332,15 @@ class RunCursor(Bundle):
 
 
 def queue_run(run: Run, meta: memoryview, pair: PairIn) -> Parcel:
-    """The one queue entry of a whole run (a `RunCursor` as its frames)."""
+    """The one queue entry of a whole run (a `RunCursor` as its frames).
+
+    Raises:
+        DecodeError: its class is not found here, or its messages carry attributes of their
+            own (`Run.states`: a cursor builds messages of data alone): either way the run
+            goes in message by message (`run_parcels`).
+    """
+    if run.states:
+        raise DecodeError(f"run {run.first_id} carries its messages' attributes")
     cursor = RunCursor(run, meta, pair)
     fields = (run.src, run.first_seq, run.flags, NO_REPLY, meta, cursor, len(meta), 0, 0, NEVER)
     return _tuple_new(Parcel, fields)

@@ -19,7 +19,7 @@ from geode_mpi.codec import compression
 from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
 from geode_mpi.codec.runs import count as run_count
-from geode_mpi.codec.runs import is_run, joinable, kept, wire_name
+from geode_mpi.codec.runs import is_run, joinable, kept, state_of, wire_name
 from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
@@ -276,11 +276,18 @@ class SendPath:
         """Start a run on pair (``src``, ``dst``) with ``message``, as a lazy entry of the
         transport's batch to ``rank``; None if the message cannot be in a run."""
         cls = type(message)
-        if len(message.__dict__) != 1 or "data" not in message.__dict__:
-            return None
-        data = message.data
+        state = message.__dict__
         name = wire_name(cls)
-        if name is None or not joinable(data) or self.batch_lazy is None:
+        if name is None or self.batch_lazy is None:
+            return None
+        states = len(state) != 1 or "data" not in state  # (attributes of its own)
+        if states:
+            data = state_of(state)
+            if data is None:
+                return None
+        elif joinable(state["data"]):
+            data = kept(state["data"])
+        else:
             return None
         count = self.counter[src]
         first_id = (src << ID_BITS) | count
@@ -289,10 +296,10 @@ class SendPath:
         stats = self.stats[src]
         run = OpenRun(
             cls, name, self.plain_flags, first_id, seq, src, dst, rank, pair, stats,
-            self.acks, self.resend_after, self.flush_to,
+            self.acks, self.resend_after, self.flush_to, states,
         )  # fmt: skip
         now = time.time()
-        run.payloads.append(kept(data))
+        run.payloads.append(data)
         run.stamps.append(now)
         if pair.unsealed < 0:
             pair.unsealed = seq

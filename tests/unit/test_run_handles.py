@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
-from test_runs import engine, world
+from test_runs import NAMES, engine, world
 
 from geode_mpi import Message, SendHandle
-from geode_mpi.codec.runs import count, joinable
+from geode_mpi.codec import encode, make_stamp
+from geode_mpi.codec.runs import STATES, Run, count, encode_run, joinable
 from geode_mpi.core.handles import RunHandle
 from geode_mpi.delivery.runs import RUN_MAX
+from geode_mpi.errors import DecodeError
 
 
 class Tick(Message):
@@ -19,7 +22,7 @@ class Tick(Message):
 
 
 class Stamped(Message):
-    """A subclass with an attribute of its own: it cannot join a run."""
+    """A subclass with an attribute of its own: its runs carry each message's attributes."""
 
     def __init__(self, data: Any, step: int) -> None:
         super().__init__(data)
@@ -131,14 +134,14 @@ def test_what_cannot_join_goes_alone_in_order(acks: bool) -> None:
         Tick("t1"),  # joins it
         "bare",  # cannot join a run of Tick: opens a run of Message
         "bare again",  # joins that one
-        Stamped("s", 4),  # an attribute of its own: alone
+        Stamped("s", 4),  # an attribute of its own: a run of its attributes
         Message("h", headers={"k": 1}),  # headers: alone
         "x" * 5000,  # too long: alone
         {"nested": [1]},  # not flat: alone
         Tick("t2"),  # opens a new run (what went alone went after the last one)
     ]
     handles = [a.isend(item, dest="node1") for item in sent]
-    assert [type(h) is RunHandle for h in handles] == [True] * 4 + [False] * 4 + [True]
+    assert [type(h) is RunHandle for h in handles] == [True] * 5 + [False] * 3 + [True]
     assert [h.seq for h in handles] == list(range(1, 10))
     a.flush()
     got = [b.receive(timeout=0) for _ in range(10)][1:]
@@ -193,3 +196,39 @@ def test_a_run_handle_s_done_moves_its_own_send_on_not_a_poll() -> None:
         assert not handle.done()
     # (the checks count on from 128: the 1024th of all is the 14th of these)
     assert calls == ["finish_send"] * 13 + ["poll"] + ["finish_send"] * 2
+
+
+def test_a_subclass_with_attributes_joins_a_run_of_its_attributes() -> None:
+    a, b, held = world()
+    a.send("start", dest="node1")
+    handles = [a.isend(Stamped({"v": i}, i), dest="node1") for i in range(5)]
+    received = Stamped("again", 9)
+    received.id = 3  # as a received message has: it goes alone
+    handles.append(a.isend(received, dest="node1"))
+    handles.append(a.isend(Stamped([np.zeros(2)], 1), dest="node1"))  # an array: alone
+    assert [type(h) is RunHandle for h in handles] == [True] * 5 + [False] * 2
+    a.flush()
+    assert count(held.sealed[0]) == 5
+    run = Run(held.sealed[0], NAMES)
+    assert (
+        run.states
+        and run.single(2)
+        == encode(Stamped({"v": 2}, 2), make_stamp(handles[2].id, 3, run.stamps[2], 0, 1), 2)[0]
+    )
+    got = [b.receive(timeout=0) for _ in range(8)][1:]
+    assert all(type(m) is Stamped for m in got)
+    assert [(m.data, m.step, m.seq) for m in got[:5]] == [({"v": i}, i, i + 1) for i in range(5)]
+    assert [m.id for m in got[:6]] == [h.id for h in handles[:6]]
+    assert (got[5].data, got[5].step) == ("again", 9) and got[6].step == 1
+    b.flush()
+    assert not engine(a).pairs_out[(0, 1)].outbox and a.stats().unacked == 0
+
+
+def test_a_run_s_route_byte_says_data_or_attributes() -> None:
+    meta = bytearray(encode_run(b"", 0, 0, 0, 0, 1, ["x"], [1.0]))
+    meta[3] = 7
+    with pytest.raises(DecodeError, match="route byte 7"):
+        Run(meta, NAMES)
+    meta[3] = STATES  # the data is not a dict of attributes
+    with pytest.raises(DecodeError, match="not dicts"):
+        Run(meta, NAMES)
