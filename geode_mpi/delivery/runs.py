@@ -39,6 +39,7 @@ from geode_mpi.transport import SendTicket
 RUN_MAX = 64  # messages in a run: a full run takes no more, the next one opens a new run
 _tuple_new = tuple.__new__
 _time = time.time
+_NUMBERS = ATOMIC - {str, bytes}  # (and None: atomic values of a fixed small size)
 _NOT_IN_A_BATCH = SendTicket(-1, 0, held=True)  # (a run's ticket until its batch gives one)
 
 
@@ -149,19 +150,28 @@ class OpenRun:
             data = message
         else:
             return -1
-        if kind is Message:
+        # `joinable` and `kept` inline, the commonest kinds first
+        if kind is Message:  # (a state: checked and copied)
             payloads.append(data)
-        elif kind is str:  # (the commonest: `joinable` and `kept` inline)
+        elif kind is str or kind is bytes:
             if len(data) > TEXT_MAX:
                 return -1
             payloads.append(data)
-        elif kind is dict:  # (the next: as `joinable`, its keys' types checked too)
+        elif kind in _NUMBERS:
+            payloads.append(data)
+        elif kind is dict or kind is tuple:
             if len(data) > ITEMS_MAX:
                 return -1
-            for key, value in data.items():
-                if type(key) not in ATOMIC or type(value) not in ATOMIC:
-                    return -1
-            payloads.append(data.copy())
+            if kind is dict:
+                for key, value in data.items():
+                    if type(key) not in ATOMIC or type(value) not in ATOMIC:
+                        return -1
+                data = data.copy()
+            else:
+                for value in data:
+                    if type(value) not in ATOMIC:
+                        return -1
+            payloads.append(data)
         elif joinable(data):
             payloads.append(kept(data))
         else:

@@ -232,3 +232,13 @@ def test_a_run_s_route_byte_says_data_or_attributes() -> None:
     meta[3] = STATES  # the data is not a dict of attributes
     with pytest.raises(DecodeError, match="not dicts"):
         Run(meta, NAMES)
+
+
+def test_long_bytes_and_nested_tuples_go_alone() -> None:
+    a, b, _ = world()
+    a.send("start", dest="node1")
+    sent: list[Any] = [b"x", b"y" * 5000, (1, 2), (1, (2,)), 7, 2.5, True, None, 1j]
+    handles = [a.isend(data, dest="node1") for data in sent]
+    assert [type(h) is RunHandle for h in handles] == [True, False, True, False] + [True] * 5
+    a.flush()
+    assert [b.receive(timeout=0).data for _ in range(10)] == ["start", *sent]
