@@ -34,7 +34,7 @@ from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import NEVER, Bundle, Parcel
-from geode_mpi.transport import SendTicket
+from geode_mpi.transport import SendTicket, Transport
 
 RUN_MAX = 64  # messages in a run: a full run takes no more, the next one opens a new run
 _tuple_new = tuple.__new__
@@ -379,6 +379,12 @@ def outbox_items(pair: PairOut) -> list[tuple[int, OutboxEntry]]:
             single = _tuple_new(OutboxEntry, (run.single(index), (), entry.rank))
             found.append((run.first_seq + index, single))
     return found
+
+
+def progress(transport: Transport, ticket: SendTicket | None = None) -> bool:
+    """`Transport.progress`: what a run's handle asks for on a transport without
+    `MPITransport.flush_due` or `finish_send` (``ticket``: the send it waits for)."""
+    return transport.progress()
 
 
 # What `SendPath` asks of a transport to send runs (`MPITransport.batch_lazy`).

@@ -23,7 +23,7 @@ from geode_mpi.codec.runs import is_run, joinable, kept, state_of, wire_name
 from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
-from geode_mpi.delivery.runs import RUN_MAX, BatchLazy, OpenRun
+from geode_mpi.delivery.runs import RUN_MAX, BatchLazy, OpenRun, progress
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.delivery.tracepoints import trace_publish, trace_send
@@ -56,15 +56,6 @@ def _batched(transport: Transport, rank: int, meta: bytes) -> SendTicket:
 def _unbatched(transport: Transport, rank: int, meta: bytes) -> SendTicket:
     """`Transport.send` of a message without frames, not batched."""
     return transport.send(rank, meta, ())
-
-
-def _progress(transport: Transport) -> bool:
-    """`Transport.progress` (bound when the transport is asked, not when the path is made)."""
-    return transport.progress()
-
-
-def _progress_for(transport: Transport, ticket: SendTicket) -> bool:
-    return transport.progress()
 
 
 def sent_elsewhere(rank: int) -> SendTicket:
@@ -122,12 +113,9 @@ class SendPath:
         self.flush_to: Callable[[int], None] | None = getattr(transport, "flush_to", None)
         # Send the batches that are due (`MPITransport.flush_due`; else a poll of the transport),
         # and test one send (`MPITransport.finish_send`): what a run's handle asks for.
-        self.flush_due: Callable[[], bool] = getattr(transport, "flush_due", None) or partial(
-            _progress, transport
-        )
-        self.finish_send: Callable[[SendTicket], Any] = getattr(
-            transport, "finish_send", None
-        ) or partial(_progress_for, transport)
+        fallback = partial(progress, transport)
+        self.flush_due: Callable[[], bool] = getattr(transport, "flush_due", fallback)
+        self.finish_send: Callable[[SendTicket], bool] = getattr(transport, "finish_send", fallback)
 
     def stamp(
         self,
