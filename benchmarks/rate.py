@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import launch
+import numpy as np
 import reporting
 from baseline import message_fields
 from common import environment
@@ -36,6 +37,26 @@ SCALED: Scaled = {
     "repeats": (7, 3, "timed loops per method"),
 }
 DRAIN_SECONDS = 10.0  # how long the producer waits for the last acks after a timed loop
+
+
+class Tick(Message):
+    """A Message subclass with an attribute of its own (``--payloads``' "subclass")."""
+
+    def __init__(self, data: Any, step: int) -> None:
+        super().__init__(data)
+        self.step = step
+
+
+# --payloads: what each kind's message holds (made afresh per send, as the raw dict is).
+PAYLOADS: dict[str, Callable[[int], Any]] = {
+    "str": lambda i: DATA,
+    "int": lambda i: i,
+    "dict": lambda i: {"step": i, "value": 0.5, "label": DATA},
+    "tuple": lambda i: (i, 0.5, DATA),
+    "array": lambda i: np.full(4, i, np.float64),
+    "subclass": lambda i: Tick(DATA, i),
+}
+PAYLOAD_METHODS = ("geode", "raw object", "raw fields")
 
 
 @dataclass
@@ -60,8 +81,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--window", type=int, default=64, help="sends outstanding at most (64)")
     launch.scaled_options(parser, SCALED, "a smoke test of a second or two")
+    parser.add_argument(
+        "--payloads",
+        default="",
+        help="also time geode's isend of these kinds of data (comma-separated, of "
+        f"{','.join(PAYLOADS)}; 'all') beside raw isend of the same object and of a dict of "
+        "a Message's fields holding it",
+    )
     launch.json_option(parser, "rate")
     args = launch.parse_scaled(parser, argv, SCALED)
+    args.payloads = (
+        list(PAYLOADS) if args.payloads == "all" else [*filter(None, args.payloads.split(","))]
+    )
+    for kind in args.payloads:
+        if kind not in PAYLOADS:
+            parser.error(f"--payloads: unknown kind {kind!r}, of {','.join(PAYLOADS)}")
     launch.at_least_one(parser, args, ("window",))
     return args
 
@@ -118,6 +152,87 @@ def geode_loop(run: Run, method: str, n: int) -> tuple[float, str | None]:
             if bad is None and (got.seq != seq or data != DATA or got.source != "node0"):
                 bad = f"expected seq {seq} from node0, got {got!r}"
     return run.wtime() - start, bad
+
+
+def payload_loop(run: Run, kind: str, method: str, n: int) -> float:
+    """One loop of ``--payloads``: n messages of ``kind``, from rank 0 to rank 1, by
+    ``method``; the consumer's seconds (the same on both ranks). The geode method keeps the
+    handles as `geode_loop` does, on the Geode with acks; the raw ones as `raw_loop`."""
+    from mpi4py import MPI
+
+    make, comm, geode = PAYLOADS[kind], run.comm, run.geodes[ACKS]
+    start = barrier_then_clock(comm, run.wtime)
+    if run.rank == 0 and method == "geode":
+        handles: deque[SendHandle] = deque()
+        for step in range(n):
+            handles.append(geode.isend(make(step), dest="node1"))
+            while handles and handles[0].done():
+                handles.popleft()
+            if len(handles) >= run.window:
+                handles.popleft().wait()
+        for handle in handles:
+            handle.wait()
+    elif run.rank == 0:
+        requests: list[Any] = []
+        for step in range(n):
+            item = make(step)
+            if method == "raw fields":
+                item = message_fields(step, "node0", "node1", item)
+            requests.append(comm.isend(item, dest=1, tag=TAG))
+            if len(requests) >= run.window:
+                MPI.Request.Waitall(requests)
+                requests.clear()
+        MPI.Request.Waitall(requests)
+    elif method == "geode":
+        for _ in range(n):
+            geode.receive()
+    else:
+        for _ in range(n):
+            comm.recv(source=0, tag=TAG)
+    seconds = float(comm.bcast(run.wtime() - start, root=1))
+    if method == "geode":
+        drain_acks(run, n)  # (untimed, as after a loop with acks)
+    return seconds
+
+
+def measure_payloads(run: Run, kinds: list[str], n: int, repeats: int) -> dict[str, Any]:
+    """``--payloads``: each kind's rate by each method, every repeat (the methods rotating),
+    and geode's paired ratio to each raw method."""
+    rates: dict[str, dict[str, list[float]]] = {}
+    for kind in kinds:
+        for method in PAYLOAD_METHODS:  # warm up
+            payload_loop(run, kind, method, min(n, 2000))
+        found = rates[kind] = {method: [] for method in PAYLOAD_METHODS}
+        for repeat in range(repeats):
+            for method in rotated(PAYLOAD_METHODS, repeat):
+                found[method].append(n / payload_loop(run, kind, method, n))
+    ratios = {
+        kind: {
+            f"geode_over_{raw.replace(' ', '_')}": statistics.median(
+                paired(found["geode"], found[raw])
+            )
+            for raw in PAYLOAD_METHODS[1:]
+        }
+        for kind, found in rates.items()
+    }
+    return {"rates_per_s": rates, "median_ratios": ratios}
+
+
+def payload_lines(payloads: dict[str, Any]) -> list[str]:
+    """The ``--payloads`` table."""
+    lines = [
+        "",
+        "by payload (geode with acks; raw isend of the same object, and of a dict of a",
+        "Message's fields holding it):",
+        f"{'payload':<10}{'geode msgs/s':>14}{'/ raw object':>14}{'/ raw fields':>14}",
+    ]
+    for kind, found in payloads["rates_per_s"].items():
+        ratios = payloads["median_ratios"][kind]
+        lines.append(
+            f"{kind:<10}{statistics.median(found['geode']):>14,.0f}"
+            f"{ratios['geode_over_raw_object']:>14.2f}{ratios['geode_over_raw_fields']:>14.2f}"
+        )
+    return lines
 
 
 def drain_acks(run: Run, n: int) -> dict[str, Any]:
@@ -234,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = reporting.started()
     clock = time.perf_counter()
     rates = measure(run, args.messages, args.repeats)
+    payloads = measure_payloads(run, args.payloads, args.messages, args.repeats)
     elapsed = time.perf_counter() - clock
     for geode in geodes.values():
         geode.close()
@@ -241,10 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run.rank != 0:
         return 0
     lines, numbers, targets = report(args, rates, run.acks)
-    print("\n".join(lines))
+    print("\n".join(lines + (payload_lines(payloads) if args.payloads else [])))
     settings = {"messages": args.messages, "window": args.window, "repeats": args.repeats}
-    settings["quick"] = args.quick
-    numbers |= {"acks": run.acks, "targets": targets}
+    settings |= {"quick": args.quick, "payloads": args.payloads}
+    numbers |= {"acks": run.acks, "targets": targets, "payloads": payloads}
     reporting.finish(args.json, "rate", (began, elapsed, settings, env), numbers)
     return 0
 

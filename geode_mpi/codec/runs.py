@@ -3,7 +3,8 @@
 A run's meta is a message header of kind `KIND_RUN` (the same 64-byte layout, so that the
 delivery layer routes it as one message: its flags, first seq, source and dest sit where a
 message's do), then the class name, then one f64 timestamp per message, then one pickle
-(protocol 5) of the list of the messages' data. Its id and seq fields are the first message's;
+(protocol 5) of the list of the messages' data (with the route byte `STATES`, of their
+attributes: a subclass's own beside ``data``). Its id and seq fields are the first message's;
 message ``i`` has id ``id + i`` and seq ``seq + i``; the data-frames field holds the count.
 See docs/wire-format.md, "Runs".
 """
@@ -19,11 +20,11 @@ from typing import Any, NamedTuple
 
 from geode_mpi.codec import header
 from geode_mpi.codec.classes import BASE_NAME, class_name, resolve
-from geode_mpi.codec.header import KIND_RUN, PLAIN, SENDER_FLAGS, SIZE, VERSION
+from geode_mpi.codec.header import KIND_RUN, PLAIN, ROUTE_AT, SENDER_FLAGS, SIZE, VERSION
 from geode_mpi.codec.pickling import ATOMIC, is_plain
 from geode_mpi.codec.wire import Stamp, encode, peek
 from geode_mpi.errors import DecodeError
-from geode_mpi.message import Message
+from geode_mpi.message import RESERVED, Message
 
 TEXT_MAX = 4096  # the longest str or bytes that joins a run (longer data is sent on its own)
 ITEMS_MAX = 64  # the most items of a dict, list or tuple that joins a run
@@ -34,6 +35,9 @@ _loads = pickle.loads
 _checksum = zlib.adler32
 _new = object.__new__
 _tuple_new = tuple.__new__
+_atomic = ATOMIC.issuperset
+STATES = 1  # a run's route byte when its payloads are its messages' attributes (`state_of`)
+_STATES_BYTE = bytes((STATES,))
 
 
 _wire_names: dict[type, bytes | None] = {}
@@ -54,7 +58,7 @@ def wire_name(cls: type[Message]) -> bytes | None:
 def joinable(data: Any) -> bool:
     """Whether a message's ``data`` may travel in a run: a value C pickle takes whole with no
     array inside, and small (a run is one MPI message): an atomic value (`pickling.ATOMIC`),
-    or a dict (its values), list or tuple of at most `ITEMS_MAX` atomic values, which
+    or a dict (its keys and values), list or tuple of at most `ITEMS_MAX` atomic values, which
     `kept` copies (a run is encoded later, when it is sealed: a dict changed after its
     ``isend`` must not change what was sent)."""
     kind = type(data)
@@ -62,9 +66,25 @@ def joinable(data: Any) -> bool:
         return len(data) <= TEXT_MAX
     if kind in ATOMIC:
         return True
-    if kind is dict or kind is list or kind is tuple:
+    if kind is dict:  # (its keys too: a run's pickle is made later, and must not fail)
+        return len(data) <= ITEMS_MAX and is_plain(data, 0) and _atomic(map(type, data))
+    if kind is list or kind is tuple:
         return len(data) <= ITEMS_MAX and is_plain(data, 0)
     return False
+
+
+def state_of(state: dict[str, Any]) -> dict[str, Any] | None:
+    """What a run keeps of a message whose ``__dict__`` is ``state``, a subclass's message
+    with attributes of its own beside ``data`` (``self.step = 3``): a copy of ``state`` (its
+    dicts and lists copied too), if ``data`` and every attribute are `joinable` and none is
+    one that geode_mpi sets (`RESERVED`: a received message, or one with headers); None if
+    it cannot travel in a run."""
+    if "data" not in state or len(state) > ITEMS_MAX:
+        return None
+    for key, value in state.items():
+        if type(key) is not str or (key in RESERVED and key != "data") or not joinable(value):
+            return None
+    return {key: kept(value) for key, value in state.items()}
 
 
 def kept(data: Any) -> Any:
@@ -83,14 +103,18 @@ def encode_run(
     dest: int,
     payloads: list[Any],
     stamps: list[float],
+    states: bool = False,
 ) -> bytes:
     """The meta of a run: the messages' ``payloads`` and ``stamps`` (in order), of the class
-    whose wire name is ``name`` (b"" for `Message`)."""
+    whose wire name is ``name`` (b"" for `Message`); with ``states``, each payload is the
+    message's attributes (`state_of`), not its data."""
     section = _dumps(payloads, 5)
     head = PLAIN.pack(
         VERSION, KIND_RUN, flags & SENDER_FLAGS, first_id, first_seq, stamps[0], source, dest,
         len(name), len(payloads), len(section), header.NO_REPLY, _checksum(section),
     )  # fmt: skip
+    if states:  # (the route byte, 0 in a run of data)
+        head = b"".join((head[:ROUTE_AT], _STATES_BYTE, head[ROUTE_AT + 1 :]))
     return b"".join((head, name, array("d", stamps).tobytes(), section))
 
 
@@ -122,6 +146,7 @@ class Run:
         "src",
         "srcname",
         "stamps",
+        "states",
     )
 
     def __init__(self, meta: bytes | memoryview, names: Sequence[str]) -> None:
@@ -143,9 +168,15 @@ class Run:
                 f"run {mid} from node index {src} does not match its checksum: its pickled "
                 "bytes were damaged on the way (they are not unpickled)"
             )
+        route = meta[ROUTE_AT]
+        if route not in (0, STATES):
+            raise DecodeError(f"run {mid} from node index {src} has route byte {route}")
         payloads = _loads(section)
         if type(payloads) is not list or len(payloads) != n:
             raise DecodeError(f"run {mid} from node index {src}: its data is not {n} items")
+        self.states = route == STATES  # each payload a message's attributes (`state_of`)
+        if self.states and not all(type(state) is dict for state in payloads):
+            raise DecodeError(f"run {mid} from node index {src}: its states are not dicts")
         self.payloads: list[Any] = payloads
         self.stamps = stamps = array("d")
         stamps.frombytes(meta[stamps_at:section_at])
@@ -171,17 +202,23 @@ class Run:
             found = self._cls = resolve(self.name)
         return found
 
+    def state(self, index: int) -> dict[str, Any]:
+        """Message ``index``'s attributes as its sender set them (its ``data`` alone, unless
+        the run carries `states`)."""
+        payload = self.payloads[index]
+        return dict(payload) if self.states else {"data": payload}
+
     def message(self, index: int) -> Message:
         """Message ``index`` of the run, as `codec.decode` gives a message sent alone."""
         message = _new(self.cls())
-        message.__dict__ = {
-            "data": self.payloads[index],
-            "id": self.first_id + index,
-            "seq": self.first_seq + index,
-            "timestamp": self.stamps[index],
-            "source": self.srcname,
-            "dest": self.dstname,
-        }
+        message.__dict__ = self.state(index)
+        message.__dict__.update(
+            id=self.first_id + index,
+            seq=self.first_seq + index,
+            timestamp=self.stamps[index],
+            source=self.srcname,
+            dest=self.dstname,
+        )
         return message
 
     def messages(self) -> list[Message] | None:
@@ -191,6 +228,8 @@ class Run:
             cls = self.cls()
         except DecodeError:
             return None
+        if self.states:
+            return [self.message(index) for index in range(len(self.payloads))]
         new = _new
         first_id, first_seq = self.first_id, self.first_seq
         src, dst, stamps = self.srcname, self.dstname, self.stamps
@@ -212,7 +251,7 @@ class Run:
         """The meta of message ``index`` encoded alone, as if sent on its own (for the paths
         that keep messages one by one: checkpoints, a queue that drops its oldest)."""
         message = _new(self.cls())
-        message.__dict__ = {"data": self.payloads[index]}
+        message.__dict__ = self.state(index)
         stamp = _tuple_new(
             Stamp,
             (self.first_id + index, self.first_seq + index, self.stamps[index], self.src, self.dst),

@@ -13,6 +13,7 @@ from geode_mpi.core.placement import Placement
 from geode_mpi.core.poller import flush_on_yield
 from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
+from geode_mpi.delivery.runs import OpenRun
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.errors import AckTimeout, SendTimeout, check_timeout
 from geode_mpi.transport import Transport
@@ -60,6 +61,12 @@ ELSEWHERE = -1  # the id and seq of a handle for a send another rank makes
 _seen: list[SendTicket | None] = [None]
 
 
+def _first_held(geode: Sender, ticket: SendTicket) -> None:
+    """The first handle of a held batch: asyncio flushes it (see `_seen`)."""
+    _seen[0] = ticket
+    flush_on_yield(geode)
+
+
 class SendHandle:
     """A send in progress, returned by `Geode.isend` (and, completed, by `Geode.send`).
 
@@ -90,8 +97,7 @@ class SendHandle:
         self._pair = pair  # its pair's outbox holds it until it is acknowledged (if tracked)
         self.ack = ack  # True: done() and wait() also cover the acknowledgement
         if ticket.held and ticket is not _seen[0]:
-            _seen[0] = ticket
-            flush_on_yield(geode)
+            _first_held(geode, ticket)
 
     @property
     def local(self) -> bool:
@@ -150,12 +156,15 @@ class SendHandle:
         geode.unfinished_checks += 1
         if geode.unfinished_checks & (63 if ticket.held else 15):
             return False
-        if other_threads() and not geode.owned():
-            return bool(geode.serialised(self._progress_done))
-        return self._progress_done()
+        return self._driven(geode.poll)
 
-    def _progress_done(self) -> bool:
-        self._geode.poll()
+    def _driven(self, step: Callable[..., Any], *args: Any) -> bool:
+        """``step(*args)`` (a poll) holding the gate, then `complete`."""
+        geode = self._geode
+        if other_threads() and not geode.owned():
+            geode.serialised(step, *args)
+        else:
+            step(*args)
         return self.complete()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -232,6 +241,57 @@ class SendHandle:
             return f"<SendHandle {self.source}->{self.dest} sent by rank {self._ticket.dest}>"
         state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
         return f"<SendHandle id={self.id} {self.source}->{self.dest} seq={self.seq} {state}>"
+
+
+class RunHandle(SendHandle):
+    """The handle of a message that joined a run (delivery/runs.py): the run and the message's
+    index in it, from which its ticket, stamp and pair are read when asked. One small object
+    per message, where a `SendHandle` is built with its stamp; the same answers."""
+
+    __slots__ = ("_at", "_run")
+    ack = False  # (a message that asks for its ack never joins a run)
+
+    def __init__(self, geode: Sender, run: OpenRun, at: int) -> None:
+        self._geode = geode
+        self._run = run
+        self._at = at
+        if not at and run.ticket.held and run.ticket is not _seen[0]:  # (as `SendHandle`)
+            _first_held(geode, run.ticket)
+
+    @property
+    def _ticket(self) -> SendTicket:  # type: ignore[override]
+        return self._run.ticket
+
+    @property
+    def _stamp(self) -> codec.Stamp:  # type: ignore[override]
+        run, at = self._run, self._at
+        return codec.Stamp(run.first_id + at, run.first_seq + at, run.stamps[at], run.src, run.dst)
+
+    @property
+    def _pair(self) -> PairOut | None:  # type: ignore[override]
+        run = self._run
+        return run.pair if run.keep else None
+
+    def done(self) -> bool:
+        """`SendHandle.done`, moving its send on at every sixty-fourth unfinished check (a
+        loop that checks one handle per message it sends checks the same batch's many
+        times): while its batch is held, sending the batches that are due; then testing its
+        batch's send, and polling at every 1024th (a poll's probe for arrivals costs as much
+        as many sends, and `isend` polls on its own)."""
+        ticket = self._run.ticket
+        if ticket.done:
+            return True
+        geode = self._geode
+        geode.unfinished_checks += 1
+        if geode.unfinished_checks & 63:
+            return False
+        path = geode.engine.path
+        if ticket.held:
+            return self._driven(path.flush_due)
+        if geode.unfinished_checks & 1023:
+            return self._driven(path.finish_send, ticket)
+        return self._driven(geode.poll)  # (now and then all the same: a large run's send
+        # completes only once its receiver, which may be waiting for us, takes it)
 
 
 def sent_by_another_rank(geode: Sender, source: int, dest: int) -> SendHandle:

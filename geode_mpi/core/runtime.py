@@ -19,7 +19,7 @@ from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
 from geode_mpi.codec.compression import Compression
-from geode_mpi.core.handles import SendHandle, sent_by_another_rank
+from geode_mpi.core.handles import RunHandle, SendHandle, sent_by_another_rank
 from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
@@ -34,6 +34,9 @@ from geode_mpi.transport import Transport
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 _TOPIC = codec.FLAG_TOPIC
 POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a power of two)
+# ... but on every 128th while its messages join runs (a full run goes on its own; a poll
+# costs as much as a few dozen joins): at the others it sends only the batches that are due.
+POLL_EVERY_JOINS = 128
 POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 # A receive that must wait first spins this long, with nothing else set up: as long as the
 # back-off's own first spin. At 20 us a Message ping-pong's reply (a 15 us round trip here)
@@ -250,11 +253,26 @@ class Runtime:
         if route is None or self.sealed or TRACER.on:
             return self.send(message, None, dest, False, timeout, batch=batch)
         dst, rank, pair = route
+        run = pair.run
+        if run is not None and batch and (at := run.join(message)) >= 0:
+            # The commonest isend: it joins its pair's open run (delivery/runs.py), with no
+            # Message built for a bare value and a handle that is only the run and the index.
+            # A full run goes at once; between polls a look at the batches' age is enough.
+            sends = self.sends = self.sends + 1
+            if not sends & POLL_EVERY_SENDS - 1:
+                if sends & POLL_EVERY_JOINS - 1:
+                    self.path.flush_due()
+                else:
+                    self.engine.poll()
+            return RunHandle(self, run, at)
         msg = message if isinstance(message, Message) else Message(message)
         ticket, stamp = self.path.plain(msg, self.rank, dst, rank, pair, batch)
         self.sends += 1
         if not self.sends & POLL_EVERY_SENDS - 1:
             self.engine.poll()  # (see `send`)
+        run = pair.run
+        if run is not None and run.first_seq == stamp.seq:  # it opened a run
+            return RunHandle(self, run, 0)
         return SendHandle(self, ticket, stamp, pair if self.acks else None, False)
 
     def reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:

@@ -17,15 +17,30 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from geode_mpi.codec.header import FLAG_TRACKED, NO_REPLY
-from geode_mpi.codec.runs import Run, RunItem, encode_run, is_run
+from geode_mpi.codec.pickling import ATOMIC
+from geode_mpi.codec.runs import (
+    ITEMS_MAX,
+    TEXT_MAX,
+    Run,
+    RunItem,
+    encode_run,
+    is_run,
+    joinable,
+    kept,
+    state_of,
+)
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut, RunEntry
 from geode_mpi.delivery.stats import NodeStats
+from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import NEVER, Bundle, Parcel
-from geode_mpi.transport import SendTicket
+from geode_mpi.transport import SendTicket, Transport
 
 RUN_MAX = 64  # messages in a run: a full run takes no more, the next one opens a new run
 _tuple_new = tuple.__new__
+_time = time.time
+_NUMBERS = ATOMIC - {str, bytes}  # (and None: atomic values of a fixed small size)
+_NOT_IN_A_BATCH = SendTicket(-1, 0, held=True)  # (a run's ticket until its batch gives one)
 
 
 class OpenRun:
@@ -44,6 +59,10 @@ class OpenRun:
         stats: the counters the run's bytes go to.
         keep: keep the sealed run in the pair's outbox until it is acknowledged; with
             ``resend_after`` (not None) also time it for resends.
+        full: sends the transport's batch to a rank at once (called with ``rank`` as the run
+            fills up: its messages need not wait for the batch's delay, nor its next polls).
+        states: its messages carry attributes of their own: each payload is the message's
+            attributes (`codec.runs.state_of`), not its data.
     """
 
     __slots__ = (
@@ -52,6 +71,7 @@ class OpenRun:
         "first_id",
         "first_seq",
         "flags",
+        "full",
         "keep",
         "name",
         "pair",
@@ -60,8 +80,10 @@ class OpenRun:
         "resend_after",
         "src",
         "stamps",
+        "states",
         "stats",
         "ticket",
+        "wraps",
     )
 
     def __init__(
@@ -78,6 +100,8 @@ class OpenRun:
         stats: NodeStats,
         keep: bool,
         resend_after: float | None,
+        full: Callable[[int], None] | None = None,
+        states: bool = False,
     ) -> None:
         self.cls = cls
         self.name = name
@@ -91,9 +115,73 @@ class OpenRun:
         self.stats = stats
         self.keep = keep
         self.resend_after = resend_after
+        self.full = full
+        self.states = states
         self.payloads: list[Any] = []
         self.stamps: list[float] = []
-        self.ticket: SendTicket | None = None  # the batch's, once the run is in one
+        self.ticket = _NOT_IN_A_BATCH  # the batch's, once the run is in one
+        self.wraps = cls is Message and not states  # a bare value (a Message's data) may join
+
+    def join(self, message: Any) -> int:
+        """Append the next message of the pair to this run if it can join (see `joinable`):
+        ``message`` a Message of the run's class with only ``data`` set, or (a run of
+        `Message`) the bare value an ``isend`` would wrap in one. Returns its index in the
+        run, or -1 with nothing done (the run is full, or not the pair's latest send)."""
+        payloads = self.payloads
+        at = len(payloads)
+        pair = self.pair
+        seq = pair.next_seq
+        if at >= RUN_MAX or self.first_seq + at != seq:
+            return -1
+        kind = type(message)
+        if kind is self.cls:
+            state = message.__dict__
+            if self.states:
+                data = state_of(state)
+                if data is None:
+                    return -1
+                kind = Message  # (copied: appended as it is)
+            elif len(state) != 1 or "data" not in state:
+                return -1
+            else:
+                data = state["data"]
+                kind = type(data)
+        elif self.wraps:  # (a Message of another class is not joinable)
+            data = message
+        else:
+            return -1
+        # `joinable` and `kept` inline, the commonest kinds first
+        if kind is Message:  # (a state: checked and copied)
+            payloads.append(data)
+        elif kind is str or kind is bytes:
+            if len(data) > TEXT_MAX:
+                return -1
+            payloads.append(data)
+        elif kind in _NUMBERS:
+            payloads.append(data)
+        elif kind is dict or kind is tuple:
+            if len(data) > ITEMS_MAX:
+                return -1
+            if kind is dict:
+                for key, value in data.items():
+                    if type(key) not in ATOMIC or type(value) not in ATOMIC:
+                        return -1
+                data = data.copy()
+            else:
+                for value in data:
+                    if type(value) not in ATOMIC:
+                        return -1
+            payloads.append(data)
+        elif joinable(data):
+            payloads.append(kept(data))
+        else:
+            return -1
+        self.stamps.append(_time())
+        pair.next_seq = seq + 1
+        self.stats.sent += 1
+        if at == RUN_MAX - 1 and self.full is not None:
+            self.full(self.rank)  # (seals it)
+        return at
 
     def seal(self) -> bytes:
         """Encode the run and record it (the transport calls it as its batch goes out)."""
@@ -107,8 +195,10 @@ class OpenRun:
             self.dst,
             self.payloads,
             self.stamps,
+            self.states,
         )
         count = len(self.payloads)
+        self.payloads = []  # (sent: its handles, which keep the run, need not keep the data)
         if pair.run is self:  # (the pair's latest run: no run of the pair waits any more)
             pair.run = None
             pair.unsealed = -1
@@ -252,7 +342,15 @@ class RunCursor(Bundle):
 
 
 def queue_run(run: Run, meta: memoryview, pair: PairIn) -> Parcel:
-    """The one queue entry of a whole run (a `RunCursor` as its frames)."""
+    """The one queue entry of a whole run (a `RunCursor` as its frames).
+
+    Raises:
+        DecodeError: its class is not found here, or its messages carry attributes of their
+            own (`Run.states`: a cursor builds messages of data alone): either way the run
+            goes in message by message (`run_parcels`).
+    """
+    if run.states:
+        raise DecodeError(f"run {run.first_id} carries its messages' attributes")
     cursor = RunCursor(run, meta, pair)
     fields = (run.src, run.first_seq, run.flags, NO_REPLY, meta, cursor, len(meta), 0, 0, NEVER)
     return _tuple_new(Parcel, fields)
@@ -281,6 +379,12 @@ def outbox_items(pair: PairOut) -> list[tuple[int, OutboxEntry]]:
             single = _tuple_new(OutboxEntry, (run.single(index), (), entry.rank))
             found.append((run.first_seq + index, single))
     return found
+
+
+def progress(transport: Transport, ticket: SendTicket | None = None) -> bool:
+    """`Transport.progress`: what a run's handle asks for on a transport without
+    `MPITransport.flush_due` or `finish_send` (``ticket``: the send it waits for)."""
+    return transport.progress()
 
 
 # What `SendPath` asks of a transport to send runs (`MPITransport.batch_lazy`).

@@ -18,14 +18,14 @@ from geode_mpi import codec
 from geode_mpi.codec import compression
 from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
-from geode_mpi.codec.runs import TEXT_MAX, is_run, joinable, kept, wire_name
 from geode_mpi.codec.runs import count as run_count
+from geode_mpi.codec.runs import is_run, joinable, kept, state_of, wire_name
 from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.direct import ID_BITS as ID_BITS  # (re-exported)
 from geode_mpi.delivery.direct import Lane
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
-from geode_mpi.delivery.runs import RUN_MAX, BatchLazy, OpenRun
+from geode_mpi.delivery.runs import RUN_MAX, BatchLazy, OpenRun, progress
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.delivery.tracepoints import trace_publish, trace_send
@@ -115,6 +115,12 @@ class SendPath:
         # The lanes of this rank's node by its callers' name for the dest (`Runtime.routes`'s
         # keys): `Geode.send`'s fast case looks them up here.
         self.dests: dict[Any, Lane] = {}
+        self.flush_to: Callable[[int], None] | None = getattr(transport, "flush_to", None)
+        # Send the batches that are due (`MPITransport.flush_due`; else a poll of the transport),
+        # and test one send (`MPITransport.finish_send`): what a run's handle asks for.
+        fallback = partial(progress, transport)
+        self.flush_due: Callable[[], bool] = getattr(transport, "flush_due", fallback)
+        self.finish_send: Callable[[SendTicket], bool] = getattr(transport, "finish_send", fallback)
 
     def stamp(
         self,
@@ -223,28 +229,13 @@ class SendPath:
         """`to_node` for the commonest send: this rank's node ``src`` to a node it sent to
         before on a pair without credits, no ack, no reply, no route, no compression of its
         own, no trace. The same stamp, bytes and records in fewer steps (a test checks it)."""
-        seq = pair.next_seq
         if batch:
             run = pair.run
-            if (
-                run is not None
-                and type(message) is run.cls
-                and len(message.__dict__) == 1
-                and (
-                    (type(data := message.data) is str and len(data) <= TEXT_MAX) or joinable(data)
-                )
-            ):
-                payloads = run.payloads
-                index = len(payloads)
-                if index < RUN_MAX and run.first_seq + index == seq:
-                    # The commonest isend: joins its pair's open run (see delivery/runs.py).
-                    now = time.time()
-                    payloads.append(data if type(data) is str else kept(data))
-                    run.stamps.append(now)
-                    pair.next_seq = seq + 1
-                    self.stats[src].sent += 1
-                    stamp = _tuple_new(_Stamp, (run.first_id + index, seq, now, src, dst))
-                    return run.ticket, stamp
+            if run is not None and (at := run.join(message)) >= 0:
+                # The commonest isend: joins its pair's open run (see delivery/runs.py).
+                # (`Runtime.send_plain` joins it itself, with a handle of its own.)
+                fields = (run.first_id + at, run.first_seq + at, run.stamps[at], src, dst)
+                return run.ticket, _tuple_new(_Stamp, fields)
             if self.batch_lazy is not None and rank != self.transport.rank:
                 opened = self.open_run(message, src, dst, rank, pair)
                 if opened is not None:
@@ -265,11 +256,18 @@ class SendPath:
         """Start a run on pair (``src``, ``dst``) with ``message``, as a lazy entry of the
         transport's batch to ``rank``; None if the message cannot be in a run."""
         cls = type(message)
-        if len(message.__dict__) != 1 or "data" not in message.__dict__:
-            return None
-        data = message.data
+        state = message.__dict__
         name = wire_name(cls)
-        if name is None or not joinable(data) or self.batch_lazy is None:
+        if name is None or self.batch_lazy is None:
+            return None
+        states = len(state) != 1 or "data" not in state  # (attributes of its own)
+        if states:
+            data = state_of(state)
+            if data is None:
+                return None
+        elif joinable(state["data"]):
+            data = kept(state["data"])
+        else:
             return None
         count = self.counter[src]
         first_id = (src << ID_BITS) | count
@@ -278,10 +276,10 @@ class SendPath:
         stats = self.stats[src]
         run = OpenRun(
             cls, name, self.plain_flags, first_id, seq, src, dst, rank, pair, stats,
-            self.acks, self.resend_after,
+            self.acks, self.resend_after, self.flush_to, states,
         )  # fmt: skip
         now = time.time()
-        run.payloads.append(kept(data))
+        run.payloads.append(data)
         run.stamps.append(now)
         if pair.unsealed < 0:
             pair.unsealed = seq

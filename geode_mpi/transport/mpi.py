@@ -479,6 +479,27 @@ class MPITransport(Streams, CollectiveSteps):
             self._send_batch(dest)
         self._batch_since = 0.0
 
+    def flush_due(self) -> bool:
+        """Send the batches if the oldest is `BATCH_DELAY` old (what `progress` does first,
+        alone: a sender's check between its polls); whether they went."""
+        if self._batches and time.perf_counter() - self._batch_since > BATCH_DELAY:
+            self.flush()
+            return True
+        return False
+
+    def finish_send(self, ticket: SendTicket) -> bool:
+        """Test a send in flight once (what a handle's ``done()`` needs between polls, without
+        probing for arrivals); whether it is done now."""
+        if not ticket.done and ticket.state is not None and self._finish(ticket):
+            self._active.remove(ticket)
+        return ticket.done
+
+    def flush_to(self, dest: int) -> None:
+        """Send the batch to ``dest`` now, if there is one (a run that is full goes at once:
+        delivery/runs.py)."""
+        if dest in self._batches:
+            self._send_batch(dest)
+
     def _send_batch(self, dest: int) -> None:
         ticket = self._batches.pop(dest)
         parts = ticket.state
