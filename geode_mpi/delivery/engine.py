@@ -12,46 +12,34 @@ from __future__ import annotations
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from geode_mpi import codec
-from geode_mpi.base.backoff import activity_hook
 from geode_mpi.base.gate import other_threads
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
 from geode_mpi.codec.runs import Run
 from geode_mpi.codec.wire import decode_plain as _decode_plain
 from geode_mpi.delivery import cache
+from geode_mpi.delivery.acks import Acks
 from geode_mpi.delivery.config import QueueConfig
-from geode_mpi.delivery.control import (
-    ACK,
-    ASK,
-    decode_ack,
-    decode_wave,
-    encode_ack,
-    encode_ask,
-    kind,
-    ranges,
-)
+from geode_mpi.delivery.credits import Credits
+from geode_mpi.delivery.engine_state import Decoder
 from geode_mpi.delivery.pairs import ACK_BATCH, PairIn, PairOut
-from geode_mpi.delivery.runs import RunCursor, queue_run, release, run_parcels
+from geode_mpi.delivery.polling import Polling
+from geode_mpi.delivery.runs import RunCursor, queue_run, run_parcels
 from geode_mpi.delivery.sending import SendPath
 from geode_mpi.delivery.stats import DeadLetter, NodeStats
-from geode_mpi.delivery.topics import TopicNotMadeYet, TopicStream, TopicTable
-from geode_mpi.delivery.waiting import wait_for
-from geode_mpi.errors import DecodeError, QueueFull, SendTimeout
+from geode_mpi.delivery.streams import Streams
+from geode_mpi.delivery.topics import TopicNotMadeYet, TopicTable
+from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import NEVER as _NEVER
 from geode_mpi.queues import Inbox, Key, Match, Parcel
 from geode_mpi.queues.bundles import add_bundle, take_next
 from geode_mpi.transport import Transport
-from geode_mpi.transport.sealed import keep_or_copy
 
-# A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
-# comes within microseconds (a ping-pong) does not cost an ack record per message.
-FLUSH_AFTER = 100e-6
-ACK_DELAY = 1e-3  # the longest a due ack waits while its node keeps calling geode_mpi
 MALFORMED_WARNINGS = 10  # malformed arrivals from one rank that each log a warning
 _tuple_new = tuple.__new__
 _new_object = object.__new__
@@ -65,9 +53,6 @@ _FLAG_QOS = codec.FLAG_QOS
 # their processing (requests, sends with ack=True), which are noted in `waited`, and those
 # with a priority or a ttl (`queued_as`).
 _DIVERT = _FLAG_SEQUENCE | _FLAG_WAITED | _FLAG_QOS
-# A topic's retained message replayed for new subscribers: resent, and not tracked (a resend
-# after an ack timeout is tracked, and a subscriber that has it acknowledges it again).
-_REPLAY = _FLAG_RESENT | _FLAG_TRACKED
 _KIND_AT = header.KIND_AT  # meta[_KIND_AT]: a message's kind, read on every arrival
 _KIND_CONTROL = header.KIND_CONTROL
 _KIND_RUN = header.KIND_RUN
@@ -84,8 +69,6 @@ _VERSION = header.VERSION
 _read_head = header.DECODE.unpack_from  # what `decode_plain` takes
 _PLAIN_KINDS = frozenset((header.KIND_PICKLE, header.KIND_TEXT, header.KIND_SMALL_ARRAY))
 _NOT_PLAIN = header.FLAG_REST | header.FLAG_COMPRESSED  # (the general decode reads them)
-
-Decoder = Callable[[Parcel], Message]
 
 
 def queued_as(parcel: Parcel) -> Parcel:
@@ -128,8 +111,10 @@ class Acknowledger:
             self._engine.fail(self._index, self._parcel, error)
 
 
-class Engine:
-    """Delivery state of the nodes one rank hosts.
+class Engine(Credits, Acks, Streams, Polling):
+    """Delivery state of the nodes one rank hosts (its parts off the arrival path, one group
+    each, in the mixins it inherits: credits.py and polling.py over failures.py, acks.py,
+    streams.py; all over engine_state.py).
 
     Args:
         transport: this rank's transport (the engine becomes its sink).
@@ -215,130 +200,6 @@ class Engine:
             return self.names[index]
         stream = self.topics.streams[index]
         return f"{self.names[stream.publisher]} on topic {stream.topic!r}"
-
-    def add_stream(self, stream: TopicStream) -> None:
-        """Know a topic stream (on every rank, in the same order)."""
-        self.topics.add(stream)
-        if stream.publisher in self.stats:
-            self.sender_stats[stream.number] = self.stats[stream.publisher]
-
-    def expect_from_start(self, number: int, sub: int) -> None:
-        """Local subscriber ``sub`` takes stream ``number`` from its first message on (a
-        subscriber from the topic's creation; one that joins later starts at its first
-        arrival, which a stream delivers in order)."""
-        self._in.setdefault((number, sub), PairIn())
-
-    def forget_subscriber(self, number: int, sub: int) -> None:
-        """Stop tracking ``sub`` on stream ``number`` (it unsubscribed): its outbox and
-        credits on the publisher's side, its place in the stream on its own side."""
-        self.pairs_out.pop((number, sub), None)
-        self._in.pop((number, sub), None)
-
-    # -- sending ---------------------------------------------------------------------------
-
-    def pair_out(self, src: int, dst: int) -> PairOut:
-        pair = self.pairs_out.get((src, dst))
-        if pair is None:
-            pair = self.pairs_out[(src, dst)] = PairOut(self.configs[dst].credits(len(self.names)))
-        return pair
-
-    def reserve(self, src: int, dst: int, deadline: float | None, timeout: float | None) -> PairOut:
-        """The pair to send on, once the destination has room for one more message.
-
-        Raises:
-            QueueFull: the destination's policy is ``raise``, or waiting cannot help.
-            SendTimeout: ``block`` waited until the deadline.
-        """
-        pair = self.pair_out(src, dst)
-        if pair.credits is None or pair.credits > 0:
-            return pair
-        self.flush()  # in one process the receiver's credits may be pending right here
-        self.transport.progress()  # or on their way
-        if pair.credits > 0:
-            return pair
-        config = self.configs[dst]
-        names = self.names
-        if config.policy == "raise":
-            self._ask_again(src, dst, self._asked.setdefault((src, dst), [0.0]))
-            raise QueueFull(
-                names[dst], self.name_of(src), config.capacity, pair.window or 0, "policy 'raise'"
-            )
-        if not self.transport.delivers_later:
-            raise QueueFull(
-                names[dst],
-                self.name_of(src),
-                config.capacity,
-                pair.window or 0,
-                f"in a one-process world nothing can take from {names[dst]}'s queue while "
-                "send() waits (receive between sends, or use policy 'drop_oldest')",
-            )
-        stats = self.sender_stats[src]
-        stats.credit_waits += 1
-        started = time.monotonic()
-        asked = [started]
-
-        def has_credit() -> bool:
-            if pair.credits:
-                return True
-            self._ask_again(src, dst, asked)
-            return False
-
-        try:
-            if not self.wait(has_credit, deadline):
-                raise SendTimeout(-1, self.name_of(src), names[dst], timeout or 0.0)
-        finally:
-            stats.credit_wait_seconds += time.monotonic() - started
-        return pair
-
-    def reserve_stream(
-        self, stream: TopicStream, deadline: float | None, timeout: float | None
-    ) -> list[PairOut]:
-        """The pairs of (``stream``, each subscriber), once every subscriber has room for one
-        more message (see `reserve`)."""
-        number = stream.number
-        pairs_out = self.pairs_out
-        gate = self.transport.gate
-        while True:
-            turns = gate.turns
-            pairs = []
-            for sub in stream.subscribers:
-                pair = pairs_out.get((number, sub))
-                if pair is None or (pair.credits is not None and pair.credits <= 0):
-                    pair = self.reserve(number, sub, deadline, timeout)  # may let others in
-                pairs.append(pair)
-            if gate.turns == turns:
-                return pairs  # no other thread took a credit of the pairs reserved before
-
-    def _ask_again(self, src: int, dst: int, asked: list[float]) -> None:
-        """On a lossy transport (``resend_after`` set), ask dst for its ack record again now
-        and then: the one that would have returned this sender's credits may have been lost."""
-        if self.resend_after is None:
-            return
-        now = time.monotonic()
-        if now - asked[0] >= self.resend_after:
-            asked[0] = now
-            self.path.control(src, dst, encode_ask())
-
-    def _resend_due(self) -> None:
-        now = time.monotonic()
-        limit = self.resend_after
-        if limit is None or now < self._next_resend:
-            return
-        self._next_resend = now + limit / 4
-        sender_stats = self.sender_stats
-        for (src, _), pair in self.pairs_out.items():
-            if src not in sender_stats:
-                # A restored topic stream whose topic this rank has not created again yet: its
-                # messages wait for `topic()` (ranks without the topic would drop them).
-                continue
-            for seq, entry in list(pair.outbox.items()):
-                state = pair.resends.setdefault(seq, [now, 1])
-                if now - state[0] >= limit:
-                    state[0] = now
-                    state[1] += 1
-                    sender_stats[src].resent += self.path.resend(
-                        entry.rank, entry.meta, entry.frames
-                    )
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -575,34 +436,6 @@ class Engine:
                 stats.dropped += 1
                 self._done(dest, dropped)
 
-    def _topic_arrival(
-        self,
-        meta: memoryview,
-        frames: Sequence[Any],
-        nbytes: int,
-        flags: int,
-        seq: int,
-        stream: int,
-        wire: int,
-        reply_to: int,
-    ) -> None:
-        """A message published on a topic: a copy into each local subscriber's queue, through
-        the pair of (the publisher's stream, that subscriber)."""
-        first = True
-        for sub in self.topics.local_subscribers(wire):
-            key = (stream, sub)
-            pair = self._in.get(key)
-            if pair is None:
-                pair = self._in[key] = PairIn(start=seq)  # a new subscriber starts here
-            elif flags & _REPLAY == _FLAG_RESENT and seq < pair.expected:
-                continue  # a retained message replayed for a new subscriber: not for this one
-            copies = frames if first else [keep_or_copy(frame) for frame in frames]
-            first = False
-            parcel = _tuple_new(
-                Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0, 0, _NEVER)
-            )
-            self._admit(key, pair, parcel, sub, self.inboxes[sub])
-
     def sink_run(self, rank: int, metas: list[memoryview]) -> None:
         """Take a run of frame-less arrivals from one rank, in order: `sink` on each, with the
         commonest case (the next message of its pair, to a node without drop_oldest) inline
@@ -687,35 +520,6 @@ class Engine:
         self._done(index, parcel)
         return parcel, None
 
-    def _credit(self, index: int, parcel: Parcel) -> None:
-        """A parcel left node ``index``'s queue: with a window, its sender gets a credit back."""
-        window = self._window[index]
-        if window is not None and not parcel.attempts:  # a retry was counted when first taken
-            key_in = (parcel.source, index)
-            pair_in = self._in.get(key_in)  # None: a topic its node has since unsubscribed from
-            if pair_in is not None:
-                pair_in.owed += 1
-                pair_in.taken += 1
-                self.mark_due(key_in)
-                if pair_in.owed * 2 >= window:
-                    self._flush_pair(key_in, pair_in)
-
-    def _expiry(self, index: int) -> Callable[[Parcel], None]:
-        """What node ``index``'s queue calls with each parcel that expired in it."""
-
-        def expired(parcel: Parcel) -> None:
-            self._credit(index, parcel)
-            self.stats[index].expired += 1
-            if not self.configs[index].dead_letter_expired:
-                self._done(index, parcel)
-                return
-            late = time.monotonic() - parcel.expires
-            _, ttl = header.qos(parcel.meta) if parcel.flags & _FLAG_QOS else (0, 0.0)
-            text = f"expired: its ttl of {ttl:g} s ran out {late:.3g} s before it was taken"
-            self.dead_letter(index, parcel, None, parcel.attempts, expired=text)
-
-        return expired
-
     def take_plain(self, index: int) -> Parcel | None:
         """`take` for a node in `plain` (no window, automatic acks), no filter, no order."""
         parcel = self.inboxes[index].pop()
@@ -748,70 +552,6 @@ class Engine:
             self._done(index, cursor.parcel(at))
         return message
 
-    def finish(self, index: int, parcel: Parcel) -> None:
-        """A taken message was processed (acked)."""
-        self.in_hand -= 1
-        self._done(index, parcel)
-
-    def fail(self, index: int, parcel: Parcel, error: BaseException | None) -> None:
-        """Processing a taken message failed: deliver it again later, or dead-letter it."""
-        self.in_hand -= 1
-        attempts = parcel.attempts + 1
-        config = self.configs[index]
-        stats = self.stats[index]
-        if attempts < config.max_attempts:
-            stats.retries += 1
-            again = parcel._replace(attempts=attempts)
-            inbox = self.inboxes[index]
-            # Back in the queue, beyond the credits its sender was given back for it: a queue
-            # can hold up to its capacity plus the messages waiting for a retry.
-            inbox.put_back(again, time.monotonic() + config.delay(attempts))
-            return
-        self.dead_letter(index, parcel, error, attempts)
-
-    def dead_letter(
-        self,
-        index: int,
-        parcel: Parcel,
-        error: BaseException | None,
-        attempts: int,
-        finish: bool = True,
-        expired: str | None = None,
-    ) -> None:
-        """Record a message that cannot be processed; with ``finish``, count it processed
-        (acknowledged: it is not lost, it is in the dead letters); ``expired``: it is kept
-        because its ttl ran out, and this says how."""
-        try:
-            message: Message | None = self.decode(parcel)
-        except DecodeError as exc:
-            message = None
-            error = error or exc
-        if expired is not None:
-            text = expired
-        else:
-            text = "no error given" if error is None else f"{type(error).__name__}: {error}"
-        self.dead[index].append(
-            DeadLetter(
-                self.names[index],
-                message,
-                text,
-                error,
-                attempts,
-                self._sender_name(parcel.source),
-                parcel.seq,
-                expired is not None,
-            )
-        )
-        self.stats[index].dead_letters += 1
-        if finish:
-            self._done(index, parcel)
-
-    def _sender_name(self, index: int) -> str:
-        try:
-            return self.name_of(index)
-        except KeyError:  # (arrivals from unknown sources are dropped: this is a safeguard)
-            return f"node index {index}"
-
     def _done(self, index: int, parcel: Parcel) -> None:
         key = (parcel.source, index)
         pair = self._in.get(key)
@@ -838,194 +578,3 @@ class Engine:
                 self.transport.flush()  # its sender is waiting for it
             elif pair.done_below - pair.acked_below + len(pair.unacked) >= ACK_BATCH:
                 self._flush_pair(key, pair)
-
-    # -- acknowledgements ------------------------------------------------------------------
-
-    def mark_due(self, key: tuple[int, int]) -> None:
-        """Incoming pair ``key`` has acks or credits to send (at the next flush)."""
-        if not self._due:
-            self._due_since = time.perf_counter()
-        self._due.add(key)
-
-    @property
-    def pairs_in(self) -> dict[tuple[int, int], PairIn]:
-        """(source, dest) -> the receiving side of each incoming pair (what a checkpoint saves)."""
-        return self._in
-
-    def flush(self) -> None:
-        """Send every pending ack and credit now (before waiting, and at close)."""
-        for key in list(self._due):
-            if key[0] >= len(self.names) and key[0] not in self.topics.streams:
-                continue  # a restored stream's acks: once its topic or work queue exists again
-            pair = self._in.get(key)
-            if pair is not None:
-                self._flush_pair(key, pair)
-            else:
-                self._due.discard(key)
-        self.transport.flush()
-
-    def _flush_pair(self, key: tuple[int, int], pair: PairIn, again: bool = False) -> None:
-        self._due.discard(key)
-        if not pair.ack_due and not pair.owed and not again:
-            return
-        source, dest = key
-        acked = []
-        low, high = pair.acked_below, pair.done_below
-        if pair.ack_due and high > low:
-            acked.append((low, high))
-        if pair.unacked:
-            acked.extend(ranges(seq for seq in pair.unacked if not low <= seq < high))
-        payload = encode_ack(pair.taken, acked)
-        pair.acked_below = high
-        pair.ack_due = False
-        pair.unacked = []
-        pair.owed = 0
-        self.stats[dest].acks_sent += 1
-        self.path.control(dest, source, payload, batch=True)
-
-    def _control(self, meta: memoryview) -> None:
-        _, _, receiver, sender, _ = codec.track(meta)
-        payload = codec.control_payload(meta)
-        if kind(payload) not in (ACK, ASK):
-            if self.on_wave is None:
-                raise DecodeError(f"a control record of type {kind(payload)} arrived unasked")
-            self.on_wave(receiver, *decode_wave(payload))
-            return
-        taken, acked = decode_ack(payload)
-        if kind(payload) == ASK:  # here "sender" is the receiving node asked, "receiver" the asker
-            key = (receiver, sender)
-            pair_in = self._in.get(key)
-            if pair_in is not None:
-                self._flush_pair(key, pair_in, again=True)
-            return
-        pair = self.pairs_out.get((sender, receiver))
-        if pair is None:
-            if sender in self.topics.streams:
-                return  # from a subscriber that has since unsubscribed
-            raise DecodeError(
-                f"an ack from node index {receiver} for node index {sender}, which sent it nothing"
-            )
-        if taken > pair.taken_seen:  # a running total: a record lost or repeated does no harm
-            if pair.credits is not None:
-                pair.credits += taken - pair.taken_seen
-            pair.taken_seen = taken
-        outbox = pair.outbox
-        resends = pair.resends
-        count = 0
-        if pair.runs:  # runs in the outbox: one entry per run (delivery/runs.py)
-            acked, count = [], sum(release(pair, first, end) for first, end in acked)
-        for first, end in acked:
-            if end - first <= len(outbox):
-                seqs: Iterable[int] = range(first, end)
-            else:  # never walk more seqs than the outbox holds (a damaged range: 2**64 long)
-                seqs = [seq for seq in outbox if first <= seq < end]
-            for seq in seqs:
-                if outbox.pop(seq, None) is not None:
-                    count += 1
-                    if resends:
-                        resends.pop(seq, None)
-        stats = self.sender_stats.get(sender)
-        if stats is not None:  # (None: a restored stream's ack, before its topic is made again)
-            stats.acked += count
-
-    # -- waiting ---------------------------------------------------------------------------
-
-    @property
-    def data_received(self) -> int:
-        """Data messages this rank received: queued, dropped as duplicates, or held until an
-        earlier one arrives (see `data_sent`, its counterpart)."""
-        held = sum(len(pair.held) for pair in self._in.values())
-        return held + sum(stats.received + stats.duplicates for stats in self.stats.values())
-
-    @property
-    def data_sent(self) -> int:
-        """Data messages this rank sent, resends included: summed over the job, equal to the
-        sum of `data_received` exactly when no message is in flight."""
-        return sum(stats.sent + stats.resent for stats in self.stats.values())
-
-    def poll(self) -> bool:
-        """Run the transport once, forward what a sequencer must, and resend what timed out;
-        True if anything happened."""
-        found = self.transport.progress()
-        if self.forwards:
-            self.forward()
-            found = True
-        if self._due and time.perf_counter() - self._due_since > ACK_DELAY:
-            self.flush()  # a receiver that polls without waiting still acks within ACK_DELAY
-        if self.resend_after is not None:
-            self._resend_due()
-        hook = activity_hook()  # --hang-timeout's watchdog
-        if hook is not None:
-            hook()
-        return found
-
-    def forward(self) -> None:
-        """Hand each message waiting at a sequencer to the forwarder (`on_forward`), in arrival
-        order; the forwarder counts each one done with `forwarded` once it has sent it on."""
-        while self.forwards and self.on_forward is not None:
-            index, parcel = self.forwards.popleft()
-            try:
-                self.on_forward(index, parcel)
-            except DecodeError as exc:  # it cannot be forwarded: a dead letter of its sequencer
-                self.dead_letter(index, parcel, exc, 1)
-        self.transport.flush()  # the copies go out now, not when this rank next waits
-
-    def forwarded(self, index: int, parcel: Parcel) -> None:
-        """A message that reached local node ``index`` (a sequencer) was sent on: it counts as
-        processed, and is acknowledged to its sender."""
-        self._done(index, parcel)
-
-    def flush_after(self, started: float) -> None:
-        """Flush pending acks if a wait that began at ``started`` (perf_counter) lasted long
-        enough that the peers may be waiting for them."""
-        if self._due and time.perf_counter() - started > FLUSH_AFTER:
-            self.flush()
-
-    def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
-        """Drive progress until ``done()`` or the deadline (False), in the one wait loop
-        (`geode_mpi.delivery.waiting`).
-
-        Other threads may run at its pauses (the gate is handed over): callers look at the
-        state again once it returns, never before (``done()`` holds when it returns True)."""
-        return wait_for(self, done, deadline)
-
-    def serve_waiting(self, leave: Collection[int] = ()) -> bool:
-        """What a waiting rank does for the others: forward what a sequencer holds, serve the
-        requests whose senders wait (except at the nodes in ``leave``: their waiter handles
-        them), resend what is due. True if it forwarded (a forward may land here)."""
-        forwarded = bool(self.forwards)
-        if forwarded:
-            self.forward()
-        waited = self.waited
-        if waited:
-            if leave:
-                waited.difference_update(leave)
-            if waited and self.on_waited is not None:
-                self.on_waited()
-        if self.resend_after is not None:
-            self._resend_due()
-        return forwarded
-
-    def snapshot(self, index: int) -> NodeStats:
-        """A copy of a local node's counters, with its queue depth and outbox size now."""
-        if not self.closed:
-            self.flush()
-            self.poll()
-            self.inboxes[index].purge()  # expired messages are not counted as queued
-        stats = self.stats[index]
-        stats.queue_depth = len(self.inboxes[index])
-        stats.queue_peak = self.inboxes[index].peak
-        stats.unacked = sum(self.unacked_by_dest(index).values())
-        return NodeStats(**stats.as_dict())
-
-    def unacked_by_dest(self, index: int) -> dict[int, int]:
-        """How many messages local node ``index`` sent (directly, or published on its topic
-        streams) that each destination node has not acknowledged yet. Only reads."""
-        streams = self.topics.streams
-        found: dict[int, int] = {}
-        for (src, dst), pair in self.pairs_out.items():
-            if pair.outbox and (
-                src == index or (src in streams and streams[src].publisher == index)
-            ):
-                found[dst] = found.get(dst, 0) + pair.unacked()
-        return found

@@ -366,7 +366,7 @@ class SendPath:
     def replay(self, stream: TopicStream, added: int, remote: bool, local: bool) -> None:
         """Send a stream's retained messages again for ``added`` new subscribers, flagged
         resent and untracked: the earlier subscribers, which have them, skip them (see
-        `geode_mpi.delivery.engine`'s ``_REPLAY``)."""
+        `geode_mpi.delivery.streams`'s ``_REPLAY``)."""
         for meta, frames in stream.retained:
             again = with_flags(meta, add=codec.FLAG_RESENT, clear=_TRACKED_WAITED)
             self.broadcast(stream.number, again, frames, remote, local)

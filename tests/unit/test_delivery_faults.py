@@ -20,8 +20,12 @@ import pytest
 from faulty import Faults, FaultyHub, describe_counts
 
 from geode_mpi import Geode, QueueConfig, QueueFull, SendHandle
+from geode_mpi.delivery import acks as acks_module
+from geode_mpi.delivery import credits as credits_module
 from geode_mpi.delivery import direct as direct_module
 from geode_mpi.delivery import engine as engine_module
+from geode_mpi.delivery import failures as failures_module
+from geode_mpi.delivery import polling as polling_module
 from geode_mpi.delivery import sending as sending_module
 
 RESEND_AFTER = 0.005  # seconds of the virtual clock
@@ -54,9 +58,10 @@ class VirtualClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     """Resends and delayed acks follow a clock the test moves, not real time."""
     virtual = VirtualClock(time)
-    # The engine, its send path and lanes (which stamp outbox entries with the time of sending)
-    # read the time through their module global `time`.
-    monkeypatch.setattr(engine_module, "time", virtual)
+    # The engine and its parts, its send path and lanes (which stamp outbox entries with the
+    # time of sending) read the time through their module global `time`.
+    for part in (engine_module, acks_module, credits_module, failures_module, polling_module):
+        monkeypatch.setattr(part, "time", virtual)
     monkeypatch.setattr(sending_module, "time", virtual)
     monkeypatch.setattr(direct_module, "time", virtual)  # (a lane's outbox entries too)
     return virtual

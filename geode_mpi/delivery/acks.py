@@ -1,0 +1,113 @@
+"""The engine's acknowledgements: ack records with credits, batched per incoming pair and
+flushed, and the control records that arrive (acks, asks, quiescence waves)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from geode_mpi import codec
+from geode_mpi.delivery.control import (
+    ACK,
+    ASK,
+    decode_ack,
+    decode_wave,
+    encode_ack,
+    kind,
+    ranges,
+)
+from geode_mpi.delivery.engine_state import EngineState
+from geode_mpi.delivery.pairs import PairIn
+from geode_mpi.delivery.runs import release
+from geode_mpi.errors import DecodeError
+
+
+class Acks(EngineState):
+    """`Engine`'s ack records, sent and received."""
+
+    def mark_due(self, key: tuple[int, int]) -> None:
+        """Incoming pair ``key`` has acks or credits to send (at the next flush)."""
+        if not self._due:
+            self._due_since = time.perf_counter()
+        self._due.add(key)
+
+    @property
+    def pairs_in(self) -> dict[tuple[int, int], PairIn]:
+        """(source, dest) -> the receiving side of each incoming pair (what a checkpoint saves)."""
+        return self._in
+
+    def flush(self) -> None:
+        """Send every pending ack and credit now (before waiting, and at close)."""
+        for key in list(self._due):
+            if key[0] >= len(self.names) and key[0] not in self.topics.streams:
+                continue  # a restored stream's acks: once its topic or work queue exists again
+            pair = self._in.get(key)
+            if pair is not None:
+                self._flush_pair(key, pair)
+            else:
+                self._due.discard(key)
+        self.transport.flush()
+
+    def _flush_pair(self, key: tuple[int, int], pair: PairIn, again: bool = False) -> None:
+        self._due.discard(key)
+        if not pair.ack_due and not pair.owed and not again:
+            return
+        source, dest = key
+        acked = []
+        low, high = pair.acked_below, pair.done_below
+        if pair.ack_due and high > low:
+            acked.append((low, high))
+        if pair.unacked:
+            acked.extend(ranges(seq for seq in pair.unacked if not low <= seq < high))
+        payload = encode_ack(pair.taken, acked)
+        pair.acked_below = high
+        pair.ack_due = False
+        pair.unacked = []
+        pair.owed = 0
+        self.stats[dest].acks_sent += 1
+        self.path.control(dest, source, payload, batch=True)
+
+    def _control(self, meta: memoryview) -> None:
+        _, _, receiver, sender, _ = codec.track(meta)
+        payload = codec.control_payload(meta)
+        if kind(payload) not in (ACK, ASK):
+            if self.on_wave is None:
+                raise DecodeError(f"a control record of type {kind(payload)} arrived unasked")
+            self.on_wave(receiver, *decode_wave(payload))
+            return
+        taken, acked = decode_ack(payload)
+        if kind(payload) == ASK:  # here "sender" is the receiving node asked, "receiver" the asker
+            key = (receiver, sender)
+            pair_in = self._in.get(key)
+            if pair_in is not None:
+                self._flush_pair(key, pair_in, again=True)
+            return
+        pair = self.pairs_out.get((sender, receiver))
+        if pair is None:
+            if sender in self.topics.streams:
+                return  # from a subscriber that has since unsubscribed
+            raise DecodeError(
+                f"an ack from node index {receiver} for node index {sender}, which sent it nothing"
+            )
+        if taken > pair.taken_seen:  # a running total: a record lost or repeated does no harm
+            if pair.credits is not None:
+                pair.credits += taken - pair.taken_seen
+            pair.taken_seen = taken
+        outbox = pair.outbox
+        resends = pair.resends
+        count = 0
+        if pair.runs:  # runs in the outbox: one entry per run (delivery/runs.py)
+            acked, count = [], sum(release(pair, first, end) for first, end in acked)
+        for first, end in acked:
+            if end - first <= len(outbox):
+                seqs: Iterable[int] = range(first, end)
+            else:  # never walk more seqs than the outbox holds (a damaged range: 2**64 long)
+                seqs = [seq for seq in outbox if first <= seq < end]
+            for seq in seqs:
+                if outbox.pop(seq, None) is not None:
+                    count += 1
+                    if resends:
+                        resends.pop(seq, None)
+        stats = self.sender_stats.get(sender)
+        if stats is not None:  # (None: a restored stream's ack, before its topic is made again)
+            stats.acked += count

@@ -1,0 +1,80 @@
+"""The engine's end of a taken message: processed, failed (delivered again later) or a dead
+letter."""
+
+from __future__ import annotations
+
+import time
+
+from geode_mpi.delivery.engine_state import EngineState
+from geode_mpi.delivery.stats import DeadLetter
+from geode_mpi.errors import DecodeError
+from geode_mpi.message import Message
+from geode_mpi.queues import Parcel
+
+
+class Failures(EngineState):
+    """`Engine`'s acks and nacks of taken messages, retries and dead letters."""
+
+    def finish(self, index: int, parcel: Parcel) -> None:
+        """A taken message was processed (acked)."""
+        self.in_hand -= 1
+        self._done(index, parcel)
+
+    def fail(self, index: int, parcel: Parcel, error: BaseException | None) -> None:
+        """Processing a taken message failed: deliver it again later, or dead-letter it."""
+        self.in_hand -= 1
+        attempts = parcel.attempts + 1
+        config = self.configs[index]
+        stats = self.stats[index]
+        if attempts < config.max_attempts:
+            stats.retries += 1
+            again = parcel._replace(attempts=attempts)
+            inbox = self.inboxes[index]
+            # Back in the queue, beyond the credits its sender was given back for it: a queue
+            # can hold up to its capacity plus the messages waiting for a retry.
+            inbox.put_back(again, time.monotonic() + config.delay(attempts))
+            return
+        self.dead_letter(index, parcel, error, attempts)
+
+    def dead_letter(
+        self,
+        index: int,
+        parcel: Parcel,
+        error: BaseException | None,
+        attempts: int,
+        finish: bool = True,
+        expired: str | None = None,
+    ) -> None:
+        """Record a message that cannot be processed; with ``finish``, count it processed
+        (acknowledged: it is not lost, it is in the dead letters); ``expired``: it is kept
+        because its ttl ran out, and this says how."""
+        try:
+            message: Message | None = self.decode(parcel)
+        except DecodeError as exc:
+            message = None
+            error = error or exc
+        if expired is not None:
+            text = expired
+        else:
+            text = "no error given" if error is None else f"{type(error).__name__}: {error}"
+        self.dead[index].append(
+            DeadLetter(
+                self.names[index],
+                message,
+                text,
+                error,
+                attempts,
+                self._sender_name(parcel.source),
+                parcel.seq,
+                expired is not None,
+            )
+        )
+        self.stats[index].dead_letters += 1
+        if finish:
+            self._done(index, parcel)
+
+    def _sender_name(self, index: int) -> str:
+        try:
+            return self.name_of(index)
+        except KeyError:  # (arrivals from unknown sources are dropped: this is a safeguard)
+            return f"node index {index}"
