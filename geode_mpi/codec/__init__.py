@@ -1,6 +1,7 @@
 """Layer 1, the codec: Messages to (meta, frames) and back. Knows nothing of MPI."""
 
 from geode_mpi.codec.classes import resolve, short_name
+from geode_mpi.codec.decoding import decode
 from geode_mpi.codec.header import (
     FLAG_QOS,
     FLAG_RESENT,
@@ -14,18 +15,8 @@ from geode_mpi.codec.header import (
     Track,
     qos_route,
 )
-from geode_mpi.codec.wire import (
-    Peek,
-    Stamp,
-    control_payload,
-    decode,
-    encode,
-    encode_control,
-    is_control,
-    make_stamp,
-    peek,
-    track,
-)
+from geode_mpi.codec.records import control_payload, encode_control, is_control, track
+from geode_mpi.codec.wire import Peek, Stamp, encode, make_stamp, peek
 
 __all__ = [
     "FLAG_QOS",

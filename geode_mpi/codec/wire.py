@@ -10,14 +10,12 @@ section; the codec never interprets them.
 
 from __future__ import annotations
 
-import copyreg
 import pickle
-import struct
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from geode_mpi.codec import arrays, compression, header, maps, pickling
+from geode_mpi.codec import arrays, header, maps, pickling
 from geode_mpi.codec.arrays import (
     array_frame,
     is_raw_array,
@@ -25,24 +23,30 @@ from geode_mpi.codec.arrays import (
     rebuild_array,
     small_array,
 )
-from geode_mpi.codec.classes import BASE_NAME, class_name, resolve, short_name
+from geode_mpi.codec.classes import BASE_NAME, class_name
 from geode_mpi.codec.header import (
-    FLAG_COMPRESSED,
     FLAG_REST,
     KIND_ARRAY,
     KIND_ARRAY_DICT,
-    KIND_CONTROL,
     KIND_PICKLE,
-    KIND_RUN,
     KIND_SMALL_ARRAY,
     KIND_TEXT,
     NO_REPLY,
-    ROUTE_AT,
-    ROUTE_QOS,
     SENDER_FLAGS,
     VERSION,
     Route,
-    Track,
+)
+from geode_mpi.codec.wire_parts import Peek as Peek
+from geode_mpi.codec.wire_parts import Stamp as Stamp
+from geode_mpi.codec.wire_parts import (
+    _first_unpicklable,
+    _names,
+    _new_name,
+    _remember_template,
+    _slot_names,
+    _state,
+    _templates,
+    _wire_names,
 )
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
@@ -53,35 +57,8 @@ if TYPE_CHECKING:  # numpy is imported by whoever sends arrays, or to decode one
 SMALL_ARRAY_MAX = 2048  # bytes; a frame costs more than copying this much
 _HEAD = header.HEAD
 _PLAIN = header.PLAIN
-_DECODE = header.DECODE
 HEAD_SIZE = header.SIZE
 _PAD = bytes(8)
-
-
-class Stamp(NamedTuple):
-    """The metadata the sender assigns: who, to whom, which one and when."""
-
-    id: int
-    seq: int
-    timestamp: float
-    source: int
-    dest: int
-
-
-class Peek(NamedTuple):
-    """What can be read from meta without decoding the payload."""
-
-    stamp: Stamp
-    class_name: str
-    kind: int
-    flags: int
-    body: int  # offset of the data section (after the class name and the route section)
-    n_data: int  # frames that belong to the data (the rest belong to headers and attributes)
-    data_len: int
-
-    @property
-    def type(self) -> str:
-        return short_name(self.class_name)
 
 
 def _checksum_error(mid: int, src: int) -> DecodeError:
@@ -339,18 +316,6 @@ def _split_dict(
     return b"".join((head, name, section)), frames
 
 
-def _first_unpicklable(
-    headers: dict[str, Any] | None, extras: dict[str, Any] | None
-) -> tuple[str, object]:
-    for label, mapping in (("header", headers), ("attribute", extras)):
-        for key, value in (mapping or {}).items():
-            try:
-                pickling.dumps(value, [])
-            except Exception:
-                return f"{label} {key!r}", value
-    return "headers", headers
-
-
 def peek(meta: bytes | memoryview) -> Peek:
     """Read the stamp and class name of an encoded message.
 
@@ -377,29 +342,6 @@ def peek(meta: bytes | memoryview) -> Peek:
     # tuple.__new__ builds a NamedTuple without its Python-level __new__ (0.25 us each).
     stamp = _tuple_new(Stamp, (mid, seq, ts, src, dst))
     return _tuple_new(Peek, (stamp, name, kind, flags, body, n_data, data_len))
-
-
-def _new_name(meta: bytes | memoryview, end: int, body: int, mid: int, src: int) -> str:
-    """Read a class name not seen before, ending at ``end`` (and remember it)."""
-    raw = bytes(meta[HEAD_SIZE:end])
-    try:
-        if body + header.data_length(meta) > len(meta):
-            raise ValueError(
-                f"its class name, route and data section need {body} + "
-                f"{header.data_length(meta)} bytes, the meta has {len(meta)}"
-            )
-        name = raw.decode()
-        module, colon, qualname = name.partition(":")
-        if not module or not colon or not qualname or module.startswith("."):
-            raise ValueError(f"class name {name!r} is not 'module:qualname'")
-    except ValueError as exc:  # (UnicodeDecodeError is one)
-        raise DecodeError(
-            f"cannot read the class name of message {mid} from node index {src}: {exc}"
-        ) from exc
-    if len(_names) >= _NAMES_MAX:
-        _names.clear()
-    _names[raw] = name
-    return name
 
 
 _tuple_new = tuple.__new__
@@ -429,104 +371,15 @@ def _refuse_buffer(_buffer: pickle.PickleBuffer) -> None:
 
 
 _new_message = object.__new__
-_PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
 _PICKLED_KINDS = (KIND_PICKLE, KIND_ARRAY_DICT)  # data sections the checksum covers
-_MESSAGE_KINDS = frozenset((KIND_PICKLE, KIND_ARRAY, KIND_SMALL_ARRAY, KIND_TEXT, KIND_ARRAY_DICT))
-_ARRAY_KINDS = (KIND_ARRAY, KIND_ARRAY_DICT)
-_NAME_ONLY = 1 << 16  # `lengths` below this: a class name, no route section
-_NOT_PLAIN = FLAG_REST | FLAG_COMPRESSED  # decode's fast path takes neither
 
 
-_names: dict[bytes, str] = {}
-_NAMES_MAX = 4096
 _U32_MAX = 2**32 - 1
-_slots: dict[type, tuple[str, ...]] = {}
-
-
-def _slot_names(cls: type) -> tuple[str, ...]:
-    """Attributes a Message subclass keeps in __slots__ (they are not in __dict__)."""
-    found = _slots.get(cls)
-    if found is None:
-        found = _slots[cls] = tuple(copyreg._slotnames(cls))  # type: ignore[attr-defined]
-    return found
-
-
-_wire_names: dict[type, tuple[bytes, bool]] = {}  # class -> (wire name, has __slots__)
-# (class, dtype, shape) -> (name + descriptor + padding, name length, data-section length)
-_templates: dict[tuple[type, np.dtype[Any], tuple[int, ...]], tuple[bytes, int, int]] = {}
-_TEMPLATES_MAX = 1024
-
-
-def _remember_template(
-    cls: type, data: np.ndarray[Any, Any], name: bytes, descriptor: bytes, section_len: int
-) -> None:
-    if len(_templates) >= _TEMPLATES_MAX:
-        _templates.clear()
-    _templates[(cls, data.dtype, data.shape)] = (name + descriptor, len(name), section_len)
-
-
-def track(meta: bytes | memoryview) -> Track:
-    """Flags, seq, source, dest and reply_to of an encoded message (or control record).
-
-    Raises:
-        DecodeError: the bytes are not a message of this codec version.
-    """
-    if len(meta) < HEAD_SIZE or meta[0] != VERSION:
-        peek(meta)  # raises the precise error
-    return _tuple_new(Track, _track_fields(meta))
-
-
-def is_control(meta: bytes | memoryview) -> bool:
-    """True if ``meta`` is a control record rather than a message."""
-    return len(meta) > 1 and meta[header.KIND_AT] == KIND_CONTROL
-
-
-def encode_control(source: int, dest: int, payload: bytes) -> bytes:
-    """A control record from node index ``source`` to ``dest`` carrying ``payload``."""
-    head = _HEAD.pack(
-        VERSION, KIND_CONTROL, 0, 0, 0, 0, 0.0, source, dest, 0, 0, 0, len(payload), -1, 0, 0
-    )
-    return head + payload
-
-
-def control_payload(meta: bytes | memoryview) -> memoryview:
-    """The payload of a control record."""
-    view = memoryview(meta)
-    return view[HEAD_SIZE : HEAD_SIZE + header.data_length(view)]
-
-
-_track_fields = header.track_fields
-_REPLY_CHECK = struct.Struct("<48xqI")  # reply_to and the checksum (header.py has the offsets)
 
 
 def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> Stamp:
     """A Stamp, built the fast way (senders make one per message)."""
     return _tuple_new(Stamp, (id, seq, timestamp, source, dest))
-
-
-def _state(
-    data: Any,
-    mid: int,
-    seq: int,
-    ts: float,
-    src: int,
-    dst: int,
-    reply_to: int,
-    names: Sequence[str],
-) -> dict[str, Any]:
-    """A received message's __dict__: its data and the metadata the sender stamped."""
-    count = len(names)
-    state = {
-        "data": data,
-        "id": mid,
-        "seq": seq,
-        "timestamp": ts,
-        "source": names[src] if src < count else str(src),
-        "dest": names[dst] if dst < count else str(dst),
-    }
-    if reply_to != NO_REPLY:
-        state["reply_to"] = reply_to
-    return state
 
 
 def decode_plain(
@@ -583,154 +436,3 @@ def decode_plain(
     else:
         message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
     return message
-
-
-def _decode_arrays(
-    meta: bytes | memoryview,
-    frames: Sequence[np.ndarray[Any, Any]],
-    names: Sequence[str],
-    head: tuple[Any, ...],
-) -> Message:
-    """`decode` of a message whose data is an array in its frame or a dict holding arrays
-    (kind 1 or 6), of any Message class, with no route or rest section and not compressed,
-    from the header `decode` read (``head``: `header.DECODE`'s fields), without `peek`.
-
-    Raises:
-        DecodeError: the class cannot be found, or the data section does not decode.
-    """
-    _, kind, _, mid, seq, ts, src, dst, name_len, _, data_len, reply_to, crc = head
-    start = HEAD_SIZE + name_len
-    end = start + data_len
-    cls: type[Message] = Message
-    if name_len:
-        wire_name = _names.get(bytes(meta[HEAD_SIZE:start]))
-        if wire_name is None:
-            wire_name = _new_name(meta, start, start, mid, src)
-        cls = resolve(wire_name)
-    data: Any
-    try:
-        if kind == KIND_ARRAY:
-            dtype, shape, fortran, _ = read_descriptor(meta, start, end)
-            data = rebuild_array(frames[0], dtype, shape, fortran)
-        else:
-            section = memoryview(meta)[start:end]
-            if _checksum(section) != crc:
-                raise _checksum_error(mid, src)
-            data = maps.join(section, frames)
-    except DecodeError:
-        raise
-    except Exception as exc:
-        raise DecodeError(
-            f"cannot decode a {cls.__name__} message {mid} from node index {src}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    message = cls.__new__(cls)
-    message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
-    return message
-
-
-def decode(
-    meta: bytes | memoryview,
-    frames: Sequence[np.ndarray[Any, Any]],
-    names: Sequence[str],
-    info: Peek | None = None,
-    owned: bool = False,
-) -> Message:
-    """Turn meta and received frames back into a Message of the class that was sent.
-
-    Args:
-        meta: the bytes `encode` produced.
-        frames: writable byte buffers, one per frame, in order.
-        names: node names by index, to fill in ``source`` and ``dest``.
-        info: what `peek` already read from this meta, if anything.
-        owned: nothing reads meta after this (taken for good, by one node): a small array
-            inside it may be a view of it instead of a copy, when meta is a whole bytearray.
-
-    Raises:
-        DecodeError: the bytes are malformed or the class cannot be found.
-    """
-    data: Any
-    if info is None and len(meta) >= HEAD_SIZE:
-        head = _DECODE.unpack_from(meta, 0)
-        version, kind, flags, _, _, _, _, _, lengths, n_data, _, _, _ = head
-        if (
-            version == VERSION
-            and not lengths
-            and not flags & _NOT_PLAIN
-            and (kind in _PLAIN_KINDS if not n_data else kind == KIND_ARRAY and len(frames) == 1)
-        ):
-            # A plain Message whose data is a pickle without arrays (a str, a dict ...), a
-            # small array inside meta, or one array in its frame: the commonest messages.
-            return decode_plain(meta, frames, names, owned, head)
-        if kind == KIND_RUN and len(frames) == 3:  # one of a run's: (run, index, message)
-            return frames[0].message(frames[1])  # type: ignore[no-any-return,attr-defined]
-        if (
-            kind in _ARRAY_KINDS
-            and version == VERSION
-            and lengths < _NAME_ONLY
-            and not flags & _NOT_PLAIN
-            and n_data == len(frames)
-        ):
-            # An array of a Message subclass, or a dict holding arrays (any class).
-            return _decode_arrays(meta, frames, names, head)
-    view = memoryview(meta)
-    if info is None:
-        info = peek(view)  # (raises the precise error for another version or a short header)
-    stamp, wire_name, kind, flags, start, n_data, data_len = info
-    mid, seq, ts, src, dst = stamp
-    reply_to, crc = _REPLY_CHECK.unpack_from(view)
-    cls = Message if wire_name == BASE_NAME else resolve(wire_name)
-    if kind not in _MESSAGE_KINDS:
-        raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
-    if flags & FLAG_COMPRESSED:
-        # The sender compressed some frames (`compression.shrink`): decompress them, and read
-        # meta without the table it appended, so that the rest section ends where it did.
-        view, frames = compression.expand(view, frames, mid, src)
-    end = start + data_len
-    # A damaged pickle can make C pickle allocate without bound (a PUT's memo index): the
-    # checksum refuses damaged bytes before any of them reach it.
-    checked = kind in _PICKLED_KINDS or flags & FLAG_REST
-    if checked and pickled_checksum(view, kind, flags, start) != crc:
-        raise _checksum_error(mid, src)
-    try:
-        if kind == KIND_SMALL_ARRAY:
-            data = small_array(view, start, end)
-        elif kind == KIND_ARRAY:
-            dtype, shape, fortran, _ = read_descriptor(view, start, end)
-            data = rebuild_array(frames[0], dtype, shape, fortran)
-        elif kind == KIND_TEXT:
-            data = str(view[start:end], "utf-8")
-        elif kind == KIND_ARRAY_DICT:
-            data = maps.join(view[start:end], frames[:n_data])
-        else:
-            data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
-        state = _state(data, mid, seq, ts, src, dst, reply_to, names)
-        if view[ROUTE_AT] & ROUTE_QOS:  # (never on the fast path above: its route section)
-            priority, ttl = header.qos(view)
-            state["priority"] = priority
-            state["ttl"] = ttl or None
-        message = cls.__new__(cls)
-        if not flags & FLAG_REST:
-            message.__dict__ = state
-            return message
-        headers, extras = pickling.loads(view[end:], frames[n_data:])
-        slotted: dict[str, Any] = {}
-        if extras:
-            slots = _slot_names(cls)
-            for key, value in extras.items():
-                (slotted if key in slots else state)[key] = value
-        if headers:
-            if type(headers) is not dict:
-                raise TypeError(f"its headers are a {type(headers).__name__}, not a dict")
-            state["_headers"] = headers
-        message.__dict__ = state
-        for key, value in slotted.items():
-            setattr(message, key, value)
-        return message
-    except DecodeError:
-        raise
-    except Exception as exc:  # anything the bytes made numpy, pickle or the class raise
-        raise DecodeError(
-            f"cannot decode a {short_name(wire_name)} message {mid} from "
-            f"node index {src}: {type(exc).__name__}: {exc}"
-        ) from exc

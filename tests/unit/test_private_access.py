@@ -19,7 +19,11 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("core/termination.py", "os", "_exit"): "os._exit: the documented immediate exit",
     ("transport/abort.py", "os", "_exit"): "os._exit: the documented immediate exit",
     ("transport/watchdog.py", "os", "_exit"): "os._exit: the documented immediate exit",
-    ("codec/wire.py", "copyreg", "_slotnames"): "CPython's slot names, as copy/pickle find them",
+    (
+        "codec/wire_parts.py",
+        "copyreg",
+        "_slotnames",
+    ): "CPython's slot names, as copy/pickle find them",
     ("codec/arrays.py", "pickle", "_Unpickler"): "the pure-Python unpickler (find_class hook)",
     ("runner/cli.py", "parser()", "_actions"): "argparse keeps its actions only there",
     ("delivery/engine.py", "parcel", "_replace"): "NamedTuple._replace: public namedtuple API",

@@ -1,0 +1,201 @@
+"""The general decode: any Message class, route, rest section (headers, attributes),
+compressed frames; and its shortcut for an array, or a dict holding arrays, of any class
+(the plain Message's fast path is `wire.decode_plain`)."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi.codec import compression, header, maps, pickling
+from geode_mpi.codec.arrays import read_descriptor, rebuild_array, small_array
+from geode_mpi.codec.classes import BASE_NAME, resolve, short_name
+from geode_mpi.codec.header import (
+    FLAG_COMPRESSED,
+    FLAG_REST,
+    KIND_ARRAY,
+    KIND_ARRAY_DICT,
+    KIND_PICKLE,
+    KIND_RUN,
+    KIND_SMALL_ARRAY,
+    KIND_TEXT,
+    ROUTE_AT,
+    ROUTE_QOS,
+    VERSION,
+)
+from geode_mpi.codec.wire import (
+    _PICKLED_KINDS,
+    HEAD_SIZE,
+    _checksum,
+    _checksum_error,
+    decode_plain,
+    peek,
+    pickled_checksum,
+)
+from geode_mpi.codec.wire_parts import Peek, _names, _new_name, _slot_names, _state
+from geode_mpi.errors import DecodeError
+from geode_mpi.message import Message
+
+if TYPE_CHECKING:  # numpy is imported by whoever sends arrays, or to decode one (arrays.py)
+    import numpy as np
+
+_DECODE = header.DECODE
+_PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
+_MESSAGE_KINDS = frozenset((KIND_PICKLE, KIND_ARRAY, KIND_SMALL_ARRAY, KIND_TEXT, KIND_ARRAY_DICT))
+_ARRAY_KINDS = (KIND_ARRAY, KIND_ARRAY_DICT)
+_NAME_ONLY = 1 << 16  # `lengths` below this: a class name, no route section
+_NOT_PLAIN = FLAG_REST | FLAG_COMPRESSED  # decode's fast path takes neither
+_REPLY_CHECK = struct.Struct("<48xqI")  # reply_to and the checksum (header.py has the offsets)
+
+
+def _decode_arrays(
+    meta: bytes | memoryview,
+    frames: Sequence[np.ndarray[Any, Any]],
+    names: Sequence[str],
+    head: tuple[Any, ...],
+) -> Message:
+    """`decode` of a message whose data is an array in its frame or a dict holding arrays
+    (kind 1 or 6), of any Message class, with no route or rest section and not compressed,
+    from the header `decode` read (``head``: `header.DECODE`'s fields), without `peek`.
+
+    Raises:
+        DecodeError: the class cannot be found, or the data section does not decode.
+    """
+    _, kind, _, mid, seq, ts, src, dst, name_len, _, data_len, reply_to, crc = head
+    start = HEAD_SIZE + name_len
+    end = start + data_len
+    cls: type[Message] = Message
+    if name_len:
+        wire_name = _names.get(bytes(meta[HEAD_SIZE:start]))
+        if wire_name is None:
+            wire_name = _new_name(meta, start, start, mid, src)
+        cls = resolve(wire_name)
+    data: Any
+    try:
+        if kind == KIND_ARRAY:
+            dtype, shape, fortran, _ = read_descriptor(meta, start, end)
+            data = rebuild_array(frames[0], dtype, shape, fortran)
+        else:
+            section = memoryview(meta)[start:end]
+            if _checksum(section) != crc:
+                raise _checksum_error(mid, src)
+            data = maps.join(section, frames)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(
+            f"cannot decode a {cls.__name__} message {mid} from node index {src}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    message = cls.__new__(cls)
+    message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
+    return message
+
+
+def decode(
+    meta: bytes | memoryview,
+    frames: Sequence[np.ndarray[Any, Any]],
+    names: Sequence[str],
+    info: Peek | None = None,
+    owned: bool = False,
+) -> Message:
+    """Turn meta and received frames back into a Message of the class that was sent.
+
+    Args:
+        meta: the bytes `encode` produced.
+        frames: writable byte buffers, one per frame, in order.
+        names: node names by index, to fill in ``source`` and ``dest``.
+        info: what `peek` already read from this meta, if anything.
+        owned: nothing reads meta after this (taken for good, by one node): a small array
+            inside it may be a view of it instead of a copy, when meta is a whole bytearray.
+
+    Raises:
+        DecodeError: the bytes are malformed or the class cannot be found.
+    """
+    data: Any
+    if info is None and len(meta) >= HEAD_SIZE:
+        head = _DECODE.unpack_from(meta, 0)
+        version, kind, flags, _, _, _, _, _, lengths, n_data, _, _, _ = head
+        if (
+            version == VERSION
+            and not lengths
+            and not flags & _NOT_PLAIN
+            and (kind in _PLAIN_KINDS if not n_data else kind == KIND_ARRAY and len(frames) == 1)
+        ):
+            # A plain Message whose data is a pickle without arrays (a str, a dict ...), a
+            # small array inside meta, or one array in its frame: the commonest messages.
+            return decode_plain(meta, frames, names, owned, head)
+        if kind == KIND_RUN and len(frames) == 3:  # one of a run's: (run, index, message)
+            return frames[0].message(frames[1])  # type: ignore[no-any-return,attr-defined]
+        if (
+            kind in _ARRAY_KINDS
+            and version == VERSION
+            and lengths < _NAME_ONLY
+            and not flags & _NOT_PLAIN
+            and n_data == len(frames)
+        ):
+            # An array of a Message subclass, or a dict holding arrays (any class).
+            return _decode_arrays(meta, frames, names, head)
+    view = memoryview(meta)
+    if info is None:
+        info = peek(view)  # (raises the precise error for another version or a short header)
+    stamp, wire_name, kind, flags, start, n_data, data_len = info
+    mid, seq, ts, src, dst = stamp
+    reply_to, crc = _REPLY_CHECK.unpack_from(view)
+    cls = Message if wire_name == BASE_NAME else resolve(wire_name)
+    if kind not in _MESSAGE_KINDS:
+        raise DecodeError(f"message {mid} from node index {src} has unknown kind {kind}")
+    if flags & FLAG_COMPRESSED:
+        # The sender compressed some frames (`compression.shrink`): decompress them, and read
+        # meta without the table it appended, so that the rest section ends where it did.
+        view, frames = compression.expand(view, frames, mid, src)
+    end = start + data_len
+    # A damaged pickle can make C pickle allocate without bound (a PUT's memo index): the
+    # checksum refuses damaged bytes before any of them reach it.
+    checked = kind in _PICKLED_KINDS or flags & FLAG_REST
+    if checked and pickled_checksum(view, kind, flags, start) != crc:
+        raise _checksum_error(mid, src)
+    try:
+        if kind == KIND_SMALL_ARRAY:
+            data = small_array(view, start, end)
+        elif kind == KIND_ARRAY:
+            dtype, shape, fortran, _ = read_descriptor(view, start, end)
+            data = rebuild_array(frames[0], dtype, shape, fortran)
+        elif kind == KIND_TEXT:
+            data = str(view[start:end], "utf-8")
+        elif kind == KIND_ARRAY_DICT:
+            data = maps.join(view[start:end], frames[:n_data])
+        else:
+            data = pickle.loads(view[start:end], buffers=frames[:n_data] if frames else None)
+        state = _state(data, mid, seq, ts, src, dst, reply_to, names)
+        if view[ROUTE_AT] & ROUTE_QOS:  # (never on the fast path above: its route section)
+            priority, ttl = header.qos(view)
+            state["priority"] = priority
+            state["ttl"] = ttl or None
+        message = cls.__new__(cls)
+        if not flags & FLAG_REST:
+            message.__dict__ = state
+            return message
+        headers, extras = pickling.loads(view[end:], frames[n_data:])
+        slotted: dict[str, Any] = {}
+        if extras:
+            slots = _slot_names(cls)
+            for key, value in extras.items():
+                (slotted if key in slots else state)[key] = value
+        if headers:
+            if type(headers) is not dict:
+                raise TypeError(f"its headers are a {type(headers).__name__}, not a dict")
+            state["_headers"] = headers
+        message.__dict__ = state
+        for key, value in slotted.items():
+            setattr(message, key, value)
+        return message
+    except DecodeError:
+        raise
+    except Exception as exc:  # anything the bytes made numpy, pickle or the class raise
+        raise DecodeError(
+            f"cannot decode a {short_name(wire_name)} message {mid} from "
+            f"node index {src}: {type(exc).__name__}: {exc}"
+        ) from exc
