@@ -17,7 +17,6 @@ from geode_mpi.codec.header import (
     FLAG_REST,
     KIND_ARRAY,
     KIND_ARRAY_DICT,
-    KIND_PICKLE,
     KIND_RUN,
     KIND_SMALL_ARRAY,
     KIND_TEXT,
@@ -26,7 +25,12 @@ from geode_mpi.codec.header import (
     VERSION,
 )
 from geode_mpi.codec.wire import (
+    _ARRAY_KINDS,
+    _MESSAGE_KINDS,
+    _NAME_ONLY,
+    _NOT_PLAIN,
     _PICKLED_KINDS,
+    _PLAIN_KINDS,
     HEAD_SIZE,
     _checksum,
     _checksum_error,
@@ -42,11 +46,6 @@ if TYPE_CHECKING:  # numpy is imported by whoever sends arrays, or to decode one
     import numpy as np
 
 _DECODE = header.DECODE
-_PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
-_MESSAGE_KINDS = frozenset((KIND_PICKLE, KIND_ARRAY, KIND_SMALL_ARRAY, KIND_TEXT, KIND_ARRAY_DICT))
-_ARRAY_KINDS = (KIND_ARRAY, KIND_ARRAY_DICT)
-_NAME_ONLY = 1 << 16  # `lengths` below this: a class name, no route section
-_NOT_PLAIN = FLAG_REST | FLAG_COMPRESSED  # decode's fast path takes neither
 _REPLY_CHECK = struct.Struct("<48xqI")  # reply_to and the checksum (header.py has the offsets)
 
 

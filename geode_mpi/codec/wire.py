@@ -25,6 +25,7 @@ from geode_mpi.codec.arrays import (
 )
 from geode_mpi.codec.classes import BASE_NAME, class_name
 from geode_mpi.codec.header import (
+    FLAG_COMPRESSED,
     FLAG_REST,
     KIND_ARRAY,
     KIND_ARRAY_DICT,
@@ -371,7 +372,12 @@ def _refuse_buffer(_buffer: pickle.PickleBuffer) -> None:
 
 
 _new_message = object.__new__
+_PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
 _PICKLED_KINDS = (KIND_PICKLE, KIND_ARRAY_DICT)  # data sections the checksum covers
+_MESSAGE_KINDS = frozenset((KIND_PICKLE, KIND_ARRAY, KIND_SMALL_ARRAY, KIND_TEXT, KIND_ARRAY_DICT))
+_ARRAY_KINDS = (KIND_ARRAY, KIND_ARRAY_DICT)
+_NAME_ONLY = 1 << 16  # `lengths` below this: a class name, no route section
+_NOT_PLAIN = FLAG_REST | FLAG_COMPRESSED  # decode's fast path takes neither
 
 
 _U32_MAX = 2**32 - 1
