@@ -52,7 +52,7 @@ from geode_mpi.transport.envelope import (
 from geode_mpi.transport.envelope import (
     VERSION as ENVELOPE_VERSION,
 )
-from geode_mpi.transport.fanout import FanoutTable, FanTicket, read_end_marker
+from geode_mpi.transport.fanout import FanoutTable, FanTicket
 from geode_mpi.transport.mpi_collective import CollectiveSteps
 from geode_mpi.transport.mpi_parts import (
     _AS_ENVELOPE,
@@ -61,8 +61,9 @@ from geode_mpi.transport.mpi_parts import (
     TAG_ENVELOPE,
     TAG_FRAME,
     TAG_META,
-    TAG_STREAM,
+    _Arrival,
 )
+from geode_mpi.transport.mpi_parts import TAG_STREAM as TAG_STREAM  # (tests read it here)
 from geode_mpi.transport.mpi_streams import END, Streams
 from geode_mpi.transport.paths import network_ranks
 from geode_mpi.transport.pool import BufferPool
@@ -77,15 +78,12 @@ from geode_mpi.transport.prepost import (
     one_frame_lead,
 )
 from geode_mpi.transport.relay import (
-    PREFIX_BYTES,
     TAG_RELAY_HEAD,
-    TAG_RELAYED,
     Relays,
-    read_prefix,
 )
 from geode_mpi.transport.sealed import keep_or_copy
-from geode_mpi.transport.shared import TAG_SHARED, NodeShare
-from geode_mpi.transport.tally import TAG_COUNT, Tally
+from geode_mpi.transport.shared import NodeShare
+from geode_mpi.transport.tally import Tally
 
 _BYTE = MPI.BYTE
 _ANY_SOURCE = MPI.ANY_SOURCE
@@ -135,33 +133,6 @@ def strided_datatype(frame: Frame) -> MPI.Datatype:
     absolute = MPI.Datatype.Create_struct([1], [address], [current])
     current.Free()
     return absolute.Commit()
-
-
-class _Arrival:
-    """An envelope whose out-of-band frames are still being received."""
-
-    __slots__ = ("frames", "meta", "nbytes", "relay", "requests", "sizes")
-
-    def __init__(
-        self,
-        meta: memoryview,
-        frames: list[Frame | memoryview | int],
-        requests: list[MPI.Request],
-        nbytes: int,
-        relay: int = -1,
-        sizes: list[int] | None = None,
-    ) -> None:
-        self.meta = meta
-        # Its size (an int) where a relayed frame will be (see transport/relay.py).
-        self.frames = frames
-        self.requests = requests
-        self.nbytes = nbytes
-        # The number of the relay bringing its frames; -1: none; END - key: not a message but
-        # stream key's end marker, which holds everything behind it (see transport/fanout.py)
-        self.relay = relay
-        # The sizes its envelope lists for frames received unprobed (FRAMES_AFTER), to check
-        # once they are in; None: probed, their sizes checked before their receives.
-        self.sizes = sizes
 
 
 # A frame held this long (seconds) without its envelope gets its receive posted before the
@@ -635,55 +606,6 @@ class MPITransport(Streams, CollectiveSteps):
         self.received_from[source] += 1
         self._accept(source, buffer)
         return True
-
-    def _take_other(self, source: int, tag: int, buffer: bytearray) -> bool:
-        if tag == TAG_COUNT:  # not an envelope: not counted itself
-            self._tally.heard(source, buffer)
-            return True
-        self.received_from[source] += 1
-        self._accept_stream(source, tag, buffer)  # an end marker, or a relayed envelope
-        return True
-
-    def _accept_stream(self, source: int, tag: int, buffer: bytearray) -> None:
-        """An end marker, or an envelope whose large frames come down a relay tree or are
-        in the root's shared slot."""
-        if tag == TAG_SHARED:
-            self._accept_shared(source, buffer)
-            return
-        if tag == TAG_STREAM:
-            key = read_end_marker(buffer, source)
-            stream = self._fanouts.get(key)
-            if stream is None or stream[0] != source:  # it would hold the queue for ever
-                raise DecodeError(f"rank {source} sent an end marker of stream {key}, not its own")
-            self._arrivals[source].append(_Arrival(memoryview(buffer), [], [], 0, END - key))
-            self._waiting_sources.add(source)
-            return
-        if tag != TAG_RELAYED:
-            raise DecodeError(f"rank {source} sent a message with tag {tag}, unknown here")
-        number = read_prefix(buffer, source)
-        if source == self.rank:  # a root's own copy goes as a plain message, never relayed
-            raise DecodeError(f"rank {source} sent a relayed envelope to itself")
-        try:
-            meta, inline, oob = parse_envelope(memoryview(buffer)[PREFIX_BYTES:])
-        except ValueError as exc:
-            raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
-        sizes = iter(size for size, _ in oob)
-        frames: list[Frame | memoryview | int] = [
-            next(sizes) if frame is None else frame for frame in inline
-        ]
-        arrival = _Arrival(meta, frames, [], len(buffer), number)
-        queue = self._arrivals[source]
-        queue.append(arrival)
-        self._waiting_sources.add(source)
-        if len(queue) == 1:
-            self._complete_arrivals()
-
-    def _accept_shared(self, source: int, buffer: bytearray) -> None:
-        meta, frames, nbytes = self.shared.read(source, buffer)
-        if self._arrivals[source]:  # (its frames are all in: it waits only for its turn)
-            self._arrivals[source].append(_Arrival(meta, frames, [], nbytes))
-        else:
-            self._sink(source, meta, frames, nbytes)
 
     def _accept_batch(self, source: int, buffer: bytearray) -> None:
         view = memoryview(buffer)

@@ -1,5 +1,5 @@
-"""What the parts of `MPITransport` share: its tags, the state they use (declared), and the
-waits with a deadline of its collective steps."""
+"""What the parts of `MPITransport` share: its tags, an arrival whose frames are still coming,
+the state they use (declared), and the waits with a deadline of its collective steps."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from geode_mpi.transport.base import Frame
     from geode_mpi.transport.fanout import FanoutTable, FanTicket
-    from geode_mpi.transport.mpi import _Arrival, _Held
+    from geode_mpi.transport.mpi import _Held
     from geode_mpi.transport.pool import BufferPool
     from geode_mpi.transport.prepost import Leads
     from geode_mpi.transport.relay import Relays
@@ -33,6 +33,33 @@ TAG_STREAM = 5  # a stream's end marker (see transport/fanout.py)
 # What a batch's entry is (see mpi.py's _BATCH_ENTRY): an envelope, or a meta alone.
 _AS_ENVELOPE = 0
 _AS_META = 1
+
+
+class _Arrival:
+    """An envelope whose out-of-band frames are still being received."""
+
+    __slots__ = ("frames", "meta", "nbytes", "relay", "requests", "sizes")
+
+    def __init__(
+        self,
+        meta: memoryview,
+        frames: list[Frame | memoryview | int],
+        requests: list[MPI.Request],
+        nbytes: int,
+        relay: int = -1,
+        sizes: list[int] | None = None,
+    ) -> None:
+        self.meta = meta
+        # Its size (an int) where a relayed frame will be (see transport/relay.py).
+        self.frames = frames
+        self.requests = requests
+        self.nbytes = nbytes
+        # The number of the relay bringing its frames; -1: none; END - key: not a message but
+        # stream key's end marker, which holds everything behind it (see transport/fanout.py)
+        self.relay = relay
+        # The sizes its envelope lists for frames received unprobed (FRAMES_AFTER), to check
+        # once they are in; None: probed, their sizes checked before their receives.
+        self.sizes = sizes
 
 
 class MPIParts(RootedMPI, TransportBase):
@@ -72,6 +99,8 @@ class MPIParts(RootedMPI, TransportBase):
         def _add_to_batch(self, dest: int, kind: int, payload: bytes) -> SendTicket: ...
 
         def _finish(self, ticket: SendTicket) -> bool: ...
+
+        def _complete_arrivals(self) -> bool: ...
 
     def _wait(
         self,

@@ -1,18 +1,20 @@
 """`MPITransport`'s broadcast streams (topics): each member rank sent to in turn, large
-frames down a relay tree or through the node's shared segment; see transport/fanout.py."""
+frames down a relay tree or through the node's shared segment, and what arrives of them (an
+end marker, a relayed or a shared envelope); see transport/fanout.py."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mpi4py import MPI
 
+from geode_mpi.errors import DecodeError
 from geode_mpi.transport.base import Frame, SendTicket, frame_bytes
-from geode_mpi.transport.envelope import build_envelope, check_envelope
-from geode_mpi.transport.fanout import FanTicket, end_marker
+from geode_mpi.transport.envelope import build_envelope, check_envelope, parse_envelope
+from geode_mpi.transport.fanout import FanTicket, end_marker, read_end_marker
 from geode_mpi.transport.mpi_parts import (
     _AS_ENVELOPE,
     _AS_META,
@@ -20,13 +22,18 @@ from geode_mpi.transport.mpi_parts import (
     TAG_FRAME,
     TAG_STREAM,
     MPIParts,
+    _Arrival,
 )
-from geode_mpi.transport.relay import TAG_RELAYED, relayed_envelope, shape_for
+from geode_mpi.transport.relay import (
+    PREFIX_BYTES,
+    TAG_RELAYED,
+    read_prefix,
+    relayed_envelope,
+    shape_for,
+)
 from geode_mpi.transport.sealed import SHARED_MIN
 from geode_mpi.transport.shared import TAG_SHARED
-
-if TYPE_CHECKING:
-    from geode_mpi.transport.mpi import _Arrival
+from geode_mpi.transport.tally import TAG_COUNT
 
 _BYTE = MPI.BYTE
 END = -2  # _Arrival.relay of an end marker: END - key
@@ -203,3 +210,52 @@ class Streams(MPIParts):
     def relayed(self) -> int:
         """How many large broadcasts this rank has rooted or received down a relay tree."""
         return self._relays.count
+
+    def _take_other(self, source: int, tag: int, buffer: bytearray) -> bool:
+        if tag == TAG_COUNT:  # not an envelope: not counted itself
+            self._tally.heard(source, buffer)
+            return True
+        self.received_from[source] += 1
+        self._accept_stream(source, tag, buffer)  # an end marker, or a relayed envelope
+        return True
+
+    def _accept_stream(self, source: int, tag: int, buffer: bytearray) -> None:
+        """An end marker, or an envelope whose large frames come down a relay tree or are
+        in the root's shared slot."""
+        if tag == TAG_SHARED:
+            self._accept_shared(source, buffer)
+            return
+        if tag == TAG_STREAM:
+            key = read_end_marker(buffer, source)
+            stream = self._fanouts.get(key)
+            if stream is None or stream[0] != source:  # it would hold the queue for ever
+                raise DecodeError(f"rank {source} sent an end marker of stream {key}, not its own")
+            self._arrivals[source].append(_Arrival(memoryview(buffer), [], [], 0, END - key))
+            self._waiting_sources.add(source)
+            return
+        if tag != TAG_RELAYED:
+            raise DecodeError(f"rank {source} sent a message with tag {tag}, unknown here")
+        number = read_prefix(buffer, source)
+        if source == self.rank:  # a root's own copy goes as a plain message, never relayed
+            raise DecodeError(f"rank {source} sent a relayed envelope to itself")
+        try:
+            meta, inline, oob = parse_envelope(memoryview(buffer)[PREFIX_BYTES:])
+        except ValueError as exc:
+            raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
+        sizes = iter(size for size, _ in oob)
+        frames: list[Frame | memoryview | int] = [
+            next(sizes) if frame is None else frame for frame in inline
+        ]
+        arrival = _Arrival(meta, frames, [], len(buffer), number)
+        queue = self._arrivals[source]
+        queue.append(arrival)
+        self._waiting_sources.add(source)
+        if len(queue) == 1:
+            self._complete_arrivals()
+
+    def _accept_shared(self, source: int, buffer: bytearray) -> None:
+        meta, frames, nbytes = self.shared.read(source, buffer)
+        if self._arrivals[source]:  # (its frames are all in: it waits only for its turn)
+            self._arrivals[source].append(_Arrival(meta, frames, [], nbytes))
+        else:
+            self._sink(source, meta, frames, nbytes)
