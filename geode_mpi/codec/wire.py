@@ -44,6 +44,7 @@ from geode_mpi.codec.header import (
     Route,
     Track,
 )
+from geode_mpi.codec.plain import plain_message
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
 
@@ -428,7 +429,6 @@ def _refuse_buffer(_buffer: pickle.PickleBuffer) -> None:
     raise _BufferRefused
 
 
-_new_message = object.__new__
 _PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
 _PICKLED_KINDS = (KIND_PICKLE, KIND_ARRAY_DICT)  # data sections the checksum covers
 _MESSAGE_KINDS = frozenset((KIND_PICKLE, KIND_ARRAY, KIND_SMALL_ARRAY, KIND_TEXT, KIND_ARRAY_DICT))
@@ -569,20 +569,7 @@ def decode_plain(
             f"cannot decode a Message message {mid} from node index {src}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    message = _new_message(Message)
-    count = len(names)
-    if reply_to == NO_REPLY and src < count and dst < count:  # `_state`, inline
-        message.__dict__ = {
-            "data": data,
-            "id": mid,
-            "seq": seq,
-            "timestamp": ts,
-            "source": names[src],
-            "dest": names[dst],
-        }
-    else:
-        message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
-    return message
+    return plain_message(data, mid, seq, ts, src, dst, reply_to, names)
 
 
 def _decode_arrays(
