@@ -179,6 +179,21 @@ def encode(
     """
     data = message.data
     cls = type(message)
+    if type(data) is str and route is None:  # the commonest small message: a text, UTF-8
+        known = _wire_names.get(cls)
+        if known is not None and not known[1] and len(message.__dict__) == 1:
+            try:
+                text = data.encode()
+            except UnicodeEncodeError:  # a lone surrogate: pickle keeps it (below)
+                pass
+            else:
+                if len(text) <= _U32_MAX:
+                    mid, seq, ts, src, dst = stamp
+                    head = _PLAIN.pack(
+                        VERSION, KIND_TEXT, flags & SENDER_FLAGS, mid, seq, ts, src, dst,
+                        len(known[0]), 0, len(text), reply_to, 0,
+                    )  # fmt: skip
+                    return b"".join((head, known[0], text)), _NO_FRAMES
     if type(data) is arrays.ndarray and len(message.__dict__) == 1 and route is None:
         # A small plain array alone in its message: from a template made the first time this
         # class, dtype and shape were sent (the commonest small message there is).
@@ -207,13 +222,9 @@ def encode(
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames
             # `_plain_section` and `_head` inline: each call was ~3-5% of encoding a message.
-            try:
-                section = data.encode() if type(data) is str else None
-            except UnicodeEncodeError:  # a lone surrogate: pickle keeps it
-                section = None
-            if section is not None:
-                kind, crc = KIND_TEXT, 0
-            elif type(data) in _ATOMIC:
+            # (A text is encoded above; one here has a lone surrogate: pickle keeps it.)
+            section = None
+            if type(data) in _ATOMIC:
                 section = _dumps(data, 5)  # (protocol 5; a keyword costs more here)
                 kind, crc = KIND_PICKLE, _checksum(section)
             elif _plain_misses[0]:  # arrays were met lately: the general path at once

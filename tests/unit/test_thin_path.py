@@ -178,3 +178,29 @@ def test_a_closed_geode_refuses_a_send_even_on_a_lane() -> None:
     geode.close()
     with pytest.raises(ClosedError):
         geode.send("three", dest="node1")
+
+
+@pytest.mark.parametrize("resend_after", [None, 30.0])
+def test_a_lane_keeps_what_a_resend_needs_only_when_resends_are_on(
+    lane_sends: list[int], resend_after: float | None
+) -> None:
+    # Without resends an outbox entry keeps the header alone; with them, the frames too and
+    # a resend record per message (until acknowledged).
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank), resend_after=resend_after) for rank in range(2))
+    big = np.arange(1000.0)  # its array in a frame
+    for data in ("warm", "text", big):
+        a.send(data, dest="node1")
+    assert lane_sends == [1, 2]  # every send after the first
+    pair = a._runtime.engine.pair_out(0, 1)
+    entry = pair.outbox[2]
+    assert (len(entry.frames) == 1) is (resend_after is not None)
+    assert (2 in pair.resends) is (resend_after is not None)
+    for expected in ("warm", "text"):
+        assert b.receive("node1", timeout=10).data == expected
+    assert b.receive("node1", timeout=10).data.tolist() == big.tolist()
+    b.flush()
+    a.pending()
+    assert not pair.outbox and not pair.resends
+    for geode in (a, b):
+        geode.close(timeout=10)
