@@ -69,6 +69,9 @@ PLAIN = struct.Struct("<BBBxqQdIIH2xIIqI4x")
 # What decode reads first: the same without the route fields, and the class-name and route
 # lengths as one u32 (0: a plain Message without a route section).
 DECODE = struct.Struct("<BBBxqQdIIIIIqI4x")
+# DECODE with the version, kind, flags and route bytes as one u32 (the "lead"), so that a
+# receiver tells the commonest message from every other by one set lookup (`PLAIN_LEADS`).
+LEAD = struct.Struct("<IqQdIIIIIqI4x")
 KIND_AT = 1  # the kind's byte: ``meta[KIND_AT]``
 FLAGS_AT = 2
 ROUTE_AT = 3
@@ -79,6 +82,23 @@ ROUTE_LEN_AT = 38
 DATA_LEN_AT = 44
 CHECKSUM_AT = 56
 NUMBER_AT = 60
+
+
+def lead(kind: int, flags: int) -> int:
+    """The u32 that `LEAD` reads first from a message of this version, ``kind`` and ``flags``
+    with no route: version | kind << 8 | flags << 16."""
+    return VERSION | kind << 8 | flags << 16
+
+
+# The leads of a plain message (a pickle without arrays, a text, a small array in meta; no
+# rest section, not compressed, no route, not diverted), tracked or not, resent or not:
+# what a receiver may decode without the general machinery (`Engine.take_arrival`).
+PLAIN_LEADS = frozenset(
+    lead(kind, flags)
+    for kind in (KIND_PICKLE, KIND_SMALL_ARRAY, KIND_TEXT)
+    for flags in (0, FLAG_TRACKED, FLAG_RESENT, FLAG_TRACKED | FLAG_RESENT)
+)
+TEXT_LEADS = frozenset(found for found in PLAIN_LEADS if found >> 8 & 0xFF == KIND_TEXT)
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")

@@ -37,6 +37,7 @@ from geode_mpi.codec.header import (
     VERSION,
     Route,
 )
+from geode_mpi.codec.plain import plain_message
 from geode_mpi.codec.wire_parts import Peek as Peek
 from geode_mpi.codec.wire_parts import Stamp as Stamp
 from geode_mpi.codec.wire_parts import (
@@ -45,7 +46,6 @@ from geode_mpi.codec.wire_parts import (
     _new_name,
     _remember_template,
     _slot_names,
-    _state,
     _templates,
     _wire_names,
 )
@@ -156,6 +156,21 @@ def encode(
     """
     data = message.data
     cls = type(message)
+    if type(data) is str and route is None:  # the commonest small message: a text, UTF-8
+        known = _wire_names.get(cls)
+        if known is not None and not known[1] and len(message.__dict__) == 1:
+            try:
+                text = data.encode()
+            except UnicodeEncodeError:  # a lone surrogate: pickle keeps it (below)
+                pass
+            else:
+                if len(text) <= _U32_MAX:
+                    mid, seq, ts, src, dst = stamp
+                    head = _PLAIN.pack(
+                        VERSION, KIND_TEXT, flags & SENDER_FLAGS, mid, seq, ts, src, dst,
+                        len(known[0]), 0, len(text), reply_to, 0,
+                    )  # fmt: skip
+                    return b"".join((head, known[0], text)), _NO_FRAMES
     if type(data) is arrays.ndarray and len(message.__dict__) == 1 and route is None:
         # A small plain array alone in its message: from a template made the first time this
         # class, dtype and shape were sent (the commonest small message there is).
@@ -184,13 +199,9 @@ def encode(
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames
             # `_plain_section` and `_head` inline: each call was ~3-5% of encoding a message.
-            try:
-                section = data.encode() if type(data) is str else None
-            except UnicodeEncodeError:  # a lone surrogate: pickle keeps it
-                section = None
-            if section is not None:
-                kind, crc = KIND_TEXT, 0
-            elif type(data) in _ATOMIC:
+            # (A text is encoded above; one here has a lone surrogate: pickle keeps it.)
+            section = None
+            if type(data) in _ATOMIC:
                 section = _dumps(data, 5)  # (protocol 5; a keyword costs more here)
                 kind, crc = KIND_PICKLE, _checksum(section)
             elif _plain_misses[0]:  # arrays were met lately: the general path at once
@@ -371,7 +382,6 @@ def _refuse_buffer(_buffer: pickle.PickleBuffer) -> None:
     raise _BufferRefused
 
 
-_new_message = object.__new__
 _PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
 _PICKLED_KINDS = (KIND_PICKLE, KIND_ARRAY_DICT)  # data sections the checksum covers
 _MESSAGE_KINDS = frozenset((KIND_PICKLE, KIND_ARRAY, KIND_SMALL_ARRAY, KIND_TEXT, KIND_ARRAY_DICT))
@@ -428,17 +438,4 @@ def decode_plain(
             f"cannot decode a Message message {mid} from node index {src}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    message = _new_message(Message)
-    count = len(names)
-    if reply_to == NO_REPLY and src < count and dst < count:  # `_state`, inline
-        message.__dict__ = {
-            "data": data,
-            "id": mid,
-            "seq": seq,
-            "timestamp": ts,
-            "source": names[src],
-            "dest": names[dst],
-        }
-    else:
-        message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
-    return message
+    return plain_message(data, mid, seq, ts, src, dst, reply_to, names)

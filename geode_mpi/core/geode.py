@@ -300,6 +300,7 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             ClosedError: this Geode is closed.
         """
         runtime = self._runtime
+        threads = other_threads()  # (asked once: the fast case and the fallback both need it)
         if (
             source is None
             and timeout is None
@@ -307,7 +308,7 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             and compress is None
             and not priority
             and ttl is None
-            and not other_threads()
+            and not threads
         ):
             # The commonest send, to a dest sent to before without credits: its lane (stamp,
             # encode, MPI send, records; delivery/direct.py), with nothing else in between.
@@ -326,7 +327,7 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                 if not ticket.done:
                     handle.wait_until(None, None)
                 return handle
-        if (ack or other_threads()) and not runtime.owned():  # ack: handlers may run here
+        if (ack or threads) and not runtime.owned():  # ack: handlers may run here
             return runtime.serialised(
                 self.send,
                 message,

@@ -40,6 +40,7 @@ class Lane:
         "pair",
         "path",
         "rank",
+        "resends",
         "send_meta",
         "src",
         "stats",
@@ -57,6 +58,7 @@ class Lane:
         self.stats = path.stats[src]
         self.flags = path.plain_flags
         self.tracked = path.acks
+        self.resends = path.resend_after is not None  # (fixed for a Geode's life)
         self.send_meta: Callable[[int, bytes], SendTicket] = path.send_meta
         self.batch_meta: Callable[[int, bytes], SendTicket] = path.batch_meta
 
@@ -87,7 +89,7 @@ class Lane:
         stats.sent += 1
         stats.sent_bytes += nbytes
         if self.tracked:
-            if self.path.resend_after is None:  # (see `SendPath.to_node`: its header only)
+            if not self.resends:  # (see `SendPath.to_node`: its header only)
                 pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, (), rank))
             else:
                 pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, frames, rank))

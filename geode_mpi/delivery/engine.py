@@ -19,6 +19,7 @@ from geode_mpi import codec
 from geode_mpi.base.gate import other_threads
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
+from geode_mpi.codec.plain import plain_message as _plain_message
 from geode_mpi.codec.runs import Run
 from geode_mpi.codec.wire import decode_plain as _decode_plain
 from geode_mpi.delivery import cache
@@ -64,11 +65,13 @@ _TRACK_SIZE = header.TRACK_SIZE  # the bytes `_track_from` reads
 # and a work queue's task (source is its stream). Its route byte (`_FLAG_QOS`) is read apart.
 _NOT_TAKEN = _DIVERT | _FLAG_TOPIC | codec.FLAG_WORK
 _HEAD_SIZE = header.SIZE
-_ROUTE_AT = header.ROUTE_AT
 _VERSION = header.VERSION
 _read_head = header.DECODE.unpack_from  # what `decode_plain` takes
-_PLAIN_KINDS = frozenset((header.KIND_PICKLE, header.KIND_TEXT, header.KIND_SMALL_ARRAY))
-_NOT_PLAIN = header.FLAG_REST | header.FLAG_COMPRESSED  # (the general decode reads them)
+_read_lead = header.LEAD.unpack_from  # `take_arrival`'s one read of a header
+_StructError = struct.error
+_TEXT_LEADS = header.TEXT_LEADS
+_PLAIN_LEADS = header.PLAIN_LEADS
+_LEAD_TRACKED = _FLAG_TRACKED << 16  # FLAG_TRACKED in a lead
 
 
 def queued_as(parcel: Parcel) -> Parcel:
@@ -271,45 +274,55 @@ class Engine(Credits, Acks, Streams, Polling):
         run, a duplicate, one out of order, for another node, one that does not decode) is the
         caller's to give to `sink` (which says what is wrong with it, or queues it).
         """
-        inbox = self.inboxes[index]
-        nbytes = len(meta)
-        if (
-            nbytes < _HEAD_SIZE
-            or meta[_KIND_AT] in _NOT_ONE
-            or meta[_ROUTE_AT]  # a route, a priority or a ttl: the sink's
-            or inbox.waiting
-            or inbox.drop_oldest
-            or inbox.private  # (an executor's tasks: only its own filter takes them)
-        ):
+        try:  # the header, read once: its first four bytes as one number (`header.LEAD`)
+            lead, mid, seq, ts, source, dest, lengths, n_data, data_len, reply_to, _ = _read_lead(
+                meta, 0
+            )
+        except _StructError:  # shorter than a header: the sink says what is wrong
             return None
-        head = _read_head(meta, 0)  # the header, read once (`decode_plain` takes it)
-        version, kind, flags, _, seq, _, source, dest, lengths, n_data, _, reply_to, _ = head
         pair = self._in.get((source, dest))
+        inbox = self.inboxes[index]
         if (
             dest != index
             or pair is None  # (a pair's first arrival is checked by the sink)
             or seq != pair.expected
             or pair.held
-            or flags & _NOT_TAKEN
-            or version != _VERSION
+            or inbox.waiting
+            or inbox.drop_oldest
+            or inbox.private  # (an executor's tasks: only its own filter takes them)
         ):
             return None
         try:  # (meta is a whole bytearray, or a memoryview of one: a small array may be a view)
-            if not lengths and not n_data and kind in _PLAIN_KINDS and not flags & _NOT_PLAIN:
-                message = _decode_plain(meta, (), self.names, True, head)
+            if lead in _TEXT_LEADS and not lengths and not n_data:  # the commonest first
+                end = _HEAD_SIZE + data_len
+                message = _plain_message(
+                    str(meta[_HEAD_SIZE:end], "utf-8"), mid, seq, ts, source, dest, reply_to,
+                    self.names,
+                )  # fmt: skip
+            elif lead in _PLAIN_LEADS and not lengths and not n_data:
+                message = _decode_plain(meta, (), self.names, True, _read_head(meta, 0))
+            elif (
+                lead & 0xFF != _VERSION
+                or lead >> 8 & 0xFF in _NOT_ONE
+                or lead >> 24  # a route, a priority or a ttl: the sink's
+                or lead >> 16 & _NOT_TAKEN
+            ):
+                return None
             else:  # a Message subclass, headers, attributes: the general decode
                 message = codec.decode(memoryview(meta), (), self.names, None, True)
-        except DecodeError:
+        except (DecodeError, UnicodeDecodeError):
             return None  # (nothing admitted: the sink queues it, the receive dead-letters it)
         pair.expected = seq + 1
+        nbytes = len(meta)
         stats = self.stats[index]
         stats.received += 1
         stats.received_bytes += nbytes
         if not inbox.peak:
             inbox.peak = 1  # (what the queue's peak would have been)
-        if pair.done_now(seq, flags & _FLAG_TRACKED):  # (`_done`'s commonest case)
+        if pair.done_now(seq, lead & _LEAD_TRACKED):  # (`_done`'s commonest case)
             stats.processed += 1
         else:
+            flags = lead >> 16 & 0xFF
             parcel = (source, seq, flags, reply_to, meta, (), nbytes, 0, 0, _NEVER)
             self._done(index, _tuple_new(Parcel, parcel))
         return message

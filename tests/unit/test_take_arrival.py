@@ -18,7 +18,9 @@ import pytest
 from general_path import count_general_done
 
 from geode_mpi import DecodeError, Geode, Message, codec
+from geode_mpi.codec import header
 from geode_mpi.delivery import Engine
+from geode_mpi.delivery.pairs import PairIn
 from geode_mpi.queues import Parcel
 from geode_mpi.transport import InProcHub
 
@@ -232,3 +234,80 @@ def test_with_acks_off_the_direct_take_never_takes_the_general_path() -> None:
     assert b.stats("node1").processed == 301
     for geode in (a, b):
         geode.close(timeout=10)
+
+
+def test_a_text_that_is_not_utf8_is_left_to_the_sink_untouched() -> None:
+    # The direct take decodes a text inline: bytes that are not UTF-8 admit nothing, and the
+    # receive of the queued copy raises the clear error (and dead-letters it).
+    a, b, arrivals = captured()
+    engine: Engine = b._runtime.engine
+    b.transport.attach(engine.sink, engine.sink_run)
+    first = memoryview(bytearray(arrivals[1]))  # node0's "text", seq 0
+    engine.sink(0, first, (), len(first))
+    assert b.receive("node1", timeout=10).data == "text"
+    good = codec.encode(Message("ok"), codec.make_stamp(5, 1, 1.0, 0, 1), codec.FLAG_TRACKED)[0]
+    damaged = bytearray(good)
+    damaged[-2:] = b"\xff\xfe"
+    before = b.stats("node1")
+    assert engine.take_arrival(0, memoryview(damaged), 1) is None
+    assert b.stats("node1") == before and engine.pairs_in[(0, 1)].expected == 1
+    engine.sink(0, memoryview(damaged), (), len(damaged))
+    with pytest.raises(DecodeError, match="cannot decode"):
+        b.receive("node1", timeout=10)
+    assert b.stats("node1").dead_letters == 1
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+@pytest.mark.parametrize("data", ["text", 7, {"a": [1, 2]}, np.arange(3.0), None])
+@pytest.mark.parametrize("reply_to", [codec.NO_REPLY, 41])
+@pytest.mark.parametrize("source", [0, 9])
+def test_the_direct_take_builds_the_general_decode_s_message(
+    data: Any, reply_to: int, source: int
+) -> None:
+    # The same attributes, and nothing more, as `codec.decode` gives: a reply's reply_to, and
+    # a source index this job does not name kept as its number.
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank)) for rank in range(2))
+    engine: Engine = b._runtime.engine
+    engine.pairs_in[(source, 1)] = PairIn()
+    stamp = codec.make_stamp(source << 40, 0, 2.5, source, 1)
+    meta = codec.encode(Message(data), stamp, codec.FLAG_TRACKED, reply_to)[0]
+    general = codec.decode(memoryview(bytes(meta)), (), b._runtime.names)
+    taken = engine.take_arrival(1, bytearray(meta), 1)
+    assert taken is not None and type(taken) is Message
+    assert sorted(vars(taken)) == sorted(vars(general))
+    for key, value in vars(general).items():
+        got = vars(taken)[key]
+        assert got.tolist() == value.tolist() if isinstance(value, np.ndarray) else got == value
+    assert taken.source == ("node0" if source == 0 else "9")
+    assert b.stats("node1").received == 1
+    del engine.pairs_in[(source, 1)]  # (its message was never sent: nothing to ack at close)
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+@pytest.mark.parametrize("flags", [0, codec.FLAG_TRACKED, codec.FLAG_RESENT])
+def test_only_a_plain_message_s_header_leads_as_plain(flags: int) -> None:
+    # `header.PLAIN_LEADS`: what the direct take decodes without the general machinery.
+    stamp = codec.make_stamp(1, 0, 2.5, 0, 1)
+    plain = [Message("text"), Message(7), Message(np.arange(3.0))]
+    other = [
+        Tagged("x"),
+        Message("x", headers={"k": 1}),
+        Message(np.arange(1000.0)),  # its array in a frame
+    ]
+    lead = header.LEAD.unpack_from
+    for message in plain:
+        assert lead(codec.encode(message, stamp, flags)[0])[0] in header.PLAIN_LEADS
+    for message in other:
+        found = lead(codec.encode(message, stamp, flags)[0])
+        assert found[0] not in header.PLAIN_LEADS or found[6] or found[7]  # (a name, frames)
+    for route in (codec.qos_route(priority=3), codec.Route(header.ROUTE_TOPIC, 4)):
+        meta = codec.encode(Message("x"), stamp, flags, route=route)[0]
+        assert lead(meta)[0] not in header.PLAIN_LEADS
+    for diverted in (codec.FLAG_WAITED, codec.FLAG_TOPIC, codec.FLAG_SEQUENCE, codec.FLAG_WORK):
+        meta = codec.encode(Message("x"), stamp, flags | diverted)[0]
+        assert lead(meta)[0] not in header.PLAIN_LEADS
+    control = codec.encode_control(0, 1, b"ack")
+    assert lead(control)[0] not in header.PLAIN_LEADS
