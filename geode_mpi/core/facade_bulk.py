@@ -12,7 +12,7 @@ from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.runs import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import ReceiveTimeout
+from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER
 
@@ -64,43 +64,47 @@ class Bulk(Facade):
         Raises:
             ValueError: ``limit`` is less than 1.
             ReceiveTimeout, NodeNotLocalError, UnknownNodeError, DecodeError, ClosedError:
-                as for `receive` (an error met after the first message is raised by the next
-                call: the messages taken before it are returned first).
+                as for `receive` (a DecodeError met after the first message is raised by the
+                next call: the messages taken before it are returned first).
         """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
+        runtime = self._runtime
+        if other_threads() and not runtime.owned():
+            return runtime.serialised(
+                self.receive_many,
+                node,
+                limit=limit,
+                source=source,
+                type=type,
+                timeout=timeout,
+                topic=topic,
+            )
         error = self._bulk_error
         if error is not None:
             self._bulk_error = None
             raise error
-        runtime = self._runtime
-        fast = (
-            runtime.plain_queue is not NO_FAST_QUEUE
-            and node is None
-            and source is None
-            and type is None
-            and topic is None
-            and not (other_threads() and not runtime.owned())
-        )
+        unfiltered = source is None and type is None and topic is None
+        fast = runtime.plain_queue is not NO_FAST_QUEUE and node is None and unfiltered
         taken: list[Message] = []
         if fast:
             self._take_runs(taken, limit)
         if not taken:
             taken.append(self.receive(node, source=source, type=type, timeout=timeout, topic=topic))
+        index = self.rank if node is None else runtime.local_index(node, "receive_many")
+        match = None if unfiltered else self._matcher(source, type, topic)
+        engine = runtime.engine
         while len(taken) < limit:
-            if fast:
-                if not runtime.plain_queue:
-                    break  # (nothing else queued now)
-                if self._take_runs(taken, limit):
-                    continue
+            if fast and self._take_runs(taken, limit):
+                continue
+            found = engine.take(index, match, None, False)  # (what try_receive takes)
+            if found is None:
+                break  # nothing else queued now
             try:
-                message = self.receive(node, source=source, type=type, timeout=0, topic=topic)
-            except ReceiveTimeout:
-                break
-            except Exception as exc:  # (a DecodeError: raised by the next call)
+                taken.append(runtime.deliver(index, found))
+            except DecodeError as exc:  # (dead-lettered, as by receive: the next call raises)
                 self._bulk_error = exc
                 break
-            taken.append(message)
         return taken
 
     def _take_runs(self, taken: list[Message], limit: int) -> bool:

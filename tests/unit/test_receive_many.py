@@ -3,16 +3,19 @@ every guarantee a `receive` of each keeps (issue 17's message rate)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from general_path import count_general_done
+from test_run_handles import Stamped
 from test_runs import NAMES, engine, world
 from test_runs_queued import entries, queued_run
 
 from geode_mpi import Geode, Message, QueueConfig, ReceiveTimeout
 from geode_mpi.codec import decode
 from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.errors import DecodeError
 from geode_mpi.persistence.snapshot import capture, unpack_messages
 
 
@@ -138,3 +141,35 @@ def test_messages_after_a_run_come_in_the_same_call() -> None:
     got = b.receive_many()
     assert [m.data for m in got] == [0, 1, 2, 3, 4, {"not": "a run"}, 0, 1, 2]
     assert [m.seq for m in got] == list(range(1, 10))
+
+
+def test_a_message_that_does_not_decode_is_raised_by_the_next_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def not_here(name: str) -> type[Message]:
+        raise DecodeError(f"class {name} cannot be imported here")
+
+    monkeypatch.setattr("geode_mpi.codec.wire.resolve", not_here)  # (as on another rank)
+    a, b = queued_run(2)
+    a.send(Stamped("lost", step=1), dest="node1")
+    a.send("last", dest="node1")
+    assert [m.data for m in b.receive_many()] == [0, 1]
+    with pytest.raises(DecodeError):
+        b.receive_many()
+    assert [m.data for m in b.receive_many()] == ["last"]
+    assert b.stats().dead_letters == 1 and b.stats().processed == 5
+
+
+def test_subclass_runs_and_another_thread() -> None:
+    a, b, _ = world(acks=True)
+    a.send("start", dest="node1")
+    b.receive(timeout=0)
+    for i in range(100):
+        a.isend(Stamped(i, step=i), dest="node1")
+    a.flush()
+    other = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
+    other.start()  # (receive_many then goes through the gate, as receive does)
+    got = drain(b, 100, limit=30)
+    assert [(m.data, m.step, type(m)) for m in got] == [(i, i, Stamped) for i in range(100)]
+    b.flush()
+    assert a.stats().unacked == 0
