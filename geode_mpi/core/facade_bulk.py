@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.gate import other_threads
+from geode_mpi.codec.runs import RunItem
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.filters import TypeFilter
 from geode_mpi.core.runtime import NO_FAST_QUEUE
@@ -14,6 +15,7 @@ from geode_mpi.delivery.runs import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
+from geode_mpi.queues import Parcel
 from geode_mpi.tracing import TRACER
 
 if TYPE_CHECKING:
@@ -97,9 +99,23 @@ class Bulk(Facade):
         while len(taken) < limit:
             if fast and self._take_runs(taken, limit):
                 continue
-            found = engine.take(index, match, None, False)  # (what try_receive takes)
-            if found is None:
-                break  # nothing else queued now
+            # What try_receive takes (a plain queue: `take_plain`), without its poll.
+            found: tuple[Parcel, Any] | None
+            if fast:
+                parcel = engine.take_plain(index)
+                if parcel is None:
+                    break  # nothing else queued now
+                frames: Any = parcel.frames
+                if frames.__class__ is RunItem and frames.message is not None:
+                    taken.append(frames.message)  # (a run's, built as it arrived: as receive)
+                    if TRACER.on:
+                        trace_receive(index, frames.message, "receive")
+                    continue
+                found = (parcel, None)
+            else:
+                found = engine.take(index, match, None, False)
+                if found is None:
+                    break
             try:
                 taken.append(runtime.deliver(index, found))
             except DecodeError as exc:  # (dead-lettered, as by receive: the next call raises)
