@@ -3,6 +3,7 @@ every guarantee a `receive` of each keeps (issue 17's message rate)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -171,5 +172,30 @@ def test_subclass_runs_and_another_thread() -> None:
     other.start()  # (receive_many then goes through the gate, as receive does)
     got = drain(b, 100, limit=30)
     assert [(m.data, m.step, type(m)) for m in got] == [(i, i, Stamped) for i in range(100)]
+    b.flush()
+    assert a.stats().unacked == 0
+
+
+def test_async_messages_take_a_run_s_messages_one_at_a_time() -> None:
+    """`messages()` takes each of a run's messages from its cursor, counted and acked as a
+    receive of each; breaking out leaves the rest queued."""
+    a, b = queued_run(100)
+    cursor = entries(b)[0]
+    calls = count_general_done(engine(b))
+
+    async def first(count: int) -> list[Message]:
+        got = []
+        async for message in b.messages():
+            got.append(message)
+            if len(got) == count:
+                break
+        return got
+
+    got = asyncio.run(first(30))
+    assert [m.data for m in got] == list(range(30)) and [m.seq for m in got] == list(range(1, 31))
+    assert entries(b)[0] is cursor and cursor.at == 30 and b.pending() == 70
+    got += asyncio.run(first(70))
+    assert [m.data for m in got] == list(range(100)) and b.pending() == 0
+    assert b.stats().processed == 101 and len(calls) <= 3, calls
     b.flush()
     assert a.stats().unacked == 0
