@@ -56,7 +56,9 @@ PAYLOADS: dict[str, Callable[[int], Any]] = {
     "array": lambda i: np.full(4, i, np.float64),
     "subclass": lambda i: Tick(DATA, i),
 }
-PAYLOAD_METHODS = ("geode", "raw object", "raw fields")
+PAYLOAD_METHODS = ("geode", "geode bulk", "raw object", "raw fields")
+GEODES = ("geode", "geode bulk")  # (bulk: the consumer takes with receive_many)
+RAWS = ("raw object", "raw fields")
 
 
 @dataclass
@@ -70,6 +72,8 @@ class Run:
     window: int
     next_seq: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METHODS, 0))
     acks: list[dict[str, Any]] = field(default_factory=list)
+    # --payloads: (kind, method) -> each loop's CPU us a message on (producer, consumer)
+    cpu: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
     acks_sent: int = 0  # the consumer's ack records so far
 
 
@@ -162,7 +166,8 @@ def payload_loop(run: Run, kind: str, method: str, n: int) -> float:
 
     make, comm, geode = PAYLOADS[kind], run.comm, run.geodes[ACKS]
     start = barrier_then_clock(comm, run.wtime)
-    if run.rank == 0 and method == "geode":
+    cpu = time.thread_time()
+    if run.rank == 0 and method in GEODES:
         handles: deque[SendHandle] = deque()
         for step in range(n):
             handles.append(geode.isend(make(step), dest="node1"))
@@ -186,13 +191,69 @@ def payload_loop(run: Run, kind: str, method: str, n: int) -> float:
     elif method == "geode":
         for _ in range(n):
             geode.receive()
+    elif method == "geode bulk":
+        got = 0
+        while got < n:
+            got += len(geode.receive_many())
     else:
         for _ in range(n):
             comm.recv(source=0, tag=TAG)
+    cpu = (time.thread_time() - cpu) / n * 1e6
     seconds = float(comm.bcast(run.wtime() - start, root=1))
-    if method == "geode":
+    run.cpu.setdefault((kind, method), []).append(tuple(comm.allgather(cpu)))  # type: ignore[arg-type]
+    if method in GEODES:
         drain_acks(run, n)  # (untimed, as after a loop with acks)
     return seconds
+
+
+def least_work(n: int) -> tuple[float, float]:
+    """The floor of a run's per-message work in this process, CPU us a message: a producer's
+    (the bare value and a timestamp appended, a seq and a counter stepped, a handle of the run
+    and index made and checked) and a consumer's (the next of a run's messages, each built
+    with its fields in one pass, handed out with its seq checked and counted)."""
+    from geode_mpi.codec.runs import build
+
+    class Handle:
+        __slots__ = ("at", "run")
+
+        def __init__(self, run: list[Any], at: int) -> None:
+            self.run = run
+            self.at = at
+
+    class Counters:  # (a pair's next seq, a node's count of messages sent)
+        __slots__ = ("next_seq", "sent")
+
+        def __init__(self) -> None:
+            self.next_seq = self.sent = 0
+
+    payloads: list[Any] = []
+    stamps: list[float] = []
+    clock = time.time
+    handles: deque[Handle] = deque()
+    counters = Counters()
+    start = time.thread_time()
+    for _ in range(n):
+        if len(payloads) >= 64:
+            payloads, stamps = [], []
+        handles.append(Handle(payloads, len(payloads)))
+        payloads.append(DATA)
+        stamps.append(clock())
+        counters.next_seq += 1
+        counters.sent += 1
+        if len(handles) >= 64:
+            handles.popleft()
+    producer = (time.thread_time() - start) / n * 1e6
+    runs = n // 64
+    start = time.thread_time()
+    processed = done_below = 0
+    for first in range(0, runs * 64, 64):
+        built = build(Message, [DATA] * 64, [0.0] * 64, first, first, "node0", "node1")
+        for at in range(64):
+            if first + at == done_below:
+                done_below += 1
+                processed += 1
+            built[at]
+    return producer, (time.thread_time() - start) / (runs * 64) * 1e6
 
 
 def measure_payloads(run: Run, kinds: list[str], n: int, repeats: int) -> dict[str, Any]:
@@ -208,30 +269,57 @@ def measure_payloads(run: Run, kinds: list[str], n: int, repeats: int) -> dict[s
                 found[method].append(n / payload_loop(run, kind, method, n))
     ratios = {
         kind: {
-            f"geode_over_{raw.replace(' ', '_')}": statistics.median(
-                paired(found["geode"], found[raw])
+            f"{mine.replace(' ', '_')}_over_{raw.replace(' ', '_')}": statistics.median(
+                paired(found[mine], found[raw])
             )
-            for raw in PAYLOAD_METHODS[1:]
+            for mine in GEODES
+            for raw in RAWS
         }
         for kind, found in rates.items()
     }
-    return {"rates_per_s": rates, "median_ratios": ratios}
+    cpu = {
+        f"{kind} {method}": [statistics.median(side) for side in zip(*loops, strict=True)]
+        for (kind, method), loops in run.cpu.items()
+    }
+    floor = [least_work(n) for _ in range(repeats)] if kinds else []
+    least = [min(side) for side in zip(*floor, strict=True)] if floor else []
+    return {"rates_per_s": rates, "median_ratios": ratios, "cpu_us": cpu, "least_work_us": least}
 
 
 def payload_lines(payloads: dict[str, Any]) -> list[str]:
     """The ``--payloads`` table."""
     lines = [
         "",
-        "by payload (geode with acks; raw isend of the same object, and of a dict of a",
-        "Message's fields holding it):",
-        f"{'payload':<10}{'geode msgs/s':>14}{'/ raw object':>14}{'/ raw fields':>14}",
+        "by payload (geode with acks, the consumer taking with receive() / receive_many();",
+        "raw isend of the same object, and of a dict of a Message's fields holding it):",
+        f"{'payload':<10}{'geode msgs/s':>14}{'/ raw object':>14}{'/ raw fields':>14}"
+        f"{'bulk / object':>15}{'bulk / fields':>15}",
     ]
     for kind, found in payloads["rates_per_s"].items():
         ratios = payloads["median_ratios"][kind]
         lines.append(
             f"{kind:<10}{statistics.median(found['geode']):>14,.0f}"
             f"{ratios['geode_over_raw_object']:>14.2f}{ratios['geode_over_raw_fields']:>14.2f}"
+            f"{ratios['geode_bulk_over_raw_object']:>15.2f}"
+            f"{ratios['geode_bulk_over_raw_fields']:>15.2f}"
         )
+    lines += [
+        "",
+        "CPU us a message while timed (median of the loops), producer / consumer (a side",
+        "that waits for the other spins: the busier side's figure is its work):",
+    ]
+    for kind in payloads["rates_per_s"]:
+        cells = [
+            f"{method} {payloads['cpu_us'][f'{kind} {method}'][0]:.2f} / "
+            f"{payloads['cpu_us'][f'{kind} {method}'][1]:.2f}"
+            for method in PAYLOAD_METHODS
+        ]
+        lines.append(f"{kind:<10}" + "; ".join(cells))
+    producer, consumer = payloads["least_work_us"]
+    lines.append(
+        f"least work of a run (this process, a str): producer {producer:.2f}, consumer "
+        f"{consumer:.2f} us a message"
+    )
     return lines
 
 

@@ -230,22 +230,8 @@ class Run:
             return None
         if self.states:
             return [self.message(index) for index in range(len(self.payloads))]
-        new = _new
-        first_id, first_seq = self.first_id, self.first_seq
-        src, dst, stamps = self.srcname, self.dstname, self.stamps
-        built = []
-        for index, data in enumerate(self.payloads):
-            message = new(cls)
-            message.__dict__ = {
-                "data": data,
-                "id": first_id + index,
-                "seq": first_seq + index,
-                "timestamp": stamps[index],
-                "source": src,
-                "dest": dst,
-            }
-            built.append(message)
-        return built
+        return build(cls, self.payloads, self.stamps, self.first_id, self.first_seq,
+                     self.srcname, self.dstname)  # fmt: skip
 
     def single(self, index: int) -> bytes:
         """The meta of message ``index`` encoded alone, as if sent on its own (for the paths
@@ -260,6 +246,40 @@ class Run:
         if frames:  # (joinable data has no array: never)
             raise DecodeError(f"message {stamp.id} of a run encodes with frames")
         return meta
+
+
+def build(
+    cls: type[Message],
+    payloads: list[Any],
+    stamps: Sequence[float],
+    first_id: int,
+    first_seq: int,
+    source: str,
+    dest: str,
+) -> list[Message]:
+    """The messages of a run of data (not `Run.states`), all in one pass: what a message
+    decoded alone is, its ``__dict__`` set whole (about 0.4 us a message, where one built
+    on its own costs twice that)."""
+    new = _new
+    built = [new(cls) for _ in payloads]
+    end = len(payloads)
+    for message, data, mid, seq, stamp in zip(
+        built,
+        payloads,
+        range(first_id, first_id + end),
+        range(first_seq, first_seq + end),
+        stamps,
+        strict=True,
+    ):
+        message.__dict__ = {
+            "data": data,
+            "id": mid,
+            "seq": seq,
+            "timestamp": stamp,
+            "source": source,
+            "dest": dest,
+        }
+    return built
 
 
 def is_run(meta: bytes | memoryview) -> bool:

@@ -16,15 +16,29 @@ from typing import Any, Protocol, TypeVar
 
 from geode_mpi.base.gate import other_threads
 from geode_mpi.core.poller import Credits, Driven, poller_of
+from geode_mpi.delivery import Engine as DeliveryEngine
+from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
+from geode_mpi.tracing import TRACER
 
 _R = TypeVar("_R")
+# A take from a backlog polls MPI on every 16th receive (core/runtime.py's constant of that
+# name: importing it from there here would be circular).
+POLL_EVERY_RECEIVES = 16
 Taken = tuple[Parcel, Any]  # a parcel and its receipt (None: taking it processed it)
 
 
 class Receiving(Driven, Protocol):
     """What an awaited receive asks of the runtime."""
+
+    receives: int  # (`POLL_EVERY_RECEIVES`)
+
+    @property
+    def engine(self) -> DeliveryEngine: ...
+
+    plain_queue: deque[Parcel]  # this rank's node's queue, with automatic acks and no window
 
     @property
     def queued(self) -> Mapping[int, deque[Parcel]]: ...
@@ -129,10 +143,34 @@ async def messages(
     """Every message of local node ``index`` that ``match``es, as it comes, until one for which
     ``last`` is True (not yielded) or the runtime closes with none left."""
     while True:
-        found = await take(runtime, index, match, None, None, spin)
-        if found is None:
-            return
-        message = locked(runtime, deliver, index, found)
+        message = None if match is not None else locked(runtime, next_of_run, runtime, index)
+        if message is None:
+            found = await take(runtime, index, match, None, None, spin)
+            if found is None:
+                return
+            message = locked(runtime, deliver, index, found)
         if last(message):
             return
         yield message
+
+
+def next_of_run(runtime: Receiving, index: int) -> Message | None:
+    """The next message of the run at the head of local node ``index``'s queue, taken as a
+    plain `receive()` takes it (`Engine.take_run`: built with the run's others, no parcel, no
+    decode), when `Runtime.take` would take it (automatic acks, no window, not closed), with
+    its count of receives and polls; else None."""
+    queue = runtime.queued[index]
+    if not queue or queue is not runtime.plain_queue or runtime.closed:
+        return None
+    head: Any = queue[0].frames
+    if head.__class__ is not RunCursor:
+        return None
+    engine = runtime.engine
+    message = engine.take_run(index, head)
+    if message is not None:
+        runtime.receives += 1
+        if not runtime.receives & POLL_EVERY_RECEIVES - 1:
+            engine.poll()
+        if TRACER.on:
+            trace_receive(index, message, "receive")
+    return message

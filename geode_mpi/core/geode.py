@@ -15,6 +15,7 @@ from geode_mpi.codec.runs import RunItem
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpointing import Checkpointer
 from geode_mpi.core.facade_aio import Asyncio
+from geode_mpi.core.facade_bulk import Bulk
 from geode_mpi.core.facade_channels import ChannelCalls
 from geode_mpi.core.facade_checkpoints import Checkpoints
 from geode_mpi.core.facade_lifecycle import Lifecycle
@@ -67,7 +68,7 @@ _NO_REPLY = codec.NO_REPLY
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 
 
-class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio):
+class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio, Bulk):
     """This rank's view of a geode_mpi job: its nodes, and messages between all nodes.
 
     Creating a Geode is collective when the job runs on several MPI ranks: every rank creates

@@ -252,11 +252,18 @@ class RunHandle(SendHandle):
     ack = False  # (a message that asks for its ack never joins a run)
 
     def __init__(self, geode: Sender, run: OpenRun, at: int) -> None:
-        self._geode = geode
+        self._geode = geode  # (a message that joins a run is never its batch's first)
         self._run = run
         self._at = at
-        if not at and run.ticket.held and run.ticket is not _seen[0]:  # (as `SendHandle`)
-            _first_held(geode, run.ticket)
+
+    @classmethod
+    def opener(cls, geode: Sender, run: OpenRun) -> RunHandle:
+        """The handle of the message that opened ``run`` (maybe its batch's first handle:
+        asyncio then flushes it, as for a `SendHandle`)."""
+        ticket = run.ticket
+        if ticket.held and ticket is not _seen[0]:
+            _first_held(geode, ticket)
+        return cls(geode, run, 0)
 
     @property
     def _ticket(self) -> SendTicket:  # type: ignore[override]

@@ -272,7 +272,7 @@ class Runtime:
             self.engine.poll()  # (see `send`)
         run = pair.run
         if run is not None and run.first_seq == stamp.seq:  # it opened a run
-            return RunHandle(self, run, 0)
+            return RunHandle.opener(self, run)
         return SendHandle(self, ticket, stamp, pair if self.acks else None, False)
 
     def reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:

@@ -38,7 +38,7 @@ from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import NEVER as _NEVER
 from geode_mpi.queues import Inbox, Key, Match, Parcel
-from geode_mpi.queues.bundles import add_bundle, take_next
+from geode_mpi.queues.bundles import add_bundle, take_many
 from geode_mpi.transport import Transport
 
 MALFORMED_WARNINGS = 10  # malformed arrivals from one rank that each log a warning
@@ -359,11 +359,9 @@ class Engine(Credits, Acks, Streams, Polling):
         through, after a resend, lets through only what is new)."""
         stats = self.stats[key[1]]
         if run.first_seq == pair.expected and not pair.held and not inbox.drop_oldest:
-            try:  # one queue entry for the whole run, its messages built as they are taken
-                entry = queue_run(run, meta, pair)
-            except DecodeError:  # its class is not found here: each receive says so
-                pass
-            else:
+            # one queue entry for the whole run, its messages built as they are taken
+            entry = queue_run(run, meta, pair, inbox, stats)
+            if entry is not None:
                 count = len(run.payloads)
                 pair.expected += count
                 stats.received += count
@@ -542,28 +540,64 @@ class Engine(Credits, Acks, Streams, Polling):
 
     def take_run(self, index: int, cursor: RunCursor) -> Message | None:
         """`take_plain` and the decode of its parcel, for a node in `plain` whose queue's first
-        entry is a run (``cursor``): its next message, built now, counted processed as
-        `_done` does (acked with the next ack record, as a range); None if a plain take would
-        not take it (something held back, ranked or private: `take_plain` then decides)."""
-        at = take_next(self.inboxes[index], cursor)
-        if at < 0:
+        entry is a run (``cursor``, that entry's frames): its next message (all of the run's
+        built at its first take), counted processed as `_done` does (acked with the next ack
+        record, as a range); None if a plain take would not take it (something held back,
+        ranked or private: `take_plain` then decides)."""
+        inbox = cursor.inbox  # (`take_next` and `PairIn.done_now` inline: once a message)
+        if inbox.ranked or inbox.held_back or inbox.private:
             return None
-        seq = cursor.first_seq + at
-        message = _new_object(cursor.cls)
-        message.__dict__ = {
-            "data": cursor.payloads[at],
-            "id": cursor.first_id + at,
-            "seq": seq,
-            "timestamp": cursor.stamps[at],
-            "source": cursor.source,
-            "dest": cursor.dest,
-        }
+        built = cursor.built
+        if built is None:  # (its first take: every message built in one pass)
+            built = cursor.build()
+        at = cursor.at
+        cursor.at = at + 1
+        if at + 1 < cursor.end:
+            inbox.extra -= 1
+        else:
+            inbox.waiting.popleft()
+            inbox.bundles -= 1
         pair = cursor.pair
-        if pair.done_now(seq, cursor.tracked):  # (`_done`'s commonest case)
-            self.stats[index].processed += 1
+        seq = cursor.first_seq + at
+        if (
+            seq == pair.done_below
+            and not pair.done_extra
+            and (
+                not cursor.tracked
+                or (pair.ack_due and seq + 1 - pair.acked_below + len(pair.unacked) < ACK_BATCH)
+            )
+        ):
+            pair.done_below = seq + 1
+            cursor.stats.processed += 1
         else:
             self._done(index, cursor.parcel(at))
-        return message
+        return built[at]
+
+    def take_runs(self, index: int, cursor: RunCursor, most: int) -> list[Message]:
+        """`take_run` for up to ``most`` of the run's messages at once (`Geode.receive_many`),
+        counted processed together: in order, all but the last at once, the last as `_done`
+        does (its ack due, a full ack batch sent). Empty if a plain take would not take them."""
+        at = take_many(self.inboxes[index], cursor, most)
+        if at < 0:
+            return []
+        end = cursor.at
+        built = cursor.built
+        if built is None:
+            built = cursor.build()
+        pair = cursor.pair
+        first = cursor.first_seq
+        last = first + end - 1
+        if first + at == pair.done_below and not pair.done_extra:
+            pair.done_below = last  # (in order: every one before the last, as `_done` would)
+            self.stats[index].processed += end - 1 - at
+            if pair.done_now(last, cursor.tracked):
+                self.stats[index].processed += 1
+            else:
+                self._done(index, cursor.parcel(end - 1))
+        else:
+            for taken in range(at, end):
+                self._done(index, cursor.parcel(taken))
+        return built[at:end]
 
     def _done(self, index: int, parcel: Parcel) -> None:
         key = (parcel.source, index)

@@ -23,6 +23,7 @@ from geode_mpi.codec.runs import (
     TEXT_MAX,
     Run,
     RunItem,
+    build,
     encode_run,
     is_run,
     joinable,
@@ -33,7 +34,7 @@ from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut, RunEntry
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
-from geode_mpi.queues import NEVER, Bundle, Parcel
+from geode_mpi.queues import NEVER, Bundle, Inbox, Parcel
 from geode_mpi.transport import SendTicket, Transport
 
 RUN_MAX = 64  # messages in a run: a full run takes no more, the next one opens a new run
@@ -281,21 +282,25 @@ def run_parcels(run: Run, meta: memoryview) -> list[Parcel]:
 
 
 class RunCursor(Bundle):
-    """A run queued as one entry: its messages ``at`` to the last, each built only when it
-    is taken (`Engine.take_run`), or given a parcel of its own when the queue needs one
-    (`Bundle.parcels`: a filter, a retry, a checkpoint).
+    """A run queued as one entry: its messages ``at`` to the last, all built at its first take
+    (`Engine.take_run`, `take_runs`: `built`), or given a parcel of its own when the queue
+    needs one (`Bundle.parcels`: a filter, a retry, a checkpoint).
 
     Args:
         run: the run as received (its class found here).
         meta: its meta (each message's parcel carries it, as `run_parcels` does).
         pair: the receiving side of its pair (the take counts each message processed there).
+        inbox: the queue it is the entry of (the receiving node's).
+        stats: the receiving node's counters (the take counts each message processed).
     """
 
     __slots__ = (
+        "built",
         "cls",
         "dest",
         "first_id",
         "first_seq",
+        "inbox",
         "meta",
         "pair",
         "payloads",
@@ -303,14 +308,19 @@ class RunCursor(Bundle):
         "size",
         "source",
         "stamps",
+        "stats",
         "tracked",
     )
 
-    def __init__(self, run: Run, meta: memoryview, pair: PairIn) -> None:
+    def __init__(
+        self, run: Run, meta: memoryview, pair: PairIn, inbox: Inbox, stats: NodeStats
+    ) -> None:
         super().__init__(0, len(run.payloads))
         self.run = run
         self.meta = meta
         self.pair = pair
+        self.inbox = inbox
+        self.stats = stats
         self.size = max(1, len(meta) // len(run.payloads))
         # What `Engine.take_run` builds each message from, read once here.
         self.cls = run.cls()
@@ -321,9 +331,24 @@ class RunCursor(Bundle):
         self.source = run.srcname
         self.dest = run.dstname
         self.tracked = bool(run.flags & FLAG_TRACKED)
+        self.built: list[Message] | None = None  # every message, once one is taken
+
+    def build(self) -> list[Message]:
+        """Every message of the run, built in one pass (`built`; a take hands them out)."""
+        built = self.built = build(
+            self.cls,
+            self.payloads,
+            self.stamps,
+            self.first_id,
+            self.first_seq,
+            self.source,
+            self.dest,
+        )
+        return built
 
     def parcel(self, at: int) -> Parcel:
         run = self.run
+        built = self.built
         return _tuple_new(
             Parcel,
             (
@@ -332,7 +357,7 @@ class RunCursor(Bundle):
                 run.flags,
                 NO_REPLY,
                 self.meta,
-                _tuple_new(RunItem, (run, at, None)),
+                _tuple_new(RunItem, (run, at, None if built is None else built[at])),
                 self.size,
                 0,
                 0,
@@ -341,17 +366,19 @@ class RunCursor(Bundle):
         )
 
 
-def queue_run(run: Run, meta: memoryview, pair: PairIn) -> Parcel:
-    """The one queue entry of a whole run (a `RunCursor` as its frames).
-
-    Raises:
-        DecodeError: its class is not found here, or its messages carry attributes of their
-            own (`Run.states`: a cursor builds messages of data alone): either way the run
-            goes in message by message (`run_parcels`).
-    """
+def queue_run(
+    run: Run, meta: memoryview, pair: PairIn, inbox: Inbox, stats: NodeStats
+) -> Parcel | None:
+    """The one queue entry of a whole run (a `RunCursor` as its frames); None if the run
+    goes in message by message (`run_parcels`): its class is not found here (each receive
+    then says so), or its messages carry attributes of their own (`Run.states`: a cursor
+    builds messages of data alone)."""
     if run.states:
-        raise DecodeError(f"run {run.first_id} carries its messages' attributes")
-    cursor = RunCursor(run, meta, pair)
+        return None
+    try:
+        cursor = RunCursor(run, meta, pair, inbox, stats)
+    except DecodeError:
+        return None
     fields = (run.src, run.first_seq, run.flags, NO_REPLY, meta, cursor, len(meta), 0, 0, NEVER)
     return _tuple_new(Parcel, fields)
 

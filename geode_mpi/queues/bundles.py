@@ -74,3 +74,24 @@ def take_next(inbox: Inbox, bundle: Bundle) -> int:
         items.popleft()
         inbox.bundles -= 1
     return at
+
+
+def take_many(inbox: Inbox, bundle: Bundle, most: int) -> int:
+    """`take_next` for up to ``most`` messages at once: advance ``bundle`` past them and
+    return the index of the first (they are ``at`` to the new ``bundle.at``); -1 with
+    nothing done if a plain `Inbox.pop` would not take them now."""
+    items = inbox.waiting
+    head: Any = items[0].frames
+    if inbox.ranked or inbox.held_back or inbox.private or head is not bundle:
+        return -1
+    at: int = bundle.at
+    end = bundle.end
+    stop = at + most if at + most < end else end
+    bundle.at = stop
+    if stop < end:
+        inbox.extra -= stop - at
+    else:
+        inbox.extra -= stop - at - 1
+        items.popleft()
+        inbox.bundles -= 1
+    return at

@@ -1,0 +1,149 @@
+"""The Geode's bulk receive: receive_many, the messages queued now in one list (issue 17)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi.base.gate import other_threads
+from geode_mpi.codec.runs import RunItem
+from geode_mpi.core.facade import Facade
+from geode_mpi.core.filters import TypeFilter
+from geode_mpi.core.runtime import NO_FAST_QUEUE
+from geode_mpi.core.topics import Topic
+from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.delivery.tracepoints import trace_receive
+from geode_mpi.errors import DecodeError
+from geode_mpi.message import Message
+from geode_mpi.queues import Parcel
+from geode_mpi.tracing import TRACER
+
+if TYPE_CHECKING:
+    from geode_mpi.core.subscriptions import Subscription
+
+MANY = 64  # receive_many's default limit: a run's messages (delivery/runs.py `RUN_MAX`)
+
+
+class Bulk(Facade):
+    """The Geode's bulk receive (`Geode` inherits it)."""
+
+    # A DecodeError met after other messages were taken: the next call raises it (the
+    # message itself went to the dead letters, as `receive` does with it).
+    _bulk_error: BaseException | None = None
+
+    if TYPE_CHECKING:
+        receive: Callable[..., Message]  # (core/geode.py)
+
+    def receive_many(
+        self,
+        node: str | int | None = None,
+        *,
+        limit: int = MANY,
+        source: str | int | None = None,
+        type: TypeFilter = None,
+        timeout: float | None = None,
+        topic: Topic | Subscription | str | None = None,
+    ) -> list[Message]:
+        """Take the oldest matching messages queued now, at most ``limit``, waiting for the
+        first as `receive` does: a loop that handles many messages spends less a message
+        than one that calls `receive` for each (a run's messages come out together).
+
+        Each message is one `receive` would have returned, in the same order, counted and
+        acknowledged the same way (on a queue with explicit acks, call ``ack()`` on each).
+        It waits only for the first; the others are those already there.
+
+        Args:
+            node: the receiving node (default: this rank's node); must be hosted here.
+            limit: the most messages returned (>= 1).
+            source: only messages from this node.
+            type: only messages of this Message class (or subclasses), or this class name.
+            timeout: seconds to wait for the first (None: no limit; 0: do not wait).
+            topic: only messages published on this topic (or a pattern's topics).
+
+        Returns:
+            One to ``limit`` messages, oldest first.
+
+        Raises:
+            ValueError: ``limit`` is less than 1.
+            ReceiveTimeout, NodeNotLocalError, UnknownNodeError, DecodeError, ClosedError:
+                as for `receive` (a DecodeError met after the first message is raised by the
+                next call: the messages taken before it are returned first).
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        runtime = self._runtime
+        if other_threads() and not runtime.owned():
+            return runtime.serialised(
+                self.receive_many,
+                node,
+                limit=limit,
+                source=source,
+                type=type,
+                timeout=timeout,
+                topic=topic,
+            )
+        error = self._bulk_error
+        if error is not None:
+            self._bulk_error = None
+            raise error
+        unfiltered = source is None and type is None and topic is None
+        fast = runtime.plain_queue is not NO_FAST_QUEUE and node is None and unfiltered
+        taken: list[Message] = []
+        if fast:
+            self._take_runs(taken, limit)
+        if not taken:
+            taken.append(self.receive(node, source=source, type=type, timeout=timeout, topic=topic))
+        index = self.rank if node is None else runtime.local_index(node, "receive_many")
+        match = None if unfiltered else self._matcher(source, type, topic)
+        engine = runtime.engine
+        while len(taken) < limit:
+            if fast and self._take_runs(taken, limit):
+                continue
+            # What try_receive takes (a plain queue: `take_plain`), without its poll.
+            found: tuple[Parcel, Any] | None
+            if fast:
+                parcel = engine.take_plain(index)
+                if parcel is None:
+                    break  # nothing else queued now
+                frames: Any = parcel.frames
+                if frames.__class__ is RunItem and frames.message is not None:
+                    taken.append(frames.message)  # (a run's, built as it arrived: as receive)
+                    if TRACER.on:
+                        trace_receive(index, frames.message, "receive")
+                    continue
+                found = (parcel, None)
+            else:
+                found = engine.take(index, match, None, False)
+                if found is None:
+                    break
+            try:
+                taken.append(runtime.deliver(index, found))
+            except DecodeError as exc:  # (dead-lettered, as by receive: the next call raises)
+                self._bulk_error = exc
+                break
+        return taken
+
+    def _take_runs(self, taken: list[Message], limit: int) -> bool:
+        """Append to ``taken`` the messages of the runs at the head of this rank's node's
+        queue (a plain take, `Engine.take_runs`), up to ``limit`` in all; True if any."""
+        runtime = self._runtime
+        queue = runtime.plain_queue
+        engine = runtime.engine
+        before = len(taken)
+        while queue and len(taken) < limit:
+            head = queue[0].frames
+            if head.__class__ is not RunCursor:
+                break
+            got = engine.take_runs(self.rank, head, limit - len(taken))
+            if not got:
+                break
+            taken += got
+        count = len(taken) - before
+        if not count:
+            return False
+        runtime.receives += count
+        engine.poll()  # (once a bulk take: acks go out, arrivals come in)
+        if TRACER.on:
+            for message in taken[before:]:
+                trace_receive(self.rank, message, "receive")
+        return True
