@@ -150,7 +150,7 @@ def test_a_message_that_does_not_decode_is_raised_by_the_next_call(
     def not_here(name: str) -> type[Message]:
         raise DecodeError(f"class {name} cannot be imported here")
 
-    monkeypatch.setattr("geode_mpi.codec.wire.resolve", not_here)  # (as on another rank)
+    monkeypatch.setattr("geode_mpi.codec.decoding.resolve", not_here)  # (as on another rank)
     a, b = queued_run(2)
     a.send(Stamped("lost", step=1), dest="node1")
     a.send("last", dest="node1")
