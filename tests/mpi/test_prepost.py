@@ -273,10 +273,10 @@ def test_crossing_large_messages_each_arrive_while_their_ranks_spin_on_one_trans
         ticket = transport.send(peer, b"crossing", [big + round_number], False)
         began = time.perf_counter()
         while not (ticket.done and len(got) == round_number + 1):
-            transport.spin(5.0)  # one spin ignoring the lead would last 5 s
+            transport.spin(20.0)  # one spin ignoring the lead would last 20 s
             assert time.perf_counter() - began < TIMEOUT
         took = time.perf_counter() - began
-        assert took < 2.5, f"the exchange took {took:.2f} s: a spin missed the peer's lead"
+        assert took < 10, f"the exchange took {took:.2f} s: a spin missed the peer's lead"
         assert got[-1] == (sender, (np.full(2**20, sender, np.uint8) + round_number).tobytes())
     # (Ranks outnumbering cores keep the general spin, which yields the core now and then.)
     assert spun_one or transport.oversubscribed, "no spin watched one transfer"
