@@ -21,6 +21,9 @@ class _NoArray:
     """What `ndarray` is until numpy is imported: the type of no object."""
 
 
+NO_ARRAY: type = _NoArray  # (what `ndarray` is until learnt: other codec modules test it)
+
+
 # numpy.ndarray once numpy is imported (by anyone), else `_NoArray`. The codec's fast paths
 # test ``type(x) is arrays.ndarray``, which costs what ``np.ndarray`` did; an array sent before
 # this was learnt takes the general path, whose `is_ndarray` learns it.

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.ondemand import on_first_use
+from geode_mpi.codec import arrays
 from geode_mpi.codec.arrays import array_frame, is_raw_array, read_descriptor, rebuild_array
 from geode_mpi.codec.pickling import ATOMIC, is_plain
 
@@ -31,6 +32,10 @@ else:  # imported with the first array
 
 ITEMS_MAX = 64  # a larger dict takes the array-aware pickler (kind 0)
 _LENGTH = struct.Struct("<I")
+_dumps, _loads = pickle.dumps, pickle.loads
+# The descriptors' bytes of a data section -> each array's (dtype, shape, Fortran order)
+_layouts: dict[bytes, list[tuple[np.dtype[Any], tuple[int, ...], bool]]] = {}
+_LAYOUTS_MAX = 1024
 
 
 def split(data: dict[Any, Any], frames: list[np.ndarray[Any, Any]]) -> bytes | None:
@@ -43,34 +48,43 @@ def split(data: dict[Any, Any], frames: list[np.ndarray[Any, Any]]) -> bytes | N
     """
     if len(data) > ITEMS_MAX:
         return None
+    ndarray = arrays.ndarray
+    if ndarray is arrays.NO_ARRAY:  # (numpy imported, not yet learnt: `is_raw_array` learns it)
+        if not any(map(is_raw_array, data.values())):
+            return None
+        ndarray = arrays.ndarray
     items: dict[Any, Any] = {}
-    places: list[list[int]] = []
-    held: dict[int, int] = {}  # id of an array -> its number
+    places: list[tuple[int, ...]] = []  # per array, the places of the items holding it
+    held: list[int] = []  # the id of each array (an array held twice travels once)
     found: list[np.ndarray[Any, Any]] = []
     descriptors: list[bytes] = []
-    for place, (key, value) in enumerate(data.items()):
+    place = -1
+    for key, value in data.items():
+        place += 1
         if type(key) not in ATOMIC:
             return None
-        if type(value) in ATOMIC:
+        kind = type(value)
+        if kind in ATOMIC:
             items[key] = value
-        elif is_raw_array(value):
-            number = held.get(id(value))
-            if number is None:
-                held[id(value)] = len(found)
-                descriptor, frame = array_frame(value)
-                descriptors.append(descriptor)
-                found.append(frame)
-                places.append([place])
-            else:
-                places[number].append(place)
+        elif kind is ndarray and not value.dtype.hasobject:
             items[key] = None
+            ident = id(value)
+            if ident in held:
+                number = held.index(ident)
+                places[number] += (place,)
+                continue
+            held.append(ident)
+            descriptor, frame = array_frame(value)
+            descriptors.append(descriptor)
+            found.append(frame)
+            places.append((place,))
         elif is_plain(value):
             items[key] = value
         else:
             return None
     if not found:
         return None
-    skeleton = pickle.dumps((items, [tuple(each) for each in places]), 5)
+    skeleton = _dumps((items, places), 5)
     frames += found
     return b"".join((_LENGTH.pack(len(skeleton)), skeleton, *descriptors))
 
@@ -83,17 +97,40 @@ def join(section: memoryview, frames: Sequence[Any]) -> dict[Any, Any]:
         ValueError: the section does not hold such a dict (or another exception from its
             bytes: the caller's decode turns any into a DecodeError).
     """
-    (length,) = _LENGTH.unpack_from(section)
-    offset = _LENGTH.size + length
-    items, places = pickle.loads(section[_LENGTH.size : offset])
+    offset = _LENGTH.size + _LENGTH.unpack_from(section)[0]
+    items, places = _loads(section[_LENGTH.size : offset])
     if type(items) is not dict or type(places) is not list or len(places) != len(frames):
         raise ValueError(f"its skeleton does not place its {len(frames)} frame(s)")
+    # The descriptors, parsed once per layout: a job sends the same dtypes and shapes again.
+    tail = bytes(section[offset:])
+    layout = _layouts.get(tail)
+    if layout is None:
+        layout = _layout(tail, len(frames))
     keys = list(items)
-    for held, frame in zip(places, frames, strict=True):
-        dtype, shape, fortran, offset = read_descriptor(section, offset)
-        array = rebuild_array(np.asarray(frame), dtype, shape, fortran)
+    for held, frame, (dtype, shape, fortran) in zip(places, frames, layout, strict=True):
+        array = rebuild_array(
+            frame if type(frame) is arrays.ndarray else np.asarray(frame), dtype, shape, fortran
+        )
         for place in held:
             items[keys[place]] = array
-    if offset != len(section):
-        raise ValueError(f"its data section has {len(section) - offset} bytes after its arrays")
     return items
+
+
+def _layout(tail: bytes, count: int) -> list[tuple[np.dtype[Any], tuple[int, ...], bool]]:
+    """The (dtype, shape, Fortran order) of each of ``count`` descriptors that make ``tail``,
+    remembered for the next message of the same layout.
+
+    Raises:
+        ValueError: ``tail`` is not exactly ``count`` descriptors.
+    """
+    layout = []
+    offset = 0
+    for _ in range(count):
+        dtype, shape, fortran, offset = read_descriptor(tail, offset)
+        layout.append((dtype, shape, fortran))
+    if offset != len(tail):
+        raise ValueError(f"its data section has {len(tail) - offset} bytes after its arrays")
+    if len(_layouts) >= _LAYOUTS_MAX:
+        _layouts.clear()
+    _layouts[tail] = layout
+    return layout

@@ -975,6 +975,10 @@ class MPITransport(Streams, CollectiveSteps):
         # all of them are done: the lead's completing alone changes nothing, and a spin that
         # returned then would pause (yielding the core) before the frame's handshake (Open
         # MPI's ob1/tcp moves a frame only as both ends poll).
+        if not (self._early or self._relays.moving or self.oversubscribed):
+            one = self._one_transfer()
+            if one is not None:
+                return self._spin_one(one, seconds)
         sends = [ticket.state[0] for ticket in self._active]
         requests = [request for each in sends for request in each]
         owners = [each for each in sends for _ in each]
@@ -1031,6 +1035,42 @@ class MPITransport(Streams, CollectiveSteps):
                 turn += 1
                 if not turn & 7:
                     os.sched_yield()
+
+    def _one_transfer(self) -> list[MPI.Request] | None:
+        """The requests of the one transfer in flight, when there is exactly one and it is a
+        large message's (the commonest wait over a network: a send's lead and frame, or a
+        received lead's posted frame receive); else None."""
+        active, waiting = self._active, self._waiting_sources
+        if len(active) + len(waiting) != 1:
+            return None
+        if active:
+            return active[0].state[0]  # type: ignore[no-any-return]
+        arrival = self._arrivals[next(iter(waiting))][0]
+        return arrival.requests if arrival.sizes is not None and arrival.requests else None
+
+    def _spin_one(self, requests: list[MPI.Request], seconds: float) -> bool:
+        """`_spin_transfers` for `_one_transfer`'s requests, with nothing to set up and one
+        test per poll: on Open MPI's network path every microsecond of Python between two
+        polls of a moving frame costs one or more of transfer time (benchmarks/README.md,
+        round 33). Watched with `Get_status` (a received frame's length is checked as it
+        is completed, in `progress`)."""
+        get_status = MPI.Request.Get_status
+        iprobe = self.comm.Iprobe
+        leads = self.leads if self.leads.standing else None
+        clock = time.perf_counter
+        until = clock() + seconds
+        while True:
+            if all(map(get_status, requests)):
+                if self._waiting_sources and self._complete_arrivals():
+                    return True  # delivered (the next poll does the rest of progress())
+                return self.progress()
+            if (
+                iprobe(_ANY_SOURCE, _ANY_TAG)
+                or (leads is not None and leads.poll())
+                or clock() > until
+                or (self._unposted and self._unposted[0].since < clock() - LATE_ENVELOPE)
+            ):
+                return self.progress()
 
     @property
     def busy(self) -> bool:

@@ -248,3 +248,35 @@ def test_a_spin_lasts_until_a_large_send_is_done_not_only_its_lead(
     elif transport.rank == 1:
         MPI.COMM_WORLD.recv(source=0, tag=77)
         assert transport.wait(lambda: got == [b"large"], time.monotonic() + TIMEOUT)
+
+
+def test_crossing_large_messages_each_arrive_while_their_ranks_spin_on_one_transfer(
+    transport: MPITransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one transfer in flight a spin watches only it (`_spin_one`), yet a peer's lead
+    that lands meanwhile must end the spin: every rank sends a large message to the next
+    while the previous one sends to it, and each must arrive within one long spin."""
+    got: list[tuple[int, bytes]] = []
+    transport.attach(lambda source, meta, frames, nbytes: got.append((source, bytes(frames[0]))))
+    spun_one: list[int] = []
+    spin_one = transport._spin_one
+    monkeypatch.setattr(
+        transport,
+        "_spin_one",
+        lambda requests, seconds: (spun_one.append(1), spin_one(requests, seconds))[1],
+    )
+    rank, size = transport.rank, transport.size
+    peer, sender = (rank + 1) % size, (rank - 1) % size
+    big = np.full(2**20, rank, np.uint8)
+    for round_number in range(2):  # (the first probes each lead; a receive stands for the next)
+        MPI.COMM_WORLD.Barrier()
+        ticket = transport.send(peer, b"crossing", [big + round_number], False)
+        began = time.perf_counter()
+        while not (ticket.done and len(got) == round_number + 1):
+            transport.spin(20.0)  # one spin ignoring the lead would last 20 s
+            assert time.perf_counter() - began < TIMEOUT
+        took = time.perf_counter() - began
+        assert took < 10, f"the exchange took {took:.2f} s: a spin missed the peer's lead"
+        assert got[-1] == (sender, (np.full(2**20, sender, np.uint8) + round_number).tobytes())
+    # (Ranks outnumbering cores keep the general spin, which yields the core now and then.)
+    assert spun_one or transport.oversubscribed, "no spin watched one transfer"

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mpi"))
 from payloads import array_cases
 
 from geode_mpi import DecodeError, EncodeError, Message
-from geode_mpi.codec import Stamp, decode, encode, header, maps, peek
+from geode_mpi.codec import Stamp, arrays, decode, encode, header, maps, peek
 from geode_mpi.codec import wire as codec_wire
 from geode_mpi.transport.base import copy_frame
 
@@ -196,3 +196,38 @@ def test_an_array_held_twice_travels_once_and_arrives_once_as_with_pickle(
     want = decode(old_meta, received(old_frames), NAMES).data
     assert got["grid"] is got["again"] and want["grid"] is want["again"]
     assert_same_dict(got, want)
+
+
+def test_a_layout_is_parsed_once_and_a_section_with_bytes_after_its_arrays_still_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`maps.join` parses a section's descriptors once per layout (the same dtypes and
+    shapes again: a dict lookup), and a damaged tail is refused whether or not its layout
+    was seen."""
+    parsed: list[int] = []
+    read = maps.read_descriptor
+    monkeypatch.setattr(maps, "read_descriptor", lambda *args: (parsed.append(1), read(*args))[1])
+    maps._layouts.clear()
+    data = {"step": 0, "u": np.arange(7000.0), "v": np.ones((30, 40), np.int16, order="F")}
+    for step in range(3):
+        data["step"] = step
+        meta, frames = encode(Message(data), STAMP)
+        got = decode(meta, received(frames), NAMES).data
+        assert_same_dict(got, data)
+    assert len(parsed) == 2  # the two arrays' descriptors, parsed with the first message only
+    section = bytes(maps.split(data, []) or b"") + b"\0" * 8
+    with pytest.raises(ValueError, match="8 bytes after its arrays"):
+        maps.join(memoryview(section), received(encode(Message(data), STAMP)[1]))
+
+
+def test_a_dict_of_arrays_splits_before_the_codec_has_learnt_numpys_array_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`maps.split` tests types against the codec's learnt ndarray; before it is learnt (numpy
+    imported by the user, no array met yet) a dict of arrays still takes kind 6."""
+    monkeypatch.setattr(arrays, "ndarray", arrays.NO_ARRAY)
+    frames: list[Any] = []
+    section = maps.split({"a": np.arange(3000.0), "b": 2}, frames)
+    assert section is not None and len(frames) == 1
+    assert arrays.ndarray is np.ndarray
+    assert maps.split({"a": 1, "b": "two"}, []) is None
