@@ -408,8 +408,7 @@ def decode_plain(
     """`decode` of a plain Message (no class name, route or rest section, not compressed; its
     data a pickle without arrays, a text, a small array in meta, or one array in its frame),
     from the header its caller read and checked (``head``: `header.DECODE`'s fields): without
-    the general machinery, and without reading the header again (`Engine.take_arrival` reads
-    it once).
+    the general machinery, and without reading the header again.
 
     Raises:
         DecodeError: the data section is damaged or does not decode.

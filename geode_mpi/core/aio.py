@@ -24,9 +24,7 @@ from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER
 
 _R = TypeVar("_R")
-# A take from a backlog polls MPI on every 16th receive (core/runtime.py's constant of that
-# name: importing it from there here would be circular).
-POLL_EVERY_RECEIVES = 16
+POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 Taken = tuple[Parcel, Any]  # a parcel and its receipt (None: taking it processed it)
 
 

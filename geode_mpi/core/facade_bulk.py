@@ -13,7 +13,7 @@ from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.runs import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import DecodeError
+from geode_mpi.errors import DecodeError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 from geode_mpi.tracing import TRACER
@@ -27,9 +27,9 @@ MANY = 64  # receive_many's default limit: a run's messages (delivery/runs.py `R
 class Bulk(Facade):
     """The Geode's bulk receive (`Geode` inherits it)."""
 
-    # A DecodeError met after other messages were taken: the next call raises it (the
-    # message itself went to the dead letters, as `receive` does with it).
-    _bulk_error: BaseException | None = None
+    # A DecodeError met after other messages were taken, by receiving node index: that node's
+    # next call raises it (the message itself went to the dead letters, as `receive` does).
+    _bulk_errors: dict[int, BaseException] | None = None
 
     if TYPE_CHECKING:
         receive: Callable[..., Message]  # (core/geode.py)
@@ -64,13 +64,17 @@ class Bulk(Facade):
             One to ``limit`` messages, oldest first.
 
         Raises:
-            ValueError: ``limit`` is less than 1.
+            TypeError: ``limit`` is not an int.
+            ValueError: ``limit`` is less than 1, or ``timeout`` is negative.
             ReceiveTimeout, NodeNotLocalError, UnknownNodeError, DecodeError, ClosedError:
                 as for `receive` (a DecodeError met after the first message is raised by the
                 next call: the messages taken before it are returned first).
         """
+        if limit.__class__ is not int:  # (checked before any state is touched)
+            raise TypeError(f"limit must be an int >= 1, got {limit!r}")
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
+        timeout = check_timeout(timeout)
         runtime = self._runtime
         if other_threads() and not runtime.owned():
             return runtime.serialised(
@@ -82,10 +86,10 @@ class Bulk(Facade):
                 timeout=timeout,
                 topic=topic,
             )
-        error = self._bulk_error
-        if error is not None:
-            self._bulk_error = None
-            raise error
+        index = self.rank if node is None else runtime.local_index(node, "receive_many")
+        errors = self._bulk_errors
+        if errors and index in errors:
+            raise errors.pop(index)
         unfiltered = source is None and type is None and topic is None
         fast = runtime.plain_queue is not NO_FAST_QUEUE and node is None and unfiltered
         taken: list[Message] = []
@@ -93,7 +97,6 @@ class Bulk(Facade):
             self._take_runs(taken, limit)
         if not taken:
             taken.append(self.receive(node, source=source, type=type, timeout=timeout, topic=topic))
-        index = self.rank if node is None else runtime.local_index(node, "receive_many")
         match = None if unfiltered else self._matcher(source, type, topic)
         engine = runtime.engine
         while len(taken) < limit:
@@ -119,7 +122,7 @@ class Bulk(Facade):
             try:
                 taken.append(runtime.deliver(index, found))
             except DecodeError as exc:  # (dead-lettered, as by receive: the next call raises)
-                self._bulk_error = exc
+                self._keep_error(index, exc)
                 break
         return taken
 
@@ -142,8 +145,17 @@ class Bulk(Facade):
         if not count:
             return False
         runtime.receives += count
-        engine.poll()  # (once a bulk take: acks go out, arrivals come in)
+        try:
+            engine.poll()  # (once a bulk take: acks go out, arrivals come in)
+        except DecodeError as exc:  # (what was taken is returned; the next call raises it)
+            self._keep_error(self.rank, exc)
         if TRACER.on:
             for message in taken[before:]:
                 trace_receive(self.rank, message, "receive")
         return True
+
+    def _keep_error(self, index: int, error: BaseException) -> None:
+        """Keep ``error`` for node ``index``'s next `receive_many`."""
+        if self._bulk_errors is None:
+            self._bulk_errors = {}
+        self._bulk_errors.setdefault(index, error)

@@ -19,6 +19,7 @@ from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
 from geode_mpi.codec.compression import Compression
+from geode_mpi.core.aio import POLL_EVERY_RECEIVES as POLL_EVERY_RECEIVES
 from geode_mpi.core.handles import RunHandle, SendHandle, sent_by_another_rank
 from geode_mpi.core.placement import Placement
 from geode_mpi.delivery import Engine, QueueConfig
@@ -37,7 +38,6 @@ POLL_EVERY_SENDS = 32  # isend runs the progress engine on every 32nd call (a po
 # ... but on every 128th while its messages join runs (a full run goes on its own; a poll
 # costs as much as a few dozen joins): at the others it sends only the batches that are due.
 POLL_EVERY_JOINS = 128
-POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every 16th call
 # A receive that must wait first spins this long, with nothing else set up: as long as the
 # back-off's own first spin. At 20 us a Message ping-pong's reply (a 15 us round trip here)
 # missed it often enough to cost 1% of its latency (A/B under real-time priority).

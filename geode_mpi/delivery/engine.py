@@ -43,7 +43,6 @@ from geode_mpi.transport import Transport
 
 MALFORMED_WARNINGS = 10  # malformed arrivals from one rank that each log a warning
 _tuple_new = tuple.__new__
-_new_object = object.__new__
 _FLAG_RESENT = codec.FLAG_RESENT
 _FLAG_TRACKED = codec.FLAG_TRACKED
 _FLAG_WAITED = codec.FLAG_WAITED
@@ -60,7 +59,6 @@ _KIND_RUN = header.KIND_RUN
 _NOT_ONE = frozenset((_KIND_CONTROL, _KIND_RUN))  # kinds that are not one message
 _CACHED = cache.MARKER  # meta[0] of a message with a cache prefix (never a codec version)
 _track_from = header.track_fields  # flags, seq, source, dest, reply_to of a header
-_TRACK_SIZE = header.TRACK_SIZE  # the bytes `_track_from` reads
 # What `Engine.take_arrival` leaves to the sink: the diverted, a topic's (dest is the topic)
 # and a work queue's task (source is its stream). Its route byte (`_FLAG_QOS`) is read apart.
 _NOT_TAKEN = _DIVERT | _FLAG_TOPIC | codec.FLAG_WORK

@@ -1,4 +1,4 @@
-"""Bundles: several messages of one source queued as one entry, taken one at a time."""
+"""Bundles: several messages of one source queued as one entry, taken one or several at a time."""
 
 from __future__ import annotations
 

@@ -199,3 +199,34 @@ def test_async_messages_take_a_run_s_messages_one_at_a_time() -> None:
     assert b.stats().processed == 101 and len(calls) <= 3, calls
     b.flush()
     assert a.stats().unacked == 0
+
+
+def test_bad_arguments_are_refused_before_anything_is_taken() -> None:
+    _, b = queued_run(10)
+    with pytest.raises(TypeError, match=r"limit must be an int >= 1, got 2\.5"):
+        b.receive_many(limit=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit must be >= 1, got 0"):
+        b.receive_many(limit=0)
+    with pytest.raises(ValueError, match="timeout must be >= 0, got -1"):
+        b.receive_many(timeout=-1)  # (a run is queued: refused all the same)
+    assert [m.data for m in b.receive_many(limit=64, timeout=0)] == list(range(10))
+    assert b.pending() == 0  # (the node still works: nothing was half-taken)
+
+
+def test_a_postponed_decode_error_is_raised_for_its_own_node_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def not_here(name: str) -> type[Message]:
+        raise DecodeError(f"class {name} cannot be imported here")
+
+    monkeypatch.setattr("geode_mpi.codec.decoding.resolve", not_here)
+    with Geode(["a", "b"]) as g:
+        g.send("ok", source="b", dest="a")
+        g.send(Stamped("bad", step=1), source="b", dest="a")
+        g.send("for b", source="a", dest="b")
+        assert [m.data for m in g.receive_many("a", timeout=0)] == ["ok"]
+        assert [m.data for m in g.receive_many("b", timeout=0)] == ["for b"]
+        with pytest.raises(DecodeError):
+            g.receive_many("a", timeout=0)
+        with pytest.raises(ReceiveTimeout):
+            g.receive_many("a", timeout=0)  # (raised once)
