@@ -23,7 +23,7 @@ from geode_mpi.core.facade_nodes import NodeCalls
 from geode_mpi.core.facade_processing import Processing
 from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
 from geode_mpi.core.groups import Sequencer
-from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.handles import RunHandle, SendHandle
 from geode_mpi.core.observe import (
     Observed,
     start_observing,
@@ -237,9 +237,30 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             ClosedError: this Geode is closed.
         """
         runtime = self._runtime
-        if other_threads() and not runtime.owned():
-            if compress is None and not priority and ttl is None and source is None and not ack:
+        if compress is None and not priority and ttl is None and source is None and not ack:
+            if not other_threads():
+                # The commonest isend: it joins the open run of its dest's lane (one lookup;
+                # a dest sent to before, without credits), else `send_plain` as before.
+                try:
+                    lane = runtime.path.dests.get(dest)
+                except TypeError:  # unhashable: not a node name; the general path says so
+                    lane = None
+                if (
+                    lane is not None
+                    and (run := lane.pair.run) is not None
+                    and not runtime.sealed
+                    and not TRACER.on
+                    and (at := run.join(message)) >= 0
+                ):
+                    sends = runtime.sends = runtime.sends + 1
+                    if not sends & POLL_EVERY_SENDS - 1:
+                        runtime.joined_poll(sends)
+                    return RunHandle(runtime, run, at)
+                return runtime.send_plain(message, dest, timeout, True)
+            if not runtime.owned():
                 return runtime.serialised(runtime.send_plain, message, dest, timeout, True)
+            return runtime.send_plain(message, dest, timeout, True)
+        if other_threads() and not runtime.owned():
             chosen = None if compress is None else setting(compress)
             return runtime.serialised(
                 runtime.send,
@@ -251,9 +272,7 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                 via=codec.qos_route(priority, ttl),
                 compress=chosen,
             )
-        if compress is None and not priority and ttl is None:  # (the hot path)
-            if source is None and not ack:
-                return runtime.send_plain(message, dest, timeout, True)
+        if compress is None and not priority and ttl is None:
             return runtime.send(message, source, dest, ack, timeout)
         chosen = None if compress is None else setting(compress)
         via = codec.qos_route(priority, ttl)

@@ -260,10 +260,7 @@ class Runtime:
             # A full run goes at once; between polls a look at the batches' age is enough.
             sends = self.sends = self.sends + 1
             if not sends & POLL_EVERY_SENDS - 1:
-                if sends & POLL_EVERY_JOINS - 1:
-                    self.path.flush_due()
-                else:
-                    self.engine.poll()
+                self.joined_poll(sends)
             return RunHandle(self, run, at)
         msg = message if isinstance(message, Message) else Message(message)
         ticket, stamp = self.path.plain(msg, self.rank, dst, rank, pair, batch)
@@ -274,6 +271,14 @@ class Runtime:
         if run is not None and run.first_seq == stamp.seq:  # it opened a run
             return RunHandle.opener(self, run)
         return SendHandle(self, ticket, stamp, pair if self.acks else None, False)
+
+    def joined_poll(self, sends: int) -> None:
+        """What the ``sends``-th send (a multiple of `POLL_EVERY_SENDS`) does after joining a
+        run: a full run goes at once, so between polls a look at the batches' age is enough."""
+        if sends & POLL_EVERY_JOINS - 1:
+            self.path.flush_due()
+        else:
+            self.engine.poll()
 
     def reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:
         """Send ``value`` back to the sender of ``request`` (the run loop's replies may be

@@ -12,6 +12,7 @@ from test_runs import NAMES, engine, world
 from geode_mpi import Message, SendHandle
 from geode_mpi.codec import encode, make_stamp
 from geode_mpi.codec.runs import STATES, Run, count, encode_run, joinable
+from geode_mpi.core import geode as geode_module
 from geode_mpi.core.handles import RunHandle
 from geode_mpi.delivery.runs import RUN_MAX
 from geode_mpi.errors import DecodeError
@@ -242,3 +243,37 @@ def test_long_bytes_and_nested_tuples_go_alone() -> None:
     assert [type(h) is RunHandle for h in handles] == [True, False, True, False] + [True] * 5
     a.flush()
     assert [b.receive(timeout=0).data for _ in range(10)] == ["start", *sent]
+
+
+def test_isend_s_lane_joins_without_send_plain_and_a_thread_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b, _ = world()
+    runtime = a._runtime
+    a.send("start", dest="node1")  # the route's first send: the dest gets its lane
+    a.isend("opens", dest="node1")  # (opens the run, through `send_plain`)
+    plain: list[Any] = []
+    general = runtime.send_plain
+    monkeypatch.setattr(
+        runtime, "send_plain", lambda *args: plain.append(args[0]) or general(*args)
+    )
+    threads = [0]  # (other tests' threads may still be alive: what isend sees is set here)
+    monkeypatch.setattr(geode_module, "other_threads", lambda: threads[0])
+    handles = [a.isend(data, dest="node1") for data in ("s", 7, Message("m"), {"k": 1})]
+    assert plain == []  # the lane's join: no `send_plain`
+    assert all(type(h) is RunHandle for h in handles)
+    assert [h.seq for h in handles] == [2, 3, 4, 5]
+    first = handles[0].id
+    assert first is not None and [h.id for h in handles] == list(range(first, first + 4))
+    assert a.stats().sent == 6
+    threads[0] = 1
+    alive = a.isend("x", dest="node1")  # another thread alive: through the gate
+    assert plain == ["x"] and alive.seq == 6 and a.stats().sent == 7
+    a.flush()
+    handles[0].wait(timeout=1)
+    assert [b.receive(timeout=0).data for _ in range(7)] == [
+        "start", "opens", "s", 7, "m", {"k": 1}, "x"
+    ]  # fmt: skip
+    b.flush()
+    assert all(h.done() and h.acked for h in [*handles, alive])
+    assert a.stats().acked == 7 and a.stats().unacked == 0
