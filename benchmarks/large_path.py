@@ -23,6 +23,12 @@ of one step:
 - ``floor``: ``preposted`` plus the work no design that delivers a Message can skip: the codec's
   ``encode`` of the Message (its id, seq and timestamp), the lead's envelope and index, and the
   codec's ``decode`` of what arrived (no delivery layer, no pool, no bookkeeping);
+- ``frame first raw``, ``frame first``, ``frame first early``: the frame's ``Isend`` before
+  anything else (``frame first raw``: no codec; the others: the codec's ``encode`` between it
+  and the lead), the receiver matching the frame by a probe (its size from the status) and
+  receiving it while the lead lands in its standing receive; ``early``: decoded as soon as the
+  lead is in, while the frame may still be moving (round 35: does sending the frame first
+  take the codec off the transfer's path?);
 - ``geode isend``, ``geode int32``, ``geode dict``, ``geode Message``: ``geode`` with
   ``isend`` + ``wait``, an int32 array, the array inside a dict, inside a Message subclass.
 
@@ -100,6 +106,50 @@ class Floor:
         requests.append(comm.Isend([frame, MPI.BYTE], peer, TAG_DATA))
         while not MPI.Request.Testall(requests):
             pass
+
+    def send_frame_first(self, array: np.ndarray) -> None:
+        """`send` with the frame's ``Isend`` first, before the codec's work and the lead."""
+        comm, peer = self.comm, self.peer
+        number = self.number
+        self.number += 1
+        requests = [comm.Isend([array, MPI.BYTE], peer, TAG_DATA)]
+        if self.decoded:
+            stamp = codec.make_stamp(number, number, time.time(), comm.Get_rank(), peer)
+            meta = codec.encode(Message(array), stamp)[0]
+        else:
+            meta = bytes(64)
+        envelope = one_frame_envelope(meta, array.nbytes, MPI.Get_address(array), FRAMES_AFTER)
+        requests.append(comm.Isend(lead_message(number, envelope), peer, TAG_ENV))
+        while not MPI.Request.Testall(requests):
+            pass
+
+    def receive_frame_first(self, out: np.ndarray, early: bool) -> Any:
+        """The next message's data, its frame matched by a probe (size from the status) and
+        received into ``out`` while its lead lands in the standing receive; ``early``: decode
+        as soon as the lead is in, while the frame may still be moving."""
+        comm, peer, status = self.comm, self.peer, MPI.Status()
+        lead_request = self.request
+        frame = None
+        message = None
+        while frame is None:
+            message = comm.Improbe(peer, TAG_DATA, status)
+            if message is not None:
+                frame = message.Irecv([out[: status.Get_count(MPI.BYTE)], MPI.BYTE])
+        while not lead_request.Test():
+            pass
+        lead = self.lead
+        meta_len = ONE_FRAME.unpack_from(lead)[5]
+        meta = bytes(lead[ONE_FRAME.size : ONE_FRAME.size + meta_len])
+        data = None
+        if early and self.decoded:
+            data = codec.decode(meta, [out], self.names, None, True).data
+        while not frame.Test():
+            pass
+        if not self.decoded:
+            return out
+        if data is None:
+            data = codec.decode(meta, [out], self.names, None, True).data
+        return data
 
     def receive(self, out: np.ndarray, again: bool) -> Any:
         """The next message's data, received into ``out``; ``again``: post the next lead's
@@ -252,6 +302,19 @@ def ratios_for(
         else:
             floor_path.send(floor_path.receive(out, again=False))
 
+    first_raw = Floor(comm, list(geode.nodes), decoded=False)
+
+    def frame_first(path: Floor, early: bool) -> Callable[[], None]:
+        def trip() -> None:
+            path.stand()
+            if rank == 0:
+                path.send_frame_first(data)
+                path.receive_frame_first(out, early)
+            else:
+                path.send_frame_first(path.receive_frame_first(out, early))
+
+        return trip
+
     def geode_trip(make: Callable[[], Any], blocking: bool = True) -> Callable[[], None]:
         node = geode.nodes[peer]
 
@@ -282,6 +345,9 @@ def ratios_for(
         "one message": one_message,
         "raw placed": raw_into(placed),
         "floor": floor,
+        "frame first raw": frame_first(first_raw, False),
+        "frame first": frame_first(floor_path, False),
+        "frame first early": frame_first(floor_path, True),
         "geode isend": geode_trip(made["geode"], blocking=False),
         **{name: geode_trip(make) for name, make in made.items()},
     }
