@@ -7,7 +7,11 @@ measures geode_mpi's own Python work per message (the part a change to the call 
 not MPI.
 
 ``mpiexec -n 2 python benchmarks/hotpath.py --steps`` instead times each step of a small
-message's path over MPI, each row a layer lower (see `steps`), beside raw mpi4py.
+message's path over MPI, each row a layer lower (see `steps`), beside raw mpi4py: 1,000
+messages a row, best and median of 5 repeats. Its wall time follows the load, since a waiting
+rank spins: 1.5 s at load 6-9 on 2 cores (2,000 a row took 3.5-5.8 s, once 50 s at load 8; the
+old default of 20,000 a row did not finish in 300 s). ``--quick`` runs either mode small, as a
+smoke test (tests/test_bench_steps.py).
 """
 
 from __future__ import annotations
@@ -35,17 +39,25 @@ def per_message(loop: Callable[[int], None], messages: int, repeats: int) -> lis
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=2000, help="per timed loop (2000)")
-    parser.add_argument("--repeats", type=int, default=40, help="timed loops per method (40)")
+    parser.add_argument(
+        "--messages", type=int, help="per timed loop (2000), per row with --steps (1000); quick 200"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="timed loops per method (40; with --steps 5; quick 3)"
+    )
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument(
         "--steps", action="store_true", help="under mpiexec -n 2: CPU time of each step"
     )
+    parser.add_argument("--quick", action="store_true", help="a smoke test: few messages")
     options = parser.parse_args(argv)
+    messages = options.messages or (200 if options.quick else 1000 if options.steps else 2000)
     if options.steps:
         import steps
 
-        return steps.main(options.messages * 10, max(3, options.repeats // 8), options.json)
+        repeats = options.repeats or (3 if options.quick else 5)
+        return steps.main(messages, repeats, options.json)
+    repeats = options.repeats or (3 if options.quick else 40)
     geode = Geode()
 
     def send_receive(n: int) -> None:
@@ -61,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = {}
     for name, loop in (("send+receive", send_receive), ("isend+receive", isend_receive)):
-        times = per_message(loop, options.messages, options.repeats)
+        times = per_message(loop, messages, repeats)
         results[name] = {"median_us": statistics.median(times), "best_us": min(times)}
         print(f"{name:14} median {statistics.median(times):7.3f} us  best {min(times):7.3f} us")
     geode.close()

@@ -168,7 +168,7 @@ def next_of_run(runtime: Receiving, index: int) -> Message | None:
     if message is not None:
         runtime.receives += 1
         if not runtime.receives & POLL_EVERY_RECEIVES - 1:
-            engine.poll()
+            engine.poll_after_take()
         if TRACER.on:
             trace_receive(index, message, "receive")
     return message

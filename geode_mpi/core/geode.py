@@ -450,7 +450,7 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                 if parcel is not None:
                     runtime.receives += 1
                     if not runtime.receives & POLL_EVERY_RECEIVES - 1:
-                        engine.poll()
+                        engine.poll_after_take()
             else:
                 spun_for = runtime.spin_plain()
                 if isinstance(spun_for, Message):  # taken and decoded as it arrived
@@ -586,7 +586,7 @@ def _next_of_run(runtime: Runtime, rank: int, cursor: RunCursor) -> Message | No
     if message is not None:
         runtime.receives += 1
         if not runtime.receives & POLL_EVERY_RECEIVES - 1:
-            runtime.engine.poll()
+            runtime.engine.poll_after_take()
         if TRACER.on:
             trace_receive(rank, message, "receive")
     return message

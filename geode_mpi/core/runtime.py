@@ -378,7 +378,7 @@ class Runtime:
             # Taken without polling MPI first; every POLL_EVERY_RECEIVES-th receive polls
             # anyway, to keep what arrives (and acks) moving while a backlog is drained.
             if not self.receives & POLL_EVERY_RECEIVES - 1:
-                engine.poll()
+                engine.poll_after_take()
             return found
         transport = self.transport
         if timeout == 0 or not (

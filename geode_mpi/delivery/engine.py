@@ -326,11 +326,13 @@ class Engine(Credits, Acks, Streams, Polling):
         return message
 
     def _not_one(self, rank: int, meta: memoryview) -> None:
-        """An arrival that is not one message: a control record, or a run of messages."""
-        if meta[_KIND_AT] == _KIND_CONTROL:
-            self._control(meta)
-            return
+        """An arrival that is not one message: a control record, or a run of messages. One
+        that does not parse (a control record of an unknown type, damaged, or acknowledging
+        nothing sent) is a malformed arrival, counted and dropped here, whoever calls."""
         try:
+            if meta[_KIND_AT] == _KIND_CONTROL:
+                self._control(meta)
+                return
             run = Run(meta, self.names)
             source, dest = run.src, run.dst
             inbox = self.inboxes.get(dest)

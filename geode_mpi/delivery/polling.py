@@ -22,6 +22,9 @@ ACK_DELAY = 1e-3  # the longest a due ack waits while its node keeps calling geo
 class Polling(Failures):
     """`Engine`'s progress, waits and counters."""
 
+    # What `poll_after_take`'s poll raised (a damaged envelope), for the next `poll` to raise.
+    _kept: DecodeError | None = None
+
     @property
     def data_received(self) -> int:
         """Data messages this rank received: queued, dropped as duplicates, or held until an
@@ -37,7 +40,15 @@ class Polling(Failures):
 
     def poll(self) -> bool:
         """Run the transport once, forward what a sequencer must, and resend what timed out;
-        True if anything happened."""
+        True if anything happened.
+
+        Raises:
+            DecodeError: the transport met an arrival it cannot read (now, or in the last
+                `poll_after_take`).
+        """
+        if self._kept is not None:
+            error, self._kept = self._kept, None
+            raise error
         found = self.transport.progress()
         if self.forwards:
             self.forward()
@@ -50,6 +61,15 @@ class Polling(Failures):
         if hook is not None:
             hook()
         return found
+
+    def poll_after_take(self) -> None:
+        """`poll`, for a call that has already taken its message (a receive's every 16th poll,
+        `POLL_EVERY_RECEIVES`): a `DecodeError` from the transport (a damaged envelope) is kept
+        for the next `poll` to raise, so that the message taken is returned, not lost."""
+        try:
+            self.poll()
+        except DecodeError as exc:
+            self._kept = exc
 
     def forward(self) -> None:
         """Hand each message waiting at a sequencer to the forwarder (`on_forward`), in arrival

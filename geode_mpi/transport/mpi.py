@@ -20,16 +20,11 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from mpi4py import MPI
 
-from geode_mpi.base.backoff import (
-    tighten_timer_slack,
-)
-from geode_mpi.base.launch import launch_info, library_family
 from geode_mpi.errors import DecodeError
 from geode_mpi.transport.base import (
     Frame,
@@ -41,7 +36,6 @@ from geode_mpi.transport.envelope import (
     FLAGS_BYTE,
     FRAMES_AFTER,
     HEADER_SIZE,
-    INLINE_MAX,
     MAGIC,
     META_MAX,
     build_envelope,
@@ -52,8 +46,9 @@ from geode_mpi.transport.envelope import (
 from geode_mpi.transport.envelope import (
     VERSION as ENVELOPE_VERSION,
 )
-from geode_mpi.transport.fanout import FanoutTable, FanTicket
 from geode_mpi.transport.mpi_collective import CollectiveSteps
+from geode_mpi.transport.mpi_frames import LATE_ENVELOPE, strided_datatype
+from geode_mpi.transport.mpi_frames import _Held as _Held  # (mpi_parts.py declares with it)
 from geode_mpi.transport.mpi_parts import (
     _AS_ENVELOPE,
     _AS_META,
@@ -64,26 +59,21 @@ from geode_mpi.transport.mpi_parts import (
     _Arrival,
 )
 from geode_mpi.transport.mpi_parts import TAG_STREAM as TAG_STREAM  # (tests read it here)
+from geode_mpi.transport.mpi_setup import Setup
 from geode_mpi.transport.mpi_streams import END, Streams
-from geode_mpi.transport.paths import network_ranks
-from geode_mpi.transport.pool import BufferPool
 from geode_mpi.transport.prepost import (
     INDEX,
     ONE_FRAME,
     ONE_FRAME_META,
     ROOM,
     TAG_LEAD,
-    Leads,
     lead_message,
     one_frame_lead,
 )
 from geode_mpi.transport.relay import (
     TAG_RELAY_HEAD,
-    Relays,
 )
 from geode_mpi.transport.sealed import keep_or_copy
-from geode_mpi.transport.shared import NodeShare
-from geode_mpi.transport.tally import Tally
 
 _BYTE = MPI.BYTE
 _ANY_SOURCE = MPI.ANY_SOURCE
@@ -122,45 +112,7 @@ _FAST_HEADER = struct.Struct("<2sBxI").unpack_from
 _META_ONLY = (MAGIC, ENVELOPE_VERSION, 0)
 
 
-def strided_datatype(frame: Frame) -> MPI.Datatype:
-    """A committed MPI datatype that reads a strided array's elements in C order from BOTTOM."""
-    current = MPI.BYTE.Create_contiguous(frame.itemsize)
-    for count, stride in zip(reversed(frame.shape), reversed(frame.strides), strict=True):
-        outer = current.Create_hvector(count, 1, stride)
-        current.Free()
-        current = outer
-    address = frame.__array_interface__["data"][0]
-    absolute = MPI.Datatype.Create_struct([1], [address], [current])
-    current.Free()
-    return absolute.Commit()
-
-
-# A frame held this long (seconds) without its envelope gets its receive posted before the
-# envelope comes (see _Held). On shared memory the envelope follows within a few us (the
-# sender posts it right after the frame), and waiting for it keeps the frame's copy after the
-# envelope's Python work, on a warm cache; over MPICH's ofi/tcp it comes only after the
-# frame's last byte (1 MiB: about 500 us), where frames go first at all (a topic stream's:
-# a point-to-point send over a network sends its envelope first, FRAMES_AFTER).
-LATE_ENVELOPE = 30e-6
-
-
-class _Held:
-    """A frame probed (matched, its size known) and not yet claimed by its envelope. Its
-    receive is posted once the envelope is `LATE_ENVELOPE` late (`MPITransport._post_late`):
-    over a network the envelope waits behind the frame's bytes, which move only into a posted
-    receive (or, slower, into MPI's unexpected-message buffers, then copied again)."""
-
-    __slots__ = ("count", "message", "request", "since", "target")
-
-    def __init__(self, count: int, message: MPI.Message) -> None:
-        self.count = count
-        self.message = message
-        self.since = time.perf_counter()
-        self.target: Frame | None = None
-        self.request: MPI.Request | None = None
-
-
-class MPITransport(Streams, CollectiveSteps):
+class MPITransport(Setup, Streams, CollectiveSteps):
     """Transport over a private duplicate of an MPI communicator.
 
     Args:
@@ -169,55 +121,6 @@ class MPITransport(Streams, CollectiveSteps):
     """
 
     name = "MPI"
-
-    def __init__(self, comm: MPI.Intracomm | None = None, *, inline_max: int = INLINE_MAX) -> None:
-        super().__init__()
-        level = MPI.Query_thread()
-        if level < MPI.THREAD_SERIALIZED:  # geode_mpi's calls may come from any thread
-            name = "single" if level == MPI.THREAD_SINGLE else "funneled"
-            self.gate.main_only = f"MPI was started at thread level {name!r}"
-        base = MPI.COMM_WORLD if comm is None else comm
-        self.comm = base.Dup()
-        self.rank = self.comm.Get_rank()
-        self.size = self.comm.Get_size()
-        self.inline_max = inline_max
-        self.sent_to = [0] * self.size
-        self.received_from = [0] * self.size
-        self._active: list[SendTicket] = []
-        # Small envelopes waiting to go out together, per destination (see send()): the
-        # batch's ticket, whose state holds the batch's parts until it goes out.
-        self._batches: dict[int, SendTicket] = {}
-        self._batch_since = 0.0  # when the oldest batch began (perf_counter; 0: none)
-        self._lazy: dict[int, int] = {}  # dest -> lazy entries in its batch (batch_lazy)
-        self._next_test = 0  # where the next poll starts testing, with many sends in flight
-        self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
-        # Frames probed (matched, with their sizes) per source, not yet claimed by an envelope.
-        self._frames_in: list[deque[_Held]] = [deque() for _ in range(self.size)]
-        self._unposted: list[_Held] = []  # held frames whose receive is not posted yet
-        self._early: list[_Held] = []  # held frames whose receive is posted (_post_late)
-        self._waiting_sources: set[int] = set()
-        self._status = MPI.Status()
-        self._frame_status = MPI.Status()  # a posted frame's, as it completes (_complete_posted)
-        self._closed = False
-        self._tally = Tally(self.comm, self.rank, self.size)  # what drain and close count
-        self._closing: MPI.Request | None = None  # close()'s barrier, once posted
-        self._fanouts = FanoutTable(self.rank)  # the topic streams this rank is in
-        self._fan: FanTicket | None = None  # the last small broadcast's (see _batch_to)
-        self.pool = BufferPool()
-        self._relays = Relays(self.comm, self.pool)  # large broadcasts down a tree
-        self.shared = NodeShare(self.comm)  # large broadcasts on this node (transport/shared.py)
-        self.oversubscribed = launch_info().oversubscribed
-        self.family = library_family(MPI.Get_library_version())  # decides relays (shape_for)
-        # Whether MPI reaches each rank over its network path (transport/paths.py). A large
-        # message to such a rank sends its envelope first (FRAMES_AFTER): the frames' receives
-        # are then posted as the envelope arrives, and the envelope does not wait behind the
-        # frames' bytes (see _send_one_frame).
-        self.network = network_ranks(self.comm)
-        self.frames_after = [self.network(rank) for rank in range(self.size)]
-        # Such a message's envelope goes as a lead, into a receive kept posted for it once its
-        # sender has sent one (transport/prepost.py).
-        self.leads = Leads(self.comm, self._lead_landed)
-        tighten_timer_slack()
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -82,8 +82,10 @@ def test_a_step_given_up_at_its_deadline_never_answers_a_later_one() -> None:
     rank, size = transport.rank, transport.size
     side = MPI.COMM_WORLD.Dup()  # the others say they gave up before the root broadcasts
     if rank == 0:
-        for other in range(1, size):  # (however late a loaded machine runs them)
+        deadline = time.monotonic() + 60  # (however late a loaded machine runs them)
+        for other in range(1, size):
             while not side.Iprobe(source=other, tag=5):
+                assert time.monotonic() < deadline, f"rank {other} never said it gave up"
                 time.sleep(0.001)  # (a blocking recv would spin, starving the others)
             side.recv(source=other, tag=5)
         transport.bcast("late")

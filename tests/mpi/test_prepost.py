@@ -13,6 +13,7 @@ from mpi4py import MPI
 
 from geode_mpi import Geode
 from geode_mpi.transport import mpi as mpi_transport
+from geode_mpi.transport import mpi_setup
 from geode_mpi.transport.mpi import MPITransport
 from geode_mpi.transport.prepost import ROOM
 
@@ -111,7 +112,7 @@ def test_a_peer_that_sent_no_lead_gets_no_standing_receive(transport: MPITranspo
 def networked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Geode]:
     """A Geode whose transport reaches every other rank as over a network."""
     monkeypatch.setattr(
-        mpi_transport, "network_ranks", lambda comm: lambda rank: rank != comm.Get_rank()
+        mpi_setup, "network_ranks", lambda comm: lambda rank: rank != comm.Get_rank()
     )
     made = Geode()
     yield made

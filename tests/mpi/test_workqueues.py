@@ -78,9 +78,12 @@ def test_a_get_without_tasks_times_out_clearly(geode: Geode) -> None:
 def test_tasks_varying_tenfold_keep_four_ranks_balanced() -> None:
     """4 ranks: node0 dispatches and produces, three consumers sleep through tasks of 5 and
     50 ms, one long then two short, over and over: handing them out in turn would give one
-    consumer every long task (2.5x the ideal). The makespan must stay within 1.3x the ideal,
-    the handlers' measured work / 3 (a sleep overruns on a loaded machine: the ideal counts
-    what the consumers really spent)."""
+    consumer every long task (2.5x the ideal). The busiest consumer's work must stay within
+    1.6x the ideal, the handlers' measured work / 3 (a sleep overruns on a loaded machine: the
+    ideal counts what the consumers really spent; one consumer starved by the machine leaves
+    the other two 1.5x). It was the makespan within 1.3x, which also counted the time the
+    ranks of a loaded machine (4 on 2 cores) wait for a core between tasks: it failed at load
+    12-16 with nothing wrong."""
     with Geode() as geode:
         if geode.size != 4:
             pytest.skip("the balance check runs at 4 ranks")
@@ -102,8 +105,13 @@ def test_tasks_varying_tenfold_keep_four_ranks_balanced() -> None:
                 queue.put(Task((nodes[0], k, seconds)))
         summary = geode.run(timeout=TIMEOUT)
         assert summary.reason == "quiescent", summary
-        done = [task for found in gather(geode, finished) for task in found]
-        assert len(done) == len(durations)
-        makespan = max(end for end, _ in done) - start
+        by_rank = gather(geode, finished)  # (node k on rank k: the consumers on ranks 1-3)
+        done = [task for found in by_rank for task in found]
+        assert len(done) == len(durations) and not by_rank[0]
         ideal = sum(spent for _, spent in done) / 3
-        assert makespan <= 1.3 * ideal, f"makespan {makespan:.3f} s, ideal {ideal:.3f} s"
+        busy = [sum(spent for _, spent in found) for found in by_rank[1:]]
+        makespan = max(end for end, _ in done) - start  # (reported, not checked)
+        assert max(busy) <= 1.6 * ideal, (
+            f"work per consumer {[round(b, 3) for b in busy]} s, ideal {ideal:.3f} s, "
+            f"makespan {makespan:.3f} s"
+        )

@@ -125,8 +125,10 @@ def test_awaiter_cancelled_after_being_woken_takes_nothing() -> None:
             await asyncio.sleep(0.01)  # both wait, the poller is idle-sleeping
             g.isend("only one", "node0", "node1")
             first = aio.poller_of(g._runtime).waiters[0]  # woken's: it waited first
-            while not first.future.done():
-                await asyncio.sleep(0)  # until a look has woken it
+            deadline = time.monotonic() + LIMIT
+            while not first.future.done():  # until a look has woken it
+                assert time.monotonic() < deadline, "no look woke the first waiter"
+                await asyncio.sleep(0)
             woken.cancel()  # before it ran again to take the message
             with pytest.raises(asyncio.CancelledError):
                 await woken

@@ -254,8 +254,13 @@ def test_the_last_checkpoint_reports_its_cost(tmp_path: Path) -> None:
         assert 0 <= report["drain_seconds"] <= report["seconds"]
 
 
-def test_maybe_checkpoint_follows_the_policy(tmp_path: Path) -> None:
+def test_maybe_checkpoint_follows_the_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
     from geode_mpi import Geode
+    from geode_mpi.core import checkpointing
 
     with Geode(checkpoint_dir=tmp_path / "m", checkpoint_every_messages=5) as geode:
         epochs = []
@@ -264,9 +269,18 @@ def test_maybe_checkpoint_follows_the_policy(tmp_path: Path) -> None:
             epochs.append(geode.maybe_checkpoint({"k": k}))
         assert [e for e in epochs if e is not None] == [1, 2]  # after the 5th and the 10th send
         assert epochs.index(1) == 4 and epochs.index(2) == 9
-    with Geode(checkpoint_dir=tmp_path / "t", checkpoint_every=0.05) as geode:
+    # The policy's clock, moved on by the test: a loaded machine pausing it cannot make a
+    # checkpoint due early (with every=0.05 s and real time, a 50 ms pause did).
+    ahead = [0.0]
+    clock = SimpleNamespace(
+        monotonic=lambda: time.monotonic() + ahead[0], perf_counter=time.perf_counter
+    )
+    monkeypatch.setattr(checkpointing, "time", clock)
+    with Geode(checkpoint_dir=tmp_path / "t", checkpoint_every=60) as geode:
         assert geode.maybe_checkpoint() is None  # not due yet
-        time.sleep(0.06)
+        ahead[0] += 59
+        assert geode.maybe_checkpoint() is None
+        ahead[0] += 2
         assert geode.maybe_checkpoint() == 1
         assert geode.maybe_checkpoint() is None
     with pytest.raises(ValueError, match="maybe_checkpoint\\(\\) needs Geode\\(checkpoint_dir"):

@@ -45,7 +45,7 @@ def test_the_drain_rounds_share_the_calls_timeout(
             geode.checkpoint(timeout=0.35)
         took = time.monotonic() - started
         monkeypatch.undo()
-        assert 0.35 <= took < 0.35 + 0.5, (took, drain.timeouts)
+        assert 0.35 <= took < 0.35 + 0.5 * load_slack(), (took, drain.timeouts)
         # Each round is given what is left, never the whole timeout again.
         given = [left for left in drain.timeouts if left is not None]
         assert len(given) == len(drain.timeouts) >= 3

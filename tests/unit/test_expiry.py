@@ -10,12 +10,42 @@ import pytest
 
 from geode_mpi import Geode, Message, QueueConfig, ReceiveTimeout, codec
 from geode_mpi.codec import header
+from geode_mpi.delivery import engine as engine_module
 from geode_mpi.delivery.engine import queued_as
 from geode_mpi.queues import NEVER, Inbox, Parcel, monotonic_clock, wall_clock
+from geode_mpi.queues import inbox as inbox_module
 from geode_mpi.transport import InProcHub
 
 # Long enough to receive within it on a loaded machine, short enough to wait out.
 SHORT = 0.2
+# A ttl that a loaded machine cannot run out by pausing the test: `clock` runs it out.
+LONG = 60.0
+
+
+class Clock:
+    """The monotonic clock the queues and the engine read for expiry, ``ahead`` seconds ahead
+    of the real one: a test runs a ttl out by moving it on, never by sleeping through it. (The
+    wall clock stays real: a message's age at arrival is measured against its sender's stamp.)"""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+        self.time = time.time
+        self.perf_counter = time.perf_counter
+        self.sleep = time.sleep
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        self.ahead += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(inbox_module, "time", fake)
+    monkeypatch.setattr(engine_module, "time", fake)
+    return fake
 
 
 def parcel(source: int, seq: int, expires: float = NEVER, priority: int = 0) -> Parcel:
@@ -76,15 +106,15 @@ def test_a_message_received_in_time_is_not_expired() -> None:
         assert geode.stats("node1").expired == 0
 
 
-def test_stats_and_pending_do_not_count_expired_messages_as_queued() -> None:
+def test_stats_and_pending_do_not_count_expired_messages_as_queued(clock: Clock) -> None:
     with Geode() as geode:
-        geode.send("stale", "node0", "node1", ttl=SHORT)
-        time.sleep(SHORT * 1.5)
+        geode.send("stale", "node0", "node1", ttl=LONG)
+        clock.advance(LONG * 1.5)
         stats = geode.stats("node1")
         assert (stats.queue_depth, stats.expired) == (0, 1)
-        geode.send("stale too", "node0", "node1", ttl=SHORT)
+        geode.send("stale too", "node0", "node1", ttl=LONG)
         assert geode.pending("node1") == 1
-        time.sleep(SHORT * 1.5)
+        clock.advance(LONG * 1.5)
         assert geode.pending("node1") == 0 and geode.stats("node1").expired == 2
 
 
@@ -126,12 +156,12 @@ def test_expired_messages_return_their_credits() -> None:
             geode.close()
 
 
-def test_a_topic_message_expires_in_each_subscriber_queue() -> None:
+def test_a_topic_message_expires_in_each_subscriber_queue(clock: Clock) -> None:
     with Geode() as geode:
         topic = geode.topic("ticks", ["node0"], ["node1", "node2"])
-        topic.publish("tick", ttl=SHORT)
+        topic.publish("tick", ttl=LONG)
         assert geode.receive("node1", timeout=1).data == "tick"
-        time.sleep(SHORT * 1.5)
+        clock.advance(LONG * 1.5)
         with pytest.raises(ReceiveTimeout):
             geode.receive("node2", timeout=0)
         assert (geode.stats("node1").expired, geode.stats("node2").expired) == (0, 1)
@@ -167,12 +197,12 @@ def test_the_ttl_counts_from_the_senders_stamp_but_never_past_the_arrival() -> N
     assert arrived(time.time() + 100, 5.0) == pytest.approx(now + 5, abs=0.5)
 
 
-def test_a_message_waiting_for_its_retry_can_expire() -> None:
-    queues = {"node1": QueueConfig(ack="explicit", retry_delay=SHORT, dead_letter_expired=True)}
+def test_a_message_waiting_for_its_retry_can_expire(clock: Clock) -> None:
+    queues = {"node1": QueueConfig(ack="explicit", retry_delay=LONG, dead_letter_expired=True)}
     with Geode(queues=queues) as geode:
-        geode.send("flaky", "node0", "node1", ttl=SHORT)
+        geode.send("flaky", "node0", "node1", ttl=LONG)
         geode.receive("node1", timeout=1).nack(ValueError("not now"))
-        time.sleep(SHORT * 1.5)
+        clock.advance(LONG * 1.5)
         with pytest.raises(ReceiveTimeout):
             geode.receive("node1", timeout=0)
         (letter,) = geode.dead_letters("node1")

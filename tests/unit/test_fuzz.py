@@ -7,6 +7,7 @@ it pin each kind of damage the fuzzer found, on the in-process transport.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 import struct
@@ -15,6 +16,7 @@ import time
 import numpy as np
 import pytest
 from mpirun import ROOT, clean_env, python
+from test_runs import world as runs_world
 
 from geode_mpi import DecodeError, Geode, Message, codec
 from geode_mpi.codec import header, wire
@@ -252,6 +254,108 @@ def test_an_ack_range_of_2_64_does_not_hang(pair_of_ranks: list[Geode]) -> None:
     sender._transport.deliver(1, memoryview(codec.encode_control(1, 0, payload)), (), 0)
     assert time.monotonic() - started < 1.0
     assert sender._runtime.engine.malformed == {}
+
+
+# -- control records and damaged envelopes among real messages ------------------------------
+
+_FORGED_CONTROL = [
+    control.encode_wave(9, 1),  # an unknown record type
+    b"",  # empty
+    b"\x07junk",  # an unknown type, short
+    b"\x01\x00\x00",  # a short ack
+    control.encode_ack(5, [(0, 3)]),  # acknowledges nothing sent
+]
+
+
+def test_not_one_drops_a_forged_control_record_itself(pair_of_ranks: list[Geode]) -> None:
+    """`Engine._not_one` raised a control record's DecodeError, relying on its callers'
+    own try (`sink`, `sink_run`); it now counts and drops it like a damaged run."""
+    _, receiver = pair_of_ranks
+    engine = receiver._runtime.engine
+    for payload in _FORGED_CONTROL:
+        engine._not_one(0, memoryview(codec.encode_control(0, 1, payload)))
+    assert engine.malformed == {0: len(_FORGED_CONTROL)}
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "run-of-arrivals"])
+def test_forged_control_records_between_messages_lose_none_of_them(
+    pair_of_ranks: list[Geode], batched: bool
+) -> None:
+    _, receiver = pair_of_ranks
+    engine = receiver._runtime.engine
+    _deliver(receiver, _good(0))  # the pair exists: a run of arrivals takes the fast path
+    metas = []
+    for seq, payload in enumerate(_FORGED_CONTROL, 1):
+        metas += [_good(seq), codec.encode_control(0, 1, payload)]
+    metas.append(_good(len(_FORGED_CONTROL) + 1))
+    if batched:
+        engine.sink_run(0, [memoryview(meta) for meta in metas])
+    else:
+        for meta in metas:
+            _deliver(receiver, meta)
+    assert engine.malformed == {0: len(_FORGED_CONTROL)}
+    ids = [receiver.receive(timeout=5).id for _ in range(len(_FORGED_CONTROL) + 2)]
+    assert ids == list(range(len(_FORGED_CONTROL) + 2))
+    assert receiver.try_receive() is None
+    assert receiver.dead_letters() == []
+
+
+@pytest.mark.parametrize("way", ["plain", "run", "filtered", "async", "messages-run"])
+def test_a_damaged_envelope_met_by_a_receives_own_poll_loses_no_message(
+    way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every 16th receive that finds a message queued polls after taking it
+    (`POLL_EVERY_RECEIVES`); the transport's DecodeError (a damaged envelope, raised by the
+    call making progress) used to lose that message. It is raised by the next poll."""
+    sender, receiver, _ = runs_world()  # (its sender batches as MPI does: isends make runs)
+    sender.send("start", dest="node1")  # the pair exists: isends join a run (one queue entry)
+    assert receiver.receive().data == "start"
+    count = 40
+    for k in range(count):
+        if way.endswith("run"):
+            sender.isend(k, dest="node1")
+        else:
+            sender.send(k, dest="node1")
+    sender.flush()
+    transport = receiver._transport
+    real = transport.progress
+    damaged = [DecodeError("rank 0 sent a message geode_mpi cannot read: forged")]
+
+    def progress() -> bool:
+        if damaged:
+            raise damaged.pop()
+        return real()
+
+    monkeypatch.setattr(transport, "progress", progress)
+    receiver._runtime.receives = 0  # the 16th receive from now polls
+    got: list[int] = []
+    errors: list[DecodeError] = []
+
+    async def iterate() -> None:
+        async for message in receiver.messages():
+            got.append(message.data)
+            if len(got) == count:
+                break
+
+    for _ in range(1 if way == "messages-run" else count):
+        try:
+            if way == "messages-run":
+                asyncio.run(iterate())
+            elif way == "filtered":
+                got.append(receiver.receive(source="node0").data)
+            elif way == "async":
+                got.append(asyncio.run(receiver.areceive()).data)
+            else:
+                got.append(receiver.receive().data)
+        except DecodeError as exc:
+            errors.append(exc)
+    assert got == list(range(count))
+    assert errors == []
+    with pytest.raises(DecodeError, match="forged"):  # the next call that polls says it
+        receiver.try_receive()
+    assert receiver.try_receive() is None
+    for geode in (sender, receiver):
+        geode.close()
 
 
 # -- topic streams' end markers --------------------------------------------------------------
