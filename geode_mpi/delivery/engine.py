@@ -27,6 +27,7 @@ from geode_mpi.delivery.acks import Acks
 from geode_mpi.delivery.config import QueueConfig
 from geode_mpi.delivery.credits import Credits
 from geode_mpi.delivery.engine_state import Decoder
+from geode_mpi.delivery.express import Express
 from geode_mpi.delivery.pairs import ACK_BATCH, PairIn, PairOut
 from geode_mpi.delivery.polling import Polling
 from geode_mpi.delivery.runs import RunCursor, queue_run, run_parcels
@@ -112,7 +113,7 @@ class Acknowledger:
             self._engine.fail(self._index, self._parcel, error)
 
 
-class Engine(Credits, Acks, Streams, Polling):
+class Engine(Credits, Acks, Streams, Polling, Express):
     """Delivery state of the nodes one rank hosts (its parts off the arrival path, one group
     each, in the mixins it inherits: credits.py and polling.py over failures.py, acks.py,
     streams.py; all over engine_state.py).
