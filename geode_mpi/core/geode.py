@@ -344,8 +344,12 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                 lane = None
             if lane is not None and not runtime.sealed and not TRACER.on:
                 # A text goes the express way (`Lane.express`: no Message built for a str)
-                sent = lane.express(message)
-                if sent is None:
+                kind = message.__class__
+                if kind is str or (kind is Message and message.data.__class__ is str):
+                    sent = lane.express(message)
+                    if sent is None:
+                        sent = lane.send(message if kind is Message else Message(message))
+                else:
                     sent = lane.send(message if isinstance(message, Message) else Message(message))
                 ticket, stamp = sent
                 runtime.sends += 1

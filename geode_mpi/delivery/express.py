@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +12,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
 _read_lead = header.LEAD.unpack_from
-_StructError = struct.error
+_KIND_AT, _KIND_TEXT = header.KIND_AT, header.KIND_TEXT
 _TEXT_LEADS = header.TEXT_LEADS
 _HEAD_SIZE = header.SIZE
 _LEAD_TRACKED = header.FLAG_TRACKED << 16  # FLAG_TRACKED in a lead
@@ -53,15 +52,16 @@ class Express(EngineState):
             if got.__class__ is not tuple:
                 return self.take_plain(index) if got else None
         rank, meta = got
-        try:
+        if len(meta) >= _HEAD_SIZE and meta[_KIND_AT] == _KIND_TEXT:  # (else not read here)
             lead, mid, seq, ts, src, dst, lengths, n_data, length, reply_to, _ = _read_lead(meta, 0)
-        except _StructError:  # shorter than a header: the sink says what is wrong
-            lead = 0
-        inbox = self.inboxes[index]
-        if lead in _TEXT_LEADS and not lengths and not n_data and dst == index:
             pair = self._in.get((src, dst))
+            inbox = self.inboxes[index]
             if (
-                pair is not None  # (a pair's first arrival is checked by the sink)
+                lead in _TEXT_LEADS
+                and not lengths
+                and not n_data
+                and dst == index
+                and pair is not None  # (a pair's first arrival is checked by the sink)
                 and seq == pair.expected
                 and not pair.held
                 and not inbox.waiting
@@ -84,10 +84,10 @@ class Express(EngineState):
                         stats.processed += 1
                     else:
                         flags = lead >> 16 & 0xFF
-                        self._done(
-                            index,
-                            Parcel(src, seq, flags, reply_to, memoryview(meta), (), len(meta), 0),
+                        parcel = Parcel(
+                            src, seq, flags, reply_to, memoryview(meta), (), len(meta), 0
                         )
+                        self._done(index, parcel)
                     return message
         taken = self.take_arrival(rank, meta, index)
         if taken is not None:
