@@ -465,7 +465,7 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                         engine.poll()
             else:
                 # The express receive: the spin and the take in one step (`Engine.take_express`;
-                # `Runtime.spin_plain` says when the transport's spin may run here).
+                # no spin while a sequencer has messages to forward: `take` forwards them first).
                 spin = runtime.express_spin
                 if spin is None or engine.forwards:
                     spun_for = None

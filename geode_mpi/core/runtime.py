@@ -339,27 +339,12 @@ class Runtime:
         """Run the progress engine once; True if anything happened."""
         return self.engine.poll()
 
-    def spin_plain(self) -> Parcel | Message | None:
-        """The fast receive (this rank's node, `plain_queue`) found nothing queued: spin on the
-        transport as `take` does first, and take what came (`Engine.take_express`: a message
-        alone straight from the transport, decoded, else the queue's oldest parcel); None if
-        nothing did (then `take` with ``spun``, which does not spin again: its conditions for
-        spinning are these). `Geode.receive` does the same inline."""
-        spin = self.express_spin
-        engine = self.engine
-        if self.closed or spin is None or engine.forwards:
-            return None  # (a transport still moving something spins on that: `spin_meta`)
-        found = engine.take_express(self.rank, spin, FIRST_SPIN)
-        if found is not None:
-            self.receives += 1
-        return found
-
     def take(
         self, index: int, match: Match | None, key: Any, timeout: float | None, spun: bool = False
     ) -> tuple[Parcel, Any] | None:
         """Take the next matching parcel of local node ``index``, waiting up to ``timeout``
         seconds (None: no limit; 0: do not wait) for one; None if none came. ``spun``: the
-        caller has just spun (`spin_plain`): wait at once."""
+        caller has just spun (`Engine.take_express`): wait at once."""
         engine = self.engine
         if self.closed:
             return engine.take(index, match, key, False)

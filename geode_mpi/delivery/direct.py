@@ -30,10 +30,10 @@ _Stamp, _encode = codec.Stamp, codec.encode
 # is the same for every message of a lane packed once: the lead (version, kind, flags, no
 # route), then id, seq, timestamp, then source, dest, no class name or route, no frames, then
 # the data length, then no reply_to, no checksum (a text has no pickle) and the pad.
-_EXPRESS = struct.Struct("<4sqQd16sI16s")
-_EXPRESS_TAIL = struct.pack("<qI4x", codec.NO_REPLY, 0)
-# The longest text sent the express way (a larger one goes as `send_meta` sends it).
-EXPRESS_MAX = 1 << 16
+_pack = struct.Struct("<4sqQd16sI16s").pack
+_TAIL = struct.pack("<qI4x", codec.NO_REPLY, 0)
+_U32_MAX = 2**32 - 1
+_time = time.time
 
 
 class Lane:
@@ -136,22 +136,23 @@ class Lane:
             return None
         isend, tag, sent, batches, sent_to, track = parts
         rank = self.rank
-        if rank in batches or len(data) > EXPRESS_MAX:
+        if rank in batches:
             return None  # (a held batch goes first: `send_meta` sends it)
         try:
             text = data.encode()
         except UnicodeEncodeError:  # a lone surrogate: pickle keeps it (`send`)
             return None
+        length = len(text)
+        if length > _U32_MAX:
+            return None  # (`send` says what is wrong with it)
         pair = self.pair
         seq = pair.next_seq
         src = self.src
         counter = self.counter
         count = counter[src]
         mid = self.ident | count
-        ts = time.time()
-        meta = _EXPRESS.pack(
-            self.express_lead, mid, seq, ts, self.express_ids, len(text), _EXPRESS_TAIL
-        ) + text  # fmt: skip
+        ts = _time()
+        meta = _pack(self.express_lead, mid, seq, ts, self.express_ids, length, _TAIL) + text
         request = isend(meta, rank, tag)
         counter[src] = count + 1
         sent_to[rank] += 1

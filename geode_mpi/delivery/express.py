@@ -34,11 +34,11 @@ class Express(EngineState):
 
     def take_express(self, index: int, spin: Spin, seconds: float) -> Message | Parcel | None:
         """Spin ``seconds`` on the transport (``spin``: `MPITransport.spin_meta`) for node
-        ``index`` (one of `plain`, its queue empty), and take what comes: a text that is its
-        pair's next message, from a node, for ``index``, is read here (its header once), let
-        through and taken (counted, its ack due) and returned; any other message alone
-        (`take_arrival`), or anything the transport delivered (`sink`), as `Runtime.spin_plain`
-        takes it. None if nothing came."""
+        ``index`` (one of `plain`, its queue empty: `Geode.receive`'s fast case), and take
+        what comes: a text that is its pair's next message, from a node, for ``index``, is
+        read here (its header once), let through and taken (counted, its ack due) and
+        returned; any other message alone is `take_arrival`'s, or the sink's and the queue's,
+        as is anything the transport delivered itself. None if nothing came."""
         got = spin(seconds)
         if got.__class__ is not tuple:
             if not got:
@@ -55,7 +55,7 @@ class Express(EngineState):
         if len(meta) >= _HEAD_SIZE and meta[_KIND_AT] == _KIND_TEXT:  # (else not read here)
             lead, mid, seq, ts, src, dst, lengths, n_data, length, reply_to, _ = _read_lead(meta, 0)
             pair = self._in.get((src, dst))
-            inbox = self.inboxes[index]
+            inbox = self.inboxes[index]  # (empty: nothing reached it since the caller looked)
             if (
                 lead in _TEXT_LEADS
                 and not lengths
@@ -64,7 +64,6 @@ class Express(EngineState):
                 and pair is not None  # (a pair's first arrival is checked by the sink)
                 and seq == pair.expected
                 and not pair.held
-                and not inbox.waiting
                 and not inbox.drop_oldest
                 and not inbox.private
             ):

@@ -21,7 +21,7 @@ from test_take_arrival import captured, replay
 from geode_mpi import DecodeError, Geode, Message, codec
 from geode_mpi.core import geode as facade
 from geode_mpi.delivery import Engine
-from geode_mpi.delivery.direct import EXPRESS_MAX, Lane
+from geode_mpi.delivery.direct import Lane
 from geode_mpi.transport import InProcHub, SendTicket
 
 ROUNDS = 60
@@ -107,7 +107,7 @@ def express_sent(made: list[Lent]) -> int:
 
 
 @pytest.mark.parametrize("acks", [True, False])
-@pytest.mark.parametrize("text", ["hello world", "", "héllo ✓", "x" * EXPRESS_MAX])
+@pytest.mark.parametrize("text", ["hello world", "", "héllo ✓", "x" * 100_000])
 def test_express_bytes_are_encode_s(lent: list[Lent], acks: bool, text: str) -> None:
     hub = InProcHub(2)
     a, b = (Geode(2, transport=hub.endpoint(rank), acks=acks) for rank in range(2))
@@ -175,7 +175,6 @@ def test_an_unfinished_isend_is_tracked_and_waited_for(lent: list[Lent]) -> None
         Tagged("x"),
         Message("x", headers={"k": 1}),
         "\ud800",  # a lone surrogate: pickle keeps it
-        "x" * (EXPRESS_MAX + 1),
         np.arange(3.0),
     ],
 )
