@@ -108,8 +108,11 @@ def replay(
     take: Callable[[memoryview], Parcel | Message | None]
 
     def take(meta: memoryview) -> Parcel | Message | None:
-        if express:  # as `Geode.receive` does: the arrival handed back by the spin
+        if express and not engine.inboxes[1].waiting:  # as `Geode.receive` does: the spin
             return engine.take_express(1, lambda seconds: (0, bytearray(meta)), 0.0)
+        if express:  # (something queued: `Geode.receive` takes it first, without a spin)
+            engine.sink(0, meta, (), len(meta))
+            return engine.take_plain(1)
         if direct:  # as `take_express` does
             message = engine.take_arrival(0, meta, 1)
             if message is not None:
