@@ -12,7 +12,9 @@ serve acks and retries while it waits) instead of a blocking ``recv``; a nonbloc
 (``isend`` + ``Test``). A last row does the same with geode_mpi's header shape (a ``struct``
 header and the text as UTF-8 in one buffer) instead of a pickled tuple, and the array rows
 send 8 B and 1 KiB arrays with every guarantee, the array's bytes after the header, beside raw
-pickled ``send``/``recv`` of the array.
+pickled ``send``/``recv`` of the array. The geode rows run geode_mpi itself
+(``Geode.send`` of a ``Message``, or of the array, and ``Geode.receive``, acks on) in the same
+launch, interleaved with the others.
 
 Every switch is a test of a local flag in the loop (about 20 ns a side), so the rows after the
 first carry a few of them more than a hand-written layer would.
@@ -38,7 +40,7 @@ from common import environment
 from reporting import Table
 from timing import barrier_then_clock, paired_median, rotated
 
-from geode_mpi import Message
+from geode_mpi import Geode, Message
 
 DATA = "hello world"
 ARRAY_SIZES = (8, 1024)
@@ -67,6 +69,7 @@ ROW_TITLES = {
     "poll": "+ nonblocking receive (Improbe poll)",
     "isend": "+ nonblocking send (isend + Test)",
     "struct": "all, struct header + UTF-8 text",
+    "geode": "geode_mpi: Geode.send / Geode.receive",
 }
 # The struct rows' header: src, dst, seq, id, timestamp, acked, type-name length, payload kind.
 HEAD = struct.Struct("<IIQqdQHB")
@@ -285,6 +288,17 @@ def struct_layer(pair: Pair, array: np.ndarray[Any, Any] | None = None) -> tuple
     return send, recv
 
 
+def geode_layer(pair: Pair, geode: Geode) -> tuple[Send, Recv]:
+    """geode_mpi itself: a blocking ``send`` of a Message (an array as itself, as
+    pingpong.py sends it) to the peer's node, and a plain ``receive``."""
+    peer = pair.names[pair.peer]
+
+    def send(data: Any) -> None:
+        geode.send(data if isinstance(data, np.ndarray) else Message(data), dest=peer)
+
+    return send, geode.receive
+
+
 def raw_pickle(pair: Pair) -> tuple[Send, Recv]:
     """The arrays' baseline: lowercase send/recv of the array itself (pingpong.py's)."""
     comm, peer = pair.comm, pair.peer
@@ -395,14 +409,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for step in STEPS:
         rows[step] = lambda step=step: floor_layer(pair, step)  # type: ignore[misc]
     rows["struct"] = lambda: struct_layer(pair)
+    geode = Geode(comm=comm)
+    rows["geode"] = lambda: geode_layer(pair, geode)
     message = measure(pair, rows, DATA, args)
     arrays = {}
     for size in ARRAY_SIZES:
         data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
         array_rows = {"raw pickle": lambda: raw_pickle(pair)}
         array_rows["floor"] = lambda data=data: struct_layer(pair, data)  # type: ignore[misc]
+        array_rows["geode"] = lambda: geode_layer(pair, geode)
         arrays[size] = measure(pair, array_rows, data, args)
     elapsed = time.perf_counter() - clock
+    geode.close()
     comm.Free()
     if rank != 0:
         return 0
@@ -413,7 +431,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(reporting.header(env, title, False)))
     print("\n".join(table(message, "raw dict", ROW_TITLES)))
     for size, times in arrays.items():
-        titles = {"raw pickle": f"{size} B array, raw pickle", "floor": f"{size} B array, floor"}
+        titles = {
+            "raw pickle": f"{size} B array, raw pickle",
+            "floor": f"{size} B array, floor",
+            "geode": f"{size} B array, geode_mpi",
+        }
         print("\n".join(table(times, "raw pickle", titles)[2:]))
     settings = {"iters": args.iters, "repeats": args.repeats}
     numbers = {

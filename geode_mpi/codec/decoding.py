@@ -45,7 +45,7 @@ from geode_mpi.message import Message
 if TYPE_CHECKING:  # numpy is imported by whoever sends arrays, or to decode one (arrays.py)
     import numpy as np
 
-_DECODE = header.DECODE
+_LEAD = header.LEAD
 _REPLY_CHECK = struct.Struct("<48xqI")  # reply_to and the checksum (header.py has the offsets)
 
 
@@ -57,12 +57,13 @@ def _decode_arrays(
 ) -> Message:
     """`decode` of a message whose data is an array in its frame or a dict holding arrays
     (kind 1 or 6), of any Message class, with no route or rest section and not compressed,
-    from the header `decode` read (``head``: `header.DECODE`'s fields), without `peek`.
+    from the header `decode` read (``head``: `header.LEAD`'s fields), without `peek`.
 
     Raises:
         DecodeError: the class cannot be found, or the data section does not decode.
     """
-    _, kind, _, mid, seq, ts, src, dst, name_len, _, data_len, reply_to, crc = head
+    lead, mid, seq, ts, src, dst, name_len, _, data_len, reply_to, crc = head
+    kind = lead >> 8 & 0xFF
     start = HEAD_SIZE + name_len
     end = start + data_len
     cls: type[Message] = Message
@@ -115,8 +116,9 @@ def decode(
     """
     data: Any
     if info is None and len(meta) >= HEAD_SIZE:
-        head = _DECODE.unpack_from(meta, 0)
-        version, kind, flags, _, _, _, _, _, lengths, n_data, _, _, _ = head
+        head = _LEAD.unpack_from(meta, 0)
+        lead, _, _, _, _, _, lengths, n_data, _, _, _ = head
+        version, kind, flags = lead & 0xFF, lead >> 8 & 0xFF, lead >> 16 & 0xFF
         if (
             version == VERSION
             and not lengths

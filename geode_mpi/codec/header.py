@@ -66,11 +66,11 @@ SIZE = HEAD.size
 # HEAD for a message without a route (encode's fast paths): route, route length and number
 # are zero pad bytes, each field fewer to convert is ~2% of a small message's encoding.
 PLAIN = struct.Struct("<BBBxqQdIIH2xIIqI4x")
-# What decode reads first: the same without the route fields, and the class-name and route
-# lengths as one u32 (0: a plain Message without a route section).
-DECODE = struct.Struct("<BBBxqQdIIIIIqI4x")
-# DECODE with the version, kind, flags and route bytes as one u32 (the "lead"), so that a
-# receiver tells the commonest message from every other by one set lookup (`PLAIN_LEADS`).
+# What every decode reads first (once: `decode_plain` takes its fields): the version, kind,
+# flags and route bytes as one u32 (the "lead"), so that a receiver tells the commonest
+# message from every other by one set lookup (`PLAIN_LEADS`); then the stamp, the class-name
+# and route lengths as one u32 (0: a plain Message without a route section), the data
+# frames and length, reply_to and the checksum.
 LEAD = struct.Struct("<IqQdIIIIIqI4x")
 KIND_AT = 1  # the kind's byte: ``meta[KIND_AT]``
 FLAGS_AT = 2

@@ -407,13 +407,14 @@ def decode_plain(
 ) -> Message:
     """`decode` of a plain Message (no class name, route or rest section, not compressed; its
     data a pickle without arrays, a text, a small array in meta, or one array in its frame),
-    from the header its caller read and checked (``head``: `header.DECODE`'s fields): without
+    from the header its caller read and checked (``head``: `header.LEAD`'s fields): without
     the general machinery, and without reading the header again.
 
     Raises:
         DecodeError: the data section is damaged or does not decode.
     """
-    _, kind, _, mid, seq, ts, src, dst, _, _, data_len, reply_to, crc = head
+    lead, mid, seq, ts, src, dst, _, _, data_len, reply_to, crc = head
+    kind = lead >> 8 & 0xFF
     data: Any
     try:
         if kind == KIND_TEXT:  # (the commonest small message first)

@@ -33,7 +33,13 @@ from geode_mpi.core.observe import (
 from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.registry import register, unregister
-from geode_mpi.core.runtime import NO_FAST_QUEUE, POLL_EVERY_RECEIVES, POLL_EVERY_SENDS, Runtime
+from geode_mpi.core.runtime import (
+    FIRST_SPIN,
+    NO_FAST_QUEUE,
+    POLL_EVERY_RECEIVES,
+    POLL_EVERY_SENDS,
+    Runtime,
+)
 from geode_mpi.core.subscriptions import Subscription
 from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.core.topics import Topic
@@ -337,9 +343,15 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             except TypeError:  # unhashable: not a node name; the general path says so
                 lane = None
             if lane is not None and not runtime.sealed and not TRACER.on:
-                ticket, stamp = lane.send(
-                    message if isinstance(message, Message) else Message(message)
-                )
+                # A text goes the express way (`Lane.express`: no Message built for a str)
+                kind = message.__class__
+                if kind is str or (kind is Message and message.data.__class__ is str):
+                    sent = lane.express(message)
+                    if sent is None:
+                        sent = lane.send(message if kind is Message else Message(message))
+                else:
+                    sent = lane.send(message if isinstance(message, Message) else Message(message))
+                ticket, stamp = sent
                 runtime.sends += 1
                 if not runtime.sends & POLL_EVERY_SENDS - 1:
                     runtime.engine.poll()  # (see `Runtime.send`)
@@ -452,7 +464,15 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                     if not runtime.receives & POLL_EVERY_RECEIVES - 1:
                         engine.poll_after_take()
             else:
-                spun_for = runtime.spin_plain()
+                # The express receive: the spin and the take in one step (`Engine.take_express`;
+                # no spin while a sequencer has messages to forward: `take` forwards them first).
+                spin = runtime.express_spin
+                if spin is None or engine.forwards:
+                    spun_for = None
+                else:
+                    spun_for = engine.take_express(self.rank, spin, FIRST_SPIN)
+                    if spun_for is not None:
+                        runtime.receives += 1
                 if isinstance(spun_for, Message):  # taken and decoded as it arrived
                     if TRACER.on:
                         trace_receive(self.rank, spun_for, "receive")

@@ -84,10 +84,12 @@ class Runtime:
         resend_after: float | None,
     ) -> None:
         self.transport = transport
-        # `MPITransport.spin_meta` where there is one (the fast receive's spin), else `spin`
-        self.spin_meta: Callable[[float], tuple[int, bytearray] | bool] = getattr(
+        # The fast receive's spin: `MPITransport.spin_meta` where there is one, else `spin`;
+        # None where the transport delivers as it is sent (nothing to spin for)
+        spin: Callable[[float], tuple[int, bytearray] | bool] = getattr(
             transport, "spin_meta", transport.spin
         )
+        self.express_spin = spin if transport.delivers_later else None
         # Every public call holds the gate; send, isend and receive skip it while no other
         # thread exists (see `serialised` and docs/point-to-point.md, "Threads").
         self.gate = transport.gate
@@ -337,38 +339,12 @@ class Runtime:
         """Run the progress engine once; True if anything happened."""
         return self.engine.poll()
 
-    def spin_plain(self) -> Parcel | Message | None:
-        """The fast receive (this rank's node, `plain_queue`) found nothing queued: spin on the
-        transport as `take` does first, and take what came: a message alone straight from the
-        transport, decoded (`Engine.take_arrival`), else the queue's oldest parcel; None if
-        nothing did (then `take` with ``spun``, which does not spin again: its conditions for
-        spinning are these)."""
-        transport = self.transport
-        engine = self.engine
-        if self.closed or not transport.delivers_later or engine.forwards:
-            return None  # (a transport still moving something spins on that: `spin_meta`)
-        got = self.spin_meta(FIRST_SPIN)
-        if got is False:
-            return None
-        if got is True:
-            parcel = engine.take_plain(self.rank)
-        else:  # a message alone, handed back: taken without queueing it if it can be
-            message = engine.take_arrival(got[0], got[1], self.rank)
-            if message is not None:
-                self.receives += 1
-                return message
-            engine.sink(got[0], memoryview(got[1]), (), len(got[1]))
-            parcel = engine.take_plain(self.rank)
-        if parcel is not None:
-            self.receives += 1
-        return parcel
-
     def take(
         self, index: int, match: Match | None, key: Any, timeout: float | None, spun: bool = False
     ) -> tuple[Parcel, Any] | None:
         """Take the next matching parcel of local node ``index``, waiting up to ``timeout``
         seconds (None: no limit; 0: do not wait) for one; None if none came. ``spun``: the
-        caller has just spun (`spin_plain`): wait at once."""
+        caller has just spun (`Engine.take_express`): wait at once."""
         engine = self.engine
         if self.closed:
             return engine.take(index, match, key, False)

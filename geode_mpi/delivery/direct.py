@@ -9,11 +9,13 @@ checks that both give the same).
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
+from geode_mpi.codec import header
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
 from geode_mpi.message import Message
 from geode_mpi.transport import SendTicket
@@ -24,6 +26,14 @@ if TYPE_CHECKING:
 ID_BITS = 40  # a message id is (its author node's index << ID_BITS) | that node's counter
 _tuple_new = tuple.__new__
 _Stamp, _encode = codec.Stamp, codec.encode
+# A text message's header as `header.PLAIN` packs it (`codec.encode`'s text case), with what
+# is the same for every message of a lane packed once: the lead (version, kind, flags, no
+# route), then id, seq, timestamp, then source, dest, no class name or route, no frames, then
+# the data length, then no reply_to, no checksum (a text has no pickle) and the pad.
+_pack = struct.Struct("<4sqQd16sI16s").pack
+_TAIL = struct.pack("<qI4x", codec.NO_REPLY, 0)
+_U32_MAX = 2**32 - 1
+_time = time.time
 
 
 class Lane:
@@ -35,6 +45,9 @@ class Lane:
         "batch_meta",
         "counter",
         "dst",
+        "express_ids",
+        "express_lead",
+        "express_parts",
         "flags",
         "ident",
         "pair",
@@ -61,6 +74,13 @@ class Lane:
         self.resends = path.resend_after is not None  # (fixed for a Geode's life)
         self.send_meta: Callable[[int, bytes], SendTicket] = path.send_meta
         self.batch_meta: Callable[[int, bytes], SendTicket] = path.batch_meta
+        # The express path's (`express`): what the transport lends for sending a meta alone
+        # (None: not this transport, a loopback, or a Geode that resends), the header's lead
+        # and its source and dest (packed once).
+        parts = getattr(path.transport, "express_parts", None)
+        self.express_parts = None if parts is None or self.resends else parts(rank)
+        self.express_lead = struct.pack("<I", header.lead(header.KIND_TEXT, self.flags))
+        self.express_ids = struct.pack("<IIII", src, dst, 0, 0)
 
     def send(self, message: Message, batch: bool = False) -> tuple[SendTicket, codec.Stamp]:
         """Stamp, encode and send the pair's next message; record it (seq, counters, the
@@ -95,3 +115,53 @@ class Lane:
                 pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, frames, rank))
                 pair.resends[seq] = [time.monotonic(), 1]
         return ticket, stamp
+
+    def express(self, message: Any) -> tuple[SendTicket, codec.Stamp] | None:
+        """`send` of the commonest message, all in one step: a text (a str, or a `Message`
+        holding one and nothing else) to a rank of an MPI transport, no batch held for it,
+        on a Geode that does not resend. Its header packed here (the bytes `codec.encode`
+        gives: a test checks them), its `Isend` (`MPITransport.send_meta` inline), and the
+        records `send` keeps. None, with nothing done, for anything else (`send` then)."""
+        parts = self.express_parts
+        if parts is None:
+            return None
+        cls = message.__class__
+        if cls is str:
+            data = message
+        elif cls is Message and len(message.__dict__) == 1:
+            data = message.data
+            if data.__class__ is not str:
+                return None
+        else:
+            return None
+        isend, tag, sent, batches, sent_to, track = parts
+        rank = self.rank
+        if rank in batches:
+            return None  # (a held batch goes first: `send_meta` sends it)
+        try:
+            text = data.encode()
+        except UnicodeEncodeError:  # a lone surrogate: pickle keeps it (`send`)
+            return None
+        length = len(text)
+        if length > _U32_MAX:
+            return None  # (`send` says what is wrong with it)
+        pair = self.pair
+        seq = pair.next_seq
+        src = self.src
+        counter = self.counter
+        count = counter[src]
+        mid = self.ident | count
+        ts = _time()
+        meta = _pack(self.express_lead, mid, seq, ts, self.express_ids, length, _TAIL) + text
+        request = isend(meta, rank, tag)
+        counter[src] = count + 1
+        sent_to[rank] += 1
+        pair.next_seq = seq + 1
+        stats = self.stats
+        stats.sent += 1
+        stats.sent_bytes += len(meta)
+        if self.tracked:
+            pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, (), rank))
+        # (Open MPI may finish it only at the second test: see `MPITransport.send_meta`)
+        ticket = sent if request.Test() or request.Test() else track(rank, meta, request)
+        return ticket, _tuple_new(_Stamp, (mid, seq, ts, src, self.dst))

@@ -27,6 +27,7 @@ from geode_mpi.delivery.acks import Acks
 from geode_mpi.delivery.config import QueueConfig
 from geode_mpi.delivery.credits import Credits
 from geode_mpi.delivery.engine_state import Decoder
+from geode_mpi.delivery.express import Express
 from geode_mpi.delivery.pairs import ACK_BATCH, PairIn, PairOut
 from geode_mpi.delivery.polling import Polling
 from geode_mpi.delivery.runs import RunCursor, queue_run, run_parcels
@@ -64,7 +65,6 @@ _track_from = header.track_fields  # flags, seq, source, dest, reply_to of a hea
 _NOT_TAKEN = _DIVERT | _FLAG_TOPIC | codec.FLAG_WORK
 _HEAD_SIZE = header.SIZE
 _VERSION = header.VERSION
-_read_head = header.DECODE.unpack_from  # what `decode_plain` takes
 _read_lead = header.LEAD.unpack_from  # `take_arrival`'s one read of a header
 _StructError = struct.error
 _TEXT_LEADS = header.TEXT_LEADS
@@ -112,7 +112,7 @@ class Acknowledger:
             self._engine.fail(self._index, self._parcel, error)
 
 
-class Engine(Credits, Acks, Streams, Polling):
+class Engine(Credits, Acks, Streams, Polling, Express):
     """Delivery state of the nodes one rank hosts (its parts off the arrival path, one group
     each, in the mixins it inherits: credits.py and polling.py over failures.py, acks.py,
     streams.py; all over engine_state.py).
@@ -263,7 +263,7 @@ class Engine(Credits, Acks, Streams, Polling):
     def take_arrival(self, rank: int, meta: memoryview | bytearray, index: int) -> Message | None:
         """`sink`, `take_plain` of node ``index`` (one of `plain`) and `codec.decode` at once,
         for a frame-less arrival that came while that node waited on an empty queue
-        (`Runtime.spin_plain`): the message, decoded (a small array may be a view of meta,
+        (`Engine.take_express`): the message, decoded (a small array may be a view of meta,
         taken for good), or None, with nothing done, for any other arrival.
 
         The next message of its pair, for ``index``, not diverted, from a node (not a topic's
@@ -273,9 +273,8 @@ class Engine(Credits, Acks, Streams, Polling):
         caller's to give to `sink` (which says what is wrong with it, or queues it).
         """
         try:  # the header, read once: its first four bytes as one number (`header.LEAD`)
-            lead, mid, seq, ts, source, dest, lengths, n_data, data_len, reply_to, _ = _read_lead(
-                meta, 0
-            )
+            head = _read_lead(meta, 0)
+            lead, mid, seq, ts, source, dest, lengths, n_data, data_len, reply_to, _ = head
         except _StructError:  # shorter than a header: the sink says what is wrong
             return None
         pair = self._in.get((source, dest))
@@ -298,7 +297,7 @@ class Engine(Credits, Acks, Streams, Polling):
                     self.names,
                 )  # fmt: skip
             elif lead in _PLAIN_LEADS and not lengths and not n_data:
-                message = _decode_plain(meta, (), self.names, True, _read_head(meta, 0))
+                message = _decode_plain(meta, (), self.names, True, head)
             elif (
                 lead & 0xFF != _VERSION
                 or lead >> 8 & 0xFF in _NOT_ONE

@@ -46,6 +46,7 @@ from geode_mpi.transport.envelope import (
 from geode_mpi.transport.envelope import (
     VERSION as ENVELOPE_VERSION,
 )
+from geode_mpi.transport.express import ExpressParts
 from geode_mpi.transport.mpi_collective import CollectiveSteps
 from geode_mpi.transport.mpi_frames import LATE_ENVELOPE, strided_datatype
 from geode_mpi.transport.mpi_frames import _Held as _Held  # (mpi_parts.py declares with it)
@@ -280,9 +281,24 @@ class MPITransport(Setup, Streams, CollectiveSteps):
         # a blocking send several microseconds more (MPICH: done at the first).
         if last.Test() or last.Test():
             return _SENT
-        ticket = SendTicket(dest, len(meta), state=([last], meta, [], []))
+        return self.track_meta(dest, meta, last)
+
+    def track_meta(self, dest: int, meta: bytes, request: MPI.Request) -> SendTicket:
+        """The ticket of a meta's `Isend` that MPI did not finish at once: tested as progress
+        runs, ``meta`` kept alive until then."""
+        ticket = SendTicket(dest, len(meta), state=([request], meta, [], []))
         self._active.append(ticket)
         return ticket
+
+    def express_parts(self, dest: int) -> ExpressParts | None:
+        """What a sender to ``dest`` needs to do `send_meta` itself (a `Lane`'s express path,
+        delivery/direct.py): the communicator's bound `Isend` and the tag of a meta alone,
+        the done ticket, the batches held per rank (a send must not overtake one held for
+        ``dest``: it goes by `send_meta` then), the counts of envelopes sent per rank, and
+        `track_meta`. None for this rank itself (a loopback) or a rank outside the job."""
+        if dest == self.rank or not 0 <= dest < self.size:
+            return None
+        return self.comm.Isend, TAG_META, _SENT, self._batches, self.sent_to, self.track_meta
 
     def batch_meta(self, dest: int, meta: bytes) -> SendTicket:
         """`send(dest, meta, (), batch=True)`: the commonest isend, `_add_to_batch` inline

@@ -86,10 +86,13 @@ def scripted(arrivals: list[bytes]) -> list[bytes]:
     return script
 
 
-def replay(direct: bool) -> tuple[list[Any], dict[str, Any], tuple[int, int]]:
+def replay(
+    direct: bool, express: bool = False
+) -> tuple[list[Any], dict[str, Any], tuple[int, int]]:
     """Replay rank 1's captured arrivals, taking node1's messages as they come: directly
-    (`take_arrival`), or through the sink and the queue; what node1 and node3 received,
-    every counter, and how many arrivals the sink saw (of how many)."""
+    (`take_arrival`; with ``express``, `take_express` spinning on them), or through the sink
+    and the queue; what node1 and node3 received, every counter, and how many arrivals the
+    sink saw (of how many)."""
     a, b, arrivals = captured()
     engine: Engine = b._runtime.engine
     sink = engine.sink
@@ -105,7 +108,12 @@ def replay(direct: bool) -> tuple[list[Any], dict[str, Any], tuple[int, int]]:
     take: Callable[[memoryview], Parcel | Message | None]
 
     def take(meta: memoryview) -> Parcel | Message | None:
-        if direct:  # as `Runtime.spin_plain` does
+        if express and not engine.inboxes[1].waiting:  # as `Geode.receive` does: the spin
+            return engine.take_express(1, lambda seconds: (0, bytearray(meta)), 0.0)
+        if express:  # (something queued: `Geode.receive` takes it first, without a spin)
+            engine.sink(0, meta, (), len(meta))
+            return engine.take_plain(1)
+        if direct:  # as `take_express` does
             message = engine.take_arrival(0, meta, 1)
             if message is not None:
                 return message

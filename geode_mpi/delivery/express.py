@@ -1,0 +1,95 @@
+"""The express receive: a ping-pong's reply taken straight from MPI in one step (`Express`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from geode_mpi.codec import header
+from geode_mpi.codec.plain import plain_message
+from geode_mpi.delivery.engine_state import EngineState
+from geode_mpi.message import Message
+from geode_mpi.queues import Parcel
+
+_read_lead = header.LEAD.unpack_from
+_KIND_AT, _KIND_TEXT = header.KIND_AT, header.KIND_TEXT
+_TEXT_LEADS = header.TEXT_LEADS
+_HEAD_SIZE = header.SIZE
+_LEAD_TRACKED = header.FLAG_TRACKED << 16  # FLAG_TRACKED in a lead
+Spin = Callable[[float], "tuple[int, bytearray] | bool"]
+
+
+class Express(EngineState):
+    """`Engine`'s express receive (`take_express`)."""
+
+    if TYPE_CHECKING:
+
+        def take_arrival(
+            self, rank: int, meta: memoryview | bytearray, index: int
+        ) -> Message | None: ...
+
+        def sink(self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None: ...
+
+        def take_plain(self, index: int) -> Parcel | None: ...
+
+    def take_express(self, index: int, spin: Spin, seconds: float) -> Message | Parcel | None:
+        """Spin ``seconds`` on the transport (``spin``: `MPITransport.spin_meta`) for node
+        ``index`` (one of `plain`, its queue empty: `Geode.receive`'s fast case), and take
+        what comes: a text that is its pair's next message, from a node, for ``index``, is
+        read here (its header once), let through and taken (counted, its ack due) and
+        returned; any other message alone is `take_arrival`'s, or the sink's and the queue's,
+        as is anything the transport delivered itself. None if nothing came."""
+        got = spin(seconds)
+        if got.__class__ is not tuple:
+            if not got:
+                return None
+            parcel = self.take_plain(index)
+            if parcel is not None:
+                return parcel
+            # What came was no message for ``index`` (an ack record, mostly: the deferred acks
+            # go every ACK_DELAY): spin once more, as the reply usually follows it at once.
+            got = spin(seconds)
+            if got.__class__ is not tuple:
+                return self.take_plain(index) if got else None
+        rank, meta = got
+        if len(meta) >= _HEAD_SIZE and meta[_KIND_AT] == _KIND_TEXT:  # (else not read here)
+            lead, mid, seq, ts, src, dst, lengths, n_data, length, reply_to, _ = _read_lead(meta, 0)
+            pair = self._in.get((src, dst))
+            inbox = self.inboxes[index]  # (empty: nothing reached it since the caller looked)
+            if (
+                lead in _TEXT_LEADS
+                and not lengths
+                and not n_data
+                and dst == index
+                and pair is not None  # (a pair's first arrival is checked by the sink)
+                and seq == pair.expected
+                and not pair.held
+                and not inbox.drop_oldest
+                and not inbox.private
+            ):
+                try:
+                    text = str(meta[_HEAD_SIZE : _HEAD_SIZE + length], "utf-8")
+                except UnicodeDecodeError:
+                    text = None  # (nothing admitted: the sink queues it, receive dead-letters)
+                if text is not None:
+                    message = plain_message(text, mid, seq, ts, src, dst, reply_to, self.names)
+                    pair.expected = seq + 1
+                    stats = self.stats[index]
+                    stats.received += 1
+                    stats.received_bytes += len(meta)
+                    if not inbox.peak:
+                        inbox.peak = 1  # (what the queue's peak would have been)
+                    if pair.done_now(seq, lead & _LEAD_TRACKED):
+                        stats.processed += 1
+                    else:
+                        flags = lead >> 16 & 0xFF
+                        parcel = Parcel(
+                            src, seq, flags, reply_to, memoryview(meta), (), len(meta), 0
+                        )
+                        self._done(index, parcel)
+                    return message
+        taken = self.take_arrival(rank, meta, index)
+        if taken is not None:
+            return taken
+        self.sink(rank, memoryview(meta), (), len(meta))
+        return self.take_plain(index)

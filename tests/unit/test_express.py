@@ -1,0 +1,341 @@
+"""The express path of a small message (`Lane.express`, `Engine.take_express`) keeps every
+guarantee of the general path, and sends the bytes `codec.encode` gives.
+
+The in-process transport lends no express parts (it delivers as it sends); here a lane is
+lent parts that send through it, so that the whole send path runs in one process. The
+receive side is replayed from captured arrivals (see test_take_arrival.py) and from scripted
+spins: each test fails if the express path skips a guarantee (order, dedup, counters, acks
+emptying the outbox, a typed or filtered receive, a second source, threads, damaged bytes).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from test_take_arrival import captured, replay
+
+from geode_mpi import DecodeError, Geode, Message, codec
+from geode_mpi.core import geode as facade
+from geode_mpi.delivery import Engine
+from geode_mpi.delivery.direct import Lane
+from geode_mpi.transport import InProcHub, SendTicket
+
+ROUNDS = 60
+TAG = 4
+
+
+class Tagged(Message):
+    """A subclass: never sent the express way, and a typed receive takes only these."""
+
+
+class Request:
+    """An `Isend`'s request, finished at its ``finish_at``-th test."""
+
+    def __init__(self, finish_at: int) -> None:
+        self.tests = 0
+        self.finish_at = finish_at
+
+    def Test(self) -> bool:
+        self.tests += 1
+        return self.tests >= self.finish_at
+
+
+class Lent:
+    """Express parts for a lane over the in-process transport: each `Isend` recorded and
+    delivered through the transport."""
+
+    def __init__(self, transport: Any, size: int, finish_at: int = 1) -> None:
+        self.transport = transport
+        self.sent: list[tuple[bytes, int, int]] = []
+        self.tracked: list[tuple[int, bytes]] = []
+        self.batches: dict[int, SendTicket] = {}
+        self.sent_to = [0] * size
+        self.finish_at = finish_at
+        self.done = SendTicket(-1, 0, done=True)
+
+    def isend(self, meta: bytes, rank: int, tag: int) -> Request:
+        self.sent.append((meta, rank, tag))
+        self.transport.send(rank, meta, ())
+        return Request(self.finish_at)
+
+    def track(self, rank: int, meta: bytes, request: Any) -> SendTicket:
+        self.tracked.append((rank, meta))
+        return SendTicket(rank, len(meta))
+
+    def parts(self) -> Any:
+        return self.isend, TAG, self.done, self.batches, self.sent_to, self.track
+
+
+@pytest.fixture
+def lent(monkeypatch: pytest.MonkeyPatch) -> list[Lent]:
+    """Every lane made from now on to another rank gets express parts (one `Lent` a lane)."""
+    made: list[Lent] = []
+    real = Lane.__init__
+
+    def init(self: Lane, path: Any, src: int, dst: int, rank: int, pair: Any) -> None:
+        real(self, path, src, dst, rank, pair)
+        transport = path.transport
+        if rank != transport.rank and not self.resends:
+            parts = Lent(transport, transport.size)
+            made.append(parts)
+            self.express_parts = parts.parts()
+
+    monkeypatch.setattr(Lane, "__init__", init)
+    # Threads an earlier test left behind (a daemon's) would keep every send off the fast
+    # case: only the threads started from now on count.
+    before = set(threading.enumerate())
+    monkeypatch.setattr(facade, "other_threads", lambda: len(set(threading.enumerate()) - before))
+    return made
+
+
+@pytest.fixture
+def ranks() -> Iterator[tuple[Geode, Geode]]:
+    """Two simulated ranks: node0 and node2 on rank 0, node1 and node3 on rank 1."""
+    hub = InProcHub(2)
+    a, b = (Geode(4, transport=hub.endpoint(rank)) for rank in range(2))
+    yield a, b
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+def express_sent(made: list[Lent]) -> int:
+    return sum(len(parts.sent) for parts in made)
+
+
+@pytest.mark.parametrize("acks", [True, False])
+@pytest.mark.parametrize("text", ["hello world", "", "héllo ✓", "x" * 100_000])
+def test_express_bytes_are_encode_s(lent: list[Lent], acks: bool, text: str) -> None:
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank), acks=acks) for rank in range(2))
+    a.send("first", dest="node1")  # (the lane is made by the first send)
+    handles = [a.send(text, dest="node1"), a.send(Message(text), dest="node1")]
+    (parts,) = lent
+    assert len(parts.sent) == 2
+    assert b.receive(timeout=10).data == "first"
+    got = [b.receive(timeout=10) for _ in handles]
+    flags = codec.FLAG_TRACKED if acks else 0
+    for handle, message, (meta, rank, tag) in zip(handles, got, parts.sent, strict=True):
+        assert message.data == text and (message.id, message.seq) == (handle.id, handle.seq)
+        stamp = codec.make_stamp(handle.id, handle.seq, message.timestamp, 0, 1)
+        assert meta == codec.encode(Message(text), stamp, flags)[0]
+        assert (rank, tag) == (1, TAG)
+    assert parts.sent_to == [0, 2]
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+@pytest.mark.parametrize("acks", [True, False])
+def test_express_sends_arrive_once_in_order_counted_and_acked(lent: list[Lent], acks: bool) -> None:
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank), acks=acks) for rank in range(2))
+    handles = [a.send(f"text {k}", dest="node1") for k in range(ROUNDS)]
+    assert express_sent(lent) == ROUNDS - 1  # every send after the first
+    got = [b.receive(timeout=10) for _ in range(ROUNDS)]
+    assert [m.data for m in got] == [f"text {k}" for k in range(ROUNDS)]
+    assert [m.seq for m in got] == [h.seq for h in handles] == list(range(ROUNDS))
+    assert [m.id for m in got] == [h.id for h in handles]
+    assert all(h.done() and h.local and h.dest == "node1" for h in handles)
+    sent, received = a.stats(), b.stats()
+    assert sent.sent == received.received == received.processed == ROUNDS
+    assert sent.sent_bytes == received.received_bytes > 0
+    assert sent.unacked + sent.acked == (ROUNDS if acks else 0)
+    b.flush()  # the acks empty the outbox
+    assert a.stats().unacked == 0 and not a._runtime.engine.pair_out(0, 1).outbox
+    assert all(h.acked for h in handles) == acks
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+def test_an_unfinished_isend_is_tracked_and_waited_for(lent: list[Lent]) -> None:
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank)) for rank in range(2))
+    a.send("first", dest="node1")
+    (parts,) = lent
+    parts.finish_at = 3  # not finished at the two tests: handed to the transport's tracker
+    a.isend("x", dest="node1").wait(timeout=10)  # (isend is not express: a run)
+    lane = a._runtime.path.dests["node1"]
+    sent = lane.express("late")
+    assert sent is not None
+    ticket, stamp = sent
+    assert parts.tracked == [(1, parts.sent[-1][0])] and not ticket.done
+    assert stamp.seq == 2 and a.stats().sent == 3
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        7,
+        Message(7),
+        Tagged("x"),
+        Message("x", headers={"k": 1}),
+        "\ud800",  # a lone surrogate: pickle keeps it
+        np.arange(3.0),
+    ],
+)
+def test_anything_else_falls_back_with_nothing_done(lent: list[Lent], message: Any) -> None:
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank)) for rank in range(2))
+    a.send("first", dest="node1")
+    lane = a._runtime.path.dests["node1"]
+    before = (lane.pair.next_seq, dict(lane.counter), a.stats())
+    assert lane.express(message) is None
+    assert (lane.pair.next_seq, dict(lane.counter), a.stats()) == before
+    a.send(message, dest="node1")  # the general path
+    assert b.receive(timeout=10).data == "first"
+    got = b.receive(timeout=10)
+    expected = message.data if isinstance(message, Message) else message
+    if isinstance(expected, np.ndarray):
+        assert got.data.tolist() == expected.tolist()
+    else:
+        assert got.data == expected and type(got) is type(
+            message if isinstance(message, Message) else Message()
+        )
+    assert express_sent(lent) == 0
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+def test_a_held_batch_goes_first(lent: list[Lent]) -> None:
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank)) for rank in range(2))
+    a.send("first", dest="node1")
+    (parts,) = lent
+    parts.batches[1] = SendTicket(1, 0, held=True)  # the transport holds a batch for rank 1
+    a.send("after the batch", dest="node1")
+    assert not parts.sent  # `send_meta` sends it (and the batch before it)
+    del parts.batches[1]
+    a.send("express", dest="node1")
+    assert len(parts.sent) == 1
+    assert [b.receive(timeout=10).data for _ in range(3)] == ["first", "after the batch", "express"]
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+def test_filtered_typed_and_second_source(ranks: tuple[Geode, Geode], lent: list[Lent]) -> None:
+    a, b = ranks
+    for k in range(3):  # two sources on rank 0, to node1; a Tagged now and then
+        a.send(f"from node0 {k}", dest="node1")
+        a.send(f"from node2 {k}", "node2", "node1")
+        a.send(Tagged(f"tagged {k}"), dest="node1")
+    assert express_sent(lent) == 2  # node0's texts after its first
+    assert b.receive(source="node2", timeout=10).data == "from node2 0"
+    assert b.receive(type=Tagged, timeout=10).data == "tagged 0"
+    assert b.receive(timeout=10).data == "from node0 0"
+    rest = [b.receive(timeout=10) for _ in range(6)]
+    assert [m.data for m in rest if m.source == "node2"] == ["from node2 1", "from node2 2"]
+    assert [m.data for m in rest if m.source == "node0"] == [
+        "from node0 1",
+        "tagged 1",
+        "from node0 2",
+        "tagged 2",
+    ]
+    assert b.try_receive() is None
+
+
+def test_sends_from_threads_never_take_the_express_path(
+    ranks: tuple[Geode, Geode], lent: list[Lent]
+) -> None:
+    a, b = ranks
+    a.send("first", dest="node1")
+    errors: list[BaseException] = []
+
+    def sender(name: str) -> None:
+        try:
+            for k in range(50):
+                a.send(f"{name} {k}", dest="node1")
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, args=(name,)) for name in "xy"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors and express_sent(lent) == 0
+    got = [b.receive(timeout=10).data for _ in range(101)][1:]
+    for name in "xy":
+        assert [int(text.split()[1]) for text in got if text[0] == name] == list(range(50))
+
+
+# -- the express receive -------------------------------------------------------------------
+
+
+def test_express_take_gives_the_sink_and_queue_result() -> None:
+    express = replay(direct=True, express=True)
+    queued = replay(direct=False)
+    assert express[:2] == queued[:2]
+    assert express[2][0] < queued[2][0]  # some taken straight, the sink never saw them
+
+
+def spun(*metas: bytes | bool) -> Any:
+    """A transport spin that hands back these arrivals, one a spin (bytes: a meta alone from
+    rank 0, to take; True: something the transport delivered; False: nothing came)."""
+    script = list(metas)
+
+    def spin(seconds: float) -> tuple[int, bytearray] | bool:
+        got = script.pop(0)
+        return got if isinstance(got, bool) else (0, bytearray(got))
+
+    return spin
+
+
+def test_a_damaged_text_is_refused_and_dead_lettered() -> None:
+    a, b, arrivals = captured()
+    engine: Engine = b._runtime.engine
+    b.transport.attach(engine.sink, engine.sink_run)
+    first = memoryview(bytearray(arrivals[1]))  # node0's "text", seq 0
+    engine.sink(0, first, (), len(first))
+    assert b.receive("node1", timeout=10).data == "text"
+    good = codec.encode(Message("ok"), codec.make_stamp(5, 1, 1.0, 0, 1), codec.FLAG_TRACKED)[0]
+    damaged = bytearray(good)
+    damaged[-2:] = b"\xff\xfe"
+    before = b.stats("node1")
+    taken = engine.take_express(1, spun(bytes(damaged)), 0.0)
+    assert taken is not None and not isinstance(taken, Message)  # queued, then taken as is
+    assert b.stats("node1").received == before.received + 1
+    with pytest.raises(DecodeError, match="cannot decode"):
+        b._runtime.decode(taken, 1)
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+def test_duplicates_and_early_arrivals_are_the_sink_s() -> None:
+    a, b, arrivals = captured()
+    engine: Engine = b._runtime.engine
+    b.transport.attach(engine.sink, engine.sink_run)
+    first = memoryview(bytearray(arrivals[1]))  # "text", seq 0: the pair's first (the sink's)
+    assert engine.take_express(1, spun(bytes(first)), 0.0) is not None
+    pair = engine.pairs_in[(0, 1)]
+    assert pair.expected == 1
+    again = engine.take_express(1, spun(arrivals[1], False), 0.0)  # a copy: dropped
+    assert again is None and b.stats("node1").duplicates == 1
+    early = engine.take_express(1, spun(arrivals[3]), 0.0)  # seq 2 before seq 1: held
+    assert early is None and pair.expected == 1 and pair.held
+    got = engine.take_express(1, spun(arrivals[2]), 0.0)  # seq 1: both let through
+    assert got is not None
+    assert pair.expected == 3
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+def test_an_ack_record_first_then_the_reply_is_taken_express() -> None:
+    # What a ping-pong meets every ACK_DELAY: an ack record arrives before the reply; the
+    # take spins once more instead of leaving the receive to the general wait.
+    a, b, arrivals = captured()
+    engine: Engine = b._runtime.engine
+    b.transport.attach(engine.sink, engine.sink_run)
+    engine.sink(0, memoryview(bytearray(arrivals[1])), (), len(arrivals[1]))
+    assert b.receive("node1", timeout=10).data == "text"
+    engine.sink(0, memoryview(bytearray(arrivals[0])), (), len(arrivals[0]))  # the ack record
+    got = engine.take_express(1, spun(True, arrivals[2]), 0.0)
+    assert isinstance(got, Message) and got.data.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert b.stats("node1").processed == 2
+    assert engine.take_express(1, spun(True, False), 0.0) is None
+    for geode in (a, b):
+        geode.close(timeout=10)
