@@ -176,6 +176,9 @@ class SendHandle:
                 way the message stays in flight or in the outbox.
         """
         timeout = check_timeout(timeout)
+        if not self.ack and self._ticket.done:
+            return  # (sent: no wait loop to build; a loop that waits on every handle it
+            # keeps does so mostly for sends long done, and isend polls on its own)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._geode.serialised(self.wait_until, deadline, timeout)
 
