@@ -170,6 +170,9 @@ class SendHandle:
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the data may be reused and, with ``ack=True``, the message was acked.
 
+        A handle whose send is done (and that asked for no ack) returns at once, without
+        polling: a loop that waits on every handle it keeps pays only for those in flight.
+
         Raises:
             SendTimeout: the send did not complete within ``timeout`` seconds.
             AckTimeout: it was sent but not acknowledged within ``timeout`` seconds. Either
