@@ -170,12 +170,18 @@ class SendHandle:
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the data may be reused and, with ``ack=True``, the message was acked.
 
+        A handle whose send is done (and that asked for no ack) returns at once, without
+        polling: a loop that waits on every handle it keeps pays only for those in flight.
+
         Raises:
             SendTimeout: the send did not complete within ``timeout`` seconds.
             AckTimeout: it was sent but not acknowledged within ``timeout`` seconds. Either
                 way the message stays in flight or in the outbox.
         """
         timeout = check_timeout(timeout)
+        if not self.ack and self._ticket.done:
+            return  # (sent: no wait loop to build; a loop that waits on every handle it
+            # keeps does so mostly for sends long done, and isend polls on its own)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._geode.serialised(self.wait_until, deadline, timeout)
 

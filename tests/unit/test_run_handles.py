@@ -15,7 +15,7 @@ from geode_mpi.codec.runs import STATES, Run, count, encode_run, joinable
 from geode_mpi.core import geode as geode_module
 from geode_mpi.core.handles import RunHandle
 from geode_mpi.delivery.runs import RUN_MAX
-from geode_mpi.errors import DecodeError
+from geode_mpi.errors import AckTimeout, DecodeError
 
 
 class Tick(Message):
@@ -277,3 +277,43 @@ def test_isend_s_lane_joins_without_send_plain_and_a_thread_falls_back(
     b.flush()
     assert all(h.done() and h.acked for h in [*handles, alive])
     assert a.stats().acked == 7 and a.stats().unacked == 0
+
+
+def test_wait_on_a_sent_handle_returns_at_once_and_a_held_one_still_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``wait()`` on a handle whose send is done (no ack asked) returns without a wait loop
+    (a loop that waits on every handle it keeps); one still held waits in it, a bad timeout
+    is still refused, and ``ack=True`` still waits for the ack."""
+    a, b, held = world()
+    a.send("start", dest="node1")
+    handles = [a.isend(f"m{i}", dest="node1") for i in range(3)]
+    runtime = a._runtime
+    loops: list[float | None] = []
+
+    def wait_loop(done: Any, deadline: float | None) -> bool:
+        loops.append(deadline)
+        return True
+
+    monkeypatch.setattr(runtime, "wait_until", wait_loop)
+    handles[0].wait()  # held: into the wait loop
+    assert loops == [None] and not handles[0].done()
+    a.flush()
+    assert all(h.done() for h in handles) and len(held.sealed) == 1
+    for handle in handles:
+        handle.wait()
+        handle.wait(timeout=0)
+    assert loops == [None]  # done: none of them waited
+    with pytest.raises(ValueError, match="timeout must be >= 0, got -1"):
+        handles[1].wait(timeout=-1)
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        handles[1].wait(timeout="1")  # type: ignore[arg-type]
+    monkeypatch.undo()
+    asked = a.isend("acked", dest="node1", ack=True)
+    assert asked.ack and not asked.done()
+    with pytest.raises(AckTimeout):
+        asked.wait(timeout=0)  # sent, not acknowledged: still waits (here: cannot)
+    assert [b.receive(timeout=0).data for _ in range(5)] == ["start", "m0", "m1", "m2", "acked"]
+    b.flush()
+    asked.wait(timeout=1)
+    assert asked.acked
