@@ -72,6 +72,7 @@ from geode_mpi.transport import (
 _decode = codec.decode
 _NO_REPLY = codec.NO_REPLY
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
+_SECONDS = (int, float)  # a timeout's types (a bool is refused by `check_timeout`)
 
 
 class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio, Bulk):
@@ -444,13 +445,17 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             and node is None
             and source is None
             and type is None
-            and timeout is None
+            and (
+                timeout is None
+                or (timeout.__class__ in _SECONDS and timeout == 0 and runtime.plain_queue)
+            )
             and order is None
             and topic is None
         ):
             # The commonest receive: this rank's node, automatic acks, no window: a message
             # already queued, or one that comes within the first spin (a ping-pong's reply),
-            # is taken and decoded without the general machinery.
+            # is taken and decoded without the general machinery. A poll (``timeout=0``, and
+            # `try_receive`) takes a queued message here too; it never spins.
             engine = runtime.engine
             if runtime.plain_queue:
                 head = runtime.plain_queue[0].frames
@@ -513,7 +518,6 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
         waited = runtime.transport.delivers_later or senders_may_run()
         raise self._nothing_came("receive", index, timeout, source, type, waited)
 
-    @locked
     def try_receive(
         self,
         node: str | int | None = None,
@@ -524,6 +528,31 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
         topic: Topic | Subscription | str | None = None,
     ) -> Message | None:
         """Like `receive`, but return None at once when nothing matching is queued."""
+        if (
+            self._runtime.plain_queue
+            and node is None
+            and source is None
+            and type is None
+            and order is None
+            and topic is None
+        ):
+            # A message queued for this rank's node: `receive`'s fast case takes it.
+            try:
+                return self.receive(timeout=0)
+            except ReceiveTimeout:  # (its head held back for a retry: nothing to take now)
+                return None
+        return self._try_receive(node, source, type, order, topic)
+
+    @locked
+    def _try_receive(
+        self,
+        node: str | int | None,
+        source: str | int | None,
+        type: TypeFilter,
+        order: str | None,
+        topic: Topic | Subscription | str | None,
+    ) -> Message | None:
+        """`try_receive`'s general case, holding the gate."""
         index = self._runtime.local_index(node, "try_receive")
         if not self._runtime.closed:
             self._runtime.poll()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geode_mpi import ClosedError, Geode, Message
+from geode_mpi import ClosedError, Geode, Message, ReceiveTimeout
 from geode_mpi.delivery.direct import Lane
 from geode_mpi.transport import InProcHub
 
@@ -228,3 +228,34 @@ def test_a_send_asks_once_whether_other_threads_run(monkeypatch: pytest.MonkeyPa
     assert [b.receive(timeout=10).data for _ in range(3)] == [0, 1, 2]
     for geode in (a, b):
         geode.close(timeout=10)
+
+
+@pytest.mark.parametrize("call", ["timeout0", "try_receive"])
+def test_a_poll_takes_a_queued_message_as_receive_does(
+    call: str, ranks: tuple[Geode, Geode], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``receive(timeout=0)`` and `try_receive` take a message already queued the way
+    ``receive()`` does (issue 17: a poll cost 3x a receive): no general take, and the
+    progress engine run once every 16 takes, not on each; order, counters and acks kept."""
+    a, b = ranks
+    for k in range(ROUNDS):
+        a.send(Message(k), dest="node1")
+    b.flush()  # (everything arrived and queued: the takes below find it there)
+    runtime = b._runtime
+    general: list[int] = []
+    polls: list[int] = []
+    real_take, real_poll = runtime.take, runtime.engine.poll
+    monkeypatch.setattr(runtime, "take", lambda *args: general.append(1) or real_take(*args))
+    monkeypatch.setattr(runtime.engine, "poll", lambda: polls.append(1) or real_poll())
+    take = (lambda: b.receive(timeout=0)) if call == "timeout0" else b.try_receive
+    got = [take() for _ in range(ROUNDS)]
+    assert [m.data for m in got if m is not None] == list(range(ROUNDS))
+    assert [m.seq for m in got if m is not None] == list(range(ROUNDS))
+    assert not general and len(polls) <= ROUNDS // 16 + 1
+    assert b.stats().processed == b.stats().received == ROUNDS
+    monkeypatch.undo()
+    assert b.try_receive() is None  # (nothing queued: the general case says so)
+    with pytest.raises(ReceiveTimeout):
+        b.receive(timeout=0)
+    b.flush()
+    assert a.stats().unacked == 0
