@@ -346,11 +346,14 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             if lane is not None and not runtime.sealed and not TRACER.on:
                 # A text goes the express way (`Lane.express`: no Message built for a str)
                 kind = message.__class__
-                if kind is str or (kind is Message and message.data.__class__ is str):
-                    sent = lane.express(message)
-                    if sent is None:
-                        sent = lane.send(message if kind is Message else Message(message))
-                else:
+                sent = None
+                if kind is Message:
+                    data = message.data
+                    if data.__class__ is str:
+                        sent = lane.express(data, message)
+                elif kind is str:
+                    sent = lane.express(message, None)
+                if sent is None:
                     sent = lane.send(message if isinstance(message, Message) else Message(message))
                 ticket, stamp = sent
                 runtime.sends += 1

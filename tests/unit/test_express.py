@@ -158,7 +158,7 @@ def test_an_unfinished_isend_is_tracked_and_waited_for(lent: list[Lent]) -> None
     parts.finish_at = 3  # not finished at the two tests: handed to the transport's tracker
     a.isend("x", dest="node1").wait(timeout=10)  # (isend is not express: a run)
     lane = a._runtime.path.dests["node1"]
-    sent = lane.express("late")
+    sent = lane.express("late", None)
     assert sent is not None
     ticket, stamp = sent
     assert parts.tracked == [(1, parts.sent[-1][0])] and not ticket.done
@@ -184,7 +184,11 @@ def test_anything_else_falls_back_with_nothing_done(lent: list[Lent], message: A
     a.send("first", dest="node1")
     lane = a._runtime.path.dests["node1"]
     before = (lane.pair.next_seq, dict(lane.counter), a.stats())
-    assert lane.express(message) is None
+    # The texts `Geode.send` offers the lane's express (it checks the class: never the rest)
+    if type(message) is str:
+        assert lane.express(message, None) is None
+    elif type(message) is Message and type(message.data) is str:
+        assert lane.express(message.data, message) is None
     assert (lane.pair.next_seq, dict(lane.counter), a.stats()) == before
     a.send(message, dest="node1")  # the general path
     assert b.receive(timeout=10).data == "first"
