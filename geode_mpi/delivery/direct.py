@@ -33,6 +33,7 @@ _Stamp, _encode = codec.Stamp, codec.encode
 _pack = struct.Struct("<4sqQd16sI16s").pack
 _TAIL = struct.pack("<qI4x", codec.NO_REPLY, 0)
 _U32_MAX = 2**32 - 1
+_HEAD_SIZE = header.SIZE
 _time = time.time
 
 
@@ -140,7 +141,7 @@ class Lane:
         except UnicodeEncodeError:  # a lone surrogate: pickle keeps it (`send`)
             return None
         length = len(text)
-        if length > _U32_MAX:
+        if length > _U32_MAX - _HEAD_SIZE:  # (`send_meta`'s limit is the whole meta's)
             return None  # (`send` says what is wrong with it)
         pair = self.pair
         seq = pair.next_seq

@@ -12,7 +12,8 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
 _read_lead = header.LEAD.unpack_from
-_KIND_AT, _KIND_TEXT = header.KIND_AT, header.KIND_TEXT
+_KIND_AT, _KIND_TEXT, _KIND_CONTROL = header.KIND_AT, header.KIND_TEXT, header.KIND_CONTROL
+_ONCE_MORE = (True, False)  # (a second spin after what was no message for the node)
 _TEXT_LEADS = header.TEXT_LEADS
 _HEAD_SIZE = header.SIZE
 _LEAD_TRACKED = header.FLAG_TRACKED << 16  # FLAG_TRACKED in a lead
@@ -40,56 +41,70 @@ class Express(EngineState):
         returned; any other message alone is `take_arrival`'s, or the sink's and the queue's,
         as is anything the transport delivered itself. None if nothing came."""
         got = spin(seconds)
-        if got.__class__ is not tuple:
-            if not got:
-                return None
-            parcel = self.take_plain(index)
-            if parcel is not None:
-                return parcel
-            # What came was no message for ``index`` (an ack record, mostly: the deferred acks
-            # go every ACK_DELAY): spin once more, as the reply usually follows it at once.
-            got = spin(seconds)
+        for again in _ONCE_MORE:
             if got.__class__ is not tuple:
-                return self.take_plain(index) if got else None
-        rank, meta = got
-        if len(meta) >= _HEAD_SIZE and meta[_KIND_AT] == _KIND_TEXT:  # (else not read here)
-            lead, mid, seq, ts, src, dst, lengths, n_data, length, reply_to, _ = _read_lead(meta, 0)
-            pair = self._in.get((src, dst))
-            inbox = self.inboxes[index]  # (empty: nothing reached it since the caller looked)
-            if (
-                lead in _TEXT_LEADS
-                and not lengths
-                and not n_data
-                and dst == index
-                and pair is not None  # (a pair's first arrival is checked by the sink)
-                and seq == pair.expected
-                and not pair.held
-                and not inbox.drop_oldest
-                and not inbox.private
-            ):
-                try:
-                    text = str(meta[_HEAD_SIZE : _HEAD_SIZE + length], "utf-8")
-                except UnicodeDecodeError:
-                    text = None  # (nothing admitted: the sink queues it, receive dead-letters)
-                if text is not None:
-                    message = plain_message(text, mid, seq, ts, src, dst, reply_to, self.names)
-                    pair.expected = seq + 1
-                    stats = self.stats[index]
-                    stats.received += 1
-                    stats.received_bytes += len(meta)
-                    if not inbox.peak:
-                        inbox.peak = 1  # (what the queue's peak would have been)
-                    if pair.done_now(seq, lead & _LEAD_TRACKED):
-                        stats.processed += 1
-                    else:
-                        flags = lead >> 16 & 0xFF
-                        parcel = Parcel(
-                            src, seq, flags, reply_to, memoryview(meta), (), len(meta), 0
-                        )
-                        self._done(index, parcel)
-                    return message
-        taken = self.take_arrival(rank, meta, index)
-        if taken is not None:
-            return taken
-        self.sink(rank, memoryview(meta), (), len(meta))
-        return self.take_plain(index)
+                if not got:
+                    return None
+                parcel = self.take_plain(index)
+                if parcel is not None or not again or self.forwards or self.waited:
+                    return parcel  # (forwards, served requests: `take`'s wait goes first)
+                # What came was no message for ``index``: spin once more, as the reply
+                # usually follows at once.
+                got = spin(seconds)
+                continue
+            rank, meta = got
+            kind = meta[_KIND_AT] if len(meta) >= _HEAD_SIZE else -1  # (else not read here)
+            if kind == _KIND_TEXT:
+                lead, mid, seq, ts, src, dst, lengths, n_data, length, reply_to, _ = _read_lead(
+                    meta, 0
+                )
+                pair = self._in.get((src, dst))
+                inbox = self.inboxes[index]
+                if (
+                    lead in _TEXT_LEADS
+                    and not inbox.waiting
+                    and not lengths
+                    and not n_data
+                    and dst == index
+                    and pair is not None  # (a pair's first arrival is checked by the sink)
+                    and seq == pair.expected
+                    and not pair.held
+                    and not inbox.drop_oldest
+                    and not inbox.private
+                ):
+                    try:
+                        text = str(meta[_HEAD_SIZE : _HEAD_SIZE + length], "utf-8")
+                    except UnicodeDecodeError:
+                        text = None  # (nothing admitted: the sink queues it; dead-lettered)
+                    if text is not None:
+                        message = plain_message(text, mid, seq, ts, src, dst, reply_to, self.names)
+                        pair.expected = seq + 1
+                        stats = self.stats[index]
+                        stats.received += 1
+                        stats.received_bytes += len(meta)
+                        if not inbox.peak:
+                            inbox.peak = 1  # (what the queue's peak would have been)
+                        if pair.done_now(seq, lead & _LEAD_TRACKED):
+                            stats.processed += 1
+                        else:
+                            flags = lead >> 16 & 0xFF
+                            parcel = Parcel(
+                                src, seq, flags, reply_to, memoryview(meta), (), len(meta), 0
+                            )
+                            self._done(index, parcel)
+                        return message
+            elif kind == _KIND_CONTROL and again:
+                # An ack record alone (deferred acks go every ACK_DELAY): taken in, then one
+                # more spin for the reply, which usually follows it at once.
+                self.sink(rank, memoryview(meta), (), len(meta))
+                parcel = self.take_plain(index)
+                if parcel is not None or self.forwards or self.waited:
+                    return parcel
+                got = spin(seconds)
+                continue
+            taken = self.take_arrival(rank, meta, index)
+            if taken is not None:
+                return taken
+            self.sink(rank, memoryview(meta), (), len(meta))
+            return self.take_plain(index)
+        return None  # (not reached: the second pass returns)
