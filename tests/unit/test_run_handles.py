@@ -317,3 +317,25 @@ def test_wait_on_a_sent_handle_returns_at_once_and_a_held_one_still_waits(
     b.flush()
     asked.wait(timeout=1)
     assert asked.acked
+
+
+def test_a_stream_of_runs_is_acked_once_per_ack_batch_and_whole_at_a_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Round 36: one ack record per ACK_BATCH (512) processed messages, 8 full runs, not one per
+    # two runs (128): 577 messages taken make exactly one record at once, the rest wait for
+    # the flush (a wait, ACK_DELAY, a checkpoint's drain), which acks every one of them.
+    monkeypatch.setattr("geode_mpi.delivery.polling.ACK_DELAY", 1e9)  # only the batch counts
+    a, b, _ = world()
+    a.send("start", dest="node1")
+    total = 1 + 9 * RUN_MAX
+    handles = [a.isend(i, dest="node1") for i in range(total - 1)]
+    a.flush()
+    assert [b.receive(timeout=0).data for _ in range(total)] == ["start", *range(total - 1)]
+    assert engine(b).stats[1].acks_sent == 1  # (4 with a batch of 128; `stats()` flushes)
+    assert a.stats().unacked == total - 512
+    assert sum(h.acked for h in handles) == 512 - 1
+    b.flush()
+    assert engine(b).stats[1].acks_sent == 2
+    assert a.stats().unacked == 0 and all(h.acked for h in handles)
+    assert not engine(a).pairs_out[(0, 1)].outbox
