@@ -72,6 +72,11 @@ PLAIN = struct.Struct("<BBBxqQdIIH2xIIqI4x")
 # and route lengths as one u32 (0: a plain Message without a route section), the data
 # frames and length, reply_to and the checksum.
 LEAD = struct.Struct("<IqQdIIIIIqI4x")
+# PLAIN for a text sent by a lane's express path (delivery/direct.py), with what is the same
+# for every message of a lane packed once: the lead (4 bytes), id, seq, timestamp, then source,
+# dest, no class name or route and no frames (16 bytes), the data length, then `TEXT_TAIL`.
+TEXT_HEAD = struct.Struct("<4sqQd16sI16s")
+TEXT_TAIL = struct.pack("<qI4x", NO_REPLY, 0)  # no reply_to, no checksum (no pickle), the pad
 KIND_AT = 1  # the kind's byte: ``meta[KIND_AT]``
 FLAGS_AT = 2
 ROUTE_AT = 3

@@ -26,12 +26,9 @@ if TYPE_CHECKING:
 ID_BITS = 40  # a message id is (its author node's index << ID_BITS) | that node's counter
 _tuple_new = tuple.__new__
 _Stamp, _encode = codec.Stamp, codec.encode
-# A text message's header as `header.PLAIN` packs it (`codec.encode`'s text case), with what
-# is the same for every message of a lane packed once: the lead (version, kind, flags, no
-# route), then id, seq, timestamp, then source, dest, no class name or route, no frames, then
-# the data length, then no reply_to, no checksum (a text has no pickle) and the pad.
-_pack = struct.Struct("<4sqQd16sI16s").pack
-_TAIL = struct.pack("<qI4x", codec.NO_REPLY, 0)
+# A text message's header as `header.PLAIN` packs it (`codec.encode`'s text case), its
+# per-lane parts packed once (`header.TEXT_HEAD`)
+_pack, _TAIL = header.TEXT_HEAD.pack, header.TEXT_TAIL
 _U32_MAX = 2**32 - 1
 _HEAD_SIZE = header.SIZE
 _time = time.time
