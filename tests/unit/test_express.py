@@ -328,50 +328,52 @@ def test_duplicates_and_early_arrivals_are_the_sink_s() -> None:
         geode.close(timeout=10)
 
 
-def test_an_ack_record_first_then_the_reply_is_taken_express() -> None:
-    # What a ping-pong meets every ACK_DELAY: an ack record arrives before the reply; the
-    # take spins once more instead of leaving the receive to the general wait.
+@pytest.fixture
+def first_taken() -> Iterator[tuple[Geode, Engine, list[bytes]]]:
+    """node1 (in process, its arrivals replayed) with node0's first message, "text", taken:
+    node1's Geode, its engine and the captured arrivals."""
     a, b, arrivals = captured()
     engine: Engine = b._runtime.engine
     b.transport.attach(engine.sink, engine.sink_run)
     engine.sink(0, memoryview(bytearray(arrivals[1])), (), len(arrivals[1]))
     assert b.receive("node1", timeout=10).data == "text"
+    yield b, engine, arrivals
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+def test_an_ack_record_first_then_the_reply_is_taken_express(
+    first_taken: tuple[Geode, Engine, list[bytes]],
+) -> None:
+    # What a ping-pong meets every ACK_DELAY: an ack record arrives before the reply; the
+    # take spins once more instead of leaving the receive to the general wait.
+    b, engine, arrivals = first_taken
     engine.sink(0, memoryview(bytearray(arrivals[0])), (), len(arrivals[0]))  # the ack record
     got = engine.take_express(1, spun(True, arrivals[2]), 0.0)
     assert isinstance(got, Message) and got.data.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert b.stats("node1").processed == 2
     assert engine.take_express(1, spun(True, False), 0.0) is None
-    for geode in (a, b):
-        geode.close(timeout=10)
 
 
-def test_an_ack_record_handed_back_alone_is_taken_in_then_the_reply() -> None:
+def test_an_ack_record_handed_back_alone_is_taken_in_then_the_reply(
+    first_taken: tuple[Geode, Engine, list[bytes]],
+) -> None:
     # On MPI an ack record alone comes back from the spin as its bytes (a meta on TAG_META),
     # not as True: it is sunk, and the take spins once more for the reply.
-    a, b, arrivals = captured()
-    engine: Engine = b._runtime.engine
-    b.transport.attach(engine.sink, engine.sink_run)
-    engine.sink(0, memoryview(bytearray(arrivals[1])), (), len(arrivals[1]))
-    assert b.receive("node1", timeout=10).data == "text"
+    b, engine, arrivals = first_taken
     got = engine.take_express(1, spun(arrivals[0], arrivals[2]), 0.0)
     assert isinstance(got, Message) and got.data.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert b.stats("node1").processed == 2
-    for geode in (a, b):
-        geode.close(timeout=10)
 
 
-def test_no_second_spin_while_a_forward_waits() -> None:
+def test_no_second_spin_while_a_forward_waits(
+    first_taken: tuple[Geode, Engine, list[bytes]],
+) -> None:
     # A sequencer's forward (or a served request) goes first: `take`'s wait does it, so the
     # express take returns instead of spinning again and handing back a later reply.
-    a, b, arrivals = captured()
-    engine: Engine = b._runtime.engine
-    b.transport.attach(engine.sink, engine.sink_run)
-    engine.sink(0, memoryview(bytearray(arrivals[1])), (), len(arrivals[1]))
-    assert b.receive("node1", timeout=10).data == "text"
+    b, engine, arrivals = first_taken
     engine.forwards.append((1, None))  # type: ignore[arg-type]  # (only its presence counts)
     script = spun(True, arrivals[2])
     assert engine.take_express(1, script, 0.0) is None
     engine.forwards.clear()
     assert b.stats("node1").processed == 1  # the reply was not spun for
-    for geode in (a, b):
-        geode.close(timeout=10)
