@@ -96,14 +96,21 @@ class Streams(MPIParts):
         isend = self.comm.Isend
         sent_to = self.sent_to
         requests: list[MPI.Request] = []
-        flat = [frame_bytes(frame) for frame in frames]  # a strided frame: one copy for all
-        offsets = [MPI.Get_address(frame) for frame in flat if frame.nbytes > inline_max]
+        # A large strided frame for members all on this node is copied once, straight into
+        # the node's segment (`NodeShare.fill`), not first into a buffer of its own.
+        strided = self.shared.enabled and not self.shared.split(members)[1]
+        flat = flat_frames(frames, inline_max if strided else -1)
+        offsets = _hints(flat, inline_max)
         envelope, oob = build_envelope(meta, flat, inline_max, offsets)
         shared = self._share(members, envelope, oob) if self.shared.enabled else None
         if shared is not None:
             if not shared[0]:
                 return shared[1]
             members = shared[0]
+        elif strided and any(not frame.flags.c_contiguous for frame in oob):  # (no room)
+            flat = flat_frames(flat, -1)
+            offsets = _hints(flat, inline_max)
+            envelope, oob = build_envelope(meta, flat, inline_max, offsets)
         shape = shape_for(sum(frame.nbytes for frame in oob), len(members), self.family)
         if shape is not None:
             return self._relay(shape, members, envelope, flat, oob, offsets)
@@ -259,3 +266,23 @@ class Streams(MPIParts):
             self._arrivals[source].append(_Arrival(meta, frames, [], nbytes))
         else:
             self._sink(source, meta, frames, nbytes)
+
+
+def flat_frames(frames: Sequence[Frame], strided_above: int) -> list[Frame]:
+    """Each frame as its bytes (`frame_bytes`: a strided frame copied, once for every member),
+    except strided frames larger than ``strided_above`` (-1: none), left as they are."""
+    return [
+        frame
+        if strided_above >= 0 and frame.nbytes > strided_above and not frame.flags.c_contiguous
+        else frame_bytes(frame)
+        for frame in frames
+    ]
+
+
+def _hints(flat: Sequence[Frame], inline_max: int) -> list[int]:
+    """The out-of-band frames' addresses (`build_envelope`'s hints; 0 for a strided one)."""
+    return [
+        MPI.Get_address(frame) if frame.flags.c_contiguous else 0
+        for frame in flat
+        if frame.nbytes > inline_max
+    ]

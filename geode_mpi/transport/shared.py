@@ -231,7 +231,11 @@ class NodeShare(Leasing):
         self._copy = None
         part = self.parts[self.me]
         for frame, offset in zip(oob, offsets, strict=True):
-            part[offset : offset + frame.nbytes] = frame
+            into = part[offset : offset + frame.nbytes]
+            if frame.flags.c_contiguous:
+                into[...] = frame
+            else:  # a strided frame (`mpi_streams.flat_frames`): its elements in C order
+                np.copyto(into.view(frame.dtype).reshape(frame.shape), frame)
         assert self.win is not None
         self.win.Sync()  # the data before the byte
         self.filled[self.me][slot] = 1

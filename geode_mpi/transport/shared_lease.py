@@ -112,6 +112,8 @@ class Leasing:
         owner = owner_of(oob[0])
         if not isinstance(owner, Lease) or not owner.sealed:
             return -1, []
+        if not all(frame.flags.c_contiguous for frame in oob):
+            return -1, []  # a strided view of it: its elements are copied in C order (`fill`)
         base = self.bases[self.me]
         offsets = [frame.__array_interface__["data"][0] - base for frame in oob]
         if not all(0 <= offset < self.budget for offset in offsets) or any(
