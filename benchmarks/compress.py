@@ -36,6 +36,26 @@ SETTINGS = {"geode off": "off", "geode lz4": "lz4", "geode auto": "auto"}
 
 
 KINDS = ("smooth f8", "counts i8", "noise f8", "sparse f8")
+# Round 37: other arrays a scientist sends (--arrays; not in the default run).
+MORE_KINDS = ("smooth f4", "noise f4", "image u2", "labels u1", "counts i4")
+
+
+def more_arrays(nbytes: int) -> dict[str, np.ndarray[Any, Any]]:
+    """MORE_KINDS, each ``nbytes`` long: a float32 field, float32 noise, a 12-bit detector
+    image in uint16 (Poisson counts on a smooth background), a uint8 segmentation with runs
+    of labels, and Poisson(3) counts in int32."""
+    rng = np.random.default_rng(1)
+    n4, n2 = nbytes // 4, nbytes // 2
+    x = np.linspace(0.0, 20.0, n4, dtype=np.float32)
+    background = 200.0 + 100.0 * np.sin(np.linspace(0.0, 6.0, n2))
+    labels = np.repeat(rng.integers(0, 8, nbytes // 64 + 1), 64)[:nbytes].astype(np.uint8)
+    return {
+        "smooth f4": (np.sin(x) * np.exp(-x / 30.0)).astype(np.float32),
+        "noise f4": rng.standard_normal(n4, dtype=np.float32),
+        "image u2": np.minimum(rng.poisson(background), 4095).astype(np.uint16),
+        "labels u1": labels,
+        "counts i4": rng.poisson(3.0, n4).astype(np.int32),
+    }
 
 
 def raw_loop(comm: Any, rank: int, data: Any, out: Any, iters: int, wtime: Any) -> float:
@@ -103,13 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="per timed loop, about")
     parser.add_argument(
-        "--arrays", default=",".join(KINDS), help=f"kinds of array, of {', '.join(KINDS)}"
+        "--arrays",
+        default=",".join(KINDS),
+        help=f"kinds of array, of {', '.join(KINDS + MORE_KINDS)}",
     )
     parser.add_argument("--json", default=None, help="the JSON file to write")
     args = parser.parse_args(argv)
     kinds = [kind.strip() for kind in args.arrays.split(",") if kind.strip()]
-    if unknown := [kind for kind in kinds if kind not in KINDS]:
-        parser.error(f"--arrays must name kinds of {', '.join(KINDS)}, got {unknown}")
+    if unknown := [kind for kind in kinds if kind not in KINDS + MORE_KINDS]:
+        parser.error(f"--arrays must name kinds of {', '.join(KINDS + MORE_KINDS)}, got {unknown}")
     # set by shape_link.sh: the rate the ranks' TCP traffic was shaped to (None: not shaped)
     link = os.environ.get("GEODE_SHAPED_LINK")
     mpi = launch.start_mpi("compress.py", 2, exactly=True)
@@ -126,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
               + "  ratios to raw Send (paired medians)")  # fmt: skip
     rows = []
     for size in args.sizes:
-        made = arrays(size)
+        made = arrays(size) | more_arrays(size)
         for kind in kinds:
             data = made[kind]
             out = np.empty_like(data)
