@@ -40,16 +40,19 @@ BUDGET_VARIABLE = "GEODE_CACHE_BYTES"
 DEFAULT_BUDGET = 64 * 2**20  # per (sender rank, receiver rank) pair
 CACHE_MIN = 64 * 1024  # smaller shared frames travel as usual: a reference saves too little
 
-# The cache prefix: u8 marker (never a codec version), u8 prefix version, u16 op count, 12 pad
-# bytes; then per op: u8 op, 3 pad bytes, u32 frame index, u64 id. 16-byte units, so that the
-# codec's meta after it keeps its 16-byte alignment in the envelope.
+# The cache prefix: u8 marker (never a codec version), u8 prefix version, u16 count of 16-byte
+# units, 12 pad bytes; then per op: u8 op, 3 pad bytes, u32 frame index, u64 id (and for
+# OP_USE_PART a second unit: u64 offset, u64 size). 16-byte units, so that the codec's meta
+# after it keeps its 16-byte alignment in the envelope.
 MARKER = 0xCA
-PREFIX_VERSION = 1
+PREFIX_VERSION = 2
 _HEAD = struct.Struct("<BBH12x")
 _OP = struct.Struct("<B3xIQ")
+_PART = struct.Struct("<QQ")
 OP_STORE = 1  # the frame carries the bytes: keep them as this id
 OP_USE = 2  # the frame is empty: it is the bytes kept as this id
 OP_DROP = 3  # forget this id (the frame index is 0 and means nothing)
+OP_USE_PART = 4  # the frame is empty: it is bytes [offset, offset + size) of this id
 
 
 class _Shared:
@@ -150,6 +153,36 @@ def shared_key(frame: Frame) -> int:
             ),
         )
     return entry.key
+
+
+def shared_part(frame: Frame) -> tuple[int, int]:
+    """The id of the shared array whose memory holds ``frame``'s elements as one C-ordered
+    run (a slice such as ``field[10:]`` or ``field[2:5, :]`` of a shared array), and where they
+    start in it; (0, 0) otherwise.
+
+    Raises:
+        EncodeError: that shared array's memory was made writable again (see `shared_key`).
+    """
+    owner: np.ndarray[Any, Any] | None = frame.base
+    if owner is None or not frame.flags.c_contiguous:
+        return 0, 0
+    start = _address(owner)
+    entry = shared_arrays.get(start)
+    if entry is None or entry.owner is not owner:
+        return 0, 0
+    offset = _address(frame) - start
+    if not 0 <= offset <= entry.nbytes - frame.nbytes:
+        return 0, 0
+    return shared_key(owner), offset
+
+
+def through_cache(frames: Sequence[Frame]) -> bool:
+    """Whether a message with these frames goes through `PayloadCache.send`: one of them is a
+    shared array, or a part of one large enough (`CACHE_MIN`) to be sent as a reference."""
+    return any(
+        shared_key(frame) or (frame.nbytes >= CACHE_MIN and shared_part(frame)[0])
+        for frame in frames
+    )
 
 
 def budget_of(cache_bytes: int | None) -> int:
@@ -273,7 +306,12 @@ class PayloadCache:
         if not self.budget:
             return transport.send(rank, meta, frames, batch)
         keys = [shared_key(f) if f.nbytes >= CACHE_MIN else 0 for f in frames]
-        if not any(keys):
+        parts = {  # frames that are a part of a shared array: a reference if it is held
+            index: shared_part(frame)
+            for index, frame in enumerate(frames)
+            if not keys[index] and frame.nbytes >= CACHE_MIN
+        }
+        if not any(keys) and not any(key for key, _ in parts.values()):
             return transport.send(rank, meta, frames, batch)
         mirror = self._mirrors.get(rank)
         if mirror is None:
@@ -283,9 +321,16 @@ class PayloadCache:
         wire = list(frames)
         counts = self._counts
         for index, key in enumerate(keys):
-            if not key:
-                continue
             size = frames[index].nbytes
+            if not key:
+                key, offset = parts.get(index, (0, 0))
+                if key in mirror:  # (never stored for a part: sent in full otherwise)
+                    mirror.move_to_end(key)
+                    ops += (_OP.pack(OP_USE_PART, index, key), _PART.pack(offset, size))
+                    wire[index] = _empty_frame()
+                    counts[0] += 1
+                    counts[1] += size
+                continue
             if key in mirror:
                 mirror.move_to_end(key)
                 ops.append(_OP.pack(OP_USE, index, key))
@@ -330,8 +375,10 @@ class PayloadCache:
             )
         kept = self._kept.setdefault(rank, {})
         resolved = list(frames)
-        for offset in range(_HEAD.size, end, _OP.size):
+        offset = _HEAD.size
+        while offset < end:
             op, index, key = _OP.unpack_from(meta, offset)
+            offset += _OP.size
             if op == OP_DROP:
                 kept.pop(key, None)
                 continue
@@ -357,6 +404,17 @@ class PayloadCache:
                     )
                 resolved[index] = found
                 nbytes += found.nbytes
+            elif op == OP_USE_PART:
+                start, size = _PART.unpack_from(meta, offset) if offset < end else (0, -1)
+                offset += _PART.size
+                found = kept.get(key)
+                if found is None or size < 0 or start + size > found.nbytes:
+                    raise DecodeError(
+                        f"rank {rank} referred to bytes {start}..{start + size} of shared array "
+                        f"{key}, which this rank does not hold whole"
+                    )
+                resolved[index] = found.reshape(-1).view(np.uint8)[start : start + size]
+                nbytes += size
             else:
                 raise DecodeError(f"unknown cache op {op} from rank {rank}")
         return meta[end:], resolved, nbytes - end

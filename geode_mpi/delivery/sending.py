@@ -20,7 +20,7 @@ from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
 from geode_mpi.codec.runs import count as run_count
 from geode_mpi.codec.runs import is_run, joinable, kept, state_of, wire_name
-from geode_mpi.delivery.cache import PayloadCache, budget_of, shared_key
+from geode_mpi.delivery.cache import PayloadCache, budget_of, through_cache
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.direct import ID_BITS as ID_BITS  # (re-exported)
 from geode_mpi.delivery.direct import Lane
@@ -214,7 +214,7 @@ class SendPath:
         """Send a message with frames to ``rank``: through the payload cache if it shares an
         array, else compressed as the message's or the Geode's setting says; the ticket and
         what was sent."""
-        if _shared and self.cache.budget and any(map(shared_key, frames)):
+        if _shared and self.cache.budget and through_cache(frames):
             # A shared array goes through the cache, uncompressed: its receiver keeps it once,
             # where a compressed copy would be a new buffer (and a full transfer) every time.
             return self.cache.send(self.transport, rank, meta, frames, batch), meta, frames

@@ -34,6 +34,27 @@ def test_second_send_of_16_mib_moves_under_1_kib(geode: Geode) -> None:
     assert geode.cache_stats().kept_bytes == 16 * MIB
 
 
+def test_slices_of_a_held_shared_array_move_as_references(geode: Geode) -> None:
+    """Rows and a float32 tail of a shared array the next rank holds: each arrives equal to
+    the slice, read-only, and moves under 1 KiB."""
+    after, before = ring(geode)
+    field = share(np.arange(2 * MIB, dtype=np.float32).reshape(1024, 2048) + geode.rank)
+    theirs = (
+        np.arange(2 * MIB, dtype=np.float32).reshape(1024, 2048) + (geode.rank - 1) % geode.size
+    )
+    parts = [(slice(None),), (slice(10, 500),), (slice(1000, None), slice(None))]
+    for index in parts:
+        start = geode.cache_stats().wire_bytes
+        handle = geode.isend({"part": field[index]}, geode.node, after)
+        got = geode.receive(geode.node, source=before, timeout=TIMEOUT).data["part"]
+        handle.wait(timeout=TIMEOUT)
+        moved = geode.cache_stats().wire_bytes - start
+        assert np.array_equal(got, theirs[index]) and not got.flags.writeable
+        if index != parts[0]:
+            assert moved < 1024, f"rank {geode.rank}: {index} moved {moved} bytes"
+    assert geode.cache_stats().hits == 2
+
+
 def test_shared_and_plain_messages_keep_their_order_all_to_all(geode: Geode) -> None:
     shared = share(np.arange(100_000, dtype=np.int64) + geode.rank)
     rounds = 3

@@ -303,3 +303,51 @@ def test_a_shared_array_is_cached_not_compressed_and_the_rest_still_compressed()
     assert sender.stats("node0").sent_bytes - before < MIB
     for geode in (sender, receiver):
         geode.close()
+
+
+def test_a_part_of_a_held_shared_array_moves_as_a_reference(pair: list[Geode]) -> None:
+    """A C-contiguous slice of a shared array (rows, a tail) sent to a rank that holds the
+    whole array moves a reference to its bytes; before that, and a strided slice always,
+    travel in full and are not kept. What arrives is the slice, read-only."""
+    sender, receiver = pair
+    field = share(np.random.default_rng(2).random((2048, 1024)))  # 16 MiB of float64
+    rows, tail, strided = field[100:300], field.reshape(-1)[5:], field[:, ::2]
+    assert wire_of_send(sender, receiver, rows) == 0  # (not held yet: not through the cache)
+    assert receiver.cache_stats().kept_bytes == 0
+    assert wire_of_send(sender, receiver, field) >= field.nbytes
+    for part in (rows, tail):
+        moved = wire_of_send(sender, receiver, {"step": 1, "part": part})
+        assert moved < 1024, f"a held array's part moved {moved} bytes"
+    got = wire_of_send(sender, receiver, strided)
+    assert got == 0 and sender.cache_stats().hits == 2
+    sender.send(rows, "node0", "node1")
+    received = receiver.receive("node1", timeout=TIMEOUT).data
+    assert received.shape == rows.shape and np.array_equal(received, rows)
+    with pytest.raises(ValueError, match="read-only"):
+        received[0, 0] = 1.0
+    assert sender.cache_stats().saved_bytes == rows.nbytes * 2 + tail.nbytes
+    assert receiver.cache_stats().kept_bytes == field.nbytes
+
+
+def test_a_reference_to_bytes_past_a_held_array_is_a_decode_error() -> None:
+    sender, receiver = PayloadCache(), PayloadCache()
+    shared = share(np.arange(CACHE_MIN, dtype=np.int32))  # 4 * CACHE_MIN bytes
+    sent: list[tuple[bytes, list[np.ndarray]]] = []
+
+    class Capture:
+        def send(self, rank: int, meta: bytes, frames: list[np.ndarray], batch: bool) -> None:
+            sent.append((meta, list(frames)))
+
+    for frame in (shared, shared[CACHE_MIN // 2 :]):
+        sender.send(Capture(), 1, b"codec meta", [frame], False)  # type: ignore[arg-type]
+    (meta0, frames0), (meta1, frames1) = sent
+    assert frames1[0].nbytes == 0
+    with pytest.raises(DecodeError, match="does not hold whole"):
+        receiver.arrived(0, memoryview(meta1), frames1, len(meta1))
+    receiver.arrived(0, memoryview(meta0), frames0, len(meta0))
+    _, frames, _ = receiver.arrived(0, memoryview(meta1), frames1, len(meta1))
+    assert np.array_equal(frames[0].view(np.int32), shared[CACHE_MIN // 2 :])
+    past = bytearray(meta1)
+    past[16 + 16 : 16 + 24] = (4 * CACHE_MIN - 8).to_bytes(8, "little")  # its offset
+    with pytest.raises(DecodeError, match="does not hold whole"):
+        receiver.arrived(0, memoryview(bytes(past)), frames1, len(past))
