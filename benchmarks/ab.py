@@ -54,6 +54,15 @@ def rate(data: dict[str, Any]) -> dict[str, float]:
             found[f"{method} /s"] = statistics.median(rates)
             found[f"{method} best /s"] = max(rates)
     found.update(data["median_ratios"])
+    payloads = data.get("payloads") or {}  # (--payloads: by kind, geode over raw isend of it)
+    for kind, ratios in payloads.get("median_ratios", {}).items():
+        for mine in ("geode", "geode_bulk", "geode_loop"):
+            if f"{mine}_over_raw_object" in ratios:
+                found[f"{kind} {mine}_over_raw_object"] = ratios[f"{mine}_over_raw_object"]
+    for name, (producer, consumer) in payloads.get("cpu_us", {}).items():
+        if name.split(" ", 1)[1].startswith("geode"):
+            found[f"{name} CPU us producer"] = producer
+            found[f"{name} CPU us consumer"] = consumer
     return found
 
 

@@ -12,6 +12,7 @@ from geode_mpi import codec
 from geode_mpi.base.gate import locked, other_threads, senders_may_run
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.codec.runs import RunItem
+from geode_mpi.core.aio import POLL_EVERY_RUN_RECEIVES
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpointing import Checkpointer
 from geode_mpi.core.facade_aio import Asyncio
@@ -637,7 +638,7 @@ def _next_of_run(runtime: Runtime, rank: int, cursor: RunCursor) -> Message | No
     message = runtime.engine.take_run(rank, cursor)
     if message is not None:
         runtime.receives += 1
-        if not runtime.receives & POLL_EVERY_RECEIVES - 1:
+        if not runtime.receives & POLL_EVERY_RUN_RECEIVES - 1:
             runtime.engine.poll_after_take()
         if TRACER.on:
             trace_receive(rank, message, "receive")

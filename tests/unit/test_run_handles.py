@@ -3,6 +3,7 @@ id, seq, handle, stats and acks a message sent alone has (issue 17's message rat
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -339,3 +340,46 @@ def test_a_stream_of_runs_is_acked_once_per_ack_batch_and_whole_at_a_flush(
     assert engine(b).stats[1].acks_sent == 2
     assert a.stats().unacked == 0 and all(h.acked for h in handles)
     assert not engine(a).pairs_out[(0, 1)].outbox
+
+
+def four_runs_queued(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[int]]:
+    """node1's Geode with four full runs queued (ints 0 on), and the list each of its polls
+    after a take appends to (the polls themselves are not made)."""
+    a, b, _ = world()
+    a.send("start", dest="node1")
+    assert b.receive(timeout=0).data == "start"
+    for i in range(4 * RUN_MAX):
+        a.isend(i, dest="node1")
+    a.flush()
+    polls: list[int] = []
+    monkeypatch.setattr(engine(b), "poll_after_take", lambda: polls.append(1))
+    return b, polls
+
+
+@pytest.mark.parametrize("timeout", [None, 0])
+def test_a_run_s_receives_poll_once_a_run_not_every_sixteenth(
+    monkeypatch: pytest.MonkeyPatch, timeout: float | None
+) -> None:
+    # Round 37: a receive that takes a run's next message polls on every 64th (its run's
+    # others are queued already; a poll cost a sixteenth of it on every message), and every
+    # message still comes out, in order.
+    b, polls = four_runs_queued(monkeypatch)
+    got = [b.receive(timeout=timeout).data for _ in range(4 * RUN_MAX)]
+    assert got == list(range(4 * RUN_MAX))
+    assert len(polls) == 4  # (16 with a poll on every 16th receive)
+
+
+def test_an_async_run_s_messages_poll_once_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same for `messages()` (core/aio.py `next_of_run`).
+    b, polls = four_runs_queued(monkeypatch)
+
+    async def take() -> list[Any]:
+        got = []
+        async for message in b.messages():
+            got.append(message.data)
+            if len(got) == 4 * RUN_MAX:
+                break
+        return got
+
+    assert asyncio.run(take()) == list(range(4 * RUN_MAX))
+    assert len(polls) == 4  # (16 with a poll on every 16th)
