@@ -24,6 +24,12 @@ _loads = pickle.loads
 _ONCE_MORE = (True, False)  # (a second spin after what was no message for the node)
 _HEAD_SIZE = header.SIZE
 _LEAD_TRACKED = header.FLAG_TRACKED << 16  # FLAG_TRACKED in a lead
+
+
+class _Damaged(Exception):
+    """A pickle whose checksum does not match: never unpickled (the sink's, then)."""
+
+
 Spin = Callable[[float], "tuple[int, bytearray] | bool"]
 
 
@@ -85,22 +91,20 @@ class Express(EngineState):
                     # The data decoded as `decode_plain` does; anything that does not decode
                     # is left to the sink, nothing admitted: it queues it, the receive raises
                     # and dead-letters it.
-                    decoded = True
-                    data: Any = None
+                    data: Any
                     try:
                         if kind == _KIND_TEXT:
                             data = str(meta[_HEAD_SIZE:], "utf-8")
                         elif kind == _KIND_PICKLE:
                             section = memoryview(meta)[_HEAD_SIZE:]
-                            if _checksum(section) == crc:  # (checked before unpickling)
-                                data = _loads(section)
-                            else:
-                                decoded = False
+                            if _checksum(section) != crc:  # (checked before unpickling)
+                                raise _Damaged
+                            data = _loads(section)
                         else:  # a small array: a view of this message's own buffer
                             data = _small_array(memoryview(meta), _HEAD_SIZE, size, True)
                     except Exception:  # (whatever unpickling the bytes raised)
-                        decoded = False
-                    if decoded:
+                        pass
+                    else:
                         message = plain_message(data, mid, seq, ts, src, dst, reply_to, self.names)
                         pair.expected = seq + 1
                         stats = self.stats[index]
