@@ -17,6 +17,7 @@ from geode_mpi.queues import Parcel
 _read_lead = header.LEAD.unpack_from
 _KIND_AT, _KIND_TEXT, _KIND_CONTROL = header.KIND_AT, header.KIND_TEXT, header.KIND_CONTROL
 _KIND_PICKLE = header.KIND_PICKLE
+_NAME_AT = header.NAME_LEN_AT  # (a u16)
 _PLAIN_KINDS = (_KIND_TEXT, _KIND_PICKLE, header.KIND_SMALL_ARRAY)  # (a tuple: cheapest `in`)
 _PLAIN_LEADS = header.PLAIN_LEADS
 _checksum = zlib.adler32  # (`encode`'s checksum)
@@ -69,7 +70,8 @@ class Express(EngineState):
             rank, meta = got
             size = len(meta)
             kind = meta[_KIND_AT] if size >= _HEAD_SIZE else -1  # (else not read here)
-            if kind in _PLAIN_KINDS:
+            # (a class name, a subclass's: `take_arrival`'s at once, the header read there)
+            if kind in _PLAIN_KINDS and not meta[_NAME_AT] and not meta[_NAME_AT + 1]:
                 lead, mid, seq, ts, src, dst, lengths, n_data, length, reply_to, crc = _read_lead(
                     meta, 0
                 )

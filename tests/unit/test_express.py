@@ -520,3 +520,22 @@ def test_a_damaged_pickle_is_never_unpickled(
     assert taken is not None and not isinstance(taken, Message)
     with pytest.raises(DecodeError, match="checksum"):
         b._runtime.decode(taken, 1)
+
+
+def test_a_subclass_goes_to_take_arrival_and_keeps_its_class(
+    first_taken: tuple[Geode, Engine, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b, engine, _ = first_taken
+    calls: list[int] = []
+    real = engine.take_arrival
+
+    def spied(rank: int, meta: Any, index: int) -> Message | None:
+        calls.append(index)
+        return real(rank, meta, index)
+
+    monkeypatch.setattr(engine, "take_arrival", spied)
+    stamp = codec.make_stamp(1, 1, 1.0, 0, 1)
+    meta = codec.encode(Tagged({"x": 1}), stamp, codec.FLAG_TRACKED)[0]
+    got = engine.take_express(1, spun(meta), 0.0)
+    assert type(got) is Tagged and got.data == {"x": 1} and calls == [1]
+    assert engine.pairs_in[(0, 1)].expected == 2
