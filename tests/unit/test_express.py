@@ -525,7 +525,7 @@ def test_a_damaged_pickle_is_never_unpickled(
 def test_a_subclass_goes_to_take_arrival_and_keeps_its_class(
     first_taken: tuple[Geode, Engine, list[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    b, engine, _ = first_taken
+    _, engine, _ = first_taken
     calls: list[int] = []
     real = engine.take_arrival
 
