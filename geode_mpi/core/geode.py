@@ -348,10 +348,10 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                 kind = message.__class__
                 if kind is Message:
                     sent = lane.express(message.data, message)
-                elif isinstance(message, Message):  # a subclass: `encode` names its class
-                    sent = None
-                else:
+                elif kind is str or not isinstance(message, Message):  # (a str: the commonest)
                     sent = lane.express(message, None)
+                else:  # a subclass: `encode` names its class
+                    sent = None
                 if sent is None:
                     sent = lane.send(message if isinstance(message, Message) else Message(message))
                 ticket, stamp = sent
