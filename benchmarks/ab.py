@@ -31,6 +31,11 @@ def pingpong(data: dict[str, Any]) -> dict[str, float]:
     time, so the best repeat is the steadier estimate on a busy machine), and geode's median
     over the raw pickle baseline of the same run."""
     found: dict[str, float] = {}
+    for kind, record in data.get("payloads", {}).items():  # (--payloads)
+        found[f"{kind} Message us"] = record["methods"]["geode Message(x)"]["median_us"]
+        found.update({f"{kind} {name}": ratio for name, ratio in record["ratios"].items()})
+    if "payloads" in data:
+        return found
     for row in data["arrays"]:
         methods = row["methods"]
         label = f"{row['size']} B"
@@ -193,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         order = (("A", a), ("B", b)) if k % 2 == 0 else (("B", b), ("A", a))
         for side, checkout in order:
             own = checkout / "benchmarks" / f"{options.bench}.py"
-            shared = options.bench in ("hotpath", "priority")  # (B's: A's may lack its figures)
+            # (B's: A's may lack its figures, or an option such as pingpong's --payloads)
+            shared = options.bench in ("hotpath", "priority") or "--payloads" in options.args
             script = b / "benchmarks" / f"{options.bench}.py" if shared else own
             data = run_once(checkout, ranks, options.args, options.timeout, options.nice, script)
             runs[side].append(figures(data))

@@ -29,6 +29,7 @@ import statistics
 import struct
 import sys
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,12 +69,22 @@ ROW_TITLES = {
     "message": "+ Message built",
     "poll": "+ nonblocking receive (Improbe poll)",
     "isend": "+ nonblocking send (isend + Test)",
-    "struct": "all, struct header + UTF-8 text",
+    "struct": "all, struct header + UTF-8 text (or pickle)",
     "geode": "geode_mpi: Geode.send / Geode.receive",
 }
 # The struct rows' header: src, dst, seq, id, timestamp, acked, type-name length, payload kind.
 HEAD = struct.Struct("<IIQqdQHB")
-KIND_TEXT, KIND_ARRAY = 0, 1
+KIND_TEXT, KIND_ARRAY, KIND_PICKLE = 0, 1, 2
+_CHECKSUM = struct.Struct("<I")  # a pickle's Adler-32, checked before it is unpickled
+# --data: the small message's data (the array rows always run)
+DATAS: dict[str, Any] = {
+    "str": DATA,
+    "int": 7,
+    "float": 2.5,
+    "dict": {"x": 1, "y": 2.0, "name": "abc"},
+    "tuple": (1, 2.0),
+    "list": [1.0, 2.0],
+}
 
 Send = Callable[[Any], None]
 Recv = Callable[[], Any]
@@ -95,6 +106,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=int, default=2000, help="round trips a timed loop (2000)")
     parser.add_argument("--repeats", type=int, default=7, help="timed loops a row (7)")
+    parser.add_argument(
+        "--data",
+        choices=list(DATAS),
+        default="str",
+        help="the small message's data (str: 'hello world'; the struct row pickles the others "
+        "after its header, with their Adler-32 checked before unpickling, as geode does)",
+    )
     launch.json_option(parser, "floor")
     args = parser.parse_args(argv)
     launch.at_least_one(parser, args, ["iters", "repeats"])
@@ -227,8 +245,13 @@ def struct_layer(pair: Pair, array: np.ndarray[Any, Any] | None = None) -> tuple
     def send(data: Any) -> None:
         seq = state["next"]
         state["next"] = seq + 1
-        kind = KIND_TEXT if type(data) is str else KIND_ARRAY
-        body = data.encode() if kind == KIND_TEXT else prefix + data.tobytes()
+        if type(data) is str:
+            kind, body = KIND_TEXT, data.encode()
+        elif array is not None:
+            kind, body = KIND_ARRAY, prefix + data.tobytes()
+        else:
+            pickled = pickle.dumps(data, 5)
+            kind, body = KIND_PICKLE, _CHECKSUM.pack(zlib.adler32(pickled)) + pickled
         head = pack(src, dst, seq, (src << 40) | seq, time.time(), state["expected"], 7, kind)
         buffer = b"".join((head, name, body))
         request = comm.Isend(buffer, peer)
@@ -266,6 +289,11 @@ def struct_layer(pair: Pair, array: np.ndarray[Any, Any] | None = None) -> tuple
         start = size + name_len
         if kind == KIND_TEXT:
             data: Any = str(memoryview(buffer)[start:], "utf-8")
+        elif kind == KIND_PICKLE:
+            pickled = memoryview(buffer)[start + 4 :]
+            if zlib.adler32(pickled) != _CHECKSUM.unpack_from(buffer, start)[0]:
+                raise RuntimeError(f"message {mid}: its pickle does not match its checksum")
+            data = pickle.loads(pickled)
         else:
             end = start + 1 + buffer[start]
             key = bytes(buffer[start:end])
@@ -411,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows["struct"] = lambda: struct_layer(pair)
     geode = Geode(comm=comm)
     rows["geode"] = lambda: geode_layer(pair, geode)
-    message = measure(pair, rows, DATA, args)
+    message = measure(pair, rows, DATAS[args.data], args)
     arrays = {}
     for size in ARRAY_SIZES:
         data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
@@ -426,7 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     title = (
         f"The floor of a small message, 2 ranks, {env['cores']} cores, one way = half a round "
-        f"trip, median of {args.repeats} interleaved repeats of {args.iters} round trips"
+        f"trip, median of {args.repeats} interleaved repeats of {args.iters} round trips; "
+        f"data: {DATAS[args.data]!r}"
     )
     print("\n".join(reporting.header(env, title, False)))
     print("\n".join(table(message, "raw dict", ROW_TITLES)))
@@ -437,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "geode": f"{size} B array, geode_mpi",
         }
         print("\n".join(table(times, "raw pickle", titles)[2:]))
-    settings = {"iters": args.iters, "repeats": args.repeats}
+    settings = {"iters": args.iters, "repeats": args.repeats, "data": args.data}
     numbers = {
         "message": summary(message, "raw dict"),
         "arrays": {str(size): summary(times, "raw pickle") for size, times in arrays.items()},

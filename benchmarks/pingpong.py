@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import launch
 import numpy as np
+import pingpong_payloads as payloads
 import reporting
 from baseline import arrays, message_fields
 from common import KiB, MiB, environment, size_label
@@ -88,8 +89,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     launch.scaled_options(
         parser, SCALED, "a smoke test: fewer sizes, iterations and repeats (a few seconds)"
     )
+    parser.add_argument(
+        "--payloads",
+        default="",
+        help="instead of the array sizes, time a small message of each of these kinds of "
+        f"data (comma-separated, of {','.join(payloads.PAYLOADS)}; 'all'): geode's send of "
+        "Message(x) and of x beside raw send/recv of x and of a dict of a Message's fields "
+        "holding x",
+    )
     launch.json_option(parser, "pingpong")
     args = launch.parse_scaled(parser, argv, SCALED)
+    try:
+        args.payloads = payloads.kinds_option(args.payloads)
+    except ValueError as exc:
+        parser.error(str(exc))
     launch.fill_sizes(parser, args, DEFAULT_SIZES, QUICK_SIZES)
     return args
 
@@ -510,6 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(header_lines(env, args)), flush=True)
     clock = time.perf_counter()
     budget = Budget.for_run(args.quick)
+    if args.payloads:
+        return payload_run(pair, args, budget, (began, clock, env))
     arrays = [bench_arrays(pair, size, budget, args.repeats) for size in args.sizes]
     message = bench_message(pair, budget, args.repeats)
     elapsed = time.perf_counter() - clock
@@ -526,6 +541,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {"sizes": args.sizes, "repeats": args.repeats, "quick": args.quick}
     settings["budget"] = dataclasses.asdict(budget)
     numbers = {"arrays": arrays, "small_message": message, "targets": targets}
+    reporting.finish(args.json, "pingpong", (began, elapsed, settings, env), numbers)
+    return 0
+
+
+def payload_run(
+    pair: Pair, args: argparse.Namespace, budget: Budget, head: tuple[str, float, dict[str, Any]]
+) -> int:
+    """``--payloads``: their table and targets, instead of the array sizes'."""
+    began, clock, env = head
+    records = payloads.bench(pair, args.payloads, budget, args.repeats, measure)
+    elapsed = time.perf_counter() - clock
+    pair.geode.close()
+    pair.comm.Free()
+    if pair.rank != 0:
+        return 0
+    found = payloads.targets(records)
+    print("\n".join(payloads.table(records) + payloads.target_lines(found)))
+    settings = {"payloads": args.payloads, "repeats": args.repeats, "quick": args.quick}
+    settings["budget"] = dataclasses.asdict(budget)
+    numbers = {"payloads": records, "targets": found}
     reporting.finish(args.json, "pingpong", (began, elapsed, settings, env), numbers)
     return 0
 

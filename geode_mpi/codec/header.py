@@ -77,6 +77,9 @@ LEAD = struct.Struct("<IqQdIIIIIqI4x")
 # dest, no class name or route and no frames (16 bytes), the data length, then `TEXT_TAIL`.
 TEXT_HEAD = struct.Struct("<4sqQd16sI16s")
 TEXT_TAIL = struct.pack("<qI4x", NO_REPLY, 0)  # no reply_to, no checksum (no pickle), the pad
+# PLAIN for a pickle or a small array sent by a lane's express path: TEXT_HEAD's fields up to
+# the data length, then reply_to and the checksum (of a pickle; 0 for an array), the pad.
+LANE_HEAD = struct.Struct("<4sqQd16sIqI4x")
 KIND_AT = 1  # the kind's byte: ``meta[KIND_AT]``
 FLAGS_AT = 2
 ROUTE_AT = 3

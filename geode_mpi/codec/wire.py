@@ -69,6 +69,14 @@ def _checksum_error(mid: int, src: int) -> DecodeError:
     )
 
 
+def length_error(mid: int, src: int, data_len: int, size: int) -> DecodeError:
+    """A plain message whose data length field does not span the rest of its meta."""
+    return DecodeError(
+        f"message {mid} from node index {src} says its data is {data_len} bytes long, but "
+        f"{size - HEAD_SIZE} follow its header: its header was damaged on the way"
+    )
+
+
 def pickled_checksum(meta: bytes | memoryview, kind: int, flags: int, body: int) -> int:
     """The header's checksum of a message whose data section starts at ``body`` (see
     `_sections_checksum`): its data section if it is a pickle, then its rest section."""
@@ -200,35 +208,20 @@ def encode(
         if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames
             # `_plain_section` and `_head` inline: each call was ~3-5% of encoding a message.
             # (A text is encoded above; one here has a lone surrogate: pickle keeps it.)
-            section = None
-            if type(data) in _ATOMIC:
-                section = _dumps(data, 5)  # (protocol 5; a keyword costs more here)
-                kind, crc = KIND_PICKLE, _checksum(section)
-            elif _plain_misses[0]:  # arrays were met lately: the general path at once
-                _plain_misses[0] -= 1
+            if _plain_misses[0] and type(data) not in _ATOMIC:
+                _plain_misses[0] -= 1  # arrays were met lately: the general path at once
                 if type(data) is dict:  # (unless a dict holding arrays: kind 6, now)
                     found = _split_dict(data, known[0], stamp, flags, reply_to)
                     if found is not None:
                         return found
                 section = None
             else:
-                # C pickle alone, unless it meets an array (see `_refuse_buffer`): cheaper
-                # than asking `pickling.is_plain` first, and C speed for objects of classes.
-                try:
-                    section = _dumps(data, 5, buffer_callback=_refuse_buffer)
-                except Exception:  # an array (or unpicklable): the general path below
-                    section = None
-                else:
-                    if _STACK_GLOBAL in section and section.find(b"_reconstruct") >= 0:
-                        section = None  # an array pickled in band: the general path below
-                if section is None:
-                    _plain_misses[0] = _PLAIN_SKIPS
-                kind, crc = KIND_PICKLE, 0 if section is None else _checksum(section)
+                section = plain_pickle(data)
             if section is not None and len(section) <= _U32_MAX:
                 mid, seq, ts, src, dst = stamp
                 head = _PLAIN.pack(
-                    VERSION, kind, flags & SENDER_FLAGS, mid, seq, ts, src, dst,
-                    len(known[0]), 0, len(section), reply_to, crc,
+                    VERSION, KIND_PICKLE, flags & SENDER_FLAGS, mid, seq, ts, src, dst,
+                    len(known[0]), 0, len(section), reply_to, _checksum(section),
                 )  # fmt: skip
                 return b"".join((head, known[0], section)), _NO_FRAMES
     frames: list[np.ndarray[Any, Any]] = []
@@ -372,6 +365,10 @@ _STACK_GLOBAL = pickle.STACK_GLOBAL[0]  # an int: `int in bytes` is a memchr, `b
 # arrays in dicts should not pickle each one twice (a wasted C pickle costs ~3 us then).
 _PLAIN_SKIPS = 64
 _plain_misses = [0]  # (a heuristic: a race between threads on it costs only speed)
+# What a lane's express send reads (delivery/direct.py) to send as `encode` does: the small
+# arrays' templates, and the messages still to send the general way after arrays were met.
+array_templates = _templates
+plain_misses = _plain_misses
 
 
 class _BufferRefused(Exception):
@@ -380,6 +377,26 @@ class _BufferRefused(Exception):
 
 def _refuse_buffer(_buffer: pickle.PickleBuffer) -> None:
     raise _BufferRefused
+
+
+def plain_pickle(data: Any) -> bytes | None:
+    """The data section of ``data`` when C pickle alone gives it: data of `pickling.ATOMIC`
+    types, or data that holds no numpy array (see `_refuse_buffer`: cheaper than asking
+    `pickling.is_plain` first, and C speed for objects of classes). None for data holding an
+    array, or that does not pickle: the general path's (`encode`, which says what is wrong).
+    Callers send data of other types the general way while arrays were met lately
+    (`_plain_misses`)."""
+    if type(data) in _ATOMIC:
+        return _dumps(data, 5)  # (protocol 5; a keyword costs more here)
+    try:
+        section = _dumps(data, 5, buffer_callback=_refuse_buffer)
+    except Exception:  # an array (or unpicklable): the general path
+        _plain_misses[0] = _PLAIN_SKIPS
+        return None
+    if _STACK_GLOBAL in section and section.find(b"_reconstruct") >= 0:
+        _plain_misses[0] = _PLAIN_SKIPS
+        return None  # an array pickled in band: the general path
+    return section
 
 
 _PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
@@ -415,6 +432,8 @@ def decode_plain(
     """
     lead, mid, seq, ts, src, dst, _, _, data_len, reply_to, crc = head
     kind = lead >> 8 & 0xFF
+    if HEAD_SIZE + data_len != len(meta):  # (a damaged length field would cut the data short)
+        raise length_error(mid, src, data_len, len(meta))
     data: Any
     try:
         if kind == KIND_TEXT:  # (the commonest small message first)

@@ -345,15 +345,14 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             except TypeError:  # unhashable: not a node name; the general path says so
                 lane = None
             if lane is not None and not runtime.sealed and not TRACER.on:
-                # A text goes the express way (`Lane.express`: no Message built for a str)
+                # Plain data goes the express way (`Lane.express`: no Message built for it)
                 kind = message.__class__
-                sent = None
                 if kind is Message:
-                    data = message.data
-                    if data.__class__ is str:
-                        sent = lane.express(data, message)
-                elif kind is str:
+                    sent = lane.express(message.data, message)
+                elif kind is str or not isinstance(message, Message):  # (a str: the commonest)
                     sent = lane.express(message, None)
+                else:  # a subclass: `encode` names its class
+                    sent = None
                 if sent is None:
                     sent = lane.send(message if isinstance(message, Message) else Message(message))
                 ticket, stamp = sent

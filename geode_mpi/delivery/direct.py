@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import struct
 import time
+import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.codec import header
+from geode_mpi.codec import arrays, header, pickling
+from geode_mpi.codec.wire import array_templates as _array_templates
+from geode_mpi.codec.wire import plain_misses as _plain_misses
+from geode_mpi.codec.wire import plain_pickle as _plain_pickle
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
 from geode_mpi.message import Message
 from geode_mpi.transport import SendTicket
@@ -26,9 +30,14 @@ if TYPE_CHECKING:
 ID_BITS = 40  # a message id is (its author node's index << ID_BITS) | that node's counter
 _tuple_new = tuple.__new__
 _Stamp, _encode = codec.Stamp, codec.encode
-# A text message's header as `header.PLAIN` packs it (`codec.encode`'s text case), its
-# per-lane parts packed once (`header.TEXT_HEAD`)
+# A plain message's header as `header.PLAIN` packs it (`codec.encode`'s fast cases), its
+# per-lane parts packed once: a text's (`header.TEXT_HEAD`), a pickle's or small array's
+# (`header.LANE_HEAD`)
 _pack, _TAIL = header.TEXT_HEAD.pack, header.TEXT_TAIL
+_pack_lane = header.LANE_HEAD.pack
+_NO_REPLY = header.NO_REPLY
+_ATOMIC = pickling.ATOMIC
+_checksum = zlib.adler32  # (`encode`'s checksum)
 _U32_MAX = 2**32 - 1
 _HEAD_SIZE = header.SIZE
 _time = time.time
@@ -40,6 +49,7 @@ class Lane:
     change between messages bound here once."""
 
     __slots__ = (
+        "array_lead",
         "batch_meta",
         "counter",
         "dst",
@@ -50,6 +60,7 @@ class Lane:
         "ident",
         "pair",
         "path",
+        "pickle_lead",
         "rank",
         "resends",
         "send_meta",
@@ -78,6 +89,8 @@ class Lane:
         parts = getattr(path.transport, "express_parts", None)
         self.express_parts = None if parts is None or self.resends else parts(rank)
         self.express_lead = struct.pack("<I", header.lead(header.KIND_TEXT, self.flags))
+        self.pickle_lead = struct.pack("<I", header.lead(header.KIND_PICKLE, self.flags))
+        self.array_lead = struct.pack("<I", header.lead(header.KIND_SMALL_ARRAY, self.flags))
         self.express_ids = struct.pack("<IIII", src, dst, 0, 0)
 
     def send(self, message: Message, batch: bool = False) -> tuple[SendTicket, codec.Stamp]:
@@ -114,14 +127,16 @@ class Lane:
                 pair.resends[seq] = [time.monotonic(), 1]
         return ticket, stamp
 
-    def express(self, data: str, message: Message | None) -> tuple[SendTicket, codec.Stamp] | None:
-        """`send` of the commonest message, all in one step: a text ``data`` (a str alone,
-        ``message`` None, or the data of ``message``, a `Message` whose class its caller
-        checked) to a rank of an MPI transport, no batch held for it, on a Geode that does
-        not resend. Its header packed here (the bytes `codec.encode` gives: a test checks
-        them), its `Isend` (`MPITransport.send_meta` inline), and the records `send` keeps.
-        None, with nothing done, for anything else (a Message holding more than its data,
-        a text UTF-8 cannot encode: `send` then)."""
+    def express(self, data: Any, message: Message | None) -> tuple[SendTicket, codec.Stamp] | None:
+        """`send` of a plain message, all in one step: ``data`` alone (``message`` None: a bare
+        object, not a Message) or the data of ``message``, a `Message` whose class its caller
+        checked, to a rank of an MPI transport, no batch held for it, on a Geode that does not
+        resend. A text, a pickle without arrays, or a small array sent before (its template):
+        its header packed here from the lane's parts (the bytes `codec.encode` gives: a test
+        checks them), its `Isend` (`MPITransport.send_meta` inline), and the records `send`
+        keeps. None, with nothing done, for anything else (a Message holding more than its
+        data, data holding an array or that does not pickle, a text UTF-8 cannot encode, a
+        small array's first send: `send` then, which also says what is wrong)."""
         parts = self.express_parts
         if parts is None:
             return None
@@ -133,11 +148,28 @@ class Lane:
         rank = self.rank
         if rank in batches:
             return None  # (a held batch goes first: `send_meta` sends it)
-        try:
-            text = data.encode()
-        except UnicodeEncodeError:  # a lone surrogate: pickle keeps it (`send`)
-            return None
-        length = len(text)
+        kind = data.__class__
+        array = None
+        if kind is str:
+            try:
+                body = data.encode()
+            except UnicodeEncodeError:  # a lone surrogate: pickle keeps it (`send`)
+                return None
+            length = len(body)
+        elif kind is arrays.ndarray:  # (as `encode` sends one alone: from its template)
+            template = _array_templates.get((Message, data.dtype, data.shape))
+            if template is None or not data.flags.c_contiguous:
+                return None
+            body, _, length = template  # (a Message's class name is empty)
+            array = data
+        else:
+            if _plain_misses[0] and kind not in _ATOMIC:
+                return None  # (arrays were met lately: `encode` counts this one)
+            found = _plain_pickle(data)
+            if found is None:
+                return None
+            body = found
+            length = len(body)
         if length > _U32_MAX - _HEAD_SIZE:  # (`send_meta`'s limit is the whole meta's)
             return None  # (`send` says what is wrong with it)
         pair = self.pair
@@ -147,7 +179,15 @@ class Lane:
         count = counter[src]
         mid = self.ident | count
         ts = _time()
-        meta = _pack(self.express_lead, mid, seq, ts, self.express_ids, length, _TAIL) + text
+        ids = self.express_ids
+        if kind is str:
+            meta = _pack(self.express_lead, mid, seq, ts, ids, length, _TAIL) + body
+        elif array is None:
+            crc = _checksum(body)
+            meta = _pack_lane(self.pickle_lead, mid, seq, ts, ids, length, _NO_REPLY, crc) + body
+        else:
+            head = _pack_lane(self.array_lead, mid, seq, ts, ids, length, _NO_REPLY, 0)
+            meta = b"".join((head, body, array))  # (C-contiguous: its buffer read as is)
         request = isend(meta, rank, tag)
         counter[src] = count + 1
         sent_to[rank] += 1

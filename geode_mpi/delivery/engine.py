@@ -292,6 +292,8 @@ class Engine(Credits, Acks, Streams, Polling, Express):
         try:  # (meta is a whole bytearray, or a memoryview of one: a small array may be a view)
             if lead in _TEXT_LEADS and not lengths and not n_data:  # the commonest first
                 end = _HEAD_SIZE + data_len
+                if end != len(meta):  # (a damaged length: `decode_plain` says so)
+                    return None
                 message = _plain_message(
                     str(meta[_HEAD_SIZE:end], "utf-8"), mid, seq, ts, source, dest, reply_to,
                     self.names,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+import zlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.codec import header
+from geode_mpi.codec.arrays import small_array as _small_array
 from geode_mpi.codec.plain import plain_message
 from geode_mpi.delivery.engine_state import EngineState
 from geode_mpi.message import Message
@@ -13,10 +16,21 @@ from geode_mpi.queues import Parcel
 
 _read_lead = header.LEAD.unpack_from
 _KIND_AT, _KIND_TEXT, _KIND_CONTROL = header.KIND_AT, header.KIND_TEXT, header.KIND_CONTROL
+_KIND_PICKLE = header.KIND_PICKLE
+_NAME_AT = header.NAME_LEN_AT  # (a u16)
+_PLAIN_KINDS = (_KIND_TEXT, _KIND_PICKLE, header.KIND_SMALL_ARRAY)  # (a tuple: cheapest `in`)
+_PLAIN_LEADS = header.PLAIN_LEADS
+_checksum = zlib.adler32  # (`encode`'s checksum)
+_loads = pickle.loads
 _ONCE_MORE = (True, False)  # (a second spin after what was no message for the node)
-_TEXT_LEADS = header.TEXT_LEADS
 _HEAD_SIZE = header.SIZE
 _LEAD_TRACKED = header.FLAG_TRACKED << 16  # FLAG_TRACKED in a lead
+
+
+class _Damaged(Exception):
+    """A pickle whose checksum does not match: never unpickled (the sink's, then)."""
+
+
 Spin = Callable[[float], "tuple[int, bytearray] | bool"]
 
 
@@ -36,10 +50,11 @@ class Express(EngineState):
     def take_express(self, index: int, spin: Spin, seconds: float) -> Message | Parcel | None:
         """Spin ``seconds`` on the transport (``spin``: `MPITransport.spin_meta`) for node
         ``index`` (one of `plain`, its queue empty: `Geode.receive`'s fast case), and take
-        what comes: a text that is its pair's next message, from a node, for ``index``, is
-        read here (its header once), let through and taken (counted, its ack due) and
-        returned; any other message alone is `take_arrival`'s, or the sink's and the queue's,
-        as is anything the transport delivered itself. None if nothing came."""
+        what comes: a plain Message (a text, a pickle without arrays, a small array in its
+        meta) that is its pair's next message, from a node, for ``index``, is read here (its
+        header once, its checksum before unpickling), let through and taken (counted, its ack
+        due) and returned; any other message alone is `take_arrival`'s, or the sink's and the
+        queue's, as is anything the transport delivered itself. None if nothing came."""
         got = spin(seconds)
         for again in _ONCE_MORE:
             if got.__class__ is not tuple:
@@ -53,18 +68,21 @@ class Express(EngineState):
                 got = spin(seconds)
                 continue
             rank, meta = got
-            kind = meta[_KIND_AT] if len(meta) >= _HEAD_SIZE else -1  # (else not read here)
-            if kind == _KIND_TEXT:
-                lead, mid, seq, ts, src, dst, lengths, n_data, length, reply_to, _ = _read_lead(
+            size = len(meta)
+            kind = meta[_KIND_AT] if size >= _HEAD_SIZE else -1  # (else not read here)
+            # (a class name, a subclass's: `take_arrival`'s at once, the header read there)
+            if kind in _PLAIN_KINDS and not meta[_NAME_AT] and not meta[_NAME_AT + 1]:
+                lead, mid, seq, ts, src, dst, lengths, n_data, length, reply_to, crc = _read_lead(
                     meta, 0
                 )
                 pair = self._in.get((src, dst))
                 inbox = self.inboxes[index]
                 if (
-                    lead in _TEXT_LEADS
+                    lead in _PLAIN_LEADS
                     and not inbox.waiting
                     and not lengths
                     and not n_data
+                    and size == _HEAD_SIZE + length  # (a damaged length: the sink's)
                     and dst == index
                     and pair is not None  # (a pair's first arrival is checked by the sink)
                     and seq == pair.expected
@@ -72,16 +90,28 @@ class Express(EngineState):
                     and not inbox.drop_oldest
                     and not inbox.private
                 ):
+                    # The data decoded as `decode_plain` does; anything that does not decode
+                    # is left to the sink, nothing admitted: it queues it, the receive raises
+                    # and dead-letters it.
+                    data: Any
                     try:
-                        text = str(meta[_HEAD_SIZE : _HEAD_SIZE + length], "utf-8")
-                    except UnicodeDecodeError:
-                        text = None  # (nothing admitted: the sink queues it; dead-lettered)
-                    if text is not None:
-                        message = plain_message(text, mid, seq, ts, src, dst, reply_to, self.names)
+                        if kind == _KIND_TEXT:
+                            data = str(meta[_HEAD_SIZE:], "utf-8")
+                        elif kind == _KIND_PICKLE:
+                            section = memoryview(meta)[_HEAD_SIZE:]
+                            if _checksum(section) != crc:  # (checked before unpickling)
+                                raise _Damaged
+                            data = _loads(section)
+                        else:  # a small array: a view of this message's own buffer
+                            data = _small_array(memoryview(meta), _HEAD_SIZE, size, True)
+                    except Exception:  # (whatever unpickling the bytes raised)
+                        pass
+                    else:
+                        message = plain_message(data, mid, seq, ts, src, dst, reply_to, self.names)
                         pair.expected = seq + 1
                         stats = self.stats[index]
                         stats.received += 1
-                        stats.received_bytes += len(meta)
+                        stats.received_bytes += size
                         if not inbox.peak:
                             inbox.peak = 1  # (what the queue's peak would have been)
                         if pair.done_now(seq, lead & _LEAD_TRACKED):
@@ -89,10 +119,12 @@ class Express(EngineState):
                         else:
                             flags = lead >> 16 & 0xFF
                             parcel = Parcel(
-                                src, seq, flags, reply_to, memoryview(meta), (), len(meta), 0
+                                src, seq, flags, reply_to, memoryview(meta), (), size, 0
                             )
                             self._done(index, parcel)
                         return message
+                    self.sink(rank, memoryview(meta), (), size)
+                    return self.take_plain(index)
             elif kind == _KIND_CONTROL and again:
                 # An ack record alone (deferred acks go every ACK_DELAY): taken in, then one
                 # more spin for the reply, which usually follows it at once.

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from test_take_arrival import captured, replay
 
-from geode_mpi import DecodeError, Geode, Message, codec
+from geode_mpi import DecodeError, EncodeError, Geode, Message, codec
+from geode_mpi.codec import wire
 from geode_mpi.core import geode as facade
-from geode_mpi.delivery import Engine
+from geode_mpi.delivery import Engine, express
 from geode_mpi.delivery.direct import Lane
 from geode_mpi.transport import InProcHub, SendTicket
 
@@ -170,12 +171,18 @@ def test_an_unfinished_isend_is_tracked_and_waited_for(lent: list[Lent]) -> None
 @pytest.mark.parametrize(
     "message",
     [
-        7,
-        Message(7),
         Tagged("x"),
+        Tagged(7),
         Message("x", headers={"k": 1}),
+        Message(7, headers={"k": 1}),
         "\ud800",  # a lone surrogate: pickle keeps it
-        np.arange(3.0),
+        Message("\ud800"),
+        np.arange(3.0),  # a small array's first send: `encode` makes its template
+        np.arange(300.0),  # not small: a frame
+        np.arange(6.0)[::2],  # strided
+        {"a": np.arange(3.0)},  # arrays inside a container go as frames
+        Message([1, np.arange(3.0)]),
+        [np.arange(6.0)[::2]],  # a strided one, pickled in band by numpy
     ],
 )
 def test_anything_else_falls_back_with_nothing_done(lent: list[Lent], message: Any) -> None:
@@ -184,23 +191,20 @@ def test_anything_else_falls_back_with_nothing_done(lent: list[Lent], message: A
     a.send("first", dest="node1")
     lane = a._runtime.path.dests["node1"]
     before = (lane.pair.next_seq, dict(lane.counter), a.stats())
-    # The texts `Geode.send` offers the lane's express (it checks the class: never the rest)
-    if type(message) is str:
-        assert lane.express(message, None) is None
-    elif type(message) is Message and type(message.data) is str:
+    # What `Geode.send` offers the lane's express (it checks the class: never a subclass)
+    if type(message) is Message:
         assert lane.express(message.data, message) is None
+    elif not isinstance(message, Message):
+        assert lane.express(message, None) is None
     assert (lane.pair.next_seq, dict(lane.counter), a.stats()) == before
     a.send(message, dest="node1")  # the general path
     assert b.receive(timeout=10).data == "first"
     got = b.receive(timeout=10)
     expected = message.data if isinstance(message, Message) else message
-    if isinstance(expected, np.ndarray):
-        assert got.data.tolist() == expected.tolist()
-    else:
-        assert got.data == expected and type(got) is type(
-            message if isinstance(message, Message) else Message()
-        )
+    assert repr(got.data) == repr(expected)
+    assert type(got) is type(message if isinstance(message, Message) else Message())
     assert express_sent(lent) == 0
+    wire.plain_misses[0] = 0  # (an array met: the next sends would skip the fast pickle)
     for geode in (a, b):
         geode.close(timeout=10)
 
@@ -377,3 +381,161 @@ def test_no_second_spin_while_a_forward_waits(
     assert engine.take_express(1, script, 0.0) is None
     engine.forwards.clear()
     assert b.stats("node1").processed == 1  # the reply was not spun for
+
+
+# -- every plain payload -------------------------------------------------------------------
+
+PAYLOADS: list[Any] = [
+    7,
+    2.5,
+    True,
+    None,
+    b"raw",
+    -(2**70),
+    {"x": 1, "y": 2.0, "name": "abc"},
+    (1, 2.0),
+    [1.0, 2.0],
+    {"nested": [(1, "a"), {"b": None}], "set": {3}},
+    np.zeros(1),
+    np.arange(128.0),  # 1 KiB
+    np.ones((2, 3), np.int32),
+    np.float64(1.5),  # a numpy scalar: a pickle (no buffer)
+]
+
+
+def same(got: Any, expected: Any) -> bool:
+    if isinstance(expected, np.ndarray):
+        return bool(got.dtype == expected.dtype and np.array_equal(got, expected))
+    return type(got) is type(expected) and got == expected
+
+
+@pytest.mark.parametrize("acks", [True, False])
+@pytest.mark.parametrize("data", PAYLOADS, ids=repr)
+def test_every_plain_payload_goes_express_with_encode_s_bytes(
+    lent: list[Lent], acks: bool, data: Any
+) -> None:
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank), acks=acks) for rank in range(2))
+    a.send("first", dest="node1")  # (the lane is made by the first send)
+    a.send(data, dest="node1")  # (a small array's first send makes its template)
+    (parts,) = lent
+    before = len(parts.sent)
+    handles = [a.send(data, dest="node1"), a.send(Message(data), dest="node1")]
+    assert len(parts.sent) == before + 2
+    assert b.receive(timeout=10).data == "first"
+    assert same(b.receive(timeout=10).data, data)  # (the first send's)
+    got = [b.receive(timeout=10) for _ in handles]
+    flags = codec.FLAG_TRACKED if acks else 0
+    for handle, message, (meta, rank, tag) in zip(handles, got, parts.sent[-2:], strict=True):
+        assert same(message.data, data) and type(message) is Message
+        assert (message.id, message.seq) == (handle.id, handle.seq)
+        stamp = codec.make_stamp(handle.id, handle.seq, message.timestamp, 0, 1)
+        assert meta == codec.encode(Message(data), stamp, flags)[0]
+        assert (rank, tag) == (1, TAG)
+    sent, received = a.stats(), b.stats()
+    assert sent.sent == received.received == 4 and sent.sent_bytes == received.received_bytes
+    b.flush()  # the acks empty the outbox
+    assert not a._runtime.engine.pair_out(0, 1).outbox
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+@pytest.mark.parametrize("data", [lambda: 1, {"f": lambda: 1}, Message(threading.Lock())])
+def test_what_does_not_pickle_raises_encode_error_with_nothing_sent(
+    lent: list[Lent], data: Any
+) -> None:
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank)) for rank in range(2))
+    a.send("first", dest="node1")
+    lane = a._runtime.path.dests["node1"]
+    before = (lane.pair.next_seq, dict(lane.counter), a.stats())
+    with pytest.raises(EncodeError):
+        a.send(data, dest="node1")
+    wire.plain_misses[0] = 0  # (the refused pickle made the next sends skip the fast one)
+    assert (lane.pair.next_seq, dict(lane.counter), a.stats()) == before
+    a.send({"after": 1}, dest="node1")
+    assert express_sent(lent) == 1
+    assert [b.receive(timeout=10).data for _ in range(2)] == ["first", {"after": 1}]
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+def arrival(data: Any, seq: int = 1) -> bytes:
+    """node0's message of ``data`` to node1, seq ``seq``, as a lane sends it (tracked)."""
+    stamp = codec.make_stamp(seq, seq, 1.0, 0, 1)
+    return codec.encode(Message(data), stamp, codec.FLAG_TRACKED)[0]
+
+
+@pytest.mark.parametrize("data", PAYLOADS, ids=repr)
+def test_the_express_take_decodes_every_plain_payload_inline(
+    first_taken: tuple[Geode, Engine, list[bytes]], monkeypatch: pytest.MonkeyPatch, data: Any
+) -> None:
+    b, engine, _ = first_taken
+
+    def not_here(*args: Any) -> None:
+        raise AssertionError("a plain message went to take_arrival")
+
+    monkeypatch.setattr(engine, "take_arrival", not_here)
+    before = b.stats("node1")
+    meta = arrival(data)
+    got = engine.take_express(1, spun(meta), 0.0)
+    assert isinstance(got, Message) and same(got.data, data)
+    assert (got.seq, got.source, got.dest) == (1, "node0", "node1")
+    assert engine.pairs_in[(0, 1)].expected == 2
+    after = b.stats("node1")
+    assert after.received == before.received + 1 and after.processed == before.processed + 1
+    assert after.received_bytes == before.received_bytes + len(meta)
+    if isinstance(data, np.ndarray):  # taken for good: writable
+        got.data[...] = 0
+
+
+@pytest.mark.parametrize("data", ["text", {"x": 1}, np.zeros(1)], ids=repr)
+def test_a_damaged_length_field_is_refused_everywhere(
+    first_taken: tuple[Geode, Engine, list[bytes]], data: Any
+) -> None:
+    # A length field one short decoded silently to a shorter text: now a DecodeError on the
+    # express take, the direct take and the general decode alike.
+    b, engine, _ = first_taken
+    damaged = bytearray(arrival(data))
+    at = codec.header.DATA_LEN_AT
+    damaged[at : at + 4] = (len(damaged) - codec.header.SIZE - 1).to_bytes(4, "little")
+    names = ["node0", "node1", "node2", "node3"]
+    with pytest.raises(DecodeError, match="says its data is"):
+        codec.decode(memoryview(bytes(damaged)), (), names)
+    assert engine.take_arrival(0, memoryview(bytearray(damaged)), 1) is None
+    taken = engine.take_express(1, spun(bytes(damaged)), 0.0)
+    assert taken is not None and not isinstance(taken, Message)  # queued, then taken as is
+    with pytest.raises(DecodeError, match="says its data is"):
+        b._runtime.decode(taken, 1)
+
+
+def test_a_damaged_pickle_is_never_unpickled(
+    first_taken: tuple[Geode, Engine, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b, engine, _ = first_taken
+    damaged = bytearray(arrival({"x": 1}))
+    damaged[-3] ^= 0x01
+    monkeypatch.setattr(express, "_loads", lambda _: pytest.fail("unpickled"))
+    taken = engine.take_express(1, spun(bytes(damaged)), 0.0)
+    assert taken is not None and not isinstance(taken, Message)
+    with pytest.raises(DecodeError, match="checksum"):
+        b._runtime.decode(taken, 1)
+
+
+def test_a_subclass_goes_to_take_arrival_and_keeps_its_class(
+    first_taken: tuple[Geode, Engine, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, engine, _ = first_taken
+    calls: list[int] = []
+    real = engine.take_arrival
+
+    def spied(rank: int, meta: Any, index: int) -> Message | None:
+        calls.append(index)
+        return real(rank, meta, index)
+
+    monkeypatch.setattr(engine, "take_arrival", spied)
+    stamp = codec.make_stamp(1, 1, 1.0, 0, 1)
+    meta = codec.encode(Tagged({"x": 1}), stamp, codec.FLAG_TRACKED)[0]
+    got = engine.take_express(1, spun(meta), 0.0)
+    assert type(got) is Tagged and got.data == {"x": 1} and calls == [1]
+    assert engine.pairs_in[(0, 1)].expected == 2
