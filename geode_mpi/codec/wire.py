@@ -164,9 +164,13 @@ def encode(
     """
     data = message.data
     cls = type(message)
+    state = message.__dict__
+    # Only data in its __dict__ (not a subclass's one other attribute, its data the class's
+    # default: one that forgot super().__init__() keeps that attribute)
+    alone = len(state) == 1 and "data" in state
     if type(data) is str and route is None:  # the commonest small message: a text, UTF-8
         known = _wire_names.get(cls)
-        if known is not None and not known[1] and len(message.__dict__) == 1:
+        if known is not None and not known[1] and alone:
             try:
                 text = data.encode()
             except UnicodeEncodeError:  # a lone surrogate: pickle keeps it (below)
@@ -179,7 +183,7 @@ def encode(
                         len(known[0]), 0, len(text), reply_to, 0,
                     )  # fmt: skip
                     return b"".join((head, known[0], text)), _NO_FRAMES
-    if type(data) is arrays.ndarray and len(message.__dict__) == 1 and route is None:
+    if type(data) is arrays.ndarray and alone and route is None:
         # A small plain array alone in its message: from a template made the first time this
         # class, dtype and shape were sent (the commonest small message there is).
         template = _templates.get((cls, data.dtype, data.shape))
@@ -194,7 +198,6 @@ def encode(
             and not known[1]
             and data.nbytes > SMALL_ARRAY_MAX
             and not data.dtype.hasobject
-            and "data" in message.__dict__
         ):
             # A large plain array alone in its message: the general path's result, sooner.
             try:
@@ -203,7 +206,7 @@ def encode(
                 raise EncodeError("message data", type(data), exc) from exc
             head = _head(KIND_ARRAY, flags, stamp, len(known[0]), 1, len(descriptor), reply_to, 0)
             return b"".join((head, known[0], descriptor)), [frame]
-    elif len(message.__dict__) == 1 and route is None:
+    elif alone and route is None:
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames
             # `_plain_section` and `_head` inline: each call was ~3-5% of encoding a message.
@@ -230,8 +233,7 @@ def encode(
         known = _wire_names[cls] = (class_name(cls).encode(), bool(_slot_names(cls)))
     name, slotted = known
     routing = b"" if route is None else route.section()
-    state = message.__dict__
-    if len(state) == 1 and not slotted and "data" in state:  # the common case
+    if alone and not slotted:  # the common case
         headers = extras = None
         has_rest = False
     else:

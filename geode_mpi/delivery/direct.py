@@ -41,6 +41,7 @@ _checksum = zlib.adler32  # (`encode`'s checksum)
 _U32_MAX = 2**32 - 1
 _HEAD_SIZE = header.SIZE
 _time = time.time
+_ID_SEQ = struct.Struct("<qQ")  # a header's id and seq, at `header.ID_AT`
 
 
 class Lane:
@@ -107,6 +108,16 @@ class Lane:
         count = counter[src]
         stamp = _tuple_new(_Stamp, (self.ident | count, seq, time.time(), src, self.dst))
         meta, frames = _encode(message, stamp, self.flags)
+        if pair.next_seq != seq or counter[src] != count:
+            # Its pickling sent a message of this node itself (a __reduce__ that calls geode):
+            # that one took this id or seq, so this one takes the next (its header restamped;
+            # neither is in a checksum), instead of arriving as that one's duplicate.
+            seq = pair.next_seq
+            count = counter[src]
+            stamp = _tuple_new(_Stamp, (self.ident | count, seq, stamp[2], src, self.dst))
+            restamped = bytearray(meta)
+            _ID_SEQ.pack_into(restamped, header.ID_AT, self.ident | count, seq)
+            meta = bytes(restamped)
         counter[src] = count + 1
         rank = self.rank
         if frames:
@@ -142,8 +153,10 @@ class Lane:
             return None
         # (asking for the __dict__ builds it, ~65 ns: CPython 3.11 keeps attributes inline;
         # no cheaper way tells that it holds nothing else, gc.get_referents costs more)
-        if message is not None and len(message.__dict__) != 1:
-            return None
+        if message is not None:
+            state = message.__dict__
+            if len(state) != 1 or "data" not in state:
+                return None
         isend, tag, sent, batches, sent_to, track = parts
         rank = self.rank
         if rank in batches:
