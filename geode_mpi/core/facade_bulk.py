@@ -106,13 +106,19 @@ class Bulk(Facade):
                     at += joined
                     before = runtime.sends
                     runtime.sends = before + joined
-                    runtime.joined_many(before, before + joined)
+                    try:
+                        runtime.joined_many(before, before + joined)
+                    except GeodeError as error:  # (a poll's: what arrived, after the sends)
+                        raise _partly_sent(error, batch, at, False) from None
                     continue
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            before = runtime.sends
             try:
                 handles.append(runtime.send_plain(batch[at], dest, left, True))
             except GeodeError as error:
-                raise _partly_sent(error, batch, at) from None
+                if runtime.sends == before:  # (the item did not go)
+                    raise _partly_sent(error, batch, at, True) from None
+                raise _partly_sent(error, batch, at + 1, False) from None  # (its poll's)
             at += 1
         return BatchHandle(handles, count)
 
@@ -243,11 +249,18 @@ class Bulk(Facade):
         self._bulk_errors.setdefault(index, error)
 
 
-def _partly_sent(error: GeodeError, batch: Sequence[Any], at: int) -> GeodeError:
-    """``error``, raised by item ``at`` of an `isend_many` batch, saying so (and ``sent``)."""
-    done = f"items 0..{at - 1} were sent" if at else "no item was sent"
-    error.sent = at
+def _partly_sent(error: GeodeError, batch: Sequence[Any], sent: int, failed: bool) -> GeodeError:
+    """``error``, met by an `isend_many` batch once its first ``sent`` items were sent (by
+    the next item, if ``failed``; else by a poll after them), saying so (and ``sent``)."""
+    error.sent = sent
     said = str(error).removesuffix("; nothing was sent")  # (of the item: the rest says it)
-    text = f"isend_many: item {at} of {len(batch)} ({type(batch[at]).__name__}): {said}"
-    error.args = (f"{text} ({done}; item {at} and the {len(batch) - at - 1} after it were not)",)
+    count = len(batch)
+    done = f"items 0..{sent - 1} were sent" if sent else "no item was sent"
+    if failed:
+        text = f"isend_many: item {sent} of {count} ({type(batch[sent]).__name__}): {said}"
+        rest = f"item {sent} and the {count - sent - 1} after it were not"
+    else:
+        text = f"isend_many: after item {sent - 1} of {count} was sent: {said}"
+        rest = f"the {count - sent} after it were not"
+    error.args = (f"{text} ({done}; {rest})",)
     return error

@@ -13,7 +13,7 @@ from test_runs import NAMES, engine, world
 from geode_mpi import BatchHandle, Geode, Message, QueueConfig
 from geode_mpi.codec import decode
 from geode_mpi.delivery.runs import RUN_MAX
-from geode_mpi.errors import ClosedError, EncodeError, QueueFull, UnknownNodeError
+from geode_mpi.errors import ClosedError, DecodeError, EncodeError, QueueFull, UnknownNodeError
 from geode_mpi.persistence.snapshot import capture, unpack_messages
 
 
@@ -212,3 +212,44 @@ def test_dicts_are_copied_and_tuples_checked_as_they_join() -> None:
     got = [m.data for m in drain(b, 200)]
     assert got[:100] == [{"i": i, "v": 0.5} for i in range(100)]
     assert got[100:] == tuples
+
+
+def test_an_error_of_a_poll_between_slices_says_how_many_were_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b, _ = world()
+    a.send("start", dest="node1")
+    runtime = a._runtime  # (a damaged arrival met by the poll a batch makes as it passes 128)
+
+    def poll(before: int, after: int) -> None:
+        raise DecodeError("a damaged arrival")
+
+    monkeypatch.setattr(runtime, "joined_many", poll)
+    with pytest.raises(DecodeError, match=r"after item 63 of 300 was sent.*items 0\.\.63") as err:
+        a.isend_many(range(300), dest="node1")
+    assert err.value.sent == 64
+    monkeypatch.undo()
+    a.flush()
+    assert [m.data for m in drain(b, 65)][1:] == list(range(64))
+    assert b.try_receive() is None
+
+
+def test_an_error_of_the_poll_after_an_item_counts_that_item_as_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b, _ = world()
+    a.send("start", dest="node1")
+
+    def poll() -> bool:
+        raise DecodeError("a damaged arrival")
+
+    monkeypatch.setattr(a._runtime.engine, "poll", poll)  # (every 32nd send polls)
+    items = [np.full(2, i) for i in range(100)]  # (each sent alone, by send_plain)
+    with pytest.raises(DecodeError, match="after item 30 of 100 was sent") as err:
+        a.isend_many(items, dest="node1")
+    assert err.value.sent == 31
+    monkeypatch.undo()
+    a.flush()
+    got = [m.data for m in drain(b, 32)][1:]
+    assert [int(x[0]) for x in got] == list(range(31))
+    assert b.try_receive() is None
