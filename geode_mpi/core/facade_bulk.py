@@ -68,8 +68,9 @@ class Bulk(Facade):
             QueueFull: dest's queue is full and its policy is ``raise``.
             SendTimeout: dest's queue stayed full for ``timeout`` seconds.
             ClosedError: this Geode is closed.
-            (Each of the last four says in its text which item failed; its ``sent``
-            attribute is how many items before it were sent: ``items[error.sent:]`` were not.)
+            DecodeError: a poll between sends met a damaged arrival.
+            (Each of the last five says in its text where the batch stopped; its ``sent``
+            attribute is how many items were sent: ``items[error.sent:]`` were not.)
         """
         timeout = check_timeout(timeout)
         runtime = self._runtime
