@@ -13,6 +13,7 @@ messages keep their place among everything else sent to that rank. See docs/deli
 from __future__ import annotations
 
 import itertools
+import operator
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,6 +47,8 @@ _TEXTS = frozenset((str, bytes))
 _TUPLE = frozenset((tuple,))
 _DICT = frozenset((dict,))
 _chain = itertools.chain.from_iterable
+_state_of = operator.attrgetter("__dict__")
+_data_of = operator.itemgetter("data")
 _NOT_IN_A_BATCH = SendTicket(-1, 0, held=True)  # (a run's ticket until its batch gives one)
 
 
@@ -200,6 +203,8 @@ class OpenRun:
             return 0
         chunk = items[start : start + room]
         joined = _bulk(chunk) if self.wraps else None
+        if joined is None and not self.states and type(chunk[0]) is self.cls:
+            joined = _bulk_messages(chunk, self.cls)
         if joined is None:
             count = 0
             join = self.join
@@ -269,6 +274,20 @@ def _bulk(chunk: Sequence[Any]) -> Sequence[Any] | None:
         values = set(map(type, _chain(map(dict.values, chunk))))
         return [*map(dict.copy, chunk)] if keys <= ATOMIC and values <= ATOMIC else None
     return None
+
+
+def _bulk_messages(chunk: Sequence[Any], cls: type[Message]) -> Sequence[Any] | None:
+    """`_bulk` of the data of ``chunk``'s messages, all of class ``cls`` with only ``data``
+    set (what `join` takes of such a message); None: join them one by one."""
+    if set(map(type, chunk)) != {cls}:
+        return None
+    try:
+        states = [*map(_state_of, chunk)]
+        if set(map(len, states)) != {1}:
+            return None
+        return _bulk([*map(_data_of, states)])
+    except (AttributeError, KeyError):  # (no __dict__, or its one key is not data)
+        return None
 
 
 def release(pair: PairOut, first: int, end: int) -> int:

@@ -253,3 +253,24 @@ def test_an_error_of_the_poll_after_an_item_counts_that_item_as_sent(
     got = [m.data for m in drain(b, 32)][1:]
     assert [int(x[0]) for x in got] == list(range(31))
     assert b.try_receive() is None
+
+
+def test_messages_holding_only_data_join_by_the_slice_and_others_one_by_one() -> None:
+    a, b, held = world()
+    plain = [Message(f"m{i}") for i in range(128)]
+    ticks: list[Any] = [Tick(i) for i in range(64)]
+    mixed: list[Any] = [Message(i) for i in range(10)]
+    mixed[5] = Message(5, headers={"h": 1})  # (headers: not a run's, sent on its own)
+    mixed[6].step = 6  # (an attribute of its own: not this run's)
+    for batch in (plain, ticks, mixed):
+        a.isend_many(batch, dest="node1")
+    a.flush()
+    assert len(held.sealed) <= 8
+    got = drain(b, 202)
+    assert [m.data for m in got[:128]] == [f"m{i}" for i in range(128)]
+    assert len({m.timestamp for m in got[:128]}) <= 8  # (slices joined whole: one stamp each)
+    assert [type(m) for m in got[128:192]] == [Tick] * 64
+    assert [m.data for m in got[128:192]] == list(range(64))
+    assert [m.data for m in got[192:]] == list(range(10))
+    assert got[197].headers == {"h": 1} and got[198].step == 6
+    assert [m.seq for m in got] == list(range(202))
