@@ -56,10 +56,15 @@ PAYLOADS: dict[str, Callable[[int], Any]] = {
     "array": lambda i: np.full(4, i, np.float64),
     "subclass": lambda i: Tick(DATA, i),
 }
-PAYLOAD_METHODS = ("geode", "geode bulk", "geode loop", "raw object", "raw fields")
+# isend_many (a tree that has it): batches of MANY_BATCH, or the loop's n in one call; the
+# consumer takes with receive(), or receive_many() ("bulk")
+MANY_BATCH = 64
+MANY = ("geode many 64", "geode many 64 bulk", "geode many all", "geode many all bulk")
+MANY = MANY if hasattr(Geode, "isend_many") else ()  # (ab.py runs this file on older trees)
+PAYLOAD_METHODS = ("geode", "geode bulk", "geode loop", *MANY, "raw object", "raw fields")
 # bulk: the consumer takes with receive_many; loop: the producer keeps no handles
 # (``for x in xs: geode.isend(x, dest=...)``, then ``flush()``), the consumer calls receive()
-GEODES = ("geode", "geode bulk", "geode loop")
+GEODES = ("geode", "geode bulk", "geode loop", *MANY)
 BARE_KINDS = ("str", "int", "dict", "tuple")  # target (4): the worst of them against raw isend
 RAWS = ("raw object", "raw fields")
 
@@ -175,6 +180,8 @@ def payload_loop(run: Run, kind: str, method: str, n: int) -> float:
         for step in range(n):
             geode.isend(make(step), dest="node1")
         geode.flush()
+    elif run.rank == 0 and method in MANY:
+        many_loop(run, geode, make, n, n if " all" in method else MANY_BATCH)
     elif run.rank == 0 and method in GEODES:
         handles: deque[SendHandle] = deque()
         for step in range(n):
@@ -196,10 +203,10 @@ def payload_loop(run: Run, kind: str, method: str, n: int) -> float:
                 MPI.Request.Waitall(requests)
                 requests.clear()
         MPI.Request.Waitall(requests)
-    elif method == "geode" or method == "geode loop":
+    elif method in ("geode", "geode loop", "geode many 64", "geode many all"):
         for _ in range(n):
             geode.receive()
-    elif method == "geode bulk":
+    elif method in GEODES:  # (the bulk ones)
         got = 0
         while got < n:
             got += len(geode.receive_many())
@@ -394,6 +401,24 @@ def least_work_received(n: int) -> float:
     return (time.thread_time() - start) / count * 1e6
 
 
+def many_loop(run: Run, geode: Geode, make: Callable[[int], Any], n: int, batch: int) -> None:
+    """The producer of an isend_many method: n items in calls of ``batch``, each building its
+    items as the other loops do (one ``make`` a message), at most the window's messages
+    (rounded up to whole batches) in flight."""
+    handles: deque[Any] = deque()
+    most = max(1, -(-run.window // batch))
+    for first in range(0, n, batch):
+        handles.append(
+            geode.isend_many([make(s) for s in range(first, min(n, first + batch))], dest="node1")
+        )
+        while handles and handles[0].done():
+            handles.popleft()
+        if len(handles) >= most:
+            handles.popleft().wait()
+    for handle in handles:
+        handle.wait()
+
+
 def measure_payloads(run: Run, kinds: list[str], n: int, repeats: int) -> dict[str, Any]:
     """``--payloads``: each kind's rate by each method, every repeat (the methods rotating),
     and geode's paired ratio to each raw method."""
@@ -452,6 +477,22 @@ def payload_lines(payloads: dict[str, Any]) -> list[str]:
             f"{ratios['geode_bulk_over_raw_fields']:>15.2f}"
             f"{ratios['geode_loop_over_raw_object']:>15.2f}"
         )
+    if MANY:
+        lines += [
+            "",
+            f"isend_many (batches of {MANY_BATCH}, or the loop's messages in one call), over raw",
+            "isend of the same object; the consumer taking with receive() / receive_many():",
+            f"{'payload':<10}{'64 / object':>14}{'64 bulk':>10}"
+            f"{'all / object':>14}{'all bulk':>10}",
+        ]
+        for kind in payloads["rates_per_s"]:
+            ratios = payloads["median_ratios"][kind]
+            lines.append(
+                f"{kind:<10}{ratios['geode_many_64_over_raw_object']:>14.2f}"
+                f"{ratios['geode_many_64_bulk_over_raw_object']:>10.2f}"
+                f"{ratios['geode_many_all_over_raw_object']:>14.2f}"
+                f"{ratios['geode_many_all_bulk_over_raw_object']:>10.2f}"
+            )
     lines += [
         "",
         "CPU us a message while timed (median of the loops), producer / consumer (a side",
@@ -573,6 +614,16 @@ def report(
             f"({worst['geode loop'][0]})) (issue 17)"
         )
         targets.append((text, "bare_object_worst_geode", RATE_MIN))
+        if MANY:
+            kind, _ = worst["geode many 64 bulk"]
+            text = (
+                f"(5) isend_many (batches of {MANY_BATCH}, receive_many) >= {RATE_MIN} x raw "
+                f"isend of the same bare object, the worst of {'/'.join(BARE_KINDS)} ({kind}; "
+                f"with receive() {worst['geode many 64'][1]:.2f} ({worst['geode many 64'][0]}), "
+                f"the loop's messages in one call {worst['geode many all bulk'][1]:.2f} "
+                f"({worst['geode many all bulk'][0]})) (issue 17)"
+            )
+            targets.append((text, "bare_object_worst_geode_many_64_bulk", RATE_MIN))
     results = [
         {"target": text, "ratio": medians[key], "result": "PASS" if medians[key] >= low else "FAIL"}
         for text, key, low in targets

@@ -9,6 +9,10 @@ from typing import Any
 class GeodeError(Exception):
     """Base of every error geode_mpi raises on purpose."""
 
+    # `Geode.isend_many`: how many of the batch's items were sent before this error (None:
+    # not raised by isend_many).
+    sent: int | None = None
+
 
 def describe_nodes(nodes: Sequence[str]) -> str:
     """Return a short human description of a node list, e.g. ``node0..node3``."""

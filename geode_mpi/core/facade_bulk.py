@@ -1,19 +1,22 @@
-"""The Geode's bulk receive: receive_many, the messages queued now in one list (issue 17)."""
+"""The Geode's bulk calls: isend_many, a batch sent as many messages in one call, and
+receive_many, the messages queued now in one list (issue 17)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.gate import other_threads
 from geode_mpi.codec.runs import RunItem
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.filters import TypeFilter
+from geode_mpi.core.handles import BatchHandle, RunHandle, SendHandle
 from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.runs import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import DecodeError, check_timeout
+from geode_mpi.errors import DecodeError, GeodeError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 from geode_mpi.tracing import TRACER
@@ -25,7 +28,7 @@ MANY = 64  # receive_many's default limit: a run's messages (delivery/runs.py `R
 
 
 class Bulk(Facade):
-    """The Geode's bulk receive (`Geode` inherits it)."""
+    """The Geode's bulk send and receive (`Geode` inherits them)."""
 
     # A DecodeError met after other messages were taken, by receiving node index: that node's
     # next call raises it (the message itself went to the dead letters, as `receive` does).
@@ -33,6 +36,92 @@ class Bulk(Facade):
 
     if TYPE_CHECKING:
         receive: Callable[..., Message]  # (core/geode.py)
+
+    def isend_many(
+        self, items: Iterable[Any], dest: str | int | None = None, *, timeout: float | None = None
+    ) -> BatchHandle:
+        """Start sending each item of ``items`` to ``dest`` as its own message, in order; return
+        one handle for the whole batch at once.
+
+        Each item is what `isend` would send (a Message, or any picklable value wrapped in
+        one): its own id and seq, deduplicated, acknowledged and counted as if sent by
+        `isend` in a loop, under the same queue policy and credits. What a loop of `isend`
+        pays per message once (the call, its checks, a handle) it pays once a batch: small
+        bare values (texts, bytes, numbers) join the destination's run in slices. Anything
+        else (arrays, large data, a full ``block`` queue's wait) is sent as `isend` sends it.
+        For ``ack``, ``priority``, ``ttl`` or ``compress``, or another ``source``, use `isend`.
+
+        Do not modify the items until ``handle.done()`` is True (or after ``handle.wait()``).
+
+        Args:
+            items: the messages' data (any iterable; it is read once, to the end, first).
+            dest: the destination node, by name or index.
+            timeout: with a full ``block`` queue at ``dest``, how long the whole batch may
+                wait for room.
+
+        Returns:
+            A BatchHandle (``len(handle)``: the number of messages).
+
+        Raises:
+            UnknownNodeError: dest is not a node of this job.
+            EncodeError: an item cannot be encoded.
+            QueueFull: dest's queue is full and its policy is ``raise``.
+            SendTimeout: dest's queue stayed full for ``timeout`` seconds.
+            ClosedError: this Geode is closed.
+            DecodeError: a poll between sends met a damaged arrival.
+            (Each of the last five says in its text where the batch stopped; its ``sent``
+            attribute is how many items were sent: ``items[error.sent:]`` were not.)
+        """
+        timeout = check_timeout(timeout)
+        runtime = self._runtime
+        if other_threads() and not runtime.owned():
+            return runtime.serialised(self._isend_many, items, dest, timeout)
+        return self._isend_many(items, dest, timeout)
+
+    def _isend_many(self, items: Iterable[Any], dest: Any, timeout: float | None) -> BatchHandle:
+        """`isend_many` holding the gate (if other threads exist)."""
+        runtime = self._runtime
+        batch: Sequence[Any] = items if items.__class__ in (list, tuple) else [*items]
+        count = len(batch)
+        runtime.check_sending("isend_many")
+        if dest is None:
+            raise TypeError("isend_many() needs a dest: isend_many(items, dest='node1')")
+        if not count:
+            runtime.placement.index(dest, "dest")  # (an unknown dest is an error, even so)
+            return BatchHandle([], 0)
+        lanes = runtime.path.dests
+        deadline = None if timeout is None else time.monotonic() + timeout
+        handles: list[SendHandle] = []
+        at = 0
+        while at < count:
+            try:
+                lane = lanes.get(dest)
+            except TypeError:  # unhashable: not a node name; the general path says so
+                lane = None
+            run = None if lane is None else lane.pair.run
+            if run is not None and not runtime.sealed and not TRACER.on:
+                first = len(run.payloads)
+                joined = run.join_many(batch, at)
+                if joined:
+                    handles.append(RunHandle(runtime, run, first + joined - 1))
+                    at += joined
+                    before = runtime.sends
+                    runtime.sends = before + joined
+                    try:
+                        runtime.joined_many(before, before + joined)
+                    except GeodeError as error:  # (a poll's: what arrived, after the sends)
+                        raise _partly_sent(error, batch, at, False) from None
+                    continue
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            before = runtime.sends
+            try:
+                handles.append(runtime.send_plain(batch[at], dest, left, True))
+            except GeodeError as error:
+                if runtime.sends == before:  # (the item did not go)
+                    raise _partly_sent(error, batch, at, True) from None
+                raise _partly_sent(error, batch, at + 1, False) from None  # (its poll's)
+            at += 1
+        return BatchHandle(handles, count)
 
     def receive_many(
         self,
@@ -159,3 +248,20 @@ class Bulk(Facade):
         if self._bulk_errors is None:
             self._bulk_errors = {}
         self._bulk_errors.setdefault(index, error)
+
+
+def _partly_sent(error: GeodeError, batch: Sequence[Any], sent: int, failed: bool) -> GeodeError:
+    """``error``, met by an `isend_many` batch once its first ``sent`` items were sent (by
+    the next item, if ``failed``; else by a poll after them), saying so (and ``sent``)."""
+    error.sent = sent
+    said = str(error).removesuffix("; nothing was sent")  # (of the item: the rest says it)
+    count = len(batch)
+    done = f"items 0..{sent - 1} were sent" if sent else "no item was sent"
+    if failed:
+        text = f"isend_many: item {sent} of {count} ({type(batch[sent]).__name__}): {said}"
+        rest = f"item {sent} and the {count - sent - 1} after it were not"
+    else:
+        text = f"isend_many: after item {sent - 1} of {count} was sent: {said}"
+        rest = f"the {count - sent} after it were not"
+    error.args = (f"{text} ({done}; {rest})",)
+    return error

@@ -282,6 +282,15 @@ class Runtime:
         else:
             self.engine.poll()
 
+    def joined_many(self, before: int, after: int) -> None:
+        """`joined_poll` for a bulk join that took ``sends`` from ``before`` to ``after``: a
+        poll if it passed a multiple of `POLL_EVERY_JOINS`, else a look at the batches' age
+        if it passed one of `POLL_EVERY_SENDS`."""
+        if after // POLL_EVERY_JOINS != before // POLL_EVERY_JOINS:
+            self.engine.poll()
+        elif after // POLL_EVERY_SENDS != before // POLL_EVERY_SENDS:
+            self.path.flush_due()
+
     def reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:
         """Send ``value`` back to the sender of ``request`` (the run loop's replies may be
         batched: the loop flushes them whenever it is idle)."""

@@ -12,6 +12,8 @@ messages keep their place among everything else sent to that rank. See docs/deli
 
 from __future__ import annotations
 
+import itertools
+import operator
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,6 +43,12 @@ RUN_MAX = 64  # messages in a run: a full run takes no more, the next one opens 
 _tuple_new = tuple.__new__
 _time = time.time
 _NUMBERS = ATOMIC - {str, bytes}  # (and None: atomic values of a fixed small size)
+_TEXTS = frozenset((str, bytes))
+_TUPLE = frozenset((tuple,))
+_DICT = frozenset((dict,))
+_chain = itertools.chain.from_iterable
+_state_of = operator.attrgetter("__dict__")
+_data_of = operator.itemgetter("data")
 _NOT_IN_A_BATCH = SendTicket(-1, 0, held=True)  # (a run's ticket until its batch gives one)
 
 
@@ -184,6 +192,36 @@ class OpenRun:
             self.full(self.rank)  # (seals it)
         return at
 
+    def join_many(self, items: Sequence[Any], start: int) -> int:
+        """`join` ``items[start:]`` in order until one does not join or the run is full; how
+        many joined (0: none, nothing done). A slice of one kind of bare value (a run of
+        `Message`: texts and bytes, numbers, tuples or dicts of atomic values) is checked by
+        C loops and joins whole, with one timestamp; anything else joins one by one."""
+        at = len(self.payloads)
+        room = RUN_MAX - at
+        if room <= 0 or self.first_seq + at != self.pair.next_seq:
+            return 0
+        chunk = items[start : start + room]
+        joined = _bulk(chunk) if self.wraps else None
+        if joined is None and not self.states and type(chunk[0]) is self.cls:
+            joined = _bulk_messages(chunk, self.cls)
+        if joined is None:
+            count = 0
+            join = self.join
+            for item in chunk:
+                if join(item) < 0:
+                    break
+                count += 1
+            return count
+        count = len(joined)
+        self.payloads += joined
+        self.stamps += [_time()] * count
+        self.pair.next_seq += count
+        self.stats.sent += count
+        if at + count == RUN_MAX and self.full is not None:
+            self.full(self.rank)  # (seals it)
+        return count
+
     def seal(self) -> bytes:
         """Encode the run and record it (the transport calls it as its batch goes out)."""
         pair = self.pair
@@ -216,6 +254,40 @@ class OpenRun:
             if self.resend_after is not None:
                 pair.resends[first] = [time.monotonic(), 1]
         return meta
+
+
+def _bulk(chunk: Sequence[Any]) -> Sequence[Any] | None:
+    """What ``chunk``'s bare values join a run as, when they are all of one kind `join`
+    takes as it is (a dict: copied), checked by C loops; None: join them one by one."""
+    kinds = set(map(type, chunk))
+    if kinds <= _NUMBERS:
+        return chunk
+    if len(kinds) != 1:
+        return None
+    if kinds <= _TEXTS:
+        return chunk if max(map(len, chunk)) <= TEXT_MAX else None
+    if kinds == _TUPLE:
+        inside = set(map(type, _chain(chunk)))
+        return chunk if max(map(len, chunk)) <= ITEMS_MAX and inside <= ATOMIC else None
+    if kinds == _DICT and max(map(len, chunk)) <= ITEMS_MAX:
+        keys = set(map(type, _chain(chunk)))
+        values = set(map(type, _chain(map(dict.values, chunk))))
+        return [*map(dict.copy, chunk)] if keys <= ATOMIC and values <= ATOMIC else None
+    return None
+
+
+def _bulk_messages(chunk: Sequence[Any], cls: type[Message]) -> Sequence[Any] | None:
+    """`_bulk` of the data of ``chunk``'s messages, all of class ``cls`` with only ``data``
+    set (what `join` takes of such a message); None: join them one by one."""
+    if set(map(type, chunk)) != {cls}:
+        return None
+    try:
+        states = [*map(_state_of, chunk)]
+        if set(map(len, states)) != {1}:
+            return None
+        return _bulk([*map(_data_of, states)])
+    except (AttributeError, KeyError):  # (no __dict__, or its one key is not data)
+        return None
 
 
 def release(pair: PairOut, first: int, end: int) -> int:

@@ -28,6 +28,7 @@ EXPORTED = {name: getattr(geode_mpi, name) for name in geode_mpi.__all__}
 # and never build one: their constructors take internals and are not part of the API.
 BUILT_BY_GEODE = {
     "SendHandle",
+    "BatchHandle",
     "PublishHandle",
     "Group",
     "Topic",
