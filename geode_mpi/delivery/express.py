@@ -11,6 +11,7 @@ from geode_mpi.codec import header
 from geode_mpi.codec.arrays import small_array as _small_array
 from geode_mpi.codec.plain import plain_message
 from geode_mpi.delivery.engine_state import EngineState
+from geode_mpi.delivery.pairs import PairIn
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
@@ -46,6 +47,8 @@ class Express(EngineState):
         def sink(self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None: ...
 
         def take_plain(self, index: int) -> Parcel | None: ...
+
+        def release_held(self, pair: PairIn, dest: int) -> None: ...
 
     def take_express(self, index: int, spin: Spin, seconds: float) -> Message | Parcel | None:
         """Spin ``seconds`` on the transport (``spin``: `MPITransport.spin_meta`) for node
@@ -109,6 +112,8 @@ class Express(EngineState):
                     else:
                         message = plain_message(data, mid, seq, ts, src, dst, reply_to, self.names)
                         pair.expected = seq + 1
+                        if pair.held:  # (unpickling made progress: see `release_held`)
+                            self.release_held(pair, index)
                         stats = self.stats[index]
                         stats.received += 1
                         stats.received_bytes += size
