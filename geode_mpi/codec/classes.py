@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib
 import sys
+from types import ModuleType
 
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 
 BASE_NAME = ""  # the wire name of Message itself, the commonest case
 _cache: dict[str, type[Message]] = {}
+# Classes of the job script found in ``__main__``: name -> (class, that module, its attribute)
+_main: dict[str, tuple[type[Message], ModuleType, str]] = {}
+_MAIN_MAX = 4096
 
 
 def class_name(cls: type[Message]) -> str:
@@ -45,13 +49,27 @@ def resolve(wire_name: str) -> type[Message]:
     if wire_name == BASE_NAME:
         return Message
     if wire_name.startswith("__main__:"):
-        # __main__ changes between jobs run in one process: ask the live module first.
+        # __main__ changes between jobs run in one process: the class found there is kept
+        # with the module it was found in, and taken again only while ``__main__`` is still
+        # that module and the name still that class (two lookups, not an import's).
+        known = _main.get(wire_name)
+        if known is not None:
+            kept, main, attr = known
+            if sys.modules.get("__main__") is main and main.__dict__.get(attr) is kept:
+                return known[0]
         try:
-            return _lookup(wire_name)
+            cls = _lookup(wire_name)
         except DecodeError:
             if wire_name not in _cache:
                 raise
             return _cache[wire_name]
+        module = sys.modules.get("__main__")
+        attr = wire_name[len("__main__:") :]
+        if module is not None and module.__dict__.get(attr) is cls:  # (not nested)
+            if len(_main) >= _MAIN_MAX:
+                _main.clear()
+            _main[wire_name] = (cls, module, attr)
+        return cls
     found = _cache.get(wire_name)
     if found is None:
         found = _cache[wire_name] = _lookup(wire_name)

@@ -19,6 +19,7 @@ from geode_mpi import codec
 from geode_mpi.base.gate import other_threads
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
+from geode_mpi.codec.decoding import decode_named as _decode_named
 from geode_mpi.codec.plain import plain_message as _plain_message
 from geode_mpi.codec.runs import Run
 from geode_mpi.codec.wire import decode_plain as _decode_plain
@@ -308,7 +309,10 @@ class Engine(Credits, Acks, Streams, Polling, Express):
             ):
                 return None
             else:  # a Message subclass, headers, attributes: the general decode
-                message = codec.decode(memoryview(meta), (), self.names, None, True)
+                found = _decode_named(meta, self.names, True, head) if lengths else None
+                if found is None:  # (not a subclass's plain message)
+                    found = codec.decode(memoryview(meta), (), self.names, None, True)
+                message = found
         except (DecodeError, UnicodeDecodeError):
             return None  # (nothing admitted: the sink queues it, the receive dead-letters it)
         pair.expected = seq + 1
