@@ -351,8 +351,8 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                     sent = lane.express(message.data, message)
                 elif kind is str or not isinstance(message, Message):  # (a str: the commonest)
                     sent = lane.express(message, None)
-                else:  # a subclass: `encode` names its class
-                    sent = None
+                else:  # a subclass: its class name packed once per lane and class
+                    sent = lane.express_named(message)
                 if sent is None:
                     sent = lane.send(message if isinstance(message, Message) else Message(message))
                 ticket, stamp = sent

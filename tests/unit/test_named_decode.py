@@ -10,29 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_express import NAMED, Point, Slotted, slotted
 
 from geode_mpi import DecodeError, Message, codec
 from geode_mpi.codec import classes, decoding, peek
 
 NAMES = ["node0", "node1"]
 STAMP = codec.make_stamp(7, 3, 12.5, 0, 1)
-
-
-class Tagged(Message):
-    """A subclass holding only its data."""
-
-
-class Point(Message):
-    """What users write: a few attributes set in ``__init__``."""
-
-    def __init__(self, data: Any = None, x: int = 0, label: str = "") -> None:
-        super().__init__(data)
-        self.x = x
-        self.label = label
-
-
-class Slotted(Message):
-    __slots__ = ("weight",)
 
 
 def general(meta: bytes) -> Message:
@@ -48,23 +32,7 @@ def same(a: Message, b: Message) -> bool:
     return type(a) is type(b) and data_a == data_b and left == right
 
 
-def slotted() -> Slotted:
-    message = Slotted("s")
-    message.weight = 0.5
-    return message
-
-
-MESSAGES = [
-    lambda: Tagged("hello world"),
-    lambda: Tagged(7),
-    lambda: Tagged({"x": 1, "name": "abc"}),
-    lambda: Tagged(np.arange(4.0)),
-    lambda: Point("p", 1, "a"),
-    lambda: Point((1, 2.0), 2, "b"),
-    lambda: Point(np.zeros(2), 3, "c"),
-    lambda: Tagged("h", headers={"step": 1}),
-    slotted,
-]
+MESSAGES = [*NAMED, lambda: slotted("s")]
 
 
 @pytest.mark.parametrize("make", MESSAGES)
