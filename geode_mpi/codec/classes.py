@@ -94,3 +94,51 @@ def _lookup(wire_name: str) -> type[Message]:
     if not (isinstance(obj, type) and issubclass(obj, Message)):
         raise DecodeError(f"{wire_name!r} names {obj!r}, which is not a Message subclass")
     return obj
+
+
+# Classes whose received messages a receive builds as a plain Message (`plain.plain_message`),
+# then gives their class (the same layout), by wire name as it travels: (class, the ``__main__``
+# it was found in or None, its attribute there)
+_inline: dict[bytes, tuple[type[Message], ModuleType | None, str]] = {}
+_METADATA = ("data", "id", "seq", "timestamp", "source", "dest", "reply_to", "__slots__")
+
+
+def remember_inline(raw: bytes, cls: type[Message]) -> None:
+    """Remember ``cls``, resolved from wire name ``raw``, for `inline_class` if its received
+    messages may be built as a plain Message's, attribute by attribute, then given its class:
+    no ``__setattr__`` or ``__new__`` of its own, no ``__slots__`` (Message's layout), nothing
+    of its own named as the metadata is."""
+    known = _inline.get(raw)
+    if (known is not None and known[0] is cls) or cls.__setattr__ is not object.__setattr__:
+        return
+    if cls.__new__ is not object.__new__:
+        return
+    for klass in cls.__mro__:
+        if klass is Message:
+            break
+        if any(name in klass.__dict__ for name in _METADATA):
+            return
+    main = None
+    attr = ""
+    if cls.__module__ == "__main__":
+        main = sys.modules.get("__main__")
+        attr = cls.__qualname__
+        if main is None or main.__dict__.get(attr) is not cls:
+            return  # (nested, or not the script's own: `resolve` each time)
+    if len(_inline) >= _MAIN_MAX:
+        _inline.clear()
+    _inline[raw] = (cls, main, attr)
+
+
+def inline_class(raw: bytes) -> type[Message] | None:
+    """The class `remember_inline` kept for wire name ``raw`` (a class of the job script:
+    while ``__main__`` is still its module and the name still that class), else None."""
+    found = _inline.get(raw)
+    if found is None:
+        return None
+    cls, main, attr = found
+    if main is not None and (
+        sys.modules.get("__main__") is not main or main.__dict__.get(attr) is not cls
+    ):
+        return None
+    return cls

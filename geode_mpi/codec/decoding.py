@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi.codec import compression, header, maps, pickling
 from geode_mpi.codec.arrays import read_descriptor, rebuild_array, small_array
-from geode_mpi.codec.classes import BASE_NAME, resolve, short_name
+from geode_mpi.codec.classes import BASE_NAME, remember_inline, resolve, short_name
 from geode_mpi.codec.header import (
     FLAG_COMPRESSED,
     FLAG_REST,
@@ -159,10 +159,12 @@ def decode_named(
     if (end != size) if not rest else (end > size):  # (a damaged length field)
         return None  # (the general decode says what is wrong)
     view = memoryview(meta)
-    wire_name = _names.get(bytes(view[HEAD_SIZE:start]))
+    raw = bytes(view[HEAD_SIZE:start])
+    wire_name = _names.get(raw)
     if wire_name is None:
         wire_name = _new_name(view, start, start, mid, src)
     cls = resolve(wire_name)
+    remember_inline(raw, cls)  # (the express take builds the next ones itself)
     kind = lead >> 8 & 0xFF
     if kind == KIND_PICKLE or rest:
         pickled = view[start:end] if kind == KIND_PICKLE else None

@@ -601,8 +601,28 @@ def test_a_damaged_pickle_is_never_unpickled(
         b._runtime.decode(taken, 1)
 
 
-def test_a_subclass_goes_to_take_arrival_and_keeps_its_class(
-    first_taken: tuple[Geode, Engine, list[bytes]], monkeypatch: pytest.MonkeyPatch
+class Guarded(Message):
+    """A subclass with a ``__setattr__`` of its own: never built attribute by attribute."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "__dict__":  # (the decode sets that one: then it is received as sent)
+            raise AttributeError(f"{name} is read-only")
+        super().__setattr__(name, value)
+
+
+class Renamed(Message):
+    """A subclass naming one of the metadata (a property): never built inline either."""
+
+    @property
+    def source(self) -> str:  # type: ignore[override]
+        return "always here"
+
+
+@pytest.mark.parametrize("cls", [Tagged, Guarded, Renamed])
+def test_a_subclass_goes_to_take_arrival_first_then_inline_and_keeps_its_class(
+    first_taken: tuple[Geode, Engine, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    cls: type[Message],
 ) -> None:
     _, engine, _ = first_taken
     calls: list[int] = []
@@ -613,8 +633,16 @@ def test_a_subclass_goes_to_take_arrival_and_keeps_its_class(
         return real(rank, meta, index)
 
     monkeypatch.setattr(engine, "take_arrival", spied)
-    stamp = codec.make_stamp(1, 1, 1.0, 0, 1)
-    meta = codec.encode(Tagged({"x": 1}), stamp, codec.FLAG_TRACKED)[0]
-    got = engine.take_express(1, spun(meta), 0.0)
-    assert type(got) is Tagged and got.data == {"x": 1} and calls == [1]
-    assert engine.pairs_in[(0, 1)].expected == 2
+    for seq in (1, 2, 3):
+        stamp = codec.make_stamp(seq, seq, 1.0, 0, 1)
+        message = cls.__new__(cls)
+        message.__dict__["data"] = {"x": seq}
+        meta = codec.encode(message, stamp, codec.FLAG_TRACKED)[0]
+        got = engine.take_express(1, spun(meta), 0.0)
+        assert type(got) is cls and got.data == {"x": seq} and got.seq == seq
+        assert engine.pairs_in[(0, 1)].expected == seq + 1
+        want = codec.decode(meta, (), ["node0", "node1"], codec.peek(meta))
+        assert got.__dict__ == want.__dict__
+    # its first message only (none if one came before), then its class is kept; never for
+    # a class that sets its own attributes
+    assert calls in ([1], []) if cls is Tagged else calls == [1, 1, 1]

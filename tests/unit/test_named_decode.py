@@ -107,3 +107,17 @@ def test_a_script_class_is_found_again_only_while_it_is_the_same(
     assert type(codec.decode(meta, (), NAMES)) is third
     del other.ScriptTagged  # (gone from the job: the class this process sent is found)
     assert codec.classes.resolve("__main__:ScriptTagged") in (first, second, third)
+
+
+def test_a_script_class_is_built_inline_only_while_it_is_the_same(
+    script: types.ModuleType,
+) -> None:
+    first = script_class(script)
+    meta = codec.encode(first("a"), STAMP)[0]
+    raw = b"__main__:ScriptTagged"
+    codec.decode(meta, (), NAMES)  # (kept by its first decode)
+    assert classes.inline_class(raw) is first
+    script_class(script)
+    assert classes.inline_class(raw) is None  # redefined: resolved again
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    assert classes.inline_class(raw) is None  # the next job's script
