@@ -51,7 +51,7 @@ _LEAD = header.LEAD
 _REPLY_CHECK = struct.Struct("<48xqI")  # reply_to and the checksum (header.py has the offsets)
 
 
-def _cannot(name: str, mid: int, src: int, exc: Exception) -> DecodeError:
+def decode_error(name: str, mid: int, src: int, exc: Exception) -> DecodeError:
     """The error of a message of class ``name`` whose bytes made decoding raise ``exc``."""
     return DecodeError(
         f"cannot decode a {name} message {mid} from node index {src}: {type(exc).__name__}: {exc}"
@@ -94,7 +94,7 @@ def _decode_arrays(
     except DecodeError:
         raise
     except Exception as exc:
-        raise _cannot(cls.__name__, mid, src, exc) from exc
+        raise decode_error(cls.__name__, mid, src, exc) from exc
     message = cls.__new__(cls)
     message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
     return message
@@ -183,7 +183,7 @@ def decode_named(
     except DecodeError:
         raise
     except Exception as exc:  # anything the bytes made numpy, pickle or the class raise
-        raise _cannot(cls.__name__, mid, src, exc) from exc
+        raise decode_error(cls.__name__, mid, src, exc) from exc
 
 
 def decode(
@@ -275,4 +275,4 @@ def decode(
     except DecodeError:
         raise
     except Exception as exc:  # anything the bytes made numpy, pickle or the class raise
-        raise _cannot(short_name(wire_name), mid, src, exc) from exc
+        raise decode_error(short_name(wire_name), mid, src, exc) from exc

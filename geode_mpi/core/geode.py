@@ -496,6 +496,10 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                     owned = not parcel.flags & _FROM_STREAM
                     if frames.__class__ is RunItem and frames.message is not None:
                         message = frames.message
+                    elif spun and engine.undecoded is not None and engine.undecoded[0] is parcel:
+                        failed = engine.undecoded[1]  # (unpickled once, by the take: not again)
+                        engine.undecoded = None
+                        raise failed
                     else:
                         message = _decode(parcel.meta, frames, runtime.names, None, owned)
                     if not owned:

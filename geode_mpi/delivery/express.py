@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 from geode_mpi.codec import header
 from geode_mpi.codec.arrays import small_array as _small_array
 from geode_mpi.codec.classes import inline_class as _inline_class
+from geode_mpi.codec.decoding import decode_error
 from geode_mpi.codec.plain import plain_message
 from geode_mpi.delivery.engine_state import EngineState
 from geode_mpi.delivery.pairs import PairIn
+from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
@@ -61,6 +63,16 @@ class Express(EngineState):
         def take_plain(self, index: int) -> Parcel | None: ...
 
         def release_held(self, pair: PairIn, dest: int) -> None: ...
+
+    # The parcel a take left to the sink because its data did not decode, and the error the
+    # receive raises for it (`Geode.receive`) instead of decoding it again
+    undecoded: tuple[Parcel, DecodeError] | None = None
+
+    def _undecoded(self, index: int, seq: int, error: DecodeError) -> Parcel | None:
+        parcel = self.take_plain(index)
+        if parcel is not None and parcel.seq == seq:
+            self.undecoded = (parcel, error)
+        return parcel
 
     def take_express(self, index: int, spin: Spin, seconds: float) -> Message | Parcel | None:
         """Spin ``seconds`` on the transport (``spin``: `MPITransport.spin_meta`) for node
@@ -125,8 +137,14 @@ class Express(EngineState):
                             data = _loads(section)
                         else:  # a small array: a view of this message's own buffer
                             data = _small_array(memoryview(meta), start, size, True)
-                    except Exception:  # (whatever unpickling the bytes raised)
-                        pass
+                    except _Damaged:
+                        pass  # (never unpickled: the receive's decode says what is wrong)
+                    except Exception as exc:  # (whatever unpickling the bytes raised)
+                        # The receive raises this, not unpickling the bytes a second time
+                        error = decode_error(cls.__name__, mid, src, exc)
+                        error.__cause__ = exc
+                        self.sink(rank, memoryview(meta), (), size)
+                        return self._undecoded(index, seq, error)
                     else:
                         message = plain_message(data, mid, seq, ts, src, dst, reply_to, self.names)
                         if cls is not Message:  # (its layout is Message's: `remember_inline`)

@@ -10,7 +10,7 @@ import pytest
 from test_express import arrival, spun
 from test_take_arrival import captured
 
-from geode_mpi import Geode, Message, codec
+from geode_mpi import DecodeError, Geode, Message, codec
 from geode_mpi.delivery import Engine
 
 STATE: dict[str, Any] = {}
@@ -71,3 +71,29 @@ def test_what_arrived_while_unpickling_is_let_through(
     assert (last.data, last.seq) == ("later", 3)
     stats = b.stats("node1")
     assert stats.received == stats.processed == 4  # "text", Calls, "next", "later"
+
+
+CALLS: list[str] = []
+
+
+def refuse(tag: str) -> Any:
+    CALLS.append(tag)  # (a side effect: a log line, a counter, a send)
+    raise ValueError("cannot rebuild here")
+
+
+class Refused:
+    def __reduce__(self) -> Any:
+        return (refuse, ("obj",))
+
+
+def test_data_that_does_not_unpickle_is_unpickled_once(taken: tuple[Geode, Engine]) -> None:
+    b, engine = taken
+    b._runtime.express_spin = spun(arrival(Refused(), seq=1))
+    with pytest.raises(DecodeError, match="cannot decode a Message message 1 .*cannot rebuild"):
+        b.receive()  # (node1's, by the express take: `Geode.receive`'s fast case)
+    assert CALLS == ["obj"]  # (by the express take; the receive raised what it met)
+    (letter,) = b.dead_letters("node1")
+    assert "cannot rebuild here" in str(letter.error) and engine.undecoded is None
+    following = arrival("next", seq=2)
+    engine.sink(0, memoryview(bytearray(following)), (), len(following))
+    assert b.receive("node1", timeout=10).data == "next"
