@@ -3,12 +3,14 @@
 For each kind, four ping-pong loops run interleaved (the order rotating per repeat): raw
 ``comm.send``/``recv`` of the object itself and of a dict of a Message's fields holding it
 (`baseline.message_fields`), and geode's ``send`` of ``Message(x)`` and of the bare ``x``
-(a Message subclass has no bare form). Every payload is made afresh per send on both sides,
-for every method alike. Ratios are paired (taken within each repeat).
+(a Message subclass has no bare form: "subclass" holds only its data, "attrs" two
+attributes, "script" is defined in the job script). Every payload is made afresh per send on
+both sides, for every method alike. Ratios are paired (taken within each repeat).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,22 @@ class Tagged(Message):
     """A Message subclass ("subclass"): its class name travels with it."""
 
 
+class Point(Message):
+    """A subclass as users write one ("attrs"): two attributes set in ``__init__`` (they
+    travel too; the raw fields dict does not hold them)."""
+
+    def __init__(self, data: Any = None, x: int = 1, label: str = "a") -> None:
+        super().__init__(data)
+        self.x = x
+        self.label = label
+
+
+# A subclass defined in the job script ("script"): its wire name is ``__main__``'s
+Script = type("Script", (Message,), {"__module__": "__main__", "__qualname__": "Script"})
+sys.modules["__main__"].Script = Script
+CLASSES: dict[str, type[Message]] = {"subclass": Tagged, "attrs": Point, "script": Script}
+
+
 _EIGHT_BYTES = np.zeros(1)
 _ONE_KIB = np.arange(128.0)
 # What each kind's message holds, made per send (an array: the same one, as pingpong.py's).
@@ -48,6 +66,8 @@ PAYLOADS: dict[str, Callable[[], Any]] = {
     "array 8 B": lambda: _EIGHT_BYTES,
     "array 1 KiB": lambda: _ONE_KIB,
     "subclass": lambda: "hello world",  # (sent as Tagged(x))
+    "attrs": lambda: "hello world",  # (sent as Point(x): x=1, label="a")
+    "script": lambda: "hello world",  # (sent as Script(x))
 }
 ARRAYS = ("array 8 B", "array 1 KiB")
 
@@ -116,7 +136,7 @@ def geode_loop(pair: Pair, make: Callable[[], Any], iters: int) -> tuple[float, 
 
 def loops(pair: Pair, kind: str) -> dict[str, Loop]:
     make = PAYLOADS[kind]
-    cls = Tagged if kind == "subclass" else Message
+    cls = CLASSES.get(kind, Message)
 
     def wrap() -> Message:
         return cls(make())
@@ -126,7 +146,7 @@ def loops(pair: Pair, kind: str) -> dict[str, Loop]:
         RAW_FIELDS: partial(raw_fields, pair, make),
         GEODE_MESSAGE: partial(geode_loop, pair, wrap),
     }
-    if kind != "subclass":
+    if kind not in CLASSES:
         found[GEODE_BARE] = partial(geode_loop, pair, make)
     return found
 

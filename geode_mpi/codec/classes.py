@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib
 import sys
+from types import ModuleType
 
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 
 BASE_NAME = ""  # the wire name of Message itself, the commonest case
 _cache: dict[str, type[Message]] = {}
+# Classes of the job script found in ``__main__``: name -> (class, that module, its attribute)
+_main: dict[str, tuple[type[Message], ModuleType, str]] = {}
+_MAIN_MAX = 4096
 
 
 def class_name(cls: type[Message]) -> str:
@@ -45,13 +49,27 @@ def resolve(wire_name: str) -> type[Message]:
     if wire_name == BASE_NAME:
         return Message
     if wire_name.startswith("__main__:"):
-        # __main__ changes between jobs run in one process: ask the live module first.
+        # __main__ changes between jobs run in one process: the class found there is kept
+        # with the module it was found in, and taken again only while ``__main__`` is still
+        # that module and the name still that class (two lookups, not an import's).
+        known = _main.get(wire_name)
+        if known is not None:
+            kept, main, attr = known
+            if sys.modules.get("__main__") is main and main.__dict__.get(attr) is kept:
+                return known[0]
         try:
-            return _lookup(wire_name)
+            cls = _lookup(wire_name)
         except DecodeError:
             if wire_name not in _cache:
                 raise
             return _cache[wire_name]
+        module = sys.modules.get("__main__")
+        attr = wire_name[len("__main__:") :]
+        if module is not None and module.__dict__.get(attr) is cls:  # (not nested)
+            if len(_main) >= _MAIN_MAX:
+                _main.clear()
+            _main[wire_name] = (cls, module, attr)
+        return cls
     found = _cache.get(wire_name)
     if found is None:
         found = _cache[wire_name] = _lookup(wire_name)
@@ -76,3 +94,51 @@ def _lookup(wire_name: str) -> type[Message]:
     if not (isinstance(obj, type) and issubclass(obj, Message)):
         raise DecodeError(f"{wire_name!r} names {obj!r}, which is not a Message subclass")
     return obj
+
+
+# Classes whose received messages a receive builds as a plain Message (`plain.plain_message`),
+# then gives their class (the same layout), by wire name as it travels: (class, the ``__main__``
+# it was found in or None, its attribute there)
+_inline: dict[bytes, tuple[type[Message], ModuleType | None, str]] = {}
+_METADATA = ("data", "id", "seq", "timestamp", "source", "dest", "reply_to", "__slots__")
+
+
+def remember_inline(raw: bytes, cls: type[Message]) -> None:
+    """Remember ``cls``, resolved from wire name ``raw``, for `inline_class` if its received
+    messages may be built as a plain Message's, attribute by attribute, then given its class:
+    no ``__setattr__`` or ``__new__`` of its own, no ``__slots__`` (Message's layout), nothing
+    of its own named as the metadata is."""
+    known = _inline.get(raw)
+    if (known is not None and known[0] is cls) or cls.__setattr__ is not object.__setattr__:
+        return
+    if cls.__new__ is not object.__new__:
+        return
+    for klass in cls.__mro__:
+        if klass is Message:
+            break
+        if any(name in klass.__dict__ for name in _METADATA):
+            return
+    main = None
+    attr = ""
+    if cls.__module__ == "__main__":
+        main = sys.modules.get("__main__")
+        attr = cls.__qualname__
+        if main is None or main.__dict__.get(attr) is not cls:
+            return  # (nested, or not the script's own: `resolve` each time)
+    if len(_inline) >= _MAIN_MAX:
+        _inline.clear()
+    _inline[raw] = (cls, main, attr)
+
+
+def inline_class(raw: bytes) -> type[Message] | None:
+    """The class `remember_inline` kept for wire name ``raw`` (a class of the job script:
+    while ``__main__`` is still its module and the name still that class), else None."""
+    found = _inline.get(raw)
+    if found is None:
+        return None
+    cls, main, attr = found
+    if main is not None and (
+        sys.modules.get("__main__") is not main or main.__dict__.get(attr) is not cls
+    ):
+        return None
+    return cls

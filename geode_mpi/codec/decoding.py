@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi.codec import compression, header, maps, pickling
 from geode_mpi.codec.arrays import read_descriptor, rebuild_array, small_array
-from geode_mpi.codec.classes import BASE_NAME, resolve, short_name
+from geode_mpi.codec.classes import BASE_NAME, remember_inline, resolve, short_name
 from geode_mpi.codec.header import (
     FLAG_COMPRESSED,
     FLAG_REST,
     KIND_ARRAY,
     KIND_ARRAY_DICT,
+    KIND_PICKLE,
     KIND_RUN,
     KIND_SMALL_ARRAY,
     KIND_TEXT,
@@ -34,6 +35,7 @@ from geode_mpi.codec.wire import (
     HEAD_SIZE,
     _checksum,
     _checksum_error,
+    _sections_checksum,
     decode_plain,
     peek,
     pickled_checksum,
@@ -47,6 +49,13 @@ if TYPE_CHECKING:  # numpy is imported by whoever sends arrays, or to decode one
 
 _LEAD = header.LEAD
 _REPLY_CHECK = struct.Struct("<48xqI")  # reply_to and the checksum (header.py has the offsets)
+
+
+def decode_error(name: str, mid: int, src: int, exc: Exception) -> DecodeError:
+    """The error of a message of class ``name`` whose bytes made decoding raise ``exc``."""
+    return DecodeError(
+        f"cannot decode a {name} message {mid} from node index {src}: {type(exc).__name__}: {exc}"
+    )
 
 
 def _decode_arrays(
@@ -85,13 +94,96 @@ def _decode_arrays(
     except DecodeError:
         raise
     except Exception as exc:
-        raise DecodeError(
-            f"cannot decode a {cls.__name__} message {mid} from node index {src}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise decode_error(cls.__name__, mid, src, exc) from exc
     message = cls.__new__(cls)
     message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
     return message
+
+
+def _built(
+    cls: type[Message], state: dict[str, Any], rest: memoryview | None, frames: Sequence[Any]
+) -> Message:
+    """A received message of class ``cls``: its ``__dict__`` ``state``, then the headers and
+    attributes of its rest section if it has one (its checksum checked).
+
+    Raises:
+        Exception: whatever the bytes or the class make unpickling raise.
+    """
+    message = cls.__new__(cls)
+    if rest is None:
+        message.__dict__ = state
+        return message
+    headers, extras = pickling.loads(rest, frames)
+    slotted: dict[str, Any] = {}
+    if extras:
+        slots = _slot_names(type(message))
+        for key, value in extras.items():
+            (slotted if key in slots else state)[key] = value
+    if headers:
+        if type(headers) is not dict:
+            raise TypeError(f"its headers are a {type(headers).__name__}, not a dict")
+        state["_headers"] = headers
+    message.__dict__ = state
+    for key, value in slotted.items():
+        setattr(message, key, value)
+    return message
+
+
+# A named message `decode_named` takes: a plain message's leads, with a rest section or not
+_NAMED_LEADS = header.PLAIN_LEADS | {found | FLAG_REST << 16 for found in header.PLAIN_LEADS}
+
+
+def decode_named(
+    meta: bytes | bytearray | memoryview,
+    names: Sequence[str],
+    owned: bool,
+    head: tuple[Any, ...],
+) -> Message | None:
+    """`decode` of a Message subclass's message that is plain but for its class name and its
+    attributes (a text, a pickle without arrays or a small array in meta; no route section,
+    no frames, not compressed; headers and attributes in a rest section), from the header its
+    caller read (``head``: `header.LEAD`'s fields): its class found by name once and kept
+    (`classes.resolve`), its header not read again. None, with nothing read, for any other
+    message (the general `decode`'s).
+
+    Raises:
+        DecodeError: its class cannot be found, or its bytes are damaged or do not decode.
+    """
+    lead, mid, seq, ts, src, dst, lengths, n_data, data_len, reply_to, crc = head
+    if lead not in _NAMED_LEADS or not lengths or lengths >= _NAME_ONLY or n_data:
+        return None
+    start = HEAD_SIZE + lengths
+    end = start + data_len
+    size = len(meta)
+    rest = lead >> 16 & FLAG_REST
+    if (end != size) if not rest else (end > size):  # (a damaged length field)
+        return None  # (the general decode says what is wrong)
+    view = memoryview(meta)
+    raw = bytes(view[HEAD_SIZE:start])
+    wire_name = _names.get(raw)
+    if wire_name is None:
+        wire_name = _new_name(view, start, start, mid, src)
+    cls = resolve(wire_name)
+    remember_inline(raw, cls)  # (the express take builds the next ones itself)
+    kind = lead >> 8 & 0xFF
+    if kind == KIND_PICKLE or rest:
+        pickled = view[start:end] if kind == KIND_PICKLE else None
+        if _sections_checksum(pickled, view[end:] if rest else None) != crc:
+            raise _checksum_error(mid, src)
+    data: Any
+    try:
+        if kind == KIND_TEXT:
+            data = str(view[start:end], "utf-8")
+        elif kind == KIND_PICKLE:
+            data = pickle.loads(view[start:end])
+        else:  # (a small array in a whole bytearray taken for good is a view of it)
+            data = small_array(view if isinstance(meta, bytearray) else meta, start, end, owned)
+        state = _state(data, mid, seq, ts, src, dst, reply_to, names)
+        return _built(cls, state, view[end:] if rest else None, ())
+    except DecodeError:
+        raise
+    except Exception as exc:  # anything the bytes made numpy, pickle or the class raise
+        raise decode_error(cls.__name__, mid, src, exc) from exc
 
 
 def decode(
@@ -128,6 +220,10 @@ def decode(
             # A plain Message whose data is a pickle without arrays (a str, a dict ...), a
             # small array inside meta, or one array in its frame: the commonest messages.
             return decode_plain(meta, frames, names, owned, head)
+        if lengths and not frames:  # a subclass's plain message (or an attribute)
+            found = decode_named(meta, names, owned, head)
+            if found is not None:
+                return found
         if kind == KIND_RUN and len(frames) == 3:  # one of a run's: (run, index, message)
             return frames[0].message(frames[1])  # type: ignore[no-any-return,attr-defined]
         if (
@@ -175,28 +271,8 @@ def decode(
             priority, ttl = header.qos(view)
             state["priority"] = priority
             state["ttl"] = ttl or None
-        message = cls.__new__(cls)
-        if not flags & FLAG_REST:
-            message.__dict__ = state
-            return message
-        headers, extras = pickling.loads(view[end:], frames[n_data:])
-        slotted: dict[str, Any] = {}
-        if extras:
-            slots = _slot_names(cls)
-            for key, value in extras.items():
-                (slotted if key in slots else state)[key] = value
-        if headers:
-            if type(headers) is not dict:
-                raise TypeError(f"its headers are a {type(headers).__name__}, not a dict")
-            state["_headers"] = headers
-        message.__dict__ = state
-        for key, value in slotted.items():
-            setattr(message, key, value)
-        return message
+        return _built(cls, state, view[end:] if flags & FLAG_REST else None, frames[n_data:])
     except DecodeError:
         raise
     except Exception as exc:  # anything the bytes made numpy, pickle or the class raise
-        raise DecodeError(
-            f"cannot decode a {short_name(wire_name)} message {mid} from "
-            f"node index {src}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise decode_error(short_name(wire_name), mid, src, exc) from exc

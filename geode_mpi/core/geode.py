@@ -351,8 +351,8 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                     sent = lane.express(message.data, message)
                 elif kind is str or not isinstance(message, Message):  # (a str: the commonest)
                     sent = lane.express(message, None)
-                else:  # a subclass: `encode` names its class
-                    sent = None
+                else:  # a subclass: its class name packed once per lane and class
+                    sent = lane.express_named(message)
                 if sent is None:
                     sent = lane.send(message if isinstance(message, Message) else Message(message))
                 ticket, stamp = sent
@@ -496,6 +496,10 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                     owned = not parcel.flags & _FROM_STREAM
                     if frames.__class__ is RunItem and frames.message is not None:
                         message = frames.message
+                    elif spun and engine.undecoded is not None and engine.undecoded[0] is parcel:
+                        failed = engine.undecoded[1]  # (unpickled once, by the take: not again)
+                        engine.undecoded = None
+                        raise failed
                     else:
                         message = _decode(parcel.meta, frames, runtime.names, None, owned)
                     if not owned:

@@ -20,8 +20,9 @@ from geode_mpi.codec import arrays, header, pickling
 from geode_mpi.codec.wire import array_templates as _array_templates
 from geode_mpi.codec.wire import plain_misses as _plain_misses
 from geode_mpi.codec.wire import plain_pickle as _plain_pickle
+from geode_mpi.codec.wire_parts import _wire_names
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
-from geode_mpi.message import Message
+from geode_mpi.message import RESERVED, Message
 from geode_mpi.transport import SendTicket
 
 if TYPE_CHECKING:
@@ -42,6 +43,10 @@ _U32_MAX = 2**32 - 1
 _HEAD_SIZE = header.SIZE
 _time = time.time
 _ID_SEQ = struct.Struct("<qQ")  # a header's id and seq, at `header.ID_AT`
+_REST = header.FLAG_REST
+# A subclass's, per lane (`Lane.express_named`): its class, its header's source, dest and
+# class-name length (packed once), its wire name
+Named = tuple[type[Message], bytes, bytes]
 
 
 class Lane:
@@ -59,11 +64,13 @@ class Lane:
         "express_parts",
         "flags",
         "ident",
+        "named",
         "pair",
         "path",
         "pickle_lead",
         "rank",
         "resends",
+        "rest_leads",
         "send_meta",
         "src",
         "stats",
@@ -93,6 +100,11 @@ class Lane:
         self.pickle_lead = struct.pack("<I", header.lead(header.KIND_PICKLE, self.flags))
         self.array_lead = struct.pack("<I", header.lead(header.KIND_SMALL_ARRAY, self.flags))
         self.express_ids = struct.pack("<IIII", src, dst, 0, 0)
+        self.rest_leads = tuple(  # (a text's, a pickle's, with a rest section)
+            struct.pack("<I", header.lead(kind, self.flags | _REST))
+            for kind in (header.KIND_TEXT, header.KIND_PICKLE)
+        )
+        self.named: dict[type[Message], Named] = {}
 
     def send(self, message: Message, batch: bool = False) -> tuple[SendTicket, codec.Stamp]:
         """Stamp, encode and send the pair's next message; record it (seq, counters, the
@@ -138,7 +150,40 @@ class Lane:
                 pair.resends[seq] = [time.monotonic(), 1]
         return ticket, stamp
 
-    def express(self, data: Any, message: Message | None) -> tuple[SendTicket, codec.Stamp] | None:
+    def express_named(self, message: Message) -> tuple[SendTicket, codec.Stamp] | None:
+        """`express` of ``message``, of a Message subclass sent before (its wire name known,
+        no ``__slots__``) holding its data and perhaps attributes and headers that pickle
+        without arrays (its rest section, as `codec.encode` pickles it). None, with nothing
+        done, for anything else (`send` then)."""
+        cls = message.__class__
+        named = self.named.get(cls)
+        if named is None:
+            known = _wire_names.get(cls)
+            if known is None or known[1]:  # (its first send, or slots: `send`)
+                return None
+            name = known[0]
+            ids = struct.pack("<IIII", self.src, self.dst, len(name), 0)
+            named = self.named[cls] = (cls, ids, name)
+        state = message.__dict__
+        rest = None
+        if len(state) != 1 or "data" not in state:
+            headers = state.get("_headers") or None
+            extras = {key: value for key, value in state.items() if key not in RESERVED}
+            if headers is not None or extras:
+                if _plain_misses[0]:
+                    return None  # (arrays were met lately: `encode` counts this one)
+                rest = _plain_pickle((headers, extras or None))
+                if rest is None:
+                    return None
+        return self.express(message.data, None, named, rest)
+
+    def express(
+        self,
+        data: Any,
+        message: Message | None,
+        named: Named | None = None,
+        rest: bytes | None = None,
+    ) -> tuple[SendTicket, codec.Stamp] | None:
         """`send` of a plain message, all in one step: ``data`` alone (``message`` None: a bare
         object, not a Message) or the data of ``message``, a `Message` whose class its caller
         checked, to a rank of an MPI transport, no batch held for it, on a Geode that does not
@@ -147,7 +192,8 @@ class Lane:
         checks them), its `Isend` (`MPITransport.send_meta` inline), and the records `send`
         keeps. None, with nothing done, for anything else (a Message holding more than its
         data, data holding an array or that does not pickle, a text UTF-8 cannot encode, a
-        small array's first send: `send` then, which also says what is wrong)."""
+        small array's first send: `send` then, which also says what is wrong). ``named``: a
+        subclass's message (`express_named`), and ``rest`` its rest section, if any."""
         parts = self.express_parts
         if parts is None:
             return None
@@ -170,10 +216,11 @@ class Lane:
                 return None
             length = len(body)
         elif kind is arrays.ndarray:  # (as `encode` sends one alone: from its template)
-            template = _array_templates.get((Message, data.dtype, data.shape))
-            if template is None or not data.flags.c_contiguous:
+            cls = Message if named is None else named[0]
+            template = _array_templates.get((cls, data.dtype, data.shape))
+            if template is None or rest is not None or not data.flags.c_contiguous:
                 return None
-            body, _, length = template  # (a Message's class name is empty)
+            body, _, length = template  # (its class name, then the descriptor)
             array = data
         else:
             if _plain_misses[0] and kind not in _ATOMIC:
@@ -192,14 +239,18 @@ class Lane:
         count = counter[src]
         mid = self.ident | count
         ts = _time()
-        ids = self.express_ids
-        if kind is str:
-            meta = _pack(self.express_lead, mid, seq, ts, ids, length, _TAIL) + body
+        if named is not None:
+            meta = self._named_meta(named, rest, kind is str, body, array, length, mid, seq, ts)
+            if len(meta) > _U32_MAX:
+                return None  # (`send` says what is wrong with it)
+        elif kind is str:
+            meta = _pack(self.express_lead, mid, seq, ts, self.express_ids, length, _TAIL) + body
         elif array is None:
             crc = _checksum(body)
+            ids = self.express_ids
             meta = _pack_lane(self.pickle_lead, mid, seq, ts, ids, length, _NO_REPLY, crc) + body
         else:
-            head = _pack_lane(self.array_lead, mid, seq, ts, ids, length, _NO_REPLY, 0)
+            head = _pack_lane(self.array_lead, mid, seq, ts, self.express_ids, length, _NO_REPLY, 0)
             meta = b"".join((head, body, array))  # (C-contiguous: its buffer read as is)
         request = isend(meta, rank, tag)
         counter[src] = count + 1
@@ -213,3 +264,35 @@ class Lane:
         # (Open MPI may finish it only at the second test: see `MPITransport.send_meta`)
         ticket = sent if request.Test() or request.Test() else track(rank, meta, request)
         return ticket, _tuple_new(_Stamp, (mid, seq, ts, src, self.dst))
+
+    def _named_meta(
+        self,
+        named: Named,
+        rest: bytes | None,
+        text: bool,
+        body: bytes,
+        array: Any,
+        length: int,
+        mid: int,
+        seq: int,
+        ts: float,
+    ) -> bytes:
+        """The meta `codec.encode` gives a subclass's message (`express`): the header, the
+        class name, the data section (``text``: UTF-8; else a pickle, or a small array's
+        template, which holds the name, then ``array``), its rest section if any."""
+        _, ids, name = named
+        if rest is not None:  # (never an array's: see `express`)
+            lead = self.rest_leads[0 if text else 1]
+            crc = _checksum(rest) if text else _checksum(rest, _checksum(body))
+            head = _pack_lane(lead, mid, seq, ts, ids, length, _NO_REPLY, crc)
+            return b"".join((head, name, body, rest))
+        if text:
+            return b"".join(
+                (_pack(self.express_lead, mid, seq, ts, ids, length, _TAIL), name, body)
+            )
+        if array is None:
+            crc = _checksum(body)
+            head = _pack_lane(self.pickle_lead, mid, seq, ts, ids, length, _NO_REPLY, crc)
+            return b"".join((head, name, body))
+        head = _pack_lane(self.array_lead, mid, seq, ts, ids, length, _NO_REPLY, 0)
+        return b"".join((head, body, array))  # (C-contiguous: its buffer read as is)

@@ -19,6 +19,7 @@ from geode_mpi import codec
 from geode_mpi.base.gate import other_threads
 from geode_mpi.base.logger import log
 from geode_mpi.codec import header
+from geode_mpi.codec.decoding import decode_named as _decode_named
 from geode_mpi.codec.plain import plain_message as _plain_message
 from geode_mpi.codec.runs import Run
 from geode_mpi.codec.wire import decode_plain as _decode_plain
@@ -308,10 +309,15 @@ class Engine(Credits, Acks, Streams, Polling, Express):
             ):
                 return None
             else:  # a Message subclass, headers, attributes: the general decode
-                message = codec.decode(memoryview(meta), (), self.names, None, True)
+                found = _decode_named(meta, self.names, True, head) if lengths else None
+                if found is None:  # (not a subclass's plain message)
+                    found = codec.decode(memoryview(meta), (), self.names, None, True)
+                message = found
         except (DecodeError, UnicodeDecodeError):
             return None  # (nothing admitted: the sink queues it, the receive dead-letters it)
         pair.expected = seq + 1
+        if pair.held:  # (its decode made progress: what came meanwhile was held as early)
+            self.release_held(pair, index)
         nbytes = len(meta)
         stats = self.stats[index]
         stats.received += 1
@@ -433,6 +439,11 @@ class Engine(Credits, Acks, Streams, Polling, Express):
                 pair.ack_due = True
                 self.mark_due(key)
             return
+        self._queue_ready(dest, inbox, ready)
+
+    def _queue_ready(self, dest: int, inbox: Inbox, ready: list[Parcel]) -> None:
+        """Queue arrivals their pair let through, in order (`_admit`)."""
+        stats = self.stats[dest]
         for item in ready:
             stats.received += 1
             stats.received_bytes += item.nbytes
@@ -447,6 +458,17 @@ class Engine(Credits, Acks, Streams, Polling, Express):
             if dropped is not None:
                 stats.dropped += 1
                 self._done(dest, dropped)
+
+    def release_held(self, pair: PairIn, dest: int) -> None:
+        """Queue what ``pair`` held that is next in order now: a take lets its message through
+        after decoding it (`take_arrival`, `take_express`), and unpickling it may have made
+        progress (a ``__reduce__`` calling geode) that held the pair's next ones as early."""
+        held = pair.held
+        ready = []
+        while pair.expected in held:
+            ready.append(held.pop(pair.expected))
+            pair.expected += 1
+        self._queue_ready(dest, self.inboxes[dest], ready)
 
     def sink_run(self, rank: int, metas: list[memoryview]) -> None:
         """Take a run of frame-less arrivals from one rank, in order: `sink` on each, with the

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import pickle
+import struct
 import zlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.codec import header
 from geode_mpi.codec.arrays import small_array as _small_array
+from geode_mpi.codec.classes import inline_class as _inline_class
+from geode_mpi.codec.decoding import decode_error
 from geode_mpi.codec.plain import plain_message
 from geode_mpi.delivery.engine_state import EngineState
+from geode_mpi.delivery.pairs import PairIn
+from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
 _read_lead = header.LEAD.unpack_from
+_read_u16 = struct.Struct("<H").unpack_from
 _KIND_AT, _KIND_TEXT, _KIND_CONTROL = header.KIND_AT, header.KIND_TEXT, header.KIND_CONTROL
 _KIND_PICKLE = header.KIND_PICKLE
 _NAME_AT = header.NAME_LEN_AT  # (a u16)
@@ -25,6 +31,15 @@ _loads = pickle.loads
 _ONCE_MORE = (True, False)  # (a second spin after what was no message for the node)
 _HEAD_SIZE = header.SIZE
 _LEAD_TRACKED = header.FLAG_TRACKED << 16  # FLAG_TRACKED in a lead
+
+
+_NAME_ONLY = 1 << 16  # a header's class-name and route lengths below this: no route section
+
+
+def _kept_class(meta: bytearray) -> type[Message] | None:
+    """The class of a subclass's message, if `classes.remember_inline` kept it (its first
+    message went through `decode_named`); None: `take_arrival`'s."""
+    return _inline_class(bytes(meta[_HEAD_SIZE : _HEAD_SIZE + _read_u16(meta, _NAME_AT)[0]]))
 
 
 class _Damaged(Exception):
@@ -46,6 +61,18 @@ class Express(EngineState):
         def sink(self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int) -> None: ...
 
         def take_plain(self, index: int) -> Parcel | None: ...
+
+        def release_held(self, pair: PairIn, dest: int) -> None: ...
+
+    # The parcel a take left to the sink because its data did not decode, and the error the
+    # receive raises for it (`Geode.receive`) instead of decoding it again
+    undecoded: tuple[Parcel, DecodeError] | None = None
+
+    def _undecoded(self, index: int, seq: int, error: DecodeError) -> Parcel | None:
+        parcel = self.take_plain(index)
+        if parcel is not None and parcel.seq == seq:
+            self.undecoded = (parcel, error)
+        return parcel
 
     def take_express(self, index: int, spin: Spin, seconds: float) -> Message | Parcel | None:
         """Spin ``seconds`` on the transport (``spin``: `MPITransport.spin_meta`) for node
@@ -70,19 +97,25 @@ class Express(EngineState):
             rank, meta = got
             size = len(meta)
             kind = meta[_KIND_AT] if size >= _HEAD_SIZE else -1  # (else not read here)
-            # (a class name, a subclass's: `take_arrival`'s at once, the header read there)
-            if kind in _PLAIN_KINDS and not meta[_NAME_AT] and not meta[_NAME_AT + 1]:
+            # (a class name, a subclass's: inline once its class is kept, else `take_arrival`'s
+            # at once, the header read there)
+            cls = Message
+            if kind in _PLAIN_KINDS and (
+                (not meta[_NAME_AT] and not meta[_NAME_AT + 1])
+                or (cls := _kept_class(meta)) is not None  # type: ignore[assignment]
+            ):
                 lead, mid, seq, ts, src, dst, lengths, n_data, length, reply_to, crc = _read_lead(
                     meta, 0
                 )
+                start = _HEAD_SIZE + lengths  # (after its class name, if any)
                 pair = self._in.get((src, dst))
                 inbox = self.inboxes[index]
                 if (
                     lead in _PLAIN_LEADS
                     and not inbox.waiting
-                    and not lengths
+                    and lengths < _NAME_ONLY  # (no route section)
                     and not n_data
-                    and size == _HEAD_SIZE + length  # (a damaged length: the sink's)
+                    and size == start + length  # (a damaged length: the sink's)
                     and dst == index
                     and pair is not None  # (a pair's first arrival is checked by the sink)
                     and seq == pair.expected
@@ -96,19 +129,29 @@ class Express(EngineState):
                     data: Any
                     try:
                         if kind == _KIND_TEXT:
-                            data = str(meta[_HEAD_SIZE:], "utf-8")
+                            data = str(meta[start:], "utf-8")
                         elif kind == _KIND_PICKLE:
-                            section = memoryview(meta)[_HEAD_SIZE:]
+                            section = memoryview(meta)[start:]
                             if _checksum(section) != crc:  # (checked before unpickling)
                                 raise _Damaged
                             data = _loads(section)
                         else:  # a small array: a view of this message's own buffer
-                            data = _small_array(memoryview(meta), _HEAD_SIZE, size, True)
-                    except Exception:  # (whatever unpickling the bytes raised)
-                        pass
+                            data = _small_array(memoryview(meta), start, size, True)
+                    except _Damaged:
+                        pass  # (never unpickled: the receive's decode says what is wrong)
+                    except Exception as exc:  # (whatever unpickling the bytes raised)
+                        # The receive raises this, not unpickling the bytes a second time
+                        error = decode_error(cls.__name__, mid, src, exc)
+                        error.__cause__ = exc
+                        self.sink(rank, memoryview(meta), (), size)
+                        return self._undecoded(index, seq, error)
                     else:
                         message = plain_message(data, mid, seq, ts, src, dst, reply_to, self.names)
+                        if cls is not Message:  # (its layout is Message's: `remember_inline`)
+                            message.__class__ = cls
                         pair.expected = seq + 1
+                        if pair.held:  # (unpickling made progress: see `release_held`)
+                            self.release_held(pair, index)
                         stats = self.stats[index]
                         stats.received += 1
                         stats.received_bytes += size

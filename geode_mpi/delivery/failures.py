@@ -48,10 +48,11 @@ class Failures(EngineState):
         """Record a message that cannot be processed; with ``finish``, count it processed
         (acknowledged: it is not lost, it is in the dead letters); ``expired``: it is kept
         because its ttl ran out, and this says how."""
-        try:
-            message: Message | None = self.decode(parcel)
+        message: Message | None = None
+        try:  # (a message that did not decode is not decoded again: its pickle's side effects)
+            if not isinstance(error, DecodeError):
+                message = self.decode(parcel)
         except DecodeError as exc:
-            message = None
             error = error or exc
         if expired is not None:
             text = expired

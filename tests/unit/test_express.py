@@ -30,7 +30,28 @@ TAG = 4
 
 
 class Tagged(Message):
-    """A subclass: never sent the express way, and a typed receive takes only these."""
+    """A subclass: a typed receive takes only these."""
+
+
+class Point(Message):
+    """A subclass as users write one: attributes set in ``__init__``."""
+
+    def __init__(self, data: Any = None, x: Any = 0, label: str = "") -> None:
+        super().__init__(data)
+        self.x = x
+        self.label = label
+
+
+class Slotted(Message):
+    """A subclass with ``__slots__``: always the general path."""
+
+    __slots__ = ("weight",)
+
+
+def slotted(data: Any) -> Slotted:
+    message = Slotted(data)
+    message.weight = 0.5
+    return message
 
 
 class Request:
@@ -171,8 +192,9 @@ def test_an_unfinished_isend_is_tracked_and_waited_for(lent: list[Lent]) -> None
 @pytest.mark.parametrize(
     "message",
     [
-        Tagged("x"),
-        Tagged(7),
+        slotted("x"),
+        Point("x", np.arange(3.0)),  # an attribute holding an array
+        Point(np.arange(3.0), 1),  # a small array with attributes
         Message("x", headers={"k": 1}),
         Message(7, headers={"k": 1}),
         "\ud800",  # a lone surrogate: pickle keeps it
@@ -191,11 +213,20 @@ def test_anything_else_falls_back_with_nothing_done(lent: list[Lent], message: A
     a.send("first", dest="node1")
     lane = a._runtime.path.dests["node1"]
     before = (lane.pair.next_seq, dict(lane.counter), a.stats())
-    # What `Geode.send` offers the lane's express (it checks the class: never a subclass)
+    # What `Geode.send` offers the lane's express (it checks the class)
+    base = 0
     if type(message) is Message:
         assert lane.express(message.data, message) is None
     elif not isinstance(message, Message):
         assert lane.express(message, None) is None
+    else:
+        a.send(message, dest="node1")  # (its first send: the general path, its name known)
+        assert b.receive(timeout=10).data == "first"
+        assert type(b.receive(timeout=10)) is type(message)
+        a.send("first", dest="node1")
+        base = express_sent(lent)  # ("first")
+        before = (lane.pair.next_seq, dict(lane.counter), a.stats())
+        assert lane.express_named(message) is None
     assert (lane.pair.next_seq, dict(lane.counter), a.stats()) == before
     a.send(message, dest="node1")  # the general path
     assert b.receive(timeout=10).data == "first"
@@ -203,7 +234,9 @@ def test_anything_else_falls_back_with_nothing_done(lent: list[Lent], message: A
     expected = message.data if isinstance(message, Message) else message
     assert repr(got.data) == repr(expected)
     assert type(got) is type(message if isinstance(message, Message) else Message())
-    assert express_sent(lent) == 0
+    assert express_sent(lent) == base
+    if isinstance(got, Point):
+        assert repr((got.x, got.label)) == repr((message.x, message.label))
     wire.plain_misses[0] = 0  # (an array met: the next sends would skip the fast pickle)
     for geode in (a, b):
         geode.close(timeout=10)
@@ -231,7 +264,8 @@ def test_filtered_typed_and_second_source(ranks: tuple[Geode, Geode], lent: list
         a.send(f"from node0 {k}", dest="node1")
         a.send(f"from node2 {k}", "node2", "node1")
         a.send(Tagged(f"tagged {k}"), dest="node1")
-    assert express_sent(lent) == 2  # node0's texts after its first
+    # node0's texts after its first, its Tagged after its first (unless sent before)
+    assert express_sent(lent) in (4, 5)
     assert b.receive(source="node2", timeout=10).data == "from node2 0"
     assert b.receive(type=Tagged, timeout=10).data == "tagged 0"
     assert b.receive(timeout=10).data == "from node0 0"
@@ -403,6 +437,55 @@ PAYLOADS: list[Any] = [
 ]
 
 
+def primed(lent: list[Lent], acks: bool, first: Any) -> tuple[Geode, Geode, int]:
+    """Two in-process ranks; node0 sent node1 "first" (which made its lane) and ``first``
+    (a class's first send names it, a small array's makes its template); the express sends
+    so far."""
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank), acks=acks) for rank in range(2))
+    a.send("first", dest="node1")
+    a.send(first, dest="node1")
+    (parts,) = lent
+    return a, b, len(parts.sent)
+
+
+NAMED = [
+    lambda: Tagged("hello world"),
+    lambda: Tagged(7),
+    lambda: Tagged({"x": 1, "name": "abc"}),
+    lambda: Tagged(np.arange(3.0)),
+    lambda: Point("hello world", 1, "a"),
+    lambda: Point((1, 2.0), 2.5, "b"),
+    lambda: Point({"x": [1, 2]}, None, "c"),
+    lambda: Tagged("h", headers={"step": 1}),
+    lambda: Point(7, 1, "d"),
+]
+
+
+@pytest.mark.parametrize("acks", [True, False])
+@pytest.mark.parametrize("make", NAMED, ids=lambda make: repr(vars(make())))
+def test_a_subclass_goes_express_with_encode_s_bytes(
+    lent: list[Lent], acks: bool, make: Any
+) -> None:
+    a, b, before = primed(lent, acks, make())
+    parts = lent[0]
+    sent = make()
+    handle = a.send(sent, dest="node1")
+    assert len(parts.sent) == before + 1
+    assert b.receive(timeout=10).data == "first"
+    b.receive(timeout=10)  # (the first send's)
+    got = b.receive(timeout=10)
+    assert type(got) is type(sent) and same(got.data, sent.data)
+    assert (got.id, got.seq, got.source) == (handle.id, handle.seq, "node0")
+    for key, value in vars(sent).items():  # (its attributes and headers)
+        assert key == "data" or vars(got)[key] == value
+    flags = codec.FLAG_TRACKED if acks else 0
+    stamp = codec.make_stamp(handle.id, handle.seq, got.timestamp, 0, 1)
+    assert parts.sent[-1][0] == codec.encode(sent, stamp, flags)[0]
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
 def same(got: Any, expected: Any) -> bool:
     if isinstance(expected, np.ndarray):
         return bool(got.dtype == expected.dtype and np.array_equal(got, expected))
@@ -414,12 +497,8 @@ def same(got: Any, expected: Any) -> bool:
 def test_every_plain_payload_goes_express_with_encode_s_bytes(
     lent: list[Lent], acks: bool, data: Any
 ) -> None:
-    hub = InProcHub(2)
-    a, b = (Geode(2, transport=hub.endpoint(rank), acks=acks) for rank in range(2))
-    a.send("first", dest="node1")  # (the lane is made by the first send)
-    a.send(data, dest="node1")  # (a small array's first send makes its template)
-    (parts,) = lent
-    before = len(parts.sent)
+    a, b, before = primed(lent, acks, data)
+    parts = lent[0]
     handles = [a.send(data, dest="node1"), a.send(Message(data), dest="node1")]
     assert len(parts.sent) == before + 2
     assert b.receive(timeout=10).data == "first"
@@ -522,8 +601,28 @@ def test_a_damaged_pickle_is_never_unpickled(
         b._runtime.decode(taken, 1)
 
 
-def test_a_subclass_goes_to_take_arrival_and_keeps_its_class(
-    first_taken: tuple[Geode, Engine, list[bytes]], monkeypatch: pytest.MonkeyPatch
+class Guarded(Message):
+    """A subclass with a ``__setattr__`` of its own: never built attribute by attribute."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "__dict__":  # (the decode sets that one: then it is received as sent)
+            raise AttributeError(f"{name} is read-only")
+        super().__setattr__(name, value)
+
+
+class Renamed(Message):
+    """A subclass naming one of the metadata (a property): never built inline either."""
+
+    @property
+    def source(self) -> str:  # type: ignore[override]
+        return "always here"
+
+
+@pytest.mark.parametrize("cls", [Tagged, Guarded, Renamed])
+def test_a_subclass_goes_to_take_arrival_first_then_inline_and_keeps_its_class(
+    first_taken: tuple[Geode, Engine, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    cls: type[Message],
 ) -> None:
     _, engine, _ = first_taken
     calls: list[int] = []
@@ -534,8 +633,16 @@ def test_a_subclass_goes_to_take_arrival_and_keeps_its_class(
         return real(rank, meta, index)
 
     monkeypatch.setattr(engine, "take_arrival", spied)
-    stamp = codec.make_stamp(1, 1, 1.0, 0, 1)
-    meta = codec.encode(Tagged({"x": 1}), stamp, codec.FLAG_TRACKED)[0]
-    got = engine.take_express(1, spun(meta), 0.0)
-    assert type(got) is Tagged and got.data == {"x": 1} and calls == [1]
-    assert engine.pairs_in[(0, 1)].expected == 2
+    for seq in (1, 2, 3):
+        stamp = codec.make_stamp(seq, seq, 1.0, 0, 1)
+        message = cls.__new__(cls)
+        message.__dict__["data"] = {"x": seq}
+        meta = codec.encode(message, stamp, codec.FLAG_TRACKED)[0]
+        got = engine.take_express(1, spun(meta), 0.0)
+        assert type(got) is cls and got.data == {"x": seq} and got.seq == seq
+        assert engine.pairs_in[(0, 1)].expected == seq + 1
+        want = codec.decode(meta, (), ["node0", "node1"], codec.peek(meta))
+        assert got.__dict__ == want.__dict__
+    # its first message only (none if one came before), then its class is kept; never for
+    # a class that sets its own attributes
+    assert calls in ([1], []) if cls is Tagged else calls == [1, 1, 1]
