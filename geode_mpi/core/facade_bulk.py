@@ -83,7 +83,11 @@ class Bulk(Facade):
         runtime = self._runtime
         batch: Sequence[Any] = items if items.__class__ in (list, tuple) else [*items]
         count = len(batch)
-        runtime.check_sending("isend_many")
+        try:
+            runtime.check_sending("isend_many")
+        except GeodeError as error:  # (ClosedError: nothing of the batch went)
+            error.sent = 0
+            raise
         if dest is None:
             raise TypeError("isend_many() needs a dest: isend_many(items, dest='node1')")
         if not count:

@@ -96,8 +96,9 @@ def test_an_unknown_or_missing_dest_is_named_even_for_no_items() -> None:
 def test_a_closed_geode_refuses() -> None:
     a, _, _ = world()
     a.close()
-    with pytest.raises(ClosedError, match="isend_many"):
+    with pytest.raises(ClosedError, match="isend_many") as raised:
         a.isend_many(["x"], dest="node1")
+    assert raised.value.sent == 0  # (items[error.sent:] were not sent: all of them)
 
 
 def test_an_item_that_does_not_encode_names_itself_and_what_was_sent() -> None:
