@@ -76,7 +76,7 @@ def test_exception_on_one_rank_ends_the_job_within_10_s(ranks: int) -> None:
     result = mpirun(ranks, ["-m", "geode_mpi", "tests/scripts/fail_rank.py", "2"], timeout=60)
     assert not result.timed_out, result.explain()
     assert result.returncode != 0, result.explain()
-    assert result.seconds < 10 * load_slack(), result.explain()
+    assert _ended_after_failing(result.stderr) < 10 * load_slack(), result.explain()
     assert f"[rank 2/{ranks} node2] ValueError: failing on purpose on rank 2" in result.stderr
     assert f"[rank 2/{ranks} node2] Traceback (most recent call last):" in result.stderr
 
@@ -84,8 +84,17 @@ def test_exception_on_one_rank_ends_the_job_within_10_s(ranks: int) -> None:
 def test_sys_exit_on_one_rank_gives_its_status() -> None:
     result = mpirun(4, ["-m", "geode_mpi", "tests/scripts/fail_rank.py", "1", "3"], timeout=60)
     assert result.returncode == 3, result.explain()
-    assert result.seconds < 10 * load_slack(), result.explain()
+    assert _ended_after_failing(result.stderr) < 10 * load_slack(), result.explain()
     assert "sys.exit(3)" in result.stderr
+
+
+def _ended_after_failing(stderr: str) -> float:
+    """Seconds from the failing rank's "failing at" line (tests/scripts/fail_rank.py) to now,
+    just after the job ended: what the runner's abort takes, not the job's start-up (CI's
+    network-path leg once took 17.4 s for the whole launch at load 15)."""
+    found = re.search(r"failing at (\d+\.\d+)", stderr)
+    assert found is not None, stderr
+    return time.time() - float(found.group(1))
 
 
 def test_sys_exit_in_the_embedded_world() -> None:

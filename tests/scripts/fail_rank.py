@@ -1,6 +1,7 @@
 """Rank FAIL_RANK raises (or sys.exit(EXIT) when given); the others wait in a receive."""
 
 import sys
+import time
 
 from geode_mpi import Geode
 
@@ -8,6 +9,8 @@ fail_rank = int(sys.argv[1])
 exit_code = int(sys.argv[2]) if len(sys.argv) > 2 else None
 g = Geode()
 if g.rank == fail_rank:
+    # (the test times the job's end from here, not from the launch: start-up varies with load)
+    print(f"failing at {time.time():.3f}", file=sys.stderr, flush=True)
     if exit_code is not None:
         sys.exit(exit_code)
     raise ValueError(f"failing on purpose on rank {g.rank}")
