@@ -450,15 +450,19 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             and type is None
             and (
                 timeout is None
-                or (timeout.__class__ in _SECONDS and timeout == 0 and runtime.plain_queue)
+                or (
+                    timeout.__class__ in _SECONDS
+                    and (timeout > 0 or (timeout == 0 and runtime.plain_queue))
+                )
             )
             and order is None
             and topic is None
         ):
-            # The commonest receive: this rank's node, automatic acks, no window: a message
-            # already queued, or one that comes within the first spin (a ping-pong's reply),
-            # is taken and decoded without the general machinery. A poll (``timeout=0``, and
-            # `try_receive`) takes a queued message here too; it never spins.
+            # The commonest receive: this rank's node, automatic acks, no window, with or
+            # without a timeout: a message already queued, or one that comes within the first
+            # spin (a ping-pong's reply), is taken and decoded without the general machinery.
+            # A poll (``timeout=0``, and `try_receive`) takes a queued message here too; it
+            # never spins. (A positive timeout then counts after the spin: FIRST_SPIN more.)
             engine = runtime.engine
             if runtime.plain_queue:
                 head = runtime.plain_queue[0].frames

@@ -194,3 +194,22 @@ def test_a_run_s_messages_are_counted_processed_without_the_general_path(acks: b
     assert len(calls) <= (300 // 16 + 300 // 128 + 1 if acks else 0), calls
     b.flush()
     assert a.stats().unacked == 0
+
+
+@pytest.mark.parametrize("timeout", [5, 2.5, 1e-9])
+def test_a_receive_with_a_timeout_takes_from_the_cursor_as_receive_does(
+    timeout: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer loop that passes a timeout (as the docs advise) takes a queued run's
+    messages by the fast case too: it once went through the general take for each (a third
+    of the rate of `receive()` over MPI)."""
+    _, b = queued_run(10)
+    (cursor,) = entries(b)
+    general = []
+    runtime = b._runtime  # (what the test watches: the general take, unused)
+    monkeypatch.setattr(runtime, "take", lambda *args: general.append(args))
+    got = [b.receive(timeout=timeout) for _ in range(4)]
+    assert [m.data for m in got] == [0, 1, 2, 3] and not general
+    assert entries(b) == [cursor] and cursor.at == 4 and b.pending() == 6
+    assert [b.receive(timeout=timeout).data for _ in range(6)] == [4, 5, 6, 7, 8, 9]
+    assert not general and not entries(b)
