@@ -74,6 +74,7 @@ _decode = codec.decode
 _NO_REPLY = codec.NO_REPLY
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 _SECONDS = (int, float)  # a timeout's types (a bool is refused by `check_timeout`)
+_NODE_KEYS = (str, int)  # a node's name or index (not a bool, nor a numpy int: those go on)
 
 
 class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio, Bulk):
@@ -165,6 +166,8 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
         self._gate = runtime.gate  # what `locked` holds around the public calls
         self.rank: int = runtime.rank
         self.size: int = runtime.size
+        # what `receive` may be told to mean this rank's own node: None, its name, its index
+        self._own = (placement.names[self.rank], self.rank)
         self._processor = Processor(runtime)
         self._channels = Channels(runtime, self._processor)  # its topics and work queues
         self._sequencer = Sequencer(runtime, self._channels.to_owner)
@@ -445,7 +448,7 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
         spun = False
         if (
             runtime.plain_queue is not NO_FAST_QUEUE
-            and node is None
+            and (node is None or (node.__class__ in _NODE_KEYS and node in self._own))
             and source is None
             and type is None
             and (
@@ -458,11 +461,11 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             and order is None
             and topic is None
         ):
-            # The commonest receive: this rank's node, automatic acks, no window, with or
-            # without a timeout: a message already queued, or one that comes within the first
-            # spin (a ping-pong's reply), is taken and decoded without the general machinery.
-            # A poll (``timeout=0``, and `try_receive`) takes a queued message here too; it
-            # never spins. (A positive timeout then counts after the spin: FIRST_SPIN more.)
+            # The commonest receive: this rank's node (unnamed or named), automatic acks, no
+            # window, with or without a timeout: a message already queued, or one that comes
+            # within the first spin (a ping-pong's reply), is taken and decoded without the
+            # general machinery. A poll (``timeout=0``, and `try_receive`) takes a queued
+            # message here too; it never spins. (A positive timeout counts after the spin.)
             engine = runtime.engine
             if runtime.plain_queue:
                 head = runtime.plain_queue[0].frames

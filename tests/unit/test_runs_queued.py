@@ -10,7 +10,7 @@ import pytest
 from general_path import count_general_done
 from test_runs import NAMES, engine, world
 
-from geode_mpi import Geode, Message, QueueConfig
+from geode_mpi import Geode, Message, NodeNotLocalError, QueueConfig, UnknownNodeError
 from geode_mpi.codec import decode, encode, make_stamp
 from geode_mpi.delivery.runs import RunCursor
 from geode_mpi.persistence.snapshot import capture, unpack_messages
@@ -196,20 +196,35 @@ def test_a_run_s_messages_are_counted_processed_without_the_general_path(acks: b
     assert a.stats().unacked == 0
 
 
-@pytest.mark.parametrize("timeout", [5, 2.5, 1e-9])
-def test_a_receive_with_a_timeout_takes_from_the_cursor_as_receive_does(
-    timeout: float, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        *({"timeout": 5}, {"timeout": 2.5}, {"timeout": 1e-9}),
+        *({"node": "node1"}, {"node": 1}, {"node": "node1", "timeout": 5}),
+    ],
+)
+def test_a_receive_with_a_timeout_or_its_own_node_takes_from_the_cursor_as_receive_does(
+    kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A consumer loop that passes a timeout (as the docs advise) takes a queued run's
-    messages by the fast case too: it once went through the general take for each (a third
-    of the rate of `receive()` over MPI)."""
+    """A consumer loop that passes a timeout (as the docs advise), or names its own node,
+    takes a queued run's messages by the fast case too: each once went through the general
+    take for every message (a third of the rate of `receive()` over MPI)."""
     _, b = queued_run(10)
     (cursor,) = entries(b)
     general = []
     runtime = b._runtime  # (what the test watches: the general take, unused)
     monkeypatch.setattr(runtime, "take", lambda *args: general.append(args))
-    got = [b.receive(timeout=timeout) for _ in range(4)]
+    got = [b.receive(**kwargs) for _ in range(4)]
     assert [m.data for m in got] == [0, 1, 2, 3] and not general
     assert entries(b) == [cursor] and cursor.at == 4 and b.pending() == 6
-    assert [b.receive(timeout=timeout).data for _ in range(6)] == [4, 5, 6, 7, 8, 9]
+    assert [b.receive(**kwargs).data for _ in range(6)] == [4, 5, 6, 7, 8, 9]
     assert not general and not entries(b)
+
+
+def test_a_receive_naming_another_node_or_a_bool_is_not_taken_as_its_own() -> None:
+    _, b = queued_run(3)
+    with pytest.raises(NodeNotLocalError):
+        b.receive("node0", timeout=0)
+    with pytest.raises(UnknownNodeError, match="unknown node True"):  # (not node1: 1 == True)
+        b.receive(True, timeout=0)
+    assert b.pending() == 3 and [b.receive(node=1).data for _ in range(3)] == [0, 1, 2]
