@@ -449,7 +449,13 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
         if (
             runtime.plain_queue is not NO_FAST_QUEUE
             and (node is None or (node.__class__ in _NODE_KEYS and node in self._own))
-            and source is None
+            and (
+                source is None
+                or (  # (the oldest message queued is from it: the one the filter takes)
+                    runtime.plain_queue
+                    and runtime.plain_queue[0].source == runtime.placement.index(source, "source")
+                )
+            )
             and type is None
             and (
                 timeout is None
@@ -464,8 +470,9 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             # The commonest receive: this rank's node (unnamed or named), automatic acks, no
             # window, with or without a timeout: a message already queued, or one that comes
             # within the first spin (a ping-pong's reply), is taken and decoded without the
-            # general machinery. A poll (``timeout=0``, and `try_receive`) takes a queued
-            # message here too; it never spins. (A positive timeout counts after the spin.)
+            # general machinery (with a ``source`` filter: the first one queued, from it). A
+            # poll (``timeout=0``, and `try_receive`) takes a queued message here too; it never
+            # spins. (A positive timeout counts after the spin.)
             engine = runtime.engine
             if runtime.plain_queue:
                 head = runtime.plain_queue[0].frames

@@ -71,9 +71,10 @@ def test_limit_and_a_run_taken_in_parts() -> None:
 def test_a_filtered_receive_between_bulk_takes_takes_the_right_message() -> None:
     a, b = queued_run(12)
     assert [m.data for m in b.receive_many(limit=4)] == [0, 1, 2, 3]
-    assert b.receive(source="node0", timeout=0).data == 4  # (expands the rest of the run)
+    assert b.receive(source="node0", timeout=0).data == 4  # (its source heads the queue:
+    assert isinstance(entries(b)[0], RunCursor)  # taken from the cursor, as receive() does)
+    assert b.receive(order="id", timeout=0).data == 5  # (expands the rest of the run)
     assert not any(isinstance(frames, RunCursor) for frames in entries(b))
-    assert b.receive(order="id", timeout=0).data == 5
     assert [m.data for m in b.receive_many(limit=3)] == [6, 7, 8]
     assert [m.data for m in b.receive_many(source="node0")] == [9, 10, 11]
     b.flush()

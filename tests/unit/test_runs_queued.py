@@ -10,7 +10,14 @@ import pytest
 from general_path import count_general_done
 from test_runs import NAMES, engine, world
 
-from geode_mpi import Geode, Message, NodeNotLocalError, QueueConfig, UnknownNodeError
+from geode_mpi import (
+    Geode,
+    Message,
+    NodeNotLocalError,
+    QueueConfig,
+    ReceiveTimeout,
+    UnknownNodeError,
+)
 from geode_mpi.codec import decode, encode, make_stamp
 from geode_mpi.delivery.runs import RunCursor
 from geode_mpi.persistence.snapshot import capture, unpack_messages
@@ -201,14 +208,16 @@ def test_a_run_s_messages_are_counted_processed_without_the_general_path(acks: b
     [
         *({"timeout": 5}, {"timeout": 2.5}, {"timeout": 1e-9}),
         *({"node": "node1"}, {"node": 1}, {"node": "node1", "timeout": 5}),
+        *({"source": "node0"}, {"source": 0, "timeout": 5}, {"node": 1, "source": "node0"}),
     ],
 )
-def test_a_receive_with_a_timeout_or_its_own_node_takes_from_the_cursor_as_receive_does(
+def test_a_receive_with_a_timeout_its_own_node_or_a_source_takes_from_the_cursor(
     kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A consumer loop that passes a timeout (as the docs advise), or names its own node,
-    takes a queued run's messages by the fast case too: each once went through the general
-    take for every message (a third of the rate of `receive()` over MPI)."""
+    """A consumer loop that passes a timeout (as the docs advise), names its own node, or
+    filters by the source of the oldest queued message takes a queued run's messages by
+    `receive()`'s fast case too: each once went through the general take for every message
+    (a third of the rate of `receive()` over MPI)."""
     _, b = queued_run(10)
     (cursor,) = entries(b)
     general = []
@@ -227,4 +236,8 @@ def test_a_receive_naming_another_node_or_a_bool_is_not_taken_as_its_own() -> No
         b.receive("node0", timeout=0)
     with pytest.raises(UnknownNodeError, match="unknown node True"):  # (not node1: 1 == True)
         b.receive(True, timeout=0)
+    with pytest.raises(ReceiveTimeout):
+        b.receive(source="node1", timeout=0)  # (nothing from node1: the queue untouched)
+    with pytest.raises(UnknownNodeError, match="unknown source 'node7'"):
+        b.receive(source="node7", timeout=0)
     assert b.pending() == 3 and [b.receive(node=1).data for _ in range(3)] == [0, 1, 2]
