@@ -248,7 +248,13 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             ClosedError: this Geode is closed.
         """
         runtime = self._runtime
-        if compress is None and not priority and ttl is None and source is None and not ack:
+        if (
+            compress is None
+            and not priority
+            and ttl is None
+            and (source is None or (source.__class__ in _NODE_KEYS and source in self._own))
+            and not ack
+        ):  # (naming this rank's own node as the source is the same as not naming it)
             if not other_threads():
                 # The commonest isend: it joins the open run of its dest's lane (one lookup;
                 # a dest sent to before, without credits), else `send_plain` as before.
@@ -333,16 +339,17 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
         runtime = self._runtime
         threads = other_threads()  # (asked once: the fast case and the fallback both need it)
         if (
-            source is None
-            and timeout is None
+            (source is None or (source.__class__ in _NODE_KEYS and source in self._own))
+            and (timeout is None or (timeout.__class__ in _SECONDS and timeout >= 0))
             and not ack
             and compress is None
             and not priority
             and ttl is None
             and not threads
         ):
-            # The commonest send, to a dest sent to before without credits: its lane (stamp,
-            # encode, MPI send, records; delivery/direct.py), with nothing else in between.
+            # The commonest send (from this rank's own node, named or not, with or without a
+            # timeout), to a dest sent to before without credits: its lane (stamp, encode, MPI
+            # send, records; delivery/direct.py), with nothing else in between.
             try:
                 lane = runtime.path.dests.get(dest)
             except TypeError:  # unhashable: not a node name; the general path says so
@@ -364,7 +371,10 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                     runtime.engine.poll()  # (see `Runtime.send`)
                 handle = SendHandle(runtime, ticket, stamp, lane.pair if lane.tracked else None)
                 if not ticket.done:
-                    handle.wait_until(None, None)
+                    if timeout is None:
+                        handle.wait_until(None, None)
+                    else:  # (as the general path's below)
+                        handle.wait_until(time.monotonic() + timeout, float(timeout))
                 return handle
         if (ack or threads) and not runtime.owned():  # ack: handlers may run here
             return runtime.serialised(
