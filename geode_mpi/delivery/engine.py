@@ -313,7 +313,10 @@ class Engine(Credits, Acks, Streams, Polling, Express):
                 if found is None:  # (not a subclass's plain message)
                     found = codec.decode(memoryview(meta), (), self.names, None, True)
                 message = found
-        except (DecodeError, UnicodeDecodeError):
+        except DecodeError as exc:  # (nothing admitted: the sink queues it, the receive
+            self.refused = (meta, exc)  # raises this, not decoding it again: `take_express`)
+            return None
+        except UnicodeDecodeError:
             return None  # (nothing admitted: the sink queues it, the receive dead-letters it)
         pair.expected = seq + 1
         if pair.held:  # (its decode made progress: what came meanwhile was held as early)

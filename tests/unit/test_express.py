@@ -459,7 +459,16 @@ NAMED = [
     lambda: Point({"x": [1, 2]}, None, "c"),
     lambda: Tagged("h", headers={"step": 1}),
     lambda: Point(7, 1, "d"),
+    lambda: headed(Point("hello world", 1, "e"), {"step": 2, "tag": "t"}),
+    lambda: headed(Point({"y": 2.0}, {"nested": [1, ("a", None)]}, "f"), {"n": 3}),
+    lambda: Point("hello world", np.float64(0.5), "g"),  # (a numpy scalar: no buffer)
 ]
+
+
+def headed(message: Message, headers: dict[str, Any]) -> Message:
+    """``message`` with user headers as well as its attributes."""
+    message.headers = headers
+    return message
 
 
 @pytest.mark.parametrize("acks", [True, False])
@@ -618,13 +627,8 @@ class Renamed(Message):
         return "always here"
 
 
-@pytest.mark.parametrize("cls", [Tagged, Guarded, Renamed])
-def test_a_subclass_goes_to_take_arrival_first_then_inline_and_keeps_its_class(
-    first_taken: tuple[Geode, Engine, list[bytes]],
-    monkeypatch: pytest.MonkeyPatch,
-    cls: type[Message],
-) -> None:
-    _, engine, _ = first_taken
+def spy_take_arrival(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The nodes of ``engine``'s `take_arrival` calls from now on, as they come."""
     calls: list[int] = []
     real = engine.take_arrival
 
@@ -633,6 +637,17 @@ def test_a_subclass_goes_to_take_arrival_first_then_inline_and_keeps_its_class(
         return real(rank, meta, index)
 
     monkeypatch.setattr(engine, "take_arrival", spied)
+    return calls
+
+
+@pytest.mark.parametrize("cls", [Tagged, Guarded, Renamed])
+def test_a_subclass_goes_to_take_arrival_first_then_inline_and_keeps_its_class(
+    first_taken: tuple[Geode, Engine, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    cls: type[Message],
+) -> None:
+    _, engine, _ = first_taken
+    calls = spy_take_arrival(engine, monkeypatch)
     for seq in (1, 2, 3):
         stamp = codec.make_stamp(seq, seq, 1.0, 0, 1)
         message = cls.__new__(cls)
