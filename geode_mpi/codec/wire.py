@@ -74,9 +74,10 @@ def length_error(
 ) -> DecodeError:
     """A message whose data length field does not fit the rest of its meta (``size`` bytes,
     its data section from ``start``): all of it, or all but a rest section."""
+    after = "its header" if start == HEAD_SIZE else "its header and class name"
     return DecodeError(
         f"message {mid} from node index {src} says its data is {data_len} bytes long, but "
-        f"{size - start} follow its header: its header was damaged on the way"
+        f"{size - start} follow {after}: its header was damaged on the way"
     )
 
 
