@@ -134,15 +134,15 @@ class Express(EngineState):
                     # nothing admitted: it queues it, the receive raises and dead-letters it.
                     data: Any
                     try:
-                        if kind == _KIND_PICKLE:  # (its checksum: data and rest sections)
+                        if rest and kind != _KIND_PICKLE and _checksum(meta[end:]) != crc:
+                            raise _Damaged  # (the checksum of its rest section alone)
+                        if kind == _KIND_TEXT:
+                            data = str(meta[start:end], "utf-8")
+                        elif kind == _KIND_PICKLE:  # (its checksum: data and rest sections)
                             section = memoryview(meta)[start:]
                             if _checksum(section) != crc:  # (checked before unpickling)
                                 raise _Damaged
                             data = _loads(section[:length] if rest else section)
-                        elif rest and _checksum(memoryview(meta)[end:]) != crc:
-                            raise _Damaged
-                        elif kind == _KIND_TEXT:
-                            data = str(meta[start:end], "utf-8")
                         else:  # a small array: a view of this message's own buffer
                             data = _small_array(memoryview(meta), start, end, True)
                         message = plain_message(data, mid, seq, ts, src, dst, reply_to, self.names)
