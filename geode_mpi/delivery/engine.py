@@ -270,8 +270,9 @@ class Engine(Credits, Acks, Streams, Polling, Express):
         The next message of its pair, for ``index``, not diverted, from a node (not a topic's
         or a work queue's stream), that decodes, is taken at once, never queued: the counters,
         order, dedup and acks are the sink's and `take`'s. Anything else (a control record, a
-        run, a duplicate, one out of order, for another node, one that does not decode) is the
-        caller's to give to `sink` (which says what is wrong with it, or queues it).
+        run, a duplicate, one out of order, for another node, one that does not decode: its
+        `DecodeError` noted in `refused`) is the caller's to give to `sink` (which says what is
+        wrong with it, or queues it).
         """
         try:  # the header, read once: its first four bytes as one number (`header.LEAD`)
             head = _read_lead(meta, 0)

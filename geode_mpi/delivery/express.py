@@ -82,10 +82,13 @@ class Express(EngineState):
         """Spin ``seconds`` on the transport (``spin``: `MPITransport.spin_meta`) for node
         ``index`` (one of `plain`, its queue empty: `Geode.receive`'s fast case), and take
         what comes: a plain Message (a text, a pickle without arrays, a small array in its
-        meta) that is its pair's next message, from a node, for ``index``, is read here (its
-        header once, its checksum before unpickling), let through and taken (counted, its ack
-        due) and returned; any other message alone is `take_arrival`'s, or the sink's and the
-        queue's, as is anything the transport delivered itself. None if nothing came."""
+        meta; of a subclass kept by `remember_inline`, with attributes and headers that
+        travel in meta, or not) that is its pair's next message, from a node, for ``index``,
+        is read here (its header once, its checksum before unpickling), let through and taken
+        (counted, its ack due) and returned; any other message alone is `take_arrival`'s, or
+        the sink's and the queue's, as is anything the transport delivered itself; one that
+        does not decode, the sink's, its error noted for the receive (`undecoded`). None if
+        nothing came."""
         got = spin(seconds)
         for again in _ONCE_MORE:
             if got.__class__ is not tuple:
