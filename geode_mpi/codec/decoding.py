@@ -37,6 +37,7 @@ from geode_mpi.codec.wire import (
     _checksum_error,
     _sections_checksum,
     decode_plain,
+    length_error,
     peek,
     pickled_checksum,
 )
@@ -113,20 +114,31 @@ def _built(
     if rest is None:
         message.__dict__ = state
         return message
-    headers, extras = pickling.loads(rest, frames)
+    slotted = rest_into(state, pickling.loads(rest, frames), _slot_names(cls))
+    message.__dict__ = state
+    for key, value in slotted.items():
+        setattr(message, key, value)
+    return message
+
+
+def rest_into(state: dict[str, Any], rest: Any, slots: Sequence[str]) -> dict[str, Any]:
+    """Put what a rest section unpickled to (``rest``: its headers and attributes) into a
+    received message's ``__dict__`` ``state``; return the attributes named in ``slots`` (the
+    class's ``__slots__``) instead, for the caller to set.
+
+    Raises:
+        Exception: ``rest`` is not (headers, attributes), a dict and a dict (or None).
+    """
+    headers, extras = rest
     slotted: dict[str, Any] = {}
     if extras:
-        slots = _slot_names(type(message))
         for key, value in extras.items():
             (slotted if key in slots else state)[key] = value
     if headers:
         if type(headers) is not dict:
             raise TypeError(f"its headers are a {type(headers).__name__}, not a dict")
         state["_headers"] = headers
-    message.__dict__ = state
-    for key, value in slotted.items():
-        setattr(message, key, value)
-    return message
+    return slotted
 
 
 # A named message `decode_named` takes: a plain message's leads, with a rest section or not
@@ -156,7 +168,7 @@ def decode_named(
     end = start + data_len
     size = len(meta)
     rest = lead >> 16 & FLAG_REST
-    if (end != size) if not rest else (end > size):  # (a damaged length field)
+    if (end != size) if not rest else (end >= size):  # (a damaged length field)
         return None  # (the general decode says what is wrong)
     view = memoryview(meta)
     raw = bytes(view[HEAD_SIZE:start])
@@ -249,6 +261,10 @@ def decode(
         # meta without the table it appended, so that the rest section ends where it did.
         view, frames = compression.expand(view, frames, mid, src)
     end = start + data_len
+    size = len(view)
+    if (end != size) if not flags & FLAG_REST else (end >= size):
+        # (a damaged length field would cut the data short, or shift the rest section)
+        raise length_error(mid, src, data_len, size, start)
     # A damaged pickle can make C pickle allocate without bound (a PUT's memo index): the
     # checksum refuses damaged bytes before any of them reach it.
     checked = kind in _PICKLED_KINDS or flags & FLAG_REST

@@ -69,11 +69,15 @@ def _checksum_error(mid: int, src: int) -> DecodeError:
     )
 
 
-def length_error(mid: int, src: int, data_len: int, size: int) -> DecodeError:
-    """A plain message whose data length field does not span the rest of its meta."""
+def length_error(
+    mid: int, src: int, data_len: int, size: int, start: int = HEAD_SIZE
+) -> DecodeError:
+    """A message whose data length field does not fit the rest of its meta (``size`` bytes,
+    its data section from ``start``): all of it, or all but a rest section."""
+    after = "its header" if start == HEAD_SIZE else "its header and class name"
     return DecodeError(
         f"message {mid} from node index {src} says its data is {data_len} bytes long, but "
-        f"{size - HEAD_SIZE} follow its header: its header was damaged on the way"
+        f"{size - start} follow {after}: its header was damaged on the way"
     )
 
 

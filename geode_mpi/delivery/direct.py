@@ -44,6 +44,7 @@ _HEAD_SIZE = header.SIZE
 _time = time.time
 _ID_SEQ = struct.Struct("<qQ")  # a header's id and seq, at `header.ID_AT`
 _REST = header.FLAG_REST
+_disjoint = RESERVED.isdisjoint  # (a dict of attributes holds none of the reserved names)
 # A subclass's, per lane (`Lane.express_named`): its class, its header's source, dest and
 # class-name length (packed once), its wire name
 Named = tuple[type[Message], bytes, bytes]
@@ -168,7 +169,10 @@ class Lane:
         rest = None
         if len(state) != 1 or "data" not in state:
             headers = state.get("_headers") or None
-            extras = {key: value for key, value in state.items() if key not in RESERVED}
+            extras = state.copy()  # (in its order: `encode`'s bytes)
+            extras.pop("data", None)
+            if not _disjoint(extras):  # (headers, or the metadata of a message received)
+                extras = {key: value for key, value in extras.items() if key not in RESERVED}
             if headers is not None or extras:
                 if _plain_misses[0]:
                     return None  # (arrays were met lately: `encode` counts this one)

@@ -270,8 +270,9 @@ class Engine(Credits, Acks, Streams, Polling, Express):
         The next message of its pair, for ``index``, not diverted, from a node (not a topic's
         or a work queue's stream), that decodes, is taken at once, never queued: the counters,
         order, dedup and acks are the sink's and `take`'s. Anything else (a control record, a
-        run, a duplicate, one out of order, for another node, one that does not decode) is the
-        caller's to give to `sink` (which says what is wrong with it, or queues it).
+        run, a duplicate, one out of order, for another node, one that does not decode: its
+        `DecodeError` noted in `refused`) is the caller's to give to `sink` (which says what is
+        wrong with it, or queues it).
         """
         try:  # the header, read once: its first four bytes as one number (`header.LEAD`)
             head = _read_lead(meta, 0)
@@ -313,7 +314,10 @@ class Engine(Credits, Acks, Streams, Polling, Express):
                 if found is None:  # (not a subclass's plain message)
                     found = codec.decode(memoryview(meta), (), self.names, None, True)
                 message = found
-        except (DecodeError, UnicodeDecodeError):
+        except DecodeError as exc:  # (nothing admitted: the sink queues it, the receive
+            self.refused = (meta, exc)  # raises this, not decoding it again: `take_express`)
+            return None
+        except UnicodeDecodeError:
             return None  # (nothing admitted: the sink queues it, the receive dead-letters it)
         pair.expected = seq + 1
         if pair.held:  # (its decode made progress: what came meanwhile was held as early)

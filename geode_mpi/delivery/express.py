@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from geode_mpi.codec import header
 from geode_mpi.codec.arrays import small_array as _small_array
 from geode_mpi.codec.classes import inline_class as _inline_class
-from geode_mpi.codec.decoding import decode_error
+from geode_mpi.codec.decoding import decode_error, rest_into
 from geode_mpi.codec.plain import plain_message
 from geode_mpi.delivery.engine_state import EngineState
 from geode_mpi.delivery.pairs import PairIn
@@ -25,7 +25,9 @@ _KIND_AT, _KIND_TEXT, _KIND_CONTROL = header.KIND_AT, header.KIND_TEXT, header.K
 _KIND_PICKLE = header.KIND_PICKLE
 _NAME_AT = header.NAME_LEN_AT  # (a u16)
 _PLAIN_KINDS = (_KIND_TEXT, _KIND_PICKLE, header.KIND_SMALL_ARRAY)  # (a tuple: cheapest `in`)
-_PLAIN_LEADS = header.PLAIN_LEADS
+_LEAD_REST = header.FLAG_REST << 16  # FLAG_REST in a lead
+# A plain message's leads, and theirs with a rest section (headers, attributes): taken inline
+_INLINE_LEADS = header.PLAIN_LEADS | {found | _LEAD_REST for found in header.PLAIN_LEADS}
 _checksum = zlib.adler32  # (`encode`'s checksum)
 _loads = pickle.loads
 _ONCE_MORE = (True, False)  # (a second spin after what was no message for the node)
@@ -67,6 +69,8 @@ class Express(EngineState):
     # The parcel a take left to the sink because its data did not decode, and the error the
     # receive raises for it (`Geode.receive`) instead of decoding it again
     undecoded: tuple[Parcel, DecodeError] | None = None
+    # An arrival `take_arrival` met that did not decode, and the error it met
+    refused: tuple[memoryview | bytearray, DecodeError] | None = None
 
     def _undecoded(self, index: int, seq: int, error: DecodeError) -> Parcel | None:
         parcel = self.take_plain(index)
@@ -78,10 +82,13 @@ class Express(EngineState):
         """Spin ``seconds`` on the transport (``spin``: `MPITransport.spin_meta`) for node
         ``index`` (one of `plain`, its queue empty: `Geode.receive`'s fast case), and take
         what comes: a plain Message (a text, a pickle without arrays, a small array in its
-        meta) that is its pair's next message, from a node, for ``index``, is read here (its
-        header once, its checksum before unpickling), let through and taken (counted, its ack
-        due) and returned; any other message alone is `take_arrival`'s, or the sink's and the
-        queue's, as is anything the transport delivered itself. None if nothing came."""
+        meta; of a subclass kept by `remember_inline`, with attributes and headers that
+        travel in meta, or not) that is its pair's next message, from a node, for ``index``,
+        is read here (its header once, its checksum before unpickling), let through and taken
+        (counted, its ack due) and returned; any other message alone is `take_arrival`'s, or
+        the sink's and the queue's, as is anything the transport delivered itself; one that
+        does not decode, the sink's, its error noted for the receive (`undecoded`). None if
+        nothing came."""
         got = spin(seconds)
         for again in _ONCE_MORE:
             if got.__class__ is not tuple:
@@ -108,14 +115,16 @@ class Express(EngineState):
                     meta, 0
                 )
                 start = _HEAD_SIZE + lengths  # (after its class name, if any)
+                end = start + length
+                rest = lead & _LEAD_REST  # (its headers and attributes follow its data)
                 pair = self._in.get((src, dst))
                 inbox = self.inboxes[index]
                 if (
-                    lead in _PLAIN_LEADS
+                    lead in _INLINE_LEADS
                     and not inbox.waiting
                     and lengths < _NAME_ONLY  # (no route section)
                     and not n_data
-                    and size == start + length  # (a damaged length: the sink's)
+                    and (size > end if rest else size == end)  # (a damaged length: the sink's)
                     and dst == index
                     and pair is not None  # (a pair's first arrival is checked by the sink)
                     and seq == pair.expected
@@ -123,20 +132,25 @@ class Express(EngineState):
                     and not inbox.drop_oldest
                     and not inbox.private
                 ):
-                    # The data decoded as `decode_plain` does; anything that does not decode
-                    # is left to the sink, nothing admitted: it queues it, the receive raises
-                    # and dead-letters it.
+                    # The data decoded as `decode_plain` does, the rest section as
+                    # `decode_named` does; anything that does not decode is left to the sink,
+                    # nothing admitted: it queues it, the receive raises and dead-letters it.
                     data: Any
                     try:
+                        if rest and kind != _KIND_PICKLE and _checksum(meta[end:]) != crc:
+                            raise _Damaged  # (the checksum of its rest section alone)
                         if kind == _KIND_TEXT:
-                            data = str(meta[start:], "utf-8")
-                        elif kind == _KIND_PICKLE:
+                            data = str(meta[start:end], "utf-8")
+                        elif kind == _KIND_PICKLE:  # (its checksum: data and rest sections)
                             section = memoryview(meta)[start:]
                             if _checksum(section) != crc:  # (checked before unpickling)
                                 raise _Damaged
-                            data = _loads(section)
+                            data = _loads(section[:length] if rest else section)
                         else:  # a small array: a view of this message's own buffer
-                            data = _small_array(memoryview(meta), start, size, True)
+                            data = _small_array(memoryview(meta), start, end, True)
+                        message = plain_message(data, mid, seq, ts, src, dst, reply_to, self.names)
+                        if rest:  # (the class has no slots: `remember_inline`)
+                            rest_into(message.__dict__, _loads(memoryview(meta)[end:]), ())
                     except _Damaged:
                         pass  # (never unpickled: the receive's decode says what is wrong)
                     except Exception as exc:  # (whatever unpickling the bytes raised)
@@ -146,7 +160,6 @@ class Express(EngineState):
                         self.sink(rank, memoryview(meta), (), size)
                         return self._undecoded(index, seq, error)
                     else:
-                        message = plain_message(data, mid, seq, ts, src, dst, reply_to, self.names)
                         if cls is not Message:  # (its layout is Message's: `remember_inline`)
                             message.__class__ = cls
                         pair.expected = seq + 1
@@ -181,5 +194,10 @@ class Express(EngineState):
             if taken is not None:
                 return taken
             self.sink(rank, memoryview(meta), (), len(meta))
+            refused = self.refused
+            if refused is not None:
+                self.refused = None
+                if refused[0] is meta:  # (it did not decode: the receive raises what it met)
+                    return self._undecoded(index, _read_lead(meta, 0)[2], refused[1])
             return self.take_plain(index)
         return None  # (not reached: the second pass returns)

@@ -23,6 +23,7 @@ from geode_mpi.codec import wire
 from geode_mpi.core import geode as facade
 from geode_mpi.delivery import Engine, express
 from geode_mpi.delivery.direct import Lane
+from geode_mpi.message import RESERVED
 from geode_mpi.transport import InProcHub, SendTicket
 
 ROUNDS = 60
@@ -459,7 +460,33 @@ NAMED = [
     lambda: Point({"x": [1, 2]}, None, "c"),
     lambda: Tagged("h", headers={"step": 1}),
     lambda: Point(7, 1, "d"),
+    lambda: headed(Point("hello world", 1, "e"), {"step": 2, "tag": "t"}),
+    lambda: headed(Point({"y": 2.0}, {"nested": [1, ("a", None)]}, "f"), {"n": 3}),
+    lambda: Point("hello world", np.float64(0.5), "g"),  # (a numpy scalar: no buffer)
+    lambda: received(Point("again", 3, "h")),
+    lambda: Forgot(4),
 ]
+
+
+class Forgot(Message):
+    """A subclass whose ``__init__`` forgot ``super().__init__()``: its data is its class's."""
+
+    data = "the class's"
+
+    def __init__(self, x: Any) -> None:
+        self.x = x
+
+
+def received(message: Message) -> Message:
+    """``message`` as if received, to be sent on: its metadata in its ``__dict__`` too."""
+    vars(message).update(id=5, seq=2, timestamp=1.0, source="node0", dest="node1")
+    return message
+
+
+def headed(message: Message, headers: dict[str, Any]) -> Message:
+    """``message`` with user headers as well as its attributes."""
+    message.headers = headers
+    return message
 
 
 @pytest.mark.parametrize("acks", [True, False])
@@ -477,8 +504,8 @@ def test_a_subclass_goes_express_with_encode_s_bytes(
     got = b.receive(timeout=10)
     assert type(got) is type(sent) and same(got.data, sent.data)
     assert (got.id, got.seq, got.source) == (handle.id, handle.seq, "node0")
-    for key, value in vars(sent).items():  # (its attributes and headers)
-        assert key == "data" or vars(got)[key] == value
+    for key, value in vars(sent).items():  # (its attributes and headers; not its metadata)
+        assert key in RESERVED or vars(got)[key] == value
     flags = codec.FLAG_TRACKED if acks else 0
     stamp = codec.make_stamp(handle.id, handle.seq, got.timestamp, 0, 1)
     assert parts.sent[-1][0] == codec.encode(sent, stamp, flags)[0]
@@ -618,13 +645,8 @@ class Renamed(Message):
         return "always here"
 
 
-@pytest.mark.parametrize("cls", [Tagged, Guarded, Renamed])
-def test_a_subclass_goes_to_take_arrival_first_then_inline_and_keeps_its_class(
-    first_taken: tuple[Geode, Engine, list[bytes]],
-    monkeypatch: pytest.MonkeyPatch,
-    cls: type[Message],
-) -> None:
-    _, engine, _ = first_taken
+def spy_take_arrival(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The nodes of ``engine``'s `take_arrival` calls from now on, as they come."""
     calls: list[int] = []
     real = engine.take_arrival
 
@@ -633,6 +655,17 @@ def test_a_subclass_goes_to_take_arrival_first_then_inline_and_keeps_its_class(
         return real(rank, meta, index)
 
     monkeypatch.setattr(engine, "take_arrival", spied)
+    return calls
+
+
+@pytest.mark.parametrize("cls", [Tagged, Guarded, Renamed])
+def test_a_subclass_goes_to_take_arrival_first_then_inline_and_keeps_its_class(
+    first_taken: tuple[Geode, Engine, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    cls: type[Message],
+) -> None:
+    _, engine, _ = first_taken
+    calls = spy_take_arrival(engine, monkeypatch)
     for seq in (1, 2, 3):
         stamp = codec.make_stamp(seq, seq, 1.0, 0, 1)
         message = cls.__new__(cls)

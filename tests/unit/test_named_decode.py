@@ -121,3 +121,21 @@ def test_a_script_class_is_built_inline_only_while_it_is_the_same(
     assert classes.inline_class(raw) is None  # redefined: resolved again
     sys.modules["__main__"] = types.ModuleType("__main__")
     assert classes.inline_class(raw) is None  # the next job's script
+
+
+@pytest.mark.parametrize("by", [-1, 1], ids=["short", "long"])
+@pytest.mark.parametrize("make", [*NAMED[:4], lambda: Point("rest", 1, "a")])
+def test_a_damaged_length_field_names_the_message_and_its_source(make: Any, by: int) -> None:
+    # A class-named message's length one short decoded to shorter data on the general decode;
+    # now a DecodeError on both decodes, as for a plain Message. (With a rest section, a
+    # length that reaches past its start.)
+    meta = bytearray(codec.encode(make(), STAMP)[0])
+    at = codec.header.DATA_LEN_AT
+    length = int.from_bytes(meta[at : at + 4], "little")
+    if meta[codec.header.FLAGS_AT] & codec.header.FLAG_REST:
+        by *= len(meta)  # (past the end either way round: a u32 wraps)
+    meta[at : at + 4] = ((length + by) % 2**32).to_bytes(4, "little")
+    with pytest.raises(DecodeError, match="message 7 from node index 0 says its data is"):
+        general(bytes(meta))
+    with pytest.raises(DecodeError, match="message 7 from node index 0 says its data is"):
+        codec.decode(bytearray(meta), (), NAMES, None, True)
