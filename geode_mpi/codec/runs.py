@@ -11,22 +11,27 @@ See docs/wire-format.md, "Runs".
 
 from __future__ import annotations
 
+import operator
 import pickle
 import struct
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
 from geode_mpi.codec import header
 from geode_mpi.codec.classes import BASE_NAME, class_name, resolve
 from geode_mpi.codec.header import KIND_RUN, PLAIN, ROUTE_AT, SENDER_FLAGS, SIZE, VERSION
-from geode_mpi.codec.pickling import ATOMIC, is_plain
+from geode_mpi.codec.pickling import ATOMIC
 from geode_mpi.codec.wire import Stamp, encode, peek
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import RESERVED, Message
 
 TEXT_MAX = 4096  # the longest str or bytes that joins a run (longer data is sent on its own)
+# An int joins a run if abs(it) < INT_LIMIT: it fits in TEXT_MAX bytes, as the longest text.
+INT_LIMIT = 1 << (8 * TEXT_MAX - 1)
+INT_LOW = -INT_LIMIT  # (the bound below, negated once: a 4 KiB int)
 ITEMS_MAX = 64  # the most items of a dict, list or tuple that joins a run
 _COUNT = struct.Struct("<I")
 _COUNT_AT = 40  # the header's data-frames field: a run's message count
@@ -36,6 +41,9 @@ _checksum = zlib.adler32
 _new = object.__new__
 _tuple_new = tuple.__new__
 _atomic = ATOMIC.issuperset
+_length_hint = operator.length_hint  # (a str's or bytes' length; 0 for a number or None)
+_is_int = int.__instancecheck__  # (a bool too: never large)
+_FIXED = ATOMIC - {str, bytes, int}  # atomic values of a fixed small size
 STATES = 1  # a run's route byte when its payloads are its messages' attributes (`state_of`)
 _STATES_BYTE = bytes((STATES,))
 
@@ -60,17 +68,57 @@ def joinable(data: Any) -> bool:
     array inside, and small (a run is one MPI message): an atomic value (`pickling.ATOMIC`),
     or a dict (its keys and values), list or tuple of at most `ITEMS_MAX` atomic values, which
     `kept` copies (a run is encoded later, when it is sealed: a dict changed after its
-    ``isend`` must not change what was sent)."""
+    ``isend`` must not change what was sent); no str or bytes longer than `TEXT_MAX` and no
+    int of `INT_LIMIT` or more (in size), inside a container or not."""
     kind = type(data)
     if kind is str or kind is bytes:
         return len(data) <= TEXT_MAX
+    if kind is int:
+        return bool(INT_LOW < data < INT_LIMIT)
     if kind in ATOMIC:
         return True
     if kind is dict:  # (its keys too: a run's pickle is made later, and must not fail)
-        return len(data) <= ITEMS_MAX and is_plain(data, 0) and _atomic(map(type, data))
+        return len(data) <= ITEMS_MAX and small_items(data.values()) and small_items(data)
     if kind is list or kind is tuple:
-        return len(data) <= ITEMS_MAX and is_plain(data, 0)
+        return len(data) <= ITEMS_MAX and small_items(data)
     return False
+
+
+def small_items(values: Iterable[Any]) -> bool:
+    """Whether every one of ``values`` is atomic and small enough to join a run (see
+    `joinable`): one Python loop, the quickest check of the few items of one message (where
+    `small` checks a slice of many, by type)."""
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            if len(value) > TEXT_MAX:
+                return False
+        elif kind is int:
+            if value >= INT_LIMIT or value <= INT_LOW:
+                return False
+        elif kind not in _FIXED and (kind is not bytes or len(value) > TEXT_MAX):
+            return False
+    return True
+
+
+def small(values: Collection[Any], kinds: AbstractSet[object]) -> bool:
+    """Whether atomic ``values``, of the types ``kinds`` (or fewer), are small enough to join
+    a run: no str or bytes longer than `TEXT_MAX`, no int of `INT_LIMIT` or more in size.
+    C loops (what a run's bulk join checks a slice of values with, most often values of one
+    type); ``values`` is iterated once per check."""
+    if kinds <= _FIXED:
+        return True
+    if len(kinds) == 1:
+        if int in kinds:
+            try:
+                array("q", values)  # (the quickest check: each fits in 8 bytes)
+            except OverflowError:
+                return bool(min(values) > INT_LOW and max(values) < INT_LIMIT)
+            return True
+        return max(map(len, values)) <= TEXT_MAX  # (str or bytes)
+    if (str in kinds or bytes in kinds) and max(map(_length_hint, values), default=0) > TEXT_MAX:
+        return False
+    return int not in kinds or max(map(abs, filter(_is_int, values)), default=0) < INT_LIMIT
 
 
 def state_of(state: dict[str, Any]) -> dict[str, Any] | None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import itertools
 import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from geode_mpi.codec.header import FLAG_TRACKED, NO_REPLY
 from geode_mpi.codec.pickling import ATOMIC
 from geode_mpi.codec.runs import (
+    INT_LIMIT,
+    INT_LOW,
     ITEMS_MAX,
     TEXT_MAX,
     Run,
@@ -30,6 +32,8 @@ from geode_mpi.codec.runs import (
     is_run,
     joinable,
     kept,
+    small,
+    small_items,
     state_of,
 )
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut, RunEntry
@@ -142,6 +146,7 @@ class OpenRun:
         seq = pair.next_seq
         if at >= RUN_MAX or self.first_seq + at != seq:
             return -1
+        data: Any
         kind = type(message)
         if kind is self.cls:
             state = message.__dict__
@@ -166,21 +171,20 @@ class OpenRun:
             if len(data) > TEXT_MAX:
                 return -1
             payloads.append(data)
+        elif kind is int:
+            if not INT_LOW < data < INT_LIMIT:
+                return -1
+            payloads.append(data)
         elif kind in _NUMBERS:
             payloads.append(data)
-        elif kind is dict or kind is tuple:
-            if len(data) > ITEMS_MAX:
+        elif kind is tuple:
+            if len(data) > ITEMS_MAX or not small_items(data):
                 return -1
-            if kind is dict:
-                for key, value in data.items():
-                    if type(key) not in ATOMIC or type(value) not in ATOMIC:
-                        return -1
-                data = data.copy()
-            else:
-                for value in data:
-                    if type(value) not in ATOMIC:
-                        return -1
             payloads.append(data)
+        elif kind is dict:
+            if len(data) > ITEMS_MAX or not small_items(data.values()) or not small_items(data):
+                return -1
+            payloads.append(data.copy())
         elif joinable(data):
             payloads.append(kept(data))
         else:
@@ -261,19 +265,40 @@ def _bulk(chunk: Sequence[Any]) -> Sequence[Any] | None:
     takes as it is (a dict: copied), checked by C loops; None: join them one by one."""
     kinds = set(map(type, chunk))
     if kinds <= _NUMBERS:
-        return chunk
+        return chunk if small(chunk, kinds) else None
     if len(kinds) != 1:
         return None
     if kinds <= _TEXTS:
         return chunk if max(map(len, chunk)) <= TEXT_MAX else None
     if kinds == _TUPLE:
-        inside = set(map(type, _chain(chunk)))
-        return chunk if max(map(len, chunk)) <= ITEMS_MAX and inside <= ATOMIC else None
-    if kinds == _DICT and max(map(len, chunk)) <= ITEMS_MAX:
-        keys = set(map(type, _chain(chunk)))
-        values = set(map(type, _chain(map(dict.values, chunk))))
-        return [*map(dict.copy, chunk)] if keys <= ATOMIC and values <= ATOMIC else None
-    return None
+        return chunk if _atomic_and_small(chunk) else None
+    if kinds != _DICT:
+        return None
+    keys = set(_chain(chunk))  # (each distinct key once: equal keys are as small)
+    kinds = set(map(type, keys))
+    if not (kinds <= ATOMIC and small(keys, kinds)):
+        return None
+    return [*map(dict.copy, chunk)] if _atomic_and_small([*map(dict.values, chunk)]) else None
+
+
+def _atomic_and_small(rows: Sequence[Collection[Any]]) -> bool:
+    """Whether ``rows`` (tuples, or dicts' values) hold at most `ITEMS_MAX` items each, all
+    atomic and `small`: by column when the rows are of one length (a column's items are
+    most often of one type, which `small` checks with one C loop), else all together."""
+    if len(rows[0]) > ITEMS_MAX:
+        return False
+    columns: list[Collection[Any]]
+    try:
+        columns = [*zip(*rows, strict=True)]
+    except ValueError:  # (rows of several lengths)
+        if max(map(len, rows)) > ITEMS_MAX:
+            return False
+        columns = [[*_chain(rows)]]
+    for column in columns:
+        kinds = set(map(type, column))
+        if not (kinds <= ATOMIC and small(column, kinds)):
+            return False
+    return True
 
 
 def _bulk_messages(chunk: Sequence[Any], cls: type[Message]) -> Sequence[Any] | None:

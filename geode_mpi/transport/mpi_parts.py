@@ -3,6 +3,7 @@ the state they use (declared), and the waits with a deadline of its collective s
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from geode_mpi.transport.base import Frame
     from geode_mpi.transport.fanout import FanoutTable, FanTicket
-    from geode_mpi.transport.mpi import _Held
+    from geode_mpi.transport.mpi_frames import _Held
     from geode_mpi.transport.pool import BufferPool
     from geode_mpi.transport.prepost import Leads
     from geode_mpi.transport.relay import Relays
@@ -30,9 +31,15 @@ TAG_FRAME = 2
 TAG_BATCH = 3  # several small envelopes in one MPI message (see MPITransport.send)
 TAG_META = 4  # a message without frames, sent as its meta alone: no envelope to build
 TAG_STREAM = 5  # a stream's end marker (see transport/fanout.py)
-# What a batch's entry is (see mpi.py's _BATCH_ENTRY): an envelope, or a meta alone.
+# What a batch's entry is (see _BATCH_ENTRY): an envelope, or a meta alone.
 _AS_ENVELOPE = 0
 _AS_META = 1
+# Before each entry of a batch: its length and what it is (an envelope, or a meta alone),
+# padded so that every entry starts 16-byte aligned.
+_BATCH_ENTRY = struct.Struct("<IB11x")
+_BYTE = MPI.BYTE
+_ANY_SOURCE = MPI.ANY_SOURCE
+_ANY_TAG = MPI.ANY_TAG
 
 
 class _Arrival:
@@ -63,9 +70,11 @@ class _Arrival:
 
 
 class MPIParts(RootedMPI, TransportBase):
-    """The state `MPITransport.__init__` sets, declared for the parts it inherits (`Streams`,
-    mpi_streams.py: broadcast streams; `CollectiveSteps`, mpi_collective.py: the collective
-    steps and close), which reach it through ``self``; and their waits."""
+    """The state `MPITransport.__init__` sets, declared for the parts it inherits (`Sending`,
+    mpi_sending.py; `Batches`, mpi_batches.py; `Receiving`, mpi_receiving.py; `LeadArrivals`,
+    mpi_leads.py; `Waiting`, mpi_waiting.py: progress and spins; `Streams`, mpi_streams.py:
+    broadcast streams; `CollectiveSteps`, mpi_collective.py: the collective steps and close),
+    which reach it and each other through ``self``; and their waits."""
 
     rank: int
     size: int
@@ -87,8 +96,17 @@ class MPIParts(RootedMPI, TransportBase):
     shared: NodeShare
     family: str | None
     leads: Leads
+    oversubscribed: bool
+    frames_after: list[bool]
+    _status: MPI.Status
+    _frame_status: MPI.Status
+    _unposted: list[_Held]
+    _early: list[_Held]
+    _lazy: dict[int, int]
+    _batch_since: float
+    _next_test: int
 
-    if TYPE_CHECKING:  # MPITransport's own (mpi.py)
+    if TYPE_CHECKING:  # one part's, called by another
 
         def send(
             self, dest: int, meta: bytes, frames: Sequence[Frame], batch: bool = False
@@ -101,6 +119,30 @@ class MPIParts(RootedMPI, TransportBase):
         def _finish(self, ticket: SendTicket) -> bool: ...
 
         def _complete_arrivals(self) -> bool: ...
+
+        def _check_dest(self, dest: int) -> None: ...
+
+        def _probe_arrivals(self) -> bool: ...
+
+        def _take_matched(self, message: MPI.Message) -> bool: ...
+
+        def _post_late(self) -> bool: ...
+
+        def _accept(
+            self, source: int, buffer: bytearray | memoryview, lead: bool = False
+        ) -> None: ...
+
+        def _claim(self, source: int, size: int, offset: int) -> tuple[Frame, MPI.Request]: ...
+
+        def _take_leads(self) -> bool: ...
+
+        def _due_leads(self) -> bool: ...
+
+        def _lead_first(self, source: int) -> None: ...
+
+        def _take_lead(self, message: MPI.Message, source: int) -> bool: ...
+
+        def _take_other(self, source: int, tag: int, buffer: bytearray) -> bool: ...
 
     def _wait(
         self,

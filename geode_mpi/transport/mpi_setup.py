@@ -25,7 +25,7 @@ from geode_mpi.transport.tally import Tally
 class Setup(MPIParts):
     """`MPITransport.__init__` (`MPITransport` inherits it; its Args are there)."""
 
-    if TYPE_CHECKING:  # MPITransport's own (mpi.py)
+    if TYPE_CHECKING:  # MPITransport's own (mpi_leads.py)
 
         def _lead_landed(self, source: int, lead: memoryview) -> None: ...
 

@@ -12,6 +12,7 @@ from test_runs import NAMES, engine, world
 
 from geode_mpi import BatchHandle, Geode, Message, QueueConfig
 from geode_mpi.codec import decode
+from geode_mpi.codec.runs import count
 from geode_mpi.delivery.runs import RUN_MAX
 from geode_mpi.errors import ClosedError, DecodeError, EncodeError, QueueFull, UnknownNodeError
 from geode_mpi.persistence.snapshot import capture, unpack_messages
@@ -275,3 +276,36 @@ def test_messages_holding_only_data_join_by_the_slice_and_others_one_by_one() ->
     assert [m.data for m in got[192:]] == list(range(10))
     assert got[197].headers == {"h": 1} and got[198].step == 6
     assert [m.seq for m in got] == list(range(202))
+
+
+def test_large_data_inside_a_slice_goes_on_its_own_and_the_rest_in_runs() -> None:
+    """A slice of one kind of value joins whole only if each value is small: one tuple with a
+    1 MB text among tuples (of one length or several, with one type in each place or not),
+    a dict with a large bytes value among dicts, a huge int among ints, arrive intact and
+    in place, sent on their own; their neighbours still go in runs."""
+    a, b, held = world()
+    a.send("start", dest="node1")
+    batches: list[list[Any]] = [
+        [(i, "t") for i in range(100)],
+        [{"i": i, "v": b"b"} for i in range(100)],
+        list(range(100)),
+        [(i, 0.5) for i in range(100)],
+        [{i: "k"} for i in range(100)],
+        [(i,) if i % 2 else (i, "t") for i in range(100)],  # (of several lengths)
+        [(i if i % 2 else f"{i}", 0.5) for i in range(100)],  # (of several types in place)
+    ]
+    batches[0][30] = (30, "x" * 1_000_000)
+    batches[1][60] = {"i": 60, "v": b"y" * 1_000_000}
+    batches[2][10] = 1 << 100_000
+    batches[3][90] = (90, -(1 << 100_000))
+    batches[4][0] = {1 << 100_000: "k"}
+    batches[5][70] = (70, "x" * 1_000_000)
+    batches[6][20] = (b"y" * 1_000_000, 0.5)
+    batches[6][21] = (1 << 100_000, 0.5)
+    for batch in batches:
+        a.isend_many(batch, dest="node1")
+    a.flush()
+    got = [m.data for m in drain(b, 701)][1:]
+    assert got == [item for batch in batches for item in batch]
+    assert max(map(len, held.sealed)) < 16 * 1024  # no run carried a large item
+    assert sum(map(count, held.sealed)) == 692  # every other item in a run

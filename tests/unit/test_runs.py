@@ -10,7 +10,15 @@ import pytest
 
 from geode_mpi import Geode, Message, QueueConfig
 from geode_mpi.codec import decode, encode, make_stamp
-from geode_mpi.codec.runs import Run, RunItem, count, encode_run, joinable
+from geode_mpi.codec.runs import (
+    INT_LIMIT,
+    TEXT_MAX,
+    Run,
+    RunItem,
+    count,
+    encode_run,
+    joinable,
+)
 from geode_mpi.delivery.engine import Engine
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut, RunEntry
 from geode_mpi.delivery.runs import RUN_MAX, release
@@ -110,6 +118,64 @@ def test_what_joins_a_run() -> None:
     assert not joinable({"a": [1.0]})  # a list inside: it could change before the run goes
     assert not joinable(np.arange(3)) and not joinable({"a": np.arange(3)})
     assert not joinable("x" * 10_000) and not joinable(object())
+    # Inside a container as alone: texts up to TEXT_MAX, ints that fit in TEXT_MAX bytes.
+    assert joinable(("x" * TEXT_MAX, b"y" * TEXT_MAX)) and joinable([1 << (8 * TEXT_MAX - 2)])
+    assert joinable({"x" * TEXT_MAX: -(INT_LIMIT - 1)}) and joinable(INT_LIMIT - 1)
+    assert not joinable((1, "x" * (TEXT_MAX + 1))) and not joinable([b"y" * (TEXT_MAX + 1)])
+    assert not joinable({"k": "x" * (TEXT_MAX + 1)}) and not joinable({"x" * (TEXT_MAX + 1): 1})
+    assert not joinable(INT_LIMIT) and not joinable(-INT_LIMIT) and not joinable((1, INT_LIMIT))
+    assert not joinable({"k": -INT_LIMIT}) and not joinable({INT_LIMIT: 1})
+
+
+class Step(Message):
+    """A subclass with an attribute of its own (its runs carry each message's attributes)."""
+
+    def __init__(self, data: Any, step: Any) -> None:
+        super().__init__(data)
+        self.step = step
+
+
+# Data too large for a run: each goes on its own, in its place (a run is one MPI message).
+LARGE: list[Any] = [
+    (1, "x" * 1_000_000),
+    [b"y" * 1_000_000],
+    {"k": b"z" * 1_000_000},
+    {"k" * 100_000: 1},
+    1 << 100_000,
+    -(1 << 100_000),
+    (2, 1 << 100_000),
+    {"k": -(1 << 100_000)},
+    Step("s", "x" * 1_000_000),
+    Step((1, 2), 1 << 100_000),
+]
+RUN_BYTES = 16 * 1024  # more than any run of these tests' small messages takes
+
+
+def test_large_data_inside_a_tuple_or_dict_or_a_huge_int_goes_on_its_own() -> None:
+    """A run joins small data only, inside a container as alone: with an open run (a small
+    isend before) and without one (after a send that is not batched), each large item
+    arrives intact, in its place, and no run carries it."""
+    a, b, held = world()
+    a.send("start", dest="node1")
+    sent: list[Any] = []
+    for index, large in enumerate(LARGE):
+        for data in (f"before {index}", large, Step(index, index), large, f"after {index}"):
+            a.isend(data, dest="node1")
+            sent.append(data)
+        a.send(index, dest="node1")  # not batched: the next large isend opens no run
+        a.isend(large, dest="node1")
+        sent += [index, large]
+    a.flush()
+    got = [b.receive(timeout=0) for _ in range(len(sent) + 1)][1:]
+    for want, message in zip(sent, got, strict=True):
+        if isinstance(want, Step):
+            assert (type(message), message.data, message.step) == (Step, want.data, want.step)
+        else:
+            assert message.data == want
+    assert [m.seq for m in got] == list(range(1, len(sent) + 1))
+    assert max(map(len, held.sealed)) < RUN_BYTES  # no run carried a large item
+    in_runs = sum(map(count, held.sealed))
+    assert in_runs == 3 * len(LARGE)  # the small ones (each alone in its run: Held flushes)
 
 
 def test_data_changed_after_isend_is_sent_as_it_was() -> None:
