@@ -341,7 +341,9 @@ class SendPath:
                     pair.resends[seq] = [time.monotonic(), 1]
         if stream.retained.maxlen:
             # (a shared array is immutable: kept as it is, a replay can refer to it)
-            kept_frames = [frame if is_shared(frame) else copy_frame(frame) for frame in frames]
+            kept_frames = [
+                frame if _shared and is_shared(frame) else copy_frame(frame) for frame in frames
+            ]
             stream.retained.append((meta, kept_frames))
         if begun:
             trace_publish(stream.topic, stamp.id, author, stream.subscribers, begun, nbytes)
