@@ -27,12 +27,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cache
 import launch
 import numpy as np
 import reporting
 from common import MiB, environment
 from launch import Scaled
-from timing import barrier_then_clock, paired_median, rotated
+from timing import paired_median
 
 from geode_mpi import Geode, share
 
@@ -71,20 +72,12 @@ def one_size(size: int, comm: Any, geode: Geode, topic: Any, repeats: int) -> di
             "first": publishing(shared),
             "second": publishing(shared),
         }
-        order = rotated(list(METHODS), repeat)
-        if order.index("second") < order.index("first"):  # the second publish comes second
-            order.remove("second")
-            order.insert(order.index("first") + 1, "second")
-        for name in order:
-            before = geode.cache_stats().wire_bytes
-            start = barrier_then_clock(comm, MPI.Wtime)
-            methods[name]()
-            comm.Barrier()  # every rank has it
-            elapsed = MPI.Wtime() - start
+        for name in cache.first_then_second(METHODS, repeat):
+            elapsed, wire = cache.timed(comm, geode, methods[name], comm.Barrier)  # all have it
             if repeat:
                 times[name].append(elapsed)
                 if name in moved and rank == 0:
-                    moved[name].append((geode.cache_stats().wire_bytes - before) // members)
+                    moved[name].append(wire // members)
     record: dict[str, Any] = {"size": size, "members": members}
     record["median_us"] = {name: statistics.median(ts) * 1e6 for name, ts in times.items()}
     record["repeats_us"] = {name: [t * 1e6 for t in ts] for name, ts in times.items()}
@@ -115,7 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     global MPI
     args = parse_args(argv)
-    MPI = launch.start_mpi("cache_topic.py", 2, suggest=4)
+    MPI = cache.MPI = launch.start_mpi("cache_topic.py", 2, suggest=4)
     if MPI is None:
         return 2
     sizes: list[int] = args.sizes

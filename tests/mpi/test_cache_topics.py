@@ -4,15 +4,15 @@ every member rank, through the node's shared segment or down relays the first ti
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from test_cache import wait_for_copies
 from test_checkpoints import barrier, shared_directory
 
-from geode_mpi import Geode, QueueConfig, ReceiveTimeout, share
+from geode_mpi import Geode, QueueConfig, share
 
 TIMEOUT = 60.0
 MIB = 2**20
@@ -126,13 +126,7 @@ def test_resent_publishes_that_refer_to_a_shared_array_resolve() -> None:
             assert geode.cache_stats().stores == geode.size - 1  # (nothing resent before it)
             topic.publish(mesh, "node0")
         got = [geode.receive(geode.node, topic="mesh", timeout=TIMEOUT) for _ in range(2)]
-        # Meanwhile the copies come again, point-to-point, and are dropped: wait for two
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            with pytest.raises(ReceiveTimeout):
-                geode.receive(geode.node, timeout=0.3)
-            if geode.size == 1 or geode.stats().duplicates >= 2 or time.monotonic() > deadline:
-                break
+        wait_for_copies(geode)  # meanwhile they come again, point-to-point, and are dropped
         for message in got:
             assert np.array_equal(message.data, mesh)
             message.ack()
