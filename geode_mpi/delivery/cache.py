@@ -10,6 +10,11 @@ for this (empty) frame, *drop* id k. The receiver (`PayloadCache.arrived`, first
 engine's sink) applies them in arrival order, which is the send order per pair of ranks (the
 transport contract), so its store is always what the sender's mirror says: no miss, no reply.
 
+A topic publish goes through `PayloadCache.broadcast` the same way, with one mirror per stream
+for all its member ranks at once (each receives the stream's messages in order), and each
+member rank keeps a store per stream (the prefix names the stream); a member rank joining the
+stream starts its cache again everywhere (`PayloadCache.stream_changed`).
+
 Arrays of a shared payload arrive read-only (views of the receiver's stored copy, with no copy
 per receive). docs/cache.md is the guide.
 """

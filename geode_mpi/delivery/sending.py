@@ -220,7 +220,9 @@ class SendPath:
         """Send a message with frames to ``rank``: through the payload cache if it shares an
         array, else compressed as the message's or the Geode's setting says; the ticket and
         what was sent."""
-        if _shared and self.cache.budget and through_cache(frames):  # (`cached`, inline)
+        if _shared and self.cache.budget and through_cache(frames):  # (`cached`, inlined)
+            # A shared array goes through the cache, uncompressed: its receiver keeps it once,
+            # where a compressed copy would be a new buffer (and a full transfer) every time.
             return self.cache.send(self.transport, rank, meta, frames, batch), meta, frames
         chosen = compress or self.compress  # the message's setting, else the Geode's
         if chosen is not None:
@@ -325,7 +327,7 @@ class SendPath:
         if frames and chosen is not None and not cached:  # compressed once, for every member
             ranks = map(self.rank_of, stream.subscribers) if remote else ()
             meta, frames = self.shrink(meta, frames, chosen, ranks)
-        ticket = self.broadcast(stream, meta, frames, remote, local)
+        ticket = self.broadcast(stream, meta, frames, remote, local, cached)
         stream.next_seq = seq + 1
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         stats = self.stats[stream.number]
@@ -365,15 +367,23 @@ class SendPath:
         return bool(_shared) and bool(self.cache.budget) and through_cache(frames)
 
     def broadcast(
-        self, stream: TopicStream, meta: bytes, frames: Sequence[Frame], remote: bool, local: bool
+        self,
+        stream: TopicStream,
+        meta: bytes,
+        frames: Sequence[Frame],
+        remote: bool,
+        local: bool,
+        cached: bool | None = None,
     ) -> SendTicket:
         """Send on ``stream``: a broadcast to its other member ranks (``remote``; through the
-        stream's cache mirror if it shares an array), and a copy to this rank (``local``);
-        the ticket of the broadcast, else of the copy."""
+        stream's cache mirror if it shares an array: ``cached``, None to find out), and a copy
+        to this rank (``local``); the ticket of the broadcast, else of the copy."""
         ticket = _NO_SUBSCRIBERS
         number = stream.number
         if remote:
-            if frames and self.cached(frames):
+            if cached is None:
+                cached = bool(frames) and self.cached(frames)
+            if cached:
                 ticket = self.cache.broadcast(self.transport, number, stream.ranks, meta, frames)
             else:
                 ticket = self.transport.broadcast(number, meta, frames)
