@@ -41,6 +41,29 @@ SCALED: Scaled = {"repeats": (15, 3, "interleaved repeats")}
 MPI: Any = None  # mpi4py.MPI, imported by `main` once the launch settings are applied
 
 
+def first_then_second(methods: Sequence[str], repeat: int) -> list[str]:
+    """``methods`` in this repeat's turn (`rotated`), "second" moved right after "first": the
+    second transfer of a shared array follows its first."""
+    order = rotated(list(methods), repeat)
+    if order.index("second") < order.index("first"):
+        order.remove("second")
+        order.insert(order.index("first") + 1, "second")
+    return order
+
+
+def timed(
+    comm: Any, geode: Geode, method: Callable[[], None], closing: Callable[[], None] | None = None
+) -> tuple[float, int]:
+    """Run ``method`` from a barrier (then ``closing``): its seconds, and what geode's cache
+    handed the transport meanwhile."""
+    before = geode.cache_stats().wire_bytes
+    start = barrier_then_clock(comm, MPI.Wtime)
+    method()
+    if closing is not None:
+        closing()
+    return MPI.Wtime() - start, geode.cache_stats().wire_bytes - before
+
+
 def one_size(size: int, comm: Any, geode: Geode, repeats: int) -> dict[str, Any]:
     """Time the four sends of one array size; return its JSON record."""
     rank = comm.Get_rank()
@@ -78,19 +101,11 @@ def one_size(size: int, comm: Any, geode: Geode, repeats: int) -> dict[str, Any]
             "first": through_geode(shared),
             "second": through_geode(shared),
         }
-        order = rotated(list(METHODS), repeat)
-        if order.index("second") < order.index("first"):  # the second send comes second
-            order.remove("second")
-            order.insert(order.index("first") + 1, "second")
-        for name in order:
-            before = geode.cache_stats().wire_bytes
-            start = barrier_then_clock(comm, MPI.Wtime)
-            methods[name]()
-            elapsed = MPI.Wtime() - start
+        for name in first_then_second(METHODS, repeat):
+            elapsed, wire = timed(comm, geode, methods[name])
             if repeat:
                 times[name].append(elapsed)
                 if name != RAW_SEND and rank == 0:
-                    wire = geode.cache_stats().wire_bytes - before
                     moved[name].append(wire if wire else size)  # plain: not counted there
     record: dict[str, Any] = {"size": size}
     record["median_us"] = {name: statistics.median(ts) * 1e6 for name, ts in times.items()}

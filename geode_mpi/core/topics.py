@@ -332,9 +332,18 @@ class Topic:
         for stream in self._streams.values():  # the old streams end, everything delivered
             geode.transport.close_stream(stream.number)
         removed = set(self._subscribers) - set(subscribers)
-        for stream in self._streams.values():
+        rank_of = geode.placement.rank_of
+        before = {rank_of(sub) for sub in self._subscribers}
+        after = {rank_of(sub) for sub in subscribers}
+        for root, stream in self._streams.items():
             for sub in removed:
                 geode.engine.forget_subscriber(stream.number, sub)
+            # A rank that joins holds nothing of what the stream's cache mirror says its
+            # member ranks hold: every rank starts the stream's cache again (collective).
+            here = rank_of(root)
+            joined = bool(after - before - {here})
+            member = geode.rank != here and geode.rank in after
+            geode.path.cache.stream_changed(stream.number, joined, member)
         self._join(subscribers)
         for root, stream in self._streams.items():
             if added and root in geode.inboxes:
@@ -352,7 +361,8 @@ class Topic:
             stream.subscribers = self._subscribers
             geode.transport.open_stream(stream.number, rank_of(root), members)
             here = rank_of(root)  # where the stream's messages start
-            self._routes[stream.number] = (bool(set(members) - {here}), here in members)
+            stream.ranks = len(set(members) - {here})
+            self._routes[stream.number] = (bool(stream.ranks), here in members)
 
     def _replay(self, stream: TopicStream, added: list[int]) -> None:
         """Send the retained messages again, for the new subscribers (the others skip them)."""

@@ -10,6 +10,11 @@ for this (empty) frame, *drop* id k. The receiver (`PayloadCache.arrived`, first
 engine's sink) applies them in arrival order, which is the send order per pair of ranks (the
 transport contract), so its store is always what the sender's mirror says: no miss, no reply.
 
+A topic publish goes through `PayloadCache.broadcast` the same way, with one mirror per stream
+for all its member ranks at once (each receives the stream's messages in order), and each
+member rank keeps a store per stream (the prefix names the stream); a member rank joining the
+stream starts its cache again everywhere (`PayloadCache.stream_changed`).
+
 Arrays of a shared payload arrive read-only (views of the receiver's stored copy, with no copy
 per receive). docs/cache.md is the guide.
 """
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.base.record import Frozen, fill
 from geode_mpi.errors import DecodeError, EncodeError
+from geode_mpi.transport.sealed import SHARED_MIN, Sealable, is_sealed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,12 +47,13 @@ DEFAULT_BUDGET = 64 * 2**20  # per (sender rank, receiver rank) pair
 CACHE_MIN = 64 * 1024  # smaller shared frames travel as usual: a reference saves too little
 
 # The cache prefix: u8 marker (never a codec version), u8 prefix version, u16 count of 16-byte
-# units, 12 pad bytes; then per op: u8 op, 3 pad bytes, u32 frame index, u64 id (and for
-# OP_USE_PART a second unit: u64 offset, u64 size). 16-byte units, so that the codec's meta
-# after it keeps its 16-byte alignment in the envelope.
+# units, 4 pad bytes, u64 stream (0: the store of the sending rank; else of that stream); then
+# per op: u8 op, 3 pad bytes, u32 frame index, u64 id (and for OP_USE_PART a second unit: u64
+# offset, u64 size). 16-byte units, so that the codec's meta after it keeps its 16-byte
+# alignment in the envelope.
 MARKER = 0xCA
-PREFIX_VERSION = 2
-_HEAD = struct.Struct("<BBH12x")
+PREFIX_VERSION = 3
+_HEAD = struct.Struct("<BBH4xQ")
 _OP = struct.Struct("<B3xIQ")
 _PART = struct.Struct("<QQ")
 OP_STORE = 1  # the frame carries the bytes: keep them as this id
@@ -279,19 +286,69 @@ def _empty_frame() -> Frame:
     return _EMPTY[0]
 
 
-class PayloadCache:
-    """One rank's payload cache: its mirror of what each rank holds from it (sender side),
-    and what it holds from each rank (receiver side). Used under the transport's gate.
+def is_shared(frame: Frame) -> bool:
+    """Whether ``frame`` is a whole shared array whose memory is still read-only (immutable:
+    kept or handed on without a copy). Never raises."""
+    entry = shared_arrays.get(_address(frame))
+    if entry is None or entry.nbytes != frame.nbytes:
+        return False
+    return entry.owner is None or not entry.owner.flags.writeable
+
+
+def sealed_shared(frames: Sequence[Frame]) -> Sequence[Frame]:
+    """``frames`` with each large C-ordered shared array as a sealed view of its own memory
+    (transport/sealed.py): the subscribers of this process then get read-only views of it,
+    where an unsealed frame is copied once per publish."""
+    if not shared_arrays or not any(frame.nbytes >= SHARED_MIN for frame in frames):
+        return frames
+    return [
+        _sealed_view(frame)
+        if frame.nbytes >= SHARED_MIN and frame.flags.c_contiguous and is_shared(frame)
+        else frame
+        for frame in frames
+    ]
+
+
+def _sealed_view(frame: Frame) -> Frame:
+    """A sealed uint8 view of ``frame``'s memory (no copy); it keeps ``frame`` alive."""
+    if is_sealed(frame):
+        return frame
+    view: Frame = np.asarray(Sealable(_address(frame), frame.nbytes, sealed=True, keep=frame))
+    return view
+
+
+class _Mirror:
+    """What the ranks a sender sends to hold from it: one rank (a pair), or every member rank
+    of a stream at once (they receive its messages in order, so one decision serves all).
 
     Args:
-        budget: bytes of shared arrays each receiving rank may hold from this one (0: off).
+        ranks: how many ranks it stands for (the counters count each).
+    """
+
+    __slots__ = ("held", "ids", "ranks")
+
+    def __init__(self, ranks: int = 1) -> None:
+        self.ids: OrderedDict[int, int] = OrderedDict()  # id -> nbytes, least recently used first
+        self.held = 0  # bytes
+        self.ranks = ranks
+
+
+class PayloadCache:
+    """One rank's payload cache: its mirror of what each rank holds from it, and of what the
+    member ranks of each stream it publishes on hold (sender side); what it holds from each
+    rank and each stream (receiver side). Used under the transport's gate.
+
+    Args:
+        budget: bytes of shared arrays each receiving rank may hold from this one, per pair
+            and per stream (0: off).
     """
 
     def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
         self.budget = budget
-        self._mirrors: dict[int, OrderedDict[int, int]] = {}  # rank -> {id: nbytes}, LRU first
-        self._held: dict[int, int] = {}  # rank -> bytes of its mirror
-        self._kept: dict[int, dict[int, Frame]] = {}  # rank -> {id: read-only bytes}
+        self._mirrors: dict[int, _Mirror] = {}  # by receiving rank
+        self._streams: dict[int, _Mirror] = {}  # by stream number (streams this rank roots)
+        self._kept: dict[int, dict[int, Frame]] = {}  # sending rank -> {id: read-only bytes}
+        self._stream_kept: dict[int, dict[int, Frame]] = {}  # stream number -> {id: bytes}
         self._counts = [0] * 6  # hits, saved, stores, stored, evictions, wire bytes
 
     def send(
@@ -305,6 +362,50 @@ class PayloadCache:
         """
         if not self.budget:
             return transport.send(rank, meta, frames, batch)
+        mirror = self._mirrors.get(rank)
+        if mirror is None:
+            mirror = self._mirrors[rank] = _Mirror()
+        decided = self._decide(mirror, 0, meta, frames)
+        if decided is None:
+            return transport.send(rank, meta, frames, batch)
+        return transport.send(rank, decided[0], decided[1], batch)
+
+    def broadcast(
+        self, transport: Transport, number: int, ranks: int, meta: bytes, frames: Sequence[Frame]
+    ) -> SendTicket:
+        """``transport.broadcast(number, meta, frames)`` to the stream's ``ranks`` member
+        ranks, decided once for all of them by the stream's mirror: a shared frame they hold
+        travels as a reference, the others are stored by each of them within the budget.
+
+        Raises:
+            EncodeError: as for `send`.
+        """
+        if not self.budget:
+            return transport.broadcast(number, meta, frames)
+        mirror = self._streams.get(number)
+        if mirror is None:
+            mirror = self._streams[number] = _Mirror(ranks)
+        mirror.ranks = ranks
+        decided = self._decide(mirror, number, meta, frames)
+        if decided is None:
+            return transport.broadcast(number, meta, frames)
+        return transport.broadcast(number, decided[0], decided[1])
+
+    def stream_changed(self, number: int, reset: bool, member: bool) -> None:
+        """Stream ``number``'s member ranks changed (on every rank, between the old stream's
+        end and the new one's start): ``reset`` when a rank joined it (it holds nothing of
+        what the others hold, so the root's mirror and every store start again empty);
+        ``member``: this rank receives the new stream (one that left it drops its store)."""
+        if reset:
+            self._streams.pop(number, None)
+        if reset or not member:
+            self._stream_kept.pop(number, None)
+
+    def _decide(
+        self, mirror: _Mirror, stream: int, meta: bytes, frames: Sequence[Frame]
+    ) -> tuple[bytes, list[Frame]] | None:
+        """The prefixed meta and the frames to send for what ``mirror`` says its ranks hold
+        (and the mirror and counters moved on); None if no frame goes through the cache."""
         keys = [shared_key(f) if f.nbytes >= CACHE_MIN else 0 for f in frames]
         parts = {  # frames that are a part of a shared array: a reference if it is held
             index: shared_part(frame)
@@ -312,47 +413,45 @@ class PayloadCache:
             if not keys[index] and frame.nbytes >= CACHE_MIN
         }
         if not any(keys) and not any(key for key, _ in parts.values()):
-            return transport.send(rank, meta, frames, batch)
-        mirror = self._mirrors.get(rank)
-        if mirror is None:
-            mirror = self._mirrors[rank] = OrderedDict()
-            self._held[rank] = 0
+            return None
+        ids = mirror.ids
         ops: list[bytes] = []
         wire = list(frames)
         counts = self._counts
+        ranks = mirror.ranks
         for index, key in enumerate(keys):
             size = frames[index].nbytes
             if not key:
                 key, offset = parts.get(index, (0, 0))
-                if key in mirror:  # (never stored for a part: sent in full otherwise)
-                    mirror.move_to_end(key)
+                if key in ids:  # (never stored for a part: sent in full otherwise)
+                    ids.move_to_end(key)
                     ops += (_OP.pack(OP_USE_PART, index, key), _PART.pack(offset, size))
                     wire[index] = _empty_frame()
-                    counts[0] += 1
-                    counts[1] += size
+                    counts[0] += ranks
+                    counts[1] += size * ranks
                 continue
-            if key in mirror:
-                mirror.move_to_end(key)
+            if key in ids:
+                ids.move_to_end(key)
                 ops.append(_OP.pack(OP_USE, index, key))
                 wire[index] = _empty_frame()
-                counts[0] += 1
-                counts[1] += size
+                counts[0] += ranks
+                counts[1] += size * ranks
             elif size <= self.budget:
-                while self._held[rank] + size > self.budget:
-                    dropped, freed = mirror.popitem(last=False)
-                    self._held[rank] -= freed
+                while mirror.held + size > self.budget:
+                    dropped, freed = ids.popitem(last=False)
+                    mirror.held -= freed
                     ops.append(_OP.pack(OP_DROP, 0, dropped))
-                    counts[4] += 1
-                mirror[key] = size
-                self._held[rank] += size
+                    counts[4] += ranks
+                ids[key] = size
+                mirror.held += size
                 ops.append(_OP.pack(OP_STORE, index, key))
-                counts[2] += 1
-                counts[3] += size
+                counts[2] += ranks
+                counts[3] += size * ranks
         if not ops:  # only arrays larger than the budget: as usual
-            return transport.send(rank, meta, frames, batch)
-        prefixed = b"".join((_HEAD.pack(MARKER, PREFIX_VERSION, len(ops)), *ops, meta))
-        counts[5] += len(prefixed) + sum(frame.nbytes for frame in wire)
-        return transport.send(rank, prefixed, wire, batch)
+            return None
+        prefixed = b"".join((_HEAD.pack(MARKER, PREFIX_VERSION, len(ops), stream), *ops, meta))
+        counts[5] += (len(prefixed) + sum(frame.nbytes for frame in wire)) * ranks
+        return prefixed, wire
 
     def arrived(
         self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int
@@ -366,14 +465,19 @@ class PayloadCache:
         """
         if len(meta) < _HEAD.size:
             raise DecodeError(f"a cache prefix from rank {rank} is cut short")
-        _, version, count = _HEAD.unpack_from(meta, 0)
+        _, version, count, stream = _HEAD.unpack_from(meta, 0)
         end = _HEAD.size + _OP.size * count
         if version != PREFIX_VERSION or len(meta) < end:
             raise DecodeError(
                 f"rank {rank} sent a cache prefix of version {version} with {count} ops in "
                 f"{len(meta)} bytes (this geode_mpi reads version {PREFIX_VERSION})"
             )
-        kept = self._kept.setdefault(rank, {})
+        if stream:
+            kept = self._stream_kept.setdefault(stream, {})
+            sender = f"rank {rank} (stream {stream})"
+        else:
+            kept = self._kept.setdefault(rank, {})
+            sender = f"rank {rank}"
         resolved = list(frames)
         offset = _HEAD.size
         while offset < end:
@@ -384,22 +488,16 @@ class PayloadCache:
                 continue
             if index >= len(resolved):
                 raise DecodeError(
-                    f"a cache op from rank {rank} names frame {index} of a message of "
+                    f"a cache op from {sender} names frame {index} of a message of "
                     f"{len(resolved)} frames"
                 )
             if op == OP_STORE:
-                frame = resolved[index]
-                stored = frame if isinstance(frame, np.ndarray) else np.frombuffer(frame, np.uint8)
-                stored.flags.writeable = False
-                kept[key] = resolved[index] = stored
-                # Sent on from this rank (a dispatcher's task, a sequencer's forward, a node
-                # passing it on), it is the same shared array: the same id, sent once per rank.
-                _register(stored, _Shared(key, stored.nbytes, None), _address(stored))
+                kept[key] = resolved[index] = _stored(resolved[index], key, stream)
             elif op == OP_USE:
                 found = kept.get(key)
                 if found is None:
                     raise DecodeError(
-                        f"rank {rank} referred to shared array {key}, which this rank does not "
+                        f"{sender} referred to shared array {key}, which this rank does not "
                         "hold (its cache mirror and this rank's store disagree)"
                     )
                 resolved[index] = found
@@ -410,24 +508,40 @@ class PayloadCache:
                 found = kept.get(key)
                 if found is None or size < 0 or start + size > found.nbytes:
                     raise DecodeError(
-                        f"rank {rank} referred to bytes {start}..{start + size} of shared array "
+                        f"{sender} referred to bytes {start}..{start + size} of shared array "
                         f"{key}, which this rank does not hold whole"
                     )
                 resolved[index] = found.reshape(-1).view(np.uint8)[start : start + size]
                 nbytes += size
             else:
-                raise DecodeError(f"unknown cache op {op} from rank {rank}")
+                raise DecodeError(f"unknown cache op {op} from {sender}")
         return meta[end:], resolved, nbytes - end
 
     def clear(self) -> None:
         """Forget everything (a closed Geode: its peers' stores go with theirs)."""
         self._mirrors.clear()
-        self._held.clear()
+        self._streams.clear()
         self._kept.clear()
+        self._stream_kept.clear()
 
     def stats(self) -> CacheStats:
         """The counters now."""
-        kept = sum(frame.nbytes for store in self._kept.values() for frame in store.values())
+        stores_here = (*self._kept.values(), *self._stream_kept.values())
+        kept = sum(frame.nbytes for store in stores_here for frame in store.values())
         hits, saved, stores, stored, evictions, wire = self._counts
-        held = sum(self._held.values())
+        mirrors = (*self._mirrors.values(), *self._streams.values())
+        held = sum(mirror.held * mirror.ranks for mirror in mirrors)
         return CacheStats(hits, saved, stores, stored, evictions, wire, held, kept, self.budget)
+
+
+def _stored(frame: Any, key: int, stream: int) -> Frame:
+    """What a rank keeps of a frame it is told to store as ``key``: read-only, registered as
+    that shared array (sent on from this rank, by a dispatcher, a sequencer or a node passing
+    it on, it moves once per rank too); a stream's large frames sealed, so that each local
+    subscriber gets a view of it, not a copy (a view of the node's segment stays one)."""
+    stored = frame if isinstance(frame, np.ndarray) else np.frombuffer(frame, np.uint8)
+    stored.flags.writeable = False
+    if stream and stored.nbytes >= SHARED_MIN and stored.flags.c_contiguous:
+        stored = _sealed_view(stored)
+    _register(stored, _Shared(key, stored.nbytes, None), _address(stored))
+    return stored

@@ -20,7 +20,13 @@ from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
 from geode_mpi.codec.runs import count as run_count
 from geode_mpi.codec.runs import is_run, joinable, kept, state_of, wire_name
-from geode_mpi.delivery.cache import PayloadCache, budget_of, through_cache
+from geode_mpi.delivery.cache import (
+    PayloadCache,
+    budget_of,
+    is_shared,
+    sealed_shared,
+    through_cache,
+)
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.direct import ID_BITS as ID_BITS  # (re-exported)
 from geode_mpi.delivery.direct import Lane
@@ -214,7 +220,7 @@ class SendPath:
         """Send a message with frames to ``rank``: through the payload cache if it shares an
         array, else compressed as the message's or the Geode's setting says; the ticket and
         what was sent."""
-        if _shared and self.cache.budget and through_cache(frames):
+        if _shared and self.cache.budget and through_cache(frames):  # (`cached`, inlined)
             # A shared array goes through the cache, uncompressed: its receiver keeps it once,
             # where a compressed copy would be a new buffer (and a full transfer) every time.
             return self.cache.send(self.transport, rank, meta, frames, batch), meta, frames
@@ -316,11 +322,12 @@ class SendPath:
         stamp, meta, frames = self.stamp(message, author, author, stream.wire, seq, flags, via=via)
         if frames:
             hand_over(frames)  # a published zero-copy array is read-only from now on
+        cached = remote and bool(frames) and self.cached(frames)
         chosen = compress or self.compress  # the message's or topic's, else the Geode's
-        if frames and chosen is not None:  # compressed once, for every member rank
+        if frames and chosen is not None and not cached:  # compressed once, for every member
             ranks = map(self.rank_of, stream.subscribers) if remote else ()
             meta, frames = self.shrink(meta, frames, chosen, ranks)
-        ticket = self.broadcast(stream.number, meta, frames, remote, local)
+        ticket = self.broadcast(stream, meta, frames, remote, local, cached)
         stream.next_seq = seq + 1
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         stats = self.stats[stream.number]
@@ -335,7 +342,11 @@ class SendPath:
                 if self.resend_after is not None:
                     pair.resends[seq] = [time.monotonic(), 1]
         if stream.retained.maxlen:
-            stream.retained.append((meta, [copy_frame(frame) for frame in frames]))
+            # (a shared array is immutable: kept as it is, a replay can refer to it)
+            kept_frames = [
+                frame if _shared and is_shared(frame) else copy_frame(frame) for frame in frames
+            ]
+            stream.retained.append((meta, kept_frames))
         if begun:
             trace_publish(stream.topic, stamp.id, author, stream.subscribers, begun, nbytes)
         return ticket, stamp
@@ -349,16 +360,35 @@ class SendPath:
             return meta, frames
         return compression.shrink(meta, frames, chosen)
 
+    def cached(self, frames: Sequence[Frame]) -> bool:
+        """Whether a message with these frames goes through the payload cache (it shares an
+        array, and the cache is on): then it is not compressed (its receivers keep it once,
+        where a compressed copy would be a new buffer, and a full transfer, every time)."""
+        return bool(_shared) and bool(self.cache.budget) and through_cache(frames)
+
     def broadcast(
-        self, number: int, meta: bytes, frames: Sequence[Frame], remote: bool, local: bool
+        self,
+        stream: TopicStream,
+        meta: bytes,
+        frames: Sequence[Frame],
+        remote: bool,
+        local: bool,
+        cached: bool | None = None,
     ) -> SendTicket:
-        """Send on stream ``number``: a broadcast to its other member ranks (``remote``), and a
-        copy to this rank (``local``); the ticket of the broadcast, else of the copy."""
+        """Send on ``stream``: a broadcast to its other member ranks (``remote``; through the
+        stream's cache mirror if it shares an array: ``cached``, None to find out), and a copy
+        to this rank (``local``); the ticket of the broadcast, else of the copy."""
         ticket = _NO_SUBSCRIBERS
+        number = stream.number
         if remote:
-            ticket = self.transport.broadcast(number, meta, frames)
+            if cached is None:
+                cached = bool(frames) and self.cached(frames)
+            if cached:
+                ticket = self.cache.broadcast(self.transport, number, stream.ranks, meta, frames)
+            else:
+                ticket = self.transport.broadcast(number, meta, frames)
         if local:  # large frames sealed: one copy (or none) for every subscriber here
-            copied = self.transport.send(self.transport.rank, meta, seal(frames))
+            copied = self.transport.send(self.transport.rank, meta, seal(sealed_shared(frames)))
             if ticket is _NO_SUBSCRIBERS:
                 ticket = copied
         return ticket
@@ -369,7 +399,7 @@ class SendPath:
         `geode_mpi.delivery.streams`'s ``_REPLAY``)."""
         for meta, frames in stream.retained:
             again = with_flags(meta, add=codec.FLAG_RESENT, clear=_TRACKED_WAITED)
-            self.broadcast(stream.number, again, frames, remote, local)
+            self.broadcast(stream, again, frames, remote, local)
         self.stats[stream.number].resent += len(stream.retained) * added
 
     def control(self, source: int, dest: int, payload: bytes, batch: bool = False) -> None:

@@ -29,7 +29,16 @@ class TopicStream:
     """One stream of a topic: who publishes on it, its next number, who subscribes, and the
     last messages it keeps for subscribers that join later."""
 
-    __slots__ = ("next_seq", "number", "publisher", "retained", "subscribers", "topic", "wire")
+    __slots__ = (
+        "next_seq",
+        "number",
+        "publisher",
+        "ranks",
+        "retained",
+        "subscribers",
+        "topic",
+        "wire",
+    )
 
     def __init__(self, number: int, wire: int, topic: str, publisher: int, retain: int = 0) -> None:
         self.number = number  # the stream's own number (beyond every node index)
@@ -37,6 +46,7 @@ class TopicStream:
         self.topic = topic
         self.publisher = publisher  # the node that broadcasts on it
         self.subscribers: tuple[int, ...] = ()  # every subscriber node, on any rank
+        self.ranks = 0  # how many ranks other than the publisher's its broadcasts reach
         # The seq of the next message published on it (its one owner: `Engine.published`
         # moves it on); each subscriber's pair numbers its arrivals from it.
         self.next_seq = 0

@@ -102,6 +102,18 @@ def test_a_shared_array_made_writable_again_is_refused(geode: Geode) -> None:
         geode.send(shared, geode.node, after)
 
 
+def wait_for_copies(geode: Geode, count: int = 2) -> None:
+    """Receive nothing until ``count`` resent copies were dropped as duplicates here (under
+    load the peer's resends may take longer than one short wait; CI's network-path leg once
+    saw none in 0.3 s at load 15), at most `TIMEOUT`; at once on one rank."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        with pytest.raises(ReceiveTimeout):
+            geode.receive(geode.node, timeout=0.3)
+        if geode.size == 1 or geode.stats().duplicates >= count or time.monotonic() > deadline:
+            return
+
+
 def test_resent_messages_that_refer_to_a_shared_array_resolve() -> None:
     explicit = QueueConfig(ack="explicit")
     with Geode(resend_after=0.02, queue=explicit) as geode:
@@ -110,15 +122,7 @@ def test_resent_messages_that_refer_to_a_shared_array_resolve() -> None:
         for _ in range(2):  # a store, then a reference: both resent until acknowledged
             geode.send(shared, geode.node, after)
         got = [geode.receive(geode.node, source=before, timeout=TIMEOUT) for _ in range(2)]
-        # Meanwhile the copies come again, and are dropped: wait for two (under load the
-        # peer's resends may take longer than one short wait; CI's network-path leg once
-        # saw none in 0.3 s at load 15)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            with pytest.raises(ReceiveTimeout):
-                geode.receive(geode.node, timeout=0.3)
-            if geode.size == 1 or geode.stats().duplicates >= 2 or time.monotonic() > deadline:
-                break
+        wait_for_copies(geode)  # meanwhile the copies come again, and are dropped
         for message in got:
             assert np.all(message.data == float((geode.rank - 1) % geode.size))
             message.ack()
