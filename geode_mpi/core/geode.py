@@ -355,6 +355,8 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             except TypeError:  # unhashable: not a node name; the general path says so
                 lane = None
             if lane is not None and not runtime.sealed and not TRACER.on:
+                if timeout is not None:  # (before anything is sent: 10**400 overflows here)
+                    timeout = check_timeout(timeout)
                 # Plain data goes the express way (`Lane.express`: no Message built for it)
                 kind = message.__class__
                 if kind is Message:
@@ -374,7 +376,7 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                     if timeout is None:
                         handle.wait_until(None, None)
                     else:  # (as the general path's below)
-                        handle.wait_until(time.monotonic() + timeout, float(timeout))
+                        handle.wait_until(time.monotonic() + timeout, timeout)
                 return handle
         if (ack or threads) and not runtime.owned():  # ack: handlers may run here
             return runtime.serialised(
@@ -460,20 +462,14 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             runtime.plain_queue is not NO_FAST_QUEUE
             and (node is None or (node.__class__ in _NODE_KEYS and node in self._own))
             and (
-                source is None
-                or (  # (the oldest message queued is from it: the one the filter takes)
-                    runtime.plain_queue
-                    and runtime.plain_queue[0].source == runtime.placement.index(source, "source")
-                )
-            )
-            and type is None
-            and (
                 timeout is None
                 or (
                     timeout.__class__ in _SECONDS
                     and (timeout > 0 or (timeout == 0 and runtime.plain_queue))
                 )
-            )
+            )  # (before ``source``: a bad timeout is the general path's to report first)
+            and (source is None or self._head_from(source))
+            and type is None
             and order is None
             and topic is None
         ):
@@ -548,6 +544,23 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             return runtime.deliver(index, found)
         waited = runtime.transport.delivers_later or senders_may_run()
         raise self._nothing_came("receive", index, timeout, source, type, waited)
+
+    def _head_from(self, source: str | int) -> bool:
+        """Whether `receive(source=...)` may take its fast case: the message a plain take
+        takes (nothing queued with a priority or ttl, held back or private: then the plain
+        take is not the queue's head) is the oldest queued, and it is from ``source``.
+
+        Raises:
+            UnknownNodeError: ``source`` is not a node of this job.
+        """
+        runtime = self._runtime
+        queue = runtime.plain_queue
+        if not queue:
+            return False
+        inbox = runtime.inboxes[self.rank]
+        if inbox.ranked or inbox.held_back or inbox.private:
+            return False
+        return bool(queue[0].source == runtime.placement.index(source, "source"))
 
     def try_receive(
         self,

@@ -6,12 +6,13 @@ once went through the general path (a quarter to a third of the rate over MPI)."
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
 from test_runs import world
 
-from geode_mpi import Geode, Message, UnknownNodeError
+from geode_mpi import Geode, Message, ReceiveTimeout, UnknownNodeError
 from geode_mpi.core import geode as facade
 
 SENDS = [
@@ -81,4 +82,43 @@ def test_another_source_or_a_bad_timeout_still_goes_the_general_way() -> None:
         geode.send("x", "node7", "node1")
     got = [geode.receive("node1", timeout=5) for _ in range(2)]
     assert [(m.source, m.data) for m in got] == [("node0", "lane"), ("node2", "from node2")]
+    geode.close()
+
+
+def test_a_source_filter_takes_what_the_general_take_takes_when_the_head_is_not_next() -> None:
+    """A queue with a priority or a ttl takes by rank, not arrival: its head may not be what a
+    plain take gives, so `receive(source=...)` goes the general way (it once checked the head's
+    source, then took another node's message)."""
+    geode = Geode(nodes=3)
+    geode.send("low", "node1", "node0", priority=-1)
+    geode.send("zero", "node2", "node0")
+    got = geode.receive(source="node1", timeout=0)
+    assert (got.source, got.data) == ("node1", "low")
+    geode.send("old", "node1", "node0", ttl=1e-6)
+    geode.send("new", "node2", "node0")
+    time.sleep(0.01)  # (the ttl runs out: not a wait for a message)
+    with pytest.raises(ReceiveTimeout):
+        geode.receive(source="node1", timeout=0)
+    assert [(m.source, m.data) for m in (geode.receive(timeout=0) for _ in range(2))] == [
+        ("node2", "zero"),
+        ("node2", "new"),
+    ]
+    geode.close()
+
+
+def test_bad_arguments_are_reported_as_before_and_send_nothing() -> None:
+    geode = Geode(nodes=2)
+    geode.send("queued", dest="node0")
+    geode.send("lane", dest="node1")
+    with pytest.raises(ValueError, match="timeout must be >= 0, got -1"):
+        geode.receive(source="nope", timeout=-1)  # (the timeout first, as the general path)
+    with pytest.raises(TypeError, match="timeout must be a number of seconds or None"):
+        geode.receive(source="nope", timeout=True)
+    with pytest.raises(OverflowError):
+        geode.send("never", dest="node1", timeout=10**400)  # (refused before it is sent)
+    assert geode.stats("node0").sent == 2
+    assert [geode.receive(node, timeout=0).data for node in ("node0", "node1")] == [
+        "queued",
+        "lane",
+    ]
     geode.close()
