@@ -498,7 +498,8 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
                 if spin is None or engine.forwards:
                     spun_for = None
                 else:
-                    spun_for = engine.take_express(self.rank, spin, FIRST_SPIN)
+                    want = -1 if source is None else runtime.placement.index(source)
+                    spun_for = engine.take_express(self.rank, spin, FIRST_SPIN, want)
                     if spun_for is not None:
                         runtime.receives += 1
                 if isinstance(spun_for, Message):  # taken and decoded as it arrived
@@ -546,7 +547,8 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
         raise self._nothing_came("receive", index, timeout, source, type, waited)
 
     def _head_from(self, source: str | int) -> bool:
-        """Whether `receive(source=...)` may take its fast case: the message a plain take
+        """Whether `receive(source=...)` may take its fast case: nothing is queued (the
+        express take takes only a message from ``source``), or the message a plain take
         takes (nothing queued with a priority or ttl, held back or private: then the plain
         take is not the queue's head) is the oldest queued, and it is from ``source``.
 
@@ -555,12 +557,13 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
         """
         runtime = self._runtime
         queue = runtime.plain_queue
+        index = runtime.placement.index(source, "source")
         if not queue:
-            return False
+            return True  # (the express take then takes only a message from it)
         inbox = runtime.inboxes[self.rank]
         if inbox.ranked or inbox.held_back or inbox.private:
             return False
-        return bool(queue[0].source == runtime.placement.index(source, "source"))
+        return bool(queue[0].source == index)
 
     def try_receive(
         self,

@@ -78,7 +78,24 @@ class Express(EngineState):
             self.undecoded = (parcel, error)
         return parcel
 
-    def take_express(self, index: int, spin: Spin, seconds: float) -> Message | Parcel | None:
+    def _take_from(self, index: int, source: int) -> Parcel | None:
+        """`take_plain`, for `take_express` with a ``source`` filter (>= 0): only a head from
+        node ``source`` that a plain take takes (nothing ranked, held back or private)."""
+        inbox = self.inboxes[index]
+        waiting = inbox.waiting
+        if source >= 0 and (
+            not waiting
+            or waiting[0].source != source
+            or inbox.ranked
+            or inbox.held_back
+            or inbox.private
+        ):
+            return None
+        return self.take_plain(index)
+
+    def take_express(
+        self, index: int, spin: Spin, seconds: float, source: int = -1
+    ) -> Message | Parcel | None:
         """Spin ``seconds`` on the transport (``spin``: `MPITransport.spin_meta`) for node
         ``index`` (one of `plain`, its queue empty: `Geode.receive`'s fast case), and take
         what comes: a plain Message (a text, a pickle without arrays, a small array in its
@@ -88,13 +105,14 @@ class Express(EngineState):
         (counted, its ack due) and returned; any other message alone is `take_arrival`'s, or
         the sink's and the queue's, as is anything the transport delivered itself; one that
         does not decode, the sink's, its error noted for the receive (`undecoded`). None if
-        nothing came."""
+        nothing came. ``source`` >= 0 (a receive's source filter, as a node index): only a
+        message from that node is taken; anything else is left queued, and None returned."""
         got = spin(seconds)
         for again in _ONCE_MORE:
             if got.__class__ is not tuple:
                 if not got:
                     return None
-                parcel = self.take_plain(index)
+                parcel = self._take_from(index, source)
                 if parcel is not None or not again or self.forwards or self.waited:
                     return parcel  # (forwards, served requests: `take`'s wait goes first)
                 # What came was no message for ``index``: spin once more, as the reply
@@ -126,6 +144,7 @@ class Express(EngineState):
                     and not n_data
                     and (size > end if rest else size == end)  # (a damaged length: the sink's)
                     and dst == index
+                    and (source < 0 or src == source)
                     and pair is not None  # (a pair's first arrival is checked by the sink)
                     and seq == pair.expected
                     and not pair.held
@@ -180,17 +199,17 @@ class Express(EngineState):
                             self._done(index, parcel)
                         return message
                     self.sink(rank, memoryview(meta), (), size)
-                    return self.take_plain(index)
+                    return self._take_from(index, source)
             elif kind == _KIND_CONTROL and again:
                 # An ack record alone (deferred acks go every ACK_DELAY): taken in, then one
                 # more spin for the reply, which usually follows it at once.
                 self.sink(rank, memoryview(meta), (), len(meta))
-                parcel = self.take_plain(index)
+                parcel = self._take_from(index, source)
                 if parcel is not None or self.forwards or self.waited:
                     return parcel
                 got = spin(seconds)
                 continue
-            taken = self.take_arrival(rank, meta, index)
+            taken = self.take_arrival(rank, meta, index) if source < 0 else None
             if taken is not None:
                 return taken
             self.sink(rank, memoryview(meta), (), len(meta))
@@ -199,5 +218,5 @@ class Express(EngineState):
                 self.refused = None
                 if refused[0] is meta:  # (it did not decode: the receive raises what it met)
                     return self._undecoded(index, _read_lead(meta, 0)[2], refused[1])
-            return self.take_plain(index)
+            return self._take_from(index, source)
         return None  # (not reached: the second pass returns)
