@@ -339,11 +339,12 @@ class Topic:
             for sub in removed:
                 geode.engine.forget_subscriber(stream.number, sub)
             # A rank that joins holds nothing of what the stream's cache mirror says its
-            # member ranks hold: every rank starts the stream's cache again (collective).
+            # member ranks hold, and one that leaves is no longer one of them: every rank
+            # starts the stream's cache again, in a new epoch (collective).
             here = rank_of(root)
-            joined = bool(after - before - {here})
+            changed = after - {here} != before - {here}
             member = geode.rank != here and geode.rank in after
-            geode.path.cache.stream_changed(stream.number, joined, member)
+            geode.path.cache.stream_changed(stream.number, changed, member)
         self._join(subscribers)
         for root, stream in self._streams.items():
             if added and root in geode.inboxes:

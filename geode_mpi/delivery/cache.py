@@ -54,6 +54,8 @@ CACHE_MIN = 64 * 1024  # smaller shared frames travel as usual: a reference save
 MARKER = 0xCA
 PREFIX_VERSION = 3
 _HEAD = struct.Struct("<BBH4xQ")
+_EPOCH_SHIFT = 32  # a stream tag: the stream's number below, its epoch from here (`_tag`)
+_NUMBER_MASK = (1 << _EPOCH_SHIFT) - 1
 _OP = struct.Struct("<B3xIQ")
 _PART = struct.Struct("<QQ")
 OP_STORE = 1  # the frame carries the bytes: keep them as this id
@@ -348,7 +350,9 @@ class PayloadCache:
         self._mirrors: dict[int, _Mirror] = {}  # by receiving rank
         self._streams: dict[int, _Mirror] = {}  # by stream number (streams this rank roots)
         self._kept: dict[int, dict[int, Frame]] = {}  # sending rank -> {id: read-only bytes}
-        self._stream_kept: dict[int, dict[int, Frame]] = {}  # stream number -> {id: bytes}
+        # stream tag (its number and epoch: `_tag`) -> {id: bytes}
+        self._stream_kept: dict[int, dict[int, Frame]] = {}
+        self._epochs: dict[int, int] = {}  # stream number -> its membership changes so far
         self._counts = [0] * 6  # hits, saved, stores, stored, evictions, wire bytes
 
     def send(
@@ -386,20 +390,32 @@ class PayloadCache:
         if mirror is None:
             mirror = self._streams[number] = _Mirror(ranks)
         mirror.ranks = ranks
-        decided = self._decide(mirror, number, meta, frames)
+        decided = self._decide(mirror, self._tag(number), meta, frames)
         if decided is None:
             return transport.broadcast(number, meta, frames)
         return transport.broadcast(number, decided[0], decided[1])
 
+    def _tag(self, number: int) -> int:
+        """Stream ``number``'s tag in a cache prefix: its number, and above it its epoch (how
+        many times its member ranks changed), so that what a rank stores of the new stream
+        before it has seen the change itself (a pattern subscription changes several topics
+        in turn, and a root ahead of this rank may already publish on one of them) is kept
+        apart from what it held of the old one."""
+        return number | self._epochs.get(number, 0) << _EPOCH_SHIFT
+
     def stream_changed(self, number: int, reset: bool, member: bool) -> None:
         """Stream ``number``'s member ranks changed (on every rank, between the old stream's
-        end and the new one's start): ``reset`` when a rank joined it (it holds nothing of
-        what the others hold, so the root's mirror and every store start again empty);
+        end and the new one's start): ``reset`` when its member ranks are not the same (a
+        rank that joins holds nothing of what the others hold; one that left is no longer
+        counted), so the root's mirror and every store start again empty, in a new epoch;
         ``member``: this rank receives the new stream (one that left it drops its store)."""
         if reset:
             self._streams.pop(number, None)
-        if reset or not member:
-            self._stream_kept.pop(number, None)
+            self._epochs[number] = self._epochs.get(number, 0) + 1
+        current = self._tag(number)
+        for tag in [tag for tag in self._stream_kept if tag & _NUMBER_MASK == number]:
+            if tag != current or not member:  # (the new epoch's, stored early, stays)
+                del self._stream_kept[tag]
 
     def _decide(
         self, mirror: _Mirror, stream: int, meta: bytes, frames: Sequence[Frame]
@@ -474,7 +490,7 @@ class PayloadCache:
             )
         if stream:
             kept = self._stream_kept.setdefault(stream, {})
-            sender = f"rank {rank} (stream {stream})"
+            sender = f"rank {rank} (stream {stream & _NUMBER_MASK})"
         else:
             kept = self._kept.setdefault(rank, {})
             sender = f"rank {rank}"
@@ -523,6 +539,7 @@ class PayloadCache:
         self._streams.clear()
         self._kept.clear()
         self._stream_kept.clear()
+        self._epochs.clear()
 
     def stats(self) -> CacheStats:
         """The counters now."""

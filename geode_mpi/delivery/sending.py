@@ -20,13 +20,7 @@ from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
 from geode_mpi.codec.runs import count as run_count
 from geode_mpi.codec.runs import is_run, joinable, kept, state_of, wire_name
-from geode_mpi.delivery.cache import (
-    PayloadCache,
-    budget_of,
-    is_shared,
-    sealed_shared,
-    through_cache,
-)
+from geode_mpi.delivery.cache import PayloadCache, budget_of, sealed_shared, through_cache
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.direct import ID_BITS as ID_BITS  # (re-exported)
 from geode_mpi.delivery.direct import Lane
@@ -342,11 +336,9 @@ class SendPath:
                 if self.resend_after is not None:
                     pair.resends[seq] = [time.monotonic(), 1]
         if stream.retained.maxlen:
-            # (a shared array is immutable: kept as it is, a replay can refer to it)
-            kept_frames = [
-                frame if _shared and is_shared(frame) else copy_frame(frame) for frame in frames
-            ]
-            stream.retained.append((meta, kept_frames))
+            # (copied, a shared array too: its bytes as published, whatever its owner does
+            # to it later; a replay sends them in full, outside the cache)
+            stream.retained.append((meta, [copy_frame(frame) for frame in frames]))
         if begun:
             trace_publish(stream.topic, stamp.id, author, stream.subscribers, begun, nbytes)
         return ticket, stamp

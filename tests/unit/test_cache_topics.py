@@ -103,15 +103,20 @@ def test_a_rank_that_joins_gets_the_array_in_full_and_a_replay_resolves(
     replayed = four[2].receive("node2", timeout=TIMEOUT).data  # the retained message
     assert np.array_equal(replayed, mesh)
     assert four[1].try_receive("node1") is None  # (node1 had it: it skips the replay)
-    assert publish(four, topics, mesh, ["node1", "node2"]) < 2 * 1024  # the replay stored it
-    for topic in reversed(topics):  # a rank that leaves: the others still hold everything
+    # (a retained message is a copy, its bytes as published: replayed in full, not stored)
+    assert publish(four, topics, mesh, ["node1", "node2"]) >= 2 * MIB  # a new epoch
+    assert publish(four, topics, mesh, ["node1", "node2"]) < 2 * 1024
+    for topic in reversed(topics):  # a rank that leaves: a new epoch, the stores start again
         topic.unsubscribe("node2")
-    assert publish(four, topics, mesh, ["node1"]) < 1024
     assert four[2].cache_stats().kept_bytes == 0
+    assert publish(four, topics, mesh, ["node1"]) >= MIB
+    assert publish(four, topics, mesh, ["node1"]) < 1024
+    assert four[0].cache_stats().held_bytes == MIB  # (one member rank holds it)
     for topic in reversed(topics):  # back again: it joins, and holds nothing
         topic.subscribe(["node2", "node3"])
-    assert four[2].receive("node2", timeout=TIMEOUT).data is not None  # the replay, stored
-    assert four[3].receive("node3", timeout=TIMEOUT).data is not None
+    assert np.array_equal(four[2].receive("node2", timeout=TIMEOUT).data, mesh)  # the replay
+    assert np.array_equal(four[3].receive("node3", timeout=TIMEOUT).data, mesh)
+    assert publish(four, topics, mesh, ["node1", "node2", "node3"]) >= 3 * MIB
     assert publish(four, topics, mesh, ["node1", "node2", "node3"]) < 3 * 1024
 
 
@@ -206,3 +211,45 @@ def test_a_stream_reference_to_an_array_not_held_is_a_decode_error() -> None:
         fresh.arrived(0, memoryview(bytes(pair)), frames1, len(pair))
     receiver.stream_changed(7 << 20, reset=False, member=False)  # it left: the store goes
     assert receiver.stats().kept_bytes == 0
+
+
+def test_what_a_member_stores_of_the_new_epoch_before_it_sees_the_change_stays() -> None:
+    """A pattern subscription changes several topics in turn; a root that is ahead may publish
+    on the new stream while a joining rank still waits for another topic's old stream to end.
+    What it stores then is the new epoch's: its own change must keep it (it dropped it, and
+    every later reference to the array failed on that rank)."""
+    number = 9 << 20
+    root, member = PayloadCache(), PayloadCache()
+    shared = share(np.ones(CACHE_MIN))
+    sent: list[tuple[bytes, list[np.ndarray[Any, Any]]]] = []
+
+    class Capture:
+        def broadcast(self, key: int, meta: bytes, frames: list[np.ndarray[Any, Any]]) -> None:
+            sent.append((meta, list(frames)))
+
+    root.stream_changed(number, reset=True, member=False)  # the root's change, first
+    root.broadcast(Capture(), number, 1, b"m", [shared])  # type: ignore[arg-type]
+    member.arrived(0, memoryview(sent[0][0]), sent[0][1], len(sent[0][0]))  # stored early
+    member.stream_changed(number, reset=True, member=True)  # the member's change, late
+    root.broadcast(Capture(), number, 1, b"m", [shared])  # type: ignore[arg-type]
+    assert sent[1][1][0].nbytes == 0  # a reference
+    _, frames, _ = member.arrived(0, memoryview(sent[1][0]), sent[1][1], len(sent[1][0]))
+    assert np.array_equal(frames[0].view(np.float64), shared)
+    member.stream_changed(number, reset=True, member=True)  # the next change: all goes
+    assert member.stats().kept_bytes == 0
+
+
+def test_a_retained_shared_array_is_replayed_as_it_was_published(four: list[Geode]) -> None:
+    """Its owner may make it writable again through its base (which the next send of it
+    refuses): the retained copy keeps the bytes as published, and a new subscriber's
+    collective subscribe does not fail on the publisher's rank alone."""
+    topics = topic_on(four, ["node1"], retain=1)
+    mesh = share(np.full(MIB // 8, 7.0))
+    publish(four, topics, mesh, ["node1"])
+    assert mesh.base is not None
+    mesh.base.flags.writeable = True
+    mesh.base[:] = 0
+    for topic in reversed(topics):  # (the publisher's rank last: see above)
+        topic.subscribe("node2")
+    replayed = four[2].receive("node2", timeout=TIMEOUT).data
+    assert np.array_equal(replayed, np.full(MIB // 8, 7.0))
