@@ -39,11 +39,12 @@ class Facade:
         rank: int
         size: int
         restored_state: dict[str, Any] | None
+        _own: tuple[str, int]  # what a call may name this rank's own node by
 
         @property
         def node(self) -> str: ...  # (facade_nodes.py)
 
-        # defined in core/geode.py, beside the receive they serve
+        # defined in core/facade_receiving.py, beside the receive they serve
         def _nothing_came(
             self,
             call: str,

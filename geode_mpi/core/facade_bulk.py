@@ -35,7 +35,7 @@ class Bulk(Facade):
     _bulk_errors: dict[int, BaseException] | None = None
 
     if TYPE_CHECKING:
-        receive: Callable[..., Message]  # (core/geode.py)
+        receive: Callable[..., Message]  # (core/facade_receiving.py)
 
     def isend_many(
         self, items: Iterable[Any], dest: str | int | None = None, *, timeout: float | None = None

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from geode_mpi import codec
-from geode_mpi.base.gate import locked, other_threads, senders_may_run
 from geode_mpi.codec.compression import Compression, setting
-from geode_mpi.codec.runs import RunItem
-from geode_mpi.core.aio import POLL_EVERY_RUN_RECEIVES
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpointing import Checkpointer
 from geode_mpi.core.facade_aio import Asyncio
@@ -22,9 +17,9 @@ from geode_mpi.core.facade_checkpoints import Checkpoints
 from geode_mpi.core.facade_lifecycle import Lifecycle
 from geode_mpi.core.facade_nodes import NodeCalls
 from geode_mpi.core.facade_processing import Processing
-from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
+from geode_mpi.core.facade_receiving import ReceiveCalls
+from geode_mpi.core.facade_sending import SendCalls
 from geode_mpi.core.groups import Sequencer
-from geode_mpi.core.handles import RunHandle, SendHandle
 from geode_mpi.core.observe import (
     Observed,
     start_observing,
@@ -34,30 +29,12 @@ from geode_mpi.core.observe import (
 from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.registry import register, unregister
-from geode_mpi.core.runtime import (
-    FIRST_SPIN,
-    NO_FAST_QUEUE,
-    POLL_EVERY_RECEIVES,
-    POLL_EVERY_SENDS,
-    Runtime,
-)
-from geode_mpi.core.subscriptions import Subscription
+from geode_mpi.core.runtime import NO_FAST_QUEUE, Runtime
 from geode_mpi.core.termination import term_grace as term_grace_of
-from geode_mpi.core.topics import Topic
 from geode_mpi.delivery import QueueConfig
 from geode_mpi.delivery.cache import budget_of
 from geode_mpi.delivery.config import node_configs
-from geode_mpi.delivery.runs import RunCursor
-from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import (
-    ClosedError,
-    DecodeError,
-    ReceiveTimeout,
-    RestartDirError,
-    check_timeout,
-)
-from geode_mpi.message import Message
-from geode_mpi.queues import Match
+from geode_mpi.errors import RestartDirError, check_timeout
 from geode_mpi.tracing import TRACER
 from geode_mpi.transport import (
     Collectives,
@@ -69,15 +46,18 @@ from geode_mpi.transport import (
     require,
 )
 
-# Hot-path names, bound once.
-_decode = codec.decode
-_NO_REPLY = codec.NO_REPLY
-_FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
-_SECONDS = (int, float)  # a timeout's types (a bool is refused by `check_timeout`)
-_NODE_KEYS = (str, int)  # a node's name or index (not a bool, nor a numpy int: those go on)
 
-
-class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio, Bulk):
+class Geode(
+    SendCalls,
+    ReceiveCalls,
+    NodeCalls,
+    Processing,
+    ChannelCalls,
+    Checkpoints,
+    Lifecycle,
+    Asyncio,
+    Bulk,
+):
     """This rank's view of a geode_mpi job: its nodes, and messages between all nodes.
 
     Creating a Geode is collective when the job runs on several MPI ranks: every rank creates
@@ -201,416 +181,6 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
         start_observing(self._observed)  # --stats / --trace: what to leave if the job fails
         register(self, self._end, self._report_unreceived)
 
-    # -- sending ---------------------------------------------------------------------------
-
-    def isend(
-        self,
-        message: Any,
-        source: str | int | None = None,
-        dest: str | int | None = None,
-        *,
-        ack: bool = False,
-        timeout: float | None = None,
-        compress: str | Compression | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
-    ) -> SendHandle:
-        """Start sending; return a handle at once.
-
-        Do not modify arrays in the message until ``handle.done()`` is True (or after
-        ``handle.wait()``): they are sent from their own memory. A small message may be held
-        back for up to 100 microseconds to go out with the next ones in one MPI message;
-        it goes at the next geode_mpi call that waits, `flush`, or ``handle.wait()``.
-
-        Args:
-            message: a Message, or any picklable value (wrapped in a Message).
-            source: the sending node (default: this rank's node). If another rank hosts it,
-                that rank sends the message: here nothing happens, and the handle is done at
-                once (``handle.local`` is False).
-            dest: the destination node, by name or index.
-            ack: the handle completes only once the receiver has acknowledged the message.
-            timeout: with a full ``block`` queue at ``dest``, how long to wait for room.
-            compress: this message's compression, over the Geode's (see `Geode`).
-            priority: an int (i32); ``dest`` takes higher priorities first, FIFO within one
-                priority and source (docs/delivery.md, "Priority and expiry").
-            ttl: seconds the message may live, counted from this send (and at most ``ttl``
-                after its arrival at ``dest``); after that ``dest`` drops it (counted in
-                ``stats().expired``) instead of handing it out. None: no limit.
-
-        Returns:
-            A SendHandle (done at once when another rank hosts ``source``).
-
-        Raises:
-            UnknownNodeError: source or dest is not a node of this job.
-            EncodeError: the message cannot be encoded; nothing was sent.
-            QueueFull: dest's queue is full and its policy is ``raise`` (nothing was sent).
-            SendTimeout: dest's queue stayed full for ``timeout`` seconds (nothing was sent).
-            ClosedError: this Geode is closed.
-        """
-        runtime = self._runtime
-        if (
-            compress is None
-            and not priority
-            and ttl is None
-            and (source is None or (source.__class__ in _NODE_KEYS and source in self._own))
-            and not ack
-        ):  # (naming this rank's own node as the source is the same as not naming it)
-            if not other_threads():
-                # The commonest isend: it joins the open run of its dest's lane (one lookup;
-                # a dest sent to before, without credits), else `send_plain` as before.
-                try:
-                    lane = runtime.path.dests.get(dest)
-                except TypeError:  # unhashable: not a node name; the general path says so
-                    lane = None
-                if (
-                    lane is not None
-                    and (run := lane.pair.run) is not None
-                    and not runtime.sealed
-                    and not TRACER.on
-                    and (at := run.join(message)) >= 0
-                ):
-                    sends = runtime.sends = runtime.sends + 1
-                    if not sends & POLL_EVERY_SENDS - 1:
-                        runtime.joined_poll(sends)
-                    return RunHandle(runtime, run, at)
-                return runtime.send_plain(message, dest, timeout, True)
-            if not runtime.owned():
-                return runtime.serialised(runtime.send_plain, message, dest, timeout, True)
-            return runtime.send_plain(message, dest, timeout, True)
-        if other_threads() and not runtime.owned():
-            chosen = None if compress is None else setting(compress)
-            return runtime.serialised(
-                runtime.send,
-                message,
-                source,
-                dest,
-                ack,
-                timeout,
-                via=codec.qos_route(priority, ttl),
-                compress=chosen,
-            )
-        if compress is None and not priority and ttl is None:
-            return runtime.send(message, source, dest, ack, timeout)
-        chosen = None if compress is None else setting(compress)
-        via = codec.qos_route(priority, ttl)
-        return runtime.send(message, source, dest, ack, timeout, via=via, compress=chosen)
-
-    def send(
-        self,
-        message: Any,
-        source: str | int | None = None,
-        dest: str | int | None = None,
-        *,
-        ack: bool = False,
-        timeout: float | None = None,
-        compress: str | Compression | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
-    ) -> SendHandle:
-        """Send a message; return when its data may be reused (with ``ack``: once processed).
-
-        ``send(msg, "node1", "node2")`` sends from node1 on the rank that hosts it and does
-        nothing on other ranks (there it returns a handle that is already done);
-        ``send(msg, dest="node2")`` sends from this rank's node.
-
-        Args:
-            message: a Message, or any picklable value (wrapped in a Message).
-            source: the sending node (default: this rank's node).
-            dest: the destination node, by name or index.
-            ack: also wait until the receiver has acknowledged (processed) the message.
-            timeout: seconds to wait in all (None: no limit).
-            compress: this message's compression, over the Geode's (see `Geode`).
-            priority: an int; ``dest`` takes higher priorities first (see `isend`).
-            ttl: seconds the message may live before ``dest`` drops it (see `isend`).
-
-        Returns:
-            The completed SendHandle (with the message's id and seq; on a rank that does not
-            host ``source``, a done handle whose ``local`` is False and id and seq None).
-
-        Raises:
-            UnknownNodeError: source or dest is not a node of this job.
-            EncodeError: the message cannot be encoded; nothing was sent.
-            QueueFull: dest's queue is full and its policy is ``raise``; nothing was sent.
-            SendTimeout: the send did not complete in time; the message stays in flight.
-            AckTimeout: (with ``ack``) no acknowledgement in time; the message stays in the
-                outbox and may still be processed, once.
-            ClosedError: this Geode is closed.
-        """
-        runtime = self._runtime
-        threads = other_threads()  # (asked once: the fast case and the fallback both need it)
-        if (
-            (source is None or (source.__class__ in _NODE_KEYS and source in self._own))
-            and (timeout is None or (timeout.__class__ in _SECONDS and timeout >= 0))
-            and not ack
-            and compress is None
-            and not priority
-            and ttl is None
-            and not threads
-        ):
-            # The commonest send (from this rank's own node, named or not, with or without a
-            # timeout), to a dest sent to before without credits: its lane (stamp, encode, MPI
-            # send, records; delivery/direct.py), with nothing else in between.
-            try:
-                lane = runtime.path.dests.get(dest)
-            except TypeError:  # unhashable: not a node name; the general path says so
-                lane = None
-            if lane is not None and not runtime.sealed and not TRACER.on:
-                if timeout is not None:  # (before anything is sent: 10**400 overflows here)
-                    timeout = check_timeout(timeout)
-                # Plain data goes the express way (`Lane.express`: no Message built for it)
-                kind = message.__class__
-                if kind is Message:
-                    sent = lane.express(message.data, message)
-                elif kind is str or not isinstance(message, Message):  # (a str: the commonest)
-                    sent = lane.express(message, None)
-                else:  # a subclass: its class name packed once per lane and class
-                    sent = lane.express_named(message)
-                if sent is None:
-                    sent = lane.send(message if isinstance(message, Message) else Message(message))
-                ticket, stamp = sent
-                runtime.sends += 1
-                if not runtime.sends & POLL_EVERY_SENDS - 1:
-                    runtime.engine.poll()  # (see `Runtime.send`)
-                handle = SendHandle(runtime, ticket, stamp, lane.pair if lane.tracked else None)
-                if not ticket.done:
-                    if timeout is None:
-                        handle.wait_until(None, None)
-                    else:  # (as the general path's below)
-                        handle.wait_until(time.monotonic() + timeout, timeout)
-                return handle
-        if (ack or threads) and not runtime.owned():  # ack: handlers may run here
-            return runtime.serialised(
-                self.send,
-                message,
-                source,
-                dest,
-                ack=ack,
-                timeout=timeout,
-                compress=compress,
-                priority=priority,
-                ttl=ttl,
-            )
-        if runtime.sealed and not runtime.serving:  # (inline: the hot path)
-            raise ClosedError("send")
-        deadline = None
-        if timeout is not None:
-            timeout = check_timeout(timeout)
-            deadline = time.monotonic() + (timeout or 0.0)
-        plain = compress is None and not priority and ttl is None
-        if plain and source is None and not ack:  # (the hot path)
-            handle = runtime.send_plain(message, dest, timeout, False)
-        elif plain:
-            handle = runtime.send(message, source, dest, ack, timeout, _NO_REPLY, 0, False)
-        else:
-            chosen = None if compress is None else setting(compress)
-            via = codec.qos_route(priority, ttl)
-            handle = runtime.send(
-                message, source, dest, ack, timeout, _NO_REPLY, 0, False, via, chosen
-            )
-        if not handle.complete():
-            handle.wait_until(deadline, timeout)
-        return handle
-
-    # -- receiving -------------------------------------------------------------------------
-
-    def receive(
-        self,
-        node: str | int | None = None,
-        *,
-        source: str | int | None = None,
-        type: TypeFilter = None,
-        timeout: float | None = None,
-        order: str | None = None,
-        topic: Topic | Subscription | str | None = None,
-    ) -> Message:
-        """Take the oldest matching message from a node's queue, waiting for one if needed.
-
-        Messages from one source come out in the order they were sent. On a queue with
-        explicit acks, call ``msg.ack()`` (or ``msg.nack()``) when done with it.
-
-        Args:
-            node: the receiving node (default: this rank's node); must be hosted here.
-            source: only messages from this node.
-            type: only messages of this Message class (or subclasses), or this class name.
-            timeout: seconds to wait (None: no limit; 0: do not wait).
-            order: ``"timestamp"`` or ``"id"``: of the messages queued now, the one with the
-                smallest timestamp (sender clocks) or id, instead of the oldest arrival
-                (a scan of the queue: its cost grows with its length).
-            topic: only messages published on this topic (a Topic or its name), or on the
-                topics a pattern matches (a `Subscription`, or a glob such as ``"sim.*"``).
-
-        Raises:
-            ReceiveTimeout: nothing matching arrived in time (also a TimeoutError).
-            NodeNotLocalError: another rank hosts ``node``.
-            UnknownNodeError: ``node`` or ``source`` is not a node of this job.
-            DecodeError: the message arrived but cannot be decoded here.
-            ClosedError: the Geode is closed and nothing matching is queued.
-        """
-        runtime = self._runtime
-        if other_threads() and not runtime.owned():
-            return runtime.serialised(
-                self.receive,
-                node,
-                source=source,
-                type=type,
-                timeout=timeout,
-                order=order,
-                topic=topic,
-            )
-        spun = False
-        if (
-            runtime.plain_queue is not NO_FAST_QUEUE
-            and (node is None or (node.__class__ in _NODE_KEYS and node in self._own))
-            and (
-                timeout is None
-                or (
-                    timeout.__class__ in _SECONDS
-                    and (timeout > 0 or (timeout == 0 and runtime.plain_queue))
-                )
-            )  # (before ``source``: a bad timeout is the general path's to report first)
-            and (source is None or self._head_from(source))
-            and type is None
-            and order is None
-            and topic is None
-        ):
-            # The commonest receive: this rank's node (unnamed or named), automatic acks, no
-            # window, with or without a timeout: a message already queued, or one that comes
-            # within the first spin (a ping-pong's reply), is taken and decoded without the
-            # general machinery (with a ``source`` filter: the first one queued, from it). A
-            # poll (``timeout=0``, and `try_receive`) takes a queued message here too; it never
-            # spins. (A positive timeout counts after the spin.)
-            engine = runtime.engine
-            if runtime.plain_queue:
-                head = runtime.plain_queue[0].frames
-                if head.__class__ is RunCursor:  # a run queued whole: its next message
-                    message = _next_of_run(runtime, self.rank, head)
-                    if message is not None:
-                        return message
-                parcel = engine.take_plain(self.rank)
-                if parcel is not None:
-                    runtime.receives += 1
-                    if not runtime.receives & POLL_EVERY_RECEIVES - 1:
-                        engine.poll_after_take()
-            else:
-                # The express receive: the spin and the take in one step (`Engine.take_express`;
-                # no spin while a sequencer has messages to forward: `take` forwards them first).
-                spin = runtime.express_spin
-                if spin is None or engine.forwards:
-                    spun_for = None
-                else:
-                    want = -1 if source is None else runtime.placement.index(source)
-                    spun_for = engine.take_express(self.rank, spin, FIRST_SPIN, want)
-                    if spun_for is not None:
-                        runtime.receives += 1
-                if isinstance(spun_for, Message):  # taken and decoded as it arrived
-                    if TRACER.on:
-                        trace_receive(self.rank, spun_for, "receive")
-                    return spun_for
-                parcel = spun_for
-                spun = True
-            if parcel is not None:
-                try:
-                    # Taken for good (automatic acks): a small array may be a view of the
-                    # message's own receive buffer. A topic's meta is shared by its local
-                    # subscribers: copied from. A run's message was built as it arrived.
-                    frames: Any = parcel.frames
-                    owned = not parcel.flags & _FROM_STREAM
-                    if frames.__class__ is RunItem and frames.message is not None:
-                        message = frames.message
-                    elif spun and engine.undecoded is not None and engine.undecoded[0] is parcel:
-                        failed = engine.undecoded[1]  # (unpickled once, by the take: not again)
-                        engine.undecoded = None
-                        raise failed
-                    else:
-                        message = _decode(parcel.meta, frames, runtime.names, None, owned)
-                    if not owned:
-                        runtime.stream_fields(message, parcel, self.rank)
-                    if TRACER.on:
-                        trace_receive(self.rank, message, "receive")
-                    return message
-                except DecodeError as exc:
-                    engine.dead_letter(self.rank, parcel, exc, parcel.attempts + 1, False)
-                    raise
-        if timeout is not None:
-            timeout = check_timeout(timeout)
-        index = self.rank if node is None else runtime.local_index(node, "receive")
-        match = (
-            None
-            if source is None and type is None and topic is None
-            else self._matcher(source, type, topic)
-        )
-        key = None if order is None else order_key(order)
-        found = runtime.take(index, match, key, timeout, spun)
-        if found is not None:
-            return runtime.deliver(index, found)
-        waited = runtime.transport.delivers_later or senders_may_run()
-        raise self._nothing_came("receive", index, timeout, source, type, waited)
-
-    def _head_from(self, source: str | int) -> bool:
-        """Whether `receive(source=...)` may take its fast case: nothing is queued (the
-        express take takes only a message from ``source``), or the message a plain take
-        takes (nothing queued with a priority or ttl, held back or private: then the plain
-        take is not the queue's head) is the oldest queued, and it is from ``source``.
-
-        Raises:
-            UnknownNodeError: ``source`` is not a node of this job.
-        """
-        runtime = self._runtime
-        queue = runtime.plain_queue
-        index = runtime.placement.index(source, "source")
-        if not queue:
-            return True  # (the express take then takes only a message from it)
-        inbox = runtime.inboxes[self.rank]
-        if inbox.ranked or inbox.held_back or inbox.private:
-            return False
-        return bool(queue[0].source == index)
-
-    def try_receive(
-        self,
-        node: str | int | None = None,
-        *,
-        source: str | int | None = None,
-        type: TypeFilter = None,
-        order: str | None = None,
-        topic: Topic | Subscription | str | None = None,
-    ) -> Message | None:
-        """Like `receive`, but return None at once when nothing matching is queued."""
-        if (
-            self._runtime.plain_queue
-            and node is None
-            and source is None
-            and type is None
-            and order is None
-            and topic is None
-        ):
-            # A message queued for this rank's node: `receive`'s fast case takes it.
-            try:
-                return self.receive(timeout=0)
-            except ReceiveTimeout:  # (its head held back for a retry: nothing to take now)
-                return None
-        return self._try_receive(node, source, type, order, topic)
-
-    @locked
-    def _try_receive(
-        self,
-        node: str | int | None,
-        source: str | int | None,
-        type: TypeFilter,
-        order: str | None,
-        topic: Topic | Subscription | str | None,
-    ) -> Message | None:
-        """`try_receive`'s general case, holding the gate."""
-        index = self._runtime.local_index(node, "try_receive")
-        if not self._runtime.closed:
-            self._runtime.poll()
-        found = self._runtime.engine.take(
-            index,
-            self._matcher(source, type, topic),
-            order_key(order),
-            False,
-        )
-        return None if found is None else self._runtime.deliver(index, found)
-
     # -- lifecycle (close and its steps: core/facade_lifecycle.py) ------------------------
 
     def __enter__(self) -> Geode:
@@ -638,54 +208,6 @@ class Geode(NodeCalls, Processing, ChannelCalls, Checkpoints, Lifecycle, Asyncio
             f"<Geode rank {self.rank}/{self.size} node={self.node} "
             f"local={list(self.local_nodes)} {state}>"
         )
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _nothing_came(
-        self,
-        call: str,
-        index: int,
-        timeout: float | None,
-        source: str | int | None,
-        type_filter: TypeFilter,
-        waited: bool,
-    ) -> ReceiveTimeout:
-        """The error of a receive at node ``index`` that got nothing (`ClosedError` raised
-        instead once the Geode is closed)."""
-        runtime = self._runtime
-        runtime.check_open(call)
-        names = runtime.names
-        return ReceiveTimeout(
-            names[index],
-            timeout or 0.0,
-            None if source is None else names[runtime.placement.index(source)],
-            type_label(type_filter),
-            len(runtime.inboxes[index]),
-            waited=waited,
-        )
-
-    def _matcher(
-        self,
-        source: str | int | None,
-        type_filter: TypeFilter,
-        topic: Topic | Subscription | str | None = None,
-    ) -> Match | None:
-        index = None if source is None else self._runtime.placement.index(source, "source")
-        rest = matcher(index, type_filter)
-        return rest if topic is None else self._channels.topic_match(topic, rest)
-
-
-def _next_of_run(runtime: Runtime, rank: int, cursor: RunCursor) -> Message | None:
-    """`Geode.receive`'s fast path when its queue's first entry is a run: its next message
-    (`Engine.take_run`), or None when a plain take would not take it."""
-    message = runtime.engine.take_run(rank, cursor)
-    if message is not None:
-        runtime.receives += 1
-        if not runtime.receives & POLL_EVERY_RUN_RECEIVES - 1:
-            runtime.engine.poll_after_take()
-        if TRACER.on:
-            trace_receive(rank, message, "receive")
-    return message
 
 
 def check_restart_dir(own: str | os.PathLike[str] | None, restart_dir: str | None) -> None:

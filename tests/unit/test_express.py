@@ -20,7 +20,7 @@ from test_take_arrival import captured, replay
 
 from geode_mpi import DecodeError, EncodeError, Geode, Message, codec
 from geode_mpi.codec import wire
-from geode_mpi.core import geode as facade
+from geode_mpi.core import facade_sending as facade
 from geode_mpi.delivery import Engine, express
 from geode_mpi.delivery.direct import Lane
 from geode_mpi.message import RESERVED

@@ -13,7 +13,7 @@ import pytest
 from test_runs import world
 
 from geode_mpi import Geode, Message, ReceiveTimeout, UnknownNodeError
-from geode_mpi.core import geode as facade
+from geode_mpi.core import facade_sending as facade
 
 SENDS = [
     {"dest": "node1"},

@@ -13,7 +13,7 @@ from test_runs import NAMES, engine, world
 from geode_mpi import Message, SendHandle
 from geode_mpi.codec import encode, make_stamp
 from geode_mpi.codec.runs import STATES, Run, count, encode_run, joinable
-from geode_mpi.core import geode as geode_module
+from geode_mpi.core import facade_sending
 from geode_mpi.core.handles import RunHandle
 from geode_mpi.delivery.runs import RUN_MAX
 from geode_mpi.errors import AckTimeout, DecodeError
@@ -259,7 +259,7 @@ def test_isend_s_lane_joins_without_send_plain_and_a_thread_falls_back(
         runtime, "send_plain", lambda *args: plain.append(args[0]) or general(*args)
     )
     threads = [0]  # (other tests' threads may still be alive: what isend sees is set here)
-    monkeypatch.setattr(geode_module, "other_threads", lambda: threads[0])
+    monkeypatch.setattr(facade_sending, "other_threads", lambda: threads[0])
     handles = [a.isend(data, dest="node1") for data in ("s", 7, Message("m"), {"k": 1})]
     assert plain == []  # the lane's join: no `send_plain`
     assert all(type(h) is RunHandle for h in handles)

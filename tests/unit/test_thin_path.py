@@ -211,7 +211,7 @@ def test_a_lane_keeps_what_a_resend_needs_only_when_resends_are_on(
 def test_a_send_asks_once_whether_other_threads_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # A first send to a dest has no lane yet: the fast case falls back to the general path,
     # which needs the same answer (asked once, not twice).
-    from geode_mpi.core import geode as facade
+    from geode_mpi.core import facade_sending as facade
 
     asked: list[int] = []
 

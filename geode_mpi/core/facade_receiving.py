@@ -1,0 +1,275 @@
+"""The Geode's receives, `receive` and `try_receive`, their fast cases (the hot path), and the
+filters and the timeout error they share with the other receiving calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geode_mpi import codec
+from geode_mpi.base.gate import locked, other_threads, senders_may_run
+from geode_mpi.codec.runs import RunItem
+from geode_mpi.core.aio import POLL_EVERY_RUN_RECEIVES
+from geode_mpi.core.facade import Facade
+from geode_mpi.core.facade_sending import _NODE_KEYS, _SECONDS
+from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
+from geode_mpi.core.runtime import FIRST_SPIN, NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
+from geode_mpi.core.subscriptions import Subscription
+from geode_mpi.core.topics import Topic
+from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.delivery.tracepoints import trace_receive
+from geode_mpi.errors import DecodeError, ReceiveTimeout, check_timeout
+from geode_mpi.message import Message
+from geode_mpi.queues import Match
+from geode_mpi.tracing import TRACER
+
+# Hot-path names, bound once.
+_decode = codec.decode
+_FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
+
+
+class ReceiveCalls(Facade):
+    """The Geode's receives (`Geode` inherits them)."""
+
+    def receive(
+        self,
+        node: str | int | None = None,
+        *,
+        source: str | int | None = None,
+        type: TypeFilter = None,
+        timeout: float | None = None,
+        order: str | None = None,
+        topic: Topic | Subscription | str | None = None,
+    ) -> Message:
+        """Take the oldest matching message from a node's queue, waiting for one if needed.
+
+        Messages from one source come out in the order they were sent. On a queue with
+        explicit acks, call ``msg.ack()`` (or ``msg.nack()``) when done with it.
+
+        Args:
+            node: the receiving node (default: this rank's node); must be hosted here.
+            source: only messages from this node.
+            type: only messages of this Message class (or subclasses), or this class name.
+            timeout: seconds to wait (None: no limit; 0: do not wait).
+            order: ``"timestamp"`` or ``"id"``: of the messages queued now, the one with the
+                smallest timestamp (sender clocks) or id, instead of the oldest arrival
+                (a scan of the queue: its cost grows with its length).
+            topic: only messages published on this topic (a Topic or its name), or on the
+                topics a pattern matches (a `Subscription`, or a glob such as ``"sim.*"``).
+
+        Raises:
+            ReceiveTimeout: nothing matching arrived in time (also a TimeoutError).
+            NodeNotLocalError: another rank hosts ``node``.
+            UnknownNodeError: ``node`` or ``source`` is not a node of this job.
+            DecodeError: the message arrived but cannot be decoded here.
+            ClosedError: the Geode is closed and nothing matching is queued.
+        """
+        runtime = self._runtime
+        if other_threads() and not runtime.owned():
+            return runtime.serialised(
+                self.receive,
+                node,
+                source=source,
+                type=type,
+                timeout=timeout,
+                order=order,
+                topic=topic,
+            )
+        spun = False
+        if (
+            runtime.plain_queue is not NO_FAST_QUEUE
+            and (node is None or (node.__class__ in _NODE_KEYS and node in self._own))
+            and (
+                timeout is None
+                or (
+                    timeout.__class__ in _SECONDS
+                    and (timeout > 0 or (timeout == 0 and runtime.plain_queue))
+                )
+            )  # (before ``source``: a bad timeout is the general path's to report first)
+            and (source is None or self._head_from(source))
+            and type is None
+            and order is None
+            and topic is None
+        ):
+            # The commonest receive: this rank's node (unnamed or named), automatic acks, no
+            # window, with or without a timeout: a message already queued, or one that comes
+            # within the first spin (a ping-pong's reply), is taken and decoded without the
+            # general machinery (with a ``source`` filter: the first one queued, from it). A
+            # poll (``timeout=0``, and `try_receive`) takes a queued message here too; it never
+            # spins. (A positive timeout counts after the spin.)
+            engine = runtime.engine
+            if runtime.plain_queue:
+                head = runtime.plain_queue[0].frames
+                if head.__class__ is RunCursor:  # a run queued whole: its next message
+                    message = _next_of_run(runtime, self.rank, head)
+                    if message is not None:
+                        return message
+                parcel = engine.take_plain(self.rank)
+                if parcel is not None:
+                    runtime.receives += 1
+                    if not runtime.receives & POLL_EVERY_RECEIVES - 1:
+                        engine.poll_after_take()
+            else:
+                # The express receive: the spin and the take in one step (`Engine.take_express`;
+                # no spin while a sequencer has messages to forward: `take` forwards them first).
+                spin = runtime.express_spin
+                if spin is None or engine.forwards:
+                    spun_for = None
+                else:
+                    want = -1 if source is None else runtime.placement.index(source)
+                    spun_for = engine.take_express(self.rank, spin, FIRST_SPIN, want)
+                    if spun_for is not None:
+                        runtime.receives += 1
+                if isinstance(spun_for, Message):  # taken and decoded as it arrived
+                    if TRACER.on:
+                        trace_receive(self.rank, spun_for, "receive")
+                    return spun_for
+                parcel = spun_for
+                spun = True
+            if parcel is not None:
+                try:
+                    # Taken for good (automatic acks): a small array may be a view of the
+                    # message's own receive buffer. A topic's meta is shared by its local
+                    # subscribers: copied from. A run's message was built as it arrived.
+                    frames: Any = parcel.frames
+                    owned = not parcel.flags & _FROM_STREAM
+                    if frames.__class__ is RunItem and frames.message is not None:
+                        message = frames.message
+                    elif spun and engine.undecoded is not None and engine.undecoded[0] is parcel:
+                        failed = engine.undecoded[1]  # (unpickled once, by the take: not again)
+                        engine.undecoded = None
+                        raise failed
+                    else:
+                        message = _decode(parcel.meta, frames, runtime.names, None, owned)
+                    if not owned:
+                        runtime.stream_fields(message, parcel, self.rank)
+                    if TRACER.on:
+                        trace_receive(self.rank, message, "receive")
+                    return message
+                except DecodeError as exc:
+                    engine.dead_letter(self.rank, parcel, exc, parcel.attempts + 1, False)
+                    raise
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        index = self.rank if node is None else runtime.local_index(node, "receive")
+        match = (
+            None
+            if source is None and type is None and topic is None
+            else self._matcher(source, type, topic)
+        )
+        key = None if order is None else order_key(order)
+        found = runtime.take(index, match, key, timeout, spun)
+        if found is not None:
+            return runtime.deliver(index, found)
+        waited = runtime.transport.delivers_later or senders_may_run()
+        raise self._nothing_came("receive", index, timeout, source, type, waited)
+
+    def _head_from(self, source: str | int) -> bool:
+        """Whether `receive(source=...)` may take its fast case: nothing is queued (the
+        express take takes only a message from ``source``), or the message a plain take
+        takes (nothing queued with a priority or ttl, held back or private: then the plain
+        take is not the queue's head) is the oldest queued, and it is from ``source``.
+
+        Raises:
+            UnknownNodeError: ``source`` is not a node of this job.
+        """
+        runtime = self._runtime
+        queue = runtime.plain_queue
+        index = runtime.placement.index(source, "source")
+        if not queue:
+            return True  # (the express take then takes only a message from it)
+        inbox = runtime.inboxes[self.rank]
+        if inbox.ranked or inbox.held_back or inbox.private:
+            return False
+        return bool(queue[0].source == index)
+
+    def try_receive(
+        self,
+        node: str | int | None = None,
+        *,
+        source: str | int | None = None,
+        type: TypeFilter = None,
+        order: str | None = None,
+        topic: Topic | Subscription | str | None = None,
+    ) -> Message | None:
+        """Like `receive`, but return None at once when nothing matching is queued."""
+        if (
+            self._runtime.plain_queue
+            and node is None
+            and source is None
+            and type is None
+            and order is None
+            and topic is None
+        ):
+            # A message queued for this rank's node: `receive`'s fast case takes it.
+            try:
+                return self.receive(timeout=0)
+            except ReceiveTimeout:  # (its head held back for a retry: nothing to take now)
+                return None
+        return self._try_receive(node, source, type, order, topic)
+
+    @locked
+    def _try_receive(
+        self,
+        node: str | int | None,
+        source: str | int | None,
+        type: TypeFilter,
+        order: str | None,
+        topic: Topic | Subscription | str | None,
+    ) -> Message | None:
+        """`try_receive`'s general case, holding the gate."""
+        index = self._runtime.local_index(node, "try_receive")
+        if not self._runtime.closed:
+            self._runtime.poll()
+        found = self._runtime.engine.take(
+            index,
+            self._matcher(source, type, topic),
+            order_key(order),
+            False,
+        )
+        return None if found is None else self._runtime.deliver(index, found)
+
+    def _nothing_came(
+        self,
+        call: str,
+        index: int,
+        timeout: float | None,
+        source: str | int | None,
+        type_filter: TypeFilter,
+        waited: bool,
+    ) -> ReceiveTimeout:
+        """The error of a receive at node ``index`` that got nothing (`ClosedError` raised
+        instead once the Geode is closed)."""
+        runtime = self._runtime
+        runtime.check_open(call)
+        names = runtime.names
+        return ReceiveTimeout(
+            names[index],
+            timeout or 0.0,
+            None if source is None else names[runtime.placement.index(source)],
+            type_label(type_filter),
+            len(runtime.inboxes[index]),
+            waited=waited,
+        )
+
+    def _matcher(
+        self,
+        source: str | int | None,
+        type_filter: TypeFilter,
+        topic: Topic | Subscription | str | None = None,
+    ) -> Match | None:
+        index = None if source is None else self._runtime.placement.index(source, "source")
+        rest = matcher(index, type_filter)
+        return rest if topic is None else self._channels.topic_match(topic, rest)
+
+
+def _next_of_run(runtime: Runtime, rank: int, cursor: RunCursor) -> Message | None:
+    """`Geode.receive`'s fast path when its queue's first entry is a run: its next message
+    (`Engine.take_run`), or None when a plain take would not take it."""
+    message = runtime.engine.take_run(rank, cursor)
+    if message is not None:
+        runtime.receives += 1
+        if not runtime.receives & POLL_EVERY_RUN_RECEIVES - 1:
+            runtime.engine.poll_after_take()
+        if TRACER.on:
+            trace_receive(rank, message, "receive")
+    return message

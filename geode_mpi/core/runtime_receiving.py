@@ -1,0 +1,170 @@
+"""`Runtime`'s receives: decoding a queued parcel, taking the next matching one from a
+node's queue, and the waits for one."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from geode_mpi import codec
+from geode_mpi.base.gate import other_threads, senders_may_run
+from geode_mpi.codec import header
+from geode_mpi.core.aio import POLL_EVERY_RECEIVES
+from geode_mpi.core.runtime_parts import FIRST_SPIN, RuntimeParts
+from geode_mpi.delivery.tracepoints import trace_receive
+from geode_mpi.delivery.waiting import IDLE, Marker, Wait
+from geode_mpi.errors import DecodeError
+from geode_mpi.message import Message
+from geode_mpi.queues import Match, Parcel
+from geode_mpi.tracing import TRACER, now_us
+
+_FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
+_TOPIC = codec.FLAG_TOPIC
+
+
+class Receiving(RuntimeParts):
+    """The runtime's decodes, takes and waits (`Runtime` inherits them)."""
+
+    def decode(self, parcel: Parcel, index: int | None = None) -> Message:
+        """Decode a queued parcel; ``index``: the node that takes it (None: only looking)."""
+        message = codec.decode(parcel.meta, parcel.frames, self.names)
+        if parcel.flags & _FROM_STREAM:
+            self.stream_fields(message, parcel, index)
+        return message
+
+    def stream_fields(self, message: Message, parcel: Parcel, index: int | None) -> None:
+        """A topic message as its subscriber sees it (its topic, itself as dest), or a work
+        queue's task as its consumer does (its queue, the dispatcher as source; taking it for
+        the first time asks for the next one)."""
+        state = message.__dict__
+        if parcel.flags & _TOPIC:
+            state["topic"] = self.engine.topics.names.get(header.topic_number(parcel.meta))
+            state["dest"] = None if index is None else self.names[index]
+            return
+        queue = self.task_sources.get(parcel.source)
+        if queue is None:  # a damaged flag: not from a work queue's stream
+            raise DecodeError(
+                f"message {message.id} from node index {parcel.source} is flagged as a work "
+                "queue's task, but no work queue has that stream"
+            )
+        if index is not None and not parcel.attempts:
+            queue.taken(index, message)
+        else:
+            state.update(work_queue=queue.name, source=queue.dispatcher)
+
+    def deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
+        """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""
+        parcel, receipt = found
+        try:
+            message = self.decode(parcel, index)
+        except DecodeError as exc:
+            if receipt is not None:
+                self.engine.in_hand -= 1
+            # Taken without a receipt it already counts as processed: record it all the same.
+            self.engine.dead_letter(index, parcel, exc, parcel.attempts + 1, receipt is not None)
+            raise
+        if receipt is not None:
+            message.__dict__["_receipt"] = receipt
+        if TRACER.on:
+            trace_receive(index, message, "receive")
+        return message
+
+    def poll(self) -> bool:
+        """Run the progress engine once; True if anything happened."""
+        return self.engine.poll()
+
+    def take(
+        self, index: int, match: Match | None, key: Any, timeout: float | None, spun: bool = False
+    ) -> tuple[Parcel, Any] | None:
+        """Take the next matching parcel of local node ``index``, waiting up to ``timeout``
+        seconds (None: no limit; 0: do not wait) for one; None if none came. ``spun``: the
+        caller has just spun (`Engine.take_express`): wait at once."""
+        engine = self.engine
+        if self.closed:
+            return engine.take(index, match, key, False)
+        self.receives += 1
+        found = engine.take(index, match, key, False) if self.queued[index] else None
+        if found is not None:
+            # Taken without polling MPI first; every POLL_EVERY_RECEIVES-th receive polls
+            # anyway, to keep what arrives (and acks) moving while a backlog is drained.
+            if not self.receives & POLL_EVERY_RECEIVES - 1:
+                engine.poll_after_take()
+            return found
+        transport = self.transport
+        if timeout == 0 or not (
+            transport.delivers_later or (other_threads() and senders_may_run())
+        ):
+            engine.poll()
+            found = engine.take(index, match, key, False)
+            if found is None and timeout != 0 and self.inboxes[index].next_ready():
+                return self._take_retry(index, match, key, timeout)
+            return found
+        # Nothing queued: wait, spinning on MPI's probe first (a poll here would only probe
+        # the same empty queue once more). A reply in a ping-pong comes within this first
+        # spin, before any of the waiting machinery below is set up.
+        if (
+            not spun
+            and not engine.forwards
+            and not transport.busy
+            and transport.spin(FIRST_SPIN)
+            and (found := engine.take(index, match, key, False)) is not None
+        ):
+            return found
+        started = time.perf_counter()
+        try:
+            return self._wait_take(index, match, key, timeout, started)
+        finally:
+            self.waited(index, started, "wait: receive")
+
+    def _take_retry(
+        self, index: int, match: Match | None, key: Any, timeout: float | None
+    ) -> tuple[Parcel, Any] | None:
+        """One process, nothing else can arrive: wait out the back-off of a failed message
+        put back for a retry, if it ends within ``timeout``, and take what is then ready."""
+        inbox = self.inboxes[index]
+        engine = self.engine
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def look() -> tuple[Parcel, Any] | Marker | None:
+            if self.closed:  # by another thread, while this one paused
+                return None
+            delay = inbox.next_ready()  # before the take: one due after it is taken next look
+            found = engine.take(index, match, key, False)
+            if found is not None:
+                return found
+            if not delay or (deadline is not None and time.monotonic() + delay > deadline):
+                return None  # none held back (or due, but not for this call), or due too late
+            return IDLE
+
+        started = time.perf_counter()
+        try:
+            return Wait(engine, deadline, started).until(look)
+        finally:
+            self.waited(index, started, "wait: receive")
+
+    def _wait_take(
+        self, index: int, match: Match | None, key: Any, timeout: float | None, started: float
+    ) -> tuple[Parcel, Any] | None:
+        engine = self.engine
+        transport = self.transport
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def look() -> tuple[Parcel, Any] | Marker | None:
+            if self.closed:  # by another thread, while this one paused
+                return None
+            found = engine.take(index, match, key, False)
+            return IDLE if found is None else found
+
+        def alone() -> bool:  # one process, and the threads that could send to it are gone
+            return not (transport.delivers_later or senders_may_run())
+
+        # (receive looked just now, before its first spin)
+        wait = Wait(engine, deadline, started, looked=True)
+        return wait.until(look, None if transport.delivers_later else alone)
+
+    def waited(self, index: int, started: float, what: str) -> None:
+        """Count the time node ``index`` spent waiting since ``started`` (perf_counter)."""
+        seconds = time.perf_counter() - started
+        self.engine.stats[index].wait_seconds += seconds
+        if TRACER.on:
+            TRACER.span(what, index, now_us() - seconds * 1e6)

@@ -1,0 +1,136 @@
+"""`Runtime`'s sends: every message a node sends to a node, its pair and route, the run it
+joins, and how often a send polls."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from geode_mpi import codec
+from geode_mpi.codec.compression import Compression
+from geode_mpi.core.handles import RunHandle, SendHandle, sent_by_another_rank
+from geode_mpi.core.runtime_parts import POLL_EVERY_JOINS, POLL_EVERY_SENDS, RuntimeParts
+from geode_mpi.errors import ClosedError, check_timeout
+from geode_mpi.message import Message
+from geode_mpi.tracing import TRACER
+
+
+class Sending(RuntimeParts):
+    """The runtime's point-to-point sends (`Runtime` inherits them)."""
+
+    def send(
+        self,
+        message: Any,
+        source: str | int | None,
+        dest: str | int | None,
+        ack: bool,
+        timeout: float | None,
+        reply_to: int = codec.NO_REPLY,
+        flags: int = 0,
+        batch: bool = True,
+        via: codec.Route | None = None,  # a sequencer's or dispatcher's: where it goes on
+        compress: Compression | None = None,  # the message's own setting
+    ) -> SendHandle:
+        """Send point-to-point (every kind of message a node sends to a node goes here)."""
+        if self.sealed and not self.serving:
+            raise ClosedError("isend")
+        route = None
+        if source is None:
+            try:
+                route = self.routes.get(dest)
+            except TypeError:  # unhashable: not a node name; the general path says so
+                route = None
+        if route is not None:  # this rank's node to a dest sent to before, without credits
+            src = self.rank
+            dst, rank, pair = route
+        else:
+            placement = self.placement
+            src = self.rank if source is None else placement.index(source, "source")
+            try:
+                index = self.index_of.get(dest)  # type: ignore[arg-type]
+            except TypeError:  # unhashable: not a node name; let index() say so
+                index = None
+            if index is None:
+                if dest is None:
+                    raise TypeError("send() needs a dest: send(message, dest='node1')")
+                index = placement.index(dest, "dest")
+            dst = index
+            if src not in self.inboxes:  # its own rank sends it
+                return sent_by_another_rank(self, src, dst)
+            engine = self.engine
+            found = engine.pairs_out.get((src, dst))
+            if found is not None and (found.credits is None or found.credits > 0):
+                pair = found
+            else:
+                if timeout is None:
+                    pair = engine.reserve(src, dst, None, None)
+                else:
+                    timeout = check_timeout(timeout)
+                    pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
+            rank = dst % self.size
+            if source is None and pair.credits is None:
+                self.routes[dest] = (dst, rank, pair)  # no credits now means none ever
+                self.path.dests[dest] = self.path.lane(src, dst, rank, pair)
+        msg = message if isinstance(message, Message) else Message(message)
+        ticket, stamp = self.path.to_node(
+            msg, src, src, dst, rank, pair, ack, flags, reply_to, batch, via, compress
+        )
+        self.sends += 1
+        if not self.sends & POLL_EVERY_SENDS - 1:
+            # A rank that only sends still drains what arrives; polling on every send would
+            # add a probe to the latency of each small message.
+            self.engine.poll()
+        return SendHandle(self, ticket, stamp, pair if self.acks or ack else None, ack)
+
+    def send_plain(self, message: Any, dest: Any, timeout: float | None, batch: bool) -> SendHandle:
+        """`send` from this rank's node, without ack, reply, route or compression of its own:
+        `SendPath.plain` once ``dest`` has a route (sent to before, no credits), else `send`."""
+        try:
+            route = self.routes.get(dest)
+        except TypeError:  # unhashable: not a node name; the general path says so
+            route = None
+        if route is None or self.sealed or TRACER.on:
+            return self.send(message, None, dest, False, timeout, batch=batch)
+        dst, rank, pair = route
+        run = pair.run
+        if run is not None and batch and (at := run.join(message)) >= 0:
+            # The commonest isend: it joins its pair's open run (delivery/runs.py), with no
+            # Message built for a bare value and a handle that is only the run and the index.
+            # A full run goes at once; between polls a look at the batches' age is enough.
+            sends = self.sends = self.sends + 1
+            if not sends & POLL_EVERY_SENDS - 1:
+                self.joined_poll(sends)
+            return RunHandle(self, run, at)
+        msg = message if isinstance(message, Message) else Message(message)
+        ticket, stamp = self.path.plain(msg, self.rank, dst, rank, pair, batch)
+        self.sends += 1
+        if not self.sends & POLL_EVERY_SENDS - 1:
+            self.engine.poll()  # (see `send`)
+        run = pair.run
+        if run is not None and run.first_seq == stamp.seq:  # it opened a run
+            return RunHandle.opener(self, run)
+        return SendHandle(self, ticket, stamp, pair if self.acks else None, False)
+
+    def joined_poll(self, sends: int) -> None:
+        """What the ``sends``-th send (a multiple of `POLL_EVERY_SENDS`) does after joining a
+        run: a full run goes at once, so between polls a look at the batches' age is enough."""
+        if sends & POLL_EVERY_JOINS - 1:
+            self.path.flush_due()
+        else:
+            self.engine.poll()
+
+    def joined_many(self, before: int, after: int) -> None:
+        """`joined_poll` for a bulk join that took ``sends`` from ``before`` to ``after``: a
+        poll if it passed a multiple of `POLL_EVERY_JOINS`, else a look at the batches' age
+        if it passed one of `POLL_EVERY_SENDS`."""
+        if after // POLL_EVERY_JOINS != before // POLL_EVERY_JOINS:
+            self.engine.poll()
+        elif after // POLL_EVERY_SENDS != before // POLL_EVERY_SENDS:
+            self.path.flush_due()
+
+    def reply(self, request: Message, value: Any, timeout: float | None, batch: bool) -> None:
+        """Send ``value`` back to the sender of ``request`` (the run loop's replies may be
+        batched: the loop flushes them whenever it is idle)."""
+        if request.id is None or request.source is None or request.dest is None:
+            raise ValueError(f"reply() needs a received message, got {request!r}")
+        self.send(value, request.dest, request.source, False, timeout, request.id, 0, batch)
