@@ -163,7 +163,7 @@ class Taking(Credits):
         self._credit(index, parcel)
         if explicit or self._explicit[index]:
             self.in_hand += 1
-            return parcel, Acknowledger(self, index, parcel)  # type: ignore[arg-type]
+            return parcel, Acknowledger(self, index, parcel)  # type: ignore[arg-type]  # (an Engine)
         self._done(index, parcel)
         return parcel, None
 
