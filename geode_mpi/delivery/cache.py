@@ -1,6 +1,6 @@
 """The payload cache: a shared array sent again to a rank that holds it travels as a reference.
 
-`share` turns an array into a *shared* one: a read-only copy with an id, registered here by its
+`share` turns an array into a *shared* one: a read-only copy with an id, registered by its
 memory. A send whose frames include a shared array of at least `CACHE_MIN` bytes goes through
 `PayloadCache.send`, which keeps, per destination rank, a mirror of what that rank holds from
 this one (the ids and sizes, least recently used first, within the byte budget). The sender
@@ -21,18 +21,27 @@ per receive). docs/cache.md is the guide.
 
 from __future__ import annotations
 
-import os
 import struct
-import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.ondemand import on_first_use
-from geode_mpi.base.record import Frozen, fill
-from geode_mpi.errors import DecodeError, EncodeError
-from geode_mpi.transport.sealed import SHARED_MIN, Sealable, is_sealed
+from geode_mpi.delivery.cache_budget import BUDGET_VARIABLE as BUDGET_VARIABLE
+from geode_mpi.delivery.cache_budget import CACHE_MIN as CACHE_MIN
+from geode_mpi.delivery.cache_budget import DEFAULT_BUDGET as DEFAULT_BUDGET
+from geode_mpi.delivery.cache_budget import CacheStats as CacheStats
+from geode_mpi.delivery.cache_budget import budget_of as budget_of
+from geode_mpi.delivery.cache_registry import _address, _register, _sealed_view, _Shared
+from geode_mpi.delivery.cache_registry import is_shared as is_shared
+from geode_mpi.delivery.cache_registry import sealed_shared as sealed_shared
+from geode_mpi.delivery.cache_registry import share as share
+from geode_mpi.delivery.cache_registry import shared_arrays as shared_arrays
+from geode_mpi.delivery.cache_registry import shared_key as shared_key
+from geode_mpi.delivery.cache_registry import shared_part as shared_part
+from geode_mpi.delivery.cache_registry import through_cache as through_cache
+from geode_mpi.errors import DecodeError
+from geode_mpi.transport.sealed import SHARED_MIN
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,9 +51,6 @@ if TYPE_CHECKING:
 else:  # a job that shares nothing never needs numpy here
     np = on_first_use("numpy", globals(), "np")
 
-BUDGET_VARIABLE = "GEODE_CACHE_BYTES"
-DEFAULT_BUDGET = 64 * 2**20  # per (sender rank, receiver rank) pair
-CACHE_MIN = 64 * 1024  # smaller shared frames travel as usual: a reference saves too little
 
 # The cache prefix: u8 marker (never a codec version), u8 prefix version, u16 count of 16-byte
 # units, 4 pad bytes, u64 stream (0: the store of the sending rank; else of that stream); then
@@ -64,221 +70,6 @@ OP_DROP = 3  # forget this id (the frame index is 0 and means nothing)
 OP_USE_PART = 4  # the frame is empty: it is bytes [offset, offset + size) of this id
 
 
-class _Shared:
-    """What the registry knows of a shared array: its id, size and memory's owner (None for a
-    copy received through the cache, which the receiving rank's store keeps)."""
-
-    __slots__ = ("key", "nbytes", "owner")
-
-    def __init__(self, key: int, nbytes: int, owner: np.ndarray[Any, Any] | None) -> None:
-        self.key = key
-        self.nbytes = nbytes
-        self.owner = owner
-
-
-# address of a shared array's memory -> its entry; process-wide (every Geode of an in-process
-# hub sends from the same memory). Entries leave when their array is garbage.
-shared_arrays: dict[int, _Shared] = {}
-_lock = threading.Lock()
-
-
-def _new_key() -> int:
-    """A random 64-bit id: a rank that passes on a copy it received keeps the sender's id, so
-    ids must not collide across processes (two in 2**64 / n**2 would)."""
-    return int.from_bytes(os.urandom(8), "little") or 1
-
-
-def _address(array: np.ndarray[Any, Any]) -> int:
-    address: int = array.__array_interface__["data"][0]
-    return address
-
-
-def share(array: Any) -> np.ndarray[Any, Any]:
-    """A read-only copy of ``array`` that a send moves to each rank only once.
-
-    Sending the returned array (alone, or inside a message's data or attributes) to a rank
-    that already holds it moves a reference of a few dozen bytes instead of its bytes, as long
-    as the rank's share of the cache budget (``Geode(cache_bytes=...)``) keeps it. The copy is
-    made once, here; it cannot be written (``flags.writeable`` cannot be turned back on). To
-    send changed data, share a new array. Sharing a shared array returns it unchanged.
-
-    Args:
-        array: a numpy array (or anything `numpy.asarray` takes) without Python objects.
-
-    Returns:
-        The shared array: same dtype, shape and values, read-only.
-
-    Raises:
-        TypeError: ``array`` holds Python objects (those are pickled, never cached).
-    """
-    given: np.ndarray[Any, Any] = np.asarray(array)
-    if given.dtype.hasobject:
-        raise TypeError(f"array must not hold Python objects to be shared, got dtype {given.dtype}")
-    if given.base is not None and not given.flags.writeable and given.nbytes:
-        found = shared_arrays.get(_address(given))
-        if found is not None and found.owner is given.base and found.nbytes == given.nbytes:
-            return given  # already shared
-    owner = np.array(given, order="K", copy=True)
-    owner.flags.writeable = False
-    view: np.ndarray[Any, Any] = (
-        owner.view()
-    )  # a view of a read-only owner: its flag can never turn True again
-    if not owner.nbytes:
-        return view
-    _register(view, _Shared(_new_key(), owner.nbytes, owner), _address(owner))
-    return view
-
-
-def _register(alive: np.ndarray[Any, Any], entry: _Shared, address: int) -> None:
-    """Register ``entry`` for the memory at ``address`` for as long as ``alive`` lives."""
-    with _lock:
-        shared_arrays[address] = entry
-    weakref.finalize(alive, _forget, address, entry)
-
-
-def _forget(address: int, entry: _Shared) -> None:
-    with _lock:
-        if shared_arrays.get(address) is entry:
-            del shared_arrays[address]
-
-
-def shared_key(frame: Frame) -> int:
-    """The id of the shared array whose whole memory ``frame`` is, or 0.
-
-    Raises:
-        EncodeError: the array's memory was made writable again after `share` (through its
-            ``base``): its receivers may hold other bytes, and it is not sent.
-    """
-    entry = shared_arrays.get(_address(frame))
-    if entry is None or entry.nbytes != frame.nbytes:
-        return 0
-    if entry.owner is not None and entry.owner.flags.writeable:
-        raise EncodeError(
-            "a shared array",
-            type(frame),
-            ValueError(
-                "its memory was made writable again after share(), so the copies that ranks "
-                "hold may differ from it: share() a new array for changed data"
-            ),
-        )
-    return entry.key
-
-
-def shared_part(frame: Frame) -> tuple[int, int]:
-    """The id of the shared array whose memory holds ``frame``'s elements as one C-ordered
-    run (a slice such as ``field[10:]`` or ``field[2:5, :]`` of a shared array), and where they
-    start in it; (0, 0) otherwise.
-
-    Raises:
-        EncodeError: that shared array's memory was made writable again (see `shared_key`).
-    """
-    owner: np.ndarray[Any, Any] | None = frame.base
-    if owner is None or not frame.flags.c_contiguous:
-        return 0, 0
-    start = _address(owner)
-    entry = shared_arrays.get(start)
-    if entry is None or entry.owner is not owner:
-        return 0, 0
-    offset = _address(frame) - start
-    if not 0 <= offset <= entry.nbytes - frame.nbytes:
-        return 0, 0
-    return shared_key(owner), offset
-
-
-def through_cache(frames: Sequence[Frame]) -> bool:
-    """Whether a message with these frames goes through `PayloadCache.send`: one of them is a
-    shared array, or a part of one large enough (`CACHE_MIN`) to be sent as a reference."""
-    return any(
-        shared_key(frame) or (frame.nbytes >= CACHE_MIN and shared_part(frame)[0])
-        for frame in frames
-    )
-
-
-def budget_of(cache_bytes: int | None) -> int:
-    """The cache budget per pair of ranks: ``cache_bytes``, else $GEODE_CACHE_BYTES, else
-    `DEFAULT_BUDGET`; 0 turns the cache off.
-
-    Raises:
-        ValueError: a negative or non-integer budget.
-    """
-    if cache_bytes is None:
-        text = os.environ.get(BUDGET_VARIABLE, "").strip()
-        if not text:
-            return DEFAULT_BUDGET
-        try:
-            cache_bytes = int(text)
-        except ValueError:
-            raise ValueError(
-                f"{BUDGET_VARIABLE} must be a number of bytes >= 0, got {text!r}"
-            ) from None
-    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
-        raise ValueError(f"cache_bytes must be an int >= 0, got {cache_bytes!r}")
-    return cache_bytes
-
-
-class CacheStats(Frozen):
-    """What the payload cache of one rank did since its Geode was created.
-
-    Attributes:
-        hits / saved_bytes: frames sent as a reference to a copy the receiver held, and the
-            bytes that did not travel.
-        stores / stored_bytes: shared frames sent in full, for the receiver to keep.
-        evictions: copies the sender told a receiver to drop to stay within the budget.
-        wire_bytes: what the sends that went through the cache handed to the transport
-            (prefix, meta and frames).
-        held_bytes: bytes of shared arrays the other ranks hold from this one now (the
-            mirrors); kept_bytes: bytes this rank holds for the other ranks now.
-        budget: the byte budget of each pair of ranks (0: the cache is off).
-    """
-
-    __match_args__ = (
-        "hits",
-        "saved_bytes",
-        "stores",
-        "stored_bytes",
-        "evictions",
-        "wire_bytes",
-        "held_bytes",
-        "kept_bytes",
-        "budget",
-    )
-    __slots__ = __match_args__
-    hits: int
-    saved_bytes: int
-    stores: int
-    stored_bytes: int
-    evictions: int
-    wire_bytes: int
-    held_bytes: int
-    kept_bytes: int
-    budget: int
-
-    def __init__(
-        self,
-        hits: int = 0,
-        saved_bytes: int = 0,
-        stores: int = 0,
-        stored_bytes: int = 0,
-        evictions: int = 0,
-        wire_bytes: int = 0,
-        held_bytes: int = 0,
-        kept_bytes: int = 0,
-        budget: int = 0,
-    ) -> None:
-        fill(
-            self,
-            hits,
-            saved_bytes,
-            stores,
-            stored_bytes,
-            evictions,
-            wire_bytes,
-            held_bytes,
-            kept_bytes,
-            budget,
-        )
-
-
 _EMPTY: list[Frame] = []  # (filled with the one empty frame on first use)
 
 
@@ -286,37 +77,6 @@ def _empty_frame() -> Frame:
     if not _EMPTY:
         _EMPTY.append(np.empty(0, np.uint8))
     return _EMPTY[0]
-
-
-def is_shared(frame: Frame) -> bool:
-    """Whether ``frame`` is a whole shared array whose memory is still read-only (immutable:
-    kept or handed on without a copy). Never raises."""
-    entry = shared_arrays.get(_address(frame))
-    if entry is None or entry.nbytes != frame.nbytes:
-        return False
-    return entry.owner is None or not entry.owner.flags.writeable
-
-
-def sealed_shared(frames: Sequence[Frame]) -> Sequence[Frame]:
-    """``frames`` with each large C-ordered shared array as a sealed view of its own memory
-    (transport/sealed.py): the subscribers of this process then get read-only views of it,
-    where an unsealed frame is copied once per publish."""
-    if not shared_arrays or not any(frame.nbytes >= SHARED_MIN for frame in frames):
-        return frames
-    return [
-        _sealed_view(frame)
-        if frame.nbytes >= SHARED_MIN and frame.flags.c_contiguous and is_shared(frame)
-        else frame
-        for frame in frames
-    ]
-
-
-def _sealed_view(frame: Frame) -> Frame:
-    """A sealed uint8 view of ``frame``'s memory (no copy); it keeps ``frame`` alive."""
-    if is_sealed(frame):
-        return frame
-    view: Frame = np.asarray(Sealable(_address(frame), frame.nbytes, sealed=True, keep=frame))
-    return view
 
 
 class _Mirror:

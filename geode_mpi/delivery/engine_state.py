@@ -1,12 +1,14 @@
-"""What the parts of `Engine` share: the state its ``__init__`` sets, declared for the mixins
-it inherits (credits.py, failures.py, acks.py, streams.py, polling.py), which reach one another
-through ``self``."""
+"""What the parts of `Engine` share: the header flags and kinds they read, and the state its
+``__init__`` sets, declared for the mixins it inherits (arriving.py, taking.py, credits.py,
+failures.py, acks.py, streams.py, polling.py), which reach one another through ``self``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from geode_mpi import codec
+from geode_mpi.codec import header
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
@@ -19,10 +21,29 @@ if TYPE_CHECKING:
     from geode_mpi.delivery.sending import SendPath
     from geode_mpi.delivery.stats import DeadLetter, NodeStats
     from geode_mpi.delivery.topics import TopicTable
+    from geode_mpi.errors import DecodeError
     from geode_mpi.queues import Inbox
     from geode_mpi.transport import Transport
 
 Decoder = Callable[[Parcel], Message]
+_tuple_new = tuple.__new__
+_FLAG_RESENT = codec.FLAG_RESENT
+_FLAG_TRACKED = codec.FLAG_TRACKED
+_FLAG_WAITED = codec.FLAG_WAITED
+_FLAG_SEQUENCE = codec.FLAG_SEQUENCE
+_FLAG_TOPIC = codec.FLAG_TOPIC
+_FLAG_QOS = codec.FLAG_QOS
+# Arrivals that leave the in-order fast paths: a sequencer's, those whose sender waits for
+# their processing (requests, sends with ack=True), which are noted in `waited`, and those
+# with a priority or a ttl (`queued_as`).
+_DIVERT = _FLAG_SEQUENCE | _FLAG_WAITED | _FLAG_QOS
+_KIND_AT = header.KIND_AT  # meta[_KIND_AT]: a message's kind, read on every arrival
+_KIND_CONTROL = header.KIND_CONTROL
+_KIND_RUN = header.KIND_RUN
+_NOT_ONE = frozenset((_KIND_CONTROL, _KIND_RUN))  # kinds that are not one message
+# What `Engine.take_arrival` leaves to the sink: the diverted, a topic's (dest is the topic)
+# and a work queue's task (source is its stream). Its route byte (`_FLAG_QOS`) is read apart.
+_NOT_TAKEN = _DIVERT | _FLAG_TOPIC | codec.FLAG_WORK
 
 
 class EngineState:
@@ -59,14 +80,21 @@ class EngineState:
         on_waited: Callable[[], None] | None
         path: SendPath
 
+        # set in delivery/taking.py (`take_arrival`), read in delivery/express.py
+        refused: tuple[memoryview | bytearray, DecodeError] | None
+
         # defined in delivery/engine.py
         def name_of(self, index: int) -> str: ...
 
-        def _done(self, index: int, parcel: Parcel) -> None: ...
-
+        # defined in delivery/arriving.py
         def _admit(
             self, key: tuple[int, int], pair: PairIn, parcel: Parcel, dest: int, inbox: Inbox
         ) -> None: ...
+
+        def release_held(self, pair: PairIn, dest: int) -> None: ...
+
+        # defined in delivery/taking.py
+        def _done(self, index: int, parcel: Parcel) -> None: ...
 
         # defined in delivery/acks.py
         def mark_due(self, key: tuple[int, int]) -> None: ...

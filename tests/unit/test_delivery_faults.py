@@ -21,12 +21,13 @@ from faulty import Faults, FaultyHub, describe_counts
 
 from geode_mpi import Geode, QueueConfig, QueueFull, SendHandle
 from geode_mpi.delivery import acks as acks_module
+from geode_mpi.delivery import arriving as arriving_module
 from geode_mpi.delivery import credits as credits_module
 from geode_mpi.delivery import direct as direct_module
-from geode_mpi.delivery import engine as engine_module
 from geode_mpi.delivery import failures as failures_module
 from geode_mpi.delivery import polling as polling_module
 from geode_mpi.delivery import sending as sending_module
+from geode_mpi.delivery import taking as taking_module
 
 RESEND_AFTER = 0.005  # seconds of the virtual clock
 TICK = 0.001  # the virtual clock's step per round
@@ -60,7 +61,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     virtual = VirtualClock(time)
     # The engine and its parts, its send path and lanes (which stamp outbox entries with the
     # time of sending) read the time through their module global `time`.
-    for part in (engine_module, acks_module, credits_module, failures_module, polling_module):
+    parts = (arriving_module, taking_module, acks_module, credits_module, failures_module)
+    for part in (*parts, polling_module):
         monkeypatch.setattr(part, "time", virtual)
     monkeypatch.setattr(sending_module, "time", virtual)
     monkeypatch.setattr(direct_module, "time", virtual)  # (a lane's outbox entries too)

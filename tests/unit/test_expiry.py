@@ -10,7 +10,7 @@ import pytest
 
 from geode_mpi import Geode, Message, QueueConfig, ReceiveTimeout, codec
 from geode_mpi.codec import header
-from geode_mpi.delivery import engine as engine_module
+from geode_mpi.delivery import arriving as arriving_module
 from geode_mpi.delivery.engine import queued_as
 from geode_mpi.queues import NEVER, Inbox, Parcel, monotonic_clock, wall_clock
 from geode_mpi.queues import inbox as inbox_module
@@ -44,7 +44,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr(inbox_module, "time", fake)
-    monkeypatch.setattr(engine_module, "time", fake)
+    monkeypatch.setattr(arriving_module, "time", fake)
     return fake
 
 

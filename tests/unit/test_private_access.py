@@ -26,7 +26,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ): "CPython's slot names, as copy/pickle find them",
     ("codec/arrays.py", "pickle", "_Unpickler"): "the pure-Python unpickler (find_class hook)",
     ("runner/cli.py", "parser()", "_actions"): "argparse keeps its actions only there",
-    ("delivery/engine.py", "parcel", "_replace"): "NamedTuple._replace: public namedtuple API",
+    ("delivery/arriving.py", "parcel", "_replace"): "NamedTuple._replace: public namedtuple API",
     ("delivery/failures.py", "parcel", "_replace"): "NamedTuple._replace: public namedtuple API",
     ("core/poller.py", "asyncio", "_get_running_loop"): "asyncio's documented-for-loops look-up "
     "of the running loop (None when there is none; get_running_loop raises instead)",
