@@ -329,12 +329,17 @@ class Topic:
 
     def _change(self, subscribers: tuple[int, ...], added: list[int]) -> None:
         geode = self._geode
-        for stream in self._streams.values():  # the old streams end, everything delivered
-            geode.transport.close_stream(stream.number)
-        removed = set(self._subscribers) - set(subscribers)
         rank_of = geode.placement.rank_of
         before = {rank_of(sub) for sub in self._subscribers}
         after = {rank_of(sub) for sub in subscribers}
+        # The old streams end, everything delivered. A rank that joins waits for the end
+        # too, so that what the root sends on the new streams waits for this rank to open
+        # them: a rank still ending another topic's stream (a pattern's call changes several)
+        # would otherwise receive it before it knows its new subscribers here, and drop it.
+        joining = sorted(after - before)
+        for stream in self._streams.values():
+            geode.transport.close_stream(stream.number, joining=joining)
+        removed = set(self._subscribers) - set(subscribers)
         for root, stream in self._streams.items():
             for sub in removed:
                 geode.engine.forget_subscriber(stream.number, sub)

@@ -173,11 +173,16 @@ class BroadcastStreams(Protocol):
         that turns read-only when it is published (transport/sealed.py)."""
         ...
 
-    def close_stream(self, key: int, timeout: float | None = None) -> None:
+    def close_stream(
+        self, key: int, timeout: float | None = None, joining: Sequence[int] = ()
+    ) -> None:
         """End stream ``key``. The root returns at once (its broadcasts' tickets complete as
         usual); a member returns once everything the root broadcast before its close has
         reached the sink. The root and every member call it (other ranks return); the key
-        may then be opened again, with other members."""
+        may then be opened again, with other members. ``joining``: the ranks that will be
+        members when it is opened again and are not now (the same on every rank); each
+        waits as a member does, and what the root sends them after its close waits until
+        they open it again (not handed to a sink that does not yet know the new members)."""
 
 
 @runtime_checkable

@@ -106,6 +106,9 @@ class FanoutTable:
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self._streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
+        # key -> root, of every stream opened on any rank (every rank opens every stream):
+        # an end marker may reach a rank that joins a stream before it is a member
+        self._roots: dict[int, int] = {}
         self._held: dict[int, int] = {}  # key -> root: closed here, its end marker still queued
         self.relaying = False  # whether a stream that relays has been opened (on every rank)
         self.closed = False  # the transport is closing: end markers hold nothing any more
@@ -121,6 +124,7 @@ class FanoutTable:
         """
         others = tuple(sorted(set(members) - {root}))
         self.relaying = self.relaying or len(others) > 1  # (a split relays to 2 members on)
+        self._roots[key] = root
         if self.rank != root and self.rank not in others:
             return
         if key in self._streams:
@@ -130,6 +134,10 @@ class FanoutTable:
     def get(self, key: int) -> tuple[int, tuple[int, ...]] | None:
         """(root, members) of stream ``key``, or None if this rank is not in it."""
         return self._streams.get(key)
+
+    def root_of(self, key: int) -> int | None:
+        """The root of stream ``key``, member here or not (None: never opened)."""
+        return self._roots.get(key)
 
     def members(self, key: int) -> tuple[int, ...]:
         """The ranks a broadcast on ``key`` goes to (this rank must be its root).

@@ -167,8 +167,10 @@ class LocalTransport(RootedAlone, TransportBase):
             nbytes = self.hub.post(self.rank, member, meta, frames)
         return SendTicket(self.rank, nbytes, done=True)
 
-    def close_stream(self, key: int, timeout: float | None = None) -> None:
-        self.hub.end(key)
+    def close_stream(
+        self, key: int, timeout: float | None = None, joining: Sequence[int] = ()
+    ) -> None:
+        self.hub.end(key)  # (a hub delivers at once, in the caller's thread: none to wait for)
 
     def zero_copy_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray[Any, Any]:
         kind = np.dtype(dtype)

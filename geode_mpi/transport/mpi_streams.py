@@ -182,17 +182,21 @@ class Streams(MPIParts):
             self._active.append(ticket)
         return ticket
 
-    def close_stream(self, key: int, timeout: float | None = None) -> None:
-        """See `Transport.close_stream`. The root sends each member the stream's end marker,
-        behind everything broadcast; a member waits until it has arrived, and with it
-        everything the root sent before it."""
-        stream = self._fanouts.get(key)
-        if stream is None:
+    def close_stream(
+        self, key: int, timeout: float | None = None, joining: Sequence[int] = ()
+    ) -> None:
+        """See `Transport.close_stream`. The root sends each member, and each rank in
+        ``joining``, the stream's end marker, behind everything broadcast; each of them waits
+        until it has arrived, and with it everything the root sent before it, and holds what
+        the root sends after it until the stream is opened again here."""
+        root = self._fanouts.root_of(key)
+        if root is None:
             return
-        root, members = stream
+        stream = self._fanouts.get(key)
         if root == self.rank:
+            members = () if stream is None else stream[1]
             marker = end_marker(key)
-            for dest in members:
+            for dest in [*members, *sorted(set(joining) - {root, *members})]:
                 if dest in self._batches:
                     self._send_batch(dest)
                 request = self.comm.Isend(marker, dest, TAG_STREAM)
@@ -200,7 +204,7 @@ class Streams(MPIParts):
                 ticket = SendTicket(dest, len(marker), state=([request], marker, [], []))
                 if not self._finish(ticket):
                     self._active.append(ticket)
-        else:
+        elif stream is not None or self.rank in joining:
             deadline = None if timeout is None else time.monotonic() + timeout
             arrivals = self._arrivals[root]
             self._wait(
@@ -211,7 +215,8 @@ class Streams(MPIParts):
                 "close_stream()",
             )
             self._fanouts.hold(key, root)
-        self._fanouts.remove(key)
+        if stream is not None:
+            self._fanouts.remove(key)
 
     @property
     def relayed(self) -> int:
@@ -234,8 +239,7 @@ class Streams(MPIParts):
             return
         if tag == TAG_STREAM:
             key = read_end_marker(buffer, source)
-            stream = self._fanouts.get(key)
-            if stream is None or stream[0] != source:  # it would hold the queue for ever
+            if self._fanouts.root_of(key) != source:  # it would hold the queue for ever
                 raise DecodeError(f"rank {source} sent an end marker of stream {key}, not its own")
             self._arrivals[source].append(_Arrival(memoryview(buffer), [], [], 0, END - key))
             self._waiting_sources.add(source)

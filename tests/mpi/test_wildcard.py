@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -116,3 +117,50 @@ def test_unsubscribed_nodes_get_nothing_more_from_the_pattern(geode: Geode) -> N
         if node in leavers:
             with pytest.raises(ReceiveTimeout):
                 geode.receive(node, timeout=0.05)
+
+
+def test_a_pattern_joining_topics_loses_nothing_while_another_stream_ends_late() -> None:
+    """One pattern call adds a node of rank 2 to t1 (rooted on rank 1, slow to end its old
+    stream) and to t2 (rooted on rank 0, one message retained). Rank 0 is through the call
+    first and replays and publishes on t2's new stream while rank 2 still waits for t1's end:
+    those messages wait for rank 2 to join t2 (they were dropped: rank 2 did not yet know its
+    new subscriber there)."""
+    with Geode(nodes=2 * _world_size()) as geode:
+        if geode.size < 3:
+            pytest.skip("needs three ranks: a slow root, a fast root and a joining rank")
+        size, names = geode.size, geode.nodes
+        joiner = names[size + 2]  # rank 2's second node
+        t1 = geode.topic("t1", publishers=[names[1]], subscribers=[names[2]])
+        t2 = geode.topic("t2", publishers=[names[0]], subscribers=[names[0]], retain=1)
+        if geode.rank == 0:
+            t2.publish(0, source=names[0])
+            assert geode.receive(names[0], topic=t2, timeout=TIMEOUT).data == 0
+        if geode.rank == 1:  # t1's root is late to end its stream
+            transport = geode._runtime.transport
+            close = transport.close_stream
+
+            def late(key: int, *args: Any, **kwargs: Any) -> None:
+                time.sleep(0.5)
+                close(key, *args, **kwargs)
+
+            transport.close_stream = late  # type: ignore[method-assign]
+        geode.subscribe([joiner], "t*")
+        if geode.rank == 1:
+            del transport.close_stream
+        assert t1.subscribers == (names[2], joiner) and t2.subscribers == (names[0], joiner)
+        if geode.rank == 0:
+            t2.publish(1, source=names[0])
+            assert geode.receive(names[0], topic=t2, timeout=TIMEOUT).data == 1
+        t1.publish("t1", source=names[1])
+        if geode.hosts(joiner):
+            got = [geode.receive(joiner, topic=t2, timeout=10).data for _ in range(2)]
+            assert got == [0, 1]  # the retained one first, then the new one
+            assert geode.receive(joiner, topic=t1, timeout=TIMEOUT).data == "t1"
+            assert geode.receive(names[2], topic=t1, timeout=TIMEOUT).data == "t1"
+            assert geode.stats(joiner).duplicates == 0
+
+
+def _world_size() -> int:
+    from mpi4py import MPI
+
+    return int(MPI.COMM_WORLD.Get_size())
