@@ -280,4 +280,11 @@ def check_timeout(timeout: float | None, argument: str = "timeout") -> float | N
         raise TypeError(f"{argument} must be a number of seconds or None, got {timeout!r}")
     if timeout != timeout or timeout < 0:
         raise ValueError(f"{argument} must be >= 0, got {timeout!r}")
-    return float(timeout)
+    try:
+        return float(timeout)
+    except OverflowError:  # an int beyond a float's range
+        digits = str(timeout)
+        raise ValueError(
+            f"{argument} must be a number of seconds a float can hold (float('inf') waits "
+            f"for ever), got an int of {len(digits)} digits ({digits[:12]}...)"
+        ) from None

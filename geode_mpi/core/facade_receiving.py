@@ -25,6 +25,9 @@ from geode_mpi.tracing import TRACER
 # Hot-path names, bound once.
 _decode = codec.decode
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
+# The longest timeout the fast case takes (longer ones, or a float's inf, go the general way,
+# which refuses an int beyond a float's range before taking anything)
+_LONGEST = 1e300
 
 
 class ReceiveCalls(Facade):
@@ -75,6 +78,7 @@ class ReceiveCalls(Facade):
                 topic=topic,
             )
         spun = False
+        want = -1  # (the source filter's node index, found by `_head_from`)
         if (
             runtime.plain_queue is not NO_FAST_QUEUE
             and (node is None or (node.__class__ in _NODE_KEYS and node in self._own))
@@ -82,10 +86,10 @@ class ReceiveCalls(Facade):
                 timeout is None
                 or (
                     timeout.__class__ in _SECONDS
-                    and (timeout > 0 or (timeout == 0 and runtime.plain_queue))
+                    and (0 < timeout < _LONGEST or (timeout == 0 and runtime.plain_queue))
                 )
             )  # (before ``source``: a bad timeout is the general path's to report first)
-            and (source is None or self._head_from(source))
+            and (source is None or (want := self._head_from(source)) >= 0)
             and type is None
             and order is None
             and topic is None
@@ -115,7 +119,6 @@ class ReceiveCalls(Facade):
                 if spin is None or engine.forwards:
                     spun_for = None
                 else:
-                    want = -1 if source is None else runtime.placement.index(source)
                     spun_for = engine.take_express(self.rank, spin, FIRST_SPIN, want)
                     if spun_for is not None:
                         runtime.receives += 1
@@ -163,11 +166,11 @@ class ReceiveCalls(Facade):
         waited = runtime.transport.delivers_later or senders_may_run()
         raise self._nothing_came("receive", index, timeout, source, type, waited)
 
-    def _head_from(self, source: str | int) -> bool:
-        """Whether `receive(source=...)` may take its fast case: nothing is queued (the
-        express take takes only a message from ``source``), or the message a plain take
-        takes (nothing queued with a priority or ttl, held back or private: then the plain
-        take is not the queue's head) is the oldest queued, and it is from ``source``.
+    def _head_from(self, source: str | int) -> int:
+        """``source``'s node index if `receive(source=...)` may take its fast case: nothing
+        is queued (the express take takes only a message from ``source``), or the message a
+        plain take takes (`Inbox.in_order`: then it is the queue's head) is the oldest
+        queued, and it is from ``source``; -1 if not.
 
         Raises:
             UnknownNodeError: ``source`` is not a node of this job.
@@ -175,12 +178,9 @@ class ReceiveCalls(Facade):
         runtime = self._runtime
         queue = runtime.plain_queue
         index = runtime.placement.index(source, "source")
-        if not queue:
-            return True  # (the express take then takes only a message from it)
-        inbox = runtime.inboxes[self.rank]
-        if inbox.ranked or inbox.held_back or inbox.private:
-            return False
-        return bool(queue[0].source == index)
+        if queue and (queue[0].source != index or not runtime.inboxes[self.rank].in_order):
+            return -1
+        return index
 
     def try_receive(
         self,

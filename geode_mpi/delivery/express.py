@@ -79,18 +79,13 @@ class Express(EngineState):
         return parcel
 
     def _take_from(self, index: int, source: int) -> Parcel | None:
-        """`take_plain`, for `take_express` with a ``source`` filter (>= 0): only a head from
-        node ``source`` that a plain take takes (nothing ranked, held back or private)."""
-        inbox = self.inboxes[index]
-        waiting = inbox.waiting
-        if source >= 0 and (
-            not waiting
-            or waiting[0].source != source
-            or inbox.ranked
-            or inbox.held_back
-            or inbox.private
-        ):
-            return None
+        """`take_plain`, for `take_express`; with a ``source`` filter (>= 0: a node index),
+        only a head from node ``source`` that a plain take takes (`Inbox.in_order`)."""
+        if source >= 0:
+            inbox = self.inboxes[index]
+            waiting = inbox.waiting
+            if not waiting or waiting[0].source != source or not inbox.in_order:
+                return None
         return self.take_plain(index)
 
     def take_express(

@@ -107,6 +107,12 @@ class Inbox:
         return len(self._items) + self.extra
 
     @property
+    def in_order(self) -> bool:
+        """Whether a plain take (no filter, no key) takes the queue's head: nothing queued
+        with a priority or ttl, held back, or private to another filter."""
+        return not (self.ranked or self.held_back or self.private)
+
+    @property
     def waiting(self) -> deque[Parcel]:
         """The entries in arrival order (read it, do not change it; a `Bundle` entry holds
         several messages): its truth value is the cheapest "is anything queued?" there is."""
@@ -221,7 +227,7 @@ class Inbox:
         if not items:
             return None
         if self.bundles:
-            if match is key is None and not (self.ranked or self.held_back or self.private):
+            if match is key is None and self.in_order:
                 head = items[0].frames  # (the plain take: a bundle at the head gives its next)
                 if isinstance(head, Bundle):
                     return head.parcel(take_next(self, head))

@@ -114,8 +114,12 @@ def test_bad_arguments_are_reported_as_before_and_send_nothing() -> None:
         geode.receive(source="nope", timeout=-1)  # (the timeout first, as the general path)
     with pytest.raises(TypeError, match="timeout must be a number of seconds or None"):
         geode.receive(source="nope", timeout=True)
-    with pytest.raises(OverflowError):
+    with pytest.raises(ValueError, match=r"a float can hold .* an int of 401 digits"):
         geode.send("never", dest="node1", timeout=10**400)  # (refused before it is sent)
+    with pytest.raises(ValueError, match="an int of 401 digits"):  # (its queued message stays)
+        geode.receive("node0", timeout=10**400)
+    with pytest.raises(ValueError, match="an int of 401 digits"):
+        geode.receive(timeout=10**400)
     assert geode.stats("node0").sent == 2
     assert [geode.receive(node, timeout=0).data for node in ("node0", "node1")] == [
         "queued",
