@@ -146,7 +146,7 @@ def test_ten_thousand_topics_make_no_communicator_and_leave_idle_waits_alone(ran
     assert trips is not None, result.explain()
     idle, busy = float(trips[1]), float(trips[2])
     # Coarse (the figure is in benchmarks/README.md): with a stream polled per topic, 1,000
-    # topics made it 147 times slower (10,000: milliseconds a trip). Two short timings on a
+    # topics made it 147 times slower (at 10,000, ten times the polls). Two short timings on a
     # loaded machine differ by far more than 3x: 388 us against 169 at load 20, and at load
     # 8-10 (4 ranks on 2 cores) 338 us against 15, 316 against 16, 484 against 318, where a
     # quiet machine gives 19-20 both. So 50x and a millisecond: still far under the defect.
