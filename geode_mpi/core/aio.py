@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from geode_mpi.base.gate import other_threads
 from geode_mpi.core.poller import Credits, Driven, poller_of
 from geode_mpi.delivery import Engine as DeliveryEngine
-from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel

@@ -14,7 +14,7 @@ from geode_mpi.core.filters import TypeFilter
 from geode_mpi.core.handles import BatchHandle, RunHandle, SendHandle
 from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.core.topics import Topic
-from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import DecodeError, GeodeError, check_timeout
 from geode_mpi.message import Message

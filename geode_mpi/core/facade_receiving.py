@@ -15,7 +15,7 @@ from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
 from geode_mpi.core.runtime import FIRST_SPIN, NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
 from geode_mpi.core.subscriptions import Subscription
 from geode_mpi.core.topics import Topic
-from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import DecodeError, ReceiveTimeout, check_timeout
 from geode_mpi.message import Message

@@ -29,7 +29,7 @@ from geode_mpi.delivery.engine_state import (
     _tuple_new,
 )
 from geode_mpi.delivery.pairs import PairIn
-from geode_mpi.delivery.runs import queue_run, run_parcels
+from geode_mpi.delivery.run_cursor import queue_run, run_parcels
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.streams import Streams
 from geode_mpi.delivery.topics import TopicNotMadeYet

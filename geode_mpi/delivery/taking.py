@@ -22,7 +22,7 @@ from geode_mpi.delivery.engine_state import (
     _tuple_new,
 )
 from geode_mpi.delivery.pairs import ACK_BATCH
-from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import NEVER as _NEVER

@@ -19,7 +19,8 @@ from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.codec import header
 from geode_mpi.codec.compression import expanded
 from geode_mpi.delivery.pairs import OutboxEntry, PairIn, PairOut
-from geode_mpi.delivery.runs import one_by_one, outbox_items
+from geode_mpi.delivery.run_cursor import one_by_one
+from geode_mpi.delivery.runs import outbox_items
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.errors import DecodeError
 from geode_mpi.persistence.checks import (

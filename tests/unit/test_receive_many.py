@@ -15,7 +15,7 @@ from test_runs_queued import entries, queued_run
 
 from geode_mpi import Geode, Message, QueueConfig, ReceiveTimeout
 from geode_mpi.codec import decode
-from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.errors import DecodeError
 from geode_mpi.persistence.snapshot import capture, unpack_messages
 

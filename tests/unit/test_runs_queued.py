@@ -19,7 +19,7 @@ from geode_mpi import (
     UnknownNodeError,
 )
 from geode_mpi.codec import decode, encode, make_stamp
-from geode_mpi.delivery.runs import RunCursor
+from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.persistence.snapshot import capture, unpack_messages
 from geode_mpi.queues import NEVER, Bundle, Inbox, Parcel
 from geode_mpi.queues.bundles import add_bundle
