@@ -40,6 +40,7 @@ class Facade:
         size: int
         restored_state: dict[str, Any] | None
         _own: tuple[str, int]  # what a call may name this rank's own node by
+        _matchers: dict[Any, Match | None]  # (source, type) -> its match (`_matcher`)
 
         @property
         def node(self) -> str: ...  # (facade_nodes.py)

@@ -28,6 +28,7 @@ _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work qu
 # The longest timeout the fast case takes (longer ones, or a float's inf, go the general way,
 # which refuses an int beyond a float's range before taking anything)
 _LONGEST = 1e300
+_MATCHERS_MAX = 256  # (source, type) filters a Geode keeps built
 
 
 class ReceiveCalls(Facade):
@@ -257,8 +258,16 @@ class ReceiveCalls(Facade):
         type_filter: TypeFilter,
         topic: Topic | Subscription | str | None = None,
     ) -> Match | None:
-        index = None if source is None else self._runtime.placement.index(source, "source")
-        rest = matcher(index, type_filter)
+        # Kept per (source, type), so that a type filter's answers per class are kept too;
+        # an unhashable or bad argument is built again (and refused) on each call.
+        key = (source.__class__, source, type_filter)
+        try:
+            rest = self._matchers[key]
+        except (KeyError, TypeError):
+            index = None if source is None else self._runtime.placement.index(source, "source")
+            rest = matcher(index, type_filter)
+            if len(self._matchers) < _MATCHERS_MAX:
+                self._matchers[key] = rest
         return rest if topic is None else self._channels.topic_match(topic, rest)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.codec import header
+from geode_mpi.codec.classes import resolve, short_name
 from geode_mpi.codec.runs import item_id, item_timestamp
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
@@ -13,6 +15,8 @@ from geode_mpi.queues import Key, Match, Parcel
 
 TypeFilter = type[Message] | str | None
 _TOPIC = codec.FLAG_TOPIC
+_HEAD_SIZE, _NAME_LEN_AT, _VERSION = header.SIZE, header.NAME_LEN_AT, header.VERSION
+_KNOWN_MAX = 1024  # class names a type filter keeps
 
 
 def matcher(source: int | None, type_filter: TypeFilter) -> Match | None:
@@ -36,12 +40,12 @@ def matcher(source: int | None, type_filter: TypeFilter) -> Match | None:
         )
     if isinstance(type_filter, str):
         name = type_filter
-        checks.append(lambda parcel: name in _type_names(parcel))
+        checks.append(_by_class_name(lambda wire_name: name in (wire_name, short_name(wire_name))))
     elif type_filter is not None:
         if not (isinstance(type_filter, type) and issubclass(type_filter, Message)):
             raise TypeError(f"type must be a Message subclass or a class name, got {type_filter!r}")
         wanted = type_filter
-        checks.append(lambda parcel: _is_instance_of(_class_name(parcel), wanted))
+        checks.append(_by_class_name(lambda wire_name: issubclass(resolve(wire_name), wanted)))
     if not checks:
         return None
     if len(checks) == 1:
@@ -56,20 +60,31 @@ def type_label(type_filter: TypeFilter) -> str | None:
     return type_filter.__name__
 
 
-def _class_name(parcel: Parcel) -> str:
-    return codec.peek(parcel.meta).class_name
+def _by_class_name(test: Callable[[str], bool]) -> Match:
+    """A match of parcels whose class's wire name passes ``test`` (False where the class
+    cannot be resolved here). The wire name is kept by the header's class-name bytes, read
+    without `codec.peek` (which reads the whole header); ``test`` runs on every parcel, since
+    what a name resolves to may change (a job script's class defined again)."""
+    names: dict[bytes, str] = {}
 
+    def check(parcel: Parcel) -> bool:
+        meta = parcel.meta
+        if len(meta) >= _HEAD_SIZE and meta[0] == _VERSION:
+            end = _HEAD_SIZE + (meta[_NAME_LEN_AT] | meta[_NAME_LEN_AT + 1] << 8)
+            key = bytes(meta[_HEAD_SIZE:end])
+            wire_name = names.get(key)
+            if wire_name is None:
+                wire_name = codec.peek(meta).class_name
+                if len(names) < _KNOWN_MAX:
+                    names[key] = wire_name
+        else:
+            wire_name = codec.peek(meta).class_name  # (it says what is wrong with the meta)
+        try:
+            return test(wire_name)
+        except DecodeError:  # not importable here
+            return False
 
-def _type_names(parcel: Parcel) -> tuple[str, str]:
-    wire_name = _class_name(parcel)
-    return wire_name, codec.short_name(wire_name)
-
-
-def _is_instance_of(class_name: str, wanted: type[Message]) -> bool:
-    try:
-        return issubclass(codec.resolve(class_name), wanted)
-    except DecodeError:
-        return False
+    return check
 
 
 ORDERS = ("arrival", "timestamp", "id")

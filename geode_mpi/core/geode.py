@@ -148,6 +148,7 @@ class Geode(
         self.size: int = runtime.size
         # what `receive` may be told to mean this rank's own node: None, its name, its index
         self._own = (placement.names[self.rank], self.rank)
+        self._matchers = {}
         self._processor = Processor(runtime)
         self._channels = Channels(runtime, self._processor)  # its topics and work queues
         self._sequencer = Sequencer(runtime, self._channels.to_owner)
