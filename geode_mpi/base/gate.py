@@ -157,6 +157,12 @@ class Gate:
         self.turns += 1
 
 
+# The gate of every MPI transport in this process when MPI lets only one thread in at a time
+# (thread level below MULTIPLE): one lock for all their MPI calls, whichever Geode makes them.
+# At MULTIPLE (the default) each transport keeps its own, and nothing here is used.
+PROCESS_GATE = Gate()
+
+
 class Gated(Protocol):
     """An object whose public calls go through a gate."""
 

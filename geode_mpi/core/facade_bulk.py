@@ -16,7 +16,7 @@ from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import DecodeError, GeodeError, check_timeout
+from geode_mpi.errors import ClosedError, DecodeError, GeodeError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 from geode_mpi.tracing import TRACER
@@ -189,7 +189,11 @@ class Bulk(Facade):
         if fast:
             self._take_runs(taken, limit)
         if not taken:
-            taken.append(self.receive(node, source=source, type=type, timeout=timeout, topic=topic))
+            try:
+                message = self.receive(node, source=source, type=type, timeout=timeout, topic=topic)
+            except ClosedError:  # (named for this call, not the receive it made)
+                raise ClosedError("receive_many") from None
+            taken.append(message)
         match = None if unfiltered else self._matcher(source, type, topic)
         engine = runtime.engine
         while len(taken) < limit:

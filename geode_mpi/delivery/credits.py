@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from geode_mpi import codec
+from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.codec import header
 from geode_mpi.delivery.control import encode_ask
 from geode_mpi.delivery.failures import Failures
@@ -49,22 +50,22 @@ class Credits(Failures):
             raise QueueFull(
                 names[dst], self.name_of(src), config.capacity, pair.window or 0, "policy 'raise'"
             )
-        if not self.transport.delivers_later:
-            raise QueueFull(
-                names[dst],
-                self.name_of(src),
-                config.capacity,
-                pair.window or 0,
-                f"in a one-process world nothing can take from {names[dst]}'s queue while "
-                "send() waits (receive between sends, or use policy 'drop_oldest')",
-            )
+        # One process: only another thread (one that is not a daemon) can take from the
+        # queue while this one waits; with none, waiting would never end.
+        one_process = not self.transport.delivers_later
+        if one_process and not (other_threads() and senders_may_run()):
+            raise self._full_alone(src, dst, pair)
         stats = self.sender_stats[src]
         stats.credit_waits += 1
         started = time.monotonic()
         asked = [started]
+        alone = [False]
 
         def has_credit() -> bool:
             if pair.credits:
+                return True
+            if one_process and not senders_may_run():  # the other threads have ended
+                alone[0] = True
                 return True
             self._ask_again(src, dst, asked)
             return False
@@ -74,7 +75,22 @@ class Credits(Failures):
                 raise SendTimeout(-1, self.name_of(src), names[dst], timeout or 0.0)
         finally:
             stats.credit_wait_seconds += time.monotonic() - started
+        if alone[0] and not pair.credits:
+            raise self._full_alone(src, dst, pair)
         return pair
+
+    def _full_alone(self, src: int, dst: int, pair: PairOut) -> QueueFull:
+        """A full ``block`` queue in one process, with no other thread to take from it."""
+        name = self.names[dst]
+        return QueueFull(
+            name,
+            self.name_of(src),
+            self.configs[dst].capacity,
+            pair.window or 0,
+            f"in a one-process world nothing can take from {name}'s queue while send() "
+            "waits and no other thread runs (receive between sends, receive in another "
+            "thread, or use policy 'drop_oldest')",
+        )
 
     def reserve_stream(
         self, stream: TopicStream, deadline: float | None, timeout: float | None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from mpi4py import MPI
 
 from geode_mpi.base.backoff import tighten_timer_slack
+from geode_mpi.base.gate import PROCESS_GATE
 from geode_mpi.base.launch import launch_info, library_family
 from geode_mpi.transport.base import SendTicket
 from geode_mpi.transport.envelope import INLINE_MAX
@@ -32,6 +33,11 @@ class Setup(MPIParts):
     def __init__(self, comm: MPI.Intracomm | None = None, *, inline_max: int = INLINE_MAX) -> None:
         super().__init__()
         level = MPI.Query_thread()
+        if level < MPI.THREAD_MULTIPLE:
+            # MPI lets one thread in at a time in the whole process, not per communicator:
+            # every Geode's transport here takes the same gate, so two Geodes driven from
+            # two threads never call MPI at once.
+            self.gate = PROCESS_GATE
         if level < MPI.THREAD_SERIALIZED:  # geode_mpi's calls may come from any thread
             name = "single" if level == MPI.THREAD_SINGLE else "funneled"
             self.gate.main_only = f"MPI was started at thread level {name!r}"

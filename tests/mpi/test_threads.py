@@ -11,6 +11,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from geode_mpi import Geode, Message
 
 TIMEOUT = 60.0
@@ -220,3 +222,18 @@ def test_requests_from_one_thread_while_another_runs_the_handlers(geode: Geode) 
     assert answers == [("answer", peer, k) for k in range(count)]
     assert sorted(finished) == sorted(geode.nodes[: geode.size])
     assert geode.dead_letters(me) == []
+
+
+def test_at_thread_level_multiple_each_geode_keeps_its_own_gate(geode: Geode) -> None:
+    """Only below 'multiple' do the Geodes of a process share one gate (tests/
+    test_threads_launch.py runs 'serialized'): at 'multiple', two Geodes' threads call MPI at
+    once, as before."""
+    from mpi4py import MPI
+
+    from geode_mpi.base.gate import PROCESS_GATE
+
+    if MPI.Query_thread() != MPI.THREAD_MULTIPLE:  # the same on every rank of the job
+        pytest.skip("this suite runs below thread level 'multiple'")
+    with Geode() as other:
+        assert geode._gate is not other._gate
+        assert PROCESS_GATE not in (geode._gate, other._gate)

@@ -197,6 +197,25 @@ def test_close_and_context_manager() -> None:
     g.close()  # closing twice is fine
 
 
+def test_receive_many_on_a_closed_geode_names_itself() -> None:
+    with Geode() as g:
+        for k in range(2):
+            g.send(k, dest="node0")
+    # What was queued before the close is still taken.
+    assert [m.data for m in g.receive_many(limit=1)] == [0]
+    assert g.try_receive().data == 1
+    # Then receive_many says it is closed, by its own name (it said receive()).
+    for call in (lambda: g.receive_many(timeout=0), lambda: g.receive_many("node3", source=0)):
+        with pytest.raises(ClosedError, match=r"^receive_many\(\) on a closed Geode"):
+            call()
+    with pytest.raises(ClosedError, match=r"^receive\(\) on a closed Geode"):
+        g.receive(timeout=0)
+    # try_receive keeps returning None there: draining what close() delivered with
+    # ``while geode.try_receive() is not None`` is how jobs/sweep.py ends (tests/test_jobs.py).
+    assert g.try_receive() is None
+    assert g.try_receive("node2", source="node1") is None
+
+
 def test_received_arrays_are_private_copies() -> None:
     g = Geode()
     data = np.arange(100_000.0)

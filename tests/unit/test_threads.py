@@ -8,13 +8,14 @@ Each message carries (thread, k); receivers check the counts and that k increase
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from geode_mpi import ClosedError, Geode, Message, QueueConfig, ThreadError
+from geode_mpi import ClosedError, Geode, Message, QueueConfig, QueueFull, ThreadError
 from geode_mpi.transport import InProcHub
 
 TIMEOUT = 30.0
@@ -108,6 +109,40 @@ def test_a_daemon_thread_does_not_make_receive_wait() -> None:
     finally:
         stop.set()
         daemon.join()
+    g.close()
+
+
+def test_a_full_block_queue_waits_while_another_thread_receives() -> None:
+    """In one process, send() to a full ``block`` queue waits while a thread that could take
+    from it runs (it raised QueueFull at the fifth message)."""
+    g = Geode(nodes=4, queue=QueueConfig(capacity=4, policy="block"))
+    got: list[Message] = []
+
+    def receiving() -> None:
+        for _ in range(200):
+            got.append(g.receive("node2", timeout=TIMEOUT))
+
+    run_threads(receiving, sender(g, 0, 200, "node0", "node2"))
+    check_stream(got, {("node0", 0): 200})
+    assert g.stats("node2").queue_peak <= 4
+    g.close()
+
+
+def test_a_full_block_queue_fails_once_the_other_threads_have_ended() -> None:
+    """The sender waits while another thread runs, and the wait ends with the one-process
+    QueueFull as soon as none does (not at the timeout): nothing could take from the queue."""
+    g = Geode(nodes=4, queue=QueueConfig(capacity=4, policy="block"))
+    g.send(0, "node0", "node2")  # node0's share of the queue (1 of 4: there are 4 senders)
+    other = threading.Timer(0.3, lambda: None)  # another thread for 0.3 s, which never receives
+    other.start()
+    started = time.monotonic()
+    with pytest.raises(QueueFull, match="nothing can take from node2's queue .* no other thread"):
+        g.send(1, "node0", "node2", timeout=TIMEOUT)
+    assert 0.2 < time.monotonic() - started < TIMEOUT / 2  # waited while the other thread ran
+    other.join()
+    assert g.receive("node2").data == 0
+    with pytest.raises(TimeoutError, match="none can arrive"):  # the refused one was not sent
+        g.receive("node2", timeout=TIMEOUT)
     g.close()
 
 
