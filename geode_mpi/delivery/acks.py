@@ -85,7 +85,7 @@ class Acks(EngineState):
         pair = self.pairs_out.get((sender, receiver))
         if pair is None:
             if sender in self.topics.streams:
-                return  # from a subscriber that has since unsubscribed
+                return  # (a stream's pair not kept here: nobody waits for its acks)
             raise DecodeError(
                 f"an ack from node index {receiver} for node index {sender}, which sent it nothing"
             )

@@ -147,7 +147,7 @@ class Credits(Failures):
         window = self._window[index]
         if window is not None and not parcel.attempts:  # a retry was counted when first taken
             key_in = (parcel.source, index)
-            pair_in = self._in.get(key_in)  # None: a topic its node has since unsubscribed from
+            pair_in = self._in.get(key_in)  # (None: a stream's pair not kept here)
             if pair_in is not None:
                 pair_in.owed += 1
                 pair_in.taken += 1

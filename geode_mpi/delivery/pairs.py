@@ -104,6 +104,8 @@ class PairIn:
         "expected",
         "held",
         "owed",
+        "rejoining",
+        "skips",
         "taken",
         "unacked",
     )
@@ -121,6 +123,13 @@ class PairIn:
         self.unacked: list[int] = []
         self.owed = 0  # messages taken since the last ack record (credits not yet returned)
         self.taken = 0  # messages taken from the queue in all (retries not counted again)
+        # A topic's subscriber that left the stream and subscribed again: its next arrival
+        # says where it resumes (`resume_at`).
+        self.rejoining = False
+        # The numbers published while it was away (they never come), counted processed: the
+        # first of each gap -> its last, which is in done_extra (that also keeps the fast
+        # paths, which pass over a pair with done_extra, from stepping into the gap).
+        self.skips: dict[int, int] | None = None
 
     def arrive(self, parcel: Parcel) -> list[Parcel] | None:
         """The parcels to queue now (in order) after ``parcel`` arrived; None for a duplicate."""
@@ -144,14 +153,40 @@ class PairIn:
         if seq < self.done_below or seq in self.done_extra:
             return False
         if seq == self.done_below:
-            self.done_below += 1
+            below = seq + 1
             extra = self.done_extra
-            while self.done_below in extra:
-                extra.remove(self.done_below)
-                self.done_below += 1
+            skips = self.skips
+            while True:
+                if below in extra:
+                    extra.remove(below)
+                    below += 1
+                elif skips and below in skips:
+                    below = skips.pop(below)  # (the gap's last, in done_extra)
+                else:
+                    break
+            self.done_below = below
         else:
             self.done_extra.add(seq)
         return True
+
+    def resume_at(self, seq: int) -> None:
+        """A subscriber that subscribed again (`rejoining`) resumes at arrival ``seq`` (not
+        below `expected`): the numbers published while it was away never come, and count as
+        processed, in O(1) whatever their number."""
+        expected = self.expected
+        self.rejoining = False
+        self.expected = seq
+        if seq == expected:
+            return
+        if self.done_below == expected and not self.done_extra:
+            self.done_below = seq  # (everything it had was processed: nothing to pass over)
+            return
+        last = seq - 1
+        self.done_extra.add(last)
+        if last > expected:
+            if self.skips is None:
+                self.skips = {}
+            self.skips[expected] = last
 
     def done_now(self, seq: int, tracked: int) -> bool:
         """Record ``seq`` processed if that is all there is to it (`Engine._done`'s commonest

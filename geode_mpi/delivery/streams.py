@@ -38,10 +38,24 @@ class Streams(EngineState):
         self._in.setdefault((number, sub), PairIn())
 
     def forget_subscriber(self, number: int, sub: int) -> None:
-        """Stop tracking ``sub`` on stream ``number`` (it unsubscribed): its outbox and
-        credits on the publisher's side, its place in the stream on its own side."""
-        self.pairs_out.pop((number, sub), None)
-        self._in.pop((number, sub), None)
+        """``sub`` unsubscribed from stream ``number``: on the publisher's side nobody waits
+        for its acks any more (its outbox and resends cleared: a handle waiting for them is
+        done), on its own side it keeps its place. Both pairs stay, with their credits and
+        counters: the messages still in its queue return their credits to this pair as they
+        are taken, and a subscriber that comes back resumes on it (`rejoin`)."""
+        pair = self.pairs_out.get((number, sub))
+        if pair is not None:
+            pair.outbox.clear()
+            pair.resends.clear()
+            pair.runs = 0
+
+    def rejoin(self, number: int, sub: int) -> None:
+        """Local subscriber ``sub`` subscribed to stream ``number`` again: it resumes at its
+        next arrival that it did not have (a retained message replayed for it that it had is
+        skipped; what was published while it was away never comes: `PairIn.resume_at`)."""
+        pair = self._in.get((number, sub))
+        if pair is not None:
+            pair.rejoining = True
 
     def _topic_arrival(
         self,
@@ -64,6 +78,8 @@ class Streams(EngineState):
                 pair = self._in[key] = PairIn(start=seq)  # a new subscriber starts here
             elif flags & _REPLAY == _FLAG_RESENT and seq < pair.expected:
                 continue  # a retained message replayed for a new subscriber: not for this one
+            elif pair.rejoining and seq >= pair.expected:
+                pair.resume_at(seq)  # (subscribed again: where it resumes)
             copies = frames if first else [keep_or_copy(frame) for frame in frames]
             first = False
             parcel = _tuple_new(

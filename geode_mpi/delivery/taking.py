@@ -238,7 +238,7 @@ class Taking(Credits):
     def _done(self, index: int, parcel: Parcel) -> None:
         key = (parcel.source, index)
         pair = self._in.get(key)
-        if pair is None:  # from a topic the node has since unsubscribed from: nobody waits
+        if pair is None:  # (a stream's pair not kept here: nobody waits for its ack)
             self.stats[index].processed += 1
             return
         seq = parcel.seq

@@ -152,21 +152,25 @@ def capture(engine: Engine) -> dict[str, Any]:
                 f"{len(pair.held)} message(s) from node index {source} to {dest} wait for an "
                 "earlier one that has not arrived: not a consistent cut"
             )
-        pairs_in.append(
-            {
-                "key": [source, dest],
-                "numbers": [
-                    pair.expected,
-                    pair.done_below,
-                    pair.acked_below,
-                    pair.owed,
-                    pair.taken,
-                    int(pair.ack_due),
-                ],
-                "done_extra": sorted(pair.done_extra),
-                "unacked": list(pair.unacked),
-            }
-        )
+        saved: dict[str, Any] = {
+            "key": [source, dest],
+            "numbers": [
+                pair.expected,
+                pair.done_below,
+                pair.acked_below,
+                pair.owed,
+                pair.taken,
+                int(pair.ack_due),
+            ],
+            "done_extra": sorted(pair.done_extra),
+            "unacked": list(pair.unacked),
+        }
+        # (A topic's subscriber that left and came back: only then, so older files still load.)
+        if pair.skips:
+            saved["skips"] = [seq for gap in sorted(pair.skips.items()) for seq in gap]
+        if pair.rejoining:
+            saved["rejoining"] = 1
+        pairs_in.append(saved)
     pairs_out = []
     outbox: list[tuple[bytes, Sequence[Any]]] = []
     outbox_fields = []
@@ -200,6 +204,7 @@ def _as_processed(pair: PairIn, seqs: list[int]) -> PairIn:
     for name in PairIn.__slots__:
         setattr(saved, name, getattr(pair, name))
     saved.done_extra = set(pair.done_extra)
+    saved.skips = None if pair.skips is None else dict(pair.skips)
     saved.unacked = list(pair.unacked)
     for seq in seqs:
         saved.processed(seq)
@@ -288,6 +293,12 @@ def load(
         pair.ack_due = bool(due)
         pair.done_extra = set(as_ints(item.get("done_extra"), f"{what}/done_extra"))
         pair.unacked = as_ints(item.get("unacked"), f"{what}/unacked")
+        skips = as_ints(item.get("skips", []), f"{what}/skips")
+        if len(skips) % 2:
+            raise CheckpointError(f"{what}/skips: expected (first, last) pairs, got {brief(skips)}")
+        if skips:
+            pair.skips = dict(zip(skips[::2], skips[1::2], strict=True))
+        pair.rejoining = bool(as_int(item.get("rejoining", 0), f"{what}/rejoining"))
         restored.pairs_in[(source, dest)] = pair
     for k, item in enumerate(as_list(tree.get("pairs_out"), "engine/pairs_out")):
         what = f"engine/pairs_out[{k}]"

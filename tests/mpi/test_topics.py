@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geode_mpi import Geode, Message, ReceiveTimeout
+from geode_mpi import Geode, Message, QueueConfig, QueueFull, ReceiveTimeout
 from geode_mpi.transport.shared import SHARED_MIN
 
 TIMEOUT = 60.0
@@ -180,6 +180,52 @@ def test_unsubscribed_nodes_get_nothing_more(geode: Geode) -> None:
             geode.receive(node, timeout=0.05)
     handle.wait(timeout=TIMEOUT)  # acked by the one subscriber left
     assert handle.acked
+
+
+def test_a_subscriber_that_leaves_and_comes_back_gets_each_message_once(geode: Geode) -> None:
+    """The publisher's acked handles complete once it left (its messages still queued), it
+    does not get the retained ones it had again, and it gets the retained ones it missed."""
+    nodes = geode.nodes
+    pub, sub = nodes[0], nodes[-1]
+    log = geode.topic("again", publishers=[pub], subscribers=[sub], retain=2)
+    handles = [log.publish(k, source=pub, ack=True) for k in range(3)]
+    log.unsubscribe(sub)
+    for handle in handles:
+        handle.wait(timeout=TIMEOUT)  # nobody waits for its acks any more
+    for k in range(3, 8):
+        log.publish(k, source=pub)  # 3..5 never reach it; 6 and 7 are retained
+    log.subscribe(sub)
+    last = log.publish(8, source=pub, ack=True)
+    if geode.hosts(sub):
+        got = drain(geode, sub, 6)
+        assert [m.data for m in got] == [0, 1, 2, 6, 7, 8]
+        assert len({m.id for m in got}) == 6 and geode.stats(sub).duplicates == 0
+        with pytest.raises(ReceiveTimeout):
+            geode.receive(sub, timeout=0.05)
+    last.wait(timeout=TIMEOUT)  # acked past the numbers it missed
+    assert last.acked
+
+
+def test_a_bounded_queue_keeps_its_capacity_when_its_node_comes_back() -> None:
+    """Subscribing again gave the publisher a fresh window while the old messages were still
+    queued: here the queue is full, and stays so until its node takes one."""
+    g = Geode(queue=QueueConfig(capacity=2, policy="raise", window=2))
+    try:
+        pub, sub = g.nodes[0], g.nodes[-1]
+        topic = g.topic("bounded", publishers=[pub], subscribers=[sub])
+        for k in range(2):
+            topic.publish(k, source=pub)
+        topic.unsubscribe(sub)
+        topic.subscribe(sub)
+        if g.hosts(pub):
+            with pytest.raises(QueueFull):
+                topic.publish("no room", source=pub)
+        if g.hosts(sub):
+            assert [m.data for m in drain(g, sub, 2)] == [0, 1]
+            with pytest.raises(ReceiveTimeout):
+                g.receive(sub, timeout=0.05)
+    finally:
+        g.close(timeout=TIMEOUT)
 
 
 def test_topics_and_point_to_point_interleave_without_deadlock(geode: Geode) -> None:
