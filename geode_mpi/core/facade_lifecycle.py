@@ -58,6 +58,11 @@ class Lifecycle(Facade):
             if timeout is not None:
                 timeout = max(timeout - (time.monotonic() - started), 0.0)
         # ... every rank is here: the counts of what was sent are exchanged next.
+        if self._channels.forwarding:
+            started = time.monotonic()
+            self._settle(timeout)
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
         runtime.engine.flush()  # acks and credits owed go out before the counts are taken
         if not runtime.finished:  # --stats / --trace, gathered while the transport still runs
             started = time.monotonic()
@@ -74,6 +79,23 @@ class Lifecycle(Facade):
         if self._checkpointer is not None:
             self._checkpointer.close()
         unregister(self)
+
+    def _settle(self, timeout: float | None) -> None:
+        """Forward what is still on its way to a sequencer or dispatcher (the count below
+        would let a message arrive there and stop, never sent on), serving meanwhile: it is
+        sent on, as it would have been had it arrived before close()."""
+        runtime = self._runtime
+        deadline = None if timeout is None else time.monotonic() + timeout
+        runtime.serving = True
+        try:
+            self._channels.settle(deadline)
+        except GeodeTimeoutError as exc:
+            raise GeodeTimeoutError(
+                f"close() on rank {self.rank} timed out after {timeout:g} s forwarding to "
+                f"topics' sequencers and work queues' dispatchers ({exc})"
+            ) from None
+        finally:
+            runtime.serving = False
 
     def _serve_until_all_close(self, timeout: float | None) -> None:
         """Serve requests and hand out work-queue tasks until every rank is in close(): a rank
