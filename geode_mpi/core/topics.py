@@ -287,8 +287,10 @@ class Topic:
     def subscribe(self, nodes: str | int | Iterable[str | int]) -> None:
         """Add subscribers (collective: every rank calls it with the same nodes).
 
-        What was published before reaches only the earlier subscribers; the new ones get the
-        topic's retained messages first (up to ``retain`` per publisher), then what follows.
+        What was published before (on a total-order topic: even if still on its way to the
+        sequencer) reaches only the earlier subscribers; the new ones get the topic's retained
+        messages first (up to ``retain`` per publisher; on a total-order topic, the last
+        ``retain`` of its one stream), then what follows.
         """
         indices = self._indices(nodes)
         self._agree("subscribe", indices)

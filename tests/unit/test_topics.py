@@ -186,6 +186,18 @@ def test_close_hands_out_a_task_still_at_the_dispatcher() -> None:
     assert got == ["task"]
 
 
+def test_close_sends_on_a_group_message_still_at_the_sequencer() -> None:
+    """Before: a group message that reached its sequencer's rank and was not yet sent on when
+    close() came stayed there."""
+    a, b = two_ranks(nodes=4)
+    groups = [g.group(["node0", "node2", "node3"]) for g in (a, b)]
+    groups[1].send("to all", source="node1")
+    a.close()
+    b.close()
+    assert _queued(a) == {"node0": ["to all"], "node2": ["to all"]}
+    assert _queued(b) == {"node1": [], "node3": ["to all"]}
+
+
 def test_a_work_queue_spreads_tasks_and_ends_pull_loops() -> None:
     geode = Geode()
     queue = geode.work_queue("q", consumers=["node1", "node2"], producers=["node0"], prefetch=2)
