@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from geode_mpi.codec.header import ROUTE_TOPIC, Route
 from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_topic
@@ -21,6 +21,10 @@ from geode_mpi.transport import BroadcastStreams, require
 
 def _ignore(message: Message) -> None:
     """The run loop's handler of `WorkDone`: nothing to do."""
+
+
+def _unset(deadline: float | None) -> None:
+    raise RuntimeError("the Geode sets Channels.settle before any topic")
 
 
 def _both(first: Match, second: Match) -> Match:
@@ -50,6 +54,20 @@ class Channels:
         self.patterns: dict[Pattern, Subscription] = {}  # in the order first subscribed
         # receive(topic=<pattern>): the match, and how many topics existed when it was made
         self._pattern_matches: dict[Pattern, tuple[int, Match]] = {}
+        # Forward until nothing is on its way to a sequencer or dispatcher anywhere
+        # (collective; the Geode sets it to `Sequencer.settle`): before a total-order topic's
+        # membership changes, and as close() begins.
+        self.settle: Callable[[float | None], None] = _unset
+
+    @property
+    def forwarding(self) -> bool:
+        """True if messages of this job's topics or work queues travel to an owner that sends
+        them on (a total-order topic's sequencer, a work queue's dispatcher): the same on every
+        rank, since every rank creates every topic and queue."""
+        return bool(self.work_queues) or any(
+            topic.total_order and set(topic.publishers) != {topic.sequencer}
+            for topic in self.topics.values()
+        )
 
     def new_stream_number(self) -> int:
         """The next stream's number (beyond every node index)."""
@@ -91,7 +109,9 @@ class Channels:
         geode.agree(repr(arguments).encode(), f"topic {name!r}")
         wire = len(geode.names) + len(self.topics)
         joined = subs + self._pattern_subscribers(name, subs)
-        topic = Topic(geode, name, wire, pubs, joined, retain, chosen, self.new_stream_number)
+        topic = Topic(
+            geode, name, wire, pubs, joined, retain, chosen, self.new_stream_number, self.settle
+        )
         topic.named = set(subs)  # the others came through a pattern
         self.topics[name] = topic
         self.topics_by_wire[wire] = topic

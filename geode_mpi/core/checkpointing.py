@@ -174,28 +174,16 @@ class Checkpointer:
         return tree
 
     def _cut(self, deadline: float | None, timeout: float | None) -> None:
-        """Drain until nothing moves anywhere (a forward sends: drain again); every round
-        within what is left of the call's ``timeout``."""
-        engine = self.geode.engine
-        transport = self.geode.transport
+        """Drain until nothing moves anywhere (a forward sends: drain again), within what is
+        left of the call's ``timeout`` (`Sequencer.settle`)."""
         sequencer = self.sequencer
         assert sequencer is not None, "the Geode sets the sequencer before any checkpoint"
         if not self.geode.arrive(deadline):  # (a rank may still wait for a reply from here)
             raise self._late(timeout, "waiting for the other ranks to call it")
-        while True:
-            while engine.forwards:
-                engine.forward()
-            sequencer.resume()  # what a forward that raised left behind
-            engine.flush()
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise self._late(timeout, "in the drain: messages were still moving")
-            # Whether any rank has forwarding left rides on the drain's last collective.
-            try:
-                if not transport.drain(left, lambda: bool(engine.forwards) or sequencer.holding):
-                    return
-            except GeodeTimeoutError as exc:
-                raise self._late(timeout, f"in the drain ({exc})") from None
+        try:
+            sequencer.settle(deadline)
+        except GeodeTimeoutError as exc:
+            raise self._late(timeout, f"in the drain ({exc})") from None
 
     def _late(self, timeout: float | None, where: str) -> GeodeTimeoutError:
         return GeodeTimeoutError(

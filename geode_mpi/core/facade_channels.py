@@ -47,7 +47,8 @@ class ChannelCalls(Facade):
             publishers: the nodes that may publish on it.
             subscribers: the nodes that receive what is published (may include publishers).
             retain: keep each publisher's last ``retain`` messages, for nodes that subscribe
-                later: they get those first.
+                later: they get those first (total order: the topic's last ``retain``, in
+                its one order, whoever published them).
             total_order: every subscriber sees the messages of all publishers in one order
                 (they go through the ``sequencer``, default the first publisher); otherwise
                 each publisher's messages keep their order (one broadcast stream each).

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from geode_mpi.base.backoff import CLOSING_YIELD
 from geode_mpi.base.gate import locked
+from geode_mpi.base.logger import log
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.observe import finish_job, stop_watchdog
 from geode_mpi.core.registry import note_closed, unregister
@@ -58,6 +60,13 @@ class Lifecycle(Facade):
             if timeout is not None:
                 timeout = max(timeout - (time.monotonic() - started), 0.0)
         # ... every rank is here: the counts of what was sent are exchanged next.
+        if self._channels.forwarding:
+            started = time.monotonic()
+            self._settle(timeout)
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
+        elif runtime.engine.forwards:
+            self._forward_held()  # (a group's: its traffic is known to no other rank)
         runtime.engine.flush()  # acks and credits owed go out before the counts are taken
         if not runtime.finished:  # --stats / --trace, gathered while the transport still runs
             started = time.monotonic()
@@ -66,6 +75,8 @@ class Lifecycle(Facade):
             if gathered and timeout is not None:
                 timeout = max(timeout - (time.monotonic() - started), 0.0)
         runtime.transport.close(timeout)
+        if runtime.engine.forwards:
+            self._report_unforwarded()
         stop_watchdog(self._watchdog, free=True)
         runtime.engine.closed = True
         runtime.engine.path.cache.clear()  # its peers forget what they held from it alike
@@ -74,6 +85,47 @@ class Lifecycle(Facade):
         if self._checkpointer is not None:
             self._checkpointer.close()
         unregister(self)
+
+    def _settle(self, timeout: float | None) -> None:
+        """Forward what is still on its way to a sequencer or dispatcher (the count below
+        would let a message arrive there and stop, never sent on), serving meanwhile: it is
+        sent on, as it would have been had it arrived before close()."""
+        runtime = self._runtime
+        deadline = None if timeout is None else time.monotonic() + timeout
+        runtime.serving = True
+        try:
+            self._channels.settle(deadline)
+        except GeodeTimeoutError as exc:
+            raise GeodeTimeoutError(
+                f"close() on rank {self.rank} timed out after {timeout:g} s forwarding to "
+                f"topics' sequencers and work queues' dispatchers ({exc})"
+            ) from None
+        finally:
+            runtime.serving = False
+
+    def _forward_held(self) -> None:
+        """Send on what reached this rank's sequencer nodes and waits here (no collective):
+        the count below then carries it."""
+        runtime = self._runtime
+        runtime.serving = True
+        try:
+            while runtime.engine.forwards:
+                runtime.engine.forward()
+        finally:
+            runtime.serving = False
+
+    def _report_unforwarded(self) -> None:
+        """Say what reached a sequencer node during the count, too late to be sent on: a
+        group's (`Geode.group`), whose traffic no other rank knows of, so no rank settles it."""
+        names = self._runtime.names
+        held = Counter(names[index] for index, _ in self._runtime.engine.forwards)
+        log.warning(
+            "close() on rank %s: messages reached a group's sequencer while the job closed and "
+            "were never sent on to the group: %s (close() does not wait for a group's messages "
+            "to be sent on: receive them at a member first)",
+            self.rank,
+            "; ".join(f"{node}: {count}" for node, count in held.items()),
+        )
 
     def _serve_until_all_close(self, timeout: float | None) -> None:
         """Serve requests and hand out work-queue tasks until every rank is in close(): a rank

@@ -153,6 +153,7 @@ class Geode(
         self._channels = Channels(runtime, self._processor)  # its topics and work queues
         self._sequencer = Sequencer(runtime, self._channels.to_owner)
         runtime.engine.on_forward = self._sequencer.forward
+        self._channels.settle = self._sequencer.settle
         self._checkpointer: Checkpointer | None = None
         self.restored_state: dict[str, Any] | None = None
         directory = checkpoint_dir or os.environ.get("GEODE_CHECKPOINT_DIR") or None

@@ -8,6 +8,7 @@ sequencer's work of decoding and re-sending each message to every member.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from geode_mpi import codec
 from geode_mpi.base.gate import locked
 from geode_mpi.codec import header
-from geode_mpi.errors import DecodeError
+from geode_mpi.errors import DecodeError, GeodeTimeoutError
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
@@ -121,6 +122,31 @@ class Sequencer:
             )
         self._held.setdefault(channel, deque()).append((index, parcel, message))
         self.resume()
+
+    def settle(self, deadline: float | None) -> None:
+        """Collective (every rank calls it): forward until nothing is on its way to any rank's
+        sequencer or dispatcher, and what they sent on has reached its destination's queue.
+
+        Messages sent to a total-order topic's sequencer or a work queue's dispatcher travel
+        point-to-point first; a drain alone would leave the last of them at the owner, never
+        sent on. So: forward what is here, drain, and again while any rank had something to
+        forward (whether it did rides on the drain's last collective).
+
+        Raises:
+            GeodeTimeoutError: still moving at ``deadline`` (`time.monotonic`).
+        """
+        engine = self.geode.engine
+        transport = self.geode.transport
+        while True:
+            while engine.forwards:
+                engine.forward()
+            self.resume()  # what a forward that raised left behind
+            engine.flush()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise GeodeTimeoutError("messages were still moving")
+            if not transport.drain(left, lambda: bool(engine.forwards) or self.holding):
+                return
 
     def resume(self) -> None:
         """Send on what every channel not being sent on up the stack holds."""

@@ -108,8 +108,10 @@ class Topic:
         retain: int,
         sequencer: int | None,
         new_stream_number: Callable[[], int],
+        settle: Callable[[float | None], None],
     ) -> None:
         self._geode = geode
+        self._settle = settle  # `Sequencer.settle`
         self._gate = geode.gate  # its public calls hold it, as the Geode's do
         self.name = name
         self.wire = wire
@@ -285,8 +287,10 @@ class Topic:
     def subscribe(self, nodes: str | int | Iterable[str | int]) -> None:
         """Add subscribers (collective: every rank calls it with the same nodes).
 
-        What was published before reaches only the earlier subscribers; the new ones get the
-        topic's retained messages first (up to ``retain`` per publisher), then what follows.
+        What was published before (on a total-order topic: even if still on its way to the
+        sequencer) reaches only the earlier subscribers; the new ones get the topic's retained
+        messages first (up to ``retain`` per publisher; on a total-order topic, the last
+        ``retain`` of its one stream), then what follows.
         """
         indices = self._indices(nodes)
         self._agree("subscribe", indices)
@@ -329,6 +333,11 @@ class Topic:
 
     def _change(self, subscribers: tuple[int, ...], added: list[int]) -> None:
         geode = self._geode
+        sequencer = self._sequencer
+        if sequencer is not None and any(pub != sequencer for pub in self._publishers):
+            # Publishes still on their way to the sequencer were made before the change:
+            # sequenced on the old streams, for the old subscribers, before those end.
+            self._settle(None)
         rank_of = geode.placement.rank_of
         before = {rank_of(sub) for sub in self._subscribers}
         after = {rank_of(sub) for sub in subscribers}

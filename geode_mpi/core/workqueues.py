@@ -202,8 +202,9 @@ class WorkQueue:
         """A consumer took one of this queue's tasks: ask for the next one."""
         message.__dict__["work_queue"] = self.name
         message.__dict__["source"] = self.dispatcher
-        if not isinstance(message, WorkDone):
-            self._want(index)
+        geode = self._geode
+        if not isinstance(message, WorkDone) and (geode.serving or not geode.sealed):
+            self._want(index)  # (once closed, no dispatcher hands out anything more)
 
     def _want(self, consumer: int) -> None:
         self._geode.send(

@@ -105,7 +105,9 @@ class CollectiveSteps(MPIParts):
         tally = self._tally
         while True:
             self.flush()
-            mine = _NEWS if tally.tell(self.sent_to) else 0
+            tally.tell(self.sent_to)
+            # (news: told this round, or told before the drain, by `all_entered`)
+            mine = _NEWS if tally.news() else 0
             if pending is not None and pending():
                 mine |= _PENDING
             self._wait(tally.told_all, deadline, timeout, self._missing, "drain", TOGETHER_YIELD)

@@ -46,6 +46,9 @@ class Tally:
         self.expected: dict[int, int] = {}  # peer -> the highest total it told us
         self._short: set[int] = set()  # peers whose total may not have arrived in full yet
         self._sending: list[tuple[MPI.Request, array[int]]] = []
+        # Something was told since a drain's round last asked (`news`): also by a tell
+        # outside the drain (`all_entered` tells early), whose arrivals no round awaited yet.
+        self._news = False
 
     def tell(self, sent_to: Sequence[int]) -> bool:
         """Send each peer this rank sent anything new to since it last told it its new total.
@@ -57,11 +60,19 @@ class Tally:
         totals[self.rank] = self._told[self.rank]  # loopback: counted on delivery
         peers = list(compress(range(len(totals)), map(ne, totals, self._told)))
         self._told = totals
+        if peers:
+            self._news = True
         issend = self.comm.Issend
         for peer in peers:
             buffer = array("q", (totals[peer],))
             self._sending.append((issend([buffer, MPI.INT64_T], peer, TAG_COUNT), buffer))
         return bool(peers)
+
+    def news(self) -> bool:
+        """Whether any peer was told something since the last call: a drain's round that
+        says no while a count told before it is still arriving could end before it."""
+        news, self._news = self._news, False
+        return news
 
     def told_all(self) -> bool:
         """Whether every count sent so far was received (the sends were synchronous)."""

@@ -74,3 +74,56 @@ def test_close_with_topics_open_delivers_what_was_just_published() -> None:
         assert [item for item in got if isinstance(item, int)] == [0, 1, 2, 3, 4]
         (array,) = [item for item in got if isinstance(item, np.ndarray)]
         assert np.array_equal(array, np.arange(LARGE, dtype=np.float64))
+
+
+def _queued(geode: Geode, node: str) -> list[object]:
+    """Everything queued at ``node`` once closed (close() delivered all there is)."""
+    got = []
+    while (msg := geode.try_receive(node)) is not None:
+        got.append(("array", msg.origin) if isinstance(msg.data, np.ndarray) else msg.data)
+    return got
+
+
+def test_close_forwards_what_is_still_on_its_way_to_a_total_order_sequencer() -> None:
+    """node1 publishes a large array on a total-order topic whose sequencer is node0, then
+    every rank closes: the array reached node0's rank only inside close()'s count, and was
+    never sent on (1 rank: the embedded world, closed before anything forwarded it)."""
+    geode = Geode(nodes=four_or_more())
+    nodes = geode.nodes
+    votes = geode.topic("votes", nodes[:2], nodes[2:4], total_order=True)
+    votes.publish(np.ones(2**16), source=nodes[1])  # 512 KiB: frames of their own
+    votes.publish("small", source=nodes[1])
+    geode.close(timeout=TIMEOUT)
+    for node in geode.local_nodes:
+        want = [("array", nodes[1]), "small"] if node in nodes[2:4] else []
+        assert _queued(geode, node) == want, node
+
+
+def test_close_hands_out_a_task_still_on_its_way_to_the_dispatcher() -> None:
+    """node1 puts a task on a work queue whose dispatcher is node0, then every rank closes:
+    the task reaches a consumer's queue (before: it stopped at the dispatcher's rank)."""
+    geode = Geode(nodes=four_or_more())
+    nodes = geode.nodes
+    tasks = geode.work_queue("tasks", consumers=nodes[2:4], dispatcher=nodes[0])
+    tasks.put(np.ones(2**16), source=nodes[1])
+    geode.close(timeout=TIMEOUT)
+    held = 0
+    for node in geode.local_nodes:
+        while (task := geode.try_receive(node)) is not None:
+            assert node in nodes[2:4] and task.work_queue == "tasks" and task.data.sum() == 2**16
+            held += 1
+    assert sum(gather_ints(geode, held)) == 1
+
+
+def four_or_more() -> int:
+    """Four nodes, or one per rank: node0 and node1 on ranks of their own from 2 ranks on."""
+    with Geode() as probe:
+        return max(4, probe.size)
+
+
+def gather_ints(geode: Geode, value: int) -> list[int]:
+    if geode.size == 1:
+        return [value]
+    from mpi4py import MPI
+
+    return list(MPI.COMM_WORLD.allgather(value))

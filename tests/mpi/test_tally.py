@@ -66,3 +66,20 @@ def test_a_total_lower_than_one_heard_before_changes_nothing() -> None:
     assert tally.missing([0, 0, 6, 0]) == {2: 1}
     assert not tally.arrived([0, 0, 6, 0])
     assert tally.arrived([0, 0, 9, 0])
+
+
+def test_a_count_told_outside_a_drain_is_news_to_its_next_round() -> None:
+    """`all_entered` tells counts before a drain; the drain's first round told nothing new,
+    said so, and could end before what those counts covered arrived (a publish on its way to a
+    total-order topic's sequencer then went out after the membership change)."""
+    comm = MPI.COMM_WORLD.Dup()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    tally = Tally(comm, rank, size)
+    sent_to = [0] * size
+    if size > 1:
+        sent_to[(rank + 1) % size] = 2
+    one_round(tally, comm, sent_to)  # told outside the drain (all_entered does no more)
+    assert tally.news() == (size > 1)  # what the drain's round asks: this round's, or before
+    assert not tally.news()  # asked once
+    assert not one_round(tally, comm, sent_to) and not tally.news()
+    comm.Free()

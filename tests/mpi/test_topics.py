@@ -296,3 +296,33 @@ def test_a_publish_reaches_subscribers_that_wait_for_it_before_the_next_collecti
         if node in subscribers:
             assert drain(geode, node, 1)[0].data == 3
     geode.work_queue("after", consumers=nodes, producers=[nodes[0]])
+
+
+@pytest.mark.parametrize("change", ["subscribe", "unsubscribe"])
+def test_a_total_order_publish_before_a_membership_change_goes_to_the_old_subscribers(
+    change: str,
+) -> None:
+    """node1 publishes a large array through the sequencer node0 just before node3 joins
+    (or leaves): it is sequenced under the old membership, before what follows the change
+    (before: node3 got it after joining, or missed it after leaving, and node2 got it after
+    the sequencer's later publish)."""
+    with Geode() as probe:
+        count = max(4, probe.size)
+    geode = Geode(nodes=count)
+    nodes = geode.nodes
+    before = [nodes[2]] if change == "subscribe" else [nodes[2], nodes[3]]
+    votes = geode.topic("votes", nodes[:2], before, total_order=True)
+    votes.publish(np.ones(2**16), source=nodes[1])  # 512 KiB: frames of their own
+    getattr(votes, change)(nodes[3])
+    votes.publish("after", source=nodes[0])
+    geode.close(timeout=TIMEOUT)  # every message in flight is queued once it returns
+    for node in geode.local_nodes:
+        got = []
+        while (msg := geode.try_receive(node)) is not None:
+            got.append(msg.data if isinstance(msg.data, str) else ("array", msg.origin))
+        if node == nodes[2]:
+            assert got == [("array", nodes[1]), "after"]
+        elif node == nodes[3]:
+            assert got == (["after"] if change == "subscribe" else [("array", nodes[1])])
+        else:
+            assert got == []

@@ -12,6 +12,7 @@ from geode_mpi import (
     Message,
     QueueConfig,
     QueueFull,
+    Topic,
     UnknownNodeError,
     WorldMismatchError,
 )
@@ -134,6 +135,67 @@ def test_work_queue_mistakes_are_named() -> None:
         geode.work_queue("x", consumers=[])
     with pytest.raises(UnknownNodeError, match="node7"):
         geode.work_queue("x", consumers=["node7"])
+
+
+def _voting(subscribers: list[str]) -> tuple[tuple[Geode, Geode], list[Topic]]:
+    """Two simulated ranks of four nodes (node0, node2 on the first), a total-order topic
+    sequenced by node0, and node1's publish on its way to it (forwarded at node0's next
+    wait): nothing has forwarded it yet."""
+    ranks = two_ranks(nodes=4)
+    topics = [g.topic("v", ["node0", "node1"], subscribers, total_order=True) for g in ranks]
+    topics[1].publish("before", source="node1")
+    return ranks, topics
+
+
+def _queued(geode: Geode) -> dict[str, list[object]]:
+    return {
+        n: [m.data for m in iter(lambda n=n: geode.try_receive(n), None)] for n in geode.local_nodes
+    }
+
+
+def test_close_forwards_a_publish_still_at_the_sequencer() -> None:
+    """Before: close() never sent it on, and nobody got it, without a word."""
+    (a, b), _ = _voting(["node2", "node3"])
+    a.close()
+    b.close()
+    assert _queued(a) == {"node0": [], "node2": ["before"]}
+    assert _queued(b) == {"node1": [], "node3": ["before"]}
+
+
+@pytest.mark.parametrize("change", ["subscribe", "unsubscribe"])
+def test_a_publish_at_the_sequencer_goes_out_before_the_membership_changes(change: str) -> None:
+    """Before: forwarded after the change, to the new subscribers, after what the sequencer
+    published later."""
+    (a, b), topics = _voting(["node2"] if change == "subscribe" else ["node2", "node3"])
+    for topic in topics:
+        getattr(topic, change)("node3")
+    topics[0].publish("after", source="node0")
+    assert _queued(a) == {"node0": [], "node2": ["before", "after"]}
+    assert _queued(b) == {"node1": [], "node3": ["after"] if change == "subscribe" else ["before"]}
+
+
+def test_close_hands_out_a_task_still_at_the_dispatcher() -> None:
+    """Before: a put from another rank that reached the dispatcher as close() began stayed
+    there; now a consumer gets it (and taking it once closed asks for nothing more)."""
+    a, b = two_ranks(nodes=4)
+    queues = [g.work_queue("w", consumers=["node2", "node3"], dispatcher="node0") for g in (a, b)]
+    queues[1].put("task", source="node1")
+    a.close()
+    b.close()
+    got = [*_queued(a)["node2"], *_queued(b)["node3"]]
+    assert got == ["task"]
+
+
+def test_close_sends_on_a_group_message_still_at_the_sequencer() -> None:
+    """Before: a group message that reached its sequencer's rank and was not yet sent on when
+    close() came stayed there."""
+    a, b = two_ranks(nodes=4)
+    groups = [g.group(["node0", "node2", "node3"]) for g in (a, b)]
+    groups[1].send("to all", source="node1")
+    a.close()
+    b.close()
+    assert _queued(a) == {"node0": ["to all"], "node2": ["to all"]}
+    assert _queued(b) == {"node1": [], "node3": ["to all"]}
 
 
 def test_a_work_queue_spreads_tasks_and_ends_pull_loops() -> None:
