@@ -28,6 +28,7 @@ from geode_mpi.core.handles import ELSEWHERE, SendHandle
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.delivery.topics import TopicStream
+from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
@@ -338,6 +339,10 @@ class Topic:
             # Publishes still on their way to the sequencer were made before the change:
             # sequenced on the old streams, for the old subscribers, before those end.
             self._settle(None)
+            # Then every rank leaves the drain before any ends a stream: an end marker holds
+            # its member's queue until the stream reopens there, and a member still in the
+            # drain would wait for that queue for ever (Open MPI, 4 ranks: 1 launch in 3).
+            wait_for(geode.engine, geode.transport.all_entered(), None)
         rank_of = geode.placement.rank_of
         before = {rank_of(sub) for sub in self._subscribers}
         after = {rank_of(sub) for sub in subscribers}
