@@ -108,17 +108,25 @@ class Channels:
         arguments = (name, pubs, subs, retain, chosen)
         geode.agree(repr(arguments).encode(), f"topic {name!r}")
         wire = len(geode.names) + len(self.topics)
+        checkpointer = self.checkpointer
+        saved = None if checkpointer is None else checkpointer.topics.pop(name, None)
         joined = subs + self._pattern_subscribers(name, subs)
+        named = set(subs)  # the others came through a pattern
+        if saved is not None and saved["subscribers"] is not None:
+            # Restarted: the subscribers at the checkpoint, in their order (every rank read
+            # the same ones): those that subscribed later, and not those that had left (they
+            # would come back to a place in the stream whose messages never come); their
+            # pairs continue from the checkpoint.
+            joined = list(saved["subscribers"])
+            named = set(saved["named"] or ())
         topic = Topic(
             geode, name, wire, pubs, joined, retain, chosen, self.new_stream_number, self.settle
         )
-        topic.named = set(subs)  # the others came through a pattern
+        topic.named = named
         self.topics[name] = topic
         self.topics_by_wire[wire] = topic
-        checkpointer = self.checkpointer
-        if checkpointer is not None and name in checkpointer.topics:
-            streams = geode.engine.topics.of_topic(wire)
-            restore_topic(streams, checkpointer.topics.pop(name))
+        if saved is not None:
+            restore_topic(geode.engine.topics.of_topic(wire), saved)
         self.release_early()
         return topic
 
@@ -167,6 +175,23 @@ class Channels:
         return queue
 
     # -- pattern subscriptions -------------------------------------------------------------
+
+    def saved_patterns(self) -> list[tuple[str, bool, list[int]]]:
+        """The pattern subscriptions, as a checkpoint saves them."""
+        return [(p.text, p.prefix, list(s.members)) for p, s in self.patterns.items()]
+
+    def restore_patterns(self, saved: Iterable[tuple[str, bool, list[int]]]) -> None:
+        """Restarted: the pattern subscriptions at the checkpoint, before the job makes its
+        topics again (each then gets their nodes; subscribing them again changes nothing)."""
+        for text, prefix, members in saved:
+            wanted = Pattern(text, prefix)
+            subscription = self.patterns.get(wanted)
+            if subscription is None:
+                subscription = self.patterns[wanted] = Subscription(
+                    self._geode, wanted, self.topics
+                )
+            known = subscription.members
+            known += [i for i in members if i not in known]
 
     def subscribe(
         self, nodes: str | int | Iterable[str | int], pattern: str | None, prefix: str | None

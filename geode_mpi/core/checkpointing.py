@@ -36,6 +36,7 @@ from geode_mpi.core.restoring import (
 from geode_mpi.core.saved import (
     encode_node_state,
     encode_state,
+    pattern_state,
     queue_state,
     restore_queue,
     restore_topic,
@@ -87,12 +88,15 @@ class Checkpointer:
         # the Geode once its topics, work queues and sequencer exist.
         self.topics_made: Mapping[str, Topic] = {}
         self.queues_made: Mapping[int, WorkQueue] = {}
+        # the pattern subscriptions: (pattern, prefix?, member nodes), in the order made
+        self.patterns_made: Callable[[], list[tuple[str, bool, list[int]]]] = list
         self.sequencer: Sequencer | None = None
         self.close_geode: Callable[[float | None], None] = _cannot_close
         self.store = CheckpointStore(directory, keep, key_from_environment())
         self.epoch = 0  # the last checkpoint written or restored
         self.next_epoch: int | None = None  # the next one's number, once agreed
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
+        self.patterns: list[tuple[str, bool, list[int]]] = []  # restored pattern subscriptions
         self.queues: dict[str, Any] = {}  # restored work-queue state, likewise
         self.node_state: dict[int, Any] = {}  # restored per-node state, by node index
         self.every = every
@@ -119,6 +123,19 @@ class Checkpointer:
         """Collective: checkpoint if the policy says so on any rank (rank 0's clock for time),
         and after a SIGTERM checkpoint and exit; None when nothing was due."""
         geode = self.geode
+        if geode.sealed:
+            raise ClosedError("maybe_checkpoint")
+        timeout = check_timeout(timeout)
+        # One deadline for the whole call, as for checkpoint(): the vote, then the checkpoint.
+        # The vote is a blocking reduction: with a timeout every rank arrives first (an
+        # Ibarrier waited on, serving, within it); without, the vote alone (3x cheaper: 14 us
+        # a call at 2 ranks, not 44).
+        deadline = None
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            if not geode.arrive(deadline):
+                where = "waiting for the other ranks to call it"
+                raise self._late(timeout, where, "maybe_checkpoint")
         vote = _TERMINATED if TERMINATION.requested else 0
         if geode.rank == 0 and self.every is not None:
             vote |= _TIME_DUE if time.monotonic() - self.last_time >= self.every else 0
@@ -128,9 +145,9 @@ class Checkpointer:
         if not votes:
             return None
         if not votes & _TERMINATED:
-            return self.take(state, timeout, node_state)
+            return self.take(state, timeout, node_state, deadline)
         with TERMINATION.shielded():  # every rank is here: nothing to give up on
-            epoch = self.take(state, timeout, node_state)
+            epoch = self.take(state, timeout, node_state, deadline)
             if geode.rank == 0:
                 print(
                     f"geode_mpi: SIGTERM: checkpoint {epoch} written in {self.store.directory}; "
@@ -148,9 +165,11 @@ class Checkpointer:
         state: Mapping[str, Any] | None,
         timeout: float | None,
         node_state: NodeState | None = None,
+        deadline: float | None = None,
     ) -> int:
+        """Take a checkpoint within ``timeout`` (or by ``deadline``, `maybe`'s, when given)."""
         with TERMINATION.shielded():  # after a SIGTERM too: it may be the job's last
-            return self._take(state, timeout, node_state)
+            return self._take(state, timeout, node_state, deadline)
 
     def _node_states(self, node_state: NodeState | None) -> dict[str, Any]:
         """``node_state`` as a tree by node index, each node hosted on this rank."""
@@ -185,13 +204,19 @@ class Checkpointer:
         except GeodeTimeoutError as exc:
             raise self._late(timeout, f"in the drain ({exc})") from None
 
-    def _late(self, timeout: float | None, where: str) -> GeodeTimeoutError:
+    def _late(
+        self, timeout: float | None, where: str, call: str = "checkpoint"
+    ) -> GeodeTimeoutError:
         return GeodeTimeoutError(
-            f"checkpoint() on rank {self.geode.rank} timed out after {timeout:g} s {where}"
+            f"{call}() on rank {self.geode.rank} timed out after {timeout:g} s {where}"
         )
 
     def _take(
-        self, state: Mapping[str, Any] | None, timeout: float | None, node_state: NodeState | None
+        self,
+        state: Mapping[str, Any] | None,
+        timeout: float | None,
+        node_state: NodeState | None,
+        deadline: float | None,
     ) -> int:
         geode = self.geode
         if geode.sealed:
@@ -200,7 +225,8 @@ class Checkpointer:
         started = time.perf_counter()
         # One deadline for the whole call: the arrival, each round of the drain, the writes'
         # gather and broadcast.
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
         tree: dict[str, Any] = {
             "state": encode_state(state or {}),
             "node_state": self._node_states(node_state),
@@ -209,9 +235,14 @@ class Checkpointer:
         self._cut(deadline, timeout)
         drained = time.perf_counter()
         tree["engine"] = capture(engine)
-        tree["geode"] = JsonValue({"counters": {str(k): v for k, v in geode.counter.items()}})
+        tree["geode"] = JsonValue(
+            {
+                "counters": {str(k): v for k, v in geode.counter.items()},
+                "patterns": pattern_state(self.patterns_made()),
+            }
+        )
         tree["topics"] = {
-            topic.name: topic_state(engine.topics.of_topic(topic.wire))
+            topic.name: topic_state(engine.topics.of_topic(topic.wire), topic.named)
             for topic in self.topics_made.values()
         }
         tree["queues"] = {queue.name: queue_state(queue) for queue in self.queues_made.values()}
@@ -363,6 +394,7 @@ class Checkpointer:
         name_restored_topics(chosen, geode.engine)
         geode.counter.update(chosen.counters)
         self.topics = chosen.topics
+        self.patterns = chosen.patterns
         self.queues = chosen.queues
         self.node_state = chosen.node_state
         self.epoch = chosen.epoch

@@ -61,8 +61,9 @@ class Checkpoints(Facade):
         passed on rank 0, or ``checkpoint_every_messages`` were sent on some rank, since the last
         checkpoint, or when any rank got SIGTERM (a batch system's time limit): then the
         checkpoint is the last one, the Geode closes, and the job exits with status 0 (restart
-        it with ``--restart``). Costs one small collective when nothing is due. Arguments as
-        for `checkpoint`.
+        it with ``--restart``). Costs one small collective when nothing is due (two with a
+        ``timeout``, which bounds the wait for the other ranks too). Arguments as for
+        `checkpoint`.
 
         Returns:
             The new checkpoint's epoch, or None when none was due.

@@ -170,11 +170,13 @@ class Geode(
             )
             checkpointer.topics_made = self._channels.topics
             checkpointer.queues_made = self._channels.work_queues
+            checkpointer.patterns_made = self._channels.saved_patterns
             checkpointer.sequencer = self._sequencer
             checkpointer.close_geode = self.close
             self._checkpointer = self._channels.checkpointer = checkpointer
             if restart:
                 self.restored_state = checkpointer.restore()
+                self._channels.restore_patterns(checkpointer.patterns)
         elif restart:
             raise ValueError("restart needs a checkpoint_dir (or GEODE_CHECKPOINT_DIR)")
         TRACER.start(self.rank, self.size, names)

@@ -30,6 +30,7 @@ from geode_mpi.core.saved import (
     decode_node_state,
     decode_state,
     index_key,
+    load_patterns,
     load_queue,
     load_topic,
     mapping,
@@ -79,6 +80,7 @@ class Loaded(Record):
         "state",
         "node_state",
         "stream_topics",
+        "patterns",
     )
 
     def __init__(self, epoch: int, engine: Restored) -> None:
@@ -91,6 +93,8 @@ class Loaded(Record):
         self.node_state: dict[int, Any] = {}
         # (topic name, publisher node) by stream number (the saved roots)
         self.stream_topics: dict[int, tuple[str, int]] = {}
+        # the pattern subscriptions: (pattern, prefix?, member nodes), the same in every file
+        self.patterns: list[tuple[str, bool, list[int]]] = []
 
 
 def plan(store: CheckpointStore, epoch: int, names: tuple[str, ...], size: int) -> list[Part]:
@@ -165,7 +169,9 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
             for name, state in topics.items():
                 for number, publisher in (state["roots"] or {}).items():
                     loaded.stream_topics[number] = (name, publisher)
-            counters = mapping(mapping(tree.get("geode"), "geode").get("counters"), "counters")
+            saved_geode = mapping(tree.get("geode"), "geode")
+            loaded.patterns = load_patterns(saved_geode.get("patterns"))
+            counters = mapping(saved_geode.get("counters"), "counters")
             for key, value in counters.items():
                 index = index_key(key, "counters")
                 if index in hosted or not replaced:
@@ -242,7 +248,9 @@ def _take_over(
     queue gets an entry, so that a queue is never started afresh (its consumers' requests are
     in its dispatcher's state, wherever that is)."""
     for name, state in topics.items():
-        mine = loaded.topics.setdefault(name, {"next_seq": {}, "retained": {}})
+        # its subscribers: the same in every old rank's file
+        every = {"subscribers": state.get("subscribers"), "named": state.get("named")}
+        mine = loaded.topics.setdefault(name, {"next_seq": {}, "retained": {}, **every})
         for number, root in state["roots"].items():
             if root in moved:
                 mine["next_seq"][number] = state["next_seq"].get(number, 0)

@@ -4,7 +4,7 @@ state, topics and work queues (each value checked on the way back)."""
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
@@ -108,11 +108,14 @@ def index_key(key: str, what: str) -> int:
 # -- topics and work queues ----------------------------------------------------------------
 
 
-def topic_state(streams: Sequence[TopicStream]) -> dict[str, Any]:
-    """A topic's state as a tree: each stream's publisher (its root node, so that a restart
-    on another number of ranks knows which rank takes the stream over), numbering and
-    retained messages."""
+def topic_state(streams: Sequence[TopicStream], named: Iterable[int]) -> dict[str, Any]:
+    """A topic's state as a tree: its subscribers (in order, the same on each of its streams;
+    ``named``: those subscribed by name, not through a pattern), each stream's publisher (its
+    root node, so that a restart on another number of ranks knows which rank takes the stream
+    over), numbering and retained messages."""
     return {
+        "subscribers": JsonValue(list(streams[0].subscribers)),
+        "named": JsonValue(sorted(named)),
         "roots": JsonValue({str(stream.number): stream.publisher for stream in streams}),
         "next_seq": JsonValue({str(stream.number): stream.next_seq for stream in streams}),
         "retained": {
@@ -123,12 +126,15 @@ def topic_state(streams: Sequence[TopicStream]) -> dict[str, Any]:
 
 def load_topic(state: Any) -> dict[str, Any]:
     """A topic's saved state, checked: what `restore_topic` takes. ``roots`` (stream number
-    to publisher node) is None in a checkpoint written before they were saved."""
+    to publisher node), ``subscribers`` and ``named`` are None in a checkpoint written before
+    they were saved."""
     state = mapping(state, "topic")
     next_seq = mapping(state.get("next_seq"), "topic/next_seq")
     retained = mapping(state.get("retained"), "topic/retained")
     roots = state.get("roots")
     return {
+        "subscribers": indices(state.get("subscribers"), "topic/subscribers"),
+        "named": indices(state.get("named"), "topic/named"),
         "roots": None if roots is None else numbered(roots, "topic/roots"),
         "next_seq": numbered(next_seq, "topic/next_seq"),
         "retained": {index_key(key, "retained"): unpack_messages(r) for key, r in retained.items()},
@@ -138,6 +144,47 @@ def load_topic(state: Any) -> dict[str, Any]:
 def numbered(tree: Any, what: str) -> dict[int, int]:
     """A mapping of numbers to counts (node indices, seqs), checked."""
     return {index_key(key, what): count(value) for key, value in mapping(tree, what).items()}
+
+
+def indices(tree: Any, what: str) -> list[int] | None:
+    """A list of node indices, checked (None stays None: not saved)."""
+    if tree is None:
+        return None
+    if not isinstance(tree, list):
+        raise CheckpointError(f"{what}: expected a list of node indices, got {tree!r}")
+    return [count(value) for value in tree]
+
+
+def pattern_state(patterns: Iterable[tuple[str, bool, Sequence[int]]]) -> list[Any]:
+    """The pattern subscriptions as a JSON value: (pattern, prefix?, member nodes), in the
+    order they were first made."""
+    return [[text, prefix, list(members)] for text, prefix, members in patterns]
+
+
+def load_patterns(tree: Any) -> list[tuple[str, bool, list[int]]]:
+    """Back from `pattern_state` (an empty list in a checkpoint written before they were
+    saved).
+
+    Raises:
+        CheckpointError: the tree is not what `pattern_state` makes.
+    """
+    if tree is None:
+        return []
+    if not isinstance(tree, list):
+        raise CheckpointError(f"geode/patterns: expected a list, got {tree!r}")
+    found = []
+    for entry in tree:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not isinstance(entry[0], str)
+            or not entry[0]
+            or not isinstance(entry[1], bool)
+        ):
+            raise CheckpointError(f"geode/patterns: {entry!r} is not [pattern, prefix, nodes]")
+        members = indices(entry[2], "geode/patterns")
+        found.append((entry[0], entry[1], members or []))
+    return found
 
 
 def restore_topic(streams: Sequence[TopicStream], state: Mapping[str, Any]) -> None:

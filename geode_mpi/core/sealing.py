@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from geode_mpi.base.logger import log
 from geode_mpi.persistence import CheckpointError, CheckpointStore
 from geode_mpi.persistence.rankfile import RankFile, Syncing
 
@@ -106,6 +107,9 @@ def _seal(
         store.commit_manifest(epoch)
     except OSError as exc:
         return f"rank 0: the manifest: {exc}", 0, []
-    pruned = store.prunable()
-    store.unseal(pruned)
+    try:
+        pruned = store.unseal(store.prunable())
+    except OSError as exc:  # listing the directory: the checkpoint just made stands anyway
+        log.warning("old checkpoints in %s not removed: %s", store.directory, exc)
+        pruned = []
     return None, sum(file.size for file in files if not isinstance(file, str)), pruned

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from geode_mpi.base.logger import log
 from geode_mpi.base.record import Record
 from geode_mpi.codec.header import VERSION as CODEC_VERSION
 from geode_mpi.persistence.manifest import (
@@ -155,7 +156,13 @@ class CheckpointStore:
         Raises:
             CheckpointError: another job holds the lock (named by host, pid and SLURM job).
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise CheckpointError(
+                f"checkpoint_dir {str(self.directory)!r} is not a directory (a file is in the "
+                "way): give the job a directory, or a path that does not exist yet"
+            ) from None
         handle = open(self.directory / LOCK, "a+", encoding="utf-8")  # noqa: SIM115
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -290,19 +297,35 @@ class CheckpointStore:
             if epoch not in keep and epoch < newest
         ]
 
-    def unseal(self, epochs: list[int]) -> None:
+    def unseal(self, epochs: list[int]) -> list[int]:
         """Rank 0's part of pruning ``epochs`` (from `prunable`) with every rank: a sealed one
         loses its manifest (so that it is never a checkpoint with files missing), one that is
         no longer sealed is removed with what is left in it; each rank removes its own files
-        (`remove_rank_file`), in parallel, instead of rank 0 removing P files alone."""
+        (`remove_rank_file`), in parallel, instead of rank 0 removing P files alone.
+
+        Returns:
+            The epochs unsealed, whose files the ranks may remove. One whose manifest cannot
+            be removed (any OSError) is left as it is, with a warning: removing an old
+            checkpoint never fails the one just made.
+        """
+        import shutil  # see the lock
+
+        unsealed = []
         for epoch in epochs:
             path = self.epoch_path(epoch)
+            manifest = path / MANIFEST
             try:
-                (path / MANIFEST).unlink()
+                manifest.unlink()
             except FileNotFoundError:
-                import shutil  # see the lock
-
                 shutil.rmtree(path, ignore_errors=True)
+            except OSError as exc:
+                if manifest.is_dir():  # not a manifest (damage): nothing sealed there
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    log.warning("old checkpoint %s left in place: %s", path, exc)
+                    continue
+            unsealed.append(epoch)
+        return unsealed
 
     def remove_rank_file(self, epoch: int, rank: int, ranks: int) -> None:
         """Remove ``rank``'s file of ``epoch``, if a job of ``ranks`` left one there."""
@@ -323,7 +346,7 @@ class CheckpointStore:
                 epoch = int(entry.name[len("epoch-") :])
             except ValueError:
                 continue
-            if not complete_only or (entry / MANIFEST).exists():
+            if not complete_only or (entry / MANIFEST).is_file():
                 found.append(epoch)
         return sorted(found, reverse=True)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geode_mpi import Geode, Message
+from geode_mpi import Geode, Message, ReceiveTimeout
 from geode_mpi.persistence import CheckpointError
 from geode_mpi.persistence import store as store_module
 
@@ -116,6 +116,73 @@ def test_topic_messages_in_flight_are_in_the_checkpoint(directory: Path) -> None
         assert [int(msg.data[0]) for msg in got] == list(range(7))
         assert [msg.seq for msg in got] == list(range(7))
         assert second.stats(node).duplicates == 0
+    second.close(timeout=TIMEOUT)
+
+
+def test_subscribers_added_later_are_in_the_checkpoint(directory: Path) -> None:
+    """A subscriber added by ``subscribe`` (or a pattern) before the checkpoint got nothing
+    after the restart: only the ``topic()`` arguments of the restarted job were its members."""
+    first = Geode(4, checkpoint_dir=directory)
+    news = first.topic("news", publishers=["node0"], subscribers=["node1"], retain=2)
+    for k in range(3):
+        news.publish(k, source="node0")
+    news.subscribe("node2")  # the retained 1 and 2 first
+    first.subscribe("node3", "ne*")  # likewise, through a pattern
+    news.publish(3, source="node0")
+    wanted = {"node1": [0, 1, 2, 3], "node2": [1, 2, 3], "node3": [1, 2, 3]}
+    taken = {"node1": 4, "node2": 2, "node3": 0}  # the rest stays queued in the checkpoint
+    got: dict[str, list[int]] = {}
+    for node in first.local_nodes:
+        count = taken.get(node, 0)
+        got[node] = [first.receive(node, topic="news", timeout=TIMEOUT).data for _ in range(count)]
+    first.checkpoint(node_state=got, timeout=TIMEOUT)
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(4, checkpoint_dir=directory, restart=True)
+    again = second.topic("news", publishers=["node0"], subscribers=["node1"], retain=2)
+    assert again.subscribers == ("node1", "node2", "node3")
+    later = second.topic("nest", publishers=["node0"], subscribers=[])  # the pattern's, too
+    assert later.subscribers == ("node3",)
+    again.subscribe("node2")  # a job that subscribes again: nothing changes
+    assert second.subscribe("node3", "ne*").nodes == ("node3",)
+    again.publish(4, source="node0")
+    for node in second.local_nodes:
+        if node == "node0":
+            continue
+        seen = list(second.restored_node_state(node))
+        while len(seen) < len(wanted[node]) + 1:
+            seen.append(second.receive(node, topic="news", timeout=TIMEOUT).data)
+        assert seen == [*wanted[node], 4], node
+        with pytest.raises(ReceiveTimeout):
+            second.receive(node, topic="news", timeout=0.2)
+        assert second.stats(node).duplicates == 0
+    second.close(timeout=TIMEOUT)
+
+
+def test_a_subscriber_that_left_before_the_checkpoint_stays_out(directory: Path) -> None:
+    """The membership is the checkpoint's, not the creation's: a node that unsubscribed
+    before the checkpoint is not a subscriber after the restart though ``topic()`` names it
+    (it came back to a place in the stream whose messages never come: nothing arrived)."""
+    first = Geode(3, checkpoint_dir=directory)
+    news = first.topic("news", publishers=["node0"], subscribers=["node1", "node2"])
+    news.publish(0, source="node0")
+    news.unsubscribe("node2")
+    news.publish(1, source="node0")
+    for node in first.local_nodes:
+        count = {"node1": 2, "node2": 1}.get(node, 0)
+        assert [first.receive(node, timeout=TIMEOUT).data for _ in range(count)] == [0, 1][:count]
+    first.checkpoint(timeout=TIMEOUT)
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(3, checkpoint_dir=directory, restart=True)
+    again = second.topic("news", publishers=["node0"], subscribers=["node1", "node2"])
+    assert again.subscribers == ("node1",)
+    again.subscribe("node2")  # back, as a job would: from here on
+    again.publish(2, source="node0")
+    for node in second.local_nodes:
+        if node != "node0":
+            assert second.receive(node, topic="news", timeout=TIMEOUT).data == 2, node
+            assert second.try_receive(node) is None
     second.close(timeout=TIMEOUT)
 
 

@@ -3,6 +3,7 @@ before anything is read, with a fallback to the previous complete checkpoint."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,52 @@ def test_maybe_checkpoint_follows_the_policy(
         assert geode.maybe_checkpoint() is None
     with pytest.raises(ValueError, match="maybe_checkpoint\\(\\) needs Geode\\(checkpoint_dir"):
         Geode().maybe_checkpoint()
+
+
+def test_an_old_checkpoint_that_cannot_be_removed_never_fails_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Removing an epoch no longer kept raised from checkpoint() once the new one was sealed:
+    IsADirectoryError for a manifest.json that is a directory (which also counted as sealed),
+    any other OSError likewise."""
+    from geode_mpi import Geode
+
+    with Geode(checkpoint_dir=tmp_path, keep_checkpoints=2) as geode:
+        assert [geode.checkpoint(state={"k": k}) for k in range(2)] == [1, 2]
+        manifest = tmp_path / "epoch-000001" / "manifest.json"
+        manifest.unlink()
+        manifest.mkdir()  # damage: no manifest there, nothing sealed
+        store = CheckpointStore(tmp_path)
+        assert store.epochs() == [2]
+        assert geode.checkpoint(state={"k": 2}) == 3
+        assert not (tmp_path / "epoch-000001").exists()
+        real_unlink = Path.unlink
+
+        def refused(path: Path, missing_ok: bool = False) -> None:
+            if path.name == "manifest.json":
+                raise PermissionError(13, "Permission denied", str(path))
+            real_unlink(path, missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", refused)
+        with caplog.at_level(logging.WARNING, logger="geode_mpi"):
+            assert geode.checkpoint(state={"k": 3}) == 4
+        monkeypatch.undo()
+        kept = tmp_path / "epoch-000002"
+        assert f"old checkpoint {kept} left in place: [Errno 13] Permission denied" in caplog.text
+        assert store.epochs() == [4, 3, 2]  # left whole: its files too
+        assert sorted(p.name for p in kept.iterdir()) == ["manifest.json", "rank-0000.h5"]
+        assert geode.checkpoint(state={"k": 4}) == 5  # and removed at the next one
+        assert store.epochs() == [5, 4]
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
+    from geode_mpi import Geode
+
+    path = tmp_path / "ck"
+    path.write_text("x")
+    with pytest.raises(CheckpointError) as raised:
+        Geode(checkpoint_dir=path)
+    assert str(raised.value) == (
+        f"checkpoint_dir {str(path)!r} is not a directory (a file is in the way): give the job "
+        "a directory, or a path that does not exist yet"
+    )
