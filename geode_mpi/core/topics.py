@@ -333,16 +333,31 @@ class Topic:
         return [placement.index(node, "subscriber") for node in nodes]
 
     def _change(self, subscribers: tuple[int, ...], added: list[int]) -> None:
-        geode = self._geode
         sequencer = self._sequencer
-        if sequencer is not None and any(pub != sequencer for pub in self._publishers):
-            # Publishes still on their way to the sequencer were made before the change:
-            # sequenced on the old streams, for the old subscribers, before those end.
-            self._settle(None)
-            # Then every rank leaves the drain before any ends a stream: an end marker holds
-            # its member's queue until the stream reopens there, and a member still in the
-            # drain would wait for that queue for ever (Open MPI, 4 ranks: 1 launch in 3).
-            wait_for(geode.engine, geode.transport.all_entered(), None)
+        if sequencer is None or all(pub == sequencer for pub in self._publishers):
+            self._change_streams(subscribers, added)
+            return
+        # Publishes still on their way to the sequencer were made before the change:
+        # sequenced on the old streams, for the old subscribers, before those end.
+        self._settle(None)
+        # What reaches the sequencer from here on was published after the change (its
+        # publisher left the call): held until the new streams are open. And every rank
+        # leaves the drain before any ends a stream: an end marker holds its member's queue
+        # until the stream reopens there, and a member still in the drain would wait for
+        # that queue for ever (Open MPI, 4 ranks: 1 launch in 3).
+        engine = self._geode.engine
+        engine.forwards_held = True
+        try:
+            wait_for(engine, self._geode.transport.all_entered(), None)
+            self._change_streams(subscribers, added)
+        finally:
+            engine.forwards_held = False
+        engine.forward()
+
+    def _change_streams(self, subscribers: tuple[int, ...], added: list[int]) -> None:
+        """End the streams, change the subscribers, open the new streams, replay the
+        retained messages for the new subscribers (collective)."""
+        geode = self._geode
         rank_of = geode.placement.rank_of
         before = {rank_of(sub) for sub in self._subscribers}
         after = {rank_of(sub) for sub in subscribers}

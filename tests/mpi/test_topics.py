@@ -329,3 +329,36 @@ def test_a_total_order_publish_before_a_membership_change_goes_to_the_old_subscr
             assert got == (["after"] if change == "subscribe" else [("array", nodes[1])])
         else:
             assert got == []
+
+
+def test_total_order_publishes_follow_the_membership_of_their_moment() -> None:
+    """A non-sequencer publishes two messages, then a node joins or leaves, alternately: each
+    message reaches exactly the subscribers of the moment it was published (the sequencer,
+    still inside the change, forwarded the next round's messages on the old streams: 4 of 12
+    launches at 4 ranks)."""
+    with Geode() as probe:
+        size = probe.size
+    if size < 3:
+        pytest.skip("needs three ranks: publisher, sequencer and a joining node apart")
+    geode = Geode(nodes=2 * size)
+    nodes = geode.nodes
+    mover = nodes[-1]  # on the last rank
+    votes = geode.topic("moving", nodes[:2], [nodes[2]], total_order=True, sequencer=nodes[1])
+    expected: dict[str, list[str]] = {nodes[2]: [], mover: []}
+    inside = False
+    for step in range(30):
+        for k in range(2):
+            tag = f"{step}.{k}"
+            expected[nodes[2]].append(tag)
+            if inside:
+                expected[mover].append(tag)
+            votes.publish(tag, source=nodes[0])
+        (votes.unsubscribe if inside else votes.subscribe)(mover)
+        inside = not inside
+    geode.close(timeout=TIMEOUT)
+    for node, wanted in expected.items():
+        if geode.hosts(node):
+            got = []
+            while (msg := geode.try_receive(node)) is not None:
+                got.append(msg.data)
+            assert got == wanted, node
