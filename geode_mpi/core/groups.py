@@ -138,7 +138,7 @@ class Sequencer:
         engine = self.geode.engine
         transport = self.geode.transport
         while True:
-            while engine.forwards and not engine.forwards_held:
+            while engine.forwards:
                 engine.forward()
             self.resume()  # what a forward that raised left behind
             engine.flush()

@@ -31,7 +31,7 @@ from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
-from geode_mpi.queues import Match
+from geode_mpi.queues import Match, Parcel
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
@@ -346,12 +346,14 @@ class Topic:
         # until the stream reopens there, and a member still in the drain would wait for
         # that queue for ever (Open MPI, 4 ranks: 1 launch in 3).
         engine = self._geode.engine
-        engine.forwards_held = True
+        held: list[tuple[int, Parcel]] = []
+        forward, engine.on_forward = engine.on_forward, lambda *item: held.append(item)
         try:
             wait_for(engine, self._geode.transport.all_entered(), None)
             self._change_streams(subscribers, added)
         finally:
-            engine.forwards_held = False
+            engine.on_forward = forward
+            engine.forwards.extendleft(reversed(held))  # (first, in their order)
         engine.forward()
 
     def _change_streams(self, subscribers: tuple[int, ...], added: list[int]) -> None:

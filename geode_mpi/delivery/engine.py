@@ -98,9 +98,6 @@ class Engine(Arriving, Taking, Credits, Acks, Streams, Polling, Express):
         # what forwards them (outside the transport's sink, where sending may wait).
         self.forwards: deque[tuple[int, Parcel]] = deque()
         self.on_forward: Callable[[int, Parcel], None] | None = None
-        # While a total-order topic's membership changes (`Topic._change`): what reaches a
-        # sequencer then was published after the change, and waits for the new streams.
-        self.forwards_held = False
         # Local nodes where a message whose sender waits for its processing arrived, and what
         # serves them (the Geode's handlers) whenever this rank waits.
         self.waited: set[int] = set()

@@ -76,7 +76,6 @@ class EngineState:
         on_wave: Callable[[int, int, int, int, int], None] | None
         forwards: deque[tuple[int, Parcel]]
         on_forward: Callable[[int, Parcel], None] | None
-        forwards_held: bool
         waited: set[int]
         on_waited: Callable[[], None] | None
         path: SendPath

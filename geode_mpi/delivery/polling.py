@@ -74,7 +74,7 @@ class Polling(Failures):
     def forward(self) -> None:
         """Hand each message waiting at a sequencer to the forwarder (`on_forward`), in arrival
         order; the forwarder counts each one done with `forwarded` once it has sent it on."""
-        while self.forwards and self.on_forward is not None and not self.forwards_held:
+        while self.forwards and self.on_forward is not None:
             index, parcel = self.forwards.popleft()
             try:
                 self.on_forward(index, parcel)
@@ -105,7 +105,7 @@ class Polling(Failures):
         """What a waiting rank does for the others: forward what a sequencer holds, serve the
         requests whose senders wait (except at the nodes in ``leave``: their waiter handles
         them), resend what is due. True if it forwarded (a forward may land here)."""
-        forwarded = bool(self.forwards) and not self.forwards_held
+        forwarded = bool(self.forwards)
         if forwarded:
             self.forward()
         waited = self.waited
