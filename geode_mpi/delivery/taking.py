@@ -181,8 +181,8 @@ class Taking(Credits):
         record, as a range); None if a plain take would not take it (something held back,
         ranked or private: `take_plain` then decides)."""
         inbox = cursor.inbox  # (`take_next` and `PairIn.done_now` inline: once a message)
-        if not inbox.in_order:
-            return None
+        if inbox.ranked or inbox.held_back or inbox.private:  # (`Inbox.in_order`, inline:
+            return None  # 28 against 69 ns, once a message)
         built = cursor.built
         if built is None:  # (its first take: every message built in one pass)
             built = cursor.build()

@@ -109,7 +109,8 @@ class Inbox:
     @property
     def in_order(self) -> bool:
         """Whether a plain take (no filter, no key) takes the queue's head: nothing queued
-        with a priority or ttl, held back, or private to another filter."""
+        with a priority or ttl, held back, or private to another filter. (A take once a
+        message tests the three inline: a property call costs 69 ns against 28.)"""
         return not (self.ranked or self.held_back or self.private)
 
     @property
@@ -227,7 +228,7 @@ class Inbox:
         if not items:
             return None
         if self.bundles:
-            if match is key is None and self.in_order:
+            if match is key is None and not (self.ranked or self.held_back or self.private):
                 head = items[0].frames  # (the plain take: a bundle at the head gives its next)
                 if isinstance(head, Bundle):
                     return head.parcel(take_next(self, head))
