@@ -16,7 +16,7 @@ from geode_mpi.codec.header import (
     qos_route,
 )
 from geode_mpi.codec.records import control_payload, encode_control, is_control, track
-from geode_mpi.codec.wire import Peek, Stamp, encode, make_stamp, peek
+from geode_mpi.codec.wire import Peek, Stamp, class_name_of, encode, make_stamp, peek
 
 __all__ = [
     "FLAG_QOS",
@@ -31,6 +31,7 @@ __all__ = [
     "Route",
     "Stamp",
     "Track",
+    "class_name_of",
     "control_payload",
     "decode",
     "encode",

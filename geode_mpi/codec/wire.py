@@ -355,6 +355,22 @@ def peek(meta: bytes | memoryview) -> Peek:
     return _tuple_new(Peek, (stamp, name, kind, flags, body, n_data, data_len))
 
 
+def class_name_of(meta: bytes | memoryview) -> str:
+    """The wire name of an encoded message's class, as `peek` gives it, read without the rest
+    of the header when its name was met before (a type filter's test of each queued message).
+
+    Raises:
+        DecodeError: as `peek`.
+    """
+    if len(meta) < HEAD_SIZE or meta[0] != VERSION:
+        return peek(meta).class_name  # (it says what is wrong)
+    end = HEAD_SIZE + (meta[header.NAME_LEN_AT] | meta[header.NAME_LEN_AT + 1] << 8)
+    if end == HEAD_SIZE:
+        return BASE_NAME
+    name = _names.get(bytes(meta[HEAD_SIZE:end]))
+    return peek(meta).class_name if name is None else name
+
+
 _tuple_new = tuple.__new__
 # Adler-32, not CRC-32: 53 against 168 ns for a 73-byte pickle (a small dict) here, on each side
 _checksum = zlib.adler32

@@ -15,8 +15,6 @@ from geode_mpi.queues import Key, Match, Parcel
 
 TypeFilter = type[Message] | str | None
 _TOPIC = codec.FLAG_TOPIC
-_HEAD_SIZE, _NAME_LEN_AT, _VERSION = header.SIZE, header.NAME_LEN_AT, header.VERSION
-_KNOWN_MAX = 1024  # class names a type filter keeps
 
 
 def matcher(source: int | None, type_filter: TypeFilter) -> Match | None:
@@ -61,24 +59,13 @@ def type_label(type_filter: TypeFilter) -> str | None:
 
 
 def _by_class_name(test: Callable[[str], bool]) -> Match:
-    """A match of parcels whose class's wire name passes ``test`` (False where the class
-    cannot be resolved here). The wire name is kept by the header's class-name bytes, read
-    without `codec.peek` (which reads the whole header); ``test`` runs on every parcel, since
-    what a name resolves to may change (a job script's class defined again)."""
-    names: dict[bytes, str] = {}
+    """A match of parcels whose class's wire name (`codec.class_name_of`: the name bytes,
+    looked up, not the whole header) passes ``test``; False where the class cannot be
+    resolved here. ``test`` runs on every parcel, since what a name resolves to may change (a
+    job script's class defined again)."""
 
     def check(parcel: Parcel) -> bool:
-        meta = parcel.meta
-        if len(meta) >= _HEAD_SIZE and meta[0] == _VERSION:
-            end = _HEAD_SIZE + (meta[_NAME_LEN_AT] | meta[_NAME_LEN_AT + 1] << 8)
-            key = bytes(meta[_HEAD_SIZE:end])
-            wire_name = names.get(key)
-            if wire_name is None:
-                wire_name = codec.peek(meta).class_name
-                if len(names) < _KNOWN_MAX:
-                    names[key] = wire_name
-        else:
-            wire_name = codec.peek(meta).class_name  # (it says what is wrong with the meta)
+        wire_name = codec.class_name_of(parcel.meta)
         try:
             return test(wire_name)
         except DecodeError:  # not importable here
