@@ -15,8 +15,10 @@ from geode_mpi.codec.header import (
     Track,
     qos_route,
 )
+from geode_mpi.codec.peeking import class_name_of, make_stamp, peek
 from geode_mpi.codec.records import control_payload, encode_control, is_control, track
-from geode_mpi.codec.wire import Peek, Stamp, class_name_of, encode, make_stamp, peek
+from geode_mpi.codec.wire import encode
+from geode_mpi.codec.wire_parts import Peek, Stamp
 
 __all__ = [
     "FLAG_QOS",

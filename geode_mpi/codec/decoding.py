@@ -1,6 +1,6 @@
 """The general decode: any Message class, route, rest section (headers, attributes),
 compressed frames; and its shortcut for an array, or a dict holding arrays, of any class
-(the plain Message's fast path is `wire.decode_plain`)."""
+and the plain Message's fast path (`decode_plain`)."""
 
 from __future__ import annotations
 
@@ -25,20 +25,15 @@ from geode_mpi.codec.header import (
     ROUTE_QOS,
     VERSION,
 )
+from geode_mpi.codec.peeking import peek
+from geode_mpi.codec.plain import plain_message
 from geode_mpi.codec.wire import (
-    _ARRAY_KINDS,
-    _MESSAGE_KINDS,
-    _NAME_ONLY,
-    _NOT_PLAIN,
     _PICKLED_KINDS,
-    _PLAIN_KINDS,
     HEAD_SIZE,
     _checksum,
     _checksum_error,
     _sections_checksum,
-    decode_plain,
     length_error,
-    peek,
     pickled_checksum,
 )
 from geode_mpi.codec.wire_parts import Peek, _names, _new_name, _slot_names, _state
@@ -47,6 +42,12 @@ from geode_mpi.message import Message
 
 if TYPE_CHECKING:  # numpy is imported by whoever sends arrays, or to decode one (arrays.py)
     import numpy as np
+
+_PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
+_MESSAGE_KINDS = frozenset((KIND_PICKLE, KIND_ARRAY, KIND_SMALL_ARRAY, KIND_TEXT, KIND_ARRAY_DICT))
+_ARRAY_KINDS = (KIND_ARRAY, KIND_ARRAY_DICT)
+_NAME_ONLY = 1 << 16  # `lengths` below this: a class name, no route section
+_NOT_PLAIN = FLAG_REST | FLAG_COMPRESSED  # decode's fast path takes neither
 
 _LEAD = header.LEAD
 _REPLY_CHECK = struct.Struct("<48xqI")  # reply_to and the checksum (header.py has the offsets)
@@ -292,3 +293,48 @@ def decode(
         raise
     except Exception as exc:  # anything the bytes made numpy, pickle or the class raise
         raise decode_error(short_name(wire_name), mid, src, exc) from exc
+
+
+def decode_plain(
+    meta: bytes | bytearray | memoryview,
+    frames: Sequence[np.ndarray[Any, Any]],
+    names: Sequence[str],
+    owned: bool,
+    head: tuple[Any, ...],
+) -> Message:
+    """`decode` of a plain Message (no class name, route or rest section, not compressed; its
+    data a pickle without arrays, a text, a small array in meta, or one array in its frame),
+    from the header its caller read and checked (``head``: `header.LEAD`'s fields): without
+    the general machinery, and without reading the header again.
+
+    Raises:
+        DecodeError: the data section is damaged or does not decode.
+    """
+    lead, mid, seq, ts, src, dst, _, _, data_len, reply_to, crc = head
+    kind = lead >> 8 & 0xFF
+    if HEAD_SIZE + data_len != len(meta):  # (a damaged length field would cut the data short)
+        raise length_error(mid, src, data_len, len(meta))
+    data: Any
+    try:
+        if kind == KIND_TEXT:  # (the commonest small message first)
+            data = str(meta[HEAD_SIZE : HEAD_SIZE + data_len], "utf-8")
+        else:  # (a small array in a whole bytearray taken for good is a view of it)
+            view = memoryview(meta) if isinstance(meta, bytearray) else meta
+            if kind == KIND_PICKLE:
+                section = view[HEAD_SIZE : HEAD_SIZE + data_len]
+                if _checksum(section) != crc:
+                    raise _checksum_error(mid, src)
+                data = pickle.loads(section)
+            elif kind == KIND_ARRAY:
+                dtype, shape, fortran, _ = read_descriptor(view, HEAD_SIZE, HEAD_SIZE + data_len)
+                data = rebuild_array(frames[0], dtype, shape, fortran)
+            else:
+                data = small_array(view, HEAD_SIZE, HEAD_SIZE + data_len, owned)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(
+            f"cannot decode a Message message {mid} from node index {src}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return plain_message(data, mid, seq, ts, src, dst, reply_to, names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from geode_mpi.codec import header
 from geode_mpi.codec.header import KIND_CONTROL, VERSION, Track
-from geode_mpi.codec.wire import _HEAD, HEAD_SIZE, _tuple_new, peek
+from geode_mpi.codec.peeking import _HEAD, HEAD_SIZE, _tuple_new, peek
 
 _track_fields = header.track_fields
 

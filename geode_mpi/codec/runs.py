@@ -23,8 +23,10 @@ from typing import Any, NamedTuple
 from geode_mpi.codec import header
 from geode_mpi.codec.classes import BASE_NAME, class_name, resolve
 from geode_mpi.codec.header import KIND_RUN, PLAIN, ROUTE_AT, SENDER_FLAGS, SIZE, VERSION
+from geode_mpi.codec.peeking import peek
 from geode_mpi.codec.pickling import ATOMIC
-from geode_mpi.codec.wire import Stamp, encode, peek
+from geode_mpi.codec.wire import encode
+from geode_mpi.codec.wire_parts import Stamp
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import RESERVED, Message
 

@@ -19,13 +19,9 @@ from geode_mpi.codec import arrays, header, maps, pickling
 from geode_mpi.codec.arrays import (
     array_frame,
     is_raw_array,
-    read_descriptor,
-    rebuild_array,
-    small_array,
 )
-from geode_mpi.codec.classes import BASE_NAME, class_name
+from geode_mpi.codec.classes import class_name
 from geode_mpi.codec.header import (
-    FLAG_COMPRESSED,
     FLAG_REST,
     KIND_ARRAY,
     KIND_ARRAY_DICT,
@@ -37,13 +33,10 @@ from geode_mpi.codec.header import (
     VERSION,
     Route,
 )
-from geode_mpi.codec.plain import plain_message
 from geode_mpi.codec.wire_parts import Peek as Peek
 from geode_mpi.codec.wire_parts import Stamp as Stamp
 from geode_mpi.codec.wire_parts import (
     _first_unpicklable,
-    _names,
-    _new_name,
     _remember_template,
     _slot_names,
     _templates,
@@ -327,50 +320,6 @@ def _split_dict(
     return b"".join((head, name, section)), frames
 
 
-def peek(meta: bytes | memoryview) -> Peek:
-    """Read the stamp and class name of an encoded message.
-
-    Raises:
-        DecodeError: the bytes are not a message of a known codec version.
-    """
-    # The version first: another version's header may be shorter than this one's.
-    if len(meta) and meta[0] != VERSION:
-        raise DecodeError(
-            f"message codec version {meta[0]} is not supported (this geode_mpi speaks {VERSION}): "
-            "are all ranks running the same geode_mpi?"
-        )
-    if len(meta) < HEAD_SIZE:
-        raise DecodeError(
-            f"message meta is {len(meta)} bytes, shorter than the {HEAD_SIZE}-byte header"
-        )
-    _, kind, flags, _, mid, seq, ts, src, dst, name_len, route_len, n_data, data_len, _, _, _ = (
-        _HEAD.unpack_from(meta, 0)
-    )
-    body = HEAD_SIZE + name_len + route_len
-    name = _names.get(bytes(meta[HEAD_SIZE : HEAD_SIZE + name_len])) if name_len else BASE_NAME
-    if name is None:
-        name = _new_name(meta, HEAD_SIZE + name_len, body, mid, src)
-    # tuple.__new__ builds a NamedTuple without its Python-level __new__ (0.25 us each).
-    stamp = _tuple_new(Stamp, (mid, seq, ts, src, dst))
-    return _tuple_new(Peek, (stamp, name, kind, flags, body, n_data, data_len))
-
-
-def class_name_of(meta: bytes | memoryview) -> str:
-    """The wire name of an encoded message's class, as `peek` gives it, read without the rest
-    of the header when its name was met before (a type filter's test of each queued message).
-
-    Raises:
-        DecodeError: as `peek`.
-    """
-    if len(meta) < HEAD_SIZE or meta[0] != VERSION:
-        return peek(meta).class_name  # (it says what is wrong)
-    end = HEAD_SIZE + (meta[header.NAME_LEN_AT] | meta[header.NAME_LEN_AT + 1] << 8)
-    if end == HEAD_SIZE:
-        return BASE_NAME
-    name = _names.get(bytes(meta[HEAD_SIZE:end]))
-    return peek(meta).class_name if name is None else name
-
-
 _tuple_new = tuple.__new__
 # Adler-32, not CRC-32: 53 against 168 ns for a 73-byte pickle (a small dict) here, on each side
 _checksum = zlib.adler32
@@ -421,62 +370,7 @@ def plain_pickle(data: Any) -> bytes | None:
     return section
 
 
-_PLAIN_KINDS = (KIND_PICKLE, KIND_TEXT, KIND_SMALL_ARRAY)
 _PICKLED_KINDS = (KIND_PICKLE, KIND_ARRAY_DICT)  # data sections the checksum covers
-_MESSAGE_KINDS = frozenset((KIND_PICKLE, KIND_ARRAY, KIND_SMALL_ARRAY, KIND_TEXT, KIND_ARRAY_DICT))
-_ARRAY_KINDS = (KIND_ARRAY, KIND_ARRAY_DICT)
-_NAME_ONLY = 1 << 16  # `lengths` below this: a class name, no route section
-_NOT_PLAIN = FLAG_REST | FLAG_COMPRESSED  # decode's fast path takes neither
 
 
 _U32_MAX = 2**32 - 1
-
-
-def make_stamp(id: int, seq: int, timestamp: float, source: int, dest: int) -> Stamp:
-    """A Stamp, built the fast way (senders make one per message)."""
-    return _tuple_new(Stamp, (id, seq, timestamp, source, dest))
-
-
-def decode_plain(
-    meta: bytes | bytearray | memoryview,
-    frames: Sequence[np.ndarray[Any, Any]],
-    names: Sequence[str],
-    owned: bool,
-    head: tuple[Any, ...],
-) -> Message:
-    """`decode` of a plain Message (no class name, route or rest section, not compressed; its
-    data a pickle without arrays, a text, a small array in meta, or one array in its frame),
-    from the header its caller read and checked (``head``: `header.LEAD`'s fields): without
-    the general machinery, and without reading the header again.
-
-    Raises:
-        DecodeError: the data section is damaged or does not decode.
-    """
-    lead, mid, seq, ts, src, dst, _, _, data_len, reply_to, crc = head
-    kind = lead >> 8 & 0xFF
-    if HEAD_SIZE + data_len != len(meta):  # (a damaged length field would cut the data short)
-        raise length_error(mid, src, data_len, len(meta))
-    data: Any
-    try:
-        if kind == KIND_TEXT:  # (the commonest small message first)
-            data = str(meta[HEAD_SIZE : HEAD_SIZE + data_len], "utf-8")
-        else:  # (a small array in a whole bytearray taken for good is a view of it)
-            view = memoryview(meta) if isinstance(meta, bytearray) else meta
-            if kind == KIND_PICKLE:
-                section = view[HEAD_SIZE : HEAD_SIZE + data_len]
-                if _checksum(section) != crc:
-                    raise _checksum_error(mid, src)
-                data = pickle.loads(section)
-            elif kind == KIND_ARRAY:
-                dtype, shape, fortran, _ = read_descriptor(view, HEAD_SIZE, HEAD_SIZE + data_len)
-                data = rebuild_array(frames[0], dtype, shape, fortran)
-            else:
-                data = small_array(view, HEAD_SIZE, HEAD_SIZE + data_len, owned)
-    except DecodeError:
-        raise
-    except Exception as exc:
-        raise DecodeError(
-            f"cannot decode a Message message {mid} from node index {src}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    return plain_message(data, mid, seq, ts, src, dst, reply_to, names)

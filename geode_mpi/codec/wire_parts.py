@@ -1,4 +1,4 @@
-"""What encoding, peeking and decoding share (codec/wire.py, decoding.py): a message's Stamp
+"""What encoding, peeking and decoding share (wire.py, peeking.py, decoding.py): a message's Stamp
 and Peek, the class names read from meta and the wire names and templates of classes sent (all
 remembered), a class's slot names, a received message's __dict__, and the first header or
 attribute that does not pickle."""

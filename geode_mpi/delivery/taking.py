@@ -11,8 +11,8 @@ from geode_mpi import codec
 from geode_mpi.base.gate import other_threads
 from geode_mpi.codec import header
 from geode_mpi.codec.decoding import decode_named as _decode_named
+from geode_mpi.codec.decoding import decode_plain as _decode_plain
 from geode_mpi.codec.plain import plain_message as _plain_message
-from geode_mpi.codec.wire import decode_plain as _decode_plain
 from geode_mpi.delivery.credits import Credits
 from geode_mpi.delivery.engine_state import (
     _FLAG_TRACKED,
