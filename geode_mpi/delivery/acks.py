@@ -50,8 +50,8 @@ class Acks(EngineState):
 
     def _flush_pair(self, key: tuple[int, int], pair: PairIn, again: bool = False) -> None:
         self._due.discard(key)
-        if not pair.ack_due and not pair.owed and not again:
-            return
+        if (not pair.ack_due and not pair.owed and not again) or self.closed:
+            return  # (after close: a message taken then is acked to nobody, its sender closed)
         source, dest = key
         acked = []
         low, high = pair.acked_below, pair.done_below
