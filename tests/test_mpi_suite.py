@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from mpirun import ROOT, clean_env, load_slack, mpiexec, mpirun, python
@@ -79,6 +80,7 @@ def test_exception_on_one_rank_ends_the_job_within_10_s(ranks: int) -> None:
     assert _ended_after_failing(result.stderr) < 10 * load_slack(), result.explain()
     assert f"[rank 2/{ranks} node2] ValueError: failing on purpose on rank 2" in result.stderr
     assert f"[rank 2/{ranks} node2] Traceback (most recent call last):" in result.stderr
+    _assert_no_segment_left(result.stderr)
 
 
 def test_sys_exit_on_one_rank_gives_its_status() -> None:
@@ -86,6 +88,16 @@ def test_sys_exit_on_one_rank_gives_its_status() -> None:
     assert result.returncode == 3, result.explain()
     assert _ended_after_failing(result.stderr) < 10 * load_slack(), result.explain()
     assert "sys.exit(3)" in result.stderr
+    _assert_no_segment_left(result.stderr)
+
+
+def _assert_no_segment_left(stderr: str) -> None:
+    """The shared-memory segments the failing rank had mapped (tests/scripts/fail_rank.py) are
+    gone from /dev/shm: MPICH leaves them there after an abort, a few MiB of RAM each until
+    the machine restarts."""
+    found = re.search(r"shared segments: (.*)", stderr)
+    left = [path for path in found.group(1).split() if Path(path).exists()] if found else []
+    assert not left, f"left in /dev/shm after the abort: {left}"
 
 
 def _ended_after_failing(stderr: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -35,10 +36,28 @@ def abort_world(code: int, quiet: bool = False) -> None:
     time.sleep(OUTPUT_GRACE)
     if quiet:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+    _unlink_segments()
     try:
         MPI.COMM_WORLD.Abort(code)
     finally:
         os._exit(code)
+
+
+def _unlink_segments() -> None:
+    """Remove the MPI library's shared-memory files this rank has mapped: MPICH unlinks them
+    at `MPI_Finalize`, and leaves them in /dev/shm after an abort (a few MiB of RAM each until
+    the machine restarts). Every rank of the node maps them; their mappings stay valid."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if _SEGMENTS in line}
+    except OSError:  # (not Linux)
+        return
+    for path in paths:  # (another rank may be first, or the path " (deleted)" already)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+_SEGMENTS = "/dev/shm/mpich_shm_"
 
 
 def install_abort_hook(rank: int, size: int) -> None:
