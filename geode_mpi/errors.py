@@ -206,6 +206,32 @@ class Terminated(GeodeError, InterruptedError):
         )
 
 
+class HandlerError(GeodeError, RuntimeError):
+    """A request failed for good where it was handled, so no reply can come: its handler
+    raised on every attempt (or there is none, or the request could not be decoded there)
+    and the request went to that node's dead letters. `Geode.request` raises it at once."""
+
+    def __init__(
+        self,
+        node: str,
+        request_id: int,
+        type_name: str,
+        error_type: str,
+        error: str,
+        attempts: int,
+    ) -> None:
+        self.node = node  # the node the request was sent to (its dead letters hold it)
+        self.request_id = request_id
+        self.type_name = type_name  # the request's class name
+        self.error_type = error_type  # the class name of what the handler raised
+        self.error = error  # its text
+        self.attempts = attempts
+        super().__init__(
+            f"request {request_id} ({type_name}) failed on {node} after {attempts} "
+            f"attempt(s): {error_type}: {error} (it is in {node}'s dead letters)"
+        )
+
+
 class ThreadError(GeodeError, RuntimeError):
     """A call that one Geode runs in one thread at a time was made from a second thread."""
 

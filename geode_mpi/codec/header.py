@@ -60,6 +60,9 @@ PRIORITY_MIN = -(2**31)
 PRIORITY_MAX = 2**31 - 1
 
 NO_REPLY = -1
+# reply_to of a request (`Geode.request`): its sender waits for a reply, so a receiver whose
+# handler fails for good tells it (`geode_mpi.core.processing`). Ids are >= 0.
+REQUEST = -2
 
 HEAD = struct.Struct("<BBBBqQdIIHHIIqII")
 SIZE = HEAD.size

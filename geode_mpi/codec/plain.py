@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from geode_mpi.codec.header import NO_REPLY
 from geode_mpi.message import Message
 
 _new_message = object.__new__
@@ -31,6 +30,6 @@ def plain_message(
     message.timestamp = ts
     message.source = names[src] if src < count else str(src)
     message.dest = names[dst] if dst < count else str(dst)
-    if reply_to != NO_REPLY:
+    if reply_to >= 0:  # (not NO_REPLY, nor a request's REQUEST)
         message.reply_to = reply_to
     return message

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from geode_mpi.codec import header, pickling
 from geode_mpi.codec.classes import short_name
-from geode_mpi.codec.header import NO_REPLY
 from geode_mpi.errors import DecodeError
 
 if TYPE_CHECKING:  # numpy is imported by whoever sends arrays, or to decode one (arrays.py)
@@ -104,7 +103,7 @@ def _state(
         "source": names[src] if src < count else str(src),
         "dest": names[dst] if dst < count else str(dst),
     }
-    if reply_to != NO_REPLY:
+    if reply_to >= 0:  # (not NO_REPLY, nor a request's REQUEST)
         state["reply_to"] = reply_to
     return state
 

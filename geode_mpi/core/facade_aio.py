@@ -12,7 +12,7 @@ from geode_mpi.core import aio
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.filters import TypeFilter, order_key
 from geode_mpi.core.handles import SendHandle
-from geode_mpi.core.processing import Stop
+from geode_mpi.core.processing import RequestFailed, Stop
 from geode_mpi.core.runtime import FIRST_SPIN
 from geode_mpi.core.topics import Topic
 from geode_mpi.errors import SendTimeout, check_timeout
@@ -20,6 +20,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
 _NO_REPLY = codec.NO_REPLY
+_REQUEST = codec.REQUEST
 
 
 class Asyncio(Facade):
@@ -138,6 +139,7 @@ class Asyncio(Facade):
 
         Raises:
             ReceiveTimeout: no reply within ``timeout`` seconds.
+            HandlerError: dest's handler failed for good (as for `request`).
             NodeNotLocalError: another rank hosts ``source``.
         """
         runtime = self._runtime
@@ -145,7 +147,7 @@ class Asyncio(Facade):
         deadline = aio.deadline_of(timeout)
         src = runtime.local_index(source, "arequest")
         handle = aio.locked(
-            runtime, runtime.send, message, src, dest, True, timeout, _NO_REPLY, 0, False
+            runtime, runtime.send, message, src, dest, True, timeout, _REQUEST, 0, False
         )
         wanted = handle.id
         assert wanted is not None, "a request's source is local: this rank sent it"
@@ -162,7 +164,10 @@ class Asyncio(Facade):
         finally:
             awaited.discard(wanted)
         if found is not None:
-            return aio.locked(runtime, runtime.deliver, src, found)
+            reply = aio.locked(runtime, runtime.deliver, src, found)
+            if isinstance(reply, RequestFailed):
+                raise reply.error()
+            return reply
         runtime.check_open("arequest")
         raise self._no_reply(handle, timeout, True)
 

@@ -10,11 +10,12 @@ from geode_mpi import codec
 from geode_mpi.base.gate import locked
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.groups import Group
-from geode_mpi.core.processing import Handler, HandlerKey, RunSummary, Stop
+from geode_mpi.core.processing import Handler, HandlerKey, RequestFailed, RunSummary, Stop
 from geode_mpi.errors import check_timeout
 from geode_mpi.message import Message
 
 _NO_REPLY = codec.NO_REPLY
+_REQUEST = codec.REQUEST
 
 
 class Processing(Facade):
@@ -26,9 +27,13 @@ class Processing(Facade):
         """Register the decorated function as the handler of messages of ``type``.
 
         ``run()`` calls it with each such message (of that class or a subclass, unless a more
-        specific handler exists); a return value other than None is sent back to the message's
-        source as a reply. A handler that raises fails the delivery: the message is delivered
-        again after a back-off, then goes to the dead letters.
+        specific handler exists: the handler of the nearest class in the message's MRO wins,
+        whether Geode-wide or for the node; for one class, the node's own beats the Geode-wide
+        one). A return value other than None is sent back to the message's source as a reply;
+        a request (`request`) gets one in any case, None too, unless the handler called
+        `reply` itself. A handler that raises fails the delivery: the message is delivered
+        again after a back-off, then goes to the dead letters (and a request's requester gets
+        a `HandlerError`).
 
         Args:
             type: a Message subclass, or a class name.
@@ -58,18 +63,30 @@ class Processing(Facade):
         arrives (`stop`), after ``timeout`` seconds, or (``quiescent``, the default when neither
         count nor until is given) when the whole job is quiescent: no node anywhere has a
         message to process and none is in flight. Waiting for quiescence is collective: every
-        rank calls run().
+        rank calls run(). In a one-process world with no other thread, a ``count`` that cannot
+        be reached ends it as soon as nothing is left to process (reason "quiescent"), since
+        nothing can arrive any more (``receive()`` raises at once there).
 
         Args:
             node: serve only this local node (default: every node this rank hosts).
-            count: stop after this many messages (handled or failed).
+            count: stop after this many messages (handled or failed): an int >= 1.
             until: stop once this returns True (checked after each round).
             timeout: stop after this many seconds.
             quiescent: stop when the job is quiescent.
 
         Returns:
             A RunSummary: messages processed, failures, replies, dead letters, why it ended.
+
+        Raises:
+            TypeError: ``count`` is not an int.
+            ValueError: ``count`` is less than 1, or ``timeout`` is negative.
+            ThreadError: another thread is inside run().
         """
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise TypeError(f"count must be an int >= 1 or None, got {count!r}")
+            if count < 1:
+                raise ValueError(f"count must be >= 1 (None: no limit), got {count}")
         self._processor.check_runner()  # at once, not after waiting for the lock
         return self._runtime.serialised(self._run, node, count, until, timeout, quiescent)
 
@@ -95,6 +112,7 @@ class Processing(Facade):
     def reply(self, request: Message, value: Any, *, timeout: float | None = None) -> None:
         """Send ``value`` back to the sender of a received ``request`` as its reply."""
         self._runtime.reply(request, value, timeout, False)
+        self._processor.replied(request)
 
     @locked
     def request(
@@ -106,7 +124,11 @@ class Processing(Facade):
         timeout: float | None = None,
     ) -> Message:
         """Send ``message`` to ``dest`` and return its reply: what dest's handler returned, of
-        the type it returned (a Message subclass instance arrives as that class).
+        the type it returned (a Message subclass instance arrives as that class); a handler
+        that returns None (and does not call `reply` itself) answers with a Message of None.
+        A handler that fails for good (it raised on every attempt, or dest has none for the
+        request's type in its run loop) answers with the failure: this raises `HandlerError`
+        as soon as the request goes to dest's dead letters.
 
         The handler runs on the rank that hosts ``dest``, whatever that rank is doing in
         geode_mpi: a rank waiting in any call (a request of its own, receive, a send with
@@ -125,6 +147,7 @@ class Processing(Facade):
 
         Raises:
             ReceiveTimeout: no reply within ``timeout`` seconds.
+            HandlerError: dest's handler failed for good (its type, text and attempts).
             NodeNotLocalError: another rank hosts ``source`` (guard the call with
                 ``geode.hosts(source)``, or leave ``source`` out).
         """
@@ -132,13 +155,16 @@ class Processing(Facade):
         deadline = None if timeout is None else time.monotonic() + timeout
         src = self._runtime.local_index(source, "request")
         # Sent as waited for: its node's rank serves it in whatever wait it is in.
-        handle = self._runtime.send(message, src, dest, True, timeout, _NO_REPLY, 0, False)
+        handle = self._runtime.send(message, src, dest, True, timeout, _REQUEST, 0, False)
         wanted = handle.id
         assert wanted is not None, "a request's source is local: this rank sent it"
         dst = self._runtime.placement.index(handle.dest)
         found = self._processor.await_reply(src, dst, wanted, deadline)
         if found is not None:
-            return self._runtime.deliver(src, found)
+            reply = self._runtime.deliver(src, found)
+            if isinstance(reply, RequestFailed):
+                raise reply.error()
+            return reply
         raise self._no_reply(handle, timeout, self._transport.delivers_later)
 
     def group(self, members: Sequence[str | int], *, sequencer: str | int | None = None) -> Group:

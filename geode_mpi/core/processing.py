@@ -3,6 +3,9 @@
 `Geode.run` takes each message from the node queues it serves, calls the handler registered
 for its type, sends the handler's return value back to the sender as a reply, and acks the
 message; a handler that raises makes it a failed delivery (retried, then dead-lettered).
+A request is always answered: a handler's None is a reply of None (unless the handler replied
+itself), and a request dead-lettered here is answered with a `RequestFailed`, which the
+requester's `request()` raises as a `HandlerError`.
 The loop ends on a count, a predicate, a `Stop` message, a timeout, or, by default, when the
 whole job is quiescent: no rank has a message to process and none is in flight.
 
@@ -21,11 +24,12 @@ from geode_mpi import codec
 from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.base.logger import log
 from geode_mpi.base.record import Record
+from geode_mpi.codec.header import message_id
 from geode_mpi.core.quiescence import Quiescence
 from geode_mpi.delivery import Acknowledger
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import IDLE, WORKED, Marker, Wait
-from geode_mpi.errors import DecodeError, ThreadError
+from geode_mpi.errors import DecodeError, HandlerError, ThreadError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
@@ -35,11 +39,20 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Message], Any]
 _WAITED = codec.FLAG_WAITED
+_REQUEST = codec.REQUEST
 HandlerKey = type[Message] | str
 
 
 class Stop(Message):
     """Ends the `Geode.run` loop of the node it is sent to (see `Geode.stop`)."""
+
+
+class RequestFailed(Message):
+    """The answer to a request that went to the dead letters where it was handled: its data
+    is what `HandlerError` says (a dict of its arguments); `request()` raises that error."""
+
+    def error(self) -> HandlerError:
+        return HandlerError(**self.data)
 
 
 class RunSummary(Record):
@@ -91,6 +104,9 @@ class Processor:
         # replies in the queue for it.
         self.awaited: set[int] = set()
         self._not_awaited: Match = lambda parcel: parcel.reply_to not in self.awaited
+        # Ids of the requests whose handler runs and has not replied by hand (`replied`):
+        # the handler's return value answers them, None too.
+        self.answering: set[int] = set()
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -102,15 +118,17 @@ class Processor:
         self.handlers.setdefault(node, {})[key] = handler
 
     def find(self, index: int, cls: type[Message]) -> Handler | None:
-        """The handler for a message of class ``cls`` on node ``index``: the node's own
-        handlers first, then the Geode-wide ones; the most specific class wins."""
-        for table in (self.handlers.get(index), self.handlers.get(None)):
-            if not table:
-                continue
-            for klass in cls.__mro__:
-                found = table.get(klass) or table.get(klass.__name__)
-                if found is not None:
-                    return found
+        """The handler for a message of class ``cls`` on node ``index``: the most specific
+        class wins (a Geode-wide handler for ``cls`` beats node ``index``'s own for a base
+        class of it); for one class, the node's own handler beats the Geode-wide one."""
+        own = self.handlers.get(index)
+        shared = self.handlers.get(None)
+        for klass in cls.__mro__:
+            for table in (own, shared):
+                if table:
+                    found = table.get(klass) or table.get(klass.__name__)
+                    if found is not None:
+                        return found
         return None
 
     def handles(self, index: int, parcel: Parcel) -> bool:
@@ -136,6 +154,8 @@ class Processor:
             engine.dead_letter(index, parcel, exc, parcel.attempts + 1)
             summary.dead_letters += 1
             log.warning("%s: dead letter (cannot decode): %s", geode.names[index], exc)
+            if parcel.reply_to == _REQUEST:
+                self.refuse(index, parcel, message_id(parcel.meta), "a message", exc)
             return
         if isinstance(message, Stop):
             receipt.ack()
@@ -151,13 +171,20 @@ class Processor:
             engine.dead_letter(index, parcel, error, parcel.attempts + 1)
             summary.dead_letters += 1
             log.warning("%s: dead letter: %s", geode.names[index], error)
+            if parcel.reply_to == _REQUEST:
+                self.refuse(index, parcel, message_id(parcel.meta), message.type, error)
             return
         dead_before = engine.stats[index].dead_letters
         begun = now_us() if TRACER.on else 0.0
+        request = parcel.reply_to == _REQUEST
+        mid = -1  # a request's id, for `answering`
+        if request:
+            mid = message_id(parcel.meta)
+            self.answering.add(mid)
         try:
             # Without the lock while other threads exist: they may use the Geode meanwhile.
             result = geode.gate.unlocked(handler, message) if other_threads() else handler(message)
-            if result is not None:
+            if result is not None or (request and mid in self.answering):
                 geode.reply(message, result, None, True)
                 summary.replies += 1
         except Exception as exc:
@@ -176,11 +203,47 @@ class Processor:
                     type(exc).__name__,
                     exc,
                 )
+                if request and mid in self.answering:  # (not if it replied by hand)
+                    self.refuse(index, parcel, mid, message.type, exc)
             return
+        finally:
+            if request:
+                self.answering.discard(mid)
         receipt.ack()
         summary.processed += 1
         if begun:
             trace_receive(index, message, f"handle {message.type}", begun)
+
+    def replied(self, request: Message) -> None:
+        """``request`` was answered by hand (`Geode.reply`): its handler's None is no reply."""
+        self.answering.discard(request.id)
+
+    def refuse(
+        self,
+        index: int,
+        parcel: Parcel,
+        mid: int,
+        type_name: str,
+        error: BaseException,
+    ) -> None:
+        """Answer a request that node ``index`` dead-lettered with a `RequestFailed`, so that
+        its requester raises `HandlerError` instead of waiting for a reply that cannot come."""
+        geode = self.geode
+        node = geode.names[index]
+        failure = RequestFailed(
+            {
+                "node": node,
+                "request_id": mid,
+                "type_name": type_name,
+                "error_type": type(error).__name__,
+                "error": str(error),
+                "attempts": parcel.attempts + 1,
+            }
+        )
+        try:
+            geode.send(failure, index, parcel.source, False, None, mid, 0, False)
+        except Exception as exc:  # (closing, say): the dead letter and its warning stay
+            log.warning("%s: could not tell the requester of %s: %s", node, mid, exc)
 
     def step(
         self,
@@ -256,7 +319,6 @@ class Processor:
         other nodes keep processing with their handlers; None if it did not come."""
         geode = self.geode
         engine = geode.engine
-        transport = geode.transport
 
         def is_reply(parcel: Parcel) -> bool:
             return parcel.reply_to == wanted and parcel.source == dst
@@ -277,15 +339,18 @@ class Processor:
             worked = self.step(others, summary, handled_only=True) if others else 0
             return WORKED if worked else IDLE
 
-        def alone() -> bool:  # one process, nothing left to process: no reply can come
-            return not (transport.delivers_later or senders_may_run())
-
         started = time.perf_counter()
         try:
-            return Wait(engine, deadline, started, poll=True).until(look, alone)
+            return Wait(engine, deadline, started, poll=True).until(look, self.alone)
         finally:
             self.awaited.discard(wanted)
             geode.waited(src, started, "wait: request")
+
+    def alone(self) -> bool:
+        """Nothing can arrive any more: one process, no other thread that could send, and
+        no request here waiting out its retry's back-off (in ``engine.waited``)."""
+        engine = self.geode.engine
+        return not (engine.transport.delivers_later or senders_may_run() or engine.waited)
 
     def has_handlers(self, index: int) -> bool:
         return bool(self.handlers.get(index) or self.handlers.get(None))
@@ -359,6 +424,10 @@ class Processor:
                 and not any(len(geode.inboxes[i]) for i in served)
             )
             if quiescence is not None and quiescence.check(idle):
+                return "quiescent"
+            if not worked and idle and count is not None and until is None and self.alone():
+                # One process and no thread that could send: no message can come any more,
+                # so the count cannot be reached (receive() raises at once there).
                 return "quiescent"
             return WORKED if worked else IDLE
 

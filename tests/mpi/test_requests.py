@@ -4,9 +4,11 @@ queues (tests/test_mpi_suite.py runs these at 1 to 4 ranks, tests/test_requests.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from geode_mpi import Geode, Message
+from geode_mpi import Geode, HandlerError, Message
 
 TIMEOUT = 30.0  # a request not served at all times out: long enough for a loaded machine
 
@@ -178,3 +180,58 @@ def test_ranks_that_request_before_run_still_end_by_quiescence(geode: Geode) -> 
         assert geode.request(Ask(5), first, timeout=TIMEOUT).data == (5, first)
     summary = geode.run(timeout=TIMEOUT)
     assert summary.reason == "quiescent", summary
+
+
+def test_a_ring_of_requests_whose_handlers_fail_gets_handler_errors(geode: Geode) -> None:
+    """Every node requests from the next one (itself at 1 rank), whose handler raises: each
+    requester gets a HandlerError naming the node and the error, well before its timeout,
+    where it used to wait for a reply that never came."""
+
+    @geode.on(Ask)
+    def refuse(msg: Message) -> None:
+        raise ValueError(f"{msg.dest} cannot answer {msg.data}")
+
+    nodes = geode.nodes
+    for node in geode.local_nodes:
+        after = nodes[(nodes.index(node) + 1) % len(nodes)]
+        started = time.monotonic()
+        with pytest.raises(HandlerError) as caught:
+            geode.request(Ask(node), after, source=node, timeout=TIMEOUT)
+        assert time.monotonic() - started < TIMEOUT / 2
+        error = caught.value
+        assert (error.node, error.type_name, error.error_type, error.attempts) == (
+            after,
+            "Ask",
+            "ValueError",
+            3,
+        )
+        assert (
+            f"failed on {after} after 3 attempt(s): ValueError: {after} cannot answer {node}"
+            in (str(error))
+        )
+
+
+def test_a_request_whose_handler_returns_none_gets_none_from_another_rank() -> None:
+    seen: list[str] = []
+    with Geode() as geode:
+        geode.on(Ask)(lambda msg: seen.append(msg.data))  # returns None
+        nodes = geode.nodes
+        for node in geode.local_nodes:
+            after = nodes[(nodes.index(node) + 1) % len(nodes)]
+            reply = geode.request(Ask(node), after, source=node, timeout=TIMEOUT)
+            assert (reply.data, reply.source) == (None, after)
+    # close() served the requests still coming: each node was asked once, by the one before
+    assert sorted(seen) == sorted(nodes[nodes.index(node) - 1] for node in geode.local_nodes)
+
+
+def test_a_request_failing_in_a_run_loop_gets_a_handler_error(geode: Geode) -> None:
+    """The last node serves in run(count=3) (its three failed attempts); the first one asks
+    it (on one rank, the request is answered while it waits)."""
+    geode.on(Ask)(lambda msg: 1 // 0)
+    first, last = geode.nodes[0], geode.nodes[-1]
+    if geode.hosts(first):
+        with pytest.raises(HandlerError, match=f"failed on {last} .*ZeroDivisionError"):
+            geode.request(Ask(1), last, timeout=TIMEOUT)
+    if geode.hosts(last) and not geode.hosts(first):  # (else answered while it waits)
+        summary = geode.run(last, count=3, timeout=TIMEOUT)
+        assert (summary.failed, summary.dead_letters, summary.reason) == (3, 1, "count")

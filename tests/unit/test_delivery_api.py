@@ -94,7 +94,7 @@ def test_an_ack_wait_in_one_process_fails_at_once_with_the_reason() -> None:
     assert (stats.sent, stats.acked, stats.unacked) == (1, 1, 0)
 
 
-def test_handlers_pick_the_most_specific_class_and_per_node_ones_first() -> None:
+def test_handlers_pick_the_most_specific_class_then_per_node_ones_first() -> None:
     geode = Geode()
     calls: list[str] = []
     geode.on(Job)(lambda msg: calls.append(f"job {msg.data}"))
@@ -102,10 +102,11 @@ def test_handlers_pick_the_most_specific_class_and_per_node_ones_first() -> None
     geode.on("Job", node="node2")(lambda msg: calls.append(f"node2 {msg.data}"))
     geode.send(Job(1), "node0", "node1")
     geode.send(SubJob(2), "node0", "node1")
-    geode.send(SubJob(3), "node0", "node2")  # node2's own Job handler beats the global SubJob
+    geode.send(SubJob(3), "node0", "node2")  # the global SubJob beats node2's own Job handler
+    geode.send(Job(4), "node0", "node2")  # node2's own Job handler beats the global Job
     summary = geode.run()
-    assert sorted(calls) == ["job 1", "node2 3", "sub 2"]
-    assert (summary.processed, summary.reason) == (3, "quiescent")
+    assert sorted(calls) == ["job 1", "node2 4", "sub 2", "sub 3"]
+    assert (summary.processed, summary.reason) == (4, "quiescent")
     with pytest.raises(TypeError, match="on\\(\\) takes a Message subclass or a class name"):
         geode.on(42)(print)  # type: ignore[arg-type]
 
