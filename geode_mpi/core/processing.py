@@ -104,8 +104,8 @@ class Processor:
         # replies in the queue for it.
         self.awaited: set[int] = set()
         self._not_awaited: Match = lambda parcel: parcel.reply_to not in self.awaited
-        # Ids of the requests whose handler runs and has not replied by hand (`replied`):
-        # the handler's return value answers them, None too.
+        # The requests (by object: ids repeat across sources) whose handler runs and has not
+        # replied by hand (`replied`): the handler's return value answers them, None too.
         self.answering: set[int] = set()
 
     # -- handlers --------------------------------------------------------------------------
@@ -177,14 +177,14 @@ class Processor:
         dead_before = engine.stats[index].dead_letters
         begun = now_us() if TRACER.on else 0.0
         request = parcel.reply_to == _REQUEST
-        mid = -1  # a request's id, for `answering`
+        mid = -1  # a request's id
         if request:
             mid = message_id(parcel.meta)
-            self.answering.add(mid)
+            self.answering.add(id(message))
         try:
             # Without the lock while other threads exist: they may use the Geode meanwhile.
             result = geode.gate.unlocked(handler, message) if other_threads() else handler(message)
-            if result is not None or (request and mid in self.answering):
+            if result is not None or (request and id(message) in self.answering):
                 geode.reply(message, result, None, True)
                 summary.replies += 1
         except Exception as exc:
@@ -203,12 +203,12 @@ class Processor:
                     type(exc).__name__,
                     exc,
                 )
-                if request and mid in self.answering:  # (not if it replied by hand)
+                if request and id(message) in self.answering:  # (not if it replied by hand)
                     self.refuse(index, parcel, mid, message.type, exc)
             return
         finally:
             if request:
-                self.answering.discard(mid)
+                self.answering.discard(id(message))
         receipt.ack()
         summary.processed += 1
         if begun:
@@ -216,7 +216,7 @@ class Processor:
 
     def replied(self, request: Message) -> None:
         """``request`` was answered by hand (`Geode.reply`): its handler's None is no reply."""
-        self.answering.discard(request.id)
+        self.answering.discard(id(request))
 
     def refuse(
         self,
