@@ -62,7 +62,13 @@ def is_raw_array(obj: object) -> bool:
     return is_ndarray(obj) and not obj.dtype.hasobject
 
 
+# (dtype, shape, order) -> descriptor, for the dtypes that travel as their ``str`` (encoding
+# 0): equal ones have equal strs. A structured dtype is kept in `_exact` instead, since numpy
+# holds equal (with one hash) dtypes that travel differently: a numpy.record dtype and its
+# numpy.void twin, or one with metadata and one without.
 _described: dict[tuple[np.dtype[Any], tuple[int, ...], bytes], bytes] = {}
+# (dtype, shape, order) -> (the dtype described, descriptor): for structured dtypes.
+_exact: dict[tuple[np.dtype[Any], tuple[int, ...], bytes], tuple[np.dtype[Any], bytes]] = {}
 _DESCRIBED_MAX = 4096
 
 
@@ -80,11 +86,46 @@ def array_frame(arr: np.ndarray[Any, Any]) -> tuple[bytes, np.ndarray[Any, Any]]
     key = (arr.dtype, arr.shape, order)
     found = _described.get(key)
     if found is None:
-        found = _describe(arr.dtype, arr.shape, order)
+        found = _describe_new(key)
+    return found, frame
+
+
+def _describe_new(key: tuple[np.dtype[Any], tuple[int, ...], bytes]) -> bytes:
+    """`array_frame`'s descriptor for a key not in `_described` (and remember it)."""
+    dtype, shape, order = key
+    if dtype.names is None and dtype.subdtype is None:
+        found = _describe(dtype, shape, order)
         if len(_described) >= _DESCRIBED_MAX:
             _described.clear()
         _described[key] = found
-    return found, frame
+        return found
+    known = _exact.get(key)
+    if known is not None and (known[0] is dtype or alike(known[0], dtype)):
+        return known[1]
+    found = _describe(dtype, shape, order)
+    if len(_exact) >= _DESCRIBED_MAX:
+        _exact.clear()
+    _exact[key] = (dtype, found)
+    return found
+
+
+def alike(one: np.dtype[Any], other: np.dtype[Any]) -> bool:
+    """Whether two equal dtypes also travel alike: numpy's equality ignores their scalar type
+    (numpy.record or numpy.void) and metadata, which a descriptor carries, at every level."""
+    if one is other:
+        return True
+    if one.type is not other.type or one.metadata != other.metadata:
+        return False
+    names = one.names
+    if names is None:
+        inner, others = one.subdtype, other.subdtype
+        return inner is None or others is None or alike(inner[0], others[0])
+    fields, others_fields = one.fields, other.fields
+    assert fields is not None and others_fields is not None
+    for name in names:  # noqa: SIM110 (a loop: 1.3 us for two fields, all() 3.2 us)
+        if not alike(fields[name][0], others_fields[name][0]):
+            return False
+    return True
 
 
 def _describe(dtype: np.dtype[Any], shape: tuple[int, ...], order: bytes) -> bytes:
@@ -193,12 +234,15 @@ _PyUnpickler: Any = pickle._Unpickler  # the pure-Python one: its dispatch table
 class _DtypeUnpickler(_PyUnpickler):  # type: ignore[misc]
     """Unpickles a dtype without numpy's ``dtype.__setstate__``, which crashes the process on a
     damaged state: only ``numpy.dtype`` may be named, and each state is rebuilt through numpy's
-    public constructor, which checks it (the pure-Python unpickler: dtypes are parsed once)."""
+    public constructor, which checks it (the pure-Python unpickler: dtypes are parsed once).
+    ``numpy.record`` may be named too: a record dtype's pickle makes it from that class."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) != ("numpy", "dtype"):
-            raise pickle.UnpicklingError(f"a dtype's pickle names {module}.{name}")
-        return _new_dtype
+        if module == "numpy" and name == "dtype":
+            return _new_dtype
+        if module == "numpy" and name == "record":
+            return np.record
+        raise pickle.UnpicklingError(f"a dtype's pickle names {module}.{name}")
 
     def load_build(self) -> None:
         state = self.stack.pop()
@@ -220,7 +264,11 @@ class _DtypeUnpickler(_PyUnpickler):  # type: ignore[misc]
 
 
 def _new_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype[Any]:
-    if type(spec) is not str or type(align) is not bool or type(copy) is not bool:
+    if (
+        (type(spec) is not str and spec is not np.record)
+        or type(align) is not bool
+        or type(copy) is not bool
+    ):
         raise TypeError("a dtype's pickle calls numpy.dtype with arguments it never uses")
     return np.dtype(spec, align, copy)
 
@@ -250,6 +298,8 @@ def _dtype_from_state(made: Any, state: Any) -> np.dtype[Any]:
             "itemsize": int(elsize),
         }
         dtype = np.dtype(spec)  # type: ignore[call-overload]
+        if made.type is np.record:  # (a record dtype: made from numpy.record, its fields here)
+            dtype = np.dtype((np.record, dtype))
     else:
         dtype = made.newbyteorder(byteorder) if byteorder in ("<", ">") else made
     if len(state) == 9 and state[8] is not None:

@@ -53,6 +53,10 @@ class Compression(Frozen):
     ``codec`` is one of "lz4", "zstd", "blosclz" (Blosc's compressors, with byte shuffle), or
     None for "off"; ``level`` 1 to 9; ``auto`` compresses only towards ranks reached over the
     network path; frames under ``min_size`` bytes travel raw.
+
+    Raises:
+        ValueError: an unknown codec, a level outside 1 to 9 or a negative ``min_size``.
+        TypeError: a level or ``min_size`` that is not an int, or ``auto`` not a bool.
     """
 
     codec: str | None
@@ -64,6 +68,19 @@ class Compression(Frozen):
     def __init__(
         self, codec: str | None, level: int = DEFAULT_LEVEL, auto: bool = False, min_size: int = 0
     ) -> None:
+        if codec is not None and codec not in CODECS:
+            raise ValueError(
+                f"Compression codec must be None or one of {sorted(CODECS)}, got {codec!r}"
+            )
+        for name, value in (("level", level), ("min_size", min_size)):
+            if type(value) is not int:  # (not a bool either)
+                raise TypeError(f"Compression {name} must be an int, got {value!r}")
+        if not 1 <= level <= 9:
+            raise ValueError(f"Compression level must be 1 to 9, got {level!r}")
+        if min_size < 0:
+            raise ValueError(f"Compression min_size must be >= 0, got {min_size!r}")
+        if type(auto) is not bool:
+            raise TypeError(f"Compression auto must be a bool, got {auto!r}")
         fill(self, codec, level, auto, min_size)
 
 
@@ -96,9 +113,7 @@ def setting(value: str | Compression | None, argument: str = "compress") -> Comp
             f"{argument} must be None, 'off', 'auto' or a codec {sorted(CODECS)} with an "
             f"optional level ('zstd:3'), got {value!r}"
         )
-    if found is not None and found.codec is not None:
-        if found.codec not in CODECS or not 1 <= found.level <= 9:
-            raise ValueError(f"{argument}: no codec {found.codec!r} at level {found.level}")
+    if found is not None and found.codec is not None:  # (a Compression checked its fields)
         _blosc(f"{argument}={value!r}")
     return found
 
@@ -131,9 +146,11 @@ def _one_thread(blosc: Any, call: str, *args: Any) -> Any:
         blosc.use_threads = saved
 
 
-def shrink(meta: bytes, frames: Sequence[Any], chosen: Compression) -> tuple[bytes, Sequence[Any]]:
-    """Compress the frames of an encoded message that are worth it; ``(meta, frames)`` as
-    they were when none is.
+def shrink(
+    meta: bytes, frames: Sequence[Any], chosen: Compression, raw: Sequence[int] = ()
+) -> tuple[bytes, Sequence[Any]]:
+    """Compress the frames of an encoded message that are worth it, but those at the indices
+    ``raw`` (they travel as they are); ``(meta, frames)`` as they were when none is.
 
     A frame is tried if it is C-contiguous, holds at least ``chosen.min_size`` bytes and
     fits in one Blosc buffer. Its first `SAMPLE` bytes are compressed first, and if they do
@@ -148,7 +165,7 @@ def shrink(meta: bytes, frames: Sequence[Any], chosen: Compression) -> tuple[byt
     out: list[Any] | None = None
     for index, frame in enumerate(frames):
         nbytes = frame.nbytes
-        if nbytes < least or nbytes > LIMIT or not frame.flags.c_contiguous:
+        if nbytes < least or nbytes > LIMIT or not frame.flags.c_contiguous or index in raw:
             continue
         packed = _compress(frame, chosen, gain)
         if packed is None:
@@ -172,7 +189,7 @@ def _compress(frame: Any, chosen: Compression, gain: float) -> Any:
     import numpy as np
 
     blosc = _blosc(f"compress={chosen.codec!r}")
-    raw = frame.reshape(-1).view(np.uint8) if frame.ndim else frame.view(np.uint8)
+    raw = frame.reshape(-1).view(np.uint8)  # (a 0-d frame too: no dtype change on 0-d)
     typesize = min(frame.dtype.itemsize, 255) or 1
     cname = chosen.codec.encode()  # type: ignore[union-attr]
     if raw.nbytes > 2 * SAMPLE:

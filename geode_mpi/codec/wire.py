@@ -41,6 +41,7 @@ from geode_mpi.codec.wire_parts import (
     _slot_names,
     _templates,
     _wire_names,
+    exact_template,
 )
 from geode_mpi.errors import DecodeError, EncodeError
 from geode_mpi.message import RESERVED, Message
@@ -203,6 +204,13 @@ def encode(
                 raise EncodeError("message data", type(data), exc) from exc
             head = _head(KIND_ARRAY, flags, stamp, len(known[0]), 1, len(descriptor), reply_to, 0)
             return b"".join((head, known[0], descriptor)), [frame]
+        if template is None and data.dtype.names is not None and data.flags.c_contiguous:
+            # A small structured array: its template is kept apart (`exact_template`).
+            template = exact_template(cls, data)
+            if template is not None:
+                prefix, name_len, section_len = template
+                head = _head(KIND_SMALL_ARRAY, flags, stamp, name_len, 0, section_len, reply_to, 0)
+                return b"".join((head, prefix, data)), _NO_FRAMES  # type: ignore[arg-type]
     elif alone and route is None:
         known = _wire_names.get(cls)
         if known is not None and not known[1]:  # a str, int, small dict of them ...: no frames

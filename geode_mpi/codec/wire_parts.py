@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import copyreg
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from geode_mpi.codec import header, pickling
+from geode_mpi.codec.arrays import alike
 from geode_mpi.codec.classes import short_name
 from geode_mpi.errors import DecodeError
 
@@ -109,17 +110,39 @@ def _state(
 
 
 _wire_names: dict[type, tuple[bytes, bool]] = {}  # class -> (wire name, has __slots__)
-# (class, dtype, shape) -> (name + descriptor + padding, name length, data-section length)
-_templates: dict[tuple[type, np.dtype[Any], tuple[int, ...]], tuple[bytes, int, int]] = {}
+_Template: TypeAlias = "tuple[bytes, int, int]"
+# (class, dtype, shape) -> (name + descriptor + padding, name length, data-section length);
+# never of a structured dtype, which an equal dtype (one hash) may not share (see
+# `arrays._exact`): those are in `_exact_templates`, with the dtype they were made for.
+_templates: dict[tuple[type, np.dtype[Any], tuple[int, ...]], _Template] = {}
+_exact_templates: dict[tuple[type, np.dtype[Any], tuple[int, ...]], tuple[Any, _Template]] = {}
 _TEMPLATES_MAX = 1024
 
 
 def _remember_template(
     cls: type, data: np.ndarray[Any, Any], name: bytes, descriptor: bytes, section_len: int
 ) -> None:
-    if len(_templates) >= _TEMPLATES_MAX:
-        _templates.clear()
-    _templates[(cls, data.dtype, data.shape)] = (name + descriptor, len(name), section_len)
+    dtype = data.dtype
+    key = (cls, dtype, data.shape)
+    template = (name + descriptor, len(name), section_len)
+    if dtype.names is None:
+        if len(_templates) >= _TEMPLATES_MAX:
+            _templates.clear()
+        _templates[key] = template
+    else:
+        if len(_exact_templates) >= _TEMPLATES_MAX:
+            _exact_templates.clear()
+        _exact_templates[key] = (dtype, template)
+
+
+def exact_template(cls: type, data: np.ndarray[Any, Any]) -> _Template | None:
+    """The template of a small array of a structured dtype: one made for a dtype that is
+    equal and travels alike (`arrays.alike`), else None."""
+    dtype = data.dtype
+    found = _exact_templates.get((cls, dtype, data.shape))
+    if found is None or (found[0] is not dtype and not alike(found[0], dtype)):
+        return None
+    return found[1]
 
 
 def _first_unpicklable(

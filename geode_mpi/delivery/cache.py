@@ -33,6 +33,7 @@ from geode_mpi.delivery.cache_budget import DEFAULT_BUDGET as DEFAULT_BUDGET
 from geode_mpi.delivery.cache_budget import CacheStats as CacheStats
 from geode_mpi.delivery.cache_budget import budget_of as budget_of
 from geode_mpi.delivery.cache_registry import _address, _register, _sealed_view, _Shared
+from geode_mpi.delivery.cache_registry import cache_bound as cache_bound
 from geode_mpi.delivery.cache_registry import is_shared as is_shared
 from geode_mpi.delivery.cache_registry import sealed_shared as sealed_shared
 from geode_mpi.delivery.cache_registry import share as share
@@ -117,43 +118,45 @@ class PayloadCache:
 
     def send(
         self, transport: Transport, rank: int, meta: bytes, frames: Sequence[Frame], batch: bool
-    ) -> SendTicket:
+    ) -> tuple[SendTicket, int]:
         """``transport.send(rank, meta, frames, batch)``, with shared frames the receiver
-        holds replaced by references, and the others stored there within the budget.
+        holds replaced by references, and the others stored there within the budget; its
+        ticket and the bytes that left (a reference's frame is empty).
 
         Raises:
             EncodeError: a shared array's memory was made writable again (nothing is sent).
         """
         if not self.budget:
-            return transport.send(rank, meta, frames, batch)
+            return transport.send(rank, meta, frames, batch), _size(meta, frames)
         mirror = self._mirrors.get(rank)
         if mirror is None:
             mirror = self._mirrors[rank] = _Mirror()
         decided = self._decide(mirror, 0, meta, frames)
         if decided is None:
-            return transport.send(rank, meta, frames, batch)
-        return transport.send(rank, decided[0], decided[1], batch)
+            return transport.send(rank, meta, frames, batch), _size(meta, frames)
+        return transport.send(rank, decided[0], decided[1], batch), _size(*decided)
 
     def broadcast(
         self, transport: Transport, number: int, ranks: int, meta: bytes, frames: Sequence[Frame]
-    ) -> SendTicket:
+    ) -> tuple[SendTicket, int]:
         """``transport.broadcast(number, meta, frames)`` to the stream's ``ranks`` member
         ranks, decided once for all of them by the stream's mirror: a shared frame they hold
-        travels as a reference, the others are stored by each of them within the budget.
+        travels as a reference, the others are stored by each of them within the budget. Its
+        ticket and the bytes that left for each rank.
 
         Raises:
             EncodeError: as for `send`.
         """
         if not self.budget:
-            return transport.broadcast(number, meta, frames)
+            return transport.broadcast(number, meta, frames), _size(meta, frames)
         mirror = self._streams.get(number)
         if mirror is None:
             mirror = self._streams[number] = _Mirror(ranks)
         mirror.ranks = ranks
         decided = self._decide(mirror, self._tag(number), meta, frames)
         if decided is None:
-            return transport.broadcast(number, meta, frames)
-        return transport.broadcast(number, decided[0], decided[1])
+            return transport.broadcast(number, meta, frames), _size(meta, frames)
+        return transport.broadcast(number, decided[0], decided[1]), _size(*decided)
 
     def _tag(self, number: int) -> int:
         """Stream ``number``'s tag in a cache prefix: its number, and above it its epoch (how
@@ -226,7 +229,7 @@ class PayloadCache:
         if not ops:  # only arrays larger than the budget: as usual
             return None
         prefixed = b"".join((_HEAD.pack(MARKER, PREFIX_VERSION, len(ops), stream), *ops, meta))
-        counts[5] += (len(prefixed) + sum(frame.nbytes for frame in wire)) * ranks
+        counts[5] += _size(prefixed, wire) * ranks
         return prefixed, wire
 
     def arrived(
@@ -309,6 +312,11 @@ class PayloadCache:
         mirrors = (*self._mirrors.values(), *self._streams.values())
         held = sum(mirror.held * mirror.ranks for mirror in mirrors)
         return CacheStats(hits, saved, stores, stored, evictions, wire, held, kept, self.budget)
+
+
+def _size(meta: bytes, frames: Sequence[Frame]) -> int:
+    """The bytes of a message sent as ``meta`` and ``frames``."""
+    return len(meta) + sum(frame.nbytes for frame in frames)
 
 
 def _stored(frame: Any, key: int, stream: int) -> Frame:

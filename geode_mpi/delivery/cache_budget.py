@@ -24,11 +24,12 @@ def budget_of(cache_bytes: int | None) -> int:
         if not text:
             return DEFAULT_BUDGET
         try:
-            cache_bytes = int(text)
+            budget = int(text)
         except ValueError:
-            raise ValueError(
-                f"{BUDGET_VARIABLE} must be a number of bytes >= 0, got {text!r}"
-            ) from None
+            budget = -1
+        if budget < 0:
+            raise ValueError(f"{BUDGET_VARIABLE} must be a number of bytes >= 0, got {text!r}")
+        return budget
     if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
         raise ValueError(f"cache_bytes must be an int >= 0, got {cache_bytes!r}")
     return cache_bytes

@@ -130,9 +130,11 @@ def shared_part(frame: Frame) -> tuple[int, int]:
     Raises:
         EncodeError: that shared array's memory was made writable again (see `shared_key`).
     """
-    owner: np.ndarray[Any, Any] | None = frame.base
-    if owner is None or not frame.flags.c_contiguous:
+    base = frame.base
+    # (a view of another buffer than an array's: bytes, a compressed frame's, is no part)
+    if not isinstance(base, np.ndarray) or not frame.flags.c_contiguous:
         return 0, 0
+    owner: np.ndarray[Any, Any] = base
     start = _address(owner)
     entry = shared_arrays.get(start)
     if entry is None or entry.owner is not owner:
@@ -149,6 +151,16 @@ def through_cache(frames: Sequence[Frame]) -> bool:
     return any(
         shared_key(frame) or (frame.nbytes >= CACHE_MIN and shared_part(frame)[0])
         for frame in frames
+    )
+
+
+def cache_bound(frames: Sequence[Frame]) -> tuple[int, ...]:
+    """The indices of the frames that `through_cache` counts: they travel as they are (never
+    compressed), as references when the receiver holds them."""
+    return tuple(
+        index
+        for index, frame in enumerate(frames)
+        if shared_key(frame) or (frame.nbytes >= CACHE_MIN and shared_part(frame)[0])
     )
 
 

@@ -134,8 +134,7 @@ class Lane:
         counter[src] = count + 1
         rank = self.rank
         if frames:
-            ticket, meta, frames = self.path.with_frames(rank, meta, frames, batch, None)
-            nbytes = len(meta) + sum(frame.nbytes for frame in frames)
+            ticket, meta, frames, nbytes = self.path.with_frames(rank, meta, frames, batch, None)
         else:
             ticket = self.batch_meta(rank, meta) if batch else self.send_meta(rank, meta)
             nbytes = len(meta)

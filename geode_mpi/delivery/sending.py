@@ -20,7 +20,13 @@ from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
 from geode_mpi.codec.runs import count as run_count
 from geode_mpi.codec.runs import is_run, joinable, kept, state_of, wire_name
-from geode_mpi.delivery.cache import PayloadCache, budget_of, sealed_shared, through_cache
+from geode_mpi.delivery.cache import (
+    PayloadCache,
+    budget_of,
+    cache_bound,
+    sealed_shared,
+    through_cache,
+)
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.direct import ID_BITS as ID_BITS  # (re-exported)
 from geode_mpi.delivery.direct import Lane
@@ -180,9 +186,9 @@ class SendPath:
         self.counter[author] = count + 1
         if not frames:  # (a small message: one test on its path)
             ticket = self.transport.send(rank, meta, frames, batch)
+            nbytes = len(meta)
         else:
-            ticket, meta, frames = self.with_frames(rank, meta, frames, batch, compress)
-        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
+            ticket, meta, frames, nbytes = self.with_frames(rank, meta, frames, batch, compress)
         pair.next_seq = seq + 1
         if pair.credits is not None:
             pair.credits -= 1
@@ -210,18 +216,23 @@ class SendPath:
         frames: Sequence[Frame],
         batch: bool,
         compress: Compression | None,
-    ) -> tuple[SendTicket, bytes, Sequence[Frame]]:
-        """Send a message with frames to ``rank``: through the payload cache if it shares an
-        array, else compressed as the message's or the Geode's setting says; the ticket and
-        what was sent."""
-        if _shared and self.cache.budget and through_cache(frames):  # (`cached`, inlined)
-            # A shared array goes through the cache, uncompressed: its receiver keeps it once,
-            # where a compressed copy would be a new buffer (and a full transfer) every time.
-            return self.cache.send(self.transport, rank, meta, frames, batch), meta, frames
+    ) -> tuple[SendTicket, bytes, Sequence[Frame], int]:
+        """Send a message with frames to ``rank``, compressed as the message's or the Geode's
+        setting says, through the payload cache if it shares an array; the ticket, the message
+        as sent (a shared array in it, for a resend) and the bytes that left."""
         chosen = compress or self.compress  # the message's setting, else the Geode's
+        if _shared and self.cache.budget and through_cache(frames):  # (`cached`, inlined)
+            # A shared array goes through the cache uncompressed: its receiver keeps it once,
+            # where a compressed copy would be a new buffer (and a full transfer) every time.
+            # The message's other frames are compressed.
+            if chosen is not None:
+                meta, frames = self.shrink(meta, frames, chosen, (rank,), cache_bound(frames))
+            ticket, nbytes = self.cache.send(self.transport, rank, meta, frames, batch)
+            return ticket, meta, frames, nbytes
         if chosen is not None:
             meta, frames = self.shrink(meta, frames, chosen, (rank,))
-        return self.transport.send(rank, meta, frames, batch), meta, frames
+        nbytes = len(meta) + sum(frame.nbytes for frame in frames)
+        return self.transport.send(rank, meta, frames, batch), meta, frames, nbytes
 
     def plain(
         self, message: Message, src: int, dst: int, rank: int, pair: PairOut, batch: bool
@@ -318,15 +329,22 @@ class SendPath:
             hand_over(frames)  # a published zero-copy array is read-only from now on
         cached = remote and bool(frames) and self.cached(frames)
         chosen = compress or self.compress  # the message's or topic's, else the Geode's
-        if frames and chosen is not None and not cached:  # compressed once, for every member
+        if frames and chosen is not None:  # compressed once, for every member
             ranks = map(self.rank_of, stream.subscribers) if remote else ()
-            meta, frames = self.shrink(meta, frames, chosen, ranks)
-        ticket = self.broadcast(stream, meta, frames, remote, local, cached)
+            # (a shared array that goes through the cache travels as it is: see `with_frames`)
+            raw = cache_bound(frames) if cached else ()
+            meta, frames = self.shrink(meta, frames, chosen, ranks, raw)
+        ticket, wire = self.broadcast(stream, meta, frames, remote, local, cached)
         stream.next_seq = seq + 1
         nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
         stats = self.stats[stream.number]
         stats.sent += len(pairs)
-        stats.sent_bytes += nbytes * len(pairs)
+        if wire == nbytes:
+            stats.sent_bytes += nbytes * len(pairs)
+        else:  # through the cache: what left for the other ranks, the message for this one
+            here = self.transport.rank
+            for sub in stream.subscribers:
+                stats.sent_bytes += nbytes if self.rank_of(sub) == here else wire
         for pair, sub in zip(pairs, stream.subscribers, strict=True):
             if pair.credits is not None:
                 pair.credits -= 1
@@ -344,18 +362,25 @@ class SendPath:
         return ticket, stamp
 
     def shrink(
-        self, meta: bytes, frames: Sequence[Frame], chosen: Compression, ranks: Iterable[int]
+        self,
+        meta: bytes,
+        frames: Sequence[Frame],
+        chosen: Compression,
+        ranks: Iterable[int],
+        raw: Sequence[int] = (),
     ) -> tuple[bytes, Sequence[Frame]]:
         """Compress a message's large frames as ``chosen`` says, for ``ranks`` ("auto":
-        only if one of them is reached over the network path)."""
+        only if one of them is reached over the network path), but those at indices
+        ``raw``."""
         if chosen.codec is None or (chosen.auto and not any(map(self.network, ranks))):
             return meta, frames
-        return compression.shrink(meta, frames, chosen)
+        return compression.shrink(meta, frames, chosen, raw)
 
     def cached(self, frames: Sequence[Frame]) -> bool:
         """Whether a message with these frames goes through the payload cache (it shares an
-        array, and the cache is on): then it is not compressed (its receivers keep it once,
-        where a compressed copy would be a new buffer, and a full transfer, every time)."""
+        array, and the cache is on): then its shared arrays are not compressed (its receivers
+        keep each once, where a compressed copy would be a new buffer, and a full transfer,
+        every time)."""
         return bool(_shared) and bool(self.cache.budget) and through_cache(frames)
 
     def broadcast(
@@ -366,24 +391,30 @@ class SendPath:
         remote: bool,
         local: bool,
         cached: bool | None = None,
-    ) -> SendTicket:
+    ) -> tuple[SendTicket, int]:
         """Send on ``stream``: a broadcast to its other member ranks (``remote``; through the
         stream's cache mirror if it shares an array: ``cached``, None to find out), and a copy
-        to this rank (``local``); the ticket of the broadcast, else of the copy."""
+        to this rank (``local``); the ticket of the broadcast, else of the copy, and the bytes
+        that left for each other rank (the message's, unless through the cache)."""
         ticket = _NO_SUBSCRIBERS
         number = stream.number
+        wire = -1
         if remote:
             if cached is None:
                 cached = bool(frames) and self.cached(frames)
             if cached:
-                ticket = self.cache.broadcast(self.transport, number, stream.ranks, meta, frames)
+                ticket, wire = self.cache.broadcast(
+                    self.transport, number, stream.ranks, meta, frames
+                )
             else:
                 ticket = self.transport.broadcast(number, meta, frames)
         if local:  # large frames sealed: one copy (or none) for every subscriber here
             copied = self.transport.send(self.transport.rank, meta, seal(sealed_shared(frames)))
             if ticket is _NO_SUBSCRIBERS:
                 ticket = copied
-        return ticket
+        if wire < 0:
+            wire = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
+        return ticket, wire
 
     def replay(self, stream: TopicStream, added: int, remote: bool, local: bool) -> None:
         """Send a stream's retained messages again for ``added`` new subscribers, flagged

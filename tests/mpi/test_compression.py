@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geode_mpi import Geode
+from geode_mpi import Geode, share
 from geode_mpi.transport.relayplan import OPEN_MPI_DIRECT_MEMBERS
 
 TIMEOUT = 60.0
@@ -115,3 +115,51 @@ def test_compressed_frames_through_the_node_shared_segment_arrive_unchanged(geod
     network = getattr(geode.transport, "network", lambda rank: False)
     on_node = geode.size >= 2 and not network((geode.rank + 1) % geode.size)
     assert (shared.shared if shared is not None else 0) == (1 if root and on_node else 0)
+
+
+def test_0d_and_record_arrays_arrive_compressed_and_as_sent(geode: Geode) -> None:
+    """A 0-d array compressed crashed its send (numpy's ValueError); an array of a
+    numpy.record dtype arrived as a DecodeError, and so did a later plain structured array of
+    an equal dtype and shape from that rank (the sender's caches took them for one dtype)."""
+    big = np.zeros((), dtype=[("a", "i8", (40_000,))])  # one 0-d element of 320 KB
+    big["a"][:] = np.arange(40_000) % 5
+    fields = [np.arange(1000), np.arange(1000, dtype=np.float32)]
+    records = np.asarray(np.rec.fromarrays(fields, names="a,b"))
+    plain = np.array(records, dtype=[("a", "<i8"), ("b", "<f4")])
+    for source, dest in ring(geode):
+        geode.send({"w": np.array(3.5)}, source, dest, compress="lz4", timeout=TIMEOUT)
+        geode.send(big, source, dest, compress="zstd", timeout=TIMEOUT)
+        for array in (records, records[:3], plain, plain[:3]):
+            geode.send(array, source, dest, timeout=TIMEOUT)
+        assert geode.stats(source).sent_bytes < big.nbytes / 3 + 2 * records.nbytes
+    for dest in geode.local_nodes:
+        assert geode.receive(dest, timeout=TIMEOUT).data["w"] == 3.5
+        assert geode.receive(dest, timeout=TIMEOUT).data.tobytes() == big.tobytes()
+        for array in (records, records[:3], plain, plain[:3]):
+            got = geode.receive(dest, timeout=TIMEOUT).data
+            assert got.dtype == array.dtype and got.dtype.type is array.dtype.type
+            assert got.tobytes() == array.tobytes()
+    assert not any(geode.dead_letters(node) for node in geode.local_nodes)
+
+
+def test_a_shared_array_leaves_the_other_arrays_compressed(geode: Geode) -> None:
+    """A message of 8 MiB of counts and a shared 1 MiB field, sent twice, compress="lz4":
+    the counts went raw both times (the shared array switched compression off), and
+    sent_bytes counted the field's bytes the second time too, when only a reference left."""
+    field = share(noise(MiB // 8, geode.rank))
+    data = counts(MiB, 3)
+    sizes: dict[str, list[int]] = {source: [] for source, _ in ring(geode)}
+    for _ in range(2):
+        for source, dest in ring(geode):
+            before = geode.stats(source).sent_bytes
+            geode.send({"c": data, "f": field}, source, dest, compress="lz4", timeout=TIMEOUT)
+            sizes[source].append(geode.stats(source).sent_bytes - before)
+        for dest in geode.local_nodes:
+            got = geode.receive(dest, timeout=TIMEOUT).data
+            assert np.array_equal(got["c"], data) and got["f"].shape == field.shape
+    # the first send to a rank stores the field there (the counts compressed), later ones
+    # (this rank's other nodes, to the same rank, or the second round) refer to it
+    firsts = [first for first, _ in sizes.values()]
+    assert field.nbytes < firsts[0] < field.nbytes + data.nbytes / 4, sizes
+    assert all(size < data.nbytes / 4 for size in firsts[1:]), sizes
+    assert all(second < data.nbytes / 4 for _, second in sizes.values()), sizes

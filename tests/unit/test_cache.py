@@ -202,6 +202,18 @@ def test_budget_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         Geode(2, cache_bytes=-1)
 
 
+def test_a_negative_budget_in_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GEODE_CACHE_BYTES=-5 was refused as "cache_bytes must be ...", an argument the
+    caller never gave."""
+    monkeypatch.setenv(BUDGET_VARIABLE, "-5")
+    with pytest.raises(
+        ValueError, match="^GEODE_CACHE_BYTES must be a number of bytes >= 0, got '-5'$"
+    ):
+        Geode(2)
+
+
 def test_a_reference_to_an_id_not_held_is_a_decode_error() -> None:
     sender, receiver = PayloadCache(), PayloadCache()
     shared = share(np.ones(CACHE_MIN))
@@ -351,3 +363,31 @@ def test_a_reference_to_bytes_past_a_held_array_is_a_decode_error() -> None:
     past[16 + 16 : 16 + 24] = (4 * CACHE_MIN - 8).to_bytes(8, "little")  # its offset
     with pytest.raises(DecodeError, match="does not hold whole"):
         receiver.arrived(0, memoryview(bytes(past)), frames1, len(past))
+
+
+def test_a_shared_record_array_arrives_with_its_record_dtype(pair: list[Geode]) -> None:
+    """``share(recarray)`` holds a numpy.record dtype: it arrived as a DecodeError (the
+    receiver refused a dtype pickle naming numpy.record), and so did every later structured
+    array of an equal dtype and shape from that rank."""
+    sender, receiver = pair
+    fields = [np.arange(CACHE_MIN), np.arange(CACHE_MIN, dtype=np.float32)]
+    shared = share(np.rec.fromarrays(fields, names="a,b"))
+    plain = np.zeros(CACHE_MIN, dtype=[("a", "<i8"), ("b", "<f4")])
+    for array in (shared, shared, plain):
+        sender.send(array, "node0", "node1")
+        got = receiver.receive("node1", timeout=10).data
+        assert got.dtype == array.dtype and got.dtype.type is array.dtype.type
+        assert got.tobytes() == array.tobytes()
+    assert sender.cache_stats().hits == 1
+
+
+def test_an_array_over_bytes_beside_a_shared_one_is_sent(pair: list[Geode]) -> None:
+    """A frame whose memory is a bytes object's (``np.frombuffer(bytes)``; a compressed
+    frame is one) beside a shared array crashed the send: the cache read its ``base`` as an
+    array's (AttributeError)."""
+    sender, receiver = pair
+    over_bytes = np.frombuffer(bytes(range(256)) * CACHE_MIN, np.uint8)
+    shared = share(np.ones(CACHE_MIN))
+    sender.send({"b": over_bytes, "f": shared}, "node0", "node1")
+    got = receiver.receive("node1", timeout=10).data
+    assert np.array_equal(got["b"], over_bytes) and np.array_equal(got["f"], shared)

@@ -256,3 +256,51 @@ def test_an_array_whose_dtype_cannot_be_described_is_an_encode_error_on_both_pat
         with pytest.raises(EncodeError, match="message data of type numpy.ndarray"):
             encode(Message(array), STAMP)
         encode(Message(np.zeros(1000)), STAMP)  # the class is known: the next one is fast
+
+
+def _records(n: int) -> np.ndarray[Any, Any]:
+    """What ``np.asarray(recarray)`` gives: an ndarray whose dtype is a numpy.record one."""
+    fields = [np.arange(n), np.arange(n, dtype=np.float32)]
+    return np.asarray(np.rec.fromarrays(fields, names="a,b"))
+
+
+def _wrapped(array: np.ndarray[Any, Any], how: str) -> Message:
+    if how == "alone":
+        return Message(array)
+    return Message({"x": array, "n": 1} if how == "dict" else [array, "pickled"])
+
+
+def _unwrapped(message: Message, how: str) -> np.ndarray[Any, Any]:
+    data = message.data
+    return data if how == "alone" else data["x"] if how == "dict" else data[0]
+
+
+@pytest.mark.parametrize("n", [5, 700])  # inside meta (60 bytes); a frame of its own
+@pytest.mark.parametrize("how", ["alone", "dict", "pickled"])
+@pytest.mark.parametrize("record_first", [True, False])
+def test_equal_record_void_and_metadata_dtypes_each_arrive_as_sent(
+    n: int, how: str, record_first: bool
+) -> None:
+    """numpy holds a numpy.record dtype, its numpy.void twin and one with metadata equal
+    (with one hash): each arrives as itself, whichever was sent first (the sender's caches
+    of descriptors and templates used to give the later ones the first one's)."""
+    records = _records(n)
+    plain = np.array(records, dtype=[("a", "<i8"), ("b", "<f4")])
+    noted = plain.astype(np.dtype(plain.dtype, metadata={"unit": "m"}))
+    assert records.dtype == plain.dtype == noted.dtype
+    assert hash(records.dtype) == hash(plain.dtype)
+    order = [records, plain, noted] if record_first else [plain, noted, records]
+    for array in order * 2:
+        got = _unwrapped(round_trip(_wrapped(array, how)), how)
+        assert got.dtype == array.dtype and got.dtype.type is array.dtype.type
+        assert got.dtype.metadata == array.dtype.metadata
+        assert got.tobytes() == array.tobytes()
+
+
+def test_a_record_dtype_arrives_as_one_inside_another_dtype_too() -> None:
+    inner = _records(1).dtype
+    outer = np.dtype([("p", inner), ("q", "f8")])
+    array = np.zeros(4, outer)
+    got = round_trip(Message(array)).data
+    assert got.dtype == outer and got.dtype.fields is not None
+    assert got.dtype.fields["p"][0].type is np.record

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geode_mpi import Compression, DecodeError, Geode, Message, codec
+from geode_mpi import Compression, DecodeError, Geode, Message, codec, share
 from geode_mpi.codec import compression
 from geode_mpi.codec.compression import expanded, setting, shrink
 from geode_mpi.codec.header import FLAG_COMPRESSED, FLAGS_AT
@@ -107,6 +107,96 @@ def test_settings_parse_levels_and_refuse_the_rest() -> None:
             setting(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="level"):
         setting(Compression("lz4", 12))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "text"),
+    [
+        (("lz4", 99), ValueError, "Compression level must be 1 to 9, got 99"),
+        (("lz4", 0), ValueError, "Compression level must be 1 to 9, got 0"),
+        (("lz4", "5"), TypeError, "Compression level must be an int, got '5'"),
+        (("lz4", True), TypeError, "Compression level must be an int, got True"),
+        (("gzip",), ValueError, "Compression codec must be None or one of .*, got 'gzip'"),
+        (("lz4", 5, 1), TypeError, "Compression auto must be a bool, got 1"),
+        (("lz4", 5, False, -1), ValueError, "Compression min_size must be >= 0, got -1"),
+        (("lz4", 5, False, 1.5), TypeError, "Compression min_size must be an int, got 1.5"),
+    ],
+)
+def test_a_compression_is_checked_when_made(
+    arguments: tuple[Any, ...], error: type[Exception], text: str
+) -> None:
+    """Compression("lz4", 99) was only refused at the first send, and level "5" as a bare
+    TypeError from a comparison."""
+    with pytest.raises(error, match=f"^{text}$"):
+        Compression(*arguments)
+
+
+@pytest.mark.parametrize("chosen", ["lz4", "zstd", "blosclz"])
+def test_a_0d_array_is_compressed_and_comes_back(chosen: str) -> None:
+    """A 0-d array of items wider than a byte crashed the send with numpy's bare ValueError
+    ("Changing the dtype of a 0d array ...")."""
+    record = np.zeros((), dtype=[("a", "f8", (40_000,))])  # 320 KB in one 0-d element
+    record["a"][:] = np.arange(40_000) % 3
+    a, b = two_ranks(compress=chosen)
+    a.send({"w": np.array(3.5)}, "node0", "node1")  # a frame of 8 bytes (min_size 0)
+    a.send(record, "node0", "node1")
+    assert sent_bytes(a) < record.nbytes / 3
+    got = b.receive("node1", timeout=10).data["w"]
+    assert got.shape == () and got.dtype == np.float64 and got == 3.5
+    got = b.receive("node1", timeout=10).data
+    assert got.shape == () and got.dtype == record.dtype and got.tobytes() == record.tobytes()
+
+
+def test_a_0d_array_is_compressed_on_a_topic_and_under_auto(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(geode_module, "network_peers", lambda transport: lambda rank: rank == 1)
+    record = np.zeros((), dtype=[("a", "i8", (40_000,))])  # compresses far more than twice
+    a, b = two_ranks(compress="auto")
+    a.send(record, "node0", "node1")
+    topics = [g.topic("t", ["node0"], ["node1"], compress="zstd:1") for g in (a, b)]
+    topics[0].publish({"w": np.array(2.5)}).wait(timeout=10)
+    assert b.receive("node1", timeout=10).data.tobytes() == record.tobytes()
+    assert b.receive("node1", topic="t", timeout=10).data["w"] == 2.5
+
+
+def test_the_other_arrays_of_a_message_with_a_shared_one_are_compressed() -> None:
+    """A shared array in a message switched compression off for its other arrays, and
+    stats().sent_bytes counted the shared bytes a reference stood for."""
+    a, b = two_ranks(compress="lz4")
+    counts = compressible(MiB)  # 8 MiB that shrink about 10 times
+    field = share(noise(MiB // 8))  # 1 MiB
+    sizes = []
+    for _ in range(2):
+        before = sent_bytes(a)
+        a.send({"c": counts, "f": field}, "node0", "node1")
+        sizes.append(sent_bytes(a) - before)
+        got = b.receive("node1", timeout=10).data
+        assert np.array_equal(got["c"], counts) and np.array_equal(got["f"], field)
+    assert field.nbytes < sizes[0] < field.nbytes + counts.nbytes / 3  # the field is stored
+    assert sizes[1] < counts.nbytes / 3  # a reference to the field: its bytes stayed
+    assert a.cache_stats().hits == 1 and a.cache_stats().wire_bytes == sum(sizes)
+
+
+def test_a_publish_with_a_shared_array_compresses_the_others_and_counts_what_left() -> None:
+    hub = InProcHub(3)
+    geodes = [Geode(transport=hub.endpoint(rank), compress="lz4") for rank in range(3)]
+    subs = ["node0", "node1", "node2"]  # node0 on the publisher's rank: a local copy
+    topics = [g.topic("t", ["node0"], subs) for g in geodes]
+    counts = compressible(MiB)
+    field = share(noise(MiB // 8))
+    sizes = []
+    for _ in range(2):
+        before = sent_bytes(geodes[0], "node0")
+        topics[0].publish({"c": counts, "f": field}).wait(timeout=10)
+        sizes.append(sent_bytes(geodes[0], "node0") - before)
+        for rank, node in enumerate(subs):
+            got = geodes[rank].receive(node, topic="t", timeout=10).data
+            assert np.array_equal(got["c"], counts) and np.array_equal(got["f"], field)
+    # node0's copy holds the field; each other subscriber's holds it once, then a reference
+    local = field.nbytes + counts.nbytes / 3
+    assert sizes[0] < local * 3 and sizes[1] < local + 2 * counts.nbytes / 3
+    assert sizes[1] < sizes[0] - 2 * field.nbytes + 1024
 
 
 def test_the_level_and_codec_are_written_in_the_table() -> None:
