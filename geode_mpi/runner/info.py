@@ -17,7 +17,7 @@ from geode_mpi.base.launch import (
 )
 from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeError
-from geode_mpi.transport.paths import mpich_nolocal, open_mpi_shared_memory
+from geode_mpi.transport.paths import nolocal_name, open_mpi_shared_memory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -121,8 +121,9 @@ def transport_path(library: str, host_count: int, environ: Mapping[str, str]) ->
         net = f"netmod {environ.get('MPIR_CVAR_CH4_NETMOD', 'default')}"
         if "FI_PROVIDER" in environ:
             net += f", FI_PROVIDER={environ['FI_PROVIDER']}"
-        if mpich_nolocal(environ):
-            return f"network within a host too (MPIR_CVAR_NOLOCAL=1, {net})"
+        nolocal = nolocal_name(environ)
+        if nolocal is not None:
+            return f"network within a host too ({nolocal}={environ[nolocal]}, {net})"
         return "shared memory within a host" + (
             f", network between hosts ({net})" * (host_count > 1)
         )

@@ -75,6 +75,13 @@ def test_cma_stays_on_under_open_mpi_even_when_ranks_outnumber_cores(
             {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"},
             "network within a host too (MPIR_CVAR_NOLOCAL=1, netmod ofi, FI_PROVIDER=tcp)",
         ),
+        (
+            MPICH,
+            1,
+            {"MPICH_NOLOCAL": "1"},
+            "network within a host too (MPICH_NOLOCAL=1, netmod default)",
+        ),
+        (MPICH, 1, {"MPICH_NOLOCAL": "1", "MPIR_CVAR_NOLOCAL": "0"}, "shared memory within a host"),
         (OPEN_MPI, 1, {}, "shared memory within a host (Open MPI's default components)"),
         (
             OPEN_MPI,
