@@ -197,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         problem = restart_directory(options.restart)
         if problem is not None:
             return error(problem)
+    from geode_mpi.core.observe import output_problem
+
+    for option, path in (("--stats-json", options.stats_json), ("--trace", options.trace)):
+        problem = None if path is None else output_problem(option, path)
+        if problem is not None:
+            return error(problem)
     observe = {
         "GEODE_STATS": "1" if options.stats else None,
         "GEODE_STATS_JSON": options.stats_json and os.path.abspath(options.stats_json),
