@@ -93,7 +93,23 @@ def info_lines(mpi: bool = True) -> list[str]:
         "workarounds: "
         + workarounds(library, launch.cma_disabled_by_geode, launch.osc_chosen_by_geode),
     ]
+    warning = signal_warning(os.environ)
+    if warning is not None:
+        lines.append(warning)
     return lines
+
+
+def signal_warning(environ: Mapping[str, str]) -> str | None:
+    """A warning when the launcher kills the ranks too soon after a SIGTERM for a last
+    checkpoint: Open MPI 5's mpirun (PRRTE, which sets PRTE_LAUNCHED) sends SIGTERM on, then
+    SIGKILL 0.25 s later, a delay no setting changes (docs/mpis.md)."""
+    if environ.get("PRTE_LAUNCHED") != "1":
+        return None
+    return (
+        "SIGTERM: Open MPI's mpirun passes a SIGTERM or Ctrl-C on to the ranks, then kills them "
+        "0.25 s later (fixed in PRRTE): no last checkpoint. Under SLURM launch with "
+        "srun --mpi=pmix, or checkpoint often (docs/mpis.md#sigterm-under-open-mpi)"
+    )
 
 
 def hosts(comm: MPI.Intracomm) -> tuple[int, int]:
