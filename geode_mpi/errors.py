@@ -81,6 +81,7 @@ class ReceiveTimeout(GeodeTimeoutError):
         type_name: str | None,
         queued: int,
         waited: bool = True,
+        call: str = "receive",
     ) -> None:
         self.node = node
         self.timeout = timeout
@@ -95,11 +96,11 @@ class ReceiveTimeout(GeodeTimeoutError):
         what = f" ({', '.join(wanted)})" if wanted else ""
         tail = f"; {queued} other message(s) are queued there" if queued else ""
         if waited:
-            text = f"receive on {node} timed out after {timeout:g} s waiting for a message"
+            text = f"{call} on {node} timed out after {timeout:g} s waiting for a message"
         else:
             text = (
-                f"receive on {node} found no message{what}, and none can arrive: in a "
-                "one-process world nothing is sent while receive() waits (send first)"
+                f"{call} on {node} found no message{what}, and none can arrive: in a "
+                f"one-process world nothing is sent while {call}() waits (send first)"
             )
             what = ""
         super().__init__(f"{text}{what}{tail}")

@@ -53,3 +53,13 @@ def check_workarounds(lines: dict[str, str], ranks: int) -> None:
         if ranks > cores
         else "none"
     )
+
+
+def test_info_warns_where_mpirun_kills_the_ranks_right_after_a_sigterm() -> None:
+    """Open MPI 5's mpirun (PRRTE) kills the ranks 0.25 s after passing a SIGTERM on: --info
+    says so there (the .ci/other-mpi Open MPI legs), and nowhere else."""
+    lines = info(2)
+    if lines["MPI library"].startswith("Open MPI v5"):
+        assert "0.25 s later" in lines["SIGTERM"] and "srun --mpi=pmix" in lines["SIGTERM"]
+    else:
+        assert "SIGTERM" not in lines

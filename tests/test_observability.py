@@ -396,3 +396,84 @@ def test_a_finished_job_removes_the_parts_a_failed_run_left(tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.explain()
     assert (tmp_path / "trace.json").exists() and not stale.exists()
+
+
+def test_a_finished_job_removes_the_parts_of_ranks_it_does_not_have(tmp_path: Path) -> None:
+    """An earlier failed run at 4 ranks left four parts; a finished run at 1 rank removes all."""
+    stale = [
+        tmp_path / f"{name}.rank{rank}.json" for name in ("stats", "trace") for rank in range(4)
+    ]
+    for part in stale:
+        part.write_text('{"partial": true}')
+    kept = [tmp_path / "stats.rank1x.json", tmp_path / "other.rank2.json"]  # not parts of ours
+    for other in kept:
+        other.write_text("{}")
+    args = ["--stats-json", str(tmp_path / "stats.json"), "--trace", str(tmp_path / "trace.json")]
+    result = python(["-m", "geode_mpi", *args, OBSERVED, "--steps", "2"], timeout=60)
+    assert result.returncode == 0, result.explain()
+    assert (tmp_path / "stats.json").exists() and (tmp_path / "trace.json").exists()
+    assert [part.name for part in stale if part.exists()] == []
+    assert all(other.exists() for other in kept)
+
+
+@pytest.mark.parametrize("option", ["--stats-json", "--trace"])
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_an_output_file_that_cannot_be_written_is_refused_at_the_start(
+    tmp_path: Path, option: str, ranks: int
+) -> None:
+    missing = tmp_path / "no_such_dir" / "out.json"
+    job = tmp_path / "job.py"
+    job.write_text("print('the job ran')\n")
+    args = ["-m", "geode_mpi", option, str(missing), str(job)]
+    result = python(args, timeout=60) if ranks == 1 else mpirun(ranks, args, timeout=60)
+    assert result.returncode == 2, result.explain()
+    directory = str(missing.parent)
+    said = f"error: {option}: the directory {directory!r} of {str(missing)!r} does not exist"
+    assert result.stderr.count(said) == 1, result.explain()
+    assert "the job ran" not in result.stdout and "Traceback" not in result.stderr
+
+
+def test_an_output_directory_is_refused_naming_it(tmp_path: Path) -> None:
+    result = python(["-m", "geode_mpi", "--trace", str(tmp_path), OBSERVED], timeout=60)
+    assert result.returncode == 2, result.explain()
+    assert f"--trace: {str(tmp_path)!r} is a directory (give a file name)" in result.stderr
+
+
+def test_a_geode_refuses_an_output_file_that_cannot_be_written(tmp_path: Path) -> None:
+    """Without the runner: GEODE_STATS_JSON set by hand is checked when the Geode starts."""
+    missing = str(tmp_path / "no_such_dir" / "stats.json")
+    code = "from geode_mpi import Geode\nGeode()\nprint('started')\n"
+    result = python(["-c", code], timeout=60, env=clean_env(GEODE_STATS_JSON=missing))
+    assert result.returncode == 1 and "started" not in result.stdout, result.explain()
+    assert f"ValueError: GEODE_STATS_JSON: the directory {str(tmp_path / 'no_such_dir')!r}" in (
+        result.stderr
+    )
+
+
+HANGING_AIO = """\
+import asyncio
+from geode_mpi import Geode
+
+async def wait_for_peer(geode):
+    return await geode.areceive(geode.node)  # the await the report must name
+
+async def main(geode):
+    await asyncio.gather(wait_for_peer(geode), asyncio.sleep(1000))
+
+with Geode() as geode:
+    asyncio.run(main(geode))
+"""
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_hang_timeout_in_asyncio_names_the_jobs_await(tmp_path: Path, ranks: int) -> None:
+    """The thread's stack ends in the event loop (asyncio/base_events.py): the report names
+    each waiting task's innermost await in the job's code instead."""
+    job = tmp_path / "hang_aio.py"
+    job.write_text(HANGING_AIO)
+    args = ["-m", "geode_mpi", "--hang-timeout", "2", str(job)]
+    result = python(args, timeout=60) if ranks == 1 else mpirun(ranks, args, timeout=60)
+    assert result.returncode == 124 and not result.timed_out, result.explain()
+    where = f"in {job}:5 in wait_for_peer: return await geode.areceive(geode.node)"
+    assert result.stderr.count(where) == ranks, result.explain()
+    assert "base_events.py" not in result.stderr and "events.py" not in result.stderr

@@ -106,6 +106,8 @@ class Asyncio(Facade):
             As `send` (SendTimeout, AckTimeout: the message stays in flight or in its outbox).
         """
         runtime = self._runtime
+        if dest is None:  # (said here: send's own words would name send())
+            raise TypeError("asend() needs a dest: asend(message, dest='node1')")
         timeout = check_timeout(timeout)
         deadline = aio.deadline_of(timeout)
         src = self.rank if source is None else runtime.placement.index(source, "source")

@@ -250,6 +250,7 @@ class ReceiveCalls(Facade):
             type_label(type_filter),
             len(runtime.inboxes[index]),
             waited=waited,
+            call=call,
         )
 
     def _matcher(

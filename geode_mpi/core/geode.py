@@ -22,6 +22,7 @@ from geode_mpi.core.facade_sending import SendCalls
 from geode_mpi.core.groups import Sequencer
 from geode_mpi.core.observe import (
     Observed,
+    check_outputs,
     start_observing,
     start_watchdog,
     stop_watchdog,
@@ -123,6 +124,7 @@ class Geode(
         hang = hang_timeout()  # a bad setting is refused before anything starts
         compressing = setting(compress)
         grace = term_grace_of(term_grace)
+        check_outputs()  # --stats-json / --trace: a file that cannot be written, refused now
         if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
             check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
         transport = transport if transport is not None else open_world(comm)

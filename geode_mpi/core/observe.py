@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from geode_mpi.base import backoff
 from geode_mpi.base.failure import at_abort, rank_label
 from geode_mpi.errors import GeodeTimeoutError
-from geode_mpi.tracing import TRACER, merge_parts, part_path, write_part
+from geode_mpi.tracing import TRACE_VARIABLE, TRACER, merge_parts, part_path, write_part
 from geode_mpi.transport import Notices, Watchdog, transport_state
 
 if TYPE_CHECKING:
@@ -110,6 +110,37 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(text)
 
 
+def output_problem(option: str, path: str) -> str | None:
+    """What stops ``path`` from taking --stats-json's or --trace's file (``option`` names
+    it), or None: its directory must exist and be writable, and it must not be a directory.
+
+    Checked when the job starts, not found when it ends (after the whole job ran).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{option}: {path!r} is a directory (give a file name)"
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        return f"{option}: the directory {directory!r} of {path!r} {what}"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{option}: the directory {directory!r} of {path!r} is not writable"
+    return None
+
+
+def check_outputs() -> None:
+    """Refuse a --stats-json or --trace file (GEODE_STATS_JSON, GEODE_TRACE) that could not be
+    written at the end.
+
+    Raises:
+        ValueError: naming the variable, the file and what is wrong.
+    """
+    for variable in (STATS_JSON_VARIABLE, TRACE_VARIABLE):
+        path = os.environ.get(variable)
+        problem = None if not path else output_problem(variable, path)
+        if problem is not None:
+            raise ValueError(problem)
+
+
 def observing() -> bool:
     """Whether --stats, --stats-json or --trace asked for anything."""
     stats = os.environ.get(STATS_VARIABLE, "") not in ("", "0")
@@ -161,8 +192,14 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
                     json.dump({"ranks": geode.size, "nodes": rows}, out, indent=1)
     for path in (stats_json, TRACER.path if TRACER.on else None):
         if path is not None and _partial.left is None:  # one an earlier failed run left
-            with contextlib.suppress(OSError):
-                os.remove(part_path(path, geode.rank))
+            # Each rank its own; rank 0 also those of ranks this job does not have (an
+            # earlier failed run at more ranks left them).
+            stale = [part_path(path, geode.rank)]
+            if geode.rank == 0:
+                stale += parts_beyond(path, geode.size)
+            for name in stale:
+                with contextlib.suppress(OSError):
+                    os.remove(name)
     if TRACER.on and TRACER.path is not None:
         # Each rank writes its own part; rank 0 then merges them one by one, so no rank
         # ever holds the whole job's events.
@@ -173,6 +210,21 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
     if observed in _partial.unfinished:  # gathered: nothing partial to leave for it any more
         _partial.unfinished.remove(observed)
     return True
+
+
+def parts_beyond(path: str, size: int) -> list[str]:
+    """The parts of ``path`` (`part_path`) of ranks ``size`` and above that are on disk."""
+    root, ext = os.path.splitext(part_path(path, 0))
+    prefix = root[: -len("0")]  # ``stats.rank``
+    found = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(os.path.dirname(prefix) or "."):
+            full = os.path.join(os.path.dirname(prefix), name)
+            number = full[len(prefix) : len(full) - len(ext)]
+            ours = full.startswith(prefix) and full.endswith(ext) and number.isdigit()
+            if ours and int(number) >= size:
+                found.append(full)
+    return sorted(found)
 
 
 # -- partial results when the job fails ------------------------------------------------------

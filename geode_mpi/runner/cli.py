@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m geode_mpi",
         usage=USAGE,
+        allow_abbrev=False,  # split_argv must know every option: --hang 30 is not --hang-timeout
         description="Run a geode_mpi job on every MPI rank as __main__. An uncaught "
         "exception on any rank prints its traceback labelled with the rank and ends the "
         "whole job.",
@@ -146,6 +148,19 @@ def error(message: str, status: int = 2) -> int:
     return status
 
 
+def parse_once(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``p.parse_args(argv)``, with what argparse prints (an error and the usage, ``--help``,
+    ``--version``) printed by the first rank only, not once per rank; its exits stand."""
+    if first_rank():
+        return p.parse_args(argv)
+    with (
+        open(os.devnull, "w", encoding="utf-8") as quiet,
+        contextlib.redirect_stdout(quiet),
+        contextlib.redirect_stderr(quiet),
+    ):
+        return p.parse_args(argv)
+
+
 def restart_directory(value: str) -> str | None:
     """Check ``--restart DIR``: None when DIR is a directory, else what is wrong with it."""
     if not os.path.exists(value):
@@ -168,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(argv[0], argv[1:])
     ours, job_args = split_argv(argv)
-    options = parser().parse_args(ours)
+    options = parse_once(parser(), ours)
     if options.hang_timeout is not None and not options.hang_timeout > 0:
         return error(f"--hang-timeout must be > 0 seconds, got {options.hang_timeout:g}")
     if options.log_level is not None:
@@ -180,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             return error(str(exc))
     if options.restart:
         problem = restart_directory(options.restart)
+        if problem is not None:
+            return error(problem)
+    from geode_mpi.core.observe import output_problem
+
+    for option, path in (("--stats-json", options.stats_json), ("--trace", options.trace)):
+        problem = None if path is None else output_problem(option, path)
         if problem is not None:
             return error(problem)
     observe = {
@@ -237,12 +258,13 @@ def inspect(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m geode_mpi inspect",
+        allow_abbrev=False,
         description="Show a checkpoint directory: every checkpoint, whether it is complete and "
         "valid, and what a restart would resume from (epoch, ranks, queues, state keys).",
     )
     p.add_argument("directory", help="the checkpoint directory")
     p.add_argument("--depth", type=int, default=3, help="levels of each rank's tree to show (3)")
-    options = p.parse_args(argv)
+    options = parse_once(p, argv)
     if not os.path.isdir(options.directory):
         what = "is not a directory" if os.path.exists(options.directory) else "does not exist"
         print(

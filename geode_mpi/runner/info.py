@@ -17,7 +17,7 @@ from geode_mpi.base.launch import (
 )
 from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeError
-from geode_mpi.transport.paths import mpich_nolocal, open_mpi_shared_memory
+from geode_mpi.transport.paths import nolocal_name, open_mpi_shared_memory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,7 +93,23 @@ def info_lines(mpi: bool = True) -> list[str]:
         "workarounds: "
         + workarounds(library, launch.cma_disabled_by_geode, launch.osc_chosen_by_geode),
     ]
+    warning = signal_warning(os.environ)
+    if warning is not None:
+        lines.append(warning)
     return lines
+
+
+def signal_warning(environ: Mapping[str, str]) -> str | None:
+    """A warning when the launcher kills the ranks too soon after a SIGTERM for a last
+    checkpoint: Open MPI 5's mpirun (PRRTE, which sets PRTE_LAUNCHED) sends SIGTERM on, then
+    SIGKILL 0.25 s later, a delay no setting changes (docs/mpis.md)."""
+    if environ.get("PRTE_LAUNCHED") != "1":
+        return None
+    return (
+        "SIGTERM: Open MPI's mpirun passes a SIGTERM or Ctrl-C on to the ranks, then kills them "
+        "0.25 s later (fixed in PRRTE): no last checkpoint. Under SLURM launch with "
+        "srun --mpi=pmix, or checkpoint often (docs/mpis.md#sigterm-under-open-mpi)"
+    )
 
 
 def hosts(comm: MPI.Intracomm) -> tuple[int, int]:
@@ -121,8 +137,9 @@ def transport_path(library: str, host_count: int, environ: Mapping[str, str]) ->
         net = f"netmod {environ.get('MPIR_CVAR_CH4_NETMOD', 'default')}"
         if "FI_PROVIDER" in environ:
             net += f", FI_PROVIDER={environ['FI_PROVIDER']}"
-        if mpich_nolocal(environ):
-            return f"network within a host too (MPIR_CVAR_NOLOCAL=1, {net})"
+        nolocal = nolocal_name(environ)
+        if nolocal is not None:
+            return f"network within a host too ({nolocal}={environ[nolocal]}, {net})"
         return "shared memory within a host" + (
             f", network between hosts ({net})" * (host_count > 1)
         )

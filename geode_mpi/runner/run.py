@@ -57,11 +57,17 @@ def world() -> tuple[int, int]:
 
 
 def exit_status(code: object) -> int:
-    """The process exit status that ``sys.exit(code)`` stands for."""
+    """The process exit status that ``sys.exit(code)`` stands for.
+
+    An integer is taken modulo 256, as the operating system does (``sys.exit(-1)``: 255),
+    except that a non-zero one never becomes 0: ``sys.exit(256)`` gives 1, so a failing rank
+    still ends the job and the job still fails.
+    """
     if code is None:
         return 0
-    if isinstance(code, int) and not isinstance(code, bool):
-        return code & 0xFF
+    if isinstance(code, int):
+        status = code & 0xFF
+        return 1 if code and not status else status
     print(code, file=sys.stderr)
     return 1
 
@@ -166,7 +172,8 @@ def run(
     try:
         configure_logging(log_level, rank, size)
     except ValueError as exc:
-        print(f"python -m geode_mpi: error: {exc}", file=sys.stderr)
+        if rank == 0:
+            print(f"python -m geode_mpi: error: {exc}", file=sys.stderr)
         return 2
     sys.argv = ["-c" if kind == "code" else target, *args]
     try:
@@ -176,7 +183,8 @@ def run(
             _run_code(target)
         else:
             if not os.path.exists(target):
-                print(f"geode_mpi: job script {target!r} does not exist", file=sys.stderr)
+                if rank == 0:  # once for the job, not once per rank
+                    print(f"geode_mpi: job script {target!r} does not exist", file=sys.stderr)
                 return 2
             sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
             runpy.run_path(target, run_name="__main__")

@@ -26,14 +26,32 @@ def open_mpi_shared_memory(environ: Mapping[str, str]) -> bool:
     return not named if btl.startswith("^") else bool(named)
 
 
+# MPICH reads its NOLOCAL setting under any of these names; when several are set, the first
+# here wins (measured on MPICH 5.0: each overrides the ones after it).
+NOLOCAL_NAMES = tuple(
+    prefix + name
+    for name in ("NOLOCAL", "NO_LOCAL")
+    for prefix in ("MPIR_CVAR_", "MPIR_PARAM_", "MPICH_")
+)
+
+
+def nolocal_name(environ: Mapping[str, str]) -> str | None:
+    """The variable that tells MPICH to send even a host's own ranks over its network module
+    (``MPIR_CVAR_NOLOCAL=1`` or one of its aliases), or None when none does."""
+    for name in NOLOCAL_NAMES:
+        if name in environ:
+            return name if environ[name].lower() in _TRUE else None
+    return None
+
+
 def mpich_nolocal(environ: Mapping[str, str]) -> bool:
     """Whether MPICH is told to send even a host's own ranks over its network module."""
-    return environ.get("MPIR_CVAR_NOLOCAL", "").lower() in _TRUE
+    return nolocal_name(environ) is not None
 
 
 def network_within_host(environ: Mapping[str, str]) -> bool:
     """Whether the MPI's settings send even a host's own ranks over the network path
-    (MPICH's ``MPIR_CVAR_NOLOCAL=1``, Open MPI without its shared-memory component)."""
+    (MPICH's ``MPIR_CVAR_NOLOCAL=1`` or an alias, Open MPI without its shared-memory component)."""
     if mpi_family(environ) == "openmpi":
         return not open_mpi_shared_memory(environ)
     return mpich_nolocal(environ)

@@ -170,6 +170,21 @@ def test_timeout_raises_the_library_timeout_error() -> None:
         assert 0.2 <= run(main) < 5
 
 
+def test_async_errors_name_the_async_call() -> None:
+    """areceive's timeout and asend without a dest named receive() and send()."""
+    with Geode() as g:
+
+        async def main() -> None:
+            with pytest.raises(ReceiveTimeout, match=r"^areceive on node2 timed out after 0.1 s"):
+                await g.areceive("node2", timeout=0.1)
+            with pytest.raises(TypeError, match=r"^asend\(\) needs a dest: asend\(message, dest="):
+                await g.asend("x")
+
+        run(main)
+    with Geode() as g, pytest.raises(ReceiveTimeout, match=r"^receive on node2 found no message"):
+        g.receive("node2", timeout=1)
+
+
 def test_async_iterator_ends_at_stop_and_at_close() -> None:
     g = Geode()
 

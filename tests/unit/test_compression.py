@@ -376,6 +376,12 @@ def test_checkpoints_save_decompressed_arrays(
         ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_MCA_btl": "tcp,self"}, True),
         ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_MCA_btl": "^tcp"}, False),
         ({"OMPI_COMM_WORLD_SIZE": "2", "MPIR_CVAR_NOLOCAL": "1"}, False),  # not MPICH's
+        # MPICH's aliases of MPIR_CVAR_NOLOCAL, and which one wins when several are set
+        ({"MPICH_NOLOCAL": "1", "HYDI_CONTROL_FD": "5"}, True),
+        ({"MPIR_PARAM_NOLOCAL": "yes", "HYDI_CONTROL_FD": "5"}, True),
+        ({"MPICH_NO_LOCAL": "1", "HYDI_CONTROL_FD": "5"}, True),
+        ({"MPICH_NOLOCAL": "1", "MPIR_CVAR_NOLOCAL": "0", "HYDI_CONTROL_FD": "5"}, False),
+        ({"MPICH_NOLOCAL": "0", "MPIR_PARAM_NO_LOCAL": "1", "HYDI_CONTROL_FD": "5"}, False),
     ],
 )
 def test_the_network_path_within_a_host_follows_the_mpis_settings(

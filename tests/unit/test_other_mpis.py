@@ -75,6 +75,13 @@ def test_cma_stays_on_under_open_mpi_even_when_ranks_outnumber_cores(
             {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"},
             "network within a host too (MPIR_CVAR_NOLOCAL=1, netmod ofi, FI_PROVIDER=tcp)",
         ),
+        (
+            MPICH,
+            1,
+            {"MPICH_NOLOCAL": "1"},
+            "network within a host too (MPICH_NOLOCAL=1, netmod default)",
+        ),
+        (MPICH, 1, {"MPICH_NOLOCAL": "1", "MPIR_CVAR_NOLOCAL": "0"}, "shared memory within a host"),
         (OPEN_MPI, 1, {}, "shared memory within a host (Open MPI's default components)"),
         (
             OPEN_MPI,
@@ -163,3 +170,23 @@ def test_open_mpi_singletons_under_a_foreign_srun_are_refused() -> None:
     pmi2 = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0", "PMI_RANK": "0", "PMI_SIZE": "2"}
     with pytest.raises(WrongPMIError, match="found SLURM_STEP_NUM_TASKS=2, MPI world size 1"):
         check_slurm_pmi(pmi2, 1)
+
+
+@pytest.mark.parametrize(
+    ("environ", "warned"),
+    [
+        ({"PRTE_LAUNCHED": "1", "OMPI_COMM_WORLD_SIZE": "2"}, True),
+        ({"PMI_SIZE": "2"}, False),
+        ({}, False),
+    ],
+)
+def test_info_warns_of_open_mpis_sigkill_after_sigterm(
+    environ: dict[str, str], warned: bool
+) -> None:
+    from geode_mpi.runner.info import signal_warning
+
+    warning = signal_warning(environ)
+    assert (warning is not None) is warned
+    if warning is not None:
+        assert warning.startswith("SIGTERM: ") and "0.25 s later" in warning
+        assert "srun --mpi=pmix" in warning and "docs/mpis.md" in warning

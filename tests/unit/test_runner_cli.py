@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mpirun import ROOT, clean_env, mpiexec, python
+from mpirun import ROOT, clean_env, mpiexec, mpirun, python
 
 from geode_mpi.runner.cli import split_argv
 from geode_mpi.runner.run import exit_status
@@ -46,7 +46,30 @@ def test_job_arguments_are_left_to_the_job(
 
 
 def test_exit_status_follows_sys_exit() -> None:
-    assert [exit_status(c) for c in (None, 0, 3, 256 + 7, -1, True)] == [0, 0, 3, 7, 255, 1]
+    assert [exit_status(c) for c in (None, 0, 3, 256 + 7, -1, True, False)] == [
+        0, 0, 3, 7, 255, 1, 0,
+    ]  # fmt: skip
+
+
+def test_a_non_zero_exit_code_never_gives_status_0() -> None:
+    """The operating system keeps 8 bits: sys.exit(256) alone would exit with 0."""
+    assert [exit_status(c) for c in (256, 512, -256, 1 << 40)] == [1, 1, 1, 1]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("code", [256, -1])
+def test_sys_exit_with_a_multiple_of_256_on_one_rank_ends_the_job(
+    tmp_path: Path, code: int
+) -> None:
+    job = _job(
+        tmp_path,
+        "import sys\nfrom geode_mpi import Geode\ngeode = Geode()\n"
+        f"if geode.rank == 1:\n    sys.exit({code})\ngeode.receive(timeout=None)\n",
+    )
+    result = mpirun(2, ["-m", "geode_mpi", job], timeout=60)
+    assert not result.timed_out, result.explain()
+    assert result.returncode == exit_status(code) != 0, result.explain()
+    assert f"geode_mpi: sys.exit({code}), ending the job with status " in result.stderr
 
 
 def test_version_and_info() -> None:
@@ -65,6 +88,38 @@ def test_missing_script_and_missing_arguments() -> None:
     )
     bare = python(["-m", "geode_mpi"], timeout=60)
     assert bare.returncode == 2 and "give a job script" in bare.stderr
+
+
+@pytest.mark.parametrize("option", ["--hang", "--log", "--stats-j"])
+def test_an_abbreviated_option_is_refused_naming_it(tmp_path: Path, option: str) -> None:
+    """argparse took --hang for --hang-timeout, but split_argv took its value for the job."""
+    job = _job(tmp_path, "print('ran')\n")
+    result = python(["-m", "geode_mpi", option, "30", job], timeout=60)
+    assert result.returncode == 2, result.explain()
+    assert f"error: unrecognized arguments: {option}" in result.stderr, result.explain()
+    assert "ran" not in result.stdout
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    ("args", "stream", "said"),
+    [
+        (["--hang-timeout", "abc", "job.py"], "stderr", "usage:"),
+        (["--hang-timeout", "-1", "job.py"], "stderr", "--hang-timeout must be > 0"),
+        (["no_such_job.py"], "stderr", "does not exist"),
+        (["--log-level", "INFO", "no_such_job.py"], "stderr", "does not exist"),
+        (["--help"], "stdout", "usage:"),
+        (["--version"], "stdout", "geode_mpi "),
+        (["inspect", "--depth", "x", "dir"], "stderr", "usage:"),
+    ],
+)
+def test_command_line_errors_and_help_are_printed_once_for_the_job(
+    tmp_path: Path, args: list[str], stream: str, said: str
+) -> None:
+    _job(tmp_path, "print('ran')\n")
+    result = mpirun(3, ["-m", "geode_mpi", *args], timeout=60, cwd=tmp_path)
+    assert not result.timed_out, result.explain()
+    assert getattr(result, stream).count(said) == 1, result.explain()
 
 
 def test_uncaught_exception_in_the_embedded_world_is_labelled(tmp_path) -> None:  # type: ignore[no-untyped-def]
