@@ -277,7 +277,8 @@ class Processor:
     def serve_waited(self) -> None:
         """Process the queued messages whose sender waits for their processing (requests,
         sends with ``ack=True``) at the local nodes where they arrived, when those nodes have
-        a handler for them. Every wait of this rank calls it, so a request is answered
+        a handler for them, and before each the older messages of its source that a handler
+        takes (per-source FIFO). Every wait of this rank calls it, so a request is answered
         wherever its node's rank waits; other messages wait for `run` or `receive`."""
         engine = self.geode.engine
         waited = engine.waited
@@ -286,16 +287,26 @@ class Processor:
             index = waited.pop()
             if not self.has_handlers(index):
                 continue
+            inbox = self.geode.inboxes[index]
+            owed: dict[int, int] = {}  # source -> waited-for messages of it, with a handler
+            for parcel in inbox:
+                if parcel.flags & _WAITED and self.handles(index, parcel):
+                    owed[parcel.source] = owed.get(parcel.source, 0) + 1
 
-            def servable(parcel: Parcel, index: int = index) -> bool:
-                return bool(parcel.flags & _WAITED) and self.handles(index, parcel)
+            def servable(parcel: Parcel, index: int = index, owed: dict[int, int] = owed) -> bool:
+                return parcel.source in owed and self.handles(index, parcel)
 
-            while (found := engine.take(index, servable, None, True)) is not None:
+            while owed and (found := engine.take(index, servable, None, True)) is not None:
                 parcel, receipt = found
                 assert receipt is not None
+                if parcel.flags & _WAITED:
+                    left = owed.pop(parcel.source) - 1
+                    if left:
+                        owed[parcel.source] = left
                 self.process(index, parcel, receipt, self.served)
-            inbox = self.geode.inboxes[index]
-            if inbox.next_ready() is not None and any(servable(p) for p in inbox):
+            if inbox.next_ready() is not None and any(
+                parcel.flags & _WAITED and self.handles(index, parcel) for parcel in inbox
+            ):
                 later.add(index)  # a failed one waits out its retry's back-off
         waited |= later
 

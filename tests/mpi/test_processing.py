@@ -189,3 +189,29 @@ def test_a_stop_is_not_held_back_while_the_sender_blocks_elsewhere(geode: Geode)
         from mpi4py import MPI
 
         MPI.COMM_WORLD.Barrier()  # rank 0 blocks here, outside geode_mpi, right after stop()
+
+
+class Noted(Message):
+    pass
+
+
+def test_a_waited_for_message_is_processed_after_the_older_ones_of_its_source() -> None:
+    """Per-source FIFO between a plain message and a later one sent with ack=True, both with
+    a handler, while the receiver waits elsewhere: the wait serves the waited-for one, and the
+    older one before it (it was served alone, first)."""
+    geode = Geode()
+    first, last = geode.nodes[0], geode.nodes[-1]  # (one node at 1 rank: a send to itself)
+    order: list[int] = []
+    geode.on(Noted)(lambda message: order.append(message.data))
+    if geode.hosts(first):
+        geode.send(Noted(1), source=first, dest=last)
+        handle = geode.isend(Noted(2), source=first, dest=last, ack=True)
+        geode.send(Go("go"), source=first, dest=last)
+        if geode.size > 1:
+            handle.wait(timeout=TIMEOUT)
+    if geode.hosts(last):
+        geode.receive(last, type=Go, timeout=TIMEOUT)  # a wait: it serves the waited-for one
+        if len(order) < 2:  # (what the wait left, a run takes)
+            geode.run(last, count=2 - len(order), timeout=TIMEOUT)
+        assert order == [1, 2]
+    geode.close(timeout=TIMEOUT)
