@@ -38,6 +38,7 @@ from geode_mpi.delivery.config import node_configs
 from geode_mpi.errors import RestartDirError, check_timeout
 from geode_mpi.tracing import TRACER
 from geode_mpi.transport import (
+    SETTINGS,
     Collectives,
     PointToPoint,
     Transport,
@@ -138,7 +139,7 @@ class Geode(
         resend_after = check_timeout(resend_after, "resend_after")
         transport.check_same(
             repr((names, configs, acks, resend_after)).encode(),
-            "the node names and delivery settings",
+            SETTINGS,
         )
         self._runtime = runtime = Runtime(transport, placement, configs, acks, resend_after)
         runtime.engine.path.cache.budget = budget

@@ -20,6 +20,7 @@ from geode_mpi.base.backoff import Backoff, together_backoff
 from geode_mpi.base.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
 from geode_mpi.transport.abort import abort_world, install_abort_hook
 from geode_mpi.transport.base import (
+    SETTINGS,
     BroadcastStreams,
     Collectives,
     PointToPoint,
@@ -67,6 +68,7 @@ def open_world(comm: MPI.Intracomm | None = None) -> Transport:
 
 
 __all__ = [
+    "SETTINGS",
     "Backoff",
     "BroadcastStreams",
     "Collectives",

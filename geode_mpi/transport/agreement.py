@@ -14,6 +14,7 @@ from operator import ne
 from mpi4py import MPI
 
 from geode_mpi.errors import WorldMismatchError
+from geode_mpi.transport.base import SETTINGS
 from geode_mpi.transport.digest import digest as blake2b_digest
 
 DIGEST_WORDS = 2  # 128 bits of blake2b: a chance collision is out of reach
@@ -47,9 +48,15 @@ def check_same(comm: MPI.Intracomm, value: bytes, what: str) -> None:
     first = comm.bcast(value if comm.Get_rank() == 0 else None, 0)
     other = comm.bcast(value if comm.Get_rank() == rank else None, rank)
     raise WorldMismatchError(
-        f"rank {rank} disagrees with rank 0 about {what}: every rank must create its Geode "
-        f"with the same arguments ({difference(first, other, rank)})"
+        f"rank {rank} disagrees with rank 0 about {what}: {_advice(what)} "
+        f"({difference(first, other, rank)})"
     )
+
+
+def _advice(what: str) -> str:
+    if what == SETTINGS:
+        return "every rank must create its Geode with the same arguments"
+    return "every rank must make the same collective calls with the same arguments, in one order"
 
 
 def first_disagreeing(comm: MPI.Intracomm, words: array[int]) -> int:

@@ -220,6 +220,7 @@ class Transport(PointToPoint, BroadcastStreams, Collectives, Protocol):
 
 
 T = TypeVar("T")
+SETTINGS = "the node names and delivery settings"  # what Geode() agrees on (`check_same`)
 
 
 def require(transport: T, capability: type, needed_for: str) -> T:

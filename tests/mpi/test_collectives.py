@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from geode_mpi import GeodeTimeoutError, WorldMismatchError
-from geode_mpi.transport import open_world, rooted
+from geode_mpi.transport import SETTINGS, open_world, rooted
 
 
 def test_allgather_returns_every_ranks_value_small_or_large() -> None:
@@ -29,6 +29,10 @@ def test_check_same_names_the_rank_that_disagrees() -> None:
     if transport.size > 1:
         with pytest.raises(WorldMismatchError, match=r"rank 1 disagrees with rank 0 about x"):
             transport.check_same(b"same" if transport.rank != 1 else b"other", "x")
+        with pytest.raises(WorldMismatchError, match="must make the same collective calls"):
+            transport.check_same(bytes([transport.rank == 1]), "subscribers of topic 't'")
+        with pytest.raises(WorldMismatchError, match="must create its Geode with the same"):
+            transport.check_same(bytes([transport.rank == 1]), SETTINGS)
     transport.check_same(b"same", "y")
     transport.close(timeout=60)
 
