@@ -26,11 +26,12 @@ from concurrent.futures import Executor, Future, InvalidStateError
 from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+from geode_mpi.base.gate import count_as_sender
 from geode_mpi.base.logger import log
 from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk, run_task, settle
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait
-from geode_mpi.errors import EncodeError, TaskError
+from geode_mpi.errors import EncodeError, GeodeError, GeodeTimeoutError, TaskError
 from geode_mpi.message import Message
 
 if TYPE_CHECKING:
@@ -111,6 +112,9 @@ class GeodeExecutor(Executor):
             self._thread = threading.Thread(
                 target=self._client_thread, name=f"geode_mpi {queue.name}", daemon=True
             )
+            # In one process, a receive or run() that waits while a future is pending may get
+            # what its task sends: the thread counts as a sender then (`senders_may_run`).
+            count_as_sender(self._thread, self._pending)
             self._thread.start()
             atexit.register(self._at_exit)  # runs before the Geodes' own exit, which waits
 
@@ -157,13 +161,13 @@ class GeodeExecutor(Executor):
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {fn!r}")
         with self._lock:
+            if self._broken is not None:
+                raise self._failure()
             if self._shutdown:
                 raise RuntimeError(
                     f"submit({label(fn)}) after shutdown(): executor {self.name!r} takes no "
                     "new tasks once shut down (or once its with block ended)"
                 )
-            if self._broken is not None:
-                raise self._failure()
             task_id = next(self._ids)
             future: Future[_T] = Future()
             self._futures[task_id] = future
@@ -254,8 +258,34 @@ class GeodeExecutor(Executor):
     def _at_exit(self) -> None:
         self.shutdown(wait=True)
 
+    def end_at_close(self, timeout: float | None) -> None:
+        """`Geode.close` on the client's rank, the gate released: shut down as leaving the
+        ``with`` block does (the pending futures complete, then the workers are told), so
+        that the workers' ranks reach close() too.
+
+        Raises:
+            GeodeTimeoutError: futures still pending after ``timeout`` seconds.
+        """
+        self.shutdown(wait=False)
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return
+        thread.join(timeout)
+        if thread.is_alive():
+            pending = sum(not future.done() for future in list(self._futures.values()))
+            raise GeodeTimeoutError(
+                f"close() timed out after {timeout:g} s: executor {self.name!r} on "
+                f"{self.client} still has {pending} future(s) pending (shut it down, or leave "
+                "its with block, before close())"
+            )
+
+    def _pending(self) -> bool:
+        """True while a future is not yet done (its task may still send)."""
+        return any(not future.done() for future in list(self._futures.values()))
+
     def _admit(self, task: Message) -> bool:
-        """The dispatcher is about to hand ``task`` out: False if its future was cancelled."""
+        """The dispatcher is about to hand ``task`` out: False if its future was cancelled
+        (or is gone: it failed when the executor's thread broke)."""
         task_id = task.data[0]
         future = self._futures.get(task_id)
         if future is None:
@@ -269,14 +299,28 @@ class GeodeExecutor(Executor):
         try:
             self._serve_loop()
         except BaseException as exc:
-            self._broken = exc
-            log.error("executor %r: its thread failed", self.name, exc_info=exc)
-            failure = self._failure()
-            for future in list(self._futures.values()):
-                with contextlib.suppress(InvalidStateError):  # (cancelled meanwhile)
-                    future.set_exception(failure)
+            self._fail(exc)
+            # Then end the queue all the same, so that no rank waits for it: the tasks still
+            # held are dropped, those at a worker here are taken unrun (their futures failed),
+            # and every worker is told.
+            with contextlib.suppress(GeodeError):  # (closed: nobody waits for it any more)
+                self._serve_loop()
         finally:
+            count_as_sender(threading.current_thread(), None)
             atexit.unregister(self._at_exit)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The thread broke on ``exc`` (a task's SystemExit, say): fail every future, take
+        no more tasks."""
+        self._broken = exc
+        log.error("executor %r: its thread failed", self.name, exc_info=exc)
+        failure = self._failure()
+        with self._lock:  # (a submit from now on raises the failure)
+            self._shutdown = True
+            futures, self._futures = list(self._futures.values()), {}
+        for future in futures:
+            with contextlib.suppress(InvalidStateError):  # (cancelled meanwhile)
+                future.set_exception(failure)
 
     # -- the workers (and the client's thread) ---------------------------------------------
 
@@ -318,7 +362,7 @@ class GeodeExecutor(Executor):
             if isinstance(message, _Outcome):
                 self._resolve(message)
                 continue
-            if not isinstance(message, WorkDone):
+            if not isinstance(message, WorkDone) and self._broken is None:
                 # To the client as the queue's traffic (`_intercept`), never into its queue.
                 self._queue.put(self._run(message, index), index)
             if taken[1] is not None:  # the node's queue wants explicit acks

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.base.gate import other_threads, senders_may_run
+from geode_mpi.base.gate import daemons_busy, other_threads, senders_may_run
 from geode_mpi.base.logger import log
 from geode_mpi.base.record import Record
 from geode_mpi.core.quiescence import Quiescence
@@ -136,6 +136,7 @@ class Processor:
             engine.dead_letter(index, parcel, exc, parcel.attempts + 1)
             summary.dead_letters += 1
             log.warning("%s: dead letter (cannot decode): %s", geode.names[index], exc)
+            geode.undecodable_task(index, parcel)
             return
         if isinstance(message, Stop):
             receipt.ack()
@@ -357,6 +358,7 @@ class Processor:
                 not engine.in_hand
                 and not engine.forwards
                 and not any(len(geode.inboxes[i]) for i in served)
+                and not daemons_busy()  # (an executor's pending task may send)
             )
             if quiescence is not None and quiescence.check(idle):
                 return "quiescent"

@@ -171,3 +171,30 @@ def test_a_receive_of_your_own_on_the_client_takes_your_messages_never_results(
             with pytest.raises(ReceiveTimeout):
                 geode.receive(timeout=0.5)  # results came meanwhile: none for receive
             assert [f.result(timeout=TIMEOUT)[0] for f in futures] == [k * k for k in range(40)]
+
+
+def test_close_shuts_down_an_executor_left_running(geode: Geode) -> None:
+    """No with block and no shutdown(): close() on the client's rank completes the pending
+    futures and tells the workers, whose serve() ends, so every rank closes (before: the job
+    hung, the workers never told)."""
+    ex = geode.executor()
+    if ex.is_client:
+        futures = [ex.submit(where, k) for k in range(10)]
+    else:
+        ex.serve()
+    geode.close(timeout=20)
+    if ex.is_client:
+        assert [f.result(timeout=0)[0] for f in futures] == [k * k for k in range(10)]
+
+
+def test_a_worker_node_receives_only_its_own_after_a_block(geode: Geode) -> None:
+    """prefetch=3: each worker is told of the end once; nothing of the executor is left in
+    its queue for the user's receive (before: two WorkDone each)."""
+    with geode.executor(prefetch=3) as ex:
+        if ex is not None:
+            assert sum(value for value, _ in ex.map(where, range(10))) == 285
+    for node in geode.local_nodes:
+        geode.send(("mine", node), node, node)
+        got = geode.receive(node, timeout=TIMEOUT)
+        assert (type(got), got.data) == (Message, ("mine", node))
+        assert geode.try_receive(node) is None
