@@ -23,11 +23,37 @@ _MAIN = threading.main_thread()
 R = TypeVar("R")
 
 
-def senders_may_run() -> bool:
-    """True while another thread that is not a daemon runs: in one process, only such a thread
-    can still send to a receive that waits (a notebook's or a test runner's own threads are
-    daemons, and do not count)."""
+# geode_mpi's own daemon threads that may still send, each with its test of whether it has
+# work that may (an executor's thread while a future is pending: its tasks may send).
+_busy_daemons: dict[threading.Thread, Callable[[], bool]] = {}
+
+
+def count_as_sender(thread: threading.Thread, busy: Callable[[], bool] | None) -> None:
+    """Count daemon ``thread`` in `senders_may_run` while ``busy()`` is True (None: no more)."""
+    if busy is None:
+        _busy_daemons.pop(thread, None)
+    else:
+        _busy_daemons[thread] = busy
+
+
+def daemons_busy() -> bool:
+    """True while one of geode_mpi's own daemon threads besides this one has work that may send
+    (`count_as_sender`)."""
     me = threading.current_thread()
+    return any(
+        thread is not me and thread.is_alive() and busy()
+        for thread, busy in list(_busy_daemons.items())
+    )
+
+
+def senders_may_run() -> bool:
+    """True while another thread that is not a daemon runs, or one of geode_mpi's own daemon
+    threads has work (`count_as_sender`): in one process, only such a thread can still send to
+    a receive that waits (a notebook's or a test runner's own threads are daemons, and do not
+    count)."""
+    me = threading.current_thread()
+    if daemons_busy():
+        return True
     return any(
         thread is not me and not thread.daemon and thread.is_alive()
         for thread in threading.enumerate()

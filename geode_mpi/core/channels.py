@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from geode_mpi.codec.header import ROUTE_TOPIC, Route
 from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_topic
@@ -17,6 +18,9 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER
 from geode_mpi.transport import BroadcastStreams, require
+
+if TYPE_CHECKING:
+    from geode_mpi.core.executor import GeodeExecutor
 
 
 def _ignore(message: Message) -> None:
@@ -47,6 +51,7 @@ class Channels:
         self.topics: dict[str, Topic] = {}
         self.topics_by_wire: dict[int, Topic] = {}
         self.work_queues: dict[int, WorkQueue] = {}  # by stream number
+        self.executors: list[GeodeExecutor] = []  # those whose client is on this rank
         geode.task_sources = self.work_queues  # a consumer's taken task goes to its queue
         self.checkpointer: Checkpointer | None = None  # the Geode's, to restore from
         self._early: list[tuple[int, int, Message, Route]] = []
@@ -162,7 +167,7 @@ class Channels:
         arguments = (name, taking, owner, making, prefetch)
         geode.agree(repr(arguments).encode(), f"work queue {name!r}")
         number = self.new_stream_number()
-        queue = WorkQueue(geode, name, number, taking, owner, prefetch, len(set(making)))
+        queue = WorkQueue(geode, name, number, taking, owner, prefetch, making)
         self.work_queues[number] = queue
         self._processor.add(WorkDone, None, _ignore)
         checkpointer = self.checkpointer

@@ -20,17 +20,19 @@ import atexit
 import contextlib
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, InvalidStateError
 from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+from geode_mpi.base.gate import count_as_sender
 from geode_mpi.base.logger import log
 from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk, run_task, settle
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait
-from geode_mpi.errors import EncodeError, TaskError
+from geode_mpi.errors import EncodeError, GeodeError, GeodeTimeoutError, TaskError
 from geode_mpi.message import Message
 
 if TYPE_CHECKING:
@@ -92,7 +94,9 @@ class GeodeExecutor(Executor):
         self._futures: dict[int, Future[Any]] = {}  # not yet resolved or dropped, by task id
         self._ids = itertools.count()
         self._lock = threading.Lock()  # submit against shutdown
-        self._wake = threading.Event()  # set by submit and shutdown for an idle client thread
+        # Set by submit and shutdown for an idle client thread, and for an idle runner.
+        self._wake = threading.Event()
+        self._wake_runner = threading.Event()
         self._shutdown = False
         self._finishing = False  # the client told the queue that no task will come
         self._broken: BaseException | None = None  # what ended the client's thread
@@ -104,14 +108,32 @@ class GeodeExecutor(Executor):
         for index in self._mine:
             runtime.inboxes[index].private[number] = self._is_task
         self._outcomes: deque[_Outcome] = deque()
-        self._thread: threading.Thread | None = None
+        # On the client's rank, when it hosts workers and other ranks do too: a second thread
+        # (the runner) runs the tasks of this rank's workers, so that the client's thread
+        # goes on handing tasks out to the others meanwhile.
+        self._split = self.is_client and 0 < len(self._mine) < len(self._workers)
+        self._threads: list[threading.Thread] = []
         if self.is_client:
             queue.admit = self._admit
             queue.intercept = self._intercept
-            self._thread = threading.Thread(
-                target=self._client_thread, name=f"geode_mpi {queue.name}", daemon=True
+            self._threads.append(
+                threading.Thread(
+                    target=self._client_thread, name=f"geode_mpi {queue.name}", daemon=True
+                )
             )
-            self._thread.start()
+            if self._split:
+                self._threads.append(
+                    threading.Thread(
+                        target=self._runner_thread,
+                        name=f"geode_mpi {queue.name} runner",
+                        daemon=True,
+                    )
+                )
+            for thread in self._threads:
+                # In one process, a receive or run() that waits while a future is pending may
+                # get what its task sends: the thread counts as a sender (`senders_may_run`).
+                count_as_sender(thread, self._pending)
+                thread.start()
             atexit.register(self._at_exit)  # runs before the Geodes' own exit, which waits
 
     # -- what it is ------------------------------------------------------------------------
@@ -157,13 +179,13 @@ class GeodeExecutor(Executor):
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {fn!r}")
         with self._lock:
+            if self._broken is not None:
+                raise self._failure()
             if self._shutdown:
                 raise RuntimeError(
                     f"submit({label(fn)}) after shutdown(): executor {self.name!r} takes no "
                     "new tasks once shut down (or once its with block ended)"
                 )
-            if self._broken is not None:
-                raise self._failure()
             task_id = next(self._ids)
             future: Future[_T] = Future()
             self._futures[task_id] = future
@@ -178,6 +200,7 @@ class GeodeExecutor(Executor):
             del self._futures[task_id]
             raise
         self._wake.set()
+        self._wake_runner.set()
         return future
 
     def map(
@@ -217,11 +240,13 @@ class GeodeExecutor(Executor):
             self._shutdown = True
             queued = list(self._futures.values()) if cancel_futures else []
         self._wake.set()
+        self._wake_runner.set()
         for future in queued:
             future.cancel()  # (only those not yet running: handed to a worker)
-        thread = self._thread
-        if wait and thread is not None and thread is not threading.current_thread():
-            thread.join()
+        if wait:
+            for thread in self._threads:
+                if thread is not threading.current_thread():
+                    thread.join()
 
     def __enter__(self) -> GeodeExecutor | None:  # type: ignore[override]  # (None: a worker)
         """The executor on the client's rank; elsewhere `serve`, then None."""
@@ -254,8 +279,35 @@ class GeodeExecutor(Executor):
     def _at_exit(self) -> None:
         self.shutdown(wait=True)
 
+    def end_at_close(self, timeout: float | None) -> None:
+        """`Geode.close` on the client's rank, the gate released: shut down as leaving the
+        ``with`` block does (the pending futures complete, then the workers are told), so
+        that the workers' ranks reach close() too.
+
+        Raises:
+            GeodeTimeoutError: futures still pending after ``timeout`` seconds.
+        """
+        self.shutdown(wait=False)
+        if not self._threads or threading.current_thread() in self._threads:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        if any(thread.is_alive() for thread in self._threads):
+            pending = sum(not future.done() for future in list(self._futures.values()))
+            raise GeodeTimeoutError(
+                f"close() timed out after {timeout:g} s: executor {self.name!r} on "
+                f"{self.client} still has {pending} future(s) pending (shut it down, or leave "
+                "its with block, before close())"
+            )
+
+    def _pending(self) -> bool:
+        """True while a future is not yet done (its task may still send)."""
+        return any(not future.done() for future in list(self._futures.values()))
+
     def _admit(self, task: Message) -> bool:
-        """The dispatcher is about to hand ``task`` out: False if its future was cancelled."""
+        """The dispatcher is about to hand ``task`` out: False if its future was cancelled
+        (or is gone: it failed when the executor's thread broke)."""
         task_id = task.data[0]
         future = self._futures.get(task_id)
         if future is None:
@@ -267,16 +319,41 @@ class GeodeExecutor(Executor):
 
     def _client_thread(self) -> None:
         try:
-            self._serve_loop()
-        except BaseException as exc:
-            self._broken = exc
-            log.error("executor %r: its thread failed", self.name, exc_info=exc)
-            failure = self._failure()
-            for future in list(self._futures.values()):
-                with contextlib.suppress(InvalidStateError):  # (cancelled meanwhile)
-                    future.set_exception(failure)
+            self._thread_loop(True)
         finally:
             atexit.unregister(self._at_exit)
+
+    def _runner_thread(self) -> None:
+        self._thread_loop(False)
+
+    def _thread_loop(self, client: bool) -> None:
+        """The client's thread (``client``) or the runner's."""
+        try:
+            self._serve_loop(client)
+        except BaseException as exc:
+            self._fail(exc)
+            # Then end the queue all the same, so that no rank waits for it: the tasks still
+            # held are dropped, those at a worker here are taken unrun (their futures failed),
+            # and every worker is told.
+            with contextlib.suppress(GeodeError):  # (closed: nobody waits for it any more)
+                self._serve_loop(client)
+        finally:
+            count_as_sender(threading.current_thread(), None)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The thread broke on ``exc`` (a task's SystemExit, say): fail every future, take
+        no more tasks."""
+        self._broken = exc
+        log.error("executor %r: its thread failed", self.name, exc_info=exc)
+        failure = self._failure()
+        with self._lock:  # (a submit from now on raises the failure)
+            self._shutdown = True
+            futures, self._futures = list(self._futures.values()), {}
+        for future in futures:
+            with contextlib.suppress(InvalidStateError):  # (cancelled meanwhile)
+                future.set_exception(failure)
+        self._wake.set()  # (the other thread, idle, goes on to end the queue)
+        self._wake_runner.set()
 
     # -- the workers (and the client's thread) ---------------------------------------------
 
@@ -285,26 +362,30 @@ class GeodeExecutor(Executor):
         (what entering the ``with`` block does on the ranks that do not host the client; on
         the client's rank, its thread does this: return at once)."""
         if not self.is_client:
-            self._serve_loop()
+            self._serve_loop(False)
 
-    def _serve_loop(self) -> None:
+    def _serve_loop(self, client: bool) -> None:
+        """The client's thread (``client``: it takes the outcomes, and runs the tasks of this
+        rank's workers unless a runner does), a runner, or a worker rank's ``with``."""
         runtime = self._runtime
         gate = self._gate
+        look = self._look if client else self._look_worker
+        wake = self._wake if client else self._wake_runner
         while True:
             if self.is_client and not self._futures and not self._shutdown:
-                self._idle()
+                self._idle(wake)
                 continue
             gate.enter()
             try:
                 found = cast(
                     "Taken | _Outcome | _Signal | None",
-                    Wait(runtime.engine, None).until(self._look),
+                    Wait(runtime.engine, None).until(look),
                 )
                 if found is _FINISH:
                     self._finish()
                     continue
                 if found is _DONE or found is None:
-                    if self.is_client:
+                    if client:
                         self._queue.serve()  # until every worker was told
                     return
                 if isinstance(found, _Outcome):
@@ -318,7 +399,7 @@ class GeodeExecutor(Executor):
             if isinstance(message, _Outcome):
                 self._resolve(message)
                 continue
-            if not isinstance(message, WorkDone):
+            if not isinstance(message, WorkDone) and self._broken is None:
                 # To the client as the queue's traffic (`_intercept`), never into its queue.
                 self._queue.put(self._run(message, index), index)
             if taken[1] is not None:  # the node's queue wants explicit acks
@@ -333,11 +414,11 @@ class GeodeExecutor(Executor):
             del self._runtime.inboxes[index].private[self._queue.number]
         return message
 
-    def _idle(self) -> None:
-        """The client's thread with no task in flight: sleep until `submit` or `shutdown`, out
-        of geode_mpi's waits, so that a client computing meanwhile is busy, not waiting, to
-        ``--hang-timeout`` (the workers' requests wait for the next task, as they would)."""
-        wake = self._wake
+    def _idle(self, wake: threading.Event) -> None:
+        """The client's thread (or its runner) with no task in flight: sleep until `submit` or
+        `shutdown` sets ``wake``, out of geode_mpi's waits, so that a client computing
+        meanwhile is busy, not waiting, to ``--hang-timeout`` (the workers' requests wait for
+        the next task, as they would)."""
         wake.clear()
         if not self._futures and not self._shutdown:  # (either may have come since)
             wake.wait()
@@ -349,14 +430,28 @@ class GeodeExecutor(Executor):
         self._outcomes.append(message)
         return True
 
-    def _look(self) -> Taken | _Outcome | _Signal | Marker:
+    def _take_task(self) -> Taken | None:
+        """A task (or the end) taken at one of this rank's workers, or None."""
         take = self._runtime.engine.take
         for index in self._mine:
             found = take(index, self._is_task, None, False)
             if found is not None:
                 return index, found
-        if not self.is_client:
-            return IDLE if self._mine else _DONE
+        return None
+
+    def _look_worker(self) -> Taken | _Signal | Marker:
+        """A worker rank's look, or a runner's: a task, or the end of every local worker."""
+        found = self._take_task()
+        if found is not None:
+            return found
+        return IDLE if self._mine else _DONE
+
+    def _look(self) -> Taken | _Outcome | _Signal | Marker:
+        """The client's thread's look."""
+        if not self._split:
+            found = self._take_task()
+            if found is not None:
+                return found
         if self._outcomes:
             return self._outcomes.popleft()
         if not self._finishing:

@@ -186,4 +186,7 @@ class ChannelCalls(Facade):
         """
         from geode_mpi.core.staffing import open_executor  # (concurrent.futures: on demand)
 
-        return open_executor(self._runtime, self._channels, client, workers, prefetch)
+        made = open_executor(self._runtime, self._channels, client, workers, prefetch)
+        if made.is_client:  # close() shuts it down, if the job did not (see `Lifecycle`)
+            self._channels.executors.append(made)
+        return made

@@ -29,7 +29,9 @@ class Lifecycle(Facade):
         does normal interpreter exit). Until every rank has called it, this rank keeps serving
         requests to its nodes and handing out its work queues' tasks (another rank may be
         waiting for them). It returns once every message sent anywhere in the job has reached
-        its destination's queue; queued messages stay receivable afterwards.
+        its destination's queue; queued messages stay receivable afterwards. An executor whose
+        client is on this rank and that was not shut down is shut down first, as leaving its
+        ``with`` block does: its pending futures complete, then its workers are told.
 
         Messages still queued, never received, when the job ends are reported in a warning
         (logger ``geode_mpi``) naming each node, how many and of which types: at the end of a
@@ -53,6 +55,11 @@ class Lifecycle(Facade):
         if runtime.closed:
             return
         timeout = check_timeout(timeout)
+        if self._channels.executors:
+            started = time.monotonic()
+            self._end_executors(timeout)
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
         runtime.sealed = True  # from here the job sends nothing (its handlers may, until ...)
         if not runtime.all_closing and runtime.transport.delivers_later:
             started = time.monotonic()
@@ -126,6 +133,18 @@ class Lifecycle(Facade):
             self.rank,
             "; ".join(f"{node}: {count}" for node, count in held.items()),
         )
+
+    def _end_executors(self, timeout: float | None) -> None:
+        """Shut down the executors whose client is here, as leaving their ``with`` block
+        does: their pending futures complete first, and their workers (on other ranks,
+        serving until told) are told, so that every rank gets to close() (the lock let go
+        meanwhile: the executors' threads need it)."""
+        executors = self._channels.executors
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while executors:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            self._runtime.gate.unlocked(executors[0].end_at_close, left)
+            executors.pop(0)
 
     def _serve_until_all_close(self, timeout: float | None) -> None:
         """Serve requests and hand out work-queue tasks until every rank is in close(): a rank

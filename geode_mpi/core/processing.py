@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.base.gate import other_threads, senders_may_run
+from geode_mpi.base.gate import daemons_busy, other_threads, senders_may_run
 from geode_mpi.base.logger import log
 from geode_mpi.base.record import Record
 from geode_mpi.codec.header import message_id
@@ -156,6 +156,7 @@ class Processor:
             log.warning("%s: dead letter (cannot decode): %s", geode.names[index], exc)
             if parcel.reply_to == _REQUEST:
                 self.refuse(index, parcel, message_id(parcel.meta), "a message", exc)
+            geode.undecodable_task(index, parcel)
             return
         if isinstance(message, Stop):
             receipt.ack()
@@ -433,6 +434,7 @@ class Processor:
                 not engine.in_hand
                 and not engine.forwards
                 and not any(len(geode.inboxes[i]) for i in served)
+                and not daemons_busy()  # (an executor's pending task may send)
             )
             if quiescence is not None and quiescence.check(idle):
                 return "quiescent"

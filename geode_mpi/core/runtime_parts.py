@@ -43,6 +43,8 @@ class TaskSource(Protocol):
 
     def taken(self, index: int, message: Message) -> None: ...
 
+    def want_next(self, index: int) -> None: ...
+
 
 class RuntimeParts:
     """The state `Runtime.__init__` sets, declared for the parts it inherits (`Sending`,

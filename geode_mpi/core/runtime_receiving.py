@@ -52,6 +52,15 @@ class Receiving(RuntimeParts):
         else:
             state.update(work_queue=queue.name, source=queue.dispatcher)
 
+    def undecodable_task(self, index: int, parcel: Parcel) -> None:
+        """Node ``index`` took ``parcel`` and could not decode it: if it is a work queue's
+        task (it goes to the dead letters), the node asks for the next one all the same, as
+        taking it would have (the dispatcher would hold every later task otherwise)."""
+        if parcel.flags & codec.FLAG_WORK and not parcel.attempts:
+            queue = self.task_sources.get(parcel.source)
+            if queue is not None:
+                queue.want_next(index)
+
     def deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
         """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""
         parcel, receipt = found
@@ -60,6 +69,7 @@ class Receiving(RuntimeParts):
         except DecodeError as exc:
             if receipt is not None:
                 self.engine.in_hand -= 1
+            self.undecodable_task(index, parcel)
             # Taken without a receipt it already counts as processed: record it all the same.
             self.engine.dead_letter(index, parcel, exc, parcel.attempts + 1, receipt is not None)
             raise

@@ -209,6 +209,7 @@ def queue_state(queue: WorkQueue) -> dict[str, Any]:
                 "finished": state.finished,
                 "told": sorted(state.told),
                 "dispatched": state.dispatched,
+                "finished_by": sorted(state.finished_by),
                 "stream": queue.number,
                 "dispatcher": state.node,
             }
@@ -239,6 +240,9 @@ def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
     left, finished = numbers.get("producers_left"), numbers.get("finished")
     if not isinstance(finished, bool) or isinstance(left, bool) or not isinstance(left, int):
         raise CheckpointError(f"work queue/numbers: producers_left {left!r}, finished {finished!r}")
+    finished_by = numbers.get("finished_by", [])  # (not in a checkpoint from before it)
+    if not isinstance(finished_by, list):
+        raise CheckpointError(f"work queue/numbers: finished_by {finished_by!r}")
     stream, dispatcher = numbers.get("stream"), numbers.get("dispatcher")
     return {
         # None in a checkpoint written before they were saved
@@ -250,6 +254,7 @@ def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
             "finished": finished,
             "told": [count(node) for node in told],
             "dispatched": count(numbers.get("dispatched")),
+            "finished_by": [count(node) for node in finished_by],
         },
     }
 
@@ -267,3 +272,4 @@ def restore_queue(queue: WorkQueue, state: Mapping[str, Any] | None) -> None:
     dispatch.finished = numbers["finished"]
     dispatch.told.update(numbers["told"])
     dispatch.dispatched = numbers["dispatched"]
+    dispatch.finished_by.update(numbers["finished_by"])

@@ -61,6 +61,7 @@ class Dispatch(Record):
         "finished",
         "told",
         "dispatched",
+        "finished_by",
     )
 
     def __init__(self, producers_left: int, node: int) -> None:
@@ -70,8 +71,9 @@ class Dispatch(Record):
         self.tasks: deque[Message] = deque()
         self.wanting: deque[int] = deque()  # one entry per open request, oldest first
         self.finished = False
-        self.told: set[int] = set()  # consumers that got WorkDone
+        self.told: set[int] = set()  # consumers that got WorkDone (each gets one, once)
         self.dispatched = 0
+        self.finished_by: set[int] = set()  # the producers that called finish()
 
 
 class WorkQueue:
@@ -92,7 +94,7 @@ class WorkQueue:
         consumers: Sequence[int],
         dispatcher: int,
         prefetch: int,
-        producers: int,
+        producers: Sequence[int],
     ) -> None:
         self._geode = geode
         self._gate = geode.gate  # its public calls hold it, as the Geode's do
@@ -101,7 +103,11 @@ class WorkQueue:
         self._consumers = tuple(consumers)
         self._dispatcher = dispatcher
         self.prefetch = prefetch
-        self.dispatch = Dispatch(producers, dispatcher)
+        self._producers = frozenset(producers)
+        self.dispatch = Dispatch(len(self._producers), dispatcher)
+        # On the consumers' ranks: the local consumers that took their `WorkDone` (a `get`
+        # for one of them returns None at once: the dispatcher sends each one WorkDone only).
+        self._ended: set[int] = set()
         # On the dispatcher's rank: asked about each task about to be handed out; False drops
         # it (an executor's cancelled future, `geode_mpi.core.executor`). None: keep them all.
         self.admit: Callable[[Message], bool] | None = None
@@ -154,7 +160,20 @@ class WorkQueue:
     def finish(self, source: str | int | None = None) -> None:
         """Say that ``source`` will put no more tasks. Once every producer node has (each
         rank's node by default, every node for a one-process world), `get` returns None to
-        the consumers after the last task."""
+        the consumers after the last task. A producer's second finish changes nothing.
+
+        Raises:
+            ValueError: ``source`` is not a producer of this queue.
+        """
+        geode = self._geode
+        index = geode.rank if source is None else geode.placement.index(source, "source")
+        if index not in self._producers:
+            name = geode.names[index]
+            names = ", ".join(geode.names[i] for i in sorted(self._producers))
+            raise ValueError(
+                f"finish(source={name!r}): {name} is not a producer of work queue "
+                f"{self.name!r} (producers: {names})"
+            )
         self._to_dispatcher(_Finished(), source, None)
 
     def _to_dispatcher(
@@ -187,6 +206,8 @@ class WorkQueue:
         if index not in self._consumers:
             raise ValueError(f"{geode.names[index]} is not a consumer of work queue {self.name!r}")
         timeout = check_timeout(timeout)
+        if index in self._ended:
+            return None  # (its one WorkDone was taken: the queue is over for it)
         found = geode.take(index, self._is_mine, None, timeout)
         if found is None:
             geode.check_open("get")
@@ -202,8 +223,16 @@ class WorkQueue:
         """A consumer took one of this queue's tasks: ask for the next one."""
         message.__dict__["work_queue"] = self.name
         message.__dict__["source"] = self.dispatcher
+        if isinstance(message, WorkDone):
+            self._ended.add(index)
+        else:
+            self.want_next(index)
+
+    def want_next(self, index: int) -> None:
+        """Consumer ``index`` took a task (or one that could not be decoded, now a dead
+        letter): ask for the next one."""
         geode = self._geode
-        if not isinstance(message, WorkDone) and (geode.serving or not geode.sealed):
+        if geode.serving or not geode.sealed:
             self._want(index)  # (once closed, no dispatcher hands out anything more)
 
     def _want(self, consumer: int) -> None:
@@ -227,8 +256,13 @@ class WorkQueue:
             return
         state = self.dispatch
         if isinstance(message, _Want):
+            if source in state.told:
+                return  # (asked as it took its last task: it has its WorkDone)
             state.wanting.append(source)
         elif isinstance(message, _Finished):
+            if source in state.finished_by or source not in self._producers:
+                return  # (a producer's second finish; `finish` refuses the others)
+            state.finished_by.add(source)
             state.producers_left -= 1
             state.finished = state.producers_left <= 0
         else:
@@ -245,10 +279,13 @@ class WorkQueue:
             self._hand_out(task, state.wanting.popleft())
             state.dispatched += 1
         if state.finished and not state.tasks:
+            # One WorkDone per consumer, whatever its number of open requests (``prefetch``):
+            # a second would stay in its queue, for a receive of the user's to take.
             while state.wanting:
                 consumer = state.wanting.popleft()
-                self._hand_out(WorkDone(), consumer)
-                state.told.add(consumer)
+                if consumer not in state.told:
+                    self._hand_out(WorkDone(), consumer)
+                    state.told.add(consumer)
 
     @locked
     def serve(self, timeout: float | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,14 @@ def array(n: int, fill: float) -> np.ndarray[Any, Any]:
 def wait_for_go(node: str) -> Any:
     """Block a worker until the test sends it a Go (no sleep: the test decides when)."""
     return _here["geode"].receive(node, type=Go, timeout=TIMEOUT).data
+
+
+def held_on_rank_0(x: int) -> int:
+    """x squared; on rank 0 (the client's, a worker too) only once a Go came."""
+    geode = _here["geode"]
+    if geode.rank == 0:
+        geode.receive("node0", type=Go, timeout=TIMEOUT)
+    return x * x
 
 
 @pytest.fixture
@@ -171,3 +180,57 @@ def test_a_receive_of_your_own_on_the_client_takes_your_messages_never_results(
             with pytest.raises(ReceiveTimeout):
                 geode.receive(timeout=0.5)  # results came meanwhile: none for receive
             assert [f.result(timeout=TIMEOUT)[0] for f in futures] == [k * k for k in range(40)]
+
+
+def test_close_shuts_down_an_executor_left_running(geode: Geode) -> None:
+    """No with block and no shutdown(): close() on the client's rank completes the pending
+    futures and tells the workers, whose serve() ends, so every rank closes (before: the job
+    hung, the workers never told)."""
+    ex = geode.executor()
+    if ex.is_client:
+        futures = [ex.submit(where, k) for k in range(10)]
+    else:
+        ex.serve()
+    geode.close(timeout=20)
+    if ex.is_client:
+        assert [f.result(timeout=0)[0] for f in futures] == [k * k for k in range(10)]
+
+
+def test_a_worker_node_receives_only_its_own_after_a_block(geode: Geode) -> None:
+    """prefetch=3: each worker is told of the end once; nothing of the executor is left in
+    its queue for the user's receive (before: two WorkDone each)."""
+    with geode.executor(prefetch=3) as ex:
+        if ex is not None:
+            assert sum(value for value, _ in ex.map(where, range(10))) == 285
+    for node in geode.local_nodes:
+        geode.send(("mine", node), node, node)
+        got = geode.receive(node, timeout=TIMEOUT)
+        assert (type(got), got.data) == (Message, ("mine", node))
+        assert geode.try_receive(node) is None
+
+
+def test_a_task_on_the_client_node_does_not_stall_the_other_workers(geode: Geode) -> None:
+    """The client's node is a worker too, and its task waits: the other workers still get
+    every other task (before: the one thread that hands tasks out was running it, so they got
+    at most their prefetch, and the wait below timed out)."""
+    if geode.size == 1:
+        pytest.skip("one process runs every task in one thread: no other worker to feed")
+    with geode.executor(workers=geode.nodes) as ex:
+        if ex is not None:
+            futures = [ex.submit(held_on_rank_0, k) for k in range(30)]
+            # At most 1 + prefetch tasks wait at node0 (held); the others must all complete.
+            completed = 0
+            with contextlib.suppress(TimeoutError):
+                for _ in concurrent.futures.as_completed(futures, timeout=20):
+                    completed += 1
+                    if completed == len(futures) - 2:
+                        break
+            while not all(f.done() for f in futures):  # one Go per task node0 runs
+                geode.send(Go("go"), "node0", "node0")
+                left = [f for f in futures if not f.done()]
+                concurrent.futures.wait(left, TIMEOUT, concurrent.futures.FIRST_COMPLETED)
+            assert [f.result(timeout=0) for f in futures] == [k * k for k in range(30)]
+            with contextlib.suppress(ReceiveTimeout):
+                while True:  # (a Go sent as a task of another worker ended)
+                    geode.receive("node0", type=Go, timeout=0)
+            assert completed == len(futures) - 2, "the other workers waited for node0's task"

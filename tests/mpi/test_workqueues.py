@@ -115,3 +115,83 @@ def test_tasks_varying_tenfold_keep_four_ranks_balanced() -> None:
             f"work per consumer {[round(b, 3) for b in busy]} s, ideal {ideal:.3f} s, "
             f"makespan {makespan:.3f} s"
         )
+
+
+def test_a_finished_queue_leaves_nothing_in_the_consumers_queues(geode: Geode) -> None:
+    """prefetch=3: each consumer gets one end of the queue, not one per open request (the
+    others stayed queued, for the user's receive to take)."""
+    nodes = geode.nodes
+    consumers = nodes[1:] or nodes
+    queue = geode.work_queue("ends", consumers=consumers, producers=[nodes[0]], prefetch=3)
+    if geode.hosts(nodes[0]):
+        for k in range(2 * len(consumers)):
+            queue.put(k, source=nodes[0])
+        queue.finish(source=nodes[0])
+    for node in geode.local_nodes:
+        if node in consumers:
+            while queue.get(node, timeout=TIMEOUT) is not None:
+                pass
+            assert queue.get(node, timeout=0) is None
+    queue.serve(timeout=TIMEOUT)
+    for node in geode.local_nodes:
+        geode.send(("mine", node), node, node)
+    for node in geode.local_nodes:
+        assert geode.receive(node, timeout=TIMEOUT).data == ("mine", node)
+        assert geode.try_receive(node) is None
+
+
+def test_a_task_its_consumer_cannot_decode_strands_no_other(geode: Geode) -> None:
+    """The task's class exists on the dispatcher's rank only: its consumer dead-letters it
+    and asks for the next, so run() handles every other task (they stayed at the
+    dispatcher)."""
+    if geode.size == 1:
+        pytest.skip("one process decodes no task: it needs a consumer on another rank")
+    nodes = geode.nodes
+    queue = geode.work_queue("undecodable", consumers=[nodes[1]], dispatcher=nodes[0])
+    done: list[int] = []
+
+    @geode.on(Task)
+    def work(msg: Message) -> None:
+        done.append(msg.data[1])
+
+    if geode.hosts(nodes[0]):
+
+        class OnlyHere(Message):  # (as if defined under `if rank == 0:`)
+            pass
+
+        queue.put(OnlyHere("bad"), source=nodes[0])
+        for k in range(5):
+            queue.put(Task((nodes[0], k, 0.0)), source=nodes[0])
+    summary = geode.run(timeout=TIMEOUT)
+    assert summary.reason == "quiescent", summary
+    if geode.hosts(nodes[0]):
+        assert queue.waiting == 0
+    if geode.hosts(nodes[1]):
+        assert done == [0, 1, 2, 3, 4]
+        assert len(geode.dead_letters(nodes[1])) == 1
+
+
+def test_finish_twice_from_one_producer_ends_nothing_early(geode: Geode) -> None:
+    """Two producers, one of them finishing twice: the queue ends after both, with every
+    task; a node that is no producer may not finish it (with three nodes or more)."""
+    nodes = geode.nodes
+    consumer = nodes[-1]
+    queue = geode.work_queue("twice", consumers=[consumer], producers=nodes[:2], prefetch=2)
+    if len(nodes) > 2:  # (with two nodes the consumer is a producer too)
+        with pytest.raises(ValueError, match=f"{consumer} is not a producer of work queue"):
+            queue.finish(source=consumer)
+    if geode.hosts(nodes[0]):
+        queue.put("a0", source=nodes[0])
+        queue.finish(source=nodes[0])
+        queue.finish(source=nodes[0])
+    gather(geode, None)  # (node0 finished twice before node1 puts anything)
+    if geode.hosts(nodes[1]):
+        for k in range(3):
+            queue.put(f"b{k}", source=nodes[1])
+        queue.finish(source=nodes[1])
+    if geode.hosts(consumer):
+        got = []
+        while (task := queue.get(consumer, timeout=TIMEOUT)) is not None:
+            got.append(task.data)
+        assert sorted(got) == ["a0", "b0", "b1", "b2"]
+    queue.serve(timeout=TIMEOUT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -83,6 +84,29 @@ def receive_here(node: str) -> Any:
         return _geode.receive(node, timeout=0).data
     except ReceiveTimeout:
         return None
+
+
+class Progress(Message):
+    """What `send_progress` sends node0."""
+
+
+def send_progress(k: int) -> int:
+    """A task that works a moment, then sends node0 a message of the user's."""
+    assert _geode is not None
+    time.sleep(0.1)  # (its work: nothing is waited for here)
+    _geode.send(Progress(k), "node1", "node0")
+    return k
+
+
+def exit_on_zero(x: int) -> int:
+    if x == 0:
+        sys.exit("bad input")
+    return x
+
+
+def slow(x: int) -> int:
+    time.sleep(0.05)
+    return x
 
 
 @pytest.fixture
@@ -329,3 +353,83 @@ def test_two_executors_at_once_on_one_client_keep_their_own_results(geode: Geode
         twos = [second.submit(add, k, 100) for k in range(20)]
         assert [f.result(timeout=TIMEOUT) for f in ones] == [k * k for k in range(20)]
         assert [f.result(timeout=TIMEOUT) for f in twos] == [k + 100 for k in range(20)]
+
+
+@pytest.mark.parametrize("prefetch", [2, 3])
+def test_a_worker_node_receives_only_its_own_after_a_block(geode: Geode, prefetch: int) -> None:
+    """Before: with prefetch >= 2 the queue's end reached the worker once per open request;
+    the executor took the first and the user's receive on node1 took the others."""
+    with geode.executor(prefetch=prefetch) as ex:
+        assert ex is not None and sum(ex.map(square, range(10))) == 285
+    geode.send("mine", "node0", "node1")
+    first = geode.receive("node1", timeout=TIMEOUT)
+    assert (type(first), first.data, first.source) == (Message, "mine", "node0")
+    assert geode.pending("node1") == 0
+
+
+def test_a_restart_after_a_block_with_prefetch_leaves_nothing_stale(tmp_path: Path) -> None:
+    """Before: the checkpoint saved the worker's leftover ends of executor-1's queue; after
+    the restart, node1's try_receive raised DecodeError (no work queue had that stream), and
+    the new executor (on the same stream number) took one as its first task: map hung."""
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        with geode.executor(prefetch=2) as ex:
+            assert ex is not None and list(ex.map(square, range(4))) == [0, 1, 4, 9]
+        geode.checkpoint()
+    with Geode(checkpoint_dir=tmp_path, restart=True) as geode:
+        assert geode.try_receive("node1") is None
+        with geode.executor(prefetch=2) as ex:
+            assert ex is not None
+            assert list(ex.map(square, range(4), timeout=10)) == [0, 1, 4, 9]
+
+
+def test_a_receive_waits_for_what_a_pending_task_sends(geode: Geode) -> None:
+    """Before: the executor's thread is a daemon, so receive() on node0 raised at once that
+    nothing can arrive in one process, while the task that sends was pending."""
+    with geode.executor() as ex:
+        assert ex is not None
+        future = ex.submit(send_progress, 1)
+        got = geode.receive("node0", timeout=TIMEOUT)
+        assert (type(got), got.data) == (Progress, 1)
+        assert future.result(timeout=TIMEOUT) == 1
+
+
+def test_run_is_not_quiescent_while_a_task_that_sends_is_pending(geode: Geode) -> None:
+    """Before: run() ended "quiescent" before the last task sent its message."""
+    seen: list[int] = []
+    geode.on(Progress, node="node0")(lambda msg: seen.append(msg.data))
+    with geode.executor() as ex:
+        assert ex is not None
+        futures = [ex.submit(send_progress, k) for k in range(3)]
+        summary = geode.run(timeout=TIMEOUT)
+        assert summary.reason == "quiescent" and sorted(seen) == [0, 1, 2]
+        assert [f.result(timeout=TIMEOUT) for f in futures] == [0, 1, 2]
+
+
+def test_a_task_that_exits_fails_every_future_and_close_still_works(
+    geode: Geode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the futures failed with TaskError, but close() then raised RuntimeError
+    ("Future in unexpected state"): the failed futures stayed, and the dispatcher asked them
+    to run."""
+    with caplog.at_level(logging.ERROR, logger="geode_mpi"), geode.executor() as ex:
+        assert ex is not None
+        futures = [ex.submit(exit_on_zero, k) for k in range(3)]
+        for future in futures:
+            with pytest.raises(TaskError, match="its thread on node0 .* failed with SystemExit"):
+                future.result(timeout=TIMEOUT)
+        with pytest.raises(TaskError, match="SystemExit: bad input"):
+            ex.submit(square, 2)
+    with caplog.at_level(logging.WARNING, logger="geode_mpi"):
+        geode.close(timeout=TIMEOUT)
+    assert "never received" not in caplog.text
+
+
+def test_close_shuts_down_an_executor_left_running(geode: Geode) -> None:
+    """Before: futures pending at close() stayed pending for ever, and the executor's thread
+    died on ClosedError (under MPI, the job hung: its workers never told)."""
+    ex = geode.executor()
+    futures = [ex.submit(slow, k) for k in range(10)]
+    geode.close(timeout=TIMEOUT)
+    assert [f.result(timeout=0) for f in futures] == list(range(10))
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(square, 2)

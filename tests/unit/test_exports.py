@@ -256,6 +256,8 @@ INTERNAL_MEMBERS = {
     "WorkQueue.start",
     "WorkQueue.taken",
     "WorkQueue.arrived",
+    "WorkQueue.want_next",
+    "GeodeExecutor.end_at_close",
 }
 TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
