@@ -106,17 +106,34 @@ class ReceiveTimeout(GeodeTimeoutError):
 
 
 class SendTimeout(GeodeTimeoutError):
-    """A send did not complete within the timeout; the message stays in flight."""
+    """A send did not complete within the timeout.
 
-    def __init__(self, message_id: int, source: str, dest: str, timeout: float) -> None:
+    Two cases, told apart by ``in_flight``: a message that was sent but whose data MPI has not
+    released in time (``in_flight`` True: it stays in flight and arrives, once; do not send it
+    again), and a message that waited for room in a full ``block`` queue and was never sent
+    (``in_flight`` False, ``message_id`` -1: send it again, or it is lost).
+    """
+
+    def __init__(
+        self, message_id: int, source: str, dest: str, timeout: float, in_flight: bool = True
+    ) -> None:
         self.message_id = message_id
         self.source = source
         self.dest = dest
         self.timeout = timeout
-        super().__init__(
-            f"send of message {message_id} from {source} to {dest} did not complete within "
-            f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
-        )
+        self.in_flight = in_flight
+        if in_flight:
+            text = (
+                f"send of message {message_id} from {source} to {dest} did not complete within "
+                f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
+            )
+        else:
+            text = (
+                f"message from {source} to {dest} not sent: no room at {dest} within "
+                f"{timeout:g} s ({dest}'s queue stayed full for {source}: is {dest} "
+                "receiving?); send it again"
+            )
+        super().__init__(text)
 
 
 class AckTimeout(GeodeTimeoutError):

@@ -102,7 +102,8 @@ class Asyncio(Facade):
         it first awaits room; in one process, room comes once another coroutine receives.
 
         Raises:
-            As `send` (SendTimeout, AckTimeout: the message stays in flight or in its outbox).
+            As `send` (SendTimeout: not sent when ``in_flight`` is False, else still in
+            flight; AckTimeout: the message stays in its outbox).
         """
         runtime = self._runtime
         timeout = check_timeout(timeout)
@@ -112,7 +113,7 @@ class Asyncio(Facade):
             dst = runtime.placement.index(dest, "dest")
             pair = aio.locked(runtime, runtime.engine.pair_out, src, dst)
             if not await aio.room(runtime, pair, deadline):
-                raise SendTimeout(-1, runtime.names[src], runtime.names[dst], timeout or 0.0)
+                raise SendTimeout(-1, runtime.names[src], runtime.names[dst], timeout or 0.0, False)
         chosen = None if compress is None else setting(compress)
         # as send() sends: at once, not held back for a batch
         args = (message, source, dest, ack, timeout, _NO_REPLY, 0, False, None, chosen)

@@ -130,16 +130,25 @@ class Lifecycle(Facade):
     def _serve_until_all_close(self, timeout: float | None) -> None:
         """Serve requests and hand out work-queue tasks until every rank is in close(): a rank
         still waiting for a reply or a task needs this one (a barrier posted once, so a close
-        retried after a timeout waits on the same one)."""
+        retried after a timeout waits on the same one). Meanwhile each sender to a node here
+        is told that its queue takes nothing more: a send waiting for room in it stops
+        waiting (`QueueFull`), instead of waiting for this rank's close() for ever."""
         runtime = self._runtime
         if runtime.arrived is None:
             runtime.arrived = runtime.transport.all_entered()
         deadline = None if timeout is None else time.monotonic() + timeout
+        engine = runtime.engine
+        entered = runtime.arrived
+        told: set[tuple[int, int]] = set()
+
+        def arrived() -> bool:
+            engine.tell_closing(told)  # (the pairs whose first message arrived meanwhile too)
+            return entered()
+
         runtime.serving = True
         try:
             # every rank is meant to be on its way here: a collective wait, not a lone one
-            arrived = runtime.arrived
-            runtime.all_closing = wait_for(runtime.engine, arrived, deadline, CLOSING_YIELD)
+            runtime.all_closing = wait_for(engine, arrived, deadline, CLOSING_YIELD)
         finally:
             runtime.serving = False
         if not runtime.all_closing:

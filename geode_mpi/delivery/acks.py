@@ -10,6 +10,7 @@ from geode_mpi import codec
 from geode_mpi.delivery.control import (
     ACK,
     ASK,
+    CLOSING,
     decode_ack,
     decode_wave,
     encode_ack,
@@ -70,6 +71,9 @@ class Acks(EngineState):
     def _control(self, meta: memoryview) -> None:
         _, _, receiver, sender, _ = codec.track(meta)
         payload = codec.control_payload(meta)
+        if kind(payload) == CLOSING:  # ("receiver": the node whose rank closes)
+            self.closing_nodes = self.closing_nodes | {receiver}
+            return
         if kind(payload) not in (ACK, ASK):
             if self.on_wave is None:
                 raise DecodeError(f"a control record of type {kind(payload)} arrived unasked")

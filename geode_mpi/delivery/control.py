@@ -5,6 +5,8 @@ Payload layouts (little-endian), inside a codec control record (docs/wire-format
     ack:   u8 type 1 | 3 pad | u32 range count | u64 messages taken from the queue so far |
            range count x (u64 first seq, u64 end seq, exclusive)
     ask:   the same with type 5 and no ranges: "send me your ack record again"
+    closing: the same with type 6 and no ranges: "my rank is in close(): I take no more from
+           my queue" (so a sender out of credits stops waiting)
     wave:  u8 type 2 (ask), 3 (answer) or 4 (quiet) | 7 pad | u64 wave |
            u64 messages sent | u64 messages received
 """
@@ -18,6 +20,7 @@ from geode_mpi.errors import DecodeError
 
 ACK = 1
 ASK = 5  # a sender out of credits asks for the receiver's count again (lossy transports)
+CLOSING = 6  # a receiver whose rank is in close() tells its senders: no more credits come
 # Quiescence waves go down and up a tree of the ranks (geode_mpi.core.quiescence.Quiescence):
 WAVE_ASK = 2  # from a rank's parent: answer this wave, once idle and once your children have
 WAVE_ANSWER = 3  # to the parent: the counts of a rank and of every rank below it, summed
@@ -91,3 +94,8 @@ def decode_ack(payload: memoryview | bytes) -> tuple[int, list[Range]]:
 def encode_ask() -> bytes:
     """An ask payload."""
     return _HEAD.pack(ASK, 0, 0)
+
+
+def encode_closing() -> bytes:
+    """A closing payload."""
+    return _HEAD.pack(CLOSING, 0, 0)

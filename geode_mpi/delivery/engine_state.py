@@ -80,11 +80,16 @@ class EngineState:
         on_waited: Callable[[], None] | None
         path: SendPath
 
+        # set in delivery/credits.py (`tell_closing`'s records arriving, in acks.py)
+        closing_nodes: frozenset[int]
+
         # set in delivery/taking.py (`take_arrival`), read in delivery/express.py
         refused: tuple[memoryview | bytearray, DecodeError] | None
 
         # defined in delivery/engine.py
         def name_of(self, index: int) -> str: ...
+
+        def rank_of(self, index: int) -> int: ...
 
         # defined in delivery/arriving.py
         def _admit(

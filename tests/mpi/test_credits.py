@@ -1,0 +1,121 @@
+"""Credits across ranks: a send that found no room says it was not sent, and a send to a full
+queue of a node on its own rank refuses at once instead of waiting for ever.
+
+Each test asks for two nodes a rank (node r and node r + size on rank r), so that a pair of
+nodes on different ranks and a pair on one rank exist at every size; at size 1 (the embedded
+world) a send to a full ``block`` queue raises QueueFull at once, which is checked instead.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from geode_mpi import Geode, QueueConfig, QueueFull, SendTimeout
+
+TIMEOUT = 60.0
+
+
+def window_one(size: int) -> QueueConfig:
+    return QueueConfig(capacity=2 * size, policy="block", window=1)
+
+
+def world_size() -> int:
+    """The number of ranks (a Geode made and closed to ask, before the test's own)."""
+    probe = Geode()
+    size = probe.size
+    probe.close(timeout=TIMEOUT)
+    return size
+
+
+def test_a_send_that_found_no_room_says_not_sent_and_sending_again_delivers_it_once() -> None:
+    size = world_size()
+    g = Geode(nodes=2 * size, queue=window_one(size))
+    if size == 1:
+        g.send("first", "node0", "node1")
+        with pytest.raises(QueueFull, match="in a one-process world"):
+            g.send("second", "node0", "node1", timeout=0.2)
+        g.close(timeout=TIMEOUT)
+        return
+    # node0 (rank 0) -> node1 (rank 1); node2 (rank 0) tells node1 when node0 is done waiting
+    signal = g.nodes[size]
+    if g.hosts("node0"):
+        g.send("first", "node0", "node1")
+        with pytest.raises(SendTimeout) as err:
+            g.send("second", "node0", "node1", timeout=0.3)
+        error = err.value
+        assert error.in_flight is False and error.message_id == -1
+        assert "not sent: no room at node1 within 0.3 s" in str(error), str(error)
+        assert str(error).endswith("send it again") and "in flight" not in str(error)
+        g.send("go", signal, "node1")
+        g.send("second", "node0", "node1", timeout=TIMEOUT)  # as the error says
+    if g.hosts("node1"):
+        assert g.receive("node1", source=signal, timeout=TIMEOUT).data == "go"
+        got = [g.receive("node1", source="node0", timeout=TIMEOUT).data for _ in range(2)]
+        assert got == ["first", "second"]
+    g.close(timeout=TIMEOUT)
+    if g.hosts("node1"):
+        assert g.try_receive("node1") is None  # "second" once, not twice
+
+
+def test_isend_many_that_found_no_room_names_the_timeout_it_was_given() -> None:
+    size = world_size()
+    if size == 1:
+        pytest.skip("one process: a full block queue raises QueueFull at once (unit tests)")
+    g = Geode(nodes=2 * size, queue=window_one(size))
+    signal = g.nodes[size]  # (node1's rank stays out of close() until node0 is done)
+    if g.hosts("node0"):
+        with pytest.raises(SendTimeout) as err:
+            g.isend_many(["a", "b", "c"], dest="node1", timeout=0.3)
+        assert err.value.sent == 1
+        assert "no room at node1 within 0.3 s" in str(err.value), str(err.value)
+        g.send("go", signal, "node1")
+    if g.hosts("node1"):
+        assert g.receive("node1", source=signal, timeout=TIMEOUT).data == "go"
+    g.close(timeout=TIMEOUT)
+    if g.hosts("node1"):
+        assert [m.data for m in g.receive_many("node1", timeout=TIMEOUT)] == ["a"]
+
+
+def test_a_full_queue_of_a_node_on_the_same_rank_refuses_at_once() -> None:
+    size = world_size()
+    g = Geode(nodes=2 * size, queue=window_one(size))
+    sender, receiver = g.local_nodes  # both on this rank: nothing takes while a send waits
+    g.send("one", sender, receiver)
+    started = time.monotonic()
+    where = "in a one-process world" if size == 1 else f"{receiver} is hosted on this rank"
+    with pytest.raises(QueueFull, match=where) as err:
+        g.send("two", sender, receiver, timeout=5.0)  # (before the fix: SendTimeout in 5 s)
+    assert time.monotonic() - started < 2.0
+    assert str(err.value).endswith("nothing was sent")
+    assert g.receive(receiver, timeout=TIMEOUT).data == "one"
+    g.send("two", sender, receiver, timeout=TIMEOUT)  # room again
+    assert g.receive(receiver, timeout=TIMEOUT).data == "two"
+    g.close(timeout=TIMEOUT)
+    assert g.try_receive(receiver) is None
+
+
+def test_a_send_waiting_for_room_at_a_node_whose_rank_closes_gets_queue_full() -> None:
+    size = world_size()
+    if size == 1:
+        pytest.skip("one process: a full block queue raises QueueFull at once (unit tests)")
+    g = Geode(queue=QueueConfig(capacity=size, policy="block"))  # a window of 1 per sender
+    receiver = g.nodes[-1]  # its rank closes without receiving
+    sent: list[int] = []
+    if g.hosts("node0"):
+        with pytest.raises(QueueFull) as err:
+            for k in range(5):
+                g.send(k, "node0", receiver, timeout=20.0)  # (before the fix: SendTimeout)
+                sent.append(k)
+        assert sent == [0]
+        text = str(err.value)
+        assert f"{receiver}'s queue is full for node0" in text, text
+        assert f"{receiver} is closing (rank {size - 1} called close())" in text, text
+        assert text.endswith("nothing was sent")
+    started = time.monotonic()
+    g.close(timeout=TIMEOUT)
+    assert time.monotonic() - started < 20.0
+    if g.hosts(receiver):
+        assert g.pending(receiver) == 1  # still receivable: reported at exit if left there
+        assert g.receive(receiver, timeout=TIMEOUT).data == 0
