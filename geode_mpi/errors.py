@@ -172,6 +172,33 @@ class AckTimeout(GeodeTimeoutError):
         )
 
 
+class NotProcessed(GeodeError):
+    """A message sent with ``ack=True`` was acknowledged by its receiver without being
+    processed: a full ``drop_oldest`` queue dropped it, or its ``ttl`` ran out before it was
+    taken. It never will be processed (send it again if it must be)."""
+
+    def __init__(
+        self, message_id: int, source: str, dest: str, seq: int, why: str, handle: Any = None
+    ) -> None:
+        self.message_id = message_id
+        self.source = source
+        self.dest = dest
+        self.seq = seq
+        self.why = why  # "dropped" or "expired"
+        self.handle = handle  # the SendHandle (its ``lost`` is ``why``)
+        if why == "dropped":
+            how = f"{dest}'s full drop_oldest queue dropped it (counted in stats().dropped)"
+        else:
+            how = (
+                f"its ttl ran out in {dest}'s queue before it was taken (counted in "
+                "stats().expired)"
+            )
+        super().__init__(
+            f"message {message_id} ({source}->{dest} seq {seq}) was not processed: {how}; "
+            "it never will be (send it again if it must be)"
+        )
+
+
 class QueueFull(GeodeError):
     """A receiver's queue has no room for another message from this sender."""
 

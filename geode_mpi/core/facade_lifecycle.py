@@ -77,6 +77,8 @@ class Lifecycle(Facade):
         runtime.transport.close(timeout)
         if runtime.engine.forwards:
             self._report_unforwarded()
+        if runtime.engine.in_hand:
+            self._report_in_hand()
         stop_watchdog(self._watchdog, free=True)
         runtime.engine.closed = True
         runtime.engine.path.cache.clear()  # its peers forget what they held from it alike
@@ -125,6 +127,30 @@ class Lifecycle(Facade):
             "to be sent on: receive them at a member first)",
             self.rank,
             "; ".join(f"{node}: {count}" for node, count in held.items()),
+        )
+
+    def _report_in_hand(self) -> None:
+        """Say which nodes took messages with an explicit ack and neither acked nor nacked
+        them: their senders keep them as unacknowledged (`stats().unacked`) for ever."""
+        engine = self._runtime.engine
+        names = self._runtime.names
+        held = {}
+        for index, inbox in engine.inboxes.items():  # taken, not finished, not queued again
+            stats = engine.stats[index]
+            count = stats.received - stats.processed - len(inbox)
+            if count > 0:
+                held[names[index]] = count
+        total = engine.in_hand
+        if sum(held.values()) == total:
+            where = "; ".join(f"{node}: {count}" for node, count in held.items())
+        else:  # (counts restored from a checkpoint may not add up: the total is sure)
+            where = f"{total} in all, at {', '.join(held) or 'this rank'}"
+        log.warning(
+            "close() on rank %s: messages taken with an explicit ack were neither acked nor "
+            "nacked: %s (their senders keep them as unacknowledged; call msg.ack() or "
+            "msg.nack() on every message taken from a queue with ack='explicit')",
+            self.rank,
+            where,
         )
 
     def _serve_until_all_close(self, timeout: float | None) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from geode_mpi import codec
 from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.codec import header
-from geode_mpi.delivery.control import encode_ask, encode_closing
+from geode_mpi.delivery.control import DROPPED, EXPIRED, encode_ask, encode_closing, encode_lost
 from geode_mpi.delivery.failures import Failures
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.topics import TopicStream
@@ -18,6 +18,7 @@ from geode_mpi.errors import QueueFull, SendTimeout
 from geode_mpi.queues import Parcel
 
 _FLAG_QOS = codec.FLAG_QOS
+_FLAG_WAITED = codec.FLAG_WAITED
 
 
 class Credits(Failures):
@@ -27,6 +28,9 @@ class Credits(Failures):
     # no credit comes back from them, so a send out of credits to one stops waiting. (A class
     # default, set on the engine only when such a record arrives.)
     closing_nodes: frozenset[int] = frozenset()
+    # What `SendHandle.lost` reads: (source, dest, seq) -> "dropped" or "expired", for the
+    # messages sent with ack=True that their receiver acknowledged without processing them.
+    lost: dict[tuple[int, int, int], str] | None = None
 
     def pair_out(self, src: int, dst: int) -> PairOut:
         pair = self.pairs_out.get((src, dst))
@@ -199,12 +203,28 @@ class Credits(Failures):
                 if pair_in.owed * 2 >= window:
                     self._flush_pair(key_in, pair_in)
 
+    def dropped(self, index: int, parcel: Parcel) -> None:
+        """Node ``index``'s full ``drop_oldest`` queue dropped ``parcel``: counted, and
+        acknowledged (its sender forgets it), a sender waiting for it told first."""
+        self.stats[index].dropped += 1
+        if parcel.flags & _FLAG_WAITED:
+            self.tell_lost(index, parcel, DROPPED)
+        self._done(index, parcel)
+
+    def tell_lost(self, index: int, parcel: Parcel, why: int) -> None:
+        """Tell the sender of ``parcel`` (sent with ack=True) that node ``index`` did not
+        process it (``why``: `DROPPED`, `EXPIRED`), ahead of the ack record that acknowledges
+        it (the same batch, so it arrives first): its handle's ``wait()`` raises, not returns."""
+        self.path.control(index, parcel.source, encode_lost(why, parcel.seq), batch=True)
+
     def _expiry(self, index: int) -> Callable[[Parcel], None]:
         """What node ``index``'s queue calls with each parcel that expired in it."""
 
         def expired(parcel: Parcel) -> None:
             self._credit(index, parcel)
             self.stats[index].expired += 1
+            if parcel.flags & _FLAG_WAITED:
+                self.tell_lost(index, parcel, EXPIRED)
             if not self.configs[index].dead_letter_expired:
                 self._done(index, parcel)
                 return

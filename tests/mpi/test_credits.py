@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from geode_mpi import Geode, QueueConfig, QueueFull, SendTimeout
+from geode_mpi import Geode, NotProcessed, QueueConfig, QueueFull, SendTimeout
 
 TIMEOUT = 60.0
 
@@ -119,3 +119,31 @@ def test_a_send_waiting_for_room_at_a_node_whose_rank_closes_gets_queue_full() -
     if g.hosts(receiver):
         assert g.pending(receiver) == 1  # still receivable: reported at exit if left there
         assert g.receive(receiver, timeout=TIMEOUT).data == 0
+
+
+def test_a_message_sent_with_ack_then_dropped_or_expired_raises_not_processed() -> None:
+    size = world_size()
+    g = Geode(queue=QueueConfig(capacity=2, policy="drop_oldest"))
+    receiver = g.nodes[-1]
+    if g.hosts("node0"):
+        handle = g.isend("important", "node0", receiver, ack=True)
+        for k in range(3):
+            g.send(k, "node0", receiver)  # the receiver drops "important", then 0
+        with pytest.raises(NotProcessed, match=f"{receiver}'s full drop_oldest queue dropped"):
+            handle.wait(timeout=TIMEOUT)
+        assert handle.acked and handle.lost == "dropped"
+        if size > 1:  # (one process: send(ack=True) cannot wait for a receive)
+            with pytest.raises(NotProcessed, match="its ttl ran out") as err:
+                g.send("expiring", "node0", receiver, ack=True, ttl=0.2, timeout=TIMEOUT)
+            assert err.value.why == "expired"
+        g.send("end", "node0", receiver)
+    if g.hosts(receiver):
+        deadline = time.monotonic() + TIMEOUT
+        # (without taking anything: stats() drives progress and drops what expired)
+        while g.stats(receiver).dropped < 2 or (size > 1 and g.stats(receiver).expired < 1):
+            assert time.monotonic() < deadline, "timed out waiting for the drops and expiry"
+        got = []
+        while not got or got[-1] != "end":
+            got.append(g.receive(receiver, timeout=TIMEOUT).data)
+        assert got == [2, "end"]  # (1 dropped for "expiring", or at size 1 for "end")
+    g.close(timeout=TIMEOUT)
