@@ -8,6 +8,7 @@ world) a send to a full ``block`` queue raises QueueFull at once, which is check
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -27,6 +28,16 @@ def world_size() -> int:
     size = probe.size
     probe.close(timeout=TIMEOUT)
     return size
+
+
+def receiver_closes(why_not_alone: str) -> tuple[Geode, str]:
+    """A Geode with a window of 1 per sender, and its last node, whose rank closes without
+    receiving (skipped at size 1, where that cannot be shown: ``why_not_alone``)."""
+    size = world_size()
+    if size == 1:
+        pytest.skip(why_not_alone)
+    g = Geode(queue=QueueConfig(capacity=size, policy="block"))
+    return g, g.nodes[-1]
 
 
 def test_a_send_that_found_no_room_says_not_sent_and_sending_again_delivers_it_once() -> None:
@@ -97,11 +108,8 @@ def test_a_full_queue_of_a_node_on_the_same_rank_refuses_at_once() -> None:
 
 
 def test_a_send_waiting_for_room_at_a_node_whose_rank_closes_gets_queue_full() -> None:
-    size = world_size()
-    if size == 1:
-        pytest.skip("one process: a full block queue raises QueueFull at once (unit tests)")
-    g = Geode(queue=QueueConfig(capacity=size, policy="block"))  # a window of 1 per sender
-    receiver = g.nodes[-1]  # its rank closes without receiving
+    g, receiver = receiver_closes("one process: a full block queue raises QueueFull at once")
+    size = g.size
     sent: list[int] = []
     if g.hosts("node0"):
         with pytest.raises(QueueFull) as err:
@@ -147,3 +155,21 @@ def test_a_message_sent_with_ack_then_dropped_or_expired_raises_not_processed() 
             got.append(g.receive(receiver, timeout=TIMEOUT).data)
         assert got == [2, "end"]  # (1 dropped for "expiring", or at size 1 for "end")
     g.close(timeout=TIMEOUT)
+
+
+def test_an_awaited_send_waiting_for_room_at_a_node_whose_rank_closes_gets_queue_full() -> None:
+    g, receiver = receiver_closes("one process: an awaited send waits for another coroutine")
+
+    async def send_five() -> list[int]:
+        sent = []
+        for k in range(5):
+            await g.asend(k, "node0", receiver, timeout=20.0)  # (before the fix: SendTimeout)
+            sent.append(k)
+        return sent
+
+    if g.hosts("node0"):
+        with pytest.raises(QueueFull, match=f"{receiver} is closing"):
+            asyncio.run(send_five())
+    g.close(timeout=TIMEOUT)
+    if g.hosts(receiver):
+        assert g.receive(receiver, timeout=TIMEOUT).data == 0
