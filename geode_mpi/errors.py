@@ -107,17 +107,34 @@ class ReceiveTimeout(GeodeTimeoutError):
 
 
 class SendTimeout(GeodeTimeoutError):
-    """A send did not complete within the timeout; the message stays in flight."""
+    """A send did not complete within the timeout.
 
-    def __init__(self, message_id: int, source: str, dest: str, timeout: float) -> None:
+    Two cases, told apart by ``in_flight``: a message that was sent but whose data MPI has not
+    released in time (``in_flight`` True: it stays in flight and arrives, once; do not send it
+    again), and a message that waited for room in a full ``block`` queue and was never sent
+    (``in_flight`` False, ``message_id`` -1: send it again, or it is lost).
+    """
+
+    def __init__(
+        self, message_id: int, source: str, dest: str, timeout: float, in_flight: bool = True
+    ) -> None:
         self.message_id = message_id
         self.source = source
         self.dest = dest
         self.timeout = timeout
-        super().__init__(
-            f"send of message {message_id} from {source} to {dest} did not complete within "
-            f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
-        )
+        self.in_flight = in_flight
+        if in_flight:
+            text = (
+                f"send of message {message_id} from {source} to {dest} did not complete within "
+                f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
+            )
+        else:
+            text = (
+                f"message from {source} to {dest} not sent: no room at {dest} within "
+                f"{timeout:g} s ({dest}'s queue stayed full for {source}: is {dest} "
+                "receiving?); send it again"
+            )
+        super().__init__(text)
 
 
 class AckTimeout(GeodeTimeoutError):
@@ -153,6 +170,33 @@ class AckTimeout(GeodeTimeoutError):
         super().__init__(
             f"message {message_id} ({source}->{dest} seq {seq}) was not acknowledged {why}; "
             f"it stays in {source}'s outbox and may still be processed, once"
+        )
+
+
+class NotProcessed(GeodeError):
+    """A message sent with ``ack=True`` was acknowledged by its receiver without being
+    processed: a full ``drop_oldest`` queue dropped it, or its ``ttl`` ran out before it was
+    taken. It never will be processed (send it again if it must be)."""
+
+    def __init__(
+        self, message_id: int, source: str, dest: str, seq: int, why: str, handle: Any = None
+    ) -> None:
+        self.message_id = message_id
+        self.source = source
+        self.dest = dest
+        self.seq = seq
+        self.why = why  # "dropped" or "expired"
+        self.handle = handle  # the SendHandle (its ``lost`` is ``why``)
+        if why == "dropped":
+            how = f"{dest}'s full drop_oldest queue dropped it (counted in stats().dropped)"
+        else:
+            how = (
+                f"its ttl ran out in {dest}'s queue before it was taken (counted in "
+                "stats().expired)"
+            )
+        super().__init__(
+            f"message {message_id} ({source}->{dest} seq {seq}) was not processed: {how}; "
+            "it never will be (send it again if it must be)"
         )
 
 

@@ -78,10 +78,11 @@ async def wait_until(
     return True
 
 
-async def room(runtime: Driven, pair: Credits, deadline: float | None) -> bool:
-    """Await a credit on ``pair`` (room for one more message in its destination's queue);
+async def room(runtime: Driven, pair: Credits, dest: int, deadline: float | None) -> bool:
+    """Await a credit on ``pair`` (room for one more message in node ``dest``'s queue);
     False at the deadline. In one process the credits come back once another coroutine
-    receives, so an awaited send waits where a blocking one would raise `QueueFull`."""
+    receives, so an awaited send waits where a blocking one would raise `QueueFull`. True
+    without a credit once ``dest``'s rank is in close(): the send then says so (`QueueFull`)."""
     if pair.credits is None or pair.credits > 0:
         return True
     engine = runtime.engine
@@ -89,9 +90,9 @@ async def room(runtime: Driven, pair: Credits, deadline: float | None) -> bool:
     def has_room() -> bool:
         if not pair.credits:
             engine.flush()  # in one process the receiver's credits may be pending right here
-        return bool(pair.credits)
+        return bool(pair.credits) or dest in engine.closing_nodes
 
-    return await wait_until(runtime, has_room, deadline) and bool(pair.credits)
+    return await wait_until(runtime, has_room, deadline) and has_room()
 
 
 async def take(

@@ -103,7 +103,8 @@ class Asyncio(Facade):
         it first awaits room; in one process, room comes once another coroutine receives.
 
         Raises:
-            As `send` (SendTimeout, AckTimeout: the message stays in flight or in its outbox).
+            As `send` (SendTimeout: not sent when ``in_flight`` is False, else still in
+            flight; AckTimeout: the message stays in its outbox).
         """
         runtime = self._runtime
         if dest is None:  # (said here: send's own words would name send())
@@ -114,8 +115,8 @@ class Asyncio(Facade):
         if dest is not None and src in runtime.inboxes:  # (else isend says what is wrong)
             dst = runtime.placement.index(dest, "dest")
             pair = aio.locked(runtime, runtime.engine.pair_out, src, dst)
-            if not await aio.room(runtime, pair, deadline):
-                raise SendTimeout(-1, runtime.names[src], runtime.names[dst], timeout or 0.0)
+            if not await aio.room(runtime, pair, dst, deadline):
+                raise SendTimeout(-1, runtime.names[src], runtime.names[dst], timeout or 0.0, False)
         chosen = None if compress is None else setting(compress)
         # as send() sends: at once, not held back for a batch
         args = (message, source, dest, ack, timeout, _NO_REPLY, 0, False, None, chosen)

@@ -16,7 +16,7 @@ from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import ClosedError, DecodeError, GeodeError, check_timeout
+from geode_mpi.errors import ClosedError, DecodeError, GeodeError, SendTimeout, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 from geode_mpi.tracing import TRACER
@@ -66,7 +66,8 @@ class Bulk(Facade):
             UnknownNodeError: dest is not a node of this job.
             EncodeError: an item cannot be encoded.
             QueueFull: dest's queue is full and its policy is ``raise``.
-            SendTimeout: dest's queue stayed full for ``timeout`` seconds.
+            SendTimeout: dest's queue stayed full for ``timeout`` seconds (for the whole batch;
+                the item it stopped at was not sent).
             ClosedError: this Geode is closed.
             DecodeError: a poll between sends met a damaged arrival.
             (Each of the last five says in its text where the batch stopped; its ``sent``
@@ -122,6 +123,9 @@ class Bulk(Facade):
                 handles.append(runtime.send_plain(batch[at], dest, left, True))
             except GeodeError as error:
                 if runtime.sends == before:  # (the item did not go)
+                    if error.__class__ is SendTimeout and timeout is not None:
+                        # (it waited what was left of the batch's timeout: name the timeout)
+                        error = SendTimeout(-1, error.source, error.dest, timeout, False)
                     raise _partly_sent(error, batch, at, True) from None
                 raise _partly_sent(error, batch, at + 1, False) from None  # (its poll's)
             at += 1

@@ -84,6 +84,8 @@ class Lifecycle(Facade):
         runtime.transport.close(timeout)
         if runtime.engine.forwards:
             self._report_unforwarded()
+        if runtime.engine.in_hand:
+            self._report_in_hand()
         stop_watchdog(self._watchdog, free=True)
         runtime.engine.closed = True
         runtime.engine.path.cache.clear()  # its peers forget what they held from it alike
@@ -146,19 +148,52 @@ class Lifecycle(Facade):
             self._runtime.gate.unlocked(executors[0].end_at_close, left)
             executors.pop(0)
 
+    def _report_in_hand(self) -> None:
+        """Say which nodes took messages with an explicit ack and neither acked nor nacked
+        them: their senders keep them as unacknowledged (`stats().unacked`) for ever."""
+        engine = self._runtime.engine
+        names = self._runtime.names
+        held = {}
+        for index, inbox in engine.inboxes.items():  # taken, not finished, not queued again
+            stats = engine.stats[index]
+            count = stats.received - stats.processed - len(inbox)
+            if count > 0:
+                held[names[index]] = count
+        total = engine.in_hand
+        if sum(held.values()) == total:
+            where = "; ".join(f"{node}: {count}" for node, count in held.items())
+        else:  # (counts restored from a checkpoint may not add up: the total is sure)
+            where = f"{total} in all, at {', '.join(held) or 'this rank'}"
+        log.warning(
+            "close() on rank %s: messages taken with an explicit ack were neither acked nor "
+            "nacked: %s (their senders keep them as unacknowledged; call msg.ack() or "
+            "msg.nack() on every message taken from a queue with ack='explicit')",
+            self.rank,
+            where,
+        )
+
     def _serve_until_all_close(self, timeout: float | None) -> None:
         """Serve requests and hand out work-queue tasks until every rank is in close(): a rank
         still waiting for a reply or a task needs this one (a barrier posted once, so a close
-        retried after a timeout waits on the same one)."""
+        retried after a timeout waits on the same one). Meanwhile each sender to a node here
+        is told that its queue takes nothing more: a send waiting for room in it stops
+        waiting (`QueueFull`), instead of waiting for this rank's close() for ever."""
         runtime = self._runtime
         if runtime.arrived is None:
             runtime.arrived = runtime.transport.all_entered()
         deadline = None if timeout is None else time.monotonic() + timeout
+        engine = runtime.engine
+        entered = runtime.arrived
+        told: set[tuple[int, int]] = set()
+
+        def arrived() -> bool:
+            engine.tell_closing(told)  # (the pairs whose first message arrived meanwhile too)
+            return entered()
+
         runtime.serving = True
         try:
             # every rank is meant to be on its way here: a collective wait, not a lone one
-            arrived = runtime.arrived
-            runtime.all_closing = wait_for(runtime.engine, arrived, deadline, CLOSING_YIELD)
+            runtime.all_closing = wait_for(engine, arrived, deadline, CLOSING_YIELD)
         finally:
             runtime.serving = False
         if not runtime.all_closing:

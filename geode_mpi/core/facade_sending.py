@@ -152,7 +152,9 @@ class SendCalls(Facade):
             UnknownNodeError: source or dest is not a node of this job.
             EncodeError: the message cannot be encoded; nothing was sent.
             QueueFull: dest's queue is full and its policy is ``raise``; nothing was sent.
-            SendTimeout: the send did not complete in time; the message stays in flight.
+            SendTimeout: dest's queue stayed full for ``timeout`` seconds: nothing was sent
+                (``error.in_flight`` False; send it again); or the data was not released in
+                time: the message stays in flight (``in_flight`` True; do not send it again).
             AckTimeout: (with ``ack``) no acknowledgement in time; the message stays in the
                 outbox and may still be processed, once.
             ClosedError: this Geode is closed.

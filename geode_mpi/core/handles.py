@@ -15,7 +15,7 @@ from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.runs import OpenRun
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
-from geode_mpi.errors import AckTimeout, SendTimeout, check_timeout
+from geode_mpi.errors import AckTimeout, NotProcessed, SendTimeout, check_timeout
 from geode_mpi.transport import Transport
 
 
@@ -128,7 +128,8 @@ class SendHandle:
 
     @property
     def acked(self) -> bool:
-        """True once the receiver acknowledged (processed) the message.
+        """True once the receiver acknowledged the message: processed it, or (see `lost`)
+        dropped it or let it expire.
 
         Only known for tracked messages (``Geode(acks=True)``, the default, or ``ack=True``);
         False otherwise. True at once when another rank sent it (nothing to wait for here).
@@ -136,6 +137,26 @@ class SendHandle:
         if self._pair is None:
             return self._stamp.id == ELSEWHERE
         return not self._pair.holds(self._stamp.seq)
+
+    @property
+    def lost(self) -> str | None:
+        """``"dropped"`` or ``"expired"`` once the receiver acknowledged this message (sent
+        with ``ack=True``) without processing it: its full ``drop_oldest`` queue dropped it,
+        or its ``ttl`` ran out there (``wait()`` then raises `NotProcessed`). None otherwise
+        (processed, not acknowledged yet, or sent without ``ack=True``: not told).
+        """
+        found = self._geode.engine.lost
+        if found is None or not self.ack:
+            return None
+        stamp = self._stamp
+        return found.get((stamp.source, stamp.dest, stamp.seq))
+
+    def _check_processed(self) -> None:
+        """Raise `NotProcessed` if the receiver acknowledged the message without processing it."""
+        why = self.lost
+        if why is not None:
+            stamp = self._stamp
+            raise NotProcessed(stamp.id, self.source, self.dest, stamp.seq, why, self)
 
     def complete(self) -> bool:
         """True once done (as `done`, without driving progress)."""
@@ -177,6 +198,8 @@ class SendHandle:
             SendTimeout: the send did not complete within ``timeout`` seconds.
             AckTimeout: it was sent but not acknowledged within ``timeout`` seconds. Either
                 way the message stays in flight or in the outbox.
+            NotProcessed: (``ack=True``) the receiver acknowledged it without processing it:
+                dropped (``drop_oldest``) or expired (``ttl``); see `lost`.
         """
         timeout = check_timeout(timeout)
         if not self.ack and self._ticket.done:
@@ -190,7 +213,10 @@ class SendHandle:
         ticket = self._ticket
         if not self._geode.wait_until(lambda: ticket.done, deadline):
             raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
-        if not self.ack or self.acked:
+        if not self.ack:
+            return
+        if self.acked:
+            self._check_processed()
             return
         geode = self._geode
         local = self._local_targets()
@@ -202,6 +228,7 @@ class SendHandle:
         if not geode.wait_until(lambda: self.acked, deadline):
             stamp = self._stamp
             raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
+        self._check_processed()
 
     # -- asyncio (docs/asyncio.md) ---------------------------------------------------------
 
@@ -221,6 +248,8 @@ class SendHandle:
         """
         timeout = check_timeout(timeout)
         if self.complete():
+            if self.ack:
+                self._check_processed()
             return self
         deadline = deadline_of(timeout)
         geode = self._geode
@@ -235,6 +264,8 @@ class SendHandle:
         if self.ack and not await wait_until(geode, lambda: self.acked, deadline, False):
             stamp = self._stamp
             raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
+        if self.ack:
+            self._check_processed()
         return self
 
     def _local_targets(self) -> list[int]:

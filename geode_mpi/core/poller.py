@@ -39,6 +39,8 @@ class Engine(WaitingEngine, Protocol):
     """What the poller asks of the delivery engine: what the one wait loop asks, and a pair's
     credits (`geode_mpi.delivery.engine.Engine`)."""
 
+    closing_nodes: frozenset[int]  # nodes whose rank is in close(): no credit comes from them
+
     def flush(self) -> None: ...
 
     def pair_out(self, src: int, dst: int) -> Credits: ...

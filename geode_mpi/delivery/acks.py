@@ -10,7 +10,10 @@ from geode_mpi import codec
 from geode_mpi.delivery.control import (
     ACK,
     ASK,
+    CLOSING,
+    LOST,
     decode_ack,
+    decode_lost,
     decode_wave,
     encode_ack,
     kind,
@@ -70,6 +73,15 @@ class Acks(EngineState):
     def _control(self, meta: memoryview) -> None:
         _, _, receiver, sender, _ = codec.track(meta)
         payload = codec.control_payload(meta)
+        if kind(payload) == CLOSING:  # ("receiver": the node whose rank closes)
+            self.closing_nodes = self.closing_nodes | {receiver}
+            return
+        if kind(payload) == LOST:  # (before the ack record that acknowledges it)
+            why, seq = decode_lost(payload)
+            if self.lost is None:
+                self.lost = {}
+            self.lost[(sender, receiver, seq)] = why
+            return
         if kind(payload) not in (ACK, ASK):
             if self.on_wave is None:
                 raise DecodeError(f"a control record of type {kind(payload)} arrived unasked")

@@ -219,8 +219,7 @@ class Arriving(Acks, Streams):
             stats.received_bytes += parcel.nbytes
             dropped = inbox.push(parcel)
             if dropped is not None:
-                stats.dropped += 1
-                self._done(dest, dropped)
+                self.dropped(dest, dropped)
             return
         ready = pair.arrive(parcel)
         if ready is None:
@@ -247,8 +246,7 @@ class Arriving(Acks, Streams):
                 item = queued_as(item)
             dropped = inbox.push(item)
             if dropped is not None:
-                stats.dropped += 1
-                self._done(dest, dropped)
+                self.dropped(dest, dropped)
 
     def release_held(self, pair: PairIn, dest: int) -> None:
         """Queue what ``pair`` held that is next in order now: a take lets its message through

@@ -5,6 +5,10 @@ Payload layouts (little-endian), inside a codec control record (docs/wire-format
     ack:   u8 type 1 | 3 pad | u32 range count | u64 messages taken from the queue so far |
            range count x (u64 first seq, u64 end seq, exclusive)
     ask:   the same with type 5 and no ranges: "send me your ack record again"
+    closing: the same with type 6 and no ranges: "my rank is in close(): I take no more from
+           my queue" (so a sender out of credits stops waiting)
+    lost:  u8 type 7 | 3 pad | u32 why (1 dropped, 2 expired) | u64 seq: a message whose
+           sender waits for it (ack=True) was acknowledged without being processed
     wave:  u8 type 2 (ask), 3 (answer) or 4 (quiet) | 7 pad | u64 wave |
            u64 messages sent | u64 messages received
 """
@@ -18,6 +22,11 @@ from geode_mpi.errors import DecodeError
 
 ACK = 1
 ASK = 5  # a sender out of credits asks for the receiver's count again (lossy transports)
+CLOSING = 6  # a receiver whose rank is in close() tells its senders: no more credits come
+LOST = 7  # a waited message (ack=True) dropped or expired unprocessed: told before its ack
+LOST_WHY = {1: "dropped", 2: "expired"}
+DROPPED = 1
+EXPIRED = 2
 # Quiescence waves go down and up a tree of the ranks (geode_mpi.core.quiescence.Quiescence):
 WAVE_ASK = 2  # from a rank's parent: answer this wave, once idle and once your children have
 WAVE_ANSWER = 3  # to the parent: the counts of a rank and of every rank below it, summed
@@ -91,3 +100,27 @@ def decode_ack(payload: memoryview | bytes) -> tuple[int, list[Range]]:
 def encode_ask() -> bytes:
     """An ask payload."""
     return _HEAD.pack(ASK, 0, 0)
+
+
+def encode_closing() -> bytes:
+    """A closing payload."""
+    return _HEAD.pack(CLOSING, 0, 0)
+
+
+def encode_lost(why: int, seq: int) -> bytes:
+    """A lost payload: message ``seq`` was ``why`` (`DROPPED`, `EXPIRED`), not processed."""
+    return _HEAD.pack(LOST, why, seq)
+
+
+def decode_lost(payload: memoryview | bytes) -> tuple[str, int]:
+    """(why, as a word: "dropped" or "expired"; seq) of a lost payload.
+
+    Raises:
+        DecodeError: not a lost payload.
+    """
+    if len(payload) != _HEAD.size:
+        raise DecodeError(f"not a lost record ({len(payload)} bytes)")
+    _, why, seq = _HEAD.unpack_from(payload, 0)
+    if why not in LOST_WHY:
+        raise DecodeError(f"a lost record with an unknown reason ({why})")
+    return LOST_WHY[why], seq

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from geode_mpi import codec
 from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.codec import header
-from geode_mpi.delivery.control import encode_ask
+from geode_mpi.delivery.control import DROPPED, EXPIRED, encode_ask, encode_closing, encode_lost
 from geode_mpi.delivery.failures import Failures
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.topics import TopicStream
@@ -18,10 +18,19 @@ from geode_mpi.errors import QueueFull, SendTimeout
 from geode_mpi.queues import Parcel
 
 _FLAG_QOS = codec.FLAG_QOS
+_FLAG_WAITED = codec.FLAG_WAITED
 
 
 class Credits(Failures):
     """`Engine`'s credits, reservations and resends."""
+
+    # The nodes of other ranks that said they are closing (a control record, `tell_closing`):
+    # no credit comes back from them, so a send out of credits to one stops waiting. (A class
+    # default, set on the engine only when such a record arrives.)
+    closing_nodes: frozenset[int] = frozenset()
+    # What `SendHandle.lost` reads: (source, dest, seq) -> "dropped" or "expired", for the
+    # messages sent with ack=True that their receiver acknowledged without processing them.
+    lost: dict[tuple[int, int, int], str] | None = None
 
     def pair_out(self, src: int, dst: int) -> PairOut:
         pair = self.pairs_out.get((src, dst))
@@ -50,9 +59,10 @@ class Credits(Failures):
             raise QueueFull(
                 names[dst], self.name_of(src), config.capacity, pair.window or 0, "policy 'raise'"
             )
-        # One process: only another thread (one that is not a daemon) can take from the
-        # queue while this one waits; with none, waiting would never end.
-        one_process = not self.transport.delivers_later
+        # A destination hosted on this rank, or any in a one-process world (the embedded one,
+        # or simulated ranks): only another thread (one that is not a daemon) can take from
+        # its queue while this one waits; with none, waiting would never end.
+        one_process = dst in self.inboxes or not self.transport.delivers_later
         if one_process and not (other_threads() and senders_may_run()):
             raise self._full_alone(src, dst, pair)
         stats = self.sender_stats[src]
@@ -67,29 +77,67 @@ class Credits(Failures):
             if one_process and not senders_may_run():  # the other threads have ended
                 alone[0] = True
                 return True
+            if dst in self.closing_nodes:
+                return True  # its rank is in close(): no credit comes back
             self._ask_again(src, dst, asked)
             return False
 
         try:
             if not self.wait(has_credit, deadline):
-                raise SendTimeout(-1, self.name_of(src), names[dst], timeout or 0.0)
+                raise SendTimeout(
+                    -1, self.name_of(src), names[dst], timeout or 0.0, in_flight=False
+                )
         finally:
             stats.credit_wait_seconds += time.monotonic() - started
-        if alone[0] and not pair.credits:
-            raise self._full_alone(src, dst, pair)
+        if not pair.credits:
+            if alone[0]:
+                raise self._full_alone(src, dst, pair)
+            name = names[dst]
+            raise self._full(
+                src,
+                dst,
+                pair,
+                f"{name} is closing (rank {self.rank_of(dst)} called close()) and takes nothing "
+                f"more from its queue; what {name} holds is reported there as never received",
+            )
         return pair
 
+    def tell_closing(self, told: set[tuple[int, int]]) -> None:
+        """This rank is in close(): tell each sender to a local node with a window (a sender
+        out of credits may be waiting for one) that no more come back, once (``told``: the
+        pairs told so far; a pair whose first message arrives meanwhile is told then)."""
+        if len(told) == len(self._in):
+            return
+        window = self._window
+        payload = encode_closing()
+        for key in self._in:
+            if key not in told:
+                told.add(key)
+                source, dest = key
+                if window.get(dest) is not None:
+                    self.path.control(dest, source, payload)
+
     def _full_alone(self, src: int, dst: int, pair: PairOut) -> QueueFull:
-        """A full ``block`` queue in one process, with no other thread to take from it."""
+        """A full ``block`` queue of a node of this rank, with no other thread to take from it."""
         name = self.names[dst]
-        return QueueFull(
-            name,
-            self.name_of(src),
-            self.configs[dst].capacity,
-            pair.window or 0,
-            f"in a one-process world nothing can take from {name}'s queue while send() "
+        if self.transport.delivers_later:
+            where = f"{name} is hosted on this rank (rank {self.rank_of(dst)}), so"
+        else:
+            where = "in a one-process world"
+        return self._full(
+            src,
+            dst,
+            pair,
+            f"{where} nothing can take from {name}'s queue while send() "
             "waits and no other thread runs (receive between sends, receive in another "
             "thread, or use policy 'drop_oldest')",
+        )
+
+    def _full(self, src: int, dst: int, pair: PairOut, reason: str) -> QueueFull:
+        """The `QueueFull` of a full ``block`` queue that waiting cannot help, and why."""
+        window = pair.window or 0
+        return QueueFull(
+            self.names[dst], self.name_of(src), self.configs[dst].capacity, window, reason
         )
 
     def reserve_stream(
@@ -155,12 +203,28 @@ class Credits(Failures):
                 if pair_in.owed * 2 >= window:
                     self._flush_pair(key_in, pair_in)
 
+    def dropped(self, index: int, parcel: Parcel) -> None:
+        """Node ``index``'s full ``drop_oldest`` queue dropped ``parcel``: counted, and
+        acknowledged (its sender forgets it), a sender waiting for it told first."""
+        self.stats[index].dropped += 1
+        if parcel.flags & _FLAG_WAITED:
+            self.tell_lost(index, parcel, DROPPED)
+        self._done(index, parcel)
+
+    def tell_lost(self, index: int, parcel: Parcel, why: int) -> None:
+        """Tell the sender of ``parcel`` (sent with ack=True) that node ``index`` did not
+        process it (``why``: `DROPPED`, `EXPIRED`), ahead of the ack record that acknowledges
+        it (the same batch, so it arrives first): its handle's ``wait()`` raises, not returns."""
+        self.path.control(index, parcel.source, encode_lost(why, parcel.seq), batch=True)
+
     def _expiry(self, index: int) -> Callable[[Parcel], None]:
         """What node ``index``'s queue calls with each parcel that expired in it."""
 
         def expired(parcel: Parcel) -> None:
             self._credit(index, parcel)
             self.stats[index].expired += 1
+            if parcel.flags & _FLAG_WAITED:
+                self.tell_lost(index, parcel, EXPIRED)
             if not self.configs[index].dead_letter_expired:
                 self._done(index, parcel)
                 return

@@ -80,11 +80,19 @@ class EngineState:
         on_waited: Callable[[], None] | None
         path: SendPath
 
+        # set in delivery/credits.py (`tell_closing`'s records arriving, in acks.py)
+        closing_nodes: frozenset[int]
+        # (source, dest, seq) of the messages sent with ack=True that dest dropped or let
+        # expire unprocessed (set in acks.py as their records arrive; None: none yet)
+        lost: dict[tuple[int, int, int], str] | None
+
         # set in delivery/taking.py (`take_arrival`), read in delivery/express.py
         refused: tuple[memoryview | bytearray, DecodeError] | None
 
         # defined in delivery/engine.py
         def name_of(self, index: int) -> str: ...
+
+        def rank_of(self, index: int) -> int: ...
 
         # defined in delivery/arriving.py
         def _admit(
@@ -105,6 +113,8 @@ class EngineState:
 
         # defined in delivery/credits.py
         def _resend_due(self) -> None: ...
+
+        def dropped(self, index: int, parcel: Parcel) -> None: ...
 
         # defined in delivery/polling.py
         def wait(self, done: Callable[[], bool], deadline: float | None) -> bool: ...

@@ -58,7 +58,8 @@ def index_of(message: Message, size: int = SIZE) -> int:
 
 
 def window_of(geode: Geode, capacity: int) -> int:
-    """Credits per sending node: capacity // number of nodes, at least 1 (the documented rule)."""
+    """Credits per sending node: capacity // number of nodes (the documented rule; a capacity
+    below the number of nodes needs a window)."""
     return max(1, capacity // len(geode.nodes))
 
 
