@@ -45,3 +45,18 @@ def test_ci_runs_the_readme_commands() -> None:
         assert command in readme and command in ci
     dev = (ROOT / "dev").read_text()
     assert "pip install -e '.[test]'" in readme and "pip install -e '.[test]'" in dev
+
+
+def test_changes_is_one_list_under_its_headings() -> None:
+    """CHANGES.md: headings are `# Changes`, `## version` and `### part`, every other
+    non-blank line an entry (`- `) or its continuation (indented two spaces): a merge or a
+    script that inserts text in the wrong place shows here (once, an entry inserted before
+    every character grew the file to 628,860 lines)."""
+    lines = (ROOT / "CHANGES.md").read_text().splitlines()
+    assert lines[0] == "# Changes"
+    bad = [
+        (number, line)
+        for number, line in enumerate(lines[1:], 2)
+        if line and not line.startswith(("## ", "### ", "- ", "  "))
+    ]
+    assert not bad, f"CHANGES.md lines out of shape (first 5): {bad[:5]}"
