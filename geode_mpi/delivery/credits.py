@@ -61,9 +61,10 @@ class Credits(Failures):
             )
         # A destination hosted on this rank, or any in a one-process world (the embedded one,
         # or simulated ranks): only another thread (one that is not a daemon) can take from
-        # its queue while this one waits; with none, waiting would never end.
+        # its queue while this one waits, or this wait's own serving of waited-for messages
+        # with a handler (`waited`: requests, ack=True); with neither, it would never end.
         one_process = dst in self.inboxes or not self.transport.delivers_later
-        if one_process and not (other_threads() and senders_may_run()):
+        if one_process and not (other_threads() and senders_may_run()) and dst not in self.waited:
             raise self._full_alone(src, dst, pair)
         stats = self.sender_stats[src]
         stats.credit_waits += 1
@@ -74,8 +75,8 @@ class Credits(Failures):
         def has_credit() -> bool:
             if pair.credits:
                 return True
-            if one_process and not senders_may_run():  # the other threads have ended
-                alone[0] = True
+            if one_process and not senders_may_run() and dst not in self.waited:
+                alone[0] = True  # the other threads have ended, nothing is left to serve
                 return True
             if dst in self.closing_nodes:
                 return True  # its rank is in close(): no credit comes back
@@ -110,10 +111,13 @@ class Credits(Failures):
             return
         window = self._window
         payload = encode_closing()
+        streams = self.topics.streams
         for key in self._in:
             if key not in told:
                 told.add(key)
                 source, dest = key
+                if source >= len(self.names) and source not in streams:
+                    continue  # a restored stream whose topic or work queue was not made again
                 if window.get(dest) is not None:
                     self.path.control(dest, source, payload)
 
@@ -214,7 +218,10 @@ class Credits(Failures):
     def tell_lost(self, index: int, parcel: Parcel, why: int) -> None:
         """Tell the sender of ``parcel`` (sent with ack=True) that node ``index`` did not
         process it (``why``: `DROPPED`, `EXPIRED`), ahead of the ack record that acknowledges
-        it (the same batch, so it arrives first): its handle's ``wait()`` raises, not returns."""
+        it (the same batch, so it arrives first): its handle's ``wait()`` raises, not returns.
+        Not after close: the sender closed too, and the transport is gone."""
+        if self.closed:
+            return
         self.path.control(index, parcel.source, encode_lost(why, parcel.seq), batch=True)
 
     def _expiry(self, index: int) -> Callable[[Parcel], None]:

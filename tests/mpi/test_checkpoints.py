@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geode_mpi import Geode, Message, ReceiveTimeout
+from geode_mpi import Geode, Message, QueueConfig, ReceiveTimeout
 from geode_mpi.persistence import CheckpointError
 from geode_mpi.persistence import store as store_module
 
@@ -235,3 +235,18 @@ def test_checkpoints_no_longer_kept_are_removed_each_rank_its_own_file(directory
     assert len(list(store.epoch_path(5).iterdir())) == size + 1  # its files and the manifest
     loaded = store.newest()
     assert loaded is not None and loaded.epoch == 5
+
+
+def test_a_restarted_job_closes_before_making_its_topics_again(directory: Path) -> None:
+    """close() of a restart that did not call topic() again: the restored streams' pairs are
+    not told of the close (their topic is not there to route it)."""
+    first = Geode(checkpoint_dir=directory, queue=QueueConfig(capacity=4))
+    news = first.topic("news", publishers=[first.nodes[0]], subscribers=[first.nodes[-1]])
+    if first.rank == 0:
+        news.publish("hello", source=first.nodes[0])
+    if first.hosts(first.nodes[-1]):
+        assert first.receive(first.nodes[-1], timeout=TIMEOUT).data == "hello"
+    first.checkpoint(timeout=TIMEOUT)
+    first.close(timeout=TIMEOUT)
+    second = Geode(checkpoint_dir=directory, queue=QueueConfig(capacity=4), restart=True)
+    second.close(timeout=TIMEOUT)

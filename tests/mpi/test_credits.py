@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from geode_mpi import Geode, NotProcessed, QueueConfig, QueueFull, SendTimeout
+from geode_mpi import Geode, Message, NotProcessed, QueueConfig, QueueFull, SendTimeout
 
 TIMEOUT = 60.0
 
@@ -105,6 +105,25 @@ def test_a_full_queue_of_a_node_on_the_same_rank_refuses_at_once() -> None:
     assert g.receive(receiver, timeout=TIMEOUT).data == "two"
     g.close(timeout=TIMEOUT)
     assert g.try_receive(receiver) is None
+
+
+class Served(Message):
+    pass
+
+
+def test_a_full_queue_of_a_node_on_the_same_rank_drains_by_its_handler_in_the_wait() -> None:
+    """Waited-for messages (ack=True) to a node of this rank with a handler: the credit wait
+    serves them, so it ends (the refusal above is for queues nothing here can take from)."""
+    size = world_size()
+    g = Geode(nodes=2 * size, queue=window_one(size))
+    sender, receiver = g.local_nodes
+    seen: list[int] = []
+    g.on(Served, node=receiver)(lambda message: seen.append(message.data))
+    handles = [g.isend(Served(k), sender, receiver, ack=True, timeout=TIMEOUT) for k in range(6)]
+    for handle in handles:
+        handle.wait(timeout=TIMEOUT)
+    assert seen == list(range(6))
+    g.close(timeout=TIMEOUT)
 
 
 def test_a_send_waiting_for_room_at_a_node_whose_rank_closes_gets_queue_full() -> None:
