@@ -55,7 +55,7 @@ def square(x):
 
 
 geode = Geode()
-with geode.executor() as ex:
+with geode.executor({workers}) as ex:
     if ex is not None:
         print(ex.submit(square, 2).result(timeout=60), flush=True)
         time.sleep(6)  # the client computes: its workers wait, which is no hang
@@ -64,10 +64,13 @@ geode.close(timeout=60)
 """
 
 
-def test_a_client_computing_with_no_task_in_flight_is_no_hang(tmp_path: Path) -> None:
-    """Its thread sleeps outside geode_mpi's waits then, so --hang-timeout sees a busy rank."""
+@pytest.mark.parametrize("workers", ["", "workers=geode.nodes"])
+def test_a_client_computing_with_no_task_in_flight_is_no_hang(workers: str, tmp_path: Path) -> None:
+    """Its thread sleeps outside geode_mpi's waits then, so --hang-timeout sees a busy rank;
+    so does the thread that runs the client rank's own tasks when it has workers too (it
+    waited in geode_mpi for the next task until the end, and the job ended as hung)."""
     script = tmp_path / "compute.py"
-    script.write_text(COMPUTE, encoding="utf-8")
+    script.write_text(COMPUTE.format(workers=workers), encoding="utf-8")
     args = ["-m", "geode_mpi", "--hang-timeout", "3", str(script)]
     result = mpirun(2, args, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.explain()

@@ -55,6 +55,7 @@ class _Signal:
 
 _FINISH = _Signal("finish")  # the client: shut down and every future done, tell the workers
 _DONE = _Signal("done")  # every local worker was told, and the client finished
+_REST = _Signal("rest")  # the runner: no future pending any more, go idle (`_idle`)
 
 
 class _Task(Message):
@@ -384,6 +385,8 @@ class GeodeExecutor(Executor):
                 if found is _FINISH:
                     self._finish()
                     continue
+                if found is _REST:
+                    continue  # (to `_idle`, out of geode_mpi's waits)
                 if found is _DONE or found is None:
                     if client:
                         self._queue.serve()  # until every worker was told
@@ -444,6 +447,8 @@ class GeodeExecutor(Executor):
         found = self._take_task()
         if found is not None:
             return found
+        if self.is_client and not self._futures and not self._shutdown:
+            return _REST  # the runner, its last task's outcome in: a computing client is busy
         return IDLE if self._mine else _DONE
 
     def _look(self) -> Taken | _Outcome | _Signal | Marker:
