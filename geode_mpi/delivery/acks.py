@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from itertools import islice
 
 from geode_mpi import codec
 from geode_mpi.delivery.control import (
@@ -23,6 +24,10 @@ from geode_mpi.delivery.engine_state import EngineState
 from geode_mpi.delivery.pairs import PairIn
 from geode_mpi.delivery.runs import release
 from geode_mpi.errors import DecodeError
+
+# The `lost` records kept for the handles of messages sent with ack=True (`SendHandle.lost`):
+# a bound, for a job that drops or expires many and never waits on their handles.
+LOST_KEPT = 4096
 
 
 class Acks(EngineState):
@@ -77,10 +82,16 @@ class Acks(EngineState):
             self.closing_nodes = self.closing_nodes | {receiver}
             return
         if kind(payload) == LOST:  # (before the ack record that acknowledges it)
+            if sender in self.topics.streams:
+                return  # (a publish's handle counts the subscribers' acks only: not told)
             why, seq = decode_lost(payload)
-            if self.lost is None:
-                self.lost = {}
-            self.lost[(sender, receiver, seq)] = why
+            lost = self.lost
+            if lost is None:
+                lost = self.lost = {}
+            elif len(lost) >= LOST_KEPT:  # the oldest go (a handle reads its own when waited)
+                for old in list(islice(lost, LOST_KEPT // 2)):
+                    del lost[old]
+            lost[(sender, receiver, seq)] = why
             return
         if kind(payload) not in (ACK, ASK):
             if self.on_wave is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from geode_mpi import Geode, NotProcessed, QueueConfig, SendTimeout
+from geode_mpi.delivery import acks
 
 
 @pytest.fixture
@@ -86,6 +87,24 @@ def test_a_message_sent_with_ack_that_a_drop_oldest_queue_dropped_says_so() -> N
     assert [m.data for m in g.receive_many("node1")] == [2, "kept"]
     kept.wait(timeout=1)  # processed: no error
     assert kept.lost is None and g.stats("node0").unacked == 0
+    g.close()
+
+
+def test_lost_records_are_kept_for_point_to_point_handles_only_and_bounded() -> None:
+    """A publish's handle is not told (it counts its subscribers' acks), so its subscribers'
+    drops keep nothing; the records kept for sends are bounded (the oldest go)."""
+    g = Geode(queue=QueueConfig(capacity=2, policy="drop_oldest"))
+    news = g.topic("news", publishers=["node0"], subscribers=["node1"])
+    handles = [news.publish(k, ack=True) for k in range(4)]  # the first two are dropped
+    assert [m.data for m in g.receive_many("node1")] == [2, 3]
+    for handle in handles:
+        handle.wait(timeout=1)  # acknowledged by the subscriber: complete, no error
+    assert g.stats("node1").dropped == 2 and handles[0].lost is None
+    assert not g._runtime.engine.lost
+    count = acks.LOST_KEPT + 10
+    sent = [g.isend(k, "node0", "node1", ack=True) for k in range(count)]
+    assert sent[-3].lost == "dropped" and sent[0].lost is None  # (forgotten: the oldest)
+    assert len(g._runtime.engine.lost or ()) <= acks.LOST_KEPT
     g.close()
 
 
