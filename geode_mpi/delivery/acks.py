@@ -24,6 +24,10 @@ from geode_mpi.delivery.pairs import PairIn
 from geode_mpi.delivery.runs import release
 from geode_mpi.errors import DecodeError
 
+# The most (source, dest, seq) entries kept of messages told not processed (`Credits.lost`):
+# the oldest goes first (a handle looked at long after that many such messages says None).
+LOST_KEPT = 4096
+
 
 class Acks(EngineState):
     """`Engine`'s ack records, sent and received."""
@@ -78,9 +82,12 @@ class Acks(EngineState):
             return
         if kind(payload) == LOST:  # (before the ack record that acknowledges it)
             why, seq = decode_lost(payload)
-            if self.lost is None:
-                self.lost = {}
-            self.lost[(sender, receiver, seq)] = why
+            lost = self.lost
+            if lost is None:
+                lost = self.lost = {}
+            elif len(lost) >= LOST_KEPT:  # (a request's, or a handle nobody looks at: bounded)
+                del lost[next(iter(lost))]
+            lost[(sender, receiver, seq)] = why
             return
         if kind(payload) not in (ACK, ASK):
             if self.on_wave is None:
