@@ -12,6 +12,10 @@ class GeodeError(Exception):
     # `Geode.isend_many`: how many of the batch's items were sent before this error (None:
     # not raised by isend_many).
     sent: int | None = None
+    # The message (as handed to the send call) that went before a poll after it raised this
+    # error (None: raised before anything was sent): tells a send that failed from a poll's
+    # error after it, whatever the handlers that poll ran sent in between.
+    after_send: object = None
 
 
 def describe_nodes(nodes: Sequence[str]) -> str:
@@ -175,8 +179,9 @@ class AckTimeout(GeodeTimeoutError):
 
 class NotProcessed(GeodeError):
     """A message sent with ``ack=True`` was acknowledged by its receiver without being
-    processed: a full ``drop_oldest`` queue dropped it, or its ``ttl`` ran out before it was
-    taken. It never will be processed (send it again if it must be)."""
+    processed: a full ``drop_oldest`` queue dropped it, its ``ttl`` ran out before it was
+    taken, or its last attempt failed (a dead letter). It never will be processed (send it
+    again if it must be)."""
 
     def __init__(
         self, message_id: int, source: str, dest: str, seq: int, why: str, handle: Any = None
@@ -185,10 +190,15 @@ class NotProcessed(GeodeError):
         self.source = source
         self.dest = dest
         self.seq = seq
-        self.why = why  # "dropped" or "expired"
+        self.why = why  # "dropped", "expired" or "dead-lettered"
         self.handle = handle  # the SendHandle (its ``lost`` is ``why``)
         if why == "dropped":
             how = f"{dest}'s full drop_oldest queue dropped it (counted in stats().dropped)"
+        elif why == "dead-lettered":
+            how = (
+                f"its last attempt failed at {dest}, which put it in its dead letters (see "
+                f"dead_letters({dest!r}))"
+            )
         else:
             how = (
                 f"its ttl ran out in {dest}'s queue before it was taken (counted in "

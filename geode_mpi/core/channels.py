@@ -63,6 +63,9 @@ class Channels:
         # (collective; the Geode sets it to `Sequencer.settle`): before a total-order topic's
         # membership changes, and as close() begins.
         self.settle: Callable[[float | None], None] = _unset
+        # What sends on what forwarders hold for want of room (the Geode sets it): the
+        # engine's `on_room` once a total-order topic or a work queue exists.
+        self.on_room: Callable[[], None] | None = None
 
     @property
     def forwarding(self) -> bool:
@@ -130,6 +133,8 @@ class Channels:
         topic.named = named
         self.topics[name] = topic
         self.topics_by_wire[wire] = topic
+        if topic.total_order:
+            geode.engine.on_room = self.on_room
         if saved is not None:
             restore_topic(geode.engine.topics.of_topic(wire), saved)
         self.release_early()
@@ -169,6 +174,7 @@ class Channels:
         number = self.new_stream_number()
         queue = WorkQueue(geode, name, number, taking, owner, prefetch, making)
         self.work_queues[number] = queue
+        geode.engine.on_room = self.on_room
         self._processor.add(WorkDone, None, _ignore)
         checkpointer = self.checkpointer
         if checkpointer is not None and name in checkpointer.queues:
@@ -315,28 +321,49 @@ class Channels:
             self._pattern_matches[wanted] = made
         return made[1] if rest is None else _both(made[1], rest)
 
-    def to_owner(self, index: int, source: int, message: Message, via: Route) -> None:
+    def to_owner(self, index: int, source: int, message: Message, via: Route) -> bool:
         """A message for a total-order topic's sequencer or a work queue's dispatcher, which
-        ``index`` is; held until this rank has created that topic or queue."""
-        if TRACER.on:
-            trace_receive(index, message, "dispatch")
+        ``index`` is; held until this rank has created that topic or queue. False if a
+        subscriber of the topic has no room for it now: nothing was done, the caller holds it
+        and hands it over again once room comes."""
         state = message.__dict__
         if via.kind == ROUTE_TOPIC:
             topic = self.topics_by_wire.get(via.number)
             if topic is None:
                 self._early.append((index, source, message, via))
-                return
+                return True
+            if not topic.has_room(index):
+                return False
+            if TRACER.on:
+                trace_receive(index, message, "dispatch")
             state["origin"] = self._geode.names[source]
             topic.publish_sequenced(message, index)
-            return
+            return True
+        if TRACER.on:
+            trace_receive(index, message, "dispatch")
         queue = self.work_queues.get(via.number)
         if queue is None:
             self._early.append((index, source, message, via))
-            return
+            return True
         queue.arrived(message, source)
+        return True
+
+    def send_held(self) -> None:
+        """What each work queue holds for want of room (tasks at its dispatcher, consumers'
+        requests for their next task), sent on as far as room has come."""
+        if self._early:
+            self.release_early()
+        for queue in self.work_queues.values():
+            queue.send_held()
 
     def release_early(self) -> None:
         """Hand over what arrived for a topic or work queue before this rank created it."""
         early, self._early = self._early, []
+        stuck: set[tuple[int, int]] = set()  # topics whose subscribers lack room: in order
         for index, source, message, via in early:
-            self.to_owner(index, source, message, via)
+            channel = (via.kind, via.number)
+            if channel in stuck or not self.to_owner(index, source, message, via):
+                stuck.add(channel)
+                self._early.append((index, source, message, via))
+        if stuck:
+            self._geode.engine.held_for_room = True

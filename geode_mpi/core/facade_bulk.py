@@ -118,11 +118,12 @@ class Bulk(Facade):
                         raise _partly_sent(error, batch, at, False) from None
                     continue
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            before = runtime.sends
+            item = batch[at]
             try:
-                handles.append(runtime.send_plain(batch[at], dest, left, True))
+                handles.append(runtime.send_plain(item, dest, left, True))
             except GeodeError as error:
-                if runtime.sends == before:  # (the item did not go)
+                # (not `runtime.sends`: what handlers sent while it waited for room counts too)
+                if error.after_send is not item:  # (the item did not go)
                     if error.__class__ is SendTimeout and timeout is not None:
                         # (it waited what was left of the batch's timeout: name the timeout)
                         error = SendTimeout(-1, error.source, error.dest, timeout, False)

@@ -84,6 +84,8 @@ class Lifecycle(Facade):
         runtime.transport.close(timeout)
         if runtime.engine.forwards:
             self._report_unforwarded()
+        if self._sequencer.holding:
+            self._report_held()
         if runtime.engine.in_hand:
             self._report_in_hand()
         stop_watchdog(self._watchdog, free=True)
@@ -132,6 +134,18 @@ class Lifecycle(Facade):
             "close() on rank %s: messages reached a group's sequencer while the job closed and "
             "were never sent on to the group: %s (close() does not wait for a group's messages "
             "to be sent on: receive them at a member first)",
+            self.rank,
+            "; ".join(f"{node}: {count}" for node, count in held.items()),
+        )
+
+    def _report_held(self) -> None:
+        """Say what a total-order topic's sequencer still holds at the end, for want of room
+        at a subscriber that took nothing more (its publishers got no ack for it)."""
+        held = self._sequencer.held_for()
+        log.warning(
+            "close() on rank %s: a sequencer still holds messages that a full subscriber's "
+            "queue had no room for, never published: %s (receive at the subscribers before "
+            "close(), or give their queues more room)",
             self.rank,
             "; ".join(f"{node}: {count}" for node, count in held.items()),
         )

@@ -156,6 +156,7 @@ class Geode(
         self._channels = Channels(runtime, self._processor)  # its topics and work queues
         self._sequencer = Sequencer(runtime, self._channels.to_owner)
         runtime.engine.on_forward = self._sequencer.forward
+        self._channels.on_room = self._send_held
         self._channels.settle = self._sequencer.settle
         self._checkpointer: Checkpointer | None = None
         self.restored_state: dict[str, Any] | None = None
@@ -187,6 +188,12 @@ class Geode(
         self._observed = Observed(runtime, self._checkpointer)
         start_observing(self._observed)  # --stats / --trace: what to leave if the job fails
         register(self, self._end, self._report_unreceived)
+
+    def _send_held(self) -> None:
+        """The engine's `on_room`: send on what the sequencers and the work queues hold for
+        want of room at their destinations, as far as room has come."""
+        self._sequencer.resume()
+        self._channels.send_held()
 
     # -- lifecycle (close and its steps: core/facade_lifecycle.py) ------------------------
 

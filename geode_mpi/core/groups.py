@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # A message for a total-order topic's sequencer or a work queue's dispatcher, which local
 # node ``index`` is: (index, source node index, message, its route); see `Channels.to_owner`.
-ToOwner = Callable[[int, int, Message, codec.Route], None]
+ToOwner = Callable[[int, int, Message, codec.Route], bool]
 
 
 class Group:
@@ -145,8 +145,28 @@ class Sequencer:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise GeodeTimeoutError("messages were still moving")
-            if not transport.drain(left, lambda: bool(engine.forwards) or self.holding):
+            # (what is held for want of room at a subscriber that takes nothing meanwhile would
+            # keep every rank draining for ever: it stays held, sent on once room comes)
+            if not transport.drain(left, lambda: bool(engine.forwards) or self._movable()):
                 return
+
+    def _movable(self) -> bool:
+        """True if a channel holds what it could send on now (not for want of room)."""
+        if not self._held:
+            return False
+        engine = self.geode.engine
+        engine.held_for_room = False
+        self.resume()
+        return bool(self._held) and not engine.held_for_room
+
+    def held_for(self) -> dict[str, int]:
+        """How many messages each sequencer node holds, by node name."""
+        names = self.geode.names
+        found: dict[str, int] = {}
+        for held in self._held.values():
+            for index, _, _ in held:
+                found[names[index]] = found.get(names[index], 0) + 1
+        return found
 
     def resume(self) -> None:
         """Send on what every channel not being sent on up the stack holds."""
@@ -162,13 +182,21 @@ class Sequencer:
         self._busy.add(channel)
         try:
             while held:
-                index, parcel, message = held.popleft()
+                index, parcel, message = held[0]
                 if channel[0] == "group":
+                    held.popleft()
                     self._send_to_members(index, parcel, message)
                 else:
                     via = header.route(parcel.meta)
                     assert via is not None  # (forward put it on this channel by its route)
-                    self.to_owner(index, parcel.source, message, via)
+                    if not self.to_owner(index, parcel.source, message, via):
+                        # No room at a subscriber: held, in its place, until room comes (a
+                        # poll retries, `Engine.on_room`); neither waited for here, inside
+                        # whatever call polled, nor refused: its publisher's call succeeded.
+                        # Its sender gets its ack and credit once it is sent on.
+                        self.geode.engine.held_for_room = True
+                        return
+                    held.popleft()
                 engine.forwarded(index, parcel)
         finally:
             self._busy.discard(channel)

@@ -140,10 +140,11 @@ class SendHandle:
 
     @property
     def lost(self) -> str | None:
-        """``"dropped"`` or ``"expired"`` once the receiver acknowledged this message (sent
-        with ``ack=True``) without processing it: its full ``drop_oldest`` queue dropped it,
-        or its ``ttl`` ran out there (``wait()`` then raises `NotProcessed`). None otherwise
-        (processed, not acknowledged yet, or sent without ``ack=True``: not told).
+        """``"dropped"``, ``"expired"`` or ``"dead-lettered"`` once the receiver acknowledged
+        this message (sent with ``ack=True``) without processing it: its full ``drop_oldest``
+        queue dropped it, its ``ttl`` ran out there, or its last attempt failed (``wait()``
+        then raises `NotProcessed`). None otherwise (processed, not acknowledged yet, or sent
+        without ``ack=True``: not told; nor once 4096 later such messages were told).
         """
         found = self._geode.engine.lost
         if found is None or not self.ack:
@@ -199,7 +200,7 @@ class SendHandle:
             AckTimeout: it was sent but not acknowledged within ``timeout`` seconds. Either
                 way the message stays in flight or in the outbox.
             NotProcessed: (``ack=True``) the receiver acknowledged it without processing it:
-                dropped (``drop_oldest``) or expired (``ttl``); see `lost`.
+                dropped (``drop_oldest``), expired (``ttl``) or dead-lettered; see `lost`.
         """
         timeout = check_timeout(timeout)
         if not self.ack and self._ticket.done:

@@ -10,7 +10,7 @@ from geode_mpi import codec
 from geode_mpi.codec.compression import Compression
 from geode_mpi.core.handles import RunHandle, SendHandle, sent_by_another_rank
 from geode_mpi.core.runtime_parts import POLL_EVERY_JOINS, POLL_EVERY_SENDS, RuntimeParts
-from geode_mpi.errors import ClosedError, check_timeout
+from geode_mpi.errors import ClosedError, GeodeError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER
 
@@ -79,7 +79,7 @@ class Sending(RuntimeParts):
         if not self.sends & POLL_EVERY_SENDS - 1:
             # A rank that only sends still drains what arrives; polling on every send would
             # add a probe to the latency of each small message.
-            self.engine.poll()
+            self._poll_after(message)
         return SendHandle(self, ticket, stamp, pair if self.acks or ack else None, ack)
 
     def send_plain(self, message: Any, dest: Any, timeout: float | None, batch: bool) -> SendHandle:
@@ -99,17 +99,30 @@ class Sending(RuntimeParts):
             # A full run goes at once; between polls a look at the batches' age is enough.
             sends = self.sends = self.sends + 1
             if not sends & POLL_EVERY_SENDS - 1:
-                self.joined_poll(sends)
+                try:
+                    self.joined_poll(sends)
+                except GeodeError as error:
+                    error.after_send = message
+                    raise
             return RunHandle(self, run, at)
         msg = message if isinstance(message, Message) else Message(message)
         ticket, stamp = self.path.plain(msg, self.rank, dst, rank, pair, batch)
         self.sends += 1
         if not self.sends & POLL_EVERY_SENDS - 1:
-            self.engine.poll()  # (see `send`)
+            self._poll_after(message)  # (see `send`)
         run = pair.run
         if run is not None and run.first_seq == stamp.seq:  # it opened a run
             return RunHandle.opener(self, run)
         return SendHandle(self, ticket, stamp, pair if self.acks else None, False)
+
+    def _poll_after(self, message: Any) -> None:
+        """Poll once ``message`` was sent; an error of the poll says it followed the send
+        (`GeodeError.after_send`: `isend_many` counts the item as sent)."""
+        try:
+            self.engine.poll()
+        except GeodeError as error:
+            error.after_send = message
+            raise
 
     def joined_poll(self, sends: int) -> None:
         """What the ``sends``-th send (a multiple of `POLL_EVERY_SENDS`) does after joining a

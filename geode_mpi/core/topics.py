@@ -258,6 +258,10 @@ class Topic:
             msg.__dict__["origin"] = geode.names[src]
         return self._publish(msg, src, ack, timeout, chosen, via)
 
+    def has_room(self, sequencer: int) -> bool:
+        """True if every subscriber has room now for what ``sequencer`` sends on."""
+        return self._geode.engine.stream_has_room(self._streams[sequencer])
+
     def publish_sequenced(self, message: Message, sequencer: int) -> None:
         """Publish on the topic's one stream what its ``sequencer`` node received from a
         publisher (``message.origin`` says which)."""

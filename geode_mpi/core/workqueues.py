@@ -114,6 +114,10 @@ class WorkQueue:
         # On the dispatcher's rank: offered first each message reaching the dispatcher on this
         # queue; True takes it (an executor's task outcomes). None: every one is queue traffic.
         self.intercept: Callable[[Message], bool] | None = None
+        # On the consumers' ranks: requests for a next task that found no room at the
+        # dispatcher (a bounded queue), one entry per request, sent once room comes (a poll's
+        # `send_held`): a take asks inside the user's receive, which must neither wait nor raise.
+        self._wants_held: deque[int] = deque()
         geode.engine.add_stream(TopicStream(number, -1, name, dispatcher))
 
     def start(self) -> None:
@@ -236,6 +240,25 @@ class WorkQueue:
             self._want(index)  # (once closed, no dispatcher hands out anything more)
 
     def _want(self, consumer: int) -> None:
+        geode = self._geode
+        engine = geode.engine
+        dispatcher = self._dispatcher
+        if (
+            not self._wants_held
+            and engine.forwards
+            and dispatcher in geode.inboxes
+            and not engine.has_room(consumer, dispatcher)
+        ):
+            # (a dispatcher of this rank: forwarding what reached it gives credits back)
+            engine.forward()
+            engine.flush()
+        if self._wants_held or not engine.has_room(consumer, dispatcher):
+            self._wants_held.append(consumer)
+            engine.held_for_room = True
+            return
+        self._send_want(consumer)
+
+    def _send_want(self, consumer: int) -> None:
         self._geode.send(
             _Want(),
             consumer,
@@ -269,23 +292,58 @@ class WorkQueue:
             state.tasks.append(message)
         self._dispatch()
 
+    def send_held(self) -> None:
+        """Send on what found no room before (`Engine.on_room`, from a poll): the consumers'
+        requests held here, the tasks held at the dispatcher. What still finds none stays held."""
+        geode = self._geode
+        held = self._wants_held
+        if held and (geode.serving or not geode.sealed):
+            has_room = geode.engine.has_room
+            while held and has_room(held[0], self._dispatcher):
+                self._send_want(held.popleft())
+            if held:
+                geode.engine.held_for_room = True
+        state = self.dispatch
+        if state.wanting and (state.tasks or state.finished):
+            self._dispatch()
+
     def _dispatch(self) -> None:
+        """Hand the tasks held out to the consumers that asked and have room for one now; a
+        consumer without room keeps its turn and gets one once room comes (`send_held`):
+        never a wait here, inside whatever call polled."""
         state = self.dispatch
         admit = self.admit
-        while state.wanting and state.tasks:
+        wanting = state.wanting
+        has_room = self._geode.engine.has_room
+        number = self.number
+        full = 0  # the oldest requests, of consumers found without room
+        while len(wanting) > full and state.tasks:
+            consumer = wanting[full]
+            if not has_room(number, consumer):
+                full += 1
+                continue
             task = state.tasks.popleft()
             if admit is not None and not admit(task):
                 continue
-            self._hand_out(task, state.wanting.popleft())
+            del wanting[full]
+            self._hand_out(task, consumer)
             state.dispatched += 1
         if state.finished and not state.tasks:
             # One WorkDone per consumer, whatever its number of open requests (``prefetch``):
             # a second would stay in its queue, for a receive of the user's to take.
-            while state.wanting:
-                consumer = state.wanting.popleft()
-                if consumer not in state.told:
-                    self._hand_out(WorkDone(), consumer)
-                    state.told.add(consumer)
+            kept: deque[int] = deque()
+            while wanting:
+                consumer = wanting.popleft()
+                if consumer in state.told:
+                    continue
+                if not has_room(number, consumer):
+                    kept.append(consumer)
+                    continue
+                self._hand_out(WorkDone(), consumer)
+                state.told.add(consumer)
+            wanting.extend(kept)
+        if wanting and (state.tasks or state.finished):
+            self._geode.engine.held_for_room = True
 
     @locked
     def serve(self, timeout: float | None = None) -> None:
@@ -320,9 +378,7 @@ class WorkQueue:
         geode = self._geode
         engine = geode.engine
         number = self.number
-        pair = engine.pairs_out.get((number, consumer))
-        if pair is None or (pair.credits is not None and pair.credits <= 0):
-            pair = engine.reserve(number, consumer, None, None)
+        pair = engine.pair_out(number, consumer)  # (with room: `_dispatch` checked)
         rank = geode.placement.rank_of(consumer)
         # On the queue's stream, untracked unless every message is (``ack`` is for senders).
         geode.path.to_node(task, self._dispatcher, number, consumer, rank, pair, False, FLAG_WORK)

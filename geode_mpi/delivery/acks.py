@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from itertools import islice
 
 from geode_mpi import codec
 from geode_mpi.delivery.control import (
@@ -25,8 +24,8 @@ from geode_mpi.delivery.pairs import PairIn
 from geode_mpi.delivery.runs import release
 from geode_mpi.errors import DecodeError
 
-# The `lost` records kept for the handles of messages sent with ack=True (`SendHandle.lost`):
-# a bound, for a job that drops or expires many and never waits on their handles.
+# The most (source, dest, seq) entries kept of messages told not processed (`Credits.lost`):
+# the oldest goes first (a handle looked at long after that many such messages says None).
 LOST_KEPT = 4096
 
 
@@ -88,9 +87,8 @@ class Acks(EngineState):
             lost = self.lost
             if lost is None:
                 lost = self.lost = {}
-            elif len(lost) >= LOST_KEPT:  # the oldest go (a handle reads its own when waited)
-                for old in list(islice(lost, LOST_KEPT // 2)):
-                    del lost[old]
+            elif len(lost) >= LOST_KEPT:  # (a request's, or a handle nobody looks at: bounded)
+                del lost[next(iter(lost))]
             lost[(sender, receiver, seq)] = why
             return
         if kind(payload) not in (ACK, ASK):

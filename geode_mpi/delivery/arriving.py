@@ -239,6 +239,8 @@ class Arriving(Acks, Streams):
             stats.received_bytes += item.nbytes
             if item.flags & _FLAG_SEQUENCE:
                 self.forwards.append((dest, item))
+                if dest not in self.forwarders:
+                    self.forwarders = self.forwarders | {dest}
                 continue
             if item.flags & _FLAG_WAITED:
                 self.waited.add(dest)

@@ -7,8 +7,9 @@ Payload layouts (little-endian), inside a codec control record (docs/wire-format
     ask:   the same with type 5 and no ranges: "send me your ack record again"
     closing: the same with type 6 and no ranges: "my rank is in close(): I take no more from
            my queue" (so a sender out of credits stops waiting)
-    lost:  u8 type 7 | 3 pad | u32 why (1 dropped, 2 expired) | u64 seq: a message whose
-           sender waits for it (ack=True) was acknowledged without being processed
+    lost:  u8 type 7 | 3 pad | u32 why (1 dropped, 2 expired, 3 dead-lettered) | u64 seq: a
+           message whose sender waits for it (ack=True) was acknowledged without being
+           processed
     wave:  u8 type 2 (ask), 3 (answer) or 4 (quiet) | 7 pad | u64 wave |
            u64 messages sent | u64 messages received
 """
@@ -23,10 +24,12 @@ from geode_mpi.errors import DecodeError
 ACK = 1
 ASK = 5  # a sender out of credits asks for the receiver's count again (lossy transports)
 CLOSING = 6  # a receiver whose rank is in close() tells its senders: no more credits come
-LOST = 7  # a waited message (ack=True) dropped or expired unprocessed: told before its ack
-LOST_WHY = {1: "dropped", 2: "expired"}
+LOST = 7  # a waited message (ack=True) not processed (dropped, expired, dead-lettered): told
+# before its ack
+LOST_WHY = {1: "dropped", 2: "expired", 3: "dead-lettered"}
 DROPPED = 1
 EXPIRED = 2
+DEAD_LETTERED = 3  # its last attempt failed: in the receiver's dead letters
 # Quiescence waves go down and up a tree of the ranks (geode_mpi.core.quiescence.Quiescence):
 WAVE_ASK = 2  # from a rank's parent: answer this wave, once idle and once your children have
 WAVE_ANSWER = 3  # to the parent: the counts of a rank and of every rank below it, summed
@@ -108,7 +111,8 @@ def encode_closing() -> bytes:
 
 
 def encode_lost(why: int, seq: int) -> bytes:
-    """A lost payload: message ``seq`` was ``why`` (`DROPPED`, `EXPIRED`), not processed."""
+    """A lost payload: message ``seq`` was ``why`` (`DROPPED`, `EXPIRED`, `DEAD_LETTERED`),
+    not processed."""
     return _HEAD.pack(LOST, why, seq)
 
 

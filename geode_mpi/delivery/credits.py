@@ -52,6 +52,13 @@ class Credits(Failures):
         self.transport.progress()  # or on their way
         if pair.credits > 0:
             return pair
+        if self.forwards and dst in self.inboxes:
+            # A local sequencer's or dispatcher's: forwarding what reached it gives its
+            # senders' credits back (a poll would do it, but sends seldom poll).
+            self.forward()
+            self.flush()
+            if pair.credits > 0:
+                return pair
         config = self.configs[dst]
         names = self.names
         if config.policy == "raise":
@@ -103,6 +110,25 @@ class Credits(Failures):
             )
         return pair
 
+    def has_room(self, src: int, dst: int) -> bool:
+        """True if ``src`` may send ``dst`` one more message now, without waiting (a
+        forwarder's check: what finds no room is held, `held_for_room`, never waited for nor
+        refused)."""
+        pair = self.pair_out(src, dst)
+        if pair.credits is None or pair.credits > 0:
+            return True
+        if self._due:
+            self.flush()  # (in one process the receiver's credits may be pending right here)
+            if pair.credits > 0:
+                return True
+        self._ask_again(src, dst, self._asked.setdefault((src, dst), [0.0]))
+        return False
+
+    def stream_has_room(self, stream: TopicStream) -> bool:
+        """`has_room` for every subscriber of ``stream``."""
+        number = stream.number
+        return all(self.has_room(number, sub) for sub in stream.subscribers)
+
     def tell_closing(self, told: set[tuple[int, int]]) -> None:
         """This rank is in close(): tell each sender to a local node with a window (a sender
         out of credits may be waiting for one) that no more come back, once (``told``: the
@@ -118,7 +144,7 @@ class Credits(Failures):
                 source, dest = key
                 if source >= len(self.names) and source not in streams:
                     continue  # a restored stream whose topic or work queue was not made again
-                if window.get(dest) is not None:
+                if window.get(dest) is not None and dest not in self.forwarders:
                     self.path.control(dest, source, payload)
 
     def _full_alone(self, src: int, dst: int, pair: PairOut) -> QueueFull:
@@ -206,6 +232,14 @@ class Credits(Failures):
                 self.mark_due(key_in)
                 if pair_in.owed * 2 >= window:
                     self._flush_pair(key_in, pair_in)
+
+    def forwarded(self, index: int, parcel: Parcel) -> None:
+        """A message that reached local node ``index`` (a sequencer or a work queue's
+        dispatcher) was sent on: it counts as processed, and is acknowledged to its sender,
+        with a credit back as for a message taken from a bounded queue (it never entered the
+        queue, but its sender counted it against the queue's window)."""
+        self._credit(index, parcel)
+        self._done(index, parcel)
 
     def dropped(self, index: int, parcel: Parcel) -> None:
         """Node ``index``'s full ``drop_oldest`` queue dropped ``parcel``: counted, and

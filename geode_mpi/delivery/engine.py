@@ -50,6 +50,16 @@ class Engine(Arriving, Taking, Credits, Acks, Streams, Polling, Express):
         acks: track every message sent until it is acknowledged (see `SendPath`).
     """
 
+    # (class defaults: set on an engine only once used, to keep its attributes inline)
+    # True while a forwarder (a sequencer, a dispatcher, a consumer asking for its next task)
+    # holds a message for want of room at its destination, and what sends on what was held
+    # once room comes (called by each poll or wait while one holds: never waiting itself).
+    held_for_room = False
+    on_room: Callable[[], None] | None = None
+    # The local nodes that messages reached to be forwarded: they forward, and return their
+    # senders' credits, until every rank has closed (no closing notice for them).
+    forwarders: frozenset[int] = frozenset()
+
     def __init__(
         self,
         transport: Transport,

@@ -76,6 +76,9 @@ class EngineState:
         on_wave: Callable[[int, int, int, int, int], None] | None
         forwards: deque[tuple[int, Parcel]]
         on_forward: Callable[[int, Parcel], None] | None
+        held_for_room: bool
+        forwarders: frozenset[int]
+        on_room: Callable[[], None] | None
         waited: set[int]
         on_waited: Callable[[], None] | None
         path: SendPath
@@ -117,4 +120,6 @@ class EngineState:
         def dropped(self, index: int, parcel: Parcel) -> None: ...
 
         # defined in delivery/polling.py
+        def forward(self) -> None: ...
+
         def wait(self, done: Callable[[], bool], deadline: float | None) -> bool: ...

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from geode_mpi import codec
+from geode_mpi.delivery.control import DEAD_LETTERED, encode_lost
 from geode_mpi.delivery.engine_state import EngineState
 from geode_mpi.delivery.stats import DeadLetter
 from geode_mpi.errors import DecodeError
@@ -72,6 +74,16 @@ class Failures(EngineState):
         )
         self.stats[index].dead_letters += 1
         if finish:
+            if (
+                expired is None
+                and parcel.flags & codec.FLAG_WAITED
+                and parcel.reply_to != codec.REQUEST  # (a request's waiter gets its failure)
+                and not self.closed  # (after close: its sender closed too)
+            ):
+                # Its sender waits for it (ack=True): told it was not processed, ahead of the
+                # ack record (the same batch), so that its wait raises `NotProcessed`.
+                payload = encode_lost(DEAD_LETTERED, parcel.seq)
+                self.path.control(index, parcel.source, payload, batch=True)
             self._done(index, parcel)
 
     def _sender_name(self, index: int) -> str:

@@ -11,7 +11,6 @@ from geode_mpi.delivery.failures import Failures
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import DecodeError
-from geode_mpi.queues import Parcel
 
 # A wait flushes pending acks once it has lasted this long: not at once, so that a reply that
 # comes within microseconds (a ping-pong) does not cost an ack record per message.
@@ -53,6 +52,8 @@ class Polling(Failures):
         if self.forwards:
             self.forward()
             found = True
+        if self.held_for_room:
+            self.retry_held()
         if self._due and time.perf_counter() - self._due_since > ACK_DELAY:
             self.flush()  # a receiver that polls without waiting still acks within ACK_DELAY
         if self.resend_after is not None:
@@ -82,10 +83,12 @@ class Polling(Failures):
                 self.dead_letter(index, parcel, exc, 1)
         self.transport.flush()  # the copies go out now, not when this rank next waits
 
-    def forwarded(self, index: int, parcel: Parcel) -> None:
-        """A message that reached local node ``index`` (a sequencer) was sent on: it counts as
-        processed, and is acknowledged to its sender."""
-        self._done(index, parcel)
+    def retry_held(self) -> None:
+        """Send on what forwarders hold for want of room (`held_for_room`), as far as room
+        has come: each one still held sets the flag again."""
+        self.held_for_room = False
+        if self.on_room is not None:
+            self.on_room()
 
     def flush_after(self, started: float) -> None:
         """Flush pending acks if a wait that began at ``started`` (perf_counter) lasted long
@@ -102,12 +105,15 @@ class Polling(Failures):
         return wait_for(self, done, deadline)
 
     def serve_waiting(self, leave: Collection[int] = ()) -> bool:
-        """What a waiting rank does for the others: forward what a sequencer holds, serve the
+        """What a waiting rank does for the others: forward what a sequencer holds (and what
+        forwarders hold for want of room, as far as room came), serve the
         requests whose senders wait (except at the nodes in ``leave``: their waiter handles
         them), resend what is due. True if it forwarded (a forward may land here)."""
         forwarded = bool(self.forwards)
         if forwarded:
             self.forward()
+        if self.held_for_room:
+            self.retry_held()  # (what it sends on lands elsewhere: no reason to look again)
         waited = self.waited
         if waited:
             if leave:

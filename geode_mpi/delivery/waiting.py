@@ -37,6 +37,9 @@ class Engine(Protocol):
     def waited(self) -> Collection[int]: ...
 
     @property
+    def held_for_room(self) -> bool: ...
+
+    @property
     def resend_after(self) -> float | None: ...
 
     def serve_waiting(self, leave: Collection[int] = ()) -> bool: ...
@@ -156,9 +159,12 @@ class Wait:
             if alone is not None and alone():
                 outcome = step()
                 return None if isinstance(outcome, Marker) else outcome
-            if (engine.forwards or engine.waited or engine.resend_after is not None) and (
-                engine.serve_waiting(self.leave)
-            ):
+            if (
+                engine.forwards
+                or engine.waited
+                or engine.held_for_room
+                or engine.resend_after is not None
+            ) and (engine.serve_waiting(self.leave)):
                 continue  # a sequencer's forwards may have landed in the very queue looked at
             engine.flush_after(idle_since)  # the senders may be waiting for acks or credits
             paused = time.perf_counter() if serving else 0.0

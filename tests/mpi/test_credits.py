@@ -192,3 +192,39 @@ def test_an_awaited_send_waiting_for_room_at_a_node_whose_rank_closes_gets_queue
     g.close(timeout=TIMEOUT)
     if g.hosts(receiver):
         assert g.receive(receiver, timeout=TIMEOUT).data == 0
+
+
+class Ping(Message):
+    """A request node0's handler answers while node0 waits for room."""
+
+
+def test_isend_many_whose_wait_for_room_answers_a_request_says_the_item_was_not_sent() -> None:
+    size = world_size()
+    if size == 1:
+        pytest.skip("one process: a full block queue raises QueueFull at once (unit tests)")
+    g = Geode(nodes=2 * size, queue=window_one(size))
+
+    @g.on(Ping)
+    def pong(message: Message) -> str:
+        return "pong"
+
+    signal = g.nodes[size]  # (node1's rank stays out of close() until node0 is done)
+    asking = g.nodes[size + 1]  # (on node1's rank, its queue not full for node0's reply)
+    if g.hosts("node0"):
+        g.send("first", "node0", "node1")
+        # a request of node1's rank arrives while node0 waits for room: the reply node0's handler
+        # sends then is not the batch's item (before the fix: sent == 1, "second" lost)
+        with pytest.raises(SendTimeout) as err:
+            g.isend_many(["second"], dest="node1", timeout=2.0)
+        assert err.value.sent == 0, str(err.value)
+        assert "no item was sent" in str(err.value), str(err.value)
+        g.send("go", signal, "node1")
+        g.send("second", "node0", "node1", timeout=TIMEOUT)  # as the error says
+    if g.hosts("node1"):
+        assert g.request(Ping("ping"), "node0", source=asking, timeout=TIMEOUT).data == "pong"
+        assert g.receive("node1", source=signal, timeout=TIMEOUT).data == "go"
+        got = [g.receive("node1", source="node0", timeout=TIMEOUT).data for _ in range(2)]
+        assert got == ["first", "second"]
+    g.close(timeout=TIMEOUT)
+    if g.hosts("node1"):
+        assert g.try_receive("node1") is None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import pytest
+from test_credits import world_size
 
 from geode_mpi import Geode, Message, QueueConfig, QueueFull, ReceiveTimeout
 from geode_mpi.transport.shared import SHARED_MIN
@@ -362,3 +364,44 @@ def test_total_order_publishes_follow_the_membership_of_their_moment() -> None:
             while (msg := geode.try_receive(node)) is not None:
                 got.append(msg.data)
             assert got == wanted, node
+
+
+def test_a_bounded_sequencer_queue_returns_the_credits_of_what_it_forwards() -> None:
+    # node0, the sequencer, has a window of 4 per sender: what reaches it is forwarded, never
+    # taken from its queue, and must give its publisher's credit back (before the fix: the
+    # fifth publish waited for room until its timeout, or until node0's rank closed).
+    g = Geode(queues={"node0": QueueConfig(capacity=64, policy="block", window=4)})
+    last = g.nodes[-1]
+    topic = g.topic("ordered", ["node0", last], [last], total_order=True)
+    if g.hosts(last):
+        for k in range(12):
+            topic.publish(k, source=last, timeout=10.0)
+        assert [m.data for m in drain(g, last, 12, topic="ordered")] == list(range(12))
+    g.close(timeout=TIMEOUT)
+
+
+def test_a_sequencer_holds_what_a_full_raise_subscriber_has_no_room_for() -> None:
+    # The subscriber (the last node) has a 'raise' queue with a window of 2; it publishes 6
+    # (each accepted by the sequencer, node0) and takes none while node0's rank polls. The
+    # sequencer holds what finds no room and sends it on as room comes: nothing raised in
+    # node0's rank's unrelated calls, nothing lost (before the fix: QueueFull out of node0's
+    # try_receive(), and the subscriber got only the first 2).
+    size = world_size()
+    sub = f"node{2 * size - 1}"
+    g = Geode(nodes=2 * size, queues={sub: QueueConfig(capacity=64, policy="raise", window=2)})
+    signal = g.nodes[size]  # (on rank 0: tells the subscriber node0's rank is done polling)
+    topic = g.topic("held", ["node0", sub], [sub], total_order=True)
+    if g.hosts(sub):
+        for k in range(6):
+            topic.publish(k, source=sub)
+    if g.hosts("node0"):
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:
+            assert g.try_receive("node0") is None  # (before the fix: QueueFull)
+        g.send("go", signal, sub)
+    if g.hosts(sub):
+        assert g.receive(sub, source=signal, timeout=TIMEOUT).data == "go"
+        assert [m.data for m in drain(g, sub, 6, topic="held")] == list(range(6))
+    g.close(timeout=TIMEOUT)
+    if g.hosts(sub):
+        assert g.try_receive(sub) is None

@@ -7,8 +7,17 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from test_credits import world_size
 
-from geode_mpi import Geode, Message, ReceiveTimeout
+from geode_mpi import (
+    Geode,
+    GeodeTimeoutError,
+    Message,
+    QueueConfig,
+    QueueFull,
+    ReceiveTimeout,
+    SendTimeout,
+)
 
 TIMEOUT = 60.0
 
@@ -195,3 +204,82 @@ def test_finish_twice_from_one_producer_ends_nothing_early(geode: Geode) -> None
             got.append(task.data)
         assert sorted(got) == ["a0", "b0", "b1", "b2"]
     queue.serve(timeout=TIMEOUT)
+
+
+def test_a_bounded_dispatcher_queue_returns_the_credits_of_what_it_hands_out() -> None:
+    # The dispatcher (the last node) has a window of 4 per sender: every task put and every
+    # request for the next one is forwarded, never taken from its queue; each must give its
+    # sender's credit back (before the fix: puts timed out after 4, serve() held the tasks).
+    last = f"node{world_size() - 1}"
+    g = Geode(queues={last: QueueConfig(capacity=64, policy="block", window=4)})
+    queue = g.work_queue("bounded", consumers=["node0"], dispatcher=last, producers=["node0"])
+    if g.hosts("node0"):
+        for k in range(12):
+            queue.put(k, timeout=10.0)
+        queue.finish()
+        got = []
+        while (task := queue.get(timeout=TIMEOUT)) is not None:
+            got.append(task.data)
+        assert got == list(range(12))
+    queue.serve(timeout=TIMEOUT)
+    g.close(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("policy", ["raise", "block"])
+def test_a_take_asks_for_the_next_task_without_waiting_or_raising(policy: str) -> None:
+    # node0 is dispatcher and consumer, its queue bounded (a window of 2 per sender): the
+    # request for the next task that a take sends found no room, and (before the fix) raised
+    # QueueFull out of try_receive() after the task was taken ("raise"), or waited for ever
+    # ("block").
+    g = Geode(queues={"node0": QueueConfig(capacity=64, policy=policy, window=2)})
+    queue = g.work_queue("asks", consumers=["node0"], dispatcher="node0", producers=["node0"])
+    if g.hosts("node0"):
+        got: list[int] = []
+        for k in range(6):
+            while True:
+                try:
+                    queue.put(k, timeout=0.5)
+                    break
+                except (QueueFull, SendTimeout):  # (take what is there, as the docs advise)
+                    started = time.monotonic()
+                    message = g.try_receive()  # (before the fix: QueueFull, or no return)
+                    assert time.monotonic() - started < 2.0
+                    if message is not None:
+                        got.append(message.data)
+        queue.finish()
+        while (task := queue.get(timeout=TIMEOUT)) is not None:
+            got.append(task.data)
+        assert sorted(got) == list(range(6))  # each once, none lost
+        assert g.try_receive() is None
+    g.close(timeout=TIMEOUT)
+
+
+def test_serve_keeps_its_deadline_while_a_consumer_has_no_room() -> None:
+    # The consumer (the last node) has a window of 1 per sender, and asks for 3 tasks at once
+    # (prefetch 3), but takes none until serve() has returned: the dispatcher holds the tasks
+    # it has no room for, and serve(timeout=1) raises in time (before the fix: it waited for
+    # room with no deadline, for ever). Then the consumer gets every task once.
+    size = world_size()
+    last = f"node{size - 1}"
+    signal = f"node{size}"  # (on rank 0: tells the consumer serve() is over)
+    g = Geode(nodes=2 * size, queues={last: QueueConfig(capacity=64, policy="block", window=1)})
+    queue = g.work_queue(
+        "window", consumers=[last], dispatcher="node0", producers=["node0"], prefetch=3
+    )
+    if g.hosts("node0"):
+        for k in range(5):
+            queue.put(k)
+        queue.finish()
+        started = time.monotonic()
+        with pytest.raises(GeodeTimeoutError, match="serve\\(\\) timed out after 1 s"):
+            queue.serve(timeout=1.0)
+        assert time.monotonic() - started < 5.0
+        g.send("go", signal, last)
+    if g.hosts(last):
+        assert g.receive(last, source=signal, timeout=TIMEOUT).data == "go"
+        got = []
+        while (task := queue.get(last, timeout=TIMEOUT)) is not None:
+            got.append(task.data)
+        assert got == list(range(5))
+    queue.serve(timeout=TIMEOUT)
+    g.close(timeout=TIMEOUT)

@@ -160,3 +160,33 @@ def test_a_capacity_below_the_number_of_nodes_is_refused_as_the_docs_say() -> No
     )
     assert "at least 1" not in rule
     assert "a capacity below the number of nodes without a `window=` raises `ValueError`" in rule
+
+
+def test_a_message_sent_with_ack_then_dead_lettered_says_so() -> None:
+    g = Geode(queue=QueueConfig(ack="explicit", max_attempts=1))
+    handle = g.isend("bad", "node0", "node1", ack=True)
+    g.receive("node1", timeout=1).nack(ValueError("cannot"))  # its one attempt failed
+    assert [d.message.data for d in g.dead_letters("node1")] == ["bad"]
+    assert handle.acked and handle.lost == "dead-lettered"  # (before: None, as processed)
+    with pytest.raises(NotProcessed) as err:
+        handle.wait(timeout=1)
+    assert err.value.why == "dead-lettered"
+    assert str(err.value) == (
+        f"message {handle.id} (node0->node1 seq 0) was not processed: its last attempt failed "
+        "at node1, which put it in its dead letters (see dead_letters('node1')); it never "
+        "will be (send it again if it must be)"
+    )
+    g.close()
+
+
+def test_the_table_of_messages_not_processed_keeps_the_newest_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("geode_mpi.delivery.acks.LOST_KEPT", 3)
+    g = Geode(queue=QueueConfig(capacity=2, policy="drop_oldest"))
+    handles = [g.isend(k, "node0", "node1", ack=True) for k in range(8)]  # 6 dropped
+    g.stats("node1")  # (drives progress: the records arrive)
+    # (0..5 dropped; the table keeps the newest three: 3, 4, 5)
+    assert [h.lost for h in handles] == [None] * 3 + ["dropped"] * 3 + [None] * 2
+    assert len(g._runtime.engine.lost) == 3  # (before: one entry per message, for ever)
+    g.close()

@@ -257,6 +257,8 @@ INTERNAL_MEMBERS = {
     "WorkQueue.taken",
     "WorkQueue.arrived",
     "WorkQueue.want_next",
+    "WorkQueue.send_held",
+    "Topic.has_room",
     "GeodeExecutor.end_at_close",
 }
 TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```$", re.MULTILINE | re.DOTALL)

@@ -30,10 +30,16 @@ class StandIn:
         self.log: list[tuple[Any, ...]] = []
         self.on_send: Callable[[int], None] | None = None  # called with the send's number
         self.sends = 0
-        self.engine = SimpleNamespace(forwarded=lambda index, p: self.log.append(("done", p.seq)))
+        self.engine = SimpleNamespace(
+            forwarded=lambda index, p: self.log.append(("done", p.seq)), held_for_room=False
+        )
+        self.room = True  # False: a topic's subscriber has no room (to_owner says so)
 
-    def to_owner(self, index: int, source: int, message: Message, via: Route) -> None:
+    def to_owner(self, index: int, source: int, message: Message, via: Route) -> bool:
+        if not self.room:
+            return False
         self.log.append(("topic", message.data, via))
+        return True
 
     def decode(self, p: Parcel) -> Message:
         return self.messages[p.seq][0]
@@ -111,4 +117,19 @@ def test_what_a_failed_send_left_behind_goes_on_at_resume() -> None:
         ("send", "b", 2),
         ("done", 1),
     ]
+    assert not sequencer.holding
+
+
+def test_a_topic_message_without_room_is_held_in_order_until_resume() -> None:
+    geode = StandIn()
+    sequencer = Sequencer(geode, geode.to_owner)  # type: ignore[arg-type]
+    geode.messages = {0: topic_message("t0"), 1: topic_message("t1")}
+    geode.room = False
+    sequencer.forward(2, geode.parcel(0))
+    sequencer.forward(2, geode.parcel(1))
+    assert geode.log == [] and sequencer.holding  # held: not sent, not done, not raised
+    assert geode.engine.held_for_room  # (a poll retries)
+    geode.room = True
+    sequencer.resume()
+    assert geode.log == [("topic", "t0", TOPIC), ("done", 0), ("topic", "t1", TOPIC), ("done", 1)]
     assert not sequencer.holding
