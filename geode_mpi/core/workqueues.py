@@ -168,6 +168,8 @@ class WorkQueue:
 
         Raises:
             ValueError: ``source`` is not a producer of this queue.
+            QueueFull: the dispatcher's queue (policy ``raise``) is full for ``source``, as
+                for `put`: nothing was sent, call it again once the dispatcher took tasks.
         """
         geode = self._geode
         index = geode.rank if source is None else geode.placement.index(source, "source")

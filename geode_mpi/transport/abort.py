@@ -49,7 +49,7 @@ def _unlink_segments() -> None:
     the machine restarts). Every rank of the node maps them; their mappings stay valid."""
     try:
         with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if _SEGMENTS in line}
+            paths = {line.split()[5] for line in maps if _SEGMENTS in line}  # (its path)
     except OSError:  # (not Linux)
         return
     for path in paths:  # (another rank may be first, or the path " (deleted)" already)
