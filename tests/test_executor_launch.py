@@ -58,7 +58,7 @@ geode = Geode()
 with geode.executor({workers}) as ex:
     if ex is not None:
         print(ex.submit(square, 2).result(timeout=60), flush=True)
-        time.sleep(6)  # the client computes: its workers wait, which is no hang
+        time.sleep(4)  # the client computes: its workers wait, which is no hang
         print(ex.submit(square, 3).result(timeout=60), flush=True)
 geode.close(timeout=60)
 """
@@ -68,7 +68,12 @@ geode.close(timeout=60)
 def test_a_client_computing_with_no_task_in_flight_is_no_hang(workers: str, tmp_path: Path) -> None:
     """Its thread sleeps outside geode_mpi's waits then, so --hang-timeout sees a busy rank;
     so does the thread that runs the client rank's own tasks when it has workers too (it
-    waited in geode_mpi for the next task until the end, and the job ended as hung)."""
+    waited in geode_mpi for the next task until the end, and the job ended as hung).
+
+    The other ranks' workers wait meanwhile: after 3 s one of them asks every rank and waits
+    4 s more (2 grace periods) for the client's rank, silent while it computes, to answer
+    from its next call; the worker ranks wait from the start, so the client computes 4 s, not
+    more (6 s failed when the first result took over a second to come)."""
     script = tmp_path / "compute.py"
     script.write_text(COMPUTE.format(workers=workers), encoding="utf-8")
     args = ["-m", "geode_mpi", "--hang-timeout", "3", str(script)]
