@@ -306,6 +306,11 @@ class GeodeExecutor(Executor):
         """True while a future is not yet done (its task may still send)."""
         return any(not future.done() for future in list(self._futures.values()))
 
+    def _resting(self) -> bool:
+        """The client's rank with nothing to do: no future, and not shut down (its thread
+        and runner go idle, out of geode_mpi's waits)."""
+        return self.is_client and not self._futures and not self._shutdown
+
     def _admit(self, task: Message) -> bool:
         """The dispatcher is about to hand ``task`` out: False if its future was cancelled
         (or is gone: it failed when the executor's thread broke)."""
@@ -373,7 +378,7 @@ class GeodeExecutor(Executor):
         look = self._look if client else self._look_worker
         wake = self._wake if client else self._wake_runner
         while True:
-            if self.is_client and not self._futures and not self._shutdown:
+            if self._resting():
                 self._idle(wake)
                 continue
             gate.enter()
@@ -423,7 +428,7 @@ class GeodeExecutor(Executor):
         meanwhile is busy, not waiting, to ``--hang-timeout`` (the workers' requests wait for
         the next task, as they would)."""
         wake.clear()
-        if not self._futures and not self._shutdown:  # (either may have come since)
+        if self._resting():  # (a submit or the shutdown may have come since)
             wake.wait()
 
     def _intercept(self, message: Message) -> bool:
@@ -447,7 +452,7 @@ class GeodeExecutor(Executor):
         found = self._take_task()
         if found is not None:
             return found
-        if self.is_client and not self._futures and not self._shutdown:
+        if self._resting():
             return _REST  # the runner, its last task's outcome in: a computing client is busy
         return IDLE if self._mine else _DONE
 

@@ -289,10 +289,14 @@ class Processor:
             if not self.has_handlers(index):
                 continue
             inbox = self.geode.inboxes[index]
+
+            def owes(parcel: Parcel, index: int = index) -> bool:
+                """Its sender waits for its processing, and a handler here takes it."""
+                return bool(parcel.flags & _WAITED) and self.handles(index, parcel)
+
             owed: dict[int, int] = {}  # source -> waited-for messages of it, with a handler
-            for parcel in inbox:
-                if parcel.flags & _WAITED and self.handles(index, parcel):
-                    owed[parcel.source] = owed.get(parcel.source, 0) + 1
+            for parcel in filter(owes, inbox):
+                owed[parcel.source] = owed.get(parcel.source, 0) + 1
 
             def servable(parcel: Parcel, index: int = index, owed: dict[int, int] = owed) -> bool:
                 return parcel.source in owed and self.handles(index, parcel)
@@ -305,9 +309,7 @@ class Processor:
                     if left:
                         owed[parcel.source] = left
                 self.process(index, parcel, receipt, self.served)
-            if inbox.next_ready() is not None and any(
-                parcel.flags & _WAITED and self.handles(index, parcel) for parcel in inbox
-            ):
+            if inbox.next_ready() is not None and any(map(owes, inbox)):
                 later.add(index)  # a failed one waits out its retry's back-off
         waited |= later
 

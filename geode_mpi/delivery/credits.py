@@ -10,7 +10,7 @@ from collections.abc import Callable
 from geode_mpi import codec
 from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.codec import header
-from geode_mpi.delivery.control import DROPPED, EXPIRED, encode_ask, encode_closing, encode_lost
+from geode_mpi.delivery.control import DROPPED, EXPIRED, encode_ask, encode_closing
 from geode_mpi.delivery.failures import Failures
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.topics import TopicStream
@@ -66,12 +66,8 @@ class Credits(Failures):
             raise QueueFull(
                 names[dst], self.name_of(src), config.capacity, pair.window or 0, "policy 'raise'"
             )
-        # A destination hosted on this rank, or any in a one-process world (the embedded one,
-        # or simulated ranks): only another thread (one that is not a daemon) can take from
-        # its queue while this one waits, or this wait's own serving of waited-for messages
-        # with a handler (`waited`: requests, ack=True); with neither, it would never end.
         one_process = dst in self.inboxes or not self.transport.delivers_later
-        if one_process and not (other_threads() and senders_may_run()) and dst not in self.waited:
+        if self._nobody_takes(dst, one_process):
             raise self._full_alone(src, dst, pair)
         stats = self.sender_stats[src]
         stats.credit_waits += 1
@@ -82,7 +78,7 @@ class Credits(Failures):
         def has_credit() -> bool:
             if pair.credits:
                 return True
-            if one_process and not senders_may_run() and dst not in self.waited:
+            if self._nobody_takes(dst, one_process):
                 alone[0] = True  # the other threads have ended, nothing is left to serve
                 return True
             if dst in self.closing_nodes:
@@ -109,6 +105,16 @@ class Credits(Failures):
                 f"more from its queue; what {name} holds is reported there as never received",
             )
         return pair
+
+    def _nobody_takes(self, dst: int, one_process: bool) -> bool:
+        """True if a wait for room in ``dst``'s queue would never end: ``dst`` is hosted on
+        this rank, or in a one-process world (``one_process``: the embedded one, or simulated
+        ranks), where only another thread (one that is not a daemon) can take from its queue
+        while this one waits, or this wait's own serving of waited-for messages with a handler
+        (`waited`: requests, ack=True), and there is neither."""
+        return (
+            one_process and dst not in self.waited and not (other_threads() and senders_may_run())
+        )
 
     def has_room(self, src: int, dst: int) -> bool:
         """True if ``src`` may send ``dst`` one more message now, without waiting (a
@@ -248,15 +254,6 @@ class Credits(Failures):
         if parcel.flags & _FLAG_WAITED:
             self.tell_lost(index, parcel, DROPPED)
         self._done(index, parcel)
-
-    def tell_lost(self, index: int, parcel: Parcel, why: int) -> None:
-        """Tell the sender of ``parcel`` (sent with ack=True) that node ``index`` did not
-        process it (``why``: `DROPPED`, `EXPIRED`), ahead of the ack record that acknowledges
-        it (the same batch, so it arrives first): its handle's ``wait()`` raises, not returns.
-        Not after close: the sender closed too, and the transport is gone."""
-        if self.closed:
-            return
-        self.path.control(index, parcel.source, encode_lost(why, parcel.seq), batch=True)
 
     def _expiry(self, index: int) -> Callable[[Parcel], None]:
         """What node ``index``'s queue calls with each parcel that expired in it."""

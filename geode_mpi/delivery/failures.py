@@ -78,13 +78,19 @@ class Failures(EngineState):
                 expired is None
                 and parcel.flags & codec.FLAG_WAITED
                 and parcel.reply_to != codec.REQUEST  # (a request's waiter gets its failure)
-                and not self.closed  # (after close: its sender closed too)
             ):
-                # Its sender waits for it (ack=True): told it was not processed, ahead of the
-                # ack record (the same batch), so that its wait raises `NotProcessed`.
-                payload = encode_lost(DEAD_LETTERED, parcel.seq)
-                self.path.control(index, parcel.source, payload, batch=True)
+                self.tell_lost(index, parcel, DEAD_LETTERED)
             self._done(index, parcel)
+
+    def tell_lost(self, index: int, parcel: Parcel, why: int) -> None:
+        """Tell the sender of ``parcel`` (sent with ack=True) that node ``index`` did not
+        process it (``why``: `DROPPED`, `EXPIRED`, `DEAD_LETTERED`), ahead of the ack record
+        that acknowledges it (the same batch, so it arrives first): its handle's ``wait()``
+        raises, not returns.
+        Not after close: the sender closed too, and the transport is gone."""
+        if self.closed:
+            return
+        self.path.control(index, parcel.source, encode_lost(why, parcel.seq), batch=True)
 
     def _sender_name(self, index: int) -> str:
         try:
