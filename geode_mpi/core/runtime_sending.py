@@ -52,7 +52,10 @@ class Sending(RuntimeParts):
                 index = None
             if index is None:
                 if dest is None:
-                    raise TypeError("send() needs a dest: send(message, dest='node1')")
+                    raise TypeError(
+                        "a send needs a dest: send(message, dest='node1') or "
+                        "isend(message, dest='node1')"
+                    )
                 index = placement.index(dest, "dest")
             dst = index
             if src not in self.inboxes:  # its own rank sends it

@@ -162,6 +162,8 @@ def test_unknown_nodes_are_named_with_the_valid_ones() -> None:
         g.receive("nodeX")
     with pytest.raises(TypeError, match="needs a dest"):
         g.send(1)
+    with pytest.raises(TypeError, match=r"needs a dest: .* or isend\(message, dest="):
+        g.isend(1)  # (the text names isend, not only send)
 
 
 def test_node_list_validation() -> None:
