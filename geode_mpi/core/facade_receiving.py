@@ -151,6 +151,7 @@ class ReceiveCalls(Facade):
                     return message
                 except DecodeError as exc:
                     engine.dead_letter(self.rank, parcel, exc, parcel.attempts + 1, False)
+                    runtime.undecodable(self.rank, parcel, exc)
                     raise
         if timeout is not None:
             timeout = check_timeout(timeout)

@@ -99,6 +99,7 @@ class Processor:
         self.served = RunSummary()  # what serve_waited did, over this Geode's life
         geode.engine.on_waited = self.serve_waited
         geode.pump = self.pump
+        geode.refuse = self.refuse_undecodable
         self.runner: threading.Thread | None = None  # the thread inside run(), if any
         # Ids of the requests a request() waits for in some thread: run() leaves their
         # replies in the queue for it.
@@ -154,9 +155,7 @@ class Processor:
             engine.dead_letter(index, parcel, exc, parcel.attempts + 1)
             summary.dead_letters += 1
             log.warning("%s: dead letter (cannot decode): %s", geode.names[index], exc)
-            if parcel.reply_to == _REQUEST:
-                self.refuse(index, parcel, message_id(parcel.meta), "a message", exc)
-            geode.undecodable_task(index, parcel)
+            geode.undecodable(index, parcel, exc)
             return
         if isinstance(message, Stop):
             receipt.ack()
@@ -218,6 +217,15 @@ class Processor:
     def replied(self, request: Message) -> None:
         """``request`` was answered by hand (`Geode.reply`): its handler's None is no reply."""
         self.answering.discard(id(request))
+
+    def refuse_undecodable(self, index: int, parcel: Parcel, error: BaseException) -> None:
+        """`refuse` a request that node ``index`` took and could not decode (by `run`, a
+        take or a wait), named by its class as sent."""
+        try:
+            type_name = codec.peek(parcel.meta).class_name
+        except DecodeError:
+            type_name = "a message"
+        self.refuse(index, parcel, message_id(parcel.meta), type_name, error)
 
     def refuse(
         self,

@@ -18,7 +18,7 @@ from geode_mpi.base.backoff import TOGETHER_YIELD
 from geode_mpi.base.logger import log
 from geode_mpi.core.aio import POLL_EVERY_RECEIVES as POLL_EVERY_RECEIVES
 from geode_mpi.core.placement import Placement
-from geode_mpi.core.runtime_parts import _P, _R, Pump, TaskSource
+from geode_mpi.core.runtime_parts import _P, _R, Pump, Refuse, TaskSource
 from geode_mpi.core.runtime_parts import FIRST_SPIN as FIRST_SPIN
 from geode_mpi.core.runtime_parts import NO_FAST_QUEUE as NO_FAST_QUEUE
 from geode_mpi.core.runtime_parts import POLL_EVERY_JOINS as POLL_EVERY_JOINS
@@ -29,11 +29,16 @@ from geode_mpi.delivery import Engine, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import ClosedError, NodeNotLocalError
+from geode_mpi.queues import Parcel
 from geode_mpi.transport import Transport
 
 
 def _no_pump(nodes: list[int], done: Callable[[], bool]) -> bool:
     return done()
+
+
+def _no_refusal(index: int, parcel: Parcel, error: BaseException) -> None:
+    return None
 
 
 class Runtime(Sending, Receiving):
@@ -106,9 +111,11 @@ class Runtime(Sending, Receiving):
         self.unfinished_checks = 0  # SendHandle.done() calls that found their send unfinished
         # The work queues, by stream number, whose tasks a consumer here may take (set by
         # `geode_mpi.core.channels`), and what processes a local node's messages with its
-        # handlers while a send waits for its ack (set to `Processor.pump`).
+        # handlers while a send waits for its ack (set to `Processor.pump`), and what answers
+        # a request a local node could not decode (set to `Processor.refuse_undecodable`).
         self.task_sources: Mapping[int, TaskSource] = {}
         self.pump: Pump = _no_pump
+        self.refuse: Refuse = _no_refusal
 
     @property
     def node(self) -> str:

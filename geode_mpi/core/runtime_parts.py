@@ -30,6 +30,8 @@ NO_FAST_QUEUE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive pa
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 Pump = Callable[[list[int], Callable[[], bool]], bool]
+# answers a request that a local node took and could not decode (node index, parcel, error)
+Refuse = Callable[[int, "Parcel", BaseException], None]
 
 
 class TaskSource(Protocol):
@@ -81,6 +83,7 @@ class RuntimeParts:
         unfinished_checks: int
         task_sources: Mapping[int, TaskSource]
         pump: Pump
+        refuse: Refuse
 
         # one part's (or runtime.py's), called by another
         def serialised(self, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R: ...

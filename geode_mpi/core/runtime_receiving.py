@@ -52,14 +52,18 @@ class Receiving(RuntimeParts):
         else:
             state.update(work_queue=queue.name, source=queue.dispatcher)
 
-    def undecodable_task(self, index: int, parcel: Parcel) -> None:
-        """Node ``index`` took ``parcel`` and could not decode it: if it is a work queue's
-        task (it goes to the dead letters), the node asks for the next one all the same, as
-        taking it would have (the dispatcher would hold every later task otherwise)."""
+    def undecodable(self, index: int, parcel: Parcel, error: DecodeError) -> None:
+        """Node ``index`` took ``parcel`` and could not decode it (it goes to the dead
+        letters, by its caller): if it is a work queue's task, the node asks for the next one
+        all the same, as taking it would have (the dispatcher would hold every later task
+        otherwise); if it is a request, its requester is answered with the failure (`refuse`),
+        not left waiting for a reply that cannot come."""
         if parcel.flags & codec.FLAG_WORK and not parcel.attempts:
             queue = self.task_sources.get(parcel.source)
             if queue is not None:
                 queue.want_next(index)
+        if parcel.reply_to == codec.REQUEST:
+            self.refuse(index, parcel, error)
 
     def deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
         """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""
@@ -69,9 +73,9 @@ class Receiving(RuntimeParts):
         except DecodeError as exc:
             if receipt is not None:
                 self.engine.in_hand -= 1
-            self.undecodable_task(index, parcel)
             # Taken without a receipt it already counts as processed: record it all the same.
             self.engine.dead_letter(index, parcel, exc, parcel.attempts + 1, receipt is not None)
+            self.undecodable(index, parcel, exc)
             raise
         if receipt is not None:
             message.__dict__["_receipt"] = receipt

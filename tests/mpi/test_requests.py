@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from geode_mpi import Geode, HandlerError, Message
+from geode_mpi import DecodeError, Geode, HandlerError, Message
 
 TIMEOUT = 30.0  # a request not served at all times out: long enough for a loaded machine
 
@@ -235,3 +235,31 @@ def test_a_request_failing_in_a_run_loop_gets_a_handler_error(geode: Geode) -> N
     if geode.hosts(last) and not geode.hosts(first):  # (else answered while it waits)
         summary = geode.run(last, count=3, timeout=TIMEOUT)
         assert (summary.failed, summary.dead_letters, summary.reason) == (3, 1, "count")
+
+
+@pytest.mark.parametrize("take", ["receive", "receive_many", "receive_from"])
+def test_a_request_its_server_cannot_decode_in_a_receive_gets_a_handler_error(
+    geode: Geode, take: str
+) -> None:
+    """A request of a class only the requester's rank has, taken by a receive (not run()):
+    the receiver raises DecodeError, and the requester is answered with it (it waited for
+    ever before: only run() answered an undecodable request)."""
+    if geode.size == 1:
+        pytest.skip("needs a rank that cannot find the request's class")
+    first, last = geode.nodes[0], geode.nodes[-1]
+    if geode.hosts(first):
+        only_here = type("OnlyOnTheFirstRank", (Message,), {"__module__": __name__})
+        globals()["OnlyOnTheFirstRank"] = only_here  # (found by name here, not elsewhere)
+        try:
+            with pytest.raises(HandlerError, match=f"on {last} .*DecodeError.*OnlyOnTheFirst"):
+                geode.request(only_here(1), last, timeout=TIMEOUT)
+        finally:
+            del globals()["OnlyOnTheFirstRank"]
+    if geode.hosts(last):
+        with pytest.raises(DecodeError, match="OnlyOnTheFirstRank"):
+            if take == "receive":
+                geode.receive(last, timeout=TIMEOUT)
+            elif take == "receive_from":
+                geode.receive(last, source=first, timeout=TIMEOUT)
+            else:
+                geode.receive_many(last, timeout=TIMEOUT)
