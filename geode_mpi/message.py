@@ -18,8 +18,10 @@ RESERVED = frozenset(
         "reply_to",
         "topic",
         "_receipt",
+        "_answered",
     }
 )
+ANSWERED = "_answered"  # set on a request its node's handler answered: it has its one reply
 
 
 class Receipt(Protocol):

@@ -12,7 +12,7 @@ from geode_mpi.core.facade import Facade
 from geode_mpi.core.groups import Group
 from geode_mpi.core.processing import Handler, HandlerKey, RequestFailed, RunSummary, Stop
 from geode_mpi.errors import check_timeout
-from geode_mpi.message import Message
+from geode_mpi.message import ANSWERED, Message
 
 _NO_REPLY = codec.NO_REPLY
 _REQUEST = codec.REQUEST
@@ -110,7 +110,21 @@ class Processing(Facade):
 
     @locked
     def reply(self, request: Message, value: Any, *, timeout: float | None = None) -> None:
-        """Send ``value`` back to the sender of a received ``request`` as its reply."""
+        """Send ``value`` back to the sender of a received ``request`` as its reply.
+
+        Raises:
+            ValueError: ``request`` is not a received message, or it is a `request()`'s
+                message that its handler answered already (a request has one reply: the
+                handler's return value, a Message of None if it returned None, or one
+                `reply` made inside the handler).
+        """
+        if request.__dict__.get(ANSWERED):
+            raise ValueError(
+                f"request {request.id} from {request.source} was answered already by its "
+                f"handler on {request.dest} (a request has one reply: a handler returning "
+                "None answers with a Message of None; to answer later, take the request "
+                "with receive() instead of a handler)"
+            )
         self._runtime.reply(request, value, timeout, False)
         self._processor.replied(request)
 

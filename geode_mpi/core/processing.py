@@ -30,7 +30,7 @@ from geode_mpi.delivery import Acknowledger
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import IDLE, WORKED, Marker, Wait
 from geode_mpi.errors import DecodeError, HandlerError, ThreadError
-from geode_mpi.message import Message
+from geode_mpi.message import ANSWERED, Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 
@@ -184,9 +184,22 @@ class Processor:
         try:
             # Without the lock while other threads exist: they may use the Geode meanwhile.
             result = geode.gate.unlocked(handler, message) if other_threads() else handler(message)
-            if result is not None or (request and id(message) in self.answering):
+            if not request:
+                if result is not None:
+                    geode.reply(message, result, None, True)
+                    summary.replies += 1
+            elif id(message) in self.answering:  # (not replied by hand)
                 geode.reply(message, result, None, True)
                 summary.replies += 1
+                message.__dict__[ANSWERED] = True  # (a later reply by hand raises)
+            elif result is not None:
+                log.warning(
+                    "%s: the handler of request %s from %s replied by hand and returned a "
+                    "value too: only the first reply is sent (a request has one reply)",
+                    geode.names[index],
+                    message.id,
+                    message.source,
+                )
         except Exception as exc:
             summary.failed += 1
             receipt.nack(exc)
@@ -215,8 +228,11 @@ class Processor:
             trace_receive(index, message, f"handle {message.type}", begun)
 
     def replied(self, request: Message) -> None:
-        """``request`` was answered by hand (`Geode.reply`): its handler's None is no reply."""
-        self.answering.discard(id(request))
+        """``request`` was answered by hand (`Geode.reply`): if it is a request its handler
+        is handling, its handler's None is no reply, and a second reply raises."""
+        if id(request) in self.answering:
+            self.answering.discard(id(request))
+            request.__dict__[ANSWERED] = True
 
     def refuse_undecodable(self, index: int, parcel: Parcel, error: BaseException) -> None:
         """`refuse` a request that node ``index`` took and could not decode (by `run`, a

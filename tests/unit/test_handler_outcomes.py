@@ -104,6 +104,38 @@ def test_a_handler_that_replies_by_hand_sends_one_reply() -> None:
     geode.close()
 
 
+def test_a_reply_by_hand_after_the_handler_answered_raises_naming_the_request() -> None:
+    # The handler returned None (the request's reply: a Message of None); a later reply by
+    # hand went to the requester as a stray message its next receive() returned.
+    geode = Geode()
+    held: list[Message] = []
+    geode.on(Ask)(held.append)  # returns None
+    assert geode.request(Ask(1), "node1", timeout=30).data is None
+    with pytest.raises(ValueError, match=r"request \d+ from node0 was answered already by its"):
+        geode.reply(held[0], "late")
+    assert geode.try_receive("node0") is None
+    geode.close()
+
+
+def test_a_handler_that_replies_by_hand_and_returns_a_value_sends_one_reply() -> None:
+    geode = Geode()
+    second: list[BaseException] = []
+
+    @geode.on(Ask)
+    def answer(msg: Message) -> str:
+        geode.reply(msg, "by hand")
+        try:
+            geode.reply(msg, "twice")
+        except ValueError as exc:
+            second.append(exc)
+        return "returned too"
+
+    assert geode.request(Ask(1), "node1", timeout=30).data == "by hand"
+    assert geode.try_receive("node0") is None  # neither "twice" nor "returned too"
+    assert len(second) == 1 and "answered already" in str(second[0])
+    geode.close()
+
+
 def test_a_request_that_run_finds_no_handler_for_gets_a_handler_error() -> None:
     geode = Geode()
     outcome: list[BaseException] = []
