@@ -98,8 +98,7 @@ class Processor:
         self.quiescence: Quiescence | None = Quiescence(geode)
         self.served = RunSummary()  # what serve_waited did, over this Geode's life
         geode.engine.on_waited = self.serve_waited
-        geode.pump = self.pump
-        geode.refuse = self.refuse_undecodable
+        geode.served = self
         self.runner: threading.Thread | None = None  # the thread inside run(), if any
         # Ids of the requests a request() waits for in some thread: run() leaves their
         # replies in the queue for it.

@@ -18,7 +18,7 @@ from geode_mpi.base.backoff import TOGETHER_YIELD
 from geode_mpi.base.logger import log
 from geode_mpi.core.aio import POLL_EVERY_RECEIVES as POLL_EVERY_RECEIVES
 from geode_mpi.core.placement import Placement
-from geode_mpi.core.runtime_parts import _P, _R, Pump, Refuse, TaskSource
+from geode_mpi.core.runtime_parts import _P, _R, Served, TaskSource
 from geode_mpi.core.runtime_parts import FIRST_SPIN as FIRST_SPIN
 from geode_mpi.core.runtime_parts import NO_FAST_QUEUE as NO_FAST_QUEUE
 from geode_mpi.core.runtime_parts import POLL_EVERY_JOINS as POLL_EVERY_JOINS
@@ -33,12 +33,14 @@ from geode_mpi.queues import Parcel
 from geode_mpi.transport import Transport
 
 
-def _no_pump(nodes: list[int], done: Callable[[], bool]) -> bool:
-    return done()
+class _NotServed:
+    """No handlers serve the nodes (until a `Processor` takes the runtime's ``served``)."""
 
+    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
+        return done()
 
-def _no_refusal(index: int, parcel: Parcel, error: BaseException) -> None:
-    return None
+    def refuse_undecodable(self, index: int, parcel: Parcel, error: BaseException) -> None:
+        return None
 
 
 class Runtime(Sending, Receiving):
@@ -111,11 +113,15 @@ class Runtime(Sending, Receiving):
         self.unfinished_checks = 0  # SendHandle.done() calls that found their send unfinished
         # The work queues, by stream number, whose tasks a consumer here may take (set by
         # `geode_mpi.core.channels`), and what processes a local node's messages with its
-        # handlers while a send waits for its ack (set to `Processor.pump`), and what answers
-        # a request a local node could not decode (set to `Processor.refuse_undecodable`).
+        # handlers while a send waits for its ack, and answers a request a local node could
+        # not decode (the Geode's `Processor`).
         self.task_sources: Mapping[int, TaskSource] = {}
-        self.pump: Pump = _no_pump
-        self.refuse: Refuse = _no_refusal
+        self.served: Served = _NotServed()
+
+    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
+        """Process these local nodes' messages with their handlers until ``done()`` or none
+        is left (`Served.pump`)."""
+        return self.served.pump(nodes, done)
 
     @property
     def node(self) -> str:

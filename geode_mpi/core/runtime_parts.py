@@ -1,5 +1,5 @@
 """What the parts of `Runtime` share: its polling constants, the shape of a work queue and of
-the pump, and the state they use (declared)."""
+what serves its nodes with handlers, and the state they use (declared)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,6 @@ FIRST_SPIN = 50e-6
 NO_FAST_QUEUE: deque[Any] = deque(maxlen=0)  # always empty: "no fast receive path"
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-Pump = Callable[[list[int], Callable[[], bool]], bool]
-# answers a request that a local node took and could not decode (node index, parcel, error)
-Refuse = Callable[[int, "Parcel", BaseException], None]
 
 
 class TaskSource(Protocol):
@@ -46,6 +43,20 @@ class TaskSource(Protocol):
     def taken(self, index: int, message: Message) -> None: ...
 
     def want_next(self, index: int) -> None: ...
+
+
+class Served(Protocol):
+    """What serves the local nodes with their handlers, as the runtime's waits and takes call
+    it (`geode_mpi.core.processing.Processor`)."""
+
+    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
+        """Process these local nodes' messages with their handlers until ``done()`` or none
+        is left (a wait in one process that only local processing can end)."""
+        ...
+
+    def refuse_undecodable(self, index: int, parcel: Parcel, error: BaseException) -> None:
+        """Answer a request that node ``index`` took and could not decode with the failure."""
+        ...
 
 
 class RuntimeParts:
@@ -82,8 +93,7 @@ class RuntimeParts:
         receives: int
         unfinished_checks: int
         task_sources: Mapping[int, TaskSource]
-        pump: Pump
-        refuse: Refuse
+        served: Served
 
         # one part's (or runtime.py's), called by another
         def serialised(self, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R: ...
@@ -91,3 +101,5 @@ class RuntimeParts:
         def wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool: ...
 
         def poll(self) -> bool: ...
+
+        def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool: ...

@@ -63,7 +63,7 @@ class Receiving(RuntimeParts):
             if queue is not None:
                 queue.want_next(index)
         if parcel.reply_to == codec.REQUEST:
-            self.refuse(index, parcel, error)
+            self.served.refuse_undecodable(index, parcel, error)
 
     def deliver(self, index: int, found: tuple[Parcel, Any]) -> Message:
         """Decode a taken parcel; one that cannot be decoded goes to the dead letters."""
