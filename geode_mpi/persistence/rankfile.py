@@ -165,7 +165,12 @@ def _write_flat(file: h5py.File, tree: Mapping[str, Any]) -> None:
     _text_dataset(file, _INDEX, index)
     _data_dataset(file, _BLOB, b"bytes", flat.blob())
     for name, (kind, value) in flat.own.items():
-        _data_dataset(file, name, kind.encode(), value)
+        try:
+            _data_dataset(file, name, kind.encode(), value)
+        except (TypeError, ValueError) as exc:  # h5py's, which do not name the value
+            raise CheckpointError(
+                f"{flat.paths[name]!r} cannot be stored: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 class Syncing:

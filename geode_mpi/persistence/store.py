@@ -327,6 +327,24 @@ class CheckpointStore:
             unsealed.append(epoch)
         return unsealed
 
+    def sealed(self, epoch: int) -> bool:
+        """Whether ``epoch`` has a manifest (a checkpoint, complete or damaged)."""
+        return (self.epoch_path(epoch) / MANIFEST).is_file()
+
+    def discard(self, epoch: int) -> None:
+        """Remove a failed epoch, never sealed by this job, with whatever is in it (rank 0,
+        once every rank is done with it; each rank removed its own file already,
+        `remove_rank_file`, for a directory rank 0 does not see whole). Its manifest goes
+        first, should its rename have happened before the step that failed: an epoch is
+        never a checkpoint with files missing. Errors are ignored: what is left is an
+        incomplete epoch, which `prune` removes later."""
+        import shutil  # see the lock
+
+        path = self.epoch_path(epoch)
+        with contextlib.suppress(OSError):
+            (path / MANIFEST).unlink()
+        shutil.rmtree(path, ignore_errors=True)
+
     def remove_rank_file(self, epoch: int, rank: int, ranks: int) -> None:
         """Remove ``rank``'s file of ``epoch``, if a job of ``ranks`` left one there."""
         with contextlib.suppress(OSError):
