@@ -6,6 +6,7 @@ files go)."""
 from __future__ import annotations
 
 import enum
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -107,3 +108,49 @@ def test_a_failed_write_leaves_no_files_and_the_previous_checkpoint(
         monkeypatch.setattr(rankfile, "_data_dataset", write)
     with Geode(checkpoint_dir=tmp_path, restart=True) as again:
         assert again.restored_epoch == 1 and again.restored_state == {"step": 1}
+
+
+# A file-size limit fails the writes past it (EFBIG) as a full disk does (ENOSPC), without
+# root or a small file system; in a child process, which the limit and a crash stay in.
+_FULL_DISK = """
+import resource, signal, sys
+import numpy as np
+from geode_mpi import Geode
+from geode_mpi.persistence import CheckpointError, CheckpointStore
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (48 * 1024, resource.RLIM_INFINITY))
+directory = sys.argv[1]
+with Geode(checkpoint_dir=directory) as geode:
+    assert geode.checkpoint(state={"step": 1}) == 1
+    try:  # small values, which HDF5 writes when it closes the file, past the limit
+        geode.checkpoint(state={"step": 2, "u": np.ones(7000)})
+    except CheckpointError as exc:
+        print("raised", exc)
+    else:
+        print("returned")
+    print("epochs", CheckpointStore(directory).epochs(complete_only=False))
+with Geode(checkpoint_dir=directory, restart=True) as again:
+    print("restored", again.restored_epoch)
+"""
+
+
+def test_a_disk_full_when_hdf5_closes_the_file_fails_the_checkpoint(tmp_path: Path) -> None:
+    """HDF5 writes most of a file when it closes it, and h5py drops an error there: a full
+    disk made a broken file that the checkpoint reported written (the process crashing at
+    exit), and a restart fell back to the epoch before without a word."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GEODE_TRANSPORT": "inproc"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("raised checkpoint 2 failed: rank 0: [Errno 27] File too large")
+    assert "rank-0000.h5" in lines[0]
+    assert lines[1:] == ["epochs [1]", "restored 1"]
