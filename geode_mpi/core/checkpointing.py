@@ -189,7 +189,7 @@ class Checkpointer:
                     f"{geode.placement.rank_of(index)}, not by this rank {geode.rank}: each "
                     "rank passes the state of its own nodes (Geode.local_nodes)"
                 )
-            tree[str(index)] = encode_node_state(value)
+            tree[str(index)] = encode_node_state(value, geode.names[index])
         return tree
 
     def _cut(self, deadline: float | None, timeout: float | None) -> None:
@@ -227,27 +227,25 @@ class Checkpointer:
         # gather and broadcast.
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout
-        tree: dict[str, Any] = {
-            "state": encode_state(state or {}),
-            "node_state": self._node_states(node_state),
-        }
-        engine = geode.engine
+        # What this rank cannot save fails the checkpoint on every rank, told in its
+        # collectives (`sealing.write_epoch`): raised here, alone, it left the other ranks
+        # waiting in them for ever, or pairing their next checkpoint with this one's steps.
+        failed: Exception | None = None
+        tree: dict[str, Any] = {}
+        try:
+            tree["state"] = encode_state(state or {})
+            tree["node_state"] = self._node_states(node_state)
+        except Exception as exc:
+            failed = exc
         self._cut(deadline, timeout)
         drained = time.perf_counter()
-        tree["engine"] = capture(engine)
-        tree["geode"] = JsonValue(
-            {
-                "counters": {str(k): v for k, v in geode.counter.items()},
-                "patterns": pattern_state(self.patterns_made()),
-            }
-        )
-        tree["topics"] = {
-            topic.name: topic_state(engine.topics.of_topic(topic.wire), topic.named)
-            for topic in self.topics_made.values()
-        }
-        tree["queues"] = {queue.name: queue_state(queue) for queue in self.queues_made.values()}
+        if failed is None:
+            try:
+                self._capture(tree)
+            except Exception as exc:
+                failed = exc
         try:
-            written, total = self._write(tree, deadline)
+            written, total = self._write(tree, deadline, failed)
         except GeodeTimeoutError:
             raise self._late(timeout, "waiting for the other ranks to write their files") from None
         self.last_time = time.monotonic()
@@ -280,14 +278,35 @@ class Checkpointer:
             )
         return self.epoch
 
-    def _write(self, tree: dict[str, Any], deadline: float | None) -> tuple[RankFile, int]:
+    def _capture(self, tree: dict[str, Any]) -> None:
+        """The engine, counters, topics and work queues into ``tree`` (after the cut)."""
+        geode = self.geode
+        engine = geode.engine
+        tree["engine"] = capture(engine)
+        tree["geode"] = JsonValue(
+            {
+                "counters": {str(k): v for k, v in geode.counter.items()},
+                "patterns": pattern_state(self.patterns_made()),
+            }
+        )
+        tree["topics"] = {
+            topic.name: topic_state(engine.topics.of_topic(topic.wire), topic.named)
+            for topic in self.topics_made.values()
+        }
+        tree["queues"] = {queue.name: queue_state(queue) for queue in self.queues_made.values()}
+
+    def _write(
+        self, tree: dict[str, Any], deadline: float | None, failed: Exception | None = None
+    ) -> tuple[RankFile, int]:
         """Write this rank's file of the next epoch and seal it (`sealing.write_epoch`): (the
         file, every file's bytes). The epoch's number is known on every rank without asking
         once this job has written or restored one (the directory's lock keeps other jobs out);
         the first checkpoint asks rank 0, which lists the directory (one listing, not P).
+        ``failed``: why this rank has no file to write (its part could not be saved).
 
         Raises:
-            CheckpointError: some rank could not write (each rank raises, naming the first).
+            CheckpointError: some rank could not save its part or write its file (each rank
+                raises, naming the first).
         """
         if self.next_epoch is None:
             rank0 = self.geode.rank == 0
@@ -295,7 +314,9 @@ class Checkpointer:
             self.next_epoch = int(self.rooted.bcast(max(newest, self.epoch) + 1, deadline=deadline))
         epoch = self.next_epoch
         self.next_epoch = epoch + 1  # whatever happens: a failed epoch is never reused
-        written, total = write_epoch(self.geode, self.rooted, self.store, epoch, tree, deadline)
+        written, total = write_epoch(
+            self.geode, self.rooted, self.store, epoch, tree, deadline, failed
+        )
         self.epoch = int(epoch)
         return written, total
 

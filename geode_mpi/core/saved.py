@@ -12,6 +12,7 @@ from geode_mpi.base.ondemand import on_first_use
 from geode_mpi.errors import GeodeError
 from geode_mpi.message import Message
 from geode_mpi.persistence import CheckpointError
+from geode_mpi.persistence.layout import storable
 from geode_mpi.persistence.rankfile import JsonValue
 from geode_mpi.persistence.snapshot import pack_messages, unpack_messages
 
@@ -27,24 +28,34 @@ _BLANK = codec.Stamp(0, 0, 0.0, 0, 0)
 _JSON_TYPES = (str, int, float, bool, type(None))
 
 
-def encode_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The job's state as a tree: arrays and plain values as they are, anything else pickled."""
+def encode_state(state: Mapping[str, Any], what: str = "state") -> dict[str, Any]:
+    """The job's state as a tree: arrays HDF5 stores exactly (`layout.storable`) and plain
+    values as they are, anything else pickled: arrays of str, dates or objects, subclasses of
+    ndarray (a masked array keeps its mask, a matrix stays a matrix) and of the plain types
+    (numpy's float64, an IntEnum) come back as they were.
+
+    Raises:
+        TypeError: ``state`` is not a mapping of str keys, or a value cannot be pickled
+            (naming ``what`` and the key).
+    """
     if not isinstance(state, Mapping):
-        raise TypeError(f"state must be a mapping of str keys, got {type(state).__name__}")
+        raise TypeError(f"{what} must be a mapping of str keys, got {type(state).__name__}")
     plain: dict[str, Any] = {}
     pickled: dict[str, Any] = {}
     for key, value in state.items():
         if not isinstance(key, str) or not key or "/" in key:
-            raise TypeError(f"state keys must be non-empty str without '/', got {key!r}")
-        if (isinstance(value, np.ndarray) and not value.dtype.hasobject) or isinstance(
-            value, _JSON_TYPES
-        ):
+            raise TypeError(f"{what} keys must be non-empty str without '/', got {key!r}")
+        kind = type(value)
+        if kind in _JSON_TYPES or (kind is np.ndarray and storable(value.dtype)):
             plain[key] = value
         else:
             try:
                 pickled[key] = pickle.dumps(value, protocol=5)
             except Exception as exc:
-                raise TypeError(f"state[{key!r}] ({type(value).__name__}) cannot be saved") from exc
+                raise TypeError(
+                    f"{what}[{key!r}] ({kind.__name__}) cannot be saved: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
     return {"plain": plain, "pickled": pickled}
 
 
@@ -70,9 +81,9 @@ def decode_state(tree: Any) -> dict[str, Any]:
     return state
 
 
-def encode_node_state(value: Any) -> dict[str, Any]:
+def encode_node_state(value: Any, node: str) -> dict[str, Any]:
     """One node's state as a tree (see `encode_state`)."""
-    return encode_state({"value": value})
+    return encode_state({"value": value}, f"node_state[{node!r}]")
 
 
 def decode_node_state(tree: Any) -> Any:

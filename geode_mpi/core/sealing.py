@@ -20,6 +20,7 @@ def write_epoch(
     epoch: int,
     tree: dict[str, Any],
     deadline: float | None,
+    failed: Exception | None = None,
 ) -> tuple[RankFile, int]:
     """Collective: write this rank's file of ``epoch`` and seal the epoch: (the file, every
     file's bytes).
@@ -29,36 +30,60 @@ def write_epoch(
     its file straight to its name (the epoch is not a checkpoint until the manifest lists it)
     and sends rank 0 its entry while the disk takes the file's fsync; rank 0 meanwhile writes
     the manifest under its temporary name and fsyncs it and the directories, and renames it
-    into place (sealing the epoch) once every rank's file is durable.
+    into place (sealing the epoch) once every rank's file is durable. ``failed``: why this
+    rank has nothing to write (its part of the tree could not be made), told in the gather.
+
+    A rank whose part fails, whatever the exception, takes every step all the same, so that
+    every rank learns of it and none waits for it; the epoch is then removed (each rank its
+    own file, rank 0 the directory with what is left), so that a full disk does not fail
+    every later checkpoint too.
 
     Raises:
-        CheckpointError: some rank could not write (each rank raises, naming the first).
+        CheckpointError: some rank could not save its part or write its file (each rank
+            raises, naming the first; on the rank that failed, from its exception).
     """
     attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
     written: RankFile | str
     syncing: Syncing | None = None
+    # (rank 0) the epoch was a checkpoint already (prepare refuses it): never remove it
+    sealed_before = geode.rank == 0 and store.sealed(epoch)
     try:
+        if failed is not None:
+            raise failed
         if geode.rank == 0:
             store.prepare(epoch, geode.size)  # refuses an epoch already sealed
         written, syncing = store.start_rank(epoch, geode.rank, geode.size, attrs, tree)
-    except (CheckpointError, OSError) as exc:
-        written = f"rank {geode.rank}: {exc}"
+    except Exception as exc:  # any: raised here alone, it left the others waiting below
+        failed = exc
+        written = f"rank {geode.rank}: {_describe(exc)}"
     try:
         files = rooted.gather(written, deadline=deadline)
         staged = None if files is None else _stage(geode, store, epoch, files)  # rank 0
     finally:
         synced = _durable(syncing, geode.rank)  # (a timeout waits for it too: the handle)
     durable = rooted.gather(synced, deadline=deadline)
-    outcome: tuple[str | None, int, list[int]] = (None, 0, [])
+    outcome: tuple[str | None, int, list[int], bool] = (None, 0, [], False)
     if files is not None and durable is not None:  # rank 0
-        outcome = _seal(store, epoch, files, staged, durable)
+        outcome = _seal(store, epoch, files, staged, durable, sealed_before)
     # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
-    problem, total, pruned = rooted.bcast(outcome, deadline=deadline)
+    problem, total, pruned, discard = rooted.bcast(outcome, deadline=deadline)
     for old in pruned:  # each rank its own file: no rank removes P files alone
         store.remove_rank_file(old, geode.rank, geode.size)
+    if discard:  # every rank wrote (or failed) before the outcome: none writes there now
+        store.remove_rank_file(epoch, geode.rank, geode.size)
+        if geode.rank == 0:
+            store.discard(epoch)
     if problem is not None or isinstance(written, str):
-        raise CheckpointError(f"checkpoint {epoch} failed: {problem or written}")
+        raise CheckpointError(f"checkpoint {epoch} failed: {problem or written}") from failed
     return written, int(total)
+
+
+def _describe(exc: Exception) -> str:
+    """An exception as a line of a checkpoint's error: its text, and its type when that
+    says something more."""
+    if isinstance(exc, (CheckpointError, OSError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _durable(syncing: Syncing | None, rank: int) -> str | None:
@@ -96,20 +121,21 @@ def _seal(
     files: list[RankFile | str],
     staged: str | None,
     durable: list[Any],
-) -> tuple[str | None, int, list[int]]:
+    sealed_before: bool,
+) -> tuple[str | None, int, list[int], bool]:
     """On rank 0: the staged manifest renamed into place, once every rank's file is durable;
     then the epochs no longer kept are unsealed (`CheckpointStore.unseal`). (problem, bytes in
-    all, epochs pruned)"""
+    all, epochs pruned, whether the failed epoch's files are to be removed)"""
     problem = staged or next((found for found in durable if found is not None), None)
     if problem is not None:
-        return problem, 0, []
+        return problem, 0, [], not sealed_before
     try:
         store.commit_manifest(epoch)
     except OSError as exc:
-        return f"rank 0: the manifest: {exc}", 0, []
+        return f"rank 0: the manifest: {exc}", 0, [], True
     try:
         pruned = store.unseal(store.prunable())
     except OSError as exc:  # listing the directory: the checkpoint just made stands anyway
         log.warning("old checkpoints in %s not removed: %s", store.directory, exc)
         pruned = []
-    return None, sum(file.size for file in files if not isinstance(file, str)), pruned
+    return None, sum(file.size for file in files if not isinstance(file, str)), pruned, False

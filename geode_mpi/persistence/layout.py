@@ -37,6 +37,7 @@ OWN_DATASET = 64 * 1024  # values larger than this many bytes get their own data
 _ALIGN = 16  # every value in the blob starts at a multiple of this many bytes
 _PAD = bytes(_ALIGN)
 _BLOB_KINDS = "biufc"  # dtypes the index names by their ``str`` (no fields, no objects)
+_HDF5_KINDS = "biufcS"  # dtypes HDF5 stores and gives back exactly (and records of them)
 DATASET_NAME = re.compile(r"v[0-9]{1,9}")  # the names of the values stored on their own
 
 
@@ -58,6 +59,7 @@ class Flat:
         self.parts: list[bytes | memoryview] = []
         self.size = 0
         self.own: dict[str, tuple[str, np.ndarray[Any, Any]]] = {}  # name -> (kind, value)
+        self.paths: dict[str, str] = {}  # name -> the value's path in the tree (for errors)
 
     def add(self, data: bytes | memoryview) -> int:
         """Append ``data`` to the blob; where it starts."""
@@ -78,46 +80,65 @@ def flatten(tree: Mapping[str, Any]) -> tuple[str, Flat]:
     """(the index as JSON text, the blob's parts and the values stored on their own).
 
     Raises:
-        ValueError: a key that is not a non-empty str without '/', an array of Python
-            objects, or a leaf that is neither an array, bytes nor JSON (naming the key).
+        ValueError: a key that is not a non-empty str without '/', an array HDF5 cannot store
+            as it is (`storable`), or a leaf that is neither an array, bytes nor JSON (naming
+            its path in the tree).
     """
     flat = Flat()
     index = _flatten(tree, flat)
     return json.dumps(index, separators=(",", ":")), flat
 
 
-def _flatten(tree: Mapping[str, Any], flat: Flat) -> dict[str, Any]:
+def _flatten(tree: Mapping[str, Any], flat: Flat, where: str = "") -> dict[str, Any]:
     index: dict[str, Any] = {}
     for key, value in tree.items():
         if not isinstance(key, str) or not key or "/" in key:
             raise ValueError(f"checkpoint key {key!r} must be a non-empty str without '/'")
+        path = f"{where}/{key}" if where else key
         if isinstance(value, JsonValue):
-            index[key] = ["j", _json(key, value.value)]
+            index[key] = ["j", _json(path, value.value)]
         elif isinstance(value, Mapping):
-            index[key] = ["g", _flatten(value, flat)]
+            index[key] = ["g", _flatten(value, flat, path)]
         elif isinstance(value, np.ndarray):
             if value.dtype.hasobject:
-                raise ValueError(f"array {key!r} holds Python objects: not storable")
+                raise ValueError(f"array {path!r} holds Python objects: not storable")
+            if type(value) is not np.ndarray or not storable(value.dtype):
+                raise ValueError(
+                    f"checkpoint value {path!r} ({type(value).__name__} of {value.dtype}) is "
+                    "not storable as an HDF5 dataset"
+                )
             if value.nbytes > OWN_DATASET or value.dtype.kind not in _BLOB_KINDS:
-                index[key] = ["d", _own(flat, "array", value)]
+                index[key] = ["d", _own(flat, "array", value, path)]
             else:
                 start = flat.add(value.tobytes())  # C order; small, so the copy is cheap
                 index[key] = ["a", start, value.dtype.str, list(value.shape)]
         elif isinstance(value, (bytes, bytearray, memoryview)):
             data = memoryview(value).cast("B")
             if data.nbytes > OWN_DATASET:
-                index[key] = ["d", _own(flat, "bytes", np.frombuffer(data, np.uint8))]
+                index[key] = ["d", _own(flat, "bytes", np.frombuffer(data, np.uint8), path)]
             else:
                 start = flat.add(data)
                 index[key] = ["b", start, start + data.nbytes]
         else:
-            index[key] = ["j", _json(key, value)]
+            index[key] = ["j", _json(path, value)]
     return index
 
 
-def _own(flat: Flat, kind: str, value: np.ndarray[Any, Any]) -> str:
+def storable(dtype: np.dtype[Any]) -> bool:
+    """Whether HDF5 stores arrays of ``dtype`` and gives them back as they were: numbers,
+    bools, bytes strings, and records of those. Not str (``U``), dates and times (``M``,
+    ``m``), raw void or objects, for which h5py has no conversion (pickle those)."""
+    if dtype.fields is not None:
+        return all(storable(field[0]) for field in dtype.fields.values())
+    if dtype.subdtype is not None:
+        return storable(dtype.subdtype[0])
+    return dtype.kind in _HDF5_KINDS
+
+
+def _own(flat: Flat, kind: str, value: np.ndarray[Any, Any], path: str) -> str:
     name = f"v{len(flat.own)}"
     flat.own[name] = (kind, value)
+    flat.paths[name] = path
     return name
 
 

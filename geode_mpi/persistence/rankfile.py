@@ -10,6 +10,7 @@ references crashed or hung the HDF5 library in a fuzzing run.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -165,7 +166,82 @@ def _write_flat(file: h5py.File, tree: Mapping[str, Any]) -> None:
     _text_dataset(file, _INDEX, index)
     _data_dataset(file, _BLOB, b"bytes", flat.blob())
     for name, (kind, value) in flat.own.items():
-        _data_dataset(file, name, kind.encode(), value)
+        try:
+            _data_dataset(file, name, kind.encode(), value)
+        except (TypeError, ValueError) as exc:  # h5py's, which do not name the value
+            raise CheckpointError(
+                f"{flat.paths[name]!r} cannot be stored: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class _Output:
+    """The file HDF5 writes a rank's file through (h5py's ``fileobj`` driver): each write
+    goes to the file at once (``os.pwrite``), and the first `OSError` is kept, never handed
+    to HDF5. HDF5 defers most of its writes to the file's close, where h5py drops an error
+    ("Exception ignored"): a disk that filled up then left a broken file reported written,
+    and the process crashed at exit; an error HDF5 sees leaves the library in a state that
+    crashed too. So HDF5 finishes its file undisturbed, and `start_rank_file` raises the
+    kept error once HDF5 has closed it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        self.position = 0
+        self.error: OSError | None = None
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            offset += os.fstat(self.fd).st_size
+        elif whence == os.SEEK_CUR:
+            offset += self.position
+        self.position = offset
+        return offset
+
+    def tell(self) -> int:
+        return self.position
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(self.fd, view[done:], self.position + done)
+            except OSError as exc:
+                self.error = exc
+        self.position += len(view)
+        return len(view)
+
+    def readinto(self, buffer: Any) -> int:
+        got = os.preadv(self.fd, [buffer], self.position)
+        self.position += got
+        return got
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            size = max(os.fstat(self.fd).st_size - self.position, 0)
+        data = os.pread(self.fd, size, self.position)
+        self.position += len(data)
+        return data
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self.position if size is None else size
+        if self.error is None:
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError as exc:
+                self.error = exc
+        return size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Close the file; raise the error kept from a write, if any (naming the file)."""
+        os.close(self.fd)
+        if self.error is not None:
+            error = self.error
+            raise OSError(error.errno, error.strerror, str(self.path)) from error
 
 
 class Syncing:
@@ -227,11 +303,20 @@ def start_rank_file(
     manifest's writer while the disk takes it."""
     final = directory / rank_name(rank)
     target = directory / (rank_name(rank) + ".tmp") if temporary else final
-    with h5py.File(target, "w") as file:
-        file.attrs[_FORMAT_ATTR.decode()] = np.int64(FORMAT)
-        text = json.dumps(dict(attrs)).encode()
-        file.attrs[_ATTRS_ATTR.decode()] = np.frombuffer(text, np.uint8)
-        _write_flat(file, tree)
+    output = _Output(target)
+    try:
+        try:
+            with h5py.File(output, "w") as file:
+                file.attrs[_FORMAT_ATTR.decode()] = np.int64(FORMAT)
+                text = json.dumps(dict(attrs)).encode()
+                file.attrs[_ATTRS_ATTR.decode()] = np.frombuffer(text, np.uint8)
+                _write_flat(file, tree)
+        finally:
+            output.close()  # raises what a write met (the disk full), HDF5 done with the file
+    except BaseException:
+        with contextlib.suppress(OSError):  # a broken file is no file
+            target.unlink()
+        raise
     # The checksum is read back (from the page cache) while the disk takes the fsync: both
     # release the GIL, so the hash costs little wall time.
     syncing = Syncing(target)

@@ -154,7 +154,9 @@ class CheckpointStore:
         """Take the directory for this job; refuse if another live job holds it.
 
         Raises:
-            CheckpointError: another job holds the lock (named by host, pid and SLURM job).
+            CheckpointError: another job holds the lock (named by host, pid and SLURM job);
+                the path is no directory; or the directory cannot be written (read-only: a
+                job writes its checkpoints there, and takes the lock even to restart).
         """
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -163,7 +165,12 @@ class CheckpointStore:
                 f"checkpoint_dir {str(self.directory)!r} is not a directory (a file is in the "
                 "way): give the job a directory, or a path that does not exist yet"
             ) from None
-        handle = open(self.directory / LOCK, "a+", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
+        try:
+            handle = open(self.directory / LOCK, "a+", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -182,6 +189,13 @@ class CheckpointStore:
         handle.write(f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}\n")
         handle.flush()
         self._lock = handle
+
+    def _unwritable(self, exc: OSError) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint_dir {str(self.directory)!r} cannot be written ({exc.strerror or exc}): "
+            "a job writes its checkpoints there and locks it, even to restart; to restart "
+            "from a read-only (archived) checkpoint, copy the directory somewhere writable"
+        )
 
     def unlock(self) -> None:
         if self._lock is not None:
@@ -326,6 +340,24 @@ class CheckpointStore:
                     continue
             unsealed.append(epoch)
         return unsealed
+
+    def sealed(self, epoch: int) -> bool:
+        """Whether ``epoch`` has a manifest (a checkpoint, complete or damaged)."""
+        return (self.epoch_path(epoch) / MANIFEST).is_file()
+
+    def discard(self, epoch: int) -> None:
+        """Remove a failed epoch, never sealed by this job, with whatever is in it (rank 0,
+        once every rank is done with it; each rank removed its own file already,
+        `remove_rank_file`, for a directory rank 0 does not see whole). Its manifest goes
+        first, should its rename have happened before the step that failed: an epoch is
+        never a checkpoint with files missing. Errors are ignored: what is left is an
+        incomplete epoch, which `prune` removes later."""
+        import shutil  # see the lock
+
+        path = self.epoch_path(epoch)
+        with contextlib.suppress(OSError):
+            (path / MANIFEST).unlink()
+        shutil.rmtree(path, ignore_errors=True)
 
     def remove_rank_file(self, epoch: int, rank: int, ranks: int) -> None:
         """Remove ``rank``'s file of ``epoch``, if a job of ``ranks`` left one there."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +18,16 @@ def geode() -> Iterator[Geode]:
     g = Geode()
     yield g
     g.close(timeout=TIMEOUT)
+
+
+@pytest.fixture
+def directory() -> Iterator[Path]:
+    """A fresh checkpoint directory every rank shares, removed after the test."""
+    from test_checkpoints import barrier, shared_directory
+
+    with Geode() as probe:
+        size = probe.size
+    path = shared_directory(size)
+    yield path
+    barrier(size)
+    shutil.rmtree(path, ignore_errors=True)

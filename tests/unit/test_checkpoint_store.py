@@ -3,6 +3,7 @@ before anything is read, with a fallback to the previous complete checkpoint."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from pathlib import Path
@@ -335,3 +336,18 @@ def test_a_checkpoint_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
         f"checkpoint_dir {str(path)!r} is not a directory (a file is in the way): give the job "
         "a directory, or a path that does not exist yet"
     )
+
+
+def test_a_directory_that_cannot_be_written_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only directory (an archived checkpoint) gave a bare OSError from the lock file:
+    (root writes through file modes, so the file system's refusal is made here)."""
+    from geode_mpi.persistence import store as store_module
+
+    def read_only(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system", str(args[0]))
+
+    monkeypatch.setattr(store_module, "open", read_only, raising=False)
+    with pytest.raises(CheckpointError, match="cannot be written \\(Read-only file system\\)"):
+        CheckpointStore(tmp_path).lock()
