@@ -63,3 +63,13 @@ def test_info_warns_where_mpirun_kills_the_ranks_right_after_a_sigterm() -> None
         assert "0.25 s later" in lines["SIGTERM"] and "srun --mpi=pmix" in lines["SIGTERM"]
     else:
         assert "SIGTERM" not in lines
+
+
+def test_info_without_shared_memory_counts_each_rank_alone_on_any_mpi() -> None:
+    """MPICH's network path and Open MPI without its ``sm`` component (each ignores the
+    other's settings): no rank shares memory with another, and --info says so alike (Open
+    MPI said 1 group of 2 ranks); MPICH's single-copy setting is named under MPICH only."""
+    lines = info(2, **NETWORK, OMPI_MCA_btl="^sm")
+    assert lines["transport path"].startswith("network within a host too")
+    assert lines["shared-memory groups"] == "2 (ranks in rank 0's: 1)"
+    assert ("MPIR_CVAR_CH4_CMA_ENABLE" in lines) == lines["MPI library"].startswith("MPICH")

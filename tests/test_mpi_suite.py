@@ -91,13 +91,39 @@ def test_sys_exit_on_one_rank_gives_its_status() -> None:
     _assert_no_segment_left(result.stderr)
 
 
+NETWORK = {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"}
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_exception_on_the_network_path_leaves_no_rank_s_segment(ranks: int) -> None:
+    """On MPICH's network path each rank maps only its own /dev/shm/mpich_shm_<job>_<rank>:
+    the failing rank removed its own, and the other ranks' stayed (5 runs in 5 at 3 ranks).
+    Another job's segment stays."""
+    other_job = Path(f"/dev/shm/mpich_shm_{os.getpid():x}geode_0")  # (never removed)
+    other_job.write_bytes(b"")
+    try:
+        args = ["-m", "geode_mpi", "tests/scripts/fail_rank.py", "1"]
+        result = mpirun(ranks, args, timeout=60, env=clean_env(**NETWORK))
+        assert other_job.exists(), "the abort removed another job's segment"
+    finally:
+        other_job.unlink(missing_ok=True)
+    assert not result.timed_out, result.explain()
+    assert result.returncode != 0, result.explain()
+    assert f"[rank 1/{ranks} node1] ValueError: failing on purpose on rank 1" in result.stderr
+    _assert_no_segment_left(result.stderr)
+
+
 def _assert_no_segment_left(stderr: str) -> None:
-    """The shared-memory segments the failing rank had mapped (tests/scripts/fail_rank.py) are
-    gone from /dev/shm: MPICH leaves them there after an abort, a few MiB of RAM each until
-    the machine restarts."""
+    """The shared-memory segments of the job (tests/scripts/fail_rank.py prints those the
+    failing rank had mapped, /dev/shm/mpich_shm_<job>_<rank>) are gone from /dev/shm, every
+    rank's: MPICH leaves them there after an abort, a few MiB of RAM each until the machine
+    restarts."""
     found = re.search(r"shared segments: (.*)", stderr)
-    left = [path for path in found.group(1).split() if Path(path).exists()] if found else []
-    assert not left, f"left in /dev/shm after the abort: {left}"
+    paths = found.group(1).split() if found else []
+    jobs = {path.rpartition("_")[0] + "_" for path in paths}
+    left = [path for path in paths if Path(path).exists()]
+    left += [str(p) for job in jobs for p in Path("/dev/shm").glob(Path(job).name + "*")]
+    assert not left, f"left in /dev/shm after the abort: {sorted(set(left))}"
 
 
 def _ended_after_failing(stderr: str) -> float:

@@ -144,7 +144,7 @@ class SendHandle:
         this message (sent with ``ack=True``) without processing it: its full ``drop_oldest``
         queue dropped it, its ``ttl`` ran out there, or its last attempt failed (``wait()``
         then raises `NotProcessed`). None otherwise (processed, not acknowledged yet, or sent
-        without ``ack=True``: not told; nor once 4096 later such messages were told).
+        without ``ack=True``: not told).
         """
         found = self._geode.engine.lost
         if found is None or not self.ack:
@@ -279,6 +279,37 @@ class SendHandle:
             return f"<SendHandle {self.source}->{self.dest} sent by rank {self._ticket.dest}>"
         state = "acked" if self.acked else "done" if self._ticket.done else "in flight"
         return f"<SendHandle id={self.id} {self.source}->{self.dest} seq={self.seq} {state}>"
+
+
+class AckHandle(SendHandle):
+    """The handle of a message sent with ``ack=True`` (`SendHandle`): the engine tells it,
+    while it lives, if the message is acknowledged without being processed (`Acks.watch`),
+    however many other such messages are told after it."""
+
+    __slots__ = ("__weakref__", "_told")
+
+    def __init__(
+        self, geode: Sender, ticket: SendTicket, stamp: codec.Stamp, pair: PairOut
+    ) -> None:
+        # (`SendHandle.__init__` inline: an ack=True send's cost)
+        self._geode = geode
+        self._ticket = ticket
+        self._stamp = stamp
+        self._pair = pair
+        self.ack = True
+        self._told: str | None = None
+        if ticket.held and ticket is not _seen[0]:
+            _first_held(geode, ticket)
+
+    def told_lost(self, why: str) -> None:
+        """The receiver acknowledged the message without processing it: ``why``."""
+        self._told = why
+
+    @property
+    def lost(self) -> str | None:
+        """`SendHandle.lost`, kept on the handle itself."""
+        told = self._told
+        return told if told is not None else super().lost
 
 
 class RunHandle(SendHandle):

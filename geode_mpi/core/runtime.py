@@ -96,10 +96,10 @@ class Runtime(Sending, Receiving):
         self.inboxes = self.engine.inboxes
         self.queued = {index: inbox.waiting for index, inbox in self.inboxes.items()}
         # This rank's node's queue while receiving from it may take the fast path (automatic
-        # acks, no window, not closed); an empty deque otherwise.
-        self.plain_queue = (
-            self.queued[self.rank] if self.rank in self.engine.plain else NO_FAST_QUEUE
-        )
+        # acks, no window, not closed, keeps all: `Receiving.take` admits what arrived before
+        # taking from a queue that drops); an empty deque otherwise.
+        fast = self.rank in self.engine.plain and not self.inboxes[self.rank].drop_oldest
+        self.plain_queue = self.queued[self.rank] if fast else NO_FAST_QUEUE
         self.path = self.engine.path  # every message leaves through it
         self.counter = self.path.counter  # messages each local node authored (ids)
         self.closed = False

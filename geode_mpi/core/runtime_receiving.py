@@ -18,6 +18,9 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
 
+# The most polls a receive from a drop_oldest queue makes to take in what arrived (each
+# takes up to 256 arrivals): a sender that never stops sending cannot hold the receive.
+ADMIT_POLLS = 16
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 _TOPIC = codec.FLAG_TOPIC
 
@@ -97,6 +100,8 @@ class Receiving(RuntimeParts):
         if self.closed:
             return engine.take(index, match, key, False)
         self.receives += 1
+        if self.inboxes[index].drop_oldest:
+            self._admit_arrived()
         found = engine.take(index, match, key, False) if self.queued[index] else None
         if found is not None:
             # Taken without polling MPI first; every POLL_EVERY_RECEIVES-th receive polls
@@ -129,6 +134,16 @@ class Receiving(RuntimeParts):
             return self._wait_take(index, match, key, timeout, started)
         finally:
             self.waited(index, started, "wait: receive")
+
+    def _admit_arrived(self) -> None:
+        """Take in what has arrived (up to `ADMIT_POLLS` polls), for a receive from a queue
+        that drops (``drop_oldest``): the newest arrivals displace the oldest queued, as the
+        policy says, before one is taken. (Taking the queued one first, or the first arrival
+        of a backlog, handed out every message oldest first and dropped none.)"""
+        poll = self.engine.poll
+        for _ in range(ADMIT_POLLS):
+            if not poll():
+                return
 
     def _take_retry(
         self, index: int, match: Match | None, key: Any, timeout: float | None

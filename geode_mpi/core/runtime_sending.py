@@ -8,7 +8,7 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.codec.compression import Compression
-from geode_mpi.core.handles import RunHandle, SendHandle, sent_by_another_rank
+from geode_mpi.core.handles import AckHandle, RunHandle, SendHandle, sent_by_another_rank
 from geode_mpi.core.runtime_parts import POLL_EVERY_JOINS, POLL_EVERY_SENDS, RuntimeParts
 from geode_mpi.errors import ClosedError, GeodeError, check_timeout
 from geode_mpi.message import Message
@@ -83,7 +83,11 @@ class Sending(RuntimeParts):
             # A rank that only sends still drains what arrives; polling on every send would
             # add a probe to the latency of each small message.
             self._poll_after(message)
-        return SendHandle(self, ticket, stamp, pair if self.acks or ack else None, ack)
+        if ack:  # (told if it is not processed, however long it is kept: `Acks.watch`)
+            handle = AckHandle(self, ticket, stamp, pair)
+            self.engine.watch((src, dst, stamp.seq), handle)
+            return handle
+        return SendHandle(self, ticket, stamp, pair if self.acks else None, False)
 
     def send_plain(self, message: Any, dest: Any, timeout: float | None, batch: bool) -> SendHandle:
         """`send` from this rank's node, without ack, reply, route or compression of its own:

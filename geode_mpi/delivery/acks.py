@@ -4,7 +4,9 @@ flushed, and the control records that arrive (acks, asks, quiescence waves)."""
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable
+from typing import Protocol
 
 from geode_mpi import codec
 from geode_mpi.delivery.control import (
@@ -24,13 +26,59 @@ from geode_mpi.delivery.pairs import PairIn
 from geode_mpi.delivery.runs import release
 from geode_mpi.errors import DecodeError
 
-# The most (source, dest, seq) entries kept of messages told not processed (`Credits.lost`):
-# the oldest goes first (a handle looked at long after that many such messages says None).
+# The most (source, dest, seq) entries kept of messages told not processed (`Credits.lost`)
+# that no live handle watches (`Acks.watch`): the oldest goes first.
 LOST_KEPT = 4096
+
+
+class Told(Protocol):
+    """A handle that learns it was acknowledged without being processed (`Acks.watch`)."""
+
+    def told_lost(self, why: str) -> None: ...
+
+
+Key = tuple[int, int, int]  # (source, dest, seq)
 
 
 class Acks(EngineState):
     """`Engine`'s ack records, sent and received."""
+
+    # The live handles of messages sent with ack=True (`watch`), by (source, dest, seq);
+    # None: none yet. Dead ones are swept when it reaches `_watch_limit` entries.
+    _watched: dict[Key, weakref.ref[Told]] | None = None
+    _watch_limit = LOST_KEPT
+
+    def watch(self, key: Key, handle: Told) -> None:
+        """``handle``, while it lives, is told (`Told.told_lost`) if message ``key`` is
+        acknowledged without being processed, however many such records come first (the
+        `lost` table keeps only the latest `LOST_KEPT`). Its entry goes once it is told, or
+        once it was collected (by the next sweep: a job that keeps none of its handles keeps
+        few entries, one that keeps them all keeps one each)."""
+        watched = self._watched
+        if watched is None:
+            watched = self._watched = {}
+        elif len(watched) >= self._watch_limit:
+            for gone in [at for at, ref in watched.items() if ref() is None]:
+                del watched[gone]
+            self._watch_limit = max(LOST_KEPT, 2 * len(watched))
+        watched[key] = weakref.ref(handle)
+
+    def _tell_lost(self, key: Key, why: str) -> None:
+        """Message ``key`` was ``why`` (a lost record): its handle's if it lives, else the
+        bounded `lost` table's (a request's, or a handle nobody kept)."""
+        watched = self._watched
+        if watched is not None:
+            ref = watched.pop(key, None)
+            handle = None if ref is None else ref()
+            if handle is not None:
+                handle.told_lost(why)
+                return
+        lost = self.lost
+        if lost is None:
+            lost = self.lost = {}
+        elif len(lost) >= LOST_KEPT:
+            del lost[next(iter(lost))]
+        lost[key] = why
 
     def mark_due(self, key: tuple[int, int]) -> None:
         """Incoming pair ``key`` has acks or credits to send (at the next flush)."""
@@ -84,12 +132,7 @@ class Acks(EngineState):
             if sender in self.topics.streams:
                 return  # (a publish's handle counts the subscribers' acks only: not told)
             why, seq = decode_lost(payload)
-            lost = self.lost
-            if lost is None:
-                lost = self.lost = {}
-            elif len(lost) >= LOST_KEPT:  # (a request's, or a handle nobody looks at: bounded)
-                del lost[next(iter(lost))]
-            lost[(sender, receiver, seq)] = why
+            self._tell_lost((sender, receiver, seq), why)
             return
         if kind(payload) not in (ACK, ASK):
             if self.on_wave is None:

@@ -74,22 +74,28 @@ def info_lines(mpi: bool = True) -> list[str]:
     names = {getattr(MPI, f"THREAD_{name.upper()}"): name for name in THREAD_LEVELS}
     size = MPI.COMM_WORLD.Get_size()
     host_count, on_first_host = hosts(MPI.COMM_WORLD)
+    path = transport_path(library, host_count, os.environ)
     lines += [
         f"mpi4py {mpi4py.__version__}",
         f"MPI library: {library}",
         f"MPI standard: {major}.{minor}",
         f"thread level: {names.get(level, level)} (requested {mpi4py.rc.thread_level})",
         f"ranks: {size}" + (" (embedded world: all nodes in this process)" if size == 1 else ""),
-        f"shared-memory groups: {host_count} (ranks in rank 0's: {on_first_host})",
-        f"transport path: {transport_path(library, host_count, os.environ)}",
+        shared_groups(path, host_count, on_first_host, size),
+        f"transport path: {path}",
         f"launcher detected: {'yes' if launch.under_launcher else 'no'}",
         f"cores: {launch.cores}, ranks on this host: {launch.local_ranks or 'unknown'}",
-        f"{CMA_VARIABLE}: "
-        + (
-            "0 (set by geode_mpi: more ranks than cores)"
-            if launch.cma_disabled_by_geode
-            else os.environ.get(CMA_VARIABLE, "library default")
-        ),
+    ]
+    if any(name in library for name in MPICH_FAMILY):  # (an MPICH setting: no other reads it)
+        lines.append(
+            f"{CMA_VARIABLE}: "
+            + (
+                "0 (set by geode_mpi: more ranks than cores)"
+                if launch.cma_disabled_by_geode
+                else os.environ.get(CMA_VARIABLE, "library default")
+            )
+        )
+    lines += [
         "workarounds: "
         + workarounds(library, launch.cma_disabled_by_geode, launch.osc_chosen_by_geode),
     ]
@@ -97,6 +103,16 @@ def info_lines(mpi: bool = True) -> list[str]:
     if warning is not None:
         lines.append(warning)
     return lines
+
+
+def shared_groups(path: str, host_count: int, on_first_host: int, size: int) -> str:
+    """The ``shared-memory groups`` line: the groups of ranks whose messages go by shared
+    memory. On the network path within a host every rank is its own (MPICH's
+    ``MPIR_CVAR_NOLOCAL=1`` shows it in its shared communicator; Open MPI without its ``sm``
+    component still groups the host's ranks there, but sends between them by the network)."""
+    if path.startswith("network within a host"):
+        host_count, on_first_host = size, 1
+    return f"shared-memory groups: {host_count} (ranks in rank 0's: {on_first_host})"
 
 
 def signal_warning(environ: Mapping[str, str]) -> str | None:

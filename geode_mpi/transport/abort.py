@@ -44,17 +44,45 @@ def abort_world(code: int, quiet: bool = False) -> None:
 
 
 def _unlink_segments() -> None:
-    """Remove the MPI library's shared-memory files this rank has mapped: MPICH unlinks them
-    at `MPI_Finalize`, and leaves them in /dev/shm after an abort (a few MiB of RAM each until
-    the machine restarts). Every rank of the node maps them; their mappings stay valid."""
+    """Remove the MPI library's shared-memory files of this job on this host: MPICH unlinks
+    them at `MPI_Finalize`, and leaves them in /dev/shm after an abort (a few MiB of RAM each
+    until the machine restarts). On MPICH's network path (``MPIR_CVAR_NOLOCAL=1``) each rank
+    maps only its own ``mpich_shm_<job>_<rank>``: the others', which the abort kills before
+    they can remove theirs, are found by the job's prefix (never another job's: another id).
+    Their mappings stay valid."""
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[5] for line in maps if _SEGMENTS in line}  # (its path)
     except OSError:  # (not Linux)
         return
-    for path in paths:  # (another rank may be first, or the path " (deleted)" already)
+    for path in paths | _same_job(paths):  # (another rank may be first, or " (deleted)")
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def _same_job(paths: set[str]) -> set[str]:
+    """The files of /dev/shm named as the other ranks' of the job of ``paths``
+    (``mpich_shm_<job>_<rank>``: the same ``<job>``, any ``<rank>``)."""
+    folder = os.path.dirname(_SEGMENTS)
+    jobs = {_job_prefix(os.path.basename(path)) for path in paths}
+    jobs.discard(None)
+    if not jobs:
+        return set()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return set()
+    return {os.path.join(folder, name) for name in names if _job_prefix(name) in jobs}
+
+
+def _job_prefix(name: str) -> str | None:
+    """``mpich_shm_<job>_`` of a segment's file name ``mpich_shm_<job>_<rank>``; None for a
+    name of another shape (whose other ranks' files cannot be told from another job's)."""
+    base = os.path.basename(_SEGMENTS)
+    job, _, rank = name[len(base) :].rpartition("_")
+    if not name.startswith(base) or not job or not rank.isdigit():
+        return None
+    return f"{base}{job}_"
 
 
 _SEGMENTS = "/dev/shm/mpich_shm_"

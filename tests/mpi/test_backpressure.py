@@ -13,6 +13,7 @@ would rarely run out of credits and would not show what the credits do.)
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -246,4 +247,41 @@ def test_drop_oldest_keeps_the_newest_in_order_and_counts_the_rest() -> None:
             kept.append(index_of(message, size))
         assert kept == list(range(total - capacity, total)), kept
         assert len(kept) + g.stats(consumer).dropped == total
+    g.close(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("how", ["receive", "areceive"])
+def test_drop_oldest_hands_a_consumer_back_from_computing_the_newest(how: str) -> None:
+    """Progress reports into a queue of 2 while the consumer computes: its next receives take
+    the newest, the rest dropped. Before, a consumer that looped on receive() (taking a
+    queued message without polling MPI, and the first arrival of a backlog) got every report,
+    oldest first, and dropped none: the newer ones never reached the queue to displace them."""
+    from mpi4py import MPI
+
+    reports = 50
+    g = Geode(queue=QueueConfig(capacity=2, policy="drop_oldest"))
+    producer, consumer = "node0", g.nodes[-1]
+    if g.hosts(producer):
+        for k in range(reports):
+            g.send({"step": k}, producer, consumer)
+        g.send("end", producer, consumer)
+        g.flush()
+    MPI.COMM_WORLD.Barrier()  # (no geode call on the consumer's rank: it takes nothing in)
+    if g.hosts(consumer):
+        time.sleep(0.2)  # computing, while the last reports land (MPI moves them alone)
+        got: list[Any] = []
+
+        async def areceive() -> Message:
+            return await g.areceive(consumer, timeout=TIMEOUT)
+
+        while not got or got[-1] != "end":
+            if how == "receive":
+                message = g.receive(consumer, timeout=TIMEOUT)
+            else:
+                message = asyncio.run(areceive())
+            got.append(message.data if message.data == "end" else message.data["step"])
+        dropped = g.stats(consumer).dropped
+        assert dropped > 0, f"nothing dropped: received {got}"
+        assert got[-2] == reports - 1 and got == [*sorted(got[:-1]), "end"]
+        assert len(got) - 1 + dropped == reports
     g.close(timeout=TIMEOUT)

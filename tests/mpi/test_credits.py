@@ -176,6 +176,39 @@ def test_a_message_sent_with_ack_then_dropped_or_expired_raises_not_processed() 
     g.close(timeout=TIMEOUT)
 
 
+def test_every_handle_kept_of_a_dropped_message_says_so_beyond_the_table_s_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The table of records for handles nobody keeps holds 3 here (4096 in a job): a handle
+    still held learns all the same that its message was dropped. Before: a handle whose
+    record the table had let go said None, and its wait() returned as if processed."""
+    monkeypatch.setattr("geode_mpi.delivery.acks.LOST_KEPT", 3)
+    count = 20
+    g = Geode(queue=QueueConfig(capacity=2, policy="drop_oldest"))
+    receiver = g.nodes[-1]
+    handles = []
+    if g.hosts("node0"):
+        handles = [g.isend(k, "node0", receiver, ack=True) for k in range(count)]
+    if g.hosts(receiver):
+        deadline = time.monotonic() + TIMEOUT
+        while g.stats(receiver).dropped < count - 2:  # (stats() drives progress)
+            assert time.monotonic() < deadline, "timed out waiting for the drops"
+        got = [g.receive(receiver, timeout=TIMEOUT).data for _ in range(2)]
+        assert got == [count - 2, count - 1]
+    if handles:
+        with pytest.raises(NotProcessed):  # (the last record dropped: all of them came)
+            handles[count - 3].wait(timeout=TIMEOUT)
+        processed, lost = [], set()
+        for k, handle in enumerate(handles):
+            try:
+                handle.wait(timeout=TIMEOUT)
+                processed.append(k)
+            except NotProcessed as error:
+                lost.add(error.why)
+        assert processed == [count - 2, count - 1] and lost == {"dropped"}
+    g.close(timeout=TIMEOUT)
+
+
 def test_an_awaited_send_waiting_for_room_at_a_node_whose_rank_closes_gets_queue_full() -> None:
     g, receiver = receiver_closes("one process: an awaited send waits for another coroutine")
 

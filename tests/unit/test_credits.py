@@ -7,6 +7,7 @@ timeout. The MPI tier runs the same cases across ranks (tests/mpi/test_credits.p
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -103,7 +104,11 @@ def test_lost_records_are_kept_for_point_to_point_handles_only_and_bounded() -> 
     assert not g._runtime.engine.lost
     count = acks.LOST_KEPT + 10
     sent = [g.isend(k, "node0", "node1", ack=True) for k in range(count)]
-    assert sent[-3].lost == "dropped" and sent[0].lost is None  # (forgotten: the oldest)
+    assert sent[-3].lost == "dropped" and sent[0].lost == "dropped"  # (kept by the handles)
+    assert not g._runtime.engine.lost  # (their handles live: told to them, not kept here)
+    del sent
+    for k in range(count):  # handles nobody keeps: their records are bounded
+        g.isend(k, "node0", "node1", ack=True)
     assert len(g._runtime.engine.lost or ()) <= acks.LOST_KEPT
     g.close()
 
@@ -179,14 +184,39 @@ def test_a_message_sent_with_ack_then_dead_lettered_says_so() -> None:
     g.close()
 
 
-def test_the_table_of_messages_not_processed_keeps_the_newest_only(
+def test_a_handle_kept_learns_it_was_not_processed_however_many_drops_come_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The table of records kept for handles nobody holds is bounded (the newest three here);
+    a handle still held is told all the same. Before: a handle whose record the table had
+    forgotten said None, and its wait() returned as if the message had been processed (904
+    of 5000 with the table's 4096; 2 processed)."""
     monkeypatch.setattr("geode_mpi.delivery.acks.LOST_KEPT", 3)
     g = Geode(queue=QueueConfig(capacity=2, policy="drop_oldest"))
     handles = [g.isend(k, "node0", "node1", ack=True) for k in range(8)]  # 6 dropped
     g.stats("node1")  # (drives progress: the records arrive)
-    # (0..5 dropped; the table keeps the newest three: 3, 4, 5)
-    assert [h.lost for h in handles] == [None] * 3 + ["dropped"] * 3 + [None] * 2
+    assert [h.lost for h in handles] == ["dropped"] * 6 + [None] * 2
+    assert [m.data for m in g.receive_many("node1")] == [6, 7]
+    g.stats("node0")
+    processed = []
+    for k, handle in enumerate(handles):
+        with contextlib.suppress(NotProcessed):
+            handle.wait(timeout=1)
+            processed.append(k)
+    assert processed == [6, 7]
+    del handles, handle
+    for k in range(20):  # no handle kept: the table keeps the newest three records
+        g.isend(k, "node0", "node1", ack=True)
+    g.stats("node1")
     assert len(g._runtime.engine.lost) == 3  # (before: one entry per message, for ever)
+    g.close()
+
+
+def test_the_handles_watched_for_lost_records_do_not_pile_up() -> None:
+    """A long job that never keeps its ack=True handles keeps few entries for them."""
+    g = Geode()
+    for k in range(3 * acks.LOST_KEPT):
+        g.isend(k, "node0", "node1", ack=True)  # (not kept)
+        g.receive("node1")
+    assert len(g._runtime.engine._watched or ()) <= acks.LOST_KEPT
     g.close()
