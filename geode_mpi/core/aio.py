@@ -78,11 +78,15 @@ async def wait_until(
     return True
 
 
-async def room(runtime: Driven, pair: Credits, dest: int, deadline: float | None) -> bool:
+async def room(
+    runtime: Driven, pair: Credits, source: int, dest: int, deadline: float | None
+) -> bool:
     """Await a credit on ``pair`` (room for one more message in node ``dest``'s queue);
     False at the deadline. In one process the credits come back once another coroutine
     receives, so an awaited send waits where a blocking one would raise `QueueFull`. True
-    without a credit once ``dest``'s rank is in close(): the send then says so (`QueueFull`)."""
+    without a credit once ``dest``'s rank is in close() and will serve nothing more of
+    ``source``'s (`geode_mpi.delivery.credits.Credits.closed_to`): the send then says so
+    (`QueueFull`)."""
     if pair.credits is None or pair.credits > 0:
         return True
     engine = runtime.engine
@@ -90,7 +94,7 @@ async def room(runtime: Driven, pair: Credits, dest: int, deadline: float | None
     def has_room() -> bool:
         if not pair.credits:
             engine.flush()  # in one process the receiver's credits may be pending right here
-        return bool(pair.credits) or dest in engine.closing_nodes
+        return bool(pair.credits) or engine.closed_to(source, dest, pair)
 
     return await wait_until(runtime, has_room, deadline) and has_room()
 

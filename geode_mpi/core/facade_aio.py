@@ -115,7 +115,7 @@ class Asyncio(Facade):
         if dest is not None and src in runtime.inboxes:  # (else isend says what is wrong)
             dst = runtime.placement.index(dest, "dest")
             pair = aio.locked(runtime, runtime.engine.pair_out, src, dst)
-            if not await aio.room(runtime, pair, dst, deadline):
+            if not await aio.room(runtime, pair, src, dst, deadline):
                 raise SendTimeout(-1, runtime.names[src], runtime.names[dst], timeout or 0.0, False)
         chosen = None if compress is None else setting(compress)
         # as send() sends: at once, not held back for a batch

@@ -13,6 +13,7 @@ from geode_mpi.delivery.control import (
     CLOSING,
     LOST,
     decode_ack,
+    decode_closing,
     decode_lost,
     decode_wave,
     encode_ack,
@@ -78,7 +79,11 @@ class Acks(EngineState):
         _, _, receiver, sender, _ = codec.track(meta)
         payload = codec.control_payload(meta)
         if kind(payload) == CLOSING:  # ("receiver": the node whose rank closes)
-            self.closing_nodes = self.closing_nodes | {receiver}
+            beyond = decode_closing(payload)
+            if beyond is None:
+                self.closing_nodes = self.closing_nodes | {receiver}
+            else:  # (a sequencer's: it holds what it cannot send on to that closing node)
+                self.closing_beyond = {**self.closing_beyond, (sender, receiver): beyond}
             return
         if kind(payload) == LOST:  # (before the ack record that acknowledges it)
             if sender in self.topics.streams:
