@@ -106,15 +106,19 @@ async def take(
     key: Any,
     timeout: float | None,
     spin: float,
+    refused: Callable[[], bool] | None = None,
 ) -> Taken | None:
     """Take the next matching parcel of local node ``index``, awaiting one for up to
     ``timeout`` seconds (None: no limit; 0: do not wait); None if none came, or once the
-    runtime is closed and none is queued. ``spin``: seconds to spin on MPI first (the
-    blocking receive's first spin, `geode_mpi.core.runtime.FIRST_SPIN`)."""
+    runtime is closed and none is queued, or once ``refused()`` (a request's: its receiver
+    said it will not process it, no reply comes). ``spin``: seconds to spin on MPI first
+    (the blocking receive's first spin, `geode_mpi.core.runtime.FIRST_SPIN`)."""
     deadline = deadline_of(timeout)
     queue = runtime.queued[index]
 
     def ready() -> bool:
+        if refused is not None and refused():
+            return True
         return bool(queue) and (match is None or any(match(parcel) for parcel in queue))
 
     kick = True
@@ -129,6 +133,8 @@ async def take(
         if found is not None or runtime.closed or timeout == 0:
             return found
         if deadline is not None and time.monotonic() >= deadline:
+            return None
+        if refused is not None and refused():
             return None
         poller = poller_of(runtime)
         # Woken, it takes the parcel itself (next turn): a parcel held back for a retry, or

@@ -8,6 +8,7 @@ The last node's rank closes without receiving; every other rank's node sends to 
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -64,6 +65,10 @@ def test_ack_and_requests_without_a_handler_at_a_closing_rank_raise_not_processe
             g.request(Unhandled(2), receiver, source=me, timeout=20.0)
         assert time.monotonic() - started < PROMPT
         assert err.value.why == "closing" and err.value.dest == receiver
+        started = time.monotonic()
+        with pytest.raises(NotProcessed, match=f"{receiver}'s rank is in close()"):
+            asyncio.run(g.arequest(Unhandled(2), receiver, source=me, timeout=20.0))
+        assert time.monotonic() - started < PROMPT  # (before the fix: ReceiveTimeout, 20 s)
         assert g.request(Ask(3), receiver, source=me, timeout=20.0).data == 4  # still served
     g.close(timeout=TIMEOUT)
     if g.hosts(receiver):
@@ -71,7 +76,7 @@ def test_ack_and_requests_without_a_handler_at_a_closing_rank_raise_not_processe
         got = []
         while (message := g.try_receive(receiver)) is not None:
             got.append(message.data)
-        assert sorted(got, key=repr) == sorted(["no handler", 2] * (g.size - 1), key=repr)
+        assert sorted(got, key=repr) == sorted(["no handler", 2, 2] * (g.size - 1), key=repr)
 
 
 def test_ack_without_a_timeout_to_a_closing_rank_without_a_handler_does_not_hang() -> None:
