@@ -180,8 +180,9 @@ class AckTimeout(GeodeTimeoutError):
 class NotProcessed(GeodeError):
     """A message sent with ``ack=True`` was acknowledged by its receiver without being
     processed: a full ``drop_oldest`` queue dropped it, its ``ttl`` ran out before it was
-    taken, or its last attempt failed (a dead letter). It never will be processed (send it
-    again if it must be)."""
+    taken, or its last attempt failed (a dead letter); or (``why`` "closing", also for a
+    request) its receiver's rank is in close() and has no handler for it, so it is never
+    acknowledged either. It never will be processed (send it again if it must be)."""
 
     def __init__(
         self, message_id: int, source: str, dest: str, seq: int, why: str, handle: Any = None
@@ -190,9 +191,15 @@ class NotProcessed(GeodeError):
         self.source = source
         self.dest = dest
         self.seq = seq
-        self.why = why  # "dropped", "expired" or "dead-lettered"
+        self.why = why  # "dropped", "expired", "dead-lettered" or "closing"
         self.handle = handle  # the SendHandle (its ``lost`` is ``why``)
-        if why == "dropped":
+        if why == "closing":
+            how = (
+                f"{dest}'s rank is in close() and {dest} has no handler for it, so it takes "
+                f"nothing more from its queue (what {dest} holds is reported there as never "
+                "received)"
+            )
+        elif why == "dropped":
             how = f"{dest}'s full drop_oldest queue dropped it (counted in stats().dropped)"
         elif why == "dead-lettered":
             how = (

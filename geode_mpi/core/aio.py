@@ -78,11 +78,15 @@ async def wait_until(
     return True
 
 
-async def room(runtime: Driven, pair: Credits, dest: int, deadline: float | None) -> bool:
+async def room(
+    runtime: Driven, pair: Credits, source: int, dest: int, deadline: float | None
+) -> bool:
     """Await a credit on ``pair`` (room for one more message in node ``dest``'s queue);
     False at the deadline. In one process the credits come back once another coroutine
     receives, so an awaited send waits where a blocking one would raise `QueueFull`. True
-    without a credit once ``dest``'s rank is in close(): the send then says so (`QueueFull`)."""
+    without a credit once ``dest``'s rank is in close() and will serve nothing more of
+    ``source``'s (`geode_mpi.delivery.credits.Credits.closed_to`): the send then says so
+    (`QueueFull`)."""
     if pair.credits is None or pair.credits > 0:
         return True
     engine = runtime.engine
@@ -90,7 +94,7 @@ async def room(runtime: Driven, pair: Credits, dest: int, deadline: float | None
     def has_room() -> bool:
         if not pair.credits:
             engine.flush()  # in one process the receiver's credits may be pending right here
-        return bool(pair.credits) or dest in engine.closing_nodes
+        return bool(pair.credits) or engine.closed_to(source, dest, pair)
 
     return await wait_until(runtime, has_room, deadline) and has_room()
 
@@ -102,15 +106,19 @@ async def take(
     key: Any,
     timeout: float | None,
     spin: float,
+    refused: Callable[[], bool] | None = None,
 ) -> Taken | None:
     """Take the next matching parcel of local node ``index``, awaiting one for up to
     ``timeout`` seconds (None: no limit; 0: do not wait); None if none came, or once the
-    runtime is closed and none is queued. ``spin``: seconds to spin on MPI first (the
-    blocking receive's first spin, `geode_mpi.core.runtime.FIRST_SPIN`)."""
+    runtime is closed and none is queued, or once ``refused()`` (a request's: its receiver
+    said it will not process it, no reply comes). ``spin``: seconds to spin on MPI first
+    (the blocking receive's first spin, `geode_mpi.core.runtime.FIRST_SPIN`)."""
     deadline = deadline_of(timeout)
     queue = runtime.queued[index]
 
     def ready() -> bool:
+        if refused is not None and refused():
+            return True
         return bool(queue) and (match is None or any(match(parcel) for parcel in queue))
 
     kick = True
@@ -125,6 +133,8 @@ async def take(
         if found is not None or runtime.closed or timeout == 0:
             return found
         if deadline is not None and time.monotonic() >= deadline:
+            return None
+        if refused is not None and refused():
             return None
         poller = poller_of(runtime)
         # Woken, it takes the parcel itself (next turn): a parcel held back for a retry, or

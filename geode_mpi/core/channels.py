@@ -348,6 +348,14 @@ class Channels:
         queue.arrived(message, source)
         return True
 
+    def held(self, index: int, sources: set[int], via: Route) -> None:
+        """Sequencer node ``index`` holds messages of ``sources`` for ``via``'s topic for want
+        of room at its subscribers: each source is told of those whose rank is in close()
+        (else its send waiting for room at ``index`` would wait for ever)."""
+        topic = self.topics_by_wire.get(via.number)
+        if topic is not None and via.kind == ROUTE_TOPIC:
+            topic.tell_held(index, sources)
+
     def send_held(self) -> None:
         """What each work queue holds for want of room (tasks at its dispatcher, consumers'
         requests for their next task), sent on as far as room has come."""

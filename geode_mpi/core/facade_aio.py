@@ -115,7 +115,7 @@ class Asyncio(Facade):
         if dest is not None and src in runtime.inboxes:  # (else isend says what is wrong)
             dst = runtime.placement.index(dest, "dest")
             pair = aio.locked(runtime, runtime.engine.pair_out, src, dst)
-            if not await aio.room(runtime, pair, dst, deadline):
+            if not await aio.room(runtime, pair, src, dst, deadline):
                 raise SendTimeout(-1, runtime.names[src], runtime.names[dst], timeout or 0.0, False)
         chosen = None if compress is None else setting(compress)
         # as send() sends: at once, not held back for a batch
@@ -143,6 +143,7 @@ class Asyncio(Facade):
         Raises:
             ReceiveTimeout: no reply within ``timeout`` seconds.
             HandlerError: dest's handler failed for good (as for `request`).
+            NotProcessed: dest will not process it (as for `request`).
             NodeNotLocalError: another rank hosts ``source``.
         """
         runtime = self._runtime
@@ -159,11 +160,14 @@ class Asyncio(Facade):
         def is_reply(parcel: Parcel) -> bool:
             return parcel.reply_to == wanted and parcel.source == dst
 
+        def refused() -> bool:  # dest said it will not process the request: no reply comes
+            return handle.lost is not None
+
         awaited = self._processor.awaited  # run() leaves the reply for this coroutine
         awaited.add(wanted)
         try:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            found = await aio.take(runtime, src, is_reply, None, left, FIRST_SPIN)
+            found = await aio.take(runtime, src, is_reply, None, left, FIRST_SPIN, refused)
         finally:
             awaited.discard(wanted)
         if found is not None:
@@ -172,6 +176,7 @@ class Asyncio(Facade):
                 raise reply.error()
             return reply
         runtime.check_open("arequest")
+        handle.check_processed()  # refused: dest's rank is closing, or it was dropped
         raise self._no_reply(handle, timeout, True)
 
 

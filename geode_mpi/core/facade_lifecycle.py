@@ -205,6 +205,10 @@ class Lifecycle(Facade):
             return entered()
 
         runtime.serving = True
+        # Waited-for messages that no handler here takes are told not processed, those
+        # queued now and those arriving meanwhile (`Processor.refuse_closing`).
+        self._processor.closing = True
+        engine.waited.update(engine.inboxes)
         try:
             # every rank is meant to be on its way here: a collective wait, not a lone one
             runtime.all_closing = wait_for(engine, arrived, deadline, CLOSING_YIELD)

@@ -162,6 +162,9 @@ class Processing(Facade):
         Raises:
             ReceiveTimeout: no reply within ``timeout`` seconds.
             HandlerError: dest's handler failed for good (its type, text and attempts).
+            NotProcessed: dest will not process the request, so no reply comes: its rank is
+                in close() and dest has no handler for it (``why`` "closing"), or its full
+                ``drop_oldest`` queue dropped it.
             NodeNotLocalError: another rank hosts ``source`` (guard the call with
                 ``geode.hosts(source)``, or leave ``source`` out).
         """
@@ -173,12 +176,17 @@ class Processing(Facade):
         wanted = handle.id
         assert wanted is not None, "a request's source is local: this rank sent it"
         dst = self._runtime.placement.index(handle.dest)
-        found = self._processor.await_reply(src, dst, wanted, deadline)
+
+        def refused() -> bool:  # dest said it will not process the request: no reply comes
+            return handle.lost is not None
+
+        found = self._processor.await_reply(src, dst, wanted, deadline, refused)
         if found is not None:
             reply = self._runtime.deliver(src, found)
             if isinstance(reply, RequestFailed):
                 raise reply.error()
             return reply
+        handle.check_processed()  # refused: dest's rank is closing, or it was dropped
         raise self._no_reply(handle, timeout, self._transport.delivers_later)
 
     def group(self, members: Sequence[str | int], *, sequencer: str | int | None = None) -> Group:

@@ -154,7 +154,7 @@ class Geode(
         self._matchers = {}
         self._processor = Processor(runtime)
         self._channels = Channels(runtime, self._processor)  # its topics and work queues
-        self._sequencer = Sequencer(runtime, self._channels.to_owner)
+        self._sequencer = Sequencer(runtime, self._channels.to_owner, self._channels.held)
         runtime.engine.on_forward = self._sequencer.forward
         self._channels.on_room = self._send_held
         self._channels.settle = self._sequencer.settle

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 # A message for a total-order topic's sequencer or a work queue's dispatcher, which local
 # node ``index`` is: (index, source node index, message, its route); see `Channels.to_owner`.
 ToOwner = Callable[[int, int, Message, codec.Route], bool]
+# What the owner ``index`` holds for want of room, from these sources (`Channels.held`).
+Held = Callable[[int, set[int], codec.Route], None]
 
 
 class Group:
@@ -92,9 +94,10 @@ class Sequencer:
     member has no room left (policy ``block``) holds up only itself.
     """
 
-    def __init__(self, geode: Runtime, to_owner: ToOwner) -> None:
+    def __init__(self, geode: Runtime, to_owner: ToOwner, held: Held) -> None:
         self.geode = geode
         self.to_owner = to_owner
+        self.held = held
         self.next_seq: dict[str, int] = {}
         self._held: dict[tuple[str, Any], deque[tuple[int, Parcel, Message]]] = {}
         self._busy: set[tuple[str, Any]] = set()  # channels being sent on, up the stack
@@ -193,8 +196,10 @@ class Sequencer:
                         # No room at a subscriber: held, in its place, until room comes (a
                         # poll retries, `Engine.on_room`); neither waited for here, inside
                         # whatever call polled, nor refused: its publisher's call succeeded.
-                        # Its sender gets its ack and credit once it is sent on.
+                        # Its sender gets its ack and credit once it is sent on; a sender
+                        # of what is held here is told if a subscriber's rank is closing.
                         self.geode.engine.held_for_room = True
+                        self.held(index, {entry[1].source for entry in held}, via)
                         return
                     held.popleft()
                 engine.forwarded(index, parcel)

@@ -142,9 +142,10 @@ class SendHandle:
     def lost(self) -> str | None:
         """``"dropped"``, ``"expired"`` or ``"dead-lettered"`` once the receiver acknowledged
         this message (sent with ``ack=True``) without processing it: its full ``drop_oldest``
-        queue dropped it, its ``ttl`` ran out there, or its last attempt failed (``wait()``
-        then raises `NotProcessed`). None otherwise (processed, not acknowledged yet, or sent
-        without ``ack=True``: not told).
+        queue dropped it, its ``ttl`` ran out there, or its last attempt failed; ``"closing"``
+        (not acknowledged) once the receiver's rank is in close() with no handler for it
+        (``wait()`` then raises `NotProcessed`). None otherwise (processed, not acknowledged
+        yet, or sent without ``ack=True``: not told).
         """
         found = self._geode.engine.lost
         if found is None or not self.ack:
@@ -152,7 +153,7 @@ class SendHandle:
         stamp = self._stamp
         return found.get((stamp.source, stamp.dest, stamp.seq))
 
-    def _check_processed(self) -> None:
+    def check_processed(self) -> None:
         """Raise `NotProcessed` if the receiver acknowledged the message without processing it."""
         why = self.lost
         if why is not None:
@@ -161,7 +162,12 @@ class SendHandle:
 
     def complete(self) -> bool:
         """True once done (as `done`, without driving progress)."""
-        return self._ticket.done and (not self.ack or self.acked)
+        return self._ticket.done and (not self.ack or self._settled())
+
+    def _settled(self) -> bool:
+        """True once the receiver acknowledged the message, or said that it will not
+        process it (`lost`: its rank is in close() with no handler for it, no ack comes)."""
+        return self.acked or self.lost is not None
 
     def done(self) -> bool:
         """True once the data may be reused (and, with ``ack=True``, the message was acked).
@@ -217,7 +223,7 @@ class SendHandle:
         if not self.ack:
             return
         if self.acked:
-            self._check_processed()
+            self.check_processed()
             return
         geode = self._geode
         local = self._local_targets()
@@ -226,10 +232,10 @@ class SendHandle:
         if not geode.transport.delivers_later and not self.acked:
             stamp = self._stamp
             raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, 0.0, self, waited=False)
-        if not geode.wait_until(lambda: self.acked, deadline):
+        if not geode.wait_until(self._settled, deadline):
             stamp = self._stamp
             raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
-        self._check_processed()
+        self.check_processed()
 
     # -- asyncio (docs/asyncio.md) ---------------------------------------------------------
 
@@ -250,7 +256,7 @@ class SendHandle:
         timeout = check_timeout(timeout)
         if self.complete():
             if self.ack:
-                self._check_processed()
+                self.check_processed()
             return self
         deadline = deadline_of(timeout)
         geode = self._geode
@@ -262,11 +268,11 @@ class SendHandle:
                 geode.transport.flush()
         if not await wait_until(geode, lambda: ticket.done, deadline):
             raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
-        if self.ack and not await wait_until(geode, lambda: self.acked, deadline, False):
+        if self.ack and not await wait_until(geode, self._settled, deadline, False):
             stamp = self._stamp
             raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
         if self.ack:
-            self._check_processed()
+            self.check_processed()
         return self
 
     def _local_targets(self) -> list[int]:

@@ -39,7 +39,7 @@ class Engine(WaitingEngine, Protocol):
     """What the poller asks of the delivery engine: what the one wait loop asks, and a pair's
     credits (`geode_mpi.delivery.engine.Engine`)."""
 
-    closing_nodes: frozenset[int]  # nodes whose rank is in close(): no credit comes from them
+    def closed_to(self, src: int, dst: int, pair: Any) -> bool: ...  # no credit will come
 
     def flush(self) -> None: ...
 

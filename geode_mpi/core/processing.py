@@ -27,6 +27,7 @@ from geode_mpi.base.record import Record
 from geode_mpi.codec.header import message_id
 from geode_mpi.core.quiescence import Quiescence
 from geode_mpi.delivery import Acknowledger
+from geode_mpi.delivery.control import CLOSED
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import IDLE, WORKED, Marker, Wait
 from geode_mpi.errors import DecodeError, HandlerError, ThreadError
@@ -107,6 +108,11 @@ class Processor:
         # The requests (by object: ids repeat across sources) whose handler runs and has not
         # replied by hand (`replied`): the handler's return value answers them, None too.
         self.answering: set[int] = set()
+        # Set once this rank is in close() (`Geode.close`): a waited-for message that no
+        # handler here takes is told not processed (`refuse_closing`), once each (by node,
+        # source and seq).
+        self.closing = False
+        self._told_closing: set[tuple[int, int, int]] = set()
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -309,6 +315,8 @@ class Processor:
         later: set[int] = set()
         while waited:
             index = waited.pop()
+            if self.closing:
+                self.refuse_closing(index)
             if not self.has_handlers(index):
                 continue
             inbox = self.geode.inboxes[index]
@@ -336,6 +344,21 @@ class Processor:
                 later.add(index)  # a failed one waits out its retry's back-off
         waited |= later
 
+    def refuse_closing(self, index: int) -> None:
+        """This rank is in close(): tell the sender of each waited-for message (ack=True, a
+        request) in local node ``index``'s queue that no handler here takes that it will not
+        be processed (its wait raises `NotProcessed`, why "closing", instead of waiting for
+        an ack or a reply that cannot come). The message stays queued, as what a closing
+        node holds does."""
+        engine = self.geode.engine
+        told = self._told_closing
+        for parcel in self.geode.inboxes[index]:
+            if parcel.flags & _WAITED and not self.handles(index, parcel):
+                key = (index, parcel.source, parcel.seq)
+                if key not in told:
+                    told.add(key)
+                    engine.tell_lost(index, parcel, CLOSED, batch=False)
+
     def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
         """Process messages of these local nodes, where they have handlers, until ``done()``
         or none is left (a wait in one process that only local processing can end)."""
@@ -349,11 +372,17 @@ class Processor:
         return done()
 
     def await_reply(
-        self, src: int, dst: int, wanted: int, deadline: float | None
+        self,
+        src: int,
+        dst: int,
+        wanted: int,
+        deadline: float | None,
+        refused: Callable[[], bool] = lambda: False,
     ) -> tuple[Parcel, Acknowledger | None] | None:
         """Take the reply from ``dst`` to message ``wanted`` out of local node ``src``'s queue,
         waiting for it until ``deadline`` (`time.monotonic`; None: no limit) while this rank's
-        other nodes keep processing with their handlers; None if it did not come."""
+        other nodes keep processing with their handlers; None if it did not come, or once
+        ``refused()`` (dst said it will not process the request: no reply comes)."""
         geode = self.geode
         engine = geode.engine
 
@@ -364,7 +393,7 @@ class Processor:
         self.awaited.add(wanted)  # before anything lets another thread in
         summary = RunSummary()
 
-        def look() -> tuple[Parcel, Acknowledger | None] | Marker:
+        def look() -> tuple[Parcel, Acknowledger | None] | Marker | None:
             found = engine.take(src, is_reply, None, False)
             if found is not None:
                 return found
@@ -373,6 +402,8 @@ class Processor:
                 found = engine.take(src, is_reply, None, False)
                 if found is not None:
                     return found
+            if refused():
+                return None
             worked = self.step(others, summary, handled_only=True) if others else 0
             return WORKED if worked else IDLE
 

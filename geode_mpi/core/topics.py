@@ -262,6 +262,14 @@ class Topic:
         """True if every subscriber has room now for what ``sequencer`` sends on."""
         return self._geode.engine.stream_has_room(self._streams[sequencer])
 
+    def tell_held(self, sequencer: int, sources: set[int]) -> None:
+        """``sequencer`` holds messages of ``sources`` for want of room: tell them of the
+        subscribers whose rank is in close() (`Credits.tell_held`)."""
+        engine = self._geode.engine
+        stream = self._streams[sequencer]
+        for source in sources:
+            engine.tell_held(sequencer, source, stream)
+
     def publish_sequenced(self, message: Message, sequencer: int) -> None:
         """Publish on the topic's one stream what its ``sequencer`` node received from a
         publisher (``message.origin`` says which)."""

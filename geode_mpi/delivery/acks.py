@@ -15,6 +15,7 @@ from geode_mpi.delivery.control import (
     CLOSING,
     LOST,
     decode_ack,
+    decode_closing,
     decode_lost,
     decode_wave,
     encode_ack,
@@ -26,8 +27,8 @@ from geode_mpi.delivery.pairs import PairIn
 from geode_mpi.delivery.runs import release
 from geode_mpi.errors import DecodeError
 
-# The most (source, dest, seq) entries kept of messages told not processed (`Credits.lost`)
-# that no live handle watches (`Acks.watch`): the oldest goes first.
+# The most (source, dest, seq) entries kept of messages told not processed (`Credits.lost`):
+# the oldest goes first (a live handle keeps its own, `Acks.watch`).
 LOST_KEPT = 4096
 
 
@@ -64,15 +65,14 @@ class Acks(EngineState):
         watched[key] = weakref.ref(handle)
 
     def _tell_lost(self, key: Key, why: str) -> None:
-        """Message ``key`` was ``why`` (a lost record): its handle's if it lives, else the
-        bounded `lost` table's (a request's, or a handle nobody kept)."""
+        """Message ``key`` was ``why`` (a lost record): its handle's if it lives, and the
+        bounded `lost` table's (a request's, a handle nobody kept, and `Credits.closed_to`)."""
         watched = self._watched
         if watched is not None:
             ref = watched.pop(key, None)
             handle = None if ref is None else ref()
             if handle is not None:
                 handle.told_lost(why)
-                return
         lost = self.lost
         if lost is None:
             lost = self.lost = {}
@@ -126,7 +126,11 @@ class Acks(EngineState):
         _, _, receiver, sender, _ = codec.track(meta)
         payload = codec.control_payload(meta)
         if kind(payload) == CLOSING:  # ("receiver": the node whose rank closes)
-            self.closing_nodes = self.closing_nodes | {receiver}
+            beyond = decode_closing(payload)
+            if beyond is None:
+                self.closing_nodes = self.closing_nodes | {receiver}
+            else:  # (a sequencer's: it holds what it cannot send on to that closing node)
+                self.closing_beyond = {**self.closing_beyond, (sender, receiver): beyond}
             return
         if kind(payload) == LOST:  # (before the ack record that acknowledges it)
             if sender in self.topics.streams:

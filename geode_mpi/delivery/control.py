@@ -6,10 +6,13 @@ Payload layouts (little-endian), inside a codec control record (docs/wire-format
            range count x (u64 first seq, u64 end seq, exclusive)
     ask:   the same with type 5 and no ranges: "send me your ack record again"
     closing: the same with type 6 and no ranges: "my rank is in close(): I take no more from
-           my queue" (so a sender out of credits stops waiting)
-    lost:  u8 type 7 | 3 pad | u32 why (1 dropped, 2 expired, 3 dead-lettered) | u64 seq: a
-           message whose sender waits for it (ack=True) was acknowledged without being
-           processed
+           my queue" (so a sender out of credits stops waiting); from a forwarder (a
+           total-order topic's sequencer) with the range count set to 1 + a node's index:
+           "I hold your message for that node, whose rank is in close()"
+    lost:  u8 type 7 | 3 pad | u32 why (1 dropped, 2 expired, 3 dead-lettered, 4 closing) |
+           u64 seq: a message whose sender waits for it (ack=True, a request) was
+           acknowledged without being processed, or (4) is held by a node whose rank is in
+           close() and has no handler for it: never acknowledged, never processed
     wave:  u8 type 2 (ask), 3 (answer) or 4 (quiet) | 7 pad | u64 wave |
            u64 messages sent | u64 messages received
 """
@@ -26,10 +29,11 @@ ASK = 5  # a sender out of credits asks for the receiver's count again (lossy tr
 CLOSING = 6  # a receiver whose rank is in close() tells its senders: no more credits come
 LOST = 7  # a waited message (ack=True) not processed (dropped, expired, dead-lettered): told
 # before its ack
-LOST_WHY = {1: "dropped", 2: "expired", 3: "dead-lettered"}
+LOST_WHY = {1: "dropped", 2: "expired", 3: "dead-lettered", 4: "closing"}
 DROPPED = 1
 EXPIRED = 2
 DEAD_LETTERED = 3  # its last attempt failed: in the receiver's dead letters
+CLOSED = 4  # its receiver's rank is in close() with no handler for it: no ack ever comes
 # Quiescence waves go down and up a tree of the ranks (geode_mpi.core.quiescence.Quiescence):
 WAVE_ASK = 2  # from a rank's parent: answer this wave, once idle and once your children have
 WAVE_ANSWER = 3  # to the parent: the counts of a rank and of every rank below it, summed
@@ -105,19 +109,33 @@ def encode_ask() -> bytes:
     return _HEAD.pack(ASK, 0, 0)
 
 
-def encode_closing() -> bytes:
-    """A closing payload."""
-    return _HEAD.pack(CLOSING, 0, 0)
+def encode_closing(beyond: int | None = None) -> bytes:
+    """A closing payload; ``beyond``: a forwarder's, naming the closing node it holds a
+    message for."""
+    return _HEAD.pack(CLOSING, 0 if beyond is None else beyond + 1, 0)
+
+
+def decode_closing(payload: memoryview | bytes) -> int | None:
+    """The node a forwarder's closing payload names (None: its sender's own rank closes).
+
+    Raises:
+        DecodeError: not a closing payload.
+    """
+    if len(payload) != _HEAD.size:
+        raise DecodeError(f"not a closing record ({len(payload)} bytes)")
+    _, beyond, _ = _HEAD.unpack_from(payload, 0)
+    return beyond - 1 if beyond else None
 
 
 def encode_lost(why: int, seq: int) -> bytes:
-    """A lost payload: message ``seq`` was ``why`` (`DROPPED`, `EXPIRED`, `DEAD_LETTERED`),
-    not processed."""
+    """A lost payload: message ``seq`` was ``why`` (`DROPPED`, `EXPIRED`, `DEAD_LETTERED`,
+    `CLOSED`), not processed."""
     return _HEAD.pack(LOST, why, seq)
 
 
 def decode_lost(payload: memoryview | bytes) -> tuple[str, int]:
-    """(why, as a word: "dropped" or "expired"; seq) of a lost payload.
+    """(why, as a word: "dropped", "expired", "dead-lettered" or "closing"; seq) of a lost
+    payload.
 
     Raises:
         DecodeError: not a lost payload.

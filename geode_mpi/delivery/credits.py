@@ -19,6 +19,7 @@ from geode_mpi.queues import Parcel
 
 _FLAG_QOS = codec.FLAG_QOS
 _FLAG_WAITED = codec.FLAG_WAITED
+_FLAGS_AT = header.FLAGS_AT
 
 
 class Credits(Failures):
@@ -28,6 +29,13 @@ class Credits(Failures):
     # no credit comes back from them, so a send out of credits to one stops waiting. (A class
     # default, set on the engine only when such a record arrives.)
     closing_nodes: frozenset[int] = frozenset()
+    # (source, forwarder) -> a node whose rank is in close(), for which the forwarder (a
+    # total-order topic's sequencer) holds a message of source's that it cannot send on
+    # (`tell_held`): no credit comes back from the forwarder either. (Replaced, never changed
+    # in place: a class default.)
+    closing_beyond: dict[tuple[int, int], int] = {}  # noqa: RUF012
+    # (source, closing node) pairs told by `tell_held` (replaced, never changed in place)
+    _told_held: frozenset[tuple[int, int]] = frozenset()
     # What `SendHandle.lost` reads: (source, dest, seq) -> "dropped" or "expired", for the
     # messages sent with ack=True that their receiver acknowledged without processing them.
     lost: dict[tuple[int, int, int], str] | None = None
@@ -81,7 +89,7 @@ class Credits(Failures):
             if self._nobody_takes(dst, one_process):
                 alone[0] = True  # the other threads have ended, nothing is left to serve
                 return True
-            if dst in self.closing_nodes:
+            if self.closed_to(src, dst, pair):
                 return True  # its rank is in close(): no credit comes back
             self._ask_again(src, dst, asked)
             return False
@@ -96,6 +104,9 @@ class Credits(Failures):
         if not pair.credits:
             if alone[0]:
                 raise self._full_alone(src, dst, pair)
+            beyond = self.closing_beyond.get((src, dst))
+            if beyond is not None and dst not in self.closing_nodes:
+                raise self._full_beyond(src, dst, beyond, pair)
             name = names[dst]
             raise self._full(
                 src,
@@ -105,6 +116,22 @@ class Credits(Failures):
                 f"more from its queue; what {name} holds is reported there as never received",
             )
         return pair
+
+    def closed_to(self, src: int, dst: int, pair: PairOut) -> bool:
+        """True if ``dst``'s rank is in close() (it said so: `tell_closing`) and no credit
+        can come back from it for ``src``: none of ``pair``'s unacknowledged messages is
+        waited for (ack=True, a request) and not told not processed (`lost`). A closing rank
+        still serves the waited-for messages it has a handler for, and their credits come
+        after its closing record; the others it tells not processed."""
+        if (src, dst) in self.closing_beyond:
+            return True  # a forwarder holding a message of src's for a closing node
+        if dst not in self.closing_nodes:
+            return False
+        lost = self.lost or {}
+        for seq, entry in pair.outbox.items():
+            if entry.meta[_FLAGS_AT] & _FLAG_WAITED and (src, dst, seq) not in lost:
+                return False  # served there (acked, a credit back), or told not processed
+        return True
 
     def _nobody_takes(self, dst: int, one_process: bool) -> bool:
         """True if a wait for room in ``dst``'s queue would never end: ``dst`` is hosted on
@@ -135,6 +162,21 @@ class Credits(Failures):
         number = stream.number
         return all(self.has_room(number, sub) for sub in stream.subscribers)
 
+    def tell_held(self, forwarder: int, source: int, stream: TopicStream) -> None:
+        """Local node ``forwarder`` (a total-order topic's sequencer) holds a message of
+        ``source``'s for want of room at ``stream``'s subscribers: tell ``source``, once, of
+        each of them whose rank is in close() (it takes nothing more, so the message stays
+        held and ``source``'s credit never comes back: its send waiting for room at
+        ``forwarder`` raises `QueueFull` naming that subscriber, not `SendTimeout`)."""
+        number = stream.number
+        for sub in stream.subscribers:
+            pair = self.pair_out(number, sub)
+            if pair.credits is None or pair.credits > 0 or (source, sub) in self._told_held:
+                continue
+            if self.closed_to(number, sub, pair):
+                self._told_held = self._told_held | {(source, sub)}
+                self.path.control(forwarder, source, encode_closing(sub))
+
     def tell_closing(self, told: set[tuple[int, int]]) -> None:
         """This rank is in close(): tell each sender to a local node with a window (a sender
         out of credits may be waiting for one) that no more come back, once (``told``: the
@@ -152,6 +194,21 @@ class Credits(Failures):
                     continue  # a restored stream whose topic or work queue was not made again
                 if window.get(dest) is not None and dest not in self.forwarders:
                     self.path.control(dest, source, payload)
+
+    def _full_beyond(self, src: int, dst: int, beyond: int, pair: PairOut) -> QueueFull:
+        """The `QueueFull` of a send to forwarder ``dst`` that holds a message of ``src``'s
+        for node ``beyond``, whose rank is in close(): named as that node's."""
+        names = self.names
+        name, forwarder = names[beyond], names[dst]
+        return QueueFull(
+            name,
+            self.name_of(src),
+            self.configs[beyond].capacity,
+            pair.window or 0,
+            f"{name} is closing (rank {self.rank_of(beyond)} called close()) and takes nothing "
+            f"more from its queue, so {forwarder}, the sequencer {self.name_of(src)}'s messages "
+            f"go through, holds what it cannot send on to {name} and gives no credit back",
+        )
 
     def _full_alone(self, src: int, dst: int, pair: PairOut) -> QueueFull:
         """A full ``block`` queue of a node of this rank, with no other thread to take from it."""

@@ -85,6 +85,9 @@ class EngineState:
 
         # set in delivery/credits.py (`tell_closing`'s records arriving, in acks.py)
         closing_nodes: frozenset[int]
+        # (source, forwarder) -> the closing node the forwarder holds source's message for
+        # (`tell_held`'s records arriving, in acks.py)
+        closing_beyond: dict[tuple[int, int], int]
         # (source, dest, seq) of the messages sent with ack=True that dest dropped or let
         # expire unprocessed (set in acks.py as their records arrive; None: none yet)
         lost: dict[tuple[int, int, int], str] | None

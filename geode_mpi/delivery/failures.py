@@ -82,15 +82,16 @@ class Failures(EngineState):
                 self.tell_lost(index, parcel, DEAD_LETTERED)
             self._done(index, parcel)
 
-    def tell_lost(self, index: int, parcel: Parcel, why: int) -> None:
+    def tell_lost(self, index: int, parcel: Parcel, why: int, batch: bool = True) -> None:
         """Tell the sender of ``parcel`` (sent with ack=True) that node ``index`` did not
         process it (``why``: `DROPPED`, `EXPIRED`, `DEAD_LETTERED`), ahead of the ack record
-        that acknowledges it (the same batch, so it arrives first): its handle's ``wait()``
-        raises, not returns.
+        that acknowledges it (the same ``batch``, so it arrives first): its handle's
+        ``wait()`` raises, not returns; or (`CLOSED`, not batched: no ack follows) that
+        node ``index``'s rank is in close() and has no handler for it.
         Not after close: the sender closed too, and the transport is gone."""
         if self.closed:
             return
-        self.path.control(index, parcel.source, encode_lost(why, parcel.seq), batch=True)
+        self.path.control(index, parcel.source, encode_lost(why, parcel.seq), batch=batch)
 
     def _sender_name(self, index: int) -> str:
         try:

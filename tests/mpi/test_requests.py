@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from geode_mpi import DecodeError, Geode, HandlerError, Message
+from geode_mpi import DecodeError, Geode, HandlerError, Message, NotProcessed, QueueConfig
 
 TIMEOUT = 30.0  # a request not served at all times out: long enough for a loaded machine
 
@@ -263,3 +263,27 @@ def test_a_request_its_server_cannot_decode_in_a_receive_gets_a_handler_error(
                 geode.receive(last, source=first, timeout=TIMEOUT)
             else:
                 geode.receive_many(last, timeout=TIMEOUT)
+
+
+def test_a_request_dropped_in_its_receivers_queue_raises_not_processed_at_once() -> None:
+    """The last node's full drop_oldest queue (capacity 1, no handler for `Ask`) drops
+    node0's request for a message of its own: node0 is told (before: it waited out its
+    timeout, `ReceiveTimeout`)."""
+    with Geode() as probe:
+        size = probe.size
+    if size == 1:
+        pytest.skip("one process: the request would be dropped before request() waits")
+    g = Geode(queue=QueueConfig(capacity=1, policy="drop_oldest"))
+    last = g.nodes[-1]
+    if g.hosts("node0"):
+        started = time.monotonic()
+        with pytest.raises(NotProcessed, match=f"{last}'s full drop_oldest queue dropped it"):
+            g.request(Ask(1), last, source="node0", timeout=20.0)
+        assert time.monotonic() - started < 8.0
+    if g.hosts(last):
+        deadline = time.monotonic() + TIMEOUT
+        while g.stats(last).received < 1:  # (stats() drives progress: the request arrives)
+            assert time.monotonic() < deadline, "timed out waiting for node0's request"
+        g.send("push", last, last)  # drops the request
+        assert g.receive(last, timeout=TIMEOUT).data == "push"
+    g.close(timeout=TIMEOUT)

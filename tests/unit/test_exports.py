@@ -249,6 +249,7 @@ NO_CONSTRUCTOR = BUILT_BY_GEODE | {"Receipt", "Transport"}
 INTERNAL_MEMBERS = {
     "SendHandle.complete",
     "SendHandle.wait_until",
+    "SendHandle.check_processed",
     "PublishHandle.wait_until",
     "Topic.publish_sequenced",
     "Topic.add",
@@ -259,6 +260,7 @@ INTERNAL_MEMBERS = {
     "WorkQueue.want_next",
     "WorkQueue.send_held",
     "Topic.has_room",
+    "Topic.tell_held",
     "GeodeExecutor.end_at_close",
 }
 TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```$", re.MULTILINE | re.DOTALL)

@@ -22,12 +22,13 @@ TOPIC = Route(ROUTE_TOPIC, 7)
 
 class StandIn:
     """What Sequencer uses of a Geode's runtime: decode, send, the engine's `forwarded`; and
-    the channels' to_owner."""
+    the channels' to_owner and held."""
 
     def __init__(self) -> None:
         self.names = NODES
         self.messages: dict[int, tuple[Message, Route]] = {}  # by seq: where each goes on
         self.log: list[tuple[Any, ...]] = []
+        self.told: list[tuple[int, list[int]]] = []  # (owner, sources) of what it held
         self.on_send: Callable[[int], None] | None = None  # called with the send's number
         self.sends = 0
         self.engine = SimpleNamespace(
@@ -40,6 +41,9 @@ class StandIn:
             return False
         self.log.append(("topic", message.data, via))
         return True
+
+    def held(self, index: int, sources: set[int], via: Route) -> None:
+        self.told.append((index, sorted(sources)))
 
     def decode(self, p: Parcel) -> Message:
         return self.messages[p.seq][0]
@@ -69,7 +73,7 @@ def topic_message(data: str) -> tuple[Message, Route]:
 
 def test_a_message_arriving_while_its_group_is_sent_on_waits_its_turn() -> None:
     geode = StandIn()
-    sequencer = Sequencer(geode, geode.to_owner)  # type: ignore[arg-type]
+    sequencer = Sequencer(geode, geode.to_owner, geode.held)  # type: ignore[arg-type]
     geode.messages = {0: group_message("a"), 1: group_message("b"), 2: topic_message("t")}
 
     def poll(count: int) -> None:
@@ -97,7 +101,7 @@ def test_a_message_arriving_while_its_group_is_sent_on_waits_its_turn() -> None:
 
 def test_what_a_failed_send_left_behind_goes_on_at_resume() -> None:
     geode = StandIn()
-    sequencer = Sequencer(geode, geode.to_owner)  # type: ignore[arg-type]
+    sequencer = Sequencer(geode, geode.to_owner, geode.held)  # type: ignore[arg-type]
     geode.messages = {0: group_message("a"), 1: group_message("b")}
 
     def fail(count: int) -> None:
@@ -122,7 +126,7 @@ def test_what_a_failed_send_left_behind_goes_on_at_resume() -> None:
 
 def test_a_topic_message_without_room_is_held_in_order_until_resume() -> None:
     geode = StandIn()
-    sequencer = Sequencer(geode, geode.to_owner)  # type: ignore[arg-type]
+    sequencer = Sequencer(geode, geode.to_owner, geode.held)  # type: ignore[arg-type]
     geode.messages = {0: topic_message("t0"), 1: topic_message("t1")}
     geode.room = False
     sequencer.forward(2, geode.parcel(0))
