@@ -128,11 +128,12 @@ class Runtime(Sending, Receiving):
         """``call(*args, **kwargs)`` holding the gate: the hot paths' way in once other
         threads exist (the rest of the public calls always hold it, see `locked`)."""
         gate = self.gate
-        gate.enter()
+        level = gate.count()  # (see `Gate.leave`: an interrupt may come before enter takes it)
         try:
+            gate.enter()
             return call(*args, **kwargs)
         finally:
-            gate.release()
+            gate.leave(level)
 
     def check_open(self, operation: str) -> None:
         """Raise `ClosedError` for ``operation`` once closed."""
