@@ -177,9 +177,12 @@ class Runtime(Sending, Receiving):
         self.arrive()
         self.transport.check_same(value, what)
 
-    def wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
-        """Drive progress until ``done()`` or ``deadline`` (`time.monotonic`); False then."""
-        return self.engine.wait(done, deadline)
+    def wait_until(
+        self, done: Callable[[], bool], deadline: float | None, call: str | None = None
+    ) -> bool:
+        """Drive progress until ``done()`` or ``deadline`` (`time.monotonic`); False then.
+        ``call``: the public call that waits, ended by a close() in another thread (`Wait`)."""
+        return self.engine.wait(done, deadline, call)
 
     # -- the end ---------------------------------------------------------------------------
 
