@@ -237,8 +237,16 @@ class QueueFull(GeodeError):
 class ClosedError(GeodeError, RuntimeError):
     """An operation on a Geode that was closed."""
 
-    def __init__(self, operation: str) -> None:
+    def __init__(self, operation: str, closer: str | None = None) -> None:
         self.operation = operation
+        self.closer = closer  # the thread whose close() ended the wait of this operation
+        if closer is not None:
+            super().__init__(
+                f"{operation}() was waiting when thread {closer!r} began close(): it ends, "
+                "as nothing it waits for may come once the Geode closes (join the threads "
+                "that wait before close())"
+            )
+            return
         super().__init__(
             f"{operation}() on a closed Geode: it was closed by close() or by leaving its "
             "`with` block; create a new Geode() to send again"

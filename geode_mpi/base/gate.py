@@ -60,6 +60,15 @@ def senders_may_run() -> bool:
     )
 
 
+def _levels(lock: Any) -> Callable[[], int]:
+    """How many levels the calling thread holds of Python's own RLock (`threading._PyRLock`)."""
+
+    def count() -> int:
+        return int(lock._count) if lock._owner == _thread.get_ident() else 0
+
+    return count
+
+
 HANDOFF = 2e-3  # seconds a waiting holder lets a blocked thread take the lock, at most
 
 
@@ -78,6 +87,7 @@ class Gate:
         "_release_save",
         "_restore",
         "acquire",
+        "count",
         "entries",
         "lock",
         "main_only",
@@ -88,7 +98,12 @@ class Gate:
     )
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        lock = threading.RLock()
+        count: Callable[[], int] | None = getattr(lock, "_recursion_count", None)
+        if count is None:  # Python 3.10: its C RLock cannot tell the levels held; this one can
+            lock = threading._PyRLock()  # type: ignore[attr-defined]
+            count = _levels(lock)
+        self.lock = lock
         self.acquire = self.lock.acquire
         self.release = self.lock.release
         # RLock's own helpers (the ones threading.Condition uses): release every level this
@@ -96,6 +111,11 @@ class Gate:
         self.owned: Callable[[], bool] = self.lock._is_owned  # type: ignore[attr-defined]
         self._release_save: Callable[[], Any] = self.lock._release_save  # type: ignore[attr-defined]
         self._restore: Callable[[Any], None] = self.lock._acquire_restore  # type: ignore[attr-defined]
+        # The levels this thread holds (0: none). A call notes it before `enter` and, in its
+        # finally, releases only if it is higher (`leave`): a KeyboardInterrupt may come
+        # between any two calls, after the lock was taken or before, and either is then undone
+        # right.
+        self.count = count
         self.waiters: deque[None] = deque()  # one entry per thread blocked on the lock
         self.entries = 0  # times a blocked thread got the lock (changed only under it)
         # Times a holder let the lock go while it waited: other threads may have changed
@@ -118,6 +138,8 @@ class Gate:
                 "level 'serialized' or 'multiple', mpi4py.rc.thread_level, or call geode_mpi "
                 "from the main thread only)"
             )
+        # (An interrupt once the lock is taken leaves it taken: the caller's `leave` gives it
+        # back, as it does not give back one never taken.)
         if self.acquire(False):
             return
         waiters = self.waiters
@@ -128,33 +150,44 @@ class Gate:
             waiters.pop()
         self.entries += 1
 
-    def __enter__(self) -> None:
-        self.enter()
+    def call(self, call: Callable[..., R], *args: Any) -> R:
+        """``call(*args)`` holding the lock (taken and given back as `locked` does)."""
+        level = self.count()
+        try:
+            self.enter()
+            return call(*args)
+        finally:
+            self.leave(level)
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def leave(self, level: int) -> None:
+        """Release the level `enter` took after this thread held ``level`` (`count` before
+        it), if it took one: an interrupt may have come before."""
+        if self.count() > level:
+            self.release()
 
     def sleep(self, seconds: float) -> None:
         """Sleep, without the lock if this thread holds it."""
-        if not self.owned():
+        held = self.count()
+        if not held:
             time.sleep(seconds)
             return
-        state = self._release_save()
         try:
+            self._release_save()
             time.sleep(seconds)
         finally:
-            self._take_back(state)
+            self._take_back(held)
 
     def unlocked(self, call: Callable[[Any], R], arg: Any) -> R:
         """``call(arg)`` without the lock (if this thread holds it): a user's handler, which
         may block on other threads; its own geode_mpi calls take the lock again."""
-        if not self.owned():
+        held = self.count()
+        if not held:
             return call(arg)
-        state = self._release_save()
         try:
+            self._release_save()
             return call(arg)
         finally:
-            self._take_back(state)
+            self._take_back(held)
 
     def handoff(self) -> None:
         """Let the threads blocked on the lock take it, then take it back (a wait's pause).
@@ -162,22 +195,35 @@ class Gate:
         Releasing alone would not do: the releasing thread would usually take the lock again
         before a woken waiter runs. So it sleeps until one got in (or `HANDOFF` passed).
         """
-        if not self.owned():
+        held = self.count()
+        if not held:
             return
         entries = self.entries
-        state = self._release_save()
         try:
+            self._release_save()
             until = time.perf_counter() + HANDOFF
             while self.waiters and self.entries == entries and time.perf_counter() < until:
                 time.sleep(0)  # gives up the GIL: the woken waiter runs
         finally:
-            self._take_back(state)
+            self._take_back(held)
 
-    def _take_back(self, state: Any) -> None:
+    def _take_back(self, held: int) -> None:
+        """Take back the ``held`` levels let go (by ``_release_save``, whose state is not kept:
+        an interrupt could come between its return and the assignment), unless this thread
+        still holds them (the interrupt came before). Blocked here, an interrupt still waits
+        for the lock: the callers unwinding from it give their levels back (`leave`)."""
+        if self.owned():
+            return
+        state = (held, _thread.get_ident())
         waiters = self.waiters
         waiters.append(None)  # a holder that waits in its turn hands the lock back to us
         try:
-            self._restore(state)
+            try:
+                self._restore(state)
+            except BaseException:
+                if not self.owned():
+                    self._restore(state)
+                raise
         finally:
             waiters.pop()
         self.turns += 1
@@ -204,10 +250,11 @@ def locked(method: F) -> F:
     @wraps(method)
     def call(self: Gated, *args: Any, **kwargs: Any) -> Any:
         gate = self._gate
-        gate.enter()
+        level = gate.count()
         try:
+            gate.enter()
             return method(self, *args, **kwargs)
         finally:
-            gate.release()
+            gate.leave(level)
 
     return call  # type: ignore[return-value]

@@ -381,8 +381,9 @@ class GeodeExecutor(Executor):
             if self._resting():
                 self._idle(wake)
                 continue
-            gate.enter()
+            level = gate.count()
             try:
+                gate.enter()
                 found = cast(
                     "Taken | _Outcome | _Signal | None",
                     Wait(runtime.engine, None).until(look),
@@ -403,7 +404,7 @@ class GeodeExecutor(Executor):
                     index, taken = found
                     message = self._deliver(index, taken)
             finally:
-                gate.release()
+                gate.leave(level)
             if isinstance(message, _Outcome):
                 self._resolve(message)
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 
@@ -61,6 +62,8 @@ class Lifecycle(Facade):
             if timeout is not None:
                 timeout = max(timeout - (time.monotonic() - started), 0.0)
         runtime.sealed = True  # from here the job sends nothing (its handlers may, until ...)
+        # ... and the other threads' waits end (`Wait`): the transport goes at the end
+        runtime.engine.closer = threading.current_thread()
         if not runtime.all_closing and runtime.transport.delivers_later:
             started = time.monotonic()
             self._serve_until_all_close(timeout)

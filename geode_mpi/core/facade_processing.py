@@ -42,8 +42,7 @@ class Processing(Facade):
         index = None if node is None else self._runtime.placement.index(node)
 
         def register_handler(handler: Handler) -> Handler:
-            with self._gate:
-                self._processor.add(type, index, handler)
+            self._gate.call(self._processor.add, type, index, handler)
             return handler
 
         return register_handler

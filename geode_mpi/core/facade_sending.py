@@ -197,9 +197,9 @@ class SendCalls(Facade):
                 handle = SendHandle(runtime, ticket, stamp, lane.pair if lane.tracked else None)
                 if not ticket.done:
                     if timeout is None:
-                        handle.wait_until(None, None)
+                        handle.wait_until(None, None, "send")
                     else:  # (as the general path's below)
-                        handle.wait_until(time.monotonic() + timeout, timeout)
+                        handle.wait_until(time.monotonic() + timeout, timeout, "send")
                 return handle
         if (ack or threads) and not runtime.owned():  # ack: handlers may run here
             return runtime.serialised(
@@ -231,5 +231,5 @@ class SendCalls(Facade):
                 message, source, dest, ack, timeout, _NO_REPLY, 0, False, via, chosen
             )
         if not handle.complete():
-            handle.wait_until(deadline, timeout)
+            handle.wait_until(deadline, timeout, "send")
         return handle

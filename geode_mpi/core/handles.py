@@ -7,7 +7,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Protocol
 
 from geode_mpi import codec
-from geode_mpi.base.gate import Gate, other_threads
+from geode_mpi.base.gate import Gate, other_threads, senders_may_run
 from geode_mpi.core.aio import deadline_of, wait_until
 from geode_mpi.core.placement import Placement
 from geode_mpi.core.poller import flush_on_yield
@@ -50,7 +50,9 @@ class Sender(Protocol):
 
     def poll(self) -> bool: ...
 
-    def wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool: ...
+    def wait_until(
+        self, done: Callable[[], bool], deadline: float | None, call: str | None = None
+    ) -> bool: ...
 
     def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool: ...
 
@@ -215,10 +217,12 @@ class SendHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._geode.serialised(self.wait_until, deadline, timeout)
 
-    def wait_until(self, deadline: float | None, timeout: float | None) -> None:
-        """`wait` with its deadline (`time.monotonic`) and timeout worked out, holding the gate."""
+    def wait_until(self, deadline: float | None, timeout: float | None, call: str = "wait") -> None:
+        """`wait` with its deadline (`time.monotonic`) and timeout worked out, holding the gate.
+        ``call``: the public call that waits (named by the `ClosedError` of a close() in
+        another thread meanwhile)."""
         ticket = self._ticket
-        if not self._geode.wait_until(lambda: ticket.done, deadline):
+        if not self._geode.wait_until(lambda: ticket.done, deadline, call):
             raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
         if not self.ack:
             return
@@ -229,12 +233,17 @@ class SendHandle:
         local = self._local_targets()
         if local:  # their handlers may process it right here
             geode.pump(local, lambda: self.acked)
-        if not geode.transport.delivers_later and not self.acked:
-            stamp = self._stamp
-            raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, 0.0, self, waited=False)
-        if not geode.wait_until(self._settled, deadline):
+        one_process = not geode.transport.delivers_later
+
+        def settled() -> bool:  # (or, in one process, no other thread is left to take it)
+            return self._settled() or (one_process and not self._taker_may_run())
+
+        if not settled() and not geode.wait_until(settled, deadline, call):
             stamp = self._stamp
             raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
+        if not self._settled():  # one process, and no thread is left that could take it
+            stamp = self._stamp
+            raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, 0.0, self, waited=False)
         self.check_processed()
 
     # -- asyncio (docs/asyncio.md) ---------------------------------------------------------
@@ -274,6 +283,12 @@ class SendHandle:
         if self.ack:
             self.check_processed()
         return self
+
+    @staticmethod
+    def _taker_may_run() -> bool:
+        """In one process: another thread runs that may take the message (and so ack it) while
+        this one waits, as a receive waits for one that may send (`senders_may_run`)."""
+        return bool(other_threads()) and senders_may_run()
 
     def _local_targets(self) -> list[int]:
         """The receiving nodes this rank hosts (their handlers can run in this process)."""

@@ -123,14 +123,15 @@ class Poller:
             return
         gate = runtime.gate
         if other_threads() and not gate.owned():
-            if not gate.acquire(False):  # another thread is inside a call (it flushes too)
-                self._flush_due = True
-                self.loop.call_later(MIN_SLEEP, self._flush)
-                return
-            try:
+            level = gate.count()
+            try:  # (released only if taken: an interrupt may come either side, `Gate.leave`)
+                if not gate.acquire(False):  # another thread is inside a call (it flushes too)
+                    self._flush_due = True
+                    self.loop.call_later(MIN_SLEEP, self._flush)
+                    return
                 runtime.engine.flush()
             finally:
-                gate.release()
+                gate.leave(level)
         else:
             runtime.engine.flush()
 
@@ -192,13 +193,14 @@ class Poller:
         gate = runtime.gate
         try:
             if other_threads() and not gate.owned():
-                if not gate.acquire(False):  # another thread is inside a call: look later
-                    self._schedule(False)
-                    return
-                try:
+                level = gate.count()
+                try:  # (released only if taken, `Gate.leave`)
+                    if not gate.acquire(False):  # another thread is inside a call: look later
+                        self._schedule(False)
+                        return
                     moved = self._progress(runtime)
                 finally:
-                    gate.release()
+                    gate.leave(level)
             else:
                 moved = self._progress(runtime)
         except Exception as exc:  # it goes to every awaiting coroutine

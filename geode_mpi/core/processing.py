@@ -365,7 +365,7 @@ class Processor:
         geode = self.geode
         served = [index for index in nodes if self.has_handlers(index)]
         summary = RunSummary()
-        while not done():
+        while not done() and geode.engine.closer is None:  # (closing: the caller's wait ends)
             geode.engine.poll()
             if not served or not self.step(served, summary, handled_only=True):
                 break
@@ -409,7 +409,8 @@ class Processor:
 
         started = time.perf_counter()
         try:
-            return Wait(engine, deadline, started, poll=True).until(look, self.alone)
+            wait = Wait(engine, deadline, started, poll=True, call="request")
+            return wait.until(look, self.alone)
         finally:
             self.awaited.discard(wanted)
             geode.waited(src, started, "wait: request")
@@ -474,7 +475,7 @@ class Processor:
                 self.quiescence = Quiescence(geode)
             self.quiescence.reset()
         quiescence = self.quiescence if quiescent else None
-        wait = Wait(engine, deadline, poll=True, leave=served, serving=True)
+        wait = Wait(engine, deadline, poll=True, leave=served, serving=True, call="run")
 
         def look() -> str | Marker:
             engine.serve_waiting(served)  # waited-for messages at nodes this loop does not serve

@@ -134,11 +134,12 @@ class Runtime(Sending, Receiving):
         """``call(*args, **kwargs)`` holding the gate: the hot paths' way in once other
         threads exist (the rest of the public calls always hold it, see `locked`)."""
         gate = self.gate
-        gate.enter()
+        level = gate.count()  # (see `Gate.leave`: an interrupt may come before enter takes it)
         try:
+            gate.enter()
             return call(*args, **kwargs)
         finally:
-            gate.release()
+            gate.leave(level)
 
     def check_open(self, operation: str) -> None:
         """Raise `ClosedError` for ``operation`` once closed."""
@@ -182,9 +183,12 @@ class Runtime(Sending, Receiving):
         self.arrive()
         self.transport.check_same(value, what)
 
-    def wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
-        """Drive progress until ``done()`` or ``deadline`` (`time.monotonic`); False then."""
-        return self.engine.wait(done, deadline)
+    def wait_until(
+        self, done: Callable[[], bool], deadline: float | None, call: str | None = None
+    ) -> bool:
+        """Drive progress until ``done()`` or ``deadline`` (`time.monotonic`); False then.
+        ``call``: the public call that waits, ended by a close() in another thread (`Wait`)."""
+        return self.engine.wait(done, deadline, call)
 
     # -- the end ---------------------------------------------------------------------------
 

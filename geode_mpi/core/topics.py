@@ -71,12 +71,12 @@ class PublishHandle(SendHandle):
         seq = self._stamp.seq
         return all(seq not in pair.outbox for pair in self._pairs)
 
-    def wait_until(self, deadline: float | None, timeout: float | None) -> None:
+    def wait_until(self, deadline: float | None, timeout: float | None, call: str = "wait") -> None:
         """`SendHandle.wait_until`, sending the batches the message waits in first (at once:
         a wait would send them only after its first spin)."""
         if self._ticket.held:
             self._geode.transport.flush()
-        super().wait_until(deadline, timeout)
+        super().wait_until(deadline, timeout, call)
 
     def _local_targets(self) -> list[int]:
         return list(self._geode.engine.topics.local_subscribers(self._stamp.dest))

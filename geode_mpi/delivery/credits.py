@@ -95,7 +95,7 @@ class Credits(Failures):
             return False
 
         try:
-            if not self.wait(has_credit, deadline):
+            if not self.wait(has_credit, deadline, "send"):
                 raise SendTimeout(
                     -1, self.name_of(src), names[dst], timeout or 0.0, in_flight=False
                 )

@@ -9,6 +9,7 @@ credit per message that the receiver returns when it takes the message from its 
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -102,6 +103,8 @@ class Engine(Arriving, Taking, Credits, Acks, Streams, Polling, Express):
         # Arrivals dropped because their header could not be routed, by sending rank.
         self.malformed: dict[int, int] = {}
         self.closed = False  # set by the Geode once its transport is closed
+        # The thread in close(), once it began: the waits of the other threads end (`Wait`).
+        self.closer: threading.Thread | None = None
         # Quiescence-wave records go to this: (from node, type, wave, sent, received).
         self.on_wave: Callable[[int, int, int, int, int], None] | None = None
         # Messages a local node must forward as a group's sequencer, in arrival order, and

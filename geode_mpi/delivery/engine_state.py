@@ -13,6 +13,7 @@ from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 
 if TYPE_CHECKING:
+    import threading
     from collections import deque
     from collections.abc import Sequence
 
@@ -73,6 +74,7 @@ class EngineState:
         in_hand: int
         malformed: dict[int, int]
         closed: bool
+        closer: threading.Thread | None
         on_wave: Callable[[int, int, int, int, int], None] | None
         forwards: deque[tuple[int, Parcel]]
         on_forward: Callable[[int, Parcel], None] | None
@@ -125,4 +127,6 @@ class EngineState:
         # defined in delivery/polling.py
         def forward(self) -> None: ...
 
-        def wait(self, done: Callable[[], bool], deadline: float | None) -> bool: ...
+        def wait(
+            self, done: Callable[[], bool], deadline: float | None, call: str | None = None
+        ) -> bool: ...

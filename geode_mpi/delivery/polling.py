@@ -96,13 +96,15 @@ class Polling(Failures):
         if self._due and time.perf_counter() - started > FLUSH_AFTER:
             self.flush()
 
-    def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
+    def wait(
+        self, done: Callable[[], bool], deadline: float | None, call: str | None = None
+    ) -> bool:
         """Drive progress until ``done()`` or the deadline (False), in the one wait loop
         (`geode_mpi.delivery.waiting`).
 
         Other threads may run at its pauses (the gate is handed over): callers look at the
         state again once it returns, never before (``done()`` holds when it returns True)."""
-        return wait_for(self, done, deadline)
+        return wait_for(self, done, deadline, call=call)
 
     def serve_waiting(self, leave: Collection[int] = ()) -> bool:
         """What a waiting rank does for the others: forward what a sequencer holds (and what

@@ -53,14 +53,12 @@ class Acknowledger:
 
     def ack(self) -> None:
         if other_threads():  # Message.ack() may come from any thread: hold the gate
-            with self._engine.transport.gate:
-                self._engine.finish(self._index, self._parcel)
+            self._engine.transport.gate.call(self._engine.finish, self._index, self._parcel)
             return
         self._engine.finish(self._index, self._parcel)
 
     def nack(self, error: BaseException | None) -> None:
-        with self._engine.transport.gate:
-            self._engine.fail(self._index, self._parcel, error)
+        self._engine.transport.gate.call(self._engine.fail, self._index, self._parcel, error)
 
 
 class Taking(Credits):

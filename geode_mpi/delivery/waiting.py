@@ -13,10 +13,12 @@ A SIGTERM's grace running out raises `Terminated` from a pause (termination.py).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Collection
 from typing import Final, Protocol, TypeVar
 
+from geode_mpi.errors import ClosedError
 from geode_mpi.transport import Backoff, Transport, together_backoff
 
 _T = TypeVar("_T")
@@ -41,6 +43,12 @@ class Engine(Protocol):
 
     @property
     def resend_after(self) -> float | None: ...
+
+    @property
+    def closer(self) -> threading.Thread | None: ...
+
+    @property
+    def closed(self) -> bool: ...
 
     def serve_waiting(self, leave: Collection[int] = ()) -> bool: ...
 
@@ -81,9 +89,13 @@ class Wait:
         together: every rank waits at once, for a collective step (close's first barrier):
             pause as `together_backoff` says with this yield time, not with `Backoff`'s
             defaults (None).
+        call: the public call that waits (``"request"``, say): once close() begins in
+            another thread, the wait ends with `ClosedError` naming it, before it touches
+            the transport again (None: the step sees to it, as a receive's does).
     """
 
     __slots__ = (
+        "call",
         "deadline",
         "engine",
         "leave",
@@ -105,8 +117,10 @@ class Wait:
         serving: bool = False,
         looked: bool = False,
         together: float | None = None,
+        call: str | None = None,
     ) -> None:
         self.engine = engine
+        self.call = call
         self.deadline = deadline
         self.started = time.perf_counter() if started is None else started
         self.poll = poll
@@ -137,7 +151,10 @@ class Wait:
         moved = False  # an event since the last look: the back-off starts over
         outcome: _T | Marker = IDLE
         look = not self.looked  # the caller may have looked just before it waits
+        call = self.call
         while True:
+            if call is not None and engine.closer is not None:
+                self.check_closing(call)
             if look:
                 if self.poll:
                     engine.poll()
@@ -176,13 +193,22 @@ class Wait:
             if serving:
                 self.paused += time.perf_counter() - paused
 
+    def check_closing(self, call: str) -> None:
+        """Raise `ClosedError` for ``call`` if close() began in another thread (or ended):
+        its transport may be gone at the next look, and nothing more will come."""
+        closer = self.engine.closer
+        if closer is not None and (self.engine.closed or closer is not threading.current_thread()):
+            raise ClosedError(call, closer.name)
+
 
 def wait_for(
     engine: Engine,
     done: Callable[[], bool],
     deadline: float | None,
     together: float | None = None,
+    call: str | None = None,
 ) -> bool:
-    """Wait until ``done()`` (True) or the deadline (False); ``together``: see `Wait`."""
-    wait = Wait(engine, deadline, together=together)
+    """Wait until ``done()`` (True) or the deadline (False); ``together``, ``call``: see
+    `Wait`."""
+    wait = Wait(engine, deadline, together=together, call=call)
     return wait.until(lambda: True if done() else IDLE) is True

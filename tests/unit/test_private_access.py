@@ -33,6 +33,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("base/gate.py", "self.lock", "_is_owned"): "threading.Condition's RLock protocol",
     ("base/gate.py", "self.lock", "_release_save"): "threading.Condition's RLock protocol",
     ("base/gate.py", "self.lock", "_acquire_restore"): "threading.Condition's RLock protocol",
+    ("base/gate.py", "lock", "_owner"): "Python 3.10: the levels held, of threading's own RLock",
+    ("base/gate.py", "lock", "_count"): "Python 3.10: the levels held, of threading's own RLock",
+    ("base/gate.py", "threading", "_PyRLock"): "Python 3.10: an RLock that tells the levels held",
 }
 
 

@@ -292,7 +292,7 @@ def test_wait_on_a_sent_handle_returns_at_once_and_a_held_one_still_waits(
     runtime = a._runtime
     loops: list[float | None] = []
 
-    def wait_loop(done: Any, deadline: float | None) -> bool:
+    def wait_loop(done: Any, deadline: float | None, call: str | None = None) -> bool:
         loops.append(deadline)
         return True
 

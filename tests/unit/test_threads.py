@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from geode_mpi import ClosedError, Geode, Message, QueueConfig, QueueFull, ThreadError
+from geode_mpi import (
+    AckTimeout,
+    ClosedError,
+    Geode,
+    Message,
+    QueueConfig,
+    QueueFull,
+    ThreadError,
+)
 from geode_mpi.transport import InProcHub
 
 TIMEOUT = 30.0
@@ -350,4 +358,76 @@ def test_run_in_one_thread_leaves_the_replies_a_request_in_another_waits_for() -
     run_threads(serving, asking)
     assert answers == [("answer", k) for k in range(100)]
     assert g.dead_letters("node0") == []
+    g.close()
+
+
+@pytest.mark.parametrize("wait", ["request", "send_full", "send_ack", "wait_ack", "run"])
+def test_close_ends_every_wait_of_another_thread_with_closed_error(wait: str) -> None:
+    """A thread waiting in request(), a send to a full block queue, a send's ack, a handle's
+    wait() or run() when the main thread calls close(): ClosedError naming the call, at once
+    (they waited for ever before)."""
+    g = Geode(queues={"node1": QueueConfig(capacity=4)})
+    errors: list[BaseException] = []
+    calls = {
+        "request": lambda: g.request(Message("q"), "node3", source="node0"),
+        "send_full": lambda: [g.send(k, "node0", "node1") for k in range(10)],
+        "send_ack": lambda: g.send("x", "node0", "node2", ack=True),
+        "wait_ack": lambda: g.isend("x", "node0", "node2", ack=True).wait(),
+        "run": lambda: g.run("node3", quiescent=False),
+    }
+
+    def waiting() -> None:
+        try:
+            calls[wait]()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=waiting, daemon=True)  # (daemon: it hung for ever before)
+    thread.start()
+    time.sleep(0.3)  # (no message to wait for: the thread is to be inside its wait)
+    assert thread.is_alive() and not errors, errors
+    started = time.monotonic()
+    g.close(timeout=TIMEOUT)
+    thread.join(10.0)
+    assert not thread.is_alive(), f"{wait} still waits after close()"
+    assert time.monotonic() - started < 5.0
+    assert len(errors) == 1 and isinstance(errors[0], ClosedError), errors
+    name = {"send_full": "send", "send_ack": "send", "wait_ack": "wait"}.get(wait, wait)
+    assert errors[0].operation == name
+    assert str(errors[0]).startswith(f"{name}() was waiting when thread 'MainThread' began close()")
+
+
+def test_send_with_ack_waits_for_a_thread_that_receives_in_the_embedded_world() -> None:
+    """send(ack=True) in one process while another thread receives at the destination: it
+    waits for that thread's receive (AckTimeout at once before), as receive and block sends
+    wait for a thread that may send."""
+    g = Geode()
+    got: list[Any] = []
+
+    def consumer() -> None:
+        for _ in range(3):
+            got.append(g.receive("node1", timeout=TIMEOUT).data)
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    handles = [g.send(k, "node0", "node1", ack=True, timeout=TIMEOUT) for k in range(3)]
+    thread.join(TIMEOUT)
+    assert got == [0, 1, 2]
+    assert all(handle.acked for handle in handles)
+    g.close()
+
+
+def test_send_with_ack_stops_waiting_once_the_threads_that_could_take_it_end() -> None:
+    """... and once no such thread is left, it raises AckTimeout without waiting out its
+    timeout (nothing can take the message any more)."""
+    g = Geode()
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait, args=(0.3,))
+    thread.start()
+    started = time.monotonic()
+    with pytest.raises(AckTimeout, match="nothing takes it"):
+        g.send("x", "node0", "node1", ack=True, timeout=TIMEOUT)
+    assert time.monotonic() - started < 5.0
+    thread.join(TIMEOUT)
+    assert g.receive("node1", timeout=0).data == "x"
     g.close()
