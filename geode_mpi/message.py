@@ -72,7 +72,7 @@ class Message:
     def __init__(self, data: Any = None, *, headers: Mapping[str, Any] | None = None) -> None:
         self.data = data
         if headers:
-            self.headers = dict(headers)
+            self.headers = headers  # (the setter checks it is a mapping, and copies it)
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class Message:
     @headers.setter
     def headers(self, value: Mapping[str, Any]) -> None:
         if not isinstance(value, Mapping):
-            raise TypeError(f"headers must be a mapping, got {type(value).__name__}")
+            raise TypeError(f"headers must be a mapping (a dict), got {value!r}")
         self.__dict__["_headers"] = dict(value)
 
     def ack(self) -> None:

@@ -13,7 +13,7 @@ from geode_mpi.core.subscriptions import GLOB, Pattern, Subscription
 from geode_mpi.core.topics import STREAM_BASE, Topic
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import ClosedError
+from geode_mpi.errors import ClosedError, check_flag
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER
@@ -103,8 +103,9 @@ class Channels:
         if isinstance(retain, bool) or not isinstance(retain, int) or retain < 0:
             raise ValueError(f"retain must be an int >= 0, got {retain!r}")
         placement = geode.placement
-        pubs = [placement.index(node, "publisher") for node in publishers]
-        subs = [placement.index(node, "subscriber") for node in subscribers]
+        total_order = check_flag(total_order, "total_order")
+        pubs = placement.indices(publishers, "publishers", "publisher")
+        subs = placement.indices(subscribers, "subscribers", "subscriber")
         for what, nodes in (("publishers", pubs), ("subscribers", subs)):
             if len(set(nodes)) != len(nodes):
                 raise ValueError(f"topic {name!r}: {what} must be distinct, got {nodes!r}")
@@ -160,14 +161,14 @@ class Channels:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
         placement = geode.placement
-        taking = [placement.index(node, "consumer") for node in consumers]
+        taking = placement.indices(consumers, "consumers", "consumer")
         if not taking or len(set(taking)) != len(taking):
             raise ValueError(f"work queue {name!r} needs distinct consumers, got {consumers!r}")
         owner = 0 if dispatcher is None else placement.index(dispatcher, "dispatcher")
         making = (
             list(range(len(geode.names)))
             if producers is None
-            else [placement.index(node, "producer") for node in producers]
+            else placement.indices(producers, "producers", "producer")
         )
         arguments = (name, taking, owner, making, prefetch)
         geode.agree(repr(arguments).encode(), f"work queue {name!r}")
@@ -245,9 +246,7 @@ class Channels:
         if geode.sealed:
             raise ClosedError(call)
         wanted = Pattern.of(pattern, prefix)
-        if isinstance(nodes, (str, int)):
-            nodes = [nodes]
-        members = [geode.placement.index(node, "subscriber") for node in nodes]
+        members = geode.placement.one_or_more(nodes, "nodes", "subscriber")
         if not members or len(set(members)) != len(members):
             raise ValueError(f"{call}({wanted}) needs distinct nodes, got {nodes!r}")
         if call == "unsubscribe":

@@ -16,7 +16,14 @@ from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import ClosedError, DecodeError, GeodeError, SendTimeout, check_timeout
+from geode_mpi.errors import (
+    ClosedError,
+    DecodeError,
+    GeodeError,
+    SendTimeout,
+    check_timeout,
+    whole,
+)
 from geode_mpi.message import Message
 from geode_mpi.queues import Parcel
 from geode_mpi.tracing import TRACER
@@ -169,7 +176,10 @@ class Bulk(Facade):
                 next call: the messages taken before it are returned first).
         """
         if limit.__class__ is not int:  # (checked before any state is touched)
-            raise TypeError(f"limit must be an int >= 1, got {limit!r}")
+            counted = whole(limit)  # a numpy integer is a count too
+            if counted is None:
+                raise TypeError(f"limit must be an int >= 1, got {limit!r}")
+            limit = counted
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         timeout = check_timeout(timeout)

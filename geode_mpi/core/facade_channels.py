@@ -57,6 +57,8 @@ class ChannelCalls(Facade):
                 is compressed once, whatever the number of subscribers.
 
         Raises:
+            TypeError: publishers or subscribers is not a list of nodes (a single name is
+                refused), total_order is not a bool.
             UnknownNodeError: a publisher, subscriber or the sequencer is not a node.
             ValueError: the name is taken, no publishers, a node listed twice, retain < 0.
             WorldMismatchError: ranks called it with different arguments.
@@ -148,6 +150,8 @@ class ChannelCalls(Facade):
             prefetch: tasks a consumer asks for ahead (1: one waiting while it works on one).
 
         Raises:
+            TypeError: consumers or producers is not a list of nodes (a single name is
+                refused).
             UnknownNodeError: a consumer, producer or the dispatcher is not a node.
             ValueError: the name is taken, no consumers, a consumer twice, prefetch < 1.
         """

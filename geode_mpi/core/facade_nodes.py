@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.gate import locked
 from geode_mpi.core.facade import Facade
 from geode_mpi.delivery import DeadLetter, NodeStats
 from geode_mpi.delivery.cache import CacheStats, share
-from geode_mpi.errors import ClosedError
+from geode_mpi.errors import ClosedError, whole
 from geode_mpi.transport import Transport
 
 if TYPE_CHECKING:
@@ -99,12 +99,26 @@ class NodeCalls(Facade):
 
         Raises:
             ClosedError: this Geode is closed.
-            TypeError: ``dtype`` holds Python objects.
+            TypeError: ``dtype`` holds Python objects, or ``shape`` is not a shape.
             ValueError: a negative dimension.
         """
         if self._runtime.closed:
             raise ClosedError("zero_copy_array")
-        dims = (shape,) if isinstance(shape, int) else tuple(int(extent) for extent in shape)
+        counted = whole(shape)
+        if counted is not None:
+            dims: tuple[int, ...] = (counted,)
+        else:
+            extents = () if isinstance(shape, (str, bytes)) else shape
+            if not isinstance(extents, Iterable):
+                raise TypeError(
+                    f"shape must be an int or a tuple of ints (an array's shape), got {shape!r}"
+                )
+            dims = ()
+            for extent in extents:
+                counted = whole(extent)
+                if counted is None:
+                    raise TypeError(f"shape must be a tuple of ints, got {shape!r}")
+                dims += (counted,)
         return self._runtime.transport.zero_copy_array(dims, dtype)
 
     @locked

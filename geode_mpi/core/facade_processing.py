@@ -11,7 +11,7 @@ from geode_mpi.base.gate import locked
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.groups import Group
 from geode_mpi.core.processing import Handler, HandlerKey, RequestFailed, RunSummary, Stop
-from geode_mpi.errors import check_timeout
+from geode_mpi.errors import check_flag, check_timeout, whole
 from geode_mpi.message import ANSWERED, Message
 
 _NO_REPLY = codec.NO_REPLY
@@ -77,15 +77,25 @@ class Processing(Facade):
             A RunSummary: messages processed, failures, replies, dead letters, why it ended.
 
         Raises:
-            TypeError: ``count`` is not an int.
+            TypeError: ``count`` is not an int, ``until`` not callable, ``quiescent`` not a
+                bool.
             ValueError: ``count`` is less than 1, or ``timeout`` is negative.
             ThreadError: another thread is inside run().
         """
         if count is not None:
-            if isinstance(count, bool) or not isinstance(count, int):
+            counted = whole(count)  # an int, or a numpy integer
+            if counted is None:
                 raise TypeError(f"count must be an int >= 1 or None, got {count!r}")
+            count = counted
             if count < 1:
                 raise ValueError(f"count must be >= 1 (None: no limit), got {count}")
+        if until is not None and not callable(until):
+            raise TypeError(
+                f"until must be a function of no arguments returning True to stop, or None, "
+                f"got {until!r}"
+            )
+        if quiescent is not None:
+            quiescent = check_flag(quiescent, "quiescent")
         self._processor.check_runner()  # at once, not after waiting for the lock
         return self._runtime.serialised(self._run, node, count, until, timeout, quiescent)
 
@@ -117,6 +127,10 @@ class Processing(Facade):
                 handler's return value, a Message of None if it returned None, or one
                 `reply` made inside the handler).
         """
+        if not isinstance(request, Message):
+            raise TypeError(
+                f"reply() needs the request it answers (a received Message), got {request!r}"
+            )
         if request.__dict__.get(ANSWERED):
             raise ValueError(
                 f"request {request.id} from {request.source} was answered already by its "
@@ -168,6 +182,7 @@ class Processing(Facade):
                 ``geode.hosts(source)``, or leave ``source`` out).
         """
         timeout = check_timeout(timeout)
+        self._runtime.check_sending("request")  # (not the isend it goes through: named here)
         deadline = None if timeout is None else time.monotonic() + timeout
         src = self._runtime.local_index(source, "request")
         # Sent as waited for: its node's rank serves it in whatever wait it is in.
@@ -198,10 +213,11 @@ class Processing(Facade):
         communication: create it the same way wherever it is used.
 
         Raises:
+            TypeError: ``members`` is not a list of nodes (a single name is refused).
             UnknownNodeError: a member or the sequencer is not a node of this job.
             ValueError: no members, or the same member twice.
         """
-        indices = [self._runtime.placement.index(member, "member") for member in members]
+        indices = self._runtime.placement.indices(members, "members", "member")
         if not indices:
             raise ValueError("a group needs at least one member")
         if len(set(indices)) != len(indices):
@@ -217,5 +233,12 @@ class Processing(Facade):
     @locked
     def stop(self, node: str | int, *, source: str | int | None = None) -> None:
         """Send a `Stop` message: ``node``'s run() loop ends when it gets there (in order
-        after what ``source`` sent it before)."""
+        after what ``source`` sent it before).
+
+        Raises:
+            TypeError: ``node`` is None (the node whose loop ends must be named).
+            UnknownNodeError: ``node`` or ``source`` is not a node of this job.
+        """
+        if node is None:
+            raise TypeError("stop() needs the node whose run() loop ends, got None")
         self._runtime.send(Stop(), source, node, False, None, _NO_REPLY, 0, False)

@@ -11,7 +11,7 @@ from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.handles import RunHandle, SendHandle
 from geode_mpi.core.runtime import POLL_EVERY_SENDS
-from geode_mpi.errors import ClosedError, check_timeout
+from geode_mpi.errors import ClosedError, check_flag, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER
 
@@ -74,7 +74,7 @@ class SendCalls(Facade):
             and not priority
             and ttl is None
             and (source is None or (source.__class__ in _NODE_KEYS and source in self._own))
-            and not ack
+            and ack is False
         ):  # (naming this rank's own node as the source is the same as not naming it)
             if not other_threads():
                 # The commonest isend: it joins the open run of its dest's lane (one lookup;
@@ -98,6 +98,8 @@ class SendCalls(Facade):
             if not runtime.owned():
                 return runtime.serialised(runtime.send_plain, message, dest, timeout, True)
             return runtime.send_plain(message, dest, timeout, True)
+        if ack is not True and ack is not False:  # ("no" is not False)
+            ack = check_flag(ack, "ack")
         if other_threads() and not runtime.owned():
             chosen = None if compress is None else setting(compress)
             return runtime.serialised(
@@ -164,7 +166,7 @@ class SendCalls(Facade):
         if (
             (source is None or (source.__class__ in _NODE_KEYS and source in self._own))
             and (timeout is None or (timeout.__class__ in _SECONDS and timeout >= 0))
-            and not ack
+            and ack is False
             and compress is None
             and not priority
             and ttl is None
@@ -201,6 +203,8 @@ class SendCalls(Facade):
                     else:  # (as the general path's below)
                         handle.wait_until(time.monotonic() + timeout, timeout, "send")
                 return handle
+        if ack is not True and ack is not False:  # ("no" is not False)
+            ack = check_flag(ack, "ack")
         if (ack or threads) and not runtime.owned():  # ack: handlers may run here
             return runtime.serialised(
                 self.send,

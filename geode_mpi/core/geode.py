@@ -35,7 +35,7 @@ from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.delivery import QueueConfig
 from geode_mpi.delivery.cache import budget_of
 from geode_mpi.delivery.config import node_configs
-from geode_mpi.errors import RestartDirError, check_timeout
+from geode_mpi.errors import RestartDirError, check_flag, check_timeout
 from geode_mpi.tracing import TRACER
 from geode_mpi.transport import (
     SETTINGS,
@@ -121,6 +121,14 @@ class Geode(
         cache_bytes: int | None = None,
         compress: str | Compression | None = None,
     ) -> None:
+        acks = check_flag(acks, "acks")
+        if restart is not None:
+            restart = check_flag(restart, "restart")
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(
+                f"checkpoint_dir must be a directory path (a str or os.PathLike) or None, "
+                f"got {checkpoint_dir!r}"
+            )
         budget = budget_of(cache_bytes)
         hang = hang_timeout()  # a bad setting is refused before anything starts
         compressing = setting(compress)

@@ -116,6 +116,8 @@ def output_problem(option: str, path: str) -> str | None:
 
     Checked when the job starts, not found when it ends (after the whole job ran).
     """
+    if not path:  # ('' would be taken for no file at all, and nothing written)
+        return f"{option} needs a file name, got ''"
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         return f"{option}: {path!r} is a directory (give a file name)"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from geode_mpi.errors import UnknownNodeError
+from geode_mpi.errors import UnknownNodeError, whole
 
 EMBEDDED_NODES = 4  # nodes in a one-rank world when none are named
 
@@ -27,6 +27,9 @@ def node_names(nodes: int | Sequence[str] | None, size: int) -> tuple[str, ...]:
         return tuple(f"node{k}" for k in range(count))
     if isinstance(nodes, bool):
         raise TypeError(f"nodes must be an int, a list of names or None, got {nodes!r}")
+    counted = whole(nodes)  # an int, or a numpy integer
+    if counted is not None:
+        nodes = counted
     if isinstance(nodes, int):
         if nodes < 1:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
@@ -74,6 +77,38 @@ class Placement:
             if 0 <= number < len(self.names):
                 return number
         raise UnknownNodeError(node, self.names, argument)
+
+    def indices(self, nodes: object, argument: str, each: str) -> list[int]:
+        """The indices of a list of nodes (argument ``argument``, each one a ``each``).
+
+        A single name or index is refused, not read as a list of one: a str would be read
+        as a list of letters ("unknown member 'n'"), and `group`, `topic`, `work_queue` and
+        `executor` all take lists.
+
+        Raises:
+            TypeError: ``nodes`` is not a list (tuple, range, ...) of nodes.
+            UnknownNodeError: one of them is not a node of this job.
+        """
+        if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
+            raise TypeError(
+                f"{argument} must be a list of nodes, got {nodes!r}"
+                + (f" (a single node: [{nodes!r}])" if nodes is not None else "")
+            )
+        return [self.index(node, each) for node in nodes]
+
+    def one_or_more(self, nodes: object, argument: str, each: str) -> list[int]:
+        """`indices`, where a single node (a name or an index) also stands for a list of one:
+        the (un)subscribe calls' ``nodes``.
+
+        Raises:
+            TypeError: ``nodes`` is neither a node nor a list of nodes.
+            UnknownNodeError: one of them is not a node of this job.
+        """
+        if isinstance(nodes, str) or whole(nodes) is not None:
+            return [self.index(nodes, each)]  # type: ignore[arg-type]
+        if isinstance(nodes, (bytes, bool)) or not isinstance(nodes, Iterable):
+            raise TypeError(f"{argument} must be a node or a list of nodes, got {nodes!r}")
+        return [self.index(node, each) for node in nodes]
 
     def rank_of(self, index: int) -> int:
         """The rank that hosts node ``index``."""

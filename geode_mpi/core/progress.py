@@ -7,6 +7,7 @@ Named `report_progress` / `ProgressReport` so that they are never mistaken for t
 
 from __future__ import annotations
 
+import numbers
 import sys
 import time
 import warnings
@@ -16,6 +17,7 @@ from typing import IO, Any, TypeVar
 from geode_mpi.base.failure import rank_label
 from geode_mpi.base.launch import launcher_rank
 from geode_mpi.core import registry
+from geode_mpi.errors import check_flag, whole
 
 T = TypeVar("T")
 
@@ -52,6 +54,10 @@ class ProgressReport:
         stream: where to print (default: standard error).
         quiet: print nothing (the counts are still kept).
 
+    Raises:
+        TypeError: ``total`` is not an int, ``every`` not a number, ``stream`` has no
+            ``write``, ``quiet`` is not a bool.
+        ValueError: ``total`` or ``every`` is negative, ``every`` is nan.
     """
 
     def __init__(
@@ -62,10 +68,24 @@ class ProgressReport:
         stream: IO[str] | None = None,
         quiet: bool = False,
     ) -> None:
-        if total is not None and total < 0:
-            raise ValueError(f"total must be >= 0 or None, got {total!r}")
-        if every < 0:
+        if total is not None:
+            counted = whole(total)
+            if counted is None:
+                raise TypeError(f"total must be an int >= 0 or None, got {total!r}")
+            total = counted
+            if total < 0:
+                raise ValueError(f"total must be >= 0 or None, got {total!r}")
+        if isinstance(every, bool) or not isinstance(every, (int, float, numbers.Real)):
+            raise TypeError(f"every must be a number of seconds, got {every!r}")
+        if not every >= 0:  # (nan too: it would never print)
             raise ValueError(f"every must be >= 0 seconds, got {every!r}")
+        every = float(every)
+        if stream is not None and not callable(getattr(stream, "write", None)):
+            raise TypeError(
+                f"stream must be a text stream with a write() method (sys.stdout, an open "
+                f"file) or None for standard error, got {stream!r}"
+            )
+        quiet = check_flag(quiet, "quiet")
         self.total = total
         self.label = label
         self.every = every
@@ -125,10 +145,16 @@ def report_progress(
         total: how many items (default: ``len(items)`` when it has one).
         every: seconds between two progress lines.
         stream: where to print (default: standard error).
+
+    Raises:
+        TypeError, ValueError: as `ProgressReport` (at the call, not at the first item).
     """
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    work = ProgressReport(total, label, every, stream)
+    return _reporting(items, ProgressReport(total, label, every, stream))
+
+
+def _reporting(items: Iterable[T], work: ProgressReport) -> Iterator[T]:
     for item in items:
         yield item
         work.update()

@@ -51,9 +51,7 @@ def staff(
     if workers is None:
         taking = default_workers(placement, chosen, runtime.size)
     else:
-        if isinstance(workers, (str, int)):
-            raise TypeError(f"workers must be a list of nodes, got {workers!r}")
-        taking = [placement.index(node, "worker") for node in workers]
+        taking = placement.indices(workers, "workers", "worker")
         if not taking or len(set(taking)) != len(taking):
             raise ValueError(f"workers must be distinct nodes, at least one, got {workers!r}")
     # Never the name of a queue saved in the checkpoint this job restarted from: restored, it

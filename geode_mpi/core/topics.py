@@ -339,10 +339,7 @@ class Topic:
         geode.agree(repr((call, indices)).encode(), f"subscribers of topic {self.name!r}")
 
     def _indices(self, nodes: str | int | Iterable[str | int]) -> list[int]:
-        if isinstance(nodes, (str, int)):
-            nodes = [nodes]
-        placement = self._geode.placement
-        return [placement.index(node, "subscriber") for node in nodes]
+        return self._geode.placement.one_or_more(nodes, "nodes", "subscriber")
 
     def _change(self, subscribers: tuple[int, ...], added: list[int]) -> None:
         sequencer = self._sequencer

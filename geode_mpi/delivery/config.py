@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 
 from geode_mpi.base.record import Frozen, fill
+from geode_mpi.errors import whole
 
 POLICIES = ("block", "raise", "drop_oldest")
 ACK_MODES = ("auto", "explicit")
@@ -83,6 +84,12 @@ class QueueConfig(Frozen):
         self._check()
 
     def _check(self) -> None:
+        # numpy integers are counts too: kept as ints (the settings are compared by repr)
+        for field in ("capacity", "max_attempts", "window"):
+            value = getattr(self, field)
+            counted = whole(value)
+            if counted is not None and value.__class__ is not int:
+                object.__setattr__(self, field, counted)
         if self.capacity is not None and (
             isinstance(self.capacity, bool) or not isinstance(self.capacity, int)
         ):
@@ -141,6 +148,11 @@ def node_configs(
     default = QueueConfig() if queue is None else queue
     if not isinstance(default, QueueConfig):
         raise TypeError(f"queue must be a QueueConfig, got {default!r}")
+    if queues is not None and not isinstance(queues, Mapping):
+        raise TypeError(
+            f"queues must be a dict of node name or index -> QueueConfig, got {queues!r} "
+            "(queue=QueueConfig(...) sets every node's)"
+        )
     configs = [default] * len(names)
     for node, config in (queues or {}).items():
         if not isinstance(config, QueueConfig):

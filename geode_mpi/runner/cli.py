@@ -141,10 +141,10 @@ def first_rank() -> bool:
     return where is None or where[0] == 0
 
 
-def error(message: str, status: int = 2) -> int:
+def error(message: str, status: int = 2, prog: str = PROG) -> int:
     """Print a command-line error once per job (not once per rank); return ``status``."""
     if first_rank():
-        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     return status
 
 
@@ -230,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         if first_rank():
             parser().print_usage(sys.stderr)
         return error("give a job script (or -m module, or -c code)")
+    if options.job == "-":
+        return error(
+            "a job script read from standard input ('-') is not supported: under mpiexec only "
+            "rank 0 gets standard input; save the script to a file, or give it with -c CODE"
+        )
     return run(options.job, job_args, log_level=options.log_level)
 
 
@@ -265,13 +270,12 @@ def inspect(argv: list[str]) -> int:
     p.add_argument("directory", help="the checkpoint directory")
     p.add_argument("--depth", type=int, default=3, help="levels of each rank's tree to show (3)")
     options = parse_once(p, argv)
+    if options.depth < 1:
+        return error(f"--depth must be >= 1 (levels shown), got {options.depth}", prog=p.prog)
     if not os.path.isdir(options.directory):
         what = "is not a directory" if os.path.exists(options.directory) else "does not exist"
-        print(
-            f"{p.prog}: error: checkpoint directory {options.directory!r} {what}",
-            file=sys.stderr,
-        )
-        return 2
+        # (once per job under mpiexec, as every command-line error)
+        return error(f"checkpoint directory {options.directory!r} {what}", prog=p.prog)
     from geode_mpi.runner.inspect import inspect_lines
 
     try:

@@ -48,7 +48,14 @@ def open_world(comm: MPI.Intracomm | None = None) -> Transport:
 
     Raises:
         WrongPMIError: srun started several tasks that MPI sees as worlds of one rank.
+        TypeError: ``comm`` is not an MPI communicator.
     """
+    if comm is not None and not callable(getattr(comm, "Get_size", None)):
+        # (told before MPI starts: a mistake, not a reason to initialise MPI)
+        raise TypeError(
+            f"comm must be an mpi4py intracommunicator (MPI.COMM_WORLD or one split from it), "
+            f"got {comm!r}"
+        )
     launched = dict(os.environ)  # before MPI starts and may add variables of its own
     if comm is None and not under_launcher():
         check_slurm_pmi(launched, 1)

@@ -111,6 +111,8 @@ def test_an_abbreviated_option_is_refused_naming_it(tmp_path: Path, option: str)
         (["--help"], "stdout", "usage:"),
         (["--version"], "stdout", "geode_mpi "),
         (["inspect", "--depth", "x", "dir"], "stderr", "usage:"),
+        (["inspect", "no_such_dir"], "stderr", "'no_such_dir' does not exist"),
+        (["-"], "stderr", "standard input ('-') is not supported"),
     ],
 )
 def test_command_line_errors_and_help_are_printed_once_for_the_job(
