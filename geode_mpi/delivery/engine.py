@@ -103,8 +103,6 @@ class Engine(Arriving, Taking, Credits, Acks, Streams, Polling, Express):
         # Arrivals dropped because their header could not be routed, by sending rank.
         self.malformed: dict[int, int] = {}
         self.closed = False  # set by the Geode once its transport is closed
-        # The thread in close(), once it began: the waits of the other threads end (`Wait`).
-        self.closer: threading.Thread | None = None
         # Quiescence-wave records go to this: (from node, type, wave, sent, received).
         self.on_wave: Callable[[int, int, int, int, int], None] | None = None
         # Messages a local node must forward as a group's sequencer, in arrival order, and
@@ -128,6 +126,15 @@ class Engine(Arriving, Taking, Credits, Acks, Streams, Polling, Express):
         if index >= len(self.names):
             index = self.topics.publisher_of(index)
         return self._node_rank(index)
+
+    @property
+    def closer(self) -> threading.Thread | None:
+        """The thread in close(), once it began: the waits of the other threads end (`Wait`)."""
+        return self.path.closer
+
+    @closer.setter
+    def closer(self, thread: threading.Thread | None) -> None:
+        self.path.closer = thread
 
     def name_of(self, index: int) -> str:
         """A node's name, or ``"publisher on topic"`` for a topic stream."""

@@ -9,6 +9,7 @@ control records (`control`) each have one method.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -107,6 +108,9 @@ class SendPath:
         self.compress: Compression | None = None
         self.network: Callable[[int], bool] = _nowhere
         self.plain_flags = _TRACKED if acks else 0  # a plain send's delivery flags
+        # The thread in close(), once it began (`Engine.closer`: kept here, where the Engine
+        # would pass the number of attributes CPython keeps inline).
+        self.closer: threading.Thread | None = None
         # The commonest isend's call, bound once (optional in a transport: `send` otherwise).
         self.batch_meta: Callable[[int, bytes], SendTicket] = getattr(
             transport, "batch_meta", partial(_batched, transport)
