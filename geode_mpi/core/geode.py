@@ -9,6 +9,7 @@ from typing import Any
 
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core.channels import Channels
+from geode_mpi.core.checkpoint_policy import check_policy
 from geode_mpi.core.checkpointing import Checkpointer
 from geode_mpi.core.facade_aio import Asyncio
 from geode_mpi.core.facade_bulk import Bulk
@@ -121,6 +122,7 @@ class Geode(
         cache_bytes: int | None = None,
         compress: str | Compression | None = None,
     ) -> None:
+        check_policy(keep_checkpoints, checkpoint_every, checkpoint_every_messages)
         budget = budget_of(cache_bytes)
         hang = hang_timeout()  # a bad setting is refused before anything starts
         compressing = setting(compress)
