@@ -33,12 +33,23 @@ geode.close(timeout=60)
     [
         ("os._exit(3)", ""),  # the rank is gone: MPI's launcher ends the job
         ("sys.exit(4)", "sys.exit(4)"),  # the runner ends the job with the rank's status
+        # A task's status 0 is no clean end of the job (its client waits): status 1. The
+        # worker waited in close() for the client, which waited for the outcome, before.
+        ("sys.exit(0)", "called sys.exit(0) on a worker; ending the job with status 1"),
+        ("sys.exit()", "called sys.exit(None) on a worker; ending the job with status 1"),
+        ("quit()", "called sys.exit(None) on a worker; ending the job with status 1"),
     ],
 )
-def test_a_worker_that_dies_ends_the_job(death: str, said: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("runner", [True, False], ids=["runner", "plain-python"])
+def test_a_worker_that_dies_ends_the_job(
+    death: str, said: str, runner: bool, tmp_path: Path
+) -> None:
+    if not runner and death.startswith("os._exit"):
+        pytest.skip("the launcher's own doing: the same with or without the runner")
     script = tmp_path / "dies.py"
     script.write_text(JOB.format(death=death), encoding="utf-8")
-    result = mpirun(3, ["-m", "geode_mpi", str(script)], timeout=120, cwd=tmp_path)
+    args = ["-m", "geode_mpi", str(script)] if runner else [str(script)]
+    result = mpirun(3, args, timeout=120, cwd=tmp_path)
     assert not result.timed_out and result.seconds < 60 * load_slack(), result.explain()
     assert result.returncode != 0, result.explain()
     assert said in result.stderr, result.explain()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from concurrent.futures import Executor, Future, InvalidStateError
 from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+from geode_mpi.base.failure import rank_label
 from geode_mpi.base.gate import count_as_sender
 from geode_mpi.base.logger import log
 from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk, run_task, settle
@@ -34,6 +36,7 @@ from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait
 from geode_mpi.errors import EncodeError, GeodeError, GeodeTimeoutError, TaskError
 from geode_mpi.message import Message
+from geode_mpi.transport import abort_world
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
@@ -356,8 +359,11 @@ class GeodeExecutor(Executor):
             self._shutdown = True
             futures, self._futures = list(self._futures.values()), {}
         for future in futures:
-            with contextlib.suppress(InvalidStateError):  # (cancelled meanwhile)
+            try:
                 future.set_exception(failure)
+            except InvalidStateError:  # cancelled: tell its waiters (`wait`, `as_completed`)
+                with contextlib.suppress(RuntimeError):  # (told already)
+                    future.set_running_or_notify_cancel()
         self._wake.set()  # (the other thread, idle, goes on to end the queue)
         self._wake_runner.set()
 
@@ -366,9 +372,30 @@ class GeodeExecutor(Executor):
     def serve(self) -> None:
         """Run tasks on this rank's worker nodes until the client's executor has shut down
         (what entering the ``with`` block does on the ranks that do not host the client; on
-        the client's rank, its thread does this: return at once)."""
+        the client's rank, its thread does this: return at once).
+
+        A task's `SystemExit` (``sys.exit()``, ``quit()``) ends the job, every rank: the
+        client would wait for its outcome for ever.
+        """
         if not self.is_client:
-            self._serve_loop(False)
+            try:
+                self._serve_loop(False)
+            except SystemExit as exc:
+                self._end_job(exc)
+
+    def _end_job(self, exc: SystemExit) -> None:
+        """A task on this worker rank raised ``exc``: abort the job with its status, 1 for
+        ``sys.exit(0)`` (the job did not end well: its client still waited)."""
+        runtime = self._runtime
+        code = exc.code
+        status = (code & 0xFF or 1) if isinstance(code, int) else 1  # (as the OS, never 0)
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"{rank_label(runtime.rank, runtime.size)} geode_mpi: a task of executor "
+            f"{self.name!r} called sys.exit({code!r}) on a worker; ending the job with status "
+            f"{status} (its client waited for the outcome)\n"
+        )
+        abort_world(status)
 
     def _serve_loop(self, client: bool) -> None:
         """The client's thread (``client``: it takes the outcomes, and runs the tasks of this

@@ -69,6 +69,8 @@ class SendCalls(Facade):
             ClosedError: this Geode is closed.
         """
         runtime = self._runtime
+        if timeout is not None:  # (every isend's, not only its pair's first)
+            timeout = check_timeout(timeout)
         if (
             compress is None
             and not priority

@@ -9,6 +9,7 @@ from typing import Any
 
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core.channels import Channels
+from geode_mpi.core.checkpoint_policy import check_policy
 from geode_mpi.core.checkpointing import Checkpointer
 from geode_mpi.core.facade_aio import Asyncio
 from geode_mpi.core.facade_bulk import Bulk
@@ -129,6 +130,7 @@ class Geode(
                 f"checkpoint_dir must be a directory path (a str or os.PathLike) or None, "
                 f"got {checkpoint_dir!r}"
             )
+        check_policy(keep_checkpoints, checkpoint_every, checkpoint_every_messages)
         budget = budget_of(cache_bytes)
         hang = hang_timeout()  # a bad setting is refused before anything starts
         compressing = setting(compress)

@@ -34,6 +34,8 @@ class Sending(RuntimeParts):
         """Send point-to-point (every kind of message a node sends to a node goes here)."""
         if self.sealed and not self.serving:
             raise ClosedError("isend")
+        if timeout is not None:  # (every send's, not only a pair's first: the fast path's test)
+            timeout = check_timeout(timeout)
         route = None
         if source is None:
             try:
@@ -68,7 +70,6 @@ class Sending(RuntimeParts):
                 if timeout is None:
                     pair = engine.reserve(src, dst, None, None)
                 else:
-                    timeout = check_timeout(timeout)
                     pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
             rank = dst % self.size
             if source is None and pair.credits is None:

@@ -29,7 +29,7 @@ from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.delivery.waiting import wait_for
-from geode_mpi.errors import ClosedError
+from geode_mpi.errors import ClosedError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 
@@ -220,6 +220,7 @@ class Topic:
                 priority=priority,
                 ttl=ttl,
             )
+        timeout = check_timeout(timeout)
         via = None if not priority and ttl is None else codec.qos_route(priority, ttl)
         if via is not None and self.total_order:
             raise ValueError(

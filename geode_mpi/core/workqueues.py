@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.base.gate import locked
+from geode_mpi.base.logger import log
 from geode_mpi.base.record import Record
 from geode_mpi.codec.header import ROUTE_WORK
 from geode_mpi.core.handles import SendHandle
@@ -118,6 +119,9 @@ class WorkQueue:
         # dispatcher (a bounded queue), one entry per request, sent once room comes (a poll's
         # `send_held`): a take asks inside the user's receive, which must neither wait nor raise.
         self._wants_held: deque[int] = deque()
+        # On the producers' ranks: the local producers that called `finish` (a put from one
+        # of them raises).
+        self._finished_here: set[int] = set()
         geode.engine.add_stream(TopicStream(number, -1, name, dispatcher))
 
     def start(self) -> None:
@@ -157,8 +161,26 @@ class WorkQueue:
         """Queue a task (a Message, or any picklable value) from ``source`` (default: this
         rank's node). When another rank hosts ``source``, that rank queues it: the handle here
         is done at once (``handle.local`` is False)."""
+        self._check_open(source)
         msg = task if isinstance(task, Message) else Message(task)
         return self._to_dispatcher(msg, source, timeout)
+
+    def _check_open(self, source: str | int | None) -> None:
+        """Refuse a put after ``source`` called `finish`, or after the queue ended (known on
+        the dispatcher's rank): no consumer would ever get the task."""
+        geode = self._geode
+        index = geode.rank if source is None else geode.placement.index(source, "source")
+        name = geode.names[index]
+        if index in self._finished_here or index in self.dispatch.finished_by:
+            raise RuntimeError(
+                f"put(source={name!r}) on work queue {self.name!r} after {name} called "
+                "finish(): no consumer would get the task (put every task before finish())"
+            )
+        if self.dispatch.finished:
+            raise RuntimeError(
+                f"put(source={name!r}) on work queue {self.name!r} after it ended (every "
+                "producer called finish()): no consumer would get the task"
+            )
 
     @locked
     def finish(self, source: str | int | None = None) -> None:
@@ -181,6 +203,7 @@ class WorkQueue:
                 f"{self.name!r} (producers: {names})"
             )
         self._to_dispatcher(_Finished(), source, None)
+        self._finished_here.add(index)
 
     def _to_dispatcher(
         self, msg: Message, source: str | int | None, timeout: float | None
@@ -290,6 +313,17 @@ class WorkQueue:
             state.finished_by.add(source)
             state.producers_left -= 1
             state.finished = state.producers_left <= 0
+        elif state.finished or source in state.finished_by:
+            # (put from another rank than its source's, or by a node that is no producer)
+            log.error(
+                "work queue %r: a task from %s reached its dispatcher %s after %s; it is "
+                "dropped: no consumer would get it",
+                self.name,
+                self._geode.names[source],
+                self.dispatcher,
+                "the queue ended" if state.finished else "that producer called finish()",
+            )
+            return
         else:
             state.tasks.append(message)
         self._dispatch()

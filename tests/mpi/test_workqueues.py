@@ -283,3 +283,33 @@ def test_serve_keeps_its_deadline_while_a_consumer_has_no_room() -> None:
         assert got == list(range(5))
     queue.serve(timeout=TIMEOUT)
     g.close(timeout=TIMEOUT)
+
+
+def test_a_task_that_reaches_the_dispatcher_after_the_end_is_reported(
+    geode: Geode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A put from a node that is no producer, on another rank than the dispatcher's, after
+    the queue ended: its rank cannot know it ended; the dispatcher says so and drops it.
+    Before: it held the task for ever, silent (at one rank, put returned a done handle)."""
+    last = geode.nodes[-1]
+    queue = geode.work_queue("late", consumers=[last], producers=["node0"])
+    queue.finish(source="node0")
+    if geode.hosts(last):
+        assert queue.get(last, timeout=TIMEOUT) is None
+    queue.serve(timeout=TIMEOUT)  # (on the dispatcher's rank: every consumer told)
+    gather(geode, None)  # (the end is known at the dispatcher before the put)
+    if geode.size == 1:
+        with pytest.raises(RuntimeError, match="on work queue 'late' after it ended"):
+            queue.put("late", source=last)
+        return
+    if geode.rank == geode.size - 1:
+        queue.put("late", source=last).wait(timeout=TIMEOUT)  # (sent before the gather)
+    if geode.rank == 0:
+        with caplog.at_level("ERROR", logger="geode_mpi"):
+            deadline = time.monotonic() + TIMEOUT
+            while "after the queue ended" not in caplog.text and time.monotonic() < deadline:
+                with pytest.raises(ReceiveTimeout):
+                    geode.receive(timeout=0.05)
+        assert f"work queue 'late': a task from {last} reached its dispatcher" in caplog.text
+        assert queue.waiting == 0
+    gather(geode, None)

@@ -104,6 +104,16 @@ def exit_on_zero(x: int) -> int:
     return x
 
 
+release = threading.Event()  # lets `exit_when_released` go on
+
+
+def exit_when_released(x: int) -> int:
+    if x == 0:
+        release.wait(TIMEOUT)
+        sys.exit("bye")
+    return x
+
+
 def slow(x: int) -> int:
     time.sleep(0.05)
     return x
@@ -422,6 +432,28 @@ def test_a_task_that_exits_fails_every_future_and_close_still_works(
     with caplog.at_level(logging.WARNING, logger="geode_mpi"):
         geode.close(timeout=TIMEOUT)
     assert "never received" not in caplog.text
+
+
+def test_futures_cancelled_before_a_task_exits_are_told_to_their_waiters(
+    geode: Geode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: `concurrent.futures.wait` and `as_completed` waited for the cancelled ones
+    until their timeout (for ever without), though each said done()."""
+    release.clear()
+    with caplog.at_level(logging.CRITICAL, logger="geode_mpi"), geode.executor() as ex:
+        assert ex is not None
+        futures = [ex.submit(exit_when_released, x) for x in range(6)]
+        deadline = time.monotonic() + TIMEOUT
+        while not futures[0].running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [f.cancel() for f in futures[3:]] == [True, True, True]
+        release.set()
+        done, not_done = concurrent.futures.wait(futures, timeout=TIMEOUT)
+        assert (len(done), len(not_done)) == (6, 0)
+        assert len(list(concurrent.futures.as_completed(futures, timeout=TIMEOUT))) == 6
+        assert [f.cancelled() for f in futures] == [False] * 3 + [True] * 3
+        with pytest.raises(TaskError, match="failed with SystemExit: bye"):
+            futures[1].result(timeout=0)
 
 
 def test_close_shuts_down_an_executor_left_running(geode: Geode) -> None:

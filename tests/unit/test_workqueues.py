@@ -132,3 +132,29 @@ def test_finish_from_a_node_that_is_not_a_producer_is_refused() -> None:
     with pytest.raises(ReceiveTimeout):
         queue.get("node2", timeout=0.05)
     geode.close()
+
+
+def test_a_put_after_its_producer_finished_or_the_queue_ended_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: each put returned a done handle and its task stayed at the dispatcher for
+    ever, never handed out, nothing said (not even by close())."""
+    geode = Geode()
+    queue = geode.work_queue("q", consumers=["node2"], producers=["node0", "node1"])
+    queue.finish(source="node0")
+    with pytest.raises(
+        RuntimeError, match=r"put\(source='node0'\) on work queue 'q' after node0 called finish"
+    ):
+        queue.put("late", source="node0")
+    queue.put("b0", source="node1")  # node1 has not finished: its puts still count
+    queue.finish(source="node1")
+    assert queue.get("node2", timeout=10).data == "b0"
+    assert queue.get("node2", timeout=10) is None
+    with pytest.raises(
+        RuntimeError, match=r"put\(source='node2'\) on work queue 'q' after it ended"
+    ):
+        queue.put("late", source="node2")  # (no producer: refused once the queue ended)
+    assert queue.waiting == 0
+    with caplog.at_level("WARNING", logger="geode_mpi"):
+        geode.close()
+    assert "never" not in caplog.text
