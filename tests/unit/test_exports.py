@@ -258,6 +258,10 @@ INTERNAL_MEMBERS = {
     "WorkQueue.arrived",
     "WorkQueue.want_next",
     "WorkQueue.send_held",
+    "WorkQueue.consumer_state",
+    "WorkQueue.restore_consumers",
+    "WorkQueue.consumer_indices",
+    "WorkQueue.producer_indices",
     "Topic.has_room",
     "GeodeExecutor.end_at_close",
 }
