@@ -9,10 +9,25 @@ from pathlib import Path
 import pytest
 from test_checkpoints import barrier, directory  # noqa: F401 (a fixture)
 
-from geode_mpi import Geode, Message, QueueConfig
+from geode_mpi import Geode, Message, QueueConfig, WorkQueue
 from geode_mpi.persistence import CheckpointError
 
 TIMEOUT = 20.0
+
+
+def jobs(geode: Geode, consumer: str) -> WorkQueue:
+    """The queue of these tests: dispatcher and producer node0, one consumer."""
+    return geode.work_queue("jobs", consumers=[consumer], dispatcher="node0", producers=["node0"])
+
+
+def five_tasks(geode: Geode, consumer: str) -> WorkQueue:
+    """`jobs` with tasks 0 to 4 put on it, and finished."""
+    queue = jobs(geode, consumer)
+    if geode.hosts("node0"):
+        for k in range(5):
+            queue.put(k, source="node0")
+        queue.finish(source="node0")
+    return queue
 
 
 def test_maybe_checkpoint_without_timeout_hands_tasks_out_while_it_waits(
@@ -80,11 +95,7 @@ def test_a_request_held_for_room_at_the_checkpoint_is_sent_after_the_restart(
     bounded = {"node0": QueueConfig(window=2)}
     first = Geode(checkpoint_dir=directory, queues=bounded)
     last = first.nodes[-1]
-    queue = first.work_queue("jobs", consumers=[last], dispatcher="node0", producers=["node0"])
-    if first.hosts("node0"):
-        for k in range(5):
-            queue.put(k, source="node0")
-        queue.finish(source="node0")
+    queue = five_tasks(first, last)
     if first.hosts(last):
         for k in range(2):
             task = queue.get(last, timeout=TIMEOUT)
@@ -94,7 +105,7 @@ def test_a_request_held_for_room_at_the_checkpoint_is_sent_after_the_restart(
     first.close(timeout=TIMEOUT)
 
     second = Geode(checkpoint_dir=directory, queues=bounded, restart=True)
-    again = second.work_queue("jobs", consumers=[last], dispatcher="node0", producers=["node0"])
+    again = jobs(second, last)
     if second.hosts("node0"):
         results = [second.receive("node0", timeout=TIMEOUT).data for _ in range(2)]
         assert results == [("result", 0), ("result", 1)]  # room again
@@ -117,11 +128,7 @@ def test_a_task_an_in_memory_queue_drops_at_a_restart_strands_no_other(
     first.close(timeout=TIMEOUT)
     in_memory = {last: QueueConfig(persistent=False)}
     first = Geode(checkpoint_dir=directory, queues=in_memory)
-    queue = first.work_queue("jobs", consumers=[last], dispatcher="node0", producers=["node0"])
-    if first.hosts("node0"):
-        for k in range(5):
-            queue.put(k, source="node0")
-        queue.finish(source="node0")
+    queue = five_tasks(first, last)
     if first.hosts(last):
         task = queue.get(last, timeout=TIMEOUT)
         assert task is not None and task.data == 0
@@ -129,7 +136,7 @@ def test_a_task_an_in_memory_queue_drops_at_a_restart_strands_no_other(
     first.close(timeout=TIMEOUT)
 
     second = Geode(checkpoint_dir=directory, queues=in_memory, restart=True)
-    again = second.work_queue("jobs", consumers=[last], dispatcher="node0", producers=["node0"])
+    again = jobs(second, last)
     if second.hosts(last):
         got = []
         while (task := again.get(last, timeout=TIMEOUT)) is not None:
