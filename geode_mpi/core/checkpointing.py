@@ -173,7 +173,8 @@ class Checkpointer:
         if deadline is not None or not geode.transport.delivers_later:
             return self.rooted.allreduce(vote, "bor")
         reducing = self.rooted.start_allreduce(vote, "bor")
-        wait_for(geode.engine, reducing.test, None, TOGETHER_YIELD)
+        with TERMINATION.shielded():  # (never Terminated: a SIGTERM's last checkpoint is next)
+            wait_for(geode.engine, reducing.test, None, TOGETHER_YIELD)
         return reducing.value
 
     # -- taking one ------------------------------------------------------------------------
