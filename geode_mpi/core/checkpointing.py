@@ -67,6 +67,9 @@ NodeState = Mapping[str | int, Any]
 
 # maybe()'s votes, or-ed over the ranks in one reduction
 _TERMINATED, _TIME_DUE, _SENT_DUE = 1, 2, 4
+# maybe()'s vote: polls before its wait (measured at 2 ranks, no checkpoint due: 41-49 us a
+# call as a blocking reduction, 144-267 us through the wait alone)
+_QUICK_POLLS = 64
 
 
 def _cannot_close(timeout: float | None) -> None:
@@ -173,6 +176,11 @@ class Checkpointer:
         if deadline is not None or not geode.transport.delivers_later:
             return self.rooted.allreduce(vote, "bor")
         reducing = self.rooted.start_allreduce(vote, "bor")
+        engine = geode.engine
+        for _ in range(_QUICK_POLLS):  # (the ranks most often arrive together: no wait's cost)
+            if reducing.test():
+                return reducing.value
+            engine.poll()
         with TERMINATION.shielded():  # (never Terminated: a SIGTERM's last checkpoint is next)
             wait_for(geode.engine, reducing.test, None, TOGETHER_YIELD)
         return reducing.value
