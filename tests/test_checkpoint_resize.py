@@ -40,3 +40,13 @@ def test_topics_and_work_queues_move_with_their_nodes(
     tmp_path: Path, saved: int, restarted: int
 ) -> None:
     save_then_restart(CHANNELS, str(tmp_path / "checkpoints"), saved, restarted)
+
+
+@pytest.mark.parametrize(("saved", "restarted"), [(4, 2), (2, 3)])
+def test_a_consumer_whose_work_queue_ended_stays_ended_on_its_new_rank(
+    tmp_path: Path, saved: int, restarted: int
+) -> None:
+    """Which consumers took their WorkDone was not saved: after the restart the one that
+    had waited in get() for a second WorkDone, which the dispatcher never sends."""
+    script = ["-m", "geode_mpi", "tests/scripts/ckpt_resize_workdone.py"]
+    save_then_restart(script, str(tmp_path / "checkpoints"), saved, restarted)

@@ -6,7 +6,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from geode_mpi.codec.header import ROUTE_TOPIC, Route
-from geode_mpi.core.checkpointing import Checkpointer, restore_queue, restore_topic
+from geode_mpi.core.checkpointing import (
+    Checkpointer,
+    check_queue_arguments,
+    restore_queue,
+    restore_topic,
+)
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.runtime import Runtime
 from geode_mpi.core.subscriptions import GLOB, Pattern, Subscription
@@ -172,15 +177,21 @@ class Channels:
         )
         arguments = (name, taking, owner, making, prefetch)
         geode.agree(repr(arguments).encode(), f"work queue {name!r}")
+        checkpointer = self.checkpointer
+        saved = None if checkpointer is None else checkpointer.queue_arguments.get(name)
+        if saved is not None:
+            # Restarted: its dispatcher's state, pairs and queues are the saved arguments'.
+            made = {"dispatcher": owner, "consumers": taking, "producers": sorted(making)}
+            check_queue_arguments(name, saved, made, geode.names)
         number = self.new_stream_number()
         queue = WorkQueue(geode, name, number, taking, owner, prefetch, making)
         self.work_queues[number] = queue
         geode.engine.on_room = self.on_room
         self._processor.add(WorkDone, None, _ignore)
-        checkpointer = self.checkpointer
         if checkpointer is not None and name in checkpointer.queues:
             # Restarted: the requests and tasks in flight at the checkpoint are in its state.
             restore_queue(queue, checkpointer.queues.pop(name))
+            queue.restore_consumers(*checkpointer.consumers.pop(name, ([], [])))
         else:
             queue.start()
         self.release_early()

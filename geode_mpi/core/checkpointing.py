@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from geode_mpi.base.backoff import TOGETHER_YIELD
 from geode_mpi.base.logger import log
 from geode_mpi.core.restoring import (
     Loaded,
@@ -34,6 +35,7 @@ from geode_mpi.core.restoring import (
     read_part,
 )
 from geode_mpi.core.saved import (
+    check_queue_arguments,
     encode_node_state,
     encode_state,
     pattern_state,
@@ -44,6 +46,7 @@ from geode_mpi.core.saved import (
 )
 from geode_mpi.core.sealing import write_epoch
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
+from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import ClosedError, GeodeTimeoutError, check_timeout
 from geode_mpi.persistence import CheckpointError, CheckpointStore, key_from_environment
 from geode_mpi.persistence.rankfile import JsonValue, RankFile
@@ -57,12 +60,16 @@ if TYPE_CHECKING:
     from geode_mpi.core.topics import Topic
     from geode_mpi.core.workqueues import WorkQueue
 
-__all__ = ["Checkpointer", "restore_queue", "restore_topic"]  # channels restore through these
+# channels restore through these
+__all__ = ["Checkpointer", "check_queue_arguments", "restore_queue", "restore_topic"]
 
 NodeState = Mapping[str | int, Any]
 
 # maybe()'s votes, or-ed over the ranks in one reduction
 _TERMINATED, _TIME_DUE, _SENT_DUE = 1, 2, 4
+# maybe()'s vote: polls before its wait (measured at 2 ranks, no checkpoint due: 41-49 us a
+# call as a blocking reduction, 144-267 us through the wait alone)
+_QUICK_POLLS = 64
 
 
 def _cannot_close(timeout: float | None) -> None:
@@ -98,6 +105,9 @@ class Checkpointer:
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
         self.patterns: list[tuple[str, bool, list[int]]] = []  # restored pattern subscriptions
         self.queues: dict[str, Any] = {}  # restored work-queue state, likewise
+        # restored state of this rank's consumers, by work queue (`Loaded.consumers`)
+        self.consumers: dict[str, tuple[list[int], list[int]]] = {}
+        self.queue_arguments: dict[str, dict[str, Any]] = {}  # as saved, by work queue
         self.node_state: dict[int, Any] = {}  # restored per-node state, by node index
         self.every = every
         self.every_messages = every_messages
@@ -127,9 +137,9 @@ class Checkpointer:
             raise ClosedError("maybe_checkpoint")
         timeout = check_timeout(timeout)
         # One deadline for the whole call, as for checkpoint(): the vote, then the checkpoint.
-        # The vote is a blocking reduction: with a timeout every rank arrives first (an
-        # Ibarrier waited on, serving, within it); without, the vote alone (3x cheaper: 14 us
-        # a call at 2 ranks, not 44).
+        # With a timeout every rank arrives first (an Ibarrier waited on, serving, within
+        # it), then votes in a blocking reduction; without, the vote alone, waited on serving:
+        # a rank may wait in a get() for a task this rank hands out, before it comes here.
         deadline = None
         if timeout is not None:
             deadline = time.monotonic() + timeout
@@ -141,7 +151,7 @@ class Checkpointer:
             vote |= _TIME_DUE if time.monotonic() - self.last_time >= self.every else 0
         if self.every_messages is not None:
             vote |= _SENT_DUE if self.sent() - self.last_sent >= self.every_messages else 0
-        votes = self.rooted.allreduce(vote, "bor")
+        votes = self._vote(vote, deadline)
         if not votes:
             return None
         if not votes & _TERMINATED:
@@ -157,6 +167,23 @@ class Checkpointer:
             self.close_geode(timeout)
         TERMINATION.finished()
         raise SystemExit(0)
+
+    def _vote(self, vote: int, deadline: float | None) -> int:
+        """The votes of every rank or-ed: past `Runtime.arrive` (a timeout), a blocking
+        reduction; else a nonblocking one, waited on making progress (serving the dispatcher,
+        requests, acks) as every wait does."""
+        geode = self.geode
+        if deadline is not None or not geode.transport.delivers_later:
+            return self.rooted.allreduce(vote, "bor")
+        reducing = self.rooted.start_allreduce(vote, "bor")
+        engine = geode.engine
+        for _ in range(_QUICK_POLLS):  # (the ranks most often arrive together: no wait's cost)
+            if reducing.test():
+                return reducing.value
+            engine.poll()
+        with TERMINATION.shielded():  # (never Terminated: a SIGTERM's last checkpoint is next)
+            wait_for(geode.engine, reducing.test, None, TOGETHER_YIELD)
+        return reducing.value
 
     # -- taking one ------------------------------------------------------------------------
 
@@ -417,6 +444,8 @@ class Checkpointer:
         self.topics = chosen.topics
         self.patterns = chosen.patterns
         self.queues = chosen.queues
+        self.consumers = chosen.consumers
+        self.queue_arguments = chosen.arguments
         self.node_state = chosen.node_state
         self.epoch = chosen.epoch
         if geode.rank == 0:

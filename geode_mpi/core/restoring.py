@@ -81,6 +81,8 @@ class Loaded(Record):
         "node_state",
         "stream_topics",
         "patterns",
+        "consumers",
+        "arguments",
     )
 
     def __init__(self, epoch: int, engine: Restored) -> None:
@@ -89,6 +91,10 @@ class Loaded(Record):
         self.counters: dict[int, int] = {}
         self.topics: dict[str, Any] = {}
         self.queues: dict[str, Any] = {}
+        # by work queue: (the consumers hosted here it is over for, their requests to send)
+        self.consumers: dict[str, tuple[list[int], list[int]]] = {}
+        # by work queue: its arguments as saved (the same in every file)
+        self.arguments: dict[str, dict[str, Any]] = {}
         self.state: dict[str, Any] = {}
         self.node_state: dict[int, Any] = {}
         # (topic name, publisher node) by stream number (the saved roots)
@@ -182,6 +188,11 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
                     loaded.node_state[index] = decode_node_state(value)
                 elif not replaced:
                     raise CheckpointError(f"node_state: node index {index} is not hosted here")
+            for name, state in queues.items():
+                loaded.arguments.setdefault(name, state["arguments"])
+                ended, asks = loaded.consumers.setdefault(name, ([], []))
+                ended += [index for index in state["ended"] if index in hosted]
+                asks += [index for index in state["asks"] if index in hosted]
             if old == geode.rank:
                 loaded.state = decode_state(tree.get("state"))
             if not replaced:

@@ -208,11 +208,14 @@ def restore_topic(streams: Sequence[TopicStream], state: Mapping[str, Any]) -> N
 
 
 def queue_state(queue: WorkQueue) -> dict[str, Any]:
-    """A work queue's dispatcher state as a tree."""
+    """A work queue's dispatcher state, and its consumers' on this rank (`WorkQueue.
+    consumer_state`), as a tree."""
     state = queue.dispatch
     encoded = [codec.encode(task, _BLANK) for task in state.tasks]
+    ended, asks = queue.consumer_state()
     return {
         "tasks": pack_messages(encoded),
+        "consumers": JsonValue({"ended": ended, "asks": asks}),
         "numbers": JsonValue(
             {
                 "wanting": list(state.wanting),
@@ -223,6 +226,8 @@ def queue_state(queue: WorkQueue) -> dict[str, Any]:
                 "finished_by": sorted(state.finished_by),
                 "stream": queue.number,
                 "dispatcher": state.node,
+                "consumers": list(queue.consumer_indices),
+                "producers": sorted(queue.producer_indices),
             }
         ),
     }
@@ -255,7 +260,19 @@ def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
     if not isinstance(finished_by, list):
         raise CheckpointError(f"work queue/numbers: finished_by {finished_by!r}")
     stream, dispatcher = numbers.get("stream"), numbers.get("dispatcher")
+    consumers = mapping(state.get("consumers", {}), "work queue/consumers")  # (not before)
+    ended = indices(consumers.get("ended", []), "work queue/consumers/ended")
+    asks = indices(consumers.get("asks", []), "work queue/consumers/asks")
     return {
+        # the queue's arguments, as node indices (None: not saved, by an older geode_mpi)
+        "arguments": {
+            "dispatcher": None if dispatcher is None else count(dispatcher),
+            "consumers": indices(numbers.get("consumers"), "work queue/numbers/consumers"),
+            "producers": indices(numbers.get("producers"), "work queue/numbers/producers"),
+        },
+        # this rank's consumers: over for them, and their requests to send again
+        "ended": ended or [],
+        "asks": asks or [],
         # None in a checkpoint written before they were saved
         "root": None if dispatcher is None else (count(stream), count(dispatcher)),
         "tasks": tasks,
@@ -284,3 +301,29 @@ def restore_queue(queue: WorkQueue, state: Mapping[str, Any] | None) -> None:
     dispatch.told.update(numbers["told"])
     dispatch.dispatched = numbers["dispatched"]
     dispatch.finished_by.update(numbers["finished_by"])
+
+
+def check_queue_arguments(
+    name: str, saved: Mapping[str, Any], made: Mapping[str, Any], names: Sequence[str]
+) -> None:
+    """A restarted work queue's arguments (``dispatcher``, ``consumers``, ``producers``: node
+    indices) against those saved (see `load_queue`: None, not saved, is not compared). Every
+    rank read the same ones and agreed on the new ones: every rank raises, or none.
+
+    Raises:
+        CheckpointError: one differs: the queue's dispatcher holds tasks and requests, and its
+            consumers' pairs and queues, for the saved ones only.
+    """
+    for argument in ("dispatcher", "consumers", "producers"):
+        before, now = saved.get(argument), made[argument]
+        if before is None or before == now:
+            continue
+        if isinstance(now, int):
+            shown_before, shown_now = repr(names[before]), repr(names[now])
+        else:
+            shown_before = repr([names[index] for index in before])
+            shown_now = repr([names[index] for index in now])
+        raise CheckpointError(
+            f"work queue {name!r}: restarted with {argument}={shown_now}, but the checkpoint "
+            f"saved it with {argument}={shown_before}: restart with the same arguments"
+        )

@@ -24,6 +24,7 @@ from geode_mpi import codec
 from geode_mpi.base.gate import locked
 from geode_mpi.base.logger import log
 from geode_mpi.base.record import Record
+from geode_mpi.codec.classes import class_name
 from geode_mpi.codec.header import ROUTE_WORK
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.delivery.topics import TopicStream
@@ -131,11 +132,53 @@ class WorkQueue:
                 for _ in range(self.prefetch):
                     self._want(consumer)
 
+    def consumer_state(self) -> tuple[list[int], list[int]]:
+        """What a checkpoint saves of this rank's consumers: (those the queue is over for,
+        one entry per request to send after a restart). Over: those that took their
+        `WorkDone`, and those whose WorkDone an in-memory queue (``persistent=False``) drops
+        (the dispatcher sends each one WorkDone only). Requests: those held for want of room,
+        and one per task an in-memory queue drops (the dispatcher counts it handed out: each
+        task taken asks for the next, and a dropped one is never taken)."""
+        geode = self._geode
+        ended = set(self._ended)
+        asks = list(self._wants_held)
+        done = class_name(WorkDone)
+        for consumer in self._consumers:
+            inbox = geode.inboxes.get(consumer)
+            if inbox is None or geode.engine.configs[consumer].persistent:
+                continue
+            for parcel in inbox:
+                if parcel.source != self.number:
+                    continue
+                if codec.class_name_of(parcel.meta) == done:
+                    ended.add(consumer)
+                else:
+                    asks.append(consumer)
+        return sorted(ended), asks
+
+    def restore_consumers(self, ended: Sequence[int], asks: Sequence[int]) -> None:
+        """Restarted: this rank's consumers' part of `consumer_state` (each node's entries
+        on the rank that hosts it now): the queue is over for those ``ended``, and the
+        requests ``asks`` are sent (or held until room comes)."""
+        inboxes = self._geode.inboxes
+        self._ended.update(index for index in ended if index in inboxes)
+        for consumer in asks:
+            if consumer in inboxes:
+                self._want(consumer)
+
     # -- what it is ------------------------------------------------------------------------
 
     @property
     def consumers(self) -> tuple[str, ...]:
         return tuple(self._geode.names[index] for index in self._consumers)
+
+    @property
+    def consumer_indices(self) -> tuple[int, ...]:
+        return self._consumers
+
+    @property
+    def producer_indices(self) -> frozenset[int]:
+        return self._producers
 
     @property
     def dispatcher(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from geode_mpi.base.backoff import Backoff
@@ -31,6 +31,11 @@ class Rooted(Protocol):
         """Every rank's ``value`` combined by ``op`` ("max", "sum" or "bor"), on every rank."""
         ...
 
+    def start_allreduce(self, value: int, op: Reduction) -> Reducing:
+        """`allreduce` begun without waiting: the caller polls the result's ``test`` (making
+        its own progress meanwhile, as a blocking reduction cannot) until it is True."""
+        ...
+
     def bcast(self, value: Any, root: int = 0, deadline: float | None = None) -> Any:
         """``root``'s ``value`` on every rank (picklable); `GeodeTimeoutError` if it has not
         arrived by ``deadline`` (`time.monotonic`; None: no limit)."""
@@ -44,6 +49,22 @@ class Rooted(Protocol):
     def scatter(self, values: Sequence[Any] | None, root: int = 0) -> Any:
         """``values[rank]`` of ``root``'s list, on each rank (others pass None)."""
         ...
+
+
+class Reducing:
+    """A reduction of one int under way (`Rooted.start_allreduce`): ``value`` once ``test()``
+    returned True."""
+
+    def __init__(self, test: Callable[[], bool], result: array[int]) -> None:
+        self._test = test
+        self._result = result  # (and the request's buffers, kept alive until it completes)
+
+    def test(self) -> bool:
+        return self._test()
+
+    @property
+    def value(self) -> int:
+        return int(self._result[0])
 
 
 # A rank waiting for the root's broadcast sleeps at most this long between two looks, in a job
@@ -151,6 +172,18 @@ class RootedMPI:
         self.comm.Allreduce([array("q", (value,)), MPI.INT64_T], [result, MPI.INT64_T], ops[op])
         return result[0]
 
+    def start_allreduce(self, value: int, op: Reduction) -> Reducing:
+        from mpi4py import MPI
+
+        ops = {"max": MPI.MAX, "sum": MPI.SUM, "bor": MPI.BOR}
+        mine, result = array("q", (value,)), array("q", (0,))
+        request = self.comm.Iallreduce([mine, MPI.INT64_T], [result, MPI.INT64_T], ops[op])
+
+        def test() -> bool:
+            return bool(request.Test()) and mine is not None  # (holds ``mine`` until then)
+
+        return Reducing(test, result)
+
     # The broadcast and the gather are one round each, point to point between the root and
     # every rank, each waited on with back-off: a checkpoint's ranks wait in them while the
     # others write their files and while rank 0 writes the manifest, and blocking ones spin
@@ -228,6 +261,10 @@ class RootedAlone:
     def allreduce(self, value: int, op: Reduction) -> int:
         self._alone("allreduce")
         return int(value)
+
+    def start_allreduce(self, value: int, op: Reduction) -> Reducing:
+        self._alone("allreduce")
+        return Reducing(lambda: True, array("q", (value,)))
 
     def bcast(self, value: Any, root: int = 0, deadline: float | None = None) -> Any:
         self._alone("bcast")

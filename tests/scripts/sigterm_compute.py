@@ -1,8 +1,8 @@
 """Computes without ever calling geode_mpi again (pure Python), when SIGTERM arrives.
 
-``--stuck``: rank 0 instead waits inside a blocking MPI collective (maybe_checkpoint(), which
-the other ranks never call), where no Python signal handler can run; the other ranks get a
-grace ten times longer, so the job ends at rank 0's grace only if rank 0's timer ends it.
+``--stuck``: rank 0 instead waits in maybe_checkpoint() for the other ranks' votes (they never
+call it), where no `Terminated` is raised; the other ranks get a grace ten times longer, so
+the job ends at rank 0's grace only if rank 0's timer ends it.
 """
 
 import argparse
@@ -20,7 +20,7 @@ grace = float(os.environ["GEODE_TERM_GRACE"]) * (1 if first or not args.stuck el
 geode = Geode(checkpoint_dir=args.dir, term_grace=grace)
 print(f"ready {geode.rank} pid {os.getpid()}", flush=True)
 if args.stuck and geode.rank == 0:
-    geode.maybe_checkpoint()  # waits in MPI_Allgather for ranks that never come
+    geode.maybe_checkpoint()  # waits for the votes of ranks that never come
 total = 0
 while True:  # a job's long computation
     total = (total + 1) % 1_000_003
