@@ -184,7 +184,9 @@ class NotProcessed(GeodeError):
     processed: a full ``drop_oldest`` queue dropped it, its ``ttl`` ran out before it was
     taken, or its last attempt failed (a dead letter); or (``why`` "closing", also for a
     request) its receiver's rank is in close() and has no handler for it, so it is never
-    acknowledged either. It never will be processed (send it again if it must be)."""
+    acknowledged either. It never will be processed (send it again if it must be), except
+    that a message told "closing" stays in its receiver's queue, where a `receive()` after
+    close() may still take it."""
 
     def __init__(
         self, message_id: int, source: str, dest: str, seq: int, why: str, handle: Any = None
@@ -195,11 +197,16 @@ class NotProcessed(GeodeError):
         self.seq = seq
         self.why = why  # "dropped", "expired", "dead-lettered" or "closing"
         self.handle = handle  # the SendHandle (its ``lost`` is ``why``)
+        end = "it never will be (send it again if it must be)"
         if why == "closing":
             how = (
                 f"{dest}'s rank is in close() and {dest} has no handler for it, so it takes "
                 f"nothing more from its queue (what {dest} holds is reported there as never "
                 "received)"
+            )
+            end = (
+                f"it stays in {dest}'s queue, where only a receive() after close() may still "
+                f"take it (send it again only if {dest} does not)"
             )
         elif why == "dropped":
             how = f"{dest}'s full drop_oldest queue dropped it (counted in stats().dropped)"
@@ -214,8 +221,7 @@ class NotProcessed(GeodeError):
                 "stats().expired)"
             )
         super().__init__(
-            f"message {message_id} ({source}->{dest} seq {seq}) was not processed: {how}; "
-            "it never will be (send it again if it must be)"
+            f"message {message_id} ({source}->{dest} seq {seq}) was not processed: {how}; {end}"
         )
 
 

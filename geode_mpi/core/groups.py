@@ -198,8 +198,9 @@ class Sequencer:
                         # whatever call polled, nor refused: its publisher's call succeeded.
                         # Its sender gets its ack and credit once it is sent on; a sender
                         # of what is held here is told if a subscriber's rank is closing.
-                        self.geode.engine.held_for_room = True
-                        self.held(index, {entry[1].source for entry in held}, via)
+                        engine.held_for_room = True
+                        if engine.closing_nodes or engine.closing_beyond:  # (else nobody to tell)
+                            self.held(index, {entry[1].source for entry in held}, via)
                         return
                     held.popleft()
                 engine.forwarded(index, parcel)

@@ -48,6 +48,10 @@ class Acks(EngineState):
     # None: none yet. Dead ones are swept when it reaches `_watch_limit` entries.
     _watched: dict[Key, weakref.ref[Told]] | None = None
     _watch_limit = LOST_KEPT
+    # The messages told "closing" (their receiver's rank is in close() with no handler for
+    # them: never acknowledged, they stay in the outbox), all of them, for `Credits.closed_to`
+    # (the `lost` table keeps only the latest); None: none yet.
+    closing_told: set[Key] | None = None
 
     def watch(self, key: Key, handle: Told) -> None:
         """``handle``, while it lives, is told (`Told.told_lost`) if message ``key`` is
@@ -73,6 +77,10 @@ class Acks(EngineState):
             handle = None if ref is None else ref()
             if handle is not None:
                 handle.told_lost(why)
+        if why == "closing":
+            if self.closing_told is None:
+                self.closing_told = set()
+            self.closing_told.add(key)
         lost = self.lost
         if lost is None:
             lost = self.lost = {}

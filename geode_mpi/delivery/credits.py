@@ -127,9 +127,9 @@ class Credits(Failures):
             return True  # a forwarder holding a message of src's for a closing node
         if dst not in self.closing_nodes:
             return False
-        lost = self.lost or {}
+        refused = self.closing_told or ()
         for seq, entry in pair.outbox.items():
-            if entry.meta[_FLAGS_AT] & _FLAG_WAITED and (src, dst, seq) not in lost:
+            if entry.meta[_FLAGS_AT] & _FLAG_WAITED and (src, dst, seq) not in refused:
                 return False  # served there (acked, a credit back), or told not processed
         return True
 

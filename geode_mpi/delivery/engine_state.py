@@ -90,6 +90,8 @@ class EngineState:
         # (source, forwarder) -> the closing node the forwarder holds source's message for
         # (`tell_held`'s records arriving, in acks.py)
         closing_beyond: dict[tuple[int, int], int]
+        # (source, dest, seq) of every message told "closing" (a class default in acks.py)
+        closing_told: set[tuple[int, int, int]] | None
         # (source, dest, seq) of the messages sent with ack=True that dest dropped or let
         # expire unprocessed (set in acks.py as their records arrive; None: none yet)
         lost: dict[tuple[int, int, int], str] | None

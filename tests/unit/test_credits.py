@@ -221,3 +221,30 @@ def test_the_handles_watched_for_lost_records_do_not_pile_up() -> None:
         g.receive("node1")
     assert len(g._runtime.engine._watched or ()) <= acks.LOST_KEPT
     g.close()
+
+
+def test_a_closing_receiver_s_refusals_count_however_many_records_come() -> None:
+    """`closed_to` (a send out of credits to a closing rank stops waiting once none of its
+    waited-for messages there can give a credit back) read the refusals from the table of the
+    latest 4096 lost records: past it, the oldest refusal was forgotten and the send waited
+    until its timeout (for ever without one)."""
+    from types import SimpleNamespace
+
+    from geode_mpi import codec
+    from geode_mpi.codec import header
+
+    g = Geode()
+    engine = g._runtime.engine
+    count = acks.LOST_KEPT + 100
+    meta = bytearray(header.FLAGS_AT + 1)
+    meta[header.FLAGS_AT] = codec.FLAG_WAITED
+    pair = SimpleNamespace(outbox={seq: SimpleNamespace(meta=meta) for seq in range(count)})
+    engine.closing_nodes = frozenset({1})
+    for seq in range(count):
+        engine._tell_lost((0, 1, seq), "closing")
+    engine._tell_lost((0, 2, 0), "dropped")  # (another pair's record: pushes one more out)
+    assert len(engine.lost) <= acks.LOST_KEPT
+    assert engine.closed_to(0, 1, pair)  # every message there was refused: no credit comes
+    pair.outbox[count] = SimpleNamespace(meta=meta)  # one not refused: it may still be served
+    assert not engine.closed_to(0, 1, pair)
+    g.close()

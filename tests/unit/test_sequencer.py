@@ -32,7 +32,10 @@ class StandIn:
         self.on_send: Callable[[int], None] | None = None  # called with the send's number
         self.sends = 0
         self.engine = SimpleNamespace(
-            forwarded=lambda index, p: self.log.append(("done", p.seq)), held_for_room=False
+            forwarded=lambda index, p: self.log.append(("done", p.seq)),
+            held_for_room=False,
+            closing_nodes=frozenset({9}),  # (a rank is closing: what is held is told)
+            closing_beyond={},
         )
         self.room = True  # False: a topic's subscriber has no room (to_owner says so)
 
