@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_checkpoints import directory as directory
 
 from geode_mpi import Geode, Message, QueueConfig, QueueFull
 

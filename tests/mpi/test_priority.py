@@ -7,8 +7,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from test_checkpoints import directory  # noqa: F401  (the fixture: a directory every rank uses)
-
 from geode_mpi import Geode, Message, QueueConfig
 
 TIMEOUT = 60.0
@@ -117,7 +115,7 @@ def test_a_topic_publish_with_a_priority_goes_first_at_every_subscriber(geode: G
         assert got[0].topic == "alerts" and got[0].priority == 7
 
 
-def test_priorities_and_expiries_survive_a_checkpoint(directory: Path) -> None:  # noqa: F811
+def test_priorities_and_expiries_survive_a_checkpoint(directory: Path) -> None:
     first = Geode(checkpoint_dir=directory)
     dest = first.nodes[-1]
     for node in first.local_nodes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_checkpoints import barrier, directory  # noqa: F401 (a fixture)
+from test_checkpoints import barrier
 
 from geode_mpi import Geode, Message, QueueConfig, WorkQueue
 from geode_mpi.persistence import CheckpointError
@@ -31,7 +31,7 @@ def five_tasks(geode: Geode, consumer: str) -> WorkQueue:
 
 
 def test_maybe_checkpoint_without_timeout_hands_tasks_out_while_it_waits(
-    directory: Path,  # noqa: F811
+    directory: Path,
 ) -> None:
     """maybe_checkpoint()'s vote was a blocking reduction: the dispatcher's rank sat in it
     while the consumer's rank waited in get() for the task it had not handed out yet."""
@@ -49,7 +49,7 @@ def test_maybe_checkpoint_without_timeout_hands_tasks_out_while_it_waits(
 
 
 def test_a_consumer_that_took_its_workdone_gets_none_after_a_restart(
-    directory: Path,  # noqa: F811
+    directory: Path,
 ) -> None:
     """Which consumers took their WorkDone was not saved: after the restart get() waited for
     a second one, which the dispatcher (it told each one once) never sends."""
@@ -80,7 +80,7 @@ def test_a_consumer_that_took_its_workdone_gets_none_after_a_restart(
 
 
 def test_a_request_held_for_room_at_the_checkpoint_is_sent_after_the_restart(
-    directory: Path,  # noqa: F811
+    directory: Path,
 ) -> None:
     """A consumer's request for its next task, held because its results filled the
     dispatcher node's window, was neither saved nor sent again: the consumer waited for ever
@@ -119,7 +119,7 @@ def test_a_request_held_for_room_at_the_checkpoint_is_sent_after_the_restart(
 
 
 def test_a_task_an_in_memory_queue_drops_at_a_restart_strands_no_other(
-    directory: Path,  # noqa: F811
+    directory: Path,
 ) -> None:
     """A consumer with an in-memory queue loses the task prefetched into it (as documented),
     but never asked for another: the dispatcher held the rest for ever."""
@@ -148,7 +148,7 @@ def test_a_task_an_in_memory_queue_drops_at_a_restart_strands_no_other(
 
 
 def test_a_restart_with_other_work_queue_arguments_says_what_was_saved(
-    directory: Path,  # noqa: F811
+    directory: Path,
 ) -> None:
     """A restart's work_queue() with another dispatcher, other consumers or producers was
     taken silently: the held tasks vanished, or a task went to a node no longer consuming."""
