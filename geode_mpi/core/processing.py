@@ -189,15 +189,13 @@ class Processor:
         try:
             # Without the lock while other threads exist: they may use the Geode meanwhile.
             result = geode.gate.unlocked(handler, message) if other_threads() else handler(message)
-            if not request:
-                if result is not None:
-                    geode.reply(message, result, None, True)
-                    summary.replies += 1
-            elif id(message) in self.answering:  # (not replied by hand)
+            by_hand = request and id(message) not in self.answering
+            if not by_hand and (request or result is not None):
                 geode.reply(message, result, None, True)
                 summary.replies += 1
-                message.__dict__[ANSWERED] = True  # (a later reply by hand raises)
-            elif result is not None:
+                if request:
+                    message.__dict__[ANSWERED] = True  # (a later reply by hand raises)
+            elif by_hand and result is not None:
                 log.warning(
                     "%s: the handler of request %s from %s replied by hand and returned a "
                     "value too: only the first reply is sent (a request has one reply)",

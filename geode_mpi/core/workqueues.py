@@ -308,23 +308,17 @@ class WorkQueue:
             self._want(index)  # (once closed, no dispatcher hands out anything more)
 
     def _want(self, consumer: int) -> None:
-        geode = self._geode
-        engine = geode.engine
+        engine = self._geode.engine
         dispatcher = self._dispatcher
-        if (
-            not self._wants_held
-            and engine.forwards
-            and dispatcher in geode.inboxes
-            and not engine.has_room(consumer, dispatcher)
-        ):
+        if not self._wants_held and (
+            engine.has_room(consumer, dispatcher)
             # (a dispatcher of this rank: forwarding what reached it gives credits back)
-            engine.forward()
-            engine.flush()
-        if self._wants_held or not engine.has_room(consumer, dispatcher):
-            self._wants_held.append(consumer)
-            engine.held_for_room = True
+            or (engine.forward_local(dispatcher) and engine.has_room(consumer, dispatcher))
+        ):
+            self._send_want(consumer)
             return
-        self._send_want(consumer)
+        self._wants_held.append(consumer)
+        engine.held_for_room = True
 
     def _send_want(self, consumer: int) -> None:
         self._geode.send(

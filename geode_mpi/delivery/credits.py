@@ -60,13 +60,8 @@ class Credits(Failures):
         self.transport.progress()  # or on their way
         if pair.credits > 0:
             return pair
-        if self.forwards and dst in self.inboxes:
-            # A local sequencer's or dispatcher's: forwarding what reached it gives its
-            # senders' credits back (a poll would do it, but sends seldom poll).
-            self.forward()
-            self.flush()
-            if pair.credits > 0:
-                return pair
+        if self.forward_local(dst) and pair.credits > 0:
+            return pair
         config = self.configs[dst]
         names = self.names
         if config.policy == "raise":
@@ -117,10 +112,20 @@ class Credits(Failures):
             )
         return pair
 
+    def forward_local(self, dst: int) -> bool:
+        """If ``dst`` is a local sequencer or dispatcher with messages to forward, forward
+        them and send the acks and credits that frees (a poll would do it, but sends seldom
+        poll): True if it did."""
+        if not (self.forwards and dst in self.inboxes):
+            return False
+        self.forward()
+        self.flush()
+        return True
+
     def closed_to(self, src: int, dst: int, pair: PairOut) -> bool:
         """True if ``dst``'s rank is in close() (it said so: `tell_closing`) and no credit
         can come back from it for ``src``: none of ``pair``'s unacknowledged messages is
-        waited for (ack=True, a request) and not told not processed (`lost`). A closing rank
+        waited for (ack=True, a request) and not told not processed (`closing_told`). A closing rank
         still serves the waited-for messages it has a handler for, and their credits come
         after its closing record; the others it tells not processed."""
         if (src, dst) in self.closing_beyond:
