@@ -87,10 +87,6 @@ def test_a_request_held_for_room_at_the_checkpoint_is_sent_after_the_restart(
     while the dispatcher held the tasks."""
     with Geode(checkpoint_dir=directory) as probe:
         size = probe.size
-    if size == 1:
-        # (one process: a request held for room is not sent once room comes, with or without
-        # a checkpoint: another defect, not of restarts)
-        pytest.skip("a request held for room is not sent on at 1 rank, restart or not")
     barrier(size)
     bounded = {"node0": QueueConfig(window=2)}
     first = Geode(checkpoint_dir=directory, queues=bounded)
