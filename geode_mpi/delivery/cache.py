@@ -42,7 +42,7 @@ from geode_mpi.delivery.cache_registry import shared_key as shared_key
 from geode_mpi.delivery.cache_registry import shared_part as shared_part
 from geode_mpi.delivery.cache_registry import through_cache as through_cache
 from geode_mpi.errors import DecodeError
-from geode_mpi.transport.sealed import SHARED_MIN
+from geode_mpi.transport.sealed import SHARED_MIN, is_sealed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -323,10 +323,28 @@ def _stored(frame: Any, key: int, stream: int) -> Frame:
     """What a rank keeps of a frame it is told to store as ``key``: read-only, registered as
     that shared array (sent on from this rank, by a dispatcher, a sequencer or a node passing
     it on, it moves once per rank too); a stream's large frames sealed, so that each local
-    subscriber gets a view of it, not a copy (a view of the node's segment stays one)."""
+    subscriber gets a view of it, not a copy (a view of the node's segment stays one).
+
+    Read-only for good, as `share`'s copy is: its memory's final owner is not writable (a
+    sealed `Sealable`, or a read-only memoryview), so numpy refuses ``flags.writeable = True``
+    on it and on every view of it; clearing the flag of the frame as it arrived was not
+    enough (the frame, or its base, a receive buffer, could be made writable again)."""
     stored = frame if isinstance(frame, np.ndarray) else np.frombuffer(frame, np.uint8)
-    stored.flags.writeable = False
-    if stream and stored.nbytes >= SHARED_MIN and stored.flags.c_contiguous:
+    large = stream and stored.nbytes >= SHARED_MIN and stored.flags.c_contiguous
+    if large or is_sealed(stored):
+        stored.flags.writeable = False
         stored = _sealed_view(stored)
+    else:
+        stored = _read_only_view(stored)
     _register(stored, _Shared(key, stored.nbytes, None), _address(stored))
     return stored
+
+
+def _read_only_view(array: np.ndarray[Any, Any]) -> Frame:
+    """A view of ``array``'s memory (the same dtype and shape) over a read-only memoryview of
+    it, which numpy never makes writable again (no copy for a contiguous array)."""
+    contiguous = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+    flat = contiguous.reshape(-1).view(np.uint8)
+    sealed = np.frombuffer(flat.data.toreadonly(), np.uint8)
+    view: Frame = sealed.view(array.dtype).reshape(array.shape)
+    return view

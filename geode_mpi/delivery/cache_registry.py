@@ -58,7 +58,9 @@ def share(array: Any) -> np.ndarray[Any, Any]:
     that already holds it moves a reference of a few dozen bytes instead of its bytes, as long
     as the rank's share of the cache budget (``Geode(cache_bytes=...)``) keeps it. The copy is
     made once, here; it cannot be written (``flags.writeable`` cannot be turned back on). To
-    send changed data, share a new array. Sharing a shared array returns it unchanged.
+    send changed data, share a new array. Sharing a shared array (or a view of all of it in
+    C or Fortran order) returns it unchanged; a transposed, broadcast or reversed view of it is
+    copied, as any array is.
 
     Args:
         array: a numpy array (or anything `numpy.asarray` takes) without Python objects.
@@ -72,11 +74,13 @@ def share(array: Any) -> np.ndarray[Any, Any]:
     given: np.ndarray[Any, Any] = np.asarray(array)
     if given.dtype.hasobject:
         raise TypeError(f"array must not hold Python objects to be shared, got dtype {given.dtype}")
-    if given.base is not None and not given.flags.writeable and given.nbytes:
+    if given.base is not None and not given.flags.writeable and given.nbytes and _in_order(given):
         found = shared_arrays.get(_address(given))
         if found is not None and found.owner is given.base and found.nbytes == given.nbytes:
             return given  # already shared
-    owner = np.array(given, order="K", copy=True)
+    # (Fortran order kept, as a frame is the array's memory in order; a strided or permuted
+    # array, a transposed view of a 3-D one, copied in C order so that it is too)
+    owner = np.array(given, order="A", copy=True)
     owner.flags.writeable = False
     view: np.ndarray[Any, Any] = (
         owner.view()
@@ -85,6 +89,14 @@ def share(array: Any) -> np.ndarray[Any, Any]:
         return view
     _register(view, _Shared(_new_key(), owner.nbytes, owner), _address(owner))
     return view
+
+
+def _in_order(array: np.ndarray[Any, Any]) -> bool:
+    """Whether ``array``'s elements in C or Fortran order are its memory in order (what the
+    codec sends as its frame: the array, or its transpose); a transposed 3-D array, a
+    broadcast or a reversed one are not, even where they start at a shared array's memory
+    and span as many bytes."""
+    return bool(array.flags.c_contiguous or array.flags.f_contiguous)
 
 
 def _register(alive: np.ndarray[Any, Any], entry: _Shared, address: int) -> None:
@@ -101,14 +113,18 @@ def _forget(address: int, entry: _Shared) -> None:
 
 
 def shared_key(frame: Frame) -> int:
-    """The id of the shared array whose whole memory ``frame`` is, or 0.
+    """The id of the shared array whose whole memory ``frame`` is, in order, or 0.
+
+    A frame travels as its elements in C order: only a C-contiguous frame that starts where
+    the shared array does and spans its bytes is those bytes (a transposed or broadcast view
+    of it may start there and span as many bytes, in another order).
 
     Raises:
         EncodeError: the array's memory was made writable again after `share` (through its
             ``base``): its receivers may hold other bytes, and it is not sent.
     """
     entry = shared_arrays.get(_address(frame))
-    if entry is None or entry.nbytes != frame.nbytes:
+    if entry is None or entry.nbytes != frame.nbytes or not frame.flags.c_contiguous:
         return 0
     if entry.owner is not None and entry.owner.flags.writeable:
         raise EncodeError(
@@ -165,10 +181,11 @@ def cache_bound(frames: Sequence[Frame]) -> tuple[int, ...]:
 
 
 def is_shared(frame: Frame) -> bool:
-    """Whether ``frame`` is a whole shared array whose memory is still read-only (immutable:
-    kept or handed on without a copy). Never raises."""
+    """Whether ``frame`` is a whole shared array, in order (C-contiguous, as `shared_key`
+    asks), whose memory is still read-only (immutable: kept or handed on without a copy).
+    Never raises."""
     entry = shared_arrays.get(_address(frame))
-    if entry is None or entry.nbytes != frame.nbytes:
+    if entry is None or entry.nbytes != frame.nbytes or not frame.flags.c_contiguous:
         return False
     return entry.owner is None or not entry.owner.flags.writeable
 

@@ -131,3 +131,64 @@ def test_resent_messages_that_refer_to_a_shared_array_resolve() -> None:
         stats = geode.stats()
         assert stats.resent >= 2 and stats.duplicates >= 2, stats
         assert geode.cache_stats().hits >= 2  # every resend of a held array: a reference
+
+
+def test_reordered_views_of_a_shared_array_arrive_with_their_own_values(geode: Geode) -> None:
+    """Views of a shared array that start at its memory and span its bytes in another order
+    (transposed, swapped axes, broadcast, reversed) were taken for the shared array: the next
+    rank got the shared array's bytes read with the view's shape, and a view sent first
+    stored its bytes under the shared array's id, so the array itself then arrived wrong.
+    Each view now travels in full; a Fortran-order view (its bytes in order) is a reference."""
+    after, before = ring(geode)
+
+    def arrays(rank: int) -> tuple[np.ndarray, np.ndarray]:
+        field = np.arange(2 * 3 * 4000, dtype=np.float64).reshape(2, 3, 4000) + rank
+        return field, np.arange(100_000, dtype=np.float64) * (rank + 1)
+
+    field, row = (share(array) for array in arrays(geode.rank))
+    their_field, their_row = arrays((geode.rank - 1) % geode.size)
+
+    def views(field: np.ndarray, row: np.ndarray) -> list[np.ndarray]:
+        return [
+            field.transpose(1, 0, 2),
+            np.swapaxes(field, 0, 1),
+            np.broadcast_to(row[:50_000], (2, 50_000)),
+            field[::-1],
+            field,
+            row,
+            field.transpose(1, 0, 2),
+            np.broadcast_to(row[:50_000], (2, 50_000)),
+            field.T,  # Fortran order: the shared array's bytes in order
+            field,
+            row,
+        ]
+
+    for sent, expected in zip(views(field, row), views(their_field, their_row), strict=True):
+        handle = geode.isend(sent, geode.node, after)
+        got = geode.receive(geode.node, source=before, timeout=TIMEOUT).data
+        handle.wait(timeout=TIMEOUT)
+        assert got.shape == expected.shape and np.array_equal(got, expected), (
+            f"rank {geode.rank}: a view of shape {sent.shape} arrived with other values"
+        )
+    stats = geode.cache_stats()
+    assert (stats.stores, stats.hits) == (2, 3), stats
+
+
+def test_a_received_shared_array_cannot_be_made_writable(geode: Geode) -> None:
+    """``flags.writeable = True`` succeeded on a received shared array (a view of the rank's
+    writable receive buffer; over MPI a uint8 or float64 one, in the embedded world a uint8
+    one), and a write then changed what the next send of that shared array delivered."""
+    after, before = ring(geode)
+    for dtype in (np.uint8, np.float64):
+        shared = share((np.arange(200_000) + geode.rank).astype(dtype))
+        theirs = (np.arange(200_000) + (geode.rank - 1) % geode.size).astype(dtype)
+        for _ in range(2):
+            handle = geode.isend(shared, geode.node, after)
+            got = geode.receive(geode.node, source=before, timeout=TIMEOUT).data
+            handle.wait(timeout=TIMEOUT)
+            assert np.array_equal(got, theirs)
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                got.flags.writeable = True
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                got[10:].flags.writeable = True
+    assert geode.cache_stats().hits == 2

@@ -172,3 +172,26 @@ def test_a_restart_starts_with_empty_stores() -> None:
         barrier(size)
         if size == 1 or probe.rank == 0:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("nbytes", [100_000, 2 * MIB])
+def test_a_member_rank_cannot_make_what_it_keeps_writable(geode: Geode, nbytes: int) -> None:
+    """A member rank's subscriber could turn ``flags.writeable`` back on for a shared array
+    under `SHARED_MIN` (a view of the writable receive buffer the rank keeps), and a write
+    changed what the next publish of it delivered. Needs a rank besides the publisher's
+    (there, an array under `SHARED_MIN` arrives as a private copy: one rank checks values)."""
+    topic = geode.topic("mesh", publishers=["node0"], subscribers=one_per_rank(geode))
+    mesh = share(np.arange(nbytes).astype(np.uint8))
+    for _ in range(2):
+        handle = topic.publish(mesh, "node0") if geode.rank == 0 else None
+        got = geode.receive(geode.node, topic=topic.name, timeout=TIMEOUT).data
+        if handle is not None:
+            handle.wait(timeout=TIMEOUT)
+        assert np.array_equal(got, np.arange(nbytes).astype(np.uint8))
+        if geode.rank != 0:
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                got.flags.writeable = True
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                got[10:].flags.writeable = True
+        elif got.flags.writeable:  # (a private copy: writing it changes nothing kept)
+            got[:5] = 7

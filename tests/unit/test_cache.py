@@ -391,3 +391,102 @@ def test_an_array_over_bytes_beside_a_shared_one_is_sent(pair: list[Geode]) -> N
     sender.send({"b": over_bytes, "f": shared}, "node0", "node1")
     got = receiver.receive("node1", timeout=10).data
     assert np.array_equal(got["b"], over_bytes) and np.array_equal(got["f"], shared)
+
+
+def reordered_views(field: np.ndarray, row: np.ndarray) -> dict[str, np.ndarray]:
+    """Views of shared arrays whose memory starts where theirs does and spans as many bytes,
+    with their elements in another order (or repeated): none of them is the shared array's
+    bytes in order."""
+    return {
+        "transpose(1, 0, 2)": field.transpose(1, 0, 2),
+        "swapaxes(0, 1)": np.swapaxes(field, 0, 1),
+        "broadcast_to": np.broadcast_to(row[: row.size // 2], (2, row.size // 2)),
+        "reversed": field[::-1],
+        "reversed rows": field.reshape(-1)[::-1],
+    }
+
+
+@pytest.mark.parametrize("first", ["the shared array", "the view"])
+def test_a_reordered_view_of_a_shared_array_travels_in_full(pair: list[Geode], first: str) -> None:
+    """A transposed or broadcast view of a shared array starts at its address and spans its
+    bytes: it was taken for the shared array, so the receiver read the shared array's bytes
+    with the view's shape, and a view sent first stored its own bytes under the shared
+    array's id (the array itself then arrived wrong). Each now travels in full, and the
+    shared array arrives right before and after."""
+    sender, receiver = pair
+    field = share(np.arange(2 * 3 * 4000, dtype=np.float64).reshape(2, 3, 4000))
+    row = share(np.arange(100_000, dtype=np.float64))
+    views = reordered_views(field, row)
+    shared = [field, row]
+    order = [*views.values(), *shared] if first == "the view" else [*shared, *views.values()]
+    for array in [*order, *shared]:  # (wire_of_send checks the values that arrive)
+        wire_of_send(sender, receiver, array)
+    stats = sender.cache_stats()
+    assert (stats.stores, stats.hits) == (2, 2), stats
+
+
+def test_a_fortran_view_of_a_shared_array_is_still_a_reference(pair: list[Geode]) -> None:
+    """``field.T`` of a shared array is its bytes in order (Fortran order): a reference, and
+    it arrives transposed."""
+    sender, receiver = pair
+    field = share(np.arange(CACHE_MIN * 2, dtype=np.float64).reshape(2, -1))
+    assert wire_of_send(sender, receiver, field) >= field.nbytes
+    for view in (field.T, field.reshape(-1), field.view(np.uint8)):
+        assert wire_of_send(sender, receiver, view) < 1024
+    got = wire_of_send(sender, receiver, {"t": field.T})
+    assert got < 1024 and sender.cache_stats().hits == 4
+
+
+def test_sharing_a_reordered_view_makes_its_own_copy(pair: list[Geode]) -> None:
+    """``share`` of a transposed view of a shared array called it already shared (it starts
+    at the same address and spans the same bytes): it was then sent in full every time.
+    Now it is a shared array of its own, sent once."""
+    sender, receiver = pair
+    field = share(np.arange(2 * 3 * 4000, dtype=np.float64).reshape(2, 3, 4000))
+    assert share(field) is field and np.shares_memory(share(field.T), field)
+    swapped = share(field.transpose(1, 0, 2))
+    assert not np.shares_memory(swapped, field) and swapped.flags.c_contiguous
+    assert np.array_equal(swapped, field.transpose(1, 0, 2)) and not swapped.flags.writeable
+    assert wire_of_send(sender, receiver, swapped) >= swapped.nbytes
+    assert wire_of_send(sender, receiver, swapped) < 1024
+    assert wire_of_send(sender, receiver, field) >= field.nbytes  # its own id: stored too
+
+
+def test_a_reordered_view_of_a_received_shared_array_sent_on_travels_in_full(
+    pair: list[Geode],
+) -> None:
+    """A copy received through the cache is shared on its rank: a transposed view of it,
+    sent on, travels in full too."""
+    first, second = pair
+    field = share(np.arange(2 * 3 * 4000, dtype=np.float64).reshape(2, 3, 4000))
+    first.send(field, "node0", "node1")
+    passed = second.receive("node1", timeout=TIMEOUT).data
+    for array in (passed, passed.transpose(1, 0, 2), passed[::-1], passed):
+        second.send(array, "node1", "node0")
+        assert np.array_equal(first.receive("node0", timeout=TIMEOUT).data, array)
+    assert (second.cache_stats().stores, second.cache_stats().hits) == (1, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+@pytest.mark.parametrize("world", ["two ranks", "embedded"])
+def test_a_received_shared_array_cannot_be_made_writable(
+    pair: list[Geode], dtype: type, world: str
+) -> None:
+    """The receiver's array is a view of the copy its rank keeps: ``flags.writeable = True``
+    succeeded on a uint8 one (it was the kept copy itself) and, over MPI, on any dtype (a
+    view of the writable receive buffer), and a write then changed what the next send of
+    the shared array delivered."""
+    sender, receiver = pair if world == "two ranks" else (Geode(2),) * 2
+    shared = share(np.arange(CACHE_MIN * 2).astype(dtype))
+    for _ in range(2):
+        sender.send({"a": shared, "b": shared[CACHE_MIN:]}, "node0", "node1")
+        got = receiver.receive("node1", timeout=TIMEOUT).data
+        for array in got.values():
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                array.flags.writeable = True
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                array.view().flags.writeable = True
+        assert np.array_equal(got["a"], shared) and np.array_equal(got["b"], shared[CACHE_MIN:])
+    assert sender.cache_stats().hits == 3
+    if world == "embedded":
+        sender.close()
