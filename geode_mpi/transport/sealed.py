@@ -45,7 +45,7 @@ class Sealable:
         keep: what holds the memory (kept alive as long as this object).
     """
 
-    __slots__ = ("__array_interface__", "__weakref__", "keep", "sealed", "user")
+    __slots__ = ("__array_interface__", "__weakref__", "keep", "root", "sealed", "user")
 
     def __init__(self, address: int, nbytes: int, sealed: bool, keep: Any = None) -> None:
         self.__array_interface__ = {
@@ -57,14 +57,20 @@ class Sealable:
         self.sealed = sealed
         self.keep = keep
         self.user: Callable[[], np.ndarray[Any, Any] | None] | None = None  # a lease's array
+        # The array over this memory that a lease's array views (weakly: it refers to this
+        # object). Sealed, it turns read-only too: numpy refuses `flags.writeable = True` on
+        # every view of a read-only base array, where over this object alone it allows it.
+        self.root: Callable[[], np.ndarray[Any, Any] | None] | None = None
 
     def seal(self) -> None:
         """Make the memory read-only for good: the array given out (not views taken of it
-        before) turns read-only, and geode shares it from now on."""
+        before) turns read-only, and its flag cannot be set back; geode shares it from now
+        on."""
         self.sealed = True
-        array = self.user() if self.user is not None else None
-        if array is not None:
-            array.flags.writeable = False
+        for ref in (self.root, self.user):
+            array = ref() if ref is not None else None
+            if array is not None:
+                array.flags.writeable = False
 
 
 def owner_of(frame: Any) -> Sealable | None:
@@ -153,6 +159,8 @@ def process_memory(nbytes: int) -> Sealable:
 def lease(memory: Sealable, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
     """A writable array of ``shape`` and ``dtype`` over ``memory`` (not sealed yet, exactly its
     size), sealed when it is published (`hand_over`)."""
-    array: np.ndarray[Any, Any] = np.asarray(memory).view(dtype).reshape(shape)
+    root = np.asarray(memory)
+    array: np.ndarray[Any, Any] = root.view(dtype).reshape(shape)
+    memory.root = weakref.ref(root)
     memory.user = weakref.ref(array)
     return array

@@ -67,6 +67,31 @@ def test_a_zero_copy_array_is_published_without_a_copy_and_handed_over() -> None
         assert np.array_equal(got[2]["field"], np.arange(LARGE))  # a view keeps it alive
 
 
+def test_a_published_zero_copy_array_cannot_be_made_writable_again() -> None:
+    """numpy let `flags.writeable = True` back on a published zero-copy array (its base was
+    geode's memory object, whose flag numpy does not read): a write then changed what every
+    subscriber of the process held."""
+    with Geode(acks=False) as geode:
+        field = geode.zero_copy_array((LARGE,))
+        field[:] = 1.0
+        got = fan_out(geode, field)
+        for array in (field, field[2:], got[0]):
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                array.flags.writeable = True
+        assert all(np.array_equal(array, np.ones(LARGE)) for array in got)
+
+
+def test_a_small_zero_copy_array_is_copied_at_its_publish_and_stays_the_publishers() -> None:
+    """Under SHARED_MIN a zero-copy array travels as any small array (copied into the
+    message): the publish does not hand it over, and a write after it changes no copy."""
+    with Geode(acks=False) as geode:
+        field = geode.zero_copy_array((10,))
+        field[:] = 1.0
+        got = fan_out(geode, field)
+        field[:] = -1.0  # still the publisher's own
+        assert all(np.array_equal(array, np.ones(10)) for array in got)
+
+
 def test_a_contiguous_part_of_a_zero_copy_array_can_be_published() -> None:
     with Geode(acks=False) as geode:
         grid = geode.zero_copy_array((4, LARGE), np.float32)
