@@ -146,7 +146,8 @@ class SendTimeout(GeodeTimeoutError):
 class AckTimeout(GeodeTimeoutError):
     """A message was not acknowledged (processed by its receiver) within the timeout.
 
-    The message stays in its sender's outbox: it may still be processed, once.
+    The message stays in its sender's outbox: it may still be processed, once. For a publish
+    (``topic`` set), ``dest`` names the subscribers that have not processed it.
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class AckTimeout(GeodeTimeoutError):
         timeout: float,
         handle: Any = None,
         waited: bool = True,
+        topic: str | None = None,
     ) -> None:
         self.message_id = message_id
         self.source = source
@@ -165,18 +167,27 @@ class AckTimeout(GeodeTimeoutError):
         self.seq = seq
         self.timeout = timeout
         self.handle = handle  # the SendHandle: wait() on it again to keep waiting
+        self.topic = topic  # a publish's topic (then dest: its subscribers still to process it)
+        many = topic is not None and ", " in dest
         if waited:
-            why = f"within {timeout:g} s: {dest} has not processed it yet (is it receiving?)"
+            has, it = ("have", "they") if many else ("has", "it")
+            why = f"within {timeout:g} s: {dest} {has} not processed it yet (is {it} receiving?)"
         else:
+            queue = f"the queues of {dest}" if many else f"{dest}'s queue"
             why = (
                 f"and cannot be while send() waits: in a one-process world nothing takes it "
-                f"from {dest}'s queue meanwhile (no handler for it on {dest}; receive it first, "
+                f"from {queue} meanwhile (no handler for it on {dest}; receive it first, "
                 "or wait on the handle after)"
             )
         super().__init__(
-            f"message {message_id} ({source}->{dest} seq {seq}) was not acknowledged {why}; "
-            f"it stays in {source}'s outbox and may still be processed, once"
+            f"message {message_id} ({_route(source, dest, topic)} seq {seq}) was not "
+            f"acknowledged {why}; it stays in {source}'s outbox and may still be processed, once"
         )
+
+
+def _route(source: str, dest: str, topic: str | None) -> str:
+    """``source->dest``, or for a publish ``source on topic 'name'``."""
+    return f"{source}->{dest}" if topic is None else f"{source} on topic {topic!r}"
 
 
 class NotProcessed(GeodeError):
@@ -186,10 +197,18 @@ class NotProcessed(GeodeError):
     request) its receiver's rank is in close() and has no handler for it, so it is never
     acknowledged either. It never will be processed (send it again if it must be), except
     that a message told "closing" stays in its receiver's queue, where a `receive()` after
-    close() may still take it."""
+    close() may still take it. For a publish (``topic`` set; told "closing" only), ``dest``
+    names the subscribers whose rank is in close() with no handler for it."""
 
     def __init__(
-        self, message_id: int, source: str, dest: str, seq: int, why: str, handle: Any = None
+        self,
+        message_id: int,
+        source: str,
+        dest: str,
+        seq: int,
+        why: str,
+        handle: Any = None,
+        topic: str | None = None,
     ) -> None:
         self.message_id = message_id
         self.source = source
@@ -197,6 +216,7 @@ class NotProcessed(GeodeError):
         self.seq = seq
         self.why = why  # "dropped", "expired", "dead-lettered" or "closing"
         self.handle = handle  # the SendHandle (its ``lost`` is ``why``)
+        self.topic = topic  # a publish's topic (then dest: the subscribers that will not)
         end = "it never will be (send it again if it must be)"
         if why == "closing":
             how = (
@@ -220,8 +240,23 @@ class NotProcessed(GeodeError):
                 f"its ttl ran out in {dest}'s queue before it was taken (counted in "
                 "stats().expired)"
             )
+        if topic is not None:  # (a publish is told "closing" only)
+            queues = f"{dest}'s queue"
+            if ", " in dest:
+                queues = f"the queues of {dest}"
+                how = (
+                    f"the ranks of {dest} are in close() and none of them has a handler for "
+                    "it, so they take nothing more from their queues (what they hold is "
+                    "reported there as never received)"
+                )
+            end = (
+                f"it stays in {queues}, where only a receive() after close() may still take "
+                "it (publishing it again would reach every subscriber again)"
+            )
+        by = "" if topic is None else f" by {dest}"
         super().__init__(
-            f"message {message_id} ({source}->{dest} seq {seq}) was not processed: {how}; {end}"
+            f"message {message_id} ({_route(source, dest, topic)} seq {seq}) was not processed"
+            f"{by}: {how}; {end}"
         )
 
 

@@ -239,12 +239,15 @@ class SendHandle:
             return self._settled() or (one_process and not self._taker_may_run())
 
         if not settled() and not geode.wait_until(settled, deadline, call):
-            stamp = self._stamp
-            raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
+            raise self._ack_timeout(timeout or 0.0)
         if not self._settled():  # one process, and no thread is left that could take it
-            stamp = self._stamp
-            raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, 0.0, self, waited=False)
+            raise self._ack_timeout(0.0, waited=False)
         self.check_processed()
+
+    def _ack_timeout(self, timeout: float, waited: bool = True) -> AckTimeout:
+        """The `AckTimeout` of a wait for the acknowledgement that did not end."""
+        stamp = self._stamp
+        return AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout, self, waited)
 
     # -- asyncio (docs/asyncio.md) ---------------------------------------------------------
 
@@ -278,8 +281,7 @@ class SendHandle:
         if not await wait_until(geode, lambda: ticket.done, deadline):
             raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
         if self.ack and not await wait_until(geode, self._settled, deadline, False):
-            stamp = self._stamp
-            raise AckTimeout(stamp.id, self.source, self.dest, stamp.seq, timeout or 0.0, self)
+            raise self._ack_timeout(timeout or 0.0)
         if self.ack:
             self.check_processed()
         return self

@@ -29,7 +29,7 @@ from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.delivery.waiting import wait_for
-from geode_mpi.errors import ClosedError, check_timeout
+from geode_mpi.errors import AckTimeout, ClosedError, NotProcessed, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 
@@ -41,9 +41,10 @@ STREAM_BASE = 1 << 20  # stream numbers start this far beyond the node indices; 
 
 class PublishHandle(SendHandle):
     """A publish in progress: done once the data may be reused; with ``ack=True``, once every
-    subscriber (at the time of publishing) has processed the message."""
+    subscriber (at the time of publishing) has processed the message, or its rank is in
+    close() with no handler for it (then ``wait()`` raises `NotProcessed` naming it)."""
 
-    __slots__ = ("_pairs", "_topic")
+    __slots__ = ("_pairs", "_stream", "_subscribers", "_topic")
 
     def __init__(
         self,
@@ -53,10 +54,14 @@ class PublishHandle(SendHandle):
         pairs: list[PairOut] | None,
         ack: bool,
         topic: str,
+        stream: TopicStream | None = None,
     ) -> None:
         super().__init__(geode, ticket, stamp, None, ack)
         self._pairs = pairs
         self._topic = topic
+        # The stream's number and its subscribers, in the order of ``pairs`` (None: untracked).
+        self._stream = -1 if stream is None else stream.number
+        self._subscribers: tuple[int, ...] = () if stream is None else stream.subscribers
 
     @property
     def dest(self) -> str:
@@ -70,6 +75,50 @@ class PublishHandle(SendHandle):
             return self._stamp.id == ELSEWHERE  # published by another rank: nothing to wait for
         seq = self._stamp.seq
         return all(seq not in pair.outbox for pair in self._pairs)
+
+    @property
+    def lost(self) -> str | None:
+        """``"closing"`` once a subscriber that has not processed the message (sent with
+        ``ack=True``) said that its rank is in close() with no handler for it; None
+        otherwise (a subscriber's drop or expiry is not told: its ack counts)."""
+        return "closing" if self._refusing() else None
+
+    def _pending(self) -> list[int]:
+        """The subscribers that have not acknowledged the message."""
+        if self._pairs is None:
+            return []
+        seq = self._stamp.seq
+        pairs = zip(self._subscribers, self._pairs, strict=True)
+        return [sub for sub, pair in pairs if seq in pair.outbox]
+
+    def _refusing(self) -> list[int]:
+        """The subscribers that have not acknowledged the message and said they will not
+        (their rank is in close() with no handler for it: `Processor.refuse_closing`)."""
+        told = self._geode.engine.closing_told
+        if not told or not self.ack:
+            return []
+        seq, number = self._stamp.seq, self._stream
+        return [sub for sub in self._pending() if (number, sub, seq) in told]
+
+    def _settled(self) -> bool:
+        """True once each subscriber acknowledged the message or said it will not (a
+        subscriber that processes it is waited for even when another one is closing)."""
+        pending = self._pending()
+        return not pending or len(self._refusing()) == len(pending)
+
+    def check_processed(self) -> None:
+        """Raise `NotProcessed` naming the subscribers that will not process the message."""
+        refusing = self._refusing()
+        if refusing:
+            stamp = self._stamp
+            who = ", ".join(self._geode.names[sub] for sub in refusing)
+            raise NotProcessed(stamp.id, self.source, who, stamp.seq, "closing", self, self._topic)
+
+    def _ack_timeout(self, timeout: float, waited: bool = True) -> AckTimeout:
+        """The `AckTimeout` naming the subscribers that have not processed the message."""
+        stamp = self._stamp
+        who = ", ".join(self._geode.names[sub] for sub in self._pending() or self._subscribers)
+        return AckTimeout(stamp.id, self.source, who, stamp.seq, timeout, self, waited, self._topic)
 
     def wait_until(self, deadline: float | None, timeout: float | None, call: str = "wait") -> None:
         """`SendHandle.wait_until`, sending the batches the message waits in first (at once:
@@ -293,7 +342,9 @@ class Topic:
         remote, local = self._routes[stream.number]
         ticket, stamp = geode.path.publish(msg, stream, pairs, ack, remote, local, compress, via)
         tracked = geode.acks or ack
-        return PublishHandle(geode, ticket, stamp, pairs if tracked else None, ack, self.name)
+        if not tracked:
+            return PublishHandle(geode, ticket, stamp, None, ack, self.name)
+        return PublishHandle(geode, ticket, stamp, pairs, ack, self.name, stream)
 
     # -- membership ------------------------------------------------------------------------
 

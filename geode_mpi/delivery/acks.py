@@ -141,9 +141,10 @@ class Acks(EngineState):
                 self.closing_beyond = {**self.closing_beyond, (sender, receiver): beyond}
             return
         if kind(payload) == LOST:  # (before the ack record that acknowledges it)
-            if sender in self.topics.streams:
-                return  # (a publish's handle counts the subscribers' acks only: not told)
             why, seq = decode_lost(payload)
+            if sender in self.topics.streams and why != "closing":
+                return  # (a publish's handle counts the subscribers' acks: no ack follows
+                # "closing" only, which `PublishHandle` reads by subscriber)
             self._tell_lost((sender, receiver, seq), why)
             return
         if kind(payload) not in (ACK, ASK):

@@ -134,3 +134,45 @@ def test_a_publisher_through_a_sequencer_to_a_closing_subscriber_gets_queue_full
         assert f"{receiver} is closing (rank {size - 1} called close())" in text, text
         assert f"node0, the sequencer {me}'s messages go through, holds" in text, text
     g.close(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("total_order", [False, True])
+def test_a_publish_with_ack_to_a_closing_subscriber_without_a_handler_raises_not_processed(
+    total_order: bool,
+) -> None:
+    """Each other rank's node publishes on its own topic (on a total-order one, as its
+    sequencer) to the closing subscriber: a `Job` it serves (acked), then what it has no
+    handler for: `NotProcessed` at once, naming the subscriber and the topic (before the fix:
+    `AckTimeout` "t0 has not processed it" after the full timeout, for ever without one)."""
+    g, receiver, seen = closing_world()
+    publishers = g.nodes[:-1]
+    topics = {
+        pub: g.topic(f"t{k}", [pub], [receiver], total_order=total_order, sequencer=pub)
+        if total_order
+        else g.topic(f"t{k}", [pub], [receiver])
+        for k, pub in enumerate(publishers)
+    }
+    if not g.hosts(receiver):
+        me = g.node
+        topic = topics[me]
+        topic.publish(Job(1), me, ack=True).wait(timeout=20.0)  # served there: acked
+        started = time.monotonic()
+        handle = topic.publish("no handler", me, ack=True)
+        with pytest.raises(NotProcessed) as err:
+            handle.wait(timeout=20.0)
+        assert time.monotonic() - started < PROMPT
+        assert (err.value.why, err.value.dest, err.value.topic) == ("closing", receiver, topic.name)
+        text = str(err.value)
+        assert f"({me} on topic {topic.name!r} seq 1) was not processed by {receiver}:" in text
+        assert f"{receiver}'s rank is in close() and {receiver} has no handler for it" in text
+        assert handle.lost == "closing" and not handle.acked
+        with pytest.raises(NotProcessed, match=f"not processed by {receiver}"):
+            topic.publish("again", me, ack=True).wait()  # (before the fix: for ever)
+        topic.publish(Job(2), me, ack=True).wait(timeout=20.0)  # still served
+    g.close(timeout=TIMEOUT)
+    if g.hosts(receiver):
+        assert sorted(seen) == sorted([1, 2] * (g.size - 1))
+        got = []
+        while (message := g.try_receive(receiver)) is not None:
+            got.append(message.data)
+        assert sorted(got) == sorted(["again", "no handler"] * (g.size - 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -261,3 +262,36 @@ def test_isend_many_whose_wait_for_room_answers_a_request_says_the_item_was_not_
     g.close(timeout=TIMEOUT)
     if g.hosts("node1"):
         assert g.try_receive("node1") is None
+
+
+def test_a_publish_waiting_for_room_at_a_rank_in_maybe_checkpoint_ends_only_by_its_timeout(
+    directory: Path,
+) -> None:
+    """docs/checkpoints.md (the trap): maybe_checkpoint() takes nothing from the queues, so a
+    publisher waiting for room at a subscriber whose rank already waits in maybe_checkpoint()
+    waits for a rank that waits for it. Its timeout ends the wait (`SendTimeout`, nothing
+    sent); it then joins the vote, and sends again once the subscriber takes. At size 1 the
+    subscriber is on the publisher's rank: `QueueFull` at once."""
+    size = world_size()
+    receiver = f"node{size - 1}"
+    bounded = {receiver: QueueConfig(capacity=2, policy="block", window=2)}
+    g = Geode(checkpoint_dir=directory, checkpoint_every=3600.0, queues=bounded)
+    topic = g.topic("feed", ["node0"], [receiver])
+    if g.hosts("node0"):
+        for k in range(2):  # the window
+            topic.publish(k, timeout=20.0)
+        started = time.monotonic()
+        with pytest.raises(SendTimeout if size > 1 else QueueFull) as err:
+            topic.publish(2, timeout=2.0)  # (without a timeout: for ever)
+        if size > 1:
+            assert time.monotonic() - started >= 2.0
+            assert f"no room at {receiver} within 2 s" in str(err.value), err.value
+    assert g.maybe_checkpoint() is None  # (the subscriber's rank came here first)
+    got = []
+    if g.hosts(receiver):  # (the subscriber takes first: at size 1 nothing else would)
+        got = [g.receive(receiver, timeout=TIMEOUT).data for _ in range(2)]
+    if g.hosts("node0"):
+        topic.publish(2, timeout=20.0)  # sent again: room once the subscriber took
+    if g.hosts(receiver):
+        assert [*got, g.receive(receiver, timeout=TIMEOUT).data] == [0, 1, 2]
+    g.close(timeout=TIMEOUT)

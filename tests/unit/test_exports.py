@@ -250,6 +250,7 @@ INTERNAL_MEMBERS = {
     "SendHandle.complete",
     "SendHandle.wait_until",
     "SendHandle.check_processed",
+    "PublishHandle.check_processed",
     "PublishHandle.wait_until",
     "Topic.publish_sequenced",
     "Topic.add",

@@ -60,6 +60,29 @@ def test_an_unacked_publish_times_out_naming_the_topic() -> None:
         handle.wait(timeout=0.01)
 
 
+def test_an_unacked_publish_names_the_subscribers_that_have_not_processed_it() -> None:
+    """Not the topic as if it were a node ("t has not processed it", "no handler for it on
+    t"): the subscribers still to process it, and the topic as the topic."""
+    a, b = two_ranks()
+    topics = [g.topic("t", publishers=["node0"], subscribers=["node0", "node1"]) for g in (a, b)]
+    handle = topics[0].publish("x", ack=True)
+    a.receive("node0")  # processed by node0: node1 is left
+    with pytest.raises(AckTimeout) as err:
+        handle.wait(timeout=0.05)
+    assert (err.value.dest, err.value.topic) == ("node1", "t")
+    text = str(err.value)
+    assert "(node0 on topic 't' seq 0)" in text and "from node1's queue" in text, text
+    assert "no handler for it on node1;" in text and "t's queue" not in text
+    geode = Geode()  # one process: nothing takes it while the wait waits
+    topic = geode.topic("u", publishers=["node0"], subscribers=["node1", "node2"])
+    with pytest.raises(AckTimeout) as err:
+        topic.publish("y", ack=True).wait(timeout=5.0)
+    assert (err.value.dest, err.value.topic) == ("node1, node2", "u")
+    text = str(err.value)
+    assert "nothing takes it from the queues of node1, node2" in text, text
+    assert "no handler for it on node1, node2" in text and "on u;" not in text
+
+
 def test_a_full_subscriber_queue_refuses_with_raise_and_drops_with_drop_oldest() -> None:
     geode = Geode(queue=QueueConfig(capacity=8, policy="raise"))
     topic = geode.topic("full", publishers=["node0"], subscribers=["node1", "node2"])
