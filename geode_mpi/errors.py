@@ -88,12 +88,15 @@ class ReceiveTimeout(GeodeTimeoutError):
         queued: int,
         waited: bool = True,
         call: str = "receive",
+        reply_to: int | None = None,
     ) -> None:
         self.node = node
         self.timeout = timeout
         self.source = source
         self.type_name = type_name
         self.queued = queued
+        # A request's: the id of the request whose reply did not come (None: a receive's)
+        self.reply_to = reply_to
         wanted = []
         if source is not None:
             wanted.append(f"source={source}")
@@ -109,7 +112,13 @@ class ReceiveTimeout(GeodeTimeoutError):
                 f"one-process world nothing is sent while {call}() waits (send first)"
             )
             what = ""
-        super().__init__(f"{text}{what}{tail}")
+        late = (
+            f"; a reply that comes later waits in {node}'s queue as a message with "
+            f"reply_to={reply_to}"
+            if reply_to is not None and waited
+            else ""
+        )
+        super().__init__(f"{text}{what}{tail}{late}")
 
 
 class SendTimeout(GeodeTimeoutError):

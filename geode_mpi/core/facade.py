@@ -73,4 +73,5 @@ class Facade:
             f"reply to message {handle.id}",
             len(self._runtime.inboxes[src]),
             waited=waited,
+            reply_to=handle.id,
         )

@@ -8,7 +8,15 @@ import time
 
 import pytest
 
-from geode_mpi import DecodeError, Geode, HandlerError, Message, NotProcessed, QueueConfig
+from geode_mpi import (
+    DecodeError,
+    Geode,
+    HandlerError,
+    Message,
+    NotProcessed,
+    QueueConfig,
+    ReceiveTimeout,
+)
 
 TIMEOUT = 30.0  # a request not served at all times out: long enough for a loaded machine
 
@@ -287,3 +295,34 @@ def test_a_request_dropped_in_its_receivers_queue_raises_not_processed_at_once()
         g.send("push", last, last)  # drops the request
         assert g.receive(last, timeout=TIMEOUT).data == "push"
     g.close(timeout=TIMEOUT)
+
+
+class Slow(Message):
+    pass
+
+
+def test_a_reply_after_its_request_timed_out_waits_in_the_queue_with_the_id_the_error_named() -> (
+    None
+):
+    """A request that gave up said nothing of its reply, which came later and was taken by
+    an unrelated receive() as a new message: the error now names the id its reply carries."""
+    with Geode() as geode:
+        if geode.size == 1:
+            pytest.skip("in one process the request's own wait runs the handler: no timeout")
+        nodes = geode.nodes
+        first, last = nodes[0], nodes[-1]
+
+        @geode.on(Slow, node=last)
+        def slow(msg: Message) -> str:
+            time.sleep(0.5)
+            return "late"
+
+        if geode.hosts(first):
+            with pytest.raises(ReceiveTimeout) as caught:
+                geode.request(Slow(1), last, source=first, timeout=0.05)
+            wanted = caught.value.reply_to
+            assert wanted is not None and f"reply_to={wanted}" in str(caught.value)
+            late = geode.receive(first, source=last, timeout=TIMEOUT)
+            assert (late.data, late.reply_to) == ("late", wanted)
+        if geode.hosts(last) and not geode.hosts(first):
+            geode.run(count=1, timeout=TIMEOUT)
