@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
 from geode_mpi.base.gate import other_threads
@@ -19,6 +19,8 @@ from geode_mpi.core.poller import Credits, Driven, poller_of
 from geode_mpi.delivery import Engine as DeliveryEngine
 from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
+from geode_mpi.delivery.waiting import closing
+from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER
@@ -63,19 +65,39 @@ def deadline_of(timeout: float | None) -> float | None:
 
 
 async def wait_until(
-    runtime: Driven, ready: Callable[[], bool], deadline: float | None, kick: bool = True
+    runtime: Driven, ready: Callable[[], bool], deadline: float | None, call: str, kick: bool = True
 ) -> bool:
-    """Await ``ready()`` (True) or the deadline (False), checking it once first; True too once
-    the runtime is closed."""
+    """Await ``ready()`` (True) or the deadline (False), checking it once first.
+
+    Raises:
+        ClosedError: for ``call`` (the public call that awaits), naming the thread whose
+            close() began meanwhile (or before: the Geode is closed and ``ready()`` is not
+            True), as a blocking wait's (`geode_mpi.delivery.waiting.Wait.check_closing`):
+            what it awaits cannot come once the Geode closes.
+    """
+    engine = runtime.engine
+
+    def woken() -> bool:
+        return ready() or closing(engine) is not None
+
     while not locked(runtime, ready):
-        if runtime.closed:
-            return True
+        check_closing(runtime, call)
         if deadline is not None and time.monotonic() >= deadline:
             return False
-        if not await poller_of(runtime).until(ready, deadline, kick=kick):
+        if not await poller_of(runtime).until(woken, deadline, kick=kick):
             return bool(locked(runtime, ready))
         kick = False
     return True
+
+
+def check_closing(runtime: Driven, call: str) -> None:
+    """Raise `ClosedError` for ``call`` once close() began in another thread (naming it), or
+    once the Geode is closed."""
+    closer = closing(runtime.engine)
+    if closer is not None:
+        raise ClosedError(call, closer.name)
+    if runtime.closed:  # (closed without close(): an error left its `with` block)
+        raise ClosedError(call)
 
 
 async def room(
@@ -86,7 +108,11 @@ async def room(
     receives, so an awaited send waits where a blocking one would raise `QueueFull`. True
     without a credit once ``dest``'s rank is in close() and will serve nothing more of
     ``source``'s (`geode_mpi.delivery.credits.Credits.closed_to`): the send then says so
-    (`QueueFull`)."""
+    (`QueueFull`).
+
+    Raises:
+        ClosedError: for ``asend``, once close() began in another thread (`wait_until`).
+    """
     if pair.credits is None or pair.credits > 0:
         return True
     engine = runtime.engine
@@ -96,7 +122,7 @@ async def room(
             engine.flush()  # in one process the receiver's credits may be pending right here
         return bool(pair.credits) or engine.closed_to(source, dest, pair)
 
-    return await wait_until(runtime, has_room, deadline) and has_room()
+    return await wait_until(runtime, has_room, deadline, "asend")
 
 
 async def take(
@@ -107,31 +133,59 @@ async def take(
     timeout: float | None,
     spin: float,
     refused: Callable[[], bool] | None = None,
+    call: str | None = None,
+    awaited: Collection[int] = (),
 ) -> Taken | None:
     """Take the next matching parcel of local node ``index``, awaiting one for up to
     ``timeout`` seconds (None: no limit; 0: do not wait); None if none came, or once the
     runtime is closed and none is queued, or once ``refused()`` (a request's: its receiver
     said it will not process it, no reply comes). ``spin``: seconds to spin on MPI first
-    (the blocking receive's first spin, `geode_mpi.core.runtime.FIRST_SPIN`)."""
+    (the blocking receive's first spin, `geode_mpi.core.runtime.FIRST_SPIN`).
+
+    ``awaited``: the ids of the requests whose replies it leaves queued, as `run()` does
+    (`Processor.awaited`: a `messages()` loop's; they go to the request that awaits them),
+    looked at on every take.
+
+    Raises:
+        ClosedError: with ``call`` (a request's, as `Wait`'s ``call``), once close() began
+            in another thread, naming it (`check_closing`).
+    """
     deadline = deadline_of(timeout)
     queue = runtime.queued[index]
+    engine = runtime.engine
+
+    def not_awaited(parcel: Parcel) -> bool:
+        return parcel.reply_to not in awaited and (match is None or match(parcel))
+
+    def now() -> Match | None:  # (read holding the gate: a request adds its id holding it)
+        return not_awaited if awaited else match
 
     def ready() -> bool:
         if refused is not None and refused():
             return True
-        return bool(queue) and (match is None or any(match(parcel) for parcel in queue))
+        if call is not None and closing(engine) is not None:
+            return True
+        wanted = now()
+        return bool(queue) and (wanted is None or any(wanted(parcel) for parcel in queue))
+
+    def take_now() -> Taken | None:
+        return runtime.take(index, now(), key, 0)
 
     kick = True
-    found = locked(runtime, runtime.take, index, match, key, 0)
-    transport = runtime.engine.transport
+    found = locked(runtime, take_now)
+    transport = engine.transport
     # A reply in a ping-pong comes within the blocking receive's first spin: spin as long
     # (the loop waits that long at most), before any waiting is set up.
     spun = found is None and timeout != 0 and transport.delivers_later and not runtime.closed
     if spun and locked(runtime, transport.spin, spin):
-        found = locked(runtime, runtime.take, index, match, key, 0)
+        found = locked(runtime, take_now)
     while True:
-        if found is not None or runtime.closed or timeout == 0:
+        if found is not None:
             return found
+        if call is not None:
+            check_closing(runtime, call)
+        if runtime.closed or timeout == 0:
+            return None
         if deadline is not None and time.monotonic() >= deadline:
             return None
         if refused is not None and refused():
@@ -139,10 +193,10 @@ async def take(
         poller = poller_of(runtime)
         # Woken, it takes the parcel itself (next turn): a parcel held back for a retry, or
         # taken by a receive of another thread meanwhile, only means another wait.
-        if not await poller.until(ready, deadline, None if match else queue, kick):
-            return locked(runtime, runtime.take, index, match, key, 0)
+        if not await poller.until(ready, deadline, None if now() else queue, kick):
+            return locked(runtime, take_now)
         kick = False
-        found = locked(runtime, runtime.take, index, match, key, 0)
+        found = locked(runtime, take_now)
 
 
 async def messages(
@@ -152,13 +206,17 @@ async def messages(
     deliver: Callable[[int, Taken], Message],
     last: Callable[[Message], bool],
     spin: float,
+    awaited: Collection[int] = (),
 ) -> AsyncIterator[Message]:
     """Every message of local node ``index`` that ``match``es, as it comes, until one for which
-    ``last`` is True (not yielded) or the runtime closes with none left."""
+    ``last`` is True (not yielded) or the runtime closes with none left. ``awaited``: the ids
+    of the requests whose replies it leaves queued for them (`take`)."""
     while True:
-        message = None if match is not None else locked(runtime, next_of_run, runtime, index)
+        message = None
+        if match is None:
+            message = locked(runtime, next_of_run, runtime, index, awaited)
         if message is None:
-            found = await take(runtime, index, match, None, None, spin)
+            found = await take(runtime, index, match, None, None, spin, awaited=awaited)
             if found is None:
                 return
             message = locked(runtime, deliver, index, found)
@@ -167,13 +225,13 @@ async def messages(
         yield message
 
 
-def next_of_run(runtime: Receiving, index: int) -> Message | None:
+def next_of_run(runtime: Receiving, index: int, awaited: Collection[int] = ()) -> Message | None:
     """The next message of the run at the head of local node ``index``'s queue, taken as a
     plain `receive()` takes it (`Engine.take_run`: built with the run's others, no parcel, no
-    decode), when `Runtime.take` would take it (automatic acks, no window, not closed), with
-    its count of receives and polls; else None."""
+    decode), when `Runtime.take` would take it (automatic acks, no window, not closed, no
+    request's reply ``awaited``), with its count of receives and polls; else None."""
     queue = runtime.queued[index]
-    if not queue or queue is not runtime.plain_queue or runtime.closed:
+    if not queue or queue is not runtime.plain_queue or runtime.closed or awaited:
         return None
     head: Any = queue[0].frames
     if head.__class__ is not RunCursor:

@@ -7,17 +7,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.codec.classes import class_name
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core import aio
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.filters import TypeFilter, order_key
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.processing import RequestFailed, Stop
-from geode_mpi.core.runtime import FIRST_SPIN
+from geode_mpi.core.runtime import FIRST_SPIN, Runtime
 from geode_mpi.core.topics import Topic
 from geode_mpi.errors import SendTimeout, check_timeout
 from geode_mpi.message import Message
-from geode_mpi.queues import Parcel
+from geode_mpi.queues import Match, Parcel
 
 _NO_REPLY = codec.NO_REPLY
 _REQUEST = codec.REQUEST
@@ -74,8 +75,10 @@ class Asyncio(Facade):
 
         ``async for msg in geode.messages("node1"):`` ends when a `Stop` reaches the node
         (`stop`; the Stop itself is not yielded), or once the Geode is closed and nothing
-        matching is left. Filters as for `receive`. Breaking out of the loop leaves the
-        remaining messages queued.
+        matching is left. Filters as for `receive`: they choose what it yields, not when it
+        ends (a Stop from any node ends a filtered loop too). As `run` does, it leaves in
+        the queue the reply that a request from the node awaits (`arequest`, or `request`
+        in another thread). Breaking out of the loop leaves the remaining messages queued.
 
         Raises:
             NodeNotLocalError, UnknownNodeError: at once; DecodeError: from the iteration
@@ -85,7 +88,10 @@ class Asyncio(Facade):
         index = runtime.local_index(node, "messages")
         unfiltered = source is None and type is None and topic is None
         match = None if unfiltered else self._matcher(source, type, topic)
-        return aio.messages(runtime, index, match, runtime.deliver, _is_stop, FIRST_SPIN)
+        if match is not None:
+            match = _or_stop(match)
+        awaited = self._processor.awaited
+        return aio.messages(runtime, index, match, runtime.deliver, _is_stop, FIRST_SPIN, awaited)
 
     async def asend(
         self,
@@ -104,27 +110,32 @@ class Asyncio(Facade):
 
         Raises:
             As `send` (SendTimeout: not sent when ``in_flight`` is False, else still in
-            flight; AckTimeout: the message stays in its outbox).
+            flight; AckTimeout: the message stays in its outbox; ClosedError: named
+            ``asend``, and the thread whose close() began while it awaited room, the send
+            or its ack).
         """
         runtime = self._runtime
         if dest is None:  # (said here: send's own words would name send())
             raise TypeError("asend() needs a dest: asend(message, dest='node1')")
+        runtime.check_sending("asend")  # (not the isend it goes through: named here)
         timeout = check_timeout(timeout)
         deadline = aio.deadline_of(timeout)
         src = self.rank if source is None else runtime.placement.index(source, "source")
+        waited = False  # (for room)
         if dest is not None and src in runtime.inboxes:  # (else isend says what is wrong)
             dst = runtime.placement.index(dest, "dest")
             pair = aio.locked(runtime, runtime.engine.pair_out, src, dst)
-            if not await aio.room(runtime, pair, src, dst, deadline):
+            waited = not (pair.credits is None or pair.credits > 0)
+            if waited and not await aio.room(runtime, pair, src, dst, deadline):
                 raise SendTimeout(-1, runtime.names[src], runtime.names[dst], timeout or 0.0, False)
         chosen = None if compress is None else setting(compress)
         # as send() sends: at once, not held back for a batch
         args = (message, source, dest, ack, timeout, _NO_REPLY, 0, False, None, chosen)
-        handle = aio.locked(runtime, runtime.send, *args)
+        handle = aio.locked(runtime, _send, runtime, "asend", args, None, waited)
         if handle.complete():
             return handle
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        return await handle.wait_async(left)
+        await handle.wait_until_async(deadline, timeout, "asend")
+        return handle
 
     async def arequest(
         self,
@@ -144,15 +155,18 @@ class Asyncio(Facade):
             ReceiveTimeout: no reply within ``timeout`` seconds.
             HandlerError: dest's handler failed for good (as for `request`).
             NotProcessed: dest will not process it (as for `request`).
+            ClosedError: the Geode is closed, or close() began in another thread while it
+                awaited (naming that thread, as for `request`).
             NodeNotLocalError: another rank hosts ``source``.
         """
         runtime = self._runtime
         timeout = check_timeout(timeout)
+        runtime.check_sending("arequest")  # (not the isend it goes through: named here)
         deadline = aio.deadline_of(timeout)
         src = runtime.local_index(source, "arequest")
-        handle = aio.locked(
-            runtime, runtime.send, message, src, dest, True, timeout, _REQUEST, 0, False
-        )
+        awaited = self._processor.awaited  # run() and messages() leave the reply for it
+        args = (message, src, dest, True, timeout, _REQUEST, 0, False)
+        handle = aio.locked(runtime, _send, runtime, "arequest", args, awaited)
         wanted = handle.id
         assert wanted is not None, "a request's source is local: this rank sent it"
         dst = runtime.placement.index(handle.dest)
@@ -163,11 +177,11 @@ class Asyncio(Facade):
         def refused() -> bool:  # dest said it will not process the request: no reply comes
             return handle.lost is not None
 
-        awaited = self._processor.awaited  # run() leaves the reply for this coroutine
-        awaited.add(wanted)
         try:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            found = await aio.take(runtime, src, is_reply, None, left, FIRST_SPIN, refused)
+            found = await aio.take(
+                runtime, src, is_reply, None, left, FIRST_SPIN, refused, "arequest"
+            )
         finally:
             awaited.discard(wanted)
         if found is not None:
@@ -180,5 +194,38 @@ class Asyncio(Facade):
         raise self._no_reply(handle, timeout, True)
 
 
+def _send(
+    runtime: Runtime,
+    call: str,
+    args: tuple[Any, ...],
+    awaited: set[int] | None = None,
+    waited: bool = False,
+) -> SendHandle:
+    """``runtime.send(*args)`` for ``call``, holding the gate: `ClosedError` names ``call``
+    once close() began (not the isend it goes through), and the closer if ``call`` awaited
+    room meanwhile (``waited``). ``awaited``: a request's, where its id goes before another
+    thread may take its reply (`Processor.awaited`)."""
+    if waited:
+        aio.check_closing(runtime, call)
+    runtime.check_sending(call)
+    handle = runtime.send(*args)
+    if awaited is not None and handle.id is not None:
+        awaited.add(handle.id)
+    return handle
+
+
 def _is_stop(message: Message) -> bool:
     return isinstance(message, Stop)
+
+
+_STOP_NAME = class_name(Stop)
+
+
+def _or_stop(match: Match) -> Match:
+    """``match``, or a `Stop`: a filtered `messages()` loop ends at a Stop from any source, as
+    an unfiltered one does (its filter chooses what it yields, not when it ends)."""
+
+    def wanted(parcel: Parcel) -> bool:
+        return match(parcel) or codec.class_name_of(parcel.meta) == _STOP_NAME
+
+    return wanted

@@ -264,13 +264,24 @@ class SendHandle:
             AckTimeout: (``ack=True``) it was sent but not acknowledged in time. Either way
                 the message stays in flight or in the outbox, and the handle can be awaited
                 again.
+            NotProcessed: (``ack=True``) the receiver acknowledged it without processing it.
+            ClosedError: the Geode closed before the send completed (or was acknowledged):
+                close() began in another thread while it was awaited, or before (as `wait`).
         """
         timeout = check_timeout(timeout)
         if self.complete():
             if self.ack:
                 self.check_processed()
             return self
-        deadline = deadline_of(timeout)
+        await self.wait_until_async(deadline_of(timeout), timeout, "wait_async")
+        return self
+
+    async def wait_until_async(
+        self, deadline: float | None, timeout: float | None, call: str
+    ) -> None:
+        """`wait_async` with its deadline (`time.monotonic`) and timeout worked out, as
+        `wait_until` for asyncio. ``call``: the public call that awaits (named by the
+        `ClosedError` of a close() meanwhile)."""
         geode = self._geode
         ticket = self._ticket
         if ticket.held:  # in a batch that has not gone out: send it now, not in 100 us
@@ -278,13 +289,12 @@ class SendHandle:
                 geode.serialised(geode.transport.flush)
             else:
                 geode.transport.flush()
-        if not await wait_until(geode, lambda: ticket.done, deadline):
+        if not await wait_until(geode, lambda: ticket.done, deadline, call):
             raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
-        if self.ack and not await wait_until(geode, self._settled, deadline, False):
+        if self.ack and not await wait_until(geode, self._settled, deadline, call, False):
             raise self._ack_timeout(timeout or 0.0)
         if self.ack:
             self.check_processed()
-        return self
 
     @staticmethod
     def _taker_may_run() -> bool:

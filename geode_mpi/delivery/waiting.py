@@ -196,9 +196,18 @@ class Wait:
     def check_closing(self, call: str) -> None:
         """Raise `ClosedError` for ``call`` if close() began in another thread (or ended):
         its transport may be gone at the next look, and nothing more will come."""
-        closer = self.engine.closer
-        if closer is not None and (self.engine.closed or closer is not threading.current_thread()):
+        closer = closing(self.engine)
+        if closer is not None:
             raise ClosedError(call, closer.name)
+
+
+def closing(engine: Engine) -> threading.Thread | None:
+    """The thread whose close() ends a wait now: close() began in another thread, or ended
+    (None otherwise; the asyncio awaits ask it too, `geode_mpi.core.aio`)."""
+    closer = engine.closer
+    if closer is not None and (engine.closed or closer is not threading.current_thread()):
+        return closer
+    return None
 
 
 def wait_for(

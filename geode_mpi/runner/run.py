@@ -91,15 +91,48 @@ INTERRUPT_GRACE = 1.0  # seconds a rank other than 0 leaves rank 0 to end an int
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job ended by Ctrl-C
 
 
-def _where(tb: TracebackType | None) -> str:
-    """`` in job.py:12``: the job's own innermost frame of a traceback ("" if none)."""
-    found = ""
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        if not os.path.abspath(name).startswith(_PACKAGE) and "runpy" not in name:
-            found = f" in {name}:{tb.tb_lineno}"
-        tb = tb.tb_next
+def _where(exc: BaseException) -> str:
+    """`` in job.py:12``: the job's own innermost frame where ``exc`` met it ("" if none).
+
+    An interrupt that ends ``asyncio.run`` comes out of asyncio's runner, raised anew after
+    it cancelled the main task: the job's line is then the ``await`` the cancellation met,
+    in the traceback of the `asyncio.CancelledError` it carries as its context.
+    """
+    found, innermost = _job_frame(exc.__traceback__)
+    context = exc.__context__
+    for _ in range(3):  # (the runner's CancelledError, the task's, the one the await met)
+        if not _in_asyncio(innermost) or type(context).__name__ != "CancelledError":
+            break
+        assert context is not None
+        inner, innermost = _job_frame(context.__traceback__)
+        found = inner or found
+        context = context.__context__
     return found
+
+
+def _job_frame(tb: TracebackType | None) -> tuple[str, str]:
+    """The job's own innermost frame of a traceback (`` in job.py:12``, "" if none), and the
+    file of its innermost frame of all."""
+    found = innermost = ""
+    while tb is not None:
+        innermost = tb.tb_frame.f_code.co_filename
+        if _job_file(innermost):
+            found = f" in {innermost}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found, innermost
+
+
+def _job_file(filename: str) -> bool:
+    """Whether a frame of ``filename`` is the job's own (not geode_mpi's, runpy's, asyncio's)."""
+    return (
+        not os.path.abspath(filename).startswith(_PACKAGE)
+        and "runpy" not in filename
+        and not _in_asyncio(filename)
+    )
+
+
+def _in_asyncio(filename: str) -> bool:
+    return os.sep + "asyncio" + os.sep in os.path.abspath(filename)
 
 
 def interrupted(rank: int, size: int, exc: KeyboardInterrupt) -> int:
@@ -111,7 +144,7 @@ def interrupted(rank: int, size: int, exc: KeyboardInterrupt) -> int:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt this
     line = (
-        f"{_label(rank, size)} geode_mpi: interrupted (Ctrl-C){_where(exc.__traceback__)}, "
+        f"{_label(rank, size)} geode_mpi: interrupted (Ctrl-C){_where(exc)}, "
         f"ending the job with status {INTERRUPTED}"
     )
     if size == 1:

@@ -249,6 +249,7 @@ NO_CONSTRUCTOR = BUILT_BY_GEODE | {"Receipt", "Transport"}
 INTERNAL_MEMBERS = {
     "SendHandle.complete",
     "SendHandle.wait_until",
+    "SendHandle.wait_until_async",
     "SendHandle.check_processed",
     "PublishHandle.check_processed",
     "PublishHandle.wait_until",

@@ -311,6 +311,27 @@ def test_ctrl_c_in_the_embedded_world_prints_one_line(tmp_path: Path) -> None:
         "with status 130\n"  # fmt: skip
 
 
+AWAITING = """\
+import asyncio
+from geode_mpi import Geode
+
+with Geode() as geode:
+    async def main():
+        print("ready", flush=True)
+        await geode.areceive(timeout=60)
+    asyncio.run(main())
+"""
+
+
+def test_ctrl_c_in_an_asyncio_job_names_the_await(tmp_path: Path) -> None:
+    """It named asyncio's runners.py, where asyncio.run raises the interrupt anew."""
+    job = _job(tmp_path, AWAITING)
+    status, _, err = _interrupt([sys.executable, "-m", "geode_mpi", job], 1)
+    assert status == 130, err
+    assert err == f"[rank 0/1 node0] geode_mpi: interrupted (Ctrl-C) in {job}:7, ending the job " \
+        "with status 130\n"  # fmt: skip
+
+
 @pytest.mark.mpi
 def test_ctrl_c_at_2_ranks_prints_one_line_for_the_job(tmp_path: Path) -> None:
     job = _job(tmp_path, WAITING)
