@@ -36,7 +36,9 @@ class Message:
     """A message: ``data`` of any picklable type (numpy arrays above all) plus metadata.
 
     Subclass it for your own message types; a subclass is received as that subclass, with the
-    attributes it set in ``__init__`` restored (``__init__`` is not called again on receipt).
+    attributes it set in ``__init__`` restored (``__init__`` is not called again on receipt;
+    the attributes are set directly, past a ``__setattr__`` of its own: a frozen dataclass
+    works).
 
     Metadata is ``None`` until the message has been sent, and is set on the received copy:
 

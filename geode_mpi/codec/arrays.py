@@ -302,9 +302,25 @@ def _dtype_from_state(made: Any, state: Any) -> np.dtype[Any]:
             dtype = np.dtype((np.record, dtype))
     else:
         dtype = made.newbyteorder(byteorder) if byteorder in ("<", ">") else made
-    if len(state) == 9 and state[8] is not None:
-        dtype = np.dtype(dtype, metadata=dict(state[8]))
+    metadata = state[8] if len(state) == 9 else None
+    if made.kind in "mM":  # (a datetime64 or timedelta64: made generic, its unit here)
+        metadata, dtype = _time_state(made, byteorder, metadata)
+    if metadata is not None:
+        dtype = np.dtype(dtype, metadata=dict(metadata))
     return dtype
+
+
+def _time_state(made: np.dtype[Any], byteorder: Any, extra: Any) -> tuple[Any, np.dtype[Any]]:
+    """The metadata and the dtype of a datetime64 or timedelta64 dtype's state, whose last
+    item is (metadata, (unit, count, 1, 1)) where other dtypes' is the metadata alone."""
+    metadata, (unit, count, _, _) = extra
+    if type(unit) is not bytes or type(count) is not int:
+        raise TypeError("not a datetime dtype's pickled state")
+    order = byteorder if byteorder in ("<", ">") else "="
+    code = made.char + "8"
+    if unit != b"generic":
+        code += f"[{count}{unit.decode()}]"
+    return metadata, np.dtype(order + code)
 
 
 def load_dtype(raw: bytes) -> np.dtype[Any]:

@@ -100,24 +100,25 @@ def _lookup(wire_name: str) -> type[Message]:
 # then gives their class (the same layout), by wire name as it travels: (class, the ``__main__``
 # it was found in or None, its attribute there)
 _inline: dict[bytes, tuple[type[Message], ModuleType | None, str]] = {}
-_METADATA = ("data", "id", "seq", "timestamp", "source", "dest", "reply_to", "__slots__")
+_METADATA = ("data", "id", "seq", "timestamp", "source", "dest", "reply_to")
 
 
 def remember_inline(raw: bytes, cls: type[Message]) -> None:
     """Remember ``cls``, resolved from wire name ``raw``, for `inline_class` if its received
     messages may be built as a plain Message's, attribute by attribute, then given its class:
-    no ``__setattr__`` or ``__new__`` of its own, no ``__slots__`` (Message's layout), nothing
-    of its own named as the metadata is."""
+    no ``__setattr__`` or ``__new__`` of its own, Message's layout (no slots in any base, a
+    mixin's after Message too), nothing of its own named as the metadata is."""
     known = _inline.get(raw)
     if (known is not None and known[0] is cls) or cls.__setattr__ is not object.__setattr__:
         return
-    if cls.__new__ is not object.__new__:
+    if cls.__new__ is not object.__new__ or cls.__basicsize__ != Message.__basicsize__:
         return
-    for klass in cls.__mro__:
+    for klass in cls.__mro__:  # (every base: a mixin comes after Message)
         if klass is Message:
-            break
-        if any(name in klass.__dict__ for name in _METADATA):
-            return
+            continue
+        found = klass.__dict__
+        if found.get("__slots__") or any(name in found for name in _METADATA):
+            return  # (empty slots, as typing.Generic's, change nothing)
     main = None
     attr = ""
     if cls.__module__ == "__main__":

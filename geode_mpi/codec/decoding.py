@@ -36,7 +36,15 @@ from geode_mpi.codec.wire import (
     length_error,
     pickled_checksum,
 )
-from geode_mpi.codec.wire_parts import Peek, _names, _new_name, _slot_names, _state
+from geode_mpi.codec.wire_parts import (
+    SET_ATTRIBUTE,
+    Peek,
+    _names,
+    _new_name,
+    _slot_names,
+    _state,
+    give_state,
+)
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 
@@ -98,7 +106,7 @@ def _decode_arrays(
     except Exception as exc:
         raise decode_error(cls.__name__, mid, src, exc) from exc
     message = cls.__new__(cls)
-    message.__dict__ = _state(data, mid, seq, ts, src, dst, reply_to, names)
+    give_state(message, _state(data, mid, seq, ts, src, dst, reply_to, names))
     return message
 
 
@@ -112,13 +120,11 @@ def _built(
         Exception: whatever the bytes or the class make unpickling raise.
     """
     message = cls.__new__(cls)
-    if rest is None:
-        message.__dict__ = state
-        return message
-    slotted = rest_into(state, pickling.loads(rest, frames), _slot_names(cls))
-    message.__dict__ = state
-    for key, value in slotted.items():
-        setattr(message, key, value)
+    give_state(message, state)
+    if rest is not None:
+        slotted = rest_into(state, pickling.loads(rest, frames), _slot_names(cls))
+        for key, value in slotted.items():  # (past the class's own __setattr__, as its state)
+            SET_ATTRIBUTE(message, key, value)
     return message
 
 

@@ -26,7 +26,7 @@ from geode_mpi.codec.header import KIND_RUN, PLAIN, ROUTE_AT, SENDER_FLAGS, SIZE
 from geode_mpi.codec.peeking import peek
 from geode_mpi.codec.pickling import ATOMIC
 from geode_mpi.codec.wire import encode
-from geode_mpi.codec.wire_parts import Stamp
+from geode_mpi.codec.wire_parts import SET_ATTRIBUTE, Stamp, give_state
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import RESERVED, Message
 
@@ -193,6 +193,7 @@ class Run:
         "flags",
         "name",
         "payloads",
+        "plain",
         "src",
         "srcname",
         "stamps",
@@ -235,6 +236,8 @@ class Run:
         self.flags: int = info.flags
         self.name: str = info.class_name
         self._cls: type[Message] | None = Message if info.class_name == BASE_NAME else None
+        # Whether the class lets its messages' ``__dict__`` be set plainly (found with it)
+        self.plain = True
         self.src: int = src
         self.dst: int = dst
         count = len(names)
@@ -250,6 +253,7 @@ class Run:
         found = self._cls
         if found is None:
             found = self._cls = resolve(self.name)
+            self.plain = found.__setattr__ is SET_ATTRIBUTE  # (a frozen dataclass's: not)
         return found
 
     def state(self, index: int) -> dict[str, Any]:
@@ -261,14 +265,18 @@ class Run:
     def message(self, index: int) -> Message:
         """Message ``index`` of the run, as `codec.decode` gives a message sent alone."""
         message = _new(self.cls())
-        message.__dict__ = self.state(index)
-        message.__dict__.update(
+        state = self.state(index)
+        state.update(
             id=self.first_id + index,
             seq=self.first_seq + index,
             timestamp=self.stamps[index],
             source=self.srcname,
             dest=self.dstname,
         )
+        if self.plain:  # (`give_state`, without its call and its look-up)
+            message.__dict__ = state
+        else:
+            SET_ATTRIBUTE(message, "__dict__", state)
         return message
 
     def messages(self) -> list[Message] | None:
@@ -287,7 +295,7 @@ class Run:
         """The meta of message ``index`` encoded alone, as if sent on its own (for the paths
         that keep messages one by one: checkpoints, a queue that drops its oldest)."""
         message = _new(self.cls())
-        message.__dict__ = self.state(index)
+        give_state(message, self.state(index))
         stamp = _tuple_new(
             Stamp,
             (self.first_id + index, self.first_seq + index, self.stamps[index], self.src, self.dst),
@@ -310,6 +318,9 @@ def build(
     """The messages of a run of data (not `Run.states`), all in one pass: what a message
     decoded alone is, its ``__dict__`` set whole (about 0.4 us a message, where one built
     on its own costs twice that)."""
+    if cls.__setattr__ is not SET_ATTRIBUTE:  # (a frozen dataclass's refuses __dict__)
+        plain = build(Message, payloads, stamps, first_id, first_seq, source, dest)
+        return [_renewed(cls, message.__dict__) for message in plain]
     new = _new
     built = [new(cls) for _ in payloads]
     end = len(payloads)
@@ -330,6 +341,13 @@ def build(
             "dest": dest,
         }
     return built
+
+
+def _renewed(cls: type[Message], state: dict[str, Any]) -> Message:
+    """A message of ``cls`` with ``state`` as its ``__dict__``, past its own ``__setattr__``."""
+    message = _new(cls)
+    give_state(message, state)
+    return message
 
 
 def is_run(meta: bytes | memoryview) -> bool:

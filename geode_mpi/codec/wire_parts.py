@@ -109,6 +109,18 @@ def _state(
     return state
 
 
+SET_ATTRIBUTE = object.__setattr__
+
+
+def give_state(message: object, state: dict[str, Any]) -> None:
+    """Make ``state`` a received message's ``__dict__`` past its class's own ``__setattr__``
+    if it has one (a frozen dataclass's refuses every assignment), as unpickling would."""
+    if type(message).__setattr__ is SET_ATTRIBUTE:
+        message.__dict__ = state  # (the same, and cheaper)
+    else:
+        SET_ATTRIBUTE(message, "__dict__", state)
+
+
 _wire_names: dict[type, tuple[bytes, bool]] = {}  # class -> (wire name, has __slots__)
 _Template: TypeAlias = "tuple[bytes, int, int]"
 # (class, dtype, shape) -> (name + descriptor + padding, name length, data-section length);

@@ -165,17 +165,17 @@ class Express(EngineState):
                         message = plain_message(data, mid, seq, ts, src, dst, reply_to, self.names)
                         if rest:  # (the class has no slots: `remember_inline`)
                             rest_into(message.__dict__, _loads(memoryview(meta)[end:]), ())
+                        if cls is not Message:  # (its layout is Message's: `remember_inline`)
+                            message.__class__ = cls
                     except _Damaged:
                         pass  # (never unpickled: the receive's decode says what is wrong)
-                    except Exception as exc:  # (whatever unpickling the bytes raised)
+                    except Exception as exc:  # (whatever unpickling the bytes or the class raised)
                         # The receive raises this, not unpickling the bytes a second time
                         error = decode_error(cls.__name__, mid, src, exc)
                         error.__cause__ = exc
                         self.sink(rank, memoryview(meta), (), size)
                         return self._undecoded(index, seq, error)
                     else:
-                        if cls is not Message:  # (its layout is Message's: `remember_inline`)
-                            message.__class__ = cls
                         pair.expected = seq + 1
                         if pair.held:  # (unpickling made progress: see `release_held`)
                             self.release_held(pair, index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,37 @@ class Point(Message):
         super().__init__(data)
         self.label = label
         self.weight = weight
+
+
+@dataclass(frozen=True)
+class Reading(Message):
+    """A frozen dataclass: its ``__setattr__`` refuses every assignment, ``__dict__`` too."""
+
+    step: int
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlottedReading(Message):
+    """A frozen dataclass with slots."""
+
+    step: int
+    value: Any = None
+
+
+class TagSlot:
+    """A mixin with ``__slots__``, after Message in its subclass's MRO."""
+
+    __slots__ = ("tag",)
+
+
+class Sample(Message, TagSlot):
+    """A subclass with a slotted mixin: not Message's layout, never built inline (it used to
+    be, and its receive raised a bare TypeError, the message lost and the pair's next held)."""
+
+    def __init__(self, data: Any = None, tag: str = "") -> None:
+        super().__init__(data)
+        self.tag = tag
 
 
 def array_cases() -> list[tuple[str, np.ndarray[Any, Any]]]:

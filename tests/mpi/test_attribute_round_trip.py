@@ -1,14 +1,17 @@
 """Message subclasses holding attributes and headers, in a ping-pong: the express receive builds
 the plain ones inline; the others (an array attribute, ``__slots__``, a class with its own
-``__setattr__``) keep the general path. Every reply is checked, type, data and attributes."""
+``__setattr__``, frozen dataclasses, a slotted mixin) keep the general path. Every reply is
+checked, type, data and attributes (slots too)."""
 
 from __future__ import annotations
 
+import copyreg
 import os
 from typing import Any
 
 import numpy as np
 from conftest import TIMEOUT
+from payloads import Reading, Sample, SlottedReading
 
 from geode_mpi import Geode, Message
 
@@ -39,6 +42,16 @@ class Frozen(Message):
         super().__setattr__(name, value)
 
 
+def readings(k: int) -> np.ndarray[Any, Any]:
+    """A structured array with datetime64 and timedelta64 fields (a pickled dtype)."""
+    dtype = [("time", "M8[s]"), ("span", "m8[ms]"), ("days", "M8[D]", (2,)), ("v", "f8")]
+    array = np.zeros(3, dtype)
+    array["time"] = np.datetime64("2026-01-01T00:00:00") + np.arange(3) + k
+    array["span"] = np.arange(3) * k
+    array["v"] = k
+    return array
+
+
 class Spot:
     """A user class held as an attribute."""
 
@@ -52,8 +65,16 @@ class Spot:
 
 
 def payload(k: int) -> Message:
-    """The ``k``-th message of the ping-pong: a shape per ``k`` modulo 9."""
-    shape = k % 9
+    """The ``k``-th message of the ping-pong: a shape per ``k`` modulo 13."""
+    shape = k % 13
+    if shape == 9:
+        return Reading(k, k / 4)
+    if shape == 10:
+        return SlottedReading(k)
+    if shape == 11:
+        return Sample(f"s {k}", f"t{k}")
+    if shape == 12:
+        return Particle(readings(k), k)
     if shape == 0:
         return Particle(f"pos {k}", k)
     if shape == 1:
@@ -89,11 +110,12 @@ def check(got: Message, sent: Message) -> None:
     assert type(got) is type(sent), (got, sent)
     for key, value in vars(sent).items():
         if isinstance(value, np.ndarray):
+            assert vars(got)[key].dtype == value.dtype, (key, got)
             assert np.array_equal(vars(got)[key], value), (key, got)
         else:
             assert vars(got)[key] == value, (key, got)
-    if isinstance(sent, Weighted):
-        assert got.weight == sent.weight
+    for key in copyreg._slotnames(type(sent)):  # type: ignore[attr-defined]
+        assert getattr(got, key) == getattr(sent, key), (key, got)
 
 
 def test_subclasses_with_attributes_round_trip() -> None:
@@ -164,3 +186,29 @@ def _mpich_wheel() -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
+
+
+def test_a_slotted_mixin_subclass_in_a_long_ping_pong() -> None:
+    # Only `Sample`s, both ways: before, a reply the express take caught made the receive
+    # raise a bare TypeError (in 4 of 9 runs of 200 rounds on MPICH's shared memory, every
+    # run over its network path), that message lost and the next receive timed out.
+    with Geode(max(2, 2 * _size())) as geode:
+        size, rank = geode.size, geode.rank
+        peer = rank ^ 1
+        if size == 1:  # one process: node0 and node1 on it (no express take; the codec's)
+            for k in range(20):
+                geode.send(Sample(k, f"t{k}"), "node0", "node1")
+                check(geode.receive("node1", timeout=TIMEOUT), Sample(k, f"t{k}"))
+            return
+        if peer >= size:
+            return
+        other = f"node{peer}"
+        for k in range(2 * ROUNDS):
+            if rank < peer:
+                geode.send(Sample(k, f"t{k}"), dest=other)
+                check(geode.receive(timeout=TIMEOUT), Sample(-k, f"r{k}"))
+            else:
+                check(geode.receive(timeout=TIMEOUT), Sample(k, f"t{k}"))
+                geode.send(Sample(-k, f"r{k}"), dest=other)
+        stats = geode.stats(f"node{rank}")
+        assert stats.received == stats.sent == 2 * ROUNDS and not geode.dead_letters()

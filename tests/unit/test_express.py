@@ -10,8 +10,10 @@ emptying the outbox, a typed or filtered receive, a second source, threads, dama
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +21,15 @@ import pytest
 from test_take_arrival import captured, replay
 
 from geode_mpi import DecodeError, EncodeError, Geode, Message, codec
-from geode_mpi.codec import wire
+from geode_mpi.codec import classes, wire
 from geode_mpi.core import facade_sending as facade
 from geode_mpi.delivery import Engine, express
 from geode_mpi.delivery.direct import Lane
 from geode_mpi.message import RESERVED
 from geode_mpi.transport import InProcHub, SendTicket
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mpi"))
+from payloads import Sample
 
 ROUNDS = 60
 TAG = 4
@@ -679,3 +684,45 @@ def test_a_subclass_goes_to_take_arrival_first_then_inline_and_keeps_its_class(
     # its first message only (none if one came before), then its class is kept; never for
     # a class that sets its own attributes
     assert calls in ([1], []) if cls is Tagged else calls == [1, 1, 1]
+
+
+def sample_arrival(seq: int) -> bytes:
+    """node0's `Sample` of seq ``seq`` to node1, as a lane sends it (tracked)."""
+    stamp = codec.make_stamp(seq, seq, 1.0, 0, 1)
+    return codec.encode(Sample({"x": seq}, f"t{seq}"), stamp, codec.FLAG_TRACKED)[0]
+
+
+def test_a_subclass_with_a_slotted_mixin_keeps_the_general_path_and_its_slots(
+    first_taken: tuple[Geode, Engine, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `remember_inline` looked at the bases before Message only, kept this class, and the
+    # express take's `__class__` assignment raised TypeError with the message taken from MPI:
+    # never delivered, and the pair's next one held behind it.
+    _, engine, _ = first_taken
+    calls = spy_take_arrival(engine, monkeypatch)
+    for seq in (1, 2, 3):
+        got = engine.take_express(1, spun(sample_arrival(seq)), 0.0)
+        assert type(got) is Sample and got.data == {"x": seq} and got.tag == f"t{seq}"
+        assert engine.pairs_in[(0, 1)].expected == seq + 1
+    assert calls == [1, 1, 1]  # (each the general take's: never kept)
+
+
+def test_a_class_the_inline_build_cannot_give_is_refused_and_the_next_flows(
+    first_taken: tuple[Geode, Engine, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any failure of the express take's build, the class's too, leaves the message where an
+    # undecodable one goes: queued, the receive's DecodeError, the dead letters; the pair's
+    # next message is taken after it.
+    _, engine, _ = first_taken
+    raw = classes.class_name(Sample).encode()
+    monkeypatch.setitem(classes._inline, raw, (Sample, None, ""))  # (as if kept, wrongly)
+    taken = engine.take_express(1, spun(sample_arrival(1)), 0.0)
+    assert taken is not None and not isinstance(taken, Message)  # queued, then taken as is
+    assert engine.undecoded is not None and engine.undecoded[0] is taken
+    assert "__class__ assignment" in str(engine.undecoded[1])
+    assert isinstance(engine.undecoded[1], DecodeError)
+    engine.undecoded = None
+    assert engine.pairs_in[(0, 1)].expected == 2
+    monkeypatch.delitem(classes._inline, raw)
+    got = engine.take_express(1, spun(sample_arrival(2)), 0.0)
+    assert type(got) is Sample and got.tag == "t2" and got.seq == 2
