@@ -102,9 +102,15 @@ class PublishHandle(SendHandle):
 
     def _settled(self) -> bool:
         """True once each subscriber acknowledged the message or said it will not (a
-        subscriber that processes it is waited for even when another one is closing)."""
-        pending = self._pending()
-        return not pending or len(self._refusing()) == len(pending)
+        subscriber that processes it is waited for even when another one is closing).
+        Checked on every spin of a wait: it stops at the first pair still waited for."""
+        if self.acked:
+            return True
+        told = self._geode.engine.closing_told
+        if not told or not self.ack:
+            return False
+        seq, number = self._stamp.seq, self._stream
+        return all((number, sub, seq) in told for sub in self._pending())
 
     def check_processed(self) -> None:
         """Raise `NotProcessed` naming the subscribers that will not process the message."""

@@ -336,7 +336,13 @@ def _stored(frame: Any, key: int, stream: int) -> Frame:
         stored = _sealed_view(stored)
     else:
         stored = _read_only_view(stored)
-    _register(stored, _Shared(key, stored.nbytes, None), _address(stored))
+    # Registered for as long as the array every view of ``stored`` points back to lives (the
+    # views the receiver is given skip ``stored`` itself: registered against it, the entry
+    # went when the store dropped the id, though the receiver still held the array).
+    root = stored
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    _register(root, _Shared(key, stored.nbytes, None), _address(stored))
     return stored
 
 

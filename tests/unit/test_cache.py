@@ -490,3 +490,30 @@ def test_a_received_shared_array_cannot_be_made_writable(
     assert sender.cache_stats().hits == 3
     if world == "embedded":
         sender.close()
+
+
+def test_a_received_shared_array_evicted_from_its_store_is_still_shared_when_sent_on() -> None:
+    """The registry entry of a received shared array lived as long as the store's own view of
+    it, not the receiver's (which skips that view): once the store dropped the id (evicted),
+    the array the receiver kept was no longer shared, and passed on it moved in full each
+    time."""
+    hub = InProcHub(3)
+    first, second, third = (
+        Geode(3, transport=hub.endpoint(rank), cache_bytes=5 * MIB) for rank in range(3)
+    )
+    arrays = [share(np.full(MIB // 4, float(k))) for k in range(3)]  # 2 MiB each
+    kept = None
+    for array in arrays:  # the third evicts the first from rank 1's store
+        first.send(array, "node0", "node1")
+        got = second.receive("node1", timeout=TIMEOUT).data
+        kept = got if kept is None else kept
+    assert first.cache_stats().evictions == 1
+    moved = []
+    for _ in range(2):
+        before = second.cache_stats().wire_bytes
+        second.send(kept, "node1", "node2")
+        assert np.array_equal(third.receive("node2", timeout=TIMEOUT).data, arrays[0])
+        moved.append(second.cache_stats().wire_bytes - before)
+    assert moved[0] >= arrays[0].nbytes and moved[1] < 1024
+    for geode in (first, second, third):
+        geode.close()
