@@ -143,7 +143,11 @@ class Checkpointer:
         deadline = None
         if timeout is not None:
             deadline = time.monotonic() + timeout
-            if not geode.arrive(deadline):
+            # Never Terminated, as the vote's wait: after a SIGTERM the ranks still coming are
+            # on their way to the last checkpoint (the grace's timer bounds the wait).
+            with TERMINATION.shielded():
+                arrived = geode.arrive(deadline)
+            if not arrived:
                 where = "waiting for the other ranks to call it"
                 raise self._late(timeout, where, "maybe_checkpoint")
         vote = _TERMINATED if TERMINATION.requested else 0
