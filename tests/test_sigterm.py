@@ -227,3 +227,39 @@ def test_maybe_checkpoint_writes_the_last_checkpoint_and_the_restart_ends_alike(
     assert "resuming at step" in again.stdout, again.explain()
     got = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(n)]
     assert got == want
+
+
+@pytest.mark.parametrize("timeout", [60.0, None], ids=["timeout", "no-timeout"])
+@pytest.mark.parametrize("n", [2, 4])
+def test_maybe_checkpoint_waits_for_a_late_rank_within_the_grace(
+    n: int, timeout: float | None, tmp_path: Path
+) -> None:
+    """The other ranks wait in maybe_checkpoint() past t0 + grace/2 for a rank still computing:
+    it never raises Terminated (with a timeout it did, and the last checkpoint was lost)."""
+    grace, late = 10.0, 6.5  # late: past the grace's patience (5 s), inside the grace
+    directory = tmp_path / "ck"
+    args = ["--dir", str(directory), "--late", str(late)]
+    args += [] if timeout is None else ["--timeout", str(timeout)]
+    job = start(n, "sigterm_late_rank.py", args, grace)
+    status, _ = job.ended(grace + START)
+    text = job.text()
+    assert status == 0, job.explain()
+    assert "geode_mpi: SIGTERM: checkpoint 1 written" in text, job.explain()
+    assert "geode_mpi: Terminated" not in text, job.explain()
+    assert "did not end within" not in text, job.explain()
+    loaded = CheckpointStore(directory, keep=2).newest([])
+    assert loaded is not None and loaded.epoch == 1
+    assert loaded.read(0)[1]["state"]["plain"] == {"step": 3}
+
+
+def test_maybe_checkpoint_waits_no_longer_than_the_grace(tmp_path: Path) -> None:
+    """A rank that reaches maybe_checkpoint() after t0 + grace: the timer ends the job."""
+    grace = 5.0
+    args = ["--dir", str(tmp_path / "ck"), "--late", "60", "--timeout", "60"]
+    job = start(2, "sigterm_late_rank.py", args, grace)
+    status, _ = job.ended(grace + SLACK)
+    assert status == STATUS, job.explain()
+    text = job.text()
+    assert "did not end within term_grace=5 s; exiting with status 143" in text, job.explain()
+    assert "geode_mpi: Terminated" not in text, job.explain()  # maybe_checkpoint() waited on
+    assert "checkpoint 1 written" not in text, job.explain()

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
     from geode_mpi.core.topics import Topic
     from geode_mpi.core.workqueues import WorkQueue
+    from geode_mpi.queues import Parcel
 
 # channels restore through these
 __all__ = ["Checkpointer", "check_queue_arguments", "restore_queue", "restore_topic"]
@@ -115,6 +116,9 @@ class Checkpointer:
         self.last_sent = 0
         self.report: dict[str, Any] | None = None  # what the last checkpoint cost
         self.taken = 0  # checkpoints this job wrote since it started (or restarted)
+        # A SIGTERM's last checkpoint and the messages queued then, which it holds: the end's
+        # report (`Runtime.report_unreceived`) tells them from messages never received.
+        self.saved_last: tuple[int, dict[int, Parcel]] | None = None
         self.seconds = 0.0  # the time they took on this rank
         if geode.rank == 0:
             self.store.lock()
@@ -143,7 +147,11 @@ class Checkpointer:
         deadline = None
         if timeout is not None:
             deadline = time.monotonic() + timeout
-            if not geode.arrive(deadline):
+            # Never Terminated, as the vote's wait: after a SIGTERM the ranks still coming are
+            # on their way to the last checkpoint (the grace's timer bounds the wait).
+            with TERMINATION.shielded():
+                arrived = geode.arrive(deadline)
+            if not arrived:
                 where = "waiting for the other ranks to call it"
                 raise self._late(timeout, where, "maybe_checkpoint")
         vote = _TERMINATED if TERMINATION.requested else 0
@@ -158,6 +166,7 @@ class Checkpointer:
             return self.take(state, timeout, node_state, deadline)
         with TERMINATION.shielded():  # every rank is here: nothing to give up on
             epoch = self.take(state, timeout, node_state, deadline)
+            self.saved_last = (epoch, geode.queued_now())  # (not lost, says the end)
             if geode.rank == 0:
                 print(
                     f"geode_mpi: SIGTERM: checkpoint {epoch} written in {self.store.directory}; "

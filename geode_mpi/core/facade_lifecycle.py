@@ -224,7 +224,8 @@ class Lifecycle(Facade):
             )
 
     def _report_unreceived(self) -> None:
-        self._runtime.report_unreceived()
+        checkpointer = self._checkpointer
+        self._runtime.report_unreceived(None if checkpointer is None else checkpointer.saved_last)
 
     @property
     def closed(self) -> bool:

@@ -202,17 +202,41 @@ class Runtime(Sending, Receiving):
             if len(inbox)
         }
 
-    def report_unreceived(self) -> None:
-        """Warn about the messages this rank's nodes never received."""
-        left = self.unreceived()
-        if not left:
-            return
-        parts = []
-        for node, types in left.items():
-            kinds = ", ".join(f"{count} {name}" for name, count in types.most_common())
-            parts.append(f"{node}: {sum(types.values())} message(s) ({kinds})")
-        log.warning(
-            "the job ends with messages never received: %s (receive() them, or run() their "
-            "handlers, before the end)",
-            "; ".join(parts),
-        )
+    def queued_now(self) -> dict[int, Parcel]:
+        """The messages queued at this rank's nodes, by id (the parcels held: no id of theirs
+        is reused by another while the mapping lives)."""
+        return {id(parcel): parcel for inbox in self.inboxes.values() for parcel in inbox}
+
+    def report_unreceived(self, saved: tuple[int, dict[int, Parcel]] | None = None) -> None:
+        """Warn about the messages this rank's nodes never received. ``saved``: a SIGTERM's
+        last checkpoint and the messages queued when it was written (`queued_now`), which it
+        holds: those are said (INFO) to be there for a restart, not warned about."""
+        epoch, held = saved or (0, {})
+        lost: dict[str, Counter[str]] = {}
+        kept: dict[str, Counter[str]] = {}
+        for index, inbox in self.inboxes.items():
+            for parcel in inbox:
+                where = kept if id(parcel) in held else lost
+                kind = codec.short_name(codec.peek(parcel.meta).class_name)
+                where.setdefault(self.names[index], Counter())[kind] += 1
+        if kept:
+            log.info(
+                "the job ends with messages saved in checkpoint %d, which a restart delivers: %s",
+                epoch,
+                _counted(kept),
+            )
+        if lost:
+            log.warning(
+                "the job ends with messages never received: %s (receive() them, or run() their "
+                "handlers, before the end)",
+                _counted(lost),
+            )
+
+
+def _counted(queued: dict[str, Counter[str]]) -> str:
+    """``node2: 3 message(s) (2 Task, 1 Message); ...``: each node's count, by type."""
+    parts = []
+    for node, types in queued.items():
+        kinds = ", ".join(f"{count} {name}" for name, count in types.most_common())
+        parts.append(f"{node}: {sum(types.values())} message(s) ({kinds})")
+    return "; ".join(parts)

@@ -6,6 +6,7 @@ restart, at 2 and 4 ranks) are in tests/test_sigterm.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from geode_mpi import Geode, Terminated
+from geode_mpi.core import registry
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION, term_grace
 from geode_mpi.transport import Backoff
 
@@ -74,3 +76,45 @@ def test_after_sigterm_a_wait_raises_terminated_at_half_the_grace_but_a_checkpoi
         assert geode.checkpoint({"saved": True}) == 1
         TERMINATION.finished()
     assert not TERMINATION.requested
+
+
+def test_messages_the_last_checkpoint_holds_are_not_reported_as_never_received(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, standing_down: None
+) -> None:
+    """After a SIGTERM's last checkpoint the messages still queued are in it: the end says so
+    (INFO), not that they were never received (a WARNING, as for messages no checkpoint holds)."""
+    registry._closed_early.clear()  # what earlier tests left
+    directory = tmp_path / "ck"
+    geode = Geode(checkpoint_dir=directory, term_grace=60)
+    for k in range(3):
+        geode.send(k, "node0", "node3")
+    geode.send("x", "node0", "node2")
+    os.kill(os.getpid(), signal.SIGTERM)
+    with caplog.at_level(logging.INFO, logger="geode_mpi"):
+        with pytest.raises(SystemExit) as ended:
+            geode.maybe_checkpoint({"step": 1})
+        registry.close_all()  # what interpreter exit does
+    assert ended.value.code == 0
+    assert "never received" not in caplog.text
+    (record,) = [r for r in caplog.records if "saved in checkpoint" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == (
+        "the job ends with messages saved in checkpoint 1, which a restart delivers: "
+        "node2: 1 message(s) (1 Message); node3: 3 message(s) (3 Message)"
+    )
+    with Geode(checkpoint_dir=directory, restart=True) as again:
+        assert again.restored_epoch == 1
+        assert [again.receive("node3", timeout=5).data for _ in range(3)] == [0, 1, 2]
+        assert again.receive("node2", timeout=5).data == "x"
+
+
+def test_without_a_sigterm_messages_left_queued_are_reported_as_ever(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a SIGTERM the end's report is as ever: a checkpoint the job went on past says
+    nothing about what a restart would find."""
+    with caplog.at_level(logging.INFO, logger="geode_mpi"), Geode(checkpoint_dir=tmp_path) as geode:
+        geode.send("kept", "node0", "node3")
+        assert geode.checkpoint({"step": 1}) == 1
+    assert "saved in checkpoint" not in caplog.text
+    assert "never received: node3: 1 message(s) (1 Message)" in caplog.text
