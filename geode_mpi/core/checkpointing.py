@@ -101,6 +101,7 @@ class Checkpointer:
         self.close_geode: Callable[[float | None], None] = _cannot_close
         self.store = CheckpointStore(directory, keep, key_from_environment())
         self.epoch = 0  # the last checkpoint written or restored
+        self.restored_epoch: int | None = None  # the one this Geode restarted from
         self.next_epoch: int | None = None  # the next one's number, once agreed
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
         self.patterns: list[tuple[str, bool, list[int]]] = []  # restored pattern subscriptions
@@ -447,7 +448,7 @@ class Checkpointer:
         self.consumers = chosen.consumers
         self.queue_arguments = chosen.arguments
         self.node_state = chosen.node_state
-        self.epoch = chosen.epoch
+        self.epoch = self.restored_epoch = chosen.epoch
         if geode.rank == 0:
             how = " (authenticated)" if self.store.key is not None else ""
             log.info(
