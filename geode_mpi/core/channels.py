@@ -9,6 +9,7 @@ from geode_mpi.codec.header import ROUTE_TOPIC, Route
 from geode_mpi.core.checkpointing import (
     Checkpointer,
     check_queue_arguments,
+    check_topic_arguments,
     restore_queue,
     restore_topic,
 )
@@ -123,7 +124,16 @@ class Channels:
         geode.agree(repr(arguments).encode(), f"topic {name!r}")
         wire = len(geode.names) + len(self.topics)
         checkpointer = self.checkpointer
-        saved = None if checkpointer is None else checkpointer.topics.pop(name, None)
+        saved = None if checkpointer is None else checkpointer.topics.get(name)
+        if checkpointer is not None and saved is not None:
+            # Restarted: its numbering, retained messages and pairs are the saved streams'
+            # (checked before anything is made: an error leaves no half-made topic).
+            made = {"publishers": pubs, "sequencer": chosen, "retain": retain, "wire": wire}
+            roots = pubs if chosen is None else [chosen]
+            first = len(geode.names) + STREAM_BASE + self._streams_made
+            numbers = {first + k: root for k, root in enumerate(roots)}
+            check_topic_arguments(name, saved, made, numbers, geode.names)
+            del checkpointer.topics[name]
         joined = subs + self._pattern_subscribers(name, subs)
         named = set(subs)  # the others came through a pattern
         if saved is not None and saved["subscribers"] is not None:

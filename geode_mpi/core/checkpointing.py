@@ -36,6 +36,7 @@ from geode_mpi.core.restoring import (
 )
 from geode_mpi.core.saved import (
     check_queue_arguments,
+    check_topic_arguments,
     encode_node_state,
     encode_state,
     pattern_state,
@@ -61,7 +62,13 @@ if TYPE_CHECKING:
     from geode_mpi.core.workqueues import WorkQueue
 
 # channels restore through these
-__all__ = ["Checkpointer", "check_queue_arguments", "restore_queue", "restore_topic"]
+__all__ = [
+    "Checkpointer",
+    "check_queue_arguments",
+    "check_topic_arguments",
+    "restore_queue",
+    "restore_topic",
+]
 
 NodeState = Mapping[str | int, Any]
 
@@ -318,10 +325,22 @@ class Checkpointer:
             }
         )
         tree["topics"] = {
-            topic.name: topic_state(engine.topics.of_topic(topic.wire), topic.named)
+            topic.name: topic_state(
+                engine.topics.of_topic(topic.wire), topic.named, self._arguments(topic)
+            )
             for topic in self.topics_made.values()
         }
         tree["queues"] = {queue.name: queue_state(queue) for queue in self.queues_made.values()}
+
+    def _arguments(self, topic: Topic) -> dict[str, Any]:
+        """What ``topic`` was made with, as node indices (`saved.check_topic_arguments`)."""
+        index = self.geode.placement.index
+        return {
+            "publishers": [index(node) for node in topic.publishers],
+            "sequencer": None if topic.sequencer is None else index(topic.sequencer),
+            "retain": topic.retain,
+            "wire": topic.wire,
+        }
 
     def _write(
         self, tree: dict[str, Any], deadline: float | None, failed: Exception | None = None
