@@ -151,6 +151,7 @@ class Channels:
         self.topics_by_wire[wire] = topic
         if topic.total_order:
             geode.engine.on_room = self.on_room
+            geode.engine.held_for_room = True  # (what reached its sequencer before: sent on)
         if saved is not None:
             restore_topic(geode.engine.topics.of_topic(wire), saved)
         self.release_early()
@@ -343,16 +344,16 @@ class Channels:
 
     def to_owner(self, index: int, source: int, message: Message, via: Route) -> bool:
         """A message for a total-order topic's sequencer or a work queue's dispatcher, which
-        ``index`` is; held until this rank has created that topic or queue. False if a
-        subscriber of the topic has no room for it now: nothing was done, the caller holds it
-        and hands it over again once room comes."""
+        ``index`` is (a work queue's: held here until this rank has created the queue).
+        False if this rank has not created the topic yet, or a subscriber of the topic has
+        no room for it now: nothing was done, the caller (`Sequencer`) holds it and hands it
+        over again on a later poll."""
         state = message.__dict__
         if via.kind == ROUTE_TOPIC:
             topic = self.topics_by_wire.get(via.number)
-            if topic is None:
-                self._early.append((index, source, message, via))
-                return True
-            if not topic.has_room(index):
+            if topic is None or not topic.has_room(index):
+                # (not made here yet: held by the sequencer, unacknowledged, as for want of
+                # room, so that a checkpoint saves it and its order holds; made, retried)
                 return False
             if TRACER.on:
                 trace_receive(index, message, "dispatch")

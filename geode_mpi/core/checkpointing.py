@@ -317,7 +317,9 @@ class Checkpointer:
         """The engine, counters, topics and work queues into ``tree`` (after the cut)."""
         geode = self.geode
         engine = geode.engine
-        tree["engine"] = capture(engine)
+        sequencer = self.sequencer
+        held = None if sequencer is None else sequencer.held_parcels()
+        tree["engine"] = capture(engine, held)
         tree["geode"] = JsonValue(
             {
                 "counters": {str(k): v for k, v in geode.counter.items()},
