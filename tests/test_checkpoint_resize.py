@@ -50,3 +50,13 @@ def test_a_consumer_whose_work_queue_ended_stays_ended_on_its_new_rank(
     had waited in get() for a second WorkDone, which the dispatcher never sends."""
     script = ["-m", "geode_mpi", "tests/scripts/ckpt_resize_workdone.py"]
     save_then_restart(script, str(tmp_path / "checkpoints"), saved, restarted)
+
+
+@pytest.mark.parametrize(("saved", "restarted"), [(4, 2), (2, 4), (1, 3)])
+def test_what_a_sequencer_holds_moves_with_its_node(
+    tmp_path: Path, saved: int, restarted: int
+) -> None:
+    """A total-order topic's sequencer held messages for a full subscriber in memory only:
+    a restart lost them (tests/mpi/test_topic_restarts.py on one number of ranks)."""
+    script = ["-m", "geode_mpi", "tests/scripts/ckpt_resize_held.py"]
+    save_then_restart(script, str(tmp_path / "checkpoints"), saved, restarted)

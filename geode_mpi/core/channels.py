@@ -9,6 +9,7 @@ from geode_mpi.codec.header import ROUTE_TOPIC, Route
 from geode_mpi.core.checkpointing import (
     Checkpointer,
     check_queue_arguments,
+    check_topic_arguments,
     restore_queue,
     restore_topic,
 )
@@ -123,7 +124,16 @@ class Channels:
         geode.agree(repr(arguments).encode(), f"topic {name!r}")
         wire = len(geode.names) + len(self.topics)
         checkpointer = self.checkpointer
-        saved = None if checkpointer is None else checkpointer.topics.pop(name, None)
+        saved = None if checkpointer is None else checkpointer.topics.get(name)
+        if checkpointer is not None and saved is not None:
+            # Restarted: its numbering, retained messages and pairs are the saved streams'
+            # (checked before anything is made: an error leaves no half-made topic).
+            made = {"publishers": pubs, "sequencer": chosen, "retain": retain, "wire": wire}
+            roots = pubs if chosen is None else [chosen]
+            first = len(geode.names) + STREAM_BASE + self._streams_made
+            numbers = {first + k: root for k, root in enumerate(roots)}
+            check_topic_arguments(name, saved, made, numbers, geode.names)
+            del checkpointer.topics[name]
         joined = subs + self._pattern_subscribers(name, subs)
         named = set(subs)  # the others came through a pattern
         if saved is not None and saved["subscribers"] is not None:
@@ -141,6 +151,7 @@ class Channels:
         self.topics_by_wire[wire] = topic
         if topic.total_order:
             geode.engine.on_room = self.on_room
+            geode.engine.held_for_room = True  # (what reached its sequencer before: sent on)
         if saved is not None:
             restore_topic(geode.engine.topics.of_topic(wire), saved)
         self.release_early()
@@ -333,16 +344,16 @@ class Channels:
 
     def to_owner(self, index: int, source: int, message: Message, via: Route) -> bool:
         """A message for a total-order topic's sequencer or a work queue's dispatcher, which
-        ``index`` is; held until this rank has created that topic or queue. False if a
-        subscriber of the topic has no room for it now: nothing was done, the caller holds it
-        and hands it over again once room comes."""
+        ``index`` is (a work queue's: held here until this rank has created the queue).
+        False if this rank has not created the topic yet, or a subscriber of the topic has
+        no room for it now: nothing was done, the caller (`Sequencer`) holds it and hands it
+        over again on a later poll."""
         state = message.__dict__
         if via.kind == ROUTE_TOPIC:
             topic = self.topics_by_wire.get(via.number)
-            if topic is None:
-                self._early.append((index, source, message, via))
-                return True
-            if not topic.has_room(index):
+            if topic is None or not topic.has_room(index):
+                # (not made here yet: held by the sequencer, unacknowledged, as for want of
+                # room, so that a checkpoint saves it and its order holds; made, retried)
                 return False
             if TRACER.on:
                 trace_receive(index, message, "dispatch")

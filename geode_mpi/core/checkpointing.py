@@ -36,6 +36,7 @@ from geode_mpi.core.restoring import (
 )
 from geode_mpi.core.saved import (
     check_queue_arguments,
+    check_topic_arguments,
     encode_node_state,
     encode_state,
     pattern_state,
@@ -62,7 +63,13 @@ if TYPE_CHECKING:
     from geode_mpi.queues import Parcel
 
 # channels restore through these
-__all__ = ["Checkpointer", "check_queue_arguments", "restore_queue", "restore_topic"]
+__all__ = [
+    "Checkpointer",
+    "check_queue_arguments",
+    "check_topic_arguments",
+    "restore_queue",
+    "restore_topic",
+]
 
 NodeState = Mapping[str | int, Any]
 
@@ -102,6 +109,7 @@ class Checkpointer:
         self.close_geode: Callable[[float | None], None] = _cannot_close
         self.store = CheckpointStore(directory, keep, key_from_environment())
         self.epoch = 0  # the last checkpoint written or restored
+        self.restored_epoch: int | None = None  # the one this Geode restarted from
         self.next_epoch: int | None = None  # the next one's number, once agreed
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
         self.patterns: list[tuple[str, bool, list[int]]] = []  # restored pattern subscriptions
@@ -318,7 +326,9 @@ class Checkpointer:
         """The engine, counters, topics and work queues into ``tree`` (after the cut)."""
         geode = self.geode
         engine = geode.engine
-        tree["engine"] = capture(engine)
+        sequencer = self.sequencer
+        held = None if sequencer is None else sequencer.held_parcels()
+        tree["engine"] = capture(engine, held)
         tree["geode"] = JsonValue(
             {
                 "counters": {str(k): v for k, v in geode.counter.items()},
@@ -326,10 +336,22 @@ class Checkpointer:
             }
         )
         tree["topics"] = {
-            topic.name: topic_state(engine.topics.of_topic(topic.wire), topic.named)
+            topic.name: topic_state(
+                engine.topics.of_topic(topic.wire), topic.named, self._arguments(topic)
+            )
             for topic in self.topics_made.values()
         }
         tree["queues"] = {queue.name: queue_state(queue) for queue in self.queues_made.values()}
+
+    def _arguments(self, topic: Topic) -> dict[str, Any]:
+        """What ``topic`` was made with, as node indices (`saved.check_topic_arguments`)."""
+        index = self.geode.placement.index
+        return {
+            "publishers": [index(node) for node in topic.publishers],
+            "sequencer": None if topic.sequencer is None else index(topic.sequencer),
+            "retain": topic.retain,
+            "wire": topic.wire,
+        }
 
     def _write(
         self, tree: dict[str, Any], deadline: float | None, failed: Exception | None = None
@@ -456,7 +478,7 @@ class Checkpointer:
         self.consumers = chosen.consumers
         self.queue_arguments = chosen.arguments
         self.node_state = chosen.node_state
-        self.epoch = chosen.epoch
+        self.epoch = self.restored_epoch = chosen.epoch
         if geode.rank == 0:
             how = " (authenticated)" if self.store.key is not None else ""
             log.info(

@@ -82,9 +82,10 @@ class Checkpoints(Facade):
 
     @property
     def restored_epoch(self) -> int | None:
-        """The epoch this Geode restarted from (None: it started afresh)."""
+        """The epoch this Geode restarted from (None: it started afresh); later checkpoints
+        leave it as it was, as they leave `restored_state`."""
         checkpointer = self._checkpointer
-        return None if checkpointer is None or self.restored_state is None else checkpointer.epoch
+        return None if checkpointer is None else checkpointer.restored_epoch
 
     def restored_node_state(self, node: str | int, default: Any = None) -> Any:
         """The state ``node`` (hosted by this rank) had at the checkpoint this Geode restarted

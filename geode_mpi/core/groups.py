@@ -171,6 +171,17 @@ class Sequencer:
                 found[names[index]] = found.get(names[index], 0) + 1
         return found
 
+    def held_parcels(self) -> dict[int, list[Parcel]]:
+        """What each local sequencer node holds, and what waits to reach it, in order, by
+        node index: a checkpoint saves it (`snapshot.capture`), a restart hands it back."""
+        found: dict[int, list[Parcel]] = {}
+        for held in self._held.values():
+            for index, parcel, _ in held:
+                found.setdefault(index, []).append(parcel)
+        for index, parcel in self.geode.engine.forwards:
+            found.setdefault(index, []).append(parcel)
+        return found
+
     def resume(self) -> None:
         """Send on what every channel not being sent on up the stack holds."""
         for waiting in list(self._held):

@@ -260,7 +260,12 @@ def _take_over(
     in its dispatcher's state, wherever that is)."""
     for name, state in topics.items():
         # its subscribers: the same in every old rank's file
-        every = {"subscribers": state.get("subscribers"), "named": state.get("named")}
+        every = {
+            "subscribers": state.get("subscribers"),
+            "named": state.get("named"),
+            "arguments": state.get("arguments"),
+            "roots": state.get("roots"),
+        }
         mine = loaded.topics.setdefault(name, {"next_seq": {}, "retained": {}, **every})
         for number, root in state["roots"].items():
             if root in moved:

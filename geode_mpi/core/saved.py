@@ -119,12 +119,17 @@ def index_key(key: str, what: str) -> int:
 # -- topics and work queues ----------------------------------------------------------------
 
 
-def topic_state(streams: Sequence[TopicStream], named: Iterable[int]) -> dict[str, Any]:
-    """A topic's state as a tree: its subscribers (in order, the same on each of its streams;
-    ``named``: those subscribed by name, not through a pattern), each stream's publisher (its
-    root node, so that a restart on another number of ranks knows which rank takes the stream
-    over), numbering and retained messages."""
+def topic_state(
+    streams: Sequence[TopicStream], named: Iterable[int], arguments: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A topic's state as a tree: the arguments it was made with (``publishers``,
+    ``sequencer``, ``retain``, ``wire``: node indices and numbers, for `check_topic_arguments`),
+    its subscribers (in order, the same on each of its streams; ``named``: those subscribed by
+    name, not through a pattern), each stream's publisher (its root node, so that a restart on
+    another number of ranks knows which rank takes the stream over), numbering and retained
+    messages."""
     return {
+        "arguments": JsonValue(dict(arguments)),
         "subscribers": JsonValue(list(streams[0].subscribers)),
         "named": JsonValue(sorted(named)),
         "roots": JsonValue({str(stream.number): stream.publisher for stream in streams}),
@@ -144,12 +149,81 @@ def load_topic(state: Any) -> dict[str, Any]:
     retained = mapping(state.get("retained"), "topic/retained")
     roots = state.get("roots")
     return {
+        "arguments": topic_arguments(state.get("arguments")),
         "subscribers": indices(state.get("subscribers"), "topic/subscribers"),
         "named": indices(state.get("named"), "topic/named"),
         "roots": None if roots is None else numbered(roots, "topic/roots"),
         "next_seq": numbered(next_seq, "topic/next_seq"),
         "retained": {index_key(key, "retained"): unpack_messages(r) for key, r in retained.items()},
     }
+
+
+def topic_arguments(tree: Any) -> dict[str, Any] | None:
+    """A topic's saved arguments (see `topic_state`), checked; None in a checkpoint written
+    before they were saved.
+
+    Raises:
+        CheckpointError: the tree is not what `topic_state` makes.
+    """
+    if tree is None:
+        return None
+    tree = mapping(tree, "topic/arguments")
+    sequencer = tree.get("sequencer")
+    return {
+        "publishers": indices(tree.get("publishers"), "topic/arguments/publishers"),
+        "sequencer": None if sequencer is None else count(sequencer),
+        "retain": count(tree.get("retain")),
+        "wire": count(tree.get("wire")),
+    }
+
+
+def check_topic_arguments(
+    name: str,
+    saved: Mapping[str, Any],
+    made: Mapping[str, Any],
+    roots: Mapping[int, int],
+    names: Sequence[str],
+) -> None:
+    """A restarted topic's arguments against those saved (see `load_topic`), before the topic
+    is made: ``made`` as `topic_state`'s ``arguments``, ``roots`` the node that will send on
+    each of its streams, by the number it will get. Every rank read the same saved ones and
+    agreed on the new ones: every rank raises, or none.
+
+    Raises:
+        CheckpointError: one differs (naming the topic, the argument, what was saved and what
+            was given): the saved numbering, retained messages and pairs belong to the saved
+            publishers and streams, and would go to others.
+    """
+    arguments = saved["arguments"] or {}
+    for argument in ("publishers", "sequencer", "retain"):
+        before, now = arguments.get(argument), made[argument]
+        if argument not in arguments or before == now:
+            continue
+        raise CheckpointError(
+            f"topic {name!r}: restarted with {argument}={_shown(argument, now, names)}, but "
+            f"the checkpoint saved it with {argument}={_shown(argument, before, names)}: "
+            "restart with the same arguments"
+        )
+    before_wire = arguments.get("wire")
+    if (saved["roots"] is not None and dict(saved["roots"]) != dict(roots)) or (
+        before_wire is not None and before_wire != made["wire"]
+    ):
+        saved_as = "" if before_wire is None else f" as its topic {before_wire - len(names) + 1}"
+        raise CheckpointError(
+            f"topic {name!r}: restarted as the job's topic {made['wire'] - len(names) + 1} "
+            f"(stream(s) {sorted(roots)}), but the checkpoint saved it{saved_as} (stream(s) "
+            f"{sorted(saved['roots'] or roots)}): make the topics and work queues in the same "
+            "order as before the checkpoint"
+        )
+
+
+def _shown(argument: str, value: Any, names: Sequence[str]) -> str:
+    """A topic argument as the job gave it: node names for node indices."""
+    if argument == "publishers":
+        return repr([names[index] for index in value])
+    if argument == "sequencer":
+        return "None (no total order)" if value is None else repr(names[value])
+    return repr(value)
 
 
 def numbered(tree: Any, what: str) -> dict[int, int]:

@@ -106,8 +106,12 @@ def unpack_messages(packed: Any) -> list[tuple[bytes, list[np.ndarray[Any, Any]]
     return out
 
 
-def capture(engine: Engine) -> dict[str, Any]:
+def capture(engine: Engine, forwarding: Mapping[int, list[Parcel]] | None = None) -> dict[str, Any]:
     """The engine's state as a checkpoint tree (after a drain: nothing in flight).
+    ``forwarding``: by local node, the messages that reached it to be sent on (a total-order
+    topic's sequencer holding them for want of room at a subscriber), in their order: received
+    by their pairs and not yet processed, like a queue's (a restart hands them to the node's
+    forwarder again, first).
 
     Raises:
         CheckpointError: messages taken with an explicit ack are still unacknowledged, or
@@ -128,13 +132,7 @@ def capture(engine: Engine) -> dict[str, Any]:
                 forgotten.setdefault((parcel.source, index), []).append(parcel.seq)
             dropped, parcels = len(parcels), []
         nodes[str(index)] = {
-            "queue": pack_messages([one_by_one(p) for p in parcels]),
-            "queue_fields": np.array(
-                [(p.source, p.seq, p.flags, p.reply_to, p.attempts) for p in parcels], np.int64
-            ).reshape(-1, 5),
-            # When each message expires, on this rank's wall clock (inf: never): a restart
-            # reads it on its own, so a message past its time then is dropped and counted.
-            "queue_expires": np.array([wall_clock(p.expires) for p in parcels], np.float64),
+            **_pack_parcels(parcels, "queue"),
             "info": JsonValue(
                 {
                     "peak": inbox.peak,
@@ -144,6 +142,9 @@ def capture(engine: Engine) -> dict[str, Any]:
                 }
             ),
         }
+        held = (forwarding or {}).get(index)
+        if held:  # (only then: older files still load)
+            nodes[str(index)]["forwards"] = _pack_parcels(held, "queue")
     pairs_in = []
     for (source, dest), live in engine.pairs_in.items():
         pair = _as_processed(live, forgotten.get((source, dest), []))
@@ -195,6 +196,19 @@ def capture(engine: Engine) -> dict[str, Any]:
     }
 
 
+def _pack_parcels(parcels: Sequence[Parcel], name: str) -> dict[str, Any]:
+    """Parcels as ``name`` (encoded messages), ``name``_fields and ``name``_expires."""
+    return {
+        name: pack_messages([one_by_one(p) for p in parcels]),
+        f"{name}_fields": np.array(
+            [(p.source, p.seq, p.flags, p.reply_to, p.attempts) for p in parcels], np.int64
+        ).reshape(-1, 5),
+        # When each message expires, on this rank's wall clock (inf: never): a restart
+        # reads it on its own, so a message past its time then is dropped and counted.
+        f"{name}_expires": np.array([wall_clock(p.expires) for p in parcels], np.float64),
+    }
+
+
 def _as_processed(pair: PairIn, seqs: list[int]) -> PairIn:
     """``pair`` as saved: with the messages an in-memory queue held counted processed (a
     copy; the running job keeps them), so that a restart acknowledges them."""
@@ -223,6 +237,7 @@ class Restored:
 
     def __init__(self) -> None:
         self.waiting: dict[int, list[Parcel]] = {}
+        self.forwards: dict[int, list[Parcel]] = {}  # held to be sent on (`capture`)
         self.peaks: dict[int, int] = {}
         self.stats: dict[int, NodeStats] = {}
         self.pairs_in: dict[tuple[int, int], PairIn] = {}
@@ -231,6 +246,7 @@ class Restored:
     def merge(self, other: Restored) -> None:
         """Add the nodes and pairs of another rank's file (a restart on other ranks)."""
         self.waiting.update(other.waiting)
+        self.forwards.update(other.forwards)
         self.peaks.update(other.peaks)
         self.stats.update(other.stats)
         self.pairs_in.update(other.pairs_in)
@@ -244,6 +260,9 @@ class Restored:
             inbox.peak = max(inbox.peak, self.peaks[index])
             for name in NodeStats.__slots__:
                 setattr(engine.stats[index], name, getattr(self.stats[index], name))
+        for index, parcels in self.forwards.items():
+            engine.forwards.extend((index, parcel) for parcel in parcels)  # (a fresh engine's)
+            engine.forwarders = engine.forwarders | {index}
         for key, pair in self.pairs_in.items():
             engine.pairs_in[key] = pair
             if pair.ack_due:
@@ -343,38 +362,10 @@ def queued_priority(meta: bytes, flags: int, what: str) -> int:
 
 def _load_node(restored: Restored, index: int, node: dict[str, Any]) -> None:
     what = f"engine/nodes/{index}"
-    messages = unpack_messages(node.get("queue"))
-    fields = as_rows(node.get("queue_fields"), 5, len(messages), f"{what}/queue_fields")
-    expiries = node.get("queue_expires")  # (absent: none expires)
-    if expiries is None:
-        expiries = np.full(len(messages), NEVER)
-    try:
-        expiries = np.asarray(expiries, np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{what}/queue_expires: not numbers: {exc}") from exc
-    if len(expiries) != len(messages):
-        raise CheckpointError(
-            f"{what}/queue_expires: {len(expiries)} expiries for {len(messages)} messages"
-        )
-    parcels = []
-    for (meta, frames), (source, seq, flags, reply_to, attempts), wall in zip(
-        messages, fields, expiries.tolist(), strict=True
-    ):
-        nbytes = len(meta) + sum(frame.nbytes for frame in frames)
-        priority = queued_priority(meta, flags, f"{what}/queue")
-        fields_in = (
-            source,
-            seq,
-            flags,
-            reply_to,
-            memoryview(meta),
-            frames,
-            nbytes,
-            attempts,
-            priority,
-            monotonic_clock(wall),
-        )
-        parcels.append(_tuple_new(Parcel, fields_in))
+    parcels = _parcels(node, "queue", what)
+    if "forwards" in node:
+        held = as_dict(node["forwards"], f"{what}/forwards")
+        restored.forwards[index] = _parcels(held, "queue", f"{what}/forwards")
     info = as_dict(node.get("info"), f"{what}/info")
     counters = as_dict(info.get("stats"), f"{what}/info/stats")
     try:
@@ -394,3 +385,40 @@ def _load_node(restored: Restored, index: int, node: dict[str, Any]) -> None:
     restored.waiting[index] = parcels
     restored.peaks[index] = as_int(info.get("peak"), f"{what}/info/peak")
     restored.stats[index] = stats
+
+
+def _parcels(node: dict[str, Any], name: str, what: str) -> list[Parcel]:
+    """Back from `_pack_parcels`, checked."""
+    messages = unpack_messages(node.get(name))
+    fields = as_rows(node.get(f"{name}_fields"), 5, len(messages), f"{what}/{name}_fields")
+    expiries = node.get(f"{name}_expires")  # (absent: none expires)
+    if expiries is None:
+        expiries = np.full(len(messages), NEVER)
+    try:
+        expiries = np.asarray(expiries, np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{what}/{name}_expires: not numbers: {exc}") from exc
+    if len(expiries) != len(messages):
+        raise CheckpointError(
+            f"{what}/{name}_expires: {len(expiries)} expiries for {len(messages)} messages"
+        )
+    parcels = []
+    for (meta, frames), (source, seq, flags, reply_to, attempts), wall in zip(
+        messages, fields, expiries.tolist(), strict=True
+    ):
+        nbytes = len(meta) + sum(frame.nbytes for frame in frames)
+        priority = queued_priority(meta, flags, f"{what}/{name}")
+        fields_in = (
+            source,
+            seq,
+            flags,
+            reply_to,
+            memoryview(meta),
+            frames,
+            nbytes,
+            attempts,
+            priority,
+            monotonic_clock(wall),
+        )
+        parcels.append(_tuple_new(Parcel, fields_in))
+    return parcels

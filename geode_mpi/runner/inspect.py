@@ -123,8 +123,12 @@ def _geode_lines(tree: dict[str, Any], nodes: list[str]) -> list[str]:
         name = nodes[index] if index < len(nodes) else f"node index {index}"
         depth = len(np.asarray(node["queue_fields"]).reshape(-1, 5))
         stats = node["info"]["stats"]
+        held = ""
+        if "forwards" in node:  # (a sequencer holding messages for want of room)
+            count = len(np.asarray(node["forwards"]["queue_fields"]).reshape(-1, 5))
+            held = f", {count} held to be sent on"
         lines.append(
-            f"    {name}: {depth} message(s) queued; sent {stats['sent']}, received "
+            f"    {name}: {depth} message(s) queued{held}; sent {stats['sent']}, received "
             f"{stats['received']}, processed {stats['processed']}, dead letters "
             f"{node['info']['dead_letters']}"
         )

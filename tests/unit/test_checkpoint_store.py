@@ -244,6 +244,22 @@ def test_a_restart_skips_a_corrupted_checkpoint_and_says_so(
     again.close()
 
 
+def test_restored_epoch_stays_the_one_restarted_from_after_later_checkpoints(
+    tmp_path: Path,
+) -> None:
+    from geode_mpi import Geode
+
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        assert geode.restored_epoch is None
+        geode.checkpoint(state={"step": 1})
+        assert geode.restored_epoch is None  # started afresh: a checkpoint changes nothing
+    with Geode(checkpoint_dir=tmp_path, restart=True) as again:
+        assert again.restored_epoch == 1
+        assert again.checkpoint(state={"step": 2}) == 2
+        assert again.checkpoint(state={"step": 3}) == 3
+        assert again.restored_epoch == 1 and again.restored_state == {"step": 1}
+
+
 def test_the_last_checkpoint_reports_its_cost(tmp_path: Path) -> None:
     from geode_mpi import Geode
 
