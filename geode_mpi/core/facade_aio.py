@@ -75,10 +75,11 @@ class Asyncio(Facade):
 
         ``async for msg in geode.messages("node1"):`` ends when a `Stop` reaches the node
         (`stop`; the Stop itself is not yielded), or once the Geode is closed and nothing
-        matching is left. Filters as for `receive`: they choose what it yields, not when it
-        ends (a Stop from any node ends a filtered loop too). As `run` does, it leaves in
-        the queue the reply that a request from the node awaits (`arequest`, or `request`
-        in another thread). Breaking out of the loop leaves the remaining messages queued.
+        matching is left. Filters as for `receive`; a ``type`` or ``topic`` filter does not
+        keep a Stop out (it ends the loop), a ``source`` filter does: a loop of one source's
+        messages ends at that source's Stop, and leaves another's queued. As `run` does, it
+        leaves in the queue the reply that a request from the node awaits (`arequest`, or
+        `request` in another thread). Breaking out of the loop leaves the remaining messages queued.
 
         Raises:
             NodeNotLocalError, UnknownNodeError: at once; DecodeError: from the iteration
@@ -89,7 +90,7 @@ class Asyncio(Facade):
         unfiltered = source is None and type is None and topic is None
         match = None if unfiltered else self._matcher(source, type, topic)
         if match is not None:
-            match = _or_stop(match)
+            match = _or_stop(match, None if source is None else self._matcher(source, None))
         awaited = self._processor.awaited
         return aio.messages(runtime, index, match, runtime.deliver, _is_stop, FIRST_SPIN, awaited)
 
@@ -221,11 +222,15 @@ def _is_stop(message: Message) -> bool:
 _STOP_NAME = class_name(Stop)
 
 
-def _or_stop(match: Match) -> Match:
-    """``match``, or a `Stop`: a filtered `messages()` loop ends at a Stop from any source, as
-    an unfiltered one does (its filter chooses what it yields, not when it ends)."""
+def _or_stop(match: Match, sender: Match | None) -> Match:
+    """``match``, or a `Stop` from ``sender`` (a source filter's match; None: from any node):
+    a `messages()` loop filtered by type or topic ends at a Stop, as an unfiltered one does;
+    one filtered by source ends at that source's Stop only (draining one producer of several
+    until its own Stop leaves the others' messages and Stops queued)."""
 
     def wanted(parcel: Parcel) -> bool:
-        return match(parcel) or codec.class_name_of(parcel.meta) == _STOP_NAME
+        if match(parcel):
+            return True
+        return codec.class_name_of(parcel.meta) == _STOP_NAME and (sender is None or sender(parcel))
 
     return wanted

@@ -203,9 +203,16 @@ class Runtime(Sending, Receiving):
         }
 
     def queued_now(self) -> dict[int, Parcel]:
-        """The messages queued at this rank's nodes, by id (the parcels held: no id of theirs
-        is reused by another while the mapping lives)."""
-        return {id(parcel): parcel for inbox in self.inboxes.values() for parcel in inbox}
+        """The messages queued at this rank's nodes that a checkpoint saves (not those of an
+        in-memory queue, `QueueConfig.persistent` False), by id (the parcels held: no id of
+        theirs is reused by another while the mapping lives)."""
+        configs = self.engine.configs
+        return {
+            id(parcel): parcel
+            for index, inbox in self.inboxes.items()
+            if configs[index].persistent
+            for parcel in inbox
+        }
 
     def report_unreceived(self, saved: tuple[int, dict[int, Parcel]] | None = None) -> None:
         """Warn about the messages this rank's nodes never received. ``saved``: a SIGTERM's

@@ -190,7 +190,7 @@ def test_a_filtered_messages_loop_ends_at_a_stop(kind: str) -> None:
             g.isend(others[kind], "node3", "node1")
             await asyncio.sleep(0.05)
             started = time.monotonic()
-            g.stop("node1", source="node0")
+            g.stop("node1", source="node2" if kind == "source" else "node0")
             g.isend(Job("after the stop"), "node2", "node1")
             got = await asyncio.wait_for(task, 5)
             assert time.monotonic() - started < 5
@@ -199,3 +199,22 @@ def test_a_filtered_messages_loop_ends_at_a_stop(kind: str) -> None:
         assert run(main) == [1, 2]
         left = sorted(g.receive("node1", timeout=0).data for _ in range(2))
         assert left == sorted([others[kind], "after the stop"])
+
+
+def test_a_loop_of_one_sources_messages_ends_at_its_stop_and_leaves_the_others() -> None:
+    """Draining each producer until its own Stop: a loop filtered by source ended at another
+    producer's Stop (and took it), leaving its own source's later messages queued."""
+    with Geode() as g:
+
+        async def main() -> tuple[list[Any], list[Any]]:
+            g.send(("a", 0), "node1", "node0")
+            g.send(("b", 0), "node2", "node0")
+            g.stop("node0", source="node2")  # node2 is done
+            g.send(("a", 1), "node1", "node0")
+            g.stop("node0", source="node1")
+            first = [m.data async for m in g.messages("node0", source="node1")]
+            second = [m.data async for m in g.messages("node0", source="node2")]
+            return first, second
+
+        assert run(main) == ([("a", 0), ("a", 1)], [("b", 0)])
+        assert g.pending("node0") == 0

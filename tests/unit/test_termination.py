@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from geode_mpi import Geode, Terminated
+from geode_mpi import Geode, QueueConfig, Terminated
 from geode_mpi.core import registry
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION, term_grace
 from geode_mpi.transport import Backoff
@@ -106,6 +106,34 @@ def test_messages_the_last_checkpoint_holds_are_not_reported_as_never_received(
         assert again.restored_epoch == 1
         assert [again.receive("node3", timeout=5).data for _ in range(3)] == [0, 1, 2]
         assert again.receive("node2", timeout=5).data == "x"
+
+
+def test_what_an_in_memory_queue_holds_at_the_last_checkpoint_is_reported_never_received(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, standing_down: None
+) -> None:
+    """A checkpoint does not save an in-memory queue (`persistent=False`): the end said its
+    messages were saved in the last checkpoint, which a restart delivers, and it did not."""
+    registry._closed_early.clear()  # what earlier tests left
+    directory = tmp_path / "ck"
+    queues = {"node2": QueueConfig(persistent=False)}
+    geode = Geode(checkpoint_dir=directory, term_grace=60, queues=queues)
+    geode.send("kept", "node0", "node3")
+    geode.send("gone", "node0", "node2")
+    os.kill(os.getpid(), signal.SIGTERM)
+    with caplog.at_level(logging.INFO, logger="geode_mpi"):
+        with pytest.raises(SystemExit):
+            geode.maybe_checkpoint({"step": 1})
+        registry.close_all()  # what interpreter exit does
+    said = {
+        r.getMessage().split(":")[0]: r for r in caplog.records if "the job ends" in r.getMessage()
+    }
+    assert said["the job ends with messages saved in checkpoint 1, which a restart delivers"]
+    warned = said["the job ends with messages never received"]
+    assert warned.levelno == logging.WARNING and "node2: 1 message(s)" in warned.getMessage()
+    assert "node3" not in warned.getMessage()
+    with Geode(checkpoint_dir=directory, restart=True, queues=queues) as again:
+        assert again.receive("node3", timeout=5).data == "kept"
+        assert again.pending("node2") == 0
 
 
 def test_without_a_sigterm_messages_left_queued_are_reported_as_ever(
