@@ -323,7 +323,23 @@ class Checkpointer:
         return self.epoch
 
     def _capture(self, tree: dict[str, Any]) -> None:
-        """The engine, counters, topics and work queues into ``tree`` (after the cut)."""
+        """The engine, counters, topics and work queues into ``tree`` (after the cut).
+
+        Raises:
+            CheckpointError: a topic or work queue of the checkpoint this Geode restarted
+                from was not made again yet: its state (numbering, retained and held
+                messages, tasks) is only in that checkpoint, and this one would lose it.
+        """
+        unmade = [f"topic {name!r}" for name in self.topics]
+        unmade += [f"work queue {name!r}" for name in self.queues]
+        if unmade:
+            raise CheckpointError(
+                f"{', '.join(unmade)} of checkpoint {self.restored_epoch} (restarted from) "
+                "not made again before this checkpoint, which would lose its state (numbering, "
+                "retained and held messages, tasks): after a restart, make every topic and "
+                "work queue again (the same arguments, the same order) before the next "
+                "checkpoint"
+            )
         geode = self.geode
         engine = geode.engine
         sequencer = self.sequencer

@@ -106,3 +106,29 @@ def test_what_a_sequencer_holds_for_a_full_subscriber_survives_restarts(director
     third.close(timeout=TIMEOUT)
     if third.hosts(nodes[1]):  # every one delivered, and acknowledged to its publisher
         assert third.stats(nodes[1]).unacked == 0
+
+
+def test_a_checkpoint_before_a_restored_topic_is_made_again_says_so(directory: Path) -> None:
+    """A checkpoint after a restart, before the job made its topic again, saved the topic's
+    pairs but not its numbering: restarted from it, the topic began at seq 0 again and its
+    subscriber dropped the new messages as duplicates (lost silently)."""
+    first = Geode(checkpoint_dir=directory)
+    nodes = list(first.nodes)
+    topic = first.topic("T", nodes[:1], [nodes[-1]])
+    if first.hosts(nodes[0]):
+        for k in range(2):
+            topic.publish(k, source=nodes[0])
+    first.checkpoint()
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(checkpoint_dir=directory, restart=True)
+    with pytest.raises(CheckpointError, match=r"topic 'T' of checkpoint 1 \(restarted from\) "):
+        second.checkpoint()
+    topic = second.topic("T", nodes[:1], [nodes[-1]])  # then made again: checkpoints go on
+    assert second.checkpoint() == 3  # (epoch 2 failed, and is never reused)
+    if second.hosts(nodes[0]):
+        topic.publish(2, source=nodes[0])
+    if second.hosts(nodes[-1]):
+        got = [second.receive(nodes[-1], topic="T", timeout=TIMEOUT) for _ in range(3)]
+        assert [(msg.seq, msg.data) for msg in got] == [(0, 0), (1, 1), (2, 2)]
+    second.close(timeout=TIMEOUT)
