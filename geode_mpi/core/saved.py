@@ -199,11 +199,8 @@ def check_topic_arguments(
         before, now = arguments.get(argument), made[argument]
         if argument not in arguments or before == now:
             continue
-        raise CheckpointError(
-            f"topic {name!r}: restarted with {argument}={_shown(argument, now, names)}, but "
-            f"the checkpoint saved it with {argument}={_shown(argument, before, names)}: "
-            "restart with the same arguments"
-        )
+        shown_now, shown_before = _shown(argument, now, names), _shown(argument, before, names)
+        raise _other_arguments(f"topic {name!r}", argument, shown_now, shown_before)
     before_wire = arguments.get("wire")
     if (saved["roots"] is not None and dict(saved["roots"]) != dict(roots)) or (
         before_wire is not None and before_wire != made["wire"]
@@ -215,6 +212,15 @@ def check_topic_arguments(
             f"{sorted(saved['roots'] or roots)}): make the topics and work queues in the same "
             "order as before the checkpoint"
         )
+
+
+def _other_arguments(what: str, argument: str, now: str, before: str) -> CheckpointError:
+    """The error of a restarted topic or work queue (``what``) made with another ``argument``
+    than the checkpoint saved (``now`` and ``before`` as the job gives them)."""
+    return CheckpointError(
+        f"{what}: restarted with {argument}={now}, but the checkpoint saved it with "
+        f"{argument}={before}: restart with the same arguments"
+    )
 
 
 def _shown(argument: str, value: Any, names: Sequence[str]) -> str:
@@ -397,7 +403,4 @@ def check_queue_arguments(
         else:
             shown_before = repr([names[index] for index in before])
             shown_now = repr([names[index] for index in now])
-        raise CheckpointError(
-            f"work queue {name!r}: restarted with {argument}={shown_now}, but the checkpoint "
-            f"saved it with {argument}={shown_before}: restart with the same arguments"
-        )
+        raise _other_arguments(f"work queue {name!r}", argument, shown_now, shown_before)
