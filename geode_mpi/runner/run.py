@@ -30,6 +30,7 @@ from geode_mpi.core.registry import first_node
 from geode_mpi.errors import Terminated
 from geode_mpi.runner.logs import configure_logging
 from geode_mpi.transport.abort import abort_world
+from geode_mpi.transport.watchdog import in_asyncio, job_file
 
 
 def world() -> tuple[int, int]:
@@ -86,7 +87,6 @@ def _label(rank: int, size: int) -> str:
     return rank_label(rank, size, first_node())
 
 
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTERRUPT_GRACE = 1.0  # seconds a rank other than 0 leaves rank 0 to end an interrupted job
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job ended by Ctrl-C
 
@@ -101,7 +101,7 @@ def _where(exc: BaseException) -> str:
     found, innermost = _job_frame(exc.__traceback__)
     context = exc.__context__
     for _ in range(3):  # (the runner's CancelledError, the task's, the one the await met)
-        if not _in_asyncio(innermost) or type(context).__name__ != "CancelledError":
+        if not in_asyncio(innermost) or type(context).__name__ != "CancelledError":
             break
         assert context is not None
         inner, innermost = _job_frame(context.__traceback__)
@@ -116,23 +116,10 @@ def _job_frame(tb: TracebackType | None) -> tuple[str, str]:
     found = innermost = ""
     while tb is not None:
         innermost = tb.tb_frame.f_code.co_filename
-        if _job_file(innermost):
+        if job_file(innermost):
             found = f" in {innermost}:{tb.tb_lineno}"
         tb = tb.tb_next
     return found, innermost
-
-
-def _job_file(filename: str) -> bool:
-    """Whether a frame of ``filename`` is the job's own (not geode_mpi's, runpy's, asyncio's)."""
-    return (
-        not os.path.abspath(filename).startswith(_PACKAGE)
-        and "runpy" not in filename
-        and not _in_asyncio(filename)
-    )
-
-
-def _in_asyncio(filename: str) -> bool:
-    return os.sep + "asyncio" + os.sep in os.path.abspath(filename)
 
 
 def interrupted(rank: int, size: int, exc: KeyboardInterrupt) -> int:

@@ -70,7 +70,7 @@ def waiting_in() -> list[str]:
     awaiting = _awaiting_in()
     if awaiting:
         return awaiting
-    frames = [frame for frame in traceback.extract_stack() if _job_file(frame.filename)]
+    frames = [frame for frame in traceback.extract_stack() if job_file(frame.filename)]
     return [
         f"{frame.filename}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
         for frame in frames[-2:]
@@ -81,11 +81,19 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _MOST_TASKS = 4  # tasks named in a report; the others are counted
 
 
-def _job_file(filename: str) -> bool:
-    """Whether a frame of ``filename`` is the job's own (not geode_mpi's, runpy's, asyncio's)."""
-    path = os.path.abspath(filename)
-    asyncio_dir = os.sep + "asyncio" + os.sep
-    return not path.startswith(_PACKAGE) and "runpy" not in filename and asyncio_dir not in path
+def job_file(filename: str) -> bool:
+    """Whether a frame of ``filename`` is the job's own (not geode_mpi's, runpy's, asyncio's):
+    what a hang report and the runner's Ctrl-C line name."""
+    return (
+        not os.path.abspath(filename).startswith(_PACKAGE)
+        and "runpy" not in filename
+        and not in_asyncio(filename)
+    )
+
+
+def in_asyncio(filename: str) -> bool:
+    """Whether ``filename`` is asyncio's own."""
+    return os.sep + "asyncio" + os.sep in os.path.abspath(filename)
 
 
 def _awaiting_in() -> list[str]:
@@ -102,7 +110,7 @@ def _awaiting_in() -> list[str]:
 
     lines = []
     for task in sorted(asyncio.all_tasks(loop), key=lambda task: task.get_name()):
-        frames = [frame for frame in _await_chain(task.get_coro()) if _job_file(frame[0])]
+        frames = [frame for frame in _await_chain(task.get_coro()) if job_file(frame[0])]
         if frames:
             filename, lineno, name = frames[-1]
             code = linecache.getline(filename, lineno).strip()
