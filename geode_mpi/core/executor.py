@@ -17,60 +17,33 @@ cross fails its own future instead of the rank that met it.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import itertools
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures import Executor, Future
 from functools import partial
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from geode_mpi.base.failure import rank_label
 from geode_mpi.base.gate import count_as_sender
-from geode_mpi.base.logger import log
-from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk, run_task, settle
-from geode_mpi.core.workqueues import WorkDone, WorkQueue
-from geode_mpi.delivery.waiting import IDLE, Marker, Wait
-from geode_mpi.errors import EncodeError, GeodeError, GeodeTimeoutError, TaskError
+from geode_mpi.core.executor_serving import Serving
+from geode_mpi.core.executor_state import _Outcome as _Outcome  # (its wire name's module)
+from geode_mpi.core.executor_state import _Task as _Task
+from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk
+from geode_mpi.errors import EncodeError, GeodeTimeoutError, TaskError
 from geode_mpi.message import Message
-from geode_mpi.transport import abort_world
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
+    from geode_mpi.core.workqueues import WorkQueue
     from geode_mpi.queues import Parcel
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-Taken = tuple[int, tuple["Parcel", Any]]  # (local node index, what Engine.take returned)
 
 
-class _Signal:
-    """What the serving loop's look found besides a message."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-_FINISH = _Signal("finish")  # the client: shut down and every future done, tell the workers
-_DONE = _Signal("done")  # every local worker was told, and the client finished
-_REST = _Signal("rest")  # the runner: no future pending any more, go idle (`_idle`)
-
-
-class _Task(Message):
-    """A task, on the executor's work queue: (task id, pickled (fn, args, kwargs), its arrays)."""
-
-
-class _Outcome(Message):
-    """A task's outcome, to the client: (task id, ok, pickled value or exception (b"" if it
-    could not be pickled), its arrays, (exception type, text, traceback) or None): `OutcomeData`."""
-
-
-class GeodeExecutor(Executor):
+class GeodeExecutor(Serving, Executor):
     """A `concurrent.futures.Executor` whose tasks run on the job's worker nodes.
 
     Create it with `Geode.executor` (collective: every rank does) and use it in a ``with``
@@ -309,11 +282,6 @@ class GeodeExecutor(Executor):
         """True while a future is not yet done (its task may still send)."""
         return any(not future.done() for future in list(self._futures.values()))
 
-    def _resting(self) -> bool:
-        """The client's rank with nothing to do: no future, and not shut down (its thread
-        and runner go idle, out of geode_mpi's waits)."""
-        return self.is_client and not self._futures and not self._shutdown
-
     def _admit(self, task: Message) -> bool:
         """The dispatcher is about to hand ``task`` out: False if its future was cancelled
         (or is gone: it failed when the executor's thread broke)."""
@@ -334,191 +302,3 @@ class GeodeExecutor(Executor):
 
     def _runner_thread(self) -> None:
         self._thread_loop(False)
-
-    def _thread_loop(self, client: bool) -> None:
-        """The client's thread (``client``) or the runner's."""
-        try:
-            self._serve_loop(client)
-        except BaseException as exc:
-            self._fail(exc)
-            # Then end the queue all the same, so that no rank waits for it: the tasks still
-            # held are dropped, those at a worker here are taken unrun (their futures failed),
-            # and every worker is told.
-            with contextlib.suppress(GeodeError):  # (closed: nobody waits for it any more)
-                self._serve_loop(client)
-        finally:
-            count_as_sender(threading.current_thread(), None)
-
-    def _fail(self, exc: BaseException) -> None:
-        """The thread broke on ``exc`` (a task's SystemExit, say): fail every future, take
-        no more tasks."""
-        self._broken = exc
-        log.error("executor %r: its thread failed", self.name, exc_info=exc)
-        failure = self._failure()
-        with self._lock:  # (a submit from now on raises the failure)
-            self._shutdown = True
-            futures, self._futures = list(self._futures.values()), {}
-        for future in futures:
-            try:
-                future.set_exception(failure)
-            except InvalidStateError:  # cancelled: tell its waiters (`wait`, `as_completed`)
-                with contextlib.suppress(RuntimeError):  # (told already)
-                    future.set_running_or_notify_cancel()
-        self._wake.set()  # (the other thread, idle, goes on to end the queue)
-        self._wake_runner.set()
-
-    # -- the workers (and the client's thread) ---------------------------------------------
-
-    def serve(self) -> None:
-        """Run tasks on this rank's worker nodes until the client's executor has shut down
-        (what entering the ``with`` block does on the ranks that do not host the client; on
-        the client's rank, its thread does this: return at once).
-
-        A task's `SystemExit` (``sys.exit()``, ``quit()``) ends the job, every rank: the
-        client would wait for its outcome for ever.
-        """
-        if not self.is_client:
-            try:
-                self._serve_loop(False)
-            except SystemExit as exc:
-                self._end_job(exc)
-
-    def _end_job(self, exc: SystemExit) -> None:
-        """A task on this worker rank raised ``exc``: abort the job with its status, 1 for
-        ``sys.exit(0)`` (the job did not end well: its client still waited)."""
-        runtime = self._runtime
-        code = exc.code
-        status = (code & 0xFF or 1) if isinstance(code, int) else 1  # (as the OS, never 0)
-        sys.stdout.flush()
-        sys.stderr.write(
-            f"{rank_label(runtime.rank, runtime.size)} geode_mpi: a task of executor "
-            f"{self.name!r} called sys.exit({code!r}) on a worker; ending the job with status "
-            f"{status} (its client waited for the outcome)\n"
-        )
-        abort_world(status)
-
-    def _serve_loop(self, client: bool) -> None:
-        """The client's thread (``client``: it takes the outcomes, and runs the tasks of this
-        rank's workers unless a runner does), a runner, or a worker rank's ``with``."""
-        runtime = self._runtime
-        gate = self._gate
-        look = self._look if client else self._look_worker
-        wake = self._wake if client else self._wake_runner
-        while True:
-            if self._resting():
-                self._idle(wake)
-                continue
-            level = gate.count()
-            try:
-                gate.enter()
-                found = cast(
-                    "Taken | _Outcome | _Signal | None",
-                    Wait(runtime.engine, None).until(look),
-                )
-                if found is _FINISH:
-                    self._finish()
-                    continue
-                if found is _REST:
-                    continue  # (to `_idle`, out of geode_mpi's waits)
-                if found is _DONE or found is None:
-                    if client:
-                        self._queue.serve()  # until every worker was told
-                    return
-                if isinstance(found, _Outcome):
-                    message: Message = found
-                else:
-                    assert not isinstance(found, _Signal)
-                    index, taken = found
-                    message = self._deliver(index, taken)
-            finally:
-                gate.leave(level)
-            if isinstance(message, _Outcome):
-                self._resolve(message)
-                continue
-            if not isinstance(message, WorkDone) and self._broken is None:
-                # To the client as the queue's traffic (`_intercept`), never into its queue.
-                self._queue.put(self._run(message, index), index)
-            if taken[1] is not None:  # the node's queue wants explicit acks
-                message.ack()
-
-    def _deliver(self, index: int, taken: tuple[Parcel, Any]) -> Message:
-        """Decode a task taken at worker node ``index`` (asking for the next); the last,
-        `WorkDone`, ends the node's part."""
-        message = self._runtime.deliver(index, taken)
-        if isinstance(message, WorkDone):
-            self._mine.remove(index)
-            del self._runtime.inboxes[index].private[self._queue.number]
-        return message
-
-    def _idle(self, wake: threading.Event) -> None:
-        """The client's thread (or its runner) with no task in flight: sleep until `submit` or
-        `shutdown` sets ``wake``, out of geode_mpi's waits, so that a client computing
-        meanwhile is busy, not waiting, to ``--hang-timeout`` (the workers' requests wait for
-        the next task, as they would)."""
-        wake.clear()
-        if self._resting():  # (a submit or the shutdown may have come since)
-            wake.wait()
-
-    def _intercept(self, message: Message) -> bool:
-        """The queue's dispatcher (the client) got ``message``: an outcome is this executor's."""
-        if not isinstance(message, _Outcome):
-            return False
-        self._outcomes.append(message)
-        return True
-
-    def _take_task(self) -> Taken | None:
-        """A task (or the end) taken at one of this rank's workers, or None."""
-        take = self._runtime.engine.take
-        for index in self._mine:
-            found = take(index, self._is_task, None, False)
-            if found is not None:
-                return index, found
-        return None
-
-    def _look_worker(self) -> Taken | _Signal | Marker:
-        """A worker rank's look, or a runner's: a task, or the end of every local worker."""
-        found = self._take_task()
-        if found is not None:
-            return found
-        if self._resting():
-            return _REST  # the runner, its last task's outcome in: a computing client is busy
-        return IDLE if self._mine else _DONE
-
-    def _look(self) -> Taken | _Outcome | _Signal | Marker:
-        """The client's thread's look."""
-        if not self._split:
-            found = self._take_task()
-            if found is not None:
-                return found
-        if self._outcomes:
-            return self._outcomes.popleft()
-        if not self._finishing:
-            if self._shutdown and all(future.done() for future in self._futures.values()):
-                return _FINISH
-        elif not self._mine:
-            return _DONE
-        return IDLE
-
-    def _finish(self) -> None:
-        """Shut down, every future resolved: notify the cancelled ones still held by the
-        dispatcher, and tell the workers (through the queue) that no task will come."""
-        for task_id in list(self._futures):
-            self._futures.pop(task_id).set_running_or_notify_cancel()
-        self._finishing = True
-        self._queue.finish(self._client)
-
-    def _run(self, message: Message, index: int) -> _Outcome:
-        """Run a task on worker node ``index``: its outcome, whatever happens."""
-        task_id, blob, frames = message.data
-        return _Outcome(
-            run_task(task_id, blob, frames, self._runtime.names[index], self._runtime.rank)
-        )
-
-    def _resolve(self, message: Message) -> None:
-        """An outcome came back: resolve its future."""
-        future = self._futures.pop(message.data[0], None)
-        if future is None:
-            return
-        node = str(message.source)
-        rank = self._runtime.placement.rank_of(self._runtime.index_of[node])
-        settle(future, message.data, node, rank, self.client)
