@@ -127,18 +127,32 @@ class SendTimeout(GeodeTimeoutError):
     Two cases, told apart by ``in_flight``: a message that was sent but whose data MPI has not
     released in time (``in_flight`` True: it stays in flight and arrives, once; do not send it
     again), and a message that waited for room in a full ``block`` queue and was never sent
-    (``in_flight`` False, ``message_id`` -1: send it again, or it is lost).
+    (``in_flight`` False, ``message_id`` -1: send it again, or it is lost). A publish's
+    (``topic`` set) in flight is named as a publish on its topic.
     """
 
     def __init__(
-        self, message_id: int, source: str, dest: str, timeout: float, in_flight: bool = True
+        self,
+        message_id: int,
+        source: str,
+        dest: str,
+        timeout: float,
+        in_flight: bool = True,
+        topic: str | None = None,
     ) -> None:
         self.message_id = message_id
         self.source = source
         self.dest = dest
         self.timeout = timeout
         self.in_flight = in_flight
-        if in_flight:
+        self.topic = topic  # a publish's topic (its handle's ``dest`` too)
+        if in_flight and topic is not None:
+            text = (
+                f"send of message {message_id} from {source} (publish on topic {topic!r}) did "
+                f"not complete within {timeout:g} s (are the subscribers' ranks receiving?); "
+                "the message is still in flight"
+            )
+        elif in_flight:
             text = (
                 f"send of message {message_id} from {source} to {dest} did not complete within "
                 f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
@@ -156,7 +170,8 @@ class AckTimeout(GeodeTimeoutError):
     """A message was not acknowledged (processed by its receiver) within the timeout.
 
     The message stays in its sender's outbox: it may still be processed, once. For a publish
-    (``topic`` set), ``dest`` names the subscribers that have not processed it.
+    (``topic`` set), ``dest`` names the subscribers that have not processed it (``count`` of
+    them: the wording follows it).
     """
 
     def __init__(
@@ -169,6 +184,7 @@ class AckTimeout(GeodeTimeoutError):
         handle: Any = None,
         waited: bool = True,
         topic: str | None = None,
+        count: int = 1,
     ) -> None:
         self.message_id = message_id
         self.source = source
@@ -177,10 +193,10 @@ class AckTimeout(GeodeTimeoutError):
         self.timeout = timeout
         self.handle = handle  # the SendHandle: wait() on it again to keep waiting
         self.topic = topic  # a publish's topic (then dest: its subscribers still to process it)
-        many = topic is not None and ", " in dest
+        many = count > 1  # (how many nodes dest names: a node's name may hold ", ")
         if waited:
-            has, it = ("have", "they") if many else ("has", "it")
-            why = f"within {timeout:g} s: {dest} {has} not processed it yet (is {it} receiving?)"
+            has, it = ("have", "are they") if many else ("has", "is it")
+            why = f"within {timeout:g} s: {dest} {has} not processed it yet ({it} receiving?)"
         else:
             queue = f"the queues of {dest}" if many else f"{dest}'s queue"
             why = (
@@ -207,7 +223,8 @@ class NotProcessed(GeodeError):
     acknowledged either. It never will be processed (send it again if it must be), except
     that a message told "closing" stays in its receiver's queue, where a `receive()` after
     close() may still take it. For a publish (``topic`` set; told "closing" only), ``dest``
-    names the subscribers whose rank is in close() with no handler for it."""
+    names the subscribers whose rank is in close() with no handler for it (``count`` of them:
+    the wording follows it)."""
 
     def __init__(
         self,
@@ -218,6 +235,7 @@ class NotProcessed(GeodeError):
         why: str,
         handle: Any = None,
         topic: str | None = None,
+        count: int = 1,
     ) -> None:
         self.message_id = message_id
         self.source = source
@@ -251,7 +269,7 @@ class NotProcessed(GeodeError):
             )
         if topic is not None:  # (a publish is told "closing" only)
             queues = f"{dest}'s queue"
-            if ", " in dest:
+            if count > 1:  # (how many nodes dest names: a node's name may hold ", ")
                 queues = f"the queues of {dest}"
                 how = (
                     f"the ranks of {dest} are in close() and none of them has a handler for "

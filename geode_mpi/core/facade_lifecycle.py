@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 from geode_mpi.base.backoff import CLOSING_YIELD
 from geode_mpi.base.gate import locked
@@ -142,16 +143,40 @@ class Lifecycle(Facade):
         )
 
     def _report_held(self) -> None:
-        """Say what a total-order topic's sequencer still holds at the end, for want of room
-        at a subscriber that took nothing more (its publishers got no ack for it)."""
-        held = self._sequencer.held_for()
-        log.warning(
-            "close() on rank %s: a sequencer still holds messages that a full subscriber's "
-            "queue had no room for, never published: %s (receive at the subscribers before "
-            "close(), or give their queues more room)",
-            self.rank,
-            "; ".join(f"{node}: {count}" for node, count in held.items()),
-        )
+        """Say what a total-order topic's sequencer still holds at the end (its publishers
+        got no ack for it): for want of room at a subscriber that took nothing more, or (after
+        a restart) because this rank never made its topic again."""
+        made = self._channels.topics_by_wire
+
+        def unmade(channel: tuple[str, Any]) -> bool:
+            return channel[0] == "topic" and channel[1] not in made
+
+        never = self._sequencer.held_for(unmade)
+        if never:
+            names = self._runtime.engine.topics.names
+            wires = sorted(
+                {wire for kind, wire in self._sequencer.channels() if unmade((kind, wire))}
+            )
+            topics = ", ".join(
+                repr(names[wire]) if wire in names else f"number {wire}" for wire in wires
+            )
+            log.warning(
+                "close() on rank %s: a sequencer still holds messages restored from a "
+                "checkpoint for a total-order topic this rank never made again (%s), never "
+                "published: %s (call topic() for it again after a restart, as before it)",
+                self.rank,
+                topics,
+                "; ".join(f"{node}: {count}" for node, count in never.items()),
+            )
+        full = self._sequencer.held_for(lambda channel: not unmade(channel))
+        if full:
+            log.warning(
+                "close() on rank %s: a sequencer still holds messages that a full subscriber's "
+                "queue had no room for, never published: %s (receive at the subscribers before "
+                "close(), or give their queues more room)",
+                self.rank,
+                "; ".join(f"{node}: {count}" for node, count in full.items()),
+            )
 
     def _end_executors(self, timeout: float | None) -> None:
         """Shut down the executors whose client is here, as leaving their ``with`` block

@@ -162,14 +162,22 @@ class Sequencer:
         self.resume()
         return bool(self._held) and not engine.held_for_room
 
-    def held_for(self) -> dict[str, int]:
-        """How many messages each sequencer node holds, by node name."""
+    def held_for(self, among: Callable[[tuple[str, Any]], bool] | None = None) -> dict[str, int]:
+        """How many messages each sequencer node holds, by node name (of the channels, as
+        ``("topic", wire number)``, for which ``among`` is true; None: all)."""
         names = self.geode.names
         found: dict[str, int] = {}
-        for held in self._held.values():
+        for channel, held in self._held.items():
+            if among is not None and not among(channel):
+                continue
             for index, _, _ in held:
                 found[names[index]] = found.get(names[index], 0) + 1
         return found
+
+    def channels(self) -> list[tuple[str, Any]]:
+        """The channels that hold messages: ``("topic", wire number)``, ``("group", name)``,
+        ``("queue", number)``."""
+        return list(self._held)
 
     def held_parcels(self) -> dict[int, list[Parcel]]:
         """What each local sequencer node holds, and what waits to reach it, in order, by

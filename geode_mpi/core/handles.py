@@ -223,7 +223,7 @@ class SendHandle:
         another thread meanwhile)."""
         ticket = self._ticket
         if not self._geode.wait_until(lambda: ticket.done, deadline, call):
-            raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
+            raise self._send_timeout(timeout or 0.0)
         if not self.ack:
             return
         if self.acked:
@@ -243,6 +243,10 @@ class SendHandle:
         if not self._settled():  # one process, and no thread is left that could take it
             raise self._ack_timeout(0.0, waited=False)
         self.check_processed()
+
+    def _send_timeout(self, timeout: float) -> SendTimeout:
+        """The `SendTimeout` of a wait for the send (still in flight) that did not end."""
+        return SendTimeout(self._stamp.id, self.source, self.dest, timeout)
 
     def _ack_timeout(self, timeout: float, waited: bool = True) -> AckTimeout:
         """The `AckTimeout` of a wait for the acknowledgement that did not end."""
@@ -290,7 +294,7 @@ class SendHandle:
             else:
                 geode.transport.flush()
         if not await wait_until(geode, lambda: ticket.done, deadline, call):
-            raise SendTimeout(self._stamp.id, self.source, self.dest, timeout or 0.0)
+            raise self._send_timeout(timeout or 0.0)
         if self.ack and not await wait_until(geode, self._settled, deadline, call, False):
             raise self._ack_timeout(timeout or 0.0)
         if self.ack:

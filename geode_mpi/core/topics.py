@@ -29,7 +29,7 @@ from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.delivery.waiting import wait_for
-from geode_mpi.errors import AckTimeout, ClosedError, NotProcessed, check_timeout
+from geode_mpi.errors import AckTimeout, ClosedError, NotProcessed, SendTimeout, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 
@@ -118,13 +118,23 @@ class PublishHandle(SendHandle):
         if refusing:
             stamp = self._stamp
             who = ", ".join(self._geode.names[sub] for sub in refusing)
-            raise NotProcessed(stamp.id, self.source, who, stamp.seq, "closing", self, self._topic)
+            raise NotProcessed(
+                stamp.id, self.source, who, stamp.seq, "closing", self, self._topic, len(refusing)
+            )
 
     def _ack_timeout(self, timeout: float, waited: bool = True) -> AckTimeout:
         """The `AckTimeout` naming the subscribers that have not processed the message."""
         stamp = self._stamp
-        who = ", ".join(self._geode.names[sub] for sub in self._pending() or self._subscribers)
-        return AckTimeout(stamp.id, self.source, who, stamp.seq, timeout, self, waited, self._topic)
+        subs = self._pending() or self._subscribers
+        who = ", ".join(self._geode.names[sub] for sub in subs)
+        return AckTimeout(
+            stamp.id, self.source, who, stamp.seq, timeout, self, waited, self._topic, len(subs)
+        )
+
+    def _send_timeout(self, timeout: float) -> SendTimeout:
+        """The `SendTimeout` of a publish still in flight: named as a publish on its topic."""
+        stamp = self._stamp
+        return SendTimeout(stamp.id, self.source, self._topic, timeout, topic=self._topic)
 
     def wait_until(self, deadline: float | None, timeout: float | None, call: str = "wait") -> None:
         """`SendHandle.wait_until`, sending the batches the message waits in first (at once:

@@ -49,9 +49,12 @@ class Acks(EngineState):
     _watched: dict[Key, weakref.ref[Told]] | None = None
     _watch_limit = LOST_KEPT
     # The messages told "closing" (their receiver's rank is in close() with no handler for
-    # them: never acknowledged, they stay in the outbox), all of them, for `Credits.closed_to`
-    # (the `lost` table keeps only the latest); None: none yet.
+    # them: not acknowledged, they stay in the outbox), for `Credits.closed_to` and a
+    # publish's handle (the `lost` table keeps only the latest), as long as they are in their
+    # pair's outbox (swept at `_told_limit` entries: one that left it, dropped or expired
+    # there later, or its subscriber gone, is asked about no more); None: none yet.
     closing_told: set[Key] | None = None
+    _told_limit = LOST_KEPT
 
     def watch(self, key: Key, handle: Told) -> None:
         """``handle``, while it lives, is told (`Told.told_lost`) if message ``key`` is
@@ -78,15 +81,43 @@ class Acks(EngineState):
             if handle is not None:
                 handle.told_lost(why)
         if why == "closing":
-            if self.closing_told is None:
-                self.closing_told = set()
-            self.closing_told.add(key)
+            self._told_closing(key)
+            if key[0] in self.topics.streams:
+                return  # (a publish's handle reads `closing_told` only: kept out of `lost`)
         lost = self.lost
         if lost is None:
             lost = self.lost = {}
         elif len(lost) >= LOST_KEPT:
             del lost[next(iter(lost))]
         lost[key] = why
+
+    def _told_closing(self, key: Key) -> None:
+        """Message ``key`` was told "closing": kept in `closing_told` while it can be asked
+        about, that is while it is in its pair's outbox (a sweep at `_told_limit` entries
+        drops the others, so the set stays within twice what the outboxes hold)."""
+        told = self.closing_told
+        if told is None:
+            told = self.closing_told = set()
+        elif len(told) >= self._told_limit:
+            pairs_out = self.pairs_out
+            for gone in [
+                at
+                for at in told
+                if (pair := pairs_out.get((at[0], at[1]))) is None or at[2] not in pair.outbox
+            ]:
+                told.discard(gone)
+            self._told_limit = max(LOST_KEPT, 2 * len(told))
+        told.add(key)
+
+    def _beyond_gone(self, key: tuple[int, int]) -> None:
+        """Every credit of pair ``key`` (source, forwarder) came back: the forwarder sent on
+        all of source's messages, so it holds none for a closing node any more (its credit
+        for a held one comes only once it is sent on); `closing_beyond` forgets the pair, if
+        it named it (a forwarder that holds one again tells again, `Credits.tell_held`)."""
+        if key in self.closing_beyond:
+            self.closing_beyond = {
+                at: node for at, node in self.closing_beyond.items() if at != key
+            }
 
     def mark_due(self, key: tuple[int, int]) -> None:
         """Incoming pair ``key`` has acks or credits to send (at the next flush)."""
@@ -169,6 +200,8 @@ class Acks(EngineState):
         if taken > pair.taken_seen:  # a running total: a record lost or repeated does no harm
             if pair.credits is not None:
                 pair.credits += taken - pair.taken_seen
+                if self.closing_beyond and pair.credits >= (pair.window or 0):
+                    self._beyond_gone((sender, receiver))
             pair.taken_seen = taken
         outbox = pair.outbox
         resends = pair.resends

@@ -31,10 +31,13 @@ class Credits(Failures):
     closing_nodes: frozenset[int] = frozenset()
     # (source, forwarder) -> a node whose rank is in close(), for which the forwarder (a
     # total-order topic's sequencer) holds a message of source's that it cannot send on
-    # (`tell_held`): no credit comes back from the forwarder either. (Replaced, never changed
-    # in place: a class default.)
+    # (`tell_held`): no credit comes back from the forwarder either. Until every credit of
+    # the pair came back (`Acks._beyond_gone`: the forwarder holds none of source's then).
+    # (Replaced, never changed in place: a class default.)
     closing_beyond: dict[tuple[int, int], int] = {}  # noqa: RUF012
-    # (source, closing node) pairs told by `tell_held` (replaced, never changed in place)
+    # (source, closing node) pairs told by `tell_held`, until a message of source's is sent
+    # on (`forwarded`: its credit comes back, and source forgets, `Acks._beyond_gone`; one
+    # held again is told again). Replaced, never changed in place.
     _told_held: frozenset[tuple[int, int]] = frozenset()
     # What `SendHandle.lost` reads: (source, dest, seq) -> "dropped" or "expired", for the
     # messages sent with ack=True that their receiver acknowledged without processing them.
@@ -308,6 +311,9 @@ class Credits(Failures):
         queue, but its sender counted it against the queue's window)."""
         self._credit(index, parcel)
         self._done(index, parcel)
+        if self._told_held:  # (its sender's credit comes back: told again if held again)
+            source = parcel.source
+            self._told_held = frozenset(at for at in self._told_held if at[0] != source)
 
     def dropped(self, index: int, parcel: Parcel) -> None:
         """Node ``index``'s full ``drop_oldest`` queue dropped ``parcel``: counted, and

@@ -176,3 +176,33 @@ def test_a_publish_with_ack_to_a_closing_subscriber_without_a_handler_raises_not
         while (message := g.try_receive(receiver)) is not None:
             got.append(message.data)
         assert sorted(got) == sorted(["again", "no handler"] * (g.size - 1))
+
+
+def test_a_publisher_forgets_the_refusals_of_messages_a_closing_subscriber_dropped_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A closing subscriber with a small ``drop_oldest`` queue refuses each ack=True publish
+    it has no handler for, then drops it as later ones come (acknowledged: out of the
+    outbox). The publisher kept every refusal (`closing_told`) for the Geode's life; it keeps
+    those still in its outbox, within its sweep's bound."""
+    from geode_mpi.delivery import acks
+
+    monkeypatch.setattr(acks, "LOST_KEPT", 32)  # (the sweep's bound, small: a quick test)
+    g, receiver, _ = closing_world(QueueConfig(capacity=2, policy="drop_oldest"))
+    engine = g._runtime.engine
+    engine._told_limit = 32
+    topics = {pub: g.topic(f"d{k}", [pub], [receiver]) for k, pub in enumerate(g.nodes[:-1])}
+    if not g.hosts(receiver):
+        me = g.node
+        refused = 0
+        for k in range(200):
+            try:
+                topics[me].publish(k, me, ack=True).wait(timeout=20.0)
+            except NotProcessed as err:
+                assert (err.why, err.dest) == ("closing", receiver)
+                refused += 1
+        assert refused > 0
+        told = engine.closing_told or set()
+        assert len(told) <= 64, len(told)  # (before: one per refused message, 200 or so)
+        assert not engine.lost  # (a stream's refusals are not lost records: before, all)
+    g.close(timeout=TIMEOUT)

@@ -239,6 +239,7 @@ def test_a_closing_receiver_s_refusals_count_however_many_records_come() -> None
     meta = bytearray(header.FLAGS_AT + 1)
     meta[header.FLAGS_AT] = codec.FLAG_WAITED
     pair = SimpleNamespace(outbox={seq: SimpleNamespace(meta=meta) for seq in range(count)})
+    engine.pairs_out[(0, 1)] = pair  # (its refusals are kept while their messages are in it)
     engine.closing_nodes = frozenset({1})
     for seq in range(count):
         engine._tell_lost((0, 1, seq), "closing")
