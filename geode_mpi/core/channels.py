@@ -63,6 +63,9 @@ class Channels:
         self._early: list[tuple[int, int, Message, Route]] = []
         self._streams_made = 0
         self.patterns: dict[Pattern, Subscription] = {}  # in the order first subscribed
+        # Restarted: the pattern (un)subscribes made since, while a saved topic is not made
+        # again yet (`_since_restart`: applied to it when it is), in call order.
+        self._pattern_calls: list[tuple[str, Pattern, list[int]]] = []
         # receive(topic=<pattern>): the match, and how many topics existed when it was made
         self._pattern_matches: dict[Pattern, tuple[int, Match]] = {}
         # Forward until nothing is on its way to a sequencer or dispatcher anywhere
@@ -154,6 +157,8 @@ class Channels:
             geode.engine.held_for_room = True  # (what reached its sequencer before: sent on)
         if saved is not None:
             restore_topic(geode.engine.topics.of_topic(wire), saved)
+            if saved["subscribers"] is not None:
+                self._since_restart(topic)
         self.release_early()
         return topic
 
@@ -210,6 +215,33 @@ class Channels:
 
     # -- pattern subscriptions -------------------------------------------------------------
 
+    def _since_restart(self, topic: Topic) -> None:
+        """Restarted: saved ``topic`` was just made again with its subscribers at the
+        checkpoint; the pattern calls made since the restart that match it change them now,
+        as they changed the topics that existed (their net effect: a node that subscribed
+        and then unsubscribed again never joins, so no retained message reaches it)."""
+        calls = [
+            (call, members)
+            for call, wanted, members in self._pattern_calls
+            if wanted.matches(topic.name)
+        ]
+        checkpointer = self.checkpointer
+        if checkpointer is None or not checkpointer.topics:
+            self._pattern_calls = []  # (every saved topic is made again)
+        if not calls:
+            return
+        current = set(self._pattern_subscribers(topic.name, ()))
+        left = {index for call, members in calls if call == "unsubscribe" for index in members}
+        topic.remove(index for index in left if index not in current | topic.named)
+        joined = [index for call, members in calls if call == "subscribe" for index in members]
+        topic.add([index for index in joined if index in current])
+
+    def _note_call(self, call: str, wanted: Pattern, members: list[int]) -> None:
+        """Keep a pattern call for the saved topics not made again yet (`_since_restart`)."""
+        checkpointer = self.checkpointer
+        if checkpointer is not None and checkpointer.topics:
+            self._pattern_calls.append((call, wanted, members))
+
     def saved_patterns(self) -> list[tuple[str, bool, list[int]]]:
         """The pattern subscriptions, as a checkpoint saves them."""
         return [(p.text, p.prefix, list(s.members)) for p, s in self.patterns.items()]
@@ -236,6 +268,7 @@ class Channels:
         if subscription is None:
             subscription = self.patterns[wanted] = Subscription(self._geode, wanted, self.topics)
         subscription.members += [index for index in members if index not in subscription.members]
+        self._note_call("subscribe", wanted, members)
         for topic in self.topics.values():
             if wanted.matches(topic.name):
                 topic.add(members)
@@ -251,6 +284,7 @@ class Channels:
         subscription.members = [index for index in subscription.members if index not in members]
         if not subscription.members:
             del self.patterns[wanted]
+        self._note_call("unsubscribe", wanted, members)
         for topic in self.topics.values():
             if wanted.matches(topic.name):
                 kept = set(topic.named) | set(self._pattern_subscribers(topic.name, ()))

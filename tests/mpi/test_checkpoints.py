@@ -147,6 +147,35 @@ def test_subscribers_added_later_are_in_the_checkpoint(directory: Path) -> None:
     second.close(timeout=TIMEOUT)
 
 
+def test_pattern_calls_after_a_restart_reach_a_saved_topic_made_again(directory: Path) -> None:
+    """A pattern subscribe (or unsubscribe) made after a restart, before a saved topic was made
+    again, was lost on it: the topic came back with its checkpoint's subscribers only."""
+    first = Geode(4, checkpoint_dir=directory)
+    first.subscribe(["node1", "node3"], "sim.*")
+    topic = first.topic("sim.a", publishers=["node0"], subscribers=[], retain=1)
+    topic.publish("before", source="node0")
+    for node in first.local_nodes:
+        if node in ("node1", "node3"):
+            assert first.receive(node, topic="sim.a", timeout=TIMEOUT).data == "before"
+    first.checkpoint(timeout=TIMEOUT)
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(4, checkpoint_dir=directory, restart=True)
+    second.subscribe("node2", "sim.*")
+    second.unsubscribe("node3", "sim.*")
+    again = second.topic("sim.a", publishers=["node0"], subscribers=[], retain=1)
+    assert again.subscribers == ("node1", "node2")
+    again.publish("after", source="node0")
+    wanted = {"node1": ["after"], "node2": ["before", "after"], "node3": []}
+    for node in second.local_nodes:
+        if node in wanted:
+            got = [second.receive(node, topic="sim.a", timeout=TIMEOUT).data for _ in wanted[node]]
+            assert got == wanted[node], node
+            with pytest.raises(ReceiveTimeout):
+                second.receive(node, timeout=0.2)
+    second.close(timeout=TIMEOUT)
+
+
 def test_a_subscriber_that_left_before_the_checkpoint_stays_out(directory: Path) -> None:
     """The membership is the checkpoint's, not the creation's: a node that unsubscribed
     before the checkpoint is not a subscriber after the restart though ``topic()`` names it

@@ -266,3 +266,44 @@ def test_a_restart_that_subscribes_again_delivers_each_saved_message_once(tmp_pa
     again.subscribe("node2", prefix="sim.")
     assert data(again, "node2", 1) == [3]  # retained, after the restart too
     again.close()
+
+
+def test_pattern_calls_after_a_restart_reach_a_saved_topic_made_again_later(
+    tmp_path: Path,
+) -> None:
+    names = ["node0", "node1", "node2", "node3", "node4"]
+    with Geode(names, checkpoint_dir=tmp_path) as geode:
+        geode.subscribe(["node1", "node3", "node4"], "sim.*")
+        topic = geode.topic("sim.a", ["node0"], [], retain=1)
+        topic.publish("before")
+        for node in ("node1", "node3", "node4"):
+            assert data(geode, node, 1) == ["before"]
+        geode.checkpoint(timeout=30)
+    with Geode(names, checkpoint_dir=tmp_path, restart=True) as geode:
+        geode.subscribe("node2", "sim.*")  # joins: gets the retained message, then news
+        geode.unsubscribe("node3", "sim.*")  # leaves: gets nothing more
+        geode.subscribe("node4", "other.*")  # matches nothing here: stays as it was
+        topic = geode.topic("sim.a", ["node0"], [], retain=1)
+        assert topic.subscribers == ("node1", "node4", "node2")
+        topic.publish("after")
+        assert data(geode, "node1", 1) == ["after"]
+        assert data(geode, "node2", 2) == ["before", "after"]
+        assert data(geode, "node4", 1) == ["after"]
+        assert geode.try_receive("node3") is None
+        later = geode.topic("sim.b", ["node0"], [])  # a new topic: the patterns as they are
+        assert later.subscribers == ("node1", "node4", "node2")
+
+
+def test_a_subscribe_undone_after_a_restart_never_joins_the_saved_topic(tmp_path: Path) -> None:
+    names = ["node0", "node1", "node2"]
+    with Geode(names, checkpoint_dir=tmp_path) as geode:
+        geode.subscribe("node1", "sim.*")
+        geode.topic("sim.a", ["node0"], [], retain=1).publish("before")
+        assert data(geode, "node1", 1) == ["before"]
+        geode.checkpoint(timeout=30)
+    with Geode(names, checkpoint_dir=tmp_path, restart=True) as geode:
+        geode.subscribe("node2", "sim.*")
+        geode.unsubscribe("node2", "sim.*")
+        topic = geode.topic("sim.a", ["node0"], [], retain=1)
+        assert topic.subscribers == ("node1",)
+        assert geode.try_receive("node2") is None  # not even the retained message
