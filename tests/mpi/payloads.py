@@ -75,3 +75,20 @@ def array_cases() -> list[tuple[str, np.ndarray[Any, Any]]]:
         ("datetime64", np.arange(5).astype("datetime64[s]")),
         ("unicode", np.array(["alpha", "beta", "gamma"])),
     ]
+
+
+# A record dtype made with ``align=True`` (a record inside it too), and the same layout without
+# the aligned-struct flag, which numpy holds equal to it, with one hash.
+ALIGNED = np.dtype([("a", "u1"), ("b", "<f8"), ("c", [("x", "u1"), ("y", "<i4")])], align=True)
+PACKED = np.dtype(
+    {
+        "names": ["a", "b", "c"],
+        "formats": [
+            "u1",
+            "<f8",
+            {"names": ["x", "y"], "formats": ["u1", "<i4"], "offsets": [0, 4]},
+        ],
+        "offsets": [0, 8, 16],
+        "itemsize": 24,
+    }
+)
