@@ -4,6 +4,7 @@ every lane (first send, express sends, isend runs, out-of-band arrays), as pickl
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,3 +38,23 @@ def test_getstate_and_setstate_are_honoured_around_a_ring(geode: Geode) -> None:
         assert type(got) is Packed and got.data == [i] and got.scale == 0.5 and got.unpacked
     for handle in handles:
         handle.wait(timeout=TIMEOUT)
+
+
+def test_queued_messages_come_back_through_setstate_after_a_restart(directory: Path) -> None:
+    """Queued at the checkpoint (encoded, as their __getstate__ made them), then restarted on
+    the same ranks: each is rebuilt by __setstate__, its lock and cache made again."""
+    first = Geode(checkpoint_dir=directory)
+    after = first.nodes[(first.rank + 1) % first.size]
+    first.send(Locked(np.arange(5.0) + first.rank, f"saved{first.rank}"), first.node, after)
+    first.send(Packed([first.rank], 0.5), first.node, after)
+    first.checkpoint()
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(checkpoint_dir=directory, restart=True)
+    before = (second.rank - 1) % second.size
+    got = second.receive(second.node, timeout=TIMEOUT)
+    assert type(got) is Locked and got.restored == 1 and got.label == f"saved{before}"
+    assert isinstance(got.lock, LOCK) and got.total == float(np.sum(np.arange(5.0) + before))
+    got = second.receive(second.node, timeout=TIMEOUT)
+    assert type(got) is Packed and got.data == [before] and got.unpacked
+    second.close(timeout=TIMEOUT)
