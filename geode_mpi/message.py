@@ -38,7 +38,8 @@ class Message:
     Subclass it for your own message types; a subclass is received as that subclass, with the
     attributes it set in ``__init__`` restored (``__init__`` is not called again on receipt;
     the attributes are set directly, past a ``__setattr__`` of its own: a frozen dataclass
-    works).
+    works). A class's own ``__getstate__`` and ``__setstate__`` are honoured as pickle
+    honours them (docs/point-to-point.md).
 
     Metadata is ``None`` until the message has been sent, and is set on the received copy:
 

@@ -111,10 +111,15 @@ def _describe_new(key: tuple[np.dtype[Any], tuple[int, ...], bytes]) -> bytes:
 
 def alike(one: np.dtype[Any], other: np.dtype[Any]) -> bool:
     """Whether two equal dtypes also travel alike: numpy's equality ignores their scalar type
-    (numpy.record or numpy.void) and metadata, which a descriptor carries, at every level."""
+    (numpy.record or numpy.void), metadata and aligned-struct flag (``align=True``), which a
+    descriptor carries, at every level."""
     if one is other:
         return True
-    if one.type is not other.type or one.metadata != other.metadata:
+    if (
+        one.type is not other.type
+        or one.metadata != other.metadata
+        or one.isalignedstruct is not other.isalignedstruct
+    ):
         return False
     names = one.names
     if names is None:
@@ -279,11 +284,14 @@ def _dtype(value: Any) -> np.dtype[Any]:
     return value
 
 
+_ALIGNED_STRUCT = 0x80  # numpy's NPY_ALIGNED_STRUCT, in a dtype state's flags: ``align=True``
+
+
 def _dtype_from_state(made: Any, state: Any) -> np.dtype[Any]:
     """The dtype that ``made.__setstate__(state)`` would give, built by ``np.dtype``."""
     if not isinstance(made, np.dtype) or type(state) is not tuple or len(state) not in (8, 9):
         raise TypeError("not a dtype's pickled state")
-    _, byteorder, subarray, names, fields, elsize, _, _ = state[:8]
+    _, byteorder, subarray, names, fields, elsize, _, flags = state[:8]
     dtype: np.dtype[Any]
     if subarray is not None:
         base, shape = subarray
@@ -297,7 +305,9 @@ def _dtype_from_state(made: Any, state: Any) -> np.dtype[Any]:
             "titles": [entry[2] if len(entry) > 2 else None for entry in entries],
             "itemsize": int(elsize),
         }
-        dtype = np.dtype(spec)  # type: ignore[call-overload]
+        # (``align=True`` keeps the offsets given, checks them, and sets the flag)
+        aligned = type(flags) is int and flags & _ALIGNED_STRUCT != 0
+        dtype = np.dtype(spec, align=aligned)  # type: ignore[call-overload]
         if made.type is np.record:  # (a record dtype: made from numpy.record, its fields here)
             dtype = np.dtype((np.record, dtype))
     else:

@@ -107,10 +107,13 @@ def remember_inline(raw: bytes, cls: type[Message]) -> None:
     """Remember ``cls``, resolved from wire name ``raw``, for `inline_class` if its received
     messages may be built as a plain Message's, attribute by attribute, then given its class:
     no ``__setattr__`` or ``__new__`` of its own, Message's layout (no slots in any base, a
-    mixin's after Message too), nothing of its own named as the metadata is."""
+    mixin's after Message too), nothing of its own named as the metadata is, no
+    ``__setstate__``."""
     known = _inline.get(raw)
     if (known is not None and known[0] is cls) or cls.__setattr__ is not object.__setattr__:
         return
+    if state_methods(cls) & SETS:
+        return  # (its ``__setstate__`` builds it: `decoding.decode_named` each time)
     if cls.__new__ is not object.__new__ or cls.__basicsize__ != Message.__basicsize__:
         return
     for klass in cls.__mro__:  # (every base: a mixin comes after Message)
@@ -143,3 +146,36 @@ def inline_class(raw: bytes) -> type[Message] | None:
     ):
         return None
     return cls
+
+
+GETS = 1  # a class's own ``__getstate__``: what it returns travels, not its ``__dict__``
+SETS = 2  # its own ``__setstate__``: the receiver calls it with that state
+_DEFAULT_GETSTATE = getattr(object, "__getstate__", None)  # (Python 3.11+)
+_state_methods: dict[type, int] = {}
+
+
+def state_methods(cls: type) -> int:
+    """Which of ``__getstate__`` (`GETS`) and ``__setstate__`` (`SETS`) a Message class
+    defines (itself or a base), as pickle would call them; 0 for neither. Those that
+    ``@dataclass(slots=True)`` writes do not count: they pickle the fields alone, where the
+    codec already sends every slot, and ``data`` too."""
+    found = _state_methods.get(cls)
+    if found is None:
+        getstate = getattr(cls, "__getstate__", None)
+        setstate = getattr(cls, "__setstate__", None)
+        found = (GETS if _own(getstate) and getstate is not _DEFAULT_GETSTATE else 0) | (
+            SETS if _own(setstate) else 0
+        )
+        if len(_state_methods) >= _MAIN_MAX:
+            _state_methods.clear()
+        _state_methods[cls] = found
+    return found
+
+
+def _own(method: object) -> bool:
+    """Whether a state method is the class's own: not missing, not a dataclass's."""
+    if method is None:
+        return False
+    return getattr(method, "__module__", None) != "dataclasses" or getattr(
+        method, "__qualname__", ""
+    ) not in ("_dataclass_getstate", "_dataclass_setstate")

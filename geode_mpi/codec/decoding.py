@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi.codec import compression, header, maps, pickling
 from geode_mpi.codec.arrays import read_descriptor, rebuild_array, small_array
-from geode_mpi.codec.classes import BASE_NAME, remember_inline, resolve, short_name
+from geode_mpi.codec.classes import (
+    BASE_NAME,
+    SETS,
+    remember_inline,
+    resolve,
+    short_name,
+    state_methods,
+)
 from geode_mpi.codec.header import (
     FLAG_COMPRESSED,
     FLAG_REST,
@@ -120,12 +127,34 @@ def _built(
         Exception: whatever the bytes or the class make unpickling raise.
     """
     message = cls.__new__(cls)
+    if state_methods(cls) & SETS:
+        headers, extras = pickling.loads(rest, frames) if rest is not None else (None, None)
+        _set_state(message, state, headers, extras)
+        return message
     give_state(message, state)
     if rest is not None:
         slotted = rest_into(state, pickling.loads(rest, frames), _slot_names(cls))
         for key, value in slotted.items():  # (past the class's own __setattr__, as its state)
             SET_ATTRIBUTE(message, key, value)
     return message
+
+
+def _set_state(message: Message, state: dict[str, Any], headers: Any, extras: Any) -> None:
+    """Give a received message of a class with its own ``__setstate__`` the state its
+    sender's ``__getstate__`` made, through that method, as unpickling would: its data,
+    headers and attributes (or, if ``__getstate__`` returned no dict, that value alone);
+    then the metadata the sender stamped, directly."""
+    if extras is None or isinstance(extras, dict):
+        given = {"data": state["data"], **(extras or {})}
+        if headers:
+            if type(headers) is not dict:
+                raise TypeError(f"its headers are a {type(headers).__name__}, not a dict")
+            given["_headers"] = headers
+        extras = given
+    message.__setstate__(extras)  # type: ignore[attr-defined]
+    for key, value in state.items():
+        if key != "data":
+            SET_ATTRIBUTE(message, key, value)
 
 
 def rest_into(state: dict[str, Any], rest: Any, slots: Sequence[str]) -> dict[str, Any]:

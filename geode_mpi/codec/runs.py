@@ -21,7 +21,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
 from geode_mpi.codec import header
-from geode_mpi.codec.classes import BASE_NAME, class_name, resolve
+from geode_mpi.codec.classes import BASE_NAME, class_name, resolve, state_methods
 from geode_mpi.codec.header import KIND_RUN, PLAIN, ROUTE_AT, SENDER_FLAGS, SIZE, VERSION
 from geode_mpi.codec.peeking import peek
 from geode_mpi.codec.pickling import ATOMIC
@@ -55,11 +55,12 @@ _wire_names: dict[type, bytes | None] = {}
 
 def wire_name(cls: type[Message]) -> bytes | None:
     """The wire name of a class whose messages may travel in runs (b"" for `Message`); None
-    for a class with ``__slots__`` (its state is not only its ``__dict__``)."""
+    for a class with ``__slots__`` (its state is not only its ``__dict__``), or its own
+    ``__getstate__`` or ``__setstate__`` (its state is what they make of it)."""
     found = _wire_names.get(cls, False)
     if found is False:
         slotted = any("__slots__" in vars(klass) for klass in cls.__mro__[:-1])
-        found = None if slotted else class_name(cls).encode()
+        found = None if slotted or state_methods(cls) else class_name(cls).encode()
         if len(_wire_names) < 4096:
             _wire_names[cls] = found
     return found  # type: ignore[return-value]

@@ -495,6 +495,17 @@ class Checkpointer:
         self.queue_arguments = chosen.arguments
         self.node_state = chosen.node_state
         self.epoch = self.restored_epoch = chosen.epoch
+        if chosen.held_unsaved:  # (logged by the rank hosting each sequencer: once each)
+            log.warning(
+                "restart: checkpoint epoch %d in %s was written before a total-order topic's "
+                "sequencer saved the messages it held for want of room at a subscriber: "
+                "topic(s) %s (sequencer %s); messages the sequencer held then are not in the "
+                "checkpoint and may be lost (never delivered to some subscribers)",
+                chosen.epoch,
+                self.store.directory,
+                ", ".join(repr(name) for name in sorted(chosen.held_unsaved)),
+                ", ".join(sorted({geode.names[i] for i in chosen.held_unsaved.values()})),
+            )
         if geode.rank == 0:
             how = " (authenticated)" if self.store.key is not None else ""
             log.info(

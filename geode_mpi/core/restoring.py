@@ -29,6 +29,7 @@ from geode_mpi.core.saved import (
     count,
     decode_node_state,
     decode_state,
+    held_unsaved,
     index_key,
     load_patterns,
     load_queue,
@@ -101,6 +102,9 @@ class Loaded(Record):
         self.stream_topics: dict[int, tuple[str, int]] = {}
         # the pattern subscriptions: (pattern, prefix?, member nodes), the same in every file
         self.patterns: list[tuple[str, bool, list[int]]] = []
+        # total-order topics whose sequencer is hosted here, saved before a sequencer's held
+        # messages were (`saved.held_unsaved`): name -> sequencer node
+        self.held_unsaved: dict[str, int] = {}
 
 
 def plan(store: CheckpointStore, epoch: int, names: tuple[str, ...], size: int) -> list[Part]:
@@ -167,6 +171,7 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
                 name: load_queue(state, geode.names)
                 for name, state in mapping(tree.get("queues", {}), "queues").items()
             }
+            loaded.held_unsaved.update(held_unsaved(topics, hosted))
             roots = stream_roots(
                 topics, queues, part.saved_ranks, store.epoch_path(epoch), replaced
             )

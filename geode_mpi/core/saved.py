@@ -4,7 +4,7 @@ state, topics and work queues (each value checked on the way back)."""
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
@@ -137,6 +137,9 @@ def topic_state(
         "retained": {
             str(stream.number): pack_messages(list(stream.retained)) for stream in streams
         },
+        # (what its sequencer holds is saved with the sequencer's node: a checkpoint without
+        # this key was written before, and a restart says what may be lost: `held_unsaved`)
+        "forwards_saved": JsonValue(True),
     }
 
 
@@ -155,7 +158,21 @@ def load_topic(state: Any) -> dict[str, Any]:
         "roots": None if roots is None else numbered(roots, "topic/roots"),
         "next_seq": numbered(next_seq, "topic/next_seq"),
         "retained": {index_key(key, "retained"): unpack_messages(r) for key, r in retained.items()},
+        "forwards_saved": state.get("forwards_saved") is True,
     }
+
+
+def held_unsaved(topics: Mapping[str, Any], hosted: Container[int]) -> list[tuple[str, int]]:
+    """(name, sequencer node) of each total-order topic of ``topics`` (`load_topic`'s) whose
+    sequencer ``hosted`` holds and whose checkpoint was written before a sequencer's held
+    messages were saved (no ``forwards_saved``): those messages are not in it."""
+    found = []
+    for name, state in topics.items():
+        arguments = state["arguments"]
+        sequencer = None if arguments is None else arguments["sequencer"]
+        if sequencer is not None and sequencer in hosted and not state["forwards_saved"]:
+            found.append((name, sequencer))
+    return found
 
 
 def topic_arguments(tree: Any) -> dict[str, Any] | None:

@@ -127,8 +127,11 @@ def _flatten(tree: Mapping[str, Any], flat: Flat, where: str = "") -> dict[str, 
 def storable(dtype: np.dtype[Any]) -> bool:
     """Whether HDF5 stores arrays of ``dtype`` and gives them back as they were: numbers,
     bools, bytes strings, and records of those. Not str (``U``), dates and times (``M``,
-    ``m``), raw void or objects, for which h5py has no conversion (pickle those)."""
+    ``m``), raw void or objects, for which h5py has no conversion (pickle those), nor a
+    record made with ``align=True`` at any level, which h5py gives back without the flag."""
     if dtype.fields is not None:
+        if dtype.isalignedstruct:
+            return False
         return all(storable(field[0]) for field in dtype.fields.values())
     if dtype.subdtype is not None:
         return storable(dtype.subdtype[0])

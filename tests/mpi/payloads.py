@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,55 @@ class SlottedReading(Message):
 
     step: int
     value: Any = None
+
+
+class Locked(Message):
+    """Holds a lock and a cache derived from its data: its ``__getstate__`` drops both, its
+    ``__setstate__`` makes them again (and counts its calls in ``restored``)."""
+
+    def __init__(self, data: Any, label: str) -> None:
+        super().__init__(data)
+        self.label = label
+        self.lock = threading.Lock()
+        self.total = float(np.sum(data))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["lock"], state["total"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+        self.total = float(np.sum(self.data))
+        self.restored = self.__dict__.get("restored", 0) + 1
+
+
+class Unlocked(Message):
+    """A ``__getstate__`` alone, dropping a lock: the receiver's copy has no lock."""
+
+    def __init__(self, data: Any) -> None:
+        super().__init__(data)
+        self.lock = threading.Lock()
+        self.step = 3
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+
+class Packed(Message):
+    """A state that is not a dict: a tuple its ``__setstate__`` unpacks."""
+
+    def __init__(self, data: Any, scale: float) -> None:
+        super().__init__(data)
+        self.scale = scale
+
+    def __getstate__(self) -> tuple[Any, float]:
+        return (self.data, self.scale)
+
+    def __setstate__(self, state: tuple[Any, float]) -> None:
+        self.data, self.scale = state
+        self.unpacked = True
 
 
 class TagSlot:
@@ -75,3 +125,20 @@ def array_cases() -> list[tuple[str, np.ndarray[Any, Any]]]:
         ("datetime64", np.arange(5).astype("datetime64[s]")),
         ("unicode", np.array(["alpha", "beta", "gamma"])),
     ]
+
+
+# A record dtype made with ``align=True`` (a record inside it too), and the same layout without
+# the aligned-struct flag, which numpy holds equal to it, with one hash.
+ALIGNED = np.dtype([("a", "u1"), ("b", "<f8"), ("c", [("x", "u1"), ("y", "<i4")])], align=True)
+PACKED = np.dtype(
+    {
+        "names": ["a", "b", "c"],
+        "formats": [
+            "u1",
+            "<f8",
+            {"names": ["x", "y"], "formats": ["u1", "<i4"], "offsets": [0, 4]},
+        ],
+        "offsets": [0, 8, 16],
+        "itemsize": 24,
+    }
+)
