@@ -47,8 +47,8 @@ class Asyncio(Facade):
 
         Raises:
             ReceiveTimeout: nothing matching arrived in time (also a TimeoutError).
-            ClosedError: the Geode is closed (now, or while waiting) and nothing matching is
-                queued.
+            ClosedError: the Geode is closed (now, or while waiting: then naming the closing
+                thread, as for `receive`) and nothing matching is queued.
             NodeNotLocalError, UnknownNodeError, DecodeError: as for `receive`.
         """
         runtime = self._runtime
@@ -57,10 +57,11 @@ class Asyncio(Facade):
         unfiltered = source is None and type is None and topic is None
         match = None if unfiltered else self._matcher(source, type, topic)
         key = None if order is None else order_key(order)
+        was_open = not runtime.closed  # (a close() in another thread may end its await)
         found = await aio.take(runtime, index, match, key, timeout, FIRST_SPIN)
         if found is not None:
             return aio.locked(runtime, runtime.deliver, index, found)
-        raise self._nothing_came("areceive", index, timeout, source, type, True)
+        raise self._nothing_came("areceive", index, timeout, source, type, True, was_open)
 
     def messages(
         self,

@@ -101,6 +101,8 @@ def test_close_in_another_thread_ends_each_await_as_its_blocking_twin() -> None:
         "asend": lambda: g.asend(Job(3), "node1", "node2", ack=True),
         "asend (room)": full,
         "arequest": lambda: g.arequest(Job(4), "node2", source="node0"),  # (no handler)
+        # (it named no closer: "areceive() on a closed Geode", as if called after close())
+        "areceive": lambda: g.areceive("node1", timeout=LIMIT),
     }
     ended = _awaits_ended_by_close(g, calls)
     for name in calls:
