@@ -269,11 +269,15 @@ class Processor:
         `ClosedError` once close() began there): then the message goes back to node
         ``index``'s queue, not counted as a failure nor as an attempt (the handler did
         nothing wrong), receivable after close() and reported as never received at the end
-        if nothing takes it; and a warning says so."""
+        if nothing takes it (a request, or a send with ``ack=True``: handled again by that
+        close() while it still serves the other ranks); and a warning says so."""
         closer = self.geode.engine.closer
         if not isinstance(error, ClosedError) or closer in (None, threading.current_thread()):
             return False
-        self.geode.engine.put_back(index, parcel)
+        engine = self.geode.engine
+        engine.put_back(index, parcel)
+        if parcel.flags & _WAITED:  # its sender waits: a close() still serving handles it
+            engine.waited.add(index)
         log.warning(
             "%s: the handler of message %s (%s) from %s was interrupted by close() in thread "
             "%r (%s): not a failure; the message is back in %s's queue, not processed "
