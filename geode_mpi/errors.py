@@ -307,9 +307,19 @@ class QueueFull(GeodeError):
 class ClosedError(GeodeError, RuntimeError):
     """An operation on a Geode that was closed."""
 
-    def __init__(self, operation: str, closer: str | None = None) -> None:
+    def __init__(self, operation: str, closer: str | None = None, unfinished: bool = False) -> None:
         self.operation = operation
         self.closer = closer  # the thread whose close() ended the wait of this operation
+        # True: that close() ended unfinished (timed out, or raised): the Geode stays closing.
+        self.unfinished = unfinished
+        if closer is not None and unfinished:
+            super().__init__(
+                f"{operation}() on a closing Geode: thread {closer!r} began close(), which "
+                "ended unfinished (it timed out or raised): the Geode stays closing, nothing "
+                "more is sent from it and what a wait waits for may not come; call close() "
+                "again to finish closing"
+            )
+            return
         if closer is not None:
             super().__init__(
                 f"{operation}() was waiting when thread {closer!r} began close(): it ends, "

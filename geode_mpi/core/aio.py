@@ -95,7 +95,7 @@ def check_closing(runtime: Driven, call: str) -> None:
     once the Geode is closed."""
     closer = closing(runtime.engine)
     if closer is not None:
-        raise ClosedError(call, closer.name)
+        raise ClosedError(call, closer.name, runtime.engine.close_unfinished)
     if runtime.closed:  # (closed without close(): an error left its `with` block)
         raise ClosedError(call)
 

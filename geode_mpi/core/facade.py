@@ -54,6 +54,7 @@ class Facade:
             source: str | int | None,
             type_filter: TypeFilter,
             waited: bool,
+            was_open: bool = False,
         ) -> ReceiveTimeout: ...
 
         def _matcher(

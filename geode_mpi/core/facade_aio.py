@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from geode_mpi import codec
-from geode_mpi.codec.classes import class_name
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core import aio
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.filters import TypeFilter, order_key
 from geode_mpi.core.handles import SendHandle
-from geode_mpi.core.processing import RequestFailed, Stop
+from geode_mpi.core.processing import RequestFailed, Stop, is_stop_name
 from geode_mpi.core.runtime import FIRST_SPIN, Runtime
 from geode_mpi.core.topics import Topic
 from geode_mpi.errors import SendTimeout, check_timeout
@@ -48,8 +47,8 @@ class Asyncio(Facade):
 
         Raises:
             ReceiveTimeout: nothing matching arrived in time (also a TimeoutError).
-            ClosedError: the Geode is closed (now, or while waiting) and nothing matching is
-                queued.
+            ClosedError: the Geode is closed (now, or while waiting: then naming the closing
+                thread, as for `receive`) and nothing matching is queued.
             NodeNotLocalError, UnknownNodeError, DecodeError: as for `receive`.
         """
         runtime = self._runtime
@@ -58,10 +57,11 @@ class Asyncio(Facade):
         unfiltered = source is None and type is None and topic is None
         match = None if unfiltered else self._matcher(source, type, topic)
         key = None if order is None else order_key(order)
+        was_open = not runtime.closed  # (a close() in another thread may end its await)
         found = await aio.take(runtime, index, match, key, timeout, FIRST_SPIN)
         if found is not None:
             return aio.locked(runtime, runtime.deliver, index, found)
-        raise self._nothing_came("areceive", index, timeout, source, type, True)
+        raise self._nothing_came("areceive", index, timeout, source, type, True, was_open)
 
     def messages(
         self,
@@ -219,18 +219,17 @@ def _is_stop(message: Message) -> bool:
     return isinstance(message, Stop)
 
 
-_STOP_NAME = class_name(Stop)
-
-
 def _or_stop(match: Match, sender: Match | None) -> Match:
-    """``match``, or a `Stop` from ``sender`` (a source filter's match; None: from any node):
-    a `messages()` loop filtered by type or topic ends at a Stop, as an unfiltered one does;
-    one filtered by source ends at that source's Stop only (draining one producer of several
-    until its own Stop leaves the others' messages and Stops queued)."""
+    """``match``, or a `Stop` (a subclass too) from ``sender`` (a source filter's match; None:
+    from any node): a `messages()` loop filtered by type or topic ends at a Stop, as an
+    unfiltered one does; one filtered by source ends at that source's Stop only (draining one
+    producer of several until its own Stop leaves the others' messages and Stops queued). The
+    test is by class name (`is_stop_name`: a dict lookup), on every message the filter
+    leaves."""
 
     def wanted(parcel: Parcel) -> bool:
         if match(parcel):
             return True
-        return codec.class_name_of(parcel.meta) == _STOP_NAME and (sender is None or sender(parcel))
+        return is_stop_name(codec.class_name_of(parcel.meta)) and (sender is None or sender(parcel))
 
     return wanted

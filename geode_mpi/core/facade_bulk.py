@@ -206,8 +206,8 @@ class Bulk(Facade):
         if not taken:
             try:
                 message = self.receive(node, source=source, type=type, timeout=timeout, topic=topic)
-            except ClosedError:  # (named for this call, not the receive it made)
-                raise ClosedError("receive_many") from None
+            except ClosedError as exc:  # (named for this call, not the receive it made)
+                raise ClosedError("receive_many", exc.closer) from None
             taken.append(message)
         match = None if unfiltered else self._matcher(source, type, topic)
         engine = runtime.engine

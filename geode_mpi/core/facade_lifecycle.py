@@ -44,13 +44,21 @@ class Lifecycle(Facade):
             GeodeTimeoutError: not finished within ``timeout`` seconds (says what is missing).
         """
         self._close(timeout)
-        if self._runtime.unreceived():  # receivable still: said at exit if nobody takes them
+        # Receivable still (or soon: a handler close() interrupts in another thread puts its
+        # message back): said at exit if nobody takes them.
+        if self._runtime.unreceived() or self._in_handlers():
             note_closed(self._report_unreceived)
 
     def _end(self, timeout: float | None = None) -> None:
         """Close as the job's end for this Geode: then say what its nodes never received."""
         self._close(timeout)
         self._report_unreceived()
+        if self._in_handlers():  # (what they put back is said at exit)
+            note_closed(self._report_unreceived)
+
+    def _in_handlers(self) -> bool:
+        """Whether messages are inside handlers (of other threads) now."""
+        return any(self._processor.handling.values())
 
     def _close(self, timeout: float | None) -> None:
         runtime = self._runtime
@@ -65,6 +73,19 @@ class Lifecycle(Facade):
         runtime.sealed = True  # from here the job sends nothing (its handlers may, until ...)
         # ... and the other threads' waits end (`Wait`): the transport goes at the end
         runtime.engine.closer = threading.current_thread()
+        runtime.engine.close_unfinished = False
+        try:
+            self._close_steps(timeout)
+        except BaseException:
+            # Timed out (or failed): the Geode stays closing (sealed, not sent from again), a
+            # close() called again finishes it; until then what the other threads' waits
+            # and sends raise says this close() ended unfinished (`ClosedError.unfinished`).
+            runtime.engine.close_unfinished = True
+            raise
+
+    def _close_steps(self, timeout: float | None) -> None:
+        """close() from the moment the Geode is sealed: serve, settle, count, free."""
+        runtime = self._runtime
         if not runtime.all_closing and runtime.transport.delivers_later:
             started = time.monotonic()
             self._serve_until_all_close(timeout)
@@ -195,13 +216,25 @@ class Lifecycle(Facade):
         them: their senders keep them as unacknowledged (`stats().unacked`) for ever."""
         engine = self._runtime.engine
         names = self._runtime.names
+        handling = self._processor.handling  # (in a handler of another thread: apart)
         held = {}
         for index, inbox in engine.inboxes.items():  # taken, not finished, not queued again
             stats = engine.stats[index]
-            count = stats.received - stats.processed - len(inbox)
+            count = stats.received - stats.processed - len(inbox) - handling.get(index, 0)
             if count > 0:
                 held[names[index]] = count
-        total = engine.in_hand
+        in_handlers = sum(handling.values())
+        total = engine.in_hand - in_handlers
+        if in_handlers:
+            log.warning(
+                "close() on rank %s: messages were still in a handler in another thread: %s "
+                "(a handler that close() interrupts, by a ClosedError, puts its message back "
+                "in its queue: join the threads that run handlers before close())",
+                self.rank,
+                "; ".join(f"{names[index]}: {n}" for index, n in handling.items() if n),
+            )
+        if total <= 0:
+            return
         if sum(held.values()) == total:
             where = "; ".join(f"{node}: {count}" for node, count in held.items())
         else:  # (counts restored from a checkpoint may not add up: the total is sure)

@@ -17,7 +17,7 @@ from geode_mpi.core.subscriptions import Subscription
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import DecodeError, ReceiveTimeout, check_timeout
+from geode_mpi.errors import ClosedError, DecodeError, ReceiveTimeout, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER
@@ -65,7 +65,8 @@ class ReceiveCalls(Facade):
             NodeNotLocalError: another rank hosts ``node``.
             UnknownNodeError: ``node`` or ``source`` is not a node of this job.
             DecodeError: the message arrived but cannot be decoded here.
-            ClosedError: the Geode is closed and nothing matching is queued.
+            ClosedError: the Geode is closed and nothing matching is queued (naming the
+                thread whose close() ended its wait, ``closer``, if it waited then).
         """
         runtime = self._runtime
         if other_threads() and not runtime.owned():
@@ -162,11 +163,12 @@ class ReceiveCalls(Facade):
             else self._matcher(source, type, topic)
         )
         key = None if order is None else order_key(order)
+        was_open = not runtime.closed  # (a close() in another thread may end its wait)
         found = runtime.take(index, match, key, timeout, spun)
         if found is not None:
             return runtime.deliver(index, found)
         waited = runtime.transport.delivers_later or senders_may_run()
-        raise self._nothing_came("receive", index, timeout, source, type, waited)
+        raise self._nothing_came("receive", index, timeout, source, type, waited, was_open)
 
     def _head_from(self, source: str | int) -> int:
         """``source``'s node index if `receive(source=...)` may take its fast case: nothing
@@ -238,11 +240,15 @@ class ReceiveCalls(Facade):
         source: str | int | None,
         type_filter: TypeFilter,
         waited: bool,
+        was_open: bool = False,
     ) -> ReceiveTimeout:
         """The error of a receive at node ``index`` that got nothing (`ClosedError` raised
-        instead once the Geode is closed)."""
+        instead once the Geode is closed: naming the thread whose close() ended its wait, if
+        it was open when the receive began, ``was_open``, as a request's names it)."""
         runtime = self._runtime
-        runtime.check_open(call)
+        if runtime.closed:
+            closer = runtime.engine.closer if was_open else None
+            raise ClosedError(call, None if closer is None else closer.name)
         names = runtime.names
         return ReceiveTimeout(
             names[index],

@@ -11,7 +11,7 @@ from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.handles import RunHandle, SendHandle
 from geode_mpi.core.runtime import POLL_EVERY_SENDS
-from geode_mpi.errors import ClosedError, check_flag, check_timeout
+from geode_mpi.errors import check_flag, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER
 
@@ -220,7 +220,7 @@ class SendCalls(Facade):
                 ttl=ttl,
             )
         if runtime.sealed and not runtime.serving:  # (inline: the hot path)
-            raise ClosedError("send")
+            raise runtime.closed_error("send")
         deadline = None
         if timeout is not None:
             timeout = check_timeout(timeout)

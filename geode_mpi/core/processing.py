@@ -24,13 +24,14 @@ from geode_mpi import codec
 from geode_mpi.base.gate import daemons_busy, other_threads, senders_may_run
 from geode_mpi.base.logger import log
 from geode_mpi.base.record import Record
+from geode_mpi.codec.classes import class_name
 from geode_mpi.codec.header import message_id
 from geode_mpi.core.quiescence import Quiescence
 from geode_mpi.delivery import Acknowledger
 from geode_mpi.delivery.control import CLOSED
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import IDLE, WORKED, Marker, Wait
-from geode_mpi.errors import DecodeError, HandlerError, ThreadError
+from geode_mpi.errors import ClosedError, DecodeError, HandlerError, ThreadError
 from geode_mpi.message import ANSWERED, Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
@@ -45,7 +46,32 @@ HandlerKey = type[Message] | str
 
 
 class Stop(Message):
-    """Ends the `Geode.run` loop of the node it is sent to (see `Geode.stop`)."""
+    """Ends the `Geode.run` loop of the node it is sent to (see `Geode.stop`); a subclass
+    of it ends every loop a Stop ends, where a Stop would."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _STOPS[class_name(cls)] = True  # (a name met before as no Stop: one again)
+
+
+# Wire class names known to be a Stop (True) or not (False), for a filtered `messages()`
+# loop's test of each queued message's name (`is_stop_name`): a dict lookup, no decode.
+_STOPS: dict[str, bool] = {class_name(Stop): True}
+
+
+def is_stop_name(wire_name: str) -> bool:
+    """Whether a message of the class of wire name ``wire_name`` is a `Stop` (a subclass
+    too), read from its class name: resolved once per name (a class not importable here is
+    no Stop, asked again next time), then known."""
+    known = _STOPS.get(wire_name)
+    if known is not None:
+        return known
+    try:
+        found = issubclass(codec.resolve(wire_name), Stop)
+    except DecodeError:
+        return False
+    _STOPS[wire_name] = found
+    return found
 
 
 class RequestFailed(Message):
@@ -113,6 +139,9 @@ class Processor:
         # source and seq).
         self.closing = False
         self._told_closing: set[tuple[int, int, int]] = set()
+        # Local node index -> messages of it inside a handler now (close() reports them
+        # apart from those taken with an explicit ack and never acked).
+        self.handling: dict[int, int] = {}
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -186,6 +215,8 @@ class Processor:
         if request:
             mid = message_id(parcel.meta)
             self.answering.add(id(message))
+        handling = self.handling
+        handling[index] = handling.get(index, 0) + 1
         try:
             # Without the lock while other threads exist: they may use the Geode meanwhile.
             result = geode.gate.unlocked(handler, message) if other_threads() else handler(message)
@@ -204,6 +235,8 @@ class Processor:
                     message.source,
                 )
         except Exception as exc:
+            if self.interrupted(index, parcel, message, exc):
+                return
             summary.failed += 1
             receipt.nack(exc)
             if begun:
@@ -223,12 +256,41 @@ class Processor:
                     self.refuse(index, parcel, mid, message.type, exc)
             return
         finally:
+            handling[index] -= 1
             if request:
                 self.answering.discard(id(message))
         receipt.ack()
         summary.processed += 1
         if begun:
             trace_receive(index, message, f"handle {message.type}", begun)
+
+    def interrupted(self, index: int, parcel: Parcel, message: Message, error: Exception) -> bool:
+        """Whether the handler's ``error`` is a close() in another thread interrupting it (a
+        `ClosedError` once close() began there): then the message goes back to node
+        ``index``'s queue, not counted as a failure nor as an attempt (the handler did
+        nothing wrong), receivable after close() and reported as never received at the end
+        if nothing takes it (a request, or a send with ``ack=True``: handled again by that
+        close() while it still serves the other ranks); and a warning says so."""
+        closer = self.geode.engine.closer
+        if not isinstance(error, ClosedError) or closer in (None, threading.current_thread()):
+            return False
+        engine = self.geode.engine
+        engine.put_back(index, parcel)
+        if parcel.flags & _WAITED:  # its sender waits: a close() still serving handles it
+            engine.waited.add(index)
+        log.warning(
+            "%s: the handler of message %s (%s) from %s was interrupted by close() in thread "
+            "%r (%s): not a failure; the message is back in %s's queue, not processed "
+            "(receivable after close(), else reported as never received)",
+            self.geode.names[index],
+            message.id,
+            message.type,
+            message.source,
+            closer.name,
+            error,
+            self.geode.names[index],
+        )
+        return True
 
     def replied(self, request: Message) -> None:
         """``request`` was answered by hand (`Geode.reply`): if it is a request its handler

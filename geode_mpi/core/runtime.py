@@ -149,7 +149,16 @@ class Runtime(Sending, Receiving):
     def check_sending(self, operation: str) -> None:
         """Raise `ClosedError` for ``operation`` once close() began (unless it serves)."""
         if self.sealed and not self.serving:
-            raise ClosedError(operation)
+            raise self.closed_error(operation)
+
+    def closed_error(self, operation: str) -> ClosedError:
+        """The `ClosedError` of ``operation`` refused once close() began: naming the closing
+        thread when its close() ended unfinished (the Geode stays closing)."""
+        engine = self.engine
+        closer = engine.closer
+        if not self.closed and closer is not None and engine.close_unfinished:
+            return ClosedError(operation, closer.name, True)
+        return ClosedError(operation)
 
     def local_index(self, node: str | int | None, call: str) -> int:
         """The index of a node this rank hosts (None: this rank's own).

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from geode_mpi.delivery import Engine
     from geode_mpi.delivery.pairs import PairOut
     from geode_mpi.delivery.sending import SendPath
+    from geode_mpi.errors import ClosedError
     from geode_mpi.queues import Inbox, Parcel
     from geode_mpi.transport import Transport
 
@@ -97,6 +98,8 @@ class RuntimeParts:
 
         # one part's (or runtime.py's), called by another
         def serialised(self, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R: ...
+
+        def closed_error(self, operation: str) -> ClosedError: ...
 
         def wait_until(
             self, done: Callable[[], bool], deadline: float | None, call: str | None = None

@@ -10,7 +10,7 @@ from geode_mpi import codec
 from geode_mpi.codec.compression import Compression
 from geode_mpi.core.handles import AckHandle, RunHandle, SendHandle, sent_by_another_rank
 from geode_mpi.core.runtime_parts import POLL_EVERY_JOINS, POLL_EVERY_SENDS, RuntimeParts
-from geode_mpi.errors import ClosedError, GeodeError, check_timeout
+from geode_mpi.errors import GeodeError, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER
 
@@ -33,7 +33,7 @@ class Sending(RuntimeParts):
     ) -> SendHandle:
         """Send point-to-point (every kind of message a node sends to a node goes here)."""
         if self.sealed and not self.serving:
-            raise ClosedError("isend")
+            raise self.closed_error("isend")
         if timeout is not None:  # (every send's, not only a pair's first: the fast path's test)
             timeout = check_timeout(timeout)
         route = None

@@ -136,6 +136,16 @@ class Engine(Arriving, Taking, Credits, Acks, Streams, Polling, Express):
     def closer(self, thread: threading.Thread | None) -> None:
         self.path.closer = thread
 
+    @property
+    def close_unfinished(self) -> bool:
+        """The closer's close() ended without finishing (timed out, or raised): the Geode
+        stays closing (sealed, its transport open) until close() is called again."""
+        return self.path.close_unfinished
+
+    @close_unfinished.setter
+    def close_unfinished(self, unfinished: bool) -> None:
+        self.path.close_unfinished = unfinished
+
     def name_of(self, index: int) -> str:
         """A node's name, or ``"publisher on topic"`` for a topic stream."""
         if index < len(self.names):

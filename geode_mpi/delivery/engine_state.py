@@ -75,6 +75,7 @@ class EngineState:
         malformed: dict[int, int]
         closed: bool
         closer: threading.Thread | None
+        close_unfinished: bool
         on_wave: Callable[[int, int, int, int, int], None] | None
         forwards: deque[tuple[int, Parcel]]
         on_forward: Callable[[int, Parcel], None] | None

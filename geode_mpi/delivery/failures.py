@@ -22,6 +22,13 @@ class Failures(EngineState):
         self.in_hand -= 1
         self._done(index, parcel)
 
+    def put_back(self, index: int, parcel: Parcel) -> None:
+        """A taken message was not processed, through no fault of its own (its handler was
+        interrupted by a close() in another thread): queued again ahead of its source's later
+        messages, ready now, its attempt not counted (no retry, never a dead letter)."""
+        self.in_hand -= 1
+        self.inboxes[index].put_back(parcel, time.monotonic())
+
     def fail(self, index: int, parcel: Parcel, error: BaseException | None) -> None:
         """Processing a taken message failed: deliver it again later, or dead-letter it."""
         self.in_hand -= 1

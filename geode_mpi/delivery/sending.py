@@ -111,6 +111,7 @@ class SendPath:
         # The thread in close(), once it began (`Engine.closer`: kept here, where the Engine
         # would pass the number of attributes CPython keeps inline).
         self.closer: threading.Thread | None = None
+        self.close_unfinished = False  # that thread's close() ended without finishing
         # The commonest isend's call, bound once (optional in a transport: `send` otherwise).
         self.batch_meta: Callable[[int, bytes], SendTicket] = getattr(
             transport, "batch_meta", partial(_batched, transport)

@@ -48,6 +48,9 @@ class Engine(Protocol):
     def closer(self) -> threading.Thread | None: ...
 
     @property
+    def close_unfinished(self) -> bool: ...
+
+    @property
     def closed(self) -> bool: ...
 
     def serve_waiting(self, leave: Collection[int] = ()) -> bool: ...
@@ -198,7 +201,7 @@ class Wait:
         its transport may be gone at the next look, and nothing more will come."""
         closer = closing(self.engine)
         if closer is not None:
-            raise ClosedError(call, closer.name)
+            raise ClosedError(call, closer.name, self.engine.close_unfinished)
 
 
 def closing(engine: Engine) -> threading.Thread | None:

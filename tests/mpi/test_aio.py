@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from geode_mpi import Geode, Message, ReceiveTimeout
+from geode_mpi import Geode, Message, ReceiveTimeout, Stop
 
 T = TypeVar("T")
 TIMEOUT = 60.0  # a loaded machine; every await here ends within it
@@ -22,6 +22,10 @@ class Ask(Message):
 
 class Never(Message):
     pass
+
+
+class Done(Stop):
+    """A Stop of the job's own (a subclass): it ends every loop a Stop ends."""
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
@@ -124,6 +128,25 @@ def test_the_async_iterator_ends_at_stop(geode: Geode) -> None:
         return list(await asyncio.gather(*(one(*hop) for hop in ring(geode))))
 
     assert run(main) == [list(range(5))] * len(geode.local_nodes)
+
+
+def test_a_stop_subclass_ends_a_type_filtered_iterator(geode: Geode) -> None:
+    """Sent from the node before (another rank's from 2 ranks on): a loop filtered by type
+    ended at no Done(Stop), and waited for ever (here: TIMEOUT)."""
+
+    async def one(node: str, after: str, before: str) -> list[Any]:
+        for i in range(5):
+            geode.isend(Ask(i), node, after)
+        geode.isend(Done(), node, after)
+        geode.isend(Ask("after the stop"), node, after)
+        return [msg.data async for msg in geode.messages(node, type=Ask)]
+
+    async def main() -> list[list[Any]]:
+        return list(await asyncio.gather(*(one(*hop) for hop in ring(geode))))
+
+    assert run(main) == [list(range(5))] * len(geode.local_nodes)
+    for node in geode.local_nodes:  # (what came after the stop stays queued)
+        assert geode.receive(node, timeout=TIMEOUT).data == "after the stop"
 
 
 def test_requests_are_served_while_every_rank_awaits_its_own(geode: Geode) -> None:

@@ -53,3 +53,4 @@ def test_close_ends_a_wait_in_another_thread_with_closed_error(wait: str) -> Non
     assert isinstance(errors[0], ClosedError), errors
     name = {"ack": "wait"}.get(wait, wait)
     assert errors[0].operation == name
+    assert errors[0].closer == "MainThread", errors  # (a receive named none)

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 from test_aio import LIMIT, run
 
-from geode_mpi import ClosedError, Geode, Message, QueueConfig, ReceiveTimeout, SendHandle
+from geode_mpi import (
+    ClosedError,
+    Geode,
+    Message,
+    QueueConfig,
+    ReceiveTimeout,
+    SendHandle,
+    Stop,
+)
 
 WAITED = "was waiting when thread {!r} began close()"
 
@@ -24,6 +32,10 @@ class Job(Message):
 
 class Square(Message):
     pass
+
+
+class Done(Stop):
+    """A Stop of the job's own (a subclass): it ends every loop a Stop ends."""
 
 
 def test_an_ack_send_awaited_after_close_raises_as_wait_does() -> None:
@@ -89,6 +101,8 @@ def test_close_in_another_thread_ends_each_await_as_its_blocking_twin() -> None:
         "asend": lambda: g.asend(Job(3), "node1", "node2", ack=True),
         "asend (room)": full,
         "arequest": lambda: g.arequest(Job(4), "node2", source="node0"),  # (no handler)
+        # (it named no closer: "areceive() on a closed Geode", as if called after close())
+        "areceive": lambda: g.areceive("node1", timeout=LIMIT),
     }
     ended = _awaits_ended_by_close(g, calls)
     for name in calls:
@@ -168,9 +182,12 @@ def test_messages_leaves_the_reply_a_request_in_another_thread_waits_for() -> No
         _reply_kept_for_the_request(g, request)
 
 
+@pytest.mark.parametrize("stop", ["Stop", "Done"])
 @pytest.mark.parametrize("kind", ["type", "source", "topic"])
-def test_a_filtered_messages_loop_ends_at_a_stop(kind: str) -> None:
-    """The Stop (from node0) did not pass the filter: the loop went on, the Stop queued."""
+def test_a_filtered_messages_loop_ends_at_a_stop(kind: str, stop: str) -> None:
+    """The Stop (from node0) did not pass the filter: the loop went on, the Stop queued. A
+    `Done(Stop)` ended no loop filtered by type or topic (its test compared the class name
+    with Stop's), which took the message after it too."""
     with Geode() as g:
         topic = g.topic("jobs", ["node2"], ["node1"])
         kw: dict[str, Any] = {"type": Job, "source": "node2", "topic": "jobs"}
@@ -190,7 +207,11 @@ def test_a_filtered_messages_loop_ends_at_a_stop(kind: str) -> None:
             g.isend(others[kind], "node3", "node1")
             await asyncio.sleep(0.05)
             started = time.monotonic()
-            g.stop("node1", source="node2" if kind == "source" else "node0")
+            stopper = "node2" if kind == "source" else "node0"
+            if stop == "Done":
+                g.isend(Done(), stopper, "node1")
+            else:
+                g.stop("node1", source=stopper)
             g.isend(Job("after the stop"), "node2", "node1")
             got = await asyncio.wait_for(task, 5)
             assert time.monotonic() - started < 5
@@ -218,3 +239,35 @@ def test_a_loop_of_one_sources_messages_ends_at_its_stop_and_leaves_the_others()
 
         assert run(main) == ([("a", 0), ("a", 1)], [("b", 0)])
         assert g.pending("node0") == 0
+
+
+def test_a_loop_of_one_source_ends_at_its_own_stop_subclass_only() -> None:
+    """Another source's Done stays queued for its own loop; the source's own Done ends it."""
+    with Geode() as g:
+
+        async def main() -> tuple[list[Any], list[Any]]:
+            g.send(Job(("a", 0)), "node1", "node0")
+            g.send(Done(), "node2", "node0")
+            g.send(Job(("a", 1)), "node1", "node0")
+            g.send(Done(), "node1", "node0")
+            g.send(Job(("a", 2)), "node1", "node0")
+            first = [m.data async for m in g.messages("node0", source="node1", type=Job)]
+            second = [m.data async for m in g.messages("node0", source="node2", type=Job)]
+            return first, second
+
+        assert run(main) == ([("a", 0), ("a", 1)], [])
+        assert g.receive("node0", timeout=0).data == ("a", 2)
+        assert g.pending("node0") == 0
+
+
+def test_a_stop_subclass_ends_run_as_a_stop_does() -> None:
+    """The blocking loop: run() ends at a Done, reason "stopped", leaving what came after."""
+    with Geode() as g:
+        handled: list[Any] = []
+        g.on(Job, node="node1")(lambda message: handled.append(message.data))
+        g.send(Job(1), "node0", "node1")
+        g.send(Done(), "node0", "node1")
+        g.send(Job(2), "node0", "node1")
+        summary = g.run("node1", timeout=5)
+        assert (summary.reason, handled) == ("stopped", [1])
+        assert g.pending("node1") == 1

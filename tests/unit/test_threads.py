@@ -283,7 +283,10 @@ def test_run_from_a_second_thread_is_refused_at_once() -> None:
     g.close()
 
 
-def test_close_ends_a_receive_waiting_in_another_thread() -> None:
+@pytest.mark.parametrize("call", ["receive", "receive_many"])
+def test_close_ends_a_receive_waiting_in_another_thread(call: str) -> None:
+    """It said "receive() on a closed Geode" (closer None), as if called after close(),
+    where request() and run() name the thread whose close() ended them."""
     g = Geode()
     errors: list[BaseException] = []
     waiting = threading.Event()
@@ -291,17 +294,24 @@ def test_close_ends_a_receive_waiting_in_another_thread() -> None:
     def receiving() -> None:
         waiting.set()
         try:
-            g.receive("node1", timeout=TIMEOUT)
+            getattr(g, call)("node1", timeout=TIMEOUT)
         except ClosedError as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=receiving)
     thread.start()
     waiting.wait(TIMEOUT)
+    time.sleep(0.2)  # (into its wait: nothing comes)
     g.close(timeout=TIMEOUT)
     thread.join(TIMEOUT)
     assert not thread.is_alive()
-    assert len(errors) == 1 and "receive() on a closed Geode" in str(errors[0])
+    [error] = errors
+    assert isinstance(error, ClosedError)
+    assert (error.operation, error.closer) == (call, "MainThread")
+    assert str(error).startswith(f"{call}() was waiting when thread 'MainThread' began close()")
+    with pytest.raises(ClosedError) as after:  # called after close(): names no closer
+        getattr(g, call)("node1", timeout=TIMEOUT)
+    assert after.value.closer is None and "on a closed Geode" in str(after.value)
 
 
 def test_a_handler_may_wait_for_another_thread_that_sends() -> None:

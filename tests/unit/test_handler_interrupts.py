@@ -1,0 +1,84 @@
+"""A handler that a close() in another thread interrupts (its next call raises ClosedError),
+in the embedded world: not a failure, its message back in the queue, and the reports say so."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from geode_mpi import ClosedError, Geode, Message, QueueConfig
+
+TIMEOUT = 30.0
+
+
+class Job(Message):
+    pass
+
+
+@pytest.mark.parametrize("attempts", [3, 1])
+def test_a_handler_interrupted_by_close_is_no_failure_and_loses_nothing(
+    attempts: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was a failed attempt: counted a retry (stats().retries 1, back-off before it was
+    receivable), with one attempt it went to the dead letters, and close() warned that it was
+    taken with an explicit ack and never acked ("call msg.ack()"), which run() never asks."""
+    g = Geode(queues={"node1": QueueConfig(max_attempts=attempts)})
+    inside, resume = threading.Event(), threading.Event()
+    ended: list[Any] = []
+
+    @g.on(Job, node="node1")
+    def handle(message: Message) -> None:
+        inside.set()
+        assert resume.wait(TIMEOUT)
+        g.send(("done", message.data), "node1", "node2")  # the Geode closed meanwhile
+
+    def runner() -> None:
+        try:
+            ended.append(g.run("node1", timeout=TIMEOUT))
+        except ClosedError as exc:
+            ended.append(exc)
+
+    g.send(Job(1), "node0", "node1")
+    thread = threading.Thread(target=runner, name="runner")
+    caplog.set_level(logging.WARNING, logger="geode_mpi")
+    thread.start()
+    assert inside.wait(TIMEOUT)
+    closer = threading.Thread(target=g.close, name="closer")
+    closer.start()
+    closer.join(TIMEOUT)
+    resume.set()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive() and not closer.is_alive()
+    [error] = ended
+    assert isinstance(error, ClosedError) and error.closer == "closer"
+    stats = g.stats("node1")
+    assert (stats.retries, stats.dead_letters, stats.processed) == (0, 0, 0)
+    assert g.dead_letters("node1") == []
+    assert g.pending("node1") == 1
+    again = g.receive("node1", timeout=0)  # at once: no retry's back-off
+    assert (again.type, again.data) == ("Job", 1)
+    text = caplog.text
+    assert "neither acked nor nacked" not in text
+    assert "messages were still in a handler in another thread: node1: 1" in text
+    assert (
+        "node1: the handler of message 0 (Job) from node0 was interrupted by close() in "
+        "thread 'closer'"
+    ) in text
+    assert "not a failure; the message is back in node1's queue" in text
+
+
+def test_a_handler_failing_on_its_own_is_still_a_failure() -> None:
+    """A ClosedError of the handler's own close() is its own doing: a failed attempt."""
+    g = Geode(queues={"node1": QueueConfig(max_attempts=1)})
+
+    @g.on(Job, node="node1")
+    def handle(message: Message) -> None:
+        raise ClosedError("send")
+
+    g.send(Job(1), "node0", "node1")
+    summary = g.run("node1", count=1, timeout=TIMEOUT)
+    assert (summary.failed, summary.dead_letters) == (1, 1)
+    g.close()
