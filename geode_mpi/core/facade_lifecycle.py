@@ -283,7 +283,10 @@ class Lifecycle(Facade):
 
     def _report_unreceived(self) -> None:
         checkpointer = self._checkpointer
-        self._runtime.report_unreceived(None if checkpointer is None else checkpointer.saved_last)
+        if checkpointer is None:
+            self._runtime.report_unreceived()
+        else:
+            self._runtime.report_unreceived(checkpointer.saved_last, checkpointer.epoch)
 
     @property
     def closed(self) -> bool:

@@ -223,10 +223,14 @@ class Runtime(Sending, Receiving):
             for parcel in inbox
         }
 
-    def report_unreceived(self, saved: tuple[int, dict[int, Parcel]] | None = None) -> None:
+    def report_unreceived(
+        self, saved: tuple[int, dict[int, Parcel]] | None = None, last: int = 0
+    ) -> None:
         """Warn about the messages this rank's nodes never received. ``saved``: a SIGTERM's
         last checkpoint and the messages queued when it was written (`queued_now`), which it
-        holds: those are said (INFO) to be there for a restart, not warned about."""
+        holds: those are said (INFO) to be there for a restart, not warned about. ``last``:
+        the job's last checkpoint otherwise (0: none), which the warning names: it holds
+        what was queued when it was written."""
         epoch, held = saved or (0, {})
         lost: dict[str, Counter[str]] = {}
         kept: dict[str, Counter[str]] = {}
@@ -244,8 +248,11 @@ class Runtime(Sending, Receiving):
         if lost:
             log.warning(
                 "the job ends with messages never received: %s (receive() them, or run() their "
-                "handlers, before the end)",
+                "handlers, before the end%s)",
                 _counted(lost),
+                f"; checkpoint {last} holds those queued when it was written, for a restart"
+                if last and not saved
+                else "",
             )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -97,6 +98,24 @@ def test_an_explicit_close_warns_only_at_exit_and_only_if_still_queued(
     assert warnings == [
         "the job ends with messages never received: node3: 1 message(s) (1 Message) "
         "(receive() them, or run() their handlers, before the end)"
+    ]
+
+
+def test_the_warning_names_the_last_checkpoint_that_holds_what_was_queued(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A job that checkpointed and then ended with messages queued was told only that they
+    were never received (a reader restarting from the checkpoint thought them lost)."""
+    with caplog.at_level(logging.WARNING, logger="geode_mpi"):
+        with Geode(checkpoint_dir=tmp_path) as geode:
+            geode.send("kept", "node0", "node3")
+            assert geode.checkpoint(timeout=30) == 1
+        registry.close_all()
+    warnings = [r.getMessage() for r in caplog.records if "never received" in r.getMessage()]
+    assert warnings == [
+        "the job ends with messages never received: node3: 1 message(s) (1 Message) "
+        "(receive() them, or run() their handlers, before the end; checkpoint 1 holds those "
+        "queued when it was written, for a restart)"
     ]
 
 
