@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from geode_mpi.base.backoff import TOGETHER_YIELD
@@ -80,6 +81,12 @@ _TERMINATED, _TIME_DUE, _SENT_DUE = 1, 2, 4
 _QUICK_POLLS = 64
 
 
+def _told(exc: Exception) -> str:
+    """An exception as the other ranks are told it: its text, and its type unless it is a
+    CheckpointError (whose text says it all)."""
+    return str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+
+
 def _cannot_close(timeout: float | None) -> None:
     raise RuntimeError("the Geode did not tell its checkpointer how to close it")
 
@@ -128,10 +135,41 @@ class Checkpointer:
         # report (`Runtime.report_unreceived`) tells them from messages never received.
         self.saved_last: tuple[int, dict[int, Parcel]] | None = None
         self.seconds = 0.0  # the time they took on this rank
-        if geode.rank == 0:
-            self.store.lock()
+        self._claim()
         # SIGTERM: a last checkpoint at the next maybe(), else the job ends (termination.py)
         self._catching = TERMINATION.install(term_grace, geode.rank, geode.size, geode.node)
+
+    def _claim(self) -> None:
+        """Collective: rank 0 makes the directory absolute and locks it; every rank takes
+        that absolute path and the lock's outcome in one broadcast.
+
+        A relative ``checkpoint_dir`` is resolved once, here, against rank 0's working
+        directory: a job that changes directory later (every rank its own ``run{rank}``)
+        still writes every file where the manifest says, and a restart finds them. A lock
+        refused (another live job holds the directory, or it cannot be made or written)
+        is raised on every rank, with rank 0's message: raised on rank 0 alone, it left the
+        others waiting in the restore's broadcast, or in their first checkpoint, for ever.
+
+        Raises:
+            CheckpointError: rank 0 could not lock the directory (on rank 0 the original
+                exception, CheckpointError or other).
+        """
+        store = self.store
+        rank0 = self.geode.rank == 0
+        refused: Exception | None = None
+        if rank0:
+            store.directory = Path(os.path.abspath(store.directory))
+            try:
+                store.lock()
+            except Exception as exc:  # any: the other ranks must hear of it
+                refused = exc
+        told = (str(store.directory), None if refused is None else _told(refused))
+        directory, refusal = self.rooted.bcast(told if rank0 else None)
+        store.directory = Path(directory)
+        if refused is not None:
+            raise refused
+        if refusal is not None:
+            raise CheckpointError(f"rank 0: {refusal}")
 
     def sent(self) -> int:
         return sum(stats.sent for stats in self.geode.engine.stats.values())
