@@ -141,7 +141,8 @@ class Checkpointer:
 
     def _claim(self) -> None:
         """Collective: rank 0 makes the directory absolute and locks it; every rank takes
-        that absolute path and the lock's outcome in one broadcast.
+        that absolute path, the lock's outcome and its file's inode (`CheckpointStore.
+        holds_lock`) in one broadcast.
 
         A relative ``checkpoint_dir`` is resolved once, here, against rank 0's working
         directory: a job that changes directory later (every rank its own ``run{rank}``)
@@ -163,8 +164,12 @@ class Checkpointer:
                 store.lock()
             except Exception as exc:  # any: the other ranks must hear of it
                 refused = exc
-        told = (str(store.directory), None if refused is None else _told(refused))
-        directory, refusal = self.rooted.bcast(told if rank0 else None)
+        told = (
+            str(store.directory),
+            None if refused is None else _told(refused),
+            store.lock_inode,
+        )
+        directory, refusal, store.lock_inode = self.rooted.bcast(told if rank0 else None)
         store.directory = Path(directory)
         if refused is not None:
             raise refused

@@ -45,8 +45,9 @@ def write_epoch(
     attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
     written: RankFile | str
     syncing: Syncing | None = None
-    # (rank 0) the epoch was a checkpoint already (prepare refuses it): never remove it
-    sealed_before = geode.rank == 0 and store.sealed(epoch)
+    # (rank 0) the epoch was a checkpoint already (prepare refuses it), or the directory is
+    # no longer this job's (`CheckpointStore.check_lock` refuses it): never remove it
+    sealed_before = geode.rank == 0 and (store.sealed(epoch) or not store.holds_lock())
     try:
         if failed is not None:
             raise failed

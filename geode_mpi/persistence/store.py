@@ -147,6 +147,7 @@ class CheckpointStore:
         self.key = key
         self.per_dir = FILES_PER_DIR
         self._lock: IO[str] | None = None
+        self.lock_inode: int | None = None  # the lock file's, as the locking rank told it
 
     # -- the lock: one job per directory -----------------------------------------------------
 
@@ -189,6 +190,39 @@ class CheckpointStore:
         handle.write(f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}\n")
         handle.flush()
         self._lock = handle
+        self.lock_inode = os.fstat(handle.fileno()).st_ino
+
+    def holds_lock(self) -> bool:
+        """Whether the directory's ``geode.lock`` is still the file this job locked: on the
+        rank holding it, the same device and inode as its open file; on the others, the
+        inode ``lock_inode`` rank 0 told them (a number no new file can take while rank 0
+        keeps the old one open). True when there is nothing to compare with."""
+        try:
+            if self._lock is not None:
+                held = os.fstat(self._lock.fileno())
+                there = os.stat(self.directory / LOCK)
+                return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+            if self.lock_inode is not None:
+                return os.stat(self.directory / LOCK).st_ino == self.lock_inode
+        except OSError:
+            return False
+        return True
+
+    def check_lock(self) -> None:
+        """Check that the lock this job holds is still the directory's ``geode.lock``
+        (`holds_lock`); nothing to check when there is nothing to compare with.
+
+        Raises:
+            CheckpointError: the directory was removed, renamed or replaced while this job
+                held it: its lock went with it, and another job may have taken the path.
+        """
+        if not self.holds_lock():
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} was removed or replaced while this job "
+                f"held it (its {LOCK} is not the file this job locked): its checkpoints and its "
+                "lock went with it, and another job may use the path now; nothing is written "
+                "there: end the job, and give the next one a directory of its own"
+            )
 
     def _unwritable(self, exc: OSError) -> CheckpointError:
         return CheckpointError(
@@ -213,9 +247,11 @@ class CheckpointStore:
         """The directory a new epoch's files go in, with the sub-directories of a job of
         ``ranks`` (see `rank_path`), made and synced before any rank writes into them."""
         path = self.epoch_path(epoch)
+        self.check_lock()
         if (path / MANIFEST).exists():
             raise CheckpointError(f"{path} is already a complete checkpoint")
-        path.mkdir(parents=True, exist_ok=True)
+        # A job's (locked) directory is never made again here: gone, it is no longer the job's.
+        path.mkdir(parents=self._lock is None, exist_ok=True)
         if ranks > self.per_dir:
             for group in range(-(-ranks // self.per_dir)):
                 (path / group_name(group)).mkdir(exist_ok=True)
@@ -236,7 +272,11 @@ class CheckpointStore:
         """`write_rank`, returning while the file's fsync still runs (`Syncing.wait`)."""
         name = rank_path(rank, ranks, self.per_dir)
         directory = (self.epoch_path(epoch) / name).parent
-        directory.mkdir(parents=True, exist_ok=True)  # each rank: no barrier after a prepare
+        self.check_lock()  # (never write into another job's directory)
+        # Each rank: no barrier after a prepare. The epoch's directory and its group's only,
+        # never the checkpoint directory: gone, it is no longer this job's (`check_lock`).
+        self.epoch_path(epoch).mkdir(exist_ok=True)
+        directory.mkdir(exist_ok=True)
         # Straight to its name, the directory not synced: the epoch is no checkpoint until
         # `write_manifest` (which syncs the directories first) seals it.
         written, syncing = start_rank_file(directory, rank, attrs, tree)

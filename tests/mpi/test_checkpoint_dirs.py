@@ -4,6 +4,7 @@ refused on every rank, never a hang. At 1 rank rank 0 is every rank."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,40 @@ def test_a_directory_another_job_holds_is_refused_on_every_rank(
     from test_checkpoints import barrier
 
     barrier(probe.size)  # every rank refused before the lock is free for the next test
+
+
+def test_a_directory_replaced_mid_run_is_refused_on_every_rank_and_left_alone(
+    directory: Path,
+) -> None:
+    """The directory is moved aside and another job takes the path, its own epoch 2 there:
+    this job's checkpoint 2 fails on every rank, writing nothing into the other job's
+    directory and removing nothing of it (its ranks wrote over the other job's files)."""
+    from test_checkpoints import barrier
+
+    ck = directory / "ck"
+    geode = Geode(checkpoint_dir=ck)
+    assert geode.checkpoint(state={"job": "A"}, timeout=TIMEOUT) == 1
+    other = CheckpointStore(ck)
+    barrier(geode.size)
+    if geode.rank == 0:
+        os.rename(ck, directory / "aside")
+        other.lock()  # job B
+        for epoch in (1, 2):
+            other.prepare(epoch)
+            files = [other.write_rank(epoch, 0, 1, {}, {"job": b"B"})]
+            other.write_manifest(epoch, files, {"nodes": ["b"]})
+    barrier(geode.size)
+    try:
+        with pytest.raises(CheckpointError, match="removed or replaced while this job held it"):
+            geode.checkpoint(state={"job": "A"}, timeout=TIMEOUT)
+        if geode.rank == 0:
+            assert other.epochs() == [2, 1]
+            assert other.validate(2).read(0)[1] == {"job": b"B"}
+            assert sorted(path.name for path in (ck / "epoch-000002").iterdir()) == [
+                "manifest.json",
+                "rank-0000.h5",
+            ]
+        barrier(geode.size)
+    finally:
+        geode.close(timeout=TIMEOUT)
+        other.unlock()

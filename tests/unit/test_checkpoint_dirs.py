@@ -4,11 +4,13 @@ damaged epoch and retention, a file system without flock, a full disk."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from geode_mpi import Geode
+from geode_mpi import CheckpointError, Geode
+from geode_mpi.persistence import CheckpointStore
 
 
 def test_a_relative_checkpoint_dir_is_resolved_once_when_the_geode_is_made(
@@ -30,3 +32,32 @@ def test_a_relative_checkpoint_dir_is_resolved_once_when_the_geode_is_made(
     with Geode(checkpoint_dir="ck", restart=True) as again:
         assert again.restored_epoch == 1
         assert again.restored_state == {"step": 1}
+
+
+def test_a_directory_removed_while_the_job_holds_it_is_not_made_again(tmp_path: Path) -> None:
+    """Removed mid-run (a user's rm -rf), the directory was made again by the next checkpoint,
+    without a lock: a second job could take it, and this one later restored that job's state."""
+    directory = tmp_path / "ck"
+    with Geode(checkpoint_dir=directory) as geode:
+        assert geode.checkpoint(state={"step": 1}) == 1
+        shutil.rmtree(directory)
+        with pytest.raises(CheckpointError, match=rf"{directory} was removed or replaced while"):
+            geode.checkpoint(state={"step": 2})
+        assert not directory.exists()
+
+
+def test_a_directory_replaced_while_the_job_holds_it_is_refused(tmp_path: Path) -> None:
+    """Renamed aside and made again, another job locking it: this job's checkpoints went into
+    the other job's directory."""
+    directory = tmp_path / "ck"
+    with Geode(checkpoint_dir=directory) as geode:
+        assert geode.checkpoint(state={"job": "A"}) == 1
+        directory.rename(tmp_path / "aside")
+        other = CheckpointStore(directory)
+        other.lock()  # job B, on the same path
+        try:
+            with pytest.raises(CheckpointError, match="removed or replaced while this job held"):
+                geode.checkpoint(state={"job": "A"})
+            assert other.epochs(complete_only=False) == []
+        finally:
+            other.unlock()
