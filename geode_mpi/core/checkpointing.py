@@ -469,6 +469,7 @@ class Checkpointer:
             if not rooted.allreduce(problem is not None or mismatch is not None, "max"):
                 chosen = mine
                 break
+            store.unusable.add(epoch)  # (never one of the checkpoints kept: `prunable`)
             votes = rooted.gather((problem, mismatch))
             found = self._judge(votes, epoch in sealed, skipped)
             if found is not None:

@@ -148,6 +148,8 @@ class CheckpointStore:
         self.per_dir = FILES_PER_DIR
         self._lock: IO[str] | None = None
         self.lock_inode: int | None = None  # the lock file's, as the locking rank told it
+        # epochs a restart found unusable (damaged, unauthenticated): never one of `keep`
+        self.unusable: set[int] = set()
 
     # -- the lock: one job per directory -----------------------------------------------------
 
@@ -339,8 +341,15 @@ class CheckpointStore:
             shutil.rmtree(self.epoch_path(epoch), ignore_errors=True)
 
     def prunable(self) -> list[int]:
-        """The epochs `prune` would remove."""
-        complete = self.epochs(complete_only=True)
+        """The epochs `prune` would remove: those older than the newest usable one, but the
+        newest ``keep`` usable ones. Usable: sealed, not found unusable by the restart
+        (`unusable`), and its manifest passes its checks (the files are not hashed again
+        here). A damaged epoch counted as one of ``keep`` had the last good one removed."""
+        complete = [
+            epoch
+            for epoch in self.epochs(complete_only=True)
+            if epoch not in self.unusable and self._passes(epoch)
+        ]
         if not complete:
             return []
         keep = set(complete[: self.keep])
@@ -350,6 +359,13 @@ class CheckpointStore:
             for epoch in self.epochs(complete_only=False)
             if epoch not in keep and epoch < newest
         ]
+
+    def _passes(self, epoch: int) -> bool:
+        try:
+            self.manifest(epoch)
+        except CheckpointError:
+            return False
+        return True
 
     def unseal(self, epochs: list[int]) -> list[int]:
         """Rank 0's part of pruning ``epochs`` (from `prunable`) with every rank: a sealed one

@@ -61,3 +61,34 @@ def test_a_directory_replaced_while_the_job_holds_it_is_refused(tmp_path: Path) 
             assert other.epochs(complete_only=False) == []
         finally:
             other.unlock()
+
+
+def test_a_damaged_epoch_is_not_one_of_the_checkpoints_kept(tmp_path: Path) -> None:
+    """A restart fell back from damaged epoch 2 to epoch 1; the next checkpoint kept epoch 2
+    as one of its two and removed epoch 1, the only good one but the new."""
+    directory = tmp_path / "ck"
+    with Geode(checkpoint_dir=directory) as geode:
+        geode.checkpoint(state={"step": 1})
+        geode.checkpoint(state={"step": 2})
+    with open(directory / "epoch-000002" / "rank-0000.h5", "r+b") as damaged:
+        damaged.seek(200)
+        damaged.write(b"garbage")
+    with Geode(checkpoint_dir=directory, restart=True) as again:
+        assert again.restored_epoch == 1
+        assert again.checkpoint(state={"step": 3}) == 3
+    store = CheckpointStore(directory)
+    assert store.epochs() == [3, 1]
+    store.validate(1)
+
+
+@pytest.mark.parametrize("damage", ["", "{", '{"epoch": 2}'])
+def test_an_epoch_with_a_damaged_manifest_is_not_one_of_the_checkpoints_kept(
+    tmp_path: Path, damage: str
+) -> None:
+    directory = tmp_path / "ck"
+    with Geode(checkpoint_dir=directory) as geode:
+        geode.checkpoint(state={"step": 1})
+        geode.checkpoint(state={"step": 2})
+        (directory / "epoch-000002" / "manifest.json").write_text(damage)
+        assert geode.checkpoint(state={"step": 3}) == 3
+    assert CheckpointStore(directory).epochs() == [3, 1]
