@@ -3,6 +3,7 @@ thread, its hash, and a directory's fsync."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -25,12 +26,28 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+# A directory's fsync refused as unsupported (some network and FUSE file systems): ignored,
+# as PostgreSQL and SQLite do; the files themselves are still fsynced.
+_NO_DIR_SYNC = {errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """Make ``path``'s entries durable (its files' names); a file system that does not
+    support it is let be.
+
+    Raises:
+        OSError: any other error, naming the directory.
+    """
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno in _NO_DIR_SYNC:
+            return
+        raise OSError(exc.errno, f"fsync of directory: {exc.strerror}", str(path)) from exc
 
 
 class _Output:
@@ -108,6 +125,7 @@ class Syncing:
     returns once the file is durable (or raises the fsync's `OSError`)."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.error: OSError | None = None
         self.handle = open(path, "rb+")  # noqa: SIM115 (closed by wait)
         self.thread = threading.Thread(target=self._sync, name="geode-fsync", daemon=True)
@@ -122,5 +140,6 @@ class Syncing:
     def wait(self) -> None:
         self.thread.join()
         self.handle.close()
-        if self.error is not None:
-            raise self.error
+        if self.error is not None:  # naming the file
+            error = self.error
+            raise OSError(error.errno, error.strerror, str(self.path)) from error

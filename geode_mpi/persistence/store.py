@@ -18,6 +18,7 @@ passed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -63,6 +64,10 @@ __all__ = [
 ]
 
 LOCK = "geode.lock"
+NO_LOCK = "GEODE_CHECKPOINT_NO_LOCK"  # "1": a file system without flock, no lock taken
+# flock unsupported: no such call (ENOSYS), no lock manager (ENOLCK, NFS without lockd), not
+# on this file system (EOPNOTSUPP, ENOTSUP)
+_NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
 FILES_PER_DIR = 256  # rank files (or sub-directories of them) in one directory, at most
 
 
@@ -175,22 +180,27 @@ class CheckpointStore:
         except OSError as exc:
             raise self._unwritable(exc) from exc
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise CheckpointError(
-                f"checkpoint directory {self.directory} is in use by another job ({holder}); "
-                "give each job its own directory"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
+            self._flock(handle)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                handle.close()
+            raise
         job = os.environ.get("SLURM_JOB_ID", "-")
         import socket  # here: with shutil, 0.8 MB a rank that only checkpoints use
 
-        handle.write(f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}\n")
-        handle.flush()
+        try:  # who holds it: for the next job's refusal, and `inspect`
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}\n")
+            handle.flush()
+        except OSError as exc:  # (a full disk: the lock holds all the same, and a restart reads)
+            log.warning(
+                "checkpoint_dir %s: who holds its lock not written into %s (%s): the lock "
+                "holds all the same",
+                self.directory,
+                LOCK,
+                exc.strerror or exc,
+            )
         self._lock = handle
         self.lock_inode = os.fstat(handle.fileno()).st_ino
 
@@ -209,6 +219,41 @@ class CheckpointStore:
         except OSError:
             return False
         return True
+
+    def _flock(self, handle: IO[str]) -> None:
+        """The exclusive lock on ``handle`` (the directory's ``geode.lock``).
+
+        Raises:
+            CheckpointError: another job holds it (naming the holder); the file system does
+                not support flock (unless ``GEODE_CHECKPOINT_NO_LOCK=1``); any other error,
+                naming the file.
+        """
+        path = self.directory / LOCK
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} is in use by another job ({holder}); "
+                "give each job its own directory"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in _NO_FLOCK:
+                raise CheckpointError(
+                    f"checkpoint_dir {str(self.directory)!r}: {path} cannot be locked "
+                    f"({exc.strerror or exc})"
+                ) from exc
+            if os.environ.get(NO_LOCK) == "1":
+                log.warning("checkpoint_dir %s: not locked (%s=1)", self.directory, NO_LOCK)
+                return
+            raise CheckpointError(
+                f"checkpoint_dir {str(self.directory)!r}: its file system does not support "
+                f"flock ({exc.strerror or exc}, locking {path}), which keeps a second job out "
+                "of the directory: put it on a file system that does (a local disk, Lustre "
+                f"mounted with -o flock), or set {NO_LOCK}=1 to run without the lock (then "
+                "no other job may use this directory)"
+            ) from exc
 
     def check_lock(self) -> None:
         """Check that the lock this job holds is still the directory's ``geode.lock``
@@ -237,7 +282,8 @@ class CheckpointStore:
         if self._lock is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+            with contextlib.suppress(OSError):  # (a holder line a full disk kept buffered)
+                self._lock.close()
             self._lock = None
 
     # -- writing an epoch --------------------------------------------------------------------

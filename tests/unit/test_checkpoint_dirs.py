@@ -4,13 +4,18 @@ damaged epoch and retention, a file system without flock, a full disk."""
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import stat
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
 from geode_mpi import CheckpointError, Geode
 from geode_mpi.persistence import CheckpointStore
+from geode_mpi.persistence import store as store_module
 
 
 def test_a_relative_checkpoint_dir_is_resolved_once_when_the_geode_is_made(
@@ -92,3 +97,101 @@ def test_an_epoch_with_a_damaged_manifest_is_not_one_of_the_checkpoints_kept(
         (directory / "epoch-000002" / "manifest.json").write_text(damage)
         assert geode.checkpoint(state={"step": 3}) == 3
     assert CheckpointStore(directory).epochs() == [3, 1]
+
+
+def _flock_unsupported(handle: object, operation: int) -> None:
+    raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+
+def test_a_file_system_without_flock_is_named_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flock unsupported (ENOSYS, ENOLCK, EOPNOTSUPP) was a bare OSError without a path."""
+    monkeypatch.setattr(store_module.fcntl, "flock", _flock_unsupported)
+    monkeypatch.delenv("GEODE_CHECKPOINT_NO_LOCK", raising=False)
+    directory = tmp_path / "ck"
+    with pytest.raises(CheckpointError, match=r"'.*ck': its file system does not support flock"):
+        Geode(checkpoint_dir=directory)
+    monkeypatch.setenv("GEODE_CHECKPOINT_NO_LOCK", "1")  # as the message says
+    with Geode(checkpoint_dir=directory) as geode:
+        assert geode.checkpoint(state={"step": 1}) == 1
+    with Geode(checkpoint_dir=directory, restart=True) as again:
+        assert again.restored_state == {"step": 1}
+
+
+class _FullDisk:
+    """The lock file on a full disk: its holder line cannot be written."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.handle, name)
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def test_a_full_disk_does_not_stop_a_restart_at_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC writing who holds the lock was a bare OSError, and stopped restarts too."""
+    directory = tmp_path / "ck"
+    with Geode(checkpoint_dir=directory) as geode:
+        geode.checkpoint(state={"step": 1})
+
+    def full(path: Path, *args: Any, **kwargs: Any) -> Any:
+        return _FullDisk(open(path, *args, **kwargs))
+
+    monkeypatch.setattr(store_module, "open", full, raising=False)
+    with Geode(checkpoint_dir=directory, restart=True) as again:
+        assert again.restored_state == {"step": 1}
+        other = CheckpointStore(directory)
+        with pytest.raises(CheckpointError, match="in use by another job"):
+            other.lock()  # still locked
+
+
+def _fsync_failing(directories: OSError | None, files: OSError | None) -> Any:
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            if directories is not None:
+                raise directories
+        elif files is not None and os.readlink(f"/proc/self/fd/{fd}").endswith(".h5"):
+            raise files
+        real(fd)
+
+    return fsync
+
+
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.EOPNOTSUPP])
+def test_a_directory_fsync_not_supported_is_let_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """As PostgreSQL and SQLite do: the files are still fsynced (it failed every checkpoint
+    with a bare OSError)."""
+    monkeypatch.setattr(os, "fsync", _fsync_failing(OSError(code, os.strerror(code)), None))
+    directory = tmp_path / "ck"
+    with Geode(checkpoint_dir=directory) as geode:
+        assert geode.checkpoint(state={"step": 1}) == 1
+    with Geode(checkpoint_dir=directory, restart=True) as again:
+        assert again.restored_state == {"step": 1}
+
+
+def test_a_failed_fsync_names_the_file_or_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eio = OSError(errno.EIO, os.strerror(errno.EIO))
+    monkeypatch.setattr(os, "fsync", _fsync_failing(None, eio))
+    directory = tmp_path / "ck"
+    with Geode(checkpoint_dir=directory) as geode:
+        match = r"rank 0: fsync of its file: \[Errno 5\] .*epoch-000001/rank-0000\.h5'"
+        with pytest.raises(CheckpointError, match=match):
+            geode.checkpoint(state={"step": 1})
+        monkeypatch.setattr(os, "fsync", _fsync_failing(eio, None))
+        with pytest.raises(CheckpointError, match=r"fsync of directory: .*ck"):
+            geode.checkpoint(state={"step": 2})
