@@ -46,7 +46,7 @@ from geode_mpi.core.saved import (
     restore_topic,
     topic_state,
 )
-from geode_mpi.core.sealing import write_epoch
+from geode_mpi.core.sealing import SlowStep, write_epoch
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import ClosedError, GeodeTimeoutError, check_timeout
@@ -214,9 +214,9 @@ class Checkpointer:
         if not votes:
             return None
         if not votes & _TERMINATED:
-            return self.take(state, timeout, node_state, deadline)
+            return self.take(state, timeout, node_state, deadline, "maybe_checkpoint")
         with TERMINATION.shielded():  # every rank is here: nothing to give up on
-            epoch = self.take(state, timeout, node_state, deadline)
+            epoch = self.take(state, timeout, node_state, deadline, "maybe_checkpoint")
             self.saved_last = (epoch, geode.queued_now())  # (not lost, says the end)
             if geode.rank == 0:
                 print(
@@ -253,10 +253,12 @@ class Checkpointer:
         timeout: float | None,
         node_state: NodeState | None = None,
         deadline: float | None = None,
+        call: str = "checkpoint",
     ) -> int:
-        """Take a checkpoint within ``timeout`` (or by ``deadline``, `maybe`'s, when given)."""
+        """Take a checkpoint within ``timeout`` (or by ``deadline``, `maybe`'s, when given);
+        ``call``: the public call a timeout names."""
         with TERMINATION.shielded():  # after a SIGTERM too: it may be the job's last
-            return self._take(state, timeout, node_state, deadline)
+            return self._take(state, timeout, node_state, deadline, call)
 
     def _node_states(self, node_state: NodeState | None) -> dict[str, Any]:
         """``node_state`` as a tree by node index, each node hosted on this rank."""
@@ -279,17 +281,17 @@ class Checkpointer:
             tree[str(index)] = encode_node_state(value, geode.names[index])
         return tree
 
-    def _cut(self, deadline: float | None, timeout: float | None) -> None:
+    def _cut(self, deadline: float | None, timeout: float | None, call: str) -> None:
         """Drain until nothing moves anywhere (a forward sends: drain again), within what is
         left of the call's ``timeout`` (`Sequencer.settle`)."""
         sequencer = self.sequencer
         assert sequencer is not None, "the Geode sets the sequencer before any checkpoint"
         if not self.geode.arrive(deadline):  # (a rank may still wait for a reply from here)
-            raise self._late(timeout, "waiting for the other ranks to call it")
+            raise self._late(timeout, "waiting for the other ranks to call it", call)
         try:
             sequencer.settle(deadline)
         except GeodeTimeoutError as exc:
-            raise self._late(timeout, f"in the drain ({exc})") from None
+            raise self._late(timeout, f"in the drain ({exc})", call) from None
 
     def _late(
         self, timeout: float | None, where: str, call: str = "checkpoint"
@@ -304,6 +306,7 @@ class Checkpointer:
         timeout: float | None,
         node_state: NodeState | None,
         deadline: float | None,
+        call: str,
     ) -> int:
         geode = self.geode
         if geode.sealed:
@@ -324,7 +327,7 @@ class Checkpointer:
             tree["node_state"] = self._node_states(node_state)
         except Exception as exc:
             failed = exc
-        self._cut(deadline, timeout)
+        self._cut(deadline, timeout, call)
         drained = time.perf_counter()
         if failed is None:
             try:
@@ -333,8 +336,11 @@ class Checkpointer:
                 failed = exc
         try:
             written, total = self._write(tree, deadline, failed)
+        except SlowStep as exc:
+            raise self._late(timeout, exc.where, call) from None
         except GeodeTimeoutError:
-            raise self._late(timeout, "waiting for the other ranks to write their files") from None
+            where = "waiting for the other ranks to write their files"
+            raise self._late(timeout, where, call) from None
         self.last_time = time.monotonic()
         self.last_sent = self.sent()
         done = time.perf_counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +137,23 @@ class Syncing:
             os.fsync(self.handle.fileno())
         except OSError as exc:
             self.error = exc
+        finally:  # (here, not in `wait`: a wait that gave up leaves the fsync running)
+            self.handle.close()
 
-    def wait(self) -> None:
-        self.thread.join()
-        self.handle.close()
+    def wait(self, deadline: float | None = None) -> None:
+        """Return once the file is durable.
+
+        Args:
+            deadline: `time.monotonic` past which to give up (None: no limit).
+
+        Raises:
+            TimeoutError: the fsync had not finished by ``deadline`` (it goes on).
+            OSError: the fsync failed, naming the file.
+        """
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        self.thread.join(remaining)
+        if self.thread.is_alive():
+            raise TimeoutError(f"the fsync of {self.path}")
         if self.error is not None:  # naming the file
             error = self.error
             raise OSError(error.errno, error.strerror, str(self.path)) from error

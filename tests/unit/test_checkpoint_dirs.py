@@ -8,12 +8,15 @@ import errno
 import os
 import shutil
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from mpirun import load_slack
 
-from geode_mpi import CheckpointError, Geode
+from geode_mpi import CheckpointError, Geode, GeodeTimeoutError, Message
 from geode_mpi.persistence import CheckpointStore
 from geode_mpi.persistence import store as store_module
 
@@ -195,3 +198,48 @@ def test_a_failed_fsync_names_the_file_or_directory(
         monkeypatch.setattr(os, "fsync", _fsync_failing(eio, None))
         with pytest.raises(CheckpointError, match=r"fsync of directory: .*ck"):
             geode.checkpoint(state={"step": 2})
+
+
+class _SlowDisk:
+    """os.fsync held on the files whose name ends with ``suffix`` until released (a file
+    system that takes its time)."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.released = threading.Event()
+        self.real = os.fsync
+
+    def fsync(self, fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(self.suffix):
+            self.released.wait(30)
+        self.real(fd)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "where"),
+    [
+        (".h5", r"in this rank's fsync of .*epoch-000002/rank-0000\.h5$"),
+        ("manifest.json.tmp", r"in rank 0's writing and fsync of .*epoch-000002/manifest\.json"),
+    ],
+)
+@pytest.mark.parametrize("call", ["checkpoint", "maybe_checkpoint"])
+def test_the_timeout_bounds_the_fsyncs_and_names_the_slow_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, where: str, call: str
+) -> None:
+    """A rank's own fsync and the manifest's were waited for without a deadline, and the
+    timeout blamed "waiting for the other ranks"; maybe_checkpoint said checkpoint()."""
+    with Geode(checkpoint_dir=tmp_path / "ck", checkpoint_every_messages=1) as geode:
+        assert geode.checkpoint() == 1  # numpy and h5py loaded: only the timed call below
+        disk = _SlowDisk(suffix)
+        monkeypatch.setattr(os, "fsync", disk.fsync)
+        geode.send(Message(1), geode.node, geode.node)  # (maybe_checkpoint's policy: due)
+        started = time.monotonic()
+        try:
+            with pytest.raises(
+                GeodeTimeoutError, match=rf"^{call}\(\) on rank 0 timed out after 0.5 s {where}"
+            ):
+                getattr(geode, call)(timeout=0.5)
+            assert time.monotonic() - started < 0.5 + 5.0 * load_slack()  # (not 30 s)
+        finally:
+            disk.released.set()
+            monkeypatch.setattr(os, "fsync", disk.real)
