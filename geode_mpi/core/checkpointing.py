@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from geode_mpi.base.backoff import TOGETHER_YIELD
@@ -45,7 +46,7 @@ from geode_mpi.core.saved import (
     restore_topic,
     topic_state,
 )
-from geode_mpi.core.sealing import write_epoch
+from geode_mpi.core.sealing import SlowStep, write_epoch
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import ClosedError, GeodeTimeoutError, check_timeout
@@ -78,6 +79,12 @@ _TERMINATED, _TIME_DUE, _SENT_DUE = 1, 2, 4
 # maybe()'s vote: polls before its wait (measured at 2 ranks, no checkpoint due: 41-49 us a
 # call as a blocking reduction, 144-267 us through the wait alone)
 _QUICK_POLLS = 64
+
+
+def _told(exc: Exception) -> str:
+    """An exception as the other ranks are told it: its text, and its type unless it is a
+    CheckpointError (whose text says it all)."""
+    return str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
 
 
 def _cannot_close(timeout: float | None) -> None:
@@ -128,10 +135,46 @@ class Checkpointer:
         # report (`Runtime.report_unreceived`) tells them from messages never received.
         self.saved_last: tuple[int, dict[int, Parcel]] | None = None
         self.seconds = 0.0  # the time they took on this rank
-        if geode.rank == 0:
-            self.store.lock()
+        self._claim()
         # SIGTERM: a last checkpoint at the next maybe(), else the job ends (termination.py)
         self._catching = TERMINATION.install(term_grace, geode.rank, geode.size, geode.node)
+
+    def _claim(self) -> None:
+        """Collective: rank 0 makes the directory absolute and locks it; every rank takes
+        that absolute path, the lock's outcome and its file's inode (`CheckpointStore.
+        holds_lock`) in one broadcast.
+
+        A relative ``checkpoint_dir`` is resolved once, here, against rank 0's working
+        directory: a job that changes directory later (every rank its own ``run{rank}``)
+        still writes every file where the manifest says, and a restart finds them. A lock
+        refused (another live job holds the directory, or it cannot be made or written)
+        is raised on every rank, with rank 0's message: raised on rank 0 alone, it left the
+        others waiting in the restore's broadcast, or in their first checkpoint, for ever.
+
+        Raises:
+            CheckpointError: rank 0 could not lock the directory (on rank 0 the original
+                exception, CheckpointError or other).
+        """
+        store = self.store
+        rank0 = self.geode.rank == 0
+        refused: Exception | None = None
+        if rank0:
+            store.directory = Path(os.path.abspath(store.directory))
+            try:
+                store.lock()
+            except Exception as exc:  # any: the other ranks must hear of it
+                refused = exc
+        told = (
+            str(store.directory),
+            None if refused is None else _told(refused),
+            store.lock_inode,
+        )
+        directory, refusal, store.lock_inode = self.rooted.bcast(told if rank0 else None)
+        store.directory = Path(directory)
+        if refused is not None:
+            raise refused
+        if refusal is not None:
+            raise CheckpointError(f"rank 0: {refusal}")
 
     def sent(self) -> int:
         return sum(stats.sent for stats in self.geode.engine.stats.values())
@@ -171,9 +214,9 @@ class Checkpointer:
         if not votes:
             return None
         if not votes & _TERMINATED:
-            return self.take(state, timeout, node_state, deadline)
+            return self.take(state, timeout, node_state, deadline, "maybe_checkpoint")
         with TERMINATION.shielded():  # every rank is here: nothing to give up on
-            epoch = self.take(state, timeout, node_state, deadline)
+            epoch = self.take(state, timeout, node_state, deadline, "maybe_checkpoint")
             self.saved_last = (epoch, geode.queued_now())  # (not lost, says the end)
             if geode.rank == 0:
                 print(
@@ -210,10 +253,12 @@ class Checkpointer:
         timeout: float | None,
         node_state: NodeState | None = None,
         deadline: float | None = None,
+        call: str = "checkpoint",
     ) -> int:
-        """Take a checkpoint within ``timeout`` (or by ``deadline``, `maybe`'s, when given)."""
+        """Take a checkpoint within ``timeout`` (or by ``deadline``, `maybe`'s, when given);
+        ``call``: the public call a timeout names."""
         with TERMINATION.shielded():  # after a SIGTERM too: it may be the job's last
-            return self._take(state, timeout, node_state, deadline)
+            return self._take(state, timeout, node_state, deadline, call)
 
     def _node_states(self, node_state: NodeState | None) -> dict[str, Any]:
         """``node_state`` as a tree by node index, each node hosted on this rank."""
@@ -236,17 +281,17 @@ class Checkpointer:
             tree[str(index)] = encode_node_state(value, geode.names[index])
         return tree
 
-    def _cut(self, deadline: float | None, timeout: float | None) -> None:
+    def _cut(self, deadline: float | None, timeout: float | None, call: str) -> None:
         """Drain until nothing moves anywhere (a forward sends: drain again), within what is
         left of the call's ``timeout`` (`Sequencer.settle`)."""
         sequencer = self.sequencer
         assert sequencer is not None, "the Geode sets the sequencer before any checkpoint"
         if not self.geode.arrive(deadline):  # (a rank may still wait for a reply from here)
-            raise self._late(timeout, "waiting for the other ranks to call it")
+            raise self._late(timeout, "waiting for the other ranks to call it", call)
         try:
             sequencer.settle(deadline)
         except GeodeTimeoutError as exc:
-            raise self._late(timeout, f"in the drain ({exc})") from None
+            raise self._late(timeout, f"in the drain ({exc})", call) from None
 
     def _late(
         self, timeout: float | None, where: str, call: str = "checkpoint"
@@ -261,6 +306,7 @@ class Checkpointer:
         timeout: float | None,
         node_state: NodeState | None,
         deadline: float | None,
+        call: str,
     ) -> int:
         geode = self.geode
         if geode.sealed:
@@ -281,7 +327,7 @@ class Checkpointer:
             tree["node_state"] = self._node_states(node_state)
         except Exception as exc:
             failed = exc
-        self._cut(deadline, timeout)
+        self._cut(deadline, timeout, call)
         drained = time.perf_counter()
         if failed is None:
             try:
@@ -290,8 +336,11 @@ class Checkpointer:
                 failed = exc
         try:
             written, total = self._write(tree, deadline, failed)
+        except SlowStep as exc:
+            raise self._late(timeout, exc.where, call) from None
         except GeodeTimeoutError:
-            raise self._late(timeout, "waiting for the other ranks to write their files") from None
+            where = "waiting for the other ranks to write their files"
+            raise self._late(timeout, where, call) from None
         self.last_time = time.monotonic()
         self.last_sent = self.sent()
         done = time.perf_counter()
@@ -426,6 +475,7 @@ class Checkpointer:
             if not rooted.allreduce(problem is not None or mismatch is not None, "max"):
                 chosen = mine
                 break
+            store.unusable.add(epoch)  # (never one of the checkpoints kept: `prunable`)
             votes = rooted.gather((problem, mismatch))
             found = self._judge(votes, epoch in sealed, skipped)
             if found is not None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.logger import log
+from geode_mpi.errors import GeodeTimeoutError
 from geode_mpi.persistence import CheckpointError, CheckpointStore
+from geode_mpi.persistence.manifest import MANIFEST
 from geode_mpi.persistence.rankfile import RankFile, Syncing
 
 if TYPE_CHECKING:
@@ -45,8 +49,9 @@ def write_epoch(
     attrs = {"epoch": epoch, "rank": geode.rank, "size": geode.size}
     written: RankFile | str
     syncing: Syncing | None = None
-    # (rank 0) the epoch was a checkpoint already (prepare refuses it): never remove it
-    sealed_before = geode.rank == 0 and store.sealed(epoch)
+    # (rank 0) the epoch was a checkpoint already (prepare refuses it), or the directory is
+    # no longer this job's (`CheckpointStore.check_lock` refuses it): never remove it
+    sealed_before = geode.rank == 0 and (store.sealed(epoch) or not store.holds_lock())
     try:
         if failed is not None:
             raise failed
@@ -58,13 +63,13 @@ def write_epoch(
         written = f"rank {geode.rank}: {_describe(exc)}"
     try:
         files = rooted.gather(written, deadline=deadline)
-        staged = None if files is None else _stage(geode, store, epoch, files)  # rank 0
+        staged = None if files is None else _stage(geode, store, epoch, files, deadline)
     finally:
-        synced = _durable(syncing, geode.rank)  # (a timeout waits for it too: the handle)
+        synced = _durable(syncing, geode.rank, deadline)
     durable = rooted.gather(synced, deadline=deadline)
     outcome: tuple[str | None, int, list[int], bool] = (None, 0, [], False)
     if files is not None and durable is not None:  # rank 0
-        outcome = _seal(store, epoch, files, staged, durable, sealed_before)
+        outcome = _seal(store, epoch, files, staged, durable, sealed_before, deadline)
     # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
     problem, total, pruned, discard = rooted.bcast(outcome, deadline=deadline)
     for old in pruned:  # each rank its own file: no rank removes P files alone
@@ -86,20 +91,60 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _durable(syncing: Syncing | None, rank: int) -> str | None:
-    """Wait for this rank's file to be durable: None, or why it is not (no file: None, its
-    writing failed and says so)."""
+class SlowStep(GeodeTimeoutError):
+    """This rank's own step of a checkpoint did not finish by the deadline; ``where`` says
+    which (the others' waits time out on their own, naming the other ranks)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.where = where
+
+
+def _durable(syncing: Syncing | None, rank: int, deadline: float | None) -> str | None:
+    """Wait for this rank's file to be durable, until ``deadline``: None, or why it is not
+    (no file: None, its writing failed and says so).
+
+    Raises:
+        SlowStep: its fsync had not finished by ``deadline``.
+    """
     if syncing is None:
         return None
     try:
-        syncing.wait()
+        syncing.wait(deadline)
+    except TimeoutError:
+        raise SlowStep(f"in this rank's fsync of {syncing.path}") from None
     except OSError as exc:
         return f"rank {rank}: fsync of its file: {exc}"
     return None
 
 
+def _bounded(step: Callable[[], Any], deadline: float | None, where: str) -> Any:
+    """``step()``, given until ``deadline`` (None: no limit): a fsync that hangs on a slow
+    file system goes on in its thread, and the checkpoint's timeout is kept.
+
+    Raises:
+        SlowStep: ``step`` had not finished by ``deadline``; naming it (``where``).
+    """
+    if deadline is None:
+        return step()
+    from concurrent.futures import ThreadPoolExecutor  # (only with a checkpoint's timeout)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="geode-seal")
+    try:
+        running = pool.submit(step)
+        return running.result(timeout=max(deadline - time.monotonic(), 0.0))
+    except TimeoutError:
+        raise SlowStep(where) from None
+    finally:
+        pool.shutdown(wait=False)
+
+
 def _stage(
-    geode: Runtime, store: CheckpointStore, epoch: int, files: list[RankFile | str]
+    geode: Runtime,
+    store: CheckpointStore,
+    epoch: int,
+    files: list[RankFile | str],
+    deadline: float | None,
 ) -> str | None:
     """On rank 0, once every rank wrote its file: the manifest, staged (written and fsynced
     under its temporary name, the directories fsynced); None, or what failed."""
@@ -109,7 +154,11 @@ def _stage(
     written = [file for file in files if not isinstance(file, str)]
     info = {"nodes": list(geode.names), "size": geode.size}
     try:
-        store.stage_manifest(epoch, written, info)
+        manifest = store.epoch_path(epoch) / MANIFEST
+        where = f"in rank 0's writing and fsync of {manifest} (staged) and its directories"
+        _bounded(lambda: store.stage_manifest(epoch, written, info), deadline, where)
+    except SlowStep:  # (a TimeoutError, so an OSError: not the manifest's failure)
+        raise
     except OSError as exc:
         return f"rank 0: the manifest: {exc}"
     return None
@@ -122,6 +171,7 @@ def _seal(
     staged: str | None,
     durable: list[Any],
     sealed_before: bool,
+    deadline: float | None,
 ) -> tuple[str | None, int, list[int], bool]:
     """On rank 0: the staged manifest renamed into place, once every rank's file is durable;
     then the epochs no longer kept are unsealed (`CheckpointStore.unseal`). (problem, bytes in
@@ -130,7 +180,13 @@ def _seal(
     if problem is not None:
         return problem, 0, [], not sealed_before
     try:
-        store.commit_manifest(epoch)
+        where = (
+            f"in rank 0's fsync of {store.epoch_path(epoch)} after renaming its manifest "
+            "(sealed: a restart may use it)"
+        )
+        _bounded(lambda: store.commit_manifest(epoch), deadline, where)
+    except SlowStep:
+        raise
     except OSError as exc:
         return f"rank 0: the manifest: {exc}", 0, [], True
     try:

@@ -3,8 +3,10 @@ thread, its hash, and a directory's fsync."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,28 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+# A directory's fsync refused as unsupported (some network and FUSE file systems): ignored,
+# as PostgreSQL and SQLite do; the files themselves are still fsynced.
+_NO_DIR_SYNC = {errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """Make ``path``'s entries durable (its files' names); a file system that does not
+    support it is let be.
+
+    Raises:
+        OSError: any other error, naming the directory.
+    """
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno in _NO_DIR_SYNC:
+            return
+        raise OSError(exc.errno, f"fsync of directory: {exc.strerror}", str(path)) from exc
 
 
 class _Output:
@@ -108,6 +126,7 @@ class Syncing:
     returns once the file is durable (or raises the fsync's `OSError`)."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.error: OSError | None = None
         self.handle = open(path, "rb+")  # noqa: SIM115 (closed by wait)
         self.thread = threading.Thread(target=self._sync, name="geode-fsync", daemon=True)
@@ -118,9 +137,23 @@ class Syncing:
             os.fsync(self.handle.fileno())
         except OSError as exc:
             self.error = exc
+        finally:  # (here, not in `wait`: a wait that gave up leaves the fsync running)
+            self.handle.close()
 
-    def wait(self) -> None:
-        self.thread.join()
-        self.handle.close()
-        if self.error is not None:
-            raise self.error
+    def wait(self, deadline: float | None = None) -> None:
+        """Return once the file is durable.
+
+        Args:
+            deadline: `time.monotonic` past which to give up (None: no limit).
+
+        Raises:
+            TimeoutError: the fsync had not finished by ``deadline`` (it goes on).
+            OSError: the fsync failed, naming the file.
+        """
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        self.thread.join(remaining)
+        if self.thread.is_alive():
+            raise TimeoutError(f"the fsync of {self.path}")
+        if self.error is not None:  # naming the file
+            error = self.error
+            raise OSError(error.errno, error.strerror, str(self.path)) from error

@@ -18,6 +18,7 @@ passed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -63,6 +64,10 @@ __all__ = [
 ]
 
 LOCK = "geode.lock"
+NO_LOCK = "GEODE_CHECKPOINT_NO_LOCK"  # "1": a file system without flock, no lock taken
+# flock unsupported: no such call (ENOSYS), no lock manager (ENOLCK, NFS without lockd), not
+# on this file system (EOPNOTSUPP, ENOTSUP)
+_NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
 FILES_PER_DIR = 256  # rank files (or sub-directories of them) in one directory, at most
 
 
@@ -147,6 +152,9 @@ class CheckpointStore:
         self.key = key
         self.per_dir = FILES_PER_DIR
         self._lock: IO[str] | None = None
+        self.lock_inode: int | None = None  # the lock file's, as the locking rank told it
+        # epochs a restart found unusable (damaged, unauthenticated): never one of `keep`
+        self.unusable: set[int] = set()
 
     # -- the lock: one job per directory -----------------------------------------------------
 
@@ -172,23 +180,96 @@ class CheckpointStore:
         except OSError as exc:
             raise self._unwritable(exc) from exc
         try:
+            self._flock(handle)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                handle.close()
+            raise
+        job = os.environ.get("SLURM_JOB_ID", "-")
+        import socket  # here: with shutil, 0.8 MB a rank that only checkpoints use
+
+        try:  # who holds it: for the next job's refusal, and `inspect`
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}\n")
+            handle.flush()
+        except OSError as exc:  # (a full disk: the lock holds all the same, and a restart reads)
+            log.warning(
+                "checkpoint_dir %s: who holds its lock not written into %s (%s): the lock "
+                "holds all the same",
+                self.directory,
+                LOCK,
+                exc.strerror or exc,
+            )
+        self._lock = handle
+        self.lock_inode = os.fstat(handle.fileno()).st_ino
+
+    def holds_lock(self) -> bool:
+        """Whether the directory's ``geode.lock`` is still the file this job locked: on the
+        rank holding it, the same device and inode as its open file; on the others, the
+        inode ``lock_inode`` rank 0 told them (a number no new file can take while rank 0
+        keeps the old one open). True when there is nothing to compare with."""
+        try:
+            if self._lock is not None:
+                held = os.fstat(self._lock.fileno())
+                there = os.stat(self.directory / LOCK)
+                return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+            if self.lock_inode is not None:
+                return os.stat(self.directory / LOCK).st_ino == self.lock_inode
+        except OSError:
+            return False
+        return True
+
+    def _flock(self, handle: IO[str]) -> None:
+        """The exclusive lock on ``handle`` (the directory's ``geode.lock``).
+
+        Raises:
+            CheckpointError: another job holds it (naming the holder); the file system does
+                not support flock (unless ``GEODE_CHECKPOINT_NO_LOCK=1``); any other error,
+                naming the file.
+        """
+        path = self.directory / LOCK
+        try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            handle.close()
             raise CheckpointError(
                 f"checkpoint directory {self.directory} is in use by another job ({holder}); "
                 "give each job its own directory"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        job = os.environ.get("SLURM_JOB_ID", "-")
-        import socket  # here: with shutil, 0.8 MB a rank that only checkpoints use
+        except OSError as exc:
+            if exc.errno not in _NO_FLOCK:
+                raise CheckpointError(
+                    f"checkpoint_dir {str(self.directory)!r}: {path} cannot be locked "
+                    f"({exc.strerror or exc})"
+                ) from exc
+            if os.environ.get(NO_LOCK) == "1":
+                log.warning("checkpoint_dir %s: not locked (%s=1)", self.directory, NO_LOCK)
+                return
+            raise CheckpointError(
+                f"checkpoint_dir {str(self.directory)!r}: its file system does not support "
+                f"flock ({exc.strerror or exc}, locking {path}), which keeps a second job out "
+                "of the directory: put it on a file system that does (a local disk, Lustre "
+                f"mounted with -o flock), or set {NO_LOCK}=1 to run without the lock (then "
+                "no other job may use this directory)"
+            ) from exc
 
-        handle.write(f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}\n")
-        handle.flush()
-        self._lock = handle
+    def check_lock(self) -> None:
+        """Check that the lock this job holds is still the directory's ``geode.lock``
+        (`holds_lock`); nothing to check when there is nothing to compare with.
+
+        Raises:
+            CheckpointError: the directory was removed, renamed or replaced while this job
+                held it: its lock went with it, and another job may have taken the path.
+        """
+        if not self.holds_lock():
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} was removed or replaced while this job "
+                f"held it (its {LOCK} is not the file this job locked): its checkpoints and its "
+                "lock went with it, and another job may use the path now; nothing is written "
+                "there: end the job, and give the next one a directory of its own"
+            )
 
     def _unwritable(self, exc: OSError) -> CheckpointError:
         return CheckpointError(
@@ -201,7 +282,8 @@ class CheckpointStore:
         if self._lock is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+            with contextlib.suppress(OSError):  # (a holder line a full disk kept buffered)
+                self._lock.close()
             self._lock = None
 
     # -- writing an epoch --------------------------------------------------------------------
@@ -213,9 +295,11 @@ class CheckpointStore:
         """The directory a new epoch's files go in, with the sub-directories of a job of
         ``ranks`` (see `rank_path`), made and synced before any rank writes into them."""
         path = self.epoch_path(epoch)
+        self.check_lock()
         if (path / MANIFEST).exists():
             raise CheckpointError(f"{path} is already a complete checkpoint")
-        path.mkdir(parents=True, exist_ok=True)
+        # A job's (locked) directory is never made again here: gone, it is no longer the job's.
+        path.mkdir(parents=self._lock is None, exist_ok=True)
         if ranks > self.per_dir:
             for group in range(-(-ranks // self.per_dir)):
                 (path / group_name(group)).mkdir(exist_ok=True)
@@ -236,7 +320,11 @@ class CheckpointStore:
         """`write_rank`, returning while the file's fsync still runs (`Syncing.wait`)."""
         name = rank_path(rank, ranks, self.per_dir)
         directory = (self.epoch_path(epoch) / name).parent
-        directory.mkdir(parents=True, exist_ok=True)  # each rank: no barrier after a prepare
+        self.check_lock()  # (never write into another job's directory)
+        # Each rank: no barrier after a prepare. The epoch's directory and its group's only,
+        # never the checkpoint directory: gone, it is no longer this job's (`check_lock`).
+        self.epoch_path(epoch).mkdir(exist_ok=True)
+        directory.mkdir(exist_ok=True)
         # Straight to its name, the directory not synced: the epoch is no checkpoint until
         # `write_manifest` (which syncs the directories first) seals it.
         written, syncing = start_rank_file(directory, rank, attrs, tree)
@@ -299,8 +387,15 @@ class CheckpointStore:
             shutil.rmtree(self.epoch_path(epoch), ignore_errors=True)
 
     def prunable(self) -> list[int]:
-        """The epochs `prune` would remove."""
-        complete = self.epochs(complete_only=True)
+        """The epochs `prune` would remove: those older than the newest usable one, but the
+        newest ``keep`` usable ones. Usable: sealed, not found unusable by the restart
+        (`unusable`), and its manifest passes its checks (the files are not hashed again
+        here). A damaged epoch counted as one of ``keep`` had the last good one removed."""
+        complete = [
+            epoch
+            for epoch in self.epochs(complete_only=True)
+            if epoch not in self.unusable and self._passes(epoch)
+        ]
         if not complete:
             return []
         keep = set(complete[: self.keep])
@@ -310,6 +405,13 @@ class CheckpointStore:
             for epoch in self.epochs(complete_only=False)
             if epoch not in keep and epoch < newest
         ]
+
+    def _passes(self, epoch: int) -> bool:
+        try:
+            self.manifest(epoch)
+        except CheckpointError:
+            return False
+        return True
 
     def unseal(self, epochs: list[int]) -> list[int]:
         """Rank 0's part of pruning ``epochs`` (from `prunable`) with every rank: a sealed one
