@@ -232,3 +232,17 @@ def test_which_state_methods_a_class_has_is_found_once_per_class(
         assert round_trip(Locked([i], "c")).restored == 1
     # (at most once per class on each side: the sender's cache, the receiver's)
     assert max(Counter(calls).values()) <= 2, calls
+
+
+def test_the_python_310_default_state_is_object_getstate() -> None:
+    """Python 3.10 has no ``object.__getstate__``: `wire._default_state` stands in for it."""
+
+    class Slots(Message):
+        __slots__ = ("a", "b")
+
+    bare = Slots([1])
+    bare.a = 2
+    emptied = Message(None)
+    del emptied.data
+    for message in (Message([1], headers={"k": 1}), bare, Slots([3]), emptied):
+        assert wire._default_state(message) == object.__getstate__(message)
