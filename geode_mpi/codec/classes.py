@@ -108,14 +108,14 @@ def remember_inline(raw: bytes, cls: type[Message]) -> None:
     messages may be built as a plain Message's, attribute by attribute, then given its class:
     no ``__setattr__`` or ``__new__`` of its own, Message's layout (no slots in any base, a
     mixin's after Message too), nothing of its own named as the metadata is, no
-    ``__setstate__``."""
+    ``__getstate__`` or ``__setstate__``."""
     known = _inline.get(raw)
     if (known is not None and known[0] is cls) or cls.__setattr__ is not object.__setattr__:
         return
-    if state_methods(cls) & SETS:
-        return  # (its ``__setstate__`` builds it: `decoding.decode_named` each time)
     if cls.__new__ is not object.__new__ or cls.__basicsize__ != Message.__basicsize__:
         return
+    if state_methods(cls):  # (after the cheap tests: a slotted class's every message asks)
+        return  # (its state methods build it: `decoding.decode_named` each time)
     for klass in cls.__mro__:  # (every base: a mixin comes after Message)
         if klass is Message:
             continue

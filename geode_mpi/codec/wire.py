@@ -20,7 +20,7 @@ from geode_mpi.codec.arrays import (
     array_frame,
     is_raw_array,
 )
-from geode_mpi.codec.classes import GETS, SETS, class_name, state_methods
+from geode_mpi.codec.classes import SETS, class_name, state_methods
 from geode_mpi.codec.header import (
     FLAG_REST,
     KIND_ARRAY,
@@ -235,18 +235,21 @@ def encode(
     frames: list[np.ndarray[Any, Any]] = []
     known = _wire_names.get(cls)
     if known is None:
-        special = bool(_slot_names(cls)) or bool(state_methods(cls))
-        known = _wire_names[cls] = (class_name(cls).encode(), special)
-    name, slotted = known  # (slotted: slots, or its own __getstate__ or __setstate__)
+        methods = state_methods(cls)
+        special = bool(_slot_names(cls)) or bool(methods)
+        known = _wire_names[cls] = (class_name(cls).encode(), special, methods)
+    name, slotted, methods = known  # (slotted: slots, or its own __getstate__ or __setstate__)
     routing = b"" if route is None else route.section()
-    methods = state_methods(cls) if slotted else 0
+    extras: Any
     if alone and not slotted:  # the common case
         headers = extras = None
         has_rest = False
     elif methods:
-        data, headers, extras = _own_state(message, methods)
-        # (with a __setstate__ of its own, always a rest section: the receiver calls it)
-        has_rest = bool(methods & SETS) or headers is not None or extras is not None
+        # (data, headers and the state all in the rest section: one pickle, which sends an
+        # object the state shares with data once)
+        headers, extras = _own_state(message, methods)
+        data = None
+        has_rest = True
     else:
         headers = state.get("_headers") or None
         extras = {k: v for k, v in state.items() if k not in RESERVED}
@@ -283,8 +286,9 @@ def encode(
         try:
             rest = pickling.dumps((headers, extras), frames)
         except Exception as exc:
-            if extras is not None and not isinstance(extras, dict):  # (a __getstate__'s)
-                extras = {"__getstate__()": extras}
+            if methods:  # (data, and what __getstate__ returned)
+                got = extras[1]
+                extras = {"data": extras[0], **(got if type(got) is dict else {"state": got})}
             bad = _first_unpicklable(headers, extras)
             raise EncodeError(f"{type(message).__name__} {bad[0]}", type(bad[1]), exc) from exc
     if len(section) > _U32_MAX or len(rest) > _U32_MAX:
@@ -319,46 +323,48 @@ def encode(
     return b"".join((head, name, routing, section, rest)), frames
 
 
-def _own_state(message: Message, methods: int) -> tuple[Any, Any, Any]:
-    """(data, headers, attributes) of a message whose class has its own ``__getstate__`` or
-    ``__setstate__`` (`classes.state_methods`), as pickle would take its state: what
-    ``__getstate__`` returns (a dict, or a (dict, slots dict) pair; any other value, with a
-    ``__setstate__``, travels whole as the attributes, and the data as None).
+def _own_state(message: Message, methods: int) -> tuple[Any, tuple[Any, Any]]:
+    """(headers, (data, state)) of a message whose class has its own ``__getstate__`` or
+    ``__setstate__`` (`classes.state_methods`): its headers and data, which always travel,
+    and its state exactly as pickle takes it, what ``__getstate__`` returns (None: no state).
 
     Raises:
         EncodeError: ``__getstate__`` raised, or returned what the class cannot take back.
     """
     cls = type(message)
-    if methods & GETS:
-        try:
-            state = message.__getstate__()  # type: ignore[attr-defined]
-        except Exception as exc:
-            raise EncodeError(f"{cls.__name__}.__getstate__()", cls, exc) from exc
-    else:
-        state = dict(message.__dict__)
-        for slot in _slot_names(cls):
-            if hasattr(message, slot):
-                state[slot] = getattr(message, slot)
-    if (
-        type(state) is tuple
-        and len(state) == 2
-        and all(part is None or isinstance(part, dict) for part in state)
-    ):
-        state = {**(state[0] or {}), **(state[1] or {})}
-    if not isinstance(state, dict):
-        if not methods & SETS:
-            raise EncodeError(
-                f"{cls.__name__}.__getstate__()",
-                type(state),
-                TypeError(
-                    f"it returned a {type(state).__name__}, which only a __setstate__ of "
-                    "the class can take back: return a dict of attributes, or define "
-                    "__setstate__"
-                ),
-            )
-        return None, None, state
-    extras = {k: v for k, v in state.items() if k not in RESERVED}
-    return state.get("data"), state.get("_headers") or None, extras or None
+    getstate = getattr(message, "__getstate__", None)  # (object's, from Python 3.11)
+    try:
+        state = getstate() if getstate is not None else _default_state(message)
+    except Exception as exc:
+        raise EncodeError(f"{cls.__name__}.__getstate__()", cls, exc) from exc
+    if not methods & SETS and not _settable(state):
+        raise EncodeError(
+            f"{cls.__name__}.__getstate__()",
+            type(state),
+            TypeError(
+                f"it returned a {type(state).__name__}, which only a __setstate__ of the "
+                "class can take back: return None, a dict of attributes or a (dict, slots "
+                "dict) pair, or define __setstate__"
+            ),
+        )
+    found = message.__dict__
+    return found.get("_headers") or None, (found.get("data"), state)
+
+
+def _default_state(message: Message) -> Any:
+    """``object.__getstate__()`` of Python 3.11, for Python 3.10: the ``__dict__`` (None if
+    empty), paired with a dict of the slots that are set if the class has any."""
+    slots = {k: getattr(message, k) for k in _slot_names(type(message)) if hasattr(message, k)}
+    attributes = message.__dict__ or None
+    return (attributes, slots) if slots else attributes
+
+
+def _settable(state: Any) -> bool:
+    """Whether unpickling sets ``state`` without a ``__setstate__``: None, a dict, or a pair
+    of dicts (or None), attributes and slots."""
+    if type(state) is tuple and len(state) == 2:
+        return all(part is None or isinstance(part, dict) for part in state)
+    return state is None or isinstance(state, dict)
 
 
 def _split_dict(

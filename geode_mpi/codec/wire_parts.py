@@ -121,7 +121,8 @@ def give_state(message: object, state: dict[str, Any]) -> None:
         SET_ATTRIBUTE(message, "__dict__", state)
 
 
-_wire_names: dict[type, tuple[bytes, bool]] = {}  # class -> (wire name, has __slots__)
+# class -> (wire name, has __slots__ or state methods, `classes.state_methods` of it)
+_wire_names: dict[type, tuple[bytes, bool, int]] = {}
 _Template: TypeAlias = "tuple[bytes, int, int]"
 # (class, dtype, shape) -> (name + descriptor + padding, name length, data-section length);
 # never of a structured dtype, which an equal dtype (one hash) may not share (see

@@ -85,6 +85,39 @@ class Packed(Message):
         self.unpacked = True
 
 
+class SlotSet(Message):
+    """A slot, and a ``__setstate__`` written for pickle's default state of such a class: a
+    pair, the ``__dict__`` then the slots."""
+
+    __slots__ = ("a",)
+
+    def __init__(self, data: Any, a: Any) -> None:
+        super().__init__(data)
+        self.a = a
+
+    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
+        attributes, slots = state
+        self.__dict__.update(attributes or {})
+        for key, value in slots.items():
+            setattr(self, key, value)
+        self.restored = True
+
+
+class Stateless(Message):
+    """A ``__getstate__`` that returns None: pickle sets no state and calls no
+    ``__setstate__`` (which would fail here)."""
+
+    def __init__(self, data: Any) -> None:
+        super().__init__(data)
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> None:
+        return None
+
+    def __setstate__(self, state: Any) -> None:
+        raise AssertionError(f"__setstate__ called with {state!r}")
+
+
 class TagSlot:
     """A mixin with ``__slots__``, after Message in its subclass's MRO."""
 

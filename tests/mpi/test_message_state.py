@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from payloads import Locked, Packed, Unlocked
+from payloads import Locked, Packed, SlotSet, Stateless, Unlocked
 
 from geode_mpi import Geode
 
@@ -58,3 +58,30 @@ def test_queued_messages_come_back_through_setstate_after_a_restart(directory: P
     got = second.receive(second.node, timeout=TIMEOUT)
     assert type(got) is Packed and got.data == [before] and got.unpacked
     second.close(timeout=TIMEOUT)
+
+
+def test_pickles_slots_pair_and_a_none_state_cross_ranks(geode: Geode) -> None:
+    """A ``__setstate__`` written for pickle's (dict, slots) pair gets that pair (it was
+    dead-lettered: a merged dict), and a None state calls no ``__setstate__``; data and
+    headers arrive with both, on every lane (first send, express, isend runs, frames)."""
+    after = geode.nodes[(geode.rank + 1) % geode.size]
+    before = geode.nodes[(geode.rank - 1) % geode.size]
+    previous = (geode.rank - 1) % geode.size
+    for step in range(3):
+        for mine, theirs in (
+            ([geode.rank, step], [previous, step]),
+            (np.arange(100_000.0) + step, np.arange(100_000.0) + step),
+        ):
+            message = SlotSet(mine, (geode.rank, step))
+            message.headers = {"step": step}
+            handle = geode.isend(message, geode.node, after)
+            got = geode.receive(geode.node, source=before, timeout=TIMEOUT)
+            handle.wait(timeout=TIMEOUT)
+            assert type(got) is SlotSet and got.restored, f"rank {geode.rank}: {got!r}"
+            assert got.a == (previous, step) and got.headers == {"step": step}
+            assert np.array_equal(got.data, theirs)
+            handle = geode.isend(Stateless(mine), geode.node, after)
+            got = geode.receive(geode.node, source=before, timeout=TIMEOUT)
+            handle.wait(timeout=TIMEOUT)
+            assert type(got) is Stateless and "lock" not in vars(got)
+            assert np.array_equal(got.data, theirs)

@@ -3,8 +3,10 @@ honours them: through the codec, sent embedded (every lane), and across a checkp
 
 from __future__ import annotations
 
+import pickle
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mpi"))
-from payloads import Locked, Packed, Unlocked
+from payloads import Locked, Packed, SlotSet, Stateless, Unlocked
 
 from geode_mpi import EncodeError, Geode, Message
-from geode_mpi.codec import Stamp, decode, encode
+from geode_mpi.codec import Stamp, classes, decode, decoding, encode, wire
 from geode_mpi.transport.base import copy_frame
 
 NAMES = ("node0", "node1")
@@ -105,3 +107,142 @@ def test_a_queued_message_comes_back_through_setstate_after_a_restart(tmp_path: 
         check_locked(again.receive("node1", timeout=10), np.arange(4.0), "saved")
         got = again.receive("node1", timeout=10)
         assert type(got) is Packed and got.data == [7] and got.scale == 0.5 and got.unpacked
+
+
+class TwoDicts(Message):
+    """A state of two dicts that its own ``__setstate__`` unpacks (``d, s = state``)."""
+
+    def __getstate__(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return (dict(self.__dict__), {"extra": 1})
+
+    def __setstate__(self, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        attributes, more = state
+        self.__dict__.update(attributes)
+        self.extra = more["extra"]
+
+
+class PairNoSet(Message):
+    """A (dict, slots dict) pair from ``__getstate__``, no ``__setstate__``: pickle's default
+    sets the first as attributes, the second by name."""
+
+    __slots__ = ("b",)
+
+    def __getstate__(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return ({"data": self.data, "x": 1}, {"b": 2})
+
+
+class NoneNoSet(Message):
+    def __init__(self, data: Any) -> None:
+        super().__init__(data)
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> None:
+        return None
+
+
+class Zero(Message):
+    def __getstate__(self) -> int:
+        return 0
+
+    def __setstate__(self, state: int) -> None:
+        self.got = state
+
+
+def user_state(message: Any) -> dict[str, Any]:
+    """A message's attributes and slots, without data, headers and the metadata."""
+    found = {k: v for k, v in vars(message).items() if k not in ("data", "_headers")}
+    found.update({k: getattr(message, k) for k in ("a", "b") if hasattr(message, k)})
+    for key in ("id", "seq", "timestamp", "source", "dest", "reply_to", "priority", "ttl"):
+        found.pop(key, None)
+    return found
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SlotSet([1, 2], 7),
+        lambda: TwoDicts([1]),
+        lambda: PairNoSet([3]),
+        lambda: Stateless([4]),
+        lambda: NoneNoSet([5]),
+        lambda: Zero([6]),
+    ],
+    ids=["slots-setstate", "two-dicts", "pair-no-setstate", "none", "none-no-setstate", "zero"],
+)
+def test_the_state_arrives_as_pickle_gives_it(make: Any) -> None:
+    """What ``__setstate__`` gets (or pickle's default sets) is what pickle would give it;
+    data and the metadata arrive whatever the state is."""
+    message = make()
+    expected = pickle.loads(pickle.dumps(message))
+    got = round_trip(message)
+    assert type(got) is type(message)
+    assert user_state(got) == user_state(expected)
+    assert got.data == message.data and (got.id, got.source, got.dest) == (5, "node0", "node1")
+
+
+def test_a_setstate_for_pickles_slots_pair_is_not_dead_lettered() -> None:
+    """Sent embedded (first send, then the lanes a class sent before may take), a
+    ``__setstate__`` that unpacks pickle's (dict, slots) pair gets that pair every time."""
+    with Geode(nodes=["node0", "node1"]) as geode:
+        for step in range(3):
+            message = SlotSet(np.arange(3.0) + step, step)
+            message.headers = {"step": step}
+            geode.send(message, "node0", "node1")
+            got = geode.receive("node1", timeout=10)
+            assert type(got) is SlotSet and got.a == step and got.restored
+            assert np.array_equal(got.data, np.arange(3.0) + step)
+            assert got.headers == {"step": step}
+            geode.send(Stateless([step]), "node0", "node1")
+            got = geode.receive("node1", timeout=10)
+            assert type(got) is Stateless and got.data == [step] and "lock" not in vars(got)
+
+
+def test_data_shared_with_the_state_travels_once() -> None:
+    """A ``__getstate__`` that returns a copy of ``__dict__`` holds ``data`` too: one frame."""
+    data = np.arange(10_000.0)
+    _, frames = encode(Locked(data, "once"), STAMP)
+    assert sum(frame.nbytes for frame in frames) == data.nbytes
+    check_locked(round_trip(Locked(data, "once")), data, "once")
+
+
+def test_which_state_methods_a_class_has_is_found_once_per_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Encoding a slotted class and decoding any message on the general path ask a per-class
+    cache (the sender's wire names, the receiver's class facts), not
+    `classes.state_methods`, once the class is known."""
+    calls: list[type] = []
+
+    def counted(cls: type) -> int:
+        calls.append(cls)
+        return classes.state_methods(cls)
+
+    class Slotted(Message):
+        __slots__ = ("s",)
+
+    monkeypatch.setattr(wire, "state_methods", counted)
+    monkeypatch.setattr(decoding, "state_methods", counted)
+    for i in range(5):
+        plain = Message(i, headers={"k": i})
+        assert round_trip(plain).headers == {"k": i}
+        slotted = Slotted([i])
+        slotted.s = i
+        got = round_trip(slotted)
+        assert got.s == i
+        assert round_trip(Locked([i], "c")).restored == 1
+    # (at most once per class on each side: the sender's cache, the receiver's)
+    assert max(Counter(calls).values()) <= 2, calls
+
+
+def test_the_python_310_default_state_is_object_getstate() -> None:
+    """Python 3.10 has no ``object.__getstate__``: `wire._default_state` stands in for it."""
+
+    class Slots(Message):
+        __slots__ = ("a", "b")
+
+    bare = Slots([1])
+    bare.a = 2
+    emptied = Message(None)
+    del emptied.data
+    for message in (Message([1], headers={"k": 1}), bare, Slots([3]), emptied):
+        assert wire._default_state(message) == object.__getstate__(message)
