@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,3 +235,24 @@ def test_a_task_on_the_client_node_does_not_stall_the_other_workers(geode: Geode
                 while True:  # (a Go sent as a task of another worker ended)
                     geode.receive("node0", type=Go, timeout=0)
             assert completed == len(futures) - 2, "the other workers waited for node0's task"
+
+
+def test_a_restart_from_a_checkpoint_holding_an_executor_checkpoints_again(
+    directory: Path,
+) -> None:
+    """Before: every checkpoint after the restart raised CheckpointError on every rank: the
+    saved executor's queue counted as a work queue to make again, under a name no executor
+    takes (under `python -m geode_mpi` the job aborted)."""
+    with Geode(checkpoint_dir=directory) as geode:
+        _here["geode"] = geode
+        with geode.executor() as ex:
+            if ex is not None:
+                assert [x for x, _ in ex.map(where, range(8))] == [x * x for x in range(8)]
+        assert geode.checkpoint() == 1
+    with Geode(checkpoint_dir=directory, restart=True) as geode:
+        _here["geode"] = geode
+        with geode.executor() as ex:
+            if ex is not None:
+                assert [x for x, _ in ex.map(where, range(8))] == [x * x for x in range(8)]
+        assert geode.checkpoint() == 2
+    _here.clear()

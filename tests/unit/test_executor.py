@@ -327,6 +327,26 @@ def test_an_executor_made_after_a_restart_is_not_the_saved_one(tmp_path: Path) -
         assert list(ex.map(square, range(3), timeout=TIMEOUT)) == [0, 1, 4]
 
 
+def test_a_job_restarted_from_a_checkpoint_holding_an_executor_checkpoints_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: every checkpoint after the restart raised CheckpointError ("work queue
+    'executor-1' of checkpoint 1 (restarted from) not made again"): the saved executor's
+    queue counted as one to make again, though no executor ever takes its name."""
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        with geode.executor() as ex:
+            assert ex is not None and sum(ex.map(square, range(10))) == 285
+        assert geode.checkpoint() == 1
+    with Geode(checkpoint_dir=tmp_path, restart=True) as geode:
+        assert geode.checkpoint() == 2  # no executor made yet: its saved queue is dropped
+        with geode.executor() as ex:
+            assert ex is not None and sum(ex.map(square, range(10), timeout=TIMEOUT)) == 285
+        assert geode.checkpoint() == 3
+    with Geode(checkpoint_dir=tmp_path, restart=True) as geode:
+        assert geode.restored_epoch == 3 and geode.checkpoint() == 4
+    assert "unfinished" not in caplog.text  # (each saved executor was finished)
+
+
 def test_a_receive_of_your_own_on_the_client_node_never_takes_a_result(geode: Geode) -> None:
     """Outcomes travel on the executor's queue, not in the client node's receive queue: the
     second task receives on the client node right after the first one's result came back."""
