@@ -262,6 +262,9 @@ class WorkQueue:
             codec.NO_REPLY,
             codec.FLAG_SEQUENCE,
             via=codec.Route(ROUTE_WORK, self.number),
+            # An executor's tasks and outcomes wait for room: the user's policy ``raise`` is
+            # for the user's sends (a task's failure is its future's, never its rank's).
+            block=self.executor,
         )
 
     # -- consumers -------------------------------------------------------------------------

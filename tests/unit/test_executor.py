@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import sys
 import threading
@@ -17,7 +18,9 @@ from geode_mpi import (
     EncodeError,
     Geode,
     GeodeExecutor,
+    GeodeTimeoutError,
     Message,
+    QueueConfig,
     ReceiveTimeout,
     RemoteTraceback,
     TaskError,
@@ -345,6 +348,30 @@ def test_a_job_restarted_from_a_checkpoint_holding_an_executor_checkpoints_again
     with Geode(checkpoint_dir=tmp_path, restart=True) as geode:
         assert geode.restored_epoch == 3 and geode.checkpoint() == 4
     assert "unfinished" not in caplog.text  # (each saved executor was finished)
+
+
+def test_a_full_drop_oldest_queue_drops_the_users_messages_never_a_task() -> None:
+    """Before: node1's full drop_oldest queue dropped the oldest parcel, a task of the
+    executor waiting there (prefetch 2): its future never resolved, and the block hung."""
+    global _geode
+    geode = _geode = Geode(queue=QueueConfig(capacity=2, policy="drop_oldest"))
+    try:
+        ex = geode.executor(prefetch=2)  # (no with: a dropped task would hang its end)
+        futures = [ex.submit(wait_for_go, "node1"), ex.submit(square, 5)]
+        assert geode.try_receive("node2") is None  # (a poll: both tasks handed out)
+        for k in range(3):  # node1's queue: the tasks, and more of the user's than room
+            geode.send(Message(k), "node2", "node1")
+        geode.send(Go("go"), "node2", "node1")
+        _, pending = concurrent.futures.wait(futures, timeout=10)
+        assert not pending, "a task of the executor was dropped"
+        assert [future.result() for future in futures] == ["go", 25]
+        ex.shutdown()
+        assert geode.stats("node1").dropped == 2  # the user's 0 and 1
+        assert geode.receive("node1", timeout=0).data == 2
+    finally:
+        _geode = None
+        with contextlib.suppress(GeodeTimeoutError):  # (a task dropped: its future pends)
+            geode.close(timeout=1)
 
 
 def test_a_receive_of_your_own_on_the_client_node_never_takes_a_result(geode: Geode) -> None:
