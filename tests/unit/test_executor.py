@@ -503,6 +503,17 @@ def test_futures_cancelled_before_a_task_exits_are_told_to_their_waiters(
             futures[1].result(timeout=0)
 
 
+def test_close_names_its_timeout_as_given_when_futures_are_still_pending() -> None:
+    """Before: close(timeout=0.3) said "timed out after 0.299999 s" (what was left of it)."""
+    geode = Geode()
+    ex = geode.executor()
+    future = ex.submit(nap, 2.0)
+    with pytest.raises(GeodeTimeoutError, match=r"close\(\) timed out after 0\.3 s: executor"):
+        geode.close(timeout=0.3)
+    assert future.result(timeout=TIMEOUT) == 2.0
+    geode.close(timeout=TIMEOUT)
+
+
 def test_close_shuts_down_an_executor_left_running(geode: Geode) -> None:
     """Before: futures pending at close() stayed pending for ever, and the executor's thread
     died on ClosedError (under MPI, the job hung: its workers never told)."""
