@@ -121,6 +121,9 @@ class Checkpointer:
         self.topics: dict[str, Any] = {}  # restored topic state, until the topic is created
         self.patterns: list[tuple[str, bool, list[int]]] = []  # restored pattern subscriptions
         self.queues: dict[str, Any] = {}  # restored work-queue state, likewise
+        # Executors' queues of the restored checkpoint: dropped, never made again
+        # (`staffing.staff` gives the next executor another name).
+        self.dropped: set[str] = set()
         # restored state of this rank's consumers, by work queue (`Loaded.consumers`)
         self.consumers: dict[str, tuple[list[int], list[int]]] = {}
         self.queue_arguments: dict[str, dict[str, Any]] = {}  # as saved, by work queue
@@ -556,6 +559,7 @@ class Checkpointer:
                 ", ".join(repr(name) for name in sorted(chosen.held_unsaved)),
                 ", ".join(sorted({geode.names[i] for i in chosen.held_unsaved.values()})),
             )
+        self._drop_executors()
         if geode.rank == 0:
             how = " (authenticated)" if self.store.key is not None else ""
             log.info(
@@ -564,6 +568,28 @@ class Checkpointer:
                 how,
                 self.store.directory,
             )
+
+    def _drop_executors(self) -> None:
+        """Forget the restored executors' queues (the same on every rank: their arguments are
+        in every file): a restart starts every executor afresh (docs/executor.md), so they
+        are never made again, and a later checkpoint does not wait for them. The dispatcher's
+        rank logs the tasks such a queue still held (an executor checkpointed mid-block, from
+        another thread): they are dropped, never run."""
+        for name, arguments in list(self.queue_arguments.items()):
+            if not arguments.get("executor"):
+                continue
+            self.dropped.add(name)
+            del self.queue_arguments[name]
+            self.consumers.pop(name, None)
+            state = self.queues.pop(name, None)
+            if state is not None and (state["tasks"] or not state["numbers"]["finished"]):
+                log.warning(
+                    "restarted from checkpoint %d: executor %r held %d unfinished task(s); an "
+                    "executor starts afresh after a restart, so they are dropped, never run",
+                    self.restored_epoch,
+                    name,
+                    len(state["tasks"]),
+                )
 
     def close(self) -> None:
         self.store.unlock()

@@ -256,10 +256,11 @@ class GeodeExecutor(Serving, Executor):
     def _at_exit(self) -> None:
         self.shutdown(wait=True)
 
-    def end_at_close(self, timeout: float | None) -> None:
+    def end_at_close(self, timeout: float | None, given: float | None = None) -> None:
         """`Geode.close` on the client's rank, the gate released: shut down as leaving the
         ``with`` block does (the pending futures complete, then the workers are told), so
-        that the workers' ranks reach close() too.
+        that the workers' ranks reach close() too. ``timeout``: what is left of close()'s
+        ``given`` one (which the error names, as the user gave it).
 
         Raises:
             GeodeTimeoutError: futures still pending after ``timeout`` seconds.
@@ -272,8 +273,9 @@ class GeodeExecutor(Serving, Executor):
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
         if any(thread.is_alive() for thread in self._threads):
             pending = sum(not future.done() for future in list(self._futures.values()))
+            shown = timeout if given is None else given
             raise GeodeTimeoutError(
-                f"close() timed out after {timeout:g} s: executor {self.name!r} on "
+                f"close() timed out after {shown!r} s: executor {self.name!r} on "
                 f"{self.client} still has {pending} future(s) pending (shut it down, or leave "
                 "its with block, before close())"
             )

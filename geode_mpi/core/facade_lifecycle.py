@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from geode_mpi.base.backoff import CLOSING_YIELD
@@ -208,7 +209,8 @@ class Lifecycle(Facade):
         deadline = None if timeout is None else time.monotonic() + timeout
         while executors:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            self._runtime.gate.unlocked(executors[0].end_at_close, left)
+            end = partial(executors[0].end_at_close, given=timeout)
+            self._runtime.gate.unlocked(end, left)
             executors.pop(0)
 
     def _report_in_hand(self) -> None:

@@ -30,6 +30,7 @@ class Sending(RuntimeParts):
         batch: bool = True,
         via: codec.Route | None = None,  # a sequencer's or dispatcher's: where it goes on
         compress: Compression | None = None,  # the message's own setting
+        block: bool = False,  # wait for room even if dest's policy is raise (`Credits.reserve`)
     ) -> SendHandle:
         """Send point-to-point (every kind of message a node sends to a node goes here)."""
         if self.sealed and not self.serving:
@@ -67,10 +68,8 @@ class Sending(RuntimeParts):
             if found is not None and (found.credits is None or found.credits > 0):
                 pair = found
             else:
-                if timeout is None:
-                    pair = engine.reserve(src, dst, None, None)
-                else:
-                    pair = engine.reserve(src, dst, time.monotonic() + (timeout or 0.0), timeout)
+                deadline = None if timeout is None else time.monotonic() + (timeout or 0.0)
+                pair = engine.reserve(src, dst, deadline, timeout, block)
             rank = dst % self.size
             if source is None and pair.credits is None:
                 self.routes[dest] = (dst, rank, pair)  # no credits now means none ever

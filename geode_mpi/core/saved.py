@@ -325,6 +325,7 @@ def queue_state(queue: WorkQueue) -> dict[str, Any]:
                 "dispatcher": state.node,
                 "consumers": list(queue.consumer_indices),
                 "producers": sorted(queue.producer_indices),
+                "executor": queue.executor,
             }
         ),
     }
@@ -366,6 +367,8 @@ def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
             "dispatcher": None if dispatcher is None else count(dispatcher),
             "consumers": indices(numbers.get("consumers"), "work queue/numbers/consumers"),
             "producers": indices(numbers.get("producers"), "work queue/numbers/producers"),
+            # an executor's (`executor.md`): a restart drops it (False before it was saved)
+            "executor": numbers.get("executor", False) is True,
         },
         # this rank's consumers: over for them, and their requests to send again
         "ended": ended or [],

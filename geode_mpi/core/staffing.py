@@ -25,6 +25,7 @@ def open_executor(
     """`Geode.executor`: check the arguments, create the work queue (collective)."""
     chosen, taking, name = staff(runtime, channels, client, workers)
     queue = channels.work_queue(name, taking, chosen, [chosen], prefetch)
+    queue.executor = True
     return GeodeExecutor(runtime, queue, chosen, taking)
 
 
@@ -58,7 +59,7 @@ def staff(
     # would be finished, with no worker asking (the same names on every rank either way).
     taken = {queue.name for queue in channels.work_queues.values()}
     if channels.checkpointer is not None:
-        taken |= set(channels.checkpointer.queues)
+        taken |= set(channels.checkpointer.queues) | channels.checkpointer.dropped
     name = next(f"executor-{k}" for k in itertools.count(1) if f"executor-{k}" not in taken)
     return chosen, taking, name
 

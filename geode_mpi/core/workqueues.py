@@ -113,6 +113,8 @@ class WorkQueue:
         # On the dispatcher's rank: asked about each task about to be handed out; False drops
         # it (an executor's cancelled future, `geode_mpi.core.executor`). None: keep them all.
         self.admit: Callable[[Message], bool] | None = None
+        # An executor's queue (`staffing.open_executor`): a restart drops its saved state.
+        self.executor = False
         # On the dispatcher's rank: offered first each message reaching the dispatcher on this
         # queue; True takes it (an executor's task outcomes). None: every one is queue traffic.
         self.intercept: Callable[[Message], bool] | None = None
@@ -260,6 +262,9 @@ class WorkQueue:
             codec.NO_REPLY,
             codec.FLAG_SEQUENCE,
             via=codec.Route(ROUTE_WORK, self.number),
+            # An executor's tasks and outcomes wait for room: the user's policy ``raise`` is
+            # for the user's sends (a task's failure is its future's, never its rank's).
+            block=self.executor,
         )
 
     # -- consumers -------------------------------------------------------------------------

@@ -49,8 +49,17 @@ class Credits(Failures):
             pair = self.pairs_out[(src, dst)] = PairOut(self.configs[dst].credits(len(self.names)))
         return pair
 
-    def reserve(self, src: int, dst: int, deadline: float | None, timeout: float | None) -> PairOut:
+    def reserve(
+        self,
+        src: int,
+        dst: int,
+        deadline: float | None,
+        timeout: float | None,
+        block: bool = False,
+    ) -> PairOut:
         """The pair to send on, once the destination has room for one more message.
+        ``block``: wait for room whatever the destination's policy (an executor's traffic,
+        which the user's ``raise`` must not fail).
 
         Raises:
             QueueFull: the destination's policy is ``raise``, or waiting cannot help.
@@ -67,7 +76,7 @@ class Credits(Failures):
             return pair
         config = self.configs[dst]
         names = self.names
-        if config.policy == "raise":
+        if config.policy == "raise" and not block:
             self._ask_again(src, dst, self._asked.setdefault((src, dst), [0.0]))
             raise QueueFull(
                 names[dst], self.name_of(src), config.capacity, pair.window or 0, "policy 'raise'"

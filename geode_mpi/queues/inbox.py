@@ -145,19 +145,28 @@ class Inbox:
             self.peak = depth
         return dropped
 
-    def _drop_oldest(self) -> Parcel:
+    def _drop_oldest(self) -> Parcel | None:
         # The oldest of priority 0 or below first (after the lanes above 0), else of those.
         self.unbundle()
         above = self._above
         items = self._items
+        private = self.private
+        capacity = self.capacity or 0  # (set: drop_oldest needs one)
+        if private and sum(parcel.source not in private for parcel in items) <= capacity:
+            return None  # an executor's tasks (at most its prefetch) take no user's room
         for index, parcel in chain(enumerate(islice(items, above, None), above), enumerate(items)):
+            if parcel.source in private:
+                continue  # an executor's task: only the user's messages are dropped
             if parcel.seq not in self.held_back.get(parcel.source, ()):
                 del self._items[index]
                 self._unrank(parcel)
                 return parcel
-        oldest = self._items.popleft()
-        self._release(oldest)
-        return oldest
+        for index, parcel in enumerate(items):
+            if parcel.source not in private:
+                del self._items[index]
+                self._release(parcel)
+                return parcel
+        return None  # (unreachable: some parcel is the user's)
 
     def _place(self, parcel: Parcel) -> None:
         """Queue a parcel with a priority or an expiry: one above 0 at the end of its lane

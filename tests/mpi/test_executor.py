@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from geode_mpi import Geode, Message, ReceiveTimeout, RemoteTraceback, TaskError
+from geode_mpi import Geode, Message, QueueConfig, ReceiveTimeout, RemoteTraceback, TaskError
 
 TIMEOUT = 60.0
 _here: dict[str, Any] = {}  # this rank's Geode, for the tasks that use it
@@ -22,6 +23,10 @@ class Go(Message):
 def where(x: int) -> tuple[int, int]:
     """x squared, and the rank that computed it."""
     return x * x, _here["geode"].rank
+
+
+def same(x: int) -> int:
+    return x
 
 
 def fail(x: int) -> None:
@@ -234,3 +239,39 @@ def test_a_task_on_the_client_node_does_not_stall_the_other_workers(geode: Geode
                 while True:  # (a Go sent as a task of another worker ended)
                     geode.receive("node0", type=Go, timeout=0)
             assert completed == len(futures) - 2, "the other workers waited for node0's task"
+
+
+def test_a_restart_from_a_checkpoint_holding_an_executor_checkpoints_again(
+    directory: Path,
+) -> None:
+    """Before: every checkpoint after the restart raised CheckpointError on every rank: the
+    saved executor's queue counted as a work queue to make again, under a name no executor
+    takes (under `python -m geode_mpi` the job aborted)."""
+    with Geode(checkpoint_dir=directory) as geode:
+        _here["geode"] = geode
+        with geode.executor() as ex:
+            if ex is not None:
+                assert [x for x, _ in ex.map(where, range(8))] == [x * x for x in range(8)]
+        assert geode.checkpoint() == 1
+    with Geode(checkpoint_dir=directory, restart=True) as geode:
+        _here["geode"] = geode
+        with geode.executor() as ex:
+            if ex is not None:
+                assert [x for x, _ in ex.map(where, range(8))] == [x * x for x in range(8)]
+        assert geode.checkpoint() == 2
+    _here.clear()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [QueueConfig(window=1, policy="raise"), QueueConfig(capacity=16, policy="drop_oldest")],
+    ids=["raise", "drop_oldest"],
+)
+def test_the_executors_traffic_waits_for_room_whatever_the_queue_policy(
+    config: QueueConfig,
+) -> None:
+    """Before: with policy 'raise', a worker rank died of QueueFull sending a task's outcome
+    to the client's full queue (the job aborted). Its tasks and outcomes wait for room."""
+    with Geode(queue=config) as geode, geode.executor(prefetch=3) as ex:
+        if ex is not None:
+            assert list(ex.map(same, range(500), timeout=TIMEOUT)) == list(range(500))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import sys
 import threading
@@ -17,7 +18,9 @@ from geode_mpi import (
     EncodeError,
     Geode,
     GeodeExecutor,
+    GeodeTimeoutError,
     Message,
+    QueueConfig,
     ReceiveTimeout,
     RemoteTraceback,
     TaskError,
@@ -327,6 +330,50 @@ def test_an_executor_made_after_a_restart_is_not_the_saved_one(tmp_path: Path) -
         assert list(ex.map(square, range(3), timeout=TIMEOUT)) == [0, 1, 4]
 
 
+def test_a_job_restarted_from_a_checkpoint_holding_an_executor_checkpoints_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: every checkpoint after the restart raised CheckpointError ("work queue
+    'executor-1' of checkpoint 1 (restarted from) not made again"): the saved executor's
+    queue counted as one to make again, though no executor ever takes its name."""
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        with geode.executor() as ex:
+            assert ex is not None and sum(ex.map(square, range(10))) == 285
+        assert geode.checkpoint() == 1
+    with Geode(checkpoint_dir=tmp_path, restart=True) as geode:
+        assert geode.checkpoint() == 2  # no executor made yet: its saved queue is dropped
+        with geode.executor() as ex:
+            assert ex is not None and sum(ex.map(square, range(10), timeout=TIMEOUT)) == 285
+        assert geode.checkpoint() == 3
+    with Geode(checkpoint_dir=tmp_path, restart=True) as geode:
+        assert geode.restored_epoch == 3 and geode.checkpoint() == 4
+    assert "unfinished" not in caplog.text  # (each saved executor was finished)
+
+
+def test_a_full_drop_oldest_queue_drops_the_users_messages_never_a_task() -> None:
+    """Before: node1's full drop_oldest queue dropped the oldest parcel, a task of the
+    executor waiting there (prefetch 2): its future never resolved, and the block hung."""
+    global _geode
+    geode = _geode = Geode(queue=QueueConfig(capacity=2, policy="drop_oldest"))
+    try:
+        ex = geode.executor(prefetch=2)  # (no with: a dropped task would hang its end)
+        futures = [ex.submit(wait_for_go, "node1"), ex.submit(square, 5)]
+        assert geode.try_receive("node2") is None  # (a poll: both tasks handed out)
+        for k in range(3):  # node1's queue: the tasks, and more of the user's than room
+            geode.send(Message(k), "node2", "node1")
+        geode.send(Go("go"), "node2", "node1")
+        _, pending = concurrent.futures.wait(futures, timeout=10)
+        assert not pending, "a task of the executor was dropped"
+        assert [future.result() for future in futures] == ["go", 25]
+        ex.shutdown()
+        assert geode.stats("node1").dropped == 2  # the user's 0 and 1
+        assert geode.receive("node1", timeout=0).data == 2
+    finally:
+        _geode = None
+        with contextlib.suppress(GeodeTimeoutError):  # (a task dropped: its future pends)
+            geode.close(timeout=1)
+
+
 def test_a_receive_of_your_own_on_the_client_node_never_takes_a_result(geode: Geode) -> None:
     """Outcomes travel on the executor's queue, not in the client node's receive queue: the
     second task receives on the client node right after the first one's result came back."""
@@ -454,6 +501,17 @@ def test_futures_cancelled_before_a_task_exits_are_told_to_their_waiters(
         assert [f.cancelled() for f in futures] == [False] * 3 + [True] * 3
         with pytest.raises(TaskError, match="failed with SystemExit: bye"):
             futures[1].result(timeout=0)
+
+
+def test_close_names_its_timeout_as_given_when_futures_are_still_pending() -> None:
+    """Before: close(timeout=0.3) said "timed out after 0.299999 s" (what was left of it)."""
+    geode = Geode()
+    ex = geode.executor()
+    future = ex.submit(nap, 2.0)
+    with pytest.raises(GeodeTimeoutError, match=r"close\(\) timed out after 0\.3 s: executor"):
+        geode.close(timeout=0.3)
+    assert future.result(timeout=TIMEOUT) == 2.0
+    geode.close(timeout=TIMEOUT)
 
 
 def test_close_shuts_down_an_executor_left_running(geode: Geode) -> None:
