@@ -19,7 +19,7 @@ from geode_mpi.core.subscriptions import GLOB, Pattern, Subscription
 from geode_mpi.core.topics import STREAM_BASE, Topic
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.errors import ClosedError, check_flag
+from geode_mpi.errors import check_flag
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
 from geode_mpi.tracing import TRACER
@@ -103,7 +103,7 @@ class Channels:
         """`Geode.topic`: check the arguments (the same on every rank), create the topic."""
         geode = self._geode
         if geode.sealed:
-            raise ClosedError("topic")
+            raise geode.closed_error("topic")  # (naming a close() ended unfinished)
         require(geode.transport, BroadcastStreams, f"Geode.topic({name!r})")
         if not isinstance(name, str) or not name:
             raise ValueError(f"a topic name must be a non-empty str, got {name!r}")
@@ -174,7 +174,7 @@ class Channels:
         queue."""
         geode = self._geode
         if geode.sealed:
-            raise ClosedError("work_queue")
+            raise geode.closed_error("work_queue")  # (naming a close() ended unfinished)
         if not isinstance(name, str) or not name:
             raise ValueError(f"a work queue name must be a non-empty str, got {name!r}")
         if any(queue.name == name for queue in self.work_queues.values()):
@@ -300,7 +300,7 @@ class Channels:
         """Check a (un)subscribe's arguments, then agree on them with every rank."""
         geode = self._geode
         if geode.sealed:
-            raise ClosedError(call)
+            raise geode.closed_error(call)
         wanted = Pattern.of(pattern, prefix)
         members = geode.placement.one_or_more(nodes, "nodes", "subscriber")
         if not members or len(set(members)) != len(members):

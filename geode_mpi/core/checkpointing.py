@@ -49,7 +49,7 @@ from geode_mpi.core.saved import (
 from geode_mpi.core.sealing import SlowStep, write_epoch
 from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
 from geode_mpi.delivery.waiting import wait_for
-from geode_mpi.errors import ClosedError, GeodeTimeoutError, check_timeout
+from geode_mpi.errors import GeodeTimeoutError, check_timeout
 from geode_mpi.persistence import CheckpointError, CheckpointStore, key_from_environment
 from geode_mpi.persistence.rankfile import JsonValue, RankFile
 from geode_mpi.persistence.snapshot import capture
@@ -192,7 +192,7 @@ class Checkpointer:
         and after a SIGTERM checkpoint and exit; None when nothing was due."""
         geode = self.geode
         if geode.sealed:
-            raise ClosedError("maybe_checkpoint")
+            raise geode.closed_error("maybe_checkpoint")  # (naming a close() ended unfinished)
         timeout = check_timeout(timeout)
         # One deadline for the whole call, as for checkpoint(): the vote, then the checkpoint.
         # With a timeout every rank arrives first (an Ibarrier waited on, serving, within
@@ -313,7 +313,7 @@ class Checkpointer:
     ) -> int:
         geode = self.geode
         if geode.sealed:
-            raise ClosedError("checkpoint")
+            raise geode.closed_error("checkpoint")  # (naming a close() ended unfinished)
         timeout = check_timeout(timeout)
         started = time.perf_counter()
         # One deadline for the whole call: the arrival, each round of the drain, the writes'

@@ -207,7 +207,7 @@ class Bulk(Facade):
             try:
                 message = self.receive(node, source=source, type=type, timeout=timeout, topic=topic)
             except ClosedError as exc:  # (named for this call, not the receive it made)
-                raise ClosedError("receive_many", exc.closer) from None
+                raise ClosedError("receive_many", exc.closer, exc.unfinished) from None
             taken.append(message)
         match = None if unfiltered else self._matcher(source, type, topic)
         engine = runtime.engine

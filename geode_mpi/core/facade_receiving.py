@@ -3,6 +3,7 @@ filters and the timeout error they share with the other receiving calls."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from geode_mpi import codec
@@ -249,6 +250,9 @@ class ReceiveCalls(Facade):
         if runtime.closed:
             closer = runtime.engine.closer if was_open else None
             raise ClosedError(call, None if closer is None else closer.name)
+        engine = runtime.engine
+        if engine.close_unfinished and engine.closer is not threading.current_thread():
+            raise runtime.closed_error(call)  # (a close() of another thread that timed out)
         names = runtime.names
         return ReceiveTimeout(
             names[index],

@@ -15,6 +15,7 @@ Quiescence is found by waves of counts down and up a tree of the ranks
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -51,26 +52,36 @@ class Stop(Message):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _STOPS[class_name(cls)] = True  # (a name met before as no Stop: one again)
+        _STOPS[class_name(cls)] = cls
 
 
-# Wire class names known to be a Stop (True) or not (False), for a filtered `messages()`
-# loop's test of each queued message's name (`is_stop_name`): a dict lookup, no decode.
-_STOPS: dict[str, bool] = {class_name(Stop): True}
+# Wire class name -> the Stop class (a subclass too) defined under it in this process, for a
+# filtered `messages()` loop's test of each queued message's name (`is_stop_name`): a dict
+# lookup, no decode, never an import. A Stop subclass registers itself as it is defined.
+_STOPS: dict[str, type[Message]] = {class_name(Stop): Stop}
 
 
 def is_stop_name(wire_name: str) -> bool:
     """Whether a message of the class of wire name ``wire_name`` is a `Stop` (a subclass
-    too), read from its class name: resolved once per name (a class not importable here is
-    no Stop, asked again next time), then known."""
-    known = _STOPS.get(wire_name)
-    if known is not None:
-        return known
-    try:
-        found = issubclass(codec.resolve(wire_name), Stop)
-    except DecodeError:
+    too): a name no Stop class defined in this process has is no Stop (nothing is imported to
+    tell: a Stop subclass not defined here could not be built here either). A name whose
+    module now defines another class under it (a later job's ``__main__``) is no Stop."""
+    cls = _STOPS.get(wire_name)
+    if cls is None:
         return False
-    _STOPS[wire_name] = found
+    now = _defined(wire_name)
+    return now is None or now is cls
+
+
+def _defined(wire_name: str) -> object | None:
+    """What ``module:qualname`` names in the modules imported now (None: nothing found,
+    e.g. a class defined inside a function), without importing anything."""
+    module, _, qualname = wire_name.partition(":")
+    found: object | None = sys.modules.get(module)
+    for part in qualname.split("."):
+        if found is None:
+            return None
+        found = getattr(found, part, None)
     return found
 
 
@@ -142,6 +153,9 @@ class Processor:
         # Local node index -> messages of it inside a handler now (close() reports them
         # apart from those taken with an explicit ack and never acked).
         self.handling: dict[int, int] = {}
+        # Local node index -> messages it authored (sent, published, replied): a handler
+        # that changed its node's count did something a second call would do again.
+        self._authored: dict[int, int] = geode.engine.path.counter
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -217,6 +231,7 @@ class Processor:
             self.answering.add(id(message))
         handling = self.handling
         handling[index] = handling.get(index, 0) + 1
+        authored = self._authored[index]  # (what it sends, publishes or replies changes it)
         try:
             # Without the lock while other threads exist: they may use the Geode meanwhile.
             result = geode.gate.unlocked(handler, message) if other_threads() else handler(message)
@@ -235,7 +250,10 @@ class Processor:
                     message.source,
                 )
         except Exception as exc:
-            if self.interrupted(index, parcel, message, exc):
+            acted = self._authored[index] != authored or (
+                request and id(message) not in self.answering
+            )
+            if self.interrupted(index, parcel, message, exc, acted, summary):
                 return
             summary.failed += 1
             receipt.nack(exc)
@@ -264,31 +282,60 @@ class Processor:
         if begun:
             trace_receive(index, message, f"handle {message.type}", begun)
 
-    def interrupted(self, index: int, parcel: Parcel, message: Message, error: Exception) -> bool:
+    def interrupted(
+        self,
+        index: int,
+        parcel: Parcel,
+        message: Message,
+        error: Exception,
+        acted: bool,
+        summary: RunSummary,
+    ) -> bool:
         """Whether the handler's ``error`` is a close() in another thread interrupting it (a
-        `ClosedError` once close() began there): then the message goes back to node
-        ``index``'s queue, not counted as a failure nor as an attempt (the handler did
-        nothing wrong), receivable after close() and reported as never received at the end
-        if nothing takes it (a request, or a send with ``ack=True``: handled again by that
-        close() while it still serves the other ranks); and a warning says so."""
-        closer = self.geode.engine.closer
+        `ClosedError` once close() began there), and if so, deal with its message.
+
+        If the handler did nothing another node can see (``acted`` False: node ``index``
+        authored no message in it, no send, publish nor reply, and it did not reply by hand),
+        the message goes back to node ``index``'s queue, not counted as a failure nor as an
+        attempt (the handler did nothing wrong), receivable after close() and reported as
+        never received at the end if nothing takes it (a request, or a send with
+        ``ack=True``: handled again by that close() while it still serves the other ranks).
+        If it did (``acted``), handling it again would do that twice: it is a failed
+        processing, dead-lettered at once (no retry, which close() would serve), its
+        requester answered with the failure (`HandlerError`) unless the handler replied,
+        a sender with ``ack=True`` told it was not processed. A warning says which."""
+        engine = self.geode.engine
+        closer = engine.closer
         if not isinstance(error, ClosedError) or closer in (None, threading.current_thread()):
             return False
-        engine = self.geode.engine
-        engine.put_back(index, parcel)
-        if parcel.flags & _WAITED:  # its sender waits: a close() still serving handles it
-            engine.waited.add(index)
+        node = self.geode.names[index]
+        if acted:
+            engine.in_hand -= 1
+            engine.dead_letter(index, parcel, error, parcel.attempts + 1)
+            summary.failed += 1
+            summary.dead_letters += 1
+            if parcel.reply_to == _REQUEST and id(message) in self.answering:
+                self.refuse(index, parcel, message_id(parcel.meta), message.type, error)
+            outcome = "after it sent, published or replied: a dead letter, not handled again"
+        else:
+            engine.put_back(index, parcel)
+            if parcel.flags & _WAITED:  # its sender waits: a close() still serving handles it
+                engine.waited.add(index)
+            outcome = (
+                f"before it sent, published or replied: not a failure; the message is back in "
+                f"{node}'s queue, not processed (receivable after close(), else reported as "
+                "never received)"
+            )
         log.warning(
             "%s: the handler of message %s (%s) from %s was interrupted by close() in thread "
-            "%r (%s): not a failure; the message is back in %s's queue, not processed "
-            "(receivable after close(), else reported as never received)",
-            self.geode.names[index],
+            "%r (%s) %s",
+            node,
             message.id,
             message.type,
             message.source,
             closer.name,
             error,
-            self.geode.names[index],
+            outcome,
         )
         return True
 

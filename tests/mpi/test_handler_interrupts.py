@@ -1,16 +1,19 @@
 """A run() handler that a close() in another thread interrupts while that close() still serves
-the other ranks: the request it was handling is handled again by the closing rank, and its
-requester on another rank gets the reply (nothing lost, no hang)."""
+the other ranks: a handler that had done nothing others can see is called again by the
+closing rank, and its requester on another rank gets the reply (nothing lost, no hang); one
+that had sent or replied is not called again (that would do it twice): its request fails,
+its requester raises `HandlerError`, and what it sent arrives once."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from geode_mpi import ClosedError, Geode, Message
+from geode_mpi import ClosedError, Geode, HandlerError, Message, ReceiveTimeout
 
 TIMEOUT = 60.0
 
@@ -19,52 +22,152 @@ class Ask(Message):
     pass
 
 
-def test_a_request_whose_handler_close_interrupted_is_answered_by_the_closing_rank() -> None:
-    """Its message was put back (or, before, retried) but never handled again: the
-    requester waited out its timeout, and the closing rank waited for it in close()."""
-    geode = Geode()
+def _interrupted(geode: Geode, handler: Callable[[Message], Any]) -> tuple[list[str], list[Any]]:
+    """On the rank of the last node: run() it with ``handler`` in a thread, and once the
+    handler is inside (it sets ``handler.inside``) close() in another thread, named "closer";
+    then ``handler.resume`` is set. The handler's calls (thread names) and what run() ended
+    with."""
+    ended: list[Any] = []
+    last = geode.nodes[-1]
+
+    def runner() -> None:
+        try:
+            ended.append(geode.run(last, quiescent=False, timeout=TIMEOUT))
+        except ClosedError as exc:
+            ended.append(exc)
+
+    thread = threading.Thread(target=runner, name="runner", daemon=True)
+    thread.start()
+    assert handler.inside.wait(TIMEOUT)  # type: ignore[attr-defined]
+    closer = threading.Thread(target=geode.close, args=(TIMEOUT,), name="closer")
+    closer.start()
+    time.sleep(0.3)  # (into close()'s serving: rank 0 waits for its reply)
+    handler.resume.set()  # type: ignore[attr-defined]
+    closer.join(TIMEOUT)
+    thread.join(TIMEOUT)
+    assert not closer.is_alive() and not thread.is_alive()
+    assert geode.stats(last).retries == 0
+    return handler.calls, ended  # type: ignore[attr-defined]
+
+
+def _handler(body: Callable[[Message, int], Any]) -> Callable[[Message], Any]:
+    calls: list[str] = []
+    inside, resume = threading.Event(), threading.Event()
+
+    def handler(message: Message) -> Any:
+        calls.append(threading.current_thread().name)
+        return body(message, len(calls))
+
+    handler.calls = calls  # type: ignore[attr-defined]
+    handler.inside, handler.resume = inside, resume  # type: ignore[attr-defined]
+    return handler
+
+
+def _rest(geode: Geode) -> list[Any]:
+    """What else reaches node 0 (a late duplicate would come within a second or two)."""
+    got = []
+    while True:
+        try:
+            message = geode.receive(geode.nodes[0], timeout=3.0)
+        except ReceiveTimeout:
+            return got
+        got.append((message.data, message.reply_to))
+
+
+def _alone(geode: Geode) -> None:
     if geode.size == 1:  # (alone, close() serves no other rank: nobody waits for a reply)
         geode.close(timeout=TIMEOUT)
         pytest.skip("a requester on another rank is needed")
-    last = geode.nodes[-1]
-    calls: list[str] = []
-    inside, resume = threading.Event(), threading.Event()
-    ended: list[Any] = []
 
-    @geode.on(Ask, node=last)
-    def answer(message: Message) -> str:
-        calls.append(threading.current_thread().name)
-        if len(calls) == 1:  # (in run()'s thread: interrupted by the close() begun meanwhile)
-            inside.set()
-            assert resume.wait(TIMEOUT)
-            geode.isend("x", last, geode.nodes[0], ack=True).wait(TIMEOUT)  # ClosedError
+
+def test_a_request_whose_handler_close_interrupted_is_answered_by_the_closing_rank() -> None:
+    """Its handler did nothing others can see before close() interrupted it: the message was
+    put back (or, before, retried) but never handled again: the requester waited out its
+    timeout, and the closing rank waited for it in close()."""
+    geode = Geode()
+    _alone(geode)
+    last = geode.nodes[-1]
+
+    sent: list[Any] = []  # (an ack=True send made before run(): the handler waits for it)
+
+    def body(message: Message, call: int) -> str:
+        if call == 1:  # (in run()'s thread: interrupted by the close() begun meanwhile)
+            handler.inside.set()  # type: ignore[attr-defined]
+            assert handler.resume.wait(TIMEOUT)  # type: ignore[attr-defined]
+            sent[0].wait(TIMEOUT)  # ClosedError
         return f"answered {message.data}"
 
+    handler = _handler(body)
+    geode.on(Ask, node=last)(handler)
     if geode.rank == 0:
         reply = geode.request(Ask(1), last, timeout=TIMEOUT)
         assert reply.data == "answered 1"
         geode.close(timeout=TIMEOUT)
     elif geode.hosts(last):
-
-        def runner() -> None:
-            try:
-                ended.append(geode.run(last, quiescent=False, timeout=TIMEOUT))
-            except ClosedError as exc:
-                ended.append(exc)
-
-        thread = threading.Thread(target=runner, name="runner", daemon=True)
-        thread.start()
-        assert inside.wait(TIMEOUT)
-        closer = threading.Thread(target=geode.close, args=(TIMEOUT,), name="closer")
-        closer.start()
-        time.sleep(0.3)  # (into close()'s serving: rank 0 waits for its reply)
-        resume.set()
-        closer.join(TIMEOUT)
-        thread.join(TIMEOUT)
-        assert not closer.is_alive() and not thread.is_alive()
+        sent.append(geode.isend("x", last, geode.nodes[0], ack=True))
+        calls, [error] = _interrupted(geode, handler)
         assert calls == ["runner", "closer"]
-        [error] = ended
         assert isinstance(error, ClosedError) and error.closer == "closer"
-        assert geode.stats(last).retries == 0
+    else:
+        geode.close(timeout=TIMEOUT)
+
+
+def test_a_handler_close_interrupted_after_it_sent_is_not_called_again() -> None:
+    """It sent a message, then a wait in it raised ClosedError: called again by close(), it
+    sent that message twice and answered the request."""
+    geode = Geode()
+    _alone(geode)
+    last = geode.nodes[-1]
+
+    def body(message: Message, call: int) -> str:
+        geode.send(("side effect", message.data), last, geode.nodes[0])
+        if call == 1:
+            handler.inside.set()  # type: ignore[attr-defined]
+            assert handler.resume.wait(TIMEOUT)  # type: ignore[attr-defined]
+            geode.isend("x", last, geode.nodes[0], ack=True).wait(TIMEOUT)  # ClosedError
+        return f"answered {message.data}"
+
+    handler = _handler(body)
+    geode.on(Ask, node=last)(handler)
+    if geode.rank == 0:
+        with pytest.raises(HandlerError, match="ClosedError.*'closer' began close"):
+            geode.request(Ask(1), last, timeout=TIMEOUT)
+        effects = [data for data, _ in _rest(geode) if data != "x"]
+        assert [tuple(data) for data in effects] == [("side effect", 1)]
+        geode.close(timeout=TIMEOUT)
+    elif geode.hosts(last):
+        calls, [error] = _interrupted(geode, handler)
+        assert calls == ["runner"]
+        assert isinstance(error, ClosedError)
+        [dead] = geode.dead_letters(last)
+        assert isinstance(dead.message, Ask)
+    else:
+        geode.close(timeout=TIMEOUT)
+
+
+def test_a_handler_close_interrupted_after_it_replied_is_not_called_again() -> None:
+    """It replied by hand, then a wait in it raised ClosedError: called again by close(), it
+    replied a second time, a stray reply left in the requester's queue."""
+    geode = Geode()
+    _alone(geode)
+    last = geode.nodes[-1]
+
+    def body(message: Message, call: int) -> None:
+        geode.reply(message, f"by hand {call}")
+        if call == 1:
+            handler.inside.set()  # type: ignore[attr-defined]
+            assert handler.resume.wait(TIMEOUT)  # type: ignore[attr-defined]
+            geode.isend("x", last, geode.nodes[0], ack=True).wait(TIMEOUT)  # ClosedError
+
+    handler = _handler(body)
+    geode.on(Ask, node=last)(handler)
+    if geode.rank == 0:
+        reply = geode.request(Ask(1), last, timeout=TIMEOUT)
+        assert reply.data == "by hand 1"
+        assert _rest(geode) == [("x", None)]
+        geode.close(timeout=TIMEOUT)
+    elif geode.hosts(last):
+        calls, _ = _interrupted(geode, handler)
+        assert calls == ["runner"]
     else:
         geode.close(timeout=TIMEOUT)

@@ -4,8 +4,11 @@ the close() that ended unfinished, not one still running; a second close() finis
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,3 +85,58 @@ def test_a_close_that_finishes_leaves_no_unfinished_mark(
     with pytest.raises(ClosedError) as caught:
         g.send("x", "node0", "node1")
     assert caught.value.closer is None and not caught.value.unfinished
+
+
+def test_collective_calls_after_a_timed_out_close_name_it_as_ended_unfinished(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """checkpoint(), topic(), work_queue() and subscribe() raised a bare "on a closed Geode"
+    (it was not closed: a close() called again finishes it)."""
+    g = Geode(checkpoint_dir=tmp_path)
+    _timed_out_close(g, monkeypatch)
+    for name, call in {
+        "checkpoint": lambda: g.checkpoint({"x": 1}),
+        "maybe_checkpoint": lambda: g.maybe_checkpoint({"x": 1}),
+        "topic": lambda: g.topic("news", ["node0"], ["node1"]),
+        "work_queue": lambda: g.work_queue("jobs", ["node1"]),
+        "subscribe": lambda: g.subscribe("node0", pattern="news.*"),
+    }.items():
+        error = _in_thread(call)
+        assert isinstance(error, ClosedError), (name, error)
+        assert (error.operation, error.closer, error.unfinished) == (name, "closer_0", True)
+        assert str(error).startswith(f"{name}() {UNFINISHED}"), error
+    g.close(timeout=TIMEOUT)
+
+
+def test_receives_waiting_when_a_close_times_out_end_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A receive() or receive_many() waiting in another thread when close(timeout=) timed out
+    waited its whole timeout (without one, until close() was called again); receive_many's
+    error dropped ``unfinished``."""
+    g = Geode()
+    started = threading.Barrier(3)
+    calls = {
+        "receive": lambda: g.receive("node1", timeout=TIMEOUT),
+        "receive_many": lambda: g.receive_many("node2", timeout=TIMEOUT),
+    }
+
+    def waits(call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            started.wait(TIMEOUT)
+            return call()
+
+        return run
+
+    with ThreadPoolExecutor(2, thread_name_prefix="waiter") as pool:
+        futures = {name: pool.submit(waits(call)) for name, call in calls.items()}
+        started.wait(TIMEOUT)
+        time.sleep(0.2)  # (into their waits)
+        began = time.monotonic()
+        _timed_out_close(g, monkeypatch)
+        for name, future in futures.items():
+            error = future.exception(TIMEOUT)
+            assert isinstance(error, ClosedError), (name, error)
+            assert (error.operation, error.closer, error.unfinished) == (name, "closer_0", True)
+        assert time.monotonic() - began < TIMEOUT / 3
+    g.close(timeout=TIMEOUT)
