@@ -95,9 +95,7 @@ class Credits(Failures):
 
         try:
             if not self.wait(has_credit, deadline, "send"):
-                raise SendTimeout(
-                    -1, self.name_of(src), names[dst], timeout or 0.0, in_flight=False
-                )
+                raise self._not_sent(src, dst, timeout or 0.0)
         finally:
             stats.credit_wait_seconds += time.monotonic() - started
         if not pair.credits:
@@ -115,6 +113,17 @@ class Credits(Failures):
                 f"more from its queue; what {name} holds is reported there as never received",
             )
         return pair
+
+    def _not_sent(self, src: int, dst: int, timeout: float) -> SendTimeout:
+        """The `SendTimeout` of a send (or a publish: ``src`` a topic stream) that waited
+        for room at ``dst`` in vain."""
+        names = self.names
+        stream = self.topics.streams.get(src) if src >= len(names) else None
+        if stream is None:
+            return SendTimeout(-1, self.name_of(src), names[dst], timeout, in_flight=False)
+        return SendTimeout(
+            -1, names[stream.publisher], names[dst], timeout, in_flight=False, topic=stream.topic
+        )
 
     def forward_local(self, dst: int) -> bool:
         """If ``dst`` is a local sequencer or dispatcher with messages to forward, forward
