@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,33 @@ class GeodeError(Exception):
     # error (None: raised before anything was sent): tells a send that failed from a poll's
     # error after it, whatever the handlers that poll ran sent in between.
     after_send: object = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the text and the attributes, never through ``__init__`` (whose
+        arguments differ from class to class): a geode_mpi error raised by a task of a
+        `GeodeExecutor` reaches its client as itself. An attribute that cannot be pickled
+        (a send's handle, a message that cannot) arrives as None."""
+        return (_rebuild, (type(self), self.args, _picklable(self.__dict__)))
+
+
+def _rebuild(cls: type[GeodeError], args: tuple[Any, ...], state: dict[str, Any]) -> GeodeError:
+    """A `GeodeError` unpickled: made with its text (``args``), its attributes set."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def _picklable(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with None for each value that cannot be pickled."""
+    kept = {}
+    for name, value in state.items():
+        try:
+            pickle.dumps(value)
+        except Exception:  # (whatever a value's own __reduce__ raises)
+            value = None
+        kept[name] = value
+    return kept
 
 
 def describe_nodes(nodes: Sequence[str]) -> str:
@@ -128,7 +156,9 @@ class SendTimeout(GeodeTimeoutError):
     released in time (``in_flight`` True: it stays in flight and arrives, once; do not send it
     again), and a message that waited for room in a full ``block`` queue and was never sent
     (``in_flight`` False, ``message_id`` -1: send it again, or it is lost). A publish's
-    (``topic`` set) in flight is named as a publish on its topic.
+    (``topic`` set: ``source`` is its publisher) is named as a publish on its topic; one
+    that waited for room names in ``dest`` the subscriber that had none (it reached no
+    subscriber).
     """
 
     def __init__(
@@ -156,6 +186,12 @@ class SendTimeout(GeodeTimeoutError):
             text = (
                 f"send of message {message_id} from {source} to {dest} did not complete within "
                 f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
+            )
+        elif topic is not None:
+            text = (
+                f"publish by {source} on topic {topic!r} not sent: no room at subscriber "
+                f"{dest} within {timeout:g} s ({dest}'s queue stayed full for topic {topic!r}: "
+                f"is {dest} receiving?); no subscriber got it: publish it again"
             )
         else:
             text = (
@@ -193,6 +229,7 @@ class AckTimeout(GeodeTimeoutError):
         self.timeout = timeout
         self.handle = handle  # the SendHandle: wait() on it again to keep waiting
         self.topic = topic  # a publish's topic (then dest: its subscribers still to process it)
+        self.count = count  # how many nodes dest names
         many = count > 1  # (how many nodes dest names: a node's name may hold ", ")
         if waited:
             has, it = ("have", "are they") if many else ("has", "is it")
@@ -244,6 +281,7 @@ class NotProcessed(GeodeError):
         self.why = why  # "dropped", "expired", "dead-lettered" or "closing"
         self.handle = handle  # the SendHandle (its ``lost`` is ``why``)
         self.topic = topic  # a publish's topic (then dest: the subscribers that will not)
+        self.count = count  # how many nodes dest names
         end = "it never will be (send it again if it must be)"
         if why == "closing":
             how = (

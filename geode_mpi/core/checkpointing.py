@@ -591,6 +591,16 @@ class Checkpointer:
                     len(state["tasks"]),
                 )
 
+    def unmade_topics(self) -> dict[int, str]:
+        """The restored topics not made again yet, by wire number (a checkpoint written before
+        topics' arguments were saved says none)."""
+        found = {}
+        for name, state in self.topics.items():
+            arguments = state.get("arguments")
+            if arguments is not None:
+                found[arguments["wire"]] = name
+        return found
+
     def close(self) -> None:
         self.store.unlock()
         if self._catching:

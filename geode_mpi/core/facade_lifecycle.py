@@ -175,7 +175,11 @@ class Lifecycle(Facade):
 
         never = self._sequencer.held_for(unmade)
         if never:
-            names = self._runtime.engine.topics.names
+            # (the engine knows a topic's name on the ranks where its messages were restored
+            # into a queue; the checkpoint's topics, on every rank)
+            checkpointer = self._checkpointer
+            names = {} if checkpointer is None else checkpointer.unmade_topics()
+            names.update(self._runtime.engine.topics.names)
             wires = sorted(
                 {wire for kind, wire in self._sequencer.channels() if unmade((kind, wire))}
             )

@@ -223,10 +223,22 @@ class Sequencer:
                         return
                     held.popleft()
                 engine.forwarded(index, parcel)
+                if engine.told_held(index, parcel.source) and not self._holds(index, parcel):
+                    engine.sent_on_all(index, parcel.source)
         finally:
             self._busy.discard(channel)
             if not held and self._held.get(channel) is held:
                 del self._held[channel]
+
+    def _holds(self, index: int, parcel: Parcel) -> bool:
+        """True if local node ``index`` holds a message of ``parcel``'s source (other than
+        ``parcel``) on any channel."""
+        source = parcel.source
+        return any(
+            at == index and held.source == source and held is not parcel
+            for channel in self._held.values()
+            for at, held, _ in channel
+        )
 
     def _send_to_members(self, index: int, parcel: Parcel, message: Message) -> None:
         geode = self.geode

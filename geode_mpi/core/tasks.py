@@ -13,8 +13,9 @@ from geode_mpi.codec import pickling
 from geode_mpi.errors import EncodeError, RemoteTraceback, TaskError
 
 # A task's outcome, as its message carries it: (task id, ok, pickled value or exception (b"" if
-# it could not be pickled), its arrays, (exception type, text, traceback) or None).
-OutcomeData = tuple[int, bool, bytes, list[Any], tuple[str, str, str] | None]
+# it could not be pickled), its arrays, (exception type, text, traceback) or None, the task's
+# function as `label` says it ("" if its task could not be unpickled)).
+OutcomeData = tuple[int, bool, bytes, list[Any], tuple[str, str, str] | None, str]
 
 
 def run_chunk(fn: Callable[..., Any], chunk: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -72,28 +73,31 @@ def run_task(task_id: int, blob: bytes, frames: list[Any], node: str, rank: int)
                 rank,
             ),
         )
+    name = label(fn)
     try:
         value = fn(*args, **kwargs)
     except Exception as exc:
-        return failed(task_id, exc, skip=1)
+        return failed(task_id, exc, skip=1, name=name)
     try:
         blob, frames = pack(value)
     except Exception as exc:
         return failed(
             task_id,
             TaskError(
-                f"the result of {label(fn)} on {node} (rank {rank}) cannot be pickled: "
+                f"the result of {name} on {node} (rank {rank}) cannot be pickled: "
                 f"{type(exc).__name__}: {exc}",
                 node,
                 rank,
             ),
+            name=name,
         )
-    return task_id, True, blob, frames, None
+    return task_id, True, blob, frames, None, name
 
 
-def failed(task_id: int, exc: BaseException, skip: int = 0) -> OutcomeData:
-    """The outcome of a task that raised ``exc``: the exception if it pickles both ways, and
-    its traceback (less the executor's own ``skip`` frames) as text."""
+def failed(task_id: int, exc: BaseException, skip: int = 0, name: str = "") -> OutcomeData:
+    """The outcome of a task (of function ``name``, `label`) that raised ``exc``: the
+    exception if it pickles both ways, and its traceback (less the executor's own ``skip``
+    frames) as text."""
     tb = exc.__traceback__
     for _ in range(skip):
         tb = tb.tb_next if tb is not None else None
@@ -103,20 +107,21 @@ def failed(task_id: int, exc: BaseException, skip: int = 0) -> OutcomeData:
         pickling.loads(blob, frames)  # an exception whose __init__ takes other arguments
     except Exception:
         blob, frames = b"", []
-    return task_id, False, blob, frames, (type(exc).__qualname__, str(exc), trace)
+    return task_id, False, blob, frames, (type(exc).__qualname__, str(exc), trace), name
 
 
 def settle(future: Future[Any], outcome: Sequence[Any], node: str, rank: int, client: str) -> None:
     """Resolve ``future`` with the outcome (`OutcomeData`, as it arrived) that worker ``node``
     of ``rank`` sent ``client``."""
-    _, ok, blob, frames, text = outcome
+    _, ok, blob, frames, text, name = outcome
+    task = f"task {name}" if name else "a task"
     try:
         value = pickling.loads(blob, frames) if blob else None
     except Exception as exc:
         what = "result" if ok else f"exception ({text[0]}: {text[1]})"
         future.set_exception(
             TaskError(
-                f"a task's {what} from {node} (rank {rank}) cannot be unpickled on "
+                f"the {what} of {task} from {node} (rank {rank}) cannot be unpickled on "
                 f"{client}: {type(exc).__name__}: {exc}",
                 node,
                 rank,
@@ -128,6 +133,6 @@ def settle(future: Future[Any], outcome: Sequence[Any], node: str, rank: int, cl
         return
     kind, said, trace = text
     if not isinstance(value, BaseException):
-        value = TaskError(f"a task raised {kind}: {said} (not picklable)", node, rank)
+        value = TaskError(f"{task} raised {kind}: {said} (not picklable)", node, rank)
     value.__cause__ = RemoteTraceback(trace, node, rank)
     future.set_exception(value)

@@ -35,10 +35,11 @@ class Credits(Failures):
     # the pair came back (`Acks._beyond_gone`: the forwarder holds none of source's then).
     # (Replaced, never changed in place: a class default.)
     closing_beyond: dict[tuple[int, int], int] = {}  # noqa: RUF012
-    # (source, closing node) pairs told by `tell_held`, until a message of source's is sent
-    # on (`forwarded`: its credit comes back, and source forgets, `Acks._beyond_gone`; one
+    # (forwarder, source, closing node) told by `tell_held`, as source keys its notice
+    # (`closing_beyond`) by forwarder: until the forwarder holds none of source's any more
+    # (`sent_on_all`: every credit comes back, and source forgets, `Acks._beyond_gone`; one
     # held again is told again). Replaced, never changed in place.
-    _told_held: frozenset[tuple[int, int]] = frozenset()
+    _told_held: frozenset[tuple[int, int, int]] = frozenset()
     # What `SendHandle.lost` reads: (source, dest, seq) -> "dropped" or "expired", for the
     # messages sent with ack=True that their receiver acknowledged without processing them.
     lost: dict[tuple[int, int, int], str] | None = None
@@ -103,9 +104,7 @@ class Credits(Failures):
 
         try:
             if not self.wait(has_credit, deadline, "send"):
-                raise SendTimeout(
-                    -1, self.name_of(src), names[dst], timeout or 0.0, in_flight=False
-                )
+                raise self._not_sent(src, dst, timeout or 0.0)
         finally:
             stats.credit_wait_seconds += time.monotonic() - started
         if not pair.credits:
@@ -123,6 +122,17 @@ class Credits(Failures):
                 f"more from its queue; what {name} holds is reported there as never received",
             )
         return pair
+
+    def _not_sent(self, src: int, dst: int, timeout: float) -> SendTimeout:
+        """The `SendTimeout` of a send (or a publish: ``src`` a topic stream) that waited
+        for room at ``dst`` in vain."""
+        names = self.names
+        stream = self.topics.streams.get(src) if src >= len(names) else None
+        if stream is None:
+            return SendTimeout(-1, self.name_of(src), names[dst], timeout, in_flight=False)
+        return SendTimeout(
+            -1, names[stream.publisher], names[dst], timeout, in_flight=False, topic=stream.topic
+        )
 
     def forward_local(self, dst: int) -> bool:
         """If ``dst`` is a local sequencer or dispatcher with messages to forward, forward
@@ -188,10 +198,11 @@ class Credits(Failures):
         number = stream.number
         for sub in stream.subscribers:
             pair = self.pair_out(number, sub)
-            if pair.credits is None or pair.credits > 0 or (source, sub) in self._told_held:
+            told = (forwarder, source, sub)
+            if pair.credits is None or pair.credits > 0 or told in self._told_held:
                 continue
             if self.closed_to(number, sub, pair):
-                self._told_held = self._told_held | {(source, sub)}
+                self._told_held = self._told_held | {told}
                 self.path.control(forwarder, source, encode_closing(sub))
 
     def tell_closing(self, told: set[tuple[int, int]]) -> None:
@@ -320,9 +331,21 @@ class Credits(Failures):
         queue, but its sender counted it against the queue's window)."""
         self._credit(index, parcel)
         self._done(index, parcel)
-        if self._told_held:  # (its sender's credit comes back: told again if held again)
-            source = parcel.source
-            self._told_held = frozenset(at for at in self._told_held if at[0] != source)
+
+    def told_held(self, forwarder: int, source: int) -> bool:
+        """True if local node ``forwarder`` told ``source`` it holds a message of its for a
+        closing node (`tell_held`)."""
+        return any(at[0] == forwarder and at[1] == source for at in self._told_held)
+
+    def sent_on_all(self, forwarder: int, source: int) -> None:
+        """Local node ``forwarder`` holds none of ``source``'s messages any more: every
+        credit goes back, ``source`` forgets the notice (`Acks._beyond_gone`), so one held
+        again is told again. Not at each message sent on: a forwarder still holding one of
+        source's on another channel would tell again at every message of source's it sends
+        on (and source's notice stays while one is held)."""
+        self._told_held = frozenset(
+            at for at in self._told_held if at[0] != forwarder or at[1] != source
+        )
 
     def dropped(self, index: int, parcel: Parcel) -> None:
         """Node ``index``'s full ``drop_oldest`` queue dropped ``parcel``: counted, and

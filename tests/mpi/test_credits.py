@@ -285,7 +285,8 @@ def test_a_publish_waiting_for_room_at_a_rank_in_maybe_checkpoint_ends_only_by_i
             topic.publish(2, timeout=2.0)  # (without a timeout: for ever)
         if size > 1:
             assert time.monotonic() - started >= 2.0
-            assert f"no room at {receiver} within 2 s" in str(err.value), err.value
+            assert f"no room at subscriber {receiver} within 2 s" in str(err.value), err.value
+            assert err.value.topic == topic.name and "publish it again" in str(err.value)
     assert g.maybe_checkpoint() is None  # (the subscriber's rank came here first)
     got = []
     if g.hosts(receiver):  # (the subscriber takes first: at size 1 nothing else would)

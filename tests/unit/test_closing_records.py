@@ -6,8 +6,10 @@ of a publish's errors, worded from how many subscribers they name."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -83,16 +85,59 @@ def test_a_closing_beyond_notice_is_forgotten_once_every_credit_came_back() -> N
     g.close()
 
 
-def test_a_forwarder_tells_again_once_it_sent_on_what_it_held() -> None:
-    """The forwarder's side: a source told once is told again if, after its messages went
-    on (and it forgot the notice), another one is held for a closing subscriber."""
+def _telling(engine: Any) -> tuple[list[tuple[int, int]], Callable[[], None]]:
+    """Make every subscriber of a stream out of credits and closing; the (forwarder, source)
+    of each "closing beyond" record the engine sends from then on, and what undoes it."""
+    told: list[tuple[int, int]] = []
+    kept = engine.path
+    engine.pair_out = lambda number, sub: SimpleNamespace(credits=0)
+    engine.closed_to = lambda number, sub, pair: True
+    engine.path = SimpleNamespace(control=lambda src, dst, payload: told.append((src, dst)))
+    engine._done = lambda index, parcel: None  # (only the bookkeeping is looked at)
+    engine._credit = lambda index, parcel: None
+
+    def undo() -> None:
+        for name in ("pair_out", "closed_to", "_done", "_credit"):
+            del engine.__dict__[name]
+        engine.path = kept
+
+    return told, undo
+
+
+def test_a_forwarder_tells_a_source_once_while_it_holds_one_of_its() -> None:
+    """A sequencer holding a source's message for a closing subscriber told the source again
+    at every message of the source's that it (or another sequencer) sent on meanwhile: one
+    record per forwarded message (300 for 300 publishes on another topic; 1 before it)."""
     g = Geode()
     engine = g._runtime.engine
-    engine._told_held = frozenset({(1, 3), (2, 3)})
-    parcel = SimpleNamespace(source=1, attempts=1)
-    engine._done = lambda index, parcel: None  # (only the bookkeeping is looked at)
-    engine.forwarded(0, parcel)
-    assert engine._told_held == frozenset({(2, 3)})
+    told, undo = _telling(engine)
+    stream = SimpleNamespace(number=9, subscribers=[3])
+    engine.tell_held(0, 1, stream)
+    for _ in range(5):
+        engine.forwarded(0, SimpleNamespace(source=1, attempts=1))  # (another channel)
+        engine.forwarded(2, SimpleNamespace(source=1, attempts=1))  # (another sequencer)
+        engine.tell_held(0, 1, stream)  # (`Sequencer.resume` retries the stuck channel)
+    assert told == [(0, 1)]  # (before: 11)
+    engine.sent_on_all(0, 1)  # it holds none of 1's now: one held again is told again
+    engine.tell_held(0, 1, stream)
+    assert told == [(0, 1), (0, 1)]
+    undo()
+    g.close()
+
+
+def test_two_sequencers_each_tell_a_source_of_what_they_hold() -> None:
+    """The notices were kept by (source, subscriber): once one sequencer told a source of a
+    closing subscriber, another sequencer holding the source's message for it did not, and
+    the source's next send to it waited for a credit that never comes (its notice is kept
+    by (source, sequencer))."""
+    g = Geode()
+    engine = g._runtime.engine
+    told, undo = _telling(engine)
+    stream = SimpleNamespace(number=9, subscribers=[3])
+    engine.tell_held(0, 1, stream)
+    engine.tell_held(2, 1, stream)
+    assert told == [(0, 1), (2, 1)]  # (before: [(0, 1)])
+    undo()
     g.close()
 
 

@@ -65,6 +65,25 @@ def unpicklable_result() -> Any:
     return threading.Lock()
 
 
+def _refuse() -> None:
+    raise ValueError("this value cannot be rebuilt")
+
+
+class Unloadable:
+    """A value that pickles, but whose unpickling raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse, ())
+
+
+def unloadable_result() -> Any:
+    return Unloadable()
+
+
+def fail_with_geode_error() -> None:
+    raise UnknownNodeError("node9", ["node0", "node1"])
+
+
 def array(n: int) -> np.ndarray[Any, Any]:
     return np.arange(n, dtype=np.float64)
 
@@ -181,13 +200,27 @@ def test_an_exception_comes_back_with_its_traceback_naming_node_and_rank(geode: 
 def test_an_exception_that_cannot_be_unpickled_still_says_what_and_where(geode: Geode) -> None:
     with geode.executor() as ex:
         assert ex is not None
-        with pytest.raises(TaskError, match=r"a task raised Odd: odd 1 2 \(not picklable\)") as e:
+        odd = r"task 'fail_oddly' raised Odd: odd 1 2 \(not picklable\)"
+        with pytest.raises(TaskError, match=odd) as e:
             ex.submit(fail_oddly).result(timeout=TIMEOUT)
         assert isinstance(e.value.__cause__, RemoteTraceback)
         assert "raise Odd(1, 2)" in e.value.__cause__.traceback
         with pytest.raises(TaskError, match="the result of 'unpicklable_result' on node"):
             ex.submit(unpicklable_result).result(timeout=TIMEOUT)
+        with pytest.raises(TaskError, match="the result of task 'unloadable_result' from node"):
+            ex.submit(unloadable_result).result(timeout=TIMEOUT)  # (before: "a task's result")
         assert ex.submit(square, 3).result(timeout=TIMEOUT) == 9  # the executor goes on
+
+
+def test_a_task_raising_a_geode_error_raises_it_at_the_client(geode: Geode) -> None:
+    """geode_mpi's own exceptions did not pickle back: `except UnknownNodeError` missed it,
+    a `TaskError` "(not picklable)" came instead."""
+    with geode.executor() as ex:
+        assert ex is not None
+        with pytest.raises(UnknownNodeError, match="unknown node 'node9'") as e:
+            ex.submit(fail_with_geode_error).result(timeout=TIMEOUT)
+        assert e.value.nodes == ("node0", "node1")
+        assert isinstance(e.value.__cause__, RemoteTraceback)
 
 
 def test_a_function_that_cannot_travel_by_reference_is_named(geode: Geode) -> None:

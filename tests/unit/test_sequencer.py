@@ -21,8 +21,8 @@ TOPIC = Route(ROUTE_TOPIC, 7)
 
 
 class StandIn:
-    """What Sequencer uses of a Geode's runtime: decode, send, the engine's `forwarded`; and
-    the channels' to_owner and held."""
+    """What Sequencer uses of a Geode's runtime: decode, send, the engine's `forwarded` and
+    `told_held`; and the channels' to_owner and held."""
 
     def __init__(self) -> None:
         self.names = NODES
@@ -33,6 +33,7 @@ class StandIn:
         self.sends = 0
         self.engine = SimpleNamespace(
             forwarded=lambda index, p: self.log.append(("done", p.seq)),
+            told_held=lambda index, source: False,
             held_for_room=False,
             closing_nodes=frozenset({9}),  # (a rank is closing: what is held is told)
             closing_beyond={},
