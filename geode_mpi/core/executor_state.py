@@ -48,7 +48,8 @@ class _Task(Message):
 
 class _Outcome(Message):
     """A task's outcome, to the client: (task id, ok, pickled value or exception (b"" if it
-    could not be pickled), its arrays, (exception type, text, traceback) or None): `OutcomeData`."""
+    could not be pickled), its arrays, (exception type, text, traceback) or None, the task's
+    function's name): `OutcomeData`."""
 
     __module__ = _HOME
 
