@@ -68,7 +68,13 @@ class SendTicket:
 
 
 def frame_bytes(frame: Frame) -> Frame:
-    """A C-contiguous uint8 view of a frame's elements (a copy only if it is strided)."""
+    """A C-contiguous uint8 view of a frame's elements (a copy only if it is strided).
+
+    A received frame may be a memoryview (an inline frame: a slice of its envelope's or
+    batch's receive buffer) rather than an array: viewed as uint8 all the same.
+    """
+    if frame.__class__ is memoryview:
+        frame = np.frombuffer(frame, np.uint8) if frame.nbytes else np.empty(0, np.uint8)
     contiguous = frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
     if contiguous.nbytes == 0:
         return np.empty(0, np.uint8)
@@ -77,8 +83,9 @@ def frame_bytes(frame: Frame) -> Frame:
 
 
 def copy_frame(frame: Frame) -> Frame:
-    """A private writable uint8 copy of a frame's elements in C order (one copy, always)."""
-    if frame.flags.c_contiguous:
+    """A private writable uint8 copy of a frame's elements in C order (one copy, always): of
+    an array, or of a memoryview (an inline frame as received)."""
+    if frame.__class__ is memoryview or frame.flags.c_contiguous:
         copied: Frame = frame_bytes(frame).copy()
         return copied
     return frame_bytes(frame)  # ascontiguousarray already made a fresh copy

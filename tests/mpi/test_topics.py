@@ -127,8 +127,19 @@ def test_a_total_order_topic_is_seen_in_one_order_everywhere(geode: Geode) -> No
     assert all(order == everywhere[0] for order in everywhere)
 
 
-@pytest.mark.parametrize("nbytes", [8, 64 * 1024, 4 * 1024 * 1024])
-def test_arrays_reach_every_subscriber_bit_exact(geode: Geode, nbytes: int) -> None:
+@pytest.mark.parametrize("per_rank", [1, 2])
+@pytest.mark.parametrize("nbytes", [8, 8 * 1024, 64 * 1024, 4 * 1024 * 1024])
+def test_arrays_reach_every_subscriber_bit_exact(nbytes: int, per_rank: int) -> None:
+    """Sizes: in meta, inline in the envelope, out of band, shared; ``per_rank`` nodes on
+    every rank (2: two subscribers on one rank, the second gets a copy of what arrived)."""
+    geode = Geode(per_rank * world_size())
+    try:
+        _arrays_reach_every_subscriber_bit_exact(geode, nbytes)
+    finally:
+        geode.close(timeout=TIMEOUT)
+
+
+def _arrays_reach_every_subscriber_bit_exact(geode: Geode, nbytes: int) -> None:
     nodes = geode.nodes
     topic = geode.topic(f"arrays{nbytes}", publishers=nodes[:1], subscribers=nodes)
     rng = np.random.default_rng(nbytes)
