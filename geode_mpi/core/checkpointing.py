@@ -325,18 +325,18 @@ class Checkpointer:
         # waiting in them for ever, or pairing their next checkpoint with this one's steps.
         failed: Exception | None = None
         tree: dict[str, Any] = {}
+        self._cut(deadline, timeout, call)
+        drained = time.perf_counter()
+        # ``state`` and ``node_state`` are read after the cut, and the engine captured right
+        # after with nothing run between: the cut's waits run handlers (of ack=True messages,
+        # requests) that may change them, and the pairs saved say those messages were
+        # processed. Read before the cut, the saved state lacked their effect: lost.
         try:
             tree["state"] = encode_state(state or {})
             tree["node_state"] = self._node_states(node_state)
+            self._capture(tree)
         except Exception as exc:
             failed = exc
-        self._cut(deadline, timeout, call)
-        drained = time.perf_counter()
-        if failed is None:
-            try:
-                self._capture(tree)
-            except Exception as exc:
-                failed = exc
         try:
             written, total = self._write(tree, deadline, failed)
         except SlowStep as exc:

@@ -31,7 +31,8 @@ class Checkpoints(Facade):
         Args:
             state: the job's own data to save beside the queues (str keys; numpy arrays and
                 plain values as they are, anything else pickled); read it back after a restart
-                from `restored_state`.
+                from `restored_state`. Read after the drain, so it holds what handlers run
+                inside this call (of ack=True messages, requests) did to it.
             timeout: seconds for the whole call (None: no limit).
             node_state: each of this rank's nodes' own data, by node name (any value `state`
                 takes); it moves with its node on a restart on another number of ranks: read
