@@ -54,7 +54,7 @@ from geode_mpi.persistence import CheckpointError, CheckpointStore, key_from_env
 from geode_mpi.persistence.rankfile import JsonValue, RankFile
 from geode_mpi.persistence.snapshot import capture
 from geode_mpi.tracing import TRACER, now_us
-from geode_mpi.transport import Rooted, require
+from geode_mpi.transport import InProcTransport, Rooted, require
 
 if TYPE_CHECKING:
     from geode_mpi.core.groups import Sequencer
@@ -144,7 +144,7 @@ class Checkpointer:
 
     def _claim(self) -> None:
         """Collective: rank 0 makes the directory absolute and locks it; every rank takes
-        that absolute path, the lock's outcome and its file's inode (`CheckpointStore.
+        that absolute path, the lock's outcome and its file's token (`CheckpointStore.
         holds_lock`) in one broadcast.
 
         A relative ``checkpoint_dir`` is resolved once, here, against rank 0's working
@@ -154,12 +154,21 @@ class Checkpointer:
         is raised on every rank, with rank 0's message: raised on rank 0 alone, it left the
         others waiting in the restore's broadcast, or in their first checkpoint, for ever.
 
+        The simulated ranks of one process (an `InProcHub` of several) cannot wait for each
+        other: each takes its own cwd's absolute path (the one process's), rank 0 alone
+        locks, and nothing is broadcast (their ``checkpoint()`` says it needs MPI).
+
         Raises:
             CheckpointError: rank 0 could not lock the directory (on rank 0 the original
                 exception, CheckpointError or other).
         """
         store = self.store
         rank0 = self.geode.rank == 0
+        if self.geode.size > 1 and isinstance(self.geode.transport, InProcTransport):
+            store.directory = Path(os.path.abspath(store.directory))
+            if rank0:
+                store.lock()
+            return
         refused: Exception | None = None
         if rank0:
             store.directory = Path(os.path.abspath(store.directory))
@@ -170,9 +179,9 @@ class Checkpointer:
         told = (
             str(store.directory),
             None if refused is None else _told(refused),
-            store.lock_inode,
+            store.lock_token,
         )
-        directory, refusal, store.lock_inode = self.rooted.bcast(told if rank0 else None)
+        directory, refusal, store.lock_token = self.rooted.bcast(told if rank0 else None)
         store.directory = Path(directory)
         if refused is not None:
             raise refused

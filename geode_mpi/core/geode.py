@@ -147,8 +147,13 @@ class Geode(
         placement = Placement(names, transport.size)
         configs = node_configs(placement.names, placement.index, queue, queues)
         resend_after = check_timeout(resend_after, "resend_after")
+        directory = checkpoint_dir or os.environ.get("GEODE_CHECKPOINT_DIR") or None
+        # Whether a checkpoint directory is set (not its path: ranks may spell it their own
+        # way), agreed here: set on some ranks only, the others never joined the first
+        # checkpoint collective and the job hung in Geode().
+        checkpointing = f"checkpoint_dir set: {directory is not None} (or GEODE_CHECKPOINT_DIR)"
         transport.check_same(
-            repr((names, configs, acks, resend_after)).encode(),
+            f"{(names, configs, acks, resend_after)!r}; {checkpointing}".encode(),
             SETTINGS,
         )
         self._runtime = runtime = Runtime(transport, placement, configs, acks, resend_after)
@@ -170,7 +175,6 @@ class Geode(
         self._channels.settle = self._sequencer.settle
         self._checkpointer: Checkpointer | None = None
         self.restored_state: dict[str, Any] | None = None
-        directory = checkpoint_dir or os.environ.get("GEODE_CHECKPOINT_DIR") or None
         if restart is None:
             restart = os.environ.get("GEODE_RESTART") == "1"
         if directory is not None:

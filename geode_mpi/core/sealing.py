@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -122,21 +123,33 @@ def _bounded(step: Callable[[], Any], deadline: float | None, where: str) -> Any
     """``step()``, given until ``deadline`` (None: no limit): a fsync that hangs on a slow
     file system goes on in its thread, and the checkpoint's timeout is kept.
 
+    The thread is a daemon (as `Syncing`'s): a step given up on never keeps the process from
+    exiting (a pool's thread is joined at exit: a fsync hung on an NFS mount kept the job
+    from ending, MPI never finalised).
+
     Raises:
         SlowStep: ``step`` had not finished by ``deadline``; naming it (``where``).
+        Exception: what ``step`` raised.
     """
     if deadline is None:
         return step()
-    from concurrent.futures import ThreadPoolExecutor  # (only with a checkpoint's timeout)
+    done: list[Any] = []
+    failed: list[BaseException] = []
 
-    pool = ThreadPoolExecutor(1, thread_name_prefix="geode-seal")
-    try:
-        running = pool.submit(step)
-        return running.result(timeout=max(deadline - time.monotonic(), 0.0))
-    except TimeoutError:
-        raise SlowStep(where) from None
-    finally:
-        pool.shutdown(wait=False)
+    def run() -> None:
+        try:
+            done.append(step())
+        except BaseException as exc:  # (any: raised again in the caller's thread)
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="geode-seal", daemon=True)
+    thread.start()
+    thread.join(max(deadline - time.monotonic(), 0.0))
+    if thread.is_alive():
+        raise SlowStep(where)
+    if failed:
+        raise failed[0]
+    return done[0]
 
 
 def _stage(

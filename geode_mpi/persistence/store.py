@@ -60,15 +60,23 @@ __all__ = [
     "JsonValue",
     "Loaded",
     "RankFile",
+    "holder_of",
     "write_rank_file",
 ]
 
 LOCK = "geode.lock"
+TOKEN = "token"  # the lock file's holder line ends "token <hex>" (`CheckpointStore.holds_lock`)
 NO_LOCK = "GEODE_CHECKPOINT_NO_LOCK"  # "1": a file system without flock, no lock taken
 # flock unsupported: no such call (ENOSYS), no lock manager (ENOLCK, NFS without lockd), not
 # on this file system (EOPNOTSUPP, ENOTSUP)
 _NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
 FILES_PER_DIR = 256  # rank files (or sub-directories of them) in one directory, at most
+
+
+def holder_of(text: str) -> str:
+    """Who holds a lock, from its file's ``text``: its holder line without the token."""
+    line = text.strip()
+    return line.rsplit(f" {TOKEN} ", 1)[0] if f" {TOKEN} " in line else line
 
 
 def epoch_name(epoch: int) -> str:
@@ -152,7 +160,8 @@ class CheckpointStore:
         self.key = key
         self.per_dir = FILES_PER_DIR
         self._lock: IO[str] | None = None
-        self.lock_inode: int | None = None  # the lock file's, as the locking rank told it
+        # the random token the locking rank wrote into the lock file, as it told it (`holds_lock`)
+        self.lock_token: str | None = None
         # epochs a restart found unusable (damaged, unauthenticated): never one of `keep`
         self.unusable: set[int] = set()
 
@@ -186,14 +195,20 @@ class CheckpointStore:
                 handle.close()
             raise
         job = os.environ.get("SLURM_JOB_ID", "-")
-        import socket  # here: with shutil, 0.8 MB a rank that only checkpoints use
+        import secrets  # here: with shutil and socket, loaded only by ranks that checkpoint
+        import socket
 
-        try:  # who holds it: for the next job's refusal, and `inspect`
+        token = secrets.token_hex(16)
+        try:  # who holds it: for the next job's refusal, and `inspect`; the token: `holds_lock`
             handle.seek(0)
             handle.truncate()
-            handle.write(f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}\n")
+            holder = f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}"
+            handle.write(f"{holder} {TOKEN} {token}\n")
             handle.flush()
+            # (synced: on NFS, the other ranks' hosts read it only once it reached the server)
+            os.fsync(handle.fileno())
         except OSError as exc:  # (a full disk: the lock holds all the same, and a restart reads)
+            token = ""  # (nothing the other ranks can compare with)
             log.warning(
                 "checkpoint_dir %s: who holds its lock not written into %s (%s): the lock "
                 "holds all the same",
@@ -202,20 +217,25 @@ class CheckpointStore:
                 exc.strerror or exc,
             )
         self._lock = handle
-        self.lock_inode = os.fstat(handle.fileno()).st_ino
+        self.lock_token = token or None
 
     def holds_lock(self) -> bool:
         """Whether the directory's ``geode.lock`` is still the file this job locked: on the
-        rank holding it, the same device and inode as its open file; on the others, the
-        inode ``lock_inode`` rank 0 told them (a number no new file can take while rank 0
-        keeps the old one open). True when there is nothing to compare with."""
+        rank holding it, the same device and inode as its open file (one host: a valid
+        comparison); on the others, the file still holds the random token ``lock_token`` the
+        locking rank wrote into it and told them (an inode number would not do: FUSE, CIFS
+        without serverino and Lustre's 32-bit API number inodes per client, and each rank
+        read another number for the same file). True when there is nothing to compare with.
+        """
         try:
             if self._lock is not None:
                 held = os.fstat(self._lock.fileno())
                 there = os.stat(self.directory / LOCK)
                 return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
-            if self.lock_inode is not None:
-                return os.stat(self.directory / LOCK).st_ino == self.lock_inode
+            if self.lock_token is not None:
+                with open(self.directory / LOCK, encoding="utf-8", errors="replace") as lock:
+                    words = lock.read(4096).split()
+                return words[-2:] == [TOKEN, self.lock_token]
         except OSError:
             return False
         return True
@@ -233,7 +253,7 @@ class CheckpointStore:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = holder_of(handle.read()) or "unknown"
             raise CheckpointError(
                 f"checkpoint directory {self.directory} is in use by another job ({holder}); "
                 "give each job its own directory"

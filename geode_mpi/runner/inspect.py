@@ -16,7 +16,7 @@ from geode_mpi.persistence import (
     key_from_environment,
 )
 from geode_mpi.persistence.checks import brief
-from geode_mpi.persistence.store import LOCK, MANIFEST
+from geode_mpi.persistence.store import LOCK, MANIFEST, holder_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,7 +59,7 @@ def inspect_lines(directory: str | Path, depth: int = 3) -> list[str]:
     lines = [f"checkpoint directory {path}"]
     lock = path / LOCK
     if lock.exists() and lock.read_text(encoding="utf-8").strip():
-        lines.append(f"  last locked by: {lock.read_text(encoding='utf-8').strip()}")
+        lines.append(f"  last locked by: {holder_of(lock.read_text(encoding='utf-8'))}")
     epochs = store.epochs(complete_only=False)
     if not epochs:
         return [*lines, "  no checkpoints"]

@@ -55,7 +55,10 @@ def check_same(comm: MPI.Intracomm, value: bytes, what: str) -> None:
 
 def _advice(what: str) -> str:
     if what == SETTINGS:
-        return "every rank must create its Geode with the same arguments"
+        return (
+            "every rank must create its Geode with the same arguments (a checkpoint_dir, or "
+            "GEODE_CHECKPOINT_DIR, on every rank or on none)"
+        )
     return "every rank must make the same collective calls with the same arguments, in one order"
 
 

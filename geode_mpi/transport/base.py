@@ -227,7 +227,8 @@ class Transport(PointToPoint, BroadcastStreams, Collectives, Protocol):
 
 
 T = TypeVar("T")
-SETTINGS = "the node names and delivery settings"  # what Geode() agrees on (`check_same`)
+# what Geode() agrees on (`check_same`)
+SETTINGS = "the node names, the delivery settings and whether a checkpoint_dir is set"
 
 
 def require(transport: T, capability: type, needed_for: str) -> T:

@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
+from client_inodes import numbered_here
 
-from geode_mpi import CheckpointError, Geode, Message
+from geode_mpi import CheckpointError, Geode, Message, WorldMismatchError
 from geode_mpi.persistence import CheckpointStore
 
 # (`directory`: a checkpoint directory every rank shares, from conftest.py)
@@ -98,3 +99,52 @@ def test_a_directory_replaced_mid_run_is_refused_on_every_rank_and_left_alone(
     finally:
         geode.close(timeout=TIMEOUT)
         other.unlock()
+
+
+@pytest.mark.parametrize("given", ["argument", "environment"])
+def test_a_checkpoint_dir_on_some_ranks_only_is_refused_on_every_rank(
+    directory: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """Only the last rank has a checkpoint directory: every rank raises, naming it, in
+    Geode() (the others never joined the lock's broadcast, and every rank hung)."""
+    with Geode() as probe:
+        rank, size = probe.rank, probe.size
+    if size == 1:
+        pytest.skip("one rank: it has a checkpoint directory or not, no other to differ")
+    monkeypatch.delenv("GEODE_CHECKPOINT_DIR", raising=False)
+    mine = directory / "ck" if rank == size - 1 else None
+    if given == "environment" and mine is not None:
+        monkeypatch.setenv("GEODE_CHECKPOINT_DIR", str(mine))
+        mine = None
+    with pytest.raises(WorldMismatchError, match=r"checkpoint_dir set: (True|False)") as caught:
+        Geode(checkpoint_dir=mine)
+    assert f"rank {size - 1} disagrees with rank 0" in str(caught.value)
+    assert "GEODE_CHECKPOINT_DIR, on every rank or on none" in str(caught.value)
+    assert not (directory / "ck").exists()  # refused before anything was made or locked
+
+
+def test_a_lock_file_numbered_per_client_is_still_this_jobs(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranks other than 0 see another inode number for the lock file than rank 0 (a FUSE
+    mount, CIFS without serverino, Lustre's 32-bit API): checkpoints go on (every one failed
+    on every rank, "removed or replaced"); a lock file replaced is still refused."""
+    with Geode() as probe:
+        rank, size = probe.rank, probe.size
+    if size == 1:
+        pytest.skip("one rank: rank 0 compares its own open file, on its own host")
+    if rank != 0:
+        monkeypatch.setattr(os, "stat", numbered_here(os.stat))
+    from test_checkpoints import barrier
+
+    ck = directory / "ck"
+    with Geode(checkpoint_dir=ck) as geode:
+        assert geode.checkpoint(state={"rank": rank}, timeout=TIMEOUT) == 1
+        assert geode.checkpoint(state={"rank": rank}, timeout=TIMEOUT) == 2
+        barrier(size)
+        if rank == 0:  # the lock file replaced (its path given to another job's lock)
+            os.rename(ck / "geode.lock", directory / "old.lock")
+            (ck / "geode.lock").write_text("host other pid 1 slurm job - token 00\n")
+        barrier(size)
+        with pytest.raises(CheckpointError, match="removed or replaced while this job held it"):
+            geode.checkpoint(state={"rank": rank}, timeout=TIMEOUT)

@@ -8,17 +8,21 @@ import errno
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from client_inodes import numbered_here
 from mpirun import load_slack
 
-from geode_mpi import CheckpointError, Geode, GeodeTimeoutError, Message
+from geode_mpi import CheckpointError, Geode, GeodeTimeoutError, Message, WorldMismatchError
 from geode_mpi.persistence import CheckpointStore
 from geode_mpi.persistence import store as store_module
+from geode_mpi.transport import InProcHub
 
 
 def test_a_relative_checkpoint_dir_is_resolved_once_when_the_geode_is_made(
@@ -243,3 +247,101 @@ def test_the_timeout_bounds_the_fsyncs_and_names_the_slow_one(
         finally:
             disk.released.set()
             monkeypatch.setattr(os, "fsync", disk.real)
+
+
+def test_a_checkpoint_dir_on_some_simulated_ranks_only_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    """Rank 1 alone has a checkpoint directory: refused in Geode() naming checkpoint_dir
+    (under MPI the others never joined its first collective, and the job hung)."""
+    hub = InProcHub(2)
+    first = Geode(transport=hub.endpoint(0))
+    with pytest.raises(WorldMismatchError, match="whether a checkpoint_dir is set"):
+        Geode(transport=hub.endpoint(1), checkpoint_dir=tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    first.close()
+
+
+@pytest.mark.parametrize("given", ["argument", "environment"])
+def test_simulated_ranks_of_one_process_take_a_checkpoint_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """An InProcHub of two ranks with a checkpoint directory: Geode() works again (it failed
+    with "bcast needs every rank at once", naming no checkpoint); checkpoint() says it
+    needs MPI, as docs/checkpoints.md says."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GEODE_CHECKPOINT_DIR", raising=False)
+    if given == "environment":
+        monkeypatch.setenv("GEODE_CHECKPOINT_DIR", "ck")
+    hub = InProcHub(2)
+    geodes = [
+        Geode(transport=hub.endpoint(rank), checkpoint_dir="ck" if given == "argument" else None)
+        for rank in range(2)
+    ]
+    assert (tmp_path / "ck" / "geode.lock").is_file()  # rank 0 locked it
+    with pytest.raises(RuntimeError, match="share one thread: use MPI"):
+        geodes[0].checkpoint()
+    for geode in geodes:
+        geode.close()
+
+
+def test_a_lock_file_numbered_per_client_is_still_the_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other ranks compare the token rank 0 wrote into the lock file, not its inode
+    number, which FUSE, CIFS without serverino and Lustre's 32-bit API number per client."""
+    directory = tmp_path / "ck"
+    locking, other = CheckpointStore(directory), CheckpointStore(directory)
+    locking.lock()
+    other.lock_token = locking.lock_token  # (rank 0 tells the others: `Checkpointer._claim`)
+    real = os.stat
+    monkeypatch.setattr(os, "stat", numbered_here(real))
+    assert other.holds_lock()
+    other.check_lock()
+    monkeypatch.setattr(os, "stat", real)
+    assert "token" not in store_module.holder_of((directory / "geode.lock").read_text())
+    os.rename(directory, tmp_path / "aside")  # replaced: another job's lock there
+    replacing = CheckpointStore(directory)
+    replacing.lock()
+    assert not other.holds_lock()
+    assert not locking.holds_lock()
+    shutil.rmtree(directory)
+    assert not other.holds_lock()
+    replacing.unlock()
+    locking.unlock()
+
+
+_HUNG_MANIFEST = """
+import sys, time
+from geode_mpi import Geode
+from geode_mpi.persistence import CheckpointStore
+
+def hung(self, *args, **kwargs):  # a manifest write hung on an NFS mount
+    time.sleep(60)
+
+CheckpointStore.stage_manifest = hung
+geode = Geode(checkpoint_dir=sys.argv[1])
+try:
+    geode.checkpoint(timeout=0.5)
+except TimeoutError as exc:
+    print("timed out:", exc, flush=True)
+geode.close(timeout=2)
+"""
+
+
+def test_a_checkpoint_that_timed_out_on_a_hung_write_lets_the_process_exit(
+    tmp_path: Path,
+) -> None:
+    """The manifest's write given up on at the timeout went on in a pool's thread, which
+    the interpreter joins at exit: the process (and MPI's finalisation) waited for it."""
+    started = time.monotonic()
+    ran = subprocess.run(
+        [sys.executable, "-c", _HUNG_MANIFEST, str(tmp_path / "ck")],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert "timed out: checkpoint() on rank 0 timed out after 0.5 s" in ran.stdout, ran.stderr
+    assert ran.returncode == 0, ran.stderr
+    assert time.monotonic() - started < 10.0 * load_slack()  # (not 60 s)
