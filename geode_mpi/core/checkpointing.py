@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from geode_mpi import codec
 from geode_mpi.base.backoff import TOGETHER_YIELD
 from geode_mpi.base.logger import log
 from geode_mpi.core.restoring import (
@@ -89,6 +91,13 @@ def _told(exc: Exception) -> str:
 
 def _cannot_close(timeout: float | None) -> None:
     raise RuntimeError("the Geode did not tell its checkpointer how to close it")
+
+
+# The wire names of an executor's messages, and what to call them in a log line.
+_EXECUTOR_WIRE_NAMES = {
+    "geode_mpi.core.executor:_Task": "task(s)",
+    "geode_mpi.core.executor:_Outcome": "outcome(s)",
+}
 
 
 class Checkpointer:
@@ -547,6 +556,8 @@ class Checkpointer:
 
     def _apply(self, chosen: Loaded) -> None:
         geode = self.geode
+        if any(arguments.get("executor") for arguments in chosen.arguments.values()):
+            self._drop_executor_parcels(chosen)
         chosen.engine.apply(geode.engine)
         name_restored_topics(chosen, geode.engine)
         geode.counter.update(chosen.counters)
@@ -578,6 +589,32 @@ class Checkpointer:
                 self.store.directory,
             )
 
+    def _drop_executor_parcels(self, chosen: Loaded) -> None:
+        """Drop the restored tasks that waited at this rank's workers and the outcomes that
+        waited at its clients: the executors they belong to start afresh (`_drop_executors`),
+        and a new one, numbered as the old (streams are numbered in creation order) and
+        numbering its tasks from 0 again, would take them as its own (old tasks run again,
+        old outcomes resolving new futures: wrong results). Logged, with their count."""
+        dropped: Counter[str] = Counter()
+        for parcels in chosen.engine.waiting.values():
+            kept = []
+            for parcel in parcels:
+                name = codec.peek(parcel.meta).class_name
+                if name in _EXECUTOR_WIRE_NAMES:
+                    dropped[_EXECUTOR_WIRE_NAMES[name]] += 1
+                else:
+                    kept.append(parcel)
+            if len(kept) != len(parcels):
+                parcels[:] = kept
+        if dropped:
+            log.warning(
+                "restarted from checkpoint %d: %s of an executor waited on this rank; an "
+                "executor starts afresh after a restart, so they are dropped, never run or "
+                "delivered",
+                chosen.epoch,
+                " and ".join(f"{count} {what}" for what, count in sorted(dropped.items())),
+            )
+
     def _drop_executors(self) -> None:
         """Forget the restored executors' queues (the same on every rank: their arguments are
         in every file): a restart starts every executor afresh (docs/executor.md), so they
@@ -591,7 +628,7 @@ class Checkpointer:
             del self.queue_arguments[name]
             self.consumers.pop(name, None)
             state = self.queues.pop(name, None)
-            if state is not None and (state["tasks"] or not state["numbers"]["finished"]):
+            if state is not None and state["tasks"]:  # (the dispatcher's rank)
                 log.warning(
                     "restarted from checkpoint %d: executor %r held %d unfinished task(s); an "
                     "executor starts afresh after a restart, so they are dropped, never run",

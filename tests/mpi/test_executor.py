@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,45 @@ def test_a_restart_from_a_checkpoint_holding_an_executor_checkpoints_again(
                 assert [x for x, _ in ex.map(where, range(8))] == [x * x for x in range(8)]
         assert geode.checkpoint() == 2
     _here.clear()
+
+
+def slowly(x: int) -> int:
+    time.sleep(0.3)
+    return x
+
+
+def test_tasks_and_outcomes_of_an_executor_checkpointed_mid_block_never_reach_a_new_one(
+    directory: Path,
+) -> None:
+    """Before: the tasks a checkpoint caught waiting at a worker (prefetched) came back with
+    the restart; the next executor, numbered as the old one, ran them and took their outcomes
+    for its own futures (task ids start at 0 in every executor): wrong results, no error."""
+    geode = Geode(checkpoint_dir=directory)
+    if geode.size == 1:
+        geode.close()
+        pytest.skip("needs a worker on another rank than the client")
+    import threading
+
+    def checkpoint_soon() -> None:
+        time.sleep(0.5)
+        geode.checkpoint(timeout=TIMEOUT)
+
+    helper = None if geode.rank == 0 else threading.Thread(target=checkpoint_soon)
+    if helper is not None:
+        helper.start()
+    with geode.executor(prefetch=3) as ex:
+        if ex is not None:
+            futures = [ex.submit(slowly, x) for x in range(3 * geode.size + 3)]
+            time.sleep(0.5)
+            assert geode.checkpoint(timeout=TIMEOUT) == 1
+            assert [f.result(timeout=TIMEOUT) for f in futures] == list(range(len(futures)))
+    if helper is not None:
+        helper.join()
+    geode.close(timeout=TIMEOUT)
+    with Geode(checkpoint_dir=directory, restart=True) as again, again.executor(prefetch=3) as ex:
+        if ex is not None:
+            wanted = [100 + x for x in range(3 * again.size + 3)]
+            assert list(ex.map(slowly, wanted, timeout=TIMEOUT)) == wanted
 
 
 @pytest.mark.parametrize(
