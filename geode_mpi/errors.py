@@ -24,28 +24,52 @@ class GeodeError(Exception):
         """Pickle as the text and the attributes, never through ``__init__`` (whose
         arguments differ from class to class): a geode_mpi error raised by a task of a
         `GeodeExecutor` reaches its client as itself. An attribute that cannot be pickled
-        (a send's handle, a message that cannot) arrives as None."""
-        return (_rebuild, (type(self), self.args, _picklable(self.__dict__)))
+        (a send's handle, a message that cannot) arrives as None. The attributes travel as
+        the state (set by ``__setstate__`` once the error exists), so one that refers back
+        to the error keeps it."""
+        if id(self) in _reducing:  # (a trial of one of its own attributes: as it is)
+            return (_rebuild, (type(self), self.args), self.__dict__)
+        _reducing.add(id(self))
+        try:
+            state = _picklable(self.__dict__)
+        finally:
+            _reducing.discard(id(self))
+        return (_rebuild, (type(self), self.args), state)
 
 
-def _rebuild(cls: type[GeodeError], args: tuple[Any, ...], state: dict[str, Any]) -> GeodeError:
-    """A `GeodeError` unpickled: made with its text (``args``), its attributes set."""
+# The errors whose attributes `GeodeError.__reduce__` is trying (by id): an attribute that
+# refers back to its error is tried once, not once per path to it.
+_reducing: set[int] = set()
+
+
+def _rebuild(cls: type[GeodeError], args: tuple[Any, ...]) -> GeodeError:
+    """A `GeodeError` unpickled: made with its text (``args``); its attributes follow."""
     error = cls.__new__(cls, *args)
     error.args = args
-    error.__dict__.update(state)
     return error
 
 
 def _picklable(state: dict[str, Any]) -> dict[str, Any]:
-    """``state`` with None for each value that cannot be pickled."""
+    """``state`` with None for each value that cannot be pickled (each tried once: texts,
+    numbers and arrays of numbers are taken as they are, not pickled twice)."""
     kept = {}
     for name, value in state.items():
-        try:
-            pickle.dumps(value)
-        except Exception:  # (whatever a value's own __reduce__ raises)
-            value = None
+        if not _plain(value):
+            try:
+                pickle.dumps(value)
+            except Exception:  # (whatever a value's own __reduce__ raises)
+                value = None
         kept[name] = value
     return kept
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` pickles for sure: None, a text, a number, bytes, or an array of a
+    dtype without objects."""
+    if value is None or type(value) in (str, int, float, bool, bytes):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return type(value).__name__ == "ndarray" and dtype is not None and not dtype.hasobject
 
 
 def describe_nodes(nodes: Sequence[str]) -> str:

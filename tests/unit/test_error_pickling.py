@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -122,3 +123,43 @@ def test_a_publish_waiting_for_room_in_vain_raises_it_with_its_topic() -> None:
     point = g._runtime.engine._not_sent(0, 1, 8.0)
     assert point.topic is None and str(point).startswith("message from node0 to node1 not sent")
     g.close()
+
+
+class _Holder:
+    """An object that refers back to the error holding it (as a handle can)."""
+
+    error: object = None
+
+
+class _HeldError(errors.GeodeError):
+    def __init__(self, text: str, count: int) -> None:
+        super().__init__(text)
+        self.holders = [_Holder() for _ in range(count)]
+        for holder in self.holders:
+            holder.error = self
+
+
+class _StatedError(errors.GeodeError):
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state, restored=True)
+
+
+@pytest.mark.timeout(30)
+def test_an_error_whose_attributes_refer_back_to_it_pickles_at_once_and_keeps_the_cycle() -> None:
+    """Before: each attribute was tried by a pickle of its own, which tried the error's
+    attributes again: two attributes referring back to the error hung (exponential)."""
+    error = _HeldError("held", 12)
+    error.first, error.second = error.holders[0], error.holders[1]
+    began = time.perf_counter()
+    back = pickle.loads(pickle.dumps(error))
+    assert time.perf_counter() - began < 5.0
+    assert str(back) == "held" and len(back.holders) == 12
+    assert all(holder.error is back for holder in back.holders)
+    assert back.first is back.holders[0]
+
+
+def test_a_users_setstate_on_an_error_is_called() -> None:
+    error = _StatedError("text")
+    error.code = 3
+    back = pickle.loads(pickle.dumps(error))
+    assert (back.code, back.restored, str(back)) == (3, True, "text")
