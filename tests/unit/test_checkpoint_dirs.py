@@ -20,8 +20,7 @@ from client_inodes import numbered_here
 from mpirun import load_slack
 
 from geode_mpi import CheckpointError, Geode, GeodeTimeoutError, Message, WorldMismatchError
-from geode_mpi.persistence import CheckpointStore
-from geode_mpi.persistence import store_lock
+from geode_mpi.persistence import CheckpointStore, store_lock
 from geode_mpi.transport import InProcHub
 
 
