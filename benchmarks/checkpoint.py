@@ -273,7 +273,7 @@ class _TimedOs:
 def time_steps(geode: Geode | None) -> Phases:
     """Phases wrapping the steps of a checkpoint (given its Geode) and of a restore."""
     from geode_mpi.core import checkpointing, restoring
-    from geode_mpi.persistence import store
+    from geode_mpi.persistence import store, store_reading
 
     phases = Phases()
     timed_os = _TimedOs()
@@ -285,7 +285,7 @@ def time_steps(geode: Geode | None) -> Phases:
         (store, "write_rank_file", "rank file"),
         (restoring, "load", "restore"),
         (restoring, "decode_state", "decode"),
-        (store, "sha256_of", "sha256"),
+        (store_reading, "sha256_of", "sha256"),
         (store, "_write_tree", "h5py"),  # its own recursive calls count as "h5py/h5py"
         (store, "_fsync_dir", "dir fsync"),
         (store.CheckpointStore, "check_files", "validate"),

@@ -11,6 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi.codec import compression, header, maps, pickling
 from geode_mpi.codec.arrays import read_descriptor, rebuild_array, small_array
+from geode_mpi.codec.checksums import (
+    _PICKLED_KINDS,
+    HEAD_SIZE,
+    _checksum,
+    _checksum_error,
+    _sections_checksum,
+    length_error,
+    pickled_checksum,
+)
 from geode_mpi.codec.classes import (
     BASE_NAME,
     SETS,
@@ -34,15 +43,6 @@ from geode_mpi.codec.header import (
 )
 from geode_mpi.codec.peeking import peek
 from geode_mpi.codec.plain import plain_message
-from geode_mpi.codec.wire import (
-    _PICKLED_KINDS,
-    HEAD_SIZE,
-    _checksum,
-    _checksum_error,
-    _sections_checksum,
-    length_error,
-    pickled_checksum,
-)
 from geode_mpi.codec.wire_parts import (
     SET_ATTRIBUTE,
     Peek,
@@ -127,7 +127,7 @@ def _built(
         Exception: whatever the bytes or the class make unpickling raise.
     """
     message = cls.__new__(cls)
-    if rest is None:  # (a class with state methods always sends one: `wire._own_state`)
+    if rest is None:  # (a class with state methods always sends one: `own_state._own_state`)
         give_state(message, state)
         return message
     slots, methods = _facts.get(cls) or _class_facts(cls)
@@ -155,7 +155,7 @@ def _class_facts(cls: type) -> tuple[tuple[str, ...], int]:
 
 def _set_state(message: Message, state: dict[str, Any], rest: Any, methods: int) -> None:
     """Give a received message of a class with its own ``__getstate__`` or ``__setstate__``
-    what its sender's `wire._own_state` sent (``rest``: headers, then data and the state),
+    what its sender's `own_state._own_state` sent (``rest``: headers, then data and the state),
     as unpickling would: its data and headers first, then the state exactly as
     ``__getstate__`` returned it, to its ``__setstate__`` (none for a None state) or set as
     pickle's default does (a dict of attributes, or a pair: attributes and slots); then the

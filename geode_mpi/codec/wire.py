@@ -11,7 +11,6 @@ section; the codec never interprets them.
 from __future__ import annotations
 
 import pickle
-import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,9 @@ from geode_mpi.codec.arrays import (
     array_frame,
     is_raw_array,
 )
-from geode_mpi.codec.classes import SETS, class_name, state_methods
+from geode_mpi.codec.checksums import _PICKLED_KINDS, _checksum, _sections_checksum
+from geode_mpi.codec.classes import class_name, state_methods
+from geode_mpi.codec.fastpickle import _plain_misses, plain_pickle
 from geode_mpi.codec.header import (
     FLAG_REST,
     KIND_ARRAY,
@@ -33,6 +34,7 @@ from geode_mpi.codec.header import (
     VERSION,
     Route,
 )
+from geode_mpi.codec.own_state import _own_state
 from geode_mpi.codec.wire_parts import Peek as Peek
 from geode_mpi.codec.wire_parts import Stamp as Stamp
 from geode_mpi.codec.wire_parts import (
@@ -43,7 +45,7 @@ from geode_mpi.codec.wire_parts import (
     _wire_names,
     exact_template,
 )
-from geode_mpi.errors import DecodeError, EncodeError
+from geode_mpi.errors import EncodeError
 from geode_mpi.message import RESERVED, Message
 
 if TYPE_CHECKING:  # numpy is imported by whoever sends arrays, or to decode one (arrays.py)
@@ -54,42 +56,6 @@ _HEAD = header.HEAD
 _PLAIN = header.PLAIN
 HEAD_SIZE = header.SIZE
 _PAD = bytes(8)
-
-
-def _checksum_error(mid: int, src: int) -> DecodeError:
-    return DecodeError(
-        f"message {mid} from node index {src} does not match its checksum: its pickled bytes "
-        "were damaged on the way (they are not unpickled)"
-    )
-
-
-def length_error(
-    mid: int, src: int, data_len: int, size: int, start: int = HEAD_SIZE
-) -> DecodeError:
-    """A message whose data length field does not fit the rest of its meta (``size`` bytes,
-    its data section from ``start``): all of it, or all but a rest section."""
-    after = "its header" if start == HEAD_SIZE else "its header and class name"
-    return DecodeError(
-        f"message {mid} from node index {src} says its data is {data_len} bytes long, but "
-        f"{size - start} follow {after}: its header was damaged on the way"
-    )
-
-
-def pickled_checksum(meta: bytes | memoryview, kind: int, flags: int, body: int) -> int:
-    """The header's checksum of a message whose data section starts at ``body`` (see
-    `_sections_checksum`): its data section if it is a pickle, then its rest section."""
-    end = body + header.data_length(meta)
-    pickled = meta[body:end] if kind in _PICKLED_KINDS else None
-    return _sections_checksum(pickled, meta[end:] if flags & FLAG_REST else None)
-
-
-def _sections_checksum(pickled: bytes | memoryview | None, rest: bytes | memoryview | None) -> int:
-    """The Adler-32 of what C pickle reads of a message: its pickled data section (None: its
-    data is not a pickle), then its rest section (None: it has none); 0 when neither."""
-    if pickled is not None:
-        check = _checksum(pickled)
-        return _checksum(rest, check) if rest is not None else check
-    return _checksum(rest) if rest is not None else 0
 
 
 def _plain_section(data: Any) -> tuple[bytes, int, int]:
@@ -323,50 +289,6 @@ def encode(
     return b"".join((head, name, routing, section, rest)), frames
 
 
-def _own_state(message: Message, methods: int) -> tuple[Any, tuple[Any, Any]]:
-    """(headers, (data, state)) of a message whose class has its own ``__getstate__`` or
-    ``__setstate__`` (`classes.state_methods`): its headers and data, which always travel,
-    and its state exactly as pickle takes it, what ``__getstate__`` returns (None: no state).
-
-    Raises:
-        EncodeError: ``__getstate__`` raised, or returned what the class cannot take back.
-    """
-    cls = type(message)
-    getstate = getattr(message, "__getstate__", None)  # (object's, from Python 3.11)
-    try:
-        state = getstate() if getstate is not None else _default_state(message)
-    except Exception as exc:
-        raise EncodeError(f"{cls.__name__}.__getstate__()", cls, exc) from exc
-    if not methods & SETS and not _settable(state):
-        raise EncodeError(
-            f"{cls.__name__}.__getstate__()",
-            type(state),
-            TypeError(
-                f"it returned a {type(state).__name__}, which only a __setstate__ of the "
-                "class can take back: return None, a dict of attributes or a (dict, slots "
-                "dict) pair, or define __setstate__"
-            ),
-        )
-    found = message.__dict__
-    return found.get("_headers") or None, (found.get("data"), state)
-
-
-def _default_state(message: Message) -> Any:
-    """``object.__getstate__()`` of Python 3.11, for Python 3.10: the ``__dict__`` (None if
-    empty), paired with a dict of the slots that are set if the class has any."""
-    slots = {k: getattr(message, k) for k in _slot_names(type(message)) if hasattr(message, k)}
-    attributes = message.__dict__ or None
-    return (attributes, slots) if slots else attributes
-
-
-def _settable(state: Any) -> bool:
-    """Whether unpickling sets ``state`` without a ``__setstate__``: None, a dict, or a pair
-    of dicts (or None), attributes and slots."""
-    if type(state) is tuple and len(state) == 2:
-        return all(part is None or isinstance(part, dict) for part in state)
-    return state is None or isinstance(state, dict)
-
-
 def _split_dict(
     data: dict[Any, Any], name: bytes, stamp: Stamp, flags: int, reply_to: int
 ) -> tuple[bytes, list[np.ndarray[Any, Any]]] | None:
@@ -385,56 +307,10 @@ def _split_dict(
 
 
 _tuple_new = tuple.__new__
-# Adler-32, not CRC-32: 53 against 168 ns for a 73-byte pickle (a small dict) here, on each side
-_checksum = zlib.adler32
-_dumps = pickle.dumps
-# A message's data that holds no numpy array pickles the same with C pickle alone as with the
-# array-aware pickler (`pickling.dumps`), which differs only in sending arrays out of band,
-# strided ones too. Protocol 5 hands every contiguous array's buffer to the buffer callback,
-# and pickles the other arrays (strided, datetime64, objects) in band by numpy's
-# ``_reconstruct``, named by a STACK_GLOBAL opcode. A pickle that made no callback and holds no
-# such name is the general path's. (The name may also occur in a string: such data takes the
-# general path, which gives the same result.)
-_STACK_GLOBAL = pickle.STACK_GLOBAL[0]  # an int: `int in bytes` is a memchr, `bytes in` slower
-# After data with arrays, this many messages go straight to the general path: a job that sends
-# arrays in dicts should not pickle each one twice (a wasted C pickle costs ~3 us then).
-_PLAIN_SKIPS = 64
-_plain_misses = [0]  # (a heuristic: a race between threads on it costs only speed)
 # What a lane's express send reads (delivery/direct.py) to send as `encode` does: the small
 # arrays' templates, and the messages still to send the general way after arrays were met.
 array_templates = _templates
 plain_misses = _plain_misses
-
-
-class _BufferRefused(Exception):
-    """The fast path's pickle met an out-of-band buffer (an array): the general path sends it."""
-
-
-def _refuse_buffer(_buffer: pickle.PickleBuffer) -> None:
-    raise _BufferRefused
-
-
-def plain_pickle(data: Any) -> bytes | None:
-    """The data section of ``data`` when C pickle alone gives it: data of `pickling.ATOMIC`
-    types, or data that holds no numpy array (see `_refuse_buffer`: cheaper than asking
-    `pickling.is_plain` first, and C speed for objects of classes). None for data holding an
-    array, or that does not pickle: the general path's (`encode`, which says what is wrong).
-    Callers send data of other types the general way while arrays were met lately
-    (`_plain_misses`)."""
-    if type(data) in _ATOMIC:
-        return _dumps(data, 5)  # (protocol 5; a keyword costs more here)
-    try:
-        section = _dumps(data, 5, buffer_callback=_refuse_buffer)
-    except Exception:  # an array (or unpicklable): the general path
-        _plain_misses[0] = _PLAIN_SKIPS
-        return None
-    if _STACK_GLOBAL in section and section.find(b"_reconstruct") >= 0:
-        _plain_misses[0] = _PLAIN_SKIPS
-        return None  # an array pickled in band: the general path
-    return section
-
-
-_PICKLED_KINDS = (KIND_PICKLE, KIND_ARRAY_DICT)  # data sections the checksum covers
 
 
 _U32_MAX = 2**32 - 1

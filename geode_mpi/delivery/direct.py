@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.codec import arrays, header, pickling
+from geode_mpi.codec.fastpickle import plain_pickle as _plain_pickle
 from geode_mpi.codec.wire import array_templates as _array_templates
 from geode_mpi.codec.wire import plain_misses as _plain_misses
-from geode_mpi.codec.wire import plain_pickle as _plain_pickle
 from geode_mpi.codec.wire_parts import _wire_names
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
 from geode_mpi.message import RESERVED, Message

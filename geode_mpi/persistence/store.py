@@ -18,22 +18,18 @@ passed.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from geode_mpi.base.logger import log
-from geode_mpi.base.record import Record
 from geode_mpi.codec.header import VERSION as CODEC_VERSION
 from geode_mpi.persistence.manifest import (
     MANIFEST,
     MANIFEST_FORMAT,
-    check_manifest,
     group_name,
     rank_path,
     sign,
@@ -45,11 +41,17 @@ from geode_mpi.persistence.rankfile import (
     RankFile,
     Syncing,
     fsync_dir,
-    read_rank_file,
-    sha256_of,
     start_rank_file,
     write_rank_file,
 )
+from geode_mpi.persistence.store_lock import LOCK as LOCK
+from geode_mpi.persistence.store_lock import NO_LOCK as NO_LOCK
+from geode_mpi.persistence.store_lock import TOKEN as TOKEN
+from geode_mpi.persistence.store_lock import Locking
+from geode_mpi.persistence.store_lock import holder_of as holder_of
+from geode_mpi.persistence.store_reading import Loaded as Loaded
+from geode_mpi.persistence.store_reading import Reading
+from geode_mpi.persistence.store_reading import epoch_name as epoch_name
 
 __all__ = [
     "FORMAT",
@@ -64,23 +66,7 @@ __all__ = [
     "write_rank_file",
 ]
 
-LOCK = "geode.lock"
-TOKEN = "token"  # the lock file's holder line ends "token <hex>" (`CheckpointStore.holds_lock`)
-NO_LOCK = "GEODE_CHECKPOINT_NO_LOCK"  # "1": a file system without flock, no lock taken
-# flock unsupported: no such call (ENOSYS), no lock manager (ENOLCK, NFS without lockd), not
-# on this file system (EOPNOTSUPP, ENOTSUP)
-_NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
 FILES_PER_DIR = 256  # rank files (or sub-directories of them) in one directory, at most
-
-
-def holder_of(text: str) -> str:
-    """Who holds a lock, from its file's ``text``: its holder line without the token."""
-    line = text.strip()
-    return line.rsplit(f" {TOKEN} ", 1)[0] if f" {TOKEN} " in line else line
-
-
-def epoch_name(epoch: int) -> str:
-    return f"epoch-{epoch:06d}"
 
 
 def _staged(path: Path) -> Path:
@@ -108,35 +94,7 @@ def _commit(path: Path) -> None:
     fsync_dir(path.parent)
 
 
-# -- reading ---------------------------------------------------------------------------------
-
-
-class Loaded(Record):
-    """A complete checkpoint, validated: its manifest, and each rank file's path."""
-
-    __match_args__ = ("epoch", "path", "manifest", "authenticated")
-
-    def __init__(
-        self, epoch: int, path: Path, manifest: dict[str, Any], authenticated: bool = False
-    ) -> None:
-        self.epoch = epoch
-        self.path = path
-        self.manifest = manifest
-        self.authenticated = authenticated  # its HMAC was checked against the job key
-
-    def rank_path(self, rank: int) -> Path:
-        return self.path / str(self.manifest["files"][rank]["name"])
-
-    def read(self, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(attrs, tree) of one rank's file (its checksum was checked when loading).
-
-        Raises:
-            CheckpointError: any HDF5 or content error in the file (see `read_rank_file`).
-        """
-        return read_rank_file(self.rank_path(rank))
-
-
-class CheckpointStore:
+class CheckpointStore(Locking, Reading):
     """A checkpoint directory: write epochs, find the newest complete one, keep the last K.
 
     Args:
@@ -165,151 +123,7 @@ class CheckpointStore:
         # epochs a restart found unusable (damaged, unauthenticated): never one of `keep`
         self.unusable: set[int] = set()
 
-    # -- the lock: one job per directory -----------------------------------------------------
-
-    def lock(self) -> None:
-        """Take the directory for this job; refuse if another live job holds it.
-
-        Raises:
-            CheckpointError: another job holds the lock (named by host, pid and SLURM job);
-                the path is no directory; or the directory cannot be written (read-only: a
-                job writes its checkpoints there, and takes the lock even to restart).
-        """
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise CheckpointError(
-                f"checkpoint_dir {str(self.directory)!r} is not a directory (a file is in the "
-                "way): give the job a directory, or a path that does not exist yet"
-            ) from None
-        except OSError as exc:
-            raise self._unwritable(exc) from exc
-        try:
-            handle = open(self.directory / LOCK, "a+", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise self._unwritable(exc) from exc
-        try:
-            self._flock(handle)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                handle.close()
-            raise
-        job = os.environ.get("SLURM_JOB_ID", "-")
-        import secrets  # here: with shutil and socket, loaded only by ranks that checkpoint
-        import socket
-
-        token = secrets.token_hex(16)
-        try:  # who holds it: for the next job's refusal, and `inspect`; the token: `holds_lock`
-            handle.seek(0)
-            handle.truncate()
-            holder = f"host {socket.gethostname()} pid {os.getpid()} slurm job {job}"
-            handle.write(f"{holder} {TOKEN} {token}\n")
-            handle.flush()
-            # (synced: on NFS, the other ranks' hosts read it only once it reached the server)
-            os.fsync(handle.fileno())
-        except OSError as exc:  # (a full disk: the lock holds all the same, and a restart reads)
-            token = ""  # (nothing the other ranks can compare with)
-            log.warning(
-                "checkpoint_dir %s: who holds its lock not written into %s (%s): the lock "
-                "holds all the same",
-                self.directory,
-                LOCK,
-                exc.strerror or exc,
-            )
-        self._lock = handle
-        self.lock_token = token or None
-
-    def holds_lock(self) -> bool:
-        """Whether the directory's ``geode.lock`` is still the file this job locked: on the
-        rank holding it, the same device and inode as its open file (one host: a valid
-        comparison); on the others, the file still holds the random token ``lock_token`` the
-        locking rank wrote into it and told them (an inode number would not do: FUSE, CIFS
-        without serverino and Lustre's 32-bit API number inodes per client, and each rank
-        read another number for the same file). True when there is nothing to compare with.
-        """
-        try:
-            if self._lock is not None:
-                held = os.fstat(self._lock.fileno())
-                there = os.stat(self.directory / LOCK)
-                return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
-            if self.lock_token is not None:
-                with open(self.directory / LOCK, encoding="utf-8", errors="replace") as lock:
-                    words = lock.read(4096).split()
-                return words[-2:] == [TOKEN, self.lock_token]
-        except OSError:
-            return False
-        return True
-
-    def _flock(self, handle: IO[str]) -> None:
-        """The exclusive lock on ``handle`` (the directory's ``geode.lock``).
-
-        Raises:
-            CheckpointError: another job holds it (naming the holder); the file system does
-                not support flock (unless ``GEODE_CHECKPOINT_NO_LOCK=1``); any other error,
-                naming the file.
-        """
-        path = self.directory / LOCK
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = holder_of(handle.read()) or "unknown"
-            raise CheckpointError(
-                f"checkpoint directory {self.directory} is in use by another job ({holder}); "
-                "give each job its own directory"
-            ) from None
-        except OSError as exc:
-            if exc.errno not in _NO_FLOCK:
-                raise CheckpointError(
-                    f"checkpoint_dir {str(self.directory)!r}: {path} cannot be locked "
-                    f"({exc.strerror or exc})"
-                ) from exc
-            if os.environ.get(NO_LOCK) == "1":
-                log.warning("checkpoint_dir %s: not locked (%s=1)", self.directory, NO_LOCK)
-                return
-            raise CheckpointError(
-                f"checkpoint_dir {str(self.directory)!r}: its file system does not support "
-                f"flock ({exc.strerror or exc}, locking {path}), which keeps a second job out "
-                "of the directory: put it on a file system that does (a local disk, Lustre "
-                f"mounted with -o flock), or set {NO_LOCK}=1 to run without the lock (then "
-                "no other job may use this directory)"
-            ) from exc
-
-    def check_lock(self) -> None:
-        """Check that the lock this job holds is still the directory's ``geode.lock``
-        (`holds_lock`); nothing to check when there is nothing to compare with.
-
-        Raises:
-            CheckpointError: the directory was removed, renamed or replaced while this job
-                held it: its lock went with it, and another job may have taken the path.
-        """
-        if not self.holds_lock():
-            raise CheckpointError(
-                f"checkpoint directory {self.directory} was removed or replaced while this job "
-                f"held it (its {LOCK} is not the file this job locked): its checkpoints and its "
-                "lock went with it, and another job may use the path now; nothing is written "
-                "there: end the job, and give the next one a directory of its own"
-            )
-
-    def _unwritable(self, exc: OSError) -> CheckpointError:
-        return CheckpointError(
-            f"checkpoint_dir {str(self.directory)!r} cannot be written ({exc.strerror or exc}): "
-            "a job writes its checkpoints there and locks it, even to restart; to restart "
-            "from a read-only (archived) checkpoint, copy the directory somewhere writable"
-        )
-
-    def unlock(self) -> None:
-        if self._lock is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock, fcntl.LOCK_UN)
-            with contextlib.suppress(OSError):  # (a holder line a full disk kept buffered)
-                self._lock.close()
-            self._lock = None
-
     # -- writing an epoch --------------------------------------------------------------------
-
-    def epoch_path(self, epoch: int) -> Path:
-        return self.directory / epoch_name(epoch)
 
     def prepare(self, epoch: int, ranks: int = 1) -> Path:
         """The directory a new epoch's files go in, with the sub-directories of a job of
@@ -485,93 +299,3 @@ class CheckpointStore:
         """Remove ``rank``'s file of ``epoch``, if a job of ``ranks`` left one there."""
         with contextlib.suppress(OSError):
             (self.epoch_path(epoch) / rank_path(rank, ranks, self.per_dir)).unlink()
-
-    # -- reading -----------------------------------------------------------------------------
-
-    def epochs(self, complete_only: bool = True) -> list[int]:
-        """Epoch numbers found, newest first (with a manifest only, by default)."""
-        found: list[int] = []
-        if not self.directory.is_dir():
-            return found
-        for entry in self.directory.iterdir():
-            if not entry.name.startswith("epoch-") or not entry.is_dir():
-                continue
-            try:
-                epoch = int(entry.name[len("epoch-") :])
-            except ValueError:
-                continue
-            if not complete_only or (entry / MANIFEST).is_file():
-                found.append(epoch)
-        return sorted(found, reverse=True)
-
-    def manifest(self, epoch: int) -> dict[str, Any]:
-        """An epoch's manifest, parsed and checked: its shape, and its HMAC with a key.
-
-        Raises:
-            CheckpointError: naming the manifest and what is wrong with it.
-        """
-        manifest_path = self.epoch_path(epoch) / MANIFEST
-        try:
-            text = manifest_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CheckpointError(
-                f"{manifest_path}: missing (the checkpoint is incomplete)"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{manifest_path}: unreadable: {exc}") from exc
-        try:
-            parsed = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise CheckpointError(f"{manifest_path}: unreadable: {exc}") from exc
-        return check_manifest(manifest_path, epoch, parsed, self.key)
-
-    def validate(self, epoch: int, rank: int | None = None) -> Loaded:
-        """Check an epoch's manifest and every file it lists (or only ``rank``'s: each rank of
-        a restarting job checks its own, in parallel), before anything is read.
-
-        Raises:
-            CheckpointError: naming the file and what is wrong with it.
-        """
-        path = self.epoch_path(epoch)
-        manifest = self.manifest(epoch)
-        manifest_path = path / MANIFEST
-        entries = manifest["files"]
-        if rank is not None:
-            if not 0 <= rank < len(entries):
-                raise CheckpointError(f"{manifest_path}: has no file for rank {rank}")
-            entries = [entries[rank]]
-        self.check_files(epoch, entries)
-        return Loaded(epoch, path, manifest, self.key is not None)
-
-    def check_files(self, epoch: int, entries: list[dict[str, Any]]) -> None:
-        """Check rank files against their manifest entries (from `manifest`): each is there,
-        with its size and SHA-256.
-
-        Raises:
-            CheckpointError: naming the file and what is wrong with it.
-        """
-        for entry in entries:
-            file = self.epoch_path(epoch) / entry["name"]
-            if not file.exists():
-                raise CheckpointError(f"{file}: missing (listed in the manifest)")
-            size = file.stat().st_size
-            if size != entry["size"]:
-                raise CheckpointError(
-                    f"{file}: {size} bytes, the manifest says {entry['size']} (truncated?)"
-                )
-            if sha256_of(file) != entry["sha256"]:
-                raise CheckpointError(f"{file}: checksum mismatch (corrupted)")
-
-    def newest(self, problems: list[str] | None = None) -> Loaded | None:
-        """The newest complete and valid checkpoint (None if there is none); what was skipped
-        and why goes to ``problems``."""
-        for epoch in self.epochs(complete_only=False):
-            try:
-                return self.validate(epoch)
-            except CheckpointError as exc:
-                if problems is not None:
-                    problems.append(str(exc))
-        return None
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.epochs())

@@ -15,8 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mpi"))
 from payloads import array_cases
 
 from geode_mpi import DecodeError, EncodeError, Message
-from geode_mpi.codec import Stamp, arrays, decode, encode, header, maps, peek
-from geode_mpi.codec import wire as codec_wire
+from geode_mpi.codec import Stamp, arrays, decode, encode, fastpickle, header, maps, peek
 from geode_mpi.transport.base import copy_frame
 
 NAMES = ("node0", "node1", "node2")
@@ -149,9 +148,9 @@ def test_the_encoders_fast_path_gives_the_general_paths_bytes() -> None:
     """After a dict with arrays, the next ones skip the C pickle attempt (`_plain_misses`)
     and build kind 6 at once: the same bytes as the general path."""
     data = {"a": np.arange(5000.0), "b": "text"}
-    codec_wire._plain_misses[0] = 0
+    fastpickle._plain_misses[0] = 0
     general = encode(Message(data), STAMP, header.FLAG_TRACKED, 11)
-    assert codec_wire._plain_misses[0] > 0  # the next one takes the fast path
+    assert fastpickle._plain_misses[0] > 0  # the next one takes the fast path
     fast = encode(Message(data), STAMP, header.FLAG_TRACKED, 11)
     assert fast[0] == general[0]
     assert [np.shares_memory(a, b) for a, b in zip(fast[1], general[1], strict=True)] == [True]

@@ -20,8 +20,7 @@ from client_inodes import numbered_here
 from mpirun import load_slack
 
 from geode_mpi import CheckpointError, Geode, GeodeTimeoutError, Message, WorldMismatchError
-from geode_mpi.persistence import CheckpointStore
-from geode_mpi.persistence import store as store_module
+from geode_mpi.persistence import CheckpointStore, store_lock
 from geode_mpi.transport import InProcHub
 
 
@@ -114,7 +113,7 @@ def test_a_file_system_without_flock_is_named_with_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """flock unsupported (ENOSYS, ENOLCK, EOPNOTSUPP) was a bare OSError without a path."""
-    monkeypatch.setattr(store_module.fcntl, "flock", _flock_unsupported)
+    monkeypatch.setattr(store_lock.fcntl, "flock", _flock_unsupported)
     monkeypatch.delenv("GEODE_CHECKPOINT_NO_LOCK", raising=False)
     directory = tmp_path / "ck"
     with pytest.raises(CheckpointError, match=r"'.*ck': its file system does not support flock"):
@@ -153,7 +152,7 @@ def test_a_full_disk_does_not_stop_a_restart_at_the_lock(
     def full(path: Path, *args: Any, **kwargs: Any) -> Any:
         return _FullDisk(open(path, *args, **kwargs))
 
-    monkeypatch.setattr(store_module, "open", full, raising=False)
+    monkeypatch.setattr(store_lock, "open", full, raising=False)
     with Geode(checkpoint_dir=directory, restart=True) as again:
         assert again.restored_state == {"step": 1}
         other = CheckpointStore(directory)
@@ -299,7 +298,7 @@ def test_a_lock_file_numbered_per_client_is_still_the_jobs(
     assert other.holds_lock()
     other.check_lock()
     monkeypatch.setattr(os, "stat", real)
-    assert "token" not in store_module.holder_of((directory / "geode.lock").read_text())
+    assert "token" not in store_lock.holder_of((directory / "geode.lock").read_text())
     os.rename(directory, tmp_path / "aside")  # replaced: another job's lock there
     replacing = CheckpointStore(directory)
     replacing.lock()

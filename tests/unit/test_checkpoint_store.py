@@ -359,11 +359,11 @@ def test_a_directory_that_cannot_be_written_is_named(
 ) -> None:
     """A read-only directory (an archived checkpoint) gave a bare OSError from the lock file:
     (root writes through file modes, so the file system's refusal is made here)."""
-    from geode_mpi.persistence import store as store_module
+    from geode_mpi.persistence import store_lock
 
     def read_only(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.EROFS, "Read-only file system", str(args[0]))
 
-    monkeypatch.setattr(store_module, "open", read_only, raising=False)
+    monkeypatch.setattr(store_lock, "open", read_only, raising=False)
     with pytest.raises(CheckpointError, match="cannot be written \\(Read-only file system\\)"):
         CheckpointStore(tmp_path).lock()

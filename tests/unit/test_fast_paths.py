@@ -20,8 +20,7 @@ from faulty import Faults, FaultyHub
 from mpirun import mpirun
 
 from geode_mpi import Geode, Message, QueueConfig, codec
-from geode_mpi.codec import pickling
-from geode_mpi.codec import wire as codec_wire
+from geode_mpi.codec import fastpickle, pickling
 from geode_mpi.transport import InProcHub
 from geode_mpi.transport.envelope import (
     HEADER_SIZE,
@@ -256,9 +255,9 @@ def encoded_twice(item: Any) -> Iterator[tuple[bytes, list[bytes]]]:
 def _fast_path_fresh() -> Iterator[None]:
     # After data with arrays the encoder skips its C-pickle attempt for a while: each test
     # starts with the attempt on, so that its second encoding is the fast path's.
-    codec_wire._plain_misses[0] = 0
+    fastpickle._plain_misses[0] = 0
     yield
-    codec_wire._plain_misses[0] = 0
+    fastpickle._plain_misses[0] = 0
 
 
 @pytest.mark.parametrize("index", range(len(payloads())))

@@ -19,7 +19,7 @@ from mpirun import ROOT, clean_env, python
 from test_runs import world as runs_world
 
 from geode_mpi import DecodeError, Geode, Message, codec
-from geode_mpi.codec import header, wire
+from geode_mpi.codec import checksums, header, wire
 from geode_mpi.delivery import control
 from geode_mpi.transport import InProcHub, fanout
 from geode_mpi.transport.envelope import build_envelope, parse_envelope
@@ -62,7 +62,7 @@ def _sealed(meta: bytes | bytearray) -> bytes:
     """Meta with its checksum made to match again: damage that got past the checksum."""
     out = bytearray(meta)
     body = codec.peek(out).body
-    check = wire.pickled_checksum(out, out[1], out[2], body)
+    check = checksums.pickled_checksum(out, out[1], out[2], body)
     struct.pack_into("<I", out, header.CHECKSUM_AT, check)
     return bytes(out)
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mpi"))
 from payloads import Locked, Packed, SlotSet, Stateless, Unlocked
 
 from geode_mpi import EncodeError, Geode, Message
-from geode_mpi.codec import Stamp, classes, decode, decoding, encode, wire
+from geode_mpi.codec import Stamp, classes, decode, decoding, encode, own_state, wire
 from geode_mpi.transport.base import copy_frame
 
 NAMES = ("node0", "node1")
@@ -235,7 +235,7 @@ def test_which_state_methods_a_class_has_is_found_once_per_class(
 
 
 def test_the_python_310_default_state_is_object_getstate() -> None:
-    """Python 3.10 has no ``object.__getstate__``: `wire._default_state` stands in for it."""
+    """Python 3.10 has no ``object.__getstate__``: `own_state._default_state` stands in for it."""
 
     class Slots(Message):
         __slots__ = ("a", "b")
@@ -245,4 +245,4 @@ def test_the_python_310_default_state_is_object_getstate() -> None:
     emptied = Message(None)
     del emptied.data
     for message in (Message([1], headers={"k": 1}), bare, Slots([3]), emptied):
-        assert wire._default_state(message) == object.__getstate__(message)
+        assert own_state._default_state(message) == object.__getstate__(message)
