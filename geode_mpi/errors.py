@@ -32,7 +32,8 @@ class GeodeError(Exception):
         ``__getstate__`` gives the state itself, as pickle does it."""
         cls = type(self)
         if _own_getstate(cls):
-            return (_rebuild, (cls, self.args), self.__getstate__())
+            state = self.__getstate__()  # type: ignore[attr-defined]
+            return (_rebuild, (cls, self.args), state)
         trying = _trying()
         if id(self) in trying:  # (a trial of one of its own attributes: the error alone)
             return (_rebuild, (cls, self.args))
