@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,22 +28,54 @@ class GeodeError(Exception):
         """Pickle as the text and the attributes, never through ``__init__`` (whose
         arguments differ from class to class): a geode_mpi error raised by a task of a
         `GeodeExecutor` reaches its client as itself. An attribute that cannot be pickled
-        (a send's handle, a message that cannot) arrives as None. The attributes travel as
-        the state (set by ``__setstate__`` once the error exists), so one that refers back
-        to the error keeps it."""
-        if id(self) in _reducing:  # (a trial of one of its own attributes: as it is)
-            return (_rebuild, (type(self), self.args), self.__dict__)
-        _reducing.add(id(self))
+        (a send's handle, a message that cannot) arrives as None. The attributes (those in
+        ``__slots__`` too) travel as the state (set by ``__setstate__`` once the error
+        exists), so one that refers back to the error keeps it. A class with its own
+        ``__getstate__`` gives the state itself, as pickle does it."""
+        cls = type(self)
+        if _own_getstate(cls):
+            state = self.__getstate__()  # type: ignore[attr-defined]
+            return (_rebuild, (cls, self.args), state)
+        trying = _trying()
+        if id(self) in trying:  # (a trial of one of its own attributes: the error alone)
+            return (_rebuild, (cls, self.args))
+        trying.add(id(self))
         try:
-            state = _picklable(self.__dict__)
+            state = _picklable(_attributes(self))
         finally:
-            _reducing.discard(id(self))
-        return (_rebuild, (type(self), self.args), state)
+            trying.discard(id(self))
+        return (_rebuild, (cls, self.args), state)
 
 
-# The errors whose attributes `GeodeError.__reduce__` is trying (by id): an attribute that
-# refers back to its error is tried once, not once per path to it.
-_reducing: set[int] = set()
+# The errors whose attributes `GeodeError.__reduce__` is trying (by id), in this thread: an
+# attribute that refers back to its error is tried once, not once per path to it (and
+# another thread pickling the same error at the same time is not taken for such a trial).
+_TRYING = threading.local()
+
+
+def _trying() -> set[int]:
+    trying: set[int] | None = getattr(_TRYING, "ids", None)
+    if trying is None:
+        trying = _TRYING.ids = set()
+    return trying
+
+
+def _own_getstate(cls: type) -> bool:
+    """Whether ``cls`` defines its own ``__getstate__`` (object's default on Python 3.11+)."""
+    getstate = getattr(cls, "__getstate__", None)
+    return getstate is not None and getstate is not getattr(object, "__getstate__", None)
+
+
+def _attributes(error: GeodeError) -> dict[str, Any]:
+    """``error``'s attributes: its ``__dict__`` and the values of its classes' ``__slots__``."""
+    state = dict(error.__dict__)
+    for cls in type(error).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name not in ("__dict__", "__weakref__") and name not in state:
+                with contextlib.suppress(AttributeError):  # (a slot never set)
+                    state[name] = getattr(error, name)
+    return state
 
 
 def _rebuild(cls: type[GeodeError], args: tuple[Any, ...]) -> GeodeError:
@@ -53,12 +87,15 @@ def _rebuild(cls: type[GeodeError], args: tuple[Any, ...]) -> GeodeError:
 
 def _picklable(state: dict[str, Any]) -> dict[str, Any]:
     """``state`` with None for each value that cannot be pickled (each tried once: texts,
-    numbers and arrays of numbers are taken as they are, not pickled twice)."""
+    numbers and arrays of numbers are taken as they are, not pickled twice). A geode_mpi
+    error held as a value is tried by its class and text only: its own attributes are
+    filtered when it is pickled (trying it whole tried a chain of errors holding errors
+    again at each link: twice the time per link)."""
     kept = {}
     for name, value in state.items():
         if not _plain(value):
             try:
-                pickle.dumps(value)
+                pickle.dumps((type(value), value.args) if isinstance(value, GeodeError) else value)
             except Exception:  # (whatever a value's own __reduce__ raises)
                 value = None
         kept[name] = value

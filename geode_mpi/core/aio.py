@@ -19,7 +19,7 @@ from geode_mpi.core.poller import Credits, Driven, poller_of
 from geode_mpi.delivery import Engine as DeliveryEngine
 from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.delivery.waiting import closing
+from geode_mpi.delivery.waiting import closing, ended_elsewhere
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
@@ -165,6 +165,8 @@ async def take(
             return True
         if call is not None and closing(engine) is not None:
             return True
+        if ended_elsewhere(engine):  # (another thread's close() ended unfinished)
+            return True
         wanted = now()
         return bool(queue) and (wanted is None or any(wanted(parcel) for parcel in queue))
 
@@ -184,7 +186,7 @@ async def take(
             return found
         if call is not None:
             check_closing(runtime, call)
-        if runtime.closed or timeout == 0:
+        if runtime.closed or timeout == 0 or ended_elsewhere(engine):
             return None
         if deadline is not None and time.monotonic() >= deadline:
             return None
@@ -209,7 +211,8 @@ async def messages(
     awaited: Collection[int] = (),
 ) -> AsyncIterator[Message]:
     """Every message of local node ``index`` that ``match``es, as it comes, until one for which
-    ``last`` is True (not yielded) or the runtime closes with none left. ``awaited``: the ids
+    ``last`` is True (not yielded) or the runtime closes with none left (`ClosedError` once
+    the close() of another thread ended unfinished: the Geode stays closing). ``awaited``: the ids
     of the requests whose replies it leaves queued for them (`take`)."""
     while True:
         message = None
@@ -218,6 +221,9 @@ async def messages(
         if message is None:
             found = await take(runtime, index, match, None, None, spin, awaited=awaited)
             if found is None:
+                closer = runtime.engine.closer
+                if closer is not None and ended_elsewhere(runtime.engine):
+                    raise ClosedError("messages", closer.name, True)
                 return
             message = locked(runtime, deliver, index, found)
         if last(message):

@@ -83,7 +83,8 @@ class Asyncio(Facade):
 
         Raises:
             NodeNotLocalError, UnknownNodeError: at once; DecodeError: from the iteration
-                that met the message.
+                that met the message; ClosedError: from the iteration that found nothing
+                queued once a close() of another thread ended unfinished (naming it).
         """
         runtime = self._runtime
         index = runtime.local_index(node, "messages")

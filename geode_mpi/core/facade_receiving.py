@@ -3,7 +3,6 @@ filters and the timeout error they share with the other receiving calls."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from geode_mpi import codec
@@ -18,6 +17,7 @@ from geode_mpi.core.subscriptions import Subscription
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
+from geode_mpi.delivery.waiting import ended_elsewhere
 from geode_mpi.errors import ClosedError, DecodeError, ReceiveTimeout, check_timeout
 from geode_mpi.message import Message
 from geode_mpi.queues import Match
@@ -251,7 +251,7 @@ class ReceiveCalls(Facade):
             closer = runtime.engine.closer if was_open else None
             raise ClosedError(call, None if closer is None else closer.name)
         engine = runtime.engine
-        if engine.close_unfinished and engine.closer is not threading.current_thread():
+        if ended_elsewhere(engine):
             raise runtime.closed_error(call)  # (a close() of another thread that timed out)
         names = runtime.names
         return ReceiveTimeout(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from geode_mpi.base.backoff import Backoff, idle_hook, look_for_notices, term_hook
 from geode_mpi.base.gate import Gate, other_threads
 from geode_mpi.delivery.waiting import Engine as WaitingEngine
+from geode_mpi.delivery.waiting import ended_elsewhere
 from geode_mpi.errors import GeodeError
 from geode_mpi.queues import Parcel
 
@@ -232,6 +233,8 @@ class Poller:
             ):
                 moved = True
             engine.flush_after(self._since)  # the senders may be waiting for acks or credits
+        # (a close() of another thread that ended unfinished ends the waits as closing does)
+        ended = closed or ended_elsewhere(engine)
         budgets: dict[int, int] = {}  # an unfiltered queue's parcels not yet promised
         still = []
         for waiter in self.waiters:
@@ -239,7 +242,7 @@ class Poller:
             if future.done():
                 continue  # cancelled, or its deadline passed
             queue = waiter.queue
-            if closed:
+            if ended:
                 future.set_result(True)
             elif queue is not None:
                 left = budgets.get(id(queue), len(queue))

@@ -3,9 +3,8 @@ node's queue, and the waits for one."""
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.base.gate import other_threads, senders_may_run
@@ -13,14 +12,11 @@ from geode_mpi.codec import header
 from geode_mpi.core.aio import POLL_EVERY_RECEIVES
 from geode_mpi.core.runtime_parts import FIRST_SPIN, RuntimeParts
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.delivery.waiting import IDLE, Marker, Wait
+from geode_mpi.delivery.waiting import IDLE, Marker, Wait, ended_elsewhere
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
 from geode_mpi.tracing import TRACER, now_us
-
-if TYPE_CHECKING:
-    from geode_mpi.delivery.engine import Engine
 
 # The most polls a receive from a drop_oldest queue makes to take in what arrived (each
 # takes up to 256 arrivals): a sender that never stops sending cannot hold the receive.
@@ -160,7 +156,7 @@ class Receiving(RuntimeParts):
 
         def look() -> tuple[Parcel, Any] | Marker | None:
             # (closed by another thread while this one paused, or its close() ended unfinished)
-            if self.closed or (engine.close_unfinished and _closer_elsewhere(engine)):
+            if self.closed or ended_elsewhere(engine):
                 return None
             delay = inbox.next_ready()  # before the take: one due after it is taken next look
             found = engine.take(index, match, key, False)
@@ -185,7 +181,7 @@ class Receiving(RuntimeParts):
 
         def look() -> tuple[Parcel, Any] | Marker | None:
             # (closed by another thread while this one paused, or its close() ended unfinished)
-            if self.closed or (engine.close_unfinished and _closer_elsewhere(engine)):
+            if self.closed or ended_elsewhere(engine):
                 return None
             found = engine.take(index, match, key, False)
             return IDLE if found is None else found
@@ -203,9 +199,3 @@ class Receiving(RuntimeParts):
         self.engine.stats[index].wait_seconds += seconds
         if TRACER.on:
             TRACER.span(what, index, now_us() - seconds * 1e6)
-
-
-def _closer_elsewhere(engine: Engine) -> bool:
-    """Whether the close() that ended unfinished was called by another thread (that thread's
-    own calls wait on, as during its close())."""
-    return engine.closer is not threading.current_thread()

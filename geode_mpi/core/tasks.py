@@ -133,6 +133,11 @@ def settle(future: Future[Any], outcome: Sequence[Any], node: str, rank: int, cl
         return
     kind, said, trace = text
     if not isinstance(value, BaseException):
-        value = TaskError(f"{task} raised {kind}: {said} (not picklable)", node, rank)
+        value = TaskError(
+            f"{task} raised {kind}: {said} (the exception could not travel: on its worker it "
+            "did not pickle, or its copy did not unpickle)",
+            node,
+            rank,
+        )
     value.__cause__ = RemoteTraceback(trace, node, rank)
     future.set_exception(value)

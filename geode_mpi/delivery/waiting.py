@@ -213,6 +213,13 @@ def closing(engine: Engine) -> threading.Thread | None:
     return None
 
 
+def ended_elsewhere(engine: Engine) -> bool:
+    """Whether a close() of another thread ended unfinished (the Geode stays closing): a
+    receive waiting in this thread ends, as it would once closed (the closing thread's own
+    calls wait on, as during its close())."""
+    return engine.close_unfinished and engine.closer is not threading.current_thread()
+
+
 def wait_for(
     engine: Engine,
     done: Callable[[], bool],

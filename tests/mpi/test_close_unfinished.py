@@ -4,7 +4,12 @@ unfinished (not as a close() still running), and a second close() finishes the j
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -45,3 +50,50 @@ def test_calls_after_a_timed_out_close_say_it_ended_unfinished() -> None:
             f"{name}() on a closing Geode: thread 'MainThread' began close(), which ended "
             "unfinished (it timed out or raised)"
         ), error
+
+
+async def _drain(messages: AsyncIterator[Message]) -> None:
+    async for _ in messages:
+        pass
+
+
+def test_asyncio_receives_waiting_when_a_close_times_out_end_naming_it() -> None:
+    """Before: an areceive() and an ``async for`` over messages() waiting in other threads of
+    rank 0 when its close(timeout=) timed out waited on (the loop until close() was called
+    again), where receive() and receive_many() ended with ClosedError."""
+    geode = Geode()
+    if geode.size == 1:
+        geode.close(timeout=TIMEOUT)
+        pytest.skip("a close() that times out needs another rank that has not called it")
+    from mpi4py import MPI
+
+    raised: dict[str, BaseException | None] = {}
+    if geode.rank == 0:
+        calls: dict[str, Callable[[], Any]] = {
+            "areceive": lambda: asyncio.run(geode.areceive(timeout=TIMEOUT)),
+            "messages": lambda: asyncio.run(_drain(geode.messages())),
+        }
+        started = threading.Barrier(len(calls) + 1)
+
+        def waits(call: Callable[[], Any]) -> Callable[[], Any]:
+            def run() -> Any:
+                started.wait(TIMEOUT)
+                return call()
+
+            return run
+
+        with ThreadPoolExecutor(len(calls), thread_name_prefix="waiter") as pool:
+            futures = {name: pool.submit(waits(call)) for name, call in calls.items()}
+            started.wait(TIMEOUT)
+            time.sleep(0.2)  # (into their waits)
+            began = time.monotonic()
+            with pytest.raises(GeodeTimeoutError, match="timed out"):
+                geode.close(timeout=0.3)
+            raised = {name: future.exception(TIMEOUT) for name, future in futures.items()}
+            waited = time.monotonic() - began
+        assert waited < TIMEOUT / 3, waited
+    MPI.COMM_WORLD.bcast(None, root=0)
+    geode.close(timeout=TIMEOUT)
+    for name, error in raised.items():
+        assert isinstance(error, ClosedError), (name, error)
+        assert (error.operation, error.closer, error.unfinished) == (name, "MainThread", True)

@@ -4,9 +4,10 @@ the close() that ended unfinished, not one still running; a second close() finis
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -108,18 +109,26 @@ def test_collective_calls_after_a_timed_out_close_name_it_as_ended_unfinished(
     g.close(timeout=TIMEOUT)
 
 
+async def _drain(messages: AsyncIterator[Message]) -> None:
+    async for _ in messages:
+        pass
+
+
 def test_receives_waiting_when_a_close_times_out_end_naming_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A receive() or receive_many() waiting in another thread when close(timeout=) timed out
     waited its whole timeout (without one, until close() was called again); receive_many's
-    error dropped ``unfinished``."""
-    g = Geode()
-    started = threading.Barrier(3)
+    error dropped ``unfinished``. Their asyncio twins, an areceive() and an ``async for``
+    over messages(), waited on (the loop had no timeout: until close() was called again)."""
+    g = Geode(nodes=5)
     calls = {
         "receive": lambda: g.receive("node1", timeout=TIMEOUT),
         "receive_many": lambda: g.receive_many("node2", timeout=TIMEOUT),
+        "areceive": lambda: asyncio.run(g.areceive("node3", timeout=TIMEOUT)),
+        "messages": lambda: asyncio.run(_drain(g.messages("node4"))),
     }
+    started = threading.Barrier(len(calls) + 1)
 
     def waits(call: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
@@ -128,7 +137,7 @@ def test_receives_waiting_when_a_close_times_out_end_naming_it(
 
         return run
 
-    with ThreadPoolExecutor(2, thread_name_prefix="waiter") as pool:
+    with ThreadPoolExecutor(len(calls), thread_name_prefix="waiter") as pool:
         futures = {name: pool.submit(waits(call)) for name, call in calls.items()}
         started.wait(TIMEOUT)
         time.sleep(0.2)  # (into their waits)

@@ -200,7 +200,7 @@ def test_an_exception_comes_back_with_its_traceback_naming_node_and_rank(geode: 
 def test_an_exception_that_cannot_be_unpickled_still_says_what_and_where(geode: Geode) -> None:
     with geode.executor() as ex:
         assert ex is not None
-        odd = r"task 'fail_oddly' raised Odd: odd 1 2 \(not picklable\)"
+        odd = r"task 'fail_oddly' raised Odd: odd 1 2 \(the exception could not travel: "
         with pytest.raises(TaskError, match=odd) as e:
             ex.submit(fail_oddly).result(timeout=TIMEOUT)
         assert isinstance(e.value.__cause__, RemoteTraceback)
