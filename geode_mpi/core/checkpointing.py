@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -53,6 +52,7 @@ from geode_mpi.core.termination import DEFAULT_GRACE, TERMINATION
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import GeodeTimeoutError, check_timeout
 from geode_mpi.persistence import CheckpointError, CheckpointStore, key_from_environment
+from geode_mpi.persistence.dropping import drop_waiting
 from geode_mpi.persistence.rankfile import JsonValue, RankFile
 from geode_mpi.persistence.snapshot import capture
 from geode_mpi.tracing import TRACER, now_us
@@ -594,18 +594,12 @@ class Checkpointer:
         waited at its clients: the executors they belong to start afresh (`_drop_executors`),
         and a new one, numbered as the old (streams are numbered in creation order) and
         numbering its tasks from 0 again, would take them as its own (old tasks run again,
-        old outcomes resolving new futures: wrong results). Logged, with their count."""
-        dropped: Counter[str] = Counter()
-        for parcels in chosen.engine.waiting.values():
-            kept = []
-            for parcel in parcels:
-                name = codec.peek(parcel.meta).class_name
-                if name in _EXECUTOR_WIRE_NAMES:
-                    dropped[_EXECUTOR_WIRE_NAMES[name]] += 1
-                else:
-                    kept.append(parcel)
-            if len(kept) != len(parcels):
-                parcels[:] = kept
+        old outcomes resolving new futures: wrong results). Logged, with their count; each is
+        acknowledged as processed (`drop_waiting`), so that its sender stops resending it."""
+        dropped = drop_waiting(
+            chosen.engine,
+            lambda parcel: _EXECUTOR_WIRE_NAMES.get(codec.peek(parcel.meta).class_name),
+        )
         if dropped:
             log.warning(
                 "restarted from checkpoint %d: %s of an executor waited on this rank; an "

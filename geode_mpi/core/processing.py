@@ -29,6 +29,7 @@ from geode_mpi.codec.classes import class_name
 from geode_mpi.codec.header import message_id
 from geode_mpi.core.quiescence import Quiescence
 from geode_mpi.delivery import Acknowledger
+from geode_mpi.delivery.authoring import Watch
 from geode_mpi.delivery.control import CLOSED
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import IDLE, WORKED, Marker, Wait
@@ -153,9 +154,6 @@ class Processor:
         # Local node index -> messages of it inside a handler now (close() reports them
         # apart from those taken with an explicit ack and never acked).
         self.handling: dict[int, int] = {}
-        # Local node index -> messages it authored (sent, published, replied): a handler
-        # that changed its node's count did something a second call would do again.
-        self._authored: dict[int, int] = geode.engine.path.counter
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -231,7 +229,9 @@ class Processor:
             self.answering.add(id(message))
         handling = self.handling
         handling[index] = handling.get(index, 0) + 1
-        authored = self._authored[index]  # (what it sends, publishes or replies changes it)
+        # What the handler's thread sends, publishes or replies meanwhile, as any node: a
+        # second call would do it again (`interrupted`).
+        watch = Watch()
         try:
             # Without the lock while other threads exist: they may use the Geode meanwhile.
             result = geode.gate.unlocked(handler, message) if other_threads() else handler(message)
@@ -250,9 +250,7 @@ class Processor:
                     message.source,
                 )
         except Exception as exc:
-            acted = self._authored[index] != authored or (
-                request and id(message) not in self.answering
-            )
+            acted = watch.count() != 0 or (request and id(message) not in self.answering)
             if self.interrupted(index, parcel, message, exc, acted, summary):
                 return
             summary.failed += 1
@@ -274,6 +272,7 @@ class Processor:
                     self.refuse(index, parcel, mid, message.type, exc)
             return
         finally:
+            watch.end()
             handling[index] -= 1
             if request:
                 self.answering.discard(id(message))
@@ -294,10 +293,10 @@ class Processor:
         """Whether the handler's ``error`` is a close() in another thread interrupting it (a
         `ClosedError` once close() began there), and if so, deal with its message.
 
-        If the handler did nothing another node can see (``acted`` False: node ``index``
-        authored no message in it, no send, publish nor reply, and it did not reply by hand),
-        the message goes back to node ``index``'s queue, not counted as a failure nor as an
-        attempt (the handler did nothing wrong), receivable after close() and reported as
+        If the handler did nothing another node can see (``acted`` False: its thread authored
+        no message in it, as any node, no send, publish nor reply, and it did not reply by
+        hand), the message goes back to node ``index``'s queue, not counted as a failure nor
+        as an attempt (the handler did nothing wrong), receivable after close() and reported as
         never received at the end if nothing takes it (a request, or a send with
         ``ack=True``: handled again by that close() while it still serves the other ranks).
         If it did (``acted``), handling it again would do that twice: it is a failed

@@ -21,6 +21,7 @@ from geode_mpi.codec.fastpickle import plain_pickle as _plain_pickle
 from geode_mpi.codec.wire import array_templates as _array_templates
 from geode_mpi.codec.wire import plain_misses as _plain_misses
 from geode_mpi.codec.wire_parts import _wire_names
+from geode_mpi.delivery.authoring import WATCHING, authored
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
 from geode_mpi.message import RESERVED, Message
 from geode_mpi.transport import SendTicket
@@ -132,6 +133,8 @@ class Lane:
             _ID_SEQ.pack_into(restamped, header.ID_AT, self.ident | count, seq)
             meta = bytes(restamped)
         counter[src] = count + 1
+        if WATCHING:  # (a thread runs a handler: what it authors counts)
+            authored()
         rank = self.rank
         if frames:
             ticket, meta, frames, nbytes = self.path.with_frames(rank, meta, frames, batch, None)
@@ -257,6 +260,8 @@ class Lane:
             meta = b"".join((head, body, array))  # (C-contiguous: its buffer read as is)
         request = isend(meta, rank, tag)
         counter[src] = count + 1
+        if WATCHING:  # (a thread runs a handler: what it authors counts)
+            authored()
         sent_to[rank] += 1
         pair.next_seq = seq + 1
         stats = self.stats

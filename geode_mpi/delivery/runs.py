@@ -32,6 +32,7 @@ from geode_mpi.codec.runs import (
     small_items,
     state_of,
 )
+from geode_mpi.delivery.authoring import WATCHING, authored
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut, RunEntry
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.message import Message
@@ -186,6 +187,8 @@ class OpenRun:
         self.stamps.append(_time())
         pair.next_seq = seq + 1
         self.stats.sent += 1
+        if WATCHING:  # (a thread runs a handler: what it authors counts)
+            authored()
         if at == RUN_MAX - 1 and self.full is not None:
             self.full(self.rank)  # (seals it)
         return at
@@ -216,6 +219,8 @@ class OpenRun:
         self.stamps += [_time()] * count
         self.pair.next_seq += count
         self.stats.sent += count
+        if WATCHING:  # (a thread runs a handler: what it authors counts)
+            authored(count)
         if at + count == RUN_MAX and self.full is not None:
             self.full(self.rank)  # (seals it)
         return count

@@ -21,6 +21,7 @@ from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import with_flags
 from geode_mpi.codec.runs import count as run_count
 from geode_mpi.codec.runs import is_run, joinable, kept, state_of, wire_name
+from geode_mpi.delivery.authoring import WATCHING, authored
 from geode_mpi.delivery.cache import (
     PayloadCache,
     budget_of,
@@ -154,6 +155,8 @@ class SendPath:
         stamp = _tuple_new(_Stamp, ((author << ID_BITS) | count, seq, time.time(), src, dst))
         meta, frames = _encode(message, stamp, flags, reply_to, via)
         self.counter[author] = count + 1
+        if WATCHING:  # (a thread runs a handler: what it authors counts)
+            authored()
         return stamp, meta, frames
 
     def to_node(
@@ -189,6 +192,8 @@ class SendPath:
         stamp = _tuple_new(_Stamp, ((author << ID_BITS) | count, seq, time.time(), src, dst))
         meta, frames = _encode(message, stamp, flags, reply_to, via)
         self.counter[author] = count + 1
+        if WATCHING:  # (a thread runs a handler: what it authors counts)
+            authored()
         if not frames:  # (a small message: one test on its path)
             ticket = self.transport.send(rank, meta, frames, batch)
             nbytes = len(meta)
@@ -288,6 +293,8 @@ class SendPath:
         count = self.counter[src]
         first_id = (src << ID_BITS) | count
         self.counter[src] = count + RUN_MAX  # the run's ids (those it does not fill go unused)
+        if WATCHING:  # (a thread runs a handler: what it authors counts; joins: `OpenRun`)
+            authored()
         seq = pair.next_seq
         stats = self.stats[src]
         run = OpenRun(

@@ -220,12 +220,17 @@ def _as_processed(pair: PairIn, seqs: list[int]) -> PairIn:
     saved.done_extra = set(pair.done_extra)
     saved.skips = None if pair.skips is None else dict(pair.skips)
     saved.unacked = list(pair.unacked)
-    for seq in seqs:
-        saved.processed(seq)
-    # Acked at the next record: below done_below as a range, above it one by one.
-    saved.unacked.extend(seq for seq in seqs if seq >= saved.done_below)
-    saved.ack_due = True
+    mark_processed(saved, seqs)
     return saved
+
+
+def mark_processed(pair: PairIn, seqs: list[int]) -> None:
+    """Record ``seqs`` processed in ``pair``, to be acknowledged at its next ack record."""
+    for seq in seqs:
+        pair.processed(seq)
+    # Acked at the next record: below done_below as a range, above it one by one.
+    pair.unacked.extend(seq for seq in seqs if seq >= pair.done_below)
+    pair.ack_due = True
 
 
 # -- restoring: every value checked before the engine is touched --------------------------

@@ -296,10 +296,27 @@ def test_tasks_and_outcomes_of_an_executor_checkpointed_mid_block_never_reach_a_
     if helper is not None:
         helper.join()
     geode.close(timeout=TIMEOUT)
-    with Geode(checkpoint_dir=directory, restart=True) as again, again.executor(prefetch=3) as ex:
-        if ex is not None:
-            wanted = [100 + x for x in range(3 * again.size + 3)]
-            assert list(ex.map(slowly, wanted, timeout=TIMEOUT)) == wanted
+    with Geode(checkpoint_dir=directory, restart=True) as again:
+        with again.executor(prefetch=3) as ex:
+            if ex is not None:
+                wanted = [100 + x for x in range(3 * again.size + 3)]
+                assert list(ex.map(slowly, wanted, timeout=TIMEOUT)) == wanted
+        # Before: the tasks dropped at the workers were never acknowledged, node0 kept them
+        # unacked for good (resent with resend_after, saved again by every checkpoint).
+        mine = [node for node in again.nodes if again.hosts(node)]
+        assert unacked_after_settling(again, mine) == dict.fromkeys(mine, 0)
+        stats = [again.stats(node) for node in mine]
+        assert [(s.received, s.duplicates) for s in stats] == [(s.processed, 0) for s in stats]
+
+
+def unacked_after_settling(geode: Geode, nodes: list[str]) -> dict[str, int]:
+    """Each of ``nodes``' unacknowledged messages, once none is left or after 10 s."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        unacked = {node: geode.stats(node).unacked for node in nodes}
+        if not any(unacked.values()) or time.monotonic() > deadline:
+            return unacked
+        geode.pending(nodes[0])  # (progress: acks arrive)
 
 
 @pytest.mark.parametrize(

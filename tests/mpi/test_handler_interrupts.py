@@ -129,6 +129,14 @@ def test_a_handler_close_interrupted_after_it_sent_is_not_called_again() -> None
 
     handler = _handler(body)
     geode.on(Ask, node=last)(handler)
+    _called_once(geode, handler)
+
+
+def _called_once(geode: Geode, handler: Any, sent: list[Any] | None = None) -> None:
+    """The handler of the last node, which sent a side effect to node 0 before close()
+    interrupted it, is not called again: the request fails, the side effect arrives once, the
+    request is a dead letter. ``sent``: where an ack=True send made before run() goes."""
+    last = geode.nodes[-1]
     if geode.rank == 0:
         with pytest.raises(HandlerError, match="ClosedError.*'closer' began close"):
             geode.request(Ask(1), last, timeout=TIMEOUT)
@@ -136,6 +144,8 @@ def test_a_handler_close_interrupted_after_it_sent_is_not_called_again() -> None
         assert [tuple(data) for data in effects] == [("side effect", 1)]
         geode.close(timeout=TIMEOUT)
     elif geode.hosts(last):
+        if sent is not None:
+            sent.append(geode.isend("x", last, geode.nodes[0], ack=True))
         calls, [error] = _interrupted(geode, handler)
         assert calls == ["runner"]
         assert isinstance(error, ClosedError)
@@ -171,3 +181,40 @@ def test_a_handler_close_interrupted_after_it_replied_is_not_called_again() -> N
         assert calls == ["runner"]
     else:
         geode.close(timeout=TIMEOUT)
+
+
+def _world_size() -> int:
+    from mpi4py import MPI
+
+    return int(MPI.COMM_WORLD.Get_size())
+
+
+@pytest.mark.parametrize("how", ["send", "publish"])
+def test_a_handler_close_interrupted_after_it_sent_as_another_local_node_is_not_called_again(
+    how: str,
+) -> None:
+    """It sent (or published on a topic) as another node of its rank, then a wait in it
+    raised ClosedError: only its own node's messages counted, so the message was put back
+    ("before it sent, published or replied") and close() called it again: the side effect
+    went out twice."""
+    geode = Geode(2 * _world_size())  # (two nodes a rank: the last node's rank hosts another)
+    _alone(geode)
+    last = geode.nodes[-1]
+    other = geode.nodes[geode.size - 1]  # (the other node of the last node's rank)
+    topic = geode.topic("effects", publishers=[other], subscribers=[geode.nodes[0]])
+    sent: list[Any] = []  # (an ack=True send made before run(): the handler waits for it)
+
+    def body(message: Message, call: int) -> str:
+        if how == "send":
+            geode.send(("side effect", message.data), other, geode.nodes[0])
+        else:
+            topic.publish(("side effect", message.data), source=other)
+        if call == 1:
+            handler.inside.set()  # type: ignore[attr-defined]
+            assert handler.resume.wait(TIMEOUT)  # type: ignore[attr-defined]
+            sent[0].wait(TIMEOUT)  # ClosedError (nothing of node `last` sent in it)
+        return f"answered {message.data}"
+
+    handler = _handler(body)
+    geode.on(Ask, node=last)(handler)
+    _called_once(geode, handler, sent)

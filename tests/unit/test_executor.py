@@ -472,6 +472,52 @@ def test_a_restart_after_a_block_with_prefetch_leaves_nothing_stale(tmp_path: Pa
             assert list(ex.map(square, range(4), timeout=10)) == [0, 1, 4, 9]
 
 
+released = threading.Event()  # lets `held` return
+started = threading.Event()  # set by `held`
+
+
+def held(x: int) -> int:
+    """x, once the test sets `released` (no sleep: the test decides when)."""
+    started.set()
+    released.wait(TIMEOUT)
+    return x
+
+
+def unacked_after_settling(geode: Geode) -> dict[str, int]:
+    """Each node's unacknowledged messages, once none is left or after 5 s of progress."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        unacked = {node: geode.stats(node).unacked for node in geode.nodes}
+        if not any(unacked.values()) or time.monotonic() > deadline:
+            return unacked
+        geode.pending(geode.nodes[0])  # (progress: acks arrive)
+
+
+def test_tasks_a_restart_drops_at_the_workers_are_acknowledged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the prefetched tasks a checkpoint caught at the workers were dropped at the
+    restart but never acknowledged: node0 kept them unacked for good (resending them with
+    ``resend_after``, saving them again in every checkpoint)."""
+    released.clear()
+    started.clear()
+    with Geode(checkpoint_dir=tmp_path) as geode, geode.executor(prefetch=3) as ex:
+        assert ex is not None
+        futures = [ex.submit(held, x) for x in range(3 * len(geode.nodes))]
+        assert started.wait(TIMEOUT)
+        assert geode.checkpoint(timeout=TIMEOUT) == 1
+        released.set()
+        assert [f.result(timeout=TIMEOUT) for f in futures] == list(range(len(futures)))
+    with caplog.at_level(logging.WARNING, logger="geode_mpi"):
+        again = Geode(checkpoint_dir=tmp_path, restart=True)
+    with again, again.executor(prefetch=3) as ex:
+        assert "task(s) of an executor waited on this rank" in caplog.text
+        assert ex is not None and list(ex.map(square, range(4), timeout=10)) == [0, 1, 4, 9]
+        assert unacked_after_settling(again) == dict.fromkeys(again.nodes, 0)
+        stats = [again.stats(node) for node in again.nodes]
+        assert [(s.received, s.duplicates) for s in stats] == [(s.processed, 0) for s in stats]
+
+
 def test_a_receive_waits_for_what_a_pending_task_sends(geode: Geode) -> None:
     """Before: the executor's thread is a daemon, so receive() on node0 raised at once that
     nothing can arrive in one process, while the task that sends was pending."""

@@ -82,3 +82,75 @@ def test_a_handler_failing_on_its_own_is_still_a_failure() -> None:
     summary = g.run("node1", count=1, timeout=TIMEOUT)
     assert (summary.failed, summary.dead_letters) == (1, 1)
     g.close()
+
+
+def _interrupt(g: Geode, before: Any, meanwhile: Any = None) -> Any:
+    """run() node1 in a thread with a Job handler that calls ``before()``, then waits while
+    close() in another thread begins (and ``meanwhile()`` runs in this one), and then sends
+    (ClosedError). What run() returned or raised."""
+    inside, resume = threading.Event(), threading.Event()
+    ended: list[Any] = []
+
+    @g.on(Job, node="node1")
+    def handle(message: Message) -> None:
+        before()
+        inside.set()
+        assert resume.wait(TIMEOUT)
+        g.send("late", "node1", "node2")  # the Geode closed meanwhile: ClosedError
+
+    def runner() -> None:
+        try:
+            ended.append(g.run("node1", timeout=TIMEOUT))
+        except ClosedError as exc:
+            ended.append(exc)
+
+    g.send(Job(1), "node0", "node1")
+    thread = threading.Thread(target=runner, name="runner")
+    thread.start()
+    assert inside.wait(TIMEOUT)
+    if meanwhile is not None:
+        meanwhile()
+    closer = threading.Thread(target=g.close, name="closer")
+    closer.start()
+    closer.join(TIMEOUT)
+    resume.set()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive() and not closer.is_alive()
+    [outcome] = ended
+    return outcome
+
+
+@pytest.mark.parametrize("how", ["send", "publish"])
+def test_a_handler_that_sent_as_another_node_is_not_put_back(
+    how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It sent (or published) as node3, not its own node1: only node1's messages counted,
+    so the message was put back as if the handler had done nothing ("before it sent,
+    published or replied"), to be handled again: the side effect twice."""
+    g = Geode()
+    topic = g.topic("effects", publishers=["node3"], subscribers=["node2"])
+
+    def before() -> None:
+        if how == "send":
+            g.send("side effect", "node3", "node2")
+        else:
+            topic.publish("side effect", source="node3")
+
+    caplog.set_level(logging.WARNING, logger="geode_mpi")
+    summary = _interrupt(g, before)
+    assert (summary.failed, summary.dead_letters) == (1, 1)
+    assert g.pending("node1") == 0
+    [dead] = g.dead_letters("node1")
+    assert (dead.message.type, dead.message.data) == ("Job", 1)
+    assert "after it sent, published or replied: a dead letter" in caplog.text
+
+
+def test_what_another_thread_sends_meanwhile_is_not_the_handlers() -> None:
+    """Another thread sent as node1 while node1's handler waited: counted as the handler's,
+    the message was dead-lettered though the handler had done nothing."""
+    g = Geode()
+    error = _interrupt(g, lambda: None, lambda: g.send("mine", "node1", "node2"))
+    assert isinstance(error, ClosedError) and error.closer == "closer"
+    assert g.dead_letters("node1") == []
+    again = g.receive("node1", timeout=0)
+    assert (again.type, again.data) == ("Job", 1)

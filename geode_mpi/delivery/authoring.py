@@ -1,0 +1,41 @@
+"""The messages each thread authors while it runs a handler: whether a handler that close()
+in another thread interrupted did something others can see (core/processing.py).
+
+`WATCHING` holds, for each thread that runs a handler now, the messages it authored since
+the handler began: sent, published or replied, as any node (each first send of a message;
+not resends, acks or other records), never another thread's. Empty (the usual case), a send
+pays one test of it."""
+
+from __future__ import annotations
+
+from threading import get_ident
+
+WATCHING: dict[int, int] = {}  # thread ident -> messages authored since its handler began
+
+
+def authored(count: int = 1) -> None:
+    """Count ``count`` messages authored by this thread, if it runs a handler (`Watch`)."""
+    me = get_ident()
+    if me in WATCHING:
+        WATCHING[me] += count
+
+
+class Watch:
+    """The messages this thread authors from now until `end` (a handler's run). Nested (a
+    handler run inside another's wait), the inner one's count adds to the outer one's."""
+
+    __slots__ = ("me", "outer")
+
+    def __init__(self) -> None:
+        self.me = get_ident()
+        self.outer = WATCHING.get(self.me)
+        WATCHING[self.me] = 0
+
+    def count(self) -> int:
+        """Messages this thread authored since the watch began."""
+        return WATCHING.get(self.me, 0)
+
+    def end(self) -> None:
+        done = WATCHING.pop(self.me, 0)
+        if self.outer is not None:
+            WATCHING[self.me] = self.outer + done
