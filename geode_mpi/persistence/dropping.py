@@ -36,8 +36,5 @@ def drop_waiting(restored: Restored, kind: Callable[[Parcel], str | None]) -> Co
         for source, some in by_source.items():
             pair = restored.pairs_in.get((source, index))
             if pair is not None:  # (None: a stream's pair not kept here)
-                mark_processed(pair, [parcel.seq for parcel in some])
-                taken = sum(1 for parcel in some if not parcel.attempts)  # (a retry's: counted)
-                pair.taken += taken  # its sender's credits back, as for a message taken
-                pair.owed += taken
+                mark_processed(pair, some)  # (its sender's credits back too)
     return dropped

@@ -123,13 +123,13 @@ def capture(engine: Engine, forwarding: Mapping[int, list[Parcel]] | None = None
             "nacked: ack or nack them before a checkpoint"
         )
     nodes: dict[str, Any] = {}
-    forgotten: dict[tuple[int, int], list[int]] = {}  # pair -> seqs an in-memory queue held
+    forgotten: dict[tuple[int, int], list[Parcel]] = {}  # pair -> what an in-memory queue held
     for index, inbox in engine.inboxes.items():
         parcels = list(inbox)  # (one parcel per message: a queued run is expanded)
         dropped = 0
         if not engine.configs[index].persistent:
             for parcel in parcels:
-                forgotten.setdefault((parcel.source, index), []).append(parcel.seq)
+                forgotten.setdefault((parcel.source, index), []).append(parcel)
             dropped, parcels = len(parcels), []
         nodes[str(index)] = {
             **_pack_parcels(parcels, "queue"),
@@ -209,10 +209,11 @@ def _pack_parcels(parcels: Sequence[Parcel], name: str) -> dict[str, Any]:
     }
 
 
-def _as_processed(pair: PairIn, seqs: list[int]) -> PairIn:
+def _as_processed(pair: PairIn, parcels: list[Parcel]) -> PairIn:
     """``pair`` as saved: with the messages an in-memory queue held counted processed (a
-    copy; the running job keeps them), so that a restart acknowledges them."""
-    if not seqs:
+    copy; the running job keeps them), so that a restart acknowledges them and gives their
+    sender its credits back."""
+    if not parcels:
         return pair
     saved = PairIn()
     for name in PairIn.__slots__:
@@ -220,17 +221,24 @@ def _as_processed(pair: PairIn, seqs: list[int]) -> PairIn:
     saved.done_extra = set(pair.done_extra)
     saved.skips = None if pair.skips is None else dict(pair.skips)
     saved.unacked = list(pair.unacked)
-    mark_processed(saved, seqs)
+    mark_processed(saved, parcels)
     return saved
 
 
-def mark_processed(pair: PairIn, seqs: list[int]) -> None:
-    """Record ``seqs`` processed in ``pair``, to be acknowledged at its next ack record."""
+def mark_processed(pair: PairIn, parcels: list[Parcel]) -> None:
+    """Record ``parcels`` (queued, never taken) processed in ``pair``, to be acknowledged at
+    its next ack record, and taken: their sender's credits come back with it, as for a
+    message a receive took (without them a sender with a window full of them stayed blocked
+    after the restart)."""
+    seqs = [parcel.seq for parcel in parcels]
     for seq in seqs:
         pair.processed(seq)
     # Acked at the next record: below done_below as a range, above it one by one.
     pair.unacked.extend(seq for seq in seqs if seq >= pair.done_below)
     pair.ack_due = True
+    taken = sum(1 for parcel in parcels if not parcel.attempts)  # (a retry's: counted)
+    pair.taken += taken
+    pair.owed += taken
 
 
 # -- restoring: every value checked before the engine is touched --------------------------

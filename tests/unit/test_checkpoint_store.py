@@ -200,6 +200,27 @@ def test_an_in_memory_queue_is_empty_after_a_restart_and_its_senders_are_acked(
         QueueConfig(persistent="yes")  # type: ignore[arg-type]
 
 
+def test_a_bounded_in_memory_queue_gives_its_senders_credits_back_at_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Before: the messages an in-memory queue held at the checkpoint were acknowledged at the
+    restart but not counted taken: a sender whose window they filled got no credit back and
+    stayed blocked (here: QueueFull at the first send after the restart)."""
+    from geode_mpi import Geode, QueueConfig
+
+    queues = {"node1": QueueConfig(persistent=False, capacity=8, policy="block")}
+    window = 4  # (capacity 8 shared by the two nodes that may send to node1)
+    with Geode(nodes=2, checkpoint_dir=tmp_path, queues=queues) as geode:
+        for k in range(window):
+            geode.send(k, "node0", "node1")
+        geode.checkpoint()
+    with Geode(nodes=2, checkpoint_dir=tmp_path, queues=queues, restart=True) as again:
+        assert again.pending("node1") == 0
+        for k in range(window):
+            again.send(100 + k, "node0", "node1")
+        assert [again.receive("node1").data for _ in range(window)] == [100, 101, 102, 103]
+
+
 def test_a_work_queue_and_a_topic_continue_after_a_restart(tmp_path: Path) -> None:
     from geode_mpi import Geode
 
