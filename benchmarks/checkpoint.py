@@ -272,7 +272,7 @@ class _TimedOs:
 
 def time_steps(geode: Geode | None) -> Phases:
     """Phases wrapping the steps of a checkpoint (given its Geode) and of a restore."""
-    from geode_mpi.core import checkpointing, restoring
+    from geode_mpi.core import checkpoint_cut, restoring
     from geode_mpi.persistence import store, store_reading
 
     phases = Phases()
@@ -280,8 +280,8 @@ def time_steps(geode: Geode | None) -> Phases:
     phases.wrap(timed_os, "fsync", "fsync")
     phases.replace(store, "os", timed_os)
     for owner, name, phase in (
-        (checkpointing, "encode_state", "encode"),
-        (checkpointing, "capture", "capture"),
+        (checkpoint_cut, "encode_state", "encode"),
+        (checkpoint_cut, "capture", "capture"),
         (store, "write_rank_file", "rank file"),
         (restoring, "load", "restore"),
         (restoring, "decode_state", "decode"),

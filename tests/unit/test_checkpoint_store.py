@@ -299,7 +299,7 @@ def test_maybe_checkpoint_follows_the_policy(
     from types import SimpleNamespace
 
     from geode_mpi import Geode
-    from geode_mpi.core import checkpointing
+    from geode_mpi.core import checkpoint_cut, checkpointing
 
     with Geode(checkpoint_dir=tmp_path / "m", checkpoint_every_messages=5) as geode:
         epochs = []
@@ -314,7 +314,8 @@ def test_maybe_checkpoint_follows_the_policy(
     clock = SimpleNamespace(
         monotonic=lambda: time.monotonic() + ahead[0], perf_counter=time.perf_counter
     )
-    monkeypatch.setattr(checkpointing, "time", clock)
+    monkeypatch.setattr(checkpointing, "time", clock)  # (maybe()'s vote)
+    monkeypatch.setattr(checkpoint_cut, "time", clock)  # (the time a checkpoint was taken)
     with Geode(checkpoint_dir=tmp_path / "t", checkpoint_every=60) as geode:
         assert geode.maybe_checkpoint() is None  # not due yet
         ahead[0] += 59

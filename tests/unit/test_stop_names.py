@@ -11,7 +11,7 @@ import pytest
 
 from geode_mpi import Message, Stop
 from geode_mpi.core import processing
-from geode_mpi.core.processing import is_stop_name
+from geode_mpi.core.stop_names import is_stop_name
 
 
 def test_a_name_no_stop_has_is_no_stop_and_nothing_is_imported(

@@ -1,0 +1,141 @@
+"""The answers of `Processor` besides a handler's reply: a handler interrupted by close(), a
+reply by hand, and the refusals (a dead-lettered or undecodable request, a waited-for message
+a closing rank will not process)."""
+
+from __future__ import annotations
+
+import threading
+
+from geode_mpi import codec
+from geode_mpi.base.logger import log
+from geode_mpi.codec.header import message_id
+from geode_mpi.core.processing_state import (
+    _REQUEST,
+    _WAITED,
+    ProcessorState,
+    RequestFailed,
+    RunSummary,
+)
+from geode_mpi.delivery.control import CLOSED
+from geode_mpi.errors import ClosedError, DecodeError
+from geode_mpi.message import ANSWERED, Message
+from geode_mpi.queues import Parcel
+
+
+class Answers(ProcessorState):
+    """`Processor`'s answers other than a handler's reply (a part of it, through ``self``)."""
+
+    def interrupted(
+        self,
+        index: int,
+        parcel: Parcel,
+        message: Message,
+        error: Exception,
+        acted: bool,
+        summary: RunSummary,
+    ) -> bool:
+        """Whether the handler's ``error`` is a close() in another thread interrupting it (a
+        `ClosedError` once close() began there), and if so, deal with its message.
+
+        If the handler did nothing another node can see (``acted`` False: its thread authored
+        no message in it, as any node, no send, publish nor reply, and it did not reply by
+        hand), the message goes back to node ``index``'s queue, not counted as a failure nor
+        as an attempt (the handler did nothing wrong), receivable after close() and reported as
+        never received at the end if nothing takes it (a request, or a send with
+        ``ack=True``: handled again by that close() while it still serves the other ranks).
+        If it did (``acted``), handling it again would do that twice: it is a failed
+        processing, dead-lettered at once (no retry, which close() would serve), its
+        requester answered with the failure (`HandlerError`) unless the handler replied,
+        a sender with ``ack=True`` told it was not processed. A warning says which."""
+        engine = self.geode.engine
+        closer = engine.closer
+        if not isinstance(error, ClosedError) or closer in (None, threading.current_thread()):
+            return False
+        node = self.geode.names[index]
+        if acted:
+            engine.in_hand -= 1
+            engine.dead_letter(index, parcel, error, parcel.attempts + 1)
+            summary.failed += 1
+            summary.dead_letters += 1
+            if parcel.reply_to == _REQUEST and id(message) in self.answering:
+                self.refuse(index, parcel, message_id(parcel.meta), message.type, error)
+            outcome = "after it sent, published or replied: a dead letter, not handled again"
+        else:
+            engine.put_back(index, parcel)
+            if parcel.flags & _WAITED:  # its sender waits: a close() still serving handles it
+                engine.waited.add(index)
+            outcome = (
+                f"before it sent, published or replied: not a failure; the message is back in "
+                f"{node}'s queue, not processed (receivable after close(), else reported as "
+                "never received)"
+            )
+        log.warning(
+            "%s: the handler of message %s (%s) from %s was interrupted by close() in thread "
+            "%r (%s) %s",
+            node,
+            message.id,
+            message.type,
+            message.source,
+            closer.name,
+            error,
+            outcome,
+        )
+        return True
+
+    def replied(self, request: Message) -> None:
+        """``request`` was answered by hand (`Geode.reply`): if it is a request its handler
+        is handling, its handler's None is no reply, and a second reply raises."""
+        if id(request) in self.answering:
+            self.answering.discard(id(request))
+            request.__dict__[ANSWERED] = True
+
+    def refuse_undecodable(self, index: int, parcel: Parcel, error: BaseException) -> None:
+        """`refuse` a request that node ``index`` took and could not decode (by `run`, a
+        take or a wait), named by its class as sent."""
+        try:
+            type_name = codec.peek(parcel.meta).class_name
+        except DecodeError:
+            type_name = "a message"
+        self.refuse(index, parcel, message_id(parcel.meta), type_name, error)
+
+    def refuse(
+        self,
+        index: int,
+        parcel: Parcel,
+        mid: int,
+        type_name: str,
+        error: BaseException,
+    ) -> None:
+        """Answer a request that node ``index`` dead-lettered with a `RequestFailed`, so that
+        its requester raises `HandlerError` instead of waiting for a reply that cannot come."""
+        geode = self.geode
+        node = geode.names[index]
+        failure = RequestFailed(
+            {
+                "node": node,
+                "request_id": mid,
+                "type_name": type_name,
+                "error_type": type(error).__name__,
+                "error": str(error),
+                "attempts": parcel.attempts + 1,
+            }
+        )
+        try:
+            geode.send(failure, index, parcel.source, False, None, mid, 0, False)
+        except Exception as exc:  # (closing, say): the dead letter and its warning stay
+            log.warning("%s: could not tell the requester of %s: %s", node, mid, exc)
+
+    def refuse_closing(self, index: int) -> None:
+        """This rank is in close(): tell the sender of each waited-for message (ack=True, a
+        request) in local node ``index``'s queue that no handler here takes that it will not
+        be processed (its wait raises `NotProcessed`, why "closing", instead of waiting for
+        an ack or a reply that cannot come). The message stays queued, as what a closing
+        node holds does."""
+        engine = self.geode.engine
+        told = self._told_closing
+        for parcel in self.geode.inboxes[index]:
+            if parcel.flags & _WAITED and not self.handles(index, parcel):
+                key = (index, parcel.source, parcel.seq)
+                if key not in told:
+                    told.add(key)
+                    engine.tell_lost(index, parcel, CLOSED, batch=False)

@@ -1,0 +1,148 @@
+"""How `Processor` serves the local nodes outside `Geode.run`: a step of one message a node,
+the messages whose sender waits for their processing, a wait's processing, a request's reply."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from geode_mpi.base.gate import senders_may_run
+from geode_mpi.core.processing_state import _WAITED, ProcessorState, RunSummary
+from geode_mpi.delivery import Acknowledger
+from geode_mpi.delivery.waiting import IDLE, WORKED, Marker, Wait
+from geode_mpi.queues import Parcel
+
+
+class Serving(ProcessorState):
+    """`Processor`'s steps and waits (a part of it, through ``self``)."""
+
+    def step(
+        self,
+        served: list[int],
+        summary: RunSummary,
+        limit: int | None = None,
+        handled_only: bool = False,
+    ) -> int:
+        """Process at most one message per served node (and at most ``limit``); the count.
+        With ``handled_only``, only messages that have a handler (the others stay queued)."""
+        engine = self.geode.engine
+        done = 0
+        for index in served:
+            if index in self.stopped or (limit is not None and done >= limit):
+                continue
+            match = self._not_awaited if self.awaited else None
+            if handled_only:
+
+                def match(parcel: Parcel, index: int = index) -> bool:
+                    return self.handles(index, parcel) and (parcel.reply_to not in self.awaited)
+
+            found = engine.take(index, match, None, True)
+            if found is None:
+                continue
+            parcel, receipt = found
+            assert receipt is not None
+            self.process(index, parcel, receipt, summary)
+            done += 1
+        return done
+
+    def serve_waited(self) -> None:
+        """Process the queued messages whose sender waits for their processing (requests,
+        sends with ``ack=True``) at the local nodes where they arrived, when those nodes have
+        a handler for them, and before each the older messages of its source that a handler
+        takes (per-source FIFO). Every wait of this rank calls it, so a request is answered
+        wherever its node's rank waits; other messages wait for `run` or `receive`."""
+        engine = self.geode.engine
+        waited = engine.waited
+        later: set[int] = set()
+        while waited:
+            index = waited.pop()
+            if self.closing:
+                self.refuse_closing(index)
+            if not self.has_handlers(index):
+                continue
+            inbox = self.geode.inboxes[index]
+
+            def owes(parcel: Parcel, index: int = index) -> bool:
+                """Its sender waits for its processing, and a handler here takes it."""
+                return bool(parcel.flags & _WAITED) and self.handles(index, parcel)
+
+            owed: dict[int, int] = {}  # source -> waited-for messages of it, with a handler
+            for parcel in filter(owes, inbox):
+                owed[parcel.source] = owed.get(parcel.source, 0) + 1
+
+            def servable(parcel: Parcel, index: int = index, owed: dict[int, int] = owed) -> bool:
+                return parcel.source in owed and self.handles(index, parcel)
+
+            while owed and (found := engine.take(index, servable, None, True)) is not None:
+                parcel, receipt = found
+                assert receipt is not None
+                if parcel.flags & _WAITED:
+                    left = owed.pop(parcel.source) - 1
+                    if left:
+                        owed[parcel.source] = left
+                self.process(index, parcel, receipt, self.served)
+            if inbox.next_ready() is not None and any(map(owes, inbox)):
+                later.add(index)  # a failed one waits out its retry's back-off
+        waited |= later
+
+    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
+        """Process messages of these local nodes, where they have handlers, until ``done()``
+        or none is left (a wait in one process that only local processing can end)."""
+        geode = self.geode
+        served = [index for index in nodes if self.has_handlers(index)]
+        summary = RunSummary()
+        while not done() and geode.engine.closer is None:  # (closing: the caller's wait ends)
+            geode.engine.poll()
+            if not served or not self.step(served, summary, handled_only=True):
+                break
+        return done()
+
+    def await_reply(
+        self,
+        src: int,
+        dst: int,
+        wanted: int,
+        deadline: float | None,
+        refused: Callable[[], bool] = lambda: False,
+    ) -> tuple[Parcel, Acknowledger | None] | None:
+        """Take the reply from ``dst`` to message ``wanted`` out of local node ``src``'s queue,
+        waiting for it until ``deadline`` (`time.monotonic`; None: no limit) while this rank's
+        other nodes keep processing with their handlers; None if it did not come, or once
+        ``refused()`` (dst said it will not process the request: no reply comes)."""
+        geode = self.geode
+        engine = geode.engine
+
+        def is_reply(parcel: Parcel) -> bool:
+            return parcel.reply_to == wanted and parcel.source == dst
+
+        others = [index for index in geode.local if index != src]
+        self.awaited.add(wanted)  # before anything lets another thread in
+        summary = RunSummary()
+
+        def look() -> tuple[Parcel, Acknowledger | None] | Marker | None:
+            found = engine.take(src, is_reply, None, False)
+            if found is not None:
+                return found
+            if engine.waited:  # requests to this rank's nodes, its own among them
+                self.serve_waited()
+                found = engine.take(src, is_reply, None, False)
+                if found is not None:
+                    return found
+            if refused():
+                return None
+            worked = self.step(others, summary, handled_only=True) if others else 0
+            return WORKED if worked else IDLE
+
+        started = time.perf_counter()
+        try:
+            wait = Wait(engine, deadline, started, poll=True, call="request")
+            return wait.until(look, self.alone)
+        finally:
+            self.awaited.discard(wanted)
+            geode.waited(src, started, "wait: request")
+
+    def alone(self) -> bool:
+        """Nothing can arrive any more: one process, no other thread that could send, and
+        no request here waiting out its retry's back-off (in ``engine.waited``)."""
+        engine = self.geode.engine
+        return not (engine.transport.delivers_later or senders_may_run() or engine.waited)
