@@ -17,6 +17,7 @@ from geode_mpi.transport.sealed import (
     owner_of,
     process_memory,
 )
+from geode_mpi.transport.shared_populate import describe, populate
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,18 +77,27 @@ class Leasing:
             self._warn(nbytes)
             return lease(process_memory(nbytes), shape, dtype)
         slot, (offset,) = taken
+        error = populate(self.bases[self.me] + offset, nbytes)  # (a write to it: no SIGBUS)
+        if error:
+            self._map().give_back(slot)
+            self.fallbacks += 1
+            self._warn(nbytes, error)
+            return lease(process_memory(nbytes), shape, dtype)
         memory = Lease(self.bases[self.me] + offset, nbytes, slot)
         weakref.finalize(memory, self._unlease, slot)
         self.leased += 1
         return lease(memory, shape, dtype)
 
-    def _warn(self, nbytes: int) -> None:
+    def _warn(self, nbytes: int, error: int = 0) -> None:
         if self._warned or (self.opened and not self.enabled):
             return  # (no segment on purpose: GEODE_SHARED_BYTES=0, or a node of one rank)
         self._warned = True
         why = (
-            f"this rank's part of the node's shared segment ({BYTES_VARIABLE}={self.budget}) "
-            f"has no room for {nbytes} bytes"
+            f"/dev/shm has no room for {nbytes} bytes of the node's shared segment "
+            f"({describe(error)})"
+            if error
+            else f"this rank's part of the node's shared segment ({BYTES_VARIABLE}="
+            f"{self.budget}) has no room for {nbytes} bytes"
             if self.opened
             else "the node's shared segment is made at the first topic(), and there is none yet"
         )
