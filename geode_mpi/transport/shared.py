@@ -67,7 +67,7 @@ from geode_mpi.transport.sealed import SHARED_MIN as SHARED_MIN  # (tests import
 from geode_mpi.transport.sealed import Sealable
 from geode_mpi.transport.shared_lease import BYTES_VARIABLE, Leasing
 from geode_mpi.transport.shared_notice import notice_prefix, read_notice_prefix
-from geode_mpi.transport.shared_populate import describe, populate
+from geode_mpi.transport.shared_populate import describe
 from geode_mpi.transport.slots import ALIGN, SLOTS, SlotAllocator
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class NodeShare(Leasing):
         """Back the bytes of ``slot`` that `fill` will copy to (`populate`); False, the slot
         given back and a warning the first time, if the file system has no room for them (a
         copy into them would kill the process with SIGBUS)."""
-        error = populate(self.bases[self.me] + offset, length)
+        error = self.back(offset, length)
         if not error:
             return True
         assert self.slots is not None
