@@ -25,6 +25,7 @@ from geode_mpi.base.gate import locked, other_threads
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.codec.header import ROUTE_TOPIC
 from geode_mpi.core.handles import ELSEWHERE, SendHandle
+from geode_mpi.core.runtime_parts import POLL_EVERY_SENDS
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.delivery.topics import TopicStream
@@ -322,7 +323,14 @@ class Topic:
         if self._sequencer is not None:
             msg = copy.copy(msg)
             msg.__dict__["origin"] = geode.names[src]
-        return self._publish(msg, src, ack, timeout, chosen, via)
+        handle = self._publish(msg, src, ack, timeout, chosen, via)
+        geode.sends += 1
+        if not geode.sends & POLL_EVERY_SENDS - 1:
+            # A rank that only publishes still takes in its acks (else its outbox keeps every
+            # message it published), as one that only sends does (`Runtime.send`); an arrival
+            # it cannot read is raised by the next call, not by this publish, which went.
+            geode.engine.poll_after_take()
+        return handle
 
     def has_room(self, sequencer: int) -> bool:
         """True if every subscriber has room now for what ``sequencer`` sends on."""

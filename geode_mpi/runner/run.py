@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import faulthandler
 import io
 import os
 import runpy
@@ -187,6 +188,10 @@ def run(
     """
     kind = "module" if module else kind
     rank, size = world()
+    if not faulthandler.is_enabled():
+        # A fatal signal (SIGSEGV; SIGBUS: a page of shared memory that /dev/shm has no room
+        # for) prints where each thread was, not only the launcher's "Bus error (signal 7)".
+        faulthandler.enable(all_threads=True)
     if size > 1:
         whole_lines()
     try:

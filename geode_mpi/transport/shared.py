@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,7 @@ from geode_mpi.transport.sealed import SHARED_MIN as SHARED_MIN  # (tests import
 from geode_mpi.transport.sealed import Sealable
 from geode_mpi.transport.shared_lease import BYTES_VARIABLE, Leasing
 from geode_mpi.transport.shared_notice import notice_prefix, read_notice_prefix
+from geode_mpi.transport.shared_populate import describe
 from geode_mpi.transport.slots import ALIGN, SLOTS, SlotAllocator
 
 if TYPE_CHECKING:
@@ -139,6 +141,8 @@ class NodeShare(Leasing):
         self.fallbacks = 0  # zero-copy arrays of SHARED_MIN or more made in process memory
         self._unleased: list[None] = []  # one per lease gone (appended by its finalizer)
         self._warned = False
+        self.unbacked = 0  # large broadcasts /dev/shm had no room for (sent as copies)
+        self._warned_unbacked = False
         self._freed = False
 
     def open(self) -> None:
@@ -211,10 +215,13 @@ class NodeShare(Leasing):
         filled = self.filled[self.me]
         if slot < 0:
             local = self.local
-            taken = slots.take([frame.nbytes for frame in oob], [local[m] for m in near])
+            sizes = [frame.nbytes for frame in oob]
+            taken = slots.take(sizes, [local[m] for m in near])
             if taken is None:
                 return None
             slot, offsets = taken
+            if not self._backed(slot, offsets[0], offsets[-1] + sizes[-1] - offsets[0]):
+                return None
             filled[slot] = 0  # (before the notices: a reader may see them at once)
             self._copy = (slot, offsets, oob)
         else:
@@ -222,6 +229,28 @@ class NodeShare(Leasing):
         win.Sync()
         self.shared += 1
         return notice_prefix(slot, offsets) + envelope
+
+    def _backed(self, slot: int, offset: int, length: int) -> bool:
+        """Back the bytes of ``slot`` that `fill` will copy to (`populate`); False, the slot
+        given back and a warning the first time, if the file system has no room for them (a
+        copy into them would kill the process with SIGBUS)."""
+        error = self.back(offset, length)
+        if not error:
+            return True
+        assert self.slots is not None
+        self.slots.give_back(slot)
+        self.unbacked += 1
+        if not self._warned_unbacked:
+            self._warned_unbacked = True
+            warnings.warn(
+                f"geode_mpi: no room in /dev/shm for {length} bytes of a large topic message "
+                f"in the node's shared segment ({describe(error)}); it and any other that does "
+                "not fit go to this node's subscribers as copies instead (free space in "
+                "/dev/shm, or set GEODE_SHARED_BYTES=0 to stop using it)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return False
 
     def fill(self) -> None:
         """Copy the frames `place` gave a slot (after its notices went) and mark it filled."""

@@ -17,6 +17,7 @@ from geode_mpi.transport.sealed import (
     owner_of,
     process_memory,
 )
+from geode_mpi.transport.shared_populate import describe, populate
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,6 +58,9 @@ class Leasing:
     _unleased: list[None]
     _warned: bool
     _freed: bool
+    # This rank's part is backed by /dev/shm from its start up to here (`back`): a page once
+    # backed stays so (tmpfs pages go only with the file), so no slot there is checked again.
+    backed_to: int = 0
 
     if TYPE_CHECKING:
 
@@ -76,18 +80,40 @@ class Leasing:
             self._warn(nbytes)
             return lease(process_memory(nbytes), shape, dtype)
         slot, (offset,) = taken
+        error = self.back(offset, nbytes)  # (so that writing to it cannot raise SIGBUS)
+        if error:
+            self._map().give_back(slot)
+            self.fallbacks += 1
+            self._warn(nbytes, error)
+            return lease(process_memory(nbytes), shape, dtype)
         memory = Lease(self.bases[self.me] + offset, nbytes, slot)
         weakref.finalize(memory, self._unlease, slot)
         self.leased += 1
         return lease(memory, shape, dtype)
 
-    def _warn(self, nbytes: int) -> None:
+    def back(self, offset: int, length: int) -> int:
+        """`populate` ``length`` bytes of this rank's part from ``offset``, less what is known
+        to be backed: 0, or the errno that says /dev/shm has no room for them."""
+        end = offset + length
+        backed_to = self.backed_to
+        if end <= backed_to:
+            return 0
+        start = backed_to if offset <= backed_to else offset
+        error = populate(self.bases[self.me] + start, end - start)
+        if not error and offset <= backed_to:
+            self.backed_to = end
+        return error
+
+    def _warn(self, nbytes: int, error: int = 0) -> None:
         if self._warned or (self.opened and not self.enabled):
             return  # (no segment on purpose: GEODE_SHARED_BYTES=0, or a node of one rank)
         self._warned = True
         why = (
-            f"this rank's part of the node's shared segment ({BYTES_VARIABLE}={self.budget}) "
-            f"has no room for {nbytes} bytes"
+            f"/dev/shm has no room for {nbytes} bytes of the node's shared segment "
+            f"({describe(error)})"
+            if error
+            else f"this rank's part of the node's shared segment ({BYTES_VARIABLE}="
+            f"{self.budget}) has no room for {nbytes} bytes"
             if self.opened
             else "the node's shared segment is made at the first topic(), and there is none yet"
         )

@@ -94,3 +94,10 @@ class SlotAllocator:
         for reader in readers:
             row[reader] = 1
         return True
+
+    def give_back(self, slot: int) -> None:
+        """Free ``slot``, just taken, that nothing was written to nor announced from."""
+        self._live = [entry for entry in self._live if entry[2] != slot]
+        self._rows[slot][:] = self._clear
+        self._free.append(slot)
+        self._free.sort(reverse=True)

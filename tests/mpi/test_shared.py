@@ -4,6 +4,7 @@ split into several "nodes" (``GEODE_SHARED_NODE_RANKS``) where only some members
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import shutil
@@ -11,6 +12,7 @@ import struct
 import threading
 import time
 import tracemalloc
+import warnings
 from typing import Any
 
 import numpy as np
@@ -519,3 +521,40 @@ def test_a_notice_whose_copy_never_comes_times_out(monkeypatch: pytest.MonkeyPat
     transport.close(timeout=TIMEOUT)
     if shared is not None and transport.rank == 1:
         assert len(raised) == 1 and "did not fill its slot" in str(raised[0])
+
+
+def test_no_room_in_dev_shm_sends_copies_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/shm without room for a slot's pages (MPI's segment is a sparse file there): the
+    copy into them killed the publisher with SIGBUS. The pages are backed first now (madvise
+    MADV_POPULATE_WRITE, here standing in for a full /dev/shm): the subscribers get copies,
+    with one warning naming /dev/shm, and a zero-copy array is ordinary memory.
+    (tests/unit/test_shared_full.py fills a real, small /dev/shm.)"""
+    from geode_mpi.transport import shared_populate
+
+    monkeypatch.setattr(shared_populate, "_madvise", lambda address, length: errno.EFAULT)
+    monkeypatch.setattr(shared_populate, "_unsupported", False)
+    geode = Geode(acks=False)
+    topic = subscribe_all(geode)
+    shared = shared_of(geode)
+    count = 3
+    if geode.rank == 0:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for k in range(count):
+                topic.publish(big(k))
+            topic.publish(zero_copy_big(geode, count))
+        texts = [str(w.message) for w in caught if w.category is RuntimeWarning]
+        if shared is not None and shared.enabled:
+            assert len(texts) == 2, texts
+            assert f"no room in /dev/shm for {LARGE} bytes" in texts[0]
+            assert "(EFAULT: Bad address)" in texts[0]
+            assert f"/dev/shm has no room for {LARGE} bytes" in texts[1]
+            assert (shared.unbacked, shared.shared, shared.fallbacks) == (count + 1, 0, 1)
+        else:
+            assert texts == []
+    for node in local_subscribers(geode):
+        for k in range(count + 1):
+            array = geode.receive(node, timeout=TIMEOUT).data
+            assert np.array_equal(array, big(k))
+            assert array.flags.writeable == (geode.size > 1)  # (copies of their own)
+    geode.close(timeout=TIMEOUT)

@@ -270,6 +270,47 @@ def test_publish_with_ack_completes_once_every_subscriber_processed(geode: Geode
     assert handle.acked and handle.dest == "acked"
 
 
+def test_a_rank_that_only_publishes_takes_in_the_acks_of_what_it_published(
+    geode: Geode,
+) -> None:
+    """A publisher that made no other geode_mpi call never took in its subscribers' acks: its
+    outbox (``stats().unacked``) kept every message it published, without bound. Its
+    publishes take in arrivals now and then, as sends do: the acks empty it. (The outbox is
+    read as `Geode.stats` reads it, without the poll that `stats` does first.)"""
+    nodes = geode.nodes
+    engine = geode._runtime.engine
+
+    def outbox() -> int:
+        return sum(engine.unacked_by_dest(0).values())
+
+    publisher = nodes[0]
+    topic = geode.topic("outbox", publishers=[publisher], subscribers=nodes[1:] or nodes)
+    first, most = 256, 256 * 64
+    sent, unacked = 0, 0
+    if geode.hosts(publisher):
+        for k in range(first):
+            topic.publish(k, source=publisher)
+    for node in topic.subscribers:
+        if geode.hosts(node):
+            assert [m.data for m in drain(geode, node, first)] == list(range(first))
+    geode.flush()  # (the subscribers' acks go out now)
+    gather(geode, None)  # (not a geode_mpi call: the publisher still takes nothing in)
+    if geode.hosts(publisher):
+        sent = first  # more publishes, until they took in the acks of the first (or `most`)
+        while outbox() >= first and sent < most:
+            topic.publish(sent, source=publisher)
+            sent += 1
+        unacked = outbox()
+        topic.publish("end", source=publisher)
+    for node in topic.subscribers:
+        if geode.hosts(node):
+            rest = []
+            while (data := geode.receive(node, topic=topic, timeout=TIMEOUT).data) != "end":
+                rest.append(data)
+            assert rest == list(range(first, len(rest) + first))
+    assert unacked < first, f"{unacked} of {sent} published messages still in the outbox"
+
+
 def test_a_subscriber_blocked_in_another_receive_lets_broadcasts_through(geode: Geode) -> None:
     """The first subscriber waits for a point-to-point message that the last one sends only
     after it got every (large) broadcast: the broadcasts must progress while it waits."""

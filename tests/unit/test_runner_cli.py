@@ -370,3 +370,14 @@ def test_the_check_of_heavy_modules_sees_them() -> None:
     result = python(["-m", "geode_mpi", "--stats", "-c", code], env=clean_env(), timeout=120)
     assert result.returncode == 0, result.explain()
     assert result.stdout.splitlines()[0] == "['argparse', 'numpy', 'shutil']", result.explain()
+
+
+def test_a_fatal_signal_prints_where_the_job_was(tmp_path: Path) -> None:
+    """A SIGBUS (a shared page that /dev/shm had no room for) or SIGSEGV ended a rank with the
+    launcher's one line ("Bus error (signal 7)"): the runner now prints each thread's stack."""
+    job = tmp_path / "job.py"
+    job.write_text("import os, signal\n\nos.kill(os.getpid(), signal.SIGBUS)\n")
+    result = python(["-m", "geode_mpi", str(job)], env=clean_env(), timeout=60)
+    assert result.returncode == -signal.SIGBUS, result.explain()
+    assert "Fatal Python error: Bus error" in result.stderr, result.explain()
+    assert f'File "{job}", line 3 in <module>' in result.stderr, result.explain()

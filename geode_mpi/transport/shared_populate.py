@@ -1,0 +1,69 @@
+"""Back a shared slot's pages before writing to them (transport/shared.py).
+
+MPI makes the node's segment as a sparse file in ``/dev/shm`` (MPICH's ``Allocate_shared``
+reserves no space), so a copy into a page that the file system has no room for raises SIGBUS:
+the process dies with no traceback. ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14 and later)
+backs the pages first and fails with an error code instead; where the kernel does not know it
+(EINVAL) or there is no ``madvise``, `populate` says so and the copy goes as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import mmap
+import os
+from typing import Any
+
+MADV_POPULATE_WRITE = 23  # linux/mman.h, since 5.14
+PAGE = mmap.PAGESIZE
+
+# What the kernel says of MADV_POPULATE_WRITE: unknown until the first call. A test may set it
+# to a function of (address, length) -> errno (0: backed) to stand in for a full /dev/shm.
+_madvise: Any = None
+_unsupported = False
+
+
+def _load() -> Any:
+    """libc's ``madvise``, or False where there is none (not Linux, no libc found)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.madvise
+    except (OSError, AttributeError):
+        return False
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    function.restype = ctypes.c_int
+
+    def call(address: int, length: int) -> int:
+        if function(address, length, MADV_POPULATE_WRITE) == 0:
+            return 0
+        return ctypes.get_errno()
+
+    return call
+
+
+def populate(address: int, length: int) -> int:
+    """Back ``length`` bytes from ``address`` (widened to whole pages) with memory of the
+    file system: 0 if done, or not possible here (unknown to the kernel: today's behaviour),
+    else the errno that says the file system has no room (ENOMEM, EFAULT, ENOSPC...)."""
+    global _madvise, _unsupported
+    if _unsupported or length <= 0:
+        return 0
+    if _madvise is None:
+        _madvise = _load()
+    if _madvise is False:
+        _unsupported = True
+        return 0
+    start = address - address % PAGE
+    end = -(-(address + length) // PAGE) * PAGE
+    error = _madvise(start, end - start)
+    if error in (errno.EINVAL, errno.ENOSYS):  # (a kernel before 5.14)
+        _unsupported = True
+        return 0
+    return int(error)
+
+
+def describe(error: int) -> str:
+    """``error``'s name and text, for the warning."""
+    return f"{errno.errorcode.get(error, str(error))}: {os.strerror(error)}"
