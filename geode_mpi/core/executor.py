@@ -93,8 +93,9 @@ class GeodeExecutor(Serving, Executor):
             runtime.inboxes[index].private[number] = self._is_task
         self._outcomes: deque[_Outcome | _Absent] = deque()
         # This Geode's executors, this one too: a worker rank's with block serves them all.
-        self._peers: list[GeodeExecutor] = [] if peers is None else peers
-        self._peers.append(self)
+        peers = [] if peers is None else peers
+        peers.append(self)
+        self._peers = peers
         self._served = False
         self._in_block = False
         # On the client's rank, when it hosts workers and other ranks do too: a second thread

@@ -18,7 +18,6 @@ from geode_mpi.core.executor_state import (
     _FINISH,
     _REST,
     ExecutorState,
-    Taken,
     _Absent,
     _Outcome,
     _Signal,
@@ -31,11 +30,20 @@ from geode_mpi.message import Message
 from geode_mpi.transport import abort_world
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from geode_mpi.queues import Parcel
+
+
+# (the executor whose task it is, its local worker node's index, what Engine.take returned)
+Taken = tuple["Serving", int, tuple["Parcel", Any]]
 
 
 class Serving(ExecutorState):
     """The serving loop of `GeodeExecutor` and what it calls: a mixin of core/executor.py."""
+
+    if TYPE_CHECKING:
+        _peers: Sequence[Serving]  # this Geode's executors (`Channels.executors_made`)
 
     def _resting(self) -> bool:
         """The client's rank with nothing to do: no future, and not shut down (its thread
@@ -140,7 +148,7 @@ class Serving(ExecutorState):
                 else:
                     assert not isinstance(found, _Signal)
                     owner, index, taken = found  # (a worker rank's: any executor's task)
-                    message = owner._deliver(index, taken)
+                    message = owner.open_task(index, taken)
             finally:
                 gate.leave(level)
             if isinstance(message, _Outcome):
@@ -149,13 +157,18 @@ class Serving(ExecutorState):
             if isinstance(message, _Absent):
                 self._break(self._absent_error(message))
                 continue
-            if not isinstance(message, WorkDone) and owner._broken is None:
-                # To the client as the queue's traffic (`_intercept`), never into its queue.
-                owner._queue.put(owner._run(message, index), index)
+            owner.answer_task(message, index)
             if taken[1] is not None:  # the node's queue wants explicit acks
                 message.ack()
 
-    def _deliver(self, index: int, taken: tuple[Parcel, Any]) -> Message:
+    def answer_task(self, message: Message, index: int) -> None:
+        """Run a task opened at worker node ``index`` and send its outcome (nothing for the
+        end, `WorkDone`, or once the executor broke)."""
+        if not isinstance(message, WorkDone) and self._broken is None:
+            # To the client as the queue's traffic (`_intercept`), never into its queue.
+            self._queue.put(self._run(message, index), index)
+
+    def open_task(self, index: int, taken: Any) -> Message:
         """Decode a task taken at worker node ``index`` (asking for the next); the last,
         `WorkDone`, ends the node's part."""
         message = self._runtime.deliver(index, taken)
@@ -202,7 +215,7 @@ class Serving(ExecutorState):
             rank,
         )
 
-    def _take_task(self) -> Taken | None:
+    def take_task(self) -> tuple[Any, int, Any] | None:
         """A task (or the end) taken at one of this rank's workers, or None."""
         take = self._runtime.engine.take
         for index in self._mine:
@@ -215,13 +228,13 @@ class Serving(ExecutorState):
         """A worker rank's look, or a runner's: a task, or the end of every local worker.
         A worker rank serves the other executors it has workers of too (made before this
         one's ``with``, whose client may use them meanwhile); it stops with this one's end."""
-        found = self._take_task()
+        found = self.take_task()
         if found is not None:
             return found
         if not self.is_client:
             for other in self._peers:
-                if other is not self and other._mine and not other.is_client:
-                    found = other._take_task()
+                if other is not self and not other.is_client:
+                    found = other.take_task()
                     if found is not None:
                         return found
         if self._resting():
@@ -231,7 +244,7 @@ class Serving(ExecutorState):
     def _look(self) -> Taken | _Outcome | _Absent | _Signal | Marker:
         """The client's thread's look."""
         if not self._split:
-            found = self._take_task()
+            found = self.take_task()
             if found is not None:
                 return found
         if self._outcomes:

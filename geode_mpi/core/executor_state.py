@@ -14,15 +14,11 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from geode_mpi.base.gate import Gate
-    from geode_mpi.core.executor import GeodeExecutor
-    from geode_mpi.core.executor_serving import Serving
     from geode_mpi.core.runtime import Runtime
     from geode_mpi.core.workqueues import WorkQueue
     from geode_mpi.errors import TaskError
     from geode_mpi.queues import Parcel
 
-# (the executor whose task it is, its local worker node's index, what Engine.take returned)
-Taken = tuple["Serving", int, tuple["Parcel", Any]]
 # A message class travels by its wire name, ``module:qualname`` (`geode_mpi.codec.classes`):
 # the two below keep the module that defined them before the split (it re-exports them), so
 # that what is sent, and a checkpoint of an executor's queue, still name them as before.
@@ -87,7 +83,6 @@ class ExecutorState:
         _is_task: Callable[[Parcel], bool]
         _outcomes: deque[_Outcome | _Absent]
         _split: bool
-        _peers: list[GeodeExecutor]  # this Geode's executors (`Channels.executors_made`)
         _served: bool  # `serve` was called (a ``with`` on a worker rank calls it)
         _in_block: bool  # inside its ``with`` block on this rank
 

@@ -271,6 +271,9 @@ INTERNAL_MEMBERS = {
     "GeodeExecutor.leave_unserved",
     "GeodeExecutor.in_block",
     "GeodeExecutor.over",
+    "GeodeExecutor.take_task",
+    "GeodeExecutor.open_task",
+    "GeodeExecutor.answer_task",
 }
 TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
