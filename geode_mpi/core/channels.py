@@ -58,6 +58,8 @@ class Channels:
         self.topics_by_wire: dict[int, Topic] = {}
         self.work_queues: dict[int, WorkQueue] = {}  # by stream number
         self.executors: list[GeodeExecutor] = []  # those whose client is on this rank
+        # Every executor made here and not over (`GeodeExecutor.over`), in the order made.
+        self.executors_made: list[GeodeExecutor] = []
         geode.task_sources = self.work_queues  # a consumer's taken task goes to its queue
         self.checkpointer: Checkpointer | None = None  # the Geode's, to restore from
         self._early: list[tuple[int, int, Message, Route]] = []

@@ -27,7 +27,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from geode_mpi.base.gate import count_as_sender
+from geode_mpi.base.logger import log
 from geode_mpi.core.executor_serving import Serving
+from geode_mpi.core.executor_state import _Absent as _Absent
 from geode_mpi.core.executor_state import _Outcome as _Outcome  # (its wire name's module)
 from geode_mpi.core.executor_state import _Task as _Task
 from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk
@@ -58,7 +60,12 @@ class GeodeExecutor(Serving, Executor):
     """
 
     def __init__(
-        self, runtime: Runtime, queue: WorkQueue, client: int, workers: Sequence[int]
+        self,
+        runtime: Runtime,
+        queue: WorkQueue,
+        client: int,
+        workers: Sequence[int],
+        peers: list[GeodeExecutor] | None = None,
     ) -> None:
         self._runtime = runtime
         self._gate = runtime.gate
@@ -84,7 +91,13 @@ class GeodeExecutor(Serving, Executor):
         # either, and neither does another executor of the same client.
         for index in self._mine:
             runtime.inboxes[index].private[number] = self._is_task
-        self._outcomes: deque[_Outcome] = deque()
+        self._outcomes: deque[_Outcome | _Absent] = deque()
+        # This Geode's executors, this one too: a worker rank's with block serves them all.
+        peers = [] if peers is None else peers
+        peers.append(self)
+        self._peers = peers
+        self._served = False
+        self._in_block = False
         # On the client's rank, when it hosts workers and other ranks do too: a second thread
         # (the runner) runs the tasks of this rank's workers, so that the client's thread
         # goes on handing tasks out to the others meanwhile.
@@ -134,6 +147,18 @@ class GeodeExecutor(Serving, Executor):
     def name(self) -> str:
         """The name of its work queue."""
         return self._queue.name
+
+    @property
+    def in_block(self) -> bool:
+        """Inside its ``with`` block on this rank (entered, not yet left)."""
+        return self._in_block
+
+    def over(self) -> bool:
+        """Nothing of it left to do on this rank: outside its block, and shut down (its
+        client's rank) or served (a worker rank's, or told by close())."""
+        if self._in_block:
+            return False
+        return self._shutdown if self.is_client else self._served and not self._mine
 
     def __repr__(self) -> str:
         return (
@@ -228,11 +253,14 @@ class GeodeExecutor(Serving, Executor):
     def __enter__(self) -> GeodeExecutor | None:  # type: ignore[override]  # (None: a worker)
         """The executor on the client's rank; elsewhere `serve`, then None."""
         if self.is_client:
+            self._in_block = True
             return self
         self.serve()
+        self._in_block = True
         return None
 
     def __exit__(self, *raised: object) -> None:
+        self._in_block = False
         if self.is_client:  # (a raise in the block: cancel what is still queued)
             self.shutdown(wait=True, cancel_futures=raised[0] is not None)
 
@@ -245,6 +273,8 @@ class GeodeExecutor(Serving, Executor):
             )
 
     def _failure(self) -> TaskError:
+        if isinstance(self._broken, TaskError):
+            return self._broken  # (said as it is: a worker rank never served, `_absent_error`)
         rank = self._runtime.rank
         return TaskError(
             f"executor {self.name!r}: its thread on {self.client} (rank {rank}) failed with "
@@ -279,6 +309,29 @@ class GeodeExecutor(Serving, Executor):
                 f"{self.client} still has {pending} future(s) pending (shut it down, or leave "
                 "its with block, before close())"
             )
+
+    def leave_unserved(self) -> None:
+        """`Geode.close` on a rank that hosts workers of this executor (not its client) and
+        never served them (no ``with`` block, no `serve`): tell the client, whose futures
+        fail then (`_absent_error`) instead of waiting for ever, and say so here."""
+        if self.is_client or self._served or not self._mine:
+            return
+        runtime = self._runtime
+        nodes = ", ".join(runtime.names[index] for index in self._mine)
+        log.error(
+            "close() on rank %s: executor %r has worker node(s) here (%s) that never ran its "
+            "tasks: this rank never entered its with block (every rank enters it, `with "
+            "geode.executor() as ex:`, ex None on the worker ranks; or calls ex.serve()); its "
+            "client %s's futures fail with TaskError",
+            runtime.rank,
+            self.name,
+            nodes,
+            self.client,
+        )
+        for index in self._mine:
+            self._queue.put(_Absent((index, runtime.rank)), index)
+        self._mine.clear()  # (what waits at them stays private to the executor)
+        self._served = True
 
     def _pending(self) -> bool:
         """True while a future is not yet done (its task may still send)."""

@@ -18,23 +18,32 @@ from geode_mpi.core.executor_state import (
     _FINISH,
     _REST,
     ExecutorState,
-    Taken,
+    _Absent,
     _Outcome,
     _Signal,
 )
 from geode_mpi.core.tasks import run_task, settle
 from geode_mpi.core.workqueues import WorkDone
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait
-from geode_mpi.errors import GeodeError
+from geode_mpi.errors import GeodeError, TaskError
 from geode_mpi.message import Message
 from geode_mpi.transport import abort_world
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from geode_mpi.queues import Parcel
+
+
+# (the executor whose task it is, its local worker node's index, what Engine.take returned)
+Taken = tuple["Serving", int, tuple["Parcel", Any]]
 
 
 class Serving(ExecutorState):
     """The serving loop of `GeodeExecutor` and what it calls: a mixin of core/executor.py."""
+
+    if TYPE_CHECKING:
+        _peers: Sequence[Serving]  # this Geode's executors (`Channels.executors_made`)
 
     def _resting(self) -> bool:
         """The client's rank with nothing to do: no future, and not shut down (its thread
@@ -58,8 +67,13 @@ class Serving(ExecutorState):
     def _fail(self, exc: BaseException) -> None:
         """The thread broke on ``exc`` (a task's SystemExit, say): fail every future, take
         no more tasks."""
-        self._broken = exc
         log.error("executor %r: its thread failed", self.name, exc_info=exc)
+        self._break(exc)
+
+    def _break(self, exc: BaseException) -> None:
+        """Fail every future with `_failure` (``exc`` itself if a `TaskError`), take no
+        more tasks."""
+        self._broken = exc
         failure = self._failure()
         with self._lock:  # (a submit from now on raises the failure)
             self._shutdown = True
@@ -81,6 +95,7 @@ class Serving(ExecutorState):
         A task's `SystemExit` (``sys.exit()``, ``quit()``) ends the job, every rank: the
         client would wait for its outcome for ever.
         """
+        self._served = True
         if not self.is_client:
             try:
                 self._serve_loop(False)
@@ -116,7 +131,7 @@ class Serving(ExecutorState):
             try:
                 gate.enter()
                 found = cast(
-                    "Taken | _Outcome | _Signal | None",
+                    "Taken | _Outcome | _Absent | _Signal | None",
                     Wait(runtime.engine, None).until(look),
                 )
                 if found is _FINISH:
@@ -128,24 +143,32 @@ class Serving(ExecutorState):
                     if client:
                         self._queue.serve()  # until every worker was told
                     return
-                if isinstance(found, _Outcome):
+                if isinstance(found, (_Outcome, _Absent)):
                     message: Message = found
                 else:
                     assert not isinstance(found, _Signal)
-                    index, taken = found
-                    message = self._deliver(index, taken)
+                    owner, index, taken = found  # (a worker rank's: any executor's task)
+                    message = owner.open_task(index, taken)
             finally:
                 gate.leave(level)
             if isinstance(message, _Outcome):
                 self._resolve(message)
                 continue
-            if not isinstance(message, WorkDone) and self._broken is None:
-                # To the client as the queue's traffic (`_intercept`), never into its queue.
-                self._queue.put(self._run(message, index), index)
+            if isinstance(message, _Absent):
+                self._break(self._absent_error(message))
+                continue
+            owner.answer_task(message, index)
             if taken[1] is not None:  # the node's queue wants explicit acks
                 message.ack()
 
-    def _deliver(self, index: int, taken: tuple[Parcel, Any]) -> Message:
+    def answer_task(self, message: Message, index: int) -> None:
+        """Run a task opened at worker node ``index`` and send its outcome (nothing for the
+        end, `WorkDone`, or once the executor broke)."""
+        if not isinstance(message, WorkDone) and self._broken is None:
+            # To the client as the queue's traffic (`_intercept`), never into its queue.
+            self._queue.put(self._run(message, index), index)
+
+    def open_task(self, index: int, taken: Any) -> Message:
         """Decode a task taken at worker node ``index`` (asking for the next); the last,
         `WorkDone`, ends the node's part."""
         message = self._runtime.deliver(index, taken)
@@ -164,34 +187,64 @@ class Serving(ExecutorState):
             wake.wait()
 
     def _intercept(self, message: Message) -> bool:
-        """The queue's dispatcher (the client) got ``message``: an outcome is this executor's."""
-        if not isinstance(message, _Outcome):
+        """The queue's dispatcher (the client) got ``message``: an outcome is this executor's,
+        and so is a worker rank's word that it never served (`_Absent`): the dispatcher
+        counts that worker as told of the end, and hands it nothing more."""
+        if isinstance(message, _Absent):
+            worker = message.data[0]
+            state = self._queue.dispatch
+            state.told.add(worker)
+            kept = [index for index in state.wanting if index != worker]
+            state.wanting.clear()
+            state.wanting.extend(kept)
+        elif not isinstance(message, _Outcome):
             return False
         self._outcomes.append(message)
         return True
 
-    def _take_task(self) -> Taken | None:
+    def _absent_error(self, message: Message) -> TaskError:
+        """The failure of every future once a worker rank said it never served (`_Absent`)."""
+        worker, rank = message.data
+        node = self._runtime.names[worker]
+        return TaskError(
+            f"executor {self.name!r}: its worker {node} (rank {rank}) never ran its tasks: "
+            f"rank {rank} reached close() without entering the executor's with block (every "
+            "rank enters it, `with geode.executor() as ex:`, ex None on the worker ranks; or "
+            "calls ex.serve() there)",
+            node,
+            rank,
+        )
+
+    def take_task(self) -> tuple[Any, int, Any] | None:
         """A task (or the end) taken at one of this rank's workers, or None."""
         take = self._runtime.engine.take
         for index in self._mine:
             found = take(index, self._is_task, None, False)
             if found is not None:
-                return index, found
+                return self, index, found
         return None
 
     def _look_worker(self) -> Taken | _Signal | Marker:
-        """A worker rank's look, or a runner's: a task, or the end of every local worker."""
-        found = self._take_task()
+        """A worker rank's look, or a runner's: a task, or the end of every local worker.
+        A worker rank serves the other executors it has workers of too (made before this
+        one's ``with``, whose client may use them meanwhile); it stops with this one's end."""
+        found = self.take_task()
         if found is not None:
             return found
+        if not self.is_client:
+            for other in self._peers:
+                if other is not self and not other.is_client:
+                    found = other.take_task()
+                    if found is not None:
+                        return found
         if self._resting():
             return _REST  # the runner, its last task's outcome in: a computing client is busy
         return IDLE if self._mine else _DONE
 
-    def _look(self) -> Taken | _Outcome | _Signal | Marker:
+    def _look(self) -> Taken | _Outcome | _Absent | _Signal | Marker:
         """The client's thread's look."""
         if not self._split:
-            found = self._take_task()
+            found = self.take_task()
             if found is not None:
                 return found
         if self._outcomes:
@@ -208,6 +261,8 @@ class Serving(ExecutorState):
         dispatcher, and tell the workers (through the queue) that no task will come."""
         for task_id in list(self._futures):
             self._futures.pop(task_id).set_running_or_notify_cancel()
+        if self._broken is not None:  # (their futures failed: and no worker may be left)
+            self._queue.dispatch.tasks.clear()
         self._finishing = True
         self._queue.finish(self._client)
 

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from geode_mpi.errors import TaskError
     from geode_mpi.queues import Parcel
 
-Taken = tuple[int, tuple["Parcel", Any]]  # (local node index, what Engine.take returned)
 # A message class travels by its wire name, ``module:qualname`` (`geode_mpi.codec.classes`):
 # the two below keep the module that defined them before the split (it re-exports them), so
 # that what is sent, and a checkpoint of an executor's queue, still name them as before.
@@ -54,6 +53,14 @@ class _Outcome(Message):
     __module__ = _HOME
 
 
+class _Absent(Message):
+    """A worker rank's close() to the client: (worker node index, its rank), a worker node
+    of the executor that rank never served (no ``with`` block, no `serve`): its tasks never
+    run."""
+
+    __module__ = _HOME
+
+
 class ExecutorState:
     """The state `GeodeExecutor.__init__` sets (core/executor.py), declared for its serving
     part, and what that part calls of the client's side."""
@@ -74,8 +81,10 @@ class ExecutorState:
         _finishing: bool
         _broken: BaseException | None
         _is_task: Callable[[Parcel], bool]
-        _outcomes: deque[_Outcome]
+        _outcomes: deque[_Outcome | _Absent]
         _split: bool
+        _served: bool  # `serve` was called (a ``with`` on a worker rank calls it)
+        _in_block: bool  # inside its ``with`` block on this rank
 
         # defined in core/executor.py
         @property

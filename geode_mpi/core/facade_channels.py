@@ -187,6 +187,8 @@ class ChannelCalls(Facade):
             WorldMismatchError: ranks called it with different arguments.
             ThreadError: MPI runs below the 'serialized' thread level (the client's work is
                 done in a thread).
+            RuntimeError: called inside another executor's ``with`` block (on every rank:
+                make both before the first block).
         """
         from geode_mpi.core.staffing import open_executor  # (concurrent.futures: on demand)
 

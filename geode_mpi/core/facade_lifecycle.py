@@ -66,6 +66,8 @@ class Lifecycle(Facade):
         if runtime.closed:
             return
         timeout = check_timeout(timeout)
+        for executor in self._channels.executors_made:  # (a worker rank's, never served)
+            executor.leave_unserved()
         if self._channels.executors:
             started = time.monotonic()
             self._end_executors(timeout)

@@ -10,7 +10,7 @@ its receives and waits in runtime_receiving.py, over runtime_parts.py.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from geode_mpi import codec
@@ -29,7 +29,7 @@ from geode_mpi.delivery import Engine, QueueConfig
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import ClosedError, NodeNotLocalError
-from geode_mpi.queues import Parcel
+from geode_mpi.queues import Inbox, Parcel
 from geode_mpi.transport import Transport
 
 
@@ -202,14 +202,17 @@ class Runtime(Sending, Receiving):
     # -- the end ---------------------------------------------------------------------------
 
     def unreceived(self) -> dict[str, Counter[str]]:
-        """The messages queued at this rank's nodes, by node and type."""
-        return {
+        """The messages queued at this rank's nodes, by node and type (not an executor's
+        own, `_receivable`)."""
+        counted = {
             self.names[index]: Counter(
-                codec.short_name(codec.peek(parcel.meta).class_name) for parcel in inbox
+                codec.short_name(codec.peek(parcel.meta).class_name)
+                for parcel in _receivable(inbox)
             )
             for index, inbox in self.inboxes.items()
             if len(inbox)
         }
+        return {name: counts for name, counts in counted.items() if counts}
 
     def queued_now(self) -> dict[int, Parcel]:
         """The messages queued at this rank's nodes that a checkpoint saves (not those of an
@@ -235,7 +238,7 @@ class Runtime(Sending, Receiving):
         lost: dict[str, Counter[str]] = {}
         kept: dict[str, Counter[str]] = {}
         for index, inbox in self.inboxes.items():
-            for parcel in inbox:
+            for parcel in _receivable(inbox):
                 where = kept if id(parcel) in held else lost
                 kind = codec.short_name(codec.peek(parcel.meta).class_name)
                 where.setdefault(self.names[index], Counter())[kind] += 1
@@ -254,6 +257,14 @@ class Runtime(Sending, Receiving):
                 if last and not saved
                 else "",
             )
+
+
+def _receivable(inbox: Inbox) -> Iterator[Parcel]:
+    """The parcels of ``inbox`` that a receive could take: not those private to an executor
+    (tasks and its end at a worker node of a rank that never served it: close() told its
+    client, `GeodeExecutor.leave_unserved`)."""
+    private = inbox.private
+    return (parcel for parcel in inbox if parcel.source not in private)
 
 
 def _counted(queued: dict[str, Counter[str]]) -> str:

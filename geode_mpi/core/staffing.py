@@ -22,11 +22,37 @@ def open_executor(
     workers: Sequence[str | int] | None,
     prefetch: int,
 ) -> GeodeExecutor:
-    """`Geode.executor`: check the arguments, create the work queue (collective)."""
+    """`Geode.executor`: check the arguments, create the work queue (collective).
+
+    Raises:
+        RuntimeError: called inside the ``with`` block of another executor (on every rank).
+    """
+    made = channels.executors_made
+    check_outside_blocks(made, runtime.rank)
     chosen, taking, name = staff(runtime, channels, client, workers)
     queue = channels.work_queue(name, taking, chosen, [chosen], prefetch)
     queue.executor = True
-    return GeodeExecutor(runtime, queue, chosen, taking)
+    made[:] = [old for old in made if not old.over()]
+    return GeodeExecutor(runtime, queue, chosen, taking, made)
+
+
+def check_outside_blocks(made: Sequence[GeodeExecutor], rank: int) -> None:
+    """Refuse a new executor inside another's ``with`` block, on every rank alike (the same
+    script): there a worker rank's ``__enter__`` serves until the client's block ends, so it
+    could not make the new one with the client's rank, and both would wait for ever.
+
+    Raises:
+        RuntimeError: naming the open block's executor and what to do instead.
+    """
+    for old in made:
+        if old.in_block:
+            raise RuntimeError(
+                f"geode.executor() on rank {rank} inside the with block of executor "
+                f"{old.name!r}: a worker rank's with serves tasks until the client's block "
+                "ends, so it cannot create the new executor together with the client's rank "
+                "(a collective call). Create both before the first with: `first, second = "
+                "geode.executor(), geode.executor()`, then `with first as a, second as b:`"
+            )
 
 
 def staff(

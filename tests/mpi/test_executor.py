@@ -144,6 +144,67 @@ def test_two_executors_in_turn_with_other_messages_between(geode: Geode) -> None
         assert total == [k] * geode.size
 
 
+def test_two_executors_made_before_their_blocks_serve_at_once(geode: Geode) -> None:
+    """Two executors open at once on the client, the second with other workers (a worker
+    rank's first block serves both): before, the worker rank served only the first block
+    while the client waited for the second's futures, and the job hung."""
+    last = geode.nodes[-1] if geode.size > 1 else "node1"
+    first, second = geode.executor(), geode.executor(workers=[last])
+    with first as a, second as b:
+        if a is not None and b is not None:
+            ones = [a.submit(where, k) for k in range(10)]
+            twos = [b.submit(where, k) for k in range(10, 20)]
+            assert [f.result(timeout=20)[0] for f in twos] == [k * k for k in range(10, 20)]
+            assert {f.result(timeout=20)[1] for f in twos} == {geode.rank_of(last)}
+            assert [f.result(timeout=20)[0] for f in ones] == [k * k for k in range(10)]
+        else:
+            assert a is None and b is None and geode.rank != 0
+
+
+def test_an_executor_inside_another_ones_block_is_refused_on_every_rank(geode: Geode) -> None:
+    """Before: the client's rank waited in the second executor() for the worker ranks, which
+    served the first block until the client's ended: the job hung."""
+    with geode.executor() as outer:
+        with pytest.raises(RuntimeError, match="inside the with block of executor 'executor-1'"):
+            geode.executor()
+        if outer is not None:
+            assert outer.submit(same, 3).result(timeout=20) == 3
+    with geode.executor() as after:  # the refused call made nothing, on any rank
+        if after is not None:
+            assert after.name == "executor-2" and after.submit(same, 4).result(timeout=20) == 4
+
+
+@pytest.mark.parametrize("with_on_the_client", [False, True])
+def test_a_worker_rank_that_never_enters_the_block_fails_the_clients_futures(
+    geode: Geode, caplog: pytest.LogCaptureFixture, with_on_the_client: bool
+) -> None:
+    """The worker ranks skip the with block (none at all, or only the client's rank has it)
+    and go to close(): before, the client waited for its futures for ever; now each fails
+    with TaskError naming a worker node and its rank. In one process the thread runs them."""
+    ex = geode.executor()
+    if not ex.is_client:
+        with caplog.at_level("ERROR", logger="geode_mpi"):
+            geode.close(timeout=TIMEOUT)
+        assert f"executor 'executor-1' has worker node(s) here ({geode.nodes[geode.rank]})" in (
+            caplog.text
+        )
+        return
+    with ex if with_on_the_client else contextlib.nullcontext(ex) as client:
+        futures = [client.submit(same, k) for k in range(6)]
+        for k, future in enumerate(futures):
+            if geode.size == 1:
+                assert future.result(timeout=20) == k
+                continue
+            with pytest.raises(TaskError, match=r"its worker (node\d) \(rank \d\) never ran") as e:
+                future.result(timeout=20)
+            assert e.value.node in client.workers and e.value.rank == geode.rank_of(e.value.node)
+            assert "without entering the executor's with block" in str(e.value)
+        if geode.size > 1:
+            with pytest.raises(TaskError, match="never ran its tasks"):
+                client.submit(same, 7)
+    geode.close(timeout=TIMEOUT)
+
+
 def only_on_the_client(x: int) -> int:
     """Removed from this module on the worker ranks by the test below."""
     return x

@@ -437,12 +437,24 @@ def test_a_receive_of_your_own_on_a_worker_node_never_takes_a_task(geode: Geode)
 
 
 def test_two_executors_at_once_on_one_client_keep_their_own_results(geode: Geode) -> None:
-    with geode.executor() as first, geode.executor() as second:
+    made = geode.executor(), geode.executor()  # (both before the first with: as on MPI)
+    with made[0] as first, made[1] as second:
         assert first is not None and second is not None
         ones = [first.submit(square, k) for k in range(20)]
         twos = [second.submit(add, k, 100) for k in range(20)]
         assert [f.result(timeout=TIMEOUT) for f in ones] == [k * k for k in range(20)]
         assert [f.result(timeout=TIMEOUT) for f in twos] == [k + 100 for k in range(20)]
+
+
+def test_an_executor_made_inside_another_ones_block_is_refused_as_on_mpi(geode: Geode) -> None:
+    """Before: it worked here, and hung under mpiexec (a worker rank serves the first block
+    until the client's ends, so it never makes the second with the client's rank)."""
+    with geode.executor() as outer:
+        with pytest.raises(RuntimeError, match="inside the with block of executor 'executor-1'"):
+            geode.executor()
+        assert outer is not None and outer.submit(square, 3).result(timeout=TIMEOUT) == 9
+    with geode.executor() as after:  # (the refused one made nothing: the next is executor-2)
+        assert after is not None and after.name == "executor-2"
 
 
 @pytest.mark.parametrize("prefetch", [2, 3])

@@ -268,6 +268,12 @@ INTERNAL_MEMBERS = {
     "Topic.has_room",
     "Topic.tell_held",
     "GeodeExecutor.end_at_close",
+    "GeodeExecutor.leave_unserved",
+    "GeodeExecutor.in_block",
+    "GeodeExecutor.over",
+    "GeodeExecutor.take_task",
+    "GeodeExecutor.open_task",
+    "GeodeExecutor.answer_task",
 }
 TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
