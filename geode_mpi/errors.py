@@ -88,18 +88,30 @@ def _rebuild(cls: type[GeodeError], args: tuple[Any, ...]) -> GeodeError:
 def _picklable(state: dict[str, Any]) -> dict[str, Any]:
     """``state`` with None for each value that cannot be pickled (each tried once: texts,
     numbers and arrays of numbers are taken as they are, not pickled twice). A geode_mpi
-    error held as a value is tried by its class and text only: its own attributes are
-    filtered when it is pickled (trying it whole tried a chain of errors holding errors
-    again at each link: twice the time per link)."""
+    error held as a value, pickled by `GeodeError.__reduce__`, is tried by its class and text
+    only: its own attributes are filtered when it is pickled (trying it whole tried a chain
+    of errors holding errors again at each link: twice the time per link)."""
     kept = {}
     for name, value in state.items():
         if not _plain(value):
             try:
-                pickle.dumps((type(value), value.args) if isinstance(value, GeodeError) else value)
+                pickle.dumps((type(value), value.args) if _filters_itself(value) else value)
             except Exception:  # (whatever a value's own __reduce__ raises)
                 value = None
         kept[name] = value
     return kept
+
+
+def _filters_itself(value: Any) -> bool:
+    """Whether ``value`` is a geode_mpi error that pickles by `GeodeError.__reduce__` (not
+    its own ``__reduce__`` nor ``__getstate__``): its unpicklable attributes arrive as None,
+    so only its class and text need trying."""
+    cls: Any = type(value)
+    return (
+        isinstance(value, GeodeError)
+        and cls.__reduce__ is GeodeError.__reduce__
+        and not _own_getstate(cls)
+    )
 
 
 def _plain(value: Any) -> bool:

@@ -3,8 +3,10 @@ in another thread interrupted did something others can see (core/processing.py).
 
 `WATCHING` holds, for each thread that runs a handler now, the messages it authored since
 the handler began: sent, published or replied, as any node (each first send of a message;
-not resends, acks or other records), never another thread's. Empty (the usual case), a send
-pays one test of it."""
+not resends, acks or other records), never another thread's, and not what the runtime sends
+in that thread for other nodes meanwhile (`Unwatched`: a work queue's dispatcher handing out
+a task, a sequencer forwarding, a handler run inside a wait of this one). Empty (the usual
+case), a send pays one test of it."""
 
 from __future__ import annotations
 
@@ -39,3 +41,21 @@ class Watch:
         done = WATCHING.pop(self.me, 0)
         if self.outer is not None:
             WATCHING[self.me] = self.outer + done
+
+
+class Unwatched:
+    """A ``with`` block of work the runtime does in this thread for other nodes (a dispatcher
+    handing out a task, a sequencer forwarding, forwarders sending on what they held, a
+    handler run inside a wait): what it sends is not the watching handler's (a second call of
+    that handler would not do it again). A handler run inside starts a count of its own."""
+
+    __slots__ = ("held", "me")
+
+    def __enter__(self) -> None:
+        self.me = get_ident()
+        self.held = WATCHING.pop(self.me, None)
+
+    def __exit__(self, *exc: object) -> None:
+        WATCHING.pop(self.me, None)
+        if self.held is not None:
+            WATCHING[self.me] = self.held

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Collection
 
 from geode_mpi.base.backoff import activity_hook
+from geode_mpi.delivery.authoring import WATCHING, Unwatched
 from geode_mpi.delivery.failures import Failures
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.waiting import wait_for
@@ -75,20 +76,31 @@ class Polling(Failures):
     def forward(self) -> None:
         """Hand each message waiting at a sequencer to the forwarder (`on_forward`), in arrival
         order; the forwarder counts each one done with `forwarded` once it has sent it on."""
+        if WATCHING:  # (a handler runs in some thread: these sends are not its own)
+            with Unwatched():
+                self._forward()
+        else:
+            self._forward()
+        self.transport.flush()  # the copies go out now, not when this rank next waits
+
+    def _forward(self) -> None:
         while self.forwards and self.on_forward is not None:
             index, parcel = self.forwards.popleft()
             try:
                 self.on_forward(index, parcel)
             except DecodeError as exc:  # it cannot be forwarded: a dead letter of its sequencer
                 self.dead_letter(index, parcel, exc, 1)
-        self.transport.flush()  # the copies go out now, not when this rank next waits
 
     def retry_held(self) -> None:
         """Send on what forwarders hold for want of room (`held_for_room`), as far as room
         has come: each one still held sets the flag again."""
         self.held_for_room = False
         if self.on_room is not None:
-            self.on_room()
+            if WATCHING:  # (a handler runs in some thread: these sends are not its own)
+                with Unwatched():
+                    self.on_room()
+            else:
+                self.on_room()
 
     def flush_after(self, started: float) -> None:
         """Flush pending acks if a wait that began at ``started`` (perf_counter) lasted long
@@ -121,7 +133,11 @@ class Polling(Failures):
             if leave:
                 waited.difference_update(leave)
             if waited and self.on_waited is not None:
-                self.on_waited()
+                if WATCHING:  # (a handler run in this wait counts on its own)
+                    with Unwatched():
+                        self.on_waited()
+                else:
+                    self.on_waited()
         if self.resend_after is not None:
             self._resend_due()
         return forwarded

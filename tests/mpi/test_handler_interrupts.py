@@ -6,6 +6,7 @@ its requester raises `HandlerError`, and what it sent arrives once."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -218,3 +219,60 @@ def test_a_handler_close_interrupted_after_it_sent_as_another_local_node_is_not_
     handler = _handler(body)
     geode.on(Ask, node=last)(handler)
     _called_once(geode, handler, sent)
+
+
+class _Job(Message):
+    pass
+
+
+def test_a_dispatcher_handing_out_tasks_in_a_handler_s_wait_is_not_the_handler_s_doing() -> None:
+    """A handler that sent nothing waited in a receive while its rank's work-queue dispatcher
+    handed out tasks in that wait's polls, then close() in another thread interrupted it:
+    the dispatcher's sends counted as the handler's, so its message was dead-lettered
+    ("after it sent") instead of put back."""
+    size = _world_size()
+    geode = Geode(3 * size)  # (three nodes a rank)
+    _alone(geode)
+    handler_node, dispatcher, idle = geode.nodes[0], geode.nodes[size], geode.nodes[2 * size]
+    producer, consumer = geode.nodes[1], geode.nodes[size + 1]  # (rank 1's)
+    queue = geode.work_queue(
+        "tasks", consumers=[consumer], dispatcher=dispatcher, producers=[producer]
+    )
+    if geode.rank == 0:
+        dispatched, calls = threading.Event(), []
+
+        @geode.on(_Job, node=handler_node)
+        def handle(message: Message) -> None:
+            calls.append(message.data)
+            while geode.stats(dispatcher).sent < 3:  # (its polls hand the tasks out)
+                with contextlib.suppress(ReceiveTimeout):
+                    geode.receive(idle, timeout=0.05)
+            dispatched.set()
+            geode.receive(idle, timeout=TIMEOUT)  # ClosedError once close() begins
+
+        ended: list[Any] = []
+        runner = threading.Thread(
+            target=lambda: ended.append(_run_until_closed(geode, handler_node)), name="runner"
+        )
+        runner.start()
+        assert dispatched.wait(TIMEOUT)
+        closer = threading.Thread(target=geode.close, args=(TIMEOUT,), name="closer")
+        closer.start()
+        closer.join(TIMEOUT)
+        runner.join(TIMEOUT)
+        assert calls == [1]
+        assert geode.dead_letters(handler_node) == []
+    else:
+        if geode.rank == 1:
+            geode.send(_Job(1), producer, handler_node)
+            for k in range(3):
+                queue.put(k, source=producer)
+            assert sorted(queue.get(consumer, timeout=TIMEOUT).data for _ in range(3)) == [0, 1, 2]
+        geode.close(timeout=TIMEOUT)
+
+
+def _run_until_closed(geode: Geode, node: str) -> Any:
+    try:
+        return geode.run(node, quiescent=False, timeout=TIMEOUT)
+    except ClosedError as exc:
+        return exc

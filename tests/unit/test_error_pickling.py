@@ -289,3 +289,23 @@ def test_two_threads_pickling_one_error_at_once_both_get_it(
     release.set()
     first.join(10)
     assert results == {"first": None, "second": None}
+
+
+class _OwnReduceError(errors.GeodeError):
+    def __init__(self, text: str, handle: object) -> None:
+        self.handle = handle
+        super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_OwnReduceError, (self.args[0], self.handle))
+
+
+def test_an_error_held_as_an_attribute_that_pickles_its_own_way_is_tried_whole() -> None:
+    """Before: an error held as an attribute was tried by its class and text only, even when
+    its own __reduce__ carried something unpicklable: the whole outer pickle failed (a task's
+    error came as a TaskError) instead of that attribute arriving as None."""
+    outer = errors.GeodeError("outer")
+    outer.inner = _OwnReduceError("inner", threading.Lock())  # type: ignore[attr-defined]
+    outer.n = 1  # type: ignore[attr-defined]
+    back = pickle.loads(pickle.dumps(outer))
+    assert (back.inner, back.n, str(back)) == (None, 1, "outer")
