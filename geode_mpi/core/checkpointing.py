@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from geode_mpi import codec
 from geode_mpi.base.backoff import TOGETHER_YIELD
+from geode_mpi.base.listing import some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.restoring import (
     Loaded,
@@ -577,7 +578,7 @@ class Checkpointer:
                 chosen.epoch,
                 self.store.directory,
                 ", ".join(repr(name) for name in sorted(chosen.held_unsaved)),
-                ", ".join(sorted({geode.names[i] for i in chosen.held_unsaved.values()})),
+                some_names(sorted({geode.names[i] for i in chosen.held_unsaved.values()})),
             )
         self._drop_executors()
         if geode.rank == 0:
