@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from geode_mpi.base.listing import some_names
 from geode_mpi.codec.header import ROUTE_TOPIC, Route
 from geode_mpi.core.checkpointing import (
     Checkpointer,
@@ -311,7 +312,7 @@ class Channels:
             had = self.patterns.get(wanted)
             strangers = [i for i in members if had is None or i not in had.members]
             if strangers:
-                names = ", ".join(geode.names[index] for index in strangers)
+                names = some_names(geode.names[index] for index in strangers)
                 known = ", ".join(str(s.pattern) for s in self.patterns.values()) or "none"
                 raise ValueError(
                     f"{names} did not subscribe to {wanted} (pattern subscriptions: {known})"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from geode_mpi import codec
+from geode_mpi.base.listing import some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.checkpoint_state import CheckpointerState
 from geode_mpi.core.restoring import (
@@ -140,7 +141,7 @@ class Restarting(CheckpointerState):
                 chosen.epoch,
                 self.store.directory,
                 ", ".join(repr(name) for name in sorted(chosen.held_unsaved)),
-                ", ".join(sorted({geode.names[i] for i in chosen.held_unsaved.values()})),
+                some_names(sorted({geode.names[i] for i in chosen.held_unsaved.values()})),
             )
         self._drop_executors()
         if geode.rank == 0:

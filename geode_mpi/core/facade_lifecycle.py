@@ -10,6 +10,7 @@ from typing import Any
 
 from geode_mpi.base.backoff import CLOSING_YIELD
 from geode_mpi.base.gate import locked
+from geode_mpi.base.listing import counted_nodes, some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.observe import finish_job, stop_watchdog
@@ -163,7 +164,7 @@ class Lifecycle(Facade):
             "were never sent on to the group: %s (close() does not wait for a group's messages "
             "to be sent on: receive them at a member first)",
             self.rank,
-            "; ".join(f"{node}: {count}" for node, count in held.items()),
+            counted_nodes(held, "messages"),
         )
 
     def _report_held(self) -> None:
@@ -194,7 +195,7 @@ class Lifecycle(Facade):
                 "published: %s (call topic() for it again after a restart, as before it)",
                 self.rank,
                 topics,
-                "; ".join(f"{node}: {count}" for node, count in never.items()),
+                counted_nodes(never, "messages"),
             )
         full = self._sequencer.held_for(lambda channel: not unmade(channel))
         if full:
@@ -203,7 +204,7 @@ class Lifecycle(Facade):
                 "queue had no room for, never published: %s (receive at the subscribers before "
                 "close(), or give their queues more room)",
                 self.rank,
-                "; ".join(f"{node}: {count}" for node, count in full.items()),
+                counted_nodes(full, "messages"),
             )
 
     def _end_executors(self, timeout: float | None) -> None:
@@ -239,14 +240,14 @@ class Lifecycle(Facade):
                 "(a handler that close() interrupts, by a ClosedError, puts its message back "
                 "in its queue: join the threads that run handlers before close())",
                 self.rank,
-                "; ".join(f"{names[index]}: {n}" for index, n in handling.items() if n),
+                counted_nodes({names[i]: n for i, n in handling.items() if n}, "messages"),
             )
         if total <= 0:
             return
         if sum(held.values()) == total:
-            where = "; ".join(f"{node}: {count}" for node, count in held.items())
+            where = counted_nodes(held, "messages")
         else:  # (counts restored from a checkpoint may not add up: the total is sure)
-            where = f"{total} in all, at {', '.join(held) or 'this rank'}"
+            where = f"{total} in all, at {some_names(held) or 'this rank'}"
         log.warning(
             "close() on rank %s: messages taken with an explicit ack were neither acked nor "
             "nacked: %s (their senders keep them as unacknowledged; call msg.ack() or "

@@ -15,6 +15,7 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.base.backoff import TOGETHER_YIELD
+from geode_mpi.base.listing import counted_nodes
 from geode_mpi.base.logger import log
 from geode_mpi.core.aio import POLL_EVERY_RECEIVES as POLL_EVERY_RECEIVES
 from geode_mpi.core.placement import Placement
@@ -268,9 +269,12 @@ def _receivable(inbox: Inbox) -> Iterator[Parcel]:
 
 
 def _counted(queued: dict[str, Counter[str]]) -> str:
-    """``node2: 3 message(s) (2 Task, 1 Message); ...``: each node's count, by type."""
-    parts = []
-    for node, types in queued.items():
-        kinds = ", ".join(f"{count} {name}" for name, count in types.most_common())
-        parts.append(f"{node}: {sum(types.values())} message(s) ({kinds})")
-    return "; ".join(parts)
+    """``node2: 3 message(s) (2 Task, 1 Message); ...``: each node's count, by type (the
+    nodes with the most first, past `listing.SHOWN` of them, and how many more)."""
+
+    def each(node: str, count: int) -> str:
+        kinds = ", ".join(f"{n} {name}" for name, n in queued[node].most_common())
+        return f"{node}: {count} message(s) ({kinds})"
+
+    counts = {node: sum(types.values()) for node, types in queued.items()}
+    return counted_nodes(counts, "messages", each)

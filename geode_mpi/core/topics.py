@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.base.gate import locked, other_threads
+from geode_mpi.base.listing import some_names
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.codec.header import ROUTE_TOPIC
 from geode_mpi.core.handles import ELSEWHERE, SendHandle
@@ -118,7 +119,7 @@ class PublishHandle(SendHandle):
         refusing = self._refusing()
         if refusing:
             stamp = self._stamp
-            who = ", ".join(self._geode.names[sub] for sub in refusing)
+            who = some_names(self._geode.names[sub] for sub in refusing)
             raise NotProcessed(
                 stamp.id, self.source, who, stamp.seq, "closing", self, self._topic, len(refusing)
             )
@@ -127,7 +128,7 @@ class PublishHandle(SendHandle):
         """The `AckTimeout` naming the subscribers that have not processed the message."""
         stamp = self._stamp
         subs = self._pending() or self._subscribers
-        who = ", ".join(self._geode.names[sub] for sub in subs)
+        who = some_names(self._geode.names[sub] for sub in subs)
         return AckTimeout(
             stamp.id, self.source, who, stamp.seq, timeout, self, waited, self._topic, len(subs)
         )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
 from geode_mpi.base.gate import locked
+from geode_mpi.base.listing import some_names
 from geode_mpi.base.logger import log
 from geode_mpi.base.record import Record
 from geode_mpi.codec.classes import class_name
@@ -243,7 +244,7 @@ class WorkQueue:
         index = geode.rank if source is None else geode.placement.index(source, "source")
         if index not in self._producers:
             name = geode.names[index]
-            names = ", ".join(geode.names[i] for i in sorted(self._producers))
+            names = some_names(geode.names[i] for i in sorted(self._producers))
             raise ValueError(
                 f"finish(source={name!r}): {name} is not a producer of work queue "
                 f"{self.name!r} (producers: {names})"

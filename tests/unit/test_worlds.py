@@ -81,6 +81,24 @@ def test_messages_never_received_are_named_when_a_with_block_ends(
     assert "node3: 1 message(s) (1 Message)" in text and "node1" not in text
 
 
+def test_the_warning_about_messages_never_received_names_ten_nodes_at_most(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rank of 2000 nodes warned in one 70 KB line, naming every node: now the ten with
+    the most messages, then how many more nodes and messages in all."""
+    with caplog.at_level(logging.WARNING, logger="geode_mpi"), Geode(2000) as geode:
+        for node in geode.local_nodes:
+            geode.send(1, node, node)
+        for _ in range(2):
+            geode.send(2, "node0", "node1500")
+    (record,) = [r for r in caplog.records if "never received" in r.getMessage()]
+    text = record.getMessage()
+    assert len(text) < 1000
+    assert "never received: node1500: 3 message(s) (3 Message); node0: 1 message(s)" in text
+    assert "node9: 1" not in text and "node8: 1 message(s) (1 Message); ... and 1990" in text
+    assert "... and 1990 more nodes, 2002 messages in all (receive() them" in text
+
+
 def test_an_explicit_close_warns_only_at_exit_and_only_if_still_queued(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
