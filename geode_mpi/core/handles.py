@@ -15,7 +15,7 @@ from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.runs import OpenRun
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
-from geode_mpi.delivery.waiting import sent_by_close
+from geode_mpi.delivery.waiting import check_closing, sent_by_close
 from geode_mpi.errors import AckTimeout, ClosedError, NotProcessed, SendTimeout, check_timeout
 from geode_mpi.transport import Transport
 
@@ -252,6 +252,7 @@ class SendHandle:
             self.check_processed()
             return
         geode = self._geode
+        check_closing(geode.engine, call)  # (closed, or closing in another thread: no ack)
         local = self._local_targets()
         if local:  # their handlers may process it right here
             geode.pump(local, lambda: self.acked)

@@ -199,9 +199,14 @@ class Wait:
     def check_closing(self, call: str) -> None:
         """Raise `ClosedError` for ``call`` if close() began in another thread (or ended):
         its transport may be gone at the next look, and nothing more will come."""
-        closer = closing(self.engine)
-        if closer is not None:
-            raise ClosedError(call, closer.name, self.engine.close_unfinished)
+        check_closing(self.engine, call)
+
+
+def check_closing(engine: Engine, call: str) -> None:
+    """`Wait.check_closing` for a wait that has not begun (a send's ack, once its data went)."""
+    closer = closing(engine)
+    if closer is not None:
+        raise ClosedError(call, closer.name, engine.close_unfinished)
 
 
 def closing(engine: Engine) -> threading.Thread | None:
