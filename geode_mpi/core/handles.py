@@ -242,7 +242,7 @@ class SendHandle:
         try:
             self._wait_acked(deadline, timeout, call)
         except ClosedError as exc:
-            if not self._settled():
+            if not self.acked:  # (nor a `lost` the close() told: ClosedError says it all)
                 raise ClosedError(call, exc.closer, exc.unfinished, in_flight=True) from None
             self.check_processed()  # (acked as close() began)
 
@@ -327,7 +327,7 @@ class SendHandle:
         try:
             acked = await wait_until(geode, self._settled, deadline, call, False)
         except ClosedError as exc:
-            if not self._settled():
+            if not self.acked:  # (as `wait_until`'s)
                 raise ClosedError(call, exc.closer, exc.unfinished, in_flight=True) from None
             acked = True
         if not acked:
