@@ -418,32 +418,60 @@ class QueueFull(GeodeError):
 
 
 class ClosedError(GeodeError, RuntimeError):
-    """An operation on a Geode that was closed."""
+    """An operation on a Geode that was closed (or is closing).
 
-    def __init__(self, operation: str, closer: str | None = None, unfinished: bool = False) -> None:
+    ``in_flight`` True: the message of the send that raised it was sent before close() began,
+    which delivers it all the same: it arrives once (and, sent with ``ack=True``, may be
+    processed) although its ack will not come; do not send it again blindly.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        closer: str | None = None,
+        unfinished: bool = False,
+        in_flight: bool = False,
+        late: bool = False,
+    ) -> None:
         self.operation = operation
         self.closer = closer  # the thread whose close() ended the wait of this operation
         # True: that close() ended unfinished (timed out, or raised): the Geode stays closing.
         self.unfinished = unfinished
-        if closer is not None and unfinished:
-            super().__init__(
-                f"{operation}() on a closing Geode: thread {closer!r} began close(), which "
-                "ended unfinished (it timed out or raised): the Geode stays closing, nothing "
-                "more is sent from it and what a wait waits for may not come; call close() "
-                "again to finish closing"
+        self.in_flight = in_flight  # the send's message was sent: it arrives all the same
+        text = _closed_text(operation, closer, unfinished, late)
+        if in_flight:
+            text += (
+                ". Its message was sent before close() began and is delivered all the same: it "
+                "arrives once and may be processed (ClosedError.in_flight), though no ack "
+                "will come; do not send it again blindly"
             )
-            return
-        if closer is not None:
-            super().__init__(
-                f"{operation}() was waiting when thread {closer!r} began close(): it ends, "
-                "as nothing it waits for may come once the Geode closes (join the threads "
-                "that wait before close())"
-            )
-            return
-        super().__init__(
-            f"{operation}() on a closed Geode: it was closed by close() or by leaving its "
-            "`with` block; create a new Geode() to send again"
+        super().__init__(text)
+
+
+def _closed_text(operation: str, closer: str | None, unfinished: bool, late: bool) -> str:
+    """`ClosedError`'s text (``late``: called after close() began, which still runs)."""
+    if closer is not None and unfinished:
+        return (
+            f"{operation}() on a closing Geode: thread {closer!r} began close(), which "
+            "ended unfinished (it timed out or raised): the Geode stays closing, nothing "
+            "more is sent from it and what a wait waits for may not come; call close() "
+            "again to finish closing"
         )
+    if closer is not None and late:
+        return (
+            f"{operation}() on a closing Geode: thread {closer!r} is in close(), and nothing "
+            "more is sent once close() begins (join the threads that send before close())"
+        )
+    if closer is not None:
+        return (
+            f"{operation}() was waiting when thread {closer!r} began close(): it ends, "
+            "as nothing it waits for may come once the Geode closes (join the threads "
+            "that wait before close())"
+        )
+    return (
+        f"{operation}() on a closed Geode: it was closed by close() or by leaving its "
+        "`with` block; create a new Geode() to send again"
+    )
 
 
 class Terminated(GeodeError, InterruptedError):

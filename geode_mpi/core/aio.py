@@ -19,7 +19,8 @@ from geode_mpi.core.poller import Credits, Driven, poller_of
 from geode_mpi.delivery import Engine as DeliveryEngine
 from geode_mpi.delivery.run_cursor import RunCursor
 from geode_mpi.delivery.tracepoints import trace_receive
-from geode_mpi.delivery.waiting import closing, ended_elsewhere
+from geode_mpi.delivery.waiting import check_close_ended, closing, ended_elsewhere
+from geode_mpi.delivery.waiting import check_closing as check_engine_closing
 from geode_mpi.errors import ClosedError
 from geode_mpi.message import Message
 from geode_mpi.queues import Match, Parcel
@@ -93,11 +94,29 @@ async def wait_until(
 def check_closing(runtime: Driven, call: str) -> None:
     """Raise `ClosedError` for ``call`` once close() began in another thread (naming it), or
     once the Geode is closed."""
-    closer = closing(runtime.engine)
-    if closer is not None:
-        raise ClosedError(call, closer.name, runtime.engine.close_unfinished)
+    check_engine_closing(runtime.engine, call)
     if runtime.closed:  # (closed without close(): an error left its `with` block)
         raise ClosedError(call)
+
+
+async def sent_by_close_async(
+    runtime: Driven, done: Callable[[], bool], deadline: float | None, call: str
+) -> bool:
+    """`geode_mpi.delivery.waiting.sent_by_close` for asyncio: awaits the close() that began
+    in another thread (or in this one, while the send was awaited) completing the send:
+    True once ``done()``, False at the deadline, `ClosedError` (``in_flight``) once that
+    close() ended with the send not done."""
+    import asyncio  # (loaded with the first coroutine: see poller.py)
+
+    engine = runtime.engine
+    pause = 20e-6
+    while not locked(runtime, done):
+        check_close_ended(engine, call)
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(pause)  # (close() runs in another thread: nothing to drive here)
+        pause = min(pause * 2, 1e-3)
+    return True
 
 
 async def room(

@@ -8,14 +8,15 @@ from typing import Any, Protocol
 
 from geode_mpi import codec
 from geode_mpi.base.gate import Gate, other_threads, senders_may_run
-from geode_mpi.core.aio import deadline_of, wait_until
+from geode_mpi.core.aio import deadline_of, sent_by_close_async, wait_until
 from geode_mpi.core.placement import Placement
 from geode_mpi.core.poller import flush_on_yield
 from geode_mpi.delivery import Engine
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.runs import OpenRun
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
-from geode_mpi.errors import AckTimeout, NotProcessed, SendTimeout, check_timeout
+from geode_mpi.delivery.waiting import check_closing, sent_by_close
+from geode_mpi.errors import AckTimeout, ClosedError, NotProcessed, SendTimeout, check_timeout
 from geode_mpi.transport import Transport
 
 
@@ -209,6 +210,9 @@ class SendHandle:
                 way the message stays in flight or in the outbox.
             NotProcessed: (``ack=True``) the receiver acknowledged it without processing it:
                 dropped (``drop_oldest``), expired (``ttl``) or dead-lettered; see `lost`.
+            ClosedError: close() began in another thread while it waited for the ack
+                (``in_flight`` True: the message is delivered all the same, no ack comes). A
+                wait for the data alone waits for that close() to complete the send.
         """
         timeout = check_timeout(timeout)
         if not self.ack and self._ticket.done:
@@ -220,16 +224,35 @@ class SendHandle:
     def wait_until(self, deadline: float | None, timeout: float | None, call: str = "wait") -> None:
         """`wait` with its deadline (`time.monotonic`) and timeout worked out, holding the gate.
         ``call``: the public call that waits (named by the `ClosedError` of a close() in
-        another thread meanwhile)."""
+        another thread meanwhile).
+
+        A close() that begins in another thread meanwhile delivers the message: a wait for
+        its data waits for that close() to complete the send and returns; a wait for its ack
+        raises `ClosedError` with ``in_flight`` True (no ack will come, but it was sent)."""
         ticket = self._ticket
-        if not self._geode.wait_until(lambda: ticket.done, deadline, call):
+        geode = self._geode
+        try:
+            sent = geode.wait_until(lambda: ticket.done, deadline, call)
+        except ClosedError:
+            sent = sent_by_close(geode.engine, lambda: ticket.done, deadline, call)
+        if not sent:
             raise self._send_timeout(timeout or 0.0)
         if not self.ack:
             return
+        try:
+            self._wait_acked(deadline, timeout, call)
+        except ClosedError as exc:
+            if not self.acked:  # (nor a `lost` the close() told: ClosedError says it all)
+                raise ClosedError(call, exc.closer, exc.unfinished, in_flight=True) from None
+            self.check_processed()  # (acked as close() began)
+
+    def _wait_acked(self, deadline: float | None, timeout: float | None, call: str) -> None:
+        """The ack part of `wait_until` (the send is done)."""
         if self.acked:
             self.check_processed()
             return
         geode = self._geode
+        check_closing(geode.engine, call)  # (closed, or closing in another thread: no ack)
         local = self._local_targets()
         if local:  # their handlers may process it right here
             geode.pump(local, lambda: self.acked)
@@ -293,12 +316,23 @@ class SendHandle:
                 geode.serialised(geode.transport.flush)
             else:
                 geode.transport.flush()
-        if not await wait_until(geode, lambda: ticket.done, deadline, call):
+        try:
+            sent = await wait_until(geode, lambda: ticket.done, deadline, call)
+        except ClosedError:  # (as `wait_until`'s)
+            sent = await sent_by_close_async(geode, lambda: ticket.done, deadline, call)
+        if not sent:
             raise self._send_timeout(timeout or 0.0)
-        if self.ack and not await wait_until(geode, self._settled, deadline, call, False):
+        if not self.ack:
+            return
+        try:
+            acked = await wait_until(geode, self._settled, deadline, call, False)
+        except ClosedError as exc:
+            if not self.acked:  # (as `wait_until`'s)
+                raise ClosedError(call, exc.closer, exc.unfinished, in_flight=True) from None
+            acked = True
+        if not acked:
             raise self._ack_timeout(timeout or 0.0)
-        if self.ack:
-            self.check_processed()
+        self.check_processed()
 
     @staticmethod
     def _taker_may_run() -> bool:

@@ -154,11 +154,11 @@ class Runtime(Sending, Receiving):
 
     def closed_error(self, operation: str) -> ClosedError:
         """The `ClosedError` of ``operation`` refused once close() began: naming the closing
-        thread when its close() ended unfinished (the Geode stays closing)."""
+        thread while its close() runs, or when it ended unfinished (the Geode stays closing)."""
         engine = self.engine
         closer = engine.closer
-        if not self.closed and closer is not None and engine.close_unfinished:
-            return ClosedError(operation, closer.name, True)
+        if not self.closed and closer is not None:  # (still closing: says so)
+            return ClosedError(operation, closer.name, engine.close_unfinished, late=True)
         return ClosedError(operation)
 
     def local_index(self, node: str | int | None, call: str) -> int:

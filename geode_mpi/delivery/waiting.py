@@ -199,9 +199,14 @@ class Wait:
     def check_closing(self, call: str) -> None:
         """Raise `ClosedError` for ``call`` if close() began in another thread (or ended):
         its transport may be gone at the next look, and nothing more will come."""
-        closer = closing(self.engine)
-        if closer is not None:
-            raise ClosedError(call, closer.name, self.engine.close_unfinished)
+        check_closing(self.engine, call)
+
+
+def check_closing(engine: Engine, call: str) -> None:
+    """`Wait.check_closing` for a wait that has not begun (a send's ack, once its data went)."""
+    closer = closing(engine)
+    if closer is not None:
+        raise ClosedError(call, closer.name, engine.close_unfinished)
 
 
 def closing(engine: Engine) -> threading.Thread | None:
@@ -211,6 +216,35 @@ def closing(engine: Engine) -> threading.Thread | None:
     if closer is not None and (engine.closed or closer is not threading.current_thread()):
         return closer
     return None
+
+
+def sent_by_close(
+    engine: Engine, done: Callable[[], bool], deadline: float | None, call: str
+) -> bool:
+    """A send's wait for its data (``done()``) once close() began in another thread: that
+    close() completes every send in flight (its message is delivered), so wait for it,
+    without touching the transport, which close() frees: True once ``done()``, False at the
+    deadline.
+
+    Raises:
+        ClosedError: (``in_flight``) that close() ended (unfinished, say) with the send not
+            done: its message stays in flight.
+    """
+    backoff = Backoff(gate=engine.transport.gate)
+    while not done():
+        check_close_ended(engine, call)
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        backoff.pause()
+    return True
+
+
+def check_close_ended(engine: Engine, call: str) -> None:
+    """Raise `ClosedError` (``in_flight``) for the send ``call`` once the close() that began
+    while it waited ended, unfinished or not (`sent_by_close`)."""
+    closer = engine.closer
+    if closer is not None and (engine.closed or engine.close_unfinished):
+        raise ClosedError(call, closer.name, engine.close_unfinished, in_flight=True)
 
 
 def ended_elsewhere(engine: Engine) -> bool:
