@@ -536,18 +536,34 @@ class CheckpointError(GeodeError):
 
 
 class WrongPMIError(GeodeError, RuntimeError):
-    """srun started several tasks, but MPI sees each of them as a world of one rank."""
+    """srun, or an MPI launcher, started several tasks, but MPI sees each of them as a world of
+    one rank (each would run the whole job alone)."""
 
-    def __init__(self, step_tasks: int, world_size: int, found: str) -> None:
-        self.step_tasks = step_tasks
+    def __init__(
+        self, step_tasks: int, world_size: int, found: str, launcher: str | None = None
+    ) -> None:
+        self.step_tasks = step_tasks  # the tasks srun (or ``launcher``) started
         self.world_size = world_size
+        self.launcher = launcher  # None: srun; else the launcher, "MPICH's mpiexec (hydra)"
         # GEODE_TRANSPORT is base.launch.MODE_VARIABLE; launch imports this module, not the reverse
+        if launcher is None:
+            said = (
+                f"SLURM started {step_tasks} tasks but MPI sees {world_size} rank per process: "
+                "srun is using the wrong PMI. For MPICH use `srun --mpi=pmi2`, for Open MPI "
+                "`srun --mpi=pmix` (or launch with mpiexec inside the allocation; "
+                "`srun --mpi=list` shows the plugins this SLURM has)."
+            )
+        else:
+            said = (
+                f"{launcher} started {step_tasks} ranks but MPI sees {world_size} rank per "
+                "process: mpi4py loaded another MPI library than the one this launcher is for, "
+                "so each rank would run the whole job alone. Launch with the mpiexec of the MPI "
+                "that mpi4py was built for (`python -m mpi4py --mpi-library` names its library; "
+                "with the MPI wheels, the mpiexec in the same venv as this python)."
+            )
         super().__init__(
-            f"SLURM started {step_tasks} tasks but MPI sees {world_size} rank per process: "
-            "srun is using the wrong PMI. For MPICH use `srun --mpi=pmi2`, for Open MPI "
-            "`srun --mpi=pmix` (or launch with mpiexec inside the allocation; `srun --mpi=list` "
-            "shows the plugins this SLURM has). To run independent one-process copies on "
-            f"purpose, set GEODE_TRANSPORT=inproc. (geode_mpi found {found})"
+            f"{said} To run independent one-process copies on purpose, set "
+            f"GEODE_TRANSPORT=inproc. (geode_mpi found {found})"
         )
 
 

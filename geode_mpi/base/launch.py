@@ -267,3 +267,56 @@ def check_slurm_pmi(environ: Mapping[str, str], world_size: int) -> None:
         said += ", no MPI launcher variables: each task would run the whole job alone"
     found = f"{STEP_TASKS_VARIABLE}={tasks}, MPI world size {world_size}{said}"
     raise WrongPMIError(int(tasks), world_size, found)
+
+
+def library_line(version: str) -> str:
+    """The first line of ``MPI.Get_library_version()``, spaces and Open MPI's NUL byte
+    dropped: "Open MPI v5.0.8, package: ...", "MPICH Version: 4.3.0"."""
+    lines = version.replace("\0", "").splitlines() or [""]
+    return " ".join(lines[0].split())
+
+
+def launcher_name(environ: Mapping[str, str]) -> str:
+    """Which launcher started this process, as far as its variables tell."""
+    if any(name in environ for name in OPEN_MPI_LAUNCH_VARIABLES):
+        return "Open MPI's mpirun"
+    if any(name in environ for name in HYDRA_LAUNCH_VARIABLES):
+        return "MPICH's mpiexec (hydra)"
+    return "an MPI launcher"
+
+
+def check_launch(environ: Mapping[str, str], world_size: int, library: str = "") -> None:
+    """Refuse ranks that srun or an MPI launcher started but that MPI sees as worlds of one.
+
+    `check_slurm_pmi` first (srun's wrong PMI); then any launcher: ``mpiexec -n 2`` of one
+    MPI running a python whose mpi4py loads another (MPICH's hydra with the Open MPI wheel)
+    starts ranks that each run the whole job alone. Nothing is refused when every size the
+    launcher gave is 1, nor with GEODE_TRANSPORT=inproc.
+
+    Args:
+        environ: the environment as the launcher left it, read before MPI initialised.
+        world_size: the size of MPI_COMM_WORLD (1 when no MPI launcher started the process).
+        library: the MPI library mpi4py loaded (`library_line`), "" when MPI did not start.
+
+    Raises:
+        WrongPMIError: srun or the launcher started more than one rank and ``world_size``
+            is 1; its ``launcher`` names the launcher (None for srun).
+    """
+    check_slurm_pmi(environ, world_size)
+    if world_size != 1 or environ.get(MODE_VARIABLE, "").strip().lower() == "inproc":
+        return
+    sizes = {n: environ[n] for n in LAUNCHER_SIZE_VARIABLES if environ.get(n, "").isdigit()}
+    started = max((int(value) for value in sizes.values()), default=1)
+    if started <= 1:
+        return
+    said = ", ".join(f"{name}={value}" for name, value in sizes.items())
+    loaded = f", MPI library {library}" if library else ""
+    found = f"{said}, MPI world size {world_size}{loaded}"
+    raise WrongPMIError(started, world_size, found, launcher=launcher_name(environ))
+
+
+def reports_launch_error(environ: Mapping[str, str]) -> bool:
+    """Whether this process prints a launch error for the job: srun's task 0 and the
+    launcher's rank 0 (each of the others is rank 0 of a world of one too)."""
+    rank = launcher_rank(environ)
+    return environ.get("SLURM_PROCID", "0") == "0" and (rank is None or rank[0] == 0)

@@ -120,11 +120,8 @@ class Cutting(CheckpointerState):
             failed = exc
         try:
             written, total = self._write(tree, deadline, failed)
-        except SlowStep as exc:
+        except SlowStep as exc:  # (which step: `sealing.write_epoch`'s, or the numbering)
             raise self._late(timeout, exc.where, call) from None
-        except GeodeTimeoutError:
-            where = "waiting for the other ranks to write their files"
-            raise self._late(timeout, where, call) from None
         self.last_time = time.monotonic()
         self.last_sent = self.sent()
         done = time.perf_counter()
@@ -214,11 +211,17 @@ class Cutting(CheckpointerState):
         Raises:
             CheckpointError: some rank could not save its part or write its file (each rank
                 raises, naming the first).
+            SlowStep: a step did not finish by ``deadline``; its ``where`` says which.
         """
         if self.next_epoch is None:
             rank0 = self.geode.rank == 0
             newest = max(self.store.epochs(complete_only=False), default=0) if rank0 else 0
-            self.next_epoch = int(self.rooted.bcast(max(newest, self.epoch) + 1, deadline=deadline))
+            try:
+                self.next_epoch = int(
+                    self.rooted.bcast(max(newest, self.epoch) + 1, deadline=deadline)
+                )
+            except GeodeTimeoutError:
+                raise SlowStep("waiting for rank 0 to number the checkpoint") from None
         epoch = self.next_epoch
         self.next_epoch = epoch + 1  # whatever happens: a failed epoch is never reused
         written, total = write_epoch(

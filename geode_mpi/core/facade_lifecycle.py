@@ -14,7 +14,7 @@ from geode_mpi.base.listing import counted_nodes, some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.observe import finish_job, stop_watchdog
-from geode_mpi.core.registry import note_closed, unregister
+from geode_mpi.core.registry import forget_closed, note_closed, unregister
 from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import GeodeTimeoutError, check_timeout
@@ -54,6 +54,7 @@ class Lifecycle(Facade):
     def _end(self, timeout: float | None = None) -> None:
         """Close as the job's end for this Geode: then say what its nodes never received."""
         self._close(timeout)
+        forget_closed(self._report_unreceived)  # (said now: not again at exit)
         self._report_unreceived()
         if self._in_handlers():  # (what they put back is said at exit)
             note_closed(self._report_unreceived)

@@ -59,8 +59,15 @@ def first_node() -> str | None:
 
 def note_closed(report: Callable[[], None]) -> None:
     """A Geode was closed with messages queued: ``report()`` (a method of it) warns about them
-    at exit if they are still there then (if the Geode still exists)."""
-    _closed_early.append(weakref.WeakMethod(report))
+    at exit if they are still there then (if the Geode still exists); once, however often it
+    is noted."""
+    if all(ref() != report for ref in _closed_early):
+        _closed_early.append(weakref.WeakMethod(report))
+
+
+def forget_closed(report: Callable[[], None]) -> None:
+    """Drop the note of ``report`` (`note_closed`): its Geode said what it holds already."""
+    _closed_early[:] = [ref for ref in _closed_early if ref() != report]
 
 
 def close_all(timeout: float | None = None) -> None:

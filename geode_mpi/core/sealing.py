@@ -63,16 +63,16 @@ def write_epoch(
         failed = exc
         written = f"rank {geode.rank}: {_describe(exc)}"
     try:
-        files = rooted.gather(written, deadline=deadline)
+        files = _waited(WRITTEN, rooted.gather, written, deadline)
         staged = None if files is None else _stage(geode, store, epoch, files, deadline)
     finally:
         synced = _durable(syncing, geode.rank, deadline)
-    durable = rooted.gather(synced, deadline=deadline)
+    durable = _waited(DURABLE, rooted.gather, synced, deadline)
     outcome: tuple[str | None, int, list[int], bool] = (None, 0, [], False)
     if files is not None and durable is not None:  # rank 0
         outcome = _seal(store, epoch, files, staged, durable, sealed_before, deadline)
     # Sealed (or failed) on every rank: each returns a complete checkpoint's epoch.
-    problem, total, pruned, discard = rooted.bcast(outcome, deadline=deadline)
+    problem, total, pruned, discard = _waited(SEALED, rooted.bcast, outcome, deadline)
     for old in pruned:  # each rank its own file: no rank removes P files alone
         store.remove_rank_file(old, geode.rank, geode.size)
     if discard:  # every rank wrote (or failed) before the outcome: none writes there now
@@ -93,12 +93,27 @@ def _describe(exc: Exception) -> str:
 
 
 class SlowStep(GeodeTimeoutError):
-    """This rank's own step of a checkpoint did not finish by the deadline; ``where`` says
-    which (the others' waits time out on their own, naming the other ranks)."""
+    """A step of a checkpoint did not finish by the deadline; ``where`` says which: this
+    rank's own, or the collective one it waited in (`_waited`)."""
 
     def __init__(self, where: str) -> None:
         super().__init__(where)
         self.where = where
+
+
+# What a rank waited for in each collective step of `write_epoch`, as its timeout says it.
+WRITTEN = "waiting for the other ranks to write their files"
+DURABLE = "waiting for the other ranks' files to be durable (fsync)"
+SEALED = "waiting for rank 0 to seal the checkpoint (its manifest)"
+
+
+def _waited(where: str, step: Callable[..., Any], value: Any, deadline: float | None) -> Any:
+    """``step(value, deadline=deadline)``, a rooted collective; its timeout as `SlowStep`
+    naming ``where``."""
+    try:
+        return step(value, deadline=deadline)
+    except GeodeTimeoutError:
+        raise SlowStep(where) from None
 
 
 def _durable(syncing: Syncing | None, rank: int, deadline: float | None) -> str | None:

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from geode_mpi._version import __version__
-from geode_mpi.base.launch import launcher_rank
+from geode_mpi.base.launch import launcher_rank, reports_launch_error
 
 if TYPE_CHECKING:
     import argparse
@@ -248,13 +248,17 @@ def info() -> int:
         if first_rank():
             print("\n".join(info_lines(mpi=False)), flush=True)
         return error(str(exc), status=1)
-    from geode_mpi.runner.run import world
+    from geode_mpi.runner.run import exit_status, world
 
-    rank, _ = world()
+    status = 0
+    try:
+        rank, _ = world()
+    except SystemExit as exc:  # a wrong launch (printed): the facts follow, from one copy
+        status, rank = exit_status(exc.code), 0 if reports_launch_error(os.environ) else 1
     lines = info_lines()  # on every rank: it asks MPI collectively how many hosts there are
     if rank == 0:
         print("\n".join(lines))
-    return 0
+    return status
 
 
 def inspect(argv: list[str]) -> int:

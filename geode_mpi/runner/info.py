@@ -13,6 +13,9 @@ from geode_mpi.base.launch import (
     MPICH_FAMILY,
     OSC_CHOICE,
     OSC_VARIABLE,
+    WrongPMIError,
+    check_launch,
+    library_line,
     prepare_mpi_environment,
 )
 from geode_mpi.base.ondemand import on_first_use
@@ -67,8 +70,7 @@ def info_lines(mpi: bool = True) -> list[str]:
     import mpi4py
     from mpi4py import MPI
 
-    # Open MPI's string ends in a NUL byte; MPICH's first line pads with spaces.
-    library = " ".join(MPI.Get_library_version().replace("\0", "").splitlines()[0].split())
+    library = library_line(MPI.Get_library_version())
     major, minor = MPI.Get_version()
     level = MPI.Query_thread()
     names = {getattr(MPI, f"THREAD_{name.upper()}"): name for name in THREAD_LEVELS}
@@ -80,7 +82,7 @@ def info_lines(mpi: bool = True) -> list[str]:
         f"MPI library: {library}",
         f"MPI standard: {major}.{minor}",
         f"thread level: {names.get(level, level)} (requested {mpi4py.rc.thread_level})",
-        f"ranks: {size}" + (" (embedded world: all nodes in this process)" if size == 1 else ""),
+        ranks_line(size, library),
         shared_groups(path, host_count, on_first_host, size),
         f"transport path: {path}",
         f"launcher detected: {'yes' if launch.under_launcher else 'no'}",
@@ -103,6 +105,18 @@ def info_lines(mpi: bool = True) -> list[str]:
     if warning is not None:
         lines.append(warning)
     return lines
+
+
+def ranks_line(size: int, library: str) -> str:
+    """The ``ranks`` line; for a world of one, the launch error if the launcher started more
+    (`check_launch`), else that it is the embedded world."""
+    if size != 1:
+        return f"ranks: {size}"
+    try:
+        check_launch(os.environ, size, library)
+    except WrongPMIError as exc:
+        return f"ranks: {size} (geode_mpi: error: {exc})"
+    return f"ranks: {size} (embedded world: all nodes in this process)"
 
 
 def shared_groups(path: str, host_count: int, on_first_host: int, size: int) -> str:

@@ -21,8 +21,10 @@ from geode_mpi.base.failure import (
 )
 from geode_mpi.base.launch import (
     WrongPMIError,
-    check_slurm_pmi,
+    check_launch,
+    library_line,
     prepare_mpi_environment,
+    reports_launch_error,
     under_launcher,
 )
 from geode_mpi.core import close_all
@@ -38,10 +40,12 @@ def world() -> tuple[int, int]:
     """(rank, size) of this process; (0, 1) without a launcher (MPI is not started then).
 
     Raises:
-        SystemExit: srun started several tasks with the wrong PMI (status 2, after the
-            error is printed once, by task 0).
+        SystemExit: srun started several tasks with the wrong PMI, or a launcher of another
+            MPI than mpi4py's started several ranks (status 2, after the error is printed
+            once, by task 0 and the launcher's rank 0).
     """
     launched = dict(os.environ)  # before MPI starts and may add variables of its own
+    library = ""
     if not under_launcher():
         rank, size = 0, 1
     else:
@@ -49,10 +53,11 @@ def world() -> tuple[int, int]:
         from mpi4py import MPI
 
         rank, size = MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+        library = library_line(MPI.Get_library_version())
     try:
-        check_slurm_pmi(launched, size)
+        check_launch(launched, size, library)
     except WrongPMIError as exc:
-        if launched.get("SLURM_PROCID", "0") == "0":  # one copy, not one per task
+        if reports_launch_error(launched):  # one copy, not one per task
             print(f"geode_mpi: error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     return rank, size

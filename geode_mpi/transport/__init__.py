@@ -17,7 +17,12 @@ import os
 from typing import TYPE_CHECKING
 
 from geode_mpi.base.backoff import Backoff, together_backoff
-from geode_mpi.base.launch import check_slurm_pmi, prepare_mpi_environment, under_launcher
+from geode_mpi.base.launch import (
+    check_launch,
+    library_line,
+    prepare_mpi_environment,
+    under_launcher,
+)
 from geode_mpi.transport.abort import abort_world, install_abort_hook
 from geode_mpi.transport.base import (
     SETTINGS,
@@ -47,7 +52,8 @@ def open_world(comm: MPI.Intracomm | None = None) -> Transport:
         comm: an MPI communicator to use instead of COMM_WORLD (implies MPI).
 
     Raises:
-        WrongPMIError: srun started several tasks that MPI sees as worlds of one rank.
+        WrongPMIError: srun or an MPI launcher started several ranks that MPI sees as worlds
+            of one rank (a launcher of another MPI than the one mpi4py loaded).
         TypeError: ``comm`` is not an MPI communicator.
     """
     if comm is not None and not callable(getattr(comm, "Get_size", None)):
@@ -58,7 +64,7 @@ def open_world(comm: MPI.Intracomm | None = None) -> Transport:
         )
     launched = dict(os.environ)  # before MPI starts and may add variables of its own
     if comm is None and not under_launcher():
-        check_slurm_pmi(launched, 1)
+        check_launch(launched, 1)
         return InProcHub(1).endpoint(0)
     prepare_mpi_environment()
     from mpi4py import MPI
@@ -66,7 +72,7 @@ def open_world(comm: MPI.Intracomm | None = None) -> Transport:
     from geode_mpi.transport.mpi import MPITransport
 
     if comm is None:
-        check_slurm_pmi(launched, MPI.COMM_WORLD.Get_size())
+        check_launch(launched, MPI.COMM_WORLD.Get_size(), library_line(MPI.Get_library_version()))
     base = MPI.COMM_WORLD if comm is None else comm
     if base.Get_size() == 1:
         return InProcHub(1).endpoint(0)

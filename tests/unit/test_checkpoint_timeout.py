@@ -78,3 +78,39 @@ def test_an_arrival_that_took_most_of_the_timeout_leaves_the_drain_the_rest(
         # what tells the two apart; the time only stretches with the load).
         assert took < 0.4 + 0.25 * load_slack(), took
         assert drain.timeouts and drain.timeouts[0] is not None and drain.timeouts[0] <= 0.11
+
+
+class TimedOut:
+    """A rooted collective that times out at its ``nth`` call (and works before)."""
+
+    def __init__(self, real: Callable[..., object], nth: int) -> None:
+        self.real, self.nth, self.calls = real, nth, 0
+
+    def __call__(self, value: object, root: int = 0, deadline: float | None = None) -> object:
+        self.calls += 1
+        if self.calls == self.nth:
+            raise GeodeTimeoutError("a collective step was not complete by its deadline")
+        return self.real(value, root, deadline)
+
+
+@pytest.mark.parametrize(
+    ("step", "nth", "where"),
+    [
+        ("bcast", 1, "waiting for rank 0 to number the checkpoint"),
+        ("gather", 1, "waiting for the other ranks to write their files"),
+        ("gather", 2, "waiting for the other ranks' files to be durable \\(fsync\\)"),
+        ("bcast", 2, "waiting for rank 0 to seal the checkpoint \\(its manifest\\)"),
+    ],
+)
+def test_a_timeout_names_the_step_that_timed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, nth: int, where: str
+) -> None:
+    """Every timeout of the writing said "waiting for the other ranks to write their files",
+    the broadcast of the checkpoint's number (before any file) and rank 0's seal too."""
+    with Geode(checkpoint_dir=tmp_path) as geode:
+        rooted = geode._checkpointer.rooted  # type: ignore[union-attr]
+        monkeypatch.setattr(rooted, step, TimedOut(getattr(rooted, step), nth))
+        with pytest.raises(
+            GeodeTimeoutError, match=f"^checkpoint\\(\\) on rank 0 timed out after 60 s {where}$"
+        ):
+            geode.checkpoint(timeout=60)

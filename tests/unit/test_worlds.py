@@ -119,6 +119,21 @@ def test_an_explicit_close_warns_only_at_exit_and_only_if_still_queued(
     ]
 
 
+def test_a_close_inside_a_with_block_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """close() in the block, then its end: said at the end of the block and again at exit."""
+    registry._closed_early.clear()  # what earlier tests left
+    with caplog.at_level(logging.WARNING, logger="geode_mpi"):
+        with Geode() as geode:
+            geode.send("x", "node0", "node1")
+            geode.close()
+            geode.close()  # (noted once however often)
+        assert caplog.text.count("never received") == 1  # the block's end says it
+        registry.close_all()  # what interpreter exit does
+    warnings = [r.getMessage() for r in caplog.records if "never received" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "node1: 1 message(s) (1 Message)" in warnings[0]
+
+
 def test_the_warning_names_the_last_checkpoint_that_holds_what_was_queued(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
