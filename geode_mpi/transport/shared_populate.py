@@ -12,9 +12,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import inspect
 import mmap
 import os
-import sys
 from types import FrameType
 from typing import Any
 
@@ -73,7 +73,8 @@ def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning raised by the caller of this name the first
     line outside geode_mpi (the user's publish or zero_copy_array): Python 3.11 has no
     ``skip_file_prefixes``. 1 (the caller) when no such line is on this thread's stack."""
-    frame: FrameType | None = sys._getframe(1)
+    here = inspect.currentframe()
+    frame: FrameType | None = here.f_back if here is not None else None
     level = 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
