@@ -171,6 +171,21 @@ def whole_lines() -> None:
             stream.reconfigure(line_buffering=True, write_through=False)
 
 
+def _enable_faulthandler() -> None:
+    """A fatal signal (SIGSEGV; SIGBUS: a page of shared memory that /dev/shm has no room for)
+    prints where each thread was, not only the launcher's "Bus error (signal 7)": to
+    sys.stderr, else (a notebook's or a capturing harness's, with no file descriptor) to the
+    process's own stderr, else not at all."""
+    if faulthandler.is_enabled():
+        return
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            faulthandler.enable(stream, all_threads=True)  # type: ignore[arg-type]
+            return
+        except (AttributeError, ValueError, OSError, RuntimeError, io.UnsupportedOperation):
+            continue
+
+
 def run(
     target: str,
     args: list[str],
@@ -193,10 +208,7 @@ def run(
     """
     kind = "module" if module else kind
     rank, size = world()
-    if not faulthandler.is_enabled():
-        # A fatal signal (SIGSEGV; SIGBUS: a page of shared memory that /dev/shm has no room
-        # for) prints where each thread was, not only the launcher's "Bus error (signal 7)".
-        faulthandler.enable(all_threads=True)
+    _enable_faulthandler()
     if size > 1:
         whole_lines()
     try:

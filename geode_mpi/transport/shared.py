@@ -67,7 +67,7 @@ from geode_mpi.transport.sealed import SHARED_MIN as SHARED_MIN  # (tests import
 from geode_mpi.transport.sealed import Sealable
 from geode_mpi.transport.shared_lease import BYTES_VARIABLE, Leasing
 from geode_mpi.transport.shared_notice import notice_prefix, read_notice_prefix
-from geode_mpi.transport.shared_populate import describe
+from geode_mpi.transport.shared_populate import describe, populate, user_stacklevel
 from geode_mpi.transport.slots import ALIGN, SLOTS, SlotAllocator
 
 if TYPE_CHECKING:
@@ -140,8 +140,11 @@ class NodeShare(Leasing):
         self.leased = 0  # zero-copy arrays made in the segment
         self.fallbacks = 0  # zero-copy arrays of SHARED_MIN or more made in process memory
         self._unleased: list[None] = []  # one per lease gone (appended by its finalizer)
-        self._warned = False
+        self._warned_lease = 0  # (shared_lease.py's `_warn`)
         self.unbacked = 0  # large broadcasts /dev/shm had no room for (sent as copies)
+        # Nonzero (the errno) when /dev/shm had no room for this rank's own flag table at
+        # `_map`: then its part is unusable (no slot taken, no zero-copy array made in it).
+        self.table_error = 0
         self._warned_unbacked = False
         self._freed = False
 
@@ -187,6 +190,10 @@ class NodeShare(Leasing):
                 self.filled.append(whole[SLOTS * size : SLOTS * size + SLOTS].data)
                 self.parts.append(whole[table:])
                 self.bases.append(int(whole.ctypes.data) + table)
+            # This rank's table is written at its first slot (a row's flags, a filled byte):
+            # back it now, or that write into a full /dev/shm raises SIGBUS. Other ranks only
+            # touch it after a notice of this rank's, so after it is backed.
+            self.table_error = populate(self.bases[self.me] - table, table)
             self.slots = SlotAllocator(self.budget, self.flags[self.me])
         return self.slots
 
@@ -216,6 +223,9 @@ class NodeShare(Leasing):
         if slot < 0:
             local = self.local
             sizes = [frame.nbytes for frame in oob]
+            if self.table_error:
+                self._unbacked(self.table_error, sum(sizes))
+                return None
             taken = slots.take(sizes, [local[m] for m in near])
             if taken is None:
                 return None
@@ -239,6 +249,12 @@ class NodeShare(Leasing):
             return True
         assert self.slots is not None
         self.slots.give_back(slot)
+        self._unbacked(error, length)
+        return False
+
+    def _unbacked(self, error: int, length: int) -> None:
+        """Count a large broadcast that /dev/shm has no room for (it goes as copies), with a
+        warning the first time, at the user's line."""
         self.unbacked += 1
         if not self._warned_unbacked:
             self._warned_unbacked = True
@@ -248,9 +264,8 @@ class NodeShare(Leasing):
                 "not fit go to this node's subscribers as copies instead (free space in "
                 "/dev/shm, or set GEODE_SHARED_BYTES=0 to stop using it)",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
-        return False
 
     def fill(self) -> None:
         """Copy the frames `place` gave a slot (after its notices went) and mark it filled."""

@@ -17,7 +17,7 @@ from geode_mpi.transport.sealed import (
     owner_of,
     process_memory,
 )
-from geode_mpi.transport.shared_populate import describe, populate
+from geode_mpi.transport.shared_populate import describe, populate, user_stacklevel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,7 +56,8 @@ class Leasing:
     zero_copy: int
     fallbacks: int
     _unleased: list[None]
-    _warned: bool
+    table_error: int
+    _warned_lease: int  # bits: 1 part full warned, 2 /dev/shm full warned
     _freed: bool
     # This rank's part is backed by /dev/shm from its start up to here (`back`): a page once
     # backed stays so (tmpfs pages go only with the file), so no slot there is checked again.
@@ -74,15 +75,20 @@ class Leasing:
         nbytes = nbytes_of(shape, dtype)
         if nbytes < SHARED_MIN:
             return lease(process_memory(nbytes), shape, dtype)
-        taken = self._map().take([nbytes], [self.me]) if self.enabled else None
-        if taken is None:
+        slots = self._map() if self.enabled else None
+        if slots is not None and self.table_error:  # (/dev/shm had no room for its flags)
+            self.fallbacks += 1
+            self._warn(nbytes, self.table_error)
+            return lease(process_memory(nbytes), shape, dtype)
+        taken = slots.take([nbytes], [self.me]) if slots is not None else None
+        if slots is None or taken is None:
             self.fallbacks += 1
             self._warn(nbytes)
             return lease(process_memory(nbytes), shape, dtype)
         slot, (offset,) = taken
         error = self.back(offset, nbytes)  # (so that writing to it cannot raise SIGBUS)
         if error:
-            self._map().give_back(slot)
+            slots.give_back(slot)
             self.fallbacks += 1
             self._warn(nbytes, error)
             return lease(process_memory(nbytes), shape, dtype)
@@ -105,9 +111,12 @@ class Leasing:
         return error
 
     def _warn(self, nbytes: int, error: int = 0) -> None:
-        if self._warned or (self.opened and not self.enabled):
+        if self.opened and not self.enabled:
             return  # (no segment on purpose: GEODE_SHARED_BYTES=0, or a node of one rank)
-        self._warned = True
+        # One warning for a full part and one for a full /dev/shm: neither hides the other.
+        if self._warned_lease & (2 if error else 1):
+            return
+        self._warned_lease |= 2 if error else 1
         why = (
             f"/dev/shm has no room for {nbytes} bytes of the node's shared segment "
             f"({describe(error)})"
@@ -121,7 +130,7 @@ class Leasing:
             f"zero_copy_array: {why}; this array (and later ones that do not fit) is ordinary "
             "memory, copied when published",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
 
     def _unlease(self, slot: int) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import inspect
 import mmap
 import os
+from types import FrameType
 from typing import Any
 
 MADV_POPULATE_WRITE = 23  # linux/mman.h, since 5.14
@@ -62,6 +64,21 @@ def populate(address: int, length: int) -> int:
         _unsupported = True
         return 0
     return int(error)
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the caller of this name the first
+    line outside geode_mpi (the user's publish or zero_copy_array): Python 3.11 has no
+    ``skip_file_prefixes``. 1 (the caller) when no such line is on this thread's stack."""
+    here = inspect.currentframe()
+    frame: FrameType | None = here.f_back if here is not None else None
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 1
 
 
 def describe(error: int) -> str:

@@ -544,6 +544,7 @@ def test_no_room_in_dev_shm_sends_copies_with_a_warning(monkeypatch: pytest.Monk
                 topic.publish(big(k))
             topic.publish(zero_copy_big(geode, count))
         texts = [str(w.message) for w in caught if w.category is RuntimeWarning]
+        assert [w.filename for w in caught] == [__file__] * len(caught)  # the user's lines
         if shared is not None and shared.enabled:
             assert len(texts) == 2, texts
             assert f"no room in /dev/shm for {LARGE} bytes" in texts[0]
@@ -557,4 +558,36 @@ def test_no_room_in_dev_shm_sends_copies_with_a_warning(monkeypatch: pytest.Monk
             array = geode.receive(node, timeout=TIMEOUT).data
             assert np.array_equal(array, big(k))
             assert array.flags.writeable == (geode.size > 1)  # (copies of their own)
+    geode.close(timeout=TIMEOUT)
+
+
+def test_a_full_part_then_a_full_dev_shm_give_a_warning_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Zero-copy arrays: the warning that the part is full came first, and the later one that
+    /dev/shm is full (a different remedy) was lost behind the same once-only flag."""
+    from geode_mpi.transport import shared_populate
+
+    monkeypatch.setenv(BYTES_VARIABLE, str(2 * LARGE + 2 * 4096))
+    geode = Geode(acks=False)
+    subscribe_all(geode)
+    shared = shared_of(geode)
+    if geode.rank == 0:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = zero_copy_big(geode, 0)
+            too_big = geode.zero_copy_array(4 * LARGE // 8)  # more than the whole part
+            monkeypatch.setattr(shared_populate, "_madvise", lambda address, length: errno.EFAULT)
+            monkeypatch.setattr(shared_populate, "_unsupported", False)
+            second = zero_copy_big(geode, 1)  # room in the part, none in /dev/shm
+        texts = [str(w.message) for w in caught if w.category is RuntimeWarning]
+        if shared is not None and shared.enabled:
+            assert len(texts) == 2, texts
+            assert "this rank's part of the node's shared segment" in texts[0]
+            assert f"/dev/shm has no room for {LARGE} bytes" in texts[1]
+            assert (shared.leased, shared.fallbacks) == (1, 2)
+        else:
+            assert texts == []
+        assert np.array_equal(second, big(1))
+        del first, too_big, second
     geode.close(timeout=TIMEOUT)

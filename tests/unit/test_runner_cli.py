@@ -381,3 +381,18 @@ def test_a_fatal_signal_prints_where_the_job_was(tmp_path: Path) -> None:
     assert result.returncode == -signal.SIGBUS, result.explain()
     assert "Fatal Python error: Bus error" in result.stderr, result.explain()
     assert f'File "{job}", line 3 in <module>' in result.stderr, result.explain()
+
+
+def test_run_works_when_sys_stderr_has_no_file_descriptor() -> None:
+    """A notebook or a capturing harness replaces sys.stderr: run() raised
+    UnsupportedOperation from faulthandler.enable; the fatal-signal report goes to the
+    process's own stderr then."""
+    code = (
+        "import faulthandler, io, sys\n"
+        "from geode_mpi.runner.run import run\n"
+        "sys.stderr = io.StringIO()\n"
+        "status = run(\"print('job ran')\", [], kind='code')\n"
+        "print('status', status, faulthandler.is_enabled())\n"
+    )
+    result = python(["-c", code], timeout=120, env=clean_env())
+    assert result.stdout.splitlines() == ["job ran", "status 0 True"], result.stderr
