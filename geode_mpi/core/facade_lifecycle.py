@@ -67,8 +67,12 @@ class Lifecycle(Facade):
         if runtime.closed:
             return
         timeout = check_timeout(timeout)
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         for executor in self._channels.executors_made:  # (a worker rank's, never served)
-            executor.leave_unserved()
+            executor.leave_unserved(deadline)
+        if timeout is not None:
+            timeout = max(timeout - (time.monotonic() - started), 0.0)
         if self._channels.executors:
             started = time.monotonic()
             self._end_executors(timeout)
