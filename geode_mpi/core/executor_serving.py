@@ -221,6 +221,7 @@ class Serving(ExecutorState):
         for index in self._mine:
             found = take(index, self._is_task, None, False)
             if found is not None:
+                self._served = True  # (by a peer's with block too: `leave_unserved`)
                 return self, index, found
         return None
 

@@ -68,13 +68,14 @@ class Lifecycle(Facade):
         if runtime.closed:
             return
         timeout = check_timeout(timeout)
-        for executor in self._channels.executors_made:  # (a worker rank's, never served)
-            executor.leave_unserved()
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        for executor in self._channels.executors_made:  # (a worker rank's, not told)
+            executor.leave_unserved(deadline)
         if self._channels.executors:
-            started = time.monotonic()
-            self._end_executors(timeout)
-            if timeout is not None:
-                timeout = max(timeout - (time.monotonic() - started), 0.0)
+            self._end_executors(timeout, deadline)
+        if timeout is not None:
+            timeout = max(timeout - (time.monotonic() - started), 0.0)
         runtime.sealed = True  # from here the job sends nothing (its handlers may, until ...)
         # ... and the other threads' waits end (`Wait`): the transport goes at the end
         runtime.engine.closer = threading.current_thread()
@@ -208,13 +209,13 @@ class Lifecycle(Facade):
                 counted_nodes(full, "messages"),
             )
 
-    def _end_executors(self, timeout: float | None) -> None:
+    def _end_executors(self, timeout: float | None, deadline: float | None) -> None:
         """Shut down the executors whose client is here, as leaving their ``with`` block
         does: their pending futures complete first, and their workers (on other ranks,
         serving until told) are told, so that every rank gets to close() (the lock let go
-        meanwhile: the executors' threads need it)."""
+        meanwhile: the executors' threads need it), until ``deadline`` (close()'s, of its
+        ``timeout`` as given)."""
         executors = self._channels.executors
-        deadline = None if timeout is None else time.monotonic() + timeout
         while executors:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             end = partial(executors[0].end_at_close, given=timeout)

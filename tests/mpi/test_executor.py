@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geode_mpi import Geode, Message, QueueConfig, ReceiveTimeout, RemoteTraceback, TaskError
+from geode_mpi import (
+    Geode,
+    GeodeTimeoutError,
+    Message,
+    QueueConfig,
+    ReceiveTimeout,
+    RemoteTraceback,
+    SendTimeout,
+    TaskError,
+)
 
 TIMEOUT = 60.0
 _here: dict[str, Any] = {}  # this rank's Geode, for the tasks that use it
@@ -172,6 +181,31 @@ def test_an_executor_inside_another_ones_block_is_refused_on_every_rank(geode: G
     with geode.executor() as after:  # the refused call made nothing, on any rank
         if after is not None:
             assert after.name == "executor-2" and after.submit(same, 4).result(timeout=20) == 4
+
+
+def test_a_second_executor_served_in_the_first_ones_block_is_no_error_at_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two executors made first, only the first gets a with block, the client uses the
+    second inside it (the worker ranks' block serves both): before, each worker rank's
+    close() logged the ERROR that the second's workers "never ran its tasks", which they
+    had. Its workers are still told at close(), so that the client's close() ends."""
+    geode = Geode()
+    _here["geode"] = geode
+    first, second = geode.executor(), geode.executor()
+    with first as a:
+        if a is not None:
+            assert sum(value for value, _ in a.map(where, range(10))) == 285
+            assert sum(value for value, _ in second.map(where, range(10), timeout=20)) == 285
+    with caplog.at_level("INFO", logger="geode_mpi"):
+        geode.close(timeout=TIMEOUT)
+    _here.clear()
+    assert "never ran" not in caplog.text
+    assert [r.levelname for r in caplog.records if r.levelno >= 40] == []
+    if not second.is_client:
+        assert f"executor 'executor-2''s worker node(s) here ({geode.nodes[geode.rank]})" in (
+            caplog.text
+        )
 
 
 @pytest.mark.parametrize("with_on_the_client", [False, True])
@@ -393,3 +427,39 @@ def test_the_executors_traffic_waits_for_room_whatever_the_queue_policy(
     with Geode(queue=config) as geode, geode.executor(prefetch=3) as ex:
         if ex is not None:
             assert list(ex.map(same, range(500), timeout=TIMEOUT)) == list(range(500))
+
+
+@pytest.mark.timeout(90)
+def test_a_skipped_blocks_notice_to_a_full_client_queue_keeps_closes_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker ranks fill the client node's queue (policy 'block') with messages it does
+    not receive yet, skip the executor's block and call close(timeout=2): before, their
+    notice to the client (`_Absent`) waited for room with no deadline (close() ran on until
+    the client's rank came to close() too); now it gives up at close()'s deadline, says so,
+    and close() goes on."""
+    geode = Geode(queue=QueueConfig(capacity=4, policy="block"))
+    ex = geode.executor()
+    if ex.is_client or geode.size == 1:
+        if geode.size > 1:  # (out of close() meanwhile: a closing rank would refuse the notice)
+            with pytest.raises(ReceiveTimeout):
+                geode.receive("node0", type=Go, timeout=12)
+        got: dict[str, list[int]] = {}
+        with contextlib.suppress(ReceiveTimeout):
+            while True:
+                message = geode.receive("node0", timeout=2)
+                got.setdefault(str(message.source), []).append(message.data)
+        assert sorted(got) == sorted(f"node{rank}" for rank in range(1, geode.size))
+        assert all(data == list(range(len(data))) and data for data in got.values())
+        geode.close(timeout=TIMEOUT)
+        return
+    with contextlib.suppress(SendTimeout):  # (until node0's queue is full for this node)
+        for k in range(100):
+            geode.send(k, dest="node0", timeout=1)
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="geode_mpi"), contextlib.suppress(GeodeTimeoutError):
+        geode.close(timeout=2)  # (its wait for the client's rank to come to close() times out)
+    assert time.monotonic() - started < 8
+    assert "could not tell executor 'executor-1''s client node0" in caplog.text
+    assert "receive what waits at node0" in caplog.text
+    geode.close(timeout=TIMEOUT)
