@@ -10,9 +10,7 @@ backs the pages first and fails with an error code instead; where the kernel doe
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
-import inspect
 import mmap
 import os
 from types import FrameType
@@ -30,7 +28,9 @@ _unsupported = False
 def _load() -> Any:
     """libc's ``madvise``, or False where there is none (not Linux, no libc found)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # The process's own symbols, libc's among them (ctypes.util.find_library would load
+        # shutil and may run ldconfig: start-up cost for every rank).
+        libc = ctypes.CDLL(None, use_errno=True)
         function = libc.madvise
     except (OSError, AttributeError):
         return False
@@ -73,6 +73,8 @@ def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning raised by the caller of this name the first
     line outside geode_mpi (the user's publish or zero_copy_array): Python 3.11 has no
     ``skip_file_prefixes``. 1 (the caller) when no such line is on this thread's stack."""
+    import inspect  # here, not at the top: it loads ast and dis (1 MB), for a warning only
+
     here = inspect.currentframe()
     frame: FrameType | None = here.f_back if here is not None else None
     level = 1
