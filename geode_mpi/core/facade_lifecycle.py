@@ -74,7 +74,8 @@ class Lifecycle(Facade):
             executor.leave_unserved(deadline)
         if self._channels.executors:
             self._end_executors(timeout, deadline)
-        if timeout is not None:
+        if timeout is not None and (self._channels.executors_made or self._channels.executors):
+            # (what the executors took; without them a step's error names the timeout as given)
             timeout = max(timeout - (time.monotonic() - started), 0.0)
         runtime.sealed = True  # from here the job sends nothing (its handlers may, until ...)
         # ... and the other threads' waits end (`Wait`): the transport goes at the end
