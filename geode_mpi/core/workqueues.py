@@ -28,7 +28,7 @@ from geode_mpi.base.record import Record
 from geode_mpi.codec.classes import class_name
 from geode_mpi.codec.header import ROUTE_WORK
 from geode_mpi.core.handles import SendHandle
-from geode_mpi.delivery.authoring import WATCHING, Unwatched
+from geode_mpi.delivery.authoring import unwatched
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import GeodeTimeoutError, ReceiveTimeout, check_timeout
 from geode_mpi.message import Message
@@ -462,9 +462,5 @@ class WorkQueue:
         rank = geode.placement.rank_of(consumer)
         # On the queue's stream, untracked unless every message is (``ack`` is for senders).
         # Not a handler's own send, whichever thread hands it out (`Unwatched`).
-        hand = (task, self._dispatcher, number, consumer, rank, pair, False, FLAG_WORK)
-        if WATCHING:
-            with Unwatched():
-                geode.path.to_node(*hand)
-        else:
-            geode.path.to_node(*hand)
+        send = geode.path.to_node
+        unwatched(send, task, self._dispatcher, number, consumer, rank, pair, False, FLAG_WORK)

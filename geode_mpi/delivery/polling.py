@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Collection
 
 from geode_mpi.base.backoff import activity_hook
-from geode_mpi.delivery.authoring import WATCHING, Unwatched
+from geode_mpi.delivery.authoring import unwatched
 from geode_mpi.delivery.failures import Failures
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.waiting import wait_for
@@ -76,11 +76,7 @@ class Polling(Failures):
     def forward(self) -> None:
         """Hand each message waiting at a sequencer to the forwarder (`on_forward`), in arrival
         order; the forwarder counts each one done with `forwarded` once it has sent it on."""
-        if WATCHING:  # (a handler runs in some thread: these sends are not its own)
-            with Unwatched():
-                self._forward()
-        else:
-            self._forward()
+        unwatched(self._forward)  # (a handler's thread: these sends are not its own)
         self.transport.flush()  # the copies go out now, not when this rank next waits
 
     def _forward(self) -> None:
@@ -96,11 +92,7 @@ class Polling(Failures):
         has come: each one still held sets the flag again."""
         self.held_for_room = False
         if self.on_room is not None:
-            if WATCHING:  # (a handler runs in some thread: these sends are not its own)
-                with Unwatched():
-                    self.on_room()
-            else:
-                self.on_room()
+            unwatched(self.on_room)  # (a handler's thread: these sends are not its own)
 
     def flush_after(self, started: float) -> None:
         """Flush pending acks if a wait that began at ``started`` (perf_counter) lasted long
@@ -133,11 +125,7 @@ class Polling(Failures):
             if leave:
                 waited.difference_update(leave)
             if waited and self.on_waited is not None:
-                if WATCHING:  # (a handler run in this wait counts on its own)
-                    with Unwatched():
-                        self.on_waited()
-                else:
-                    self.on_waited()
+                unwatched(self.on_waited)  # (a handler run in this wait counts on its own)
         if self.resend_after is not None:
             self._resend_due()
         return forwarded

@@ -26,33 +26,8 @@ def test_a_handler_interrupted_by_close_is_no_failure_and_loses_nothing(
     receivable), with one attempt it went to the dead letters, and close() warned that it was
     taken with an explicit ack and never acked ("call msg.ack()"), which run() never asks."""
     g = Geode(queues={"node1": QueueConfig(max_attempts=attempts)})
-    inside, resume = threading.Event(), threading.Event()
-    ended: list[Any] = []
-
-    @g.on(Job, node="node1")
-    def handle(message: Message) -> None:
-        inside.set()
-        assert resume.wait(TIMEOUT)
-        g.send(("done", message.data), "node1", "node2")  # the Geode closed meanwhile
-
-    def runner() -> None:
-        try:
-            ended.append(g.run("node1", timeout=TIMEOUT))
-        except ClosedError as exc:
-            ended.append(exc)
-
-    g.send(Job(1), "node0", "node1")
-    thread = threading.Thread(target=runner, name="runner")
     caplog.set_level(logging.WARNING, logger="geode_mpi")
-    thread.start()
-    assert inside.wait(TIMEOUT)
-    closer = threading.Thread(target=g.close, name="closer")
-    closer.start()
-    closer.join(TIMEOUT)
-    resume.set()
-    thread.join(TIMEOUT)
-    assert not thread.is_alive() and not closer.is_alive()
-    [error] = ended
+    error = _interrupt(g, lambda: None)
     assert isinstance(error, ClosedError) and error.closer == "closer"
     stats = g.stats("node1")
     assert (stats.retries, stats.dead_letters, stats.processed) == (0, 0, 0)
