@@ -31,6 +31,7 @@ class Sending(RuntimeParts):
         via: codec.Route | None = None,  # a sequencer's or dispatcher's: where it goes on
         compress: Compression | None = None,  # the message's own setting
         block: bool = False,  # wait for room even if dest's policy is raise (`Credits.reserve`)
+        room: bool = True,  # False: send without room (to a dispatcher that takes it in)
     ) -> SendHandle:
         """Send point-to-point (every kind of message a node sends to a node goes here)."""
         if self.sealed and not self.serving:
@@ -67,6 +68,8 @@ class Sending(RuntimeParts):
             found = engine.pairs_out.get((src, dst))
             if found is not None and (found.credits is None or found.credits > 0):
                 pair = found
+            elif not room:  # (never in dest's queue: its credit comes back as it is taken in)
+                pair = engine.pair_out(src, dst)
             else:
                 deadline = None if timeout is None else time.monotonic() + (timeout or 0.0)
                 pair = engine.reserve(src, dst, deadline, timeout, block)
