@@ -19,9 +19,9 @@ class GeodeError(Exception):
     # `Geode.isend_many`: how many of the batch's items were sent before this error (None:
     # not raised by isend_many).
     sent: int | None = None
-    # The message (as handed to the send call) that went before a poll after it raised this
-    # error (None: raised before anything was sent): tells a send that failed from a poll's
-    # error after it, whatever the handlers that poll ran sent in between.
+    # The message (as handed to the send or publish call) that went before a poll after it
+    # raised this error (None: raised before anything was sent): tells a send that failed
+    # from a poll's error after it, whatever the handlers that poll ran sent in between.
     after_send: object = None
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -33,7 +33,7 @@ from geode_mpi.core.executor_state import _Absent as _Absent
 from geode_mpi.core.executor_state import _Outcome as _Outcome  # (its wire name's module)
 from geode_mpi.core.executor_state import _Task as _Task
 from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk
-from geode_mpi.errors import EncodeError, GeodeTimeoutError, QueueFull, TaskError
+from geode_mpi.errors import EncodeError, GeodeTimeoutError, TaskError
 from geode_mpi.message import Message
 
 if TYPE_CHECKING:
@@ -310,13 +310,14 @@ class GeodeExecutor(Serving, Executor):
                 "its with block, before close())"
             )
 
-    def leave_unserved(self, deadline: float | None = None) -> None:
+    def leave_unserved(self) -> None:
         """`Geode.close` on a rank that hosts workers of this executor (not its client) not
         told of its end: tell the client, which counts them as told, and whose futures fail
         then (`_absent_error`) instead of waiting for ever. Said here as an error when this
         rank never served them (no ``with`` block, no `serve`, no task of theirs run in
-        another executor's block). The notice waits for room at the client until
-        ``deadline`` (`time.monotonic`) at most."""
+        another executor's block). The notice goes at once, room or not at the client (its
+        dispatcher takes it in: `WorkQueue.notify`), so that a client node whose queue the
+        user filled learns it at once too."""
         if self.is_client or not self._mine:
             return
         runtime = self._runtime
@@ -341,23 +342,8 @@ class GeodeExecutor(Serving, Executor):
                 nodes,
                 self.client,
             )
-        try:
-            for index in self._mine:
-                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                self._queue.put(_Absent((index, runtime.rank)), index, timeout=left)
-        except (GeodeTimeoutError, QueueFull) as exc:
-            log.error(
-                "close() on rank %s: could not tell executor %r's client %s that its worker "
-                "node(s) here (%s) take no more tasks (%s): its futures there wait until their "
-                "own timeout; receive what waits at %s before close(), or enter the executor's "
-                "with block here",
-                runtime.rank,
-                self.name,
-                self.client,
-                nodes,
-                exc,
-                self.client,
-            )
+        for index in self._mine:
+            self._queue.notify(_Absent((index, runtime.rank)), index)
         self._mine.clear()  # (what waits at them stays private to the executor)
         self._served = True
 

@@ -71,7 +71,7 @@ class Lifecycle(Facade):
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         for executor in self._channels.executors_made:  # (a worker rank's, not told)
-            executor.leave_unserved(deadline)
+            executor.leave_unserved()
         if self._channels.executors:
             self._end_executors(timeout, deadline)
         if timeout is not None and (self._channels.executors_made or self._channels.executors):

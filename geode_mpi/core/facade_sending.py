@@ -94,7 +94,7 @@ class SendCalls(Facade):
                 ):
                     sends = runtime.sends = runtime.sends + 1
                     if not sends & POLL_EVERY_SENDS - 1:
-                        runtime.joined_poll(sends)
+                        runtime.joined_poll(sends, message)
                     return RunHandle(runtime, run, at)
                 return runtime.send_plain(message, dest, timeout, True)
             if not runtime.owned():
@@ -197,7 +197,7 @@ class SendCalls(Facade):
                 ticket, stamp = sent
                 runtime.sends += 1
                 if not runtime.sends & POLL_EVERY_SENDS - 1:
-                    runtime.engine.poll()  # (see `Runtime.send`)
+                    runtime.poll_after(message)  # (see `Runtime.send`)
                 handle = SendHandle(runtime, ticket, stamp, lane.pair if lane.tracked else None)
                 if not ticket.done:
                     if timeout is None:

@@ -15,7 +15,7 @@ from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait, ended_elsewhere
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
-from geode_mpi.queues import Match, Parcel
+from geode_mpi.queues import Match, Parcel, first_take
 from geode_mpi.tracing import TRACER, now_us
 
 # The most polls a receive from a drop_oldest queue makes to take in what arrived (each
@@ -50,7 +50,7 @@ class Receiving(RuntimeParts):
                 f"message {message.id} from node index {parcel.source} is flagged as a work "
                 "queue's task, but no work queue has that stream"
             )
-        if index is not None and not parcel.attempts:
+        if index is not None and first_take(parcel):
             queue.taken(index, message)
         else:
             state.update(work_queue=queue.name, source=queue.dispatcher)
@@ -61,7 +61,7 @@ class Receiving(RuntimeParts):
         all the same, as taking it would have (the dispatcher would hold every later task
         otherwise); if it is a request, its requester is answered with the failure (`refuse`),
         not left waiting for a reply that cannot come."""
-        if parcel.flags & codec.FLAG_WORK and not parcel.attempts:
+        if parcel.flags & codec.FLAG_WORK and first_take(parcel):
             queue = self.task_sources.get(parcel.source)
             if queue is not None:
                 queue.want_next(index)

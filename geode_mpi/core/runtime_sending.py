@@ -31,6 +31,7 @@ class Sending(RuntimeParts):
         via: codec.Route | None = None,  # a sequencer's or dispatcher's: where it goes on
         compress: Compression | None = None,  # the message's own setting
         block: bool = False,  # wait for room even if dest's policy is raise (`Credits.reserve`)
+        room: bool = True,  # False: send without room (to a dispatcher that takes it in)
     ) -> SendHandle:
         """Send point-to-point (every kind of message a node sends to a node goes here)."""
         if self.sealed and not self.serving:
@@ -67,6 +68,8 @@ class Sending(RuntimeParts):
             found = engine.pairs_out.get((src, dst))
             if found is not None and (found.credits is None or found.credits > 0):
                 pair = found
+            elif not room:  # (never in dest's queue: its credit comes back as it is taken in)
+                pair = engine.pair_out(src, dst)
             else:
                 deadline = None if timeout is None else time.monotonic() + (timeout or 0.0)
                 pair = engine.reserve(src, dst, deadline, timeout, block)
@@ -82,7 +85,7 @@ class Sending(RuntimeParts):
         if not self.sends & POLL_EVERY_SENDS - 1:
             # A rank that only sends still drains what arrives; polling on every send would
             # add a probe to the latency of each small message.
-            self._poll_after(message)
+            self.poll_after(message)
         if ack:  # (told if it is not processed, however long it is kept: `Acks.watch`)
             handle = AckHandle(self, ticket, stamp, pair)
             self.engine.watch((src, dst, stamp.seq), handle)
@@ -106,38 +109,40 @@ class Sending(RuntimeParts):
             # A full run goes at once; between polls a look at the batches' age is enough.
             sends = self.sends = self.sends + 1
             if not sends & POLL_EVERY_SENDS - 1:
-                try:
-                    self.joined_poll(sends)
-                except GeodeError as error:
-                    error.after_send = message
-                    raise
+                self.joined_poll(sends, message)
             return RunHandle(self, run, at)
         msg = message if isinstance(message, Message) else Message(message)
         ticket, stamp = self.path.plain(msg, self.rank, dst, rank, pair, batch)
         self.sends += 1
         if not self.sends & POLL_EVERY_SENDS - 1:
-            self._poll_after(message)  # (see `send`)
+            self.poll_after(message)  # (see `send`)
         run = pair.run
         if run is not None and run.first_seq == stamp.seq:  # it opened a run
             return RunHandle.opener(self, run)
         return SendHandle(self, ticket, stamp, pair if self.acks else None, False)
 
-    def _poll_after(self, message: Any) -> None:
-        """Poll once ``message`` was sent; an error of the poll says it followed the send
-        (`GeodeError.after_send`: `isend_many` counts the item as sent)."""
+    def poll_after(self, message: Any, keep_undecoded: bool = False) -> None:
+        """Poll once ``message`` was sent (or published); an error of the poll says it
+        followed the send (`GeodeError.after_send`: `isend_many` counts the item as sent).
+        ``keep_undecoded``: an arrival that cannot be read is raised by the next call
+        (`Engine.poll_after_take`), not by this one."""
         try:
-            self.engine.poll()
+            if keep_undecoded:
+                self.engine.poll_after_take()
+            else:
+                self.engine.poll()
         except GeodeError as error:
             error.after_send = message
             raise
 
-    def joined_poll(self, sends: int) -> None:
-        """What the ``sends``-th send (a multiple of `POLL_EVERY_SENDS`) does after joining a
-        run: a full run goes at once, so between polls a look at the batches' age is enough."""
+    def joined_poll(self, sends: int, message: Any) -> None:
+        """What the ``sends``-th send (a multiple of `POLL_EVERY_SENDS`) does after ``message``
+        joined a run: a full run goes at once, so between polls a look at the batches' age is
+        enough. An error of the poll says it followed the send, as `poll_after`'s."""
         if sends & POLL_EVERY_JOINS - 1:
             self.path.flush_due()
         else:
-            self.engine.poll()
+            self.poll_after(message)
 
     def joined_many(self, before: int, after: int) -> None:
         """`joined_poll` for a bulk join that took ``sends`` from ``before`` to ``after``: a

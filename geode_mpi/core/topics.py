@@ -273,7 +273,9 @@ class Topic:
         Raises:
             ValueError: ``source`` is not a publisher of this topic, or a priority or ttl on
                 a total-order topic (they would reorder or thin out its one order).
-            QueueFull, SendTimeout, EncodeError, ClosedError: as for `Geode.isend`.
+            QueueFull, SendTimeout, EncodeError, ClosedError: as for `Geode.isend`. An
+                error of the poll every 32nd publish makes after its message went has that
+                message in ``after_send`` (it was published), as a send's has.
         """
         geode = self._geode
         if other_threads() and not geode.owned():
@@ -329,8 +331,9 @@ class Topic:
         if not geode.sends & POLL_EVERY_SENDS - 1:
             # A rank that only publishes still takes in its acks (else its outbox keeps every
             # message it published), as one that only sends does (`Runtime.send`); an arrival
-            # it cannot read is raised by the next call, not by this publish, which went.
-            geode.engine.poll_after_take()
+            # it cannot read is raised by the next call, not by this publish, which went; any
+            # other error of the poll says it went, as a send's does (`after_send`).
+            geode.poll_after(message, keep_undecoded=True)
         return handle
 
     def has_room(self, sequencer: int) -> bool:

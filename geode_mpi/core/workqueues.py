@@ -252,8 +252,13 @@ class WorkQueue:
         self._to_dispatcher(_Finished(), source, None)
         self._finished_here.add(index)
 
+    def notify(self, msg: Message, source: int) -> None:
+        """`put` at once, room or not: a word its dispatcher takes in (`intercept`), never
+        queued there (its credit comes back then)."""
+        self._to_dispatcher(msg, source, None, room=False)
+
     def _to_dispatcher(
-        self, msg: Message, source: str | int | None, timeout: float | None
+        self, msg: Message, source: str | int | None, timeout: float | None, room: bool = True
     ) -> SendHandle:
         return self._geode.send(
             msg,
@@ -267,6 +272,7 @@ class WorkQueue:
             # An executor's tasks and outcomes wait for room: the user's policy ``raise`` is
             # for the user's sends (a task's failure is its future's, never its rank's).
             block=self.executor,
+            room=room,
         )
 
     # -- consumers -------------------------------------------------------------------------

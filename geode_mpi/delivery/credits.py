@@ -15,7 +15,7 @@ from geode_mpi.delivery.failures import Failures
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.topics import TopicStream
 from geode_mpi.errors import QueueFull, SendTimeout
-from geode_mpi.queues import Parcel
+from geode_mpi.queues import TAKEN_BEFORE, Parcel
 
 _FLAG_QOS = codec.FLAG_QOS
 _FLAG_WAITED = codec.FLAG_WAITED
@@ -314,7 +314,8 @@ class Credits(Failures):
     def _credit(self, index: int, parcel: Parcel) -> None:
         """A parcel left node ``index``'s queue: with a window, its sender gets a credit back."""
         window = self._window[index]
-        if window is not None and not parcel.attempts:  # a retry was counted when first taken
+        # (`first_take` inline: a retry, or one put back untried, was counted when first taken)
+        if window is not None and not parcel.attempts and not parcel.flags & TAKEN_BEFORE:
             key_in = (parcel.source, index)
             pair_in = self._in.get(key_in)  # (None: a stream's pair not kept here)
             if pair_in is not None:

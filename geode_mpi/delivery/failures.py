@@ -11,7 +11,7 @@ from geode_mpi.delivery.engine_state import EngineState
 from geode_mpi.delivery.stats import DeadLetter
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
-from geode_mpi.queues import Parcel
+from geode_mpi.queues import TAKEN_BEFORE, Parcel
 
 
 class Failures(EngineState):
@@ -25,9 +25,12 @@ class Failures(EngineState):
     def put_back(self, index: int, parcel: Parcel) -> None:
         """A taken message was not processed, through no fault of its own (its handler was
         interrupted by a close() in another thread): queued again ahead of its source's later
-        messages, ready now, its attempt not counted (no retry, never a dead letter)."""
+        messages, ready now, its attempt not counted (no retry, never a dead letter). Marked
+        taken before: taking it again returns no second credit to its sender (its first take
+        did), nor asks a work queue for a second next task."""
         self.in_hand -= 1
-        self.inboxes[index].put_back(parcel, time.monotonic())
+        again = parcel._replace(flags=parcel.flags | TAKEN_BEFORE)
+        self.inboxes[index].put_back(again, time.monotonic())
 
     def fail(self, index: int, parcel: Parcel, error: BaseException | None) -> None:
         """Processing a taken message failed: deliver it again later, or dead-letter it."""

@@ -33,7 +33,7 @@ from geode_mpi.persistence.checks import (
     brief,
 )
 from geode_mpi.persistence.store import CheckpointError, JsonValue
-from geode_mpi.queues import NEVER, Parcel, monotonic_clock, wall_clock
+from geode_mpi.queues import NEVER, Parcel, first_take, monotonic_clock, wall_clock
 
 if TYPE_CHECKING:
     import numpy as np
@@ -236,7 +236,7 @@ def mark_processed(pair: PairIn, parcels: list[Parcel]) -> None:
     # Acked at the next record: below done_below as a range, above it one by one.
     pair.unacked.extend(seq for seq in seqs if seq >= pair.done_below)
     pair.ack_due = True
-    taken = sum(1 for parcel in parcels if not parcel.attempts)  # (a retry's: counted)
+    taken = sum(map(first_take, parcels))  # (a retry's, one put back untried: counted)
     pair.taken += taken
     pair.owed += taken
 

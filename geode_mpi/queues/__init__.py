@@ -1,6 +1,27 @@
 """Layer 3, queues: where messages wait between the transport and the user."""
 
 from geode_mpi.queues.bundles import Bundle
-from geode_mpi.queues.inbox import NEVER, Inbox, Key, Match, Parcel, monotonic_clock, wall_clock
+from geode_mpi.queues.inbox import (
+    NEVER,
+    TAKEN_BEFORE,
+    Inbox,
+    Key,
+    Match,
+    Parcel,
+    first_take,
+    monotonic_clock,
+    wall_clock,
+)
 
-__all__ = ["NEVER", "Bundle", "Inbox", "Key", "Match", "Parcel", "monotonic_clock", "wall_clock"]
+__all__ = [
+    "NEVER",
+    "TAKEN_BEFORE",
+    "Bundle",
+    "Inbox",
+    "Key",
+    "Match",
+    "Parcel",
+    "first_take",
+    "monotonic_clock",
+    "wall_clock",
+]

@@ -29,6 +29,17 @@ class Parcel(NamedTuple):
 
 
 NEVER = math.inf  # a parcel's ``expires`` when it has no ttl
+# A parcel flag of the queue's own, never on the wire (a header's flags and route byte take
+# bits 0-15): put back untried (a handler that close() interrupted), so taken once already:
+# its credit went back and its first take counted then, though its ``attempts`` are still 0.
+TAKEN_BEFORE = 1 << 16
+
+
+def first_take(parcel: Parcel) -> bool:
+    """Whether taking ``parcel`` now is its first take: neither a retry nor put back untried."""
+    return not parcel.attempts and not parcel.flags & TAKEN_BEFORE
+
+
 _PRIORITY = itemgetter(8)  # Parcel.priority, read in C by map() (see `Inbox._pop_ranked`)
 _EXPIRES = itemgetter(9)  # Parcel.expires
 

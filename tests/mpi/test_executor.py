@@ -430,20 +430,25 @@ def test_the_executors_traffic_waits_for_room_whatever_the_queue_policy(
 
 
 @pytest.mark.timeout(90)
-def test_a_skipped_blocks_notice_to_a_full_client_queue_keeps_closes_timeout(
+def test_a_skipped_blocks_notice_to_a_full_client_queue_fails_the_futures_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The worker ranks fill the client node's queue (policy 'block') with messages it does
-    not receive yet, skip the executor's block and call close(timeout=2): before, their
-    notice to the client (`_Absent`) waited for room with no deadline (close() ran on until
-    the client's rank came to close() too); now it gives up at close()'s deadline, says so,
-    and close() goes on."""
+    not receive yet, skip the executor's block and call close(timeout=2). Before, their
+    notice to the client (`_Absent`) waited for room until close()'s deadline, then gave up
+    (logged "could not tell ..."), and the client's future waited until its own timeout
+    (concurrent.futures' TimeoutError after 20 s). The notice never enters the client's
+    queue (its dispatcher takes it in), so it goes at once now, room or not: the future
+    fails with TaskError naming a worker, and close() keeps its timeout."""
     geode = Geode(queue=QueueConfig(capacity=4, policy="block"))
     ex = geode.executor()
     if ex.is_client or geode.size == 1:
         if geode.size > 1:  # (out of close() meanwhile: a closing rank would refuse the notice)
-            with pytest.raises(ReceiveTimeout):
-                geode.receive("node0", type=Go, timeout=12)
+            future = ex.submit(same, 1)
+            started = time.monotonic()
+            with pytest.raises(TaskError, match=r"its worker (node\d) \(rank \d\) never ran"):
+                future.result(timeout=20)
+            assert time.monotonic() - started < 15  # (the workers fill node0 first: 1 s)
         got: dict[str, list[int]] = {}
         with contextlib.suppress(ReceiveTimeout):
             while True:
@@ -460,6 +465,6 @@ def test_a_skipped_blocks_notice_to_a_full_client_queue_keeps_closes_timeout(
     with caplog.at_level("ERROR", logger="geode_mpi"), contextlib.suppress(GeodeTimeoutError):
         geode.close(timeout=2)  # (its wait for the client's rank to come to close() times out)
     assert time.monotonic() - started < 8
-    assert "could not tell executor 'executor-1''s client node0" in caplog.text
-    assert "receive what waits at node0" in caplog.text
+    assert "never ran its tasks" in caplog.text
+    assert "could not tell" not in caplog.text
     geode.close(timeout=TIMEOUT)

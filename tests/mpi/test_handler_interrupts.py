@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from geode_mpi import ClosedError, Geode, HandlerError, Message, ReceiveTimeout
+from geode_mpi import (
+    ClosedError,
+    Geode,
+    HandlerError,
+    Message,
+    QueueConfig,
+    QueueFull,
+    ReceiveTimeout,
+)
 
 TIMEOUT = 60.0
 
@@ -85,10 +93,37 @@ def test_a_request_whose_handler_close_interrupted_is_answered_by_the_closing_ra
     """Its handler did nothing others can see before close() interrupted it: the message was
     put back (or, before, retried) but never handled again: the requester waited out its
     timeout, and the closing rank waited for it in close()."""
-    geode = Geode()
+    _answered_again(Geode())
+
+
+def test_a_request_put_back_and_handled_again_returns_one_credit_to_its_sender() -> None:
+    """The last node's queue gives each sender a window of one message. Its handler, put
+    back untried when close() interrupted it, is taken again by that close(): the second
+    take returned a second credit for the one request, and node0 could then send two
+    messages into its window of one (no QueueFull at the second)."""
+    with Geode() as probe:
+        last = probe.nodes[-1]
+    geode = Geode(queues={last: QueueConfig(capacity=8, policy="raise", window=1)})
+
+    def after() -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while geode.stats("node0").unacked:  # (the ack record that says what was taken)
+            assert time.monotonic() < deadline, "the request was never acknowledged"
+            with contextlib.suppress(ReceiveTimeout):
+                geode.receive("node0", timeout=0.05)
+        geode.send("first", "node0", last)  # the window's one message
+        with pytest.raises(QueueFull):
+            geode.send("second", "node0", last)
+
+    _answered_again(geode, after)
+
+
+def _answered_again(geode: Geode, after: Callable[[], None] = lambda: None) -> None:
+    """Node 0 requests of the last node, whose handler close() interrupts before it did
+    anything others see: that close() calls it again and node 0 gets its reply, then runs
+    ``after()``."""
     _alone(geode)
     last = geode.nodes[-1]
-
     sent: list[Any] = []  # (an ack=True send made before run(): the handler waits for it)
 
     def body(message: Message, call: int) -> str:
@@ -103,6 +138,7 @@ def test_a_request_whose_handler_close_interrupted_is_answered_by_the_closing_ra
     if geode.rank == 0:
         reply = geode.request(Ask(1), last, timeout=TIMEOUT)
         assert reply.data == "answered 1"
+        after()
         geode.close(timeout=TIMEOUT)
     elif geode.hosts(last):
         sent.append(geode.isend("x", last, geode.nodes[0], ack=True))

@@ -260,6 +260,7 @@ INTERNAL_MEMBERS = {
     "WorkQueue.taken",
     "WorkQueue.arrived",
     "WorkQueue.want_next",
+    "WorkQueue.notify",
     "WorkQueue.send_held",
     "WorkQueue.consumer_state",
     "WorkQueue.restore_consumers",

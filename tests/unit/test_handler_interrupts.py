@@ -129,3 +129,14 @@ def test_what_another_thread_sends_meanwhile_is_not_the_handlers() -> None:
     assert g.dead_letters("node1") == []
     again = g.receive("node1", timeout=0)
     assert (again.type, again.data) == ("Job", 1)
+
+
+def test_a_message_put_back_and_taken_again_returns_its_credit_once() -> None:
+    """node1's queue has a window: taking the message returned its credit to node0. Put back
+    untried (its attempts still 0), taking it again returned a second one: node0's window
+    grew by one message for every interrupted handler (the queue could overrun its capacity)."""
+    g = Geode(queues={"node1": QueueConfig(capacity=8, policy="raise", window=2)})
+    _interrupt(g, lambda: None)
+    again = g.receive("node1", timeout=0)
+    assert (again.type, again.data) == ("Job", 1)
+    assert g._runtime.engine.pairs_in[(0, 1)].taken == 1  # (sent to node0 in its ack records)

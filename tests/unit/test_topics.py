@@ -9,6 +9,7 @@ from geode_mpi import (
     AckTimeout,
     ClosedError,
     Geode,
+    GeodeError,
     Message,
     QueueConfig,
     QueueFull,
@@ -257,3 +258,43 @@ def test_ranks_still_disagree_after_agreeing_once() -> None:
     a.topic("u", publishers=["node0"], subscribers=["node1"])
     with pytest.raises(WorldMismatchError, match="topic 'u'"):
         b.topic("u", publishers=["node1"], subscribers=["node1"])
+
+
+@pytest.mark.parametrize("how", ["send", "send from this rank's node", "isend", "publish"])
+def test_an_error_of_the_poll_after_a_publish_says_the_publish_went(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every 32nd send or publish polls after its message went. A send's poll error says so
+    (`after_send`, the message given); a publish's said nothing (None): its caller could not
+    tell it from a publish that never went, and would publish it again."""
+    g = Geode()
+    news = g.topic("news", publishers=["node0"], subscribers=["node1"])
+    runtime = g._runtime
+    g.send("first", dest="node1")  # (a lane to node1: a send from node0 takes its fast path)
+    assert g.receive("node1", timeout=1).data == "first"
+    every = 128 if how == "isend" else 32  # (a send joining a run polls on every 128th)
+    while (runtime.sends + 1) % every:  # (an isend joins the run to node1 they open)
+        g.isend("before", dest="node1") if how == "isend" else g.send("before", "node0", "node2")
+    failure = GeodeError("the transport failed")
+
+    def progress() -> bool:
+        raise failure
+
+    monkeypatch.setattr(runtime.engine.transport, "progress", progress)
+    message = Message("the polling one")
+    with pytest.raises(GeodeError) as err:
+        if how == "send":
+            g.send(message, "node0", "node1")
+        elif how == "send from this rank's node":
+            g.send(message, dest="node1")
+        elif how == "isend":
+            g.isend(message, dest="node1")
+        else:
+            news.publish(message)
+    assert err.value is failure and err.value.after_send is message
+    monkeypatch.undo()
+    got = [g.receive("node1", timeout=1).data]
+    while (more := g.try_receive("node1")) is not None:
+        got.append(more.data)
+    assert got[-1] == "the polling one"  # it went
+    g.close()
