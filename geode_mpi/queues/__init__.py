@@ -1,10 +1,10 @@
 """Layer 3, queues: where messages wait between the transport and the user."""
 
 from geode_mpi.queues.bundles import Bundle
-from geode_mpi.queues.inbox import (
+from geode_mpi.queues.inbox import Inbox
+from geode_mpi.queues.parcels import (
     NEVER,
     TAKEN_BEFORE,
-    Inbox,
     Key,
     Match,
     Parcel,

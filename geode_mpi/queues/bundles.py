@@ -6,7 +6,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from geode_mpi.queues.inbox import Inbox, Parcel
+    from geode_mpi.queues.inbox import Inbox
+    from geode_mpi.queues.parcels import Parcel
 
 
 class Bundle:
