@@ -7,7 +7,7 @@ from geode_mpi.codec.compression import Compression
 from geode_mpi.core import Geode, SendHandle
 from geode_mpi.core import progress as _progress
 from geode_mpi.core.groups import Group
-from geode_mpi.core.handles import BatchHandle
+from geode_mpi.core.handles_batch import BatchHandle
 from geode_mpi.core.processing import RunSummary, Stop
 from geode_mpi.core.progress import ProgressReport, report_progress
 from geode_mpi.core.subscriptions import Subscription

@@ -11,7 +11,9 @@ from geode_mpi.base.gate import other_threads
 from geode_mpi.codec.runs import RunItem
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.filters import TypeFilter
-from geode_mpi.core.handles import BatchHandle, RunHandle, SendHandle
+from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.handles_batch import BatchHandle
+from geode_mpi.core.handles_run import RunHandle
 from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.run_cursor import RunCursor

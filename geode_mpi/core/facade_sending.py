@@ -9,7 +9,8 @@ from geode_mpi import codec
 from geode_mpi.base.gate import other_threads
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core.facade import Facade
-from geode_mpi.core.handles import RunHandle, SendHandle
+from geode_mpi.core.handles import SendHandle
+from geode_mpi.core.handles_run import RunHandle
 from geode_mpi.core.runtime import POLL_EVERY_SENDS
 from geode_mpi.errors import check_flag, check_timeout
 from geode_mpi.message import Message

@@ -3,71 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Generator
+from typing import Any
 
 from geode_mpi import codec
-from geode_mpi.base.gate import Gate, other_threads, senders_may_run
+from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.core.aio import deadline_of, sent_by_close_async, wait_until
-from geode_mpi.core.placement import Placement
-from geode_mpi.core.poller import flush_on_yield
-from geode_mpi.delivery import Engine
+from geode_mpi.core.handles_shared import ELSEWHERE, Sender, _first_held, _seen
 from geode_mpi.delivery.pairs import PairOut
-from geode_mpi.delivery.runs import OpenRun
 from geode_mpi.delivery.sending import SendTicket, sent_elsewhere
 from geode_mpi.delivery.waiting import check_closing, sent_by_close
 from geode_mpi.errors import AckTimeout, ClosedError, NotProcessed, SendTimeout, check_timeout
-from geode_mpi.transport import Transport
 
-
-class Sender(Protocol):
-    """What a handle asks of the runtime that sent it (`geode_mpi.core.runtime.Runtime`)."""
-
-    @property
-    def names(self) -> Sequence[str]: ...
-
-    @property
-    def placement(self) -> Placement: ...
-
-    @property
-    def transport(self) -> Transport: ...
-
-    @property
-    def engine(self) -> Engine: ...
-
-    @property
-    def inboxes(self) -> Mapping[int, Any]: ...
-
-    @property
-    def gate(self) -> Gate: ...
-
-    @property
-    def closed(self) -> bool: ...
-
-    unfinished_checks: int
-    owned: Callable[[], bool]
-
-    def serialised(self, call: Callable[..., Any], *args: Any) -> Any: ...
-
-    def poll(self) -> bool: ...
-
-    def wait_until(
-        self, done: Callable[[], bool], deadline: float | None, call: str | None = None
-    ) -> bool: ...
-
-    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool: ...
-
-
-ELSEWHERE = -1  # the id and seq of a handle for a send another rank makes
-# The held batch whose ticket a handle last saw: a batch's first handle (any other is
-# unlikely to be first) asks asyncio to flush it (`flush_on_yield`), not every message's.
-_seen: list[SendTicket | None] = [None]
-
-
-def _first_held(geode: Sender, ticket: SendTicket) -> None:
-    """The first handle of a held batch: asyncio flushes it (see `_seen`)."""
-    _seen[0] = ticket
-    flush_on_yield(geode)
+# (re-exported: their home before the split; `RunHandle` is in handles_run.py and
+# `BatchHandle` in handles_batch.py, which import `SendHandle` from here)
+__all__ = ["ELSEWHERE", "AckHandle", "SendHandle", "Sender", "sent_by_another_rank"]
 
 
 class SendHandle:
@@ -383,135 +333,8 @@ class AckHandle(SendHandle):
         return told if told is not None else super().lost
 
 
-class RunHandle(SendHandle):
-    """The handle of a message that joined a run (delivery/runs.py): the run and the message's
-    index in it, from which its ticket, stamp and pair are read when asked. One small object
-    per message, where a `SendHandle` is built with its stamp; the same answers."""
-
-    __slots__ = ("_at", "_run")
-    ack = False  # (a message that asks for its ack never joins a run)
-
-    def __init__(self, geode: Sender, run: OpenRun, at: int) -> None:
-        self._geode = geode  # (a message that joins a run is never its batch's first)
-        self._run = run
-        self._at = at
-
-    @classmethod
-    def opener(cls, geode: Sender, run: OpenRun) -> RunHandle:
-        """The handle of the message that opened ``run`` (maybe its batch's first handle:
-        asyncio then flushes it, as for a `SendHandle`)."""
-        ticket = run.ticket
-        if ticket.held and ticket is not _seen[0]:
-            _first_held(geode, ticket)
-        return cls(geode, run, 0)
-
-    @property
-    def _ticket(self) -> SendTicket:  # type: ignore[override]
-        return self._run.ticket
-
-    @property
-    def _stamp(self) -> codec.Stamp:  # type: ignore[override]
-        run, at = self._run, self._at
-        return codec.Stamp(run.first_id + at, run.first_seq + at, run.stamps[at], run.src, run.dst)
-
-    @property
-    def _pair(self) -> PairOut | None:  # type: ignore[override]
-        run = self._run
-        return run.pair if run.keep else None
-
-    def done(self) -> bool:
-        """`SendHandle.done`, moving its send on at every sixty-fourth unfinished check (a
-        loop that checks one handle per message it sends checks the same batch's many
-        times): while its batch is held, sending the batches that are due; then testing its
-        batch's send, and polling at every 1024th (a poll's probe for arrivals costs as much
-        as many sends, and `isend` polls on its own)."""
-        ticket = self._run.ticket
-        if ticket.done:
-            return True
-        geode = self._geode
-        geode.unfinished_checks += 1
-        if geode.unfinished_checks & 63:
-            return False
-        path = geode.engine.path
-        if ticket.held:
-            return self._driven(path.flush_due)
-        if geode.unfinished_checks & 1023:
-            return self._driven(path.finish_send, ticket)
-        return self._driven(geode.poll)  # (now and then all the same: a large run's send
-        # completes only once its receiver, which may be waiting for us, takes it)
-
-
 def sent_by_another_rank(geode: Sender, source: int, dest: int) -> SendHandle:
     """The handle, done at once, of a send from ``source``, which another rank hosts (and
     sends it)."""
     stamp = codec.Stamp(ELSEWHERE, ELSEWHERE, 0.0, source, dest)
     return SendHandle(geode, sent_elsewhere(geode.placement.rank_of(source)), stamp)
-
-
-class BatchHandle:
-    """The sends of one `Geode.isend_many`: one handle for the whole batch, done once every
-    message's send is (their data may then be reused).
-
-    Attributes:
-        count: how many messages the batch sent (each its own message, in order).
-    """
-
-    __slots__ = ("_handles", "_next", "count")
-
-    def __init__(self, handles: list[SendHandle], count: int) -> None:
-        self._handles = handles  # (a run's last handle stands for the run's messages)
-        self._next = 0  # the first that was not done when last asked
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def done(self) -> bool:
-        """True once every message's send is done (driving progress as `SendHandle.done`)."""
-        handles = self._handles
-        at = self._next
-        while at < len(handles):
-            if not handles[at].done():
-                self._next = at
-                return False
-            at += 1
-        self._next = at
-        return True
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait until every message's send is done.
-
-        Raises:
-            SendTimeout: a send did not complete within ``timeout`` seconds (for the whole
-                batch); it stays in flight, and the handle can be waited on again.
-        """
-        timeout = check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        handles = self._handles
-        for at in range(self._next, len(handles)):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            handles[at].wait(left)
-            self._next = at + 1
-
-    def __await__(self) -> Generator[Any, None, BatchHandle]:
-        """``await handle``: `wait_async` with no time limit; gives the handle back."""
-        return self.wait_async().__await__()
-
-    async def wait_async(self, timeout: float | None = None) -> BatchHandle:
-        """`wait` for asyncio (see `SendHandle.wait_async`); gives the handle back.
-
-        Raises:
-            SendTimeout: a send did not complete within ``timeout`` seconds.
-        """
-        timeout = check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        handles = self._handles
-        for at in range(self._next, len(handles)):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            await handles[at].wait_async(left)
-            self._next = at + 1
-        return self
-
-    def __repr__(self) -> str:
-        state = "done" if self._next >= len(self._handles) else "in flight"
-        return f"<BatchHandle of {self.count} message(s), {state}>"

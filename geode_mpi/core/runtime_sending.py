@@ -8,7 +8,8 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.codec.compression import Compression
-from geode_mpi.core.handles import AckHandle, RunHandle, SendHandle, sent_by_another_rank
+from geode_mpi.core.handles import AckHandle, SendHandle, sent_by_another_rank
+from geode_mpi.core.handles_run import RunHandle
 from geode_mpi.core.runtime_parts import POLL_EVERY_JOINS, POLL_EVERY_SENDS, RuntimeParts
 from geode_mpi.errors import GeodeError, check_timeout
 from geode_mpi.message import Message

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mpi"))
 from payloads import Locked, Packed, SlotSet, Stateless, Unlocked
 
 from geode_mpi import EncodeError, Geode, Message
-from geode_mpi.codec import Stamp, classes, decode, decoding, encode, own_state, wire
+from geode_mpi.codec import Stamp, building, classes, decode, encode, own_state, wire
 from geode_mpi.transport.base import copy_frame
 
 NAMES = ("node0", "node1")
@@ -221,7 +221,7 @@ def test_which_state_methods_a_class_has_is_found_once_per_class(
         __slots__ = ("s",)
 
     monkeypatch.setattr(wire, "state_methods", counted)
-    monkeypatch.setattr(decoding, "state_methods", counted)
+    monkeypatch.setattr(building, "state_methods", counted)
     for i in range(5):
         plain = Message(i, headers={"k": i})
         assert round_trip(plain).headers == {"k": i}

@@ -14,7 +14,7 @@ from geode_mpi import Message, SendHandle
 from geode_mpi.codec import encode, make_stamp
 from geode_mpi.codec.runs import STATES, Run, count, encode_run, joinable
 from geode_mpi.core import facade_sending
-from geode_mpi.core.handles import RunHandle
+from geode_mpi.core.handles_run import RunHandle
 from geode_mpi.delivery.runs import RUN_MAX
 from geode_mpi.errors import AckTimeout, DecodeError
 

@@ -1,0 +1,70 @@
+"""The hang watchdog of a Geode (--hang-timeout): what its rank holds, and when it moved."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from geode_mpi.base.failure import rank_label
+from geode_mpi.transport import Watchdog, transport_state
+
+if TYPE_CHECKING:
+    from geode_mpi.core.runtime import Runtime
+
+
+def rank_state(geode: Runtime) -> list[str]:
+    """What this rank holds and waits for: its nodes' queues and outboxes, its transfers.
+
+    Only reads: it runs inside waits (close() among them), where a poll or flush could send.
+    """
+    engine = geode.engine
+    names = geode.names
+    lines = []
+    for index in sorted(engine.stats):
+        stats = engine.stats[index]
+        unacked = {names[dst]: count for dst, count in engine.unacked_by_dest(index).items()}
+        line = (
+            f"{names[index]}: {len(engine.inboxes[index])} message(s) queued, "
+            f"{stats.received} received, {stats.sent} sent"
+        )
+        if unacked:
+            line += f", not yet acknowledged by {unacked}"
+        lines.append(line)
+    lines.append(f"transport: {transport_state(geode.transport)}")
+    return lines
+
+
+def activity(geode: Runtime) -> int:
+    """A number that changes whenever a message of this rank moves (sent, received,
+    acknowledged, processed)."""
+    return sum(
+        stats.sent + stats.received + stats.acked + stats.acks_sent + stats.processed
+        for stats in geode.engine.stats.values()
+    )
+
+
+def start_watchdog(geode: Runtime, timeout: float | None) -> Watchdog | None:
+    """With a hang timeout (--hang-timeout), watch this Geode's waits.
+
+    Collective: on MPI, every rank duplicates the communicator for the watchdog's messages.
+    """
+    if timeout is None:
+        return None
+    watchdog = Watchdog(
+        timeout,
+        lambda: rank_state(geode),
+        lambda: activity(geode),
+        rank_label(geode.rank, geode.size, geode.node),
+        geode.transport.private_comm(),
+    )
+    watchdog.install()
+    return watchdog
+
+
+def stop_watchdog(watchdog: Watchdog | None, free: bool) -> None:
+    """Stop watching: at close (``free``: collective, the communicator is freed too), or when
+    the Geode is dropped on an error (the communicator is left to MPI_Finalize)."""
+    if watchdog is None:
+        return
+    watchdog.uninstall()
+    if free and watchdog.comm is not None:
+        watchdog.comm.Free()
