@@ -139,7 +139,7 @@ async def room(
     def has_room() -> bool:
         if not pair.credits:
             engine.flush()  # in one process the receiver's credits may be pending right here
-        return bool(pair.credits) or engine.closed_to(source, dest, pair)
+        return (pair.credits or 0) > 0 or engine.closed_to(source, dest, pair)
 
     return await wait_until(runtime, has_room, deadline, "asend")
 

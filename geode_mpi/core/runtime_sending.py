@@ -8,6 +8,7 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.codec.compression import Compression
+from geode_mpi.codec.header import ROUTE_TOPIC
 from geode_mpi.core.handles import AckHandle, SendHandle, sent_by_another_rank
 from geode_mpi.core.handles_run import RunHandle
 from geode_mpi.core.runtime_parts import POLL_EVERY_JOINS, POLL_EVERY_SENDS, RuntimeParts
@@ -86,7 +87,9 @@ class Sending(RuntimeParts):
         if not self.sends & POLL_EVERY_SENDS - 1:
             # A rank that only sends still drains what arrives; polling on every send would
             # add a probe to the latency of each small message.
-            self.poll_after(message)
+            # (a publish to a total-order topic's sequencer: an arrival it cannot read is
+            # raised by the next call, as a publish's, `Topic.publish`)
+            self.poll_after(message, via is not None and via.kind == ROUTE_TOPIC)
         if ack:  # (told if it is not processed, however long it is kept: `Acks.watch`)
             handle = AckHandle(self, ticket, stamp, pair)
             self.engine.watch((src, dst, stamp.seq), handle)

@@ -198,7 +198,7 @@ class Topic:
             # To the sequencer, which publishes it on the topic's one stream.
             via = codec.Route(ROUTE_TOPIC, self.wire)
             return geode.send(
-                msg,
+                message,  # (as given: an error of the send's poll names it, `after_send`)
                 src,
                 self._sequencer,
                 ack,

@@ -92,7 +92,7 @@ class Credits(Failures):
         alone = [False]
 
         def has_credit() -> bool:
-            if pair.credits:
+            if (pair.credits or 0) > 0:  # (-1: a notice sent without room, `WorkQueue.notify`)
                 return True
             if self._nobody_takes(dst, one_process):
                 alone[0] = True  # the other threads have ended, nothing is left to serve
@@ -107,7 +107,7 @@ class Credits(Failures):
                 raise self._not_sent(src, dst, timeout or 0.0)
         finally:
             stats.credit_wait_seconds += time.monotonic() - started
-        if not pair.credits:
+        if pair.credits <= 0:
             if alone[0]:
                 raise self._full_alone(src, dst, pair)
             beyond = self.closing_beyond.get((src, dst))

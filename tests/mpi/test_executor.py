@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from geode_mpi import (
+    AckTimeout,
     Geode,
     GeodeTimeoutError,
     Message,
@@ -467,4 +468,57 @@ def test_a_skipped_blocks_notice_to_a_full_client_queue_fails_the_futures_at_onc
     assert time.monotonic() - started < 8
     assert "never ran its tasks" in caplog.text
     assert "could not tell" not in caplog.text
+    geode.close(timeout=TIMEOUT)
+
+
+class _Ping(Message):
+    """Sent by node0 with ack=True: node1's handler runs in node1's close()."""
+
+
+def test_a_send_after_a_skipped_block_s_notice_waits_for_room_in_the_client_queue() -> None:
+    """node1's window at node0 is 1 (policy 'block'): node1 fills it, then its close() sends
+    the executor's notice without room (credits -1 until node0's dispatcher takes it in).
+    A handler run by that close() sends node0 one more message: it should wait for room
+    (node0 takes nothing yet), not go at once on a credit of -1 (node0 would then hold
+    two of node1's messages in a window of one)."""
+    geode = Geode(queue=QueueConfig(capacity=8, window=1, policy="block"))
+    ex = geode.executor()
+
+    @geode.on(_Ping)
+    def on_ping(message: Message) -> None:
+        geode.send("extra", "node1", "node0")
+
+    if geode.size == 1:
+        geode.close(timeout=TIMEOUT)
+        return
+    if ex.is_client:
+        deadline = time.monotonic() + 10
+        while geode.pending("node0") < 1:  # node1's "fill"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        handle = geode.isend(_Ping(), dest="node1", ack=True)
+        geode.flush()
+        time.sleep(3)  # computing: node0's dispatcher takes nothing in meanwhile
+        overran = True
+        try:
+            handle.wait(timeout=5)
+        except AckTimeout:
+            overran = False  # the handler waits for room, as it should
+        queued = geode.pending("node0")
+        deadline = time.monotonic() + 3
+        while overran and queued < 2 and time.monotonic() < deadline:
+            queued = geode.pending("node0")
+        got = []
+        with contextlib.suppress(Exception):
+            while True:
+                got.append(geode.receive("node0", timeout=2).data)
+        geode.close(timeout=TIMEOUT)
+        assert not overran, f"node0 held {queued} of node1's messages, window 1: {got}"
+        return
+    if geode.rank == 1:
+        geode.isend("fill", dest="node0")  # the window's one message: credits 0
+        geode.flush()
+        time.sleep(1)  # computing: node0's Ping arrives meanwhile
+    with contextlib.suppress(GeodeTimeoutError):
+        geode.close(timeout=20)
     geode.close(timeout=TIMEOUT)

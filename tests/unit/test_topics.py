@@ -8,6 +8,7 @@ import pytest
 from geode_mpi import (
     AckTimeout,
     ClosedError,
+    DecodeError,
     Geode,
     GeodeError,
     Message,
@@ -297,4 +298,34 @@ def test_an_error_of_the_poll_after_a_publish_says_the_publish_went(
     while (more := g.try_receive("node1")) is not None:
         got.append(more.data)
     assert got[-1] == "the polling one"  # it went
+    g.close()
+
+
+@pytest.mark.parametrize("kind", ["other error", "decode error"])
+def test_a_total_order_publish_from_a_non_sequencer_polls_like_a_publish(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """publish() says: an error of its every-32nd poll has the message as given in
+    after_send, and an arrival it cannot read is raised by the next call, not by the publish,
+    which went. A total-order topic published from a node that is not its sequencer goes
+    through Runtime.send instead."""
+    g = Geode()
+    news = g.topic("news", publishers=["node0", "node1"], subscribers=["node2"], total_order=True)
+    runtime = g._runtime
+    while (runtime.sends + 1) % 32:
+        g.send("before", "node0", "node2")
+    failure = DecodeError("damaged") if kind == "decode error" else GeodeError("failed")
+
+    def progress() -> bool:
+        raise failure
+
+    monkeypatch.setattr(runtime.engine.transport, "progress", progress)
+    value = "the polling one"
+    if kind == "decode error":
+        news.publish(value, source="node1")  # deferred: the next call raises it
+    else:
+        with pytest.raises(GeodeError) as err:
+            news.publish(value, source="node1")
+        assert err.value is failure and err.value.after_send is value
+    monkeypatch.undo()
     g.close()
