@@ -33,6 +33,7 @@ from geode_mpi.core.observe_stats import (
     observing,
     output_problem,
 )
+from geode_mpi.core.observe_summary import every_row, stats_text
 from geode_mpi.errors import GeodeTimeoutError
 from geode_mpi.tracing import TRACER, merge_parts, part_path, write_part
 
@@ -101,7 +102,7 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
             if stats:
                 sys.stdout.flush()
                 print(f"geode_mpi statistics ({geode.size} rank(s)):", file=sys.stderr)
-                print(format_table(rows), file=sys.stderr, flush=True)
+                print(stats_text(rows, every_row(stats_json)), file=sys.stderr, flush=True)
             if stats_json:
                 with open(stats_json, "w", encoding="utf-8") as out:
                     json.dump({"ranks": geode.size, "nodes": rows}, out, indent=1)

@@ -19,10 +19,10 @@ from geode_mpi.core.observe_stats import (
     STATS_JSON_VARIABLE,
     STATS_VARIABLE,
     Observed,
-    format_table,
     local_rows,
     observing,
 )
+from geode_mpi.core.observe_summary import every_row, stats_text
 from geode_mpi.tracing import TRACER, part_path
 from geode_mpi.transport import Notices
 
@@ -154,7 +154,8 @@ def _last_words(status: int) -> None:
     if os.environ.get(STATS_VARIABLE, "") not in ("", "0"):
         every = sorted((row for _, (_, r) in parts.items() for row in r), key=_node_order)
         text.append(f"geode_mpi statistics, partial ({reason}; from rank(s) {answered} of {size}):")
-        text.append(format_table(every))
+        parts_below = "the parts listed below" if part_files()[0] is not None else None
+        text.append(stats_text(every, every_row(parts_below)))
     written = [name for rank_ in answered for name in parts[rank_][0]]
     if written:
         text.append(f"geode_mpi: partial --stats-json/--trace parts left: {', '.join(written)}")

@@ -71,15 +71,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as an aligned text table with a totals line."""
     header = [heading for heading, _, _ in COLUMNS]
     body = [[format(row[key], spec) for _, key, spec in COLUMNS] for row in rows]
-    totals = ["total", ""]
-    for _, key, spec in COLUMNS[2:]:
-        if key == "queue_peak":
-            totals.append(format(max((row[key] for row in rows), default=0), spec))
-        elif key.startswith("checkpoint"):  # per rank, on each of its nodes' rows: the most
-            once = {row["rank"]: row[key] for row in rows}
-            totals.append(format(max(once.values(), default=0), spec))
-        else:
-            totals.append(format(sum(row[key] for row in rows), spec))
+    totals = ["total", "", *(format(total(rows, key), spec) for _, key, spec in COLUMNS[2:])]
     lines = [header, *body, totals]
     widths = [max(len(line[k]) for line in lines) for k in range(len(header))]
     text = [
@@ -92,6 +84,17 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     text.insert(1, "-" * len(text[0]))
     text.insert(len(text) - 1, "-" * len(text[0]))
     return "\n".join(text)
+
+
+def total(rows: Sequence[dict[str, Any]], key: str) -> Any:
+    """Column ``key``'s total: the sum, but the largest queue peak, and a rank's checkpoint
+    figures (on each of its nodes' rows) once: the most of any rank."""
+    if key == "queue_peak":
+        return max((row[key] for row in rows), default=0)
+    if key.startswith("checkpoint"):
+        once = {row["rank"]: row[key] for row in rows}
+        return max(once.values(), default=0)
+    return sum(row[key] for row in rows)
 
 
 def output_problem(option: str, path: str) -> str | None:

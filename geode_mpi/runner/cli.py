@@ -59,9 +59,15 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="at the end, print a table per node on rank 0: messages and bytes in and out, "
         "queue peaks, acks, resends, retries, duplicates, dead letters, waiting and "
-        "checkpoint time",
+        "checkpoint time. Beyond 32 nodes, a summary instead: totals, each column's min, "
+        "median and max with the nodes that hold them, and the nodes with dead letters, "
+        "retries, drops or messages never received or acknowledged (every row: --stats-json)",
     )
-    p.add_argument("--stats-json", metavar="FILE", help="write the same table as JSON to FILE")
+    p.add_argument(
+        "--stats-json",
+        metavar="FILE",
+        help="write every node's row as JSON to FILE, however many nodes",
+    )
     p.add_argument(
         "--trace",
         metavar="FILE",

@@ -4,7 +4,13 @@ MPI makes the node's segment as a sparse file in ``/dev/shm`` (MPICH's ``Allocat
 reserves no space), so a copy into a page that the file system has no room for raises SIGBUS:
 the process dies with no traceback. ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14 and later)
 backs the pages first and fails with an error code instead; where the kernel does not know it
-(EINVAL) or there is no ``madvise``, `populate` says so and the copy goes as before.
+or there is no ``madvise``, `populate` says so and the copy goes as before.
+
+EINVAL does not only mean a kernel before 5.14: a known advice gets it too for a mapping that
+refuses it (read-only, or a special one such as VM_IO or VM_PFNMAP) or a range not aligned to a
+page. So the kernel is asked once, on a private page of this process's own, where EINVAL can
+only mean it does not know the advice; an EINVAL on a segment later leaves that copy unchecked,
+not every later one.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from typing import Any
 MADV_POPULATE_WRITE = 23  # linux/mman.h, since 5.14
 PAGE = mmap.PAGESIZE
 
-# What the kernel says of MADV_POPULATE_WRITE: unknown until the first call. A test may set it
-# to a function of (address, length) -> errno (0: backed) to stand in for a full /dev/shm.
+# libc's madvise(MADV_POPULATE_WRITE) as a function of (address, length) -> errno (0: backed),
+# loaded at the first call, or False where the kernel or libc lacks it. A test may set it to
+# stand in for a full /dev/shm.
 _madvise: Any = None
 _unsupported = False
 
@@ -45,23 +52,41 @@ def _load() -> Any:
     return call
 
 
+def kernel_knows(call: Any) -> bool:
+    """Whether the kernel knows MADV_POPULATE_WRITE, asked through ``call`` (`_load`'s) on a
+    private, writable, page-aligned page of this process's own: there EINVAL (or ENOSYS) can
+    only mean it does not."""
+    page = mmap.mmap(-1, PAGE)
+    try:
+        view = ctypes.c_char.from_buffer(page)
+        address = ctypes.addressof(view)
+        del view  # (the page can only be closed without it)
+        return call(address, PAGE) not in (errno.EINVAL, errno.ENOSYS)
+    finally:
+        page.close()
+
+
 def populate(address: int, length: int) -> int:
     """Back ``length`` bytes from ``address`` (widened to whole pages) with memory of the
-    file system: 0 if done, or not possible here (unknown to the kernel: today's behaviour),
-    else the errno that says the file system has no room (ENOMEM, EFAULT, ENOSPC...)."""
+    file system: 0 if done, or not possible here (a kernel or libc without it, or a mapping
+    that refuses it: the copy goes unchecked, as before), else the errno that says the file
+    system has no room (ENOMEM, EFAULT, ENOSPC...)."""
     global _madvise, _unsupported
     if _unsupported or length <= 0:
         return 0
     if _madvise is None:
-        _madvise = _load()
+        call = _load()
+        _madvise = call if call is not False and kernel_knows(call) else False
     if _madvise is False:
         _unsupported = True
         return 0
     start = address - address % PAGE
     end = -(-(address + length) // PAGE) * PAGE
     error = _madvise(start, end - start)
-    if error in (errno.EINVAL, errno.ENOSYS):  # (a kernel before 5.14)
+    if error == errno.ENOSYS:  # (a libc without the system call: no later call can work)
         _unsupported = True
+        return 0
+    if error == errno.EINVAL:  # (this range's mapping refuses it: this copy goes unchecked)
         return 0
     return int(error)
 
