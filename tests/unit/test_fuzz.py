@@ -41,6 +41,14 @@ def test_fuzz_100k_frames_through_the_real_arrival_path() -> None:
     assert dropped > 1000, result.explain()
 
 
+def test_fuzz_closes_and_frees_each_episodes_world() -> None:
+    # An open Geode is held until closed: the fuzzer once kept every episode's, and each full
+    # garbage collection walked them all (a 7 s "slow frame" at load 5-10 by frame 82766).
+    result = python([FUZZ, "--frames", "4000", "--seed", "13"], timeout=120, env=clean_env())
+    assert result.returncode == 0, result.explain()
+    assert "  worlds alive at the end: 1" in result.stdout.splitlines(), result.explain()
+
+
 # -- the codec ----------------------------------------------------------------------------
 
 
