@@ -2,7 +2,7 @@
 number of ranks (tests/test_checkpoint_resize.py).
 
 ``save DIR``: the producer queues ``TASKS`` tasks and finishes; before the checkpoint ``n1``
-takes tasks until its `get` returns None, ``n2`` and ``n3`` take one each (their next task or
+takes tasks until its `get` returns None once ``n2`` and ``n3`` took one each (their next task or
 WorkDone is in their queues, or held by the dispatcher); each says what it took in its
 per-node state. ``load DIR``: restart: ``n1``'s `get` returns None at once, twice; the others
 take the rest; every task is processed exactly once in all.
@@ -13,12 +13,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from geode_mpi import Geode
+from geode_mpi import Geode, Message
 
 NODES = ["n0", "n1", "n2", "n3"]
 CONSUMERS = ["n1", "n2", "n3"]
 TASKS = 6
 TIMEOUT = 60.0
+
+
+class Took(Message):
+    """n2 or n3 holds its one task: n1 may take the rest."""
 
 
 def open_job(directory: str, restart: bool) -> tuple[Geode, Any]:
@@ -40,15 +44,20 @@ def save(directory: str) -> None:
             jobs.put(k, source="n0")
         jobs.finish(source="n0")
     took: dict[str, list[int]] = {}
-    if geode.hosts("n1"):
-        took["n1"] = []
-        while (task := jobs.get("n1", timeout=TIMEOUT)) is not None:
-            took["n1"].append(task.data)
     for node in ("n2", "n3"):
         if geode.hosts(node):
             task = jobs.get(node, timeout=TIMEOUT)
             assert task is not None, f"{node}: no task before the checkpoint"
             took[node] = [task.data]
+            geode.send(Took(), node, "n1")
+    if geode.hosts("n1"):
+        # (n1 drains only once n2 and n3 hold theirs: else, on a loaded machine, it could
+        # take every task before their first request reaches the dispatcher)
+        for _ in ("n2", "n3"):
+            geode.receive("n1", type=Took, timeout=TIMEOUT)
+        took["n1"] = []
+        while (task := jobs.get("n1", timeout=TIMEOUT)) is not None:
+            took["n1"].append(task.data)
     geode.checkpoint(node_state=took)
     if geode.rank == 0:
         print(f"saved on {geode.size} ranks", flush=True)
