@@ -88,7 +88,11 @@ class Engine(Arriving, Taking, Credits, Acks, Streams, Polling, Express):
             inbox.on_expired = self._expiry(index)
         # The counters a sender's traffic goes to: its node's, also for its topic streams.
         self.sender_stats = dict(self.stats)
-        self.dead: dict[int, list[DeadLetter]] = {index: [] for index in local}
+        # The dead letters kept: the newest max_dead_letters of each node (all are counted).
+        self.dead: dict[int, deque[DeadLetter]] = {
+            index: deque(maxlen=configs[index].max_dead_letters) for index in local
+        }
+        self.dead_dropped: set[int] = set()  # nodes that let a dead letter go (warned once)
         self.pairs_out: dict[tuple[int, int], PairOut] = {}  # (source, dest) -> its send side
         self._in: dict[tuple[int, int], PairIn] = {}
         self._due: set[tuple[int, int]] = set()  # incoming pairs with acks or credits to send
