@@ -112,7 +112,9 @@ class DeadLetter(Frozen):
         node: the node that could not process it.
         message: the message (None if it could not even be decoded).
         error: the last failure, as ``"ExceptionType: text"``.
-        exception: the last exception itself (None if none was given).
+        exception: a copy of the last exception (None if none was given): its type, args,
+            attributes and message, without the traceback (which would keep alive the frames
+            it went through, and their locals).
         attempts: how many times it was delivered.
         source / seq: its sender and sequence number.
         expired: True when it is here because its ttl ran out (``error`` says by how much).
