@@ -24,7 +24,7 @@ from geode_mpi.delivery.express import Express
 from geode_mpi.delivery.pairs import PairIn, PairOut
 from geode_mpi.delivery.polling import Polling
 from geode_mpi.delivery.sending import SendPath
-from geode_mpi.delivery.stats import DeadLetter, NodeStats
+from geode_mpi.delivery.stats import DeadLetters, NodeStats
 from geode_mpi.delivery.streams import Streams
 from geode_mpi.delivery.taking import Acknowledger as Acknowledger
 from geode_mpi.delivery.taking import Taking
@@ -89,10 +89,7 @@ class Engine(Arriving, Taking, Credits, Acks, Streams, Polling, Express):
         # The counters a sender's traffic goes to: its node's, also for its topic streams.
         self.sender_stats = dict(self.stats)
         # The dead letters kept: the newest max_dead_letters of each node (all are counted).
-        self.dead: dict[int, deque[DeadLetter]] = {
-            index: deque(maxlen=configs[index].max_dead_letters) for index in local
-        }
-        self.dead_dropped: set[int] = set()  # nodes that let a dead letter go (warned once)
+        self.dead = {index: DeadLetters(configs[index].max_dead_letters) for index in local}
         self.pairs_out: dict[tuple[int, int], PairOut] = {}  # (source, dest) -> its send side
         self._in: dict[tuple[int, int], PairIn] = {}
         self._due: set[tuple[int, int]] = set()  # incoming pairs with acks or credits to send

@@ -73,8 +73,8 @@ class Failures(EngineState):
         else:
             text = "no error given" if error is None else f"{type(error).__name__}: {error}"
         kept = self.dead[index]
-        if len(kept) == kept.maxlen and index not in self.dead_dropped:
-            self.dead_dropped.add(index)
+        if len(kept) == kept.maxlen and not kept.warned:
+            kept.warned = True
             self._warn_dropped(index, kept.maxlen)
         kept.append(
             DeadLetter(

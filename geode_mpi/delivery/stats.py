@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from geode_mpi.base.record import Frozen, Record, field_values, fill
@@ -151,3 +152,14 @@ class DeadLetter(Frozen):
         expired: bool = False,
     ) -> None:
         fill(self, node, message, error, exception, attempts, source, seq, expired)
+
+
+class DeadLetters(deque[DeadLetter]):
+    """One node's dead letters kept: its newest ``maxlen`` (`QueueConfig.max_dead_letters`).
+    ``warned``: one was let go, and a warning said so (once per node)."""
+
+    __slots__ = ("warned",)
+
+    def __init__(self, maxlen: int | None) -> None:
+        super().__init__((), maxlen)
+        self.warned = False
