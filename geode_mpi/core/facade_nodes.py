@@ -136,9 +136,9 @@ class NodeCalls(Facade):
         ``clear``: also take them out (a long job takes them as they come, and keeps none)."""
         if not isinstance(clear, bool):
             raise TypeError(f"clear must be a bool, got {clear!r}")
-        kept = self._runtime.engine.dead[self._runtime.local_index(node, "dead_letters")]
-        letters = list(kept)
-        if clear:
+        kept = self._runtime.engine.dead.get(self._runtime.local_index(node, "dead_letters"))
+        letters = list(kept or ())
+        if clear and kept:
             kept.clear()
         return letters
 

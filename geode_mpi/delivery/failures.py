@@ -10,7 +10,7 @@ from geode_mpi import codec
 from geode_mpi.base.logger import log
 from geode_mpi.delivery.control import DEAD_LETTERED, encode_lost
 from geode_mpi.delivery.engine_state import EngineState
-from geode_mpi.delivery.stats import DeadLetter
+from geode_mpi.delivery.stats import DeadLetter, DeadLetters
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import TAKEN_BEFORE, Parcel
@@ -72,7 +72,9 @@ class Failures(EngineState):
             text = expired
         else:
             text = "no error given" if error is None else f"{type(error).__name__}: {error}"
-        kept = self.dead[index]
+        kept = self.dead.get(index)
+        if kept is None:
+            kept = self.dead[index] = DeadLetters(self.configs[index].max_dead_letters)
         if len(kept) == kept.maxlen and not kept.warned:
             kept.warned = True
             self._warn_dropped(index, kept.maxlen)
