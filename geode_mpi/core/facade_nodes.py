@@ -128,9 +128,19 @@ class NodeCalls(Facade):
         return self._runtime.engine.path.cache.stats()
 
     @locked
-    def dead_letters(self, node: str | int | None = None) -> list[DeadLetter]:
-        """Messages a local node could not process in ``max_attempts`` tries, oldest first."""
-        return list(self._runtime.engine.dead[self._runtime.local_index(node, "dead_letters")])
+    def dead_letters(
+        self, node: str | int | None = None, *, clear: bool = False
+    ) -> list[DeadLetter]:
+        """Messages a local node could not process in ``max_attempts`` tries, oldest first: the
+        newest ``QueueConfig.max_dead_letters`` of them (all count in ``stats().dead_letters``).
+        ``clear``: also take them out (a long job takes them as they come, and keeps none)."""
+        if not isinstance(clear, bool):
+            raise TypeError(f"clear must be a bool, got {clear!r}")
+        kept = self._runtime.engine.dead.get(self._runtime.local_index(node, "dead_letters"))
+        letters = list(kept or ())
+        if clear and kept:
+            kept.clear()
+        return letters
 
     @locked
     def pending(self, node: str | int | None = None) -> int:

@@ -38,6 +38,10 @@ class QueueConfig(Frozen):
             counts as dropped (its senders get their acks, nothing waits for it).
         dead_letter_expired: a message whose ttl ran out before it was taken goes to the
             dead letters (with ``expired`` True) instead of only being counted in ``expired``.
+        max_dead_letters: how many of this node's dead letters `Geode.dead_letters` keeps: the
+            newest ones (default 1000; None for no limit, 0 for none). Every dead letter still
+            counts in ``stats().dead_letters``, and the first one no longer kept is said in a
+            warning on the ``geode_mpi`` logger.
     """
 
     capacity: int | None
@@ -48,6 +52,7 @@ class QueueConfig(Frozen):
     window: int | None
     persistent: bool
     dead_letter_expired: bool
+    max_dead_letters: int | None
     __match_args__ = (
         "capacity",
         "policy",
@@ -57,6 +62,7 @@ class QueueConfig(Frozen):
         "window",
         "persistent",
         "dead_letter_expired",
+        "max_dead_letters",
     )
 
     def __init__(
@@ -69,6 +75,7 @@ class QueueConfig(Frozen):
         window: int | None = None,
         persistent: bool = True,
         dead_letter_expired: bool = False,
+        max_dead_letters: int | None = 1000,
     ) -> None:
         fill(
             self,
@@ -80,12 +87,13 @@ class QueueConfig(Frozen):
             window,
             persistent,
             dead_letter_expired,
+            max_dead_letters,
         )
         self._check()
 
     def _check(self) -> None:
         # numpy integers are counts too: kept as ints (the settings are compared by repr)
-        for field in ("capacity", "max_attempts", "window"):
+        for field in ("capacity", "max_attempts", "window", "max_dead_letters"):
             value = getattr(self, field)
             counted = whole(value)
             if counted is not None and value.__class__ is not int:
@@ -117,6 +125,11 @@ class QueueConfig(Frozen):
             raise TypeError(f"persistent must be a bool, got {self.persistent!r}")
         if not isinstance(self.dead_letter_expired, bool):
             raise TypeError(f"dead_letter_expired must be a bool, got {self.dead_letter_expired!r}")
+        kept = self.max_dead_letters
+        if kept is not None and (isinstance(kept, bool) or not isinstance(kept, int)):
+            raise TypeError(f"max_dead_letters must be an int or None, got {kept!r}")
+        if kept is not None and kept < 0:
+            raise ValueError(f"max_dead_letters must be >= 0 (or None for no limit), got {kept}")
 
     def credits(self, nodes: int) -> int | None:
         """Messages one sending node may have queued here at once; None for no limit."""

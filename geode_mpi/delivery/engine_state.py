@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from geode_mpi.delivery.config import QueueConfig
     from geode_mpi.delivery.pairs import PairIn, PairOut
     from geode_mpi.delivery.sending import SendPath
-    from geode_mpi.delivery.stats import DeadLetter, NodeStats
+    from geode_mpi.delivery.stats import DeadLetters, NodeStats
     from geode_mpi.delivery.topics import TopicTable
     from geode_mpi.errors import DecodeError
     from geode_mpi.queues import Inbox
@@ -61,7 +61,7 @@ class EngineState:
         inboxes: dict[int, Inbox]
         stats: dict[int, NodeStats]
         sender_stats: dict[int, NodeStats]
-        dead: dict[int, list[DeadLetter]]
+        dead: dict[int, DeadLetters]
         pairs_out: dict[tuple[int, int], PairOut]
         _in: dict[tuple[int, int], PairIn]
         _due: set[tuple[int, int]]

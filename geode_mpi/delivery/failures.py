@@ -3,12 +3,14 @@ letter."""
 
 from __future__ import annotations
 
+import copy
 import time
 
 from geode_mpi import codec
+from geode_mpi.base.logger import log
 from geode_mpi.delivery.control import DEAD_LETTERED, encode_lost
 from geode_mpi.delivery.engine_state import EngineState
-from geode_mpi.delivery.stats import DeadLetter
+from geode_mpi.delivery.stats import DeadLetter, DeadLetters
 from geode_mpi.errors import DecodeError
 from geode_mpi.message import Message
 from geode_mpi.queues import TAKEN_BEFORE, Parcel
@@ -70,12 +72,18 @@ class Failures(EngineState):
             text = expired
         else:
             text = "no error given" if error is None else f"{type(error).__name__}: {error}"
-        self.dead[index].append(
+        kept = self.dead.get(index)
+        if kept is None:
+            kept = self.dead[index] = DeadLetters(self.configs[index].max_dead_letters)
+        if len(kept) == kept.maxlen and not kept.warned:
+            kept.warned = True
+            self._warn_dropped(index, kept.maxlen)
+        kept.append(
             DeadLetter(
                 self.names[index],
                 message,
                 text,
-                error,
+                detached(error),
                 attempts,
                 self._sender_name(parcel.source),
                 parcel.seq,
@@ -103,8 +111,50 @@ class Failures(EngineState):
             return
         self.path.control(index, parcel.source, encode_lost(why, parcel.seq), batch=batch)
 
+    def _warn_dropped(self, index: int, cap: int) -> None:
+        name = self.names[index]
+        log.warning(
+            "%s: more than %d dead letters: only the newest %d are kept in dead_letters(%r) "
+            "from now on (each one still counts in stats().dead_letters); keep more with "
+            "QueueConfig(max_dead_letters=...), or take them as they come with "
+            "dead_letters(%r, clear=True)",
+            name,
+            cap,
+            cap,
+            name,
+            name,
+        )
+
     def _sender_name(self, index: int) -> str:
         try:
             return self.name_of(index)
         except KeyError:  # (arrivals from unknown sources are dropped: this is a safeguard)
             return f"node index {index}"
+
+
+_CHAIN_DEPTH = 8  # causes and contexts copied along with an error (deeper ones are left off)
+
+
+def detached(error: BaseException | None, depth: int = 0) -> BaseException | None:
+    """What a dead letter keeps of ``error``: a copy of it without its traceback (same type,
+    args, attributes and message), its cause and context copied the same way.
+
+    The error itself would pin every frame it went through, and their callers' (a frame
+    keeps its caller), with their locals: for as long as the dead letter, and the frames of
+    the user's code it still goes through when it is raised on (receive's DecodeError) or was
+    caught in (``msg.nack(exc)``). An error that copies differently (its ``__init__`` does
+    not take its args back, or does more) is kept as it is."""
+    if error is None:
+        return None
+    kind = type(error)
+    try:
+        twin = copy.copy(error)  # (as pickle does: the class called with its args, then state)
+        if type(twin) is not kind or twin.args != error.args or str(twin) != str(error):
+            return error
+    except Exception:
+        return error
+    if depth < _CHAIN_DEPTH:
+        twin.__cause__ = detached(error.__cause__, depth + 1)
+        twin.__context__ = detached(error.__context__, depth + 1)
+    twin.__suppress_context__ = error.__suppress_context__
+    return twin

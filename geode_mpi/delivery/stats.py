@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from geode_mpi.base.record import Frozen, Record, field_values, fill
@@ -112,7 +113,9 @@ class DeadLetter(Frozen):
         node: the node that could not process it.
         message: the message (None if it could not even be decoded).
         error: the last failure, as ``"ExceptionType: text"``.
-        exception: the last exception itself (None if none was given).
+        exception: a copy of the last exception (None if none was given): its type, args,
+            attributes and message, without the traceback (which would keep alive the frames
+            it went through, and their locals).
         attempts: how many times it was delivered.
         source / seq: its sender and sequence number.
         expired: True when it is here because its ttl ran out (``error`` says by how much).
@@ -149,3 +152,14 @@ class DeadLetter(Frozen):
         expired: bool = False,
     ) -> None:
         fill(self, node, message, error, exception, attempts, source, seq, expired)
+
+
+class DeadLetters(deque[DeadLetter]):
+    """One node's dead letters kept: its newest ``maxlen`` (`QueueConfig.max_dead_letters`).
+    ``warned``: one was let go, and a warning said so (once per node)."""
+
+    __slots__ = ("warned",)
+
+    def __init__(self, maxlen: int | None) -> None:
+        super().__init__((), maxlen)
+        self.warned = False

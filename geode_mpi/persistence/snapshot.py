@@ -80,7 +80,7 @@ def capture(engine: Engine, forwarding: Mapping[int, list[Parcel]] | None = None
                     "peak": inbox.peak,
                     "dropped": dropped,
                     "stats": engine.stats[index].as_dict(),
-                    "dead_letters": len(engine.dead[index]),
+                    "dead_letters": len(engine.dead.get(index, ())),
                 }
             ),
         }

@@ -20,7 +20,8 @@ def test_a_queue_config_is_compared_hashed_and_shown_by_its_fields() -> None:
     assert {config: 1}[QueueConfig(capacity=8, policy="raise")] == 1
     assert repr(config) == (
         "QueueConfig(capacity=8, policy='raise', ack='auto', max_attempts=3, "
-        "retry_delay=0.01, window=None, persistent=True, dead_letter_expired=False)"
+        "retry_delay=0.01, window=None, persistent=True, dead_letter_expired=False, "
+        "max_dead_letters=1000)"
     )
     assert pickle.loads(pickle.dumps(config)) == config
 
