@@ -88,6 +88,7 @@ class Failures(EngineState):
                 self._sender_name(parcel.source),
                 parcel.seq,
                 expired is not None,
+                _where(error),
             )
         )
         self.stats[index].dead_letters += 1
@@ -133,6 +134,16 @@ class Failures(EngineState):
 
 
 _CHAIN_DEPTH = 8  # causes and contexts copied along with an error (deeper ones are left off)
+
+
+def _where(error: BaseException | None) -> str:
+    """``error``'s traceback as text, for its dead letter: the frames it went through until
+    it was recorded (the handler's, the run loop's), which `detached` lets go."""
+    if error is None or error.__traceback__ is None:
+        return ""
+    import traceback  # (not loaded at start-up: only a dead letter with an error needs it)
+
+    return "".join(traceback.format_exception(error))
 
 
 def detached(error: BaseException | None, depth: int = 0) -> BaseException | None:

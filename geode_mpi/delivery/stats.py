@@ -119,6 +119,8 @@ class DeadLetter(Frozen):
         attempts: how many times it was delivered.
         source / seq: its sender and sequence number.
         expired: True when it is here because its ttl ran out (``error`` says by how much).
+        traceback: where the last exception was raised, as `traceback.format_exception`
+            wrote it when the message went to the dead letters ("" if none was given).
     """
 
     node: str
@@ -129,6 +131,7 @@ class DeadLetter(Frozen):
     source: str
     seq: int
     expired: bool
+    traceback: str
     __match_args__ = (
         "node",
         "message",
@@ -138,6 +141,7 @@ class DeadLetter(Frozen):
         "source",
         "seq",
         "expired",
+        "traceback",
     )
 
     def __init__(
@@ -150,8 +154,9 @@ class DeadLetter(Frozen):
         source: str,
         seq: int,
         expired: bool = False,
+        traceback: str = "",
     ) -> None:
-        fill(self, node, message, error, exception, attempts, source, seq, expired)
+        fill(self, node, message, error, exception, attempts, source, seq, expired, traceback)
 
 
 class DeadLetters(deque[DeadLetter]):

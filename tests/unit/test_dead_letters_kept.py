@@ -127,3 +127,16 @@ def test_a_dead_letter_does_not_keep_its_callers_locals_alive(
         assert str(letter.exception) == "cannot use 1"
         assert repr(letter.exception.__cause__) == "KeyError('cause')"
     geode.close()
+
+
+def test_a_dead_letter_says_where_its_handler_raised_as_text() -> None:
+    """The kept copy has no traceback (it would pin the frames): the dead letter keeps
+    where the handler raised as text instead, for the job to print."""
+    geode = Geode(queue=QueueConfig(max_attempts=1))
+    fail_all(geode, 1)
+    (letter,) = geode.dead_letters("node1")
+    assert letter.exception is not None and letter.exception.__traceback__ is None
+    assert letter.traceback.startswith("Traceback (most recent call last):")
+    assert "in handler" in letter.traceback  # (fail_all's handler's frame)
+    assert letter.traceback.rstrip().endswith("Refused: ('bad input 0', 0)")
+    geode.close()
