@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from geode_mpi.base.interrupts import interruptible
 from geode_mpi.base.launch import launch_info
 
 if TYPE_CHECKING:
@@ -161,6 +162,7 @@ class Backoff:
             return self.busy_slice
         return self.spin
 
+    @interruptible
     def pause(self, busy: bool = False) -> None:
         """Pause before the next poll (letting other threads in, see `Gate`)."""
         gate = self.gate

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, Protocol, TypeVar
 
+from geode_mpi.base.interrupts import interruptible
 from geode_mpi.errors import ThreadError
 
 # How many Python threads run besides the main one (those started by `threading` or
@@ -125,6 +126,7 @@ class Gate:
         # level), or None: any thread may.
         self.main_only: str | None = None
 
+    @interruptible
     def enter(self) -> None:
         """Take the lock, blocking (counted as a waiter) while another thread holds it.
 
@@ -165,6 +167,7 @@ class Gate:
         if self.count() > level:
             self.release()
 
+    @interruptible
     def sleep(self, seconds: float) -> None:
         """Sleep, without the lock if this thread holds it."""
         held = self.count()
@@ -189,6 +192,7 @@ class Gate:
         finally:
             self._take_back(held)
 
+    @interruptible
     def handoff(self) -> None:
         """Let the threads blocked on the lock take it, then take it back (a wait's pause).
 

@@ -185,12 +185,18 @@ class SendHandle:
             sent = geode.wait_until(lambda: ticket.done, deadline, call)
         except ClosedError:
             sent = sent_by_close(geode.engine, lambda: ticket.done, deadline, call)
+        except KeyboardInterrupt as exc:  # (a Ctrl-C in the wait: its message went all the same)
+            setattr(exc, "in_flight", True)  # noqa: B010
+            raise
         if not sent:
             raise self._send_timeout(timeout or 0.0)
         if not self.ack:
             return
         try:
             self._wait_acked(deadline, timeout, call)
+        except KeyboardInterrupt as exc:
+            setattr(exc, "in_flight", True)  # noqa: B010
+            raise
         except ClosedError as exc:
             if not self.acked:  # (nor a `lost` the close() told: ClosedError says it all)
                 raise ClosedError(call, exc.closer, exc.unfinished, in_flight=True) from None

@@ -7,6 +7,8 @@ import weakref
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+from geode_mpi.base.interrupts import hold_interrupts, release_interrupts
+
 
 class Located(Protocol):
     """Where a Geode runs (what `first_geode` tells the progress printer)."""
@@ -22,6 +24,7 @@ class _Open(NamedTuple):
     geode: Located
     end: Callable[[float | None], None]  # close it as the job's end
     report: Callable[[], None]  # warn about what its nodes never received
+    held: bool  # it holds back Ctrl-C in geode_mpi's own code (`hold_interrupts`)
 
 
 # Open Geodes are held here until closed, so that one the job dropped still delivers what it
@@ -37,13 +40,16 @@ def register(
 ) -> None:
     """Hold ``geode`` until it is closed; at exit, ``end(timeout)`` closes it as the job's
     end, and ``report()`` warns about what its nodes never received."""
-    _open.append(_Open(geode, end, report))
+    # (a caught Ctrl-C must not cut a message in half: base/interrupts.py)
+    _open.append(_Open(geode, end, report, hold_interrupts()))
     if not _first_node:
         _first_node.append(geode.node)
 
 
 def unregister(geode: Located) -> None:
     """Stop holding ``geode`` (it closed)."""
+    if any(entry.geode is geode and entry.held for entry in _open):
+        release_interrupts()
     _open[:] = [entry for entry in _open if entry.geode is not geode]
 
 

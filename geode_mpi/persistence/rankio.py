@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from geode_mpi.base.interrupts import interruptible
+
 _HASH_READ = 256 * 1024  # bytes hashed per read
 
 
@@ -140,6 +142,7 @@ class Syncing:
         finally:  # (here, not in `wait`: a wait that gave up leaves the fsync running)
             self.handle.close()
 
+    @interruptible
     def wait(self, deadline: float | None = None) -> None:
         """Return once the file is durable.
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_che
 
 from geode_mpi.base.backoff import Backoff
 from geode_mpi.base.gate import Gate
+from geode_mpi.base.interrupts import interruptible
 from geode_mpi.base.ondemand import on_first_use
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
@@ -315,6 +316,7 @@ class TransportBase:
         """
         return self.progress()
 
+    @interruptible  # (between its looks at done())
     def wait(
         self,
         done: Callable[[], bool],
