@@ -4,8 +4,8 @@ not yet returned; sent, not yet recorded).
 
 While a Geode is open, SIGINT in the main thread goes to `_on_sigint` (installed only over
 Python's own `signal.default_int_handler`, given back when the last Geode closes). It looks at
-the frame the interrupt came in and outward, past the standard library's and numpy's and
-mpi4py's frames, to the first other one:
+the frame the interrupt came in and outward, past the frames of the standard library, numpy,
+mpi4py, h5py and numcodecs (code geode_mpi calls into), to the first other one:
 
 - a wait's pause (`interruptible`: where a blocking call sleeps, yields or blocks for the
   gate, and the wait loops between their looks), code outside geode_mpi (the job's own, a
@@ -74,6 +74,7 @@ def hold_interrupts() -> bool:
     if not _State.installed and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         _State.main = _thread.get_ident()
         _State.held_since = 0.0
+        _State.echo = False  # (a resend delivered to another handler left it set)
         signal.signal(signal.SIGINT, _on_sigint)
         _State.installed = True
     return True
@@ -114,12 +115,12 @@ def _kind(code: CodeType) -> int:
 
 
 def _library(name: str) -> bool:
-    """Whether file ``name`` is the standard library's, numpy's or mpi4py's (code geode_mpi
-    calls into: not where an interrupt lands for good)."""
+    """Whether file ``name`` is the standard library's, numpy's, mpi4py's, h5py's or
+    numcodecs' (code geode_mpi calls into: not where an interrupt lands for good)."""
     if name.startswith(_STDLIB):
         rest = name[len(_STDLIB) :]
         return not rest.startswith(("site-packages", "dist-packages"))
-    for package in ("numpy", "mpi4py"):
+    for package in ("numpy", "mpi4py", "h5py", "numcodecs"):
         module = sys.modules.get(package)
         where = getattr(module, "__file__", None)
         if where and name.startswith(os.path.dirname(where) + os.sep):
@@ -168,7 +169,10 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
         return  # sent again for an interrupt another SIGINT raised meanwhile: no second one
     if _asyncio_main_task(signum, frame):
         return
-    outermost = lands_inside(frame)
+    # called by a handler the job installed over ours (which chains to it): raise, as Python's
+    # own would; a resend would call the job's handler again
+    chained = signal.getsignal(signal.SIGINT) is not _on_sigint
+    outermost = None if chained else lands_inside(frame)
     if outermost is not None:
         now = time.monotonic()
         if not _State.held_since:

@@ -13,7 +13,13 @@ import threading
 import time
 from collections.abc import Iterator
 
+import pytest
+
 from geode_mpi import Geode
+
+# Python 3.10 looks for signals right after a call returns, in the caller, before its
+# assignment: a held interrupt lands there (docs/point-to-point.md promises 3.11 and newer)
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="the promise is 3.11+")
 
 MESSAGES = 20000  # each rank sends this many to the next rank
 BURST = 16  # sent before the same number is received
