@@ -32,6 +32,7 @@ from geode_mpi.core.observe_stats import (
     local_rows,
     observing,
     output_problem,
+    to_rank0,
 )
 from geode_mpi.core.observe_summary import every_row, stats_text
 from geode_mpi.errors import GeodeTimeoutError
@@ -97,8 +98,8 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
         )
     transport.drain()
     if stats or stats_json:
-        rows = job_rows(observed)
-        if geode.rank == 0:
+        rows = job_rows(observed, deadline)
+        if rows is not None:  # (rank 0)
             if stats:
                 sys.stdout.flush()
                 print(f"geode_mpi statistics ({geode.size} rank(s)):", file=sys.stderr)
@@ -120,8 +121,8 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
         # Each rank writes its own part; rank 0 then merges them one by one, so no rank
         # ever holds the whole job's events.
         part = write_part(TRACER.path, TRACER.rank, TRACER.take())
-        parts = transport.allgather(part)
-        if geode.rank == 0:
+        parts = to_rank0(transport, part, deadline)
+        if parts is not None:  # (rank 0)
             merge_parts(TRACER.path, parts)
     if observed in _partial.unfinished:  # gathered: nothing partial to leave for it any more
         _partial.unfinished.remove(observed)

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from geode_mpi.tracing import TRACE_VARIABLE, TRACER
+from geode_mpi.transport import Rooted
 
 if TYPE_CHECKING:
     from geode_mpi.core.checkpointing import Checkpointer
     from geode_mpi.core.runtime import Runtime
+    from geode_mpi.transport import Transport
 
 STATS_VARIABLE = "GEODE_STATS"  # "1": print the table on rank 0 when the job closes
 STATS_JSON_VARIABLE = "GEODE_STATS_JSON"  # a file: rank 0 writes the table there as JSON
@@ -61,10 +63,23 @@ def local_rows(observed: Observed) -> list[dict[str, Any]]:
     return rows
 
 
-def job_rows(observed: Observed) -> list[dict[str, Any]]:
-    """Every node's row, in node order (collective over the job's ranks)."""
-    parts = observed.runtime.transport.allgather(local_rows(observed))
+def job_rows(observed: Observed, deadline: float | None = None) -> list[dict[str, Any]] | None:
+    """Every node's row, in node order, on rank 0; None on the others (collective over the
+    job's ranks; `GeodeTimeoutError` past ``deadline``, `time.monotonic`)."""
+    parts = to_rank0(observed.runtime.transport, local_rows(observed), deadline)
+    if parts is None:
+        return None
     return sorted((row for part in parts for row in part), key=lambda row: row["node_index"])
+
+
+def to_rank0(transport: Transport, value: Any, deadline: float | None) -> list[Any] | None:
+    """Every rank's ``value`` by rank on rank 0, None elsewhere: a rooted gather where the
+    transport has one (rank 0 alone holds the P values: an allgather would hand them to every
+    rank, O(P^2) in all at thousands of ranks), else an allgather."""
+    if isinstance(transport, Rooted):
+        return transport.gather(value, 0, deadline)
+    everyone = transport.allgather(value)
+    return everyone if transport.rank == 0 else None
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -120,3 +120,18 @@ def test_requests_given_up_on_are_forgotten_once_complete() -> None:
         rooted._prune()  # (each prune tests it once: MPI may need a few to complete it)
     assert buffer[0] == 5
     comm.Free()
+
+
+def test_the_stats_rows_go_to_rank_0_alone_by_a_rooted_gather() -> None:
+    from geode_mpi.core.observe_stats import to_rank0
+
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+
+    def everyone(value: object) -> list[object]:  # (O(P^2) bytes in all at thousands of ranks)
+        raise AssertionError("the stats rows went to every rank")
+
+    transport.allgather = everyone  # type: ignore[method-assign]
+    got = to_rank0(transport, {"rank": rank}, time.monotonic() + 60)
+    assert got == ([{"rank": r} for r in range(size)] if rank == 0 else None)
+    transport.close(timeout=60)
