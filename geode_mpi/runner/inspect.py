@@ -127,10 +127,12 @@ def _geode_lines(tree: dict[str, Any], nodes: list[str]) -> list[str]:
         if "forwards" in node:  # (a sequencer holding messages for want of room)
             count = len(np.asarray(node["forwards"]["queue_fields"]).reshape(-1, 5))
             held = f", {count} held to be sent on"
+        kept = node["info"]["dead_letters"]  # (the newest max_dead_letters; all counted)
+        dead = stats.get("dead_letters", kept)
         lines.append(
             f"    {name}: {depth} message(s) queued{held}; sent {stats['sent']}, received "
-            f"{stats['received']}, processed {stats['processed']}, dead letters "
-            f"{node['info']['dead_letters']}"
+            f"{stats['received']}, processed {stats['processed']}, dead letters {dead}"
+            + (f" ({kept} kept)" if dead != kept else "")
         )
     outbox = len(np.asarray(engine["outbox_fields"]).reshape(-1, 4))
     lines.append(f"    outbox: {outbox} message(s) sent and not yet acknowledged")

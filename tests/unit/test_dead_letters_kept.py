@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,14 @@ def test_a_dead_letter_says_where_its_handler_raised_as_text() -> None:
     assert "in handler" in letter.traceback  # (fail_all's handler's frame)
     assert letter.traceback.rstrip().endswith("Refused: ('bad input 0', 0)")
     geode.close()
+
+
+def test_inspect_counts_every_dead_letter_and_says_how_many_are_kept(tmp_path: Path) -> None:
+    from geode_mpi.runner.inspect import inspect_lines
+
+    geode = Geode(queue=QueueConfig(max_attempts=1, max_dead_letters=3), checkpoint_dir=tmp_path)
+    fail_all(geode, 7)
+    geode.checkpoint()
+    geode.close()
+    (line,) = [line for line in inspect_lines(tmp_path) if line.strip().startswith("node1:")]
+    assert line.endswith("dead letters 7 (3 kept)"), line
