@@ -82,7 +82,8 @@ def hold_interrupts() -> bool:
 
 def release_interrupts() -> None:
     """A Geode that `hold_interrupts` counted closed: once none is left, give SIGINT back to
-    Python's default handler (if ours is still in place; from the main thread only)."""
+    Python's default handler (if ours is still in place; from the main thread only: closed
+    in another thread, the handler gives itself back at the next SIGINT)."""
     _State.holders = max(_State.holders - 1, 0)
     if _State.holders or not _State.installed or _thread.get_ident() != _main_ident():
         return
@@ -169,6 +170,14 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
         return  # sent again for an interrupt another SIGINT raised meanwhile: no second one
     if _asyncio_main_task(signum, frame):
         return
+    if not _State.holders and signal.getsignal(signal.SIGINT) is _on_sigint:
+        # the last Geode closed in another thread, which cannot give SIGINT back: given back
+        # here (the main thread), and raised as Python's own handler would
+        _State.installed = False
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with _LOCK:
+            _State.held_since = 0.0
+        raise KeyboardInterrupt
     # called by a handler the job installed over ours (which chains to it): raise, as Python's
     # own would; a resend would call the job's handler again
     chained = signal.getsignal(signal.SIGINT) is not _on_sigint

@@ -82,3 +82,13 @@ def test_a_handler_the_job_installs_later_is_called_once_per_ctrl_c() -> None:
     finally:
         signal.signal(signal.SIGINT, before)
         geode.close()
+
+
+def test_closed_in_another_thread_the_handler_is_given_back_at_the_next_ctrl_c() -> None:
+    geode = Geode()
+    closer = threading.Thread(target=geode.close)
+    closer.start()
+    closer.join()
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)  # (raised at once, as Python's own handler does)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
