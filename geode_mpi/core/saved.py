@@ -1,5 +1,7 @@
 """What a checkpoint saves besides the engine, as trees and back: the job's state, per-node
-state, topics and work queues (each value checked on the way back)."""
+state, topics and work queues (each value checked on the way back). A work queue's part is in
+saved_queues.py, the checks of saved values in saved_checks.py: their names stay importable
+from here."""
 
 from __future__ import annotations
 
@@ -7,10 +9,17 @@ import pickle
 from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from geode_mpi import codec
 from geode_mpi.base.ondemand import on_first_use
-from geode_mpi.errors import GeodeError
-from geode_mpi.message import Message
+from geode_mpi.core.saved_checks import _other_arguments
+from geode_mpi.core.saved_checks import count as count
+from geode_mpi.core.saved_checks import index_key as index_key
+from geode_mpi.core.saved_checks import indices as indices
+from geode_mpi.core.saved_checks import mapping as mapping
+from geode_mpi.core.saved_checks import numbered as numbered
+from geode_mpi.core.saved_queues import check_queue_arguments as check_queue_arguments
+from geode_mpi.core.saved_queues import load_queue as load_queue
+from geode_mpi.core.saved_queues import queue_state as queue_state
+from geode_mpi.core.saved_queues import restore_queue as restore_queue
 from geode_mpi.persistence import CheckpointError
 from geode_mpi.persistence.layout import storable
 from geode_mpi.persistence.rankfile import JsonValue
@@ -19,12 +28,10 @@ from geode_mpi.persistence.snapshot import pack_messages, unpack_messages
 if TYPE_CHECKING:
     import numpy as np
 
-    from geode_mpi.core.workqueues import WorkQueue
     from geode_mpi.delivery.topics import TopicStream
 else:  # imported when a checkpoint saves or restores
     np = on_first_use("numpy", globals(), "np")
 
-_BLANK = codec.Stamp(0, 0, 0.0, 0, 0)
 _JSON_TYPES = (str, int, float, bool, type(None))
 
 
@@ -98,25 +105,7 @@ def decode_node_state(tree: Any) -> Any:
     return state["value"]
 
 
-def mapping(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{what}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise CheckpointError(f"expected a count (an int >= 0), got {value!r}")
-    return value
-
-
-def index_key(key: str, what: str) -> int:
-    if not key.isdigit():
-        raise CheckpointError(f"{what}: key {key!r} is not a number")
-    return int(key)
-
-
-# -- topics and work queues ----------------------------------------------------------------
+# -- topics and pattern subscriptions (a work queue's: saved_queues.py) --------------------
 
 
 def topic_state(
@@ -231,15 +220,6 @@ def check_topic_arguments(
         )
 
 
-def _other_arguments(what: str, argument: str, now: str, before: str) -> CheckpointError:
-    """The error of a restarted topic or work queue (``what``) made with another ``argument``
-    than the checkpoint saved (``now`` and ``before`` as the job gives them)."""
-    return CheckpointError(
-        f"{what}: restarted with {argument}={now}, but the checkpoint saved it with "
-        f"{argument}={before}: restart with the same arguments"
-    )
-
-
 def _shown(argument: str, value: Any, names: Sequence[str]) -> str:
     """A topic argument as the job gave it: node names for node indices."""
     if argument == "publishers":
@@ -247,20 +227,6 @@ def _shown(argument: str, value: Any, names: Sequence[str]) -> str:
     if argument == "sequencer":
         return "None (no total order)" if value is None else repr(names[value])
     return repr(value)
-
-
-def numbered(tree: Any, what: str) -> dict[int, int]:
-    """A mapping of numbers to counts (node indices, seqs), checked."""
-    return {index_key(key, what): count(value) for key, value in mapping(tree, what).items()}
-
-
-def indices(tree: Any, what: str) -> list[int] | None:
-    """A list of node indices, checked (None stays None: not saved)."""
-    if tree is None:
-        return None
-    if not isinstance(tree, list):
-        raise CheckpointError(f"{what}: expected a list of node indices, got {tree!r}")
-    return [count(value) for value in tree]
 
 
 def pattern_state(patterns: Iterable[tuple[str, bool, Sequence[int]]]) -> list[Any]:
@@ -302,125 +268,3 @@ def restore_topic(streams: Sequence[TopicStream], state: Mapping[str, Any]) -> N
         by_number[number].next_seq = seq
     for number, messages in state["retained"].items():
         by_number[number].retained.extend(messages)
-
-
-def queue_state(queue: WorkQueue) -> dict[str, Any]:
-    """A work queue's dispatcher state, and its consumers' on this rank (`WorkQueue.
-    consumer_state`), as a tree."""
-    state = queue.dispatch
-    encoded = [codec.encode(task, _BLANK) for task in state.tasks]
-    ended, asks = queue.consumer_state()
-    return {
-        "tasks": pack_messages(encoded),
-        "consumers": JsonValue({"ended": ended, "asks": asks}),
-        "numbers": JsonValue(
-            {
-                "wanting": list(state.wanting),
-                "producers_left": state.producers_left,
-                "finished": state.finished,
-                "told": sorted(state.told),
-                "dispatched": state.dispatched,
-                "finished_by": sorted(state.finished_by),
-                "stream": queue.number,
-                "dispatcher": state.node,
-                "consumers": list(queue.consumer_indices),
-                "producers": sorted(queue.producer_indices),
-                "executor": queue.executor,
-            }
-        ),
-    }
-
-
-def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
-    """A work queue's saved state, checked and its tasks decoded: what `restore_queue` takes.
-
-    Raises:
-        CheckpointError: the state is not what `queue_state` makes (damaged).
-    """
-    state = mapping(state, "work queue")
-    tasks = []
-    for meta, frames in unpack_messages(state.get("tasks")):
-        try:
-            task: Message = codec.decode(meta, frames, names)
-        except GeodeError as exc:
-            raise CheckpointError(f"work queue task: {exc}") from exc
-        for field in ("id", "seq", "timestamp", "source", "dest"):
-            task.__dict__.pop(field, None)
-        tasks.append(task)
-    numbers = mapping(state.get("numbers"), "work queue/numbers")
-    wanting, told = numbers.get("wanting"), numbers.get("told")
-    if not isinstance(wanting, list) or not isinstance(told, list):
-        raise CheckpointError(f"work queue/numbers: wanting {wanting!r}, told {told!r}")
-    left, finished = numbers.get("producers_left"), numbers.get("finished")
-    if not isinstance(finished, bool) or isinstance(left, bool) or not isinstance(left, int):
-        raise CheckpointError(f"work queue/numbers: producers_left {left!r}, finished {finished!r}")
-    finished_by = numbers.get("finished_by", [])  # (not in a checkpoint from before it)
-    if not isinstance(finished_by, list):
-        raise CheckpointError(f"work queue/numbers: finished_by {finished_by!r}")
-    stream, dispatcher = numbers.get("stream"), numbers.get("dispatcher")
-    consumers = mapping(state.get("consumers", {}), "work queue/consumers")  # (not before)
-    ended = indices(consumers.get("ended", []), "work queue/consumers/ended")
-    asks = indices(consumers.get("asks", []), "work queue/consumers/asks")
-    return {
-        # the queue's arguments, as node indices (None: not saved, by an older geode_mpi)
-        "arguments": {
-            "dispatcher": None if dispatcher is None else count(dispatcher),
-            "consumers": indices(numbers.get("consumers"), "work queue/numbers/consumers"),
-            "producers": indices(numbers.get("producers"), "work queue/numbers/producers"),
-            # an executor's (`executor.md`): a restart drops it (False before it was saved)
-            "executor": numbers.get("executor", False) is True,
-        },
-        # this rank's consumers: over for them, and their requests to send again
-        "ended": ended or [],
-        "asks": asks or [],
-        # None in a checkpoint written before they were saved
-        "root": None if dispatcher is None else (count(stream), count(dispatcher)),
-        "tasks": tasks,
-        "numbers": {
-            "wanting": [count(node) for node in wanting],
-            "producers_left": left,
-            "finished": finished,
-            "told": [count(node) for node in told],
-            "dispatched": count(numbers.get("dispatched")),
-            "finished_by": [count(node) for node in finished_by],
-        },
-    }
-
-
-def restore_queue(queue: WorkQueue, state: Mapping[str, Any] | None) -> None:
-    """Put a work queue's state from `load_queue` into the queue just created (None: the
-    queue's dispatcher is on another rank, which restores its state)."""
-    if state is None:
-        return
-    dispatch = queue.dispatch
-    dispatch.tasks.extend(state["tasks"])
-    numbers = state["numbers"]
-    dispatch.wanting.extend(numbers["wanting"])
-    dispatch.producers_left = numbers["producers_left"]
-    dispatch.finished = numbers["finished"]
-    dispatch.told.update(numbers["told"])
-    dispatch.dispatched = numbers["dispatched"]
-    dispatch.finished_by.update(numbers["finished_by"])
-
-
-def check_queue_arguments(
-    name: str, saved: Mapping[str, Any], made: Mapping[str, Any], names: Sequence[str]
-) -> None:
-    """A restarted work queue's arguments (``dispatcher``, ``consumers``, ``producers``: node
-    indices) against those saved (see `load_queue`: None, not saved, is not compared). Every
-    rank read the same ones and agreed on the new ones: every rank raises, or none.
-
-    Raises:
-        CheckpointError: one differs: the queue's dispatcher holds tasks and requests, and its
-            consumers' pairs and queues, for the saved ones only.
-    """
-    for argument in ("dispatcher", "consumers", "producers"):
-        before, now = saved.get(argument), made[argument]
-        if before is None or before == now:
-            continue
-        if isinstance(now, int):
-            shown_before, shown_now = repr(names[before]), repr(names[now])
-        else:
-            shown_before = repr([names[index] for index in before])
-            shown_now = repr([names[index] for index in now])
-        raise _other_arguments(f"work queue {name!r}", argument, shown_now, shown_before)

@@ -3,8 +3,9 @@
 One call per message from the layer above: it takes the message's id, builds its stamp and
 encodes it (`SendPath.stamp`, the one place), hands the bytes to the transport,
 and records the message on its pair (its seq, a credit, its outbox entry, the counters).
-Point-to-point sends, a work queue's hand-outs (`to_node`), topic publishes (`publish`) and
-control records (`control`) each have one method.
+Point-to-point sends, a work queue's hand-outs (`to_node`), topic publishes (`publish`, with
+the rest of the topic side in publishing.py) and control records (`control`) each have one
+method.
 """
 
 from __future__ import annotations
@@ -26,25 +27,22 @@ from geode_mpi.delivery.cache import (
     PayloadCache,
     budget_of,
     cache_bound,
-    sealed_shared,
     through_cache,
 )
 from geode_mpi.delivery.cache import shared_arrays as _shared  # truthy once one is shared
 from geode_mpi.delivery.direct import ID_BITS as ID_BITS  # (re-exported)
 from geode_mpi.delivery.direct import Lane
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
+from geode_mpi.delivery.publishing import Publishing
 from geode_mpi.delivery.runs import RUN_MAX, BatchLazy, OpenRun, progress
 from geode_mpi.delivery.stats import NodeStats
-from geode_mpi.delivery.topics import TopicStream
-from geode_mpi.delivery.tracepoints import trace_publish, trace_send
+from geode_mpi.delivery.tracepoints import trace_send
 from geode_mpi.message import Message
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import SendTicket as SendTicket  # what a send returns (re-exported)
 from geode_mpi.transport import Transport
-from geode_mpi.transport.base import Frame, copy_frame
-from geode_mpi.transport.sealed import hand_over, seal
+from geode_mpi.transport.base import Frame
 
-_NO_SUBSCRIBERS = SendTicket(-1, 0, done=True)
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 _Stamp, _encode = codec.Stamp, codec.encode  # hot-path names, bound once
 # The delivery flags of a tracked message, and of one whose sender also waits for it.
@@ -72,7 +70,7 @@ def sent_elsewhere(rank: int) -> SendTicket:
     return SendTicket(rank, 0, True)
 
 
-class SendPath:
+class SendPath(Publishing):
     """How this rank's messages leave: stamped, encoded, sent, recorded.
 
     Args:
@@ -313,66 +311,6 @@ class SendPath:
         ticket = run.ticket = self.batch_lazy(rank, run.seal)
         return ticket, _tuple_new(_Stamp, (first_id, seq, now, src, dst))
 
-    def publish(
-        self,
-        message: Message,
-        stream: TopicStream,
-        pairs: Sequence[PairOut],
-        ack: bool,
-        remote: bool,
-        local: bool,
-        compress: Compression | None = None,
-        via: codec.Route | None = None,
-    ) -> tuple[SendTicket, codec.Stamp]:
-        """Publish the stream's next message (numbered `TopicStream.next_seq`, which moves on)
-        to every subscriber: one broadcast to the other member ranks if ``remote``, a local copy
-        if ``local``; ``pairs``: the (stream, subscriber) pairs, each reserved a credit;
-        ``compress``: the message's or topic's setting (compressed once for every member);
-        ``via``: its priority and ttl, if any."""
-        begun = now_us() if TRACER.on else 0.0
-        tracked = self.acks or ack
-        flags = codec.FLAG_TOPIC
-        if tracked:
-            flags |= _TRACKED_WAITED if ack else _TRACKED
-        seq = stream.next_seq
-        author = stream.publisher
-        stamp, meta, frames = self.stamp(message, author, author, stream.wire, seq, flags, via=via)
-        if frames:
-            hand_over(frames)  # a published zero-copy array is read-only from now on
-        cached = remote and bool(frames) and self.cached(frames)
-        chosen = compress or self.compress  # the message's or topic's, else the Geode's
-        if frames and chosen is not None:  # compressed once, for every member
-            ranks = map(self.rank_of, stream.subscribers) if remote else ()
-            # (a shared array that goes through the cache travels as it is: see `with_frames`)
-            raw = cache_bound(frames) if cached else ()
-            meta, frames = self.shrink(meta, frames, chosen, ranks, raw)
-        ticket, wire = self.broadcast(stream, meta, frames, remote, local, cached)
-        stream.next_seq = seq + 1
-        nbytes = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
-        stats = self.stats[stream.number]
-        stats.sent += len(pairs)
-        if wire == nbytes:
-            stats.sent_bytes += nbytes * len(pairs)
-        else:  # through the cache: what left for the other ranks, the message for this one
-            here = self.transport.rank
-            for sub in stream.subscribers:
-                stats.sent_bytes += nbytes if self.rank_of(sub) == here else wire
-        for pair, sub in zip(pairs, stream.subscribers, strict=True):
-            if pair.credits is not None:
-                pair.credits -= 1
-            if tracked:
-                kept = () if self.resend_after is None else frames
-                pair.outbox[seq] = _tuple_new(OutboxEntry, (meta, kept, self.rank_of(sub)))
-                if self.resend_after is not None:
-                    pair.resends[seq] = [time.monotonic(), 1]
-        if stream.retained.maxlen:
-            # (copied, a shared array too: its bytes as published, whatever its owner does
-            # to it later; a replay sends them in full, outside the cache)
-            stream.retained.append((meta, [copy_frame(frame) for frame in frames]))
-        if begun:
-            trace_publish(stream.topic, stamp.id, author, stream.subscribers, begun, nbytes)
-        return ticket, stamp
-
     def shrink(
         self,
         meta: bytes,
@@ -387,55 +325,6 @@ class SendPath:
         if chosen.codec is None or (chosen.auto and not any(map(self.network, ranks))):
             return meta, frames
         return compression.shrink(meta, frames, chosen, raw)
-
-    def cached(self, frames: Sequence[Frame]) -> bool:
-        """Whether a message with these frames goes through the payload cache (it shares an
-        array, and the cache is on): then its shared arrays are not compressed (its receivers
-        keep each once, where a compressed copy would be a new buffer, and a full transfer,
-        every time)."""
-        return bool(_shared) and bool(self.cache.budget) and through_cache(frames)
-
-    def broadcast(
-        self,
-        stream: TopicStream,
-        meta: bytes,
-        frames: Sequence[Frame],
-        remote: bool,
-        local: bool,
-        cached: bool | None = None,
-    ) -> tuple[SendTicket, int]:
-        """Send on ``stream``: a broadcast to its other member ranks (``remote``; through the
-        stream's cache mirror if it shares an array: ``cached``, None to find out), and a copy
-        to this rank (``local``); the ticket of the broadcast, else of the copy, and the bytes
-        that left for each other rank (the message's, unless through the cache)."""
-        ticket = _NO_SUBSCRIBERS
-        number = stream.number
-        wire = -1
-        if remote:
-            if cached is None:
-                cached = bool(frames) and self.cached(frames)
-            if cached:
-                ticket, wire = self.cache.broadcast(
-                    self.transport, number, stream.ranks, meta, frames
-                )
-            else:
-                ticket = self.transport.broadcast(number, meta, frames)
-        if local:  # large frames sealed: one copy (or none) for every subscriber here
-            copied = self.transport.send(self.transport.rank, meta, seal(sealed_shared(frames)))
-            if ticket is _NO_SUBSCRIBERS:
-                ticket = copied
-        if wire < 0:
-            wire = len(meta) + sum(frame.nbytes for frame in frames) if frames else len(meta)
-        return ticket, wire
-
-    def replay(self, stream: TopicStream, added: int, remote: bool, local: bool) -> None:
-        """Send a stream's retained messages again for ``added`` new subscribers, flagged
-        resent and untracked: the earlier subscribers, which have them, skip them (see
-        `geode_mpi.delivery.streams`'s ``_REPLAY``)."""
-        for meta, frames in stream.retained:
-            again = with_flags(meta, add=codec.FLAG_RESENT, clear=_TRACKED_WAITED)
-            self.broadcast(stream, again, frames, remote, local)
-        self.stats[stream.number].resent += len(stream.retained) * added
 
     def control(self, source: int, dest: int, payload: bytes, batch: bool = False) -> None:
         """Send a control record (an ack, a quiescence wave) from node ``source`` to ``dest``."""

@@ -26,6 +26,7 @@ from geode_mpi.delivery import credits as credits_module
 from geode_mpi.delivery import direct as direct_module
 from geode_mpi.delivery import failures as failures_module
 from geode_mpi.delivery import polling as polling_module
+from geode_mpi.delivery import publishing as publishing_module
 from geode_mpi.delivery import sending as sending_module
 from geode_mpi.delivery import taking as taking_module
 
@@ -65,6 +66,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     for part in (*parts, polling_module):
         monkeypatch.setattr(part, "time", virtual)
     monkeypatch.setattr(sending_module, "time", virtual)
+    monkeypatch.setattr(publishing_module, "time", virtual)  # (a publish's outbox entries)
     monkeypatch.setattr(direct_module, "time", virtual)  # (a lane's outbox entries too)
     return virtual
 
