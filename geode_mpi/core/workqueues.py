@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.base.gate import locked
+from geode_mpi.base.gate import locked, senders_may_run
 from geode_mpi.base.listing import some_names
 from geode_mpi.codec.classes import class_name
 from geode_mpi.codec.header import ROUTE_WORK
@@ -256,7 +256,10 @@ class WorkQueue(Dispatching):
         if found is None:
             geode.check_open("get")
             queued = len(geode.inboxes[index])
-            raise ReceiveTimeout(geode.names[index], timeout or 0.0, self.dispatcher, None, queued)
+            waited = geode.transport.delivers_later or senders_may_run()
+            raise ReceiveTimeout(
+                geode.names[index], timeout or 0.0, self.dispatcher, None, queued, waited, "get"
+            )
         message = geode.deliver(index, found)
         return None if isinstance(message, WorkDone) else message
 

@@ -158,3 +158,16 @@ def test_a_put_after_its_producer_finished_or_the_queue_ended_is_refused(
     with caplog.at_level("WARNING", logger="geode_mpi"):
         geode.close()
     assert "never" not in caplog.text
+
+
+def test_a_get_that_nothing_can_answer_says_get_and_that_none_can_arrive() -> None:
+    """Before: ``receive on node1 timed out after 0 s waiting for a message`` for a get()
+    without a timeout, in a world where no task could come any more."""
+    geode = Geode()
+    queue = geode.work_queue("q", consumers=["node1"], producers=["node0"])
+    queue.put("a", source="node0")
+    assert queue.get("node1").data == "a"
+    with pytest.raises(ReceiveTimeout, match=r"^get on node1 found no message \(source=node0\), "
+                       r"and none can arrive"):  # fmt: skip
+        queue.get("node1")
+    geode.close()
