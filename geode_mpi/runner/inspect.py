@@ -71,8 +71,16 @@ def inspect_lines(directory: str | Path, depth: int = 3) -> list[str]:
             if resume is None:  # what a restart reads: damage the checksum cannot see shows
                 trees = [loaded.read(rank)[1] for rank in range(loaded.manifest["ranks"])]
         except CheckpointError as exc:
-            state = "incomplete" if not (store.epoch_path(epoch) / MANIFEST).exists() else "BAD"
-            lines.append(f"  epoch {epoch}: {state}: {exc}")
+            if (store.epoch_path(epoch) / MANIFEST).exists():
+                lines.append(f"  epoch {epoch}: BAD: {exc}")
+            elif resume is not None:  # (older than a usable one: what the next one prunes)
+                lines.append(
+                    f"  epoch {epoch}: unsealed, older than epoch {resume.epoch}: an old "
+                    "checkpoint retention removed (or one that failed); the next checkpoint "
+                    "removes what is left of it"
+                )
+            else:
+                lines.append(f"  epoch {epoch}: incomplete: {exc}")
             continue
         created = datetime.datetime.fromtimestamp(loaded.manifest["created"]).isoformat(
             timespec="seconds"

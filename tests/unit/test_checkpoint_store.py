@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from geode_mpi import Geode
 from geode_mpi.persistence import CheckpointError, CheckpointStore, write_rank_file
 
 TREE: dict[str, Any] = {
@@ -389,3 +390,17 @@ def test_a_directory_that_cannot_be_written_is_named(
     monkeypatch.setattr(store_lock, "open", read_only, raising=False)
     with pytest.raises(CheckpointError, match="cannot be written \\(Read-only file system\\)"):
         CheckpointStore(tmp_path).lock()
+
+
+def test_inspect_calls_an_old_checkpoint_retention_unsealed_by_its_name(tmp_path: Path) -> None:
+    """Before: ``epoch 1: incomplete: .../manifest.json: missing (the checkpoint is
+    incomplete)``, which reads as damage, for what the third checkpoint's retention left."""
+    from geode_mpi.runner.inspect import inspect_lines
+
+    with Geode(checkpoint_dir=tmp_path, keep_checkpoints=2) as geode:
+        for step in range(3):
+            geode.checkpoint(state={"step": step})
+    epochs = [line for line in inspect_lines(tmp_path) if line.startswith("  epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["  epoch 3", "  epoch 2", "  epoch 1"]
+    assert epochs[2].startswith("  epoch 1: unsealed, older than epoch 3: an old checkpoint")
+    assert "incomplete" not in "\n".join(epochs)
