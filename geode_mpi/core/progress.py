@@ -36,6 +36,8 @@ def _rate(per_second: float) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:  # (short work: "0 s" said nothing, and "about 0 s left" read as done)
+        return f"{seconds:.2g} s" if seconds >= 0.001 else "under 0.001 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
