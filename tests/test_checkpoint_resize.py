@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mpirun import mpirun
+from mpirun import Result, mpirun
 
 pytestmark = pytest.mark.mpi
 
@@ -18,14 +18,16 @@ CHANNELS = ["-m", "geode_mpi", "tests/scripts/ckpt_resize_channels.py"]
 
 def save_then_restart(
     script: list[str], directory: str, saved: int, restarted: int, *load: str
-) -> None:
-    """Checkpoint on ``saved`` ranks, restart on ``restarted``: each job must say it did."""
+) -> Result:
+    """Checkpoint on ``saved`` ranks, restart on ``restarted``: each job must say it did (the
+    restart's result)."""
     first = mpirun(saved, [*script, "save", directory], timeout=120)
     assert first.returncode == 0, first.explain()
     assert f"saved on {saved} ranks" in first.stdout, first.explain()
     second = mpirun(restarted, [*script, "load", directory, *load], timeout=120)
     assert second.returncode == 0, second.explain()
     assert f"restored on {restarted} ranks" in second.stdout, second.explain()
+    return second
 
 
 @pytest.mark.parametrize(("saved", "restarted"), [(4, 2), (4, 3), (2, 4)])
@@ -33,6 +35,42 @@ def test_a_restart_on_another_number_of_ranks_moves_the_nodes(
     tmp_path: Path, saved: int, restarted: int
 ) -> None:
     save_then_restart(SCRIPT, str(tmp_path / "checkpoints"), saved, restarted, str(saved))
+
+
+def state_warnings(result: Result) -> list[str]:
+    """The restart's warnings of per-rank state that does not follow the nodes, each rank 0's,
+    without the time."""
+    lines = [line for line in result.stderr.splitlines() if "restored_state" in line]
+    prefix = " [rank 0/"
+    assert all(prefix in line for line in lines), result.explain()
+    return [line.split(" WARNING geode_mpi: ", 1)[-1] for line in lines]
+
+
+@pytest.mark.parametrize(("saved", "restarted"), [(4, 2), (2, 1)])
+def test_a_restart_on_fewer_ranks_warns_once_of_the_per_rank_state_it_drops(
+    tmp_path: Path, saved: int, restarted: int
+) -> None:
+    """Each rank saved ``state={"rank": r}``: that of the ranks the new job lacks goes nowhere
+    (jobs/pipeline.py's reducer lost its counters so, silently, restarted on 1 rank)."""
+    second = save_then_restart(SCRIPT, str(tmp_path / "c"), saved, restarted, str(saved))
+    (warning,) = state_warnings(second)  # once, from rank 0
+    gone = range(restarted, saved)
+    assert (
+        f"restart on {restarted} rank(s) from checkpoint epoch 1 of {saved}: the per-rank state "
+        f"(restored_state) of {len(gone)} old rank(s) this job does not have is not restored (a "
+        f"rank's goes to the rank of its number): "
+    ) in warning, second.explain()
+    listed = "; ".join(f"rank {old} (keys 'rank')" for old in gone)
+    assert f"{listed}; keep what must survive a change of size in node_state" in warning
+
+
+def test_a_restart_on_more_ranks_warns_that_the_new_ranks_state_is_empty(tmp_path: Path) -> None:
+    second = save_then_restart(SCRIPT, str(tmp_path / "c"), 2, 3, "2")
+    assert state_warnings(second) == [
+        "restart on 3 rank(s) from checkpoint epoch 1 of 2: restored_state is {} on the new "
+        "rank(s) 2 (rank 0's has keys 'rank'); keep what must survive a change of size in "
+        "node_state"
+    ], second.explain()
 
 
 @pytest.mark.parametrize(("saved", "restarted"), [(4, 2), (4, 3), (2, 4)])

@@ -1,13 +1,16 @@
 """The example jobs run as users run them: in one process and under mpiexec, each with a timeout.
 
 jobs/stencil.py must match its serial numpy check (and fail when a value is corrupted);
-jobs/sweep.py must bring every task back once, with the right value, into its HDF5 summary.
+jobs/sweep.py must bring every task back once, with the right value, into its HDF5 summary;
+jobs/pipeline.py restarted on another number of ranks must end with an uninterrupted run's result.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -79,9 +82,9 @@ def test_stencil_check_fails_on_a_corrupted_value_under_mpiexec() -> None:
     assert "stencil FAILED: 50x50, 20 steps on 2 nodes (2 ranks): max |error|" in result.stderr
 
 
-def sweep_job() -> ModuleType:
-    """jobs/sweep.py as a module, for its plan() and lyapunov() (importing it runs nothing)."""
-    spec = importlib.util.spec_from_file_location("sweep_job", ROOT / "jobs" / "sweep.py")
+def job_module(name: str) -> ModuleType:
+    """jobs/NAME.py as a module, for its functions (importing it runs nothing)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_job", ROOT / "jobs" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -91,7 +94,7 @@ def sweep_job() -> ModuleType:
 def check_sweep(result: Result, out: Path, workers: int, ranks: int) -> None:
     match = one_line(result, SWEEP_LINE)
     assert (int(match["workers"]), int(match["ranks"])) == (workers, ranks)
-    job = sweep_job()
+    job = job_module("sweep")
     tasks = job.plan(SWEEP_TASKS, 1)
     with h5py.File(out, "r") as f:
         assert list(f["task"][:]) == list(range(SWEEP_TASKS))  # every task, once
@@ -126,3 +129,34 @@ def test_sweep_under_mpiexec(ranks: int, tmp_path: Path) -> None:
     out = tmp_path / "sweep.h5"
     args = ["-m", "geode_mpi", "jobs/sweep.py", "--tasks", str(SWEEP_TASKS), "--out", str(out)]
     check_sweep(mpirun(ranks, args, timeout=TIMEOUT), out, workers=ranks - 1, ranks=ranks - 1)
+
+
+def launch(ranks: int, args: list[str]) -> Result:
+    """``python -m geode_mpi ARGS`` on ``ranks`` ranks; one rank as a user would, without
+    mpiexec (the embedded world)."""
+    if ranks == 1:
+        return python(["-m", "geode_mpi", *args], timeout=TIMEOUT)
+    return mpirun(ranks, ["-m", "geode_mpi", *args], timeout=TIMEOUT)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(("saved", "restarted"), [(4, 1), (2, 3)])
+def test_pipeline_restarted_on_another_number_of_ranks_gives_the_same_result(
+    tmp_path: Path, saved: int, restarted: int
+) -> None:
+    """The reducer's count and sum were its rank's `state`, which stays with the rank number:
+    restarted on 1 rank from 4, rank 3's was lost ("wrong result: {'items': 152 ...}")."""
+    directory, out = tmp_path / "ck", tmp_path / "result.json"
+    args = ["jobs/pipeline.py", "--rounds", "6", "--dir", str(directory), "--out", str(out)]
+    first = launch(saved, args)
+    assert first.returncode == 0, first.explain()
+    # A checkpoint a round (8 rounds: 6 and 2 to drain). The one before the last has the last
+    # round's items queued at the reducer: restart from it.
+    assert (directory / "epoch-000007" / "manifest.json").is_file(), first.explain()
+    shutil.rmtree(directory / "epoch-000008")
+    out.unlink()
+    again = launch(restarted, ["--restart", *args])
+    assert again.returncode == 0, again.explain()
+    assert "resuming at round 7 (checkpoint 7)" in again.stdout, again.explain()
+    assert json.loads(out.read_text()) == job_module("pipeline").expected(6, 8)
+    assert "restored_state" not in again.stderr, again.explain()  # nothing left behind

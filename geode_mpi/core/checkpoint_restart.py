@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from geode_mpi import codec
-from geode_mpi.base.listing import some_names
+from geode_mpi.base.listing import SHOWN, some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.checkpoint_state import CheckpointerState
 from geode_mpi.core.restoring import (
@@ -84,6 +84,7 @@ class Restarting(CheckpointerState):
                 )
             return None
         self._apply(chosen)
+        self._warn_unmoved_state(chosen)
         return chosen.state
 
     def _read(self, epoch: int, part: Part) -> tuple[Loaded | None, str | None, str | None]:
@@ -153,6 +154,43 @@ class Restarting(CheckpointerState):
                 self.store.directory,
             )
 
+    def _warn_unmoved_state(self, chosen: Loaded) -> None:
+        """On another number of ranks, rank 0 warns once of the per-rank `state` that does not
+        follow the nodes. On fewer ranks, that of the old ranks this job lacks, if any saved
+        some: each is told by the rank hosting its first node, in one rooted gather (a few
+        ranks, a few keys each: never every rank's state). On more, the new ranks start with
+        ``{}``: said when rank 0's was not empty (a job that keeps its step there)."""
+        geode = self.geode
+        saved = chosen.saved_ranks
+        if saved > geode.size:
+            gone = sorted(chosen.gone_state.items())
+            told = self.rooted.gather(
+                (len(gone), [(old, _few(keys)) for old, keys in gone[:SHOWN]])
+            )
+            ranks = 0 if told is None else sum(count for count, _ in told)  # (rank 0's sum)
+            if told is None or not ranks:
+                return
+            shown = sorted(entry for _, entries in told for entry in entries)[:SHOWN]
+            listed = "; ".join(f"rank {old} (keys {keys})" for old, keys in shown)
+            if ranks > len(shown):
+                listed += f"; ... and {ranks - len(shown)} more"
+            what = f"the per-rank state (restored_state) of {ranks} old rank(s) this job does "
+            what += f"not have is not restored (a rank's goes to the rank of its number): {listed}"
+        elif saved < geode.size and geode.rank == 0 and chosen.state:
+            fresh = some_names(str(rank) for rank in range(saved, geode.size))
+            what = f"restored_state is {{}} on the new rank(s) {fresh} (rank 0's has keys "
+            what += f"{_few(sorted(chosen.state))})"
+        else:
+            return
+        log.warning(
+            "restart on %d rank(s) from checkpoint epoch %d of %d: %s; keep what must survive a "
+            "change of size in node_state",
+            geode.size,
+            chosen.epoch,
+            saved,
+            what,
+        )
+
     def _drop_executor_parcels(self, chosen: Loaded) -> None:
         """Drop the restored tasks that waited at this rank's workers and the outcomes that
         waited at its clients: the executors they belong to start afresh (`_drop_executors`),
@@ -204,3 +242,8 @@ class Restarting(CheckpointerState):
             if arguments is not None:
                 found[arguments["wire"]] = name
         return found
+
+
+def _few(keys: list[str]) -> str:
+    """A state's keys as a warning names them: the first few, quoted."""
+    return some_names([repr(key) for key in keys], limit=3)

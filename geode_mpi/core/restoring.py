@@ -5,7 +5,8 @@ A restart on the same number of ranks reads its own file, as it was saved. On an
 of ranks, node k moves to rank k mod P' (`Placement.rank_of`): a rank reads the old files of
 the ranks that hosted its nodes, and takes from each only those nodes, with their queues, pairs
 (dedup state and numbering), outboxes, counters and per-node state. The job's per-rank state
-goes to the rank of the same number, when the old job had one.
+goes to the rank of the same number, when the old job had one; the keys of an old rank's that
+no rank takes are read by the rank hosting its first node, for rank 0's warning.
 
 Topics and work queues move with the node that sends on their streams: a topic stream's
 publisher (or a total-order topic's sequencer) takes the stream's numbering, retained messages
@@ -35,6 +36,7 @@ from geode_mpi.core.saved import (
     load_queue,
     load_topic,
     mapping,
+    state_keys,
 )
 from geode_mpi.persistence.manifest import MANIFEST
 from geode_mpi.persistence.rankfile import CheckpointError, read_rank_file
@@ -105,6 +107,11 @@ class Loaded(Record):
         # total-order topics whose sequencer is hosted here, saved before a sequencer's held
         # messages were (`saved.held_unsaved`): name -> sequencer node
         self.held_unsaved: dict[str, int] = {}
+        # the ranks of the saved job (0 until read)
+        self.saved_ranks = 0
+        # old ranks this job does not have whose per-rank state (its keys) is not restored;
+        # each told by the one rank that hosts the old rank's first node (`gone_state`)
+        self.gone_state: dict[int, list[str]] = {}
 
 
 def plan(store: CheckpointStore, epoch: int, names: tuple[str, ...], size: int) -> list[Part]:
@@ -159,6 +166,7 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
     saved = Placement(geode.names, part.saved_ranks)
     hosted = geode.engine.inboxes
     loaded = Loaded(epoch, Restored())
+    loaded.saved_ranks = part.saved_ranks
     for old, entry in part.files.items():
         path = store.epoch_path(epoch) / entry["name"]
         _, tree = read_rank_file(path)
@@ -200,6 +208,8 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
                 asks += [index for index in state["asks"] if index in hosted]
             if old == geode.rank:
                 loaded.state = decode_state(tree.get("state"))
+            elif old >= geode.size and old in hosted and (keys := state_keys(tree.get("state"))):
+                loaded.gone_state[old] = keys  # (node ``old`` is the old rank's first)
             if not replaced:
                 loaded.topics, loaded.queues = topics, queues
             else:

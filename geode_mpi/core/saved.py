@@ -88,6 +88,17 @@ def decode_state(tree: Any) -> dict[str, Any]:
     return state
 
 
+def state_keys(tree: Any) -> list[str]:
+    """The keys of a saved `state` (`encode_state`'s tree), sorted, nothing unpickled.
+
+    Raises:
+        CheckpointError: the tree is not what `encode_state` makes.
+    """
+    tree = mapping(tree, "state")
+    plain = mapping(tree.get("plain", {}), "state/plain")
+    return sorted([*plain, *mapping(tree.get("pickled", {}), "state/pickled")])
+
+
 def encode_node_state(value: Any, node: str) -> dict[str, Any]:
     """One node's state as a tree (see `encode_state`)."""
     return encode_state({"value": value}, f"node_state[{node!r}]")
