@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import pickle
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 from geode_mpi.base.arguments import check_flag as check_flag
 from geode_mpi.base.arguments import check_timeout as check_timeout
 from geode_mpi.base.arguments import whole as whole
+from geode_mpi.base.error_state import _attributes, _own_getstate, _plain, _trying
+from geode_mpi.base.error_texts import (
+    _ack_timeout_text,
+    _closed_text,
+    _not_processed_text,
+    _receive_timeout_text,
+    _remote_traceback_text,
+    _send_timeout_text,
+    _wrong_pmi_text,
+)
+from geode_mpi.base.error_texts import describe_nodes as describe_nodes
 
 
 class GeodeError(Exception):
@@ -47,37 +56,6 @@ class GeodeError(Exception):
         return (_rebuild, (cls, self.args), state)
 
 
-# The errors whose attributes `GeodeError.__reduce__` is trying (by id), in this thread: an
-# attribute that refers back to its error is tried once, not once per path to it (and
-# another thread pickling the same error at the same time is not taken for such a trial).
-_TRYING = threading.local()
-
-
-def _trying() -> set[int]:
-    trying: set[int] | None = getattr(_TRYING, "ids", None)
-    if trying is None:
-        trying = _TRYING.ids = set()
-    return trying
-
-
-def _own_getstate(cls: type) -> bool:
-    """Whether ``cls`` defines its own ``__getstate__`` (object's default on Python 3.11+)."""
-    getstate = getattr(cls, "__getstate__", None)
-    return getstate is not None and getstate is not getattr(object, "__getstate__", None)
-
-
-def _attributes(error: GeodeError) -> dict[str, Any]:
-    """``error``'s attributes: its ``__dict__`` and the values of its classes' ``__slots__``."""
-    state = dict(error.__dict__)
-    for cls in type(error).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        for name in (slots,) if isinstance(slots, str) else slots:
-            if name not in ("__dict__", "__weakref__") and name not in state:
-                with contextlib.suppress(AttributeError):  # (a slot never set)
-                    state[name] = getattr(error, name)
-    return state
-
-
 def _rebuild(cls: type[GeodeError], args: tuple[Any, ...]) -> GeodeError:
     """A `GeodeError` unpickled: made with its text (``args``); its attributes follow."""
     error = cls.__new__(cls, *args)
@@ -112,25 +90,6 @@ def _filters_itself(value: Any) -> bool:
         and cls.__reduce__ is GeodeError.__reduce__
         and not _own_getstate(cls)
     )
-
-
-def _plain(value: Any) -> bool:
-    """Whether ``value`` pickles for sure: None, a text, a number, bytes, or an array of a
-    dtype without objects."""
-    if value is None or type(value) in (str, int, float, bool, bytes):
-        return True
-    dtype = getattr(value, "dtype", None)
-    return type(value).__name__ == "ndarray" and dtype is not None and not dtype.hasobject
-
-
-def describe_nodes(nodes: Sequence[str]) -> str:
-    """Return a short human description of a node list, e.g. ``node0..node3``."""
-    default = [f"node{k}" for k in range(len(nodes))]
-    if list(nodes) == default and len(nodes) > 2:
-        return f"{nodes[0]}..{nodes[-1]}"
-    if len(nodes) > 8:
-        return ", ".join(nodes[:4]) + f", ... ({len(nodes)} nodes)"
-    return ", ".join(nodes)
 
 
 class UnknownNodeError(GeodeError, LookupError):
@@ -200,28 +159,9 @@ class ReceiveTimeout(GeodeTimeoutError):
         self.queued = queued
         # A request's: the id of the request whose reply did not come (None: a receive's)
         self.reply_to = reply_to
-        wanted = []
-        if source is not None:
-            wanted.append(f"source={source}")
-        if type_name is not None:
-            wanted.append(f"type={type_name}")
-        what = f" ({', '.join(wanted)})" if wanted else ""
-        tail = f"; {queued} other message(s) are queued there" if queued else ""
-        if waited:
-            text = f"{call} on {node} timed out after {timeout:g} s waiting for a message"
-        else:
-            text = (
-                f"{call} on {node} found no message{what}, and none can arrive: in a "
-                f"one-process world nothing is sent while {call}() waits (send first)"
-            )
-            what = ""
-        late = (
-            f"; a reply that comes later waits in {node}'s queue as a message with "
-            f"reply_to={reply_to}"
-            if reply_to is not None and waited
-            else ""
+        super().__init__(
+            _receive_timeout_text(node, timeout, source, type_name, queued, waited, call, reply_to)
         )
-        super().__init__(f"{text}{what}{tail}{late}")
 
 
 class SendTimeout(GeodeTimeoutError):
@@ -251,30 +191,7 @@ class SendTimeout(GeodeTimeoutError):
         self.timeout = timeout
         self.in_flight = in_flight
         self.topic = topic  # a publish's topic (its handle's ``dest`` too)
-        if in_flight and topic is not None:
-            text = (
-                f"send of message {message_id} from {source} (publish on topic {topic!r}) did "
-                f"not complete within {timeout:g} s (are the subscribers' ranks receiving?); "
-                "the message is still in flight"
-            )
-        elif in_flight:
-            text = (
-                f"send of message {message_id} from {source} to {dest} did not complete within "
-                f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
-            )
-        elif topic is not None:
-            text = (
-                f"publish by {source} on topic {topic!r} not sent: no room at subscriber "
-                f"{dest} within {timeout:g} s ({dest}'s queue stayed full for topic {topic!r}: "
-                f"is {dest} receiving?); no subscriber got it: publish it again"
-            )
-        else:
-            text = (
-                f"message from {source} to {dest} not sent: no room at {dest} within "
-                f"{timeout:g} s ({dest}'s queue stayed full for {source}: is {dest} "
-                "receiving?); send it again"
-            )
-        super().__init__(text)
+        super().__init__(_send_timeout_text(message_id, source, dest, timeout, in_flight, topic))
 
 
 class AckTimeout(GeodeTimeoutError):
@@ -305,26 +222,9 @@ class AckTimeout(GeodeTimeoutError):
         self.handle = handle  # the SendHandle: wait() on it again to keep waiting
         self.topic = topic  # a publish's topic (then dest: its subscribers still to process it)
         self.count = count  # how many nodes dest names
-        many = count > 1  # (how many nodes dest names: a node's name may hold ", ")
-        if waited:
-            has, it = ("have", "are they") if many else ("has", "is it")
-            why = f"within {timeout:g} s: {dest} {has} not processed it yet ({it} receiving?)"
-        else:
-            queue = f"the queues of {dest}" if many else f"{dest}'s queue"
-            why = (
-                f"and cannot be while send() waits: in a one-process world nothing takes it "
-                f"from {queue} meanwhile (no handler for it on {dest}; receive it first, "
-                "or wait on the handle after)"
-            )
         super().__init__(
-            f"message {message_id} ({_route(source, dest, topic)} seq {seq}) was not "
-            f"acknowledged {why}; it stays in {source}'s outbox and may still be processed, once"
+            _ack_timeout_text(message_id, source, dest, seq, timeout, waited, topic, count)
         )
-
-
-def _route(source: str, dest: str, topic: str | None) -> str:
-    """``source->dest``, or for a publish ``source on topic 'name'``."""
-    return f"{source}->{dest}" if topic is None else f"{source} on topic {topic!r}"
 
 
 class NotProcessed(GeodeError):
@@ -357,47 +257,7 @@ class NotProcessed(GeodeError):
         self.handle = handle  # the SendHandle (its ``lost`` is ``why``)
         self.topic = topic  # a publish's topic (then dest: the subscribers that will not)
         self.count = count  # how many nodes dest names
-        end = "it never will be (send it again if it must be)"
-        if why == "closing":
-            how = (
-                f"{dest}'s rank is in close() and {dest} has no handler for it, so it takes "
-                f"nothing more from its queue (what {dest} holds is reported there as never "
-                "received)"
-            )
-            end = (
-                f"it stays in {dest}'s queue, where only a receive() after close() may still "
-                f"take it (send it again only if {dest} does not)"
-            )
-        elif why == "dropped":
-            how = f"{dest}'s full drop_oldest queue dropped it (counted in stats().dropped)"
-        elif why == "dead-lettered":
-            how = (
-                f"its last attempt failed at {dest}, which put it in its dead letters (see "
-                f"dead_letters({dest!r}))"
-            )
-        else:
-            how = (
-                f"its ttl ran out in {dest}'s queue before it was taken (counted in "
-                "stats().expired)"
-            )
-        if topic is not None:  # (a publish is told "closing" only)
-            queues = f"{dest}'s queue"
-            if count > 1:  # (how many nodes dest names: a node's name may hold ", ")
-                queues = f"the queues of {dest}"
-                how = (
-                    f"the ranks of {dest} are in close() and none of them has a handler for "
-                    "it, so they take nothing more from their queues (what they hold is "
-                    "reported there as never received)"
-                )
-            end = (
-                f"it stays in {queues}, where only a receive() after close() may still take "
-                "it (publishing it again would reach every subscriber again)"
-            )
-        by = "" if topic is None else f" by {dest}"
-        super().__init__(
-            f"message {message_id} ({_route(source, dest, topic)} seq {seq}) was not processed"
-            f"{by}: {how}; {end}"
-        )
+        super().__init__(_not_processed_text(message_id, source, dest, seq, why, topic, count))
 
 
 class QueueFull(GeodeError):
@@ -446,32 +306,6 @@ class ClosedError(GeodeError, RuntimeError):
                 "will come; do not send it again blindly"
             )
         super().__init__(text)
-
-
-def _closed_text(operation: str, closer: str | None, unfinished: bool, late: bool) -> str:
-    """`ClosedError`'s text (``late``: called after close() began, which still runs)."""
-    if closer is not None and unfinished:
-        return (
-            f"{operation}() on a closing Geode: thread {closer!r} began close(), which "
-            "ended unfinished (it timed out or raised): the Geode stays closing, nothing "
-            "more is sent from it and what a wait waits for may not come; call close() "
-            "again to finish closing"
-        )
-    if closer is not None and late:
-        return (
-            f"{operation}() on a closing Geode: thread {closer!r} is in close(), and nothing "
-            "more is sent once close() begins (join the threads that send before close())"
-        )
-    if closer is not None:
-        return (
-            f"{operation}() was waiting when thread {closer!r} began close(): it ends, "
-            "as nothing it waits for may come once the Geode closes (join the threads "
-            "that wait before close())"
-        )
-    return (
-        f"{operation}() on a closed Geode: it was closed by close() or by leaving its "
-        "`with` block; create a new Geode() to send again"
-    )
 
 
 class Terminated(GeodeError, InterruptedError):
@@ -545,26 +379,7 @@ class WrongPMIError(GeodeError, RuntimeError):
         self.step_tasks = step_tasks  # the tasks srun (or ``launcher``) started
         self.world_size = world_size
         self.launcher = launcher  # None: srun; else the launcher, "MPICH's mpiexec (hydra)"
-        # GEODE_TRANSPORT is base.launch.MODE_VARIABLE; launch imports this module, not the reverse
-        if launcher is None:
-            said = (
-                f"SLURM started {step_tasks} tasks but MPI sees {world_size} rank per process: "
-                "srun is using the wrong PMI. For MPICH use `srun --mpi=pmi2`, for Open MPI "
-                "`srun --mpi=pmix` (or launch with mpiexec inside the allocation; "
-                "`srun --mpi=list` shows the plugins this SLURM has)."
-            )
-        else:
-            said = (
-                f"{launcher} started {step_tasks} ranks but MPI sees {world_size} rank per "
-                "process: mpi4py loaded another MPI library than the one this launcher is for, "
-                "so each rank would run the whole job alone. Launch with the mpiexec of the MPI "
-                "that mpi4py was built for (`python -m mpi4py --mpi-library` names its library; "
-                "with the MPI wheels, the mpiexec in the same venv as this python)."
-            )
-        super().__init__(
-            f"{said} To run independent one-process copies on purpose, set "
-            f"GEODE_TRANSPORT=inproc. (geode_mpi found {found})"
-        )
+        super().__init__(_wrong_pmi_text(step_tasks, world_size, found, launcher))
 
 
 class RestartDirError(GeodeError, ValueError):
@@ -581,13 +396,7 @@ class RemoteTraceback(GeodeError):
         self.traceback = traceback  # the worker's formatted traceback
         self.node = node  # the worker node that ran the task
         self.rank = rank  # and its rank
-        body = traceback.rstrip()
-        first = "Traceback (most recent call last):"
-        if body.startswith(first):
-            body = body[len(first) :].lstrip("\n")
-        super().__init__(
-            f'\n"""\nTraceback on {node} (rank {rank}), most recent call last:\n{body}\n"""'
-        )
+        super().__init__(_remote_traceback_text(traceback, node, rank))
 
 
 class TaskError(GeodeError, RuntimeError):

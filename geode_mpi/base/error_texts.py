@@ -1,0 +1,226 @@
+"""The texts of geode_mpi's errors: node lists, routes, and the long texts their classes give."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def describe_nodes(nodes: Sequence[str]) -> str:
+    """Return a short human description of a node list, e.g. ``node0..node3``."""
+    default = [f"node{k}" for k in range(len(nodes))]
+    if list(nodes) == default and len(nodes) > 2:
+        return f"{nodes[0]}..{nodes[-1]}"
+    if len(nodes) > 8:
+        return ", ".join(nodes[:4]) + f", ... ({len(nodes)} nodes)"
+    return ", ".join(nodes)
+
+
+def _route(source: str, dest: str, topic: str | None) -> str:
+    """``source->dest``, or for a publish ``source on topic 'name'``."""
+    return f"{source}->{dest}" if topic is None else f"{source} on topic {topic!r}"
+
+
+def _receive_timeout_text(
+    node: str,
+    timeout: float,
+    source: str | None,
+    type_name: str | None,
+    queued: int,
+    waited: bool,
+    call: str,
+    reply_to: int | None,
+) -> str:
+    """`ReceiveTimeout`'s text."""
+    wanted = []
+    if source is not None:
+        wanted.append(f"source={source}")
+    if type_name is not None:
+        wanted.append(f"type={type_name}")
+    what = f" ({', '.join(wanted)})" if wanted else ""
+    tail = f"; {queued} other message(s) are queued there" if queued else ""
+    if waited:
+        text = f"{call} on {node} timed out after {timeout:g} s waiting for a message"
+    else:
+        text = (
+            f"{call} on {node} found no message{what}, and none can arrive: in a "
+            f"one-process world nothing is sent while {call}() waits (send first)"
+        )
+        what = ""
+    late = (
+        f"; a reply that comes later waits in {node}'s queue as a message with reply_to={reply_to}"
+        if reply_to is not None and waited
+        else ""
+    )
+    return f"{text}{what}{tail}{late}"
+
+
+def _send_timeout_text(
+    message_id: int,
+    source: str,
+    dest: str,
+    timeout: float,
+    in_flight: bool,
+    topic: str | None,
+) -> str:
+    """`SendTimeout`'s text."""
+    if in_flight and topic is not None:
+        text = (
+            f"send of message {message_id} from {source} (publish on topic {topic!r}) did "
+            f"not complete within {timeout:g} s (are the subscribers' ranks receiving?); "
+            "the message is still in flight"
+        )
+    elif in_flight:
+        text = (
+            f"send of message {message_id} from {source} to {dest} did not complete within "
+            f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
+        )
+    elif topic is not None:
+        text = (
+            f"publish by {source} on topic {topic!r} not sent: no room at subscriber "
+            f"{dest} within {timeout:g} s ({dest}'s queue stayed full for topic {topic!r}: "
+            f"is {dest} receiving?); no subscriber got it: publish it again"
+        )
+    else:
+        text = (
+            f"message from {source} to {dest} not sent: no room at {dest} within "
+            f"{timeout:g} s ({dest}'s queue stayed full for {source}: is {dest} "
+            "receiving?); send it again"
+        )
+    return text
+
+
+def _ack_timeout_text(
+    message_id: int,
+    source: str,
+    dest: str,
+    seq: int,
+    timeout: float,
+    waited: bool,
+    topic: str | None,
+    count: int,
+) -> str:
+    """`AckTimeout`'s text."""
+    many = count > 1  # (how many nodes dest names: a node's name may hold ", ")
+    if waited:
+        has, it = ("have", "are they") if many else ("has", "is it")
+        why = f"within {timeout:g} s: {dest} {has} not processed it yet ({it} receiving?)"
+    else:
+        queue = f"the queues of {dest}" if many else f"{dest}'s queue"
+        why = (
+            f"and cannot be while send() waits: in a one-process world nothing takes it "
+            f"from {queue} meanwhile (no handler for it on {dest}; receive it first, "
+            "or wait on the handle after)"
+        )
+    return (
+        f"message {message_id} ({_route(source, dest, topic)} seq {seq}) was not "
+        f"acknowledged {why}; it stays in {source}'s outbox and may still be processed, once"
+    )
+
+
+def _not_processed_text(
+    message_id: int,
+    source: str,
+    dest: str,
+    seq: int,
+    why: str,
+    topic: str | None,
+    count: int,
+) -> str:
+    """`NotProcessed`'s text."""
+    end = "it never will be (send it again if it must be)"
+    if why == "closing":
+        how = (
+            f"{dest}'s rank is in close() and {dest} has no handler for it, so it takes "
+            f"nothing more from its queue (what {dest} holds is reported there as never "
+            "received)"
+        )
+        end = (
+            f"it stays in {dest}'s queue, where only a receive() after close() may still "
+            f"take it (send it again only if {dest} does not)"
+        )
+    elif why == "dropped":
+        how = f"{dest}'s full drop_oldest queue dropped it (counted in stats().dropped)"
+    elif why == "dead-lettered":
+        how = (
+            f"its last attempt failed at {dest}, which put it in its dead letters (see "
+            f"dead_letters({dest!r}))"
+        )
+    else:
+        how = f"its ttl ran out in {dest}'s queue before it was taken (counted in stats().expired)"
+    if topic is not None:  # (a publish is told "closing" only)
+        queues = f"{dest}'s queue"
+        if count > 1:  # (how many nodes dest names: a node's name may hold ", ")
+            queues = f"the queues of {dest}"
+            how = (
+                f"the ranks of {dest} are in close() and none of them has a handler for "
+                "it, so they take nothing more from their queues (what they hold is "
+                "reported there as never received)"
+            )
+        end = (
+            f"it stays in {queues}, where only a receive() after close() may still take "
+            "it (publishing it again would reach every subscriber again)"
+        )
+    by = "" if topic is None else f" by {dest}"
+    return (
+        f"message {message_id} ({_route(source, dest, topic)} seq {seq}) was not processed"
+        f"{by}: {how}; {end}"
+    )
+
+
+def _closed_text(operation: str, closer: str | None, unfinished: bool, late: bool) -> str:
+    """`ClosedError`'s text (``late``: called after close() began, which still runs)."""
+    if closer is not None and unfinished:
+        return (
+            f"{operation}() on a closing Geode: thread {closer!r} began close(), which "
+            "ended unfinished (it timed out or raised): the Geode stays closing, nothing "
+            "more is sent from it and what a wait waits for may not come; call close() "
+            "again to finish closing"
+        )
+    if closer is not None and late:
+        return (
+            f"{operation}() on a closing Geode: thread {closer!r} is in close(), and nothing "
+            "more is sent once close() begins (join the threads that send before close())"
+        )
+    if closer is not None:
+        return (
+            f"{operation}() was waiting when thread {closer!r} began close(): it ends, "
+            "as nothing it waits for may come once the Geode closes (join the threads "
+            "that wait before close())"
+        )
+    return (
+        f"{operation}() on a closed Geode: it was closed by close() or by leaving its "
+        "`with` block; create a new Geode() to send again"
+    )
+
+
+def _wrong_pmi_text(step_tasks: int, world_size: int, found: str, launcher: str | None) -> str:
+    """`WrongPMIError`'s text."""
+    # GEODE_TRANSPORT is launch.MODE_VARIABLE; launch imports errors.py (so this module), not back
+    if launcher is None:
+        said = (
+            f"SLURM started {step_tasks} tasks but MPI sees {world_size} rank per process: "
+            "srun is using the wrong PMI. For MPICH use `srun --mpi=pmi2`, for Open MPI "
+            "`srun --mpi=pmix` (or launch with mpiexec inside the allocation; "
+            "`srun --mpi=list` shows the plugins this SLURM has)."
+        )
+    else:
+        said = (
+            f"{launcher} started {step_tasks} ranks but MPI sees {world_size} rank per "
+            "process: mpi4py loaded another MPI library than the one this launcher is for, "
+            "so each rank would run the whole job alone. Launch with the mpiexec of the MPI "
+            "that mpi4py was built for (`python -m mpi4py --mpi-library` names its library; "
+            "with the MPI wheels, the mpiexec in the same venv as this python)."
+        )
+    return (
+        f"{said} To run independent one-process copies on purpose, set "
+        f"GEODE_TRANSPORT=inproc. (geode_mpi found {found})"
+    )
+
+
+def _remote_traceback_text(traceback: str, node: str, rank: int) -> str:
+    """`RemoteTraceback`'s text: ``traceback`` under a heading naming where it ran."""
+    body = traceback.rstrip()
+    first = "Traceback (most recent call last):"
+    if body.startswith(first):
+        body = body[len(first) :].lstrip("\n")
+    return f'\n"""\nTraceback on {node} (rank {rank}), most recent call last:\n{body}\n"""'
