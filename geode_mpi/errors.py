@@ -151,6 +151,7 @@ class ReceiveTimeout(GeodeTimeoutError):
         waited: bool = True,
         call: str = "receive",
         reply_to: int | None = None,
+        hint: str = "",
     ) -> None:
         self.node = node
         self.timeout = timeout
@@ -160,7 +161,9 @@ class ReceiveTimeout(GeodeTimeoutError):
         # A request's: the id of the request whose reply did not come (None: a receive's)
         self.reply_to = reply_to
         super().__init__(
-            _receive_timeout_text(node, timeout, source, type_name, queued, waited, call, reply_to)
+            _receive_timeout_text(
+                node, timeout, source, type_name, queued, waited, call, reply_to, hint
+            )
         )
 
 

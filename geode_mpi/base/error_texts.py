@@ -29,8 +29,9 @@ def _receive_timeout_text(
     waited: bool,
     call: str,
     reply_to: int | None,
+    hint: str = "",
 ) -> str:
-    """`ReceiveTimeout`'s text."""
+    """`ReceiveTimeout`'s text (``hint``: a last clause the caller adds, "" for none)."""
     wanted = []
     if source is not None:
         wanted.append(f"source={source}")
@@ -51,7 +52,7 @@ def _receive_timeout_text(
         if reply_to is not None and waited
         else ""
     )
-    return f"{text}{what}{tail}{late}"
+    return f"{text}{what}{tail}{late}{hint}"
 
 
 def _send_timeout_text(

@@ -55,6 +55,7 @@ class Facade:
             type_filter: TypeFilter,
             waited: bool,
             was_open: bool = False,
+            defaulted: bool = False,
         ) -> ReceiveTimeout: ...
 
         def _matcher(

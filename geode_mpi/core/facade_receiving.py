@@ -7,6 +7,7 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.base.gate import locked, other_threads, senders_may_run
+from geode_mpi.base.listing import some_names
 from geode_mpi.codec.runs import RunItem
 from geode_mpi.core.aio import POLL_EVERY_RUN_RECEIVES
 from geode_mpi.core.facade import Facade
@@ -169,7 +170,9 @@ class ReceiveCalls(Facade):
         if found is not None:
             return runtime.deliver(index, found)
         waited = runtime.transport.delivers_later or senders_may_run()
-        raise self._nothing_came("receive", index, timeout, source, type, waited, was_open)
+        raise self._nothing_came(
+            "receive", index, timeout, source, type, waited, was_open, node is None
+        )
 
     def _head_from(self, source: str | int) -> int:
         """``source``'s node index if `receive(source=...)` may take its fast case: nothing
@@ -242,10 +245,13 @@ class ReceiveCalls(Facade):
         type_filter: TypeFilter,
         waited: bool,
         was_open: bool = False,
+        defaulted: bool = False,
     ) -> ReceiveTimeout:
         """The error of a receive at node ``index`` that got nothing (`ClosedError` raised
         instead once the Geode is closed: naming the thread whose close() ended its wait, if
-        it was open when the receive began, ``was_open``, as a request's names it)."""
+        it was open when the receive began, ``was_open``, as a request's names it).
+        ``defaulted``: the call named no node (this rank's first): the error then names the
+        rank's other nodes that hold messages, if any (a message sent to one of them)."""
         runtime = self._runtime
         if runtime.closed:
             closer = runtime.engine.closer if was_open else None
@@ -254,6 +260,20 @@ class ReceiveCalls(Facade):
         if ended_elsewhere(engine):
             raise runtime.closed_error(call)  # (a close() of another thread that timed out)
         names = runtime.names
+        hint = ""
+        if defaulted:
+            held = [
+                other
+                for other, inbox in sorted(runtime.inboxes.items())
+                if other != index and len(inbox)
+            ]
+            if held:
+                counts = [f"{names[other]} ({len(runtime.inboxes[other])})" for other in held]
+                hint = (
+                    f"; messages are queued at this rank's other node(s): {some_names(counts)} "
+                    f"({call}() without a node takes {names[index]}'s; name the node to take "
+                    f"another's: {call}({names[held[0]]!r}))"
+                )
         return ReceiveTimeout(
             names[index],
             timeout or 0.0,
@@ -262,6 +282,7 @@ class ReceiveCalls(Facade):
             len(runtime.inboxes[index]),
             waited=waited,
             call=call,
+            hint=hint,
         )
 
     def _matcher(

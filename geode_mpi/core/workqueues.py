@@ -257,9 +257,11 @@ class WorkQueue(Dispatching):
             geode.check_open("get")
             queued = len(geode.inboxes[index])
             waited = geode.transport.delivers_later or senders_may_run()
+            ends = "; every producer's finish() ends the queue (get() then returns None)"
             raise ReceiveTimeout(
-                geode.names[index], timeout or 0.0, self.dispatcher, None, queued, waited, "get"
-            )
+                geode.names[index], timeout or 0.0, self.dispatcher, None, queued, waited, "get",
+                hint="" if waited else ends,
+            )  # fmt: skip
         message = geode.deliver(index, found)
         return None if isinstance(message, WorkDone) else message
 

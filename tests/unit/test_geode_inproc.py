@@ -136,6 +136,25 @@ def test_receive_timeout_names_what_it_waited_for() -> None:
     assert isinstance(info.value, TimeoutError)
 
 
+def test_a_receive_without_a_node_names_the_ranks_other_nodes_that_hold_messages() -> None:
+    """A newcomer's first mistake: sent to node1, `receive()` takes node0's. Before, the error
+    said only ``(send first)``."""
+    g = Geode()
+    g.send("x", "node0", "node1")
+    g.send("y", "node0", "node3")
+    g.send("z", "node0", "node3")
+    with pytest.raises(ReceiveTimeout) as info:
+        g.receive()
+    assert str(info.value).endswith(
+        "; messages are queued at this rank's other node(s): node1 (1), node3 (2) (receive() "
+        "without a node takes node0's; name the node to take another's: receive('node1'))"
+    )
+    with pytest.raises(ReceiveTimeout) as named:
+        g.receive("node0")  # (named: no hint)
+    assert "other node(s)" not in str(named.value)
+    g.close(timeout=5)
+
+
 def test_receive_without_timeout_in_one_process_fails_at_once_instead_of_hanging() -> None:
     g = Geode()
     with pytest.raises(ReceiveTimeout, match="none can arrive"):
