@@ -1,4 +1,5 @@
-"""Topic and work-queue names of any characters across a checkpoint and a restart."""
+"""Topic and work-queue names of any characters across a checkpoint and a restart, and
+``msg.work_queue`` on messages that are not a work queue's tasks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geode_mpi import Geode, Topic, WorkQueue
+from geode_mpi import Geode, Message, Topic, WorkQueue
 from geode_mpi.persistence import CheckpointError
 from geode_mpi.persistence.rankfile import read_rank_file, write_rank_file
 
@@ -74,3 +75,25 @@ def test_a_rank_file_keeps_keys_with_a_slash_and_names_them_quoted(tmp_path: Pat
         with pytest.raises(CheckpointError, match=f"checkpoint key {key!r} must be a non-empty"):
             write_rank_file(tmp_path, 0, {}, {key: 1})  # type: ignore[dict-item]
 
+
+def test_work_queue_is_none_on_a_message_that_is_not_a_task() -> None:
+    """It raised AttributeError, where ``msg.topic`` is None on a message not a topic's; and a
+    task sent on by its consumer arrived as a plain message still naming the queue."""
+    assert Message("fresh").work_queue is None
+    with Geode(NODES) as geode:
+        geode.send("plain", "node0", "node1")
+        plain = geode.receive("node1", timeout=5)
+        assert (plain.topic, plain.work_queue) == (None, None)
+        news = geode.topic("news", ["node0"], ["node1"])
+        news.publish("x", source="node0")
+        published = geode.receive("node1", timeout=5)
+        assert (published.topic, published.work_queue) == ("news", None)
+        jobs = geode.work_queue("jobs", ["node1"], producers=["node0"])
+        jobs.put("t", source="node0")
+        task = jobs.get("node1", timeout=5)
+        assert (task.topic, task.work_queue, task.source) == (None, "jobs", "node0")
+        for received in (task, published):
+            geode.send(received, "node1", "node2")  # sent on: a plain message now
+            sent_on = geode.receive("node2", timeout=5)
+            assert (sent_on.data, sent_on.source) == (received.data, "node1")
+            assert (sent_on.topic, sent_on.work_queue) == (None, None)
