@@ -17,6 +17,7 @@ RESERVED = frozenset(
         "timestamp",
         "reply_to",
         "topic",
+        "work_queue",
         "_receipt",
         "_answered",
     }
@@ -51,6 +52,7 @@ class Message:
     - ``headers``: a dict of user headers (small picklable values)
     - ``reply_to``: on a reply, the ``id`` of the message it answers
     - ``topic``: on a message published on a topic, the topic's name (None otherwise)
+    - ``work_queue``: on a work queue's task, the queue's name (None otherwise)
     - ``priority``: the priority it was sent with (0 by default; higher is taken first)
     - ``ttl``: the time to live it was sent with, in seconds (None: no limit)
 
@@ -68,6 +70,7 @@ class Message:
     timestamp: float | None = None
     reply_to: int | None = None
     topic: str | None = None
+    work_queue: str | None = None
     priority: int = 0
     ttl: float | None = None
     _receipt: Receipt | None = None

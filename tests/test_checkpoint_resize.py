@@ -17,14 +17,15 @@ CHANNELS = ["-m", "geode_mpi", "tests/scripts/ckpt_resize_channels.py"]
 
 
 def save_then_restart(
-    script: list[str], directory: str, saved: int, restarted: int, *load: str
+    script: list[str], directory: str, saved: int, restarted: int, *load: str, both: str = ""
 ) -> Result:
     """Checkpoint on ``saved`` ranks, restart on ``restarted``: each job must say it did (the
-    restart's result)."""
-    first = mpirun(saved, [*script, "save", directory], timeout=120)
+    restart's result). ``both``: an argument for both jobs, after ``load``'s."""
+    given = [both] if both else []
+    first = mpirun(saved, [*script, "save", directory, *given], timeout=120)
     assert first.returncode == 0, first.explain()
     assert f"saved on {saved} ranks" in first.stdout, first.explain()
-    second = mpirun(restarted, [*script, "load", directory, *load], timeout=120)
+    second = mpirun(restarted, [*script, "load", directory, *load, *given], timeout=120)
     assert second.returncode == 0, second.explain()
     assert f"restored on {restarted} ranks" in second.stdout, second.explain()
     return second
@@ -78,6 +79,16 @@ def test_topics_and_work_queues_move_with_their_nodes(
     tmp_path: Path, saved: int, restarted: int
 ) -> None:
     save_then_restart(CHANNELS, str(tmp_path / "checkpoints"), saved, restarted)
+
+
+@pytest.mark.parametrize(("saved", "restarted"), [(2, 3)])
+def test_topics_and_work_queues_named_with_a_slash_move_too(
+    tmp_path: Path, saved: int, restarted: int
+) -> None:
+    """A topic or work queue whose name held a '/' (or '%', ' ', '.') failed every
+    checkpoint on every rank: "checkpoint key 'sim/news' must be a non-empty str without '/'"."""
+    prefix = "sim/%2F ./"
+    save_then_restart(CHANNELS, str(tmp_path / "checkpoints"), saved, restarted, both=prefix)
 
 
 @pytest.mark.parametrize(("saved", "restarted"), [(4, 2), (2, 3)])

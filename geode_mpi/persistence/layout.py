@@ -13,7 +13,8 @@ The index is a JSON object mapping each key to a leaf, a list whose first item s
 of the blob; ``["a", start, dtype, shape]`` an array in the blob (``dtype`` as numpy's ``str``,
 C order); ``["d", name]`` the dataset ``name`` (an array or bytes). This module knows nothing of
 HDF5: `flatten` and `rebuild` turn a tree into these parts and back, `rebuild` checking every
-item before it trusts it.
+item before it trusts it. A key is any non-empty str, '/' included (a JSON object's key, not an
+HDF5 name as in format 3): topics and work queues are saved by their names, which may hold one.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def flatten(tree: Mapping[str, Any]) -> tuple[str, Flat]:
     """(the index as JSON text, the blob's parts and the values stored on their own).
 
     Raises:
-        ValueError: a key that is not a non-empty str without '/', an array HDF5 cannot store
+        ValueError: a key that is not a non-empty str, an array HDF5 cannot store
             as it is (`storable`), or a leaf that is neither an array, bytes nor JSON (naming
             its path in the tree).
     """
@@ -92,9 +93,9 @@ def flatten(tree: Mapping[str, Any]) -> tuple[str, Flat]:
 def _flatten(tree: Mapping[str, Any], flat: Flat, where: str = "") -> dict[str, Any]:
     index: dict[str, Any] = {}
     for key, value in tree.items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise ValueError(f"checkpoint key {key!r} must be a non-empty str without '/'")
-        path = f"{where}/{key}" if where else key
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"checkpoint key {key!r} must be a non-empty str")
+        path = child(where, key).removeprefix("/")  # (no leading "/" in the paths named here)
         if isinstance(value, JsonValue):
             index[key] = ["j", _json(path, value.value)]
         elif isinstance(value, Mapping):
@@ -181,7 +182,7 @@ class Rebuilder:
             raise ValueError(f"{where or '/'}: a mapping's index is a {type(index).__name__}")
         if depth > self.depth:
             raise ValueError(f"{where or '/'}: mappings nested deeper than {self.depth}")
-        return {key: self.leaf(item, f"{where}/{key}", depth) for key, item in index.items()}
+        return {key: self.leaf(item, child(where, key), depth) for key, item in index.items()}
 
     def leaf(self, item: Any, where: str, depth: int) -> Any:
         if not isinstance(item, list) or not item or not isinstance(item[0], str):
@@ -226,6 +227,12 @@ class Rebuilder:
         count = nbytes // dtype.itemsize
         array: np.ndarray[Any, Any] = np.frombuffer(self.blob, dtype, count, begin).copy()
         return array.reshape(shape)
+
+
+def child(where: str, key: str) -> str:
+    """The path of ``key`` in the mapping at ``where``, for errors: ``where/key``, the key
+    quoted when it holds a '/' (a topic's name may), so that the path reads one way."""
+    return f"{where}/{key!r}" if "/" in key else f"{where}/{key}"
 
 
 def _is_int(value: Any) -> bool:

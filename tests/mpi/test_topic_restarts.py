@@ -166,3 +166,40 @@ def test_close_names_a_total_order_topic_never_made_again_on_every_rank(
     if second.hosts(sequencer):
         assert "a total-order topic this rank never made again ('to')" in text, text
         assert "number" not in text, text
+
+
+def test_a_topic_and_a_work_queue_named_with_a_slash_checkpoint_and_restart(
+    directory: Path,
+) -> None:
+    """Their names were the checkpoint's keys, which could not hold a '/': every checkpoint
+    failed on every rank ("checkpoint key 'sim/temp' must be a non-empty str without '/'")."""
+    first = Geode(checkpoint_dir=directory)
+    nodes = list(first.nodes)
+    publisher, subscriber = nodes[0], nodes[-1]
+    temps = first.topic("sim/temp", [publisher], [subscriber], retain=1)
+    jobs = first.work_queue("jobs/1", [subscriber], producers=[publisher])
+    if first.hosts(publisher):
+        for k in range(2):
+            temps.publish(k, source=publisher)
+            jobs.put(k, source=publisher)
+    if first.hosts(subscriber):
+        assert first.receive(subscriber, topic="sim/temp", timeout=TIMEOUT).data == 0
+        assert jobs.get(subscriber, timeout=TIMEOUT).data == 0
+    assert first.checkpoint(timeout=TIMEOUT) == 1
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(checkpoint_dir=directory, restart=True)
+    temps = second.topic("sim/temp", [publisher], [subscriber], retain=1)
+    jobs = second.work_queue("jobs/1", [subscriber], producers=[publisher])
+    if second.hosts(publisher):
+        temps.publish(2, source=publisher)
+    if second.hosts(subscriber):
+        got = [second.receive(subscriber, topic="sim/temp", timeout=TIMEOUT) for _ in range(2)]
+        assert [(msg.topic, msg.seq, msg.data) for msg in got] == [
+            ("sim/temp", 1, 1),
+            ("sim/temp", 2, 2),
+        ]
+        task = jobs.get(subscriber, timeout=TIMEOUT)
+        assert (task.work_queue, task.data) == ("jobs/1", 1)
+    assert second.checkpoint(timeout=TIMEOUT) == 2
+    second.close(timeout=TIMEOUT)

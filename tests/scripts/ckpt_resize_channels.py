@@ -10,6 +10,8 @@ is queued, held by the dispatcher or unacknowledged.
 received, once; every task is processed exactly once in all; a late subscriber gets the
 retained messages; what is published after the restart continues each stream's numbers and
 reaches every subscriber; every subscriber of the total-order topic sees one order.
+A third argument goes before the names of the topics and the work queue (``sim/``: names that
+hold a '/', which no checkpoint could save).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ PUB = 4  # messages per publisher per topic before the checkpoint
 TASKS = 40
 EARLY = 2  # news messages each subscriber receives before the checkpoint
 TIMEOUT = 60.0
+PREFIX = ""  # before the names of the topics and the work queue (``save DIR PREFIX``)
 
 
 class Ready(Message):
@@ -36,9 +39,9 @@ class Ready(Message):
 
 def open_job(directory: str, restart: bool) -> tuple[Geode, Any, Any, Any]:
     geode = Geode(NODES, checkpoint_dir=directory, restart=restart, resend_after=0.2)
-    news = geode.topic("news", **NEWS)  # type: ignore[arg-type]
-    ordered = geode.topic("ordered", total_order=True, **ORDERED)  # type: ignore[arg-type]
-    jobs = geode.work_queue("jobs", producers=["n0"], prefetch=2, **JOBS)  # type: ignore[arg-type]
+    news = geode.topic(PREFIX + "news", **NEWS)  # type: ignore[arg-type]
+    ordered = geode.topic(PREFIX + "ordered", total_order=True, **ORDERED)  # type: ignore[arg-type]
+    jobs = geode.work_queue(PREFIX + "jobs", producers=["n0"], prefetch=2, **JOBS)  # type: ignore[arg-type]
     return geode, news, ordered, jobs
 
 
@@ -47,7 +50,7 @@ def local(geode: Geode, nodes: list[str]) -> list[str]:
 
 
 def receive(geode: Geode, node: str, topic: str, count: int) -> list[Any]:
-    return [geode.receive(node, timeout=TIMEOUT, topic=topic).data for _ in range(count)]
+    return [geode.receive(node, timeout=TIMEOUT, topic=PREFIX + topic).data for _ in range(count)]
 
 
 def save(directory: str) -> None:
@@ -137,7 +140,7 @@ def no_extras(geode: Geode, jobs: Any) -> None:
     while time.monotonic() < deadline:
         for node in geode.local_nodes:
             for topic in ("news", "ordered"):
-                extra = geode.try_receive(node, topic=topic)
+                extra = geode.try_receive(node, topic=PREFIX + topic)
                 assert extra is None, (node, extra.data)
             if node in JOBS["consumers"]:
                 try:  # None: the answer to a consumer's other open request (prefetch 2)
@@ -158,7 +161,9 @@ def after(geode: Geode, news: Any, ordered: Any, orders: dict[str, list[Any]]) -
     for node in geode.local_nodes:
         if node in NEWS["subscribers"] or node == "n5":
             late = 2 * 3 if node == "n5" else 0  # the retained ones, then the new ones
-            got = [geode.receive(node, timeout=TIMEOUT, topic="news") for _ in range(late + 3)]
+            got = [
+                geode.receive(node, timeout=TIMEOUT, topic=PREFIX + "news") for _ in range(late + 3)
+            ]
             new = [msg for msg in got if msg.data[0] == "after"]
             assert sorted(msg.data[1] for msg in new) == sorted(NEWS["publishers"]), got
             assert all(msg.seq == PUB for msg in new), [msg.seq for msg in new]
@@ -166,7 +171,7 @@ def after(geode: Geode, news: Any, ordered: Any, orders: dict[str, list[Any]]) -
             want = [(p, k) for p in NEWS["publishers"] for k in range(PUB - late // 3, PUB)]
             assert retained == sorted(want), got
         if node in ORDERED["subscribers"]:
-            got = [geode.receive(node, timeout=TIMEOUT, topic="ordered") for _ in range(2)]
+            got = [geode.receive(node, timeout=TIMEOUT, topic=PREFIX + "ordered") for _ in range(2)]
             assert sorted(msg.seq for msg in got) == [2 * PUB, 2 * PUB + 1], got
             orders[node] += [msg.data for msg in got]
 
@@ -178,6 +183,7 @@ def gather(geode: Geode, value: Any) -> list[Any]:
 
 
 if __name__ == "__main__":
+    PREFIX = sys.argv[3] if len(sys.argv) > 3 else ""
     if sys.argv[1] == "save":
         save(sys.argv[2])
     else:
