@@ -20,6 +20,7 @@ from geode_mpi.base.error_texts import (
     _wrong_pmi_text,
 )
 from geode_mpi.base.error_texts import describe_nodes as describe_nodes
+from geode_mpi.base.error_texts import no_room as no_room
 
 
 class GeodeError(Exception):

@@ -134,6 +134,7 @@ def test_log_records_carry_the_rank_label() -> None:
     ("args", "error"),
     [
         (["--hang-timeout", "-1"], "--hang-timeout must be > 0 seconds, got -1"),
+        (["--wait-notice", "-1"], "--wait-notice must be >= 0 seconds, got -1"),
         (["--log-level", "loud"], "--log-level must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     ],
 )

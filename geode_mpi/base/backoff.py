@@ -15,20 +15,39 @@ from geode_mpi.base.launch import launch_info
 if TYPE_CHECKING:
     from geode_mpi.base.gate import Gate
 
-# Called from every sleeping pause with the seconds since the wait last saw an event
-# (the hang watchdog, geode_mpi.transport.watchdog); None: nothing to call.
-_idle_hook: Callable[[float], None] | None = None
+# Called from every sleeping pause with the seconds since the wait last saw an event and
+# what the wait is for (`Backoff.what`; the hang watchdog, geode_mpi.transport.watchdog);
+# None: nothing to call.
+IdleHook = Callable[[float, "Callable[[], str] | None"], None]
+_idle_hook: IdleHook | None = None
 
 
-def set_idle_hook(hook: Callable[[float], None] | None) -> None:
-    """Call ``hook(idle_seconds)`` from every sleeping pause of every wait (None: stop)."""
+def set_idle_hook(hook: IdleHook | None) -> None:
+    """Call ``hook(idle_seconds, what)`` from every sleeping pause of every wait (None: stop)."""
     global _idle_hook
     _idle_hook = hook
 
 
-def idle_hook() -> Callable[[float], None] | None:
+def idle_hook() -> IdleHook | None:
     """The hook `set_idle_hook` installed."""
     return _idle_hook
+
+
+# Also called from every sleeping pause, with what the wait is for (`Backoff.what`): the
+# notice of a long wait (geode_mpi.transport.notice); None: nothing to call.
+LongWaitHook = Callable[["Callable[[], str] | None"], None]
+_long_wait_hook: LongWaitHook | None = None
+
+
+def set_long_wait_hook(hook: LongWaitHook | None) -> None:
+    """Call ``hook(what)`` from every sleeping pause of every wait (None: stop)."""
+    global _long_wait_hook
+    _long_wait_hook = hook
+
+
+def long_wait_hook() -> LongWaitHook | None:
+    """The hook `set_long_wait_hook` installed."""
+    return _long_wait_hook
 
 
 # Also called from every sleeping pause, with no argument: --stats and --trace listen there
@@ -120,7 +139,12 @@ class Backoff:
         max_sleep: the longest sleep; bounds the latency an idle waiter adds.
         gate: the lock the waiting call holds: released while it sleeps, handed over at
             every pause while another thread waits for it (None: no lock).
+
+    ``what``, set by the wait that pauses (None: nothing said), tells in words what the wait
+    is for: the notice of a long wait and the --hang-timeout report call it, never the pauses.
     """
+
+    what: Callable[[], str] | None = None
 
     def __init__(
         self,
@@ -182,7 +206,9 @@ class Backoff:
             gate.sleep(self._sleep)
         self._sleep = min(self._sleep * 2, self.max_sleep)
         if _idle_hook is not None:
-            _idle_hook(idle)
+            _idle_hook(idle, self.what)
+        if _long_wait_hook is not None:
+            _long_wait_hook(self.what)
         if _notice_hook is not None:
             _notice_hook()
 

@@ -75,19 +75,24 @@ def _send_timeout_text(
             f"send of message {message_id} from {source} to {dest} did not complete within "
             f"{timeout:g} s (is {dest} receiving?); the message is still in flight"
         )
-    elif topic is not None:
-        text = (
-            f"publish by {source} on topic {topic!r} not sent: no room at subscriber "
-            f"{dest} within {timeout:g} s ({dest}'s queue stayed full for topic {topic!r}: "
-            f"is {dest} receiving?); no subscriber got it: publish it again"
-        )
-    else:
-        text = (
-            f"message from {source} to {dest} not sent: no room at {dest} within "
-            f"{timeout:g} s ({dest}'s queue stayed full for {source}: is {dest} "
-            "receiving?); send it again"
-        )
+    else:  # waited for room, never sent
+        sent = f"message from {source} to {dest}"
+        if topic is not None:
+            sent = f"publish by {source} on topic {topic!r}"
+        again = "send it again" if topic is None else "no subscriber got it: publish it again"
+        room = no_room(source, dest, f"within {timeout:g} s", topic)
+        text = f"{sent} not sent: {room}; {again}"
     return text
+
+
+def no_room(source: str, dest: str, within: str, topic: str | None = None) -> str:
+    """Why a send from ``source`` (a publish on ``topic``) waits or waited for room at ``dest``
+    (``within``: how long, or what fills it), as `SendTimeout` and a long wait's notice say."""
+    full_for, at = (f"topic {topic!r}", "subscriber ") if topic else (source, "")
+    return (
+        f"no room at {at}{dest} {within} ({dest}'s queue stayed full for {full_for}: is {dest} "
+        "receiving?)"
+    )
 
 
 def _ack_timeout_text(

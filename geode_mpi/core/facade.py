@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from geode_mpi.core.subscriptions import Subscription
     from geode_mpi.core.topics import Topic
     from geode_mpi.queues import Match
-    from geode_mpi.transport import Transport, Watchdog
+    from geode_mpi.transport import Transport, WaitNotice, Watchdog
 
 
 class Facade:
@@ -35,6 +35,7 @@ class Facade:
         _sequencer: Sequencer
         _checkpointer: Checkpointer | None
         _watchdog: Watchdog | None
+        _notice: WaitNotice | None
         _observed: Observed
         rank: int
         size: int

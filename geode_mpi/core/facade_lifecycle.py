@@ -13,7 +13,7 @@ from geode_mpi.base.gate import locked
 from geode_mpi.base.listing import counted_nodes, some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.facade import Facade
-from geode_mpi.core.observe import finish_job, stop_watchdog
+from geode_mpi.core.observe import finish_job, stop_notice, stop_watchdog
 from geode_mpi.core.registry import forget_closed, note_closed, unregister
 from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.delivery.waiting import wait_for
@@ -121,6 +121,7 @@ class Lifecycle(Facade):
         if runtime.engine.in_hand:
             self._report_in_hand()
         stop_watchdog(self._watchdog, free=True)
+        stop_notice(self._notice)
         runtime.engine.closed = True
         runtime.engine.path.cache.clear()  # its peers forget what they held from it alike
         runtime.closed = True
@@ -284,7 +285,9 @@ class Lifecycle(Facade):
         engine.waited.update(engine.inboxes)
         try:
             # every rank is meant to be on its way here: a collective wait, not a lone one
-            runtime.all_closing = wait_for(engine, arrived, deadline, CLOSING_YIELD)
+            runtime.all_closing = wait_for(
+                engine, arrived, deadline, CLOSING_YIELD, what=_others_to_close
+            )
         finally:
             runtime.serving = False
         if not runtime.all_closing:
@@ -304,3 +307,11 @@ class Lifecycle(Facade):
     def closed(self) -> bool:
         """True after `close`."""
         return self._runtime.closed
+
+
+def _others_to_close() -> str:
+    """What close() waits for while it serves (the notice of a long wait, --hang-timeout)."""
+    return (
+        "the other ranks to call close() (every rank must: one that returned early from the "
+        "job, or still works, has not)"
+    )

@@ -26,8 +26,10 @@ from geode_mpi.core.groups import Sequencer
 from geode_mpi.core.observe import (
     Observed,
     check_outputs,
+    start_notice,
     start_observing,
     start_watchdog,
+    stop_notice,
     stop_watchdog,
 )
 from geode_mpi.core.placement import Placement, node_names
@@ -44,11 +46,14 @@ from geode_mpi.transport import (
     SETTINGS,
     Collectives,
     PointToPoint,
+    StartupNotice,
     Transport,
     hang_timeout,
     network_peers,
     open_world,
     require,
+    under_launcher,
+    wait_notice,
 )
 
 
@@ -135,31 +140,41 @@ class Geode(
         check_policy(keep_checkpoints, checkpoint_every, checkpoint_every_messages)
         budget = budget_of(cache_bytes)
         hang = hang_timeout()  # a bad setting is refused before anything starts
+        notice = wait_notice()
         compressing = setting(compress)
         grace = term_grace_of(term_grace)
         check_outputs()  # --stats-json / --trace: a file that cannot be written, refused now
         if restart or (restart is None and os.environ.get("GEODE_RESTART") == "1"):
             check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
-        transport = transport if transport is not None else open_world(comm)
-        # Collectives: the settings check below, close and checkpoints; topics ask for their
-        # broadcast streams when one is created (`Channels.topic`).
-        require(transport, PointToPoint, "Geode()")
-        require(transport, Collectives, "Geode()")
-        names = node_names(nodes, transport.size)
-        placement = Placement(names, transport.size)
-        configs = node_configs(placement.names, placement.index, queue, queues)
-        resend_after = check_timeout(resend_after, "resend_after")
-        directory = checkpoint_dir or os.environ.get("GEODE_CHECKPOINT_DIR") or None
-        # Whether a checkpoint directory is set (not its path: ranks may spell it their own
-        # way), agreed here: set on some ranks only, the others never joined the first
-        # checkpoint collective and the job hung in Geode().
-        checkpointing = f"checkpoint_dir set: {directory is not None} (or GEODE_CHECKPOINT_DIR)"
-        transport.check_same(
-            f"{(names, acks, resend_after)!r}; {configs_text(configs)}; {checkpointing}".encode(),
-            SETTINGS,
+        # MPI's start-up collectives take no timeout: a timer says when they last (one rank
+        # that made no Geode leaves the others here for ever), and ends them at --hang-timeout.
+        starting = (
+            StartupNotice(notice, hang)
+            if transport is None and (notice or hang) and (comm is not None or under_launcher())
+            else None
         )
-        with gc_paused():  # (each node's queue and counters: see gc_paused)
-            self._runtime = runtime = Runtime(transport, placement, configs, acks, resend_after)
+        try:
+            transport = transport if transport is not None else open_world(comm)
+            # Collectives: the settings check below, close and checkpoints; topics ask for their
+            # broadcast streams when one is created (`Channels.topic`).
+            require(transport, PointToPoint, "Geode()")
+            require(transport, Collectives, "Geode()")
+            names = node_names(nodes, transport.size)
+            placement = Placement(names, transport.size)
+            configs = node_configs(placement.names, placement.index, queue, queues)
+            resend_after = check_timeout(resend_after, "resend_after")
+            directory = checkpoint_dir or os.environ.get("GEODE_CHECKPOINT_DIR") or None
+            # Whether a checkpoint directory is set (not its path: ranks may spell it their own
+            # way), agreed here: set on some ranks only, the others never joined the first
+            # checkpoint collective and the job hung in Geode().
+            checkpointing = f"checkpoint_dir set: {directory is not None} (or GEODE_CHECKPOINT_DIR)"
+            settings = f"{(names, acks, resend_after)!r}; {configs_text(configs)}; {checkpointing}"
+            transport.check_same(settings.encode(), SETTINGS)
+            with gc_paused():  # (each node's queue and counters: see gc_paused)
+                self._runtime = runtime = Runtime(transport, placement, configs, acks, resend_after)
+        finally:
+            if starting is not None:
+                starting.cancel()
         runtime.engine.path.cache.budget = budget
         runtime.path.compress = compressing
         runtime.path.network = network_peers(transport)  # (what the transport found)
@@ -202,6 +217,7 @@ class Geode(
             raise ValueError("restart needs a checkpoint_dir (or GEODE_CHECKPOINT_DIR)")
         TRACER.start(self.rank, self.size, names)
         self._watchdog = start_watchdog(runtime, hang)  # --hang-timeout
+        self._notice = start_notice(runtime, notice, hang)  # a long wait is never silent
         self._observed = Observed(runtime, self._checkpointer)
         start_observing(self._observed)  # --stats / --trace: what to leave if the job fails
         register(self, self._end, self._report_unreceived)
@@ -231,6 +247,7 @@ class Geode(
             runtime.closed = runtime.sealed = True
             runtime.plain_queue = NO_FAST_QUEUE
             stop_watchdog(self._watchdog, free=False)
+            stop_notice(self._notice)
             unregister(self)
 
     def __repr__(self) -> str:

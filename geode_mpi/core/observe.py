@@ -12,7 +12,14 @@ import os
 import sys
 import time
 
-from geode_mpi.core.observe_hang import activity, rank_state, start_watchdog, stop_watchdog
+from geode_mpi.core.observe_hang import (
+    activity,
+    rank_state,
+    start_notice,
+    start_watchdog,
+    stop_notice,
+    stop_watchdog,
+)
 from geode_mpi.core.observe_partial import (
     NOTICE_GRACE,
     _partial,
@@ -59,7 +66,9 @@ __all__ = [
     "rank_state",
     "serve_notices",
     "start_observing",
+    "start_notice",
     "start_watchdog",
+    "stop_notice",
     "stop_watchdog",
 ]
 

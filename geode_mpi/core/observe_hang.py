@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from geode_mpi.base.failure import rank_label
-from geode_mpi.transport import Watchdog, transport_state
+from geode_mpi.transport import WaitNotice, Watchdog, transport_state
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
@@ -68,3 +68,19 @@ def stop_watchdog(watchdog: Watchdog | None, free: bool) -> None:
     watchdog.uninstall()
     if free and watchdog.comm is not None:
         watchdog.comm.Free()
+
+
+def start_notice(geode: Runtime, after: float | None, hang: float | None) -> WaitNotice | None:
+    """With a notice time (``GEODE_WAIT_NOTICE``, 60 s unless set; None: off), say once
+    when a wait of this Geode has seen nothing move for that long (`WaitNotice`)."""
+    if after is None:
+        return None
+    notice = WaitNotice(after, lambda: rank_state(geode), lambda: activity(geode), geode.rank, hang)
+    notice.install()
+    return notice
+
+
+def stop_notice(notice: WaitNotice | None) -> None:
+    """Stop the notice of long waits (at close, or when the Geode is dropped on an error)."""
+    if notice is not None:
+        notice.uninstall()

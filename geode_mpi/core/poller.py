@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from geode_mpi.base.backoff import Backoff, idle_hook, look_for_notices, term_hook
+from geode_mpi.base.backoff import Backoff, idle_hook, long_wait_hook, look_for_notices, term_hook
 from geode_mpi.base.gate import Gate, other_threads
 from geode_mpi.delivery.waiting import Engine as WaitingEngine
 from geode_mpi.delivery.waiting import ended_elsewhere
@@ -286,7 +286,10 @@ class Poller:
         self._sleep = min(self._sleep * 2, self.max_sleep)
         hook = idle_hook()  # the hang watchdog (--hang-timeout) counts this wait as idle
         if hook is not None:
-            hook(idle)
+            hook(idle, None)
+        noticing = long_wait_hook()  # the notice of a long wait
+        if noticing is not None:
+            noticing(None)
         look_for_notices()  # --stats / --trace of a failing rank
 
     def yield_time_now(self) -> float:

@@ -189,8 +189,12 @@ class Receiving(RuntimeParts):
         def alone() -> bool:  # one process, and the threads that could send to it are gone
             return not (transport.delivers_later or senders_may_run())
 
+        def what() -> str:  # (the notice of a long wait, the --hang-timeout report)
+            queued = len(self.inboxes[index])
+            return f"a message at {self.names[index]} ({queued} other message(s) queued there)"
+
         # (receive looked just now, before its first spin)
-        wait = Wait(engine, deadline, started, looked=True)
+        wait = Wait(engine, deadline, started, looked=True, what=what)
         return wait.until(look, None if transport.delivers_later else alone)
 
     def waited(self, index: int, started: float, what: str) -> None:

@@ -14,7 +14,7 @@ from geode_mpi.delivery.control import DROPPED, EXPIRED, encode_ask, encode_clos
 from geode_mpi.delivery.failures import Failures
 from geode_mpi.delivery.pairs import PairOut
 from geode_mpi.delivery.topics import TopicStream
-from geode_mpi.errors import QueueFull, SendTimeout
+from geode_mpi.errors import QueueFull, SendTimeout, no_room
 from geode_mpi.queues import TAKEN_BEFORE, Parcel
 
 _FLAG_QOS = codec.FLAG_QOS
@@ -103,7 +103,7 @@ class Credits(Failures):
             return False
 
         try:
-            if not self.wait(has_credit, deadline, "send"):
+            if not self.wait(has_credit, deadline, "send", lambda: self._no_room(src, dst)):
                 raise self._not_sent(src, dst, timeout or 0.0)
         finally:
             stats.credit_wait_seconds += time.monotonic() - started
@@ -132,6 +132,15 @@ class Credits(Failures):
             return SendTimeout(-1, self.name_of(src), names[dst], timeout, in_flight=False)
         return SendTimeout(
             -1, names[stream.publisher], names[dst], timeout, in_flight=False, topic=stream.topic
+        )
+
+    def _no_room(self, src: int, dst: int) -> str:
+        """What a send from ``src`` waiting for room at ``dst`` waits for (the notice of a
+        long wait, the --hang-timeout report), in `SendTimeout`'s words."""
+        error = self._not_sent(src, dst, 0.0)
+        capacity = self.configs[dst].capacity
+        return "room: " + no_room(
+            error.source, error.dest, f"(a full queue, capacity {capacity})", error.topic
         )
 
     def forward_local(self, dst: int) -> bool:

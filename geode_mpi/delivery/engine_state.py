@@ -131,5 +131,9 @@ class EngineState:
         def forward(self) -> None: ...
 
         def wait(
-            self, done: Callable[[], bool], deadline: float | None, call: str | None = None
+            self,
+            done: Callable[[], bool],
+            deadline: float | None,
+            call: str | None = None,
+            what: Callable[[], str] | None = None,
         ) -> bool: ...

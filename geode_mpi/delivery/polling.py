@@ -101,14 +101,18 @@ class Polling(Failures):
             self.flush()
 
     def wait(
-        self, done: Callable[[], bool], deadline: float | None, call: str | None = None
+        self,
+        done: Callable[[], bool],
+        deadline: float | None,
+        call: str | None = None,
+        what: Callable[[], str] | None = None,
     ) -> bool:
         """Drive progress until ``done()`` or the deadline (False), in the one wait loop
         (`geode_mpi.delivery.waiting`).
 
         Other threads may run at its pauses (the gate is handed over): callers look at the
         state again once it returns, never before (``done()`` holds when it returns True)."""
-        return wait_for(self, done, deadline, call=call)
+        return wait_for(self, done, deadline, call=call, what=what)
 
     def serve_waiting(self, leave: Collection[int] = ()) -> bool:
         """What a waiting rank does for the others: forward what a sequencer holds (and what

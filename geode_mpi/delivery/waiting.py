@@ -96,6 +96,8 @@ class Wait:
         call: the public call that waits (``"request"``, say): once close() begins in
             another thread, the wait ends with `ClosedError` naming it, before it touches
             the transport again (None: the step sees to it, as a receive's does).
+        what: what the wait is for, in words, for the notice of a long wait and the
+            --hang-timeout report (`Backoff.what`; None: the call's name says it).
     """
 
     __slots__ = (
@@ -109,6 +111,7 @@ class Wait:
         "serving",
         "started",
         "together",
+        "what",
     )
 
     def __init__(
@@ -122,8 +125,10 @@ class Wait:
         looked: bool = False,
         together: float | None = None,
         call: str | None = None,
+        what: Callable[[], str] | None = None,
     ) -> None:
         self.engine = engine
+        self.what = what
         self.call = call
         self.deadline = deadline
         self.started = time.perf_counter() if started is None else started
@@ -149,6 +154,8 @@ class Wait:
         # lets other threads in while this one waits
         together = self.together
         backoff = Backoff(gate=gate) if together is None else together_backoff(gate, together)
+        if self.what is not None:
+            backoff.what = self.what
         turns = gate.turns
         idle_since = self.started
         deadline = self.deadline
@@ -262,8 +269,9 @@ def wait_for(
     deadline: float | None,
     together: float | None = None,
     call: str | None = None,
+    what: Callable[[], str] | None = None,
 ) -> bool:
-    """Wait until ``done()`` (True) or the deadline (False); ``together``, ``call``: see
-    `Wait`."""
-    wait = Wait(engine, deadline, together=together, call=call)
+    """Wait until ``done()`` (True) or the deadline (False); ``together``, ``call``,
+    ``what``: see `Wait`."""
+    wait = Wait(engine, deadline, together=together, call=call, what=what)
     return wait.until(lambda: True if done() else IDLE) is True

@@ -36,6 +36,7 @@ from geode_mpi.transport.base import (
     require,
 )
 from geode_mpi.transport.inproc import InProcHub, InProcTransport
+from geode_mpi.transport.notice import StartupNotice, WaitNotice, wait_notice
 from geode_mpi.transport.notices import Notices
 from geode_mpi.transport.paths import network_peers
 from geode_mpi.transport.rooted import Rooted
@@ -92,8 +93,10 @@ __all__ = [
     "Rooted",
     "SendTicket",
     "Sink",
+    "StartupNotice",
     "Transport",
     "TransportBase",
+    "WaitNotice",
     "Watchdog",
     "abort_world",
     "hang_timeout",
@@ -104,4 +107,5 @@ __all__ = [
     "require",
     "transport_state",
     "under_launcher",
+    "wait_notice",
 ]

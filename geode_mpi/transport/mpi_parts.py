@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from mpi4py import MPI
 
-from geode_mpi.base.backoff import together_backoff
+from geode_mpi.base.backoff import Backoff, together_backoff
 from geode_mpi.errors import GeodeTimeoutError
 from geode_mpi.transport.base import SendTicket, TransportBase
 from geode_mpi.transport.rooted import RootedMPI
@@ -154,11 +154,11 @@ class MPIParts(RootedMPI, TransportBase):
         together: float | None = None,
     ) -> None:
         """`wait`, raising `GeodeTimeoutError` at the deadline (``together``: `_poll_together`
-        yielding that long)."""
-        if together is None:
-            waited = self.wait(done, deadline)
-        else:
-            waited = self._poll_together(done, deadline, together)
+        yielding that long); ``what()`` says what it waits for, there and in the notice of a
+        long wait (`Backoff.what`)."""
+        pauses = Backoff() if together is None else together_backoff(None, together)
+        pauses.what = what  # (the notice of a long wait, the --hang-timeout report)
+        waited = self.wait(done, deadline, backoff=pauses)
         if not waited:
             raise GeodeTimeoutError(
                 f"{call} on rank {self.rank} timed out after {timeout:g} s: {what()}"

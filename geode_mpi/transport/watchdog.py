@@ -136,6 +136,12 @@ def _await_chain(coro: Any) -> list[tuple[str, int, str]]:
     return chain
 
 
+def waiting_for(what: Callable[[], str]) -> str:
+    """The line of a hang report or a notice that says what a wait is for (`Backoff.what`)."""
+    said = what()
+    return said if said.startswith("waiting for ") else f"waiting for {said}"
+
+
 def transport_state(transport: object) -> str:
     """What a transport has in flight: unfinished sends and half-received messages (MPI; a
     topic's fan-out is point-to-point sends too); nothing for a transport that delivers inside
@@ -144,12 +150,51 @@ def transport_state(transport: object) -> str:
     return str(summary()) if summary is not None else "nothing in flight"
 
 
+class Stillness:
+    """How long this rank has been stuck: since the later of two instants, the last time
+    anything it counts moved (``activity`` changed), and the time it entered geode_mpi's waits
+    after being outside them (computing) for more than OUTSIDE_GAP seconds.
+
+    Args:
+        activity: a number that changes whenever a message of this rank moves.
+    """
+
+    def __init__(self, activity: Callable[[], int]) -> None:
+        now = time.monotonic()
+        self.activity = activity
+        self.next_look = 0.0
+        self.last_pause = now  # the last sleeping pause of a wait
+        self.waiting_since = now  # when this rank last came back into geode_mpi's waits
+        self.last_activity = now
+        self.fingerprint = activity()
+
+    def look(self, now: float) -> None:
+        """Every CHECK_EVERY: note activity."""
+        if now < self.next_look:
+            return
+        self.next_look = now + CHECK_EVERY
+        fingerprint = self.activity()
+        if fingerprint != self.fingerprint:
+            self.fingerprint = fingerprint
+            self.last_activity = now
+
+    def stuck(self, now: float) -> float:
+        """Seconds stuck at ``now``."""
+        return now - max(self.last_activity, self.waiting_since)
+
+    def paused(self, now: float) -> float:
+        """A sleeping pause of a wait at ``now``: the seconds stuck."""
+        if now - self.last_pause > OUTSIDE_GAP:
+            self.waiting_since = now  # it was computing meanwhile: that is progress
+        self.last_pause = now
+        self.look(now)
+        return self.stuck(now)
+
+
 class Watchdog:
     """This rank's part of the hang check.
 
-    A rank is *stuck* for the time since the later of two instants: the last time anything
-    it counts moved (``activity`` changed), and the time it entered geode_mpi's waits after
-    being outside them (computing) for more than OUTSIDE_GAP seconds. Only a waiting rank
+    A rank is *stuck* as `Stillness` says. Only a waiting rank
     decides that the job hangs; a rank running geode_mpi calls without waiting answers that
     it is running.
 
@@ -181,14 +226,10 @@ class Watchdog:
         # each a little more than the rank below it, whose question then reaches it first.
         grace = self._grace()
         self.ask_after = timeout + (grace + min(STAGGER * self.rank, grace) if self.rank else 0.0)
-        now = time.monotonic()
-        self._next_look = 0.0
+        self.still = Stillness(activity)
         self._next_serve = 0.0
         self._next_hang_check = 0.0
-        self._last_pause = now  # the last sleeping pause of a wait
-        self._waiting_since = now  # when this rank last came back into geode_mpi's waits
-        self._last_activity = now
-        self._fingerprint = activity()
+        self._what: Callable[[], str] | None = None  # what the last wait that paused is for
 
     def install(self) -> None:
         """Be called from every sleeping pause of every wait, and from the progress engine."""
@@ -209,30 +250,17 @@ class Watchdog:
         else:
             lines = [f"waiting {stuck:.1f} s with nothing arriving or leaving"]
         lines += [f"  in {where}" for where in waiting_in()]
+        if stuck is not None and self._what is not None:
+            lines.append(f"  {waiting_for(self._what)}")
         lines += [f"  {line}" for line in self.describe()]
         return "\n".join(f"{self.label} {line}" for line in lines)
 
-    def _look(self, now: float) -> None:
-        """Every CHECK_EVERY: note activity."""
-        if now < self._next_look:
-            return
-        self._next_look = now + CHECK_EVERY
-        fingerprint = self.activity()
-        if fingerprint != self._fingerprint:
-            self._fingerprint = fingerprint
-            self._last_activity = now
-
-    def _stuck(self, now: float) -> float:
-        return now - max(self._last_activity, self._waiting_since)
-
-    def idle(self, seconds: float) -> None:
-        """The hook of a sleeping pause (``seconds`` since the wait began or saw an event)."""
+    def idle(self, seconds: float, what: Callable[[], str] | None = None) -> None:
+        """The hook of a sleeping pause (``seconds`` since the wait began or saw an event;
+        ``what`` the wait is for, `Backoff.what`)."""
+        self._what = what
         now = time.monotonic()
-        if now - self._last_pause > OUTSIDE_GAP:
-            self._waiting_since = now  # it was computing meanwhile: that is progress
-        self._last_pause = now
-        self._look(now)
-        stuck = self._stuck(now)
+        stuck = self.still.paused(now)
         self._serve(now, stuck)
         if stuck >= self.ask_after and now >= self._next_hang_check:
             self._hung(stuck)
@@ -240,8 +268,9 @@ class Watchdog:
     def tick(self) -> None:
         """The progress engine's hook: answer questions while the rank runs without waiting."""
         now = time.monotonic()
-        self._look(now)
-        self._serve(now, self._stuck(now) if now - self._last_pause < IN_WAIT else None)
+        still = self.still
+        still.look(now)
+        self._serve(now, still.stuck(now) if now - still.last_pause < IN_WAIT else None)
 
     def _serve(self, now: float, stuck: float | None) -> None:
         """Every SERVE_EVERY: pass on and answer the censuses (never put off: a rank that
@@ -313,7 +342,7 @@ class Watchdog:
                     break
                 census.ask_directly(key, missing, self._grace())  # below a silent rank
                 direct = True
-            self._serve(time.monotonic(), self._stuck(time.monotonic()))
+            self._serve(time.monotonic(), self.still.stuck(time.monotonic()))
             if census.outranked(2 * self._grace() + 1.0):
                 census.drop(key)
                 return None

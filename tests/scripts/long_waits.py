@@ -1,0 +1,64 @@
+"""Ordinary mistakes that used to hang in silence, each ended by a timeout (or by the job's
+--hang-timeout) once the notice of a long wait (GEODE_WAIT_NOTICE) had time to speak.
+
+Run with 2 ranks: ``python -m geode_mpi tests/scripts/long_waits.py MODE`` where MODE is
+receive, full, full-forever, queue, close, startup or startup-forever.
+"""
+
+import sys
+import time
+
+from geode_mpi import Geode, GeodeTimeoutError, QueueConfig, ReceiveTimeout, SendTimeout
+
+mode = sys.argv[1]
+if mode.startswith("startup"):
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == 1:
+        time.sleep(60 if mode == "startup-forever" else 3)  # rank 1 makes its Geode late
+    with Geode() as geode:
+        print(f"rank {geode.rank}: Geode made")
+elif mode == "receive":
+    with Geode() as geode:
+        if geode.rank == 1:
+            for step in range(3):
+                geode.send(step, dest="node0")
+        else:
+            for _ in range(3):
+                geode.receive()
+            try:
+                geode.receive(timeout=3)  # a 4th: rank 1 sent 3
+            except ReceiveTimeout:
+                print("rank 0: receive timed out")
+elif mode.startswith("full"):
+    with Geode(queue=QueueConfig(capacity=4, policy="block")) as geode:
+        other = f"node{1 - geode.rank}"
+        timeout = None if mode == "full-forever" else 3
+        try:
+            for step in range(10):  # neither rank receives: both queues fill up
+                geode.send(step, dest=other, timeout=timeout)
+        except SendTimeout:
+            print(f"rank {geode.rank}: send timed out")
+        while geode.try_receive() is not None:
+            pass
+elif mode == "queue":
+    with Geode() as geode:
+        tasks = geode.work_queue("jobs", consumers=["node1"], producers=["node0"])
+        if geode.rank == 0:
+            tasks.put("only task")  # and no finish(): the consumer waits for more
+            try:
+                tasks.serve(timeout=4)
+            except GeodeTimeoutError:
+                print("rank 0: serve timed out")
+        else:
+            assert tasks.get(timeout=3).data == "only task"
+            try:
+                tasks.get(timeout=3)
+            except ReceiveTimeout:
+                print("rank 1: get timed out")
+elif mode == "close":
+    with Geode() as geode:
+        if geode.rank == 1:
+            time.sleep(3)  # computing: rank 0's close() waits for it
+else:
+    raise SystemExit(f"unknown mode {mode!r}")
