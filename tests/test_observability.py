@@ -90,6 +90,18 @@ def test_trace_joins_every_send_to_its_receive(tmp_path: Path) -> None:
     assert threads == {"node0", "node1", "node2", "node3"}
 
 
+def test_a_short_close_timeout_never_gives_up_in_the_gather_of_the_trace(tmp_path: Path) -> None:
+    """Before: rank 0's close(timeout=0.2) timed out in the rooted gather of the --trace parts
+    (every rank had arrived; rank 1 was writing a large part), and its retry waited for ever in
+    the drain, rank 1 having closed."""
+    trace = tmp_path / "trace.json"
+    script = ["-m", "geode_mpi", "--trace", str(trace), "tests/scripts/slow_trace_close.py"]
+    result = mpirun(2, [*script, "20000"], timeout=120)
+    assert result.returncode == 0, result.explain()
+    assert "rank 0 closed in" in result.stdout, result.explain()
+    assert trace.exists()
+
+
 @pytest.fixture
 def no_geode_yet(monkeypatch: pytest.MonkeyPatch) -> None:
     """As in a process that has created no Geode (tests before this one may have left one

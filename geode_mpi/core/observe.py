@@ -107,7 +107,9 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
         )
     transport.drain()
     if stats or stats_json:
-        rows = job_rows(observed, deadline)
+        # (no deadline, as the barrier above has: every rank is here, and a rank that gave up
+        # in a gather could not retry close(): its drain would wait for ranks that are gone)
+        rows = job_rows(observed)
         if rows is not None:  # (rank 0)
             if stats:
                 sys.stdout.flush()
@@ -130,7 +132,7 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
         # Each rank writes its own part; rank 0 then merges them one by one, so no rank
         # ever holds the whole job's events.
         part = write_part(TRACER.path, TRACER.rank, TRACER.take())
-        parts = to_rank0(transport, part, deadline)
+        parts = to_rank0(transport, part, None)  # (no deadline: as the rows')
         if parts is not None:  # (rank 0)
             merge_parts(TRACER.path, parts)
     if observed in _partial.unfinished:  # gathered: nothing partial to leave for it any more

@@ -50,8 +50,8 @@ def encode_state(state: Mapping[str, Any], what: str = "state") -> dict[str, Any
     plain: dict[str, Any] = {}
     pickled: dict[str, Any] = {}
     for key, value in state.items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise TypeError(f"{what} keys must be non-empty str without '/', got {key!r}")
+        if not isinstance(key, str) or not key:  # ('/' too: a key of the file's index)
+            raise TypeError(f"{what} keys must be non-empty str, got {key!r}")
         kind = type(value)
         if kind in _JSON_TYPES or (kind is np.ndarray and storable(value.dtype)):
             plain[key] = value

@@ -97,3 +97,19 @@ def test_work_queue_is_none_on_a_message_that_is_not_a_task() -> None:
             sent_on = geode.receive("node2", timeout=5)
             assert (sent_on.data, sent_on.source) == (received.data, "node1")
             assert (sent_on.topic, sent_on.work_queue) == (None, None)
+
+
+def test_state_keys_with_a_slash_checkpoint_and_restart(tmp_path: Path) -> None:
+    """Before: ``TypeError: state keys must be non-empty str without '/'``, the rule of the
+    format whose keys were HDF5 names (today's keys are the file index's)."""
+    state = {"sim/temp": np.arange(3.0), "a/../b": {"x": 1}, "plain": 2}
+    with Geode(NODES, checkpoint_dir=tmp_path) as geode:
+        geode.checkpoint(state=state)
+    with Geode(NODES, checkpoint_dir=tmp_path, restart=True) as geode:
+        restored = geode.restored_state
+    assert restored is not None and sorted(restored) == sorted(state)
+    assert np.array_equal(restored["sim/temp"], state["sim/temp"])
+    assert restored["a/../b"] == {"x": 1} and restored["plain"] == 2
+    refused = pytest.raises(CheckpointError, match="state keys must be non-empty str, got ''")
+    with Geode(NODES, checkpoint_dir=tmp_path) as geode, refused:
+        geode.checkpoint(state={"": 1})
