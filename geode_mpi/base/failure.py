@@ -38,19 +38,32 @@ def rank_label(rank: int, size: int, node: str | None = None) -> str:
     return f"[{where} {node}]" if node else f"[{where}]"
 
 
+def ends_well(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is ``sys.exit()`` or ``sys.exit(0)``: the job's end, as its last line's."""
+    if not isinstance(exc, SystemExit):
+        return False
+    return exc.code is None or (isinstance(exc.code, int) and exc.code == 0)
+
+
 def report_exception(
     exc_type: type[BaseException],
-    exc: BaseException,
+    exc: BaseException | None,
     tb: TracebackType | None,
     label: str,
+    thread: str | None = None,
 ) -> None:
-    """Print a traceback with every line prefixed by ``label``, then flush."""
+    """Print a traceback with every line prefixed by ``label``, then flush.
+
+    Args:
+        thread: the name of the thread it ended, when not the main thread.
+    """
     import traceback  # here: 0.12 MB a rank that a job ending well never needs (issue 15)
 
     sys.stdout.flush()
     lines = "".join(traceback.format_exception(exc_type, exc, tb)).splitlines()
     text = "\n".join(f"{label} {line}" for line in lines)
-    sys.stderr.write(f"{label} geode_mpi: uncaught exception, aborting the job\n{text}\n")
+    where = "" if thread is None else f" in thread {thread!r}"
+    sys.stderr.write(f"{label} geode_mpi: uncaught exception{where}, aborting the job\n{text}\n")
     sys.stderr.flush()
 
 

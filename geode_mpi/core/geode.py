@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
+from geode_mpi.base.failure import ends_well
 from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core.channels import Channels
 from geode_mpi.core.checkpoint_policy import check_policy
@@ -239,7 +240,7 @@ class Geode(
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
+        if exc_type is None or ends_well(exc):  # (sys.exit(0) in the block: the job's end)
             self._end()
         else:
             # Another rank may never reach close(): do not wait for it while an error unwinds.

@@ -19,6 +19,8 @@ def rank_state(geode: Runtime) -> list[str]:
     engine = geode.engine
     names = geode.names
     lines = []
+    if geode.sealed and not geode.closed:  # (sealed at close()'s start)
+        lines.append("in close(), this rank's end of the job: it waits for every rank to close")
     for index in sorted(engine.stats):
         stats = engine.stats[index]
         unacked = {names[dst]: count for dst, count in engine.unacked_by_dest(index).items()}

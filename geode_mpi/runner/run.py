@@ -32,7 +32,7 @@ from geode_mpi.core.observe import serve_notices
 from geode_mpi.core.registry import first_node
 from geode_mpi.errors import Terminated
 from geode_mpi.runner.logs import configure_logging
-from geode_mpi.transport.abort import abort_world
+from geode_mpi.transport.abort import abort_world, give_back_thread_hook, install_abort_hook
 from geode_mpi.transport.watchdog import in_asyncio, job_file
 
 
@@ -209,6 +209,22 @@ def run(
     kind = "module" if module else kind
     rank, size = world()
     _enable_faulthandler()
+    install_abort_hook(rank, size, lambda: _label(rank, size))  # (a thread's exception too)
+    try:
+        return _run_job(target, args, kind, log_level, rank, size)
+    finally:
+        give_back_thread_hook()  # (one process, which may go on: a notebook's run())
+
+
+def _run_job(
+    target: str,
+    args: list[str],
+    kind: Literal["script", "module", "code"],
+    log_level: str | None,
+    rank: int,
+    size: int,
+) -> int:
+    """`run` from the moment the rank knows its place in the job."""
     if size > 1:
         whole_lines()
     try:

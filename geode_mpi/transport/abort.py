@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from geode_mpi.base.failure import (
     TERMINATED_STATUS,
@@ -88,14 +91,27 @@ def _job_prefix(name: str) -> str | None:
 _SEGMENTS = "/dev/shm/mpich_shm_"
 
 
-def install_abort_hook(rank: int, size: int) -> None:
-    """Make an uncaught exception on this rank abort the job instead of deadlocking it.
+def install_abort_hook(rank: int, size: int, label: Callable[[], str] | None = None) -> None:
+    """Make an uncaught exception on this rank, in any thread, abort the job instead of
+    deadlocking it: its traceback, labelled (``label()``, default ``[rank 1/4]``), then the
+    --stats/--trace parts, then the whole job ends with status 1.
 
-    Installed by Geode() when the job has more than one rank; the runner does the same for
-    every job it starts.
+    Installed by Geode() when the job has more than one rank; the runner installs it for every
+    job it starts, with the node in the label, and in one process too: a thread's exception
+    then ends the process as the main thread's does (the main thread's the runner ends itself).
+    A thread's `SystemExit` stays silent, as in Python; a ``threading.excepthook`` the job set
+    before decides alone (one it sets later replaces this one).
     """
     global _installed
-    if _installed or size <= 1:
+    if _installed or (size <= 1 and label is None):  # (one process: the runner's alone)
+        return
+    labelled = label or (lambda: rank_label(rank, size))
+    in_threads = _thread_hook(threading.excepthook, labelled, size)
+    if size <= 1:
+        _one_process.append((in_threads, threading.excepthook))
+    threading.excepthook = in_threads
+    _installed = True
+    if size <= 1:
         return
     previous = sys.excepthook
 
@@ -103,11 +119,69 @@ def install_abort_hook(rank: int, size: int) -> None:
         if issubclass(exc_type, SystemExit):
             previous(exc_type, exc, tb)
             return
-        if issubclass(exc_type, Terminated):
-            report_terminated(exc, rank_label(rank, size))
-            abort_world(TERMINATED_STATUS)
-        report_exception(exc_type, exc, tb, rank_label(rank, size))
-        abort_world(1)
+        _fail(exc_type, exc, tb, labelled(), None, size)
 
     sys.excepthook = hook
-    _installed = True
+
+
+def give_back_thread_hook() -> None:
+    """Put back the ``threading.excepthook`` that `install_abort_hook` replaced in one process
+    (if its own is still there): the runner's job ended, and the process goes on (``run()``
+    called from a notebook), where a thread's error must not end it."""
+    global _installed
+    for ours, replaced in _one_process:
+        if threading.excepthook is ours:
+            threading.excepthook = replaced
+        _installed = False
+    _one_process.clear()
+
+
+ThreadHook = Callable[[threading.ExceptHookArgs], Any]
+# (the hook installed in one process, the one it replaced): `give_back_thread_hook`
+_one_process: list[tuple[ThreadHook, ThreadHook]] = []
+
+
+def _thread_hook(previous: ThreadHook, label: Callable[[], str], size: int) -> ThreadHook:
+    """The ``threading.excepthook`` of `install_abort_hook`."""
+    own = previous is not threading.__excepthook__  # (the job's: it decides)
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if own or issubclass(args.exc_type, SystemExit):
+            previous(args)
+            return
+        name = "?" if args.thread is None else args.thread.name
+        tb = args.exc_traceback
+        while tb is not None and tb.tb_frame.f_code.co_filename == threading.__file__:
+            tb = tb.tb_next  # (the thread's start: Thread.run, _bootstrap_inner)
+        with _ending:  # (a second failing thread waits here for the end the first makes)
+            _fail(args.exc_type, args.exc_value, tb, label(), name, size)
+
+    return hook
+
+
+_ending = threading.Lock()
+
+
+def _fail(
+    exc_type: type[BaseException],
+    exc: BaseException | None,
+    tb: TracebackType | None,
+    label: str,
+    thread: str | None,
+    size: int,
+) -> None:
+    """Say how this rank failed and end the job (never returns): `Terminated`, status 143;
+    another exception, status 1. In one process (no launcher to abort), the process ends."""
+    if issubclass(exc_type, Terminated):
+        assert exc is not None
+        report_terminated(exc, label)
+        status = TERMINATED_STATUS
+    else:
+        report_exception(exc_type, exc, tb, label, thread)
+        status = 1
+    if size > 1:
+        abort_world(status)
+    last_words(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
