@@ -18,6 +18,12 @@ def _run(mode: str, *options: str, notice: str = "1") -> Result:
     )
 
 
+def _without_the_runner(mode: str) -> Result:
+    """``mpiexec -n 2 python long_waits.py MODE``, notice 1 s, hang timeout 2 s."""
+    env = clean_env(GEODE_WAIT_NOTICE="1", GEODE_HANG_TIMEOUT="2")
+    return mpirun(2, [JOB, mode], timeout=90, env=env)
+
+
 def _finished(result: Result) -> str:
     assert result.returncode == 0 and not result.timed_out, result.explain()
     return result.stderr
@@ -28,9 +34,10 @@ def test_a_receive_that_waits_long_says_so() -> None:
     result = _run("receive")
     err = _finished(result)
     assert "rank 0: receive timed out" in result.stdout
-    notice = "[rank 0/2 node0] WARNING geode_mpi: receive(timeout=3.0) on rank 0 has waited "
-    assert notice + "1 s with nothing arriving or leaving on this rank" in err, err
-    assert f"in {JOB}:" in err and "geode.receive(timeout=3)" in err
+    # (the clock is the rank's, not the call's: a receive(timeout=0.3) in a loop adds up)
+    notice = "[rank 0/2 node0] WARNING geode_mpi: nothing has arrived or left on rank 0 for "
+    assert notice + "1 s; it waits in receive(timeout=3.0)\n" in err, err
+    assert f"  at {JOB}:" in err and "geode.receive(timeout=3)" in err
     assert "  waiting for a message at node0 (0 other message(s) queued there)" in err
     assert "  node0: 0 message(s) queued, 3 received, 0 sent" in err
     assert "if the job is stuck, --hang-timeout SECONDS reports every rank's wait" in err
@@ -42,7 +49,8 @@ def test_a_receive_that_waits_long_says_so() -> None:
 def test_a_send_waiting_for_room_says_the_queue_is_full() -> None:
     err = _finished(_run("full"))
     call = "send(message=2, dest='node1', timeout=3.0)"
-    assert f"[rank 0/2 node0] WARNING geode_mpi: {call} on rank 0 has waited" in err
+    assert "[rank 0/2 node0] WARNING geode_mpi: nothing has arrived or left on rank 0" in err
+    assert f"; it waits in {call}\n" in err, err
     assert (
         "  waiting for room: no room at node1 (a full queue, capacity 4) (node1's queue "
         "stayed full for node0: is node1 receiving?)"
@@ -65,8 +73,8 @@ def test_close_waiting_for_the_other_ranks_says_so() -> None:
     result = _run("close", "--wait-notice", "1", notice="")
     err = _finished(result)
     assert (
-        "[rank 0/2 node0] WARNING geode_mpi: close() (at the end of the with block) on rank 0 "
-        "has waited 1 s"
+        "[rank 0/2 node0] WARNING geode_mpi: nothing has arrived or left on rank 0 for 1 s; "
+        "it waits in close() (at the end of the with block)"
     ) in err, err
     assert "  waiting for the other ranks to call close() (every rank must" in err
 
@@ -74,7 +82,8 @@ def test_close_waiting_for_the_other_ranks_says_so() -> None:
 @pytest.mark.mpi
 def test_a_work_queue_get_without_finish_says_so() -> None:
     err = _finished(_run("queue"))
-    assert "[rank 1/2 node1] WARNING geode_mpi: get(timeout=3.0) on rank 1 has waited" in err
+    assert "[rank 1/2 node1] WARNING geode_mpi: nothing has arrived or left on rank 1" in err
+    assert "; it waits in get(timeout=3.0)\n" in err, err
     assert "tasks.get(timeout=3)" in err
 
 
@@ -99,3 +108,22 @@ def test_hang_timeout_ends_a_geode_made_on_one_rank_only() -> None:
     assert "(--hang-timeout 2): Geode() on rank 0 has waited 2 s" in err
     assert "; aborting the job" in err
     assert result.seconds < 30 * load_slack()  # not rank 1's 60 s
+
+
+@pytest.mark.mpi
+def test_without_the_runner_a_rank_late_to_start_mpi_is_not_aborted() -> None:
+    # mpiexec python job.py: Geode() starts MPI, and mpi4py holds the GIL in MPI_Init, which
+    # waits for rank 1's start: a timer started before could not run, then counted those 4 s
+    # against --hang-timeout 2 and aborted a job about to succeed. It starts after MPI_Init.
+    result = _without_the_runner("late-init")
+    assert result.returncode == 0 and not result.timed_out, result.explain()
+    assert "rank 0: Geode made" in result.stdout and "rank 1: Geode made" in result.stdout
+    assert "no progress" not in result.stderr
+
+
+@pytest.mark.mpi
+def test_without_the_runner_a_geode_made_on_one_rank_only_is_ended() -> None:
+    result = _without_the_runner("startup-forever")
+    assert result.returncode == 124 and not result.timed_out, result.explain()
+    assert "geode_mpi: no progress for 2" in result.stderr, result.stderr
+    assert "Geode() on rank 0 has waited 1 s for the other ranks" in result.stderr

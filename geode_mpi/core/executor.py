@@ -35,6 +35,7 @@ from geode_mpi.core.executor_state import _Task as _Task
 from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk
 from geode_mpi.errors import EncodeError, GeodeTimeoutError, TaskError
 from geode_mpi.message import Message
+from geode_mpi.transport import internal
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
@@ -123,6 +124,7 @@ class GeodeExecutor(Serving, Executor):
                 # In one process, a receive or run() that waits while a future is pending may
                 # get what its task sends: the thread counts as a sender (`senders_may_run`).
                 count_as_sender(thread, self._pending)
+                internal(thread)  # its waits are not the job's: no notice of a long wait
                 thread.start()
             atexit.register(self._at_exit)  # runs before the Geodes' own exit, which waits
 

@@ -149,13 +149,15 @@ class Geode(
             check_restart_dir(checkpoint_dir, os.environ.get("GEODE_RESTART_DIR"))
         # MPI's start-up collectives take no timeout: a timer says when they last (one rank
         # that made no Geode leaves the others here for ever), and ends them at --hang-timeout.
+        # It starts once MPI is initialised: mpi4py holds the GIL in MPI_Init.
         starting = (
             StartupNotice(notice, hang)
             if transport is None and (notice or hang) and (comm is not None or under_launcher())
             else None
         )
         try:
-            transport = transport if transport is not None else open_world(comm)
+            if transport is None:
+                transport = open_world(comm, None if starting is None else starting.begin)
             # Collectives: the settings check below, close and checkpoints; topics ask for their
             # broadcast streams when one is created (`Channels.topic`).
             require(transport, PointToPoint, "Geode()")
@@ -218,7 +220,9 @@ class Geode(
             raise ValueError("restart needs a checkpoint_dir (or GEODE_CHECKPOINT_DIR)")
         TRACER.start(self.rank, self.size, names)
         self._watchdog = start_watchdog(runtime, hang)  # --hang-timeout
-        self._notice = start_notice(runtime, notice, hang)  # a long wait is never silent
+        self._notice = start_notice(
+            runtime, notice, hang, (self, runtime)
+        )  # a long wait is never silent
         self._observed = Observed(runtime, self._checkpointer)
         start_observing(self._observed)  # --stats / --trace: what to leave if the job fails
         register(self, self._end, self._report_unreceived)

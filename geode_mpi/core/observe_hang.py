@@ -72,12 +72,17 @@ def stop_watchdog(watchdog: Watchdog | None, free: bool) -> None:
         watchdog.comm.Free()
 
 
-def start_notice(geode: Runtime, after: float | None, hang: float | None) -> WaitNotice | None:
+def start_notice(
+    geode: Runtime, after: float | None, hang: float | None, owners: tuple[object, ...]
+) -> WaitNotice | None:
     """With a notice time (``GEODE_WAIT_NOTICE``, 60 s unless set; None: off), say once
-    when a wait of this Geode has seen nothing move for that long (`WaitNotice`)."""
+    when a wait has seen nothing of this rank's open Geodes move for that long (`WaitNotice`;
+    ``owners``: this Geode's objects, whose waits are its own)."""
     if after is None:
         return None
-    notice = WaitNotice(after, lambda: rank_state(geode), lambda: activity(geode), geode.rank, hang)
+    notice = WaitNotice(
+        after, lambda: rank_state(geode), lambda: activity(geode), geode.rank, hang, owners
+    )
     notice.install()
     return notice
 

@@ -85,7 +85,6 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--wait-notice",
-        type=float,
         metavar="SECONDS",
         help="log a warning when a geode_mpi wait has seen nothing arrive or leave for that "
         "long (default 60; doubling after each; 0: never)",
@@ -199,8 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_once(parser(), ours)
     if options.hang_timeout is not None and not options.hang_timeout > 0:
         return error(f"--hang-timeout must be > 0 seconds, got {options.hang_timeout:g}")
-    if options.wait_notice is not None and not options.wait_notice >= 0:
-        return error(f"--wait-notice must be >= 0 seconds, got {options.wait_notice:g}")
+    if options.wait_notice is not None:
+        from geode_mpi.transport.notice import notice_seconds  # (Geode()'s parser too)
+
+        try:
+            notice_seconds(options.wait_notice, "--wait-notice")
+        except ValueError as exc:
+            return error(str(exc))
     if options.log_level is not None:
         from geode_mpi.runner.logs import level_number
 
@@ -223,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "GEODE_STATS_JSON": options.stats_json and os.path.abspath(options.stats_json),
         "GEODE_TRACE": options.trace and os.path.abspath(options.trace),
         "GEODE_HANG_TIMEOUT": None if options.hang_timeout is None else str(options.hang_timeout),
-        "GEODE_WAIT_NOTICE": None if options.wait_notice is None else str(options.wait_notice),
+        "GEODE_WAIT_NOTICE": options.wait_notice and options.wait_notice.strip(),
     }
     for name, value in observe.items():
         if value:

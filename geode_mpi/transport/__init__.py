@@ -36,21 +36,27 @@ from geode_mpi.transport.base import (
     require,
 )
 from geode_mpi.transport.inproc import InProcHub, InProcTransport
-from geode_mpi.transport.notice import StartupNotice, WaitNotice, wait_notice
+from geode_mpi.transport.notice import StartupNotice, WaitNotice, internal, wait_notice
 from geode_mpi.transport.notices import Notices
 from geode_mpi.transport.paths import network_peers
 from geode_mpi.transport.rooted import Rooted
 from geode_mpi.transport.watchdog import Watchdog, hang_timeout, transport_state
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
+    from collections.abc import Callable
+
     from mpi4py import MPI
 
 
-def open_world(comm: MPI.Intracomm | None = None) -> Transport:
+def open_world(
+    comm: MPI.Intracomm | None = None, initialised: Callable[[], None] | None = None
+) -> Transport:
     """The transport for this process: MPI when launched with more than one rank, else in-process.
 
     Args:
         comm: an MPI communicator to use instead of COMM_WORLD (implies MPI).
+        initialised: called once MPI is initialised, before the communicator is duplicated
+            (Geode()'s start-up timer, `StartupNotice.begin`).
 
     Raises:
         WrongPMIError: srun or an MPI launcher started several ranks that MPI sees as worlds
@@ -72,6 +78,8 @@ def open_world(comm: MPI.Intracomm | None = None) -> Transport:
 
     from geode_mpi.transport.mpi import MPITransport
 
+    if initialised is not None:
+        initialised()
     if comm is None:
         check_launch(launched, MPI.COMM_WORLD.Get_size(), library_line(MPI.Get_library_version()))
     base = MPI.COMM_WORLD if comm is None else comm
@@ -100,6 +108,7 @@ __all__ = [
     "Watchdog",
     "abort_world",
     "hang_timeout",
+    "internal",
     "network_peers",
     "open_world",
     "together_backoff",

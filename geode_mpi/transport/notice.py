@@ -13,9 +13,11 @@ call it only from their sleeps (`Backoff.pause`), never from the hot path.
 from __future__ import annotations
 
 import os
+import reprlib
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -50,16 +52,22 @@ def wait_notice(environ: Any = None) -> float | None:
         ValueError: the setting is not a number of seconds >= 0.
     """
     raw = (os.environ if environ is None else environ).get(NOTICE_VARIABLE, "").strip()
-    if raw == "":
-        return DEFAULT_NOTICE
+    return DEFAULT_NOTICE if raw == "" else notice_seconds(raw, NOTICE_VARIABLE)
+
+
+def notice_seconds(raw: str, name: str) -> float | None:
+    """A notice time as ``name`` (the variable, or the runner's option) gives it: seconds,
+    finite and >= 0; None for 0 (off). The one parser of both.
+
+    Raises:
+        ValueError: not such a number.
+    """
     try:
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
     if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError(
-            f"{NOTICE_VARIABLE} must be a number of seconds >= 0 (0: off), got {raw!r}"
-        )
+        raise ValueError(f"{name} must be a number of seconds >= 0 (0: off), got {raw!r}")
     return seconds or None
 
 
@@ -88,14 +96,16 @@ THRESHOLD = Threshold()
 
 
 class WaitNotice:
-    """The notice of a long wait for one Geode: installed as `Backoff`'s slow hook.
+    """One open Geode's part in the notice of a long wait (`LISTENING`, `Backoff`'s hook).
 
     Args:
         after: the notice time (seconds).
-        describe: this rank's state, as lines (what is queued, in flight, expected).
-        activity: a number that changes whenever a message of this rank moves.
+        describe: this Geode's state, as lines (what is queued, in flight, expected).
+        activity: a number that changes whenever a message of this Geode moves.
         rank: this rank, as the text names it.
         hang: the --hang-timeout in force (None: not set).
+        owners: the objects of this Geode that its calls run in (the Geode, its runtime):
+            a wait in a frame of one of them is this Geode's.
     """
 
     def __init__(
@@ -105,98 +115,162 @@ class WaitNotice:
         activity: Callable[[], int],
         rank: int,
         hang: float | None = None,
+        owners: tuple[object, ...] = (),
     ) -> None:
         self.after = after
         self.describe = describe
-        self.still = Stillness(activity)
+        self.activity = activity
         self.rank = rank
         self.hang = hang
-        self.lock = threading.Lock()  # two threads' waits: one speaks, the other waits longer
+        self.owners = owners
+
+    @property
+    def still(self) -> Stillness:
+        """The process's measure of stillness (over every open Geode)."""
+        return LISTENING.still
 
     def install(self) -> None:
-        """Be called from every sleeping pause of every wait."""
+        """Count this Geode in the notice, which every sleeping pause of every wait calls."""
         THRESHOLD.start(self.after)
-        backoff.set_long_wait_hook(self.paused)
+        LISTENING.add(self)
 
     def uninstall(self) -> None:
-        """Stop being called (if still installed)."""
-        if backoff.long_wait_hook() == self.paused:
-            backoff.set_long_wait_hook(None)
+        """Stop counting this Geode (the notice goes on for the others still open)."""
+        LISTENING.remove(self)
+
+    def paused(self, what: Callable[[], str] | None) -> None:
+        """The hook of a sleeping pause (`Listening.paused`)."""
+        LISTENING.paused(what)
+
+
+class Listening:
+    """The notice of a long wait for the process: every open Geode counts (a message of any
+    of them that moves is progress), and the notice names the waiting Geode's state."""
+
+    def __init__(self) -> None:
+        self.members: tuple[WaitNotice, ...] = ()  # replaced whole: read without the lock
+        self.changing = threading.Lock()
+        self.lock = threading.Lock()  # two threads' waits: one speaks, the other waits longer
+        self.still = Stillness(self.activity)
+
+    def activity(self) -> object:
+        """Every open Geode's activity (changes whenever a message of any of them moves)."""
+        return tuple(member.activity() for member in self.members)
+
+    def add(self, member: WaitNotice) -> None:
+        with self.changing:
+            self.members = (*self.members, member)
+            self.still = Stillness(self.activity)  # (a Geode made: that is progress)
+            backoff.set_long_wait_hook(self.paused)
+
+    def remove(self, member: WaitNotice) -> None:
+        with self.changing:
+            self.members = tuple(other for other in self.members if other is not member)
+            if not self.members and backoff.long_wait_hook() == self.paused:
+                backoff.set_long_wait_hook(None)
 
     def paused(self, what: Callable[[], str] | None) -> None:
         """The hook of a sleeping pause: once this rank has been stuck for the threshold, log
-        the notice and double the threshold."""
+        the notice and double the threshold. Never for geode_mpi's own threads (`internal`):
+        their waits are not the job's, which may compute meanwhile."""
+        if threading.current_thread() in _INTERNAL:
+            return
+        members = self.members
         stuck = self.still.paused(time.monotonic())
-        if stuck < THRESHOLD.seconds or not self.lock.acquire(blocking=False):
+        if not members or stuck < THRESHOLD.seconds or not self.lock.acquire(blocking=False):
             return
         try:
             if stuck >= THRESHOLD.seconds:  # (not if another thread spoke meanwhile)
                 following = THRESHOLD.spoke()
-                log.warning("%s", self.text(stuck, what, following))
+                log.warning("%s", text(stuck, what, following, members))
         finally:
             self.lock.release()
 
-    def text(self, idle: float, what: Callable[[], str] | None, following: float) -> str:
-        """The notice: the call, how long, where, for what, this rank's state, what to do."""
-        lines = [
-            f"{call_waiting()} on rank {self.rank} has waited {idle:.0f} s with nothing "
-            "arriving or leaving on this rank"
-        ]
-        lines += [f"  in {where}" for where in waiting_in()]
-        if what is not None:
-            lines.append(f"  {waiting_for(what)}")
-        lines += [f"  {line}" for line in self.describe()]
-        if self.hang is None:
-            ending = (
-                "if the job is stuck, --hang-timeout SECONDS reports every rank's wait and ends it"
-            )
-        else:
-            ending = (
-                f"if nothing moves for {self.hang:g} s, --hang-timeout reports every rank's "
-                "wait and ends the job"
-            )
-        lines.append(
-            f"  {ending} (next notice after a wait of {following:g} s; "
-            f"{NOTICE_VARIABLE}=0 turns these off)"
+
+LISTENING = Listening()
+_INTERNAL: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def internal(thread: threading.Thread) -> None:
+    """Mark ``thread`` as geode_mpi's own (an executor's): its waits give no notice."""
+    _INTERNAL.add(thread)
+
+
+def text(
+    idle: float, what: Callable[[], str] | None, following: float, members: tuple[WaitNotice, ...]
+) -> str:
+    """The notice: how long, the call and where, for what, the waiting Geode's state (every
+    open Geode's when the wait is none of theirs), what to do."""
+    call, selves = call_waiting()
+    waiting = [  # the Geode whose object the wait runs in, innermost first
+        member
+        for inner in selves
+        for member in members
+        if any(own is inner for own in member.owners)
+    ]
+    first = (waiting or members)[0]
+    where = waiting_in()
+    lines = [
+        f"nothing has arrived or left on rank {first.rank} for {idle:.0f} s; it waits in {call}"
+    ]
+    lines += [f"  at {line}" for line in where]
+    if what is not None:
+        lines.append(f"  {waiting_for(what)}")
+    for number, member in enumerate(waiting[:1] or members):
+        if len(members) > 1 and not waiting:
+            lines.append(f"  Geode {number + 1} of {len(members)} open:")
+        lines += [f"  {line}" for line in member.describe()]
+    if first.hang is None:
+        ending = "if the job is stuck, --hang-timeout SECONDS reports every rank's wait and ends it"
+    else:
+        ending = (
+            f"if nothing moves for {first.hang:g} s, --hang-timeout reports every rank's "
+            "wait and ends the job"
         )
-        return "\n".join(lines)
+    lines.append(
+        f"  {ending} (next notice after a wait of {following:g} s; "
+        f"{NOTICE_VARIABLE}=0 turns these off)"
+    )
+    return "\n".join(lines)
 
 
-def call_waiting() -> str:
+def call_waiting() -> tuple[str, list[object]]:
     """The geode_mpi call that the job's code made and that waits now, with the arguments it
-    was given (``receive(source='node1')``); ``a geode_mpi call`` when no job frame made it
-    (close() at the end of the job, say)."""
+    was given (``receive(source='node1')``; ``a geode_mpi call`` when no job frame made it:
+    close() at the end of the job, say), and the ``self`` of every frame, innermost first."""
     import inspect  # here: only a notice needs it
 
     frame: FrameType | None = inspect.currentframe()
+    selves = []
+    while frame is not None:
+        if "self" in frame.f_locals:
+            selves.append(frame.f_locals["self"])
+        frame = frame.f_back
+    frame = inspect.currentframe()
     call = None
     while frame is not None:
         code = frame.f_code
         if in_asyncio(code.co_filename):
-            return "an await of a geode_mpi call"  # (the tasks' own lines say which)
+            return "an await of a geode_mpi call", selves  # (the tasks' own lines say which)
         if job_file(code.co_filename):
             break
         if code is not _LOCKED and code.co_filename.startswith(_PACKAGE):
             call = frame
         frame = frame.f_back
     if call is None or frame is None:
-        return "a geode_mpi call"
+        return "a geode_mpi call", selves
     if call.f_code.co_name == "__exit__":
-        return "close() (at the end of the with block)"
-    return f"{call.f_code.co_name}({', '.join(_arguments(call))})"
+        return "close() (at the end of the with block)", selves
+    return f"{call.f_code.co_name}({', '.join(_arguments(call))})", selves
 
 
 def _arguments(frame: FrameType) -> list[str]:
     """The arguments given to the function of ``frame`` (not self, nor the None, False and
-    ``priority=0`` that a call is given unless told otherwise)."""
-    import reprlib  # here: only a notice needs it
-
-    shorten = reprlib.Repr()
-    shorten.maxstring = shorten.maxother = _LONGEST_ARGUMENT
+    ``priority=0`` that a call is given unless told otherwise), each shown by `shown`."""
     code = frame.f_code
     count = code.co_argcount + code.co_kwonlyargcount
     given = frame.f_locals
-    shown = []
+    listed = []
     for name in code.co_varnames[:count]:
         value = given.get(name)
         if (
@@ -205,8 +279,36 @@ def _arguments(frame: FrameType) -> list[str]:
             and value is not False
             and value != _PLAIN.get(name)
         ):
-            shown.append(f"{name}={shorten.repr(value)}")
-    return shown
+            listed.append(f"{name}={shown(value)}")
+    return listed
+
+
+def shown(value: object) -> str:
+    """``value`` in a few dozen characters, never building more of its text than that: bytes,
+    arrays and containers by their type and size past a few items (a 200 MiB bytes's repr
+    would take 800 MiB)."""
+    return _Short().repr(value)
+
+
+class _Short(reprlib.Repr):
+    """reprlib's shortening, with bytes-like values, arrays and long containers told by type
+    and size (reprlib's own would build their whole repr, or sort them, first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = _LONGEST_ARGUMENT
+
+    def repr1(self, x: Any, level: int) -> str:
+        if isinstance(x, (bytes, bytearray)) and len(x) > _LONGEST_ARGUMENT // 4:
+            return f"<{type(x).__name__} of {len(x):,} bytes>"
+        if isinstance(x, memoryview):
+            return f"<memoryview of {x.nbytes:,} bytes>"
+        shape = getattr(x, "shape", None)
+        if isinstance(shape, tuple) and hasattr(x, "dtype") and hasattr(x, "nbytes"):
+            return f"<{type(x).__name__} {x.dtype} {shape}: {x.nbytes:,} bytes>"
+        if isinstance(x, (list, tuple, dict, set, frozenset)) and len(x) > self.maxlist:
+            return f"<{type(x).__name__} of {len(x):,} items>"
+        return super().repr1(x, level)
 
 
 class StartupNotice:
@@ -214,7 +316,9 @@ class StartupNotice:
     (which lets other threads run meanwhile) until every rank has made its Geode, so no pause
     of a wait would speak. Past the notice time it logs that Geode() waits for the other
     ranks; past the hang timeout (when set) it says so and aborts the job, as the watchdog
-    does. `cancel` once the collectives return.
+    does. `begin` once MPI is initialised (mpi4py holds the GIL in MPI_Init, which waits for
+    the other ranks' starts too: a timer started before could not run, then counted that
+    time); `cancel` once the collectives return.
 
     Args:
         after: the notice time (None: no notice).
@@ -226,16 +330,22 @@ class StartupNotice:
         self.hang = hang
         self.done = threading.Event()
         self.started = time.monotonic()
-        if after is not None:
-            THRESHOLD.start(after)
+        self.thread: threading.Thread | None = None
+
+    def begin(self) -> None:
+        """MPI is initialised: start the clock and the thread."""
+        if self.after is not None:
+            THRESHOLD.start(self.after)
+        self.started = time.monotonic()
         self.thread = threading.Thread(target=self._watch, name="geode-startup", daemon=True)
         self.thread.start()
 
     def cancel(self) -> None:
-        """The collectives returned: stop watching (the thread ends before this returns:
-        while it runs, the Geode's calls would take their paths for several threads)."""
+        """The collectives returned (or failed): stop watching (the thread ends before this
+        returns: while it runs, the Geode's calls would take their paths for several threads)."""
         self.done.set()
-        self.thread.join()
+        if self.thread is not None:
+            self.thread.join()
 
     def _watch(self) -> None:
         while True:

@@ -82,13 +82,32 @@ _MOST_TASKS = 4  # tasks named in a report; the others are counted
 
 
 def job_file(filename: str) -> bool:
-    """Whether a frame of ``filename`` is the job's own (not geode_mpi's, runpy's, asyncio's):
-    what a hang report and the runner's Ctrl-C line name."""
+    """Whether a frame of ``filename`` is the job's own (not geode_mpi's, nor the standard
+    library's: runpy, asyncio, threading...): what a hang report and the runner's Ctrl-C line
+    name."""
+    path = os.path.abspath(filename)
     return (
-        not os.path.abspath(filename).startswith(_PACKAGE)
+        not path.startswith(_PACKAGE)
         and "runpy" not in filename
-        and not in_asyncio(filename)
+        and not filename.startswith("<frozen ")
+        and not (path.startswith(_standard_library()) and "-packages" + os.sep not in path)
     )
+
+
+_STANDARD: tuple[str, ...] = ()
+
+
+def _standard_library() -> tuple[str, ...]:
+    """The directories of the standard library (their site-packages excepted by the caller)."""
+    global _STANDARD
+    if not _STANDARD:
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        _STANDARD = tuple(
+            {os.path.abspath(paths[key]) + os.sep for key in ("stdlib", "platstdlib")}
+        )
+    return _STANDARD
 
 
 def in_asyncio(filename: str) -> bool:
@@ -156,10 +175,11 @@ class Stillness:
     after being outside them (computing) for more than OUTSIDE_GAP seconds.
 
     Args:
-        activity: a number that changes whenever a message of this rank moves.
+        activity: a value (compared with ==) that changes whenever a message of this rank
+            moves.
     """
 
-    def __init__(self, activity: Callable[[], int]) -> None:
+    def __init__(self, activity: Callable[[], object]) -> None:
         now = time.monotonic()
         self.activity = activity
         self.next_look = 0.0

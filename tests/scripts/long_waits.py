@@ -2,7 +2,8 @@
 --hang-timeout) once the notice of a long wait (GEODE_WAIT_NOTICE) had time to speak.
 
 Run with 2 ranks: ``python -m geode_mpi tests/scripts/long_waits.py MODE`` where MODE is
-receive, full, full-forever, queue, close, startup or startup-forever.
+receive, full, full-forever, queue, close, startup, startup-forever or late-init
+(without the runner).
 """
 
 import sys
@@ -11,7 +12,14 @@ import time
 from geode_mpi import Geode, GeodeTimeoutError, QueueConfig, ReceiveTimeout, SendTimeout
 
 mode = sys.argv[1]
-if mode.startswith("startup"):
+if mode == "late-init":  # without the runner: Geode() is what starts MPI
+    import os
+
+    if os.environ.get("PMI_RANK") == "1":
+        time.sleep(4)  # rank 1 starts MPI late: rank 0 waits in MPI_Init meanwhile
+    with Geode() as geode:
+        print(f"rank {geode.rank}: Geode made")
+elif mode.startswith("startup"):
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == 1:
