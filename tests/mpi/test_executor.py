@@ -203,10 +203,11 @@ def test_a_second_executor_served_in_the_first_ones_block_is_no_error_at_close(
     _here.clear()
     assert "never ran" not in caplog.text
     assert [r.levelname for r in caplog.records if r.levelno >= 40] == []
-    if not second.is_client:
-        assert f"executor 'executor-2''s worker node(s) here ({geode.nodes[geode.rank]})" in (
-            caplog.text
-        )
+    # (a worker rank that learnt of the second's end inside the first's block has nothing to
+    # tell at close(): over the network path the end often comes first; else close() says it
+    # told the client, as INFO)
+    told = f"executor 'executor-2''s worker node(s) here ({geode.nodes[geode.rank]})"
+    assert second.is_client or told in caplog.text or "executor-2" not in caplog.text
 
 
 @pytest.mark.parametrize("with_on_the_client", [False, True])
