@@ -161,13 +161,13 @@ class Listening:
         with self.changing:
             self.members = (*self.members, member)
             self.still = Stillness(self.activity)  # (a Geode made: that is progress)
-            backoff.set_long_wait_hook(self.paused)
+            backoff.long_wait_hook.set(self.paused)
 
     def remove(self, member: WaitNotice) -> None:
         with self.changing:
             self.members = tuple(other for other in self.members if other is not member)
-            if not self.members and backoff.long_wait_hook() == self.paused:
-                backoff.set_long_wait_hook(None)
+            if not self.members:
+                backoff.long_wait_hook.unset(self.paused)
 
     def paused(self, what: Callable[[], str] | None) -> None:
         """The hook of a sleeping pause: once this rank has been stuck for the threshold, log

@@ -253,15 +253,13 @@ class Watchdog:
 
     def install(self) -> None:
         """Be called from every sleeping pause of every wait, and from the progress engine."""
-        backoff.set_idle_hook(self.idle)
-        backoff.set_activity_hook(self.tick)
+        backoff.idle_hook.set(self.idle)
+        backoff.activity_hook.set(self.tick)
 
     def uninstall(self) -> None:
         """Stop being called (the requests still in flight are left to MPI)."""
-        if backoff.idle_hook() == self.idle:
-            backoff.set_idle_hook(None)
-        if backoff.activity_hook() == self.tick:
-            backoff.set_activity_hook(None)
+        backoff.idle_hook.unset(self.idle)
+        backoff.activity_hook.unset(self.tick)
 
     def report(self, stuck: float | None) -> str:
         """This rank's part of the report: how long it waits, where, and on what."""
