@@ -289,6 +289,22 @@ def test_hang_timeout_leaves_a_waiting_rank_alone_while_another_runs() -> None:
 
 
 @pytest.mark.mpi
+def test_hang_timeout_counts_the_traffic_of_every_open_geode() -> None:
+    """The watchdog was the last Geode's: a rank waiting while its messages moved on the other
+    Geode looked stuck (a false hang, status 124), and after that Geode closed nothing watched."""
+    script = "tests/scripts/two_geodes.py"
+    result = mpirun(2, ["-m", "geode_mpi", "--hang-timeout", "2", script], timeout=90)
+    assert result.returncode == 0, result.explain()
+    assert "echoes: " in result.stdout and "no progress" not in result.stderr
+    result = mpirun(
+        2, ["-m", "geode_mpi", "--hang-timeout", "2", script, "--hang-after"], timeout=90
+    )
+    assert result.returncode == 124 and not result.timed_out, result.explain()
+    assert "geode_mpi: no progress for" in result.stderr
+    assert "in tests/scripts/two_geodes.py:44 in <module>: job.receive(" in result.stderr
+
+
+@pytest.mark.mpi
 def test_hang_timeout_catches_a_hang_made_of_short_waits() -> None:
     result = mpirun(
         2,

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from geode_mpi.base.interrupts import interruptible
 from geode_mpi.base.launch import launch_info
@@ -15,89 +15,53 @@ from geode_mpi.base.launch import launch_info
 if TYPE_CHECKING:
     from geode_mpi.base.gate import Gate
 
-# Called from every sleeping pause with the seconds since the wait last saw an event and
-# what the wait is for (`Backoff.what`; the hang watchdog, geode_mpi.transport.watchdog);
-# None: nothing to call.
-IdleHook = Callable[[float, "Callable[[], str] | None"], None]
-_idle_hook: IdleHook | None = None
+F = TypeVar("F", bound=Callable[..., None])
 
 
-def set_idle_hook(hook: IdleHook | None) -> None:
-    """Call ``hook(idle_seconds, what)`` from every sleeping pause of every wait (None: stop)."""
-    global _idle_hook
-    _idle_hook = hook
+class Hook(Generic[F]):
+    """A function that the waits call at one place (`call`; None: nothing to call).
+
+    The caller reads `call` once and calls it if set, so a hook costs one attribute read while
+    None. `set` installs one; `unset` takes one off only while it is still the one set.
+    """
+
+    __slots__ = ("call",)
+
+    def __init__(self) -> None:
+        self.call: F | None = None
+
+    def set(self, hook: F | None) -> None:
+        """Call ``hook`` from now on (None: nothing)."""
+        self.call = hook
+
+    def unset(self, hook: F) -> None:
+        """Stop calling ``hook``, unless another was set since."""
+        if self.call == hook:
+            self.call = None
 
 
-def idle_hook() -> IdleHook | None:
-    """The hook `set_idle_hook` installed."""
-    return _idle_hook
-
-
-# Also called from every sleeping pause, with what the wait is for (`Backoff.what`): the
-# notice of a long wait (geode_mpi.transport.notice); None: nothing to call.
-LongWaitHook = Callable[["Callable[[], str] | None"], None]
-_long_wait_hook: LongWaitHook | None = None
-
-
-def set_long_wait_hook(hook: LongWaitHook | None) -> None:
-    """Call ``hook(what)`` from every sleeping pause of every wait (None: stop)."""
-    global _long_wait_hook
-    _long_wait_hook = hook
-
-
-def long_wait_hook() -> LongWaitHook | None:
-    """The hook `set_long_wait_hook` installed."""
-    return _long_wait_hook
-
-
-# Also called from every sleeping pause, with no argument: --stats and --trace listen there
-# for a failing rank's request to leave their parts before the job ends; None: nothing.
-_notice_hook: Callable[[], None] | None = None
-
-
-def set_notice_hook(hook: Callable[[], None] | None) -> None:
-    """Call ``hook()`` from every sleeping pause of every wait (None: stop)."""
-    global _notice_hook
-    _notice_hook = hook
+# From every sleeping pause, with the seconds since the wait last saw an event and what the
+# wait is for (`Backoff.what`): the hang watchdog (geode_mpi.transport.watchdog).
+idle_hook: Hook[Callable[[float, Callable[[], str] | None], None]] = Hook()
+# From every sleeping pause, with what the wait is for: the notice of a long wait
+# (geode_mpi.transport.notice).
+long_wait_hook: Hook[Callable[[Callable[[], str] | None], None]] = Hook()
+# From every sleeping pause (and `look_for_notices`): --stats and --trace listen there for a
+# failing rank's request to leave their parts before the job ends.
+notice_hook: Hook[Callable[[], None]] = Hook()
+# From every poll of the progress engine: the watchdog answers questions from there while its
+# rank runs without waiting.
+activity_hook: Hook[Callable[[], None]] = Hook()
+# From every pause past the first spin, once a SIGTERM arrived: geode_mpi.core's termination
+# raises Terminated from it when a wait goes on too long. (The hot path never pauses.)
+term_hook: Hook[Callable[[], None]] = Hook()
 
 
 def look_for_notices() -> None:
     """Call the notice hook now (from a wait loop that does not pause through Backoff)."""
-    if _notice_hook is not None:
-        _notice_hook()
-
-
-# Called by the progress engine on every poll (the watchdog answers questions from there
-# while its rank runs without waiting); None: nothing to call.
-_activity_hook: Callable[[], None] | None = None
-
-
-def set_activity_hook(hook: Callable[[], None] | None) -> None:
-    """Call ``hook()`` from every poll of the progress engine (None: stop)."""
-    global _activity_hook
-    _activity_hook = hook
-
-
-def activity_hook() -> Callable[[], None] | None:
-    """The hook `set_activity_hook` installed."""
-    return _activity_hook
-
-
-# Called from every pause that does not spin, once a SIGTERM arrived (geode_mpi.core's
-# termination raises Terminated from it when a wait goes on too long); None: no SIGTERM yet.
-# The hot path never pauses, so it never looks at this.
-_term_hook: Callable[[], None] | None = None
-
-
-def set_term_hook(hook: Callable[[], None] | None) -> None:
-    """Call ``hook()`` from every pause past the first spin of every wait (None: stop)."""
-    global _term_hook
-    _term_hook = hook
-
-
-def term_hook() -> Callable[[], None] | None:
-    """The hook `set_term_hook` installed (asyncio's poller calls it from its pauses)."""
-    return _term_hook
+    notice = notice_hook.call
+    if notice is not None:
+        notice()
 
 
 # How long an idle wait yield-polls after its last event before it sleeps. With ranks
@@ -195,8 +159,9 @@ class Backoff:
         idle = time.perf_counter() - self._since
         if idle < self.spin:
             return
-        if _term_hook is not None:
-            _term_hook()  # may raise: a SIGTERM ends the wait
+        terminating = term_hook.call
+        if terminating is not None:
+            terminating()  # may raise: a SIGTERM ends the wait
         if idle < (self.busy_spin if busy else self.yield_time):
             os.sched_yield()
             return
@@ -205,12 +170,15 @@ class Backoff:
         else:
             gate.sleep(self._sleep)
         self._sleep = min(self._sleep * 2, self.max_sleep)
-        if _idle_hook is not None:
-            _idle_hook(idle, self.what)
-        if _long_wait_hook is not None:
-            _long_wait_hook(self.what)
-        if _notice_hook is not None:
-            _notice_hook()
+        hook = idle_hook.call
+        if hook is not None:
+            hook(idle, self.what)
+        noticing = long_wait_hook.call
+        if noticing is not None:
+            noticing(self.what)
+        notice = notice_hook.call
+        if notice is not None:
+            notice()
 
 
 # How long a wait for a collective step that every rank waits in at once yield-polls before it

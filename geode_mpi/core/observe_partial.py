@@ -62,7 +62,7 @@ def start_observing(observed: Observed) -> None:
         comm = geode.transport.private_comm()
         if comm is not None:
             _partial.notices = Notices(comm)
-            backoff.set_notice_hook(_look_for_notice)
+            backoff.notice_hook.set(_look_for_notice)
     at_abort(_last_words)
 
 

@@ -268,7 +268,7 @@ class Poller:
             self._since = now
             self._sleep = self.min_sleep
         idle = now - self._since
-        terminating = term_hook()  # set once a SIGTERM came: it raises when waits last too long
+        terminating = term_hook.call  # set once a SIGTERM came: it raises when waits last too long
         if terminating is not None and idle >= self.spin:
             try:
                 terminating()
@@ -284,10 +284,10 @@ class Poller:
         self._sleeping = True
         self._next = self.loop.call_later(self._sleep, self._look)
         self._sleep = min(self._sleep * 2, self.max_sleep)
-        hook = idle_hook()  # the hang watchdog (--hang-timeout) counts this wait as idle
+        hook = idle_hook.call  # the hang watchdog (--hang-timeout) counts this wait as idle
         if hook is not None:
             hook(idle, None)
-        noticing = long_wait_hook()  # the notice of a long wait
+        noticing = long_wait_hook.call  # the notice of a long wait
         if noticing is not None:
             noticing(None)
         look_for_notices()  # --stats / --trace of a failing rank

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from geode_mpi.base.backoff import set_term_hook
+from geode_mpi.base.backoff import term_hook
 from geode_mpi.base.failure import TERMINATED_STATUS, rank_label
 from geode_mpi.base.logger import load_logging, log
 from geode_mpi.errors import Terminated
@@ -153,7 +153,7 @@ class Termination:
                 self._drain()
             self.received = None
             self.signals = 0
-        set_term_hook(None)
+        term_hook.set(None)
         if self._pipe is not None:
             self._wake()
 
@@ -177,7 +177,7 @@ class Termination:
             if self.received is not None:
                 return
             self.received = time.monotonic()
-        set_term_hook(self._check)
+        term_hook.set(self._check)
         log.warning(
             "SIGTERM: a last checkpoint at the next maybe_checkpoint(), then exit; a call still "
             "waiting in %g s raises Terminated; the process ends in %g s (term_grace)",

@@ -59,7 +59,7 @@ class Polling(Failures):
             self.flush()  # a receiver that polls without waiting still acks within ACK_DELAY
         if self.resend_after is not None:
             self._resend_due()
-        hook = activity_hook()  # --hang-timeout's watchdog
+        hook = activity_hook.call  # --hang-timeout's watchdog
         if hook is not None:
             hook()
         return found

@@ -28,14 +28,8 @@ from geode_mpi.base.gate import locked
 from geode_mpi.base.launch import launcher_rank
 from geode_mpi.base.logger import log
 from geode_mpi.transport.abort import abort_world
-from geode_mpi.transport.watchdog import (
-    HANG_STATUS,
-    Stillness,
-    in_asyncio,
-    job_file,
-    waiting_for,
-    waiting_in,
-)
+from geode_mpi.transport.stillness import OpenGeodes, Stillness, states
+from geode_mpi.transport.watchdog import HANG_STATUS, in_asyncio, job_file, waiting_for, waiting_in
 
 NOTICE_VARIABLE = "GEODE_WAIT_NOTICE"
 DEFAULT_NOTICE = 60.0
@@ -143,31 +137,19 @@ class WaitNotice:
         LISTENING.paused(what)
 
 
-class Listening:
+class Listening(OpenGeodes[WaitNotice]):
     """The notice of a long wait for the process: every open Geode counts (a message of any
     of them that moves is progress), and the notice names the waiting Geode's state."""
 
     def __init__(self) -> None:
-        self.members: tuple[WaitNotice, ...] = ()  # replaced whole: read without the lock
-        self.changing = threading.Lock()
+        super().__init__()
         self.lock = threading.Lock()  # two threads' waits: one speaks, the other waits longer
-        self.still = Stillness(self.activity)
 
-    def activity(self) -> object:
-        """Every open Geode's activity (changes whenever a message of any of them moves)."""
-        return tuple(member.activity() for member in self.members)
+    def hook(self) -> None:
+        backoff.long_wait_hook.set(self.paused)
 
-    def add(self, member: WaitNotice) -> None:
-        with self.changing:
-            self.members = (*self.members, member)
-            self.still = Stillness(self.activity)  # (a Geode made: that is progress)
-            backoff.set_long_wait_hook(self.paused)
-
-    def remove(self, member: WaitNotice) -> None:
-        with self.changing:
-            self.members = tuple(other for other in self.members if other is not member)
-            if not self.members and backoff.long_wait_hook() == self.paused:
-                backoff.set_long_wait_hook(None)
+    def unhook(self) -> None:
+        backoff.long_wait_hook.unset(self.paused)
 
     def paused(self, what: Callable[[], str] | None) -> None:
         """The hook of a sleeping pause: once this rank has been stuck for the threshold, log
@@ -216,10 +198,7 @@ def text(
     lines += [f"  at {line}" for line in where]
     if what is not None:
         lines.append(f"  {waiting_for(what)}")
-    for number, member in enumerate(waiting[:1] or members):
-        if len(members) > 1 and not waiting:
-            lines.append(f"  Geode {number + 1} of {len(members)} open:")
-        lines += [f"  {line}" for line in member.describe()]
+    lines += [f"  {line}" for line in states(waiting[:1] or members)]
     if first.hang is None:
         ending = "if the job is stuck, --hang-timeout SECONDS reports every rank's wait and ends it"
     else:

@@ -23,18 +23,15 @@ from geode_mpi.base import backoff, collective
 from geode_mpi.base.failure import last_words
 from geode_mpi.transport.abort import abort_world
 from geode_mpi.transport.census import Census
+from geode_mpi.transport.stillness import OpenGeodes, Stillness, states
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
     from mpi4py import MPI
 
 HANG_VARIABLE = "GEODE_HANG_TIMEOUT"
 HANG_STATUS = 124  # the exit status of a job the watchdog ended (as timeout(1) uses)
-CHECK_EVERY = 0.05  # seconds between two looks at this rank's activity
 SERVE_EVERY = 0.01  # seconds between two looks for the censuses' messages
 STAGGER = 0.05  # seconds between the times two ranks would ask, after rank 0
-# A rank whose waits paused last this long ago was outside geode_mpi meanwhile (computing):
-# its time waiting starts over.
-OUTSIDE_GAP = 1.5
 # A pause this recent means the rank is inside a wait now. Generous: under load a waiting rank
 # may not run for a while between its pause and its next poll, and a rank that left its wait
 # and runs geode_mpi calls since moves messages, which resets its time stuck anyway.
@@ -169,59 +166,17 @@ def transport_state(transport: object) -> str:
     return str(summary()) if summary is not None else "nothing in flight"
 
 
-class Stillness:
-    """How long this rank has been stuck: since the later of two instants, the last time
-    anything it counts moved (``activity`` changed), and the time it entered geode_mpi's waits
-    after being outside them (computing) for more than OUTSIDE_GAP seconds.
-
-    Args:
-        activity: a value (compared with ==) that changes whenever a message of this rank
-            moves.
-    """
-
-    def __init__(self, activity: Callable[[], object]) -> None:
-        now = time.monotonic()
-        self.activity = activity
-        self.next_look = 0.0
-        self.last_pause = now  # the last sleeping pause of a wait
-        self.waiting_since = now  # when this rank last came back into geode_mpi's waits
-        self.last_activity = now
-        self.fingerprint = activity()
-
-    def look(self, now: float) -> None:
-        """Every CHECK_EVERY: note activity."""
-        if now < self.next_look:
-            return
-        self.next_look = now + CHECK_EVERY
-        fingerprint = self.activity()
-        if fingerprint != self.fingerprint:
-            self.fingerprint = fingerprint
-            self.last_activity = now
-
-    def stuck(self, now: float) -> float:
-        """Seconds stuck at ``now``."""
-        return now - max(self.last_activity, self.waiting_since)
-
-    def paused(self, now: float) -> float:
-        """A sleeping pause of a wait at ``now``: the seconds stuck."""
-        if now - self.last_pause > OUTSIDE_GAP:
-            self.waiting_since = now  # it was computing meanwhile: that is progress
-        self.last_pause = now
-        self.look(now)
-        return self.stuck(now)
-
-
 class Watchdog:
-    """This rank's part of the hang check.
+    """A Geode's part in this rank's hang check (`WATCHING`: every Geode open in the process).
 
-    A rank is *stuck* as `Stillness` says. Only a waiting rank
-    decides that the job hangs; a rank running geode_mpi calls without waiting answers that
-    it is running.
+    A rank is *stuck* as `Stillness` says, over every open Geode: a message of any of them
+    that moves is progress. Only a waiting rank decides that the job hangs; a rank running
+    geode_mpi calls without waiting answers that it is running.
 
     Args:
         timeout: seconds a rank may be stuck before it asks the others.
-        describe: this rank's state, as lines (what is queued, in flight, expected).
-        activity: a number that changes whenever a message of this rank moves.
+        describe: this Geode's state, as lines (what is queued, in flight, expected).
+        activity: a number that changes whenever a message of this Geode moves.
         label: this rank's label for the report (``[rank 1/4 node1]``).
         comm: an MPI communicator for the watchdog alone (None: one process, nobody to ask).
     """
@@ -246,53 +201,45 @@ class Watchdog:
         # each a little more than the rank below it, whose question then reaches it first.
         grace = self._grace()
         self.ask_after = timeout + (grace + min(STAGGER * self.rank, grace) if self.rank else 0.0)
-        self.still = Stillness(activity)
         self._next_serve = 0.0
         self._next_hang_check = 0.0
-        self._what: Callable[[], str] | None = None  # what the last wait that paused is for
+
+    @property
+    def still(self) -> Stillness:
+        """The process's measure of stillness (over every open Geode)."""
+        return WATCHING.still
 
     def install(self) -> None:
-        """Be called from every sleeping pause of every wait, and from the progress engine."""
-        backoff.set_idle_hook(self.idle)
-        backoff.set_activity_hook(self.tick)
+        """Count this Geode in the hang check, which every sleeping pause of every wait and the
+        progress engine call."""
+        WATCHING.add(self)
 
     def uninstall(self) -> None:
-        """Stop being called (the requests still in flight are left to MPI)."""
-        if backoff.idle_hook() == self.idle:
-            backoff.set_idle_hook(None)
-        if backoff.activity_hook() == self.tick:
-            backoff.set_activity_hook(None)
+        """Stop counting this Geode (the check goes on for the others still open; the requests
+        still in flight are left to MPI)."""
+        WATCHING.remove(self)
 
     def report(self, stuck: float | None) -> str:
-        """This rank's part of the report: how long it waits, where, and on what."""
+        """This rank's part of the report: how long it waits, where, on what, and the state of
+        every Geode open in it."""
         if stuck is None:
             lines = ["running (in geode_mpi calls, not waiting)"]
         else:
             lines = [f"waiting {stuck:.1f} s with nothing arriving or leaving"]
         lines += [f"  in {where}" for where in waiting_in()]
-        if stuck is not None and self._what is not None:
-            lines.append(f"  {waiting_for(self._what)}")
-        lines += [f"  {line}" for line in self.describe()]
+        what = WATCHING.what
+        if stuck is not None and what is not None:
+            lines.append(f"  {waiting_for(what)}")
+        lines += [f"  {line}" for line in states(WATCHING.members or (self,))]
         return "\n".join(f"{self.label} {line}" for line in lines)
 
-    def idle(self, seconds: float, what: Callable[[], str] | None = None) -> None:
-        """The hook of a sleeping pause (``seconds`` since the wait began or saw an event;
-        ``what`` the wait is for, `Backoff.what`)."""
-        self._what = what
-        now = time.monotonic()
-        stuck = self.still.paused(now)
-        self._serve(now, stuck)
+    def check(self, now: float, stuck: float) -> None:
+        """A wait's pause, ``stuck`` seconds into this rank's stillness: past the timeout, ask
+        (`_hung`)."""
         if stuck >= self.ask_after and now >= self._next_hang_check:
             self._hung(stuck)
 
-    def tick(self) -> None:
-        """The progress engine's hook: answer questions while the rank runs without waiting."""
-        now = time.monotonic()
-        still = self.still
-        still.look(now)
-        self._serve(now, still.stuck(now) if now - still.last_pause < IN_WAIT else None)
-
-    def _serve(self, now: float, stuck: float | None) -> None:
+    def serve(self, now: float, stuck: float | None) -> None:
         """Every SERVE_EVERY: pass on and answer the censuses (never put off: a rank that
         does not answer in time is reported as busy outside geode_mpi)."""
         if self.census is None or now < self._next_serve:
@@ -362,7 +309,7 @@ class Watchdog:
                     break
                 census.ask_directly(key, missing, self._grace())  # below a silent rank
                 direct = True
-            self._serve(time.monotonic(), self.still.stuck(time.monotonic()))
+            WATCHING.serve(time.monotonic(), self.still.stuck(time.monotonic()))
             if census.outranked(2 * self._grace() + 1.0):
                 census.drop(key)
                 return None
@@ -371,3 +318,50 @@ class Watchdog:
         answers, silent, messages = census.gathered(key)
         census.drop(key)
         return answers, silent, messages
+
+
+class Watching(OpenGeodes[Watchdog]):
+    """The hang check of the process: every open Geode's `Watchdog`, called from every sleeping
+    pause of every wait (`idle`) and from the progress engine (`tick`) while any is open.
+
+    Each Geode's watchdog answers the censuses on its own communicator; the one whose
+    communicator spans the most ranks (the first made, of equals) asks.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.what: Callable[[], str] | None = None  # what the last wait that paused is for
+
+    def hook(self) -> None:
+        backoff.idle_hook.set(self.idle)
+        backoff.activity_hook.set(self.tick)
+
+    def unhook(self) -> None:
+        backoff.idle_hook.unset(self.idle)
+        backoff.activity_hook.unset(self.tick)
+
+    def idle(self, seconds: float, what: Callable[[], str] | None = None) -> None:
+        """The hook of a sleeping pause (``seconds`` since the wait began or saw an event;
+        ``what`` the wait is for, `Backoff.what`)."""
+        self.what = what
+        now = time.monotonic()
+        stuck = self.still.paused(now)
+        self.serve(now, stuck)
+        members = self.members
+        if members:
+            max(members, key=lambda member: member.size).check(now, stuck)
+
+    def tick(self) -> None:
+        """The progress engine's hook: answer questions while the rank runs without waiting."""
+        now = time.monotonic()
+        still = self.still
+        still.look(now)
+        self.serve(now, still.stuck(now) if now - still.last_pause < IN_WAIT else None)
+
+    def serve(self, now: float, stuck: float | None) -> None:
+        """Answer the censuses of every open Geode's watchdog (`Watchdog.serve`)."""
+        for member in self.members:
+            member.serve(now, stuck)
+
+
+WATCHING = Watching()

@@ -408,10 +408,10 @@ def test_a_sigterm_past_its_patience_ends_the_awaits_with_terminated() -> None:
 
         async def main() -> list[Any]:
             waits = [g.areceive("node1"), g.areceive("node2", timeout=LIMIT)]
-            backoff.set_term_hook(too_late)
+            backoff.term_hook.set(too_late)
             try:
                 return await asyncio.gather(*waits, return_exceptions=True)
             finally:
-                backoff.set_term_hook(None)
+                backoff.term_hook.set(None)
 
         assert [type(outcome) for outcome in run(main)] == [Terminated, Terminated]

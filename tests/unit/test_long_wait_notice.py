@@ -39,7 +39,7 @@ def _paused_for(notice: WaitNotice, seconds: float) -> None:
     still.last_pause = now
     still.next_look = 0.0
     still.waiting_since = still.last_activity = now - seconds
-    hook = backoff.long_wait_hook()
+    hook = backoff.long_wait_hook.call
     assert hook is not None, "no notice of a long wait installed"
     hook(None)
 
@@ -134,7 +134,7 @@ def test_every_open_geode_counts_and_the_waiting_one_is_described(
     finally:
         busy.notice.uninstall()
         idle.notice.uninstall()
-    assert backoff.long_wait_hook() is None
+    assert backoff.long_wait_hook.call is None
 
 
 def test_geode_mpi_s_own_threads_give_no_notice(caplog: pytest.LogCaptureFixture) -> None:
