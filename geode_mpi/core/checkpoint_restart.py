@@ -9,6 +9,7 @@ from geode_mpi import codec
 from geode_mpi.base.listing import SHOWN, some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.checkpoint_state import CheckpointerState
+from geode_mpi.core.filters import unfound_classes, unfound_text
 from geode_mpi.core.restoring import (
     Loaded,
     OtherJob,
@@ -85,6 +86,7 @@ class Restarting(CheckpointerState):
             return None
         self._apply(chosen)
         self._warn_unmoved_state(chosen)
+        self._warn_unfound_classes()
         return chosen.state
 
     def _read(self, epoch: int, part: Part) -> tuple[Loaded | None, str | None, str | None]:
@@ -153,6 +155,22 @@ class Restarting(CheckpointerState):
                 how,
                 self.store.directory,
             )
+
+    def _warn_unfound_classes(self) -> None:
+        """Warn of restored messages whose class this rank cannot find (renamed or moved since
+        the checkpoint): a receive by type would wait for ever beside them. Each rank holding
+        some says so (the class is looked up where the message would be decoded)."""
+        geode = self.geode
+        for index, inbox in geode.inboxes.items():
+            unfound = unfound_classes(inbox)
+            if unfound:
+                log.warning(
+                    "restart: messages restored at %s: %s; a receive without a type filter "
+                    "fails on each (DecodeError: a dead letter). If the class is defined after "
+                    "Geode() is made, ignore this",
+                    geode.names[index],
+                    unfound_text(unfound),
+                )
 
     def _warn_unmoved_state(self, chosen: Loaded) -> None:
         """On another number of ranks, rank 0 warns once of the per-rank `state` that does not

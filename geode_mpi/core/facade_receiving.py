@@ -12,7 +12,14 @@ from geode_mpi.codec.runs import RunItem
 from geode_mpi.core.aio import POLL_EVERY_RUN_RECEIVES
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.facade_sending import _NODE_KEYS, _SECONDS
-from geode_mpi.core.filters import TypeFilter, matcher, order_key, type_label
+from geode_mpi.core.filters import (
+    TypeFilter,
+    matcher,
+    order_key,
+    type_label,
+    unfound_classes,
+    unfound_text,
+)
 from geode_mpi.core.runtime import FIRST_SPIN, NO_FAST_QUEUE, POLL_EVERY_RECEIVES, Runtime
 from geode_mpi.core.subscriptions import Subscription
 from geode_mpi.core.topics import Topic
@@ -274,6 +281,11 @@ class ReceiveCalls(Facade):
                     f"({call}() without a node takes {names[index]}'s; name the node to take "
                     f"another's: {call}({names[held[0]]!r}))"
                 )
+        queued = runtime.inboxes[index]
+        if type_filter is not None and len(queued) and (timeout is None or timeout > 0):
+            unfound = unfound_classes(queued)  # (not a poll: a scan costs nothing beside it)
+            if unfound:
+                hint += f"; of those, {unfound_text(unfound)}"
         return ReceiveTimeout(
             names[index],
             timeout or 0.0,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import Any
 
 from geode_mpi import codec
@@ -72,6 +74,43 @@ def _by_class_name(test: Callable[[str], bool]) -> Match:
             return False
 
     return check
+
+
+def unfound_classes(parcels: Iterable[Parcel], most: int = 100_000) -> Counter[str]:
+    """The wire names of the classes of ``parcels`` (the first ``most``) that this rank cannot
+    resolve, counted: messages no type filter matches (a class renamed or moved since they were
+    sent or checkpointed)."""
+    known: dict[str, bool] = {}
+    unfound: Counter[str] = Counter()
+    for parcel in islice(parcels, most):
+        wire_name = codec.class_name_of(parcel.meta)
+        found = known.get(wire_name)
+        if found is None:
+            try:
+                resolve(wire_name)
+            except DecodeError:
+                found = False
+            else:
+                found = True
+            known[wire_name] = found
+        if not found:
+            unfound[wire_name] += 1
+    return unfound
+
+
+def unfound_text(unfound: Counter[str]) -> str:
+    """``3 of class 'Tok' (module '__main__')``, for each class of `unfound_classes`, and the
+    way out: keep the old name importable."""
+    classes = []
+    for wire_name, count in unfound.most_common():
+        module, _, qualname = wire_name.partition(":")
+        classes.append(f"{count} of class {qualname!r} (module {module!r})")
+    old = unfound.most_common(1)[0][0].partition(":")[2].rpartition(".")[2]
+    return (
+        f"{', '.join(classes)}, which this rank cannot find: no type filter matches them (a "
+        "class renamed or moved since they were sent or checkpointed? keep the old name "
+        f"importable where it was, e.g. {old} = NewName)"
+    )
 
 
 ORDERS = ("arrival", "timestamp", "id")
