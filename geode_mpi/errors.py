@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import pickle
 from collections.abc import Sequence
 from typing import Any
@@ -100,7 +101,13 @@ class UnknownNodeError(GeodeError, LookupError):
         self.node = node
         self.nodes = tuple(nodes)
         self.argument = argument
-        super().__init__(f"unknown {argument} {node!r}: this job has nodes {describe_nodes(nodes)}")
+        kind = ""
+        number = isinstance(node, numbers.Number) or hasattr(node, "dtype")  # numpy's too
+        if number and not isinstance(node, str) and whole(node) is None:  # 1.0, True
+            kind = f" (a {type(node).__name__}: a node is its name or its int index)"
+        super().__init__(
+            f"unknown {argument} {node!r}{kind}: this job has nodes {describe_nodes(nodes)}"
+        )
 
 
 class NodeNotLocalError(GeodeError, LookupError):

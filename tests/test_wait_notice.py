@@ -80,6 +80,26 @@ def test_close_waiting_for_the_other_ranks_says_so() -> None:
 
 
 @pytest.mark.mpi
+def test_a_topic_made_on_one_rank_only_says_topic_is_collective() -> None:
+    # The wait in topic() named no more than the call: nothing said what it waits for, nor
+    # that the other ranks must call topic() too (a port of a bcast makes it on its root).
+    result = _run("topic-on-root", "--hang-timeout", "3")
+    assert result.returncode == 124 and not result.timed_out, result.explain()
+    err = result.stderr
+    waiting = (
+        "waiting for the other ranks to call topic('params') too: it is collective (every "
+        "rank calls it, with the same arguments, in the same order)"
+    )
+    assert "; it waits in topic(name='params', publishers=['node0'], subscribers=['node1']" in err
+    assert f"\n  {waiting}\n" in err, err  # the notice
+    assert f"[rank 0/2 node0]   {waiting}\n" in err, err  # the --hang-timeout report
+    # and the rank that never made it: its receive(topic=) says why there is no such topic
+    assert "rank 1: no topic 'params' in this job (topics: none); topic() is collective" in (
+        result.stdout
+    ), result.stdout
+
+
+@pytest.mark.mpi
 def test_a_work_queue_get_without_finish_says_so() -> None:
     err = _finished(_run("queue"))
     assert "[rank 1/2 node1] WARNING geode_mpi: nothing has arrived or left on rank 1" in err

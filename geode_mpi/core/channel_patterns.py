@@ -127,7 +127,8 @@ class Subscribing:
                     f"{names} did not subscribe to {wanted} (pattern subscriptions: {known})"
                 )
         value = repr((call, str(wanted), members)).encode()
-        geode.agree(value, "pattern subscriptions")  # one name: compared in call order
+        # (one name: compared in call order)
+        geode.agree(value, "pattern subscriptions", f"{call}({wanted})")
         return wanted, members
 
     def _pattern_subscribers(self, name: str, already: Iterable[int]) -> list[int]:

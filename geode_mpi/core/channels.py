@@ -30,6 +30,15 @@ from geode_mpi.transport import BroadcastStreams, require
 if TYPE_CHECKING:
     from geode_mpi.core.executor import GeodeExecutor
 
+# Said with a topic a receive names that this rank has not made: the usual cause, a port of
+# mpi4py's bcast that made the topic on its root rank only.
+_MADE_BY_ALL = (
+    "; topic() is collective: every rank calls it for each topic, members or not, with the "
+    "same arguments and in the same order, before it receives from it (a topic made only on "
+    "the rank that publishes, as a bcast's root, is missing on the others, and that rank "
+    "waits in topic())"
+)
+
 
 def _ignore(message: Message) -> None:
     """The run loop's handler of `WorkDone`: nothing to do."""
@@ -129,7 +138,7 @@ class Channels(Subscribing):
         if total_order or sequencer is not None:
             chosen = pubs[0] if sequencer is None else placement.index(sequencer, "sequencer")
         arguments = (name, pubs, subs, retain, chosen)
-        geode.agree(repr(arguments).encode(), f"topic {name!r}")
+        geode.agree(repr(arguments).encode(), f"topic {name!r}", f"topic({name!r})")
         wire = len(geode.names) + len(self.topics)
         checkpointer = self.checkpointer
         saved = None if checkpointer is None else checkpointer.topics.get(name)
@@ -197,7 +206,7 @@ class Channels(Subscribing):
             else placement.indices(producers, "producers", "producer")
         )
         arguments = (name, taking, owner, making, prefetch)
-        geode.agree(repr(arguments).encode(), f"work queue {name!r}")
+        geode.agree(repr(arguments).encode(), f"work queue {name!r}", f"work_queue({name!r})")
         checkpointer = self.checkpointer
         saved = None if checkpointer is None else checkpointer.queue_arguments.get(name)
         if saved is not None:
@@ -230,7 +239,7 @@ class Channels(Subscribing):
         found = self.topics.get(name)
         if found is None:
             known = ", ".join(self.topics) or "none"
-            raise ValueError(f"no topic {name!r} in this job (topics: {known})")
+            raise ValueError(f"no topic {name!r} in this job (topics: {known}){_MADE_BY_ALL}")
         return found
 
     def topic_match(self, topic: Topic | Subscription | str, rest: Match | None) -> Match:
@@ -258,7 +267,7 @@ class Channels(Subscribing):
             )
             if not numbers:
                 known = ", ".join(self.topics) or "none"
-                raise ValueError(f"no topic matches {wanted} (topics: {known})")
+                raise ValueError(f"no topic matches {wanted} (topics: {known}){_MADE_BY_ALL}")
             made = (len(self.topics), lambda parcel: parcel.source in numbers)
             self._pattern_matches[wanted] = made
         return made[1] if rest is None else _both(made[1], rest)

@@ -70,7 +70,8 @@ class Cutting(CheckpointerState):
         left of the call's ``timeout`` (`Sequencer.settle`)."""
         sequencer = self.sequencer
         assert sequencer is not None, "the Geode sets the sequencer before any checkpoint"
-        if not self.geode.arrive(deadline):  # (a rank may still wait for a reply from here)
+        # (a rank may still wait for a reply from here)
+        if not self.geode.arrive(deadline, f"{call}()"):
             raise self._late(timeout, "waiting for the other ranks to call it", call)
         try:
             sequencer.settle(deadline)

@@ -196,7 +196,7 @@ class Checkpointer(Cutting, Restarting):
             # Never Terminated, as the vote's wait: after a SIGTERM the ranks still coming are
             # on their way to the last checkpoint (the grace's timer bounds the wait).
             with TERMINATION.shielded():
-                arrived = geode.arrive(deadline)
+                arrived = geode.arrive(deadline, "maybe_checkpoint()")
             if not arrived:
                 where = "waiting for the other ranks to call it"
                 raise self._late(timeout, where, "maybe_checkpoint")

@@ -14,6 +14,7 @@ from geode_mpi.core.filters import TypeFilter
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.handles_batch import BatchHandle
 from geode_mpi.core.handles_run import RunHandle
+from geode_mpi.core.placement import NODE_KEYS
 from geode_mpi.core.runtime import NO_FAST_QUEUE
 from geode_mpi.core.topics import Topic
 from geode_mpi.delivery.run_cursor import RunCursor
@@ -100,6 +101,8 @@ class Bulk(Facade):
             raise
         if dest is None:
             raise TypeError("isend_many() needs a dest: isend_many(items, dest='node1')")
+        if dest.__class__ not in NODE_KEYS:  # (found by the lanes as an equal int: `key`)
+            dest = runtime.placement.key(dest, "dest")
         if not count:
             runtime.placement.index(dest, "dest")  # (an unknown dest is an error, even so)
             return BatchHandle([], 0)

@@ -11,6 +11,7 @@ from geode_mpi.codec.compression import Compression, setting
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.handles import SendHandle
 from geode_mpi.core.handles_run import RunHandle
+from geode_mpi.core.placement import NODE_KEYS
 from geode_mpi.core.runtime import POLL_EVERY_SENDS
 from geode_mpi.errors import check_flag, check_timeout
 from geode_mpi.message import Message
@@ -19,7 +20,7 @@ from geode_mpi.tracing import TRACER
 # Hot-path names, bound once.
 _NO_REPLY = codec.NO_REPLY
 _SECONDS = (int, float)  # a timeout's types (a bool is refused by `check_timeout`)
-_NODE_KEYS = (str, int)  # a node's name or index (not a bool, nor a numpy int: those go on)
+_NODE_KEYS = NODE_KEYS  # a node's name or index (not a bool, nor a numpy int: those go on)
 
 
 class SendCalls(Facade):
@@ -70,6 +71,8 @@ class SendCalls(Facade):
             ClosedError: this Geode is closed.
         """
         runtime = self._runtime
+        if dest.__class__ not in _NODE_KEYS:  # (found by the lanes as an equal int: `key`)
+            dest = runtime.placement.key(dest, "dest")
         if timeout is not None:  # (every isend's, not only its pair's first)
             timeout = check_timeout(timeout)
         if (
@@ -165,6 +168,8 @@ class SendCalls(Facade):
             ClosedError: this Geode is closed.
         """
         runtime = self._runtime
+        if dest.__class__ not in _NODE_KEYS:  # (found by the lanes as an equal int: `key`)
+            dest = runtime.placement.key(dest, "dest")
         threads = other_threads()  # (asked once: the fast case and the fallback both need it)
         if (
             (source is None or (source.__class__ in _NODE_KEYS and source in self._own))

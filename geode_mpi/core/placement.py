@@ -12,6 +12,10 @@ EMBEDDED_NODES = 4  # nodes in a one-rank world when none are named
 # hosted, so a million nodes on one rank take 2.5 GB and a minute to start; far more is a
 # mistake (a count meant as messages or bytes), refused before the memory is gone.
 MAX_NODES = 1_000_000
+# What a node may be looked up by as given in the send paths' caches (keyed by name and index):
+# a dict finds node 1's lane under 1.0, True or numpy.float64(1) too (equal to 1, with its
+# hash), so anything else goes through `Placement.key` first.
+NODE_KEYS = (str, int)
 
 
 def node_names(nodes: int | Sequence[str] | None, size: int) -> tuple[str, ...]:
@@ -92,6 +96,17 @@ class Placement:
             if 0 <= number < len(self.names):
                 return number
         raise UnknownNodeError(node, self.names, argument)
+
+    def key(self, node: object, argument: str) -> int | None:
+        """A node that is not a str or an int (`NODE_KEYS`) as the send paths' caches are
+        looked up by: its index (a numpy integer's), or None for None (the caller says that
+        a send needs a dest).
+
+        Raises:
+            UnknownNodeError: not a node of this job: a float or a bool too, even one equal to
+                an index (``dest=1.0``, ``dest=True``), which a cache would find.
+        """
+        return None if node is None else self.index(node, argument)  # type: ignore[arg-type]
 
     def indices(self, nodes: object, argument: str, each: str) -> list[int]:
         """The indices of a list of nodes (argument ``argument``, each one a ``each``).

@@ -175,9 +175,10 @@ class Runtime(Sending, Receiving):
             raise NodeNotLocalError(call, name, self.rank, self.placement.rank_of(index))
         return index
 
-    def arrive(self, deadline: float | None = None) -> bool:
+    def arrive(self, deadline: float | None = None, call: str | None = None) -> bool:
         """Before a collective step: wait, serving, until every rank has come to it; False at
-        the deadline (`time.monotonic`).
+        the deadline (`time.monotonic`). ``call``: the collective call, as the notice of a
+        long wait and the --hang-timeout report name what this rank waits for.
 
         A rank may still wait in ``request()`` for a reply from one of this rank's nodes (or
         for a task this rank hands out): it joins the collective only once answered, and a
@@ -185,12 +186,14 @@ class Runtime(Sending, Receiving):
         """
         if not self.transport.delivers_later:
             return True  # one process: every node is served by whoever waits
-        return wait_for(self.engine, self.transport.all_entered(), deadline, TOGETHER_YIELD)
+        what = None if call is None else lambda: collective_wait(call)
+        entered = self.transport.all_entered()
+        return wait_for(self.engine, entered, deadline, TOGETHER_YIELD, what=what)
 
-    def agree(self, value: bytes, what: str) -> None:
+    def agree(self, value: bytes, what: str, call: str) -> None:
         """`Transport.check_same` (every rank passes the same ``value``) once every rank is
-        here (`arrive`)."""
-        self.arrive()
+        here (`arrive`, in ``call``)."""
+        self.arrive(call=call)
         self.transport.check_same(value, what)
 
     def wait_until(
@@ -278,3 +281,13 @@ def _counted(queued: dict[str, Counter[str]]) -> str:
 
     counts = {node: sum(types.values()) for node, types in queued.items()}
     return counted_nodes(counts, "messages", each)
+
+
+def collective_wait(call: str) -> str:
+    """What a rank waits for in a collective call (``topic('params')``) that some rank has not
+    made: a porting slip, such as a topic made only on the rank that publishes, as a
+    broadcast's root."""
+    return (
+        f"the other ranks to call {call} too: it is collective (every rank calls it, with the "
+        "same arguments, in the same order)"
+    )

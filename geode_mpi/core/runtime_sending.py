@@ -11,6 +11,7 @@ from geode_mpi.codec.compression import Compression
 from geode_mpi.codec.header import ROUTE_TOPIC
 from geode_mpi.core.handles import AckHandle, SendHandle, sent_by_another_rank
 from geode_mpi.core.handles_run import RunHandle
+from geode_mpi.core.placement import NODE_KEYS
 from geode_mpi.core.runtime_parts import POLL_EVERY_JOINS, POLL_EVERY_SENDS, RuntimeParts
 from geode_mpi.errors import GeodeError, check_timeout
 from geode_mpi.message import Message
@@ -40,6 +41,8 @@ class Sending(RuntimeParts):
             raise self.closed_error("isend")
         if timeout is not None:  # (every send's, not only a pair's first: the fast path's test)
             timeout = check_timeout(timeout)
+        if dest.__class__ not in NODE_KEYS:  # (found by the routes as an equal int: `key`)
+            dest = self.placement.key(dest, "dest")
         route = None
         if source is None:
             try:
@@ -98,7 +101,8 @@ class Sending(RuntimeParts):
 
     def send_plain(self, message: Any, dest: Any, timeout: float | None, batch: bool) -> SendHandle:
         """`send` from this rank's node, without ack, reply, route or compression of its own:
-        `SendPath.plain` once ``dest`` has a route (sent to before, no credits), else `send`."""
+        `SendPath.plain` once ``dest`` has a route (sent to before, no credits), else `send`
+        (``dest``: a str or an int, `NODE_KEYS`, as the callers' fast cases look it up)."""
         try:
             route = self.routes.get(dest)
         except TypeError:  # unhashable: not a node name; the general path says so

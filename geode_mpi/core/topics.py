@@ -302,7 +302,8 @@ class Topic:
         geode = self._geode
         if geode.sealed:
             raise ClosedError(call)
-        geode.agree(repr((call, indices)).encode(), f"subscribers of topic {self.name!r}")
+        what = f"subscribers of topic {self.name!r}"
+        geode.agree(repr((call, indices)).encode(), what, f"{call}() of topic {self.name!r}")
 
     def _indices(self, nodes: str | int | Iterable[str | int]) -> list[int]:
         return self._geode.placement.one_or_more(nodes, "nodes", "subscriber")

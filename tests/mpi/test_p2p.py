@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import time
 from typing import Any
 
@@ -158,6 +159,17 @@ def test_errors_are_clear(geode: Geode) -> None:
         geode.send((x for x in range(3)), dest=geode.node)
     geode.send("after the failed one", dest=geode.node)
     assert geode.receive(timeout=TIMEOUT).seq == 0, "the failed send used no sequence number"
+    # A float (or bool) equal to the index of a node sent to before is refused as 1.5 is,
+    # not found under that index by the send paths' caches (dest=1.0 went to node1).
+    geode.send("by index", dest=geode.rank)
+    for wrong in (float(geode.rank), np.float64(geode.rank), bool(geode.rank)):
+        refused = rf"unknown dest {re.escape(repr(wrong))} \(a "
+        with pytest.raises(UnknownNodeError, match=refused):
+            geode.send("wrong", dest=wrong)  # type: ignore[arg-type]
+        with pytest.raises(UnknownNodeError, match=refused):
+            geode.isend("wrong", dest=wrong)  # type: ignore[arg-type]
+    assert geode.receive(timeout=TIMEOUT).data == "by index"
+    assert geode.try_receive() is None, "a wrong dest sent nothing"
     others = [node for node in geode.nodes if not geode.hosts(node)]
     if others:  # size > 1: a node on another rank
         with pytest.raises(NodeNotLocalError, match=f"lives on rank {geode.rank_of(others[0])}"):

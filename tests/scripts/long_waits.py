@@ -2,8 +2,8 @@
 --hang-timeout) once the notice of a long wait (GEODE_WAIT_NOTICE) had time to speak.
 
 Run with 2 ranks: ``python -m geode_mpi tests/scripts/long_waits.py MODE`` where MODE is
-receive, full, full-forever, queue, close, startup, startup-forever or late-init
-(without the runner).
+receive, full, full-forever, queue, close, topic-on-root, startup, startup-forever or
+late-init (without the runner).
 """
 
 import sys
@@ -64,6 +64,16 @@ elif mode == "queue":
                 tasks.get(timeout=3)
             except ReceiveTimeout:
                 print("rank 1: get timed out")
+elif mode == "topic-on-root":  # a port of mpi4py's bcast: the topic made on its root only
+    with Geode() as geode:
+        if geode.rank == 0:
+            geode.topic("params", publishers=["node0"], subscribers=["node1"])  # waits here
+        else:
+            try:
+                geode.receive(topic="params", timeout=0)
+            except ValueError as exc:
+                print(f"rank 1: {exc}")
+            geode.receive(timeout=60)  # and --hang-timeout ends the job
 elif mode == "close":
     with Geode() as geode:
         if geode.rank == 1:

@@ -63,7 +63,7 @@ def test_an_arrival_that_took_most_of_the_timeout_leaves_the_drain_the_rest(
         real_monotonic = time.monotonic
         arrived: list[float] = []
 
-        def late_arrival(deadline: float | None = None) -> bool:
+        def late_arrival(deadline: float | None = None, call: str | None = None) -> bool:
             time.sleep(0.3)  # the other ranks came late
             arrived.append(real_monotonic())
             return True

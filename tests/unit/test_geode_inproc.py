@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +273,28 @@ def test_numpy_integers_address_nodes_and_bad_types_are_named() -> None:
     assert g.receive(np.int32(2)).data == "to two"
     with pytest.raises(UnknownNodeError, match=r"unknown dest \[1\]"):
         g.send("x", dest=[1])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dest", [1.0, True, np.float64(1.0), np.bool_(True)])
+def test_a_float_or_bool_dest_is_refused_after_sends_to_its_int(dest: object) -> None:
+    # The send paths keep node1's lane under the dest they were given (1), and a dict finds
+    # it under 1.0 and True too (equal, one hash): send(dest=1.0) went to node1 once a send
+    # to 1 had gone before, while 1.5 (and 1.0 on a first send) was refused.
+    g = Geode()
+    for send in (g.send, g.isend):
+        send("first", dest=1)
+        send("again", dest=np.int64(1))  # numpy integers are node indices
+    g.isend_many(["batch"], dest=1)
+    kind = type(dest).__name__
+    refused = rf"unknown dest {re.escape(repr(dest))} \(a {kind}: a node is its name or its int "
+    for call in (g.send, g.isend, lambda x, dest: g.isend_many([x], dest=dest)):
+        with pytest.raises(UnknownNodeError, match=refused):
+            call("wrong", dest=dest)
+    with pytest.raises(UnknownNodeError, match=refused):
+        g.request("wrong", dest=dest, timeout=1)  # type: ignore[arg-type]
+    assert [g.receive("node1").data for _ in range(5)] == ["first", "again"] * 2 + ["batch"]
+    assert g.try_receive("node1") is None  # nothing went to node1
+    g.close()
 
 
 def test_subclass_state_survives_without_super_init_and_in_slots() -> None:

@@ -133,7 +133,14 @@ def test_topic_mistakes_are_named() -> None:
         geode.topic("u", publishers=["node0"], subscribers=["node1"], retain=-1)
     with pytest.raises(ValueError, match="subscribers must be distinct"):
         geode.topic("u", publishers=["node0"], subscribers=["node1", "node1"])
-    with pytest.raises(ValueError, match="no topic 'nope' in this job"):
+    # (it says why a topic may be missing: made on some ranks only, as a bcast's root)
+    made_by_all = (
+        r"no topic 'nope' in this job \(topics: t\); topic\(\) is collective: every rank "
+        r"calls it for each topic, members or not, with the same arguments and in the same "
+        r"order, before it receives from it \(a topic made only on the rank that publishes, "
+        r"as a bcast's root, is missing on the others, and that rank waits in topic\(\)\)$"
+    )
+    with pytest.raises(ValueError, match=made_by_all):
         geode.receive("node1", topic="nope", timeout=0)
     with pytest.raises(ValueError, match="node2 is not a publisher of topic 'v'"):
         geode.topic("v", publishers=["node0"], subscribers=[]).publish("x", source="node2")
