@@ -80,16 +80,19 @@ class Topic:
         roots = self._publishers if sequencer is None else (sequencer,)
         engine = geode.engine
         self._streams: dict[int, TopicStream] = {}  # by root (publishing) node
-        # by stream number: (broadcast to other ranks?, a local copy on the publisher's rank?)
+        # by number, of the streams published here: (broadcast to other ranks?, a local copy
+        # on the publisher's rank?)
         self._routes: dict[int, tuple[bool, bool]] = {}
+        inboxes = geode.inboxes
+        local = [sub for sub in subscribers if sub in inboxes]
         for root in roots:
             number = new_stream_number()
-            stream = TopicStream(number, wire, name, root, retain)
+            # (retained where it publishes only: no other rank sends or replays its messages)
+            stream = TopicStream(number, wire, name, root, retain if root in inboxes else 0)
             self._streams[root] = stream
             engine.add_stream(stream)
-            for sub in subscribers:
-                if sub in geode.inboxes:
-                    engine.expect_from_start(number, sub)
+            for sub in local:
+                engine.expect_from_start(number, sub)
         # What receive(topic=...) passes the queue: a topic message's parcel comes from one of
         # the topic's streams (numbered beyond every node index), which says it all.
         numbers = frozenset(stream.number for stream in self._streams.values())
@@ -371,13 +374,19 @@ class Topic:
         local = tuple(sub for sub in self._subscribers if sub in geode.inboxes)
         geode.engine.topics.set_local_subscribers(self.wire, local)
         rank_of = geode.placement.rank_of
-        members = sorted({rank_of(sub) for sub in self._subscribers})
+        # Worked out once, and one tuple for all the topic's streams (each rank opens every
+        # stream: a copy per stream was publishers x members entries on every rank).
+        ranks = {rank_of(sub) for sub in self._subscribers}
+        members = tuple(sorted(ranks))
+        open_stream = geode.transport.open_stream
+        self._routes.clear()
         for root, stream in self._streams.items():
             stream.subscribers = self._subscribers
-            geode.transport.open_stream(stream.number, rank_of(root), members)
             here = rank_of(root)  # where the stream's messages start
-            stream.ranks = len(set(members) - {here})
-            self._routes[stream.number] = (bool(stream.ranks), here in members)
+            open_stream(stream.number, here, members)
+            stream.ranks = len(members) - (here in ranks)
+            if root in geode.inboxes:
+                self._routes[stream.number] = (bool(stream.ranks), here in ranks)
 
     def _replay(self, stream: TopicStream, added: list[int]) -> None:
         """Send the retained messages again, for the new subscribers (the others skip them)."""

@@ -17,6 +17,9 @@ from geode_mpi.errors import DecodeError
 from geode_mpi.transport.base import Frame
 
 Retained = deque[tuple[bytes, list[Frame]]]  # (meta, frames) of published messages
+# A stream that retains nothing here (retain=0, or published on another rank): one deque for
+# all of them, which can hold nothing (appending to it keeps nothing), not one each.
+NOTHING_RETAINED: Retained = deque(maxlen=0)
 
 
 class TopicNotMadeYet(DecodeError):
@@ -50,7 +53,7 @@ class TopicStream:
         # The seq of the next message published on it (its one owner: `Engine.published`
         # moves it on); each subscriber's pair numbers its arrivals from it.
         self.next_seq = 0
-        self.retained: Retained = deque(maxlen=retain)
+        self.retained = deque(maxlen=retain) if retain else NOTHING_RETAINED
 
 
 class TopicTable:

@@ -169,7 +169,8 @@ class BroadcastStreams(Protocol):
     def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
         """Open stream ``key`` from rank ``root`` to the ranks in ``members`` (which may list
         the root). No communication: the root and each member call it (other ranks may, and
-        it does nothing there), before the root broadcasts on it."""
+        it does nothing there), before the root broadcasts on it. A topic opens all its
+        streams with one sorted tuple: a transport keeps no copy of it per stream."""
 
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         """Send one envelope to every member of stream ``key`` (on its root only); the ticket

@@ -96,8 +96,34 @@ class FanTicket(SendTicket):
         raise AttributeError("a broadcast's ticket is held while its members' batches are")
 
 
+class _Members:
+    """The member ranks a stream was opened with, worked out once for all the streams opened
+    with the same tuple: as a set, and the ranks a root here sends to (when first asked)."""
+
+    __slots__ = ("_others", "members", "ranks")
+
+    def __init__(self, members: Sequence[int]) -> None:
+        self.members = members
+        self.ranks = frozenset(members)
+        self._others: tuple[int, ...] | None = None
+
+    def others(self, rank: int) -> tuple[int, ...]:
+        """The member ranks but ``rank`` (this rank, the root), sorted."""
+        if self._others is None:
+            others = tuple(sorted(self.ranks - {rank}))
+            members = self.members
+            # (sorted, and without this rank: the given tuple itself, not a copy)
+            self._others = members if type(members) is tuple and others == members else others
+        return self._others
+
+
 class FanoutTable:
     """The streams this rank roots or receives, and the end markers that have arrived.
+
+    A topic opens one stream per publisher, all with the same member ranks: each entry keeps
+    only what differs per stream. A stream this rank roots keeps the ranks its broadcasts go
+    to, one tuple shared by the topic's streams rooted here; one it receives keeps nothing
+    but its root (its members matter only to the root); one it is not in, only its root.
 
     Args:
         rank: this rank.
@@ -105,13 +131,16 @@ class FanoutTable:
 
     def __init__(self, rank: int) -> None:
         self.rank = rank
-        self._streams: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (root, members)
+        # key -> the ranks a broadcast goes to (streams rooted here), () (streams received)
+        self._streams: dict[int, tuple[int, ...]] = {}
         # key -> root, of every stream opened on any rank (every rank opens every stream):
         # an end marker may reach a rank that joins a stream before it is a member
         self._roots: dict[int, int] = {}
         self._held: dict[int, int] = {}  # key -> root: closed here, its end marker still queued
         self.relaying = False  # whether a stream that relays has been opened (on every rank)
         self.closed = False  # the transport is closing: end markers hold nothing any more
+        # The members tuple last opened, worked out: a topic opens all its streams with one.
+        self._last: _Members | None = None
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -122,18 +151,27 @@ class FanoutTable:
         Raises:
             ValueError: the stream is already open here.
         """
-        others = tuple(sorted(set(members) - {root}))
-        self.relaying = self.relaying or len(others) > 1  # (a split relays to 2 members on)
+        given = self._last
+        if given is None or given.members is not members:
+            given = _Members(members)
+            if type(members) is tuple:  # (a list could change before the next stream)
+                self._last = given
+        ranks = given.ranks
+        # (a split relays to 2 members on)
+        self.relaying = self.relaying or len(ranks) - (root in ranks) > 1
         self._roots[key] = root
-        if self.rank != root and self.rank not in others:
+        rank = self.rank
+        if rank != root and rank not in ranks:
             return
         if key in self._streams:
             raise ValueError(f"broadcast stream {key} is already open")
-        self._streams[key] = (root, others)
+        self._streams[key] = given.others(rank) if rank == root else ()
 
     def get(self, key: int) -> tuple[int, tuple[int, ...]] | None:
-        """(root, members) of stream ``key``, or None if this rank is not in it."""
-        return self._streams.get(key)
+        """(root, the ranks this rank broadcasts to on it: none unless it is the root) of
+        stream ``key``, or None if this rank is not in it."""
+        others = self._streams.get(key)
+        return None if others is None else (self._roots[key], others)
 
     def root_of(self, key: int) -> int | None:
         """The root of stream ``key``, member here or not (None: never opened)."""
@@ -145,12 +183,12 @@ class FanoutTable:
         Raises:
             ValueError: the stream is not open here, or this rank is not its root.
         """
-        stream = self._streams.get(key)
-        if stream is None:
+        others = self._streams.get(key)
+        if others is None:
             raise ValueError(f"broadcast stream {key} is not open on rank {self.rank}")
-        if stream[0] != self.rank:
+        if self._roots[key] != self.rank:
             raise ValueError(f"rank {self.rank} is not the root of broadcast stream {key}")
-        return stream[1]
+        return others
 
     def remove(self, key: int) -> None:
         del self._streams[key]
@@ -168,3 +206,4 @@ class FanoutTable:
         self.closed = True
         self._streams.clear()
         self._held.clear()
+        self._last = None
