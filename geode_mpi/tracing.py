@@ -9,11 +9,14 @@ rank, one thread per node, an arrow from each send to its receive. Call sites te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from geode_mpi.base.shards import sharded
 
 TRACE_VARIABLE = "GEODE_TRACE"
 MAX_EVENTS = 200_000  # per rank (about 60 MB of JSON); beyond it events are counted, not kept
@@ -114,19 +117,43 @@ class Tracer:
         return out
 
 
-def part_path(path: str | os.PathLike[str], rank: int) -> str:
-    """Where one rank leaves its partial part of ``path`` when the job fails:
-    ``trace.json`` -> ``trace.rank3.json``."""
+def part_path(path: str | os.PathLike[str], rank: int, ranks: int = 1) -> str:
+    """Where one rank of ``ranks`` leaves its partial part of ``path`` when the job fails:
+    ``trace.json`` -> ``trace.rank3.json``, beside it (`in_parts`)."""
     root, ext = os.path.splitext(os.fspath(path))
-    return f"{root}.rank{rank}{ext or '.json'}"
+    return in_parts(path, f"{os.path.basename(root)}.rank{rank}{ext or '.json'}", rank, ranks)
 
 
-def write_part(path: str | os.PathLike[str], rank: int, events: list[dict[str, Any]]) -> str:
-    """Write one rank's events beside ``path``; return the part's file name."""
-    part = f"{os.fspath(path)}.rank{rank}"
-    with open(part, "w", encoding="utf-8") as out:
-        json.dump(events, out)
-    return part
+def parts_dir(path: str | os.PathLike[str]) -> str:
+    """The directory of the parts of ``path`` past `FILES_PER_DIR` ranks: ``trace.parts``."""
+    return os.path.splitext(os.fspath(path))[0] + ".parts"
+
+
+def in_parts(path: str | os.PathLike[str], name: str, rank: int, ranks: int) -> str:
+    """Where rank ``rank``'s file ``name`` about ``path`` goes: beside ``path`` up to
+    `FILES_PER_DIR` ranks, else in ``trace.parts/ranks-NNNN/`` (`base.shards`: 2,000 parts
+    in the directory of ``path`` made it slow to list, and on some file systems to write)."""
+    where = sharded(name, rank, ranks)
+    folder = os.path.dirname(os.fspath(path)) if where == name else parts_dir(path)
+    return os.path.join(folder, where)
+
+
+def write_json(path: str, value: object) -> str:
+    """Write ``value`` as JSON to ``path`` (its directory made if needed); return ``path``."""
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(value, out)
+    return path
+
+
+def write_part(
+    path: str | os.PathLike[str], rank: int, events: list[dict[str, Any]], ranks: int = 1
+) -> str:
+    """Write one rank's events beside ``path`` (`in_parts`); return the part's file name."""
+    name = f"{os.path.basename(os.fspath(path))}.rank{rank}"
+    return write_json(in_parts(path, name, rank, ranks), events)
 
 
 def merge_parts(path: str | os.PathLike[str], parts: Sequence[str]) -> None:
@@ -145,6 +172,22 @@ def merge_parts(path: str | os.PathLike[str], parts: Sequence[str]) -> None:
             os.remove(part)
         out.write("]}\n")
     os.replace(tmp, path)
+    remove_empty_parts_dir(path)
+
+
+def remove_empty_parts_dir(path: str | os.PathLike[str]) -> None:
+    """Remove ``trace.parts`` (`parts_dir`) and its ``ranks-NNNN`` sub-directories, those
+    that are empty (parts left by a failed run stay)."""
+    top = parts_dir(path)
+    try:
+        groups = os.listdir(top)
+    except OSError:
+        return
+    for group in groups:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(top, group))
+    with contextlib.suppress(OSError):
+        os.rmdir(top)
 
 
 TRACER = Tracer()

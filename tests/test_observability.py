@@ -23,6 +23,23 @@ from geode_mpi.transport.watchdog import hang_timeout
 OBSERVED = "tests/scripts/observed.py"
 
 
+def _ranks_in(label: str) -> set[int]:
+    """The ranks a report's label names: ``[rank 2/4 node2]``, ``[ranks 0,2-3 of 4]``."""
+    if label.startswith("rank "):
+        return {int(label.split()[1].split("/")[0])}
+    ranks: set[int] = set()
+    for run in label.split()[1].split(","):
+        low, _, high = run.partition("-")
+        ranks.update(range(int(low), int(high or low) + 1))
+    return ranks
+
+
+def _waiting(err: str) -> set[int]:
+    """The ranks that a hang report says wait (in lines merged or not)."""
+    found = re.findall(r"^\[(ranks? [^\]]+)\] waiting \d+ s with nothing", err, re.MULTILINE)
+    return set().union(*map(_ranks_in, found))
+
+
 def _rows(path: Path) -> list[dict]:
     data = json.loads(path.read_text())
     return data["nodes"]
@@ -212,11 +229,13 @@ def test_hang_timeout_reports_every_rank_and_aborts() -> None:
     assert result.returncode != 0, result.explain()
     err = result.stderr
     assert "[rank 0/3 node0] geode_mpi: no progress for 3" in err
-    assert "[rank 0/3 node0]   in tests/scripts/deadlock.py:" in err
+    assert "   in tests/scripts/deadlock.py:" in err
     assert "msg = " not in err and "geode.receive(source=left)" in err
-    assert "not yet acknowledged by {'node1': 1}" in err  # node1 took it, then went computing
-    assert "[rank 2/3 node2] waiting " in err  # rank 2 answered from its own wait
-    assert "no answer within" in err and "rank(s) [1]" in err
+    assert (
+        "node0: 0 message(s) queued, 0 received, 1 sent, not yet acknowledged by node1 (1)" in err
+    )
+    assert _waiting(err) == {0, 2}  # rank 2 answered from its own wait
+    assert "no answer within" in err and "from rank 1: busy outside" in err
     assert result.seconds < 60 * load_slack()
 
 
@@ -239,12 +258,26 @@ def test_hang_timeout_reports_8_hung_ranks_as_waiting_beside_a_cpu_hog() -> None
         hog.wait()
     assert result.returncode == 124 and not result.timed_out, result.explain()
     err = result.stderr
-    for rank in range(ranks):
-        assert f"[rank {rank}/{ranks} node{rank}] waiting " in err, result.explain()
+    assert _waiting(err) == set(range(ranks)), result.explain()
     assert "no answer within" not in err and "busy outside" not in err, result.explain()
     counted = re.search(r"down a tree of depth 1: (\d+) watchdog message\(s\) in all", err)
     assert counted is not None, result.explain()
     assert int(counted.group(1)) <= 4 * (ranks - 1), result.explain()  # 14 when all answer
+
+
+@pytest.mark.mpi
+def test_a_hang_report_says_once_what_ranks_alike_say() -> None:
+    """4 ranks waiting alike: each rank's five lines, one rank after another (22 lines); now
+    each line once, naming the ranks that said it (a rank's own node reads "its node")."""
+    result = mpirun(4, ["-m", "geode_mpi", "--hang-timeout", "2", "tests/scripts/all_hang.py"])
+    assert result.returncode == 124 and not result.timed_out, result.explain()
+    err = result.stderr
+    report = [line for line in err.splitlines() if line.startswith("[rank")]
+    assert len(report) <= 9, result.explain()  # 5 alike, 1-3 more if the seconds differ
+    assert _waiting(err) == {0, 1, 2, 3}, result.explain()
+    merged = "[ranks 0-3 of 4]   in tests/scripts/all_hang.py:9 in <module>: geode.receive("
+    assert merged in err, result.explain()
+    assert "[ranks 0-3 of 4]   its node: 0 message(s) queued, 0 received, 0 sent" in err
 
 
 @pytest.mark.mpi
@@ -261,9 +294,8 @@ def test_hang_timeout_asks_from_rank_1_once_when_rank_0_computes() -> None:
     assert "[rank 1/4 node1] geode_mpi: no progress for" in err, result.explain()
     assert err.count("asked every rank what it waits for") == 1, result.explain()
     assert "[rank 1/4 node1] asked 3 rank(s) down a tree of depth 1: 6 watchdog" in err
-    assert "from rank(s) [0]: busy outside geode_mpi" in err
-    for rank in (2, 3):
-        assert f"[rank {rank}/4 node{rank}] waiting " in err, result.explain()
+    assert "from rank 0: busy outside geode_mpi" in err
+    assert {2, 3} <= _waiting(err), result.explain()
 
 
 @pytest.mark.mpi
@@ -390,7 +422,25 @@ def test_a_failing_rank_leaves_every_ranks_partial_stats_and_trace(tmp_path: Pat
     assert "geode_mpi statistics, partial (the job ended with status 1" in err, err
     table = err[err.index("statistics, partial") :].splitlines()
     assert [line.split()[0] for line in table[3:5]] == ["node0", "node1"]
-    assert "partial --stats-json/--trace parts left:" in err
+    assert "partial --stats-json/--trace parts left by ranks 0-1:" in err
+
+
+@pytest.mark.mpi
+def test_ranks_failing_together_leave_their_parts_to_one_that_says_so(tmp_path: Path) -> None:
+    """Every rank raising at once: each asked every other for its part and printed a table of
+    them all (P - 1 questions and answers each, ~2 P^2 messages; 4 tables here, 2,000 at
+    2,000 ranks); now one rank collects and prints, the others answer it."""
+    job = tmp_path / "failing.py"
+    job.write_text(FAILING.replace("if geode.rank == geode.size - 1:", "if True:"))
+    result = mpirun(4, ["-m", "geode_mpi", *_observe_args(tmp_path), str(job)], timeout=120)
+    assert result.returncode == 1 and not result.timed_out, result.explain()
+    err = result.stderr
+    assert err.count("ValueError: the last rank fails") == 4, result.explain()
+    _partial_parts(tmp_path, 4)
+    assert err.count("statistics, partial") == 1, result.explain()
+    assert "; from ranks 0-3 of 4):" in err, result.explain()
+    assert err.count("parts left by ranks 0-3: ") == 1, result.explain()
+    assert len(err.splitlines()) <= 4 * 5 + 12, result.explain()  # 4 tracebacks, 1 table
 
 
 @pytest.mark.mpi
@@ -516,5 +566,7 @@ def test_hang_timeout_in_asyncio_names_the_jobs_await(tmp_path: Path, ranks: int
     result = python(args, timeout=60) if ranks == 1 else mpirun(ranks, args, timeout=60)
     assert result.returncode == 124 and not result.timed_out, result.explain()
     where = f"in {job}:5 in wait_for_peer: return await geode.areceive(geode.node)"
-    assert result.stderr.count(where) == ranks, result.explain()
+    assert result.stderr.count(where) == 1, result.explain()  # (2 ranks: said once for both)
+    label = "[rank 0/1 node0]" if ranks == 1 else "[ranks 0-1 of 2]"
+    assert f"{label}   {where}" in result.stderr, result.explain()
     assert "base_events.py" not in result.stderr and "events.py" not in result.stderr

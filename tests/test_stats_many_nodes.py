@@ -76,5 +76,5 @@ def test_a_failing_job_of_40_nodes_prints_a_partial_summary(tmp_path: Path) -> N
     assert summary[1].endswith("; every node's row is in the parts listed below (--stats-json)")
     assert summary[-4:] == _trouble(40, {f"node{k}": 0 for k in range(40)})
     part = tmp_path / "stats.rank0.json"
-    assert f"parts left: {part}" in result.stderr
+    assert f"parts left by rank 0: {part}" in result.stderr
     assert len(json.loads(part.read_text())["nodes"]) == 40

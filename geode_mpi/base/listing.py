@@ -40,3 +40,25 @@ def counted_nodes(
         total = f"{sum(counts.values())} {unit}".rstrip()
         text += f"; ... and {hidden} more node{'s' if hidden > 1 else ''}, {total} in all"
     return text
+
+
+def rank_ranges(ranks: Iterable[int], limit: int = SHOWN) -> str:
+    """``0-3,5,7-1999``: the ranks (any order, repeats ignored) as runs of consecutive ranks;
+    past ``limit`` runs, the first ``limit``, then ``... and 990 more`` (ranks)."""
+    runs: list[list[int]] = []
+    for rank in sorted(set(ranks)):
+        if runs and rank == runs[-1][1] + 1:
+            runs[-1][1] = rank
+        else:
+            runs.append([rank, rank])
+    text = ",".join(str(low) if low == high else f"{low}-{high}" for low, high in runs[:limit])
+    hidden = sum(high - low + 1 for low, high in runs[limit:])
+    if hidden:
+        text += f",... and {hidden} more"
+    return text
+
+
+def ranks_named(ranks: Iterable[int], limit: int = SHOWN) -> str:
+    """``rank 3`` or ``ranks 0-3,5`` (`rank_ranges`)."""
+    listed = set(ranks)
+    return f"rank{'s' if len(listed) != 1 else ''} {rank_ranges(listed, limit)}"

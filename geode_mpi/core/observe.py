@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from geode_mpi.base.shards import FILES_PER_DIR
 from geode_mpi.core.observe_hang import (
     activity,
     rank_state,
@@ -43,7 +44,14 @@ from geode_mpi.core.observe_stats import (
 )
 from geode_mpi.core.observe_summary import every_row, stats_text
 from geode_mpi.errors import GeodeTimeoutError
-from geode_mpi.tracing import TRACER, merge_parts, part_path, write_part
+from geode_mpi.tracing import (
+    TRACER,
+    merge_parts,
+    part_path,
+    parts_dir,
+    remove_empty_parts_dir,
+    write_part,
+)
 
 # (re-exported: their home before the split)
 __all__ = [
@@ -106,6 +114,10 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
             "other ranks to call close()"
         )
     transport.drain()
+    outputs = [path for path in (stats_json, TRACER.path if TRACER.on else None) if path]
+    if _partial.left is None:  # the parts an earlier failed run left (not one this run left)
+        for path in outputs:
+            _remove_stale_parts(path, geode.rank, geode.size)
     if stats or stats_json:
         # (no deadline, as the barrier above has: every rank is here, and a rank that gave up
         # in a gather could not retry close(): its drain would wait for ranks that are gone)
@@ -118,38 +130,48 @@ def finish_job(observed: Observed, timeout: float | None) -> bool:
             if stats_json:
                 with open(stats_json, "w", encoding="utf-8") as out:
                     json.dump({"ranks": geode.size, "nodes": rows}, out, indent=1)
-    for path in (stats_json, TRACER.path if TRACER.on else None):
-        if path is not None and _partial.left is None:  # one an earlier failed run left
-            # Each rank its own; rank 0 also those of ranks this job does not have (an
-            # earlier failed run at more ranks left them).
-            stale = [part_path(path, geode.rank)]
-            if geode.rank == 0:
-                stale += parts_beyond(path, geode.size)
-            for name in stale:
-                with contextlib.suppress(OSError):
-                    os.remove(name)
     if TRACER.on and TRACER.path is not None:
         # Each rank writes its own part; rank 0 then merges them one by one, so no rank
         # ever holds the whole job's events.
-        part = write_part(TRACER.path, TRACER.rank, TRACER.take())
+        part = write_part(TRACER.path, TRACER.rank, TRACER.take(), geode.size)
         parts = to_rank0(transport, part, None)  # (no deadline: as the rows')
         if parts is not None:  # (rank 0)
             merge_parts(TRACER.path, parts)
+    if geode.rank == 0:  # after a gather: every rank removed its stale part (if any)
+        for path in outputs:
+            remove_empty_parts_dir(path)
     if observed in _partial.unfinished:  # gathered: nothing partial to leave for it any more
         _partial.unfinished.remove(observed)
     return True
 
 
+def _remove_stale_parts(path: str, rank: int, size: int) -> None:
+    """Remove the parts of ``path`` an earlier failed run left: each rank its own (beside
+    ``path``, or in its directory of parts: that run may have had more ranks, or fewer), rank
+    0 also those of the ranks this job does not have."""
+    stale = {part_path(path, rank), part_path(path, rank, FILES_PER_DIR + 1)}
+    if rank == 0:
+        stale.update(parts_beyond(path, size))
+    for name in stale:
+        with contextlib.suppress(OSError):
+            os.remove(name)
+
+
 def parts_beyond(path: str, size: int) -> list[str]:
-    """The parts of ``path`` (`part_path`) of ranks ``size`` and above that are on disk."""
-    root, ext = os.path.splitext(part_path(path, 0))
-    prefix = root[: -len("0")]  # ``stats.rank``
-    found = []
+    """The parts of ``path`` (`part_path`) of ranks ``size`` and above that are on disk,
+    beside ``path`` or in its directory of parts (`tracing.parts_dir`)."""
+    name = os.path.basename(part_path(path, 0))
+    prefix, ext = name[: name.rindex(".rank0") + len(".rank")], os.path.splitext(name)[1]
+    top = parts_dir(path)
+    folders = [os.path.dirname(path) or "."]
     with contextlib.suppress(OSError):
-        for name in os.listdir(os.path.dirname(prefix) or "."):
-            full = os.path.join(os.path.dirname(prefix), name)
-            number = full[len(prefix) : len(full) - len(ext)]
-            ours = full.startswith(prefix) and full.endswith(ext) and number.isdigit()
-            if ours and int(number) >= size:
-                found.append(full)
+        folders += [os.path.join(top, group) for group in sorted(os.listdir(top))]
+    found = []
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder):
+                number = name[len(prefix) : len(name) - len(ext)]
+                ours = name.startswith(prefix) and name.endswith(ext) and number.isdigit()
+                if ours and int(number) >= size:
+                    found.append(os.path.join(folder, name) if folder != "." else name)
     return sorted(found)

@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from geode_mpi.base.failure import rank_label
+from geode_mpi.base.listing import counted_nodes
 from geode_mpi.transport import WaitNotice, Watchdog, transport_state
 
 if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
+
+# Nodes a line of a report names as not having acknowledged this rank's messages; the others are
+# counted (a rank waiting on each of 2,000 peers named every one: 12 P^2 bytes a hang report).
+MOST_UNACKED = 4
+
+
+def _unacked(node: str, count: int) -> str:
+    return f"{node} ({count})"
 
 
 def rank_state(geode: Runtime) -> list[str]:
@@ -29,7 +38,8 @@ def rank_state(geode: Runtime) -> list[str]:
             f"{stats.received} received, {stats.sent} sent"
         )
         if unacked:
-            line += f", not yet acknowledged by {unacked}"
+            shown = counted_nodes(unacked, "messages", _unacked, MOST_UNACKED)
+            line += f", not yet acknowledged by {shown}"
         lines.append(line)
     lines.append(f"transport: {transport_state(geode.transport)}")
     return lines
@@ -57,6 +67,7 @@ def start_watchdog(geode: Runtime, timeout: float | None) -> Watchdog | None:
         lambda: activity(geode),
         rank_label(geode.rank, geode.size, geode.node),
         geode.transport.private_comm(),
+        geode.node,
     )
     watchdog.install()
     return watchdog

@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from geode_mpi.base.shards import group_name as group_name
+from geode_mpi.base.shards import sharded
 from geode_mpi.codec.header import VERSION as CODEC_VERSION
 from geode_mpi.persistence.checks import brief
 from geode_mpi.persistence.rankfile import CheckpointError, rank_name
@@ -47,15 +49,8 @@ def key_from_environment() -> bytes | None:
 def rank_path(rank: int, ranks: int, per_dir: int) -> str:
     """Where ``rank``'s file of a checkpoint of ``ranks`` goes, relative to its epoch's
     directory: in the directory itself while there are at most ``per_dir`` files, else in
-    sub-directory ``ranks-NNNN`` of ``per_dir`` files each, so that no directory holds more
-    than ``per_dir`` files (or sub-directories) up to ``per_dir ** 2`` ranks."""
-    if ranks <= per_dir:
-        return rank_name(rank)
-    return f"{group_name(rank // per_dir)}/{rank_name(rank)}"
-
-
-def group_name(group: int) -> str:
-    return f"ranks-{group:04d}"
+    sub-directory ``ranks-NNNN`` of ``per_dir`` files each (`base.shards`)."""
+    return sharded(rank_name(rank), rank, ranks, per_dir)
 
 
 def _canonical(manifest: dict[str, Any]) -> bytes:

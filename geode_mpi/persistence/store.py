@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from geode_mpi.base.logger import log
+from geode_mpi.base.shards import FILES_PER_DIR as FILES_PER_DIR
 from geode_mpi.codec.header import VERSION as CODEC_VERSION
 from geode_mpi.persistence.manifest import (
     MANIFEST,
@@ -65,8 +66,6 @@ __all__ = [
     "holder_of",
     "write_rank_file",
 ]
-
-FILES_PER_DIR = 256  # rank files (or sub-directories of them) in one directory, at most
 
 
 def _staged(path: Path) -> Path:

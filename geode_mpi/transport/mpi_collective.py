@@ -11,6 +11,7 @@ from typing import Any
 from mpi4py import MPI
 
 from geode_mpi.base.backoff import CLOSING_YIELD, TOGETHER_YIELD
+from geode_mpi.base.listing import ranks_named
 from geode_mpi.transport import agreement
 from geode_mpi.transport.mpi_parts import MPIParts
 
@@ -23,16 +24,20 @@ class CollectiveSteps(MPIParts):
     def pending_summary(self) -> str:
         """What this rank is waiting for, for diagnostics."""
         parts = []
+        # (ranks as ranges, cut past a few: a rank sending to each of 2,000 named each)
         if self._active:
-            dests = sorted({ticket.dest for ticket in self._active})
-            parts.append(f"{len(self._active)} send(s) to rank(s) {dests} not complete")
+            dests = {ticket.dest for ticket in self._active}
+            parts.append(f"{len(self._active)} send(s) to {ranks_named(dests)} not complete")
         held = [len(waiting) for waiting in self._frames_in]
         if any(held):
             sources = [source for source, count in enumerate(held) if count]
-            parts.append(f"{sum(held)} frame(s) from rank(s) {sources} waiting for their envelopes")
-        for source in sorted(self._waiting_sources):
             parts.append(
-                f"{len(self._arrivals[source])} message(s) from rank {source} half received"
+                f"{sum(held)} frame(s) from {ranks_named(sources)} waiting for their envelopes"
+            )
+        if self._waiting_sources:
+            halves = sum(len(self._arrivals[source]) for source in self._waiting_sources)
+            parts.append(
+                f"{halves} message(s) from {ranks_named(self._waiting_sources)} half received"
             )
         parts.append(self.leads.summary())
         parts.append(self._relays.summary())

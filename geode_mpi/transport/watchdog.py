@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base import backoff, collective
 from geode_mpi.base.failure import last_words
+from geode_mpi.base.listing import ranks_named
 from geode_mpi.transport.abort import abort_world
 from geode_mpi.transport.census import Census
+from geode_mpi.transport.hang_report import RankPart, merged
 from geode_mpi.transport.stillness import OpenGeodes, Stillness, states
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
@@ -179,6 +181,8 @@ class Watchdog:
         activity: a number that changes whenever a message of this Geode moves.
         label: this rank's label for the report (``[rank 1/4 node1]``).
         comm: an MPI communicator for the watchdog alone (None: one process, nobody to ask).
+        node: this rank's own node, which its lines of a report merged with the other ranks'
+            call "its node" (`hang_report`).
     """
 
     def __init__(
@@ -188,8 +192,10 @@ class Watchdog:
         activity: Callable[[], int],
         label: str,
         comm: MPI.Intracomm | None = None,
+        node: str | None = None,
     ) -> None:
         self.timeout = timeout
+        self.node = node
         self.describe = describe
         self.activity = activity
         self.label = label
@@ -219,19 +225,19 @@ class Watchdog:
         still in flight are left to MPI)."""
         WATCHING.remove(self)
 
-    def report(self, stuck: float | None) -> str:
-        """This rank's part of the report: how long it waits, where, on what, and the state of
-        every Geode open in it."""
+    def report(self, stuck: float | None) -> list[str]:
+        """This rank's part of the report, unlabelled: how long it waits (in whole seconds:
+        ranks alike merge), where, on what, and the state of every Geode open in it."""
         if stuck is None:
             lines = ["running (in geode_mpi calls, not waiting)"]
         else:
-            lines = [f"waiting {stuck:.1f} s with nothing arriving or leaving"]
+            lines = [f"waiting {stuck:.0f} s with nothing arriving or leaving"]
         lines += [f"  in {where}" for where in waiting_in()]
         what = WATCHING.what
         if stuck is not None and what is not None:
             lines.append(f"  {waiting_for(what)}")
         lines += [f"  {line}" for line in states(WATCHING.members or (self,))]
-        return "\n".join(f"{self.label} {line}" for line in lines)
+        return lines
 
     def check(self, now: float, stuck: float) -> None:
         """A wait's pause, ``stuck`` seconds into this rank's stillness: past the timeout, ask
@@ -247,37 +253,39 @@ class Watchdog:
         self._next_serve = now + SERVE_EVERY
         self.census.serve(lambda: self._answer(stuck))
 
-    def _answer(self, stuck: float | None) -> tuple[float, str]:
-        return (0.0 if stuck is None else stuck), self.report(stuck)
+    def _answer(self, stuck: float | None) -> RankPart:
+        seconds = 0.0 if stuck is None else stuck
+        return RankPart(seconds, self.label, self.report(stuck), self.node)
 
     def _hung(self, stuck: float) -> None:
         """Ask every rank; if none has seen anything move within the timeout either, print
         every answer and abort the job (never returns); else look again later."""
         text = [
             f"{self.label} geode_mpi: no progress for {stuck:.1f} s (--hang-timeout "
-            f"{self.timeout:g}): asked every rank what it waits for; aborting the job",
-            self.report(stuck),
+            f"{self.timeout:g}): asked every rank what it waits for; aborting the job"
         ]
-        if self.census is not None and self.size > 1:
+        if self.census is None or self.size == 1:
+            text += [f"{self.label} {line}" for line in self.report(stuck)]
+        else:
             collected = self._collect()
             if collected is None:  # a lower rank asks: it decides
                 self._next_hang_check = time.monotonic() + 2 * self._grace() + 1.0
                 return
             answers, silent, messages = collected
-            moving = [seconds for seconds, _ in answers.values() if seconds < self.timeout]
+            moving = [part.stuck for part in answers.values() if part.stuck < self.timeout]
             if moving:  # some rank saw messages move recently, or runs: not a hang (yet)
                 self._next_hang_check = time.monotonic() + self.timeout - min(moving)
                 return
-            text += [answers[rank][1] for rank in sorted(answers)]
+            text += merged({**answers, self.rank: self._answer(stuck)}, self.size)
             text.append(
                 f"{self.label} asked {self.size - 1} rank(s) down a tree of depth "
                 f"{collective.depth(self.size)}: {messages} watchdog message(s) in all"
             )
             if silent:
                 text.append(
-                    f"{self.label} no answer within {2 * self._grace():g} s from rank(s) "
-                    f"{silent}: busy outside geode_mpi (computing, or in an MPI call of the "
-                    "job's own), or stuck there"
+                    f"{self.label} no answer within {2 * self._grace():g} s from "
+                    f"{ranks_named(silent)}: busy outside geode_mpi (computing, or in an MPI "
+                    "call of the job's own), or stuck there"
                 )
         sys.stdout.flush()
         sys.stderr.write("\n".join(text) + "\n")
@@ -293,7 +301,7 @@ class Watchdog:
         ranks it did not hear from, directly)."""
         return min(max(2.0, self.timeout / 10), 10.0)
 
-    def _collect(self) -> tuple[dict[int, tuple[float, str]], list[int], int] | None:
+    def _collect(self) -> tuple[dict[int, RankPart], list[int], int] | None:
         """Every other rank's (stuck seconds, report), the ranks that did not answer in time,
         and the messages it took; None when a lower rank asks too (it collects instead)."""
         census = self.census

@@ -40,7 +40,7 @@ def test_a_frame_whose_envelope_is_late_is_received_before_it() -> None:
             assert sent, "the frame was not received before its envelope"
         elif rank == 1:
             deadline = time.monotonic() + STEP
-            held = "1 frame(s) from rank(s) [0] waiting for their envelopes"
+            held = "1 frame(s) from rank 0 waiting for their envelopes"
             while held not in transport.pending_summary() and time.monotonic() < deadline:
                 transport.progress()
             assert held in transport.pending_summary()
