@@ -66,6 +66,12 @@ class Processing(Facade):
         be reached ends it as soon as nothing is left to process (reason "quiescent"), since
         nothing can arrive any more (``receive()`` raises at once there).
 
+        A handler that raises an `Exception` is a failed processing (retried, then
+        dead-lettered). One stopped by another `BaseException` (Ctrl-C's `KeyboardInterrupt`,
+        `SystemExit`, `asyncio.CancelledError`) did not fail: unless it had sent or replied,
+        its message goes back to its queue untried, for the next run() to process once, and
+        the exception goes on up out of run(), unchanged.
+
         Args:
             node: serve only this local node (default: every node this rank hosts).
             count: stop after this many messages (handled or failed): an int >= 1.

@@ -2,7 +2,10 @@
 
 `Geode.run` takes each message from the node queues it serves, calls the handler registered
 for its type, sends the handler's return value back to the sender as a reply, and acks the
-message; a handler that raises makes it a failed delivery (retried, then dead-lettered).
+message; a handler that raises an `Exception` makes it a failed delivery (retried, then
+dead-lettered; at once if it replied by hand first: a request has one reply). One stopped by
+another `BaseException` (Ctrl-C's `KeyboardInterrupt`, `SystemExit`, `CancelledError`) did
+not fail: its message goes back to its queue and the exception goes on up, out of run().
 A request is always answered: a handler's None is a reply of None (unless the handler replied
 itself), and a request dead-lettered here is answered with a `RequestFailed`, which the
 requester's `request()` raises as a `HandlerError`.
@@ -196,9 +199,24 @@ class Processor(Answers, Serving):
                     message.id,
                     message.source,
                 )
-        except Exception as exc:
-            acted = watch.count() != 0 or (request and id(message) not in self.answering)
+        except BaseException as exc:
+            replied = request and id(message) not in self.answering
+            acted = watch.count() != 0 or replied
             if self.interrupted(index, parcel, message, exc, acted, summary):
+                if not isinstance(exc, Exception):
+                    raise  # (Ctrl-C, SystemExit, CancelledError: its message put back)
+                return
+            if replied:  # a retry's reply would be the request's second: a dead letter now
+                self.dead_letter_now(index, parcel, exc, summary)
+                log.warning(
+                    "%s: dead letter: the handler of request %s from %s replied by hand, "
+                    "then raised %s: %s (not retried: a request has one reply)",
+                    geode.names[index],
+                    message.id,
+                    message.source,
+                    type(exc).__name__,
+                    exc,
+                )
                 return
             summary.failed += 1
             receipt.nack(exc)

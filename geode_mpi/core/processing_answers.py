@@ -30,57 +30,73 @@ class Answers(ProcessorState):
         index: int,
         parcel: Parcel,
         message: Message,
-        error: Exception,
+        error: BaseException,
         acted: bool,
         summary: RunSummary,
     ) -> bool:
-        """Whether the handler's ``error`` is a close() in another thread interrupting it (a
-        `ClosedError` once close() began there), and if so, deal with its message.
+        """Whether the handler was stopped rather than failed, and if so, deal with its
+        message: ``error`` is a close() in another thread interrupting it (a `ClosedError`
+        once close() began there), or a `BaseException` that is not an `Exception` (Ctrl-C's
+        `KeyboardInterrupt`, `SystemExit`, asyncio's `CancelledError`: the caller raises it
+        again, out of `run` or the wait that called the handler).
 
         If the handler did nothing another node can see (``acted`` False: its thread authored
         no message in it, as any node, no send, publish nor reply, and it did not reply by
-        hand), the message goes back to node ``index``'s queue, not counted as a failure nor
-        as an attempt (the handler did nothing wrong), receivable after close() and reported as
-        never received at the end if nothing takes it (a request, or a send with
-        ``ack=True``: handled again by that close() while it still serves the other ranks).
-        If it did (``acted``), handling it again would do that twice: it is a failed
-        processing, dead-lettered at once (no retry, which close() would serve), its
-        requester answered with the failure (`HandlerError`) unless the handler replied,
-        a sender with ``ack=True`` told it was not processed. A warning says which."""
+        hand), the message goes back to the front of node ``index``'s queue, not counted as a
+        failure nor as an attempt (the handler did nothing wrong): a later `run` (or a
+        receive) takes it; after close() it is reported as never received if nothing took it
+        (a request, or a send with ``ack=True``: handled again by that close() while it still
+        serves the other ranks). If it did (``acted``), handling it again would do that twice:
+        it is a failed processing, dead-lettered at once (no retry), its requester answered
+        with the failure (`HandlerError`) unless the handler replied, a sender with
+        ``ack=True`` told it was not processed. A warning says which."""
         engine = self.geode.engine
         closer = engine.closer
-        if not isinstance(error, ClosedError) or closer in (None, threading.current_thread()):
+        if isinstance(error, Exception) and (
+            not isinstance(error, ClosedError) or closer in (None, threading.current_thread())
+        ):
             return False
         node = self.geode.names[index]
         if acted:
-            engine.in_hand -= 1
-            engine.dead_letter(index, parcel, error, parcel.attempts + 1)
-            summary.failed += 1
-            summary.dead_letters += 1
+            self.dead_letter_now(index, parcel, error, summary)
             if parcel.reply_to == _REQUEST and id(message) in self.answering:
                 self.refuse(index, parcel, message_id(parcel.meta), message.type, error)
             outcome = "after it sent, published or replied: a dead letter, not handled again"
         else:
             engine.put_back(index, parcel)
-            if parcel.flags & _WAITED:  # its sender waits: a close() still serving handles it
+            if parcel.flags & _WAITED:  # its sender waits: the next wait (or close()) serves it
                 engine.waited.add(index)
             outcome = (
                 f"before it sent, published or replied: not a failure; the message is back in "
-                f"{node}'s queue, not processed (receivable after close(), else reported as "
-                "never received)"
+                f"{node}'s queue, not processed (a later run() or receive() takes it; after "
+                "close(), reported as never received)"
             )
+        by = (
+            f"close() in thread {closer.name!r} ({error})"
+            if closer is not None and isinstance(error, ClosedError)
+            else f"{type(error).__name__}{f' ({error})' if str(error) else ''}"
+        )
         log.warning(
-            "%s: the handler of message %s (%s) from %s was interrupted by close() in thread "
-            "%r (%s) %s",
+            "%s: the handler of message %s (%s) from %s was interrupted by %s %s",
             node,
             message.id,
             message.type,
             message.source,
-            closer.name,
-            error,
+            by,
             outcome,
         )
         return True
+
+    def dead_letter_now(
+        self, index: int, parcel: Parcel, error: BaseException, summary: RunSummary
+    ) -> None:
+        """A taken message of node ``index`` that must not be handled again: a failed
+        processing, dead-lettered at once, whatever attempts are left."""
+        engine = self.geode.engine
+        engine.in_hand -= 1
+        engine.dead_letter(index, parcel, error, parcel.attempts + 1)
+        summary.failed += 1
+        summary.dead_letters += 1
 
     def replied(self, request: Message) -> None:
         """``request`` was answered by hand (`Geode.reply`): if it is a request its handler

@@ -54,36 +54,48 @@ class Serving(ProcessorState):
         engine = self.geode.engine
         waited = engine.waited
         later: set[int] = set()
-        while waited:
-            index = waited.pop()
-            if self.closing:
-                self.refuse_closing(index)
-            if not self.has_handlers(index):
-                continue
-            inbox = self.geode.inboxes[index]
+        try:
+            while waited:
+                self._serve_waited_at(waited.pop(), later)
+        finally:  # (a handler's KeyboardInterrupt: what is left is served by the next wait)
+            waited |= later
 
-            def owes(parcel: Parcel, index: int = index) -> bool:
-                """Its sender waits for its processing, and a handler here takes it."""
-                return bool(parcel.flags & _WAITED) and self.handles(index, parcel)
+    def _serve_waited_at(self, index: int, later: set[int]) -> None:
+        """`serve_waited` at local node ``index``, noted in ``later`` if it must look again
+        (a failed waited-for message waits out its retry's back-off; a handler stopped by a
+        `BaseException`, Ctrl-C, left what it owed to the next wait)."""
+        engine = self.geode.engine
+        if self.closing:
+            self.refuse_closing(index)
+        if not self.has_handlers(index):
+            return
+        inbox = self.geode.inboxes[index]
 
-            owed: dict[int, int] = {}  # source -> waited-for messages of it, with a handler
-            for parcel in filter(owes, inbox):
-                owed[parcel.source] = owed.get(parcel.source, 0) + 1
+        def owes(parcel: Parcel) -> bool:
+            """Its sender waits for its processing, and a handler here takes it."""
+            return bool(parcel.flags & _WAITED) and self.handles(index, parcel)
 
-            def servable(parcel: Parcel, index: int = index, owed: dict[int, int] = owed) -> bool:
-                return parcel.source in owed and self.handles(index, parcel)
+        owed: dict[int, int] = {}  # source -> waited-for messages of it, with a handler
+        for parcel in filter(owes, inbox):
+            owed[parcel.source] = owed.get(parcel.source, 0) + 1
 
-            while owed and (found := engine.take(index, servable, None, True)) is not None:
-                parcel, receipt = found
-                assert receipt is not None
-                if parcel.flags & _WAITED:
-                    left = owed.pop(parcel.source) - 1
-                    if left:
-                        owed[parcel.source] = left
+        def servable(parcel: Parcel) -> bool:
+            return parcel.source in owed and self.handles(index, parcel)
+
+        while owed and (found := engine.take(index, servable, None, True)) is not None:
+            parcel, receipt = found
+            assert receipt is not None
+            if parcel.flags & _WAITED:
+                left = owed.pop(parcel.source) - 1
+                if left:
+                    owed[parcel.source] = left
+            try:
                 self.process(index, parcel, receipt, self.served)
-            if inbox.next_ready() is not None and any(map(owes, inbox)):
-                later.add(index)  # a failed one waits out its retry's back-off
-        waited |= later
+            except BaseException:
+                later.add(index)
+                raise
+        if inbox.next_ready() is not None and any(map(owes, inbox)):
+            later.add(index)
 
     def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
         """Process messages of these local nodes, where they have handlers, until ``done()``

@@ -59,7 +59,8 @@ def check_function(fn: object) -> None:
 
 
 def run_task(task_id: int, blob: bytes, frames: list[Any], node: str, rank: int) -> OutcomeData:
-    """Run a task on worker ``node`` of ``rank``: its outcome, whatever happens."""
+    """Run a task on worker ``node`` of ``rank``: its outcome, whatever it raises but
+    `SystemExit` (which ends the job)."""
     try:
         fn, args, kwargs = pickling.loads(blob, frames)
     except Exception as exc:
@@ -76,8 +77,10 @@ def run_task(task_id: int, blob: bytes, frames: list[Any], node: str, rank: int)
     name = label(fn)
     try:
         value = fn(*args, **kwargs)
-    except Exception as exc:
-        return failed(task_id, exc, skip=1, name=name)
+    except SystemExit:
+        raise  # (the job ends: `Serving.serve`)
+    except BaseException as exc:  # its future's, as concurrent.futures and mpi4py.futures do:
+        return failed(task_id, exc, skip=1, name=name)  # CancelledError, KeyboardInterrupt too
     try:
         blob, frames = pack(value)
     except Exception as exc:
