@@ -26,13 +26,15 @@ class CollectiveSteps(MPIParts):
         if self._active:
             dests = sorted({ticket.dest for ticket in self._active})
             parts.append(f"{len(self._active)} send(s) to rank(s) {dests} not complete")
-        held = [len(waiting) for waiting in self._frames_in]
-        if any(held):
-            sources = [source for source, count in enumerate(held) if count]
-            parts.append(f"{sum(held)} frame(s) from rank(s) {sources} waiting for their envelopes")
+        held = {source: len(waiting) for source, waiting in enumerate(self._frames_in) if waiting}
+        if held:
+            parts.append(
+                f"{sum(held.values())} frame(s) from rank(s) {list(held)} waiting for their "
+                "envelopes"
+            )
         for source in sorted(self._waiting_sources):
             parts.append(
-                f"{len(self._arrivals[source])} message(s) from rank {source} half received"
+                f"{len(self._arrivals_from(source))} message(s) from rank {source} half received"
             )
         parts.append(self.leads.summary())
         parts.append(self._relays.summary())
