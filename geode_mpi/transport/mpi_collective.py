@@ -28,14 +28,14 @@ class CollectiveSteps(MPIParts):
         if self._active:
             dests = {ticket.dest for ticket in self._active}
             parts.append(f"{len(self._active)} send(s) to {ranks_named(dests)} not complete")
-        held = [len(waiting) for waiting in self._frames_in]
-        if any(held):
-            sources = [source for source, count in enumerate(held) if count]
+        held = {source: len(waiting) for source, waiting in enumerate(self._frames_in) if waiting}
+        if held:
             parts.append(
-                f"{sum(held)} frame(s) from {ranks_named(sources)} waiting for their envelopes"
+                f"{sum(held.values())} frame(s) from {ranks_named(held)} waiting for their "
+                "envelopes"
             )
         if self._waiting_sources:
-            halves = sum(len(self._arrivals[source]) for source in self._waiting_sources)
+            halves = sum(len(self._arrivals_from(source)) for source in self._waiting_sources)
             parts.append(
                 f"{halves} message(s) from {ranks_named(self._waiting_sources)} half received"
             )

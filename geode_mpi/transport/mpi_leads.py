@@ -54,7 +54,7 @@ class LeadArrivals(MPIParts):
         message.Recv(buffer)
         leads = self.leads
         leads.probed += 1
-        if leads.slot[source] >= 0:
+        if source in leads.slot:
             leads.test(source)
         self._lead_landed(source, memoryview(buffer))
         leads.stand(source)
@@ -92,7 +92,7 @@ class LeadArrivals(MPIParts):
                     request = self.comm.Irecv([target, _BYTE], source, TAG_FRAME)
                 meta = lead[ONE_FRAME.size : ONE_FRAME.size + meta_len]
                 nbytes = len(lead) - INDEX.size + size
-                self._arrivals[source].append(
+                self._arrivals_from(source).append(
                     _Arrival(meta, [target], [request], nbytes, sizes=[size])
                 )
                 self._waiting_sources.add(source)

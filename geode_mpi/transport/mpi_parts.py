@@ -4,6 +4,7 @@ the state they use (declared), and the waits with a deadline of its collective s
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,6 @@ from geode_mpi.transport.base import SendTicket, TransportBase
 from geode_mpi.transport.rooted import RootedMPI
 
 if TYPE_CHECKING:
-    from collections import deque
-
     from geode_mpi.transport.base import Frame
     from geode_mpi.transport.fanout import FanoutTable, FanTicket
     from geode_mpi.transport.mpi_frames import _Held
@@ -83,8 +82,8 @@ class MPIParts(RootedMPI, TransportBase):
     received_from: list[int]
     _active: list[SendTicket]
     _batches: dict[int, SendTicket]
-    _arrivals: list[deque[_Arrival]]
-    _frames_in: list[deque[_Held]]
+    _arrivals: list[deque[_Arrival] | None]  # None: nothing from that source waited yet
+    _frames_in: list[deque[_Held] | None]
     _waiting_sources: set[int]
     _closed: bool
     _tally: Tally
@@ -97,7 +96,7 @@ class MPIParts(RootedMPI, TransportBase):
     family: str | None
     leads: Leads
     oversubscribed: bool
-    frames_after: list[bool]
+    frames_after: Callable[[int], bool]
     _status: MPI.Status
     _frame_status: MPI.Status
     _unposted: list[_Held]
@@ -143,6 +142,20 @@ class MPIParts(RootedMPI, TransportBase):
         def _take_lead(self, message: MPI.Message, source: int) -> bool: ...
 
         def _take_other(self, source: int, tag: int, buffer: bytearray) -> bool: ...
+
+    def _arrivals_from(self, source: int) -> deque[_Arrival]:
+        """The messages from ``source`` still arriving, in order (made on first use)."""
+        queue = self._arrivals[source]
+        if queue is None:
+            queue = self._arrivals[source] = deque()
+        return queue
+
+    def _frames_from(self, source: int) -> deque[_Held]:
+        """The frames probed from ``source`` not yet claimed by an envelope (made on first use)."""
+        held = self._frames_in[source]
+        if held is None:
+            held = self._frames_in[source] = deque()
+        return held
 
     def _wait(
         self,

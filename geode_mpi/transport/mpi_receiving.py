@@ -96,9 +96,9 @@ class Receiving(MPIParts):
             # so that the Python work of a message runs before the copy, on a warm cache
             # (unless the envelope is late: `_Held`).
             held = _Held(status.Get_count(_BYTE), message)
-            self._frames_in[source].append(held)
+            self._frames_from(source).append(held)
             self._unposted.append(held)
-            if self.leads.slot[source] >= 0:  # it may be a lead's, claimed as the lead goes
+            if source in self.leads.slot:  # it may be a lead's, claimed as the lead goes
                 self._lead_first(source)
             return False
         if tag >= TAG_RELAY_HEAD:  # a relay's head or chunk (not an envelope), or a lead
@@ -106,7 +106,7 @@ class Receiving(MPIParts):
                 return self._take_lead(message, source)
             self._relays.take(message, status)
             return False
-        if self.leads.slot[source] >= 0:  # a lead sent before this message goes first
+        if source in self.leads.slot:  # a lead sent before this message goes first
             self._lead_first(source)
         buffer = bytearray(status.Get_count(_BYTE))
         message.Recv(buffer)
@@ -204,12 +204,12 @@ class Receiving(MPIParts):
             if not queue and self._complete(source, arrival):
                 self._sink(source, meta, frames, nbytes)
                 return
-            queue.append(arrival)
+            self._arrivals_from(source).append(arrival)
         elif not queue and (requests[0].Test() if len(requests) == 1 else _testall(requests)):
             self._sink(source, meta, frames, nbytes)
             return
         else:
-            queue.append(_Arrival(meta, frames, requests, nbytes))
+            self._arrivals_from(source).append(_Arrival(meta, frames, requests, nbytes))
         self._waiting_sources.add(source)
 
     def _post(self, source: int, size: int, offset: int) -> tuple[Frame, MPI.Request]:
@@ -252,7 +252,7 @@ class Receiving(MPIParts):
     def _complete_arrivals(self) -> bool:
         found = False
         for source in list(self._waiting_sources):
-            queue = self._arrivals[source]
+            queue = self._arrivals_from(source)
             while queue and self._complete(source, queue[0]):
                 arrival = queue.popleft()
                 if arrival.relay > END:  # a message, not an end marker let go by close()
@@ -276,7 +276,7 @@ class Receiving(MPIParts):
         frames = arrival.frames
         expected = [frame for frame in frames if type(frame) is int]
         if [frame.nbytes for frame in relayed] != expected:
-            self._arrivals[source].remove(arrival)  # (it can never be delivered)
+            self._arrivals_from(source).remove(arrival)  # (it can never be delivered)
             raise DecodeError(
                 f"rank {source} relayed frames of {[frame.nbytes for frame in relayed]} bytes "
                 f"where its envelope says {expected}"
@@ -301,7 +301,7 @@ class Receiving(MPIParts):
                 return False
             got = [status.Get_count(_BYTE) for status in statuses]
         if got != arrival.sizes:
-            queue = self._arrivals[source]
+            queue = self._arrivals_from(source)
             if arrival in queue:
                 queue.remove(arrival)  # (it can never be delivered)
                 if not queue:

@@ -77,7 +77,7 @@ class Sending(MPIParts):
         if batch and all(frame.nbytes <= inline_max for frame in frames):
             envelope = build_envelope(meta, frames, inline_max)[0]
             return self._add_to_batch(dest, _AS_ENVELOPE, envelope)
-        if self.frames_after[dest] and any(frame.nbytes > inline_max for frame in frames):
+        if self.frames_after(dest) and any(frame.nbytes > inline_max for frame in frames):
             return self._send_frames_after(dest, meta, frames)
         if dest in self._batches:
             self._send_batch(dest)  # what was batched before this message goes before it
@@ -115,7 +115,7 @@ class Sending(MPIParts):
         network (`frames_after`) the envelope first, riding the batch to ``dest`` if any."""
         isend = self.comm.Isend
         address = MPI.Get_address(frame)
-        if self.frames_after[dest]:
+        if self.frames_after(dest):
             if len(meta) <= ONE_FRAME_META and dest not in self._batches:
                 # The commonest lead (nothing batched goes before it): packed in one step.
                 count = self.sent_to[dest]

@@ -55,9 +55,12 @@ class Setup(MPIParts):
         self._batch_since = 0.0  # when the oldest batch began (perf_counter; 0: none)
         self._lazy: dict[int, int] = {}  # dest -> lazy entries in its batch (batch_lazy)
         self._next_test = 0  # where the next poll starts testing, with many sends in flight
-        self._arrivals: list[deque[_Arrival]] = [deque() for _ in range(self.size)]
+        # Per source, made as it first sends something that must wait (`_arrivals_from`,
+        # `_frames_from`): a deque is 0.6 KB, and a rank of a big job hears from few peers.
+        # A list, not a dict: a source's queue is looked up for every message it sends.
+        self._arrivals: list[deque[_Arrival] | None] = [None] * self.size
         # Frames probed (matched, with their sizes) per source, not yet claimed by an envelope.
-        self._frames_in: list[deque[_Held]] = [deque() for _ in range(self.size)]
+        self._frames_in: list[deque[_Held] | None] = [None] * self.size
         self._unposted: list[_Held] = []  # held frames whose receive is not posted yet
         self._early: list[_Held] = []  # held frames whose receive is posted (_post_late)
         self._waiting_sources: set[int] = set()
@@ -78,7 +81,7 @@ class Setup(MPIParts):
         # are then posted as the envelope arrives, and the envelope does not wait behind the
         # frames' bytes (see _send_one_frame).
         self.network = network_ranks(self.comm)
-        self.frames_after = [self.network(rank) for rank in range(self.size)]
+        self.frames_after = self.network  # (a test may send everything as over a network)
         # Such a message's envelope goes as a lead, into a receive kept posted for it once its
         # sender has sent one (transport/prepost.py).
         self.leads = Leads(self.comm, self._lead_landed)

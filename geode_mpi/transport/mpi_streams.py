@@ -60,7 +60,7 @@ class Streams(MPIParts):
         close, the stream lets through what its root sent after the old one's end marker."""
         held = self._fanouts.release(key)
         if held is not None:
-            queue = self._arrivals[held]
+            queue = self._arrivals_from(held)
             for index, arrival in enumerate(queue):
                 if arrival.relay == END - key:
                     del queue[index]
@@ -206,7 +206,7 @@ class Streams(MPIParts):
                     self._active.append(ticket)
         elif stream is not None or self.rank in joining:
             deadline = None if timeout is None else time.monotonic() + timeout
-            arrivals = self._arrivals[root]
+            arrivals = self._arrivals_from(root)  # (where its end marker will be)
             self._wait(
                 lambda: _ended(arrivals, END - key),
                 deadline,
@@ -241,7 +241,7 @@ class Streams(MPIParts):
             key = read_end_marker(buffer, source)
             if self._fanouts.root_of(key) != source:  # it would hold the queue for ever
                 raise DecodeError(f"rank {source} sent an end marker of stream {key}, not its own")
-            self._arrivals[source].append(_Arrival(memoryview(buffer), [], [], 0, END - key))
+            self._arrivals_from(source).append(_Arrival(memoryview(buffer), [], [], 0, END - key))
             self._waiting_sources.add(source)
             return
         if tag != TAG_RELAYED:
@@ -258,7 +258,7 @@ class Streams(MPIParts):
             next(sizes) if frame is None else frame for frame in inline
         ]
         arrival = _Arrival(meta, frames, [], len(buffer), number)
-        queue = self._arrivals[source]
+        queue = self._arrivals_from(source)
         queue.append(arrival)
         self._waiting_sources.add(source)
         if len(queue) == 1:
@@ -266,8 +266,9 @@ class Streams(MPIParts):
 
     def _accept_shared(self, source: int, buffer: bytearray) -> None:
         meta, frames, nbytes = self.shared.read(source, buffer)
-        if self._arrivals[source]:  # (its frames are all in: it waits only for its turn)
-            self._arrivals[source].append(_Arrival(meta, frames, [], nbytes))
+        queue = self._arrivals[source]
+        if queue:  # (its frames are all in: it waits only for its turn)
+            queue.append(_Arrival(meta, frames, [], nbytes))
         else:
             self._sink(source, meta, frames, nbytes)
 

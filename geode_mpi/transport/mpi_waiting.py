@@ -80,7 +80,7 @@ class Waiting(MPIParts):
                     source = status.Get_source()
                     # (else it waits its turn behind them, or behind a lead that may have
                     # landed in its standing receive: `_take_matched` takes that first)
-                    if not self._arrivals[source] and leads.slot[source] < 0:
+                    if not self._arrivals[source] and source not in leads.slot:
                         buffer = bytearray(status.Get_count(_BYTE))
                         message.Recv(buffer)
                         self.received_from[source] += 1
@@ -117,7 +117,7 @@ class Waiting(MPIParts):
         # until all of one message's are in.
         posted: list[list[MPI.Request]] = []
         for source in self._waiting_sources:
-            arrival = self._arrivals[source][0]
+            arrival = self._arrivals_from(source)[0]
             if arrival.sizes is None:
                 requests.extend(arrival.requests)
             else:
@@ -175,7 +175,7 @@ class Waiting(MPIParts):
             return None
         if active:
             return active[0].state[0]  # type: ignore[no-any-return]
-        arrival = self._arrivals[next(iter(waiting))][0]
+        arrival = self._arrivals_from(next(iter(waiting)))[0]
         return arrival.requests if arrival.sizes is not None and arrival.requests else None
 
     def _spin_one(self, requests: list[MPI.Request], seconds: float) -> bool:

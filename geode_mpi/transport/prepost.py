@@ -76,9 +76,9 @@ class Leads:
         self._comm = comm
         self._deliver = landed
         self.standing = False  # whether any receive stands
-        size = comm.Get_size()
-        # Per source: its standing receive's slot in `_requests`, or -1 (none).
-        self.slot = [-1] * size
+        # The sources with a standing receive: each one's slot in `_requests` (a dict, not a
+        # list of every rank: at most LEADS_MAX sources have one).
+        self.slot: dict[int, int] = {}
         self._sources: list[int] = []
         self._requests: list[MPI.Request] = []
         self._buffers: list[bytearray] = []
@@ -92,7 +92,7 @@ class Leads:
 
     def stand(self, source: int) -> None:
         """Keep a receive posted for ``source``'s next lead (at most `LEADS_MAX` sources)."""
-        if self.slot[source] >= 0 or len(self._sources) >= LEADS_MAX:
+        if source in self.slot or len(self._sources) >= LEADS_MAX:
             return
         self.standing = True  # (an attribute: read on every idle poll)
         self.slot[source] = len(self._sources)
@@ -202,5 +202,5 @@ class Leads:
         self._sources.clear()
         self._buffers.clear()
         self._polled.clear()
-        self.slot = [-1] * len(self.slot)
+        self.slot.clear()
         self.standing = False

@@ -1,9 +1,9 @@
 """Rooted collectives and fixed-size reductions: what a checkpoint's cut and its manifest need.
 
 `allgather` hands every rank every rank's value (O(P) bytes per rank, O(P^2) in all); these
-move O(1) per rank in O(log P) rounds (a reduction of one int), or O(P) at the root alone in one
-round (a broadcast, a gather or a scatter), so that a job of thousands of ranks checkpoints
-without a hot spot but rank 0's list of files.
+move O(1) per rank in O(log P) rounds (a reduction of one int), or O(P) bytes at the root (a
+broadcast or a gather down a tree of `FANOUT` children a rank: at most `FANOUT` + 1 messages
+through any rank's hands, the root's included, in log_FANOUT(P) rounds; a scatter, MPI's).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from geode_mpi.base import collective
 from geode_mpi.base.backoff import Backoff
-from geode_mpi.errors import GeodeTimeoutError
+from geode_mpi.errors import DecodeError, GeodeTimeoutError
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
     from mpi4py import MPI
@@ -73,6 +74,12 @@ class Reducing:
 BCAST_SLEEP = 4e-3
 BCAST_SLEEP_FROM = 8
 _TAGS = 32767  # MPI's smallest allowed upper bound of a tag: step numbers wrap around at it
+# Children per rank of the broadcast's and the gather's tree (base/collective.py's layout). Wide:
+# each level down waits for its ranks' next wake-up from a back-off sleep (down MPICH's binomial
+# Ibcast, 16 ranks heard rank 0's outcome 12-14 ms after it was sent; one round point to point,
+# 5-6 ms), so up to 65 ranks it is one round, and 4,161 ranks two: the root handles 64 messages
+# a step, not P - 1 (4,095 sends one after another, then 4,095 arrivals at once at 4,096 ranks).
+FANOUT = 64
 
 # Requests given up on at a deadline, kept with their buffers: MPI may still read or write
 # them, so they must outlive the call that timed out. Dropped once complete (`_prune`).
@@ -135,25 +142,70 @@ class _Steps:
             message.Recv([bytearray(status.Get_count(MPI.BYTE)), MPI.BYTE])
 
 
+def _send_all(
+    comm: MPI.Intracomm,
+    data: bytes | bytearray,
+    dests: Sequence[int],
+    tag: int,
+    deadline: float | None,
+) -> None:
+    """Send ``data`` to each of ``dests`` at once, and wait until every send is complete.
+
+    Raises:
+        GeodeTimeoutError: naming the ranks whose receives had not taken it by ``deadline``.
+    """
+    sending = [(dest, comm.Isend(data, dest, tag)) for dest in dests]
+    backoff = Backoff(spin=0.0, max_sleep=1e-3)
+    while sending := [(dest, request) for dest, request in sending if not request.Test()]:
+        if deadline is not None and time.monotonic() >= deadline:
+            _ABANDONED.extend((request, (data,)) for _, request in sending)
+            raise GeodeTimeoutError(
+                f"rank(s) {[dest for dest, _ in sending]} did not receive rank "
+                f"{comm.Get_rank()}'s part of a collective step by its deadline"
+            )
+        backoff.pause()
+
+
 def _receive(
     comm: MPI.Intracomm,
-    source: int,
+    sources: set[int],
     tag: int,
     deadline: float | None,
     longest_sleep: float,
     status: MPI.Status,
-) -> Any:
-    """The next value sent to this rank with ``tag`` (from ``source``, or any), unpickled."""
+) -> tuple[int, bytearray]:
+    """The next message sent to this rank with ``tag`` by one of ``sources``: (its sender, its
+    bytes). A message of this step from any other rank is refused (`DecodeError`).
+
+    Raises:
+        GeodeTimeoutError: nothing by ``deadline``, naming ``sources`` (those still awaited).
+    """
     from mpi4py import MPI
 
     backoff = Backoff(spin=0.0, max_sleep=longest_sleep)
-    while (message := comm.Improbe(source, tag, status)) is None:
+    while (message := comm.Improbe(MPI.ANY_SOURCE, tag, status)) is None:
         if deadline is not None and time.monotonic() >= deadline:
-            raise GeodeTimeoutError("a collective step was not complete by its deadline")
+            raise GeodeTimeoutError(
+                f"rank {comm.Get_rank()} had nothing from rank(s) {sorted(sources)} in a "
+                "collective step by its deadline"
+            )
         backoff.pause()
     buffer = bytearray(status.Get_count(MPI.BYTE))
     message.Recv(buffer)
-    return MPI.pickle.loads(buffer)
+    source = status.Get_source()
+    if source not in sources:
+        raise DecodeError(
+            f"rank {source} sent rank {comm.Get_rank()} a part of a collective step it does not "
+            f"take from it (it waits for rank(s) {sorted(sources)})"
+        )
+    return source, buffer
+
+
+def _parent(rank: int, size: int, root: int) -> int:
+    """The rank ``rank`` (not ``root``) hears a step from, in the tree from ``root``."""
+    above = collective.parent(rank, size, root, FANOUT)
+    assert above is not None, "the root has no parent"
+    return above
 
 
 class RootedMPI:
@@ -184,14 +236,11 @@ class RootedMPI:
 
         return Reducing(test, result)
 
-    # The broadcast and the gather are one round each, point to point between the root and
-    # every rank, each waited on with back-off: a checkpoint's ranks wait in them while the
-    # others write their files and while rank 0 writes the manifest, and blocking ones spin
-    # (at 64 ranks on 2 cores that took more CPU than the writes). Not a tree: down a tree
-    # each level waits for its rank's next wake-up from a sleep, and an Ibcast reached the
-    # ranks of a 16-rank job 12-14 ms (median; up to 28) after the root sent it, asleep up to
-    # 4 ms each; flat, each rank waits for its own wake-up only. The root handles P messages
-    # (as it holds P files' entries anyway); every other rank, one.
+    # The broadcast and the gather go point to point down a tree of `FANOUT` children a rank
+    # (one round up to 65 ranks), each wait with back-off: a checkpoint's ranks wait in them
+    # while the others write their files and while rank 0 writes the manifest, and blocking
+    # collectives spin (at 64 ranks on 2 cores that took more CPU than the writes). A rank that
+    # passes the broadcast on sleeps at most 1 ms between looks (its children wait for it).
 
     def _step(self, deadline: float | None) -> tuple[MPI.Intracomm, int]:
         _prune()
@@ -205,30 +254,36 @@ class RootedMPI:
 
         comm, tag = self._step(deadline)
         rank, size = comm.Get_rank(), comm.Get_size()
-        if rank != root:
-            longest = BCAST_SLEEP if size > BCAST_SLEEP_FROM else 1e-3
-            return _receive(comm, root, tag, deadline, longest, MPI.Status())
-        data = MPI.pickle.dumps(value)
-        for other in range(size):
-            if other != root:
-                _complete(comm.Isend(data, other, tag), deadline, (data,))
-        return value
+        below = collective.children(rank, size, root, FANOUT)
+        if rank == root:
+            data: bytes | bytearray = MPI.pickle.dumps(value)
+        else:
+            above = _parent(rank, size, root)
+            longest = BCAST_SLEEP if size > BCAST_SLEEP_FROM and not below else 1e-3
+            data = _receive(comm, {above}, tag, deadline, longest, MPI.Status())[1]
+        _send_all(comm, data, below, tag, deadline)  # (passed on as it came)
+        return value if rank == root else MPI.pickle.loads(data)
 
     def gather(self, value: Any, root: int = 0, deadline: float | None = None) -> list[Any] | None:
         from mpi4py import MPI
 
         comm, tag = self._step(deadline)
         rank, size = comm.Get_rank(), comm.Get_size()
+        # Each rank's value pickled alone, passed up as it came: (rank, bytes) pairs.
+        parts = [] if rank == root else [(rank, MPI.pickle.dumps(value))]
+        waiting = set(collective.children(rank, size, root, FANOUT))
+        status = MPI.Status()
+        while waiting:
+            child, buffer = _receive(comm, waiting, tag, deadline, 1e-3, status)
+            waiting.discard(child)
+            parts += MPI.pickle.loads(buffer)
         if rank != root:
-            data = MPI.pickle.dumps(value)
-            _complete(comm.Isend(data, root, tag), deadline, (data,))
+            _send_all(comm, MPI.pickle.dumps(parts), [_parent(rank, size, root)], tag, deadline)
             return None
         values: list[Any] = [None] * size
         values[root] = value
-        status = MPI.Status()
-        for _ in range(size - 1):
-            found = _receive(comm, MPI.ANY_SOURCE, tag, deadline, 1e-3, status)
-            values[status.Get_source()] = found
+        for source, data in parts:
+            values[source] = MPI.pickle.loads(data)
         return values
 
     def scatter(self, values: Sequence[Any] | None, root: int = 0) -> Any:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 
 from geode_mpi import GeodeTimeoutError, WorldMismatchError
+from geode_mpi.base import collective
 from geode_mpi.transport import SETTINGS, open_world, rooted
 
 
@@ -135,3 +137,99 @@ def test_the_stats_rows_go_to_rank_0_alone_by_a_rooted_gather() -> None:
     got = to_rank0(transport, {"rank": rank}, time.monotonic() + 60)
     assert got == ([{"rank": r} for r in range(size)] if rank == 0 else None)
     transport.close(timeout=60)
+
+
+class Counting:
+    """The rooted steps' communicator, counting the messages this rank sends and receives."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm, self.sent, self.received = comm, 0, 0
+
+    def Isend(self, *args: Any) -> Any:
+        self.sent += 1
+        return self.comm.Isend(*args)
+
+    def Improbe(self, *args: Any) -> Any:
+        message = self.comm.Improbe(*args)
+        self.received += message is not None
+        return message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.comm, name)
+
+
+def test_the_root_of_a_bcast_or_gather_handles_fanout_messages_not_one_per_rank(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rank 0 sent the broadcast to each rank and received each rank's part of the gather:
+    P - 1 messages each way (4,000 a checkpoint at 2,000 ranks). Down a tree, each rank one
+    from its parent and one to each child (at most `rooted.FANOUT`: 2 here, so that 4 ranks
+    have a second level), and the other way for the gather."""
+    monkeypatch.setattr(rooted, "FANOUT", 2, raising=False)
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    for root in {0, size - 1}:  # (the values, whatever the root)
+        assert transport.bcast(f"from {root}" if rank == root else None, root) == f"from {root}"
+        values = [(r, "v" * (r * 50_000)) for r in range(size)]  # (some past MPI's eager limit)
+        assert transport.gather(values[rank], root) == (values if rank == root else None)
+    if size == 1:  # (the in-process transport: no messages)
+        transport.close(timeout=60)
+        return
+    steps = transport._steps  # type: ignore[attr-defined]
+    counting = Counting(steps.comm)
+    steps.comm = counting
+    try:
+        assert transport.bcast("sealed" if rank == 0 else None) == "sealed"
+        assert transport.gather(rank) == (list(range(size)) if rank == 0 else None)
+    finally:
+        steps.comm = counting.comm
+    each_way = min(2, size - 1) if rank == 0 else len(collective.children(rank, size, 0, 2)) + 1
+    assert (counting.sent, counting.received) == (each_way, each_way)
+    transport.close(timeout=60)
+
+
+def test_a_gather_or_bcast_given_up_at_its_deadline_names_the_rank_it_waited_for() -> None:
+    """The last rank comes late to a gather, then rank 0 to a broadcast: the rank that waited
+    says which rank it had nothing from (it said only "a collective step was not complete"):
+    its child on the way to the late rank, its parent."""
+    from mpi4py import MPI
+
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    late = size - 1  # (a leaf of the tree, whatever its fan-out)
+    via = late  # rank 0's child on the way to it
+    while size > 1 and (above := collective.parent(via, size, 0, rooted.FANOUT)) != 0:
+        assert above is not None
+        via = above
+    side = MPI.COMM_WORLD.Dup()  # who gave up tells the late one, which then comes
+    transport.bcast(None)  # (the steps' communicator is made: a collective every rank is in)
+    if size > 1 and rank == 0:
+        try:  # (others slow to come may be named too)
+            with pytest.raises(
+                GeodeTimeoutError, match=rf"rank 0 had nothing from rank\(s\) \[(\d+, )*{via}[],]"
+            ):
+                transport.gather(rank, deadline=time.monotonic() + 0.2)
+        finally:
+            side.send("gave up", dest=late, tag=6)
+    elif size > 1 and rank == late:
+        side.recv(source=0, tag=6)
+        transport.gather(rank)  # (a small part: sent at once, never received)
+    else:
+        transport.gather(rank)
+    if size > 1 and rank == late:
+        parent = collective.parent(late, size, 0, rooted.FANOUT)
+        try:
+            with pytest.raises(
+                GeodeTimeoutError, match=rf"rank {late} had nothing from rank\(s\) \[{parent}\]"
+            ):
+                transport.bcast(None, deadline=time.monotonic() + 0.2)
+        finally:
+            side.send("gave up", dest=0, tag=7)
+    elif size > 1 and rank == 0:
+        side.recv(source=late, tag=7)
+        transport.bcast("late")
+    else:
+        assert transport.bcast("late" if rank == 0 else None) == "late"
+    assert transport.bcast("next" if rank == 0 else None) == "next"
+    transport.close(timeout=60)
+    side.Free()

@@ -52,7 +52,7 @@ def test_frames_after_and_before_their_envelopes_mix_in_order(transport: MPITran
     if transport.rank == 0:
         tickets = []
         for meta, frames, batched, after in sent:
-            transport.frames_after[1] = after
+            transport.frames_after = lambda rank, after=after: after  # (to rank 1)
             tickets.append(transport.send(1, meta, frames, batched))
         transport.flush()
         done = transport.wait(lambda: all(t.done for t in tickets), time.monotonic() + TIMEOUT)
