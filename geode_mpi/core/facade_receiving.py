@@ -268,6 +268,11 @@ class ReceiveCalls(Facade):
             raise runtime.closed_error(call)  # (a close() of another thread that timed out)
         names = runtime.names
         hint = ""
+        queued = runtime.inboxes[index]
+        if type_filter is not None and len(queued) and (timeout is None or timeout > 0):
+            unfound = unfound_classes(queued)  # (not a poll: a scan costs nothing beside it)
+            if unfound:
+                hint = f"; of the messages queued at {names[index]}, {unfound_text(unfound)}"
         if defaulted:
             held = [
                 other
@@ -276,22 +281,17 @@ class ReceiveCalls(Facade):
             ]
             if held:
                 counts = [f"{names[other]} ({len(runtime.inboxes[other])})" for other in held]
-                hint = (
+                hint += (
                     f"; messages are queued at this rank's other node(s): {some_names(counts)} "
                     f"({call}() without a node takes {names[index]}'s; name the node to take "
                     f"another's: {call}({names[held[0]]!r}))"
                 )
-        queued = runtime.inboxes[index]
-        if type_filter is not None and len(queued) and (timeout is None or timeout > 0):
-            unfound = unfound_classes(queued)  # (not a poll: a scan costs nothing beside it)
-            if unfound:
-                hint += f"; of those, {unfound_text(unfound)}"
         return ReceiveTimeout(
             names[index],
             timeout or 0.0,
             None if source is None else names[runtime.placement.index(source)],
             type_label(type_filter),
-            len(runtime.inboxes[index]),
+            len(queued),
             waited=waited,
             call=call,
             hint=hint,

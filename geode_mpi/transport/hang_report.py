@@ -20,6 +20,9 @@ from geode_mpi.base.listing import ranks_named
 MOST_LINES = 100  # lines of a merged report (besides each rank's first line)
 ITS_NODE = "its node"
 _MARK = "\x00"  # a rank's own node's name, in a line's merging key
+_IN = "\x01"  # between the section a line is in and the line, in its merging key
+# The head of a section of a rank's lines: one open Geode's state (`stillness`).
+_SECTION = re.compile(r"\s*Geode \d+ of \d+ open:$")
 
 
 class RankPart(NamedTuple):
@@ -42,8 +45,11 @@ def merged(parts: Mapping[int, RankPart], size: int) -> list[str]:
     heads = set()  # the keys of a rank's first line
     for rank in sorted(parts):
         part = parts[rank]
+        section = ""  # lines alike in two Geodes' sections are two lines
         for number, line in enumerate(part.lines):
-            key = _key(line, part.node)
+            if _SECTION.match(line):
+                section = line
+            key = _key(line, part.node) if line is section else _key(line, part.node, section)
             said.setdefault(key, []).append(rank)
             first.setdefault(key, line)
             place.setdefault(key, number)
@@ -57,7 +63,8 @@ def merged(parts: Mapping[int, RankPart], size: int) -> list[str]:
         if len(ranks) == 1:
             line = f"{parts[ranks[0]].label} {first[key]}"
         else:
-            line = f"[{ranks_named(ranks)} of {size}] {key.replace(_MARK, ITS_NODE)}"
+            said_as = key.rpartition(_IN)[2].replace(_MARK, ITS_NODE)
+            line = f"[{ranks_named(ranks)} of {size}] {said_as}"
         if key in heads or shown < MOST_LINES:
             out.append(line)
             shown += key not in heads
@@ -72,8 +79,9 @@ def merged(parts: Mapping[int, RankPart], size: int) -> list[str]:
     return out
 
 
-def _key(line: str, node: str | None) -> str:
-    """``line`` with its rank's own node's name marked (a whole name: node1 in node10 is not)."""
-    if not node:
-        return line
-    return re.sub(rf"(?<!\w){re.escape(node)}(?!\w)", _MARK, line)
+def _key(line: str, node: str | None, section: str = "") -> str:
+    """``line`` with its rank's own node's name marked (a whole name: node1 in node10 is not),
+    after the head of the section it is in, if any."""
+    if node:
+        line = re.sub(rf"(?<!\w){re.escape(node)}(?!\w)", _MARK, line)
+    return f"{section}{_IN}{line}" if section else line

@@ -147,3 +147,18 @@ def test_the_parts_of_ranks_beyond_a_job_are_found_in_sub_directories(tmp_path: 
             part_path(stats, FILES_PER_DIR + 1, ranks),
         ]
     )
+
+
+def test_lines_alike_in_two_open_geodes_stay_under_each() -> None:
+    """A rank with two Geodes open says "nothing in flight" of each: merged by text alone, the
+    second Geode's section was left empty (its lines printed once, under the first)."""
+    lines = [
+        "waiting 61.0 s with nothing arriving or leaving",
+        "  Geode 1 of 2 open:",
+        "  transport: nothing in flight",
+        "  Geode 2 of 2 open:",
+        "  transport: nothing in flight",
+    ]
+    parts = {rank: RankPart(61.0, f"[rank {rank}/2]", lines, f"node{rank}") for rank in (0, 1)}
+    report = merged(parts, 2)
+    assert report == [f"[ranks 0-1 of 2] {line}" for line in lines]

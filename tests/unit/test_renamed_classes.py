@@ -66,7 +66,7 @@ def test_a_restart_names_the_restored_messages_whose_class_is_gone(
             geode.receive("node1", type=token, timeout=0.2)
         text = str(caught.value)
         assert "3 other message(s) are queued there" in text
-        assert f"of those, 3 of class 'Tok' (module '{job.__name__}')" in text
+        assert f"queued at node1, 3 of class 'Tok' (module '{job.__name__}')" in text
         assert "which this rank cannot find" in text
         # A poll (timeout 0) does not scan the queue: it says only how many are queued.
         with pytest.raises(ReceiveTimeout) as polled:
