@@ -12,7 +12,7 @@ from geode_mpi.core.facade import Facade
 from geode_mpi.core.groups import Group
 from geode_mpi.core.processing import Handler, HandlerKey, RequestFailed, RunSummary, Stop
 from geode_mpi.errors import check_flag, check_timeout, whole
-from geode_mpi.message import ANSWERED, Message
+from geode_mpi.message import Message
 
 _NO_REPLY = codec.NO_REPLY
 _REQUEST = codec.REQUEST
@@ -137,12 +137,12 @@ class Processing(Facade):
             raise TypeError(
                 f"reply() needs the request it answers (a received Message), got {request!r}"
             )
-        if request.__dict__.get(ANSWERED):
+        if self._processor.replied_before(request):
             raise ValueError(
-                f"request {request.id} from {request.source} was answered already by its "
-                f"handler on {request.dest} (a request has one reply: a handler returning "
-                "None answers with a Message of None; to answer later, take the request "
-                "with receive() instead of a handler)"
+                f"message {request.id} from {request.source} was answered already on "
+                f"{request.dest}, by its handler or by a reply() (a message has one reply: a "
+                "request()'s handler returning None answers with a Message of None; to "
+                "answer later, take the request with receive() instead of a handler)"
             )
         self._runtime.reply(request, value, timeout, False)
         self._processor.replied(request)

@@ -96,6 +96,9 @@ class Processor(Answers, Serving):
         # The requests (by object: ids repeat across sources) whose handler runs and has not
         # replied by hand (`replied`): the handler's return value answers them, None too.
         self.answering: set[int] = set()
+        # The last `REPLIED_KEPT` messages replied to by hand, by (source, id): a second
+        # reply to one of them (the same message taken again after a nack) raises.
+        self.replied_to: dict[tuple[str, int], None] = {}
         # Set once this rank is in close() (`Geode.close`): a waited-for message that no
         # handler here takes is told not processed (`refuse_closing`), once each (by node,
         # source and seq).

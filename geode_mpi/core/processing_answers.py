@@ -21,6 +21,9 @@ from geode_mpi.errors import ClosedError, DecodeError
 from geode_mpi.message import ANSWERED, Message
 from geode_mpi.queues import Parcel
 
+# How many messages replied to by hand a Geode remembers, to refuse a second reply to one.
+REPLIED_KEPT = 65_536
+
 
 class Answers(ProcessorState):
     """`Processor`'s answers other than a handler's reply (a part of it, through ``self``)."""
@@ -100,10 +103,20 @@ class Answers(ProcessorState):
 
     def replied(self, request: Message) -> None:
         """``request`` was answered by hand (`Geode.reply`): if it is a request its handler
-        is handling, its handler's None is no reply, and a second reply raises."""
-        if id(request) in self.answering:
-            self.answering.discard(id(request))
-            request.__dict__[ANSWERED] = True
+        is handling, its handler's None is no reply; a second reply to it raises
+        (`replied_before`), also to the same message taken again (after a nack)."""
+        self.answering.discard(id(request))
+        request.__dict__[ANSWERED] = True
+        kept = self.replied_to
+        kept[request.source, request.id] = None  # type: ignore[index]
+        if len(kept) > REPLIED_KEPT:
+            del kept[next(iter(kept))]
+
+    def replied_before(self, request: Message) -> bool:
+        """Whether ``request`` was answered already: by its handler, or by hand."""
+        return bool(request.__dict__.get(ANSWERED)) or (
+            (request.source, request.id) in self.replied_to
+        )
 
     def refuse_undecodable(self, index: int, parcel: Parcel, error: BaseException) -> None:
         """`refuse` a request that node ``index`` took and could not decode (by `run`, a

@@ -85,6 +85,7 @@ class ProcessorState:
         awaited: set[int]
         _not_awaited: Match
         answering: set[int]
+        replied_to: dict[tuple[str, int], None]
         closing: bool
         _told_closing: set[tuple[int, int, int]]
         handling: dict[int, int]

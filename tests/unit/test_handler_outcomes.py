@@ -112,7 +112,7 @@ def test_a_reply_by_hand_after_the_handler_answered_raises_naming_the_request() 
     held: list[Message] = []
     geode.on(Ask)(held.append)  # returns None
     assert geode.request(Ask(1), "node1", timeout=30).data is None
-    with pytest.raises(ValueError, match=r"request \d+ from node0 was answered already by its"):
+    with pytest.raises(ValueError, match=r"message \d+ from node0 was answered already on node1"):
         geode.reply(held[0], "late")
     assert geode.try_receive("node0") is None
     geode.close()
@@ -230,4 +230,33 @@ def test_run_with_a_count_ends_when_no_message_can_come_in_one_process() -> None
     assert time.monotonic() - started < 5
     # Without count, run(quiescent=False) still waits for its timeout (nothing else ends it).
     assert geode.run(timeout=0.05, quiescent=False).reason == "timeout"
+    geode.close()
+
+
+def test_a_request_taken_by_receive_has_one_reply_even_taken_again_after_a_nack() -> None:
+    """The one-reply rule held only while a handler answered: a request taken by receive()
+    and replied to twice, or nacked, taken again and replied to again, sent its requester a
+    second reply, a stray message with ``reply_to`` in its queue (a review found it)."""
+    geode = Geode(["node0", "node1"], queue=QueueConfig(ack="explicit", retry_delay=0.0))
+    answers: list[object] = []
+
+    def serve() -> None:
+        request = geode.receive("node1", timeout=5)
+        geode.reply(request, "first")
+        with pytest.raises(ValueError, match="answered already"):
+            geode.reply(request, "second")
+        request.nack()
+        again = geode.receive("node1", timeout=5)
+        assert (again.id, again.data) == (request.id, request.data)  # taken again
+        with pytest.raises(ValueError, match=f"message {request.id} from node0"):
+            geode.reply(again, "third")
+        again.ack()
+        answers.append("served")
+
+    server = threading.Thread(target=serve)
+    server.start()
+    assert geode.request("question", "node1", source="node0", timeout=5).data == "first"
+    server.join(timeout=10)
+    assert answers == ["served"]
+    assert geode.try_receive("node0") is None  # no stray second reply
     geode.close()
