@@ -52,27 +52,34 @@ def test_a_receive_from_a_closing_ranks_node_raises_at_once() -> None:
 
 
 def test_every_message_a_closing_rank_sent_is_received_before_it_raises() -> None:
-    """No false raise: the last rank sends, then closes at once; each receive gets every
-    message (small ones, then a large array that travels apart), then the next raises."""
+    """No false raise: each other rank waits for the last rank's node at once (so it asks
+    before anything is sent, and says "ready"); the last rank, once told, sends small
+    messages, then often a large array that travels apart (its "done" answer, small, can
+    arrive first: its count says the array is still to come), and closes at once. Each
+    receive gets every message, then the next one raises."""
     with Geode() as probe:
         size = probe.size
     if size == 1:
         pytest.skip("one process: no other rank to close")
-    big = np.arange(1 << 17, dtype=np.float64)  # 1 MiB
+    big = np.arange(1 << 19, dtype=np.float64)  # 4 MiB
     for round_ in range(ROUNDS):
         geode = Geode()
         last = f"node{size - 1}"
         count = 1 + round_ % 4
+        with_big = round_ % 3 == 0
         if geode.rank == size - 1:
+            for other in range(size - 1):
+                assert geode.receive(source=f"node{other}", timeout=30.0).data == "ready"
             for other in range(size - 1):
                 for k in range(count):
                     geode.send(k, dest=f"node{other}")
-                if round_ % 10 == 0:
+                if with_big:
                     geode.send(big, dest=f"node{other}")
         else:
+            geode.send("ready", dest=last)
             got = [geode.receive(source=last, timeout=30.0).data for _ in range(count)]
             assert got == list(range(count)), (round_, got)
-            if round_ % 10 == 0:
+            if with_big:
                 assert np.array_equal(geode.receive(source=last, timeout=30.0).data, big)
             with pytest.raises(ReceiveTimeout, match="none can arrive"):
                 geode.receive(source=last, timeout=30.0)
