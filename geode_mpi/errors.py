@@ -160,6 +160,7 @@ class ReceiveTimeout(GeodeTimeoutError):
         call: str = "receive",
         reply_to: int | None = None,
         hint: str = "",
+        closing_rank: int | None = None,
     ) -> None:
         self.node = node
         self.timeout = timeout
@@ -170,7 +171,7 @@ class ReceiveTimeout(GeodeTimeoutError):
         self.reply_to = reply_to
         super().__init__(
             _receive_timeout_text(
-                node, timeout, source, type_name, queued, waited, call, reply_to, hint
+                node, timeout, source, type_name, queued, waited, call, reply_to, hint, closing_rank
             )
         )
 

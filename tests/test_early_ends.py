@@ -137,6 +137,8 @@ def test_sys_exit_0_on_every_rank_warns_of_messages_never_received(tmp_path: Pat
 def test_hang_timeout_says_a_rank_that_ended_waits_in_close(tmp_path: Path) -> None:
     """It said rank 1 was "busy outside geode_mpi" (it sat in MPI's finalisation)."""
     job = DONE_EARLY.replace('geode.send("last", dest="node0")', "pass")
+    # (from any node: a receive from node1 alone raises once node1's rank is in close())
+    job = job.replace('source="node1", ', "")
     args = ["-m", "geode_mpi", "--hang-timeout", "4", _job(tmp_path, job)]
     result = mpirun(2, args, timeout=90)
     assert result.returncode == 124, result.explain()
@@ -162,3 +164,28 @@ def test_run_in_a_process_that_goes_on_gives_back_pythons_thread_hook() -> None:
         result.explain()
     )
     assert "ZeroDivisionError" in result.stderr and "aborting" not in result.stderr
+
+
+# A porting bug: rank 0 waits, with no timeout (as comm.recv(source=1)), for a message rank 1
+# never sends; rank 1 is done and in close().
+NEVER_SENT = """\
+from geode_mpi import Geode
+
+with Geode() as geode:
+    if geode.rank == 0:
+        geode.send("first", dest="node0")
+        print(geode.receive(source="node1").data)
+"""
+
+
+def test_a_receive_from_a_rank_in_close_that_never_sent_raises(tmp_path: Path) -> None:
+    """It waited for ever (the long-wait notice at 60 s named both waits): now it raises as
+    the same receive in a one-process world does, naming node1 and its rank in close()."""
+    result = mpirun(2, ["-m", "geode_mpi", _job(tmp_path, NEVER_SENT)], timeout=60)
+    assert not result.timed_out and result.returncode == 1, result.explain()
+    text = (
+        "ReceiveTimeout: receive on node0 found no message (source=node1), and none can "
+        "arrive: node1's rank (rank 1) is in close() and sends nothing more"
+    )
+    assert text in result.stderr, result.explain()
+    assert "1 other message(s) are queued there" in result.stderr, result.explain()

@@ -30,8 +30,10 @@ def _receive_timeout_text(
     call: str,
     reply_to: int | None,
     hint: str = "",
+    closing_rank: int | None = None,
 ) -> str:
-    """`ReceiveTimeout`'s text (``hint``: a last clause the caller adds, "" for none)."""
+    """`ReceiveTimeout`'s text (``hint``: a last clause the caller adds, "" for none;
+    ``closing_rank``: the rank of ``source``, in close(), whose every message has arrived)."""
     wanted = []
     if source is not None:
         wanted.append(f"source={source}")
@@ -39,7 +41,15 @@ def _receive_timeout_text(
         wanted.append(f"type={type_name}")
     what = f" ({', '.join(wanted)})" if wanted else ""
     tail = f"; {queued} other message(s) are queued there" if queued else ""
-    if waited:
+    if closing_rank is not None:
+        text = (
+            f"{call} on {node} found no message{what}, and none can arrive: {source}'s rank "
+            f"(rank {closing_rank}) is in close() and sends nothing more, and every message it "
+            "sent this rank has arrived (a message never sent? every rank receives what it "
+            "waits for before close())"
+        )
+        what = ""
+    elif waited:
         text = f"{call} on {node} timed out after {timeout:g} s waiting for a message"
     else:
         text = (

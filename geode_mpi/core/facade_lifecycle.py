@@ -9,13 +9,14 @@ from functools import partial
 from typing import Any
 
 from geode_mpi.base.backoff import CLOSING_YIELD
-from geode_mpi.base.gate import locked
+from geode_mpi.base.gate import locked, senders_may_run
 from geode_mpi.base.listing import counted_nodes, some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.observe import finish_job, stop_notice, stop_watchdog
 from geode_mpi.core.registry import forget_closed, note_closed, unregister
 from geode_mpi.core.runtime import NO_FAST_QUEUE
+from geode_mpi.delivery.control import encode_sends_done
 from geode_mpi.delivery.waiting import wait_for
 from geode_mpi.errors import GeodeTimeoutError, check_timeout
 
@@ -276,6 +277,8 @@ class Lifecycle(Facade):
 
         def arrived() -> bool:
             engine.tell_closing(told)  # (the pairs whose first message arrived meanwhile too)
+            if engine.awaited:
+                self._tell_done()
             return entered()
 
         runtime.serving = True
@@ -295,6 +298,26 @@ class Lifecycle(Facade):
                 f"close() on rank {self.rank} timed out after {timeout:g} s: waiting for the "
                 "other ranks to call close()"
             )
+
+    def _tell_done(self) -> None:
+        """This rank is in close(): answer each receive of another rank that waits for a
+        message of a node here (`Engine.awaited`) once that node can send nothing more (it
+        has no handler, and no other thread runs that could send, `senders_may_run`) with
+        how many envelopes this rank sent the waiter's (a done record): once they have all
+        arrived there, a receive that still finds nothing from it raises."""
+        if senders_may_run():
+            return
+        engine = self._runtime.engine
+        transport = self._runtime.transport
+        left = set()
+        for waiter, source in engine.awaited:
+            if self._processor.has_handlers(source):
+                left.add((waiter, source))  # (its handler may yet send: never answered)
+                continue
+            count = transport.sent_count(engine.rank_of(waiter))
+            if count is not None:
+                engine.path.control(source, waiter, encode_sends_done(count))
+        engine.awaited = frozenset(left)
 
     def _report_unreceived(self) -> None:
         checkpointer = self._checkpointer

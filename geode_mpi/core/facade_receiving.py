@@ -173,7 +173,7 @@ class ReceiveCalls(Facade):
         )
         key = None if order is None else order_key(order)
         was_open = not runtime.closed  # (a close() in another thread may end its wait)
-        found = runtime.take(index, match, key, timeout, spun)
+        found = runtime.take(index, match, key, timeout, spun, source)
         if found is not None:
             return runtime.deliver(index, found)
         waited = runtime.transport.delivers_later or senders_may_run()
@@ -286,15 +286,18 @@ class ReceiveCalls(Facade):
                     f"({call}() without a node takes {names[index]}'s; name the node to take "
                     f"another's: {call}({names[held[0]]!r}))"
                 )
+        src = None if source is None else runtime.placement.index(source)
+        gone = src is not None and waited and runtime.source_gone(index, src)
         return ReceiveTimeout(
             names[index],
             timeout or 0.0,
-            None if source is None else names[runtime.placement.index(source)],
+            None if src is None else names[src],
             type_label(type_filter),
             len(queued),
             waited=waited,
             call=call,
             hint=hint,
+            closing_rank=engine.rank_of(src) if gone and src is not None else None,
         )
 
     def _matcher(

@@ -11,6 +11,7 @@ from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.codec import header
 from geode_mpi.core.aio import POLL_EVERY_RECEIVES
 from geode_mpi.core.runtime_parts import FIRST_SPIN, RuntimeParts
+from geode_mpi.delivery.control import encode_waiting
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.delivery.waiting import IDLE, Marker, Wait, ended_elsewhere
 from geode_mpi.errors import DecodeError
@@ -91,11 +92,18 @@ class Receiving(RuntimeParts):
         return self.engine.poll()
 
     def take(
-        self, index: int, match: Match | None, key: Any, timeout: float | None, spun: bool = False
+        self,
+        index: int,
+        match: Match | None,
+        key: Any,
+        timeout: float | None,
+        spun: bool = False,
+        source: str | int | None = None,
     ) -> tuple[Parcel, Any] | None:
         """Take the next matching parcel of local node ``index``, waiting up to ``timeout``
         seconds (None: no limit; 0: do not wait) for one; None if none came. ``spun``: the
-        caller has just spun (`Engine.take_express`): wait at once."""
+        caller has just spun (`Engine.take_express`): wait at once. ``source``: the node
+        ``match`` takes messages of only (a wait ends once it can send none, `source_gone`)."""
         engine = self.engine
         if self.closed:
             return engine.take(index, match, key, False)
@@ -131,7 +139,7 @@ class Receiving(RuntimeParts):
             return found
         started = time.perf_counter()
         try:
-            return self._wait_take(index, match, key, timeout, started)
+            return self._wait_take(index, match, key, timeout, started, source)
         finally:
             self.waited(index, started, "wait: receive")
 
@@ -173,17 +181,27 @@ class Receiving(RuntimeParts):
             self.waited(index, started, "wait: receive")
 
     def _wait_take(
-        self, index: int, match: Match | None, key: Any, timeout: float | None, started: float
+        self,
+        index: int,
+        match: Match | None,
+        key: Any,
+        timeout: float | None,
+        started: float,
+        source: str | int | None,
     ) -> tuple[Parcel, Any] | None:
         engine = self.engine
         transport = self.transport
         deadline = None if timeout is None else time.monotonic() + timeout
+        src = -1 if source is None else self.ask_when_done(index, source)
 
         def look() -> tuple[Parcel, Any] | Marker | None:
             # (closed by another thread while this one paused, or its close() ended unfinished)
             if self.closed or ended_elsewhere(engine):
                 return None
             found = engine.take(index, match, key, False)
+            if found is None and src >= 0 and self.source_gone(index, src):
+                engine.poll()  # (what the last count covers is here: taken, or none is)
+                return engine.take(index, match, key, False)
             return IDLE if found is None else found
 
         def alone() -> bool:  # one process, and the threads that could send to it are gone
@@ -196,6 +214,33 @@ class Receiving(RuntimeParts):
         # (receive looked just now, before its first spin)
         wait = Wait(engine, deadline, started, looked=True, what=what)
         return wait.until(look, None if transport.delivers_later else alone)
+
+    def ask_when_done(self, index: int, source: str | int) -> int:
+        """A receive at ``index`` waits for a message of node ``source``: if that node is on
+        another rank, ask it (once) to say when it can send nothing more (a waiting record,
+        answered once its rank is in close(): `Engine.sends_done`). Its node index, or -1 if
+        the answer could not end this wait (a node of this rank, a Geode closing)."""
+        src = self.placement.index(source, "source")
+        engine = self.engine
+        if engine.rank_of(src) == self.rank or self.sealed:
+            return -1
+        if (index, src) not in engine.asked:
+            engine.asked = engine.asked | {(index, src)}
+            self.path.control(index, src, encode_waiting())
+        return src
+
+    def source_gone(self, index: int, src: int) -> bool:
+        """Whether no message of node ``src`` can reach node ``index`` any more: its rank is
+        in close() and said it sends nothing more, every envelope it sent this rank before
+        that has arrived, no topic or work queue's stream could bring one of its messages
+        from another rank, and none of its messages is held back here for a retry."""
+        count = self.engine.sends_done.get(src)
+        return (
+            count is not None
+            and not self.engine.topics.streams
+            and self.transport.arrived_count(self.engine.rank_of(src), count)
+            and self.inboxes[index].next_ready() is None
+        )
 
     def waited(self, index: int, started: float, what: str) -> None:
         """Count the time node ``index`` spent waiting since ``started`` (perf_counter)."""

@@ -14,9 +14,12 @@ from geode_mpi.delivery.control import (
     ASK,
     CLOSING,
     LOST,
+    SENDS_DONE,
+    WAITING,
     decode_ack,
     decode_closing,
     decode_lost,
+    decode_sends_done,
     decode_wave,
     encode_ack,
     kind,
@@ -55,6 +58,14 @@ class Acks(EngineState):
     # there later, or its subscriber gone, is asked about no more); None: none yet.
     closing_told: set[Key] | None = None
     _told_limit = LOST_KEPT
+    # (waiter, source): a receive at remote node waiter waits for a message from local node
+    # source (a waiting record): answered once this rank is in close() (`Runtime.tell_done`).
+    # Replaced, never changed in place (class defaults, as the two below).
+    awaited: frozenset[tuple[int, int]] = frozenset()
+    # (waiter, source) this rank asked about (once each), and source -> the envelopes its
+    # rank sent this one before it said it sends nothing more (a done record).
+    asked: frozenset[tuple[int, int]] = frozenset()
+    sends_done: dict[int, int] = {}  # noqa: RUF012
 
     def watch(self, key: Key, handle: Told) -> None:
         """``handle``, while it lives, is told (`Told.told_lost`) if message ``key`` is
@@ -170,6 +181,12 @@ class Acks(EngineState):
                 self.closing_nodes = self.closing_nodes | {receiver}
             else:  # (a sequencer's: it holds what it cannot send on to that closing node)
                 self.closing_beyond = {**self.closing_beyond, (sender, receiver): beyond}
+            return
+        if kind(payload) == WAITING:  # (from "receiver", which waits for a message of sender's)
+            self.awaited = self.awaited | {(receiver, sender)}
+            return
+        if kind(payload) == SENDS_DONE:  # (receiver, whose rank is in close(), sends no more)
+            self.sends_done = {**self.sends_done, receiver: decode_sends_done(payload)}
             return
         if kind(payload) == LOST:  # (before the ack record that acknowledges it)
             why, seq = decode_lost(payload)

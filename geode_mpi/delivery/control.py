@@ -13,6 +13,10 @@ Payload layouts (little-endian), inside a codec control record (docs/wire-format
            u64 seq: a message whose sender waits for it (ack=True, a request) was
            acknowledged without being processed, or (4) is held by a node whose rank is in
            close() and has no handler for it: never acknowledged, never processed
+    waiting: u8 type 8 | 3 pad | u32 0 | u64 0: "I wait in receive(source=you)": answered,
+           once the asked node's rank is in close() and that node can send nothing more, by
+    done:  u8 type 9 | 3 pad | u32 0 | u64 envelopes the asked rank sent the asker's rank
+           before this record: "I send you nothing more" (`Engine.sends_done`)
     wave:  u8 type 2 (ask), 3 (answer) or 4 (quiet) | 7 pad | u64 wave |
            u64 messages sent | u64 messages received
 """
@@ -29,6 +33,8 @@ ASK = 5  # a sender out of credits asks for the receiver's count again (lossy tr
 CLOSING = 6  # a receiver whose rank is in close() tells its senders: no more credits come
 LOST = 7  # a waited message (ack=True) not processed (dropped, expired, dead-lettered): told
 # before its ack
+WAITING = 8  # a receive(source=node) waits on node: tell me once its rank can send no more
+SENDS_DONE = 9  # the answer: its rank is in close(), and this many envelopes came before it
 LOST_WHY = {1: "dropped", 2: "expired", 3: "dead-lettered", 4: "closing"}
 DROPPED = 1
 EXPIRED = 2
@@ -146,3 +152,24 @@ def decode_lost(payload: memoryview | bytes) -> tuple[str, int]:
     if why not in LOST_WHY:
         raise DecodeError(f"a lost record with an unknown reason ({why})")
     return LOST_WHY[why], seq
+
+
+def encode_waiting() -> bytes:
+    """A waiting payload."""
+    return _HEAD.pack(WAITING, 0, 0)
+
+
+def encode_sends_done(sent: int) -> bytes:
+    """A done payload: ``sent`` envelopes went to the asker's rank before it."""
+    return _HEAD.pack(SENDS_DONE, 0, sent)
+
+
+def decode_sends_done(payload: memoryview | bytes) -> int:
+    """The envelope count of a done payload.
+
+    Raises:
+        DecodeError: not a done payload.
+    """
+    if len(payload) != _HEAD.size:
+        raise DecodeError(f"not a done record ({len(payload)} bytes)")
+    return int(_HEAD.unpack_from(payload, 0)[2])

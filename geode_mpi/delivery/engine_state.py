@@ -91,6 +91,11 @@ class EngineState:
         # (source, forwarder) -> the closing node the forwarder holds source's message for
         # (`tell_held`'s records arriving, in acks.py)
         closing_beyond: dict[tuple[int, int], int]
+        # (waiter, source) asked of this rank, (waiter, source) this rank asked, and source ->
+        # envelopes its rank sent here before it said it sends no more (class defaults, acks.py)
+        awaited: frozenset[tuple[int, int]]
+        asked: frozenset[tuple[int, int]]
+        sends_done: dict[int, int]
         # (source, dest, seq) of every message told "closing" (a class default in acks.py)
         closing_told: set[tuple[int, int, int]] | None
         # (source, dest, seq) of the messages sent with ack=True that dest dropped or let

@@ -156,6 +156,16 @@ class PointToPoint(Protocol):
         """One line for diagnostics."""
         ...
 
+    def sent_count(self, rank: int) -> int | None:
+        """How many envelopes this rank sent ``rank`` so far, what was batched sent first
+        (None: not counted; then `arrived_count` is never True)."""
+        ...
+
+    def arrived_count(self, rank: int, count: int) -> bool:
+        """Whether ``count`` envelopes (a `sent_count` of ``rank``'s) have arrived from
+        ``rank`` and reached the sink, none half received."""
+        ...
+
 
 @runtime_checkable
 class BroadcastStreams(Protocol):
@@ -308,6 +318,14 @@ class TransportBase:
     @property
     def busy(self) -> bool:
         """Nothing in flight, by default."""
+        return False
+
+    def sent_count(self, rank: int) -> int | None:
+        """Not counted, by default (see `PointToPoint.sent_count`)."""
+        return None
+
+    def arrived_count(self, rank: int, count: int) -> bool:
+        """Never, by default: nothing is counted (see `PointToPoint.arrived_count`)."""
         return False
 
     def spin(self, seconds: float) -> bool:

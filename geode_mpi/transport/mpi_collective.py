@@ -133,6 +133,15 @@ class CollectiveSteps(MPIParts):
     def _untold(self) -> str:
         return f"waiting for the other ranks to call close(); {self.pending_summary()}"
 
+    def sent_count(self, rank: int) -> int | None:
+        """See `PointToPoint.sent_count`: the `Tally`'s count (what close() tells ``rank``)."""
+        self.flush()
+        return self.sent_to[rank]
+
+    def arrived_count(self, rank: int, count: int) -> bool:
+        """See `PointToPoint.arrived_count`."""
+        return self.received_from[rank] >= count and not self.busy
+
     def _drained(self) -> bool:
         return self._tally.arrived(self.received_from) and not self.busy
 
