@@ -91,28 +91,32 @@ def ring(geode: Geode, first: int, count: int, ringer: Ringer) -> list[int]:
     got: list[int] = []
     sent = 0
     while True:
-        try:  # (all of the loop inside: an interrupt may come anywhere in it)
-            ringer.arm()
-            if len(got) == count:
-                # The last interrupt lands here, inside the try, not in the caller's code
-                ringer.stopped = True
-                deadline = time.monotonic() + TIMEOUT
-                while ringer.thread.is_alive() or ringer.caught < ringer.sent:
-                    assert time.monotonic() < deadline, "the last interrupt never landed"
-                    time.sleep(0.001)
-                return got
-            while sent < count and sent < len(got) + BURST:
-                if sent % 2:
-                    geode.send(first + sent, dest=peer_out)
-                else:
-                    geode.isend(first + sent, dest=peer_out)
-                sent += 1  # (one that raised KeyboardInterrupt sent nothing, unless in_flight)
-            while len(got) < sent:
-                got.append(geode.receive(timeout=TIMEOUT).data)
-        except KeyboardInterrupt as exc:
-            ringer.caught += 1
-            if getattr(exc, "in_flight", False):  # send() waited for it to go out
-                sent += 1
+        try:  # (an interrupt may also land on the inner loop's jump back, outside its try)
+            while True:
+                try:  # (all of the loop inside: an interrupt may come anywhere in it)
+                    ringer.arm()
+                    if len(got) == count:
+                        # The last interrupt lands here, inside the try, not in the caller's code
+                        ringer.stopped = True
+                        deadline = time.monotonic() + TIMEOUT
+                        while ringer.thread.is_alive() or ringer.caught < ringer.sent:
+                            assert time.monotonic() < deadline, "the last interrupt never landed"
+                            time.sleep(0.001)
+                        return got
+                    while sent < count and sent < len(got) + BURST:
+                        if sent % 2:
+                            geode.send(first + sent, dest=peer_out)
+                        else:
+                            geode.isend(first + sent, dest=peer_out)
+                        sent += 1  # (one that raised sent nothing, unless in_flight)
+                    while len(got) < sent:
+                        got.append(geode.receive(timeout=TIMEOUT).data)
+                except KeyboardInterrupt as exc:
+                    ringer.caught += 1
+                    if getattr(exc, "in_flight", False):  # send() waited for it to go out
+                        sent += 1
+        except KeyboardInterrupt:
+            ringer.caught += 1  # (between two steps: nothing was sent or taken)
 
 
 def test_a_caught_ctrl_c_loses_and_repeats_no_message(geode: Geode) -> None:
