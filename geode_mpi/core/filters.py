@@ -101,11 +101,12 @@ def unfound_classes(parcels: Iterable[Parcel], most: int = 100_000) -> Counter[s
 def unfound_text(unfound: Counter[str]) -> str:
     """``3 of class 'Tok' (module '__main__')``, for each class of `unfound_classes`, and the
     way out: keep the old name importable."""
+    ranked = unfound.most_common()
     classes = []
-    for wire_name, count in unfound.most_common():
+    for wire_name, count in ranked:
         module, _, qualname = wire_name.partition(":")
         classes.append(f"{count} of class {qualname!r} (module {module!r})")
-    old = unfound.most_common(1)[0][0].partition(":")[2].rpartition(".")[2]
+    old = short_name(ranked[0][0])
     return (
         f"{', '.join(classes)}, which this rank cannot find: no type filter matches them (a "
         "class renamed or moved since they were sent or checkpointed? keep the old name "
