@@ -2,7 +2,7 @@
 
 Replayed in one process: a `Geode` on one simulated rank of P (an `InProcHub` endpoint, one node
 per rank), whose streams are recorded in the table an MPI rank keeps (`FanoutTable`), as
-`MPITransport.open_stream` does. Each topic has every node as publisher and subscriber: P
+`MPITransport.open_streams` does. Each topic has every node as publisher and subscriber: P
 streams, each to every rank. For each P it prints the bytes the topic leaves held on the rank
 (tracemalloc, after a full collection), the member-rank entries the rank's stream table holds
 (each distinct tuple counted once) and the median CPU time of ``topic()`` (process time, without
@@ -38,9 +38,9 @@ class TableTransport(InProcTransport):
         self.fanouts = FanoutTable(rank)
         self.keys: list[int] = []
 
-    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        self.keys.append(key)
-        self.fanouts.open(key, root, members)
+    def open_streams(self, streams: Sequence[tuple[int, int]], members: Sequence[int]) -> None:
+        self.keys += [key for key, _ in streams]
+        self.fanouts.open(streams, members)
 
 
 def member_entries(transport: TableTransport) -> int:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import numbers
-import pickle
 from collections.abc import Sequence
 from typing import Any
 
 from geode_mpi.base.arguments import check_flag as check_flag
 from geode_mpi.base.arguments import check_timeout as check_timeout
 from geode_mpi.base.arguments import whole as whole
-from geode_mpi.base.error_state import _attributes, _own_getstate, _plain, _trying
+from geode_mpi.base.error_state import _attributes, _own_getstate, _picklable, _trying
 from geode_mpi.base.error_texts import (
     _ack_timeout_text,
     _closed_text,
+    _encode_text,
+    _handler_text,
+    _node_not_local_text,
     _not_processed_text,
+    _queue_full_text,
     _receive_timeout_text,
     _remote_traceback_text,
     _send_timeout_text,
+    _terminated_text,
+    _unknown_node_text,
     _wrong_pmi_text,
 )
 from geode_mpi.base.error_texts import describe_nodes as describe_nodes
@@ -52,7 +56,7 @@ class GeodeError(Exception):
             return (_rebuild, (cls, self.args))
         trying.add(id(self))
         try:
-            state = _picklable(_attributes(self))
+            state = _picklable(_attributes(self), GeodeError.__reduce__)
         finally:
             trying.discard(id(self))
         return (_rebuild, (cls, self.args), state)
@@ -65,35 +69,6 @@ def _rebuild(cls: type[GeodeError], args: tuple[Any, ...]) -> GeodeError:
     return error
 
 
-def _picklable(state: dict[str, Any]) -> dict[str, Any]:
-    """``state`` with None for each value that cannot be pickled (each tried once: texts,
-    numbers and arrays of numbers are taken as they are, not pickled twice). A geode_mpi
-    error held as a value, pickled by `GeodeError.__reduce__`, is tried by its class and text
-    only: its own attributes are filtered when it is pickled (trying it whole tried a chain
-    of errors holding errors again at each link: twice the time per link)."""
-    kept = {}
-    for name, value in state.items():
-        if not _plain(value):
-            try:
-                pickle.dumps((type(value), value.args) if _filters_itself(value) else value)
-            except Exception:  # (whatever a value's own __reduce__ raises)
-                value = None
-        kept[name] = value
-    return kept
-
-
-def _filters_itself(value: Any) -> bool:
-    """Whether ``value`` is a geode_mpi error that pickles by `GeodeError.__reduce__` (not
-    its own ``__reduce__`` nor ``__getstate__``): its unpicklable attributes arrive as None,
-    so only its class and text need trying."""
-    cls: Any = type(value)
-    return (
-        isinstance(value, GeodeError)
-        and cls.__reduce__ is GeodeError.__reduce__
-        and not _own_getstate(cls)
-    )
-
-
 class UnknownNodeError(GeodeError, LookupError):
     """A node name or index that this job does not have."""
 
@@ -101,13 +76,7 @@ class UnknownNodeError(GeodeError, LookupError):
         self.node = node
         self.nodes = tuple(nodes)
         self.argument = argument
-        kind = ""
-        number = isinstance(node, numbers.Number) or hasattr(node, "dtype")  # numpy's too
-        if number and not isinstance(node, str) and whole(node) is None:  # 1.0, True
-            kind = f" (a {type(node).__name__}: a node is its name or its int index)"
-        super().__init__(
-            f"unknown {argument} {node!r}{kind}: this job has nodes {describe_nodes(nodes)}"
-        )
+        super().__init__(_unknown_node_text(node, nodes, argument))
 
 
 class NodeNotLocalError(GeodeError, LookupError):
@@ -118,11 +87,7 @@ class NodeNotLocalError(GeodeError, LookupError):
         self.node = node
         self.rank = rank
         self.host_rank = host_rank
-        super().__init__(
-            f"{call}({node!r}) was called on rank {rank}, but {node} lives on rank "
-            f"{host_rank}: guard the call with `if geode.hosts({node!r}):`, or call "
-            f"{call}() without a node to use this rank's own node"
-        )
+        super().__init__(_node_not_local_text(call, node, rank, host_rank))
 
 
 class EncodeError(GeodeError, TypeError):
@@ -131,11 +96,7 @@ class EncodeError(GeodeError, TypeError):
     def __init__(self, what: str, value_type: type, reason: BaseException) -> None:
         self.value_type = value_type
         self.reason = reason
-        name = f"{value_type.__module__}.{value_type.__qualname__}"
-        super().__init__(
-            f"cannot send {what} of type {name}: {type(reason).__name__}: {reason}; "
-            "nothing was sent"
-        )
+        super().__init__(_encode_text(what, value_type, reason))
 
 
 class DecodeError(GeodeError, ValueError):
@@ -282,11 +243,7 @@ class QueueFull(GeodeError):
         self.source = source
         self.capacity = capacity
         self.window = window
-        limit = f"capacity {capacity}, " if capacity is not None else ""
-        super().__init__(
-            f"{dest}'s queue is full for {source} ({limit}{window} message(s) per sending "
-            f"node): {reason}; nothing was sent"
-        )
+        super().__init__(_queue_full_text(dest, source, capacity, window, reason))
 
 
 class ClosedError(GeodeError, RuntimeError):
@@ -310,14 +267,7 @@ class ClosedError(GeodeError, RuntimeError):
         # True: that close() ended unfinished (timed out, or raised): the Geode stays closing.
         self.unfinished = unfinished
         self.in_flight = in_flight  # the send's message was sent: it arrives all the same
-        text = _closed_text(operation, closer, unfinished, late)
-        if in_flight:
-            text += (
-                ". Its message was sent before close() began and is delivered all the same: it "
-                "arrives once and may be processed (ClosedError.in_flight), though no ack "
-                "will come; do not send it again blindly"
-            )
-        super().__init__(text)
+        super().__init__(_closed_text(operation, closer, unfinished, late, in_flight))
 
 
 class Terminated(GeodeError, InterruptedError):
@@ -335,12 +285,7 @@ class Terminated(GeodeError, InterruptedError):
         self.waited = waited  # seconds since the SIGTERM
         self.grace = grace  # the job's term_grace
         self.left = max(grace - waited, 0.0)  # seconds before the process is ended
-        super().__init__(
-            f"SIGTERM {waited:.1f} s ago, and this call was still waiting: a blocking call "
-            f"gets half of term_grace={grace:g} s after a SIGTERM, then raises Terminated; the "
-            f"process ends in {self.left:.1f} s (catch Terminated to save the job's state; "
-            "maybe_checkpoint() on every rank writes a last checkpoint and exits 0)"
-        )
+        super().__init__(_terminated_text(waited, grace, self.left))
 
 
 class HandlerError(GeodeError, RuntimeError):
@@ -363,10 +308,7 @@ class HandlerError(GeodeError, RuntimeError):
         self.error_type = error_type  # the class name of what the handler raised
         self.error = error  # its text
         self.attempts = attempts
-        super().__init__(
-            f"request {request_id} ({type_name}) failed on {node} after {attempts} "
-            f"attempt(s): {error_type}: {error} (it is in {node}'s dead letters)"
-        )
+        super().__init__(_handler_text(node, request_id, type_name, error_type, error, attempts))
 
 
 class ThreadError(GeodeError, RuntimeError):

@@ -299,7 +299,7 @@ class TransportContract:
         count = 9
         for transport in world.transports:
             for key, (root, members) in streams.items():
-                transport.open_stream(key, root, members)
+                transport.open_streams([(key, root)], members)
 
         def sent_on(key: int) -> list[tuple[bytes, list[Frame]]]:
             root = streams[key][0]
@@ -333,7 +333,7 @@ class TransportContract:
 
     def test_only_a_streams_root_broadcasts(self, world: World) -> None:
         for transport in world.transports:
-            transport.open_stream(21, 0, range(world.size))
+            transport.open_streams([(21, 0)], range(world.size))
         for transport in world.transports:
             if transport.rank != 0:
                 with pytest.raises(ValueError, match=f"rank {transport.rank} is not the root"):
@@ -349,7 +349,7 @@ class TransportContract:
         key, count = 31, 6
         sent = [(meta_for(key, 0, 0, k, pad=k * 700), frames_for(0, k)) for k in range(count)]
         for transport in world.transports:
-            transport.open_stream(key, 0, range(world.size))
+            transport.open_streams([(key, 0)], range(world.size))
         for transport in world.transports:  # rank 0 first, in a world of one process
             if transport.rank == 0:
                 for message in sent:
@@ -362,8 +362,7 @@ class TransportContract:
     def test_ten_thousand_streams_open_at_once_and_reopen(self, world: World) -> None:
         size, keys = world.size, range(40_000, 50_000)
         for transport in world.transports:
-            for key in keys:
-                transport.open_stream(key, key % size, range(size))
+            transport.open_streams([(key, key % size) for key in keys], range(size))
         last = keys[-1]
         sent = [(meta_for(last, last % size, 0, 0), frames_for(0, 1))]
         for transport in world.transports:
@@ -374,7 +373,7 @@ class TransportContract:
         for transport in world.transports:  # (closing all 10,000 one by one: 16 s at 4 ranks)
             transport.close_stream(last, timeout=TIMEOUT)
         for transport in world.transports:  # a closed stream opens again, with other members
-            transport.open_stream(last, last % size, [last % size])
+            transport.open_streams([(last, last % size)], [last % size])
             transport.close_stream(last, timeout=TIMEOUT)
         for transport in world.transports:
             if transport.rank != last % size:

@@ -1,9 +1,11 @@
-"""What a geode_mpi error's pickle carries: its attributes, and the values that pickle for sure."""
+"""What a geode_mpi error's pickle carries: its attributes, each kept if it pickles (else None)."""
 
 from __future__ import annotations
 
 import contextlib
+import pickle
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,3 +50,28 @@ def _plain(value: Any) -> bool:
         return True
     dtype = getattr(value, "dtype", None)
     return type(value).__name__ == "ndarray" and dtype is not None and not dtype.hasobject
+
+
+def _picklable(state: dict[str, Any], reduce: Callable[..., Any]) -> dict[str, Any]:
+    """``state`` with None for each value that cannot be pickled (each tried once: texts,
+    numbers and arrays of numbers are taken as they are, not pickled twice). A geode_mpi
+    error held as a value, pickled by ``reduce`` (`GeodeError.__reduce__`), is tried by its
+    class and text only: its own attributes are filtered when it is pickled (trying it whole
+    tried a chain of errors holding errors again at each link: twice the time per link)."""
+    kept = {}
+    for name, value in state.items():
+        if not _plain(value):
+            try:
+                pickle.dumps((type(value), value.args) if _filters_itself(value, reduce) else value)
+            except Exception:  # (whatever a value's own __reduce__ raises)
+                value = None
+        kept[name] = value
+    return kept
+
+
+def _filters_itself(value: Any, reduce: Callable[..., Any]) -> bool:
+    """Whether ``value`` is a geode_mpi error that pickles by ``reduce`` (`GeodeError`'s
+    ``__reduce__``, not its own nor its own ``__getstate__``): its unpicklable attributes
+    arrive as None, so only its class and text need trying."""
+    cls: Any = type(value)
+    return cls.__reduce__ is reduce and not _own_getstate(cls)

@@ -1,8 +1,11 @@
-"""The texts of geode_mpi's errors: node lists, routes, and the long texts their classes give."""
+"""The texts of geode_mpi's errors: node lists, routes, and the text each error class gives."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
+
+from geode_mpi.base.arguments import whole
 
 
 def describe_nodes(nodes: Sequence[str]) -> str:
@@ -13,6 +16,39 @@ def describe_nodes(nodes: Sequence[str]) -> str:
     if len(nodes) > 8:
         return ", ".join(nodes[:4]) + f", ... ({len(nodes)} nodes)"
     return ", ".join(nodes)
+
+
+def _unknown_node_text(node: object, nodes: Sequence[str], argument: str) -> str:
+    """`UnknownNodeError`'s text: a number that is no int index (1.0, True) is told apart."""
+    kind = ""
+    number = isinstance(node, numbers.Number) or hasattr(node, "dtype")  # numpy's too
+    if number and not isinstance(node, str) and whole(node) is None:
+        kind = f" (a {type(node).__name__}: a node is its name or its int index)"
+    return f"unknown {argument} {node!r}{kind}: this job has nodes {describe_nodes(nodes)}"
+
+
+def _node_not_local_text(call: str, node: str, rank: int, host_rank: int) -> str:
+    """`NodeNotLocalError`'s text."""
+    return (
+        f"{call}({node!r}) was called on rank {rank}, but {node} lives on rank "
+        f"{host_rank}: guard the call with `if geode.hosts({node!r}):`, or call "
+        f"{call}() without a node to use this rank's own node"
+    )
+
+
+def _encode_text(what: str, value_type: type, reason: BaseException) -> str:
+    """`EncodeError`'s text."""
+    name = f"{value_type.__module__}.{value_type.__qualname__}"
+    return f"cannot send {what} of type {name}: {type(reason).__name__}: {reason}; nothing was sent"
+
+
+def _queue_full_text(dest: str, source: str, capacity: int | None, window: int, reason: str) -> str:
+    """`QueueFull`'s text."""
+    limit = f"capacity {capacity}, " if capacity is not None else ""
+    return (
+        f"{dest}'s queue is full for {source} ({limit}{window} message(s) per sending "
+        f"node): {reason}; nothing was sent"
+    )
 
 
 def _route(source: str, dest: str, topic: str | None) -> str:
@@ -183,8 +219,22 @@ def _not_processed_text(
     )
 
 
-def _closed_text(operation: str, closer: str | None, unfinished: bool, late: bool) -> str:
-    """`ClosedError`'s text (``late``: called after close() began, which still runs)."""
+def _closed_text(
+    operation: str, closer: str | None, unfinished: bool, late: bool, in_flight: bool
+) -> str:
+    """`ClosedError`'s text (``late``: called after close() began, which still runs;
+    ``in_flight``: the send's message went before close() began)."""
+    text = _closed_why(operation, closer, unfinished, late)
+    if in_flight:
+        text += (
+            ". Its message was sent before close() began and is delivered all the same: it "
+            "arrives once and may be processed (ClosedError.in_flight), though no ack "
+            "will come; do not send it again blindly"
+        )
+    return text
+
+
+def _closed_why(operation: str, closer: str | None, unfinished: bool, late: bool) -> str:
     if closer is not None and unfinished:
         return (
             f"{operation}() on a closing Geode: thread {closer!r} began close(), which "
@@ -206,6 +256,26 @@ def _closed_text(operation: str, closer: str | None, unfinished: bool, late: boo
     return (
         f"{operation}() on a closed Geode: it was closed by close() or by leaving its "
         "`with` block; create a new Geode() to send again"
+    )
+
+
+def _terminated_text(waited: float, grace: float, left: float) -> str:
+    """`Terminated`'s text (``left``: seconds before the process is ended)."""
+    return (
+        f"SIGTERM {waited:.1f} s ago, and this call was still waiting: a blocking call "
+        f"gets half of term_grace={grace:g} s after a SIGTERM, then raises Terminated; the "
+        f"process ends in {left:.1f} s (catch Terminated to save the job's state; "
+        "maybe_checkpoint() on every rank writes a last checkpoint and exits 0)"
+    )
+
+
+def _handler_text(
+    node: str, request_id: int, type_name: str, error_type: str, error: str, attempts: int
+) -> str:
+    """`HandlerError`'s text."""
+    return (
+        f"request {request_id} ({type_name}) failed on {node} after {attempts} "
+        f"attempt(s): {error_type}: {error} (it is in {node}'s dead letters)"
     )
 
 

@@ -374,16 +374,16 @@ class Topic:
         local = tuple(sub for sub in self._subscribers if sub in geode.inboxes)
         geode.engine.topics.set_local_subscribers(self.wire, local)
         rank_of = geode.placement.rank_of
-        # Worked out once, and one tuple for all the topic's streams (each rank opens every
+        # Worked out once, for all the topic's streams in one call (each rank opens every
         # stream: a copy per stream was publishers x members entries on every rank).
         ranks = {rank_of(sub) for sub in self._subscribers}
         members = tuple(sorted(ranks))
-        open_stream = geode.transport.open_stream
+        # (number, the rank where its messages start) of each stream
+        opened = [(stream.number, rank_of(root)) for root, stream in self._streams.items()]
+        geode.transport.open_streams(opened, members)
         self._routes.clear()
-        for root, stream in self._streams.items():
+        for (root, stream), (_, here) in zip(self._streams.items(), opened, strict=True):
             stream.subscribers = self._subscribers
-            here = rank_of(root)  # where the stream's messages start
-            open_stream(stream.number, here, members)
             stream.ranks = len(members) - (here in ranks)
             if root in geode.inboxes:
                 self._routes[stream.number] = (bool(stream.ranks), here in ranks)

@@ -8,7 +8,7 @@ The contract is three small capabilities, each a `typing.Protocol`:
 
 - `PointToPoint`: ``attach`` a sink, ``send`` to a rank (a `SendTicket`), ``flush``,
   ``progress``, ``spin``, ``wait``, ``busy``, ``close``, ``describe``;
-- `BroadcastStreams`: ``open_stream``, ``broadcast`` from the stream's root to its member
+- `BroadcastStreams`: ``open_streams``, ``broadcast`` from the stream's root to its member
   ranks, ``close_stream`` (topic streams: bookkeeping, no communicator of their own);
 - `Collectives`: ``check_same``, ``allgather``, ``drain``, ``all_entered``, ``private_comm``.
 
@@ -176,11 +176,12 @@ class BroadcastStreams(Protocol):
     broadcast, and in order with the root's point-to-point sends to that member.
     """
 
-    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        """Open stream ``key`` from rank ``root`` to the ranks in ``members`` (which may list
-        the root). No communication: the root and each member call it (other ranks may, and
-        it does nothing there), before the root broadcasts on it. A topic opens all its
-        streams with one sorted tuple: a transport keeps no copy of it per stream."""
+    def open_streams(self, streams: Sequence[tuple[int, int]], members: Sequence[int]) -> None:
+        """Open each of ``streams``, (key, root): stream ``key`` from rank ``root`` to the
+        ranks in ``members`` (which may list the root), the same for them all. No
+        communication: the root and each member call it (other ranks may, and it does nothing
+        there), before the root broadcasts on it. A topic opens all its streams in one call: a
+        transport keeps no copy of ``members`` per stream."""
 
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         """Send one envelope to every member of stream ``key`` (on its root only); the ticket

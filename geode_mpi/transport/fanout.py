@@ -28,7 +28,7 @@ agree), the transport's collectives first wait for every rank to arrive, polling
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from geode_mpi.errors import DecodeError
 from geode_mpi.transport.base import SendTicket
@@ -97,8 +97,8 @@ class FanTicket(SendTicket):
 
 
 class _Members:
-    """The member ranks a stream was opened with, worked out once for all the streams opened
-    with the same tuple: as a set, and the ranks a root here sends to (when first asked)."""
+    """The member ranks streams were opened with, worked out once for all the streams of one
+    `FanoutTable.open`: as a set, and the ranks a root here sends to (when first asked)."""
 
     __slots__ = ("_others", "members", "ranks")
 
@@ -120,10 +120,11 @@ class _Members:
 class FanoutTable:
     """The streams this rank roots or receives, and the end markers that have arrived.
 
-    A topic opens one stream per publisher, all with the same member ranks: each entry keeps
-    only what differs per stream. A stream this rank roots keeps the ranks its broadcasts go
-    to, one tuple shared by the topic's streams rooted here; one it receives keeps nothing
-    but its root (its members matter only to the root); one it is not in, only its root.
+    A topic opens one stream per publisher, all with the same member ranks, in one `open`:
+    each entry keeps only what differs per stream. A stream this rank roots keeps the ranks
+    its broadcasts go to, one tuple shared by the streams of one `open` rooted here; one it
+    receives keeps nothing but its root (its members matter only to the root); one it is not
+    in, only its root.
 
     Args:
         rank: this rank.
@@ -139,33 +140,29 @@ class FanoutTable:
         self._held: dict[int, int] = {}  # key -> root: closed here, its end marker still queued
         self.relaying = False  # whether a stream that relays has been opened (on every rank)
         self.closed = False  # the transport is closing: end markers hold nothing any more
-        # The members tuple last opened, worked out: a topic opens all its streams with one.
-        self._last: _Members | None = None
 
     def __len__(self) -> int:
         return len(self._streams)
 
-    def open(self, key: int, root: int, members: Sequence[int]) -> None:
-        """Record stream ``key`` if this rank is its root or one of its members.
+    def open(self, streams: Iterable[tuple[int, int]], members: Sequence[int]) -> None:
+        """Record each of ``streams`` (key, root) that this rank roots or is a member of, all
+        with the member ranks ``members`` (worked out once, for all of them).
 
         Raises:
-            ValueError: the stream is already open here.
+            ValueError: a stream is already open here.
         """
-        given = self._last
-        if given is None or given.members is not members:
-            given = _Members(members)
-            if type(members) is tuple:  # (a list could change before the next stream)
-                self._last = given
+        given = _Members(members)
         ranks = given.ranks
-        # (a split relays to 2 members on)
-        self.relaying = self.relaying or len(ranks) - (root in ranks) > 1
-        self._roots[key] = root
         rank = self.rank
-        if rank != root and rank not in ranks:
-            return
-        if key in self._streams:
-            raise ValueError(f"broadcast stream {key} is already open")
-        self._streams[key] = given.others(rank) if rank == root else ()
+        for key, root in streams:
+            # (a split relays to 2 members on)
+            self.relaying = self.relaying or len(ranks) - (root in ranks) > 1
+            self._roots[key] = root
+            if rank != root and rank not in ranks:
+                continue
+            if key in self._streams:
+                raise ValueError(f"broadcast stream {key} is already open")
+            self._streams[key] = given.others(rank) if rank == root else ()
 
     def get(self, key: int) -> tuple[int, tuple[int, ...]] | None:
         """(root, the ranks this rank broadcasts to on it: none unless it is the root) of
@@ -206,4 +203,3 @@ class FanoutTable:
         self.closed = True
         self._streams.clear()
         self._held.clear()
-        self._last = None

@@ -12,27 +12,32 @@ state, is always printed).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from geode_mpi.base.listing import ranks_named
+from geode_mpi.transport.stillness import Section
 
 MOST_LINES = 100  # lines of a merged report (besides each rank's first line)
 ITS_NODE = "its node"
 _MARK = "\x00"  # a rank's own node's name, in a line's merging key
 _IN = "\x01"  # between the section a line is in and the line, in its merging key
-# The head of a section of a rank's lines: one open Geode's state (`stillness`).
-_SECTION = re.compile(r"\s*Geode \d+ of \d+ open:$")
 
 
 class RankPart(NamedTuple):
     """One rank's answer to the census: how long it has been stuck (0 while it runs), its
-    label, its report's lines (unlabelled), and its own node (None: none to name)."""
+    label, its report's lines (unlabelled), its own node (None: none to name), and what it
+    holds in each open Geode (`stillness.sections`), after the lines."""
 
     stuck: float
     label: str
     lines: list[str]
     node: str | None
+    sections: Sequence[Section] = ()
+
+    def text(self) -> list[str]:
+        """The lines, then each section's."""
+        return [*self.lines, *(line for section in self.sections for line in section.text())]
 
 
 def merged(parts: Mapping[int, RankPart], size: int) -> list[str]:
@@ -45,11 +50,7 @@ def merged(parts: Mapping[int, RankPart], size: int) -> list[str]:
     heads = set()  # the keys of a rank's first line
     for rank in sorted(parts):
         part = parts[rank]
-        section = ""  # lines alike in two Geodes' sections are two lines
-        for number, line in enumerate(part.lines):
-            if _SECTION.match(line):
-                section = line
-            key = _key(line, part.node) if line is section else _key(line, part.node, section)
+        for number, (key, line) in enumerate(_keyed(part)):
             said.setdefault(key, []).append(rank)
             first.setdefault(key, line)
             place.setdefault(key, number)
@@ -79,9 +80,23 @@ def merged(parts: Mapping[int, RankPart], size: int) -> list[str]:
     return out
 
 
+def _keyed(part: RankPart) -> list[tuple[str, str]]:
+    """The lines of ``part`` (`RankPart.text`), each after its merging key: a line of a
+    Geode's section is keyed under the section's heading (lines alike in two Geodes'
+    sections are two lines)."""
+    node = part.node
+    keyed = [(_key(line, node), line) for line in part.lines]
+    for section in part.sections:
+        heading = section.heading
+        if heading:
+            keyed.append((_key(heading, node), heading))
+        keyed += [(_key(line, node, heading), line) for line in section.lines]
+    return keyed
+
+
 def _key(line: str, node: str | None, section: str = "") -> str:
     """``line`` with its rank's own node's name marked (a whole name: node1 in node10 is not),
-    after the head of the section it is in, if any."""
+    after the heading of the section it is in, if any."""
     if node:
         line = re.sub(rf"(?<!\w){re.escape(node)}(?!\w)", _MARK, line)
     return f"{section}{_IN}{line}" if section else line

@@ -158,8 +158,9 @@ class LocalTransport(RootedAlone, TransportBase):
 
     # -- topic streams: one copy per member, through the hub --------------------------------
 
-    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        self.hub.stream(key, self.rank, root, members)
+    def open_streams(self, streams: Sequence[tuple[int, int]], members: Sequence[int]) -> None:
+        for key, root in streams:
+            self.hub.stream(key, self.rank, root, members)
 
     def broadcast(self, key: int, meta: bytes, frames: Sequence[Frame]) -> SendTicket:
         nbytes = 0

@@ -55,20 +55,23 @@ class Streams(MPIParts):
 
     # -- broadcast streams (see transport/fanout.py) -----------------------------------------
 
-    def open_stream(self, key: int, root: int, members: Sequence[int]) -> None:
-        """See `Transport.open_stream`: bookkeeping only, nothing is sent. Reopened after a
-        close, the stream lets through what its root sent after the old one's end marker."""
-        held = self._fanouts.release(key)
-        if held is not None:
-            queue = self._arrivals_from(held)
-            for index, arrival in enumerate(queue):
-                if arrival.relay == END - key:
-                    del queue[index]
-                    break
-            if not queue:
-                self._waiting_sources.discard(held)
+    def open_streams(self, streams: Sequence[tuple[int, int]], members: Sequence[int]) -> None:
+        """See `Transport.open_streams`: bookkeeping only, nothing is sent. Reopened after a
+        close, a stream lets through what its root sent after the old one's end marker."""
+        if not streams:
+            return
+        for key, _ in streams:
+            held = self._fanouts.release(key)
+            if held is not None:
+                queue = self._arrivals_from(held)
+                for index, arrival in enumerate(queue):
+                    if arrival.relay == END - key:
+                        del queue[index]
+                        break
+                if not queue:
+                    self._waiting_sources.discard(held)
         self.shared.open()  # the first stream: collective (every rank opens every stream)
-        self._fanouts.open(key, root, members)
+        self._fanouts.open(streams, members)
 
     def zero_copy_array(self, shape: tuple[int, ...], dtype: Any) -> Frame:
         """See `Transport.zero_copy_array`: in this rank's part of the node's segment."""

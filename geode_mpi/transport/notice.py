@@ -198,7 +198,7 @@ def text(
     lines += [f"  at {line}" for line in where]
     if what is not None:
         lines.append(f"  {waiting_for(what)}")
-    lines += [f"  {line}" for line in states(waiting[:1] or members)]
+    lines += states(waiting[:1] or members, "  ")
     if first.hang is None:
         ending = "if the job is stuck, --hang-timeout SECONDS reports every rank's wait and ends it"
     else:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from geode_mpi.base import collective
 from geode_mpi.base.backoff import Backoff
+from geode_mpi.base.listing import ranks_named
 from geode_mpi.errors import DecodeError, GeodeTimeoutError
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
@@ -93,24 +94,26 @@ def _prune() -> None:
 
 
 def _complete(
-    request: MPI.Request,
-    deadline: float | None = None,
+    waits: Sequence[tuple[MPI.Request, Sequence[int]]],
+    deadline: float | None,
+    late: Callable[[list[int]], str],
     buffers: tuple[Any, ...] = (),
-    longest_sleep: float = 1e-3,
 ) -> None:
-    """Test ``request`` until it completes, backing off to sleeps. Only the request, not the
-    transport's progress: the rooted steps run where no message of the job is on its way (past
-    a checkpoint's drain, or in a restart before the job sends anything; one arriving waits in
-    MPI's queue), and so cheap a poll leaves the cores to the ranks still working.
+    """Test ``waits``' requests (each with the ranks it waits for) until every one completes,
+    backing off to sleeps. Only the requests, not the transport's progress: the rooted steps
+    run where no message of the job is on its way (past a checkpoint's drain, or in a restart
+    before the job sends anything; one arriving waits in MPI's queue), and so cheap a poll
+    leaves the cores to the ranks still working.
 
     Raises:
-        GeodeTimeoutError: not complete at ``deadline`` (`time.monotonic`).
+        GeodeTimeoutError: not complete at ``deadline`` (`time.monotonic`): ``late(ranks)``,
+            the ranks that the requests still under way wait for (sorted).
     """
-    backoff = Backoff(spin=0.0, max_sleep=longest_sleep)
-    while not request.Test():
+    backoff = Backoff(spin=0.0, max_sleep=1e-3)
+    while waits := [(request, ranks) for request, ranks in waits if not request.Test()]:
         if deadline is not None and time.monotonic() >= deadline:
-            _ABANDONED.append((request, buffers))
-            raise GeodeTimeoutError("a collective step was not complete by its deadline")
+            _ABANDONED.extend((request, buffers) for request, _ in waits)
+            raise GeodeTimeoutError(late(sorted({rank for _, ranks in waits for rank in ranks})))
         backoff.pause()
 
 
@@ -121,15 +124,23 @@ class _Steps:
     deadline never matches a later step."""
 
     def __init__(self, comm: MPI.Intracomm) -> None:
-        self.comm, self.made = comm.Idup()
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.comm, self.made = comm.Idup()  # (collective: complete once every rank began it)
         self.step = 0
 
     def next(self, deadline: float | None) -> tuple[MPI.Intracomm, int]:
         """The communicator, once made (within ``deadline``), and the tag of the next step
         (counted first: a step that times out here is a step all the same)."""
         self.step = (self.step + 1) % _TAGS
-        _complete(self.made, deadline)
+        _complete([(self.made, range(self.size))], deadline, self._not_made)
         return self.comm, self.step
+
+    def _not_made(self, ranks: list[int]) -> str:
+        others = [rank for rank in ranks if rank != self.rank]  # (every rank joins the Idup)
+        return (
+            f"rank {self.rank} had not been joined by {ranks_named(others)} (one or more of "
+            "them) in its first collective step (a bcast or a gather) by its deadline"
+        )
 
     def discard(self) -> None:
         """Receive what steps given up on left here: MPI reuses a freed communicator's
@@ -154,16 +165,14 @@ def _send_all(
     Raises:
         GeodeTimeoutError: naming the ranks whose receives had not taken it by ``deadline``.
     """
-    sending = [(dest, comm.Isend(data, dest, tag)) for dest in dests]
-    backoff = Backoff(spin=0.0, max_sleep=1e-3)
-    while sending := [(dest, request) for dest, request in sending if not request.Test()]:
-        if deadline is not None and time.monotonic() >= deadline:
-            _ABANDONED.extend((request, (data,)) for _, request in sending)
-            raise GeodeTimeoutError(
-                f"rank(s) {[dest for dest, _ in sending]} did not receive rank "
-                f"{comm.Get_rank()}'s part of a collective step by its deadline"
-            )
-        backoff.pause()
+
+    def late(ranks: list[int]) -> str:
+        return (
+            f"{ranks_named(ranks)} did not receive rank {comm.Get_rank()}'s part of a "
+            "collective step by its deadline"
+        )
+
+    _complete([(comm.Isend(data, dest, tag), (dest,)) for dest in dests], deadline, late, (data,))
 
 
 def _receive(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 CHECK_EVERY = 0.05  # seconds between two looks at this rank's activity
 # A rank whose waits paused last this long ago was outside geode_mpi meanwhile (computing):
@@ -112,13 +112,31 @@ class OpenGeodes(Generic[P]):
         raise NotImplementedError
 
 
-def states(members: Sequence[Part]) -> list[str]:
-    """What the rank holds in each of ``members``, as lines: under a heading for each Geode
-    when there are several."""
-    if len(members) == 1:
-        return members[0].describe()
-    lines = []
-    for number, member in enumerate(members):
-        lines.append(f"Geode {number + 1} of {len(members)} open:")
-        lines += member.describe()
-    return lines
+class Section(NamedTuple):
+    """What a rank holds in one open Geode: its heading ("" when it is the only Geode open)
+    and its lines."""
+
+    heading: str
+    lines: list[str]
+
+    def text(self) -> list[str]:
+        """The heading, if any, then the lines."""
+        return [self.heading, *self.lines] if self.heading else self.lines
+
+
+def sections(members: Sequence[Part], indent: str = "") -> list[Section]:
+    """What the rank holds in each of ``members`` (each line after ``indent``): under a
+    heading for each Geode when there are several."""
+    count = len(members)
+    return [
+        Section(
+            f"{indent}Geode {number} of {count} open:" if count > 1 else "",
+            [f"{indent}{line}" for line in member.describe()],
+        )
+        for number, member in enumerate(members, 1)
+    ]
+
+
+def states(members: Sequence[Part], indent: str = "") -> list[str]:
+    """`sections` as lines: each one's heading, if any, then its lines."""
+    return [line for section in sections(members, indent) for line in section.text()]

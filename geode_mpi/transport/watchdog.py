@@ -25,7 +25,7 @@ from geode_mpi.base.listing import ranks_named
 from geode_mpi.transport.abort import abort_world
 from geode_mpi.transport.census import Census
 from geode_mpi.transport.hang_report import RankPart, merged
-from geode_mpi.transport.stillness import OpenGeodes, Stillness, states
+from geode_mpi.transport.stillness import OpenGeodes, Stillness, sections
 
 if TYPE_CHECKING:  # importing mpi4py.MPI at run time would initialise MPI
     from mpi4py import MPI
@@ -225,9 +225,10 @@ class Watchdog:
         still in flight are left to MPI)."""
         WATCHING.remove(self)
 
-    def report(self, stuck: float | None) -> list[str]:
+    def report(self, stuck: float | None) -> RankPart:
         """This rank's part of the report, unlabelled: how long it waits (in whole seconds:
-        ranks alike merge), where, on what, and the state of every Geode open in it."""
+        ranks alike merge), where, on what, and the state of every Geode open in it (a
+        section each)."""
         if stuck is None:
             lines = ["running (in geode_mpi calls, not waiting)"]
         else:
@@ -236,8 +237,9 @@ class Watchdog:
         what = WATCHING.what
         if stuck is not None and what is not None:
             lines.append(f"  {waiting_for(what)}")
-        lines += [f"  {line}" for line in states(WATCHING.members or (self,))]
-        return lines
+        seconds = 0.0 if stuck is None else stuck
+        held = sections(WATCHING.members or (self,), "  ")
+        return RankPart(seconds, self.label, lines, self.node, held)
 
     def check(self, now: float, stuck: float) -> None:
         """A wait's pause, ``stuck`` seconds into this rank's stillness: past the timeout, ask
@@ -251,11 +253,7 @@ class Watchdog:
         if self.census is None or now < self._next_serve:
             return
         self._next_serve = now + SERVE_EVERY
-        self.census.serve(lambda: self._answer(stuck))
-
-    def _answer(self, stuck: float | None) -> RankPart:
-        seconds = 0.0 if stuck is None else stuck
-        return RankPart(seconds, self.label, self.report(stuck), self.node)
+        self.census.serve(lambda: self.report(stuck))
 
     def _hung(self, stuck: float) -> None:
         """Ask every rank; if none has seen anything move within the timeout either, print
@@ -265,7 +263,7 @@ class Watchdog:
             f"{self.timeout:g}): asked every rank what it waits for; aborting the job"
         ]
         if self.census is None or self.size == 1:
-            text += [f"{self.label} {line}" for line in self.report(stuck)]
+            text += [f"{self.label} {line}" for line in self.report(stuck).text()]
         else:
             collected = self._collect()
             if collected is None:  # a lower rank asks: it decides
@@ -276,7 +274,7 @@ class Watchdog:
             if moving:  # some rank saw messages move recently, or runs: not a hang (yet)
                 self._next_hang_check = time.monotonic() + self.timeout - min(moving)
                 return
-            text += merged({**answers, self.rank: self._answer(stuck)}, self.size)
+            text += merged({**answers, self.rank: self.report(stuck)}, self.size)
             text.append(
                 f"{self.label} asked {self.size - 1} rank(s) down a tree of depth "
                 f"{collective.depth(self.size)}: {messages} watchdog message(s) in all"

@@ -113,7 +113,7 @@ def test_requests_given_up_on_are_forgotten_once_complete() -> None:
     buffer = np.zeros(1, np.int64)
     request = comm.Irecv(buffer, comm.Get_rank(), 77)
     with pytest.raises(GeodeTimeoutError):
-        rooted._complete(request, time.monotonic(), (buffer,))
+        rooted._complete([(request, [0])], time.monotonic(), str, (buffer,))
     assert any(entry[0] is request for entry in rooted._ABANDONED)
     comm.Send(np.array([5], np.int64), comm.Get_rank(), 77)
     deadline = time.monotonic() + 30
@@ -122,6 +122,36 @@ def test_requests_given_up_on_are_forgotten_once_complete() -> None:
         rooted._prune()  # (each prune tests it once: MPI may need a few to complete it)
     assert buffer[0] == 5
     comm.Free()
+
+
+def test_a_first_step_given_up_at_its_deadline_names_the_ranks_not_yet_in_it() -> None:
+    """Rank 0 comes to the first rooted step alone: the step's communicator (an Idup every rank
+    joins) is not made by its deadline, and the error names the ranks it waited for (it said
+    only "a collective step was not complete by its deadline")."""
+    from mpi4py import MPI
+
+    transport = open_world()
+    rank, size = transport.rank, transport.size
+    side = MPI.COMM_WORLD.Dup()  # rank 0 tells the others it gave up; they then come
+    if size > 1 and rank == 0:
+        others = "rank 1" if size == 2 else f"ranks 1-{size - 1}"
+        try:
+            with pytest.raises(
+                GeodeTimeoutError, match=rf"^rank 0 had not been joined by {others} \(one or more"
+            ):
+                transport.bcast("early", deadline=time.monotonic() + 0.2)
+        finally:
+            for other in range(1, size):
+                side.send("gave up", dest=other, tag=8)
+    elif size > 1:
+        side.recv(source=0, tag=8)
+        with pytest.raises(GeodeTimeoutError):  # (rank 0 sends nothing for the step it gave up)
+            transport.bcast(None, deadline=time.monotonic() + 0.2)
+    else:
+        assert transport.bcast("early", deadline=time.monotonic() + 0.2) == "early"
+    assert transport.bcast("next" if rank == 0 else None) == "next"
+    transport.close(timeout=60)
+    side.Free()
 
 
 def test_the_stats_rows_go_to_rank_0_alone_by_a_rooted_gather() -> None:

@@ -63,7 +63,7 @@ def test_relayed_small_and_point_to_point_messages_keep_one_order_per_root() -> 
     got = collect(transport)
     others = [r for r in range(size) if r != rank]
     for root in range(size):
-        transport.open_stream(700 + root, root, [r for r in range(size) if r != root])
+        transport.open_streams([(700 + root, root)], [r for r in range(size) if r != root])
     count = 12
     tickets = []
     for k in range(count if others else 0):
@@ -103,7 +103,7 @@ def test_ranks_outside_a_relayed_stream_see_none_of_it() -> None:
     got = collect(transport)
     outside = size // 2 if size > 2 else -1
     members = [r for r in range(1, size) if r != outside]
-    transport.open_stream(900, 0, members)
+    transport.open_streams([(900, 0)], members)
     count = 4
     if rank == 0 and members:
         for k in range(count):
@@ -245,7 +245,7 @@ def test_every_relay_shape_delivers_every_frame_in_order(
     rank, size = transport.rank, transport.size
     got = collect(transport)
     members = [r for r in range(1, size)]
-    transport.open_stream(950, 0, members)
+    transport.open_streams([(950, 0)], members)
 
     def frames(k: int) -> list[Frame]:
         return [big(0, k)[: 2 * CHUNK + 4096 * k + 5], np.full(3 * 4096 + 7 * k, k, np.uint8)]

@@ -258,7 +258,7 @@ def test_a_damaged_or_foreign_notice_is_refused() -> None:
     is a DecodeError, never a view of memory it does not name."""
     transport = open_world()
     size = transport.size
-    transport.open_stream(900, 0, list(range(1, size)))  # the segment, if any, opens here
+    transport.open_streams([(900, 0)], list(range(1, size)))  # the segment, if any, opens here
     shared = getattr(transport, "shared", None)
     if shared is not None and shared.enabled:
         comm = transport.comm  # type: ignore[attr-defined]
@@ -464,7 +464,7 @@ def test_a_notice_taken_before_its_copy_waits_for_the_copy() -> None:
     rank 0 still holds the copy back, and its message holds the copied bytes, never the slot's
     stale ones."""
     transport = open_world()
-    transport.open_stream(901, 0, list(range(1, transport.size)))
+    transport.open_streams([(901, 0)], list(range(1, transport.size)))
     shared = notice_pair(transport)
     got: list[np.ndarray[Any, Any]] = []
     if shared is not None:
@@ -495,7 +495,7 @@ def test_a_notice_taken_before_its_copy_waits_for_the_copy() -> None:
 def test_a_notice_whose_copy_never_comes_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("geode_mpi.transport.shared.FILL_TIMEOUT", 0.3)
     transport = open_world()
-    transport.open_stream(902, 0, list(range(1, transport.size)))
+    transport.open_streams([(902, 0)], list(range(1, transport.size)))
     shared = notice_pair(transport)
     raised: list[BaseException] = []
     if shared is not None:

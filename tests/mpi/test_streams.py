@@ -45,7 +45,7 @@ def test_every_member_gets_every_broadcast_once_in_order() -> None:
     transport.attach(sink)
     count = 12
     for root in range(size):
-        transport.open_stream(100 + root, root, [r for r in range(size) if r != root])
+        transport.open_streams([(100 + root, root)], [r for r in range(size) if r != root])
     tickets = []
     if size > 1:
         for k in range(count):
@@ -78,7 +78,7 @@ def test_small_broadcasts_wait_in_the_batches_of_their_members_in_order() -> Non
     transport.attach(lambda source, meta, frames, nbytes: got.append((source, bytes(meta))))
     others = [r for r in range(size) if r != rank]
     for root in range(size):
-        transport.open_stream(300 + root, root, [r for r in range(size) if r != root])
+        transport.open_streams([(300 + root, root)], [r for r in range(size) if r != root])
     count = 10  # fewer than a batch holds: nothing goes out before the flush
     tickets = []
     for k in range(count if others else 0):

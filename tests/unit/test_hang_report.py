@@ -17,6 +17,7 @@ from geode_mpi.core.observe import parts_beyond
 from geode_mpi.core.observe_hang import rank_state
 from geode_mpi.tracing import merge_parts, part_path, parts_dir, write_part
 from geode_mpi.transport.hang_report import MOST_LINES, RankPart, merged
+from geode_mpi.transport.stillness import sections
 
 
 def test_ranks_are_written_as_ranges_and_a_long_list_is_cut() -> None:
@@ -151,14 +152,39 @@ def test_the_parts_of_ranks_beyond_a_job_are_found_in_sub_directories(tmp_path: 
 
 def test_lines_alike_in_two_open_geodes_stay_under_each() -> None:
     """A rank with two Geodes open says "nothing in flight" of each: merged by text alone, the
-    second Geode's section was left empty (its lines printed once, under the first)."""
-    lines = [
-        "waiting 61.0 s with nothing arriving or leaving",
-        "  Geode 1 of 2 open:",
-        "  transport: nothing in flight",
-        "  Geode 2 of 2 open:",
-        "  transport: nothing in flight",
+    second Geode's section was left empty (its lines printed once, under the first). Each
+    rank's sections as its watchdog makes them (`stillness.sections`), the node named in them
+    merged as "its node" within each."""
+
+    def geode(node: str) -> SimpleNamespace:
+        return SimpleNamespace(describe=lambda: [f"{node}: 0 queued", "transport: idle"])
+
+    parts = {
+        rank: RankPart(
+            61.0,
+            f"[rank {rank}/2]",
+            ["waiting 61 s with nothing arriving or leaving"],
+            f"node{rank}",
+            sections([geode(f"node{rank}"), geode("node9")], "  "),
+        )
+        for rank in (0, 1)
+    }
+    assert merged(parts, 2) == [
+        "[ranks 0-1 of 2] waiting 61 s with nothing arriving or leaving",
+        "[ranks 0-1 of 2]   Geode 1 of 2 open:",
+        "[ranks 0-1 of 2]   its node: 0 queued",
+        "[ranks 0-1 of 2]   transport: idle",
+        "[ranks 0-1 of 2]   Geode 2 of 2 open:",
+        "[ranks 0-1 of 2]   node9: 0 queued",
+        "[ranks 0-1 of 2]   transport: idle",
     ]
-    parts = {rank: RankPart(61.0, f"[rank {rank}/2]", lines, f"node{rank}") for rank in (0, 1)}
-    report = merged(parts, 2)
-    assert report == [f"[ranks 0-1 of 2] {line}" for line in lines]
+    alone = parts[0]._replace(sections=sections([geode("node0")], "  "))
+    assert alone.text() == [
+        "waiting 61 s with nothing arriving or leaving",
+        "  node0: 0 queued",
+        "  transport: idle",
+    ]
+    assert merged({0: alone}, 1)[1:] == [
+        "[rank 0/2]   node0: 0 queued",
+        "[rank 0/2]   transport: idle",
+    ]

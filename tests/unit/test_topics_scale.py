@@ -18,17 +18,17 @@ RANKS = 500
 
 def replayed(ranks: int, rank: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Geode, FanoutTable]:
     """A Geode on simulated rank ``rank`` of ``ranks`` (one node per rank) whose streams go
-    into the table an MPI rank keeps, as `MPITransport.open_stream` records them; the
-    members each stream was opened with in ``geode.opened``."""
+    into the table an MPI rank keeps, as `MPITransport.open_streams` records them; the
+    streams and members of each call in ``geode.opened``."""
     transport = InProcHub(ranks).endpoint(rank)
     table = FanoutTable(rank)
-    opened: list[Sequence[int]] = []
+    opened: list[tuple[Sequence[tuple[int, int]], Sequence[int]]] = []
 
-    def open_stream(key: int, root: int, members: Sequence[int]) -> None:
-        opened.append(members)
-        table.open(key, root, members)
+    def open_streams(streams: Sequence[tuple[int, int]], members: Sequence[int]) -> None:
+        opened.append((streams, members))
+        table.open(streams, members)
 
-    monkeypatch.setattr(transport, "open_stream", open_stream)
+    monkeypatch.setattr(transport, "open_streams", open_streams)
     geode = Geode(transport=transport)
     geode.opened = opened  # type: ignore[attr-defined]
     return geode, table
@@ -64,10 +64,9 @@ def test_a_topic_of_every_node_holds_its_member_ranks_once_not_once_per_publishe
     assert len(table) == RANKS
     own = geode._runtime.engine.topics.stream_of(topic.wire, 3)  # rank 3's node's stream
     assert table.members(own) == tuple(r for r in range(RANKS) if r != 3)
-    opened = geode.opened[1:]  # type: ignore[attr-defined]
-    assert len(opened) == RANKS
-    assert type(opened[0]) is tuple and opened[0] == tuple(range(RANKS))
-    assert all(members is opened[0] for members in opened)  # one tuple, every stream's
+    [(streams, members)] = geode.opened[1:]  # type: ignore[attr-defined]
+    assert sorted(key for key, _ in streams) == sorted(topic.numbers)  # every stream in one call
+    assert members == tuple(range(RANKS))
     geode.close()
 
 
@@ -94,8 +93,7 @@ def test_a_rank_outside_a_topic_holds_no_stream_of_it_and_no_retained_messages(
 def test_the_table_keeps_each_streams_root_and_sends_to_the_members_but_the_root() -> None:
     table = FanoutTable(2)
     members = (0, 2, 3, 5)
-    for key, root in enumerate([0, 2, 3, 5, 7]):
-        table.open(key, root, members)
+    table.open(list(enumerate([0, 2, 3, 5, 7])), members)
     assert len(table) == 5  # rank 2 is a member of each (root 7 too: it sends to rank 2)
     assert table.members(1) == (0, 3, 5)
     with pytest.raises(ValueError, match="rank 2 is not the root of broadcast stream 0"):
@@ -103,14 +101,16 @@ def test_the_table_keeps_each_streams_root_and_sends_to_the_members_but_the_root
     assert [table.root_of(key) for key in range(5)] == [0, 2, 3, 5, 7]
     assert table.relaying
     outside = FanoutTable(4)
-    for key, root in enumerate([0, 2, 3, 5]):
-        outside.open(key, root, members)
+    outside.open(list(enumerate([0, 2, 3, 5])), members)
     assert len(outside) == 0 and outside.root_of(3) == 5
     alone = FanoutTable(1)
-    alone.open(9, 1, [3, 1])  # a list, unsorted, naming the root: sent to the others, in order
-    alone.open(10, 1, [4, 1, 3])
+    alone.open([(9, 1)], [3, 1])  # a list, unsorted, naming the root: sent to the others, in order
+    alone.open([(10, 1), (11, 1)], [4, 1, 3])
     assert alone.members(9) == (3,) and alone.members(10) == (3, 4)
+    assert alone.members(11) is alone.members(10)  # (one tuple for the streams of one open)
+    with pytest.raises(ValueError, match="broadcast stream 11 is already open"):
+        alone.open([(11, 1)], [4])
     assert alone.relaying  # (2 members beside the root: a split relays)
     single = FanoutTable(0)
-    single.open(1, 0, (0, 1))
+    single.open([(1, 0)], (0, 1))
     assert not single.relaying

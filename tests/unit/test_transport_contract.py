@@ -72,12 +72,12 @@ def test_require_names_the_missing_capability_and_its_members() -> None:
         require(transport, BroadcastStreams, "a topic")
     assert str(caught.value) == (
         "a topic needs a transport with BroadcastStreams; the loopback transport lacks "
-        "broadcast, close_stream, open_stream, zero_copy_array"
+        "broadcast, close_stream, open_streams, zero_copy_array"
     )
     with pytest.raises(TypeError) as caught:
         require(transport, Transport, "a Geode")
     assert str(caught.value).endswith(
-        "lacks all_entered, allgather, broadcast, check_same, close_stream, drain, open_stream, "
+        "lacks all_entered, allgather, broadcast, check_same, close_stream, drain, open_streams, "
         "private_comm, zero_copy_array"
     )
 
@@ -110,7 +110,7 @@ def test_a_topic_needs_broadcast_streams_and_a_work_queue_does_not() -> None:
             geode.topic("prices", ["a"], ["b"])
         assert str(caught.value) == (
             "Geode.topic('prices') needs a transport with BroadcastStreams; the in-process "
-            "transport lacks broadcast, close_stream, open_stream, zero_copy_array"
+            "transport lacks broadcast, close_stream, open_streams, zero_copy_array"
         )
         queue = geode.work_queue("jobs", ["b"], producers=["a"])
         queue.put(7, source="a")
