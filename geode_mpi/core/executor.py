@@ -93,6 +93,9 @@ class GeodeExecutor(Serving, Executor):
         for index in self._mine:
             runtime.inboxes[index].private[number] = self._is_task
         self._outcomes: deque[_Outcome | _Absent] = deque()
+        # Tasks submitted, not yet on the queue: `submit` appends without the gate (which
+        # the client's thread holds while it waits), the client's thread puts them.
+        self._submitted: deque[_Task] = deque()
         # This Geode's executors, this one too: a worker rank's with block serves them all.
         peers = [] if peers is None else peers
         peers.append(self)
@@ -182,6 +185,11 @@ class GeodeExecutor(Serving, Executor):
         self._check_client("submit")
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {fn!r}")
+        try:
+            blob, frames = pack((fn, args, kwargs))
+        except Exception as exc:
+            check_function(fn)  # says so when the function is what fails
+            raise EncodeError(f"the arguments of {label(fn)}", type(args), exc) from None
         with self._lock:
             if self._broken is not None:
                 raise self._failure()
@@ -193,16 +201,8 @@ class GeodeExecutor(Serving, Executor):
             task_id = next(self._ids)
             future: Future[_T] = Future()
             self._futures[task_id] = future
-        try:
-            try:
-                blob, frames = pack((fn, args, kwargs))
-            except Exception as exc:
-                check_function(fn)  # says so when the function is what fails
-                raise EncodeError(f"the arguments of {label(fn)}", type(args), exc) from None
-            self._queue.put(_Task((task_id, blob, frames)), self._client)
-        except BaseException:
-            del self._futures[task_id]
-            raise
+            # Without the gate: the client's thread puts it on the queue (`_put_submitted`).
+            self._submitted.append(_Task((task_id, blob, frames)))
         self._wake.set()
         self._wake_runner.set()
         return future

@@ -16,6 +16,7 @@ from geode_mpi.base.logger import log
 from geode_mpi.core.executor_state import (
     _DONE,
     _FINISH,
+    _PUT,
     _REST,
     ExecutorState,
     _Absent,
@@ -78,6 +79,7 @@ class Serving(ExecutorState):
         with self._lock:  # (a submit from now on raises the failure)
             self._shutdown = True
             futures, self._futures = list(self._futures.values()), {}
+            self._submitted.clear()  # (their futures fail below: none goes on the queue)
         for future in futures:
             try:
                 future.set_exception(failure)
@@ -134,6 +136,9 @@ class Serving(ExecutorState):
                     "Taken | _Outcome | _Absent | _Signal | None",
                     Wait(runtime.engine, None).until(look),
                 )
+                if found is _PUT:
+                    self._put_submitted()
+                    continue
                 if found is _FINISH:
                     self._finish()
                     continue
@@ -244,6 +249,8 @@ class Serving(ExecutorState):
 
     def _look(self) -> Taken | _Outcome | _Absent | _Signal | Marker:
         """The client's thread's look."""
+        if self._submitted:
+            return _PUT
         if not self._split:
             found = self.take_task()
             if found is not None:
@@ -256,6 +263,21 @@ class Serving(ExecutorState):
         elif not self._mine:
             return _DONE
         return IDLE
+
+    def _put_submitted(self) -> None:
+        """Put the tasks `submit` queued on the work queue, in their order (the gate held,
+        outside the wait's look: a put may wait for room). A put that fails fails its future
+        (as it raised from `submit` before: a Geode closed meanwhile, say)."""
+        submitted = self._submitted
+        while submitted:
+            task = submitted.popleft()
+            try:
+                self._queue.put(task, self._client)
+            except Exception as exc:
+                future = self._futures.get(task.data[0])
+                if future is not None and not future.cancelled():
+                    del self._futures[task.data[0]]
+                    future.set_exception(exc)
 
     def _finish(self) -> None:
         """Shut down, every future resolved: notify the cancelled ones still held by the

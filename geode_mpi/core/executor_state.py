@@ -36,6 +36,7 @@ class _Signal:
 
 _FINISH = _Signal("finish")  # the client: shut down and every future done, tell the workers
 _DONE = _Signal("done")  # every local worker was told, and the client finished
+_PUT = _Signal("put")  # the client: tasks submitted, to put on the queue (`_put_submitted`)
 _REST = _Signal("rest")  # the runner: no future pending any more, go idle (`_idle`)
 
 
@@ -82,6 +83,7 @@ class ExecutorState:
         _broken: BaseException | None
         _is_task: Callable[[Parcel], bool]
         _outcomes: deque[_Outcome | _Absent]
+        _submitted: deque[_Task]  # submitted, not yet put on the queue (defined below)
         _split: bool
         _served: bool  # `serve` was called (a ``with`` on a worker rank calls it)
         _in_block: bool  # inside its ``with`` block on this rank
