@@ -32,7 +32,7 @@ from geode_mpi.core.executor_serving import Serving
 from geode_mpi.core.executor_state import _Absent as _Absent
 from geode_mpi.core.executor_state import _Outcome as _Outcome  # (its wire name's module)
 from geode_mpi.core.executor_state import _Task as _Task
-from geode_mpi.core.tasks import check_function, chunks, label, pack, run_chunk
+from geode_mpi.core.tasks import check_arguments, check_function, chunks, label, pack, run_chunk
 from geode_mpi.errors import EncodeError, GeodeTimeoutError, TaskError
 from geode_mpi.message import Message
 from geode_mpi.transport import internal
@@ -178,7 +178,7 @@ class GeodeExecutor(Serving, Executor):
 
         Raises:
             RuntimeError: called after `shutdown`, or on a rank that does not host the client.
-            TypeError: ``fn`` is not callable.
+            TypeError: ``fn`` is not callable, or an argument is a `Future` (pass its result).
             EncodeError: ``fn`` cannot be pickled by reference, or the arguments at all.
             TaskError: the executor's thread failed (its message says how).
         """
@@ -189,6 +189,7 @@ class GeodeExecutor(Serving, Executor):
             blob, frames = pack((fn, args, kwargs))
         except Exception as exc:
             check_function(fn)  # says so when the function is what fails
+            check_arguments(fn, args, kwargs)  # and when an argument is a Future
             raise EncodeError(f"the arguments of {label(fn)}", type(args), exc) from None
         with self._lock:
             if self._broken is not None:

@@ -248,15 +248,16 @@ class Serving(ExecutorState):
         return IDLE if self._mine else _DONE
 
     def _look(self) -> Taken | _Outcome | _Absent | _Signal | Marker:
-        """The client's thread's look."""
+        """The client's thread's look: outcomes first (a finished task's future resolves
+        before this thread runs another of its rank's tasks, which may take long)."""
+        if self._outcomes:
+            return self._outcomes.popleft()
         if self._submitted:
             return _PUT
         if not self._split:
             found = self.take_task()
             if found is not None:
                 return found
-        if self._outcomes:
-            return self._outcomes.popleft()
         if not self._finishing:
             if self._shutdown and all(future.done() for future in self._futures.values()):
                 return _FINISH

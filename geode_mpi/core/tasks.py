@@ -58,6 +58,42 @@ def check_function(fn: object) -> None:
         ) from None
 
 
+def check_arguments(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Arguments that failed to pickle: say so plainly when one is a `Future` (a Dask habit:
+    pass a future on to the next task), which cannot travel.
+
+    Raises:
+        TypeError: an argument (or an item of one, a few levels down) is a `Future`.
+    """
+    found = _future_in(args, "argument ", 0)
+    if found is None:
+        found = _future_in(kwargs, "keyword argument ", 0)
+    if found is not None:
+        raise TypeError(
+            f"submit({label(fn)}): {found} is a Future, which cannot be sent to a worker (it "
+            "lives in this process): pass its value instead, future.result(), once it is "
+            "done (concurrent.futures.wait or as_completed)"
+        )
+
+
+def _future_in(value: Any, where: str, depth: int) -> str | None:
+    """Where a `Future` sits in ``value`` (a tuple, list or dict, down to 3 levels), or None."""
+    if isinstance(value, Future):
+        return where.strip()
+    if depth >= 3:
+        return None
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (tuple, list)):
+        items = enumerate(value)
+    for key, item in items:
+        found = _future_in(item, f"{where}{key}" if depth == 0 else f"{where}[{key!r}]", depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
 def run_task(task_id: int, blob: bytes, frames: list[Any], node: str, rank: int) -> OutcomeData:
     """Run a task on worker ``node`` of ``rank``: its outcome, whatever it raises but
     `SystemExit` (which ends the job)."""
