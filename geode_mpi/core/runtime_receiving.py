@@ -227,11 +227,17 @@ class Receiving(RuntimeParts):
         """For a receive at ``index`` that waits for a message of node ``source`` (None: of
         any node), a test of whether none can come any more, given when the wait started
         (`time.perf_counter`): `source_gone`, or with no source `others_gone`; None if no
-        answer could end the wait (a node of this rank, a Geode closing, one rank)."""
+        answer could end the wait (a node of this rank, a Geode closing, one rank; with no
+        source, a topic or work queue in the job, or a handler here: not worth asking)."""
         if source is not None:
             src = self.ask_when_done(index, source)
             return None if src < 0 else lambda started: self.source_gone(index, src)
-        if self.sealed or min(self.size, len(self.names)) < 2:
+        if (
+            self.sealed
+            or min(self.size, len(self.names)) < 2
+            or self.engine.topics.streams
+            or any(map(self.served.has_handlers, self.local))
+        ):
             return None
         return lambda started: self.others_gone(index, started)
 
