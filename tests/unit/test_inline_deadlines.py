@@ -60,7 +60,7 @@ def test_a_request_starts_no_handler_once_its_timeout_has_passed() -> None:
         lambda: geode.request(Ask("ask"), "node2", source="node0", timeout=0.2), ReceiveTimeout
     )
     assert runs == [0]  # started before the deadline, run to its end; no other started
-    assert took < 2 * SLOW
+    assert took < QUEUED * SLOW  # (before: all of them ran)
     geode.close()
 
 
@@ -98,7 +98,7 @@ def test_a_send_waiting_for_its_ack_starts_no_handler_once_its_timeout_has_passe
 
     took = timed(call, AckTimeout)
     assert runs == [0]
-    assert took < 2 * SLOW
+    assert took < QUEUED * SLOW  # (before: all of them ran)
     geode.close()
 
 
@@ -116,7 +116,7 @@ def test_a_receive_starts_no_handler_once_its_timeout_has_passed() -> None:
         ]
         took = timed(lambda: geode.receive("node0", timeout=0.2), ReceiveTimeout)
         assert runs == [0]
-        assert took < 2 * SLOW
+        assert took < QUEUED * SLOW  # (before: all of them ran)
         for handle in handles:  # the next waits serve the rest
             handle.wait(timeout=30)
         assert runs == list(range(QUEUED))
