@@ -36,6 +36,7 @@ def geode_both_worlds(script: str) -> list[Result]:
 RUNNERS: dict[str, Runner] = {
     "mpi4py": lambda script: [mpirun(4, [script], timeout=60)],
     "mpi4py.futures": lambda script: [mpirun(4, ["-m", "mpi4py.futures", script], timeout=60)],
+    "multiprocessing": lambda script: [python([script], timeout=60)],
     "dask": lambda script: [python([script], timeout=180)],
     "ray": lambda script: [python([script], timeout=300, env=clean_env(**QUIET_RAY))],
     "geode-executor": geode_both_worlds,

@@ -182,6 +182,7 @@ class Asyncio(Facade):
         def refused() -> bool:  # dest said it will not process the request: no reply comes
             return handle.lost is not None
 
+        found = None
         try:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             found = await aio.take(
@@ -189,6 +190,8 @@ class Asyncio(Facade):
             )
         finally:
             awaited.discard(wanted)
+            if found is None:  # (a reply that comes later is late: `Processor.unhandled`)
+                self._processor.gave_up(src, wanted)
         if found is not None:
             reply = aio.locked(runtime, runtime.deliver, src, found)
             if isinstance(reply, RequestFailed):

@@ -211,7 +211,7 @@ class SendHandle:
         check_closing(geode.engine, call)  # (closed, or closing in another thread: no ack)
         local = self._local_targets()
         if local:  # their handlers may process it right here
-            geode.pump(local, lambda: self.acked)
+            geode.pump(local, lambda: self.acked, deadline)
         one_process = not geode.transport.delivers_later
 
         def settled() -> bool:  # (or, in one process, no other thread is left to take it)

@@ -99,6 +99,9 @@ class Processor(Answers, Serving):
         # The last `REPLIED_KEPT` messages replied to by hand, by (source, id): a second
         # reply to one of them (the same message taken again after a nack) raises.
         self.replied_to: dict[tuple[str, int], None] = {}
+        # The last `REPLIED_KEPT` requests whose request() (or arequest()) stopped waiting
+        # without their reply, by (local node, id): a reply that comes later is late.
+        self.given_up: dict[tuple[int, int], None] = {}
         # Set once this rank is in close() (`Geode.close`): a waited-for message that no
         # handler here takes is told not processed (`refuse_closing`), once each (by node,
         # source and seq).
@@ -162,10 +165,7 @@ class Processor(Answers, Serving):
             return
         handler = self.find(index, type(message))
         if handler is None:
-            error = LookupError(
-                f"no handler for {message.type} on {geode.names[index]}: register one with "
-                f"@geode.on({message.type})"
-            )
+            error = self.unhandled(index, message)
             engine.in_hand -= 1
             engine.dead_letter(index, parcel, error, parcel.attempts + 1)
             summary.dead_letters += 1

@@ -112,6 +112,37 @@ class Answers(ProcessorState):
         if len(kept) > REPLIED_KEPT:
             del kept[next(iter(kept))]
 
+    def gave_up(self, src: int, request_id: int) -> None:
+        """A request of local node ``src`` stopped waiting without its reply (timed out,
+        cancelled or refused): a reply that comes after is late (`unhandled`)."""
+        kept = self.given_up
+        kept[src, request_id] = None
+        if len(kept) > REPLIED_KEPT:
+            del kept[next(iter(kept))]
+
+    def unhandled(self, index: int, message: Message) -> Exception:
+        """Why run() dead-letters ``message``, which no handler of node ``index`` takes: a
+        reply that no request() waits for is said to be one (a handler would not help)."""
+        node = self.geode.names[index]
+        asked = message.reply_to
+        if asked is None:
+            return LookupError(
+                f"no handler for {message.type} on {node}: register one with "
+                f"@geode.on({message.type})"
+            )
+        if (index, asked) in self.given_up:
+            del self.given_up[index, asked]
+            return TimeoutError(
+                f"late reply from {message.source} to request {asked} of {node}: its "
+                "request() had timed out (or its arequest() was cancelled); a receive() at "
+                f"{node} before run() takes such a reply (reply_to={asked})"
+            )
+        return LookupError(
+            f"reply from {message.source} to message {asked} of {node}, which no request() "
+            f"waits for; a receive() at {node} before run() takes such a reply "
+            f"(reply_to={asked})"
+        )
+
     def replied_before(self, request: Message) -> bool:
         """Whether ``request`` was answered already: by its handler, or by hand."""
         return bool(request.__dict__.get(ANSWERED)) or (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from geode_mpi.base.deadlines import past_deadline, within
 from geode_mpi.base.gate import senders_may_run
 from geode_mpi.core.processing_state import _WAITED, ProcessorState, RunSummary
 from geode_mpi.delivery import Acknowledger
@@ -24,12 +25,15 @@ class Serving(ProcessorState):
         handled_only: bool = False,
     ) -> int:
         """Process at most one message per served node (and at most ``limit``); the count.
-        With ``handled_only``, only messages that have a handler (the others stay queued)."""
+        With ``handled_only``, only messages that have a handler (the others stay queued).
+        It starts none once the deadline of the wait it runs in has passed (`past_deadline`)."""
         engine = self.geode.engine
         done = 0
         for index in served:
             if index in self.stopped or (limit is not None and done >= limit):
                 continue
+            if past_deadline():
+                break
             match = self._not_awaited if self.awaited else None
             if handled_only:
 
@@ -50,12 +54,14 @@ class Serving(ProcessorState):
         sends with ``ack=True``) at the local nodes where they arrived, when those nodes have
         a handler for them, and before each the older messages of its source that a handler
         takes (per-source FIFO). Every wait of this rank calls it, so a request is answered
-        wherever its node's rank waits; other messages wait for `run` or `receive`."""
+        wherever its node's rank waits; other messages wait for `run` or `receive`. A wait
+        whose deadline has passed starts no handler run (`past_deadline`): what is left is
+        served by the next wait."""
         engine = self.geode.engine
         waited = engine.waited
         later: set[int] = set()
         try:
-            while waited:
+            while waited and not past_deadline():
                 self._serve_waited_at(waited.pop(), later)
         finally:  # (a handler's KeyboardInterrupt: what is left is served by the next wait)
             waited |= later
@@ -82,7 +88,13 @@ class Serving(ProcessorState):
         def servable(parcel: Parcel) -> bool:
             return parcel.source in owed and self.handles(index, parcel)
 
-        while owed and (found := engine.take(index, servable, None, True)) is not None:
+        while owed:
+            if past_deadline():
+                later.add(index)
+                return
+            found = engine.take(index, servable, None, True)
+            if found is None:
+                break
             parcel, receipt = found
             assert receipt is not None
             if parcel.flags & _WAITED:
@@ -97,9 +109,13 @@ class Serving(ProcessorState):
         if inbox.next_ready() is not None and any(map(owes, inbox)):
             later.add(index)
 
-    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
+    def pump(self, nodes: list[int], done: Callable[[], bool], deadline: float | None) -> bool:
         """Process messages of these local nodes, where they have handlers, until ``done()``
-        or none is left (a wait in one process that only local processing can end)."""
+        or none is left (a wait in one process that only local processing can end), starting
+        none once ``deadline`` has passed (`time.monotonic`; None: no limit)."""
+        return within(deadline, lambda: self._pump(nodes, done))
+
+    def _pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
         geode = self.geode
         served = [index for index in nodes if self.has_handlers(index)]
         summary = RunSummary()
@@ -146,12 +162,16 @@ class Serving(ProcessorState):
             return WORKED if worked else IDLE
 
         started = time.perf_counter()
+        found: tuple[Parcel, Acknowledger | None] | None = None
         try:
             wait = Wait(engine, deadline, started, poll=True, call="request")
-            return wait.until(look, self.alone)
+            found = wait.until(look, self.alone)
         finally:
             self.awaited.discard(wanted)
+            if found is None:
+                self.gave_up(src, wanted)
             geode.waited(src, started, "wait: request")
+        return found
 
     def alone(self) -> bool:
         """Nothing can arrive any more: one process, no other thread that could send, and

@@ -86,6 +86,7 @@ class ProcessorState:
         _not_awaited: Match
         answering: set[int]
         replied_to: dict[tuple[str, int], None]
+        given_up: dict[tuple[int, int], None]
         closing: bool
         _told_closing: set[tuple[int, int, int]]
         handling: dict[int, int]
@@ -100,3 +101,5 @@ class ProcessorState:
         ) -> None: ...
 
         def refuse_closing(self, index: int) -> None: ...
+
+        def gave_up(self, src: int, request_id: int) -> None: ...

@@ -37,7 +37,7 @@ from geode_mpi.transport import Transport
 class _NotServed:
     """No handlers serve the nodes (until a `Processor` takes the runtime's ``served``)."""
 
-    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
+    def pump(self, nodes: list[int], done: Callable[[], bool], deadline: float | None) -> bool:
         return done()
 
     def refuse_undecodable(self, index: int, parcel: Parcel, error: BaseException) -> None:
@@ -122,10 +122,10 @@ class Runtime(Sending, Receiving):
         self.task_sources: Mapping[int, TaskSource] = {}
         self.served: Served = _NotServed()
 
-    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
+    def pump(self, nodes: list[int], done: Callable[[], bool], deadline: float | None) -> bool:
         """Process these local nodes' messages with their handlers until ``done()`` or none
         is left (`Served.pump`)."""
-        return self.served.pump(nodes, done)
+        return self.served.pump(nodes, done, deadline)
 
     @property
     def node(self) -> str:

@@ -50,9 +50,10 @@ class Served(Protocol):
     """What serves the local nodes with their handlers, as the runtime's waits and takes call
     it (`geode_mpi.core.processing.Processor`)."""
 
-    def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool:
+    def pump(self, nodes: list[int], done: Callable[[], bool], deadline: float | None) -> bool:
         """Process these local nodes' messages with their handlers until ``done()`` or none
-        is left (a wait in one process that only local processing can end)."""
+        is left (a wait in one process that only local processing can end), starting none
+        once ``deadline`` has passed."""
         ...
 
     def refuse_undecodable(self, index: int, parcel: Parcel, error: BaseException) -> None:
@@ -111,4 +112,6 @@ class RuntimeParts:
 
         def poll(self) -> bool: ...
 
-        def pump(self, nodes: list[int], done: Callable[[], bool]) -> bool: ...
+        def pump(
+            self, nodes: list[int], done: Callable[[], bool], deadline: float | None
+        ) -> bool: ...

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Final, Protocol, TypeVar
 
+from geode_mpi.base.deadlines import bounded
 from geode_mpi.base.interrupts import interruptible
 from geode_mpi.errors import ClosedError
 from geode_mpi.transport import Backoff, Transport, together_backoff
@@ -139,6 +140,7 @@ class Wait:
         self.paused = 0.0  # with ``serving``: seconds spent in spins and pauses
         self.together = together
 
+    @bounded  # (the handler runs it starts begin before its deadline: `past_deadline`)
     @interruptible  # (between its looks: a step's result is returned before any)
     def until(
         self, step: Callable[[], _T | Marker], alone: Callable[[], bool] | None = None

@@ -301,6 +301,19 @@ class Slow(Message):
     pass
 
 
+def slow_last(geode: Geode) -> tuple[str, str]:
+    """The first and last nodes, the last with a handler that answers a `Slow` in 0.5 s."""
+    nodes = geode.nodes
+    first, last = nodes[0], nodes[-1]
+
+    @geode.on(Slow, node=last)
+    def slow(msg: Message) -> str:
+        time.sleep(0.5)
+        return "late"
+
+    return first, last
+
+
 def test_a_reply_after_its_request_timed_out_waits_in_the_queue_with_the_id_the_error_named() -> (
     None
 ):
@@ -309,14 +322,7 @@ def test_a_reply_after_its_request_timed_out_waits_in_the_queue_with_the_id_the_
     with Geode() as geode:
         if geode.size == 1:
             pytest.skip("in one process the request's own wait runs the handler: no timeout")
-        nodes = geode.nodes
-        first, last = nodes[0], nodes[-1]
-
-        @geode.on(Slow, node=last)
-        def slow(msg: Message) -> str:
-            time.sleep(0.5)
-            return "late"
-
+        first, last = slow_last(geode)
         if geode.hosts(first):
             with pytest.raises(ReceiveTimeout) as caught:
                 geode.request(Slow(1), last, source=first, timeout=0.05)
@@ -326,3 +332,27 @@ def test_a_reply_after_its_request_timed_out_waits_in_the_queue_with_the_id_the_
             assert (late.data, late.reply_to) == ("late", wanted)
         if geode.hosts(last) and not geode.hosts(first):
             geode.run(count=1, timeout=TIMEOUT)
+
+
+def test_a_late_reply_that_run_finds_is_dead_lettered_as_a_late_reply() -> None:
+    """Before: run() dead-lettered it as "no handler for Message on node0: register one
+    with @geode.on(Message)" (a probe porting ZeroMQ's Lazy Pirate, at 2 and 4 ranks)."""
+    with Geode() as geode:
+        first, last = slow_last(geode)
+        if geode.hosts(first) and geode.hosts(last):  # one process: the wait runs it
+            assert geode.request(Slow(1), last, source=first, timeout=0.05).data == "late"
+        elif geode.hosts(first):
+            with pytest.raises(ReceiveTimeout) as caught:
+                geode.request(Slow(1), last, source=first, timeout=0.05)
+            wanted = caught.value.reply_to
+        geode.run(timeout=TIMEOUT)  # until quiescent: the reply reaches first's run()
+        if geode.hosts(first) and not geode.hosts(last):
+            [dead] = geode.dead_letters(first)
+            assert dead.message is not None and dead.message.data == "late"
+            assert dead.error == (
+                f"TimeoutError: late reply from {last} to request {wanted} of {first}: its "
+                "request() had timed out (or its arequest() was cancelled); a receive() at "
+                f"{first} before run() takes such a reply (reply_to={wanted})"
+            )
+        elif geode.hosts(first):
+            assert geode.dead_letters(first) == []  # its reply was the request's
