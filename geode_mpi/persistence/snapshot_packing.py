@@ -49,12 +49,20 @@ def pack_messages(items: Sequence[tuple[bytes | memoryview, Sequence[Any]]]) -> 
     """Encoded messages (meta, frames) as a few arrays: the frames' bytes copied once, into
     the packed ``data``. Compressed frames are saved decompressed (docs/checkpoints.md)."""
     items = [expanded(meta, frames) for meta, frames in items]
-    frames = [np.asarray(frame, np.uint8).reshape(-1).data for _, fs in items for frame in fs]
+    frames = [_raw(frame) for _, fs in items for frame in fs]
     return {
         "metas": pack_blobs([meta for meta, _ in items]),
         "frames": pack_blobs(frames),
         "frame_counts": np.array([len(fs) for _, fs in items], np.int64),
     }
+
+
+def _raw(frame: Any) -> memoryview:
+    """A frame's bytes as they travel: an array frame (of any dtype: a float64 array inside a
+    tuple is one) viewed as bytes, never converted to uint8 value by value."""
+    if isinstance(frame, np.ndarray):
+        frame = np.ascontiguousarray(frame)
+    return np.frombuffer(frame, np.uint8).data
 
 
 def unpack_messages(packed: Any) -> list[tuple[bytes, list[np.ndarray[Any, Any]]]]:
