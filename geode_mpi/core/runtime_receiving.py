@@ -29,10 +29,6 @@ _TOPIC = codec.FLAG_TOPIC
 # small record each, once per Geode: `Receiving.others_gone`) only once it has waited this
 # long: most waits end sooner, and a job of P ranks then sends no P - 1 records at all.
 ASK_ALL_AFTER = 0.5
-# Nor in a job of more ranks than this: P - 1 records from every rank that waits so is O(P^2)
-# in the job (at the start of a farm every worker waits for its first task), and on networks
-# that connect peers lazily each record opens a connection to a rank it never talked to.
-ASK_ALL_MAX_RANKS = 64
 
 
 class Receiving(RuntimeParts):
@@ -232,14 +228,13 @@ class Receiving(RuntimeParts):
         any node), a test of whether none can come any more, given when the wait started
         (`time.perf_counter`): `source_gone`, or with no source `others_gone`; None if no
         answer could end the wait (a node of this rank, a Geode closing, one rank; with no
-        source, a topic or work queue in the job, a handler here, or more ranks than
-        `ASK_ALL_MAX_RANKS`: not worth asking)."""
+        source, a topic or work queue in the job, or a handler here: not worth asking)."""
         if source is not None:
             src = self.ask_when_done(index, source)
             return None if src < 0 else lambda started: self.source_gone(index, src)
         if (
             self.sealed
-            or not 2 <= min(self.size, len(self.names)) <= ASK_ALL_MAX_RANKS
+            or min(self.size, len(self.names)) < 2
             or self.engine.topics.streams
             or any(map(self.served.has_handlers, self.local))
         ):
