@@ -17,6 +17,11 @@ from geode_mpi.queues import Parcel
 class Serving(ProcessorState):
     """`Processor`'s steps and waits (a part of it, through ``self``)."""
 
+    # Where the next step starts in its served nodes: where the last one stopped at its
+    # deadline (0 after a whole round), so a slow handler at the first node cannot starve
+    # the others across short `run(timeout=)` calls.
+    _resume = 0
+
     def step(
         self,
         served: list[int],
@@ -29,10 +34,14 @@ class Serving(ProcessorState):
         It starts none once the deadline of the wait it runs in has passed (`past_deadline`)."""
         engine = self.geode.engine
         done = 0
-        for index in served:
+        start = self._resume if self._resume < len(served) else 0
+        self._resume = 0
+        for turn in range(start, start + len(served)):
+            index = served[turn % len(served)]
             if index in self.stopped or (limit is not None and done >= limit):
                 continue
             if past_deadline():
+                self._resume = turn % len(served)
                 break
             match = self._not_awaited if self.awaited else None
             if handled_only:
