@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from geode_mpi.base.deadlines import past_deadline, within
+from geode_mpi.base.deadlines import past_deadline, running_one, within
 from geode_mpi.base.gate import senders_may_run
 from geode_mpi.core.processing_state import _WAITED, ProcessorState, RunSummary
 from geode_mpi.delivery import Acknowledger
@@ -54,6 +54,7 @@ class Serving(ProcessorState):
                 continue
             parcel, receipt = found
             assert receipt is not None
+            running_one()
             self.process(index, parcel, receipt, summary)
             done += 1
         return done
@@ -110,6 +111,7 @@ class Serving(ProcessorState):
                 left = owed.pop(parcel.source) - 1
                 if left:
                     owed[parcel.source] = left
+            running_one()
             try:
                 self.process(index, parcel, receipt, self.served)
             except BaseException:

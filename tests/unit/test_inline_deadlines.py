@@ -178,3 +178,19 @@ def test_short_runs_reach_the_nodes_after_a_slow_one() -> None:
     finally:
         geode.run(timeout=30.0)
         geode.close()
+
+
+def test_a_zero_timeout_still_starts_one_handler_run() -> None:
+    """`run(timeout=0)` between compute steps, a poll: a wait past its deadline still starts
+    its first handler run (with the deadline applied from the start, it processed nothing, ever)."""
+    runs: list[object] = []
+    geode = slow_world(runs)
+    try:
+        for k in range(3):
+            geode.send(Ask(k), source="node0", dest="node2")
+        assert geode.run(timeout=0, quiescent=False).processed == 1
+        assert runs == [0]
+        assert geode.request(Ask(9), "node2", source="node0", timeout=30.0).data == "answer"
+    finally:
+        geode.run(timeout=30.0)
+        geode.close()
