@@ -311,9 +311,9 @@ class Lifecycle(Facade):
         transport = self._runtime.transport
         left = set()
         for waiter, source in engine.awaited:
-            if self._processor.has_handlers(source):
-                left.add((waiter, source))  # (its handler may yet send: never answered)
-                continue
+            if self._processor.has_handlers(source) or source in engine.group_sequencers:
+                left.add((waiter, source))  # (its handler may yet send, or it forwards a
+                continue  # group's messages in close(): never answered)
             count = transport.sent_count(engine.rank_of(waiter))
             if count is not None:
                 engine.path.control(source, waiter, encode_sends_done(count))

@@ -222,8 +222,8 @@ class Receiving(RuntimeParts):
         the answer could not end this wait (a node of this rank, a Geode closing)."""
         src = self.placement.index(source, "source")
         engine = self.engine
-        if engine.rank_of(src) == self.rank or self.sealed:
-            return -1
+        if engine.rank_of(src) == self.rank or self.sealed or src in engine.group_sequencers:
+            return -1  # (a group's sequencer forwards other nodes' messages in close())
         if (index, src) not in engine.asked:
             engine.asked = engine.asked | {(index, src)}
             self.path.control(index, src, encode_waiting())
@@ -238,6 +238,7 @@ class Receiving(RuntimeParts):
         return (
             count is not None
             and not self.engine.topics.streams
+            and src not in self.engine.group_sequencers
             and self.transport.arrived_count(self.engine.rank_of(src), count)
             and self.inboxes[index].next_ready() is None
         )

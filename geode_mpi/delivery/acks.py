@@ -66,6 +66,10 @@ class Acks(EngineState):
     # rank sent this one before it said it sends nothing more (a done record).
     asked: frozenset[tuple[int, int]] = frozenset()
     sends_done: dict[int, int] = {}  # noqa: RUF012
+    # Local or remote nodes known to sequence a group (a group made here names them; a group
+    # message forwarded here marks its sequencer): they forward other nodes' messages in
+    # close(), so a receive(source=) of one is never told "done" (`Runtime.tell_done`).
+    group_sequencers: frozenset[int] = frozenset()
 
     def watch(self, key: Key, handle: Told) -> None:
         """``handle``, while it lives, is told (`Told.told_lost`) if message ``key`` is

@@ -96,6 +96,7 @@ class EngineState:
         awaited: frozenset[tuple[int, int]]
         asked: frozenset[tuple[int, int]]
         sends_done: dict[int, int]
+        group_sequencers: frozenset[int]
         # (source, dest, seq) of every message told "closing" (a class default in acks.py)
         closing_told: set[tuple[int, int, int]] | None
         # (source, dest, seq) of the messages sent with ack=True that dest dropped or let
