@@ -285,7 +285,12 @@ class Channels(Subscribing):
         """Whether ``name`` is an executor's of this job (``executor-k``), made on every rank
         (released on some, maybe: the name stays taken, the same on every rank)."""
         head, _, k = name.partition("-")
-        return head == "executor" and k.isdigit() and 0 < int(k) <= self.executor_count
+        if not (head == "executor" and k.isdigit() and 0 < int(k) <= self.executor_count):
+            return False
+        # A user's queue of that name saved in the checkpoint this job restarted from (the
+        # executors were numbered around it then): made again, it is the user's.
+        checkpointer = self.checkpointer
+        return checkpointer is None or name not in checkpointer.queue_arguments
 
     # -- which topic a receive means ---------------------------------------------------------
 
