@@ -61,11 +61,6 @@ def bounded(method: Callable[Concatenate[W, P], R]) -> Callable[Concatenate[W, P
 
     @wraps(method)
     def run(self: W, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        outer = _current.deadline, _current.ran
-        _current.deadline, _current.ran = self.deadline, False
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            _current.deadline, _current.ran = outer
+        return within(self.deadline, lambda: method(self, *args, **kwargs))
 
     return run
