@@ -103,19 +103,24 @@ class Channels(Subscribing):
             for topic in self.topics.values()
         )
 
+    @property
+    def first_stream(self) -> int:
+        """The first topic or work-queue stream's number (the one after every node index)."""
+        return len(self._geode.names) + STREAM_BASE
+
     def new_stream_number(self) -> int:
         """The next topic or work-queue stream's number (beyond every node index; after a
         restart from a checkpoint of a geode_mpi that numbered executors among them, past
         the numbers its executors took: `Checkpointer.skipped_streams`)."""
         number = self.upcoming(1)[0]
-        self._streams_made = number - len(self._geode.names) - STREAM_BASE + 1
+        self._streams_made = number - self.first_stream + 1
         return number
 
     def upcoming(self, count: int) -> list[int]:
         """The numbers the next ``count`` streams will get, none taken yet."""
         skipped = () if self.checkpointer is None else self.checkpointer.skipped_streams
         found: list[int] = []
-        number = len(self._geode.names) + STREAM_BASE + self._streams_made
+        number = self.first_stream + self._streams_made
         while len(found) < count:
             if number not in skipped:
                 found.append(number)
@@ -175,8 +180,7 @@ class Channels(Subscribing):
             made = {"publishers": pubs, "sequencer": chosen, "retain": retain, "wire": wire}
             roots = pubs if chosen is None else [chosen]
             numbers = dict(zip(self.upcoming(len(roots)), roots, strict=True))
-            first = len(geode.names) + STREAM_BASE
-            check_topic_arguments(name, saved, made, numbers, geode.names, first)
+            check_topic_arguments(name, saved, made, numbers, geode.names, self.first_stream)
             del checkpointer.topics[name]
         joined = subs + self._pattern_subscribers(name, subs)
         named = set(subs)  # the others came through a pattern
@@ -243,8 +247,8 @@ class Channels(Subscribing):
             # Restarted: its dispatcher's state, pairs and queues are the saved arguments'.
             made = {"dispatcher": owner, "consumers": taking, "producers": sorted(making)}
             check_queue_arguments(name, saved, made, geode.names)
-            first = len(geode.names) + STREAM_BASE
-            check_queue_stream(name, saved.get("stream"), self.upcoming(1)[0], first)
+            upcoming = self.upcoming(1)[0]
+            check_queue_stream(name, saved.get("stream"), upcoming, self.first_stream)
         if number is None:
             number = self.new_stream_number()
         self._queues_made = True

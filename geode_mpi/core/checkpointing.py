@@ -257,6 +257,10 @@ class Checkpointer(Cutting, Restarting):
         return reducing.value
 
     def close(self) -> None:
+        """After the transport's close (collective: every rank removed its files of the
+        epochs pruned), what rank 0 unsealed goes; then the lock."""
+        if self.store.emptied and self.store.holds_lock():  # (never another job's directory)
+            self.store.remove_emptied()
         self.store.unlock()
         if self._catching:
             self._catching = False

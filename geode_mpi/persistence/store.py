@@ -121,6 +121,8 @@ class CheckpointStore(Locking, Reading):
         self.lock_token: str | None = None
         # epochs a restart found unusable (damaged, unauthenticated): never one of `keep`
         self.unusable: set[int] = set()
+        # epochs `unseal` unsealed: their directories go in `remove_emptied` (or `prune`)
+        self.emptied: list[int] = []
 
     # -- writing an epoch --------------------------------------------------------------------
 
@@ -274,7 +276,19 @@ class CheckpointStore(Locking, Reading):
                     log.warning("old checkpoint %s left in place: %s", path, exc)
                     continue
             unsealed.append(epoch)
+        self.emptied = unsealed  # (those of before are among them: prunable, removed above)
         return unsealed
+
+    def remove_emptied(self) -> None:
+        """Rank 0, once every rank removed its files of the epochs `unseal` unsealed (a
+        collective step since, as close()'s): what is left of them, their directories, which
+        the next checkpoint would have removed (a finished job left the last one, empty)."""
+        import shutil  # see the lock
+
+        for epoch in self.emptied:
+            if not self.sealed(epoch):  # (never: epochs are not numbered again)
+                shutil.rmtree(self.epoch_path(epoch), ignore_errors=True)
+        self.emptied.clear()
 
     def sealed(self, epoch: int) -> bool:
         """Whether ``epoch`` has a manifest (a checkpoint, complete or damaged)."""

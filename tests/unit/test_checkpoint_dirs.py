@@ -74,6 +74,27 @@ def test_a_directory_replaced_while_the_job_holds_it_is_refused(tmp_path: Path) 
             other.unlock()
 
 
+def test_a_finished_job_leaves_only_complete_checkpoints(tmp_path: Path) -> None:
+    """The epoch pruned by the job's last checkpoint was left behind as an empty folder
+    (its manifest and files removed, its directory kept for the next checkpoint, which never
+    came); a restart from the directory still resumes from the newest."""
+    directory = tmp_path / "ck"
+    with Geode(checkpoint_dir=directory) as geode:
+        for step in range(4):
+            assert geode.checkpoint(state={"step": step}) == step + 1
+    assert sorted(entry.name for entry in directory.iterdir()) == [
+        "epoch-000003",
+        "epoch-000004",
+        "geode.lock",
+    ]
+    assert CheckpointStore(directory).epochs(complete_only=False) == [4, 3]
+    with Geode(checkpoint_dir=directory, restart=True) as again:
+        assert again.restored_epoch == 4
+        assert again.restored_state == {"step": 3}
+        assert again.checkpoint(state={"step": 4}) == 5
+    assert CheckpointStore(directory).epochs(complete_only=False) == [5, 4]
+
+
 def test_a_damaged_epoch_is_not_one_of_the_checkpoints_kept(tmp_path: Path) -> None:
     """A restart fell back from damaged epoch 2 to epoch 1; the next checkpoint kept epoch 2
     as one of its two and removed epoch 1, the only good one but the new."""

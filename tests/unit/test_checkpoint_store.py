@@ -394,13 +394,14 @@ def test_a_directory_that_cannot_be_written_is_named(
 
 def test_inspect_calls_an_old_checkpoint_retention_unsealed_by_its_name(tmp_path: Path) -> None:
     """Before: ``epoch 1: incomplete: .../manifest.json: missing (the checkpoint is
-    incomplete)``, which reads as damage, for what the third checkpoint's retention left."""
+    incomplete)``, which reads as damage, for what the third checkpoint's retention left
+    (until close(), or for ever in a job that ends before it)."""
     from geode_mpi.runner.inspect import inspect_lines
 
     with Geode(checkpoint_dir=tmp_path, keep_checkpoints=2) as geode:
         for step in range(3):
             geode.checkpoint(state={"step": step})
-    epochs = [line for line in inspect_lines(tmp_path) if line.startswith("  epoch ")]
+        epochs = [line for line in inspect_lines(tmp_path) if line.startswith("  epoch ")]
     assert [line.split(":")[0] for line in epochs] == ["  epoch 3", "  epoch 2", "  epoch 1"]
     assert epochs[2].startswith("  epoch 1: unsealed, older than epoch 3: an old checkpoint")
     assert "incomplete" not in "\n".join(epochs)
