@@ -133,6 +133,40 @@ def test_a_rank_that_left_run_does_not_take_an_old_verdict_for_a_new_run() -> No
         geode.close()
 
 
+class Data(Message):
+    """No handler takes it."""
+
+
+def test_a_message_sent_after_run_returned_is_left_for_receive_by_a_run_still_waiting() -> None:
+    """Each rank, once its run() returned, sends to the next rank at once: that rank may still
+    be in run(), the verdict on its way down the tree (three levels here). That run() leaves
+    the message queued for the receive() after it: it was a dead letter ("no handler")."""
+    size, rounds = 21, 15
+    hub = InProcHub(size)
+    geodes = [Geode(size, transport=hub.endpoint(rank)) for rank in range(size)]
+    got: list[list[int]] = [[] for _ in range(size)]
+    reasons: list[set[str]] = [set() for _ in range(size)]
+
+    def rounds_of(rank: int) -> None:
+        geode = geodes[rank]
+        after, before = geode.nodes[(rank + 1) % size], geode.nodes[(rank - 1) % size]
+        for i in range(rounds):
+            reasons[rank].add(geode.run(timeout=TIMEOUT).reason)
+            geode.send(Data(i), geode.node, after)
+            got[rank].append(geode.receive(source=before, type=Data, timeout=TIMEOUT).data)
+
+    threads = [threading.Thread(target=rounds_of, args=(rank,)) for rank in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(rounds * TIMEOUT)
+    assert reasons == [{"quiescent"}] * size
+    assert got == [list(range(rounds))] * size
+    assert [geode.stats(geode.node).dead_letters for geode in geodes] == [0] * size
+    for geode in geodes:
+        geode.close()
+
+
 @pytest.mark.parametrize("size", [1, 2, 5, 6, 21, 64, 100])
 @pytest.mark.parametrize("root", [0, 3])
 def test_the_tree_reaches_every_rank_once(size: int, root: int) -> None:
