@@ -32,9 +32,6 @@ POLL_EVERY_RECEIVES = 16  # a receive that finds a message queued polls on every
 # messages are queued already, and a poll (~1.5 us, its probe for arrivals) cost a sixteenth
 # of it on every message (round 37)
 POLL_EVERY_RUN_RECEIVES = 64
-# An unfiltered awaited receive that could end once nothing can come (`take`'s ``gone``)
-# looks whether it can at least this often (its poller wakes it only for a parcel).
-GONE_LOOKS = 0.25
 Taken = tuple[Parcel, Any]  # a parcel and its receipt (None: taking it processed it)
 
 
@@ -157,7 +154,6 @@ async def take(
     refused: Callable[[], bool] | None = None,
     call: str | None = None,
     awaited: Collection[int] = (),
-    gone: Callable[[float], bool] | None = None,
 ) -> Taken | None:
     """Take the next matching parcel of local node ``index``, awaiting one for up to
     ``timeout`` seconds (None: no limit; 0: do not wait); None if none came, or once the
@@ -169,9 +165,6 @@ async def take(
     (`Processor.awaited`: a `messages()` loop's; they go to the request that awaits them),
     looked at on every take.
 
-    ``gone``: given when the wait began (`time.perf_counter`), whether nothing matching can
-    arrive any more (`Runtime.gone_test`): then it ends after one last take.
-
     Raises:
         ClosedError: with ``call`` (a request's, as `Wait`'s ``call``), once close() began
             in another thread, naming it (`check_closing`).
@@ -179,8 +172,6 @@ async def take(
     deadline = deadline_of(timeout)
     queue = runtime.queued[index]
     engine = runtime.engine
-    started = time.perf_counter()
-    ended = False  # (`gone` said so)
 
     def not_awaited(parcel: Parcel) -> bool:
         return parcel.reply_to not in awaited and (match is None or match(parcel))
@@ -196,11 +187,7 @@ async def take(
         if ended_elsewhere(engine):  # (another thread's close() ended unfinished)
             return True
         wanted = now()
-        if bool(queue) and (wanted is None or any(wanted(parcel) for parcel in queue)):
-            return True
-        nonlocal ended
-        ended = gone is not None and gone(started)
-        return ended
+        return bool(queue) and (wanted is None or any(wanted(parcel) for parcel in queue))
 
     def take_now() -> Taken | None:
         return runtime.take(index, now(), key, 0)
@@ -222,21 +209,13 @@ async def take(
             return None
         if deadline is not None and time.monotonic() >= deadline:
             return None
-        if (refused is not None and refused()) or ended:
+        if refused is not None and refused():
             return None
         poller = poller_of(runtime)
         # Woken, it takes the parcel itself (next turn): a parcel held back for a retry, or
         # taken by a receive of another thread meanwhile, only means another wait.
-        plain = None if now() else queue
-        wake = deadline
-        if plain is not None and gone is not None:
-            # (woken one per parcel, `ready` unasked: look whether none can come now and then)
-            soon = time.monotonic() + GONE_LOOKS
-            wake = soon if deadline is None else min(deadline, soon)
-        if not await poller.until(ready, wake, plain, kick):
-            if wake is deadline:
-                return locked(runtime, take_now)
-            ended = gone is not None and locked(runtime, gone, started)
+        if not await poller.until(ready, deadline, None if now() else queue, kick):
+            return locked(runtime, take_now)
         kick = False
         found = locked(runtime, take_now)
 

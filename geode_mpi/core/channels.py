@@ -11,6 +11,7 @@ from geode_mpi.core.channel_patterns import Subscribing
 from geode_mpi.core.checkpointing import (
     Checkpointer,
     check_queue_arguments,
+    check_queue_stream,
     check_topic_arguments,
     restore_queue,
     restore_topic,
@@ -18,7 +19,7 @@ from geode_mpi.core.checkpointing import (
 from geode_mpi.core.processing import Processor
 from geode_mpi.core.runtime import Runtime
 from geode_mpi.core.subscriptions import GLOB, Pattern, Subscription
-from geode_mpi.core.topics import STREAM_BASE, Topic
+from geode_mpi.core.topics import EXECUTOR_BASE, STREAM_BASE, Topic
 from geode_mpi.core.workqueues import WorkDone, WorkQueue
 from geode_mpi.delivery.tracepoints import trace_receive
 from geode_mpi.errors import check_flag
@@ -75,7 +76,9 @@ class Channels(Subscribing):
         geode.task_sources = self.work_queues  # a consumer's taken task goes to its queue
         self.checkpointer: Checkpointer | None = None  # the Geode's, to restore from
         self._early: list[tuple[int, int, Message, Route]] = []
-        self._streams_made = 0
+        self._streams_made = 0  # topics' and work queues' streams (numbers taken or skipped)
+        self.executor_count = 0  # executors made (the last one's k, in `executor_number`)
+        self._queues_made = False  # a work queue was made (executors' too, released or not)
         self.patterns: dict[Pattern, Subscription] = {}  # in the order first subscribed
         # Restarted: the pattern (un)subscribes made since, while a saved topic is not made
         # again yet (`_since_restart`: applied to it when it is), in call order.
@@ -95,15 +98,39 @@ class Channels(Subscribing):
         """True if messages of this job's topics or work queues travel to an owner that sends
         them on (a total-order topic's sequencer, a work queue's dispatcher): the same on every
         rank, since every rank creates every topic and queue."""
-        return bool(self.work_queues) or any(
+        return self._queues_made or any(
             topic.total_order and set(topic.publishers) != {topic.sequencer}
             for topic in self.topics.values()
         )
 
     def new_stream_number(self) -> int:
-        """The next stream's number (beyond every node index)."""
-        self._streams_made += 1
-        return len(self._geode.names) + STREAM_BASE + self._streams_made - 1
+        """The next topic or work-queue stream's number (beyond every node index; after a
+        restart from a checkpoint of a geode_mpi that numbered executors among them, past
+        the numbers its executors took: `Checkpointer.skipped_streams`)."""
+        number = self.upcoming(1)[0]
+        self._streams_made = number - len(self._geode.names) - STREAM_BASE + 1
+        return number
+
+    def upcoming(self, count: int) -> list[int]:
+        """The numbers the next ``count`` streams will get, none taken yet."""
+        skipped = () if self.checkpointer is None else self.checkpointer.skipped_streams
+        found: list[int] = []
+        number = len(self._geode.names) + STREAM_BASE + self._streams_made
+        while len(found) < count:
+            if number not in skipped:
+                found.append(number)
+            number += 1
+        return found
+
+    def executor_number(self, k: int) -> int:
+        """The stream number of executor ``k``'s work queue (``executor-k``)."""
+        return len(self._geode.names) + EXECUTOR_BASE + k - 1
+
+    def release(self, queue: WorkQueue) -> None:
+        """Forget a finished executor's work queue on this rank (`GeodeExecutor.release`):
+        what still comes for it (a worker's request sent before its end) is dropped, and a
+        checkpoint no longer saves it."""
+        self.work_queues.pop(queue.number, None)
 
     def topic(
         self,
@@ -147,9 +174,9 @@ class Channels(Subscribing):
             # (checked before anything is made: an error leaves no half-made topic).
             made = {"publishers": pubs, "sequencer": chosen, "retain": retain, "wire": wire}
             roots = pubs if chosen is None else [chosen]
-            first = len(geode.names) + STREAM_BASE + self._streams_made
-            numbers = {first + k: root for k, root in enumerate(roots)}
-            check_topic_arguments(name, saved, made, numbers, geode.names)
+            numbers = dict(zip(self.upcoming(len(roots)), roots, strict=True))
+            first = len(geode.names) + STREAM_BASE
+            check_topic_arguments(name, saved, made, numbers, geode.names, first)
             del checkpointer.topics[name]
         joined = subs + self._pattern_subscribers(name, subs)
         named = set(subs)  # the others came through a pattern
@@ -183,15 +210,18 @@ class Channels(Subscribing):
         dispatcher: str | int | None,
         producers: Sequence[str | int] | None,
         prefetch: int,
+        number: int | None = None,
     ) -> WorkQueue:
         """`Geode.work_queue`: check the arguments (the same on every rank), create the
-        queue."""
+        queue (an executor's: numbered ``number``, `executor_number`)."""
         geode = self._geode
         if geode.sealed:
             raise geode.closed_error("work_queue")  # (naming a close() ended unfinished)
         if not isinstance(name, str) or not name:
             raise ValueError(f"a work queue name must be a non-empty str, got {name!r}")
-        if any(queue.name == name for queue in self.work_queues.values()):
+        if any(queue.name == name for queue in self.work_queues.values()) or (
+            number is None and self._executors_name(name)
+        ):
             raise ValueError(f"work queue {name!r} already exists")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
@@ -213,7 +243,11 @@ class Channels(Subscribing):
             # Restarted: its dispatcher's state, pairs and queues are the saved arguments'.
             made = {"dispatcher": owner, "consumers": taking, "producers": sorted(making)}
             check_queue_arguments(name, saved, made, geode.names)
-        number = self.new_stream_number()
+            first = len(geode.names) + STREAM_BASE
+            check_queue_stream(name, saved.get("stream"), self.upcoming(1)[0], first)
+        if number is None:
+            number = self.new_stream_number()
+        self._queues_made = True
         queue = WorkQueue(geode, name, number, taking, owner, prefetch, making)
         self.work_queues[number] = queue
         geode.engine.on_room = self.on_room
@@ -226,6 +260,37 @@ class Channels(Subscribing):
             queue.start()
         self.release_early()
         return queue
+
+    def executors_saved(self) -> int:
+        """What a checkpoint saves of the executors: how many were made (the executors
+        finished on this rank let go of first, so that their queues are not saved)."""
+        self.release_finished()
+        return self.executor_count
+
+    def release_finished(self) -> None:
+        """Let go of every executor finished on this rank and not let go of yet (one shut
+        down by ``shutdown()`` rather than its ``with`` block, say): before a new one, and
+        before a checkpoint, which then does not save their queues."""
+        for executor in list(self.executors_made):
+            if executor.finished():
+                executor.release()
+
+    def released(self, number: int) -> bool:
+        """Whether stream ``number`` was a finished executor's work queue, released (`release`:
+        an executor's number is never given again)."""
+        first = self.executor_number(1)
+        return first <= number < first + self.executor_count and number not in self.work_queues
+
+    def _executors_name(self, name: str) -> bool:
+        """Whether ``name`` is an executor's of this job (``executor-k``), made on every rank
+        (released on some, maybe: the name stays taken, the same on every rank)."""
+        head, _, k = name.partition("-")
+        if not (head == "executor" and k.isdigit() and 0 < int(k) <= self.executor_count):
+            return False
+        # A user's queue of that name saved in the checkpoint this job restarted from (the
+        # executors were numbered around it then): made again, it is the user's.
+        checkpointer = self.checkpointer
+        return checkpointer is None or name not in checkpointer.queue_arguments
 
     # -- which topic a receive means ---------------------------------------------------------
 
@@ -294,7 +359,8 @@ class Channels(Subscribing):
             trace_receive(index, message, "dispatch")
         queue = self.work_queues.get(via.number)
         if queue is None:
-            self._early.append((index, source, message, via))
+            if not self.released(via.number):
+                self._early.append((index, source, message, via))
             return True
         queue.arrived(message, source)
         return True

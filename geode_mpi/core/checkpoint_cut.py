@@ -175,11 +175,14 @@ class Cutting(CheckpointerState):
         engine = geode.engine
         sequencer = self.sequencer
         held = None if sequencer is None else sequencer.held_parcels()
-        tree["engine"] = capture(engine, held)
+        executors = self.executors_made()  # (those finished let go of first: none saved)
+        tree["engine"] = capture(engine, held, self.released)
         tree["geode"] = JsonValue(
             {
                 "counters": {str(k): v for k, v in geode.counter.items()},
                 "patterns": pattern_state(self.patterns_made()),
+                "executors": executors,
+                "skipped_streams": sorted(self.skipped_streams),
             }
         )
         tree["topics"] = {

@@ -18,6 +18,7 @@ from geode_mpi.core.restoring import (
     plan,
     read_part,
 )
+from geode_mpi.core.topics import EXECUTOR_BASE
 from geode_mpi.persistence import CheckpointError
 from geode_mpi.persistence.dropping import drop_waiting
 
@@ -134,6 +135,8 @@ class Restarting(CheckpointerState):
         self.consumers = chosen.consumers
         self.queue_arguments = chosen.arguments
         self.node_state = chosen.node_state
+        self.executor_count = chosen.executors
+        self.skipped_streams = set(chosen.skipped_streams)
         self.epoch = self.restored_epoch = chosen.epoch
         if chosen.held_unsaved:  # (logged by the rank hosting each sequencer: once each)
             log.warning(
@@ -235,9 +238,12 @@ class Restarting(CheckpointerState):
         are never made again, and a later checkpoint does not wait for them. The dispatcher's
         rank logs the tasks such a queue still held (an executor checkpointed mid-block, from
         another thread): they are dropped, never run."""
+        shared = len(self.geode.names) + EXECUTOR_BASE  # (below: numbered among the others)
         for name, arguments in list(self.queue_arguments.items()):
             if not arguments.get("executor"):
                 continue
+            if arguments.get("stream") is not None and arguments["stream"] < shared:
+                self.skipped_streams.add(arguments["stream"])  # (a geode_mpi before 51's)
             self.dropped.add(name)
             del self.queue_arguments[name]
             self.consumers.pop(name, None)

@@ -29,6 +29,8 @@ class CheckpointerState:
         topics_made: Mapping[str, Topic]
         queues_made: Mapping[int, WorkQueue]
         patterns_made: Callable[[], list[tuple[str, bool, list[int]]]]
+        executors_made: Callable[[], int]
+        released: Callable[[int], bool]
         sequencer: Sequencer | None
         close_geode: Callable[[float | None], None]
         store: CheckpointStore
@@ -39,6 +41,8 @@ class CheckpointerState:
         patterns: list[tuple[str, bool, list[int]]]
         queues: dict[str, Any]
         dropped: set[str]
+        executor_count: int
+        skipped_streams: set[int]
         consumers: dict[str, tuple[list[int], list[int]]]
         queue_arguments: dict[str, dict[str, Any]]
         node_state: dict[int, Any]

@@ -31,6 +31,7 @@ from geode_mpi.core.checkpoint_restart import Restarting
 from geode_mpi.core.checkpoint_state import NodeState
 from geode_mpi.core.saved import (
     check_queue_arguments,
+    check_queue_stream,
     check_topic_arguments,
     restore_queue,
     restore_topic,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Checkpointer",
     "check_queue_arguments",
+    "check_queue_stream",
     "check_topic_arguments",
     "restore_queue",
     "restore_topic",
@@ -68,6 +70,10 @@ def _told(exc: Exception) -> str:
     """An exception as the other ranks are told it: its text, and its type unless it is a
     CheckpointError (whose text says it all)."""
     return str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+
+
+def _none_released(number: int) -> bool:
+    return False
 
 
 def _cannot_close(timeout: float | None) -> None:
@@ -95,6 +101,10 @@ class Checkpointer(Cutting, Restarting):
         self.queues_made: Mapping[int, WorkQueue] = {}
         # the pattern subscriptions: (pattern, prefix?, member nodes), in the order made
         self.patterns_made: Callable[[], list[tuple[str, bool, list[int]]]] = list
+        # The executors made (`Channels.executor_count`), those finished let go of first.
+        self.executors_made: Callable[[], int] = int
+        # Whether a stream is a finished executor's, let go of: its pairs are not saved.
+        self.released: Callable[[int], bool] = _none_released
         self.sequencer: Sequencer | None = None
         self.close_geode: Callable[[float | None], None] = _cannot_close
         self.store = CheckpointStore(directory, keep, key_from_environment())
@@ -107,6 +117,12 @@ class Checkpointer(Cutting, Restarting):
         # Executors' queues of the restored checkpoint: dropped, never made again
         # (`staffing.staff` gives the next executor another name).
         self.dropped: set[str] = set()
+        # The executors the restored checkpoint's job had made (the next one continues after)
+        self.executor_count = 0
+        # Topic and work-queue stream numbers the next ones skip: those a checkpoint of a
+        # geode_mpi before 51 gave its executors, among them (`Restarting._drop_executors`),
+        # saved again by every checkpoint, so that the topics and work queues keep theirs.
+        self.skipped_streams: set[int] = set()
         # restored state of this rank's consumers, by work queue (`Loaded.consumers`)
         self.consumers: dict[str, tuple[list[int], list[int]]] = {}
         self.queue_arguments: dict[str, dict[str, Any]] = {}  # as saved, by work queue

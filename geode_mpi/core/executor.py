@@ -67,8 +67,10 @@ class GeodeExecutor(Serving, Executor):
         client: int,
         workers: Sequence[int],
         peers: list[GeodeExecutor] | None = None,
+        forget: Callable[[GeodeExecutor], None] | None = None,
     ) -> None:
         self._runtime = runtime
+        self._forget = forget  # lets go of it once finished (`staffing.forget`)
         self._gate = runtime.gate
         self._queue = queue
         self._client = client
@@ -164,6 +166,23 @@ class GeodeExecutor(Serving, Executor):
         if self._in_block:
             return False
         return self._shutdown if self.is_client else self._served and not self._mine
+
+    def finished(self) -> bool:
+        """`over`, and its threads ended: every future resolved, every worker told."""
+        return self.over() and not any(thread.is_alive() for thread in self._threads)
+
+    def release(self) -> None:
+        """Finished on this rank (`finished`): let go of its work queue and of itself (a job
+        holds only the executors not finished, and a checkpoint saves none of the others)."""
+        forget, self._forget = self._forget, None
+        if forget is not None:
+            self._queue.admit = self._queue.intercept = None
+            forget(self)
+
+    @property
+    def queue(self) -> WorkQueue:
+        """Its work queue."""
+        return self._queue
 
     def __repr__(self) -> str:
         return (
@@ -266,6 +285,8 @@ class GeodeExecutor(Serving, Executor):
         self._in_block = False
         if self.is_client:  # (a raise in the block: cancel what is still queued)
             self.shutdown(wait=True, cancel_futures=raised[0] is not None)
+        if self.finished():
+            self.release()
 
     def _check_client(self, call: str) -> None:
         if not self.is_client:

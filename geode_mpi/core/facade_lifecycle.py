@@ -277,7 +277,7 @@ class Lifecycle(Facade):
 
         def arrived() -> bool:
             engine.tell_closing(told)  # (the pairs whose first message arrived meanwhile too)
-            if engine.awaited or engine.awaited_ranks:
+            if engine.awaited:
                 self._tell_done()
             return entered()
 
@@ -304,31 +304,20 @@ class Lifecycle(Facade):
         message of a node here (`Engine.awaited`) once that node can send nothing more (it
         has no handler, and no other thread runs that could send, `senders_may_run`) with
         how many envelopes this rank sent the waiter's (a done record): once they have all
-        arrived there, a receive that still finds nothing from it raises. A receive with no
-        source is answered so for every node here at once (`Engine.awaited_ranks`), once no
-        node here has a handler."""
+        arrived there, a receive that still finds nothing from it raises."""
         if senders_may_run():
             return
-        runtime = self._runtime
-        engine = runtime.engine
-        transport = runtime.transport
+        engine = self._runtime.engine
+        transport = self._runtime.transport
         left = set()
         for waiter, source in engine.awaited:
-            if self._processor.has_handlers(source):
-                left.add((waiter, source))  # (its handler may yet send: never answered)
-                continue
+            if self._processor.has_handlers(source) or source in engine.group_sequencers:
+                left.add((waiter, source))  # (its handler may yet send, or it forwards a
+                continue  # group's messages in close(): never answered)
             count = transport.sent_count(engine.rank_of(waiter))
             if count is not None:
                 engine.path.control(source, waiter, encode_sends_done(count))
         engine.awaited = frozenset(left)
-        if engine.awaited_ranks and not any(map(self._processor.has_handlers, runtime.local)):
-            # (a receive with no source: no node here sends more; never answered if one has
-            # a handler)
-            for waiter, asked in engine.awaited_ranks:
-                count = transport.sent_count(engine.rank_of(waiter))
-                if count is not None:
-                    engine.path.control(asked, waiter, encode_sends_done(count, whole_rank=True))
-            engine.awaited_ranks = frozenset()
 
     def _report_unreceived(self) -> None:
         checkpointer = self._checkpointer

@@ -210,12 +210,15 @@ class Geode(
             checkpointer.topics_made = self._channels.topics
             checkpointer.queues_made = self._channels.work_queues
             checkpointer.patterns_made = self._channels.saved_patterns
+            checkpointer.executors_made = self._channels.executors_saved
+            checkpointer.released = self._channels.released
             checkpointer.sequencer = self._sequencer
             checkpointer.close_geode = self.close
             self._checkpointer = self._channels.checkpointer = checkpointer
             if restart:
                 self.restored_state = checkpointer.restore()
                 self._channels.restore_patterns(checkpointer.patterns)
+                self._channels.executor_count = checkpointer.executor_count
         elif restart:
             raise ValueError("restart needs a checkpoint_dir (or GEODE_CHECKPOINT_DIR)")
         TRACER.start(self.rank, self.size, names)

@@ -46,6 +46,8 @@ class Group:
         self.name = name
         self._members = tuple(members)
         self._sequencer = sequencer
+        engine = geode.engine  # (its sequencer forwards in close(): never "done" for it)
+        engine.group_sequencers = engine.group_sequencers | {sequencer}
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -118,6 +120,9 @@ class Sequencer:
             channel = ("queue", via.number)
         elif via is not None:
             channel = ("group", via.group)
+            engine = self.geode.engine
+            if index not in engine.group_sequencers:  # (its group was not made here)
+                engine.group_sequencers = engine.group_sequencers | {index}
         else:  # a damaged flag: nothing to forward it on
             raise DecodeError(
                 f"message {message.id} reached sequencer node index {index} without a group, "

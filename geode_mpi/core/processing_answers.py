@@ -134,8 +134,8 @@ class Answers(ProcessorState):
             del self.given_up[index, asked]
             return TimeoutError(
                 f"late reply from {message.source} to request {asked} of {node}: its "
-                "request() had timed out (or its arequest() was cancelled); a receive() at "
-                f"{node} before run() takes such a reply (reply_to={asked})"
+                "request() had stopped waiting (timed out, interrupted or cancelled); a "
+                f"receive() at {node} before run() takes such a reply (reply_to={asked})"
             )
         return LookupError(
             f"reply from {message.source} to message {asked} of {node}, which no request() "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from geode_mpi.base.deadlines import past_deadline, within
+from geode_mpi.base.deadlines import past_deadline, running_one, within
 from geode_mpi.base.gate import senders_may_run
 from geode_mpi.core.processing_state import _WAITED, ProcessorState, RunSummary
 from geode_mpi.delivery import Acknowledger
@@ -16,6 +16,11 @@ from geode_mpi.queues import Parcel
 
 class Serving(ProcessorState):
     """`Processor`'s steps and waits (a part of it, through ``self``)."""
+
+    # Where the next step starts in its served nodes: where the last one stopped at its
+    # deadline (0 after a whole round), so a slow handler at the first node cannot starve
+    # the others across short `run(timeout=)` calls.
+    _resume = 0
 
     def step(
         self,
@@ -29,10 +34,14 @@ class Serving(ProcessorState):
         It starts none once the deadline of the wait it runs in has passed (`past_deadline`)."""
         engine = self.geode.engine
         done = 0
-        for index in served:
+        start = self._resume if self._resume < len(served) else 0
+        self._resume = 0
+        for turn in range(start, start + len(served)):
+            index = served[turn % len(served)]
             if index in self.stopped or (limit is not None and done >= limit):
                 continue
             if past_deadline():
+                self._resume = turn % len(served)
                 break
             match = self._not_awaited if self.awaited else None
             if handled_only:
@@ -45,6 +54,7 @@ class Serving(ProcessorState):
                 continue
             parcel, receipt = found
             assert receipt is not None
+            running_one()
             self.process(index, parcel, receipt, summary)
             done += 1
         return done
@@ -101,6 +111,7 @@ class Serving(ProcessorState):
                 left = owed.pop(parcel.source) - 1
                 if left:
                     owed[parcel.source] = left
+            running_one()
             try:
                 self.process(index, parcel, receipt, self.served)
             except BaseException:

@@ -32,6 +32,7 @@ from geode_mpi.core.saved import (
     decode_state,
     held_unsaved,
     index_key,
+    indices,
     load_patterns,
     load_queue,
     load_topic,
@@ -109,6 +110,10 @@ class Loaded(Record):
         self.held_unsaved: dict[str, int] = {}
         # the ranks of the saved job (0 until read)
         self.saved_ranks = 0
+        # the executors its job had made, and the stream numbers topics and work queues skip
+        # (`Checkpointer.skipped_streams`): the same in every file (0 and none before 51)
+        self.executors = 0
+        self.skipped_streams: list[int] = []
         # old ranks this job does not have whose per-rank state (its keys) is not restored;
         # each told by the one rank that hosts the old rank's first node (`gone_state`)
         self.gone_state: dict[int, list[str]] = {}
@@ -190,6 +195,9 @@ def read_part(geode: Runtime, store: CheckpointStore, epoch: int, part: Part) ->
                     loaded.stream_topics[number] = (name, publisher)
             saved_geode = mapping(tree.get("geode"), "geode")
             loaded.patterns = load_patterns(saved_geode.get("patterns"))
+            loaded.executors = count(saved_geode.get("executors", 0))
+            skipped = indices(saved_geode.get("skipped_streams", []), "geode/skipped_streams")
+            loaded.skipped_streams = skipped or []
             counters = mapping(saved_geode.get("counters"), "counters")
             for key, value in counters.items():
                 index = index_key(key, "counters")

@@ -4,7 +4,6 @@ node's queue, and the waits for one."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from geode_mpi import codec
@@ -25,14 +24,6 @@ from geode_mpi.tracing import TRACER, now_us
 ADMIT_POLLS = 16
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 _TOPIC = codec.FLAG_TOPIC
-# A receive with no source asks every other rank to say when it can send nothing more (one
-# small record each, once per Geode: `Receiving.others_gone`) only once it has waited this
-# long: most waits end sooner, and a job of P ranks then sends no P - 1 records at all.
-ASK_ALL_AFTER = 0.5
-# Nor in a job of more ranks than this: P - 1 records from every rank that waits so is O(P^2)
-# in the job (at the start of a farm every worker waits for its first task), and on networks
-# that connect peers lazily each record opens a connection to a rank it never talked to.
-ASK_ALL_MAX_RANKS = 64
 
 
 class Receiving(RuntimeParts):
@@ -108,13 +99,11 @@ class Receiving(RuntimeParts):
         timeout: float | None,
         spun: bool = False,
         source: str | int | None = None,
-        what: Callable[[], str] | None = None,
     ) -> tuple[Parcel, Any] | None:
         """Take the next matching parcel of local node ``index``, waiting up to ``timeout``
         seconds (None: no limit; 0: do not wait) for one; None if none came. ``spun``: the
         caller has just spun (`Engine.take_express`): wait at once. ``source``: the node
-        ``match`` takes messages of only (a wait ends once it can send none, `source_gone`).
-        ``what``: what the wait is for, in words (`Wait`'s; None: a message at the node)."""
+        ``match`` takes messages of only (a wait ends once it can send none, `source_gone`)."""
         engine = self.engine
         if self.closed:
             return engine.take(index, match, key, False)
@@ -150,7 +139,7 @@ class Receiving(RuntimeParts):
             return found
         started = time.perf_counter()
         try:
-            return self._wait_take(index, match, key, timeout, started, source, what)
+            return self._wait_take(index, match, key, timeout, started, source)
         finally:
             self.waited(index, started, "wait: receive")
 
@@ -199,19 +188,18 @@ class Receiving(RuntimeParts):
         timeout: float | None,
         started: float,
         source: str | int | None,
-        said: Callable[[], str] | None,
     ) -> tuple[Parcel, Any] | None:
         engine = self.engine
         transport = self.transport
         deadline = None if timeout is None else time.monotonic() + timeout
-        gone = self.gone_test(index, source)
+        src = -1 if source is None else self.ask_when_done(index, source)
 
         def look() -> tuple[Parcel, Any] | Marker | None:
             # (closed by another thread while this one paused, or its close() ended unfinished)
             if self.closed or ended_elsewhere(engine):
                 return None
             found = engine.take(index, match, key, False)
-            if found is None and gone is not None and gone(started):
+            if found is None and src >= 0 and self.source_gone(index, src):
                 engine.poll()  # (what the last count covers is here: taken, or none is)
                 return engine.take(index, match, key, False)
             return IDLE if found is None else found
@@ -224,54 +212,8 @@ class Receiving(RuntimeParts):
             return f"a message at {self.names[index]} ({queued} other message(s) queued there)"
 
         # (receive looked just now, before its first spin)
-        wait = Wait(engine, deadline, started, looked=True, what=said or what)
+        wait = Wait(engine, deadline, started, looked=True, what=what)
         return wait.until(look, None if transport.delivers_later else alone)
-
-    def gone_test(self, index: int, source: str | int | None) -> Callable[[float], bool] | None:
-        """For a receive at ``index`` that waits for a message of node ``source`` (None: of
-        any node), a test of whether none can come any more, given when the wait started
-        (`time.perf_counter`): `source_gone`, or with no source `others_gone`; None if no
-        answer could end the wait (a node of this rank, a Geode closing, one rank; with no
-        source, a topic or work queue in the job, a handler here, or more ranks than
-        `ASK_ALL_MAX_RANKS`: not worth asking)."""
-        if source is not None:
-            src = self.ask_when_done(index, source)
-            return None if src < 0 else lambda started: self.source_gone(index, src)
-        if (
-            self.sealed
-            or not 2 <= min(self.size, len(self.names)) <= ASK_ALL_MAX_RANKS
-            or self.engine.topics.streams
-            or any(map(self.served.has_handlers, self.local))
-        ):
-            return None
-        return lambda started: self.others_gone(index, started)
-
-    def others_gone(self, index: int, started: float) -> bool:
-        """Whether no message can reach node ``index`` any more, for a receive with no source
-        that started waiting at ``started``: once it has waited `ASK_ALL_AFTER`, every other
-        rank is asked (once per Geode) to say when no node of it can send more (its rank in
-        close(), no handler there); then every one said so, everything each sent this rank
-        before that has arrived, no other thread nor handler of this rank can send, no topic
-        or work queue's stream could relay, and none of its messages is held for a retry."""
-        engine = self.engine
-        if not engine.asked_ranks:
-            if time.perf_counter() - started >= ASK_ALL_AFTER:
-                engine.asked_ranks = True
-                for rank in range(min(self.size, len(self.names))):
-                    if rank != self.rank:  # (to the rank's first node: any would do)
-                        first = self.placement.hosted_by(rank)[0]
-                        self.path.control(index, first, encode_waiting(whole_rank=True))
-            return False
-        done = engine.ranks_done
-        arrived = self.transport.arrived_count
-        return (
-            len(done) == min(self.size, len(self.names)) - 1
-            and not engine.topics.streams
-            and self.inboxes[index].next_ready() is None
-            and not senders_may_run()
-            and not any(map(self.served.has_handlers, self.local))
-            and all(arrived(rank, count) for rank, count in done.items())
-        )
 
     def ask_when_done(self, index: int, source: str | int) -> int:
         """A receive at ``index`` waits for a message of node ``source``: if that node is on
@@ -280,8 +222,8 @@ class Receiving(RuntimeParts):
         the answer could not end this wait (a node of this rank, a Geode closing)."""
         src = self.placement.index(source, "source")
         engine = self.engine
-        if engine.rank_of(src) == self.rank or self.sealed:
-            return -1
+        if engine.rank_of(src) == self.rank or self.sealed or src in engine.group_sequencers:
+            return -1  # (a group's sequencer forwards other nodes' messages in close())
         if (index, src) not in engine.asked:
             engine.asked = engine.asked | {(index, src)}
             self.path.control(index, src, encode_waiting())
@@ -296,6 +238,7 @@ class Receiving(RuntimeParts):
         return (
             count is not None
             and not self.engine.topics.streams
+            and src not in self.engine.group_sequencers
             and self.transport.arrived_count(self.engine.rank_of(src), count)
             and self.inboxes[index].next_ready() is None
         )

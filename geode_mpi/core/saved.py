@@ -10,13 +10,14 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.ondemand import on_first_use
-from geode_mpi.core.saved_checks import _other_arguments
+from geode_mpi.core.saved_checks import _other_arguments, other_place
 from geode_mpi.core.saved_checks import count as count
 from geode_mpi.core.saved_checks import index_key as index_key
 from geode_mpi.core.saved_checks import indices as indices
 from geode_mpi.core.saved_checks import mapping as mapping
 from geode_mpi.core.saved_checks import numbered as numbered
 from geode_mpi.core.saved_queues import check_queue_arguments as check_queue_arguments
+from geode_mpi.core.saved_queues import check_queue_stream as check_queue_stream
 from geode_mpi.core.saved_queues import load_queue as load_queue
 from geode_mpi.core.saved_queues import queue_state as queue_state
 from geode_mpi.core.saved_queues import restore_queue as restore_queue
@@ -200,11 +201,13 @@ def check_topic_arguments(
     made: Mapping[str, Any],
     roots: Mapping[int, int],
     names: Sequence[str],
+    first: int,
 ) -> None:
     """A restarted topic's arguments against those saved (see `load_topic`), before the topic
     is made: ``made`` as `topic_state`'s ``arguments``, ``roots`` the node that will send on
-    each of its streams, by the number it will get. Every rank read the same saved ones and
-    agreed on the new ones: every rank raises, or none.
+    each of its streams, by the number it will get (``first``: the job's first stream's).
+    Every rank read the same saved ones and agreed on the new ones: every rank raises, or
+    none.
 
     Raises:
         CheckpointError: one differs (naming the topic, the argument, what was saved and what
@@ -219,15 +222,21 @@ def check_topic_arguments(
         shown_now, shown_before = _shown(argument, now, names), _shown(argument, before, names)
         raise _other_arguments(f"topic {name!r}", argument, shown_now, shown_before)
     before_wire = arguments.get("wire")
-    if (saved["roots"] is not None and dict(saved["roots"]) != dict(roots)) or (
-        before_wire is not None and before_wire != made["wire"]
-    ):
-        saved_as = "" if before_wire is None else f" as its topic {before_wire - len(names) + 1}"
+    topic = made["wire"] - len(names) + 1
+    if before_wire is not None and before_wire != made["wire"]:
         raise CheckpointError(
-            f"topic {name!r}: restarted as the job's topic {made['wire'] - len(names) + 1} "
-            f"(stream(s) {sorted(roots)}), but the checkpoint saved it{saved_as} (stream(s) "
+            f"topic {name!r}: restarted as the job's topic {topic} (stream(s) {sorted(roots)}), "
+            f"but the checkpoint saved it as its topic {before_wire - len(names) + 1} (stream(s) "
             f"{sorted(saved['roots'] or roots)}): make the topics and work queues in the same "
             "order as before the checkpoint"
+        )
+    if saved["roots"] is not None and dict(saved["roots"]) != dict(roots):
+        now, before = sorted(roots), sorted(saved["roots"])
+        raise other_place(
+            f"topic {name!r}",
+            f"as the job's topic {topic} on stream(s) {now}",
+            f"{'' if before_wire is None else 'as that topic '}on stream(s) {before}",
+            (min(now) - first, min(before) - first),
         )
 
 

@@ -47,3 +47,22 @@ def _other_arguments(what: str, argument: str, now: str, before: str) -> Checkpo
         f"{what}: restarted with {argument}={now}, but the checkpoint saved it with "
         f"{argument}={before}: restart with the same arguments"
     )
+
+
+def other_place(what: str, now: str, before: str, numbered: tuple[int, int]) -> CheckpointError:
+    """The error of a restarted topic or work queue (``what``) whose streams get other numbers
+    than the checkpoint saved (``now`` and ``before`` as said): ``numbered``, how many stream
+    numbers came before its first, now and at the checkpoint."""
+    now_before, saved_before = numbered
+    cause = (
+        "a topic or work queue made before it then is not made again before it now"
+        if now_before < saved_before
+        else "one more topic or work queue is made before it now (or one made after it then)"
+    )
+    return CheckpointError(
+        f"{what}: restarted {now}, but the checkpoint saved it {before}: streams are numbered "
+        f"in the order topics and work queues are made (a topic has one per publisher, or "
+        f"one with a sequencer; a work queue one; an executor none), and {now_before} were "
+        f"numbered before it now, {saved_before} before the checkpoint: {cause}. Make the same "
+        "topics and work queues, in the same order, as before the checkpoint"
+    )

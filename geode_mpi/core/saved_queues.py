@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi import codec
-from geode_mpi.core.saved_checks import _other_arguments, count, indices, mapping
+from geode_mpi.core.saved_checks import _other_arguments, count, indices, mapping, other_place
 from geode_mpi.errors import GeodeError
 from geode_mpi.message import Message
 from geode_mpi.persistence import CheckpointError
@@ -85,6 +85,7 @@ def load_queue(state: Any, names: Sequence[str]) -> dict[str, Any]:
             "producers": indices(numbers.get("producers"), "work queue/numbers/producers"),
             # an executor's (`executor.md`): a restart drops it (False before it was saved)
             "executor": numbers.get("executor", False) is True,
+            "stream": None if stream is None else count(stream),
         },
         # this rank's consumers: over for them, and their requests to send again
         "ended": ended or [],
@@ -140,3 +141,18 @@ def check_queue_arguments(
             shown_before = repr([names[index] for index in before])
             shown_now = repr([names[index] for index in now])
         raise _other_arguments(f"work queue {name!r}", argument, shown_now, shown_before)
+
+
+def check_queue_stream(name: str, saved: int | None, now: int, first: int) -> None:
+    """A restarted work queue's stream number (``now``, the next one) against the saved one
+    (None: not saved), ``first`` the job's first stream's: the saved tasks and requests in
+    its consumers' queues and pairs are of the saved stream.
+
+    Raises:
+        CheckpointError: they differ (said as `saved_checks.other_place` says it).
+    """
+    if saved is not None and saved != now:
+        raise other_place(
+            f"work queue {name!r}", f"on stream {now}", f"on stream {saved}",
+            (now - first, saved - first),
+        )  # fmt: skip

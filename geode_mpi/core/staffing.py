@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from geode_mpi.core.executor import GeodeExecutor
@@ -29,11 +30,24 @@ def open_executor(
     """
     made = channels.executors_made
     check_outside_blocks(made, runtime.rank)
-    chosen, taking, name = staff(runtime, channels, client, workers)
-    queue = channels.work_queue(name, taking, chosen, [chosen], prefetch)
+    channels.release_finished()
+    chosen, taking, k = staff(runtime, channels, client, workers)
+    number = channels.executor_number(k)
+    queue = channels.work_queue(f"executor-{k}", taking, chosen, [chosen], prefetch, number)
+    channels.executor_count = k
     queue.executor = True
-    made[:] = [old for old in made if not old.over()]
-    return GeodeExecutor(runtime, queue, chosen, taking, made)
+    return GeodeExecutor(runtime, queue, chosen, taking, made, partial(forget, channels))
+
+
+def forget(channels: Channels, executor: GeodeExecutor) -> None:
+    """Let go of a finished executor on this rank (`GeodeExecutor.finished`): its work queue,
+    and itself (with its threads, futures and queues), so that a job making one executor after
+    another holds only those not finished."""
+    if executor in channels.executors_made:
+        channels.executors_made.remove(executor)
+    if executor in channels.executors:
+        channels.executors.remove(executor)
+    channels.release(executor.queue)
 
 
 def check_outside_blocks(made: Sequence[GeodeExecutor], rank: int) -> None:
@@ -60,9 +74,10 @@ def staff(
     channels: Channels,
     client: str | int | None,
     workers: Sequence[str | int] | None,
-) -> tuple[int, list[int], str]:
-    """`Geode.executor`'s arguments checked: (the client's node index, the workers', the name
-    of its work queue), the same on every rank.
+) -> tuple[int, list[int], int]:
+    """`Geode.executor`'s arguments checked: (the client's node index, the workers', k: its
+    work queue is ``executor-k``, numbered `Channels.executor_number`), the same on every
+    rank.
 
     Raises:
         ThreadError: MPI runs at a thread level where the client's thread may not call it.
@@ -81,13 +96,16 @@ def staff(
         taking = placement.indices(workers, "workers", "worker")
         if not taking or len(set(taking)) != len(taking):
             raise ValueError(f"workers must be distinct nodes, at least one, got {workers!r}")
-    # Never the name of a queue saved in the checkpoint this job restarted from: restored, it
-    # would be finished, with no worker asking (the same names on every rank either way).
-    taken = {queue.name for queue in channels.work_queues.values()}
+    # After every executor made, never a work queue's name: one of the job's (each made on
+    # every rank; a finished executor's, let go of, is never made again), nor one saved in the
+    # checkpoint this job restarted from (restored, it would be finished, with no worker
+    # asking): the same on every rank.
+    taken = {queue.name for queue in channels.work_queues.values() if not queue.executor}
     if channels.checkpointer is not None:
         taken |= set(channels.checkpointer.queues) | channels.checkpointer.dropped
-    name = next(f"executor-{k}" for k in itertools.count(1) if f"executor-{k}" not in taken)
-    return chosen, taking, name
+    after = channels.executor_count + 1
+    k = next(k for k in itertools.count(after) if f"executor-{k}" not in taken)
+    return chosen, taking, k
 
 
 def default_workers(placement: Placement, client: int, size: int) -> list[int]:

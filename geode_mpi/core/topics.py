@@ -38,9 +38,11 @@ if TYPE_CHECKING:
     from geode_mpi.core.runtime import Runtime
 
 # (re-exported: its home before the split, and the public API's `PublishHandle`)
-__all__ = ["STREAM_BASE", "PublishHandle", "Topic"]
+__all__ = ["EXECUTOR_BASE", "STREAM_BASE", "PublishHandle", "Topic"]
 
 STREAM_BASE = 1 << 20  # stream numbers start this far beyond the node indices; wire numbers below
+# Executors' work queues: numbered from here on, apart (`Channels.executor_number`)
+EXECUTOR_BASE = 1 << 30
 
 
 class Topic:

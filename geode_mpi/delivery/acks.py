@@ -24,7 +24,6 @@ from geode_mpi.delivery.control import (
     encode_ack,
     kind,
     ranges,
-    whole_rank,
 )
 from geode_mpi.delivery.engine_state import EngineState
 from geode_mpi.delivery.pairs import PairIn
@@ -63,17 +62,14 @@ class Acks(EngineState):
     # source (a waiting record): answered once this rank is in close() (`Runtime.tell_done`).
     # Replaced, never changed in place (class defaults, as the two below).
     awaited: frozenset[tuple[int, int]] = frozenset()
-    # (waiter, local node asked): a receive with no source at remote node waiter waits;
-    # answered for every node of this rank at once, as ``awaited`` is.
-    awaited_ranks: frozenset[tuple[int, int]] = frozenset()
     # (waiter, source) this rank asked about (once each), and source -> the envelopes its
     # rank sent this one before it said it sends nothing more (a done record).
     asked: frozenset[tuple[int, int]] = frozenset()
     sends_done: dict[int, int] = {}  # noqa: RUF012
-    # Whether this rank asked every other rank (a receive with no source waited a while),
-    # and rank -> the envelopes it sent this one before it said no node of it sends more.
-    asked_ranks = False
-    ranks_done: dict[int, int] = {}  # noqa: RUF012
+    # Local or remote nodes known to sequence a group (a group made here names them; a group
+    # message forwarded here marks its sequencer): they forward other nodes' messages in
+    # close(), so a receive(source=) of one is never told "done" (`Runtime.tell_done`).
+    group_sequencers: frozenset[int] = frozenset()
 
     def watch(self, key: Key, handle: Told) -> None:
         """``handle``, while it lives, is told (`Told.told_lost`) if message ``key`` is
@@ -191,17 +187,10 @@ class Acks(EngineState):
                 self.closing_beyond = {**self.closing_beyond, (sender, receiver): beyond}
             return
         if kind(payload) == WAITING:  # (from "receiver", which waits for a message of sender's)
-            if whole_rank(payload):  # (... or of any node of sender's rank)
-                self.awaited_ranks = self.awaited_ranks | {(receiver, sender)}
-            else:
-                self.awaited = self.awaited | {(receiver, sender)}
+            self.awaited = self.awaited | {(receiver, sender)}
             return
         if kind(payload) == SENDS_DONE:  # (receiver, whose rank is in close(), sends no more)
-            count = decode_sends_done(payload)
-            if whole_rank(payload):
-                self.ranks_done = {**self.ranks_done, self.rank_of(receiver): count}
-            else:
-                self.sends_done = {**self.sends_done, receiver: count}
+            self.sends_done = {**self.sends_done, receiver: decode_sends_done(payload)}
             return
         if kind(payload) == LOST:  # (before the ack record that acknowledges it)
             why, seq = decode_lost(payload)

@@ -16,9 +16,7 @@ Payload layouts (little-endian), inside a codec control record (docs/wire-format
     waiting: u8 type 8 | 3 pad | u32 0 | u64 0: "I wait in receive(source=you)": answered,
            once the asked node's rank is in close() and that node can send nothing more, by
     done:  u8 type 9 | 3 pad | u32 0 | u64 envelopes the asked rank sent the asker's rank
-           before this record: "I send you nothing more" (`Engine.sends_done`); both with
-           the u32 set to 1 (`WHOLE_RANK`): "I wait in a receive with no source" (to a
-           rank's first node), "no node of my rank sends you more" (`Engine.ranks_done`)
+           before this record: "I send you nothing more" (`Engine.sends_done`)
     wave:  u8 type 2 (ask), 3 (answer), 4 (quiet), 10 (withdraw) or 11 (void) | 7 pad |
            u64 wave | u64 messages sent | u64 messages received (withdraw, void: 0 | 0; a void
            passed on down the tree: 1 | 0)
@@ -38,7 +36,6 @@ LOST = 7  # a waited message (ack=True) not processed (dropped, expired, dead-le
 # before its ack
 WAITING = 8  # a receive(source=node) waits on node: tell me once its rank can send no more
 SENDS_DONE = 9  # the answer: its rank is in close(), and this many envelopes came before it
-WHOLE_RANK = 1  # a waiting or done record's u32: about every node of the asked rank
 LOST_WHY = {1: "dropped", 2: "expired", 3: "dead-lettered", 4: "closing"}
 DROPPED = 1
 EXPIRED = 2
@@ -162,20 +159,14 @@ def decode_lost(payload: memoryview | bytes) -> tuple[str, int]:
     return LOST_WHY[why], seq
 
 
-def encode_waiting(whole_rank: bool = False) -> bytes:
-    """A waiting payload (``whole_rank``: for any node of the asked rank)."""
-    return _HEAD.pack(WAITING, WHOLE_RANK if whole_rank else 0, 0)
+def encode_waiting() -> bytes:
+    """A waiting payload."""
+    return _HEAD.pack(WAITING, 0, 0)
 
 
-def encode_sends_done(sent: int, whole_rank: bool = False) -> bytes:
-    """A done payload: ``sent`` envelopes went to the asker's rank before it (``whole_rank``:
-    said for every node of the answering rank)."""
-    return _HEAD.pack(SENDS_DONE, WHOLE_RANK if whole_rank else 0, sent)
-
-
-def whole_rank(payload: memoryview | bytes) -> bool:
-    """Whether a waiting or done payload is about every node of a rank (`WHOLE_RANK`)."""
-    return len(payload) == _HEAD.size and _HEAD.unpack_from(payload, 0)[1] == WHOLE_RANK
+def encode_sends_done(sent: int) -> bytes:
+    """A done payload: ``sent`` envelopes went to the asker's rank before it."""
+    return _HEAD.pack(SENDS_DONE, 0, sent)
 
 
 def decode_sends_done(payload: memoryview | bytes) -> int:

@@ -10,7 +10,7 @@ restarted rank needs for no message to be lost or processed twice. Its messages 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geode_mpi.base.ondemand import on_first_use
@@ -48,12 +48,17 @@ __all__ = [
 ]
 
 
-def capture(engine: Engine, forwarding: Mapping[int, list[Parcel]] | None = None) -> dict[str, Any]:
+def capture(
+    engine: Engine,
+    forwarding: Mapping[int, list[Parcel]] | None = None,
+    left_out: Callable[[int], bool] | None = None,
+) -> dict[str, Any]:
     """The engine's state as a checkpoint tree (after a drain: nothing in flight).
     ``forwarding``: by local node, the messages that reached it to be sent on (a total-order
     topic's sequencer holding them for want of room at a subscriber), in their order: received
     by their pairs and not yet processed, like a queue's (a restart hands them to the node's
-    forwarder again, first).
+    forwarder again, first). ``left_out(source)``: True for a stream whose pairs are not
+    saved (a finished executor's, whose number no restart gives again).
 
     Raises:
         CheckpointError: messages taken with an explicit ack are still unacknowledged, or
@@ -89,6 +94,8 @@ def capture(engine: Engine, forwarding: Mapping[int, list[Parcel]] | None = None
             nodes[str(index)]["forwards"] = _pack_parcels(held, "queue")
     pairs_in = []
     for (source, dest), live in engine.pairs_in.items():
+        if left_out is not None and left_out(source):
+            continue
         pair = _as_processed(live, forgotten.get((source, dest), []))
         if pair.held:
             raise CheckpointError(
@@ -118,6 +125,8 @@ def capture(engine: Engine, forwarding: Mapping[int, list[Parcel]] | None = None
     outbox: list[tuple[bytes, Sequence[Any]]] = []
     outbox_fields = []
     for (source, dest), sending in engine.pairs_out.items():
+        if left_out is not None and left_out(source):
+            continue
         pairs_out.append(
             {
                 "key": [source, dest],

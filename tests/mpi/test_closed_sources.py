@@ -103,3 +103,22 @@ def test_a_closing_ranks_node_with_a_handler_is_waited_for() -> None:
         geode.send(Ping(geode.rank), dest=last, ack=True, timeout=30.0)
         assert geode.receive(source=last, timeout=30.0).data == geode.rank  # sent in close()
     geode.close(timeout=TIMEOUT)
+
+
+def test_a_groups_sequencer_in_close_is_waited_for() -> None:
+    """A group's sequencer forwards other nodes' messages in close(): rank 1's node1 sequences
+    a group of node0 and closes at once; rank 2 sends to the group 1.5 s later. Before,
+    rank 0's receive(source="node1") raised "none can arrive" at 1.5 s (node1's rank had said
+    it sends nothing more before the message reached it), and the message came after."""
+    geode = Geode()
+    if geode.size < 3:
+        geode.close()
+        pytest.skip("needs three ranks: the receiver, the sequencer and the sender")
+    group = geode.group(["node0"], sequencer="node1")
+    if geode.rank == 0:
+        msg = geode.receive(source="node1", timeout=30.0)
+        assert (msg.origin, msg.group, int(msg.data.sum())) == ("node2", group.name, 45)
+    elif geode.rank == 2:
+        time.sleep(1.5)  # (its work: the sequencer's rank is in close() meanwhile)
+        group.send(np.arange(10), source="node2")
+    geode.close(timeout=TIMEOUT)

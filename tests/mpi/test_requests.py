@@ -351,8 +351,8 @@ def test_a_late_reply_that_run_finds_is_dead_lettered_as_a_late_reply() -> None:
             assert dead.message is not None and dead.message.data == "late"
             assert dead.error == (
                 f"TimeoutError: late reply from {last} to request {wanted} of {first}: its "
-                "request() had timed out (or its arequest() was cancelled); a receive() at "
-                f"{first} before run() takes such a reply (reply_to={wanted})"
+                "request() had stopped waiting (timed out, interrupted or cancelled); a "
+                f"receive() at {first} before run() takes such a reply (reply_to={wanted})"
             )
         elif geode.hosts(first):
             assert geode.dead_letters(first) == []  # its reply was the request's

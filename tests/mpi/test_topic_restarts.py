@@ -75,6 +75,38 @@ def test_a_restart_with_other_topic_arguments_says_what_was_saved(directory: Pat
     second.close(timeout=TIMEOUT)
 
 
+def test_a_restart_without_a_work_queue_made_before_a_topic_says_so(directory: Path) -> None:
+    """Before: a topic whose place among the topics was the saved one but whose stream was
+    not (a work queue made before it then, not now) was said as `restarted as the job's
+    topic 2 (stream(s) [N]), but the checkpoint saved it as its topic 2 (stream(s) [N+1])`,
+    the same topic twice and no cause (a soak probe's restart after its executors)."""
+    first = Geode(checkpoint_dir=directory)
+    nodes = list(first.nodes)
+    first.topic("A", nodes[:1], [nodes[-1]])
+    first.work_queue("jobs", [nodes[-1]])
+    first.topic("B", nodes[:1], [nodes[-1]])
+    first.checkpoint()
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(checkpoint_dir=directory, restart=True)
+    second.topic("A", nodes[:1], [nodes[-1]])
+    with pytest.raises(CheckpointError) as caught:
+        second.topic("B", nodes[:1], [nodes[-1]])
+    base = len(nodes) + (1 << 20)
+    assert str(caught.value) == (
+        f"topic 'B': restarted as the job's topic 2 on stream(s) [{base + 1}], but the "
+        f"checkpoint saved it as that topic on stream(s) [{base + 2}]: streams are numbered in "
+        "the order topics and work queues are made (a topic has one per publisher, or one "
+        "with a sequencer; a work queue one; an executor none), and 1 were numbered before it "
+        "now, 2 before the checkpoint: a topic or work queue made before it then is not made "
+        "again before it now. Make the same topics and work queues, in the same order, as "
+        "before the checkpoint"
+    )
+    second.work_queue("jobs", [nodes[-1]])
+    second.topic("B", nodes[:1], [nodes[-1]])
+    second.close(timeout=TIMEOUT)
+
+
 def test_what_a_sequencer_holds_for_a_full_subscriber_survives_restarts(directory: Path) -> None:
     """A total-order topic's sequencer holding messages for want of room at a subscriber
     kept them in memory only: a restart lost them without a word (its pair had counted them

@@ -189,3 +189,32 @@ def gather_all(geode: Geode, values: list[int]) -> list[int]:
     from mpi4py import MPI
 
     return [value for part in MPI.COMM_WORLD.allgather(values) for value in part]
+
+
+def test_a_restart_making_the_work_queues_in_another_order_says_so(directory: Path) -> None:
+    """Before: a restart's work queues made in another order took each other's streams
+    silently: the tasks restored into the consumers' queues (of the saved stream) were never
+    the new queue's, and its get() waited for ever."""
+    first = Geode(checkpoint_dir=directory)
+    nodes = list(first.nodes)
+    first.work_queue("a", consumers=nodes[-1:], producers=nodes[:1])
+    first.work_queue("b", consumers=nodes[-1:], producers=nodes[:1])
+    first.checkpoint()
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(checkpoint_dir=directory, restart=True)
+    with pytest.raises(CheckpointError) as caught:
+        second.work_queue("b", consumers=nodes[-1:], producers=nodes[:1])
+    base = len(nodes) + (1 << 20)
+    assert str(caught.value).startswith(
+        f"work queue 'b': restarted on stream {base}, but the checkpoint saved it on stream "
+        f"{base + 1}: streams are numbered in the order topics and work queues are made"
+    )
+    assert str(caught.value).endswith(
+        "and 0 were numbered before it now, 1 before the checkpoint: a topic or work queue made "
+        "before it then is not made again before it now. Make the same topics and work "
+        "queues, in the same order, as before the checkpoint"
+    )
+    second.work_queue("a", consumers=nodes[-1:], producers=nodes[:1])
+    second.work_queue("b", consumers=nodes[-1:], producers=nodes[:1])
+    second.close(timeout=TIMEOUT)

@@ -363,6 +363,27 @@ def test_an_executor_made_after_a_restart_is_not_the_saved_one(tmp_path: Path) -
         assert list(ex.map(square, range(3), timeout=TIMEOUT)) == [0, 1, 4]
 
 
+def test_a_users_queue_named_like_an_executor_is_made_again_at_a_restart(tmp_path: Path) -> None:
+    """A user's work queue "executor-2", made before two executors (they took executor-1 and
+    executor-3, around it): before, the restart's work_queue("executor-2") raised "work queue
+    'executor-2' already exists" (executor names up to the restored count were taken), and
+    its saved task was stranded (found by a review)."""
+    with Geode(["node0", "node1"], checkpoint_dir=tmp_path) as geode:
+        queue = geode.work_queue("executor-2", ["node1"], producers=["node0"])
+        for name in ("executor-1", "executor-3"):
+            with geode.executor() as ex:
+                assert ex is not None and ex.name == name
+                assert list(ex.map(square, range(3), timeout=TIMEOUT)) == [0, 1, 4]
+        queue.put("task", "node0")
+        geode.checkpoint()
+    with Geode(["node0", "node1"], checkpoint_dir=tmp_path, restart=True) as geode:
+        queue = geode.work_queue("executor-2", ["node1"], producers=["node0"])
+        assert queue.get("node1", timeout=TIMEOUT).data == "task"
+        queue.finish("node0")
+        with geode.executor() as ex:
+            assert ex is not None and ex.name == "executor-4"
+
+
 def test_a_job_restarted_from_a_checkpoint_holding_an_executor_checkpoints_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

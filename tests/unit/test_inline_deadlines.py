@@ -143,9 +143,54 @@ def test_run_names_a_late_reply_as_one_not_as_a_message_wanting_a_handler(
     said = [record.getMessage() for record in caplog.records]
     assert said == [
         f"node0: dead letter: late reply from node2 to request {asked} of node0: its "
-        "request() had timed out (or its arequest() was cancelled); a receive() at node0 "
+        "request() had stopped waiting (timed out, interrupted or cancelled); a receive() at node0 "
         f"before run() takes such a reply (reply_to={asked})"
     ]
     assert dead.error.startswith("TimeoutError: late reply from node2")
     assert "register" not in dead.error
     geode.close()
+
+
+def test_short_runs_reach_the_nodes_after_a_slow_one() -> None:
+    """A step stopped at its deadline resumes at the node where it stopped: before, every
+    `run(timeout=)` began again at the first node, whose slow handler used the whole timeout,
+    and six calls processed nothing at node2 (a review of the deadline change)."""
+    done = {"node1": 0, "node2": 0}
+    geode = Geode(3)
+
+    @geode.on(Slow, node="node1")
+    def slow(msg: Message) -> None:
+        done["node1"] += 1
+        time.sleep(SLOW)
+
+    @geode.on(Ask, node="node2")
+    def fast(msg: Message) -> None:
+        done["node2"] += 1
+
+    try:
+        for k in range(10):
+            geode.send(Slow(k), source="node0", dest="node1")
+        for k in range(3):
+            geode.send(Ask(k), source="node0", dest="node2")
+        for _ in range(6):
+            geode.run(timeout=SLOW / 3, quiescent=False)
+        assert done["node2"] >= 2, done
+    finally:
+        geode.run(timeout=30.0)
+        geode.close()
+
+
+def test_a_zero_timeout_still_starts_one_handler_run() -> None:
+    """`run(timeout=0)` between compute steps, a poll: a wait past its deadline still starts
+    its first handler run (with the deadline applied from the start, it processed nothing, ever)."""
+    runs: list[object] = []
+    geode = slow_world(runs)
+    try:
+        for k in range(3):
+            geode.send(Ask(k), source="node0", dest="node2")
+        assert geode.run(timeout=0, quiescent=False).processed == 1
+        assert runs == [0]
+        assert geode.request(Ask(9), "node2", source="node0", timeout=30.0).data == "answer"
+    finally:
+        geode.run(timeout=30.0)
+        geode.close()

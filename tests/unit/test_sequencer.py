@@ -37,6 +37,7 @@ class StandIn:
             held_for_room=False,
             closing_nodes=frozenset({9}),  # (a rank is closing: what is held is told)
             closing_beyond={},
+            group_sequencers=frozenset(),
         )
         self.room = True  # False: a topic's subscriber has no room (to_owner says so)
 
