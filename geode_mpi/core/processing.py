@@ -21,6 +21,7 @@ the outcome of a wave it answered is not known (`Quiescence.holds`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -339,7 +340,15 @@ class Processor(Answers, Serving):
                 return "quiescent"
             return WORKED if worked else IDLE
 
-        summary.reason = wait.until(look) or "timeout"
+        try:
+            summary.reason = wait.until(look) or "timeout"
+        except BaseException:  # (an exception, Ctrl-C: no rank may hold for a wave left out)
+            if quiescence is not None:
+                with contextlib.suppress(Exception):  # (what ended run() is the error to see)
+                    quiescence.leave()
+            raise
+        if quiescence is not None:
+            quiescence.leave()  # (no rank holds for a wave this one leaves out)
         waited = wait.paused
         for index in served:  # the loop served them all while it waited
             engine.stats[index].wait_seconds += waited / len(served)

@@ -78,6 +78,17 @@ class Quiescence:
     holds nothing; it voids the wave it has out when work comes to it (a wave during which it
     receives cannot be quiet), so that no rank holds while it is busy in a handler, and it
     voids each failed wave of a run() that keeps failing and paces the next (`PACE_AFTER`).
+    And as its run() returns unfound (`leave`), since it answers no withdrawal while away.
+
+    Why voids keep the verdict sound. They change no count and no read, so Mattern's argument
+    above stands for any two consecutive waves; a void only removes a wave from the candidates:
+    rank 0 finds no wave quiet that it voided (``voided``), and it voids a wave only before it
+    found it quiet (a withdrawal of a wave found quiet gets no void; a wave rank 0 leaves out
+    is not complete). A void that a rank with children sends below it as it leaves run() with
+    the wave unanswered (`leave`) is backed the same way: that rank answers the wave only once
+    rank 0's void has come back, and rank 0 cannot complete the wave without its answer. So a
+    rank released from a hold by a void answered a wave that is never the quiet one, and a
+    rank that answered the quiet wave is released only by its verdict: the hold argument holds.
     """
 
     def __init__(self, geode: Runtime) -> None:
@@ -97,6 +108,7 @@ class Quiescence:
         self.quiet = 0  # the wave found quiet (0: none)
         self.voided = 0  # the last wave rank 0 will not find quiet (voided by it, or heard of)
         self.withdrawn = 0  # the last wave whose answer this rank withdrew
+        self.spoiled = 0  # the last wave this rank left run() before answering (see `leave`)
         self.failed = 0  # rank 0: waves not found quiet in a row in this run()
         self.next_start = 0.0  # rank 0: no wave starts before this (time.monotonic())
         self.waves = 0  # waves rank 0 started
@@ -177,6 +189,26 @@ class Quiescence:
             self._send([0], WAVE_WITHDRAW, wave)
         return True
 
+    def leave(self) -> None:
+        """At the end of a run(), however it ended (timeout, count, until, an exception): no
+        rank may be left holding for the outcome of a wave that stays out while this rank is
+        away, perhaps outside geode_mpi, passing nothing on and answering no withdrawal.
+        Rank 0 voids the wave it has out, down the tree (it finds no voided wave quiet). A rank
+        with children that was asked and has not answered voids the wave for the ranks below
+        it and withdraws it at rank 0, and answers it only once rank 0's void is back: so rank
+        0 cannot find it quiet (it needs that answer) and has voided it before it completes."""
+        wave = self.asked
+        if not wave or self.found():
+            return
+        if self.parent is None:
+            if wave > self.voided:
+                self.voided = wave
+                self._send(self.children, WAVE_VOID, wave, 1)
+        elif self.children and wave > max(self.spoiled, self.voided):
+            self.spoiled = wave
+            self._send([0], WAVE_WITHDRAW, wave)
+            self._send(self.children, WAVE_VOID, wave, 1)
+
     def check(self, idle: bool) -> bool:
         """Take part in the waves; True once the job is quiescent."""
         if self.found():
@@ -194,6 +226,8 @@ class Quiescence:
             self._start()
         if not self.asked or len(self.heard) < len(self.children):
             return False
+        if self.spoiled == self.asked > self.voided:
+            return False  # (this rank voided it below: its answer waits for rank 0's void)
         sent = engine.data_sent + self.sums[0]
         received = engine.data_received + self.sums[1]
         wave, self.asked, self.answered = self.asked, 0, self.asked

@@ -4,6 +4,12 @@ while a wave's outcome is unknown never stalls a producer that waits for credits
 
 from __future__ import annotations
 
+import itertools
+import os
+import signal
+import threading
+import time
+
 import pytest
 
 from geode_mpi import Geode, Message, QueueConfig
@@ -100,3 +106,74 @@ def test_a_producer_blocked_on_credits_is_not_stalled_by_a_held_consumer(items: 
         assert summary.reason == "quiescent", summary
         if geode.hosts(last):
             assert got == list(range(count))
+
+
+class Ping(Message):
+    pass
+
+
+class Done(Message):
+    pass
+
+
+AWAY = 1.0  # rank 0's compute outside geode_mpi after each run()
+CYCLES = 2  # of each way out of run(): rank 0 leaves with a wave out about half the time
+
+
+def leave_run(geode: Geode, how: str) -> None:
+    """Rank 0 in a quiescent run() for about 0.05 s, left ``how``."""
+    end = time.monotonic() + 0.05
+
+    def until() -> bool:
+        if time.monotonic() < end:
+            return False
+        if how == "error":
+            raise RuntimeError("until() failed")
+        return True
+
+    if how == "timeout":
+        assert geode.run(timeout=0.05).reason == "timeout"
+    elif how == "until":
+        assert geode.run(until=until, quiescent=True, timeout=TIMEOUT).reason == "until"
+    elif how == "error":
+        with pytest.raises(RuntimeError, match="until"):
+            geode.run(until=until, quiescent=True, timeout=TIMEOUT)
+    else:  # Ctrl-C while it waits
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            geode.run(timeout=TIMEOUT)
+        timer.join()
+
+
+def test_the_ranks_in_run_do_not_hold_while_rank_0_is_away_after_its_run(geode: Geode) -> None:
+    """Rank 0 leaves run() (timeout, until, an exception, Ctrl-C) and computes outside
+    geode_mpi; the other ranks pass a Ping around their ring inside run() meanwhile. Before,
+    a rank that had answered the wave rank 0 left out held its arrivals until rank 0 came
+    back: the ping stopped for the whole AWAY (1.00 s at every such return, 3 ranks)."""
+    if geode.size < 3:
+        pytest.skip("needs rank 0 away and two other ranks passing a message between them")
+    ring_of = geode.nodes[1:]
+    stamps: list[float] = []
+    done = {"now": False}
+    geode.on(Done)(lambda msg: done.update(now=True))
+
+    @geode.on(Ping)
+    def ping(msg: Message) -> None:
+        stamps.append(time.monotonic())
+        if not done["now"]:
+            time.sleep(0.0002)  # a little work
+            after = ring_of[(ring_of.index(geode.node) + 1) % len(ring_of)]
+            geode.send(Ping(msg.data + 1), geode.node, after)
+
+    if geode.rank == 0:
+        for how in ["timeout", "until", "error", "interrupt"] * CYCLES:
+            leave_run(geode, how)
+            time.sleep(AWAY)  # compute: no geode_mpi call
+        geode.send(Done(None), geode.node, "node1")
+    elif geode.rank == 1:
+        geode.send(Ping(0), geode.node, ring_of[1])
+    assert geode.run(timeout=TIMEOUT).reason == "quiescent"
+    if geode.rank:
+        gaps = [later - first for first, later in itertools.pairwise(stamps)]
+        assert len(stamps) > 100 and max(gaps) < 0.5, (len(stamps), sorted(gaps)[-4:])
