@@ -13,11 +13,15 @@ The loop ends on a count, a predicate, a `Stop` message, a timeout, or, by defau
 whole job is quiescent: no rank has a message to process and none is in flight.
 
 Quiescence is found by waves of counts down and up a tree of the ranks
-(`geode_mpi.core.quiescence`).
+(`geode_mpi.core.quiescence`). A message that arrives after this rank answered the wave found
+quiet (one sent after another rank's run() returned) is left queued, in order, for receive() or
+the next run(): the loop looks at the verdict before it takes anything, and takes nothing while
+the outcome of a wave it answered is not known (`Quiescence.holds`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -305,10 +309,17 @@ class Processor(Answers, Serving):
         quiescence = self.quiescence if quiescent else None
         wait = Wait(engine, deadline, poll=True, leave=served, serving=True, call="run")
 
+        def pending() -> bool:
+            return any(len(geode.inboxes[i]) for i in served)
+
         def look() -> str | Marker:
             engine.serve_waiting(served)  # waited-for messages at nodes this loop does not serve
-            left = None if count is None else count - summary.processed - summary.failed
-            worked = self.step(served, summary, left)
+            worked = 0
+            if quiescence is not None and quiescence.found():
+                return "quiescent"  # (first: what came since this rank's answer is not this run's)
+            if quiescence is None or not quiescence.holds(pending):
+                left = None if count is None else count - summary.processed - summary.failed
+                worked = self.step(served, summary, left)
             if any(index in self.stopped for index in served):
                 return "stopped"
             if count is not None and summary.processed + summary.failed >= count:
@@ -318,7 +329,7 @@ class Processor(Answers, Serving):
             idle = (
                 not engine.in_hand
                 and not engine.forwards
-                and not any(len(geode.inboxes[i]) for i in served)
+                and not pending()
                 and not daemons_busy()  # (an executor's pending task may send)
             )
             if quiescence is not None and quiescence.check(idle):
@@ -329,7 +340,15 @@ class Processor(Answers, Serving):
                 return "quiescent"
             return WORKED if worked else IDLE
 
-        summary.reason = wait.until(look) or "timeout"
+        try:
+            summary.reason = wait.until(look) or "timeout"
+        except BaseException:  # (an exception, Ctrl-C: no rank may hold for a wave left out)
+            if quiescence is not None:
+                with contextlib.suppress(Exception):  # (what ended run() is the error to see)
+                    quiescence.leave()
+            raise
+        if quiescence is not None:
+            quiescence.leave()  # (no rank holds for a wave this one leaves out)
         waited = wait.paused
         for index in served:  # the loop served them all while it waited
             engine.stats[index].wait_seconds += waited / len(served)

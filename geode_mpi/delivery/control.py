@@ -17,8 +17,9 @@ Payload layouts (little-endian), inside a codec control record (docs/wire-format
            once the asked node's rank is in close() and that node can send nothing more, by
     done:  u8 type 9 | 3 pad | u32 0 | u64 envelopes the asked rank sent the asker's rank
            before this record: "I send you nothing more" (`Engine.sends_done`)
-    wave:  u8 type 2 (ask), 3 (answer) or 4 (quiet) | 7 pad | u64 wave |
-           u64 messages sent | u64 messages received
+    wave:  u8 type 2 (ask), 3 (answer), 4 (quiet), 10 (withdraw) or 11 (void) | 7 pad |
+           u64 wave | u64 messages sent | u64 messages received (withdraw, void: 0 | 0; a void
+           passed on down the tree: 1 | 0)
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ CLOSED = 4  # its receiver's rank is in close() with no handler for it: no ack e
 WAVE_ASK = 2  # from a rank's parent: answer this wave, once idle and once your children have
 WAVE_ANSWER = 3  # to the parent: the counts of a rank and of every rank below it, summed
 WAVE_QUIET = 4  # from the parent: the job was found quiescent in this wave (pass it on)
+WAVE_WITHDRAW = 10  # to rank 0: a message came after I answered this wave: do not find it quiet
+WAVE_VOID = 11  # from rank 0: this wave will not be found quiet (take what came; pass it on if
+# its ``sent`` is 1)
+WAVE_KINDS = (WAVE_ASK, WAVE_ANSWER, WAVE_QUIET, WAVE_WITHDRAW, WAVE_VOID)
 _HEAD = struct.Struct("<BxxxIQ")
 _WAVE = struct.Struct("<B7xQQQ")
 _RANGE = struct.Struct("<QQ")
@@ -89,7 +94,7 @@ def decode_wave(payload: memoryview | bytes) -> tuple[int, int, int, int]:
     Raises:
         DecodeError: not a wave payload.
     """
-    if len(payload) != _WAVE.size or payload[0] not in (WAVE_ASK, WAVE_ANSWER, WAVE_QUIET):
+    if len(payload) != _WAVE.size or payload[0] not in WAVE_KINDS:
         raise DecodeError(f"not a quiescence-wave record ({len(payload)} bytes)")
     kind, wave, sent, received = _WAVE.unpack_from(payload, 0)
     return kind, wave, sent, received

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from geode_mpi import Geode, Message, codec
 from geode_mpi.base import collective as tree
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, decode_wave, kind
-from geode_mpi.transport import InProcHub
+from geode_mpi.transport import InProcHub, InProcTransport
 
 TIMEOUT = 30.0
 
@@ -133,6 +134,40 @@ def test_a_rank_that_left_run_does_not_take_an_old_verdict_for_a_new_run() -> No
         geode.close()
 
 
+class Data(Message):
+    """No handler takes it."""
+
+
+def test_a_message_sent_after_run_returned_is_left_for_receive_by_a_run_still_waiting() -> None:
+    """Each rank, once its run() returned, sends to the next rank at once: that rank may still
+    be in run(), the verdict on its way down the tree (three levels here). That run() leaves
+    the message queued for the receive() after it: it was a dead letter ("no handler")."""
+    size, rounds = 21, 15
+    hub = InProcHub(size)
+    geodes = [Geode(size, transport=hub.endpoint(rank)) for rank in range(size)]
+    got: list[list[int]] = [[] for _ in range(size)]
+    reasons: list[set[str]] = [set() for _ in range(size)]
+
+    def rounds_of(rank: int) -> None:
+        geode = geodes[rank]
+        after, before = geode.nodes[(rank + 1) % size], geode.nodes[(rank - 1) % size]
+        for i in range(rounds):
+            reasons[rank].add(geode.run(timeout=TIMEOUT).reason)
+            geode.send(Data(i), geode.node, after)
+            got[rank].append(geode.receive(source=before, type=Data, timeout=TIMEOUT).data)
+
+    threads = [threading.Thread(target=rounds_of, args=(rank,)) for rank in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(rounds * TIMEOUT)
+    assert reasons == [{"quiescent"}] * size
+    assert got == [list(range(rounds))] * size
+    assert [geode.stats(geode.node).dead_letters for geode in geodes] == [0] * size
+    for geode in geodes:
+        geode.close()
+
+
 @pytest.mark.parametrize("size", [1, 2, 5, 6, 21, 64, 100])
 @pytest.mark.parametrize("root", [0, 3])
 def test_the_tree_reaches_every_rank_once(size: int, root: int) -> None:
@@ -153,3 +188,145 @@ def _steps(rank: int, size: int, root: int) -> int:
     while (up := tree.parent(rank, size, root)) is not None:
         rank, steps = up, steps + 1
     return steps
+
+
+class AwayHub(InProcHub):
+    """An in-process hub where a rank can be away (computing outside geode_mpi: what is sent to
+    it waits until its next geode_mpi call, as with MPI; the in-process hub runs the receiver's
+    sink in the sender's thread) and where the wave records of one kind to one rank can be kept
+    back (``keep``: {(rank, kind)}) until released."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.away: set[int] = set()
+        self.keep: set[tuple[int, int]] = set()
+        self.waiting: list[list[tuple[int, bytes]]] = [[] for _ in range(size)]
+        self.kept: list[tuple[int, int, bytes]] = []  # (rank, kind, meta)
+        self.endpoints = [AwayTransport(self, rank) for rank in range(size)]
+
+    def post(self, source: int, dest: int, meta: bytes, frames: Sequence[Any]) -> int:
+        if codec.is_control(meta):
+            wave_kind = kind(codec.control_payload(meta))
+            if (dest, wave_kind) in self.keep:
+                self.kept.append((dest, source, bytes(meta)))
+                return len(meta)
+            if dest in self.away or self.waiting[dest]:
+                self.waiting[dest].append((source, bytes(meta)))
+                return len(meta)
+        assert dest not in self.away and not self.waiting[dest], "data sent to a rank away"
+        return super().post(source, dest, meta, frames)
+
+    def release(self) -> None:
+        """What was kept back waits for its rank's next call."""
+        self.keep.clear()
+        for dest, source, meta in self.kept:
+            self.waiting[dest].append((source, meta))
+        self.kept.clear()
+
+    def arrivals(self, rank: int) -> bool:
+        waiting, self.waiting[rank] = self.waiting[rank], []
+        for source, meta in waiting:
+            self.endpoints[rank].deliver(source, memoryview(meta), (), len(meta))
+        return bool(waiting)
+
+
+class AwayTransport(InProcTransport):
+    def __init__(self, hub: AwayHub, rank: int) -> None:
+        super().__init__(hub, rank)
+        self.away_hub = hub
+
+    def progress(self) -> bool:
+        return self.away_hub.arrivals(self.rank)
+
+
+class Late(Message):
+    """Sent after run() returned, and handled."""
+
+
+def test_a_rank_that_leaves_run_while_it_holds_keeps_what_came_for_later() -> None:
+    """Rank 1 answered the wave found quiet, the verdict is slow to reach it (kept back), and
+    rank 2, whose run() returned, sends it a Data (no handler) and a Late: rank 1's run() ends
+    by its timeout holding them. They stay queued: the Data for receive() (it was a dead
+    letter), the Late for the next run() (it was handled in this one)."""
+    hub = AwayHub(3)
+    hub.keep.add((1, WAVE_QUIET))
+    geodes = [Geode(3, transport=hub.endpoint(rank)) for rank in range(3)]
+    late: list[tuple[int, int]] = []  # (message, rank 1's runs ended before the one handling it)
+    geodes[1].on(Late)(lambda msg: late.append((msg.data, len(reasons[1]))))
+    reasons: list[list[str]] = [[], [], []]
+
+    def first(rank: int) -> None:
+        geode = geodes[rank]
+        reasons[rank].append(geode.run(timeout=1.0 if rank == 1 else TIMEOUT).reason)
+        if rank == 2:
+            geode.send(Data(7), "node2", "node1")
+            geode.send(Late(8), "node2", "node1")
+
+    threads = [threading.Thread(target=first, args=(rank,)) for rank in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT + 5)
+    assert reasons == [["quiescent"], ["timeout"], ["quiescent"]]
+    assert late == [] and geodes[1].stats("node1").dead_letters == 0
+    assert geodes[1].receive("node1", type=Data, timeout=1.0).data == 7
+    hub.release()
+    assert run_all(geodes) == ["quiescent"] * 3  # (the old verdict does not end rank 1's run)
+    assert late == [(8, 1)] and geodes[1].stats("node1").dead_letters == 0
+    for geode in geodes:
+        geode.close()
+
+
+class Ping(Message):
+    """Passed to and fro between two ranks until ``stop``."""
+
+
+def test_the_ranks_below_a_rank_that_left_run_with_a_wave_out_do_not_hold() -> None:
+    """Ten ranks: rank 1 passes the waves on to rank 9. Rank 9 answered a wave that rank 1
+    has not answered (the answer kept back) when rank 1 leaves run() and computes outside
+    geode_mpi, and rank 0 does the same a little later. Rank 9 must not hold a message that
+    comes then: before, its hold waited for the wave's outcome, which only rank 0 could give
+    (a void on its return stops at rank 1), so for rank 0's whole absence."""
+    size, away = 10, 1.0
+    assert tree.children(1, size) == [9]
+    hub = AwayHub(size)
+    hub.keep.add((1, WAVE_ANSWER))
+    geodes = [Geode(size, transport=hub.endpoint(rank)) for rank in range(size)]
+    handled: list[float] = []
+    geodes[9].on(Ping)(lambda msg: handled.append(time.monotonic()))
+    reasons = [""] * size
+    sent = [0.0]
+
+    def first(rank: int) -> None:
+        geode = geodes[rank]
+        if rank in (0, 1):
+            reasons[rank] = geode.run(timeout=0.1 * (2 - rank)).reason
+            hub.away.add(rank)
+            time.sleep(away)  # compute
+            hub.away.discard(rank)
+        elif rank == 8:
+            time.sleep(0.3)  # (ranks 0 and 1 away)
+            sent[0] = time.monotonic()
+            geode.send(Ping(None), "node8", "node9")
+        if rank != 9:
+            reasons[rank] = geode.run(timeout=TIMEOUT).reason
+        else:
+
+            def until() -> bool:
+                return bool(handled)
+
+            reasons[rank] = geode.run(until=until, quiescent=True, timeout=away + 1).reason
+
+    threads = [threading.Thread(target=first, args=(rank,)) for rank in range(size)]
+    for thread in threads[:9]:
+        thread.start()
+    threads[9].start()
+    threads[9].join(TIMEOUT)
+    hub.release()
+    geodes[9].run(timeout=TIMEOUT)  # (the others wait for it)
+    for thread in threads[:9]:
+        thread.join(TIMEOUT + 5)
+    assert handled and handled[0] - sent[0] < away / 2, handled and handled[0] - sent[0]
+    assert reasons == ["quiescent"] * 9 + ["until"]
+    for geode in geodes:
+        geode.close()
