@@ -282,8 +282,8 @@ class Receiving(MPIParts):
                 f"where its envelope says {expected}"
             )
         given = iter(relayed)
+        # (its nbytes counted these frames already, from its envelope: `message_bytes`)
         arrival.frames = [next(given) if type(frame) is int else frame for frame in frames]
-        arrival.nbytes += sum(frame.nbytes for frame in relayed)
         return True
 
     def _complete_posted(self, source: int, arrival: _Arrival) -> bool:
