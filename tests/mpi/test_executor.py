@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_credits import four_or_more
 
 from geode_mpi import (
     AckTimeout,
@@ -443,7 +444,8 @@ def test_a_skipped_blocks_notice_to_a_full_client_queue_fails_the_futures_at_onc
     (concurrent.futures' TimeoutError after 20 s). The notice never enters the client's
     queue (its dispatcher takes it in), so it goes at once now, room or not: the future
     fails with TaskError naming a worker, and close() keeps its timeout."""
-    geode = Geode(queue=QueueConfig(capacity=4, policy="block"))
+    room = four_or_more()  # (a capacity no smaller than the number of nodes: one a rank)
+    geode = Geode(queue=QueueConfig(capacity=room, policy="block"))
     ex = geode.executor()
     if ex.is_client or geode.size == 1:
         if geode.size > 1:  # (out of close() meanwhile: a closing rank would refuse the notice)
