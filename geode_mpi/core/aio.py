@@ -52,9 +52,7 @@ class Receiving(Driven, Protocol):
         self, index: int, match: Match | None, key: Any, timeout: float | None, spun: bool = False
     ) -> Taken | None: ...
 
-    def gone_test(
-        self, index: int, source: str | int | None, task: object = None
-    ) -> Callable[[float], bool] | None: ...
+    def gone_test(self, index: int, source: str | int | None) -> Callable[[float], bool] | None: ...
 
 
 def locked(runtime: Driven, call: Callable[..., _R], *args: Any) -> _R:
@@ -171,9 +169,10 @@ async def take(
     (`Processor.awaited`: a `messages()` loop's; they go to the request that awaits them),
     looked at on every take.
 
-    ``ends``: an `areceive` (of a message of node ``source``; None: of any node), which
-    ends after one last take once nothing matching can arrive any more (`Runtime.gone_test`,
-    asked by its poller's idle looks only: nothing on a take that finds its message).
+    ``ends``: an `areceive` of a message of node ``source`` (of another rank), which ends
+    after one last take once nothing of it can arrive any more (`Runtime.gone_test`, asked
+    by its poller's idle looks only: nothing on a take that finds its message). Not one with
+    no source: a callback of its event loop (a timer's, a future's) may still send, unseen.
 
     Raises:
         ClosedError: with ``call`` (a request's, as `Wait`'s ``call``), once close() began
@@ -185,7 +184,6 @@ async def take(
     started = time.perf_counter()
     ended = False  # (`idle` said so)
     tests: list[Callable[[float], bool] | None] = []  # `Runtime.gone_test`'s, once asked
-    me: object = None  # (its task, once it awaits)
 
     def not_awaited(parcel: Parcel) -> bool:
         return parcel.reply_to not in awaited and (match is None or match(parcel))
@@ -205,8 +203,8 @@ async def take(
 
     def idle() -> bool:  # (the poller's idle looks ask it, holding the gate)
         nonlocal ended
-        if not tests:  # (the awaiting task: another one of its loop may still send)
-            tests.append(runtime.gone_test(index, source, None if source is not None else me))
+        if not tests:
+            tests.append(runtime.gone_test(index, source))
         test = tests[0]
         ended = test is not None and test(started)
         return ended
@@ -237,29 +235,12 @@ async def take(
         # Woken, it takes the parcel itself (next turn): a parcel held back for a retry, or
         # taken by a receive of another thread meanwhile, only means another wait.
         plain = None if now() else queue
-        if ends and me is None:
-            me = current_task() or object()  # (no task: nothing else of a loop runs)
         if not await poller.until(ready, deadline, plain, kick, idle if ends else None):
             return locked(runtime, take_now)
         kick = False
         if ended:
             locked(runtime, engine.poll)  # (what the last count covers is here)
         found = locked(runtime, take_now)
-
-
-def current_task() -> object:
-    """The running asyncio task (None outside one)."""
-    import asyncio  # (loaded already: a coroutine runs)
-
-    return asyncio.current_task()
-
-
-def alone_in_loop(task: object) -> bool:
-    """Whether ``task`` is the only unfinished task of the running event loop: another one
-    (one that awaits ``task`` too, as `asyncio.gather`'s caller) may still send."""
-    import asyncio  # (loaded already: a coroutine runs)
-
-    return all(other is task for other in asyncio.all_tasks())
 
 
 async def messages(

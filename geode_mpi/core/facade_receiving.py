@@ -9,7 +9,7 @@ from geode_mpi import codec
 from geode_mpi.base.gate import locked, other_threads, senders_may_run
 from geode_mpi.base.listing import ranks_named, some_names
 from geode_mpi.codec.runs import RunItem
-from geode_mpi.core.aio import POLL_EVERY_RUN_RECEIVES, current_task
+from geode_mpi.core.aio import POLL_EVERY_RUN_RECEIVES
 from geode_mpi.core.facade import Facade
 from geode_mpi.core.facade_sending import _NODE_KEYS, _SECONDS
 from geode_mpi.core.filters import (
@@ -288,11 +288,12 @@ class ReceiveCalls(Facade):
                 )
         src = None if source is None else runtime.placement.index(source)
         gone = src is not None and waited and runtime.source_gone(index, src)
-        everyone = (
+        everyone = (  # (never an awaited receive's: `aio.take`)
             src is None
             and waited
+            and call != "areceive"
             and engine.asked_ranks
-            and runtime.others_gone(index, 0, current_task() if call == "areceive" else None)
+            and runtime.others_gone(index, 0)
         )
         return ReceiveTimeout(
             names[index],

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from geode_mpi import codec
-from geode_mpi.base.gate import other_threads, senders_may_run
+from geode_mpi.base.gate import any_sender_may_run, other_threads, senders_may_run
 from geode_mpi.codec import header
-from geode_mpi.core.aio import POLL_EVERY_RECEIVES, alone_in_loop
+from geode_mpi.core.aio import POLL_EVERY_RECEIVES
 from geode_mpi.core.runtime_parts import FIRST_SPIN, RuntimeParts
 from geode_mpi.delivery.control import encode_waiting
 from geode_mpi.delivery.tracepoints import trace_receive
@@ -233,16 +233,14 @@ class Receiving(RuntimeParts):
         wait = Wait(engine, deadline, started, looked=True, what=said or what)
         return wait.until(look, None if transport.delivers_later else alone)
 
-    def gone_test(
-        self, index: int, source: str | int | None, task: object = None
-    ) -> Callable[[float], bool] | None:
+    def gone_test(self, index: int, source: str | int | None) -> Callable[[float], bool] | None:
         """For a receive at ``index`` that waits for a message of node ``source`` (None: of
-        any node), a test of whether none can come any more, given when the wait started
-        (`time.perf_counter`): `source_gone`, or with no source `others_gone` (``task``: an
-        awaited receive's asyncio task); None if no answer could end the wait (a node of
-        this rank, a Geode closing, one rank; with no source, a group, topic or work queue
-        known here, or a handler here: not worth asking). Asked only once a wait has lasted
-        (`LOOK_AFTER`; an awaited one, once its poller's looks are past their first spin)."""
+        any node, a blocking receive's only), a test of whether none can come any more,
+        given when the wait started (`time.perf_counter`): `source_gone`, or with no source
+        `others_gone`; None if no answer could end the wait (a node of this rank, a Geode
+        closing, one rank; with no source, a group, topic or work queue known here, or a
+        handler here: not worth asking). Asked only once a wait has lasted (`LOOK_AFTER`;
+        an awaited one, once its poller's looks are past their first spin)."""
         if source is not None:
             src = self.ask_when_done(index, source)
             return None if src < 0 else lambda started: self.source_gone(index, src)
@@ -253,18 +251,19 @@ class Receiving(RuntimeParts):
             or any(map(self.served.has_handlers, self.local))
         ):
             return None
-        return lambda started: self.others_gone(index, started, task)
+        return lambda started: self.others_gone(index, started)
 
-    def others_gone(self, index: int, started: float, task: object = None) -> bool:
+    def others_gone(self, index: int, started: float) -> bool:
         """Whether no message can reach node ``index`` any more, for a receive with no source
         that started waiting at ``started``: once it has waited `ASK_ALL_AFTER`, every other
         rank is asked (once per Geode) to say when no node of it can send more (its rank in
         close(), no handler there); then every one said so, and none may relay another's
         messages (each said whether it knows a group, topic or work queue or holds messages
         to forward; this rank knows none either), everything each sent this rank before
-        that has arrived, no other thread nor handler of this rank can send (nor, for an
-        awaited receive, ``task``, another task of its event loop: `aio.alone_in_loop`),
-        and none of its messages is held for a retry."""
+        that has arrived, no other thread of this rank runs (`any_sender_may_run`: a daemon
+        one may send too) and no handler here can send, and none of its messages is held for
+        a retry. Never asked for an awaited receive: a callback of its event loop (a timer, a
+        future's) may send, and nothing tells whether one will."""
         engine = self.engine
         if not engine.asked_ranks:
             if time.perf_counter() - started >= ASK_ALL_AFTER:
@@ -281,8 +280,7 @@ class Receiving(RuntimeParts):
             and not engine.relaying_ranks
             and not engine.relays_here()
             and self.inboxes[index].next_ready() is None
-            and not senders_may_run()
-            and (task is None or alone_in_loop(task))
+            and not any_sender_may_run()
             and not any(map(self.served.has_handlers, self.local))
             and all(arrived(rank, count) for rank, count in done.items())
         )
