@@ -238,3 +238,32 @@ def test_a_topic_and_a_work_queue_named_with_a_slash_checkpoint_and_restart(
         assert (task.work_queue, task.data) == ("jobs/1", 1)
     assert second.checkpoint(timeout=TIMEOUT) == 2
     second.close(timeout=TIMEOUT)
+
+
+def test_a_restart_after_a_subscriber_came_back_still_ends_by_quiescence(directory: Path) -> None:
+    """The replayed copies that a subscriber which came back had and skipped are counted for
+    quiescence (its publisher counted them resent, and `stats` are saved): saved with the
+    checkpoint too, else a restarted job's quiescent run() never ends."""
+    first = Geode(checkpoint_dir=directory)
+    nodes = list(first.nodes)
+    pub, sub = nodes[0], nodes[-1]
+    subs = list(dict.fromkeys([pub, sub]))  # (one node at 1 rank)
+    log = first.topic("log", [pub], subs, retain=2)
+    for k in range(2):
+        if first.hosts(pub):
+            log.publish(k, source=pub)
+    for node in subs:
+        if first.hosts(node):
+            assert [first.receive(node, timeout=TIMEOUT).data for _ in range(2)] == [0, 1]
+    log.unsubscribe(sub)
+    log.subscribe(sub)  # the replay of 0 and 1: it has them
+    assert first.run(timeout=TIMEOUT).reason == "quiescent"
+    first.checkpoint()
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(checkpoint_dir=directory, restart=True)
+    second.topic("log", [pub], subs, retain=2)
+    assert second.run(timeout=TIMEOUT).reason == "quiescent"
+    if second.hosts(pub):
+        assert second.stats(pub).resent == 2  # (restored)
+    second.close(timeout=TIMEOUT)
