@@ -45,7 +45,7 @@ _own: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 
 def own_thread(thread: threading.Thread) -> threading.Thread:
-    """Mark ``thread`` as one of geode_mpi's own (`any_sender_may_run` leaves it out)."""
+    """Mark ``thread`` as one of geode_mpi's own (`senders_may_run` leaves it out)."""
     _own.add(thread)
     return thread
 
@@ -60,31 +60,21 @@ def daemons_busy() -> bool:
     )
 
 
-def senders_may_run() -> bool:
-    """True while another thread that is not a daemon runs, or one of geode_mpi's own daemon
-    threads has work (`count_as_sender`): in one process, only such a thread can still send to
-    a receive that waits (a notebook's or a test runner's own threads are daemons, and do not
-    count)."""
+def senders_may_run(daemons: bool = False) -> bool:
+    """True while another thread may still send: one of geode_mpi's own daemon threads with
+    work (`count_as_sender`), or a thread that is not one of its own (`own_thread`) and, unless
+    ``daemons``, not a daemon. In one process, what a wait asks before it gives up sooner (a
+    notebook's or a test runner's own threads are daemons, and do not count); with
+    ``daemons``, what a wait asks before it concludes that nothing can reach it any more from
+    other ranks (a user's daemon thread may send as well as any)."""
     me = threading.current_thread()
     if daemons_busy():
         return True
     return any(
-        thread is not me and not thread.daemon and thread.is_alive()
-        for thread in threading.enumerate()
-    )
-
-
-def any_sender_may_run() -> bool:
-    """True while any other thread runs that is not one of geode_mpi's own (`own_thread`),
-    daemon or not, or one of geode_mpi's own has work that may send (`count_as_sender`): what
-    a wait asks before it concludes that nothing can reach it any more from other ranks (a
-    user's daemon thread may send as well as any; a wait that only gives up sooner in one
-    process keeps to `senders_may_run`)."""
-    me = threading.current_thread()
-    if daemons_busy():
-        return True
-    return any(
-        thread is not me and thread.is_alive() and thread not in _own
+        thread is not me
+        and thread.is_alive()
+        and (daemons or not thread.daemon)
+        and thread not in _own
         for thread in threading.enumerate()
     )
 

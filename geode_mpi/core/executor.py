@@ -129,7 +129,7 @@ class GeodeExecutor(Serving, Executor):
                 # In one process, a receive or run() that waits while a future is pending may
                 # get what its task sends: the thread counts as a sender (`senders_may_run`).
                 count_as_sender(thread, self._pending)
-                own_thread(thread)  # (not a user's: `any_sender_may_run`)
+                own_thread(thread)  # (not a user's: `senders_may_run`)
                 internal(thread)  # its waits are not the job's: no notice of a long wait
                 thread.start()
             atexit.register(self._at_exit)  # runs before the Geodes' own exit, which waits

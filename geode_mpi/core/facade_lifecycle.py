@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from geode_mpi.base.backoff import CLOSING_YIELD
-from geode_mpi.base.gate import any_sender_may_run, locked
+from geode_mpi.base.gate import locked, senders_may_run
 from geode_mpi.base.listing import counted_nodes, some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.facade import Facade
@@ -302,13 +302,13 @@ class Lifecycle(Facade):
     def _tell_done(self) -> None:
         """This rank is in close(): answer each receive of another rank that waits for a
         message of a node here (`Engine.awaited`) once that node can send nothing more (it
-        has no handler, and no other thread runs, daemon or not, `any_sender_may_run`) with
+        has no handler, and no other thread runs, daemon or not: `senders_may_run`) with
         how many envelopes this rank sent the waiter's (a done record): once they have all
         arrived there, a receive that still finds nothing from it raises. A receive with no
         source is answered so for every node here at once (`Engine.awaited_ranks`), once no
         node here has a handler, saying whether this rank may yet send on what another rank
         sends it (`Engine.relays_here`: then that receive never concludes)."""
-        if any_sender_may_run():  # (a user's daemon thread may send while close() serves)
+        if senders_may_run(daemons=True):  # (a user's daemon thread may send while close() serves)
             return
         runtime = self._runtime
         engine = runtime.engine

@@ -144,6 +144,12 @@ class Placement:
         """The rank that hosts node ``index``."""
         return index % self.size
 
+    @property
+    def hosting(self) -> int:
+        """How many ranks host nodes: all of them, or fewer in a job of fewer nodes than
+        ranks (ranks 0 to this - 1)."""
+        return min(self.size, len(self.names))
+
     def hosted_by(self, rank: int) -> tuple[int, ...]:
         """Indices of the nodes that rank ``rank`` hosts, in order."""
         return tuple(range(rank, len(self.names), self.size))

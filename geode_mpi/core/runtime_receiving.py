@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from geode_mpi import codec
-from geode_mpi.base.gate import any_sender_may_run, other_threads, senders_may_run
+from geode_mpi.base.gate import other_threads, senders_may_run
 from geode_mpi.codec import header
 from geode_mpi.core.aio import POLL_EVERY_RECEIVES
 from geode_mpi.core.runtime_parts import FIRST_SPIN, RuntimeParts
@@ -246,7 +246,7 @@ class Receiving(RuntimeParts):
             return None if src < 0 else lambda started: self.source_gone(index, src)
         if (
             self.sealed
-            or min(self.size, len(self.names)) < 2
+            or self.placement.hosting < 2
             or self.engine.relays_here()
             or any(map(self.served.has_handlers, self.local))
         ):
@@ -260,15 +260,15 @@ class Receiving(RuntimeParts):
         close(), no handler there); then every one said so, and none may relay another's
         messages (each said whether it knows a group, topic or work queue or holds messages
         to forward; this rank knows none either), everything each sent this rank before
-        that has arrived, no other thread of this rank runs (`any_sender_may_run`: a daemon
-        one may send too) and no handler here can send, and none of its messages is held for
-        a retry. Never asked for an awaited receive: a callback of its event loop (a timer, a
-        future's) may send, and nothing tells whether one will."""
+        that has arrived, no other thread of this rank runs (`senders_may_run` with
+        ``daemons``: a daemon one may send too) and no handler here can send, and none of its
+        messages is held for a retry. Never asked for an awaited receive: a callback of its
+        event loop (a timer, a future's) may send, and nothing tells whether one will."""
         engine = self.engine
         if not engine.asked_ranks:
             if time.perf_counter() - started >= ASK_ALL_AFTER:
                 engine.asked_ranks = True
-                for rank in range(min(self.size, len(self.names))):
+                for rank in range(self.placement.hosting):
                     if rank != self.rank:  # (to the rank's first node: any would do)
                         first = self.placement.hosted_by(rank)[0]
                         self.path.control(index, first, encode_waiting(whole_rank=True))
@@ -276,11 +276,13 @@ class Receiving(RuntimeParts):
         done = engine.ranks_done
         arrived = self.transport.arrived_count
         return (
-            len(done) == min(self.size, len(self.names)) - 1
+            len(done) == self.placement.hosting - 1
             and not engine.relaying_ranks
+            # (relays, and handlers below: `gone_test` asked when the wait began; another
+            # thread may have made a topic or registered a handler since)
             and not engine.relays_here()
             and self.inboxes[index].next_ready() is None
-            and not any_sender_may_run()
+            and not senders_may_run(daemons=True)
             and not any(map(self.served.has_handlers, self.local))
             and all(arrived(rank, count) for rank, count in done.items())
         )

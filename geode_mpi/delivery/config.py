@@ -141,7 +141,9 @@ class QueueConfig(Frozen):
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait before delivering again a message that failed ``attempts`` times."""
-        return float(min(MAX_RETRY_DELAY, self.retry_delay * 2 ** max(0, attempts - 1)))
+        # (2.0 ** 1023 is the largest power of two a float holds; any delay reaches the cap
+        # long before: an int power past it would overflow converting to float)
+        return min(MAX_RETRY_DELAY, self.retry_delay * 2.0 ** min(max(0, attempts - 1), 1023))
 
 
 def node_configs(

@@ -42,6 +42,15 @@ def test_bad_queue_settings_are_named(settings: dict, error: type, text: str) ->
         QueueConfig(**settings)
 
 
+def test_retry_delay_doubles_to_its_cap_for_any_attempt_count() -> None:
+    # A queue that allows thousands of attempts: past ~1,075 failures an int power of two
+    # overflowed converting to float (OverflowError from a message's next retry).
+    config = QueueConfig(retry_delay=0.01, max_attempts=5000)
+    assert [config.delay(n) for n in (1, 2, 3)] == [0.01, 0.02, 0.04]
+    assert config.delay(1100) == config.delay(4999) == 1.0
+    assert QueueConfig(retry_delay=0, max_attempts=5000).delay(4999) == 0.0
+
+
 def test_queue_overrides_name_their_node() -> None:
     with pytest.raises(Exception, match="unknown queues key 'node9'"):
         Geode(queues={"node9": QueueConfig()})
