@@ -347,8 +347,8 @@ class Processor(Answers, Serving):
                 with contextlib.suppress(Exception):  # (what ended run() is the error to see)
                     quiescence.leave()
             raise
-        if quiescence is not None:
-            quiescence.leave()  # (no rank holds for a wave this one leaves out)
+        if quiescence is not None:  # (no rank holds for a wave this one leaves out)
+            quiescence.leave(summary.reason == "quiescent")
         waited = wait.paused
         for index in served:  # the loop served them all while it waited
             engine.stats[index].wait_seconds += waited / len(served)

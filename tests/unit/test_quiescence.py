@@ -243,15 +243,14 @@ class Late(Message):
     """Sent after run() returned, and handled."""
 
 
-def test_a_rank_that_leaves_run_while_it_holds_keeps_what_came_for_later() -> None:
-    """Rank 1 answered the wave found quiet, the verdict is slow to reach it (kept back), and
-    rank 2, whose run() returned, sends it a Data (no handler) and a Late: rank 1's run() ends
-    by its timeout holding them. They stay queued: the Data for receive() (it was a dead
-    letter), the Late for the next run() (it was handled in this one)."""
-    hub = AwayHub(3)
+def _held_verdict(hub: AwayHub) -> tuple[list[Geode], list[tuple[int, int]]]:
+    """Three ranks; rank 1 answered the wave found quiet, the verdict is slow to reach it
+    (kept back), and rank 2, whose run() returned, sends it a Data (no handler) and a Late:
+    rank 1's run() ends by its timeout holding them. Returns the Geodes and the Lates handled
+    (message, rank 1's runs ended before the one handling it)."""
     hub.keep.add((1, WAVE_QUIET))
     geodes = [Geode(3, transport=hub.endpoint(rank)) for rank in range(3)]
-    late: list[tuple[int, int]] = []  # (message, rank 1's runs ended before the one handling it)
+    late: list[tuple[int, int]] = []
     geodes[1].on(Late)(lambda msg: late.append((msg.data, len(reasons[1]))))
     reasons: list[list[str]] = [[], [], []]
 
@@ -269,10 +268,42 @@ def test_a_rank_that_leaves_run_while_it_holds_keeps_what_came_for_later() -> No
         thread.join(TIMEOUT + 5)
     assert reasons == [["quiescent"], ["timeout"], ["quiescent"]]
     assert late == [] and geodes[1].stats("node1").dead_letters == 0
-    assert geodes[1].receive("node1", type=Data, timeout=1.0).data == 7
+    return geodes, late
+
+
+def test_a_rank_whose_run_timed_out_holding_ends_its_next_run_on_that_verdict() -> None:
+    """Rank 1's run() timed out holding, its answer counted in the verdict on which ranks 0
+    and 2 returned; its next run(), rank 1 having sent nothing since its answer, ends on that
+    verdict as theirs did (before, it waited for a wave that no rank in run() would start: till
+    its timeout, for ever without one). What came after the verdict stays queued: the Data for
+    receive() (it was a dead letter), the Late for a later run() (it was handled in this one)."""
+    hub = AwayHub(3)
+    geodes, late = _held_verdict(hub)
     hub.release()
-    assert run_all(geodes) == ["quiescent"] * 3  # (the old verdict does not end rank 1's run)
+    started = time.monotonic()
+    assert geodes[1].run(timeout=5.0).reason == "quiescent"
+    assert time.monotonic() - started < 2.5
+    assert late == [] and geodes[1].stats("node1").dead_letters == 0
+    assert geodes[1].receive("node1", type=Data, timeout=1.0).data == 7
+    assert geodes[1].run(timeout=0.3).reason == "timeout"  # (the verdict is spent)
+    assert run_all(geodes) == ["quiescent"] * 3
     assert late == [(8, 1)] and geodes[1].stats("node1").dead_letters == 0
+    for geode in geodes:
+        geode.close()
+
+
+def test_a_rank_that_sent_since_its_answer_waits_for_a_new_wave() -> None:
+    """The same, but rank 1 sends after its run() timed out: the verdict does not speak for
+    that message, so its next run() does not end on it; it takes what came, and ends with its
+    peers' next run() on a new wave."""
+    hub = AwayHub(3)
+    geodes, late = _held_verdict(hub)
+    assert geodes[1].receive("node1", type=Data, timeout=1.0).data == 7
+    geodes[1].send(Late(9), "node1", "node1")
+    hub.release()
+    assert geodes[1].run(timeout=0.5).reason == "timeout"
+    assert sorted(late) == [(8, 1), (9, 1)]
+    assert run_all(geodes) == ["quiescent"] * 3
     for geode in geodes:
         geode.close()
 
