@@ -305,7 +305,7 @@ class Processor(Answers, Serving):
         if quiescent:
             if self.quiescence is None:
                 self.quiescence = Quiescence(geode)
-            self.quiescence.reset()
+            self.quiescence.reset(busy=bool(engine.in_hand) or daemons_busy())
         quiescence = self.quiescence if quiescent else None
         wait = Wait(engine, deadline, poll=True, leave=served, serving=True, call="run")
 

@@ -124,12 +124,14 @@ class Quiescence:
         self.warned = 0.0  # when this rank last warned that a wave is stuck
         self.engine.on_wave = self._on_wave
 
-    def reset(self) -> None:
+    def reset(self, busy: bool = False) -> None:
         """At the start of a run(): a quiet verdict about a wave this rank answered in an
-        earlier run() says nothing of what it sent since. Unless it sent nothing, that run()
-        holding when it ended (`leave`): this one holds on, and ends on the verdict as that
-        one would have (its other ranks may have returned on it, and no wave would follow)."""
-        if self.engine.data_sent != self.answer_sent:
+        earlier run() says nothing of what it sent since, nor of work it started since that
+        may send (``busy``: an executor's pending task, a message taken and not yet acked).
+        Unless it sent nothing and is not busy, that run() holding when it ended (`leave`):
+        this one holds on, and ends on the verdict as that one would have (its other ranks may
+        have returned on it, and no wave would follow)."""
+        if busy or self.engine.data_sent != self.answer_sent:
             self.floor = self.answered
         self.failed = 0
         self.next_start = 0.0

@@ -308,6 +308,42 @@ def test_a_rank_that_sent_since_its_answer_waits_for_a_new_wave() -> None:
         geode.close()
 
 
+def _doubled(value: int) -> int:
+    time.sleep(1.0)
+    return value * 2
+
+
+def test_a_rank_with_an_executor_task_pending_does_not_end_on_its_last_verdict() -> None:
+    """As above, but rank 1 started work between its runs that has sent nothing yet: an
+    executor's task (its workers on ranks 0 and 2, which are not in run()). Its next run() must
+    not end on the old verdict while the task is pending (found by a review: it returned
+    "quiescent" at once, the future pending); it waits for a wave, as when it sent."""
+    hub = AwayHub(3)
+    geodes, _late = _held_verdict(hub)
+    hub.release()
+    assert geodes[1].receive("node1", type=Data, timeout=1.0).data == 7
+    for geode in geodes:
+        geode.try_receive(type=Late)  # (a poll: delivers what the hub kept back)
+    out: dict[str, Any] = {}
+
+    def rank(index: int) -> None:
+        with geodes[index].executor("node1", workers=["node0", "node2"]) as executor:
+            if executor is None:
+                return
+            future = executor.submit(_doubled, 21)
+            out["reason"] = geodes[index].run(timeout=1.5).reason
+            out["result"] = future.result(timeout=10)
+
+    threads = [threading.Thread(target=rank, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert out == {"reason": "timeout", "result": 42}
+    for geode in geodes:
+        geode.close()
+
+
 class Ping(Message):
     """Passed to and fro between two ranks until ``stop``."""
 
