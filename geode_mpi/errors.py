@@ -122,6 +122,7 @@ class ReceiveTimeout(GeodeTimeoutError):
         reply_to: int | None = None,
         hint: str = "",
         closing_rank: int | None = None,
+        closing_ranks: str | None = None,
     ) -> None:
         self.node = node
         self.timeout = timeout
@@ -132,7 +133,17 @@ class ReceiveTimeout(GeodeTimeoutError):
         self.reply_to = reply_to
         super().__init__(
             _receive_timeout_text(
-                node, timeout, source, type_name, queued, waited, call, reply_to, hint, closing_rank
+                node,
+                timeout,
+                source,
+                type_name,
+                queued,
+                waited,
+                call,
+                reply_to,
+                hint,
+                closing_rank,
+                closing_ranks,
             )
         )
 

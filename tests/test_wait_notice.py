@@ -105,6 +105,13 @@ def test_a_work_queue_get_without_finish_says_so() -> None:
     assert "[rank 1/2 node1] WARNING geode_mpi: nothing has arrived or left on rank 1" in err
     assert "; it waits in get(timeout=3.0)\n" in err, err
     assert "tasks.get(timeout=3)" in err
+    # (what a get() waits for, and why nothing tells it that node0's rank is in close())
+    waiting = (
+        "  waiting for a task of work queue 'jobs' at node1 from its dispatcher node0 (0 other "
+        "message(s) queued there); get() returns None only once every producer (node0) has "
+        "called finish(): one whose rank is in close() without it leaves get() waiting"
+    )
+    assert waiting in err, err
 
 
 @pytest.mark.mpi

@@ -67,9 +67,11 @@ def _receive_timeout_text(
     reply_to: int | None,
     hint: str = "",
     closing_rank: int | None = None,
+    closing_ranks: str | None = None,
 ) -> str:
     """`ReceiveTimeout`'s text (``hint``: a last clause the caller adds, "" for none;
-    ``closing_rank``: the rank of ``source``, in close(), whose every message has arrived)."""
+    ``closing_rank``: the rank of ``source``, in close(), whose every message has arrived;
+    ``closing_ranks``: with no source, every other rank, in close(), named: "ranks 1-3")."""
     wanted = []
     if source is not None:
         wanted.append(f"source={source}")
@@ -83,6 +85,15 @@ def _receive_timeout_text(
             f"(rank {closing_rank}) is in close() and sends nothing more, and every message it "
             "sent this rank has arrived (a message never sent? every rank receives what it "
             "waits for before close())"
+        )
+        what = ""
+    elif closing_ranks is not None:
+        text = (
+            f"{call} on {node} found no message{what}, and none can arrive: every other rank "
+            f"({closing_ranks}) is in close() and sends nothing more, every message they sent "
+            "this rank has arrived, and no other thread or handler of this rank can send (a "
+            "message never sent? a rank that ended its loop early? every rank receives what "
+            "it waits for before close())"
         )
         what = ""
     elif waited:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from functools import wraps
@@ -37,6 +38,18 @@ def count_as_sender(thread: threading.Thread, busy: Callable[[], bool] | None) -
         _busy_daemons[thread] = busy
 
 
+# geode_mpi's own threads (`own_thread`): the start-up and SIGTERM watchers, an executor's, a
+# checkpoint's fsync, close()'s seal step. None sends a job's message but an executor's, which
+# counts as a sender while it has work (`count_as_sender`).
+_own: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def own_thread(thread: threading.Thread) -> threading.Thread:
+    """Mark ``thread`` as one of geode_mpi's own (`any_sender_may_run` leaves it out)."""
+    _own.add(thread)
+    return thread
+
+
 def daemons_busy() -> bool:
     """True while one of geode_mpi's own daemon threads besides this one has work that may send
     (`count_as_sender`)."""
@@ -57,6 +70,21 @@ def senders_may_run() -> bool:
         return True
     return any(
         thread is not me and not thread.daemon and thread.is_alive()
+        for thread in threading.enumerate()
+    )
+
+
+def any_sender_may_run() -> bool:
+    """True while any other thread runs that is not one of geode_mpi's own (`own_thread`),
+    daemon or not, or one of geode_mpi's own has work that may send (`count_as_sender`): what
+    a wait asks before it concludes that nothing can reach it any more from other ranks (a
+    user's daemon thread may send as well as any; a wait that only gives up sooner in one
+    process keeps to `senders_may_run`)."""
+    me = threading.current_thread()
+    if daemons_busy():
+        return True
+    return any(
+        thread is not me and thread.is_alive() and thread not in _own
         for thread in threading.enumerate()
     )
 

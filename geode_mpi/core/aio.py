@@ -52,6 +52,8 @@ class Receiving(Driven, Protocol):
         self, index: int, match: Match | None, key: Any, timeout: float | None, spun: bool = False
     ) -> Taken | None: ...
 
+    def gone_test(self, index: int, source: str | int | None) -> Callable[[float], bool] | None: ...
+
 
 def locked(runtime: Driven, call: Callable[..., _R], *args: Any) -> _R:
     """``call(*args)`` holding the gate when other threads exist (as the blocking calls do)."""
@@ -154,6 +156,8 @@ async def take(
     refused: Callable[[], bool] | None = None,
     call: str | None = None,
     awaited: Collection[int] = (),
+    ends: bool = False,
+    source: str | int | None = None,
 ) -> Taken | None:
     """Take the next matching parcel of local node ``index``, awaiting one for up to
     ``timeout`` seconds (None: no limit; 0: do not wait); None if none came, or once the
@@ -165,6 +169,11 @@ async def take(
     (`Processor.awaited`: a `messages()` loop's; they go to the request that awaits them),
     looked at on every take.
 
+    ``ends``: an `areceive` of a message of node ``source`` (of another rank), which ends
+    after one last take once nothing of it can arrive any more (`Runtime.gone_test`, asked
+    by its poller's idle looks only: nothing on a take that finds its message). Not one with
+    no source: a callback of its event loop (a timer's, a future's) may still send, unseen.
+
     Raises:
         ClosedError: with ``call`` (a request's, as `Wait`'s ``call``), once close() began
             in another thread, naming it (`check_closing`).
@@ -172,6 +181,9 @@ async def take(
     deadline = deadline_of(timeout)
     queue = runtime.queued[index]
     engine = runtime.engine
+    started = time.perf_counter()
+    ended = False  # (`idle` said so)
+    tests: list[Callable[[float], bool] | None] = []  # `Runtime.gone_test`'s, once asked
 
     def not_awaited(parcel: Parcel) -> bool:
         return parcel.reply_to not in awaited and (match is None or match(parcel))
@@ -188,6 +200,14 @@ async def take(
             return True
         wanted = now()
         return bool(queue) and (wanted is None or any(wanted(parcel) for parcel in queue))
+
+    def idle() -> bool:  # (the poller's idle looks ask it, holding the gate)
+        nonlocal ended
+        if not tests:
+            tests.append(runtime.gone_test(index, source))
+        test = tests[0]
+        ended = test is not None and test(started)
+        return ended
 
     def take_now() -> Taken | None:
         return runtime.take(index, now(), key, 0)
@@ -209,14 +229,17 @@ async def take(
             return None
         if deadline is not None and time.monotonic() >= deadline:
             return None
-        if refused is not None and refused():
+        if (refused is not None and refused()) or ended:
             return None
         poller = poller_of(runtime)
         # Woken, it takes the parcel itself (next turn): a parcel held back for a retry, or
         # taken by a receive of another thread meanwhile, only means another wait.
-        if not await poller.until(ready, deadline, None if now() else queue, kick):
+        plain = None if now() else queue
+        if not await poller.until(ready, deadline, plain, kick, idle if ends else None):
             return locked(runtime, take_now)
         kick = False
+        if ended:
+            locked(runtime, engine.poll)  # (what the last count covers is here)
         found = locked(runtime, take_now)
 
 

@@ -78,6 +78,7 @@ class Channels(Subscribing):
         self._early: list[tuple[int, int, Message, Route]] = []
         self._streams_made = 0  # topics' and work queues' streams (numbers taken or skipped)
         self.executor_count = 0  # executors made (the last one's k, in `executor_number`)
+        self.finished_pairs: list[tuple[int, int]] = []  # released executors' (`drop_idle`)
         self._queues_made = False  # a work queue was made (executors' too, released or not)
         self.patterns: dict[Pattern, Subscription] = {}  # in the order first subscribed
         # Restarted: the pattern (un)subscribes made since, while a saved topic is not made

@@ -26,7 +26,7 @@ from concurrent.futures import Executor, Future
 from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from geode_mpi.base.gate import count_as_sender
+from geode_mpi.base.gate import count_as_sender, own_thread
 from geode_mpi.base.logger import log
 from geode_mpi.core.executor_serving import Serving
 from geode_mpi.core.executor_state import _Absent as _Absent
@@ -129,6 +129,7 @@ class GeodeExecutor(Serving, Executor):
                 # In one process, a receive or run() that waits while a future is pending may
                 # get what its task sends: the thread counts as a sender (`senders_may_run`).
                 count_as_sender(thread, self._pending)
+                own_thread(thread)  # (not a user's: `any_sender_may_run`)
                 internal(thread)  # its waits are not the job's: no notice of a long wait
                 thread.start()
             atexit.register(self._at_exit)  # runs before the Geodes' own exit, which waits

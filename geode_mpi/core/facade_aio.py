@@ -58,7 +58,12 @@ class Asyncio(Facade):
         match = None if unfiltered else self._matcher(source, type, topic)
         key = None if order is None else order_key(order)
         was_open = not runtime.closed  # (a close() in another thread may end its await)
-        found = await aio.take(runtime, index, match, key, timeout, FIRST_SPIN)
+        # (with a source only: with none, a callback of this loop may send, unseen: `aio.take`)
+        ends = source is not None and timeout != 0 and topic is None
+        ends = ends and runtime.transport.delivers_later
+        found = await aio.take(
+            runtime, index, match, key, timeout, FIRST_SPIN, ends=ends, source=source
+        )
         if found is not None:
             return aio.locked(runtime, runtime.deliver, index, found)
         raise self._nothing_came("areceive", index, timeout, source, type, True, was_open)

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from geode_mpi.base.backoff import CLOSING_YIELD
-from geode_mpi.base.gate import locked, senders_may_run
+from geode_mpi.base.gate import any_sender_may_run, locked
 from geode_mpi.base.listing import counted_nodes, some_names
 from geode_mpi.base.logger import log
 from geode_mpi.core.facade import Facade
@@ -277,7 +277,7 @@ class Lifecycle(Facade):
 
         def arrived() -> bool:
             engine.tell_closing(told)  # (the pairs whose first message arrived meanwhile too)
-            if engine.awaited:
+            if engine.awaited or engine.awaited_ranks:
                 self._tell_done()
             return entered()
 
@@ -302,13 +302,17 @@ class Lifecycle(Facade):
     def _tell_done(self) -> None:
         """This rank is in close(): answer each receive of another rank that waits for a
         message of a node here (`Engine.awaited`) once that node can send nothing more (it
-        has no handler, and no other thread runs that could send, `senders_may_run`) with
+        has no handler, and no other thread runs, daemon or not, `any_sender_may_run`) with
         how many envelopes this rank sent the waiter's (a done record): once they have all
-        arrived there, a receive that still finds nothing from it raises."""
-        if senders_may_run():
+        arrived there, a receive that still finds nothing from it raises. A receive with no
+        source is answered so for every node here at once (`Engine.awaited_ranks`), once no
+        node here has a handler, saying whether this rank may yet send on what another rank
+        sends it (`Engine.relays_here`: then that receive never concludes)."""
+        if any_sender_may_run():  # (a user's daemon thread may send while close() serves)
             return
-        engine = self._runtime.engine
-        transport = self._runtime.transport
+        runtime = self._runtime
+        engine = runtime.engine
+        transport = runtime.transport
         left = set()
         for waiter, source in engine.awaited:
             if self._processor.has_handlers(source) or source in engine.group_sequencers:
@@ -318,6 +322,16 @@ class Lifecycle(Facade):
             if count is not None:
                 engine.path.control(source, waiter, encode_sends_done(count))
         engine.awaited = frozenset(left)
+        if engine.awaited_ranks and not any(map(self._processor.has_handlers, runtime.local)):
+            # (a receive with no source: no node here sends more of its own; never answered
+            # if one has a handler; said with whether this rank may relay another's)
+            relays = engine.relays_here()
+            for waiter, asked in engine.awaited_ranks:
+                count = transport.sent_count(engine.rank_of(waiter))
+                if count is not None:
+                    done = encode_sends_done(count, whole_rank=True, relays=relays)
+                    engine.path.control(asked, waiter, done)
+            engine.awaited_ranks = frozenset()
 
     def _report_unreceived(self) -> None:
         checkpointer = self._checkpointer

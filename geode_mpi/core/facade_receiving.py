@@ -7,7 +7,7 @@ from typing import Any
 
 from geode_mpi import codec
 from geode_mpi.base.gate import locked, other_threads, senders_may_run
-from geode_mpi.base.listing import some_names
+from geode_mpi.base.listing import ranks_named, some_names
 from geode_mpi.codec.runs import RunItem
 from geode_mpi.core.aio import POLL_EVERY_RUN_RECEIVES
 from geode_mpi.core.facade import Facade
@@ -288,6 +288,13 @@ class ReceiveCalls(Facade):
                 )
         src = None if source is None else runtime.placement.index(source)
         gone = src is not None and waited and runtime.source_gone(index, src)
+        everyone = (  # (never an awaited receive's: `aio.take`)
+            src is None
+            and waited
+            and call != "areceive"
+            and engine.asked_ranks
+            and runtime.others_gone(index, 0)
+        )
         return ReceiveTimeout(
             names[index],
             timeout or 0.0,
@@ -298,6 +305,7 @@ class ReceiveCalls(Facade):
             call=call,
             hint=hint,
             closing_rank=engine.rank_of(src) if gone and src is not None else None,
+            closing_ranks=ranks_named(engine.ranks_done) if everyone else None,
         )
 
     def _matcher(

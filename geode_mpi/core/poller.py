@@ -65,18 +65,22 @@ class Driven(Protocol):
 class Waiter:
     """One awaiting coroutine: its future and what it waits for."""
 
-    __slots__ = ("future", "queue", "ready")
+    __slots__ = ("future", "idle", "queue", "ready")
 
     def __init__(
         self,
         future: asyncio.Future[bool],
         ready: Callable[[], bool],
         queue: deque[Parcel] | None,
+        idle: Callable[[], bool] | None = None,
     ) -> None:
         self.future = future
         self.ready = ready
         # An unfiltered receive's queue: a look wakes at most as many of them as it holds.
         self.queue = queue
+        # Asked at the looks past the first spin only (nothing has happened for a while):
+        # True wakes it too (an areceive once nothing can come, `aio.take`).
+        self.idle = idle
 
 
 class Poller:
@@ -142,15 +146,18 @@ class Poller:
         deadline: float | None,
         queue: deque[Parcel] | None = None,
         kick: bool = True,
+        idle: Callable[[], bool] | None = None,
     ) -> bool:
         """Wait until ``ready()`` (True) or the deadline passes (False, `time.monotonic`).
 
         True also when the runtime closed meanwhile: the caller looks at its state again.
         ``kick``: start looking at once, with the back-off reset (a new wait: its caller has
-        probably just sent something and expects an answer soon).
+        probably just sent something and expects an answer soon). ``idle``: True also once
+        ``idle()``, asked only by the looks that come once nothing happened for the yield
+        time (those that back off: `Waiter.idle`).
         """
         future: asyncio.Future[bool] = self.loop.create_future()
-        waiter = Waiter(future, ready, queue)
+        waiter = Waiter(future, ready, queue, idle)
         self.waiters.append(waiter)
         timer = None
         if deadline is not None:
@@ -216,12 +223,14 @@ class Poller:
         engine = runtime.engine
         closed = runtime.closed
         moved = False
+        idle = False  # nothing happened for the yield time: ask the waiters' `idle` too
         if not closed:
             transport = engine.transport
             transport.flush()  # what isend or publish hold back to batch goes now
             moved = engine.poll()
             self.busy = transport.busy
-            if not moved and time.perf_counter() - self._since < self.yield_time_now():
+            idle = not moved and time.perf_counter() - self._since >= self.yield_time_now()
+            if not moved and not idle:
                 # Soon after an event, spin on MPI as the blocking waits do (a reply is likely
                 # within microseconds): a look holds the loop for `spin` at most, or for
                 # `busy_slice` while data moves (MPI copies a large message a chunk per call:
@@ -235,6 +244,7 @@ class Poller:
             engine.flush_after(self._since)  # the senders may be waiting for acks or credits
         # (a close() of another thread that ended unfinished ends the waits as closing does)
         ended = closed or ended_elsewhere(engine)
+        idle = idle and not moved
         budgets: dict[int, int] = {}  # an unfiltered queue's parcels not yet promised
         still = []
         for waiter in self.waiters:
@@ -249,9 +259,11 @@ class Poller:
                 if left:
                     budgets[id(queue)] = left - 1
                     future.set_result(True)
+                elif idle and waiter.idle is not None and waiter.idle():
+                    future.set_result(True)
                 else:
                     still.append(waiter)
-            elif waiter.ready():
+            elif waiter.ready() or (idle and waiter.idle is not None and waiter.idle()):
                 future.set_result(True)
             else:
                 still.append(waiter)

@@ -263,7 +263,8 @@ class Quiescence:
         if self.failed <= PACE_AFTER:
             self._start()  # at once: rank 0 is idle now, and the next look may be a pause away
         else:  # the job works: the next wave after a pause, and no rank holds meanwhile
-            pause = min(PACE_MAX, PACE_FIRST * 2 ** (self.failed - PACE_AFTER - 1))
+            # (the exponent bounded: 2 ** 1040 failed waves on is past a float)
+            pause = min(PACE_MAX, PACE_FIRST * 2 ** min(self.failed - PACE_AFTER - 1, 30))
             self.next_start = time.monotonic() + pause
             if wave > self.voided:  # (not if voided as work came)
                 self.voided = wave

@@ -43,6 +43,9 @@ class _NotServed:
     def refuse_undecodable(self, index: int, parcel: Parcel, error: BaseException) -> None:
         return None
 
+    def has_handlers(self, index: int) -> bool:
+        return False
+
 
 class Runtime(Sending, Receiving):
     """The state and mechanics of one Geode on this rank.

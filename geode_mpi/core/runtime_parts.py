@@ -60,6 +60,10 @@ class Served(Protocol):
         """Answer a request that node ``index`` took and could not decode with the failure."""
         ...
 
+    def has_handlers(self, index: int) -> bool:
+        """Whether local node ``index`` has a handler (that may send while a wait serves it)."""
+        ...
+
 
 class RuntimeParts:
     """The state `Runtime.__init__` sets, declared for the parts it inherits (`Sending`,

@@ -4,10 +4,11 @@ node's queue, and the waits for one."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from geode_mpi import codec
-from geode_mpi.base.gate import other_threads, senders_may_run
+from geode_mpi.base.gate import any_sender_may_run, other_threads, senders_may_run
 from geode_mpi.codec import header
 from geode_mpi.core.aio import POLL_EVERY_RECEIVES
 from geode_mpi.core.runtime_parts import FIRST_SPIN, RuntimeParts
@@ -24,6 +25,14 @@ from geode_mpi.tracing import TRACER, now_us
 ADMIT_POLLS = 16
 _FROM_STREAM = codec.FLAG_TOPIC | codec.FLAG_WORK  # from a topic's or a work queue's stream
 _TOPIC = codec.FLAG_TOPIC
+# A receive with no source asks every other rank to say when it can send nothing more (one
+# small record each, once per Geode: `Receiving.others_gone`) only once it has waited this
+# long: most waits end sooner, and a job of P ranks then sends no P - 1 records at all.
+ASK_ALL_AFTER = 0.5
+# A wait asks whether what it waits for can still come (`gone_test`: a waiting record to the
+# source's rank, the test of every other rank's answers) only once it has lasted this long:
+# a receive whose message comes sooner (nearly every one) pays nothing for it.
+LOOK_AFTER = 0.01
 
 
 class Receiving(RuntimeParts):
@@ -99,11 +108,13 @@ class Receiving(RuntimeParts):
         timeout: float | None,
         spun: bool = False,
         source: str | int | None = None,
+        what: Callable[[], str] | None = None,
     ) -> tuple[Parcel, Any] | None:
         """Take the next matching parcel of local node ``index``, waiting up to ``timeout``
         seconds (None: no limit; 0: do not wait) for one; None if none came. ``spun``: the
         caller has just spun (`Engine.take_express`): wait at once. ``source``: the node
-        ``match`` takes messages of only (a wait ends once it can send none, `source_gone`)."""
+        ``match`` takes messages of only (a wait ends once it can send none, `source_gone`).
+        ``what``: what the wait is for, in words (`Wait`'s; None: a message at the node)."""
         engine = self.engine
         if self.closed:
             return engine.take(index, match, key, False)
@@ -139,7 +150,7 @@ class Receiving(RuntimeParts):
             return found
         started = time.perf_counter()
         try:
-            return self._wait_take(index, match, key, timeout, started, source)
+            return self._wait_take(index, match, key, timeout, started, source, what)
         finally:
             self.waited(index, started, "wait: receive")
 
@@ -188,20 +199,27 @@ class Receiving(RuntimeParts):
         timeout: float | None,
         started: float,
         source: str | int | None,
+        said: Callable[[], str] | None,
     ) -> tuple[Parcel, Any] | None:
         engine = self.engine
         transport = self.transport
         deadline = None if timeout is None else time.monotonic() + timeout
-        src = -1 if source is None else self.ask_when_done(index, source)
+        asking: float | None = started + LOOK_AFTER  # (None: no answer could end this wait)
+        gone: Callable[[float], bool] | None = None
 
         def look() -> tuple[Parcel, Any] | Marker | None:
+            nonlocal asking, gone
             # (closed by another thread while this one paused, or its close() ended unfinished)
             if self.closed or ended_elsewhere(engine):
                 return None
             found = engine.take(index, match, key, False)
-            if found is None and src >= 0 and self.source_gone(index, src):
-                engine.poll()  # (what the last count covers is here: taken, or none is)
-                return engine.take(index, match, key, False)
+            if found is None and asking is not None and time.perf_counter() >= asking:
+                if gone is None:
+                    gone = self.gone_test(index, source)
+                    asking = None if gone is None else asking
+                if gone is not None and gone(started):
+                    engine.poll()  # (what the last count covers is here: taken, or none is)
+                    return engine.take(index, match, key, False)
             return IDLE if found is None else found
 
         def alone() -> bool:  # one process, and the threads that could send to it are gone
@@ -212,8 +230,60 @@ class Receiving(RuntimeParts):
             return f"a message at {self.names[index]} ({queued} other message(s) queued there)"
 
         # (receive looked just now, before its first spin)
-        wait = Wait(engine, deadline, started, looked=True, what=what)
+        wait = Wait(engine, deadline, started, looked=True, what=said or what)
         return wait.until(look, None if transport.delivers_later else alone)
+
+    def gone_test(self, index: int, source: str | int | None) -> Callable[[float], bool] | None:
+        """For a receive at ``index`` that waits for a message of node ``source`` (None: of
+        any node, a blocking receive's only), a test of whether none can come any more,
+        given when the wait started (`time.perf_counter`): `source_gone`, or with no source
+        `others_gone`; None if no answer could end the wait (a node of this rank, a Geode
+        closing, one rank; with no source, a group, topic or work queue known here, or a
+        handler here: not worth asking). Asked only once a wait has lasted (`LOOK_AFTER`;
+        an awaited one, once its poller's looks are past their first spin)."""
+        if source is not None:
+            src = self.ask_when_done(index, source)
+            return None if src < 0 else lambda started: self.source_gone(index, src)
+        if (
+            self.sealed
+            or min(self.size, len(self.names)) < 2
+            or self.engine.relays_here()
+            or any(map(self.served.has_handlers, self.local))
+        ):
+            return None
+        return lambda started: self.others_gone(index, started)
+
+    def others_gone(self, index: int, started: float) -> bool:
+        """Whether no message can reach node ``index`` any more, for a receive with no source
+        that started waiting at ``started``: once it has waited `ASK_ALL_AFTER`, every other
+        rank is asked (once per Geode) to say when no node of it can send more (its rank in
+        close(), no handler there); then every one said so, and none may relay another's
+        messages (each said whether it knows a group, topic or work queue or holds messages
+        to forward; this rank knows none either), everything each sent this rank before
+        that has arrived, no other thread of this rank runs (`any_sender_may_run`: a daemon
+        one may send too) and no handler here can send, and none of its messages is held for
+        a retry. Never asked for an awaited receive: a callback of its event loop (a timer, a
+        future's) may send, and nothing tells whether one will."""
+        engine = self.engine
+        if not engine.asked_ranks:
+            if time.perf_counter() - started >= ASK_ALL_AFTER:
+                engine.asked_ranks = True
+                for rank in range(min(self.size, len(self.names))):
+                    if rank != self.rank:  # (to the rank's first node: any would do)
+                        first = self.placement.hosted_by(rank)[0]
+                        self.path.control(index, first, encode_waiting(whole_rank=True))
+            return False
+        done = engine.ranks_done
+        arrived = self.transport.arrived_count
+        return (
+            len(done) == min(self.size, len(self.names)) - 1
+            and not engine.relaying_ranks
+            and not engine.relays_here()
+            and self.inboxes[index].next_ready() is None
+            and not any_sender_may_run()
+            and not any(map(self.served.has_handlers, self.local))
+            and all(arrived(rank, count) for rank, count in done.items())
+        )
 
     def ask_when_done(self, index: int, source: str | int) -> int:
         """A receive at ``index`` waits for a message of node ``source``: if that node is on

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from geode_mpi.base.gate import own_thread
 from geode_mpi.base.logger import log
 from geode_mpi.errors import GeodeTimeoutError
 from geode_mpi.persistence import CheckpointError, CheckpointStore
@@ -157,7 +158,7 @@ def _bounded(step: Callable[[], Any], deadline: float | None, where: str) -> Any
         except BaseException as exc:  # (any: raised again in the caller's thread)
             failed.append(exc)
 
-    thread = threading.Thread(target=run, name="geode-seal", daemon=True)
+    thread = own_thread(threading.Thread(target=run, name="geode-seal", daemon=True))
     thread.start()
     thread.join(max(deadline - time.monotonic(), 0.0))
     if thread.is_alive():

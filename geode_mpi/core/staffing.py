@@ -8,6 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from geode_mpi.core.executor import GeodeExecutor
+from geode_mpi.delivery.pairs import drop_idle
 from geode_mpi.errors import ThreadError
 
 if TYPE_CHECKING:
@@ -31,18 +32,25 @@ def open_executor(
     made = channels.executors_made
     check_outside_blocks(made, runtime.rank)
     channels.release_finished()
+    engine = runtime.engine
+    channels.finished_pairs = drop_idle(
+        channels.finished_pairs, engine.pairs_out, engine.pairs_in, engine.resend_after is not None
+    )
     chosen, taking, k = staff(runtime, channels, client, workers)
     number = channels.executor_number(k)
     queue = channels.work_queue(f"executor-{k}", taking, chosen, [chosen], prefetch, number)
     channels.executor_count = k
     queue.executor = True
-    return GeodeExecutor(runtime, queue, chosen, taking, made, partial(forget, channels))
+    pairs = [(number, worker) for worker in taking]
+    return GeodeExecutor(runtime, queue, chosen, taking, made, partial(forget, channels, pairs))
 
 
-def forget(channels: Channels, executor: GeodeExecutor) -> None:
+def forget(channels: Channels, pairs: list[tuple[int, int]], executor: GeodeExecutor) -> None:
     """Let go of a finished executor on this rank (`GeodeExecutor.finished`): its work queue,
     and itself (with its threads, futures and queues), so that a job making one executor after
-    another holds only those not finished."""
+    another holds only those not finished; its queue's ``pairs`` (stream, worker) go at the
+    next executor, once idle (`drop_idle`: an ack may still be on its way now)."""
+    channels.finished_pairs += pairs
     if executor in channels.executors_made:
         channels.executors_made.remove(executor)
     if executor in channels.executors:

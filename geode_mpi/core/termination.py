@@ -28,6 +28,7 @@ from typing import Any
 
 from geode_mpi.base.backoff import term_hook
 from geode_mpi.base.failure import TERMINATED_STATUS, rank_label
+from geode_mpi.base.gate import own_thread
 from geode_mpi.base.logger import load_logging, log
 from geode_mpi.errors import Terminated
 from geode_mpi.transport import abort_world
@@ -105,7 +106,9 @@ class Termination:
             os.set_blocking(read, False)
             os.set_blocking(write, False)
             self._pipe = (read, write)
-            self._thread = threading.Thread(target=self._watch, name="geode-sigterm", daemon=True)
+            self._thread = own_thread(
+                threading.Thread(target=self._watch, name="geode-sigterm", daemon=True)
+            )
             self._thread.start()
         load_logging()  # _note logs from the handler: no import to run in there
         handler = signal.signal(signal.SIGTERM, self._on_signal)

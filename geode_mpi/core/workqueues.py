@@ -252,7 +252,7 @@ class WorkQueue(Dispatching):
         timeout = check_timeout(timeout)
         if index in self._ended:
             return None  # (its one WorkDone was taken: the queue is over for it)
-        found = geode.take(index, self._is_mine, None, timeout)
+        found = geode.take(index, self._is_mine, None, timeout, what=lambda: self._awaited(index))
         if found is None:
             geode.check_open("get")
             queued = len(geode.inboxes[index])
@@ -264,6 +264,20 @@ class WorkQueue(Dispatching):
             )  # fmt: skip
         message = geode.deliver(index, found)
         return None if isinstance(message, WorkDone) else message
+
+    def _awaited(self, index: int) -> str:
+        """What a consumer's `get` waits for (the notice of a long wait, --hang-timeout): a
+        producer whose rank entered close() without `finish` leaves it waiting for ever, and
+        nothing tells it so (its tasks pass through the dispatcher, maybe on a third rank)."""
+        names = self._geode.names
+        producers = some_names(names[i] for i in sorted(self._producers))
+        queued = len(self._geode.inboxes[index])
+        return (
+            f"a task of work queue {self.name!r} at {names[index]} from its dispatcher "
+            f"{self.dispatcher} ({queued} other message(s) queued there); get() returns None "
+            f"only once every producer ({producers}) has called finish(): one whose rank is "
+            "in close() without it leaves get() waiting (call finish() before close())"
+        )
 
     def _is_mine(self, parcel: Any) -> bool:
         return bool(parcel.source == self.number)

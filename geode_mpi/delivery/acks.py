@@ -24,6 +24,8 @@ from geode_mpi.delivery.control import (
     encode_ack,
     kind,
     ranges,
+    relays,
+    whole_rank,
 )
 from geode_mpi.delivery.engine_state import EngineState
 from geode_mpi.delivery.pairs import PairIn
@@ -62,6 +64,9 @@ class Acks(EngineState):
     # source (a waiting record): answered once this rank is in close() (`Runtime.tell_done`).
     # Replaced, never changed in place (class defaults, as the two below).
     awaited: frozenset[tuple[int, int]] = frozenset()
+    # (waiter, local node asked): a receive with no source at remote node waiter waits;
+    # answered for every node of this rank at once, as ``awaited`` is.
+    awaited_ranks: frozenset[tuple[int, int]] = frozenset()
     # (waiter, source) this rank asked about (once each), and source -> the envelopes its
     # rank sent this one before it said it sends nothing more (a done record).
     asked: frozenset[tuple[int, int]] = frozenset()
@@ -70,6 +75,27 @@ class Acks(EngineState):
     # message forwarded here marks its sequencer): they forward other nodes' messages in
     # close(), so a receive(source=) of one is never told "done" (`Runtime.tell_done`).
     group_sequencers: frozenset[int] = frozenset()
+    # Whether this rank asked every other rank (a receive with no source waited a while),
+    # and rank -> the envelopes it sent this one before it said no node of it sends more.
+    asked_ranks = False
+    ranks_done: dict[int, int] = {}  # noqa: RUF012
+    # The ranks among those that said so which may yet send on what another rank sends them
+    # (their done record's `RELAYS`: `relays_here` was True there).
+    relaying_ranks: frozenset[int] = frozenset()
+
+    def relays_here(self) -> bool:
+        """Whether this rank may send on what another rank sends it, in close() too: it knows
+        a group (its sequencer forwards; the group's other ranks send to it), a topic or a
+        work queue (their sequencers and dispatchers forward; made on every rank), or holds
+        messages to forward. A message may then reach a waiting receive through a rank that
+        said it sends nothing more, after it said so (`Runtime.others_gone`)."""
+        return bool(
+            self.group_sequencers
+            or self.topics.streams
+            or self.forwards
+            or self.forwarders
+            or self.held_for_room
+        )
 
     def watch(self, key: Key, handle: Told) -> None:
         """``handle``, while it lives, is told (`Told.told_lost`) if message ``key`` is
@@ -187,10 +213,20 @@ class Acks(EngineState):
                 self.closing_beyond = {**self.closing_beyond, (sender, receiver): beyond}
             return
         if kind(payload) == WAITING:  # (from "receiver", which waits for a message of sender's)
-            self.awaited = self.awaited | {(receiver, sender)}
+            if whole_rank(payload):  # (... or of any node of sender's rank)
+                self.awaited_ranks = self.awaited_ranks | {(receiver, sender)}
+            else:
+                self.awaited = self.awaited | {(receiver, sender)}
             return
         if kind(payload) == SENDS_DONE:  # (receiver, whose rank is in close(), sends no more)
-            self.sends_done = {**self.sends_done, receiver: decode_sends_done(payload)}
+            count = decode_sends_done(payload)
+            if whole_rank(payload):
+                rank = self.rank_of(receiver)
+                self.ranks_done = {**self.ranks_done, rank: count}
+                if relays(payload):
+                    self.relaying_ranks = self.relaying_ranks | {rank}
+            else:
+                self.sends_done = {**self.sends_done, receiver: count}
             return
         if kind(payload) == LOST:  # (before the ack record that acknowledges it)
             why, seq = decode_lost(payload)

@@ -236,7 +236,10 @@ class PayloadCache:
         self, rank: int, meta: memoryview, frames: Sequence[Any], nbytes: int
     ) -> tuple[memoryview, list[Any], int]:
         """Apply the cache prefix of an arrival from ``rank``: the codec's meta, the frames
-        with every reference resolved (read-only), and the message's size as sent.
+        with every reference resolved (read-only), and ``nbytes``, the bytes that arrived
+        (the prefix, a reference's empty frame: what the sender counted in `sent_bytes`,
+        so that `received_bytes` counts the same; it counted the arrays referred to in
+        full, and not the prefix).
 
         Raises:
             DecodeError: the prefix does not parse, or names an id this rank does not hold
@@ -280,7 +283,6 @@ class PayloadCache:
                         "hold (its cache mirror and this rank's store disagree)"
                     )
                 resolved[index] = found
-                nbytes += found.nbytes
             elif op == OP_USE_PART:
                 start, size = _PART.unpack_from(meta, offset) if offset < end else (0, -1)
                 offset += _PART.size
@@ -291,10 +293,9 @@ class PayloadCache:
                         f"{key}, which this rank does not hold whole"
                     )
                 resolved[index] = found.reshape(-1).view(np.uint8)[start : start + size]
-                nbytes += size
             else:
                 raise DecodeError(f"unknown cache op {op} from {sender}")
-        return meta[end:], resolved, nbytes - end
+        return meta[end:], resolved, nbytes
 
     def clear(self) -> None:
         """Forget everything (a closed Geode: its peers' stores go with theirs)."""

@@ -16,7 +16,11 @@ Payload layouts (little-endian), inside a codec control record (docs/wire-format
     waiting: u8 type 8 | 3 pad | u32 0 | u64 0: "I wait in receive(source=you)": answered,
            once the asked node's rank is in close() and that node can send nothing more, by
     done:  u8 type 9 | 3 pad | u32 0 | u64 envelopes the asked rank sent the asker's rank
-           before this record: "I send you nothing more" (`Engine.sends_done`)
+           before this record: "I send you nothing more" (`Engine.sends_done`); both with
+           flag 1 in the u32 (`WHOLE_RANK`): "I wait in a receive with no source" (to a
+           rank's first node), "no node of my rank sends you more" (`Engine.ranks_done`);
+           a whole-rank done record with flag 2 too (`RELAYS`, the u32 then 3): "but my
+           rank knows a group, topic or work queue: it may send on what another rank sends it"
     wave:  u8 type 2 (ask), 3 (answer), 4 (quiet), 10 (withdraw) or 11 (void) | 7 pad |
            u64 wave | u64 messages sent | u64 messages received (withdraw, void: 0 | 0; a void
            passed on down the tree: 1 | 0)
@@ -36,6 +40,8 @@ LOST = 7  # a waited message (ack=True) not processed (dropped, expired, dead-le
 # before its ack
 WAITING = 8  # a receive(source=node) waits on node: tell me once its rank can send no more
 SENDS_DONE = 9  # the answer: its rank is in close(), and this many envelopes came before it
+WHOLE_RANK = 1  # a waiting or done record's u32: about every node of the asked rank
+RELAYS = 2  # a whole-rank done record's u32, with WHOLE_RANK: the rank may relay (`relays`)
 LOST_WHY = {1: "dropped", 2: "expired", 3: "dead-lettered", 4: "closing"}
 DROPPED = 1
 EXPIRED = 2
@@ -159,14 +165,27 @@ def decode_lost(payload: memoryview | bytes) -> tuple[str, int]:
     return LOST_WHY[why], seq
 
 
-def encode_waiting() -> bytes:
-    """A waiting payload."""
-    return _HEAD.pack(WAITING, 0, 0)
+def encode_waiting(whole_rank: bool = False) -> bytes:
+    """A waiting payload (``whole_rank``: for any node of the asked rank)."""
+    return _HEAD.pack(WAITING, WHOLE_RANK if whole_rank else 0, 0)
 
 
-def encode_sends_done(sent: int) -> bytes:
-    """A done payload: ``sent`` envelopes went to the asker's rank before it."""
-    return _HEAD.pack(SENDS_DONE, 0, sent)
+def encode_sends_done(sent: int, whole_rank: bool = False, relays: bool = False) -> bytes:
+    """A done payload: ``sent`` envelopes went to the asker's rank before it (``whole_rank``:
+    said for every node of the answering rank; ``relays``: which may yet send on another
+    rank's messages, as a group's sequencer or a topic's or work queue's node)."""
+    flags = (WHOLE_RANK if whole_rank else 0) | (RELAYS if whole_rank and relays else 0)
+    return _HEAD.pack(SENDS_DONE, flags, sent)
+
+
+def whole_rank(payload: memoryview | bytes) -> bool:
+    """Whether a waiting or done payload is about every node of a rank (`WHOLE_RANK`)."""
+    return len(payload) == _HEAD.size and bool(_HEAD.unpack_from(payload, 0)[1] & WHOLE_RANK)
+
+
+def relays(payload: memoryview | bytes) -> bool:
+    """Whether a whole-rank done payload says its rank may relay (`RELAYS`)."""
+    return len(payload) == _HEAD.size and bool(_HEAD.unpack_from(payload, 0)[1] & RELAYS)
 
 
 def decode_sends_done(payload: memoryview | bytes) -> int:

@@ -97,6 +97,11 @@ class EngineState:
         asked: frozenset[tuple[int, int]]
         sends_done: dict[int, int]
         group_sequencers: frozenset[int]
+        # the same for a receive with no source: asked of and by every rank, rank -> envelopes
+        awaited_ranks: frozenset[tuple[int, int]]
+        asked_ranks: bool
+        ranks_done: dict[int, int]
+        relaying_ranks: frozenset[int]
         # (source, dest, seq) of every message told "closing" (a class default in acks.py)
         closing_told: set[tuple[int, int, int]] | None
         # (source, dest, seq) of the messages sent with ack=True that dest dropped or let

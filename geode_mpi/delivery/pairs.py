@@ -206,3 +206,41 @@ class PairIn:
 
     def was_processed(self, seq: int) -> bool:
         return seq < self.done_below or seq in self.done_extra
+
+
+Key = tuple[int, int]
+
+
+def drop_idle(
+    keys: Sequence[Key], pairs_out: dict[Key, PairOut], pairs_in: dict[Key, PairIn], resends: bool
+) -> list[Key]:
+    """Drop the records of the pairs ``keys`` of streams that send nothing more (a finished
+    executor's work queue, whose last message, the end, reached its worker) once nothing can
+    need them; the keys whose records must wait (a sending side's ack still to come, a
+    receiving side's ack still to send).
+
+    A sending side goes once its outbox is empty: every message acknowledged, so no resend
+    can come from it; an ack or a credit that comes for it later is ignored, its stream being
+    known still (`Acks`: "a stream's pair not kept here"). A receiving side goes once it owes
+    nothing (everything let through processed and its ack sent, no credit owed, nothing
+    held), and only without ``resends``: it is what tells a late copy of a message from a
+    new one, and a pair made again for a copy would let it through a second time. Without
+    resends every message arrives once, in order, so nothing comes after the end.
+    """
+    waiting = []
+    for key in keys:
+        out = pairs_out.get(key)
+        if out is not None and (out.outbox or out.resends or out.run is not None):
+            waiting.append(key)
+            continue
+        pairs_out.pop(key, None)
+        pair = pairs_in.get(key)
+        if pair is None or resends:
+            continue
+        if pair.held or pair.ack_due or pair.unacked or pair.owed or pair.done_extra:
+            waiting.append(key)
+        elif pair.done_below == pair.expected:
+            del pairs_in[key]
+        else:
+            waiting.append(key)  # (let through, not processed yet)
+    return waiting

@@ -28,9 +28,11 @@ class Polling(Failures):
     @property
     def data_received(self) -> int:
         """Data messages this rank received: queued, dropped as duplicates, or held until an
-        earlier one arrives (see `data_sent`, its counterpart)."""
-        held = sum(len(pair.held) for pair in self._in.values())
-        return held + sum(stats.received + stats.duplicates for stats in self.stats.values())
+        earlier one arrives, as their senders counted them (`TopicTable.counted_apart`; see
+        `data_sent`, its counterpart)."""
+        apart = sum(len(pair.held) for pair in self._in.values())
+        apart += sum(self.topics.counted_apart.values())
+        return apart + sum(stats.received + stats.duplicates for stats in self.stats.values())
 
     @property
     def data_sent(self) -> int:

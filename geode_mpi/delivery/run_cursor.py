@@ -19,9 +19,11 @@ _tuple_new = tuple.__new__
 
 def run_parcels(run: Run, meta: memoryview) -> list[Parcel]:
     """The queue's parcels of a run's messages: each with the run's meta, and (the run, its
-    index) as frames (`codec.decode` gives the message from them)."""
+    index) as frames (`codec.decode` gives the message from them). Their sizes add up to the
+    run's (the first takes the remainder): what its sender counted in `sent_bytes`."""
     src, first, flags = run.src, run.first_seq, run.flags
     size = max(1, len(meta) // len(run.payloads))
+    extra = max(0, len(meta) - size * len(run.payloads))
     made = run.messages()
     built: Sequence[Message | None] = [None] * len(run.payloads) if made is None else made
     item = RunItem
@@ -35,7 +37,7 @@ def run_parcels(run: Run, meta: memoryview) -> list[Parcel]:
                 NO_REPLY,
                 meta,
                 _tuple_new(item, (run, i, message)),
-                size,
+                size if i else size + extra,
                 0,
                 0,
                 NEVER,

@@ -19,7 +19,10 @@ class NodeStats(Record):
         acked: messages this node sent that their receiver acknowledged.
         acks_sent: acknowledgement records this node sent (each covers a batch of messages).
         unacked: messages this node sent that are not acknowledged yet (its outbox).
-        resent: copies sent again after an acknowledgement timeout.
+        resent: copies sent again after an acknowledgement timeout, and a topic's retained
+            messages replayed for each subscriber that joined later (counted by the
+            subscribers in received / received_bytes; one that comes back skips those it
+            had, counted in none of its counters).
         retries: deliveries repeated after a failed processing.
         duplicates: copies of already received messages that were dropped.
         dead_letters: messages that failed every attempt (see `Geode.dead_letters`).

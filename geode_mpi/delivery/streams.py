@@ -56,6 +56,12 @@ class Streams(EngineState):
         pair = self._in.get((number, sub))
         if pair is not None:
             pair.rejoining = True
+            # The replay for it (sent before anything published after this change) skips the
+            # numbers below `expected`, each counted once in `counted_apart`: its publisher
+            # counted it resent for this subscriber. A later replay, for another subscriber,
+            # is not for it: its numbers there are ones this replay had (retained numbers
+            # only move on), past the window's lo by then.
+            self.topics.had[(number, sub)] = [0, pair.expected]
 
     def _topic_arrival(
         self,
@@ -69,20 +75,44 @@ class Streams(EngineState):
         reply_to: int,
     ) -> None:
         """A message published on a topic: a copy into each local subscriber's queue, through
-        the pair of (the publisher's stream, that subscriber)."""
+        the pair of (the publisher's stream, that subscriber).
+
+        Each copy is counted by its subscriber (received, duplicate, or held), except a replay
+        one skips. So that the job's counts for quiescence meet its publisher's, `counted_apart`
+        adds a replay skipped by one that came back (counted resent for it), and counts a
+        resend after an ack timeout once (sent for one subscriber, it reaches all of them
+        here, or none if its subscriber left)."""
         first = True
+        resend = flags & _REPLAY == _REPLAY
         for sub in self.topics.local_subscribers(wire):
             key = (stream, sub)
             pair = self._in.get(key)
             if pair is None:
                 pair = self._in[key] = PairIn(start=seq)  # a new subscriber starts here
             elif flags & _REPLAY == _FLAG_RESENT and seq < pair.expected:
-                continue  # a retained message replayed for a new subscriber: not for this one
+                # a retained message replayed for a new subscriber: not for this one, unless it
+                # came back (`rejoin`) and had it
+                had = self.topics.had.get(key)
+                if had is not None and had[0] <= seq < had[1]:
+                    self._count_apart(sub, 1)
+                    had[0] = seq + 1
+                    if had[0] == had[1]:
+                        del self.topics.had[key]
+                continue
             elif pair.rejoining and seq >= pair.expected:
                 pair.resume_at(seq)  # (subscribed again: where it resumes)
+                self.topics.had.pop(key, None)
+            if resend and not first:
+                self._count_apart(sub, -1)
             copies = frames if first else [keep_or_copy(frame) for frame in frames]
             first = False
             parcel = _tuple_new(
                 Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0, 0, _NEVER)
             )
             self._admit(key, pair, parcel, sub, self.inboxes[sub])
+        if resend and first and self.inboxes:  # (its subscriber left as it came: counted here)
+            self._count_apart(next(iter(self.inboxes)), 1)
+
+    def _count_apart(self, sub: int, count: int) -> None:
+        apart = self.topics.counted_apart
+        apart[sub] = apart.get(sub, 0) + count

@@ -69,6 +69,15 @@ class TopicTable:
         # by `geode_mpi.core.restoring`), to say what happens to an arrival before topic().
         self.restored: dict[int, list[str]] = {}
         self.told: set[int] = set()  # the ranks whose early resends were logged
+        # Arrivals counted for quiescence (`Engine.data_received`) apart from the nodes'
+        # received and duplicates, by node (`Streams._topic_arrival`): + a replayed message
+        # that a subscriber which came back had, and skipped (its publisher counted it resent
+        # for it); - a resend after an ack timeout counted by a second local subscriber (sent
+        # for one). Saved with the node's checkpoint.
+        self.counted_apart: dict[int, int] = {}
+        # (stream, subscriber) that came back -> [lo, hi): the replayed numbers it had, not yet
+        # skipped (`Streams.rejoin`).
+        self.had: dict[tuple[int, int], list[int]] = {}
 
     def add(self, stream: TopicStream) -> None:
         """Know a stream (a work queue's has no topic: its wire number is -1)."""

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from geode_mpi.base.gate import own_thread
 from geode_mpi.base.interrupts import interruptible
 
 _HASH_READ = 256 * 1024  # bytes hashed per read
@@ -131,7 +132,9 @@ class Syncing:
         self.path = path
         self.error: OSError | None = None
         self.handle = open(path, "rb+")  # noqa: SIM115 (closed by wait)
-        self.thread = threading.Thread(target=self._sync, name="geode-fsync", daemon=True)
+        self.thread = own_thread(
+            threading.Thread(target=self._sync, name="geode-fsync", daemon=True)
+        )
         self.thread.start()
 
     def _sync(self) -> None:

@@ -78,17 +78,15 @@ def capture(
             for parcel in parcels:
                 forgotten.setdefault((parcel.source, index), []).append(parcel)
             dropped, parcels = len(parcels), []
-        nodes[str(index)] = {
-            **_pack_parcels(parcels, "queue"),
-            "info": JsonValue(
-                {
-                    "peak": inbox.peak,
-                    "dropped": dropped,
-                    "stats": engine.stats[index].as_dict(),
-                    "dead_letters": len(engine.dead.get(index, ())),
-                }
-            ),
+        info = {
+            "peak": inbox.peak,
+            "dropped": dropped,
+            "stats": engine.stats[index].as_dict(),
+            "dead_letters": len(engine.dead.get(index, ())),
         }
+        if engine.topics.counted_apart.get(index):  # (only then: older files still load)
+            info["counted_apart"] = engine.topics.counted_apart[index]
+        nodes[str(index)] = {**_pack_parcels(parcels, "queue"), "info": JsonValue(info)}
         held = (forwarding or {}).get(index)
         if held:  # (only then: older files still load)
             nodes[str(index)]["forwards"] = _pack_parcels(held, "queue")

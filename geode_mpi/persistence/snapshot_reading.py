@@ -41,6 +41,7 @@ class Restored:
         self.forwards: dict[int, list[Parcel]] = {}  # held to be sent on (`capture`)
         self.peaks: dict[int, int] = {}
         self.stats: dict[int, NodeStats] = {}
+        self.counted_apart: dict[int, int] = {}  # (`TopicTable.counted_apart`)
         self.pairs_in: dict[tuple[int, int], PairIn] = {}
         self.pairs_out: dict[tuple[int, int], PairOut] = {}
 
@@ -50,6 +51,7 @@ class Restored:
         self.forwards.update(other.forwards)
         self.peaks.update(other.peaks)
         self.stats.update(other.stats)
+        self.counted_apart.update(other.counted_apart)
         self.pairs_in.update(other.pairs_in)
         self.pairs_out.update(other.pairs_out)
 
@@ -61,6 +63,7 @@ class Restored:
             inbox.peak = max(inbox.peak, self.peaks[index])
             for name in NodeStats.__slots__:
                 setattr(engine.stats[index], name, getattr(self.stats[index], name))
+        engine.topics.counted_apart.update(self.counted_apart)
         for index, parcels in self.forwards.items():
             engine.forwards.extend((index, parcel) for parcel in parcels)  # (a fresh engine's)
             engine.forwarders = engine.forwarders | {index}
@@ -186,6 +189,10 @@ def _load_node(restored: Restored, index: int, node: dict[str, Any]) -> None:
     restored.waiting[index] = parcels
     restored.peaks[index] = as_int(info.get("peak"), f"{what}/info/peak")
     restored.stats[index] = stats
+    if "counted_apart" in info:
+        restored.counted_apart[index] = as_int(
+            info["counted_apart"], f"{what}/info/counted_apart", None
+        )
 
 
 def _parcels(node: dict[str, Any], name: str, what: str) -> list[Parcel]:

@@ -129,6 +129,19 @@ def _not_ours(magic: bytes, version: int) -> str:
     )
 
 
+def message_bytes(
+    meta: memoryview, inline: Sequence[memoryview | None], oob: Sequence[tuple[int, int]]
+) -> int:
+    """The bytes of the message a parsed envelope carries (`parse_envelope`): its meta and
+    its frames, in band or out of it; not the envelope's header, frame table or padding.
+    What its sender counted (`NodeStats.sent_bytes`), so `received_bytes` counts the same."""
+    return (
+        len(meta)
+        + sum(frame.nbytes for frame in inline if frame is not None)
+        + sum(size for size, _ in oob)
+    )
+
+
 def parse_envelope(
     buffer: bytearray | memoryview | Frame,
 ) -> tuple[memoryview, list[memoryview | None], list[tuple[int, int]]]:

@@ -8,7 +8,7 @@ from mpi4py import MPI
 from geode_mpi.transport.envelope import ALIGN, FRAMES_AFTER, MAGIC
 from geode_mpi.transport.envelope import VERSION as ENVELOPE_VERSION
 from geode_mpi.transport.mpi_parts import _BYTE, TAG_FRAME, MPIParts, _Arrival
-from geode_mpi.transport.prepost import INDEX, ONE_FRAME
+from geode_mpi.transport.prepost import ONE_FRAME
 
 
 class LeadArrivals(MPIParts):
@@ -91,7 +91,7 @@ class LeadArrivals(MPIParts):
                     target = self.pool.take(size, offset)
                     request = self.comm.Irecv([target, _BYTE], source, TAG_FRAME)
                 meta = lead[ONE_FRAME.size : ONE_FRAME.size + meta_len]
-                nbytes = len(lead) - INDEX.size + size
+                nbytes = meta_len + size  # (the message's bytes: `message_bytes`)
                 self._arrivals_from(source).append(
                     _Arrival(meta, [target], [request], nbytes, sizes=[size])
                 )

@@ -15,6 +15,7 @@ from geode_mpi.transport.envelope import (
     FRAMES_AFTER,
     HEADER_SIZE,
     MAGIC,
+    message_bytes,
     parse_envelope,
 )
 from geode_mpi.transport.envelope import VERSION as ENVELOPE_VERSION
@@ -174,7 +175,7 @@ class Receiving(MPIParts):
             and _FAST_HEADER(buffer, 0) == _META_ONLY  # ours, this version, meta only
             and not self._arrivals[source]
         ):
-            self._sink(source, memoryview(buffer)[HEADER_SIZE:], (), len(buffer))
+            self._sink(source, memoryview(buffer)[HEADER_SIZE:], (), len(buffer) - HEADER_SIZE)
             return
         queue = self._arrivals[source]
         try:
@@ -183,11 +184,11 @@ class Receiving(MPIParts):
             raise DecodeError(f"rank {source} sent a message geode_mpi cannot read: {exc}") from exc
         if not oob and not queue:
             ready: list[Frame | memoryview] = [frame for frame in inline if frame is not None]
-            self._sink(source, meta, ready, len(buffer))
+            self._sink(source, meta, ready, message_bytes(meta, inline, oob))
             return
         frames: list[Frame | memoryview | int] = []
         requests: list[MPI.Request] = []
-        nbytes = len(buffer)
+        nbytes = message_bytes(meta, inline, oob)  # (what was sent: the envelope is not)
         after = buffer[FLAGS_BYTE] & FRAMES_AFTER
         claim = (self._post_lead if lead else self._post) if after else self._claim
         for frame in inline:
@@ -195,7 +196,6 @@ class Receiving(MPIParts):
                 size, offset = oob[len(requests)]
                 target, request = claim(source, size, offset)
                 requests.append(request)
-                nbytes += size
                 frames.append(target)
             else:
                 frames.append(frame)
@@ -282,8 +282,8 @@ class Receiving(MPIParts):
                 f"where its envelope says {expected}"
             )
         given = iter(relayed)
+        # (its nbytes counted these frames already, from its envelope: `message_bytes`)
         arrival.frames = [next(given) if type(frame) is int else frame for frame in frames]
-        arrival.nbytes += sum(frame.nbytes for frame in relayed)
         return True
 
     def _complete_posted(self, source: int, arrival: _Arrival) -> bool:

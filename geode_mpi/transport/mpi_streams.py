@@ -13,7 +13,12 @@ from mpi4py import MPI
 
 from geode_mpi.errors import DecodeError
 from geode_mpi.transport.base import Frame, SendTicket, frame_bytes
-from geode_mpi.transport.envelope import build_envelope, check_envelope, parse_envelope
+from geode_mpi.transport.envelope import (
+    build_envelope,
+    check_envelope,
+    message_bytes,
+    parse_envelope,
+)
 from geode_mpi.transport.fanout import FanTicket, end_marker, read_end_marker
 from geode_mpi.transport.mpi_parts import (
     _AS_ENVELOPE,
@@ -260,7 +265,7 @@ class Streams(MPIParts):
         frames: list[Frame | memoryview | int] = [
             next(sizes) if frame is None else frame for frame in inline
         ]
-        arrival = _Arrival(meta, frames, [], len(buffer), number)
+        arrival = _Arrival(meta, frames, [], message_bytes(meta, inline, oob), number)
         queue = self._arrivals_from(source)
         queue.append(arrival)
         self._waiting_sources.add(source)

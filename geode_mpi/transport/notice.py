@@ -24,7 +24,7 @@ from typing import Any
 
 from geode_mpi.base import backoff
 from geode_mpi.base.failure import rank_label
-from geode_mpi.base.gate import locked
+from geode_mpi.base.gate import locked, own_thread
 from geode_mpi.base.launch import launcher_rank
 from geode_mpi.base.logger import log
 from geode_mpi.transport.abort import abort_world
@@ -316,7 +316,9 @@ class StartupNotice:
         if self.after is not None:
             THRESHOLD.start(self.after)
         self.started = time.monotonic()
-        self.thread = threading.Thread(target=self._watch, name="geode-startup", daemon=True)
+        self.thread = own_thread(
+            threading.Thread(target=self._watch, name="geode-startup", daemon=True)
+        )
         self.thread.start()
 
     def cancel(self) -> None:

@@ -62,7 +62,7 @@ from mpi4py import MPI
 
 from geode_mpi.errors import DecodeError, GeodeTimeoutError
 from geode_mpi.transport.base import Frame
-from geode_mpi.transport.envelope import parse_envelope
+from geode_mpi.transport.envelope import message_bytes, parse_envelope
 from geode_mpi.transport.sealed import SHARED_MIN as SHARED_MIN  # (tests import it here)
 from geode_mpi.transport.sealed import Sealable
 from geode_mpi.transport.shared_lease import BYTES_VARIABLE, Leasing
@@ -330,7 +330,7 @@ class NodeShare(Leasing):
                 for offset, (size, _) in zip(offsets, oob, strict=True)
             )
             frames = [next(views) if frame is None else frame for frame in inline]
-        return meta, frames, len(buffer) + sum(size for size, _ in oob)
+        return meta, frames, message_bytes(meta, inline, oob)
 
     def _until_filled(self, source: int, owner: int, slot: int) -> None:
         """Wait, polling, until rank ``source`` (node rank ``owner``) has copied the frames of

@@ -62,6 +62,8 @@ class Tally:
         self._told = totals
         if peers:
             self._news = True
+        if self._sending:  # those done go (a tell with no `told_all` after it kept them all)
+            self._sending = [sent for sent in self._sending if not sent[0].Test()]
         issend = self.comm.Issend
         for peer in peers:
             buffer = array("q", (totals[peer],))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_credits import four_or_more
 
 from geode_mpi import Geode, Message, QueueConfig, ReceiveTimeout
 from geode_mpi.persistence import CheckpointError
@@ -110,7 +111,8 @@ def test_topic_messages_in_flight_are_in_the_checkpoint(directory: Path) -> None
 def test_subscribers_added_later_are_in_the_checkpoint(directory: Path) -> None:
     """A subscriber added by ``subscribe`` (or a pattern) before the checkpoint got nothing
     after the restart: only the ``topic()`` arguments of the restarted job were its members."""
-    first = Geode(4, checkpoint_dir=directory)
+    node_count = four_or_more()
+    first = Geode(node_count, checkpoint_dir=directory)
     news = first.topic("news", publishers=["node0"], subscribers=["node1"], retain=2)
     for k in range(3):
         news.publish(k, source="node0")
@@ -126,7 +128,7 @@ def test_subscribers_added_later_are_in_the_checkpoint(directory: Path) -> None:
     first.checkpoint(node_state=got, timeout=TIMEOUT)
     first.close(timeout=TIMEOUT)
 
-    second = Geode(4, checkpoint_dir=directory, restart=True)
+    second = Geode(node_count, checkpoint_dir=directory, restart=True)
     again = second.topic("news", publishers=["node0"], subscribers=["node1"], retain=2)
     assert again.subscribers == ("node1", "node2", "node3")
     later = second.topic("nest", publishers=["node0"], subscribers=[])  # the pattern's, too
@@ -136,6 +138,9 @@ def test_subscribers_added_later_are_in_the_checkpoint(directory: Path) -> None:
     again.publish(4, source="node0")
     for node in second.local_nodes:
         if node == "node0":
+            continue
+        if node not in wanted:  # (the nodes beyond node3, at more than 4 ranks)
+            assert second.try_receive(node) is None, node
             continue
         seen = list(second.restored_node_state(node))
         while len(seen) < len(wanted[node]) + 1:
@@ -150,7 +155,8 @@ def test_subscribers_added_later_are_in_the_checkpoint(directory: Path) -> None:
 def test_pattern_calls_after_a_restart_reach_a_saved_topic_made_again(directory: Path) -> None:
     """A pattern subscribe (or unsubscribe) made after a restart, before a saved topic was made
     again, was lost on it: the topic came back with its checkpoint's subscribers only."""
-    first = Geode(4, checkpoint_dir=directory)
+    node_count = four_or_more()
+    first = Geode(node_count, checkpoint_dir=directory)
     first.subscribe(["node1", "node3"], "sim.*")
     topic = first.topic("sim.a", publishers=["node0"], subscribers=[], retain=1)
     topic.publish("before", source="node0")
@@ -160,7 +166,7 @@ def test_pattern_calls_after_a_restart_reach_a_saved_topic_made_again(directory:
     first.checkpoint(timeout=TIMEOUT)
     first.close(timeout=TIMEOUT)
 
-    second = Geode(4, checkpoint_dir=directory, restart=True)
+    second = Geode(node_count, checkpoint_dir=directory, restart=True)
     second.subscribe("node2", "sim.*")
     second.unsubscribe("node3", "sim.*")
     again = second.topic("sim.a", publishers=["node0"], subscribers=[], retain=1)
@@ -180,7 +186,8 @@ def test_a_subscriber_that_left_before_the_checkpoint_stays_out(directory: Path)
     """The membership is the checkpoint's, not the creation's: a node that unsubscribed
     before the checkpoint is not a subscriber after the restart though ``topic()`` names it
     (it came back to a place in the stream whose messages never come: nothing arrived)."""
-    first = Geode(4, checkpoint_dir=directory)  # (at most 4 ranks: one node each, or more)
+    node_count = four_or_more()
+    first = Geode(node_count, checkpoint_dir=directory)
     news = first.topic("news", publishers=["node0"], subscribers=["node1", "node2"])
     news.publish(0, source="node0")
     news.unsubscribe("node2")
@@ -191,7 +198,7 @@ def test_a_subscriber_that_left_before_the_checkpoint_stays_out(directory: Path)
     first.checkpoint(timeout=TIMEOUT)
     first.close(timeout=TIMEOUT)
 
-    second = Geode(4, checkpoint_dir=directory, restart=True)
+    second = Geode(node_count, checkpoint_dir=directory, restart=True)
     again = second.topic("news", publishers=["node0"], subscribers=["node1", "node2"])
     assert again.subscribers == ("node1",)
     again.subscribe("node2")  # back, as a job would: from here on
@@ -266,7 +273,8 @@ def test_checkpoints_no_longer_kept_are_removed_each_rank_its_own_file(directory
 def test_a_restarted_job_closes_before_making_its_topics_again(directory: Path) -> None:
     """close() of a restart that did not call topic() again: the restored streams' pairs are
     not told of the close (their topic is not there to route it)."""
-    first = Geode(checkpoint_dir=directory, queue=QueueConfig(capacity=4))
+    bounded = QueueConfig(capacity=four_or_more())  # (no fewer than the nodes: one a rank)
+    first = Geode(checkpoint_dir=directory, queue=bounded)
     news = first.topic("news", publishers=[first.nodes[0]], subscribers=[first.nodes[-1]])
     if first.rank == 0:
         news.publish("hello", source=first.nodes[0])
@@ -274,5 +282,5 @@ def test_a_restarted_job_closes_before_making_its_topics_again(directory: Path) 
         assert first.receive(first.nodes[-1], timeout=TIMEOUT).data == "hello"
     first.checkpoint(timeout=TIMEOUT)
     first.close(timeout=TIMEOUT)
-    second = Geode(checkpoint_dir=directory, queue=QueueConfig(capacity=4), restart=True)
+    second = Geode(checkpoint_dir=directory, queue=bounded, restart=True)
     second.close(timeout=TIMEOUT)

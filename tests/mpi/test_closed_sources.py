@@ -2,7 +2,8 @@
 more: it raises `ReceiveTimeout` ("none can arrive") once every message that rank sent this
 one has arrived, as a receive in a one-process world does at once, instead of waiting for
 ever (or for its whole timeout). Never while a message of that node may still be on its way,
-nor while a handler of that node may still send.
+nor while a handler of that node, or another thread of its rank (a daemon one too), may
+still send.
 
 The last rank closes at once (after its sends); every other rank waits for its node. At size
 1 there is no other rank: skipped.
@@ -10,6 +11,7 @@ The last rank closes at once (after its sends); every other rank waits for its n
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -102,6 +104,29 @@ def test_a_closing_ranks_node_with_a_handler_is_waited_for() -> None:
         assert "none can arrive" not in str(err.value) and "timed out after 2 s" in str(err.value)
         geode.send(Ping(geode.rank), dest=last, ack=True, timeout=30.0)
         assert geode.receive(source=last, timeout=30.0).data == geode.rank  # sent in close()
+    geode.close(timeout=TIMEOUT)
+
+
+def test_a_daemon_thread_of_a_closing_rank_is_waited_for() -> None:
+    """A daemon thread of the last rank sends as its node 1.5 s after that rank entered
+    close() (close() serves meanwhile: the send goes). Each other rank gets it (before:
+    "none can arrive" at once, then the message came); the thread ended, it raises."""
+    geode = Geode()
+    last = _last(geode)
+    if geode.rank == geode.size - 1:
+
+        def later() -> None:
+            time.sleep(1.5)
+            for other in range(geode.size - 1):
+                geode.send("late", dest=f"node{other}")
+
+        threading.Thread(target=later, daemon=True).start()
+    else:
+        assert geode.receive(source=last, timeout=30.0).data == "late"
+        started = time.monotonic()
+        with pytest.raises(ReceiveTimeout, match="none can arrive"):
+            geode.receive(source=last, timeout=30.0)
+        assert time.monotonic() - started < PROMPT
     geode.close(timeout=TIMEOUT)
 
 

@@ -31,6 +31,12 @@ def world_size() -> int:
     return size
 
 
+def four_or_more() -> int:
+    """4 (node0..node3, for the tests that name them), or the number of ranks beyond 4 ranks:
+    a job's nodes (or a bounded queue's capacity) are never fewer than its ranks."""
+    return max(4, world_size())
+
+
 def receiver_closes(why_not_alone: str) -> tuple[Geode, str]:
     """A Geode with a window of 1 per sender, and its last node, whose rank closes without
     receiving (skipped at size 1, where that cannot be shown: ``why_not_alone``)."""

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from test_credits import four_or_more
 
 from geode_mpi import Geode, QueueConfig
 from geode_mpi.persistence import CheckpointError
@@ -111,15 +112,16 @@ def test_what_a_sequencer_holds_for_a_full_subscriber_survives_restarts(director
     """A total-order topic's sequencer holding messages for want of room at a subscriber
     kept them in memory only: a restart lost them without a word (its pair had counted them
     received, so a resend was dropped as a duplicate and never acknowledged)."""
-    nodes = [f"node{k}" for k in range(4)]  # (on 1, 2 or 4 ranks)
+    nodes = [f"node{k}" for k in range(four_or_more())]  # (4, or one a rank beyond 4 ranks)
     publishers, subscriber = nodes[:2], nodes[3]
-    bounded = {subscriber: QueueConfig(capacity=4, policy="block")}
+    room = len(nodes)  # (a capacity no smaller than the number of nodes)
+    bounded = {subscriber: QueueConfig(capacity=room, policy="block")}
     first = Geode(nodes, checkpoint_dir=directory, queues=bounded)
     topic = first.topic("to", publishers, [subscriber], total_order=True)
     if first.hosts(nodes[1]):
-        for k in range(7):
+        for k in range(room + 3):
             topic.publish(k, source=nodes[1], timeout=TIMEOUT)
-    first.checkpoint()  # 4 in the subscriber's queue, 3 held by the sequencer, node0
+    first.checkpoint()  # `room` in the subscriber's queue, 3 held by the sequencer, node0
     first.close(timeout=TIMEOUT)
 
     # Restarted, nothing taken, checkpointed again: what the sequencer holds is still saved.
@@ -131,9 +133,9 @@ def test_what_a_sequencer_holds_for_a_full_subscriber_survives_restarts(director
     third = Geode(nodes, checkpoint_dir=directory, queues=bounded, restart=True)
     again = third.topic("to", publishers, [subscriber], total_order=True)
     if third.hosts(subscriber):
-        got = [third.receive(subscriber, topic=again, timeout=TIMEOUT) for _ in range(7)]
+        got = [third.receive(subscriber, topic=again, timeout=TIMEOUT) for _ in range(room + 3)]
         assert [(msg.data, msg.seq, msg.origin) for msg in got] == [
-            (k, k, nodes[1]) for k in range(7)
+            (k, k, nodes[1]) for k in range(room + 3)
         ]
         assert third.try_receive(subscriber) is None
     third.close(timeout=TIMEOUT)
@@ -174,18 +176,19 @@ def test_close_names_a_total_order_topic_never_made_again_on_every_rank(
     rank named it "(number 4)" when no subscriber of it was on that rank (the engine knew
     its name only from messages restored into a local queue); the checkpoint's topics name
     it on every rank."""
-    with Geode(nodes=4) as probe:
+    with Geode(nodes=four_or_more()) as probe:
         nodes = list(probe.nodes)
         sequencer = nodes[0]
         # the subscriber on another rank than the sequencer's, if there is one
         others = [node for node in nodes if probe.rank_of(node) != probe.rank_of(sequencer)]
         subscriber = others[0] if others else nodes[1]
         publisher = next(node for node in nodes if node not in (sequencer, subscriber))
-    bounded = {subscriber: QueueConfig(capacity=4, policy="block")}
+    room = len(nodes)  # (a capacity no smaller than the number of nodes)
+    bounded = {subscriber: QueueConfig(capacity=room, policy="block")}
     first = Geode(nodes, checkpoint_dir=directory, queues=bounded)
     topic = first.topic("to", [publisher], [subscriber], total_order=True, sequencer=sequencer)
     if first.hosts(publisher):
-        for k in range(7):
+        for k in range(room + 3):
             topic.publish(k, source=publisher, timeout=TIMEOUT)
     first.checkpoint()
     first.close(timeout=TIMEOUT)
@@ -234,4 +237,33 @@ def test_a_topic_and_a_work_queue_named_with_a_slash_checkpoint_and_restart(
         task = jobs.get(subscriber, timeout=TIMEOUT)
         assert (task.work_queue, task.data) == ("jobs/1", 1)
     assert second.checkpoint(timeout=TIMEOUT) == 2
+    second.close(timeout=TIMEOUT)
+
+
+def test_a_restart_after_a_subscriber_came_back_still_ends_by_quiescence(directory: Path) -> None:
+    """The replayed copies that a subscriber which came back had and skipped are counted for
+    quiescence (its publisher counted them resent, and `stats` are saved): saved with the
+    checkpoint too, else a restarted job's quiescent run() never ends."""
+    first = Geode(checkpoint_dir=directory)
+    nodes = list(first.nodes)
+    pub, sub = nodes[0], nodes[-1]
+    subs = list(dict.fromkeys([pub, sub]))  # (one node at 1 rank)
+    log = first.topic("log", [pub], subs, retain=2)
+    for k in range(2):
+        if first.hosts(pub):
+            log.publish(k, source=pub)
+    for node in subs:
+        if first.hosts(node):
+            assert [first.receive(node, timeout=TIMEOUT).data for _ in range(2)] == [0, 1]
+    log.unsubscribe(sub)
+    log.subscribe(sub)  # the replay of 0 and 1: it has them
+    assert first.run(timeout=TIMEOUT).reason == "quiescent"
+    first.checkpoint()
+    first.close(timeout=TIMEOUT)
+
+    second = Geode(checkpoint_dir=directory, restart=True)
+    second.topic("log", [pub], subs, retain=2)
+    assert second.run(timeout=TIMEOUT).reason == "quiescent"
+    if second.hosts(pub):
+        assert second.stats(pub).resent == 2  # (restored)
     second.close(timeout=TIMEOUT)

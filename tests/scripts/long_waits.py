@@ -31,6 +31,9 @@ elif mode == "receive":
         if geode.rank == 1:
             for step in range(3):
                 geode.send(step, dest="node0")
+            # (not in close() meanwhile: then rank 0's receive would raise at once, none can
+            # arrive)
+            geode.receive(source="node0", timeout=60)
         else:
             for _ in range(3):
                 geode.receive()
@@ -38,6 +41,7 @@ elif mode == "receive":
                 geode.receive(timeout=3)  # a 4th: rank 1 sent 3
             except ReceiveTimeout:
                 print("rank 0: receive timed out")
+            geode.send("done", dest="node1")
 elif mode.startswith("full"):
     with Geode(queue=QueueConfig(capacity=4, policy="block")) as geode:
         other = f"node{1 - geode.rank}"

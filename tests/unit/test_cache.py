@@ -232,7 +232,8 @@ def test_a_reference_to_an_id_not_held_is_a_decode_error() -> None:
     meta, frames, _ = receiver.arrived(0, memoryview(meta0), frames0, len(meta0))
     assert bytes(meta) == b"codec meta" and np.array_equal(frames[0], shared)
     meta, frames, nbytes = receiver.arrived(0, memoryview(meta1), frames1, len(meta1))
-    assert bytes(meta) == b"codec meta" and nbytes == len(meta) + shared.nbytes
+    # what arrived, as the sender counted it (it was the array's bytes, not the prefix)
+    assert bytes(meta) == b"codec meta" and nbytes == len(meta1)
     with pytest.raises(DecodeError, match="version"):
         receiver.arrived(0, memoryview(bytes([MARKER, 9]) + bytes(14)), frames1, 16)
 
@@ -299,6 +300,19 @@ def test_threads_share_and_send_while_another_receives() -> None:
         assert all(np.all(data == data[0]) and not data.flags.writeable for data in got)
         stats = geode.cache_stats()
         assert (stats.stores, stats.hits) == (8, 2 * count - 8)
+
+
+def test_bytes_received_are_the_bytes_sent_a_reference_counted_as_it_travelled(
+    pair: list[Geode],
+) -> None:
+    """Before: the receiver counted the shared array a reference stood for (16 MiB each
+    time), the sender the reference (a few bytes): `MB in` far above `MB out`."""
+    sender, receiver = pair
+    field = share(np.zeros(2 * MIB, dtype=np.int64))
+    for _ in range(3):
+        wire_of_send(sender, receiver, {"field": field})
+    sent, received = sender.stats("node0"), receiver.stats("node1")
+    assert received.received_bytes == sent.sent_bytes < 17 * MIB
 
 
 def test_a_shared_array_is_cached_not_compressed_and_the_rest_still_compressed() -> None:

@@ -27,6 +27,7 @@ from geode_mpi import (
     ThreadError,
     UnknownNodeError,
 )
+from geode_mpi.core.topics import EXECUTOR_BASE
 
 TIMEOUT = 30.0
 ran: list[Any] = []  # what the tasks ran, in this process
@@ -635,3 +636,29 @@ def test_close_shuts_down_an_executor_left_running(geode: Geode) -> None:
     assert [f.result(timeout=0) for f in futures] == list(range(10))
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(square, 2)
+
+
+def _executor_pairs(geode: Geode) -> tuple[int, int]:
+    """How many pair records (sending, receiving sides) the engine holds for executors'
+    work-queue streams."""
+    engine = geode._runtime.engine
+    first = len(geode.nodes) + EXECUTOR_BASE
+    streams = [key for key in engine.pairs_out if key[0] >= first]
+    return len(streams), len([key for key in engine.pairs_in if key[0] >= first])
+
+
+@pytest.mark.parametrize("resend_after", [None, 30.0])
+def test_one_executor_after_another_holds_the_pairs_of_the_last_ones_only(
+    resend_after: float | None,
+) -> None:
+    """Before: each finished executor left its (queue stream, worker) pairs' records for
+    good, both sides (30 executors: 30 and 30). Both go once idle, at the next executor (the
+    last few wait for their acks, sent within ACK_DELAY); with resends on, a receiving side
+    stays: it is what tells a late copy from a new task."""
+    with Geode(resend_after=resend_after) as geode:
+        for _ in range(30):
+            with geode.executor() as ex:
+                assert ex is not None and list(ex.map(abs, [-1, -2, -3])) == [1, 2, 3]
+        sending, receiving = _executor_pairs(geode)
+        assert sending < 10
+        assert receiving < 10 if resend_after is None else receiving == 30

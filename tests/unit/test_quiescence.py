@@ -12,6 +12,7 @@ import pytest
 
 from geode_mpi import Geode, Message, codec
 from geode_mpi.base import collective as tree
+from geode_mpi.core import quiescence
 from geode_mpi.delivery.control import WAVE_ANSWER, WAVE_ASK, WAVE_QUIET, decode_wave, kind
 from geode_mpi.transport import InProcHub, InProcTransport
 
@@ -395,5 +396,29 @@ def test_the_ranks_below_a_rank_that_left_run_with_a_wave_out_do_not_hold() -> N
         thread.join(TIMEOUT + 5)
     assert handled and handled[0] - sent[0] < away / 2, handled and handled[0] - sent[0]
     assert reasons == ["quiescent"] * 9 + ["until"]
+    for geode in geodes:
+        geode.close()
+
+
+def test_waves_that_keep_failing_are_paced_without_overflow(monkeypatch: Any) -> None:
+    """The pause before the next wave doubles up to PACE_MAX; its exponent used to grow with
+    every failed wave, and past about 1,040 of them (a job busy for some seconds) rank 0's
+    run() raised OverflowError. Counts that never meet (one sent more than any rank received)
+    and every wave paced from the first: run() ends by its timeout on both ranks."""
+    monkeypatch.setattr(quiescence, "PACE_AFTER", -2000)
+    hub = InProcHub(2)
+    geodes = [Geode(2, transport=hub.endpoint(rank)) for rank in range(2)]
+    geodes[1]._runtime.engine.stats[1].sent += 1  # a message in flight for ever
+    reasons = [""] * 2
+
+    def run(rank: int) -> None:
+        reasons[rank] = geodes[rank].run(timeout=0.5).reason
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert reasons == ["timeout", "timeout"]
     for geode in geodes:
         geode.close()
