@@ -60,16 +60,16 @@ class Quiescence:
 
     The two waves may straddle two run() calls (a job quiet since the last verdict needs one
     wave). A verdict ends a rank's run() if that rank's read of the wave was made in this run(),
-    or in an earlier one that the verdict did not end and after which the rank sent nothing
-    (``floor``; only its last answer's verdict can still come: a verdict comes before the next
-    wave's ask): its read, idle, speaks for it as for every rank. What arrived since came after
-    the verdict (the hold, below) and stays queued, as at the ranks whose run() returned on it;
-    nothing else can have changed the job, since it sent nothing. Its other ranks may all have
-    left run() on that verdict: no later wave would come until rank 0's next run(). A rank that
-    sent since its read waits for a later wave (what it sent is in no read), as does a rank
-    whose run() the verdict already ended. (As before, a rank whose run() ends another way
-    after it answered, by ``count`` or ``until``, may send again: quiescence speaks for the
-    ranks that stay in run().)
+    or in an earlier one that the verdict did not end, after which the rank sent nothing, and
+    this run() starts idle (``floor``; only its last answer's verdict can still come: a verdict
+    comes before the next wave's ask): its read, idle, speaks for it as for every rank. Its
+    other ranks may all have left run() on that verdict: no later wave would come until rank
+    0's next run(). A rank that sent since its read waits for a later wave (what it sent is in
+    no read), as does one whose run() starts with work (`reset`: a message queued, perhaps at a
+    node the earlier run() did not serve, or come after the verdict; one taken and not acked;
+    an executor's task), and one whose run() the verdict already ended. (As before, a rank
+    whose run() ends another way after it answered, by ``count`` or ``until``, may send again:
+    quiescence speaks for the ranks that stay in run().)
 
     The hold. Every message a rank receives after its read of the quiet wave k was sent after
     its sender's read of k: sent before the sender's read of k - 1, it would have been in
@@ -126,11 +126,11 @@ class Quiescence:
 
     def reset(self, busy: bool = False) -> None:
         """At the start of a run(): a quiet verdict about a wave this rank answered in an
-        earlier run() says nothing of what it sent since, nor of work it started since that
-        may send (``busy``: an executor's pending task, a message taken and not yet acked).
-        Unless it sent nothing and is not busy, that run() holding when it ended (`leave`):
-        this one holds on, and ends on the verdict as that one would have (its other ranks may
-        have returned on it, and no wave would follow)."""
+        earlier run() says nothing of what it sent since, nor of work this run() starts with
+        (``busy``: a message queued at a node it serves, one taken and not yet acked, an
+        executor's pending task). Unless it sent nothing and is not busy, that run() holding
+        when it ended (`leave`): this one holds on, and ends on the verdict as that one would
+        have (its other ranks may have returned on it, and no wave would follow)."""
         if busy or self.engine.data_sent != self.answer_sent:
             self.floor = self.answered
         self.failed = 0
