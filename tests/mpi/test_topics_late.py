@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from test_credits import world_size
@@ -157,3 +158,38 @@ def test_late_subscribers_get_the_retained_messages_then_the_next(
             assert [msg.data for msg in got] == replayed, node
     seen = resends_come(geode, pub, first, late)
     finish(geode, topic, pub, held, [first, *late], seen)
+
+
+@pytest.mark.parametrize("resend_after", [None, RESEND])
+def test_a_late_subscriber_saved_before_its_first_message_starts_at_its_next(
+    directory: Path, resend_after: float | None
+) -> None:
+    """Subscribed after 0..2, saved before anything reached it: after the restart it started
+    at number 0, and 99 (number 3) was held for ever behind numbers that never come (with
+    resend_after, the resends of 0..2 for the first subscriber reached it instead)."""
+    size = world_size()
+    geode = Geode(3 * size + 1, checkpoint_dir=directory)
+    pub = geode.nodes[0]
+    first, late = [node for node in geode.nodes if geode.rank_of(node) == size - 1][-2:]
+    topic = geode.topic("t", publishers=[pub], subscribers=[first])
+    if geode.hosts(pub):
+        for k in range(3):
+            topic.publish(k, source=pub, ack=True)
+    topic.subscribe(late)
+    geode.checkpoint()  # 0..2 still queued at the first, unacked
+    geode.close(timeout=TIMEOUT)
+    geode = Geode(3 * size + 1, checkpoint_dir=directory, restart=True, resend_after=resend_after)
+    topic = geode.topic("t", publishers=[pub], subscribers=[first])
+    handle = topic.publish(99, source=pub, ack=True) if geode.hosts(pub) else None
+    if geode.hosts(late):
+        assert geode.receive(late, timeout=TIMEOUT).data == 99
+    if geode.hosts(first):
+        got = [geode.receive(first, timeout=TIMEOUT).data for _ in range(4)]
+        assert got == [0, 1, 2, 99]
+    if handle is not None:
+        handle.wait(timeout=TIMEOUT)
+    summary = geode.run(timeout=RUN)
+    assert summary.reason == "quiescent", summary
+    if geode.hosts(late):
+        assert geode.try_receive(late) is None
+    geode.close(timeout=TIMEOUT)
