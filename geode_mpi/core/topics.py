@@ -356,7 +356,7 @@ class Topic:
             for sub in removed:
                 geode.engine.forget_subscriber(stream.number, sub)
             for sub in added:
-                geode.engine.rejoin(stream.number, sub)  # (one that was here before)
+                geode.engine.rejoin(stream.number, sub)  # (new, or one that was here before)
             # A rank that joins holds nothing of what the stream's cache mirror says its
             # member ranks hold, and one that leaves is no longer one of them: every rank
             # starts the stream's cache again, in a new epoch (collective).

@@ -123,8 +123,9 @@ class PairIn:
         self.unacked: list[int] = []
         self.owed = 0  # messages taken since the last ack record (credits not yet returned)
         self.taken = 0  # messages taken from the queue in all (retries not counted again)
-        # A topic's subscriber that left the stream and subscribed again: its next arrival
-        # says where it resumes (`resume_at`).
+        # A topic's subscriber that joined the stream after its creation, or left it and
+        # subscribed again: its next arrival (not a resend after an ack timeout: published
+        # before it came) says where it starts or resumes (`resume_at`).
         self.rejoining = False
         # The numbers published while it was away (they never come), counted processed: the
         # first of each gap -> its last, which is in done_extra (that also keeps the fast
@@ -170,9 +171,9 @@ class PairIn:
         return True
 
     def resume_at(self, seq: int) -> None:
-        """A subscriber that subscribed again (`rejoining`) resumes at arrival ``seq`` (not
-        below `expected`): the numbers published while it was away never come, and count as
-        processed, in O(1) whatever their number."""
+        """A subscriber that subscribed late or again (`rejoining`) starts or resumes at
+        arrival ``seq`` (not below `expected`): the numbers published before it came, or while
+        it was away, never come, and count as processed, in O(1) whatever their number."""
         expected = self.expected
         self.rejoining = False
         self.expected = seq

@@ -33,8 +33,7 @@ class Streams(EngineState):
 
     def expect_from_start(self, number: int, sub: int) -> None:
         """Local subscriber ``sub`` takes stream ``number`` from its first message on (a
-        subscriber from the topic's creation; one that joins later starts at its first
-        arrival, which a stream delivers in order)."""
+        subscriber from the topic's creation; one that joins later: `rejoin`)."""
         self._in.setdefault((number, sub), PairIn())
 
     def forget_subscriber(self, number: int, sub: int) -> None:
@@ -50,18 +49,27 @@ class Streams(EngineState):
             pair.runs = 0
 
     def rejoin(self, number: int, sub: int) -> None:
-        """Local subscriber ``sub`` subscribed to stream ``number`` again: it resumes at its
-        next arrival that it did not have (a retained message replayed for it that it had is
-        skipped; what was published while it was away never comes: `PairIn.resume_at`)."""
+        """``sub`` subscribed to stream ``number`` after its creation, for the first time or
+        again: if this rank hosts it, it starts (or resumes) at its next arrival that is not
+        a resend after an ack timeout (`PairIn.rejoining`), which was published before it
+        came, sent again for another subscriber on its rank. One that comes back resumes past
+        what it had (a retained message replayed for it that it had is skipped; what was
+        published while it was away never comes: `PairIn.resume_at`). The record is kept
+        from now on, in checkpoints too: a restart does not start it at number 0."""
+        if sub not in self.inboxes:
+            return
         pair = self._in.get((number, sub))
-        if pair is not None:
+        if pair is None:
+            self._in[(number, sub)] = pair = PairIn()
             pair.rejoining = True
-            # The replay for it (sent before anything published after this change) skips the
-            # numbers below `expected`, each counted once in `counted_apart`: its publisher
-            # counted it resent for this subscriber. A later replay, for another subscriber,
-            # is not for it: its numbers there are ones this replay had (retained numbers
-            # only move on), past the window's lo by then.
-            self.topics.had[(number, sub)] = [0, pair.expected]
+            return
+        pair.rejoining = True
+        # The replay for it (sent before anything published after this change) skips the
+        # numbers below `expected`, each counted once in `counted_apart`: its publisher
+        # counted it resent for this subscriber. A later replay, for another subscriber,
+        # is not for it: its numbers there are ones this replay had (retained numbers
+        # only move on), past the window's lo by then.
+        self.topics.had[(number, sub)] = [0, pair.expected]
 
     def _topic_arrival(
         self,
@@ -78,17 +86,20 @@ class Streams(EngineState):
         the pair of (the publisher's stream, that subscriber).
 
         Each copy is counted by its subscriber (received, duplicate, or held), except a replay
-        one skips. So that the job's counts for quiescence meet its publisher's, `counted_apart`
-        adds a replay skipped by one that came back (counted resent for it), and counts a
-        resend after an ack timeout once (sent for one subscriber, it reaches all of them
-        here, or none if its subscriber left)."""
+        one skips, and a resend after an ack timeout that one not started yet skips (`rejoin`).
+        So that the job's counts for quiescence meet its publisher's, `counted_apart` adds a
+        replay skipped by one that came back (counted resent for it), and counts a resend
+        after an ack timeout once (sent for one subscriber, it reaches all of them here, or
+        none if its subscriber left, or only ones that skip it)."""
         first = True
         resend = flags & _REPLAY == _REPLAY
         for sub in self.topics.local_subscribers(wire):
             key = (stream, sub)
             pair = self._in.get(key)
-            if pair is None:
-                pair = self._in[key] = PairIn(start=seq)  # a new subscriber starts here
+            if pair is None:  # (not expected: each local subscriber's is made as it subscribes)
+                if resend:  # (sent again for an earlier subscriber: published before it came)
+                    continue
+                pair = self._in[key] = PairIn(start=seq)  # it starts here
             elif flags & _REPLAY == _FLAG_RESENT and seq < pair.expected:
                 # a retained message replayed for a new subscriber: not for this one, unless it
                 # came back (`rejoin`) and had it
@@ -100,7 +111,9 @@ class Streams(EngineState):
                         del self.topics.had[key]
                 continue
             elif pair.rejoining and seq >= pair.expected:
-                pair.resume_at(seq)  # (subscribed again: where it resumes)
+                if resend:  # (published before it came, or while it was away: not for it)
+                    continue
+                pair.resume_at(seq)  # (subscribed late or again: where it starts)
                 self.topics.had.pop(key, None)
             if resend and not first:
                 self._count_apart(sub, -1)
@@ -110,7 +123,7 @@ class Streams(EngineState):
                 Parcel, (stream, seq, flags, reply_to, meta, copies, nbytes, 0, 0, _NEVER)
             )
             self._admit(key, pair, parcel, sub, self.inboxes[sub])
-        if resend and first and self.inboxes:  # (its subscriber left as it came: counted here)
+        if resend and first and self.inboxes:  # (none took it: counted here)
             self._count_apart(next(iter(self.inboxes)), 1)
 
     def _count_apart(self, sub: int, count: int) -> None:
