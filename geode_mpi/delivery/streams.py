@@ -95,26 +95,9 @@ class Streams(EngineState):
         resend = flags & _REPLAY == _REPLAY
         for sub in self.topics.local_subscribers(wire):
             key = (stream, sub)
-            pair = self._in.get(key)
-            if pair is None:  # (not expected: each local subscriber's is made as it subscribes)
-                if resend:  # (sent again for an earlier subscriber: published before it came)
-                    continue
-                pair = self._in[key] = PairIn(start=seq)  # it starts here
-            elif flags & _REPLAY == _FLAG_RESENT and seq < pair.expected:
-                # a retained message replayed for a new subscriber: not for this one, unless it
-                # came back (`rejoin`) and had it
-                had = self.topics.had.get(key)
-                if had is not None and had[0] <= seq < had[1]:
-                    self._count_apart(sub, 1)
-                    had[0] = seq + 1
-                    if had[0] == had[1]:
-                        del self.topics.had[key]
+            pair = self._taker(key, sub, flags, seq, resend)
+            if pair is None:
                 continue
-            elif pair.rejoining and seq >= pair.expected:
-                if resend:  # (published before it came, or while it was away: not for it)
-                    continue
-                pair.resume_at(seq)  # (subscribed late or again: where it starts)
-                self.topics.had.pop(key, None)
             if resend and not first:
                 self._count_apart(sub, -1)
             copies = frames if first else [keep_or_copy(frame) for frame in frames]
@@ -125,6 +108,36 @@ class Streams(EngineState):
             self._admit(key, pair, parcel, sub, self.inboxes[sub])
         if resend and first and self.inboxes:  # (none took it: counted here)
             self._count_apart(next(iter(self.inboxes)), 1)
+
+    def _taker(
+        self, key: tuple[int, int], sub: int, flags: int, seq: int, resend: bool
+    ) -> PairIn | None:
+        """The pair ``key`` of local subscriber ``sub`` through which arrival ``seq`` of a
+        topic's stream goes to it, started or resumed here if it joined late or came back; None
+        if it skips it: a retained message replayed for a new subscriber (counted apart if it
+        had it before it left, `rejoin`), or a resend after an ack timeout, which was published
+        before it came or while it was away."""
+        pair = self._in.get(key)
+        if pair is None:  # (not expected: each local subscriber's is made as it subscribes)
+            if resend:  # (sent again for an earlier subscriber: published before it came)
+                return None
+            pair = self._in[key] = PairIn(start=seq)  # it starts here
+        elif flags & _REPLAY == _FLAG_RESENT and seq < pair.expected:
+            # a retained message replayed for a new subscriber: not for this one, unless it
+            # came back (`rejoin`) and had it
+            had = self.topics.had.get(key)
+            if had is not None and had[0] <= seq < had[1]:
+                self._count_apart(sub, 1)
+                had[0] = seq + 1
+                if had[0] == had[1]:
+                    del self.topics.had[key]
+            return None
+        elif pair.rejoining and seq >= pair.expected:
+            if resend:  # (published before it came, or while it was away: not for it)
+                return None
+            pair.resume_at(seq)  # (subscribed late or again: where it starts)
+            self.topics.had.pop(key, None)
+        return pair
 
     def _count_apart(self, sub: int, count: int) -> None:
         apart = self.topics.counted_apart
