@@ -302,26 +302,15 @@ class Processor(Answers, Serving):
         summary = RunSummary()
         started = time.monotonic()
         self.stopped.difference_update(served)
-
-        def pending() -> bool:
-            return any(len(geode.inboxes[i]) for i in served)
-
-        def idle() -> bool:
-            return (
-                not engine.in_hand
-                and not engine.forwards
-                and not pending()
-                and not daemons_busy()  # (an executor's pending task may send)
-            )
-
         if quiescent:
             if self.quiescence is None:
                 self.quiescence = Quiescence(geode)
-            # (work queued for this run, taken or started since the last: not for a verdict
-            # of before; nor what an earlier run that served other nodes left queued here)
-            self.quiescence.reset(busy=not idle())
+            self.quiescence.reset()
         quiescence = self.quiescence if quiescent else None
         wait = Wait(engine, deadline, poll=True, leave=served, serving=True, call="run")
+
+        def pending() -> bool:
+            return any(len(geode.inboxes[i]) for i in served)
 
         def look() -> str | Marker:
             engine.serve_waiting(served)  # waited-for messages at nodes this loop does not serve
@@ -337,10 +326,15 @@ class Processor(Answers, Serving):
                 return "count"
             if until is not None and until():
                 return "until"
-            still = idle()
-            if quiescence is not None and quiescence.check(still):
+            idle = (
+                not engine.in_hand
+                and not engine.forwards
+                and not pending()
+                and not daemons_busy()  # (an executor's pending task may send)
+            )
+            if quiescence is not None and quiescence.check(idle):
                 return "quiescent"
-            if not worked and still and count is not None and until is None and self.alone():
+            if not worked and idle and count is not None and until is None and self.alone():
                 # One process and no thread that could send: no message can come any more,
                 # so the count cannot be reached (receive() raises at once there).
                 return "quiescent"
@@ -353,8 +347,8 @@ class Processor(Answers, Serving):
                 with contextlib.suppress(Exception):  # (what ended run() is the error to see)
                     quiescence.leave()
             raise
-        if quiescence is not None:  # (no rank holds for a wave this one leaves out)
-            quiescence.leave(summary.reason == "quiescent")
+        if quiescence is not None:
+            quiescence.leave()  # (no rank holds for a wave this one leaves out)
         waited = wait.paused
         for index in served:  # the loop served them all while it waited
             engine.stats[index].wait_seconds += waited / len(served)

@@ -59,17 +59,10 @@ class Quiescence:
     nothing was in flight, which stays so. Rank 0 then sends "quiet" down the tree.
 
     The two waves may straddle two run() calls (a job quiet since the last verdict needs one
-    wave). A verdict ends a rank's run() if that rank's read of the wave was made in this run(),
-    or in an earlier one that the verdict did not end, after which the rank sent nothing, and
-    this run() starts idle (``floor``; only its last answer's verdict can still come: a verdict
-    comes before the next wave's ask): its read, idle, speaks for it as for every rank. Its
-    other ranks may all have left run() on that verdict: no later wave would come until rank
-    0's next run(). A rank that sent since its read waits for a later wave (what it sent is in
-    no read), as does one whose run() starts with work (`reset`: a message queued, perhaps at a
-    node the earlier run() did not serve, or come after the verdict; one taken and not acked;
-    an executor's task), and one whose run() the verdict already ended. (As before, a rank
-    whose run() ends another way after it answered, by ``count`` or ``until``, may send again:
-    quiescence speaks for the ranks that stay in run().)
+    wave), but a verdict ends a rank's run() only if that rank's read of the wave was made in
+    this run() (``floor``): what it did between two runs is in no earlier read. (As before, a
+    rank whose run() ends another way after it answered, by ``count`` or ``until``, may send
+    again: quiescence speaks for the ranks that stay in run().)
 
     The hold. Every message a rank receives after its read of the quiet wave k was sent after
     its sender's read of k: sent before the sender's read of k - 1, it would have been in
@@ -77,7 +70,7 @@ class Quiescence:
     verdict (its chain starts at a rank whose run() returned, or a thread outside run()), and
     run() must leave it queued, though the verdict may reach this rank after it (a verdict comes
     down the tree; a message from a rank that returned, directly). So once a rank has answered
-    a wave whose verdict would end this run(), it takes nothing until its outcome is known here
+    a wave in this run(), its run() takes nothing until that wave's outcome is known here
     (`holds`): the verdict (it returns, what came stays queued), the next wave's ask, or a void
     (the wave will not be found quiet). A rank that holds with something queued withdraws its
     answer: rank 0 voids the wave unless it has found it quiet (then the verdict is on its
@@ -110,8 +103,7 @@ class Quiescence:
         self.heard: set[int] = set()  # the children that answered it
         self.sums = [0, 0]  # their (sent, received)
         self.answered = 0  # the last wave this rank answered (rank 0: completed)
-        self.floor = 0  # no verdict on a wave up to this one ends this run() (`reset`)
-        self.answer_sent = 0  # engine.data_sent when this rank last answered
+        self.floor = 0  # waves up to this one were answered before this run() began
         self.previous: tuple[int, int] | None = None  # rank 0: the last wave's totals
         self.quiet = 0  # the wave found quiet (0: none)
         self.voided = 0  # the last wave rank 0 will not find quiet (voided by it, or heard of)
@@ -124,15 +116,10 @@ class Quiescence:
         self.warned = 0.0  # when this rank last warned that a wave is stuck
         self.engine.on_wave = self._on_wave
 
-    def reset(self, busy: bool = False) -> None:
+    def reset(self) -> None:
         """At the start of a run(): a quiet verdict about a wave this rank answered in an
-        earlier run() says nothing of what it sent since, nor of work this run() starts with
-        (``busy``: a message queued at a node it serves, one taken and not yet acked, an
-        executor's pending task). Unless it sent nothing and is not busy, that run() holding
-        when it ended (`leave`): this one holds on, and ends on the verdict as that one would
-        have (its other ranks may have returned on it, and no wave would follow)."""
-        if busy or self.engine.data_sent != self.answer_sent:
-            self.floor = self.answered
+        earlier run() says nothing of what it did since."""
+        self.floor = self.answered
         self.failed = 0
         self.next_start = 0.0
 
@@ -179,11 +166,11 @@ class Quiescence:
         self.wave_started = time.monotonic()
 
     def found(self) -> bool:
-        """True once a wave whose verdict ends this run() (above ``floor``) was found quiet."""
+        """True once a wave this rank answered in this run() was found quiet."""
         return self.quiet > self.floor
 
     def holds(self, pending: Callable[[], bool]) -> bool:
-        """True while run() must take nothing: this rank answered a wave above ``floor`` whose
+        """True while run() must take nothing: this rank answered a wave in this run() whose
         outcome it does not know yet (the hold at `Quiescence`). ``pending()``: something is
         queued that run() would take; the answer is then withdrawn (once), so that rank 0
         voids the wave and says so. Rank 0, which holds nothing, voids the wave it has out
@@ -202,9 +189,8 @@ class Quiescence:
             self._send([0], WAVE_WITHDRAW, wave)
         return True
 
-    def leave(self, ended: bool = False) -> None:
-        """At the end of a run(), however it ended (``ended``: by the verdict, then spent; or
-        timeout, count, until, an exception, the verdict kept for the next run()): no
+    def leave(self) -> None:
+        """At the end of a run(), however it ended (timeout, count, until, an exception): no
         rank may be left holding for the outcome of a wave that stays out while this rank is
         away, perhaps outside geode_mpi, passing nothing on and answering no withdrawal.
         Rank 0 voids the wave it has out, down the tree (it finds no voided wave quiet). A rank
@@ -212,9 +198,7 @@ class Quiescence:
         it and withdraws it at rank 0, and answers it only once rank 0's void is back: so rank
         0 cannot find it quiet (it needs that answer) and has voided it before it completes."""
         wave = self.asked
-        if ended:
-            self.floor = self.answered  # (the wave found quiet: no later run() ends on it)
-        if not wave or ended or self.found():
+        if not wave or self.found():
             return
         if self.parent is None:
             if wave > self.voided:
@@ -247,7 +231,6 @@ class Quiescence:
         sent = engine.data_sent + self.sums[0]
         received = engine.data_received + self.sums[1]
         wave, self.asked, self.answered = self.asked, 0, self.asked
-        self.answer_sent = engine.data_sent
         if self.parent is not None:
             self._send([self.parent], WAVE_ANSWER, wave, sent, received)
             return False
