@@ -270,7 +270,9 @@ class Quiescence:
         log.warning(
             "run() has waited %.0f s for rank(s) %s to report idle (wave %d; a rank reports "
             "for itself and the ranks below it: %s): every rank must call run() for it to end "
-            "by quiescence; are they in run(), or still busy?",
+            "by quiescence; are they in run(), or still busy? (after a run(timeout=...) that "
+            "timed out on some rank, runs can pair off by one: synchronise the ranks after "
+            "each run(), docs/delivery.md)",
             now - self.wave_started,
             missing,
             self.asked,

@@ -177,3 +177,30 @@ def test_the_ranks_in_run_do_not_hold_while_rank_0_is_away_after_its_run(geode: 
     if geode.rank:
         gaps = [later - first for first, later in itertools.pairwise(stamps)]
         assert len(stamps) > 100 and max(gaps) < 0.5, (len(stamps), sorted(gaps)[-4:])
+
+
+def test_rounds_of_runs_with_timeouts_stay_in_step_with_a_barrier_after_each_run(
+    geode: Geode,
+) -> None:
+    """docs/delivery.md's advice for rounds of run(timeout=...): one rank's first run() of a
+    round times out almost at once (before it answers a wave), rank 0's lasts; a barrier after
+    each run() keeps the next run() of every rank paired with the others' (a probe: without it,
+    1 to 5 rounds of 40 paired off by one, a run() waiting out its timeout while the other
+    ranks had gone on). Every round's second run() ends quiescent at once, its Token handled."""
+    from mpi4py import MPI
+
+    if geode.size < 2:
+        pytest.skip("needs 2 ranks or more (one rank has no other to pair with)")
+    comm = MPI.COMM_WORLD
+    handled = []
+    geode.on(Tick)(lambda msg: handled.append(msg.data))
+    for trial in range(20):
+        comm.Barrier()
+        geode.run(timeout=0.3 if geode.rank == 0 else 0.0005 * (1 + trial % 4))
+        comm.Barrier()
+        if geode.rank == 0:
+            geode.send(Tick(trial), geode.node, geode.nodes[1])
+        started = time.monotonic()
+        summary = geode.run(timeout=TIMEOUT)
+        assert summary.reason == "quiescent" and time.monotonic() - started < TIMEOUT / 2
+    assert comm.allreduce(len(handled)) == 20
