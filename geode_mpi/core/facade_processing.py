@@ -60,9 +60,12 @@ class Processing(Facade):
 
         It ends after ``count`` messages, when ``until()`` returns True, when a `Stop` message
         arrives (`stop`), after ``timeout`` seconds, or (``quiescent``, the default when neither
-        count nor until is given) when the whole job is quiescent: no node anywhere has a
-        message to process and none is in flight. Waiting for quiescence is collective: every
-        rank calls run(). In a one-process world with no other thread, a ``count`` that cannot
+        count nor until is given) when the whole job is quiescent: no node that the ranks'
+        run() calls serve has a message to process and none is in flight (a node a rank's
+        ``run(node)`` leaves out keeps what is queued for it, even with a handler). Waiting for
+        quiescence is collective: every rank calls run(), and in rounds with a ``timeout``,
+        synchronises after each (docs/delivery.md: otherwise the calls can pair off by one
+        across ranks). In a one-process world with no other thread, a ``count`` that cannot
         be reached ends it as soon as nothing is left to process (reason "quiescent"), since
         nothing can arrive any more (``receive()`` raises at once there).
 
