@@ -79,7 +79,7 @@ class Sending(RuntimeParts):
                 deadline = None if timeout is None else time.monotonic() + (timeout or 0.0)
                 pair = engine.reserve(src, dst, deadline, timeout, block)
             rank = dst % self.size
-            if source is None and pair.credits is None:
+            if src == self.rank and pair.credits is None:  # (this rank's node, named or not)
                 self.routes[dest] = (dst, rank, pair)  # no credits now means none ever
                 self.path.dests[dest] = self.path.lane(src, dst, rank, pair)
         msg = message if isinstance(message, Message) else Message(message)
