@@ -58,18 +58,18 @@ class Streams(EngineState):
         from now on, in checkpoints too: a restart does not start it at number 0."""
         if sub not in self.inboxes:
             return
-        pair = self._in.get((number, sub))
-        if pair is None:
-            self._in[(number, sub)] = pair = PairIn()
-            pair.rejoining = True
-            return
+        key = (number, sub)
+        found = self._in.get(key)
+        pair = self._in[key] = PairIn() if found is None else found
         pair.rejoining = True
+        if found is None:
+            return
         # The replay for it (sent before anything published after this change) skips the
         # numbers below `expected`, each counted once in `counted_apart`: its publisher
         # counted it resent for this subscriber. A later replay, for another subscriber,
         # is not for it: its numbers there are ones this replay had (retained numbers
         # only move on), past the window's lo by then.
-        self.topics.had[(number, sub)] = [0, pair.expected]
+        self.topics.had[key] = [0, pair.expected]
 
     def _topic_arrival(
         self,
@@ -95,9 +95,11 @@ class Streams(EngineState):
         resend = flags & _REPLAY == _REPLAY
         for sub in self.topics.local_subscribers(wire):
             key = (stream, sub)
-            pair = self._taker(key, sub, flags, seq, resend)
-            if pair is None:
-                continue
+            pair = self._in.get(key)
+            if pair is None or flags & _FLAG_RESENT or pair.rejoining:  # (else: it takes it)
+                pair = self._taker(key, sub, flags, seq, resend)
+                if pair is None:
+                    continue
             if resend and not first:
                 self._count_apart(sub, -1)
             copies = frames if first else [keep_or_copy(frame) for frame in frames]
@@ -116,7 +118,8 @@ class Streams(EngineState):
         topic's stream goes to it, started or resumed here if it joined late or came back; None
         if it skips it: a retained message replayed for a new subscriber (counted apart if it
         had it before it left, `rejoin`), or a resend after an ack timeout, which was published
-        before it came or while it was away."""
+        before it came or while it was away. (`_topic_arrival` asks only for a pair not made
+        yet or rejoining, or of an arrival sent again: any other takes its arrival as is.)"""
         pair = self._in.get(key)
         if pair is None:  # (not expected: each local subscriber's is made as it subscribes)
             if resend:  # (sent again for an earlier subscriber: published before it came)
