@@ -2,9 +2,11 @@
 
 For each kind, four ping-pong loops run interleaved (the order rotating per repeat): raw
 ``comm.send``/``recv`` of the object itself and of a dict of a Message's fields holding it
-(`baseline.message_fields`), and geode's ``send`` of ``Message(x)`` and of the bare ``x``
-(a Message subclass has no bare form: "subclass" holds only its data, "attrs" two
-attributes, "script" is defined in the job script). Every payload is made afresh per send on
+(`baseline.message_fields`; for a Message subclass, its class name as the type and its
+attributes beside the fields, what a hand-written message of that class carries), and geode's
+``send`` of ``Message(x)`` and of the bare ``x`` (a Message subclass has no bare form:
+"subclass" holds only its data, "attrs" two attributes, "script" is defined in the job
+script). Every payload is made afresh per send on
 both sides, for every method alike. Ratios are paired (taken within each repeat).
 """
 
@@ -39,7 +41,7 @@ class Tagged(Message):
 
 class Point(Message):
     """A subclass as users write one ("attrs"): two attributes set in ``__init__`` (they
-    travel too; the raw fields dict does not hold them)."""
+    travel too, and the raw fields dict holds them: `raw_extras`)."""
 
     def __init__(self, data: Any = None, x: int = 1, label: str = "a") -> None:
         super().__init__(data)
@@ -103,11 +105,37 @@ def raw_object(pair: Pair, make: Callable[[], Any], iters: int) -> tuple[float, 
     return (pair.wtime() - start) / (2 * iters), got
 
 
-def raw_fields(pair: Pair, make: Callable[[], Any], iters: int) -> tuple[float, Any]:
+def raw_extras(cls: type[Message], make: Callable[[], Any]) -> dict[str, Any]:
+    """What a raw fields dict holds over `message_fields`'s for a message of ``cls``: its
+    class name as the type, and the attributes its ``__init__`` sets (nothing for `Message`)."""
+    if cls is Message:
+        return {}
+    attributes = {key: value for key, value in vars(cls(make())).items() if key != "data"}
+    return {"type": cls.__name__, **attributes}
+
+
+def raw_fields(
+    pair: Pair, make: Callable[[], Any], iters: int, extras: dict[str, Any] | None = None
+) -> tuple[float, Any]:
+    """Raw ``send``/``recv`` of a dict of a Message's fields holding ``make()``, with
+    ``extras`` (`raw_extras`: a subclass's type name and attributes) set over them."""
     comm, peer, node, peer_node = pair.comm, pair.peer, pair.node, pair.peer_node
     got: Any = None
     start = barrier_then_clock(comm, pair.wtime)
-    if pair.rank == 0:
+    if extras:  # (loops of their own: the plain kinds' stay as they were)
+        if pair.rank == 0:
+            for seq in range(iters):
+                fields = message_fields(seq, node, peer_node, make())
+                fields.update(extras)
+                comm.send(fields, peer)
+                got = comm.recv(source=peer)["data"]
+        else:
+            for seq in range(iters):
+                got = comm.recv(source=peer)["data"]
+                fields = message_fields(seq, node, peer_node, make())
+                fields.update(extras)
+                comm.send(fields, peer)
+    elif pair.rank == 0:
         for seq in range(iters):
             comm.send(message_fields(seq, node, peer_node, make()), peer)
             got = comm.recv(source=peer)["data"]
@@ -143,7 +171,7 @@ def loops(pair: Pair, kind: str) -> dict[str, Loop]:
 
     found: dict[str, Loop] = {
         RAW_OBJECT: partial(raw_object, pair, make),
-        RAW_FIELDS: partial(raw_fields, pair, make),
+        RAW_FIELDS: partial(raw_fields, pair, make, extras=raw_extras(cls, make)),
         GEODE_MESSAGE: partial(geode_loop, pair, wrap),
     }
     if kind not in CLASSES:
@@ -215,7 +243,8 @@ def table(records: dict[str, Any]) -> list[str]:
     lines.append(out.rule)
     lines.append(
         "one way, us (medians); ratios paired per repeat. fields: raw send/recv of a dict of a "
-        "Message's fields holding x;"
+        "Message's fields holding x"
+        " (a subclass's: its class name and attributes too);"
     )
     lines.append("  obj: raw send/recv of x itself; x: geode's send of the bare x (no Message)")
     return lines
