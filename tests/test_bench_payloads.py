@@ -53,3 +53,15 @@ def test_an_unknown_payload_kind_is_refused() -> None:
     assert pingpong_payloads.kinds_option("int,dict") == ["int", "dict"]
     with pytest.raises(ValueError, match="unknown kind 'set'"):
         pingpong_payloads.kinds_option("int,set")
+
+
+def test_a_subclass_raw_fields_dict_carries_its_class_name_and_attributes() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import pingpong_payloads as payloads
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    text = payloads.PAYLOADS["attrs"]
+    assert payloads.raw_extras(payloads.Point, text) == {"type": "Point", "x": 1, "label": "a"}
+    assert payloads.raw_extras(payloads.Tagged, text) == {"type": "Tagged"}
+    assert payloads.raw_extras(payloads.Message, text) == {}
