@@ -195,6 +195,47 @@ def test_an_unfinished_isend_is_tracked_and_waited_for(lent: list[Lent]) -> None
         geode.close(timeout=10)
 
 
+@pytest.mark.parametrize("data", ["hello world", {"step": 3, "e": 1.5}, np.arange(4.0)])
+def test_a_received_message_forwarded_takes_the_express_path(lent: list[Lent], data: Any) -> None:
+    # A message received (its id, seq, source, dest and timestamp set), sent on as it is: its
+    # metadata does not travel, so it goes express, in the bytes `encode` gives its data
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank)) for rank in range(2))
+    a.send(data, dest="node1")  # (the lanes are made by the first sends; an array's template)
+    b.send("first", dest="node0")
+    received = b.receive(timeout=10)
+    assert received.id is not None and received.source == "node0"
+    assert a.receive(timeout=10).data == "first"
+    parts = lent[1]  # (b's lane to node0: made second)
+    before = len(parts.sent)
+    handle = b.send(received, dest="node0")
+    assert len(parts.sent) == before + 1  # express: one Isend, straight from the lane
+    meta = parts.sent[-1][0]
+    got = a.receive(timeout=10)
+    stamp = codec.make_stamp(handle.id, handle.seq, got.timestamp, 1, 0)
+    assert meta == codec.encode(Message(data), stamp, codec.FLAG_TRACKED)[0]
+    assert (got.source, got.seq, got.id) == ("node1", handle.seq, handle.id) != (None,) * 3
+    assert np.array_equal(got.data, data) if isinstance(data, np.ndarray) else got.data == data
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
+@pytest.mark.parametrize("extra", [{"priority": 2}, {"ttl": 5.0}, {"_headers": {"k": 1}}])
+def test_a_received_message_with_qos_or_headers_is_not_express(
+    lent: list[Lent], extra: dict[str, Any]
+) -> None:
+    hub = InProcHub(2)
+    a, b = (Geode(2, transport=hub.endpoint(rank)) for rank in range(2))
+    a.send("first", dest="node1")
+    received = b.receive(timeout=10)
+    received.__dict__.update(extra)
+    lane = a._runtime.path.dests["node1"]
+    assert lane.express(received.data, received) is None
+    assert set(RESERVED) >= {"id", "seq", "source", "dest", "timestamp"}
+    for geode in (a, b):
+        geode.close(timeout=10)
+
+
 @pytest.mark.parametrize(
     "message",
     [
