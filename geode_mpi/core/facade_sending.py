@@ -194,6 +194,8 @@ class SendCalls(Facade):
                 kind = message.__class__
                 if kind is Message:
                     sent = lane.express(message.data, message)
+                    if sent is None and "_headers" in message.__dict__:  # (as a subclass's)
+                        sent = lane.express_named(message)
                 elif kind is str or not isinstance(message, Message):  # (a str: the commonest)
                     sent = lane.express(message, None)
                 else:  # a subclass: its class name packed once per lane and class

@@ -242,8 +242,7 @@ def test_a_received_message_with_qos_or_headers_is_not_express(
         slotted("x"),
         Point("x", np.arange(3.0)),  # an attribute holding an array
         Point(np.arange(3.0), 1),  # a small array with attributes
-        Message("x", headers={"k": 1}),
-        Message(7, headers={"k": 1}),
+        Message("x", headers={"k": np.arange(3.0)}),  # headers holding an array
         "\ud800",  # a lone surrogate: pickle keeps it
         Message("\ud800"),
         np.arange(3.0),  # a small array's first send: `encode` makes its template
@@ -510,6 +509,9 @@ NAMED = [
     lambda: headed(Point({"y": 2.0}, {"nested": [1, ("a", None)]}, "f"), {"n": 3}),
     lambda: Point("hello world", np.float64(0.5), "g"),  # (a numpy scalar: no buffer)
     lambda: received(Point("again", 3, "h")),
+    lambda: Message("hello world", headers={"step": 1}),  # (a Message's headers: as a subclass's)
+    lambda: Message(7, headers={"k": 1, "tag": "t"}),
+    lambda: received(Message("again", headers={"n": 2})),
     lambda: Forgot(4),
 ]
 
