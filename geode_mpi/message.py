@@ -25,6 +25,13 @@ RESERVED = frozenset(
 ANSWERED = "_answered"  # set on a request its node's handler answered: it has its one reply
 
 
+def data_alone(state: dict[str, Any]) -> bool:
+    """Whether a message whose ``__dict__`` is ``state`` carries its data and nothing else:
+    besides ``data``, only metadata that never travels (`RESERVED`: a message received or sent
+    before, sent on as it is), and no headers."""
+    return "data" in state and state.keys() <= RESERVED and not state.get("_headers")
+
+
 class Receipt(Protocol):
     """What a received message calls to report how its processing went (the delivery layer)."""
 

@@ -23,7 +23,7 @@ from geode_mpi.codec.wire import plain_misses as _plain_misses
 from geode_mpi.codec.wire_parts import _wire_names
 from geode_mpi.delivery.authoring import WATCHING, authored
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut
-from geode_mpi.message import RESERVED, Message
+from geode_mpi.message import RESERVED, Message, data_alone
 from geode_mpi.transport import SendTicket
 
 if TYPE_CHECKING:
@@ -49,15 +49,6 @@ _disjoint = RESERVED.isdisjoint  # (a dict of attributes holds none of the reser
 # A subclass's, per lane (`Lane.express_named`): its class, its header's source, dest and
 # class-name length (packed once), its wire name
 Named = tuple[type[Message], bytes, bytes]
-
-
-def _metadata_only(state: dict[str, Any]) -> bool:
-    """Whether a `Message` whose ``__dict__`` is ``state`` holds its data and nothing else that
-    travels: a message received or sent before (its id, seq, source and the rest, which
-    `codec.encode` leaves out: a forwarded message is encoded as a new one of its data), with
-    no headers. Anything else (headers, an attribute, a received ``priority`` or ``ttl``) is
-    the general path's."""
-    return "data" in state and state.keys() <= RESERVED and not state.get("_headers")
 
 
 class Lane:
@@ -206,7 +197,7 @@ class Lane:
         its header packed here from the lane's parts (the bytes `codec.encode` gives: a test
         checks them), its `Isend` (`MPITransport.send_meta` inline), and the records `send`
         keeps. None, with nothing done, for anything else (a Message holding more than its
-        data and a received message's metadata (`_metadata_only`), data holding an array or
+        data and a received message's metadata (`data_alone`), data holding an array or
         that does not pickle, a text UTF-8 cannot encode, a small array's first send: `send`
         then, which also says what is wrong). ``named``: a subclass's message
         (`express_named`), and ``rest`` its rest section, if any."""
@@ -217,7 +208,7 @@ class Lane:
         # no cheaper way tells that it holds nothing else, gc.get_referents costs more)
         if message is not None:
             state = message.__dict__
-            if (len(state) != 1 or "data" not in state) and not _metadata_only(state):
+            if (len(state) != 1 or "data" not in state) and not data_alone(state):
                 return None
         isend, tag, sent, batches, sent_to, track = parts
         rank = self.rank

@@ -35,7 +35,7 @@ from geode_mpi.codec.runs import (
 from geode_mpi.delivery.authoring import WATCHING, authored
 from geode_mpi.delivery.pairs import OutboxEntry, PairOut, RunEntry
 from geode_mpi.delivery.stats import NodeStats
-from geode_mpi.message import Message
+from geode_mpi.message import Message, data_alone
 from geode_mpi.transport import SendTicket, Transport
 
 RUN_MAX = 64  # messages in a run: a full run takes no more, the next one opens a new run
@@ -150,8 +150,8 @@ class OpenRun:
                 if data is None:
                     return -1
                 kind = Message  # (copied: appended as it is)
-            elif len(state) != 1 or "data" not in state:
-                return -1
+            elif (len(state) != 1 or "data" not in state) and not data_alone(state):
+                return -1  # (a received message sent on joins: its metadata does not travel)
             else:
                 data = state["data"]
                 kind = type(data)

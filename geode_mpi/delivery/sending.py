@@ -37,7 +37,7 @@ from geode_mpi.delivery.publishing import Publishing
 from geode_mpi.delivery.runs import RUN_MAX, BatchLazy, OpenRun, progress
 from geode_mpi.delivery.stats import NodeStats
 from geode_mpi.delivery.tracepoints import trace_send
-from geode_mpi.message import Message
+from geode_mpi.message import Message, data_alone
 from geode_mpi.tracing import TRACER, now_us
 from geode_mpi.transport import SendTicket as SendTicket  # what a send returns (re-exported)
 from geode_mpi.transport import Transport
@@ -279,7 +279,8 @@ class SendPath(Publishing):
         name = wire_name(cls)
         if name is None or self.batch_lazy is None:
             return None
-        states = len(state) != 1 or "data" not in state  # (attributes of its own)
+        # (attributes of its own; a received message's metadata does not travel)
+        states = (len(state) != 1 or "data" not in state) and not data_alone(state)
         if states:
             data = state_of(state)
             if data is None:

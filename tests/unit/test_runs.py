@@ -219,6 +219,29 @@ def test_isends_of_a_pair_leave_as_one_run_with_ranges() -> None:
     assert b.stats().received == 11 and b.stats().processed == 11
 
 
+def test_received_messages_sent_on_join_a_run() -> None:
+    # A received message holds its id, seq, source, dest and timestamp, which do not travel:
+    # sent on as it is, it joins a run as a new message of its data would
+    a, b, held = world()
+    for i in range(11):
+        b.send(f"m{i}", dest="node0")
+    received = [a.receive(timeout=0) for _ in range(11)]
+    assert all(m.id is not None and m.source == "node1" for m in received)
+    a.isend(received[0], dest="node1")  # the route's first send: on its own
+    handles = [a.isend(m, dest="node1") for m in received[1:]]
+    assert len(held.held[1]) == 1  # one lazy entry for ten messages
+    a.flush()
+    assert len(held.sealed) == 1 and count(held.sealed[0]) == 10
+    got = [b.receive(timeout=0) for _ in range(11)]
+    assert [m.data for m in got] == [f"m{i}" for i in range(11)]
+    assert [m.source for m in got] == ["node0"] * 11 and [m.seq for m in got] == list(range(11))
+    assert [m.id for m in got[1:]] == [h.id for h in handles]
+    received[5].headers["k"] = 1  # headers travel: not in a run
+    a.isend(received[5], dest="node1")
+    a.flush()
+    assert b.receive(timeout=0).headers == {"k": 1} and len(held.sealed) == 1  # (no new run)
+
+
 def test_runs_keep_order_with_messages_that_cannot_join() -> None:
     a, b, held = world()
     sent: list[Any] = []
