@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -251,6 +251,10 @@ class Geode(
             self._end()
         else:
             # Another rank may never reach close(): do not wait for it while an error unwinds.
+            # What isend and publish hold to batch goes all the same (sent, not waited for: a
+            # job that catches the error goes on without losing them).
+            with suppress(Exception):  # (the error unwinding is the one to see)
+                self.flush()
             runtime = self._runtime
             runtime.closed = runtime.sealed = True
             runtime.plain_queue = NO_FAST_QUEUE

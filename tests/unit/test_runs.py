@@ -394,3 +394,18 @@ def test_a_checkpoint_keeps_a_queued_run_and_an_outbox_run_message_by_message() 
     kept = [decode(meta, frames, NAMES) for meta, frames in unpack_messages(outbox["outbox"])]
     assert [m.data for m in kept] == [{"i": i} for i in range(1, 8)]
     assert [m.id for m in kept] == [m.id for m in got]
+
+
+def test_leaving_a_with_block_by_an_error_sends_what_isend_held() -> None:
+    # The error may be caught and the job go on: what isend and publish held to batch is
+    # sent all the same (not waited for), not dropped with the Geode
+    a, b, held = world()
+    a.send("start", dest="node1")
+    with pytest.raises(RuntimeError, match="boom"), a:
+        a.isend("m1", dest="node1")
+        a.isend("m2", dest="node1")
+        assert held.held  # (held to batch)
+        raise RuntimeError("boom")
+    assert not held.held
+    assert [b.receive(timeout=0).data for _ in range(3)] == ["start", "m1", "m2"]
+    b.close(timeout=10)
