@@ -194,3 +194,31 @@ def test_a_receive_from_a_rank_in_close_that_never_sent_raises(tmp_path: Path) -
     )
     assert text in result.stderr, result.explain()
     assert "1 other message(s) are queued there" in result.stderr, result.explain()
+
+
+# The job calls MPI.Finalize() itself (an mpi4py habit) with its Geode open, right after isend.
+FINALIZES = """\
+import sys
+from mpi4py import MPI
+from geode_mpi import Geode
+
+geode = Geode()
+if geode.rank == 0:
+    for i in range(3):
+        geode.isend(i, dest="node1")
+else:
+    print("got", [geode.receive(timeout=60).data for _ in range(3)], flush=True)
+MPI.Finalize()
+print("finalized", geode.rank, flush=True)
+"""
+
+
+@pytest.mark.parametrize("runner", [[], ["-m", "geode_mpi"]], ids=["python", "runner"])
+def test_a_jobs_own_mpi_finalize_closes_the_geode_first(tmp_path: Path, runner: list[str]) -> None:
+    """The isends held to batch never left (rank 1 waited its 60 s), and the Geode's close at
+    exit called MPI after MPI_Finalize (an MPICH error, status 1)."""
+    result = mpirun(2, [*runner, _job(tmp_path, FINALIZES)], timeout=90)
+    assert not result.timed_out and result.returncode == 0, result.explain()
+    assert "got [0, 1, 2]" in result.stdout, result.explain()
+    assert "finalized 0" in result.stdout and "finalized 1" in result.stdout
+    assert "after finalizing" not in result.stderr, result.explain()

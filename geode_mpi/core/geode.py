@@ -35,7 +35,7 @@ from geode_mpi.core.observe import (
 )
 from geode_mpi.core.placement import Placement, node_names
 from geode_mpi.core.processing import Processor
-from geode_mpi.core.registry import register, unregister
+from geode_mpi.core.registry import close_all, register, unregister
 from geode_mpi.core.runtime import NO_FAST_QUEUE, Runtime
 from geode_mpi.core.termination import term_grace as term_grace_of
 from geode_mpi.delivery import QueueConfig
@@ -229,6 +229,9 @@ class Geode(
         self._observed = Observed(runtime, self._checkpointer)
         start_observing(self._observed)  # --stats / --trace: what to leave if the job fails
         register(self, self._end, self._report_unreceived)
+        hook = getattr(transport, "before_finalize", None)
+        if hook is not None:  # (a job's own MPI.Finalize() closes the Geodes first)
+            hook(close_all)
 
     def _send_held(self) -> None:
         """The engine's `on_room`: send on what the sequencers and the work queues hold for

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mpi4py import MPI
@@ -86,3 +88,30 @@ class Setup(MPIParts):
         # sender has sent one (transport/prepost.py).
         self.leads = Leads(self.comm, self._lead_landed)
         tighten_timer_slack()
+
+    @staticmethod
+    def before_finalize(callback: Callable[[], None]) -> None:
+        """Have ``callback()`` (the job's end: close every open Geode) run as MPI_Finalize
+        begins, if the job calls ``MPI.Finalize()`` itself with a Geode still open: MPI deletes
+        the attributes of ``COMM_SELF`` first, while it still works, so what the Geodes hold
+        still goes and their close() still meets the other ranks'. Once per process; at a
+        normal exit the Geodes are closed before (the `atexit` of `registry`), and then it
+        has nothing left to do."""
+        if _finalize_hook:
+            return
+
+        def delete(_comm: MPI.Comm, _keyval: int, _value: object) -> None:
+            try:
+                callback()
+            except BaseException:  # (MPI_Finalize must go on: say what went wrong)
+                logging.getLogger("geode_mpi").exception(
+                    "closing the open Geodes as MPI.Finalize() began failed"
+                )
+
+        keyval = MPI.Comm.Create_keyval(delete_fn=delete)
+        MPI.COMM_SELF.Set_attr(keyval, None)
+        _finalize_hook.append(keyval)
+
+
+# The COMM_SELF attribute whose deletion at MPI_Finalize closes the open Geodes (once set)
+_finalize_hook: list[int] = []
