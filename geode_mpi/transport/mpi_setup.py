@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -104,6 +103,8 @@ class Setup(MPIParts):
             try:
                 callback()
             except BaseException:  # (MPI_Finalize must go on: say what went wrong)
+                import logging  # (not at start-up: only here)
+
                 logging.getLogger("geode_mpi").exception(
                     "closing the open Geodes as MPI.Finalize() began failed"
                 )
