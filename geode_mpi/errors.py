@@ -123,11 +123,13 @@ class ReceiveTimeout(GeodeTimeoutError):
         hint: str = "",
         closing_rank: int | None = None,
         closing_ranks: str | None = None,
+        topic: str | None = None,
     ) -> None:
         self.node = node
         self.timeout = timeout
         self.source = source
         self.type_name = type_name
+        self.topic = topic  # the receive's topic filter (a name or a pattern), if any
         self.queued = queued
         # A request's: the id of the request whose reply did not come (None: a receive's)
         self.reply_to = reply_to
@@ -144,6 +146,7 @@ class ReceiveTimeout(GeodeTimeoutError):
                 hint,
                 closing_rank,
                 closing_ranks,
+                topic,
             )
         )
 

@@ -68,15 +68,19 @@ def _receive_timeout_text(
     hint: str = "",
     closing_rank: int | None = None,
     closing_ranks: str | None = None,
+    topic: str | None = None,
 ) -> str:
     """`ReceiveTimeout`'s text (``hint``: a last clause the caller adds, "" for none;
     ``closing_rank``: the rank of ``source``, in close(), whose every message has arrived;
-    ``closing_ranks``: with no source, every other rank, in close(), named: "ranks 1-3")."""
+    ``closing_ranks``: with no source, every other rank, in close(), named: "ranks 1-3";
+    ``topic``: the receive's topic filter, a topic's name or a pattern)."""
     wanted = []
     if source is not None:
         wanted.append(f"source={source}")
     if type_name is not None:
         wanted.append(f"type={type_name}")
+    if topic is not None:
+        wanted.append(f"topic={topic}")
     what = f" ({', '.join(wanted)})" if wanted else ""
     tail = f"; {queued} other message(s) are queued there" if queued else ""
     if closing_rank is not None:

@@ -57,6 +57,7 @@ class Facade:
             waited: bool,
             was_open: bool = False,
             defaulted: bool = False,
+            topic: Topic | Subscription | str | None = None,
         ) -> ReceiveTimeout: ...
 
         def _matcher(

@@ -178,7 +178,7 @@ class ReceiveCalls(Facade):
             return runtime.deliver(index, found)
         waited = runtime.transport.delivers_later or senders_may_run()
         raise self._nothing_came(
-            "receive", index, timeout, source, type, waited, was_open, node is None
+            "receive", index, timeout, source, type, waited, was_open, node is None, topic
         )
 
     def _head_from(self, source: str | int) -> int:
@@ -253,6 +253,7 @@ class ReceiveCalls(Facade):
         waited: bool,
         was_open: bool = False,
         defaulted: bool = False,
+        topic: Topic | Subscription | str | None = None,
     ) -> ReceiveTimeout:
         """The error of a receive at node ``index`` that got nothing (`ClosedError` raised
         instead once the Geode is closed: naming the thread whose close() ended its wait, if
@@ -306,6 +307,7 @@ class ReceiveCalls(Facade):
             hint=hint,
             closing_rank=engine.rank_of(src) if gone and src is not None else None,
             closing_ranks=ranks_named(engine.ranks_done) if everyone else None,
+            topic=_topic_label(topic),
         )
 
     def _matcher(
@@ -338,3 +340,10 @@ def _next_of_run(runtime: Runtime, rank: int, cursor: RunCursor) -> Message | No
         if TRACER.on:
             trace_receive(rank, message, "receive")
     return message
+
+
+def _topic_label(topic: Topic | Subscription | str | None) -> str | None:
+    """A receive's topic filter as its `ReceiveTimeout` names it: a topic's name, a pattern."""
+    if topic is None or isinstance(topic, str):
+        return topic
+    return topic.name if isinstance(topic, Topic) else topic.pattern

@@ -14,6 +14,7 @@ from geode_mpi import (
     Message,
     QueueConfig,
     QueueFull,
+    ReceiveTimeout,
     Topic,
     UnknownNodeError,
     WorldMismatchError,
@@ -336,3 +337,18 @@ def test_a_total_order_publish_from_a_non_sequencer_polls_like_a_publish(
         assert err.value is failure and err.value.after_send is value
     monkeypatch.undo()
     g.close()
+
+
+def test_a_receive_that_gets_nothing_names_its_topic_filter() -> None:
+    with Geode(3) as geode:
+        temps = geode.topic("temps", publishers=["node0"], subscribers=["node1"])
+        pattern = geode.subscribe("node2", "sim.*")
+        geode.topic("sim.a", publishers=["node0"], subscribers=[])
+        for topic, label in ((temps, "temps"), ("temps", "temps"), (pattern, "sim.*")):
+            node = "node2" if label == "sim.*" else "node1"
+            with pytest.raises(ReceiveTimeout) as found:
+                geode.receive(node, topic=topic, timeout=0.01)
+            assert f"topic={label}" in str(found.value) and found.value.topic == label
+        with pytest.raises(ReceiveTimeout) as found:
+            geode.receive("node1", source="node0", timeout=0.01)
+        assert "topic=" not in str(found.value) and found.value.topic is None
