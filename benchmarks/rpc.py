@@ -17,13 +17,12 @@ Each row is one way (half a round trip), and its ratio to raw in the same launch
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
 import time
 from typing import Any
 
 from mpi4py import MPI
+from timing import forms_parser, run_forms
 
 from geode_mpi import Geode, Message
 
@@ -35,15 +34,8 @@ class Ask(Message):
     """A request that rank 1's handler answers (the other forms' messages have no handler)."""
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=int, default=2000, help="round trips per loop")
-    parser.add_argument("--repeats", type=int, default=7, help="loops per form (median)")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str]) -> None:
-    args = parse(argv)
+    args = forms_parser(__doc__, 2000).parse_args(argv)
     comm = MPI.COMM_WORLD
     if comm.Get_size() != 2:
         raise SystemExit("rpc.py: run it with exactly 2 ranks (mpiexec -n 2)")
@@ -91,18 +83,7 @@ def main(argv: list[str]) -> None:
             serve(form, args.iters)
         return float((time.perf_counter() - start) / (2 * args.iters) * 1e6)
 
-    times: dict[str, list[float]] = {form: [] for form in FORMS}
-    for form in FORMS:
-        loop(form)  # (warm: the lanes are made, the classes known)
-    for _ in range(args.repeats):
-        for form in FORMS:
-            times[form].append(loop(form))
-    if rank == 0:
-        raw = statistics.median(times["raw"])
-        print(f"one way, us (median of {args.repeats} loops of {args.iters} round trips)")
-        for form in FORMS:
-            found = statistics.median(times[form])
-            print(f"  {form:9} {found:7.2f}  {found / raw:5.2f}x raw")
+    run_forms(FORMS, loop, args.iters, args.repeats, rank == 0)
     geode.close()
 
 

@@ -10,13 +10,11 @@ destination has made its lane (round 49 in benchmarks/README.md: the named form 
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 
 from mpi4py import MPI
+from timing import forms_parser, run_forms
 
 from geode_mpi import Geode, Message
 
@@ -25,15 +23,8 @@ class Tagged(Message):
     """A Message subclass holding only its data."""
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=int, default=5000, help="round trips per loop")
-    parser.add_argument("--repeats", type=int, default=7, help="loops per form (median)")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str]) -> None:
-    args = parse(argv)
+    args = forms_parser(__doc__, 5000).parse_args(argv)
     comm = MPI.COMM_WORLD
     if comm.Get_size() != 2:
         raise SystemExit("send_forms.py: run it with exactly 2 ranks (mpiexec -n 2)")
@@ -68,19 +59,7 @@ def main(argv: list[str]) -> None:
             second(form)
         return float((time.perf_counter() - start) / (2 * args.iters) * 1e6)
 
-    forms = ("raw", "named", "dest")
-    times: dict[str, list[float]] = {form: [] for form in forms}
-    for form in forms:
-        loop(form)  # (warm: the lanes are made, the classes known)
-    for _ in range(args.repeats):
-        for form in forms:
-            times[form].append(loop(form))
-    if rank == 0:
-        median: Callable[[list[float]], float] = statistics.median
-        raw = median(times["raw"])
-        print(f"one way, us (median of {args.repeats} loops of {args.iters} round trips)")
-        for form in forms:
-            print(f"  {form:6} {median(times[form]):7.2f}  {median(times[form]) / raw:5.2f}x raw")
+    run_forms(("raw", "named", "dest"), loop, args.iters, args.repeats, rank == 0)
     geode.close()
 
 

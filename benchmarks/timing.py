@@ -8,6 +8,7 @@ falls on both sides of it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from collections.abc import Callable, Sequence
@@ -120,3 +121,34 @@ def check_array(rank: int, expected: np.ndarray[Any, Any], name: str, got: Any) 
         raise RuntimeError(
             f"rank {rank}: {name} of {expected.nbytes} bytes received the wrong data ({what})"
         )
+
+
+def forms_parser(doc: str, iters: int) -> argparse.ArgumentParser:
+    """The options of a benchmark that times forms of one round trip in turn (`run_forms`):
+    ``--iters`` (round trips per loop, default ``iters``) and ``--repeats``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--iters", type=int, default=iters, help="round trips per loop")
+    parser.add_argument("--repeats", type=int, default=7, help="loops per form (median)")
+    return parser
+
+
+def run_forms(
+    forms: Sequence[str], loop: Callable[[str], float], iters: int, repeats: int, show: bool
+) -> dict[str, list[float]]:
+    """Each form's ``loop(form)`` (one way, us): one loop of each to warm up (lanes made,
+    classes known), then ``repeats`` rounds of every form in turn; printed if ``show``, each
+    form's median and its ratio to the first form's (raw)."""
+    times: dict[str, list[float]] = {form: [] for form in forms}
+    for form in forms:
+        loop(form)
+    for _ in range(repeats):
+        for form in forms:
+            times[form].append(loop(form))
+    if show:
+        raw = statistics.median(times[forms[0]])
+        width = max(map(len, forms)) + 1
+        print(f"one way, us (median of {repeats} loops of {iters} round trips)")
+        for form in forms:
+            found = statistics.median(times[form])
+            print(f"  {form:{width}} {found:7.2f}  {found / raw:5.2f}x raw")
+    return times
